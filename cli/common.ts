@@ -1,0 +1,50 @@
+/**
+ * Pieces every llmctl command shares: the default model, option parsing with clear errors,
+ * and exit codes.
+ */
+import { InvalidArgumentError } from "@commander-js/extra-typings";
+import { fromFileUrl } from "./paths.ts";
+
+/** The bundled demo model (Karpathy's stories260K, MIT; see models/README.md). */
+export const DEFAULT_MODEL = fromFileUrl(new URL("../models/stories260K.gguf", import.meta.url));
+
+/** Process exit codes, documented in the README. */
+export const ExitCode = {
+  ok: 0,
+  /** A runtime failure: unreadable model, backend error, unreachable agent. */
+  failure: 1,
+  /** Bad usage: unknown flag, invalid value. */
+  usage: 2,
+} as const;
+
+/** Parse an integer option, saying which option was wrong. */
+export function intOption(min: number, max = Number.MAX_SAFE_INTEGER) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected an integer from ${min} to ${max}, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+/** Parse a finite number option within [min, max]. */
+export function numberOption(min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (value.trim() === "" || !Number.isFinite(n) || n < min || n > max) {
+      throw new InvalidArgumentError(`expected a number from ${min} to ${max}, got "${value}"`);
+    }
+    return n;
+  };
+}
+
+/** Print a JSON value as one line on stdout. */
+export function printJson(value: unknown): void {
+  console.log(JSON.stringify(value));
+}
+
+/** Write text to stdout without a newline (for streaming tokens). */
+export function writeOut(text: string): void {
+  Deno.stdout.writeSync(new TextEncoder().encode(text));
+}

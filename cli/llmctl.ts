@@ -1,0 +1,47 @@
+/**
+ * `llmctl` — the command-line tool of distributed-llm. One commander program; each subcommand
+ * lives in cli/commands/<name>.ts.
+ */
+import { Command, CommanderError } from "@commander-js/extra-typings";
+import { ExitCode } from "./common.ts";
+import { evalCommand } from "./commands/eval.ts";
+import { generateCommand } from "./commands/generate.ts";
+import { modelCommand } from "./commands/model.ts";
+import { tokenizeCommand } from "./commands/tokenize.ts";
+import { VERSION } from "./version.ts";
+
+/** Build the whole program (exported so tests can inspect --help texts). */
+export function buildProgram(): Command {
+  const program = new Command("llmctl")
+    .description("run and manage distributed-llm: generate text, inspect models, drive a cluster")
+    .version(VERSION, "-V, --version")
+    .showHelpAfterError()
+    .exitOverride();
+  program.addCommand(generateCommand());
+  program.addCommand(evalCommand());
+  program.addCommand(tokenizeCommand());
+  program.addCommand(modelCommand());
+  return program as unknown as Command;
+}
+
+/** Run llmctl with `args`, returning the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(args, { from: "user" });
+    return ExitCode.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      // commander already printed the message; help/version exit with code 0.
+      return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
+    }
+    const err = e as Error;
+    console.error(`llmctl: ${err.message ?? String(e)}`);
+    if (Deno.env.get("DLLM_DEBUG")) console.error(err.stack);
+    return ExitCode.failure;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,168 @@
+/**
+ * Member metadata: what every agent tells the cluster about itself, binary-encoded into at
+ * most {@linkcode MAX_METADATA_BYTES} so it fits, with room to spare, in one gossip datagram.
+ * A change travels as an `alive` message with a higher incarnation.
+ *
+ * @module
+ */
+import { DecodeError, Reader, Writer } from "./codec.ts";
+
+/** Hard limit on encoded metadata: one alive message must fit a 1400-byte datagram. */
+export const MAX_METADATA_BYTES = 512;
+const FORMAT_VERSION = 1;
+
+/** Compute resources an agent offers. */
+export interface Resources {
+  /** Memory available for model weights, bytes. */
+  memoryBytes: number;
+  /** CPU cores. */
+  cores: number;
+  /** Kernel backend name (e.g. "webgpu", "wasm"). */
+  backend: string;
+  /** Adapter description (GPU name, or "" for none). */
+  adapter: string;
+}
+
+/** The model and layer range [from, to) an agent hosts. */
+export interface HostedLayers {
+  /** Model name. */
+  model: string;
+  /** First layer hosted (inclusive). */
+  from: number;
+  /** Layer after the last one hosted (exclusive). */
+  to: number;
+}
+
+/** Everything a member advertises. */
+export interface NodeMetadata {
+  /** Node id; must equal the member's gossip id. */
+  id: string;
+  /** Addresses peers can reach this agent's services on (host or IP, no port). */
+  addresses: string[];
+  /** gRPC/Connect port. */
+  rpcPort: number;
+  /** Prometheus metrics port. */
+  metricsPort: number;
+  /** Compute resources. */
+  resources: Resources;
+  /** Hosted model layers, or null when none. */
+  hosted: HostedLayers | null;
+  /** Agent software version. */
+  version: string;
+}
+
+/** Metadata that fails validation; the message names the field and the fix. */
+export class MetadataError extends Error {
+  /** @param message what is wrong and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "MetadataError";
+  }
+}
+
+function checkPort(name: string, p: number) {
+  if (!Number.isInteger(p) || p < 0 || p > 65535) {
+    throw new MetadataError(`metadata ${name} ${p} is not a port number (0–65535)`);
+  }
+}
+
+function checkStr(name: string, s: string) {
+  const n = new TextEncoder().encode(s).length;
+  if (n > 255) throw new MetadataError(`metadata ${name} is ${n} bytes; the limit is 255`);
+}
+
+/**
+ * Check and encode metadata; throws {@linkcode MetadataError} naming the problem.
+ *
+ * @example
+ * ```ts
+ * const bytes = encodeMetadata({
+ *   id: "gpu-1", addresses: ["10.0.0.5"], rpcPort: 7950, metricsPort: 9090,
+ *   resources: { memoryBytes: 24e9, cores: 16, backend: "webgpu", adapter: "RTX 4090" },
+ *   hosted: { model: "llama-3-8b", from: 0, to: 16 }, version: "0.1.0",
+ * });
+ * ```
+ */
+export function encodeMetadata(m: NodeMetadata): Uint8Array {
+  if (!m.id) throw new MetadataError("metadata id is empty; set a node id");
+  checkStr("id", m.id);
+  if (m.addresses.length > 16) {
+    throw new MetadataError(`metadata has ${m.addresses.length} addresses; the limit is 16`);
+  }
+  m.addresses.forEach((a, i) => checkStr(`addresses[${i}]`, a));
+  checkPort("rpcPort", m.rpcPort);
+  checkPort("metricsPort", m.metricsPort);
+  const r = m.resources;
+  if (!Number.isSafeInteger(r.memoryBytes) || r.memoryBytes < 0) {
+    throw new MetadataError(`metadata resources.memoryBytes ${r.memoryBytes} must be a non-negative integer`);
+  }
+  if (!Number.isInteger(r.cores) || r.cores < 0 || r.cores > 65535) {
+    throw new MetadataError(`metadata resources.cores ${r.cores} must be an integer 0–65535`);
+  }
+  checkStr("resources.backend", r.backend);
+  checkStr("resources.adapter", r.adapter);
+  checkStr("version", m.version);
+  if (m.hosted) {
+    const h = m.hosted;
+    checkStr("hosted.model", h.model);
+    if (!Number.isInteger(h.from) || !Number.isInteger(h.to) || h.from < 0 || h.to > 65535 || h.from > h.to) {
+      throw new MetadataError(`metadata hosted layers [${h.from}, ${h.to}) must satisfy 0 ≤ from ≤ to ≤ 65535`);
+    }
+  }
+  const w = new Writer().u8(FORMAT_VERSION).str8(m.id).u8(m.addresses.length);
+  for (const a of m.addresses) w.str8(a);
+  w.u16(m.rpcPort).u16(m.metricsPort).u64(r.memoryBytes).u16(r.cores).str8(r.backend).str8(r.adapter);
+  if (m.hosted) w.u8(1).str8(m.hosted.model).u16(m.hosted.from).u16(m.hosted.to);
+  else w.u8(0);
+  w.str8(m.version);
+  const out = w.finish();
+  if (out.length > MAX_METADATA_BYTES) {
+    throw new MetadataError(
+      `metadata for "${m.id}" encodes to ${out.length} bytes; the limit is ${MAX_METADATA_BYTES} ` +
+        `(shorten the adapter string, model name, version or address list)`,
+    );
+  }
+  return out.slice();
+}
+
+/** Decode metadata; throws {@linkcode DecodeError} on malformed bytes. */
+export function decodeMetadata(buf: Uint8Array): NodeMetadata {
+  if (buf.length > MAX_METADATA_BYTES) {
+    throw new DecodeError(`metadata is ${buf.length} bytes; the limit is ${MAX_METADATA_BYTES}`);
+  }
+  const r = new Reader(buf);
+  const v = r.u8("metadata version");
+  if (v !== FORMAT_VERSION) throw new DecodeError(`unknown metadata format ${v}`);
+  const id = r.str8("id");
+  const n = r.u8("address count");
+  const addresses: string[] = [];
+  for (let i = 0; i < n; i++) addresses.push(r.str8("address"));
+  const rpcPort = r.u16("rpc port");
+  const metricsPort = r.u16("metrics port");
+  const resources: Resources = {
+    memoryBytes: r.u64("memory"),
+    cores: r.u16("cores"),
+    backend: r.str8("backend"),
+    adapter: r.str8("adapter"),
+  };
+  const has = r.u8("hosted flag");
+  let hosted: HostedLayers | null = null;
+  if (has === 1) hosted = { model: r.str8("model"), from: r.u16("layer from"), to: r.u16("layer to") };
+  else if (has !== 0) throw new DecodeError(`bad hosted flag ${has}`);
+  const version = r.str8("version");
+  r.end("metadata");
+  return { id, addresses, rpcPort, metricsPort, resources, hosted, version };
+}
+
+/** Minimal metadata for a node that has nothing to advertise yet. */
+export function emptyMetadata(id: string): NodeMetadata {
+  return {
+    id,
+    addresses: [],
+    rpcPort: 0,
+    metricsPort: 0,
+    resources: { memoryBytes: 0, cores: 0, backend: "", adapter: "" },
+    hosted: null,
+    version: "",
+  };
+}

@@ -1,0 +1,341 @@
+/**
+ * The socket boundary. The protocol core only sees {@linkcode Transport}: send a datagram,
+ * receive datagrams, open/accept a framed stream. {@linkcode UdpTransport} implements it with
+ * `node:dgram` + `node:net`; `sim.ts` implements it on a virtual network.
+ *
+ * @module
+ */
+import dgram from "node:dgram";
+import net from "node:net";
+import { type Clock, type Rng, systemClock, systemRng } from "./clock.ts";
+import { DecodeError } from "./codec.ts";
+
+/** A bidirectional stream of length-delimited frames (push-pull, TCP fallback probe). */
+export interface Stream {
+  /** The peer's address. */
+  readonly remoteAddr: string;
+  /** Queue one frame for sending. */
+  send(frame: Uint8Array): void;
+  /** The next frame; rejects on timeout, close or a malformed frame. */
+  receive(timeoutMs: number): Promise<Uint8Array>;
+  /** Close both directions. */
+  close(): void;
+}
+
+/** What the gossip core needs from a network. */
+export interface Transport {
+  /** The address other members reach us on, `host:port`. */
+  readonly addr: string;
+  /** The time domain this transport lives in (virtual in the simulator). */
+  readonly clock: Clock;
+  /** Best-effort datagram. Never throws; a failed send is a lost packet. */
+  sendPacket(addr: string, bytes: Uint8Array): void;
+  /** Register the datagram handler (one). */
+  onPacket(handler: (from: string, bytes: Uint8Array) => void): void;
+  /** Open a stream; rejects after `timeoutMs`. */
+  dialStream(addr: string, timeoutMs: number): Promise<Stream>;
+  /** Register the handler for accepted streams (one). */
+  onStream(handler: (stream: Stream) => void): void;
+  /** Bytes sent so far, by kind, for bandwidth figures. */
+  readonly bytesSent: { udp: number; tcp: number };
+  /** Stop sending and receiving. */
+  close(): Promise<void>;
+}
+
+/** `host:port`, with brackets around IPv6 hosts. */
+export function joinHostPort(host: string, port: number): string {
+  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Split `host:port` / `[v6]:port`; throws a clear error when the port is missing. */
+export function splitHostPort(addr: string): { host: string; port: number } {
+  const m = /^\[([^\]]+)\]:(\d+)$/.exec(addr) ?? /^([^:\[\]]+):(\d+)$/.exec(addr);
+  if (!m) throw new Error(`address "${addr}" is not host:port (IPv6 as [addr]:port)`);
+  const port = Number(m[2]);
+  if (port < 0 || port > 65535) throw new Error(`address "${addr}" has port ${port} out of range`);
+  return { host: m[1], port };
+}
+
+/** Largest stream frame accepted; a push-pull of 10 000 members is far below this. */
+export const MAX_FRAME = 16 << 20;
+
+/** Framed stream over a `node:net` socket: `u32 length | bytes`. */
+class SocketStream implements Stream {
+  private chunks: Uint8Array[] = [];
+  private buffered = 0;
+  private frames: Uint8Array[] = [];
+  private waiters: { resolve: (b: Uint8Array) => void; reject: (e: Error) => void }[] = [];
+  private error: Error | null = null;
+
+  constructor(private readonly sock: net.Socket, readonly remoteAddr: string) {
+    sock.on("data", (d: Uint8Array) => this.onData(d));
+    sock.on("error", (e: Error) => this.fail(e));
+    sock.on("close", () => this.fail(new Error(`stream to ${remoteAddr} closed`)));
+  }
+
+  private onData(d: Uint8Array) {
+    this.chunks.push(new Uint8Array(d));
+    this.buffered += d.length;
+    while (this.buffered >= 4) {
+      const all = this.chunks.length === 1 ? this.chunks[0] : concat(this.chunks, this.buffered);
+      this.chunks = [all];
+      const len = new DataView(all.buffer, all.byteOffset).getUint32(0);
+      if (len > MAX_FRAME) {
+        this.fail(new DecodeError(`stream frame of ${len} bytes exceeds ${MAX_FRAME}`));
+        this.sock.destroy();
+        return;
+      }
+      if (all.length < 4 + len) return;
+      this.frames.push(all.slice(4, 4 + len));
+      this.chunks = [all.subarray(4 + len)];
+      this.buffered = all.length - 4 - len;
+      this.flush();
+    }
+  }
+
+  private flush() {
+    while (this.frames.length && this.waiters.length) this.waiters.shift()!.resolve(this.frames.shift()!);
+  }
+
+  private fail(e: Error) {
+    if (!this.error) this.error = e;
+    for (const w of this.waiters.splice(0)) w.reject(this.error);
+  }
+
+  send(frame: Uint8Array): void {
+    const hdr = new Uint8Array(4);
+    new DataView(hdr.buffer).setUint32(0, frame.length);
+    this.sock.write(concat([hdr, frame], 4 + frame.length));
+  }
+
+  receive(timeoutMs: number): Promise<Uint8Array> {
+    if (this.frames.length) return Promise.resolve(this.frames.shift()!);
+    if (this.error) return Promise.reject(this.error);
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => {
+        this.waiters = this.waiters.filter((w) => w !== waiter);
+        reject(new Error(`stream to ${this.remoteAddr}: no frame within ${timeoutMs} ms`));
+      }, timeoutMs);
+      const waiter = {
+        resolve: (b: Uint8Array) => (clearTimeout(t), resolve(b)),
+        reject: (e: Error) => (clearTimeout(t), reject(e)),
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  close(): void {
+    this.sock.end();
+  }
+}
+
+function concat(parts: Uint8Array[], total: number): Uint8Array {
+  const out = new Uint8Array(total);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** Options of the real transport. */
+export interface UdpTransportOptions {
+  /** Address to bind; 127.0.0.1 by default — never all interfaces unless asked. */
+  bindAddr?: string;
+  /** UDP and TCP port; 0 picks a free one (the same for both). Default 7946. */
+  port?: number;
+  /** Address to advertise when it differs from the bind address (NAT, 0.0.0.0 bind). */
+  advertiseAddr?: string;
+}
+
+/**
+ * UDP datagrams + TCP streams on one port.
+ *
+ * @example
+ * ```ts
+ * const t = await UdpTransport.listen({ bindAddr: "127.0.0.1", port: 7946 });
+ * ```
+ */
+export class UdpTransport implements Transport {
+  readonly clock: Clock = systemClock;
+  readonly bytesSent = { udp: 0, tcp: 0 };
+  private packetHandler: (from: string, b: Uint8Array) => void = () => {};
+  private streamHandler: (s: Stream) => void = (s) => s.close();
+  private readonly sockets = new Set<net.Socket>();
+
+  private constructor(
+    private readonly udp: dgram.Socket,
+    private readonly tcp: net.Server,
+    readonly addr: string,
+  ) {
+    udp.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
+      this.packetHandler(joinHostPort(rinfo.address, rinfo.port), new Uint8Array(msg));
+    });
+    udp.on("error", () => {});
+    tcp.on("connection", (sock: net.Socket) => {
+      this.track(sock);
+      this.streamHandler(new SocketStream(sock, joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0)));
+    });
+  }
+
+  private track(sock: net.Socket) {
+    this.sockets.add(sock);
+    sock.on("close", () => this.sockets.delete(sock));
+    sock.on("error", () => {});
+  }
+
+  /** Bind UDP and TCP on the same port. */
+  static async listen(opts: UdpTransportOptions = {}): Promise<UdpTransport> {
+    const bindAddr = opts.bindAddr ?? "127.0.0.1";
+    const family = bindAddr.includes(":") ? "udp6" : "udp4";
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const udp = dgram.createSocket({ type: family });
+      const port = await new Promise<number>((resolve, reject) => {
+        udp.once("error", reject);
+        udp.bind(opts.port ?? 7946, bindAddr, () => resolve(udp.address().port));
+      }).catch((e) => {
+        udp.close();
+        throw new Error(`cannot bind UDP ${joinHostPort(bindAddr, opts.port ?? 7946)}: ${e.message}`);
+      });
+      const tcp = net.createServer();
+      const ok = await new Promise<boolean>((resolve, reject) => {
+        tcp.once("error", (e: Error & { code?: string }) => {
+          if (e.code === "EADDRINUSE" && !opts.port) resolve(false);
+          else reject(new Error(`cannot bind TCP ${joinHostPort(bindAddr, port)}: ${e.message}`));
+        });
+        tcp.listen(port, bindAddr, () => resolve(true));
+      }).catch((e) => {
+        udp.close();
+        throw e;
+      });
+      if (!ok) {
+        udp.close();
+        continue; // port 0 gave a UDP port whose TCP twin is taken: try another
+      }
+      const host = opts.advertiseAddr ?? bindAddr;
+      return new UdpTransport(udp, tcp, joinHostPort(host, port));
+    }
+    throw new Error(`cannot find a free port with both UDP and TCP on ${bindAddr}`);
+  }
+
+  sendPacket(addr: string, bytes: Uint8Array): void {
+    try {
+      const { host, port } = splitHostPort(addr);
+      this.bytesSent.udp += bytes.length;
+      this.udp.send(bytes, port, host, () => {});
+    } catch {
+      // unsendable address or closed socket: a lost datagram, as UDP would have it
+    }
+  }
+
+  onPacket(handler: (from: string, bytes: Uint8Array) => void): void {
+    this.packetHandler = handler;
+  }
+
+  dialStream(addr: string, timeoutMs: number): Promise<Stream> {
+    return new Promise((resolve, reject) => {
+      let host: string, port: number;
+      try {
+        ({ host, port } = splitHostPort(addr));
+      } catch (e) {
+        return reject(e);
+      }
+      const sock = net.connect({ host, port });
+      this.track(sock);
+      const t = setTimeout(() => {
+        sock.destroy();
+        reject(new Error(`connect to ${addr} timed out after ${timeoutMs} ms`));
+      }, timeoutMs);
+      sock.once("connect", () => {
+        clearTimeout(t);
+        const s = new SocketStream(sock, addr);
+        const send = s.send.bind(s);
+        s.send = (f: Uint8Array) => {
+          this.bytesSent.tcp += f.length + 4;
+          send(f);
+        };
+        resolve(s);
+      });
+      sock.once("error", (e: Error) => {
+        clearTimeout(t);
+        reject(new Error(`connect to ${addr}: ${e.message}`));
+      });
+    });
+  }
+
+  onStream(handler: (stream: Stream) => void): void {
+    this.streamHandler = handler;
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await Promise.all([
+      new Promise<void>((r) => this.tcp.close(() => r())),
+      new Promise<void>((r) => {
+        try {
+          this.udp.close(() => r());
+        } catch {
+          r();
+        }
+      }),
+    ]);
+  }
+}
+
+/** Loss and delay applied to outgoing datagrams (and delay to stream frames). */
+export interface Impairment {
+  /** Probability in [0, 1] that a datagram is dropped. */
+  loss: number;
+  /** Mean one-way extra delay, ms. */
+  delayMs: number;
+  /** Uniform ± jitter around the delay, ms. */
+  jitterMs: number;
+}
+
+/**
+ * Wraps a transport with userspace loss and delay — a stand-in for `tc netem` on kernels
+ * without `sch_netem`. Only outgoing traffic is impaired, as netem on an egress qdisc would.
+ */
+export class ImpairedTransport implements Transport {
+  /** @param inner the real transport @param imp impairment @param rng randomness */
+  constructor(private readonly inner: Transport, private readonly imp: Impairment, private readonly rng: Rng = systemRng) {}
+  get addr(): string {
+    return this.inner.addr;
+  }
+  get clock(): Clock {
+    return this.inner.clock;
+  }
+  get bytesSent(): { udp: number; tcp: number } {
+    return this.inner.bytesSent;
+  }
+  private delay(): number {
+    return Math.max(0, this.imp.delayMs + (this.rng.next() * 2 - 1) * this.imp.jitterMs);
+  }
+  sendPacket(addr: string, bytes: Uint8Array): void {
+    if (this.rng.next() < this.imp.loss) return;
+    const d = this.delay();
+    if (d <= 0) this.inner.sendPacket(addr, bytes);
+    else this.clock.setTimeout(() => this.inner.sendPacket(addr, bytes), d);
+  }
+  onPacket(handler: (from: string, bytes: Uint8Array) => void): void {
+    this.inner.onPacket(handler);
+  }
+  private wrap(s: Stream): Stream {
+    return {
+      remoteAddr: s.remoteAddr,
+      send: (f) => void this.clock.setTimeout(() => s.send(f), this.delay()),
+      receive: (t) => s.receive(t),
+      close: () => void this.clock.setTimeout(() => s.close(), this.delay() + 1),
+    };
+  }
+  async dialStream(addr: string, timeoutMs: number): Promise<Stream> {
+    return this.wrap(await this.inner.dialStream(addr, timeoutMs));
+  }
+  onStream(handler: (stream: Stream) => void): void {
+    this.inner.onStream((s) => handler(this.wrap(s)));
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}

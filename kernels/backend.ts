@@ -1,0 +1,142 @@
+/**
+ * The compute interface the model is written against.
+ *
+ * `model/llama.ts` calls only these methods, so a layer's math exists once and every backend
+ * (reference TypeScript, WASM SIMD, WebGPU) is interchangeable and testable against the
+ * reference on the same inputs.
+ *
+ * Conventions:
+ * - Activations live in backend-owned `Buf`s of float32 elements, row-major `[rows × cols]`.
+ * - A weight of shape `[ne0, ne1]` (GGUF order) is a matrix of `ne1` rows, each `ne0` long;
+ *   `matmul(w, x, out, rows)` computes `out[t, r] = Σ_c W[r, c] · x[t, c]` for each of `rows`
+ *   activation rows `t`.
+ * - Ops are enqueued and may run later (WebGPU) or at once (reference); `read` is the only
+ *   point where results must be visible, so it is the only async method.
+ * - Matmuls reproduce ggml's CPU numerics: activations are first converted to the weight type's
+ *   "vec_dot type" (Q8_0 for Q4_0/Q5_0/Q8_0, Q8_1 for Q4_1/Q5_1, Q8_K for the K-quants, F16 for
+ *   F16, BF16 for BF16) and the dot products are taken in that form. This is what makes our logits
+ *   match llama.cpp's on quantized models (see ../shared/fixtures/README.md).
+ */
+import type { GGMLType } from "./quant/types.ts";
+
+/** A weight tensor as it comes out of a GGUF file: raw block bytes plus shape. */
+export interface WeightSpec {
+  readonly name: string;
+  readonly type: GGMLType;
+  /** GGUF dimension order: `shape[0]` is the row length (ne0), `shape[1]` the row count (ne1). */
+  readonly shape: readonly number[];
+  /** Exactly the tensor's bytes (ggml block layout). */
+  readonly data: Uint8Array;
+}
+
+/** A weight uploaded to a backend. Opaque: only the backend that made it may use it. */
+export interface Weight {
+  readonly name: string;
+  readonly type: GGMLType;
+  readonly shape: readonly number[];
+}
+
+/** A float32 activation buffer owned by a backend. Opaque handle; `length` is in elements. */
+export interface Buf {
+  readonly length: number;
+}
+
+/** Element type of a KV cache. ggml's default for llama.cpp users is f16; goldens use f32. */
+export type KVType = "f32" | "f16";
+
+/** Keys and values of every layer of one sequence, `[nLayers][nCtx × kvDim]`. */
+export interface KVCache {
+  readonly nLayers: number;
+  readonly nCtx: number;
+  /** nKVHeads × headDim */
+  readonly kvDim: number;
+  readonly type: KVType;
+}
+
+/** Rotary position embedding parameters (ggml_rope_ext with ext_factor 0, attn_factor 1). */
+export interface RopeParams {
+  readonly nHeads: number;
+  readonly headDim: number;
+  /** Rotated dimensions per head (`rope.dimension_count`, ≤ headDim); the rest pass through. */
+  readonly ropeDim: number;
+  readonly freqBase: number;
+  /** 1 / linear scaling factor. */
+  readonly freqScale: number;
+  /** NEOX ordering rotates (i, i + ropeDim/2) pairs; normal ordering rotates (2i, 2i+1). */
+  readonly neox: boolean;
+}
+
+/** Multi-head (grouped-query) attention parameters. */
+export interface AttentionParams {
+  readonly nHeads: number;
+  readonly nKVHeads: number;
+  readonly headDim: number;
+  /** Usually 1/sqrt(headDim). */
+  readonly scale: number;
+}
+
+/** A compute backend. Every method but `read` may be asynchronous under the hood. */
+export interface Backend {
+  /** "reference", "wasm", "webgpu". */
+  readonly name: string;
+  /** Free-form description of the device (e.g. "llvmpipe (LLVM 15)", "2 threads, SIMD"). */
+  readonly device: string;
+
+  /** Copy a weight to the backend once; the returned handle is used by the ops below. */
+  upload(spec: WeightSpec): Weight;
+  /** Allocate a zeroed activation buffer of `length` float32 elements. */
+  buffer(length: number): Buf;
+  /** Copy `src` into `dst` starting at element `offset`. */
+  write(dst: Buf, src: Float32Array, offset?: number): void;
+  /** Wait for pending work and copy `length` elements of `src` from `offset` to the host. */
+  read(src: Buf, offset?: number, length?: number): Promise<Float32Array>;
+  /** Allocate a KV cache for one sequence. */
+  kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache;
+
+  /** out[t, :] = dequantized row `ids[t]` of `table` (ggml_get_rows). */
+  embed(table: Weight, ids: Int32Array, out: Buf): void;
+  /** out[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + eps) ⊙ weight, for `rows` rows of weight.shape[0]. */
+  rmsNorm(x: Buf, weight: Weight, out: Buf, rows: number, eps: number): void;
+  /** out[t, r] = Σ_c W[r, c] · x[t, c] with ggml's activation conversion (see file comment). */
+  matmul(w: Weight, x: Buf, out: Buf, rows: number): void;
+  /** x[t, :] += bias, for `rows` rows of bias.shape[0]. */
+  addBias(x: Buf, bias: Weight, rows: number): void;
+  /** Rotate x `[positions.length × nHeads × headDim]` in place; row t is at `positions[t]`. */
+  rope(x: Buf, positions: Int32Array, params: RopeParams): void;
+  /**
+   * Write `rows` rows of k and v (`[rows × kvDim]`, starting at row `rowOffset`) into `cache`'s
+   * `layer` at positions `pos0 .. pos0 + rows - 1`.
+   */
+  storeKV(
+    cache: KVCache,
+    layer: number,
+    k: Buf,
+    v: Buf,
+    pos0: number,
+    rows: number,
+    rowOffset?: number,
+  ): void;
+  /**
+   * Causal attention of `rows` query rows (`q` `[rows × nHeads × headDim]` from `rowOffset`) at
+   * positions `pos0 ..` over `cache`'s `layer` entries `0 .. pos0 + t`; writes `out` rows likewise.
+   */
+  attention(
+    q: Buf,
+    cache: KVCache,
+    layer: number,
+    out: Buf,
+    pos0: number,
+    rows: number,
+    params: AttentionParams,
+    rowOffset?: number,
+  ): void;
+  /** out = silu(gate) ⊙ up over `n` elements. */
+  swiglu(gate: Buf, up: Buf, out: Buf, n: number): void;
+  /** a += b over `n` elements. */
+  add(a: Buf, b: Buf, n: number): void;
+
+  /** Release one buffer, cache or weight (e.g. a finished session's KV cache). */
+  free(handle: Buf | KVCache | Weight): void;
+  /** Release every resource (weights, buffers, caches, workers, device). */
+  dispose(): void;
+}

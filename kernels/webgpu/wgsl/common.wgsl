@@ -1,0 +1,90 @@
+// Shared helpers composed in front of every shader (see ../shaders.ts).
+//
+// Half and bfloat16 conversions are done with integer code so that they are exact and round to nearest
+// even on every adapter (WGSL leaves f32→f16 rounding implementation-defined).
+
+// IEEE half bits → f32, exact (subnormals included).
+fn f16_to_f32(h: u32) -> f32 {
+  let e = (h >> 10u) & 0x1fu;
+  let m = h & 0x3ffu;
+  let s = (h & 0x8000u) << 16u;
+  if (e == 0u) {
+    let v = f32(m) * 5.9604644775390625e-8;
+    return select(v, -v, s != 0u);
+  }
+  if (e == 31u) {
+    return bitcast<f32>(s | 0x7f800000u | (m << 13u));
+  }
+  return bitcast<f32>(s | ((e + 112u) << 23u) | (m << 13u));
+}
+
+// f32 → IEEE half bits, round to nearest even (ggml_compute_fp32_to_fp16).
+fn f32_to_f16_bits(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  let s = (b >> 16u) & 0x8000u;
+  let a = b & 0x7fffffffu;
+  if (a > 0x7f800000u) {
+    return s | 0x7e00u;
+  }
+  if (a >= 0x477ff000u) {
+    return s | 0x7c00u;
+  }
+  if (a < 0x38800000u) {
+    if (a < 0x33000000u) {
+      return s;
+    }
+    let e = a >> 23u;
+    let m = (a & 0x7fffffu) | 0x800000u;
+    let sh = 126u - e;
+    var q = m >> sh;
+    let rem = m & ((1u << sh) - 1u);
+    let half = 1u << (sh - 1u);
+    if (rem > half || (rem == half && (q & 1u) == 1u)) {
+      q = q + 1u;
+    }
+    return s | q;
+  }
+  let r = a + 0xc8000fffu + ((a >> 13u) & 1u);
+  return s | (r >> 13u);
+}
+
+// x rounded to the nearest half, as f32.
+fn round_f16(x: f32) -> f32 {
+  return f16_to_f32(f32_to_f16_bits(x));
+}
+
+// x rounded to the nearest bfloat16, as f32 (ggml_compute_fp32_to_bf16).
+fn round_bf16(x: f32) -> f32 {
+  let u = bitcast<u32>(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) {
+    return bitcast<f32>(((u >> 16u) | 64u) << 16u);
+  }
+  return bitcast<f32>(((u + (0x7fffu + ((u >> 16u) & 1u))) >> 16u) << 16u);
+}
+
+// C's roundf: halfway cases away from zero.
+fn roundf(x: f32) -> f32 {
+  let t = trunc(x);
+  if (abs(x - t) >= 0.5) {
+    return t + sign(x);
+  }
+  return t;
+}
+
+// Sum of the products of the four signed bytes of a and b.
+fn dot4i8(a: u32, b: u32) -> i32 {
+  //#if PACKED_DOT
+  return dot4I8Packed(a, b);
+  //#else
+  var s = 0i;
+  for (var k = 0u; k < 32u; k = k + 8u) {
+    s = s + (bitcast<i32>(a << (24u - k)) >> 24u) * (bitcast<i32>(b << (24u - k)) >> 24u);
+  }
+  return s;
+  //#endif
+}
+
+// Sum of the four signed bytes of b.
+fn sum4i8(b: u32) -> i32 {
+  return dot4i8(0x01010101u, b);
+}

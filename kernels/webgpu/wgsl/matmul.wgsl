@@ -1,0 +1,95 @@
+// out[t, row] = Σ_c W[row, c] · x[t, c] for one weight type (section of quant.wgsl composed in).
+//
+// A workgroup of 64 invocations handles 64 / TPR weight rows and TT activation rows: TPR lanes
+// share one weight row and stride over its blocks, each lane keeping TT partial sums that are
+// then reduced through workgroup memory. Activations arrive already converted to the weight's
+// vec_dot type by quantize.wgsl (or as plain f32 for F32 weights), in this layout of `A`:
+//   float kinds: f32 bits at t·k + c
+//   Q8 kinds:    int8 quants packed 4 per u32 at t·k/4 + c/4; block scales (f32) at
+//                a_d_off + t·nb + b; Q8_1 sums (f32) / Q8_K 16-element sums (i32) at a_s_off + …
+
+struct Params {
+  n_rows: u32, // weight rows in this part
+  k: u32, // row length (elements)
+  n_tok: u32, // activation rows
+  row_bytes: u32,
+  out_stride: u32, // total weight rows (row length of out)
+  out_off: u32, // first row of this part
+  a_d_off: u32,
+  a_s_off: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<storage, read_write> A: array<u32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+
+const WG: u32 = 64u;
+const TPR: u32 = {{TPR}}u;
+const TT: u32 = {{TT}}u;
+
+fn a_f(t: u32, c: u32) -> f32 {
+  return bitcast<f32>(A[t * P.k + c]);
+}
+fn a_q4(t: u32, w: u32) -> u32 {
+  return A[t * (P.k / 4u) + w];
+}
+fn a_d(t: u32, b: u32) -> f32 {
+  return bitcast<f32>(A[P.a_d_off + t * (P.k / BLOCK_ELEMS) + b]);
+}
+fn a_s(t: u32, b: u32) -> f32 {
+  return bitcast<f32>(A[P.a_s_off + t * (P.k / BLOCK_ELEMS) + b]);
+}
+fn a_bsum(t: u32, g: u32) -> i32 {
+  return bitcast<i32>(A[P.a_s_off + t * (P.k / 16u) + g]);
+}
+
+{{DECODE}}
+
+var<workgroup> red: array<f32, 512>; // WG · TT (TT ≤ 8)
+
+@compute @workgroup_size(64)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + li / TPR;
+  let lane = li % TPR;
+  let t0 = wid.z * TT;
+  var acc: array<f32, TT>;
+  for (var j = 0u; j < TT; j = j + 1u) {
+    acc[j] = 0.0;
+  }
+  if (row < P.n_rows) {
+    let nb = P.k / BLOCK_ELEMS;
+    let rbase = row * P.row_bytes;
+    let nt = min(TT, P.n_tok - t0);
+    for (var b = lane; b < nb; b = b + TPR) {
+      let wbase = rbase + b * BLOCK_BYTES;
+      for (var j = 0u; j < nt; j = j + 1u) {
+        acc[j] = acc[j] + block_dot(wbase, t0 + j, b);
+      }
+    }
+  }
+  for (var j = 0u; j < TT; j = j + 1u) {
+    red[li * TT + j] = acc[j];
+  }
+  workgroupBarrier();
+  for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+    if (lane < s) {
+      for (var j = 0u; j < TT; j = j + 1u) {
+        red[li * TT + j] = red[li * TT + j] + red[(li + s) * TT + j];
+      }
+    }
+    workgroupBarrier();
+  }
+  if (lane == 0u && row < P.n_rows) {
+    for (var j = 0u; j < TT; j = j + 1u) {
+      let t = t0 + j;
+      if (t < P.n_tok) {
+        O[t * P.out_stride + P.out_off + row] = red[li * TT + j];
+      }
+    }
+  }
+}

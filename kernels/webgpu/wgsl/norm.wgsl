@@ -1,0 +1,49 @@
+// RMSNorm: out[t, :] = (x[t, :] · 1/sqrt(mean(x[t, :]²) + eps)) ⊙ w, one workgroup per row
+// (ggml_rms_norm followed by ggml_mul). The weight is read through the composed quant section.
+
+struct Params {
+  n: u32,
+  rows: u32,
+  eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> W: array<u32>;
+@group(0) @binding(2) var<storage, read_write> X: array<f32>;
+@group(0) @binding(3) var<storage, read_write> O: array<f32>;
+
+{{DECODE}}
+
+var<workgroup> red: array<f32, 64>;
+
+@compute @workgroup_size(64)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let t = wid.x + wid.y * nwg.x;
+  let base = t * P.n;
+  var s = 0.0;
+  if (t < P.rows) {
+    for (var i = li; i < P.n; i = i + 64u) {
+      let v = X[base + i];
+      s = s + v * v;
+    }
+  }
+  red[li] = s;
+  workgroupBarrier();
+  for (var k = 32u; k > 0u; k = k / 2u) {
+    if (li < k) {
+      red[li] = red[li] + red[li + k];
+    }
+    workgroupBarrier();
+  }
+  if (t >= P.rows) {
+    return;
+  }
+  let scale = 1.0 / sqrt(red[0] / f32(P.n) + P.eps);
+  for (var i = li; i < P.n; i = i + 64u) {
+    O[base + i] = (X[base + i] * scale) * w_elem(0u, i);
+  }
+}

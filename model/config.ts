@@ -1,0 +1,136 @@
+/**
+ * Hyperparameters of a llama-family model, read from GGUF metadata the way llama.cpp reads them.
+ */
+import type { GGUFValue } from "./gguf/types.ts";
+
+/** Architectures we run; both are the llama block, qwen2 adds q/k/v biases and NEOX RoPE. */
+export const SUPPORTED_ARCHITECTURES = ["llama", "qwen2"] as const;
+/** One of SUPPORTED_ARCHITECTURES. */
+export type Architecture = typeof SUPPORTED_ARCHITECTURES[number];
+
+/** Everything the forward pass needs to know about a model's shape. */
+export interface LlamaConfig {
+  readonly arch: Architecture;
+  readonly name: string;
+  readonly nLayers: number;
+  readonly nEmbd: number;
+  readonly nFF: number;
+  readonly nHeads: number;
+  readonly nKVHeads: number;
+  readonly headDim: number;
+  readonly nVocab: number;
+  readonly contextLength: number;
+  readonly rmsEps: number;
+  readonly ropeDim: number;
+  readonly ropeFreqBase: number;
+  /** 1 / linear scaling factor (1 when the model is not rope-scaled). */
+  readonly ropeFreqScale: number;
+  /** NEOX ordering (qwen2) rotates (i, i+d/2); normal ordering (llama) rotates (2i, 2i+1). */
+  readonly ropeNeox: boolean;
+}
+
+/** The minimal metadata view the config reader needs (GGUFMetadata satisfies it). */
+export interface MetadataView {
+  get(key: string): GGUFValue | undefined;
+}
+
+/** Thrown when the metadata does not describe a model we can run; the message says what is missing. */
+export class ModelConfigError extends Error {
+  override name = "ModelConfigError";
+}
+
+function num(md: MetadataView, key: string): number | undefined {
+  const v = md.get(key);
+  if (v === undefined) return undefined;
+  if (typeof v === "number") return v;
+  if (typeof v === "bigint" && v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= 0n) return Number(v);
+  throw new ModelConfigError(`metadata key ${key} should be a number, found ${typeof v}`);
+}
+
+function required(md: MetadataView, key: string): number {
+  const v = num(md, key);
+  if (v === undefined) throw new ModelConfigError(`model metadata lacks required key ${key}`);
+  return v;
+}
+
+function positiveInt(key: string, v: number): number {
+  if (!Number.isInteger(v) || v <= 0) {
+    throw new ModelConfigError(`metadata key ${key} must be a positive integer, found ${v}`);
+  }
+  return v;
+}
+
+/**
+ * Read a LlamaConfig from metadata; `nVocab` comes from token_embd's shape because
+ * `<arch>.vocab_size` is optional (convert_hf_to_gguf omits it for qwen2).
+ */
+export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
+  const archValue = md.get("general.architecture");
+  if (typeof archValue !== "string") {
+    throw new ModelConfigError("model metadata lacks general.architecture");
+  }
+  if (!(SUPPORTED_ARCHITECTURES as readonly string[]).includes(archValue)) {
+    throw new ModelConfigError(
+      `unsupported architecture "${archValue}" (supported: ${SUPPORTED_ARCHITECTURES.join(", ")})`,
+    );
+  }
+  const arch = archValue as Architecture;
+  const k = (s: string) => `${arch}.${s}`;
+  const nEmbd = positiveInt(k("embedding_length"), required(md, k("embedding_length")));
+  const nHeads = positiveInt(k("attention.head_count"), required(md, k("attention.head_count")));
+  const nKVHeads = positiveInt(
+    k("attention.head_count_kv"),
+    num(md, k("attention.head_count_kv")) ?? nHeads,
+  );
+  if (nHeads % nKVHeads !== 0) {
+    throw new ModelConfigError(
+      `head_count ${nHeads} is not a multiple of head_count_kv ${nKVHeads}`,
+    );
+  }
+  const headDim = positiveInt(
+    k("attention.key_length"),
+    num(md, k("attention.key_length")) ?? nEmbd / nHeads,
+  );
+  const ropeDim = positiveInt(
+    k("rope.dimension_count"),
+    num(md, k("rope.dimension_count")) ?? headDim,
+  );
+  if (ropeDim > headDim || ropeDim % 2 !== 0) {
+    throw new ModelConfigError(
+      `rope.dimension_count ${ropeDim} must be even and ≤ head size ${headDim}`,
+    );
+  }
+  // Linear RoPE scaling: the modern key pair, or the legacy scale_linear key.
+  let ropeFreqScale = 1;
+  const scalingType = md.get(k("rope.scaling.type"));
+  const factor = num(md, k("rope.scaling.factor")) ?? num(md, k("rope.scale_linear"));
+  if (
+    factor !== undefined && factor > 0 && (scalingType === undefined || scalingType === "linear")
+  ) {
+    ropeFreqScale = 1 / factor;
+  } else if (
+    typeof scalingType === "string" && scalingType !== "none" && scalingType !== "linear"
+  ) {
+    throw new ModelConfigError(
+      `unsupported rope scaling type "${scalingType}" (supported: linear)`,
+    );
+  }
+  const name = md.get("general.name");
+  return {
+    arch,
+    name: typeof name === "string" ? name : arch,
+    nLayers: positiveInt(k("block_count"), required(md, k("block_count"))),
+    nEmbd,
+    nFF: positiveInt(k("feed_forward_length"), required(md, k("feed_forward_length"))),
+    nHeads,
+    nKVHeads,
+    headDim,
+    nVocab,
+    contextLength: num(md, k("context_length")) ?? 2048,
+    rmsEps: num(md, k("attention.layer_norm_rms_epsilon")) ?? 1e-5,
+    ropeDim,
+    ropeFreqBase: num(md, k("rope.freq_base")) ?? 10000,
+    ropeFreqScale,
+    ropeNeox: arch === "qwen2",
+  };
+}

@@ -1,0 +1,210 @@
+/**
+ * Token sampling: greedy, temperature, top-k, top-p, min-p, repetition / frequency / presence
+ * penalties, with a seeded RNG so the same seed gives the same output.
+ *
+ * The chain follows llama.cpp's default order: penalties → top-k → top-p → min-p → temperature →
+ * draw. Temperature 0 (or below) is greedy: argmax of the penalised logits, ties to the lower id.
+ */
+
+/** Sampler settings; every field is optional and defaults to llama.cpp's defaults. */
+export interface SamplerParams {
+  /** 0 = greedy. Default 0.8. */
+  temperature?: number;
+  /** Keep the k most likely tokens; 0 disables. Default 40. */
+  topK?: number;
+  /** Keep the smallest set whose probability mass reaches p; 1 disables. Default 0.95. */
+  topP?: number;
+  /** Drop tokens below minP × the top probability; 0 disables. Default 0.05. */
+  minP?: number;
+  /** Divide positive / multiply negative logits of recent tokens; 1 disables. Default 1. */
+  repeatPenalty?: number;
+  /** How many recent tokens the penalties look at. Default 64. */
+  repeatLastN?: number;
+  /** Subtract frequencyPenalty × count of each recent token. Default 0. */
+  frequencyPenalty?: number;
+  /** Subtract presencePenalty once from each recent token. Default 0. */
+  presencePenalty?: number;
+  /** RNG seed; the same seed and inputs give the same tokens. Default: random. */
+  seed?: number;
+}
+
+/** One candidate in a top-k report. */
+export interface TokenLogprob {
+  id: number;
+  logit: number;
+  logprob: number;
+}
+
+/** Thrown when sampler settings are out of range; the message names the setting. */
+export class SamplerParamError extends Error {
+  override name = "SamplerParamError";
+}
+
+/** A small, fast, seedable PRNG (mulberry32 over a splitmix32-mixed seed). */
+export class Rng {
+  private state: number;
+  constructor(seed: number) {
+    let z = (seed >>> 0) + 0x9e3779b9;
+    z = Math.imul(z ^ (z >>> 16), 0x85ebca6b);
+    z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35);
+    this.state = (z ^ (z >>> 16)) >>> 0;
+  }
+  /** Uniform float in [0, 1). */
+  next(): number {
+    let t = (this.state = (this.state + 0x6d2b79f5) >>> 0);
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  }
+}
+
+/** Index of the largest value, ties to the lower index (llama.cpp's greedy rule). */
+export function argmax(logits: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < logits.length; i++) if (logits[i] > logits[best]) best = i;
+  return best;
+}
+
+/** log-softmax of every logit, computed in double precision. */
+export function logSoftmax(logits: Float32Array): Float64Array {
+  let max = -Infinity;
+  for (const v of logits) if (v > max) max = v;
+  let sum = 0;
+  for (const v of logits) sum += Math.exp(v - max);
+  const lse = max + Math.log(sum);
+  const out = new Float64Array(logits.length);
+  for (let i = 0; i < logits.length; i++) out[i] = logits[i] - lse;
+  return out;
+}
+
+/** The `k` highest logits with their log-probabilities, best first (ties to the lower id). */
+export function topLogprobs(logits: Float32Array, k: number): TokenLogprob[] {
+  const lp = logSoftmax(logits);
+  const ids = topIds(logits, k);
+  return ids.map((id) => ({ id, logit: logits[id], logprob: lp[id] }));
+}
+
+function topIds(logits: Float32Array, k: number): number[] {
+  k = Math.max(0, Math.min(k, logits.length));
+  // Partial selection keeps this O(n·k) for small k instead of sorting a 150k vocabulary.
+  const ids: number[] = [];
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i];
+    if (ids.length === k && v <= logits[ids[k - 1]]) continue;
+    let j = ids.length < k ? ids.length : k - 1;
+    if (ids.length < k) ids.push(i);
+    while (j > 0 && logits[ids[j - 1]] < v) {
+      ids[j] = ids[j - 1];
+      j--;
+    }
+    ids[j] = i;
+  }
+  return ids;
+}
+
+/** Stateful sampler for one sequence: remembers recent tokens for the penalties. */
+export class Sampler {
+  readonly params: Required<Omit<SamplerParams, "seed">> & { seed: number };
+  private readonly rng: Rng;
+  private readonly recent: number[] = [];
+
+  constructor(params: SamplerParams = {}) {
+    const p = {
+      temperature: params.temperature ?? 0.8,
+      topK: params.topK ?? 40,
+      topP: params.topP ?? 0.95,
+      minP: params.minP ?? 0.05,
+      repeatPenalty: params.repeatPenalty ?? 1,
+      repeatLastN: params.repeatLastN ?? 64,
+      frequencyPenalty: params.frequencyPenalty ?? 0,
+      presencePenalty: params.presencePenalty ?? 0,
+      seed: params.seed ?? Math.floor(Math.random() * 2 ** 32),
+    };
+    const check = (name: string, ok: boolean) => {
+      if (!ok) {
+        throw new SamplerParamError(`invalid ${name}: ${(p as Record<string, number>)[name]}`);
+      }
+    };
+    check("temperature", Number.isFinite(p.temperature));
+    check("topK", Number.isInteger(p.topK) && p.topK >= 0);
+    check("topP", p.topP > 0 && p.topP <= 1);
+    check("minP", p.minP >= 0 && p.minP <= 1);
+    check("repeatPenalty", p.repeatPenalty > 0 && Number.isFinite(p.repeatPenalty));
+    check("repeatLastN", Number.isInteger(p.repeatLastN) && p.repeatLastN >= 0);
+    check("frequencyPenalty", Number.isFinite(p.frequencyPenalty));
+    check("presencePenalty", Number.isFinite(p.presencePenalty));
+    check("seed", Number.isInteger(p.seed));
+    this.params = p;
+    this.rng = new Rng(p.seed);
+  }
+
+  /** Remember tokens that count for the penalties (the prompt, then each sampled token). */
+  accept(ids: Iterable<number>): void {
+    for (const id of ids) this.recent.push(id);
+    const keep = this.params.repeatLastN;
+    if (this.recent.length > keep) this.recent.splice(0, this.recent.length - keep);
+  }
+
+  /** Pick the next token from `logits` (not modified) and remember it. */
+  sample(logits: Float32Array): number {
+    const id = this.choose(this.penalised(logits));
+    this.accept([id]);
+    return id;
+  }
+
+  private penalised(logits: Float32Array): Float32Array {
+    const p = this.params;
+    const active = this.recent.length > 0 &&
+      (p.repeatPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0);
+    if (!active) return logits;
+    const out = new Float32Array(logits);
+    const counts = new Map<number, number>();
+    for (const id of this.recent) counts.set(id, (counts.get(id) ?? 0) + 1);
+    for (const [id, count] of counts) {
+      if (id < 0 || id >= out.length) continue;
+      let v = out[id];
+      if (p.repeatPenalty !== 1) v = v <= 0 ? v * p.repeatPenalty : v / p.repeatPenalty;
+      v -= count * p.frequencyPenalty + p.presencePenalty;
+      out[id] = v;
+    }
+    return out;
+  }
+
+  private choose(logits: Float32Array): number {
+    const p = this.params;
+    if (p.temperature <= 0) return argmax(logits);
+    // Candidates sorted by logit, truncated by top-k (llama.cpp sorts the same way).
+    const k = p.topK > 0 ? Math.min(p.topK, logits.length) : logits.length;
+    const ids = topIds(logits, k);
+    // Probabilities before temperature drive top-p and min-p, as in llama.cpp's default chain.
+    const max = logits[ids[0]];
+    let probs = ids.map((id) => Math.exp(logits[id] - max));
+    let sum = probs.reduce((a, b) => a + b, 0);
+    let keep = ids.length;
+    if (p.topP < 1) {
+      let cum = 0;
+      for (let i = 0; i < ids.length; i++) {
+        cum += probs[i] / sum;
+        if (cum >= p.topP) {
+          keep = i + 1;
+          break;
+        }
+      }
+    }
+    if (p.minP > 0) {
+      const threshold = p.minP * (probs[0] / sum);
+      let m = 1;
+      while (m < keep && probs[m] / sum >= threshold) m++;
+      keep = m;
+    }
+    const kept = ids.slice(0, keep);
+    probs = kept.map((id) => Math.exp((logits[id] - max) / p.temperature));
+    sum = probs.reduce((a, b) => a + b, 0);
+    let r = this.rng.next() * sum;
+    for (let i = 0; i < kept.length; i++) {
+      r -= probs[i];
+      if (r < 0) return kept[i];
+    }
+    return kept[kept.length - 1];
+  }
+}

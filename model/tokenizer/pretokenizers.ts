@@ -1,0 +1,119 @@
+/**
+ * The `tokenizer.ggml.pre` table: for each pre-tokenizer name llama.cpp knows and we support,
+ * its split steps and the vocabulary flags llama.cpp sets with it (llama_vocab::impl::load and
+ * llm_tokenizer_bpe's constructor).
+ */
+import { type SplitStep, WS_CLASS } from "./unicode.ts";
+
+/** Settings that come with a pre-tokenizer name. */
+export interface PreTokenizer {
+  /** Canonical llama.cpp pre type this name maps to. */
+  readonly type: string;
+  readonly steps: readonly SplitStep[];
+  /** A whole word found in the vocabulary is emitted without merges (Llama 3). */
+  readonly ignoreMerges: boolean;
+  /** Detokenizer's clean_up_tokenization_spaces. */
+  readonly cleanSpaces: boolean;
+  /** Forces add_bos on (overridable by tokenizer.ggml.add_bos_token). */
+  readonly addBos?: boolean;
+  /** Clears the default BOS id (chatglm). */
+  readonly noBos?: boolean;
+}
+
+const WS = `[${WS_CLASS}]`;
+const NOT_WS = `[^${WS_CLASS}]`;
+const CONTRACTIONS = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
+
+// std::regex in llama.cpp runs on "collapsed" text where every non-ASCII White_Space char is
+// \v; spelling the whitespace class out gives JS the same \s and \S.
+const rx = (src: string) => new RegExp(src, "gu");
+
+const GPT2: SplitStep = { kind: "gpt2" };
+const LLAMA3: SplitStep = { kind: "llama3" };
+const QWEN2: SplitStep = {
+  kind: "regex",
+  re: rx(
+    `${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^${WS_CLASS}\\p{L}\\p{N}]+[\\r\\n]*|` +
+      `${WS}*[\\r\\n]+|${WS}+(?!${NOT_WS})|${WS}+`,
+  ),
+};
+const DIGIT: SplitStep = { kind: "regex", re: rx("\\p{N}") };
+const DEFAULT_STEPS: readonly SplitStep[] = [
+  { kind: "regex", re: rx("[\\p{P}$+<=>^~|]+") },
+  GPT2,
+  { kind: "regex", re: rx("\\p{N}+") },
+  { kind: "regex", re: rx("[0-9][0-9][0-9]") },
+];
+
+const llama3 = (cleanSpaces = true, extra: Partial<PreTokenizer> = {}): PreTokenizer => ({
+  type: "llama3",
+  steps: [LLAMA3],
+  ignoreMerges: true,
+  cleanSpaces,
+  addBos: true,
+  ...extra,
+});
+const gpt2 = (cleanSpaces = true): PreTokenizer => ({
+  type: "gpt2",
+  steps: [GPT2],
+  ignoreMerges: false,
+  cleanSpaces,
+});
+const qwen2 = (cleanSpaces = false): PreTokenizer => ({
+  type: "qwen2",
+  steps: [QWEN2],
+  ignoreMerges: false,
+  cleanSpaces,
+});
+const starcoder = (cleanSpaces = true): PreTokenizer => ({
+  type: "starcoder",
+  steps: [DIGIT, GPT2],
+  ignoreMerges: false,
+  cleanSpaces,
+});
+
+/** The pre-tokenizer used when `tokenizer.ggml.pre` is absent or "default". */
+export const DEFAULT_PRE: PreTokenizer = {
+  type: "default",
+  steps: DEFAULT_STEPS,
+  ignoreMerges: false,
+  cleanSpaces: true,
+};
+
+/** Every supported `tokenizer.ggml.pre` value, with llama.cpp's flags for it. */
+export const PRE_TOKENIZERS: ReadonlyMap<string, PreTokenizer> = new Map<string, PreTokenizer>([
+  ["default", DEFAULT_PRE],
+  ...["llama3", "llama-v3", "llama-bpe", "falcon3", "falcon-h1", "pixtral", "midm-2.0", "lfm2"]
+    .map((n) => [n, llama3()] as [string, PreTokenizer]),
+  ["dbrx", { ...llama3(), ignoreMerges: false, addBos: undefined }],
+  ["smaug-bpe", { ...llama3(), ignoreMerges: false, addBos: undefined }],
+  ["chatglm-bpe", { ...llama3(), ignoreMerges: false, addBos: undefined, noBos: true }],
+  ["glm4", { ...llama3(), ignoreMerges: false, addBos: undefined, noBos: true }],
+  ...[
+    "gpt-2",
+    "phi-2",
+    "jina-es",
+    "jina-de",
+    "gigachat",
+    "jina-v2-es",
+    "jina-v2-de",
+    "a.x-4.0",
+    "mellum",
+    "mpt",
+    "olmo",
+    "jais",
+    "exaone4",
+  ].map((n) => [n, gpt2()] as [string, PreTokenizer]),
+  ["trillion", gpt2(false)],
+  ["granite-docling", gpt2(false)],
+  ...["qwen2", "deepseek-r1-qwen", "kormo", "stablelm2", "hunyuan"]
+    .map((n) => [n, qwen2(n === "stablelm2" ? true : false)] as [string, PreTokenizer]),
+  ["megrez", qwen2(true)],
+  ["starcoder", starcoder()],
+  ["refact", starcoder()],
+  ["codeshell", starcoder()],
+  ["exaone", starcoder()],
+  ["minerva-7b", starcoder()],
+  ["command-r", starcoder(false)],
+  ["smollm", starcoder(false)],
+]);

@@ -1,0 +1,114 @@
+import { assertEquals, assertThrows } from "../support/assert.ts";
+import {
+  argmax,
+  logSoftmax,
+  Rng,
+  Sampler,
+  SamplerParamError,
+  topLogprobs,
+} from "../../model/sampler.ts";
+
+Deno.test("argmax ties go to the lower id (llama.cpp's greedy rule)", () => {
+  assertEquals(argmax(Float32Array.of(1, 3, 3, 2)), 1);
+  assertEquals(argmax(Float32Array.of(-5)), 0);
+});
+
+Deno.test("greedy sampling is argmax regardless of seed", () => {
+  const logits = Float32Array.of(0.1, 2.5, 2.4, -1);
+  for (const seed of [1, 2, 3]) {
+    assertEquals(new Sampler({ temperature: 0, seed }).sample(logits), 1);
+  }
+});
+
+Deno.test("same seed, same draws; different seeds differ", () => {
+  const logits = new Float32Array(50).map((_, i) => Math.sin(i) * 2);
+  const draw = (seed: number) => {
+    const s = new Sampler({ temperature: 1, topK: 0, topP: 1, minP: 0, seed });
+    return Array.from({ length: 40 }, () => s.sample(logits));
+  };
+  assertEquals(draw(7), draw(7));
+  assertEquals(draw(7).join() === draw(8).join(), false);
+});
+
+Deno.test("top-k 1 is greedy even at high temperature", () => {
+  const logits = Float32Array.of(0, 1, 5, 2);
+  const s = new Sampler({ temperature: 5, topK: 1, seed: 3 });
+  for (let i = 0; i < 20; i++) assertEquals(s.sample(logits), 2);
+});
+
+Deno.test("top-p keeps only the nucleus", () => {
+  // probabilities ≈ 0.88, 0.12, tiny: top-p 0.5 keeps just the first.
+  const logits = Float32Array.of(4, 2, -10, -10);
+  const s = new Sampler({ temperature: 1, topK: 0, topP: 0.5, minP: 0, seed: 9 });
+  for (let i = 0; i < 50; i++) assertEquals(s.sample(logits), 0);
+});
+
+Deno.test("min-p drops tokens far below the top one", () => {
+  const logits = Float32Array.of(0, 0, -20);
+  const s = new Sampler({ temperature: 1, topK: 0, topP: 1, minP: 0.1, seed: 5 });
+  const seen = new Set(Array.from({ length: 200 }, () => s.sample(logits)));
+  assertEquals(seen.has(2), false);
+  assertEquals(seen.size, 2);
+});
+
+Deno.test("sampling follows the distribution (temperature 1, no truncation)", () => {
+  const logits = Float32Array.of(Math.log(0.7), Math.log(0.2), Math.log(0.1));
+  const s = new Sampler({ temperature: 1, topK: 0, topP: 1, minP: 0, seed: 11 });
+  const counts = [0, 0, 0];
+  const n = 20000;
+  for (let i = 0; i < n; i++) counts[s.sample(logits)]++;
+  for (const [i, p] of [0.7, 0.2, 0.1].entries()) {
+    if (Math.abs(counts[i] / n - p) > 0.02) throw new Error(`token ${i}: ${counts[i] / n} vs ${p}`);
+  }
+});
+
+Deno.test("repetition penalty divides positive and multiplies negative logits", () => {
+  const s = new Sampler({ temperature: 0, repeatPenalty: 2, seed: 1 });
+  s.accept([0]);
+  // logit 3 / 2 = 1.5 < 2 → token 1 wins
+  assertEquals(s.sample(Float32Array.of(3, 2)), 1);
+  const t = new Sampler({ temperature: 0, repeatPenalty: 2, seed: 1 });
+  t.accept([1]);
+  // -1 × 2 = -2 < -1.5 → token 0 wins
+  assertEquals(t.sample(Float32Array.of(-1.5, -1)), 0);
+});
+
+Deno.test("frequency and presence penalties subtract per occurrence and once", () => {
+  const s = new Sampler({ temperature: 0, frequencyPenalty: 1, presencePenalty: 0.5, seed: 1 });
+  s.accept([0, 0]);
+  // 3 - 2×1 - 0.5 = 0.5 < 1
+  assertEquals(s.sample(Float32Array.of(3, 1)), 1);
+});
+
+Deno.test("penalties only look at the last repeatLastN tokens", () => {
+  const s = new Sampler({ temperature: 0, presencePenalty: 10, repeatLastN: 1, seed: 1 });
+  s.accept([0, 1]);
+  assertEquals(s.sample(Float32Array.of(3, 1)), 0);
+});
+
+Deno.test("invalid settings name the setting", () => {
+  assertThrows(() => new Sampler({ topP: 0 }), SamplerParamError, "topP");
+  assertThrows(() => new Sampler({ temperature: NaN }), SamplerParamError, "temperature");
+  assertThrows(() => new Sampler({ topK: -1 }), SamplerParamError, "topK");
+});
+
+Deno.test("logSoftmax and topLogprobs agree and are normalized", () => {
+  const logits = Float32Array.of(1, 2, 3, 0.5);
+  const lp = logSoftmax(logits);
+  const total = lp.reduce((a, b) => a + Math.exp(b), 0);
+  if (Math.abs(total - 1) > 1e-12) throw new Error(`sum ${total}`);
+  const top = topLogprobs(logits, 2);
+  assertEquals(top.map((t) => t.id), [2, 1]);
+  assertEquals(top[0].logprob, lp[2]);
+});
+
+Deno.test("Rng is uniform-ish and in [0, 1)", () => {
+  const r = new Rng(123);
+  let sum = 0;
+  for (let i = 0; i < 10000; i++) {
+    const x = r.next();
+    if (x < 0 || x >= 1) throw new Error(`out of range: ${x}`);
+    sum += x;
+  }
+  if (Math.abs(sum / 10000 - 0.5) > 0.02) throw new Error(`mean ${sum / 10000}`);
+});

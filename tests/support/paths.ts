@@ -1,0 +1,10 @@
+/** Where tests find the shared fixtures (../shared beside the repo, read-only in CI). */
+import { fileURLToPath } from "node:url";
+
+/** Root of the shared folder; override with DLLM_SHARED. */
+export const SHARED = Deno.env.get("DLLM_SHARED") ??
+  fileURLToPath(new URL("../../../shared", import.meta.url));
+/** The repository root. */
+export const REPO = fileURLToPath(new URL("../..", import.meta.url));
+/** llama.cpp golden fixtures. */
+export const FIXTURES = `${SHARED}/fixtures`;
