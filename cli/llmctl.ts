@@ -15,12 +15,18 @@ export function buildProgram(): Command {
   const program = new Command("llmctl")
     .description("run and manage distributed-llm: generate text, inspect models, drive a cluster")
     .version(VERSION, "-V, --version")
-    .showHelpAfterError()
-    .exitOverride();
+    .showHelpAfterError();
   program.addCommand(generateCommand());
   program.addCommand(evalCommand());
   program.addCommand(tokenizeCommand());
   program.addCommand(modelCommand());
+  // addCommand() does not pass settings down, so make every (sub)command throw instead of
+  // exiting: main() maps errors to documented exit codes.
+  const configure = (cmd: Command) => {
+    cmd.exitOverride().showHelpAfterError("(run with --help for usage)");
+    for (const sub of cmd.commands as Command[]) configure(sub);
+  };
+  configure(program as unknown as Command);
   return program as unknown as Command;
 }
 

@@ -3,10 +3,29 @@
  * layer, and generate text. The cluster's head agent drives stages the same way, one hop apart.
  */
 import type { Backend, KVType } from "../kernels/backend.ts";
-import { type GGUFFile, openGGUF } from "./gguf/mod.ts";
+import { GGUFError, type GGUFFile, openGGUF } from "./gguf/mod.ts";
 import { LlamaStage, type Session } from "./llama.ts";
 import { Sampler, type SamplerParams, type TokenLogprob, topLogprobs } from "./sampler.ts";
 import { type Tokenizer, tokenizerFromMetadata } from "./tokenizer/mod.ts";
+
+/**
+ * Open a GGUF file for reading, with errors that name the file: a missing file says so plainly,
+ * and parse errors keep their field and offset but gain the path.
+ */
+export async function openModelFile(path: string): Promise<GGUFFile> {
+  try {
+    return await openGGUF(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new Error(`model file not found: ${path} (give a GGUF file with --model)`);
+    }
+    if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.IsADirectory) {
+      throw new Error(`cannot read model file ${path}: ${(e as Error).message}`);
+    }
+    if (e instanceof GGUFError) e.message = `${path}: ${e.message}`;
+    throw e;
+  }
+}
 
 /** Options for opening a model. */
 export interface EngineOptions {
@@ -51,7 +70,7 @@ export class Engine {
 
   /** Open `path` and load every layer onto `backend`. */
   static async open(path: string, backend: Backend, opts: EngineOptions = {}): Promise<Engine> {
-    const file = await openGGUF(path);
+    const file = await openModelFile(path);
     try {
       const tokenizer = tokenizerFromMetadata(file.metadata);
       const stage = await LlamaStage.load(file, backend, { maxBatch: opts.maxBatch });

@@ -24,6 +24,8 @@ export function generateCommand() {
     .action(async (opts) => {
       const engine = await openEngine(opts);
       try {
+        // Like llama.cpp, echo the prompt so the streamed continuation reads as one text.
+        if (!opts.json) writeOut(opts.prompt);
         const result = await engine.generate({
           prompt: opts.prompt,
           maxTokens: opts.maxTokens,

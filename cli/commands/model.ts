@@ -1,7 +1,8 @@
 /** `llmctl model inspect <file>`: metadata and tensor table of a GGUF file, reading only its index. */
 import { Command } from "@commander-js/extra-typings";
 import { typeName } from "../../kernels/quant/types.ts";
-import { type GGUFArray, type GGUFValue, GGUFValueType, openGGUF } from "../../model/gguf/mod.ts";
+import { openModelFile } from "../../model/engine.ts";
+import { type GGUFArray, type GGUFValue, GGUFValueType } from "../../model/gguf/mod.ts";
 import { printJson } from "../common.ts";
 import { formatBytes, table } from "../format.ts";
 
@@ -17,7 +18,7 @@ export function modelCommand() {
     .option("--json", "print one JSON object")
     .option("--full", "print arrays whole instead of a preview")
     .action(async (path, opts) => {
-      const file = await openGGUF(path);
+      const file = await openModelFile(path);
       try {
         const metadata: Record<string, unknown> = {};
         for (const e of file.metadata.entries()) {

@@ -1,6 +1,6 @@
 /** `llmctl tokenize`: text → token ids with a model's tokenizer (reads only the metadata). */
 import { Command } from "@commander-js/extra-typings";
-import { openGGUF } from "../../model/gguf/mod.ts";
+import { openModelFile } from "../../model/engine.ts";
 import { tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import { DEFAULT_MODEL, printJson } from "../common.ts";
 
@@ -14,7 +14,7 @@ export function tokenizeCommand() {
     .option("--parse-special", "treat special-token text (e.g. <s>) as the special token")
     .option("--json", "print one JSON object")
     .action(async (opts) => {
-      const file = await openGGUF(opts.model);
+      const file = await openModelFile(opts.model);
       try {
         const tok = tokenizerFromMetadata(file.metadata);
         const ids = Array.from(

@@ -10,7 +10,11 @@ import type { Keyring } from "./keyring.ts";
 import type { NodeMetadata } from "./metadata.ts";
 
 /** A log sink; the default writes nothing (the CLI prints JSON events instead). */
-export type Logger = (level: "debug" | "info" | "warn", msg: string, fields?: Record<string, unknown>) => void;
+export type Logger = (
+  level: "debug" | "info" | "warn",
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
 
 /** Resolve a host name to IP addresses (A and AAAA). Injected so tests need no DNS server. */
 export type Resolver = (host: string) => Promise<string[]>;

@@ -53,7 +53,9 @@ export class Keyring {
     try {
       k = Uint8Array.from(atob(b64.trim()), (c) => c.charCodeAt(0));
     } catch {
-      throw new KeyringError("gossip key is not valid base64; generate one with `openssl rand -base64 32`");
+      throw new KeyringError(
+        "gossip key is not valid base64; generate one with `openssl rand -base64 32`",
+      );
     }
     check(k);
     return k;
@@ -84,7 +86,9 @@ export class Keyring {
   /** Stop accepting `key`; the primary cannot be removed (switch first). */
   removeKey(key: Uint8Array): void {
     if (same(key, this.list[0])) {
-      throw new KeyringError("cannot remove the primary gossip key; make another key primary first");
+      throw new KeyringError(
+        "cannot remove the primary gossip key; make another key primary first",
+      );
     }
     this.list = this.list.filter((k) => !same(k, key));
   }

@@ -94,7 +94,9 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   checkPort("metricsPort", m.metricsPort);
   const r = m.resources;
   if (!Number.isSafeInteger(r.memoryBytes) || r.memoryBytes < 0) {
-    throw new MetadataError(`metadata resources.memoryBytes ${r.memoryBytes} must be a non-negative integer`);
+    throw new MetadataError(
+      `metadata resources.memoryBytes ${r.memoryBytes} must be a non-negative integer`,
+    );
   }
   if (!Number.isInteger(r.cores) || r.cores < 0 || r.cores > 65535) {
     throw new MetadataError(`metadata resources.cores ${r.cores} must be an integer 0–65535`);
@@ -105,13 +107,20 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   if (m.hosted) {
     const h = m.hosted;
     checkStr("hosted.model", h.model);
-    if (!Number.isInteger(h.from) || !Number.isInteger(h.to) || h.from < 0 || h.to > 65535 || h.from > h.to) {
-      throw new MetadataError(`metadata hosted layers [${h.from}, ${h.to}) must satisfy 0 ≤ from ≤ to ≤ 65535`);
+    if (
+      !Number.isInteger(h.from) || !Number.isInteger(h.to) || h.from < 0 || h.to > 65535 ||
+      h.from > h.to
+    ) {
+      throw new MetadataError(
+        `metadata hosted layers [${h.from}, ${h.to}) must satisfy 0 ≤ from ≤ to ≤ 65535`,
+      );
     }
   }
   const w = new Writer().u8(FORMAT_VERSION).str8(m.id).u8(m.addresses.length);
   for (const a of m.addresses) w.str8(a);
-  w.u16(m.rpcPort).u16(m.metricsPort).u64(r.memoryBytes).u16(r.cores).str8(r.backend).str8(r.adapter);
+  w.u16(m.rpcPort).u16(m.metricsPort).u64(r.memoryBytes).u16(r.cores).str8(r.backend).str8(
+    r.adapter,
+  );
   if (m.hosted) w.u8(1).str8(m.hosted.model).u16(m.hosted.from).u16(m.hosted.to);
   else w.u8(0);
   w.str8(m.version);
@@ -147,8 +156,9 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
   };
   const has = r.u8("hosted flag");
   let hosted: HostedLayers | null = null;
-  if (has === 1) hosted = { model: r.str8("model"), from: r.u16("layer from"), to: r.u16("layer to") };
-  else if (has !== 0) throw new DecodeError(`bad hosted flag ${has}`);
+  if (has === 1) {
+    hosted = { model: r.str8("model"), from: r.u16("layer from"), to: r.u16("layer to") };
+  } else if (has !== 0) throw new DecodeError(`bad hosted flag ${has}`);
   const version = r.str8("version");
   r.end("metadata");
   return { id, addresses, rpcPort, metricsPort, resources, hosted, version };

@@ -4,7 +4,14 @@
  *
  * @module
  */
-import { COMPOUND_HEADER, COMPOUND_PART_OVERHEAD, DecodeError, decode, encode, type Message } from "./codec.ts";
+import {
+  COMPOUND_HEADER,
+  COMPOUND_PART_OVERHEAD,
+  decode,
+  DecodeError,
+  encode,
+  type Message,
+} from "./codec.ts";
 import type { Keyring } from "./keyring.ts";
 import { decrypt, DecryptError, encrypt, ENCRYPTION_OVERHEAD } from "./security.ts";
 

@@ -57,7 +57,10 @@ export function encrypt(key: Uint8Array, plain: Uint8Array): Uint8Array {
 /** Open a sealed packet, trying every key; throws {@linkcode DecryptError} if none fits. */
 export function decrypt(keys: readonly Uint8Array[], sealed: Uint8Array): Uint8Array {
   if (sealed.length < ENCRYPTION_OVERHEAD) {
-    throw new DecryptError("short", `sealed packet is ${sealed.length} bytes, shorter than the ${ENCRYPTION_OVERHEAD}-byte envelope`);
+    throw new DecryptError(
+      "short",
+      `sealed packet is ${sealed.length} bytes, shorter than the ${ENCRYPTION_OVERHEAD}-byte envelope`,
+    );
   }
   if (sealed[0] !== ENCRYPTION_VERSION) {
     throw new DecryptError("version", `unknown encryption version ${sealed[0]}`);
@@ -77,5 +80,8 @@ export function decrypt(keys: readonly Uint8Array[], sealed: Uint8Array): Uint8A
       // wrong key: try the next one
     }
   }
-  throw new DecryptError("auth", `no key in the keyring (${keys.length} tried) authenticates this packet`);
+  throw new DecryptError(
+    "auth",
+    `no key in the keyring (${keys.length} tried) authenticates this packet`,
+  );
 }

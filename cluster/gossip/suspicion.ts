@@ -26,7 +26,12 @@ export function suspicionTimeout(mult: number, n: number, probeIntervalMs: numbe
  * Total timeout after `confirmations` out of `k` expected:
  * `max − (max − min) × log(c+1)/log(k+1)`, never below `min`.
  */
-export function suspicionTotal(confirmations: number, k: number, minMs: number, maxMs: number): number {
+export function suspicionTotal(
+  confirmations: number,
+  k: number,
+  minMs: number,
+  maxMs: number,
+): number {
   if (k < 1) return minMs;
   const frac = Math.log(confirmations + 1) / Math.log(k + 1);
   return Math.max(minMs, Math.floor(maxMs - frac * (maxMs - minMs)));

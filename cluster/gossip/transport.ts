@@ -94,7 +94,9 @@ class SocketStream implements Stream {
   }
 
   private flush() {
-    while (this.frames.length && this.waiters.length) this.waiters.shift()!.resolve(this.frames.shift()!);
+    while (this.frames.length && this.waiters.length) {
+      this.waiters.shift()!.resolve(this.frames.shift()!);
+    }
   }
 
   private fail(e: Error) {
@@ -175,7 +177,9 @@ export class UdpTransport implements Transport {
     udp.on("error", () => {});
     tcp.on("connection", (sock: net.Socket) => {
       this.track(sock);
-      this.streamHandler(new SocketStream(sock, joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0)));
+      this.streamHandler(
+        new SocketStream(sock, joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0)),
+      );
     });
   }
 
@@ -196,7 +200,9 @@ export class UdpTransport implements Transport {
         udp.bind(opts.port ?? 7946, bindAddr, () => resolve(udp.address().port));
       }).catch((e) => {
         udp.close();
-        throw new Error(`cannot bind UDP ${joinHostPort(bindAddr, opts.port ?? 7946)}: ${e.message}`);
+        throw new Error(
+          `cannot bind UDP ${joinHostPort(bindAddr, opts.port ?? 7946)}: ${e.message}`,
+        );
       });
       const tcp = net.createServer();
       const ok = await new Promise<boolean>((resolve, reject) => {
@@ -299,7 +305,11 @@ export interface Impairment {
  */
 export class ImpairedTransport implements Transport {
   /** @param inner the real transport @param imp impairment @param rng randomness */
-  constructor(private readonly inner: Transport, private readonly imp: Impairment, private readonly rng: Rng = systemRng) {}
+  constructor(
+    private readonly inner: Transport,
+    private readonly imp: Impairment,
+    private readonly rng: Rng = systemRng,
+  ) {}
   get addr(): string {
     return this.inner.addr;
   }

@@ -15,7 +15,7 @@
  * (`ggml_vec_dot_*_q8_K_generic`), replaying every C float operation through `Math.fround` so
  * the bytes and sums are the ones ggml's plain C code produces.
  */
-import { f16At, f32At, f32ToF16, F16_TABLE, setF32At, setU16At } from "./float.ts";
+import { F16_TABLE, f16At, f32At, f32ToF16, setF32At, setU16At } from "./float.ts";
 
 const fr = Math.fround;
 const QK_K = 256;
@@ -588,7 +588,18 @@ export function quantizeRowQ2_K(
     for (let j = 0; j < 16; j++) {
       for (let l = 0; l < 16; l++) weights[l] = Math.abs(x[xb + 16 * j + l]);
       const [s, m] = makeQkx2Quants(
-        16, 3, x, xb + 16 * j, weights, L, 16 * j, Laux, fr(-0.5), fr(0.1), 15, true,
+        16,
+        3,
+        x,
+        xb + 16 * j,
+        weights,
+        L,
+        16 * j,
+        Laux,
+        fr(-0.5),
+        fr(0.1),
+        15,
+        true,
       );
       scales[j] = s;
       mins[j] = m;

@@ -5,8 +5,8 @@
 import { GGMLType, rowBytes, typeName } from "./types.ts";
 import {
   bf16ToF32,
-  f16At,
   F16_TABLE,
+  f16At,
   f32At,
   quantizeRowBF16,
   quantizeRowF16,
@@ -226,7 +226,8 @@ function dotF16(w: Uint8Array, wo: number, y: Uint8Array, yo: number, n: number)
   let sum = 0;
   for (let i = 0; i < n; i++) {
     const o = 2 * i;
-    sum += F16_TABLE[w[wo + o] | (w[wo + o + 1] << 8)] * F16_TABLE[y[yo + o] | (y[yo + o + 1] << 8)];
+    sum += F16_TABLE[w[wo + o] | (w[wo + o + 1] << 8)] *
+      F16_TABLE[y[yo + o] | (y[yo + o + 1] << 8)];
   }
   return Math.fround(sum);
 }

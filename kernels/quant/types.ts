@@ -105,7 +105,9 @@ export function rowBytes(type: GGMLType, n: number): number {
   const info = BY_TYPE.get(type);
   if (!info) throw new Error(`unsupported tensor type ${typeName(type)}`);
   if (n % info.blockSize !== 0) {
-    throw new Error(`${n} elements is not a multiple of the ${info.name} block size ${info.blockSize}`);
+    throw new Error(
+      `${n} elements is not a multiple of the ${info.name} block size ${info.blockSize}`,
+    );
   }
   return (n / info.blockSize) * info.typeSize;
 }

@@ -5,7 +5,7 @@
  */
 import type { GGUFArray, GGUFValue } from "../gguf/types.ts";
 import { bpeTokenizeWord } from "./bpe.ts";
-import { DEFAULT_PRE, type PreTokenizer, PRE_TOKENIZERS } from "./pretokenizers.ts";
+import { DEFAULT_PRE, PRE_TOKENIZERS, type PreTokenizer } from "./pretokenizers.ts";
 import { hex2, spmTokenize } from "./spm.ts";
 import { byteEncode, CHAR_TO_BYTE, preTokenize, utf8 } from "./unicode.ts";
 
@@ -279,7 +279,7 @@ export class Tokenizer {
 
   /** Detokenizes like llama_detokenize (leading-space removal, clean_spaces) to a string. */
   decode(ids: ArrayLike<number>, opts: DecodeOptions = {}): string {
-    return new TextDecoder().decode(this.decodeBytes(ids, opts));
+    return new TextDecoder("utf-8", { ignoreBOM: true }).decode(this.decodeBytes(ids, opts));
   }
 
   /** decode() without the final UTF-8 → string step. */
@@ -320,7 +320,8 @@ export class Tokenizer {
    */
   createDecoder(opts: StreamDecoderOptions = {}): StreamDecoder {
     const unparse = opts.unparseSpecial ?? false;
-    const td = new TextDecoder("utf-8");
+    // ignoreBOM: a leading U+FEFF is text here, not a byte-order mark to drop.
+    const td = new TextDecoder("utf-8", { ignoreBOM: true });
     return {
       push: (id: number) => td.decode(this.tokenPiece(id, unparse), { stream: true }),
       flush: () => td.decode(),
@@ -359,7 +360,9 @@ export class Tokenizer {
 
   #check(id: number): void {
     if (!Number.isInteger(id) || id < 0 || id >= this.#tokens.length) {
-      throw new RangeError(`token id ${id} is outside the vocabulary (0..${this.#tokens.length - 1})`);
+      throw new RangeError(
+        `token id ${id} is outside the vocabulary (0..${this.#tokens.length - 1})`,
+      );
     }
   }
 
@@ -679,20 +682,32 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
   addBos = bool(md, "tokenizer.ggml.add_bos_token") ?? addBos;
   addEos = bool(md, "tokenizer.ggml.add_eos_token") ?? addEos;
   if (addBos && bos === null) {
-    throw new Error("tokenizer.ggml.add_bos_token is true, but tokenizer.ggml.bos_token_id is not set");
+    throw new Error(
+      "tokenizer.ggml.add_bos_token is true, but tokenizer.ggml.bos_token_id is not set",
+    );
   }
   if (addEos && eos === null) {
-    throw new Error("tokenizer.ggml.add_eos_token is true, but tokenizer.ggml.eos_token_id is not set");
+    throw new Error(
+      "tokenizer.ggml.add_eos_token is true, but tokenizer.ggml.eos_token_id is not set",
+    );
   }
 
   // Auto-detected end markers; llama.cpp also forces them to be control tokens.
+  // llama.cpp takes the first match in unordered_map order (unspecified); we take the first
+  // text of the list that exists, which gives <|eot_id|> for Llama 3 and <|im_end|> for Qwen.
+  if (eot === null) {
+    for (const t of EOT_TEXTS) {
+      const id = tokenToId.get(t);
+      if (id !== undefined) {
+        eot = id;
+        attrs[id] |= TokenAttr.CONTROL;
+        break;
+      }
+    }
+  }
   const eog = new Set<number>();
   for (let id = 0; id < n; id++) {
     const t = tokens[id];
-    if (eot === null && EOT_TEXTS.has(t)) {
-      eot = id;
-      attrs[id] |= TokenAttr.CONTROL;
-    }
     if (eom === null && t === "<|eom_id|>") {
       eom = id;
       attrs[id] |= TokenAttr.CONTROL;
@@ -712,7 +727,9 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
   const endId = idOf("<|end|>");
   const ret = idOf("<|return|>");
   const call = idOf("<|call|>");
-  if (endId !== undefined && ret !== undefined && call !== undefined && eog.has(ret) && eog.has(call)) {
+  if (
+    endId !== undefined && ret !== undefined && call !== undefined && eog.has(ret) && eog.has(call)
+  ) {
     eog.delete(endId);
     attrs[endId] = TokenAttr.USER_DEFINED;
   }

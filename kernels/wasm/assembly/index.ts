@@ -20,14 +20,14 @@ export function heapBase(): usize {
   return __heap_base;
 }
 
-@inline function f16ToF32(h: u32): f32 {
+function f16ToF32(h: u32): f32 {
   const sign = (h & 0x8000) << 16;
   const f = reinterpret<f32>((h & 0x7fff) << 13) * 5.192296858534828e33; // 2^112
   return reinterpret<f32>(reinterpret<u32>(f) | sign);
 }
 
 /** ggml_compute_fp32_to_fp16 (round to nearest even). */
-@inline function f32ToF16(f: f32): u32 {
+function f32ToF16(f: f32): u32 {
   let base: f32 = (abs<f32>(f) * 5.192296858534828e33) * 7.703719777548943e-34; // 2^112, 2^-110
   const w = reinterpret<u32>(f);
   const shl1w = w + w;
@@ -42,30 +42,30 @@ export function heapBase(): usize {
   return (sign >> 16) | (shl1w > 0xff000000 ? 0x7e00 : nonsign);
 }
 
-@inline function bf16Round(f: f32): f32 {
+function bf16Round(f: f32): f32 {
   const u = reinterpret<u32>(f);
   if ((u & 0x7fffffff) > 0x7f800000) return reinterpret<f32>((u | 0x00400000) & 0xffff0000);
   return reinterpret<f32>(((u + (0x7fff + ((u >> 16) & 1))) >> 16) << 16);
 }
 
 /** C roundf: half away from zero. */
-@inline function roundf(v: f32): f32 {
+function roundf(v: f32): f32 {
   const t = trunc<f32>(v);
   return abs<f32>(v - t) >= 0.5 ? t + copysign<f32>(1, v) : t;
 }
 
-@inline function f16At(p: usize): f32 {
-  return f16ToF32(<u32>load<u16>(p));
+function f16At(p: usize): f32 {
+  return f16ToF32(<u32> load<u16>(p));
 }
 
 // 4 i32x4 partial sums (one per weight row) -> [Σa, Σb, Σc, Σd]
-@inline function transposeSum(a: v128, b: v128, c: v128, d: v128): v128 {
+function transposeSum(a: v128, b: v128, c: v128, d: v128): v128 {
   const ab = i32x4.add(v128.shuffle<i32>(a, b, 0, 4, 1, 5), v128.shuffle<i32>(a, b, 2, 6, 3, 7));
   const cd = i32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
   return i32x4.add(v128.shuffle<i32>(ab, cd, 0, 1, 4, 5), v128.shuffle<i32>(ab, cd, 2, 3, 6, 7));
 }
 
-@inline function hsumI32(v: v128): i32 {
+function hsumI32(v: v128): i32 {
   return i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) +
     i32x4.extract_lane(v, 3);
 }
@@ -73,29 +73,37 @@ export function heapBase(): usize {
 // ----------------------------------------------------------------------------- activations
 
 /** quantize_row_q8_0_ref / q8_1_ref of T rows of n floats into the host layout (see top). */
-export function quantizeQ8(x: usize, n: i32, T: i32, qs: usize, d: usize, s: usize, q81: bool): void {
+export function quantizeQ8(
+  x: usize,
+  n: i32,
+  T: i32,
+  qs: usize,
+  d: usize,
+  s: usize,
+  q81: bool,
+): void {
   const nb = n >> 5;
   for (let t = 0; t < T; t++) {
     for (let b = 0; b < nb; b++) {
-      const xb = x + ((<usize>(t * n + b * 32)) << 2);
+      const xb = x + ((<usize> (t * n + b * 32)) << 2);
       let m = f32x4.splat(0);
-      for (let j = 0; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xb + (<usize>j << 2))));
+      for (let j = 0; j < 32; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xb + (<usize> j << 2))));
       const amax = max<f32>(
         max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)),
         max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)),
       );
       const dd: f32 = amax / 127;
-      const id: f32 = dd != 0 ? <f32>1 / dd : 0;
-      const qb = qs + <usize>((t * nb + b) * 32);
+      const id: f32 = dd != 0 ? <f32> 1 / dd : 0;
+      const qb = qs + <usize> ((t * nb + b) * 32);
       let sum: i32 = 0;
       for (let j = 0; j < 32; j++) {
-        const q = <i32>roundf(load<f32>(xb + (<usize>j << 2)) * id);
-        store<i8>(qb + j, <i8>q);
+        const q = <i32> roundf(load<f32>(xb + (<usize> j << 2)) * id);
+        store<i8>(qb + j, <i8> q);
         sum += q;
       }
-      const bi = <usize>(t * nb + b) << 2;
+      const bi = <usize> (t * nb + b) << 2;
       store<f32>(d + bi, f16ToF32(f32ToF16(dd)));
-      if (q81) store<f32>(s + bi, f16ToF32(f32ToF16(<f32>sum * dd)));
+      if (q81) store<f32>(s + bi, f16ToF32(f32ToF16(<f32> sum * dd)));
       else store<i32>(s + bi, sum);
     }
   }
@@ -107,13 +115,13 @@ export function quantizeQ8K(x: usize, n: i32, T: i32, qs: usize, d: usize, bsums
   for (let t = 0; t < T; t++) {
     for (let b = 0; b < nb; b++) {
       const blk = t * nb + b;
-      const xb = x + ((<usize>(t * n + b * 256)) << 2);
-      const qb = qs + (<usize>blk << 8);
-      const sb = bsums + (<usize>blk << 6);
+      const xb = x + ((<usize> (t * n + b * 256)) << 2);
+      const qb = qs + (<usize> blk << 8);
+      const sb = bsums + (<usize> blk << 6);
       let mx: f32 = 0;
       let amax: f32 = 0;
       for (let j = 0; j < 256; j++) {
-        const v = load<f32>(xb + (<usize>j << 2));
+        const v = load<f32>(xb + (<usize> j << 2));
         const ax = abs<f32>(v);
         if (ax > amax) {
           amax = ax;
@@ -123,20 +131,20 @@ export function quantizeQ8K(x: usize, n: i32, T: i32, qs: usize, d: usize, bsums
       if (amax == 0) {
         memory.fill(qb, 0, 256);
         memory.fill(sb, 0, 64);
-        store<f32>(d + (<usize>blk << 2), 0);
+        store<f32>(d + (<usize> blk << 2), 0);
         continue;
       }
-      const iscale: f32 = <f32>-127 / mx;
+      const iscale: f32 = <f32> -127 / mx;
       for (let j = 0; j < 256; j++) {
-        const v = <i32>nearest<f32>(iscale * load<f32>(xb + (<usize>j << 2)));
-        store<i8>(qb + j, <i8>min<i32>(127, v));
+        const v = <i32> nearest<f32>(iscale * load<f32>(xb + (<usize> j << 2)));
+        store<i8>(qb + j, <i8> min<i32>(127, v));
       }
       for (let j = 0; j < 16; j++) {
         let sum: i32 = 0;
-        for (let i = 0; i < 16; i++) sum += <i32>load<i8>(qb + j * 16 + i);
-        store<i32>(sb + (<usize>j << 2), sum);
+        for (let i = 0; i < 16; i++) sum += <i32> load<i8>(qb + j * 16 + i);
+        store<i32>(sb + (<usize> j << 2), sum);
       }
-      store<f32>(d + (<usize>blk << 2), <f32>1 / iscale);
+      store<f32>(d + (<usize> blk << 2), <f32> 1 / iscale);
     }
   }
 }
@@ -145,12 +153,12 @@ export function quantizeQ8K(x: usize, n: i32, T: i32, qs: usize, d: usize, bsums
 export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   if (mode == 1) {
     for (let i = 0; i < n; i++) {
-      const p = <usize>i << 2;
+      const p = <usize> i << 2;
       store<f32>(y + p, f16ToF32(f32ToF16(load<f32>(x + p))));
     }
   } else {
     for (let i = 0; i < n; i++) {
-      const p = <usize>i << 2;
+      const p = <usize> i << 2;
       store<f32>(y + p, bf16Round(load<f32>(x + p)));
     }
   }
@@ -159,7 +167,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // ----------------------------------------------------------------------------- 32-block matmuls
 
 // Integer partial sums (i32x4, horizontal sum = Σ w·a of the block, before offsets).
-@inline function blockQ8_0(w: usize, a: usize): v128 {
+function blockQ8_0(w: usize, a: usize): v128 {
   const w0 = v128.load(w + 2);
   const w1 = v128.load(w + 18);
   const a0 = v128.load(a);
@@ -170,7 +178,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 }
 
 // nibbles (0..15, or 0..31 with the 5th bit) are the 7-bit operand of the relaxed dot product.
-@inline function nibbleDot(qs: v128, hi0: v128, hi1: v128, a: usize): v128 {
+function nibbleDot(qs: v128, hi0: v128, hi1: v128, a: usize): v128 {
   const m = i8x16.splat(0x0f);
   const lo = v128.or(v128.and(qs, m), hi0);
   const hi = v128.or(i8x16.shr_u(qs, 4), hi1);
@@ -183,8 +191,8 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 }
 
 // 32 high bits -> two byte masks with 0x10 where the bit is set (elements 0..15, 16..31)
-@inline function highBits(qh: u32, which: i32): v128 {
-  const v = i32x4.splat(<i32>qh);
+function highBits(qh: u32, which: i32): v128 {
+  const v = i32x4.splat(<i32> qh);
   const idx = which == 0
     ? i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
     : i8x16(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
@@ -193,7 +201,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   return v128.and(i8x16.eq(b, bits), i8x16.splat(0x10));
 }
 
-@inline function blockPartial(kind: i32, w: usize, a: usize): v128 {
+function blockPartial(kind: i32, w: usize, a: usize): v128 {
   if (kind == 8) return blockQ8_0(w, a);
   const z = i32x4.splat(0);
   if (kind == 2) return nibbleDot(v128.load(w + 2), z, z, a); // Q4_0
@@ -207,11 +215,11 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   return nibbleDot(v128.load(w + 8), highBits(qh, 0), highBits(qh, 1), a);
 }
 
-@inline function blockBytes(kind: i32): i32 {
+function blockBytes(kind: i32): i32 {
   return kind == 8 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
 }
 
-@inline function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
+function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
   let v = f32x4.splat(f16At(w0 + off));
   v = f32x4.replace_lane(v, 1, f16At(w1 + off));
   v = f32x4.replace_lane(v, 2, f16At(w2 + off));
@@ -219,7 +227,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 }
 
 // out[t*outStride + r] for rows r0..r1 (4 rows per step, lanes = rows) and activation rows 0..T.
-@inline function matmul32(
+function matmul32(
   kind: i32,
   w: usize,
   rowBytes: i32,
@@ -235,46 +243,46 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 ): void {
   const bb = blockBytes(kind);
   for (let r = r0; r < r1; r += 4) {
-    const wr0 = w + <usize>r * rowBytes;
-    const wr1 = w + <usize>min<i32>(r + 1, r1 - 1) * rowBytes;
-    const wr2 = w + <usize>min<i32>(r + 2, r1 - 1) * rowBytes;
-    const wr3 = w + <usize>min<i32>(r + 3, r1 - 1) * rowBytes;
+    const wr0 = w + <usize> r * rowBytes;
+    const wr1 = w + <usize> min<i32>(r + 1, r1 - 1) * rowBytes;
+    const wr2 = w + <usize> min<i32>(r + 2, r1 - 1) * rowBytes;
+    const wr3 = w + <usize> min<i32>(r + 3, r1 - 1) * rowBytes;
     for (let t = 0; t < T; t++) {
       let sumf = f32x4.splat(0);
-      const at = aq + <usize>(t * nb * 32);
-      const adt = ad + (<usize>(t * nb) << 2);
-      const ast = as + (<usize>(t * nb) << 2);
+      const at = aq + <usize> (t * nb * 32);
+      const adt = ad + (<usize> (t * nb) << 2);
+      const ast = as + (<usize> (t * nb) << 2);
       for (let b = 0; b < nb; b++) {
-        const o = <usize>(b * bb);
-        const a = at + (<usize>b << 5);
+        const o = <usize> (b * bb);
+        const a = at + (<usize> b << 5);
         const sumi = transposeSum(
           blockPartial(kind, wr0 + o, a),
           blockPartial(kind, wr1 + o, a),
           blockPartial(kind, wr2 + o, a),
           blockPartial(kind, wr3 + o, a),
         );
-        const yd = f32x4.splat(load<f32>(adt + (<usize>b << 2)));
+        const yd = f32x4.splat(load<f32>(adt + (<usize> b << 2)));
         const xd = rowScales(wr0, wr1, wr2, wr3, o);
         if (kind == 8) {
           // sumi * (xd * yd)
           sumf = f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd)));
         } else if (kind == 2) {
           // (sumi - 8Σa) * xd * yd
-          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(ast + (<usize>b << 2)) << 3));
+          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(ast + (<usize> b << 2)) << 3));
           sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), yd));
         } else if (kind == 6) {
           // (xd * yd) * (sumi - 16Σa)
-          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(ast + (<usize>b << 2)) << 4));
+          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(ast + (<usize> b << 2)) << 4));
           sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(s)));
         } else {
           // (xd * yd) * sumi + xm * ys
           const xm = rowScales(wr0, wr1, wr2, wr3, o + 2);
-          const ys = f32x4.splat(load<f32>(ast + (<usize>b << 2)));
+          const ys = f32x4.splat(load<f32>(ast + (<usize> b << 2)));
           const p = f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(sumi));
           sumf = f32x4.add(sumf, f32x4.add(p, f32x4.mul(xm, ys)));
         }
       }
-      const ob = out + (<usize>(t * outStride + r) << 2);
+      const ob = out + (<usize> (t * outStride + r) << 2);
       if (r + 4 <= r1) {
         v128.store(ob, sumf);
       } else {
@@ -286,19 +294,79 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   }
 }
 
-export function mmQ8_0(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+export function mmQ8_0(
+  w: usize,
+  rb: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  os: i32,
+  r0: i32,
+  r1: i32,
+): void {
   matmul32(8, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
-export function mmQ4_0(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+export function mmQ4_0(
+  w: usize,
+  rb: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  os: i32,
+  r0: i32,
+  r1: i32,
+): void {
   matmul32(2, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
-export function mmQ4_1(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+export function mmQ4_1(
+  w: usize,
+  rb: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  os: i32,
+  r0: i32,
+  r1: i32,
+): void {
   matmul32(3, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
-export function mmQ5_0(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+export function mmQ5_0(
+  w: usize,
+  rb: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  os: i32,
+  r0: i32,
+  r1: i32,
+): void {
   matmul32(6, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
-export function mmQ5_1(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+export function mmQ5_1(
+  w: usize,
+  rb: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  os: i32,
+  r0: i32,
+  r1: i32,
+): void {
   matmul32(7, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
 
@@ -310,42 +378,42 @@ export function mmQ5_1(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usi
 //   wd[nb] f32 (fp16 d), wm[nb] f32 (fp16 dmin).
 // then dotted with each activation row; aux32 keeps ggml's 8 lanes (element index mod 8).
 
-@inline function kScaleMin(sc: usize, j: i32, isMin: bool): i32 {
+function kScaleMin(sc: usize, j: i32, isMin: bool): i32 {
   // get_scale_min_k4
   if (j < 4) {
-    return isMin ? <i32>load<u8>(sc + j + 4) & 63 : <i32>load<u8>(sc + j) & 63;
+    return isMin ? <i32> load<u8>(sc + j + 4) & 63 : <i32> load<u8>(sc + j) & 63;
   }
   if (isMin) {
-    return (<i32>load<u8>(sc + j + 4) >> 4) | ((<i32>load<u8>(sc + j) >> 6) << 4);
+    return (<i32> load<u8>(sc + j + 4) >> 4) | ((<i32> load<u8>(sc + j) >> 6) << 4);
   }
-  return (<i32>load<u8>(sc + j + 4) & 0xf) | ((<i32>load<u8>(sc + j - 4) >> 6) << 4);
+  return (<i32> load<u8>(sc + j + 4) & 0xf) | ((<i32> load<u8>(sc + j - 4) >> 6) << 4);
 }
 
 function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   const n = nb << 8;
   const A = scr;
-  const SC = scr + <usize>n;
-  const MN = SC + (<usize>(n >> 4) << 2);
-  const WD = MN + (<usize>(n >> 4) << 2);
-  const WM = WD + (<usize>nb << 2);
+  const SC = scr + <usize> n;
+  const MN = SC + (<usize> (n >> 4) << 2);
+  const WD = MN + (<usize> (n >> 4) << 2);
+  const WM = WD + (<usize> nb << 2);
   for (let i = 0; i < nb; i++) {
-    const a = A + (<usize>i << 8);
-    const sc16 = SC + (<usize>i << 6);
-    const mn16 = MN + (<usize>i << 6);
+    const a = A + (<usize> i << 8);
+    const sc16 = SC + (<usize> i << 6);
+    const mn16 = MN + (<usize> i << 6);
     if (kind == 12 || kind == 13) {
       // Q4_K: d, dmin, scales[12], qs[128] ; Q5_K: d, dmin, scales[12], qh[32], qs[128]
       const bsz: usize = kind == 12 ? 144 : 176;
-      const x = w + <usize>i * bsz;
-      store<f32>(WD + (<usize>i << 2), f16At(x));
-      store<f32>(WM + (<usize>i << 2), f16At(x + 2));
+      const x = w + <usize> i * bsz;
+      store<f32>(WD + (<usize> i << 2), f16At(x));
+      store<f32>(WM + (<usize> i << 2), f16At(x + 2));
       const sc = x + 4;
       for (let j = 0; j < 8; j++) {
         const s = kScaleMin(sc, j, false);
         const m = kScaleMin(sc, j, true);
-        store<i32>(sc16 + (<usize>(2 * j) << 2), s);
-        store<i32>(sc16 + (<usize>(2 * j + 1) << 2), s);
-        store<i32>(mn16 + (<usize>(2 * j) << 2), m);
-        store<i32>(mn16 + (<usize>(2 * j + 1) << 2), m);
+        store<i32>(sc16 + (<usize> (2 * j) << 2), s);
+        store<i32>(sc16 + (<usize> (2 * j + 1) << 2), s);
+        store<i32>(mn16 + (<usize> (2 * j) << 2), m);
+        store<i32>(mn16 + (<usize> (2 * j + 1) << 2), m);
       }
       const qs = kind == 12 ? x + 16 : x + 48;
       const mask = i8x16.splat(0x0f);
@@ -363,8 +431,8 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
         for (let j = 0; j < 4; j++) {
           const b1: i32 = 1 << (2 * j);
           const b2: i32 = b1 << 1;
-          const m1 = i8x16.splat(<i8>b1);
-          const m2 = i8x16.splat(<i8>b2);
+          const m1 = i8x16.splat(<i8> b1);
+          const m2 = i8x16.splat(<i8> b2);
           for (let l = 0; l < 32; l += 16) {
             const q = v128.load(qs + j * 32 + l);
             const h = v128.load(qh + l);
@@ -377,9 +445,9 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
       }
     } else if (kind == 14) {
       // Q6_K: ql[128], qh[64], scales[16] i8, d
-      const x = w + <usize>i * 210;
-      store<f32>(WD + (<usize>i << 2), f16At(x + 208));
-      for (let j = 0; j < 16; j++) store<i32>(sc16 + (<usize>j << 2), <i32>load<i8>(x + 192 + j));
+      const x = w + <usize> i * 210;
+      store<f32>(WD + (<usize> i << 2), f16At(x + 208));
+      for (let j = 0; j < 16; j++) store<i32>(sc16 + (<usize> j << 2), <i32> load<i8>(x + 192 + j));
       const m4 = i8x16.splat(0x0f);
       const m3 = i8x16.splat(3);
       const off = i8x16.splat(32);
@@ -403,8 +471,8 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
       }
     } else if (kind == 11) {
       // Q3_K: hmask[32], qs[64], scales[12], d
-      const x = w + <usize>i * 110;
-      store<f32>(WD + (<usize>i << 2), f16At(x + 108));
+      const x = w + <usize> i * 110;
+      store<f32>(WD + (<usize> i << 2), f16At(x + 108));
       const a0 = load<u32>(x + 96);
       const a1 = load<u32>(x + 100);
       const tmp = load<u32>(x + 104);
@@ -415,10 +483,10 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
       const s0 = (a0 & k2) | (((tmp >> 0) & k1) << 4);
       const s1 = (a1 & k2) | (((tmp >> 2) & k1) << 4);
       for (let j = 0; j < 4; j++) {
-        store<i32>(sc16 + (<usize>j << 2), <i32>((s0 >> (8 * j)) & 0xff) - 32);
-        store<i32>(sc16 + (<usize>(j + 4) << 2), <i32>((s1 >> (8 * j)) & 0xff) - 32);
-        store<i32>(sc16 + (<usize>(j + 8) << 2), <i32>((s2 >> (8 * j)) & 0xff) - 32);
-        store<i32>(sc16 + (<usize>(j + 12) << 2), <i32>((s3 >> (8 * j)) & 0xff) - 32);
+        store<i32>(sc16 + (<usize> j << 2), <i32> ((s0 >> (8 * j)) & 0xff) - 32);
+        store<i32>(sc16 + (<usize> (j + 4) << 2), <i32> ((s1 >> (8 * j)) & 0xff) - 32);
+        store<i32>(sc16 + (<usize> (j + 8) << 2), <i32> ((s2 >> (8 * j)) & 0xff) - 32);
+        store<i32>(sc16 + (<usize> (j + 12) << 2), <i32> ((s3 >> (8 * j)) & 0xff) - 32);
       }
       const hm = x;
       const m3 = i8x16.splat(3);
@@ -428,11 +496,11 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
         const q3 = x + 32 + half * 32;
         for (let s = 0; s < 4; s++) {
           const bv: i32 = 1 << bit;
-          const mb = i8x16.splat(<i8>bv);
+          const mb = i8x16.splat(<i8> bv);
           for (let l = 0; l < 32; l += 16) {
             const q = v128.load(q3 + l);
             const h = v128.load(hm + l);
-            const v = v128.and(i8x16.shr_u(q, <i32>(2 * s)), m3);
+            const v = v128.and(i8x16.shr_u(q, <i32> (2 * s)), m3);
             const sub = v128.and(i8x16.eq(v128.and(h, mb), i8x16.splat(0)), four);
             v128.store(a + half * 128 + s * 32 + l, i8x16.sub(v, sub));
           }
@@ -441,13 +509,13 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
       }
     } else {
       // Q2_K: scales[16], qs[64], d, dmin
-      const x = w + <usize>i * 84;
-      store<f32>(WD + (<usize>i << 2), f16At(x + 80));
-      store<f32>(WM + (<usize>i << 2), f16At(x + 82));
+      const x = w + <usize> i * 84;
+      store<f32>(WD + (<usize> i << 2), f16At(x + 80));
+      store<f32>(WM + (<usize> i << 2), f16At(x + 82));
       for (let j = 0; j < 16; j++) {
-        const s = <i32>load<u8>(x + j);
-        store<i32>(sc16 + (<usize>j << 2), s & 0xf);
-        store<i32>(mn16 + (<usize>j << 2), s >> 4);
+        const s = <i32> load<u8>(x + j);
+        store<i32>(sc16 + (<usize> j << 2), s & 0xf);
+        store<i32>(mn16 + (<usize> j << 2), s >> 4);
       }
       const m3 = i8x16.splat(3);
       for (let half = 0; half < 2; half++) {
@@ -455,7 +523,7 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
         for (let s = 0; s < 4; s++) {
           for (let l = 0; l < 32; l += 16) {
             const q = v128.load(q2 + l);
-            v128.store(a + half * 128 + s * 32 + l, v128.and(i8x16.shr_u(q, <i32>(2 * s)), m3));
+            v128.store(a + half * 128 + s * 32 + l, v128.and(i8x16.shr_u(q, <i32> (2 * s)), m3));
           }
         }
       }
@@ -464,56 +532,56 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 }
 
 // One decoded row (see decodeRowK) · one Q8_K activation row, replaying ggml's float steps.
-@inline function dotRowK(kind: i32, nb: i32, scr: usize, aq: usize, ad: usize, abs_: usize): f32 {
+function dotRowK(kind: i32, nb: i32, scr: usize, aq: usize, ad: usize, abs_: usize): f32 {
   const n = nb << 8;
   const A = scr;
-  const SC = scr + <usize>n;
-  const MN = SC + (<usize>(n >> 4) << 2);
-  const WD = MN + (<usize>(n >> 4) << 2);
-  const WM = WD + (<usize>nb << 2);
+  const SC = scr + <usize> n;
+  const MN = SC + (<usize> (n >> 4) << 2);
+  const WD = MN + (<usize> (n >> 4) << 2);
+  const WM = WD + (<usize> nb << 2);
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
   let sumf: f32 = 0;
   for (let i = 0; i < nb; i++) {
-    const a = A + (<usize>i << 8);
-    const q = aq + (<usize>i << 8);
-    const sc16 = SC + (<usize>i << 6);
+    const a = A + (<usize> i << 8);
+    const q = aq + (<usize> i << 8);
+    const sc16 = SC + (<usize> i << 6);
     let lo = i32x4.splat(0);
     let hi = i32x4.splat(0);
     for (let g = 0; g < 16; g++) {
-      const wa = v128.load(a + (<usize>g << 4));
-      const qa = v128.load(q + (<usize>g << 4));
+      const wa = v128.load(a + (<usize> g << 4));
+      const qa = v128.load(q + (<usize> g << 4));
       const p = i16x8.add(i16x8.extmul_low_i8x16_s(wa, qa), i16x8.extmul_high_i8x16_s(wa, qa));
-      const s = i16x8.splat(<i16>load<i32>(sc16 + (<usize>g << 2)));
+      const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
       lo = i32x4.add(lo, i32x4.extmul_low_i16x8_s(p, s));
       hi = i32x4.add(hi, i32x4.extmul_high_i16x8_s(p, s));
     }
-    const yd = load<f32>(ad + (<usize>i << 2));
+    const yd = load<f32>(ad + (<usize> i << 2));
     if (kind == 10) {
       // Q2_K: sumf += dall*isum - dmin*summs
       const isum = hsumI32(i32x4.add(lo, hi));
       let summs: i32 = 0;
-      const mn16 = MN + (<usize>i << 6);
-      const bs = abs_ + (<usize>i << 6);
+      const mn16 = MN + (<usize> i << 6);
+      const bs = abs_ + (<usize> i << 6);
       for (let j = 0; j < 16; j++) {
-        summs += load<i32>(bs + (<usize>j << 2)) * load<i32>(mn16 + (<usize>j << 2));
+        summs += load<i32>(bs + (<usize> j << 2)) * load<i32>(mn16 + (<usize> j << 2));
       }
-      const dall = yd * load<f32>(WD + (<usize>i << 2));
-      const dmin = yd * load<f32>(WM + (<usize>i << 2));
-      sumf += dall * <f32>isum - dmin * <f32>summs;
+      const dall = yd * load<f32>(WD + (<usize> i << 2));
+      const dmin = yd * load<f32>(WM + (<usize> i << 2));
+      sumf += dall * <f32> isum - dmin * <f32> summs;
     } else {
-      const d = f32x4.splat(load<f32>(WD + (<usize>i << 2)) * yd);
+      const d = f32x4.splat(load<f32>(WD + (<usize> i << 2)) * yd);
       sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
       sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
       if (kind == 12 || kind == 13) {
         let sumi: i32 = 0;
-        const mn16 = MN + (<usize>i << 6);
-        const bs = abs_ + (<usize>i << 6);
+        const mn16 = MN + (<usize> i << 6);
+        const bs = abs_ + (<usize> i << 6);
         for (let j = 0; j < 16; j++) {
-          sumi += load<i32>(bs + (<usize>j << 2)) * load<i32>(mn16 + (<usize>j << 2));
+          sumi += load<i32>(bs + (<usize> j << 2)) * load<i32>(mn16 + (<usize> j << 2));
         }
-        const dmin = load<f32>(WM + (<usize>i << 2)) * yd;
-        sumf -= dmin * <f32>sumi;
+        const dmin = load<f32>(WM + (<usize> i << 2)) * yd;
+        sumf -= dmin * <f32> sumi;
       }
     }
   }
@@ -546,24 +614,24 @@ export function mmK(
   scr: usize,
 ): void {
   for (let r = r0; r < r1; r++) {
-    decodeRowK(kind, w + <usize>r * rowBytes, nb, scr);
+    decodeRowK(kind, w + <usize> r * rowBytes, nb, scr);
     for (let t = 0; t < T; t++) {
       const v = dotRowK(
         kind,
         nb,
         scr,
-        aq + (<usize>(t * nb) << 8),
-        ad + (<usize>(t * nb) << 2),
-        abs_ + (<usize>(t * nb) << 6),
+        aq + (<usize> (t * nb) << 8),
+        ad + (<usize> (t * nb) << 2),
+        abs_ + (<usize> (t * nb) << 6),
       );
-      store<f32>(out + (<usize>(t * outStride + r) << 2), v);
+      store<f32>(out + (<usize> (t * outStride + r) << 2), v);
     }
   }
 }
 
 // ----------------------------------------------------------------------------- float matmuls
 
-@inline function f16x4(p: usize): v128 {
+function f16x4(p: usize): v128 {
   const h = i32x4.extend_low_i16x8_u(v128.load64_zero(p));
   const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
   const mag = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
@@ -571,20 +639,20 @@ export function mmK(
   return v128.or(f, sign);
 }
 
-@inline function bf16x4(p: usize): v128 {
+function bf16x4(p: usize): v128 {
   return i32x4.shl(i32x4.extend_low_i16x8_u(v128.load64_zero(p)), 16);
 }
 
-@inline function wElem(kind: i32, p: usize, i: i32): f32 {
-  if (kind == 0) return load<f32>(p + (<usize>i << 2));
-  if (kind == 1) return f16ToF32(<u32>load<u16>(p + (<usize>i << 1)));
-  return reinterpret<f32>((<u32>load<u16>(p + (<usize>i << 1))) << 16);
+function wElem(kind: i32, p: usize, i: i32): f32 {
+  if (kind == 0) return load<f32>(p + (<usize> i << 2));
+  if (kind == 1) return f16ToF32(<u32> load<u16>(p + (<usize> i << 1)));
+  return reinterpret<f32>((<u32> load<u16>(p + (<usize> i << 1))) << 16);
 }
 
-@inline function wVec(kind: i32, p: usize, i: i32): v128 {
-  if (kind == 0) return v128.load(p + (<usize>i << 2));
-  if (kind == 1) return f16x4(p + (<usize>i << 1));
-  return bf16x4(p + (<usize>i << 1));
+function wVec(kind: i32, p: usize, i: i32): v128 {
+  if (kind == 0) return v128.load(p + (<usize> i << 2));
+  if (kind == 1) return f16x4(p + (<usize> i << 1));
+  return bf16x4(p + (<usize> i << 1));
 }
 
 /** F32/F16/BF16 weights (kind 0/1/30) · f32 activations (already rounded for F16/BF16). */
@@ -603,28 +671,37 @@ export function mmF(
   const n16 = n & ~15;
   const n4 = n & ~3;
   for (let r = r0; r < r1; r++) {
-    const wr = w + <usize>r * rowBytes;
+    const wr = w + <usize> r * rowBytes;
     for (let t = 0; t < T; t++) {
-      const xt = x + (<usize>(t * n) << 2);
+      const xt = x + (<usize> (t * n) << 2);
       let s0 = f32x4.splat(0);
       let s1 = f32x4.splat(0);
       let s2 = f32x4.splat(0);
       let s3 = f32x4.splat(0);
       let i = 0;
       for (; i < n16; i += 16) {
-        s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize>i << 2))));
-        s1 = f32x4.add(s1, f32x4.mul(wVec(kind, wr, i + 4), v128.load(xt + (<usize>(i + 4) << 2))));
-        s2 = f32x4.add(s2, f32x4.mul(wVec(kind, wr, i + 8), v128.load(xt + (<usize>(i + 8) << 2))));
-        s3 = f32x4.add(s3, f32x4.mul(wVec(kind, wr, i + 12), v128.load(xt + (<usize>(i + 12) << 2))));
+        s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
+        s1 = f32x4.add(
+          s1,
+          f32x4.mul(wVec(kind, wr, i + 4), v128.load(xt + (<usize> (i + 4) << 2))),
+        );
+        s2 = f32x4.add(
+          s2,
+          f32x4.mul(wVec(kind, wr, i + 8), v128.load(xt + (<usize> (i + 8) << 2))),
+        );
+        s3 = f32x4.add(
+          s3,
+          f32x4.mul(wVec(kind, wr, i + 12), v128.load(xt + (<usize> (i + 12) << 2))),
+        );
       }
       for (; i < n4; i += 4) {
-        s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize>i << 2))));
+        s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
       }
       const s = f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3));
       let sum: f32 = (f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1)) +
         (f32x4.extract_lane(s, 2) + f32x4.extract_lane(s, 3));
-      for (; i < n; i++) sum += wElem(kind, wr, i) * load<f32>(xt + (<usize>i << 2));
-      store<f32>(out + (<usize>(t * outStride + r) << 2), sum);
+      for (; i < n; i++) sum += wElem(kind, wr, i) * load<f32>(xt + (<usize> i << 2));
+      store<f32>(out + (<usize> (t * outStride + r) << 2), sum);
     }
   }
 }
@@ -634,17 +711,17 @@ export function mmF(
 /** out[t,:] = x[t,:] * (1/sqrt(mean(x²)+eps)) * w, rows of n. */
 export function rmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, eps: f32): void {
   for (let t = 0; t < rows; t++) {
-    const xt = x + (<usize>(t * n) << 2);
-    const ot = out + (<usize>(t * n) << 2);
+    const xt = x + (<usize> (t * n) << 2);
+    const ot = out + (<usize> (t * n) << 2);
     let sum: f64 = 0;
     for (let i = 0; i < n; i++) {
-      const v = load<f32>(xt + (<usize>i << 2));
-      sum += <f64>(v * v);
+      const v = load<f32>(xt + (<usize> i << 2));
+      sum += <f64> (v * v);
     }
-    const mean = <f32>(sum / <f64>n);
-    const scale: f32 = <f32>1 / sqrt<f32>(mean + eps);
+    const mean = <f32> (sum / <f64> n);
+    const scale: f32 = <f32> 1 / sqrt<f32>(mean + eps);
     for (let i = 0; i < n; i++) {
-      const p = <usize>i << 2;
+      const p = <usize> i << 2;
       store<f32>(ot + p, (load<f32>(xt + p) * scale) * load<f32>(w + p));
     }
   }
@@ -653,9 +730,9 @@ export function rmsNorm(x: usize, w: usize, out: usize, rows: i32, n: i32, eps: 
 /** x[t,:] += b over rows of n. */
 export function addRows(x: usize, b: usize, rows: i32, n: i32): void {
   for (let t = 0; t < rows; t++) {
-    const xt = x + (<usize>(t * n) << 2);
+    const xt = x + (<usize> (t * n) << 2);
     for (let i = 0; i < n; i++) {
-      const p = <usize>i << 2;
+      const p = <usize> i << 2;
       store<f32>(xt + p, load<f32>(xt + p) + load<f32>(b + p));
     }
   }
@@ -666,11 +743,11 @@ export function add(a: usize, b: usize, n: i32): void {
   const n4 = n & ~3;
   let i = 0;
   for (; i < n4; i += 4) {
-    const p = <usize>i << 2;
+    const p = <usize> i << 2;
     v128.store(a + p, f32x4.add(v128.load(a + p), v128.load(b + p)));
   }
   for (; i < n; i++) {
-    const p = <usize>i << 2;
+    const p = <usize> i << 2;
     store<f32>(a + p, load<f32>(a + p) + load<f32>(b + p));
   }
 }
@@ -678,9 +755,9 @@ export function add(a: usize, b: usize, n: i32): void {
 /** out = silu(g) * u over n (ggml_silu_f32: x / (1 + expf(-x))). */
 export function swiglu(g: usize, u: usize, out: usize, n: i32): void {
   for (let i = 0; i < n; i++) {
-    const p = <usize>i << 2;
+    const p = <usize> i << 2;
     const x = load<f32>(g + p);
-    const s: f32 = x / (<f32>1 + <f32>Math.exp(<f64>-x));
+    const s: f32 = x / (<f32> 1 + <f32> Math.exp(<f64> -x));
     store<f32>(out + p, s * load<f32>(u + p));
   }
 }
@@ -698,24 +775,24 @@ export function rope(
   neox: bool,
   cache: usize,
 ): void {
-  const thetaScale = <f32>Math.pow(<f64>base, <f64>(<f32>-2 / <f32>ropeDim));
+  const thetaScale = <f32> Math.pow(<f64> base, <f64> (<f32> -2 / <f32> ropeDim));
   const half = ropeDim >> 1;
   for (let t = 0; t < rows; t++) {
-    const p = <f32>load<i32>(pos + (<usize>t << 2));
+    const p = <f32> load<i32>(pos + (<usize> t << 2));
     let theta: f32 = p;
     for (let k = 0; k < half; k++) {
       const th = freqScale * theta;
-      store<f32>(cache + (<usize>(2 * k) << 2), <f32>Math.cos(<f64>th));
-      store<f32>(cache + (<usize>(2 * k + 1) << 2), <f32>Math.sin(<f64>th));
+      store<f32>(cache + (<usize> (2 * k) << 2), <f32> Math.cos(<f64> th));
+      store<f32>(cache + (<usize> (2 * k + 1) << 2), <f32> Math.sin(<f64> th));
       theta *= thetaScale;
     }
     for (let h = 0; h < nHeads; h++) {
-      const xh = x + (<usize>((t * nHeads + h) * headDim) << 2);
+      const xh = x + (<usize> ((t * nHeads + h) * headDim) << 2);
       for (let k = 0; k < half; k++) {
-        const c = load<f32>(cache + (<usize>(2 * k) << 2));
-        const s = load<f32>(cache + (<usize>(2 * k + 1) << 2));
-        const i0: usize = neox ? <usize>k : <usize>(2 * k);
-        const i1: usize = neox ? <usize>(k + half) : <usize>(2 * k + 1);
+        const c = load<f32>(cache + (<usize> (2 * k) << 2));
+        const s = load<f32>(cache + (<usize> (2 * k + 1) << 2));
+        const i0: usize = neox ? <usize> k : <usize> (2 * k);
+        const i1: usize = neox ? <usize> (k + half) : <usize> (2 * k + 1);
         const x0 = load<f32>(xh + (i0 << 2));
         const x1 = load<f32>(xh + (i1 << 2));
         store<f32>(xh + (i0 << 2), x0 * c - x1 * s);
@@ -728,39 +805,42 @@ export function rope(
 /** Copy n floats to f16 (dst u16). */
 export function toF16(src: usize, dst: usize, n: i32): void {
   for (let i = 0; i < n; i++) {
-    store<u16>(dst + (<usize>i << 1), <u16>f32ToF16(load<f32>(src + (<usize>i << 2))));
+    store<u16>(dst + (<usize> i << 1), <u16> f32ToF16(load<f32>(src + (<usize> i << 2))));
   }
 }
 
 // ----------------------------------------------------------------------------- attention
 
-@inline function kvAt(f16: bool, base: usize, i: i32): f32 {
-  return f16 ? f16At(base + (<usize>i << 1)) : load<f32>(base + (<usize>i << 2));
+function kvAt(f16: bool, base: usize, i: i32): f32 {
+  return f16 ? f16At(base + (<usize> i << 1)) : load<f32>(base + (<usize> i << 2));
 }
 
-@inline function dotQK(f16: bool, q: usize, k: usize, n: i32): f32 {
+function dotQK(f16: bool, q: usize, k: usize, n: i32): f32 {
   let acc = f32x4.splat(0);
   const n4 = n & ~3;
   let i = 0;
   if (f16) {
     for (; i < n4; i += 4) {
-      acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), f16x4(k + (<usize>i << 1))));
+      acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize> i << 2)), f16x4(k + (<usize> i << 1))));
     }
   } else {
     for (; i < n4; i += 4) {
-      acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize>i << 2)), v128.load(k + (<usize>i << 2))));
+      acc = f32x4.add(
+        acc,
+        f32x4.mul(v128.load(q + (<usize> i << 2)), v128.load(k + (<usize> i << 2))),
+      );
     }
   }
   let s: f32 = (f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1)) +
     (f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
-  for (; i < n; i++) s += load<f32>(q + (<usize>i << 2)) * kvAt(f16, k, i);
+  for (; i < n; i++) s += load<f32>(q + (<usize> i << 2)) * kvAt(f16, k, i);
   return s;
 }
 
 /**
  * Causal attention for work items w0..w1 (item = t * nHeads + h): q row t head h at position
  * pos0 + t over cache entries 0..pos0+t. kc/vc: this layer's K and V ([nCtx × kvDim], f32 or f16).
- * scores: per-thread scratch of nCtx floats.
+ * scores: per-thread scratch of headDim + nCtx floats.
  */
 export function attention(
   q: usize,
@@ -780,48 +860,59 @@ export function attention(
   const kvDim = nKV * headDim;
   const group = nHeads / nKV;
   const esz: usize = f16 ? 2 : 4;
+  const qscr = scores;
+  scores += <usize> headDim << 2;
   for (let item = w0; item < w1; item++) {
     const t = item / nHeads;
     const h = item - t * nHeads;
     const kvh = h / group;
-    const qh = q + (<usize>((t * nHeads + h) * headDim) << 2);
-    const oh = out + (<usize>((t * nHeads + h) * headDim) << 2);
+    let qh = q + (<usize> ((t * nHeads + h) * headDim) << 2);
+    if (f16) {
+      // ggml converts q to the f16 cache's vec_dot type first
+      for (let i = 0; i < headDim; i++) {
+        const p = <usize> i << 2;
+        store<f32>(qscr + p, f16ToF32(f32ToF16(load<f32>(qh + p))));
+      }
+      qh = qscr;
+    }
+    const oh = out + (<usize> ((t * nHeads + h) * headDim) << 2);
     const nkv = pos0 + t + 1;
     let mx: f32 = -Infinity;
     for (let j = 0; j < nkv; j++) {
-      const kj = kc + (<usize>(j * kvDim + kvh * headDim)) * esz;
+      const kj = kc + (<usize> (j * kvDim + kvh * headDim)) * esz;
       const s = dotQK(f16, qh, kj, headDim) * scale;
-      store<f32>(scores + (<usize>j << 2), s);
+      store<f32>(scores + (<usize> j << 2), s);
       if (s > mx) mx = s;
     }
     let sum: f64 = 0;
     for (let j = 0; j < nkv; j++) {
-      const p = <usize>j << 2;
-      const e = <f32>Math.exp(<f64>(load<f32>(scores + p) - mx));
+      const p = <usize> j << 2;
+      const e = <f32> Math.exp(<f64> (load<f32>(scores + p) - mx));
       store<f32>(scores + p, e);
-      sum += <f64>e;
+      sum += <f64> e;
     }
-    const inv = <f32>(1.0 / sum);
+    const inv = <f32> (1.0 / sum);
     const d4 = headDim & ~3;
-    for (let i = 0; i < headDim; i++) store<f32>(oh + (<usize>i << 2), 0);
+    for (let i = 0; i < headDim; i++) store<f32>(oh + (<usize> i << 2), 0);
     for (let j = 0; j < nkv; j++) {
-      const pj = load<f32>(scores + (<usize>j << 2)) * inv;
-      const vj = vc + (<usize>(j * kvDim + kvh * headDim)) * esz;
+      let pj = load<f32>(scores + (<usize> j << 2)) * inv;
+      if (f16) pj = f16ToF32(f32ToF16(pj));
+      const vj = vc + (<usize> (j * kvDim + kvh * headDim)) * esz;
       const pv = f32x4.splat(pj);
       let i = 0;
       if (f16) {
         for (; i < d4; i += 4) {
-          const o = oh + (<usize>i << 2);
-          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, f16x4(vj + (<usize>i << 1)))));
+          const o = oh + (<usize> i << 2);
+          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, f16x4(vj + (<usize> i << 1)))));
         }
       } else {
         for (; i < d4; i += 4) {
-          const o = oh + (<usize>i << 2);
-          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, v128.load(vj + (<usize>i << 2)))));
+          const o = oh + (<usize> i << 2);
+          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, v128.load(vj + (<usize> i << 2)))));
         }
       }
       for (; i < headDim; i++) {
-        const o = oh + (<usize>i << 2);
+        const o = oh + (<usize> i << 2);
         store<f32>(o, load<f32>(o) + pj * kvAt(f16, vj, i));
       }
     }

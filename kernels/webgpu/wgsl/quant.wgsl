@@ -11,17 +11,17 @@
 // padded to 4 bytes), so every format is read through these loads at arbitrary byte offsets.
 
 // One byte of W at byte offset `b`.
-fn wb(b: u32) -> u32 {
+fn ld8(b: u32) -> u32 {
   return (W[b >> 2u] >> ((b & 3u) * 8u)) & 0xffu;
 }
 
 // A little-endian u16 of W at even byte offset `b`.
-fn wh(b: u32) -> u32 {
+fn ld16(b: u32) -> u32 {
   return (W[b >> 2u] >> ((b & 2u) * 8u)) & 0xffffu;
 }
 
 // Four bytes of W at any byte offset `b` (little-endian).
-fn ww(b: u32) -> u32 {
+fn ld32(b: u32) -> u32 {
   let i = b >> 2u;
   let s = (b & 3u) * 8u;
   if (s == 0u) {
@@ -44,20 +44,20 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
 const BLOCK_ELEMS: u32 = 1u;
 const BLOCK_BYTES: u32 = 2u;
 fn w_elem(rb: u32, i: u32) -> f32 {
-  return f16_to_f32(wh(rb + 2u * i));
+  return f16_to_f32(ld16(rb + 2u * i));
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
-  return f16_to_f32(wh(wb)) * a_f(t, b);
+  return f16_to_f32(ld16(wb)) * a_f(t, b);
 }
 
 //@section BF16
 const BLOCK_ELEMS: u32 = 1u;
 const BLOCK_BYTES: u32 = 2u;
 fn w_elem(rb: u32, i: u32) -> f32 {
-  return bitcast<f32>(wh(rb + 2u * i) << 16u);
+  return bitcast<f32>(ld16(rb + 2u * i) << 16u);
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
-  return bitcast<f32>(wh(wb) << 16u) * a_f(t, b);
+  return bitcast<f32>(ld16(wb) << 16u) * a_f(t, b);
 }
 
 //@section Q4_0
@@ -67,21 +67,21 @@ const BLOCK_BYTES: u32 = 18u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
   let j = i % 32u;
-  let q = (wb(bb + 2u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
-  return (f32(q) - 8.0) * f16_to_f32(wh(bb));
+  let q = (ld8(bb + 2u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
+  return (f32(q) - 8.0) * f16_to_f32(ld16(bb));
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var s = 0i;
   var sa = 0i;
   for (var i = 0u; i < 4u; i = i + 1u) {
-    let q = ww(wb + 2u + 4u * i);
+    let q = ld32(wb + 2u + 4u * i);
     let a0 = a_q4(t, b * 8u + i);
     let a1 = a_q4(t, b * 8u + 4u + i);
     s = s + dot4i8(q & 0x0f0f0f0fu, a0) + dot4i8((q >> 4u) & 0x0f0f0f0fu, a1);
     sa = sa + sum4i8(a0) + sum4i8(a1);
   }
   s = s - 8i * sa;
-  return f32(s) * f16_to_f32(wh(wb)) * a_d(t, b);
+  return f32(s) * f16_to_f32(ld16(wb)) * a_d(t, b);
 }
 
 //@section Q4_1
@@ -91,17 +91,17 @@ const BLOCK_BYTES: u32 = 20u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
   let j = i % 32u;
-  let q = (wb(bb + 4u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
-  return f32(q) * f16_to_f32(wh(bb)) + f16_to_f32(wh(bb + 2u));
+  let q = (ld8(bb + 4u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
+  return f32(q) * f16_to_f32(ld16(bb)) + f16_to_f32(ld16(bb + 2u));
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var s = 0i;
   for (var i = 0u; i < 4u; i = i + 1u) {
-    let q = ww(wb + 4u + 4u * i);
+    let q = ld32(wb + 4u + 4u * i);
     s = s + dot4i8(q & 0x0f0f0f0fu, a_q4(t, b * 8u + i));
     s = s + dot4i8((q >> 4u) & 0x0f0f0f0fu, a_q4(t, b * 8u + 4u + i));
   }
-  return (f16_to_f32(wh(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(wh(wb + 2u)) * a_s(t, b);
+  return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(ld16(wb + 2u)) * a_s(t, b);
 }
 
 //@section Q5_0
@@ -111,9 +111,9 @@ const BLOCK_BYTES: u32 = 22u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
   let j = i % 32u;
-  let qh = ww(bb + 2u);
-  let q = ((wb(bb + 6u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
-  return (f32(q) - 16.0) * f16_to_f32(wh(bb));
+  let qh = ld32(bb + 2u);
+  let q = ((ld8(bb + 6u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
+  return (f32(q) - 16.0) * f16_to_f32(ld16(bb));
 }
 // Four bits of h (from bit k) spread to bit 4 of four bytes.
 fn spread4(h: u32, k: u32) -> u32 {
@@ -121,11 +121,11 @@ fn spread4(h: u32, k: u32) -> u32 {
   return ((v & 1u) | ((v & 2u) << 7u) | ((v & 4u) << 14u) | ((v & 8u) << 21u)) << 4u;
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
-  let qh = ww(wb + 2u);
+  let qh = ld32(wb + 2u);
   var s = 0i;
   var sa = 0i;
   for (var i = 0u; i < 4u; i = i + 1u) {
-    let q = ww(wb + 6u + 4u * i);
+    let q = ld32(wb + 6u + 4u * i);
     let a0 = a_q4(t, b * 8u + i);
     let a1 = a_q4(t, b * 8u + 4u + i);
     s = s + dot4i8((q & 0x0f0f0f0fu) | spread4(qh, 4u * i), a0);
@@ -133,7 +133,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     sa = sa + sum4i8(a0) + sum4i8(a1);
   }
   s = s - 16i * sa;
-  return (f16_to_f32(wh(wb)) * a_d(t, b)) * f32(s);
+  return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s);
 }
 
 //@section Q5_1
@@ -143,23 +143,23 @@ const BLOCK_BYTES: u32 = 24u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
   let j = i % 32u;
-  let qh = ww(bb + 4u);
-  let q = ((wb(bb + 8u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
-  return f32(q) * f16_to_f32(wh(bb)) + f16_to_f32(wh(bb + 2u));
+  let qh = ld32(bb + 4u);
+  let q = ((ld8(bb + 8u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
+  return f32(q) * f16_to_f32(ld16(bb)) + f16_to_f32(ld16(bb + 2u));
 }
 fn spread4(h: u32, k: u32) -> u32 {
   let v = (h >> k) & 15u;
   return ((v & 1u) | ((v & 2u) << 7u) | ((v & 4u) << 14u) | ((v & 8u) << 21u)) << 4u;
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
-  let qh = ww(wb + 4u);
+  let qh = ld32(wb + 4u);
   var s = 0i;
   for (var i = 0u; i < 4u; i = i + 1u) {
-    let q = ww(wb + 8u + 4u * i);
+    let q = ld32(wb + 8u + 4u * i);
     s = s + dot4i8((q & 0x0f0f0f0fu) | spread4(qh, 4u * i), a_q4(t, b * 8u + i));
     s = s + dot4i8(((q >> 4u) & 0x0f0f0f0fu) | spread4(qh, 16u + 4u * i), a_q4(t, b * 8u + 4u + i));
   }
-  return (f16_to_f32(wh(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(wh(wb + 2u)) * a_s(t, b);
+  return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(ld16(wb + 2u)) * a_s(t, b);
 }
 
 //@section Q8_0
@@ -168,15 +168,15 @@ const BLOCK_ELEMS: u32 = 32u;
 const BLOCK_BYTES: u32 = 34u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
-  let q = bitcast<i32>(wb(bb + 2u + (i % 32u)) << 24u) >> 24u;
-  return f32(q) * f16_to_f32(wh(bb));
+  let q = bitcast<i32>(ld8(bb + 2u + (i % 32u)) << 24u) >> 24u;
+  return f32(q) * f16_to_f32(ld16(bb));
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var s = 0i;
   for (var i = 0u; i < 8u; i = i + 1u) {
-    s = s + dot4i8(ww(wb + 2u + 4u * i), a_q4(t, b * 8u + i));
+    s = s + dot4i8(ld32(wb + 2u + 4u * i), a_q4(t, b * 8u + i));
   }
-  return f32(s) * (f16_to_f32(wh(wb)) * a_d(t, b));
+  return f32(s) * (f16_to_f32(ld16(wb)) * a_d(t, b));
 }
 
 //@section Q2_K
@@ -190,17 +190,17 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let n = e / 128u;
   let j = (e % 128u) / 32u;
   let l = e % 32u;
-  let sc = wb(bb + e / 16u);
-  let q = (wb(bb + 16u + n * 32u + l) >> (2u * j)) & 3u;
-  let d = f16_to_f32(wh(bb + 80u));
-  let dmin = f16_to_f32(wh(bb + 82u));
+  let sc = ld8(bb + e / 16u);
+  let q = (ld8(bb + 16u + n * 32u + l) >> (2u * j)) & 3u;
+  let d = f16_to_f32(ld16(bb + 80u));
+  let dmin = f16_to_f32(ld16(bb + 82u));
   return d * f32(sc & 15u) * f32(q) - dmin * f32(sc >> 4u);
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var summs = 0i;
   var isum = 0i;
   for (var g = 0u; g < 16u; g = g + 1u) {
-    let sc = wb(wb + g);
+    let sc = ld8(wb + g);
     summs = summs + a_bsum(t, b * 16u + g) * i32(sc >> 4u);
     let n = g / 8u;
     let j = (g % 8u) / 2u;
@@ -213,8 +213,8 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     isum = isum + i32(sc & 15u) * s;
   }
   let yd = a_d(t, b);
-  let dall = yd * f16_to_f32(wh(wb + 80u));
-  let dmin = yd * f16_to_f32(wh(wb + 82u));
+  let dall = yd * f16_to_f32(ld16(wb + 80u));
+  let dmin = yd * f16_to_f32(ld16(wb + 82u));
   return dall * f32(isum) - dmin * f32(summs);
 }
 
@@ -224,8 +224,8 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
 const BLOCK_ELEMS: u32 = 256u;
 const BLOCK_BYTES: u32 = 110u;
 fn q3_scale(bb: u32, k: u32) -> i32 {
-  let lo = select(wb(bb + 96u + k - 8u) >> 4u, wb(bb + 96u + k) & 15u, k < 8u);
-  let hi = (wb(bb + 104u + (k % 4u)) >> (2u * (k / 4u))) & 3u;
+  let lo = select(ld8(bb + 96u + k - 8u) >> 4u, ld8(bb + 96u + k) & 15u, k < 8u);
+  let hi = (ld8(bb + 104u + (k % 4u)) >> (2u * (k / 4u))) & 3u;
   return i32(lo | (hi << 4u)) - 32i;
 }
 fn w_elem(rb: u32, i: u32) -> f32 {
@@ -234,9 +234,9 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let n = e / 128u;
   let j = (e % 128u) / 32u;
   let l = e % 32u;
-  let q = i32((wb(bb + 32u + n * 32u + l) >> (2u * j)) & 3u);
-  let hb = (wb(bb + l) >> (4u * n + j)) & 1u;
-  let dl = f16_to_f32(wh(bb + 108u)) * f32(q3_scale(bb, e / 16u));
+  let q = i32((ld8(bb + 32u + n * 32u + l) >> (2u * j)) & 3u);
+  let hb = (ld8(bb + l) >> (4u * n + j)) & 1u;
+  let dl = f16_to_f32(ld16(bb + 108u)) * f32(q3_scale(bb, e / 16u));
   return dl * f32(q - select(4i, 0i, hb == 1u));
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
@@ -248,15 +248,15 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     var s = 0i;
     var sa = 0i;
     for (var i = 0u; i < 4u; i = i + 1u) {
-      let q = (ww(wb + 32u + n * 32u + h * 16u + 4u * i) >> (2u * j)) & 0x03030303u;
-      let hb = (ww(wb + h * 16u + 4u * i) >> (4u * n + j)) & 0x01010101u;
+      let q = (ld32(wb + 32u + n * 32u + h * 16u + 4u * i) >> (2u * j)) & 0x03030303u;
+      let hb = (ld32(wb + h * 16u + 4u * i) >> (4u * n + j)) & 0x01010101u;
       let a = a_q4(t, b * 64u + g * 4u + i);
       s = s + dot4i8(q | (hb << 2u), a);
       sa = sa + sum4i8(a);
     }
     isum = isum + q3_scale(wb, g) * (s - 4i * sa);
   }
-  return (f16_to_f32(wh(wb + 108u)) * a_d(t, b)) * f32(isum);
+  return (f16_to_f32(ld16(wb + 108u)) * a_d(t, b)) * f32(isum);
 }
 
 //@section Q4_K
@@ -267,10 +267,10 @@ const BLOCK_BYTES: u32 = 144u;
 // get_scale_min_k4: (scale, min) of sub-block k.
 fn k4_scale_min(bb: u32, k: u32) -> vec2<u32> {
   if (k < 4u) {
-    return vec2<u32>(wb(bb + 4u + k) & 63u, wb(bb + 8u + k) & 63u);
+    return vec2<u32>(ld8(bb + 4u + k) & 63u, ld8(bb + 8u + k) & 63u);
   }
-  let sc = (wb(bb + 8u + k) & 15u) | ((wb(bb + k) >> 6u) << 4u);
-  let m = (wb(bb + 8u + k) >> 4u) | ((wb(bb + 4u + k) >> 6u) << 4u);
+  let sc = (ld8(bb + 8u + k) & 15u) | ((ld8(bb + k) >> 6u) << 4u);
+  let m = (ld8(bb + 8u + k) >> 4u) | ((ld8(bb + 4u + k) >> 6u) << 4u);
   return vec2<u32>(sc, m);
 }
 fn w_elem(rb: u32, i: u32) -> f32 {
@@ -279,9 +279,9 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let j = e / 64u;
   let r = e % 64u;
   let sm = k4_scale_min(bb, 2u * j + r / 32u);
-  let q = (wb(bb + 16u + 32u * j + (r % 32u)) >> (4u * (r / 32u))) & 15u;
-  let d = f16_to_f32(wh(bb)) * f32(sm.x);
-  let m = f16_to_f32(wh(bb + 2u)) * f32(sm.y);
+  let q = (ld8(bb + 16u + 32u * j + (r % 32u)) >> (4u * (r / 32u))) & 15u;
+  let d = f16_to_f32(ld16(bb)) * f32(sm.x);
+  let m = f16_to_f32(ld16(bb + 2u)) * f32(sm.y);
   return d * f32(q) - m;
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
@@ -302,8 +302,8 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
   }
   let yd = a_d(t, b);
-  let d = f16_to_f32(wh(wb)) * yd;
-  let dmin = f16_to_f32(wh(wb + 2u)) * yd;
+  let d = f16_to_f32(ld16(wb)) * yd;
+  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
   return d * f32(isum) - dmin * f32(summs);
 }
 
@@ -314,10 +314,10 @@ const BLOCK_ELEMS: u32 = 256u;
 const BLOCK_BYTES: u32 = 176u;
 fn k4_scale_min(bb: u32, k: u32) -> vec2<u32> {
   if (k < 4u) {
-    return vec2<u32>(wb(bb + 4u + k) & 63u, wb(bb + 8u + k) & 63u);
+    return vec2<u32>(ld8(bb + 4u + k) & 63u, ld8(bb + 8u + k) & 63u);
   }
-  let sc = (wb(bb + 8u + k) & 15u) | ((wb(bb + k) >> 6u) << 4u);
-  let m = (wb(bb + 8u + k) >> 4u) | ((wb(bb + 4u + k) >> 6u) << 4u);
+  let sc = (ld8(bb + 8u + k) & 15u) | ((ld8(bb + k) >> 6u) << 4u);
+  let m = (ld8(bb + 8u + k) >> 4u) | ((ld8(bb + 4u + k) >> 6u) << 4u);
   return vec2<u32>(sc, m);
 }
 fn w_elem(rb: u32, i: u32) -> f32 {
@@ -328,9 +328,9 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let k = 2u * j + r / 32u;
   let sm = k4_scale_min(bb, k);
   let l = r % 32u;
-  let q = ((wb(bb + 48u + 32u * j + l) >> (4u * (r / 32u))) & 15u) | (((wb(bb + 16u + l) >> k) & 1u) << 4u);
-  let d = f16_to_f32(wh(bb)) * f32(sm.x);
-  let m = f16_to_f32(wh(bb + 2u)) * f32(sm.y);
+  let q = ((ld8(bb + 48u + 32u * j + l) >> (4u * (r / 32u))) & 15u) | (((ld8(bb + 16u + l) >> k) & 1u) << 4u);
+  let d = f16_to_f32(ld16(bb)) * f32(sm.x);
+  let m = f16_to_f32(ld16(bb + 2u)) * f32(sm.y);
   return d * f32(q) - m;
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
@@ -354,8 +354,8 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
   }
   let yd = a_d(t, b);
-  let d = f16_to_f32(wh(wb)) * yd;
-  let dmin = f16_to_f32(wh(wb + 2u)) * yd;
+  let d = f16_to_f32(ld16(wb)) * yd;
+  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
   return d * f32(isum) - dmin * f32(summs);
 }
 
@@ -366,7 +366,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
 const BLOCK_ELEMS: u32 = 256u;
 const BLOCK_BYTES: u32 = 210u;
 fn q6_scale(bb: u32, k: u32) -> i32 {
-  return bitcast<i32>(wb(bb + 192u + k) << 24u) >> 24u;
+  return bitcast<i32>(ld8(bb + 192u + k) << 24u) >> 24u;
 }
 fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 256u) * BLOCK_BYTES;
@@ -374,10 +374,10 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let n = e / 128u;
   let g = (e % 128u) / 32u;
   let l = e % 32u;
-  let lo = (wb(bb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 15u;
-  let hi = (wb(bb + 128u + 32u * n + l) >> (2u * g)) & 3u;
+  let lo = (ld8(bb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 15u;
+  let hi = (ld8(bb + 128u + 32u * n + l) >> (2u * g)) & 3u;
   let q = i32(lo | (hi << 4u)) - 32i;
-  return f16_to_f32(wh(bb + 208u)) * f32(q6_scale(bb, 8u * n + 2u * g + l / 16u)) * f32(q);
+  return f16_to_f32(ld16(bb + 208u)) * f32(q6_scale(bb, 8u * n + 2u * g + l / 16u)) * f32(q);
 }
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
@@ -389,13 +389,13 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     var sa = 0i;
     for (var i = 0u; i < 4u; i = i + 1u) {
       let l = h * 16u + 4u * i;
-      let lo = (ww(wb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 0x0f0f0f0fu;
-      let hi = (ww(wb + 128u + 32u * n + l) >> (2u * g)) & 0x03030303u;
+      let lo = (ld32(wb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 0x0f0f0f0fu;
+      let hi = (ld32(wb + 128u + 32u * n + l) >> (2u * g)) & 0x03030303u;
       let a = a_q4(t, b * 64u + sb * 4u + i);
       s = s + dot4i8(lo | (hi << 4u), a);
       sa = sa + sum4i8(a);
     }
     isum = isum + q6_scale(wb, 8u * n + 2u * g + h) * (s - 32i * sa);
   }
-  return (f16_to_f32(wh(wb + 208u)) * a_d(t, b)) * f32(isum);
+  return (f16_to_f32(ld16(wb + 208u)) * a_d(t, b)) * f32(isum);
 }

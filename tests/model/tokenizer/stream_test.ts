@@ -38,8 +38,6 @@ Deno.test("byte-level BPE: 日本 split byte by byte streams as whole characters
   const tok = await vocabTokenizer("gpt-2");
   // One token per byte: each byte's GPT-2 char is a vocabulary entry.
   const bytes = [...new TextEncoder().encode("日本")];
-  const byteToChar = (b: number) => tok.decode([tok.tokenId(charOf(b))!], { cleanSpaces: false });
-  void byteToChar;
   const ids = bytes.map((b) => tok.tokenId(charOf(b))!);
   assertEquals(streamAll(tok, ids), ["", "", "日", "", "", "本", ""]);
   assertEquals(tok.decode(ids), "日本");

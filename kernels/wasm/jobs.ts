@@ -1,0 +1,174 @@
+/**
+ * The job protocol shared by the main thread and the workers of the WASM backend.
+ *
+ * One `SharedArrayBuffer` (the control block) carries the current job: the main thread writes the
+ * op and its arguments, bumps `SEQ` and notifies; every thread (main included) then claims chunks
+ * of the job with `Atomics.add(NEXT)` until none is left, and each worker adds 1 to `DONE` when it
+ * finishes. Kernels run on the thread's own instance of the arena the job names, all instances of
+ * an arena sharing its `WebAssembly.Memory`.
+ */
+import type { Kernels, Mm32 } from "./kernels.ts";
+
+/** Control-block slots (Int32 indices). */
+export const SEQ = 0;
+/** Workers that finished the current job. */
+export const DONE = 1;
+/** Next chunk to claim. */
+export const NEXT = 2;
+/** Op code of the current job. */
+export const OP = 3;
+/** Arena index the job runs in. */
+export const ARENA = 4;
+/** First integer argument. */
+export const ARGS = 8;
+/** First float argument (Float32 view of the same buffer). */
+export const FARGS = 48;
+/** Control block size in Int32 elements. */
+export const CTRL_INTS = 64;
+
+/** Op codes. */
+export const OP_MM32 = 1;
+/** K-quant matmul. */
+export const OP_MMK = 2;
+/** F32/F16/BF16 matmul. */
+export const OP_MMF = 3;
+/** Attention over a KV cache. */
+export const OP_ATTN = 4;
+/** Workers: return to the event loop and take new arenas (their memories arrive by message). */
+export const OP_RELOAD = 9;
+/** Workers: exit. */
+export const OP_STOP = 10;
+
+/** Matmul argument slots (relative to ARGS). */
+export const A = {
+  KIND: 0,
+  W: 1,
+  ROW_BYTES: 2,
+  NB: 3,
+  AQ: 4,
+  AD: 5,
+  AS: 6,
+  T: 7,
+  OUT: 8,
+  OUT_STRIDE: 9,
+  NROWS: 10,
+  CHUNK: 11,
+  SCR: 12,
+  SCR_STRIDE: 13,
+  POS0: 14,
+  NHEADS: 15,
+  NKV: 16,
+  HEAD_DIM: 17,
+  F16: 18,
+  VC: 19,
+} as const;
+
+function mm32(k: Kernels, kind: number): Mm32 {
+  switch (kind) {
+    case 8:
+      return k.mmQ8_0;
+    case 2:
+      return k.mmQ4_0;
+    case 3:
+      return k.mmQ4_1;
+    case 6:
+      return k.mmQ5_0;
+    default:
+      return k.mmQ5_1;
+  }
+}
+
+/**
+ * Run this thread's share of the job in the control block: claim chunks until none is left.
+ * `thread` selects the per-thread scratch (0 = main thread).
+ */
+export function runJob(
+  ctrl: Int32Array,
+  f32: Float32Array,
+  arenas: Kernels[],
+  thread: number,
+): void {
+  const op = ctrl[OP];
+  const k = arenas[ctrl[ARENA]];
+  const a = ARGS;
+  const nrows = ctrl[a + A.NROWS];
+  const chunk = ctrl[a + A.CHUNK];
+  const scr = (ctrl[a + A.SCR] >>> 0) + thread * (ctrl[a + A.SCR_STRIDE] >>> 0);
+  if (op === OP_MM32) {
+    const fn = mm32(k, ctrl[a + A.KIND]);
+    for (;;) {
+      const r0 = Atomics.add(ctrl, NEXT, 1) * chunk;
+      if (r0 >= nrows) break;
+      fn(
+        ctrl[a + A.W],
+        ctrl[a + A.ROW_BYTES],
+        ctrl[a + A.NB],
+        ctrl[a + A.AQ],
+        ctrl[a + A.AD],
+        ctrl[a + A.AS],
+        ctrl[a + A.T],
+        ctrl[a + A.OUT],
+        ctrl[a + A.OUT_STRIDE],
+        r0,
+        Math.min(nrows, r0 + chunk),
+      );
+    }
+  } else if (op === OP_MMK) {
+    for (;;) {
+      const r0 = Atomics.add(ctrl, NEXT, 1) * chunk;
+      if (r0 >= nrows) break;
+      k.mmK(
+        ctrl[a + A.KIND],
+        ctrl[a + A.W],
+        ctrl[a + A.ROW_BYTES],
+        ctrl[a + A.NB],
+        ctrl[a + A.AQ],
+        ctrl[a + A.AD],
+        ctrl[a + A.AS],
+        ctrl[a + A.T],
+        ctrl[a + A.OUT],
+        ctrl[a + A.OUT_STRIDE],
+        r0,
+        Math.min(nrows, r0 + chunk),
+        scr,
+      );
+    }
+  } else if (op === OP_MMF) {
+    for (;;) {
+      const r0 = Atomics.add(ctrl, NEXT, 1) * chunk;
+      if (r0 >= nrows) break;
+      k.mmF(
+        ctrl[a + A.KIND],
+        ctrl[a + A.W],
+        ctrl[a + A.ROW_BYTES],
+        ctrl[a + A.NB],
+        ctrl[a + A.AQ],
+        ctrl[a + A.T],
+        ctrl[a + A.OUT],
+        ctrl[a + A.OUT_STRIDE],
+        r0,
+        Math.min(nrows, r0 + chunk),
+      );
+    }
+  } else if (op === OP_ATTN) {
+    for (;;) {
+      const w0 = Atomics.add(ctrl, NEXT, 1) * chunk;
+      if (w0 >= nrows) break;
+      k.attention(
+        ctrl[a + A.AQ],
+        ctrl[a + A.W],
+        ctrl[a + A.VC],
+        ctrl[a + A.OUT],
+        ctrl[a + A.POS0],
+        ctrl[a + A.NHEADS],
+        ctrl[a + A.NKV],
+        ctrl[a + A.HEAD_DIM],
+        f32[FARGS],
+        ctrl[a + A.F16],
+        w0,
+        Math.min(nrows, w0 + chunk),
+        scr,
+      );
+    }
+  }
+}

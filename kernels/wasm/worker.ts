@@ -1,0 +1,75 @@
+/// <reference lib="deno.worker" />
+/**
+ * A worker of the WASM backend's pool. It instantiates the kernels over every arena's shared
+ * memory, then loops: wait for the control block's `SEQ` to move (spin briefly, then
+ * `Atomics.wait`), run its share of the job (jobs.ts), count itself in `DONE`.
+ *
+ * Messages: `{type: "init", bytes, ctrl, thread, memories}` once, then `{type: "arena", memory}`
+ * for each arena added later (the main thread sends `OP_RELOAD` so the loop yields to take it).
+ */
+import { instantiate, type Kernels } from "./kernels.ts";
+import { ARGS, DONE, OP, OP_RELOAD, OP_STOP, runJob, SEQ } from "./jobs.ts";
+
+let module: WebAssembly.Module | undefined;
+let ctrl: Int32Array;
+let f32: Float32Array;
+let thread = 0;
+const arenas: Kernels[] = [];
+let seen = 0;
+const SPIN = 20000;
+
+function finish(): void {
+  Atomics.add(ctrl, DONE, 1);
+  Atomics.notify(ctrl, DONE);
+}
+
+function loop(): void {
+  for (;;) {
+    let spins = 0;
+    while (Atomics.load(ctrl, SEQ) === seen) {
+      if (++spins > SPIN) Atomics.wait(ctrl, SEQ, seen);
+    }
+    seen = Atomics.load(ctrl, SEQ);
+    const op = ctrl[OP];
+    if (op === OP_STOP) {
+      finish();
+      self.close();
+      return;
+    }
+    if (op === OP_RELOAD) {
+      // Wait (asynchronously) until every arena's memory has arrived, then acknowledge.
+      if (arenas.length >= ctrl[ARGS]) {
+        finish();
+        continue;
+      }
+      return; // onmessage resumes the loop
+    }
+    try {
+      runJob(ctrl, f32, arenas, thread);
+    } catch (e) {
+      console.error(`wasm worker ${thread}:`, e);
+    }
+    finish();
+  }
+}
+
+self.onmessage = (e: MessageEvent) => {
+  const m = e.data;
+  if (m.type === "init") {
+    module = new WebAssembly.Module(m.bytes);
+    ctrl = new Int32Array(m.ctrl);
+    f32 = new Float32Array(m.ctrl);
+    thread = m.thread;
+    seen = Atomics.load(ctrl, SEQ);
+    for (const mem of m.memories) arenas.push(instantiate(module, mem));
+    self.postMessage({ type: "ready" });
+    loop();
+  } else if (m.type === "arena") {
+    arenas.push(instantiate(module!, m.memory));
+    // A RELOAD job that was waiting for this memory: acknowledge and go back to work.
+    if (ctrl[OP] === OP_RELOAD && Atomics.load(ctrl, SEQ) === seen && arenas.length >= ctrl[ARGS]) {
+      finish();
+      loop();
+    }
+  }
+};
