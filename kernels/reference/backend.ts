@@ -19,6 +19,7 @@ import type {
 import { GGMLType, rowBytes, typeName } from "../quant/types.ts";
 import { roundF16 } from "../quant/float.ts";
 import { convertActivations, dequantizeRow, vecDot, vecDotType } from "../quant/ops.ts";
+import { expfGgml } from "./ggml_math.ts";
 
 const fr = Math.fround;
 
@@ -313,12 +314,17 @@ export function createReferenceBackend(): Backend {
             probs[j] = s;
             if (s > max) max = s;
           }
-          // ggml_vec_soft_max_f32: expf(x - max) in float, summed in double, scaled by 1/sum.
+          // ggml_vec_soft_max_f32, x86 SSE2 path: exp via ggml_v_expf, 4 lanes at a time summed
+          // as (e0 + e1) + (e2 + e3) in float, group sums added in double. llama.cpp pads the
+          // row to a multiple of 32 with masked (zero) entries, so no lane takes the libm tail.
           let sum = 0;
-          for (let j = 0; j < nKV; j++) {
-            const e = fr(Math.exp(fr(probs[j] - max)));
-            probs[j] = e;
-            sum += e;
+          for (let j = 0; j < nKV; j += 4) {
+            const e = [0, 0, 0, 0];
+            for (let l = 0; l < 4 && j + l < nKV; l++) {
+              e[l] = expfGgml(fr(probs[j + l] - max));
+              probs[j + l] = e[l];
+            }
+            sum += fr(fr(e[0] + e[1]) + fr(e[2] + e[3]));
           }
           const inv = fr(1 / sum);
           for (let j = 0; j < nKV; j++) {
@@ -343,7 +349,9 @@ export function createReferenceBackend(): Backend {
       need(o, n, "swiglu out");
       for (let i = 0; i < n; i++) {
         const x = g.data[i];
-        const silu = fr(x / fr(1 + fr(Math.exp(-x))));
+        // ggml_vec_swiglu_f32, x86 SSE2 path (ggml_v_silu); exact for rows whose length is a
+        // multiple of 4, where ggml never falls back to libm expf.
+        const silu = fr(x / fr(1 + expfGgml(-x)));
         o.data[i] = fr(silu * u.data[i]);
       }
     },

@@ -4,9 +4,9 @@
  * decode with llama.cpp's exact rules.
  */
 import type { GGUFArray, GGUFValue } from "../gguf/types.ts";
-import { bpeTokenizeWord } from "./bpe.ts";
+import { bpeTokenizeWord, type BpeVocab } from "./bpe.ts";
 import { DEFAULT_PRE, PRE_TOKENIZERS, type PreTokenizer } from "./pretokenizers.ts";
-import { hex2, spmTokenize } from "./spm.ts";
+import { hex2, spmTokenize, type SpmVocab } from "./spm.ts";
 import { byteEncode, CHAR_TO_BYTE, preTokenize, utf8 } from "./unicode.ts";
 
 /** Anything with GGUF-style `get` — GGUFMetadata, or a Map in tests. */
@@ -132,6 +132,8 @@ export class Tokenizer {
   readonly #eog: Set<number>;
   readonly #specialCache: number[];
   readonly #pieces: (Uint8Array | undefined)[];
+  readonly #spmVocab: SpmVocab;
+  readonly #bpeVocab: BpeVocab;
 
   /** Use `tokenizerFromMetadata`. */
   constructor(init: {
@@ -181,6 +183,17 @@ export class Tokenizer {
     this.#eog = init.eog;
     this.warnings = init.warnings;
     this.#pieces = new Array(init.tokens.length);
+    this.#spmVocab = {
+      tokenToId: init.tokenToId,
+      scores: init.scores,
+      unk: init.ids.unk,
+      byteToToken: (b) => this.#byteToToken(b),
+    };
+    this.#bpeVocab = {
+      tokenToId: init.tokenToId,
+      mergeRanks: init.mergeRanks,
+      ignoreMerges: init.preTok.ignoreMerges,
+    };
     // Longest first, so "<|im_end|>" is split out before any shorter token inside it. llama.cpp
     // uses an unstable std::sort; ties (equal lengths) keep id order here.
     this.#specialCache = [];
@@ -329,29 +342,6 @@ export class Tokenizer {
   }
 
   // --- internals ---
-
-  readonly #spmVocab = {
-    tokenToId: undefined as unknown as Map<string, number>,
-    scores: undefined as unknown as Float32Array,
-    unk: null as number | null,
-    byteToToken: (b: number) => this.#byteToToken(b),
-  };
-  readonly #bpeVocab = {
-    tokenToId: undefined as unknown as Map<string, number>,
-    mergeRanks: undefined as unknown as Map<string, number>,
-    ignoreMerges: false,
-  };
-
-  /** Wires the merge-loop views once the private fields exist. */
-  _init(): this {
-    this.#spmVocab.tokenToId = this.#tokenToId;
-    this.#spmVocab.scores = this.#scores;
-    this.#spmVocab.unk = this.unk;
-    this.#bpeVocab.tokenToId = this.#tokenToId;
-    this.#bpeVocab.mergeRanks = this.#mergeRanks;
-    this.#bpeVocab.ignoreMerges = this.#preTok.ignoreMerges;
-    return this;
-  }
 
   #byteToToken(b: number): number | undefined {
     return this.#tokenToId.get(`<0x${hex2(b)}>`) ??
@@ -767,5 +757,5 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
     cleanSpaces,
     eog,
     warnings,
-  })._init();
+  });
 }

@@ -14,8 +14,8 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> X: array<f32>;
 @group(0) @binding(2) var<storage, read_write> A: array<u32>;
 
-// Unused by this shader; common.wgsl's weight loaders refer to it.
-var<private> W: array<u32, 1>;
+// Elements per block: 1 (f16, bf16), 32 (Q8_0, Q8_1) or 256 (Q8_K).
+const BS: u32 = {{BS}}u;
 
 fn pack_q(q0: f32, q1: f32, q2: f32, q3: f32) -> u32 {
   return (bitcast<u32>(i32(q0)) & 0xffu) | ((bitcast<u32>(i32(q1)) & 0xffu) << 8u) |

@@ -93,13 +93,14 @@ for (const name of ["llama-spm", "llama-bpe", "qwen2", "gpt-2"]) {
   });
 }
 
-Deno.test("fuzz llama-spm: round trip except where the vocabulary cannot say it", async () => {
-  // SPM exceptions (documented): text that merges into a control piece ("<s>", "</s>", "<unk>")
-  // decodes to nothing, and a literal ▁ (U+2581) decodes as a space, exactly as in llama.cpp.
+Deno.test("fuzz llama-spm: round trip for any text without a literal ▁", async () => {
+  // The one SPM exception found: a literal ▁ (U+2581) is the vocabulary's space marker, so it
+  // decodes as a space, exactly as in llama.cpp. ("<s>" and friends stay text: no merge path
+  // reaches those control pieces in this vocabulary.)
   const tok = await vocabTokenizer("llama-spm");
   fc.assert(
     fc.property(texts, (s) => {
-      fc.pre(!/<s>|<\/s>|<unk>|\u2581/.test(s));
+      fc.pre(!s.includes("\u2581"));
       const ids = tok.encode(s, { addBos: false });
       assertEquals(tok.decode(ids, { cleanSpaces: false }), s.toWellFormed());
     }),

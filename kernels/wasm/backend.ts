@@ -1,0 +1,747 @@
+/**
+ * The WASM backend: AssemblyScript SIMD kernels (assembly/index.ts) over shared memories, a
+ * worker pool splitting matmul rows and attention heads across threads.
+ *
+ * Memory: arena 0 holds every activation buffer, KV cache and a float copy of each 1-D weight
+ * (norms, biases); 2-D weights are copied once into the first arena with room (arena 0 first,
+ * keeping a reserve for activations), new arenas opening as needed, so a layer range larger than
+ * wasm32's 4 GiB still loads. A matmul runs in its weight's arena; when that is not arena 0 its
+ * input is copied over and its output copied back.
+ *
+ * Numerics: the activation conversion (Q8_0/Q8_1/Q8_K quantization, f16/bf16 rounding) happens
+ * once per (buffer version, vec_dot type) and is reused by the next matmul of the same input
+ * (q/k/v, gate/up); integer dot products and their float scaling replay ggml's generic C code,
+ * so quantized matmuls are bit-identical to the reference backend.
+ */
+import type {
+  AttentionParams,
+  Backend,
+  Buf,
+  KVCache,
+  KVType,
+  RopeParams,
+  Weight,
+  WeightSpec,
+} from "../backend.ts";
+import { GGMLType, rowBytes, typeInfo, typeName } from "../quant/types.ts";
+import { dequantizeRow } from "../quant/ops.ts";
+import { Arena } from "./arena.ts";
+import { buildWasm, WASM_URL } from "./build.ts";
+import type { Kernels } from "./kernels.ts";
+import {
+  A,
+  ARENA,
+  ARGS,
+  CTRL_INTS,
+  DONE,
+  FARGS,
+  NEXT,
+  OP,
+  OP_ATTN,
+  OP_MM32,
+  OP_MMF,
+  OP_MMK,
+  OP_RELOAD,
+  OP_STOP,
+  runJob,
+  SEQ,
+} from "./jobs.ts";
+
+/** Options of {@link createWasmBackend}. */
+export interface WasmBackendOptions {
+  /** Threads including the caller's (default `navigator.hardwareConcurrency`). */
+  threads?: number;
+  /**
+   * Bytes per wasm memory (default 4 GiB, wasm32's limit). Tests set a few MiB to prove that
+   * weights spread over several memories still compute the same results.
+   */
+  memoryCap?: number;
+}
+
+const GiB = 1024 * 1024 * 1024;
+const SPIN = 20000;
+
+let nextId = 1;
+
+class WBuf implements Buf {
+  readonly id = nextId++;
+  version = 0;
+  freed = false;
+  constructor(readonly length: number, readonly off: number) {}
+}
+
+class WWeight implements Weight {
+  /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
+  f32Off = -1;
+  freed = false;
+  constructor(
+    readonly name: string,
+    readonly type: GGMLType,
+    readonly shape: readonly number[],
+    readonly arena: number,
+    readonly off: number,
+    readonly bytes: number,
+    readonly rowLen: number,
+    readonly nRows: number,
+    readonly rowBytes: number,
+  ) {}
+}
+
+class WKV implements KVCache {
+  freed = false;
+  constructor(
+    readonly nLayers: number,
+    readonly nCtx: number,
+    readonly kvDim: number,
+    readonly type: KVType,
+    readonly kOff: number,
+    readonly vOff: number,
+    readonly bytes: number,
+  ) {}
+  get esz(): number {
+    return this.type === "f16" ? 2 : 4;
+  }
+  layerBytes(): number {
+    return this.nCtx * this.kvDim * this.esz;
+  }
+}
+
+/** A growable scratch block of one arena. */
+class Scratch {
+  off = 0;
+  bytes = 0;
+  constructor(readonly arena: Arena, readonly what: string) {}
+  ensure(bytes: number): number {
+    if (bytes <= this.bytes) return this.off;
+    if (this.bytes) this.arena.release(this.off, this.bytes);
+    const want = Math.max(bytes, Math.min(this.bytes * 2, bytes * 2));
+    let off = this.arena.alloc(want);
+    let got = want;
+    if (off === undefined) {
+      off = this.arena.alloc(bytes);
+      got = bytes;
+    }
+    if (off === undefined) {
+      this.bytes = 0;
+      throw new Error(
+        `wasm backend: memory ${this.arena.index} (cap ${this.arena.cap} bytes) has no room for ` +
+          `${bytes} bytes of ${this.what} scratch; raise memoryCap`,
+      );
+    }
+    this.off = off;
+    this.bytes = got;
+    return off;
+  }
+}
+
+/** Per-arena state: scratch blocks and the activation-conversion cache. */
+class ArenaState {
+  readonly act: Scratch;
+  readonly xin: Scratch;
+  readonly out: Scratch;
+  readonly thr: Scratch;
+  thrStride = 0;
+  actBuf = 0;
+  actVersion = -1;
+  actKind = -1;
+  actRows = 0;
+  actN = 0;
+  constructor(readonly arena: Arena) {
+    this.act = new Scratch(arena, "activation");
+    this.xin = new Scratch(arena, "input copy");
+    this.out = new Scratch(arena, "output");
+    this.thr = new Scratch(arena, "per-thread");
+  }
+}
+
+class Pool {
+  readonly ctrl: Int32Array;
+  readonly f32: Float32Array;
+  readonly workers: Worker[] = [];
+  constructor() {
+    const sab = new SharedArrayBuffer(CTRL_INTS * 4);
+    this.ctrl = new Int32Array(sab);
+    this.f32 = new Float32Array(sab);
+  }
+
+  async start(n: number, bytes: Uint8Array, memories: WebAssembly.Memory[]): Promise<void> {
+    const ready: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) {
+      const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+      this.workers.push(w);
+      ready.push(
+        new Promise((resolve, reject) => {
+          w.onmessage = (e) => {
+            if (e.data?.type === "ready") resolve();
+          };
+          w.onerror = (e) => {
+            e.preventDefault();
+            reject(new Error(`wasm worker ${i + 1} failed to start: ${e.message}`));
+          };
+        }),
+      );
+      w.postMessage({ type: "init", bytes, ctrl: this.ctrl.buffer, thread: i + 1, memories });
+    }
+    await Promise.all(ready);
+  }
+
+  /** Start the job in the control block on the workers, run the main share, wait for all. */
+  run(kernels: Kernels[]): void {
+    const c = this.ctrl;
+    Atomics.store(c, NEXT, 0);
+    Atomics.store(c, DONE, 0);
+    if (this.workers.length) {
+      Atomics.add(c, SEQ, 1);
+      Atomics.notify(c, SEQ);
+    }
+    let err: unknown;
+    try {
+      runJob(c, this.f32, kernels, 0);
+    } catch (e) {
+      err = e;
+    }
+    this.wait();
+    if (err) throw err;
+  }
+
+  /** Run the job in the control block on this thread only. */
+  runHere(kernels: Kernels[]): void {
+    Atomics.store(this.ctrl, NEXT, 0);
+    runJob(this.ctrl, this.f32, kernels, 0);
+  }
+
+  wait(): void {
+    const c = this.ctrl;
+    const target = this.workers.length;
+    let spins = 0;
+    let waited = 0;
+    for (;;) {
+      const d = Atomics.load(c, DONE);
+      if (d >= target) return;
+      if (++spins > SPIN) {
+        if (Atomics.wait(c, DONE, d, 1000) === "timed-out" && ++waited > 30) {
+          throw new Error("wasm backend: a worker did not finish its job within 30 s");
+        }
+      }
+    }
+  }
+
+  addArena(memory: WebAssembly.Memory, count: number): void {
+    if (!this.workers.length) return;
+    for (const w of this.workers) w.postMessage({ type: "arena", memory });
+    this.ctrl[OP] = OP_RELOAD;
+    this.ctrl[ARGS] = count;
+    Atomics.store(this.ctrl, DONE, 0);
+    Atomics.add(this.ctrl, SEQ, 1);
+    Atomics.notify(this.ctrl, SEQ);
+    this.wait();
+  }
+
+  stop(): void {
+    if (!this.workers.length) return;
+    this.ctrl[OP] = OP_STOP;
+    Atomics.store(this.ctrl, DONE, 0);
+    Atomics.add(this.ctrl, SEQ, 1);
+    Atomics.notify(this.ctrl, SEQ);
+    for (const w of this.workers) w.terminate();
+    this.workers.length = 0;
+  }
+}
+
+/** vec_dot family of a weight type: how the activations are converted. */
+const enum Act {
+  F32 = 0,
+  F16 = 1,
+  BF16 = 2,
+  Q8_0 = 3,
+  Q8_1 = 4,
+  Q8_K = 5,
+}
+
+function actKind(t: GGMLType): Act {
+  switch (t) {
+    case GGMLType.F32:
+      return Act.F32;
+    case GGMLType.F16:
+      return Act.F16;
+    case GGMLType.BF16:
+      return Act.BF16;
+    case GGMLType.Q4_0:
+    case GGMLType.Q5_0:
+    case GGMLType.Q8_0:
+      return Act.Q8_0;
+    case GGMLType.Q4_1:
+    case GGMLType.Q5_1:
+      return Act.Q8_1;
+    case GGMLType.Q2_K:
+    case GGMLType.Q3_K:
+    case GGMLType.Q4_K:
+    case GGMLType.Q5_K:
+    case GGMLType.Q6_K:
+      return Act.Q8_K;
+  }
+  throw new Error(`wasm backend: no matmul for tensor type ${typeName(t)}`);
+}
+
+const align = (n: number) => Math.ceil(n / 64) * 64;
+
+/**
+ * Build the WASM backend (compiling the kernels first if build/kernels.wasm is missing or stale).
+ *
+ * @example
+ * ```ts
+ * import { createWasmBackend } from "./mod.ts";
+ * const be = await createWasmBackend({ threads: 2 });
+ * const x = be.buffer(64);
+ * be.dispose();
+ * ```
+ */
+export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<Backend> {
+  const threads = Math.max(1, Math.floor(opts.threads ?? navigator.hardwareConcurrency ?? 1));
+  const cap = Math.min(opts.memoryCap ?? 4 * GiB, 4 * GiB);
+  if (cap < 2 * 65536) throw new Error(`wasm backend: memoryCap ${cap} is below 128 KiB`);
+  await buildWasm();
+  const bytes = await Deno.readFile(WASM_URL);
+  const module = await WebAssembly.compile(bytes);
+
+  const arenas: Arena[] = [new Arena(0, module, cap)];
+  const states: ArenaState[] = [new ArenaState(arenas[0])];
+  const kernels: Kernels[] = [arenas[0].k];
+  const pool = new Pool();
+  await pool.start(threads - 1, bytes, [arenas[0].memory]);
+  const reserve = Math.min(arenas[0].cap / 4, 256 * 1024 * 1024);
+  const a0 = arenas[0];
+  const misc = new Scratch(a0, "rope");
+  const ctrl = pool.ctrl;
+  let disposed = false;
+
+  function addArena(): Arena {
+    const a = new Arena(arenas.length, module, cap);
+    arenas.push(a);
+    states.push(new ArenaState(a));
+    kernels.push(a.k);
+    pool.addArena(a.memory, arenas.length);
+    return a;
+  }
+
+  function placeWeight(bytes: number): [number, number] {
+    for (const a of arenas) {
+      if (a.index === 0 && a.available - bytes < reserve) continue;
+      if (a.available < bytes) continue;
+      const off = a.alloc(bytes);
+      if (off !== undefined) return [a.index, off];
+    }
+    const a = addArena();
+    const off = a.alloc(bytes);
+    if (off === undefined) {
+      throw new Error(
+        `wasm backend: a weight of ${bytes} bytes does not fit one memory of ${a.cap} bytes; ` +
+          `raise memoryCap (max 4 GiB)`,
+      );
+    }
+    return [a.index, off];
+  }
+
+  function alloc0(bytes: number, what: string): number {
+    const off = a0.alloc(bytes);
+    if (off === undefined) {
+      throw new Error(
+        `wasm backend: no room for ${what} (${bytes} bytes) in the activation memory ` +
+          `(cap ${a0.cap} bytes, ${a0.available} free); raise memoryCap or free buffers`,
+      );
+    }
+    return off;
+  }
+
+  function buf(b: Buf): WBuf {
+    if (!(b instanceof WBuf)) throw new Error("buffer does not belong to the wasm backend");
+    if (b.freed) throw new Error("wasm backend: buffer used after free");
+    return b;
+  }
+  function weight(w: Weight): WWeight {
+    if (!(w instanceof WWeight)) throw new Error(`weight ${w.name} does not belong to the wasm backend`);
+    if (w.freed) throw new Error(`wasm backend: weight ${w.name} used after free`);
+    return w;
+  }
+  function kv(c: KVCache): WKV {
+    if (!(c instanceof WKV)) throw new Error("KV cache does not belong to the wasm backend");
+    if (c.freed) throw new Error("wasm backend: KV cache used after free");
+    return c;
+  }
+  function need(b: WBuf, end: number, what: string): void {
+    if (end > b.length) throw new Error(`${what}: needs ${end} elements, buffer has ${b.length}`);
+  }
+
+  /** Float copy of a weight in arena 0 (for rmsNorm / addBias). */
+  function floats(w: WWeight): number {
+    if (w.f32Off >= 0) return w.f32Off;
+    const n = w.rowLen * w.nRows;
+    const off = alloc0(n * 4, `float copy of ${w.name}`);
+    const src = arenas[w.arena].u8;
+    const dst = a0.f32;
+    for (let r = 0; r < w.nRows; r++) {
+      dequantizeRow(w.type, src, w.off + r * w.rowBytes, dst, off / 4 + r * w.rowLen, w.rowLen);
+    }
+    w.f32Off = off;
+    return off;
+  }
+
+  /** Per-thread scratch of `bytes` in `st`'s arena; returns [base, stride]. */
+  function threadScratch(st: ArenaState, bytes: number): [number, number] {
+    const stride = align(bytes);
+    if (stride > st.thrStride) {
+      st.thr.ensure(stride * threads);
+      st.thrStride = stride;
+    }
+    return [st.thr.off, st.thrStride];
+  }
+
+  function matmul(wt: Weight, x: Buf, out: Buf, rows: number): void {
+    const w = weight(wt);
+    const X = buf(x);
+    const O = buf(out);
+    const n = w.rowLen;
+    const m = w.nRows;
+    need(X, rows * n, "matmul x");
+    need(O, rows * m, "matmul out");
+    if (rows <= 0) return;
+    const kind = actKind(w.type);
+    const st = states[w.arena];
+    const ar = st.arena;
+    const k = ar.k;
+    // activation layout in st.act
+    const isK = kind === Act.Q8_K;
+    const blk = isK ? 256 : 32;
+    const nb = n / blk;
+    const floatsAct = kind <= Act.BF16;
+    const qsBytes = floatsAct ? align(rows * n * 4) : align(rows * n);
+    const dBytes = floatsAct ? 0 : align(rows * nb * 4);
+    const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
+    if (
+      st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
+      st.actRows !== rows || st.actN !== n
+    ) {
+      st.actBuf = -1;
+      const actOff = st.act.ensure(qsBytes + dBytes + sBytes);
+      let src = X.off;
+      if (w.arena !== 0) {
+        src = st.xin.ensure(rows * n * 4);
+        ar.u8.set(a0.u8.subarray(X.off, X.off + rows * n * 4), src);
+      }
+      const d = actOff + qsBytes;
+      const s = d + dBytes;
+      if (kind === Act.F32) ar.u8.copyWithin(actOff, src, src + rows * n * 4);
+      else if (kind === Act.F16) k.roundActs(src, actOff, rows * n, 1);
+      else if (kind === Act.BF16) k.roundActs(src, actOff, rows * n, 2);
+      else if (kind === Act.Q8_K) k.quantizeQ8K(src, n, rows, actOff, d, s);
+      else k.quantizeQ8(src, n, rows, actOff, d, s, kind === Act.Q8_1 ? 1 : 0);
+      st.actBuf = X.id;
+      st.actVersion = X.version;
+      st.actKind = kind;
+      st.actRows = rows;
+      st.actN = n;
+    }
+    const actOff = st.act.off;
+    const outOff = w.arena === 0 ? O.off : st.out.ensure(rows * m * 4);
+    const a = ARGS;
+    ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
+    ctrl[ARENA] = w.arena;
+    ctrl[a + A.KIND] = w.type;
+    ctrl[a + A.W] = w.off;
+    ctrl[a + A.ROW_BYTES] = w.rowBytes;
+    ctrl[a + A.NB] = floatsAct ? n : nb;
+    ctrl[a + A.AQ] = actOff;
+    ctrl[a + A.AD] = actOff + qsBytes;
+    ctrl[a + A.AS] = actOff + qsBytes + dBytes;
+    ctrl[a + A.T] = rows;
+    ctrl[a + A.OUT] = outOff;
+    ctrl[a + A.OUT_STRIDE] = m;
+    ctrl[a + A.NROWS] = m;
+    if (isK) {
+      const [base, stride] = threadScratch(st, n + (n / 16) * 8 + nb * 8 + 64);
+      ctrl[a + A.SCR] = base;
+      ctrl[a + A.SCR_STRIDE] = stride;
+    }
+    const work = m * n * rows;
+    const parts = Math.min(threads, Math.ceil(work / 65536));
+    let chunk = Math.ceil(m / (parts * 4));
+    chunk = Math.max(4, Math.ceil(chunk / 4) * 4);
+    ctrl[a + A.CHUNK] = chunk;
+    if (parts > 1) pool.run(kernels);
+    else pool.runHere(kernels);
+    if (w.arena !== 0) {
+      a0.u8.set(ar.u8.subarray(outOff, outOff + rows * m * 4), O.off);
+    }
+    O.version++;
+  }
+
+  const be: Backend = {
+    name: "wasm",
+    get device() {
+      return `WASM SIMD (AssemblyScript), ${threads} thread${threads > 1 ? "s" : ""}, ` +
+        `${arenas.length} memor${arenas.length > 1 ? "ies" : "y"}`;
+    },
+
+    upload(spec: WeightSpec): Weight {
+      const info = typeInfo(spec.type);
+      if (!info || !info.weight) {
+        throw new Error(`weight ${spec.name}: tensor type ${typeName(spec.type)} is not supported`);
+      }
+      const rowLen = spec.shape[0];
+      const nRows = spec.shape.slice(1).reduce((p, q) => p * q, 1);
+      const stride = rowBytes(spec.type, rowLen);
+      if (spec.data.length !== stride * nRows) {
+        throw new Error(
+          `weight ${spec.name}: ${typeName(spec.type)} [${spec.shape.join(", ")}] needs ` +
+            `${stride * nRows} bytes, got ${spec.data.length}`,
+        );
+      }
+      const [arena, off] = placeWeight(spec.data.length);
+      arenas[arena].u8.set(spec.data, off);
+      const w = new WWeight(
+        spec.name,
+        spec.type,
+        [...spec.shape],
+        arena,
+        off,
+        spec.data.length,
+        rowLen,
+        nRows,
+        stride,
+      );
+      if (nRows === 1) floats(w);
+      return w;
+    },
+
+    buffer(length: number): Buf {
+      const off = alloc0(Math.max(1, length) * 4, `a buffer of ${length} floats`);
+      a0.u8.fill(0, off, off + length * 4);
+      return new WBuf(length, off);
+    },
+
+    write(dst: Buf, src: Float32Array, offset = 0): void {
+      const d = buf(dst);
+      need(d, offset + src.length, "write");
+      a0.f32.set(src, d.off / 4 + offset);
+      d.version++;
+    },
+
+    read(src: Buf, offset = 0, length?: number): Promise<Float32Array> {
+      const s = buf(src);
+      const n = length ?? s.length - offset;
+      need(s, offset + n, "read");
+      const o = s.off / 4 + offset;
+      return Promise.resolve(a0.f32.slice(o, o + n));
+    },
+
+    kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache {
+      const esz = type === "f16" ? 2 : 4;
+      const bytes = nLayers * nCtx * kvDim * esz;
+      const kOff = alloc0(bytes, "a KV cache (keys)");
+      let vOff: number;
+      try {
+        vOff = alloc0(bytes, "a KV cache (values)");
+      } catch (e) {
+        a0.release(kOff, bytes);
+        throw e;
+      }
+      a0.u8.fill(0, kOff, kOff + bytes);
+      a0.u8.fill(0, vOff, vOff + bytes);
+      return new WKV(nLayers, nCtx, kvDim, type, kOff, vOff, bytes);
+    },
+
+    embed(table: Weight, ids: Int32Array, out: Buf): void {
+      const w = weight(table);
+      const o = buf(out);
+      need(o, ids.length * w.rowLen, "embed");
+      const src = arenas[w.arena].u8;
+      const dst = a0.f32;
+      for (let t = 0; t < ids.length; t++) {
+        const id = ids[t];
+        if (id < 0 || id >= w.nRows) {
+          throw new Error(`embed: token id ${id} outside ${w.name}'s ${w.nRows} rows`);
+        }
+        dequantizeRow(w.type, src, w.off + id * w.rowBytes, dst, o.off / 4 + t * w.rowLen, w.rowLen);
+      }
+      o.version++;
+    },
+
+    rmsNorm(x: Buf, wt: Weight, out: Buf, rows: number, eps: number): void {
+      const w = weight(wt);
+      const X = buf(x);
+      const O = buf(out);
+      const n = w.rowLen;
+      need(X, rows * n, "rmsNorm x");
+      need(O, rows * n, "rmsNorm out");
+      a0.k.rmsNorm(X.off, floats(w), O.off, rows, n, eps);
+      O.version++;
+    },
+
+    matmul,
+
+    addBias(x: Buf, bias: Weight, rows: number): void {
+      const w = weight(bias);
+      const X = buf(x);
+      need(X, rows * w.rowLen, "addBias");
+      a0.k.addRows(X.off, floats(w), rows, w.rowLen);
+      X.version++;
+    },
+
+    rope(x: Buf, positions: Int32Array, p: RopeParams): void {
+      const X = buf(x);
+      const { nHeads, headDim, ropeDim } = p;
+      if (ropeDim > headDim || ropeDim % 2 !== 0) {
+        throw new Error(`rope: ropeDim ${ropeDim} must be even and ≤ headDim ${headDim}`);
+      }
+      const rows = positions.length;
+      need(X, rows * nHeads * headDim, "rope");
+      const off = misc.ensure(rows * 4 + ropeDim * 4 + 64);
+      a0.i32.set(positions, off / 4);
+      const cacheOff = align(off + rows * 4);
+      a0.k.rope(
+        X.off,
+        off,
+        rows,
+        nHeads,
+        headDim,
+        ropeDim,
+        p.freqBase,
+        p.freqScale,
+        p.neox ? 1 : 0,
+        cacheOff,
+      );
+      X.version++;
+    },
+
+    storeKV(
+      cache: KVCache,
+      layer: number,
+      k: Buf,
+      v: Buf,
+      pos0: number,
+      rows: number,
+      rowOffset = 0,
+    ): void {
+      const c = kv(cache);
+      if (layer < 0 || layer >= c.nLayers) throw new Error(`storeKV: no layer ${layer}`);
+      if (pos0 < 0 || pos0 + rows > c.nCtx) {
+        throw new Error(`storeKV: positions ${pos0}..${pos0 + rows - 1} exceed nCtx ${c.nCtx}`);
+      }
+      const d = c.kvDim;
+      const K = buf(k);
+      const V = buf(v);
+      need(K, (rowOffset + rows) * d, "storeKV k");
+      need(V, (rowOffset + rows) * d, "storeKV v");
+      const lb = c.layerBytes();
+      const kDst = c.kOff + layer * lb + pos0 * d * c.esz;
+      const vDst = c.vOff + layer * lb + pos0 * d * c.esz;
+      const kSrc = K.off + rowOffset * d * 4;
+      const vSrc = V.off + rowOffset * d * 4;
+      if (c.type === "f16") {
+        a0.k.toF16(kSrc, kDst, rows * d);
+        a0.k.toF16(vSrc, vDst, rows * d);
+      } else {
+        const u8 = a0.u8;
+        u8.copyWithin(kDst, kSrc, kSrc + rows * d * 4);
+        u8.copyWithin(vDst, vSrc, vSrc + rows * d * 4);
+      }
+    },
+
+    attention(
+      q: Buf,
+      cache: KVCache,
+      layer: number,
+      out: Buf,
+      pos0: number,
+      rows: number,
+      p: AttentionParams,
+      rowOffset = 0,
+    ): void {
+      const c = kv(cache);
+      const { nHeads, nKVHeads, headDim } = p;
+      if (nHeads % nKVHeads !== 0) {
+        throw new Error(`attention: nHeads ${nHeads} not a multiple of nKVHeads ${nKVHeads}`);
+      }
+      if (nKVHeads * headDim !== c.kvDim) {
+        throw new Error(`attention: ${nKVHeads}×${headDim} ≠ cache kvDim ${c.kvDim}`);
+      }
+      if (layer < 0 || layer >= c.nLayers) throw new Error(`attention: no layer ${layer}`);
+      if (pos0 + rows > c.nCtx) throw new Error(`attention: position beyond nCtx ${c.nCtx}`);
+      const Q = buf(q);
+      const O = buf(out);
+      const rowLen = nHeads * headDim;
+      need(Q, (rowOffset + rows) * rowLen, "attention q");
+      need(O, (rowOffset + rows) * rowLen, "attention out");
+      const [base, stride] = threadScratch(states[0], (headDim + c.nCtx) * 4);
+      const lb = c.layerBytes();
+      const a = ARGS;
+      ctrl[OP] = OP_ATTN;
+      ctrl[ARENA] = 0;
+      ctrl[a + A.AQ] = Q.off + rowOffset * rowLen * 4;
+      ctrl[a + A.W] = c.kOff + layer * lb;
+      ctrl[a + A.VC] = c.vOff + layer * lb;
+      ctrl[a + A.OUT] = O.off + rowOffset * rowLen * 4;
+      ctrl[a + A.POS0] = pos0;
+      ctrl[a + A.NHEADS] = nHeads;
+      ctrl[a + A.NKV] = nKVHeads;
+      ctrl[a + A.HEAD_DIM] = headDim;
+      ctrl[a + A.F16] = c.type === "f16" ? 1 : 0;
+      ctrl[a + A.SCR] = base;
+      ctrl[a + A.SCR_STRIDE] = stride;
+      pool.f32[FARGS] = p.scale;
+      const items = rows * nHeads;
+      ctrl[a + A.NROWS] = items;
+      const work = items * (pos0 + rows) * headDim;
+      const parts = Math.min(threads, Math.ceil(work / 32768));
+      ctrl[a + A.CHUNK] = Math.max(1, Math.ceil(items / (parts * 4)));
+      if (parts > 1) pool.run(kernels);
+      else pool.runHere(kernels);
+      O.version++;
+    },
+
+    swiglu(gate: Buf, up: Buf, out: Buf, n: number): void {
+      const g = buf(gate);
+      const u = buf(up);
+      const o = buf(out);
+      need(g, n, "swiglu gate");
+      need(u, n, "swiglu up");
+      need(o, n, "swiglu out");
+      a0.k.swiglu(g.off, u.off, o.off, n);
+      o.version++;
+    },
+
+    add(x: Buf, y: Buf, n: number): void {
+      const a = buf(x);
+      const b = buf(y);
+      need(a, n, "add a");
+      need(b, n, "add b");
+      a0.k.add(a.off, b.off, n);
+      a.version++;
+    },
+
+    free(handle: Buf | KVCache | Weight): void {
+      if (handle instanceof WBuf) {
+        if (handle.freed) return;
+        handle.freed = true;
+        a0.release(handle.off, Math.max(1, handle.length) * 4);
+      } else if (handle instanceof WKV) {
+        if (handle.freed) return;
+        handle.freed = true;
+        a0.release(handle.kOff, handle.bytes);
+        a0.release(handle.vOff, handle.bytes);
+      } else if (handle instanceof WWeight) {
+        if (handle.freed) return;
+        handle.freed = true;
+        arenas[handle.arena].release(handle.off, handle.bytes);
+        if (handle.f32Off >= 0) a0.release(handle.f32Off, handle.rowLen * handle.nRows * 4);
+      }
+    },
+
+    dispose(): void {
+      if (disposed) return;
+      disposed = true;
+      pool.stop();
+    },
+  };
+  return be;
+}
