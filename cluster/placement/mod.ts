@@ -1,0 +1,21 @@
+/**
+ * Layer placement: which node runs which contiguous range of a model's layers.
+ *
+ * @example
+ * ```ts
+ * import { planPlacement } from "./mod.ts";
+ * const plan = planPlacement(footprint, [{ id: "a", memoryBudget: 2e9, speed: 1 }]);
+ * ```
+ * @module
+ */
+export { footprintFromIndex, type TensorIndex } from "./footprint.ts";
+export {
+  modelBytes,
+  type ModelFootprint,
+  type Placement,
+  PlacementError,
+  type PlacementNode,
+  planPlacement,
+  type StageAssignment,
+  stageBytes,
+} from "./plan.ts";

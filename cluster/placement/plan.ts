@@ -1,0 +1,154 @@
+/**
+ * Layer placement: split a model's layers into contiguous ranges, one per node, weighted by
+ * each node's measured speed and bounded by its memory budget.
+ *
+ * The plan is a pure function of (model footprint, candidate nodes), so every agent that sees
+ * the same membership computes the same plan; re-planning on join/leave is just calling it again.
+ */
+
+/** Memory a model needs, per layer and for the head/tail extras. */
+export interface ModelFootprint {
+  readonly nLayers: number;
+  /** Weight bytes of each layer (index = layer). */
+  readonly layerBytes: readonly number[];
+  /** Bytes only the head holds (token embeddings). */
+  readonly headBytes: number;
+  /** Bytes only the tail holds (output norm + output matrix, or tied embeddings). */
+  readonly tailBytes: number;
+  /** KV cache bytes per layer that each node must reserve (sessions × positions × kv). */
+  readonly kvBytesPerLayer: number;
+}
+
+/** A node that may host layers. */
+export interface PlacementNode {
+  readonly id: string;
+  /** Bytes this node may spend on weights and KV cache. */
+  readonly memoryBudget: number;
+  /** Relative speed from the start-up calibration (e.g. matvec GFLOP/s); > 0. */
+  readonly speed: number;
+}
+
+/** One stage of a plan: node `nodeId` runs layers [from, to). */
+export interface StageAssignment {
+  readonly nodeId: string;
+  readonly from: number;
+  readonly to: number;
+  /** Bytes the stage will hold (weights + KV reservation). */
+  readonly bytes: number;
+}
+
+/** The whole plan, in pipeline order (stage 0 is the head). */
+export interface Placement {
+  readonly stages: readonly StageAssignment[];
+  readonly nLayers: number;
+}
+
+/** The cluster cannot hold the model; the message says how much is missing. */
+export class PlacementError extends Error {
+  override name = "PlacementError";
+}
+
+/** Bytes a node holding layers [from, to) needs, counting head/tail extras and KV. */
+export function stageBytes(m: ModelFootprint, from: number, to: number): number {
+  let b = 0;
+  for (let l = from; l < to; l++) b += m.layerBytes[l] + m.kvBytesPerLayer;
+  if (from === 0) b += m.headBytes;
+  if (to === m.nLayers) b += m.tailBytes;
+  return b;
+}
+
+/** Total bytes the whole model needs. */
+export function modelBytes(m: ModelFootprint): number {
+  return stageBytes(m, 0, m.nLayers);
+}
+
+/**
+ * Plan contiguous layer ranges over `nodes`. Nodes are taken in id order (deterministic across
+ * agents); each gets a share of layers proportional to its speed, never more than its budget
+ * holds; nodes that end up with no layers are left out. Throws PlacementError when the nodes'
+ * budgets together cannot hold the model.
+ */
+export function planPlacement(m: ModelFootprint, nodes: readonly PlacementNode[]): Placement {
+  if (m.nLayers <= 0) throw new PlacementError("the model has no layers to place");
+  if (m.layerBytes.length !== m.nLayers) {
+    throw new PlacementError(
+      `footprint lists ${m.layerBytes.length} layers, model has ${m.nLayers}`,
+    );
+  }
+  const candidates = [...nodes]
+    .filter((n) => n.memoryBudget > 0 && n.speed > 0)
+    .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  const need = modelBytes(m);
+  const have = candidates.reduce((s, n) => s + n.memoryBudget, 0);
+  if (candidates.length === 0) {
+    throw new PlacementError(
+      `no node can host layers: the model needs ${fmt(need)} and no live node offers memory`,
+    );
+  }
+  // Try with all candidates; drop any node that cannot hold even one layer in its slot and retry.
+  let pool = candidates;
+  while (pool.length > 0) {
+    const plan = fill(m, pool);
+    if (plan) return plan;
+    // The slowest/smallest node is the likeliest misfit: drop the one with the least budget.
+    const smallest = pool.reduce((a, b) => (b.memoryBudget < a.memoryBudget ? b : a));
+    pool = pool.filter((n) => n !== smallest);
+  }
+  throw new PlacementError(
+    `the cluster cannot hold the model: it needs ${fmt(need)} (weights + KV cache) but the ` +
+      `${candidates.length} live node(s) offer ${fmt(have)} in all, and layers cannot be split ` +
+      `across nodes — add nodes or raise --memory-budget`,
+  );
+}
+
+/** Greedy contiguous fill in node order with speed-proportional targets; undefined if it fails. */
+function fill(m: ModelFootprint, pool: readonly PlacementNode[]): Placement | undefined {
+  const totalSpeed = pool.reduce((s, n) => s + n.speed, 0);
+  const stages: StageAssignment[] = [];
+  let from = 0;
+  let speedLeft = totalSpeed;
+  for (let i = 0; i < pool.length && from < m.nLayers; i++) {
+    const node = pool[i];
+    const layersLeft = m.nLayers - from;
+    const isLast = i === pool.length - 1;
+    // Speed-proportional share of what is left, at least one layer.
+    let want = isLast ? layersLeft : Math.max(1, Math.round(layersLeft * node.speed / speedLeft));
+    speedLeft -= node.speed;
+    // Leave enough capacity downstream: the remaining nodes must be able to take the rest.
+    want = Math.min(want, layersLeft);
+    let to = from + want;
+    while (to > from && stageBytes(m, from, to) > node.memoryBudget) to--;
+    if (to === from) {
+      if (isLast) return undefined;
+      continue; // this node cannot take the next layer; the next node tries
+    }
+    // If the rest cannot fit on the remaining nodes, take more here while the budget allows.
+    while (
+      to < m.nLayers && !restFits(m, to, pool.slice(i + 1)) &&
+      stageBytes(m, from, to + 1) <= node.memoryBudget
+    ) to++;
+    stages.push({ nodeId: node.id, from, to, bytes: stageBytes(m, from, to) });
+    from = to;
+  }
+  if (from < m.nLayers) return undefined;
+  return { stages, nLayers: m.nLayers };
+}
+
+/** Whether layers [from, nLayers) fit on `rest` taken greedily in order. */
+function restFits(m: ModelFootprint, from: number, rest: readonly PlacementNode[]): boolean {
+  let at = from;
+  for (const n of rest) {
+    let to = at;
+    while (to < m.nLayers && stageBytes(m, at, to + 1) <= n.memoryBudget) to++;
+    at = to;
+    if (at === m.nLayers) return true;
+  }
+  return at === m.nLayers;
+}
+
+function fmt(bytes: number): string {
+  if (bytes >= 1e9) return `${(bytes / 1e9).toFixed(2)} GB`;
+  if (bytes >= 1e6) return `${(bytes / 1e6).toFixed(1)} MB`;
+  if (bytes >= 1e3) return `${(bytes / 1e3).toFixed(1)} kB`;
+  return `${bytes} B`;
+}
