@@ -309,7 +309,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const kernels: Kernels[] = [arenas[0].k];
   const pool = new Pool();
   await pool.start(threads - 1, bytes, [arenas[0].memory]);
-  const reserve = Math.min(arenas[0].cap / 4, 256 * 1024 * 1024);
+  // Room kept free for activations/KV (arena 0) and matmul scratch (others); untouched pages of
+  // a memory cost address space only, not RSS.
+  const reserve0 = Math.min(cap / 2, 512 * 1024 * 1024);
+  const reserveN = Math.min(cap / 8, 256 * 1024 * 1024);
   const a0 = arenas[0];
   const misc = new Scratch(a0, "rope");
   const ctrl = pool.ctrl;
@@ -326,17 +329,16 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
 
   function placeWeight(bytes: number): [number, number] {
     for (const a of arenas) {
-      if (a.index === 0 && a.available - bytes < reserve) continue;
-      if (a.available < bytes) continue;
+      if (a.available - bytes < (a.index === 0 ? reserve0 : reserveN)) continue;
       const off = a.alloc(bytes);
       if (off !== undefined) return [a.index, off];
     }
     const a = addArena();
-    const off = a.alloc(bytes);
+    const off = bytes + reserveN <= a.cap ? a.alloc(bytes) : undefined;
     if (off === undefined) {
       throw new Error(
-        `wasm backend: a weight of ${bytes} bytes does not fit one memory of ${a.cap} bytes; ` +
-          `raise memoryCap (max 4 GiB)`,
+        `wasm backend: a weight of ${bytes} bytes (+ ${reserveN} bytes of scratch) does not fit ` +
+          `one memory of ${a.cap} bytes; raise memoryCap (max 4 GiB)`,
       );
     }
     return [a.index, off];

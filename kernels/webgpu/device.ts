@@ -46,6 +46,12 @@ export async function requestAdapter(
   }
 }
 
+/** `navigator.gpu.wgslLanguageFeatures` (missing from Deno's GPU type declarations). */
+function wgslLanguageFeatures(): Iterable<string> {
+  const gpu = navigator.gpu as unknown as { wgslLanguageFeatures?: Iterable<string> } | undefined;
+  return gpu?.wgslLanguageFeatures ?? [];
+}
+
 /** Describe an adapter. */
 export function describeAdapter(adapter: GPUAdapter): AdapterProbe {
   const info = adapter.info;
@@ -63,7 +69,7 @@ export function describeAdapter(adapter: GPUAdapter): AdapterProbe {
     vendor: info.vendor,
     architecture: info.architecture,
     features: [...adapter.features].sort(),
-    wgslFeatures: [...(navigator.gpu?.wgslLanguageFeatures ?? [])].sort(),
+    wgslFeatures: [...wgslLanguageFeatures()].sort(),
     limits,
   };
 }

@@ -1,0 +1,19 @@
+/**
+ * The wire types of distributed-llm, generated from proto/distributed_llm/v1/*.proto (see
+ * proto/generate.ts). Import messages, enums and service descriptors from here, never from
+ * proto/gen/ directly, and never hand-write a wire type.
+ *
+ * @example
+ * ```ts
+ * import { create } from "@bufbuild/protobuf";
+ * import { NodeInfoSchema, NodeState } from "./mod.ts";
+ * const node = create(NodeInfoSchema, { id: "a", state: NodeState.ALIVE, rpcPort: 7950 });
+ * ```
+ *
+ * @module
+ */
+export * from "./gen/distributed_llm/v1/types_pb.ts";
+export * from "./gen/distributed_llm/v1/discovery_pb.ts";
+export * from "./gen/distributed_llm/v1/node_pb.ts";
+export * from "./gen/distributed_llm/v1/inference_pb.ts";
+export * from "./gen/distributed_llm/v1/cluster_pb.ts";

@@ -1,0 +1,55 @@
+/**
+ * wasm32 memories stop at 4 GiB, so the backend spreads weights over several memories. With an
+ * artificial cap of a few hundred KiB to 2 MiB per memory a real model needs several of them; its
+ * logits must be bit-identical to the uncapped backend's (same kernels, only placement differs).
+ */
+import type { Backend } from "../../../kernels/backend.ts";
+import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import { FIXTURES } from "../../support/paths.ts";
+import { assertClose } from "./helpers.ts";
+
+async function logits(model: string, backend: Backend, tokens: number[]): Promise<Float32Array[]> {
+  const file = await openGGUF(`${FIXTURES}/models/${model}`);
+  try {
+    const stage = await LlamaStage.load(file, backend, { maxBatch: 8 });
+    const session = stage.newSession(64, "f32");
+    const outs: Float32Array[] = [];
+    let out = await stage.forward(session, { tokens: Int32Array.from(tokens) });
+    for (let i = 0; i < 3; i++) {
+      if (!("logits" in out)) throw new Error("expected logits");
+      outs.push(out.logits.slice());
+      out = await stage.forward(session, { tokens: Int32Array.of(tokens[i]) });
+    }
+    stage.endSession(session);
+    return outs;
+  } finally {
+    file.close();
+  }
+}
+
+const CASES: [string, number][] = [
+  ["kq-f32.gguf", 2 << 20],
+  ["kq-q4_k_m.gguf", 512 << 10],
+  ["tiny-q8_0.gguf", 256 << 10],
+];
+
+for (const [model, cap] of CASES) {
+  Deno.test(`wasm memory cap: ${model} over ${cap >> 10} KiB memories matches one memory`, async () => {
+    const tokens = [1, 17, 42, 99, 5, 250];
+    const big = await createWasmBackend({ threads: 2 });
+    const small = await createWasmBackend({ threads: 2, memoryCap: cap });
+    try {
+      const want = await logits(model, big, tokens);
+      const got = await logits(model, small, tokens);
+      if (!/[2-9] memories/.test(small.device)) {
+        throw new Error(`expected several memories, device says: ${small.device}`);
+      }
+      for (let i = 0; i < want.length; i++) assertClose(got[i], want[i], 0, `${model} step ${i}`);
+    } finally {
+      big.dispose();
+      small.dispose();
+    }
+  });
+}

@@ -1,0 +1,207 @@
+/**
+ * Every op of the WASM backend against the reference backend on random shapes, odd sizes
+ * included, for every weight type, with 1 and 2 threads. Quantized matmuls must be
+ * bit-identical (ggml's integer dot products); f32/f16/bf16 paths within rel 1e-4.
+ */
+import type { Backend } from "../../../kernels/backend.ts";
+import { GGMLType } from "../../../kernels/quant/mod.ts";
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
+import { assertClose, bufOf, rand, WEIGHT_TYPES, weightBytes } from "./helpers.ts";
+
+const FLOAT_TYPES = new Set([GGMLType.F32, GGMLType.F16, GGMLType.BF16]);
+
+async function withBackends(
+  threads: number,
+  fn: (wasm: Backend, ref: Backend) => Promise<void>,
+): Promise<void> {
+  const wasm = await createWasmBackend({ threads });
+  const ref = createReferenceBackend();
+  try {
+    await fn(wasm, ref);
+  } finally {
+    wasm.dispose();
+    ref.dispose();
+  }
+}
+
+async function compareMatmul(
+  wasm: Backend,
+  ref: Backend,
+  type: GGMLType,
+  name: string,
+  n: number,
+  m: number,
+  rows: number,
+  seed: number,
+): Promise<void> {
+  const data = weightBytes(type, n, m, seed);
+  const spec = { name: `w_${name}_${n}x${m}`, type, shape: [n, m], data };
+  const ww = wasm.upload(spec);
+  const wr = ref.upload(spec);
+  const x = rand(rows * n, seed + 1, 2);
+  const xw = bufOf(wasm, x);
+  const xr = bufOf(ref, x);
+  const ow = wasm.buffer(rows * m);
+  const or = ref.buffer(rows * m);
+  wasm.matmul(ww, xw, ow, rows);
+  ref.matmul(wr, xr, or, rows);
+  const tol = FLOAT_TYPES.has(type) ? 1e-4 : 0;
+  assertClose(
+    await wasm.read(ow),
+    await ref.read(or),
+    tol,
+    `matmul ${name} n=${n} m=${m} rows=${rows}`,
+  );
+  // second call on the same input reuses the converted activations
+  wasm.matmul(ww, xw, ow, rows);
+  assertClose(await wasm.read(ow), await ref.read(or), tol, `matmul ${name} (cached activations)`);
+  for (const b of [xw, ow]) wasm.free(b);
+  wasm.free(ww);
+}
+
+for (const threads of [1, 2]) {
+  Deno.test(`wasm matmul: every weight type vs reference (threads ${threads})`, async () => {
+    await withBackends(threads, async (wasm, ref) => {
+      let seed = 100 * threads;
+      for (const { type, name, block } of WEIGHT_TYPES) {
+        // n: a few blocks (plus an odd count for float types); m: not a multiple of 4 or threads
+        const ns = block === 1 ? [37, 300] : block === 32 ? [96, 320] : [256, 768];
+        for (const n of ns) {
+          for (const [m, rows] of [[13, 1], [70, 5], [9, 3]]) {
+            await compareMatmul(wasm, ref, type, name, n, m, rows, seed++);
+          }
+        }
+      }
+    });
+  });
+}
+
+Deno.test("wasm matmul: large enough to split across 2 threads, prefill rows", async () => {
+  await withBackends(2, async (wasm, ref) => {
+    for (const { type, name } of WEIGHT_TYPES) {
+      const n = type === GGMLType.F32 ? 512 : 512;
+      await compareMatmul(wasm, ref, type, name, n, 133, 7, 7000 + type);
+    }
+  });
+});
+
+Deno.test("wasm elementwise ops vs reference", async () => {
+  await withBackends(2, async (wasm, ref) => {
+    for (const n of [1, 7, 64, 173]) {
+      const rows = 3;
+      const g = rand(n, 1, 1.5);
+      const spec = {
+        name: "norm",
+        type: GGMLType.F32,
+        shape: [n],
+        data: new Uint8Array(g.buffer.slice(0)),
+      };
+      const ww = wasm.upload(spec);
+      const wr = ref.upload(spec);
+      const x = rand(rows * n, 2, 3);
+      const xw = bufOf(wasm, x);
+      const xr = bufOf(ref, x);
+      const ow = wasm.buffer(rows * n);
+      const or = ref.buffer(rows * n);
+      wasm.rmsNorm(xw, ww, ow, rows, 1e-5);
+      ref.rmsNorm(xr, wr, or, rows, 1e-5);
+      assertClose(await wasm.read(ow), await ref.read(or), 1e-4, `rmsNorm n=${n}`);
+
+      wasm.addBias(xw, ww, rows);
+      ref.addBias(xr, wr, rows);
+      assertClose(await wasm.read(xw), await ref.read(xr), 1e-4, `addBias n=${n}`);
+
+      const y = rand(rows * n, 3, 4);
+      const yw = bufOf(wasm, y);
+      const yr = bufOf(ref, y);
+      wasm.swiglu(xw, yw, ow, rows * n);
+      ref.swiglu(xr, yr, or, rows * n);
+      assertClose(await wasm.read(ow), await ref.read(or), 1e-4, `swiglu n=${n}`);
+
+      wasm.add(xw, yw, rows * n);
+      ref.add(xr, yr, rows * n);
+      assertClose(await wasm.read(xw), await ref.read(xr), 1e-4, `add n=${n}`);
+    }
+  });
+});
+
+Deno.test("wasm embed (every type) vs reference: bit-identical dequantization", async () => {
+  await withBackends(1, async (wasm, ref) => {
+    for (const { type, name, block } of WEIGHT_TYPES) {
+      const n = block === 256 ? 512 : block === 32 ? 96 : 45;
+      const data = weightBytes(type, n, 11, 50 + type);
+      const spec = { name: `tok_${name}`, type, shape: [n, 11], data };
+      const ww = wasm.upload(spec);
+      const wr = ref.upload(spec);
+      const ids = new Int32Array([3, 0, 10, 3]);
+      const ow = wasm.buffer(ids.length * n);
+      const or = ref.buffer(ids.length * n);
+      wasm.embed(ww, ids, ow);
+      ref.embed(wr, ids, or);
+      assertClose(await wasm.read(ow), await ref.read(or), 0, `embed ${name}`);
+    }
+  });
+});
+
+Deno.test("wasm rope (normal and NEOX, partial rotation) vs reference", async () => {
+  await withBackends(1, async (wasm, ref) => {
+    for (const neox of [false, true]) {
+      for (const [nHeads, headDim, ropeDim] of [[4, 16, 16], [3, 10, 6], [2, 64, 64]]) {
+        const positions = new Int32Array([0, 1, 7, 250]);
+        const x = rand(positions.length * nHeads * headDim, 9, 2);
+        const xw = bufOf(wasm, x);
+        const xr = bufOf(ref, x);
+        const p = { nHeads, headDim, ropeDim, freqBase: 10000, freqScale: 1, neox };
+        wasm.rope(xw, positions, p);
+        ref.rope(xr, positions, p);
+        assertClose(await wasm.read(xw), await ref.read(xr), 1e-4, `rope neox=${neox} ${headDim}`);
+        const p2 = { ...p, freqBase: 1e6, freqScale: 0.25 };
+        wasm.rope(xw, positions, p2);
+        ref.rope(xr, positions, p2);
+        assertClose(await wasm.read(xw), await ref.read(xr), 1e-4, `rope scaled neox=${neox}`);
+      }
+    }
+  });
+});
+
+for (const threads of [1, 2]) {
+  Deno.test(`wasm attention over f32 and f16 KV caches vs reference (threads ${threads})`, async () => {
+    await withBackends(threads, async (wasm, ref) => {
+      for (const type of ["f32", "f16"] as const) {
+        for (const [nHeads, nKV, headDim] of [[4, 2, 16], [6, 6, 7], [8, 2, 64]]) {
+          const nCtx = 80;
+          const kvDim = nKV * headDim;
+          const cw = wasm.kvCache(2, nCtx, kvDim, type);
+          const cr = ref.kvCache(2, nCtx, kvDim, type);
+          const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim) };
+          // prefill 37 rows (from row offset 2 of the buffers), then decode 2 single rows
+          let pos = 0;
+          for (const rows of [37, 1, 1]) {
+            const off = rows > 1 ? 2 : 0;
+            const k = rand((rows + off) * kvDim, 20 + pos, 1.5);
+            const v = rand((rows + off) * kvDim, 30 + pos, 1.5);
+            const q = rand((rows + off) * nHeads * headDim, 40 + pos, 1.5);
+            const [kw, vw, qw] = [bufOf(wasm, k), bufOf(wasm, v), bufOf(wasm, q)];
+            const [kr, vr, qr] = [bufOf(ref, k), bufOf(ref, v), bufOf(ref, q)];
+            const ow = wasm.buffer((rows + off) * nHeads * headDim);
+            const or = ref.buffer((rows + off) * nHeads * headDim);
+            wasm.storeKV(cw, 1, kw, vw, pos, rows, off);
+            ref.storeKV(cr, 1, kr, vr, pos, rows, off);
+            wasm.attention(qw, cw, 1, ow, pos, rows, params, off);
+            ref.attention(qr, cr, 1, or, pos, rows, params, off);
+            assertClose(
+              await wasm.read(ow),
+              await ref.read(or),
+              type === "f32" ? 1e-4 : 2e-3,
+              `attention ${type} heads ${nHeads}/${nKV}×${headDim} pos ${pos} rows ${rows}`,
+            );
+            for (const b of [kw, vw, qw, ow]) wasm.free(b);
+            pos += rows;
+          }
+          wasm.free(cw);
+        }
+      }
+    });
+  });
+}
