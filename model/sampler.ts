@@ -105,8 +105,9 @@ function topIds(logits: Float32Array, k: number): number[] {
 /** Stateful sampler for one sequence: remembers recent tokens for the penalties. */
 export class Sampler {
   readonly params: Required<Omit<SamplerParams, "seed">> & { seed: number };
-  private readonly rng: Rng;
   private readonly recent: number[] = [];
+  /** Tokens accepted so far (prompt + generated); keys the random draw. */
+  private seen = 0;
 
   constructor(params: SamplerParams = {}) {
     const p = {
@@ -135,21 +136,33 @@ export class Sampler {
     check("presencePenalty", Number.isFinite(p.presencePenalty));
     check("seed", Number.isInteger(p.seed));
     this.params = p;
-    this.rng = new Rng(p.seed);
   }
 
   /** Remember tokens that count for the penalties (the prompt, then each sampled token). */
   accept(ids: Iterable<number>): void {
-    for (const id of ids) this.recent.push(id);
+    for (const id of ids) {
+      this.recent.push(id);
+      this.seen++;
+    }
     const keep = this.params.repeatLastN;
     if (this.recent.length > keep) this.recent.splice(0, this.recent.length - keep);
   }
 
   /** Pick the next token from `logits` (not modified) and remember it. */
   sample(logits: Float32Array): number {
-    const id = this.choose(this.penalised(logits));
+    const id = this.pick(logits);
     this.accept([id]);
     return id;
+  }
+
+  /** Pick the next token without remembering it (the caller accepts it with the next input). */
+  pick(logits: Float32Array): number {
+    return this.choose(this.penalised(logits));
+  }
+
+  /** The logits after repetition/frequency/presence penalties, as the choice sees them. */
+  penalisedLogits(logits: Float32Array): Float32Array {
+    return this.penalised(logits);
   }
 
   private penalised(logits: Float32Array): Float32Array {
@@ -200,7 +213,8 @@ export class Sampler {
     const kept = ids.slice(0, keep);
     probs = kept.map((id) => Math.exp((logits[id] - max) / p.temperature));
     sum = probs.reduce((a, b) => a + b, 0);
-    let r = this.rng.next() * sum;
+    // Mix the position into the seed so draws are independent of earlier draws (see file doc).
+    let r = new Rng((p.seed ^ Math.imul(this.seen + 1, 0x9e3779b1)) >>> 0).next() * sum;
     for (let i = 0; i < kept.length; i++) {
       r -= probs[i];
       if (r < 0) return kept[i];

@@ -112,3 +112,18 @@ Deno.test("Rng is uniform-ish and in [0, 1)", () => {
   }
   if (Math.abs(sum / 10000 - 0.5) > 0.02) throw new Error(`mean ${sum / 10000}`);
 });
+
+Deno.test("a fresh sampler fed the history draws what the original drew (replay after failure)", () => {
+  const logits = (step: number) => new Float32Array(40).map((_, i) => Math.cos(i * 0.7 + step));
+  const params = { temperature: 1.2, topK: 0, topP: 1, minP: 0, repeatPenalty: 1.1, seed: 77 };
+  const prompt = [3, 9, 4];
+  const a = new Sampler(params);
+  a.accept(prompt);
+  const out: number[] = [];
+  for (let i = 0; i < 12; i++) out.push(a.sample(logits(i)));
+  for (const k of [0, 5, 11]) {
+    const b = new Sampler(params);
+    b.accept([...prompt, ...out.slice(0, k)]);
+    assertEquals(b.pick(logits(k)), out[k], `replayed draw ${k}`);
+  }
+});

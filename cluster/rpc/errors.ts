@@ -1,0 +1,187 @@
+/**
+ * Errors across the RPC boundary: internal errors become `ConnectError`s with a precise code
+ * and a message a user can act on; client-side failures are explained in terms of the endpoint
+ * and the flags that choose it.
+ *
+ * @module
+ */
+import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
+
+/**
+ * An error that knows its RPC status. Modules that must not import Connect (or just prefer
+ * not to) can instead put an `rpcCode` property on their own error classes, e.g.
+ * `rpcCode = "resource_exhausted"`; {@linkcode toConnectError} honours both.
+ *
+ * @example
+ * ```ts
+ * throw new RpcFailure("resource_exhausted", "cluster budget 2 GiB < model 3.4 GiB; add nodes");
+ * ```
+ */
+export class RpcFailure extends Error {
+  /** The status code, as Connect's snake_case name. */
+  readonly rpcCode: RpcCodeName;
+  /** @param code status code name  @param message what is wrong and what to do */
+  constructor(code: RpcCodeName, message: string) {
+    super(message);
+    this.name = "RpcFailure";
+    this.rpcCode = code;
+  }
+}
+
+/** Connect's status code names (the wire names of the Connect protocol). */
+export type RpcCodeName =
+  | "canceled"
+  | "unknown"
+  | "invalid_argument"
+  | "deadline_exceeded"
+  | "not_found"
+  | "already_exists"
+  | "permission_denied"
+  | "resource_exhausted"
+  | "failed_precondition"
+  | "aborted"
+  | "out_of_range"
+  | "unimplemented"
+  | "internal"
+  | "unavailable"
+  | "data_loss"
+  | "unauthenticated";
+
+const CODE_BY_NAME: Record<RpcCodeName, Code> = {
+  canceled: Code.Canceled,
+  unknown: Code.Unknown,
+  invalid_argument: Code.InvalidArgument,
+  deadline_exceeded: Code.DeadlineExceeded,
+  not_found: Code.NotFound,
+  already_exists: Code.AlreadyExists,
+  permission_denied: Code.PermissionDenied,
+  resource_exhausted: Code.ResourceExhausted,
+  failed_precondition: Code.FailedPrecondition,
+  aborted: Code.Aborted,
+  out_of_range: Code.OutOfRange,
+  unimplemented: Code.Unimplemented,
+  internal: Code.Internal,
+  unavailable: Code.Unavailable,
+  data_loss: Code.DataLoss,
+  unauthenticated: Code.Unauthenticated,
+};
+
+/** Error names (the `name` property) of the project's validation errors: bad input, not bugs. */
+const INVALID_ARGUMENT_NAMES = new Set([
+  "SamplerParamError",
+  "MetadataError",
+  "InvalidArgumentError",
+]);
+
+/**
+ * Map any thrown value to a `ConnectError`. Order: a ConnectError stays as is; an `rpcCode`
+ * property wins; then known error kinds (file not found → NOT_FOUND, network failures →
+ * UNAVAILABLE, aborts → CANCELED, validation errors → INVALID_ARGUMENT); anything else is an
+ * INTERNAL error whose message says it is a bug and how to get the stack.
+ */
+export function toConnectError(e: unknown): ConnectError {
+  if (e instanceof ConnectError) return e;
+  const err = e instanceof Error ? e : new Error(String(e));
+  const code = (err as { rpcCode?: unknown }).rpcCode;
+  if (typeof code === "string" && code in CODE_BY_NAME) {
+    return new ConnectError(err.message, CODE_BY_NAME[code as RpcCodeName], undefined, undefined, err);
+  }
+  if (typeof code === "number" && Code[code] !== undefined) {
+    return new ConnectError(err.message, code as Code, undefined, undefined, err);
+  }
+  if (err instanceof Deno.errors.NotFound) {
+    return new ConnectError(err.message, Code.NotFound, undefined, undefined, err);
+  }
+  if (
+    err instanceof Deno.errors.ConnectionRefused || err instanceof Deno.errors.ConnectionReset ||
+    err instanceof Deno.errors.ConnectionAborted || err instanceof Deno.errors.NotConnected
+  ) {
+    return new ConnectError(
+      `${err.message} (a peer is unreachable; retry, or check that it is alive)`,
+      Code.Unavailable,
+      undefined,
+      undefined,
+      err,
+    );
+  }
+  if (err.name === "AbortError") {
+    return new ConnectError(err.message || "cancelled", Code.Canceled, undefined, undefined, err);
+  }
+  if (err instanceof Deno.errors.TimedOut || err.name === "TimeoutError") {
+    return new ConnectError(err.message, Code.DeadlineExceeded, undefined, undefined, err);
+  }
+  if (INVALID_ARGUMENT_NAMES.has(err.name)) {
+    return new ConnectError(err.message, Code.InvalidArgument, undefined, undefined, err);
+  }
+  return new ConnectError(
+    `internal error: ${err.message} (a bug in the agent; rerun it with DLLM_DEBUG=1 for the ` +
+      `stack and report it)`,
+    Code.Internal,
+    undefined,
+    undefined,
+    err,
+  );
+}
+
+/**
+ * Server interceptor that passes every error a handler throws, unary or mid-stream, through
+ * {@linkcode toConnectError}, so handlers can throw plain errors and clients still see precise
+ * codes. With `DLLM_DEBUG` set, INTERNAL errors are logged with their stack.
+ */
+export const errorInterceptor: Interceptor = (next) => async (req) => {
+  const fail = (e: unknown): never => {
+    const ce = toConnectError(e);
+    if (ce.code === Code.Internal && Deno.env.get("DLLM_DEBUG")) {
+      console.error(`${req.url}:`, ce.cause ?? ce);
+    }
+    throw ce;
+  };
+  try {
+    const res = await next(req);
+    if (!res.stream) return res;
+    const inner = res.message;
+    return {
+      ...res,
+      message: (async function* () {
+        try {
+          yield* inner;
+        } catch (e) {
+          fail(e);
+        }
+      })(),
+    };
+  } catch (e) {
+    return fail(e);
+  }
+};
+
+/**
+ * Explain a failed client call in terms the caller can act on: which endpoint, and which flag
+ * to change. Returns the original message for errors the server sent on purpose.
+ *
+ * @example
+ * ```ts
+ * try { await client.healthCheck({}); }
+ * catch (e) { console.error(explainRpcError(e, "127.0.0.1:7950")); }
+ * ```
+ */
+export function explainRpcError(e: unknown, endpoint: string): string {
+  const ce = ConnectError.from(e);
+  const msg = ce.rawMessage;
+  const lower = msg.toLowerCase();
+  if (/certificate|tls|handshake|alert|unknownissuer|badsignature/.test(lower)) {
+    return `TLS with the agent at ${endpoint} failed (${msg}); check --tls-ca/--tls-cert/` +
+      `--tls-key: both sides need certificates from the same CA (llmctl certs init)`;
+  }
+  if (
+    ce.code === Code.Unavailable ||
+    /econnrefused|connection refused|econnreset|enotfound|ehostunreach/.test(lower)
+  ) {
+    return `cannot reach the agent at ${endpoint} (${msg}); is it running? choose another with ` +
+      `--endpoint host:port`;
+  }
+  if (ce.code === Code.DeadlineExceeded) {
+    return `the agent at ${endpoint} did not answer in time (${msg}); it may be overloaded`;
+  }
+  return `${Code[ce.code]}: ${msg}`;
+}

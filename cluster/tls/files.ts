@@ -1,0 +1,94 @@
+/**
+ * TLS material for RPC listeners and clients: the three files every agent and llmctl take
+ * (`--tls-cert`, `--tls-key`, `--tls-ca`), read and sanity-checked with errors that name the
+ * flag and the fix.
+ *
+ * @module
+ */
+
+/** Paths of the PEM files for mutual TLS. */
+export interface TlsFiles {
+  /** This side's certificate chain (PEM), --tls-cert. */
+  cert: string;
+  /** This side's private key (PEM), --tls-key. */
+  key: string;
+  /** The CA that signs every certificate of the cluster (PEM), --tls-ca. */
+  ca: string;
+}
+
+/** The contents of {@linkcode TlsFiles}, ready for node:tls / node:http2 options. */
+export interface TlsMaterial {
+  /** Certificate chain, PEM. */
+  cert: string;
+  /** Private key, PEM. */
+  key: string;
+  /** CA certificate(s), PEM. */
+  ca: string;
+}
+
+/** TLS files missing, unreadable or not what their flag says. */
+export class TlsConfigError extends Error {
+  /** @param message what is wrong and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "TlsConfigError";
+  }
+}
+
+const HINT = "create a CA and certificates with `llmctl certs init --out DIR --nodes a,b,c`";
+
+async function readPem(path: string, flag: string, marker: RegExp, what: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    const why = e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+    throw new TlsConfigError(`cannot read ${what} "${path}" (${flag}): ${why}; ${HINT}`);
+  }
+  if (!marker.test(text)) {
+    throw new TlsConfigError(
+      `"${path}" (${flag}) is not a PEM ${what} (no "-----BEGIN ...-----" line of that kind); ` +
+        `did you swap --tls-cert and --tls-key?`,
+    );
+  }
+  return text;
+}
+
+/**
+ * Read and check the three PEM files.
+ *
+ * @example
+ * ```ts
+ * const tls = await loadTlsFiles({ cert: "certs/a.crt", key: "certs/a.key", ca: "certs/ca.crt" });
+ * ```
+ */
+export async function loadTlsFiles(files: TlsFiles): Promise<TlsMaterial> {
+  const [cert, key, ca] = await Promise.all([
+    readPem(files.cert, "--tls-cert", /-----BEGIN CERTIFICATE-----/, "certificate"),
+    readPem(files.key, "--tls-key", /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, "private key"),
+    readPem(files.ca, "--tls-ca", /-----BEGIN CERTIFICATE-----/, "CA certificate"),
+  ]);
+  return { cert, key, ca };
+}
+
+/**
+ * Check that either all three TLS paths are given or none; returns them, or undefined for none.
+ * Half a TLS configuration is refused: silently falling back to plaintext would be a trap.
+ */
+export function tlsFilesFromOptions(
+  opts: { tlsCert?: string; tlsKey?: string; tlsCa?: string },
+): TlsFiles | undefined {
+  const given = [opts.tlsCert, opts.tlsKey, opts.tlsCa].filter((x) => x !== undefined && x !== "");
+  if (given.length === 0) return undefined;
+  if (given.length !== 3) {
+    const missing = [
+      ["--tls-cert", opts.tlsCert],
+      ["--tls-key", opts.tlsKey],
+      ["--tls-ca", opts.tlsCa],
+    ].filter(([, v]) => !v).map(([f]) => f);
+    throw new TlsConfigError(
+      `mutual TLS needs --tls-cert, --tls-key and --tls-ca together; missing ${missing.join(", ")}`,
+    );
+  }
+  return { cert: opts.tlsCert!, key: opts.tlsKey!, ca: opts.tlsCa! };
+}
