@@ -132,12 +132,22 @@ export type Message =
   | ErrorMsg;
 
 const te = new TextEncoder();
+
+function isAscii(s: string): boolean {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) >= 0x80) return false;
+  return true;
+}
 const td = new TextDecoder("utf-8", { fatal: true });
 
 /** Growable byte writer. */
 export class Writer {
-  private buf = new Uint8Array(64);
-  private view = new DataView(this.buf.buffer);
+  private buf: Uint8Array;
+  private view: DataView;
+  /** @param capacity initial buffer size */
+  constructor(capacity = 128) {
+    this.buf = new Uint8Array(capacity);
+    this.view = new DataView(this.buf.buffer);
+  }
   /** Bytes written so far. */
   length = 0;
 
@@ -186,6 +196,13 @@ export class Writer {
   }
   /** Append a u8-length-prefixed UTF-8 string (≤ 255 bytes). */
   str8(s: string): this {
+    if (s.length <= 255 && isAscii(s)) {
+      // fast path: ids and addresses are ASCII
+      this.ensure(1 + s.length);
+      this.buf[this.length++] = s.length;
+      for (let i = 0; i < s.length; i++) this.buf[this.length++] = s.charCodeAt(i);
+      return this;
+    }
     const b = te.encode(s);
     if (b.length > 255) {
       throw new RangeError(`string "${s.slice(0, 32)}…" is ${b.length} bytes; limit 255`);
@@ -259,6 +276,21 @@ export class Reader {
   str8(what = "string"): string {
     const n = this.u8(what);
     this.need(n, what);
+    let ascii = true;
+    for (let i = this.pos; i < this.pos + n; i++) {
+      if (this.buf[i] >= 0x80) {
+        ascii = false;
+        break;
+      }
+    }
+    if (ascii) {
+      const s = String.fromCharCode.apply(
+        null,
+        this.buf.subarray(this.pos, this.pos + n) as unknown as number[],
+      );
+      this.pos += n;
+      return s;
+    }
     try {
       return td.decode(this.buf.subarray(this.pos, this.pos + n));
     } catch {

@@ -524,7 +524,7 @@ export class GossipState {
   // ---------------------------------------------------------------- state machine
 
   /** Handle news that `a.node` is alive (memberlist's aliveNode). */
-  aliveNode(a: AliveMsg, bootstrap: boolean, finished?: () => void): void {
+  aliveNode(a: AliveMsg, bootstrap: boolean, finished?: () => void, quiet = false): void {
     const isLocal = a.node === this.id;
     if (isLocal && this.leaving && !bootstrap) return;
     let s = this.nodes.get(a.node);
@@ -540,10 +540,12 @@ export class GossipState {
         stateChange: now,
       };
       this.nodes.set(a.node, s);
-      // New members go to a random place in the probe order, so all do not probe them at once.
-      const at = Math.floor(this.cfg.rng.next() * (this.probeOrder.length + 1));
-      this.probeOrder.splice(at, 0, a.node);
-      if (at < this.probeIndex) this.probeIndex++;
+      // New members go to a random place in the probe order (append, then swap, like
+      // memberlist), so all members do not probe a newcomer at once.
+      const order = this.probeOrder;
+      order.push(a.node);
+      const at = Math.floor(this.cfg.rng.next() * order.length);
+      [order[at], order[order.length - 1]] = [order[order.length - 1], order[at]];
       isNew = true;
     } else if (s.addr !== a.addr) {
       const reclaimable = !isLocal && (s.status === "dead" || s.status === "left") &&
@@ -572,7 +574,7 @@ export class GossipState {
       this.refute(s, a.incarnation);
       return;
     }
-    this.broadcast(a.node, a, finished);
+    if (!quiet) this.broadcast(a.node, a, finished);
     const oldStatus = s.status, oldMeta = s.meta;
     s.incarnation = a.incarnation;
     if (!sameBytes(s.meta, a.meta)) {
@@ -726,7 +728,9 @@ export class GossipState {
         }
       }
       this.stats.pushPulls++;
-      if (!this.stopped) this.mergeRemoteState(reply);
+      // A joiner learned this state from the cluster itself: applying it quietly avoids
+      // re-gossiping N alive messages that every member already has.
+      if (!this.stopped) this.mergeRemoteState(reply, join);
     } finally {
       s.close();
     }
@@ -783,17 +787,22 @@ export class GossipState {
   }
 
   /** Merge a peer's full state (memberlist's mergeState): a remote "dead" only makes us suspect. */
-  mergeRemoteState(m: PushPullMsg): void {
+  mergeRemoteState(m: PushPullMsg, quiet = false): void {
     for (const n of m.nodes) {
       switch (n.status) {
         case "alive":
-          this.aliveNode({
-            type: "alive",
-            incarnation: n.incarnation,
-            node: n.id,
-            addr: n.addr,
-            meta: n.meta,
-          }, false);
+          this.aliveNode(
+            {
+              type: "alive",
+              incarnation: n.incarnation,
+              node: n.id,
+              addr: n.addr,
+              meta: n.meta,
+            },
+            false,
+            undefined,
+            quiet,
+          );
           break;
         case "left":
           this.deadNode({ type: "dead", incarnation: n.incarnation, node: n.id, from: n.id });

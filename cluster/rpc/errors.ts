@@ -84,7 +84,13 @@ export function toConnectError(e: unknown): ConnectError {
   const err = e instanceof Error ? e : new Error(String(e));
   const code = (err as { rpcCode?: unknown }).rpcCode;
   if (typeof code === "string" && code in CODE_BY_NAME) {
-    return new ConnectError(err.message, CODE_BY_NAME[code as RpcCodeName], undefined, undefined, err);
+    return new ConnectError(
+      err.message,
+      CODE_BY_NAME[code as RpcCodeName],
+      undefined,
+      undefined,
+      err,
+    );
   }
   if (typeof code === "number" && Code[code] !== undefined) {
     return new ConnectError(err.message, code as Code, undefined, undefined, err);

@@ -23,13 +23,18 @@ function source(name: string): string {
   return text;
 }
 
-/** The `//@section NAME` part of quant.wgsl, preceded by its shared prelude. */
-export function decodeSnippet(type: string): string {
+/**
+ * The `//@section NAME` part of quant.wgsl, preceded by its shared prelude; without `dot`, the
+ * section stops at its `//@dot` line (block_dot needs activation accessors only matmul has).
+ */
+export function decodeSnippet(type: string, dot: boolean): string {
   const text = source("quant");
   const parts = text.split(/^\/\/@section (\w+)\s*$/m);
   const prelude = parts[0];
   for (let i = 1; i < parts.length; i += 2) {
-    if (parts[i] === type) return prelude + parts[i + 1];
+    if (parts[i] !== type) continue;
+    const [elem, dotPart] = parts[i + 1].split(/^\/\/@dot\s*$/m);
+    return prelude + elem + (dot ? dotPart ?? "" : "");
   }
   throw new Error(`quant.wgsl has no section for ${type}`);
 }
@@ -69,7 +74,7 @@ export function compose(name: string, opts: ComposeOptions = {}): string {
   let text = source("common") + "\n" + source(name);
   if (text.includes("{{DECODE}}")) {
     if (!opts.decode) throw new Error(`${name}.wgsl needs a weight type to decode`);
-    text = text.replace("{{DECODE}}", decodeSnippet(opts.decode));
+    text = text.replace("{{DECODE}}", decodeSnippet(opts.decode, text.includes("block_dot(")));
   }
   text = preprocess(text, new Set(opts.defines ?? []));
   return text.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {

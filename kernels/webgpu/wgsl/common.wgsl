@@ -88,3 +88,29 @@ fn dot4i8(a: u32, b: u32) -> i32 {
 fn sum4i8(b: u32) -> i32 {
   return dot4i8(0x01010101u, b);
 }
+
+// ggml_v_expf (ggml-cpu/vec.h, SSE2 lanes without FMA): the exp that llama.cpp's x86-64 CPU
+// build uses in softmax and SiLU. Replaying it keeps those ops within an ulp of the goldens
+// on every adapter, where WGSL's exp() only promises 3 + 2·|x| ulp.
+fn expf_ggml(x: f32) -> f32 {
+  let r = 12582912.0;
+  let z = x * 1.4426950216293335 + r;
+  let n = z - r;
+  let b = (x - n * 0.693145751953125) - n * 1.428606765330187e-6;
+  let e = bitcast<u32>(z) << 23u;
+  let k = bitcast<f32>(e + 0x3f800000u);
+  let u = b * b;
+  let j = ((0.008247390389442444 * b + 0.04189976677298546) * u +
+    (0.16668395698070526 * b + 0.4999912679195404)) * u + 0.9999994039535522 * b;
+  let an = abs(n);
+  if (!(an > 126.0)) {
+    return k * j + k;
+  }
+  let g = select(0u, 0x82000000u, n <= 0.0);
+  let s1 = bitcast<f32>(g + 0x7f000000u);
+  if (an > 192.0) {
+    return s1 * s1;
+  }
+  let s2 = bitcast<f32>(e - g);
+  return (s2 * j + s2) * s1;
+}

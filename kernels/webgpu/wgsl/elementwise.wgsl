@@ -1,6 +1,6 @@
 // Elementwise ops, one invocation per element; the entry point is chosen by name.
 //   add:      A += B
-//   swiglu:   O = silu(A) ⊙ B   (ggml_silu_f32: x / (1 + e^-x))
+//   swiglu:   O = silu(A) ⊙ B   (x / (1 + e^-x) with ggml_v_expf, as ggml_vec_swiglu_f32)
 //   add_bias: A[t, :] += w      (w read through the composed quant section)
 
 struct Params {
@@ -41,7 +41,7 @@ fn swiglu(
   let i = gid(wid, nwg, li);
   if (i < P.n) {
     let g = A[i];
-    O[i] = (g / (1.0 + exp(-g))) * B[i];
+    O[i] = (g / (1.0 + expf_ggml(-g))) * B[i];
   }
 }
 

@@ -5,7 +5,8 @@
 //   block_dot(wb, t, b) -> f32 block b (at byte wb) of a weight row · block b of activation row t,
 //                              computed as ggml's vec_dot_<type>_<vec_dot_type> does for one block:
 //                              integer-exact sums, then its float scaling.
-// Activation accessors (a_q4, a_d, a_s, a_f) are defined by the shader using the section.
+// The part after `//@dot` (block_dot and its helpers) is only composed into matmul.wgsl, which
+// defines the activation accessors it uses (a_f, a_q4, a_d, a_s, a_bsum).
 
 // Weights are bound as `W: array<u32>` holding the raw GGUF block bytes (little-endian,
 // padded to 4 bytes), so every format is read through these loads at arbitrary byte offsets.
@@ -36,6 +37,7 @@ const BLOCK_BYTES: u32 = 4u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   return bitcast<f32>(W[(rb >> 2u) + i]);
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return bitcast<f32>(W[wb >> 2u]) * a_f(t, b);
 }
@@ -46,6 +48,7 @@ const BLOCK_BYTES: u32 = 2u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   return f16_to_f32(ld16(rb + 2u * i));
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return f16_to_f32(ld16(wb)) * a_f(t, b);
 }
@@ -56,6 +59,7 @@ const BLOCK_BYTES: u32 = 2u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   return bitcast<f32>(ld16(rb + 2u * i) << 16u);
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return bitcast<f32>(ld16(wb) << 16u) * a_f(t, b);
 }
@@ -70,6 +74,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let q = (ld8(bb + 2u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
   return (f32(q) - 8.0) * f16_to_f32(ld16(bb));
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var s = 0i;
   var sa = 0i;
@@ -94,6 +99,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let q = (ld8(bb + 4u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
   return f32(q) * f16_to_f32(ld16(bb)) + f16_to_f32(ld16(bb + 2u));
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var s = 0i;
   for (var i = 0u; i < 4u; i = i + 1u) {
@@ -115,6 +121,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let q = ((ld8(bb + 6u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
   return (f32(q) - 16.0) * f16_to_f32(ld16(bb));
 }
+//@dot
 // Four bits of h (from bit k) spread to bit 4 of four bytes.
 fn spread4(h: u32, k: u32) -> u32 {
   let v = (h >> k) & 15u;
@@ -147,6 +154,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let q = ((ld8(bb + 8u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
   return f32(q) * f16_to_f32(ld16(bb)) + f16_to_f32(ld16(bb + 2u));
 }
+//@dot
 fn spread4(h: u32, k: u32) -> u32 {
   let v = (h >> k) & 15u;
   return ((v & 1u) | ((v & 2u) << 7u) | ((v & 4u) << 14u) | ((v & 8u) << 21u)) << 4u;
@@ -171,6 +179,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let q = bitcast<i32>(ld8(bb + 2u + (i % 32u)) << 24u) >> 24u;
   return f32(q) * f16_to_f32(ld16(bb));
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var s = 0i;
   for (var i = 0u; i < 8u; i = i + 1u) {
@@ -196,6 +205,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let dmin = f16_to_f32(ld16(bb + 82u));
   return d * f32(sc & 15u) * f32(q) - dmin * f32(sc >> 4u);
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var summs = 0i;
   var isum = 0i;
@@ -239,6 +249,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let dl = f16_to_f32(ld16(bb + 108u)) * f32(q3_scale(bb, e / 16u));
   return dl * f32(q - select(4i, 0i, hb == 1u));
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   for (var g = 0u; g < 16u; g = g + 1u) {
@@ -284,6 +295,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let m = f16_to_f32(ld16(bb + 2u)) * f32(sm.y);
   return d * f32(q) - m;
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   var summs = 0i;
@@ -333,6 +345,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let m = f16_to_f32(ld16(bb + 2u)) * f32(sm.y);
   return d * f32(q) - m;
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   var summs = 0i;
@@ -379,6 +392,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let q = i32(lo | (hi << 4u)) - 32i;
   return f16_to_f32(ld16(bb + 208u)) * f32(q6_scale(bb, 8u * n + 2u * g + l / 16u)) * f32(q);
 }
+//@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   for (var sb = 0u; sb < 16u; sb = sb + 1u) {

@@ -43,7 +43,7 @@ fn main(
   var s = 0.0;
   if (live) {
     for (var j = li; j < n; j = j + 64u) {
-      let e = exp(S[base + j] - mx);
+      let e = expf_ggml(S[base + j] - mx);
       S[base + j] = e;
       s = s + e;
     }

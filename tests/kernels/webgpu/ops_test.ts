@@ -60,7 +60,7 @@ async function checkMatmul(gpu: Backend, ref: Backend, type: GGMLType, seed: num
       const want = await ref.read(or);
       const err = maxRelErr(got, want);
       assert(
-        err <= 2e-5,
+        err <= 1e-4,
         `matmul ${typeName(type)} k=${k} rows=${rows} out=${nOut}: max rel error ${err}`,
       );
       for (const b of [xg, og]) gpu.free(b);
@@ -161,7 +161,7 @@ Deno.test({
       const [gr, ur, or] = [bufOf(ref, g), bufOf(ref, u), ref.buffer(n)];
       gpu.swiglu(gg, ug, og, n);
       ref.swiglu(gr, ur, or, n);
-      assertClose(await gpu.read(og), await ref.read(or), 1e-6, `swiglu n=${n}`);
+      assertClose(await gpu.read(og), await ref.read(or), 0, `swiglu n=${n}`);
       gpu.swiglu(gg, ug, gg, n);
       ref.swiglu(gr, ur, gr, n);
       assertClose(await gpu.read(gg), await ref.read(gr), 1e-6, `swiglu in place n=${n}`);

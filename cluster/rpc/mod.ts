@@ -1,0 +1,38 @@
+/**
+ * RPC plumbing of an agent: the one-port gRPC/gRPC-web/Connect listener (mutual TLS when
+ * configured), client transports, and the mapping of internal errors to status codes.
+ *
+ * @example
+ * ```ts
+ * import { createRpcTransport, startRpcServer } from "./mod.ts";
+ * const server = await startRpcServer({ port: 0, routes: (r) => r.service(NodeService, impl) });
+ * const transport = await createRpcTransport(`127.0.0.1:${server.port}`);
+ * ```
+ *
+ * @module
+ */
+export {
+  checkBindAddress,
+  DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_RPC_HOST,
+  DEFAULT_RPC_PORT,
+  isLoopback,
+  type RpcServer,
+  RpcServerError,
+  type RpcServerOptions,
+  startRpcServer,
+} from "./server.ts";
+export {
+  createRpcTransport,
+  endpointUrl,
+  type RpcProtocol,
+  type RpcTransport,
+  type RpcTransportOptions,
+} from "./transport.ts";
+export {
+  errorInterceptor,
+  explainRpcError,
+  type RpcCodeName,
+  RpcFailure,
+  toConnectError,
+} from "./errors.ts";

@@ -1,0 +1,214 @@
+/**
+ * The agent's RPC listener: one port serving gRPC, gRPC-web and Connect (gzip accepted) for
+ * every service, on `node:http2`.
+ *
+ * - With TLS files: `createSecureServer` with `requestCert` + `rejectUnauthorized`, so every
+ *   client must present a certificate signed by the cluster CA (mutual TLS); `allowHTTP1` lets
+ *   gRPC-web and Connect clients on HTTP/1.1 in too.
+ * - Without: plaintext, HTTP/2 with prior knowledge (h2c, what gRPC clients speak) and HTTP/1.1
+ *   on the same port, told apart by the first bytes of each connection (the HTTP/2 preface
+ *   starts with "PRI "). Plaintext binds to loopback only, unless `insecureBindAll` says the
+ *   network is trusted.
+ *
+ * @module
+ */
+import * as http from "node:http";
+import * as http2 from "node:http2";
+import * as net from "node:net";
+import { Buffer } from "node:buffer";
+import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
+import { compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
+import { loadTlsFiles, type TlsFiles } from "../tls/files.ts";
+import { errorInterceptor } from "./errors.ts";
+
+/** The RPC port users see (DESIGN.md "Names users see"). */
+export const DEFAULT_RPC_PORT = 7950;
+/** Loopback: the only address plaintext RPC binds to without `insecureBindAll`. */
+export const DEFAULT_RPC_HOST = "127.0.0.1";
+/** Largest message accepted, bytes: a prefill frame of 4096 tokens × 8192 f32 is 128 MiB. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
+
+/** Options of {@linkcode startRpcServer}. */
+export interface RpcServerOptions {
+  /** Address to bind; default 127.0.0.1. A non-loopback address needs `tls` or `insecureBindAll`. */
+  host?: string;
+  /** Port; default 7950; 0 picks a free one (see {@linkcode RpcServer.port}). */
+  port?: number;
+  /** Certificate, key and CA files: turns on mutual TLS. */
+  tls?: TlsFiles;
+  /** Allow a non-loopback bind without TLS (the agent's --insecure-bind-all). */
+  insecureBindAll?: boolean;
+  /** Registers the services, e.g. `(r) => r.service(NodeService, handlers)`. */
+  routes: (router: ConnectRouter) => void;
+  /** Extra interceptors, run inside the error mapper. */
+  interceptors?: Interceptor[];
+  /** Largest message accepted, bytes; default {@linkcode DEFAULT_MAX_MESSAGE_BYTES}. */
+  maxMessageBytes?: number;
+}
+
+/** A running RPC listener. */
+export interface RpcServer {
+  /** Address bound. */
+  readonly host: string;
+  /** Port bound (the real one when 0 was asked for). */
+  readonly port: number;
+  /** Whether mutual TLS is on. */
+  readonly tls: boolean;
+  /** Base URL for clients, e.g. "https://127.0.0.1:7950". */
+  readonly url: string;
+  /** Stop accepting, let open calls finish for up to `graceMs` (default 1000), then cut them. */
+  close(graceMs?: number): Promise<void>;
+}
+
+/** The listener was refused: unsafe bind, port in use, bad TLS files. The message says why. */
+export class RpcServerError extends Error {
+  /** @param message what is wrong and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "RpcServerError";
+  }
+}
+
+/** True for addresses only this machine can reach: 127.0.0.0/8, ::1 and "localhost". */
+export function isLoopback(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, "").toLowerCase();
+  if (h === "localhost" || h === "::1" || h === "0:0:0:0:0:0:0:1") return true;
+  const v4 = h.startsWith("::ffff:") ? h.slice(7) : h;
+  return /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(v4);
+}
+
+/**
+ * Refuse to serve plaintext RPC beyond this machine unless explicitly allowed: anyone who can
+ * reach the port could otherwise drive the agent (run prompts, make nodes leave). Throws
+ * {@linkcode RpcServerError} naming both ways out.
+ */
+export function checkBindAddress(
+  host: string,
+  opts: { tls: boolean; insecureBindAll?: boolean },
+): void {
+  if (opts.tls || opts.insecureBindAll || isLoopback(host)) return;
+  throw new RpcServerError(
+    `refusing to serve RPC in plaintext on ${host}: every machine that can reach it could ` +
+      `drive this agent. Either enable mutual TLS with --tls-cert/--tls-key/--tls-ca ` +
+      `(create them with \`llmctl certs init\`), or pass --insecure-bind-all if this network ` +
+      `is trusted, or bind to 127.0.0.1.`,
+  );
+}
+
+/**
+ * Start the RPC listener; resolves once it is bound.
+ *
+ * @example
+ * ```ts
+ * const server = await startRpcServer({
+ *   port: 0,
+ *   routes: (r) => r.service(NodeService, nodeServiceHandlers(deps)),
+ * });
+ * console.log(server.url);
+ * await server.close();
+ * ```
+ */
+export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer> {
+  const host = opts.host ?? DEFAULT_RPC_HOST;
+  const port = opts.port ?? DEFAULT_RPC_PORT;
+  checkBindAddress(host, { tls: opts.tls !== undefined, insecureBindAll: opts.insecureBindAll });
+  const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const handler = connectNodeAdapter({
+    routes: opts.routes,
+    interceptors: [errorInterceptor, ...(opts.interceptors ?? [])],
+    acceptCompression: [compressionGzip],
+    readMaxBytes: maxBytes,
+    // gzip only pays off on larger messages; small unary answers go out as they are.
+    compressMinBytes: 1024,
+  });
+
+  const sockets = new Set<net.Socket>();
+  const track = (s: net.Socket) => {
+    sockets.add(s);
+    s.once("close", () => sockets.delete(s));
+  };
+  let listener: net.Server;
+  let sessions: Set<http2.Http2Session> = new Set();
+  const onSession = (s: http2.Http2Session) => {
+    sessions.add(s);
+    s.once("close", () => sessions.delete(s));
+  };
+
+  if (opts.tls) {
+    const material = await loadTlsFiles(opts.tls);
+    const secure = http2.createSecureServer({
+      ...material,
+      allowHTTP1: true,
+      requestCert: true,
+      rejectUnauthorized: true,
+      maxSessionMemory: 64,
+    }, handler);
+    secure.on("connection", track);
+    secure.on("session", onSession);
+    listener = secure;
+  } else {
+    const h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
+    h2.on("session", onSession);
+    const h1 = http.createServer(handler);
+    listener = net.createServer((socket) => {
+      track(socket);
+      sniff(socket, (isHttp2) => (isHttp2 ? h2 : h1).emit("connection", socket));
+    });
+  }
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error & { code?: string }) => {
+      const why = e.code === "EADDRINUSE"
+        ? `port ${port} is already in use (another agent?); choose another with --rpc-port`
+        : e.code === "EADDRNOTAVAIL"
+        ? `${host} is not an address of this machine; check --bind`
+        : e.message;
+      reject(new RpcServerError(`cannot listen for RPC on ${host}:${port}: ${why}`));
+    };
+    listener.once("error", onError);
+    listener.listen(port, host, () => {
+      listener.off("error", onError);
+      resolve();
+    });
+  });
+  const bound = (listener.address() as net.AddressInfo).port;
+  const urlHost = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  let closing: Promise<void> | null = null;
+  return {
+    host,
+    port: bound,
+    tls: opts.tls !== undefined,
+    url: `${opts.tls ? "https" : "http"}://${urlHost}:${bound}`,
+    close(graceMs = 1000) {
+      closing ??= (async () => {
+        const stopped = new Promise<void>((r) => listener.close(() => r()));
+        // GOAWAY tells HTTP/2 clients to finish what they started and open nothing new.
+        for (const s of sessions) s.close();
+        const deadline = Date.now() + graceMs;
+        while (sockets.size > 0 && Date.now() < deadline) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        for (const s of sockets) s.destroy();
+        sessions = new Set();
+        await stopped;
+      })();
+      return closing;
+    },
+  };
+}
+
+/** Wait for the first bytes of a plaintext connection and say whether they open HTTP/2. */
+function sniff(socket: net.Socket, route: (isHttp2: boolean) => void): void {
+  let head = Buffer.alloc(0);
+  const onData = (chunk: Buffer) => {
+    head = Buffer.concat([head, chunk]);
+    // "PRI" is enough: no HTTP/1.1 method starts with it.
+    if (head.length < 3) return;
+    socket.off("data", onData);
+    socket.pause();
+    socket.unshift(head);
+    route(head.subarray(0, 3).toString("latin1") === "PRI");
+    socket.resume();
+  };
+  socket.on("data", onData);
+}

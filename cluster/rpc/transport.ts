@@ -1,0 +1,126 @@
+/**
+ * Client transports to an agent's RPC port, for peers (stage to stage) and llmctl: gRPC over
+ * HTTP/2 by default, Connect or gRPC-web on request; client certificate when TLS files are
+ * given; gzip both ways for messages worth compressing.
+ *
+ * @module
+ */
+import type { Transport } from "@connectrpc/connect";
+import {
+  compressionGzip,
+  createConnectTransport,
+  createGrpcTransport,
+  createGrpcWebTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import { loadTlsFiles, type TlsFiles, type TlsMaterial } from "../tls/files.ts";
+import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RPC_PORT } from "./server.ts";
+
+/** Wire protocol of a transport; the server speaks all three on one port. */
+export type RpcProtocol = "grpc" | "connect" | "grpc-web";
+
+/** Options of {@linkcode createRpcTransport}. */
+export interface RpcTransportOptions {
+  /** Client certificate, key and CA (files, or already loaded PEM): turns on mutual TLS. */
+  tls?: TlsFiles | TlsMaterial;
+  /** Protocol; default "grpc". */
+  protocol?: RpcProtocol;
+  /** HTTP version for "connect" and "grpc-web"; default "2" ("grpc" is always HTTP/2). */
+  httpVersion?: "1.1" | "2";
+  /** Compress requests with gzip (above 1 KiB); default true. */
+  gzip?: boolean;
+  /** Largest message accepted, bytes. */
+  maxMessageBytes?: number;
+}
+
+/** A Connect transport that also owns its HTTP/2 connection, closed with `close()`. */
+export interface RpcTransport extends Transport {
+  /** Base URL the transport talks to. */
+  readonly baseUrl: string;
+  /** Close the connection (calls in flight fail with CANCELED). */
+  close(): void;
+}
+
+/**
+ * Turn "host", "host:port" or a URL into a base URL; the scheme follows TLS (https with
+ * certificates, http without), the port defaults to 7950.
+ */
+export function endpointUrl(endpoint: string, tls: boolean): string {
+  const scheme = tls ? "https" : "http";
+  if (/^[a-z]+:\/\//i.test(endpoint)) {
+    const u = new URL(endpoint);
+    if ((u.protocol === "https:") !== tls) {
+      throw new Error(
+        `endpoint ${endpoint} says ${u.protocol.slice(0, -1)} but TLS is ${tls ? "on" : "off"}; ` +
+          `use ${scheme}:// (or host:port and let the TLS flags decide)`,
+      );
+    }
+    return u.origin;
+  }
+  const bracketed = /^\[[^\]]+\](?::\d+)?$/.test(endpoint);
+  const bareV6 = !bracketed && (endpoint.match(/:/g)?.length ?? 0) > 1;
+  if (bareV6) return `${scheme}://[${endpoint}]:${DEFAULT_RPC_PORT}`;
+  const hasPort = /:\d+$/.test(endpoint);
+  return `${scheme}://${endpoint}${hasPort ? "" : `:${DEFAULT_RPC_PORT}`}`;
+}
+
+function isMaterial(t: TlsFiles | TlsMaterial): t is TlsMaterial {
+  return t.cert.includes("-----BEGIN");
+}
+
+/**
+ * Create a client transport to an agent.
+ *
+ * @example
+ * ```ts
+ * const transport = await createRpcTransport("127.0.0.1:7950");
+ * const node = createClient(NodeService, transport);
+ * console.log(await node.healthCheck({}));
+ * transport.close();
+ * ```
+ */
+export async function createRpcTransport(
+  endpoint: string,
+  opts: RpcTransportOptions = {},
+): Promise<RpcTransport> {
+  const material = opts.tls
+    ? (isMaterial(opts.tls) ? opts.tls : await loadTlsFiles(opts.tls))
+    : undefined;
+  const baseUrl = endpointUrl(endpoint, material !== undefined);
+  const nodeOptions = material ? { ...material } : {};
+  const protocol = opts.protocol ?? "grpc";
+  const common = {
+    baseUrl,
+    sendCompression: opts.gzip === false ? undefined : compressionGzip,
+    acceptCompression: [compressionGzip],
+    compressMinBytes: 1024,
+    readMaxBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+  };
+  const http2Wanted = protocol === "grpc" || (opts.httpVersion ?? "2") === "2";
+  // Our own session manager so close() can end the HTTP/2 connection (the transport would
+  // otherwise keep it open until its idle timeout, keeping the process alive).
+  const sessionManager = http2Wanted
+    ? new Http2SessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 }, nodeOptions)
+    : undefined;
+  let transport: Transport;
+  if (protocol === "grpc") {
+    transport = createGrpcTransport({ ...common, sessionManager: sessionManager! });
+  } else if (protocol === "connect") {
+    transport = sessionManager
+      ? createConnectTransport({ ...common, httpVersion: "2", sessionManager })
+      : createConnectTransport({ ...common, httpVersion: "1.1", nodeOptions });
+  } else {
+    transport = sessionManager
+      ? createGrpcWebTransport({ ...common, httpVersion: "2", sessionManager })
+      : createGrpcWebTransport({ ...common, httpVersion: "1.1", nodeOptions });
+  }
+  return {
+    ...transport,
+    unary: transport.unary.bind(transport),
+    stream: transport.stream.bind(transport),
+    baseUrl,
+    close() {
+      sessionManager?.abort();
+    },
+  };
+}

@@ -1,0 +1,174 @@
+/**
+ * The head over in-process stages: a split model gives the single-node goldens, and a stage that
+ * dies mid-generation is replaced and replayed with identical output.
+ */
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import {
+  type ChainProvider,
+  Head,
+  LocalStageLink,
+  NoPlacementError,
+  StageHost,
+  type StageLink,
+  StageLinkError,
+} from "../../../cluster/pipeline/mod.ts";
+import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
+import { FIXTURES } from "../../support/paths.ts";
+
+const GOLDEN = JSON.parse(await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`));
+
+async function hosts(ranges: [number, number][]): Promise<StageHost[]> {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const out: StageHost[] = [];
+  for (const [from, to] of ranges) {
+    out.push(
+      new StageHost(
+        await LlamaStage.load(file, createReferenceBackend(), { from, to }),
+        "stories260K",
+      ),
+    );
+  }
+  file.close();
+  return out;
+}
+
+/** A link that can be killed: afterwards every call fails like a broken connection. */
+class KillableLink implements StageLink {
+  dead = false;
+  constructor(readonly inner: LocalStageLink, readonly killAfterSteps = Infinity) {}
+  steps = 0;
+  get nodeId() {
+    return this.inner.nodeId;
+  }
+  get from() {
+    return this.inner.from;
+  }
+  get to() {
+    return this.inner.to;
+  }
+  async openSession(id: string, ctx: number) {
+    if (this.dead) throw new StageLinkError("connection refused", this.nodeId);
+    const s = await this.inner.openSession(id, ctx);
+    return {
+      step: (f: Parameters<typeof s.step>[0]) => {
+        if (this.dead || ++this.steps > this.killAfterSteps) {
+          this.dead = true;
+          return Promise.reject(new StageLinkError("stream reset", this.nodeId));
+        }
+        return s.step(f);
+      },
+      close: (r: string) => s.close(r),
+    };
+  }
+}
+
+function provider(candidates: StageLink[]): ChainProvider {
+  return {
+    chain: ({ exclude }) => {
+      // First live candidate for each layer range, in order.
+      const chain: StageLink[] = [];
+      let at = 0;
+      while (at < 5) {
+        const next = candidates.find((c) =>
+          c.from === at && !exclude.has(c.nodeId) && !(c as KillableLink).dead
+        );
+        if (!next) {
+          return Promise.reject(new NoPlacementError(`layers ${at}..5 have no live stage`));
+        }
+        chain.push(next);
+        at = next.to;
+      }
+      return Promise.resolve(chain);
+    },
+  };
+}
+
+const request = (extra = {}) => ({
+  requestId: "r1",
+  promptTokens: GOLDEN.prompt_tokens as number[],
+  maxTokens: 64,
+  sampling: { temperature: 0 },
+  isEog: () => false,
+  maxContext: 256,
+  ...extra,
+});
+
+Deno.test("three in-process stages reproduce the single-node golden", async () => {
+  const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
+  const head = new Head(
+    provider([new LocalStageLink("a", a), new LocalStageLink("b", b), new LocalStageLink("c", c)]),
+  );
+  const r = await head.generate(request());
+  assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
+  assertEquals(r.finishReason, "length");
+  for (const h of [a, b, c]) {
+    assertEquals(h.openSessions, 0, "sessions are closed after the request");
+  }
+});
+
+Deno.test("the middle stage dies mid-generation: replayed on a replacement, output identical", async () => {
+  const [a, b, c, b2] = await hosts([[0, 2], [2, 4], [4, 5], [2, 4]]);
+  const middle = new KillableLink(new LocalStageLink("b", b), 20);
+  const logs: string[] = [];
+  const head = new Head(
+    provider([
+      new LocalStageLink("a", a),
+      middle,
+      new LocalStageLink("c", c),
+      new LocalStageLink("b2", b2),
+    ]),
+    { log: (m) => logs.push(m) },
+  );
+  const r = await head.generate(request());
+  assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
+  assertEquals(r.failures.map((f) => f.nodeId), ["b"]);
+  assertEquals(r.chains.map((ch) => ch.map((s) => s.nodeId).join(",")), ["a,b,c", "a,b2,c"]);
+  assert(logs[0].includes("replaying"), logs[0]);
+});
+
+Deno.test("seeded sampling survives a failure with the same tokens", async () => {
+  const sampling = { temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1234 };
+  const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
+  const clean = await new Head(
+    provider([new LocalStageLink("a", a), new LocalStageLink("b", b), new LocalStageLink("c", c)]),
+  )
+    .generate(request({ sampling }));
+  const [a2, b2, c2, c3] = await hosts([[0, 2], [2, 4], [4, 5], [4, 5]]);
+  const tail = new KillableLink(new LocalStageLink("c", c2), 30);
+  const faulty = await new Head(
+    provider([
+      new LocalStageLink("a", a2),
+      new LocalStageLink("b", b2),
+      tail,
+      new LocalStageLink("c3", c3),
+    ]),
+  )
+    .generate(request({ sampling }));
+  assertEquals(faulty.tokens.map((t) => t.id), clean.tokens.map((t) => t.id));
+  assertEquals(faulty.failures.length, 1);
+});
+
+Deno.test("no replacement: a clear error naming the missing layers", async () => {
+  const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
+  const head = new Head(
+    provider([
+      new LocalStageLink("a", a),
+      new KillableLink(new LocalStageLink("b", b), 3),
+      new LocalStageLink("c", c),
+    ]),
+  );
+  await assertRejects(() => head.generate(request()), NoPlacementError, "layers 2..5");
+});
+
+Deno.test("stop via onToken and eog end the request early", async () => {
+  const [a] = await hosts([[0, 5]]);
+  const head = new Head(provider([new LocalStageLink("a", a)]));
+  const r = await head.generate(request({ onToken: (_t: unknown, i: number) => i < 4 }));
+  assertEquals(r.tokens.length, 5);
+  assertEquals(r.finishReason, "stopped");
+  const eos = await head.generate(request({ isEog: (id: number) => id === GOLDEN.greedy_ids[2] }));
+  assertEquals(eos.tokens.length, 3);
+  assertEquals(eos.finishReason, "stop");
+});
