@@ -4,6 +4,7 @@
  */
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { ExitCode } from "./common.ts";
+import { certsCommand } from "./commands/certs.ts";
 import { evalCommand } from "./commands/eval.ts";
 import { generateCommand } from "./commands/generate.ts";
 import { modelCommand } from "./commands/model.ts";
@@ -20,6 +21,7 @@ export function buildProgram(): Command {
   program.addCommand(evalCommand());
   program.addCommand(tokenizeCommand());
   program.addCommand(modelCommand());
+  program.addCommand(certsCommand());
   // addCommand() does not pass settings down, so make every (sub)command throw instead of
   // exiting: main() maps errors to documented exit codes.
   const configure = (cmd: Command) => {

@@ -9,7 +9,7 @@
  * 1-D norms F32.
  */
 import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
-import { openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts";
+import { type GGUFFile, openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts";
 
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
@@ -32,7 +32,16 @@ async function exists(p: string): Promise<boolean> {
 
 async function makeGGUF(type: string, out: string): Promise<void> {
   const r = await new Deno.Command("node", {
-    args: [`${SHARED_LLAMAREF}make-gguf.mjs`, "--preset", "110m", "--type", type, "--out", out, "--quiet"],
+    args: [
+      `${SHARED_LLAMAREF}make-gguf.mjs`,
+      "--preset",
+      "110m",
+      "--type",
+      type,
+      "--out",
+      out,
+      "--quiet",
+    ],
     stdout: "inherit",
     stderr: "inherit",
   }).output();
@@ -46,6 +55,21 @@ function mixType(name: string): GGMLType {
   return GGMLType.Q4_K;
 }
 
+async function* requantized(
+  src: GGUFFile,
+  tensors: { type: GGMLType }[],
+): AsyncGenerator<Uint8Array> {
+  for (let i = 0; i < tensors.length; i++) {
+    const bytes = await src.readTensor(src.tensors[i]);
+    if (tensors[i].type === GGMLType.F32) {
+      yield bytes;
+      continue;
+    }
+    const f = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
+    yield quantizeRow(tensors[i].type, f, f.length);
+  }
+}
+
 async function makeMix(f32Path: string, out: string): Promise<void> {
   const src = await openGGUF(f32Path);
   try {
@@ -57,18 +81,11 @@ async function makeMix(f32Path: string, out: string): Promise<void> {
     const metadata = src.metadata.entries().map((e) =>
       e.key === "general.file_type" ? { ...e, value: 15 } : e // LLAMA_FTYPE_MOSTLY_Q4_K_M
     );
-    async function* data() {
-      for (let i = 0; i < tensors.length; i++) {
-        const bytes = await src.readTensor(src.tensors[i]);
-        if (tensors[i].type === GGMLType.F32) {
-          yield bytes;
-          continue;
-        }
-        const f = new Float32Array(bytes.buffer, bytes.byteOffset, bytes.length / 4);
-        yield quantizeRow(tensors[i].type, f, f.length);
-      }
-    }
-    await writeGGUFFile(out, { metadata, tensors, alignment: src.alignment }, data());
+    await writeGGUFFile(
+      out,
+      { metadata, tensors, alignment: src.alignment },
+      requantized(src, tensors),
+    );
   } finally {
     src.close();
   }

@@ -58,6 +58,13 @@ export interface Config {
    * lost. Scaled up with cluster size above 32 members, since each exchange costs O(N).
    */
   pushPullInterval: number;
+  /**
+   * How often to try a push-pull with one member that died (not left). Gossip to the dead only
+   * lasts `gossipToTheDeadTime`; this heals partitions that last longer (as Serf's reconnect).
+   */
+  reconnectInterval: number;
+  /** Give up reconnecting to a dead member after this long; its entry is then forgotten. */
+  reconnectTimeout: number;
   /** Stream connect/read timeout (push-pull, TCP fallback probe, join). */
   tcpTimeout: number;
   /**
@@ -95,6 +102,8 @@ function defaults(): Omit<Config, "nodeId"> {
     gossipToTheDeadTime: 30_000,
     pushPullInterval: 30_000,
     tcpTimeout: 10_000,
+    reconnectInterval: 10_000,
+    reconnectTimeout: 3_600_000,
     deadNodeReclaimTime: 5_000,
     maxPacketSize: 1400,
     keyring: null,
@@ -135,6 +144,8 @@ export function wanConfig(over: ConfigInput): Config {
     gossipToTheDeadTime: 60_000,
     pushPullInterval: 60_000,
     tcpTimeout: 30_000,
+    reconnectInterval: 30_000,
+    reconnectTimeout: 6 * 3_600_000,
     deadNodeReclaimTime: 30_000,
     ...over,
   };
@@ -142,7 +153,8 @@ export function wanConfig(over: ConfigInput): Config {
 
 /**
  * One host (loopback, tests, a laptop demo): RTT is microseconds, so everything is fast —
- * 300 ms probes with 100 ms timeouts, 50 ms gossip, 10 s push-pull, 1 s stream timeout — and a
+ * 300 ms probes with 100 ms timeouts, 50 ms gossip, 10 s push-pull, 1 s stream timeout, a
+ * reconnect attempt to a dead member every 2 s — and a
  * dead id can be reclaimed after 1 s so a restarted process rejoins at once.
  */
 export function localConfig(over: ConfigInput): Config {
@@ -156,6 +168,8 @@ export function localConfig(over: ConfigInput): Config {
     gossipToTheDeadTime: 10_000,
     pushPullInterval: 10_000,
     tcpTimeout: 1000,
+    reconnectInterval: 2000,
+    reconnectTimeout: 600_000,
     deadNodeReclaimTime: 1000,
     ...over,
   };

@@ -41,6 +41,11 @@ export class TransmitLimitedQueue {
     return this.count;
   }
 
+  /** Whether a broadcast with this key is queued. */
+  has(key: string): boolean {
+    return this.byKey.has(key);
+  }
+
   /** Add a broadcast, invalidating any queued one with the same key. */
   queue(b: Broadcast): void {
     if (b.key !== null) {

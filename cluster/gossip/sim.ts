@@ -99,7 +99,10 @@ export interface LinkProfile {
   latencyMs: number;
   /** Uniform ± jitter, ms. */
   jitterMs: number;
-  /** Datagram loss probability in [0, 1]. Streams are reliable (TCP retransmits). */
+  /**
+   * Datagram loss probability in [0, 1]. Streams are reliable, but each loss on their path costs
+   * a retransmission timeout, as with TCP.
+   */
   loss: number;
 }
 
@@ -210,6 +213,21 @@ export class SimNetwork {
     return Math.max(0.01, p.latencyMs + (this.rng.next() * 2 - 1) * p.jitterMs);
   }
 
+  /**
+   * @internal one-way delay of a TCP segment from a to b: never lost, but each loss on the link
+   * costs a retransmission timeout (`rtoMs`: Linux's initial 1 s for SYNs, ≥ 200 ms after).
+   */
+  streamDelay(a: string, b: string, rtoMs: number): number {
+    const p = this.links.get(`${a}|${b}`) ?? this.link;
+    let d = this.delay(a, b, false)!;
+    let rto = rtoMs;
+    while (p.loss > 0 && this.rng.next() < p.loss && d < 60_000) {
+      d += rto;
+      rto *= 2;
+    }
+    return d;
+  }
+
   /** @internal */
   endpoint(addr: string): SimTransport | undefined {
     return this.nodes.get(addr);
@@ -306,7 +324,8 @@ export class SimTransport implements Transport {
           reject(new Error(`connect to ${addr} timed out after ${timeoutMs} ms`));
         }, timeoutMs);
       if (!this.up || !this.net.reachable(this.addr, addr)) return void fail();
-      const rtt = this.net.delay(this.addr, addr, false)! + this.net.delay(addr, this.addr, false)!;
+      const rtt = this.net.streamDelay(this.addr, addr, 1000) +
+        this.net.streamDelay(addr, this.addr, 1000);
       this.net.clock.setTimeout(() => {
         const peer = this.net.endpoint(addr);
         if (
@@ -355,7 +374,7 @@ class SimStream implements Stream {
   send(frame: Uint8Array): void {
     if (this.closed || !this.owner.up) return;
     this.owner.bytesSent.tcp += frame.length + 4;
-    const d = this.net.delay(this.owner.addr, this.remoteAddr, false)!;
+    const d = this.net.streamDelay(this.owner.addr, this.remoteAddr, 200);
     const peer = this.peer;
     this.net.clock.setTimeout(() => {
       if (this.net.reachable(this.owner.addr, this.remoteAddr)) peer.deliver(frame);

@@ -104,6 +104,10 @@ interface AckHandler {
   nack(): void;
 }
 
+function rank(m: Message): number {
+  return m.type === "alive" || m.type === "suspect" || m.type === "dead" ? 0 : 1;
+}
+
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
@@ -139,6 +143,7 @@ export class GossipState {
   private probeOrder: string[] = [];
   private probeIndex = 0;
   private suspicions = new Map<string, Suspicion>();
+  private departed = new Map<string, { addr: string; since: number }>();
   private ackHandlers = new Map<number, AckHandler>();
   private seq = 0;
   private timers = new Set<TimerHandle>();
@@ -186,6 +191,10 @@ export class GossipState {
     this.after(
       r() * this.cfg.pushPullInterval + this.cfg.pushPullInterval / 2,
       () => this.pushPullTick(),
+    );
+    this.after(
+      r() * this.cfg.reconnectInterval + this.cfg.reconnectInterval,
+      () => this.reconnectTick(),
     );
   }
 
@@ -275,6 +284,9 @@ export class GossipState {
       this.drop(dropReason(e), e);
       return;
     }
+    // Membership news first: a suspicion riding on a ping must be refuted before the ack goes
+    // out, so that the refutation rides back on the ack to the very member that suspects us.
+    if (msgs.length > 1) msgs.sort((a, b) => rank(a) - rank(b));
     for (const m of msgs) {
       try {
         this.handle(from, m);
@@ -339,7 +351,10 @@ export class GossipState {
     return null;
   }
 
-  /** End of a round: reap long-dead members, reshuffle (SWIM's shuffled round-robin). */
+  /**
+   * End of a round: reap long-dead members, reshuffle (SWIM's shuffled round-robin). Dead (not
+   * left) members are remembered for reconnect attempts until `reconnectTimeout`.
+   */
   private resetProbeOrder() {
     const now = this.clock.now();
     for (const [id, s] of this.nodes) {
@@ -348,7 +363,11 @@ export class GossipState {
         now - s.stateChange > this.cfg.gossipToTheDeadTime
       ) {
         this.nodes.delete(id);
+        if (s.status === "dead") this.departed.set(id, { addr: s.addr, since: s.stateChange });
       }
+    }
+    for (const [id, d] of this.departed) {
+      if (now - d.since > this.cfg.reconnectTimeout || this.nodes.has(id)) this.departed.delete(id);
     }
     this.probeOrder = shuffle([...this.nodes.keys()], this.cfg.rng);
     this.probeIndex = 0;
@@ -524,7 +543,7 @@ export class GossipState {
   // ---------------------------------------------------------------- state machine
 
   /** Handle news that `a.node` is alive (memberlist's aliveNode). */
-  aliveNode(a: AliveMsg, bootstrap: boolean, finished?: () => void, quiet = false): void {
+  aliveNode(a: AliveMsg, bootstrap: boolean, finished?: () => void): void {
     const isLocal = a.node === this.id;
     if (isLocal && this.leaving && !bootstrap) return;
     let s = this.nodes.get(a.node);
@@ -574,7 +593,7 @@ export class GossipState {
       this.refute(s, a.incarnation);
       return;
     }
-    if (!quiet) this.broadcast(a.node, a, finished);
+    this.broadcast(a.node, a, finished);
     const oldStatus = s.status, oldMeta = s.meta;
     s.incarnation = a.incarnation;
     if (!sameBytes(s.meta, a.meta)) {
@@ -596,7 +615,11 @@ export class GossipState {
   /** Handle an accusation (memberlist's suspectNode). */
   suspectNode(m: SuspectMsg): void {
     const s = this.nodes.get(m.node);
-    if (!s || m.incarnation < s.incarnation) return;
+    if (!s) return;
+    if (m.incarnation < s.incarnation) {
+      if (m.node === this.id) this.reassert();
+      return;
+    }
     const timer = this.suspicions.get(m.node);
     if (timer) {
       // Only new, independent confirmations are re-gossiped: they shrink others' timers too.
@@ -629,13 +652,20 @@ export class GossipState {
         }
       }),
     );
+    // Lifeguard's "buddy system", made eager: the accused is the one member that must hear
+    // this, so tell it directly now instead of only on the next ping (up to a round later).
+    if (m.from === this.id) this.sendMsgs(s.addr, [encode(m)]);
     this.event("suspect", s);
   }
 
   /** Handle a death or a leave (memberlist's deadNode). */
   deadNode(d: DeadMsg, finished?: () => void): void {
     const s = this.nodes.get(d.node);
-    if (!s || d.incarnation < s.incarnation) return;
+    if (!s) return;
+    if (d.incarnation < s.incarnation) {
+      if (d.node === this.id && !this.leaving) this.reassert();
+      return;
+    }
     this.suspicions.get(d.node)?.stop();
     this.suspicions.delete(d.node);
     if (s.status === "dead" || s.status === "left") return;
@@ -648,6 +678,24 @@ export class GossipState {
     s.status = d.from === d.node ? "left" : "dead";
     s.stateChange = this.clock.now();
     this.event(s.status === "left" ? "leave" : "dead", s);
+  }
+
+  /**
+   * An accusation older than our latest refutation still circulates: the accuser has not heard
+   * the refutation (all its copies may have been lost). Re-send our current alive, unless it is
+   * still queued. memberlist ignores such accusations; on a lossy network that lets a refuted
+   * suspicion run out its timer.
+   */
+  private reassert() {
+    if (this.queue.has(this.id)) return;
+    const s = this.local;
+    this.broadcast(this.id, {
+      type: "alive",
+      incarnation: s.incarnation,
+      node: this.id,
+      addr: s.addr,
+      meta: s.meta,
+    });
   }
 
   /** We are accused: outbid the accusation's incarnation and tell everyone we are alive. */
@@ -691,6 +739,28 @@ export class GossipState {
     );
   }
 
+  /**
+   * Try one dead member (still in the table, or reaped but remembered): if it answers, its
+   * state merges into ours and ours into its, and whichever side was wrongly dead refutes.
+   */
+  private reconnectTick() {
+    const now = this.clock.now();
+    const candidates: string[] = [];
+    for (const s of this.nodes.values()) {
+      if (s.status === "dead" && s.id !== this.id) candidates.push(s.addr);
+    }
+    for (const [id, d] of this.departed) {
+      if (now - d.since <= this.cfg.reconnectTimeout && !this.nodes.has(id)) {
+        candidates.push(d.addr);
+      }
+    }
+    if (candidates.length) {
+      const addr = candidates[Math.floor(this.cfg.rng.next() * candidates.length)];
+      void this.pushPull(addr, false).catch(() => {});
+    }
+    this.after(this.cfg.reconnectInterval, () => this.reconnectTick());
+  }
+
   private localState(join: boolean): PushPullMsg {
     const nodes: PushNodeState[] = [];
     for (const s of this.nodes.values()) {
@@ -728,9 +798,9 @@ export class GossipState {
         }
       }
       this.stats.pushPulls++;
-      // A joiner learned this state from the cluster itself: applying it quietly avoids
-      // re-gossiping N alive messages that every member already has.
-      if (!this.stopped) this.mergeRemoteState(reply, join);
+      // Like memberlist, news learned here is re-gossiped even on join: when many members start
+      // together, the early ones only hear of later ones through these re-broadcasts.
+      if (!this.stopped) this.mergeRemoteState(reply);
     } finally {
       s.close();
     }
@@ -787,7 +857,7 @@ export class GossipState {
   }
 
   /** Merge a peer's full state (memberlist's mergeState): a remote "dead" only makes us suspect. */
-  mergeRemoteState(m: PushPullMsg, quiet = false): void {
+  mergeRemoteState(m: PushPullMsg): void {
     for (const n of m.nodes) {
       switch (n.status) {
         case "alive":
@@ -800,8 +870,6 @@ export class GossipState {
               meta: n.meta,
             },
             false,
-            undefined,
-            quiet,
           );
           break;
         case "left":

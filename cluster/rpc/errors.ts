@@ -20,7 +20,7 @@ import { Code, ConnectError, type Interceptor } from "@connectrpc/connect";
 export class RpcFailure extends Error {
   /** The status code, as Connect's snake_case name. */
   readonly rpcCode: RpcCodeName;
-  /** @param code status code name  @param message what is wrong and what to do */
+  /** Make the error with its status `code` and a `message` saying what to do. */
   constructor(code: RpcCodeName, message: string) {
     super(message);
     this.name = "RpcFailure";
@@ -134,7 +134,7 @@ export function toConnectError(e: unknown): ConnectError {
  * {@linkcode toConnectError}, so handlers can throw plain errors and clients still see precise
  * codes. With `DLLM_DEBUG` set, INTERNAL errors are logged with their stack.
  */
-export const errorInterceptor: Interceptor = (next) => async (req) => {
+export const errorInterceptor: Interceptor = (next): ReturnType<Interceptor> => async (req) => {
   const fail = (e: unknown): never => {
     const ce = toConnectError(e);
     if (ce.code === Code.Internal && Deno.env.get("DLLM_DEBUG")) {
@@ -171,13 +171,30 @@ export const errorInterceptor: Interceptor = (next) => async (req) => {
  * catch (e) { console.error(explainRpcError(e, "127.0.0.1:7950")); }
  * ```
  */
-export function explainRpcError(e: unknown, endpoint: string): string {
+export function explainRpcError(
+  e: unknown,
+  endpoint: string,
+  opts: { tls?: boolean } = {},
+): string {
   const ce = ConnectError.from(e);
   const msg = ce.rawMessage;
   const lower = msg.toLowerCase();
-  if (/certificate|tls|handshake|alert|unknownissuer|badsignature/.test(lower)) {
-    return `TLS with the agent at ${endpoint} failed (${msg}); check --tls-ca/--tls-cert/` +
-      `--tls-key: both sides need certificates from the same CA (llmctl certs init)`;
+  const tlsHint = `check --tls-ca/--tls-cert/--tls-key: both sides need certificates from the ` +
+    `same CA (llmctl certs init)`;
+  if (/certificate|tls|handshake|alert|unknownissuer|badsignature|ssl/.test(lower)) {
+    return `TLS with the agent at ${endpoint} failed (${msg}); ${tlsHint}`;
+  }
+  // With TLS 1.3 the server checks the client certificate after the client thinks the
+  // handshake is done, so a rejected certificate shows up as a closed stream, not a TLS error.
+  const closed = ce.code === Code.Canceled || /stream closed|socket hang up|epipe/.test(lower);
+  if (opts.tls && closed) {
+    return `the agent at ${endpoint} closed the connection (${msg}); it probably rejected this ` +
+      `client's certificate: ${tlsHint}`;
+  }
+  // A TLS listener hangs up on a plaintext HTTP/2 preface the same way.
+  if (!opts.tls && closed) {
+    return `the agent at ${endpoint} closed the connection (${msg}); if it runs with mutual ` +
+      `TLS, pass --tls-ca/--tls-cert/--tls-key`;
   }
   if (
     ce.code === Code.Unavailable ||

@@ -62,7 +62,7 @@ export interface RpcServer {
 
 /** The listener was refused: unsafe bind, port in use, bad TLS files. The message says why. */
 export class RpcServerError extends Error {
-  /** @param message what is wrong and what to do */
+  /** Make the error; `message` says what is wrong and what to do. */
   constructor(message: string) {
     super(message);
     this.name = "RpcServerError";
@@ -102,7 +102,7 @@ export function checkBindAddress(
  * ```ts
  * const server = await startRpcServer({
  *   port: 0,
- *   routes: (r) => r.service(NodeService, nodeServiceHandlers(deps)),
+ *   routes: (r) => r.service(NodeService, nodeService(deps)),
  * });
  * console.log(server.url);
  * await server.close();
@@ -126,6 +126,9 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const track = (s: net.Socket) => {
     sockets.add(s);
     s.once("close", () => sockets.delete(s));
+    // A client resetting its connection must not crash the agent; the HTTP layers report
+    // errors that matter through their own events.
+    s.on("error", () => {});
   };
   let listener: net.Server;
   let sessions: Set<http2.Http2Session> = new Set();

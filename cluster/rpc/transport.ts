@@ -13,7 +13,7 @@ import {
   createGrpcWebTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
-import { loadTlsFiles, type TlsFiles, type TlsMaterial } from "../tls/files.ts";
+import { type ClientTls, loadClientTls } from "../tls/files.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RPC_PORT } from "./server.ts";
 
 /** Wire protocol of a transport; the server speaks all three on one port. */
@@ -21,8 +21,8 @@ export type RpcProtocol = "grpc" | "connect" | "grpc-web";
 
 /** Options of {@linkcode createRpcTransport}. */
 export interface RpcTransportOptions {
-  /** Client certificate, key and CA (files, or already loaded PEM): turns on mutual TLS. */
-  tls?: TlsFiles | TlsMaterial;
+  /** CA to trust and client certificate + key (paths or PEM): turns on TLS. */
+  tls?: ClientTls;
   /** Protocol; default "grpc". */
   protocol?: RpcProtocol;
   /** HTTP version for "connect" and "grpc-web"; default "2" ("grpc" is always HTTP/2). */
@@ -64,8 +64,26 @@ export function endpointUrl(endpoint: string, tls: boolean): string {
   return `${scheme}://${endpoint}${hasPort ? "" : `:${DEFAULT_RPC_PORT}`}`;
 }
 
-function isMaterial(t: TlsFiles | TlsMaterial): t is TlsMaterial {
-  return t.cert.includes("-----BEGIN");
+/**
+ * Http2SessionManager that keeps one no-op "error" listener on each session it opens. Under
+ * Deno a session can emit the same error twice (e.g. the server's "certificate required"
+ * alert); connect-node removes its listener after the first, so the second would be an
+ * uncaught error that kills the process. The call itself still fails with the first one.
+ */
+class GuardedSessionManager extends Http2SessionManager {
+  #guarded = new WeakSet<object>();
+
+  override async request(
+    ...args: Parameters<Http2SessionManager["request"]>
+  ): ReturnType<Http2SessionManager["request"]> {
+    const stream = await super.request(...args);
+    const session = stream.session;
+    if (session && !this.#guarded.has(session)) {
+      this.#guarded.add(session);
+      session.on("error", () => {});
+    }
+    return stream;
+  }
 }
 
 /**
@@ -83,11 +101,11 @@ export async function createRpcTransport(
   endpoint: string,
   opts: RpcTransportOptions = {},
 ): Promise<RpcTransport> {
-  const material = opts.tls
-    ? (isMaterial(opts.tls) ? opts.tls : await loadTlsFiles(opts.tls))
-    : undefined;
+  const material = opts.tls ? await loadClientTls(opts.tls) : undefined;
   const baseUrl = endpointUrl(endpoint, material !== undefined);
-  const nodeOptions = material ? { ...material } : {};
+  const nodeOptions = material
+    ? Object.fromEntries(Object.entries(material).filter(([, v]) => v !== undefined))
+    : {};
   const protocol = opts.protocol ?? "grpc";
   const common = {
     baseUrl,
@@ -100,7 +118,7 @@ export async function createRpcTransport(
   // Our own session manager so close() can end the HTTP/2 connection (the transport would
   // otherwise keep it open until its idle timeout, keeping the process alive).
   const sessionManager = http2Wanted
-    ? new Http2SessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 }, nodeOptions)
+    ? new GuardedSessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 }, nodeOptions)
     : undefined;
   let transport: Transport;
   if (protocol === "grpc") {

@@ -28,7 +28,7 @@ export interface TlsMaterial {
 
 /** TLS files missing, unreadable or not what their flag says. */
 export class TlsConfigError extends Error {
-  /** @param message what is wrong and what to do */
+  /** Make the error; `message` says what is wrong and what to do. */
   constructor(message: string) {
     super(message);
     this.name = "TlsConfigError";
@@ -69,6 +69,43 @@ export async function loadTlsFiles(files: TlsFiles): Promise<TlsMaterial> {
     readPem(files.ca, "--tls-ca", /-----BEGIN CERTIFICATE-----/, "CA certificate"),
   ]);
   return { cert, key, ca };
+}
+
+/**
+ * What a client brings to a TLS connection: the CA to trust and, for mutual TLS, its own
+ * certificate and key. Each field is a file path or the PEM text itself.
+ */
+export interface ClientTls {
+  /** CA certificate(s) to trust: path or PEM. */
+  ca: string;
+  /** Client certificate: path or PEM; omit to connect without one (an agent will refuse). */
+  cert?: string;
+  /** Client private key: path or PEM; required with cert. */
+  key?: string;
+}
+
+/** Resolve a {@linkcode ClientTls} to PEM text, reading the fields that are paths. */
+export async function loadClientTls(
+  tls: ClientTls,
+): Promise<{ ca: string; cert?: string; key?: string }> {
+  const pem = (v: string, flag: string, marker: RegExp, what: string) =>
+    v.includes("-----BEGIN") ? Promise.resolve(v) : readPem(v, flag, marker, what);
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new TlsConfigError(
+      "a client certificate needs its key and a key its certificate; " +
+        "pass both --tls-cert and --tls-key",
+    );
+  }
+  const cert = /-----BEGIN CERTIFICATE-----/;
+  return {
+    ca: await pem(tls.ca, "--tls-ca", cert, "CA certificate"),
+    cert: tls.cert === undefined
+      ? undefined
+      : await pem(tls.cert, "--tls-cert", cert, "certificate"),
+    key: tls.key === undefined
+      ? undefined
+      : await pem(tls.key, "--tls-key", /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, "private key"),
+  };
 }
 
 /**

@@ -30,10 +30,13 @@ import { buildWasm, WASM_URL } from "./build.ts";
 import type { Kernels } from "./kernels.ts";
 import {
   A,
+  ACTIVE,
   ARENA,
   ARGS,
+  CLOSED,
   CTRL_INTS,
   DONE,
+  ERROR,
   FARGS,
   NEXT,
   OP,
@@ -59,7 +62,7 @@ export interface WasmBackendOptions {
 }
 
 const GiB = 1024 * 1024 * 1024;
-const SPIN = 20000;
+const SPIN = 4000;
 
 let nextId = 1;
 
@@ -189,19 +192,29 @@ class Pool {
   run(kernels: Kernels[]): void {
     const c = this.ctrl;
     Atomics.store(c, NEXT, 0);
-    Atomics.store(c, DONE, 0);
-    if (this.workers.length) {
-      Atomics.add(c, SEQ, 1);
-      Atomics.notify(c, SEQ);
-    }
+    const seq = Atomics.add(c, SEQ, 1) + 1;
+    Atomics.notify(c, SEQ);
     let err: unknown;
     try {
       runJob(c, this.f32, kernels, 0);
     } catch (e) {
       err = e;
     }
-    this.wait();
+    // Close the job: workers that have not joined yet will not; wait for those inside it.
+    Atomics.store(c, CLOSED, seq);
+    let spins = 0;
+    let waited = 0;
+    for (;;) {
+      const a = Atomics.load(c, ACTIVE);
+      if (a === 0) break;
+      if (++spins > SPIN && Atomics.wait(c, ACTIVE, a, 1000) === "timed-out" && ++waited > 30) {
+        throw new Error("wasm backend: a worker did not finish its job within 30 s");
+      }
+    }
     if (err) throw err;
+    if (Atomics.exchange(c, ERROR, 0)) {
+      throw new Error("wasm backend: a worker's kernel failed (its error is on stderr)");
+    }
   }
 
   /** Run the job in the control block on this thread only. */
@@ -210,6 +223,7 @@ class Pool {
     runJob(this.ctrl, this.f32, kernels, 0);
   }
 
+  /** Wait until every worker has acknowledged a control op (DONE). */
   wait(): void {
     const c = this.ctrl;
     const target = this.workers.length;
@@ -361,7 +375,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     return b;
   }
   function weight(w: Weight): WWeight {
-    if (!(w instanceof WWeight)) throw new Error(`weight ${w.name} does not belong to the wasm backend`);
+    if (!(w instanceof WWeight)) {
+      throw new Error(`weight ${w.name} does not belong to the wasm backend`);
+    }
     if (w.freed) throw new Error(`wasm backend: weight ${w.name} used after free`);
     return w;
   }
@@ -563,7 +579,14 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
         if (id < 0 || id >= w.nRows) {
           throw new Error(`embed: token id ${id} outside ${w.name}'s ${w.nRows} rows`);
         }
-        dequantizeRow(w.type, src, w.off + id * w.rowBytes, dst, o.off / 4 + t * w.rowLen, w.rowLen);
+        dequantizeRow(
+          w.type,
+          src,
+          w.off + id * w.rowBytes,
+          dst,
+          o.off / 4 + t * w.rowLen,
+          w.rowLen,
+        );
       }
       o.version++;
     },
@@ -674,7 +697,12 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       const rowLen = nHeads * headDim;
       need(Q, (rowOffset + rows) * rowLen, "attention q");
       need(O, (rowOffset + rows) * rowLen, "attention out");
-      const [base, stride] = threadScratch(states[0], (headDim + c.nCtx) * 4);
+      const f16 = c.type === "f16";
+      const nMax = pos0 + rows;
+      const [base, stride] = threadScratch(
+        states[0],
+        (headDim + nMax + (f16 ? 2 * nMax * headDim : 0)) * 4 + 64,
+      );
       const lb = c.layerBytes();
       const a = ARGS;
       ctrl[OP] = OP_ATTN;
@@ -687,15 +715,19 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       ctrl[a + A.NHEADS] = nHeads;
       ctrl[a + A.NKV] = nKVHeads;
       ctrl[a + A.HEAD_DIM] = headDim;
-      ctrl[a + A.F16] = c.type === "f16" ? 1 : 0;
+      ctrl[a + A.F16] = f16 ? 1 : 0;
+      ctrl[a + A.T] = rows;
       ctrl[a + A.SCR] = base;
       ctrl[a + A.SCR_STRIDE] = stride;
       pool.f32[FARGS] = p.scale;
-      const items = rows * nHeads;
-      ctrl[a + A.NROWS] = items;
-      const work = items * (pos0 + rows) * headDim;
+      // work items: (block of query rows) × (KV head); each item widens an f16 cache once
+      const work = rows * nHeads * (pos0 + rows) * headDim;
       const parts = Math.min(threads, Math.ceil(work / 32768));
-      ctrl[a + A.CHUNK] = Math.max(1, Math.ceil(items / (parts * 4)));
+      const rowBlock = Math.max(1, Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))));
+      const items = Math.ceil(rows / rowBlock) * nKVHeads;
+      ctrl[a + A.KIND] = rowBlock;
+      ctrl[a + A.NROWS] = items;
+      ctrl[a + A.CHUNK] = 1;
       if (parts > 1) pool.run(kernels);
       else pool.runHere(kernels);
       O.version++;

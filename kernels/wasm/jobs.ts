@@ -3,9 +3,12 @@
  *
  * One `SharedArrayBuffer` (the control block) carries the current job: the main thread writes the
  * op and its arguments, bumps `SEQ` and notifies; every thread (main included) then claims chunks
- * of the job with `Atomics.add(NEXT)` until none is left, and each worker adds 1 to `DONE` when it
- * finishes. Kernels run on the thread's own instance of the arena the job names, all instances of
- * an arena sharing its `WebAssembly.Memory`.
+ * of the job with `Atomics.add(NEXT)` until none is left. A worker joins a job by incrementing
+ * `ACTIVE` and then checking that the job is still open (`SEQ` unchanged, `CLOSED` not yet set to
+ * it); the main thread, once out of chunks, closes the job and waits only for `ACTIVE` to drop to
+ * 0 — so a worker the OS has not scheduled yet never delays it. (Control ops — new arenas, stop —
+ * instead wait for every worker's `DONE`.) Kernels run on the thread's own instance of the arena
+ * the job names, all instances of an arena sharing its `WebAssembly.Memory`.
  */
 import type { Kernels, Mm32 } from "./kernels.ts";
 
@@ -19,6 +22,12 @@ export const NEXT = 2;
 export const OP = 3;
 /** Arena index the job runs in. */
 export const ARENA = 4;
+/** Workers currently inside a job (joined after checking it is still open). */
+export const ACTIVE = 5;
+/** SEQ of the last job the main thread closed (no worker may join it any more). */
+export const CLOSED = 6;
+/** Set to 1 by a worker whose kernel threw (the main thread then fails the op). */
+export const ERROR = 7;
 /** First integer argument. */
 export const ARGS = 8;
 /** First float argument (Float32 view of the same buffer). */
@@ -160,6 +169,7 @@ export function runJob(
         ctrl[a + A.VC],
         ctrl[a + A.OUT],
         ctrl[a + A.POS0],
+        ctrl[a + A.T],
         ctrl[a + A.NHEADS],
         ctrl[a + A.NKV],
         ctrl[a + A.HEAD_DIM],
@@ -168,6 +178,7 @@ export function runJob(
         w0,
         Math.min(nrows, w0 + chunk),
         scr,
+        ctrl[a + A.KIND],
       );
     }
   }

@@ -64,6 +64,7 @@ export interface Kernels {
     vc: number,
     out: number,
     pos0: number,
+    rows: number,
     nHeads: number,
     nKV: number,
     headDim: number,
@@ -71,7 +72,8 @@ export interface Kernels {
     f16: number,
     w0: number,
     w1: number,
-    scores: number,
+    scr: number,
+    rowBlock: number,
   ): void;
 }
 

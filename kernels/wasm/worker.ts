@@ -2,13 +2,13 @@
 /**
  * A worker of the WASM backend's pool. It instantiates the kernels over every arena's shared
  * memory, then loops: wait for the control block's `SEQ` to move (spin briefly, then
- * `Atomics.wait`), run its share of the job (jobs.ts), count itself in `DONE`.
+ * `Atomics.wait`), join the job if it is still open and run its share (see jobs.ts).
  *
  * Messages: `{type: "init", bytes, ctrl, thread, memories}` once, then `{type: "arena", memory}`
  * for each arena added later (the main thread sends `OP_RELOAD` so the loop yields to take it).
  */
 import { instantiate, type Kernels } from "./kernels.ts";
-import { ARGS, DONE, OP, OP_RELOAD, OP_STOP, runJob, SEQ } from "./jobs.ts";
+import { ACTIVE, ARGS, CLOSED, DONE, ERROR, OP, OP_RELOAD, OP_STOP, runJob, SEQ } from "./jobs.ts";
 
 let module: WebAssembly.Module | undefined;
 let ctrl: Int32Array;
@@ -16,7 +16,7 @@ let f32: Float32Array;
 let thread = 0;
 const arenas: Kernels[] = [];
 let seen = 0;
-const SPIN = 20000;
+const SPIN = 4000;
 
 function finish(): void {
   Atomics.add(ctrl, DONE, 1);
@@ -29,8 +29,13 @@ function loop(): void {
     while (Atomics.load(ctrl, SEQ) === seen) {
       if (++spins > SPIN) Atomics.wait(ctrl, SEQ, seen);
     }
-    seen = Atomics.load(ctrl, SEQ);
-    const op = ctrl[OP];
+    let s = Atomics.load(ctrl, SEQ);
+    let op = Atomics.load(ctrl, OP);
+    while (Atomics.load(ctrl, SEQ) !== s) {
+      s = Atomics.load(ctrl, SEQ);
+      op = Atomics.load(ctrl, OP);
+    }
+    seen = s;
     if (op === OP_STOP) {
       finish();
       self.close();
@@ -44,12 +49,17 @@ function loop(): void {
       }
       return; // onmessage resumes the loop
     }
-    try {
-      runJob(ctrl, f32, arenas, thread);
-    } catch (e) {
-      console.error(`wasm worker ${thread}:`, e);
+    Atomics.add(ctrl, ACTIVE, 1);
+    if (Atomics.load(ctrl, SEQ) === s && Atomics.load(ctrl, CLOSED) !== s) {
+      try {
+        runJob(ctrl, f32, arenas, thread);
+      } catch (e) {
+        console.error(`wasm worker ${thread}:`, e);
+        Atomics.store(ctrl, ERROR, 1);
+      }
     }
-    finish();
+    Atomics.sub(ctrl, ACTIVE, 1);
+    Atomics.notify(ctrl, ACTIVE);
   }
 }
 

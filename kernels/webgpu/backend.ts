@@ -44,12 +44,20 @@ export interface WebGPUBackendOptions {
   /** Passed to `requestAdapter` (default "high-performance"). */
   readonly powerPreference?: GPUPowerPreference;
   /**
-   * Largest storage binding in bytes (default and maximum: the device's
-   * `maxStorageBufferBindingSize`). Tests set a tiny value to exercise weight splitting.
+   * Largest weight binding in bytes (default and maximum: the device's
+   * `maxStorageBufferBindingSize`); bigger tensors are split by rows into several buffers.
+   * Tests set a tiny value to exercise the splitting.
    */
   readonly maxBindingBytes?: number;
   /** Use WGSL's `dot4I8Packed` when the adapter offers it (default true). */
   readonly packedDot?: boolean;
+  /**
+   * How matmul shares a weight row among invocations. "shared": up to 64 lanes per row, summed
+   * through workgroup memory (what GPUs want); "single": one invocation per row, no barriers
+   * (much faster on software adapters, where every barrier is a coroutine switch). Default
+   * "auto": "single" on a fallback adapter, "shared" otherwise (one lane for very short rows).
+   */
+  readonly matmulLanes?: "auto" | "single" | "shared";
 }
 
 /** What the backend found and uses; `backend.info` after creation. */
@@ -58,8 +66,11 @@ export interface WebGPUInfo {
   readonly isFallback: boolean;
   /** Optional capabilities in use, e.g. "packed_4x8_integer_dot_product". */
   readonly using: readonly string[];
+  /** Matmul lane policy in effect ("single" or "shared", see the option). */
+  readonly matmulLanes: "auto" | "single" | "shared";
   /** Adapter features (for logs). */
   readonly features: readonly string[];
+  /** Largest weight part in bytes. */
   readonly maxBindingBytes: number;
 }
 
@@ -192,7 +203,9 @@ export class WebGPUBackend implements Backend {
 
   readonly #dev: GPUDevice;
   readonly #packed: boolean;
+  readonly #lanes: "auto" | "single" | "shared";
   readonly #maxBind: number;
+  readonly #maxWeightBind: number;
   readonly #uniformAlign: number;
   readonly #pipes = new Map<string, Pipe>();
   readonly #groups = new Map<string, GPUBindGroup>();
@@ -216,7 +229,9 @@ export class WebGPUBackend implements Backend {
     this.info = info;
     this.device = info.description + (info.isFallback ? " (software fallback adapter)" : "");
     this.#packed = packed;
-    this.#maxBind = info.maxBindingBytes;
+    this.#lanes = info.matmulLanes;
+    this.#maxBind = dev.limits.maxStorageBufferBindingSize;
+    this.#maxWeightBind = info.maxBindingBytes;
     this.#uniformAlign = Math.max(PARAM_BYTES, dev.limits.minUniformBufferOffsetAlignment);
     dev.lost.then((lost) => {
       if (this.#disposed) return;
@@ -469,10 +484,11 @@ export class WebGPUBackend implements Backend {
           `${info.name} needs ${rb * rows}`,
       );
     }
-    const rowsPerPart = Math.floor((this.#maxBind - 4) / rb);
+    const rowsPerPart = Math.floor((this.#maxWeightBind - 4) / rb);
     if (rowsPerPart < 1) {
       throw new WebGPUOutOfMemoryError(
-        `${spec.name}: one row is ${rb} bytes, more than the ${this.#maxBind}-byte binding limit`,
+        `${spec.name}: one row is ${rb} bytes, more than the ${this.#maxWeightBind}-byte ` +
+          "binding limit",
       );
     }
     const parts: Part[] = [];
@@ -741,19 +757,25 @@ export class WebGPUBackend implements Backend {
     const tname = typeName(W.type);
     const bs = typeInfo(W.type)!.blockSize;
     const nb = k / bs;
-    const perLane = bs === 1 ? 8 : bs === 32 ? 2 : 1;
-    const tpr = Math.min(64, pow2floor(nb / perLane));
-    const tt = rows === 1 ? 1 : rows <= 4 ? 4 : 8;
+    const perLane = bs === 1 ? 16 : bs === 32 ? 2 : 1;
+    const auto = Math.min(64, pow2floor(nb / perLane));
+    const tpr = this.#lanes === "single" ? 1 : this.#lanes === "shared" ? Math.max(2, auto) : auto;
+    const tt = rows === 1 ? 1 : 8;
+    const single = tpr === 1 ? ["SINGLE_LANE"] : [];
     const p = this.#pipe(
-      `matmul:${tname}:${tpr}:${tt}`,
+      `matmul:${tname}:${tt}:${tpr === 1 ? "single" : "shared"}`,
       () =>
-        compose("matmul", { decode: tname, defines: this.#defines(), subst: { TPR: tpr, TT: tt } }),
+        compose("matmul", {
+          decode: tname,
+          defines: [...this.#defines(), ...single],
+          subst: { TT: tt },
+        }),
       [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"]],
     );
     const rowsPerWg = WG / tpr;
     for (const part of W.parts) {
       const prm = this.#params();
-      prm.u.set([part.rows, k, rows, W.rowBytes, W.rows, part.row0, dOff, sOff]);
+      prm.u.set([part.rows, k, rows, W.rowBytes, W.rows, part.row0, dOff, sOff, tpr]);
       const [gx, gy] = grid(Math.ceil(part.rows / rowsPerWg));
       this.#dispatch(p, prm.slot, [part.res, a, o.res], gx, gy, Math.ceil(rows / tt));
     }
@@ -982,6 +1004,9 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       description: probe.description,
       isFallback: probe.isFallback,
       using: packed ? ["packed_4x8_integer_dot_product"] : [],
+      matmulLanes: opts.matmulLanes === undefined || opts.matmulLanes === "auto"
+        ? (probe.isFallback ? "single" : "auto")
+        : opts.matmulLanes,
       features: probe.features,
       maxBindingBytes,
     },

@@ -1,3 +1,6 @@
+// deno-fmt-ignore-file
+// deno-lint-ignore-file
+// @ts-nocheck: AssemblyScript, not TypeScript (v128, i32, @inline …); compiled by ../build.ts
 // AssemblyScript SIMD kernels of the WASM backend. Compiled by ../build.ts into build/kernels.wasm.
 //
 // Memory is imported (shared) and managed by the host (../arena.ts): every function takes byte
@@ -20,14 +23,14 @@ export function heapBase(): usize {
   return __heap_base;
 }
 
-function f16ToF32(h: u32): f32 {
+@inline function f16ToF32(h: u32): f32 {
   const sign = (h & 0x8000) << 16;
   const f = reinterpret<f32>((h & 0x7fff) << 13) * 5.192296858534828e33; // 2^112
   return reinterpret<f32>(reinterpret<u32>(f) | sign);
 }
 
 /** ggml_compute_fp32_to_fp16 (round to nearest even). */
-function f32ToF16(f: f32): u32 {
+@inline function f32ToF16(f: f32): u32 {
   let base: f32 = (abs<f32>(f) * 5.192296858534828e33) * 7.703719777548943e-34; // 2^112, 2^-110
   const w = reinterpret<u32>(f);
   const shl1w = w + w;
@@ -42,30 +45,30 @@ function f32ToF16(f: f32): u32 {
   return (sign >> 16) | (shl1w > 0xff000000 ? 0x7e00 : nonsign);
 }
 
-function bf16Round(f: f32): f32 {
+@inline function bf16Round(f: f32): f32 {
   const u = reinterpret<u32>(f);
   if ((u & 0x7fffffff) > 0x7f800000) return reinterpret<f32>((u | 0x00400000) & 0xffff0000);
   return reinterpret<f32>(((u + (0x7fff + ((u >> 16) & 1))) >> 16) << 16);
 }
 
 /** C roundf: half away from zero. */
-function roundf(v: f32): f32 {
+@inline function roundf(v: f32): f32 {
   const t = trunc<f32>(v);
   return abs<f32>(v - t) >= 0.5 ? t + copysign<f32>(1, v) : t;
 }
 
-function f16At(p: usize): f32 {
+@inline function f16At(p: usize): f32 {
   return f16ToF32(<u32> load<u16>(p));
 }
 
 // 4 i32x4 partial sums (one per weight row) -> [Σa, Σb, Σc, Σd]
-function transposeSum(a: v128, b: v128, c: v128, d: v128): v128 {
+@inline function transposeSum(a: v128, b: v128, c: v128, d: v128): v128 {
   const ab = i32x4.add(v128.shuffle<i32>(a, b, 0, 4, 1, 5), v128.shuffle<i32>(a, b, 2, 6, 3, 7));
   const cd = i32x4.add(v128.shuffle<i32>(c, d, 0, 4, 1, 5), v128.shuffle<i32>(c, d, 2, 6, 3, 7));
   return i32x4.add(v128.shuffle<i32>(ab, cd, 0, 1, 4, 5), v128.shuffle<i32>(ab, cd, 2, 3, 6, 7));
 }
 
-function hsumI32(v: v128): i32 {
+@inline function hsumI32(v: v128): i32 {
   return i32x4.extract_lane(v, 0) + i32x4.extract_lane(v, 1) + i32x4.extract_lane(v, 2) +
     i32x4.extract_lane(v, 3);
 }
@@ -167,7 +170,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // ----------------------------------------------------------------------------- 32-block matmuls
 
 // Integer partial sums (i32x4, horizontal sum = Σ w·a of the block, before offsets).
-function blockQ8_0(w: usize, a: usize): v128 {
+@inline function blockQ8_0(w: usize, a: usize): v128 {
   const w0 = v128.load(w + 2);
   const w1 = v128.load(w + 18);
   const a0 = v128.load(a);
@@ -178,7 +181,7 @@ function blockQ8_0(w: usize, a: usize): v128 {
 }
 
 // nibbles (0..15, or 0..31 with the 5th bit) are the 7-bit operand of the relaxed dot product.
-function nibbleDot(qs: v128, hi0: v128, hi1: v128, a: usize): v128 {
+@inline function nibbleDot(qs: v128, hi0: v128, hi1: v128, a: usize): v128 {
   const m = i8x16.splat(0x0f);
   const lo = v128.or(v128.and(qs, m), hi0);
   const hi = v128.or(i8x16.shr_u(qs, 4), hi1);
@@ -191,7 +194,7 @@ function nibbleDot(qs: v128, hi0: v128, hi1: v128, a: usize): v128 {
 }
 
 // 32 high bits -> two byte masks with 0x10 where the bit is set (elements 0..15, 16..31)
-function highBits(qh: u32, which: i32): v128 {
+@inline function highBits(qh: u32, which: i32): v128 {
   const v = i32x4.splat(<i32> qh);
   const idx = which == 0
     ? i8x16(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
@@ -201,7 +204,7 @@ function highBits(qh: u32, which: i32): v128 {
   return v128.and(i8x16.eq(b, bits), i8x16.splat(0x10));
 }
 
-function blockPartial(kind: i32, w: usize, a: usize): v128 {
+@inline function blockPartial(kind: i32, w: usize, a: usize): v128 {
   if (kind == 8) return blockQ8_0(w, a);
   const z = i32x4.splat(0);
   if (kind == 2) return nibbleDot(v128.load(w + 2), z, z, a); // Q4_0
@@ -215,19 +218,20 @@ function blockPartial(kind: i32, w: usize, a: usize): v128 {
   return nibbleDot(v128.load(w + 8), highBits(qh, 0), highBits(qh, 1), a);
 }
 
-function blockBytes(kind: i32): i32 {
+@inline function blockBytes(kind: i32): i32 {
   return kind == 8 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
 }
 
-function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
+@inline function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
   let v = f32x4.splat(f16At(w0 + off));
   v = f32x4.replace_lane(v, 1, f16At(w1 + off));
   v = f32x4.replace_lane(v, 2, f16At(w2 + off));
   return f32x4.replace_lane(v, 3, f16At(w3 + off));
 }
 
-// out[t*outStride + r] for rows r0..r1 (4 rows per step, lanes = rows) and activation rows 0..T.
-function matmul32(
+// out[t*outStride + r] for rows r0..r1 (4 rows per step, lanes = rows) and activation rows 0..T,
+// one activation row at a time (used for the last, partial group of rows).
+@inline function matmul32Rows(
   kind: i32,
   w: usize,
   rowBytes: i32,
@@ -292,6 +296,117 @@ function matmul32(
       }
     }
   }
+}
+
+
+// Q8_0 block partial with i16 loads: Σ w·a over 32 elements as i32x4.
+@inline function dotQ8(w: usize, a: usize): v128 {
+  const p0 = i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load8x8_s(a));
+  const p1 = i32x4.dot_i16x8_s(v128.load8x8_s(w + 8), v128.load8x8_s(a + 8));
+  const p2 = i32x4.dot_i16x8_s(v128.load8x8_s(w + 16), v128.load8x8_s(a + 16));
+  const p3 = i32x4.dot_i16x8_s(v128.load8x8_s(w + 24), v128.load8x8_s(a + 24));
+  return i32x4.add(i32x4.add(p0, p1), i32x4.add(p2, p3));
+}
+
+@inline function dotNib(lo: v128, hi: v128, a: usize): v128 {
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(
+    v128.load(a + 16),
+    hi,
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(a), lo, i32x4.splat(0)),
+  );
+}
+
+// Nibble (+ 5th bit) planes of a 4/5-bit block: lo = elements 0..15, hi = 16..31.
+@inline function nibLo(kind: i32, w: usize): v128 {
+  const m = i8x16.splat(0x0f);
+  if (kind == 2) return v128.and(v128.load(w + 2), m);
+  if (kind == 3) return v128.and(v128.load(w + 4), m);
+  if (kind == 6) return v128.or(v128.and(v128.load(w + 6), m), highBits(load<u32>(w + 2), 0));
+  return v128.or(v128.and(v128.load(w + 8), m), highBits(load<u32>(w + 4), 0));
+}
+@inline function nibHi(kind: i32, w: usize): v128 {
+  if (kind == 2) return i8x16.shr_u(v128.load(w + 2), 4);
+  if (kind == 3) return i8x16.shr_u(v128.load(w + 4), 4);
+  if (kind == 6) return v128.or(i8x16.shr_u(v128.load(w + 6), 4), highBits(load<u32>(w + 2), 1));
+  return v128.or(i8x16.shr_u(v128.load(w + 8), 4), highBits(load<u32>(w + 4), 1));
+}
+
+// Full groups of 4 weight rows: blocks outer, activation rows inner, so each weight block is
+// decoded once and its scales converted once for all T rows; per-(t, row) sums accumulate in
+// `out` block by block, in ggml's order.
+@inline function matmul32(
+  kind: i32,
+  w: usize,
+  rowBytes: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  outStride: i32,
+  r0: i32,
+  r1: i32,
+): void {
+  const bb = blockBytes(kind);
+  let r = r0;
+  for (; r + 4 <= r1; r += 4) {
+    const wr0 = w + <usize>r * rowBytes;
+    const wr1 = wr0 + <usize>rowBytes;
+    const wr2 = wr1 + <usize>rowBytes;
+    const wr3 = wr2 + <usize>rowBytes;
+    for (let t = 0; t < T; t++) v128.store(out + (<usize>(t * outStride + r) << 2), f32x4.splat(0));
+    for (let b = 0; b < nb; b++) {
+      const o = <usize>(b * bb);
+      const xd = rowScales(wr0, wr1, wr2, wr3, o);
+      if (kind == 8) {
+        for (let t = 0; t < T; t++) {
+          const a = aq + (<usize>(t * nb + b) << 5);
+          const sumi = transposeSum(
+            dotQ8(wr0 + o + 2, a),
+            dotQ8(wr1 + o + 2, a),
+            dotQ8(wr2 + o + 2, a),
+            dotQ8(wr3 + o + 2, a),
+          );
+          const yd = f32x4.splat(load<f32>(ad + (<usize>(t * nb + b) << 2)));
+          const ob = out + (<usize>(t * outStride + r) << 2);
+          const c = f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd));
+          v128.store(ob, f32x4.add(v128.load(ob), c));
+        }
+      } else {
+        const l0 = nibLo(kind, wr0 + o);
+        const h0 = nibHi(kind, wr0 + o);
+        const l1 = nibLo(kind, wr1 + o);
+        const h1 = nibHi(kind, wr1 + o);
+        const l2 = nibLo(kind, wr2 + o);
+        const h2 = nibHi(kind, wr2 + o);
+        const l3 = nibLo(kind, wr3 + o);
+        const h3 = nibHi(kind, wr3 + o);
+        let xm = f32x4.splat(0);
+        if (kind == 3 || kind == 7) xm = rowScales(wr0, wr1, wr2, wr3, o + 2);
+        for (let t = 0; t < T; t++) {
+          const ab = <usize>(t * nb + b);
+          const a = aq + (ab << 5);
+          const sumi = transposeSum(dotNib(l0, h0, a), dotNib(l1, h1, a), dotNib(l2, h2, a), dotNib(l3, h3, a));
+          const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
+          const ob = out + (<usize>(t * outStride + r) << 2);
+          let c: v128;
+          if (kind == 2) {
+            const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 3));
+            c = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), yd);
+          } else if (kind == 6) {
+            const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 4));
+            c = f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(s));
+          } else {
+            const ys = f32x4.splat(load<f32>(as + (ab << 2)));
+            c = f32x4.add(f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(sumi)), f32x4.mul(xm, ys));
+          }
+          v128.store(ob, f32x4.add(v128.load(ob), c));
+        }
+      }
+    }
+  }
+  if (r < r1) matmul32Rows(kind, w, rowBytes, nb, aq, ad, as, T, out, outStride, r, r1);
 }
 
 export function mmQ8_0(
@@ -378,7 +493,7 @@ export function mmQ5_1(
 //   wd[nb] f32 (fp16 d), wm[nb] f32 (fp16 dmin).
 // then dotted with each activation row; aux32 keeps ggml's 8 lanes (element index mod 8).
 
-function kScaleMin(sc: usize, j: i32, isMin: bool): i32 {
+@inline function kScaleMin(sc: usize, j: i32, isMin: bool): i32 {
   // get_scale_min_k4
   if (j < 4) {
     return isMin ? <i32> load<u8>(sc + j + 4) & 63 : <i32> load<u8>(sc + j) & 63;
@@ -532,7 +647,7 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 }
 
 // One decoded row (see decodeRowK) · one Q8_K activation row, replaying ggml's float steps.
-function dotRowK(kind: i32, nb: i32, scr: usize, aq: usize, ad: usize, abs_: usize): f32 {
+@inline function dotRowK(kind: i32, nb: i32, scr: usize, aq: usize, ad: usize, abs_: usize): f32 {
   const n = nb << 8;
   const A = scr;
   const SC = scr + <usize> n;
@@ -631,7 +746,7 @@ export function mmK(
 
 // ----------------------------------------------------------------------------- float matmuls
 
-function f16x4(p: usize): v128 {
+@inline function f16x4(p: usize): v128 {
   const h = i32x4.extend_low_i16x8_u(v128.load64_zero(p));
   const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
   const mag = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
@@ -639,17 +754,17 @@ function f16x4(p: usize): v128 {
   return v128.or(f, sign);
 }
 
-function bf16x4(p: usize): v128 {
+@inline function bf16x4(p: usize): v128 {
   return i32x4.shl(i32x4.extend_low_i16x8_u(v128.load64_zero(p)), 16);
 }
 
-function wElem(kind: i32, p: usize, i: i32): f32 {
+@inline function wElem(kind: i32, p: usize, i: i32): f32 {
   if (kind == 0) return load<f32>(p + (<usize> i << 2));
   if (kind == 1) return f16ToF32(<u32> load<u16>(p + (<usize> i << 1)));
   return reinterpret<f32>((<u32> load<u16>(p + (<usize> i << 1))) << 16);
 }
 
-function wVec(kind: i32, p: usize, i: i32): v128 {
+@inline function wVec(kind: i32, p: usize, i: i32): v128 {
   if (kind == 0) return v128.load(p + (<usize> i << 2));
   if (kind == 1) return f16x4(p + (<usize> i << 1));
   return bf16x4(p + (<usize> i << 1));
@@ -811,11 +926,11 @@ export function toF16(src: usize, dst: usize, n: i32): void {
 
 // ----------------------------------------------------------------------------- attention
 
-function kvAt(f16: bool, base: usize, i: i32): f32 {
+@inline function kvAt(f16: bool, base: usize, i: i32): f32 {
   return f16 ? f16At(base + (<usize> i << 1)) : load<f32>(base + (<usize> i << 2));
 }
 
-function dotQK(f16: bool, q: usize, k: usize, n: i32): f32 {
+@inline function dotQK(f16: bool, q: usize, k: usize, n: i32): f32 {
   let acc = f32x4.splat(0);
   const n4 = n & ~3;
   let i = 0;
@@ -838,9 +953,12 @@ function dotQK(f16: bool, q: usize, k: usize, n: i32): f32 {
 }
 
 /**
- * Causal attention for work items w0..w1 (item = t * nHeads + h): q row t head h at position
- * pos0 + t over cache entries 0..pos0+t. kc/vc: this layer's K and V ([nCtx × kvDim], f32 or f16).
- * scores: per-thread scratch of headDim + nCtx floats.
+ * Causal attention. Work item i covers KV head i % nKV and query rows [rb·RB, rb·RB + RB) with
+ * rb = i / nKV, for every query head of that KV head's group: row t (at position pos0 + t)
+ * attends over cache entries 0..pos0+t. kc/vc: this layer's K and V ([nCtx × kvDim], f32 or
+ * f16). An f16 cache is widened once per item into scratch, and q and the probabilities are
+ * rounded to f16 first, as ggml does (its vec_dot type for f16 is f16).
+ * scr: per-thread scratch of (headDim + nCtx + 2·nCtx·headDim) floats.
  */
 export function attention(
   q: usize,
@@ -848,6 +966,7 @@ export function attention(
   vc: usize,
   out: usize,
   pos0: i32,
+  rows: i32,
   nHeads: i32,
   nKV: i32,
   headDim: i32,
@@ -855,65 +974,156 @@ export function attention(
   f16: bool,
   w0: i32,
   w1: i32,
-  scores: usize,
+  scr: usize,
+  RB: i32,
 ): void {
   const kvDim = nKV * headDim;
   const group = nHeads / nKV;
-  const esz: usize = f16 ? 2 : 4;
-  const qscr = scores;
-  scores += <usize> headDim << 2;
+  const qscr = scr;
+  const scores = qscr + (<usize>headDim << 2);
+  const nCtxMax = pos0 + rows;
+  const kwide = scores + (<usize>nCtxMax << 2);
+  const vwide = kwide + (<usize>(nCtxMax * headDim) << 2);
+  const fast = (headDim & 31) == 0;
   for (let item = w0; item < w1; item++) {
-    const t = item / nHeads;
-    const h = item - t * nHeads;
-    const kvh = h / group;
-    let qh = q + (<usize> ((t * nHeads + h) * headDim) << 2);
+    const kvh = item % nKV;
+    const t0 = (item / nKV) * RB;
+    const t1 = min<i32>(rows, t0 + RB);
+    const nmax = pos0 + t1;
+    let kp: usize;
+    let vp: usize;
+    let kstride: usize;
     if (f16) {
-      // ggml converts q to the f16 cache's vec_dot type first
-      for (let i = 0; i < headDim; i++) {
-        const p = <usize> i << 2;
-        store<f32>(qscr + p, f16ToF32(f32ToF16(load<f32>(qh + p))));
-      }
-      qh = qscr;
-    }
-    const oh = out + (<usize> ((t * nHeads + h) * headDim) << 2);
-    const nkv = pos0 + t + 1;
-    let mx: f32 = -Infinity;
-    for (let j = 0; j < nkv; j++) {
-      const kj = kc + (<usize> (j * kvDim + kvh * headDim)) * esz;
-      const s = dotQK(f16, qh, kj, headDim) * scale;
-      store<f32>(scores + (<usize> j << 2), s);
-      if (s > mx) mx = s;
-    }
-    let sum: f64 = 0;
-    for (let j = 0; j < nkv; j++) {
-      const p = <usize> j << 2;
-      const e = <f32> Math.exp(<f64> (load<f32>(scores + p) - mx));
-      store<f32>(scores + p, e);
-      sum += <f64> e;
-    }
-    const inv = <f32> (1.0 / sum);
-    const d4 = headDim & ~3;
-    for (let i = 0; i < headDim; i++) store<f32>(oh + (<usize> i << 2), 0);
-    for (let j = 0; j < nkv; j++) {
-      let pj = load<f32>(scores + (<usize> j << 2)) * inv;
-      if (f16) pj = f16ToF32(f32ToF16(pj));
-      const vj = vc + (<usize> (j * kvDim + kvh * headDim)) * esz;
-      const pv = f32x4.splat(pj);
-      let i = 0;
-      if (f16) {
-        for (; i < d4; i += 4) {
-          const o = oh + (<usize> i << 2);
-          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, f16x4(vj + (<usize> i << 1)))));
+      for (let j = 0; j < nmax; j++) {
+        const ks = kc + (<usize>(j * kvDim + kvh * headDim) << 1);
+        const vs = vc + (<usize>(j * kvDim + kvh * headDim) << 1);
+        const kd = kwide + (<usize>(j * headDim) << 2);
+        const vd = vwide + (<usize>(j * headDim) << 2);
+        let i = 0;
+        for (; i + 4 <= headDim; i += 4) {
+          v128.store(kd + (<usize>i << 2), f16x4(ks + (<usize>i << 1)));
+          v128.store(vd + (<usize>i << 2), f16x4(vs + (<usize>i << 1)));
         }
-      } else {
-        for (; i < d4; i += 4) {
-          const o = oh + (<usize> i << 2);
-          v128.store(o, f32x4.add(v128.load(o), f32x4.mul(pv, v128.load(vj + (<usize> i << 2)))));
+        for (; i < headDim; i++) {
+          store<f32>(kd + (<usize>i << 2), f16At(ks + (<usize>i << 1)));
+          store<f32>(vd + (<usize>i << 2), f16At(vs + (<usize>i << 1)));
         }
       }
-      for (; i < headDim; i++) {
-        const o = oh + (<usize> i << 2);
-        store<f32>(o, load<f32>(o) + pj * kvAt(f16, vj, i));
+      kp = kwide;
+      vp = vwide;
+      kstride = <usize>headDim << 2;
+    } else {
+      kp = kc + (<usize>(kvh * headDim) << 2);
+      vp = vc + (<usize>(kvh * headDim) << 2);
+      kstride = <usize>kvDim << 2;
+    }
+    for (let t = t0; t < t1; t++) {
+      const nkv = pos0 + t + 1;
+      for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+        let qh = q + (<usize>((t * nHeads + h) * headDim) << 2);
+        const oh = out + (<usize>((t * nHeads + h) * headDim) << 2);
+        if (f16) {
+          for (let i = 0; i < headDim; i++) {
+            const p = <usize>i << 2;
+            store<f32>(qscr + p, f16ToF32(f32ToF16(load<f32>(qh + p))));
+          }
+          qh = qscr;
+        }
+        let mx: f32 = -Infinity;
+        let j = 0;
+        if (fast) {
+          for (; j + 4 <= nkv; j += 4) {
+            const k0 = kp + <usize>j * kstride;
+            const k1 = k0 + kstride;
+            const k2 = k1 + kstride;
+            const k3 = k2 + kstride;
+            let a0 = f32x4.splat(0);
+            let a1 = f32x4.splat(0);
+            let a2 = f32x4.splat(0);
+            let a3 = f32x4.splat(0);
+            for (let i = 0; i < headDim; i += 4) {
+              const o = <usize>i << 2;
+              const qv = v128.load(qh + o);
+              a0 = f32x4.add(a0, f32x4.mul(qv, v128.load(k0 + o)));
+              a1 = f32x4.add(a1, f32x4.mul(qv, v128.load(k1 + o)));
+              a2 = f32x4.add(a2, f32x4.mul(qv, v128.load(k2 + o)));
+              a3 = f32x4.add(a3, f32x4.mul(qv, v128.load(k3 + o)));
+            }
+            const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 1, 5), v128.shuffle<f32>(a0, a1, 2, 6, 3, 7));
+            const cd = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 1, 5), v128.shuffle<f32>(a2, a3, 2, 6, 3, 7));
+            const sv = f32x4.mul(
+              f32x4.add(v128.shuffle<f32>(ab, cd, 0, 1, 4, 5), v128.shuffle<f32>(ab, cd, 2, 3, 6, 7)),
+              f32x4.splat(scale),
+            );
+            v128.store(scores + (<usize>j << 2), sv);
+            mx = max<f32>(mx, max<f32>(
+              max<f32>(f32x4.extract_lane(sv, 0), f32x4.extract_lane(sv, 1)),
+              max<f32>(f32x4.extract_lane(sv, 2), f32x4.extract_lane(sv, 3)),
+            ));
+          }
+        }
+        for (; j < nkv; j++) {
+          const s = dotQK(false, qh, kp + <usize>j * kstride, headDim) * scale;
+          store<f32>(scores + (<usize>j << 2), s);
+          if (s > mx) mx = s;
+        }
+        let sum: f64 = 0;
+        for (let jj = 0; jj < nkv; jj++) {
+          const p = <usize>jj << 2;
+          const e = <f32>Math.exp(<f64>(load<f32>(scores + p) - mx));
+          store<f32>(scores + p, e);
+          sum += <f64>e;
+        }
+        const inv = <f32>(1.0 / sum);
+        for (let jj = 0; jj < nkv; jj++) {
+          const p = <usize>jj << 2;
+          let pj = load<f32>(scores + p) * inv;
+          if (f16) pj = f16ToF32(f32ToF16(pj));
+          store<f32>(scores + p, pj);
+        }
+        if (fast) {
+          for (let d0 = 0; d0 < headDim; d0 += 32) {
+            let o0 = f32x4.splat(0);
+            let o1 = f32x4.splat(0);
+            let o2 = f32x4.splat(0);
+            let o3 = f32x4.splat(0);
+            let o4 = f32x4.splat(0);
+            let o5 = f32x4.splat(0);
+            let o6 = f32x4.splat(0);
+            let o7 = f32x4.splat(0);
+            for (let jj = 0; jj < nkv; jj++) {
+              const pv = f32x4.splat(load<f32>(scores + (<usize>jj << 2)));
+              const vr = vp + <usize>jj * kstride + (<usize>d0 << 2);
+              o0 = f32x4.add(o0, f32x4.mul(pv, v128.load(vr)));
+              o1 = f32x4.add(o1, f32x4.mul(pv, v128.load(vr + 16)));
+              o2 = f32x4.add(o2, f32x4.mul(pv, v128.load(vr + 32)));
+              o3 = f32x4.add(o3, f32x4.mul(pv, v128.load(vr + 48)));
+              o4 = f32x4.add(o4, f32x4.mul(pv, v128.load(vr + 64)));
+              o5 = f32x4.add(o5, f32x4.mul(pv, v128.load(vr + 80)));
+              o6 = f32x4.add(o6, f32x4.mul(pv, v128.load(vr + 96)));
+              o7 = f32x4.add(o7, f32x4.mul(pv, v128.load(vr + 112)));
+            }
+            const ob = oh + (<usize>d0 << 2);
+            v128.store(ob, o0);
+            v128.store(ob + 16, o1);
+            v128.store(ob + 32, o2);
+            v128.store(ob + 48, o3);
+            v128.store(ob + 64, o4);
+            v128.store(ob + 80, o5);
+            v128.store(ob + 96, o6);
+            v128.store(ob + 112, o7);
+          }
+        } else {
+          for (let i = 0; i < headDim; i++) store<f32>(oh + (<usize>i << 2), 0);
+          for (let jj = 0; jj < nkv; jj++) {
+            const pj = load<f32>(scores + (<usize>jj << 2));
+            const vr = vp + <usize>jj * kstride;
+            for (let i = 0; i < headDim; i++) {
+              const o = oh + (<usize>i << 2);
+              store<f32>(o, load<f32>(o) + pj * load<f32>(vr + (<usize>i << 2)));
+            }
+          }
+        }
       }
     }
   }

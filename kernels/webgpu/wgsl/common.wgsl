@@ -93,11 +93,11 @@ fn sum4i8(b: u32) -> i32 {
 // build uses in softmax and SiLU. Replaying it keeps those ops within an ulp of the goldens
 // on every adapter, where WGSL's exp() only promises 3 + 2·|x| ulp.
 fn expf_ggml(x: f32) -> f32 {
-  let r = 12582912.0;
-  let z = x * 1.4426950216293335 + r;
-  let n = z - r;
+  // ggml rounds x·log2(e) to an integer by adding and subtracting 1.5·2^23; shader compilers
+  // may fold that pair away, so round() (also ties-to-even) stands in for it.
+  let n = round(x * 1.4426950216293335);
   let b = (x - n * 0.693145751953125) - n * 1.428606765330187e-6;
-  let e = bitcast<u32>(z) << 23u;
+  let e = bitcast<u32>(i32(n)) << 23u;
   let k = bitcast<f32>(e + 0x3f800000u);
   let u = b * b;
   let j = ((0.008247390389442444 * b + 0.04189976677298546) * u +

@@ -1,7 +1,7 @@
 // out[t, row] = Σ_c W[row, c] · x[t, c] for one weight type (section of quant.wgsl composed in).
 //
-// A workgroup of 64 invocations handles 64 / TPR weight rows and TT activation rows: TPR lanes
-// share one weight row and stride over its blocks, each lane keeping TT partial sums that are
+// A workgroup of 64 invocations handles 64 / tpr weight rows and TT activation rows: tpr lanes
+// (a power of two, chosen per call from the row length) share one weight row and stride over its blocks, each lane keeping TT partial sums that are
 // then reduced through workgroup memory. Activations arrive already converted to the weight's
 // vec_dot type by quantize.wgsl (or as plain f32 for F32 weights), in this layout of `A`:
 //   float kinds: f32 bits at t·k + c
@@ -17,6 +17,7 @@ struct Params {
   out_off: u32, // first row of this part
   a_d_off: u32,
   a_s_off: u32,
+  tpr: u32, // lanes per weight row: 1, 2, 4, …, 64
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -25,7 +26,6 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
 
 const WG: u32 = 64u;
-const TPR: u32 = {{TPR}}u;
 const TT: u32 = {{TT}}u;
 
 fn a_f(t: u32, c: u32) -> f32 {
@@ -46,7 +46,10 @@ fn a_bsum(t: u32, g: u32) -> i32 {
 
 {{DECODE}}
 
+//#if SINGLE_LANE
+//#else
 var<workgroup> red: array<f32, 512>; // WG · TT (TT ≤ 8)
+//#endif
 
 @compute @workgroup_size(64)
 fn main(
@@ -54,8 +57,9 @@ fn main(
   @builtin(num_workgroups) nwg: vec3<u32>,
   @builtin(local_invocation_index) li: u32,
 ) {
-  let row = (wid.x + wid.y * nwg.x) * (WG / TPR) + li / TPR;
-  let lane = li % TPR;
+  let tpr = P.tpr;
+  let row = (wid.x + wid.y * nwg.x) * (WG / tpr) + li / tpr;
+  let lane = li % tpr;
   let t0 = wid.z * TT;
   var acc: array<f32, TT>;
   for (var j = 0u; j < TT; j = j + 1u) {
@@ -65,18 +69,30 @@ fn main(
     let nb = P.k / BLOCK_ELEMS;
     let rbase = row * P.row_bytes;
     let nt = min(TT, P.n_tok - t0);
-    for (var b = lane; b < nb; b = b + TPR) {
+    for (var b = lane; b < nb; b = b + tpr) {
       let wbase = rbase + b * BLOCK_BYTES;
       for (var j = 0u; j < nt; j = j + 1u) {
         acc[j] = acc[j] + block_dot(wbase, t0 + j, b);
       }
     }
   }
+  //#if SINGLE_LANE
+  // tpr == 1: each invocation owns a row; no workgroup memory, no barriers (cheaper on
+  // software adapters, where a barrier switches every invocation's coroutine).
+  if (row < P.n_rows) {
+    for (var j = 0u; j < TT; j = j + 1u) {
+      let t = t0 + j;
+      if (t < P.n_tok) {
+        O[t * P.out_stride + P.out_off + row] = acc[j];
+      }
+    }
+  }
+  //#else
   for (var j = 0u; j < TT; j = j + 1u) {
     red[li * TT + j] = acc[j];
   }
   workgroupBarrier();
-  for (var s = TPR / 2u; s > 0u; s = s / 2u) {
+  for (var s = tpr / 2u; s > 0u; s = s / 2u) {
     if (lane < s) {
       for (var j = 0u; j < TT; j = j + 1u) {
         red[li * TT + j] = red[li * TT + j] + red[(li + s) * TT + j];
@@ -92,4 +108,5 @@ fn main(
       }
     }
   }
+  //#endif
 }

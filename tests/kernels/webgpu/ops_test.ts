@@ -47,9 +47,15 @@ function rowLengths(type: GGMLType): number[] {
  * block maximum; a GPU division may differ from the CPU's in the last bit and move one quantized
  * activation by one step, so results are compared with a small tolerance, not bit for bit.
  */
-async function checkMatmul(gpu: Backend, ref: Backend, type: GGMLType, seed: number) {
+async function checkMatmul(
+  gpu: Backend,
+  ref: Backend,
+  type: GGMLType,
+  seed: number,
+  shapes = [[1, 33], [3, 7], [11, 65]],
+) {
   for (const k of rowLengths(type)) {
-    for (const [rows, nOut] of [[1, 33], [3, 7], [11, 65]]) {
+    for (const [rows, nOut] of shapes) {
       const [wg, wr] = randomWeight([gpu, ref], `w${seed}`, type, [k, nOut], seed + k);
       const x = randomFloats(rows * k, seed * 7 + rows, 2);
       const xg = bufOf(gpu, x), xr = bufOf(ref, x);
@@ -70,16 +76,25 @@ async function checkMatmul(gpu: Backend, ref: Backend, type: GGMLType, seed: num
 }
 
 let gpu: WebGPUBackend;
+/** Forced variants: many lanes per row summed in workgroup memory; no packed dot product. */
+let shared: WebGPUBackend;
+let unpacked: WebGPUBackend;
 const ref = createReferenceBackend();
 
 Deno.test({
   ...T,
-  name: "webgpu: create a backend on this machine's adapter",
+  name: "webgpu: create backends on this machine's adapter",
   fn: async () => {
     gpu = await createWebGPUBackend();
-    console.log(`adapter: ${gpu.device}; using: ${gpu.info.using.join(", ") || "core WGSL only"}`);
+    shared = await createWebGPUBackend({ matmulLanes: "shared" });
+    unpacked = await createWebGPUBackend({ packedDot: false, matmulLanes: "shared" });
+    console.log(
+      `adapter: ${gpu.device}; using: ${gpu.info.using.join(", ") || "core WGSL only"}; ` +
+        `matmul lanes: ${gpu.info.matmulLanes}`,
+    );
     assert(gpu.name === "webgpu");
     assert(gpu.device.length > 0);
+    assert(unpacked.info.using.length === 0);
   },
 });
 
@@ -87,9 +102,37 @@ for (const type of WEIGHT_TYPES) {
   Deno.test({
     ...T,
     name: `webgpu: matmul ${typeName(type)} (odd row counts, 1/3/11 activation rows)`,
-    fn: () => checkMatmul(gpu, ref, type, 100 + type),
+    fn: async () => {
+      await checkMatmul(gpu, ref, type, 100 + type);
+      await checkMatmul(shared, ref, type, 200 + type);
+      await checkMatmul(unpacked, ref, type, 300 + type, [[2, 5]]);
+    },
   });
 }
+
+Deno.test({
+  ...T,
+  name: "webgpu: weights larger than the binding limit are split by rows (matmul, embed)",
+  fn: async () => {
+    const tiny = await createWebGPUBackend({ maxBindingBytes: 1024 });
+    try {
+      for (const type of [GGMLType.F32, GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K]) {
+        const k = rowLengths(type)[0];
+        // 1024-byte parts hold 1..7 rows here, so 50 rows take many parts (and a 210-byte Q6_K
+        // row cannot start a part on a 4-byte boundary of the tensor).
+        await checkMatmul(tiny, ref, type, 400 + type, [[1, 50], [9, 23]]);
+        const [wg, wr] = randomWeight([tiny, ref], "tok", type, [k, 50], 9);
+        const ids = Int32Array.from([49, 0, 17, 33, 1]);
+        const og = tiny.buffer(ids.length * k), or = ref.buffer(ids.length * k);
+        tiny.embed(wg, ids, og);
+        ref.embed(wr, ids, or);
+        assertClose(await tiny.read(og), await ref.read(or), 0, `split embed ${typeName(type)}`);
+      }
+    } finally {
+      tiny.dispose();
+    }
+  },
+});
 
 Deno.test({
   ...T,
@@ -236,6 +279,8 @@ Deno.test({
   name: "webgpu: dispose",
   fn: () => {
     gpu.dispose();
+    shared.dispose();
+    unpacked.dispose();
     console.log(`features offered by ${PROBE.description}: ${PROBE.features.join(", ")}`);
   },
 });

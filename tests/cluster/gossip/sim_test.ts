@@ -1,0 +1,205 @@
+// The protocol on the deterministic simulated network: convergence, failure detection within
+// the LAN preset's bound, no false deaths under loss, partitions, leave, metadata, duplicate ids.
+import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
+import {
+  DuplicateNodeIdError,
+  emptyMetadata,
+  lanConfig,
+  Memberlist,
+  SimNetwork,
+} from "../../../cluster/gossip/mod.ts";
+import { formCluster, percentile, simConfig } from "./helpers.ts";
+
+/** Crash one member; return ms until every other member has it dead (null if not in maxMs). */
+async function detect(net: SimNetwork, members: Memberlist[], victim: number, maxMs = 30_000) {
+  const id = members[victim].localNode.id;
+  net.crash(members[victim].transport.addr);
+  const others = members.filter((_, i) => i !== victim);
+  return await net.runUntil(() => others.every((m) => m.member(id)?.status === "dead"), maxMs, 10);
+}
+
+Deno.test("sim: 100 members joining one seed converge", async () => {
+  const { net, members } = await formCluster(100, { seed: 11 });
+  assert(net.now() < 10_000, `took ${net.now()} ms of simulated time`);
+  for (const m of members) assertEquals(m.numMembers(), 100);
+});
+
+Deno.test("sim: a killed member is dead to all 99 others within 6 s, p99 over 20 trials (LAN preset)", async () => {
+  const times: number[] = [];
+  for (let trial = 0; trial < 20; trial++) {
+    const { net, members } = await formCluster(100, { seed: 1000 + trial });
+    await net.run(2000 + trial * 37); // settle; vary the phase of the probe loops
+    const t = await detect(net, members, 1 + ((trial * 37) % 99));
+    assert(t !== null, `trial ${trial}: not everyone declared the victim dead within 30 s`);
+    times.push(t);
+  }
+  const p50 = percentile(times, 50), p99 = percentile(times, 99);
+  console.log(
+    JSON.stringify({ detection_ms: { p50, p99, max: Math.max(...times), trials: times.length } }),
+  );
+  assert(p99 <= 6000, `p99 detection ${p99} ms exceeds 6 s: ${times.join(", ")}`);
+});
+
+Deno.test("sim: 10% packet loss for 3 simulated minutes, 100 members: no false deaths", async () => {
+  const { net, members } = await formCluster(100, { seed: 21 });
+  let deaths = 0, suspicions = 0;
+  for (const m of members) {
+    m.on("dead", () => deaths++);
+    m.on("suspect", () => suspicions++);
+  }
+  net.setDefaultLink({ loss: 0.1 });
+  await net.run(180_000);
+  console.log(JSON.stringify({ loss: 0.1, simulated_s: 180, suspicions, false_deaths: deaths }));
+  assertEquals(deaths, 0);
+  for (const m of members) assertEquals(m.numMembers(), 100);
+});
+
+Deno.test("sim: 20% loss and 50±20 ms delay (the netns profile), 5 members, 2 minutes: no false deaths", async () => {
+  const { net, members } = await formCluster(5, { seed: 5, link: { latencyMs: 50, jitterMs: 20 } });
+  let deaths = 0;
+  for (const m of members) m.on("dead", () => deaths++);
+  net.setDefaultLink({ loss: 0.2 });
+  await net.run(120_000);
+  assertEquals(deaths, 0);
+});
+
+Deno.test("sim: partition 2|3 → each side declares the other dead; heal → whole again", async () => {
+  const { net, members } = await formCluster(5, { seed: 8 });
+  const a = members.slice(0, 2), b = members.slice(2);
+  net.partition(a.map((m) => m.transport.addr), b.map((m) => m.transport.addr));
+  const split = await net.runUntil(
+    () => a.every((m) => m.numMembers() === 2) && b.every((m) => m.numMembers() === 3),
+    30_000,
+    50,
+  );
+  assert(split !== null, "both sides should notice the partition");
+  await net.run(60_000); // longer than gossip-to-the-dead: only reconnect can heal now
+  net.heal();
+  const healed = await net.runUntil(() => members.every((m) => m.numMembers() === 5), 60_000, 50);
+  assert(healed !== null, "cluster should become whole after the partition heals");
+  console.log(JSON.stringify({ partition_detected_ms: split, healed_ms: healed }));
+});
+
+Deno.test("sim: 300 members: one join reaches all within 2 s; steady state ≤ 2 KB/s per member", async () => {
+  const { net, members } = await formCluster(300, { seed: 31 });
+  await net.run(30_000);
+  const joiner = Memberlist.create(simConfig(net, 300), net.createTransport());
+  const start = net.now();
+  await net.settle(joiner.join([members[7].transport.addr]));
+  const t = await net.runUntil(
+    () => members.every((m) => m.member("n300")?.status === "alive"),
+    10_000,
+    5,
+  );
+  assert(t !== null, "join never reached everyone");
+  const joinMs = net.now() - start;
+  // steady state: one full (scaled) push-pull period
+  const b0 = net.bytesSent(), t0 = net.now();
+  await net.run(150_000);
+  const b1 = net.bytesSent(), secs = (net.now() - t0) / 1000;
+  const perNode = (b1.udp - b0.udp + b1.tcp - b0.tcp) / 301 / secs;
+  console.log(
+    JSON.stringify({ nodes: 301, join_ms: joinMs, bytes_per_s_per_node: Math.round(perNode) }),
+  );
+  assert(joinMs <= 2000, `join took ${joinMs} ms`);
+  assert(perNode <= 2048, `${perNode} B/s per member`);
+});
+
+Deno.test("sim: a live member's id cannot be taken by a joiner at another address", async () => {
+  const { net, members } = await formCluster(3, { seed: 4 });
+  const impostor = Memberlist.create(simConfig(net, 1), net.createTransport());
+  const e = await assertRejects(
+    () => net.settle(impostor.join([members[0].transport.addr])),
+    DuplicateNodeIdError,
+    `node id "n1" is already used by a live member at ${members[1].transport.addr}`,
+  );
+  assert(e.message.includes("unique id"), e.message);
+  await net.run(5000);
+  assertEquals(members[0].member("n1")?.addr, members[1].transport.addr);
+});
+
+Deno.test("sim: a crashed member restarted at the same address rejoins with a higher incarnation", async () => {
+  const { net, members } = await formCluster(5, { seed: 9 });
+  const addr = members[4].transport.addr;
+  assert(await detect(net, members, 4) !== null);
+  await members[4].shutdown();
+  const reborn = Memberlist.create(simConfig(net, 4), net.createTransport(addr));
+  await net.settle(reborn.join([members[0].transport.addr]));
+  const t = await net.runUntil(
+    () => members.slice(0, 4).every((m) => m.member("n4")?.status === "alive"),
+    10_000,
+  );
+  assert(t !== null, "restarted member was not seen alive again");
+  assert(reborn.localNode.incarnation > 0, "must outbid the incarnation it died with");
+});
+
+Deno.test("sim: graceful leave is seen as 'leave', not 'dead'", async () => {
+  const { net, members } = await formCluster(10, { seed: 12 });
+  let leaves = 0, deaths = 0;
+  for (const m of members.slice(1)) {
+    m.on("leave", () => leaves++);
+    m.on("dead", () => deaths++);
+  }
+  await net.settle(members[0].leave(3000));
+  await members[0].shutdown();
+  await net.run(10_000);
+  assertEquals(leaves, 9);
+  assertEquals(deaths, 0);
+  for (const m of members.slice(1)) assertEquals(m.member("n0")?.status, "left");
+});
+
+Deno.test("sim: a metadata update reaches every member", async () => {
+  const { net, members } = await formCluster(50, { seed: 13 });
+  const updates: string[] = [];
+  for (const m of members) m.on("update", (e) => updates.push(e.member.id));
+  members[3].updateMetadata({
+    ...emptyMetadata("n3"),
+    rpcPort: 7950,
+    hosted: { model: "llama-3-8b", from: 8, to: 16 },
+    version: "0.2.0",
+  });
+  const t = await net.runUntil(
+    () => members.every((m) => m.member("n3")?.meta?.hosted?.from === 8),
+    5000,
+    10,
+  );
+  assert(t !== null, "metadata did not reach everyone");
+  assertEquals(updates.length, 49);
+  console.log(JSON.stringify({ metadata_update_reached_all_ms: t }));
+});
+
+Deno.test("sim: a DNS seed name expands to all its records", async () => {
+  const net = new SimNetwork({ seed: 2 });
+  const a = [0, 1, 2].map((i) => Memberlist.create(simConfig(net, i), net.createTransport()));
+  const addrs = a.map((m) => m.transport.addr);
+  const resolver = (host: string) => {
+    assertEquals(host, "gossip.llm.svc.cluster.local");
+    return Promise.resolve(addrs.map((x) => x.split(":")[0]));
+  };
+  const joiner = Memberlist.create(
+    lanConfig({ nodeId: "j", rng: net.rng, resolver }),
+    net.createTransport(),
+  );
+  const n = await net.settle(joiner.join(["gossip.llm.svc.cluster.local:7946"]));
+  assertEquals(n, 3);
+  assertEquals(joiner.numMembers(), 4);
+});
+
+Deno.test("sim: a member cut off briefly refutes the suspicion and is not declared dead", async () => {
+  const { net, members } = await formCluster(20, { seed: 14 });
+  let deaths = 0, suspects = 0, alive = 0;
+  for (const m of members) {
+    m.on("dead", () => deaths++);
+    m.on("suspect", () => suspects++);
+    m.on("alive", () => alive++);
+  }
+  const victim = members[5].transport.addr;
+  net.partition([victim]);
+  await net.runUntil(() => suspects > 0, 10_000, 10);
+  net.heal();
+  await net.run(20_000);
+  assert(suspects > 0, "the cut-off member should have been suspected");
+  assert(alive > 0, "and then refuted");
+  assertEquals(deaths, 0);
+  assert(members[5].localNode.incarnation > 0);
+});

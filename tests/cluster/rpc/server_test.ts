@@ -1,0 +1,383 @@
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
+import {
+  checkBindAddress,
+  createRpcTransport,
+  endpointUrl,
+  explainRpcError,
+  RpcFailure,
+  type RpcProtocol,
+  RpcServerError,
+  startRpcServer,
+  toConnectError,
+} from "../../../cluster/rpc/mod.ts";
+import { initCertificates } from "../../../cluster/tls/mod.ts";
+import {
+  DiscoveryService,
+  GetClusterInfoResponseSchema,
+  HealthCheckResponse_ServingStatus,
+  NodeMetricsSchema,
+  NodeService,
+  NodeState,
+} from "../../../proto/mod.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
+import { makeCerts, startTestAgent, testMembership } from "./fixtures.ts";
+import { nodeService } from "../../../cluster/discovery/mod.ts";
+
+const cases: { protocol: RpcProtocol; httpVersion: "1.1" | "2" }[] = [
+  { protocol: "grpc", httpVersion: "2" },
+  { protocol: "connect", httpVersion: "2" },
+  { protocol: "connect", httpVersion: "1.1" },
+  { protocol: "grpc-web", httpVersion: "2" },
+  { protocol: "grpc-web", httpVersion: "1.1" },
+];
+
+Deno.test("one plaintext port serves gRPC, Connect and gRPC-web over HTTP/2 and HTTP/1.1", async () => {
+  const { server } = await startTestAgent();
+  try {
+    assertEquals(server.host, "127.0.0.1");
+    assert(server.url.startsWith("http://127.0.0.1:"), server.url);
+    for (const c of cases) {
+      const transport = await createRpcTransport(`127.0.0.1:${server.port}`, c);
+      try {
+        const info = await createClient(DiscoveryService, transport).getClusterInfo({});
+        assertEquals(info.responderId, "a", `${c.protocol}/${c.httpVersion}`);
+        assertEquals(info.nodes.map((n) => n.id), ["a", "b", "c"]);
+        const health = await createClient(NodeService, transport).healthCheck({});
+        assertEquals(health.status, HealthCheckResponse_ServingStatus.SERVING);
+        // A server stream works on every protocol too.
+        const samples = [];
+        for await (
+          const s of createClient(NodeService, transport).streamMetrics({
+            maxSamples: 2,
+            intervalMs: 100,
+          })
+        ) samples.push(s);
+        assertEquals(samples.length, 2, `${c.protocol}/${c.httpVersion} stream`);
+      } finally {
+        transport.close();
+      }
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("gzip: compressed requests are accepted and large answers come back compressed", async () => {
+  const { server, view } = await startTestAgent();
+  // 300 members make GetClusterInfo's answer large enough (> 1 KiB) to be worth compressing.
+  for (let i = 0; i < 300; i++) {
+    view.upsert({ id: `n${String(i).padStart(3, "0")}`, addresses: [`10.0.${i >> 8}.${i & 255}`] });
+  }
+  try {
+    const url = `${server.url}/distributed_llm.v1.DiscoveryService/GetClusterInfo`;
+    // Connect unary over HTTP/1.1 with fetch: the body is gzip, and we ask for gzip back.
+    const body = new Blob([JSON.stringify({ includeDeparted: true })]).stream()
+      .pipeThrough(new CompressionStream("gzip"));
+    const res = await fetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": "application/json",
+        "content-encoding": "gzip",
+        "accept-encoding": "gzip",
+      },
+      body: await new Response(body).arrayBuffer(),
+    });
+    assertEquals(res.status, 200);
+    assertEquals(res.headers.get("content-encoding"), "gzip");
+    const json = await res.json(); // fetch decompresses
+    assertEquals(json.nodes.length, 304);
+    // And the Deno gRPC client (gzip both ways) sees the same.
+    const transport = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: true });
+    try {
+      const info = await createClient(DiscoveryService, transport).getClusterInfo({
+        includeDeparted: true,
+      });
+      assertEquals(info.nodes.length, 304);
+      assert(toBinary(GetClusterInfoResponseSchema, info).length > 1024);
+    } finally {
+      transport.close();
+    }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("plaintext on a non-loopback address is refused unless --insecure-bind-all", async () => {
+  const err = await assertRejects(
+    () => startRpcServer({ host: "0.0.0.0", port: 0, routes: () => {} }),
+    RpcServerError,
+    "refusing to serve RPC in plaintext on 0.0.0.0",
+  );
+  assert(err.message.includes("--insecure-bind-all"), err.message);
+  assert(err.message.includes("--tls-cert"), err.message);
+  assertThrows(() => checkBindAddress("::", { tls: false }), RpcServerError, "plaintext on ::");
+  assertThrows(() => checkBindAddress("192.168.1.5", { tls: false }), RpcServerError);
+  for (const ok of ["127.0.0.1", "127.1.2.3", "localhost", "::1", "[::1]"]) {
+    checkBindAddress(ok, { tls: false });
+  }
+  checkBindAddress("0.0.0.0", { tls: true });
+  checkBindAddress("0.0.0.0", { tls: false, insecureBindAll: true });
+  // With the flag it really binds (on all interfaces, an ephemeral port; nothing is sent to it
+  // from outside this machine).
+  const server = await startRpcServer({
+    host: "0.0.0.0",
+    port: 0,
+    insecureBindAll: true,
+    routes: () => {},
+  });
+  await server.close();
+});
+
+Deno.test("a port in use is reported with the flag to change", async () => {
+  const first = await startRpcServer({ port: 0, routes: () => {} });
+  try {
+    await assertRejects(
+      () => startRpcServer({ port: first.port, routes: () => {} }),
+      RpcServerError,
+      "already in use",
+    );
+  } finally {
+    await first.close();
+  }
+});
+
+Deno.test("mTLS: a client certificate from the CA works; none, or another CA's, is refused", async () => {
+  const certs = await makeCerts();
+  const { server } = await startTestAgent({ tls: certs.node });
+  const other = await Deno.makeTempDir({ prefix: "dllm-other-ca-" });
+  await initCertificates({ dir: other, nodes: ["x"] });
+  try {
+    assert(server.url.startsWith("https://"), server.url);
+    const endpoint = `127.0.0.1:${server.port}`;
+    // connect-node's Connect-over-HTTP/1.1 client fails on TLS under Deno ("write EPERM",
+    // a Deno node:https client quirk; the server side is fine): that case is covered below with
+    // fetch, our clients use HTTP/2.
+    for (const c of cases.filter((c) => !(c.protocol === "connect" && c.httpVersion === "1.1"))) {
+      const t = await createRpcTransport(endpoint, { ...c, tls: certs.client });
+      try {
+        const h = await createClient(NodeService, t).healthCheck({});
+        assertEquals(h.nodeId, "a", `${c.protocol}/${c.httpVersion}`);
+      } finally {
+        t.close();
+      }
+    }
+    // Connect JSON over HTTP/1.1 with a client certificate, from Deno's fetch (what curl or a
+    // browser behind a TLS-terminating proxy would do).
+    const read = (p: string) => Deno.readTextFileSync(p);
+    const client = Deno.createHttpClient({
+      caCerts: [read(certs.client.ca)],
+      cert: read(certs.client.cert),
+      key: read(certs.client.key),
+      http2: false,
+    });
+    const res = await fetch(`${server.url}/distributed_llm.v1.NodeService/HealthCheck`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: "{}",
+      client,
+    });
+    assertEquals((await res.json()).nodeId, "a");
+    client.close();
+    // A peer node's certificate (server + client use) is a valid client certificate too.
+    const peer = await createRpcTransport(endpoint, {
+      tls: { cert: `${certs.dir}/b.crt`, key: `${certs.dir}/b.key`, ca: `${certs.dir}/ca.crt` },
+    });
+    assertEquals((await createClient(NodeService, peer).healthCheck({})).nodeId, "a");
+    peer.close();
+
+    const refused = async (label: string, make: () => Promise<Transport & { close(): void }>) => {
+      const t = await make();
+      try {
+        await createClient(NodeService, t).healthCheck({});
+        throw new Error(`${label}: the call succeeded`);
+      } catch (e) {
+        assert(e instanceof ConnectError, `${label}: ${e}`);
+        const text = explainRpcError(e, endpoint, { tls: label !== "plaintext" });
+        assert(/TLS|certificate|reach/.test(text), `${label}: ${text}`);
+      } finally {
+        t.close();
+      }
+    };
+    // No client certificate: the server demands one.
+    const ca = await Deno.readTextFile(`${certs.dir}/ca.crt`);
+    await refused("no cert", () => createRpcTransport(endpoint, { tls: { ca } }));
+    await new Promise((r) => setTimeout(r, 100)); // a late second alert must not crash us
+    // A client certificate from another CA.
+    await refused("other CA", () =>
+      createRpcTransport(endpoint, {
+        tls: { cert: `${other}/x.crt`, key: `${other}/x.key`, ca: `${certs.dir}/ca.crt` },
+      }));
+    // Plaintext against the TLS port.
+    await refused("plaintext", () => createRpcTransport(endpoint));
+  } finally {
+    await server.close();
+    await Deno.remove(certs.dir, { recursive: true });
+    await Deno.remove(other, { recursive: true });
+  }
+});
+
+Deno.test("handler errors reach clients as precise codes with their messages", async () => {
+  const { server } = await startTestAgent();
+  try {
+    const t = await createRpcTransport(`127.0.0.1:${server.port}`);
+    const discovery = createClient(DiscoveryService, t);
+    // RpcFailure("not_found") from the membership view.
+    const e1 = await assertRejects(() => discovery.leaveCluster({ nodeId: "zz" }), ConnectError);
+    assertEquals((e1 as ConnectError).code, Code.NotFound);
+    assert(e1.message.includes('no member "zz"'), e1.message);
+    // Validation → INVALID_ARGUMENT naming the field.
+    const e2 = await assertRejects(
+      () => discovery.registerWithCluster({ node: { id: "e", gossipPort: 7946 } }),
+      ConnectError,
+    );
+    assertEquals((e2 as ConnectError).code, Code.InvalidArgument);
+    assert(e2.message.includes("node.addresses"), e2.message);
+    t.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("toConnectError maps error kinds to codes", () => {
+  assertEquals(
+    toConnectError(new RpcFailure("resource_exhausted", "x")).code,
+    Code.ResourceExhausted,
+  );
+  assertEquals(
+    toConnectError(Object.assign(new Error("x"), { rpcCode: "unavailable" })).code,
+    Code.Unavailable,
+  );
+  assertEquals(toConnectError(new Deno.errors.NotFound("no file")).code, Code.NotFound);
+  assertEquals(toConnectError(new Deno.errors.ConnectionRefused("refused")).code, Code.Unavailable);
+  assertEquals(toConnectError(new DOMException("stop", "AbortError")).code, Code.Canceled);
+  const sp = new Error("temperature must be ≥ 0");
+  sp.name = "SamplerParamError";
+  assertEquals(toConnectError(sp).code, Code.InvalidArgument);
+  const internal = toConnectError(new TypeError("x is undefined"));
+  assertEquals(internal.code, Code.Internal);
+  assert(internal.message.includes("DLLM_DEBUG"), internal.message);
+  const same = new ConnectError("keep", Code.Aborted);
+  assertEquals(toConnectError(same), same);
+});
+
+Deno.test("explainRpcError names the endpoint and the flag for an agent that is not there", async () => {
+  // Grab a free port, then close it so nothing listens there.
+  const probe = await startRpcServer({ port: 0, routes: () => {} });
+  const port = probe.port;
+  await probe.close();
+  const t = await createRpcTransport(`127.0.0.1:${port}`);
+  try {
+    const e = await assertRejects(() => createClient(NodeService, t).healthCheck({}), ConnectError);
+    const text = explainRpcError(e, `127.0.0.1:${port}`);
+    assert(text.includes(`cannot reach the agent at 127.0.0.1:${port}`), text);
+    assert(text.includes("--endpoint"), text);
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("endpointUrl: host, host:port, IPv6 and URLs; scheme follows TLS", () => {
+  assertEquals(endpointUrl("node-a", false), "http://node-a:7950");
+  assertEquals(endpointUrl("10.0.0.5:9000", true), "https://10.0.0.5:9000");
+  assertEquals(endpointUrl("::1", false), "http://[::1]:7950");
+  assertEquals(endpointUrl("[::1]:7951", false), "http://[::1]:7951");
+  assertEquals(endpointUrl("https://a:1/", true), "https://a:1");
+  assertThrows(() => endpointUrl("http://a:1", true), Error, "TLS is on");
+});
+
+Deno.test("node states travel as enums, leave marks a member LEFT", async () => {
+  const { server } = await startTestAgent();
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { protocol: "connect" });
+  try {
+    const d = createClient(DiscoveryService, t);
+    assertEquals((await d.leaveCluster({ nodeId: "b", reason: "test" })).state, NodeState.LEFT);
+    const info = await d.getClusterInfo({ includeDeparted: true });
+    assertEquals(info.nodes.find((n) => n.id === "b")?.state, NodeState.LEFT);
+    assertEquals(create(GetClusterInfoResponseSchema, info).clusterName, "test");
+  } finally {
+    t.close();
+    await server.close();
+  }
+});
+
+Deno.test("errors thrown mid-stream and unexpected errors are mapped too", async () => {
+  const view = testMembership();
+  let samples = 0;
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(
+        NodeService,
+        nodeService({
+          view,
+          resources: () => {
+            throw new TypeError("cannot read properties of undefined");
+          },
+          metrics: () => {
+            if (++samples > 1) {
+              throw new RpcFailure("resource_exhausted", "sampler overloaded; retry");
+            }
+            return create(NodeMetricsSchema, { nodeId: "a" });
+          },
+        }),
+      ),
+  });
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`);
+  try {
+    const node = createClient(NodeService, t);
+    const e1 = await assertRejects(() => node.getResources({}), ConnectError);
+    assertEquals((e1 as ConnectError).code, Code.Internal);
+    assert(e1.message.includes("a bug in the agent"), e1.message);
+    let got = 0;
+    const e2 = await assertRejects(async () => {
+      for await (const _ of node.streamMetrics({ intervalMs: 100, maxSamples: 5 })) got++;
+    }, ConnectError);
+    assertEquals(got, 1);
+    assertEquals((e2 as ConnectError).code, Code.ResourceExhausted);
+    assert(e2.message.includes("sampler overloaded"), e2.message);
+  } finally {
+    t.close();
+    await server.close();
+  }
+});
+
+Deno.test("a client that connects and resets does not take the server down", async () => {
+  const { server } = await startTestAgent();
+  try {
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    await conn.write(new TextEncoder().encode("P"));
+    conn.close();
+    const raw = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+    raw.close();
+    const t = await createRpcTransport(`127.0.0.1:${server.port}`);
+    assertEquals((await createClient(NodeService, t).healthCheck({})).nodeId, "a");
+    t.close();
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("close() ends open streams after the grace period", async () => {
+  const { server } = await startTestAgent();
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`);
+  try {
+    const stream = createClient(NodeService, t).streamMetrics({ intervalMs: 100 });
+    const reading = (async () => {
+      let n = 0;
+      try {
+        for await (const _ of stream) n++;
+      } catch {
+        // cut off by the server: expected
+      }
+      return n;
+    })();
+    await new Promise((r) => setTimeout(r, 250));
+    const t0 = performance.now();
+    await server.close(200);
+    assert(performance.now() - t0 < 2000, "close() hung on an open stream");
+    assert((await reading) >= 1);
+  } finally {
+    t.close();
+  }
+});

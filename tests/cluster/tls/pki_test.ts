@@ -1,0 +1,205 @@
+import { X509Certificate } from "node:crypto";
+import {
+  addCertificates,
+  CertsError,
+  initCertificates,
+  loadTlsFiles,
+  TlsConfigError,
+  tlsFilesFromOptions,
+} from "../../../cluster/tls/mod.ts";
+import { certsCommand } from "../../../cli/commands/certs.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
+
+const cert = (path: string) => new X509Certificate(Deno.readTextFileSync(path));
+
+async function tempDir(): Promise<string> {
+  return await Deno.makeTempDir({ prefix: "dllm-pki-" });
+}
+
+Deno.test("initCertificates: a CA, node certificates for server + client use, an llmctl client cert", async () => {
+  const dir = await tempDir();
+  try {
+    const files = await initCertificates({
+      dir,
+      nodes: ["a", "node-b.lan"],
+      hosts: ["10.0.0.5", "llm.example"],
+    });
+    assertEquals(files.map((f) => f.slice(dir.length + 1)), [
+      "ca.crt",
+      "ca.key",
+      "a.crt",
+      "a.key",
+      "node-b.lan.crt",
+      "node-b.lan.key",
+      "llmctl.crt",
+      "llmctl.key",
+    ]);
+    const ca = cert(`${dir}/ca.crt`);
+    assert(ca.ca, "ca.crt is not a CA");
+    assert(ca.verify(ca.publicKey), "CA is not self-signed");
+    const a = cert(`${dir}/a.crt`);
+    assert(!a.ca);
+    assert(a.checkIssued(ca) && a.verify(ca.publicKey), "a.crt is not signed by the CA");
+    assertEquals(
+      a.subjectAltName,
+      "DNS:a, DNS:localhost, IP Address:127.0.0.1, IP Address:::1, IP Address:10.0.0.5, DNS:llm.example",
+    );
+    assert(a.subject.includes("CN=a"), a.subject);
+    const days = (Date.parse(a.validTo) - Date.now()) / 86_400_000;
+    assert(days > 364 && days < 366, `validity ${days} days`);
+    const client = cert(`${dir}/llmctl.crt`);
+    assert(client.verify(ca.publicKey));
+    assertEquals(client.subjectAltName, undefined);
+    // Private keys are for their owner only.
+    for (const k of ["ca.key", "a.key", "llmctl.key"]) {
+      assertEquals((await Deno.stat(`${dir}/${k}`)).mode! & 0o777, 0o600, k);
+    }
+    // The files load as TLS material.
+    const m = await loadTlsFiles({
+      cert: `${dir}/a.crt`,
+      key: `${dir}/a.key`,
+      ca: `${dir}/ca.crt`,
+    });
+    assert(m.key.includes("PRIVATE KEY"));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("openssl agrees the chain is valid (when openssl is installed)", async () => {
+  const dir = await tempDir();
+  try {
+    await initCertificates({ dir, nodes: ["a"] });
+    let out: Deno.CommandOutput;
+    try {
+      out = await new Deno.Command("openssl", {
+        args: ["verify", "-purpose", "sslserver", "-CAfile", `${dir}/ca.crt`, `${dir}/a.crt`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return; // nothing to compare with
+      throw e;
+    }
+    const text = new TextDecoder().decode(out.stdout) + new TextDecoder().decode(out.stderr);
+    assert(out.success && text.includes(": OK"), text);
+    const client = await new Deno.Command("openssl", {
+      args: ["verify", "-purpose", "sslclient", "-CAfile", `${dir}/ca.crt`, `${dir}/llmctl.crt`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert(client.success, new TextDecoder().decode(client.stderr));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("addCertificates: more nodes from the same CA; init refuses to replace a CA", async () => {
+  const dir = await tempDir();
+  try {
+    await initCertificates({ dir, nodes: ["a"] });
+    await assertRejects(() => initCertificates({ dir, nodes: ["a"] }), CertsError, "certs add");
+    await addCertificates({ dir, nodes: ["c"] });
+    assert(cert(`${dir}/c.crt`).verify(cert(`${dir}/ca.crt`).publicKey));
+    await assertRejects(() => addCertificates({ dir, nodes: ["c"] }), CertsError, "--force");
+    await addCertificates({ dir, nodes: ["c"], force: true });
+    // A CA key that does not match the CA certificate is caught before signing anything.
+    const other = await tempDir();
+    await initCertificates({ dir: other, nodes: ["x"] });
+    await Deno.copyFile(`${other}/ca.key`, `${dir}/ca.key`);
+    await assertRejects(
+      () => addCertificates({ dir, nodes: ["d"] }),
+      CertsError,
+      "does not belong",
+    );
+    await Deno.remove(other, { recursive: true });
+    await assertRejects(
+      () => addCertificates({ dir: `${dir}/none`, nodes: ["d"] }),
+      CertsError,
+      "certs init",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bad names and hosts are refused with the reason", async () => {
+  const dir = await tempDir();
+  try {
+    await assertRejects(
+      () => initCertificates({ dir, nodes: ["a_b"] }),
+      CertsError,
+      "not a valid DNS name",
+    );
+    await assertRejects(() => initCertificates({ dir, nodes: ["llmctl"] }), CertsError, "reserved");
+    await assertRejects(() => initCertificates({ dir, nodes: ["a", "a"] }), CertsError, "twice");
+    await assertRejects(() => initCertificates({ dir, nodes: [] }), CertsError, "--nodes");
+    await assertRejects(
+      () => initCertificates({ dir, nodes: ["a"], hosts: ["not a host"] }),
+      CertsError,
+      "neither an IP",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("TLS files: all three or none; missing or swapped files are named", async () => {
+  assertEquals(tlsFilesFromOptions({}), undefined);
+  assertThrows(
+    () => tlsFilesFromOptions({ tlsCert: "a.crt" }),
+    TlsConfigError,
+    "missing --tls-key, --tls-ca",
+  );
+  const dir = await tempDir();
+  try {
+    await initCertificates({ dir, nodes: ["a"] });
+    await assertRejects(
+      () => loadTlsFiles({ cert: `${dir}/nope.crt`, key: `${dir}/a.key`, ca: `${dir}/ca.crt` }),
+      TlsConfigError,
+      "(--tls-cert): no such file",
+    );
+    await assertRejects(
+      () => loadTlsFiles({ cert: `${dir}/a.key`, key: `${dir}/a.crt`, ca: `${dir}/ca.crt` }),
+      TlsConfigError,
+      "swap",
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("llmctl certs init / add", async () => {
+  const dir = await tempDir();
+  const log = console.log;
+  const lines: string[] = [];
+  console.log = (...a: unknown[]) => lines.push(a.join(" "));
+  try {
+    await certsCommand().exitOverride().parseAsync(
+      ["init", "--out", dir, "--nodes", "a,b,c", "--hosts", "10.0.0.5", "--days", "30", "--json"],
+      { from: "user" },
+    );
+    const out = JSON.parse(lines.at(-1)!);
+    assertEquals(out.files.length, 10);
+    const days = (Date.parse(cert(`${dir}/b.crt`).validTo) - Date.now()) / 86_400_000;
+    assert(days > 29 && days < 31, `validity ${days}`);
+    await certsCommand().exitOverride().parseAsync(["add", "--out", dir, "--nodes", "d"], {
+      from: "user",
+    });
+    assert(lines.some((l) => l.includes(`--tls-cert ${dir}/d.crt`)), lines.join("\n"));
+    // A stray comma is a usage error from commander.
+    const cmd = certsCommand().exitOverride();
+    cmd.commands.forEach((c) => c.exitOverride().configureOutput({ writeErr: () => {} }));
+    let failed = false;
+    try {
+      await cmd.parseAsync(["add", "--out", dir, "--nodes", "e,,f"], { from: "user" });
+    } catch (e) {
+      failed = true;
+      assert(String(e).includes("without empty items"), String(e));
+    }
+    assert(failed, "a,,b was accepted");
+  } finally {
+    console.log = log;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
