@@ -54,7 +54,7 @@ export interface CpuBenchResult {
   rss_ratio: number;
   /** (rss − baseline) / (weights + KV): what loading and serving the model added. */
   rss_model_ratio: number;
-  runs: { prefill: number[]; decode: number[] };
+  runs: { prefill: number[]; decode: number[]; ref_prefill: number[]; ref_decode: number[] };
   kv_type: KVType;
   n_prompt: number;
   n_decode: number;
@@ -126,10 +126,14 @@ export async function llamaCppBench(
   return { pp: pick(j.pp), tg: pick(j.tg) };
 }
 
-/** Our prefill/decode speed on one model. */
-export async function ourBench(
-  o: CpuBenchOptions,
-): Promise<Omit<CpuBenchResult, `ref_${string}` | "decode_ratio" | "prefill_ratio">> {
+/**
+ * One full comparison on one model. Our stage is loaded once; then each of `reps` rounds runs
+ * llama.cpp (its own process, 1 timed rep after its warm-up) and right after it our prefill +
+ * decode, so each ratio compares two measurements taken under the same machine load (shared
+ * machines drift by 2× within minutes). Reported speeds are medians over rounds; ratios are the
+ * medians of the per-round ratios.
+ */
+export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   const backend: Backend = o.backend === "wasm"
     ? await createWasmBackend({ threads: o.threads })
     : createReferenceBackend();
@@ -154,10 +158,17 @@ export async function ourBench(
   });
   const prefill: number[] = [];
   const decode: number[] = [];
+  const refPrefill: number[] = [];
+  const refDecode: number[] = [];
   let rss = 0;
   let kvBytes = 0;
   try {
     for (let rep = -1; rep < o.reps; rep++) {
+      if (rep >= 0 && o.ref) {
+        const r = await llamaCppBench(o.model, { ...o, reps: 1 });
+        refPrefill.push(r.pp);
+        refDecode.push(r.tg);
+      }
       const session = stage.newSession(nCtx, o.kv);
       kvBytes = session.kv.nLayers * session.kv.nCtx * session.kv.kvDim * 2 *
         (o.kv === "f16" ? 2 : 4);
@@ -180,41 +191,43 @@ export async function ourBench(
   } finally {
     backend.dispose();
   }
+  const ratios = (a: number[], b: number[]) => a.map((x, i) => x / b[i]);
   return {
     model: o.model,
     backend: o.backend,
     threads: o.threads,
     prefill_tokens_per_second: round(median(prefill)),
     decode_tokens_per_second: round(median(decode)),
+    ref_prefill_tokens_per_second: o.ref ? round(median(refPrefill)) : null,
+    ref_decode_tokens_per_second: o.ref ? round(median(refDecode)) : null,
+    decode_ratio: o.ref ? round(median(ratios(decode, refDecode)), 3) : null,
+    prefill_ratio: o.ref ? round(median(ratios(prefill, refPrefill)), 3) : null,
     rss_bytes: rss,
     rss_baseline_bytes: baseline,
     weights_bytes: weights,
     kv_bytes: kvBytes,
     rss_ratio: round(rss / (weights + kvBytes), 3),
     rss_model_ratio: round((rss - baseline) / (weights + kvBytes), 3),
-    runs: { prefill: prefill.map((x) => round(x)), decode: decode.map((x) => round(x)) },
+    runs: {
+      prefill: prefill.map((x) => round(x)),
+      decode: decode.map((x) => round(x)),
+      ref_prefill: refPrefill.map((x) => round(x)),
+      ref_decode: refDecode.map((x) => round(x)),
+    },
     kv_type: o.kv,
     n_prompt: o.pp,
     n_decode: o.tg,
   };
 }
 
-/** One full comparison: llama.cpp first (its own process), then us, in the same run. */
-export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
-  const ref = o.ref ? await llamaCppBench(o.model, o) : undefined;
-  const ours = await ourBench(o);
-  return {
-    ...ours,
-    ref_prefill_tokens_per_second: ref ? round(ref.pp) : null,
-    ref_decode_tokens_per_second: ref ? round(ref.tg) : null,
-    decode_ratio: ref ? round(ours.decode_tokens_per_second / ref.tg, 3) : null,
-    prefill_ratio: ref ? round(ours.prefill_tokens_per_second / ref.pp, 3) : null,
-  };
-}
-
 function parseArgs(
   args: string[],
-): { models: string[]; generate: GeneratedModel[]; o: Omit<CpuBenchOptions, "model"> } {
+): {
+  models: string[];
+  generate: GeneratedModel[];
+  o: Omit<CpuBenchOptions, "model">;
+  child: boolean;
+} {
   const o: Omit<CpuBenchOptions, "model"> = {
     threads: navigator.hardwareConcurrency,
     reps: 3,
@@ -226,6 +239,7 @@ function parseArgs(
   };
   const models: string[] = [];
   const generate: GeneratedModel[] = [];
+  let child = false;
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
     const val = () => {
@@ -254,6 +268,7 @@ function parseArgs(
       if (v !== "f16" && v !== "f32") throw new Error("--kv takes f16 or f32");
       o.kv = v;
     } else if (a === "--no-ref") o.ref = false;
+    else if (a === "--child") child = true;
     else if (a === "--backend") {
       const v = val();
       if (v !== "wasm" && v !== "reference") throw new Error("--backend takes wasm or reference");
@@ -263,16 +278,33 @@ function parseArgs(
   if (!models.length && !generate.length) {
     throw new Error("give --model FILE or --generate q8_0|q4_0|q4k_mix|all");
   }
-  return { models, generate, o };
+  return { models, generate, o, child };
 }
 
 /** CLI entry: `deno run -A bench/cpu.ts …` (also reachable as `deno task bench cpu …`). */
 export async function main(args: string[]): Promise<void> {
-  const { models, generate, o } = parseArgs(args);
+  const { models, generate, o, child } = parseArgs(args);
   for (const g of generate) models.push(await generatedModel(g));
-  for (const model of models) {
-    console.log(JSON.stringify(await cpuBench({ ...o, model })));
+  if (child) {
+    console.log(JSON.stringify(await cpuBench({ ...o, model: models[0] })));
+    return;
   }
+  // One process per model, so each RSS figure holds that model alone.
+  const rest = args.filter((_, i) => !isModelArg(args, i));
+  for (const model of models) {
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", import.meta.filename!, "--child", "--model", model, ...rest],
+      stdout: "inherit",
+      stderr: "inherit",
+    }).output();
+    if (!r.success) throw new Error(`bench of ${model} failed`);
+  }
+}
+
+function isModelArg(args: string[], i: number): boolean {
+  const a = args[i];
+  const prev = args[i - 1];
+  return a === "--model" || a === "--generate" || prev === "--model" || prev === "--generate";
 }
 
 if (import.meta.main) {

@@ -88,6 +88,8 @@ interface Workspace {
 /** Thrown for inputs a stage cannot run (bad token ids, full context, wrong shapes). */
 export class StageInputError extends Error {
   override name = "StageInputError";
+  /** The request was wrong, not the stage: INVALID_ARGUMENT over RPC. */
+  readonly rpcCode = "invalid_argument";
 }
 
 /** A contiguous range of a model's layers loaded on one backend. */

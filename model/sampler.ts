@@ -110,15 +110,18 @@ export class Sampler {
   private seen = 0;
 
   constructor(params: SamplerParams = {}) {
+    // Real-valued settings are rounded to float32, their wire type (proto SamplerParams), so a
+    // request sampled locally and one sampled by a remote tail stage draw identically.
+    const f = Math.fround;
     const p = {
-      temperature: params.temperature ?? 0.8,
+      temperature: f(params.temperature ?? 0.8),
       topK: params.topK ?? 40,
-      topP: params.topP ?? 0.95,
-      minP: params.minP ?? 0.05,
-      repeatPenalty: params.repeatPenalty ?? 1,
+      topP: f(params.topP ?? 0.95),
+      minP: f(params.minP ?? 0.05),
+      repeatPenalty: f(params.repeatPenalty ?? 1),
       repeatLastN: params.repeatLastN ?? 64,
-      frequencyPenalty: params.frequencyPenalty ?? 0,
-      presencePenalty: params.presencePenalty ?? 0,
+      frequencyPenalty: f(params.frequencyPenalty ?? 0),
+      presencePenalty: f(params.presencePenalty ?? 0),
       seed: params.seed ?? Math.floor(Math.random() * 2 ** 32),
     };
     const check = (name: string, ok: boolean) => {

@@ -144,6 +144,8 @@ export class GossipState {
   private probeIndex = 0;
   private suspicions = new Map<string, Suspicion>();
   private departed = new Map<string, { addr: string; since: number }>();
+  private nagging = new Set<string>();
+  private lastReply = new Map<string, number>();
   private ackHandlers = new Map<number, AckHandler>();
   private seq = 0;
   private timers = new Set<TimerHandle>();
@@ -617,18 +619,19 @@ export class GossipState {
     const s = this.nodes.get(m.node);
     if (!s) return;
     if (m.incarnation < s.incarnation) {
-      if (m.node === this.id) this.reassert();
+      if (m.node === this.id) this.reassert(m.from);
       return;
     }
     const timer = this.suspicions.get(m.node);
     if (timer) {
       // Only new, independent confirmations are re-gossiped: they shrink others' timers too.
       if (timer.confirm(m.from)) this.broadcast(m.node, m);
+      if (m.from === this.id) this.nag(s, m);
       return;
     }
     if (s.status !== "alive") return;
     if (m.node === this.id) {
-      this.refute(s, m.incarnation);
+      this.refute(s, m.incarnation, m.from);
       return;
     }
     this.broadcast(m.node, m);
@@ -654,8 +657,33 @@ export class GossipState {
     );
     // Lifeguard's "buddy system", made eager: the accused is the one member that must hear
     // this, so tell it directly now instead of only on the next ping (up to a round later).
-    if (m.from === this.id) this.sendMsgs(s.addr, [encode(m)]);
+    // Originators nag at once; members that only heard the accusation wait a random 1–2
+    // intervals (a refutation usually reaches them first, and then they never send).
+    this.nag(s, m, m.from === this.id ? 0 : (1 + this.cfg.rng.next()) * this.cfg.probeInterval);
     this.event("suspect", s);
+  }
+
+  /**
+   * Tell the accused directly, now and every probe interval while our suspicion stands. One
+   * lost packet must not decide a death on a lossy network: the accused gets a fresh chance to
+   * hear the accusation (and refute, straight back to us) each interval. A real death costs one
+   * small packet per interval per suspecting member until the timer fires.
+   */
+  private nag(s: NodeState, m: SuspectMsg, delayMs = 0) {
+    if (this.nagging.has(s.id)) return;
+    this.nagging.add(s.id);
+    const msg = encode({ type: "suspect", incarnation: m.incarnation, node: s.id, from: this.id });
+    const tick = () => {
+      const cur = this.nodes.get(s.id);
+      if (!cur || cur.status !== "suspect" || cur.incarnation !== m.incarnation) {
+        this.nagging.delete(s.id);
+        return;
+      }
+      this.sendMsgs(cur.addr, [msg]);
+      this.after(this.cfg.probeInterval, tick);
+    };
+    if (delayMs > 0) this.after(delayMs, tick);
+    else tick();
   }
 
   /** Handle a death or a leave (memberlist's deadNode). */
@@ -663,14 +691,14 @@ export class GossipState {
     const s = this.nodes.get(d.node);
     if (!s) return;
     if (d.incarnation < s.incarnation) {
-      if (d.node === this.id && !this.leaving) this.reassert();
+      if (d.node === this.id && !this.leaving) this.reassert(d.from);
       return;
     }
     this.suspicions.get(d.node)?.stop();
     this.suspicions.delete(d.node);
     if (s.status === "dead" || s.status === "left") return;
     if (d.node === this.id && !this.leaving) {
-      this.refute(s, d.incarnation);
+      this.refute(s, d.incarnation, d.from);
       return;
     }
     this.broadcast(d.node, d, finished);
@@ -686,9 +714,10 @@ export class GossipState {
    * still queued. memberlist ignores such accusations; on a lossy network that lets a refuted
    * suspicion run out its timer.
    */
-  private reassert() {
-    if (this.queue.has(this.id)) return;
+  private reassert(accuser: string) {
     const s = this.local;
+    this.replyDirect(accuser, s);
+    if (this.queue.has(this.id)) return;
     this.broadcast(this.id, {
       type: "alive",
       incarnation: s.incarnation,
@@ -699,7 +728,27 @@ export class GossipState {
   }
 
   /** We are accused: outbid the accusation's incarnation and tell everyone we are alive. */
-  private refute(s: NodeState, accused: number) {
+  /** Send our current alive straight to an accuser (at most once per probe interval each). */
+  private replyDirect(accuser: string, s: NodeState) {
+    const to = this.nodes.get(accuser);
+    const now = this.clock.now();
+    if (
+      !to || accuser === this.id ||
+      now - (this.lastReply.get(accuser) ?? -Infinity) < this.cfg.probeInterval
+    ) return;
+    this.lastReply.set(accuser, now);
+    this.sendMsgs(to.addr, [
+      encode({
+        type: "alive",
+        incarnation: s.incarnation,
+        node: this.id,
+        addr: s.addr,
+        meta: s.meta,
+      }),
+    ]);
+  }
+
+  private refute(s: NodeState, accused: number, accuser?: string) {
     s.incarnation = Math.max(s.incarnation + 1, accused + 1);
     this.awareness.applyDelta(1); // being suspected is a hint that we are slow
     this.broadcast(this.id, {
@@ -709,6 +758,10 @@ export class GossipState {
       addr: s.addr,
       meta: s.meta,
     });
+    if (accuser) {
+      this.lastReply.delete(accuser);
+      this.replyDirect(accuser, s);
+    }
   }
 
   /** Publish new local metadata with a higher incarnation. */

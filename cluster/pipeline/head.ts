@@ -45,6 +45,8 @@ export class StageLinkError extends Error {
 /** No chain of live stages covers the model; the message names the missing layers. */
 export class NoPlacementError extends Error {
   override name = "NoPlacementError";
+  /** Clients see UNAVAILABLE (HTTP 503): the cluster may recover when agents join. */
+  readonly rpcCode = "unavailable";
 }
 
 /** A generation request as the head runs it. */

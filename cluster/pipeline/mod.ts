@@ -25,3 +25,13 @@ export {
   StageSessionError,
   type TailSampling,
 } from "./stage_host.ts";
+export { type ForwardContext, forwardHandler } from "./forward_service.ts";
+export { RemoteStageLink, type RemoteStageOptions } from "./remote_link.ts";
+export {
+  decodeValues,
+  encodeTensor,
+  encodeValues,
+  samplingFromWire,
+  samplingToWire,
+  WireFormatError,
+} from "./wire.ts";

@@ -47,6 +47,15 @@ export class StageSessionError extends Error {
   constructor(message: string, readonly code: "not_found" | "exists" | "exhausted" | "invalid") {
     super(message);
   }
+  /** Status for the RPC layer (cluster/rpc maps it to a ConnectError code). */
+  get rpcCode(): string {
+    return {
+      not_found: "not_found",
+      exists: "already_exists",
+      exhausted: "resource_exhausted",
+      invalid: "invalid_argument",
+    }[this.code];
+  }
 }
 
 interface HostedSession {

@@ -663,13 +663,30 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
     const sc16 = SC + (<usize> i << 6);
     let lo = i32x4.splat(0);
     let hi = i32x4.splat(0);
-    for (let g = 0; g < 16; g++) {
-      const wa = v128.load(a + (<usize> g << 4));
-      const qa = v128.load(q + (<usize> g << 4));
-      const p = i16x8.add(i16x8.extmul_low_i8x16_s(wa, qa), i16x8.extmul_high_i8x16_s(wa, qa));
-      const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
-      lo = i32x4.add(lo, i32x4.extmul_low_i16x8_s(p, s));
-      hi = i32x4.add(hi, i32x4.extmul_high_i16x8_s(p, s));
+    if (kind == 12 || kind == 13) {
+      // one scale per 32 elements: sum both halves' products in i16 (≤ 4·127·31) first
+      for (let g = 0; g < 16; g += 2) {
+        const wa0 = v128.load(a + (<usize> g << 4));
+        const qa0 = v128.load(q + (<usize> g << 4));
+        const wa1 = v128.load(a + (<usize> g << 4) + 16);
+        const qa1 = v128.load(q + (<usize> g << 4) + 16);
+        const p = i16x8.add(
+          i16x8.add(i16x8.extmul_low_i8x16_s(wa0, qa0), i16x8.extmul_high_i8x16_s(wa0, qa0)),
+          i16x8.add(i16x8.extmul_low_i8x16_s(wa1, qa1), i16x8.extmul_high_i8x16_s(wa1, qa1)),
+        );
+        const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
+        lo = i32x4.add(lo, i32x4.extmul_low_i16x8_s(p, s));
+        hi = i32x4.add(hi, i32x4.extmul_high_i16x8_s(p, s));
+      }
+    } else {
+      for (let g = 0; g < 16; g++) {
+        const wa = v128.load(a + (<usize> g << 4));
+        const qa = v128.load(q + (<usize> g << 4));
+        const p = i16x8.add(i16x8.extmul_low_i8x16_s(wa, qa), i16x8.extmul_high_i8x16_s(wa, qa));
+        const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
+        lo = i32x4.add(lo, i32x4.extmul_low_i16x8_s(p, s));
+        hi = i32x4.add(hi, i32x4.extmul_high_i16x8_s(p, s));
+      }
     }
     const yd = load<f32>(ad + (<usize> i << 2));
     if (kind == 10) {
@@ -712,6 +729,118 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   return sumf;
 }
 
+
+// Σ over one 16-element group: products (lanes = index mod 8) scaled by s, into lo/hi.
+@inline function prod16(w: v128, a: v128): v128 {
+  return i16x8.add(i16x8.extmul_low_i8x16_s(w, a), i16x8.extmul_high_i8x16_s(w, a));
+}
+
+/** Q4_K row · Q8_K row straight from the block bytes (no decoded row); same float steps. */
+@inline function dotQ4KFused(x0: usize, nb: i32, aq: usize, ad: usize, abs_: usize): f32 {
+  let sumsLo = f32x4.splat(0);
+  let sumsHi = f32x4.splat(0);
+  let sumf: f32 = 0;
+  const m4 = i8x16.splat(0x0f);
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 144;
+    const q = aq + (<usize> i << 8);
+    const sc = x + 4;
+    let lo = i32x4.splat(0);
+    let hi = i32x4.splat(0);
+    for (let j = 0; j < 4; j++) {
+      const qv0 = v128.load(x + 16 + (<usize> j << 5));
+      const qv1 = v128.load(x + 32 + (<usize> j << 5));
+      const qa = q + (<usize> j << 6);
+      const pl = i16x8.add(prod16(v128.and(qv0, m4), v128.load(qa)), prod16(v128.and(qv1, m4), v128.load(qa + 16)));
+      const ph = i16x8.add(prod16(i8x16.shr_u(qv0, 4), v128.load(qa + 32)), prod16(i8x16.shr_u(qv1, 4), v128.load(qa + 48)));
+      const sl = i16x8.splat(<i16> kScaleMin(sc, 2 * j, false));
+      const sh = i16x8.splat(<i16> kScaleMin(sc, 2 * j + 1, false));
+      lo = i32x4.add(lo, i32x4.add(i32x4.extmul_low_i16x8_s(pl, sl), i32x4.extmul_low_i16x8_s(ph, sh)));
+      hi = i32x4.add(hi, i32x4.add(i32x4.extmul_high_i16x8_s(pl, sl), i32x4.extmul_high_i16x8_s(ph, sh)));
+    }
+    let sumi: i32 = 0;
+    const bs = abs_ + (<usize> i << 6);
+    for (let j = 0; j < 8; j++) {
+      sumi += (load<i32>(bs + (<usize> (2 * j) << 2)) + load<i32>(bs + (<usize> (2 * j + 1) << 2))) * kScaleMin(sc, j, true);
+    }
+    const yd = load<f32>(ad + (<usize> i << 2));
+    const d = f32x4.splat(f16At(x) * yd);
+    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
+    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
+    const dmin = f16At(x + 2) * yd;
+    sumf -= dmin * <f32> sumi;
+  }
+  sumf += f32x4.extract_lane(sumsLo, 0);
+  sumf += f32x4.extract_lane(sumsLo, 1);
+  sumf += f32x4.extract_lane(sumsLo, 2);
+  sumf += f32x4.extract_lane(sumsLo, 3);
+  sumf += f32x4.extract_lane(sumsHi, 0);
+  sumf += f32x4.extract_lane(sumsHi, 1);
+  sumf += f32x4.extract_lane(sumsHi, 2);
+  sumf += f32x4.extract_lane(sumsHi, 3);
+  return sumf;
+}
+
+/** Q6_K row · Q8_K row straight from the block bytes; same float steps as ggml. */
+@inline function dotQ6KFused(x0: usize, nb: i32, aq: usize, ad: usize): f32 {
+  let sumsLo = f32x4.splat(0);
+  let sumsHi = f32x4.splat(0);
+  const m4 = i8x16.splat(0x0f);
+  const m3 = i8x16.splat(3);
+  const off = i8x16.splat(32);
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 210;
+    const q = aq + (<usize> i << 8);
+    let lo = i32x4.splat(0);
+    let hi = i32x4.splat(0);
+    for (let half = 0; half < 2; half++) {
+      const ql = x + (<usize> half << 6);
+      const qh = x + 128 + (<usize> half << 5);
+      const qa = q + (<usize> half << 7);
+      const scp = x + 192 + (<usize> half << 3);
+      for (let l = 0; l < 32; l += 16) {
+        const q0 = v128.load(ql + l);
+        const q1 = v128.load(ql + 32 + l);
+        const h = v128.load(qh + l);
+        const g = l >> 4;
+        const a0 = i8x16.sub(v128.or(v128.and(q0, m4), i8x16.shl(v128.and(h, m3), 4)), off);
+        const a1 = i8x16.sub(v128.or(v128.and(q1, m4), i8x16.shl(v128.and(i8x16.shr_u(h, 2), m3), 4)), off);
+        const a2 = i8x16.sub(v128.or(i8x16.shr_u(q0, 4), i8x16.shl(v128.and(i8x16.shr_u(h, 4), m3), 4)), off);
+        const a3 = i8x16.sub(v128.or(i8x16.shr_u(q1, 4), i8x16.shl(i8x16.shr_u(h, 6), 4)), off);
+        const p0 = prod16(a0, v128.load(qa + l));
+        const p1 = prod16(a1, v128.load(qa + 32 + l));
+        const p2 = prod16(a2, v128.load(qa + 64 + l));
+        const p3 = prod16(a3, v128.load(qa + 96 + l));
+        const s0 = i16x8.splat(<i16> load<i8>(scp + g));
+        const s1 = i16x8.splat(<i16> load<i8>(scp + g + 2));
+        const s2 = i16x8.splat(<i16> load<i8>(scp + g + 4));
+        const s3 = i16x8.splat(<i16> load<i8>(scp + g + 6));
+        lo = i32x4.add(lo, i32x4.add(
+          i32x4.add(i32x4.extmul_low_i16x8_s(p0, s0), i32x4.extmul_low_i16x8_s(p1, s1)),
+          i32x4.add(i32x4.extmul_low_i16x8_s(p2, s2), i32x4.extmul_low_i16x8_s(p3, s3)),
+        ));
+        hi = i32x4.add(hi, i32x4.add(
+          i32x4.add(i32x4.extmul_high_i16x8_s(p0, s0), i32x4.extmul_high_i16x8_s(p1, s1)),
+          i32x4.add(i32x4.extmul_high_i16x8_s(p2, s2), i32x4.extmul_high_i16x8_s(p3, s3)),
+        ));
+      }
+    }
+    const d = f32x4.splat(f16At(x + 208) * load<f32>(ad + (<usize> i << 2)));
+    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
+    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
+  }
+  let sumf: f32 = 0;
+  sumf += f32x4.extract_lane(sumsLo, 0);
+  sumf += f32x4.extract_lane(sumsLo, 1);
+  sumf += f32x4.extract_lane(sumsLo, 2);
+  sumf += f32x4.extract_lane(sumsLo, 3);
+  sumf += f32x4.extract_lane(sumsHi, 0);
+  sumf += f32x4.extract_lane(sumsHi, 1);
+  sumf += f32x4.extract_lane(sumsHi, 2);
+  sumf += f32x4.extract_lane(sumsHi, 3);
+  return sumf;
+}
+
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */
 export function mmK(
   kind: i32,
@@ -728,6 +857,15 @@ export function mmK(
   r1: i32,
   scr: usize,
 ): void {
+  if (T == 1 && (kind == 12 || kind == 14)) {
+    // one activation row: dot straight from the weight blocks
+    for (let r = r0; r < r1; r++) {
+      const wr = w + <usize> r * rowBytes;
+      const v = kind == 12 ? dotQ4KFused(wr, nb, aq, ad, abs_) : dotQ6KFused(wr, nb, aq, ad);
+      store<f32>(out + (<usize> r << 2), v);
+    }
+    return;
+  }
   for (let r = r0; r < r1; r++) {
     decodeRowK(kind, w + <usize> r * rowBytes, nb, scr);
     for (let t = 0; t < T; t++) {

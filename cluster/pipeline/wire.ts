@@ -1,0 +1,97 @@
+/** Conversions between pipeline values and their protobuf wire forms (proto/ is the contract). */
+import { create } from "@bufbuild/protobuf";
+import { f16ToF32, f32ToF16 } from "../../kernels/quant/mod.ts";
+import {
+  Dtype,
+  type SamplerParams as WireSampler,
+  SamplerParamsSchema,
+  type Tensor,
+  TensorSchema,
+} from "../../proto/mod.ts";
+import type { TailSampling } from "./stage_host.ts";
+
+/** A frame's bytes do not match its shape/dtype; a precise INVALID_ARGUMENT. */
+export class WireFormatError extends Error {
+  override name = "WireFormatError";
+  readonly rpcCode = "invalid_argument";
+}
+
+/** Encode `[rows × cols]` f32 values as a wire tensor (f32 exact, or f16 to halve the bytes). */
+export function encodeTensor(values: Float32Array, shape: number[], dtype = Dtype.F32): Tensor {
+  return create(TensorSchema, { shape, dtype, data: encodeValues(values, dtype) });
+}
+
+/** The raw bytes of `values` in `dtype`, little-endian. */
+export function encodeValues(values: Float32Array, dtype: Dtype): Uint8Array {
+  if (dtype === Dtype.F16) {
+    const out = new Uint16Array(values.length);
+    for (let i = 0; i < values.length; i++) out[i] = f32ToF16(values[i]);
+    return new Uint8Array(out.buffer);
+  }
+  // Copy into a fresh, aligned buffer: the caller may reuse `values`.
+  return new Uint8Array(values.slice().buffer);
+}
+
+/** Decode wire bytes to f32, checking the byte count against shape and dtype. */
+export function decodeValues(
+  data: Uint8Array,
+  shape: readonly number[],
+  dtype: Dtype,
+): Float32Array {
+  const n = shape.reduce((a, b) => a * b, 1);
+  const size = dtype === Dtype.F32 ? 4 : dtype === Dtype.F16 ? 2 : 0;
+  if (size === 0) {
+    throw new WireFormatError(`unsupported activation dtype ${Dtype[dtype] ?? dtype}`);
+  }
+  if (data.byteLength !== n * size) {
+    throw new WireFormatError(
+      `tensor of shape [${shape.join(", ")}] in ${Dtype[dtype]} needs ${
+        n * size
+      } bytes, got ${data.byteLength}`,
+    );
+  }
+  // Copy to a fresh, aligned buffer: protobuf byte fields are views at arbitrary offsets, and
+  // may be Node Buffers, whose slice() is a view rather than a copy.
+  const bytes = new Uint8Array(data);
+  if (dtype === Dtype.F32) return new Float32Array(bytes.buffer, 0, n);
+  const half = new Uint16Array(bytes.buffer, 0, n);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = f16ToF32(half[i]);
+  return out;
+}
+
+/** Tail sampling settings → wire SamplerParams. */
+export function samplingToWire(s: TailSampling): WireSampler {
+  return create(SamplerParamsSchema, {
+    temperature: s.temperature,
+    topK: s.topK,
+    topP: s.topP,
+    minP: s.minP,
+    repeatPenalty: s.repeatPenalty,
+    repeatLastN: s.repeatLastN,
+    frequencyPenalty: s.frequencyPenalty,
+    presencePenalty: s.presencePenalty,
+    seed: s.seed === undefined ? undefined : BigInt(s.seed),
+    topLogprobs: s.topLogprobs ?? 0,
+  });
+}
+
+/** Wire SamplerParams → tail sampling settings (unset fields stay unset: engine defaults). */
+export function samplingFromWire(w: WireSampler): TailSampling {
+  const out: TailSampling = {};
+  if (w.temperature !== undefined) out.temperature = w.temperature;
+  if (w.topK !== undefined) out.topK = w.topK;
+  if (w.topP !== undefined) out.topP = w.topP;
+  if (w.minP !== undefined) out.minP = w.minP;
+  if (w.repeatPenalty !== undefined) out.repeatPenalty = w.repeatPenalty;
+  if (w.repeatLastN !== undefined) out.repeatLastN = w.repeatLastN;
+  if (w.frequencyPenalty !== undefined) out.frequencyPenalty = w.frequencyPenalty;
+  if (w.presencePenalty !== undefined) out.presencePenalty = w.presencePenalty;
+  if (w.seed !== undefined) {
+    if (w.seed > 0xffffffffn) throw new WireFormatError(`seed ${w.seed} does not fit in 32 bits`);
+    out.seed = Number(w.seed);
+  }
+  if (w.topLogprobs > 20) throw new WireFormatError(`top_logprobs ${w.topLogprobs} exceeds 20`);
+  if (w.topLogprobs) out.topLogprobs = w.topLogprobs;
+  return out;
+}
