@@ -8,8 +8,9 @@
  *
  * Prints one JSON object per model: prefill (128-token prompt in one pass) and decode (128 single
  * tokens) tokens/s for us and for llama.cpp (node-llama-cpp 3.21.1, `ref.mjs bench`, installed
- * once into bench/.cache/llamaref), their ratios (median of `--reps` runs each), and the process
- * RSS while serving against weights + KV cache bytes. Flags: `--pp N`, `--tg N`, `--kv f32|f16`
+ * once into bench/.cache/llamaref), their ratios (median of `--reps` interleaved rounds), and the
+ * process RSS while serving against weights + KV cache bytes. Each model runs in its own child
+ * process (`--child`, with `--expose-gc` and `MALLOC_MMAP_THRESHOLD_=65536`, see main()). Flags: `--pp N`, `--tg N`, `--kv f32|f16`
  * (KV cache type of both engines; default f32, our engine's default), `--no-ref` (skip
  * llama.cpp), `--backend wasm|reference`.
  * @module
@@ -149,6 +150,9 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   } finally {
     file.close();
   }
+  // A serving agent collects the loader's per-tensor read buffers sooner or later; do it now
+  // (the child process runs with --expose-gc) so RSS reflects steady state.
+  (globalThis as { gc?: () => void }).gc?.();
   const V = stage.config.nVocab;
   const nCtx = o.pp + o.tg;
   let seed = 12345;
@@ -293,7 +297,19 @@ export async function main(args: string[]): Promise<void> {
   const rest = args.filter((_, i) => !isModelArg(args, i));
   for (const model of models) {
     const r = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "-A", import.meta.filename!, "--child", "--model", model, ...rest],
+      args: [
+        "run",
+        "-A",
+        "--v8-flags=--expose-gc",
+        import.meta.filename!,
+        "--child",
+        "--model",
+        model,
+        ...rest,
+      ],
+      // Large buffers straight from mmap, so freed tensor read buffers leave RSS (glibc would
+      // otherwise keep ~60 MB of them in its heap); a deployment knob we recommend for agents.
+      env: { MALLOC_MMAP_THRESHOLD_: "65536" },
       stdout: "inherit",
       stderr: "inherit",
     }).output();

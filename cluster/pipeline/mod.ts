@@ -35,3 +35,4 @@ export {
   samplingToWire,
   WireFormatError,
 } from "./wire.ts";
+export { GossipChainProvider, type StageCandidate, tileChain } from "./gossip_chain.ts";

@@ -30,14 +30,15 @@ import { buildWasm, WASM_URL } from "./build.ts";
 import type { Kernels } from "./kernels.ts";
 import {
   A,
+  ACK,
   ACTIVE,
   ARENA,
   ARGS,
   CLOSED,
   CTRL_INTS,
-  DONE,
   ERROR,
   FARGS,
+  MAX_THREADS,
   NEXT,
   OP,
   OP_ATTN,
@@ -76,6 +77,8 @@ class WBuf implements Buf {
 class WWeight implements Weight {
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
   f32Off = -1;
+  /** Kernel variant: the ggml type, or 108 for Q8_0 without -128 quants (relaxed-dot path). */
+  kernel: number;
   freed = false;
   constructor(
     readonly name: string,
@@ -87,7 +90,9 @@ class WWeight implements Weight {
     readonly rowLen: number,
     readonly nRows: number,
     readonly rowBytes: number,
-  ) {}
+  ) {
+    this.kernel = type;
+  }
 }
 
 class WKV implements KVCache {
@@ -223,18 +228,21 @@ class Pool {
     runJob(this.ctrl, this.f32, kernels, 0);
   }
 
-  /** Wait until every worker has acknowledged a control op (DONE). */
-  wait(): void {
+  /** Publish control op `op` and wait until every worker has acknowledged it. */
+  control(op: number, arg: number): void {
     const c = this.ctrl;
-    const target = this.workers.length;
-    let spins = 0;
-    let waited = 0;
-    for (;;) {
-      const d = Atomics.load(c, DONE);
-      if (d >= target) return;
-      if (++spins > SPIN) {
-        if (Atomics.wait(c, DONE, d, 1000) === "timed-out" && ++waited > 30) {
-          throw new Error("wasm backend: a worker did not finish its job within 30 s");
+    c[OP] = op;
+    Atomics.store(c, ARGS, arg);
+    const seq = Atomics.add(c, SEQ, 1) + 1;
+    Atomics.notify(c, SEQ);
+    if (op === OP_STOP) return;
+    for (let i = 1; i <= this.workers.length; i++) {
+      let waited = 0;
+      for (;;) {
+        const v = Atomics.load(c, ACK + i);
+        if (v === seq) break;
+        if (Atomics.wait(c, ACK + i, v, 1000) === "timed-out" && ++waited > 30) {
+          throw new Error(`wasm backend: worker ${i} did not take a new memory within 30 s`);
         }
       }
     }
@@ -243,20 +251,12 @@ class Pool {
   addArena(memory: WebAssembly.Memory, count: number): void {
     if (!this.workers.length) return;
     for (const w of this.workers) w.postMessage({ type: "arena", memory });
-    this.ctrl[OP] = OP_RELOAD;
-    this.ctrl[ARGS] = count;
-    Atomics.store(this.ctrl, DONE, 0);
-    Atomics.add(this.ctrl, SEQ, 1);
-    Atomics.notify(this.ctrl, SEQ);
-    this.wait();
+    this.control(OP_RELOAD, count);
   }
 
   stop(): void {
     if (!this.workers.length) return;
-    this.ctrl[OP] = OP_STOP;
-    Atomics.store(this.ctrl, DONE, 0);
-    Atomics.add(this.ctrl, SEQ, 1);
-    Atomics.notify(this.ctrl, SEQ);
+    this.control(OP_STOP, 0);
     for (const w of this.workers) w.terminate();
     this.workers.length = 0;
   }
@@ -311,7 +311,10 @@ const align = (n: number) => Math.ceil(n / 64) * 64;
  * ```
  */
 export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<Backend> {
-  const threads = Math.max(1, Math.floor(opts.threads ?? navigator.hardwareConcurrency ?? 1));
+  const threads = Math.min(
+    MAX_THREADS,
+    Math.max(1, Math.floor(opts.threads ?? navigator.hardwareConcurrency ?? 1)),
+  );
   const cap = Math.min(opts.memoryCap ?? 4 * GiB, 4 * GiB);
   if (cap < 2 * 65536) throw new Error(`wasm backend: memoryCap ${cap} is below 128 KiB`);
   await buildWasm();
@@ -464,7 +467,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
     ctrl[ARENA] = w.arena;
-    ctrl[a + A.KIND] = w.type;
+    ctrl[a + A.KIND] = w.kernel;
     ctrl[a + A.W] = w.off;
     ctrl[a + A.ROW_BYTES] = w.rowBytes;
     ctrl[a + A.NB] = floatsAct ? n : nb;
@@ -528,6 +531,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
         stride,
       );
       if (nRows === 1) floats(w);
+      if (spec.type === GGMLType.Q8_0 && !arenas[arena].k.q8HasMin(off, (nRows * rowLen) / 32)) {
+        w.kernel = 108;
+      }
       return w;
     },
 
@@ -723,7 +729,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       // work items: (block of query rows) × (KV head); each item widens an f16 cache once
       const work = rows * nHeads * (pos0 + rows) * headDim;
       const parts = Math.min(threads, Math.ceil(work / 32768));
-      const rowBlock = Math.max(1, Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))));
+      const rowBlock = Math.max(
+        1,
+        Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))),
+      );
       const items = Math.ceil(rows / rowBlock) * nKVHeads;
       ctrl[a + A.KIND] = rowBlock;
       ctrl[a + A.NROWS] = items;

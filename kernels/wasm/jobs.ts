@@ -7,15 +7,13 @@
  * `ACTIVE` and then checking that the job is still open (`SEQ` unchanged, `CLOSED` not yet set to
  * it); the main thread, once out of chunks, closes the job and waits only for `ACTIVE` to drop to
  * 0 — so a worker the OS has not scheduled yet never delays it. (Control ops — new arenas, stop —
- * instead wait for every worker's `DONE`.) Kernels run on the thread's own instance of the arena
+ * instead wait for every worker's acknowledgement in its `ACK` slot.) Kernels run on the thread's own instance of the arena
  * the job names, all instances of an arena sharing its `WebAssembly.Memory`.
  */
 import type { Kernels, Mm32 } from "./kernels.ts";
 
 /** Control-block slots (Int32 indices). */
 export const SEQ = 0;
-/** Workers that finished the current job. */
-export const DONE = 1;
 /** Next chunk to claim. */
 export const NEXT = 2;
 /** Op code of the current job. */
@@ -32,8 +30,12 @@ export const ERROR = 7;
 export const ARGS = 8;
 /** First float argument (Float32 view of the same buffer). */
 export const FARGS = 48;
+/** First per-worker acknowledgement slot: worker `i` writes the SEQ of the control op it took. */
+export const ACK = 64;
+/** Most threads a pool may have. */
+export const MAX_THREADS = 256;
 /** Control block size in Int32 elements. */
-export const CTRL_INTS = 64;
+export const CTRL_INTS = ACK + MAX_THREADS;
 
 /** Op codes. */
 export const OP_MM32 = 1;
@@ -76,6 +78,8 @@ function mm32(k: Kernels, kind: number): Mm32 {
   switch (kind) {
     case 8:
       return k.mmQ8_0;
+    case 108:
+      return k.mmQ8_0r;
     case 2:
       return k.mmQ4_0;
     case 3:

@@ -10,6 +10,8 @@ export interface Kernels {
   quantizeQ8K(x: number, n: number, T: number, qs: number, d: number, bsums: number): void;
   roundActs(x: number, y: number, n: number, mode: number): void;
   mmQ8_0: Mm32;
+  mmQ8_0r: Mm32;
+  q8HasMin(w: number, nb: number): number;
   mmQ4_0: Mm32;
   mmQ4_1: Mm32;
   mmQ5_0: Mm32;

@@ -8,7 +8,7 @@
  * for each arena added later (the main thread sends `OP_RELOAD` so the loop yields to take it).
  */
 import { instantiate, type Kernels } from "./kernels.ts";
-import { ACTIVE, ARGS, CLOSED, DONE, ERROR, OP, OP_RELOAD, OP_STOP, runJob, SEQ } from "./jobs.ts";
+import { ACK, ACTIVE, ARGS, CLOSED, ERROR, OP, OP_RELOAD, OP_STOP, runJob, SEQ } from "./jobs.ts";
 
 let module: WebAssembly.Module | undefined;
 let ctrl: Int32Array;
@@ -18,9 +18,10 @@ const arenas: Kernels[] = [];
 let seen = 0;
 const SPIN = 4000;
 
-function finish(): void {
-  Atomics.add(ctrl, DONE, 1);
-  Atomics.notify(ctrl, DONE);
+/** Acknowledge control op `seq` (new arenas taken, or stopping). */
+function ack(seq: number): void {
+  Atomics.store(ctrl, ACK + thread, seq);
+  Atomics.notify(ctrl, ACK + thread);
 }
 
 function loop(): void {
@@ -37,14 +38,14 @@ function loop(): void {
     }
     seen = s;
     if (op === OP_STOP) {
-      finish();
+      ack(s);
       self.close();
       return;
     }
     if (op === OP_RELOAD) {
       // Wait (asynchronously) until every arena's memory has arrived, then acknowledge.
-      if (arenas.length >= ctrl[ARGS]) {
-        finish();
+      if (arenas.length >= Atomics.load(ctrl, ARGS)) {
+        ack(s);
         continue;
       }
       return; // onmessage resumes the loop
@@ -76,9 +77,13 @@ self.onmessage = (e: MessageEvent) => {
     loop();
   } else if (m.type === "arena") {
     arenas.push(instantiate(module!, m.memory));
-    // A RELOAD job that was waiting for this memory: acknowledge and go back to work.
-    if (ctrl[OP] === OP_RELOAD && Atomics.load(ctrl, SEQ) === seen && arenas.length >= ctrl[ARGS]) {
-      finish();
+    // A RELOAD that was waiting for this memory: acknowledge it and go back to work (if the
+    // RELOAD has not been published yet, loop() meets it and acknowledges then).
+    if (
+      Atomics.load(ctrl, OP) === OP_RELOAD && Atomics.load(ctrl, SEQ) === seen &&
+      arenas.length >= Atomics.load(ctrl, ARGS)
+    ) {
+      ack(seen);
       loop();
     }
   }

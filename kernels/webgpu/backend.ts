@@ -41,6 +41,11 @@ import { compose } from "./shaders.ts";
 export interface WebGPUBackendOptions {
   /** Use this adapter instead of requesting one. */
   readonly adapter?: GPUAdapter;
+  /**
+   * Run on this device of `adapter` instead of requesting one (the backend owns it from now on:
+   * `dispose` destroys it). Lets a caller watch `device.lost` itself.
+   */
+  readonly device?: GPUDevice;
   /** Passed to `requestAdapter` (default "high-performance"). */
   readonly powerPreference?: GPUPowerPreference;
   /**
@@ -58,6 +63,11 @@ export interface WebGPUBackendOptions {
    * "auto": "single" on a fallback adapter, "shared" otherwise (one lane for very short rows).
    */
   readonly matmulLanes?: "auto" | "single" | "shared";
+  /**
+   * Cap on the attention-score scratch buffer in bytes (default 64 MiB, at most the binding
+   * limit); longer prefills are processed in row chunks. Tests set it small.
+   */
+  readonly attentionScratchBytes?: number;
 }
 
 /** What the backend found and uses; `backend.info` after creation. */
@@ -72,6 +82,8 @@ export interface WebGPUInfo {
   readonly features: readonly string[];
   /** Largest weight part in bytes. */
   readonly maxBindingBytes: number;
+  /** Cap on the attention-score scratch buffer in bytes. */
+  readonly attentionScratchBytes: number;
 }
 
 type VecDot = "f32" | "f16" | "bf16" | "q8_0" | "q8_1" | "q8_k";
@@ -206,6 +218,7 @@ export class WebGPUBackend implements Backend {
   readonly #lanes: "auto" | "single" | "shared";
   readonly #maxBind: number;
   readonly #maxWeightBind: number;
+  readonly #scratchCap: number;
   readonly #uniformAlign: number;
   readonly #pipes = new Map<string, Pipe>();
   readonly #groups = new Map<string, GPUBindGroup>();
@@ -232,6 +245,7 @@ export class WebGPUBackend implements Backend {
     this.#lanes = info.matmulLanes;
     this.#maxBind = dev.limits.maxStorageBufferBindingSize;
     this.#maxWeightBind = info.maxBindingBytes;
+    this.#scratchCap = Math.min(info.attentionScratchBytes, this.#maxBind);
     this.#uniformAlign = Math.max(PARAM_BYTES, dev.limits.minUniformBufferOffsetAlignment);
     dev.lost.then((lost) => {
       if (this.#disposed) return;
@@ -245,7 +259,9 @@ export class WebGPUBackend implements Backend {
       const err = (ev as GPUUncapturedErrorEvent).error;
       if (this.#error) return;
       this.#error = err instanceof GPUOutOfMemoryError
-        ? new WebGPUOutOfMemoryError(`WebGPU out of memory on "${info.description}": ${err.message}`)
+        ? new WebGPUOutOfMemoryError(
+          `WebGPU out of memory on "${info.description}": ${err.message}`,
+        )
         : new WebGPUError(`WebGPU error on "${info.description}": ${err.message}`);
     });
   }
@@ -539,7 +555,9 @@ export class WebGPUBackend implements Backend {
     this.#check();
     const d = this.#buf(dst);
     if (offset < 0 || offset + src.length > d.length) {
-      throw new RangeError(`write of ${src.length} floats at ${offset} overflows a ${d.length}-float buffer`);
+      throw new RangeError(
+        `write of ${src.length} floats at ${offset} overflows a ${d.length}-float buffer`,
+      );
     }
     if (src.length === 0) return;
     const slot = this.#arena(src.length * 4, 256);
@@ -564,7 +582,11 @@ export class WebGPUBackend implements Backend {
     const bytes = Math.max(4, n * 4);
     const size = Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
     const staging = this.#staging.get(size)?.pop() ??
-      this.#createBuffer(size, GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, "a readback buffer");
+      this.#createBuffer(
+        size,
+        GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
+        "a readback buffer",
+      );
     if (n > 0) {
       this.#copyEncoder().copyBufferToBuffer(s.res.buffer, offset * 4, staging.buffer, 0, n * 4);
     }
@@ -638,7 +660,9 @@ export class WebGPUBackend implements Backend {
   }
 
   #weight(w: Weight): GWeight {
-    if (!(w instanceof GWeight)) throw new TypeError(`${w.name}: not a weight of this WebGPU backend`);
+    if (!(w instanceof GWeight)) {
+      throw new TypeError(`${w.name}: not a weight of this WebGPU backend`);
+    }
     return w;
   }
 
@@ -648,7 +672,9 @@ export class WebGPUBackend implements Backend {
   }
 
   #need(b: GBuf, n: number, what: string): void {
-    if (n > b.length) throw new RangeError(`${what}: needs ${n} floats, the buffer has ${b.length}`);
+    if (n > b.length) {
+      throw new RangeError(`${what}: needs ${n} floats, the buffer has ${b.length}`);
+    }
   }
 
   #defines(): string[] {
@@ -745,7 +771,6 @@ export class WebGPUBackend implements Backend {
     const W = this.#weight(w);
     const xb = this.#buf(x);
     const o = this.#buf(out);
-    if (xb === o) throw new WebGPUError(`matmul ${W.name}: input and output must differ`);
     const k = W.cols;
     this.#need(xb, rows * k, `matmul ${W.name} input`);
     this.#need(o, rows * W.rows, `matmul ${W.name} output`);
@@ -753,7 +778,13 @@ export class WebGPUBackend implements Backend {
     const kind = VEC_DOT[W.type]!;
     let a: Res = xb.res;
     let dOff = 0, sOff = 0;
-    if (kind !== "f32") ({ res: a, dOff, sOff } = this.#quantize(xb, rows, k, kind));
+    if (kind !== "f32") {
+      ({ res: a, dOff, sOff } = this.#quantize(xb, rows, k, kind));
+    } else if (xb === o) {
+      // In place (out aliases x): read a copy, as ggml reads its converted activations.
+      a = this.#scratchBuf("matmul input copy", rows * k * 4);
+      this.#copyEncoder().copyBufferToBuffer(xb.res.buffer, 0, a.buffer, 0, rows * k * 4);
+    }
     const tname = typeName(W.type);
     const bs = typeInfo(W.type)!.blockSize;
     const nb = k / bs;
@@ -899,8 +930,6 @@ export class WebGPUBackend implements Backend {
     this.#need(qb, (rowOffset + rows) * qDim, "attention q");
     this.#need(o, (rowOffset + rows) * qDim, "attention out");
     if (rows === 0) return;
-    const nMax = pos0 + rows;
-    const s = this.#scratchBuf("attention scores", rows * nHeads * nMax * 4);
     const defines = c.type === "f16" ? ["KV_F16"] : [];
     const bindings = [[0, "uniform"], [1, "storage"], [2, "storage"], [3, "storage"]] as const;
     const scores = this.#pipe(
@@ -920,15 +949,25 @@ export class WebGPUBackend implements Backend {
       () => compose("softmax"),
       [[0, "uniform"], [1, "storage"]],
     );
-    const prm = this.#params();
-    prm.u.set([rows, nHeads, nKVHeads, headDim, pos0, rowOffset, c.strideWords, nMax]);
-    prm.f[8] = params.scale;
-    this.#dispatch(scores, prm.slot, [qb.res, c.k[layer], s], Math.ceil(nMax / WG), nHeads, rows);
-    const sm = this.#params();
-    sm.u.set([rows * nHeads, nHeads, nMax, pos0]);
-    const [gx, gy] = grid(rows * nHeads);
-    this.#dispatch(softmax, sm.slot, [s], gx, gy);
-    this.#dispatch(pv, prm.slot, [o.res, c.v[layer], s], Math.ceil(headDim / WG), nHeads, rows);
+    // Scores of a chunk of query rows live in one scratch buffer [rows × heads × (pos0 + rows)];
+    // long prefills run in as many row chunks as it takes to keep that under the cap.
+    const rowBytes = nHeads * (pos0 + rows) * 4;
+    const chunk = Math.max(1, Math.min(rows, Math.floor(this.#scratchCap / rowBytes)));
+    for (let r0 = 0; r0 < rows; r0 += chunk) {
+      const n = Math.min(chunk, rows - r0);
+      const p0 = pos0 + r0;
+      const nMax = p0 + n;
+      const s = this.#scratchBuf("attention scores", n * nHeads * nMax * 4);
+      const prm = this.#params();
+      prm.u.set([n, nHeads, nKVHeads, headDim, p0, rowOffset + r0, c.strideWords, nMax]);
+      prm.f[8] = params.scale;
+      this.#dispatch(scores, prm.slot, [qb.res, c.k[layer], s], Math.ceil(nMax / WG), nHeads, n);
+      const sm = this.#params();
+      sm.u.set([n * nHeads, nHeads, nMax, p0]);
+      const [gx, gy] = grid(n * nHeads);
+      this.#dispatch(softmax, sm.slot, [s], gx, gy);
+      this.#dispatch(pv, prm.slot, [o.res, c.v[layer], s], Math.ceil(headDim / WG), nHeads, n);
+    }
     o.version++;
   }
 
@@ -993,7 +1032,10 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     adapter = r.adapter;
   }
   const probe = describeAdapter(adapter);
-  const dev = await requestDevice(adapter);
+  if (opts.device && !opts.adapter) {
+    throw new TypeError("createWebGPUBackend: pass the adapter of the device as well");
+  }
+  const dev = opts.device ?? await requestDevice(adapter);
   const packed = (opts.packedDot ?? true) &&
     probe.wgslFeatures.includes("packed_4x8_integer_dot_product");
   const devMax = dev.limits.maxStorageBufferBindingSize;
@@ -1009,6 +1051,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
         : opts.matmulLanes,
       features: probe.features,
       maxBindingBytes,
+      attentionScratchBytes: opts.attentionScratchBytes ?? 64 << 20,
     },
     packed,
   );

@@ -219,7 +219,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 }
 
 @inline function blockBytes(kind: i32): i32 {
-  return kind == 8 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
+  return kind == 8 || kind == 108 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
 }
 
 @inline function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
@@ -359,7 +359,54 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
     for (let b = 0; b < nb; b++) {
       const o = <usize>(b * bb);
       const xd = rowScales(wr0, wr1, wr2, wr3, o);
-      if (kind == 8) {
+      if (kind == 108) {
+        // Q8_0 with the relaxed (VNNI) dot: Σ w·a = Σ |w|·(sign(w)·a); |w| ≤ 127 checked at upload
+        const z = i8x16.splat(0);
+        const w00 = v128.load(wr0 + o + 2);
+        const w01 = v128.load(wr0 + o + 18);
+        const w10 = v128.load(wr1 + o + 2);
+        const w11 = v128.load(wr1 + o + 18);
+        const w20 = v128.load(wr2 + o + 2);
+        const w21 = v128.load(wr2 + o + 18);
+        const w30 = v128.load(wr3 + o + 2);
+        const w31 = v128.load(wr3 + o + 18);
+        const m00 = i8x16.lt_s(w00, z);
+        const m01 = i8x16.lt_s(w01, z);
+        const m10 = i8x16.lt_s(w10, z);
+        const m11 = i8x16.lt_s(w11, z);
+        const m20 = i8x16.lt_s(w20, z);
+        const m21 = i8x16.lt_s(w21, z);
+        const m30 = i8x16.lt_s(w30, z);
+        const m31 = i8x16.lt_s(w31, z);
+        const u00 = i8x16.abs(w00);
+        const u01 = i8x16.abs(w01);
+        const u10 = i8x16.abs(w10);
+        const u11 = i8x16.abs(w11);
+        const u20 = i8x16.abs(w20);
+        const u21 = i8x16.abs(w21);
+        const u30 = i8x16.abs(w30);
+        const u31 = i8x16.abs(w31);
+        for (let t = 0; t < T; t++) {
+          const ab = <usize> (t * nb + b);
+          const a = aq + (ab << 5);
+          const a0 = v128.load(a);
+          const a1 = v128.load(a + 16);
+          const zi = i32x4.splat(0);
+          const s0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m01), m01), u01,
+            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m00), m00), u00, zi));
+          const s1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m11), m11), u11,
+            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m10), m10), u10, zi));
+          const s2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m21), m21), u21,
+            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m20), m20), u20, zi));
+          const s3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m31), m31), u31,
+            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m30), m30), u30, zi));
+          const sumi = transposeSum(s0, s1, s2, s3);
+          const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
+          const ob = out + (<usize> (t * outStride + r) << 2);
+          const c = f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd));
+          v128.store(ob, f32x4.add(v128.load(ob), c));
+        }
+      } else if (kind == 8) {
         for (let t = 0; t < T; t++) {
           const a = aq + (<usize>(t * nb + b) << 5);
           const sumi = transposeSum(
@@ -406,7 +453,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
       }
     }
   }
-  if (r < r1) matmul32Rows(kind, w, rowBytes, nb, aq, ad, as, T, out, outStride, r, r1);
+  if (r < r1) matmul32Rows(kind == 108 ? 8 : kind, w, rowBytes, nb, aq, ad, as, T, out, outStride, r, r1);
 }
 
 export function mmQ8_0(
@@ -424,6 +471,22 @@ export function mmQ8_0(
 ): void {
   matmul32(8, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
+/** Q8_0 weights whose quants are all in -127..127 (always so from ggml's quantizer). */
+export function mmQ8_0r(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+  matmul32(108, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+}
+
+/** 1 when some Q8_0 quant of the nb blocks at w is -128 (then mmQ8_0 must be used). */
+export function q8HasMin(w: usize, nb: i32): i32 {
+  let acc = i8x16.splat(0);
+  const m = i8x16.splat(-128);
+  for (let b = 0; b < nb; b++) {
+    const p = w + <usize> b * 34 + 2;
+    acc = v128.or(acc, v128.or(i8x16.eq(v128.load(p), m), i8x16.eq(v128.load(p + 16), m)));
+  }
+  return v128.any_true(acc) ? 1 : 0;
+}
+
 export function mmQ4_0(
   w: usize,
   rb: i32,

@@ -5,7 +5,7 @@
 //   block_dot(wb, t, b) -> f32 block b (at byte wb) of a weight row · block b of activation row t,
 //                              computed as ggml's vec_dot_<type>_<vec_dot_type> does for one block:
 //                              integer-exact sums, then its float scaling.
-// The part after `//@dot` (block_dot and its helpers) is only composed into matmul.wgsl, which
+// The part after the dot marker line (block_dot and its helpers) is only composed into matmul.wgsl, which
 // defines the activation accessors it uses (a_f, a_q4, a_d, a_s, a_bsum).
 
 // Weights are bound as `W: array<u32>` holding the raw GGUF block bytes (little-endian,

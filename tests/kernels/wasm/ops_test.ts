@@ -205,3 +205,22 @@ for (const threads of [1, 2]) {
     });
   });
 }
+
+Deno.test("wasm matmul: Q8_0 with a -128 quant takes the exact path", async () => {
+  await withBackends(1, async (wasm, ref) => {
+    const n = 64;
+    const m = 8;
+    const data = weightBytes(GGMLType.Q8_0, n, m, 77);
+    data[2] = 0x80; // row 0, block 0, quant 0 = -128 (never made by ggml's quantizer)
+    data[34 * 2 * 5 + 2 + 17] = 0x80; // row 5, block 0, quant 17
+    const spec = { name: "q8_min", type: GGMLType.Q8_0, shape: [n, m], data };
+    const ww = wasm.upload(spec);
+    const wr = ref.upload(spec);
+    const x = rand(3 * n, 78, 2);
+    const ow = wasm.buffer(3 * m);
+    const or = ref.buffer(3 * m);
+    wasm.matmul(ww, bufOf(wasm, x), ow, 3);
+    ref.matmul(wr, bufOf(ref, x), or, 3);
+    assertClose(await wasm.read(ow), await ref.read(or), 0, "matmul Q8_0 with -128");
+  });
+});

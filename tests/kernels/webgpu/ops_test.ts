@@ -215,7 +215,13 @@ Deno.test({
   },
 });
 
-async function checkAttention(type: KVType, nHeads: number, nKVHeads: number, headDim: number) {
+async function checkAttention(
+  type: KVType,
+  nHeads: number,
+  nKVHeads: number,
+  headDim: number,
+  gpu: Backend,
+) {
   const kvDim = nKVHeads * headDim;
   const nCtx = 40;
   const cg = gpu.kvCache(2, nCtx, kvDim, type);
@@ -251,12 +257,27 @@ for (const type of ["f32", "f16"] as const) {
     ...T,
     name: `webgpu: storeKV + attention, ${type} cache, MHA and GQA, odd head dim`,
     fn: async () => {
-      await checkAttention(type, 4, 4, 16);
-      await checkAttention(type, 8, 2, 64);
-      await checkAttention(type, 6, 3, 13);
+      await checkAttention(type, 4, 4, 16, gpu);
+      await checkAttention(type, 8, 2, 64, gpu);
+      await checkAttention(type, 6, 3, 13, gpu);
     },
   });
 }
+
+Deno.test({
+  ...T,
+  name: "webgpu: attention of a long prefill runs in row chunks under a scratch cap",
+  fn: async () => {
+    // 600 bytes hold the scores of 1..4 query rows here, so the 9-row prefill takes 3+ chunks.
+    const capped = await createWebGPUBackend({ attentionScratchBytes: 600 });
+    try {
+      await checkAttention("f32", 4, 2, 16, capped);
+      await checkAttention("f16", 2, 1, 8, capped);
+    } finally {
+      capped.dispose();
+    }
+  },
+});
 
 Deno.test({
   ...T,

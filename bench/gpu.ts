@@ -1,0 +1,285 @@
+/**
+ * GPU benchmark: the WebGPU backend against the WASM backend in the same run, plus kernel-level
+ * matrix×vector bandwidth.
+ *
+ * ```sh
+ * deno task bench gpu --generate q8_0                  # the 110M synthetic llama, Q8_0
+ * deno task bench gpu --model path/to/model.gguf --pp 64 --tg 32
+ * deno task bench gpu --kernels-only                   # just the Q8_0 / Q4_K matvec GB/s
+ * ```
+ *
+ * Prints one JSON object per model: `backend`, `adapter`, WebGPU prefill (`--pp` tokens in one
+ * pass) and decode (`--tg` single tokens) tokens/s, the WASM backend's figures on the same model
+ * in the same process (`--no-wasm` skips them), and `kernels`: GB/s of the Q8_0 and Q4_K
+ * matvec (`--dim` × `--dim` weights, default 4096) on both backends. Speeds are medians of
+ * `--reps` rounds. Without a model it prints the kernel figures alone.
+ * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`.
+ * @module
+ */
+import type { Backend, KVType } from "../kernels/backend.ts";
+import { GGMLType, quantizeRow, typeName } from "../kernels/quant/mod.ts";
+import { createWasmBackend } from "../kernels/wasm/mod.ts";
+import { createWebGPUBackend, probeAdapter, type WebGPUBackend } from "../kernels/webgpu/mod.ts";
+import { openGGUF } from "../model/gguf/mod.ts";
+import { LlamaStage } from "../model/llama.ts";
+import { argmax } from "../model/sampler.ts";
+import { GENERATED, type GeneratedModel, generatedModel } from "./lib/models.ts";
+
+interface Options {
+  models: string[];
+  generate: GeneratedModel[];
+  pp: number;
+  tg: number;
+  reps: number;
+  kv: KVType;
+  threads: number;
+  wasm: boolean;
+  dim: number;
+  kernelsOnly: boolean;
+  lanes: "auto" | "single" | "shared";
+}
+
+/** Tokens/s of one backend on one model. */
+export interface ModelFigures {
+  prefill_tokens_per_second: number;
+  decode_tokens_per_second: number;
+  runs: { prefill: number[]; decode: number[] };
+}
+
+/** One matvec kernel figure. */
+export interface KernelFigure {
+  type: string;
+  rows: number;
+  cols: number;
+  weight_bytes: number;
+  webgpu_gb_per_s: number;
+  webgpu_us_per_matvec: number;
+  wasm_gb_per_s: number | null;
+  wasm_us_per_matvec: number | null;
+}
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
+};
+const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
+
+/** Prefill + decode speed of `backend` on `model` (stage loaded once, `reps` timed rounds). */
+export async function modelFigures(backend: Backend, model: string, o: Options) {
+  const file = await openGGUF(model);
+  let stage: LlamaStage;
+  try {
+    stage = await LlamaStage.load(file, backend, { maxBatch: o.pp });
+  } finally {
+    file.close();
+  }
+  const V = stage.config.nVocab;
+  let seed = 12345;
+  const prompt = Int32Array.from({ length: o.pp }, () => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return 1 + (seed % (V - 1));
+  });
+  const prefill: number[] = [];
+  const decode: number[] = [];
+  let firstIds: number[] = [];
+  for (let rep = -1; rep < o.reps; rep++) {
+    const session = stage.newSession(o.pp + o.tg, o.kv);
+    const t0 = performance.now();
+    let out = await stage.forward(session, { tokens: prompt });
+    const t1 = performance.now();
+    const steps = rep < 0 ? 2 : o.tg;
+    const ids: number[] = [];
+    for (let i = 0; i < steps; i++) {
+      if (!("logits" in out)) throw new Error("expected logits");
+      ids.push(argmax(out.logits));
+      out = await stage.forward(session, { tokens: Int32Array.of(ids.at(-1)!) });
+    }
+    const t2 = performance.now();
+    stage.endSession(session);
+    if (rep >= 0) {
+      prefill.push((o.pp / (t1 - t0)) * 1000);
+      decode.push((o.tg / (t2 - t1)) * 1000);
+      firstIds = ids.slice(0, 8);
+    }
+  }
+  return {
+    figures: {
+      prefill_tokens_per_second: round(median(prefill)),
+      decode_tokens_per_second: round(median(decode)),
+      runs: { prefill: prefill.map((x) => round(x)), decode: decode.map((x) => round(x)) },
+    } satisfies ModelFigures,
+    firstIds,
+  };
+}
+
+/** Seconds per matvec of a `dim × dim` weight of `type` on `backend` (batched, one readback). */
+async function matvecSeconds(backend: Backend, type: GGMLType, dim: number, reps: number) {
+  const n = dim * dim;
+  let s = 7;
+  const w = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (Math.imul(s, 1103515245) + 12345) >>> 0;
+    w[i] = (s / 4294967296 - 0.5) * 0.1;
+  }
+  const data = quantizeRow(type, w, n);
+  const weight = backend.upload({ name: `bench.${typeName(type)}`, type, shape: [dim, dim], data });
+  const x = backend.buffer(dim);
+  backend.write(x, new Float32Array(dim).map((_, i) => Math.sin(i)));
+  const out = backend.buffer(dim);
+  const time = async (count: number) => {
+    const t0 = performance.now();
+    for (let i = 0; i < count; i++) backend.matmul(weight, x, out, 1);
+    await backend.read(out, 0, 1);
+    return (performance.now() - t0) / 1000;
+  };
+  await time(2);
+  const few = 2, many = 12;
+  const per: number[] = [];
+  for (let r = 0; r < reps; r++) {
+    const a = await time(few);
+    const b = await time(many);
+    per.push(Math.max(1e-9, (b - a) / (many - few)));
+  }
+  backend.free(weight);
+  backend.free(x);
+  backend.free(out);
+  return { seconds: median(per), bytes: data.byteLength };
+}
+
+async function kernelFigures(gpu: Backend, wasm: Backend | null, o: Options) {
+  const out: KernelFigure[] = [];
+  for (const type of [GGMLType.Q8_0, GGMLType.Q4_K]) {
+    const g = await matvecSeconds(gpu, type, o.dim, o.reps);
+    const c = wasm ? await matvecSeconds(wasm, type, o.dim, o.reps) : null;
+    out.push({
+      type: typeName(type),
+      rows: o.dim,
+      cols: o.dim,
+      weight_bytes: g.bytes,
+      webgpu_gb_per_s: round(g.bytes / g.seconds / 1e9, 3),
+      webgpu_us_per_matvec: round(g.seconds * 1e6, 1),
+      wasm_gb_per_s: c ? round(c.bytes / c.seconds / 1e9, 3) : null,
+      wasm_us_per_matvec: c ? round(c.seconds * 1e6, 1) : null,
+    });
+  }
+  return out;
+}
+
+function parseArgs(args: string[]): Options {
+  const o: Options = {
+    models: [],
+    generate: [],
+    pp: 64,
+    tg: 32,
+    reps: 3,
+    kv: "f32",
+    threads: navigator.hardwareConcurrency,
+    wasm: true,
+    dim: 4096,
+    kernelsOnly: false,
+    lanes: "auto",
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const val = () => {
+      const v = args[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    const num = () => {
+      const v = Number(val());
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`${a} needs a positive integer`);
+      return v;
+    };
+    if (a === "--model") o.models.push(val());
+    else if (a === "--generate") {
+      for (const g of val().split(",")) {
+        if (g === "all") o.generate.push(...GENERATED);
+        else if ((GENERATED as readonly string[]).includes(g)) o.generate.push(g as GeneratedModel);
+        else throw new Error(`--generate ${g}: choose from ${GENERATED.join(", ")}, all`);
+      }
+    } else if (a === "--pp") o.pp = num();
+    else if (a === "--tg") o.tg = num();
+    else if (a === "--reps") o.reps = num();
+    else if (a === "--threads") o.threads = num();
+    else if (a === "--dim") o.dim = num();
+    else if (a === "--no-wasm") o.wasm = false;
+    else if (a === "--kernels-only") o.kernelsOnly = true;
+    else if (a === "--kv") {
+      const v = val();
+      if (v !== "f16" && v !== "f32") throw new Error("--kv takes f16 or f32");
+      o.kv = v;
+    } else if (a === "--matmul-lanes") {
+      const v = val();
+      if (v !== "auto" && v !== "single" && v !== "shared") {
+        throw new Error("--matmul-lanes takes auto, single or shared");
+      }
+      o.lanes = v;
+    } else if (a === "--help") {
+      console.log("see the header of bench/gpu.ts");
+      Deno.exit(0);
+    } else throw new Error(`unknown flag ${a} (see bench/gpu.ts)`);
+  }
+  if (o.dim % 256 !== 0) throw new Error("--dim must be a multiple of 256 (Q4_K blocks)");
+  return o;
+}
+
+/** CLI entry: `deno run -A bench/gpu.ts …` (also `deno task bench gpu …`). */
+export async function main(args: string[]): Promise<void> {
+  const o = parseArgs(args);
+  const probe = await probeAdapter();
+  if (!probe.available) {
+    console.log(JSON.stringify({ bench: "gpu", backend: "webgpu", error: probe.reason }));
+    Deno.exit(1);
+  }
+  for (const g of o.generate) o.models.push(await generatedModel(g));
+  const gpu: WebGPUBackend = await createWebGPUBackend({ matmulLanes: o.lanes });
+  const wasm = o.wasm ? await createWasmBackend({ threads: o.threads }) : null;
+  const common = {
+    bench: "gpu",
+    backend: "webgpu",
+    adapter: probe.description,
+    adapter_is_fallback: probe.isFallback,
+    webgpu_using: gpu.info.using,
+    matmul_lanes: gpu.info.matmulLanes,
+    wasm_threads: wasm ? o.threads : null,
+  };
+  try {
+    const kernels = await kernelFigures(gpu, wasm, o);
+    if (o.kernelsOnly || !o.models.length) {
+      console.log(JSON.stringify({ ...common, kernels }));
+      return;
+    }
+    for (const model of o.models) {
+      const g = await modelFigures(gpu, model, o);
+      const w = wasm ? await modelFigures(wasm, model, o) : null;
+      console.log(JSON.stringify({
+        ...common,
+        model,
+        prefill_tokens_per_second: g.figures.prefill_tokens_per_second,
+        decode_tokens_per_second: g.figures.decode_tokens_per_second,
+        wasm_prefill_tokens_per_second: w?.figures.prefill_tokens_per_second ?? null,
+        wasm_decode_tokens_per_second: w?.figures.decode_tokens_per_second ?? null,
+        // Greedy ids after the prompt: the two backends should agree (same numerics).
+        same_first_tokens: w ? g.firstIds.join() === w.firstIds.join() : null,
+        runs: { webgpu: g.figures.runs, wasm: w?.figures.runs ?? null },
+        kernels,
+        kv_type: o.kv,
+        n_prompt: o.pp,
+        n_decode: o.tg,
+      }));
+    }
+  } finally {
+    gpu.dispose();
+    wasm?.dispose();
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main(Deno.args);
+  } catch (e) {
+    console.error(`bench gpu: ${(e as Error).message}`);
+    Deno.exit(1);
+  }
+}

@@ -1,0 +1,115 @@
+/**
+ * `deno task agent` — start one agent: parse flags, env (DLLM_*) and an optional JSON config
+ * file (flags > env > file > defaults), build an Agent, run it until SIGINT/SIGTERM.
+ */
+import { Command } from "@commander-js/extra-typings";
+import { Agent, type AgentLogger } from "../cluster/agent.ts";
+import {
+  AgentConfigError,
+  type RawSettings,
+  resolveConfig,
+  settingsFromEnv,
+  settingsFromFile,
+} from "../cluster/agent_config.ts";
+import { DEFAULT_MODEL } from "./common.ts";
+import { VERSION } from "./version.ts";
+
+/** Build the agent command line. */
+export function agentProgram() {
+  return new Command("agent")
+    .description("run a distributed-llm agent: joins the cluster, hosts layers, answers requests")
+    .version(VERSION, "-V, --version")
+    .option("--config <file>", "JSON config file (keys are the flag names)")
+    .option("--node-id <id>", "unique node id (default: host name)")
+    .option("--bind <addr>", "address to listen on (default 127.0.0.1)")
+    .option("--advertise-address <addr>", "address peers reach this agent at (default: --bind)")
+    .option("--rpc-port <port>", "gRPC/Connect port (default 7950)")
+    .option("--gossip-port <port>", "gossip UDP+TCP port (default 7946)")
+    .option("--metrics-port <port>", "Prometheus metrics port (default 9090)")
+    .option("--http-port <port>", "OpenAI-compatible HTTP port (default 8080)")
+    .option("--seeds <list>", "comma-separated host:port of agents to join (or a DNS name)")
+    .option("--discover", "find peers by UDP multicast on the LAN")
+    .option("--model <path>", `GGUF model to serve (default: ${DEFAULT_MODEL})`)
+    .option("--no-model", "serve no model (gossip and routing only)")
+    .option("--memory-budget <size>", "bytes for weights and KV cache, e.g. 4GiB (default: 80% of free)")
+    .option("--backend <name>", "auto, wasm, webgpu or reference (default auto)")
+    .option("--threads <n>", "CPU threads (default: all cores)")
+    .option("--context-size <n>", "positions per session (default 2048)")
+    .option("--max-sessions <n>", "concurrent sessions per stage (default 64)")
+    .option("--tls-cert <file>", "this node's certificate (turns on mTLS with --tls-key/--tls-ca)")
+    .option("--tls-key <file>", "this node's private key")
+    .option("--tls-ca <file>", "CA that signs every node and client")
+    .option("--insecure-bind-all", "allow a non-loopback bind without TLS")
+    .option("--gossip-keys <list>", "base64 AES-256 keys; the first encrypts, all decrypt")
+    .option("--gossip-preset <name>", "lan, wan or local timings (default lan)")
+    .option("--cluster-name <name>", "cluster name (default \"default\")")
+    .option("--log-level <level>", "debug, info, warn or error (default info)");
+}
+
+/** JSON-lines logger on stderr; never prints secrets (keys are not logged anywhere). */
+function logger(level: string): AgentLogger {
+  const order = ["debug", "info", "warn", "error"];
+  const min = order.indexOf(level);
+  return (lvl, msg, fields) => {
+    if (order.indexOf(lvl) < min) return;
+    console.error(JSON.stringify({ t: new Date().toISOString(), level: lvl, msg, ...fields }));
+  };
+}
+
+/** Parse, start, and wait for a signal. */
+export async function main(args: string[]): Promise<number> {
+  const program = agentProgram().exitOverride();
+  let opts;
+  try {
+    opts = program.parse(args, { from: "user" }).opts();
+  } catch (e) {
+    return (e as { exitCode?: number }).exitCode === 0 ? 0 : 2;
+  }
+  const flags: RawSettings = {};
+  for (const [k, v] of Object.entries(opts)) {
+    if (k === "config" || v === undefined) continue;
+    if (k === "model") {
+      if (v !== false) flags.model = v;
+      continue;
+    }
+    (flags as Record<string, unknown>)[k] = v;
+  }
+  let agent: Agent;
+  try {
+    const file = opts.config ? await settingsFromFile(opts.config) : {};
+    const env = settingsFromEnv(Deno.env.toObject());
+    const cfg = resolveConfig([["flag", flags], ["env", env], ["config file", file], [
+      "default",
+      opts.model === false ? {} : { model: DEFAULT_MODEL },
+    ]]);
+    if (opts.model === false) delete cfg.model;
+    const log = logger(cfg.logLevel);
+    agent = await Agent.start(cfg, log);
+    log("info", "agent started", {
+      node: cfg.nodeId,
+      rpc: `${cfg.bind}:${agent.rpcPort}`,
+      gossip: agent.gossipAddr,
+      model: cfg.model ?? null,
+      tls: Boolean(cfg.tlsCert),
+    });
+  } catch (e) {
+    if (e instanceof AgentConfigError) {
+      console.error(`agent: ${e.message}`);
+      return 2;
+    }
+    console.error(`agent: ${(e as Error).message}`);
+    if (Deno.env.get("DLLM_DEBUG")) console.error((e as Error).stack);
+    return 1;
+  }
+  const stopped = new Promise<void>((resolve) => {
+    const stop = () => {
+      agent.stop().finally(resolve);
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+  await stopped;
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));

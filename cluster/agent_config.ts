@@ -1,0 +1,241 @@
+/**
+ * Agent configuration: every setting with its default, and the merge of flags > env (`DLLM_*`) >
+ * config file > defaults that DESIGN.md promises. Parsing errors name the setting and its source.
+ */
+import { hostname } from "node:os";
+
+/** Everything an agent needs to start. */
+export interface AgentConfig {
+  /** Unique id in the cluster (default: the host name). */
+  nodeId: string;
+  /** Address every listener binds to; loopback unless TLS or --insecure-bind-all. */
+  bind: string;
+  /** Address peers use to reach this agent (default: the bind address). */
+  advertiseAddress: string;
+  rpcPort: number;
+  gossipPort: number;
+  metricsPort: number;
+  httpPort: number;
+  /** Gossip seeds: host:port, or DNS names resolving to many agents (k8s headless Service). */
+  seeds: string[];
+  /** Find peers by UDP multicast on the LAN (opt-in). */
+  discover: boolean;
+  /** GGUF model this agent serves layers of (a local path). */
+  model?: string;
+  /** Bytes this agent may use for weights and KV caches. */
+  memoryBudget: number;
+  backend: string;
+  threads?: number;
+  /** Positions per session (KV cache size). */
+  contextSize: number;
+  /** Concurrent sessions per stage. */
+  maxSessions: number;
+  tlsCert?: string;
+  tlsKey?: string;
+  tlsCa?: string;
+  insecureBindAll: boolean;
+  /** Base64 AES-256 keys for gossip; the first encrypts, all decrypt. */
+  gossipKeys: string[];
+  /** Gossip timing preset. */
+  gossipPreset: "lan" | "wan" | "local";
+  clusterName: string;
+  /** Log verbosity. */
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/** A setting has a bad value; the message names the setting and where it came from. */
+export class AgentConfigError extends Error {
+  override name = "AgentConfigError";
+}
+
+/** Where a raw setting came from, for error messages. */
+type Source = "flag" | "env" | "config file" | "default";
+
+/** Raw settings as strings/values from one source, keyed by camelCase setting name. */
+export type RawSettings = Partial<Record<keyof AgentConfig, unknown>>;
+
+const ENV: Record<keyof AgentConfig, string> = {
+  nodeId: "DLLM_NODE_ID",
+  bind: "DLLM_BIND",
+  advertiseAddress: "DLLM_ADVERTISE_ADDRESS",
+  rpcPort: "DLLM_RPC_PORT",
+  gossipPort: "DLLM_GOSSIP_PORT",
+  metricsPort: "DLLM_METRICS_PORT",
+  httpPort: "DLLM_HTTP_PORT",
+  seeds: "DLLM_SEEDS",
+  discover: "DLLM_DISCOVER",
+  model: "DLLM_MODEL",
+  memoryBudget: "DLLM_MEMORY_BUDGET",
+  backend: "DLLM_BACKEND",
+  threads: "DLLM_THREADS",
+  contextSize: "DLLM_CONTEXT_SIZE",
+  maxSessions: "DLLM_MAX_SESSIONS",
+  tlsCert: "DLLM_TLS_CERT",
+  tlsKey: "DLLM_TLS_KEY",
+  tlsCa: "DLLM_TLS_CA",
+  insecureBindAll: "DLLM_INSECURE_BIND_ALL",
+  gossipKeys: "DLLM_GOSSIP_KEYS",
+  gossipPreset: "DLLM_GOSSIP_PRESET",
+  clusterName: "DLLM_CLUSTER_NAME",
+  logLevel: "DLLM_LOG_LEVEL",
+};
+
+/** The environment variable of each setting (documented in the README). */
+export const AGENT_ENV = ENV;
+
+/** Read the `DLLM_*` variables that are set. */
+export function settingsFromEnv(env: Record<string, string | undefined>): RawSettings {
+  const out: RawSettings = {};
+  for (const [key, name] of Object.entries(ENV) as [keyof AgentConfig, string][]) {
+    const v = env[name];
+    if (v !== undefined && v !== "") out[key] = v;
+  }
+  return out;
+}
+
+/** Read a JSON config file whose keys are the setting names (camelCase or kebab-case). */
+export async function settingsFromFile(path: string): Promise<RawSettings> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new AgentConfigError(`cannot read config file ${path}: ${(e as Error).message}`);
+  }
+  let obj: unknown;
+  try {
+    obj = JSON.parse(text);
+  } catch (e) {
+    throw new AgentConfigError(`config file ${path} is not valid JSON: ${(e as Error).message}`);
+  }
+  if (typeof obj !== "object" || obj === null || Array.isArray(obj)) {
+    throw new AgentConfigError(`config file ${path} must hold a JSON object`);
+  }
+  const out: RawSettings = {};
+  for (const [k, v] of Object.entries(obj)) {
+    const key = k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof AgentConfig;
+    if (!(key in ENV)) {
+      throw new AgentConfigError(`config file ${path}: unknown setting "${k}"`);
+    }
+    out[key] = v;
+  }
+  return out;
+}
+
+/** Parse "4GiB", "512MB", "1.5G", "1073741824" into bytes. */
+export function parseBytes(text: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(i?)b?\s*$/i.exec(text);
+  if (!m) throw new Error(`"${text}" is not a size (e.g. 4GiB, 512MB, 1073741824)`);
+  const exp = " kmgt".indexOf(m[2].toLowerCase() || " ");
+  const base = m[3] ? 1024 : 1000;
+  return Math.round(Number(m[1]) * base ** exp);
+}
+
+/** Merge sources (first wins) over the defaults and validate every value. */
+export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
+  const pick = (key: keyof AgentConfig): [unknown, Source] => {
+    for (const [src, s] of sources) if (s[key] !== undefined) return [s[key], src];
+    return [undefined, "default"];
+  };
+  const fail = (key: keyof AgentConfig, src: Source, why: string): never => {
+    const where = src === "env" ? `${ENV[key]}` : src === "flag" ? `--${kebab(key)}` : `${key} (${src})`;
+    throw new AgentConfigError(`${where}: ${why}`);
+  };
+  const str = (key: keyof AgentConfig, dflt?: string): string | undefined => {
+    const [v, src] = pick(key);
+    if (v === undefined) return dflt;
+    if (typeof v !== "string") fail(key, src, `expected text, got ${JSON.stringify(v)}`);
+    return v as string;
+  };
+  const int = (key: keyof AgentConfig, dflt: number | undefined, min: number, max: number) => {
+    const [v, src] = pick(key);
+    if (v === undefined) return dflt;
+    const n = typeof v === "number" ? v : Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) {
+      fail(key, src, `expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+    }
+    return n;
+  };
+  const bool = (key: keyof AgentConfig): boolean => {
+    const [v, src] = pick(key);
+    if (v === undefined) return false;
+    if (typeof v === "boolean") return v;
+    if (typeof v === "string" && /^(1|true|yes|on)$/i.test(v)) return true;
+    if (typeof v === "string" && /^(0|false|no|off)$/i.test(v)) return false;
+    return fail(key, src, `expected true or false, got ${JSON.stringify(v)}`);
+  };
+  const list = (key: keyof AgentConfig): string[] => {
+    const [v, src] = pick(key);
+    if (v === undefined) return [];
+    if (Array.isArray(v) && v.every((x) => typeof x === "string")) return v as string[];
+    if (typeof v === "string") return v.split(",").map((s) => s.trim()).filter(Boolean);
+    return fail(key, src, `expected a comma-separated list, got ${JSON.stringify(v)}`);
+  };
+  const oneOf = <T extends string>(key: keyof AgentConfig, dflt: T, choices: readonly T[]): T => {
+    const v = str(key, dflt) as T;
+    if (!choices.includes(v)) fail(key, pick(key)[1], `expected one of ${choices.join(", ")}, got "${v}"`);
+    return v;
+  };
+
+  const bind = str("bind", "127.0.0.1")!;
+  const [budgetRaw, budgetSrc] = pick("memoryBudget");
+  let memoryBudget: number;
+  if (budgetRaw === undefined) {
+    // Default: 80% of the memory available now, leaving room for the runtime and the OS.
+    memoryBudget = Math.floor(Deno.systemMemoryInfo().available * 0.8);
+  } else {
+    try {
+      memoryBudget = typeof budgetRaw === "number" ? budgetRaw : parseBytes(String(budgetRaw));
+    } catch (e) {
+      memoryBudget = fail("memoryBudget", budgetSrc, (e as Error).message);
+    }
+    if (!(memoryBudget > 0)) fail("memoryBudget", budgetSrc, "must be more than 0 bytes");
+  }
+  const cfg: AgentConfig = {
+    nodeId: str("nodeId", hostname())!,
+    bind,
+    advertiseAddress: str("advertiseAddress", bind === "0.0.0.0" || bind === "::" ? "127.0.0.1" : bind)!,
+    rpcPort: int("rpcPort", 7950, 0, 65535)!,
+    gossipPort: int("gossipPort", 7946, 0, 65535)!,
+    metricsPort: int("metricsPort", 9090, 0, 65535)!,
+    httpPort: int("httpPort", 8080, 0, 65535)!,
+    seeds: list("seeds"),
+    discover: bool("discover"),
+    model: str("model"),
+    memoryBudget,
+    backend: oneOf("backend", "auto", ["auto", "wasm", "webgpu", "reference"] as const),
+    threads: int("threads", undefined, 1, 1024),
+    contextSize: int("contextSize", 2048, 16, 1 << 20)!,
+    maxSessions: int("maxSessions", 64, 1, 100000)!,
+    tlsCert: str("tlsCert"),
+    tlsKey: str("tlsKey"),
+    tlsCa: str("tlsCa"),
+    insecureBindAll: bool("insecureBindAll"),
+    gossipKeys: list("gossipKeys"),
+    gossipPreset: oneOf("gossipPreset", "lan", ["lan", "wan", "local"] as const),
+    clusterName: str("clusterName", "default")!,
+    logLevel: oneOf("logLevel", "info", ["debug", "info", "warn", "error"] as const),
+  };
+  if (!/^[A-Za-z0-9._-]{1,63}$/.test(cfg.nodeId)) {
+    fail("nodeId", pick("nodeId")[1], `"${cfg.nodeId}" must be 1–63 letters, digits, '.', '_' or '-'`);
+  }
+  const tls = [cfg.tlsCert, cfg.tlsKey, cfg.tlsCa].filter(Boolean).length;
+  if (tls !== 0 && tls !== 3) {
+    throw new AgentConfigError("TLS needs all three of --tls-cert, --tls-key and --tls-ca");
+  }
+  for (const [i, k] of cfg.gossipKeys.entries()) {
+    let bytes: Uint8Array;
+    try {
+      bytes = Uint8Array.from(atob(k), (c) => c.charCodeAt(0));
+    } catch {
+      throw new AgentConfigError(`gossip key ${i + 1} is not base64`);
+    }
+    if (bytes.length !== 32) {
+      throw new AgentConfigError(`gossip key ${i + 1} is ${bytes.length} bytes; AES-256 needs 32 (base64 of 32 bytes)`);
+    }
+  }
+  return cfg;
+}
+
+function kebab(s: string): string {
+  return s.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+}

@@ -1,0 +1,95 @@
+/** MembershipView over the gossip memberlist: what DiscoveryService and NodeService answer from. */
+import { create } from "@bufbuild/protobuf";
+import type { Member, Memberlist } from "../gossip/mod.ts";
+import {
+  LayerRangeSchema,
+  type NodeInfo,
+  NodeInfoSchema,
+  NodeState,
+  type Placement,
+  ResourceInfoSchema,
+} from "../../proto/mod.ts";
+import { RpcFailure } from "../rpc/mod.ts";
+import type { MembershipView, RegisterResult } from "./membership.ts";
+
+const STATES: Record<string, NodeState> = {
+  alive: NodeState.ALIVE,
+  suspect: NodeState.SUSPECT,
+  dead: NodeState.DEAD,
+  left: NodeState.LEFT,
+};
+
+/** Convert a gossip member to the wire NodeInfo. */
+export function memberToNodeInfo(m: Member): NodeInfo {
+  const meta = m.meta;
+  const [host, port] = [m.addr.slice(0, m.addr.lastIndexOf(":")), Number(m.addr.slice(m.addr.lastIndexOf(":") + 1))];
+  return create(NodeInfoSchema, {
+    id: m.id,
+    addresses: meta?.addresses.length ? meta.addresses : [host.replace(/^\[|\]$/g, "")],
+    rpcPort: meta?.rpcPort ?? 0,
+    gossipPort: port,
+    metricsPort: meta?.metricsPort ?? 0,
+    httpPort: meta?.httpPort ?? 0,
+    state: STATES[m.status] ?? NodeState.UNSPECIFIED,
+    version: meta?.version ?? "",
+    resources: meta
+      ? create(ResourceInfoSchema, {
+        cpuCores: meta.resources.cores,
+        memoryBudgetBytes: BigInt(meta.resources.memoryBytes),
+      })
+      : undefined,
+    hosted: meta?.hosted
+      ? create(LayerRangeSchema, { model: meta.hosted.model, fromLayer: meta.hosted.from, toLayer: meta.hosted.to })
+      : undefined,
+    backend: meta?.resources.backend ?? "",
+    adapter: meta?.resources.adapter ?? "",
+    calibrationGflops: meta?.resources.speed ?? 0,
+    incarnation: BigInt(m.incarnation),
+  });
+}
+
+/** Options of the gossip-backed view. */
+export interface GossipViewOptions {
+  clusterName: string;
+  placement?: () => Placement | undefined;
+  /** Called when a client asks this node itself to leave. */
+  onLocalLeave?: () => Promise<void> | void;
+}
+
+/** A MembershipView that reads the live gossip state. */
+export class GossipMembershipView implements MembershipView {
+  readonly clusterName: string;
+
+  constructor(private readonly gossip: Memberlist, private readonly opts: GossipViewOptions) {
+    this.clusterName = opts.clusterName;
+  }
+
+  local(): NodeInfo {
+    return memberToNodeInfo(this.gossip.localNode);
+  }
+
+  members(): NodeInfo[] {
+    return this.gossip.allMembers().map(memberToNodeInfo);
+  }
+
+  placement(): Placement | undefined {
+    return this.opts.placement?.();
+  }
+
+  register(_node: NodeInfo): Promise<RegisterResult> {
+    // Newcomers join the gossip through us; they learn everyone else by push-pull.
+    return Promise.resolve({ gossipSeeds: [this.gossip.transport.addr] });
+  }
+
+  async leave(nodeId: string, _reason: string): Promise<NodeState> {
+    if (nodeId === this.gossip.localNode.id) {
+      await this.opts.onLocalLeave?.();
+      return NodeState.LEFT;
+    }
+    if (!this.gossip.member(nodeId)) throw new RpcFailure("not_found", `no member ${nodeId} in this cluster`);
+    throw new RpcFailure(
+      "failed_precondition",
+      `only ${nodeId} itself can leave; call LeaveCluster on its own endpoint (or stop it: gossip marks it dead)`,
+    );
+  }
+}

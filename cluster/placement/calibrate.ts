@@ -1,0 +1,38 @@
+/**
+ * Start-up calibration: time a short Q8_0 matrix×vector product on the agent's backend, so
+ * placement can give faster nodes more layers. Published in gossip metadata as GFLOP/s.
+ */
+import type { Backend } from "../../kernels/backend.ts";
+import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
+
+/** Measure matvec throughput in GFLOP/s for about `budgetMs` milliseconds. */
+export async function calibrate(backend: Backend, budgetMs = 100): Promise<number> {
+  const cols = 1024;
+  const rows = 512;
+  const f32 = new Float32Array(rows * cols);
+  for (let i = 0; i < f32.length; i++) f32[i] = Math.sin(i * 0.37) * 0.5;
+  // Quantized weights are what real models hold; Q8_0 is the most common type.
+  const data = quantizeRow(GGMLType.Q8_0, f32, f32.length);
+  const w = backend.upload({ name: "calibration", type: GGMLType.Q8_0, shape: [cols, rows], data });
+  const x = backend.buffer(cols);
+  const y = backend.buffer(rows);
+  backend.write(x, f32.subarray(0, cols));
+  try {
+    backend.matmul(w, x, y, 1); // warm-up (compiles pipelines, touches memory)
+    await backend.read(y, 0, 1);
+    let n = 0;
+    const t0 = performance.now();
+    let elapsed = 0;
+    while (elapsed < budgetMs) {
+      for (let i = 0; i < 8; i++) backend.matmul(w, x, y, 1);
+      await backend.read(y, 0, 1);
+      n += 8;
+      elapsed = performance.now() - t0;
+    }
+    return (2 * rows * cols * n) / (elapsed / 1000) / 1e9;
+  } finally {
+    backend.free(w);
+    backend.free(x);
+    backend.free(y);
+  }
+}
