@@ -29,6 +29,8 @@ export const MsgType = {
   compound: 9,
   pushPull: 10,
   error: 11,
+  digest: 12,
+  delta: 13,
 } as const;
 
 /** Member status as carried in push-pull state. */
@@ -110,6 +112,30 @@ export interface PushPullMsg {
   from: string;
   nodes: PushNodeState[];
 }
+/** One member's version in a digest: enough to tell whether two views differ. */
+export interface DigestEntry {
+  id: string;
+  incarnation: number;
+  status: NodeStatus;
+  /** FNV-1a of address and metadata: catches a change that kept the incarnation. */
+  hash: number;
+}
+/** Periodic anti-entropy, step 1: the initiator's view as versions only (~20 bytes a member). */
+export interface DigestMsg {
+  type: "digest";
+  from: string;
+  entries: DigestEntry[];
+}
+/**
+ * Step 2: the responder's full entries where the views differ, and the ids it wants in full.
+ * Step 3 is a `pushPull` carrying just the wanted entries.
+ */
+export interface DeltaMsg {
+  type: "delta";
+  from: string;
+  nodes: PushNodeState[];
+  want: string[];
+}
 /** A stream peer refused the request (e.g. a duplicate node id on join). */
 export interface ErrorMsg {
   type: "error";
@@ -129,6 +155,8 @@ export type Message =
   | UserMsg
   | CompoundMsg
   | PushPullMsg
+  | DigestMsg
+  | DeltaMsg
   | ErrorMsg;
 
 const te = new TextEncoder();
@@ -365,6 +393,20 @@ export function encode(m: Message): Uint8Array {
     case "error":
       w.str8(m.code).bytes16(te.encode(m.message));
       break;
+    case "digest":
+      w.str8(m.from).u32(m.entries.length);
+      for (const e of m.entries) {
+        w.str8(e.id).u32(e.incarnation).u8(STATUS.indexOf(e.status)).u32(e.hash);
+      }
+      break;
+    case "delta":
+      w.str8(m.from).u32(m.nodes.length);
+      for (const n of m.nodes) {
+        w.str8(n.id).str8(n.addr).u32(n.incarnation).u8(STATUS.indexOf(n.status)).bytes16(n.meta);
+      }
+      w.u32(m.want.length);
+      for (const id of m.want) w.str8(id);
+      break;
   }
   return w.finish();
 }
@@ -432,21 +474,37 @@ export function decode(buf: Uint8Array): Message {
     case MsgType.pushPull: {
       const join = r.u8("join flag") === 1;
       const from = r.str8("from");
-      const count = r.u32("node count");
-      // Each entry is at least 9 bytes; refuse counts the buffer cannot hold before allocating.
-      if (count * 9 > r.remaining()) {
-        throw new DecodeError(`push-pull claims ${count} nodes in ${r.remaining()} bytes`);
+      const nodes = readNodes(r);
+      m = { type: "pushPull", join, from, nodes };
+      break;
+    }
+    case MsgType.digest: {
+      const from = r.str8("from");
+      const count = r.u32("entry count");
+      if (count * 10 > r.remaining()) {
+        throw new DecodeError(`digest claims ${count} entries in ${r.remaining()} bytes`);
       }
-      const nodes: PushNodeState[] = [];
+      const entries: DigestEntry[] = [];
       for (let i = 0; i < count; i++) {
         const id = r.str8("node id");
-        const addr = r.str8("node addr");
         const incarnation = r.u32("incarnation");
-        const s = r.u8("status");
-        if (s >= STATUS.length) throw new DecodeError(`unknown node status ${s}`);
-        nodes.push({ id, addr, incarnation, status: STATUS[s], meta: r.bytes16("meta") });
+        const st = r.u8("status");
+        if (st >= STATUS.length) throw new DecodeError(`unknown node status ${st}`);
+        entries.push({ id, incarnation, status: STATUS[st], hash: r.u32("hash") });
       }
-      m = { type: "pushPull", join, from, nodes };
+      m = { type: "digest", from, entries };
+      break;
+    }
+    case MsgType.delta: {
+      const from = r.str8("from");
+      const nodes = readNodes(r);
+      const n = r.u32("want count");
+      if (n > r.remaining()) {
+        throw new DecodeError(`delta wants ${n} ids in ${r.remaining()} bytes`);
+      }
+      const want: string[] = [];
+      for (let i = 0; i < n; i++) want.push(r.str8("wanted id"));
+      m = { type: "delta", from, nodes, want };
       break;
     }
     case MsgType.error:
@@ -461,6 +519,24 @@ export function decode(buf: Uint8Array): Message {
   }
   r.end(m.type);
   return m;
+}
+
+function readNodes(r: Reader): PushNodeState[] {
+  const count = r.u32("node count");
+  // Each entry is at least 9 bytes; refuse counts the buffer cannot hold before allocating.
+  if (count * 9 > r.remaining()) {
+    throw new DecodeError(`push-pull claims ${count} nodes in ${r.remaining()} bytes`);
+  }
+  const nodes: PushNodeState[] = [];
+  for (let i = 0; i < count; i++) {
+    const id = r.str8("node id");
+    const addr = r.str8("node addr");
+    const incarnation = r.u32("incarnation");
+    const s = r.u8("status");
+    if (s >= STATUS.length) throw new DecodeError(`unknown node status ${s}`);
+    nodes.push({ id, addr, incarnation, status: STATUS[s], meta: r.bytes16("meta") });
+  }
+  return nodes;
 }
 
 /** Bytes a compound adds around its parts: type + count, then 2 bytes per part. */

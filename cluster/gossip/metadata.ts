@@ -21,6 +21,8 @@ export interface Resources {
   backend: string;
   /** Adapter description (GPU name, or "" for none). */
   adapter: string;
+  /** Start-up calibration: matvec GFLOP/s on the chosen backend (placement weights by it). */
+  speed?: number;
 }
 
 /** The model and layer range [from, to) an agent hosts. */
@@ -49,6 +51,10 @@ export interface NodeMetadata {
   hosted: HostedLayers | null;
   /** Agent software version. */
   version: string;
+  /** OpenAI-compatible HTTP port (0 = none). */
+  httpPort?: number;
+  /** Model this agent offers to host layers of ("" = none); placement runs over these. */
+  model?: string;
 }
 
 /** Metadata that fails validation; the message names the field and the fix. */
@@ -104,6 +110,12 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   checkStr("resources.backend", r.backend);
   checkStr("resources.adapter", r.adapter);
   checkStr("version", m.version);
+  checkStr("model", m.model ?? "");
+  checkPort("httpPort", m.httpPort ?? 0);
+  const speed = Math.round((r.speed ?? 0) * 1000);
+  if (!Number.isFinite(speed) || speed < 0) {
+    throw new MetadataError(`metadata resources.speed ${r.speed} must be a finite number ≥ 0`);
+  }
   if (m.hosted) {
     const h = m.hosted;
     checkStr("hosted.model", h.model);
@@ -124,6 +136,8 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   if (m.hosted) w.u8(1).str8(m.hosted.model).u16(m.hosted.from).u16(m.hosted.to);
   else w.u8(0);
   w.str8(m.version);
+  // Agent fields: HTTP port, offered model, calibrated speed (GFLOP/s × 1000, saturating).
+  w.u16(m.httpPort ?? 0).str8(m.model ?? "").u32(Math.min(speed, 0xffffffff));
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -160,8 +174,11 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     hosted = { model: r.str8("model"), from: r.u16("layer from"), to: r.u16("layer to") };
   } else if (has !== 0) throw new DecodeError(`bad hosted flag ${has}`);
   const version = r.str8("version");
+  const httpPort = r.u16("http port");
+  const model = r.str8("model");
+  resources.speed = r.u32("speed") / 1000;
   r.end("metadata");
-  return { id, addresses, rpcPort, metricsPort, resources, hosted, version };
+  return { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
 }
 
 /** Minimal metadata for a node that has nothing to advertise yet. */
@@ -171,8 +188,10 @@ export function emptyMetadata(id: string): NodeMetadata {
     addresses: [],
     rpcPort: 0,
     metricsPort: 0,
-    resources: { memoryBytes: 0, cores: 0, backend: "", adapter: "" },
+    resources: { memoryBytes: 0, cores: 0, backend: "", adapter: "", speed: 0 },
     hosted: null,
     version: "",
+    httpPort: 0,
+    model: "",
   };
 }

@@ -67,7 +67,11 @@ class SocketStream implements Stream {
   private waiters: { resolve: (b: Uint8Array) => void; reject: (e: Error) => void }[] = [];
   private error: Error | null = null;
 
-  constructor(private readonly sock: net.Socket, readonly remoteAddr: string) {
+  constructor(
+    private readonly sock: net.Socket,
+    readonly remoteAddr: string,
+    private readonly counter: { tcp: number },
+  ) {
     sock.on("data", (d: Uint8Array) => this.onData(d));
     sock.on("error", (e: Error) => this.fail(e));
     sock.on("close", () => this.fail(new Error(`stream to ${remoteAddr} closed`)));
@@ -107,6 +111,7 @@ class SocketStream implements Stream {
   send(frame: Uint8Array): void {
     const hdr = new Uint8Array(4);
     new DataView(hdr.buffer).setUint32(0, frame.length);
+    this.counter.tcp += 4 + frame.length;
     this.sock.write(concat([hdr, frame], 4 + frame.length));
   }
 
@@ -178,7 +183,11 @@ export class UdpTransport implements Transport {
     tcp.on("connection", (sock: net.Socket) => {
       this.track(sock);
       this.streamHandler(
-        new SocketStream(sock, joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0)),
+        new SocketStream(
+          sock,
+          joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0),
+          this.bytesSent,
+        ),
       );
     });
   }
@@ -255,13 +264,7 @@ export class UdpTransport implements Transport {
       }, timeoutMs);
       sock.once("connect", () => {
         clearTimeout(t);
-        const s = new SocketStream(sock, addr);
-        const send = s.send.bind(s);
-        s.send = (f: Uint8Array) => {
-          this.bytesSent.tcp += f.length + 4;
-          send(f);
-        };
-        resolve(s);
+        resolve(new SocketStream(sock, addr, this.bytesSent));
       });
       sock.once("error", (e: Error) => {
         clearTimeout(t);

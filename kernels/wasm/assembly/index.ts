@@ -57,6 +57,14 @@ export function heapBase(): usize {
   return abs<f32>(v - t) >= 0.5 ? t + copysign<f32>(1, v) : t;
 }
 
+/** roundf on 4 lanes, as i32x4 (values here are within ±127). */
+@inline function roundfx4(v: v128): v128 {
+  const t = f32x4.trunc(v);
+  const half = f32x4.ge(f32x4.abs(f32x4.sub(v, t)), f32x4.splat(0.5));
+  const one = v128.or(v128.and(v, i32x4.splat(0x80000000)), f32x4.splat(1));
+  return i32x4.trunc_sat_f32x4_s(f32x4.add(t, v128.and(one, half)));
+}
+
 @inline function f16At(p: usize): f32 {
   return f16ToF32(<u32> load<u16>(p));
 }
@@ -98,12 +106,18 @@ export function quantizeQ8(
       const dd: f32 = amax / 127;
       const id: f32 = dd != 0 ? <f32> 1 / dd : 0;
       const qb = qs + <usize> ((t * nb + b) * 32);
-      let sum: i32 = 0;
-      for (let j = 0; j < 32; j++) {
-        const q = <i32> roundf(load<f32>(xb + (<usize> j << 2)) * id);
-        store<i8>(qb + j, <i8> q);
-        sum += q;
+      // roundf (half away from zero) of x·id, 4 lanes at a time
+      const idv = f32x4.splat(id);
+      let acc = i32x4.splat(0);
+      for (let j = 0; j < 32; j += 16) {
+        const q0 = roundfx4(f32x4.mul(v128.load(xb + (<usize> j << 2)), idv));
+        const q1 = roundfx4(f32x4.mul(v128.load(xb + (<usize> (j + 4) << 2)), idv));
+        const q2 = roundfx4(f32x4.mul(v128.load(xb + (<usize> (j + 8) << 2)), idv));
+        const q3 = roundfx4(f32x4.mul(v128.load(xb + (<usize> (j + 12) << 2)), idv));
+        acc = i32x4.add(acc, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
+        v128.store(qb + j, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
       }
+      const sum = hsumI32(acc);
       const bi = <usize> (t * nb + b) << 2;
       store<f32>(d + bi, f16ToF32(f32ToF16(dd)));
       if (q81) store<f32>(s + bi, f16ToF32(f32ToF16(<f32> sum * dd)));
@@ -1073,7 +1087,7 @@ export function swiglu(g: usize, u: usize, out: usize, n: i32): void {
   for (let i = 0; i < n; i++) {
     const p = <usize> i << 2;
     const x = load<f32>(g + p);
-    const s: f32 = x / (<f32> 1 + <f32> Math.exp(<f64> -x));
+    const s: f32 = x / (<f32> 1 + Mathf.exp(-x));
     store<f32>(out + p, s * load<f32>(u + p));
   }
 }

@@ -75,19 +75,20 @@ async function checkMatmul(
   }
 }
 
-let gpu: WebGPUBackend;
-/** Forced variants: many lanes per row summed in workgroup memory; no packed dot product. */
-let shared: WebGPUBackend;
-let unpacked: WebGPUBackend;
+// Created at load (not in a test) so that any test can run alone with --filter.
+// `shared` forces many lanes per weight row summed in workgroup memory (the path real GPUs
+// take), `unpacked` also avoids the packed 4×8-bit dot product.
+const [gpu, shared, unpacked]: WebGPUBackend[] = ignore ? [] : await Promise.all([
+  createWebGPUBackend(),
+  createWebGPUBackend({ matmulLanes: "shared" }),
+  createWebGPUBackend({ packedDot: false, matmulLanes: "shared" }),
+]);
 const ref = createReferenceBackend();
 
 Deno.test({
   ...T,
-  name: "webgpu: create backends on this machine's adapter",
-  fn: async () => {
-    gpu = await createWebGPUBackend();
-    shared = await createWebGPUBackend({ matmulLanes: "shared" });
-    unpacked = await createWebGPUBackend({ packedDot: false, matmulLanes: "shared" });
+  name: "webgpu: backends on this machine's adapter",
+  fn: () => {
     console.log(
       `adapter: ${gpu.device}; using: ${gpu.info.using.join(", ") || "core WGSL only"}; ` +
         `matmul lanes: ${gpu.info.matmulLanes}`,
