@@ -52,6 +52,10 @@ function meta(i: number): NodeMetadata {
 
 async function run(n: number, trials: number, lossSeconds: number, seed: number) {
   const wall0 = performance.now();
+  const progress = (what: string) =>
+    console.error(
+      `[gossip bench n=${n}] ${what} (wall ${((performance.now() - wall0) / 1000).toFixed(1)} s)`,
+    );
   const net = new SimNetwork({ seed });
   const key = new Uint8Array(32).fill(42);
   const cfg = (i: number): Config =>
@@ -62,6 +66,7 @@ async function run(n: number, trials: number, lossSeconds: number, seed: number)
   for (let i = 1; i < n; i++) await net.settle(members[i].join([members[0].transport.addr]));
   const formed = await net.runUntil(() => members.every((m) => m.numMembers() === n), 300_000, 100);
   const formation = formed === null ? null : net.now() - f0;
+  progress(`formed in ${formation} simulated ms`);
   await net.run(30_000);
 
   // one join into the formed cluster
@@ -85,6 +90,7 @@ async function run(n: number, trials: number, lossSeconds: number, seed: number)
   const udp = (b1.udp - b0.udp) / members.length / secs,
     tcp = (b1.tcp - b0.tcp) / members.length / secs;
 
+  progress("steady-state window done");
   // false positives under 10% loss
   let deaths = 0, suspicions = 0;
   const offs = members.flatMap((
@@ -96,6 +102,7 @@ async function run(n: number, trials: number, lossSeconds: number, seed: number)
   offs.forEach((off) => off());
   await net.run(5000);
 
+  progress("loss run done");
   // detection: kill one member at a time; time until every live member has it dead
   const times: number[] = [];
   const alive = new Set(members.map((_, i) => i));

@@ -16,7 +16,9 @@ const available = Object.entries(BENCHES)
   .filter(([, file]) => exists(new URL(file, import.meta.url)))
   .map(([n]) => n);
 if (!name || name === "--help" || !available.includes(name)) {
-  console.error(`usage: deno task bench <${available.join("|")}> [flags]   (each bench has --help)`);
+  console.error(
+    `usage: deno task bench <${available.join("|")}> [flags]   (each bench has --help)`,
+  );
   Deno.exit(name && name !== "--help" ? 2 : 0);
 }
 const child = new Deno.Command(Deno.execPath(), {

@@ -31,7 +31,10 @@ export function agentProgram() {
     .option("--discover", "find peers by UDP multicast on the LAN")
     .option("--model <path>", `GGUF model to serve (default: ${DEFAULT_MODEL})`)
     .option("--no-model", "serve no model (gossip and routing only)")
-    .option("--memory-budget <size>", "bytes for weights and KV cache, e.g. 4GiB (default: 80% of free)")
+    .option(
+      "--memory-budget <size>",
+      "bytes for weights and KV cache, e.g. 4GiB (default: 80% of free)",
+    )
     .option("--backend <name>", "auto, wasm, webgpu or reference (default auto)")
     .option("--threads <n>", "CPU threads (default: all cores)")
     .option("--context-size <n>", "positions per session (default 2048)")
@@ -42,7 +45,7 @@ export function agentProgram() {
     .option("--insecure-bind-all", "allow a non-loopback bind without TLS")
     .option("--gossip-keys <list>", "base64 AES-256 keys; the first encrypts, all decrypt")
     .option("--gossip-preset <name>", "lan, wan or local timings (default lan)")
-    .option("--cluster-name <name>", "cluster name (default \"default\")")
+    .option("--cluster-name <name>", 'cluster name (default "default")')
     .option("--log-level <level>", "debug, info, warn or error (default info)");
 }
 

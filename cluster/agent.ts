@@ -10,7 +10,7 @@ import type { ConnectRouter } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { basename } from "node:path";
 import type { Backend } from "../kernels/backend.ts";
-import { selectBackend, parseBackendName } from "../kernels/select.ts";
+import { parseBackendName, selectBackend } from "../kernels/select.ts";
 import { openModelFile } from "../model/engine.ts";
 import type { GGUFFile } from "../model/gguf/mod.ts";
 import { LlamaStage } from "../model/llama.ts";
@@ -20,15 +20,15 @@ import { tokenizerFromMetadata } from "../model/tokenizer/mod.ts";
 import {
   DiscoveryService,
   FinishReason,
-  GenerateResponseSchema,
   type GenerateRequest,
   type GenerateResponse,
+  GenerateResponseSchema,
+  GenerateUsageSchema,
   InferenceService,
   NodeService,
   NodeState,
   PlacementSchema,
   StageAssignmentSchema,
-  GenerateUsageSchema,
   TokenLogprobSchema,
 } from "../proto/mod.ts";
 import type { AgentConfig } from "./agent_config.ts";
@@ -62,16 +62,26 @@ import { calibrate } from "./placement/calibrate.ts";
 import {
   footprintFromIndex,
   type ModelFootprint,
-  planPlacement,
-  PlacementError,
   type Placement,
+  PlacementError,
+  planPlacement,
 } from "./placement/mod.ts";
-import { createRpcTransport, RpcFailure, type RpcServer, type RpcTransport, startRpcServer } from "./rpc/mod.ts";
+import {
+  createRpcTransport,
+  RpcFailure,
+  type RpcServer,
+  type RpcTransport,
+  startRpcServer,
+} from "./rpc/mod.ts";
 import { tlsFilesFromOptions } from "./tls/mod.ts";
 import { VERSION } from "../cli/version.ts";
 
 /** Structured log line sink. */
-export type AgentLogger = (level: "debug" | "info" | "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+export type AgentLogger = (
+  level: "debug" | "info" | "warn" | "error",
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
 
 /** The model an agent serves: its file index, tokenizer and footprint. */
 interface ServedModel {
@@ -93,9 +103,16 @@ export class Agent {
   private readonly requests = new Map<string, AbortController>();
   private epoch = 0n;
   private lastPlan?: Placement;
+  /** Why the last planning attempt found no placement (shown to clients). */
+  private planError?: string;
   private stopped = false;
   /** Counters for metrics and health. */
-  readonly counters = { activeRequests: 0, tokensGeneratedTotal: 0, framesProcessedTotal: 0, recoveries: 0 };
+  readonly counters = {
+    activeRequests: 0,
+    tokensGeneratedTotal: 0,
+    framesProcessedTotal: 0,
+    recoveries: 0,
+  };
 
   private constructor(
     readonly config: AgentConfig,
@@ -110,7 +127,9 @@ export class Agent {
 
   /** Start every part of an agent and join the cluster. */
   static async start(cfg: AgentConfig, log: AgentLogger = () => {}): Promise<Agent> {
-    const { backend, reason } = await selectBackend(parseBackendName(cfg.backend), { threads: cfg.threads });
+    const { backend, reason } = await selectBackend(parseBackendName(cfg.backend), {
+      threads: cfg.threads,
+    });
     log("info", "backend selected", { backend: backend.name, device: backend.device, reason });
     let model: ServedModel | undefined;
     if (cfg.model) model = await loadModelIndex(cfg.model, cfg.contextSize, cfg.maxSessions);
@@ -118,9 +137,16 @@ export class Agent {
     log("info", "calibrated", { gflops: Math.round(speed * 100) / 100 });
 
     const keyring = cfg.gossipKeys.length
-      ? new Keyring(Keyring.parseKey(cfg.gossipKeys[0]), cfg.gossipKeys.slice(1).map((k) => Keyring.parseKey(k)))
+      ? new Keyring(
+        Keyring.parseKey(cfg.gossipKeys[0]),
+        cfg.gossipKeys.slice(1).map((k) => Keyring.parseKey(k)),
+      )
       : null;
-    const preset = cfg.gossipPreset === "local" ? localConfig : cfg.gossipPreset === "wan" ? wanConfig : lanConfig;
+    const preset = cfg.gossipPreset === "local"
+      ? localConfig
+      : cfg.gossipPreset === "wan"
+      ? wanConfig
+      : lanConfig;
     const meta: NodeMetadata = {
       id: cfg.nodeId,
       addresses: [cfg.advertiseAddress],
@@ -143,7 +169,8 @@ export class Agent {
         nodeId: cfg.nodeId,
         metadata: meta,
         keyring,
-        logger: (level, msg, fields) => log(level === "debug" ? "debug" : level, `gossip: ${msg}`, fields),
+        logger: (level, msg, fields) =>
+          log(level === "debug" ? "debug" : level, `gossip: ${msg}`, fields),
       }),
       { bindAddr: cfg.bind, port: cfg.gossipPort, advertiseAddr: cfg.advertiseAddress },
     );
@@ -161,9 +188,15 @@ export class Agent {
       backend.dispose();
       throw e;
     }
+    if (agent.rpc.port !== cfg.rpcPort) {
+      // Asked for port 0: peers must learn the port the OS picked.
+      gossip.updateMetadata({ ...gossip.localNode.meta!, rpcPort: agent.rpc.port });
+    }
     for (const type of ["join", "leave", "dead", "update", "alive"] as const) {
       gossip.on(type, (e) => {
-        if (type !== "update" || e.member.id !== cfg.nodeId) log("info", `member ${type}`, { node: e.member.id });
+        if (type !== "update" || e.member.id !== cfg.nodeId) {
+          log("info", `member ${type}`, { node: e.member.id });
+        }
         if (e.type === "dead" || e.type === "leave") agent.dropTransport(e.member.id);
         agent.schedulePlan();
       });
@@ -218,7 +251,10 @@ export class Agent {
       if (this.stopped) return;
       try {
         const n = await this.gossip.join(seeds);
-        this.log("info", "joined the cluster", { seedsAnswered: n, members: this.gossip.numMembers() });
+        this.log("info", "joined the cluster", {
+          seedsAnswered: n,
+          members: this.gossip.numMembers(),
+        });
       } catch (e) {
         if ((e as Error).name === "DuplicateNodeIdError") {
           this.log("error", (e as Error).message);
@@ -241,7 +277,9 @@ export class Agent {
 
   /** Members (this one included) that offer our model, with their placement inputs. */
   private modelPeers(): Member[] {
-    return this.gossip.members().filter((m) => m.status === "alive" && m.meta?.model === this.model?.id);
+    return this.gossip.members().filter((m) =>
+      m.status === "alive" && m.meta?.model === this.model?.id
+    );
   }
 
   private replan(): void {
@@ -251,12 +289,17 @@ export class Agent {
     try {
       plan = planPlacement(
         this.model.footprint,
-        peers.map((m) => ({ id: m.id, memoryBudget: m.meta!.resources.memoryBytes, speed: m.meta!.resources.speed || 1 })),
+        peers.map((m) => ({
+          id: m.id,
+          memoryBudget: m.meta!.resources.memoryBytes,
+          speed: m.meta!.resources.speed || 1,
+        })),
       );
     } catch (e) {
       if (e instanceof PlacementError) {
         this.log("warn", "no placement", { error: e.message, members: peers.length });
         this.lastPlan = undefined;
+        this.planError = e.message;
         return;
       }
       throw e;
@@ -264,9 +307,12 @@ export class Agent {
     const key = JSON.stringify(plan.stages.map((s) => [s.nodeId, s.from, s.to]));
     if (key !== JSON.stringify(this.lastPlan?.stages.map((s) => [s.nodeId, s.from, s.to]))) {
       this.epoch++;
-      this.log("info", "placement", { stages: plan.stages.map((s) => `${s.nodeId}:[${s.from},${s.to})`).join(" ") });
+      this.log("info", "placement", {
+        stages: plan.stages.map((s) => `${s.nodeId}:[${s.from},${s.to})`).join(" "),
+      });
     }
     this.lastPlan = plan;
+    this.planError = undefined;
     const mine = plan.stages.find((s) => s.nodeId === this.config.nodeId);
     const want = mine ? { from: mine.from, to: mine.to } : undefined;
     if (want?.from === this.plannedRange?.from && want?.to === this.plannedRange?.to) return;
@@ -288,7 +334,10 @@ export class Agent {
     }
     const t0 = performance.now();
     try {
-      const stage = await LlamaStage.load(this.model.file, this.backend, { ...want, maxBatch: 512 });
+      const stage = await LlamaStage.load(this.model.file, this.backend, {
+        ...want,
+        maxBatch: 512,
+      });
       this.stage = new StageHost(stage, this.model.id, {
         maxSessions: this.config.maxSessions,
         defaultContext: Math.min(this.config.contextSize, this.model.contextLength),
@@ -301,7 +350,10 @@ export class Agent {
       });
       this.announce();
     } catch (e) {
-      this.log("error", "stage load failed", { layers: `[${want.from},${want.to})`, error: (e as Error).message });
+      this.log("error", "stage load failed", {
+        layers: `[${want.from},${want.to})`,
+        error: (e as Error).message,
+      });
     }
   }
 
@@ -311,7 +363,9 @@ export class Agent {
     if (!meta || this.stopped) return;
     this.gossip.updateMetadata({
       ...meta,
-      hosted: this.stage ? { model: this.model!.id, from: this.stage.range.from, to: this.stage.range.to } : null,
+      hosted: this.stage
+        ? { model: this.model!.id, from: this.stage.range.from, to: this.stage.range.to }
+        : null,
     });
   }
 
@@ -337,7 +391,9 @@ export class Agent {
 
   private clientTls() {
     const c = this.config;
-    return c.tlsCert && c.tlsKey && c.tlsCa ? { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa } : undefined;
+    return c.tlsCert && c.tlsKey && c.tlsCa
+      ? { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa }
+      : undefined;
   }
 
   /** The chain provider heads use: announced ranges of live members. */
@@ -380,12 +436,19 @@ export class Agent {
       framesProcessedTotal: this.counters.framesProcessedTotal,
     }));
     r.service(DiscoveryService, discoveryService(view));
-    r.service(NodeService, nodeService({
-      view,
-      resources: () => measureResources({ memoryBudgetBytes: this.config.memoryBudget, usedLayers: () => this.stage ? this.stage.range.to - this.stage.range.from : 0 }),
-      metrics: () => sampler.sample(),
-      readiness: () => this.readiness(),
-    }));
+    r.service(
+      NodeService,
+      nodeService({
+        view,
+        resources: () =>
+          measureResources({
+            memoryBudgetBytes: this.config.memoryBudget,
+            usedLayers: () => this.stage ? this.stage.range.to - this.stage.range.from : 0,
+          }),
+        metrics: () => sampler.sample(),
+        readiness: () => this.readiness(),
+      }),
+    );
     r.service(InferenceService, {
       forward: forwardHandler({
         host: () => this.stage,
@@ -403,7 +466,9 @@ export class Agent {
 
   private readiness(): { serving: boolean; detail?: string } {
     if (this.stopped) return { serving: false, detail: "agent is stopping" };
-    if (this.model && !this.lastPlan) return { serving: false, detail: "no placement yet (waiting for enough agents)" };
+    if (this.model && !this.lastPlan) {
+      return { serving: false, detail: "no placement yet (waiting for enough agents)" };
+    }
     return { serving: true };
   }
 
@@ -421,22 +486,42 @@ export class Agent {
   }
 
   /** InferenceService.Generate: this agent is the head of the request. */
-  private async *generate(req: GenerateRequest, signal: AbortSignal): AsyncIterable<GenerateResponse> {
+  private async *generate(
+    req: GenerateRequest,
+    signal: AbortSignal,
+  ): AsyncIterable<GenerateResponse> {
     const model = this.model;
-    if (!model) throw new RpcFailure("failed_precondition", "this agent serves no model (start it with --model)");
+    if (!model) {
+      throw new RpcFailure(
+        "failed_precondition",
+        "this agent serves no model (start it with --model)",
+      );
+    }
     if (req.model && req.model !== model.id && req.model !== basename(model.id.split("@")[0])) {
-      throw new RpcFailure("not_found", `model ${req.model} is not served here (this cluster serves ${model.id})`);
+      throw new RpcFailure(
+        "not_found",
+        `model ${req.model} is not served here (this cluster serves ${model.id})`,
+      );
     }
     if (req.messages.length > 0) {
-      throw new RpcFailure("unimplemented", "chat messages are not supported by Generate yet; send a prompt");
+      throw new RpcFailure(
+        "unimplemented",
+        "chat messages are not supported by Generate yet; send a prompt",
+      );
     }
+    if (this.planError) throw new RpcFailure("unavailable", `no placement: ${this.planError}`);
     const requestId = req.requestId || crypto.randomUUID();
-    if (this.requests.has(requestId)) throw new RpcFailure("already_exists", `request ${requestId} is already running`);
+    if (this.requests.has(requestId)) {
+      throw new RpcFailure("already_exists", `request ${requestId} is already running`);
+    }
     const promptTokens = model.tokenizer.encode(req.prompt, { addBos: model.tokenizer.addBos });
     if (promptTokens.length === 0) throw new RpcFailure("invalid_argument", "the prompt is empty");
     const maxContext = Math.min(this.config.contextSize, model.contextLength);
     if (promptTokens.length >= maxContext) {
-      throw new RpcFailure("invalid_argument", `the prompt has ${promptTokens.length} tokens; the context holds ${maxContext}`);
+      throw new RpcFailure(
+        "invalid_argument",
+        `the prompt has ${promptTokens.length} tokens; the context holds ${maxContext}`,
+      );
     }
     const abort = new AbortController();
     const onAbort = () => abort.abort();
@@ -502,7 +587,11 @@ export class Agent {
           text: piece,
           logprob: token.logprob,
           topLogprobs: token.top.map((t) =>
-            create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob, text: model.tokenizer.decode([t.id]) })
+            create(TokenLogprobSchema, {
+              tokenId: t.id,
+              logprob: t.logprob,
+              text: model.tokenizer.decode([t.id]),
+            })
           ),
           placement: index === 0 ? this.placementMessage() : undefined,
         }));
@@ -529,7 +618,9 @@ export class Agent {
           promptTokens: promptTokens.length,
           completionTokens: result.tokens.length,
           timeToFirstTokenMs: result.timeToFirstTokenMs,
-          decodeTokensPerSecond: result.tokens.length > 1 ? (result.tokens.length - 1) / (result.decodeMs / 1000) : 0,
+          decodeTokensPerSecond: result.tokens.length > 1
+            ? (result.tokens.length - 1) / (result.decodeMs / 1000)
+            : 0,
           recoveries: result.failures.length,
         }),
       }));
@@ -580,7 +671,11 @@ class LazyRemoteLink implements StageLink {
 }
 
 /** Read a model's index (not its tensors), tokenizer and footprint. */
-async function loadModelIndex(path: string, contextSize: number, maxSessions: number): Promise<ServedModel> {
+async function loadModelIndex(
+  path: string,
+  contextSize: number,
+  maxSessions: number,
+): Promise<ServedModel> {
   const file = await openModelFile(path);
   try {
     const embd = file.tensor("token_embd.weight");

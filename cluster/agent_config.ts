@@ -137,7 +137,11 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     return [undefined, "default"];
   };
   const fail = (key: keyof AgentConfig, src: Source, why: string): never => {
-    const where = src === "env" ? `${ENV[key]}` : src === "flag" ? `--${kebab(key)}` : `${key} (${src})`;
+    const where = src === "env"
+      ? `${ENV[key]}`
+      : src === "flag"
+      ? `--${kebab(key)}`
+      : `${key} (${src})`;
     throw new AgentConfigError(`${where}: ${why}`);
   };
   const str = (key: keyof AgentConfig, dflt?: string): string | undefined => {
@@ -172,7 +176,9 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   };
   const oneOf = <T extends string>(key: keyof AgentConfig, dflt: T, choices: readonly T[]): T => {
     const v = str(key, dflt) as T;
-    if (!choices.includes(v)) fail(key, pick(key)[1], `expected one of ${choices.join(", ")}, got "${v}"`);
+    if (!choices.includes(v)) {
+      fail(key, pick(key)[1], `expected one of ${choices.join(", ")}, got "${v}"`);
+    }
     return v;
   };
 
@@ -193,7 +199,10 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const cfg: AgentConfig = {
     nodeId: str("nodeId", hostname())!,
     bind,
-    advertiseAddress: str("advertiseAddress", bind === "0.0.0.0" || bind === "::" ? "127.0.0.1" : bind)!,
+    advertiseAddress: str(
+      "advertiseAddress",
+      bind === "0.0.0.0" || bind === "::" ? "127.0.0.1" : bind,
+    )!,
     rpcPort: int("rpcPort", 7950, 0, 65535)!,
     gossipPort: int("gossipPort", 7946, 0, 65535)!,
     metricsPort: int("metricsPort", 9090, 0, 65535)!,
@@ -216,7 +225,11 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     logLevel: oneOf("logLevel", "info", ["debug", "info", "warn", "error"] as const),
   };
   if (!/^[A-Za-z0-9._-]{1,63}$/.test(cfg.nodeId)) {
-    fail("nodeId", pick("nodeId")[1], `"${cfg.nodeId}" must be 1–63 letters, digits, '.', '_' or '-'`);
+    fail(
+      "nodeId",
+      pick("nodeId")[1],
+      `"${cfg.nodeId}" must be 1–63 letters, digits, '.', '_' or '-'`,
+    );
   }
   const tls = [cfg.tlsCert, cfg.tlsKey, cfg.tlsCa].filter(Boolean).length;
   if (tls !== 0 && tls !== 3) {
@@ -230,7 +243,9 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
       throw new AgentConfigError(`gossip key ${i + 1} is not base64`);
     }
     if (bytes.length !== 32) {
-      throw new AgentConfigError(`gossip key ${i + 1} is ${bytes.length} bytes; AES-256 needs 32 (base64 of 32 bytes)`);
+      throw new AgentConfigError(
+        `gossip key ${i + 1} is ${bytes.length} bytes; AES-256 needs 32 (base64 of 32 bytes)`,
+      );
     }
   }
   return cfg;

@@ -22,7 +22,10 @@ const STATES: Record<string, NodeState> = {
 /** Convert a gossip member to the wire NodeInfo. */
 export function memberToNodeInfo(m: Member): NodeInfo {
   const meta = m.meta;
-  const [host, port] = [m.addr.slice(0, m.addr.lastIndexOf(":")), Number(m.addr.slice(m.addr.lastIndexOf(":") + 1))];
+  const [host, port] = [
+    m.addr.slice(0, m.addr.lastIndexOf(":")),
+    Number(m.addr.slice(m.addr.lastIndexOf(":") + 1)),
+  ];
   return create(NodeInfoSchema, {
     id: m.id,
     addresses: meta?.addresses.length ? meta.addresses : [host.replace(/^\[|\]$/g, "")],
@@ -39,7 +42,11 @@ export function memberToNodeInfo(m: Member): NodeInfo {
       })
       : undefined,
     hosted: meta?.hosted
-      ? create(LayerRangeSchema, { model: meta.hosted.model, fromLayer: meta.hosted.from, toLayer: meta.hosted.to })
+      ? create(LayerRangeSchema, {
+        model: meta.hosted.model,
+        fromLayer: meta.hosted.from,
+        toLayer: meta.hosted.to,
+      })
       : undefined,
     backend: meta?.resources.backend ?? "",
     adapter: meta?.resources.adapter ?? "",
@@ -86,7 +93,9 @@ export class GossipMembershipView implements MembershipView {
       await this.opts.onLocalLeave?.();
       return NodeState.LEFT;
     }
-    if (!this.gossip.member(nodeId)) throw new RpcFailure("not_found", `no member ${nodeId} in this cluster`);
+    if (!this.gossip.member(nodeId)) {
+      throw new RpcFailure("not_found", `no member ${nodeId} in this cluster`);
+    }
     throw new RpcFailure(
       "failed_precondition",
       `only ${nodeId} itself can leave; call LeaveCluster on its own endpoint (or stop it: gossip marks it dead)`,

@@ -14,6 +14,9 @@ import {
   COMPOUND_PART_OVERHEAD,
   type DeadMsg,
   decode,
+  type DeltaMsg,
+  type DigestEntry,
+  type DigestMsg,
   encode,
   type IndirectPingMsg,
   type Message,
@@ -102,6 +105,22 @@ interface NodeState {
 interface AckHandler {
   ack(): void;
   nack(): void;
+}
+
+/** FNV-1a over address and metadata: a change that kept the incarnation still shows. */
+function versionHash(n: { addr: string; meta: Uint8Array }): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < n.addr.length; i++) h = Math.imul(h ^ n.addr.charCodeAt(i), 0x01000193);
+  for (let i = 0; i < n.meta.length; i++) h = Math.imul(h ^ n.meta[i], 0x01000193);
+  return h >>> 0;
+}
+
+function sameVersion(n: NodeState, e: DigestEntry): boolean {
+  return n.incarnation === e.incarnation && n.status === e.status && versionHash(n) === e.hash;
+}
+
+function toPush(n: NodeState): PushNodeState {
+  return { id: n.id, addr: n.addr, incarnation: n.incarnation, status: n.status, meta: n.meta };
 }
 
 function rank(m: Message): number {
@@ -830,6 +849,7 @@ export class GossipState {
 
   /** Exchange full state with `addr` over a stream; `join` asks the peer to vet our id. */
   async pushPull(addr: string, join: boolean): Promise<void> {
+    if (!join) return this.antiEntropy(addr);
     const s = await this.transport.dialStream(addr, this.cfg.tcpTimeout);
     try {
       s.send(seal(this.cfg.keyring, encode(this.localState(join))));
@@ -859,6 +879,64 @@ export class GossipState {
     }
   }
 
+  /**
+   * Periodic anti-entropy by digest: send versions only (~20 bytes a member instead of ~140),
+   * get back full entries where the views differ plus the ids the peer wants, send those.
+   * In steady state the views agree and only the two digests-worth of bytes cross the wire.
+   */
+  private async antiEntropy(addr: string): Promise<void> {
+    const s = await this.transport.dialStream(addr, this.cfg.tcpTimeout);
+    try {
+      const entries: DigestEntry[] = [];
+      for (const n of this.nodes.values()) {
+        entries.push({
+          id: n.id,
+          incarnation: n.incarnation,
+          status: n.status,
+          hash: versionHash(n),
+        });
+      }
+      s.send(seal(this.cfg.keyring, encode({ type: "digest", from: this.id, entries })));
+      const reply = decode(open(this.cfg.keyring, await s.receive(this.cfg.tcpTimeout)));
+      if (reply.type === "error") throw new Error(`${addr} refused push-pull: ${reply.message}`);
+      if (reply.type !== "delta") throw new Error(`${addr} answered a digest with ${reply.type}`);
+      if (reply.want.length) {
+        const nodes = reply.want.map((id) => this.nodes.get(id)).filter((n) => n !== undefined)
+          .map(toPush);
+        s.send(
+          seal(this.cfg.keyring, encode({ type: "pushPull", join: false, from: this.id, nodes })),
+        );
+      }
+      this.stats.pushPulls++;
+      if (!this.stopped) {
+        this.mergeRemoteState({
+          type: "pushPull",
+          join: false,
+          from: reply.from,
+          nodes: reply.nodes,
+        });
+      }
+    } finally {
+      s.close();
+    }
+  }
+
+  /** Answer a digest: our entries where we are as new or newer and differ; ids where they are. */
+  private delta(m: DigestMsg): DeltaMsg {
+    const theirs = new Map(m.entries.map((e) => [e.id, e]));
+    const nodes: PushNodeState[] = [];
+    const want: string[] = [];
+    for (const n of this.nodes.values()) {
+      const e = theirs.get(n.id);
+      if (!e || (n.incarnation >= e.incarnation && !sameVersion(n, e))) nodes.push(toPush(n));
+    }
+    for (const e of m.entries) {
+      const n = this.nodes.get(e.id);
+      if (!n || (e.incarnation >= n.incarnation && !sameVersion(n, e))) want.push(e.id);
+    }
+    return { type: "delta", from: this.id, nodes, want };
+  }
+
   private duplicateMessage(holder: string): string {
     return `node id "${this.id}" is already used by a live member at ${holder}; ` +
       `give this node a unique id (--node-id / DLLM_NODE_ID), or stop the other one and retry ` +
@@ -871,6 +949,14 @@ export class GossipState {
       if (m.type === "ping") {
         if (m.target !== this.id) return this.drop("misdirected");
         s.send(seal(this.cfg.keyring, encode({ type: "ack", seq: m.seq })));
+      } else if (m.type === "digest") {
+        const d = this.delta(m);
+        s.send(seal(this.cfg.keyring, encode(d)));
+        if (d.want.length) {
+          const rest = decode(open(this.cfg.keyring, await s.receive(this.cfg.tcpTimeout)));
+          if (rest.type !== "pushPull") return this.drop("unexpected");
+          if (!this.stopped) this.mergeRemoteState(rest);
+        }
       } else if (m.type === "pushPull") {
         if (m.join) {
           const conflict = this.joinConflict(m);

@@ -2,7 +2,7 @@
  * ChainProvider over gossip: the stages of a chain are the members whose metadata says they
  * host (loaded and ready) a layer range of the model; the head tiles [0, nLayers) with them.
  */
-import { NoPlacementError, type ChainProvider, type StageLink } from "./head.ts";
+import { type ChainProvider, NoPlacementError, type StageLink } from "./head.ts";
 
 /** What the chain builder needs to know about one member. */
 export interface StageCandidate {
@@ -29,7 +29,8 @@ export function tileChain(
     if (starts.length === 0) return { missingFrom: at };
     // Alive before suspect, then the longest range, then the lowest id (deterministic).
     starts.sort((a, b) =>
-      (a.status === b.status ? 0 : a.status === "alive" ? -1 : 1) || (b.to - b.from) - (a.to - a.from) ||
+      (a.status === b.status ? 0 : a.status === "alive" ? -1 : 1) ||
+      (b.to - b.from) - (a.to - a.from) ||
       (a.id < b.id ? -1 : a.id > b.id ? 1 : 0)
     );
     chain.push(starts[0]);
@@ -58,11 +59,18 @@ export class GossipChainProvider implements ChainProvider {
     for (;;) {
       // A node excluded after a failure may come back (restarted); it is trusted again only
       // once gossip has seen it alive with its range again, which the candidate list reflects.
-      const tiled = tileChain(this.opts.candidates(), this.opts.model, this.opts.nLayers, opts.exclude);
+      const tiled = tileChain(
+        this.opts.candidates(),
+        this.opts.model,
+        this.opts.nLayers,
+        opts.exclude,
+      );
       if (Array.isArray(tiled)) return tiled.map((c) => this.opts.link(c));
       if (Date.now() >= deadline) {
         throw new NoPlacementError(
-          `no placement: layers ${tiled.missingFrom}..${this.opts.nLayers - 1} of ${this.opts.model} ` +
+          `no placement: layers ${tiled.missingFrom}..${
+            this.opts.nLayers - 1
+          } of ${this.opts.model} ` +
             `have no live agent (start more agents, or raise --memory-budget)`,
         );
       }

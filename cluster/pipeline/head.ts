@@ -82,6 +82,11 @@ export interface HeadResult {
 export interface HeadOptions {
   /** How long to wait for a chain after a failure before giving up. Default 30 s. */
   recoveryTimeoutMs?: number;
+  /**
+   * How long a request waits for a complete chain at its start (stages still loading or
+   * announcements still gossiping). Default 10 s.
+   */
+  initialWaitMs?: number;
   /** Most re-plans per request. Default 8. */
   maxRecoveries?: number;
   /** Log hook for recoveries. */
@@ -119,7 +124,9 @@ export class Head {
     for (;;) {
       const chain = await this.provider.chain({
         exclude,
-        timeoutMs: attempt === 0 ? 0 : this.opts.recoveryTimeoutMs ?? 30_000,
+        timeoutMs: attempt === 0
+          ? this.opts.initialWaitMs ?? 10_000
+          : this.opts.recoveryTimeoutMs ?? 30_000,
       });
       result.chains.push(chain.map(({ nodeId, from, to }) => ({ nodeId, from, to })));
       const sessionId = `${req.requestId}.${attempt}`;

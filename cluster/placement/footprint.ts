@@ -38,5 +38,12 @@ export function footprintFromIndex(
     }
   }
   if (!hasOutput) tailBytes += embdBytes;
-  return { nLayers, layerBytes, headBytes, tailBytes, kvBytesPerLayer };
+  return {
+    nLayers,
+    layerBytes,
+    headBytes,
+    tailBytes,
+    kvBytesPerLayer,
+    sharedHeadTailBytes: hasOutput ? 0 : embdBytes,
+  };
 }

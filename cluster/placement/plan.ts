@@ -17,6 +17,11 @@ export interface ModelFootprint {
   readonly tailBytes: number;
   /** KV cache bytes per layer that each node must reserve (sessions × positions × kv). */
   readonly kvBytesPerLayer: number;
+  /**
+   * Bytes counted in both headBytes and tailBytes that one node holding both ends loads only
+   * once (tied embeddings: the output matrix is token_embd).
+   */
+  readonly sharedHeadTailBytes?: number;
 }
 
 /** A node that may host layers. */
@@ -54,6 +59,7 @@ export function stageBytes(m: ModelFootprint, from: number, to: number): number 
   for (let l = from; l < to; l++) b += m.layerBytes[l] + m.kvBytesPerLayer;
   if (from === 0) b += m.headBytes;
   if (to === m.nLayers) b += m.tailBytes;
+  if (from === 0 && to === m.nLayers) b -= m.sharedHeadTailBytes ?? 0;
   return b;
 }
 

@@ -438,12 +438,13 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const qsBytes = floatsAct ? align(rows * n * 4) : align(rows * n);
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
+    const q16Bytes = isK ? align(rows * n * 2) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
       st.actRows !== rows || st.actN !== n
     ) {
       st.actBuf = -1;
-      const actOff = st.act.ensure(qsBytes + dBytes + sBytes);
+      const actOff = st.act.ensure(qsBytes + dBytes + sBytes + q16Bytes);
       let src = X.off;
       if (w.arena !== 0) {
         src = st.xin.ensure(rows * n * 4);
@@ -454,8 +455,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       if (kind === Act.F32) ar.u8.copyWithin(actOff, src, src + rows * n * 4);
       else if (kind === Act.F16) k.roundActs(src, actOff, rows * n, 1);
       else if (kind === Act.BF16) k.roundActs(src, actOff, rows * n, 2);
-      else if (kind === Act.Q8_K) k.quantizeQ8K(src, n, rows, actOff, d, s);
-      else k.quantizeQ8(src, n, rows, actOff, d, s, kind === Act.Q8_1 ? 1 : 0);
+      else if (kind === Act.Q8_K) {
+        k.quantizeQ8K(src, n, rows, actOff, d, s);
+        k.permuteQ8K(actOff, s + sBytes, rows * n);
+      } else k.quantizeQ8(src, n, rows, actOff, d, s, kind === Act.Q8_1 ? 1 : 0);
       st.actBuf = X.id;
       st.actVersion = X.version;
       st.actKind = kind;
@@ -474,12 +477,14 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ctrl[a + A.AQ] = actOff;
     ctrl[a + A.AD] = actOff + qsBytes;
     ctrl[a + A.AS] = actOff + qsBytes + dBytes;
+    ctrl[a + A.AQ16] = actOff + qsBytes + dBytes + sBytes;
     ctrl[a + A.T] = rows;
     ctrl[a + A.OUT] = outOff;
     ctrl[a + A.OUT_STRIDE] = m;
     ctrl[a + A.NROWS] = m;
-    if (isK) {
-      const [base, stride] = threadScratch(st, n + (n / 16) * 8 + nb * 8 + 64);
+    if (isK || (floatsAct && kind !== Act.F32)) {
+      const bytes = isK ? 3 * n + (n / 16) * 8 + nb * 8 + 64 : n * 4 + 64;
+      const [base, stride] = threadScratch(st, bytes);
       ctrl[a + A.SCR] = base;
       ctrl[a + A.SCR_STRIDE] = stride;
     }

@@ -72,6 +72,7 @@ export const A = {
   HEAD_DIM: 17,
   F16: 18,
   VC: 19,
+  AQ16: 20,
 } as const;
 
 function mm32(k: Kernels, kind: number): Mm32 {
@@ -144,6 +145,7 @@ export function runJob(
         r0,
         Math.min(nrows, r0 + chunk),
         scr,
+        ctrl[a + A.AQ16],
       );
     }
   } else if (op === OP_MMF) {
@@ -161,6 +163,7 @@ export function runJob(
         ctrl[a + A.OUT_STRIDE],
         r0,
         Math.min(nrows, r0 + chunk),
+        scr,
       );
     }
   } else if (op === OP_ATTN) {

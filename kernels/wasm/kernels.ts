@@ -30,7 +30,9 @@ export interface Kernels {
     r0: number,
     r1: number,
     scr: number,
+    aq16: number,
   ): void;
+  permuteQ8K(qs: number, q16: number, n: number): void;
   mmF(
     kind: number,
     w: number,
@@ -42,6 +44,7 @@ export interface Kernels {
     outStride: number,
     r0: number,
     r1: number,
+    scr: number,
   ): void;
   rmsNorm(x: number, w: number, out: number, rows: number, n: number, eps: number): void;
   addRows(x: number, b: number, rows: number, n: number): void;

@@ -581,6 +581,33 @@ export function mmQ5_1(
   return (<i32> load<u8>(sc + j + 4) & 0xf) | ((<i32> load<u8>(sc + j - 4) >> 6) << 4);
 }
 
+// i16 copy of a decoded block: each group of 16 scaled by its scale and stored as
+// [e0,e8,e1,e9,…,e7,e15], so i32x4.dot_i16x8_s sums elements of the same lane (index mod 8).
+@inline function permuteScaled(a: usize, sc16: usize, w16: usize): void {
+  for (let g = 0; g < 16; g++) {
+    const v = v128.load(a + (<usize> g << 4));
+    const sh = i8x16.shuffle(v, v, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
+    v128.store(w16 + (<usize> g << 5), i16x8.mul(i16x8.extend_low_i8x16_s(sh), s));
+    v128.store(w16 + (<usize> g << 5) + 16, i16x8.mul(i16x8.extend_high_i8x16_s(sh), s));
+  }
+}
+
+/** Activations of K-quant matmuls, permuted like permuteScaled (unscaled), as i16. */
+export function permuteQ8K(qs: usize, q16: usize, n: i32): void {
+  for (let g = 0; g < (n >> 4); g++) {
+    const v = v128.load(qs + (<usize> g << 4));
+    const sh = i8x16.shuffle(v, v, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    v128.store(q16 + (<usize> g << 5), i16x8.extend_low_i8x16_s(sh));
+    v128.store(q16 + (<usize> g << 5) + 16, i16x8.extend_high_i8x16_s(sh));
+  }
+}
+
+@inline function w16Base(scr: usize, nb: i32): usize {
+  const n = nb << 8;
+  return (scr + <usize> n + (<usize> (n >> 4) << 3) + (<usize> nb << 3) + 15) & ~(<usize> 15);
+}
+
 function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   const n = nb << 8;
   const A = scr;
@@ -588,7 +615,15 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   const MN = SC + (<usize> (n >> 4) << 2);
   const WD = MN + (<usize> (n >> 4) << 2);
   const WM = WD + (<usize> nb << 2);
+  const W16 = w16Base(scr, nb);
   for (let i = 0; i < nb; i++) {
+    decodeBlockK(kind, w, i, A, SC, MN, WD, WM);
+    permuteScaled(A + (<usize> i << 8), SC + (<usize> i << 6), W16 + (<usize> i << 9));
+  }
+}
+
+@inline function decodeBlockK(kind: i32, w: usize, i: i32, A: usize, SC: usize, MN: usize, WD: usize, WM: usize): void {
+  {
     const a = A + (<usize> i << 8);
     const sc16 = SC + (<usize> i << 6);
     const mn16 = MN + (<usize> i << 6);
@@ -723,58 +758,41 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   }
 }
 
+/** Σ a[j]·b[j] over 16 i32. */
+@inline function dot16i32(a: usize, b: usize): i32 {
+  const p = i32x4.add(
+    i32x4.add(i32x4.mul(v128.load(a), v128.load(b)), i32x4.mul(v128.load(a + 16), v128.load(b + 16))),
+    i32x4.add(i32x4.mul(v128.load(a + 32), v128.load(b + 32)), i32x4.mul(v128.load(a + 48), v128.load(b + 48))),
+  );
+  return hsumI32(p);
+}
+
 // One decoded row (see decodeRowK) · one Q8_K activation row, replaying ggml's float steps.
-@inline function dotRowK(kind: i32, nb: i32, scr: usize, aq: usize, ad: usize, abs_: usize): f32 {
+@inline function dotRowK(kind: i32, nb: i32, scr: usize, a16: usize, ad: usize, abs_: usize): f32 {
   const n = nb << 8;
-  const A = scr;
   const SC = scr + <usize> n;
   const MN = SC + (<usize> (n >> 4) << 2);
   const WD = MN + (<usize> (n >> 4) << 2);
   const WM = WD + (<usize> nb << 2);
+  const W16 = w16Base(scr, nb);
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
   let sumf: f32 = 0;
   for (let i = 0; i < nb; i++) {
-    const a = A + (<usize> i << 8);
-    const q = aq + (<usize> i << 8);
-    const sc16 = SC + (<usize> i << 6);
     let lo = i32x4.splat(0);
     let hi = i32x4.splat(0);
-    if (kind == 12 || kind == 13) {
-      // one scale per 32 elements: sum both halves' products in i16 (≤ 4·127·31) first
-      for (let g = 0; g < 16; g += 2) {
-        const wa0 = v128.load(a + (<usize> g << 4));
-        const qa0 = v128.load(q + (<usize> g << 4));
-        const wa1 = v128.load(a + (<usize> g << 4) + 16);
-        const qa1 = v128.load(q + (<usize> g << 4) + 16);
-        const p = i16x8.add(
-          i16x8.add(i16x8.extmul_low_i8x16_s(wa0, qa0), i16x8.extmul_high_i8x16_s(wa0, qa0)),
-          i16x8.add(i16x8.extmul_low_i8x16_s(wa1, qa1), i16x8.extmul_high_i8x16_s(wa1, qa1)),
-        );
-        const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
-        lo = i32x4.add(lo, i32x4.extmul_low_i16x8_s(p, s));
-        hi = i32x4.add(hi, i32x4.extmul_high_i16x8_s(p, s));
-      }
-    } else {
-      for (let g = 0; g < 16; g++) {
-        const wa = v128.load(a + (<usize> g << 4));
-        const qa = v128.load(q + (<usize> g << 4));
-        const p = i16x8.add(i16x8.extmul_low_i8x16_s(wa, qa), i16x8.extmul_high_i8x16_s(wa, qa));
-        const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
-        lo = i32x4.add(lo, i32x4.extmul_low_i16x8_s(p, s));
-        hi = i32x4.add(hi, i32x4.extmul_high_i16x8_s(p, s));
-      }
+    const wb = W16 + (<usize> i << 9);
+    const qb = a16 + (<usize> i << 9);
+    for (let g = 0; g < 16; g++) {
+      const o = <usize> g << 5;
+      lo = i32x4.add(lo, i32x4.dot_i16x8_s(v128.load(wb + o), v128.load(qb + o)));
+      hi = i32x4.add(hi, i32x4.dot_i16x8_s(v128.load(wb + o + 16), v128.load(qb + o + 16)));
     }
     const yd = load<f32>(ad + (<usize> i << 2));
     if (kind == 10) {
       // Q2_K: sumf += dall*isum - dmin*summs
       const isum = hsumI32(i32x4.add(lo, hi));
-      let summs: i32 = 0;
-      const mn16 = MN + (<usize> i << 6);
-      const bs = abs_ + (<usize> i << 6);
-      for (let j = 0; j < 16; j++) {
-        summs += load<i32>(bs + (<usize> j << 2)) * load<i32>(mn16 + (<usize> j << 2));
-      }
+      const summs = dot16i32(abs_ + (<usize> i << 6), MN + (<usize> i << 6));
       const dall = yd * load<f32>(WD + (<usize> i << 2));
       const dmin = yd * load<f32>(WM + (<usize> i << 2));
       sumf += dall * <f32> isum - dmin * <f32> summs;
@@ -783,12 +801,7 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
       sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
       sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
       if (kind == 12 || kind == 13) {
-        let sumi: i32 = 0;
-        const mn16 = MN + (<usize> i << 6);
-        const bs = abs_ + (<usize> i << 6);
-        for (let j = 0; j < 16; j++) {
-          sumi += load<i32>(bs + (<usize> j << 2)) * load<i32>(mn16 + (<usize> j << 2));
-        }
+        const sumi = dot16i32(abs_ + (<usize> i << 6), MN + (<usize> i << 6));
         const dmin = load<f32>(WM + (<usize> i << 2)) * yd;
         sumf -= dmin * <f32> sumi;
       }
@@ -933,6 +946,7 @@ export function mmK(
   r0: i32,
   r1: i32,
   scr: usize,
+  aq16: usize,
 ): void {
   if (T == 1 && (kind == 12 || kind == 14)) {
     // one activation row: dot straight from the weight blocks
@@ -950,7 +964,7 @@ export function mmK(
         kind,
         nb,
         scr,
-        aq + (<usize> (t * nb) << 8),
+        aq16 + (<usize> (t * nb) << 9),
         ad + (<usize> (t * nb) << 2),
         abs_ + (<usize> (t * nb) << 6),
       );
@@ -985,7 +999,38 @@ export function mmK(
   return bf16x4(p + (<usize> i << 1));
 }
 
-/** F32/F16/BF16 weights (kind 0/1/30) · f32 activations (already rounded for F16/BF16). */
+// One weight row (kind 0/1/30) · T activation rows -> out[t*outStride + r].
+@inline function dotRowsF(kind: i32, wr: usize, n: i32, x: usize, T: i32, out: usize, outStride: i32, r: i32): void {
+  const n16 = n & ~15;
+  const n4 = n & ~3;
+  for (let t = 0; t < T; t++) {
+    const xt = x + (<usize> (t * n) << 2);
+    let s0 = f32x4.splat(0);
+    let s1 = f32x4.splat(0);
+    let s2 = f32x4.splat(0);
+    let s3 = f32x4.splat(0);
+    let i = 0;
+    for (; i < n16; i += 16) {
+      s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
+      s1 = f32x4.add(s1, f32x4.mul(wVec(kind, wr, i + 4), v128.load(xt + (<usize> (i + 4) << 2))));
+      s2 = f32x4.add(s2, f32x4.mul(wVec(kind, wr, i + 8), v128.load(xt + (<usize> (i + 8) << 2))));
+      s3 = f32x4.add(s3, f32x4.mul(wVec(kind, wr, i + 12), v128.load(xt + (<usize> (i + 12) << 2))));
+    }
+    for (; i < n4; i += 4) {
+      s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
+    }
+    const s = f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3));
+    let sum: f32 = (f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1)) +
+      (f32x4.extract_lane(s, 2) + f32x4.extract_lane(s, 3));
+    for (; i < n; i++) sum += wElem(kind, wr, i) * load<f32>(xt + (<usize> i << 2));
+    store<f32>(out + (<usize> (t * outStride + r) << 2), sum);
+  }
+}
+
+/**
+ * F32/F16/BF16 weights (kind 0/1/30) · f32 activations (already rounded for F16/BF16). With
+ * several activation rows an f16/bf16 weight row is widened once into `scr` (n floats).
+ */
 export function mmF(
   kind: i32,
   w: usize,
@@ -997,41 +1042,17 @@ export function mmF(
   outStride: i32,
   r0: i32,
   r1: i32,
+  scr: usize,
 ): void {
-  const n16 = n & ~15;
-  const n4 = n & ~3;
   for (let r = r0; r < r1; r++) {
     const wr = w + <usize> r * rowBytes;
-    for (let t = 0; t < T; t++) {
-      const xt = x + (<usize> (t * n) << 2);
-      let s0 = f32x4.splat(0);
-      let s1 = f32x4.splat(0);
-      let s2 = f32x4.splat(0);
-      let s3 = f32x4.splat(0);
+    if (kind != 0 && T > 1) {
       let i = 0;
-      for (; i < n16; i += 16) {
-        s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
-        s1 = f32x4.add(
-          s1,
-          f32x4.mul(wVec(kind, wr, i + 4), v128.load(xt + (<usize> (i + 4) << 2))),
-        );
-        s2 = f32x4.add(
-          s2,
-          f32x4.mul(wVec(kind, wr, i + 8), v128.load(xt + (<usize> (i + 8) << 2))),
-        );
-        s3 = f32x4.add(
-          s3,
-          f32x4.mul(wVec(kind, wr, i + 12), v128.load(xt + (<usize> (i + 12) << 2))),
-        );
-      }
-      for (; i < n4; i += 4) {
-        s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
-      }
-      const s = f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3));
-      let sum: f32 = (f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1)) +
-        (f32x4.extract_lane(s, 2) + f32x4.extract_lane(s, 3));
-      for (; i < n; i++) sum += wElem(kind, wr, i) * load<f32>(xt + (<usize> i << 2));
-      store<f32>(out + (<usize> (t * outStride + r) << 2), sum);
+      for (; i + 4 <= n; i += 4) v128.store(scr + (<usize> i << 2), wVec(kind, wr, i));
+      for (; i < n; i++) store<f32>(scr + (<usize> i << 2), wElem(kind, wr, i));
+      dotRowsF(0, scr, n, x, T, out, outStride, r);
+    } else {
+      dotRowsF(kind, wr, n, x, T, out, outStride, r);
     }
   }
 }
@@ -1285,7 +1306,7 @@ export function attention(
         let sum: f64 = 0;
         for (let jj = 0; jj < nkv; jj++) {
           const p = <usize>jj << 2;
-          const e = <f32>Math.exp(<f64>(load<f32>(scores + p) - mx));
+          const e = Mathf.exp(load<f32>(scores + p) - mx);
           store<f32>(scores + p, e);
           sum += <f64>e;
         }

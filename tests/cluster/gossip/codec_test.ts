@@ -29,9 +29,12 @@ const meta: NodeMetadata = {
     cores: 16,
     backend: "webgpu",
     adapter: "NVIDIA RTX 4090",
+    speed: 812.5,
   },
   hosted: { model: "llama-3-8b-instruct", from: 0, to: 16 },
   version: "0.1.0",
+  httpPort: 8080,
+  model: "llama-3-8b-instruct",
 };
 
 const samples: Message[] = [
@@ -71,6 +74,23 @@ const samples: Message[] = [
     }],
   },
   { type: "error", code: "duplicate-id", message: "node id “a” taken" },
+  {
+    type: "digest",
+    from: "a",
+    entries: [{ id: "b", incarnation: 3, status: "dead", hash: 0xdeadbeef }],
+  },
+  {
+    type: "delta",
+    from: "b",
+    nodes: [{
+      id: "c",
+      addr: "[fd00::3]:7946",
+      incarnation: 2,
+      status: "left",
+      meta: new Uint8Array(),
+    }],
+    want: ["a", "d"],
+  },
 ];
 
 Deno.test("codec: every message type round-trips", () => {
@@ -134,7 +154,9 @@ function target(keyring: Keyring | null) {
 }
 
 /** Valid packets to mutate: each sample alone, plus some compounds. */
-const valid = samples.filter((m) => m.type !== "pushPull" && m.type !== "error").map(encode);
+const valid = samples.filter((m) => !["pushPull", "error", "digest", "delta"].includes(m.type)).map(
+  encode,
+);
 
 const mutated = fc.tuple(
   fc.constantFrom(...valid),
@@ -203,4 +225,43 @@ Deno.test("fuzz: 10 000 random and tampered sealed packets are dropped, state un
   // and the untampered one does get in: the test is not vacuous
   inject(sealedAlive);
   assertEquals(ml.member("intruder")?.status, "alive");
+});
+
+Deno.test("fuzz: 10 000 random and mutated stream frames (push-pull, digest, TCP ping) are contained", async () => {
+  const net = new SimNetwork({ seed: 5 });
+  const t = net.createTransport();
+  const ml = Memberlist.create(lanConfig({ nodeId: "victim", rng: net.rng }), t);
+  const streamSamples = samples.filter((m) =>
+    ["pushPull", "digest", "delta", "ping"].includes(m.type)
+  ).map(encode);
+  const frames = fc.oneof(
+    fc.uint8Array({ maxLength: 600 }),
+    fc.tuple(
+      fc.constantFrom(...streamSamples),
+      fc.array(fc.tuple(fc.nat(), fc.nat(255)), { maxLength: 4 }),
+      fc.nat(6),
+    )
+      .map(([b, flips, cut]) => {
+        const out = b.slice(0, Math.max(1, b.length - cut));
+        for (const [i, v] of flips) out[i % out.length] = v;
+        return out;
+      }),
+  );
+  await fc.assert(
+    fc.asyncProperty(frames, fc.uint8Array({ maxLength: 64 }), async (first, second) => {
+      const queue = [first, second];
+      const fake = {
+        remoteAddr: "10.9.9.9:7946",
+        send: () => {},
+        receive: () =>
+          queue.length ? Promise.resolve(queue.shift()!) : Promise.reject(new Error("closed")),
+        close: () => {},
+      };
+      t.streamHandler!(fake); // must not throw, and must not leave a rejected promise behind
+      for (let i = 0; i < 8; i++) await null;
+      return ml.stats.droppedPackets.internal === 0;
+    }),
+    { numRuns: 10_000, seed: 11 },
+  );
+  await ml.shutdown();
 });

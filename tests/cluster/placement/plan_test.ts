@@ -127,3 +127,10 @@ Deno.test("property: any feasible plan is contiguous, covers every layer and res
     { numRuns: 500 },
   );
 });
+
+Deno.test("tied embeddings are counted once when one node holds both ends", () => {
+  const m = { ...model(2, 100, 500, 510), sharedHeadTailBytes: 500 };
+  assertEquals(stageBytes(m, 0, 2), 2 * 110 + 500 + 510 - 500);
+  assertEquals(stageBytes(m, 0, 1), 110 + 500);
+  assertEquals(stageBytes(m, 1, 2), 110 + 510);
+});

@@ -1,0 +1,130 @@
+/**
+ * Distributed inference with real agent processes on loopback: split placement, golden outputs
+ * through the pipeline, a clear error when the cluster is too small, and recovery from kill -9.
+ */
+import { createClient } from "@connectrpc/connect";
+import { DiscoveryService, InferenceService, NodeState } from "../../proto/mod.ts";
+import { assert, assertEquals } from "../support/assert.ts";
+import { generate, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
+import { FIXTURES, REPO } from "../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+const golden = (name: string) =>
+  JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/${name}.json`));
+
+Deno.test({
+  name: "3 agents split stories260K (no single one can hold it) and generate the golden text",
+  sanitizeResources: false,
+  fn: async () => {
+    const agents = await startCluster(["a", "b", "c"], { model: STORIES, memoryBudget: "1.2MB" });
+    try {
+      const info = await waitForPlacement(agents[0], 3);
+      const stages = info.placement!.stages;
+      assertEquals(stages.length, 3, "every agent holds a range");
+      assertEquals(stages.map((s) => s.nodeId), ["a", "b", "c"]);
+      const g = golden("stories260K__once");
+      // Any agent can be the head.
+      const out = await generate(agents[1], g.prompt, g.n_predict, { sampler: { temperature: 0 } });
+      assertEquals(out.tokens, g.greedy_ids);
+      const text = await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.txt`);
+      assert(text.startsWith(g.prompt + out.text.slice(0, 200)), out.text);
+    } finally {
+      await stopAll(agents);
+    }
+  },
+});
+
+for (const name of ["tiny-q8_0__p2", "qwen2-q8_0__p1"]) {
+  Deno.test({
+    name: `pipeline output equals the single-node golden: ${name}`,
+    sanitizeResources: false,
+    fn: async () => {
+      const g = golden(name);
+      const agents = await startCluster(["a", "b", "c"], {
+        model: `${FIXTURES}/${g.model}`,
+        // Two layers: budgets that hold one layer each force a 2-stage split.
+        memoryBudget: name.startsWith("qwen2") ? "5.4MB" : "500kB",
+      });
+      try {
+        const info = await waitForPlacement(agents[0], 3);
+        assert(info.placement!.stages.length >= 2, "the model is split");
+        const out = await generate(agents[2], g.prompt, 64);
+        // The golden runs past EOS; a head stops there (the fixtures' checker accepts that).
+        const expected = g.first_eos_step === null
+          ? g.greedy_ids
+          : g.greedy_ids.slice(0, g.first_eos_step + 1);
+        assertEquals(out.tokens, expected);
+      } finally {
+        await stopAll(agents);
+      }
+    },
+  });
+}
+
+Deno.test({
+  name: "a cluster whose budgets cannot hold the model answers with a clear error",
+  sanitizeResources: false,
+  fn: async () => {
+    const agents = await startCluster(["a", "b", "c"], { model: STORIES, memoryBudget: "200kB" });
+    try {
+      // Wait for the agents to see each other and try to plan.
+      const discovery = createClient(DiscoveryService, agents[0].transport);
+      for (let i = 0; i < 100; i++) {
+        const info = await discovery.getClusterInfo({});
+        if (info.nodes.filter((n) => n.state === NodeState.ALIVE).length === 3) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await new Promise((r) => setTimeout(r, 600));
+      let message = "";
+      try {
+        await generate(agents[0], "Once upon a time", 8);
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      assert(message.includes("cannot hold the model"), message);
+      assert(/needs [\d.]+ MB/.test(message) && message.includes("600.0 kB"), message);
+    } finally {
+      await stopAll(agents);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "kill -9 of the middle stage mid-generation: the output is identical, the dead agent leaves the view",
+  sanitizeResources: false,
+  fn: async () => {
+    const g = golden("stories260K__once");
+    // Budgets let any two agents hold the model once the third is gone.
+    const agents = await startCluster(["a", "b", "c"], { model: STORIES, memoryBudget: "1.6MB" });
+    try {
+      const info = await waitForPlacement(agents[0], 3);
+      const middle = info.placement!.stages[1].nodeId;
+      const victim = agents.find((a) => a.id === middle)!;
+      const head = agents.find((a) => a.id !== middle)!;
+      const client = createClient(InferenceService, head.transport);
+      const tokens: number[] = [];
+      let recoveries = 0;
+      for await (
+        const m of client.generate({ prompt: g.prompt, maxTokens: 64, sampler: { temperature: 0 } })
+      ) {
+        if (m.finishReason) {
+          recoveries = m.usage?.recoveries ?? 0;
+          break;
+        }
+        tokens.push(m.tokenId);
+        if (tokens.length === 10) victim.child.kill("SIGKILL");
+      }
+      assertEquals(tokens, g.greedy_ids.slice(0, 64));
+      assertEquals(recoveries, 1, "the head re-placed and replayed once");
+      const view = await createClient(DiscoveryService, head.transport).getClusterInfo({});
+      assertEquals(
+        view.nodes.map((n) => n.id).includes(middle),
+        false,
+        JSON.stringify(view.nodes.map((n) => [n.id, n.state])),
+      );
+    } finally {
+      await stopAll(agents);
+    }
+  },
+});
