@@ -88,7 +88,9 @@ export async function main(args: string[]): Promise<number> {
     if (opts.model === false) delete cfg.model;
     const log = logger(cfg.logLevel);
     agent = await Agent.start(cfg, log);
-    log("info", "agent started", {
+    // Always printed, whatever the log level: tools (demo, tests) wait for this line to learn
+    // the ports the agent bound.
+    logger("info")("info", "agent started", {
       node: cfg.nodeId,
       rpc: `${cfg.bind}:${agent.rpcPort}`,
       gossip: agent.gossipAddr,

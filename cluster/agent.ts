@@ -670,27 +670,31 @@ class LazyRemoteLink implements StageLink {
   }
 }
 
+/**
+ * Memory a model needs per layer on an agent: weights plus a KV reservation for a few concurrent
+ * sessions of `contextSize` positions (more sessions are admission control's job).
+ */
+export function agentFootprint(file: GGUFFile, contextSize: number, maxSessions: number): ModelFootprint {
+  const embd = file.tensor("token_embd.weight");
+  const config = readConfig(file.metadata, embd?.dims[1] ?? 0);
+  const ctx = Math.min(contextSize, config.contextLength);
+  const kvPerLayer = 2 * ctx * config.nKVHeads * config.headDim * 4 * Math.min(maxSessions, 4);
+  return footprintFromIndex(file, config.nLayers, kvPerLayer);
+}
+
 /** Read a model's index (not its tensors), tokenizer and footprint. */
-async function loadModelIndex(
-  path: string,
-  contextSize: number,
-  maxSessions: number,
-): Promise<ServedModel> {
+async function loadModelIndex(path: string, contextSize: number, maxSessions: number): Promise<ServedModel> {
   const file = await openModelFile(path);
   try {
     const embd = file.tensor("token_embd.weight");
     const config = readConfig(file.metadata, embd?.dims[1] ?? 0);
-    const tokenizer = tokenizerFromMetadata(file.metadata);
-    const ctx = Math.min(contextSize, config.contextLength);
-    // Reserve KV for a few concurrent sessions per layer; the rest is admission control's job.
-    const kvPerLayer = 2 * ctx * config.nKVHeads * config.headDim * 4 * Math.min(maxSessions, 4);
     return {
       id: `${basename(path)}@${file.fileSize}`,
       file,
-      tokenizer,
+      tokenizer: tokenizerFromMetadata(file.metadata),
       nLayers: config.nLayers,
       contextLength: config.contextLength,
-      footprint: footprintFromIndex(file, config.nLayers, kvPerLayer),
+      footprint: agentFootprint(file, contextSize, maxSessions),
     };
   } catch (e) {
     file.close();

@@ -1,0 +1,126 @@
+/**
+ * `deno task demo` — start a local cluster of agents on loopback with the bundled model, let
+ * placement split its layers across them (memory budgets are set so no single agent can hold
+ * the model), print who holds which layers, and generate text through the pipeline.
+ */
+import { Command } from "@commander-js/extra-typings";
+import { createClient } from "@connectrpc/connect";
+import { agentFootprint } from "../cluster/agent.ts";
+import { modelBytes } from "../cluster/placement/mod.ts";
+import { createRpcTransport } from "../cluster/rpc/mod.ts";
+import { openModelFile } from "../model/engine.ts";
+import { InferenceService } from "../proto/mod.ts";
+import { DEFAULT_MODEL, intOption, numberOption, writeOut } from "./common.ts";
+import { formatBytes, table } from "./format.ts";
+import { startLocalCluster, stopLocalAgents, waitForPlacement } from "./local_cluster.ts";
+
+const CONTEXT = 512;
+const SESSIONS = 4;
+
+/** Run the demo; returns the exit code. */
+export async function main(args: string[]): Promise<number> {
+  const program = new Command("demo")
+    .description("start a local 3-agent cluster and generate text through its pipeline")
+    .option("-m, --model <path>", "GGUF model", DEFAULT_MODEL)
+    .option("-p, --prompt <text>", "prompt", "Once upon a time")
+    .option("-n, --max-tokens <n>", "tokens to generate", intOption(1, 4096), 96)
+    .option("--agents <n>", "agents to start", intOption(1, 16), 3)
+    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), 0.8)
+    .option("--seed <n>", "RNG seed", intOption(0, 2 ** 32 - 1))
+    .option("--backend <name>", "compute backend for every agent", "auto")
+    .exitOverride();
+  let opts;
+  try {
+    opts = program.parse(args, { from: "user" }).opts();
+  } catch (e) {
+    return (e as { exitCode?: number }).exitCode === 0 ? 0 : 2;
+  }
+  const say = (s: string) => console.error(s);
+
+  // Budgets: enough that the agents together hold the model, too little for any one alone.
+  const file = await openModelFile(opts.model);
+  const need = modelBytes(agentFootprint(file, CONTEXT, SESSIONS));
+  file.close();
+  const budget = opts.agents === 1 ? Math.ceil(need * 1.1) : Math.ceil((need * 1.5) / opts.agents);
+  const ids = Array.from({ length: opts.agents }, (_, i) => `agent-${String.fromCharCode(97 + i)}`);
+  say(
+    `starting ${opts.agents} agents on 127.0.0.1, ${formatBytes(budget)} budget each ` +
+      `(the model needs ${formatBytes(need)})…`,
+  );
+  let agents;
+  try {
+    agents = await startLocalCluster(ids, {
+      args: [
+        "--model",
+        opts.model,
+        "--memory-budget",
+        String(budget),
+        "--context-size",
+        String(CONTEXT),
+        "--max-sessions",
+        String(SESSIONS),
+        "--gossip-preset",
+        "local",
+        "--backend",
+        opts.backend,
+        "--log-level",
+        "warn",
+      ],
+    });
+  } catch (e) {
+    say(`demo: could not start the agents: ${(e as Error).message}`);
+    return 1;
+  }
+  const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`);
+  try {
+    const info = await waitForPlacement(transport, agents.length);
+    const byId = new Map(info.nodes.map((n) => [n.id, n]));
+    say("\nplacement (gossip-agreed, contiguous layer ranges):");
+    say(table(
+      ["agent", "layers", "rpc", "backend"],
+      info.placement!.stages.map((s) => {
+        const node = byId.get(s.nodeId);
+        return [
+          s.nodeId,
+          `[${s.fromLayer}, ${s.toLayer}) of ${info.placement!.totalLayers}`,
+          `127.0.0.1:${node?.rpcPort ?? "?"}`,
+          node?.backend ?? "",
+        ];
+      }),
+    ));
+    say("");
+    const client = createClient(InferenceService, transport);
+    writeOut(opts.prompt);
+    let usage;
+    for await (
+      const m of client.generate({
+        prompt: opts.prompt,
+        maxTokens: opts.maxTokens,
+        sampler: {
+          temperature: opts.temperature,
+          seed: opts.seed === undefined ? undefined : BigInt(opts.seed),
+        },
+      })
+    ) {
+      writeOut(m.text);
+      if (m.usage) usage = m.usage;
+    }
+    writeOut("\n");
+    if (usage) {
+      say(
+        `\n${usage.completionTokens} tokens through ${info.placement!.stages.length} stages: ` +
+          `first token after ${usage.timeToFirstTokenMs.toFixed(0)} ms, ` +
+          `${usage.decodeTokensPerSecond.toFixed(1)} tokens/s`,
+      );
+    }
+    return 0;
+  } catch (e) {
+    say(`demo: ${(e as Error).message}`);
+    return 1;
+  } finally {
+    transport.close();
+    await stopLocalAgents(agents);
+  }
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
