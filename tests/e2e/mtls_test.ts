@@ -1,0 +1,106 @@
+/**
+ * Agents with mutual TLS: the pipeline runs over mTLS between agents, llmctl-style clients need
+ * a certificate from the cluster CA, and an independent gRPC client (grpc-js under Node.js)
+ * calls GetClusterInfo and HealthCheck on a real agent over mTLS and over plain h2c.
+ */
+import { createClient } from "@connectrpc/connect";
+import { createRpcTransport } from "../../cluster/rpc/mod.ts";
+import { initCertificates } from "../../cluster/tls/mod.ts";
+import { InferenceService } from "../../proto/mod.ts";
+import { startLocalCluster, stopLocalAgents, waitForPlacement } from "../../cli/local_cluster.ts";
+import { assert, assertEquals } from "../support/assert.ts";
+import { ensureClientPackages, runClient } from "../support/interop.ts";
+import { FIXTURES, REPO } from "../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+const golden = JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/stories260K__once.json`));
+const COMMON = [
+  "--model",
+  STORIES,
+  "--memory-budget",
+  "1.2MB",
+  "--context-size",
+  "256",
+  "--max-sessions",
+  "8",
+  "--gossip-preset",
+  "local",
+  "--backend",
+  "reference",
+];
+
+Deno.test({
+  name: "mTLS cluster: pipeline over mTLS, clients need a CA-signed certificate, grpc-js interop",
+  sanitizeResources: false,
+  fn: async () => {
+    await ensureClientPackages();
+    const dir = await Deno.makeTempDir({ prefix: "dllm-mtls-" });
+    await initCertificates({ dir, nodes: ["a", "b", "c"] });
+    const tlsArgs = (
+      id: string,
+    ) => [
+      "--tls-cert",
+      `${dir}/${id}.crt`,
+      "--tls-key",
+      `${dir}/${id}.key`,
+      "--tls-ca",
+      `${dir}/ca.crt`,
+    ];
+    // Each agent presents its own certificate: start them one by one with their own flags.
+    const { startLocalAgent } = await import("../../cli/local_cluster.ts");
+    const a = await startLocalAgent({ id: "a", args: [...COMMON, ...tlsArgs("a")] });
+    const rest = await Promise.all(
+      ["b", "c"].map((id) =>
+        startLocalAgent({ id, seeds: [a.gossipAddr], args: [...COMMON, ...tlsArgs(id)] })
+      ),
+    );
+    const agents = [a, ...rest];
+    const client = { cert: `${dir}/llmctl.crt`, key: `${dir}/llmctl.key`, ca: `${dir}/ca.crt` };
+    const transport = await createRpcTransport(`127.0.0.1:${a.rpcPort}`, { tls: client });
+    try {
+      const info = await waitForPlacement(transport, 3);
+      assertEquals(info.placement!.stages.length, 3);
+      const tokens: number[] = [];
+      for await (
+        const m of createClient(InferenceService, transport).generate({
+          prompt: golden.prompt,
+          maxTokens: 32,
+          sampler: { temperature: 0 },
+        })
+      ) {
+        if (!m.finishReason) tokens.push(m.tokenId);
+      }
+      assertEquals(tokens, golden.greedy_ids.slice(0, 32), "generation over mTLS between 3 agents");
+
+      const ok = await runClient(`127.0.0.1:${a.rpcPort}`, client);
+      assert(ok.ok, `grpc-js over mTLS failed: ${ok.code} ${ok.details}`);
+      assertEquals(ok.clusterInfo!.nodes.map((n) => n.id).sort(), ["a", "b", "c"]);
+      assertEquals(ok.health!.status, "SERVING_STATUS_SERVING");
+      const refused = await runClient(`127.0.0.1:${a.rpcPort}`, { ca: `${dir}/ca.crt` });
+      assert(!refused.ok, "a client without a certificate got an answer");
+    } finally {
+      transport.close();
+      await stopLocalAgents(agents);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "grpc-js under Node.js talks plain h2c to a real agent without TLS",
+  sanitizeResources: false,
+  fn: async () => {
+    await ensureClientPackages();
+    const agents = await startLocalCluster(["solo"], {
+      args: COMMON.map((x) => x === "1.2MB" ? "8MB" : x),
+    });
+    try {
+      const r = await runClient(`127.0.0.1:${agents[0].rpcPort}`, null);
+      assert(r.ok, `grpc-js h2c failed: ${r.code} ${r.details}`);
+      assertEquals(r.clusterInfo!.responderId, "solo");
+      assertEquals(r.health!.nodeId, "solo");
+    } finally {
+      await stopLocalAgents(agents);
+    }
+  },
+});
