@@ -3,7 +3,7 @@
  *
  * A `LlamaStage` holds a contiguous layer range [from, to) of a model: the head (from = 0) also
  * embeds tokens, the tail (to = nLayers) also applies the output norm and the logits matmul.
- * A whole model on one machine is simply the stage [0, nLayers). Read `forwardChunk` top to
+ * A whole model on one machine is simply the stage [0, nLayers). Read `layersOver` top to
  * bottom: it is the paper's block, with the kernels behind Backend calls.
  */
 import type {
@@ -79,11 +79,17 @@ interface Workspace {
   gate: Buf; // [B × F]
   up: Buf; // [B × F]
   act: Buf; // silu(gate) ⊙ up [B × F]
-  last: Buf; // last row of x, for the logits [1 × E]
-  lastNorm: Buf; // [1 × E]
-  logits: Buf; // [1 × V]
+  last: Buf; // last rows of the batch's sequences, for the logits [L × E]
+  lastNorm: Buf; // [L × E]
+  logits: Buf; // [L × V], L = min(maxBatch, MAX_LOGIT_ROWS)
   positions: Int32Array;
 }
+
+/**
+ * Most sequences whose logits one pass computes at once; bounds the logits buffer
+ * (64 × a 150k vocabulary is 39 MB).
+ */
+const MAX_LOGIT_ROWS = 64;
 
 /** Thrown for inputs a stage cannot run (bad token ids, full context, wrong shapes). */
 export class StageInputError extends Error {
@@ -108,6 +114,11 @@ export class LlamaStage {
     /** Bytes of weights this stage uploaded. */
     readonly weightBytes: number,
   ) {}
+
+  /** Sequences whose logits are computed in one group. */
+  private get maxLogitRows(): number {
+    return Math.min(this.maxBatch, MAX_LOGIT_ROWS);
+  }
 
   /** True when this stage embeds tokens (holds layer 0). */
   get isHead(): boolean {
@@ -211,9 +222,9 @@ export class LlamaStage {
       gate: backend.buffer(B * F),
       up: backend.buffer(B * F),
       act: backend.buffer(B * F),
-      last: backend.buffer(E),
-      lastNorm: backend.buffer(E),
-      logits: backend.buffer(isTail ? V : 1),
+      last: backend.buffer(Math.min(B, MAX_LOGIT_ROWS) * E),
+      lastNorm: backend.buffer(Math.min(B, MAX_LOGIT_ROWS) * E),
+      logits: backend.buffer(isTail ? Math.min(B, MAX_LOGIT_ROWS) * V : 1),
       positions: new Int32Array(B),
     };
     return new LlamaStage(
@@ -251,8 +262,81 @@ export class LlamaStage {
   /**
    * Run `input` through this stage's layers, appending to the session's KV cache.
    * Returns the last row's logits at the tail, or all rows' hidden states otherwise.
+   * Inputs longer than `maxBatch` rows are processed in chunks.
    */
   async forward(session: Session, input: StageInput): Promise<StageOutput> {
+    const n = this.validate(session, input);
+    if (n <= this.maxBatch) return (await this.forwardBatch([{ session, input }]))[0];
+    const E = this.config.nEmbd;
+    let out: StageOutput | undefined;
+    const hidden = this.isTail ? undefined : new Float32Array(n * E);
+    for (let start = 0; start < n; start += this.maxBatch) {
+      const end = Math.min(n, start + this.maxBatch);
+      const part: StageInput = "tokens" in input
+        ? { tokens: input.tokens.subarray(start, end) }
+        : { hidden: input.hidden.subarray(start * E, end * E), nTokens: end - start };
+      out = (await this.forwardBatch([{ session, input: part }]))[0];
+      if (hidden && "hidden" in out) hidden.set(out.hidden, start * E);
+    }
+    return hidden ? { hidden } : out!;
+  }
+
+  /**
+   * One forward pass over several sessions at once (continuous batching): their rows are
+   * concatenated so every matmul runs once per layer for all of them, while RoPE positions,
+   * the KV cache and attention stay per session. Each row's result is the same as when its
+   * session runs alone. Total rows must not exceed `maxBatch`.
+   */
+  async forwardBatch(items: { session: Session; input: StageInput }[]): Promise<StageOutput[]> {
+    if (items.length === 0) return [];
+    const be = this.backend;
+    const ws = this.ws;
+    const E = this.config.nEmbd;
+    const rowsOf = items.map((it) => this.validate(it.session, it.input));
+    const total = rowsOf.reduce((a, b) => a + b, 0);
+    if (total > this.maxBatch) {
+      throw new StageInputError(`a batch of ${total} rows exceeds this stage's ${this.maxBatch}`);
+    }
+    if (new Set(items.map((it) => it.session)).size !== items.length) {
+      throw new StageInputError("a session may appear only once in a batch");
+    }
+    // Input rows → ws.x, positions of every row.
+    const offsets: number[] = [];
+    let at = 0;
+    if (this.isHead) {
+      const ids = new Int32Array(total);
+      for (const [i, it] of items.entries()) {
+        offsets.push(at);
+        ids.set((it.input as { tokens: Int32Array }).tokens, at);
+        at += rowsOf[i];
+      }
+      be.embed(this.tokenEmbd!, ids, ws.x);
+    } else {
+      for (const [i, it] of items.entries()) {
+        offsets.push(at);
+        be.write(ws.x, (it.input as { hidden: Float32Array }).hidden, at * E);
+        at += rowsOf[i];
+      }
+    }
+    for (const [i, it] of items.entries()) {
+      for (let t = 0; t < rowsOf[i]; t++) ws.positions[offsets[i] + t] = it.session.pos + t;
+    }
+    this.layersOver(
+      items.map((it, i) => ({ session: it.session, offset: offsets[i], rows: rowsOf[i] })),
+      total,
+    );
+    for (const [i, it] of items.entries()) it.session.pos += rowsOf[i];
+    if (!this.isTail) {
+      const all = await be.read(ws.x, 0, total * E);
+      return items.map((_, i) => ({
+        hidden: all.slice(offsets[i] * E, (offsets[i] + rowsOf[i]) * E),
+      }));
+    }
+    return await this.logitsOf(offsets.map((o, i) => o + rowsOf[i] - 1), total);
+  }
+
+  /** Check one input against its session; returns its row count. */
+  private validate(session: Session, input: StageInput): number {
     const { nEmbd: E, nVocab: V } = this.config;
     const n = "tokens" in input ? input.tokens.length : input.nTokens;
     if (n <= 0) throw new StageInputError("forward needs at least one token");
@@ -282,30 +366,22 @@ export class LlamaStage {
         `context is full: ${session.pos} + ${n} tokens exceed the session's ${session.nCtx} positions`,
       );
     }
-    const hiddenOut = this.isTail ? undefined : new Float32Array(n * E);
-    for (let start = 0; start < n; start += this.maxBatch) {
-      const rows = Math.min(this.maxBatch, n - start);
-      if ("tokens" in input) {
-        this.backend.embed(this.tokenEmbd!, input.tokens.subarray(start, start + rows), this.ws.x);
-      } else {
-        this.backend.write(this.ws.x, input.hidden.subarray(start * E, (start + rows) * E));
-      }
-      this.forwardChunk(session, rows);
-      if (hiddenOut) hiddenOut.set(await this.backend.read(this.ws.x, 0, rows * E), start * E);
-      else if (start + rows === n) return { logits: await this.logits(rows) };
-    }
-    return { hidden: hiddenOut! };
+    return n;
   }
 
-  /** The transformer blocks over `rows` rows already in ws.x, at the session's next positions. */
-  private forwardChunk(session: Session, rows: number): void {
+  /**
+   * The transformer blocks over the `total` rows in ws.x: every matmul once over all rows,
+   * KV cache and attention per sequence (`seqs` gives each one's rows).
+   */
+  private layersOver(
+    seqs: { session: Session; offset: number; rows: number }[],
+    total: number,
+  ): void {
     const be = this.backend;
     const ws = this.ws;
     const c = this.config;
     const E = c.nEmbd;
-    const pos0 = session.pos;
-    const positions = ws.positions.subarray(0, rows);
-    for (let t = 0; t < rows; t++) positions[t] = pos0 + t;
+    const positions = ws.positions.subarray(0, total);
     const ropeQ: RopeParams = {
       nHeads: c.nHeads,
       headDim: c.headDim,
@@ -324,44 +400,55 @@ export class LlamaStage {
     for (let l = 0; l < this.layers.length; l++) {
       const w = this.layers[l];
       // attention
-      be.rmsNorm(ws.x, w.attnNorm, ws.xb, rows, c.rmsEps);
-      be.matmul(w.wq, ws.xb, ws.q, rows);
-      be.matmul(w.wk, ws.xb, ws.k, rows);
-      be.matmul(w.wv, ws.xb, ws.v, rows);
-      if (w.bq) be.addBias(ws.q, w.bq, rows);
-      if (w.bk) be.addBias(ws.k, w.bk, rows);
-      if (w.bv) be.addBias(ws.v, w.bv, rows);
+      be.rmsNorm(ws.x, w.attnNorm, ws.xb, total, c.rmsEps);
+      be.matmul(w.wq, ws.xb, ws.q, total);
+      be.matmul(w.wk, ws.xb, ws.k, total);
+      be.matmul(w.wv, ws.xb, ws.v, total);
+      if (w.bq) be.addBias(ws.q, w.bq, total);
+      if (w.bk) be.addBias(ws.k, w.bk, total);
+      if (w.bv) be.addBias(ws.v, w.bv, total);
       be.rope(ws.q, positions, ropeQ);
       be.rope(ws.k, positions, ropeK);
-      be.storeKV(session.kv, l, ws.k, ws.v, pos0, rows);
-      be.attention(ws.q, session.kv, l, ws.att, pos0, rows, attn);
-      be.matmul(w.wo, ws.att, ws.proj, rows);
-      be.add(ws.x, ws.proj, rows * E);
+      for (const s of seqs) {
+        be.storeKV(s.session.kv, l, ws.k, ws.v, s.session.pos, s.rows, s.offset);
+        be.attention(ws.q, s.session.kv, l, ws.att, s.session.pos, s.rows, attn, s.offset);
+      }
+      be.matmul(w.wo, ws.att, ws.proj, total);
+      be.add(ws.x, ws.proj, total * E);
       // feed-forward (SwiGLU)
-      be.rmsNorm(ws.x, w.ffnNorm, ws.xb, rows, c.rmsEps);
-      be.matmul(w.gate, ws.xb, ws.gate, rows);
-      be.matmul(w.up, ws.xb, ws.up, rows);
-      be.swiglu(ws.gate, ws.up, ws.act, rows * c.nFF);
-      be.matmul(w.down, ws.act, ws.proj, rows);
-      be.add(ws.x, ws.proj, rows * E);
+      be.rmsNorm(ws.x, w.ffnNorm, ws.xb, total, c.rmsEps);
+      be.matmul(w.gate, ws.xb, ws.gate, total);
+      be.matmul(w.up, ws.xb, ws.up, total);
+      be.swiglu(ws.gate, ws.up, ws.act, total * c.nFF);
+      be.matmul(w.down, ws.act, ws.proj, total);
+      be.add(ws.x, ws.proj, total * E);
     }
-    session.pos += rows;
   }
 
-  /** Output norm and logits of the last of `rows` rows in ws.x. */
-  private async logits(rows: number): Promise<Float32Array> {
+  /** Output norm and logits of the given rows of ws.x (one per sequence). */
+  private async logitsOf(rows: number[], total: number): Promise<StageOutput[]> {
     const be = this.backend;
     const ws = this.ws;
-    const E = this.config.nEmbd;
-    let last = ws.x;
-    if (rows > 1) {
-      // Only the last position's logits are needed; copying one row is far cheaper than a
-      // [rows × vocab] logits matmul.
-      be.write(ws.last, await be.read(ws.x, (rows - 1) * E, E));
-      last = ws.last;
+    const { nEmbd: E, nVocab: V } = this.config;
+    const out: StageOutput[] = [];
+    for (let g = 0; g < rows.length; g += this.maxLogitRows) {
+      const group = rows.slice(g, g + this.maxLogitRows);
+      let src = ws.x;
+      // When every row of the batch is wanted in order (pure decode), use ws.x as it is;
+      // otherwise gather the last rows: far cheaper than logits for every prompt row.
+      const direct = g === 0 && group.length === total && group.every((r, i) => r === i);
+      if (!direct) {
+        const all = await be.read(ws.x, 0, total * E);
+        const gathered = new Float32Array(group.length * E);
+        group.forEach((r, i) => gathered.set(all.subarray(r * E, (r + 1) * E), i * E));
+        be.write(ws.last, gathered);
+        src = ws.last;
+      }
+      be.rmsNorm(src, this.outputNorm!, ws.lastNorm, group.length, this.config.rmsEps);
+      be.matmul(this.output!, ws.lastNorm, ws.logits, group.length);
+      const logits = await be.read(ws.logits, 0, group.length * V);
+      for (let i = 0; i < group.length; i++) out.push({ logits: logits.slice(i * V, (i + 1) * V) });
     }
-    be.rmsNorm(last, this.outputNorm!, ws.lastNorm, 1, this.config.rmsEps);
-    be.matmul(this.output!, ws.lastNorm, ws.logits, 1);
-    return await be.read(ws.logits, 0, this.config.nVocab);
+    return out;
   }
 }

@@ -4,7 +4,7 @@
  * both call `step`.
  */
 import type { KVType } from "../../kernels/backend.ts";
-import type { LlamaStage, Session } from "../../model/llama.ts";
+import type { LlamaStage, Session, StageOutput } from "../../model/llama.ts";
 import {
   logSoftmax,
   Sampler,
@@ -12,6 +12,7 @@ import {
   type TokenLogprob,
   topLogprobs,
 } from "../../model/sampler.ts";
+import { withSpan } from "../telemetry/tracing.ts";
 
 /** Sampler settings for the tail, plus how many alternatives to report. */
 export interface TailSampling extends SamplerParams {
@@ -72,23 +73,45 @@ export interface StageHostOptions {
   /** Default context per session; default min(model context, 2048). */
   defaultContext?: number;
   kvType?: KVType;
+  /** Called after every step with its compute time and row count (metrics). */
+  onStep?: (info: { computeMs: number; rows: number }) => void;
 }
 
-/** Serves one loaded stage to many sessions, one forward pass at a time. */
+/** A frame waiting for the next batched pass. */
+interface PendingStep {
+  sessionId: string;
+  hosted: HostedSession;
+  frame: StageFrame;
+  rows: number;
+  resolve: (r: StageResult) => void;
+  reject: (e: unknown) => void;
+}
+
+/**
+ * Serves one loaded stage to many sessions with continuous batching: frames that arrive while
+ * a pass runs wait, and the next pass takes all of them at once (up to the stage's batch
+ * size), so sequences join and leave the batch at every step.
+ */
 export class StageHost {
   private readonly sessions = new Map<string, HostedSession>();
-  /** Forward passes share the stage's workspace, so they run one after another. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private waiting: PendingStep[] = [];
+  /** Frames in the pass that is running now. */
+  private inFlight = 0;
+  private running = false;
   private readonly maxSessions: number;
   private readonly defaultContext: number;
   private readonly kvType: KVType;
-  /** Steps served, for metrics. */
+  /** Frames served, for metrics. */
   steps = 0;
+  /** Batched passes run, for metrics (steps / passes = mean batch size). */
+  passes = 0;
+  private readonly onStep?: StageHostOptions["onStep"];
 
   constructor(readonly stage: LlamaStage, readonly model: string, opts: StageHostOptions = {}) {
     this.maxSessions = opts.maxSessions ?? 64;
     this.defaultContext = opts.defaultContext ?? Math.min(stage.config.contextLength, 2048);
     this.kvType = opts.kvType ?? "f32";
+    this.onStep = opts.onStep;
   }
 
   /** Layers [from, to) this host runs. */
@@ -135,47 +158,141 @@ export class StageHost {
     for (const id of [...this.sessions.keys()]) this.close(id);
   }
 
-  /** Run one frame of a session through the stage. */
-  step(sessionId: string, frame: StageFrame): Promise<StageResult> {
-    const run = this.queue.then(() => this.run(sessionId, frame));
-    // Keep the chain alive after failures: one bad frame must not poison other sessions.
-    this.queue = run.catch(() => {});
-    return run;
+  /** Frames waiting for a pass or in the running one (the stage's queue depth, for metrics). */
+  get pending(): number {
+    return this.waiting.length + this.inFlight;
   }
 
-  private async run(sessionId: string, frame: StageFrame): Promise<StageResult> {
+  /** Run one frame of a session through the stage (batched with other sessions' frames). */
+  step(sessionId: string, frame: StageFrame): Promise<StageResult> {
     const hosted = this.sessions.get(sessionId);
     if (!hosted) {
-      throw new StageSessionError(`session ${sessionId} is not open on this stage`, "not_found");
+      return Promise.reject(
+        new StageSessionError(`session ${sessionId} is not open on this stage`, "not_found"),
+      );
     }
     hosted.lastUsed = Date.now();
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ sessionId, hosted, frame, rows: frame.tokens.length, resolve, reject });
+      if (!this.running) this.drain();
+    });
+  }
+
+  /** Run passes until no frame waits. */
+  private async drain(): Promise<void> {
+    this.running = true;
+    try {
+      while (this.waiting.length > 0) {
+        const batch = this.takeBatch();
+        this.inFlight = batch.length;
+        try {
+          await this.runBatch(batch);
+        } finally {
+          this.inFlight = 0;
+        }
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  /** The next batch: waiting frames in arrival order, one per session, within maxBatch rows. */
+  private takeBatch(): PendingStep[] {
+    const max = this.stage.maxBatch;
+    const batch: PendingStep[] = [];
+    const seen = new Set<HostedSession>();
+    let rows = 0;
+    const rest: PendingStep[] = [];
+    for (const p of this.waiting) {
+      // A frame longer than the batch runs alone (forward() chunks it).
+      const fits = batch.length === 0 || (rows + p.rows <= max && p.rows <= max);
+      if (fits && !seen.has(p.hosted) && (batch.length === 0 || rows < max)) {
+        batch.push(p);
+        seen.add(p.hosted);
+        rows += p.rows;
+        if (p.rows > max) break;
+      } else rest.push(p);
+    }
+    this.waiting = [...rest, ...this.waiting.slice(batch.length + rest.length)];
+    return batch;
+  }
+
+  private async runBatch(batch: PendingStep[]): Promise<void> {
+    // A session closed while its frame waited fails alone, not the batch.
+    const live = batch.filter((p) => {
+      if (this.sessions.get(p.sessionId) === p.hosted) return true;
+      p.reject(new StageSessionError(`session ${p.sessionId} was closed`, "not_found"));
+      return false;
+    });
+    if (live.length === 0) return;
     const t0 = performance.now();
-    const out = this.stage.isHead
-      ? await this.stage.forward(hosted.session, { tokens: frame.tokens })
-      : await this.stage.forward(hosted.session, {
-        hidden: frame.hidden ?? new Float32Array(0),
-        nTokens: frame.tokens.length,
-      });
+    let outs: StageOutput[];
+    try {
+      const inputs = live.map((p) => ({
+        session: p.hosted.session,
+        input: this.stage.isHead
+          ? { tokens: p.frame.tokens }
+          : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows },
+      }));
+      outs = live.length === 1
+        ? [await this.stage.forward(inputs[0].session, inputs[0].input)]
+        : await this.stage.forwardBatch(inputs);
+    } catch (e) {
+      if (live.length === 1) {
+        live[0].reject(e);
+        return;
+      }
+      // One bad frame must not fail its neighbours: retry each alone so the error lands where
+      // it belongs (validation happens before any KV cache is touched).
+      for (const p of live) {
+        try {
+          p.resolve(
+            this.finish(
+              p,
+              await this.stage.forward(
+                p.hosted.session,
+                p.frame.hidden
+                  ? { hidden: p.frame.hidden, nTokens: p.rows }
+                  : { tokens: p.frame.tokens },
+              ),
+              t0,
+            ),
+          );
+        } catch (err) {
+          p.reject(err);
+        }
+      }
+      return;
+    }
+    this.passes++;
+    this.onStep?.({
+      computeMs: performance.now() - t0,
+      rows: live.reduce((a, p) => a + p.rows, 0),
+    });
+    for (const [i, p] of live.entries()) {
+      try {
+        p.resolve(this.finish(p, outs[i], t0));
+      } catch (e) {
+        p.reject(e);
+      }
+    }
+  }
+
+  /** Turn a stage output into the frame's result (sampling at the tail). */
+  private finish(p: PendingStep, out: StageOutput, t0: number): StageResult {
     this.steps++;
-    if ("hidden" in out) {
-      return { kind: "hidden", hidden: out.hidden, computeMs: performance.now() - t0 };
-    }
-    if (!frame.sampling) {
-      return { kind: "logits", logits: out.logits, computeMs: performance.now() - t0 };
-    }
-    const sampler = this.samplerFor(hosted, frame.sampling);
-    sampler.accept(frame.tokens);
+    const computeMs = performance.now() - t0;
+    if ("hidden" in out) return { kind: "hidden", hidden: out.hidden, computeMs };
+    if (!p.frame.sampling) return { kind: "logits", logits: out.logits, computeMs };
+    const sampler = this.samplerFor(p.hosted, p.frame.sampling);
+    sampler.accept(p.frame.tokens);
     const penalised = sampler.penalisedLogits(out.logits);
     const id = sampler.pick(out.logits);
     const lp = logSoftmax(penalised);
-    const top = frame.sampling.topLogprobs
-      ? topLogprobs(penalised, frame.sampling.topLogprobs)
+    const top = p.frame.sampling.topLogprobs
+      ? topLogprobs(penalised, p.frame.sampling.topLogprobs)
       : [];
-    return {
-      kind: "token",
-      token: { id, logprob: lp[id], top },
-      computeMs: performance.now() - t0,
-    };
+    return { kind: "token", token: { id, logprob: lp[id], top }, computeMs };
   }
 
   private samplerFor(hosted: HostedSession, params: TailSampling): Sampler {

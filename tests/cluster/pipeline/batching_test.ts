@@ -1,0 +1,82 @@
+/**
+ * Continuous batching in a StageHost: concurrent requests share forward passes, and each one
+ * produces exactly what it produces alone.
+ */
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import {
+  Head,
+  LocalStageLink,
+  StageHost,
+  StageSessionError,
+} from "../../../cluster/pipeline/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+import { FIXTURES } from "../../support/paths.ts";
+
+async function host(from: number, to: number, maxBatch = 64) {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const h = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from, to, maxBatch }),
+    "s",
+    {
+      defaultContext: 128,
+    },
+  );
+  file.close();
+  return h;
+}
+
+const prompts = Array.from({ length: 12 }, (_, i) => [1, 300 + i, 400 + (i * 7) % 100, 20 + i]);
+
+async function run(stages: StageHost[], concurrent: boolean) {
+  const links = stages.map((h, i) => new LocalStageLink(`n${i}`, h));
+  const head = new Head({ chain: () => Promise.resolve(links) });
+  const one = (p: number[], i: number) =>
+    head.generate({
+      requestId: `r${i}`,
+      promptTokens: p,
+      maxTokens: 12,
+      sampling: { temperature: i % 2 ? 0 : 0.9, seed: 100 + i, topK: 0, topP: 1, minP: 0 },
+      isEog: () => false,
+      maxContext: 128,
+    }).then((r) => r.tokens.map((t) => t.id));
+  if (concurrent) return Promise.all(prompts.map(one));
+  const out: number[][] = [];
+  for (const [i, p] of prompts.entries()) out.push(await one(p, i));
+  return out;
+}
+
+Deno.test("12 concurrent requests over 2 stages: same tokens as alone, fewer forward passes", async () => {
+  const solo = await run([await host(0, 3), await host(3, 5)], false);
+  const stages = [await host(0, 3), await host(3, 5)];
+  const together = await run(stages, true);
+  assertEquals(together, solo);
+  for (const s of stages) {
+    assert(s.passes < s.steps / 2, `stage batched ${s.steps} frames into ${s.passes} passes`);
+    assertEquals(s.openSessions, 0);
+  }
+});
+
+Deno.test("a batch respects maxBatch rows and still serves every frame", async () => {
+  const stage = await host(0, 5, 8); // prompts of 4 rows: at most 2 per pass
+  const together = await run([stage], true);
+  const solo = await run([await host(0, 5, 8)], false);
+  assertEquals(together, solo);
+});
+
+Deno.test("a bad frame in a batch fails alone", async () => {
+  const h = await host(0, 5);
+  h.open("good", 64);
+  h.open("bad", 64);
+  const good = h.step("good", { tokens: Int32Array.of(1, 2, 3) });
+  const bad = h.step("bad", { tokens: Int32Array.of(1, 99999) });
+  const missing = h.step("nope", { tokens: Int32Array.of(1) });
+  assertEquals((await good).kind, "logits");
+  let badError = "";
+  await bad.catch((e) => (badError = String(e)));
+  assert(badError.includes("outside the vocabulary"), badError);
+  let missingError: unknown;
+  await missing.catch((e) => (missingError = e));
+  assert(missingError instanceof StageSessionError, String(missingError));
+});
