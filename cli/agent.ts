@@ -39,6 +39,9 @@ export function agentProgram() {
     .option("--threads <n>", "CPU threads (default: all cores)")
     .option("--context-size <n>", "positions per session (default 2048)")
     .option("--max-sessions <n>", "concurrent sessions per stage (default 64)")
+    .option("--max-requests <n>", "concurrent generations this head runs (default: --max-sessions)")
+    .option("--queue-size <n>", "requests waiting for a slot before HTTP 429 (default 256)")
+    .option("--api-key <key>", "bearer key the HTTP API requires (default: none)")
     .option("--tls-cert <file>", "this node's certificate (turns on mTLS with --tls-key/--tls-ca)")
     .option("--tls-key <file>", "this node's private key")
     .option("--tls-ca <file>", "CA that signs every node and client")
@@ -86,14 +89,16 @@ export async function main(args: string[]): Promise<number> {
       opts.model === false ? {} : { model: DEFAULT_MODEL },
     ]]);
     if (opts.model === false) delete cfg.model;
-    const log = logger(cfg.logLevel);
-    agent = await Agent.start(cfg, log);
+    // The agent filters by its own level, which ClusterService can change at run time.
+    agent = await Agent.start(cfg, logger("debug"));
     // Always printed, whatever the log level: tools (demo, tests) wait for this line to learn
     // the ports the agent bound.
     logger("info")("info", "agent started", {
       node: cfg.nodeId,
       rpc: `${cfg.bind}:${agent.rpcPort}`,
       gossip: agent.gossipAddr,
+      metrics: `${cfg.bind}:${agent.metricsPort}`,
+      http: `${cfg.bind}:${agent.httpPort}`,
       model: cfg.model ?? null,
       tls: Boolean(cfg.tlsCert),
     });

@@ -11,10 +11,12 @@ export const DEFAULT_MODEL = fromFileUrl(new URL("../models/stories260K.gguf", i
 /** Process exit codes, documented in the README. */
 export const ExitCode = {
   ok: 0,
-  /** A runtime failure: unreadable model, backend error, unreachable agent. */
+  /** A runtime failure: unreadable model, backend error, an agent's refusal. */
   failure: 1,
   /** Bad usage: unknown flag, invalid value. */
   usage: 2,
+  /** No agent answered at the endpoint (not running, wrong address, network down). */
+  unreachable: 3,
 } as const;
 
 /** Parse an integer option, saying which option was wrong. */

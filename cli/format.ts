@@ -20,10 +20,49 @@ export function formatDuration(ms: number): string {
   return `${Math.floor(s / 60)}m ${String(s % 60).padStart(2, "0")}s`;
 }
 
-/** Left-aligned columns separated by two spaces, with a header row. */
-export function table(header: string[], rows: string[][]): string {
+/**
+ * Left-aligned columns separated by two spaces, with a header row. `style` may color a body
+ * cell after it is padded (so colors never break the alignment).
+ */
+export function table(
+  header: string[],
+  rows: string[][],
+  style?: (col: number, cell: string, padded: string) => string,
+): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
-  const line = (cells: string[]) =>
-    cells.map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]))).join("  ").trimEnd();
-  return [line(header), ...rows.map(line)].join("\n");
+  const line = (cells: string[], body: boolean) =>
+    cells.map((c, i) => {
+      const padded = i === cells.length - 1 ? c : c.padEnd(widths[i]);
+      return body && style ? style(i, c, padded) : padded;
+    }).join("  ").trimEnd();
+  return [line(header, false), ...rows.map((r) => line(r, true))].join("\n");
+}
+
+/** Whether human output may use ANSI colors: stdout is a terminal and NO_COLOR is unset. */
+export function colorEnabled(): boolean {
+  if (Deno.env.get("NO_COLOR")) return false;
+  try {
+    return Deno.stdout.isTerminal();
+  } catch {
+    return false;
+  }
+}
+
+const SGR = { red: 31, green: 32, yellow: 33, blue: 34, magenta: 35, cyan: 36, gray: 90, bold: 1 };
+
+/** Color helpers that do nothing when colors are off. */
+export function palette(on = colorEnabled()): Record<keyof typeof SGR, (s: string) => string> {
+  const out = {} as Record<keyof typeof SGR, (s: string) => string>;
+  for (const [k, code] of Object.entries(SGR)) {
+    out[k as keyof typeof SGR] = on ? (s) => `\x1b[${code}m${s}\x1b[0m` : (s) => s;
+  }
+  return out;
+}
+
+/** A `width`-cell bar with [from, to) of `total` filled: "····████████······". */
+export function layerBar(from: number, to: number, total: number, width: number): string {
+  if (total <= 0 || width <= 0) return "";
+  const a = Math.round((from / total) * width);
+  const b = Math.max(a + (to > from ? 1 : 0), Math.round((to / total) * width));
+  return "·".repeat(a) + "█".repeat(b - a) + "·".repeat(Math.max(0, width - b));
 }

@@ -12,6 +12,10 @@ export interface LocalAgent {
   id: string;
   child: Deno.ChildProcess;
   rpcPort: number;
+  /** Port of `/metrics` and `/health` (each local agent binds a free one). */
+  metricsPort: number;
+  /** Port of the OpenAI-compatible HTTP API (each local agent binds a free one). */
+  httpPort: number;
   gossipAddr: string;
   /** Every JSON log line so far (the agent logs JSON lines on stderr). */
   logs: Record<string, unknown>[];
@@ -45,6 +49,10 @@ export async function startLocalAgent(opts: LocalAgentOptions): Promise<LocalAge
     "--rpc-port",
     "0",
     "--gossip-port",
+    "0",
+    "--metrics-port",
+    "0",
+    "--http-port",
     "0",
   ];
   if (opts.seeds?.length) args.push("--seeds", opts.seeds.join(","));
@@ -97,6 +105,8 @@ export async function startLocalAgent(opts: LocalAgentOptions): Promise<LocalAge
       id: opts.id,
       child,
       rpcPort: Number(String(line.rpc).split(":").pop()),
+      metricsPort: Number(String(line.metrics).split(":").pop()),
+      httpPort: Number(String(line.http).split(":").pop()),
       gossipAddr: String(line.gossip),
       logs,
       exited: child.status,

@@ -6,7 +6,7 @@
  * same plan from the same gossip view and loads its own range; heads build chains from what
  * agents *announce* they host, so a plan in transition never mixes half-loaded stages.
  */
-import type { ConnectRouter } from "@connectrpc/connect";
+import { type ConnectRouter, createClient } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import { basename } from "node:path";
 import type { Backend } from "../kernels/backend.ts";
@@ -17,7 +17,9 @@ import { LlamaStage } from "../model/llama.ts";
 import { readConfig } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer/mod.ts";
 import { tokenizerFromMetadata } from "../model/tokenizer/mod.ts";
+import { ChatTemplate } from "../model/chat/mod.ts";
 import {
+  ClusterService,
   DiscoveryService,
   FinishReason,
   type GenerateRequest,
@@ -27,7 +29,9 @@ import {
   InferenceService,
   NodeService,
   NodeState,
+  PlacementEventSchema,
   PlacementSchema,
+  RequestPhase,
   StageAssignmentSchema,
   TokenLogprobSchema,
 } from "../proto/mod.ts";
@@ -74,7 +78,36 @@ import {
   startRpcServer,
 } from "./rpc/mod.ts";
 import { tlsFilesFromOptions } from "./tls/mod.ts";
+import {
+  AgentMetrics,
+  type MetricsServer,
+  type MetricsSource,
+  setTraceAttributes,
+  startMetricsServer,
+  traceClientInterceptor,
+  traceServerInterceptor,
+} from "./telemetry/mod.ts";
+import {
+  type ClusterCommands,
+  clusterService,
+  type CommandResult,
+  EventHub,
+  LeveledLog,
+  MembershipTracker,
+  RequestTracker,
+} from "./events/mod.ts";
+import { memberToNodeInfo } from "./discovery/gossip_view.ts";
 import { VERSION } from "../cli/version.ts";
+import {
+  Admission,
+  type ApiServer,
+  PromptTooLongError,
+  startApiServer,
+  StopMatcher,
+  type TextGenerator,
+  toGenerateRequest,
+  toGenerationEvents,
+} from "./api/mod.ts";
 
 /** Structured log line sink. */
 export type AgentLogger = (
@@ -88,6 +121,8 @@ interface ServedModel {
   id: string;
   file: GGUFFile;
   tokenizer: Tokenizer;
+  /** Renders chat messages (the GGUF's template, or a plain transcript). */
+  chat: ChatTemplate;
   nLayers: number;
   contextLength: number;
   footprint: ModelFootprint;
@@ -106,6 +141,23 @@ export class Agent {
   /** Why the last planning attempt found no placement (shown to clients). */
   private planError?: string;
   private stopped = false;
+  /** Cluster events for ClusterService.StreamUpdates (llmctl, the TUI). */
+  readonly events = new EventHub({ history: 256 });
+  private readonly memberEvents = new MembershipTracker(this.events);
+  /** Why the next placement change happens: the last membership change seen. */
+  private planReason = "start-up";
+  /** Drained (ClusterService drain_node): this node offers no layers any more. */
+  private drained = false;
+  /** The run-time log level (ClusterService set_log_level). */
+  private leveled?: LeveledLog;
+  /** Prometheus metrics (cluster/telemetry), served on the metrics port; read on scrape. */
+  readonly metrics: AgentMetrics = new AgentMetrics(this.metricsSource());
+  private metricsServer?: MetricsServer;
+  /** The OpenAI-compatible HTTP API (cluster/api). */
+  private api?: ApiServer;
+  /** Generation slots this agent heads, and the queue in front of them. */
+  private admission!: Admission;
+  private readonly startedAt = Math.floor(Date.now() / 1000);
   /** Counters for metrics and health. */
   readonly counters = {
     activeRequests: 0,
@@ -127,6 +179,8 @@ export class Agent {
 
   /** Start every part of an agent and join the cluster. */
   static async start(cfg: AgentConfig, log: AgentLogger = () => {}): Promise<Agent> {
+    const leveled = new LeveledLog(log, cfg.logLevel);
+    log = leveled.log;
     const { backend, reason } = await selectBackend(parseBackendName(cfg.backend), {
       threads: cfg.threads,
     });
@@ -175,6 +229,8 @@ export class Agent {
       { bindAddr: cfg.bind, port: cfg.gossipPort, advertiseAddr: cfg.advertiseAddress },
     );
     const agent = new Agent(cfg, backend, reason, speed, model, gossip, undefined, log);
+    agent.admission = new Admission(cfg.maxRequests, cfg.queueSize);
+    agent.leveled = leveled;
     try {
       agent.rpc = await startRpcServer({
         host: cfg.bind,
@@ -182,6 +238,7 @@ export class Agent {
         tls: tlsFilesFromOptions({ tlsCert: cfg.tlsCert, tlsKey: cfg.tlsKey, tlsCa: cfg.tlsCa }),
         insecureBindAll: cfg.insecureBindAll,
         routes: (r) => agent.routes(r),
+        interceptors: [traceServerInterceptor],
       });
     } catch (e) {
       await gossip.shutdown();
@@ -194,12 +251,37 @@ export class Agent {
     }
     for (const type of ["join", "leave", "dead", "update", "alive"] as const) {
       gossip.on(type, (e) => {
+        agent.memberEvent(e.type, e.member);
         if (type !== "update" || e.member.id !== cfg.nodeId) {
           log("info", `member ${type}`, { node: e.member.id });
         }
         if (e.type === "dead" || e.type === "leave") agent.dropTransport(e.member.id);
         agent.schedulePlan();
       });
+    }
+    gossip.on("suspect", (e) => agent.memberEvent(e.type, e.member));
+    // Telemetry: /metrics and /health on --metrics-port; spans name this node.
+    setTraceAttributes({ "dllm.node": cfg.nodeId });
+    try {
+      agent.metricsServer = await startMetricsServer({
+        host: cfg.bind,
+        port: cfg.metricsPort,
+        metrics: async () => ({
+          text: await agent.metrics.text(),
+          contentType: agent.metrics.contentType,
+        }),
+        readiness: () => agent.readiness(),
+      });
+      agent.api = await startApiServer({
+        host: cfg.bind,
+        port: cfg.httpPort,
+        apiKey: cfg.apiKey,
+        generator: agent.textGenerator(),
+        log,
+      });
+    } catch (e) {
+      await agent.stop();
+      throw e;
     }
     agent.joinInBackground();
     agent.schedulePlan();
@@ -209,6 +291,16 @@ export class Agent {
   /** The RPC port actually bound. */
   get rpcPort(): number {
     return this.rpc?.port ?? this.config.rpcPort;
+  }
+
+  /** The metrics port actually bound. */
+  get metricsPort(): number {
+    return this.metricsServer?.port ?? this.config.metricsPort;
+  }
+
+  /** The HTTP API port actually bound. */
+  get httpPort(): number {
+    return this.api?.port ?? this.config.httpPort;
   }
 
   /** The gossip address actually bound. */
@@ -225,6 +317,7 @@ export class Agent {
   async stop(): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
+    this.events.closeAll();
     clearTimeout(this.planTimer);
     for (const c of this.requests.values()) c.abort();
     try {
@@ -234,6 +327,8 @@ export class Agent {
     }
     await this.gossip.shutdown();
     await this.rpc?.close(500);
+    await this.metricsServer?.close();
+    await this.api?.close();
     for (const { transport } of this.transports.values()) transport.close();
     this.stage?.closeAll();
     this.model?.file.close();
@@ -299,6 +394,7 @@ export class Agent {
       if (e instanceof PlacementError) {
         this.log("warn", "no placement", { error: e.message, members: peers.length });
         this.lastPlan = undefined;
+        if (this.planError !== e.message) this.publishPlacement(`no placement: ${e.message}`);
         this.planError = e.message;
         return;
       }
@@ -310,6 +406,7 @@ export class Agent {
       this.log("info", "placement", {
         stages: plan.stages.map((s) => `${s.nodeId}:[${s.from},${s.to})`).join(" "),
       });
+      this.publishPlacement(this.planReason, plan);
     }
     this.lastPlan = plan;
     this.planError = undefined;
@@ -330,6 +427,7 @@ export class Agent {
       this.stage = undefined;
       old?.closeAll();
       this.announce();
+      if (old) this.publishSelf(`${this.config.nodeId} dropped its layers`);
       return;
     }
     const t0 = performance.now();
@@ -341,7 +439,9 @@ export class Agent {
       this.stage = new StageHost(stage, this.model.id, {
         maxSessions: this.config.maxSessions,
         defaultContext: Math.min(this.config.contextSize, this.model.contextLength),
+        onStep: (info) => this.metrics.onStageStep(info),
       });
+      this.metrics.onModelLoad((performance.now() - t0) / 1000);
       old?.closeAll();
       this.log("info", "stage loaded", {
         layers: `[${want.from},${want.to})`,
@@ -349,6 +449,10 @@ export class Agent {
         ms: Math.round(performance.now() - t0),
       });
       this.announce();
+      this.publishSelf(
+        `${this.config.nodeId} loaded layers [${want.from},${want.to}) in ` +
+          `${Math.round(performance.now() - t0)} ms`,
+      );
     } catch (e) {
       this.log("error", "stage load failed", {
         layers: `[${want.from},${want.to})`,
@@ -384,7 +488,10 @@ export class Agent {
     const cached = this.transports.get(member.id);
     if (cached && cached.endpoint === endpoint) return cached.transport;
     cached?.transport.close();
-    const transport = await createRpcTransport(endpoint, { tls: this.clientTls() });
+    const transport = await createRpcTransport(endpoint, {
+      tls: this.clientTls(),
+      interceptors: [traceClientInterceptor],
+    });
     this.transports.set(member.id, { endpoint, transport });
     return transport;
   }
@@ -449,11 +556,28 @@ export class Agent {
         readiness: () => this.readiness(),
       }),
     );
+    r.service(
+      ClusterService,
+      clusterService({
+        hub: this.events,
+        localId: this.config.nodeId,
+        snapshot: () => ({ members: view.members(), placement: this.placementMessage() }),
+        metrics: () => sampler.sample(),
+        peers: () =>
+          this.gossip.members()
+            .filter((m) => m.id !== this.config.nodeId && m.status === "alive" && m.meta)
+            .map((m) => ({ id: m.id, transport: () => this.transportTo(m) })),
+        commands: this.clusterCommands(),
+      }),
+    );
     r.service(InferenceService, {
       forward: forwardHandler({
         host: () => this.stage,
         epoch: () => 0n,
-        onFrame: () => this.counters.framesProcessedTotal++,
+        onFrame: (frame) => {
+          this.counters.framesProcessedTotal++;
+          this.metrics.onFrame(frame);
+        },
       }),
       generate: (req, ctx) => this.generate(req, ctx.signal),
       cancel: (req) => {
@@ -464,6 +588,137 @@ export class Agent {
     });
   }
 
+  // ---------------------------------------------------------------- cluster events & commands
+
+  /** Publish a gossip membership change; remember it as the reason of the next re-plan. */
+  private memberEvent(type: string, member: Member): void {
+    this.memberEvents.publish(memberToNodeInfo(member));
+    if (type !== "update") this.planReason = `node ${member.id} ${type}`;
+  }
+
+  /** Publish the placement (or its absence) with why it changed. */
+  private publishPlacement(reason: string, plan?: Placement): void {
+    this.events.publish({
+      case: "placement",
+      value: create(PlacementEventSchema, { placement: this.placementMessage(plan), reason }),
+    });
+  }
+
+  /** Publish this node's own state (gossip reports no events about ourselves). */
+  private publishSelf(reason: string): void {
+    this.memberEvents.publish(memberToNodeInfo(this.gossip.localNode));
+    this.publishPlacement(reason);
+  }
+
+  /** What ClusterService.ExecuteCommand can make this agent do. */
+  private clusterCommands(): ClusterCommands {
+    const id = this.config.nodeId;
+    return {
+      drain: (dryRun) => this.drain(dryRun),
+      replan: (model, dryRun) => {
+        if (!this.model) return { message: `${id} serves no model; nothing to plan` };
+        if (model && model !== this.model.id && model !== basename(this.model.id.split("@")[0])) {
+          throw new RpcFailure(
+            "not_found",
+            `model ${model} is not served (this cluster serves ${this.model.id})`,
+          );
+        }
+        if (dryRun) {
+          const plan = this.planWithout(undefined);
+          return {
+            message: `would re-plan ${this.model.id}`,
+            placement: this.placementMessage(plan),
+          };
+        }
+        this.planReason = "command";
+        this.replan();
+        if (this.planError) {
+          throw new RpcFailure("failed_precondition", `no placement: ${this.planError}`);
+        }
+        return { message: `re-planned ${this.model.id}`, placement: this.placementMessage() };
+      },
+      setLogLevel: (level, dryRun) => {
+        const was = this.leveled?.level ?? this.config.logLevel;
+        if (!dryRun && this.leveled) this.leveled.level = level;
+        return {
+          message: `${dryRun ? "would set" : "set"} ${id}'s log level from ${was} to ${level}`,
+        };
+      },
+      forward: async (nodeId, req) => {
+        const m = this.gossip.member(nodeId);
+        if (!m?.meta || (m.status !== "alive" && m.status !== "suspect")) {
+          throw new RpcFailure("not_found", `no live member ${nodeId}; see \`llmctl nodes list\``);
+        }
+        return await createClient(ClusterService, await this.transportTo(m)).executeCommand(req);
+      },
+    };
+  }
+
+  /** A plan over the members offering our model, minus `without`; throws when none fits. */
+  private planWithout(without: string | undefined): Placement {
+    const peers = this.modelPeers().filter((m) => m.id !== without);
+    try {
+      return planPlacement(
+        this.model!.footprint,
+        peers.map((m) => ({
+          id: m.id,
+          memoryBudget: m.meta!.resources.memoryBytes,
+          speed: m.meta!.resources.speed || 1,
+        })),
+      );
+    } catch (e) {
+      if (e instanceof PlacementError) throw new RpcFailure("failed_precondition", e.message);
+      throw e;
+    }
+  }
+
+  /** Drain: stop offering our model in gossip, so every agent re-plans without this node. */
+  private drain(dryRun: boolean): CommandResult {
+    const id = this.config.nodeId;
+    if (!this.model) return { message: `${id} serves no model; nothing to drain` };
+    if (this.drained) {
+      return { message: `${id} is already drained`, placement: this.placementMessage() };
+    }
+    let plan: Placement;
+    try {
+      plan = this.planWithout(id);
+    } catch (e) {
+      throw new RpcFailure(
+        "failed_precondition",
+        `draining ${id} would leave the model unplaced (${(e as Error).message}); add agents first`,
+      );
+    }
+    const placement = this.placementMessage(plan);
+    const where = plan.stages.map((s) => `${s.nodeId}:[${s.from},${s.to})`).join(" ");
+    if (dryRun) return { message: `would drain ${id}; layers would move to ${where}`, placement };
+    this.drained = true;
+    this.gossip.updateMetadata({ ...this.gossip.localNode.meta!, model: "" });
+    this.planReason = `node ${id} drained`;
+    this.log("info", "drained", { node: id });
+    this.schedulePlan();
+    return { message: `drained ${id}; layers move to ${where}`, placement };
+  }
+
+  /** What a metrics scrape reads from this agent (cluster/telemetry). */
+  private metricsSource(): MetricsSource {
+    return {
+      layersHosted: () => this.stage ? this.stage.range.to - this.stage.range.from : 0,
+      requestsActive: () => this.counters.activeRequests,
+      queueDepth: () => this.stage?.pending ?? 0,
+      kvCacheSlots: () => {
+        const used = this.stage?.openSessions ?? 0;
+        return { used, free: this.stage ? Math.max(0, this.config.maxSessions - used) : 0 };
+      },
+      gossipMembers: () => {
+        const out: Record<string, number> = {};
+        for (const m of this.gossip.allMembers()) out[m.status] = (out[m.status] ?? 0) + 1;
+        return out;
+      },
+      gossipProbeRttMs: () => this.gossip.stats.probeRttMs,
+      gossipDropped: () => this.gossip.stats.droppedPackets,
+    };
+  }
+
   private readiness(): { serving: boolean; detail?: string } {
     if (this.stopped) return { serving: false, detail: "agent is stopping" };
     if (this.model && !this.lastPlan) {
@@ -472,8 +727,7 @@ export class Agent {
     return { serving: true };
   }
 
-  private placementMessage() {
-    const plan = this.lastPlan;
+  private placementMessage(plan = this.lastPlan) {
     if (!plan || !this.model) return undefined;
     return create(PlacementSchema, {
       model: this.model.id,
@@ -483,6 +737,67 @@ export class Agent {
         create(StageAssignmentSchema, { nodeId: s.nodeId, fromLayer: s.from, toLayer: s.to })
       ),
     });
+  }
+
+  /** What the HTTP API (cluster/api) calls: the same generation core as InferenceService.Generate. */
+  private textGenerator(): TextGenerator {
+    const pieces = new Map<number, string>();
+    const tokenText = (id: number) => {
+      let t = pieces.get(id);
+      if (t === undefined) {
+        t = new TextDecoder().decode(this.model!.tokenizer.tokenPiece(id));
+        pieces.set(id, t);
+      }
+      return t;
+    };
+    return {
+      models: () =>
+        this.model
+          ? [{
+            id: basename(this.model.id.split("@")[0]),
+            created: this.startedAt,
+            contextLength: Math.min(this.config.contextSize, this.model.contextLength),
+          }]
+          : [],
+      health: () => this.apiHealth(),
+      generate: (params, signal) =>
+        toGenerationEvents(this.generate(toGenerateRequest(params), signal), tokenText),
+    };
+  }
+
+  /** GET /health on the HTTP port: serving state, generation slots, queue and KV cache slots. */
+  private apiHealth(): Record<string, unknown> {
+    const a = this.admission.stats;
+    const used = this.stage?.openSessions ?? 0;
+    return {
+      status: this.stopped
+        ? "stopping"
+        : !this.model
+        ? "no_model"
+        : this.planError
+        ? "no_placement"
+        : this.lastPlan
+        ? "ok"
+        : "starting",
+      detail: this.planError ? `no placement: ${this.planError}` : undefined,
+      node: this.config.nodeId,
+      model: this.model ? basename(this.model.id.split("@")[0]) : null,
+      requests: {
+        active: a.active,
+        queued: a.queued,
+        max_active: a.maxActive,
+        max_queued: a.maxQueued,
+      },
+      kv_cache: this.stage
+        ? {
+          used,
+          free: Math.max(0, this.config.maxSessions - used),
+          total: this.config.maxSessions,
+        }
+        : null,
+      placement: this.lastPlan?.stages.map((s) => ({ node: s.nodeId, from: s.from, to: s.to })) ??
+        null,
+    };
   }
 
   /** InferenceService.Generate: this agent is the head of the request. */
@@ -497,37 +812,46 @@ export class Agent {
         "this agent serves no model (start it with --model)",
       );
     }
-    if (req.model && req.model !== model.id && req.model !== basename(model.id.split("@")[0])) {
+    if (req.model && !servesModel(model.id, req.model)) {
       throw new RpcFailure(
         "not_found",
         `model ${req.model} is not served here (this cluster serves ${model.id})`,
       );
     }
-    if (req.messages.length > 0) {
-      throw new RpcFailure(
-        "unimplemented",
-        "chat messages are not supported by Generate yet; send a prompt",
-      );
+    if (req.messages.length > 0 && req.prompt) {
+      throw new RpcFailure("invalid_argument", "send either a prompt or chat messages, not both");
     }
     if (this.planError) throw new RpcFailure("unavailable", `no placement: ${this.planError}`);
     const requestId = req.requestId || crypto.randomUUID();
     if (this.requests.has(requestId)) {
       throw new RpcFailure("already_exists", `request ${requestId} is already running`);
     }
-    const promptTokens = model.tokenizer.encode(req.prompt, { addBos: model.tokenizer.addBos });
+    let promptTokens: number[];
+    if (req.messages.length > 0) {
+      const chat = model.chat.render(req.messages.map(({ role, content }) => ({ role, content })));
+      promptTokens = model.tokenizer.encode(chat.text, chat);
+    } else {
+      promptTokens = model.tokenizer.encode(req.prompt, { addBos: model.tokenizer.addBos });
+    }
     if (promptTokens.length === 0) throw new RpcFailure("invalid_argument", "the prompt is empty");
     const maxContext = Math.min(this.config.contextSize, model.contextLength);
     if (promptTokens.length >= maxContext) {
-      throw new RpcFailure(
-        "invalid_argument",
-        `the prompt has ${promptTokens.length} tokens; the context holds ${maxContext}`,
-      );
+      throw new PromptTooLongError(promptTokens.length, maxContext);
     }
+    // Wait for a generation slot (admission control); a full queue fails at once.
+    const release = await this.admission.acquire(signal);
     const abort = new AbortController();
     const onAbort = () => abort.abort();
     signal.addEventListener("abort", onAbort);
     this.requests.set(requestId, abort);
     this.counters.activeRequests++;
+    const startedAt = performance.now();
+    const tracker = new RequestTracker(this.events, {
+      requestId,
+      headNodeId: this.config.nodeId,
+      model: model.id,
+    });
+    tracker.started(this.lastPlan?.stages.map((s) => s.nodeId));
     const queue: GenerateResponse[] = [];
     let wake: (() => void) | undefined;
     const push = (m: GenerateResponse) => {
@@ -535,13 +859,14 @@ export class Agent {
       wake?.();
     };
     const decoder = model.tokenizer.createDecoder();
-    const stops = req.stop.filter((s) => s.length > 0);
-    let text = "";
+    // Holds back text that may become a stop string, so clients never see part of one.
+    const stops = new StopMatcher(req.stop);
     let stoppedBySequence = false;
     const head = new Head(this.chainProvider(), {
       recoveryTimeoutMs: 30_000,
       log: (m) => {
         this.counters.recoveries++;
+        tracker.recovering(m);
         this.log("warn", m);
       },
     });
@@ -550,7 +875,10 @@ export class Agent {
       requestId,
       promptTokens,
       maxTokens: req.maxTokens > 0 ? req.maxTokens : maxContext,
-      maxContext,
+      // KV caches only as long as this request can grow (cheaper to allocate under load).
+      maxContext: req.maxTokens > 0
+        ? Math.min(maxContext, promptTokens.length + req.maxTokens)
+        : maxContext,
       signal: abort.signal,
       isEog: (id) => model.tokenizer.isEog(id),
       sampling: {
@@ -567,19 +895,12 @@ export class Agent {
       },
       onToken: (token, index) => {
         this.counters.tokensGeneratedTotal++;
-        let piece = model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id);
-        text += piece;
-        let stop = false;
-        for (const s of stops) {
-          const at = text.indexOf(s, Math.max(0, text.length - piece.length - s.length));
-          if (at >= 0) {
-            // Cut the stop string (and anything after it) from what the client sees.
-            piece = piece.slice(0, Math.max(0, piece.length - (text.length - at)));
-            stop = true;
-            stoppedBySequence = true;
-            break;
-          }
-        }
+        this.metrics.onToken();
+        tracker.token();
+        const { text: piece, stopped: stop } = stops.push(
+          model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id),
+        );
+        if (stop) stoppedBySequence = true;
         push(create(GenerateResponseSchema, {
           requestId,
           index,
@@ -601,6 +922,12 @@ export class Agent {
     let done = false;
     let failure: unknown;
     running.then((result) => {
+      let tail = "";
+      if (!stoppedBySequence) {
+        const last = stops.push(decoder.flush());
+        stoppedBySequence = last.stopped;
+        tail = last.stopped ? last.text : last.text + stops.flush();
+      }
       const reason = stoppedBySequence
         ? FinishReason.STOP_SEQUENCE
         : result.finishReason === "cancelled"
@@ -608,11 +935,10 @@ export class Agent {
         : result.finishReason === "stop"
         ? FinishReason.STOP
         : FinishReason.LENGTH;
-      const tail = decoder.flush();
       push(create(GenerateResponseSchema, {
         requestId,
         index: result.tokens.length,
-        text: stoppedBySequence ? "" : tail,
+        text: tail,
         finishReason: reason,
         usage: create(GenerateUsageSchema, {
           promptTokens: promptTokens.length,
@@ -624,7 +950,14 @@ export class Agent {
           recoveries: result.failures.length,
         }),
       }));
-    }, (e) => (failure = e)).finally(() => {
+      tracker.finished(
+        reason === FinishReason.CANCELLED ? RequestPhase.CANCELLED : RequestPhase.COMPLETED,
+        result.tokens.length > 1 ? (result.tokens.length - 1) / (result.decodeMs / 1000) : 0,
+      );
+    }, (e) => {
+      failure = e;
+      tracker.finished(RequestPhase.FAILED, undefined, (e as Error).message ?? String(e));
+    }).finally(() => {
       done = true;
       wake?.();
     });
@@ -641,6 +974,9 @@ export class Agent {
       signal.removeEventListener("abort", onAbort);
       this.requests.delete(requestId);
       this.counters.activeRequests--;
+      release();
+      this.metrics.onRequest((performance.now() - startedAt) / 1000);
+      tracker.finished(RequestPhase.CANCELLED, undefined, "the client went away");
     }
   }
 }
@@ -670,11 +1006,21 @@ class LazyRemoteLink implements StageLink {
   }
 }
 
+/** Whether `name` names the served model: its id, file name, or file name without ".gguf". */
+function servesModel(id: string, name: string): boolean {
+  const file = basename(id.split("@")[0]);
+  return name === id || name === file || name === file.replace(/\.gguf$/i, "");
+}
+
 /**
  * Memory a model needs per layer on an agent: weights plus a KV reservation for a few concurrent
  * sessions of `contextSize` positions (more sessions are admission control's job).
  */
-export function agentFootprint(file: GGUFFile, contextSize: number, maxSessions: number): ModelFootprint {
+export function agentFootprint(
+  file: GGUFFile,
+  contextSize: number,
+  maxSessions: number,
+): ModelFootprint {
   const embd = file.tensor("token_embd.weight");
   const config = readConfig(file.metadata, embd?.dims[1] ?? 0);
   const ctx = Math.min(contextSize, config.contextLength);
@@ -683,15 +1029,21 @@ export function agentFootprint(file: GGUFFile, contextSize: number, maxSessions:
 }
 
 /** Read a model's index (not its tensors), tokenizer and footprint. */
-async function loadModelIndex(path: string, contextSize: number, maxSessions: number): Promise<ServedModel> {
+async function loadModelIndex(
+  path: string,
+  contextSize: number,
+  maxSessions: number,
+): Promise<ServedModel> {
   const file = await openModelFile(path);
   try {
     const embd = file.tensor("token_embd.weight");
     const config = readConfig(file.metadata, embd?.dims[1] ?? 0);
+    const tokenizer = tokenizerFromMetadata(file.metadata);
     return {
       id: `${basename(path)}@${file.fileSize}`,
       file,
-      tokenizer: tokenizerFromMetadata(file.metadata),
+      tokenizer,
+      chat: ChatTemplate.fromMetadata(file.metadata, tokenizer),
       nLayers: config.nLayers,
       contextLength: config.contextLength,
       footprint: agentFootprint(file, contextSize, maxSessions),

@@ -30,6 +30,12 @@ export interface AgentConfig {
   contextSize: number;
   /** Concurrent sessions per stage. */
   maxSessions: number;
+  /** Concurrent generations this agent heads (default: maxSessions); beyond, requests queue. */
+  maxRequests: number;
+  /** Requests waiting for a generation slot; beyond, HTTP 429 / RESOURCE_EXHAUSTED. */
+  queueSize: number;
+  /** Bearer key the HTTP API requires (none: open, like the loopback-bound RPC port). */
+  apiKey?: string;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
@@ -70,6 +76,9 @@ const ENV: Record<keyof AgentConfig, string> = {
   threads: "DLLM_THREADS",
   contextSize: "DLLM_CONTEXT_SIZE",
   maxSessions: "DLLM_MAX_SESSIONS",
+  maxRequests: "DLLM_MAX_REQUESTS",
+  queueSize: "DLLM_QUEUE_SIZE",
+  apiKey: "DLLM_API_KEY",
   tlsCert: "DLLM_TLS_CERT",
   tlsKey: "DLLM_TLS_KEY",
   tlsCa: "DLLM_TLS_CA",
@@ -196,6 +205,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     }
     if (!(memoryBudget > 0)) fail("memoryBudget", budgetSrc, "must be more than 0 bytes");
   }
+  const maxSessions = int("maxSessions", 64, 1, 100000)!;
   const cfg: AgentConfig = {
     nodeId: str("nodeId", hostname())!,
     bind,
@@ -214,7 +224,11 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     backend: oneOf("backend", "auto", ["auto", "wasm", "webgpu", "reference"] as const),
     threads: int("threads", undefined, 1, 1024),
     contextSize: int("contextSize", 2048, 16, 1 << 20)!,
-    maxSessions: int("maxSessions", 64, 1, 100000)!,
+    maxSessions,
+    // A head never runs more generations than a stage of the same configuration holds sessions.
+    maxRequests: int("maxRequests", maxSessions, 1, 100000)!,
+    queueSize: int("queueSize", 256, 0, 1000000)!,
+    apiKey: str("apiKey"),
     tlsCert: str("tlsCert"),
     tlsKey: str("tlsKey"),
     tlsCa: str("tlsCa"),

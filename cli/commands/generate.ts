@@ -1,11 +1,22 @@
-/** `llmctl generate`: tokenize a prompt, generate text, stream it (or print one JSON object). */
-import { intOption, numberOption, printJson, writeOut } from "../common.ts";
+/**
+ * `llmctl generate`: tokenize a prompt, generate text, stream it (or print one JSON object).
+ *
+ * Without `--endpoint` (or DLLM_ENDPOINT) the model runs here, in this process. With it, the
+ * agent at the endpoint heads the request through the cluster's pipeline
+ * (InferenceService.Generate) and tokens stream back as they are sampled.
+ */
+import { basename } from "node:path";
+import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
+import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
+import { ExitCode, intOption, numberOption, printJson, writeOut } from "../common.ts";
 import { modelCommandBase, openEngine } from "./model_options.ts";
 
 /** Build the `generate` command. */
 export function generateCommand() {
   return modelCommandBase("generate")
-    .description("generate text from a prompt with a local model")
+    .description(
+      "generate text from a prompt: with a local model, or through the cluster with --endpoint",
+    )
     .option("-p, --prompt <text>", "prompt text", "")
     .option("-n, --max-tokens <n>", "tokens to generate", intOption(1), 128)
     .option("--temperature <t>", "0 = greedy", numberOption(0, 100), 0.8)
@@ -19,9 +30,23 @@ export function generateCommand() {
       1,
     )
     .option("--seed <n>", "RNG seed (same seed, same output)", intOption(0, 2 ** 32 - 1))
-    .option("--ignore-eos", "keep generating past end-of-sequence tokens")
+    .option("--ignore-eos", "keep generating past end-of-sequence tokens (local model only)")
     .option("--json", "print one JSON object instead of streaming text")
-    .action(async (opts) => {
+    .addHelpText(
+      "after",
+      `
+Local:   llmctl generate -p "Once upon a time" -n 64
+Cluster: llmctl generate --endpoint 10.0.0.5:7950 -p "Once upon a time" -n 64
+--json prints {"model","prompt_tokens","tokens","text","finish_reason","timings":{...}}; through
+the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
+"prompt_token_count", "endpoint" and "placement" are added.`,
+    )
+    .action(async (opts, cmd) => {
+      const g = cmd.optsWithGlobals() as GlobalOptions;
+      if (endpointGiven(g)) {
+        await generateRemote(opts, g, cmd.getOptionValueSource("model") === "cli");
+        return;
+      }
       const engine = await openEngine(opts);
       try {
         // Like llama.cpp, echo the prompt so the streamed continuation reads as one text.
@@ -67,6 +92,116 @@ export function generateCommand() {
         engine.close();
       }
     });
+}
+
+interface RemoteOptions {
+  model: string;
+  prompt: string;
+  maxTokens: number;
+  temperature: number;
+  topK: number;
+  topP: number;
+  minP: number;
+  repeatPenalty: number;
+  seed?: number;
+  ignoreEos?: true;
+  json?: true;
+}
+
+/** "stop", "length", "stop" (sequence) or "cancelled", as the local JSON says it. */
+export function finishName(r: FinishReason): string {
+  return r === FinishReason.LENGTH ? "length" : r === FinishReason.CANCELLED ? "cancelled" : "stop";
+}
+
+async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven: boolean) {
+  if (opts.ignoreEos) {
+    throw new CliError(
+      "--ignore-eos works only with a local model (drop --endpoint / DLLM_ENDPOINT)",
+      ExitCode.usage,
+    );
+  }
+  const agent = await connect(g);
+  const abort = new AbortController();
+  const onSigint = () => abort.abort();
+  Deno.addSignalListener("SIGINT", onSigint);
+  const t0 = performance.now();
+  let firstAt = 0;
+  const tokens: number[] = [];
+  let text = "";
+  let placement: Placement | undefined;
+  let finish = FinishReason.UNSPECIFIED;
+  let usage: GenerateUsage | undefined;
+  try {
+    if (!opts.json) writeOut(opts.prompt);
+    await agent.call(async (c) => {
+      const stream = c.inference.generate({
+        model: modelGiven ? basename(opts.model) : "",
+        prompt: opts.prompt,
+        maxTokens: opts.maxTokens,
+        sampler: {
+          temperature: opts.temperature,
+          topK: opts.topK,
+          topP: opts.topP,
+          minP: opts.minP,
+          repeatPenalty: opts.repeatPenalty,
+          seed: opts.seed === undefined ? undefined : BigInt(opts.seed),
+        },
+      }, { signal: abort.signal });
+      for await (const m of stream) {
+        if (m.placement) placement = m.placement;
+        if (m.finishReason) {
+          finish = m.finishReason;
+          usage = m.usage;
+        } else {
+          if (tokens.length === 0) firstAt = performance.now();
+          tokens.push(m.tokenId);
+        }
+        text += m.text;
+        if (!opts.json && m.text) writeOut(m.text);
+      }
+    });
+  } catch (e) {
+    if (abort.signal.aborted) finish = FinishReason.CANCELLED;
+    else throw e;
+  } finally {
+    Deno.removeSignalListener("SIGINT", onSigint);
+    agent.close();
+  }
+  const end = performance.now();
+  const promptMs = usage?.timeToFirstTokenMs ?? (firstAt ? firstAt - t0 : end - t0);
+  const decodeMs = firstAt ? end - firstAt : 0;
+  const tps = usage?.decodeTokensPerSecond ??
+    (tokens.length > 1 ? (tokens.length - 1) / (decodeMs / 1000) : 0);
+  if (opts.json) {
+    printJson({
+      model: placement?.model ?? (modelGiven ? basename(opts.model) : ""),
+      prompt_token_count: usage?.promptTokens ?? null,
+      tokens,
+      text,
+      finish_reason: finishName(finish),
+      timings: {
+        prompt_ms: round(promptMs),
+        decode_ms: round(decodeMs),
+        decode_tokens_per_second: round(tps),
+      },
+      endpoint: agent.endpoint,
+      placement: (placement?.stages ?? []).map((s) => ({
+        node: s.nodeId,
+        from: s.fromLayer,
+        to: s.toLayer,
+      })),
+      recoveries: usage?.recoveries ?? 0,
+    });
+    return;
+  }
+  writeOut("\n");
+  const stages = (placement?.stages ?? []).map((s) => `${s.nodeId}[${s.fromLayer},${s.toLayer})`);
+  console.error(
+    `${usage?.promptTokens ?? "?"} prompt tokens, first token after ${round(promptMs)} ms, ` +
+      `${tokens.length} tokens at ${round(tps)} tokens/s via ${agent.endpoint}` +
+      (stages.length ? ` (${stages.join(" → ")})` : "") +
+      (usage?.recoveries ? `, ${usage.recoveries} recoveries` : ""),
+  );
 }
 
 function round(x: number): number {

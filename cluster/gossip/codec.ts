@@ -293,10 +293,13 @@ export class Reader {
     if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new DecodeError(`${what} ${v} exceeds 2^53`);
     return Number(v);
   }
-  /** Read n raw bytes (a copy, so callers may keep them). */
+  /**
+   * Read n raw bytes as a view into the input (no copy: most gossip is old news and is dropped;
+   * whoever keeps bytes copies them).
+   */
   raw(n: number, what = "bytes"): Uint8Array {
     this.need(n, what);
-    const b = this.buf.slice(this.pos, this.pos + n);
+    const b = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
     return b;
   }

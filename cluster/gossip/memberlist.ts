@@ -104,7 +104,7 @@ export class Memberlist {
           config.logger?.("warn", "event listener threw", { error: String(err) });
         }
       }
-    });
+    }, (type) => (this.listeners.get(type)?.size ?? 0) > 0);
     const meta = config.metadata ?? emptyMetadata(config.nodeId);
     if (meta.id !== config.nodeId) {
       throw new Error(

@@ -90,6 +90,8 @@ export interface Stats {
   pushPulls: number;
   /** Push-pull exchanges that failed. */
   pushPullFailures: number;
+  /** Smoothed round trip of acked probes, ms (SRTT, α = 1/8 as in TCP); 0 before the first. */
+  probeRttMs: number;
 }
 
 interface NodeState {
@@ -155,6 +157,7 @@ export class GossipState {
     tcpFallbackAcks: 0,
     pushPulls: 0,
     pushPullFailures: 0,
+    probeRttMs: 0,
   };
   /** Set by a graceful leave: we no longer refute our own death. */
   leaving = false;
@@ -178,6 +181,7 @@ export class GossipState {
     readonly cfg: Config,
     readonly transport: Transport,
     private readonly emit: (e: MemberEvent) => void,
+    private readonly wants: (type: EventType) => boolean = () => true,
   ) {
     this.clock = transport.clock;
     this.awareness = new Awareness(cfg.awarenessMaxMultiplier);
@@ -269,6 +273,8 @@ export class GossipState {
 
   private event(type: EventType, s: NodeState) {
     if (s.id === this.id && type !== "conflict") return;
+    // Building a Member decodes metadata: skip it when nobody listens (N² decodes on formation).
+    if (!this.wants(type)) return;
     this.emit({ type, member: this.member(s), at: this.clock.now() });
   }
 
@@ -400,10 +406,14 @@ export class GossipState {
     const timeout = this.awareness.scaleTimeout(this.cfg.probeTimeout);
     const interval = this.awareness.scaleTimeout(this.cfg.probeInterval);
     let done = false, nacks = 0, expectedNacks = 0;
+    const sentAt = this.clock.now();
     const onAck = () => {
       if (done) return;
       done = true;
       this.awareness.applyDelta(-1);
+      const rtt = this.clock.now() - sentAt;
+      const srtt = this.stats.probeRttMs;
+      this.stats.probeRttMs = srtt === 0 ? rtt : srtt + (rtt - srtt) / 8;
     };
     this.ackHandlers.set(seq, { ack: onAck, nack: () => nacks++ });
     const msgs = [
@@ -576,7 +586,7 @@ export class GossipState {
         addr: a.addr,
         incarnation: 0,
         status: "dead",
-        meta: a.meta,
+        meta: a.meta.slice(), // decoded bytes are views into the packet: keep a copy
         stateChange: now,
       };
       this.nodes.set(a.node, s);
@@ -592,11 +602,9 @@ export class GossipState {
         now - s.stateChange >= this.cfg.deadNodeReclaimTime;
       if (!reclaimable) {
         // Same id, other address, while the id's holder may be alive: refuse the impostor.
-        this.emit({
-          type: "conflict",
-          member: { ...this.member(s), addr: a.addr },
-          at: now,
-        });
+        if (this.wants("conflict")) {
+          this.emit({ type: "conflict", member: { ...this.member(s), addr: a.addr }, at: now });
+        }
         return;
       }
       takeover = true;
@@ -618,7 +626,7 @@ export class GossipState {
     const oldStatus = s.status, oldMeta = s.meta;
     s.incarnation = a.incarnation;
     if (!sameBytes(s.meta, a.meta)) {
-      s.meta = a.meta;
+      s.meta = a.meta.slice();
       s.decoded = undefined;
     }
     s.addr = a.addr;

@@ -8,6 +8,7 @@
  */
 import type { StageFrame, StageResult, TailSampling } from "./stage_host.ts";
 import type { SampledToken } from "./stage_host.ts";
+import { type OpenSpan, openSpan, SpanKind, withSpan } from "../telemetry/tracing.ts";
 
 /** An open session on one stage. */
 export interface SessionLink {
@@ -97,8 +98,15 @@ export interface HeadOptions {
 export class Head {
   constructor(private readonly provider: ChainProvider, private readonly opts: HeadOptions = {}) {}
 
-  /** Generate tokens for `req`, recovering from stage failures. */
-  async generate(req: HeadRequest): Promise<HeadResult> {
+  /** Generate tokens for `req`, recovering from stage failures (traced as `llm.request`). */
+  generate(req: HeadRequest): Promise<HeadResult> {
+    return withSpan("llm.request", {
+      "llm.request_id": req.requestId,
+      "llm.prompt_tokens": req.promptTokens.length,
+    }, () => this.run(req));
+  }
+
+  private async run(req: HeadRequest): Promise<HeadResult> {
     const sampling: TailSampling = {
       ...req.sampling,
       seed: req.sampling.seed ?? Math.floor(Math.random() * 2 ** 32),
@@ -131,6 +139,7 @@ export class Head {
       result.chains.push(chain.map(({ nodeId, from, to }) => ({ nodeId, from, to })));
       const sessionId = `${req.requestId}.${attempt}`;
       const links: SessionLink[] = [];
+      let decode: OpenSpan | undefined;
       try {
         for (const stage of chain) {
           links.push(await guard(stage.nodeId, () => stage.openSession(sessionId, req.maxContext)));
@@ -142,7 +151,10 @@ export class Head {
             result.finishReason = "cancelled";
             break;
           }
-          const token = await this.pass(chain, links, Int32Array.from(input), sampling);
+          const pass = () => this.pass(chain, links, Int32Array.from(input), sampling);
+          const token = decode
+            ? await decode.run(pass)
+            : await withSpan("llm.prefill", { "llm.tokens": input.length }, pass);
           if (!tFirst) tFirst = performance.now();
           const index = result.tokens.length;
           result.tokens.push(token);
@@ -155,12 +167,15 @@ export class Head {
             break;
           }
           input = [token.id];
+          decode ??= openSpan("llm.decode");
         }
+        decode?.end();
         await Promise.all(links.map((l) => l.close("done")));
         result.timeToFirstTokenMs = tFirst - t0;
         result.decodeMs = performance.now() - tFirst;
         return result;
       } catch (e) {
+        decode?.end(e);
         await Promise.all(links.map((l) => l.close("replanned")));
         if (!(e instanceof StageLinkError)) throw e;
         attempt++;
@@ -191,7 +206,13 @@ export class Head {
       const tail = i === chain.length - 1;
       const out = await guard(
         chain[i].nodeId,
-        () => links[i].step({ tokens, hidden, sampling: tail ? sampling : undefined }),
+        () =>
+          withSpan(
+            "llm.forward",
+            { "llm.stage.node": chain[i].nodeId, "llm.layers": `${chain[i].from}-${chain[i].to}` },
+            () => links[i].step({ tokens, hidden, sampling: tail ? sampling : undefined }),
+            SpanKind.CLIENT,
+          ),
       );
       if (out.kind === "token") return out.token;
       if (out.kind !== "hidden") {

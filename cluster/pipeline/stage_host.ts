@@ -12,7 +12,8 @@ import {
   type TokenLogprob,
   topLogprobs,
 } from "../../model/sampler.ts";
-import { withSpan } from "../telemetry/tracing.ts";
+import { spanUntil } from "../telemetry/tracing.ts";
+import { setImmediate } from "node:timers";
 
 /** Sampler settings for the tail, plus how many alternatives to report. */
 export interface TailSampling extends SamplerParams {
@@ -172,10 +173,15 @@ export class StageHost {
       );
     }
     hosted.lastUsed = Date.now();
-    return new Promise((resolve, reject) => {
+    const result = new Promise<StageResult>((resolve, reject) => {
       this.waiting.push({ sessionId, hosted, frame, rows: frame.tokens.length, resolve, reject });
       if (!this.running) this.drain();
     });
+    // Traced from queueing to result (a no-op unless OTEL_DENO=true).
+    return spanUntil("llm.stage.step", {
+      "llm.layers": `${this.stage.from}-${this.stage.to}`,
+      "llm.tokens": frame.tokens.length,
+    }, result);
   }
 
   /** Run passes until no frame waits. */
@@ -183,6 +189,9 @@ export class StageHost {
     this.running = true;
     try {
       while (this.waiting.length > 0) {
+        // Let the event loop run between passes: sockets (HTTP clients, remote frames, health
+        // probes, disconnects) are served, and frames that arrive meanwhile join this pass.
+        await new Promise<void>((r) => setImmediate(r));
         const batch = this.takeBatch();
         this.inFlight = batch.length;
         try {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Transport } from "@connectrpc/connect";
+import type { Interceptor, Transport } from "@connectrpc/connect";
 import {
   compressionGzip,
   createConnectTransport,
@@ -31,6 +31,8 @@ export interface RpcTransportOptions {
   gzip?: boolean;
   /** Largest message accepted, bytes. */
   maxMessageBytes?: number;
+  /** Client interceptors (e.g. trace context propagation), run in order. */
+  interceptors?: Interceptor[];
 }
 
 /** A Connect transport that also owns its HTTP/2 connection, closed with `close()`. */
@@ -113,6 +115,7 @@ export async function createRpcTransport(
     acceptCompression: [compressionGzip],
     compressMinBytes: 1024,
     readMaxBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    interceptors: opts.interceptors,
   };
   const http2Wanted = protocol === "grpc" || (opts.httpVersion ?? "2") === "2";
   // Our own session manager so close() can end the HTTP/2 connection (the transport would

@@ -407,14 +407,15 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     return off;
   }
 
-  /** Per-thread scratch of `bytes` in `st`'s arena; returns [base, stride]. */
-  function threadScratch(st: ArenaState, bytes: number): [number, number] {
+  /** Per-thread scratch of `bytes` in `st`'s arena, written to the job's SCR/SCR_STRIDE args. */
+  function threadScratch(st: ArenaState, bytes: number): void {
     const stride = align(bytes);
     if (stride > st.thrStride) {
       st.thr.ensure(stride * threads);
       st.thrStride = stride;
     }
-    return [st.thr.off, st.thrStride];
+    ctrl[ARGS + A.SCR] = st.thr.off;
+    ctrl[ARGS + A.SCR_STRIDE] = st.thrStride;
   }
 
   function matmul(wt: Weight, x: Buf, out: Buf, rows: number): void {
@@ -484,9 +485,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ctrl[a + A.NROWS] = m;
     if (isK || (floatsAct && kind !== Act.F32)) {
       const bytes = isK ? 3 * n + (n / 16) * 8 + nb * 8 + 64 : n * 4 + 64;
-      const [base, stride] = threadScratch(st, bytes);
-      ctrl[a + A.SCR] = base;
-      ctrl[a + A.SCR_STRIDE] = stride;
+      threadScratch(st, bytes);
     }
     const work = m * n * rows;
     const parts = Math.min(threads, Math.ceil(work / 65536));
@@ -710,10 +709,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       need(O, (rowOffset + rows) * rowLen, "attention out");
       const f16 = c.type === "f16";
       const nMax = pos0 + rows;
-      const [base, stride] = threadScratch(
-        states[0],
-        (headDim + nMax + (f16 ? 2 * nMax * headDim : 0)) * 4 + 64,
-      );
+      threadScratch(states[0], (headDim + nMax + (f16 ? 2 * nMax * headDim : 0)) * 4 + 64);
       const lb = c.layerBytes();
       const a = ARGS;
       ctrl[OP] = OP_ATTN;
@@ -728,8 +724,6 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       ctrl[a + A.HEAD_DIM] = headDim;
       ctrl[a + A.F16] = f16 ? 1 : 0;
       ctrl[a + A.T] = rows;
-      ctrl[a + A.SCR] = base;
-      ctrl[a + A.SCR_STRIDE] = stride;
       pool.f32[FARGS] = p.scale;
       // work items: (block of query rows) × (KV head); each item widens an f16 cache once
       const work = rows * nHeads * (pos0 + rows) * headDim;

@@ -31,7 +31,7 @@ async function logits(model: string, backend: Backend, tokens: number[]): Promis
 
 const CASES: [string, number][] = [
   ["kq-f32.gguf", 2 << 20],
-  ["kq-q4_k_m.gguf", 512 << 10],
+  ["kq-q4_k_m.gguf", 1 << 20],
   ["tiny-q8_0.gguf", 256 << 10],
 ];
 

@@ -77,14 +77,15 @@ for (const threads of [1, 2]) {
   });
 }
 
-Deno.test("wasm matmul: large enough to split across 2 threads, prefill rows", async () => {
-  await withBackends(2, async (wasm, ref) => {
-    for (const { type, name } of WEIGHT_TYPES) {
-      const n = type === GGMLType.F32 ? 512 : 512;
-      await compareMatmul(wasm, ref, type, name, n, 133, 7, 7000 + type);
-    }
+for (const threads of [2, 3]) {
+  Deno.test(`wasm matmul: split across ${threads} threads, prefill rows`, async () => {
+    await withBackends(threads, async (wasm, ref) => {
+      for (const { type, name } of WEIGHT_TYPES) {
+        await compareMatmul(wasm, ref, type, name, 512, 133, 7, 7000 + type);
+      }
+    });
   });
-});
+}
 
 Deno.test("wasm elementwise ops vs reference", async () => {
   await withBackends(2, async (wasm, ref) => {

@@ -6,7 +6,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { NodeInfo, NodeState, Placement } from "./types_pb.ts";
+import type { NodeInfo, NodeMetrics, NodeState, Placement } from "./types_pb.ts";
 import { file_distributed_llm_v1_types } from "./types_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file distributed_llm/v1/cluster.proto.
  */
 export const file_distributed_llm_v1_cluster: GenFile = /*@__PURE__*/
-  fileDesc("CiBkaXN0cmlidXRlZF9sbG0vdjEvY2x1c3Rlci5wcm90bxISZGlzdHJpYnV0ZWRfbGxtLnYxIl8KFFN0cmVhbVVwZGF0ZXNSZXF1ZXN0Ei0KBWtpbmRzGAEgAygOMh4uZGlzdHJpYnV0ZWRfbGxtLnYxLlVwZGF0ZUtpbmQSGAoQaW5jbHVkZV9zbmFwc2hvdBgCIAEoCCL2AQoVU3RyZWFtVXBkYXRlc1Jlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEhkKEXRpbWVzdGFtcF91bml4X21zGAIgASgDEjkKCm1lbWJlcnNoaXAYAyABKAsyIy5kaXN0cmlidXRlZF9sbG0udjEuTWVtYmVyc2hpcEV2ZW50SAASNwoJcGxhY2VtZW50GAQgASgLMiIuZGlzdHJpYnV0ZWRfbGxtLnYxLlBsYWNlbWVudEV2ZW50SAASMwoHcmVxdWVzdBgFIAEoCzIgLmRpc3RyaWJ1dGVkX2xsbS52MS5SZXF1ZXN0RXZlbnRIAEIHCgVldmVudCJ0Cg9NZW1iZXJzaGlwRXZlbnQSKgoEbm9kZRgBIAEoCzIcLmRpc3RyaWJ1dGVkX2xsbS52MS5Ob2RlSW5mbxI1Cg5wcmV2aW91c19zdGF0ZRgCIAEoDjIdLmRpc3RyaWJ1dGVkX2xsbS52MS5Ob2RlU3RhdGUiUgoOUGxhY2VtZW50RXZlbnQSMAoJcGxhY2VtZW50GAEgASgLMh0uZGlzdHJpYnV0ZWRfbGxtLnYxLlBsYWNlbWVudBIOCgZyZWFzb24YAiABKAkitwEKDFJlcXVlc3RFdmVudBISCgpyZXF1ZXN0X2lkGAEgASgJEi8KBXBoYXNlGAIgASgOMiAuZGlzdHJpYnV0ZWRfbGxtLnYxLlJlcXVlc3RQaGFzZRIUCgxoZWFkX25vZGVfaWQYAyABKAkSDQoFbW9kZWwYBCABKAkSGQoRY29tcGxldGlvbl90b2tlbnMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoARIOCgZkZXRhaWwYByABKAki5QEKFUV4ZWN1dGVDb21tYW5kUmVxdWVzdBI6CgpkcmFpbl9ub2RlGAEgASgLMiQuZGlzdHJpYnV0ZWRfbGxtLnYxLkRyYWluTm9kZUNvbW1hbmRIABIzCgZyZXBsYW4YAiABKAsyIS5kaXN0cmlidXRlZF9sbG0udjEuUmVwbGFuQ29tbWFuZEgAEj8KDXNldF9sb2dfbGV2ZWwYAyABKAsyJi5kaXN0cmlidXRlZF9sbG0udjEuU2V0TG9nTGV2ZWxDb21tYW5kSAASDwoHZHJ5X3J1bhgKIAEoCEIJCgdjb21tYW5kIiMKEERyYWluTm9kZUNvbW1hbmQSDwoHbm9kZV9pZBgBIAEoCSIeCg1SZXBsYW5Db21tYW5kEg0KBW1vZGVsGAEgASgJIjQKElNldExvZ0xldmVsQ29tbWFuZBIPCgdub2RlX2lkGAEgASgJEg0KBWxldmVsGAIgASgJIlsKFkV4ZWN1dGVDb21tYW5kUmVzcG9uc2USDwoHbWVzc2FnZRgBIAEoCRIwCglwbGFjZW1lbnQYAiABKAsyHS5kaXN0cmlidXRlZF9sbG0udjEuUGxhY2VtZW50KnkKClVwZGF0ZUtpbmQSGwoXVVBEQVRFX0tJTkRfVU5TUEVDSUZJRUQQABIaChZVUERBVEVfS0lORF9NRU1CRVJTSElQEAESGQoVVVBEQVRFX0tJTkRfUExBQ0VNRU5UEAISFwoTVVBEQVRFX0tJTkRfUkVRVUVTVBADKtkBCgxSZXF1ZXN0UGhhc2USHQoZUkVRVUVTVF9QSEFTRV9VTlNQRUNJRklFRBAAEhkKFVJFUVVFU1RfUEhBU0VfU1RBUlRFRBABEh0KGVJFUVVFU1RfUEhBU0VfRklSU1RfVE9LRU4QAhIcChhSRVFVRVNUX1BIQVNFX1JFQ09WRVJJTkcQAxIbChdSRVFVRVNUX1BIQVNFX0NPTVBMRVRFRBAEEhgKFFJFUVVFU1RfUEhBU0VfRkFJTEVEEAUSGwoXUkVRVUVTVF9QSEFTRV9DQU5DRUxMRUQQBjLhAQoOQ2x1c3RlclNlcnZpY2USZgoNU3RyZWFtVXBkYXRlcxIoLmRpc3RyaWJ1dGVkX2xsbS52MS5TdHJlYW1VcGRhdGVzUmVxdWVzdBopLmRpc3RyaWJ1dGVkX2xsbS52MS5TdHJlYW1VcGRhdGVzUmVzcG9uc2UwARJnCg5FeGVjdXRlQ29tbWFuZBIpLmRpc3RyaWJ1dGVkX2xsbS52MS5FeGVjdXRlQ29tbWFuZFJlcXVlc3QaKi5kaXN0cmlidXRlZF9sbG0udjEuRXhlY3V0ZUNvbW1hbmRSZXNwb25zZWIGcHJvdG8z", [file_distributed_llm_v1_types]);
+  fileDesc("CiBkaXN0cmlidXRlZF9sbG0vdjEvY2x1c3Rlci5wcm90bxISZGlzdHJpYnV0ZWRfbGxtLnYxIl8KFFN0cmVhbVVwZGF0ZXNSZXF1ZXN0Ei0KBWtpbmRzGAEgAygOMh4uZGlzdHJpYnV0ZWRfbGxtLnYxLlVwZGF0ZUtpbmQSGAoQaW5jbHVkZV9zbmFwc2hvdBgCIAEoCCKqAgoVU3RyZWFtVXBkYXRlc1Jlc3BvbnNlEhAKCHNlcXVlbmNlGAEgASgEEhkKEXRpbWVzdGFtcF91bml4X21zGAIgASgDEjkKCm1lbWJlcnNoaXAYAyABKAsyIy5kaXN0cmlidXRlZF9sbG0udjEuTWVtYmVyc2hpcEV2ZW50SAASNwoJcGxhY2VtZW50GAQgASgLMiIuZGlzdHJpYnV0ZWRfbGxtLnYxLlBsYWNlbWVudEV2ZW50SAASMwoHcmVxdWVzdBgFIAEoCzIgLmRpc3RyaWJ1dGVkX2xsbS52MS5SZXF1ZXN0RXZlbnRIABIyCgdtZXRyaWNzGAYgASgLMh8uZGlzdHJpYnV0ZWRfbGxtLnYxLk5vZGVNZXRyaWNzSABCBwoFZXZlbnQidAoPTWVtYmVyc2hpcEV2ZW50EioKBG5vZGUYASABKAsyHC5kaXN0cmlidXRlZF9sbG0udjEuTm9kZUluZm8SNQoOcHJldmlvdXNfc3RhdGUYAiABKA4yHS5kaXN0cmlidXRlZF9sbG0udjEuTm9kZVN0YXRlIlIKDlBsYWNlbWVudEV2ZW50EjAKCXBsYWNlbWVudBgBIAEoCzIdLmRpc3RyaWJ1dGVkX2xsbS52MS5QbGFjZW1lbnQSDgoGcmVhc29uGAIgASgJIuoBCgxSZXF1ZXN0RXZlbnQSEgoKcmVxdWVzdF9pZBgBIAEoCRIvCgVwaGFzZRgCIAEoDjIgLmRpc3RyaWJ1dGVkX2xsbS52MS5SZXF1ZXN0UGhhc2USFAoMaGVhZF9ub2RlX2lkGAMgASgJEg0KBW1vZGVsGAQgASgJEhkKEWNvbXBsZXRpb25fdG9rZW5zGAUgASgNEhIKCmVsYXBzZWRfbXMYBiABKAESDgoGZGV0YWlsGAcgASgJEhkKEXRva2Vuc19wZXJfc2Vjb25kGAggASgBEhYKDnN0YWdlX25vZGVfaWRzGAkgAygJIuUBChVFeGVjdXRlQ29tbWFuZFJlcXVlc3QSOgoKZHJhaW5fbm9kZRgBIAEoCzIkLmRpc3RyaWJ1dGVkX2xsbS52MS5EcmFpbk5vZGVDb21tYW5kSAASMwoGcmVwbGFuGAIgASgLMiEuZGlzdHJpYnV0ZWRfbGxtLnYxLlJlcGxhbkNvbW1hbmRIABI/Cg1zZXRfbG9nX2xldmVsGAMgASgLMiYuZGlzdHJpYnV0ZWRfbGxtLnYxLlNldExvZ0xldmVsQ29tbWFuZEgAEg8KB2RyeV9ydW4YCiABKAhCCQoHY29tbWFuZCIjChBEcmFpbk5vZGVDb21tYW5kEg8KB25vZGVfaWQYASABKAkiHgoNUmVwbGFuQ29tbWFuZBINCgVtb2RlbBgBIAEoCSI0ChJTZXRMb2dMZXZlbENvbW1hbmQSDwoHbm9kZV9pZBgBIAEoCRINCgVsZXZlbBgCIAEoCSJbChZFeGVjdXRlQ29tbWFuZFJlc3BvbnNlEg8KB21lc3NhZ2UYASABKAkSMAoJcGxhY2VtZW50GAIgASgLMh0uZGlzdHJpYnV0ZWRfbGxtLnYxLlBsYWNlbWVudCqSAQoKVXBkYXRlS2luZBIbChdVUERBVEVfS0lORF9VTlNQRUNJRklFRBAAEhoKFlVQREFURV9LSU5EX01FTUJFUlNISVAQARIZChVVUERBVEVfS0lORF9QTEFDRU1FTlQQAhIXChNVUERBVEVfS0lORF9SRVFVRVNUEAMSFwoTVVBEQVRFX0tJTkRfTUVUUklDUxAEKvUBCgxSZXF1ZXN0UGhhc2USHQoZUkVRVUVTVF9QSEFTRV9VTlNQRUNJRklFRBAAEhkKFVJFUVVFU1RfUEhBU0VfU1RBUlRFRBABEh0KGVJFUVVFU1RfUEhBU0VfRklSU1RfVE9LRU4QAhIcChhSRVFVRVNUX1BIQVNFX1JFQ09WRVJJTkcQAxIbChdSRVFVRVNUX1BIQVNFX0NPTVBMRVRFRBAEEhgKFFJFUVVFU1RfUEhBU0VfRkFJTEVEEAUSGwoXUkVRVUVTVF9QSEFTRV9DQU5DRUxMRUQQBhIaChZSRVFVRVNUX1BIQVNFX1BST0dSRVNTEAcy4QEKDkNsdXN0ZXJTZXJ2aWNlEmYKDVN0cmVhbVVwZGF0ZXMSKC5kaXN0cmlidXRlZF9sbG0udjEuU3RyZWFtVXBkYXRlc1JlcXVlc3QaKS5kaXN0cmlidXRlZF9sbG0udjEuU3RyZWFtVXBkYXRlc1Jlc3BvbnNlMAESZwoORXhlY3V0ZUNvbW1hbmQSKS5kaXN0cmlidXRlZF9sbG0udjEuRXhlY3V0ZUNvbW1hbmRSZXF1ZXN0GiouZGlzdHJpYnV0ZWRfbGxtLnYxLkV4ZWN1dGVDb21tYW5kUmVzcG9uc2ViBnByb3RvMw", [file_distributed_llm_v1_types]);
 
 /**
  * Request of ClusterService.StreamUpdates.
@@ -30,8 +30,9 @@ export type StreamUpdatesRequest = Message<"distributed_llm.v1.StreamUpdatesRequ
   kinds: UpdateKind[];
 
   /**
-   * First send the current state as events (one MembershipEvent per member, then the current
-   * placement), so a viewer needs no second call to draw its first screen.
+   * First send the recent events the node keeps (a bounded history, oldest first), then the
+   * current state as events (one MembershipEvent per member, then the current placement), so a
+   * viewer needs no second call to draw its first screen.
    *
    * @generated from field: bool include_snapshot = 2;
    */
@@ -95,6 +96,14 @@ export type StreamUpdatesResponse = Message<"distributed_llm.v1.StreamUpdatesRes
      */
     value: RequestEvent;
     case: "request";
+  } | {
+    /**
+     * A load sample of a node (CPU, memory, tokens/s), for live dashboards.
+     *
+     * @generated from field: distributed_llm.v1.NodeMetrics metrics = 6;
+     */
+    value: NodeMetrics;
+    case: "metrics";
   } | { case: undefined; value?: undefined };
 };
 
@@ -215,6 +224,20 @@ export type RequestEvent = Message<"distributed_llm.v1.RequestEvent"> & {
    * @generated from field: string detail = 7;
    */
   detail: string;
+
+  /**
+   * Decode speed so far, tokens per second (PROGRESS and COMPLETED); 0 when unknown.
+   *
+   * @generated from field: double tokens_per_second = 8;
+   */
+  tokensPerSecond: number;
+
+  /**
+   * Stages serving the request, node ids in layer order (STARTED and RECOVERING).
+   *
+   * @generated from field: repeated string stage_node_ids = 9;
+   */
+  stageNodeIds: string[];
 };
 
 /**
@@ -407,6 +430,13 @@ export enum UpdateKind {
    * @generated from enum value: UPDATE_KIND_REQUEST = 3;
    */
   REQUEST = 3,
+
+  /**
+   * NodeMetrics samples (the answering node's own, about once a second while someone watches).
+   *
+   * @generated from enum value: UPDATE_KIND_METRICS = 4;
+   */
+  METRICS = 4,
 }
 
 /**
@@ -469,6 +499,13 @@ export enum RequestPhase {
    * @generated from enum value: REQUEST_PHASE_CANCELLED = 6;
    */
   CANCELLED = 6,
+
+  /**
+   * Still decoding: completion_tokens and tokens_per_second so far (at most a few per second).
+   *
+   * @generated from enum value: REQUEST_PHASE_PROGRESS = 7;
+   */
+  PROGRESS = 7,
 }
 
 /**

@@ -1,0 +1,203 @@
+/**
+ * `llmctl chat`: an interactive conversation. Each turn sends the whole transcript as the prompt
+ * (through the cluster with --endpoint, else with a local model) and streams the reply.
+ * Commands: `/reset` forgets the conversation, `/system <text>` sets the system prompt (and
+ * resets), `/history` prints the turns, `/exit` (or end of input) quits.
+ */
+import { basename } from "node:path";
+import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
+import { intOption, numberOption, writeOut } from "../common.ts";
+import { palette } from "../format.ts";
+import { modelCommandBase, openEngine } from "./model_options.ts";
+
+/** One turn of the conversation. */
+export interface Turn {
+  role: "user" | "assistant";
+  content: string;
+}
+
+/** The text a model without a chat template continues: system, then alternating turns. */
+export function transcriptPrompt(system: string, turns: Turn[]): string {
+  const lines = system ? [system, ""] : [];
+  for (const t of turns) lines.push(`${t.role === "user" ? "User" : "Assistant"}: ${t.content}`);
+  lines.push("Assistant:");
+  return lines.join("\n");
+}
+
+/** Where a reply ends: the model starting the user's next turn. */
+export const TURN_STOP = "\nUser:";
+
+/**
+ * Streams text but holds back what could be the start of `stop`, so a stop string never
+ * reaches the screen even when it arrives split over several tokens.
+ */
+export class StopFilter {
+  private held = "";
+  /** Whether the stop string appeared (push() returns "" from then on). */
+  stopped = false;
+  /** Everything let through. */
+  text = "";
+
+  constructor(private readonly stop: string) {}
+
+  /** Feed a piece; returns what may be shown now. */
+  push(piece: string): string {
+    if (this.stopped) return "";
+    const s = this.held + piece;
+    const at = s.indexOf(this.stop);
+    if (at >= 0) {
+      this.stopped = true;
+      this.held = "";
+      return this.emit(s.slice(0, at));
+    }
+    let keep = 0;
+    for (let k = Math.min(this.stop.length - 1, s.length); k > 0; k--) {
+      if (s.endsWith(this.stop.slice(0, k))) {
+        keep = k;
+        break;
+      }
+    }
+    this.held = s.slice(s.length - keep);
+    return this.emit(s.slice(0, s.length - keep));
+  }
+
+  /** The end of the stream: release what was held. */
+  flush(): string {
+    const s = this.stopped ? "" : this.held;
+    this.held = "";
+    return this.emit(s);
+  }
+
+  private emit(s: string): string {
+    this.text += s;
+    return s;
+  }
+}
+
+/** Build the `chat` command. */
+export function chatCommand() {
+  return modelCommandBase("chat")
+    .description(
+      "chat interactively (streaming; /reset, /system <text>, /history, /exit), " +
+        "through the cluster with --endpoint or with a local model",
+    )
+    .option("-s, --system <text>", "system prompt", "")
+    .option("-n, --max-tokens <n>", "most tokens per reply", intOption(1), 256)
+    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), 0.7)
+    .option("--seed <n>", "RNG seed", intOption(0, 2 ** 32 - 1))
+    .action(async (opts, cmd) => {
+      const g = cmd.optsWithGlobals() as GlobalOptions;
+      const remote = endpointGiven(g);
+      const p = palette();
+      const interactive = Deno.stdin.isTerminal();
+      let system = opts.system;
+      let turns: Turn[] = [];
+      const agent = remote ? await connect(g) : undefined;
+      const engine = remote ? undefined : await openEngine(opts);
+      const reply = async (prompt: string, filter: StopFilter, signal: AbortSignal) => {
+        const show = (piece: string) => {
+          const out = filter.push(piece);
+          if (out) writeOut(out);
+        };
+        if (agent) {
+          await agent.call(async (c) => {
+            for await (
+              const m of c.inference.generate({
+                model: cmd.getOptionValueSource("model") === "cli" ? basename(opts.model) : "",
+                prompt,
+                maxTokens: opts.maxTokens,
+                stop: [TURN_STOP],
+                sampler: {
+                  temperature: opts.temperature,
+                  seed: opts.seed === undefined ? undefined : BigInt(opts.seed),
+                },
+              }, { signal })
+            ) show(m.text);
+          });
+        } else {
+          await engine!.generate({
+            prompt,
+            maxTokens: opts.maxTokens,
+            sampler: { temperature: opts.temperature, seed: opts.seed },
+            onToken: (_id, text) => show(text),
+          });
+        }
+        const rest = filter.flush();
+        if (rest) writeOut(rest);
+      };
+      console.error(
+        p.gray(
+          `chatting with ${agent ? `the cluster at ${agent.endpoint}` : opts.model}; ` +
+            `/reset, /system <text>, /history, /exit`,
+        ),
+      );
+      const prompt = () => interactive && writeOut(p.cyan("you› "));
+      prompt();
+      try {
+        for await (const line of readLines(Deno.stdin.readable)) {
+          const input = line.trim();
+          if (input === "") {
+            prompt();
+            continue;
+          }
+          if (input === "/exit" || input === "/quit") break;
+          if (input === "/reset") {
+            turns = [];
+            console.log(p.gray("(conversation forgotten)"));
+          } else if (input.startsWith("/system")) {
+            system = input.slice("/system".length).trim();
+            turns = [];
+            console.log(
+              p.gray(
+                system ? `(system prompt set; conversation reset)` : "(system prompt cleared)",
+              ),
+            );
+          } else if (input === "/history") {
+            if (system) console.log(`system: ${system}`);
+            for (const t of turns) console.log(`${t.role}: ${t.content}`);
+          } else if (input.startsWith("/")) {
+            console.log(
+              p.gray(`unknown command ${input}; /reset, /system <text>, /history, /exit`),
+            );
+          } else {
+            turns.push({ role: "user", content: input });
+            if (interactive) writeOut(p.green("bot› "));
+            const filter = new StopFilter(TURN_STOP);
+            const abort = new AbortController();
+            const onSigint = () => abort.abort();
+            Deno.addSignalListener("SIGINT", onSigint);
+            try {
+              await reply(transcriptPrompt(system, turns), filter, abort.signal);
+            } catch (e) {
+              if (!abort.signal.aborted) {
+                turns.pop();
+                throw e instanceof CliError ? e : new CliError((e as Error).message);
+              }
+            } finally {
+              Deno.removeSignalListener("SIGINT", onSigint);
+            }
+            writeOut("\n");
+            turns.push({ role: "assistant", content: filter.text.trim() });
+          }
+          prompt();
+        }
+      } finally {
+        agent?.close();
+        engine?.close();
+      }
+    });
+}
+
+/** Lines of a byte stream (without their newline). */
+export async function* readLines(stream: ReadableStream<Uint8Array>): AsyncIterable<string> {
+  let buf = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buf += chunk;
+    let nl;
+    while ((nl = buf.indexOf("\n")) >= 0) {
+      yield buf.slice(0, nl).replace(/\r$/, "");
+      buf = buf.slice(nl + 1);
+    }
+  }
+  if (buf) yield buf;
+}

@@ -1,0 +1,164 @@
+/**
+ * `llmctl cluster status|info`: the cluster as one agent sees it (DiscoveryService.GetClusterInfo).
+ *
+ * ```sh
+ * llmctl cluster status              # one screen: members by state, layers placed, stages
+ * llmctl cluster info --json         # the whole GetClusterInfo answer as proto3 JSON
+ * ```
+ */
+import { Command } from "@commander-js/extra-typings";
+import { GetClusterInfoResponseSchema, NodeState, PlacementSchema } from "../../proto/mod.ts";
+import { withAgent } from "../client.ts";
+import { printJson } from "../common.ts";
+import { formatBytes, layerBar, palette, table } from "../format.ts";
+import {
+  globals,
+  nodeEndpoint,
+  paintState,
+  rangeText,
+  stateName,
+  wireJson,
+} from "./cluster_view.ts";
+
+/** Build the `cluster` command group. */
+export function clusterCommand() {
+  const cluster = new Command("cluster").description(
+    "show the cluster: members, capacity and which node runs which layers",
+  );
+  cluster.command("status")
+    .description("summary: members by state, layers placed, the pipeline's stages")
+    .option("--json", "print one JSON object")
+    .action(async (opts, cmd) => {
+      const info = await withAgent(
+        globals(cmd),
+        (c) => c.discovery.getClusterInfo({}, c.callOptions),
+      );
+      const m = info.metrics!;
+      const p = info.placement;
+      const ready = p !== undefined && m.layersTotal > 0 && m.layersPlaced >= m.layersTotal;
+      if (opts.json) {
+        printJson({
+          cluster: info.clusterName,
+          responder: info.responderId,
+          ready,
+          nodes: {
+            total: m.nodesTotal,
+            alive: m.nodesAlive,
+            suspect: m.nodesSuspect,
+            dead: m.nodesDead,
+            left: m.nodesLeft,
+          },
+          model: p?.model ?? null,
+          layers: { placed: m.layersPlaced, total: m.layersTotal },
+          epoch: p ? Number(p.epoch) : null,
+          stages: (p?.stages ?? []).map((s) => ({
+            node: s.nodeId,
+            from: s.fromLayer,
+            to: s.toLayer,
+          })),
+          memory_budget_bytes: Number(m.memoryBudgetBytes),
+          active_requests: m.activeRequests,
+        });
+        return;
+      }
+      const c = palette();
+      console.log(
+        `cluster ${c.bold(info.clusterName)} (answered by ${info.responderId}): ` +
+          `${m.nodesAlive} alive` +
+          (m.nodesSuspect ? `, ${c.yellow(`${m.nodesSuspect} suspect`)}` : "") +
+          (m.nodesDead ? `, ${c.red(`${m.nodesDead} dead`)}` : ""),
+      );
+      console.log(
+        `model: ${p?.model ?? "none placed"}` +
+          (p ? `  layers ${m.layersPlaced}/${m.layersTotal}  epoch ${p.epoch}` : "") +
+          `  budget ${formatBytes(Number(m.memoryBudgetBytes))}` +
+          `  ${ready ? c.green("ready") : c.yellow("not ready")}`,
+      );
+      if (p && p.stages.length) {
+        console.log("");
+        console.log(table(
+          ["stage", "node", "layers", "placement"],
+          p.stages.map((s, i) => [
+            String(i),
+            s.nodeId,
+            `[${s.fromLayer},${s.toLayer})`,
+            layerBar(s.fromLayer, s.toLayer, p.totalLayers, 32),
+          ]),
+        ));
+      }
+    });
+  cluster.command("info")
+    .description("members with their resources, totals and the placement")
+    .option("--all", "also list dead and departed members")
+    .option("--json", "print the GetClusterInfo answer as proto3 JSON")
+    .action(async (opts, cmd) => {
+      const info = await withAgent(
+        globals(cmd),
+        (c) => c.discovery.getClusterInfo({ includeDeparted: opts.all ?? false }, c.callOptions),
+      );
+      if (opts.json) {
+        printJson(wireJson(GetClusterInfoResponseSchema, info));
+        return;
+      }
+      const m = info.metrics!;
+      console.log(`cluster ${info.clusterName}, answered by ${info.responderId}`);
+      console.log(
+        `nodes ${m.nodesTotal} (alive ${m.nodesAlive}, suspect ${m.nodesSuspect}, dead ` +
+          `${m.nodesDead}, left ${m.nodesLeft}); cores ${m.cpuCoresTotal}; budget ` +
+          `${formatBytes(Number(m.memoryBudgetBytes))}; layers ${m.layersPlaced}/${m.layersTotal}` +
+          `; requests ${m.activeRequests}; tokens ${m.tokensGeneratedTotal}`,
+      );
+      console.log("");
+      console.log(table(
+        ["id", "state", "endpoint", "backend", "layers", "budget", "gflops", "version"],
+        info.nodes.map((n) => [
+          n.id,
+          stateName(n.state),
+          nodeEndpoint(n),
+          n.backend,
+          rangeText(n),
+          formatBytes(Number(n.resources?.memoryBudgetBytes ?? 0n)),
+          n.calibrationGflops.toFixed(2),
+          n.version,
+        ]),
+        (col, cell, padded) => (col === 1 ? paintState(cell, padded) : padded),
+      ));
+      if (info.placement) {
+        const p = info.placement;
+        console.log(`\nplacement of ${p.model} (epoch ${p.epoch}):`);
+        for (const s of p.stages) {
+          console.log(
+            `  ${layerBar(s.fromLayer, s.toLayer, p.totalLayers, 40)}  ${s.nodeId} ` +
+              `[${s.fromLayer},${s.toLayer})`,
+          );
+        }
+      }
+      if (info.nodes.some((n) => n.state === NodeState.SUSPECT)) {
+        console.log("\nsuspect nodes missed probes; gossip declares them dead unless they answer.");
+      }
+    });
+  cluster.command("replan")
+    .description("re-plan the placement now (each agent plans the same from the gossip view)")
+    .option("--model <name>", "model to re-plan (default: the served one)")
+    .option("--dry-run", "only show the placement a re-plan would give")
+    .option("--json", "print one JSON object: {message, placement}")
+    .action(async (opts, cmd) => {
+      const res = await withAgent(globals(cmd), (c) =>
+        c.cluster.executeCommand({
+          command: { case: "replan", value: { model: opts.model ?? "" } },
+          dryRun: opts.dryRun ?? false,
+        }, c.callOptions));
+      if (opts.json) {
+        printJson({
+          message: res.message,
+          placement: res.placement ? wireJson(PlacementSchema, res.placement) : null,
+        });
+        return;
+      }
+      console.log(res.message);
+      for (const s of res.placement?.stages ?? []) {
+        console.log(`  ${s.nodeId} [${s.fromLayer},${s.toLayer})`);
+      }
+    });
+  return cluster;
+}

@@ -1,0 +1,44 @@
+/** `llmctl version`: llmctl's version, the runtime's, and (with --endpoint) the agent's. */
+import { Command } from "@commander-js/extra-typings";
+import { connect, endpointGiven, type GlobalOptions } from "../client.ts";
+import { printJson } from "../common.ts";
+import { VERSION } from "../version.ts";
+
+/** Build the `version` command. */
+export function versionCommand() {
+  return new Command("version")
+    .description("print llmctl's version (and the agent's, when --endpoint is given)")
+    .option("--json", "print one JSON object")
+    .action(async (opts, cmd) => {
+      const g = cmd.optsWithGlobals() as GlobalOptions;
+      let agent: { node: string; version: string } | { error: string } | null = null;
+      if (endpointGiven(g)) {
+        const c = await connect(g);
+        try {
+          const h = await c.call((a) => a.node.healthCheck({}, a.callOptions));
+          agent = { node: h.nodeId, version: h.version };
+        } catch (e) {
+          agent = { error: (e as Error).message };
+        } finally {
+          c.close();
+        }
+      }
+      const info = {
+        llmctl: VERSION,
+        deno: Deno.version.deno,
+        v8: Deno.version.v8,
+        typescript: Deno.version.typescript,
+        agent,
+      };
+      if (opts.json) {
+        printJson(info);
+        return;
+      }
+      console.log(`llmctl ${VERSION} (deno ${Deno.version.deno})`);
+      if (agent) {
+        console.log(
+          "error" in agent ? `agent: ${agent.error}` : `agent ${agent.node}: ${agent.version}`,
+        );
+      }
+    });
+}

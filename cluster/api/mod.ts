@@ -1,0 +1,40 @@
+/**
+ * The OpenAI-compatible HTTP API: `/v1/models`, `/v1/completions`, `/v1/chat/completions`
+ * (JSON or SSE), `/health`; admission control (bounded slots + queue → 429); stop strings across
+ * token boundaries; the TextGenerator interface an agent implements.
+ *
+ * @example
+ * ```ts
+ * import { startApiServer } from "./mod.ts";
+ * const api = await startApiServer({ port: 8080, generator, apiKey: Deno.env.get("KEY") });
+ * ```
+ *
+ * @module
+ */
+export { Admission, type AdmissionStats } from "./admission.ts";
+export { toGenerateRequest, toGenerationEvents } from "./bridge.ts";
+export {
+  ApiError,
+  type OpenAIErrorBody,
+  PromptTooLongError,
+  QueueFullError,
+  toApiError,
+} from "./errors.ts";
+export type {
+  DoneEvent,
+  GenerationEvent,
+  GenerationParams,
+  ModelInfo,
+  TextGenerator,
+  TokenChoice,
+  TokenEvent,
+} from "./generator.ts";
+export { CompletionBuilder, type Endpoint, type ParsedRequest, parseRequest } from "./openai.ts";
+export {
+  type ApiServer,
+  type ApiServerOptions,
+  DEFAULT_HTTP_PORT,
+  DEFAULT_MAX_BODY_BYTES,
+  startApiServer,
+} from "./server.ts";
+export { StopMatcher } from "./stop.ts";

@@ -1,0 +1,290 @@
+/**
+ * The OpenAI wire format: validate `/v1/completions` and `/v1/chat/completions` bodies into
+ * GenerationParams (400 with the offending `param` otherwise), and build the responses, stream
+ * chunks and logprobs objects that the official clients parse.
+ *
+ * @module
+ */
+import type { ChatMessage } from "../../model/chat/mod.ts";
+import { ApiError } from "./errors.ts";
+import type { DoneEvent, GenerationParams, TokenChoice, TokenEvent } from "./generator.ts";
+
+/** Which endpoint a body was sent to. */
+export type Endpoint = "chat" | "completion";
+
+/** A validated request. */
+export interface ParsedRequest {
+  endpoint: Endpoint;
+  params: GenerationParams;
+  stream: boolean;
+  /** stream_options.include_usage: a last chunk with usage and no choices. */
+  includeUsage: boolean;
+  /** Logprobs were asked for (chat: logprobs=true; completions: logprobs=k). */
+  logprobs: boolean;
+}
+
+type Obj = Record<string, unknown>;
+
+const bad = (param: string, message: string) =>
+  new ApiError(400, message, "invalid_request_error", "invalid_value", param);
+
+function num(body: Obj, key: string, min: number, max: number, integer = false) {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v) || (integer && !Number.isInteger(v))) {
+    throw bad(
+      key,
+      `${key} must be ${integer ? "an integer" : "a number"}, got ${JSON.stringify(v)}`,
+    );
+  }
+  if (v < min || v > max) throw bad(key, `${key} must be from ${min} to ${max}, got ${v}`);
+  return v;
+}
+
+function bool(body: Obj, key: string): boolean | undefined {
+  const v = body[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") {
+    throw bad(key, `${key} must be true or false, got ${JSON.stringify(v)}`);
+  }
+  return v;
+}
+
+/** Message content: a string, or text parts (`[{type: "text", text}]`). */
+function content(v: unknown, i: number): string {
+  if (typeof v === "string") return v;
+  if (v === null || v === undefined) return "";
+  if (Array.isArray(v)) {
+    return v.map((part, j) => {
+      const p = part as Obj;
+      if (p?.type !== "text" || typeof p.text !== "string") {
+        throw bad(
+          `messages[${i}].content[${j}]`,
+          `only text content parts are supported (got type ${JSON.stringify(p?.type)})`,
+        );
+      }
+      return p.text;
+    }).join("");
+  }
+  throw bad(`messages[${i}].content`, "content must be a string or an array of text parts");
+}
+
+/** Validate a request body (already JSON-parsed) for `endpoint`. */
+export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
+  if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
+    throw new ApiError(400, "the request body must be a JSON object");
+  }
+  const body = raw as Obj;
+  if (typeof body.model !== "string" || body.model === "") {
+    throw bad("model", "model is required: one of the ids GET /v1/models lists");
+  }
+  const n = num(body, "n", 1, 128, true);
+  if (n !== undefined && n !== 1) {
+    throw bad("n", `n must be 1 (got ${n}): send one request per completion you want`);
+  }
+  const params: GenerationParams = { model: body.model };
+  if (endpoint === "chat") {
+    if (!Array.isArray(body.messages) || body.messages.length === 0) {
+      throw bad("messages", "messages must be a non-empty array of {role, content}");
+    }
+    params.messages = body.messages.map((m, i): ChatMessage => {
+      const msg = m as Obj;
+      if (typeof msg !== "object" || msg === null || typeof msg.role !== "string") {
+        throw bad(`messages[${i}]`, `messages[${i}] must be an object with a string role`);
+      }
+      return { role: msg.role, content: content(msg.content, i) };
+    });
+    for (const k of ["tools", "functions"]) {
+      if (Array.isArray(body[k]) && (body[k] as unknown[]).length > 0) {
+        throw bad(k, `${k} are not supported by this server`);
+      }
+    }
+  } else {
+    let prompt = body.prompt;
+    if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") {
+      prompt = prompt[0];
+    }
+    if (typeof prompt !== "string") {
+      throw bad(
+        "prompt",
+        "prompt must be a string (token arrays and several prompts per request are not supported)",
+      );
+    }
+    params.prompt = prompt;
+    if (body.echo === true) throw bad("echo", "echo is not supported");
+    if (typeof body.suffix === "string" && body.suffix !== "") {
+      throw bad("suffix", "suffix is not supported");
+    }
+    const bestOf = num(body, "best_of", 1, 128, true);
+    if (bestOf !== undefined && bestOf !== 1) throw bad("best_of", "best_of must be 1");
+  }
+  const maxTokens = num(body, "max_completion_tokens", 1, 2 ** 31, true) ??
+    num(body, "max_tokens", 1, 2 ** 31, true);
+  // OpenAI's defaults: completions stop after 16 tokens, chat runs until the end.
+  params.maxTokens = maxTokens ?? (endpoint === "completion" ? 16 : undefined);
+  params.temperature = num(body, "temperature", 0, 2) ?? 1;
+  params.topP = num(body, "top_p", 0, 1) ?? 1;
+  // llama.cpp-style extensions; off unless asked for, as in OpenAI's sampler.
+  params.topK = num(body, "top_k", 0, 1 << 20, true) ?? 0;
+  params.minP = num(body, "min_p", 0, 1) ?? 0;
+  params.repeatPenalty = num(body, "repeat_penalty", 0.01, 100) ?? 1;
+  params.presencePenalty = num(body, "presence_penalty", -2, 2);
+  params.frequencyPenalty = num(body, "frequency_penalty", -2, 2);
+  const seed = num(body, "seed", -(2 ** 63), 2 ** 64, true);
+  if (seed !== undefined) params.seed = BigInt.asUintN(64, BigInt(seed));
+  const stop = body.stop;
+  if (typeof stop === "string") params.stop = [stop];
+  else if (Array.isArray(stop)) {
+    if (stop.length > 4 || !stop.every((s) => typeof s === "string")) {
+      throw bad("stop", "stop must be a string or an array of at most 4 strings");
+    }
+    params.stop = stop as string[];
+  } else if (stop !== undefined && stop !== null) {
+    throw bad("stop", "stop must be a string or an array of at most 4 strings");
+  }
+  let logprobs = false;
+  if (endpoint === "chat") {
+    logprobs = bool(body, "logprobs") ?? false;
+    const top = num(body, "top_logprobs", 0, 20, true);
+    if (top !== undefined && !logprobs) {
+      throw bad("top_logprobs", "top_logprobs needs logprobs: true");
+    }
+    if (logprobs) params.topLogprobs = top ?? 0;
+  } else {
+    const k = num(body, "logprobs", 0, 20, true);
+    if (k !== undefined) {
+      logprobs = true;
+      params.topLogprobs = k;
+    }
+  }
+  const stream = bool(body, "stream") ?? false;
+  const opts = body.stream_options as Obj | undefined | null;
+  const includeUsage = stream && typeof opts === "object" && opts !== null &&
+    opts.include_usage === true;
+  return { endpoint, params, stream, includeUsage, logprobs };
+}
+
+/** Chat-format logprob entry of one token. */
+function chatLogprob(t: TokenChoice, top: TokenChoice[]) {
+  const enc = (c: TokenChoice) => ({
+    token: c.text,
+    logprob: c.logprob,
+    bytes: [...new TextEncoder().encode(c.text)],
+  });
+  return { ...enc(t), top_logprobs: top.map(enc) };
+}
+
+/** Collects a generation into one response (and builds stream chunks on the way). */
+export class CompletionBuilder {
+  readonly id: string;
+  readonly created = Math.floor(Date.now() / 1000);
+  private text = "";
+  private readonly tokens: TokenEvent[] = [];
+  private sentRole = false;
+
+  /** A builder for one request. */
+  constructor(readonly req: ParsedRequest, readonly model: string) {
+    this.id = (req.endpoint === "chat" ? "chatcmpl-" : "cmpl-") + crypto.randomUUID();
+  }
+
+  /** Record a token; returns the stream chunk for it (or null when it adds nothing visible). */
+  token(ev: TokenEvent): Record<string, unknown> | null {
+    const offset = this.text.length;
+    this.text += ev.text;
+    this.tokens.push(ev);
+    if (!this.req.stream) return null;
+    if (!ev.text && !this.req.logprobs && this.sentRole) return null;
+    return this.chunk(ev.text, null, this.req.logprobs ? this.logprobsOf([ev], offset) : null);
+  }
+
+  /** The first chunk of a chat stream (role only), sent before any token. */
+  roleChunk(): Record<string, unknown> | null {
+    if (this.req.endpoint !== "chat" || this.sentRole) return null;
+    return this.chunk("", null, null);
+  }
+
+  /** The last content chunk, with finish_reason. */
+  finalChunk(done: DoneEvent): Record<string, unknown> {
+    this.text += done.text;
+    return this.chunk(done.text, finishReason(done), null);
+  }
+
+  /** The usage-only chunk (stream_options.include_usage). */
+  usageChunk(done: DoneEvent): Record<string, unknown> {
+    return { ...this.envelope(true), choices: [], usage: usage(done) };
+  }
+
+  /** The whole (non-streamed) response. */
+  response(done: DoneEvent): Record<string, unknown> {
+    this.text += done.text;
+    const logprobs = this.req.logprobs ? this.logprobsOf(this.tokens, 0) : null;
+    const choice = this.req.endpoint === "chat"
+      ? {
+        index: 0,
+        message: { role: "assistant", content: this.text, refusal: null },
+        logprobs,
+        finish_reason: finishReason(done),
+      }
+      : { index: 0, text: this.text, logprobs, finish_reason: finishReason(done) };
+    return { ...this.envelope(false), choices: [choice], usage: usage(done) };
+  }
+
+  private envelope(chunk: boolean) {
+    return {
+      id: this.id,
+      object: this.req.endpoint === "chat"
+        ? (chunk ? "chat.completion.chunk" : "chat.completion")
+        : "text_completion",
+      created: this.created,
+      model: this.model,
+      system_fingerprint: null,
+    };
+  }
+
+  private chunk(text: string, finish: string | null, logprobs: unknown) {
+    let choice: Record<string, unknown>;
+    if (this.req.endpoint === "chat") {
+      const delta: Record<string, unknown> = {};
+      if (!this.sentRole) {
+        delta.role = "assistant";
+        this.sentRole = true;
+      }
+      if (text || finish === null) delta.content = text;
+      choice = { index: 0, delta, logprobs, finish_reason: finish };
+    } else {
+      choice = { index: 0, text, logprobs, finish_reason: finish };
+    }
+    return { ...this.envelope(true), choices: [choice] };
+  }
+
+  /** Logprobs of `tokens` in this endpoint's format; `offset` is the first one's text offset. */
+  private logprobsOf(tokens: TokenEvent[], offset: number) {
+    if (this.req.endpoint === "chat") {
+      return { content: tokens.map((t) => chatLogprob(t.token, t.top)), refusal: null };
+    }
+    const textOffset: number[] = [];
+    let at = offset;
+    for (const t of tokens) {
+      textOffset.push(at);
+      at += t.text.length;
+    }
+    return {
+      tokens: tokens.map((t) => t.token.text),
+      token_logprobs: tokens.map((t) => t.token.logprob),
+      top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((c) => [c.text, c.logprob]))),
+      text_offset: textOffset,
+    };
+  }
+}
+
+function finishReason(done: DoneEvent): string {
+  return done.finishReason === "length" ? "length" : "stop";
+}
+
+function usage(done: DoneEvent) {
+  return {
+    prompt_tokens: done.promptTokens,
+    completion_tokens: done.completionTokens,
+    total_tokens: done.promptTokens + done.completionTokens,
+  };
+}

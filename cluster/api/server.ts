@@ -1,0 +1,301 @@
+/**
+ * The OpenAI-compatible HTTP listener of an agent (`--http-port`, default 8080):
+ * `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions` (JSON or SSE with
+ * `stream: true`), `GET /health` (slots, queue, placement; no key needed, for probes).
+ *
+ * Built on `node:http`, like the metrics and RPC listeners: one way to bind, report the real port
+ * and cut open connections on shutdown across the agent, and a `close` event on the response
+ * that tells a client went away mid-generation (which aborts the generation, freeing its slot).
+ *
+ * @module
+ */
+import * as http from "node:http";
+import type * as net from "node:net";
+import { createHash, timingSafeEqual } from "node:crypto";
+import { ApiError, toApiError } from "./errors.ts";
+import type { DoneEvent, GenerationEvent, TextGenerator } from "./generator.ts";
+import { CompletionBuilder, type Endpoint, parseRequest } from "./openai.ts";
+
+/** The HTTP API port users see (DESIGN.md "Names users see"). */
+export const DEFAULT_HTTP_PORT = 8080;
+/** Largest request body accepted, bytes (413 beyond). */
+export const DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024;
+
+/** Options of {@linkcode startApiServer}. */
+export interface ApiServerOptions {
+  /** Address to bind; default 127.0.0.1. */
+  host?: string;
+  /** Port; default 8080; 0 picks a free one (see {@linkcode ApiServer.port}). */
+  port?: number;
+  /** What serves the requests. */
+  generator: TextGenerator;
+  /** When set, every /v1 request needs `Authorization: Bearer <apiKey>` (401 otherwise). */
+  apiKey?: string;
+  /** Largest request body, bytes; default {@linkcode DEFAULT_MAX_BODY_BYTES}. */
+  maxBodyBytes?: number;
+  /** Log hook for failures that are the server's fault. */
+  log?: (level: "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** A running API listener. */
+export interface ApiServer {
+  /** Port bound (the real one when 0 was asked for). */
+  readonly port: number;
+  /** Stop listening and cut open connections (their generations are cancelled). */
+  close(): Promise<void>;
+}
+
+/**
+ * Start the API listener; resolves once it is bound.
+ *
+ * @example
+ * ```ts
+ * const api = await startApiServer({ port: 0, generator: agentGenerator });
+ * const client = new OpenAI({ baseURL: `http://127.0.0.1:${api.port}/v1`, apiKey: "none" });
+ * ```
+ */
+export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const port = opts.port ?? DEFAULT_HTTP_PORT;
+  const keyHash = opts.apiKey ? sha256(opts.apiKey) : undefined;
+  const server = http.createServer((req, res) => {
+    handle(req, res).catch((e) => {
+      opts.log?.("error", "api request failed", { error: String(e), url: req.url });
+      if (!res.headersSent) sendError(res, toApiError(e));
+      else res.destroy();
+    });
+  });
+
+  async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? "/", "http://x").pathname.replace(/\/+$/, "") || "/";
+    if (path === "/health") {
+      if (req.method !== "GET" && req.method !== "HEAD") return sendError(res, methodNotAllowed());
+      return sendJson(res, 200, opts.generator.health());
+    }
+    if (!path.startsWith("/v1/")) {
+      return sendError(res, new ApiError(404, `no route ${path}; the API lives under /v1`));
+    }
+    if (keyHash) {
+      const auth = req.headers.authorization ?? "";
+      const m = /^Bearer\s+(.+)$/i.exec(auth);
+      if (!m || !timingSafeEqual(sha256(m[1].trim()), keyHash)) {
+        req.resume();
+        return sendError(
+          res,
+          new ApiError(
+            401,
+            m
+              ? "incorrect API key; send the agent's --api-key as Authorization: Bearer <key>"
+              : "missing API key; send Authorization: Bearer <key> (the agent's --api-key)",
+            "invalid_request_error",
+            "invalid_api_key",
+          ),
+        );
+      }
+    }
+    if (path === "/v1/models" || path.startsWith("/v1/models/")) {
+      if (req.method !== "GET") return sendError(res, methodNotAllowed());
+      const models = opts.generator.models().map((m) => ({
+        id: m.id,
+        object: "model",
+        created: m.created,
+        owned_by: "distributed-llm",
+        context_length: m.contextLength,
+      }));
+      if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: models });
+      const id = decodeURIComponent(path.slice("/v1/models/".length));
+      const found = models.find((m) => m.id === id);
+      if (!found) return sendError(res, unknownModel(id, models.map((m) => m.id)));
+      return sendJson(res, 200, found);
+    }
+    const endpoint: Endpoint | undefined = path === "/v1/chat/completions"
+      ? "chat"
+      : path === "/v1/completions"
+      ? "completion"
+      : undefined;
+    if (!endpoint) {
+      req.resume();
+      return sendError(res, new ApiError(404, `no route ${path}`, undefined, "unknown_url"));
+    }
+    if (req.method !== "POST") return sendError(res, methodNotAllowed());
+    const body = await readBody(req, opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
+    let json: unknown;
+    try {
+      json = JSON.parse(body);
+    } catch (e) {
+      throw new ApiError(400, `the request body is not valid JSON: ${(e as Error).message}`);
+    }
+    const parsed = parseRequest(endpoint, json);
+    await complete(res, parsed, opts.generator);
+  }
+
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.setNoDelay(true);
+    s.once("close", () => sockets.delete(s));
+    s.on("error", () => {});
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error & { code?: string }) => {
+      const why = e.code === "EADDRINUSE"
+        ? `port ${port} is already in use; choose another with --http-port (0 picks a free one)`
+        : e.message;
+      reject(new Error(`cannot listen for the HTTP API on ${host}:${port}: ${why}`));
+    };
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}
+
+/** Run one generation and answer it as JSON or as an SSE stream. */
+async function complete(
+  res: http.ServerResponse,
+  parsed: ReturnType<typeof parseRequest>,
+  generator: TextGenerator,
+): Promise<void> {
+  const abort = new AbortController();
+  // The client went away (closed the socket) before we finished: cancel the generation.
+  res.once("close", () => {
+    if (!res.writableFinished) abort.abort(new DOMException("the client went away", "AbortError"));
+  });
+  const it = generator.generate(parsed.params, abort.signal)[Symbol.asyncIterator]();
+  // Answer with the served model's canonical id when the client used an alias.
+  const name = parsed.params.model;
+  const model =
+    generator.models().find((m) => m.id === name || m.id.replace(/\.gguf$/i, "") === name)
+      ?.id ?? name;
+  const builder = new CompletionBuilder(parsed, model);
+  let done: DoneEvent | undefined;
+  let next: IteratorResult<GenerationEvent> | undefined;
+  try {
+    // The first event decides the status: errors before it (validation, 413, 429, 503) are
+    // answered with their status code; after it, a stream can only report them in-band.
+    next = await it.next();
+    if (!parsed.stream) {
+      for (; !next.done; next = await it.next()) {
+        const ev: GenerationEvent = next.value;
+        if (ev.kind === "token") builder.token(ev);
+        else done = ev;
+      }
+      if (!done || abort.signal.aborted) return;
+      return sendJson(res, 200, builder.response(done));
+    }
+    res.writeHead(200, {
+      "content-type": "text/event-stream; charset=utf-8",
+      "cache-control": "no-cache",
+      "x-accel-buffering": "no",
+    });
+    const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    const role = builder.roleChunk();
+    if (role) send(role);
+    try {
+      for (; !next.done; next = await it.next()) {
+        if (abort.signal.aborted) break;
+        const ev: GenerationEvent = next.value;
+        if (ev.kind === "token") {
+          const chunk = builder.token(ev);
+          if (chunk) send(chunk);
+        } else done = ev;
+      }
+    } catch (e) {
+      send(toApiError(e).body());
+      res.end();
+      return;
+    }
+    if (done && !abort.signal.aborted) {
+      send(builder.finalChunk(done));
+      if (parsed.includeUsage) send(builder.usageChunk(done));
+      res.end("data: [DONE]\n\n");
+    } else res.end();
+  } catch (e) {
+    if (abort.signal.aborted) return;
+    throw e;
+  } finally {
+    if (!next?.done) {
+      // Left early (client gone, error): stop the generation and free its slot.
+      abort.abort();
+      await it.return?.();
+    }
+  }
+}
+
+function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers["content-length"] ?? 0);
+    const tooBig = () =>
+      new ApiError(
+        413,
+        `the request body is larger than ${limit} bytes`,
+        "invalid_request_error",
+        "request_too_large",
+      );
+    if (declared > limit) {
+      req.resume();
+      return reject(tooBig());
+    }
+    const chunks: Uint8Array[] = [];
+    let size = 0;
+    req.on("data", (c: Uint8Array) => {
+      size += c.length;
+      if (size > limit) {
+        req.removeAllListeners("data");
+        req.resume();
+        reject(tooBig());
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => {
+      const all = new Uint8Array(size);
+      let at = 0;
+      for (const c of chunks) {
+        all.set(c, at);
+        at += c.length;
+      }
+      resolve(new TextDecoder().decode(all));
+    });
+    req.on("error", reject);
+  });
+}
+
+function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, {
+    "content-type": "application/json",
+    "content-length": new TextEncoder().encode(text).length,
+  }).end(text);
+}
+
+function sendError(res: http.ServerResponse, e: ApiError): void {
+  sendJson(res, e.status, e.body());
+}
+
+function methodNotAllowed(): ApiError {
+  return new ApiError(405, "method not allowed", "invalid_request_error", "method_not_allowed");
+}
+
+function unknownModel(id: string, known: string[]): ApiError {
+  return new ApiError(
+    404,
+    `model ${id} is not served here (this cluster serves ${known.join(", ") || "no model"})`,
+    "invalid_request_error",
+    "model_not_found",
+    "model",
+  );
+}
+
+function sha256(s: string): Uint8Array {
+  return createHash("sha256").update(s).digest();
+}

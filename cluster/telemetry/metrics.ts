@@ -1,0 +1,272 @@
+/**
+ * The agent's Prometheus metrics: one prom-client registry per agent with process defaults and
+ * the `distributed_llm_*` families that k8s/ (KEDA, alerts, the Grafana dashboard) reads.
+ *
+ * Event metrics (tokens, request and stage-step latencies, activation bytes) are fed by hooks the
+ * agent calls; state metrics (CPU, memory, layers, sessions, gossip) are read from a
+ * {@linkcode MetricsSource} when Prometheus scrapes. Every label has a small fixed set of values.
+ *
+ * @module
+ */
+import os from "node:os";
+import client from "prom-client";
+
+/** Every metric name the agent exports besides the process defaults (DESIGN.md "Names users see"). */
+export const METRIC_NAMES = {
+  cpuPercent: "distributed_llm_node_cpu_percent",
+  memoryPercent: "distributed_llm_node_memory_percent",
+  layersHosted: "distributed_llm_layers_hosted",
+  tokensGenerated: "distributed_llm_tokens_generated_total",
+  requestsActive: "distributed_llm_requests_active",
+  queueDepth: "distributed_llm_queue_depth",
+  inferenceDuration: "distributed_llm_inference_duration_seconds",
+  stageForwardDuration: "distributed_llm_stage_forward_duration_seconds",
+  activationBytes: "distributed_llm_activation_bytes_total",
+  gossipMembers: "distributed_llm_gossip_members",
+  gossipProbeRtt: "distributed_llm_gossip_probe_rtt_seconds",
+  gossipPacketsDropped: "distributed_llm_gossip_packets_dropped_total",
+  modelLoad: "distributed_llm_model_load_seconds",
+  kvCacheSlots: "distributed_llm_kv_cache_slots",
+} as const;
+
+/** Gossip member states, the values of `gossip_members{state}`. */
+export const MEMBER_STATES = ["alive", "suspect", "dead", "left"] as const;
+
+/** State the agent exposes to a scrape; every function is cheap and never throws. */
+export interface MetricsSource {
+  /** Layers of the stage this agent hosts now (0 when none). */
+  layersHosted(): number;
+  /** Generate requests this agent is head of right now. */
+  requestsActive(): number;
+  /** Stage steps waiting for (or running on) the stage's one forward pass at a time. */
+  queueDepth(): number;
+  /** KV cache slots (sessions) in use and free on the hosted stage. */
+  kvCacheSlots(): { used: number; free: number };
+  /** Members this agent knows, by state. */
+  gossipMembers(): Partial<Record<(typeof MEMBER_STATES)[number], number>>;
+  /** Smoothed round trip of gossip probes, milliseconds (0 before the first ack). */
+  gossipProbeRttMs(): number;
+  /** Cumulative dropped gossip packets by reason. */
+  gossipDropped(): Record<string, number>;
+}
+
+/** Bucket bounds of a whole request (seconds): from a few tokens on a toy model to minutes. */
+const REQUEST_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];
+/** Bucket bounds of one stage step (seconds): a decode step on a small range to a long prefill. */
+const STEP_BUCKETS = [
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
+  0.005,
+  0.01,
+  0.025,
+  0.05,
+  0.1,
+  0.25,
+  0.5,
+  1,
+  2.5,
+  5,
+];
+
+/** Machine-wide CPU busy share since the previous call, from `os.cpus()` tick counters. */
+class CpuMeter {
+  private last = CpuMeter.ticks();
+  private value = 0;
+
+  private static ticks(): { busy: number; total: number } {
+    let busy = 0, total = 0;
+    for (const c of os.cpus()) {
+      const t = c.times;
+      const all = t.user + t.nice + t.sys + t.idle + t.irq;
+      total += all;
+      busy += all - t.idle;
+    }
+    return { busy, total };
+  }
+
+  /** Percent busy over the interval since the last reading (the last value if too short). */
+  percent(): number {
+    const now = CpuMeter.ticks();
+    const dt = now.total - this.last.total;
+    if (dt > 0) {
+      this.value = Math.min(100, Math.max(0, (100 * (now.busy - this.last.busy)) / dt));
+      this.last = now;
+    }
+    return this.value;
+  }
+}
+
+/**
+ * The metrics of one agent.
+ *
+ * @example
+ * ```ts
+ * const metrics = new AgentMetrics(source);
+ * metrics.onToken();
+ * console.log(await metrics.registry.metrics());
+ * ```
+ */
+export class AgentMetrics {
+  /** The registry `/metrics` serves. */
+  readonly registry: client.Registry = new client.Registry();
+  private readonly tokens: client.Counter;
+  private readonly inference: client.Histogram;
+  private readonly stageForward: client.Histogram<"phase">;
+  private readonly activationBytes: client.Counter<"direction">;
+  private readonly modelLoad: client.Gauge;
+
+  /** Register every family on a fresh registry; state metrics read `source` on each scrape. */
+  constructor(source: MetricsSource, labels: Record<string, string> = {}) {
+    const registers = [this.registry];
+    this.registry.setDefaultLabels(labels);
+    client.collectDefaultMetrics({ register: this.registry });
+    const cpu = new CpuMeter();
+    const gauge = (name: string, help: string, read: () => number) =>
+      new client.Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read());
+        },
+      });
+    gauge(
+      METRIC_NAMES.cpuPercent,
+      "Machine CPU busy percent since the previous scrape.",
+      () => cpu.percent(),
+    );
+    gauge(METRIC_NAMES.memoryPercent, "Machine memory in use, percent of total.", () => {
+      const m = Deno.systemMemoryInfo();
+      return m.total > 0 ? (100 * (m.total - m.available)) / m.total : 0;
+    });
+    gauge(
+      METRIC_NAMES.layersHosted,
+      "Transformer layers this agent hosts.",
+      () => source.layersHosted(),
+    );
+    gauge(
+      METRIC_NAMES.requestsActive,
+      "Generate requests this agent is head of.",
+      () => source.requestsActive(),
+    );
+    gauge(
+      METRIC_NAMES.queueDepth,
+      "Stage steps queued for the hosted stage (one forward pass runs at a time).",
+      () => source.queueDepth(),
+    );
+    gauge(
+      METRIC_NAMES.gossipProbeRtt,
+      "Smoothed round trip of gossip probes to other members, seconds.",
+      () => source.gossipProbeRttMs() / 1000,
+    );
+    new client.Gauge({
+      name: METRIC_NAMES.kvCacheSlots,
+      help: "KV cache slots (sessions) of the hosted stage, by state.",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const s = source.kvCacheSlots();
+        this.set({ state: "used" }, s.used);
+        this.set({ state: "free" }, s.free);
+      },
+    });
+    new client.Gauge({
+      name: METRIC_NAMES.gossipMembers,
+      help: "Cluster members this agent knows, by gossip state.",
+      labelNames: ["state"],
+      registers,
+      collect() {
+        const m = source.gossipMembers();
+        for (const state of MEMBER_STATES) this.set({ state }, m[state] ?? 0);
+      },
+    });
+    // Gossip keeps cumulative counters; add what grew since the last scrape.
+    const seen: Record<string, number> = {};
+    new client.Counter({
+      name: METRIC_NAMES.gossipPacketsDropped,
+      help: "Gossip packets and streams dropped, by reason (decrypt, malformed, ...).",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        for (const [reason, n] of Object.entries(source.gossipDropped())) {
+          this.inc({ reason }, Math.max(0, n - (seen[reason] ?? 0)));
+          seen[reason] = n;
+        }
+      },
+    });
+    this.tokens = new client.Counter({
+      name: METRIC_NAMES.tokensGenerated,
+      help: "Tokens generated by requests this agent was head of.",
+      registers,
+    });
+    this.inference = new client.Histogram({
+      name: METRIC_NAMES.inferenceDuration,
+      help: "Duration of whole Generate requests (prefill and decode), seconds.",
+      buckets: REQUEST_BUCKETS,
+      registers,
+    });
+    this.stageForward = new client.Histogram({
+      name: METRIC_NAMES.stageForwardDuration,
+      help: "Compute time of one step of the hosted stage, seconds, by phase.",
+      labelNames: ["phase"],
+      buckets: STEP_BUCKETS,
+      registers,
+    });
+    this.activationBytes = new client.Counter({
+      name: METRIC_NAMES.activationBytes,
+      help: "Activation bytes the hosted stage received (in) and sent (out) over RPC.",
+      labelNames: ["direction"],
+      registers,
+    });
+    this.modelLoad = new client.Gauge({
+      name: METRIC_NAMES.modelLoad,
+      help: "Seconds the last stage load took (weights of the hosted layer range).",
+      registers,
+    });
+    // Series with labels exist from the start, so rates and alerts see zeros, not gaps.
+    for (const phase of ["prefill", "decode"]) this.stageForward.zero({ phase });
+    for (const direction of ["in", "out"]) this.activationBytes.inc({ direction }, 0);
+  }
+
+  /** One token generated by a request this agent heads. */
+  onToken(): void {
+    this.tokens.inc();
+  }
+
+  /** A Generate request ended (any way) after `seconds`. */
+  onRequest(seconds: number): void {
+    this.inference.observe(seconds);
+  }
+
+  /** The hosted stage ran one step of `rows` tokens in `computeMs`. */
+  onStageStep(info: { computeMs: number; rows: number }): void {
+    this.stageForward.observe(
+      { phase: info.rows > 1 ? "prefill" : "decode" },
+      info.computeMs / 1000,
+    );
+  }
+
+  /** The Forward handler moved one frame: activation bytes in and out. */
+  onFrame(info: { bytesIn: number; bytesOut: number }): void {
+    this.activationBytes.inc({ direction: "in" }, info.bytesIn);
+    this.activationBytes.inc({ direction: "out" }, info.bytesOut);
+  }
+
+  /** A stage finished loading in `seconds`. */
+  onModelLoad(seconds: number): void {
+    this.modelLoad.set(seconds);
+  }
+
+  /** The exposition text (what `/metrics` answers). */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** The Content-Type of {@linkcode text}. */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The metrics listener: `GET /metrics` (Prometheus text format) and `GET /health` (liveness;
+ * `/health?ready=1` answers 503 until the agent can serve requests, for readiness probes).
+ *
+ * @module
+ */
+import * as http from "node:http";
+import type * as net from "node:net";
+
+/** What the listener serves. */
+export interface MetricsServerOptions {
+  /** Address to bind; default 127.0.0.1. */
+  host?: string;
+  /** Port; default 9090; 0 picks a free one (see {@linkcode MetricsServer.port}). */
+  port?: number;
+  /** The exposition text and its content type. */
+  metrics: () => Promise<{ text: string; contentType: string }>;
+  /** Whether the agent serves requests now, and why not. */
+  readiness: () => { serving: boolean; detail?: string };
+}
+
+/** A running metrics listener. */
+export interface MetricsServer {
+  /** Port bound (the real one when 0 was asked for). */
+  readonly port: number;
+  /** Stop listening and cut open connections. */
+  close(): Promise<void>;
+}
+
+/** The metrics port users see (DESIGN.md "Names users see"). */
+export const DEFAULT_METRICS_PORT = 9090;
+
+/**
+ * Start the metrics listener; resolves once it is bound.
+ *
+ * @example
+ * ```ts
+ * const server = await startMetricsServer({
+ *   port: 0,
+ *   metrics: async () => ({ text: await m.text(), contentType: m.contentType }),
+ *   readiness: () => ({ serving: true }),
+ * });
+ * ```
+ */
+export async function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const port = opts.port ?? DEFAULT_METRICS_PORT;
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url ?? "/", "http://x");
+    if (req.method !== "GET" && req.method !== "HEAD") {
+      res.writeHead(405, { allow: "GET, HEAD" }).end();
+      return;
+    }
+    if (url.pathname === "/metrics") {
+      opts.metrics().then(({ text, contentType }) => {
+        res.writeHead(200, { "content-type": contentType }).end(text);
+      }, (e) => {
+        res.writeHead(500, { "content-type": "text/plain" }).end(`metrics failed: ${e}\n`);
+      });
+      return;
+    }
+    if (url.pathname === "/health") {
+      const r = opts.readiness();
+      const wantReady = url.searchParams.has("ready");
+      const status = wantReady && !r.serving ? 503 : 200;
+      res.writeHead(status, { "content-type": "application/json" }).end(
+        JSON.stringify({ status: r.serving ? "serving" : "not_serving", detail: r.detail }) + "\n",
+      );
+      return;
+    }
+    res.writeHead(404, { "content-type": "text/plain" }).end("try /metrics or /health\n");
+  });
+  const sockets = new Set<net.Socket>();
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.once("close", () => sockets.delete(s));
+    s.on("error", () => {});
+  });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (e: Error & { code?: string }) => {
+      const why = e.code === "EADDRINUSE"
+        ? `port ${port} is already in use; choose another with --metrics-port (0 picks a free one)`
+        : e.message;
+      reject(new Error(`cannot listen for metrics on ${host}:${port}: ${why}`));
+    };
+    server.once("error", onError);
+    server.listen(port, host, () => {
+      server.off("error", onError);
+      resolve();
+    });
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}

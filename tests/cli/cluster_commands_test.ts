@@ -1,0 +1,265 @@
+/**
+ * llmctl's cluster commands against real agent processes: every subcommand's --json, the
+ * errors users see, drain moving layers, and --help of every command.
+ */
+import { buildProgram } from "../../cli/llmctl.ts";
+import type { Command } from "@commander-js/extra-typings";
+import { assert, assertEquals } from "../support/assert.ts";
+import { type AgentProcess, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
+import { llmctl } from "../support/cli.ts";
+import { FIXTURES, REPO } from "../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+
+async function json(args: string[]): Promise<Record<string, unknown>> {
+  const r = await llmctl(args);
+  assertEquals(r.code, 0, `llmctl ${args.join(" ")}:\n${r.stderr}`);
+  return JSON.parse(r.stdout);
+}
+
+/** Run llmctl with `input` on stdin. */
+async function llmctlWithInput(args: string[], input: string) {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", `${REPO}/cli/llmctl.ts`, ...args],
+    cwd: REPO,
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const w = child.stdin.getWriter();
+  await w.write(new TextEncoder().encode(input));
+  await w.close();
+  const out = await child.output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, ms = 15_000) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+Deno.test({
+  name: "llmctl against a 2-agent cluster: every read command's --json, generate, chat, drain",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async (t) => {
+    // Each agent can hold the whole model, so draining one leaves a placement.
+    const agents: AgentProcess[] = await startCluster(["a", "b"], {
+      model: STORIES,
+      memoryBudget: "4MB",
+    });
+    try {
+      await waitForPlacement(agents[0], 2);
+      const ep = ["--endpoint", `127.0.0.1:${agents[0].rpcPort}`];
+
+      await t.step("cluster status --json", async () => {
+        const s = await json(["cluster", "status", ...ep, "--json"]);
+        assertEquals(s.responder, "a");
+        assertEquals(s.ready, true);
+        assertEquals((s.nodes as { alive: number }).alive, 2);
+        const layers = s.layers as { placed: number; total: number };
+        assertEquals(layers, { placed: 5, total: 5 });
+        const stages = s.stages as { node: string; from: number; to: number }[];
+        assertEquals(stages[0].from, 0);
+        assertEquals(stages.at(-1)!.to, 5);
+      });
+
+      await t.step("cluster info --json is the GetClusterInfo answer", async () => {
+        const s = await json(["cluster", "info", ...ep, "--json"]);
+        assertEquals(s.responderId, "a");
+        assertEquals((s.nodes as { id: string }[]).map((n) => n.id), ["a", "b"]);
+        assertEquals((s.placement as { totalLayers: number }).totalLayers, 5);
+      });
+
+      await t.step("nodes list --json (DLLM_ENDPOINT works like --endpoint)", async () => {
+        const r = await llmctl(["nodes", "list", "--json"], {
+          DLLM_ENDPOINT: `127.0.0.1:${agents[1].rpcPort}`,
+        });
+        assertEquals(r.code, 0, r.stderr);
+        const s = JSON.parse(r.stdout);
+        assertEquals(s.responder, "b");
+        const nodes = s.nodes as { id: string; state: string; backend: string }[];
+        assertEquals(nodes.map((n) => [n.id, n.state, n.backend]), [
+          ["a", "NODE_STATE_ALIVE", "reference"],
+          ["b", "NODE_STATE_ALIVE", "reference"],
+        ]);
+      });
+
+      await t.step("nodes describe --json asks the node itself", async () => {
+        const s = await json(["nodes", "describe", "b", ...ep, "--json"]);
+        assertEquals((s.node as { id: string }).id, "b");
+        assertEquals((s.health as { nodeId: string; status: string }).nodeId, "b");
+        assertEquals((s.health as { status: string }).status, "SERVING_STATUS_SERVING");
+        assert(Number((s.resources as { resources: { cpuCores: number } }).resources.cpuCores) > 0);
+        assertEquals((s.metrics as { metrics: { nodeId: string } }).metrics.nodeId, "b");
+        const missing = await llmctl(["nodes", "describe", "zz", ...ep]);
+        assertEquals(missing.code, 1);
+        assert(missing.stderr.includes('no node "zz"'), missing.stderr);
+      });
+
+      await t.step("models list --json and models inspect --json", async () => {
+        const s = await json(["models", "list", ...ep, "--json"]);
+        const models = s.models as { model: string; total_layers: number; ready: boolean }[];
+        assertEquals(models.length, 1);
+        assert(models[0].model.startsWith("stories260K.gguf@"), models[0].model);
+        assertEquals([models[0].total_layers, models[0].ready], [5, true]);
+        const i = await json(["models", "inspect", STORIES, "--json"]);
+        assertEquals((i.metadata as Record<string, unknown>)["general.architecture"], "llama");
+      });
+
+      await t.step("models deploy/undeploy say they wait for model distribution", async () => {
+        for (const cmd of ["deploy", "undeploy"]) {
+          const r = await llmctl(["models", cmd, "x.gguf", ...ep]);
+          assertEquals(r.code, 1);
+          assert(r.stderr.includes("model distribution"), r.stderr);
+        }
+      });
+
+      await t.step("generate --endpoint --json: greedy tokens equal the golden", async () => {
+        const g = JSON.parse(
+          await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`),
+        );
+        const s = await json([
+          "generate",
+          ...ep,
+          "-p",
+          g.prompt,
+          "-n",
+          "24",
+          "--temperature",
+          "0",
+          "--json",
+        ]);
+        assertEquals(s.tokens, g.greedy_ids.slice(0, 24));
+        assertEquals(s.prompt_token_count, g.prompt_tokens.length);
+        assert(!("prompt_tokens" in s), "no token ids through the cluster");
+        assertEquals(s.finish_reason, "length");
+        const timings = s.timings as Record<string, number>;
+        for (const k of ["prompt_ms", "decode_ms", "decode_tokens_per_second"]) {
+          assert(typeof timings[k] === "number", k);
+        }
+        assertEquals((s.placement as unknown[]).length >= 1, true);
+      });
+
+      await t.step("chat: streams replies, /history, /reset, /system", async () => {
+        const r = await llmctlWithInput(
+          ["chat", ...ep, "-n", "12", "--temperature", "0"],
+          "Hello\n/history\n/reset\n/history\n/system Be brief.\n/exit\n",
+        );
+        assertEquals(r.code, 0, r.stderr);
+        const lines = r.stdout.split("\n");
+        assert(lines[0].trim().length > 0, `a reply streamed: ${r.stdout}`);
+        assert(r.stdout.includes("user: Hello"), r.stdout);
+        assert(r.stdout.includes("assistant: "), r.stdout);
+        assert(r.stdout.includes("(conversation forgotten)"), r.stdout);
+        assert(r.stdout.includes("(system prompt set; conversation reset)"), r.stdout);
+      });
+
+      await t.step("version --json reports llmctl and the agent", async () => {
+        const s = await json(["version", ...ep, "--json"]);
+        assertEquals(typeof s.llmctl, "string");
+        assertEquals((s.agent as { node: string }).node, "a");
+      });
+
+      await t.step("cluster replan --dry-run and nodes log-level", async () => {
+        const r = await json(["cluster", "replan", ...ep, "--dry-run", "--json"]);
+        assert(String(r.message).startsWith("would re-plan"), String(r.message));
+        assertEquals((r.placement as { totalLayers: number }).totalLayers, 5);
+        const l = await json(["nodes", "log-level", "b", "warn", ...ep, "--json"]);
+        assertEquals(l.message, "set b's log level from debug to warn");
+        const bad = await llmctl(["nodes", "log-level", "a", "loud", ...ep]);
+        assertEquals(bad.code, 1);
+        assert(bad.stderr.includes("unknown log level"), bad.stderr);
+      });
+
+      await t.step("nodes drain: dry run, then the layers move off the node", async () => {
+        const dry = await json(["nodes", "drain", "b", ...ep, "--dry-run", "--json"]);
+        assert(String(dry.message).startsWith("would drain b"), String(dry.message));
+        const stages = (dry.placement as { stages: { nodeId: string }[] }).stages;
+        assertEquals(stages.map((s) => s.nodeId), ["a"]);
+        const done = await json(["nodes", "drain", "b", ...ep, "--json"]);
+        assert(String(done.message).startsWith("drained b"), String(done.message));
+        await waitFor("b to drop its layers", async () => {
+          const s = await json(["cluster", "status", ...ep, "--json"]);
+          const st = s.stages as { node: string }[];
+          return s.ready === true && st.length === 1 && st[0].node === "a";
+        });
+        const again = await json(["nodes", "drain", "b", ...ep, "--json"]);
+        assert(String(again.message).includes("already drained"), String(again.message));
+      });
+    } finally {
+      await stopAll(agents);
+    }
+  },
+});
+
+Deno.test("no agent at the endpoint: exit code 3 and what to do", async () => {
+  const r = await llmctl(["cluster", "status", "--endpoint", "127.0.0.1:1", "--json"]);
+  assertEquals(r.code, 3);
+  assert(r.stderr.includes("no agent at 127.0.0.1:1"), r.stderr);
+  assert(r.stderr.includes("deno task agent"), r.stderr);
+  const tls = await llmctl(["nodes", "list", "--tls-cert", "x.crt"]);
+  assertEquals(tls.code, 2);
+  assert(tls.stderr.includes("--tls-key"), tls.stderr);
+  const timeout = await llmctl(["nodes", "list", "--timeout", "soon"]);
+  assertEquals(timeout.code, 2);
+});
+
+Deno.test("completions, bench --list and version work without an agent", async () => {
+  for (const shell of ["bash", "zsh", "fish"]) {
+    const r = await llmctl(["completions", shell]);
+    assertEquals(r.code, 0, r.stderr);
+    for (const word of ["cluster", "nodes", "drain", "--endpoint"]) {
+      assert(r.stdout.includes(word), `${shell} completion lacks ${word}`);
+    }
+  }
+  const bash = await llmctl(["completions", "bash"]);
+  const check = await new Deno.Command("bash", {
+    args: ["-n", "-c", bash.stdout],
+  }).output();
+  assertEquals(check.code, 0, new TextDecoder().decode(check.stderr));
+  assertEquals((await llmctl(["completions", "tcsh"])).code, 2);
+  const b = await json(["bench", "--list", "--json"]);
+  assert((b.benches as string[]).includes("cpu"), JSON.stringify(b));
+  const v = await json(["version", "--json"]);
+  assertEquals(v.agent, null);
+  const tui = await llmctl(["tui"]);
+  assertEquals(tui.code, 2, "tui refuses without a terminal");
+  assert(tui.stderr.includes("terminal"), tui.stderr);
+});
+
+Deno.test("--help of every command and subcommand is meaningful", () => {
+  const program = buildProgram();
+  const walk = (cmd: Command, path: string[]) => {
+    const help = cmd.helpInformation();
+    assert(help.startsWith(`Usage: ${[...path].join(" ")}`), help);
+    if (path.length > 1) {
+      assert(cmd.description().length >= 15, `${path.join(" ")} has a real description`);
+    }
+    for (const sub of cmd.commands as Command[]) {
+      if (sub.name() !== "help") walk(sub, [...path, sub.name()]);
+    }
+  };
+  walk(program as unknown as Command, ["llmctl"]);
+  const names = (program.commands as Command[]).map((c) => c.name());
+  for (
+    const n of [
+      "cluster",
+      "nodes",
+      "models",
+      "generate",
+      "chat",
+      "bench",
+      "certs",
+      "tui",
+      "completions",
+      "version",
+    ]
+  ) assert(names.includes(n), `llmctl ${n} exists`);
+});

@@ -1,0 +1,225 @@
+/**
+ * The TUI without a terminal: the reducer over an update stream, key parsing, and the layout at
+ * 80×24 and 200×60 on every tab (with the help overlay and glitches) never overflowing a line.
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  GlitchEngine,
+  initialState,
+  interpret,
+  parseKeys,
+  reduce,
+  render,
+  TABS,
+  type TuiState,
+  wrap,
+} from "../../../cli/tui/mod.ts";
+import {
+  LayerRangeSchema,
+  MembershipEventSchema,
+  NodeInfoSchema,
+  NodeMetricsSchema,
+  NodeState,
+  PlacementEventSchema,
+  PlacementSchema,
+  RequestEventSchema,
+  RequestPhase,
+  StageAssignmentSchema,
+  type StreamUpdatesResponse,
+  StreamUpdatesResponseSchema,
+} from "../../../proto/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+
+let seq = 0n;
+function msg(event: StreamUpdatesResponse["event"]): StreamUpdatesResponse {
+  return create(StreamUpdatesResponseSchema, {
+    sequence: ++seq,
+    timestampUnixMs: 1_700_000_000_000n + seq,
+    event,
+  });
+}
+
+function member(id: string, state: NodeState, from?: number, to?: number) {
+  return msg({
+    case: "membership",
+    value: create(MembershipEventSchema, {
+      node: create(NodeInfoSchema, {
+        id,
+        state,
+        addresses: ["127.0.0.1"],
+        rpcPort: 7950,
+        backend: "wasm",
+        adapter: "cpu (wasm simd, 8 threads) with a very long adapter description indeed",
+        calibrationGflops: 12.5,
+        version: "0.1.0",
+        hosted: from === undefined
+          ? undefined
+          : create(LayerRangeSchema, { model: "m.gguf", fromLayer: from, toLayer: to }),
+      }),
+    }),
+  });
+}
+
+/** A cluster of `n` nodes splitting 32 layers, a request in flight and metrics. */
+function busyState(n: number): TuiState {
+  let s = reduce(initialState("127.0.0.1:7950"), { type: "connected", at: 1 });
+  const per = Math.ceil(32 / n);
+  const stages = [];
+  for (let i = 0; i < n; i++) {
+    const id = `node-${String.fromCharCode(97 + i)}-with-a-long-name`;
+    const from = i * per;
+    const to = Math.min(32, from + per);
+    s = reduce(s, { type: "update", msg: member(id, NodeState.ALIVE, from, to) });
+    stages.push(create(StageAssignmentSchema, { nodeId: id, fromLayer: from, toLayer: to }));
+  }
+  s = reduce(s, {
+    type: "update",
+    msg: msg({
+      case: "placement",
+      value: create(PlacementEventSchema, {
+        reason: "node joined",
+        placement: create(PlacementSchema, { model: "m.gguf", totalLayers: 32, epoch: 3n, stages }),
+      }),
+    }),
+  });
+  for (let i = 0; i < 30; i++) {
+    s = reduce(s, {
+      type: "update",
+      msg: msg({
+        case: "metrics",
+        value: create(NodeMetricsSchema, {
+          nodeId: stages[0].nodeId,
+          cpuPercent: 40 + i,
+          tokensPerSecond: i % 7,
+          memoryTotalBytes: 64_000_000_000n,
+          memoryAvailableBytes: 12_000_000_000n,
+        }),
+      }),
+    });
+  }
+  s = reduce(s, {
+    type: "update",
+    msg: msg({
+      case: "request",
+      value: create(RequestEventSchema, {
+        requestId: "req-1",
+        phase: RequestPhase.FAILED,
+        headNodeId: stages[0].nodeId,
+        detail: "x".repeat(300),
+      }),
+    }),
+  });
+  s = reduce(s, { type: "inferStart", requestId: "r", at: 10 });
+  s = reduce(s, {
+    type: "inferToken",
+    text: "Once upon a time 漢字 🎉 there was\ta\nlong " + "story ".repeat(200),
+    at: 20,
+  });
+  return s;
+}
+
+function assertFits(lines: string[], w: number, h: number, what: string) {
+  assertEquals(lines.length, h, `${what}: ${lines.length} lines`);
+  lines.forEach((l, i) => {
+    assertEquals([...l].length, w, `${what}: line ${i} is ${[...l].length} wide: ${l}`);
+  });
+}
+
+for (const [w, h] of [[80, 24], [200, 60]]) {
+  Deno.test(`every tab renders at ${w}×${h} without overflowing a line`, () => {
+    for (const n of [1, 2, 7, 40]) {
+      let s = busyState(n);
+      for (let tab = 0; tab < TABS.length; tab++) {
+        for (
+          const extra of [{}, { help: true }, { expanded: true, filter: "node", filtering: true }]
+        ) {
+          const st = { ...s, ...extra };
+          const frame = render(st, { width: w, height: h, now: 1_700_000_000_000, glitch: "3" });
+          assertFits(frame.screen.lines(), w, h, `${TABS[tab]} with ${n} nodes`);
+          const fx = new GlitchEngine({ enabled: true, intensity: 5, seed: 7 });
+          fx.burst(0);
+          fx.nodeChanged("node-a-with-a-long-name", "dead", 0);
+          const glitched = fx.apply(frame.screen, frame.regions, 10);
+          assertFits(glitched.lines(), w, h, `${TABS[tab]} glitched`);
+        }
+        s = reduce(s, { type: "tab", delta: 1 });
+      }
+    }
+    // The boot sequence, and a terminal that is too small.
+    const boot = render(initialState("x"), {
+      width: w,
+      height: h,
+      now: 0,
+      glitch: "off",
+      boot: 0.5,
+    });
+    assertFits(boot.screen.lines(), w, h, "boot");
+  });
+}
+
+Deno.test("a terminal below 80×24 gets a message, not a broken layout", () => {
+  const f = render(busyState(2), { width: 60, height: 20, now: 0, glitch: "off" });
+  assertFits(f.screen.lines(), 60, 20, "small");
+  assert(f.screen.lines()[1].includes("80×24"));
+});
+
+Deno.test("the cluster tab shows each node with its layer range", () => {
+  const f = render(busyState(2), { width: 80, height: 24, now: 0, glitch: "off" });
+  const text = f.screen.lines().join("\n");
+  assert(text.includes("layers [0,16) of 32"), text);
+  assert(text.includes("layers [16,32) of 32"), text);
+  assert(f.regions["node:node-a-with-a-long-name"], "node boxes are regions for effects");
+});
+
+Deno.test("reducer: membership transitions become events; dead nodes stay listed", () => {
+  let s = initialState("e");
+  s = reduce(s, { type: "update", msg: member("b", NodeState.ALIVE, 0, 2) });
+  s = reduce(s, { type: "update", msg: member("b", NodeState.SUSPECT, 0, 2) });
+  s = reduce(s, { type: "update", msg: member("b", NodeState.DEAD, 0, 2) });
+  assertEquals(s.nodes.b.state, NodeState.DEAD);
+  assertEquals(s.nodes.b.previous, NodeState.SUSPECT);
+  assertEquals(s.events.map((e) => e.text), [
+    "node b alive (wasm, layers [0,2))",
+    "node b: alive → suspect",
+    "node b: suspect → dead",
+  ]);
+  assertEquals(s.events.map((e) => e.level), ["ok", "warn", "bad"]);
+});
+
+Deno.test("reducer: a sequence gap counts dropped events", () => {
+  let s = initialState("e");
+  s = reduce(s, { type: "update", msg: member("a", NodeState.ALIVE) });
+  seq += 5n;
+  s = reduce(s, { type: "update", msg: member("b", NodeState.ALIVE) });
+  assertEquals(s.droppedEvents, 5);
+});
+
+Deno.test("keys: escape sequences, and what they mean where", () => {
+  assertEquals(parseKeys("\t\x1b[Z\x1b[A\x1b[Bjq\r\x7f\x03\x1b"), [
+    { name: "tab" },
+    { name: "shift-tab" },
+    { name: "up" },
+    { name: "down" },
+    { char: "j" },
+    { char: "q" },
+    { name: "enter" },
+    { name: "backspace" },
+    { name: "ctrl-c" },
+    { name: "esc" },
+  ]);
+  let s = initialState("e");
+  assertEquals(interpret(s, { char: "q" }).commands, [{ type: "quit" }]);
+  assertEquals(interpret(s, { char: "3" }).commands, [{ type: "glitchLevel", level: 3 }]);
+  s = reduce(s, { type: "tab", delta: 3 });
+  assertEquals(TABS[s.tab], "INFERENCE");
+  s = reduce(s, interpret(s, { name: "enter" }).actions[0]);
+  assertEquals(s.inference.editing, true);
+  // While editing, q is text, enter sends.
+  assertEquals(interpret(s, { char: "q" }).actions, [{ type: "promptInput", text: "q" }]);
+  assertEquals(interpret(s, { name: "enter" }).commands, [{ type: "send" }]);
+  assertEquals(interpret(s, { name: "ctrl-c" }).commands, [{ type: "quit" }]);
+});
+
+Deno.test("wrap breaks long words and keeps every line within the width", () => {
+  for (const l of wrap("a ".repeat(50) + "x".repeat(95) + "\nshort", 20)) assert(l.length <= 20, l);
+});

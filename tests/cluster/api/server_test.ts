@@ -1,0 +1,297 @@
+/**
+ * The HTTP layer against a scripted TextGenerator, driven by the official `openai` client:
+ * response shapes (JSON and SSE), logprobs formats, every error status, auth, body limit, and
+ * cancellation when the client goes away.
+ */
+import OpenAI from "openai";
+import {
+  type GenerationEvent,
+  type GenerationParams,
+  PromptTooLongError,
+  QueueFullError,
+  startApiServer,
+  type TextGenerator,
+} from "../../../cluster/api/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+
+const KEY = "sk-test-123";
+
+/** Tokens "Hel", "lo", " world" (logprobs -0.1, -0.2, -0.3); errors chosen by the prompt. */
+class FakeGenerator implements TextGenerator {
+  last?: GenerationParams;
+  aborted = 0;
+  models() {
+    return [{ id: "fake.gguf", created: 1, contextLength: 64 }];
+  }
+  health() {
+    return { status: "ok" };
+  }
+  async *generate(p: GenerationParams, signal: AbortSignal): AsyncIterable<GenerationEvent> {
+    this.last = p;
+    signal.addEventListener("abort", () => this.aborted++);
+    if (p.model !== "fake.gguf" && p.model !== "fake") {
+      throw Object.assign(new Error(`model ${p.model} is not served`), { rpcCode: "not_found" });
+    }
+    const prompt = p.prompt ?? p.messages!.map((m) => m.content).join(" ");
+    if (prompt === "long") throw new PromptTooLongError(100, 64);
+    if (prompt === "busy") throw new QueueFullError("all slots are busy");
+    if (prompt === "noplace") {
+      throw Object.assign(new Error("no placement: too small"), { rpcCode: "unavailable" });
+    }
+    const pieces = prompt === "slow" ? Array(1000).fill("x") : ["Hel", "lo", " world"];
+    for (const [i, text] of pieces.entries()) {
+      if (signal.aborted) return;
+      if (prompt === "slow") await new Promise((r) => setTimeout(r, 5));
+      yield {
+        kind: "token",
+        text,
+        token: { tokenId: i, text, logprob: -(i + 1) / 10 },
+        top: (p.topLogprobs ?? 0) > 0
+          ? [{ tokenId: i, text, logprob: -(i + 1) / 10 }, { tokenId: 99, text: "?", logprob: -5 }]
+          : [],
+      };
+    }
+    yield {
+      kind: "done",
+      text: "",
+      finishReason: "length",
+      promptTokens: 4,
+      completionTokens: pieces.length,
+    };
+  }
+}
+
+async function withServer(
+  fn: (base: string, gen: FakeGenerator, client: OpenAI) => Promise<void>,
+  opts: { maxBodyBytes?: number } = {},
+) {
+  const gen = new FakeGenerator();
+  const api = await startApiServer({ port: 0, generator: gen, apiKey: KEY, ...opts });
+  const base = `http://127.0.0.1:${api.port}`;
+  try {
+    await fn(base, gen, new OpenAI({ baseURL: `${base}/v1`, apiKey: KEY, maxRetries: 0 }));
+  } finally {
+    await api.close();
+  }
+}
+
+Deno.test({
+  name: "openai client: models, chat and completions, JSON and streamed, with logprobs",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (_base, gen, client) => {
+      const models = await client.models.list();
+      assertEquals(models.data.map((m) => m.id), ["fake.gguf"]);
+
+      const chat = await client.chat.completions.create({
+        model: "fake",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 3,
+        temperature: 0,
+        seed: 7,
+        stop: ["\n"],
+        presence_penalty: 0.5,
+        frequency_penalty: 0.25,
+        top_p: 0.9,
+        logprobs: true,
+        top_logprobs: 2,
+      });
+      assertEquals(chat.object, "chat.completion");
+      assertEquals(chat.model, "fake.gguf", "the canonical id is echoed");
+      assertEquals(chat.choices[0].message, {
+        role: "assistant",
+        content: "Hello world",
+        refusal: null,
+      });
+      assertEquals(chat.choices[0].finish_reason, "length");
+      assertEquals(chat.usage, { prompt_tokens: 4, completion_tokens: 3, total_tokens: 7 });
+      const lp = chat.choices[0].logprobs!.content!;
+      assertEquals(lp.map((t) => t.token), ["Hel", "lo", " world"]);
+      assertEquals(lp[0].logprob, -0.1);
+      assertEquals(lp[0].bytes, [72, 101, 108]);
+      assertEquals(lp[1].top_logprobs.map((t) => t.token), ["lo", "?"]);
+      assertEquals(gen.last, {
+        model: "fake",
+        messages: [{ role: "user", content: "hi" }],
+        maxTokens: 3,
+        temperature: 0,
+        topP: 0.9,
+        topK: 0,
+        minP: 0,
+        repeatPenalty: 1,
+        presencePenalty: 0.5,
+        frequencyPenalty: 0.25,
+        seed: 7n,
+        stop: ["\n"],
+        topLogprobs: 2,
+      });
+
+      const stream = await client.chat.completions.create({
+        model: "fake.gguf",
+        messages: [{ role: "user", content: [{ type: "text", text: "hi" }] }],
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      let text = "";
+      let finish: string | null = null;
+      let role = "";
+      let usage;
+      for await (const c of stream) {
+        if (c.usage) usage = c.usage;
+        if (!c.choices.length) continue;
+        role ||= c.choices[0].delta.role ?? "";
+        text += c.choices[0].delta.content ?? "";
+        finish = c.choices[0].finish_reason ?? finish;
+      }
+      assertEquals([role, text, finish], ["assistant", "Hello world", "length"]);
+      assertEquals(usage?.total_tokens, 7);
+
+      const cmpl = await client.completions.create({
+        model: "fake",
+        prompt: "Once",
+        max_tokens: 3,
+        logprobs: 1,
+      });
+      assertEquals(cmpl.object, "text_completion");
+      assertEquals(cmpl.choices[0].text, "Hello world");
+      assertEquals(cmpl.choices[0].logprobs, {
+        tokens: ["Hel", "lo", " world"],
+        token_logprobs: [-0.1, -0.2, -0.3],
+        top_logprobs: [{ Hel: -0.1, "?": -5 }, { lo: -0.2, "?": -5 }, { " world": -0.3, "?": -5 }],
+        text_offset: [0, 3, 5],
+      });
+      // Completions default to 16 tokens, as OpenAI's do; chat runs to the end.
+      await client.completions.create({ model: "fake", prompt: "x" });
+      assertEquals(gen.last?.maxTokens, 16);
+
+      const parts: string[] = [];
+      for await (
+        const c of await client.completions.create({ model: "fake", prompt: "x", stream: true })
+      ) parts.push(c.choices[0].text);
+      assertEquals(parts.join(""), "Hello world");
+    }),
+});
+
+Deno.test({
+  name: "errors: 400 bad JSON and fields, 401, 404, 413 (prompt and body), 429, 503",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (base, _gen, client) => {
+      const status = async (p: Promise<unknown>) => {
+        try {
+          await p;
+        } catch (e) {
+          if (e instanceof OpenAI.APIError) {
+            return { status: e.status, message: e.message, code: e.code, type: e.type };
+          }
+          throw e;
+        }
+        throw new Error("expected an error");
+      };
+      const chat = (content: string, extra: Record<string, unknown> = {}) =>
+        client.chat.completions.create({
+          model: "fake",
+          messages: [{ role: "user", content }],
+          ...extra,
+        });
+      const n2 = await status(chat("hi", { n: 2 }));
+      assertEquals(n2.status, 400);
+      assert(n2.message.includes("n must be 1"), n2.message);
+      assertEquals((await status(chat("hi", { temperature: 3 }))).status, 400);
+      assertEquals((await status(chat("hi", { top_logprobs: 2 }))).status, 400);
+      const model = await status(
+        client.chat.completions.create({
+          model: "gpt-4",
+          messages: [{ role: "user", content: "" }],
+        }),
+      );
+      assertEquals([model.status, model.code], [404, "model_not_found"]);
+      const long = await status(chat("long"));
+      assertEquals([long.status, long.code], [413, "context_length_exceeded"]);
+      assert(long.message.includes("--context-size"), long.message);
+      const busy = await status(chat("busy"));
+      assertEquals([busy.status, busy.type], [429, "rate_limit_error"]);
+      const none = await status(chat("noplace"));
+      assertEquals(none.status, 503);
+      assert(none.message.includes("no placement"), none.message);
+      const wrong = new OpenAI({ baseURL: `${base}/v1`, apiKey: "sk-wrong", maxRetries: 0 });
+      const auth = await status(wrong.models.list());
+      assertEquals([auth.status, auth.code], [401, "invalid_api_key"]);
+
+      const post = (body: string) =>
+        fetch(`${base}/v1/chat/completions`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${KEY}`, "content-type": "application/json" },
+          body,
+        });
+      const badJson = await post("{not json");
+      const body = await badJson.json();
+      assertEquals(badJson.status, 400);
+      assertEquals(body.error.type, "invalid_request_error");
+      assert(body.error.message.includes("not valid JSON"), body.error.message);
+      const noMessages = await post(JSON.stringify({ model: "fake" }));
+      assertEquals([noMessages.status, (await noMessages.json()).error.param], [400, "messages"]);
+      const unknown = await fetch(`${base}/v1/embeddings`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}` },
+        body: "{}",
+      });
+      assertEquals(unknown.status, 404);
+      await unknown.body?.cancel();
+      // /health needs no key (probes).
+      assertEquals((await (await fetch(`${base}/health`)).json()).status, "ok");
+    }),
+});
+
+Deno.test({
+  name: "request bodies over the limit are refused with 413",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (base) => {
+      const res = await fetch(`${base}/v1/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}` },
+        body: JSON.stringify({ model: "fake", prompt: "x".repeat(5000) }),
+      });
+      assertEquals(res.status, 413);
+      assertEquals((await res.json()).error.code, "request_too_large");
+    }, { maxBodyBytes: 1024 }),
+});
+
+Deno.test({
+  name: "a client that goes away mid-stream cancels its generation",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (_base, gen, client) => {
+      const ctl = new AbortController();
+      const stream = await client.chat.completions.create(
+        { model: "fake", messages: [{ role: "user", content: "slow" }], stream: true },
+        { signal: ctl.signal },
+      );
+      let chunks = 0;
+      try {
+        for await (const _ of stream) {
+          if (++chunks === 3) ctl.abort();
+        }
+      } catch (e) {
+        assert(
+          e instanceof OpenAI.APIUserAbortError || (e as Error).name === "AbortError",
+          String(e),
+        );
+      }
+      for (let i = 0; i < 100 && gen.aborted === 0; i++) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      assertEquals(gen.aborted, 1, "the generator saw the abort");
+      // A generation that ends normally is not aborted.
+      await client.chat.completions.create({
+        model: "fake",
+        messages: [{ role: "user", content: "x" }],
+      });
+      assertEquals(gen.aborted, 1);
+    }),
+});

@@ -1,0 +1,52 @@
+/** Stop strings across token boundaries; admission control's slots, queue and refusals. */
+import { Admission, QueueFullError, StopMatcher } from "../../../cluster/api/mod.ts";
+import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
+
+function run(stops: string[], pieces: string[]) {
+  const m = new StopMatcher(stops);
+  const shown: string[] = [];
+  for (const p of pieces) {
+    const r = m.push(p);
+    shown.push(r.text);
+    if (r.stopped) return { shown, stopped: true };
+  }
+  shown.push(m.flush());
+  return { shown, stopped: false };
+}
+
+Deno.test("a stop string split over tokens is never shown, not even its first half", () => {
+  assertEquals(run(["END"], ["x E", "N", "D y"]), { shown: ["x ", "", ""], stopped: true });
+  assertEquals(run(["\n\n"], ["Hello\n", "\nWorld"]), { shown: ["Hello", ""], stopped: true });
+  // A held prefix that does not complete is released with the next piece.
+  assertEquals(run(["END"], ["a E", "x"]), { shown: ["a ", "Ex", ""], stopped: false });
+  // Held text at the end of the output is flushed.
+  assertEquals(run(["END"], ["a EN"]), { shown: ["a ", "EN"], stopped: false });
+  // The earliest of several stop strings wins.
+  assertEquals(run(["cd", "b"], ["abcd"]), { shown: ["a"], stopped: true });
+  assertEquals(run([], ["a", "b"]), { shown: ["a", "b", ""], stopped: false });
+  assertEquals(run([""], ["a"]), { shown: ["a", ""], stopped: false });
+});
+
+Deno.test("admission: slots, a FIFO queue, 429 when full, abort while queued", async () => {
+  const a = new Admission(2, 1);
+  const r1 = await a.acquire();
+  const r2 = await a.acquire();
+  assertEquals(a.stats, { active: 2, queued: 0, maxActive: 2, maxQueued: 1 });
+  const third = a.acquire();
+  assertEquals(a.stats.queued, 1);
+  const err = await assertRejects(() => a.acquire(), QueueFullError);
+  assert(err.message.includes("--max-requests"), err.message);
+  assertEquals((err as unknown as { httpStatus: number }).httpStatus, 429);
+  r1();
+  r1(); // idempotent
+  const r3 = await third;
+  assertEquals(a.stats, { active: 2, queued: 0, maxActive: 2, maxQueued: 1 });
+  const ctl = new AbortController();
+  const waiting = a.acquire(ctl.signal);
+  ctl.abort(new Error("client gone"));
+  await assertRejects(() => waiting, Error, "client gone");
+  assertEquals(a.stats.queued, 0);
+  r2();
+  r3();
+  assertEquals(a.stats.active, 0);
+});

@@ -1,0 +1,94 @@
+/** Chat templates: the Qwen2 template of a real GGUF, a Llama-3 style template, the fallback. */
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { tokenizerFromMetadata } from "../../../model/tokenizer/mod.ts";
+import { ChatTemplate, ChatTemplateError, FALLBACK_TEMPLATE } from "../../../model/chat/mod.ts";
+import { assert, assertEquals, assertThrows } from "../../support/assert.ts";
+import { FIXTURES, REPO } from "../../support/paths.ts";
+
+async function load(path: string) {
+  const f = await openGGUF(path);
+  return { f, tok: tokenizerFromMetadata(f.metadata) };
+}
+
+Deno.test("qwen2: the GGUF's template renders ChatML and tokenizes to control tokens", async () => {
+  const { f, tok } = await load(`${FIXTURES}/models/qwen2-q8_0.gguf`);
+  try {
+    const chat = ChatTemplate.fromMetadata(f.metadata, tok);
+    assert(chat.fromModel, "the model's own template is used");
+    const r = chat.render([{ role: "user", content: "Hello" }]);
+    assertEquals(
+      r.text,
+      "<|im_start|>system\nYou are a helpful assistant<|im_end|>\n" +
+        "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n",
+    );
+    assert(r.parseSpecial);
+    const ids = tok.encode(r.text, r);
+    const imStart = tok.tokenId("<|im_start|>")!;
+    assertEquals(ids[0], imStart, "<|im_start|> is one control token");
+    assertEquals(ids.filter((id) => id === imStart).length, 3);
+    // A system message replaces the default one; no generation prompt when asked.
+    const r2 = chat.render([{ role: "system", content: "Be brief." }, {
+      role: "user",
+      content: "Hi",
+    }], { addGenerationPrompt: false });
+    assertEquals(
+      r2.text,
+      "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n",
+    );
+  } finally {
+    f.close();
+  }
+});
+
+const LLAMA3 = "{% set loop_messages = messages %}{% for message in loop_messages %}" +
+  "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + " +
+  "message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}" +
+  "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}" +
+  "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}" +
+  "{% endif %}";
+
+Deno.test("llama-3 style: bos_token comes from the template, so BOS is not added twice", async () => {
+  const { f, tok } = await load(`${FIXTURES}/models/bpe-llama3-f16.gguf`);
+  try {
+    const md = {
+      get: (k: string) => k === "tokenizer.chat_template" ? LLAMA3 : f.metadata.get(k),
+    };
+    const chat = ChatTemplate.fromMetadata(md, tok);
+    const r = chat.render([{ role: "user", content: " Hi there " }]);
+    assertEquals(
+      r.text,
+      "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi there<|eot_id|>" +
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    );
+    assertEquals(r.addBos, false);
+    const ids = tok.encode(r.text, r);
+    assertEquals(ids[0], tok.bos);
+    assertEquals(ids.filter((id) => id === tok.bos).length, 1, "exactly one BOS");
+    assertEquals(ids[1], tok.tokenId("<|start_header_id|>"));
+  } finally {
+    f.close();
+  }
+});
+
+Deno.test("a model without a template gets the plain transcript; bad templates fall back", async () => {
+  const { f, tok } = await load(`${REPO}/models/stories260K.gguf`);
+  try {
+    const chat = ChatTemplate.fromMetadata(f.metadata, tok);
+    assertEquals(chat.source, FALLBACK_TEMPLATE);
+    const r = chat.render([
+      { role: "system", content: "You are terse." },
+      { role: "user", content: "Hello" },
+    ]);
+    assertEquals(r.text, "System: You are terse.\nUser: Hello\nAssistant:");
+    assertEquals(r.parseSpecial, false);
+    assertEquals(r.addBos, tok.addBos);
+    assertThrows(() => chat.render([]), ChatTemplateError);
+    const broken = ChatTemplate.fromMetadata({
+      get: (k: string) => k === "tokenizer.chat_template" ? "{% for %}" : f.metadata.get(k),
+    }, tok);
+    assertEquals(broken.source, FALLBACK_TEMPLATE);
+    assert(broken.warning?.includes("ignored"), broken.warning);
+  } finally {
+    f.close();
+  }
+});
