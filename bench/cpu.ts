@@ -59,6 +59,16 @@ export interface CpuBenchResult {
   kv_type: KVType;
   n_prompt: number;
   n_decode: number;
+  /** 1-minute load average before and after (other tenants make shared machines drift). */
+  load_avg: [number, number] | null;
+}
+
+function loadAvg(): number | null {
+  try {
+    return Number(Deno.readTextFileSync("/proc/loadavg").split(" ")[0]);
+  } catch {
+    return null;
+  }
 }
 
 const LLAMAREF_SRC = decodeURIComponent(
@@ -139,6 +149,7 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
     ? await createWasmBackend({ threads: o.threads })
     : createReferenceBackend();
   const baseline = Deno.memoryUsage().rss;
+  const load0 = loadAvg();
   const file = await openGGUF(o.model);
   let stage: LlamaStage;
   let weights = 0;
@@ -221,6 +232,7 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
     kv_type: o.kv,
     n_prompt: o.pp,
     n_decode: o.tg,
+    load_avg: load0 === null ? null : [load0, loadAvg() ?? NaN],
   };
 }
 

@@ -65,7 +65,10 @@ export function globalOptions(): Option[] {
     new Option("--tls-cert <file>", "client certificate for mutual TLS").env("DLLM_TLS_CERT"),
     new Option("--tls-key <file>", "client private key").env("DLLM_TLS_KEY"),
     new Option("--tls-ca <file>", "CA that signed the agents' certificates").env("DLLM_TLS_CA"),
-    new Option("--timeout <duration>", "deadline of each call, e.g. 5s (default 10s)")
+    new Option(
+      "--timeout <duration>",
+      "deadline of each request/response call, e.g. 5s (default 10s; streams are not cut)",
+    )
       .env("DLLM_TIMEOUT")
       .argParser((v: string) => {
         try {

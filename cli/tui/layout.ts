@@ -219,7 +219,7 @@ function drawHelp(screen: Screen) {
     "?                 this help",
     "q  Ctrl-C         quit",
   ];
-  const w = 46;
+  const w = 54;
   const h = lines.length + 2;
   const r = {
     x: Math.floor((screen.width - w) / 2),
@@ -289,7 +289,9 @@ const drawCluster: Drawer = (screen, r, s, regions) => {
     screen.text(
       box.x + 2,
       box.y + 4,
-      `cpu ${n.cpu === undefined ? "—" : `${n.cpu.toFixed(0)}%`}  budget ${bytesB(n.budget)}`,
+      `cpu ${
+        n.cpu === undefined || n.state !== NodeState.ALIVE ? "—" : `${n.cpu.toFixed(0)}%`
+      }  budget ${bytesB(n.budget)}`,
       "dim",
       w,
     );
@@ -350,11 +352,13 @@ const drawNodes: Drawer = (screen, r, s, regions) => {
     const y = r.y + 1 + i;
     const isSel = start + i === sel;
     regions[`row:${n.id}`] = { x: r.x, y, w: r.w, h: 1 };
+    // A departed node's last sample is history, not load.
+    const gone = n.state === NodeState.DEAD || n.state === NodeState.LEFT;
     const cells = [
       (isSel ? "▶" : " ") + n.id,
       stateWord(n.state),
-      n.cpu === undefined ? "—" : `${n.cpu.toFixed(0)}%`,
-      n.memAvail === undefined ? "—" : `${bytes(n.memAvail)}/${bytes(n.memTotal)}`,
+      n.cpu === undefined || gone ? "—" : `${n.cpu.toFixed(0)}%`,
+      n.memAvail === undefined || gone ? "—" : `${bytes(n.memAvail)}/${bytes(n.memTotal)}`,
       `${n.backend} ${n.adapter}`,
       n.hosted ? `[${n.hosted.from},${n.hosted.to})` : "—",
       `${sparkline(n.tps, spark)} ${(n.tps.at(-1) ?? 0).toFixed(0).padStart(4)}`,

@@ -76,7 +76,6 @@ export interface TuiState {
   endpoint: string;
   connected: boolean;
   linkError: string;
-  responder: string;
   nodes: Record<string, NodeView>;
   placement?: { model: string; total: number; epoch: number; stages: Placement["stages"] };
   placementNote: string;
@@ -129,7 +128,6 @@ export function initialState(endpoint: string): TuiState {
     endpoint,
     connected: false,
     linkError: "",
-    responder: "",
     nodes: {},
     placementNote: "",
     requests: {},

@@ -102,7 +102,8 @@ Deno.test({
       });
 
       await t.step("a killed agent shows suspect, then dead", async () => {
-        await tmux("send-keys", "-t", session, "Tab", "Tab");
+        // Shift-tab (BTab) back through Models and Nodes.
+        await tmux("send-keys", "-t", session, "BTab", "BTab", "BTab");
         await waitScreen(session, "the Cluster tab", (s) => s.includes("[CLUSTER]"));
         agents[1].child.kill("SIGKILL");
         const t0 = Date.now();
