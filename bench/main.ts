@@ -5,10 +5,12 @@
 import { fileURLToPath } from "node:url";
 
 const BENCHES: Record<string, string> = {
+  api: "api.ts",
   cpu: "cpu.ts",
   gpu: "gpu.ts",
   gossip: "gossip.ts",
   pipeline: "pipeline.ts",
+  transfer: "transfer.ts",
 };
 
 const [name, ...rest] = Deno.args;

@@ -17,3 +17,4 @@ export * from "./gen/distributed_llm/v1/discovery_pb.ts";
 export * from "./gen/distributed_llm/v1/node_pb.ts";
 export * from "./gen/distributed_llm/v1/inference_pb.ts";
 export * from "./gen/distributed_llm/v1/cluster_pb.ts";
+export * from "./gen/distributed_llm/v1/transfer_pb.ts";

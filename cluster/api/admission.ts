@@ -87,6 +87,7 @@ export class Admission {
     });
   }
 
+  /** A one-shot release that hands the slot to the next in line. */
   private releaser(): () => void {
     let done = false;
     return () => {

@@ -8,11 +8,13 @@
 
 /** The body OpenAI clients parse: `{"error": {message, type, param, code}}`. */
 export interface OpenAIErrorBody {
+  /** What went wrong; `param` names the offending field, `code` is machine-readable. */
   error: { message: string; type: string; param: string | null; code: string | null };
 }
 
 /** An error with an HTTP status and the OpenAI error fields; the message says what to do. */
 export class ApiError extends Error {
+  /** Error name. */
   override name = "ApiError";
   /** Make an error answered with `status`. */
   constructor(
@@ -35,6 +37,7 @@ export class ApiError extends Error {
 
 /** The prompt (after templating) does not fit the context: HTTP 413, RPC INVALID_ARGUMENT. */
 export class PromptTooLongError extends Error {
+  /** Error name. */
   override name = "PromptTooLongError";
   /** RPC status. */
   readonly rpcCode = "invalid_argument";
@@ -51,6 +54,7 @@ export class PromptTooLongError extends Error {
 
 /** Every generation slot is busy and the queue is full: HTTP 429, RPC RESOURCE_EXHAUSTED. */
 export class QueueFullError extends Error {
+  /** Error name. */
   override name = "QueueFullError";
   /** RPC status. */
   readonly rpcCode = "resource_exhausted";

@@ -27,12 +27,19 @@ export interface GenerationParams {
   messages?: ChatMessage[];
   /** Most tokens to generate; undefined = until end of sequence or the context is full. */
   maxTokens?: number;
+  /** 0 = greedy. */
   temperature?: number;
+  /** Nucleus mass; 1 = off. */
   topP?: number;
+  /** Keep the k most likely tokens; 0 = off. */
   topK?: number;
+  /** Drop tokens below minP × the top probability; 0 = off. */
   minP?: number;
+  /** llama.cpp's repetition penalty; 1 = off. */
   repeatPenalty?: number;
+  /** Subtracted once from every token already generated. */
   presencePenalty?: number;
+  /** Subtracted per occurrence of every token already generated. */
   frequencyPenalty?: number;
   /** RNG seed (uint64). */
   seed?: bigint;
@@ -44,17 +51,21 @@ export interface GenerationParams {
 
 /** A candidate token with its log-probability. */
 export interface TokenChoice {
+  /** Vocabulary id. */
   tokenId: number;
   /** The token's own text (its piece, special tokens included). */
   text: string;
+  /** Natural-log probability. */
   logprob: number;
 }
 
 /** One sampled token. */
 export interface TokenEvent {
+  /** Discriminant. */
   kind: "token";
   /** Text this token adds to the visible output (may be empty: held back or a partial UTF-8). */
   text: string;
+  /** The sampled token. */
   token: TokenChoice;
   /** Most likely alternatives, when asked for. */
   top: TokenChoice[];
@@ -62,12 +73,15 @@ export interface TokenEvent {
 
 /** The end of a generation. */
 export interface DoneEvent {
+  /** Discriminant. */
   kind: "done";
   /** Last visible text (a flushed partial character or held-back text). */
   text: string;
   /** "stop": end of sequence or a stop string; "length": max_tokens or the context is full. */
   finishReason: "stop" | "length" | "cancelled";
+  /** Prompt tokens after templating and tokenization. */
   promptTokens: number;
+  /** Tokens generated. */
   completionTokens: number;
 }
 

@@ -14,8 +14,11 @@ export type Endpoint = "chat" | "completion";
 
 /** A validated request. */
 export interface ParsedRequest {
+  /** Where it was sent. */
   endpoint: Endpoint;
+  /** What to generate. */
   params: GenerationParams;
+  /** Answer as SSE chunks. */
   stream: boolean;
   /** stream_options.include_usage: a last chunk with usage and no choices. */
   includeUsage: boolean;
@@ -176,8 +179,10 @@ function chatLogprob(t: TokenChoice, top: TokenChoice[]) {
 
 /** Collects a generation into one response (and builds stream chunks on the way). */
 export class CompletionBuilder {
+  /** Response id (`chatcmpl-…` / `cmpl-…`). */
   readonly id: string;
-  readonly created = Math.floor(Date.now() / 1000);
+  /** Unix seconds. */
+  readonly created: number = Math.floor(Date.now() / 1000);
   private text = "";
   private readonly tokens: TokenEvent[] = [];
   private sentRole = false;
@@ -229,7 +234,8 @@ export class CompletionBuilder {
     return { ...this.envelope(false), choices: [choice], usage: usage(done) };
   }
 
-  private envelope(chunk: boolean) {
+  /** Fields every response and chunk carries. */
+  private envelope(chunk: boolean): Record<string, unknown> {
     return {
       id: this.id,
       object: this.req.endpoint === "chat"
@@ -241,7 +247,12 @@ export class CompletionBuilder {
     };
   }
 
-  private chunk(text: string, finish: string | null, logprobs: unknown) {
+  /** One stream chunk with `text`, `finish` and `logprobs`. */
+  private chunk(
+    text: string,
+    finish: string | null,
+    logprobs: unknown,
+  ): Record<string, unknown> {
     let choice: Record<string, unknown>;
     if (this.req.endpoint === "chat") {
       const delta: Record<string, unknown> = {};
@@ -258,7 +269,7 @@ export class CompletionBuilder {
   }
 
   /** Logprobs of `tokens` in this endpoint's format; `offset` is the first one's text offset. */
-  private logprobsOf(tokens: TokenEvent[], offset: number) {
+  private logprobsOf(tokens: TokenEvent[], offset: number): Record<string, unknown> {
     if (this.req.endpoint === "chat") {
       return { content: tokens.map((t) => chatLogprob(t.token, t.top)), refusal: null };
     }

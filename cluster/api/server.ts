@@ -12,6 +12,7 @@
 import * as http from "node:http";
 import type * as net from "node:net";
 import { createHash, timingSafeEqual } from "node:crypto";
+import { isLoopback } from "../rpc/mod.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import type { DoneEvent, GenerationEvent, TextGenerator } from "./generator.ts";
 import { CompletionBuilder, type Endpoint, parseRequest } from "./openai.ts";
@@ -149,6 +150,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       resolve();
     });
   });
+  if (!isLoopback(host) && !opts.apiKey) {
+    opts.log?.(
+      "warn",
+      `the HTTP API on ${host} is plaintext and open to anyone who can reach it; set --api-key`,
+    );
+  }
   return {
     port: (server.address() as net.AddressInfo).port,
     close: () =>

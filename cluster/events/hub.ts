@@ -43,6 +43,8 @@ export function kindOf(event: ClusterEvent): UpdateKind {
       return UpdateKind.REQUEST;
     case "metrics":
       return UpdateKind.METRICS;
+    case "transfer":
+      return UpdateKind.TRANSFER;
   }
 }
 

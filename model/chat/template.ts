@@ -38,12 +38,13 @@ export interface RenderedChat {
  * Assistant:
  * ```
  */
-export const FALLBACK_TEMPLATE = "{% for m in messages %}" +
+export const FALLBACK_TEMPLATE: string = "{% for m in messages %}" +
   "{{ m.role[0] | upper }}{{ m.role[1:] }}: {{ m.content }}\n" +
   "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}";
 
 /** The template text cannot be parsed or rendered; the message says where. */
 export class ChatTemplateError extends Error {
+  /** Error name. */
   override name = "ChatTemplateError";
   /** Bad input, not a bug: RPC callers see INVALID_ARGUMENT (HTTP 400). */
   readonly rpcCode = "invalid_argument";

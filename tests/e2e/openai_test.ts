@@ -28,6 +28,16 @@ async function waitHealth(a: AgentProcess, ok: (h: Record<string, unknown>) => b
   throw new Error(`health never matched; last: ${JSON.stringify(h)}`);
 }
 
+/** Stage forward passes run and tokens generated so far (from the agent's /metrics). */
+async function passesAndTokens(a: AgentProcess) {
+  const text = await (await fetch(`http://127.0.0.1:${a.metricsPort}/metrics`)).text();
+  const sum = (re: RegExp) => [...text.matchAll(re)].reduce((acc, m) => acc + Number(m[1]), 0);
+  return {
+    passes: sum(/^distributed_llm_stage_forward_duration_seconds_count\{[^}]*\} (\S+)$/gm),
+    tokens: sum(/^distributed_llm_tokens_generated_total (\S+)$/gm),
+  };
+}
+
 function client(a: AgentProcess, apiKey = KEY) {
   return new OpenAI({ baseURL: `http://127.0.0.1:${a.httpPort}/v1`, apiKey, maxRetries: 0 });
 }
@@ -137,6 +147,9 @@ Deno.test({
         }
         assertEquals(streamed, chatLocal.text);
         assertEquals(finish, "length");
+        // InferenceService.Generate renders chat messages the same way (one core for both).
+        const rpc = await generate(main, "", 24, { messages });
+        assertEquals(rpc.text, chatLocal.text);
       });
 
       await t.step("logprobs (both formats) and a stop string across tokens", async () => {
@@ -211,8 +224,14 @@ Deno.test({
           }).then((r) => r.choices[0].text);
         const solo: string[] = [];
         for (const [i, p] of prompts.entries()) solo.push(await run(p, i));
+        const before = await passesAndTokens(main);
         const together = await Promise.all(prompts.map(run));
+        const after = await passesAndTokens(main);
         assertEquals(together, solo);
+        // They shared forward passes: far fewer passes than tokens produced.
+        const passes = after.passes - before.passes;
+        const tokens = after.tokens - before.tokens;
+        assert(passes * 3 < tokens, `${passes} passes for ${tokens} tokens`);
         assertEquals(new Set(solo).size, 16, "the prompts give different outputs");
       });
 

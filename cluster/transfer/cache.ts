@@ -1,0 +1,296 @@
+/**
+ * The content-addressed model cache: `<cacheDir>/<sha256 of the file>/` holds `manifest.bin`
+ * (the source's signed GetManifest answer), one file per fetched segment (`seg-<i>.bin`: the
+ * header or one tensor's exact bytes) and `progress.log`, an append-only record of verified
+ * chunks ("c <segment> <chunk>") and of segments whose whole sha256 matched ("d <segment>"), so
+ * an interrupted transfer resumes from the last verified chunk.
+ *
+ * {@linkcode CacheSource} is a `ByteSource` over the cache: `readGGUF` parses the cached header
+ * and `LlamaStage.load` reads tensors through it unchanged. Every tensor read re-hashes the
+ * segment against the manifest, so unverified bytes are never loaded.
+ *
+ * @example
+ * ```ts
+ * const cache = await ModelCache.open("/tmp/cache", manifest, rawAnswer);
+ * if (cache.verifyChunk(0, 0, bytes)) await cache.writeChunk(0, 0, bytes);
+ * const file = await readGGUF(cache.source());
+ * ```
+ *
+ * @module
+ */
+import { join } from "node:path";
+import { homedir } from "node:os";
+import type { TransferManifest } from "../../proto/mod.ts";
+import type { ByteSource } from "../../model/gguf/mod.ts";
+import { chunkCount, sameBytes, sha256 } from "./manifest.ts";
+
+/** `DLLM_CACHE_DIR`, else `~/.cache/distributed-llm`. */
+export function defaultCacheDir(env: Record<string, string | undefined> = {}): string {
+  return env.DLLM_CACHE_DIR || join(homedir(), ".cache", "distributed-llm");
+}
+
+/** One model's directory in the cache. */
+export class ModelCache {
+  /** Verified chunks per segment. */
+  readonly #chunks = new Map<number, Set<number>>();
+  /** Segments whose whole sha256 matched. */
+  readonly #done = new Set<number>();
+  #log?: Deno.FsFile;
+
+  private constructor(readonly dir: string, readonly manifest: TransferManifest) {}
+
+  /** Open (creating) the directory of `manifest` under `root`, reading its progress log. */
+  static async open(
+    root: string,
+    manifest: TransferManifest,
+    rawAnswer?: Uint8Array,
+  ): Promise<ModelCache> {
+    if (!/^[0-9a-f]{64}$/.test(manifest.sha256)) {
+      throw new Error(`manifest sha256 "${manifest.sha256}" is not a sha256`);
+    }
+    const dir = join(root, manifest.sha256);
+    await Deno.mkdir(dir, { recursive: true });
+    if (rawAnswer) await Deno.writeFile(join(dir, "manifest.bin"), rawAnswer);
+    const c = new ModelCache(dir, manifest);
+    let text = "";
+    try {
+      text = await Deno.readTextFile(join(dir, "progress.log"));
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    for (const line of text.split("\n")) {
+      const [kind, a, b] = line.split(" ");
+      const seg = Number(a);
+      if (!(seg >= 0 && seg < manifest.segments.length)) continue;
+      if (kind === "c" && Number(b) >= 0) c.#set(seg).add(Number(b));
+      if (kind === "d") c.#done.add(seg);
+    }
+    // A "d" whose chunks are not all recorded is from a torn log: trust chunks, re-check later.
+    for (const seg of [...c.#done]) if (c.missingChunks(seg).length) c.#done.delete(seg);
+    c.#log = await Deno.open(join(dir, "progress.log"), {
+      write: true,
+      append: true,
+      create: true,
+    });
+    return c;
+  }
+
+  /** Delete a model's cache directory; returns the bytes freed. */
+  static async purge(root: string, sha: string): Promise<number> {
+    const dir = join(root, sha);
+    let bytes = 0;
+    try {
+      for await (const e of Deno.readDir(dir)) {
+        if (e.isFile) bytes += (await Deno.stat(join(dir, e.name))).size;
+      }
+      await Deno.remove(dir, { recursive: true });
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    return bytes;
+  }
+
+  #set(seg: number): Set<number> {
+    let s = this.#chunks.get(seg);
+    if (!s) this.#chunks.set(seg, s = new Set());
+    return s;
+  }
+
+  /** Byte length of chunk `chunk` of segment `seg`. */
+  chunkLength(seg: number, chunk: number): number {
+    const len = Number(this.manifest.segments[seg].length);
+    return Math.max(0, Math.min(this.manifest.chunkSize, len - chunk * this.manifest.chunkSize));
+  }
+
+  /** Whether a chunk is verified and stored. */
+  has(seg: number, chunk: number): boolean {
+    return this.#chunks.get(seg)?.has(chunk) ?? false;
+  }
+
+  /** Whether a whole segment is stored and its sha256 matched. */
+  segmentDone(seg: number): boolean {
+    return this.#done.has(seg);
+  }
+
+  /** Chunks of `seg` not yet verified. */
+  missingChunks(seg: number): number[] {
+    const n = chunkCount(Number(this.manifest.segments[seg].length), this.manifest.chunkSize);
+    const have = this.#chunks.get(seg);
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) if (!have?.has(i)) out.push(i);
+    return out;
+  }
+
+  /** Whether `data` is chunk `chunk` of segment `seg` according to the manifest. */
+  verifyChunk(seg: number, chunk: number, data: Uint8Array): boolean {
+    const want = this.manifest.segments[seg]?.chunkSha256[chunk];
+    return want !== undefined && data.length === this.chunkLength(seg, chunk) &&
+      sameBytes(sha256(data), want);
+  }
+
+  /** Store a chunk the caller verified, then record it in the progress log. */
+  async writeChunk(seg: number, chunk: number, data: Uint8Array): Promise<void> {
+    const f = await Deno.open(this.#path(seg), { write: true, create: true });
+    try {
+      await f.seek(chunk * this.manifest.chunkSize, Deno.SeekMode.Start);
+      let done = 0;
+      while (done < data.length) done += await f.write(data.subarray(done));
+    } finally {
+      f.close();
+    }
+    this.#set(seg).add(chunk);
+    await this.#append(`c ${seg} ${chunk}\n`);
+  }
+
+  /**
+   * Once every chunk of `seg` is stored: hash the whole segment; on a match record it done, else
+   * forget its chunks (they will be fetched again). Returns whether it matched.
+   */
+  async finishSegment(seg: number): Promise<boolean> {
+    if (this.#done.has(seg)) return true;
+    if (this.missingChunks(seg).length) return false;
+    const bytes = await this.#readSegment(seg);
+    if (bytes && sameBytes(sha256(bytes), this.manifest.segments[seg].sha256)) {
+      this.#done.add(seg);
+      await this.#append(`d ${seg}\n`);
+      return true;
+    }
+    this.#chunks.delete(seg);
+    await Deno.remove(this.#path(seg)).catch(() => {});
+    return false;
+  }
+
+  /** A verified chunk's bytes (re-checked against the manifest), or undefined. */
+  async readChunk(seg: number, chunk: number): Promise<Uint8Array | undefined> {
+    if (!this.has(seg, chunk)) return undefined;
+    const len = this.chunkLength(seg, chunk);
+    const f = await Deno.open(this.#path(seg), { read: true });
+    try {
+      await f.seek(chunk * this.manifest.chunkSize, Deno.SeekMode.Start);
+      const out = new Uint8Array(len);
+      let done = 0;
+      while (done < len) {
+        const n = await f.read(out.subarray(done));
+        if (n === null) return undefined;
+        done += n;
+      }
+      return this.verifyChunk(seg, chunk, out) ? out : undefined;
+    } finally {
+      f.close();
+    }
+  }
+
+  /** A whole segment's bytes, only when its sha256 matches the manifest now. */
+  async readVerifiedSegment(seg: number): Promise<Uint8Array> {
+    const bytes = this.#done.has(seg) ? await this.#readSegment(seg) : undefined;
+    if (!bytes || !sameBytes(sha256(bytes), this.manifest.segments[seg].sha256)) {
+      throw new Error(
+        `cache ${this.dir}: ${this.manifest.segments[seg].name} is not (or no longer) verified; ` +
+          `it must be fetched again`,
+      );
+    }
+    return bytes;
+  }
+
+  /** Verified bytes stored for this model. */
+  get cachedBytes(): number {
+    let n = 0;
+    for (const [seg, chunks] of this.#chunks) {
+      for (const c of chunks) n += this.chunkLength(seg, c);
+    }
+    return n;
+  }
+
+  /** Segments that are stored and verified. */
+  doneSegments(): number[] {
+    return [...this.#done].sort((a, b) => a - b);
+  }
+
+  /** Segments with at least one verified chunk (servable in part). */
+  partialSegments(): number[] {
+    return [...this.#chunks.keys()].filter((s) => this.#chunks.get(s)!.size > 0);
+  }
+
+  /** A ByteSource over the verified cache for `readGGUF` / `LlamaStage.load`. */
+  async source(): Promise<CacheSource> {
+    return new CacheSource(this, await this.readVerifiedSegment(0));
+  }
+
+  /** Close the progress log. */
+  close(): void {
+    try {
+      this.#log?.close();
+    } catch { /* closed */ }
+    this.#log = undefined;
+  }
+
+  #path(seg: number): string {
+    return join(this.dir, `seg-${seg}.bin`);
+  }
+
+  async #readSegment(seg: number): Promise<Uint8Array | undefined> {
+    try {
+      const b = await Deno.readFile(this.#path(seg));
+      const len = Number(this.manifest.segments[seg].length);
+      return b.length >= len ? b.subarray(0, len) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  async #append(line: string): Promise<void> {
+    if (!this.#log) return;
+    const data = new TextEncoder().encode(line);
+    let done = 0;
+    while (done < data.length) done += await this.#log.write(data.subarray(done));
+  }
+}
+
+/**
+ * A `ByteSource` over a model cache. While the header is parsed (`parsing`), reads past the
+ * header are padded with zeros (the reader reads ahead; it never interprets those bytes). After
+ * that a read must lie inside one verified tensor segment, re-hashed on every read.
+ */
+export class CacheSource implements ByteSource {
+  /** The file's size (as the manifest says). */
+  readonly size: number;
+  /** Bytes handed out so far. */
+  bytesRead = 0;
+  /** True until the header has been parsed; see the class comment. */
+  parsing = true;
+
+  /** @param cache the model's cache @param header the verified header bytes */
+  constructor(readonly cache: ModelCache, private readonly header: Uint8Array) {
+    this.size = Number(cache.manifest.fileSize);
+  }
+
+  /** Exactly the requested bytes, verified; throws when they are not in the cache. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    if (offset < 0 || length < 0 || offset + length > this.size) {
+      throw new RangeError(`read(${offset}, ${length}) outside a source of ${this.size} bytes`);
+    }
+    this.bytesRead += length;
+    if (offset + length <= this.header.length) return this.header.slice(offset, offset + length);
+    if (this.parsing && offset < this.header.length) {
+      const out = new Uint8Array(length);
+      out.set(this.header.subarray(offset));
+      return out;
+    }
+    const segs = this.cache.manifest.segments;
+    for (let i = 1; i < segs.length; i++) {
+      const start = Number(segs[i].offset);
+      const end = start + Number(segs[i].length);
+      if (offset >= start && offset + length <= end) {
+        const bytes = await this.cache.readVerifiedSegment(i);
+        return bytes.slice(offset - start, offset - start + length);
+      }
+    }
+    throw new Error(
+      `bytes [${offset}, ${offset + length}) of ${this.cache.manifest.modelId} are not in the ` +
+        `cache; fetch the layers first`,
+    );
+  }
+
+  /** Nothing to release (the cache stays open). */
+  close(): void {}
+}

@@ -1,0 +1,164 @@
+/**
+ * The fetcher: pull the missing chunks of some segments from the peers that have them, verify
+ * each chunk's sha256 before it touches the cache, and finish each segment with its own sha256.
+ *
+ * - Several segments are fetched at once (bounded: `concurrency` streams), spread round-robin
+ *   over the peers that hold them, so several sources serve in parallel.
+ * - A chunk that fails verification is counted, and fetched again from another peer when one
+ *   has it (the peer that sent it is avoided for that chunk).
+ * - A broken stream (a source killed) puts the peer on a short cooldown; the remaining chunks are
+ *   fetched from whoever has them, or from the same peer once it is back. Verified chunks are
+ *   never fetched again: the resume point is the cache's progress log.
+ *
+ * @module
+ */
+import type { Client } from "@connectrpc/connect";
+import type { TransferService } from "../../proto/mod.ts";
+import type { ModelCache } from "./cache.ts";
+import { type RateLimiter, sleep } from "./rate.ts";
+
+/** A peer that can serve chunks of the model. */
+export interface ChunkPeer {
+  /** Node id. */
+  id: string;
+  /** A TransferService client (its own transport: never the activation connection). */
+  client: Client<typeof TransferService>;
+  /** Segments it can serve (`"all"` for a node holding the file). */
+  segments: Set<number> | "all";
+}
+
+/** Counters of one fetcher (cumulative). */
+export interface FetchStats {
+  /** Chunk bytes received from peers. */
+  bytesReceived: number;
+  /** Bytes received for chunks received before (retries after corruption or a broken stream). */
+  bytesRefetched: number;
+  /** Chunks whose sha256 did not match. */
+  corruptChunks: number;
+}
+
+/** Options of {@linkcode fetchSegments}. */
+export interface FetchOptions {
+  /** Where verified chunks go. */
+  cache: ModelCache;
+  /** Segment indices wanted. */
+  segments: number[];
+  /** The peers to ask, re-read after every failure. */
+  peers: () => Promise<ChunkPeer[]>;
+  /** Counters to update. */
+  stats: FetchStats;
+  /** Parallel streams; default 4. */
+  concurrency?: number;
+  /** Chunks per FetchChunks call; default 8. */
+  batch?: number;
+  /** Paces received bytes (--transfer-rate-limit). */
+  limiter?: RateLimiter;
+  /** Called after each verified chunk. */
+  onChunk?: () => void;
+  /** Stops fetching. */
+  signal?: AbortSignal;
+  /** Give up after failing this long without any progress; default 120 s. */
+  stallMs?: number;
+  /** Diagnostics. */
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** Chunks every peer failed to deliver for too long: the message says which and why. */
+export class FetchError extends Error {
+  /** @param message what failed and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "FetchError";
+  }
+}
+
+/** Fetch every missing chunk of `opts.segments` into the cache; resolves when all verified. */
+export async function fetchSegments(opts: FetchOptions): Promise<void> {
+  const { cache, stats } = opts;
+  const seen = new Set<string>();
+  const avoid = new Map<string, string>();
+  const cooldown = new Map<string, number>();
+  const queue = opts.segments.filter((s) => !cache.segmentDone(s));
+  let lastProgress = Date.now();
+  let lastError = "";
+  let rr = 0;
+  const stallMs = opts.stallMs ?? 120_000;
+
+  const pick = (peers: ChunkPeer[], seg: number, chunk: number): ChunkPeer | undefined => {
+    const now = Date.now();
+    const able = peers.filter((p) =>
+      (p.segments === "all" || p.segments.has(seg)) && (cooldown.get(p.id) ?? 0) <= now
+    );
+    const bad = avoid.get(`${seg}:${chunk}`);
+    const good = able.filter((p) => p.id !== bad);
+    const from = good.length ? good : able;
+    return from.length ? from[rr++ % from.length] : undefined;
+  };
+
+  const worker = async () => {
+    while (queue.length && !opts.signal?.aborted) {
+      const seg = queue.shift()!;
+      const missing = cache.missingChunks(seg);
+      if (missing.length === 0) {
+        if (!await cache.finishSegment(seg)) {
+          opts.log?.("segment hash mismatch; fetching it again", { segment: seg });
+          queue.push(seg);
+        }
+        continue;
+      }
+      const peers = await opts.peers().catch(() => [] as ChunkPeer[]);
+      const peer = pick(peers, seg, missing[0]);
+      if (!peer) {
+        if (Date.now() - lastProgress > stallMs) {
+          throw new FetchError(
+            `no peer could serve ${cache.manifest.segments[seg].name} of ` +
+              `${cache.manifest.modelId} for ${Math.round(stallMs / 1000)} s (last error: ` +
+              `${lastError || "no peer holds it"}); start an agent that holds the file`,
+          );
+        }
+        queue.push(seg);
+        await sleep(250, opts.signal);
+        continue;
+      }
+      const batch = missing.slice(0, opts.batch ?? 8);
+      try {
+        const stream = peer.client.fetchChunks(
+          {
+            sha256: cache.manifest.sha256,
+            chunks: batch.map((chunk) => ({ segment: seg, chunk })),
+          },
+          { signal: opts.signal },
+        );
+        for await (const m of stream) {
+          const key = `${m.segment}:${m.chunk}`;
+          stats.bytesReceived += m.data.length;
+          if (seen.has(key)) stats.bytesRefetched += m.data.length;
+          seen.add(key);
+          await opts.limiter?.take(m.data.length, opts.signal);
+          if (cache.has(m.segment, m.chunk)) continue;
+          if (!cache.verifyChunk(m.segment, m.chunk, m.data)) {
+            stats.corruptChunks++;
+            avoid.set(key, peer.id);
+            opts.log?.("chunk failed verification; fetching it again", {
+              peer: peer.id,
+              segment: cache.manifest.segments[m.segment]?.name,
+              chunk: m.chunk,
+            });
+            continue;
+          }
+          await cache.writeChunk(m.segment, m.chunk, m.data);
+          lastProgress = Date.now();
+          opts.onChunk?.();
+        }
+      } catch (e) {
+        if (opts.signal?.aborted) return;
+        lastError = `${peer.id}: ${(e as Error).message}`;
+        cooldown.set(peer.id, Date.now() + 500);
+        opts.log?.("chunk stream failed; retrying", { peer: peer.id, error: lastError });
+      }
+      queue.push(seg);
+    }
+  };
+  await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, worker));
+  if (opts.signal?.aborted) throw new FetchError("the transfer was cancelled");
+}

@@ -1,0 +1,243 @@
+/**
+ * The manifest of a GGUF file: what a source computes once per file and every fetcher verifies
+ * against. Segment 0 is the header `[0, dataOffset)`; then one segment per tensor, exactly its
+ * byte range (padding between tensors is never transferred). Each segment is cut into chunks of
+ * `chunkSize` bytes with a sha256 each, and has a sha256 of its own; the whole file's sha256 is
+ * the cache's content address.
+ *
+ * With TLS on, the serialized manifest is signed with the node's TLS key; fetchers check the
+ * signer's certificate against the cluster CA. Without TLS the manifest is plainly "unsigned".
+ *
+ * @example
+ * ```ts
+ * const { manifest } = await computeManifest("models/stories260K.gguf", { nodeId: "a" });
+ * console.log(manifest.sha256, manifest.segments.length);
+ * ```
+ *
+ * @module
+ */
+import { createHash, createPublicKey, sign, verify, X509Certificate } from "node:crypto";
+import { Buffer } from "node:buffer";
+import { basename } from "node:path";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import {
+  type GetManifestResponse,
+  GetManifestResponseSchema,
+  type TransferManifest,
+  TransferManifestSchema,
+  TransferSegmentSchema,
+} from "../../proto/mod.ts";
+import { openGGUF } from "../../model/gguf/mod.ts";
+
+/** Default chunk size: 1 MiB, small enough that a lost chunk costs little, big enough to stream. */
+export const DEFAULT_CHUNK_SIZE = 1 << 20;
+/** The name of segment 0. */
+export const HEADER_SEGMENT = "(header)";
+/** Signature scheme of a manifest served without TLS. */
+export const UNSIGNED = "unsigned";
+
+/** A manifest or signature that does not check out; never load bytes it describes. */
+export class ManifestError extends Error {
+  /** @param message what failed and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "ManifestError";
+  }
+}
+
+/** sha256 of bytes. */
+export function sha256(data: Uint8Array): Uint8Array {
+  return new Uint8Array(createHash("sha256").update(data).digest());
+}
+
+/** Lower-case hex of bytes. */
+export function hex(b: Uint8Array): string {
+  return Buffer.from(b).toString("hex");
+}
+
+/** Whether two byte arrays are equal. */
+export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Number of chunks of a segment of `length` bytes. */
+export function chunkCount(length: number, chunkSize: number): number {
+  return Math.max(1, Math.ceil(length / chunkSize));
+}
+
+/** Options of {@linkcode computeManifest}. */
+export interface ManifestOptions {
+  /** The computing node (recorded in the manifest). */
+  nodeId: string;
+  /** Bytes per chunk; default {@linkcode DEFAULT_CHUNK_SIZE}. */
+  chunkSize?: number;
+}
+
+/**
+ * Read `path` once and describe it: the header and every tensor as a segment with per-chunk and
+ * per-segment sha256, plus the whole file's sha256.
+ */
+export async function computeManifest(
+  path: string,
+  opts: ManifestOptions,
+): Promise<{ manifest: TransferManifest; bytes: Uint8Array }> {
+  const chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+  const gguf = await openGGUF(path);
+  const ranges: { name: string; offset: number; length: number }[] = [
+    { name: HEADER_SEGMENT, offset: 0, length: Math.min(gguf.dataOffset, gguf.fileSize) },
+  ];
+  for (const t of [...gguf.tensors].sort((a, b) => a.offset - b.offset)) {
+    if (t.nBytes === undefined) {
+      gguf.close();
+      throw new ManifestError(
+        `${path}: tensor ${t.name} has a type without known size; it cannot be transferred`,
+      );
+    }
+    ranges.push({ name: t.name, offset: gguf.dataOffset + t.offset, length: t.nBytes });
+  }
+  const fileSize = gguf.fileSize;
+  gguf.close();
+  const file = await Deno.open(path, { read: true });
+  const whole = createHash("sha256");
+  let pos = 0;
+  const buf = new Uint8Array(chunkSize);
+  const readExactly = async (n: number): Promise<Uint8Array> => {
+    const out = n <= buf.length ? buf.subarray(0, n) : new Uint8Array(n);
+    let done = 0;
+    while (done < n) {
+      const r = await file.read(out.subarray(done));
+      if (r === null) throw new ManifestError(`${path} ended at ${pos + done}; did it change?`);
+      done += r;
+    }
+    pos += n;
+    whole.update(out);
+    return out;
+  };
+  const skipTo = async (offset: number) => {
+    while (pos < offset) await readExactly(Math.min(chunkSize, offset - pos));
+  };
+  const segments = [];
+  try {
+    for (const r of ranges) {
+      await skipTo(r.offset);
+      const seg = createHash("sha256");
+      const chunks: Uint8Array[] = [];
+      for (let at = 0; at < r.length || (r.length === 0 && at === 0); at += chunkSize) {
+        const piece = await readExactly(Math.min(chunkSize, r.length - at));
+        seg.update(piece);
+        chunks.push(sha256(piece));
+        if (r.length === 0) break;
+      }
+      segments.push(create(TransferSegmentSchema, {
+        name: r.name,
+        offset: BigInt(r.offset),
+        length: BigInt(r.length),
+        sha256: new Uint8Array(seg.digest()),
+        chunkSha256: chunks,
+      }));
+    }
+    await skipTo(fileSize);
+  } finally {
+    file.close();
+  }
+  const manifest = create(TransferManifestSchema, {
+    modelId: `${basename(path)}@${fileSize}`,
+    sha256: whole.digest("hex"),
+    fileSize: BigInt(fileSize),
+    dataOffset: BigInt(ranges[0].length),
+    chunkSize,
+    segments,
+    sourceNodeId: opts.nodeId,
+  });
+  return { manifest, bytes: toBinary(TransferManifestSchema, manifest) };
+}
+
+/** A TLS identity to sign manifests with (PEM strings). */
+export interface SigningIdentity {
+  cert: string;
+  key: string;
+}
+
+/** Package a manifest for the wire: signed with `identity` when given, else "unsigned". */
+export function signedManifest(
+  bytes: Uint8Array,
+  identity: SigningIdentity | undefined,
+  availableSegments: number[],
+): GetManifestResponse {
+  if (!identity) {
+    return create(GetManifestResponseSchema, {
+      manifest: bytes,
+      signatureScheme: UNSIGNED,
+      availableSegments,
+    });
+  }
+  const key = identity.key;
+  const type = createPublicKey(key).asymmetricKeyType ?? "key";
+  const algorithm = type === "ed25519" || type === "ed448" ? null : "sha256";
+  return create(GetManifestResponseSchema, {
+    manifest: bytes,
+    signatureScheme: `sha256-with-${type}`,
+    signature: new Uint8Array(sign(algorithm, bytes, key)),
+    signerCertificate: identity.cert,
+    availableSegments,
+  });
+}
+
+/**
+ * Decode a manifest answer and check its signature: with `caPem` (TLS on) the manifest must be
+ * signed by a certificate the CA issued; without, it must say "unsigned" (or be signed, which
+ * cannot be checked and is reported as such). Returns the manifest and a word on its signature.
+ */
+export function openManifest(
+  res: GetManifestResponse,
+  caPem: string | undefined,
+): { manifest: TransferManifest; signature: string } {
+  let manifest: TransferManifest;
+  try {
+    manifest = fromBinary(TransferManifestSchema, res.manifest);
+  } catch (e) {
+    throw new ManifestError(`the manifest does not decode: ${(e as Error).message}`);
+  }
+  if (!caPem) {
+    return {
+      manifest,
+      signature: res.signatureScheme === UNSIGNED
+        ? "unsigned (TLS is off)"
+        : `${res.signatureScheme} (not checked: TLS is off)`,
+    };
+  }
+  if (res.signatureScheme === UNSIGNED || res.signature.length === 0) {
+    throw new ManifestError(
+      `the manifest of ${manifest.modelId} from ${manifest.sourceNodeId} is unsigned but TLS is ` +
+        `on; is the source agent running without --tls-cert?`,
+    );
+  }
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(res.signerCertificate);
+  } catch (e) {
+    throw new ManifestError(`the manifest's signer certificate is unreadable: ${e}`);
+  }
+  const issued = caPem.split(/(?=-----BEGIN CERTIFICATE-----)/).some((pem) => {
+    try {
+      const ca = new X509Certificate(pem);
+      return cert.checkIssued(ca) && cert.verify(ca.publicKey);
+    } catch {
+      return false;
+    }
+  });
+  if (!issued) {
+    throw new ManifestError(
+      `the manifest of ${manifest.modelId} is signed by "${cert.subject}", which the cluster CA ` +
+        `did not issue; refusing it`,
+    );
+  }
+  const type = cert.publicKey.asymmetricKeyType;
+  const algorithm = type === "ed25519" || type === "ed448" ? null : "sha256";
+  if (!verify(algorithm, res.manifest, cert.publicKey, res.signature)) {
+    throw new ManifestError(
+      `the manifest signature of ${manifest.modelId} does not verify; refusing it`,
+    );
+  }
+  return { manifest, signature: `verified (${res.signatureScheme}, ${cert.subject})` };
+}
