@@ -50,11 +50,11 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let kvh = h / (P.n_heads / P.n_kv_heads);
   let qb = ((P.row_off + t) * P.n_heads + h) * P.head_dim;
   let kb = kvh * P.head_dim;
-  var s = 0.0;
+  var s = vec2<f32>(0.0, 0.0);
   for (var d = 0u; d < P.head_dim; d = d + 1u) {
-    s = s + operand(Q[qb + d]) * cache_at(j, kb + d);
+    s = ksum(s, operand(Q[qb + d]) * cache_at(j, kb + d));
   }
-  S[(t * P.n_heads + h) * P.n_max + j] = s * P.scale;
+  S[(t * P.n_heads + h) * P.n_max + j] = (s.x + s.y) * P.scale;
 }
 
 @compute @workgroup_size(64)
@@ -68,9 +68,9 @@ fn pv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li
   let kvh = h / (P.n_heads / P.n_kv_heads);
   let sb = (t * P.n_heads + h) * P.n_max;
   let n = P.pos0 + t + 1u;
-  var acc = 0.0;
+  var acc = vec2<f32>(0.0, 0.0);
   for (var j = 0u; j < n; j = j + 1u) {
-    acc = acc + operand(S[sb + j]) * cache_at(j, kvh * P.head_dim + d);
+    acc = ksum(acc, operand(S[sb + j]) * cache_at(j, kvh * P.head_dim + d));
   }
-  Q[((P.row_off + t) * P.n_heads + h) * P.head_dim + d] = acc;
+  Q[((P.row_off + t) * P.n_heads + h) * P.head_dim + d] = acc.x + acc.y;
 }

@@ -114,3 +114,23 @@ fn expf_ggml(x: f32) -> f32 {
   let s2 = bitcast<f32>(e - g);
   return (s2 * j + s2) * s1;
 }
+
+// Compensated (Neumaier) summation: `acc.x` is the running f32 sum, `acc.y` the rounding error
+// lost so far; `acc.x + acc.y` is the sum as if accumulated in double, as ggml's plain C kernels
+// (and our reference backend) accumulate dot products and softmax sums in ggml_float.
+fn ksum(acc: vec2<f32>, y: f32) -> vec2<f32> {
+  let t = acc.x + y;
+  var c = acc.y;
+  if (abs(acc.x) >= abs(y)) {
+    c = c + ((acc.x - t) + y);
+  } else {
+    c = c + ((y - t) + acc.x);
+  }
+  return vec2<f32>(t, c);
+}
+
+// Two compensated sums added together.
+fn ksum2(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let r = ksum(a, b.x);
+  return vec2<f32>(r.x, r.y + b.y);
+}
