@@ -25,7 +25,7 @@ function source(name: string): string {
 
 /**
  * The `//@section NAME` part of quant.wgsl, preceded by its shared prelude; without `dot`, the
- * section stops at its `//@dot` line (block_dot needs activation accessors only matmul has).
+ * section stops at its `//@dot` line (the dot part needs activation accessors only matmul has).
  */
 export function decodeSnippet(type: string, dot: boolean): string {
   const text = source("quant");
@@ -74,7 +74,7 @@ export function compose(name: string, opts: ComposeOptions = {}): string {
   let text = source("common") + "\n" + source(name);
   if (text.includes("{{DECODE}}")) {
     if (!opts.decode) throw new Error(`${name}.wgsl needs a weight type to decode`);
-    text = text.replace("{{DECODE}}", decodeSnippet(opts.decode, text.includes("block_dot(")));
+    text = text.replace("{{DECODE}}", decodeSnippet(opts.decode, text.includes("acc_add(")));
   }
   text = preprocess(text, new Set(opts.defines ?? []));
   return text.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {

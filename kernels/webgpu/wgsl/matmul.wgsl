@@ -61,9 +61,9 @@ fn main(
   let row = (wid.x + wid.y * nwg.x) * (WG / tpr) + li / tpr;
   let lane = li % tpr;
   let t0 = wid.z * TT;
-  var acc: array<f32, TT>;
+  var acc: array<Acc, TT>;
   for (var j = 0u; j < TT; j = j + 1u) {
-    acc[j] = 0.0;
+    acc[j] = acc_zero();
   }
   if (row < P.n_rows) {
     let nb = P.k / BLOCK_ELEMS;
@@ -72,24 +72,25 @@ fn main(
     for (var b = lane; b < nb; b = b + tpr) {
       let wbase = rbase + b * BLOCK_BYTES;
       for (var j = 0u; j < nt; j = j + 1u) {
-        acc[j] = acc[j] + block_dot(wbase, t0 + j, b);
+        acc[j] = acc_add(acc[j], wbase, t0 + j, b);
       }
     }
   }
   //#if SINGLE_LANE
-  // tpr == 1: each invocation owns a row; no workgroup memory, no barriers (cheaper on
+  // tpr == 1: each invocation owns a row, accumulating its blocks in ggml's order (so results
+  // match ggml's scalar kernels bit for bit); no workgroup memory, no barriers (much cheaper on
   // software adapters, where a barrier switches every invocation's coroutine).
   if (row < P.n_rows) {
     for (var j = 0u; j < TT; j = j + 1u) {
       let t = t0 + j;
       if (t < P.n_tok) {
-        O[t * P.out_stride + P.out_off + row] = acc[j];
+        O[t * P.out_stride + P.out_off + row] = acc_final(acc[j]);
       }
     }
   }
   //#else
   for (var j = 0u; j < TT; j = j + 1u) {
-    red[li * TT + j] = acc[j];
+    red[li * TT + j] = acc_final(acc[j]);
   }
   workgroupBarrier();
   for (var s = tpr / 2u; s > 0u; s = s / 2u) {

@@ -2,11 +2,15 @@
 // shader. Each section defines:
 //   BLOCK_ELEMS, BLOCK_BYTES   the block geometry (1 element for float types)
 //   w_elem(rb, i) -> f32       element i of the row starting at byte rb (ggml dequantize_row_*)
-//   block_dot(wb, t, b) -> f32 block b (at byte wb) of a weight row · block b of activation row t,
-//                              computed as ggml's vec_dot_<type>_<vec_dot_type> does for one block:
-//                              integer-exact sums, then its float scaling.
-// The part after the dot marker line (block_dot and its helpers) is only composed into matmul.wgsl, which
-// defines the activation accessors it uses (a_f, a_q4, a_d, a_s, a_bsum).
+// and, after its dot marker line, the row dot product as ggml's vec_dot_<type>_<vec_dot_type>
+// computes it: integer-exact sums per block, then its float scaling and accumulation:
+//   Acc, acc_zero(), acc_add(acc, wb, t, b), acc_final(acc) -> f32
+// where acc_add adds block b (at byte wb) of a weight row · block b of activation row t.
+// K-quants replay ggml's 8-lane float sums only with SINGLE_LANE (one invocation per row, blocks
+// in order, so the result is ggml's to the bit); with many lanes per row the order differs
+// anyway and the cheaper packed-dot form is used.
+// The dot part is only composed into matmul.wgsl, which defines the activation accessors it
+// uses (a_f, a_q4, a_d, a_s, a_bsum).
 
 // Weights are bound as `W: array<u32>` holding the raw GGUF block bytes (little-endian,
 // padded to 4 bytes), so every format is read through these loads at arbitrary byte offsets.
@@ -31,6 +35,15 @@ fn ld32(b: u32) -> u32 {
   return (W[i] >> s) | (W[i + 1u] << (32u - s));
 }
 
+// The four bytes of v as unsigned / signed integers.
+fn u8x4(v: u32) -> vec4<i32> {
+  return vec4<i32>(vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u));
+}
+fn i8x4(v: u32) -> vec4<i32> {
+  return vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u),
+    bitcast<i32>(v)) >> vec4<u32>(24u);
+}
+
 //@section F32
 const BLOCK_ELEMS: u32 = 1u;
 const BLOCK_BYTES: u32 = 4u;
@@ -40,6 +53,18 @@ fn w_elem(rb: u32, i: u32) -> f32 {
 //@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return bitcast<f32>(W[wb >> 2u]) * a_f(t, b);
+}
+
+// ggml_vec_dot_f32/f16/bf16 (scalar) sum float products in double: compensated f32 here.
+alias Acc = vec2<f32>;
+fn acc_zero() -> Acc {
+  return vec2<f32>(0.0, 0.0);
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return ksum(a, block_dot(wb, t, b));
+}
+fn acc_final(a: Acc) -> f32 {
+  return a.x + a.y;
 }
 
 //@section F16
@@ -53,6 +78,18 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return f16_to_f32(ld16(wb)) * a_f(t, b);
 }
 
+// ggml_vec_dot_f32/f16/bf16 (scalar) sum float products in double: compensated f32 here.
+alias Acc = vec2<f32>;
+fn acc_zero() -> Acc {
+  return vec2<f32>(0.0, 0.0);
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return ksum(a, block_dot(wb, t, b));
+}
+fn acc_final(a: Acc) -> f32 {
+  return a.x + a.y;
+}
+
 //@section BF16
 const BLOCK_ELEMS: u32 = 1u;
 const BLOCK_BYTES: u32 = 2u;
@@ -62,6 +99,18 @@ fn w_elem(rb: u32, i: u32) -> f32 {
 //@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return bitcast<f32>(ld16(wb) << 16u) * a_f(t, b);
+}
+
+// ggml_vec_dot_f32/f16/bf16 (scalar) sum float products in double: compensated f32 here.
+alias Acc = vec2<f32>;
+fn acc_zero() -> Acc {
+  return vec2<f32>(0.0, 0.0);
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return ksum(a, block_dot(wb, t, b));
+}
+fn acc_final(a: Acc) -> f32 {
+  return a.x + a.y;
 }
 
 //@section Q4_0
@@ -89,6 +138,18 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return f32(s) * f16_to_f32(ld16(wb)) * a_d(t, b);
 }
 
+// ggml accumulates block results in a float, in block order.
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+
 //@section Q4_1
 // block_q4_1: d, m (f16), qs[16]; x = d·q + m.
 const BLOCK_ELEMS: u32 = 32u;
@@ -108,6 +169,18 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     s = s + dot4i8((q >> 4u) & 0x0f0f0f0fu, a_q4(t, b * 8u + 4u + i));
   }
   return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(ld16(wb + 2u)) * a_s(t, b);
+}
+
+// ggml accumulates block results in a float, in block order.
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
 }
 
 //@section Q5_0
@@ -143,6 +216,18 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s);
 }
 
+// ggml accumulates block results in a float, in block order.
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+
 //@section Q5_1
 // block_q5_1: d, m (f16), qh[4], qs[16]; x = d·q + m.
 const BLOCK_ELEMS: u32 = 32u;
@@ -170,6 +255,18 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(ld16(wb + 2u)) * a_s(t, b);
 }
 
+// ggml accumulates block results in a float, in block order.
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+
 //@section Q8_0
 // block_q8_0: d (f16), qs[32] (int8).
 const BLOCK_ELEMS: u32 = 32u;
@@ -186,6 +283,18 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     s = s + dot4i8(ld32(wb + 2u + 4u * i), a_q4(t, b * 8u + i));
   }
   return f32(s) * (f16_to_f32(ld16(wb)) * a_d(t, b));
+}
+
+// ggml accumulates block results in a float, in block order.
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
 }
 
 //@section Q2_K
@@ -228,6 +337,18 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   return dall * f32(isum) - dmin * f32(summs);
 }
 
+// ggml accumulates block results in a float, in block order.
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+
 //@section Q3_K
 // block_q3_K: hmask[32], qs[64], scales[12] (16 × 6 bits, offset 32), d (f16).
 // Element n·128 + j·32 + l is ((qs[32n + l] >> 2j) & 3) − (hmask[l] bit (4n + j) ? 0 : 4).
@@ -250,6 +371,48 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   return dl * f32(q - select(4i, 0i, hb == 1u));
 }
 //@dot
+//#if SINGLE_LANE
+// ggml's K-quant dot products keep 8 integer lanes per block (element index mod 8), add
+// d · lane into 8 float sums across blocks, subtract dmin · Σ bsum · min from a float
+// `sumf`, and add the 8 float sums to sumf at the end; replayed exactly.
+struct Acc {
+  sumf: f32,
+  lo: vec4<f32>, // float sums of lanes 0..3
+  hi: vec4<f32>, // lanes 4..7
+}
+fn acc_zero() -> Acc {
+  return Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+fn acc_final(a: Acc) -> f32 {
+  return a.sumf + a.lo.x + a.lo.y + a.lo.z + a.lo.w + a.hi.x + a.hi.y + a.hi.z + a.hi.w;
+}
+// Add one block's integer lanes scaled by d, and subtract `mins`.
+fn acc_lanes(a: Acc, lo: vec4<i32>, hi: vec4<i32>, d: f32, mins: f32) -> Acc {
+  return Acc(a.sumf - mins, a.lo + d * vec4<f32>(lo), a.hi + d * vec4<f32>(hi));
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  var lo = vec4<i32>(0);
+  var hi = vec4<i32>(0);
+  for (var g = 0u; g < 16u; g = g + 1u) {
+    let n = g / 8u;
+    let j = (g % 8u) / 2u;
+    let h = g % 2u;
+    let sc = q3_scale(wb, g);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+      let q = (ld32(wb + 32u + n * 32u + h * 16u + 4u * i) >> (2u * j)) & 0x03030303u;
+      let hb = (ld32(wb + h * 16u + 4u * i) >> (4u * n + j)) & 0x01010101u;
+      let p = sc * ((u8x4(q | (hb << 2u)) - vec4<i32>(4)) * i8x4(a_q4(t, b * 64u + g * 4u + i)));
+      if (i % 2u == 0u) {
+        lo = lo + p;
+      } else {
+        hi = hi + p;
+      }
+    }
+  }
+  return acc_lanes(a, lo, hi, f16_to_f32(ld16(wb + 108u)) * a_d(t, b), 0.0);
+}
+//#else
+// Many lanes per row (GPUs): packed dot products, float result per block.
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   for (var g = 0u; g < 16u; g = g + 1u) {
@@ -269,6 +432,17 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   }
   return (f16_to_f32(ld16(wb + 108u)) * a_d(t, b)) * f32(isum);
 }
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+//#endif
 
 //@section Q4_K
 // block_q4_K: d, dmin (f16), scales[12] (8 × 6-bit scale + 8 × 6-bit min), qs[128].
@@ -296,6 +470,54 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   return d * f32(q) - m;
 }
 //@dot
+//#if SINGLE_LANE
+// ggml's K-quant dot products keep 8 integer lanes per block (element index mod 8), add
+// d · lane into 8 float sums across blocks, subtract dmin · Σ bsum · min from a float
+// `sumf`, and add the 8 float sums to sumf at the end; replayed exactly.
+struct Acc {
+  sumf: f32,
+  lo: vec4<f32>, // float sums of lanes 0..3
+  hi: vec4<f32>, // lanes 4..7
+}
+fn acc_zero() -> Acc {
+  return Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+fn acc_final(a: Acc) -> f32 {
+  return a.sumf + a.lo.x + a.lo.y + a.lo.z + a.lo.w + a.hi.x + a.hi.y + a.hi.z + a.hi.w;
+}
+// Add one block's integer lanes scaled by d, and subtract `mins`.
+fn acc_lanes(a: Acc, lo: vec4<i32>, hi: vec4<i32>, d: f32, mins: f32) -> Acc {
+  return Acc(a.sumf - mins, a.lo + d * vec4<f32>(lo), a.hi + d * vec4<f32>(hi));
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  var lo = vec4<i32>(0);
+  var hi = vec4<i32>(0);
+  var summs = 0i;
+  for (var j = 0u; j < 4u; j = j + 1u) {
+    let sm0 = k4_scale_min(wb, 2u * j);
+    let sm1 = k4_scale_min(wb, 2u * j + 1u);
+    for (var i = 0u; i < 8u; i = i + 1u) {
+      let q = W[(wb + 16u + 32u * j) / 4u + i];
+      var q0 = q & 0x0f0f0f0fu;
+      var q1 = (q >> 4u) & 0x0f0f0f0fu;
+      let p = i32(sm0.x) * (u8x4(q0) * i8x4(a_q4(t, b * 64u + j * 16u + i))) +
+        i32(sm1.x) * (u8x4(q1) * i8x4(a_q4(t, b * 64u + j * 16u + 8u + i)));
+      if (i % 2u == 0u) {
+        lo = lo + p;
+      } else {
+        hi = hi + p;
+      }
+    }
+    summs = summs + i32(sm0.y) * (a_bsum(t, b * 16u + 4u * j) + a_bsum(t, b * 16u + 4u * j + 1u));
+    summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
+  }
+  let yd = a_d(t, b);
+  let d = f16_to_f32(ld16(wb)) * yd;
+  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
+  return acc_lanes(a, lo, hi, d, dmin * f32(summs));
+}
+//#else
+// Many lanes per row (GPUs): packed dot products, float result per block.
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   var summs = 0i;
@@ -318,6 +540,17 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
   return d * f32(isum) - dmin * f32(summs);
 }
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+//#endif
 
 //@section Q5_K
 // block_q5_K: d, dmin (f16), scales[12], qh[32], qs[128]; like Q4_K plus a 5th bit:
@@ -346,6 +579,57 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   return d * f32(q) - m;
 }
 //@dot
+//#if SINGLE_LANE
+// ggml's K-quant dot products keep 8 integer lanes per block (element index mod 8), add
+// d · lane into 8 float sums across blocks, subtract dmin · Σ bsum · min from a float
+// `sumf`, and add the 8 float sums to sumf at the end; replayed exactly.
+struct Acc {
+  sumf: f32,
+  lo: vec4<f32>, // float sums of lanes 0..3
+  hi: vec4<f32>, // lanes 4..7
+}
+fn acc_zero() -> Acc {
+  return Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+fn acc_final(a: Acc) -> f32 {
+  return a.sumf + a.lo.x + a.lo.y + a.lo.z + a.lo.w + a.hi.x + a.hi.y + a.hi.z + a.hi.w;
+}
+// Add one block's integer lanes scaled by d, and subtract `mins`.
+fn acc_lanes(a: Acc, lo: vec4<i32>, hi: vec4<i32>, d: f32, mins: f32) -> Acc {
+  return Acc(a.sumf - mins, a.lo + d * vec4<f32>(lo), a.hi + d * vec4<f32>(hi));
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  var lo = vec4<i32>(0);
+  var hi = vec4<i32>(0);
+  var summs = 0i;
+  for (var j = 0u; j < 4u; j = j + 1u) {
+    let sm0 = k4_scale_min(wb, 2u * j);
+    let sm1 = k4_scale_min(wb, 2u * j + 1u);
+    for (var i = 0u; i < 8u; i = i + 1u) {
+      let q = W[(wb + 48u + 32u * j) / 4u + i];
+      var q0 = q & 0x0f0f0f0fu;
+      var q1 = (q >> 4u) & 0x0f0f0f0fu;
+      let hq = W[(wb + 16u) / 4u + i];
+      q0 = q0 | (((hq >> (2u * j)) & 0x01010101u) << 4u);
+      q1 = q1 | (((hq >> (2u * j + 1u)) & 0x01010101u) << 4u);
+      let p = i32(sm0.x) * (u8x4(q0) * i8x4(a_q4(t, b * 64u + j * 16u + i))) +
+        i32(sm1.x) * (u8x4(q1) * i8x4(a_q4(t, b * 64u + j * 16u + 8u + i)));
+      if (i % 2u == 0u) {
+        lo = lo + p;
+      } else {
+        hi = hi + p;
+      }
+    }
+    summs = summs + i32(sm0.y) * (a_bsum(t, b * 16u + 4u * j) + a_bsum(t, b * 16u + 4u * j + 1u));
+    summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
+  }
+  let yd = a_d(t, b);
+  let d = f16_to_f32(ld16(wb)) * yd;
+  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
+  return acc_lanes(a, lo, hi, d, dmin * f32(summs));
+}
+//#else
+// Many lanes per row (GPUs): packed dot products, float result per block.
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   var summs = 0i;
@@ -371,6 +655,17 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
   return d * f32(isum) - dmin * f32(summs);
 }
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+//#endif
 
 //@section Q6_K
 // block_q6_K: ql[128], qh[64], scales[16] (int8), d (f16). Element n·128 + g·32 + l is
@@ -393,6 +688,49 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   return f16_to_f32(ld16(bb + 208u)) * f32(q6_scale(bb, 8u * n + 2u * g + l / 16u)) * f32(q);
 }
 //@dot
+//#if SINGLE_LANE
+// ggml's K-quant dot products keep 8 integer lanes per block (element index mod 8), add
+// d · lane into 8 float sums across blocks, subtract dmin · Σ bsum · min from a float
+// `sumf`, and add the 8 float sums to sumf at the end; replayed exactly.
+struct Acc {
+  sumf: f32,
+  lo: vec4<f32>, // float sums of lanes 0..3
+  hi: vec4<f32>, // lanes 4..7
+}
+fn acc_zero() -> Acc {
+  return Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
+}
+fn acc_final(a: Acc) -> f32 {
+  return a.sumf + a.lo.x + a.lo.y + a.lo.z + a.lo.w + a.hi.x + a.hi.y + a.hi.z + a.hi.w;
+}
+// Add one block's integer lanes scaled by d, and subtract `mins`.
+fn acc_lanes(a: Acc, lo: vec4<i32>, hi: vec4<i32>, d: f32, mins: f32) -> Acc {
+  return Acc(a.sumf - mins, a.lo + d * vec4<f32>(lo), a.hi + d * vec4<f32>(hi));
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  var lo = vec4<i32>(0);
+  var hi = vec4<i32>(0);
+  for (var sb = 0u; sb < 16u; sb = sb + 1u) {
+    let n = sb / 8u;
+    let g = (sb % 8u) / 2u;
+    let h = sb % 2u;
+    let sc = q6_scale(wb, 8u * n + 2u * g + h);
+    for (var i = 0u; i < 4u; i = i + 1u) {
+      let l = h * 16u + 4u * i;
+      let ql = (ld32(wb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 0x0f0f0f0fu;
+      let qh = (ld32(wb + 128u + 32u * n + l) >> (2u * g)) & 0x03030303u;
+      let p = sc * ((u8x4(ql | (qh << 4u)) - vec4<i32>(32)) * i8x4(a_q4(t, b * 64u + sb * 4u + i)));
+      if (i % 2u == 0u) {
+        lo = lo + p;
+      } else {
+        hi = hi + p;
+      }
+    }
+  }
+  return acc_lanes(a, lo, hi, f16_to_f32(ld16(wb + 208u)) * a_d(t, b), 0.0);
+}
+//#else
+// Many lanes per row (GPUs): packed dot products, float result per block.
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   for (var sb = 0u; sb < 16u; sb = sb + 1u) {
@@ -413,3 +751,15 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   }
   return (f16_to_f32(ld16(wb + 208u)) * a_d(t, b)) * f32(isum);
 }
+alias Acc = f32;
+fn acc_zero() -> Acc {
+  return 0.0;
+}
+fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
+  return a + block_dot(wb, t, b);
+}
+fn acc_final(a: Acc) -> f32 {
+  return a;
+}
+//#endif
+

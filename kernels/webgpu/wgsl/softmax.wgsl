@@ -1,6 +1,6 @@
 // Causal softmax of attention score rows in place (ggml_soft_max_ext; the scale was applied by
 // attention.wgsl): row (t, h) has pos0 + t + 1 live entries. One workgroup per row:
-// p_j = e^(s_j − max) · (1 / Σ e^(s_k − max)).
+// p_j = e^(s_j − max) · (1 / Σ e^(s_k − max)), summed the way ggml's x86 build sums.
 
 struct Params {
   n_rows: u32, // rows · n_heads
@@ -13,6 +13,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read_write> S: array<f32>;
 
 var<workgroup> red: array<f32, 64>;
+var<workgroup> red2: array<vec2<f32>, 64>;
 
 @compute @workgroup_size(64)
 fn main(
@@ -39,27 +40,41 @@ fn main(
     workgroupBarrier();
   }
   let mx = red[0];
-  workgroupBarrier();
-  var s = 0.0;
+  // ggml_vec_soft_max_f32 (SSE2): exponentials four lanes at a time, each group summed as
+  // (e0 + e1) + (e2 + e3) in f32 and the groups in double (here: compensated f32).
+  var s = vec2<f32>(0.0, 0.0);
   if (live) {
-    for (var j = li; j < n; j = j + 64u) {
-      let e = expf_ggml(S[base + j] - mx);
-      S[base + j] = e;
-      s = s + e;
+    for (var g = li * 4u; g < n; g = g + 256u) {
+      var e = vec4<f32>(0.0, 0.0, 0.0, 0.0);
+      for (var l = 0u; l < 4u; l = l + 1u) {
+        if (g + l < n) {
+          e[l] = expf_ggml(S[base + g + l] - mx);
+          S[base + g + l] = e[l];
+        }
+      }
+      s = ksum(s, (e.x + e.y) + (e.z + e.w));
     }
   }
-  red[li] = s;
+  red2[li] = s;
   workgroupBarrier();
   for (var k = 32u; k > 0u; k = k / 2u) {
     if (li < k) {
-      red[li] = red[li] + red[li + k];
+      red2[li] = ksum2(red2[li], red2[li + k]);
     }
     workgroupBarrier();
   }
-  let inv = 1.0 / red[0];
+  // 1 / sum, rounded once from the compensated sum (one Newton step on the f32 reciprocal).
+  let hi = red2[0].x + red2[0].y;
+  let lo = (red2[0].x - hi) + red2[0].y;
+  var inv = 1.0 / hi;
+  if (lo != 0.0) {
+    inv = inv + inv * ((1.0 - inv * hi) - inv * lo);
+  }
   if (live) {
-    for (var j = li; j < n; j = j + 64u) {
-      S[base + j] = S[base + j] * inv;
+    for (var g = li * 4u; g < n; g = g + 256u) {
+      for (var l = 0u; l < 4u && g + l < n; l = l + 1u) {
+        S[base + g + l] = S[base + g + l] * inv;
+      }
     }
   }
 }

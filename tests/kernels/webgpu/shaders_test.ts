@@ -44,7 +44,7 @@ Deno.test("webgpu shaders: every op composes without leftover placeholders or di
       compose("matmul", { decode: t, defines: ["SINGLE_LANE", "PACKED_DOT"], subst: { TT: 1 } }),
     );
     for (const op of ["embed", "norm", "elementwise"]) texts.push(compose(op, { decode: t }));
-    assert(!decodeSnippet(t, false).includes("fn block_dot"), `${t}: elem part has no dot`);
+    assert(!decodeSnippet(t, false).includes("fn acc_add"), `${t}: elem part has no dot`);
   }
   for (const bs of [1, 32, 256]) texts.push(compose("quantize", { subst: { BS: bs } }));
   for (const op of ["rope", "kv", "attention", "softmax"]) texts.push(compose(op));
