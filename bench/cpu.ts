@@ -236,6 +236,9 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   };
 }
 
+/** A bad flag: exit status 2, like every llmctl / bench usage error. */
+class UsageError extends Error {}
+
 function parseArgs(
   args: string[],
 ): {
@@ -260,12 +263,12 @@ function parseArgs(
     const a = args[i];
     const val = () => {
       const v = args[++i];
-      if (v === undefined) throw new Error(`${a} needs a value`);
+      if (v === undefined) throw new UsageError(`${a} needs a value`);
       return v;
     };
     const num = () => {
       const v = Number(val());
-      if (!Number.isInteger(v) || v <= 0) throw new Error(`${a} needs a positive integer`);
+      if (!Number.isInteger(v) || v <= 0) throw new UsageError(`${a} needs a positive integer`);
       return v;
     };
     if (a === "--model") models.push(val());
@@ -273,7 +276,7 @@ function parseArgs(
       for (const g of val().split(",")) {
         if (g === "all") generate.push(...GENERATED);
         else if ((GENERATED as readonly string[]).includes(g)) generate.push(g as GeneratedModel);
-        else throw new Error(`--generate ${g}: choose from ${GENERATED.join(", ")}, all`);
+        else throw new UsageError(`--generate ${g}: choose from ${GENERATED.join(", ")}, all`);
       }
     } else if (a === "--threads") o.threads = num();
     else if (a === "--reps") o.reps = num();
@@ -281,18 +284,20 @@ function parseArgs(
     else if (a === "--tg") o.tg = num();
     else if (a === "--kv") {
       const v = val();
-      if (v !== "f16" && v !== "f32") throw new Error("--kv takes f16 or f32");
+      if (v !== "f16" && v !== "f32") throw new UsageError("--kv takes f16 or f32");
       o.kv = v;
     } else if (a === "--no-ref") o.ref = false;
     else if (a === "--child") child = true;
     else if (a === "--backend") {
       const v = val();
-      if (v !== "wasm" && v !== "reference") throw new Error("--backend takes wasm or reference");
+      if (v !== "wasm" && v !== "reference") {
+        throw new UsageError("--backend takes wasm or reference");
+      }
       o.backend = v;
-    } else throw new Error(`unknown flag ${a} (see bench/cpu.ts)`);
+    } else throw new UsageError(`unknown flag ${a} (see bench/cpu.ts)`);
   }
   if (!models.length && !generate.length) {
-    throw new Error("give --model FILE or --generate q8_0|q4_0|q4k_mix|all");
+    throw new UsageError("give --model FILE or --generate q8_0|q4_0|q4k_mix|all");
   }
   return { models, generate, o, child };
 }
@@ -335,11 +340,21 @@ function isModelArg(args: string[], i: number): boolean {
   return a === "--model" || a === "--generate" || prev === "--model" || prev === "--generate";
 }
 
+const USAGE = `usage: deno task bench cpu (--generate q8_0|q4_0|q4k_mix|all | --model FILE.gguf)…
+  [--threads N (default: all cores)] [--reps N (3)] [--pp N (128)] [--tg N (128)]
+  [--kv f32|f16 (f32)] [--no-ref] [--backend wasm|reference]
+Prints one JSON object per model: our and llama.cpp's prefill/decode tokens/s, their ratios,
+and RSS against weights + KV cache bytes.`;
+
 if (import.meta.main) {
+  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
+    console.log(USAGE);
+    Deno.exit(0);
+  }
   try {
     await main(Deno.args);
   } catch (e) {
     console.error(`bench cpu: ${(e as Error).message}`);
-    Deno.exit(1);
+    Deno.exit(e instanceof UsageError ? 2 : 1);
   }
 }

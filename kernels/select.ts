@@ -6,6 +6,8 @@
  */
 import type { Backend } from "./backend.ts";
 import { createReferenceBackend } from "./reference/mod.ts";
+import { createWasmBackend } from "./wasm/mod.ts";
+import { createWebGPUBackend, probeAdapter } from "./webgpu/mod.ts";
 
 /** Names accepted by `--backend`. */
 export const BACKEND_NAMES = ["auto", "wasm", "webgpu", "reference"] as const;
@@ -40,19 +42,56 @@ export function parseBackendName(name: string): BackendName {
 /** Build the requested backend (or pick one for `auto`). */
 export async function selectBackend(
   name: BackendName = "auto",
-  _opts: SelectOptions = {},
+  opts: SelectOptions = {},
 ): Promise<Selection> {
   switch (name) {
     case "reference":
       return { backend: createReferenceBackend(), reason: "requested with --backend reference" };
-    case "auto":
+    case "wasm":
       return {
-        backend: createReferenceBackend(),
-        reason: "auto: only the reference backend is built in this version",
+        backend: await createWasmBackend({ threads: opts.threads }),
+        reason: "requested with --backend wasm",
       };
-    default:
-      throw new BackendUnavailableError(
-        `backend "${name}" is not available in this build; use --backend reference`,
-      );
+    case "webgpu": {
+      const probe = await probeAdapter();
+      if (!probe.available) {
+        throw new BackendUnavailableError(
+          `--backend webgpu: no WebGPU adapter (${
+            probe.reason ?? "navigator.gpu found none"
+          }); use --backend wasm`,
+        );
+      }
+      return {
+        backend: await createWebGPUBackend(),
+        reason: `requested with --backend webgpu (${probe.description}${
+          probe.isFallback ? ", a software fallback adapter" : ""
+        })`,
+      };
+    }
+    case "auto": {
+      const probe = await probeAdapter();
+      if (probe.available && !probe.isFallback) {
+        try {
+          return {
+            backend: await createWebGPUBackend(),
+            reason: `auto: WebGPU on ${probe.description} (a hardware adapter)`,
+          };
+        } catch (e) {
+          return {
+            backend: await createWasmBackend({ threads: opts.threads }),
+            reason: `auto: WebGPU on ${probe.description} failed to start (${
+              (e as Error).message
+            }); WASM instead`,
+          };
+        }
+      }
+      const why = probe.available
+        ? `the only WebGPU adapter is a software fallback (${probe.description}), which is slower than WASM SIMD`
+        : `no WebGPU adapter (${probe.reason ?? "none found"})`;
+      return {
+        backend: await createWasmBackend({ threads: opts.threads }),
+        reason: `auto: WASM SIMD — ${why}`,
+      };
+    }
   }
 }

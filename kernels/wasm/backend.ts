@@ -471,7 +471,8 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
     ctrl[ARENA] = w.arena;
-    ctrl[a + A.KIND] = w.kernel;
+    // one activation row: the plain i16 Q8_0 kernel is as fast (no sign work to amortize)
+    ctrl[a + A.KIND] = rows === 1 && w.kernel === 108 ? GGMLType.Q8_0 : w.kernel;
     ctrl[a + A.W] = w.off;
     ctrl[a + A.ROW_BYTES] = w.rowBytes;
     ctrl[a + A.NB] = floatsAct ? n : nb;

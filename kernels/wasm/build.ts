@@ -60,9 +60,8 @@ export async function buildWasm(opts: { force?: boolean } = {}): Promise<string>
   const outPath = decodeURIComponent(WASM_URL.pathname);
   if (!opts.force && (await upToDate())) return outPath;
   await Deno.mkdir(OUT_DIR, { recursive: true });
-  // Pinned inline so the build needs no deno.json entry (the lead may move it to "imports").
-  // deno-lint-ignore no-import-prefix
-  const asc = await import("npm:assemblyscript@0.28.20/asc");
+  // Pinned in deno.json's imports (assemblyscript@0.28.20).
+  const asc = await import("assemblyscript/asc");
   const entry = decodeURIComponent(new URL("index.ts", SRC_DIR).pathname);
   const tmp = outPath + `.${Deno.pid}.tmp`;
   let stderr = "";

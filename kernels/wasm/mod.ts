@@ -4,6 +4,16 @@
  * Build the kernels with `deno run -A kernels/wasm/build.ts` (createWasmBackend also builds them
  * when build/kernels.wasm is missing or older than its sources).
  *
+ * - `assembly/index.ts` — the kernels (AssemblyScript, SIMD + relaxed SIMD): activation
+ *   quantizers (Q8_0/Q8_1/Q8_K, f16/bf16 rounding), matmuls for every weight type, RMSNorm,
+ *   RoPE, attention over f32/f16 KV caches, SwiGLU, add.
+ * - `build.ts` — compiles them with asc into `build/kernels.wasm` (git-ignored).
+ * - `arena.ts` — one shared `WebAssembly.Memory` (≤ 4 GiB) + its allocator; weights spread over
+ *   several arenas when they do not fit one.
+ * - `jobs.ts` + `worker.ts` — the thread pool: a control block in a SharedArrayBuffer, rows of a
+ *   job claimed with `Atomics.add`, workers woken with `Atomics.notify`.
+ * - `backend.ts` — `createWasmBackend`, the `Backend` implementation.
+ *
  * @example
  * ```ts
  * import { createWasmBackend } from "./mod.ts";

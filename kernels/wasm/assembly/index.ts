@@ -237,10 +237,15 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 }
 
 @inline function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
-  let v = f32x4.splat(f16At(w0 + off));
-  v = f32x4.replace_lane(v, 1, f16At(w1 + off));
-  v = f32x4.replace_lane(v, 2, f16At(w2 + off));
-  return f32x4.replace_lane(v, 3, f16At(w3 + off));
+  // gather the 4 rows' f16 scales into one vector, widen all 4 at once (exact, as f16At)
+  let v = v128.load16_splat(w0 + off);
+  v = v128.load16_lane(w1 + off, v, 1);
+  v = v128.load16_lane(w2 + off, v, 2);
+  v = v128.load16_lane(w3 + off, v, 3);
+  const h = i32x4.extend_low_i16x8_u(v);
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
+  const mag = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  return v128.or(f32x4.mul(mag, f32x4.splat(5.192296858534828e33)), sign);
 }
 
 // out[t*outStride + r] for rows r0..r1 (4 rows per step, lanes = rows) and activation rows 0..T,
@@ -1104,8 +1109,33 @@ export function add(a: usize, b: usize, n: i32): void {
 }
 
 /** out = silu(g) * u over n (ggml_silu_f32: x / (1 + expf(-x))). */
+/** e^x on 4 lanes (Cephes expf: range reduction by ln 2, degree-6 polynomial; ~1e-7 rel). */
+@inline function expx4(x0: v128): v128 {
+  const x = f32x4.max(f32x4.min(x0, f32x4.splat(88.3762626647949)), f32x4.splat(-87.3365478515625));
+  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
+  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
+  let p = f32x4.splat(1.9875691500e-4);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
+  p = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), f32x4.splat(1));
+  const e = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
+  return f32x4.mul(p, e);
+}
+
 export function swiglu(g: usize, u: usize, out: usize, n: i32): void {
-  for (let i = 0; i < n; i++) {
+  let i = 0;
+  const one = f32x4.splat(1);
+  for (; i + 4 <= n; i += 4) {
+    const p = <usize> i << 2;
+    const x = v128.load(g + p);
+    const s = f32x4.div(x, f32x4.add(one, expx4(f32x4.neg(x))));
+    v128.store(out + p, f32x4.mul(s, v128.load(u + p)));
+  }
+  for (; i < n; i++) {
     const p = <usize> i << 2;
     const x = load<f32>(g + p);
     const s: f32 = x / (<f32> 1 + Mathf.exp(-x));
@@ -1304,11 +1334,20 @@ export function attention(
           if (s > mx) mx = s;
         }
         let sum: f64 = 0;
-        for (let jj = 0; jj < nkv; jj++) {
-          const p = <usize>jj << 2;
+        let jj = 0;
+        const mxv = f32x4.splat(mx);
+        for (; jj + 4 <= nkv; jj += 4) {
+          const p = <usize> jj << 2;
+          const e = expx4(f32x4.sub(v128.load(scores + p), mxv));
+          v128.store(scores + p, e);
+          sum += <f64> f32x4.extract_lane(e, 0) + <f64> f32x4.extract_lane(e, 1) +
+            <f64> f32x4.extract_lane(e, 2) + <f64> f32x4.extract_lane(e, 3);
+        }
+        for (; jj < nkv; jj++) {
+          const p = <usize> jj << 2;
           const e = Mathf.exp(load<f32>(scores + p) - mx);
           store<f32>(scores + p, e);
-          sum += <f64>e;
+          sum += <f64> e;
         }
         const inv = <f32>(1.0 / sum);
         for (let jj = 0; jj < nkv; jj++) {

@@ -1,7 +1,8 @@
 /**
  * Every op of the WASM backend against the reference backend on random shapes, odd sizes
- * included, for every weight type, with 1 and 2 threads. Quantized matmuls must be
- * bit-identical (ggml's integer dot products); f32/f16/bf16 paths within rel 1e-4.
+ * included (rows not a multiple of 4 or of the thread count, odd row lengths for float types),
+ * for every weight type, with 1, 2 and 3 threads. Quantized matmuls must be bit-identical (ggml's
+ * integer dot products and float steps); f32/f16/bf16 paths within rel 1e-4.
  */
 import type { Backend } from "../../../kernels/backend.ts";
 import { GGMLType } from "../../../kernels/quant/mod.ts";
@@ -223,5 +224,19 @@ Deno.test("wasm matmul: Q8_0 with a -128 quant takes the exact path", async () =
     wasm.matmul(ww, bufOf(wasm, x), ow, 3);
     ref.matmul(wr, bufOf(ref, x), or, 3);
     assertClose(await wasm.read(ow), await ref.read(or), 0, "matmul Q8_0 with -128");
+  });
+});
+
+Deno.test("wasm swiglu over a wide range (SIMD exp) vs reference", async () => {
+  await withBackends(1, async (wasm, ref) => {
+    const n = 4099;
+    const g = rand(n, 5, 120);
+    g.set([0, -0, 88, -88, 89, -89, 1e-8, -1e-8, 30, -30], 0);
+    const u = rand(n, 6, 3);
+    const [gw, uw, ow] = [bufOf(wasm, g), bufOf(wasm, u), wasm.buffer(n)];
+    const [gr, ur, or] = [bufOf(ref, g), bufOf(ref, u), ref.buffer(n)];
+    wasm.swiglu(gw, uw, ow, n);
+    ref.swiglu(gr, ur, or, n);
+    assertClose(await wasm.read(ow), await ref.read(or), 1e-4, "swiglu wide");
   });
 });
