@@ -6,7 +6,9 @@
  * - `join_ms`: one new member joining a formed cluster until every member knows it
  * - `detect_ms` p50/p99: kill -9 a member until *every* other member has declared it dead
  * - `false_deaths` / `suspicions` under 10% loss for `loss_s` simulated seconds
- * - `bytes_per_s_per_node`: steady state, over one full (size-scaled) push-pull period
+ * - `backlog_drained_ms`: after the join, until no member has broadcasts queued
+ * - `bytes_per_s_per_node`: steady state (after the backlog), over one full (size-scaled)
+ *   push-pull period
  *
  * Usage: `deno run -A bench/gossip.ts --nodes 100,1000 [--trials 20] [--loss-seconds 120] [--seed 1]`
  *
@@ -81,7 +83,15 @@ async function run(n: number, trials: number, lossSeconds: number, seed: number)
   const joinMs = net.now() - j0;
   members.push(joiner);
 
-  // steady state bandwidth over one push-pull period (sized for the cluster)
+  // steady state bandwidth over one push-pull period (sized for the cluster), measured once the
+  // broadcast backlog of formation (every joiner re-gossips what it learned) has drained
+  const d0 = net.now();
+  const drained = await net.runUntil(
+    () => members.every((m) => m.queuedBroadcasts() === 0),
+    600_000,
+    1000,
+  );
+  const drainMs = drained === null ? null : net.now() - d0;
   await net.run(10_000);
   const window = pushPullScale(members[0].config.pushPullInterval, members.length);
   const b0 = net.bytesSent(), t0 = net.now();
@@ -129,6 +139,7 @@ async function run(n: number, trials: number, lossSeconds: number, seed: number)
     encrypted: true,
     metadata_bytes: members[0].localNode.metaBytes.length,
     cluster_formation_ms: formation,
+    backlog_drained_ms: drainMs,
     join_ms: joinMs,
     detect_ms: {
       p50: pct(times, 50),

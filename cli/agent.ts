@@ -49,7 +49,15 @@ export function agentProgram() {
     .option("--gossip-keys <list>", "base64 AES-256 keys; the first encrypts, all decrypt")
     .option("--gossip-preset <name>", "lan, wan or local timings (default lan)")
     .option("--cluster-name <name>", 'cluster name (default "default")')
-    .option("--log-level <level>", "debug, info, warn or error (default info)");
+    .option("--log-level <level>", "debug, info, warn or error (default info)")
+    .option(
+      "--cache-dir <dir>",
+      "model cache for deployed models (default ~/.cache/distributed-llm)",
+    )
+    .option(
+      "--transfer-rate-limit <rate>",
+      "most bytes/s this agent fetches model chunks at, e.g. 50MB (default unlimited)",
+    );
 }
 
 /** JSON-lines logger on stderr; never prints secrets (keys are not logged anywhere). */

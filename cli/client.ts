@@ -18,7 +18,13 @@
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import { createRpcTransport, explainRpcError, type RpcTransport } from "../cluster/rpc/mod.ts";
-import { ClusterService, DiscoveryService, InferenceService, NodeService } from "../proto/mod.ts";
+import {
+  ClusterService,
+  DiscoveryService,
+  InferenceService,
+  NodeService,
+  TransferService,
+} from "../proto/mod.ts";
 import { ExitCode } from "./common.ts";
 
 /** The agent llmctl talks to when neither --endpoint nor DLLM_ENDPOINT says otherwise. */
@@ -94,6 +100,8 @@ export interface AgentConnection {
   node: Client<typeof NodeService>;
   inference: Client<typeof InferenceService>;
   cluster: Client<typeof ClusterService>;
+  /** Model distribution (deploy, undeploy, cache status). */
+  transfer: Client<typeof TransferService>;
   /** Per-call options for unary calls (the --timeout deadline). */
   callOptions: { timeoutMs: number };
   /** Run a call; failures become a CliError that says what to do. */
@@ -154,6 +162,7 @@ export async function connect(opts: GlobalOptions, endpoint?: string): Promise<A
     node: createClient(NodeService, transport),
     inference: createClient(InferenceService, transport),
     cluster: createClient(ClusterService, transport),
+    transfer: createClient(TransferService, transport),
     callOptions: { timeoutMs: opts.timeout ?? 10_000 },
     async call(fn) {
       try {

@@ -108,6 +108,8 @@ import {
   toGenerateRequest,
   toGenerationEvents,
 } from "./api/mod.ts";
+import { type TransferHost, TransferManager, transferService } from "./transfer/mod.ts";
+import { type TransferProgress, TransferService } from "../proto/mod.ts";
 
 /** Structured log line sink. */
 export type AgentLogger = (
@@ -158,6 +160,10 @@ export class Agent {
   /** Generation slots this agent heads, and the queue in front of them. */
   private admission!: Admission;
   private readonly startedAt = Math.floor(Date.now() / 1000);
+  /** Model distribution (cluster/transfer): manifests, chunk serving, the cache, deploys. */
+  transfer!: TransferManager;
+  /** The local file the served model was opened from (a source for peers), if any. */
+  private modelPath?: string;
   /** Counters for metrics and health. */
   readonly counters = {
     activeRequests: 0,
@@ -171,7 +177,7 @@ export class Agent {
     readonly backend: Backend,
     readonly backendReason: string,
     readonly speed: number,
-    readonly model: ServedModel | undefined,
+    public model: ServedModel | undefined,
     readonly gossip: Memberlist,
     private rpc: RpcServer | undefined,
     private readonly log: AgentLogger,
@@ -211,7 +217,8 @@ export class Agent {
         memoryBytes: cfg.memoryBudget,
         cores: navigator.hardwareConcurrency,
         backend: backend.name,
-        adapter: backend.device.slice(0, 120),
+        // The device and why auto-selection chose it, so `llmctl nodes list` can show both.
+        adapter: `${backend.device} — ${reason}`.slice(0, 240),
         speed,
       },
       model: model?.id ?? "",
@@ -231,6 +238,17 @@ export class Agent {
     const agent = new Agent(cfg, backend, reason, speed, model, gossip, undefined, log);
     agent.admission = new Admission(cfg.maxRequests, cfg.queueSize);
     agent.leveled = leveled;
+    agent.modelPath = model ? cfg.model : undefined;
+    agent.transfer = new TransferManager(agent.transferHost(), {
+      cacheDir: cfg.cacheDir,
+      rateLimit: cfg.transferRateLimit,
+      tls: tlsFilesFromOptions({ tlsCert: cfg.tlsCert, tlsKey: cfg.tlsKey, tlsCa: cfg.tlsCa }),
+      // Test hook (README "Model distribution"): corrupt served chunks on purpose.
+      corruptChunks: Deno.env.get("DLLM_TEST_CORRUPT_CHUNKS"),
+    });
+    agent.transfer.scanCache().catch((e) =>
+      log("warn", "cannot read the model cache", { dir: cfg.cacheDir, error: String(e) })
+    );
     try {
       agent.rpc = await startRpcServer({
         host: cfg.bind,
@@ -244,10 +262,6 @@ export class Agent {
       await gossip.shutdown();
       backend.dispose();
       throw e;
-    }
-    if (agent.rpc.port !== cfg.rpcPort) {
-      // Asked for port 0: peers must learn the port the OS picked.
-      gossip.updateMetadata({ ...gossip.localNode.meta!, rpcPort: agent.rpc.port });
     }
     for (const type of ["join", "leave", "dead", "update", "alive"] as const) {
       gossip.on(type, (e) => {
@@ -282,6 +296,19 @@ export class Agent {
     } catch (e) {
       await agent.stop();
       throw e;
+    }
+    const published = gossip.localNode.meta!;
+    if (
+      published.rpcPort !== agent.rpcPort || published.metricsPort !== agent.metricsPort ||
+      published.httpPort !== agent.httpPort
+    ) {
+      // Asked for port 0: peers (and Prometheus discovery) must learn the ports the OS picked.
+      gossip.updateMetadata({
+        ...published,
+        rpcPort: agent.rpcPort,
+        metricsPort: agent.metricsPort,
+        httpPort: agent.httpPort,
+      });
     }
     agent.joinInBackground();
     agent.schedulePlan();
@@ -331,6 +358,7 @@ export class Agent {
     await this.api?.close();
     for (const { transport } of this.transports.values()) transport.close();
     this.stage?.closeAll();
+    this.transfer?.close();
     this.model?.file.close();
     this.backend.dispose();
   }
@@ -380,6 +408,8 @@ export class Agent {
   private replan(): void {
     if (this.stopped || !this.model) return;
     const peers = this.modelPeers();
+    // A deploy in progress: wait until every planned node offers the model (cluster/transfer).
+    if (!this.transfer.planReady(this.model.id, peers.map((m) => m.id))) return;
     let plan: Placement;
     try {
       plan = planPlacement(
@@ -432,6 +462,9 @@ export class Agent {
     }
     const t0 = performance.now();
     try {
+      // A deployed model: fetch whatever this range misses into the cache first.
+      await this.transfer.ensure(this.model.id, want);
+      if (!this.model || this.plannedRange !== want) return;
       const stage = await LlamaStage.load(this.model.file, this.backend, {
         ...want,
         maxBatch: 512,
@@ -570,6 +603,7 @@ export class Agent {
         commands: this.clusterCommands(),
       }),
     );
+    r.service(TransferService, transferService(this.transfer));
     r.service(InferenceService, {
       forward: forwardHandler({
         host: () => this.stage,
@@ -737,6 +771,84 @@ export class Agent {
         create(StageAssignmentSchema, { nodeId: s.nodeId, fromLayer: s.from, toLayer: s.to })
       ),
     });
+  }
+
+  /** What model distribution (cluster/transfer) needs from this agent. */
+  private transferHost(): TransferHost {
+    return {
+      nodeId: this.config.nodeId,
+      members: () =>
+        this.gossip.members().filter((m) => m.meta).map((m) => ({
+          id: m.id,
+          endpoint: `${m.meta!.addresses[0] ?? m.addr.split(":")[0]}:${m.meta!.rpcPort}`,
+          model: m.meta!.model ?? "",
+          status: m.status,
+        })),
+      served: () => this.model && { id: this.model.id, path: this.modelPath },
+      hostedRange: () => this.stage && { ...this.stage.range },
+      plan: (file, modelId, nodes) => {
+        const fp = agentFootprint(file, this.config.contextSize, this.config.maxSessions);
+        const plan = planPlacement(
+          fp,
+          this.gossip.members().filter((m) => m.meta && nodes.includes(m.id)).map((m) => ({
+            id: m.id,
+            memoryBudget: m.meta!.resources.memoryBytes,
+            speed: m.meta!.resources.speed || 1,
+          })),
+        );
+        return create(PlacementSchema, {
+          model: modelId,
+          totalLayers: plan.nLayers,
+          stages: plan.stages.map((s) =>
+            create(StageAssignmentSchema, { nodeId: s.nodeId, fromLayer: s.from, toLayer: s.to })
+          ),
+        });
+      },
+      adopt: async (id, file, path) => {
+        if (this.model?.id === id) return;
+        if (this.model) await this.unserveModel(this.model.id);
+        const tokenizer = tokenizerFromMetadata(file.metadata);
+        const config = readConfig(file.metadata, file.tensor("token_embd.weight")?.dims[1] ?? 0);
+        this.model = {
+          id,
+          file,
+          tokenizer,
+          chat: ChatTemplate.fromMetadata(file.metadata, tokenizer),
+          nLayers: config.nLayers,
+          contextLength: config.contextLength,
+          footprint: agentFootprint(file, this.config.contextSize, this.config.maxSessions),
+        };
+        this.modelPath = path;
+        this.drained = false;
+        this.planReason = `model ${id} deployed`;
+        this.gossip.updateMetadata({ ...this.gossip.localNode.meta!, model: id });
+        this.log("info", "serving a deployed model", { model: id, path: path ?? "(cache)" });
+        this.schedulePlan();
+      },
+      unserve: (id) => this.unserveModel(id),
+      publish: (value: TransferProgress) => this.events.publish({ case: "transfer", value }),
+      log: (level, msg, f) => this.log(level, msg, f),
+    };
+  }
+
+  /** Stop serving model `id`: drop the stage, stop offering it in gossip. */
+  private async unserveModel(id: string): Promise<boolean> {
+    const model = this.model;
+    if (!model || model.id !== id) return false;
+    await this.loading?.catch(() => {});
+    this.model = undefined;
+    this.modelPath = undefined;
+    this.plannedRange = undefined;
+    this.lastPlan = undefined;
+    this.planError = undefined;
+    const old = this.stage;
+    this.stage = undefined;
+    old?.closeAll();
+    this.gossip.updateMetadata({ ...this.gossip.localNode.meta!, model: "", hosted: null });
+    model.file.close();
+    this.log("info", "model undeployed", { model: id });
+    this.publishSelf(`${this.config.nodeId} undeployed ${id}`);
+    return true;
   }
 
   /** What the HTTP API (cluster/api) calls: the same generation core as InferenceService.Generate. */

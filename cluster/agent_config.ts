@@ -2,7 +2,8 @@
  * Agent configuration: every setting with its default, and the merge of flags > env (`DLLM_*`) >
  * config file > defaults that DESIGN.md promises. Parsing errors name the setting and its source.
  */
-import { hostname } from "node:os";
+import { homedir, hostname } from "node:os";
+import { join } from "node:path";
 
 /** Everything an agent needs to start. */
 export interface AgentConfig {
@@ -47,6 +48,10 @@ export interface AgentConfig {
   clusterName: string;
   /** Log verbosity. */
   logLevel: "debug" | "info" | "warn" | "error";
+  /** Model cache root (cluster/transfer): `<cacheDir>/<sha256>/…`. */
+  cacheDir: string;
+  /** Bytes/s this agent fetches model chunks at, at most; 0 = unlimited. */
+  transferRateLimit: number;
 }
 
 /** A setting has a bad value; the message names the setting and where it came from. */
@@ -87,6 +92,8 @@ const ENV: Record<keyof AgentConfig, string> = {
   gossipPreset: "DLLM_GOSSIP_PRESET",
   clusterName: "DLLM_CLUSTER_NAME",
   logLevel: "DLLM_LOG_LEVEL",
+  cacheDir: "DLLM_CACHE_DIR",
+  transferRateLimit: "DLLM_TRANSFER_RATE_LIMIT",
 };
 
 /** The environment variable of each setting (documented in the README). */
@@ -237,7 +244,19 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     gossipPreset: oneOf("gossipPreset", "lan", ["lan", "wan", "local"] as const),
     clusterName: str("clusterName", "default")!,
     logLevel: oneOf("logLevel", "info", ["debug", "info", "warn", "error"] as const),
+    cacheDir: str("cacheDir", join(homedir(), ".cache", "distributed-llm"))!,
+    transferRateLimit: 0,
   };
+  const [rateRaw, rateSrc] = pick("transferRateLimit");
+  if (rateRaw !== undefined) {
+    try {
+      cfg.transferRateLimit = typeof rateRaw === "number"
+        ? rateRaw
+        : parseBytes(String(rateRaw).replace(/\/s$/i, ""));
+    } catch (e) {
+      fail("transferRateLimit", rateSrc, `${(e as Error).message} (bytes per second, e.g. 50MB)`);
+    }
+  }
   if (!/^[A-Za-z0-9._-]{1,63}$/.test(cfg.nodeId)) {
     fail(
       "nodeId",

@@ -11,19 +11,19 @@ import { Command } from "@commander-js/extra-typings";
 import { typeName } from "../../kernels/quant/types.ts";
 import { openModelFile } from "../../model/engine.ts";
 import { type GGUFArray, type GGUFValue, GGUFValueType } from "../../model/gguf/mod.ts";
-import { CliError, withAgent } from "../client.ts";
+import { isAbsolute, resolve } from "node:path";
+import { parseBytes } from "../../cluster/agent_config.ts";
+import { type FileServer, startFileServer } from "../../cluster/transfer/mod.ts";
+import type { DeployResponse, TransferProgress } from "../../proto/mod.ts";
+import { CliError, connect, rpcError, withAgent } from "../client.ts";
+import { progressJson, TransferProgressView, transferStateName } from "../progress.ts";
 import { ExitCode, printJson } from "../common.ts";
 import { formatBytes, layerBar, table } from "../format.ts";
-import { globals, stateName } from "./cluster_view.ts";
+import { globals, nodeEndpoint, stateName } from "./cluster_view.ts";
+import { NodeState } from "../../proto/mod.ts";
 
 /** Arrays longer than this are summarized rather than printed whole. */
 const ARRAY_PREVIEW = 8;
-
-/** Where model distribution is tracked; deploy/undeploy point there until it lands. */
-const DISTRIBUTION_PENDING =
-  "not available until model distribution lands (cluster/transfer/, the model distribution " +
-  "issue); for now start every agent with --model <path> (the same GGUF file on each machine) " +
-  "and the cluster places its layers by itself";
 
 /** Build the `models` command group (alias `model`). */
 export function modelsCommand() {
@@ -35,10 +35,29 @@ export function modelsCommand() {
     .description("models the cluster serves, with the node and layer range of each stage")
     .option("--json", "print one JSON object: {models: [...]}")
     .action(async (opts, c) => {
-      const info = await withAgent(
-        globals(c),
-        (a) => a.discovery.getClusterInfo({}, a.callOptions),
-      );
+      const conn = await connect(globals(c));
+      let info;
+      let caches: TransferProgress[] = [];
+      try {
+        info = await conn.call((a) => a.discovery.getClusterInfo({}, a.callOptions));
+        // Per-node cached bytes and transfer state (TransferStatus of every alive member).
+        caches = (await Promise.all(
+          info.nodes.filter((n) => n.state === NodeState.ALIVE).map(async (n) => {
+            try {
+              const other = n.id === info!.responderId ? conn : await conn.to(nodeEndpoint(n));
+              try {
+                return (await other.transfer.transferStatus({}, conn.callOptions)).models;
+              } finally {
+                if (other !== conn) other.close();
+              }
+            } catch {
+              return [];
+            }
+          }),
+        )).flat();
+      } finally {
+        conn.close();
+      }
       const p = info.placement;
       const byModel = new Map<
         string,
@@ -56,6 +75,7 @@ export function modelsCommand() {
         byModel.set(n.hosted.model, list);
       }
       if (p && !byModel.has(p.model)) byModel.set(p.model, []);
+      for (const t of caches) if (!byModel.has(t.model)) byModel.set(t.model, []);
       const models = [...byModel].map(([model, hosts]) => {
         hosts.sort((a, b) => a.from - b.from);
         const total = p?.model === model ? p.totalLayers : Math.max(0, ...hosts.map((h) => h.to));
@@ -70,6 +90,7 @@ export function modelsCommand() {
             ? p.stages.map((s) => ({ node: s.nodeId, from: s.fromLayer, to: s.toLayer }))
             : [],
           hosted: hosts,
+          nodes: caches.filter((t) => t.model === model).map(progressJson),
         };
       });
       if (opts.json) {
@@ -78,7 +99,7 @@ export function modelsCommand() {
       }
       if (models.length === 0) {
         console.log(
-          "no model is served; start agents with --model <path> (deploy comes with model distribution)",
+          "no model is served; start agents with --model <path>, or `llmctl models deploy <path>`",
         );
         return;
       }
@@ -96,23 +117,115 @@ export function modelsCommand() {
             layerBar(h.from, h.to, m.total_layers, 32),
           ]),
         ));
+        const nodes = caches.filter((t) => t.model === m.model);
+        if (nodes.length) {
+          console.log(table(
+            ["node", "transfer", "cached", "needed", "detail"],
+            nodes.map((t) => [
+              t.nodeId,
+              transferStateName(t.state),
+              formatBytes(Number(t.cachedBytes)),
+              `${formatBytes(Number(t.bytesDone))}/${formatBytes(Number(t.bytesTotal))}`,
+              t.detail,
+            ]),
+          ));
+        }
       }
     });
-  for (
-    const [name, what] of [["deploy", "load a model onto the cluster"], [
-      "undeploy",
-      "remove a model from the cluster",
-    ]] as const
-  ) {
-    cmd.command(name)
-      .description(`${what} (not available until model distribution lands)`)
-      .argument("[model]", "model file or name")
-      .option("--json", "print one JSON object")
-      .action((_model, opts) => {
-        if (opts.json) printJson({ error: DISTRIBUTION_PENDING });
-        throw new CliError(`models ${name}: ${DISTRIBUTION_PENDING}`, ExitCode.failure);
-      });
-  }
+  cmd.command("deploy")
+    .description(
+      "deploy a GGUF file: the agents fetch exactly their layers from peers that have them",
+    )
+    .argument(
+      "<path>",
+      "GGUF path on the source agent (a relative path that exists here is made absolute)",
+    )
+    .option("--source <node>", "node holding the file (default: the agent llmctl talks to)")
+    .option("--nodes <list>", "comma-separated nodes to deploy to (default: every alive member)")
+    .option(
+      "--transfer-rate-limit <rate>",
+      "most bytes/s each node fetches at, e.g. 20MB (default: the agents' --transfer-rate-limit)",
+    )
+    .option(
+      "--from-here [address]",
+      "serve <path> from this machine (llmctl stays up until the deploy ends); agents reach it " +
+        "at address (default 127.0.0.1; plaintext, so not with --tls-*)",
+    )
+    .option("--json", "print progress events, one JSON object per line")
+    .action(async (path, opts, c) => {
+      let rate = 0;
+      if (opts.transferRateLimit) {
+        try {
+          rate = parseBytes(opts.transferRateLimit.replace(/\/s$/i, ""));
+        } catch (e) {
+          throw new CliError(`--transfer-rate-limit: ${(e as Error).message}`, ExitCode.usage);
+        }
+      }
+      if (!isAbsolute(path) && await Deno.stat(path).then(() => true, () => false)) {
+        path = resolve(path);
+      }
+      const g = globals(c);
+      let files: FileServer | undefined;
+      if (opts.fromHere) {
+        if (g.tlsCert || g.tlsCa) {
+          throw new CliError(
+            "--from-here serves plaintext, which agents with mTLS refuse; copy the file to an " +
+              "agent and deploy with --source <node>",
+            ExitCode.usage,
+          );
+        }
+        path = resolve(path);
+        files = await startFileServer({
+          host: opts.fromHere === true ? "127.0.0.1" : opts.fromHere,
+        });
+      }
+      const conn = await connect(g);
+      const view = new TransferProgressView({ mode: opts.json ? "json" : undefined });
+      let last: DeployResponse | undefined;
+      try {
+        for await (
+          const m of conn.transfer.deploy({
+            path,
+            sourceNodeId: opts.source ?? "",
+            nodes: opts.nodes ? opts.nodes.split(",").map((x) => x.trim()).filter(Boolean) : [],
+            rateLimitBytesPerSecond: BigInt(rate),
+            sourceEndpoint: files?.endpoint ?? "",
+          })
+        ) {
+          view.update(m);
+          last = m;
+        }
+      } catch (e) {
+        throw rpcError(e, conn.endpoint, conn.tls);
+      } finally {
+        conn.close();
+        await files?.close();
+      }
+      if (!last?.done) {
+        throw new CliError("the deploy stream ended early; see `llmctl models list`");
+      }
+    });
+  cmd.command("undeploy")
+    .description("stop serving a model on every agent (frees memory); --purge also its cache")
+    .argument("[model]", "model id or file name (default: the served model)")
+    .option("--purge", "also delete the cached bytes on every agent")
+    .option("--json", "print one JSON object")
+    .action(async (model, opts, c) => {
+      const res = await withAgent(
+        globals(c),
+        (a) =>
+          a.transfer.undeploy({ model: model ?? "", purge: opts.purge ?? false }, a.callOptions),
+      );
+      if (opts.json) {
+        printJson({
+          nodes: res.nodes,
+          purged_bytes: Number(res.purgedBytes),
+          message: res.message,
+        });
+        return;
+      }
+      console.log(res.message);
+    });
   cmd.command("inspect")
     .description("print a GGUF file's metadata and tensor table (reads only the header and index)")
     .argument("<file>", "GGUF model file")

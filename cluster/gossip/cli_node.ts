@@ -84,7 +84,7 @@ if (import.meta.main) {
   out({ event: "ready", id, addr: transport.addr });
   const seeds = (f.get("seeds") ?? "").split(",").filter(Boolean);
   if (seeds.length) {
-    // Retry a few times: in tests the seed may still be starting.
+    // Retry for up to ~30 s: the seed may still be starting (slow under a loaded CI machine).
     for (let attempt = 0;; attempt++) {
       try {
         const n = await ml.join(seeds);
@@ -92,12 +92,12 @@ if (import.meta.main) {
         break;
       } catch (e) {
         const err = e as Error;
-        if (err.name === "DuplicateNodeIdError" || attempt >= 20) {
+        if (err.name === "DuplicateNodeIdError" || attempt >= 60) {
           out({ event: "error", name: err.name, error: err.message });
           await ml.shutdown();
           Deno.exit(2);
         }
-        await new Promise((r) => setTimeout(r, 250));
+        await new Promise((r) => setTimeout(r, 500));
       }
     }
   }

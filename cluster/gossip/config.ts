@@ -45,7 +45,12 @@ export interface Config {
   suspicionMaxTimeoutMult: number;
   /** Lifeguard: timeouts are stretched up to this factor when this node itself is unhealthy. */
   awarenessMaxMultiplier: number;
-  /** Retransmits per broadcast = mult × ceil(log10(N+1)): enough for an epidemic to finish. */
+  /**
+   * Retransmits per broadcast = mult × ceil(log10(N+1)): enough for an epidemic to finish.
+   * 6, not memberlist's 4: in small clusters (log10 term = 1) with 20% loss, 4 sends left one
+   * member in ten missing a join for a whole push-pull period (simulated, 5 members, 50 ms
+   * links); 6 brought the worst of 40 runs to 200 ms. News is rare, so steady state is unchanged.
+   */
   retransmitMult: number;
   /** Dedicated gossip tick; news spreads one hop per tick, so this sets dissemination speed. */
   gossipInterval: number;
@@ -96,7 +101,7 @@ function defaults(): Omit<Config, "nodeId"> {
     suspicionMult: 3,
     suspicionMaxTimeoutMult: 4,
     awarenessMaxMultiplier: 8,
-    retransmitMult: 4,
+    retransmitMult: 6,
     gossipInterval: 100,
     gossipNodes: 3,
     gossipToTheDeadTime: 30_000,

@@ -146,6 +146,11 @@ export class Memberlist {
     return this.config.keyring;
   }
 
+  /** Broadcasts waiting to be gossiped (a backlog after mass joins; 0 at steady state). */
+  queuedBroadcasts(): number {
+    return this.state.queue.length;
+  }
+
   /** Lifeguard health score of this member (0 = healthy). */
   get healthScore(): number {
     return this.state.awareness.healthScore;

@@ -27,7 +27,10 @@ export interface RpcTransportOptions {
   protocol?: RpcProtocol;
   /** HTTP version for "connect" and "grpc-web"; default "2" ("grpc" is always HTTP/2). */
   httpVersion?: "1.1" | "2";
-  /** Compress requests with gzip (above 1 KiB); default true. */
+  /**
+   * Compress requests with gzip (above 1 KiB) and accept gzip responses; default true. False
+   * turns compression off both ways (model chunks: weights do not compress, gzip costs CPU).
+   */
   gzip?: boolean;
   /** Largest message accepted, bytes. */
   maxMessageBytes?: number;
@@ -112,7 +115,7 @@ export async function createRpcTransport(
   const common = {
     baseUrl,
     sendCompression: opts.gzip === false ? undefined : compressionGzip,
-    acceptCompression: [compressionGzip],
+    acceptCompression: opts.gzip === false ? [] : [compressionGzip],
     compressMinBytes: 1024,
     readMaxBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
     interceptors: opts.interceptors,

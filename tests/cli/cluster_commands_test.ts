@@ -113,13 +113,17 @@ Deno.test({
         assertEquals((i.metadata as Record<string, unknown>)["general.architecture"], "llama");
       });
 
-      await t.step("models deploy/undeploy say they wait for model distribution", async () => {
-        for (const cmd of ["deploy", "undeploy"]) {
-          const r = await llmctl(["models", cmd, "x.gguf", ...ep]);
+      await t.step(
+        "models deploy of a missing file names it; undeploy of an unknown model",
+        async () => {
+          const r = await llmctl(["models", "deploy", "x.gguf", ...ep]);
           assertEquals(r.code, 1);
-          assert(r.stderr.includes("model distribution"), r.stderr);
-        }
-      });
+          assert(r.stderr.includes("cannot read x.gguf"), r.stderr);
+          const u = await json(["models", "undeploy", "x.gguf", ...ep, "--json"]);
+          assertEquals(u.nodes, []);
+          assert(String(u.message).includes("served nowhere"), String(u.message));
+        },
+      );
 
       await t.step("generate --endpoint --json: greedy tokens equal the golden", async () => {
         const g = JSON.parse(

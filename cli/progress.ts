@@ -1,0 +1,135 @@
+/**
+ * Per-node transfer progress for `llmctl models deploy`: bars with rate and ETA redrawn in place
+ * (ANSI cursor movement) on a terminal, plain lines when stdout is not a TTY (a line per node
+ * when its state changes, and at most every 2 s while fetching), or JSON events, one object per
+ * line, with `--json`.
+ *
+ * @example
+ * ```ts
+ * const view = new TransferProgressView({ mode: "json" });
+ * for await (const m of conn.transfer.deploy({ path })) view.update(m);
+ * ```
+ *
+ * @module
+ */
+import type { DeployResponse, TransferProgress } from "../proto/mod.ts";
+import { TransferState } from "../proto/mod.ts";
+import { formatBytes } from "./format.ts";
+
+/** How progress is shown. */
+export type ProgressMode = "tty" | "lines" | "json";
+
+/** The lower-case name of a transfer state ("fetching", "loaded", …). */
+export function transferStateName(s: TransferState): string {
+  return (TransferState[s] ?? "unspecified").toLowerCase();
+}
+
+/** One node's progress as a plain object (what --json prints). */
+export function progressJson(p: TransferProgress): Record<string, unknown> {
+  return {
+    node: p.nodeId,
+    model: p.model,
+    state: transferStateName(p.state),
+    layers: p.toLayer > p.fromLayer ? [p.fromLayer, p.toLayer] : null,
+    bytes_done: Number(p.bytesDone),
+    bytes_total: Number(p.bytesTotal),
+    bytes_per_second: Math.round(p.bytesPerSecond),
+    eta_seconds: Math.round(p.etaSeconds * 10) / 10,
+    cached_bytes: Number(p.cachedBytes),
+    bytes_received: Number(p.bytesReceived),
+    bytes_refetched: Number(p.bytesRefetched),
+    corrupt_chunks: p.corruptChunks,
+    detail: p.detail || undefined,
+  };
+}
+
+/** A text bar like `[██████░░░░]`. */
+export function progressBar(done: number, total: number, width = 24): string {
+  const f = total > 0 ? Math.min(1, done / total) : 1;
+  const n = Math.round(f * width);
+  return `[${"█".repeat(n)}${"░".repeat(width - n)}]`;
+}
+
+/** One line for one node. */
+export function progressLine(p: TransferProgress, idWidth = 8): string {
+  const done = Number(p.bytesDone);
+  const total = Number(p.bytesTotal);
+  const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
+  const layers = p.toLayer > p.fromLayer ? `[${p.fromLayer},${p.toLayer})` : "-";
+  const rate = p.state === TransferState.FETCHING && p.bytesPerSecond > 0
+    ? ` ${formatBytes(p.bytesPerSecond)}/s ETA ${Math.ceil(p.etaSeconds)}s`
+    : "";
+  const extra = p.corruptChunks ? ` ${p.corruptChunks} corrupt chunk(s) re-fetched` : "";
+  return `${p.nodeId.padEnd(idWidth)} ${progressBar(done, total)} ${String(pct).padStart(3)}% ` +
+    `${formatBytes(done)}/${formatBytes(total)} ${
+      transferStateName(p.state)
+    } ${layers}${rate}${extra}`;
+}
+
+/** Renders DeployResponse updates. */
+export class TransferProgressView {
+  #drawn = 0;
+  #lastLine = new Map<string, { text: string; at: number; state: TransferState }>();
+  readonly #mode: ProgressMode;
+  readonly #write: (s: string) => void;
+
+  /** @param opts mode (default: tty when stdout is a terminal, else lines) and output sink */
+  constructor(opts: { mode?: ProgressMode; write?: (s: string) => void } = {}) {
+    this.#mode = opts.mode ?? (Deno.stdout.isTerminal() ? "tty" : "lines");
+    const enc = new TextEncoder();
+    this.#write = opts.write ?? ((s) => Deno.stdout.writeSync(enc.encode(s)));
+  }
+
+  /** Show one update. */
+  update(m: DeployResponse): void {
+    if (this.#mode === "json") {
+      if (m.nodes.length === 0 && m.placement) {
+        this.#write(
+          JSON.stringify({
+            event: "planned",
+            model: m.model,
+            signature: m.signature,
+            placement: m.placement.stages.map((s) => ({
+              node: s.nodeId,
+              from: s.fromLayer,
+              to: s.toLayer,
+            })),
+          }) + "\n",
+        );
+      }
+      for (const n of m.nodes) {
+        this.#write(JSON.stringify({ event: "progress", ...progressJson(n) }) + "\n");
+      }
+      if (m.done) {
+        this.#write(JSON.stringify({ event: "done", model: m.model, message: m.message }) + "\n");
+      }
+      return;
+    }
+    if (m.nodes.length === 0 && m.placement) {
+      this.#write(
+        `deploying ${m.model} (manifest ${m.signature}): ` +
+          m.placement.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`).join(" ") +
+          "\n",
+      );
+    }
+    const w = Math.max(4, ...m.nodes.map((n) => n.nodeId.length));
+    if (this.#mode === "tty") {
+      let out = this.#drawn ? `\x1b[${this.#drawn}A` : "";
+      for (const n of m.nodes) out += `\x1b[2K${progressLine(n, w)}\n`;
+      this.#drawn = m.nodes.length;
+      this.#write(out);
+    } else {
+      const now = Date.now();
+      for (const n of m.nodes) {
+        const text = progressLine(n, w);
+        const last = this.#lastLine.get(n.nodeId);
+        if (last && (last.state === n.state && (now - last.at < 2000 || last.text === text))) {
+          continue;
+        }
+        this.#lastLine.set(n.nodeId, { text, at: now, state: n.state });
+        this.#write(text + "\n");
+      }
+    }
+    if (m.done && m.message) this.#write(m.message + "\n");
+  }
+}

@@ -1,0 +1,63 @@
+/**
+ * A TransferService outside the cluster that serves GGUF files from this machine: what
+ * `llmctl models deploy --from-here <file>` runs, so agents fetch a file only llmctl's machine
+ * holds. It answers GetManifest (by path) and FetchChunks; it is no gossip member, hosts no
+ * layers and fetches nothing. Plaintext only: agents with mTLS cannot reach it (copy the file
+ * to one agent and deploy with `--source <node>` instead).
+ *
+ * @example
+ * ```ts
+ * const server = await startFileServer({ host: "127.0.0.1" });
+ * // DeployRequest { path, sourceEndpoint: server.endpoint } …
+ * await server.close();
+ * ```
+ *
+ * @module
+ */
+import { tmpdir } from "node:os";
+import { startRpcServer } from "../rpc/mod.ts";
+import { TransferService } from "../../proto/mod.ts";
+import { TransferManager } from "./manager.ts";
+import { transferService } from "./service.ts";
+
+/** A running file server. */
+export interface FileServer {
+  /** host:port agents reach it at. */
+  readonly endpoint: string;
+  /** Stop serving. */
+  close(): Promise<void>;
+}
+
+/** Serve files of this machine over TransferService on `host` (a free port). */
+export async function startFileServer(opts: { host: string }): Promise<FileServer> {
+  const manager = new TransferManager({
+    nodeId: "llmctl",
+    members: () => [],
+    served: () => undefined,
+    hostedRange: () => undefined,
+    plan: () => {
+      throw new Error("a file server plans nothing");
+    },
+    adopt: () => Promise.reject(new Error("a file server serves no layers")),
+    unserve: () => Promise.resolve(false),
+    publish: () => {},
+    log: () => {},
+  }, { cacheDir: tmpdir(), rateLimit: 0 });
+  const server = await startRpcServer({
+    host: opts.host,
+    port: 0,
+    // The user named the address to serve on; the files are what they chose to share.
+    insecureBindAll: true,
+    routes: (r) => r.service(TransferService, transferService(manager)),
+  }).catch((e) => {
+    manager.close();
+    throw e;
+  });
+  return {
+    endpoint: `${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${server.port}`,
+    async close() {
+      manager.close();
+      await server.close(200);
+    },
+  };
+}

@@ -1,0 +1,206 @@
+/**
+ * cluster/transfer in one process: manifests (chunks, segments, signatures), the resumable cache
+ * and its verified ByteSource, the fetcher against corrupt and failing peers, the rate limiter.
+ */
+import { create } from "@bufbuild/protobuf";
+import { FetchChunksResponseSchema } from "../../../proto/mod.ts";
+import type { ChunkPeer } from "../../../cluster/transfer/mod.ts";
+import {
+  chunkCount,
+  computeManifest,
+  corruptionHook,
+  fetchSegments,
+  HEADER_SEGMENT,
+  ModelCache,
+  openManifest,
+  RateLimiter,
+  segmentsFor,
+  sha256,
+  signedManifest,
+} from "../../../cluster/transfer/mod.ts";
+import { createCa, issueCertificate } from "../../../cluster/tls/mod.ts";
+import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
+import { REPO } from "../../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+const CHUNK = 64 * 1024;
+
+Deno.test("the manifest describes the header and every tensor, chunk by chunk", async () => {
+  const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
+  const file = await openGGUF(STORIES);
+  const bytes = await Deno.readFile(STORIES);
+  try {
+    assertEquals(manifest.modelId, `stories260K.gguf@${file.fileSize}`);
+    assertEquals(
+      manifest.sha256,
+      Array.from(sha256(bytes), (b) => b.toString(16).padStart(2, "0")).join(""),
+    );
+    assertEquals(manifest.segments.length, file.tensors.length + 1);
+    assertEquals(manifest.segments[0].name, HEADER_SEGMENT);
+    assertEquals(Number(manifest.segments[0].length), file.dataOffset);
+    for (const s of manifest.segments) {
+      const off = Number(s.offset);
+      const len = Number(s.length);
+      assertEquals(s.chunkSha256.length, chunkCount(len, CHUNK));
+      assertEquals(s.sha256, sha256(bytes.subarray(off, off + len)));
+      assertEquals(s.chunkSha256[0], sha256(bytes.subarray(off, off + Math.min(CHUNK, len))));
+    }
+    // A middle stage reads the header and its layers only.
+    const segs = segmentsFor(manifest, file, { from: 1, to: 3 });
+    assertEquals(segs[0], 0);
+    assert(segs.slice(1).every((i) => /^blk\.[12]\./.test(manifest.segments[i].name)));
+    assertEquals(segs.length, 1 + 2 * 9);
+  } finally {
+    file.close();
+  }
+});
+
+Deno.test("manifests are signed with the node's TLS key and checked against the CA", async () => {
+  const { bytes } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
+  const ca = createCa();
+  const node = issueCertificate(ca, { commonName: "a", kind: "node" });
+  const signed = signedManifest(bytes, node, []);
+  assert(signed.signatureScheme.startsWith("sha256-with-"));
+  assert(openManifest(signed, ca.cert).signature.startsWith("verified"));
+  // Tampered bytes, a foreign CA, or an unsigned manifest under TLS are refused.
+  const tampered = { ...signed, manifest: bytes.slice() };
+  tampered.manifest[10] ^= 1;
+  assertThrows(() => openManifest(tampered, ca.cert), Error, "does not verify");
+  assertThrows(() => openManifest(signed, createCa().cert), Error, "did not issue");
+  const unsigned = signedManifest(bytes, undefined, []);
+  assertThrows(() => openManifest(unsigned, ca.cert), Error, "unsigned");
+  assertEquals(openManifest(unsigned, undefined).signature, "unsigned (TLS is off)");
+});
+
+/** A peer serving `bytes` from memory; `corrupt` flips a byte of the chunks it names. */
+function memoryPeer(
+  id: string,
+  bytes: Uint8Array,
+  manifest: Awaited<ReturnType<typeof computeManifest>>["manifest"],
+  opts: { corrupt?: (seg: number, chunk: number) => boolean; failAfter?: number } = {},
+): ChunkPeer & { served: number } {
+  const peer = {
+    id,
+    segments: "all" as const,
+    served: 0,
+    client: {
+      async *fetchChunks(req: { chunks: { segment: number; chunk: number }[] }) {
+        for (const { segment, chunk } of req.chunks) {
+          if (opts.failAfter !== undefined && peer.served >= opts.failAfter) {
+            throw new Error(`${id} went away`);
+          }
+          const s = manifest.segments[segment];
+          const off = Number(s.offset) + chunk * manifest.chunkSize;
+          const end = Math.min(off + manifest.chunkSize, Number(s.offset) + Number(s.length));
+          const data = bytes.slice(off, end);
+          if (opts.corrupt?.(segment, chunk)) data[0] ^= 0xff;
+          peer.served++;
+          yield create(FetchChunksResponseSchema, { segment, chunk, data });
+        }
+      },
+    },
+  };
+  return peer as unknown as ChunkPeer & { served: number };
+}
+
+Deno.test("the fetcher re-fetches corrupt chunks elsewhere and resumes after a failure", async () => {
+  const { manifest, bytes: raw } = await computeManifest(STORIES, {
+    nodeId: "a",
+    chunkSize: CHUNK,
+  });
+  const bytes = await Deno.readFile(STORIES);
+  const dir = await Deno.makeTempDir();
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    const all = manifest.segments.map((_, i) => i);
+    const stats = { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 };
+    // "bad" corrupts everything; "flaky" dies after 5 chunks; "good" is fine.
+    const bad = memoryPeer("bad", bytes, manifest, { corrupt: corruptionHook("1") });
+    const flaky = memoryPeer("flaky", bytes, manifest, { failAfter: 5 });
+    const good = memoryPeer("good", bytes, manifest);
+    await fetchSegments({
+      cache,
+      segments: all.slice(0, 12),
+      peers: () => Promise.resolve([bad, flaky, good]),
+      stats,
+      stallMs: 5000,
+    });
+    assert(stats.corruptChunks > 0, "corruption detected");
+    assert(bad.served > 0 && flaky.served === 5 && good.served > 0);
+    for (const i of all.slice(0, 12)) assert(cache.segmentDone(i));
+    cache.close();
+
+    // Reopen: the progress log says what is verified; only the rest is fetched.
+    const again = await ModelCache.open(dir, manifest);
+    assertEquals(again.doneSegments(), all.slice(0, 12));
+    const before = good.served;
+    await fetchSegments({
+      cache: again,
+      segments: all,
+      peers: () => Promise.resolve([good]),
+      stats,
+    });
+    const rest = all.slice(12).reduce(
+      (n, i) => n + chunkCount(Number(manifest.segments[i].length), CHUNK),
+      0,
+    );
+    assertEquals(good.served - before, rest, "only the missing chunks were fetched");
+
+    // The cache is a ByteSource the GGUF reader and the stage loader read unchanged.
+    const src = await again.source();
+    const file = await readGGUF(src);
+    src.parsing = false;
+    const orig = await openGGUF(STORIES);
+    for (const t of orig.tensors) {
+      assertEquals(await file.readTensor(t.name), await orig.readTensor(t));
+    }
+    orig.close();
+    // Bytes changed on disk after verification are refused, never loaded.
+    const seg = all.find((i) => manifest.segments[i].name === "blk.0.attn_q.weight")!;
+    const path = `${again.dir}/seg-${seg}.bin`;
+    const onDisk = await Deno.readFile(path);
+    onDisk[3] ^= 1;
+    await Deno.writeFile(path, onDisk);
+    await assertRejects(() => file.readTensor("blk.0.attn_q.weight"), Error, "not (or no longer)");
+    again.close();
+    assert((await ModelCache.purge(dir, manifest.sha256)) > 0);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a cache without a tensor refuses to read it", async () => {
+  const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
+  const bytes = await Deno.readFile(STORIES);
+  const dir = await Deno.makeTempDir();
+  try {
+    const cache = await ModelCache.open(dir, manifest);
+    await fetchSegments({
+      cache,
+      segments: [0],
+      peers: () => Promise.resolve([memoryPeer("p", bytes, manifest)]),
+      stats: { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 },
+    });
+    const src = await cache.source();
+    const file = await readGGUF(src);
+    src.parsing = false;
+    await assertRejects(() => file.readTensor("output.weight"), Error, "not (or no longer)");
+    cache.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the rate limiter paces bytes; the corruption hook parses its two forms", async () => {
+  const limit = new RateLimiter(1_000_000, 0);
+  const t0 = performance.now();
+  for (let i = 0; i < 4; i++) await limit.take(50_000);
+  const ms = performance.now() - t0;
+  assert(ms >= 180 && ms < 600, `200 kB at 1 MB/s took ${ms} ms`);
+  const list = corruptionHook("1:0, 3:*");
+  assert(list(1, 0) && !list(1, 1) && list(3, 7) && !list(2, 0));
+  assert(
+    corruptionHook("1")(5, 5) && !corruptionHook("0")(5, 5) && !corruptionHook(undefined)(0, 0),
+  );
+});

@@ -1,0 +1,355 @@
+/**
+ * Model distribution with real agent processes on loopback (cluster/transfer): deploy from the
+ * one agent holding the file, each agent caching only its layers; resume after the source is
+ * killed mid-transfer; a corrupted chunk detected and fetched again from another peer.
+ */
+import { createClient } from "@connectrpc/connect";
+import { DiscoveryService, NodeState, TransferService, TransferState } from "../../proto/mod.ts";
+import { openGGUF } from "../../model/gguf/mod.ts";
+import { computeManifest, segmentsFor } from "../../cluster/transfer/mod.ts";
+import { assert, assertEquals } from "../support/assert.ts";
+import {
+  type AgentProcess,
+  generate,
+  startAgent,
+  stopAll,
+  waitForPlacement,
+} from "../support/agents.ts";
+import { llmctl } from "../support/cli.ts";
+import { FIXTURES, REPO } from "../support/paths.ts";
+import { writeSyntheticLlama } from "../../bench/lib/synthetic.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+const golden = (name: string) =>
+  JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/${name}.json`));
+
+/** Wait until `agent` sees `n` alive members. */
+async function waitForMembers(agent: AgentProcess, n: number, timeoutMs = 15_000) {
+  const d = createClient(DiscoveryService, agent.transport);
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const info = await d.getClusterInfo({});
+    if (info.nodes.filter((x) => x.state === NodeState.ALIVE).length === n) return;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`fewer than ${n} alive members after ${timeoutMs} ms`);
+}
+
+/** Files of a model's cache directory: segment index → size. */
+function cachedSegments(dir: string, sha: string): Map<number, number> {
+  const out = new Map<number, number>();
+  try {
+    for (const e of Deno.readDirSync(`${dir}/${sha}`)) {
+      const m = /^seg-(\d+)\.bin$/.exec(e.name);
+      if (m) out.set(Number(m[1]), Deno.statSync(`${dir}/${sha}/${e.name}`).size);
+    }
+  } catch (e) {
+    if (!(e instanceof Deno.errors.NotFound)) throw e;
+  }
+  return out;
+}
+
+Deno.test({
+  name: "deploy from the one agent holding stories260K: each cache holds only its layers; golden",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-cache-" }));
+    const agents: AgentProcess[] = [];
+    try {
+      agents.push(
+        await startAgent({
+          id: "a",
+          model: STORIES,
+          memoryBudget: "1.2MB",
+          extra: ["--cache-dir", dirs[0]],
+        }),
+      );
+      for (const [i, id] of [[1, "b"], [2, "c"]] as const) {
+        agents.push(
+          await startAgent({
+            id,
+            seeds: [agents[0].gossipAddr],
+            memoryBudget: "1.2MB",
+            extra: ["--no-model", "--cache-dir", dirs[i]],
+          }),
+        );
+      }
+      await waitForMembers(agents[0], 3);
+      const r = await llmctl([
+        "--endpoint",
+        `127.0.0.1:${agents[0].rpcPort}`,
+        "models",
+        "deploy",
+        STORIES,
+        "--json",
+      ]);
+      assertEquals(r.code, 0, r.stderr + r.stdout);
+      const events = r.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      assertEquals(events[0].event, "planned");
+      assertEquals(events.at(-1).event, "done");
+      assert(events.some((e) => e.event === "progress"), "progress events");
+      const info = await waitForPlacement(agents[0], 3);
+      assertEquals(info.placement!.stages.map((s) => s.nodeId), ["a", "b", "c"]);
+
+      // Each fetching agent's cache holds exactly the header and its own layers' tensors.
+      const { manifest } = await computeManifest(STORIES, { nodeId: "test" });
+      const file = await openGGUF(STORIES);
+      try {
+        for (const [i, id] of [[1, "b"], [2, "c"]] as const) {
+          const s = info.placement!.stages.find((x) => x.nodeId === id)!;
+          const want = segmentsFor(manifest, file, { from: s.fromLayer, to: s.toLayer });
+          const have = cachedSegments(dirs[i], manifest.sha256);
+          assertEquals([...have.keys()].sort((x, y) => x - y), want, `${id}'s cached segments`);
+          let bytes = 0;
+          for (const seg of want) {
+            assertEquals(have.get(seg), Number(manifest.segments[seg].length));
+            bytes += Number(manifest.segments[seg].length);
+          }
+          assert(bytes < file.fileSize * 0.7, `${id} cached ${bytes} of ${file.fileSize} bytes`);
+        }
+      } finally {
+        file.close();
+      }
+      assertEquals(cachedSegments(dirs[0], manifest.sha256).size, 0, "the source caches nothing");
+
+      const g = golden("stories260K__once");
+      const out = await generate(agents[1], g.prompt, g.n_predict);
+      assertEquals(out.tokens, g.greedy_ids);
+
+      // models list shows per-node cached bytes; undeploy --purge frees memory and cache.
+      const list = await llmctl([
+        "--endpoint",
+        `127.0.0.1:${agents[2].rpcPort}`,
+        "models",
+        "list",
+        "--json",
+      ]);
+      assertEquals(list.code, 0, list.stderr);
+      const listed = JSON.parse(list.stdout).models.find((m: { model: string }) =>
+        m.model === manifest.modelId
+      );
+      const bNode = listed.nodes.find((n: { node: string }) => n.node === "b");
+      assertEquals(bNode.state, "loaded");
+      assert(bNode.cached_bytes > 0);
+      const un = await llmctl([
+        "--endpoint",
+        `127.0.0.1:${agents[0].rpcPort}`,
+        "models",
+        "undeploy",
+        "--purge",
+        "--json",
+      ]);
+      assertEquals(un.code, 0, un.stderr);
+      assertEquals(JSON.parse(un.stdout).nodes.sort(), ["a", "b", "c"]);
+      assertEquals(cachedSegments(dirs[1], manifest.sha256).size, 0, "b's cache was purged");
+    } finally {
+      await stopAll(agents);
+      for (const d of dirs) Deno.removeSync(d, { recursive: true });
+    }
+  },
+});
+
+/** One node's progress with the model (TransferStatus). */
+async function progressOf(agent: AgentProcess, model: string) {
+  const st = await createClient(TransferService, agent.transport).transferStatus({});
+  return st.models.find((m) => m.model === model);
+}
+
+Deno.test({
+  name: "killing the source mid-transfer: the fetch resumes from its last verified chunks",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const tmp = Deno.makeTempDirSync({ prefix: "dllm-resume-" });
+    const model = `${tmp}/synthetic.gguf`;
+    await writeSyntheticLlama(model, { nEmbd: 512, nLayers: 4 }); // ~49 MB
+    const { manifest } = await computeManifest(model, { nodeId: "test" });
+    const source = {
+      id: "s",
+      model,
+      memoryBudget: "1MB", // holds no layer: it only serves the file
+      extra: ["--cache-dir", `${tmp}/s`],
+    };
+    let s = await startAgent(source);
+    const f = await startAgent({
+      id: "f",
+      seeds: [s.gossipAddr],
+      memoryBudget: "1GB",
+      extra: ["--no-model", "--cache-dir", `${tmp}/f`],
+    });
+    try {
+      await waitForMembers(f, 2);
+      const deploying = (async () => {
+        let last;
+        for await (
+          const m of createClient(TransferService, f.transport).deploy({
+            path: model,
+            sourceNodeId: "s",
+            nodes: ["f"],
+            rateLimitBytesPerSecond: 15_000_000n,
+          })
+        ) last = m;
+        return last;
+      })();
+      let atKill = 0;
+      for (let i = 0; i < 200 && atKill < 0.25 * Number(manifest.fileSize); i++) {
+        await new Promise((r) => setTimeout(r, 50));
+        atKill = Number((await progressOf(f, manifest.modelId))?.bytesDone ?? 0);
+      }
+      s.child.kill("SIGKILL");
+      await s.exited;
+      s.transport.close();
+      const mid = await progressOf(f, manifest.modelId);
+      assert(Number(mid!.bytesDone) < Number(mid!.bytesTotal), "the kill landed mid-transfer");
+      // Restart once f's gossip has declared the old process dead (its id is free again).
+      const d = createClient(DiscoveryService, f.transport);
+      for (let i = 0; i < 100; i++) {
+        const info = await d.getClusterInfo({});
+        const old = info.nodes.find((n) => n.id === "s");
+        if (!old || (old.state !== NodeState.ALIVE && old.state !== NodeState.SUSPECT)) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      s = await startAgent({ ...source, seeds: [f.gossipAddr] });
+      const last = await deploying;
+      assert(last?.done, "deploy finished");
+      const p = (await progressOf(f, manifest.modelId))!;
+      assertEquals(p.state, TransferState.LOADED, p.detail);
+      assertEquals(Number(p.bytesDone), Number(p.bytesTotal));
+      // Bytes fetched twice: at most the chunks in flight when the source died (4 streams).
+      const chunk = manifest.chunkSize;
+      assert(Number(p.bytesRefetched) < 2 * 4 * chunk, `re-fetched ${p.bytesRefetched} bytes`);
+      assert(Number(p.bytesReceived) < Number(p.bytesTotal) + 2 * 4 * chunk);
+      // Bit-identical: every cached segment equals the file's bytes.
+      const original = await Deno.readFile(model);
+      for (const [seg, size] of cachedSegments(`${tmp}/f`, manifest.sha256)) {
+        const sg = manifest.segments[seg];
+        assertEquals(size, Number(sg.length));
+        const cached = await Deno.readFile(`${tmp}/f/${manifest.sha256}/seg-${seg}.bin`);
+        const off = Number(sg.offset);
+        assert(
+          cached.every((b, i) => b === original[off + i]),
+          `segment ${sg.name} is bit-identical`,
+        );
+      }
+    } catch (e) {
+      // Say why: the agents' warnings and errors.
+      for (const a of [f, s]) {
+        for (const l of a.logs) if (l.level !== "debug") console.error(a.id, JSON.stringify(l));
+      }
+      throw e;
+    } finally {
+      await stopAll([s, f]);
+      Deno.removeSync(tmp, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "a peer serving corrupted chunks is detected; the chunks come from another peer",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-corrupt-" }));
+    const agents: AgentProcess[] = [];
+    try {
+      agents.push(
+        await startAgent({
+          id: "a",
+          model: STORIES,
+          memoryBudget: "1.2MB",
+          extra: ["--cache-dir", dirs[0]],
+          // The test hook: every chunk a serves is corrupted.
+          env: { DLLM_TEST_CORRUPT_CHUNKS: "1" },
+        }),
+      );
+      agents.push(
+        await startAgent({
+          id: "b",
+          seeds: [agents[0].gossipAddr],
+          model: STORIES,
+          memoryBudget: "1.2MB",
+          extra: ["--cache-dir", dirs[1]],
+        }),
+      );
+      agents.push(
+        await startAgent({
+          id: "c",
+          seeds: [agents[0].gossipAddr],
+          memoryBudget: "1.2MB",
+          extra: ["--no-model", "--cache-dir", dirs[2]],
+        }),
+      );
+      await waitForMembers(agents[2], 3);
+      let last;
+      for await (
+        const m of createClient(TransferService, agents[2].transport).deploy({
+          path: STORIES,
+          sourceNodeId: "a",
+        })
+      ) last = m;
+      assert(last?.done, "deploy finished");
+      const { manifest } = await computeManifest(STORIES, { nodeId: "test" });
+      const p = (await progressOf(agents[2], manifest.modelId))!;
+      assert(p.corruptChunks > 0, "corrupted chunks were detected");
+      assertEquals(p.state, TransferState.LOADED);
+      const original = await Deno.readFile(STORIES);
+      const have = cachedSegments(dirs[2], manifest.sha256);
+      assert(have.size > 1);
+      for (const seg of have.keys()) {
+        const sg = manifest.segments[seg];
+        const cached = await Deno.readFile(`${dirs[2]}/${manifest.sha256}/seg-${seg}.bin`);
+        const off = Number(sg.offset);
+        assertEquals(cached.length, Number(sg.length));
+        assert(cached.every((b, i) => b === original[off + i]), `${sg.name} is bit-identical`);
+      }
+      await waitForPlacement(agents[2], 3);
+      const g = golden("stories260K__once");
+      const out = await generate(agents[2], g.prompt, g.n_predict);
+      assertEquals(out.tokens, g.greedy_ids);
+    } finally {
+      await stopAll(agents);
+      for (const d of dirs) Deno.removeSync(d, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "deploy --from-here: llmctl serves a local file to agents that hold nothing",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-here-" }));
+    const agents: AgentProcess[] = [];
+    try {
+      for (const [i, id] of ["a", "b", "c"].entries()) {
+        agents.push(
+          await startAgent({
+            id,
+            seeds: i ? [agents[0].gossipAddr] : [],
+            memoryBudget: "1.2MB",
+            extra: ["--no-model", "--cache-dir", dirs[i]],
+          }),
+        );
+      }
+      await waitForMembers(agents[0], 3);
+      const r = await llmctl([
+        "--endpoint",
+        `127.0.0.1:${agents[1].rpcPort}`,
+        "models",
+        "deploy",
+        "models/stories260K.gguf",
+        "--from-here",
+      ]);
+      assertEquals(r.code, 0, r.stderr + r.stdout);
+      assert(r.stdout.includes("deployed stories260K.gguf@"), r.stdout);
+      await waitForPlacement(agents[0], 3);
+      const g = golden("stories260K__once");
+      const out = await generate(agents[0], g.prompt, g.n_predict);
+      assertEquals(out.tokens, g.greedy_ids);
+    } finally {
+      await stopAll(agents);
+      for (const d of dirs) Deno.removeSync(d, { recursive: true });
+    }
+  },
+});
