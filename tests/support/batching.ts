@@ -16,49 +16,57 @@ function bits(o: StageOutput): number[] {
 }
 
 /** Register batching-invariance tests for `makeBackend` over two fixture models. */
-export function batchingTests(label: string, makeBackend: () => Promise<Backend>): void {
+export function batchingTests(
+  label: string,
+  makeBackend: () => Promise<Backend>,
+  opts: { ignore?: boolean } = {},
+): void {
   for (const model of ["stories260K.gguf", "tiny-q8_0.gguf", "kq-q4_k_m.gguf"]) {
-    Deno.test(`${label}: batched sessions equal solo sessions bit for bit (${model})`, async () => {
-      const file = await openGGUF(`${FIXTURES}/models/${model}`);
-      const backend = await makeBackend();
-      try {
-        for (const [from, to] of [[0, 1], [0, 2]] as const) {
-          const stage = await LlamaStage.load(file, backend, {
-            from,
-            to: Math.min(to, 2),
-            maxBatch: 32,
-          });
-          const vocab = stage.config.nVocab;
-          const prompts = PROMPTS.map((p) => p.map((id) => id % vocab));
-          // Solo: each session alone, prefill then three decode steps.
-          const solo: number[][] = [];
-          for (const p of prompts) {
-            const s = stage.newSession(64);
-            let input = Int32Array.from(p);
-            for (let step = 0; step < 4; step++) {
-              const out = await stage.forward(s, { tokens: input });
-              solo.push(bits(out));
-              input = Int32Array.of((p[0] + step * 7 + 3) % vocab);
+    Deno.test({
+      name: `${label}: batched sessions equal solo sessions bit for bit (${model})`,
+      ignore: opts.ignore,
+      fn: async () => {
+        const file = await openGGUF(`${FIXTURES}/models/${model}`);
+        const backend = await makeBackend();
+        try {
+          for (const [from, to] of [[0, 1], [0, 2]] as const) {
+            const stage = await LlamaStage.load(file, backend, {
+              from,
+              to: Math.min(to, 2),
+              maxBatch: 32,
+            });
+            const vocab = stage.config.nVocab;
+            const prompts = PROMPTS.map((p) => p.map((id) => id % vocab));
+            // Solo: each session alone, prefill then three decode steps.
+            const solo: number[][] = [];
+            for (const p of prompts) {
+              const s = stage.newSession(64);
+              let input = Int32Array.from(p);
+              for (let step = 0; step < 4; step++) {
+                const out = await stage.forward(s, { tokens: input });
+                solo.push(bits(out));
+                input = Int32Array.of((p[0] + step * 7 + 3) % vocab);
+              }
+              stage.endSession(s);
             }
-            stage.endSession(s);
+            // Batched: the same steps with every session in one pass per step.
+            const sessions = prompts.map(() => stage.newSession(64));
+            const batched: number[][][] = prompts.map(() => []);
+            let inputs = prompts.map((p) => Int32Array.from(p));
+            for (let step = 0; step < 4; step++) {
+              const outs = await stage.forwardBatch(
+                sessions.map((session, i) => ({ session, input: { tokens: inputs[i] } })),
+              );
+              outs.forEach((o, i) => batched[i].push(bits(o)));
+              inputs = prompts.map((p) => Int32Array.of((p[0] + step * 7 + 3) % vocab));
+            }
+            assertEquals(batched.flat(), solo, `stage [${from}, ${to}) of ${model}`);
           }
-          // Batched: the same steps with every session in one pass per step.
-          const sessions = prompts.map(() => stage.newSession(64));
-          const batched: number[][][] = prompts.map(() => []);
-          let inputs = prompts.map((p) => Int32Array.from(p));
-          for (let step = 0; step < 4; step++) {
-            const outs = await stage.forwardBatch(
-              sessions.map((session, i) => ({ session, input: { tokens: inputs[i] } })),
-            );
-            outs.forEach((o, i) => batched[i].push(bits(o)));
-            inputs = prompts.map((p) => Int32Array.of((p[0] + step * 7 + 3) % vocab));
-          }
-          assertEquals(batched.flat(), solo, `stage [${from}, ${to}) of ${model}`);
+        } finally {
+          backend.dispose();
+          file.close();
         }
-      } finally {
-        backend.dispose();
-        file.close();
-      }
+      },
     });
   }
 }
