@@ -143,6 +143,7 @@ export class Agent {
   /** Why the last planning attempt found no placement (shown to clients). */
   private planError?: string;
   private stopped = false;
+  private fallingBack = false;
   /** Cluster events for ClusterService.StreamUpdates (llmctl, the TUI). */
   readonly events = new EventHub({ history: 256 });
   private readonly memberEvents = new MembershipTracker(this.events);
@@ -174,8 +175,8 @@ export class Agent {
 
   private constructor(
     readonly config: AgentConfig,
-    readonly backend: Backend,
-    readonly backendReason: string,
+    public backend: Backend,
+    public backendReason: string,
     readonly speed: number,
     public model: ServedModel | undefined,
     readonly gossip: Memberlist,
@@ -455,7 +456,7 @@ export class Agent {
     const old = this.stage;
     if (!want) {
       this.stage = undefined;
-      old?.closeAll();
+      old?.dispose();
       this.announce();
       if (old) this.publishSelf(`${this.config.nodeId} dropped its layers`);
       return;
@@ -473,9 +474,11 @@ export class Agent {
         maxSessions: this.config.maxSessions,
         defaultContext: Math.min(this.config.contextSize, this.model.contextLength),
         onStep: (info) => this.metrics.onStageStep(info),
+        onFailure: (e) => this.onStageFailure(e),
       });
       this.metrics.onModelLoad((performance.now() - t0) / 1000);
-      old?.closeAll();
+      // Free the previous range's weights: re-placement must not leak memory.
+      old?.dispose();
       this.log("info", "stage loaded", {
         layers: `[${want.from},${want.to})`,
         bytes: stage.weightBytes,
@@ -492,6 +495,44 @@ export class Agent {
         error: (e as Error).message,
       });
     }
+  }
+
+  /**
+   * A stage pass failed because the GPU is gone (device lost, out of memory): rebuild this
+   * agent's stage on the WASM CPU backend instead of crashing. Requests in flight fail on this
+   * stage; their heads replay them once the stage is back.
+   */
+  private onStageFailure(e: unknown): void {
+    if (this.fallingBack || this.backend.name !== "webgpu" || this.stopped) return;
+    this.fallingBack = true;
+    const range = this.plannedRange;
+    this.log("error", "GPU lost; falling back to the WASM CPU backend", {
+      error: (e as Error).message,
+      layers: range ? `[${range.from},${range.to})` : null,
+    });
+    (async () => {
+      const { backend } = await selectBackend("wasm", { threads: this.config.threads });
+      const gpu = this.backend;
+      const old = this.stage;
+      this.stage = undefined;
+      this.announce();
+      old?.closeAll();
+      gpu.dispose();
+      this.backend = backend;
+      this.backendReason = `fell back from WebGPU after: ${(e as Error).message}`.slice(0, 200);
+      const meta = this.gossip.localNode.meta!;
+      this.gossip.updateMetadata({
+        ...meta,
+        resources: {
+          ...meta.resources,
+          backend: backend.name,
+          adapter: `${backend.device} — ${this.backendReason}`.slice(0, 240),
+        },
+      });
+      this.plannedRange = range;
+      await this.loadRange(range);
+    })().catch((err) => this.log("error", "CPU fallback failed", { error: String(err) }))
+      .finally(() => (this.fallingBack = false));
   }
 
   /** Publish the hosted range in gossip metadata (a new alive with a higher incarnation). */
@@ -550,12 +591,21 @@ export class Agent {
           const h = m.meta?.hosted;
           if (!h || (m.status !== "alive" && m.status !== "suspect")) continue;
           byId.set(m.id, m);
-          out.push({ id: m.id, status: m.status, model: h.model, from: h.from, to: h.to });
+          out.push({
+            id: m.id,
+            status: m.status,
+            model: h.model,
+            from: h.from,
+            to: h.to,
+            version: m.incarnation,
+          });
         }
         return out;
       },
       link: (c): StageLink => {
-        if (c.id === this.config.nodeId && this.stage) return new LocalStageLink(c.id, this.stage);
+        if (c.id === this.config.nodeId && this.stage) {
+          return new LocalStageLink(c.id, this.stage, c.version);
+        }
         return new LazyRemoteLink(c, () => this.transportTo(byId.get(c.id)!), model.id);
       },
     });
@@ -1102,6 +1152,9 @@ class LazyRemoteLink implements StageLink {
   ) {}
   get nodeId() {
     return this.c.id;
+  }
+  get version() {
+    return this.c.version;
   }
   get from() {
     return this.c.from;

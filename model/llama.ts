@@ -242,6 +242,37 @@ export class LlamaStage {
     );
   }
 
+  /** Free this stage's weights and buffers on its backend (the stage is unusable afterwards). */
+  dispose(): void {
+    const be = this.backend;
+    const weights = new Set<Weight>();
+    for (const w of [this.tokenEmbd, this.outputNorm, this.output]) if (w) weights.add(w);
+    for (const l of this.layers) {
+      for (const w of Object.values(l)) if (w) weights.add(w as Weight);
+    }
+    for (const w of weights) be.free(w);
+    const ws = this.ws;
+    for (
+      const b of [
+        ws.x,
+        ws.xb,
+        ws.q,
+        ws.k,
+        ws.v,
+        ws.att,
+        ws.proj,
+        ws.gate,
+        ws.up,
+        ws.act,
+        ws.last,
+        ws.lastNorm,
+        ws.logits,
+      ]
+    ) {
+      be.free(b);
+    }
+  }
+
   /** Start a sequence: a KV cache for this stage's layers holding up to `nCtx` positions. */
   newSession(nCtx = Math.min(this.config.contextLength, 4096), kvType: KVType = "f32"): Session {
     const kvDim = this.config.nKVHeads * this.config.headDim;

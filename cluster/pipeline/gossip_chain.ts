@@ -12,6 +12,13 @@ export interface StageCandidate {
   model: string;
   from: number;
   to: number;
+  /** Announcement version (gossip incarnation): a re-announced stage is trusted again. */
+  version?: number;
+}
+
+/** The key a head excludes a failed stage by: its node and the announcement that failed. */
+export function stageKey(nodeId: string, version?: number | string): string {
+  return `${nodeId}@${version ?? ""}`;
 }
 
 /** Pick stages that tile [0, nLayers): from each layer, the longest range (fewest hops). */
@@ -21,7 +28,9 @@ export function tileChain(
   nLayers: number,
   exclude: ReadonlySet<string>,
 ): StageCandidate[] | { missingFrom: number } {
-  const usable = candidates.filter((c) => c.model === model && !exclude.has(c.id) && c.to > c.from);
+  const usable = candidates.filter((c) =>
+    c.model === model && !exclude.has(stageKey(c.id, c.version)) && c.to > c.from
+  );
   const chain: StageCandidate[] = [];
   let at = 0;
   while (at < nLayers) {

@@ -8,6 +8,7 @@
  */
 import type { StageFrame, StageResult, TailSampling } from "./stage_host.ts";
 import type { SampledToken } from "./stage_host.ts";
+import { stageKey } from "./gossip_chain.ts";
 import { type OpenSpan, openSpan, SpanKind, withSpan } from "../telemetry/tracing.ts";
 
 /** An open session on one stage. */
@@ -21,6 +22,11 @@ export interface SessionLink {
 /** One stage of a chain as the head sees it. */
 export interface StageLink {
   readonly nodeId: string;
+  /**
+   * Which announcement of the node this link came from; after a failure the head avoids that
+   * node until it announces again (e.g. reloaded on another backend).
+   */
+  readonly version?: number;
   readonly from: number;
   readonly to: number;
   openSession(sessionId: string, maxContext: number): Promise<SessionLink>;
@@ -180,7 +186,8 @@ export class Head {
         if (!(e instanceof StageLinkError)) throw e;
         attempt++;
         result.failures.push({ nodeId: e.nodeId, message: e.message });
-        exclude.add(e.nodeId);
+        const failed = chain.find((s) => s.nodeId === e.nodeId);
+        exclude.add(stageKey(e.nodeId, failed?.version));
         this.opts.log?.(
           `request ${req.requestId}: stage on ${e.nodeId} failed (${e.message}); ` +
             `re-placing and replaying ${req.promptTokens.length + result.tokens.length} tokens`,
@@ -238,7 +245,9 @@ async function guard<T>(nodeId: string, fn: () => Promise<T>): Promise<T> {
 /** Errors that mean "the stage is gone" rather than "the request is bad". */
 export function isTransportFailure(e: unknown): boolean {
   const err = e as { name?: string; code?: unknown; message?: string };
-  if (err?.name === "StageSessionError" && (err as { code?: string }).code === "not_found") {
+  const code = (err as { code?: string }).code;
+  // A session the stage no longer has, or a stage whose backend failed: re-place and replay.
+  if (err?.name === "StageSessionError" && (code === "not_found" || code === "unavailable")) {
     return true;
   }
   return err?.name === "StageLinkError";

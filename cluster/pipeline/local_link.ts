@@ -4,7 +4,11 @@ import type { StageFrame, StageHost, StageResult } from "./stage_host.ts";
 
 /** Direct calls into a StageHost. */
 export class LocalStageLink implements StageLink {
-  constructor(readonly nodeId: string, private readonly host: StageHost) {}
+  constructor(
+    readonly nodeId: string,
+    private readonly host: StageHost,
+    readonly version?: number,
+  ) {}
 
   get from(): number {
     return this.host.range.from;

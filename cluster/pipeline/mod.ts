@@ -35,4 +35,4 @@ export {
   samplingToWire,
   WireFormatError,
 } from "./wire.ts";
-export { GossipChainProvider, type StageCandidate, tileChain } from "./gossip_chain.ts";
+export { GossipChainProvider, type StageCandidate, stageKey, tileChain } from "./gossip_chain.ts";

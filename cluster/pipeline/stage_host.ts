@@ -46,7 +46,10 @@ export type StageResult =
 /** A session id is unknown, already open, or the stage is full; the message says which. */
 export class StageSessionError extends Error {
   override name = "StageSessionError";
-  constructor(message: string, readonly code: "not_found" | "exists" | "exhausted" | "invalid") {
+  constructor(
+    message: string,
+    readonly code: "not_found" | "exists" | "exhausted" | "invalid" | "unavailable",
+  ) {
     super(message);
   }
   /** Status for the RPC layer (cluster/rpc maps it to a ConnectError code). */
@@ -56,6 +59,7 @@ export class StageSessionError extends Error {
       exists: "already_exists",
       exhausted: "resource_exhausted",
       invalid: "invalid_argument",
+      unavailable: "unavailable",
     }[this.code];
   }
 }
@@ -76,6 +80,22 @@ export interface StageHostOptions {
   kvType?: KVType;
   /** Called after every step with its compute time and row count (metrics). */
   onStep?: (info: { computeMs: number; rows: number }) => void;
+  /**
+   * Called when a pass fails for a reason that is not the frame's fault (e.g. the GPU device
+   * was lost), so the owner can rebuild the stage on another backend.
+   */
+  onFailure?: (error: unknown) => void;
+}
+
+/**
+ * Whether a pass error is the device's fault rather than the frames': WebGPU errors (device
+ * lost, out of memory), and anything a GPU backend throws that is not an input error (Deno
+ * reports some device losses as plain errors before the backend has classified them).
+ */
+function isBackendFailure(e: unknown, backend: string): boolean {
+  const name = (e as Error)?.name ?? "";
+  if (name.startsWith("WebGPU")) return true;
+  return backend === "webgpu" && name !== "StageInputError" && name !== "SamplerParamError";
 }
 
 /** A frame waiting for the next batched pass. */
@@ -108,7 +128,11 @@ export class StageHost {
   passes = 0;
   private readonly onStep?: StageHostOptions["onStep"];
 
-  constructor(readonly stage: LlamaStage, readonly model: string, opts: StageHostOptions = {}) {
+  constructor(
+    readonly stage: LlamaStage,
+    readonly model: string,
+    private readonly opts: StageHostOptions = {},
+  ) {
     this.maxSessions = opts.maxSessions ?? 64;
     this.defaultContext = opts.defaultContext ?? Math.min(stage.config.contextLength, 2048);
     this.kvType = opts.kvType ?? "f32";
@@ -152,6 +176,12 @@ export class StageHost {
     if (!s) return;
     this.sessions.delete(sessionId);
     this.stage.endSession(s.session);
+  }
+
+  /** Close every session and free the stage's weights (it is being replaced or shut down). */
+  dispose(): void {
+    this.closeAll();
+    this.stage.dispose();
   }
 
   /** Close every session (the stage is being replaced or shut down). */
@@ -247,6 +277,17 @@ export class StageHost {
         ? [await this.stage.forward(inputs[0].session, inputs[0].input)]
         : await this.stage.forwardBatch(inputs);
     } catch (e) {
+      if (isBackendFailure(e, this.stage.backend.name)) {
+        // The device, not the frames, failed: tell the owner, and fail these frames as a stage
+        // outage so their heads re-place and replay instead of giving up.
+        this.opts.onFailure?.(e);
+        const outage = new StageSessionError(
+          `stage [${this.stage.from}, ${this.stage.to}) lost its backend: ${(e as Error).message}`,
+          "unavailable",
+        );
+        for (const p of live) p.reject(outage);
+        return;
+      }
       if (live.length === 1) {
         live[0].reject(e);
         return;

@@ -15,7 +15,7 @@
  * @module
  */
 import { tmpdir } from "node:os";
-import { startRpcServer } from "../rpc/mod.ts";
+import { type RpcServer, startRpcServer } from "../rpc/mod.ts";
 import { TransferService } from "../../proto/mod.ts";
 import { TransferManager } from "./manager.ts";
 import { transferService } from "./service.ts";
@@ -24,7 +24,11 @@ import { transferService } from "./service.ts";
 export interface FileServer {
   /** host:port agents reach it at. */
   readonly endpoint: string;
-  /** Stop serving. */
+  /**
+   * Stop reading files. The listener and its connections end with the process: closing HTTP/2
+   * sessions gracefully (GOAWAY) while agents hold them trips an nghttp2 assertion in Deno
+   * (`find_stream_on_goaway_func`) and aborts the agent; a process exit only resets them.
+   */
   close(): Promise<void>;
 }
 
@@ -43,7 +47,7 @@ export async function startFileServer(opts: { host: string }): Promise<FileServe
     publish: () => {},
     log: () => {},
   }, { cacheDir: tmpdir(), rateLimit: 0 });
-  const server = await startRpcServer({
+  const server: RpcServer = await startRpcServer({
     host: opts.host,
     port: 0,
     // The user named the address to serve on; the files are what they chose to share.
@@ -55,9 +59,9 @@ export async function startFileServer(opts: { host: string }): Promise<FileServe
   });
   return {
     endpoint: `${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${server.port}`,
-    async close() {
+    close() {
       manager.close();
-      await server.close(200);
+      return Promise.resolve();
     },
   };
 }

@@ -318,6 +318,7 @@ export class TransferManager {
       : await (await this.#client(sourceId)).getManifest({ path: req.path }, { signal });
     const { manifest, signature } = await this.#open(answer);
     const e = this.#entry(manifest, answer, signature);
+    if (req.sourceEndpoint) e.external = req.sourceEndpoint;
     const alive = this.host.members().filter((m) => m.status === "alive").map((m) => m.id);
     const targets = req.nodes.length ? req.nodes : alive;
     for (const t of targets) {

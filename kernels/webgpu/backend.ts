@@ -237,6 +237,14 @@ export class WebGPUBackend implements Backend {
   #disposed = false;
   readonly #live = new Set<GPUBuffer>();
 
+  /**
+   * Destroy the GPU device now, as a driver reset or a removed GPU would: every later op fails
+   * with WebGPUDeviceLostError. For failure drills and the agent's CPU-fallback test.
+   */
+  loseDevice(): void {
+    this.#dev.destroy();
+  }
+
   constructor(dev: GPUDevice, info: WebGPUInfo, packed: boolean) {
     this.#dev = dev;
     this.info = info;

@@ -18,6 +18,9 @@ import {
 import { llmctl } from "../support/cli.ts";
 import { FIXTURES, REPO } from "../support/paths.ts";
 import { writeSyntheticLlama } from "../../bench/lib/synthetic.ts";
+import { initCertificates } from "../../cluster/tls/mod.ts";
+import { createRpcTransport } from "../../cluster/rpc/mod.ts";
+import { startLocalAgent, stopLocalAgents } from "../../cli/local_cluster.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = (name: string) =>
@@ -346,6 +349,127 @@ Deno.test({
       await waitForPlacement(agents[0], 3);
       const g = golden("stories260K__once");
       const out = await generate(agents[0], g.prompt, g.n_predict);
+      assertEquals(out.tokens, g.greedy_ids);
+    } catch (e) {
+      for (const a of agents) {
+        for (const l of a.logs) {
+          if (Deno.env.get("DUMP_ALL") || l.level !== "debug") {
+            console.error(a.id, JSON.stringify(l));
+          }
+        }
+      }
+      throw e;
+    } finally {
+      await stopAll(agents);
+      for (const d of dirs) Deno.removeSync(d, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "with mTLS the manifest is signed by the source and verified by every agent",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "dllm-transfer-mtls-" });
+    await initCertificates({ dir, nodes: ["a", "b"] });
+    const args = (id: string) => [
+      ...["--gossip-preset", "local", "--backend", "reference", "--context-size", "256"],
+      ...["--tls-cert", `${dir}/${id}.crt`, "--tls-key", `${dir}/${id}.key`],
+      ...["--tls-ca", `${dir}/ca.crt`, "--cache-dir", `${dir}/cache-${id}`],
+    ];
+    const a = await startLocalAgent({
+      id: "a",
+      args: [...args("a"), "--model", STORIES, "--memory-budget", "1.2MB"],
+    });
+    const b = await startLocalAgent({
+      id: "b",
+      seeds: [a.gossipAddr],
+      args: [...args("b"), "--no-model", "--memory-budget", "4MB"],
+    });
+    const transport = await createRpcTransport(`127.0.0.1:${b.rpcPort}`, {
+      tls: { cert: `${dir}/llmctl.crt`, key: `${dir}/llmctl.key`, ca: `${dir}/ca.crt` },
+    });
+    try {
+      const d = createClient(DiscoveryService, transport);
+      for (let i = 0; i < 150; i++) {
+        const info = await d.getClusterInfo({});
+        if (info.nodes.filter((x) => x.state === NodeState.ALIVE).length === 2) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      let last;
+      for await (
+        const m of createClient(TransferService, transport).deploy({
+          path: STORIES,
+          sourceNodeId: "a",
+        })
+      ) last = m;
+      assert(last?.done && last.message.startsWith("deployed"), last?.message);
+      assert(last.signature.startsWith("verified (sha256-with-"), last.signature);
+      const st = await createClient(TransferService, transport).transferStatus({});
+      const p = st.models.find((m) => m.model.startsWith("stories260K.gguf@"))!;
+      assertEquals(p.state, TransferState.LOADED);
+      assert(p.detail.includes("verified"), p.detail);
+    } finally {
+      transport.close();
+      await stopLocalAgents([a, b]);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test({
+  name: "after a node loss the re-placed agent fetches only the tensors it lacks",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-replace-" }));
+    const agents: AgentProcess[] = [];
+    try {
+      agents.push(
+        await startAgent({
+          id: "a",
+          model: STORIES,
+          memoryBudget: "1.2MB",
+          extra: ["--cache-dir", dirs[0]],
+        }),
+      );
+      for (const [i, id] of [[1, "b"], [2, "c"]] as const) {
+        agents.push(
+          await startAgent({
+            id,
+            seeds: [agents[0].gossipAddr],
+            memoryBudget: "2MB",
+            extra: ["--no-model", "--cache-dir", dirs[i]],
+          }),
+        );
+      }
+      await waitForMembers(agents[0], 3);
+      let last;
+      for await (
+        const m of createClient(TransferService, agents[0].transport).deploy({ path: STORIES })
+      ) last = m;
+      assert(last?.done && last.message.startsWith("deployed"), last?.message);
+      const { manifest } = await computeManifest(STORIES, { nodeId: "test" });
+      const before = (await progressOf(agents[1], manifest.modelId))!;
+      const had = new Set(cachedSegments(dirs[1], manifest.sha256).keys());
+      // c dies; a and b re-plan, and b takes more layers.
+      agents[2].child.kill("SIGKILL");
+      await agents[2].exited;
+      agents[2].transport.close();
+      agents.pop();
+      const info = await waitForPlacement(agents[0], 2);
+      const s = info.placement!.stages.find((x) => x.nodeId === "b")!;
+      const file = await openGGUF(STORIES);
+      const want = segmentsFor(manifest, file, { from: s.fromLayer, to: s.toLayer });
+      file.close();
+      const after = (await progressOf(agents[1], manifest.modelId))!;
+      const missing = want.filter((i) => !had.has(i));
+      assert(missing.length > 0, "b needed more layers");
+      const bytes = missing.reduce((n, i) => n + Number(manifest.segments[i].length), 0);
+      assertEquals(Number(after.bytesReceived) - Number(before.bytesReceived), bytes);
+      const g = golden("stories260K__once");
+      const out = await generate(agents[1], g.prompt, g.n_predict);
       assertEquals(out.tokens, g.greedy_ids);
     } finally {
       await stopAll(agents);
