@@ -787,6 +787,11 @@ export class Agent {
   private metricsSource(): MetricsSource {
     return {
       layersHosted: () => this.stage ? this.stage.range.to - this.stage.range.from : 0,
+      backendInfo: () => ({
+        backend: this.backend.name,
+        adapter: this.backend.device,
+        reason: this.backendReason,
+      }),
       requestsActive: () => this.counters.activeRequests,
       queueDepth: () => this.stage?.pending ?? 0,
       kvCacheSlots: () => {

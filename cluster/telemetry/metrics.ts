@@ -27,6 +27,7 @@ export const METRIC_NAMES = {
   gossipPacketsDropped: "distributed_llm_gossip_packets_dropped_total",
   modelLoad: "distributed_llm_model_load_seconds",
   kvCacheSlots: "distributed_llm_kv_cache_slots",
+  backendInfo: "distributed_llm_node_backend_info",
 } as const;
 
 /** Gossip member states, the values of `gossip_members{state}`. */
@@ -48,6 +49,8 @@ export interface MetricsSource {
   gossipProbeRttMs(): number;
   /** Cumulative dropped gossip packets by reason. */
   gossipDropped(): Record<string, number>;
+  /** The compute backend in use, its device, and why it was chosen (one series, value 1). */
+  backendInfo?(): { backend: string; adapter: string; reason: string };
 }
 
 /** Bucket bounds of a whole request (seconds): from a few tokens on a toy model to minutes. */
@@ -171,6 +174,24 @@ export class AgentMetrics {
         const s = source.kvCacheSlots();
         this.set({ state: "used" }, s.used);
         this.set({ state: "free" }, s.free);
+      },
+    });
+    new client.Gauge({
+      name: METRIC_NAMES.backendInfo,
+      help: "Compute backend of this agent (value 1): backend name, device, and why it was chosen.",
+      labelNames: ["backend", "adapter", "reason"],
+      registers,
+      collect() {
+        // One series per agent; it changes only when the agent falls back to the CPU.
+        this.reset();
+        const b = source.backendInfo?.();
+        if (b) {
+          this.set({
+            backend: b.backend,
+            adapter: b.adapter.slice(0, 120),
+            reason: b.reason.slice(0, 160),
+          }, 1);
+        }
       },
     });
     new client.Gauge({

@@ -42,6 +42,10 @@ Deno.test({
     try {
       for (let i = 0; i < 100 && !agent.hosted; i++) await new Promise((r) => setTimeout(r, 100));
       assertEquals(agent.backend.name, "webgpu");
+      const info = async () =>
+        (await (await fetch(`http://127.0.0.1:${agent.metricsPort}/metrics`)).text())
+          .split("\n").find((l) => l.startsWith("distributed_llm_node_backend_info{")) ?? "";
+      assert((await info()).includes('backend="webgpu"'), await info());
       const client = createClient(InferenceService, transport);
       const tokens: number[] = [];
       let recoveries = -1;
@@ -62,6 +66,8 @@ Deno.test({
       assertEquals(tokens, golden.greedy_ids.slice(0, 32));
       assert(recoveries >= 1, `the head replayed after the device loss (recoveries ${recoveries})`);
       assertEquals(agent.backend.name, "wasm");
+      const after = await info();
+      assert(after.includes('backend="wasm"') && after.includes("fell back from WebGPU"), after);
       assert(logs.some((l) => l.includes("falling back to the WASM CPU backend")), logs.join("\n"));
     } finally {
       transport.close();
