@@ -9,7 +9,8 @@
  *
  * Prints one JSON object: bytes fetched by all agents, the wall time from the plan to every
  * agent holding its verified bytes, the aggregate MB/s, and as the reference measured in the
- * same run, the source's own read+sha256 rate while computing the manifest.
+ * same run, the source's own read+sha256 rate while computing the manifest. `BENCH_VERBOSE=1`
+ * prints the agents' log lines (stderr) with milliseconds since start.
  * @module
  */
 import { Command } from "@commander-js/extra-typings";

@@ -464,7 +464,8 @@ export class Agent {
     const t0 = performance.now();
     try {
       // A deployed model: fetch whatever this range misses into the cache first.
-      await this.transfer.ensure(this.model.id, want);
+      // Gives up when a newer plan supersedes this range (the next load fetches its own).
+      await this.transfer.ensure(this.model.id, want, () => this.plannedRange === want);
       if (!this.model || this.plannedRange !== want) return;
       const stage = await LlamaStage.load(this.model.file, this.backend, {
         ...want,
@@ -898,7 +899,7 @@ export class Agent {
     this.planError = undefined;
     const old = this.stage;
     this.stage = undefined;
-    old?.closeAll();
+    old?.dispose(); // frees the weights: undeploy gives the memory back
     this.gossip.updateMetadata({ ...this.gossip.localNode.meta!, model: "", hosted: null });
     model.file.close();
     this.log("info", "model undeployed", { model: id });

@@ -183,13 +183,25 @@ export class TransferManager {
   }
 
   /** Before loading layers [from, to) of a cached model: fetch whatever the cache misses. */
-  async ensure(modelId: string, range: { from: number; to: number }): Promise<void> {
+  async ensure(
+    modelId: string,
+    range: { from: number; to: number },
+    current: () => boolean = () => true,
+  ): Promise<void> {
     const e = this.#byModel(modelId);
     if (!e?.cache || e.path || !e.file) return;
     e.range = range;
     e.needed = segmentsFor(e.manifest, e.file, range);
     if (e.needed.every((s) => e.cache!.segmentDone(s))) return;
-    await this.#fetch(e, e.needed);
+    const superseded = new AbortController();
+    const watch = setInterval(() => {
+      if (!current()) superseded.abort();
+    }, 250);
+    try {
+      await this.#fetch(e, e.needed, superseded.signal);
+    } finally {
+      clearInterval(watch);
+    }
   }
 
   // ------------------------------------------------------------------ RPC handlers
@@ -614,7 +626,7 @@ export class TransferManager {
     return e.file = file;
   }
 
-  async #fetch(e: Entry, segments: number[]): Promise<void> {
+  async #fetch(e: Entry, segments: number[], signal?: AbortSignal): Promise<void> {
     e.cache ??= await ModelCache.open(
       this.opts.cacheDir,
       e.manifest,
@@ -624,19 +636,24 @@ export class TransferManager {
     const was = e.state;
     e.state = TransferState.FETCHING;
     this.#publish(e);
-    await fetchSegments({
-      cache: e.cache,
-      segments,
-      peers: () => this.#peers(e),
-      stats: e.stats,
-      concurrency: this.opts.fetchConcurrency ?? 8,
-      limiter: e.limiter,
-      signal: this.#abort.signal,
-      log: (msg, f) => this.host.log("warn", msg, { model: e.manifest.modelId, ...f }),
-    });
-    e.state = was === TransferState.FETCHING ? TransferState.CACHED : was;
-    if (e.state === TransferState.PENDING) e.state = TransferState.CACHED;
-    this.#publish(e);
+    try {
+      await fetchSegments({
+        cache: e.cache,
+        segments,
+        peers: () => this.#peers(e),
+        stats: e.stats,
+        concurrency: this.opts.fetchConcurrency ?? 8,
+        limiter: e.limiter,
+        signal: signal ? AbortSignal.any([this.#abort.signal, signal]) : this.#abort.signal,
+        log: (msg, f) => this.host.log("warn", msg, { model: e.manifest.modelId, ...f }),
+      });
+    } finally {
+      // Cancelled or failed (the caller reports it) or done: no longer fetching.
+      e.state = was === TransferState.FETCHING || was === TransferState.PENDING
+        ? TransferState.CACHED
+        : was;
+      this.#publish(e);
+    }
   }
 
   /** Peers holding (part of) the model: they offer it in gossip, or computed its manifest. */
