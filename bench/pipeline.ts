@@ -13,17 +13,19 @@
  * @module
  */
 import { Command } from "@commander-js/extra-typings";
-import { agentFootprint } from "../cluster/agent.ts";
 import {
   Head,
   RemoteStageLink,
   type SessionLink,
   type StageLink,
 } from "../cluster/pipeline/mod.ts";
-import { modelBytes } from "../cluster/placement/mod.ts";
 import { createRpcTransport, type RpcTransport } from "../cluster/rpc/mod.ts";
-import { openModelFile } from "../model/engine.ts";
-import { startLocalCluster, stopLocalAgents, waitForPlacement } from "../cli/local_cluster.ts";
+import {
+  splitModelArgs,
+  startLocalCluster,
+  stopLocalAgents,
+  waitForPlacement,
+} from "../cli/local_cluster.ts";
 import { generatedModel } from "./lib/models.ts";
 
 const CONTEXT = 512;
@@ -66,28 +68,15 @@ async function run(
   nAgents: number,
   opts: { tokens: number; backend: string; threads?: number },
 ) {
-  const file = await openModelFile(model);
-  const need = modelBytes(agentFootprint(file, CONTEXT, SESSIONS));
-  file.close();
-  const budget = nAgents === 1 ? Math.ceil(need * 1.2) : Math.ceil((need * 1.5) / nAgents);
-  const ids = Array.from({ length: nAgents }, (_, i) => `bench-${i}`);
-  const args = [
-    "--model",
+  const { args } = await splitModelArgs({
     model,
-    "--memory-budget",
-    String(budget),
-    "--context-size",
-    String(CONTEXT),
-    "--max-sessions",
-    String(SESSIONS),
-    "--gossip-preset",
-    "local",
-    "--backend",
-    opts.backend,
-    "--log-level",
-    "warn",
-  ];
-  if (opts.threads) args.push("--threads", String(opts.threads));
+    agents: nAgents,
+    contextSize: CONTEXT,
+    maxSessions: SESSIONS,
+    backend: opts.backend,
+    threads: opts.threads,
+  });
+  const ids = Array.from({ length: nAgents }, (_, i) => `bench-${i}`);
   const agents = await startLocalCluster(ids, { args, startTimeoutMs: 120_000 });
   const transports: RpcTransport[] = [];
   try {

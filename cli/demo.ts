@@ -5,14 +5,16 @@
  */
 import { Command } from "@commander-js/extra-typings";
 import { createClient } from "@connectrpc/connect";
-import { agentFootprint } from "../cluster/agent.ts";
-import { modelBytes } from "../cluster/placement/mod.ts";
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
-import { openModelFile } from "../model/engine.ts";
 import { InferenceService } from "../proto/mod.ts";
 import { DEFAULT_MODEL, intOption, numberOption, writeOut } from "./common.ts";
 import { formatBytes, table } from "./format.ts";
-import { startLocalCluster, stopLocalAgents, waitForPlacement } from "./local_cluster.ts";
+import {
+  splitModelArgs,
+  startLocalCluster,
+  stopLocalAgents,
+  waitForPlacement,
+} from "./local_cluster.ts";
 
 const CONTEXT = 512;
 const SESSIONS = 4;
@@ -38,10 +40,13 @@ export async function main(args: string[]): Promise<number> {
   const say = (s: string) => console.error(s);
 
   // Budgets: enough that the agents together hold the model, too little for any one alone.
-  const file = await openModelFile(opts.model);
-  const need = modelBytes(agentFootprint(file, CONTEXT, SESSIONS));
-  file.close();
-  const budget = opts.agents === 1 ? Math.ceil(need * 1.1) : Math.ceil((need * 1.5) / opts.agents);
+  const { args: agentArgs, budget, need } = await splitModelArgs({
+    model: opts.model,
+    agents: opts.agents,
+    contextSize: CONTEXT,
+    maxSessions: SESSIONS,
+    backend: opts.backend,
+  });
   const ids = Array.from({ length: opts.agents }, (_, i) => `agent-${String.fromCharCode(97 + i)}`);
   say(
     `starting ${opts.agents} agents on 127.0.0.1, ${formatBytes(budget)} budget each ` +
@@ -49,24 +54,7 @@ export async function main(args: string[]): Promise<number> {
   );
   let agents;
   try {
-    agents = await startLocalCluster(ids, {
-      args: [
-        "--model",
-        opts.model,
-        "--memory-budget",
-        String(budget),
-        "--context-size",
-        String(CONTEXT),
-        "--max-sessions",
-        String(SESSIONS),
-        "--gossip-preset",
-        "local",
-        "--backend",
-        opts.backend,
-        "--log-level",
-        "warn",
-      ],
-    });
+    agents = await startLocalCluster(ids, { args: agentArgs });
   } catch (e) {
     say(`demo: could not start the agents: ${(e as Error).message}`);
     return 1;

@@ -4,6 +4,9 @@
  */
 import { createClient } from "@connectrpc/connect";
 import { fileURLToPath } from "node:url";
+import { agentFootprint } from "../cluster/agent.ts";
+import { modelBytes } from "../cluster/placement/mod.ts";
+import { openModelFile } from "../model/engine.ts";
 import type { RpcTransport } from "../cluster/rpc/mod.ts";
 import { DiscoveryService, type GetClusterInfoResponse, NodeState } from "../proto/mod.ts";
 
@@ -185,4 +188,51 @@ export async function waitForPlacement(
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`no placement over ${n} agents within ${timeoutMs} ms (last view: ${last})`);
+}
+
+/** How to split a model over a local cluster. */
+export interface SplitOptions {
+  model: string;
+  agents: number;
+  contextSize: number;
+  maxSessions: number;
+  backend: string;
+  threads?: number;
+  logLevel?: string;
+}
+
+/**
+ * Agent flags that make `agents` local agents split `model`: each gets a memory budget that the
+ * agents together can hold but no single agent can (one agent gets the whole model), plus the
+ * given context, sessions, backend and fast local gossip timings.
+ */
+export async function splitModelArgs(
+  o: SplitOptions,
+): Promise<{ args: string[]; budget: number; need: number }> {
+  const file = await openModelFile(o.model);
+  let need: number;
+  try {
+    need = modelBytes(agentFootprint(file, o.contextSize, o.maxSessions));
+  } finally {
+    file.close();
+  }
+  const budget = o.agents === 1 ? Math.ceil(need * 1.2) : Math.ceil((need * 1.5) / o.agents);
+  const args = [
+    "--model",
+    o.model,
+    "--memory-budget",
+    String(budget),
+    "--context-size",
+    String(o.contextSize),
+    "--max-sessions",
+    String(o.maxSessions),
+    "--gossip-preset",
+    "local",
+    "--backend",
+    o.backend,
+    "--log-level",
+    o.logLevel ?? "warn",
+  ];
+  if (o.threads) args.push("--threads", String(o.threads));
+  return { args, budget, need };
 }

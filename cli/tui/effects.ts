@@ -14,6 +14,7 @@
  * @module
  */
 import type { Rect, Screen, Style } from "./screen.ts";
+import { Rng } from "../../model/sampler.ts";
 
 /** Kinds of glitch. */
 export type GlitchKind = "corrupt" | "duplicate" | "offset" | "static" | "flicker";
@@ -28,16 +29,10 @@ interface Glitch {
 const NOISE = "▓▒░█#@%&$/\\|<>{}=+*?!";
 const STATIC = "░▒▓ ·:";
 
-/** mulberry32: a small seeded PRNG (reproducible tests). */
+/** A small seeded PRNG (reproducible tests): the sampler's Rng. */
 export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const r = new Rng(seed);
+  return () => r.next();
 }
 
 /** The glitch engine: active glitches and the switches. */

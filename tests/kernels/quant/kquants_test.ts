@@ -9,7 +9,7 @@ import {
 } from "../../../kernels/quant/mod.ts";
 import { f32Values, randomFloats, readTensors } from "./gguf_helper.ts";
 
-const src = readTensors("kq-f32.gguf");
+const src = await readTensors("kq-f32.gguf");
 
 function firstDiff(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < Math.max(a.length, b.length); i++) if (a[i] !== b[i]) return i;
@@ -17,7 +17,7 @@ function firstDiff(a: Uint8Array, b: Uint8Array): number {
 }
 
 for (const file of ["kq-q4_k_m.gguf", "kq-q5_k_m.gguf", "kq-q6_k.gguf"]) {
-  const q = readTensors(file);
+  const q = await readTensors(file);
   Deno.test(`${file}: ref quantizers re-create llama-quantize's K-quant bytes exactly`, () => {
     let checked = 0;
     for (const [name, t] of q) {

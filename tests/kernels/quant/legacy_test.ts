@@ -11,7 +11,7 @@ import {
 } from "../../../kernels/quant/mod.ts";
 import { f32Values, randomFloats, readTensors } from "./gguf_helper.ts";
 
-const src = readTensors("tiny-f32.gguf");
+const src = await readTensors("tiny-f32.gguf");
 
 for (
   const [file, type, quant] of [
@@ -20,9 +20,9 @@ for (
     ["tiny-f16.gguf", GGMLType.F16, quantizeRowF16],
   ] as const
 ) {
-  Deno.test(`${file}: re-quantizing tiny-f32 reproduces every ${typeName(type)} tensor byte for byte`, () => {
+  Deno.test(`${file}: re-quantizing tiny-f32 reproduces every ${typeName(type)} tensor byte for byte`, async () => {
     let checked = 0;
-    for (const [name, t] of readTensors(file)) {
+    for (const [name, t] of await readTensors(file)) {
       const x = f32Values(src.get(name)!);
       const expect = t.type === GGMLType.F16 ? quantizeRowF16(x, x.length) : quant(x, x.length);
       if (t.type === GGMLType.F32) continue;
