@@ -16,6 +16,7 @@ import type {
   Weight,
   WeightSpec,
 } from "../backend.ts";
+import { checkHeads, checkKVRange, needElements } from "../checks.ts";
 import { GGMLType, rowBytes, typeName } from "../quant/types.ts";
 import { roundF16 } from "../quant/float.ts";
 import { convertActivations, dequantizeRow, vecDot, vecDotType } from "../quant/ops.ts";
@@ -87,7 +88,7 @@ function kv(c: KVCache): RefKV {
 }
 
 function need(b: RefBuf, end: number, what: string): void {
-  if (end > b.length) throw new Error(`${what}: needs ${end} elements, buffer has ${b.length}`);
+  needElements(b.length, end, what);
 }
 
 /** Build the reference backend. Synchronous ops; `read` resolves immediately. */
@@ -242,10 +243,7 @@ export function createReferenceBackend(): Backend {
       rowOffset = 0,
     ): void {
       const c = kv(cache);
-      if (layer < 0 || layer >= c.nLayers) throw new Error(`storeKV: no layer ${layer}`);
-      if (pos0 < 0 || pos0 + rows > c.nCtx) {
-        throw new Error(`storeKV: positions ${pos0}..${pos0 + rows - 1} exceed nCtx ${c.nCtx}`);
-      }
+      checkKVRange("storeKV", c, layer, pos0, rows);
       const d = c.kvDim;
       const kb = buf(k);
       const vb = buf(v);
@@ -277,13 +275,8 @@ export function createReferenceBackend(): Backend {
     ): void {
       const c = kv(cache);
       const { nHeads, nKVHeads, headDim } = p;
-      if (nHeads % nKVHeads !== 0) {
-        throw new Error(`attention: nHeads ${nHeads} not a multiple of nKVHeads ${nKVHeads}`);
-      }
-      if (nKVHeads * headDim !== c.kvDim) {
-        throw new Error(`attention: ${nKVHeads}×${headDim} ≠ cache kvDim ${c.kvDim}`);
-      }
-      if (pos0 + rows > c.nCtx) throw new Error(`attention: position beyond nCtx ${c.nCtx}`);
+      checkHeads(p, c);
+      checkKVRange("attention", c, layer, pos0, rows);
       const qb = buf(q);
       const ob = buf(out);
       const rowLen = nHeads * headDim;

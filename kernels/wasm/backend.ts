@@ -23,6 +23,7 @@ import type {
   Weight,
   WeightSpec,
 } from "../backend.ts";
+import { checkHeads, checkKVRange, needElements } from "../checks.ts";
 import { GGMLType, rowBytes, typeInfo, typeName } from "../quant/types.ts";
 import { dequantizeRow } from "../quant/ops.ts";
 import { Arena } from "./arena.ts";
@@ -390,7 +391,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     return c;
   }
   function need(b: WBuf, end: number, what: string): void {
-    if (end > b.length) throw new Error(`${what}: needs ${end} elements, buffer has ${b.length}`);
+    needElements(b.length, end, what);
   }
 
   /** Float copy of a weight in arena 0 (for rmsNorm / addBias). */
@@ -659,10 +660,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       rowOffset = 0,
     ): void {
       const c = kv(cache);
-      if (layer < 0 || layer >= c.nLayers) throw new Error(`storeKV: no layer ${layer}`);
-      if (pos0 < 0 || pos0 + rows > c.nCtx) {
-        throw new Error(`storeKV: positions ${pos0}..${pos0 + rows - 1} exceed nCtx ${c.nCtx}`);
-      }
+      checkKVRange("storeKV", c, layer, pos0, rows);
       const d = c.kvDim;
       const K = buf(k);
       const V = buf(v);
@@ -695,14 +693,8 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ): void {
       const c = kv(cache);
       const { nHeads, nKVHeads, headDim } = p;
-      if (nHeads % nKVHeads !== 0) {
-        throw new Error(`attention: nHeads ${nHeads} not a multiple of nKVHeads ${nKVHeads}`);
-      }
-      if (nKVHeads * headDim !== c.kvDim) {
-        throw new Error(`attention: ${nKVHeads}×${headDim} ≠ cache kvDim ${c.kvDim}`);
-      }
-      if (layer < 0 || layer >= c.nLayers) throw new Error(`attention: no layer ${layer}`);
-      if (pos0 + rows > c.nCtx) throw new Error(`attention: position beyond nCtx ${c.nCtx}`);
+      checkHeads(p, c);
+      checkKVRange("attention", c, layer, pos0, rows);
       const Q = buf(q);
       const O = buf(out);
       const rowLen = nHeads * headDim;

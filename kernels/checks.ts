@@ -1,0 +1,37 @@
+/**
+ * Argument checks every backend makes before touching memory, written once so the backends
+ * reject bad calls with the same words (a wrong buffer size is a bug in the caller, not a
+ * silent out-of-bounds read).
+ */
+
+/** Throw unless a buffer of `length` elements holds `end` elements for `what`. */
+export function needElements(length: number, end: number, what: string): void {
+  if (end > length) throw new Error(`${what}: needs ${end} elements, buffer has ${length}`);
+}
+
+/** Throw unless `layer` and positions [pos0, pos0 + rows) fit a KV cache (for `op`). */
+export function checkKVRange(
+  op: "storeKV" | "attention",
+  cache: { nLayers: number; nCtx: number },
+  layer: number,
+  pos0: number,
+  rows: number,
+): void {
+  if (layer < 0 || layer >= cache.nLayers) throw new Error(`${op}: no layer ${layer}`);
+  if (pos0 < 0 || pos0 + rows > cache.nCtx) {
+    throw new Error(`${op}: positions ${pos0}..${pos0 + rows - 1} exceed nCtx ${cache.nCtx}`);
+  }
+}
+
+/** Throw unless the attention geometry fits the cache (GQA: heads a multiple of KV heads). */
+export function checkHeads(
+  p: { nHeads: number; nKVHeads: number; headDim: number },
+  cache: { kvDim: number },
+): void {
+  if (p.nHeads % p.nKVHeads !== 0) {
+    throw new Error(`attention: nHeads ${p.nHeads} not a multiple of nKVHeads ${p.nKVHeads}`);
+  }
+  if (p.nKVHeads * p.headDim !== cache.kvDim) {
+    throw new Error(`attention: ${p.nKVHeads}×${p.headDim} ≠ cache kvDim ${cache.kvDim}`);
+  }
+}
