@@ -87,7 +87,8 @@ async function run(
     const hops: number[] = [];
     const links: StageLink[] = [];
     for (const s of info.placement!.stages) {
-      const t = await createRpcTransport(`127.0.0.1:${port.get(s.nodeId)}`);
+      // As agents do between stages: activations do not compress, so no gzip on the hop.
+      const t = await createRpcTransport(`127.0.0.1:${port.get(s.nodeId)}`, { gzip: false });
       transports.push(t);
       links.push(
         new TimedLink(

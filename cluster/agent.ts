@@ -566,6 +566,8 @@ export class Agent {
     const transport = await createRpcTransport(endpoint, {
       tls: this.clientTls(),
       interceptors: [traceClientInterceptor],
+      // Activations are floats that do not compress; gzip would only add latency to every hop.
+      gzip: false,
     });
     this.transports.set(member.id, { endpoint, transport });
     return transport;
