@@ -1,6 +1,8 @@
 /**
- * `llmctl chat`: an interactive conversation. Each turn sends the whole transcript as the prompt
- * (through the cluster with --endpoint, else with a local model) and streams the reply.
+ * `llmctl chat`: an interactive conversation. Each turn sends the whole conversation, rendered
+ * with the model's chat template (`tokenizer.chat_template`, or a "System:/User:/Assistant:"
+ * transcript for models without one) — by the head agent with --endpoint, else locally — and
+ * streams the reply.
  * Commands: `/reset` forgets the conversation, `/system <text>` sets the system prompt (and
  * resets), `/history` prints the turns, `/exit` (or end of input) quits.
  */
@@ -8,6 +10,7 @@ import { basename } from "node:path";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import { intOption, numberOption, writeOut } from "../common.ts";
 import { palette } from "../format.ts";
+import { type ChatMessage, ChatTemplate } from "../../model/chat/mod.ts";
 import { modelCommandBase, openEngine } from "./model_options.ts";
 
 /** One turn of the conversation. */
@@ -16,15 +19,15 @@ export interface Turn {
   content: string;
 }
 
-/** The text a model without a chat template continues: system, then alternating turns. */
-export function transcriptPrompt(system: string, turns: Turn[]): string {
-  const lines = system ? [system, ""] : [];
-  for (const t of turns) lines.push(`${t.role === "user" ? "User" : "Assistant"}: ${t.content}`);
-  lines.push("Assistant:");
-  return lines.join("\n");
+/** The conversation as chat messages: the system prompt (if any), then the turns. */
+export function chatMessages(system: string, turns: Turn[]): ChatMessage[] {
+  return [...(system ? [{ role: "system", content: system }] : []), ...turns];
 }
 
-/** Where a reply ends: the model starting the user's next turn. */
+/**
+ * Where a reply ends for a model without a chat template: the model starting the user's next
+ * turn of the transcript (template models end their turn with an end-of-generation token).
+ */
 export const TURN_STOP = "\nUser:";
 
 /**
@@ -94,7 +97,10 @@ export function chatCommand() {
       let turns: Turn[] = [];
       const agent = remote ? await connect(g) : undefined;
       const engine = remote ? undefined : await openEngine(opts);
-      const reply = async (prompt: string, filter: StopFilter, signal: AbortSignal) => {
+      const template = engine
+        ? ChatTemplate.fromMetadata(engine.file.metadata, engine.tokenizer)
+        : undefined;
+      const reply = async (messages: ChatMessage[], filter: StopFilter, signal: AbortSignal) => {
         const show = (piece: string) => {
           const out = filter.push(piece);
           if (out) writeOut(out);
@@ -104,7 +110,7 @@ export function chatCommand() {
             for await (
               const m of c.inference.generate({
                 model: cmd.getOptionValueSource("model") === "cli" ? basename(opts.model) : "",
-                prompt,
+                messages,
                 maxTokens: opts.maxTokens,
                 stop: [TURN_STOP],
                 sampler: {
@@ -115,8 +121,12 @@ export function chatCommand() {
             ) show(m.text);
           });
         } else {
+          const chat = template!.render(messages);
           await engine!.generate({
-            prompt,
+            promptTokens: engine!.tokenizer.encode(chat.text, {
+              addBos: chat.addBos,
+              parseSpecial: chat.parseSpecial,
+            }),
             maxTokens: opts.maxTokens,
             sampler: { temperature: opts.temperature, seed: opts.seed },
             onToken: (_id, text) => show(text),
@@ -167,7 +177,7 @@ export function chatCommand() {
             const onSigint = () => abort.abort();
             Deno.addSignalListener("SIGINT", onSigint);
             try {
-              await reply(transcriptPrompt(system, turns), filter, abort.signal);
+              await reply(chatMessages(system, turns), filter, abort.signal);
             } catch (e) {
               if (!abort.signal.aborted) {
                 turns.pop();
