@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { NodeState } from "../../proto/mod.ts";
+import { NodeState, TransferState } from "../../proto/mod.ts";
 import { type Rect, Screen, type Style } from "./screen.ts";
 import { stateWord, TABS, type TuiState, visibleEvents, visibleNodes } from "./state.ts";
 
@@ -414,15 +414,39 @@ const drawModels: Drawer = (screen, r, s) => {
       screen.text(r.x + 27, y, rangeBar(st.fromLayer, st.toLayer, p.total, barW), style, barW);
     });
   }
-  const y = r.y + r.h - 2;
-  screen.text(
-    r.x,
-    y,
-    "deploy / undeploy: not available until model distribution lands;",
-    "dim",
-    r.w,
-  );
-  screen.text(r.x, y + 1, "start agents with --model <path> to serve a model.", "dim", r.w);
+  // Deploy progress per node (llmctl models deploy), newest state of each.
+  const transfers = Object.entries(s.transfers).sort(([a], [b]) => (a < b ? -1 : 1));
+  const rows = Math.max(0, Math.min(transfers.length, Math.floor(r.h / 2) - 1));
+  if (rows === 0) {
+    screen.text(r.x, r.y + r.h - 1, "deploy with: llmctl models deploy <file.gguf>", "dim", r.w);
+    return;
+  }
+  const top = r.y + r.h - rows - 1;
+  screen.text(r.x, top, "TRANSFERS (llmctl models deploy)", "bright", r.w);
+  const barW = Math.max(8, r.w - 44);
+  transfers.slice(0, rows).forEach(([node, t], i) => {
+    const y = top + 1 + i;
+    const frac = t.total > 0 ? Math.min(1, t.done / t.total) : 0;
+    const fill = Math.round(frac * barW);
+    const word = (TransferState[t.state] ?? "?").toLowerCase().slice(0, 8);
+    const style: Style = t.state === TransferState.FAILED
+      ? "bad"
+      : t.state === TransferState.FETCHING
+      ? "warn"
+      : "ok";
+    screen.text(r.x, y, `${node.padEnd(9).slice(0, 9)} ${word.padEnd(8)} `, style);
+    screen.text(r.x + 19, y, "█".repeat(fill) + "·".repeat(barW - fill), style, barW);
+    const moving = t.state === TransferState.FETCHING;
+    const rate = moving && t.rate > 0 ? `${(t.rate / 1e6).toFixed(1)} MB/s` : "";
+    const eta = moving && t.eta > 0 ? ` eta ${Math.ceil(t.eta)}s` : "";
+    screen.text(
+      r.x + 20 + barW,
+      y,
+      `${(frac * 100).toFixed(0).padStart(3)}% ${rate}${eta}`,
+      "normal",
+      r.w - 20 - barW,
+    );
+  });
 };
 
 const drawInference: Drawer = (screen, r, s, regions, info) => {

@@ -11,6 +11,7 @@ import {
   type Placement,
   RequestPhase,
   type StreamUpdatesResponse,
+  TransferState,
 } from "../../proto/mod.ts";
 
 /** The tabs, in order. */
@@ -51,9 +52,20 @@ export interface NodeView {
 /** One line of the Events tab. */
 export interface EventLine {
   t: number;
-  kind: "member" | "placement" | "request" | "link";
+  kind: "member" | "placement" | "request" | "link" | "transfer";
   level: "info" | "ok" | "warn" | "bad";
   text: string;
+}
+
+/** One node's part of a model deploy, from TransferProgress events. */
+export interface TransferView {
+  model: string;
+  state: TransferState;
+  done: number;
+  total: number;
+  rate: number;
+  eta: number;
+  detail: string;
 }
 
 /** The Inference tab. */
@@ -82,6 +94,8 @@ export interface TuiState {
   /** Requests in flight: id → head, phase, tokens, speed. */
   requests: Record<string, { head: string; tokens: number; tps: number; phase: RequestPhase }>;
   events: EventLine[];
+  /** Model transfers per node (deploys): state, bytes, rate, ETA. */
+  transfers: Record<string, TransferView>;
   lastSequence: number;
   droppedEvents: number;
   tab: number;
@@ -132,6 +146,7 @@ export function initialState(endpoint: string): TuiState {
     placementNote: "",
     requests: {},
     events: [],
+    transfers: {},
     lastSequence: 0,
     droppedEvents: 0,
     tab: 0,
@@ -350,6 +365,29 @@ function applyUpdate(s: TuiState, msg: StreamUpdatesResponse): TuiState {
         sessions: m.activeSessions,
       };
       return { ...s, nodes: { ...s.nodes, [m.nodeId]: node } };
+    }
+    case "transfer": {
+      const t = ev.value;
+      const prev = s.transfers[t.nodeId];
+      const view: TransferView = {
+        model: t.model,
+        state: t.state,
+        done: Number(t.bytesDone),
+        total: Number(t.bytesTotal),
+        rate: t.bytesPerSecond,
+        eta: t.etaSeconds,
+        detail: t.detail,
+      };
+      const transfers = { ...s.transfers, [t.nodeId]: view };
+      if (prev?.state === view.state) return { ...s, transfers };
+      const word = (TransferState[view.state] ?? "unknown").toLowerCase();
+      const level = view.state === TransferState.FAILED
+        ? "bad"
+        : view.state === TransferState.LOADED || view.state === TransferState.CACHED
+        ? "ok"
+        : "info";
+      const text = `transfer ${t.nodeId}: ${word}${view.detail ? ` — ${view.detail}` : ""}`;
+      return { ...s, transfers, events: pushEvent(s, { t: at, kind: "transfer", level, text }) };
     }
     default:
       return s;

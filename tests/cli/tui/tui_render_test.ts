@@ -27,6 +27,8 @@ import {
   StageAssignmentSchema,
   type StreamUpdatesResponse,
   StreamUpdatesResponseSchema,
+  TransferProgressSchema,
+  TransferState,
 } from "../../../proto/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
@@ -109,6 +111,27 @@ function busyState(n: number): TuiState {
       }),
     }),
   });
+  for (
+    const [i, state] of [TransferState.FETCHING, TransferState.LOADED, TransferState.FAILED]
+      .entries()
+  ) {
+    s = reduce(s, {
+      type: "update",
+      msg: msg({
+        case: "transfer",
+        value: create(TransferProgressSchema, {
+          nodeId: `node-${i}-with-a-long-name`,
+          model: "m.gguf",
+          state,
+          bytesDone: 123_000_000n * BigInt(i + 1),
+          bytesTotal: 400_000_000n,
+          bytesPerSecond: 88e6,
+          etaSeconds: 3.2,
+          detail: i === 2 ? "x".repeat(200) : "",
+        }),
+      }),
+    });
+  }
   s = reduce(s, { type: "inferStart", requestId: "r", at: 10 });
   s = reduce(s, {
     type: "inferToken",
@@ -222,4 +245,18 @@ Deno.test("keys: escape sequences, and what they mean where", () => {
 
 Deno.test("wrap breaks long words and keeps every line within the width", () => {
   for (const l of wrap("a ".repeat(50) + "x".repeat(95) + "\nshort", 20)) assert(l.length <= 20, l);
+});
+
+Deno.test("the models tab shows deploy progress per node from transfer events", () => {
+  let s = busyState(2);
+  s = reduce(s, { type: "tab", delta: 2 });
+  const f = render(s, { width: 80, height: 24, now: 0, glitch: "off" });
+  const text = f.screen.lines().join("\n");
+  assert(text.includes("TRANSFERS"), text);
+  assert(/node-0-wi.*fetching.*31% 88\.0 MB\/s eta 4s/.test(text), text);
+  assert(text.includes("failed"), text);
+  assert(
+    s.events.some((e) => e.kind === "transfer" && e.level === "bad"),
+    "a failed transfer is an event",
+  );
 });
