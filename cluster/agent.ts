@@ -796,7 +796,9 @@ export class Agent {
         reason: this.backendReason,
       }),
       requestsActive: () => this.counters.activeRequests,
-      queueDepth: () => this.stage?.pending ?? 0,
+      // Work waiting here: requests queued for a generation slot, plus stage frames waiting for
+      // (or in) the current batched pass. This is what the KEDA queue-depth scaler reads.
+      queueDepth: () => (this.admission?.stats.queued ?? 0) + (this.stage?.pending ?? 0),
       kvCacheSlots: () => {
         const used = this.stage?.openSessions ?? 0;
         return { used, free: this.stage ? Math.max(0, this.config.maxSessions - used) : 0 };

@@ -39,7 +39,7 @@ export interface MetricsSource {
   layersHosted(): number;
   /** Generate requests this agent is head of right now. */
   requestsActive(): number;
-  /** Stage steps waiting for (or running on) the stage's one forward pass at a time. */
+  /** Requests queued for a generation slot plus stage frames waiting for / in the current pass. */
   queueDepth(): number;
   /** KV cache slots (sessions) in use and free on the hosted stage. */
   kvCacheSlots(): { used: number; free: number };
@@ -157,7 +157,8 @@ export class AgentMetrics {
     );
     gauge(
       METRIC_NAMES.queueDepth,
-      "Stage steps queued for the hosted stage (one forward pass runs at a time).",
+      "Work waiting on this agent: requests queued for a generation slot plus stage frames " +
+        "waiting for (or in) the current batched pass.",
       () => source.queueDepth(),
     );
     gauge(
