@@ -46,8 +46,6 @@ async function waitFor(what: string, check: () => Promise<boolean>, ms = 15_000)
 
 Deno.test({
   name: "llmctl against a 2-agent cluster: every read command's --json, generate, chat, drain",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async (t) => {
     // Each agent can hold the whole model, so draining one leaves a placement.
     const agents: AgentProcess[] = await startCluster(["a", "b"], {

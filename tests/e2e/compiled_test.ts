@@ -66,7 +66,6 @@ if (skip) {
 Deno.test({
   name: "the compiled agent binary starts with its bundled model and passes a health check",
   ignore: skip !== undefined,
-  sanitizeResources: false,
   fn: async () => {
     const child = new Deno.Command(binary, {
       args: [

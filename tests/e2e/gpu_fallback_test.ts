@@ -20,8 +20,6 @@ Deno.test({
   name:
     "device lost on a WebGPU agent: it falls back to WASM and the request completes identically",
   ignore: !probe.available,
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const cfg = resolveConfig([["flag", {
       nodeId: "gpu",

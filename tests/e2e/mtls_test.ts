@@ -31,7 +31,6 @@ const COMMON = [
 
 Deno.test({
   name: "mTLS cluster: pipeline over mTLS, clients need a CA-signed certificate, grpc-js interop",
-  sanitizeResources: false,
   fn: async () => {
     await ensureClientPackages();
     const dir = await Deno.makeTempDir({ prefix: "dllm-mtls-" });
@@ -88,7 +87,6 @@ Deno.test({
 
 Deno.test({
   name: "grpc-js under Node.js talks plain h2c to a real agent without TLS",
-  sanitizeResources: false,
   fn: async () => {
     await ensureClientPackages();
     const agents = await startLocalCluster(["solo"], {

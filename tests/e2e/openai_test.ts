@@ -54,8 +54,6 @@ async function apiError(p: Promise<unknown>) {
 
 Deno.test({
   name: "openai client against real agents: outputs, batching, disconnects, errors",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async (t) => {
     const [main, tiny, small] = await Promise.all([
       startAgent({

@@ -14,7 +14,6 @@ const golden = (name: string) =>
 
 Deno.test({
   name: "3 agents split stories260K (no single one can hold it) and generate the golden text",
-  sanitizeResources: false,
   fn: async () => {
     const agents = await startCluster(["a", "b", "c"], { model: STORIES, memoryBudget: "1.2MB" });
     try {
@@ -37,7 +36,6 @@ Deno.test({
 for (const name of ["tiny-q8_0__p2", "qwen2-q8_0__p1"]) {
   Deno.test({
     name: `pipeline output equals the single-node golden: ${name}`,
-    sanitizeResources: false,
     fn: async () => {
       const g = golden(name);
       const agents = await startCluster(["a", "b", "c"], {
@@ -63,7 +61,6 @@ for (const name of ["tiny-q8_0__p2", "qwen2-q8_0__p1"]) {
 
 Deno.test({
   name: "a cluster whose budgets cannot hold the model answers with a clear error",
-  sanitizeResources: false,
   fn: async () => {
     const agents = await startCluster(["a", "b", "c"], { model: STORIES, memoryBudget: "200kB" });
     try {
@@ -92,7 +89,6 @@ Deno.test({
 Deno.test({
   name:
     "kill -9 of the middle stage mid-generation: the output is identical, the dead agent leaves the view",
-  sanitizeResources: false,
   fn: async () => {
     const g = golden("stories260K__once");
     // Budgets let any two agents hold the model once the third is gone.

@@ -46,8 +46,6 @@ async function api(base: string, path: string, params: Record<string, string> = 
 Deno.test({
   name: "Prometheus scrapes 2 agents: KEDA queries and every alert expression return data",
   ignore: !ready,
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const autoscaling = await render("overlays/autoscaling");
     const monitoring = await render("overlays/monitoring");

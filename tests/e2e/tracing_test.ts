@@ -40,8 +40,6 @@ function spansOf(body: any): SpanRecord[] {
 
 Deno.test({
   name: "one generation is one trace with spans from both agents and correct parent links",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const spans: SpanRecord[] = [];
     const receiver = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, async (req) => {

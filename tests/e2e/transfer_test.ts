@@ -54,8 +54,6 @@ function cachedSegments(dir: string, sha: string): Map<number, number> {
 
 Deno.test({
   name: "deploy from the one agent holding stories260K: each cache holds only its layers; golden",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-cache-" }));
     const agents: AgentProcess[] = [];
@@ -161,8 +159,6 @@ async function progressOf(agent: AgentProcess, model: string) {
 
 Deno.test({
   name: "killing the source mid-transfer: the fetch resumes from its last verified chunks",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const tmp = Deno.makeTempDirSync({ prefix: "dllm-resume-" });
     const model = `${tmp}/synthetic.gguf`;
@@ -250,8 +246,6 @@ Deno.test({
 
 Deno.test({
   name: "a peer serving corrupted chunks is detected; the chunks come from another peer",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-corrupt-" }));
     const agents: AgentProcess[] = [];
@@ -319,8 +313,6 @@ Deno.test({
 
 Deno.test({
   name: "deploy --from-here: llmctl serves a local file to agents that hold nothing",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-here-" }));
     const agents: AgentProcess[] = [];
@@ -368,8 +360,6 @@ Deno.test({
 
 Deno.test({
   name: "with mTLS the manifest is signed by the source and verified by every agent",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const dir = await Deno.makeTempDir({ prefix: "dllm-transfer-mtls-" });
     await initCertificates({ dir, nodes: ["a", "b"] });
@@ -420,8 +410,6 @@ Deno.test({
 
 Deno.test({
   name: "after a node loss the re-placed agent fetches only the tensors it lacks",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-replace-" }));
     const agents: AgentProcess[] = [];

@@ -48,8 +48,6 @@ async function waitScreen(
 Deno.test({
   name: "tui in tmux against 2 agents: ranges, inference, suspect → dead, resize, q restores",
   ignore: !hasTmux(),
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async (t) => {
     // Budgets that no single agent can meet: both host layers.
     const agents = await startCluster(["a", "b"], { model: STORIES, memoryBudget: "1.5MB" });

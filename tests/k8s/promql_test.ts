@@ -35,7 +35,6 @@ Deno.test("metricNames finds selectors, not functions, labels, ranges or keyword
 Deno.test({
   name: "every metric name used in k8s/ (KEDA, rules, dashboard) is exported by a running agent",
   ignore: !haveKubectl(),
-  sanitizeResources: false,
   fn: async () => {
     const exprs: PromqlExpr[] = [
       ...promqlExpressions(await render("overlays/autoscaling")),

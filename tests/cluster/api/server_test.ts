@@ -77,8 +77,6 @@ async function withServer(
 
 Deno.test({
   name: "openai client: models, chat and completions, JSON and streamed, with logprobs",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: () =>
     withServer(async (_base, gen, client) => {
       const models = await client.models.list();
@@ -175,8 +173,6 @@ Deno.test({
 
 Deno.test({
   name: "errors: 400 bad JSON and fields, 401, 404, 413 (prompt and body), 429, 503",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: () =>
     withServer(async (base, _gen, client) => {
       const status = async (p: Promise<unknown>) => {
@@ -247,8 +243,6 @@ Deno.test({
 
 Deno.test({
   name: "request bodies over the limit are refused with 413",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: () =>
     withServer(async (base) => {
       const res = await fetch(`${base}/v1/completions`, {
@@ -263,8 +257,6 @@ Deno.test({
 
 Deno.test({
   name: "a client that goes away mid-stream cancels its generation",
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: () =>
     withServer(async (_base, gen, client) => {
       const ctl = new AbortController();

@@ -18,8 +18,6 @@ Deno.test("discovery: announcement codec", () => {
 
 Deno.test({
   name: "discovery: two members find each other over multicast on loopback",
-  sanitizeOps: false,
-  sanitizeResources: false,
   fn: async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const ms = [

@@ -62,8 +62,6 @@ Deno.test({
   name:
     `netns: 5 hosts, 20% loss, 50±20 ms, ${SOAK_S} s soak → no false death; 2|3 partition → noticed → healed`,
   ignore: env.skip !== null,
-  sanitizeResources: false,
-  sanitizeOps: false,
   fn: async () => {
     const tag = `dg${Deno.pid % 100000}`;
     const sw = `${tag}sw`;

@@ -13,7 +13,7 @@ import {
 import { assert, assertRejects, assertThrows } from "../../support/assert.ts";
 import { ignore, PROBE } from "./helpers.ts";
 
-const T = { ignore, sanitizeResources: false, sanitizeOps: false };
+const T = { ignore };
 
 Deno.test({
   ...T,

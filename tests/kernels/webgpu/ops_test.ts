@@ -18,7 +18,7 @@ import {
   randomWeight,
 } from "./helpers.ts";
 
-const T = { ignore, sanitizeResources: false, sanitizeOps: false };
+const T = { ignore };
 
 const WEIGHT_TYPES: GGMLType[] = [
   GGMLType.F32,
