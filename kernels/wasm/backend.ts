@@ -25,7 +25,7 @@ import type {
 } from "../backend.ts";
 import { checkHeads, checkKVRange, needElements } from "../checks.ts";
 import { GGMLType, rowBytes, typeInfo, typeName } from "../quant/types.ts";
-import { dequantizeRow } from "../quant/ops.ts";
+import { dequantizeRow, vecDotType } from "../quant/ops.ts";
 import { Arena } from "./arena.ts";
 import { buildWasm, WASM_URL } from "./build.ts";
 import type { Kernels } from "./kernels.ts";
@@ -273,26 +273,20 @@ const enum Act {
   Q8_K = 5,
 }
 
+/** The activation kernel for a weight type: its ggml vec_dot type (kernels/quant owns the map). */
 function actKind(t: GGMLType): Act {
-  switch (t) {
+  switch (typeInfo(t)?.weight ? vecDotType(t) : undefined) {
     case GGMLType.F32:
       return Act.F32;
     case GGMLType.F16:
       return Act.F16;
     case GGMLType.BF16:
       return Act.BF16;
-    case GGMLType.Q4_0:
-    case GGMLType.Q5_0:
     case GGMLType.Q8_0:
       return Act.Q8_0;
-    case GGMLType.Q4_1:
-    case GGMLType.Q5_1:
+    case GGMLType.Q8_1:
       return Act.Q8_1;
-    case GGMLType.Q2_K:
-    case GGMLType.Q3_K:
-    case GGMLType.Q4_K:
-    case GGMLType.Q5_K:
-    case GGMLType.Q6_K:
+    case GGMLType.Q8_K:
       return Act.Q8_K;
   }
   throw new Error(`wasm backend: no matmul for tensor type ${typeName(t)}`);

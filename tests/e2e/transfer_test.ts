@@ -52,31 +52,44 @@ function cachedSegments(dir: string, sha: string): Map<number, number> {
   return out;
 }
 
+/**
+ * Agent a holds stories260K; b and c hold no model and have `followerBudget` each; every agent
+ * has its own cache dir. Agents are pushed onto `agents` as they start, so the caller's
+ * `finally` stops them even when a later one fails to start.
+ */
+async function startSourceAndFollowers(
+  agents: AgentProcess[],
+  dirs: string[],
+  followerBudget: string,
+): Promise<void> {
+  agents.push(
+    await startAgent({
+      id: "a",
+      model: STORIES,
+      memoryBudget: "1.2MB",
+      extra: ["--cache-dir", dirs[0]],
+    }),
+  );
+  for (const [i, id] of [[1, "b"], [2, "c"]] as const) {
+    agents.push(
+      await startAgent({
+        id,
+        seeds: [agents[0].gossipAddr],
+        memoryBudget: followerBudget,
+        extra: ["--no-model", "--cache-dir", dirs[i]],
+      }),
+    );
+  }
+  await waitForMembers(agents[0], 3);
+}
+
 Deno.test({
   name: "deploy from the one agent holding stories260K: each cache holds only its layers; golden",
   fn: async () => {
     const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-cache-" }));
     const agents: AgentProcess[] = [];
     try {
-      agents.push(
-        await startAgent({
-          id: "a",
-          model: STORIES,
-          memoryBudget: "1.2MB",
-          extra: ["--cache-dir", dirs[0]],
-        }),
-      );
-      for (const [i, id] of [[1, "b"], [2, "c"]] as const) {
-        agents.push(
-          await startAgent({
-            id,
-            seeds: [agents[0].gossipAddr],
-            memoryBudget: "1.2MB",
-            extra: ["--no-model", "--cache-dir", dirs[i]],
-          }),
-        );
-      }
-      await waitForMembers(agents[0], 3);
+      await startSourceAndFollowers(agents, dirs, "1.2MB");
       const r = await llmctl([
         "--endpoint",
         `127.0.0.1:${agents[0].rpcPort}`,
@@ -414,25 +427,7 @@ Deno.test({
     const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-replace-" }));
     const agents: AgentProcess[] = [];
     try {
-      agents.push(
-        await startAgent({
-          id: "a",
-          model: STORIES,
-          memoryBudget: "1.2MB",
-          extra: ["--cache-dir", dirs[0]],
-        }),
-      );
-      for (const [i, id] of [[1, "b"], [2, "c"]] as const) {
-        agents.push(
-          await startAgent({
-            id,
-            seeds: [agents[0].gossipAddr],
-            memoryBudget: "2MB",
-            extra: ["--no-model", "--cache-dir", dirs[i]],
-          }),
-        );
-      }
-      await waitForMembers(agents[0], 3);
+      await startSourceAndFollowers(agents, dirs, "2MB");
       let last;
       for await (
         const m of createClient(TransferService, agents[0].transport).deploy({ path: STORIES })
