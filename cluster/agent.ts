@@ -14,7 +14,7 @@ import { parseBackendName, selectBackend } from "../kernels/select.ts";
 import { openModelFile } from "../model/engine.ts";
 import type { GGUFFile } from "../model/gguf/mod.ts";
 import { LlamaStage } from "../model/llama.ts";
-import { readConfig } from "../model/config.ts";
+import { configFromFile, type LlamaConfig } from "../model/config.ts";
 import type { Tokenizer } from "../model/tokenizer/mod.ts";
 import { tokenizerFromMetadata } from "../model/tokenizer/mod.ts";
 import { ChatTemplate } from "../model/chat/mod.ts";
@@ -867,17 +867,7 @@ export class Agent {
       adopt: async (id, file, path) => {
         if (this.model?.id === id) return;
         if (this.model) await this.unserveModel(this.model.id);
-        const tokenizer = tokenizerFromMetadata(file.metadata);
-        const config = readConfig(file.metadata, file.tensor("token_embd.weight")?.dims[1] ?? 0);
-        this.model = {
-          id,
-          file,
-          tokenizer,
-          chat: ChatTemplate.fromMetadata(file.metadata, tokenizer),
-          nLayers: config.nLayers,
-          contextLength: config.contextLength,
-          footprint: agentFootprint(file, this.config.contextSize, this.config.maxSessions),
-        };
+        this.model = servedModel(id, file, this.config.contextSize, this.config.maxSessions);
         this.modelPath = path;
         this.drained = false;
         this.planReason = `model ${id} deployed`;
@@ -1195,15 +1185,34 @@ export function agentFootprint(
   file: GGUFFile,
   contextSize: number,
   maxSessions: number,
+  config: LlamaConfig = configFromFile(file),
 ): ModelFootprint {
-  const embd = file.tensor("token_embd.weight");
-  const config = readConfig(file.metadata, embd?.dims[1] ?? 0);
   const ctx = Math.min(contextSize, config.contextLength);
   const kvPerLayer = 2 * ctx * config.nKVHeads * config.headDim * 4 * Math.min(maxSessions, 4);
   return footprintFromIndex(file, config.nLayers, kvPerLayer);
 }
 
-/** Read a model's index (not its tensors), tokenizer and footprint. */
+/** What an agent needs to serve an opened model file: tokenizer, chat template, footprint. */
+function servedModel(
+  id: string,
+  file: GGUFFile,
+  contextSize: number,
+  maxSessions: number,
+): ServedModel {
+  const config = configFromFile(file);
+  const tokenizer = tokenizerFromMetadata(file.metadata);
+  return {
+    id,
+    file,
+    tokenizer,
+    chat: ChatTemplate.fromMetadata(file.metadata, tokenizer),
+    nLayers: config.nLayers,
+    contextLength: config.contextLength,
+    footprint: agentFootprint(file, contextSize, maxSessions, config),
+  };
+}
+
+/** Open a model file and read its index (not its tensors), tokenizer and footprint. */
 async function loadModelIndex(
   path: string,
   contextSize: number,
@@ -1211,18 +1220,7 @@ async function loadModelIndex(
 ): Promise<ServedModel> {
   const file = await openModelFile(path);
   try {
-    const embd = file.tensor("token_embd.weight");
-    const config = readConfig(file.metadata, embd?.dims[1] ?? 0);
-    const tokenizer = tokenizerFromMetadata(file.metadata);
-    return {
-      id: `${basename(path)}@${file.fileSize}`,
-      file,
-      tokenizer,
-      chat: ChatTemplate.fromMetadata(file.metadata, tokenizer),
-      nLayers: config.nLayers,
-      contextLength: config.contextLength,
-      footprint: agentFootprint(file, contextSize, maxSessions),
-    };
+    return servedModel(`${basename(path)}@${file.fileSize}`, file, contextSize, maxSessions);
   } catch (e) {
     file.close();
     throw e;

@@ -134,3 +134,16 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
     ropeNeox: arch === "qwen2",
   };
 }
+
+/** What `configFromFile` needs of a GGUF file: metadata and the tensor index. */
+export interface ConfigSource {
+  readonly metadata: MetadataView;
+  tensor(name: string): { readonly dims: readonly number[] } | undefined;
+}
+
+/** The config of a model file; the vocabulary size comes from token_embd's shape. */
+export function configFromFile(src: ConfigSource): LlamaConfig {
+  const embd = src.tensor("token_embd.weight");
+  if (!embd) throw new ModelConfigError("model has no tensor token_embd.weight");
+  return readConfig(src.metadata, embd.dims[1] ?? 0);
+}

@@ -17,7 +17,7 @@ import type {
 } from "../kernels/backend.ts";
 import { typeInfo, typeName } from "../kernels/quant/types.ts";
 import type { GGUFTensorInfo } from "./gguf/types.ts";
-import { type LlamaConfig, type MetadataView, ModelConfigError, readConfig } from "./config.ts";
+import { configFromFile, type LlamaConfig, type MetadataView, ModelConfigError } from "./config.ts";
 
 /** What a stage needs from a GGUF file: metadata, the tensor index and lazy tensor bytes. */
 export interface TensorSource {
@@ -136,9 +136,7 @@ export class LlamaStage {
     backend: Backend,
     opts: StageOptions = {},
   ): Promise<LlamaStage> {
-    const embdInfo = src.tensor("token_embd.weight");
-    if (!embdInfo) throw new ModelConfigError("model has no tensor token_embd.weight");
-    const config = readConfig(src.metadata, embdInfo.dims[1] ?? 0);
+    const config = configFromFile(src);
     const from = opts.from ?? 0;
     const to = opts.to ?? config.nLayers;
     if (
