@@ -29,6 +29,25 @@ export interface WeightSpec {
   readonly data: Uint8Array;
 }
 
+/** A weight's name, type and shape, before its bytes arrive. */
+export type WeightShape = Omit<WeightSpec, "data">;
+
+/**
+ * A weight being filled piece by piece. Loaders stream a tensor from disk through one small
+ * reused buffer, so no whole-tensor copy ever exists outside the backend: an agent's memory is
+ * its weights and KV caches, not those plus the file reads that brought them.
+ */
+export interface WeightWriter {
+  /** Bytes the weight takes (ggml block layout). */
+  readonly bytes: number;
+  /** Copy `chunk` to byte `offset` of the weight; the caller may reuse `chunk` afterwards. */
+  write(chunk: Uint8Array, offset: number): void;
+  /** Every byte is written: check and return the usable weight. */
+  finish(): Weight;
+  /** Give the allocation back (the load failed part-way); the writer is unusable afterwards. */
+  abort(): void;
+}
+
 /** A weight uploaded to a backend. Opaque: only the backend that made it may use it. */
 export interface Weight {
   readonly name: string;
@@ -84,6 +103,8 @@ export interface Backend {
 
   /** Copy a weight to the backend once; the returned handle is used by the ops below. */
   upload(spec: WeightSpec): Weight;
+  /** Allocate a weight and return a writer that fills it in pieces (see {@link WeightWriter}). */
+  beginUpload(shape: WeightShape): WeightWriter;
   /** Allocate a zeroed activation buffer of `length` float32 elements. */
   buffer(length: number): Buf;
   /** Copy `src` into `dst` starting at element `offset`. */

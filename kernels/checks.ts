@@ -3,6 +3,40 @@
  * reject bad calls with the same words (a wrong buffer size is a bug in the caller, not a
  * silent out-of-bounds read).
  */
+import type { Weight, WeightSpec, WeightWriter } from "./backend.ts";
+import { typeName } from "./quant/types.ts";
+
+/** Throw unless `length` bytes at `offset` lie inside a weight of `bytes` (a loader bug otherwise). */
+export function checkChunk(name: string, bytes: number, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || offset + length > bytes) {
+    throw new Error(
+      `weight ${name}: a write of ${length} bytes at ${offset} overruns its ${bytes} bytes`,
+    );
+  }
+}
+
+/**
+ * Upload a whole tensor through a backend's {@link WeightWriter}: what `upload` is for backends
+ * that have no cheaper path. Throws (and frees the allocation) when the size is wrong.
+ */
+export function uploadWhole(writer: WeightWriter, spec: WeightSpec): Weight {
+  if (spec.data.length !== writer.bytes) {
+    writer.abort();
+    throw new Error(
+      `weight ${spec.name}: ${typeName(spec.type)} [${
+        spec.shape.join(", ")
+      }] needs ${writer.bytes} ` +
+        `bytes, got ${spec.data.length}`,
+    );
+  }
+  try {
+    writer.write(spec.data, 0);
+    return writer.finish();
+  } catch (e) {
+    writer.abort();
+    throw e;
+  }
+}
 
 /** Throw unless a buffer of `length` elements holds `end` elements for `what`. */
 export function needElements(length: number, end: number, what: string): void {

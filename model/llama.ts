@@ -24,7 +24,15 @@ export interface TensorSource {
   readonly metadata: MetadataView;
   tensor(name: string): GGUFTensorInfo | undefined;
   readTensor(info: GGUFTensorInfo): Promise<Uint8Array>;
+  /** A tensor's bytes in pieces read into `scratch` (optional; see GGUFFile.readTensorChunks). */
+  readTensorChunks?(
+    info: GGUFTensorInfo,
+    scratch: Uint8Array,
+  ): AsyncIterable<{ offset: number; bytes: Uint8Array }>;
 }
+
+/** Bytes of the one buffer a stage load streams every tensor through. */
+const LOAD_CHUNK = 4 << 20;
 
 /** Which layers a stage runs, and how big its batches and contexts are. */
 export interface StageOptions {
@@ -151,6 +159,7 @@ export class LlamaStage {
     const { nEmbd: E, nFF: F, nHeads: H, nKVHeads, headDim: D, nVocab: V } = config;
     const KV = nKVHeads * D;
     let weightBytes = 0;
+    let scratch = new Uint8Array(0);
 
     const load = async (name: string, shape: number[], optional = false) => {
       const info = src.tensor(name);
@@ -172,10 +181,33 @@ export class LlamaStage {
           `tensor ${name} has shape [${info.dims.join(", ")}], expected [${shape.join(", ")}]`,
         );
       }
-      const data = await src.readTensor(info);
-      weightBytes += data.byteLength;
-      const w = backend.upload({ name, type: info.type, shape, data });
-      opts.onTensor?.(name, data.byteLength);
+      let w: Weight;
+      if (src.readTensorChunks) {
+        // Streamed through one reused buffer: no whole-tensor copy outlives (or precedes) the
+        // backend's own, so the loaded process holds the weights once.
+        const writer = backend.beginUpload({ name, type: info.type, shape });
+        try {
+          if (writer.bytes !== info.nBytes) {
+            throw new ModelConfigError(
+              `tensor ${name} holds ${info.nBytes} bytes, its shape needs ${writer.bytes}`,
+            );
+          }
+          const want = Math.min(LOAD_CHUNK, info.nBytes);
+          if (scratch.length < want) scratch = new Uint8Array(want);
+          for await (const { offset, bytes } of src.readTensorChunks(info, scratch)) {
+            writer.write(bytes, offset);
+          }
+          w = writer.finish();
+        } catch (e) {
+          writer.abort();
+          throw e;
+        }
+      } else {
+        const data = await src.readTensor(info);
+        w = backend.upload({ name, type: info.type, shape, data });
+      }
+      weightBytes += info.nBytes;
+      opts.onTensor?.(name, info.nBytes);
       return w;
     };
 

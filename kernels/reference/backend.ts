@@ -14,9 +14,11 @@ import type {
   KVType,
   RopeParams,
   Weight,
+  WeightShape,
   WeightSpec,
+  WeightWriter,
 } from "../backend.ts";
-import { checkHeads, checkKVRange, needElements } from "../checks.ts";
+import { checkChunk, checkHeads, checkKVRange, needElements } from "../checks.ts";
 import { GGMLType, rowBytes, typeName } from "../quant/types.ts";
 import { roundF16 } from "../quant/float.ts";
 import { convertActivations, dequantizeRow, vecDot, vecDotType } from "../quant/ops.ts";
@@ -107,7 +109,36 @@ export function createReferenceBackend(): Backend {
             `${stride * nRows} bytes, got ${spec.data.length}`,
         );
       }
+      // The reference backend owns no memory of its own: it keeps the caller's bytes.
       return new RefWeight(spec.name, spec.type, [...spec.shape], spec.data, rowLen, nRows, stride);
+    },
+
+    beginUpload(spec: WeightShape): WeightWriter {
+      const rowLen = spec.shape[0];
+      const nRows = spec.shape.slice(1).reduce((a, b) => a * b, 1);
+      const stride = rowBytes(spec.type, rowLen);
+      const bytes = stride * nRows;
+      let data: Uint8Array | undefined = new Uint8Array(bytes);
+      const live = () => {
+        if (!data) throw new Error(`weight ${spec.name}: upload already finished or aborted`);
+        return data;
+      };
+      return {
+        bytes,
+        write(chunk: Uint8Array, offset: number): void {
+          const d = live();
+          checkChunk(spec.name, bytes, offset, chunk.length);
+          d.set(chunk, offset);
+        },
+        finish(): Weight {
+          const d = live();
+          data = undefined;
+          return new RefWeight(spec.name, spec.type, [...spec.shape], d, rowLen, nRows, stride);
+        },
+        abort(): void {
+          data = undefined;
+        },
+      };
     },
 
     buffer(length: number): Buf {

@@ -21,9 +21,11 @@ import type {
   KVType,
   RopeParams,
   Weight,
+  WeightShape,
   WeightSpec,
+  WeightWriter,
 } from "../backend.ts";
-import { checkHeads, checkKVRange, needElements } from "../checks.ts";
+import { checkChunk, checkHeads, checkKVRange, needElements, uploadWhole } from "../checks.ts";
 import { GGMLType, rowBytes, typeInfo, typeName } from "../quant/types.ts";
 import { dequantizeRow, vecDotType } from "../quant/ops.ts";
 import { Arena } from "./arena.ts";
@@ -504,6 +506,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     },
 
     upload(spec: WeightSpec): Weight {
+      return uploadWhole(this.beginUpload(spec), spec);
+    },
+
+    beginUpload(spec: WeightShape): WeightWriter {
       const info = typeInfo(spec.type);
       if (!info || !info.weight) {
         throw new Error(`weight ${spec.name}: tensor type ${typeName(spec.type)} is not supported`);
@@ -511,30 +517,47 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       const rowLen = spec.shape[0];
       const nRows = spec.shape.slice(1).reduce((p, q) => p * q, 1);
       const stride = rowBytes(spec.type, rowLen);
-      if (spec.data.length !== stride * nRows) {
-        throw new Error(
-          `weight ${spec.name}: ${typeName(spec.type)} [${spec.shape.join(", ")}] needs ` +
-            `${stride * nRows} bytes, got ${spec.data.length}`,
-        );
-      }
-      const [arena, off] = placeWeight(spec.data.length);
-      arenas[arena].u8.set(spec.data, off);
-      const w = new WWeight(
-        spec.name,
-        spec.type,
-        [...spec.shape],
-        arena,
-        off,
-        spec.data.length,
-        rowLen,
-        nRows,
-        stride,
-      );
-      if (nRows === 1) floats(w);
-      if (spec.type === GGMLType.Q8_0 && !arenas[arena].k.q8HasMin(off, (nRows * rowLen) / 32)) {
-        w.kernel = 108;
-      }
-      return w;
+      const bytes = stride * nRows;
+      const [arena, off] = placeWeight(bytes);
+      let state: "open" | "done" | "aborted" = "open";
+      const open = () => {
+        if (state !== "open") throw new Error(`weight ${spec.name}: upload already ${state}`);
+      };
+      return {
+        bytes,
+        write(chunk: Uint8Array, offset: number): void {
+          open();
+          checkChunk(spec.name, bytes, offset, chunk.length);
+          arenas[arena].u8.set(chunk, off + offset);
+        },
+        finish(): Weight {
+          open();
+          const w = new WWeight(
+            spec.name,
+            spec.type,
+            [...spec.shape],
+            arena,
+            off,
+            bytes,
+            rowLen,
+            nRows,
+            stride,
+          );
+          if (nRows === 1) floats(w);
+          if (
+            spec.type === GGMLType.Q8_0 && !arenas[arena].k.q8HasMin(off, (nRows * rowLen) / 32)
+          ) {
+            w.kernel = 108;
+          }
+          state = "done";
+          return w;
+        },
+        abort(): void {
+          if (state !== "open") return;
+          state = "aborted";
+          arenas[arena].release(off, bytes);
+        },
+      };
     },
 
     buffer(length: number): Buf {

@@ -25,8 +25,11 @@ import type {
   KVType,
   RopeParams,
   Weight,
+  WeightShape,
   WeightSpec,
+  WeightWriter,
 } from "../backend.ts";
+import { checkChunk, uploadWhole } from "../checks.ts";
 import { GGMLType, rowBytes, typeInfo, typeName } from "../quant/types.ts";
 import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
 import {
@@ -492,6 +495,18 @@ export class WebGPUBackend implements Backend {
   // ---------------------------------------------------------------- Backend: memory
 
   upload(spec: WeightSpec): Weight {
+    const w = this.beginUpload(spec);
+    if (spec.data.byteLength !== w.bytes) {
+      w.abort();
+      throw new WebGPUError(
+        `${spec.name}: ${spec.data.byteLength} bytes of data, but shape [${spec.shape}] of ` +
+          `${typeName(spec.type)} needs ${w.bytes}`,
+      );
+    }
+    return uploadWhole(w, spec);
+  }
+
+  beginUpload(spec: WeightShape): WeightWriter {
     this.#check();
     const info = typeInfo(spec.type);
     if (!info || !info.weight || VEC_DOT[spec.type] === undefined) {
@@ -502,12 +517,6 @@ export class WebGPUBackend implements Backend {
     const cols = spec.shape[0];
     const rows = spec.shape.slice(1).reduce((a, b) => a * b, 1);
     const rb = rowBytes(spec.type, cols);
-    if (spec.data.byteLength !== rb * rows) {
-      throw new WebGPUError(
-        `${spec.name}: ${spec.data.byteLength} bytes of data, but shape [${spec.shape}] of ` +
-          `${info.name} needs ${rb * rows}`,
-      );
-    }
     const rowsPerPart = Math.floor((this.#maxWeightBind - 4) / rb);
     if (rowsPerPart < 1) {
       throw new WebGPUOutOfMemoryError(
@@ -515,27 +524,65 @@ export class WebGPUBackend implements Backend {
           "binding limit",
       );
     }
+    // Every part is created mapped; chunks are copied straight into the mappings and the parts
+    // are unmapped (handed to the GPU) when the last byte is in.
     const parts: Part[] = [];
-    for (let row0 = 0; row0 < rows; row0 += rowsPerPart) {
-      const n = Math.min(rowsPerPart, rows - row0);
-      const bytes = n * rb;
-      const res = this.#createBuffer(
-        align(Math.max(bytes, 4), 4),
-        GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
-        `weight ${spec.name}`,
-        true,
-      );
-      try {
-        new Uint8Array(res.buffer.getMappedRange()).set(
-          spec.data.subarray(row0 * rb, row0 * rb + bytes),
+    const views: Uint8Array[] = [];
+    const destroyAll = () => {
+      for (const p of parts) this.#destroy(p.res);
+      parts.length = 0;
+    };
+    try {
+      for (let row0 = 0; row0 < rows; row0 += rowsPerPart) {
+        const n = Math.min(rowsPerPart, rows - row0);
+        const res = this.#createBuffer(
+          align(Math.max(n * rb, 4), 4),
+          GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+          `weight ${spec.name}`,
+          true,
         );
-      } catch (e) {
-        throw new WebGPUOutOfMemoryError(`uploading weight ${spec.name} failed`, { cause: e });
+        parts.push({ res, row0, rows: n });
+        views.push(new Uint8Array(res.buffer.getMappedRange()));
       }
-      res.buffer.unmap();
-      parts.push({ res, row0, rows: n });
+    } catch (e) {
+      destroyAll();
+      throw e instanceof WebGPUError
+        ? e
+        : new WebGPUOutOfMemoryError(`uploading weight ${spec.name} failed`, { cause: e });
     }
-    return new GWeight(spec.name, spec.type, [...spec.shape], cols, rows, rb, parts);
+    const bytes = rb * rows;
+    const partBytes = rowsPerPart * rb;
+    let state: "open" | "done" | "aborted" = "open";
+    const open = () => {
+      if (state !== "open") throw new WebGPUError(`${spec.name}: upload already ${state}`);
+    };
+    return {
+      bytes,
+      write: (chunk: Uint8Array, offset: number): void => {
+        open();
+        checkChunk(spec.name, bytes, offset, chunk.length);
+        let done = 0;
+        while (done < chunk.length) {
+          const at = offset + done;
+          const p = Math.floor(at / partBytes);
+          const inPart = at - p * partBytes;
+          const n = Math.min(chunk.length - done, views[p].length - inPart, partBytes - inPart);
+          views[p].set(chunk.subarray(done, done + n), inPart);
+          done += n;
+        }
+      },
+      finish: (): Weight => {
+        open();
+        state = "done";
+        for (const p of parts) p.res.buffer.unmap();
+        return new GWeight(spec.name, spec.type, [...spec.shape], cols, rows, rb, [...parts]);
+      },
+      abort: (): void => {
+        if (state !== "open") return;
+        state = "aborted";
+        destroyAll();
+      },
+    };
   }
 
   buffer(length: number): Buf {

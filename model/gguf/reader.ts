@@ -519,6 +519,30 @@ export class GGUFFile {
     return await this.readRange(this.dataOffset + info.offset, info.nBytes);
   }
 
+  /**
+   * A tensor's bytes in order, as `{ offset, bytes }` pieces read into `scratch` (each piece is
+   * valid until the next one is requested). Sources that cannot read into a caller's buffer
+   * yield the whole tensor as one piece.
+   */
+  async *readTensorChunks(
+    nameOrInfo: string | GGUFTensorInfo,
+    scratch: Uint8Array,
+  ): AsyncGenerator<{ offset: number; bytes: Uint8Array }> {
+    const info = this.#info(nameOrInfo);
+    const src = this.#source;
+    if (!src.readInto || info.nBytes === undefined || scratch.length === 0) {
+      yield { offset: 0, bytes: await this.readTensor(info) };
+      return;
+    }
+    const base = this.dataOffset + info.offset;
+    if (base + info.nBytes > this.fileSize) await this.readRange(base, info.nBytes); // throws
+    for (let at = 0; at < info.nBytes; at += scratch.length) {
+      const piece = scratch.subarray(0, Math.min(scratch.length, info.nBytes - at));
+      await src.readInto(base + at, piece);
+      yield { offset: at, bytes: piece };
+    }
+  }
+
   /** `length` bytes at absolute file offset `offset`. */
   async readRange(offset: number, length: number): Promise<Uint8Array> {
     if (

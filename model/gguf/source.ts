@@ -12,6 +12,11 @@ export interface ByteSource {
   readonly size: number;
   /** Exactly `length` bytes starting at `offset`; the range must lie inside `[0, size)`. */
   read(offset: number, length: number): Promise<Uint8Array>;
+  /**
+   * Fill `dst` with the bytes at `offset` (optional: sources that can read into a caller's
+   * buffer let loaders stream big tensors through one small reused buffer).
+   */
+  readInto?(offset: number, dst: Uint8Array): Promise<void>;
   /** Total bytes handed out by `read` so far. */
   readonly bytesRead: number;
   /** Releases the underlying handle; later reads fail. */
@@ -83,12 +88,27 @@ export class FileSource implements ByteSource {
   read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(offset, length, this.size);
     const run = this.#queue.then(() => this.#readNow(offset, length));
-    this.#queue = run.catch(() => {});
+    // then(), not catch(): a settled queue must not keep the last read's bytes alive.
+    this.#queue = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /** Reads exactly `dst.length` bytes at `offset` into `dst`; fails if the file shrank under us. */
+  readInto(offset: number, dst: Uint8Array): Promise<void> {
+    checkRange(offset, dst.length, this.size);
+    const run = this.#queue.then(() => this.#fill(offset, dst));
+    this.#queue = run.then(() => {}, () => {});
     return run;
   }
 
   async #readNow(offset: number, length: number): Promise<Uint8Array> {
     const out = new Uint8Array(length);
+    await this.#fill(offset, out);
+    return out;
+  }
+
+  async #fill(offset: number, out: Uint8Array): Promise<void> {
+    const length = out.length;
     await this.#file.seek(offset, Deno.SeekMode.Start);
     let done = 0;
     while (done < length) {
@@ -101,7 +121,6 @@ export class FileSource implements ByteSource {
       done += n;
       this.bytesRead += n;
     }
-    return out;
   }
 
   /** Closes the file handle. */
