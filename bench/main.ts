@@ -6,6 +6,7 @@ import { fileURLToPath } from "node:url";
 
 const BENCHES: Record<string, string> = {
   api: "api.ts",
+  memory: "memory.ts",
   cpu: "cpu.ts",
   gpu: "gpu.ts",
   gossip: "gossip.ts",

@@ -39,6 +39,7 @@ export function agentProgram() {
     .option("--threads <n>", "CPU threads (default: all cores)")
     .option("--context-size <n>", "positions per session (default 2048)")
     .option("--max-sessions <n>", "concurrent sessions per stage (default 64)")
+    .option("--batch-size <n>", "most tokens per forward pass (default 128)")
     .option("--max-requests <n>", "concurrent generations this head runs (default: --max-sessions)")
     .option("--queue-size <n>", "requests waiting for a slot before HTTP 429 (default 256)")
     .option("--api-key <key>", "bearer key the HTTP API requires (default: none)")

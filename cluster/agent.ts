@@ -469,7 +469,7 @@ export class Agent {
       if (!this.model || this.plannedRange !== want) return;
       const stage = await LlamaStage.load(this.model.file, this.backend, {
         ...want,
-        maxBatch: 512,
+        maxBatch: this.config.batchSize,
       });
       this.stage = new StageHost(stage, this.model.id, {
         maxSessions: this.config.maxSessions,
@@ -803,6 +803,7 @@ export class Agent {
         const used = this.stage?.openSessions ?? 0;
         return { used, free: this.stage ? Math.max(0, this.config.maxSessions - used) : 0 };
       },
+      modelMemory: () => this.stage?.memoryBytes ?? { weights: 0, kvCache: 0 },
       gossipMembers: () => {
         const out: Record<string, number> = {};
         for (const m of this.gossip.allMembers()) out[m.status] = (out[m.status] ?? 0) + 1;

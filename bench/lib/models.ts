@@ -7,14 +7,41 @@
  * with our own writer and ggml-exact quantizers: Q6_K for output.weight and for attn_v / ffn_down
  * of every other layer (as llama.cpp's Q4_K_M gives some of them more bits), Q4_K elsewhere,
  * 1-D norms F32.
+ *
+ * The memory bench also uses `1b_q8_0`: a ~1.1B-parameter llama of TinyLlama's shape (22 layers,
+ * n_embd 2048, 32 heads / 4 KV heads, n_ff 5632, vocab 32000) in Q8_0, 1.17 GB, from the same
+ * generator — the size where a runtime's fixed memory stops dominating the ratio.
  */
 import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
 import { type GGUFFile, openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts";
 
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
-/** One of GENERATED. */
-export type GeneratedModel = typeof GENERATED[number];
+/** Larger models the memory bench can generate (not part of `all`: slow on the CPU bench). */
+export const GENERATED_LARGE = ["1b_q8_0"] as const;
+/** One of GENERATED or GENERATED_LARGE. */
+export type GeneratedModel = typeof GENERATED[number] | typeof GENERATED_LARGE[number];
+
+/** make-gguf.mjs shape flags of each generated model family. */
+const SHAPES: Record<"m110" | "m1b", string[]> = {
+  m110: ["--preset", "110m"],
+  m1b: [
+    "--n-layer",
+    "22",
+    "--n-embd",
+    "2048",
+    "--n-head",
+    "32",
+    "--n-head-kv",
+    "4",
+    "--n-ff",
+    "5632",
+    "--n-vocab",
+    "32000",
+    "--ctx",
+    "2048",
+  ],
+};
 
 const ROOT = new URL("../", import.meta.url);
 /** Cache folder of the bench (git-ignored). */
@@ -30,12 +57,11 @@ async function exists(p: string): Promise<boolean> {
   }
 }
 
-async function makeGGUF(type: string, out: string): Promise<void> {
+async function makeGGUF(type: string, out: string, shape = SHAPES.m110): Promise<void> {
   const r = await new Deno.Command("node", {
     args: [
       `${SHARED_LLAMAREF}make-gguf.mjs`,
-      "--preset",
-      "110m",
+      ...shape,
       "--type",
       type,
       "--out",
@@ -95,10 +121,13 @@ async function makeMix(f32Path: string, out: string): Promise<void> {
 export async function generatedModel(which: GeneratedModel): Promise<string> {
   const dir = `${CACHE_DIR}models/`;
   await Deno.mkdir(dir, { recursive: true });
-  const path = `${dir}m110-${which}.gguf`;
+  const path = which === "1b_q8_0" ? `${dir}m1b-q8_0.gguf` : `${dir}m110-${which}.gguf`;
   if (await exists(path)) return path;
   const tmp = `${path}.${Deno.pid}.tmp`;
-  if (which === "q4k_mix") {
+  if (which === "1b_q8_0") {
+    console.error("bench: generating the 1.1B-parameter Q8_0 model (1.17 GB, once)…");
+    await makeGGUF("q8_0", tmp, SHAPES.m1b);
+  } else if (which === "q4k_mix") {
     const f32 = `${dir}m110-f32.gguf`;
     if (!(await exists(f32))) await makeGGUF("f32", f32);
     await makeMix(f32, tmp);

@@ -3,6 +3,7 @@
  * samplers) that heads open on it. Transport-free: the Forward RPC handler and in-process links
  * both call `step`.
  */
+import { EventLoopYield } from "./event_loop.ts";
 import type { KVType } from "../../kernels/backend.ts";
 import type { LlamaStage, Session, StageOutput } from "../../model/llama.ts";
 import {
@@ -13,7 +14,6 @@ import {
   topLogprobs,
 } from "../../model/sampler.ts";
 import { spanUntil } from "../telemetry/tracing.ts";
-import { setImmediate } from "node:timers";
 
 /** Sampler settings for the tail, plus how many alternatives to report. */
 export interface TailSampling extends SamplerParams {
@@ -115,6 +115,7 @@ interface PendingStep {
  */
 export class StageHost {
   private readonly sessions = new Map<string, HostedSession>();
+  private readonly yielder = new EventLoopYield();
   private waiting: PendingStep[] = [];
   /** Frames in the pass that is running now. */
   private inFlight = 0;
@@ -147,6 +148,15 @@ export class StageHost {
   /** Number of open sessions. */
   get openSessions(): number {
     return this.sessions.size;
+  }
+
+  /** Bytes of the hosted weights and of the open sessions' KV caches (what memory is for). */
+  get memoryBytes(): { weights: number; kvCache: number } {
+    let kv = 0;
+    for (const { session } of this.sessions.values()) {
+      kv += this.stage.kvBytes(session.nCtx, session.kv.type);
+    }
+    return { weights: this.stage.weightBytes, kvCache: kv };
   }
 
   /** Open a session with a KV cache for `maxContext` positions (0 = default). */
@@ -221,7 +231,7 @@ export class StageHost {
       while (this.waiting.length > 0) {
         // Let the event loop run between passes: sockets (HTTP clients, remote frames, health
         // probes, disconnects) are served, and frames that arrive meanwhile join this pass.
-        await new Promise<void>((r) => setImmediate(r));
+        await this.yielder.turn();
         const batch = this.takeBatch();
         this.inFlight = batch.length;
         try {

@@ -27,6 +27,7 @@ export const METRIC_NAMES = {
   gossipPacketsDropped: "distributed_llm_gossip_packets_dropped_total",
   modelLoad: "distributed_llm_model_load_seconds",
   kvCacheSlots: "distributed_llm_kv_cache_slots",
+  modelMemory: "distributed_llm_model_memory_bytes",
   backendInfo: "distributed_llm_node_backend_info",
 } as const;
 
@@ -43,6 +44,8 @@ export interface MetricsSource {
   queueDepth(): number;
   /** KV cache slots (sessions) in use and free on the hosted stage. */
   kvCacheSlots(): { used: number; free: number };
+  /** Bytes of the hosted weights and of the open sessions' KV caches. */
+  modelMemory?(): { weights: number; kvCache: number };
   /** Members this agent knows, by state. */
   gossipMembers(): Partial<Record<(typeof MEMBER_STATES)[number], number>>;
   /** Smoothed round trip of gossip probes, milliseconds (0 before the first ack). */
@@ -175,6 +178,18 @@ export class AgentMetrics {
         const s = source.kvCacheSlots();
         this.set({ state: "used" }, s.used);
         this.set({ state: "free" }, s.free);
+      },
+    });
+    new client.Gauge({
+      name: METRIC_NAMES.modelMemory,
+      help: "Bytes the hosted stage's weights and open KV caches take (compare with " +
+        "process_resident_memory_bytes for the runtime's own share).",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const m = source.modelMemory?.() ?? { weights: 0, kvCache: 0 };
+        this.set({ kind: "weights" }, m.weights);
+        this.set({ kind: "kv_cache" }, m.kvCache);
       },
     });
     new client.Gauge({

@@ -81,3 +81,56 @@ Deno.test("a bad frame in a batch fails alone", async () => {
   const missingError = await missing;
   assert(missingError instanceof StageSessionError, String(missingError));
 });
+
+Deno.test("memoryBytes: the stage's weight bytes and each open session's KV cache bytes", async () => {
+  const h = await host(0, 5);
+  const { weights } = h.memoryBytes;
+  assertEquals(weights, h.stage.weightBytes);
+  assert(weights > 900_000, `stories260K weighs ${weights} bytes`);
+  assertEquals(h.memoryBytes.kvCache, 0);
+  h.open("a", 64);
+  h.open("b"); // default context (128)
+  const cfg = h.stage.config;
+  const perPos = 2 * 5 * cfg.nKVHeads * cfg.headDim * 4; // K and V, 5 layers, f32
+  assertEquals(h.memoryBytes.kvCache, perPos * (64 + 128));
+  h.close("a");
+  assertEquals(h.memoryBytes.kvCache, perPos * 128);
+  h.close("b");
+  assertEquals(h.memoryBytes, { weights, kvCache: 0 });
+});
+
+Deno.test("a generation served in-process lets sockets through between passes", async () => {
+  // Before EventLoopYield, passes were chained by microtasks and setImmediate, which Deno runs
+  // before polling I/O: a local HTTP request waited for the whole generation.
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen() {} },
+    () => new Response("ok"),
+  );
+  try {
+    const h = await host(0, 5);
+    const head = new Head({ chain: () => Promise.resolve([new LocalStageLink("n0", h)]) });
+    let produced = 0;
+    let answeredAt = -1;
+    let fetched: Promise<void> | undefined;
+    const total = 120;
+    await head.generate({
+      requestId: "long",
+      promptTokens: [1, 300, 400],
+      maxTokens: total,
+      sampling: { temperature: 0, seed: 1, topK: 0, topP: 1, minP: 0 },
+      isEog: () => false,
+      maxContext: 128,
+      onToken: () => {
+        produced++;
+        // Ask once generation is under way; the answer must come before it ends.
+        fetched ??= fetch(`http://127.0.0.1:${server.addr.port}/`)
+          .then((r) => r.text())
+          .then(() => void (answeredAt = produced));
+      },
+    });
+    await fetched;
+    assert(answeredAt > 0 && answeredAt < total, `answered after ${answeredAt}/${total} tokens`);
+  } finally {
+    await server.shutdown();
+  }
+});

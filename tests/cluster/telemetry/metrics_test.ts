@@ -28,6 +28,7 @@ function fakeSource(over: Partial<MetricsSource> = {}): MetricsSource {
     gossipMembers: () => ({ alive: 3, suspect: 1 }),
     gossipProbeRttMs: () => 2.5,
     gossipDropped: () => ({ decrypt: 4, malformed: 0 }),
+    modelMemory: () => ({ weights: 142_543_872, kvCache: 18_874_368 }),
     ...over,
   };
 }
@@ -50,6 +51,8 @@ Deno.test("every promised metric is exported, state read from the source on scra
   assertEquals(value(text, "distributed_llm_requests_active"), 2);
   assertEquals(value(text, "distributed_llm_queue_depth"), 5);
   assertEquals(value(text, 'distributed_llm_kv_cache_slots{state="free"}'), 7);
+  assertEquals(value(text, 'distributed_llm_model_memory_bytes{kind="weights"}'), 142_543_872);
+  assertEquals(value(text, 'distributed_llm_model_memory_bytes{kind="kv_cache"}'), 18_874_368);
   assertEquals(value(text, 'distributed_llm_gossip_members{state="suspect"}'), 1);
   assertEquals(value(text, 'distributed_llm_gossip_members{state="dead"}'), 0);
   assertEquals(value(text, "distributed_llm_gossip_probe_rtt_seconds"), 0.0025);
@@ -112,7 +115,8 @@ Deno.test("labels are bounded: only fixed label values appear", async () => {
   assertEquals([...values.get("phase")!].sort(), ["decode", "prefill"]);
   assertEquals([...values.get("direction")!].sort(), ["in", "out"]);
   assertEquals([...values.get("state")!].sort(), [...MEMBER_STATES, "free", "used"].sort());
-  assertEquals([...values.keys()].sort(), ["direction", "phase", "reason", "state"]);
+  assertEquals([...values.get("kind")!].sort(), ["kv_cache", "weights"]);
+  assertEquals([...values.keys()].sort(), ["direction", "kind", "phase", "reason", "state"]);
 });
 
 Deno.test("metrics server: /metrics, /health, readiness 503, 404, port 0", async () => {
