@@ -61,6 +61,7 @@ import {
   type StageCandidate,
   StageHost,
   type StageLink,
+  tileChain,
 } from "./pipeline/mod.ts";
 import { calibrate } from "./placement/calibrate.ts";
 import {
@@ -581,30 +582,40 @@ export class Agent {
   }
 
   /** The chain provider heads use: announced ranges of live members. */
+  /** Members announcing a loaded stage (alive or suspect), indexed into `byId` when given. */
+  private stageCandidates(byId?: Map<string, Member>): StageCandidate[] {
+    byId?.clear();
+    const out: StageCandidate[] = [];
+    for (const m of this.gossip.members()) {
+      const h = m.meta?.hosted;
+      if (!h || (m.status !== "alive" && m.status !== "suspect")) continue;
+      byId?.set(m.id, m);
+      out.push({
+        id: m.id,
+        status: m.status,
+        model: h.model,
+        from: h.from,
+        to: h.to,
+        version: m.incarnation,
+      });
+    }
+    return out;
+  }
+
+  /** Layers not yet covered by loaded stages (null when a complete chain exists now). */
+  private missingLayers(): { from: number; of: number } | null {
+    if (!this.model) return null;
+    const t = tileChain(this.stageCandidates(), this.model.id, this.model.nLayers, new Set());
+    return Array.isArray(t) ? null : { from: t.missingFrom, of: this.model.nLayers };
+  }
+
   private chainProvider(): GossipChainProvider {
     const model = this.model!;
     const byId = new Map<string, Member>();
     return new GossipChainProvider({
       model: model.id,
       nLayers: model.nLayers,
-      candidates: () => {
-        byId.clear();
-        const out: StageCandidate[] = [];
-        for (const m of this.gossip.members()) {
-          const h = m.meta?.hosted;
-          if (!h || (m.status !== "alive" && m.status !== "suspect")) continue;
-          byId.set(m.id, m);
-          out.push({
-            id: m.id,
-            status: m.status,
-            model: h.model,
-            from: h.from,
-            to: h.to,
-            version: m.incarnation,
-          });
-        }
-        return out;
-      },
+      candidates: () => this.stageCandidates(byId),
       link: (c): StageLink => {
         if (c.id === this.config.nodeId && this.stage) {
           return new LocalStageLink(c.id, this.stage, c.version);
@@ -819,6 +830,14 @@ export class Agent {
     if (this.model && !this.lastPlan) {
       return { serving: false, detail: "no placement yet (waiting for enough agents)" };
     }
+    // Planned is not enough: until every layer is loaded somewhere, requests would only wait.
+    const missing = this.missingLayers();
+    if (missing) {
+      return {
+        serving: false,
+        detail: `loading: layers ${missing.from}..${missing.of - 1} are not loaded yet`,
+      };
+    }
     return { serving: true };
   }
 
@@ -932,6 +951,7 @@ export class Agent {
   private apiHealth(): Record<string, unknown> {
     const a = this.admission.stats;
     const used = this.stage?.openSessions ?? 0;
+    const missing = this.lastPlan ? this.missingLayers() : null;
     return {
       status: this.stopped
         ? "stopping"
@@ -939,10 +959,16 @@ export class Agent {
         ? "no_model"
         : this.planError
         ? "no_placement"
-        : this.lastPlan
-        ? "ok"
-        : "starting",
-      detail: this.planError ? `no placement: ${this.planError}` : undefined,
+        : !this.lastPlan
+        ? "starting"
+        : missing
+        ? "loading"
+        : "ok",
+      detail: this.planError
+        ? `no placement: ${this.planError}`
+        : missing
+        ? `layers ${missing.from}..${missing.of - 1} are not loaded yet`
+        : undefined,
       node: this.config.nodeId,
       model: this.model ? basename(this.model.id.split("@")[0]) : null,
       requests: {
