@@ -10,7 +10,8 @@
  * tokens) tokens/s for us and for llama.cpp (node-llama-cpp 3.21.1, `ref.mjs bench`, installed
  * once into bench/.cache/llamaref), their ratios (median of `--reps` interleaved rounds), and the
  * process RSS while serving against weights + KV cache bytes. Each model runs in its own child
- * process (`--child`, with `--expose-gc` and `MALLOC_MMAP_THRESHOLD_=65536`, see main()). Flags: `--pp N`, `--tg N`, `--kv f32|f16`
+ * process (`--child`, with `--expose-gc`, see main()). The serving agent's own memory is measured
+ * by `bench/memory.ts`. Flags: `--pp N`, `--tg N`, `--kv f32|f16`
  * (KV cache type of both engines; default f32, our engine's default), `--no-ref` (skip
  * llama.cpp), `--backend wasm|reference`.
  * @module
@@ -161,8 +162,8 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   } finally {
     file.close();
   }
-  // A serving agent collects the loader's per-tensor read buffers sooner or later; do it now
-  // (the child process runs with --expose-gc) so RSS reflects steady state.
+  // Settle the heap before measuring (the child process runs with --expose-gc); weights were
+  // streamed into the backend, so there are no tensor-sized buffers left to collect.
   (globalThis as { gc?: () => void }).gc?.();
   const V = stage.config.nVocab;
   const nCtx = o.pp + o.tg;
@@ -324,9 +325,6 @@ export async function main(args: string[]): Promise<void> {
         model,
         ...rest,
       ],
-      // Large buffers straight from mmap, so freed tensor read buffers leave RSS (glibc would
-      // otherwise keep ~60 MB of them in its heap); a deployment knob we recommend for agents.
-      env: { MALLOC_MMAP_THRESHOLD_: "65536" },
       stdout: "inherit",
       stderr: "inherit",
     }).output();
