@@ -529,6 +529,7 @@ export class WebGPUBackend implements Backend {
     const parts: Part[] = [];
     const views: Uint8Array[] = [];
     const destroyAll = () => {
+      views.length = 0;
       for (const p of parts) this.#destroy(p.res);
       parts.length = 0;
     };
@@ -574,6 +575,8 @@ export class WebGPUBackend implements Backend {
       finish: (): Weight => {
         open();
         state = "done";
+        // No JS view of a mapping may outlive unmap (the range's memory goes back to the driver).
+        views.length = 0;
         for (const p of parts) p.res.buffer.unmap();
         return new GWeight(spec.name, spec.type, [...spec.shape], cols, rows, rb, [...parts]);
       },
