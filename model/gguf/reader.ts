@@ -535,7 +535,7 @@ export class GGUFFile {
       return;
     }
     const base = this.dataOffset + info.offset;
-    if (base + info.nBytes > this.fileSize) await this.readRange(base, info.nBytes); // throws
+    this.#checkRange(base, info.nBytes);
     for (let at = 0; at < info.nBytes; at += scratch.length) {
       const piece = scratch.subarray(0, Math.min(scratch.length, info.nBytes - at));
       await src.readInto(base + at, piece);
@@ -545,6 +545,12 @@ export class GGUFFile {
 
   /** `length` bytes at absolute file offset `offset`. */
   async readRange(offset: number, length: number): Promise<Uint8Array> {
+    this.#checkRange(offset, length);
+    return await this.#source.read(offset, length);
+  }
+
+  /** Throw unless [offset, offset + length) lies inside the file. */
+  #checkRange(offset: number, length: number): void {
     if (
       !Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 ||
       offset + length > this.fileSize
@@ -555,7 +561,6 @@ export class GGUFFile {
         offset,
       );
     }
-    return await this.#source.read(offset, length);
   }
 
   /** Releases the file handle. */

@@ -87,24 +87,25 @@ export class FileSource implements ByteSource {
   /** Reads exactly the range; fails if the file shrank under us. */
   read(offset: number, length: number): Promise<Uint8Array> {
     checkRange(offset, length, this.size);
-    const run = this.#queue.then(() => this.#readNow(offset, length));
-    // then(), not catch(): a settled queue must not keep the last read's bytes alive.
-    this.#queue = run.then(() => {}, () => {});
-    return run;
+    return this.#inTurn(async () => {
+      const out = new Uint8Array(length);
+      await this.#fill(offset, out);
+      return out;
+    });
   }
 
   /** Reads exactly `dst.length` bytes at `offset` into `dst`; fails if the file shrank under us. */
   readInto(offset: number, dst: Uint8Array): Promise<void> {
     checkRange(offset, dst.length, this.size);
-    const run = this.#queue.then(() => this.#fill(offset, dst));
-    this.#queue = run.then(() => {}, () => {});
-    return run;
+    return this.#inTurn(() => this.#fill(offset, dst));
   }
 
-  async #readNow(offset: number, length: number): Promise<Uint8Array> {
-    const out = new Uint8Array(length);
-    await this.#fill(offset, out);
-    return out;
+  /** Run `op` after every earlier read (they share the file position). */
+  #inTurn<T>(op: () => Promise<T>): Promise<T> {
+    const run = this.#queue.then(op);
+    // then(), not catch(): a settled queue must not keep the last read's bytes alive.
+    this.#queue = run.then(() => {}, () => {});
+    return run;
   }
 
   async #fill(offset: number, out: Uint8Array): Promise<void> {
