@@ -111,3 +111,14 @@ export function rowBytes(type: GGMLType, n: number): number {
   }
   return (n / info.blockSize) * info.typeSize;
 }
+
+/** A weight's rows: row length (`shape[0]`), row count, bytes per row and in all. */
+export function weightLayout(
+  type: GGMLType,
+  shape: readonly number[],
+): { rowLen: number; nRows: number; stride: number; bytes: number } {
+  const rowLen = shape[0];
+  const nRows = shape.slice(1).reduce((a, b) => a * b, 1);
+  const stride = rowBytes(type, rowLen);
+  return { rowLen, nRows, stride, bytes: stride * nRows };
+}

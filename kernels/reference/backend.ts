@@ -19,7 +19,7 @@ import type {
   WeightWriter,
 } from "../backend.ts";
 import { checkChunk, checkHeads, checkKVRange, needElements } from "../checks.ts";
-import { GGMLType, rowBytes, typeName } from "../quant/types.ts";
+import { GGMLType, typeName, weightLayout } from "../quant/types.ts";
 import { roundF16 } from "../quant/float.ts";
 import { convertActivations, dequantizeRow, vecDot, vecDotType } from "../quant/ops.ts";
 import { expfGgml } from "./ggml_math.ts";
@@ -100,13 +100,11 @@ export function createReferenceBackend(): Backend {
     device: "TypeScript, 1 thread (ggml CPU numerics)",
 
     upload(spec: WeightSpec): Weight {
-      const rowLen = spec.shape[0];
-      const nRows = spec.shape.slice(1).reduce((a, b) => a * b, 1);
-      const stride = rowBytes(spec.type, rowLen);
-      if (spec.data.length !== stride * nRows) {
+      const { rowLen, nRows, stride, bytes } = weightLayout(spec.type, spec.shape);
+      if (spec.data.length !== bytes) {
         throw new Error(
           `weight ${spec.name}: ${typeName(spec.type)} [${spec.shape.join(", ")}] needs ` +
-            `${stride * nRows} bytes, got ${spec.data.length}`,
+            `${bytes} bytes, got ${spec.data.length}`,
         );
       }
       // The reference backend owns no memory of its own: it keeps the caller's bytes.
@@ -114,10 +112,7 @@ export function createReferenceBackend(): Backend {
     },
 
     beginUpload(spec: WeightShape): WeightWriter {
-      const rowLen = spec.shape[0];
-      const nRows = spec.shape.slice(1).reduce((a, b) => a * b, 1);
-      const stride = rowBytes(spec.type, rowLen);
-      const bytes = stride * nRows;
+      const { rowLen, nRows, stride, bytes } = weightLayout(spec.type, spec.shape);
       let data: Uint8Array | undefined = new Uint8Array(bytes);
       const live = () => {
         if (!data) throw new Error(`weight ${spec.name}: upload already finished or aborted`);

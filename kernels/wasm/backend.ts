@@ -26,7 +26,7 @@ import type {
   WeightWriter,
 } from "../backend.ts";
 import { checkChunk, checkHeads, checkKVRange, needElements, uploadWhole } from "../checks.ts";
-import { GGMLType, rowBytes, typeInfo, typeName } from "../quant/types.ts";
+import { GGMLType, typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import { dequantizeRow, vecDotType } from "../quant/ops.ts";
 import { Arena } from "./arena.ts";
 import { buildWasm, WASM_URL } from "./build.ts";
@@ -514,10 +514,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       if (!info || !info.weight) {
         throw new Error(`weight ${spec.name}: tensor type ${typeName(spec.type)} is not supported`);
       }
-      const rowLen = spec.shape[0];
-      const nRows = spec.shape.slice(1).reduce((p, q) => p * q, 1);
-      const stride = rowBytes(spec.type, rowLen);
-      const bytes = stride * nRows;
+      const { rowLen, nRows, stride, bytes } = weightLayout(spec.type, spec.shape);
       const [arena, off] = placeWeight(bytes);
       let state: "open" | "done" | "aborted" = "open";
       const open = () => {

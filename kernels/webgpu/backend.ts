@@ -30,7 +30,7 @@ import type {
   WeightWriter,
 } from "../backend.ts";
 import { checkChunk, uploadWhole } from "../checks.ts";
-import { GGMLType, rowBytes, typeInfo, typeName } from "../quant/types.ts";
+import { GGMLType, typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
 import {
   WebGPUDeviceLostError,
@@ -514,9 +514,7 @@ export class WebGPUBackend implements Backend {
         `${spec.name}: tensor type ${typeName(spec.type)} is not supported by the WebGPU backend`,
       );
     }
-    const cols = spec.shape[0];
-    const rows = spec.shape.slice(1).reduce((a, b) => a * b, 1);
-    const rb = rowBytes(spec.type, cols);
+    const { rowLen: cols, nRows: rows, stride: rb, bytes } = weightLayout(spec.type, spec.shape);
     const rowsPerPart = Math.floor((this.#maxWeightBind - 4) / rb);
     if (rowsPerPart < 1) {
       throw new WebGPUOutOfMemoryError(
@@ -551,7 +549,6 @@ export class WebGPUBackend implements Backend {
         ? e
         : new WebGPUOutOfMemoryError(`uploading weight ${spec.name} failed`, { cause: e });
     }
-    const bytes = rb * rows;
     const partBytes = rowsPerPart * rb;
     let state: "open" | "done" | "aborted" = "open";
     const open = () => {
