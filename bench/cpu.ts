@@ -16,6 +16,7 @@
  * llama.cpp), `--backend wasm|reference`.
  * @module
  */
+import { Flags, runBench, UsageError } from "./lib/cli.ts";
 import type { Backend, KVType } from "../kernels/backend.ts";
 import { createReferenceBackend } from "../kernels/reference/mod.ts";
 import { createWasmBackend } from "../kernels/wasm/mod.ts";
@@ -237,9 +238,6 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   };
 }
 
-/** A bad flag: exit status 2, like every llmctl / bench usage error. */
-class UsageError extends Error {}
-
 function parseArgs(
   args: string[],
 ): {
@@ -260,37 +258,27 @@ function parseArgs(
   const models: string[] = [];
   const generate: GeneratedModel[] = [];
   let child = false;
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const val = () => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      return v;
-    };
-    const num = () => {
-      const v = Number(val());
-      if (!Number.isInteger(v) || v <= 0) throw new UsageError(`${a} needs a positive integer`);
-      return v;
-    };
-    if (a === "--model") models.push(val());
+  const flags = new Flags(args);
+  for (let a = flags.next(); a !== undefined; a = flags.next()) {
+    if (a === "--model") models.push(flags.value());
     else if (a === "--generate") {
-      for (const g of val().split(",")) {
+      for (const g of flags.value().split(",")) {
         if (g === "all") generate.push(...GENERATED);
         else if ((GENERATED as readonly string[]).includes(g)) generate.push(g as GeneratedModel);
         else throw new UsageError(`--generate ${g}: choose from ${GENERATED.join(", ")}, all`);
       }
-    } else if (a === "--threads") o.threads = num();
-    else if (a === "--reps") o.reps = num();
-    else if (a === "--pp") o.pp = num();
-    else if (a === "--tg") o.tg = num();
+    } else if (a === "--threads") o.threads = flags.count();
+    else if (a === "--reps") o.reps = flags.count();
+    else if (a === "--pp") o.pp = flags.count();
+    else if (a === "--tg") o.tg = flags.count();
     else if (a === "--kv") {
-      const v = val();
+      const v = flags.value();
       if (v !== "f16" && v !== "f32") throw new UsageError("--kv takes f16 or f32");
       o.kv = v;
     } else if (a === "--no-ref") o.ref = false;
     else if (a === "--child") child = true;
     else if (a === "--backend") {
-      const v = val();
+      const v = flags.value();
       if (v !== "wasm" && v !== "reference") {
         throw new UsageError("--backend takes wasm or reference");
       }
@@ -344,15 +332,4 @@ const USAGE = `usage: deno task bench cpu (--generate q8_0|q4_0|q4k_mix|all | --
 Prints one JSON object per model: our and llama.cpp's prefill/decode tokens/s, their ratios,
 and RSS against weights + KV cache bytes.`;
 
-if (import.meta.main) {
-  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    console.error(`bench cpu: ${(e as Error).message}`);
-    Deno.exit(e instanceof UsageError ? 2 : 1);
-  }
-}
+if (import.meta.main) await runBench("cpu", USAGE, main);

@@ -17,6 +17,7 @@
  * `runtime_rss_bytes` (the idle agent without a model). Linux only (reads /proc).
  * @module
  */
+import { Flags, runBench, UsageError } from "./lib/cli.ts";
 import { type LocalAgent, startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
 import { GENERATED, GENERATED_LARGE, type GeneratedModel, generatedModel } from "./lib/models.ts";
 
@@ -191,9 +192,6 @@ export async function memoryBench(model: string, o: MemoryBenchOptions, runtime:
   }
 }
 
-/** A bad flag: exit status 2, like every llmctl / bench usage error. */
-class UsageError extends Error {}
-
 const USAGE = `usage: deno task bench memory [--generate ${
   [...GENERATED, ...GENERATED_LARGE].join("|")
 }[,…] | --model FILE.gguf]…
@@ -214,31 +212,21 @@ export async function main(args: string[]): Promise<void> {
   const models: string[] = [];
   const generate: GeneratedModel[] = [];
   const all = [...GENERATED, ...GENERATED_LARGE] as readonly string[];
-  for (let i = 0; i < args.length; i++) {
-    const a = args[i];
-    const val = () => {
-      const v = args[++i];
-      if (v === undefined) throw new UsageError(`${a} needs a value`);
-      return v;
-    };
-    const num = () => {
-      const v = Number(val());
-      if (!Number.isInteger(v) || v <= 0) throw new UsageError(`${a} needs a positive integer`);
-      return v;
-    };
-    if (a === "--model") models.push(val());
+  const flags = new Flags(args);
+  for (let a = flags.next(); a !== undefined; a = flags.next()) {
+    if (a === "--model") models.push(flags.value());
     else if (a === "--generate") {
-      for (const g of val().split(",")) {
+      for (const g of flags.value().split(",")) {
         if (!all.includes(g)) {
           throw new UsageError(`--generate ${g}: choose from ${all.join(", ")}`);
         }
         generate.push(g as GeneratedModel);
       }
-    } else if (a === "--sessions") o.sessions = num();
-    else if (a === "--context") o.context = num();
-    else if (a === "--tokens") o.tokens = num();
-    else if (a === "--threads") o.threads = num();
-    else if (a === "--backend") o.backend = val();
+    } else if (a === "--sessions") o.sessions = flags.count();
+    else if (a === "--context") o.context = flags.count();
+    else if (a === "--tokens") o.tokens = flags.count();
+    else if (a === "--threads") o.threads = flags.count();
+    else if (a === "--backend") o.backend = flags.value();
     else throw new UsageError(`unknown flag ${a}`);
   }
   if (!models.length && !generate.length) generate.push("q8_0", "1b_q8_0");
@@ -247,15 +235,4 @@ export async function main(args: string[]): Promise<void> {
   for (const m of models) console.log(JSON.stringify(await memoryBench(m, o, runtime)));
 }
 
-if (import.meta.main) {
-  if (Deno.args.includes("--help") || Deno.args.includes("-h")) {
-    console.log(USAGE);
-    Deno.exit(0);
-  }
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    console.error(`bench memory: ${(e as Error).message}`);
-    Deno.exit(e instanceof UsageError ? 2 : 1);
-  }
-}
+if (import.meta.main) await runBench("memory", USAGE, main);
