@@ -581,7 +581,6 @@ export class Agent {
       : undefined;
   }
 
-  /** The chain provider heads use: announced ranges of live members. */
   /** Members announcing a loaded stage (alive or suspect), indexed into `byId` when given. */
   private stageCandidates(byId?: Map<string, Member>): StageCandidate[] {
     byId?.clear();
@@ -602,13 +601,15 @@ export class Agent {
     return out;
   }
 
-  /** Layers not yet covered by loaded stages (null when a complete chain exists now). */
-  private missingLayers(): { from: number; of: number } | null {
+  /** Which layers no loaded stage covers yet, in words (null when a complete chain exists). */
+  private missingLayers(): string | null {
     if (!this.model) return null;
-    const t = tileChain(this.stageCandidates(), this.model.id, this.model.nLayers, new Set());
-    return Array.isArray(t) ? null : { from: t.missingFrom, of: this.model.nLayers };
+    const n = this.model.nLayers;
+    const t = tileChain(this.stageCandidates(), this.model.id, n, new Set());
+    return Array.isArray(t) ? null : `layers ${t.missingFrom}..${n - 1} are not loaded yet`;
   }
 
+  /** The chain provider heads use: announced ranges of live members. */
   private chainProvider(): GossipChainProvider {
     const model = this.model!;
     const byId = new Map<string, Member>();
@@ -832,12 +833,7 @@ export class Agent {
     }
     // Planned is not enough: until every layer is loaded somewhere, requests would only wait.
     const missing = this.missingLayers();
-    if (missing) {
-      return {
-        serving: false,
-        detail: `loading: layers ${missing.from}..${missing.of - 1} are not loaded yet`,
-      };
-    }
+    if (missing) return { serving: false, detail: `loading: ${missing}` };
     return { serving: true };
   }
 
@@ -964,11 +960,7 @@ export class Agent {
         : missing
         ? "loading"
         : "ok",
-      detail: this.planError
-        ? `no placement: ${this.planError}`
-        : missing
-        ? `layers ${missing.from}..${missing.of - 1} are not loaded yet`
-        : undefined,
+      detail: this.planError ? `no placement: ${this.planError}` : missing ?? undefined,
       node: this.config.nodeId,
       model: this.model ? basename(this.model.id.split("@")[0]) : null,
       requests: {
