@@ -77,11 +77,24 @@ class WBuf implements Buf {
   constructor(readonly length: number, readonly off: number) {}
 }
 
+/** 32-element block types whose matrices the kernels read as interleaved 4-row groups. */
+const REPACKED = new Set([
+  GGMLType.Q4_0,
+  GGMLType.Q4_1,
+  GGMLType.Q5_0,
+  GGMLType.Q5_1,
+  GGMLType.Q8_0,
+]);
+
+/** Reused row buffer of embed() for rows gathered out of an interleaved group. */
+let rowBuf = new Uint8Array(0);
+
 class WWeight implements Weight {
+  /** Block bytes when the first `repackedRows` rows are interleaved by 4 (see repack4), else 0. */
+  bb = 0;
+  repackedRows = 0;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
   f32Off = -1;
-  /** Kernel variant: the ggml type, or 108 for Q8_0 without -128 quants (relaxed-dot path). */
-  kernel: number;
   freed = false;
   constructor(
     readonly name: string,
@@ -93,9 +106,7 @@ class WWeight implements Weight {
     readonly rowLen: number,
     readonly nRows: number,
     readonly rowBytes: number,
-  ) {
-    this.kernel = type;
-  }
+  ) {}
 }
 
 class WKV implements KVCache {
@@ -157,6 +168,8 @@ class ArenaState {
   actKind = -1;
   actRows = 0;
   actN = 0;
+  /** Whether the cached activation carries the Q8_0 kernel's P/N planes. */
+  actPN = false;
   constructor(readonly arena: Arena) {
     this.act = new Scratch(arena, "activation");
     this.xin = new Scratch(arena, "input copy");
@@ -415,6 +428,26 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ctrl[ARGS + A.SCR_STRIDE] = st.thrStride;
   }
 
+  /** Interleave a 32-block weight's full 4-row groups for the matmul kernels (in place). */
+  function repack(w: WWeight): void {
+    const ar = arenas[w.arena];
+    const groups = Math.floor(w.nRows / 4);
+    const tmp = ar.alloc(4 * w.rowBytes);
+    if (tmp === undefined) {
+      throw new Error(
+        `wasm backend: no room for ${4 * w.rowBytes} bytes of scratch to lay out ${w.name}`,
+      );
+    }
+    const bb = typeInfo(w.type)!.typeSize;
+    try {
+      ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
+    } finally {
+      ar.release(tmp, 4 * w.rowBytes);
+    }
+    w.bb = bb;
+    w.repackedRows = groups * 4;
+  }
+
   function matmul(wt: Weight, x: Buf, out: Buf, rows: number): void {
     const w = weight(wt);
     const X = buf(x);
@@ -437,12 +470,14 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
     const q16Bytes = isK ? align(rows * n * 2) : 0;
+    // Q8_0 weights: the activation's P/N planes (see assembly/index.ts), in place of q16
+    const pnBytes = kind === Act.Q8_0 && w.type === GGMLType.Q8_0 ? align(rows * n * 2) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
-      st.actRows !== rows || st.actN !== n
+      st.actRows !== rows || st.actN !== n || (pnBytes && !st.actPN)
     ) {
       st.actBuf = -1;
-      const actOff = st.act.ensure(qsBytes + dBytes + sBytes + q16Bytes);
+      const actOff = st.act.ensure(qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes));
       let src = X.off;
       if (w.arena !== 0) {
         src = st.xin.ensure(rows * n * 4);
@@ -456,7 +491,19 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       else if (kind === Act.Q8_K) {
         k.quantizeQ8K(src, n, rows, actOff, d, s);
         k.permuteQ8K(actOff, s + sBytes, rows * n);
-      } else k.quantizeQ8(src, n, rows, actOff, d, s, kind === Act.Q8_1 ? 1 : 0);
+      } else {
+        k.quantizeQ8(
+          src,
+          n,
+          rows,
+          actOff,
+          d,
+          s,
+          kind === Act.Q8_1 ? 1 : 0,
+          pnBytes ? s + sBytes : 0,
+        );
+      }
+      st.actPN = pnBytes > 0;
       st.actBuf = X.id;
       st.actVersion = X.version;
       st.actKind = kind;
@@ -468,23 +515,20 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
     ctrl[ARENA] = w.arena;
-    // one activation row: the plain i16 Q8_0 kernel is as fast (no sign work to amortize)
-    ctrl[a + A.KIND] = rows === 1 && w.kernel === 108 ? GGMLType.Q8_0 : w.kernel;
+    ctrl[a + A.KIND] = w.type;
     ctrl[a + A.W] = w.off;
     ctrl[a + A.ROW_BYTES] = w.rowBytes;
     ctrl[a + A.NB] = floatsAct ? n : nb;
     ctrl[a + A.AQ] = actOff;
     ctrl[a + A.AD] = actOff + qsBytes;
-    ctrl[a + A.AS] = actOff + qsBytes + dBytes;
+    // Q8_0 reads the P/N planes in the sums' slot (it has no use for the sums)
+    ctrl[a + A.AS] = actOff + qsBytes + dBytes + (pnBytes ? sBytes : 0);
     ctrl[a + A.AQ16] = actOff + qsBytes + dBytes + sBytes;
     ctrl[a + A.T] = rows;
     ctrl[a + A.OUT] = outOff;
     ctrl[a + A.OUT_STRIDE] = m;
     ctrl[a + A.NROWS] = m;
-    if (isK || (floatsAct && kind !== Act.F32)) {
-      const bytes = isK ? 3 * n + (n / 16) * 8 + nb * 8 + 64 : n * 4 + 64;
-      threadScratch(st, bytes);
-    }
+    if (isK) threadScratch(st, 3 * n + (n / 16) * 8 + nb * 8 + 64);
     const work = m * n * rows;
     const parts = Math.min(threads, Math.ceil(work / 65536));
     let chunk = Math.ceil(m / (parts * 4));
@@ -541,11 +585,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
             stride,
           );
           if (nRows === 1) floats(w);
-          if (
-            spec.type === GGMLType.Q8_0 && !arenas[arena].k.q8HasMin(off, (nRows * rowLen) / 32)
-          ) {
-            w.kernel = 108;
-          }
+          else if (REPACKED.has(spec.type) && nRows >= 4) repack(w);
           state = "done";
           return w;
         },
@@ -605,14 +645,19 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
         if (id < 0 || id >= w.nRows) {
           throw new Error(`embed: token id ${id} outside ${w.name}'s ${w.nRows} rows`);
         }
-        dequantizeRow(
-          w.type,
-          src,
-          w.off + id * w.rowBytes,
-          dst,
-          o.off / 4 + t * w.rowLen,
-          w.rowLen,
-        );
+        let rowSrc = src;
+        let rowOff = w.off + id * w.rowBytes;
+        if (w.bb && id < w.repackedRows) {
+          // gather the row's blocks out of its interleaved group (see repack4)
+          rowSrc = rowBuf.length >= w.rowBytes ? rowBuf : (rowBuf = new Uint8Array(w.rowBytes));
+          const group = w.off + (id - (id & 3)) * w.rowBytes;
+          for (let b = 0; b < w.rowBytes / w.bb; b++) {
+            const at = group + (4 * b + (id & 3)) * w.bb;
+            rowSrc.set(src.subarray(at, at + w.bb), b * w.bb);
+          }
+          rowOff = 0;
+        }
+        dequantizeRow(w.type, rowSrc, rowOff, dst, o.off / 4 + t * w.rowLen, w.rowLen);
       }
       o.version++;
     },

@@ -79,8 +79,6 @@ function mm32(k: Kernels, kind: number): Mm32 {
   switch (kind) {
     case 8:
       return k.mmQ8_0;
-    case 108:
-      return k.mmQ8_0r;
     case 2:
       return k.mmQ4_0;
     case 3:

@@ -6,12 +6,19 @@
 /** Function exports of the compiled AssemblyScript module. */
 export interface Kernels {
   heapBase(): number;
-  quantizeQ8(x: number, n: number, T: number, qs: number, d: number, s: number, q81: number): void;
+  quantizeQ8(
+    x: number,
+    n: number,
+    T: number,
+    qs: number,
+    d: number,
+    s: number,
+    q81: number,
+    pn: number,
+  ): void;
   quantizeQ8K(x: number, n: number, T: number, qs: number, d: number, bsums: number): void;
   roundActs(x: number, y: number, n: number, mode: number): void;
   mmQ8_0: Mm32;
-  mmQ8_0r: Mm32;
-  q8HasMin(w: number, nb: number): number;
   mmQ4_0: Mm32;
   mmQ4_1: Mm32;
   mmQ5_0: Mm32;
@@ -63,6 +70,8 @@ export interface Kernels {
     cache: number,
   ): void;
   toF16(src: number, dst: number, n: number): void;
+  streamRead(p: number, n: number): number;
+  repack4(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
   attention(
     q: number,
     kc: number,

@@ -7,8 +7,8 @@
 // addresses. Nothing here allocates. Numerics follow ggml's plain C CPU path (ggml-cpu/quants.c
 // `*_generic`, ggml-quants.c `quantize_row_*_ref`): integer dot products are exact whatever the
 // SIMD grouping, and every float step is replayed in the same order, lane by lane, so quantized
-// matmuls are bit-identical to the reference backend. f32/f16/bf16 dot products sum in SIMD
-// order (within 1e-4 of the reference).
+// matmuls are bit-identical to the reference backend. f32/f16/bf16 dot products sum their
+// products in double, element by element, as ggml's scalar code does: bit-identical as well.
 //
 // Activation layouts (host-chosen, not ggml's block structs):
 // - 32-element formats (Q8_0, Q8_1): qs [T × nb × 32] i8, d [T × nb] f32 (the f16-rounded scale),
@@ -83,7 +83,10 @@ export function heapBase(): usize {
 
 // ----------------------------------------------------------------------------- activations
 
-/** quantize_row_q8_0_ref / q8_1_ref of T rows of n floats into the host layout (see top). */
+/**
+ * quantize_row_q8_0_ref / q8_1_ref of T rows of n floats into the host layout (see top); with
+ * pn ≠ 0 also the P/N planes of the Q8_0 kernel: [T × nb × (32 P + 32 N)] u8.
+ */
 export function quantizeQ8(
   x: usize,
   n: i32,
@@ -92,8 +95,10 @@ export function quantizeQ8(
   d: usize,
   s: usize,
   q81: bool,
+  pn: usize,
 ): void {
   const nb = n >> 5;
+  const zero = i8x16.splat(0);
   for (let t = 0; t < T; t++) {
     for (let b = 0; b < nb; b++) {
       const xb = x + ((<usize> (t * n + b * 32)) << 2);
@@ -115,7 +120,14 @@ export function quantizeQ8(
         const q2 = roundfx4(f32x4.mul(v128.load(xb + (<usize> (j + 8) << 2)), idv));
         const q3 = roundfx4(f32x4.mul(v128.load(xb + (<usize> (j + 12) << 2)), idv));
         acc = i32x4.add(acc, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
-        v128.store(qb + j, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
+        const q = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3));
+        v128.store(qb + j, q);
+        if (pn) {
+          // P/N planes for the Q8_0 kernel (|q| ≤ 127, so both fit the relaxed dot's 7 bits)
+          const pb = pn + (<usize> (t * nb + b) << 6) + j;
+          v128.store(pb, i8x16.max_s(q, zero));
+          v128.store(pb + 32, i8x16.max_s(i8x16.neg(q), zero));
+        }
       }
       const sum = hsumI32(acc);
       const bi = <usize> (t * nb + b) << 2;
@@ -183,30 +195,6 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 
 // ----------------------------------------------------------------------------- 32-block matmuls
 
-// Integer partial sums (i32x4, horizontal sum = Σ w·a of the block, before offsets).
-@inline function blockQ8_0(w: usize, a: usize): v128 {
-  const w0 = v128.load(w + 2);
-  const w1 = v128.load(w + 18);
-  const a0 = v128.load(a);
-  const a1 = v128.load(a + 16);
-  const p0 = i16x8.add(i16x8.extmul_low_i8x16_s(w0, a0), i16x8.extmul_high_i8x16_s(w0, a0));
-  const p1 = i16x8.add(i16x8.extmul_low_i8x16_s(w1, a1), i16x8.extmul_high_i8x16_s(w1, a1));
-  return i32x4.add(i32x4.extadd_pairwise_i16x8_s(p0), i32x4.extadd_pairwise_i16x8_s(p1));
-}
-
-// nibbles (0..15, or 0..31 with the 5th bit) are the 7-bit operand of the relaxed dot product.
-@inline function nibbleDot(qs: v128, hi0: v128, hi1: v128, a: usize): v128 {
-  const m = i8x16.splat(0x0f);
-  const lo = v128.or(v128.and(qs, m), hi0);
-  const hi = v128.or(i8x16.shr_u(qs, 4), hi1);
-  const z = i32x4.splat(0);
-  return i32x4.relaxed_dot_i8x16_i7x16_add_s(
-    v128.load(a + 16),
-    hi,
-    i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(a), lo, z),
-  );
-}
-
 // 32 high bits -> two byte masks with 0x10 where the bit is set (elements 0..15, 16..31)
 @inline function highBits(qh: u32, which: i32): v128 {
   const v = i32x4.splat(<i32> qh);
@@ -218,22 +206,8 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   return v128.and(i8x16.eq(b, bits), i8x16.splat(0x10));
 }
 
-@inline function blockPartial(kind: i32, w: usize, a: usize): v128 {
-  if (kind == 8) return blockQ8_0(w, a);
-  const z = i32x4.splat(0);
-  if (kind == 2) return nibbleDot(v128.load(w + 2), z, z, a); // Q4_0
-  if (kind == 3) return nibbleDot(v128.load(w + 4), z, z, a); // Q4_1
-  if (kind == 6) { // Q5_0
-    const qh = load<u32>(w + 2);
-    return nibbleDot(v128.load(w + 6), highBits(qh, 0), highBits(qh, 1), a);
-  }
-  // Q5_1
-  const qh = load<u32>(w + 4);
-  return nibbleDot(v128.load(w + 8), highBits(qh, 0), highBits(qh, 1), a);
-}
-
 @inline function blockBytes(kind: i32): i32 {
-  return kind == 8 || kind == 108 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
+  return kind == 8 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
 }
 
 @inline function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
@@ -248,92 +222,15 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   return v128.or(f32x4.mul(mag, f32x4.splat(5.192296858534828e33)), sign);
 }
 
-// out[t*outStride + r] for rows r0..r1 (4 rows per step, lanes = rows) and activation rows 0..T,
-// one activation row at a time (used for the last, partial group of rows).
-@inline function matmul32Rows(
-  kind: i32,
-  w: usize,
-  rowBytes: i32,
-  nb: i32,
-  aq: usize,
-  ad: usize,
-  as: usize,
-  T: i32,
-  out: usize,
-  outStride: i32,
-  r0: i32,
-  r1: i32,
-): void {
-  const bb = blockBytes(kind);
-  for (let r = r0; r < r1; r += 4) {
-    const wr0 = w + <usize> r * rowBytes;
-    const wr1 = w + <usize> min<i32>(r + 1, r1 - 1) * rowBytes;
-    const wr2 = w + <usize> min<i32>(r + 2, r1 - 1) * rowBytes;
-    const wr3 = w + <usize> min<i32>(r + 3, r1 - 1) * rowBytes;
-    for (let t = 0; t < T; t++) {
-      let sumf = f32x4.splat(0);
-      const at = aq + <usize> (t * nb * 32);
-      const adt = ad + (<usize> (t * nb) << 2);
-      const ast = as + (<usize> (t * nb) << 2);
-      for (let b = 0; b < nb; b++) {
-        const o = <usize> (b * bb);
-        const a = at + (<usize> b << 5);
-        const sumi = transposeSum(
-          blockPartial(kind, wr0 + o, a),
-          blockPartial(kind, wr1 + o, a),
-          blockPartial(kind, wr2 + o, a),
-          blockPartial(kind, wr3 + o, a),
-        );
-        const yd = f32x4.splat(load<f32>(adt + (<usize> b << 2)));
-        const xd = rowScales(wr0, wr1, wr2, wr3, o);
-        if (kind == 8) {
-          // sumi * (xd * yd)
-          sumf = f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd)));
-        } else if (kind == 2) {
-          // (sumi - 8Σa) * xd * yd
-          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(ast + (<usize> b << 2)) << 3));
-          sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), yd));
-        } else if (kind == 6) {
-          // (xd * yd) * (sumi - 16Σa)
-          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(ast + (<usize> b << 2)) << 4));
-          sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(s)));
-        } else {
-          // (xd * yd) * sumi + xm * ys
-          const xm = rowScales(wr0, wr1, wr2, wr3, o + 2);
-          const ys = f32x4.splat(load<f32>(ast + (<usize> b << 2)));
-          const p = f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(sumi));
-          sumf = f32x4.add(sumf, f32x4.add(p, f32x4.mul(xm, ys)));
-        }
-      }
-      const ob = out + (<usize> (t * outStride + r) << 2);
-      if (r + 4 <= r1) {
-        v128.store(ob, sumf);
-      } else {
-        store<f32>(ob, f32x4.extract_lane(sumf, 0));
-        if (r + 1 < r1) store<f32>(ob + 4, f32x4.extract_lane(sumf, 1));
-        if (r + 2 < r1) store<f32>(ob + 8, f32x4.extract_lane(sumf, 2));
-      }
-    }
-  }
-}
-
-
-// Q8_0 block partial with i16 loads: Σ w·a over 32 elements as i32x4.
-@inline function dotQ8(w: usize, a: usize): v128 {
-  const p0 = i32x4.dot_i16x8_s(v128.load8x8_s(w), v128.load8x8_s(a));
-  const p1 = i32x4.dot_i16x8_s(v128.load8x8_s(w + 8), v128.load8x8_s(a + 8));
-  const p2 = i32x4.dot_i16x8_s(v128.load8x8_s(w + 16), v128.load8x8_s(a + 16));
-  const p3 = i32x4.dot_i16x8_s(v128.load8x8_s(w + 24), v128.load8x8_s(a + 24));
-  return i32x4.add(i32x4.add(p0, p1), i32x4.add(p2, p3));
-}
-
-@inline function dotNib(lo: v128, hi: v128, a: usize): v128 {
-  return i32x4.relaxed_dot_i8x16_i7x16_add_s(
-    v128.load(a + 16),
-    hi,
-    i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(a), lo, i32x4.splat(0)),
-  );
-}
+// 32-element-block matmuls. Lanes are 4 weight rows; for each activation row t the sums of the
+// 4 rows stay in one register through all blocks, in ggml's order (block by block), so nothing
+// round-trips through memory in the inner loop and a row group's weights (4 rows, ≤ 9 KB) are
+// re-read from L1 for the next t. Integer dot products use the relaxed (VNNI) dot, whose second
+// operand must be 0..127:
+// - nibble formats (Q4_0/Q4_1/Q5_0/Q5_1): the 4/5-bit quants are that operand, the signed
+//   activation quants the first;
+// - Q8_0: both are signed, so the activation comes split as P = max(q, 0) and N = max(-q, 0)
+//   (made once per activation by quantizeQ8) and Σw·q = dot(w, P) - dot(w, N), exact.
 
 // Nibble (+ 5th bit) planes of a 4/5-bit block: lo = elements 0..15, hi = 16..31.
 @inline function nibLo(kind: i32, w: usize): v128 {
@@ -350,9 +247,20 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   return v128.or(i8x16.shr_u(v128.load(w + 8), 4), highBits(load<u32>(w + 4), 1));
 }
 
-// Full groups of 4 weight rows: blocks outer, activation rows inner, so each weight block is
-// decoded once and its scales converted once for all T rows; per-(t, row) sums accumulate in
-// `out` block by block, in ggml's order.
+// Σ over one block of one weight row, as 4 i32 lanes (their sum is the block's integer dot).
+@inline function rowBlock(kind: i32, wr: usize, a: usize, p0: v128, p1: v128, n0: v128, n1: v128): v128 {
+  const z = i32x4.splat(0);
+  if (kind == 8) {
+    const w0 = v128.load(wr + 2);
+    const w1 = v128.load(wr + 18);
+    const p = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, p0, z));
+    const n = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, n1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, n0, z));
+    return i32x4.sub(p, n);
+  }
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(p1, nibHi(kind, wr),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(p0, nibLo(kind, wr), z));
+}
+
 @inline function matmul32(
   kind: i32,
   w: usize,
@@ -368,113 +276,102 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   r1: i32,
 ): void {
   const bb = blockBytes(kind);
-  let r = r0;
-  for (; r + 4 <= r1; r += 4) {
-    const wr0 = w + <usize>r * rowBytes;
-    const wr1 = wr0 + <usize>rowBytes;
-    const wr2 = wr1 + <usize>rowBytes;
-    const wr3 = wr2 + <usize>rowBytes;
-    for (let t = 0; t < T; t++) v128.store(out + (<usize>(t * outStride + r) << 2), f32x4.splat(0));
-    for (let b = 0; b < nb; b++) {
-      const o = <usize>(b * bb);
-      const xd = rowScales(wr0, wr1, wr2, wr3, o);
-      if (kind == 108) {
-        // Q8_0 with the relaxed (VNNI) dot: Σ w·a = Σ |w|·(sign(w)·a); |w| ≤ 127 checked at upload
-        const z = i8x16.splat(0);
-        const w00 = v128.load(wr0 + o + 2);
-        const w01 = v128.load(wr0 + o + 18);
-        const w10 = v128.load(wr1 + o + 2);
-        const w11 = v128.load(wr1 + o + 18);
-        const w20 = v128.load(wr2 + o + 2);
-        const w21 = v128.load(wr2 + o + 18);
-        const w30 = v128.load(wr3 + o + 2);
-        const w31 = v128.load(wr3 + o + 18);
-        const m00 = i8x16.lt_s(w00, z);
-        const m01 = i8x16.lt_s(w01, z);
-        const m10 = i8x16.lt_s(w10, z);
-        const m11 = i8x16.lt_s(w11, z);
-        const m20 = i8x16.lt_s(w20, z);
-        const m21 = i8x16.lt_s(w21, z);
-        const m30 = i8x16.lt_s(w30, z);
-        const m31 = i8x16.lt_s(w31, z);
-        const u00 = i8x16.abs(w00);
-        const u01 = i8x16.abs(w01);
-        const u10 = i8x16.abs(w10);
-        const u11 = i8x16.abs(w11);
-        const u20 = i8x16.abs(w20);
-        const u21 = i8x16.abs(w21);
-        const u30 = i8x16.abs(w30);
-        const u31 = i8x16.abs(w31);
-        for (let t = 0; t < T; t++) {
-          const ab = <usize> (t * nb + b);
-          const a = aq + (ab << 5);
-          const a0 = v128.load(a);
-          const a1 = v128.load(a + 16);
-          const zi = i32x4.splat(0);
-          const s0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m01), m01), u01,
-            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m00), m00), u00, zi));
-          const s1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m11), m11), u11,
-            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m10), m10), u10, zi));
-          const s2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m21), m21), u21,
-            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m20), m20), u20, zi));
-          const s3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a1, m31), m31), u31,
-            i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.sub(v128.xor(a0, m30), m30), u30, zi));
-          const sumi = transposeSum(s0, s1, s2, s3);
-          const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
-          const ob = out + (<usize> (t * outStride + r) << 2);
-          const c = f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd));
-          v128.store(ob, f32x4.add(v128.load(ob), c));
+  for (let r = r0; r < r1; r += 4) {
+    let wr0: usize, wr1: usize, wr2: usize, wr3: usize, stride: i32;
+    if (r + 4 <= r1) {
+      // a full group, interleaved by repack4: block b of its row i at (4b + i)·bb
+      wr0 = w + <usize> r * rowBytes;
+      wr1 = wr0 + <usize> bb;
+      wr2 = wr1 + <usize> bb;
+      wr3 = wr2 + <usize> bb;
+      stride = 4 * bb;
+    } else {
+      // the last partial group (row-major) repeats its last row in the missing lanes
+      wr0 = w + <usize> r * rowBytes;
+      wr1 = w + <usize> min<i32>(r + 1, r1 - 1) * rowBytes;
+      wr2 = w + <usize> min<i32>(r + 2, r1 - 1) * rowBytes;
+      wr3 = w + <usize> min<i32>(r + 3, r1 - 1) * rowBytes;
+      stride = bb;
+    }
+    for (let t = 0; t < T; t++) {
+      let sumf = f32x4.splat(0);
+      const tb = <usize> (t * nb);
+      for (let b = 0; b < nb; b++) {
+        const o = <usize> (b * stride);
+        const ab = tb + <usize> b;
+        let p0: v128, p1: v128, n0: v128, n1: v128;
+        if (kind == 8) {
+          const pa = as + (ab << 6);
+          p0 = v128.load(pa);
+          p1 = v128.load(pa + 16);
+          n0 = v128.load(pa + 32);
+          n1 = v128.load(pa + 48);
+        } else {
+          const pa = aq + (ab << 5);
+          p0 = v128.load(pa);
+          p1 = v128.load(pa + 16);
+          n0 = p0;
+          n1 = p1;
         }
-      } else if (kind == 8) {
-        for (let t = 0; t < T; t++) {
-          const a = aq + (<usize>(t * nb + b) << 5);
-          const sumi = transposeSum(
-            dotQ8(wr0 + o + 2, a),
-            dotQ8(wr1 + o + 2, a),
-            dotQ8(wr2 + o + 2, a),
-            dotQ8(wr3 + o + 2, a),
-          );
-          const yd = f32x4.splat(load<f32>(ad + (<usize>(t * nb + b) << 2)));
-          const ob = out + (<usize>(t * outStride + r) << 2);
-          const c = f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd));
-          v128.store(ob, f32x4.add(v128.load(ob), c));
+        const sumi = transposeSum(
+          rowBlock(kind, wr0 + o, 0, p0, p1, n0, n1),
+          rowBlock(kind, wr1 + o, 0, p0, p1, n0, n1),
+          rowBlock(kind, wr2 + o, 0, p0, p1, n0, n1),
+          rowBlock(kind, wr3 + o, 0, p0, p1, n0, n1),
+        );
+        const xd = rowScales(wr0, wr1, wr2, wr3, o);
+        const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
+        if (kind == 8) {
+          // sumi * (xd * yd)
+          sumf = f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd)));
+        } else if (kind == 2) {
+          // (sumi - 8Σa) * xd * yd
+          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 3));
+          sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), yd));
+        } else if (kind == 6) {
+          // (xd * yd) * (sumi - 16Σa)
+          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 4));
+          sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(s)));
+        } else {
+          // (xd * yd) * sumi + xm * ys
+          const xm = rowScales(wr0, wr1, wr2, wr3, o + 2);
+          const ys = f32x4.splat(load<f32>(as + (ab << 2)));
+          const p = f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(sumi));
+          sumf = f32x4.add(sumf, f32x4.add(p, f32x4.mul(xm, ys)));
         }
+      }
+      const ob = out + (<usize> (t * outStride + r) << 2);
+      if (r + 4 <= r1) {
+        v128.store(ob, sumf);
       } else {
-        const l0 = nibLo(kind, wr0 + o);
-        const h0 = nibHi(kind, wr0 + o);
-        const l1 = nibLo(kind, wr1 + o);
-        const h1 = nibHi(kind, wr1 + o);
-        const l2 = nibLo(kind, wr2 + o);
-        const h2 = nibHi(kind, wr2 + o);
-        const l3 = nibLo(kind, wr3 + o);
-        const h3 = nibHi(kind, wr3 + o);
-        let xm = f32x4.splat(0);
-        if (kind == 3 || kind == 7) xm = rowScales(wr0, wr1, wr2, wr3, o + 2);
-        for (let t = 0; t < T; t++) {
-          const ab = <usize>(t * nb + b);
-          const a = aq + (ab << 5);
-          const sumi = transposeSum(dotNib(l0, h0, a), dotNib(l1, h1, a), dotNib(l2, h2, a), dotNib(l3, h3, a));
-          const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
-          const ob = out + (<usize>(t * outStride + r) << 2);
-          let c: v128;
-          if (kind == 2) {
-            const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 3));
-            c = f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), yd);
-          } else if (kind == 6) {
-            const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 4));
-            c = f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(s));
-          } else {
-            const ys = f32x4.splat(load<f32>(as + (ab << 2)));
-            c = f32x4.add(f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(sumi)), f32x4.mul(xm, ys));
-          }
-          v128.store(ob, f32x4.add(v128.load(ob), c));
-        }
+        store<f32>(ob, f32x4.extract_lane(sumf, 0));
+        if (r + 1 < r1) store<f32>(ob + 4, f32x4.extract_lane(sumf, 1));
+        if (r + 2 < r1) store<f32>(ob + 8, f32x4.extract_lane(sumf, 2));
       }
     }
   }
-  if (r < r1) matmul32Rows(kind == 108 ? 8 : kind, w, rowBytes, nb, aq, ad, as, T, out, outStride, r, r1);
 }
 
+/**
+ * Interleave each full group of 4 rows in place (nGroups groups from w): block b of row i moves to
+ * (4b + i)·bb within its group, so a 4-row kernel step reads one sequential stream (4 separate
+ * row streams reach half the memory bandwidth). tmp: 4·rowBytes of scratch.
+ */
+export function repack4(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usize): void {
+  const gbytes = <usize> rowBytes << 2;
+  const nb = rowBytes / bb;
+  for (let g = 0; g < nGroups; g++) {
+    const base = w + <usize> g * gbytes;
+    memory.copy(tmp, base, gbytes);
+    for (let i = 0; i < 4; i++) {
+      for (let b = 0; b < nb; b++) {
+        memory.copy(base + <usize> ((4 * b + i) * bb), tmp + <usize> (i * rowBytes + b * bb), <usize> bb);
+      }
+    }
+  }
+}
+
+/** Q8_0 weights; `as` holds the activation split into P/N planes (quantizeQ8's pn). */
 export function mmQ8_0(
   w: usize,
   rb: i32,
@@ -489,21 +386,6 @@ export function mmQ8_0(
   r1: i32,
 ): void {
   matmul32(8, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
-}
-/** Q8_0 weights whose quants are all in -127..127 (always so from ggml's quantizer). */
-export function mmQ8_0r(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
-  matmul32(108, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
-}
-
-/** 1 when some Q8_0 quant of the nb blocks at w is -128 (then mmQ8_0 must be used). */
-export function q8HasMin(w: usize, nb: i32): i32 {
-  let acc = i8x16.splat(0);
-  const m = i8x16.splat(-128);
-  for (let b = 0; b < nb; b++) {
-    const p = w + <usize> b * 34 + 2;
-    acc = v128.or(acc, v128.or(i8x16.eq(v128.load(p), m), i8x16.eq(v128.load(p + 16), m)));
-  }
-  return v128.any_true(acc) ? 1 : 0;
 }
 
 export function mmQ4_0(
@@ -1004,37 +886,17 @@ export function mmK(
   return bf16x4(p + (<usize> i << 1));
 }
 
-// One weight row (kind 0/1/30) · T activation rows -> out[t*outStride + r].
-@inline function dotRowsF(kind: i32, wr: usize, n: i32, x: usize, T: i32, out: usize, outStride: i32, r: i32): void {
-  const n16 = n & ~15;
-  const n4 = n & ~3;
-  for (let t = 0; t < T; t++) {
-    const xt = x + (<usize> (t * n) << 2);
-    let s0 = f32x4.splat(0);
-    let s1 = f32x4.splat(0);
-    let s2 = f32x4.splat(0);
-    let s3 = f32x4.splat(0);
-    let i = 0;
-    for (; i < n16; i += 16) {
-      s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
-      s1 = f32x4.add(s1, f32x4.mul(wVec(kind, wr, i + 4), v128.load(xt + (<usize> (i + 4) << 2))));
-      s2 = f32x4.add(s2, f32x4.mul(wVec(kind, wr, i + 8), v128.load(xt + (<usize> (i + 8) << 2))));
-      s3 = f32x4.add(s3, f32x4.mul(wVec(kind, wr, i + 12), v128.load(xt + (<usize> (i + 12) << 2))));
-    }
-    for (; i < n4; i += 4) {
-      s0 = f32x4.add(s0, f32x4.mul(wVec(kind, wr, i), v128.load(xt + (<usize> i << 2))));
-    }
-    const s = f32x4.add(f32x4.add(s0, s1), f32x4.add(s2, s3));
-    let sum: f32 = (f32x4.extract_lane(s, 0) + f32x4.extract_lane(s, 1)) +
-      (f32x4.extract_lane(s, 2) + f32x4.extract_lane(s, 3));
-    for (; i < n; i++) sum += wElem(kind, wr, i) * load<f32>(xt + (<usize> i << 2));
-    store<f32>(out + (<usize> (t * outStride + r) << 2), sum);
-  }
+// ggml_vec_dot_f32/f16/bf16 (scalar): each product (f32 for F32; exact for f16·f16 and bf16·bf16)
+// summed in double, element by element, then rounded to float: bit-identical to ggml's plain C
+// and the reference backend. Four weight rows at once give the four sums' add chains room.
+@inline function prodF(kind: i32, wr: usize, i: i32, xv: f32): f64 {
+  if (kind == 0) return <f64> (load<f32>(wr + (<usize> i << 2)) * xv);
+  return <f64> wElem(kind, wr, i) * <f64> xv;
 }
 
 /**
- * F32/F16/BF16 weights (kind 0/1/30) · f32 activations (already rounded for F16/BF16). With
- * several activation rows an f16/bf16 weight row is widened once into `scr` (n floats).
+ * F32/F16/BF16 weights (kind 0/1/30) · f32 activations (already rounded to f16/bf16 for those),
+ * rows r0..r1 -> out[t*outStride + r]. scr is unused (kept for the job signature).
  */
 export function mmF(
   kind: i32,
@@ -1049,15 +911,29 @@ export function mmF(
   r1: i32,
   scr: usize,
 ): void {
-  for (let r = r0; r < r1; r++) {
-    const wr = w + <usize> r * rowBytes;
-    if (kind != 0 && T > 1) {
-      let i = 0;
-      for (; i + 4 <= n; i += 4) v128.store(scr + (<usize> i << 2), wVec(kind, wr, i));
-      for (; i < n; i++) store<f32>(scr + (<usize> i << 2), wElem(kind, wr, i));
-      dotRowsF(0, scr, n, x, T, out, outStride, r);
-    } else {
-      dotRowsF(kind, wr, n, x, T, out, outStride, r);
+  for (let r = r0; r < r1; r += 4) {
+    const wr0 = w + <usize> r * rowBytes;
+    const wr1 = w + <usize> min<i32>(r + 1, r1 - 1) * rowBytes;
+    const wr2 = w + <usize> min<i32>(r + 2, r1 - 1) * rowBytes;
+    const wr3 = w + <usize> min<i32>(r + 3, r1 - 1) * rowBytes;
+    for (let t = 0; t < T; t++) {
+      const xt = x + (<usize> (t * n) << 2);
+      let s0: f64 = 0;
+      let s1: f64 = 0;
+      let s2: f64 = 0;
+      let s3: f64 = 0;
+      for (let i = 0; i < n; i++) {
+        const xv = load<f32>(xt + (<usize> i << 2));
+        s0 += prodF(kind, wr0, i, xv);
+        s1 += prodF(kind, wr1, i, xv);
+        s2 += prodF(kind, wr2, i, xv);
+        s3 += prodF(kind, wr3, i, xv);
+      }
+      const ob = out + (<usize> (t * outStride + r) << 2);
+      store<f32>(ob, <f32> s0);
+      if (r + 1 < r1) store<f32>(ob + 4, <f32> s1);
+      if (r + 2 < r1) store<f32>(ob + 8, <f32> s2);
+      if (r + 3 < r1) store<f32>(ob + 12, <f32> s3);
     }
   }
 }
@@ -1402,4 +1278,37 @@ export function attention(
       }
     }
   }
+}
+
+// ----------------------------------------------------------------------------- bandwidth probe
+
+/** Read bytes [p, p + n) (n a multiple of 64) with 128-bit loads; returns a checksum. */
+export function streamRead(p: usize, n: usize): i32 {
+  let a0 = i32x4.splat(0);
+  let a1 = i32x4.splat(0);
+  let a2 = i32x4.splat(0);
+  let a3 = i32x4.splat(0);
+  const end = p + n;
+  for (let q = p; q < end; q += 64) {
+    a0 = i32x4.add(a0, v128.load(q));
+    a1 = i32x4.add(a1, v128.load(q + 16));
+    a2 = i32x4.add(a2, v128.load(q + 32));
+    a3 = i32x4.add(a3, v128.load(q + 48));
+  }
+  return hsumI32(i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3)));
+}
+
+export function streamRead4(p: usize, rowBytes: i32, nrows: i32): i32 {
+  let acc = i32x4.splat(0);
+  for (let r = 0; r < nrows; r += 4) {
+    const w0 = p + <usize> r * rowBytes;
+    const w1 = w0 + <usize> rowBytes;
+    const w2 = w1 + <usize> rowBytes;
+    const w3 = w2 + <usize> rowBytes;
+    for (let o: usize = 0; o + 34 <= <usize> rowBytes; o += 34) {
+      acc = i32x4.add(acc, i32x4.add(i32x4.add(v128.load(w0 + o), v128.load(w1 + o)), i32x4.add(v128.load(w2 + o), v128.load(w3 + o))));
+      acc = i32x4.add(acc, i32x4.add(i32x4.add(v128.load(w0 + o + 16), v128.load(w1 + o + 16)), i32x4.add(v128.load(w2 + o + 16), v128.load(w3 + o + 16))));
+    }
+  }
+  return hsumI32(acc);
 }
