@@ -1,29 +1,45 @@
 /**
- * CPU benchmark: our WASM backend against llama.cpp on the same GGUF file, threads and run.
+ * CPU benchmark: our WASM backend against llama.cpp's C API on the same GGUF file, threads and run.
  *
  * ```sh
- * deno run -A bench/cpu.ts --generate q8_0            # or q4_0, q4k_mix, all
- * deno run -A bench/cpu.ts --model path/to/model.gguf --threads 2 --reps 3
+ * deno task bench cpu --generate all                 # 110M Q8_0/Q4_0/Q4_K mix, 1.1B Q8_0/Q4_0/Q4_K_M
+ * deno task bench cpu --model path/to/model.gguf --threads 2 --reps 3 --profile
  * ```
  *
- * Prints one JSON object per model: prefill (128-token prompt in one pass) and decode (128 single
- * tokens) tokens/s for us and for llama.cpp (node-llama-cpp 3.21.1, `ref.mjs bench`, installed
- * once into bench/.cache/llamaref), their ratios (median of `--reps` interleaved rounds), and the
- * process RSS while serving against weights + KV cache bytes. Each model runs in its own child
- * process (`--child`, with `--expose-gc`, see main()). The serving agent's own memory is measured
- * by `bench/memory.ts`. Flags: `--pp N`, `--tg N`, `--kv f32|f16`
- * (KV cache type of both engines; default f32, our engine's default), `--no-ref` (skip
- * llama.cpp), `--backend wasm|reference`.
+ * The reference is `llamaref-bench` (../shared/llamaref/native/bench.cpp): one `llama_decode` of
+ * `--pp` tokens, then `--tg` single-token decodes, f32 KV, flash attention off, the best CPU
+ * variant for the machine, no JavaScript in the loop. It is built once into bench/.cache/llamaref
+ * (`npm ci` for node-llama-cpp's prebuilt llama.cpp, then `sh native/build.sh`).
+ *
+ * Each model runs in its own child process. Our stage is loaded once; then each of `--reps` rounds
+ * runs llama.cpp (its own process, one timed rep after its warm-up), right after it our prefill +
+ * decode with all threads, and then ours with 1 thread (`threads_scaling`). Shared machines drift
+ * and llama.cpp's spinning threads collapse when a neighbour takes a core, so every run is printed
+ * (stderr as it happens, `runs` in the JSON) and the ratios are given both as the median of the
+ * per-round ratios and as best round against best round (each engine's undisturbed speed).
+ *
+ * Also printed, so the roofline is on the page: a memory-bandwidth probe (streaming reads of wasm
+ * memory by the same threads, and a native memcpy-class copy), and the weight bytes both engines
+ * stream per second while decoding. `--profile` adds the per-op time of one prefill and of one
+ * decode step (kernels/profile.ts). Flags: `--pp N`, `--tg N`, `--kv f32|f16`, `--no-ref`,
+ * `--no-scaling`, `--backend wasm|reference`.
  * @module
  */
 import { Flags, runBench, UsageError } from "./lib/cli.ts";
 import type { Backend, KVType } from "../kernels/backend.ts";
 import { createReferenceBackend } from "../kernels/reference/mod.ts";
-import { createWasmBackend } from "../kernels/wasm/mod.ts";
+import { createWasmBackend, type WasmBackend } from "../kernels/wasm/mod.ts";
+import { type OpTime, profileBackend } from "../kernels/profile.ts";
 import { openGGUF } from "../model/gguf/mod.ts";
 import { LlamaStage } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
-import { CACHE_DIR, GENERATED, type GeneratedModel, generatedModel } from "./lib/models.ts";
+import {
+  CACHE_DIR,
+  GENERATED,
+  GENERATED_LARGE,
+  type GeneratedModel,
+  generatedModel,
+} from "./lib/models.ts";
 
 /** Options of one CPU bench run. */
 export interface CpuBenchOptions {
@@ -34,7 +50,18 @@ export interface CpuBenchOptions {
   tg: number;
   kv: KVType;
   ref: boolean;
+  scaling: boolean;
+  profile: boolean;
   backend: "wasm" | "reference";
+}
+
+/** Per-op time of one pass, from kernels/profile.ts. */
+export interface PassProfile {
+  /** Wall time of the pass (one decode step, or the whole prefill). */
+  ms: number;
+  /** Time not inside any backend op (JS between ops, reads of results). */
+  other_ms: number;
+  ops: { op: string; ms: number; calls: number }[];
 }
 
 /** The JSON line the bench prints per model. */
@@ -42,12 +69,33 @@ export interface CpuBenchResult {
   model: string;
   backend: string;
   threads: number;
+  ref: "llama.cpp C API" | null;
+  /** Medians over rounds. */
   prefill_tokens_per_second: number;
   decode_tokens_per_second: number;
   ref_prefill_tokens_per_second: number | null;
   ref_decode_tokens_per_second: number | null;
+  /** Median of the per-round ratios (ours / llama.cpp, same round). */
   decode_ratio: number | null;
   prefill_ratio: number | null;
+  /** Best round against best round. */
+  best: {
+    prefill: number;
+    decode: number;
+    ref_prefill: number | null;
+    ref_decode: number | null;
+    prefill_ratio: number | null;
+    decode_ratio: number | null;
+  };
+  /** Best all-threads round over best 1-thread round (null with 1 thread or --no-scaling). */
+  threads_scaling: { prefill: number; decode: number } | null;
+  /** Weight bytes streamed per second while decoding (best rounds). */
+  weights_gb_per_s: number;
+  ref_weights_gb_per_s: number | null;
+  /** Streaming reads of wasm memory by the bench's threads (wasm backend only). */
+  bandwidth_probe_gb_per_s: number | null;
+  /** A native memcpy-class copy (TypedArray.set), bytes read + written per second. */
+  native_copy_gb_per_s: number;
   rss_bytes: number;
   /** RSS before the model was loaded (Deno runtime, workers, compiled kernels). */
   rss_baseline_bytes: number;
@@ -57,7 +105,15 @@ export interface CpuBenchResult {
   rss_ratio: number;
   /** (rss − baseline) / (weights + KV): what loading and serving the model added. */
   rss_model_ratio: number;
-  runs: { prefill: number[]; decode: number[]; ref_prefill: number[]; ref_decode: number[] };
+  runs: {
+    prefill: number[];
+    decode: number[];
+    ref_prefill: number[];
+    ref_decode: number[];
+    prefill_1_thread: number[];
+    decode_1_thread: number[];
+  };
+  profile?: { prefill: PassProfile; decode_step: PassProfile };
   kv_type: KVType;
   n_prompt: number;
   n_decode: number;
@@ -76,6 +132,8 @@ function loadAvg(): number | null {
 const LLAMAREF_SRC = decodeURIComponent(
   new URL("../../shared/llamaref/", import.meta.url).pathname,
 );
+const LLAMAREF_DIR = `${CACHE_DIR}llamaref/`;
+const LLAMAREF_BENCH = `${LLAMAREF_DIR}native/build/llamaref-bench`;
 
 const median = (xs: number[]) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -87,39 +145,50 @@ async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
   const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) {
-    throw new Error(
-      `${cmd} ${args.join(" ")} failed (${out.code}):\n${new TextDecoder().decode(out.stderr)}`,
-    );
+    const err = new TextDecoder().decode(out.stderr).slice(-2000);
+    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}):\n${err}`);
   }
   return text;
 }
 
-/** Copy ../shared/llamaref to bench/.cache/llamaref and `npm ci` there (once). */
-export async function ensureLlamaRef(): Promise<string> {
-  const dir = `${CACHE_DIR}llamaref/`;
+async function exists(p: string): Promise<boolean> {
   try {
-    await Deno.stat(`${dir}node_modules/node-llama-cpp/package.json`);
-    return dir;
+    await Deno.stat(p);
+    return true;
   } catch {
-    // install below
+    return false;
   }
-  await Deno.mkdir(CACHE_DIR, { recursive: true });
-  await run("cp", ["-r", LLAMAREF_SRC.replace(/\/$/, ""), CACHE_DIR]);
-  await run("chmod", ["-R", "u+w", dir]);
-  console.error("bench: installing node-llama-cpp 3.21.1 into bench/.cache/llamaref (npm ci)…");
-  await run("npm", ["ci", "--no-audit", "--no-fund"], dir);
+}
+
+/**
+ * Copy ../shared/llamaref to bench/.cache/llamaref, `npm ci` there and build llamaref-bench
+ * (once each). Returns the folder.
+ */
+export async function ensureLlamaRef(): Promise<string> {
+  const dir = LLAMAREF_DIR;
+  if (!(await exists(`${dir}node_modules/node-llama-cpp/package.json`))) {
+    if (!(await exists(LLAMAREF_SRC))) {
+      throw new Error(`${LLAMAREF_SRC} is missing: ../shared must sit beside the checkout`);
+    }
+    await Deno.mkdir(CACHE_DIR, { recursive: true });
+    await run("cp", ["-r", LLAMAREF_SRC.replace(/\/$/, ""), CACHE_DIR]);
+    await run("chmod", ["-R", "u+w", dir]);
+    console.error("bench: installing node-llama-cpp 3.21.1 into bench/.cache/llamaref (npm ci)…");
+    await run("npm", ["ci", "--no-audit", "--no-fund"], dir);
+  }
+  if (!(await exists(LLAMAREF_BENCH))) {
+    console.error("bench: building llamaref-bench on llama.cpp's C API (sh native/build.sh)…");
+    await run("sh", ["native/build.sh"], dir);
+  }
   return dir;
 }
 
-/** llama.cpp's prefill/decode tokens/s on `model` (mean of ref.mjs's timed reps). */
+/** llama.cpp's prefill/decode tokens/s on `model`: one timed rep of llamaref-bench. */
 export async function llamaCppBench(
   model: string,
-  o: Pick<CpuBenchOptions, "threads" | "reps" | "pp" | "tg" | "kv">,
+  o: Pick<CpuBenchOptions, "threads" | "pp" | "tg" | "kv">,
 ): Promise<{ pp: number; tg: number }> {
-  const dir = await ensureLlamaRef();
-  const text = await run("node", [
-    "ref.mjs",
-    "bench",
+  const text = await run(LLAMAREF_BENCH, [
     "--model",
     model,
     "--pp",
@@ -127,44 +196,66 @@ export async function llamaCppBench(
     "--tg",
     String(o.tg),
     "--reps",
-    String(o.reps),
+    "1",
     "--threads",
     String(o.threads),
     "--kv-type",
     o.kv,
-  ], dir);
+  ]);
   const j = JSON.parse(text.slice(text.indexOf("{")));
-  const pick = (x: { tokens_per_s: { mean: number; runs?: number[] } }) =>
-    x.tokens_per_s.runs?.length ? median(x.tokens_per_s.runs) : x.tokens_per_s.mean;
-  return { pp: pick(j.pp), tg: pick(j.tg) };
+  return { pp: median(j.pp.runs), tg: median(j.tg.runs) };
 }
 
-/**
- * One full comparison on one model. Our stage is loaded once; then each of `reps` rounds runs
- * llama.cpp (its own process, 1 timed rep after its warm-up) and right after it our prefill +
- * decode, so each ratio compares two measurements taken under the same machine load (shared
- * machines drift by 2× within minutes). Reported speeds are medians over rounds; ratios are the
- * medians of the per-round ratios.
- */
+/** A native memcpy-class copy of 256 MiB: bytes read + written per second (best of 3). */
+function nativeCopyGBs(): number {
+  const n = 256 << 20;
+  const src = new Uint8Array(n).fill(7);
+  const dst = new Uint8Array(n).fill(1);
+  let best = 0;
+  for (let r = 0; r < 3; r++) {
+    const t0 = performance.now();
+    dst.set(src);
+    best = Math.max(best, (2 * n) / ((performance.now() - t0) * 1e6));
+  }
+  return best;
+}
+
+function passProfile(ops: OpTime[], ms: number, steps: number): PassProfile {
+  const inOps = ops.reduce((s, o) => s + o.ms, 0);
+  return {
+    ms: round(ms / steps, 3),
+    other_ms: round((ms - inOps) / steps, 3),
+    ops: ops.map((o) => ({
+      op: o.op,
+      ms: round(o.ms / steps, 3),
+      calls: Math.round(o.calls / steps),
+    })),
+  };
+}
+
+/** One full comparison on one model (see the module doc for the round structure). */
 export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
-  const backend: Backend = o.backend === "wasm"
+  const wasm: WasmBackend | undefined = o.backend === "wasm"
     ? await createWasmBackend({ threads: o.threads })
-    : createReferenceBackend();
+    : undefined;
+  const inner: Backend = wasm ?? createReferenceBackend();
+  // The profiler wraps the backend for the whole run but times calls only while enabled.
+  const prof = profileBackend(inner);
+  prof.enabled = false;
   const baseline = Deno.memoryUsage().rss;
   const load0 = loadAvg();
   const file = await openGGUF(o.model);
   let stage: LlamaStage;
   let weights = 0;
   try {
-    stage = await LlamaStage.load(file, backend, {
+    stage = await LlamaStage.load(file, prof.backend, {
       maxBatch: o.pp,
       onTensor: (_n, bytes) => (weights += bytes),
     });
   } finally {
     file.close();
   }
-  // Settle the heap before measuring (the child process runs with --expose-gc); weights were
-  // streamed into the backend, so there are no tensor-sized buffers left to collect.
+  // Settle the heap before measuring (the child process runs with --expose-gc).
   (globalThis as { gc?: () => void }).gc?.();
   const V = stage.config.nVocab;
   const nCtx = o.pp + o.tg;
@@ -173,70 +264,148 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
     return 1 + (seed % (V - 1));
   });
-  const prefill: number[] = [];
-  const decode: number[] = [];
-  const refPrefill: number[] = [];
-  const refDecode: number[] = [];
+  const runs: CpuBenchResult["runs"] = {
+    prefill: [],
+    decode: [],
+    ref_prefill: [],
+    ref_decode: [],
+    prefill_1_thread: [],
+    decode_1_thread: [],
+  };
   let rss = 0;
   let kvBytes = 0;
-  try {
-    for (let rep = -1; rep < o.reps; rep++) {
-      if (rep >= 0 && o.ref) {
-        const r = await llamaCppBench(o.model, { ...o, reps: 1 });
-        refPrefill.push(r.pp);
-        refDecode.push(r.tg);
-      }
-      const session = stage.newSession(nCtx, o.kv);
-      kvBytes = session.kv.nLayers * session.kv.nCtx * session.kv.kvDim * 2 *
-        (o.kv === "f16" ? 2 : 4);
+  /** Prefill + `steps` decodes; tokens/s of each. */
+  const ours = async (steps: number): Promise<{ pp: number; tg: number }> => {
+    const session = stage.newSession(nCtx, o.kv);
+    kvBytes = session.kv.nLayers * session.kv.nCtx * session.kv.kvDim * 2 *
+      (o.kv === "f16" ? 2 : 4);
+    try {
       const t0 = performance.now();
       let out = await stage.forward(session, { tokens: prompt });
       const t1 = performance.now();
-      const steps = rep < 0 ? 4 : o.tg;
       for (let i = 0; i < steps; i++) {
         if (!("logits" in out)) throw new Error("expected logits");
         out = await stage.forward(session, { tokens: Int32Array.of(argmax(out.logits)) });
       }
       const t2 = performance.now();
       rss = Math.max(rss, Deno.memoryUsage().rss);
+      return { pp: (o.pp / (t1 - t0)) * 1000, tg: (steps / (t2 - t1)) * 1000 };
+    } finally {
       stage.endSession(session);
-      if (rep >= 0) {
-        prefill.push((o.pp / (t1 - t0)) * 1000);
-        decode.push((o.tg / (t2 - t1)) * 1000);
+    }
+  };
+  const scaling = o.scaling && wasm !== undefined && wasm.threads > 1;
+  const name = o.model.split("/").pop();
+  let profile: CpuBenchResult["profile"];
+  let probe: number | null = null;
+  try {
+    await ours(4); // warm-up: kernels compiled, pages touched
+    for (let rep = 0; rep < o.reps; rep++) {
+      const line: string[] = [`bench cpu ${name} round ${rep + 1}/${o.reps}:`];
+      if (o.ref) {
+        const r = await llamaCppBench(o.model, o);
+        runs.ref_prefill.push(r.pp);
+        runs.ref_decode.push(r.tg);
+        line.push(`llama.cpp pp ${round(r.pp, 1)} tg ${round(r.tg, 1)}`);
+      }
+      const r = await ours(o.tg);
+      runs.prefill.push(r.pp);
+      runs.decode.push(r.tg);
+      line.push(`ours pp ${round(r.pp, 1)} tg ${round(r.tg, 1)}`);
+      if (scaling) {
+        wasm!.setThreads(1);
+        try {
+          const r1 = await ours(o.tg);
+          runs.prefill_1_thread.push(r1.pp);
+          runs.decode_1_thread.push(r1.tg);
+          line.push(`ours 1 thread pp ${round(r1.pp, 1)} tg ${round(r1.tg, 1)}`);
+        } finally {
+          wasm!.setThreads(wasm!.threads);
+        }
+      }
+      console.error(line.join(" | "));
+    }
+    if (o.profile) {
+      const session = stage.newSession(nCtx, o.kv);
+      try {
+        prof.reset();
+        prof.enabled = true;
+        let t0 = performance.now();
+        let out = await stage.forward(session, { tokens: prompt });
+        const prefill = passProfile(prof.report(), performance.now() - t0, 1);
+        const steps = Math.min(16, o.tg);
+        prof.reset();
+        t0 = performance.now();
+        for (let i = 0; i < steps; i++) {
+          if (!("logits" in out)) throw new Error("expected logits");
+          out = await stage.forward(session, { tokens: Int32Array.of(argmax(out.logits)) });
+        }
+        profile = {
+          prefill,
+          decode_step: passProfile(prof.report(), performance.now() - t0, steps),
+        };
+      } finally {
+        prof.enabled = false;
+        stage.endSession(session);
       }
     }
+    if (wasm) probe = wasm.probeReadBandwidth(512 << 20);
   } finally {
-    backend.dispose();
+    inner.dispose();
   }
+  const nativeCopy = nativeCopyGBs();
   const ratios = (a: number[], b: number[]) => a.map((x, i) => x / b[i]);
+  const best = (xs: number[]) => Math.max(...xs);
+  const refBest = (xs: number[]) => (o.ref ? round(best(xs)) : null);
+  const bestRatio = (a: number[], b: number[]) => (o.ref ? round(best(a) / best(b), 3) : null);
   return {
     model: o.model,
     backend: o.backend,
     threads: o.threads,
-    prefill_tokens_per_second: round(median(prefill)),
-    decode_tokens_per_second: round(median(decode)),
-    ref_prefill_tokens_per_second: o.ref ? round(median(refPrefill)) : null,
-    ref_decode_tokens_per_second: o.ref ? round(median(refDecode)) : null,
-    decode_ratio: o.ref ? round(median(ratios(decode, refDecode)), 3) : null,
-    prefill_ratio: o.ref ? round(median(ratios(prefill, refPrefill)), 3) : null,
+    ref: o.ref ? "llama.cpp C API" : null,
+    prefill_tokens_per_second: round(median(runs.prefill)),
+    decode_tokens_per_second: round(median(runs.decode)),
+    ref_prefill_tokens_per_second: o.ref ? round(median(runs.ref_prefill)) : null,
+    ref_decode_tokens_per_second: o.ref ? round(median(runs.ref_decode)) : null,
+    decode_ratio: o.ref ? round(median(ratios(runs.decode, runs.ref_decode)), 3) : null,
+    prefill_ratio: o.ref ? round(median(ratios(runs.prefill, runs.ref_prefill)), 3) : null,
+    best: {
+      prefill: round(best(runs.prefill)),
+      decode: round(best(runs.decode)),
+      ref_prefill: refBest(runs.ref_prefill),
+      ref_decode: refBest(runs.ref_decode),
+      prefill_ratio: bestRatio(runs.prefill, runs.ref_prefill),
+      decode_ratio: bestRatio(runs.decode, runs.ref_decode),
+    },
+    threads_scaling: scaling
+      ? {
+        prefill: round(best(runs.prefill) / best(runs.prefill_1_thread), 3),
+        decode: round(best(runs.decode) / best(runs.decode_1_thread), 3),
+      }
+      : null,
+    weights_gb_per_s: round((weights * best(runs.decode)) / 1e9),
+    ref_weights_gb_per_s: o.ref ? round((weights * best(runs.ref_decode)) / 1e9) : null,
+    bandwidth_probe_gb_per_s: probe === null ? null : round(probe),
+    native_copy_gb_per_s: round(nativeCopy),
     rss_bytes: rss,
     rss_baseline_bytes: baseline,
     weights_bytes: weights,
     kv_bytes: kvBytes,
     rss_ratio: round(rss / (weights + kvBytes), 3),
     rss_model_ratio: round((rss - baseline) / (weights + kvBytes), 3),
-    runs: {
-      prefill: prefill.map((x) => round(x)),
-      decode: decode.map((x) => round(x)),
-      ref_prefill: refPrefill.map((x) => round(x)),
-      ref_decode: refDecode.map((x) => round(x)),
-    },
+    runs: Object.fromEntries(
+      Object.entries(runs).map(([k, v]) => [k, v.map((x) => round(x))]),
+    ) as CpuBenchResult["runs"],
+    ...(profile ? { profile } : {}),
     kv_type: o.kv,
     n_prompt: o.pp,
     n_decode: o.tg,
     load_avg: load0 === null ? null : [load0, loadAvg() ?? NaN],
   };
 }
+
+/** Every model `--generate` knows, in the order `all` runs them. */
+const CPU_MODELS = [...GENERATED, ...GENERATED_LARGE] as readonly GeneratedModel[];
 
 function parseArgs(
   args: string[],
@@ -253,6 +422,8 @@ function parseArgs(
     tg: 128,
     kv: "f32",
     ref: true,
+    scaling: true,
+    profile: false,
     backend: "wasm",
   };
   const models: string[] = [];
@@ -263,9 +434,9 @@ function parseArgs(
     if (a === "--model") models.push(flags.value());
     else if (a === "--generate") {
       for (const g of flags.value().split(",")) {
-        if (g === "all") generate.push(...GENERATED);
-        else if ((GENERATED as readonly string[]).includes(g)) generate.push(g as GeneratedModel);
-        else throw new UsageError(`--generate ${g}: choose from ${GENERATED.join(", ")}, all`);
+        if (g === "all") generate.push(...CPU_MODELS);
+        else if ((CPU_MODELS as readonly string[]).includes(g)) generate.push(g as GeneratedModel);
+        else throw new UsageError(`--generate ${g}: choose from ${CPU_MODELS.join(", ")}, all`);
       }
     } else if (a === "--threads") o.threads = flags.count();
     else if (a === "--reps") o.reps = flags.count();
@@ -276,6 +447,8 @@ function parseArgs(
       if (v !== "f16" && v !== "f32") throw new UsageError("--kv takes f16 or f32");
       o.kv = v;
     } else if (a === "--no-ref") o.ref = false;
+    else if (a === "--no-scaling") o.scaling = false;
+    else if (a === "--profile") o.profile = true;
     else if (a === "--child") child = true;
     else if (a === "--backend") {
       const v = flags.value();
@@ -283,10 +456,10 @@ function parseArgs(
         throw new UsageError("--backend takes wasm or reference");
       }
       o.backend = v;
-    } else throw new UsageError(`unknown flag ${a} (see bench/cpu.ts)`);
+    } else throw new UsageError(`unknown flag ${a} (see --help)`);
   }
   if (!models.length && !generate.length) {
-    throw new UsageError("give --model FILE or --generate q8_0|q4_0|q4k_mix|all");
+    throw new UsageError(`give --model FILE or --generate ${CPU_MODELS.join("|")}|all`);
   }
   return { models, generate, o, child };
 }
@@ -299,6 +472,7 @@ export async function main(args: string[]): Promise<void> {
     console.log(JSON.stringify(await cpuBench({ ...o, model: models[0] })));
     return;
   }
+  if (o.ref) await ensureLlamaRef();
   // One process per model, so each RSS figure holds that model alone.
   const rest = args.filter((_, i) => !isModelArg(args, i));
   for (const model of models) {
@@ -326,10 +500,14 @@ function isModelArg(args: string[], i: number): boolean {
   return a === "--model" || a === "--generate" || prev === "--model" || prev === "--generate";
 }
 
-const USAGE = `usage: deno task bench cpu (--generate q8_0|q4_0|q4k_mix|all | --model FILE.gguf)…
+const USAGE = `usage: deno task bench cpu (--generate ${
+  CPU_MODELS.join("|")
+}|all | --model FILE.gguf)…
   [--threads N (default: all cores)] [--reps N (3)] [--pp N (128)] [--tg N (128)]
-  [--kv f32|f16 (f32)] [--no-ref] [--backend wasm|reference]
-Prints one JSON object per model: our and llama.cpp's prefill/decode tokens/s, their ratios,
-and RSS against weights + KV cache bytes.`;
+  [--kv f32|f16 (f32)] [--no-ref] [--no-scaling] [--profile] [--backend wasm|reference]
+Prints one JSON object per model: our and llama.cpp's (C API, llamaref-bench) prefill/decode
+tokens/s, ratios (median of rounds and best against best), 1 vs N threads, weight GB/s against a
+bandwidth probe, RSS against weights + KV bytes, and with --profile the per-op time of a pass.
+Every round is printed on stderr as it runs.`;
 
 if (import.meta.main) await runBench("cpu", USAGE, main);

@@ -22,6 +22,8 @@ export interface ProfiledBackend {
   report(): OpTime[];
   /** Forget what was measured so far. */
   reset(): void;
+  /** Whether calls are timed (default true); when false they go straight through. */
+  enabled: boolean;
 }
 
 const TIMED = [
@@ -46,6 +48,12 @@ function matmulKey(w: Weight): string {
 /** Wrap `inner` so that each op call is timed; `inner` itself is unchanged. */
 export function profileBackend(inner: Backend): ProfiledBackend {
   const times = new Map<string, OpTime>();
+  const prof: ProfiledBackend = {
+    backend: inner,
+    report: () => [...times.values()].sort((a, b) => b.ms - a.ms),
+    reset: () => times.clear(),
+    enabled: true,
+  };
   const note = (op: string, ms: number) => {
     const t = times.get(op);
     if (t) {
@@ -57,22 +65,19 @@ export function profileBackend(inner: Backend): ProfiledBackend {
   for (const op of TIMED) {
     const fn = (inner[op] as (...a: unknown[]) => unknown).bind(inner);
     wrapped[op] = (...args: unknown[]) => {
+      if (!prof.enabled) return fn(...args);
       const t0 = performance.now();
       const r = fn(...args);
       note(op === "matmul" ? matmulKey(args[0] as Weight) : op, performance.now() - t0);
       return r;
     };
   }
-  const backend = new Proxy(inner, {
+  (prof as { backend: Backend }).backend = new Proxy(inner, {
     get(target, prop, receiver) {
       if (typeof prop === "string" && prop in wrapped) return wrapped[prop];
       const v = Reflect.get(target, prop, receiver);
       return typeof v === "function" ? v.bind(target) : v;
     },
   });
-  return {
-    backend,
-    report: () => [...times.values()].sort((a, b) => b.ms - a.ms),
-    reset: () => times.clear(),
-  };
+  return prof;
 }

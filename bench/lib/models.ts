@@ -17,8 +17,11 @@ import { type GGUFFile, openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts"
 
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
-/** Larger models the memory bench can generate (not part of `all`: slow on the CPU bench). */
-export const GENERATED_LARGE = ["1b_q8_0"] as const;
+/**
+ * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and a Q4_K_M mix made as llama-quantize
+ * makes it (see q4kmType). The CPU bench's `all` includes them; the memory bench uses 1b_q8_0.
+ */
+export const GENERATED_LARGE = ["1b_q8_0", "1b_q4_0", "1b_q4k_m"] as const;
 /** One of GENERATED or GENERATED_LARGE. */
 export type GeneratedModel = typeof GENERATED[number] | typeof GENERATED_LARGE[number];
 
@@ -81,6 +84,23 @@ function mixType(name: string): GGMLType {
   return GGMLType.Q4_K;
 }
 
+/**
+ * llama-quantize's Q4_K_M choice for one tensor of an nLayers model: Q6_K for output.weight and
+ * for attn_v / ffn_down of the layers `use_more_bits` picks (the first and last eighth, and every
+ * third in between), Q4_K for every other matrix.
+ */
+function q4kmType(name: string, nLayers: number): GGMLType {
+  if (name === "output.weight") return GGMLType.Q6_K;
+  const m = /^blk\.(\d+)\.(attn_v|ffn_down)\.weight$/.exec(name);
+  if (m) {
+    const i = Number(m[1]);
+    const n8 = Math.floor(nLayers / 8);
+    const more = i < n8 || i >= Math.floor((7 * nLayers) / 8) || (i - n8) % 3 === 2;
+    if (more) return GGMLType.Q6_K;
+  }
+  return GGMLType.Q4_K;
+}
+
 async function* requantized(
   src: GGUFFile,
   tensors: { type: GGMLType }[],
@@ -96,13 +116,18 @@ async function* requantized(
   }
 }
 
-async function makeMix(f32Path: string, out: string): Promise<void> {
+async function makeMix(
+  f32Path: string,
+  out: string,
+  typeOf: (name: string, nLayers: number) => GGMLType,
+): Promise<void> {
   const src = await openGGUF(f32Path);
   try {
+    const nLayers = Number(src.metadata.numberOr("llama.block_count", 0));
     const tensors = src.tensors.map((t) => ({
       name: t.name,
       dims: t.dims,
-      type: t.dims.length >= 2 ? mixType(t.name) : GGMLType.F32,
+      type: t.dims.length >= 2 ? typeOf(t.name, nLayers) : GGMLType.F32,
     }));
     const metadata = src.metadata.entries().map((e) =>
       e.key === "general.file_type" ? { ...e, value: 15 } : e // LLAMA_FTYPE_MOSTLY_Q4_K_M
@@ -121,16 +146,25 @@ async function makeMix(f32Path: string, out: string): Promise<void> {
 export async function generatedModel(which: GeneratedModel): Promise<string> {
   const dir = `${CACHE_DIR}models/`;
   await Deno.mkdir(dir, { recursive: true });
-  const path = which === "1b_q8_0" ? `${dir}m1b-q8_0.gguf` : `${dir}m110-${which}.gguf`;
+  const large = which.startsWith("1b_");
+  const path = large ? `${dir}m1b-${which.slice(3)}.gguf` : `${dir}m110-${which}.gguf`;
   if (await exists(path)) return path;
   const tmp = `${path}.${Deno.pid}.tmp`;
-  if (which === "1b_q8_0") {
-    console.error("bench: generating the 1.1B-parameter Q8_0 model (1.17 GB, once)…");
-    await makeGGUF("q8_0", tmp, SHAPES.m1b);
+  if (which === "1b_q8_0" || which === "1b_q4_0") {
+    console.error(`bench: generating the 1.1B-parameter ${which.slice(3)} model (once)…`);
+    await makeGGUF(which.slice(3), tmp, SHAPES.m1b);
+  } else if (which === "1b_q4k_m") {
+    const f32 = `${dir}m1b-f32.gguf`;
+    if (!(await exists(f32))) {
+      console.error("bench: generating the 1.1B-parameter F32 model (4.4 GB, once)…");
+      await makeGGUF("f32", f32, SHAPES.m1b);
+    }
+    console.error("bench: quantizing it to a Q4_K_M mix (once, a few minutes)…");
+    await makeMix(f32, tmp, q4kmType);
   } else if (which === "q4k_mix") {
     const f32 = `${dir}m110-f32.gguf`;
     if (!(await exists(f32))) await makeGGUF("f32", f32);
-    await makeMix(f32, tmp);
+    await makeMix(f32, tmp, mixType);
   } else {
     await makeGGUF(which, tmp);
   }

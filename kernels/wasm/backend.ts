@@ -25,7 +25,15 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import { checkChunk, checkHeads, checkKVRange, needElements, uploadWhole } from "../checks.ts";
+import {
+  checkChunk,
+  checkHeads,
+  checkKVRange,
+  checkRowRange,
+  needElements,
+  uploadWhole,
+} from "../checks.ts";
+import { geluTable } from "../gelu.ts";
 import { GGMLType, typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import { dequantizeRow, vecDotType } from "../quant/ops.ts";
 import { Arena } from "./arena.ts";
@@ -48,11 +56,25 @@ import {
   OP_MM32,
   OP_MMF,
   OP_MMK,
+  OP_PROBE,
   OP_RELOAD,
   OP_STOP,
   runJob,
   SEQ,
 } from "./jobs.ts";
+
+/** The WASM backend: a Backend plus thread control and a memory-bandwidth probe (benchmarks). */
+export interface WasmBackend extends Backend {
+  /** Threads the pool was started with (the caller's included). */
+  readonly threads: number;
+  /** Threads that ops use from now on: 1..threads (the bench measures 1 vs all on one load). */
+  setThreads(n: number): void;
+  /**
+   * GB/s of streaming reads of `bytes` of wasm memory by the active threads (best of `reps`):
+   * the roofline decode's weight streaming can approach. The probe's pages stay committed.
+   */
+  probeReadBandwidth(bytes: number, reps?: number): number;
+}
 
 /** Options of {@link createWasmBackend}. */
 export interface WasmBackendOptions {
@@ -320,7 +342,7 @@ const align = (n: number) => Math.ceil(n / 64) * 64;
  * be.dispose();
  * ```
  */
-export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<Backend> {
+export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<WasmBackend> {
   const threads = Math.min(
     MAX_THREADS,
     Math.max(1, Math.floor(opts.threads ?? navigator.hardwareConcurrency ?? 1)),
@@ -336,6 +358,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const kernels: Kernels[] = [arenas[0].k];
   const pool = new Pool();
   await pool.start(threads - 1, bytes, [arenas[0].memory]);
+  let active = threads;
   // Room kept free for activations/KV (arena 0) and matmul scratch (others); untouched pages of
   // a memory cost address space only, not RSS.
   const reserve0 = Math.min(cap / 2, 512 * 1024 * 1024);
@@ -530,7 +553,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ctrl[a + A.NROWS] = m;
     if (isK) threadScratch(st, 3 * n + (n / 16) * 8 + nb * 8 + 64);
     const work = m * n * rows;
-    const parts = Math.min(threads, Math.ceil(work / 65536));
+    const parts = Math.min(active, Math.ceil(work / 65536));
     let chunk = Math.ceil(m / (parts * 4));
     chunk = Math.max(4, Math.ceil(chunk / 4) * 4);
     ctrl[a + A.CHUNK] = chunk;
@@ -542,8 +565,46 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     O.version++;
   }
 
-  const be: Backend = {
+  /** Row views (weightRows): they own no memory of their own. */
+  const views = new WeakSet<WWeight>();
+  /** Offset of the GELU table in arena 0 (allocated on the first geglu). */
+  let geluOff = -1;
+
+  const be: WasmBackend = {
     name: "wasm",
+    threads,
+
+    setThreads(n: number): void {
+      if (!Number.isInteger(n) || n < 1 || n > threads) {
+        throw new Error(`wasm backend: setThreads(${n}) outside 1..${threads}`);
+      }
+      active = n;
+    },
+
+    probeReadBandwidth(bytes: number, reps = 3): number {
+      const chunk = 1 << 20;
+      const n = Math.max(1, Math.floor(bytes / chunk));
+      const off = alloc0(n * chunk, "the bandwidth probe");
+      try {
+        a0.u8.fill(1, off, off + n * chunk); // commit the pages before timing
+        let best = 0;
+        for (let r = 0; r < reps; r++) {
+          ctrl[OP] = OP_PROBE;
+          ctrl[ARENA] = 0;
+          ctrl[ARGS + A.W] = off;
+          ctrl[ARGS + A.ROW_BYTES] = chunk;
+          ctrl[ARGS + A.NROWS] = n;
+          const t0 = performance.now();
+          if (active > 1) pool.run(kernels);
+          else pool.runHere(kernels);
+          best = Math.max(best, (n * chunk) / ((performance.now() - t0) * 1e6));
+        }
+        return best;
+      } finally {
+        a0.release(off, n * chunk);
+      }
+    },
+
     get device() {
       return `WASM SIMD (AssemblyScript), ${threads} thread${threads > 1 ? "s" : ""}, ` +
         `${arenas.length} memor${arenas.length > 1 ? "ies" : "y"}`;
@@ -774,12 +835,13 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       ctrl[a + A.NHEADS] = nHeads;
       ctrl[a + A.NKV] = nKVHeads;
       ctrl[a + A.HEAD_DIM] = headDim;
-      ctrl[a + A.F16] = f16 ? 1 : 0;
+      // the kernel's flags: f16 cache in bit 0, the sliding window above it
+      ctrl[a + A.F16] = (f16 ? 1 : 0) | ((p.window ?? 0) << 1);
       ctrl[a + A.T] = rows;
       pool.f32[FARGS] = p.scale;
       // work items: (block of query rows) × (KV head); each item widens an f16 cache once
       const work = rows * nHeads * (pos0 + rows) * headDim;
-      const parts = Math.min(threads, Math.ceil(work / 32768));
+      const parts = Math.min(active, Math.ceil(work / 32768));
       const rowBlock = Math.max(
         1,
         Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))),
@@ -813,6 +875,58 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       a.version++;
     },
 
+    weightRows(wt: Weight, first: number, count: number): Weight {
+      const w = weight(wt);
+      checkRowRange(w.name, w.nRows, first, count);
+      // Rows interleaved by 4 (repack4) can be viewed only in whole groups: the kernels read a
+      // view's full groups as interleaved and any tail as plain rows.
+      const inGroups = Math.max(0, Math.min(count, w.repackedRows - first));
+      if (w.bb && inGroups > 0 && (first % 4 !== 0 || inGroups % 4 !== 0)) {
+        throw new Error(
+          `wasm backend: rows [${first}, ${first + count}) of ${w.name} split its 4-row groups`,
+        );
+      }
+      const v = new WWeight(
+        `${w.name}[${first}:${first + count}]`,
+        w.type,
+        [w.rowLen, count],
+        w.arena,
+        w.off + first * w.rowBytes,
+        count * w.rowBytes,
+        w.rowLen,
+        count,
+        w.rowBytes,
+      );
+      v.bb = w.bb;
+      v.repackedRows = w.bb ? inGroups : 0;
+      views.add(v);
+      return v;
+    },
+
+    scale(x: Buf, s: number, n: number): void {
+      const X = buf(x);
+      need(X, n, "scale");
+      a0.k.scaleF32(X.off, n, s);
+      X.version++;
+    },
+
+    geglu(gate: Buf, up: Buf, out: Buf, n: number): void {
+      const g = buf(gate);
+      const u = buf(up);
+      const o = buf(out);
+      need(g, n, "geglu gate");
+      need(u, n, "geglu up");
+      need(o, n, "geglu out");
+      if (geluOff < 0) {
+        // ggml's f16 GELU table, the same one every backend reads (kernels/gelu.ts).
+        const t = geluTable();
+        geluOff = alloc0(t.byteLength, "the GELU table");
+        a0.f32.set(t, geluOff / 4);
+      }
+      a0.k.geglu(g.off, u.off, o.off, n, geluOff);
+      o.version++;
+    },
+
     free(handle: Buf | KVCache | Weight): void {
       if (handle instanceof WBuf) {
         if (handle.freed) return;
@@ -824,7 +938,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
         a0.release(handle.kOff, handle.bytes);
         a0.release(handle.vOff, handle.bytes);
       } else if (handle instanceof WWeight) {
-        if (handle.freed) return;
+        if (handle.freed || views.has(handle)) return;
         handle.freed = true;
         arenas[handle.arena].release(handle.off, handle.bytes);
         if (handle.f32Off >= 0) a0.release(handle.f32Off, handle.rowLen * handle.nRows * 4);

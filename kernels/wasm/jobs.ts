@@ -45,6 +45,8 @@ export const OP_MMK = 2;
 export const OP_MMF = 3;
 /** Attention over a KV cache. */
 export const OP_ATTN = 4;
+/** Bandwidth probe: stream-read chunks of memory (see WasmBackend.probeReadBandwidth). */
+export const OP_PROBE = 5;
 /** Workers: return to the event loop and take new arenas (their memories arrive by message). */
 export const OP_RELOAD = 9;
 /** Workers: exit. */
@@ -163,6 +165,13 @@ export function runJob(
         Math.min(nrows, r0 + chunk),
         scr,
       );
+    }
+  } else if (op === OP_PROBE) {
+    const bytes = ctrl[a + A.ROW_BYTES] >>> 0;
+    for (;;) {
+      const i = Atomics.add(ctrl, NEXT, 1);
+      if (i >= nrows) break;
+      k.streamRead((ctrl[a + A.W] >>> 0) + i * bytes, bytes);
     }
   } else if (op === OP_ATTN) {
     for (;;) {

@@ -83,12 +83,15 @@ export interface Kernels {
     nKV: number,
     headDim: number,
     scale: number,
-    f16: number,
+    /** Bit 0: f16 cache; the bits above: sliding window (0: none). */
+    flags: number,
     w0: number,
     w1: number,
     scr: number,
     rowBlock: number,
   ): void;
+  scaleF32(x: number, n: number, s: number): void;
+  geglu(g: number, u: number, out: number, n: number, table: number): void;
 }
 
 /** Signature shared by the 32-element-block matmuls (mmQ8_0, mmQ4_0, …). */

@@ -26,5 +26,5 @@
  * @module
  */
 export { createWasmBackend } from "./backend.ts";
-export type { WasmBackendOptions } from "./backend.ts";
+export type { WasmBackend, WasmBackendOptions } from "./backend.ts";
 export { buildWasm, WASM_URL } from "./build.ts";
