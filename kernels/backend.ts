@@ -92,6 +92,11 @@ export interface AttentionParams {
   readonly headDim: number;
   /** Usually 1/sqrt(headDim). */
   readonly scale: number;
+  /**
+   * Sliding window (0 or absent: none): the query at position p attends only to positions
+   * p − window + 1 … p, masked as llama.cpp masks (the rest take probability 0).
+   */
+  readonly window?: number;
 }
 
 /** A compute backend. Every method but `read` may be asynchronous under the hood. */
@@ -101,6 +106,12 @@ export interface Backend {
   /** Free-form description of the device (e.g. "llvmpipe (LLVM 15)", "2 threads, SIMD"). */
   readonly device: string;
 
+  /**
+   * Rows [first, first + count) of a weight as a weight of its own, sharing its memory (fused
+   * q/k/v or gate/up tensors, one expert of a 3-D expert tensor). Freeing a view frees nothing;
+   * freeing the weight ends its views.
+   */
+  weightRows(w: Weight, first: number, count: number): Weight;
   /** Copy a weight to the backend once; the returned handle is used by the ops below. */
   upload(spec: WeightSpec): Weight;
   /** Allocate a weight and return a writer that fills it in pieces (see {@link WeightWriter}). */
@@ -155,6 +166,13 @@ export interface Backend {
   swiglu(gate: Buf, up: Buf, out: Buf, n: number): void;
   /** a += b over `n` elements. */
   add(a: Buf, b: Buf, n: number): void;
+  /** x *= s over `n` elements (ggml_scale; `s` is taken as a float32). */
+  scale(x: Buf, s: number, n: number): void;
+  /**
+   * out = gelu(gate) ⊙ up over `n` elements, GELU with the tanh approximation read from ggml's
+   * f16 table (input rounded to f16, exact outside ±10): see kernels/gelu.ts.
+   */
+  geglu(gate: Buf, up: Buf, out: Buf, n: number): void;
 
   /** Release one buffer, cache or weight (e.g. a finished session's KV cache). */
   free(handle: Buf | KVCache | Weight): void;

@@ -69,3 +69,13 @@ export function checkHeads(
     throw new Error(`attention: ${p.nKVHeads}×${p.headDim} ≠ cache kvDim ${cache.kvDim}`);
   }
 }
+
+/** Throw unless rows [first, first + count) lie inside a weight of `nRows` rows (a view). */
+export function checkRowRange(name: string, nRows: number, first: number, count: number): void {
+  if (!Number.isInteger(first) || !Number.isInteger(count) || first < 0 || count <= 0) {
+    throw new Error(`weight ${name}: rows [${first}, ${first + count}) is not a row range`);
+  }
+  if (first + count > nRows) {
+    throw new Error(`weight ${name}: rows [${first}, ${first + count}) exceed its ${nRows} rows`);
+  }
+}

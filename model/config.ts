@@ -3,8 +3,19 @@
  */
 import type { GGUFValue } from "./gguf/types.ts";
 
-/** Architectures we run; both are the llama block, qwen2 adds q/k/v biases and NEOX RoPE. */
-export const SUPPORTED_ARCHITECTURES = ["llama", "qwen2"] as const;
+/**
+ * Architectures we run. All are the llama block: qwen2 adds q/k/v biases and NEOX RoPE; qwen3
+ * per-head q/k norms; qwen3moe a mixture-of-experts FFN; gemma3 sliding-window layers, GELU and
+ * post-norms; phi3 fused q/k/v and gate/up weights.
+ */
+export const SUPPORTED_ARCHITECTURES = [
+  "llama",
+  "qwen2",
+  "qwen3",
+  "qwen3moe",
+  "gemma3",
+  "phi3",
+] as const;
 /** One of SUPPORTED_ARCHITECTURES. */
 export type Architecture = typeof SUPPORTED_ARCHITECTURES[number];
 
@@ -27,6 +38,19 @@ export interface LlamaConfig {
   readonly ropeFreqScale: number;
   /** NEOX ordering (qwen2) rotates (i, i+d/2); normal ordering (llama) rotates (2i, 2i+1). */
   readonly ropeNeox: boolean;
+  /** RMSNorm of each head's q and k (attn_q_norm, attn_k_norm) before RoPE. */
+  readonly qkNorm: boolean;
+  /** Experts per layer (0: dense FFN), experts used per token, FFN size of one expert. */
+  readonly nExperts: number;
+  readonly nExpertsUsed: number;
+  readonly nFFExpert: number;
+  /** Sliding-window attention (0: none): layer il slides when il % pattern < pattern − 1. */
+  readonly slidingWindow: number;
+  readonly slidingPattern: number;
+  /** RoPE base of the sliding layers. */
+  readonly ropeFreqBaseSwa: number;
+  /** gemma3: embeddings × √n_embd, GELU(tanh) FFN, norms after attention and FFN. */
+  readonly gemma: boolean;
 }
 
 /** The minimal metadata view the config reader needs (GGUFMetadata satisfies it). */
@@ -115,6 +139,14 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
       `unsupported rope scaling type "${scalingType}" (supported: linear)`,
     );
   }
+  const valueDim = num(md, k("attention.value_length")) ?? headDim;
+  if (valueDim !== headDim) {
+    throw new ModelConfigError(
+      `attention.value_length ${valueDim} differs from key_length ${headDim} (not supported)`,
+    );
+  }
+  const moe = readExperts(md, arch);
+  const swa = readSlidingWindow(md, arch);
   const name = md.get("general.name");
   return {
     arch,
@@ -131,8 +163,60 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
     ropeDim,
     ropeFreqBase: num(md, k("rope.freq_base")) ?? 10000,
     ropeFreqScale,
-    ropeNeox: arch === "qwen2",
+    ropeNeox: arch !== "llama",
+    qkNorm: arch === "qwen3" || arch === "qwen3moe" || arch === "gemma3",
+    ...moe,
+    ...swa,
+    gemma: arch === "gemma3",
   };
+}
+
+/** qwen3moe's expert counts and expert FFN size. */
+function readExperts(
+  md: MetadataView,
+  arch: Architecture,
+): { nExperts: number; nExpertsUsed: number; nFFExpert: number } {
+  if (arch !== "qwen3moe") return { nExperts: 0, nExpertsUsed: 0, nFFExpert: 0 };
+  const k = (s: string) => `${arch}.${s}`;
+  const nExperts = positiveInt(k("expert_count"), required(md, k("expert_count")));
+  const nExpertsUsed = positiveInt(k("expert_used_count"), required(md, k("expert_used_count")));
+  if (nExpertsUsed > nExperts) {
+    throw new ModelConfigError(
+      `expert_used_count ${nExpertsUsed} exceeds expert_count ${nExperts}`,
+    );
+  }
+  const nFFExpert = positiveInt(
+    k("expert_feed_forward_length"),
+    required(md, k("expert_feed_forward_length")),
+  );
+  return { nExperts, nExpertsUsed, nFFExpert };
+}
+
+/** gemma3's sliding window, its layer pattern and the sliding layers' RoPE base. */
+function readSlidingWindow(
+  md: MetadataView,
+  arch: Architecture,
+): { slidingWindow: number; slidingPattern: number; ropeFreqBaseSwa: number } {
+  const k = (s: string) => `${arch}.${s}`;
+  const base = num(md, k("rope.freq_base")) ?? 10000;
+  if (arch !== "gemma3") return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
+  const window = num(md, k("attention.sliding_window"));
+  if (window === undefined) return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
+  return {
+    slidingWindow: positiveInt(k("attention.sliding_window"), window),
+    // llama.cpp's default for gemma3 when the key is absent: 5 sliding layers, then a global one.
+    slidingPattern: positiveInt(
+      k("attention.sliding_window_pattern"),
+      num(md, k("attention.sliding_window_pattern")) ?? 6,
+    ),
+    // llama.cpp's gemma3 default for the sliding layers' RoPE base.
+    ropeFreqBaseSwa: num(md, k("rope.freq_base_swa")) ?? 10000,
+  };
+}
+
+/** True when layer `il` of a model with this config uses sliding-window attention. */
+export function isSlidingLayer(c: LlamaConfig, il: number): boolean {
+  return c.slidingWindow > 0 && il % c.slidingPattern < c.slidingPattern - 1;
 }
 
 /** What `configFromFile` needs of a GGUF file: metadata and the tensor index. */

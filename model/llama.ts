@@ -1,5 +1,6 @@
 /**
- * The llama-family transformer (llama, qwen2), written once against `Backend`.
+ * The llama-family transformer (llama, qwen2, qwen3, qwen3moe, gemma3, phi3), written once
+ * against `Backend`.
  *
  * A `LlamaStage` holds a contiguous layer range [from, to) of a model: the head (from = 0) also
  * embeds tokens, the tail (to = nLayers) also applies the output norm and the logits matmul.
@@ -17,7 +18,14 @@ import type {
 } from "../kernels/backend.ts";
 import { typeInfo, typeName } from "../kernels/quant/types.ts";
 import type { GGUFTensorInfo } from "./gguf/types.ts";
-import { configFromFile, type LlamaConfig, type MetadataView, ModelConfigError } from "./config.ts";
+import {
+  configFromFile,
+  isSlidingLayer,
+  type LlamaConfig,
+  type MetadataView,
+  ModelConfigError,
+} from "./config.ts";
+import { routeTokens } from "./moe.ts";
 
 /** What a stage needs from a GGUF file: metadata, the tensor index and lazy tensor bytes. */
 export interface TensorSource {
@@ -60,6 +68,7 @@ export type StageInput = { tokens: Int32Array } | { hidden: Float32Array; nToken
 /** Output: the last row's logits at the tail, hidden states `[n × nEmbd]` elsewhere. */
 export type StageOutput = { logits: Float32Array } | { hidden: Float32Array };
 
+/** One layer's weights; fused tensors (phi3) and 3-D expert tensors appear as row views. */
 interface LayerWeights {
   attnNorm: Weight;
   wq: Weight;
@@ -68,11 +77,26 @@ interface LayerWeights {
   bq?: Weight;
   bk?: Weight;
   bv?: Weight;
+  qNorm?: Weight;
+  kNorm?: Weight;
   wo: Weight;
+  attnPostNorm?: Weight;
   ffnNorm: Weight;
+  ffn: DenseFFN | ExpertFFN;
+  ffnPostNorm?: Weight;
+}
+
+/** A gated FFN: down(act(gate·x) ⊙ up·x). */
+interface DenseFFN {
   gate: Weight;
   up: Weight;
   down: Weight;
+}
+
+/** A mixture of experts: the router and one DenseFFN per expert. */
+interface ExpertFFN {
+  router: Weight;
+  experts: DenseFFN[];
 }
 
 /** Activation buffers for `maxBatch` rows, allocated once per stage (no per-token allocation). */
@@ -80,13 +104,16 @@ interface Workspace {
   x: Buf; // residual stream [B × E]
   xb: Buf; // normed input of a sub-block [B × E]
   q: Buf; // [B × H·D]
+  qRaw: Buf; // q before its per-head norm [B × H·D]
   k: Buf; // [B × KV]
+  kRaw: Buf; // k before its per-head norm [B × KV]
   v: Buf; // [B × KV]
   att: Buf; // attention output [B × H·D]
   proj: Buf; // sub-block output before the residual add [B × E]
   gate: Buf; // [B × F]
   up: Buf; // [B × F]
   act: Buf; // silu(gate) ⊙ up [B × F]
+  router: Buf; // router logits [B × X]
   last: Buf; // last rows of the batch's sequences, for the logits [L × E]
   lastNorm: Buf; // [L × E]
   logits: Buf; // [L × V], L = min(maxBatch, MAX_LOGIT_ROWS)
@@ -121,6 +148,8 @@ export class LlamaStage {
     readonly maxBatch: number,
     /** Bytes of weights this stage uploaded. */
     readonly weightBytes: number,
+    /** Every weight uploaded (views of them are not listed: freeing these frees the views). */
+    private readonly owned: Weight[],
   ) {}
 
   /** Sequences whose logits are computed in one group. */
@@ -160,6 +189,7 @@ export class LlamaStage {
     const KV = nKVHeads * D;
     let weightBytes = 0;
     let scratch = new Uint8Array(0);
+    const owned: Weight[] = [];
 
     const load = async (name: string, shape: number[], optional = false) => {
       const info = src.tensor(name);
@@ -207,6 +237,7 @@ export class LlamaStage {
         w = backend.upload({ name, type: info.type, shape, data });
       }
       weightBytes += info.nBytes;
+      owned.push(w);
       opts.onTensor?.(name, info.nBytes);
       return w;
     };
@@ -218,21 +249,75 @@ export class LlamaStage {
       ? await load("token_embd.weight", [E, V])
       : undefined;
     const layers: LayerWeights[] = [];
+    const rows = (w: Weight, first: number, count: number) => backend.weightRows(w, first, count);
     for (let l = from; l < to; l++) {
       const p = `blk.${l}.`;
+      const attnNorm = (await load(p + "attn_norm.weight", [E]))!;
+      let wq: Weight, wk: Weight, wv: Weight;
+      if (config.arch === "phi3") {
+        // One fused matrix: q rows, then k rows, then v rows; matmuls read row views of it.
+        const qkv = (await load(p + "attn_qkv.weight", [E, H * D + 2 * KV]))!;
+        [wq, wk, wv] = [rows(qkv, 0, H * D), rows(qkv, H * D, KV), rows(qkv, H * D + KV, KV)];
+      } else {
+        wq = (await load(p + "attn_q.weight", [E, H * D]))!;
+        wk = (await load(p + "attn_k.weight", [E, KV]))!;
+        wv = (await load(p + "attn_v.weight", [E, KV]))!;
+      }
+      const bq = await load(p + "attn_q.bias", [H * D], true);
+      const bk = await load(p + "attn_k.bias", [KV], true);
+      const bv = await load(p + "attn_v.bias", [KV], true);
+      const qNorm = config.qkNorm ? await load(p + "attn_q_norm.weight", [D]) : undefined;
+      const kNorm = config.qkNorm ? await load(p + "attn_k_norm.weight", [D]) : undefined;
+      const wo = (await load(p + "attn_output.weight", [H * D, E]))!;
+      const attnPostNorm = config.gemma
+        ? await load(p + "post_attention_norm.weight", [E])
+        : undefined;
+      const ffnNorm = (await load(p + "ffn_norm.weight", [E]))!;
+      let ffn: DenseFFN | ExpertFFN;
+      if (config.nExperts > 0) {
+        const { nExperts: X, nFFExpert: FE } = config;
+        const router = (await load(p + "ffn_gate_inp.weight", [E, X]))!;
+        // 3-D [in, out, X] tensors: expert e is rows [e·out, (e+1)·out) of the flattened matrix.
+        const gate = (await load(p + "ffn_gate_exps.weight", [E, FE, X]))!;
+        const up = (await load(p + "ffn_up_exps.weight", [E, FE, X]))!;
+        const down = (await load(p + "ffn_down_exps.weight", [FE, E, X]))!;
+        const experts = Array.from({ length: X }, (_, e) => ({
+          gate: rows(gate, e * FE, FE),
+          up: rows(up, e * FE, FE),
+          down: rows(down, e * E, E),
+        }));
+        ffn = { router, experts };
+      } else if (config.arch === "phi3") {
+        // Fused gate|up: the first F rows are the gate, the next F the up projection.
+        const gateUp = (await load(p + "ffn_up.weight", [E, 2 * F]))!;
+        ffn = {
+          gate: rows(gateUp, 0, F),
+          up: rows(gateUp, F, F),
+          down: (await load(p + "ffn_down.weight", [F, E]))!,
+        };
+      } else {
+        ffn = {
+          gate: (await load(p + "ffn_gate.weight", [E, F]))!,
+          up: (await load(p + "ffn_up.weight", [E, F]))!,
+          down: (await load(p + "ffn_down.weight", [F, E]))!,
+        };
+      }
+      const ffnPostNorm = config.gemma ? await load(p + "post_ffw_norm.weight", [E]) : undefined;
       layers.push({
-        attnNorm: (await load(p + "attn_norm.weight", [E]))!,
-        wq: (await load(p + "attn_q.weight", [E, H * D]))!,
-        wk: (await load(p + "attn_k.weight", [E, KV]))!,
-        wv: (await load(p + "attn_v.weight", [E, KV]))!,
-        bq: await load(p + "attn_q.bias", [H * D], true),
-        bk: await load(p + "attn_k.bias", [KV], true),
-        bv: await load(p + "attn_v.bias", [KV], true),
-        wo: (await load(p + "attn_output.weight", [H * D, E]))!,
-        ffnNorm: (await load(p + "ffn_norm.weight", [E]))!,
-        gate: (await load(p + "ffn_gate.weight", [E, F]))!,
-        up: (await load(p + "ffn_up.weight", [E, F]))!,
-        down: (await load(p + "ffn_down.weight", [F, E]))!,
+        attnNorm,
+        wq,
+        wk,
+        wv,
+        bq,
+        bk,
+        bv,
+        qNorm,
+        kNorm,
+        wo,
+        attnPostNorm,
+        ffnNorm,
+        ffn,
+        ffnPostNorm,
       });
     }
     const outputNorm = isTail ? await load("output_norm.weight", [E]) : undefined;
@@ -241,17 +326,21 @@ export class LlamaStage {
       : undefined;
 
     const B = maxBatch;
+    const FF = Math.max(F, config.nFFExpert);
     const ws: Workspace = {
       x: backend.buffer(B * E),
       xb: backend.buffer(B * E),
       q: backend.buffer(B * H * D),
+      qRaw: backend.buffer(config.qkNorm ? B * H * D : 1),
       k: backend.buffer(B * KV),
+      kRaw: backend.buffer(config.qkNorm ? B * KV : 1),
       v: backend.buffer(B * KV),
       att: backend.buffer(B * H * D),
       proj: backend.buffer(B * E),
-      gate: backend.buffer(B * F),
-      up: backend.buffer(B * F),
-      act: backend.buffer(B * F),
+      gate: backend.buffer(B * FF),
+      up: backend.buffer(B * FF),
+      act: backend.buffer(B * FF),
+      router: backend.buffer(config.nExperts > 0 ? B * config.nExperts : 1),
       last: backend.buffer(Math.min(B, MAX_LOGIT_ROWS) * E),
       lastNorm: backend.buffer(Math.min(B, MAX_LOGIT_ROWS) * E),
       logits: backend.buffer(isTail ? Math.min(B, MAX_LOGIT_ROWS) * V : 1),
@@ -269,38 +358,15 @@ export class LlamaStage {
       ws,
       B,
       weightBytes,
+      owned,
     );
   }
 
   /** Free this stage's weights and buffers on its backend (the stage is unusable afterwards). */
   dispose(): void {
     const be = this.backend;
-    const weights = new Set<Weight>();
-    for (const w of [this.tokenEmbd, this.outputNorm, this.output]) if (w) weights.add(w);
-    for (const l of this.layers) {
-      for (const w of Object.values(l)) if (w) weights.add(w as Weight);
-    }
-    for (const w of weights) be.free(w);
-    const ws = this.ws;
-    for (
-      const b of [
-        ws.x,
-        ws.xb,
-        ws.q,
-        ws.k,
-        ws.v,
-        ws.att,
-        ws.proj,
-        ws.gate,
-        ws.up,
-        ws.act,
-        ws.last,
-        ws.lastNorm,
-        ws.logits,
-      ]
-    ) {
-      be.free(b);
-    }
+    for (const w of this.owned) be.free(w);
+    for (const b of Object.values(this.ws)) if (!(b instanceof Int32Array)) be.free(b);
   }
 
   /** Start a sequence: a KV cache for this stage's layers holding up to `nCtx` positions. */
@@ -372,6 +438,8 @@ export class LlamaStage {
         at += rowsOf[i];
       }
       be.embed(this.tokenEmbd!, ids, ws.x);
+      // gemma3 scales the embeddings inside the graph (ggml_scale by sqrtf(n_embd)).
+      if (this.config.gemma) be.scale(ws.x, Math.fround(Math.sqrt(E)), total * E);
     } else {
       for (const [i, it] of items.entries()) {
         offsets.push(at);
@@ -382,7 +450,7 @@ export class LlamaStage {
     for (const [i, it] of items.entries()) {
       for (let t = 0; t < rowsOf[i]; t++) ws.positions[offsets[i] + t] = it.session.pos + t;
     }
-    this.layersOver(
+    await this.layersOver(
       items.map((it, i) => ({ session: it.session, offset: offsets[i], rows: rowsOf[i] })),
       total,
     );
@@ -434,56 +502,132 @@ export class LlamaStage {
    * The transformer blocks over the `total` rows in ws.x: every matmul once over all rows,
    * KV cache and attention per sequence (`seqs` gives each one's rows).
    */
-  private layersOver(
+  private async layersOver(
     seqs: { session: Session; offset: number; rows: number }[],
     total: number,
-  ): void {
+  ): Promise<void> {
     const be = this.backend;
     const ws = this.ws;
     const c = this.config;
-    const E = c.nEmbd;
+    const eps = c.rmsEps;
     const positions = ws.positions.subarray(0, total);
-    const ropeQ: RopeParams = {
-      nHeads: c.nHeads,
-      headDim: c.headDim,
-      ropeDim: c.ropeDim,
-      freqBase: c.ropeFreqBase,
-      freqScale: c.ropeFreqScale,
-      neox: c.ropeNeox,
-    };
-    const ropeK: RopeParams = { ...ropeQ, nHeads: c.nKVHeads };
-    const attn: AttentionParams = {
-      nHeads: c.nHeads,
-      nKVHeads: c.nKVHeads,
-      headDim: c.headDim,
-      scale: 1 / Math.sqrt(c.headDim),
-    };
+    // gemma3 and phi3 scale q (ggml_scale by 1/sqrtf(head_dim)) and attend with scale 1.
+    const preScale = c.gemma || c.arch === "phi3";
+    const qScale = Math.fround(1 / Math.fround(Math.sqrt(c.headDim)));
     for (let l = 0; l < this.layers.length; l++) {
       const w = this.layers[l];
+      const sliding = isSlidingLayer(c, this.from + l);
+      const ropeQ: RopeParams = {
+        nHeads: c.nHeads,
+        headDim: c.headDim,
+        ropeDim: c.ropeDim,
+        freqBase: sliding ? c.ropeFreqBaseSwa : c.ropeFreqBase,
+        freqScale: c.ropeFreqScale,
+        neox: c.ropeNeox,
+      };
+      const ropeK: RopeParams = { ...ropeQ, nHeads: c.nKVHeads };
+      const attn: AttentionParams = {
+        nHeads: c.nHeads,
+        nKVHeads: c.nKVHeads,
+        headDim: c.headDim,
+        scale: preScale ? 1 : 1 / Math.sqrt(c.headDim),
+        window: sliding ? c.slidingWindow : 0,
+      };
       // attention
-      be.rmsNorm(ws.x, w.attnNorm, ws.xb, total, c.rmsEps);
-      be.matmul(w.wq, ws.xb, ws.q, total);
-      be.matmul(w.wk, ws.xb, ws.k, total);
+      be.rmsNorm(ws.x, w.attnNorm, ws.xb, total, eps);
+      const q = w.qNorm ? ws.qRaw : ws.q;
+      const k = w.kNorm ? ws.kRaw : ws.k;
+      be.matmul(w.wq, ws.xb, q, total);
+      be.matmul(w.wk, ws.xb, k, total);
       be.matmul(w.wv, ws.xb, ws.v, total);
-      if (w.bq) be.addBias(ws.q, w.bq, total);
-      if (w.bk) be.addBias(ws.k, w.bk, total);
+      if (w.bq) be.addBias(q, w.bq, total);
+      if (w.bk) be.addBias(k, w.bk, total);
       if (w.bv) be.addBias(ws.v, w.bv, total);
+      // qwen3 / gemma3: RMSNorm of every head's q and k (rows of head_dim) before RoPE.
+      if (w.qNorm) be.rmsNorm(ws.qRaw, w.qNorm, ws.q, total * c.nHeads, eps);
+      if (w.kNorm) be.rmsNorm(ws.kRaw, w.kNorm, ws.k, total * c.nKVHeads, eps);
       be.rope(ws.q, positions, ropeQ);
       be.rope(ws.k, positions, ropeK);
+      if (preScale) be.scale(ws.q, qScale, total * c.nHeads * c.headDim);
       for (const s of seqs) {
         be.storeKV(s.session.kv, l, ws.k, ws.v, s.session.pos, s.rows, s.offset);
         be.attention(ws.q, s.session.kv, l, ws.att, s.session.pos, s.rows, attn, s.offset);
       }
       be.matmul(w.wo, ws.att, ws.proj, total);
-      be.add(ws.x, ws.proj, total * E);
-      // feed-forward (SwiGLU)
-      be.rmsNorm(ws.x, w.ffnNorm, ws.xb, total, c.rmsEps);
-      be.matmul(w.gate, ws.xb, ws.gate, total);
-      be.matmul(w.up, ws.xb, ws.up, total);
-      be.swiglu(ws.gate, ws.up, ws.act, total * c.nFF);
-      be.matmul(w.down, ws.act, ws.proj, total);
-      be.add(ws.x, ws.proj, total * E);
+      this.residual(ws.proj, w.attnPostNorm, total);
+      // feed-forward
+      be.rmsNorm(ws.x, w.ffnNorm, ws.xb, total, eps);
+      if ("router" in w.ffn) await this.experts(w.ffn, total);
+      else this.dense(w.ffn, total, total * c.nFF);
+      this.residual(ws.proj, w.ffnPostNorm, total);
     }
+  }
+
+  /** x += out (gemma3 first normalises a sub-block's output with its post-norm). */
+  private residual(out: Buf, postNorm: Weight | undefined, total: number): void {
+    const be = this.backend;
+    const E = this.config.nEmbd;
+    if (postNorm) {
+      be.rmsNorm(out, postNorm, this.ws.xb, total, this.config.rmsEps);
+      be.add(this.ws.x, this.ws.xb, total * E);
+    } else {
+      be.add(this.ws.x, out, total * E);
+    }
+  }
+
+  /** ws.proj = down(act(gate · ws.xb) ⊙ up · ws.xb) over `rows` rows of `n` hidden values. */
+  private dense(f: DenseFFN, rows: number, n: number): void {
+    const be = this.backend;
+    const ws = this.ws;
+    be.matmul(f.gate, ws.xb, ws.gate, rows);
+    be.matmul(f.up, ws.xb, ws.up, rows);
+    if (this.config.gemma) be.geglu(ws.gate, ws.up, ws.act, n);
+    else be.swiglu(ws.gate, ws.up, ws.act, n);
+    be.matmul(f.down, ws.act, ws.proj, rows);
+  }
+
+  /**
+   * ws.proj = the mixture of experts of ws.xb: each token's experts' outputs times their weights,
+   * summed in routing order (ggml_mul, then ggml_add of one view per used expert). Rows are
+   * grouped by expert so each expert runs one batched matmul over all rows routed to it.
+   */
+  private async experts(f: ExpertFFN, total: number): Promise<void> {
+    const be = this.backend;
+    const ws = this.ws;
+    const { nEmbd: E, nExperts: X, nExpertsUsed: K, nFFExpert: FE } = this.config;
+    be.matmul(f.router, ws.xb, ws.router, total);
+    const logits = await be.read(ws.router, 0, total * X);
+    const xb = await be.read(ws.xb, 0, total * E);
+    const { experts, weights } = routeTokens(logits, total, X, K);
+    const weighted = new Float32Array(total * K * E);
+    const input = new Float32Array(total * E);
+    for (let e = 0; e < X; e++) {
+      const slots: number[] = [];
+      for (let i = 0; i < total * K; i++) if (experts[i] === e) slots.push(i);
+      if (slots.length === 0) continue;
+      const n = slots.length;
+      for (let r = 0; r < n; r++) {
+        const t = Math.floor(slots[r] / K);
+        input.set(xb.subarray(t * E, (t + 1) * E), r * E);
+      }
+      be.write(ws.xb, input.subarray(0, n * E));
+      this.dense(f.experts[e], n, n * FE);
+      const y = await be.read(ws.proj, 0, n * E);
+      for (let r = 0; r < n; r++) {
+        const wgt = weights[slots[r]];
+        const dst = slots[r] * E;
+        for (let j = 0; j < E; j++) weighted[dst + j] = Math.fround(y[r * E + j] * wgt);
+      }
+    }
+    const out = new Float32Array(total * E);
+    for (let t = 0; t < total; t++) {
+      for (let j = 0; j < E; j++) {
+        let acc = weighted[t * K * E + j];
+        for (let s = 1; s < K; s++) acc = Math.fround(acc + weighted[(t * K + s) * E + j]);
+        out[t * E + j] = acc;
+      }
+    }
+    be.write(ws.proj, out);
   }
 
   /** Output norm and logits of the given rows of ws.x (one per sequence). */

@@ -18,11 +18,12 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import { checkChunk, checkHeads, checkKVRange, needElements } from "../checks.ts";
+import { checkChunk, checkHeads, checkKVRange, checkRowRange, needElements } from "../checks.ts";
 import { GGMLType, typeName, weightLayout } from "../quant/types.ts";
 import { roundF16 } from "../quant/float.ts";
 import { convertActivations, dequantizeRow, vecDot, vecDotType } from "../quant/ops.ts";
 import { expfGgml } from "./ggml_math.ts";
+import { gegluGgml } from "../gelu.ts";
 
 const fr = Math.fround;
 
@@ -109,6 +110,14 @@ export function createReferenceBackend(): Backend {
       }
       // The reference backend owns no memory of its own: it keeps the caller's bytes.
       return new RefWeight(spec.name, spec.type, [...spec.shape], spec.data, rowLen, nRows, stride);
+    },
+
+    weightRows(wt: Weight, first: number, count: number): Weight {
+      const w = weight(wt);
+      checkRowRange(w.name, w.nRows, first, count);
+      const data = w.data.subarray(first * w.rowStride, (first + count) * w.rowStride);
+      const name = `${w.name}[${first}:${first + count}]`;
+      return new RefWeight(name, w.type, [w.rowLen, count], data, w.rowLen, count, w.rowStride);
     },
 
     beginUpload(spec: WeightShape): WeightWriter {
@@ -315,8 +324,12 @@ export function createReferenceBackend(): Backend {
       const scale = fr(p.scale);
       const qh = new Float32Array(headDim);
       const probs = new Float32Array(pos0 + rows);
+      const window = p.window ?? 0;
       for (let t = 0; t < rows; t++) {
         const nKV = pos0 + t + 1;
+        // Sliding window: llama.cpp masks cell j when pos − j ≥ window (probability exactly 0);
+        // the masked cells keep their lanes, so the sums below group as ggml's do.
+        const lo = window > 0 ? Math.max(0, nKV - window) : 0;
         for (let h = 0; h < nHeads; h++) {
           const g = Math.floor(h / group);
           const qo = (rowOffset + t) * rowLen + h * headDim;
@@ -325,7 +338,8 @@ export function createReferenceBackend(): Backend {
             qh[i] = f16 ? roundF16(qb.data[qo + i]) : qb.data[qo + i];
           }
           let max = -Infinity;
-          for (let j = 0; j < nKV; j++) {
+          for (let j = 0; j < lo; j++) probs[j] = -Infinity;
+          for (let j = lo; j < nKV; j++) {
             const ko = j * c.kvDim + g * headDim;
             let dot = 0;
             for (let i = 0; i < headDim; i++) dot += fr(qh[i] * kd[ko + i]);
@@ -340,7 +354,7 @@ export function createReferenceBackend(): Backend {
           for (let j = 0; j < nKV; j += 4) {
             const e = [0, 0, 0, 0];
             for (let l = 0; l < 4 && j + l < nKV; l++) {
-              e[l] = expfGgml(fr(probs[j + l] - max));
+              e[l] = j + l < lo ? 0 : expfGgml(fr(probs[j + l] - max));
               probs[j + l] = e[l];
             }
             sum += fr(fr(e[0] + e[1]) + fr(e[2] + e[3]));
@@ -352,7 +366,8 @@ export function createReferenceBackend(): Backend {
           }
           for (let i = 0; i < headDim; i++) {
             let acc = 0;
-            for (let j = 0; j < nKV; j++) acc += fr(probs[j] * vd[j * c.kvDim + g * headDim + i]);
+            // masked cells add exact zeros, so the sum may start at lo
+            for (let j = lo; j < nKV; j++) acc += fr(probs[j] * vd[j * c.kvDim + g * headDim + i]);
             ob.data[qo + i] = acc;
           }
         }
@@ -381,6 +396,23 @@ export function createReferenceBackend(): Backend {
       need(x, n, "add a");
       need(y, n, "add b");
       for (let i = 0; i < n; i++) x.data[i] = fr(x.data[i] + y.data[i]);
+    },
+
+    scale(x: Buf, s: number, n: number): void {
+      const xs = buf(x);
+      need(xs, n, "scale");
+      const f = fr(s);
+      for (let i = 0; i < n; i++) xs.data[i] = fr(xs.data[i] * f);
+    },
+
+    geglu(gate: Buf, up: Buf, out: Buf, n: number): void {
+      const g = buf(gate);
+      const u = buf(up);
+      const o = buf(out);
+      need(g, n, "geglu gate");
+      need(u, n, "geglu up");
+      need(o, n, "geglu out");
+      for (let i = 0; i < n; i++) o.data[i] = gegluGgml(g.data[i], u.data[i]);
     },
 
     free(_handle: Buf | KVCache | Weight): void {

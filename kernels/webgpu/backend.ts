@@ -29,7 +29,8 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import { checkChunk, uploadWhole } from "../checks.ts";
+import { checkChunk, checkRowRange, uploadWhole } from "../checks.ts";
+import { geluTable } from "../gelu.ts";
 import { GGMLType, typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
 import {
@@ -140,6 +141,8 @@ interface Part {
   readonly res: Res;
   readonly row0: number;
   readonly rows: number;
+  /** Rows of `res` before this part's first row (a row view starts inside a buffer). */
+  readonly skip?: number;
 }
 
 class GWeight implements Weight {
@@ -151,6 +154,8 @@ class GWeight implements Weight {
     readonly rows: number,
     readonly rowBytes: number,
     readonly parts: Part[],
+    /** A row view of another weight: it owns none of its buffers. */
+    readonly view = false,
   ) {}
 }
 
@@ -233,6 +238,7 @@ export class WebGPUBackend implements Backend {
   readonly #qcache = new Map<VecDot, QuantCache>();
   readonly #pendingErrors: Promise<WebGPUError | null>[] = [];
   #deferredDestroy: GPUBuffer[] = [];
+  #geluTable: Res | undefined;
   #enc: GPUCommandEncoder | null = null;
   #pass: GPUComputePassEncoder | null = null;
   #chunkIdx = 0;
@@ -690,7 +696,7 @@ export class WebGPUBackend implements Backend {
     } else if (handle instanceof GKV) {
       for (const r of [...handle.k, ...handle.v]) this.#destroy(r);
     } else if (handle instanceof GWeight) {
-      for (const p of handle.parts) this.#destroy(p.res);
+      if (!handle.view) { for (const p of handle.parts) this.#destroy(p.res); }
     } else {
       throw new TypeError("free: not a handle of this WebGPU backend");
     }
@@ -748,6 +754,7 @@ export class WebGPUBackend implements Backend {
         throw new RangeError(`embed ${w.name}: token id ${id} is outside [0, ${w.rows})`);
       }
     }
+    if (w.view) throw new WebGPUError(`embed: ${w.name} is a row view`);
     const data = this.#arena(n * 4, 256);
     new Int32Array(data.chunk.mirror, data.offset, n).set(ids);
     const p = this.#pipe(
@@ -861,7 +868,18 @@ export class WebGPUBackend implements Backend {
     const rowsPerWg = WG / tpr;
     for (const part of W.parts) {
       const prm = this.#params();
-      prm.u.set([part.rows, k, rows, W.rowBytes, W.rows, part.row0, dOff, sOff, tpr]);
+      prm.u.set([
+        part.rows,
+        k,
+        rows,
+        W.rowBytes,
+        W.rows,
+        part.row0,
+        dOff,
+        sOff,
+        tpr,
+        part.skip ?? 0,
+      ]);
       const [gx, gy] = grid(Math.ceil(part.rows / rowsPerWg));
       this.#dispatch(p, prm.slot, [part.res, a, o.res], gx, gy, Math.ceil(rows / tt));
     }
@@ -1016,9 +1034,10 @@ export class WebGPUBackend implements Backend {
       const prm = this.#params();
       prm.u.set([n, nHeads, nKVHeads, headDim, p0, rowOffset + r0, c.strideWords, nMax]);
       prm.f[8] = params.scale;
+      prm.u[9] = params.window ?? 0;
       this.#dispatch(scores, prm.slot, [qb.res, c.k[layer], s], Math.ceil(nMax / WG), nHeads, n);
       const sm = this.#params();
-      sm.u.set([n * nHeads, nHeads, nMax, p0]);
+      sm.u.set([n * nHeads, nHeads, nMax, p0, params.window ?? 0]);
       const [gx, gy] = grid(n * nHeads);
       this.#dispatch(softmax, sm.slot, [s], gx, gy);
       this.#dispatch(pv, prm.slot, [o.res, c.v[layer], s], Math.ceil(headDim / WG), nHeads, n);
@@ -1063,6 +1082,75 @@ export class WebGPUBackend implements Backend {
     const [gx, gy] = grid(Math.ceil(n / WG));
     this.#dispatch(p, prm.slot, [ab.res, bb.res], gx, gy);
     ab.version++;
+  }
+
+  weightRows(w: Weight, first: number, count: number): Weight {
+    this.#check();
+    const W = this.#weight(w);
+    checkRowRange(W.name, W.rows, first, count);
+    const parts: Part[] = [];
+    for (const p of W.parts) {
+      const lo = Math.max(first, p.row0);
+      const hi = Math.min(first + count, p.row0 + p.rows);
+      if (lo >= hi) continue;
+      parts.push({
+        res: p.res,
+        row0: lo - first,
+        rows: hi - lo,
+        skip: lo - p.row0 + (p.skip ?? 0),
+      });
+    }
+    const name = `${W.name}[${first}:${first + count}]`;
+    return new GWeight(name, W.type, [W.cols, count], W.cols, count, W.rowBytes, parts, true);
+  }
+
+  scale(x: Buf, s: number, n: number): void {
+    this.#check();
+    const xb = this.#buf(x);
+    this.#need(xb, n, "scale");
+    if (n === 0) return;
+    const p = this.#pipe(
+      "scale",
+      () => compose("elementwise", { decode: "F32" }),
+      [[0, "uniform"], [2, "storage"]],
+      "scale",
+    );
+    const prm = this.#params();
+    prm.u.set([n, 0]);
+    prm.f[2] = s;
+    const [gx, gy] = grid(Math.ceil(n / WG));
+    this.#dispatch(p, prm.slot, [xb.res], gx, gy);
+    xb.version++;
+  }
+
+  geglu(gate: Buf, up: Buf, out: Buf, n: number): void {
+    this.#check();
+    const g = this.#buf(gate), u = this.#buf(up), o = this.#buf(out);
+    this.#need(g, n, "geglu gate");
+    this.#need(u, n, "geglu up");
+    this.#need(o, n, "geglu out");
+    if (n === 0) return;
+    if (!this.#geluTable) {
+      // ggml's f16 GELU table, the same one every backend reads (kernels/gelu.ts).
+      const t = geluTable();
+      this.#geluTable = this.#createBuffer(
+        t.byteLength,
+        GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+        "the GELU table",
+      );
+      this.#dev.queue.writeBuffer(this.#geluTable.buffer, 0, t);
+    }
+    const p = this.#pipe(
+      "geglu",
+      () => compose("elementwise", { decode: "F32" }),
+      [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"], [4, "storage"]],
+      "geglu",
+    );
+    const prm = this.#params();
+    prm.u.set([n, 0]);
+    const [gx, gy] = grid(Math.ceil(n / WG));
+    this.#dispatch(p, prm.slot, [this.#geluTable, g.res, u.res, o.res], gx, gy);
+    o.version++;
   }
 }
 

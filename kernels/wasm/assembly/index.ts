@@ -1100,6 +1100,8 @@ export function toF16(src: usize, dst: usize, n: i32): void {
  * attends over cache entries 0..pos0+t. kc/vc: this layer's K and V ([nCtx × kvDim], f32 or
  * f16). An f16 cache is widened once per item into scratch, and q and the probabilities are
  * rounded to f16 first, as ggml does (its vec_dot type for f16 is f16).
+ * flags: bit 0 = f16 cache; the bits above = sliding window W (0: none), under which entries
+ * before pos0 + t + 1 − W get probability exactly 0, as llama.cpp's mask gives them.
  * scr: per-thread scratch of (headDim + nCtx + 2·nCtx·headDim) floats.
  */
 export function attention(
@@ -1113,12 +1115,14 @@ export function attention(
   nKV: i32,
   headDim: i32,
   scale: f32,
-  f16: bool,
+  flags: i32,
   w0: i32,
   w1: i32,
   scr: usize,
   RB: i32,
 ): void {
+  const f16 = (flags & 1) != 0;
+  const window = flags >>> 1;
   const kvDim = nKV * headDim;
   const group = nHeads / nKV;
   const qscr = scr;
@@ -1209,19 +1213,29 @@ export function attention(
           store<f32>(scores + (<usize>j << 2), s);
           if (s > mx) mx = s;
         }
+        // sliding window: entries before lo are masked (their exps become exact zeros)
+        const lo = window > 0 ? max<i32>(0, nkv - window) : 0;
+        if (lo > 0) {
+          mx = -Infinity;
+          for (let jm = lo; jm < nkv; jm++) mx = max<f32>(mx, load<f32>(scores + (<usize>jm << 2)));
+        }
         let sum: f64 = 0;
         let jj = 0;
         const mxv = f32x4.splat(mx);
         for (; jj + 4 <= nkv; jj += 4) {
           const p = <usize> jj << 2;
-          const e = expx4(f32x4.sub(v128.load(scores + p), mxv));
+          let e = expx4(f32x4.sub(v128.load(scores + p), mxv));
+          if (jj < lo) {
+            const idx = i32x4.add(i32x4.splat(jj), i32x4(0, 1, 2, 3));
+            e = v128.and(e, i32x4.ge_s(idx, i32x4.splat(lo)));
+          }
           v128.store(scores + p, e);
           sum += <f64> f32x4.extract_lane(e, 0) + <f64> f32x4.extract_lane(e, 1) +
             <f64> f32x4.extract_lane(e, 2) + <f64> f32x4.extract_lane(e, 3);
         }
         for (; jj < nkv; jj++) {
           const p = <usize> jj << 2;
-          const e = Mathf.exp(load<f32>(scores + p) - mx);
+          const e: f32 = jj < lo ? 0 : Mathf.exp(load<f32>(scores + p) - mx);
           store<f32>(scores + p, e);
           sum += <f64> e;
         }
@@ -1312,3 +1326,6 @@ export function streamRead4(p: usize, rowBytes: i32, nrows: i32): i32 {
   }
   return hsumI32(acc);
 }
+
+// @ts-ignore: AssemblyScript resolves the extension itself
+export * from "./arch_ops";

@@ -1,5 +1,6 @@
 // Causal attention over the GPU-resident KV cache, as ggml computes it without flash attention:
-//   scores: S[t, h, j] = (q[t, h, :] · k[j, kvh, :]) · scale   for j ≤ pos0 + t
+//   scores: S[t, h, j] = (q[t, h, :] · k[j, kvh, :]) · scale   for lo(t) ≤ j ≤ pos0 + t
+//   (lo(t) = pos0 + t + 1 − window with a sliding window, else 0: the cells llama.cpp masks)
 //   (softmax.wgsl normalises each S row in place)
 //   pv:     out[t, h, d] = Σ_j S[t, h, j] · v[j, kvh, d]
 // with kvh = h / (n_heads / n_kv_heads) (grouped-query attention). With an f16 cache, q and the
@@ -16,6 +17,16 @@ struct Params {
   stride_w: u32,
   n_max: u32, // S row length: pos0 + rows
   scale: f32,
+  window: u32, // sliding window, 0 for none
+}
+
+// First cell row t attends to.
+fn first_cell(t: u32) -> u32 {
+  let n = P.pos0 + t + 1u;
+  if (P.window == 0u || n <= P.window) {
+    return 0u;
+  }
+  return n - P.window;
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -44,7 +55,7 @@ fn scores(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let j = wid.x * 64u + li;
   let h = wid.y;
   let t = wid.z;
-  if (j > P.pos0 + t) {
+  if (j > P.pos0 + t || j < first_cell(t)) {
     return;
   }
   let kvh = h / (P.n_heads / P.n_kv_heads);
@@ -69,7 +80,8 @@ fn pv(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) li
   let sb = (t * P.n_heads + h) * P.n_max;
   let n = P.pos0 + t + 1u;
   var acc = vec2<f32>(0.0, 0.0);
-  for (var j = 0u; j < n; j = j + 1u) {
+  // masked cells have probability 0: adding their zeros would change nothing
+  for (var j = first_cell(t); j < n; j = j + 1u) {
     acc = ksum(acc, operand(S[sb + j]) * cache_at(j, kvh * P.head_dim + d));
   }
   Q[((P.row_off + t) * P.n_heads + h) * P.head_dim + d] = acc.x + acc.y;

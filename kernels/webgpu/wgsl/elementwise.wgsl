@@ -2,10 +2,13 @@
 //   add:      A += B
 //   swiglu:   O = silu(A) ⊙ B   (x / (1 + e^-x) with ggml_v_expf, as ggml_vec_swiglu_f32)
 //   add_bias: A[t, :] += w      (w read through the composed quant section)
+//   scale:    A *= s
+//   geglu:    O = gelu(A) ⊙ B   (GELU from ggml's f16 table, bound as W: ggml_vec_geglu_f32)
 
 struct Params {
   n: u32,
   width: u32, // bias length (add_bias)
+  s: f32, // factor (scale)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -54,5 +57,36 @@ fn add_bias(
   let i = gid(wid, nwg, li);
   if (i < P.n) {
     A[i] = A[i] + w_elem(0u, i % P.width);
+  }
+}
+
+@compute @workgroup_size(64)
+fn scale(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let i = gid(wid, nwg, li);
+  if (i < P.n) {
+    A[i] = A[i] * P.s;
+  }
+}
+
+@compute @workgroup_size(64)
+fn geglu(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let i = gid(wid, nwg, li);
+  if (i < P.n) {
+    let x = A[i];
+    var y = 0.0;
+    if (x >= 10.0) {
+      y = x * B[i];
+    } else if (x > -10.0) {
+      y = bitcast<f32>(W[f32_to_f16_bits(x)]) * B[i];
+    }
+    O[i] = y;
   }
 }

@@ -18,6 +18,7 @@ struct Params {
   a_d_off: u32,
   a_s_off: u32,
   tpr: u32, // lanes per weight row: 1, 2, 4, …, 64
+  w_skip: u32, // rows of W before this part's first row (a row view of a fused weight)
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -67,7 +68,7 @@ fn main(
   }
   if (row < P.n_rows) {
     let nb = P.k / BLOCK_ELEMS;
-    let rbase = row * P.row_bytes;
+    let rbase = (row + P.w_skip) * P.row_bytes;
     let nt = min(TT, P.n_tok - t0);
     for (var b = lane; b < nb; b = b + tpr) {
       let wbase = rbase + b * BLOCK_BYTES;

@@ -14,7 +14,7 @@ struct Params {
 
 {{DECODE}}
 
-var<workgroup> red: array<f32, 64>;
+var<workgroup> red: array<vec2<f32>, 64>;
 
 @compute @workgroup_size(64)
 fn main(
@@ -24,25 +24,27 @@ fn main(
 ) {
   let t = wid.x + wid.y * nwg.x;
   let base = t * P.n;
-  var s = 0.0;
+  // ggml sums the f32 squares in double; a compensated f32 sum rounds to the same value (a
+  // plain f32 tree sum can be an ulp off, which flips Q8_0 steps of the next matmul's input).
+  var s = vec2<f32>(0.0, 0.0);
   if (t < P.rows) {
     for (var i = li; i < P.n; i = i + 64u) {
       let v = X[base + i];
-      s = s + v * v;
+      s = ksum(s, v * v);
     }
   }
   red[li] = s;
   workgroupBarrier();
   for (var k = 32u; k > 0u; k = k / 2u) {
     if (li < k) {
-      red[li] = red[li] + red[li + k];
+      red[li] = ksum2(red[li], red[li + k]);
     }
     workgroupBarrier();
   }
   if (t >= P.rows) {
     return;
   }
-  let scale = 1.0 / sqrt(red[0] / f32(P.n) + P.eps);
+  let scale = 1.0 / sqrt((red[0].x + red[0].y) / f32(P.n) + P.eps);
   for (var i = li; i < P.n; i = i + 64u) {
     O[base + i] = (X[base + i] * scale) * w_elem(0u, i);
   }

@@ -1,5 +1,6 @@
 // Causal softmax of attention score rows in place (ggml_soft_max_ext; the scale was applied by
-// attention.wgsl): row (t, h) has pos0 + t + 1 live entries. One workgroup per row:
+// attention.wgsl): row (t, h) has pos0 + t + 1 entries, of which the ones before `first` are masked by a
+// sliding window (probability 0, in their lanes as ggml keeps them). One workgroup per row:
 // p_j = e^(s_j − max) · (1 / Σ e^(s_k − max)), summed the way ggml's x86 build sums.
 
 struct Params {
@@ -7,6 +8,7 @@ struct Params {
   n_heads: u32,
   n_max: u32,
   pos0: u32,
+  window: u32, // sliding window, 0 for none
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -25,9 +27,13 @@ fn main(
   let live = r < P.n_rows;
   let n = P.pos0 + r / P.n_heads + 1u;
   let base = r * P.n_max;
+  var first = 0u;
+  if (P.window != 0u && n > P.window) {
+    first = n - P.window;
+  }
   var m = -3.4028235e38;
   if (live) {
-    for (var j = li; j < n; j = j + 64u) {
+    for (var j = first + li; j < n; j = j + 64u) {
       m = max(m, S[base + j]);
     }
   }
@@ -47,9 +53,11 @@ fn main(
     for (var g = li * 4u; g < n; g = g + 256u) {
       var e = vec4<f32>(0.0, 0.0, 0.0, 0.0);
       for (var l = 0u; l < 4u; l = l + 1u) {
-        if (g + l < n) {
+        if (g + l < n && g + l >= first) {
           e[l] = expf_ggml(S[base + g + l] - mx);
           S[base + g + l] = e[l];
+        } else if (g + l < first) {
+          S[base + g + l] = 0.0;
         }
       }
       s = ksum(s, (e.x + e.y) + (e.z + e.w));
