@@ -15,13 +15,16 @@ function bits(o: StageOutput): number[] {
   return Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
 }
 
-/** Register batching-invariance tests for `makeBackend` over two fixture models. */
+/** Register batching-invariance tests for `makeBackend` over fixture models of each architecture. */
 export function batchingTests(
   label: string,
   makeBackend: () => Promise<Backend>,
   opts: { ignore?: boolean } = {},
 ): void {
-  for (const model of ["stories260K.gguf", "tiny-q8_0.gguf", "kq-q4_k_m.gguf"]) {
+  // the newer architectures too: MoE rows regrouped per expert, fused-weight views, GELU
+  const models = ["stories260K.gguf", "tiny-q8_0.gguf", "kq-q4_k_m.gguf"];
+  models.push("qwen3moe-q4_0.gguf", "gemma3-q8_0.gguf", "phi3-q4_0.gguf");
+  for (const model of models) {
     Deno.test({
       name: `${label}: batched sessions equal solo sessions bit for bit (${model})`,
       ignore: opts.ignore,

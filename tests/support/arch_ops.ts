@@ -1,0 +1,208 @@
+/**
+ * The ops the newer architectures added (weight row views, scale, GELU-gated FFN, sliding-window
+ * attention), run on a backend against the reference backend: one factory, registered by each
+ * backend's test folder, like goldenTests.
+ */
+import type { Backend, Buf, KVCache } from "../../kernels/backend.ts";
+import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
+import { createReferenceBackend } from "../../kernels/reference/mod.ts";
+import { assert } from "./assert.ts";
+
+/** Deterministic floats in [-scale, scale) (mulberry32). */
+function rand(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    out[i] = ((((t ^ (t >>> 14)) >>> 0) / 4294967296) * 2 - 1) * scale;
+  }
+  return out;
+}
+
+function bufOf(be: Backend, x: Float32Array): Buf {
+  const b = be.buffer(x.length);
+  be.write(b, x);
+  return b;
+}
+
+/** Throw unless `got` equals `want` bit for bit (tol 0) or within tol·max(1, |want|). */
+function assertNear(got: Float32Array, want: Float32Array, tol: number, what: string): void {
+  assert(got.length === want.length, `${what}: length ${got.length} ≠ ${want.length}`);
+  for (let i = 0; i < want.length; i++) {
+    const ok = tol === 0
+      ? got[i] === want[i] || (Number.isNaN(got[i]) && Number.isNaN(want[i]))
+      : Math.abs(got[i] - want[i]) <= tol * Math.max(1, Math.abs(want[i]));
+    assert(ok, `${what}: element ${i} is ${got[i]}, reference ${want[i]} (tolerance ${tol})`);
+  }
+}
+
+/** What a backend promises for the new ops, beyond the reference's semantics. */
+export interface ArchOpsOptions {
+  /** Tolerance of attention against the reference (0: bit-identical). */
+  attentionTol: number;
+  ignore?: boolean;
+}
+
+/** Register the new-op tests for a backend factory. */
+export function archOpsTests(
+  label: string,
+  makeBackend: () => Promise<Backend>,
+  opts: ArchOpsOptions,
+): void {
+  const test = (name: string, fn: (be: Backend, ref: Backend) => Promise<void>) =>
+    Deno.test({
+      name: `${label}: ${name}`,
+      ignore: opts.ignore,
+      fn: async () => {
+        const be = await makeBackend();
+        const ref = createReferenceBackend();
+        try {
+          await fn(be, ref);
+        } finally {
+          be.dispose();
+          ref.dispose();
+        }
+      },
+    });
+
+  test("scale is bit-identical to the reference", async (be, ref) => {
+    for (const n of [1, 7, 64, 173]) {
+      const x = rand(n, n, 40);
+      const [xb, xr] = [bufOf(be, x), bufOf(ref, x)];
+      be.scale(xb, Math.sqrt(3072), n);
+      ref.scale(xr, Math.sqrt(3072), n);
+      const got = await be.read(xb);
+      assertNear(got, await ref.read(xr), 0, `scale n=${n}`);
+      // an f32 multiply: exact for a power of two
+      be.scale(xb, 0.5, n);
+      const half = await be.read(xb);
+      for (let i = 0; i < n; i++) assert(half[i] === got[i] / 2, `scale by 0.5 at ${i}`);
+    }
+  });
+
+  test("geglu (ggml's f16 GELU table) is bit-identical to the reference", async (be, ref) => {
+    const n = 4099;
+    const g = rand(n, 5, 14);
+    // the table's edges: ±10 pass through / zero, f16 rounding ties, tiny and signed zeros
+    g.set([10, -10, 9.999, -9.999, 10.001, -10.001, 0, -0, 1e-8, -1e-8, 0.5, -3.25], 0);
+    const u = rand(n, 6, 3);
+    const [gb, ub, ob] = [bufOf(be, g), bufOf(be, u), be.buffer(n)];
+    const [gr, ur, or] = [bufOf(ref, g), bufOf(ref, u), ref.buffer(n)];
+    be.geglu(gb, ub, ob, n);
+    ref.geglu(gr, ur, or, n);
+    const got = await be.read(ob);
+    assertNear(got, await ref.read(or), 0, "geglu");
+    assert(got[1] === 0 && got[5] === 0, "gelu(x ≤ −10) is 0");
+    assert(got[0] === Math.fround(10 * u[0]), "gelu(10) is 10");
+  });
+
+  test("matmul through row views equals the viewed rows of the whole matmul", async (be, ref) => {
+    const types = [GGMLType.F32, GGMLType.F16, GGMLType.Q4_0, GGMLType.Q8_0, GGMLType.Q4_K];
+    for (const [t, type] of types.entries()) {
+      const n = type === GGMLType.Q4_K ? 256 : 64;
+      // a fused [q | k | v]-like matrix: 40 rows split 16 / 8 / 16, then a 3-D expert tensor
+      const m = 40;
+      const data = quantizeRow(type, rand(n * m, 70 + t), n * m);
+      const spec = { name: `fused${t}`, type, shape: [n, m], data };
+      const [w, wr] = [be.upload(spec), ref.upload(spec)];
+      const rows = 5;
+      const x = rand(rows * n, 80 + t, 2);
+      const [xb, xr] = [bufOf(be, x), bufOf(ref, x)];
+      const [whole, wholeR] = [be.buffer(rows * m), ref.buffer(rows * m)];
+      be.matmul(w, xb, whole, rows);
+      ref.matmul(wr, xr, wholeR, rows);
+      const all = await be.read(whole);
+      assertNear(all, await ref.read(wholeR), 0, `whole matmul type ${type}`);
+      for (const [first, count] of [[0, 16], [16, 8], [24, 16]]) {
+        const v = be.weightRows(w, first, count);
+        assert(v.shape[0] === n && v.shape[1] === count, `view shape ${v.shape}`);
+        const out = be.buffer(rows * count);
+        be.matmul(v, xb, out, rows);
+        const got = await be.read(out);
+        const want = new Float32Array(rows * count);
+        for (let r = 0; r < rows; r++) {
+          want.set(all.subarray(r * m + first, r * m + first + count), r * count);
+        }
+        assertNear(got, want, 0, `rows [${first}, ${first + count}) of type ${type}`);
+        be.free(out);
+        be.free(v); // frees nothing: the weight stays usable
+      }
+      be.matmul(w, xb, whole, rows);
+      assertNear(await be.read(whole), all, 0, `type ${type} after its views were freed`);
+      be.free(w);
+    }
+    const data = quantizeRow(GGMLType.Q8_0, rand(64 * 24, 90), 64 * 24);
+    const e = be.upload({ name: "exps", type: GGMLType.Q8_0, shape: [64, 8, 3], data });
+    let threw = false;
+    try {
+      be.weightRows(e, 20, 8);
+    } catch {
+      threw = true;
+    }
+    assert(threw, "a view past the last row is refused");
+    be.free(e);
+  });
+
+  test("sliding-window attention matches the reference", async (be, ref) => {
+    for (const type of ["f32", "f16"] as const) {
+      for (const [nHeads, nKV, headDim, window] of [[4, 2, 16, 5], [2, 1, 32, 16], [3, 3, 8, 1]]) {
+        const nCtx = 64;
+        const kvDim = nKV * headDim;
+        const cb = be.kvCache(1, nCtx, kvDim, type);
+        const cr = ref.kvCache(1, nCtx, kvDim, type);
+        const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim), window };
+        let pos = 0;
+        for (const rows of [23, 1, 1, 9]) {
+          const k = rand(rows * kvDim, 20 + pos, 1.5);
+          const v = rand(rows * kvDim, 30 + pos, 1.5);
+          const q = rand(rows * nHeads * headDim, 40 + pos, 1.5);
+          const [kb, vb, qb] = [bufOf(be, k), bufOf(be, v), bufOf(be, q)];
+          const [kr, vr, qr] = [bufOf(ref, k), bufOf(ref, v), bufOf(ref, q)];
+          const ob = be.buffer(rows * nHeads * headDim);
+          const or = ref.buffer(rows * nHeads * headDim);
+          be.storeKV(cb, 0, kb, vb, pos, rows);
+          ref.storeKV(cr, 0, kr, vr, pos, rows);
+          be.attention(qb, cb, 0, ob, pos, rows, params);
+          ref.attention(qr, cr, 0, or, pos, rows, params);
+          const what = `window ${window} ${type} ${nHeads}/${nKV}×${headDim} pos ${pos}`;
+          assertNear(await be.read(ob), await ref.read(or), opts.attentionTol, what);
+          for (const b of [kb, vb, qb, ob]) be.free(b);
+          pos += rows;
+        }
+        be.free(cb);
+      }
+    }
+  });
+
+  test("the reference's window attends exactly to the last `window` positions", (_be, ref) => {
+    // Independent of the masking code: the same keys stored alone give the same attention.
+    const [nHeads, headDim, window, pos] = [2, 8, 4, 10];
+    const kvDim = headDim;
+    const k = rand((pos + 1) * kvDim, 1, 2);
+    const v = rand((pos + 1) * kvDim, 2, 2);
+    const q = rand(nHeads * headDim, 3, 2);
+    const full = ref.kvCache(1, 16, kvDim, "f32");
+    const kept = ref.kvCache(1, 16, kvDim, "f32");
+    const store = (c: KVCache, from: number, n: number, at: number) =>
+      ref.storeKV(
+        c,
+        0,
+        bufOf(ref, k.slice(from * kvDim, (from + n) * kvDim)),
+        bufOf(ref, v.slice(from * kvDim, (from + n) * kvDim)),
+        at,
+        n,
+      );
+    store(full, 0, pos + 1, 0);
+    store(kept, pos + 1 - window, window, 0);
+    const p = { nHeads, nKVHeads: 1, headDim, scale: 0.3 };
+    const [o1, o2] = [ref.buffer(nHeads * headDim), ref.buffer(nHeads * headDim)];
+    ref.attention(bufOf(ref, q), full, 0, o1, pos, 1, { ...p, window });
+    ref.attention(bufOf(ref, q), kept, 0, o2, window - 1, 1, p);
+    return (async () => {
+      assertNear(await ref.read(o1), await ref.read(o2), 1e-6, "window vs last positions");
+    })();
+  });
+}
