@@ -108,6 +108,13 @@ const REPACKED = new Set([
   GGMLType.Q8_0,
 ]);
 
+/**
+ * Types laid out as byte quads (repackQuads: scales first, then quad k of row i at 8 + 16k + 4i
+ * in each 4-row block) rather than whole blocks side by side (repack4). Q8_0 stays with repack4:
+ * its signed quants need twice the broadcasts in the quad kernel (measured 25% slower).
+ */
+const QUADS = new Set([GGMLType.Q4_0]);
+
 /** Reused row buffer of embed() for rows gathered out of an interleaved group. */
 let rowBuf = new Uint8Array(0);
 
@@ -115,6 +122,8 @@ class WWeight implements Weight {
   /** Block bytes when the first `repackedRows` rows are interleaved by 4 (see repack4), else 0. */
   bb = 0;
   repackedRows = 0;
+  /** Q4_K quants reordered by class (repackQ4K). */
+  q4kClasses = false;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
   f32Off = -1;
   freed = false;
@@ -192,6 +201,8 @@ class ArenaState {
   actN = 0;
   /** Whether the cached activation carries the Q8_0 kernel's P/N planes. */
   actPN = false;
+  /** Whether it carries the Q4_K kernel's reordered quants (permuteQ4KAct). */
+  actQ4K = false;
   constructor(readonly arena: Arena) {
     this.act = new Scratch(arena, "activation");
     this.xin = new Scratch(arena, "input copy");
@@ -463,7 +474,8 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     }
     const bb = typeInfo(w.type)!.typeSize;
     try {
-      ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
+      if (QUADS.has(w.type)) ar.k.repackQuads(w.off, w.rowBytes, bb, groups, tmp);
+      else ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
     } finally {
       ar.release(tmp, 4 * w.rowBytes);
     }
@@ -495,12 +507,18 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const q16Bytes = isK ? align(rows * n * 2) : 0;
     // Q8_0 weights: the activation's P/N planes (see assembly/index.ts), in place of q16
     const pnBytes = kind === Act.Q8_0 && w.type === GGMLType.Q8_0 ? align(rows * n * 2) : 0;
+    // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
+    // q16), made when a Q4_K weight first reads them
+    const q4kBytes = isK ? align(rows * n) + align(rows * nb * 32) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
       st.actRows !== rows || st.actN !== n || (pnBytes && !st.actPN)
     ) {
       st.actBuf = -1;
-      const actOff = st.act.ensure(qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes));
+      const actOff = st.act.ensure(
+        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes,
+      );
+      st.actQ4K = false;
       let src = X.off;
       if (w.arena !== 0) {
         src = st.xin.ensure(rows * n * 4);
@@ -534,6 +552,12 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       st.actN = n;
     }
     const actOff = st.act.off;
+    const q4kOff = actOff + qsBytes + dBytes + sBytes + q16Bytes;
+    if (w.type === GGMLType.Q4_K && !st.actQ4K) {
+      const s = actOff + qsBytes + dBytes;
+      k.permuteQ4KAct(actOff, s, q4kOff, q4kOff + rows * n, n, rows);
+      st.actQ4K = true;
+    }
     const outOff = w.arena === 0 ? O.off : st.out.ensure(rows * m * 4);
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
@@ -546,7 +570,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ctrl[a + A.AD] = actOff + qsBytes;
     // Q8_0 reads the P/N planes in the sums' slot (it has no use for the sums)
     ctrl[a + A.AS] = actOff + qsBytes + dBytes + (pnBytes ? sBytes : 0);
-    ctrl[a + A.AQ16] = actOff + qsBytes + dBytes + sBytes;
+    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : actOff + qsBytes + dBytes + sBytes;
     ctrl[a + A.T] = rows;
     ctrl[a + A.OUT] = outOff;
     ctrl[a + A.OUT_STRIDE] = m;
@@ -647,6 +671,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
           );
           if (nRows === 1) floats(w);
           else if (REPACKED.has(spec.type) && nRows >= 4) repack(w);
+          else if (spec.type === GGMLType.Q4_K) {
+            arenas[arena].k.repackQ4K(off, bytes / 144);
+            w.q4kClasses = true;
+          }
           state = "done";
           return w;
         },
@@ -712,10 +740,34 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
           // gather the row's blocks out of its interleaved group (see repack4)
           rowSrc = rowBuf.length >= w.rowBytes ? rowBuf : (rowBuf = new Uint8Array(w.rowBytes));
           const group = w.off + (id - (id & 3)) * w.rowBytes;
-          for (let b = 0; b < w.rowBytes / w.bb; b++) {
-            const at = group + (4 * b + (id & 3)) * w.bb;
-            rowSrc.set(src.subarray(at, at + w.bb), b * w.bb);
+          const i = id & 3;
+          const bb = w.bb;
+          for (let b = 0; b < w.rowBytes / bb; b++) {
+            if (QUADS.has(w.type)) {
+              const blk = group + 4 * b * bb;
+              rowSrc.set(src.subarray(blk + 2 * i, blk + 2 * i + 2), b * bb);
+              for (let k = 0; k < (bb - 2) / 4; k++) {
+                const at = blk + 8 + 16 * k + 4 * i;
+                rowSrc.set(src.subarray(at, at + 4), b * bb + 2 + 4 * k);
+              }
+            } else {
+              const at = group + (4 * b + i) * bb;
+              rowSrc.set(src.subarray(at, at + bb), b * bb);
+            }
           }
+          rowOff = 0;
+        }
+        if (w.q4kClasses) {
+          // undo repackQ4K: byte 4c + m of each 32-byte group holds element c + 8m
+          if (rowBuf.length < w.rowBytes) rowBuf = new Uint8Array(w.rowBytes);
+          for (let b = 0; b < w.rowBytes; b += 144) {
+            const at = rowOff + b;
+            rowBuf.set(src.subarray(at, at + 16), b);
+            for (let g = 16; g < 144; g += 32) {
+              for (let p = 0; p < 32; p++) rowBuf[b + g + (p >> 2) + 8 * (p & 3)] = src[at + g + p];
+            }
+          }
+          rowSrc = rowBuf;
           rowOff = 0;
         }
         dequantizeRow(w.type, rowSrc, rowOff, dst, o.off / 4 + t * w.rowLen, w.rowLen);
@@ -899,6 +951,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       );
       v.bb = w.bb;
       v.repackedRows = w.bb ? inGroups : 0;
+      v.q4kClasses = w.q4kClasses;
       views.add(v);
       return v;
     },

@@ -72,6 +72,9 @@ export interface Kernels {
   toF16(src: number, dst: number, n: number): void;
   streamRead(p: number, n: number): number;
   repack4(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
+  repackQuads(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
+  repackQ4K(w: number, nBlocks: number): void;
+  permuteQ4KAct(qs: number, bsums: number, qp: number, bs8: number, n: number, T: number): void;
   attention(
     q: number,
     kc: number,

@@ -401,7 +401,9 @@ export function mmQ4_0(
   r0: i32,
   r1: i32,
 ): void {
-  matmul32(2, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  const full = r0 + ((r1 - r0) & ~3);
+  quadMatmul(2, w, rb, nb, aq, ad, as, T, out, os, r0, full);
+  if (full < r1) matmul32(2, w, rb, nb, aq, ad, as, T, out, os, full, r1);
 }
 export function mmQ4_1(
   w: usize,
@@ -447,6 +449,149 @@ export function mmQ5_1(
   r1: i32,
 ): void {
   matmul32(7, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+}
+
+
+// ----------------------------------------------------------------------------- Q4_0, quad layout
+
+// Q4_0 matrices are laid out by repackQuads: each full group of 4 rows holds, block by
+// block, [the 4 rows' f16 scales (8 bytes)][byte quads: quad k of row i at 8 + 16k + 4i]. One
+// 16-byte load then holds 4 consecutive quants of each of the 4 rows, and a relaxed dot against
+// the activation's matching 4 bytes broadcast to every lane sums each row in its own lane: the
+// per-row block sums come out with no horizontal reduction. Activation rows are taken 4 at a
+// time (prefill), reusing each unpacked weight block for all 4.
+
+@inline function scales4(p: usize): v128 {
+  const h = i32x4.extend_low_i16x8_u(v128.load64_zero(p));
+  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
+  const mag = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
+  return v128.or(f32x4.mul(mag, f32x4.splat(5.192296858534828e33)), sign);
+}
+
+// One activation row's contribution to one Q4_0 group-block: (sumi - 8Σa) * xd * yd, lanes = rows.
+@inline function q40Step(
+  sumf: v128, a: usize, l0: v128, l1: v128, l2: v128, l3: v128, h0: v128, h1: v128, h2: v128,
+  h3: v128, xd: v128, yd: f32, sa: i32,
+): v128 {
+  const z = i32x4.splat(0);
+  let acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a), l0, z);
+  let acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 16), h0, z);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 4), l1, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 20), h1, acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 8), l2, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 24), h2, acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 12), l3, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 28), h3, acc2);
+  const s = i32x4.sub(i32x4.add(acc, acc2), i32x4.splat(sa << 3));
+  return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), f32x4.splat(yd)));
+}
+
+@inline function storeRows4(out: usize, outStride: i32, t: i32, r: i32, v: v128): void {
+  v128.store(out + (<usize> (t * outStride + r) << 2), v);
+}
+
+// Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q4_0 matrix (kind 2; the
+// layout also fits Q8_0, kind 8, which measured faster as whole blocks) against T activation rows.
+@inline function quadMatmul(
+  kind: i32,
+  w: usize,
+  rowBytes: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  outStride: i32,
+  r0: i32,
+  r1: i32,
+): void {
+  const gb = <usize> (4 * blockBytes(kind));
+  const m4 = i8x16.splat(0x0f);
+  for (let r = r0; r < r1; r += 4) {
+    const gw = w + <usize> r * rowBytes;
+    let t = 0;
+    for (; t + 4 <= T; t += 4) {
+      let s0 = f32x4.splat(0);
+      let s1 = f32x4.splat(0);
+      let s2 = f32x4.splat(0);
+      let s3 = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const blk = gw + <usize> b * gb;
+        const xd = scales4(blk);
+        const i0 = <usize> (t * nb + b);
+        const i1 = i0 + <usize> nb;
+        const i2 = i1 + <usize> nb;
+        const i3 = i2 + <usize> nb;
+        if (kind == 2) {
+          const q0 = v128.load(blk + 8);
+          const q1 = v128.load(blk + 24);
+          const q2 = v128.load(blk + 40);
+          const q3 = v128.load(blk + 56);
+          const l0 = v128.and(q0, m4);
+          const l1 = v128.and(q1, m4);
+          const l2 = v128.and(q2, m4);
+          const l3 = v128.and(q3, m4);
+          const h0 = i8x16.shr_u(q0, 4);
+          const h1 = i8x16.shr_u(q1, 4);
+          const h2 = i8x16.shr_u(q2, 4);
+          const h3 = i8x16.shr_u(q3, 4);
+          s0 = q40Step(s0, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)));
+          s1 = q40Step(s1, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i1 << 2)), load<i32>(as + (i1 << 2)));
+          s2 = q40Step(s2, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i2 << 2)), load<i32>(as + (i2 << 2)));
+          s3 = q40Step(s3, aq + (i3 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i3 << 2)), load<i32>(as + (i3 << 2)));
+        }
+      }
+      storeRows4(out, outStride, t, r, s0);
+      storeRows4(out, outStride, t + 1, r, s1);
+      storeRows4(out, outStride, t + 2, r, s2);
+      storeRows4(out, outStride, t + 3, r, s3);
+    }
+    for (; t < T; t++) {
+      let s0 = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const blk = gw + <usize> b * gb;
+        const xd = scales4(blk);
+        const i0 = <usize> (t * nb + b);
+        if (kind == 2) {
+          const q0 = v128.load(blk + 8);
+          const q1 = v128.load(blk + 24);
+          const q2 = v128.load(blk + 40);
+          const q3 = v128.load(blk + 56);
+          s0 = q40Step(
+            s0, aq + (i0 << 5), v128.and(q0, m4), v128.and(q1, m4), v128.and(q2, m4), v128.and(q3, m4),
+            i8x16.shr_u(q0, 4), i8x16.shr_u(q1, 4), i8x16.shr_u(q2, 4), i8x16.shr_u(q3, 4), xd,
+            load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)),
+          );
+        }
+      }
+      storeRows4(out, outStride, t, r, s0);
+    }
+  }
+}
+
+/**
+ * Lay out the full 4-row groups (nGroups from w) of a Q4_0 (bb 18) matrix as
+ * quadMatmul reads them, in place. tmp: 4·rowBytes of scratch.
+ */
+export function repackQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usize): void {
+  const gbytes = <usize> rowBytes << 2;
+  const nb = rowBytes / bb;
+  const nq = (bb - 2) >> 2; // byte quads per block
+  for (let g = 0; g < nGroups; g++) {
+    const base = w + <usize> g * gbytes;
+    memory.copy(tmp, base, gbytes);
+    for (let b = 0; b < nb; b++) {
+      const dst = base + <usize> (b * 4 * bb);
+      for (let i = 0; i < 4; i++) {
+        const src = tmp + <usize> (i * rowBytes + b * bb);
+        store<u16>(dst + (<usize> i << 1), load<u16>(src));
+        for (let k = 0; k < nq; k++) {
+          store<u32>(dst + 8 + <usize> (16 * k + 4 * i), load<u32>(src + 2 + (<usize> k << 2)));
+        }
+      }
+    }
+  }
 }
 
 // ----------------------------------------------------------------------------- K-quant matmuls
@@ -712,52 +857,6 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   return i16x8.add(i16x8.extmul_low_i8x16_s(w, a), i16x8.extmul_high_i8x16_s(w, a));
 }
 
-/** Q4_K row · Q8_K row straight from the block bytes (no decoded row); same float steps. */
-@inline function dotQ4KFused(x0: usize, nb: i32, aq: usize, ad: usize, abs_: usize): f32 {
-  let sumsLo = f32x4.splat(0);
-  let sumsHi = f32x4.splat(0);
-  let sumf: f32 = 0;
-  const m4 = i8x16.splat(0x0f);
-  for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 144;
-    const q = aq + (<usize> i << 8);
-    const sc = x + 4;
-    let lo = i32x4.splat(0);
-    let hi = i32x4.splat(0);
-    for (let j = 0; j < 4; j++) {
-      const qv0 = v128.load(x + 16 + (<usize> j << 5));
-      const qv1 = v128.load(x + 32 + (<usize> j << 5));
-      const qa = q + (<usize> j << 6);
-      const pl = i16x8.add(prod16(v128.and(qv0, m4), v128.load(qa)), prod16(v128.and(qv1, m4), v128.load(qa + 16)));
-      const ph = i16x8.add(prod16(i8x16.shr_u(qv0, 4), v128.load(qa + 32)), prod16(i8x16.shr_u(qv1, 4), v128.load(qa + 48)));
-      const sl = i16x8.splat(<i16> kScaleMin(sc, 2 * j, false));
-      const sh = i16x8.splat(<i16> kScaleMin(sc, 2 * j + 1, false));
-      lo = i32x4.add(lo, i32x4.add(i32x4.extmul_low_i16x8_s(pl, sl), i32x4.extmul_low_i16x8_s(ph, sh)));
-      hi = i32x4.add(hi, i32x4.add(i32x4.extmul_high_i16x8_s(pl, sl), i32x4.extmul_high_i16x8_s(ph, sh)));
-    }
-    let sumi: i32 = 0;
-    const bs = abs_ + (<usize> i << 6);
-    for (let j = 0; j < 8; j++) {
-      sumi += (load<i32>(bs + (<usize> (2 * j) << 2)) + load<i32>(bs + (<usize> (2 * j + 1) << 2))) * kScaleMin(sc, j, true);
-    }
-    const yd = load<f32>(ad + (<usize> i << 2));
-    const d = f32x4.splat(f16At(x) * yd);
-    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
-    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
-    const dmin = f16At(x + 2) * yd;
-    sumf -= dmin * <f32> sumi;
-  }
-  sumf += f32x4.extract_lane(sumsLo, 0);
-  sumf += f32x4.extract_lane(sumsLo, 1);
-  sumf += f32x4.extract_lane(sumsLo, 2);
-  sumf += f32x4.extract_lane(sumsLo, 3);
-  sumf += f32x4.extract_lane(sumsHi, 0);
-  sumf += f32x4.extract_lane(sumsHi, 1);
-  sumf += f32x4.extract_lane(sumsHi, 2);
-  sumf += f32x4.extract_lane(sumsHi, 3);
-  return sumf;
-}
-
 /** Q6_K row · Q8_K row straight from the block bytes; same float steps as ggml. */
 @inline function dotQ6KFused(x0: usize, nb: i32, aq: usize, ad: usize): f32 {
   let sumsLo = f32x4.splat(0);
@@ -818,6 +917,116 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   return sumf;
 }
 
+
+// ----------------------------------------------------------------------------- Q4_K, class layout
+
+// ggml's generic Q4_K dot keeps 8 integer lanes, one per element index mod 8 ("class"), and scales
+// them in float at the end of each block. repackQ4K reorders each 32-byte group of a block's quants
+// so that byte 4c + m holds element c + 8m: a 16-byte load then holds classes 0..3 (4 elements
+// each) or 4..7, and a relaxed dot against the activation reordered the same way (permuteQ4KAct)
+// sums each class in its own lane — the 8 lanes ggml keeps, with no widening to 16 bits.
+
+/** Reorder the quants of nBlocks Q4_K blocks at w in place (see above). */
+export function repackQ4K(w: usize, nBlocks: i32): void {
+  const perm = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+  const perm2 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+  for (let i = 0; i < nBlocks; i++) {
+    const qs = w + <usize> i * 144 + 16;
+    for (let j = 0; j < 4; j++) {
+      const p = qs + (<usize> j << 5);
+      const a = v128.load(p);
+      const b = v128.load(p + 16);
+      v128.store(p, permute32(a, b, perm));
+      v128.store(p + 16, permute32(a, b, perm2));
+    }
+  }
+}
+
+// bytes idx (0..31) of the 32-byte pair (a, b)
+@inline function permute32(a: v128, b: v128, idx: v128): v128 {
+  const fromA = i8x16.swizzle(a, idx); // indices ≥ 16 give 0
+  const fromB = i8x16.swizzle(b, i8x16.sub(idx, i8x16.splat(16))); // indices < 16 wrap to ≥ 240: 0
+  return v128.or(fromA, fromB);
+}
+
+/**
+ * The Q4_K kernel's activation: each 32-byte group of the Q8_K quants (T·n bytes) reordered as
+ * repackQ4K orders the weights, into qp; and bs8 [T·nb × 8] i32: the bsums of each 32 elements.
+ */
+export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n: i32, T: i32): void {
+  const perm = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+  const perm2 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+  const groups = (n >> 5) * T;
+  for (let g = 0; g < groups; g++) {
+    const p = qs + (<usize> g << 5);
+    const a = v128.load(p);
+    const b = v128.load(p + 16);
+    v128.store(qp + (<usize> g << 5), permute32(a, b, perm));
+    v128.store(qp + (<usize> g << 5) + 16, permute32(a, b, perm2));
+    store<i32>(bs8 + (<usize> g << 2), load<i32>(bsums + (<usize> g << 3)) + load<i32>(bsums + (<usize> g << 3) + 4));
+  }
+}
+
+// One repacked Q4_K row · one reordered Q8_K activation row; ggml's float steps.
+@inline function dotQ4KClass(x0: usize, nb: i32, qp: usize, ad: usize, bs8: usize): f32 {
+  let sumsLo = f32x4.splat(0);
+  let sumsHi = f32x4.splat(0);
+  let sumf: f32 = 0;
+  const m4 = i8x16.splat(0x0f);
+  const z = i32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 144;
+    const q = qp + (<usize> i << 8);
+    // get_scale_min_k4 for all 8 sub-blocks at once (ggml's utmp trick)
+    const u0 = load<u32>(x + 4);
+    const u1 = load<u32>(x + 8);
+    const u2 = load<u32>(x + 12);
+    const sc0 = u0 & 0x3f3f3f3f;
+    const sc1 = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
+    const mn0 = u1 & 0x3f3f3f3f;
+    const mn1 = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
+    let lo = z;
+    let hi = z;
+    for (let j = 0; j < 4; j++) {
+      const qv0 = v128.load(x + 16 + (<usize> j << 5));
+      const qv1 = v128.load(x + 32 + (<usize> j << 5));
+      const qa = q + (<usize> j << 6);
+      const sw = j < 2 ? sc0 : sc1;
+      const sA = i32x4.splat(<i32> ((sw >> (16 * (j & 1))) & 0xff));
+      const sB = i32x4.splat(<i32> ((sw >> (16 * (j & 1) + 8)) & 0xff));
+      const aLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa), v128.and(qv0, m4), z);
+      const aHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 16), v128.and(qv1, m4), z);
+      const bLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32), i8x16.shr_u(qv0, 4), z);
+      const bHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 48), i8x16.shr_u(qv1, 4), z);
+      lo = i32x4.add(lo, i32x4.add(i32x4.mul(aLo, sA), i32x4.mul(bLo, sB)));
+      hi = i32x4.add(hi, i32x4.add(i32x4.mul(aHi, sA), i32x4.mul(bHi, sB)));
+    }
+    // Σ_j bsums(32 elements of sub-block j) · min_j
+    const mins = i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> mn1 << 32) | <u64> mn0)));
+    const bs = bs8 + (<usize> i << 5);
+    const sm = i32x4.add(
+      i32x4.mul(v128.load(bs), i32x4.extend_low_i16x8_u(mins)),
+      i32x4.mul(v128.load(bs + 16), i32x4.extend_high_i16x8_u(mins)),
+    );
+    const sumi = hsumI32(sm);
+    const yd = load<f32>(ad + (<usize> i << 2));
+    const d = f32x4.splat(f16At(x) * yd);
+    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
+    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
+    const dmin = f16At(x + 2) * yd;
+    sumf -= dmin * <f32> sumi;
+  }
+  sumf += f32x4.extract_lane(sumsLo, 0);
+  sumf += f32x4.extract_lane(sumsLo, 1);
+  sumf += f32x4.extract_lane(sumsLo, 2);
+  sumf += f32x4.extract_lane(sumsLo, 3);
+  sumf += f32x4.extract_lane(sumsHi, 0);
+  sumf += f32x4.extract_lane(sumsHi, 1);
+  sumf += f32x4.extract_lane(sumsHi, 2);
+  sumf += f32x4.extract_lane(sumsHi, 3);
+  return sumf;
+}
+
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */
 export function mmK(
   kind: i32,
@@ -835,12 +1044,29 @@ export function mmK(
   scr: usize,
   aq16: usize,
 ): void {
-  if (T == 1 && (kind == 12 || kind == 14)) {
+  if (kind == 12) {
+    // Q4_K (class layout): aq16 holds the reordered activation, then its bs8 sums
+    const bs8 = aq16 + <usize> (T * (nb << 8));
+    for (let r = r0; r < r1; r++) {
+      const wr = w + <usize> r * rowBytes;
+      for (let t = 0; t < T; t++) {
+        const v = dotQ4KClass(
+          wr,
+          nb,
+          aq16 + (<usize> (t * nb) << 8),
+          ad + (<usize> (t * nb) << 2),
+          bs8 + (<usize> (t * nb) << 5),
+        );
+        store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+      }
+    }
+    return;
+  }
+  if (T == 1 && kind == 14) {
     // one activation row: dot straight from the weight blocks
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
-      const v = kind == 12 ? dotQ4KFused(wr, nb, aq, ad, abs_) : dotQ6KFused(wr, nb, aq, ad);
-      store<f32>(out + (<usize> r << 2), v);
+      store<f32>(out + (<usize> r << 2), dotQ6KFused(wr, nb, aq, ad));
     }
     return;
   }
@@ -1310,21 +1536,6 @@ export function streamRead(p: usize, n: usize): i32 {
     a3 = i32x4.add(a3, v128.load(q + 48));
   }
   return hsumI32(i32x4.add(i32x4.add(a0, a1), i32x4.add(a2, a3)));
-}
-
-export function streamRead4(p: usize, rowBytes: i32, nrows: i32): i32 {
-  let acc = i32x4.splat(0);
-  for (let r = 0; r < nrows; r += 4) {
-    const w0 = p + <usize> r * rowBytes;
-    const w1 = w0 + <usize> rowBytes;
-    const w2 = w1 + <usize> rowBytes;
-    const w3 = w2 + <usize> rowBytes;
-    for (let o: usize = 0; o + 34 <= <usize> rowBytes; o += 34) {
-      acc = i32x4.add(acc, i32x4.add(i32x4.add(v128.load(w0 + o), v128.load(w1 + o)), i32x4.add(v128.load(w2 + o), v128.load(w3 + o))));
-      acc = i32x4.add(acc, i32x4.add(i32x4.add(v128.load(w0 + o + 16), v128.load(w1 + o + 16)), i32x4.add(v128.load(w2 + o + 16), v128.load(w3 + o + 16))));
-    }
-  }
-  return hsumI32(acc);
 }
 
 // @ts-ignore: AssemblyScript resolves the extension itself
