@@ -231,3 +231,53 @@ export function configFromFile(src: ConfigSource): LlamaConfig {
   if (!embd) throw new ModelConfigError("model has no tensor token_embd.weight");
   return readConfig(src.metadata, embd.dims[1] ?? 0);
 }
+
+/** A model file's architecture as `llmctl models inspect` reports it (snake_case for JSON). */
+export interface ModelSummary {
+  readonly architecture: string;
+  readonly supported: boolean;
+  /** Why the model cannot run (unsupported architecture, missing key …). */
+  readonly error?: string;
+  readonly layers?: number;
+  /** Experts per layer and used per token (mixture-of-experts models). */
+  readonly experts?: number;
+  readonly experts_used?: number;
+  /** Sliding-window size and layer pattern (layer il slides when il % pattern < pattern − 1). */
+  readonly sliding_window?: number;
+  readonly sliding_window_pattern?: number;
+}
+
+/** Summarise a model file's architecture; never throws (an unusable file says why). */
+export function summarizeModel(src: ConfigSource): ModelSummary {
+  const arch = src.metadata.get("general.architecture");
+  const architecture = typeof arch === "string" ? arch : "unknown";
+  let c: LlamaConfig;
+  try {
+    c = configFromFile(src);
+  } catch (e) {
+    return { architecture, supported: false, error: (e as Error).message };
+  }
+  return {
+    architecture,
+    supported: true,
+    layers: c.nLayers,
+    ...(c.nExperts > 0 ? { experts: c.nExperts, experts_used: c.nExpertsUsed } : {}),
+    ...(c.slidingWindow > 0
+      ? { sliding_window: c.slidingWindow, sliding_window_pattern: c.slidingPattern }
+      : {}),
+  };
+}
+
+/** One line for people: "qwen3moe, 48 layers, 128 experts (8 used per token)". */
+export function formatModelSummary(s: ModelSummary): string {
+  if (!s.supported) return `${s.architecture}: cannot run: ${s.error}`;
+  const parts = [s.architecture, `${s.layers} layers`];
+  if (s.experts) parts.push(`${s.experts} experts (${s.experts_used} used per token)`);
+  if (s.sliding_window) {
+    parts.push(
+      `sliding window ${s.sliding_window} (pattern ${s.sliding_window_pattern}: ` +
+        `${s.sliding_window_pattern! - 1} of ${s.sliding_window_pattern} layers slide)`,
+    );
+  }
+  return parts.join(", ");
+}

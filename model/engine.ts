@@ -4,6 +4,7 @@
  */
 import type { Backend, KVType } from "../kernels/backend.ts";
 import { GGUFError, type GGUFFile, openGGUF } from "./gguf/mod.ts";
+import { configFromFile } from "./config.ts";
 import { LlamaStage, type Session } from "./llama.ts";
 import { Sampler, type SamplerParams, type TokenLogprob, topLogprobs } from "./sampler.ts";
 import { type Tokenizer, tokenizerFromMetadata } from "./tokenizer/mod.ts";
@@ -72,6 +73,8 @@ export class Engine {
   static async open(path: string, backend: Backend, opts: EngineOptions = {}): Promise<Engine> {
     const file = await openModelFile(path);
     try {
+      // The architecture first: "unsupported architecture" says more than a vocabulary error.
+      configFromFile(file);
       const tokenizer = tokenizerFromMetadata(file.metadata);
       const stage = await LlamaStage.load(file, backend, { maxBatch: opts.maxBatch });
       return new Engine(file, tokenizer, stage, opts);

@@ -11,6 +11,7 @@ import { Command } from "@commander-js/extra-typings";
 import { typeName } from "../../kernels/quant/types.ts";
 import { openModelFile } from "../../model/engine.ts";
 import { type GGUFArray, type GGUFValue, GGUFValueType } from "../../model/gguf/mod.ts";
+import { formatModelSummary, summarizeModel } from "../../model/config.ts";
 import { isAbsolute, resolve } from "node:path";
 import { parseBytes } from "../../cluster/agent_config.ts";
 import { type FileServer, startFileServer } from "../../cluster/transfer/mod.ts";
@@ -246,9 +247,11 @@ export function modelsCommand() {
           offset: t.offset,
         }));
         const totalBytes = file.tensors.reduce((s, t) => s + (t.nBytes ?? 0), 0);
+        const model = summarizeModel(file);
         if (opts.json) {
           printJson({
             path,
+            model,
             version: file.version,
             alignment: file.alignment,
             data_offset: file.dataOffset,
@@ -264,6 +267,7 @@ export function modelsCommand() {
           `${path}: GGUF v${file.version}, ${formatBytes(file.fileSize)}, ` +
             `${tensors.length} tensors (${formatBytes(totalBytes)}), data at ${file.dataOffset}`,
         );
+        console.log(`model: ${formatModelSummary(model)}`);
         console.log("\nmetadata:");
         console.log(table(
           ["key", "value"],

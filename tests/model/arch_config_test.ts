@@ -1,0 +1,82 @@
+/**
+ * What users see of an architecture: `llmctl models inspect` names it with its experts and
+ * sliding window, and a model of an architecture we do not run fails at load with one line that
+ * names the ones we do.
+ */
+import { formatModelSummary, summarizeModel, SUPPORTED_ARCHITECTURES } from "../../model/config.ts";
+import { meta, writeGGUF } from "../../model/gguf/writer.ts";
+import { openGGUF } from "../../model/gguf/mod.ts";
+import { llmctl, llmctlJson } from "../support/cli.ts";
+import { FIXTURES } from "../support/paths.ts";
+import { assert, assertEquals } from "../support/assert.ts";
+
+async function unsupportedModel(): Promise<string> {
+  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  await Deno.writeFile(
+    path,
+    writeGGUF({
+      metadata: [meta.string("general.architecture", "mamba"), meta.u32("mamba.block_count", 1)],
+      tensors: [{ name: "token_embd.weight", dims: [4, 2], type: 0, data: new Uint8Array(32) }],
+    }),
+  );
+  return path;
+}
+
+Deno.test("summaries name the architecture, experts and sliding window", async () => {
+  const want: Record<string, string> = {
+    "qwen3moe-q4_0": "qwen3moe, 2 layers, 4 experts (2 used per token)",
+    "gemma3-q8_0": "gemma3, 3 layers, sliding window 16 (pattern 3: 2 of 3 layers slide)",
+    "phi3-q4_0": "phi3, 2 layers",
+    "qwen3-q8_0": "qwen3, 2 layers",
+  };
+  for (const [name, line] of Object.entries(want)) {
+    const file = await openGGUF(`${FIXTURES}/models/${name}.gguf`);
+    try {
+      assertEquals(formatModelSummary(summarizeModel(file)), line);
+    } finally {
+      file.close();
+    }
+  }
+});
+
+Deno.test("llmctl models inspect --json carries the model summary", async () => {
+  const out = await llmctlJson([
+    "models",
+    "inspect",
+    `${FIXTURES}/models/gemma3-q8_0.gguf`,
+    "--json",
+  ]);
+  assertEquals(out.model, {
+    architecture: "gemma3",
+    supported: true,
+    layers: 3,
+    sliding_window: 16,
+    sliding_window_pattern: 3,
+  });
+});
+
+Deno.test("an unsupported architecture fails at load with one line naming the supported", async () => {
+  const path = await unsupportedModel();
+  try {
+    const line = `unsupported architecture "mamba" (supported: ${
+      SUPPORTED_ARCHITECTURES.join(", ")
+    })`;
+    const file = await openGGUF(path);
+    try {
+      assertEquals(summarizeModel(file).error, line);
+    } finally {
+      file.close();
+    }
+    const res = await llmctl(["generate", "--model", path, "--prompt", "hi"]);
+    assertEquals(res.code, 1);
+    // Deno's own progress lines (npm metadata downloads) are not llmctl's
+    const errLines = res.stderr.replace(new RegExp(`${"\u001b"}\\[[0-9;]*m`, "g"), "").trim().split(
+      "\n",
+    )
+      .filter((l) => !l.startsWith("Download "));
+    assertEquals(errLines.length, 1, res.stderr);
+    assert(errLines[0].endsWith(line), res.stderr);
+  } finally {
+    await Deno.remove(path);
+  }
+});
