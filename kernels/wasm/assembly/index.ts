@@ -1027,6 +1027,111 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n:
   return sumf;
 }
 
+
+// Σ over one sub-block pair j of a repacked Q4_K block for one activation row, into (lo, hi).
+@inline function q4kPair(qa: usize, l0: v128, l1: v128, h0: v128, h1: v128, sA: v128, sB: v128, lohi: usize): void {
+  const z = i32x4.splat(0);
+  const aLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa), l0, z);
+  const aHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 16), l1, z);
+  const bLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32), h0, z);
+  const bHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 48), h1, z);
+  v128.store(lohi, i32x4.add(v128.load(lohi), i32x4.add(i32x4.mul(aLo, sA), i32x4.mul(bLo, sB))));
+  v128.store(lohi + 16, i32x4.add(v128.load(lohi + 16), i32x4.add(i32x4.mul(aHi, sA), i32x4.mul(bHi, sB))));
+}
+
+/**
+ * One repacked Q4_K row against 4 activation rows (t0..t0+3): each block's quants are unpacked
+ * once for the 4. Per-row integer lanes and float sums live in `scr` (4 × 64 bytes), every float
+ * step as in dotQ4KClass. Results go to out[(t0 + k)·outStride + r].
+ */
+@inline function dotQ4KClass4(
+  x0: usize, nb: i32, qp: usize, ad: usize, bs8: usize, out: usize, outStride: i32, r: i32, scr: usize,
+): void {
+  const m4 = i8x16.splat(0x0f);
+  const z = i32x4.splat(0);
+  const tStride = <usize> nb << 8; // bytes between activation rows in qp
+  let f0: f32 = 0;
+  let f1: f32 = 0;
+  let f2: f32 = 0;
+  let f3: f32 = 0;
+  // scr: [k][lo 16][hi 16][sumsLo 16][sumsHi 16]
+  for (let k = 0; k < 4; k++) {
+    const p = scr + (<usize> k << 6);
+    v128.store(p + 32, f32x4.splat(0));
+    v128.store(p + 48, f32x4.splat(0));
+  }
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 144;
+    const u0 = load<u32>(x + 4);
+    const u1 = load<u32>(x + 8);
+    const u2 = load<u32>(x + 12);
+    const sc0 = u0 & 0x3f3f3f3f;
+    const sc1 = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
+    const mn0 = u1 & 0x3f3f3f3f;
+    const mn1 = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
+    for (let k = 0; k < 4; k++) {
+      const p = scr + (<usize> k << 6);
+      v128.store(p, z);
+      v128.store(p + 16, z);
+    }
+    const q = qp + (<usize> i << 8);
+    for (let j = 0; j < 4; j++) {
+      const qv0 = v128.load(x + 16 + (<usize> j << 5));
+      const qv1 = v128.load(x + 32 + (<usize> j << 5));
+      const l0 = v128.and(qv0, m4);
+      const l1 = v128.and(qv1, m4);
+      const h0 = i8x16.shr_u(qv0, 4);
+      const h1 = i8x16.shr_u(qv1, 4);
+      const sw = j < 2 ? sc0 : sc1;
+      const sA = i32x4.splat(<i32> ((sw >> (16 * (j & 1))) & 0xff));
+      const sB = i32x4.splat(<i32> ((sw >> (16 * (j & 1) + 8)) & 0xff));
+      const qa = q + (<usize> j << 6);
+      q4kPair(qa, l0, l1, h0, h1, sA, sB, scr);
+      q4kPair(qa + tStride, l0, l1, h0, h1, sA, sB, scr + 64);
+      q4kPair(qa + 2 * tStride, l0, l1, h0, h1, sA, sB, scr + 128);
+      q4kPair(qa + 3 * tStride, l0, l1, h0, h1, sA, sB, scr + 192);
+    }
+    const mins = i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> mn1 << 32) | <u64> mn0)));
+    const minLo = i32x4.extend_low_i16x8_u(mins);
+    const minHi = i32x4.extend_high_i16x8_u(mins);
+    const dw = f16At(x);
+    const dm = f16At(x + 2);
+    for (let k = 0; k < 4; k++) {
+      const p = scr + (<usize> k << 6);
+      const ti = <usize> (k * nb + i);
+      const bs = bs8 + (ti << 5);
+      const sumi = hsumI32(i32x4.add(
+        i32x4.mul(v128.load(bs), minLo),
+        i32x4.mul(v128.load(bs + 16), minHi),
+      ));
+      const yd = load<f32>(ad + (ti << 2));
+      const d = f32x4.splat(dw * yd);
+      v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(d, f32x4.convert_i32x4_s(v128.load(p)))));
+      v128.store(p + 48, f32x4.add(v128.load(p + 48), f32x4.mul(d, f32x4.convert_i32x4_s(v128.load(p + 16)))));
+      const c: f32 = dm * yd * <f32> sumi;
+      if (k == 0) f0 -= c;
+      else if (k == 1) f1 -= c;
+      else if (k == 2) f2 -= c;
+      else f3 -= c;
+    }
+  }
+  for (let k = 0; k < 4; k++) {
+    const p = scr + (<usize> k << 6);
+    let sumf: f32 = k == 0 ? f0 : k == 1 ? f1 : k == 2 ? f2 : f3;
+    const lo = v128.load(p + 32);
+    const hi = v128.load(p + 48);
+    sumf += f32x4.extract_lane(lo, 0);
+    sumf += f32x4.extract_lane(lo, 1);
+    sumf += f32x4.extract_lane(lo, 2);
+    sumf += f32x4.extract_lane(lo, 3);
+    sumf += f32x4.extract_lane(hi, 0);
+    sumf += f32x4.extract_lane(hi, 1);
+    sumf += f32x4.extract_lane(hi, 2);
+    sumf += f32x4.extract_lane(hi, 3);
+    store<f32>(out + (<usize> (k * outStride + r) << 2), sumf);
+  }
+}
+
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */
 export function mmK(
   kind: i32,
@@ -1049,7 +1154,21 @@ export function mmK(
     const bs8 = aq16 + <usize> (T * (nb << 8));
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
-      for (let t = 0; t < T; t++) {
+      let t = 0;
+      for (; t + 4 <= T; t += 4) {
+        dotQ4KClass4(
+          wr,
+          nb,
+          aq16 + (<usize> (t * nb) << 8),
+          ad + (<usize> (t * nb) << 2),
+          bs8 + (<usize> (t * nb) << 5),
+          out + (<usize> (t * outStride) << 2),
+          outStride,
+          r,
+          scr,
+        );
+      }
+      for (; t < T; t++) {
         const v = dotQ4KClass(
           wr,
           nb,
