@@ -242,6 +242,13 @@ export class LlamaStage {
       return w;
     };
 
+    if (src.tensor("rope_factors_long.weight") || src.tensor("rope_factors_short.weight")) {
+      // LongRoPE (Phi-3 128k, Phi-3.5, Phi-4 mini): per-frequency factors we do not apply yet;
+      // running without them would silently give other logits than llama.cpp's.
+      throw new ModelConfigError(
+        "LongRoPE models (tensors rope_factors_long/rope_factors_short) are not supported",
+      );
+    }
     const isHead = from === 0;
     const isTail = to === config.nLayers;
     const hasOutput = src.tensor("output.weight") !== undefined;
@@ -511,9 +518,11 @@ export class LlamaStage {
     const c = this.config;
     const eps = c.rmsEps;
     const positions = ws.positions.subarray(0, total);
-    // gemma3 and phi3 scale q (ggml_scale by 1/sqrtf(head_dim)) and attend with scale 1.
+    // gemma3 and phi3 scale q (ggml_scale by 1/sqrtf(head_dim)) and attend with scale 1;
+    // llama.cpp takes Gemma 3 27B's (62 layers) from n_embd / n_head instead.
     const preScale = c.gemma || c.arch === "phi3";
-    const qScale = Math.fround(1 / Math.fround(Math.sqrt(c.headDim)));
+    const qDim = c.gemma && c.nLayers === 62 ? Math.floor(c.nEmbd / c.nHeads) : c.headDim;
+    const qScale = Math.fround(1 / Math.fround(Math.sqrt(qDim)));
     for (let l = 0; l < this.layers.length; l++) {
       const w = this.layers[l];
       const sliding = isSlidingLayer(c, this.from + l);
@@ -522,7 +531,8 @@ export class LlamaStage {
         headDim: c.headDim,
         ropeDim: c.ropeDim,
         freqBase: sliding ? c.ropeFreqBaseSwa : c.ropeFreqBase,
-        freqScale: c.ropeFreqScale,
+        // llama.cpp scales only the global layers' RoPE (gemma3's linear factor 8)
+        freqScale: sliding ? 1 : c.ropeFreqScale,
         neox: c.ropeNeox,
       };
       const ropeK: RopeParams = { ...ropeQ, nHeads: c.nKVHeads };

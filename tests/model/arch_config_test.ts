@@ -6,6 +6,8 @@
 import { formatModelSummary, summarizeModel, SUPPORTED_ARCHITECTURES } from "../../model/config.ts";
 import { meta, writeGGUF } from "../../model/gguf/writer.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
+import { LlamaStage } from "../../model/llama.ts";
+import { createReferenceBackend } from "../../kernels/reference/mod.ts";
 import { llmctl, llmctlJson } from "../support/cli.ts";
 import { FIXTURES } from "../support/paths.ts";
 import { assert, assertEquals } from "../support/assert.ts";
@@ -77,6 +79,35 @@ Deno.test("an unsupported architecture fails at load with one line naming the su
     assertEquals(errLines.length, 1, res.stderr);
     assert(errLines[0].endsWith(line), res.stderr);
   } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("a phi3 file with LongRoPE factors is refused rather than run without them", async () => {
+  const src = await openGGUF(`${FIXTURES}/models/phi3-f32.gguf`);
+  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  try {
+    const tensors = [];
+    for (const t of src.tensors) {
+      tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
+    }
+    tensors.push({
+      name: "rope_factors_long.weight",
+      dims: [8],
+      type: 0,
+      data: new Uint8Array(32),
+    });
+    await Deno.writeFile(path, writeGGUF({ metadata: src.metadata.entries(), tensors }));
+    const file = await openGGUF(path);
+    try {
+      let err: Error | undefined;
+      await LlamaStage.load(file, createReferenceBackend()).catch((e) => err = e);
+      assert(err?.message.includes("LongRoPE"), `${err}`);
+    } finally {
+      file.close();
+    }
+  } finally {
+    src.close();
     await Deno.remove(path);
   }
 });
