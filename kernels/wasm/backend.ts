@@ -124,6 +124,8 @@ class WWeight implements Weight {
   repackedRows = 0;
   /** Q4_K quants reordered by class (repackQ4K). */
   q4kClasses = false;
+  /** Q6_K quants reordered in pairs (repackQ6K). */
+  q6kPairs = false;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
   f32Off = -1;
   freed = false;
@@ -203,6 +205,8 @@ class ArenaState {
   actPN = false;
   /** Whether it carries the Q4_K kernel's reordered quants (permuteQ4KAct). */
   actQ4K = false;
+  /** Whether it carries the Q6_K kernel's pair-ordered quants (permuteQ6KAct). */
+  actQ6K = false;
   constructor(readonly arena: Arena) {
     this.act = new Scratch(arena, "activation");
     this.xin = new Scratch(arena, "input copy");
@@ -510,15 +514,18 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
     // q16), made when a Q4_K weight first reads them
     const q4kBytes = isK ? align(rows * n) + align(rows * nb * 32) : 0;
+    // … and the Q6_K kernel's pair-ordered quants and 32·pair sums (after those)
+    const q6kBytes = isK ? 2 * align(rows * n) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
       st.actRows !== rows || st.actN !== n || (pnBytes && !st.actPN)
     ) {
       st.actBuf = -1;
       const actOff = st.act.ensure(
-        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes,
+        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes,
       );
       st.actQ4K = false;
+      st.actQ6K = false;
       let src = X.off;
       if (w.arena !== 0) {
         src = st.xin.ensure(rows * n * 4);
@@ -558,6 +565,13 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       k.permuteQ4KAct(actOff, s, q4kOff, q4kOff + rows * n, n, rows);
       st.actQ4K = true;
     }
+    const q6kOff = q4kOff + q4kBytes;
+    // (prompts of 4+ rows take the decoded-row path, on q16; see mmK)
+    const q6kPairs = w.type === GGMLType.Q6_K && rows < 4;
+    if (q6kPairs && !st.actQ6K) {
+      k.permuteQ6KAct(actOff, q6kOff, q6kOff + rows * n, rows * n);
+      st.actQ6K = true;
+    }
     const outOff = w.arena === 0 ? O.off : st.out.ensure(rows * m * 4);
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
@@ -570,7 +584,11 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ctrl[a + A.AD] = actOff + qsBytes;
     // Q8_0 reads the P/N planes in the sums' slot (it has no use for the sums)
     ctrl[a + A.AS] = actOff + qsBytes + dBytes + (pnBytes ? sBytes : 0);
-    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : actOff + qsBytes + dBytes + sBytes;
+    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K
+      ? q4kOff
+      : q6kPairs
+      ? q6kOff
+      : actOff + qsBytes + dBytes + sBytes;
     ctrl[a + A.T] = rows;
     ctrl[a + A.OUT] = outOff;
     ctrl[a + A.OUT_STRIDE] = m;
@@ -674,6 +692,9 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
           else if (spec.type === GGMLType.Q4_K) {
             arenas[arena].k.repackQ4K(off, bytes / 144);
             w.q4kClasses = true;
+          } else if (spec.type === GGMLType.Q6_K) {
+            arenas[arena].k.repackQ6K(off, bytes / 210);
+            w.q6kPairs = true;
           }
           state = "done";
           return w;
@@ -765,6 +786,20 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
             rowBuf.set(src.subarray(at, at + 16), b);
             for (let g = 16; g < 144; g += 32) {
               for (let p = 0; p < 32; p++) rowBuf[b + g + (p >> 2) + 8 * (p & 3)] = src[at + g + p];
+            }
+          }
+          rowSrc = rowBuf;
+          rowOff = 0;
+        } else if (w.q6kPairs) {
+          // undo repackQ6K: in each 16 bytes of ql/qh, byte 2l holds position l, 2l + 1 holds l + 8
+          if (rowBuf.length < w.rowBytes) rowBuf = new Uint8Array(w.rowBytes);
+          for (let b = 0; b < w.rowBytes; b += 210) {
+            const at = rowOff + b;
+            rowBuf.set(src.subarray(at + 192, at + 210), b + 192);
+            for (let p = 0; p < 192; p++) {
+              const g = p & ~15;
+              const l = p & 15;
+              rowBuf[b + g + (l >> 1) + 8 * (l & 1)] = src[at + p];
             }
           }
           rowSrc = rowBuf;
@@ -952,6 +987,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       v.bb = w.bb;
       v.repackedRows = w.bb ? inGroups : 0;
       v.q4kClasses = w.q4kClasses;
+      v.q6kPairs = w.q6kPairs;
       views.add(v);
       return v;
     },

@@ -74,6 +74,8 @@ export interface Kernels {
   repack4(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
   repackQuads(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
   repackQ4K(w: number, nBlocks: number): void;
+  repackQ6K(w: number, nBlocks: number): void;
+  permuteQ6KAct(qs: number, ap: number, a32: number, n: number): void;
   permuteQ4KAct(qs: number, bsums: number, qp: number, bs8: number, n: number, T: number): void;
   attention(
     q: number,

@@ -654,6 +654,11 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   }
 }
 
+/** Inverse of the pair order [e0,e8,e1,e9,…] of repackQ6K. */
+@inline function unpair(v: v128): v128 {
+  return i8x16.swizzle(v, i8x16(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
+}
+
 @inline function decodeBlockK(kind: i32, w: usize, i: i32, A: usize, SC: usize, MN: usize, WD: usize, WM: usize): void {
   {
     const a = A + (<usize> i << 8);
@@ -722,10 +727,11 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
           const h1 = i8x16.shl(v128.and(i8x16.shr_u(h, 2), m3), 4);
           const h2 = i8x16.shl(v128.and(i8x16.shr_u(h, 4), m3), 4);
           const h3 = i8x16.shl(v128.and(i8x16.shr_u(h, 6), m3), 4);
-          v128.store(ab + l, i8x16.sub(v128.or(v128.and(q0, m4), h0), off));
-          v128.store(ab + 32 + l, i8x16.sub(v128.or(v128.and(q1, m4), h1), off));
-          v128.store(ab + 64 + l, i8x16.sub(v128.or(i8x16.shr_u(q0, 4), h2), off));
-          v128.store(ab + 96 + l, i8x16.sub(v128.or(i8x16.shr_u(q1, 4), h3), off));
+          // repackQ6K left each 16 quants in pair order: back to element order
+          v128.store(ab + l, unpair(i8x16.sub(v128.or(v128.and(q0, m4), h0), off)));
+          v128.store(ab + 32 + l, unpair(i8x16.sub(v128.or(v128.and(q1, m4), h1), off)));
+          v128.store(ab + 64 + l, unpair(i8x16.sub(v128.or(i8x16.shr_u(q0, 4), h2), off)));
+          v128.store(ab + 96 + l, unpair(i8x16.sub(v128.or(i8x16.shr_u(q1, 4), h3), off)));
         }
       }
     } else if (kind == 11) {
@@ -852,70 +858,7 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 }
 
 
-// Σ over one 16-element group: products (lanes = index mod 8) scaled by s, into lo/hi.
-@inline function prod16(w: v128, a: v128): v128 {
-  return i16x8.add(i16x8.extmul_low_i8x16_s(w, a), i16x8.extmul_high_i8x16_s(w, a));
-}
 
-/** Q6_K row · Q8_K row straight from the block bytes; same float steps as ggml. */
-@inline function dotQ6KFused(x0: usize, nb: i32, aq: usize, ad: usize): f32 {
-  let sumsLo = f32x4.splat(0);
-  let sumsHi = f32x4.splat(0);
-  const m4 = i8x16.splat(0x0f);
-  const m3 = i8x16.splat(3);
-  const off = i8x16.splat(32);
-  for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 210;
-    const q = aq + (<usize> i << 8);
-    let lo = i32x4.splat(0);
-    let hi = i32x4.splat(0);
-    for (let half = 0; half < 2; half++) {
-      const ql = x + (<usize> half << 6);
-      const qh = x + 128 + (<usize> half << 5);
-      const qa = q + (<usize> half << 7);
-      const scp = x + 192 + (<usize> half << 3);
-      for (let l = 0; l < 32; l += 16) {
-        const q0 = v128.load(ql + l);
-        const q1 = v128.load(ql + 32 + l);
-        const h = v128.load(qh + l);
-        const g = l >> 4;
-        const a0 = i8x16.sub(v128.or(v128.and(q0, m4), i8x16.shl(v128.and(h, m3), 4)), off);
-        const a1 = i8x16.sub(v128.or(v128.and(q1, m4), i8x16.shl(v128.and(i8x16.shr_u(h, 2), m3), 4)), off);
-        const a2 = i8x16.sub(v128.or(i8x16.shr_u(q0, 4), i8x16.shl(v128.and(i8x16.shr_u(h, 4), m3), 4)), off);
-        const a3 = i8x16.sub(v128.or(i8x16.shr_u(q1, 4), i8x16.shl(i8x16.shr_u(h, 6), 4)), off);
-        const p0 = prod16(a0, v128.load(qa + l));
-        const p1 = prod16(a1, v128.load(qa + 32 + l));
-        const p2 = prod16(a2, v128.load(qa + 64 + l));
-        const p3 = prod16(a3, v128.load(qa + 96 + l));
-        const s0 = i16x8.splat(<i16> load<i8>(scp + g));
-        const s1 = i16x8.splat(<i16> load<i8>(scp + g + 2));
-        const s2 = i16x8.splat(<i16> load<i8>(scp + g + 4));
-        const s3 = i16x8.splat(<i16> load<i8>(scp + g + 6));
-        lo = i32x4.add(lo, i32x4.add(
-          i32x4.add(i32x4.extmul_low_i16x8_s(p0, s0), i32x4.extmul_low_i16x8_s(p1, s1)),
-          i32x4.add(i32x4.extmul_low_i16x8_s(p2, s2), i32x4.extmul_low_i16x8_s(p3, s3)),
-        ));
-        hi = i32x4.add(hi, i32x4.add(
-          i32x4.add(i32x4.extmul_high_i16x8_s(p0, s0), i32x4.extmul_high_i16x8_s(p1, s1)),
-          i32x4.add(i32x4.extmul_high_i16x8_s(p2, s2), i32x4.extmul_high_i16x8_s(p3, s3)),
-        ));
-      }
-    }
-    const d = f32x4.splat(f16At(x + 208) * load<f32>(ad + (<usize> i << 2)));
-    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
-    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
-  }
-  let sumf: f32 = 0;
-  sumf += f32x4.extract_lane(sumsLo, 0);
-  sumf += f32x4.extract_lane(sumsLo, 1);
-  sumf += f32x4.extract_lane(sumsLo, 2);
-  sumf += f32x4.extract_lane(sumsLo, 3);
-  sumf += f32x4.extract_lane(sumsHi, 0);
-  sumf += f32x4.extract_lane(sumsHi, 1);
-  sumf += f32x4.extract_lane(sumsHi, 2);
-  sumf += f32x4.extract_lane(sumsHi, 3);
-  return sumf;
-}
 
 
 // ----------------------------------------------------------------------------- Q4_K, class layout
@@ -1132,6 +1075,119 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n:
   }
 }
 
+
+// ----------------------------------------------------------------------------- Q6_K, pair layout
+
+// ggml's generic Q6_K dot scales every 16 quants by their own i8 scale and keeps 8 integer lanes
+// (element index mod 8). repackQ6K reorders ql/qh so that the unpacked 16-quant vectors come out
+// as [e0,e8,e1,e9,…,e7,e15]; the activation is reordered the same way (permuteQ6KAct), so the
+// 16-bit relaxed dot sums the two quants of one lane; two groups' sums interleaved meet their two
+// scales in one pmaddwd (i32x4.dot_i16x8_s), lane = class. Quants are used raw (0..63, the 7-bit
+// operand) and 32·Σ of each pair is subtracted (precomputed with the activation): exact.
+
+/** Reorder the ql/qh bytes of nBlocks Q6_K blocks at w in place (see above). */
+export function repackQ6K(w: usize, nBlocks: i32): void {
+  const idx = i8x16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+  for (let i = 0; i < nBlocks; i++) {
+    const x = w + <usize> i * 210;
+    // ql[0..32), ql[32..64), ql[64..96), ql[96..128), qh[0..32), qh[32..64): each 32-byte array
+    // holds one position l per element, and each 16-byte half is one scale group
+    for (let a = 0; a < 6; a++) {
+      const p = x + <usize> (a << 5);
+      v128.store(p, i8x16.swizzle(v128.load(p), idx));
+      v128.store(p + 16, i8x16.swizzle(v128.load(p + 16), idx));
+    }
+  }
+}
+
+/**
+ * The Q6_K kernel's activation: each 16 Q8_K quants reordered as [e0,e8,e1,e9,…] into ap
+ * (T·n bytes), and 32·(e_l + e_l+8) as i16 into a32 (T·n bytes).
+ */
+export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
+  const idx = i8x16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+  for (let g = 0; g < (n >> 4); g++) {
+    const o = <usize> g << 4;
+    const v = i8x16.swizzle(v128.load(qs + o), idx);
+    v128.store(ap + o, v);
+    v128.store(a32 + o, i16x8.shl(i16x8.extadd_pairwise_i8x16_s(v), 5));
+  }
+}
+
+// Two scale groups (16 quants each, elements e and e + 16 of the block) into the class lanes:
+// their pair sums interleaved, then one pmaddwd per 4 classes applies both scales at once.
+@inline function q6Groups(lohi: v128, ab: usize, cb: usize, e: usize, va: v128, vb: v128, sc: usize, hiHalf: bool): v128 {
+  const pa = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(ab + e), va), v128.load(cb + e));
+  const pb = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(ab + e + 16), vb), v128.load(cb + e + 16));
+  const sa = <i32> load<i8>(sc);
+  const sb = <i32> load<i8>(sc + 1);
+  const sv = i32x4.splat((sa & 0xffff) | (sb << 16));
+  const x = hiHalf
+    ? i8x16.shuffle(pa, pb, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31)
+    : i8x16.shuffle(pa, pb, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
+  return i32x4.add(lohi, i32x4.dot_i16x8_s(x, sv));
+}
+
+// One repacked Q6_K row · one reordered activation row; ggml's float steps.
+@inline function dotQ6KPair(x0: usize, nb: i32, ap: usize, a32: usize, ad: usize): f32 {
+  let sumsLo = f32x4.splat(0);
+  let sumsHi = f32x4.splat(0);
+  const m4 = i8x16.splat(0x0f);
+  const m3 = i8x16.splat(3);
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 210;
+    const ab = ap + (<usize> i << 8);
+    const cb = a32 + (<usize> i << 8);
+    let lo = i32x4.splat(0);
+    let hi = i32x4.splat(0);
+    for (let h = 0; h < 2; h++) {
+      const ql = x + (<usize> h << 6);
+      const qh = x + 128 + (<usize> h << 5);
+      const sc = x + 192 + (<usize> h << 3);
+      const eh = <usize> h << 7;
+      const l0a = v128.load(ql);
+      const l0b = v128.load(ql + 16);
+      const l1a = v128.load(ql + 32);
+      const l1b = v128.load(ql + 48);
+      const ha = v128.load(qh);
+      const hb = v128.load(qh + 16);
+      // quarter 0: low nibbles of ql[0..32) + bits 0-1
+      let va = v128.or(v128.and(l0a, m4), i8x16.shl(v128.and(ha, m3), 4));
+      let vb = v128.or(v128.and(l0b, m4), i8x16.shl(v128.and(hb, m3), 4));
+      lo = q6Groups(lo, ab, cb, eh, va, vb, sc, false);
+      hi = q6Groups(hi, ab, cb, eh, va, vb, sc, true);
+      // quarter 1: low nibbles of ql[32..64) + bits 2-3
+      va = v128.or(v128.and(l1a, m4), i8x16.shl(v128.and(i8x16.shr_u(ha, 2), m3), 4));
+      vb = v128.or(v128.and(l1b, m4), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), m3), 4));
+      lo = q6Groups(lo, ab, cb, eh + 32, va, vb, sc + 2, false);
+      hi = q6Groups(hi, ab, cb, eh + 32, va, vb, sc + 2, true);
+      // quarter 2: high nibbles of ql[0..32) + bits 4-5
+      va = v128.or(i8x16.shr_u(l0a, 4), i8x16.shl(v128.and(i8x16.shr_u(ha, 4), m3), 4));
+      vb = v128.or(i8x16.shr_u(l0b, 4), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), m3), 4));
+      lo = q6Groups(lo, ab, cb, eh + 64, va, vb, sc + 4, false);
+      hi = q6Groups(hi, ab, cb, eh + 64, va, vb, sc + 4, true);
+      // quarter 3: high nibbles of ql[32..64) + bits 6-7
+      va = v128.or(i8x16.shr_u(l1a, 4), i8x16.shl(i8x16.shr_u(ha, 6), 4));
+      vb = v128.or(i8x16.shr_u(l1b, 4), i8x16.shl(i8x16.shr_u(hb, 6), 4));
+      lo = q6Groups(lo, ab, cb, eh + 96, va, vb, sc + 6, false);
+      hi = q6Groups(hi, ab, cb, eh + 96, va, vb, sc + 6, true);
+    }
+    const d = f32x4.splat(f16At(x + 208) * load<f32>(ad + (<usize> i << 2)));
+    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
+    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
+  }
+  let sumf: f32 = 0;
+  sumf += f32x4.extract_lane(sumsLo, 0);
+  sumf += f32x4.extract_lane(sumsLo, 1);
+  sumf += f32x4.extract_lane(sumsLo, 2);
+  sumf += f32x4.extract_lane(sumsLo, 3);
+  sumf += f32x4.extract_lane(sumsHi, 0);
+  sumf += f32x4.extract_lane(sumsHi, 1);
+  sumf += f32x4.extract_lane(sumsHi, 2);
+  sumf += f32x4.extract_lane(sumsHi, 3);
+  return sumf;
+}
+
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */
 export function mmK(
   kind: i32,
@@ -1181,11 +1237,17 @@ export function mmK(
     }
     return;
   }
-  if (T == 1 && kind == 14) {
-    // one activation row: dot straight from the weight blocks
+  if (kind == 14 && T < 4) {
+    // Q6_K (pair layout); prompts take the decoded-row path below, which reuses each decoded
+    // row for every activation row: aq16 holds the reordered activation, then its 32·pair sums
+    const a32 = aq16 + <usize> (T * (nb << 8));
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
-      store<f32>(out + (<usize> r << 2), dotQ6KFused(wr, nb, aq, ad));
+      for (let t = 0; t < T; t++) {
+        const o = <usize> (t * nb) << 8;
+        const v = dotQ6KPair(wr, nb, aq16 + o, a32 + o, ad + (<usize> (t * nb) << 2));
+        store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+      }
     }
     return;
   }
