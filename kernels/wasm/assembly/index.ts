@@ -910,6 +910,17 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n:
   }
 }
 
+// One sub-block pair (32 packed bytes at qs: low nibbles = sub-block A, high = B) against its
+// 64 reordered activation quants at qa; classes 0..3 (hiHalf false) or 4..7, scaled, into acc.
+@inline function q4kSub(acc: v128, qa: usize, qs: usize, sA: v128, sB: v128, hiHalf: bool): v128 {
+  const o: usize = hiHalf ? 16 : 0;
+  const qv = v128.load(qs + o);
+  const z = i32x4.splat(0);
+  const a = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + o), v128.and(qv, i8x16.splat(0x0f)), z);
+  const b = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32 + o), i8x16.shr_u(qv, 4), z);
+  return i32x4.add(acc, i32x4.add(i32x4.mul(a, sA), i32x4.mul(b, sB)));
+}
+
 // One repacked Q4_K row · one reordered Q8_K activation row; ggml's float steps.
 @inline function dotQ4KClass(x0: usize, nb: i32, qp: usize, ad: usize, bs8: usize): f32 {
   let sumsLo = f32x4.splat(0);
@@ -928,22 +939,20 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n:
     const sc1 = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
     const mn0 = u1 & 0x3f3f3f3f;
     const mn1 = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
+    // the 8 sub-block scales as i32 lanes; each pair's splats are one shuffle away
+    const sv = i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> sc1 << 32) | <u64> sc0)));
+    const sLo = i32x4.extend_low_i16x8_u(sv);
+    const sHi = i32x4.extend_high_i16x8_u(sv);
     let lo = z;
     let hi = z;
-    for (let j = 0; j < 4; j++) {
-      const qv0 = v128.load(x + 16 + (<usize> j << 5));
-      const qv1 = v128.load(x + 32 + (<usize> j << 5));
-      const qa = q + (<usize> j << 6);
-      const sw = j < 2 ? sc0 : sc1;
-      const sA = i32x4.splat(<i32> ((sw >> (16 * (j & 1))) & 0xff));
-      const sB = i32x4.splat(<i32> ((sw >> (16 * (j & 1) + 8)) & 0xff));
-      const aLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa), v128.and(qv0, m4), z);
-      const aHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 16), v128.and(qv1, m4), z);
-      const bLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32), i8x16.shr_u(qv0, 4), z);
-      const bHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 48), i8x16.shr_u(qv1, 4), z);
-      lo = i32x4.add(lo, i32x4.add(i32x4.mul(aLo, sA), i32x4.mul(bLo, sB)));
-      hi = i32x4.add(hi, i32x4.add(i32x4.mul(aHi, sA), i32x4.mul(bHi, sB)));
-    }
+    lo = q4kSub(lo, q, x + 16, v128.shuffle<i32>(sLo, sLo, 0, 0, 0, 0), v128.shuffle<i32>(sLo, sLo, 1, 1, 1, 1), false);
+    hi = q4kSub(hi, q, x + 16, v128.shuffle<i32>(sLo, sLo, 0, 0, 0, 0), v128.shuffle<i32>(sLo, sLo, 1, 1, 1, 1), true);
+    lo = q4kSub(lo, q + 64, x + 48, v128.shuffle<i32>(sLo, sLo, 2, 2, 2, 2), v128.shuffle<i32>(sLo, sLo, 3, 3, 3, 3), false);
+    hi = q4kSub(hi, q + 64, x + 48, v128.shuffle<i32>(sLo, sLo, 2, 2, 2, 2), v128.shuffle<i32>(sLo, sLo, 3, 3, 3, 3), true);
+    lo = q4kSub(lo, q + 128, x + 80, v128.shuffle<i32>(sHi, sHi, 0, 0, 0, 0), v128.shuffle<i32>(sHi, sHi, 1, 1, 1, 1), false);
+    hi = q4kSub(hi, q + 128, x + 80, v128.shuffle<i32>(sHi, sHi, 0, 0, 0, 0), v128.shuffle<i32>(sHi, sHi, 1, 1, 1, 1), true);
+    lo = q4kSub(lo, q + 192, x + 112, v128.shuffle<i32>(sHi, sHi, 2, 2, 2, 2), v128.shuffle<i32>(sHi, sHi, 3, 3, 3, 3), false);
+    hi = q4kSub(hi, q + 192, x + 112, v128.shuffle<i32>(sHi, sHi, 2, 2, 2, 2), v128.shuffle<i32>(sHi, sHi, 3, 3, 3, 3), true);
     // Σ_j bsums(32 elements of sub-block j) · min_j
     const mins = i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> mn1 << 32) | <u64> mn0)));
     const bs = bs8 + (<usize> i << 5);
