@@ -131,6 +131,11 @@ export interface Backend {
   rmsNorm(x: Buf, weight: Weight, out: Buf, rows: number, eps: number): void;
   /** out[t, r] = Σ_c W[r, c] · x[t, c] with ggml's activation conversion (see file comment). */
   matmul(w: Weight, x: Buf, out: Buf, rows: number): void;
+  /**
+   * matmul(ws[i], x, outs[i], rows) for each i (optional): the same results, but a backend may
+   * run weights that share the input as one job (q/k/v, gate/up: fewer thread hand-offs).
+   */
+  matmulMany?(ws: Weight[], x: Buf, outs: Buf[], rows: number): void;
   /** x[t, :] += bias, for `rows` rows of bias.shape[0]. */
   addBias(x: Buf, bias: Weight, rows: number): void;
   /** Rotate x `[positions.length × nHeads × headDim]` in place; row t is at `positions[t]`. */

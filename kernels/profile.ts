@@ -30,6 +30,7 @@ const TIMED = [
   "embed",
   "rmsNorm",
   "matmul",
+  "matmulMany",
   "addBias",
   "rope",
   "storeKV",
@@ -39,10 +40,11 @@ const TIMED = [
   "write",
 ] as const;
 
-/** Group name of a matmul: the weight's name without its layer prefix, and its type. */
-function matmulKey(w: Weight): string {
-  const name = w.name.replace(/^blk\.\d+\./, "").replace(/\.weight$/, "");
-  return `matmul ${name} (${typeName(w.type)})`;
+/** Group name of a matmul: the weights' names without their layer prefix, and their types. */
+function matmulKey(ws: Weight[]): string {
+  const names = ws.map((w) => w.name.replace(/^blk\.\d+\./, "").replace(/\.weight$/, ""));
+  const types = [...new Set(ws.map((w) => typeName(w.type)))];
+  return `matmul ${names.join("+")} (${types.join("/")})`;
 }
 
 /** Wrap `inner` so that each op call is timed; `inner` itself is unchanged. */
@@ -63,12 +65,18 @@ export function profileBackend(inner: Backend): ProfiledBackend {
   };
   const wrapped: Record<string, unknown> = {};
   for (const op of TIMED) {
+    if (!inner[op]) continue; // an optional op this backend lacks stays absent
     const fn = (inner[op] as (...a: unknown[]) => unknown).bind(inner);
     wrapped[op] = (...args: unknown[]) => {
       if (!prof.enabled) return fn(...args);
       const t0 = performance.now();
       const r = fn(...args);
-      note(op === "matmul" ? matmulKey(args[0] as Weight) : op, performance.now() - t0);
+      const key = op === "matmul"
+        ? matmulKey([args[0] as Weight])
+        : op === "matmulMany"
+        ? matmulKey(args[0] as Weight[])
+        : op;
+      note(key, performance.now() - t0);
       return r;
     };
   }

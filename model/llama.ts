@@ -547,9 +547,7 @@ export class LlamaStage {
       be.rmsNorm(ws.x, w.attnNorm, ws.xb, total, eps);
       const q = w.qNorm ? ws.qRaw : ws.q;
       const k = w.kNorm ? ws.kRaw : ws.k;
-      be.matmul(w.wq, ws.xb, q, total);
-      be.matmul(w.wk, ws.xb, k, total);
-      be.matmul(w.wv, ws.xb, ws.v, total);
+      this.matmuls([w.wq, w.wk, w.wv], ws.xb, [q, k, ws.v], total);
       if (w.bq) be.addBias(q, w.bq, total);
       if (w.bk) be.addBias(k, w.bk, total);
       if (w.bv) be.addBias(ws.v, w.bv, total);
@@ -585,12 +583,18 @@ export class LlamaStage {
     }
   }
 
+  /** Several weights over one input: one backend job where the backend can (matmulMany). */
+  private matmuls(ws: Weight[], x: Buf, outs: Buf[], rows: number): void {
+    const be = this.backend;
+    if (be.matmulMany) be.matmulMany(ws, x, outs, rows);
+    else for (let i = 0; i < ws.length; i++) be.matmul(ws[i], x, outs[i], rows);
+  }
+
   /** ws.proj = down(act(gate · ws.xb) ⊙ up · ws.xb) over `rows` rows of `n` hidden values. */
   private dense(f: DenseFFN, rows: number, n: number): void {
     const be = this.backend;
     const ws = this.ws;
-    be.matmul(f.gate, ws.xb, ws.gate, rows);
-    be.matmul(f.up, ws.xb, ws.up, rows);
+    this.matmuls([f.gate, f.up], ws.xb, [ws.gate, ws.up], rows);
     if (this.config.gemma) be.geglu(ws.gate, ws.up, ws.act, n);
     else be.swiglu(ws.gate, ws.up, ws.act, n);
     be.matmul(f.down, ws.act, ws.proj, rows);

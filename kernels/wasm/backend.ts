@@ -49,6 +49,7 @@ import {
   CTRL_INTS,
   ERROR,
   FARGS,
+  MAX_PARTS,
   MAX_THREADS,
   NEXT,
   OP,
@@ -59,6 +60,7 @@ import {
   OP_PROBE,
   OP_RELOAD,
   OP_STOP,
+  PART_INTS,
   runJob,
   SEQ,
 } from "./jobs.ts";
@@ -491,11 +493,22 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     const w = weight(wt);
     const X = buf(x);
     const O = buf(out);
-    const n = w.rowLen;
-    const m = w.nRows;
-    need(X, rows * n, "matmul x");
-    need(O, rows * m, "matmul out");
+    need(X, rows * w.rowLen, "matmul x");
+    need(O, rows * w.nRows, "matmul out");
     if (rows <= 0) return;
+    matmulJob([w], X, [O], rows);
+  }
+
+  /** Whether w can share a job with `first` (same kernel, input width and memory). */
+  function sameJob(first: WWeight, w: WWeight): boolean {
+    return w.type === first.type && w.rowLen === first.rowLen && w.arena === first.arena &&
+      w.rowBytes === first.rowBytes;
+  }
+
+  /** Several weights × the same input in one job (MAX_PARTS at most, checked by the caller). */
+  function matmulJob(ws: WWeight[], X: WBuf, Os: WBuf[], rows: number): void {
+    const w = ws[0];
+    const n = w.rowLen;
     const kind = actKind(w.type);
     const st = states[w.arena];
     const ar = st.arena;
@@ -572,12 +585,10 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       k.permuteQ6KAct(actOff, q6kOff, q6kOff + rows * n, rows * n);
       st.actQ6K = true;
     }
-    const outOff = w.arena === 0 ? O.off : st.out.ensure(rows * m * 4);
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
     ctrl[ARENA] = w.arena;
     ctrl[a + A.KIND] = w.type;
-    ctrl[a + A.W] = w.off;
     ctrl[a + A.ROW_BYTES] = w.rowBytes;
     ctrl[a + A.NB] = floatsAct ? n : nb;
     ctrl[a + A.AQ] = actOff;
@@ -590,21 +601,59 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       ? q6kOff
       : actOff + qsBytes + dBytes + sBytes;
     ctrl[a + A.T] = rows;
-    ctrl[a + A.OUT] = outOff;
-    ctrl[a + A.OUT_STRIDE] = m;
-    ctrl[a + A.NROWS] = m;
     if (isK) threadScratch(st, 3 * n + (n / 16) * 8 + nb * 8 + 64);
-    const work = m * n * rows;
-    const parts = Math.min(active, Math.ceil(work / 65536));
-    let chunk = Math.ceil(m / (parts * 4));
-    chunk = Math.max(4, Math.ceil(chunk / 4) * 4);
-    ctrl[a + A.CHUNK] = chunk;
-    if (parts > 1) pool.run(kernels);
-    else pool.runHere(kernels);
-    if (w.arena !== 0) {
-      a0.u8.set(ar.u8.subarray(outOff, outOff + rows * m * 4), O.off);
+    // Parts in chunk order: rows split in chunks of a multiple of 4 (the kernels' row groups),
+    // about 4 per thread per part, claimed by the threads in turn.
+    const mAll = ws.reduce((sum, v) => sum + v.nRows, 0);
+    const threadsUsed = Math.min(active, Math.ceil((mAll * n * rows) / 65536));
+    // outputs of a weight outside arena 0 are computed in its arena's scratch, then copied back
+    const outOffs: number[] = [];
+    let scratchAt = w.arena === 0 ? 0 : st.out.ensure(rows * mAll * 4);
+    let end = 0;
+    ctrl[a + A.NPARTS] = ws.length;
+    for (let p = 0; p < ws.length; p++) {
+      const m = ws[p].nRows;
+      const chunk = Math.max(4, Math.ceil(Math.ceil(m / (threadsUsed * 4)) / 4) * 4);
+      const outOff = w.arena === 0 ? Os[p].off : scratchAt;
+      scratchAt += rows * m * 4;
+      outOffs.push(outOff);
+      end += Math.ceil(m / chunk);
+      const base = a + A.PARTS + p * PART_INTS;
+      ctrl[base] = ws[p].off;
+      ctrl[base + 1] = outOff;
+      ctrl[base + 2] = m;
+      ctrl[base + 3] = chunk;
+      ctrl[base + 4] = end;
     }
-    O.version++;
+    if (threadsUsed > 1) pool.run(kernels);
+    else pool.runHere(kernels);
+    for (let p = 0; p < ws.length; p++) {
+      const bytes = rows * ws[p].nRows * 4;
+      if (w.arena !== 0) a0.u8.set(ar.u8.subarray(outOffs[p], outOffs[p] + bytes), Os[p].off);
+      Os[p].version++;
+    }
+  }
+
+  /** matmul for each (weight, output) pair over one input: jobs of up to MAX_PARTS weights. */
+  function matmulMany(wts: Weight[], x: Buf, outs: Buf[], rows: number): void {
+    if (wts.length !== outs.length) {
+      throw new Error(`matmulMany: ${wts.length} weights but ${outs.length} outputs`);
+    }
+    const X = buf(x);
+    const ws = wts.map(weight);
+    const Os = outs.map(buf);
+    for (let i = 0; i < ws.length; i++) {
+      need(X, rows * ws[i].rowLen, "matmul x");
+      need(Os[i], rows * ws[i].nRows, "matmul out");
+      if (Os[i].id === X.id) throw new Error("matmulMany: an output is the input");
+    }
+    if (rows <= 0) return;
+    for (let i = 0; i < ws.length;) {
+      let j = i + 1;
+      while (j < ws.length && j - i < MAX_PARTS && sameJob(ws[i], ws[j])) j++;
+      matmulJob(ws.slice(i, j), X, Os.slice(i, j), rows);
+      i = j;
+    }
   }
 
   /** Row views (weightRows): they own no memory of their own. */
@@ -822,6 +871,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     },
 
     matmul,
+    matmulMany,
 
     addBias(x: Buf, bias: Weight, rows: number): void {
       const w = weight(bias);

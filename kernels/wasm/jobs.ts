@@ -75,7 +75,36 @@ export const A = {
   F16: 18,
   VC: 19,
   AQ16: 20,
+  /** Matmul jobs: how many weights share the job (same type, input and row length). */
+  NPARTS: 21,
+  /** First part; each part is PART_INTS ints: weight, output, rows, rows per chunk, end chunk. */
+  PARTS: 22,
 } as const;
+
+/** Ints per matmul part (see A.PARTS). */
+export const PART_INTS = 5;
+/** Most weights one matmul job may carry. */
+export const MAX_PARTS = 3;
+
+/**
+ * The matmul part that global chunk `c` falls in, with the chunk's first and end row; undefined
+ * when `c` is past the last part. Parts follow each other in chunk order.
+ */
+function partOf(ctrl: Int32Array, c: number): [number, number, number] | undefined {
+  const np = ctrl[ARGS + A.NPARTS];
+  let start = 0;
+  for (let p = 0; p < np; p++) {
+    const base = ARGS + A.PARTS + p * PART_INTS;
+    const end = ctrl[base + 4];
+    if (c < end) {
+      const chunk = ctrl[base + 3];
+      const r0 = (c - start) * chunk;
+      return [base, r0, Math.min(ctrl[base + 2], r0 + chunk)];
+    }
+    start = end;
+  }
+  return undefined;
+}
 
 function mm32(k: Kernels, kind: number): Mm32 {
   switch (kind) {
@@ -107,64 +136,63 @@ export function runJob(
   const a = ARGS;
   const nrows = ctrl[a + A.NROWS];
   const chunk = ctrl[a + A.CHUNK];
+  // (matmul jobs take their rows and chunks from their parts instead)
   const scr = (ctrl[a + A.SCR] >>> 0) + thread * (ctrl[a + A.SCR_STRIDE] >>> 0);
-  if (op === OP_MM32) {
-    const fn = mm32(k, ctrl[a + A.KIND]);
+  if (op === OP_MM32 || op === OP_MMK || op === OP_MMF) {
+    const fn = op === OP_MM32 ? mm32(k, ctrl[a + A.KIND]) : undefined;
     for (;;) {
-      const r0 = Atomics.add(ctrl, NEXT, 1) * chunk;
-      if (r0 >= nrows) break;
-      fn(
-        ctrl[a + A.W],
-        ctrl[a + A.ROW_BYTES],
-        ctrl[a + A.NB],
-        ctrl[a + A.AQ],
-        ctrl[a + A.AD],
-        ctrl[a + A.AS],
-        ctrl[a + A.T],
-        ctrl[a + A.OUT],
-        ctrl[a + A.OUT_STRIDE],
-        r0,
-        Math.min(nrows, r0 + chunk),
-      );
-    }
-  } else if (op === OP_MMK) {
-    for (;;) {
-      const r0 = Atomics.add(ctrl, NEXT, 1) * chunk;
-      if (r0 >= nrows) break;
-      k.mmK(
-        ctrl[a + A.KIND],
-        ctrl[a + A.W],
-        ctrl[a + A.ROW_BYTES],
-        ctrl[a + A.NB],
-        ctrl[a + A.AQ],
-        ctrl[a + A.AD],
-        ctrl[a + A.AS],
-        ctrl[a + A.T],
-        ctrl[a + A.OUT],
-        ctrl[a + A.OUT_STRIDE],
-        r0,
-        Math.min(nrows, r0 + chunk),
-        scr,
-        ctrl[a + A.AQ16],
-      );
-    }
-  } else if (op === OP_MMF) {
-    for (;;) {
-      const r0 = Atomics.add(ctrl, NEXT, 1) * chunk;
-      if (r0 >= nrows) break;
-      k.mmF(
-        ctrl[a + A.KIND],
-        ctrl[a + A.W],
-        ctrl[a + A.ROW_BYTES],
-        ctrl[a + A.NB],
-        ctrl[a + A.AQ],
-        ctrl[a + A.T],
-        ctrl[a + A.OUT],
-        ctrl[a + A.OUT_STRIDE],
-        r0,
-        Math.min(nrows, r0 + chunk),
-        scr,
-      );
+      const part = partOf(ctrl, Atomics.add(ctrl, NEXT, 1));
+      if (!part) break;
+      const [base, r0, r1] = part;
+      const w = ctrl[base];
+      const out = ctrl[base + 1];
+      const stride = ctrl[base + 2];
+      if (fn) {
+        fn(
+          w,
+          ctrl[a + A.ROW_BYTES],
+          ctrl[a + A.NB],
+          ctrl[a + A.AQ],
+          ctrl[a + A.AD],
+          ctrl[a + A.AS],
+          ctrl[a + A.T],
+          out,
+          stride,
+          r0,
+          r1,
+        );
+      } else if (op === OP_MMK) {
+        k.mmK(
+          ctrl[a + A.KIND],
+          w,
+          ctrl[a + A.ROW_BYTES],
+          ctrl[a + A.NB],
+          ctrl[a + A.AQ],
+          ctrl[a + A.AD],
+          ctrl[a + A.AS],
+          ctrl[a + A.T],
+          out,
+          stride,
+          r0,
+          r1,
+          scr,
+          ctrl[a + A.AQ16],
+        );
+      } else {
+        k.mmF(
+          ctrl[a + A.KIND],
+          w,
+          ctrl[a + A.ROW_BYTES],
+          ctrl[a + A.NB],
+          ctrl[a + A.AQ],
+          ctrl[a + A.T],
+          out,
+          stride,
+          r0,
+          r1,
+          scr,
+        );
+      }
     }
   } else if (op === OP_PROBE) {
     const bytes = ctrl[a + A.ROW_BYTES] >>> 0;

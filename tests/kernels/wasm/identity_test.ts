@@ -44,3 +44,43 @@ for (const { type, name } of WEIGHT_TYPES) {
     }
   });
 }
+
+Deno.test("wasm matmulMany: one job per run of same-type weights, results of matmul each", async () => {
+  // Q8_0, Q8_0, Q4_0, Q6_K, Q6_K: jobs [Q8_0 ×2], [Q4_0], [Q6_K ×2]; a 256 KiB memory cap puts
+  // later weights in other memories (their outputs copied back), threads split every part.
+  const types = [GGMLType.Q8_0, GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q6_K, GGMLType.Q6_K];
+  const rowsOut = [36, 20, 44, 8, 12];
+  const n = 2048;
+  for (const memoryCap of [4 * 1024 * 1024 * 1024, 256 << 10]) {
+    const wasm = await createWasmBackend({ threads: 2, memoryCap });
+    const ref = createReferenceBackend();
+    try {
+      const specs = types.map((type, i) => ({
+        name: `w${i}`,
+        type,
+        shape: [n, rowsOut[i]],
+        data: weightBytes(type, n, rowsOut[i], 300 + i),
+      }));
+      const ww = specs.map((s) => wasm.upload(s));
+      if (memoryCap < 1 << 20 && !wasm.device.includes("memories")) {
+        throw new Error(`the cap did not spread the weights: ${wasm.device}`);
+      }
+      const wr = specs.map((s) => ref.upload(s));
+      for (const rows of [1, 5]) {
+        const x = rand(rows * n, 9 + rows, 4);
+        const xw = bufOf(wasm, x);
+        const xr = bufOf(ref, x);
+        const ow = rowsOut.map((m) => wasm.buffer(rows * m));
+        const or = rowsOut.map((m) => ref.buffer(rows * m));
+        wasm.matmulMany!(ww, xw, ow, rows);
+        for (let i = 0; i < types.length; i++) ref.matmul(wr[i], xr, or[i], rows);
+        for (let i = 0; i < types.length; i++) {
+          assertClose(await wasm.read(ow[i]), await ref.read(or[i]), 0, `part ${i} rows=${rows}`);
+        }
+      }
+    } finally {
+      wasm.dispose();
+      ref.dispose();
+    }
+  }
+});
