@@ -532,10 +532,10 @@ export function mmQ5_1(
           const l1 = v128.and(q1, m4);
           const l2 = v128.and(q2, m4);
           const l3 = v128.and(q3, m4);
-          const h0 = i8x16.shr_u(q0, 4);
-          const h1 = i8x16.shr_u(q1, 4);
-          const h2 = i8x16.shr_u(q2, 4);
-          const h3 = i8x16.shr_u(q3, 4);
+          const h0 = hiNib(q0);
+          const h1 = hiNib(q1);
+          const h2 = hiNib(q2);
+          const h3 = hiNib(q3);
           s0 = q40Step(s0, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)));
           s1 = q40Step(s1, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i1 << 2)), load<i32>(as + (i1 << 2)));
           s2 = q40Step(s2, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i2 << 2)), load<i32>(as + (i2 << 2)));
@@ -560,7 +560,7 @@ export function mmQ5_1(
           const q3 = v128.load(blk + 56);
           s0 = q40Step(
             s0, aq + (i0 << 5), v128.and(q0, m4), v128.and(q1, m4), v128.and(q2, m4), v128.and(q3, m4),
-            i8x16.shr_u(q0, 4), i8x16.shr_u(q1, 4), i8x16.shr_u(q2, 4), i8x16.shr_u(q3, 4), xd,
+            hiNib(q0), hiNib(q1), hiNib(q2), hiNib(q3), xd,
             load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)),
           );
         }
@@ -652,6 +652,11 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
     decodeBlockK(kind, w, i, A, SC, MN, WD, WM);
     permuteScaled(A + (<usize> i << 8), SC + (<usize> i << 6), W16 + (<usize> i << 9));
   }
+}
+
+/** The high nibbles of 16 bytes (i8x16.shr_u costs several x64 instructions; this two). */
+@inline function hiNib(v: v128): v128 {
+  return v128.and(i16x8.shr_u(v, 4), i8x16.splat(0x0f));
 }
 
 /** Inverse of the pair order [e0,e8,e1,e9,…] of repackQ6K. */
@@ -917,7 +922,7 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n:
   const qv = v128.load(qs + o);
   const z = i32x4.splat(0);
   const a = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + o), v128.and(qv, i8x16.splat(0x0f)), z);
-  const b = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32 + o), i8x16.shr_u(qv, 4), z);
+  const b = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32 + o), hiNib(qv), z);
   return i32x4.add(acc, i32x4.add(i32x4.mul(a, sA), i32x4.mul(b, sB)));
 }
 
@@ -1032,8 +1037,8 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n:
       const qv1 = v128.load(x + 32 + (<usize> j << 5));
       const l0 = v128.and(qv0, m4);
       const l1 = v128.and(qv1, m4);
-      const h0 = i8x16.shr_u(qv0, 4);
-      const h1 = i8x16.shr_u(qv1, 4);
+      const h0 = hiNib(qv0);
+      const h1 = hiNib(qv1);
       const sw = j < 2 ? sc0 : sc1;
       const sA = i32x4.splat(<i32> ((sw >> (16 * (j & 1))) & 0xff));
       const sB = i32x4.splat(<i32> ((sw >> (16 * (j & 1) + 8)) & 0xff));
@@ -1142,7 +1147,9 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
   const m4 = i8x16.splat(0x0f);
-  const m3 = i8x16.splat(3);
+  // the 2 high bits of each quant moved to bits 4-5 with 16-bit shifts (x64 has no byte shifts;
+  // bits shifted across a byte border are masked off)
+  const m30 = i8x16.splat(0x30);
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 210;
     const ab = ap + (<usize> i << 8);
@@ -1161,23 +1168,23 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       const ha = v128.load(qh);
       const hb = v128.load(qh + 16);
       // quarter 0: low nibbles of ql[0..32) + bits 0-1
-      let va = v128.or(v128.and(l0a, m4), i8x16.shl(v128.and(ha, m3), 4));
-      let vb = v128.or(v128.and(l0b, m4), i8x16.shl(v128.and(hb, m3), 4));
+      let va = v128.or(v128.and(l0a, m4), v128.and(i16x8.shl(ha, 4), m30));
+      let vb = v128.or(v128.and(l0b, m4), v128.and(i16x8.shl(hb, 4), m30));
       lo = q6Groups(lo, ab, cb, eh, va, vb, sc, false);
       hi = q6Groups(hi, ab, cb, eh, va, vb, sc, true);
       // quarter 1: low nibbles of ql[32..64) + bits 2-3
-      va = v128.or(v128.and(l1a, m4), i8x16.shl(v128.and(i8x16.shr_u(ha, 2), m3), 4));
-      vb = v128.or(v128.and(l1b, m4), i8x16.shl(v128.and(i8x16.shr_u(hb, 2), m3), 4));
+      va = v128.or(v128.and(l1a, m4), v128.and(i16x8.shl(ha, 2), m30));
+      vb = v128.or(v128.and(l1b, m4), v128.and(i16x8.shl(hb, 2), m30));
       lo = q6Groups(lo, ab, cb, eh + 32, va, vb, sc + 2, false);
       hi = q6Groups(hi, ab, cb, eh + 32, va, vb, sc + 2, true);
       // quarter 2: high nibbles of ql[0..32) + bits 4-5
-      va = v128.or(i8x16.shr_u(l0a, 4), i8x16.shl(v128.and(i8x16.shr_u(ha, 4), m3), 4));
-      vb = v128.or(i8x16.shr_u(l0b, 4), i8x16.shl(v128.and(i8x16.shr_u(hb, 4), m3), 4));
+      va = v128.or(hiNib(l0a), v128.and(ha, m30));
+      vb = v128.or(hiNib(l0b), v128.and(hb, m30));
       lo = q6Groups(lo, ab, cb, eh + 64, va, vb, sc + 4, false);
       hi = q6Groups(hi, ab, cb, eh + 64, va, vb, sc + 4, true);
       // quarter 3: high nibbles of ql[32..64) + bits 6-7
-      va = v128.or(i8x16.shr_u(l1a, 4), i8x16.shl(i8x16.shr_u(ha, 6), 4));
-      vb = v128.or(i8x16.shr_u(l1b, 4), i8x16.shl(i8x16.shr_u(hb, 6), 4));
+      va = v128.or(hiNib(l1a), v128.and(i16x8.shr_u(ha, 2), m30));
+      vb = v128.or(hiNib(l1b), v128.and(i16x8.shr_u(hb, 2), m30));
       lo = q6Groups(lo, ab, cb, eh + 96, va, vb, sc + 6, false);
       hi = q6Groups(hi, ab, cb, eh + 96, va, vb, sc + 6, true);
     }
