@@ -178,6 +178,24 @@ export interface Backend {
    * f16 table (input rounded to f16, exact outside ±10): see kernels/gelu.ts.
    */
   geglu(gate: Buf, up: Buf, out: Buf, n: number): void;
+  /**
+   * dst[dstRows[i], :] = src[srcRows[i], :] for each i, rows of `cols` floats (ggml_get_rows);
+   * with `scales`, times scales[i] in float32 (ggml_mul by one weight per row). A mixture of
+   * experts gathers each expert's input rows and scatters its weighted output rows with it.
+   */
+  copyRows(
+    src: Buf,
+    srcRows: Int32Array,
+    dst: Buf,
+    dstRows: Int32Array,
+    cols: number,
+    scales?: Float32Array,
+  ): void;
+  /**
+   * dst[g, :] = ((src[g·k, :] + src[g·k + 1, :]) + …) + src[g·k + k − 1, :] for `groups` groups
+   * of k rows of `cols` floats, added in float32 in that order (llama.cpp's sum of the experts).
+   */
+  sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void;
 
   /** Release one buffer, cache or weight (e.g. a finished session's KV cache). */
   free(handle: Buf | KVCache | Weight): void;

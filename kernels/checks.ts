@@ -79,3 +79,32 @@ export function checkRowRange(name: string, nRows: number, first: number, count:
     throw new Error(`weight ${name}: rows [${first}, ${first + count}) exceed its ${nRows} rows`);
   }
 }
+
+/** Throw unless every row index of a row copy lies inside a buffer of `rows` rows. */
+export function checkRows(what: string, idx: Int32Array, rows: number): void {
+  for (const r of idx) {
+    if (!Number.isInteger(r) || r < 0 || r >= rows) {
+      throw new Error(`${what}: row ${r} is outside the buffer's ${rows} rows`);
+    }
+  }
+}
+
+/** The shared checks of copyRows: equal index counts, rows inside both buffers, a scale per row. */
+export function checkCopyRows(
+  src: { length: number },
+  srcRows: Int32Array,
+  dst: { length: number },
+  dstRows: Int32Array,
+  cols: number,
+  scales?: Float32Array,
+): void {
+  if (!Number.isInteger(cols) || cols <= 0) throw new Error(`copyRows: ${cols} columns`);
+  if (srcRows.length !== dstRows.length || (scales && scales.length !== srcRows.length)) {
+    throw new Error(
+      `copyRows: ${srcRows.length} source rows, ${dstRows.length} destination rows` +
+        (scales ? `, ${scales.length} scales` : ""),
+    );
+  }
+  checkRows("copyRows source", srcRows, Math.floor(src.length / cols));
+  checkRows("copyRows destination", dstRows, Math.floor(dst.length / cols));
+}

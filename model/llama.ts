@@ -114,6 +114,8 @@ interface Workspace {
   up: Buf; // [B × F]
   act: Buf; // silu(gate) ⊙ up [B × F]
   router: Buf; // router logits [B × X]
+  expIn: Buf; // one expert's input rows, gathered from xb [B × E]
+  slots: Buf; // every token's weighted expert outputs, slot by slot [B × K × E]
   last: Buf; // last rows of the batch's sequences, for the logits [L × E]
   lastNorm: Buf; // [L × E]
   logits: Buf; // [L × V], L = min(maxBatch, MAX_LOGIT_ROWS)
@@ -348,6 +350,8 @@ export class LlamaStage {
       up: backend.buffer(B * FF),
       act: backend.buffer(B * FF),
       router: backend.buffer(config.nExperts > 0 ? B * config.nExperts : 1),
+      expIn: backend.buffer(config.nExperts > 0 ? B * E : 1),
+      slots: backend.buffer(config.nExperts > 0 ? B * config.nExpertsUsed * E : 1),
       last: backend.buffer(Math.min(B, MAX_LOGIT_ROWS) * E),
       lastNorm: backend.buffer(Math.min(B, MAX_LOGIT_ROWS) * E),
       logits: backend.buffer(isTail ? Math.min(B, MAX_LOGIT_ROWS) * V : 1),
@@ -566,7 +570,7 @@ export class LlamaStage {
       // feed-forward
       be.rmsNorm(ws.x, w.ffnNorm, ws.xb, total, eps);
       if ("router" in w.ffn) await this.experts(w.ffn, total);
-      else this.dense(w.ffn, total, total * c.nFF);
+      else this.dense(w.ffn, ws.xb, total, total * c.nFF);
       this.residual(ws.proj, w.ffnPostNorm, total);
     }
   }
@@ -590,11 +594,11 @@ export class LlamaStage {
     else for (let i = 0; i < ws.length; i++) be.matmul(ws[i], x, outs[i], rows);
   }
 
-  /** ws.proj = down(act(gate · ws.xb) ⊙ up · ws.xb) over `rows` rows of `n` hidden values. */
-  private dense(f: DenseFFN, rows: number, n: number): void {
+  /** ws.proj = down(act(gate · x) ⊙ up · x) over `rows` rows of `n` hidden values. */
+  private dense(f: DenseFFN, x: Buf, rows: number, n: number): void {
     const be = this.backend;
     const ws = this.ws;
-    this.matmuls([f.gate, f.up], ws.xb, [ws.gate, ws.up], rows);
+    this.matmuls([f.gate, f.up], x, [ws.gate, ws.up], rows);
     if (this.config.gemma) be.geglu(ws.gate, ws.up, ws.act, n);
     else be.swiglu(ws.gate, ws.up, ws.act, n);
     be.matmul(f.down, ws.act, ws.proj, rows);
@@ -603,7 +607,8 @@ export class LlamaStage {
   /**
    * ws.proj = the mixture of experts of ws.xb: each token's experts' outputs times their weights,
    * summed in routing order (ggml_mul, then ggml_add of one view per used expert). Rows are
-   * grouped by expert so each expert runs one batched matmul over all rows routed to it.
+   * grouped by expert so each expert runs one batched matmul over all rows routed to it; only
+   * the router logits come back to the host (routing decides which rows go where).
    */
   private async experts(f: ExpertFFN, total: number): Promise<void> {
     const be = this.backend;
@@ -611,37 +616,22 @@ export class LlamaStage {
     const { nEmbd: E, nExperts: X, nExpertsUsed: K, nFFExpert: FE } = this.config;
     be.matmul(f.router, ws.xb, ws.router, total);
     const logits = await be.read(ws.router, 0, total * X);
-    const xb = await be.read(ws.xb, 0, total * E);
     const { experts, weights } = routeTokens(logits, total, X, K);
-    const weighted = new Float32Array(total * K * E);
-    const input = new Float32Array(total * E);
+    // slot i = token ⌊i / K⌋'s (i mod K)-th expert; each expert's rows, in slot order
+    const slotsOf: number[][] = Array.from({ length: X }, () => []);
+    for (let i = 0; i < total * K; i++) slotsOf[experts[i]].push(i);
     for (let e = 0; e < X; e++) {
-      const slots: number[] = [];
-      for (let i = 0; i < total * K; i++) if (experts[i] === e) slots.push(i);
-      if (slots.length === 0) continue;
+      const slots = Int32Array.from(slotsOf[e]);
       const n = slots.length;
-      for (let r = 0; r < n; r++) {
-        const t = Math.floor(slots[r] / K);
-        input.set(xb.subarray(t * E, (t + 1) * E), r * E);
-      }
-      be.write(ws.xb, input.subarray(0, n * E));
-      this.dense(f.experts[e], n, n * FE);
-      const y = await be.read(ws.proj, 0, n * E);
-      for (let r = 0; r < n; r++) {
-        const wgt = weights[slots[r]];
-        const dst = slots[r] * E;
-        for (let j = 0; j < E; j++) weighted[dst + j] = Math.fround(y[r * E + j] * wgt);
-      }
+      if (n === 0) continue;
+      const first = Int32Array.from({ length: n }, (_, r) => r);
+      const tokens = slots.map((i) => Math.floor(i / K));
+      be.copyRows(ws.xb, tokens, ws.expIn, first, E);
+      this.dense(f.experts[e], ws.expIn, n, n * FE);
+      const scales = Float32Array.from(slots, (i) => weights[i]);
+      be.copyRows(ws.proj, first, ws.slots, slots, E, scales);
     }
-    const out = new Float32Array(total * E);
-    for (let t = 0; t < total; t++) {
-      for (let j = 0; j < E; j++) {
-        let acc = weighted[t * K * E + j];
-        for (let s = 1; s < K; s++) acc = Math.fround(acc + weighted[(t * K + s) * E + j]);
-        out[t * E + j] = acc;
-      }
-    }
-    be.write(ws.proj, out);
+    be.sumRowGroups(ws.slots, ws.proj, total, K, E);
   }
 
   /** Output norm and logits of the given rows of ws.x (one per sequence). */

@@ -18,7 +18,14 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import { checkChunk, checkHeads, checkKVRange, checkRowRange, needElements } from "../checks.ts";
+import {
+  checkChunk,
+  checkCopyRows,
+  checkHeads,
+  checkKVRange,
+  checkRowRange,
+  needElements,
+} from "../checks.ts";
 import { GGMLType, typeName, weightLayout } from "../quant/types.ts";
 import { roundF16 } from "../quant/float.ts";
 import { convertActivations, dequantizeRow, vecDot, vecDotType } from "../quant/ops.ts";
@@ -413,6 +420,41 @@ export function createReferenceBackend(): Backend {
       need(u, n, "geglu up");
       need(o, n, "geglu out");
       for (let i = 0; i < n; i++) o.data[i] = gegluGgml(g.data[i], u.data[i]);
+    },
+
+    copyRows(
+      src: Buf,
+      srcRows: Int32Array,
+      dst: Buf,
+      dstRows: Int32Array,
+      cols: number,
+      scales?: Float32Array,
+    ): void {
+      const s = buf(src);
+      const d = buf(dst);
+      checkCopyRows(s, srcRows, d, dstRows, cols, scales);
+      for (let i = 0; i < srcRows.length; i++) {
+        const from = srcRows[i] * cols;
+        const to = dstRows[i] * cols;
+        const f = scales ? fr(scales[i]) : 1;
+        for (let j = 0; j < cols; j++) {
+          d.data[to + j] = scales ? fr(s.data[from + j] * f) : s.data[from + j];
+        }
+      }
+    },
+
+    sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void {
+      const s = buf(src);
+      const d = buf(dst);
+      need(s, groups * k * cols, "sumRowGroups src");
+      need(d, groups * cols, "sumRowGroups dst");
+      for (let g = 0; g < groups; g++) {
+        for (let j = 0; j < cols; j++) {
+          let acc = s.data[g * k * cols + j];
+          for (let r = 1; r < k; r++) acc = fr(acc + s.data[(g * k + r) * cols + j]);
+          d.data[g * cols + j] = acc;
+        }
+      }
     },
 
     free(_handle: Buf | KVCache | Weight): void {

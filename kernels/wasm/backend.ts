@@ -27,6 +27,7 @@ import type {
 } from "../backend.ts";
 import {
   checkChunk,
+  checkCopyRows,
   checkHeads,
   checkKVRange,
   checkRowRange,
@@ -1064,6 +1065,50 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       }
       a0.k.geglu(g.off, u.off, o.off, n, geluOff);
       o.version++;
+    },
+
+    copyRows(
+      src: Buf,
+      srcRows: Int32Array,
+      dst: Buf,
+      dstRows: Int32Array,
+      cols: number,
+      scales?: Float32Array,
+    ): void {
+      const S = buf(src);
+      const D = buf(dst);
+      checkCopyRows(S, srcRows, D, dstRows, cols, scales);
+      // Row copies over arena 0 from the host: memory-bound, no kernel needed.
+      const f = a0.f32;
+      for (let i = 0; i < srcRows.length; i++) {
+        const from = S.off / 4 + srcRows[i] * cols;
+        const to = D.off / 4 + dstRows[i] * cols;
+        if (!scales) {
+          f.copyWithin(to, from, from + cols);
+          continue;
+        }
+        const w = Math.fround(scales[i]);
+        for (let j = 0; j < cols; j++) f[to + j] = f[from + j] * w; // the store rounds to f32
+      }
+      D.version++;
+    },
+
+    sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void {
+      const S = buf(src);
+      const D = buf(dst);
+      need(S, groups * k * cols, "sumRowGroups src");
+      need(D, groups * cols, "sumRowGroups dst");
+      const f = a0.f32;
+      const s0 = S.off / 4;
+      const d0 = D.off / 4;
+      for (let g = 0; g < groups; g++) {
+        for (let j = 0; j < cols; j++) {
+          let acc = f[s0 + g * k * cols + j];
+          for (let r = 1; r < k; r++) acc = Math.fround(acc + f[s0 + (g * k + r) * cols + j]);
+          f[d0 + g * cols + j] = acc;
+        }
+      }
+      D.version++;
     },
 
     free(handle: Buf | KVCache | Weight): void {

@@ -29,7 +29,7 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import { checkChunk, checkRowRange, uploadWhole } from "../checks.ts";
+import { checkChunk, checkCopyRows, checkRowRange, uploadWhole } from "../checks.ts";
 import { geluTable } from "../gelu.ts";
 import { GGMLType, typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
@@ -1151,6 +1151,58 @@ export class WebGPUBackend implements Backend {
     const [gx, gy] = grid(Math.ceil(n / WG));
     this.#dispatch(p, prm.slot, [this.#geluTable, g.res, u.res, o.res], gx, gy);
     o.version++;
+  }
+
+  copyRows(
+    src: Buf,
+    srcRows: Int32Array,
+    dst: Buf,
+    dstRows: Int32Array,
+    cols: number,
+    scales?: Float32Array,
+  ): void {
+    this.#check();
+    const sb = this.#buf(src), db = this.#buf(dst);
+    checkCopyRows(sb, srcRows, db, dstRows, cols, scales);
+    if (sb === db) throw new WebGPUError("copyRows: source and destination are one buffer");
+    const n = srcRows.length;
+    if (n === 0) return;
+    const data = this.#arena(n * (scales ? 12 : 8), 256);
+    const idx = new Int32Array(data.chunk.mirror, data.offset, 2 * n);
+    idx.set(srcRows);
+    idx.set(dstRows, n);
+    if (scales) new Float32Array(data.chunk.mirror, data.offset + 8 * n, n).set(scales);
+    const p = this.#pipe(
+      "rows_copy",
+      () => compose("rows"),
+      [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"]],
+      "copy",
+    );
+    const prm = this.#params();
+    prm.u.set([n, cols, data.offset / 4, scales ? 1 : 0, 0]);
+    const [gx, gy] = grid(Math.ceil((n * cols) / WG));
+    this.#dispatch(p, prm.slot, [data.chunk.res, sb.res, db.res], gx, gy);
+    db.version++;
+  }
+
+  sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void {
+    this.#check();
+    const sb = this.#buf(src), db = this.#buf(dst);
+    this.#need(sb, groups * k * cols, "sumRowGroups src");
+    this.#need(db, groups * cols, "sumRowGroups dst");
+    if (sb === db) throw new WebGPUError("sumRowGroups: source and destination are one buffer");
+    if (groups * cols === 0) return;
+    const p = this.#pipe(
+      "rows_sum_groups",
+      () => compose("rows"),
+      [[0, "uniform"], [2, "storage"], [3, "storage"]],
+      "sum_groups",
+    );
+    const prm = this.#params();
+    prm.u.set([groups, cols, 0, 0, k]);
+    const [gx, gy] = grid(Math.ceil((groups * cols) / WG));
+    this.#dispatch(p, prm.slot, [sb.res, db.res], gx, gy);
+    db.version++;
   }
 }
 

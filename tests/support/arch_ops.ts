@@ -148,6 +148,45 @@ export function archOpsTests(
     be.free(e);
   });
 
+  test(
+    "copyRows and sumRowGroups (expert gather, weighted scatter, sum) are exact",
+    async (be, ref) => {
+      const cols = 37;
+      const x = rand(6 * cols, 60, 3);
+      const [xb, xr] = [bufOf(be, x), bufOf(ref, x)];
+      // gather rows 4, 0, 4 into rows 0..2, then scatter them weighted into slots 5, 1, 2
+      const gather = Int32Array.of(4, 0, 4);
+      const [gb, gr] = [be.buffer(3 * cols), ref.buffer(3 * cols)];
+      be.copyRows(xb, gather, gb, Int32Array.of(0, 1, 2), cols);
+      ref.copyRows(xr, gather, gr, Int32Array.of(0, 1, 2), cols);
+      const got = await be.read(gb);
+      assertNear(got, await ref.read(gr), 0, "gather");
+      assertNear(got.subarray(0, cols), x.subarray(4 * cols, 5 * cols), 0, "row 4 copied");
+      const slots = Int32Array.of(5, 1, 2);
+      const w = Float32Array.of(0.3, -1.7, 1e-3);
+      const [sb, sr] = [bufOf(be, rand(6 * cols, 61)), bufOf(ref, rand(6 * cols, 61))];
+      be.copyRows(gb, Int32Array.of(0, 1, 2), sb, slots, cols, w);
+      ref.copyRows(gr, Int32Array.of(0, 1, 2), sr, slots, cols, w);
+      const scattered = await be.read(sb);
+      assertNear(scattered, await ref.read(sr), 0, "weighted scatter");
+      assert(scattered[5 * cols] === Math.fround(got[0] * w[0]), "slot 5 = row 0 · 0.3 in f32");
+      for (const k of [1, 2, 3]) {
+        const groups = Math.floor(6 / k);
+        const [ob, or] = [be.buffer(groups * cols), ref.buffer(groups * cols)];
+        be.sumRowGroups(sb, ob, groups, k, cols);
+        ref.sumRowGroups(sr, or, groups, k, cols);
+        assertNear(await be.read(ob), await ref.read(or), 0, `sumRowGroups k=${k}`);
+      }
+      let threw = false;
+      try {
+        be.copyRows(xb, Int32Array.of(6), gb, Int32Array.of(0), cols);
+      } catch {
+        threw = true;
+      }
+      assert(threw, "a row past the buffer is refused");
+    },
+  );
+
   test("sliding-window attention matches the reference", async (be, ref) => {
     for (const type of ["f32", "f16"] as const) {
       for (const [nHeads, nKV, headDim, window] of [[4, 2, 16, 5], [2, 1, 32, 16], [3, 3, 8, 1]]) {
