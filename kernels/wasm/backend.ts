@@ -960,7 +960,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       need(O, (rowOffset + rows) * rowLen, "attention out");
       const f16 = c.type === "f16";
       const nMax = pos0 + rows;
-      threadScratch(states[0], (headDim + nMax + (f16 ? 2 * nMax * headDim : 0)) * 4 + 64);
+      threadScratch(states[0], (headDim + nMax + 4 + (f16 ? 2 * nMax * headDim : 0)) * 4 + 64);
       const lb = c.layerBytes();
       const a = ARGS;
       ctrl[OP] = OP_ATTN;

@@ -1407,38 +1407,57 @@ export function add(a: usize, b: usize, n: i32): void {
   }
 }
 
-/** out = silu(g) * u over n (ggml_silu_f32: x / (1 + expf(-x))). */
-/** e^x on 4 lanes (Cephes expf: range reduction by ln 2, degree-6 polynomial; ~1e-7 rel). */
-@inline function expx4(x0: v128): v128 {
-  const x = f32x4.max(f32x4.min(x0, f32x4.splat(88.3762626647949)), f32x4.splat(-87.3365478515625));
-  const n = f32x4.nearest(f32x4.mul(x, f32x4.splat(1.44269504088896341)));
-  let r = f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693359375)));
-  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(-2.12194440e-4)));
-  let p = f32x4.splat(1.9875691500e-4);
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
-  p = f32x4.add(f32x4.add(f32x4.mul(f32x4.mul(p, r), r), r), f32x4.splat(1));
-  const e = i32x4.shl(i32x4.add(i32x4.trunc_sat_f32x4_s(n), i32x4.splat(127)), 23);
-  return f32x4.mul(p, e);
+/**
+ * ggml_v_expf, x86 SSE2 (no FMA), on 4 lanes: the exp llama.cpp's x86 CPU build computes softmax
+ * and SiLU with, step for step as the reference backend's expfGgml, so results are bit-identical.
+ */
+@inline function expGgml4(x: v128): v128 {
+  const r = f32x4.splat(12582912); // 0x1.8p23
+  // constants: the f32 values of ggml's hex literals (0x1.715476p+0, 0x1.62e4p-1, …)
+  const z = f32x4.add(f32x4.mul(x, f32x4.splat(1.4426950216293335)), r);
+  const n = f32x4.sub(z, r);
+  const b = f32x4.sub(
+    f32x4.sub(x, f32x4.mul(n, f32x4.splat(0.693145751953125))),
+    f32x4.mul(n, f32x4.splat(1.428606765330187e-6)),
+  );
+  const e = i32x4.shl(z, 23);
+  const k = i32x4.add(e, i32x4.splat(0x3f800000));
+  const u = f32x4.mul(b, b);
+  const t1 = f32x4.add(f32x4.mul(f32x4.splat(0.008247390389442444), b), f32x4.splat(0.04189976677298546));
+  const t3 = f32x4.add(f32x4.mul(f32x4.splat(0.16668395698070526), b), f32x4.splat(0.4999912679195404));
+  const j = f32x4.add(
+    f32x4.mul(f32x4.add(f32x4.mul(t1, u), t3), u),
+    f32x4.mul(f32x4.splat(0.9999994039535522), b),
+  );
+  const an = f32x4.abs(n);
+  const big = f32x4.gt(an, f32x4.splat(126));
+  const normal = f32x4.add(f32x4.mul(k, j), k);
+  if (!v128.any_true(big)) return normal;
+  const g = v128.and(f32x4.le(n, f32x4.splat(0)), i32x4.splat(0x82000000));
+  const s1 = i32x4.add(g, i32x4.splat(0x7f000000));
+  const s2 = i32x4.sub(e, g);
+  const huge = f32x4.gt(an, f32x4.splat(192));
+  const scaled = f32x4.mul(f32x4.add(f32x4.mul(s2, j), s2), s1);
+  const out = v128.bitselect(f32x4.mul(s1, s1), scaled, huge);
+  return v128.bitselect(out, normal, big);
 }
 
+/** out = silu(g) * u over n (ggml_vec_swiglu_f32's x86 path: x / (1 + v_expf(-x))). */
 export function swiglu(g: usize, u: usize, out: usize, n: i32): void {
   let i = 0;
   const one = f32x4.splat(1);
   for (; i + 4 <= n; i += 4) {
     const p = <usize> i << 2;
     const x = v128.load(g + p);
-    const s = f32x4.div(x, f32x4.add(one, expx4(f32x4.neg(x))));
+    const s = f32x4.div(x, f32x4.add(one, expGgml4(f32x4.neg(x))));
     v128.store(out + p, f32x4.mul(s, v128.load(u + p)));
   }
   for (; i < n; i++) {
+    // the tail through the same lanes (the reference uses v_expf for every element)
     const p = <usize> i << 2;
-    const x = load<f32>(g + p);
-    const s: f32 = x / (<f32> 1 + Mathf.exp(-x));
-    store<f32>(out + p, s * load<f32>(u + p));
+    const x = f32x4.splat(load<f32>(g + p));
+    const s = f32x4.div(x, f32x4.add(one, expGgml4(f32x4.neg(x))));
+    store<f32>(out + p, f32x4.extract_lane(s, 0) * load<f32>(u + p));
   }
 }
 
@@ -1491,41 +1510,44 @@ export function toF16(src: usize, dst: usize, n: i32): void {
 
 // ----------------------------------------------------------------------------- attention
 
-@inline function kvAt(f16: bool, base: usize, i: i32): f32 {
-  return f16 ? f16At(base + (<usize> i << 1)) : load<f32>(base + (<usize> i << 2));
+/** Σ_i fr(q_i·k0_i) and Σ_i fr(q_i·k1_i), each in double in element order, as f64x2. */
+@inline function qkPair(qh: usize, k0: usize, k1: usize, headDim: i32): v128 {
+  let acc = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= headDim; i += 4) {
+    const o = <usize>i << 2;
+    const qv = v128.load(qh + o);
+    const p0 = f32x4.mul(qv, v128.load(k0 + o));
+    const p1 = f32x4.mul(qv, v128.load(k1 + o));
+    const u = v128.shuffle<f32>(p0, p1, 0, 4, 1, 5);
+    const w = v128.shuffle<f32>(p0, p1, 2, 6, 3, 7);
+    acc = f64x2.add(acc, f64x2.promote_low_f32x4(u));
+    acc = f64x2.add(acc, f64x2.promote_low_f32x4(v128.shuffle<f32>(u, u, 2, 3, 2, 3)));
+    acc = f64x2.add(acc, f64x2.promote_low_f32x4(w));
+    acc = f64x2.add(acc, f64x2.promote_low_f32x4(v128.shuffle<f32>(w, w, 2, 3, 2, 3)));
+  }
+  for (; i < headDim; i++) {
+    const o = <usize>i << 2;
+    const q = load<f32>(qh + o);
+    const pr = f64x2.replace_lane(f64x2.splat(<f64> (q * load<f32>(k0 + o))), 1, <f64> (q * load<f32>(k1 + o)));
+    acc = f64x2.add(acc, pr);
+  }
+  return acc;
 }
 
-@inline function dotQK(f16: bool, q: usize, k: usize, n: i32): f32 {
-  let acc = f32x4.splat(0);
-  const n4 = n & ~3;
-  let i = 0;
-  if (f16) {
-    for (; i < n4; i += 4) {
-      acc = f32x4.add(acc, f32x4.mul(v128.load(q + (<usize> i << 2)), f16x4(k + (<usize> i << 1))));
-    }
-  } else {
-    for (; i < n4; i += 4) {
-      acc = f32x4.add(
-        acc,
-        f32x4.mul(v128.load(q + (<usize> i << 2)), v128.load(k + (<usize> i << 2))),
-      );
-    }
-  }
-  let s: f32 = (f32x4.extract_lane(acc, 0) + f32x4.extract_lane(acc, 1)) +
-    (f32x4.extract_lane(acc, 2) + f32x4.extract_lane(acc, 3));
-  for (; i < n; i++) s += load<f32>(q + (<usize> i << 2)) * kvAt(f16, k, i);
-  return s;
-}
+
 
 /**
  * Causal attention. Work item i covers KV head i % nKV and query rows [rb·RB, rb·RB + RB) with
  * rb = i / nKV, for every query head of that KV head's group: row t (at position pos0 + t)
  * attends over cache entries 0..pos0+t. kc/vc: this layer's K and V ([nCtx × kvDim], f32 or
  * f16). An f16 cache is widened once per item into scratch, and q and the probabilities are
- * rounded to f16 first, as ggml does (its vec_dot type for f16 is f16).
+ * rounded to f16 first, as ggml does (its vec_dot type for f16 is f16). Every sum runs in the
+ * reference backend's order (ggml's scalar code: products rounded to float, summed in double;
+ * softmax through v_expf in groups of 4), so the output is bit-identical to it.
  * flags: bit 0 = f16 cache; the bits above = sliding window W (0: none), under which entries
  * before pos0 + t + 1 − W get probability exactly 0, as llama.cpp's mask gives them.
- * scr: per-thread scratch of (headDim + nCtx + 2·nCtx·headDim) floats.
+ * scr: per-thread scratch of (headDim + nCtx + 4 + 2·nCtx·headDim) floats.
  */
 export function attention(
   q: usize,
@@ -1551,9 +1573,8 @@ export function attention(
   const qscr = scr;
   const scores = qscr + (<usize>headDim << 2);
   const nCtxMax = pos0 + rows;
-  const kwide = scores + (<usize>nCtxMax << 2);
+  const kwide = scores + (<usize>(nCtxMax + 4) << 2); // scores padded to whole groups of 4
   const vwide = kwide + (<usize>(nCtxMax * headDim) << 2);
-  const fast = (headDim & 31) == 0;
   for (let item = w0; item < w1; item++) {
     const kvh = item % nKV;
     const t0 = (item / nKV) * RB;
@@ -1598,43 +1619,28 @@ export function attention(
           }
           qh = qscr;
         }
+        // scores as the reference computes them (ggml's scalar f32 dot): each product rounded to
+        // float, summed in double in element order, then scaled in float; two keys per f64x2
         let mx: f32 = -Infinity;
         let j = 0;
-        if (fast) {
-          for (; j + 4 <= nkv; j += 4) {
-            const k0 = kp + <usize>j * kstride;
-            const k1 = k0 + kstride;
-            const k2 = k1 + kstride;
-            const k3 = k2 + kstride;
-            let a0 = f32x4.splat(0);
-            let a1 = f32x4.splat(0);
-            let a2 = f32x4.splat(0);
-            let a3 = f32x4.splat(0);
-            for (let i = 0; i < headDim; i += 4) {
-              const o = <usize>i << 2;
-              const qv = v128.load(qh + o);
-              a0 = f32x4.add(a0, f32x4.mul(qv, v128.load(k0 + o)));
-              a1 = f32x4.add(a1, f32x4.mul(qv, v128.load(k1 + o)));
-              a2 = f32x4.add(a2, f32x4.mul(qv, v128.load(k2 + o)));
-              a3 = f32x4.add(a3, f32x4.mul(qv, v128.load(k3 + o)));
-            }
-            const ab = f32x4.add(v128.shuffle<f32>(a0, a1, 0, 4, 1, 5), v128.shuffle<f32>(a0, a1, 2, 6, 3, 7));
-            const cd = f32x4.add(v128.shuffle<f32>(a2, a3, 0, 4, 1, 5), v128.shuffle<f32>(a2, a3, 2, 6, 3, 7));
-            const sv = f32x4.mul(
-              f32x4.add(v128.shuffle<f32>(ab, cd, 0, 1, 4, 5), v128.shuffle<f32>(ab, cd, 2, 3, 6, 7)),
-              f32x4.splat(scale),
-            );
-            v128.store(scores + (<usize>j << 2), sv);
-            mx = max<f32>(mx, max<f32>(
-              max<f32>(f32x4.extract_lane(sv, 0), f32x4.extract_lane(sv, 1)),
-              max<f32>(f32x4.extract_lane(sv, 2), f32x4.extract_lane(sv, 3)),
-            ));
-          }
+        for (; j + 2 <= nkv; j += 2) {
+          const k0 = kp + <usize>j * kstride;
+          const d = qkPair(qh, k0, k0 + kstride, headDim);
+          const s0 = <f32> f64x2.extract_lane(d, 0) * scale;
+          const s1 = <f32> f64x2.extract_lane(d, 1) * scale;
+          store<f32>(scores + (<usize>j << 2), s0);
+          store<f32>(scores + (<usize>(j + 1) << 2), s1);
+          mx = max<f32>(mx, max<f32>(s0, s1));
         }
         for (; j < nkv; j++) {
-          const s = dotQK(false, qh, kp + <usize>j * kstride, headDim) * scale;
-          store<f32>(scores + (<usize>j << 2), s);
-          if (s > mx) mx = s;
+          const k0 = kp + <usize>j * kstride;
+          let dot: f64 = 0;
+          for (let i = 0; i < headDim; i++) {
+            dot += <f64> (load<f32>(qh + (<usize>i << 2)) * load<f32>(k0 + (<usize>i << 2)));
+          }
+          const s0 = <f32> dot * scale;
+          store<f32>(scores + (<usize>j << 2), s0);
+          if (s0 > mx) mx = s0;
         }
         // sliding window: entries before lo are masked (their exps become exact zeros)
         const lo = window > 0 ? max<i32>(0, nkv - window) : 0;
@@ -1642,25 +1648,19 @@ export function attention(
           mx = -Infinity;
           for (let jm = lo; jm < nkv; jm++) mx = max<f32>(mx, load<f32>(scores + (<usize>jm << 2)));
         }
+        // ggml_vec_soft_max_f32's x86 path, as the reference replays it: v_expf on 4 lanes (a
+        // last partial group padded with zeros, as llama.cpp pads rows), each group summed as
+        // (e0 + e1) + (e2 + e3) in float and the groups in double
         let sum: f64 = 0;
-        let jj = 0;
         const mxv = f32x4.splat(mx);
-        for (; jj + 4 <= nkv; jj += 4) {
+        for (let jj = 0; jj < nkv; jj += 4) {
           const p = <usize> jj << 2;
-          let e = expx4(f32x4.sub(v128.load(scores + p), mxv));
-          if (jj < lo) {
-            const idx = i32x4.add(i32x4.splat(jj), i32x4(0, 1, 2, 3));
-            e = v128.and(e, i32x4.ge_s(idx, i32x4.splat(lo)));
-          }
+          const idx = i32x4.add(i32x4.splat(jj), i32x4(0, 1, 2, 3));
+          const live = v128.and(i32x4.ge_s(idx, i32x4.splat(lo)), i32x4.lt_s(idx, i32x4.splat(nkv)));
+          const e = v128.and(expGgml4(f32x4.sub(v128.load(scores + p), mxv)), live);
           v128.store(scores + p, e);
-          sum += <f64> f32x4.extract_lane(e, 0) + <f64> f32x4.extract_lane(e, 1) +
-            <f64> f32x4.extract_lane(e, 2) + <f64> f32x4.extract_lane(e, 3);
-        }
-        for (; jj < nkv; jj++) {
-          const p = <usize> jj << 2;
-          const e: f32 = jj < lo ? 0 : Mathf.exp(load<f32>(scores + p) - mx);
-          store<f32>(scores + p, e);
-          sum += <f64> e;
+          sum += <f64> ((f32x4.extract_lane(e, 0) + f32x4.extract_lane(e, 1)) +
+            (f32x4.extract_lane(e, 2) + f32x4.extract_lane(e, 3)));
         }
         const inv = <f32>(1.0 / sum);
         for (let jj = 0; jj < nkv; jj++) {
@@ -1669,48 +1669,34 @@ export function attention(
           if (f16) pj = f16ToF32(f32ToF16(pj));
           store<f32>(scores + p, pj);
         }
-        if (fast) {
-          for (let d0 = 0; d0 < headDim; d0 += 32) {
-            let o0 = f32x4.splat(0);
-            let o1 = f32x4.splat(0);
-            let o2 = f32x4.splat(0);
-            let o3 = f32x4.splat(0);
-            let o4 = f32x4.splat(0);
-            let o5 = f32x4.splat(0);
-            let o6 = f32x4.splat(0);
-            let o7 = f32x4.splat(0);
-            for (let jj = 0; jj < nkv; jj++) {
-              const pv = f32x4.splat(load<f32>(scores + (<usize>jj << 2)));
-              const vr = vp + <usize>jj * kstride + (<usize>d0 << 2);
-              o0 = f32x4.add(o0, f32x4.mul(pv, v128.load(vr)));
-              o1 = f32x4.add(o1, f32x4.mul(pv, v128.load(vr + 16)));
-              o2 = f32x4.add(o2, f32x4.mul(pv, v128.load(vr + 32)));
-              o3 = f32x4.add(o3, f32x4.mul(pv, v128.load(vr + 48)));
-              o4 = f32x4.add(o4, f32x4.mul(pv, v128.load(vr + 64)));
-              o5 = f32x4.add(o5, f32x4.mul(pv, v128.load(vr + 80)));
-              o6 = f32x4.add(o6, f32x4.mul(pv, v128.load(vr + 96)));
-              o7 = f32x4.add(o7, f32x4.mul(pv, v128.load(vr + 112)));
-            }
-            const ob = oh + (<usize>d0 << 2);
-            v128.store(ob, o0);
-            v128.store(ob + 16, o1);
-            v128.store(ob + 32, o2);
-            v128.store(ob + 48, o3);
-            v128.store(ob + 64, o4);
-            v128.store(ob + 80, o5);
-            v128.store(ob + 96, o6);
-            v128.store(ob + 112, o7);
+        // out = Σ_j p_j · v_j as the reference sums it: each product rounded to float, summed in
+        // double in position order, per output element (lanes are elements: the order is exact)
+        const j0 = lo;
+        let d0 = 0;
+        for (; d0 + 4 <= headDim; d0 += 4) {
+          let accLo = f64x2.splat(0);
+          let accHi = f64x2.splat(0);
+          for (let jj = j0; jj < nkv; jj++) {
+            const m = f32x4.mul(
+              f32x4.splat(load<f32>(scores + (<usize>jj << 2))),
+              v128.load(vp + <usize>jj * kstride + (<usize>d0 << 2)),
+            );
+            accLo = f64x2.add(accLo, f64x2.promote_low_f32x4(m));
+            accHi = f64x2.add(accHi, f64x2.promote_low_f32x4(v128.shuffle<f32>(m, m, 2, 3, 2, 3)));
           }
-        } else {
-          for (let i = 0; i < headDim; i++) store<f32>(oh + (<usize>i << 2), 0);
-          for (let jj = 0; jj < nkv; jj++) {
-            const pj = load<f32>(scores + (<usize>jj << 2));
-            const vr = vp + <usize>jj * kstride;
-            for (let i = 0; i < headDim; i++) {
-              const o = oh + (<usize>i << 2);
-              store<f32>(o, load<f32>(o) + pj * load<f32>(vr + (<usize>i << 2)));
-            }
+          v128.store(oh + (<usize>d0 << 2), v128.shuffle<f32>(
+            f32x4.demote_f64x2_zero(accLo),
+            f32x4.demote_f64x2_zero(accHi),
+            0, 1, 4, 5,
+          ));
+        }
+        for (; d0 < headDim; d0++) {
+          let acc: f64 = 0;
+          for (let jj = j0; jj < nkv; jj++) {
+            acc += <f64> (load<f32>(scores + (<usize>jj << 2)) *
+              load<f32>(vp + <usize>jj * kstride + (<usize>d0 << 2)));
           }
+          store<f32>(oh + (<usize>d0 << 2), <f32> acc);
         }
       }
     }
