@@ -261,6 +261,44 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
     i32x4.relaxed_dot_i8x16_i7x16_add_s(p0, nibLo(kind, wr), z));
 }
 
+// One activation row's Q8_0 block against 4 rows' weights (w<row><half>), lanes = rows:
+// sumf + Σ(w·P − w·N) · (xd · yd), in ggml's float order.
+@inline function q8Step(
+  sumf: v128, pa: usize, w00: v128, w01: v128, w10: v128, w11: v128, w20: v128, w21: v128,
+  w30: v128, w31: v128, xd: v128, yd: f32,
+): v128 {
+  const p0 = v128.load(pa);
+  const p1 = v128.load(pa + 16);
+  const n0 = v128.load(pa + 32);
+  const n1 = v128.load(pa + 48);
+  const z = i32x4.splat(0);
+  const s0 = i32x4.sub(
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w01, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w00, p0, z)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w01, n1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w00, n0, z)));
+  const s1 = i32x4.sub(
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w11, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w10, p0, z)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w11, n1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w10, n0, z)));
+  const s2 = i32x4.sub(
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w21, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w20, p0, z)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w21, n1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w20, n0, z)));
+  const s3 = i32x4.sub(
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w31, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w30, p0, z)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w31, n1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w30, n0, z)));
+  const sumi = transposeSum(s0, s1, s2, s3);
+  return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, f32x4.splat(yd))));
+}
+
+// Store the first min(4, n) lanes of v at p.
+@inline function storeLanes(p: usize, v: v128, n: i32): void {
+  if (n >= 4) {
+    v128.store(p, v);
+  } else {
+    store<f32>(p, f32x4.extract_lane(v, 0));
+    if (n > 1) store<f32>(p + 4, f32x4.extract_lane(v, 1));
+    if (n > 2) store<f32>(p + 8, f32x4.extract_lane(v, 2));
+  }
+}
+
 @inline function matmul32(
   kind: i32,
   w: usize,
@@ -293,7 +331,63 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
       wr3 = w + <usize> min<i32>(r + 3, r1 - 1) * rowBytes;
       stride = bb;
     }
-    for (let t = 0; t < T; t++) {
+    let t0 = 0;
+    if (kind == 8) {
+      // prompts: two activation rows per pass share each block's weights and scales
+      for (; t0 + 4 <= T; t0 += 4) {
+        let sa = f32x4.splat(0);
+        let sb = f32x4.splat(0);
+        let sc = f32x4.splat(0);
+        let sd = f32x4.splat(0);
+        for (let b = 0; b < nb; b++) {
+          const o = <usize> (b * stride);
+          const ia = <usize> (t0 * nb + b);
+          const ib = ia + <usize> nb;
+          const ic = ib + <usize> nb;
+          const id = ic + <usize> nb;
+          const xd = rowScales(wr0, wr1, wr2, wr3, o);
+          const w00 = v128.load(wr0 + o + 2);
+          const w01 = v128.load(wr0 + o + 18);
+          const w10 = v128.load(wr1 + o + 2);
+          const w11 = v128.load(wr1 + o + 18);
+          const w20 = v128.load(wr2 + o + 2);
+          const w21 = v128.load(wr2 + o + 18);
+          const w30 = v128.load(wr3 + o + 2);
+          const w31 = v128.load(wr3 + o + 18);
+          sa = q8Step(sa, as + (ia << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (ia << 2)));
+          sb = q8Step(sb, as + (ib << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (ib << 2)));
+          sc = q8Step(sc, as + (ic << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (ic << 2)));
+          sd = q8Step(sd, as + (id << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (id << 2)));
+        }
+        storeLanes(out + (<usize> (t0 * outStride + r) << 2), sa, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 1) * outStride + r) << 2), sb, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 2) * outStride + r) << 2), sc, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 3) * outStride + r) << 2), sd, r1 - r);
+      }
+      for (; t0 + 2 <= T; t0 += 2) {
+        let sa = f32x4.splat(0);
+        let sb = f32x4.splat(0);
+        for (let b = 0; b < nb; b++) {
+          const o = <usize> (b * stride);
+          const ia = <usize> (t0 * nb + b);
+          const ib = ia + <usize> nb;
+          const xd = rowScales(wr0, wr1, wr2, wr3, o);
+          const w00 = v128.load(wr0 + o + 2);
+          const w01 = v128.load(wr0 + o + 18);
+          const w10 = v128.load(wr1 + o + 2);
+          const w11 = v128.load(wr1 + o + 18);
+          const w20 = v128.load(wr2 + o + 2);
+          const w21 = v128.load(wr2 + o + 18);
+          const w30 = v128.load(wr3 + o + 2);
+          const w31 = v128.load(wr3 + o + 18);
+          sa = q8Step(sa, as + (ia << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (ia << 2)));
+          sb = q8Step(sb, as + (ib << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (ib << 2)));
+        }
+        storeLanes(out + (<usize> (t0 * outStride + r) << 2), sa, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 1) * outStride + r) << 2), sb, r1 - r);
+      }
+    }
+    for (let t = t0; t < T; t++) {
       let sumf = f32x4.splat(0);
       const tb = <usize> (t * nb);
       for (let b = 0; b < nb; b++) {
