@@ -4,7 +4,7 @@
  * short prompt or a few batched sessions) and 64 (prefill). The narrow shapes of ops_test.ts never
  * reached the kernels' wide-row code paths; a Q3_K mix once differed there by 0.03 in the logits.
  */
-import { GGMLType } from "../../../kernels/quant/mod.ts";
+import { GGMLType, quantizeRow } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
 import { assertClose, bufOf, rand, WEIGHT_TYPES, weightBytes } from "./helpers.ts";
@@ -82,5 +82,38 @@ Deno.test("wasm matmulMany: one job per run of same-type weights, results of mat
       wasm.dispose();
       ref.dispose();
     }
+  }
+});
+
+Deno.test("wasm matmul: subnormal f16 scales (tiny weights) stay bit-identical", async () => {
+  // weights of magnitude ~0.005 give K-quant super-block scales below f16's normal range (and
+  // Q4_0/Q8_0 block scales for the smallest blocks): the f16 -> f32 conversions must be exact
+  // there too
+  const wasm = await createWasmBackend({ threads: 2 });
+  const ref = createReferenceBackend();
+  try {
+    for (const { type, name } of WEIGHT_TYPES) {
+      const n = 512;
+      const f = rand(n * 12, 55, 0.005);
+      const spec = {
+        name: `tiny_${name}`,
+        type,
+        shape: [n, 12],
+        data: quantizeRow(type, f, f.length),
+      };
+      const ww = wasm.upload(spec);
+      const wr = ref.upload(spec);
+      for (const rows of [1, 6]) {
+        const x = rand(rows * n, 7 + rows, 2);
+        const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
+        const [ow, or] = [wasm.buffer(rows * 12), ref.buffer(rows * 12)];
+        wasm.matmul(ww, xw, ow, rows);
+        ref.matmul(wr, xr, or, rows);
+        assertClose(await wasm.read(ow), await ref.read(or), 0, `${name} tiny rows=${rows}`);
+      }
+    }
+  } finally {
+    wasm.dispose();
+    ref.dispose();
   }
 });
