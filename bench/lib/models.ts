@@ -19,14 +19,41 @@ import { type GGUFFile, openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts"
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
 /**
  * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and a Q4_K_M mix made as llama-quantize
- * makes it (see q4kmType). The CPU bench's `all` includes them; the memory bench uses 1b_q8_0.
+ * makes it (see q4kmType); and a ~1.1B-parameter qwen3moe (8 experts, 2 used) in Q8_0. The CPU
+ * bench's `all` includes them; the memory bench uses 1b_q8_0.
  */
-export const GENERATED_LARGE = ["1b_q8_0", "1b_q4_0", "1b_q4k_m"] as const;
+export const GENERATED_LARGE = ["1b_q8_0", "1b_q4_0", "1b_q4k_m", "1b_qwen3moe_q8_0"] as const;
 /** One of GENERATED or GENERATED_LARGE. */
 export type GeneratedModel = typeof GENERATED[number] | typeof GENERATED_LARGE[number];
 
 /** make-gguf.mjs shape flags of each generated model family. */
-const SHAPES: Record<"m110" | "m1b", string[]> = {
+const SHAPES: Record<"m110" | "m1b" | "m1bmoe", string[]> = {
+  // qwen3moe, ~1.1B parameters in all (16 layers × 8 experts of n_ff 1024, 2 used per token:
+  // ~0.3B active), head size 128, the 32000-token vocabulary
+  m1bmoe: [
+    "--arch",
+    "qwen3moe",
+    "--n-layer",
+    "16",
+    "--n-embd",
+    "2048",
+    "--n-head",
+    "16",
+    "--n-head-kv",
+    "4",
+    "--head-dim",
+    "128",
+    "--n-expert",
+    "8",
+    "--n-expert-used",
+    "2",
+    "--n-ff-exp",
+    "1024",
+    "--n-vocab",
+    "32000",
+    "--ctx",
+    "2048",
+  ],
   m110: ["--preset", "110m"],
   m1b: [
     "--n-layer",
@@ -150,7 +177,10 @@ export async function generatedModel(which: GeneratedModel): Promise<string> {
   const path = large ? `${dir}m1b-${which.slice(3)}.gguf` : `${dir}m110-${which}.gguf`;
   if (await exists(path)) return path;
   const tmp = `${path}.${Deno.pid}.tmp`;
-  if (which === "1b_q8_0" || which === "1b_q4_0") {
+  if (which === "1b_qwen3moe_q8_0") {
+    console.error("bench: generating the ~1.1B-parameter qwen3moe Q8_0 model (once)…");
+    await makeGGUF("q8_0", tmp, SHAPES.m1bmoe);
+  } else if (which === "1b_q8_0" || which === "1b_q4_0") {
     console.error(`bench: generating the 1.1B-parameter ${which.slice(3)} model (once)…`);
     await makeGGUF(which.slice(3), tmp, SHAPES.m1b);
   } else if (which === "1b_q4k_m") {
