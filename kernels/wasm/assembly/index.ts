@@ -367,7 +367,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
     }
     let t0 = 0;
     if (kind == 8) {
-      // prompts: two activation rows per pass share each block's weights and scales
+      // prompts: four activation rows per pass share each block's weights and scales
       for (; t0 + 4 <= T; t0 += 4) {
         let sa = f32x4.splat(0);
         let sb = f32x4.splat(0);
@@ -397,28 +397,6 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
         storeLanes(out + (<usize> ((t0 + 1) * outStride + r) << 2), sb, r1 - r);
         storeLanes(out + (<usize> ((t0 + 2) * outStride + r) << 2), sc, r1 - r);
         storeLanes(out + (<usize> ((t0 + 3) * outStride + r) << 2), sd, r1 - r);
-      }
-      for (; t0 + 2 <= T; t0 += 2) {
-        let sa = f32x4.splat(0);
-        let sb = f32x4.splat(0);
-        for (let b = 0; b < nb; b++) {
-          const o = <usize> (b * stride);
-          const ia = <usize> (t0 * nb + b);
-          const ib = ia + <usize> nb;
-          const xd = rowScales(wr0, wr1, wr2, wr3, o);
-          const w00 = v128.load(wr0 + o + 2);
-          const w01 = v128.load(wr0 + o + 18);
-          const w10 = v128.load(wr1 + o + 2);
-          const w11 = v128.load(wr1 + o + 18);
-          const w20 = v128.load(wr2 + o + 2);
-          const w21 = v128.load(wr2 + o + 18);
-          const w30 = v128.load(wr3 + o + 2);
-          const w31 = v128.load(wr3 + o + 18);
-          sa = q8Step(sa, as + (ia << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (ia << 2)));
-          sb = q8Step(sb, as + (ib << 6), w00, w01, w10, w11, w20, w21, w30, w31, xd, load<f32>(ad + (ib << 2)));
-        }
-        storeLanes(out + (<usize> (t0 * outStride + r) << 2), sa, r1 - r);
-        storeLanes(out + (<usize> ((t0 + 1) * outStride + r) << 2), sb, r1 - r);
       }
     }
     for (let t = t0; t < T; t++) {
