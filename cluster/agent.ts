@@ -189,12 +189,13 @@ export class Agent {
   static async start(cfg: AgentConfig, log: AgentLogger = () => {}): Promise<Agent> {
     const leveled = new LeveledLog(log, cfg.logLevel);
     log = leveled.log;
+    // The model's index first: a corrupt file ends start-up before anything is allocated.
+    let model: ServedModel | undefined;
+    if (cfg.model) model = await loadModelIndex(cfg.model, cfg.contextSize, cfg.maxSessions);
     const { backend, reason } = await selectBackend(parseBackendName(cfg.backend), {
       threads: cfg.threads,
     });
     log("info", "backend selected", { backend: backend.name, device: backend.device, reason });
-    let model: ServedModel | undefined;
-    if (cfg.model) model = await loadModelIndex(cfg.model, cfg.contextSize, cfg.maxSessions);
     const speed = await calibrate(backend, 100);
     log("info", "calibrated", { gflops: Math.round(speed * 100) / 100 });
 

@@ -229,7 +229,53 @@ export interface ConfigSource {
 export function configFromFile(src: ConfigSource): LlamaConfig {
   const embd = src.tensor("token_embd.weight");
   if (!embd) throw new ModelConfigError("model has no tensor token_embd.weight");
-  return readConfig(src.metadata, embd.dims[1] ?? 0);
+  const config = readConfig(src.metadata, embd.dims[1] ?? 0);
+  checkAgainstTensors(config, src);
+  return config;
+}
+
+/**
+ * Check the hyperparameters against the tensor table, so a corrupt value (block_count = 10^9)
+ * is refused in microseconds instead of sizing arrays, placements and caches by it.
+ */
+export function checkAgainstTensors(c: LlamaConfig, src: ConfigSource): void {
+  const bad = (what: string) => {
+    throw new ModelConfigError(`model metadata disagrees with its tensors: ${what}`);
+  };
+  for (const [key, v] of [["context_length", c.contextLength], ["vocab size", c.nVocab]] as const) {
+    if (!Number.isSafeInteger(v) || v <= 0) bad(`${key} ${v} is not a positive integer`);
+  }
+  for (const [key, v] of [["rms epsilon", c.rmsEps], ["rope.freq_base", c.ropeFreqBase]] as const) {
+    if (!Number.isFinite(v) || v <= 0) bad(`${key} ${v} is not a positive number`);
+  }
+  const dims = (name: string, want: readonly number[]) => {
+    const t = src.tensor(name);
+    if (!t) return;
+    const got = t.dims.slice(0, want.length);
+    if (got.some((d, i) => d !== want[i])) {
+      bad(`${name} has shape [${t.dims.join(", ")}], the metadata implies [${want.join(", ")}]`);
+    }
+  };
+  // Every architecture has one attn_norm per block: the block count is the count of those.
+  if (!src.tensor(`blk.${c.nLayers - 1}.attn_norm.weight`)) {
+    bad(
+      `${c.arch}.block_count is ${c.nLayers} but blk.${c.nLayers - 1}.attn_norm.weight is absent`,
+    );
+  }
+  if (src.tensor(`blk.${c.nLayers}.attn_norm.weight`)) {
+    bad(`${c.arch}.block_count is ${c.nLayers} but the file has more blocks`);
+  }
+  const q = c.nHeads * c.headDim;
+  const kv = c.nKVHeads * c.headDim;
+  dims("token_embd.weight", [c.nEmbd]);
+  dims("output.weight", [c.nEmbd, c.nVocab]);
+  dims("blk.0.attn_norm.weight", [c.nEmbd]);
+  dims("blk.0.attn_output.weight", [q, c.nEmbd]);
+  dims("blk.0.attn_k.weight", [c.nEmbd, kv]);
+  dims("blk.0.attn_qkv.weight", [c.nEmbd, q + 2 * kv]);
+  dims("blk.0.ffn_down.weight", [c.nFF, c.nEmbd]);
+  dims("blk.0.ffn_gate_inp.weight", [c.nEmbd, c.nExperts]);
+  dims("blk.0.ffn_down_exps.weight", [c.nFFExpert, c.nEmbd, c.nExperts]);
 }
 
 /** A model file's architecture as `llmctl models inspect` reports it (snake_case for JSON). */

@@ -1,0 +1,78 @@
+/**
+ * `cli/agent.ts` as a real process: a model whose hyperparameters disagree with its tensors ends
+ * start-up at once with one line and a non-zero exit (issue 16, item 2).
+ */
+import { fileURLToPath } from "node:url";
+import { assert, assertEquals } from "../support/assert.ts";
+import { SHARED } from "../support/paths.ts";
+
+const AGENT = fileURLToPath(new URL("../../cli/agent.ts", import.meta.url));
+const MODEL = `${SHARED}/models/stories260K.gguf`;
+
+/** A copy of stories260K with the u32 metadata value of `key` replaced. */
+async function withU32(dir: string, key: string, value: number): Promise<string> {
+  const bytes = await Deno.readFile(MODEL);
+  const name = new TextEncoder().encode(key);
+  const at = bytes.findIndex((_, i) => name.every((b, j) => bytes[i + j] === b));
+  assert(at > 8, `${key} not found`);
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  const type = view.getUint32(at + name.length, true);
+  assertEquals(type, 4, `${key} is not a u32 (GGUF type ${type})`);
+  view.setUint32(at + name.length + 4, value, true);
+  const path = `${dir}/${key}-${value}.gguf`;
+  await Deno.writeFile(path, bytes);
+  return path;
+}
+
+/** Run the agent to its exit; one that is still running after 20 s is killed (a wedged agent). */
+async function runAgent(args: string[]) {
+  const t0 = performance.now();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-all", AGENT, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+    env: { NO_COLOR: "1" },
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), 20_000);
+  const out = await child.output();
+  clearTimeout(timer);
+  return {
+    code: out.code,
+    ms: performance.now() - t0,
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+Deno.test("a corrupt block_count ends the agent with one line, at once", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dllm-agent-" });
+  try {
+    // What starting the process costs here (Deno, module graph), so the bound is the agent's own.
+    const baseline = await runAgent(["--version"]);
+    assertEquals(baseline.code, 0);
+    for (const n of [1_000_000, 1_000_000_000]) {
+      const model = await withU32(dir, "llama.block_count", n);
+      const r = await runAgent([
+        "--model",
+        model,
+        "--backend",
+        "auto",
+        "--rpc-port",
+        "0",
+        "--gossip-port",
+        "0",
+        "--metrics-port",
+        "0",
+        "--http-port",
+        "0",
+      ]);
+      assertEquals(r.code, 1, r.stderr);
+      const lines = r.stderr.trimEnd().split("\n");
+      assertEquals(lines.length, 1, r.stderr);
+      assert(lines[0].includes(`block_count is ${n}`), lines[0]);
+      assert(r.ms - baseline.ms < 1000, `took ${r.ms} ms (start-up alone ${baseline.ms} ms)`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
