@@ -13,15 +13,19 @@
  * in the same process (`--no-wasm` skips them), and `kernels`: GB/s of the Q8_0 and Q4_K
  * matvec (`--dim` × `--dim` weights, default 4096) on both backends. Speeds are medians of
  * `--reps` rounds. Without a model it prints the kernel figures alone.
+ * `webgpu_round_trips`: reads, submissions and bytes read back per decode token and per prefill.
+ * Greedy decode samples on the GPU (two candidates back per step); `--legacy-read` reads the whole
+ * logit row instead, as before. `first_difference` gives both backends' two best logits where
+ * their greedy ids first differ (null when they agree).
  * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`.
  * @module
  */
 import type { Backend, KVType } from "../kernels/backend.ts";
 import { GGMLType, quantizeRow, typeName } from "../kernels/quant/mod.ts";
 import { createWasmBackend } from "../kernels/wasm/mod.ts";
-import { createWebGPUBackend, probeAdapter, type WebGPUBackend } from "../kernels/webgpu/mod.ts";
+import { createWebGPUBackend, probeAdapter, WebGPUBackend } from "../kernels/webgpu/mod.ts";
 import { openGGUF } from "../model/gguf/mod.ts";
-import { LlamaStage } from "../model/llama.ts";
+import { LlamaStage, type Session } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
 import { GENERATED, type GeneratedModel, generatedModel } from "./lib/models.ts";
 
@@ -37,6 +41,7 @@ interface Options {
   dim: number;
   kernelsOnly: boolean;
   lanes: "auto" | "single" | "shared";
+  legacyRead: boolean;
 }
 
 /** Tokens/s of one backend on one model. */
@@ -64,7 +69,32 @@ const median = (xs: number[]) => {
 };
 const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
-/** Prefill + decode speed of `backend` on `model` (stage loaded once, `reps` timed rounds). */
+/** One greedy step's two best tokens: the pick and the runner-up, with their logits. */
+type TopTwo = { id: number; logit: number }[];
+
+/** Host round trips per token of a WebGPU run (absent on other backends). */
+export interface RoundTrips {
+  reads_per_decode_token: number;
+  submissions_per_decode_token: number;
+  bytes_read_per_decode_token: number;
+  reads_per_prefill: number;
+  submissions_per_prefill: number;
+  bytes_read_per_prefill: number;
+}
+
+/** The two best entries of a logit row (ties to the lower id). */
+function topTwo(logits: Float32Array): TopTwo {
+  const a = argmax(logits);
+  let b = a === 0 ? 1 : 0;
+  for (let i = 0; i < logits.length; i++) if (i !== a && logits[i] > logits[b]) b = i;
+  return [{ id: a, logit: logits[a] }, { id: b, logit: logits[b] }];
+}
+
+/**
+ * Prefill + decode speed of `backend` on `model` (stage loaded once, `reps` timed rounds). Greedy
+ * decode reads back the two best candidates per step where the backend computes them
+ * (Backend.topCandidates) unless `legacyRead`, else the whole logit row.
+ */
 export async function modelFigures(backend: Backend, model: string, o: Options) {
   const file = await openGGUF(model);
   let stage: LlamaStage;
@@ -79,36 +109,89 @@ export async function modelFigures(backend: Backend, model: string, o: Options) 
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
     return 1 + (seed % (V - 1));
   });
+  const stats = backend instanceof WebGPUBackend ? backend.stats : null;
+  const want = { k: 2, exclude: new Int32Array() };
+  const step = async (session: Session, tokens: Int32Array): Promise<TopTwo> => {
+    const out = o.legacyRead
+      ? await stage.forward(session, { tokens })
+      : await stage.forwardCandidates(session, { tokens }, want);
+    if ("candidates" in out) {
+      const c = out.candidates;
+      return [0, 1].map((i) => ({ id: c.ids[i], logit: c.values[i] }));
+    }
+    if (!("logits" in out)) throw new Error("expected logits");
+    return topTwo(out.logits);
+  };
   const prefill: number[] = [];
   const decode: number[] = [];
-  let firstIds: number[] = [];
+  let firstSteps: TopTwo[] = [];
+  const trips = { reads: 0, submissions: 0, bytes: 0, pReads: 0, pSubs: 0, pBytes: 0, passes: 0 };
   for (let rep = -1; rep < o.reps; rep++) {
     const session = stage.newSession(o.pp + o.tg, o.kv);
+    const s0 = stats ? { ...stats } : null;
     const t0 = performance.now();
-    let out = await stage.forward(session, { tokens: prompt });
+    let top = await step(session, prompt);
     const t1 = performance.now();
+    const s1 = stats ? { ...stats } : null;
     const steps = rep < 0 ? 2 : o.tg;
-    const ids: number[] = [];
+    const tops: TopTwo[] = [];
     for (let i = 0; i < steps; i++) {
-      if (!("logits" in out)) throw new Error("expected logits");
-      ids.push(argmax(out.logits));
-      out = await stage.forward(session, { tokens: Int32Array.of(ids.at(-1)!) });
+      tops.push(top);
+      top = await step(session, Int32Array.of(top[0].id));
     }
     const t2 = performance.now();
     stage.endSession(session);
     if (rep >= 0) {
       prefill.push((o.pp / (t1 - t0)) * 1000);
       decode.push((o.tg / (t2 - t1)) * 1000);
-      firstIds = ids.slice(0, 8);
+      firstSteps = tops.slice(0, 8);
+      if (stats && s0 && s1) {
+        trips.pReads += s1.reads - s0.reads;
+        trips.pSubs += s1.submissions - s0.submissions;
+        trips.pBytes += s1.bytesRead - s0.bytesRead;
+        trips.reads += stats.reads - s1.reads;
+        trips.submissions += stats.submissions - s1.submissions;
+        trips.bytes += stats.bytesRead - s1.bytesRead;
+        trips.passes++;
+      }
     }
   }
+  const tokens = trips.passes * o.tg;
+  const roundTrips: RoundTrips | null = stats
+    ? {
+      reads_per_decode_token: round(trips.reads / tokens),
+      submissions_per_decode_token: round(trips.submissions / tokens),
+      bytes_read_per_decode_token: round(trips.bytes / tokens),
+      reads_per_prefill: round(trips.pReads / trips.passes),
+      submissions_per_prefill: round(trips.pSubs / trips.passes),
+      bytes_read_per_prefill: round(trips.pBytes / trips.passes),
+    }
+    : null;
   return {
     figures: {
       prefill_tokens_per_second: round(median(prefill)),
       decode_tokens_per_second: round(median(decode)),
       runs: { prefill: prefill.map((x) => round(x)), decode: decode.map((x) => round(x)) },
     } satisfies ModelFigures,
-    firstIds,
+    firstSteps,
+    roundTrips,
+  };
+}
+
+/**
+ * Where two backends' greedy ids first differ, with each one's two best logits there: a gap of
+ * a few 1e-6 is a near-tie that float order decides; a larger one is a real divergence.
+ */
+export function firstDifference(a: TopTwo[], b: TopTwo[]) {
+  const step = a.findIndex((t, i) => b[i] && t[0].id !== b[i][0].id);
+  if (step < 0) return null;
+  const gap = (t: TopTwo) => round(t[0].logit - t[1].logit, 7);
+  return {
+    step,
+    webgpu: a[step],
+    wasm: b[step],
+    webgpu_gap: gap(a[step]),
+    wasm_gap: gap(b[step]),
   };
 }
 
@@ -178,6 +261,7 @@ function parseArgs(args: string[]): Options {
     dim: 4096,
     kernelsOnly: false,
     lanes: "auto",
+    legacyRead: false,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -205,6 +289,7 @@ function parseArgs(args: string[]): Options {
     else if (a === "--dim") o.dim = num();
     else if (a === "--no-wasm") o.wasm = false;
     else if (a === "--kernels-only") o.kernelsOnly = true;
+    else if (a === "--legacy-read") o.legacyRead = true;
     else if (a === "--kv") {
       const v = val();
       if (v !== "f16" && v !== "f32") throw new Error("--kv takes f16 or f32");
@@ -260,8 +345,14 @@ export async function main(args: string[]): Promise<void> {
         decode_tokens_per_second: g.figures.decode_tokens_per_second,
         wasm_prefill_tokens_per_second: w?.figures.prefill_tokens_per_second ?? null,
         wasm_decode_tokens_per_second: w?.figures.decode_tokens_per_second ?? null,
-        // Greedy ids after the prompt: the two backends should agree (same numerics).
-        same_first_tokens: w ? g.firstIds.join() === w.firstIds.join() : null,
+        decode_read_back: o.legacyRead ? "logits" : "candidates",
+        webgpu_round_trips: g.roundTrips,
+        // Greedy ids after the prompt: the two backends should agree (same numerics); where they
+        // do not, the logit gaps at the first differing step tell a near-tie from a divergence.
+        same_first_tokens: w
+          ? g.firstSteps.every((t, i) => t[0].id === w.firstSteps[i]?.[0].id)
+          : null,
+        first_difference: w ? firstDifference(g.firstSteps, w.firstSteps) : null,
         runs: { webgpu: g.figures.runs, wasm: w?.figures.runs ?? null },
         kernels,
         kv_type: o.kv,

@@ -99,6 +99,23 @@ export interface AttentionParams {
   readonly window?: number;
 }
 
+/**
+ * Sampling candidates of one logit row ({@link Backend.topCandidates}): what a sampler needs to
+ * pick a token and report log-probabilities, without the whole row.
+ */
+export interface TopCandidates {
+  /** Ids of the k largest values outside the exclude list, largest first, ties to the lower id. */
+  readonly ids: Int32Array;
+  /** Their values. */
+  readonly values: Float32Array;
+  /** The values of the excluded ids, in the order they were given. */
+  readonly excluded: Float32Array;
+  /** Largest value outside the exclude list. */
+  readonly max: number;
+  /** Σ e^(v − max) over the values outside the exclude list (float32 arithmetic). */
+  readonly sumExp: number;
+}
+
 /** A compute backend. Every method but `read` may be asynchronous under the hood. */
 export interface Backend {
   /** "reference", "wasm", "webgpu". */
@@ -196,6 +213,20 @@ export interface Backend {
    * of k rows of `cols` floats, added in float32 in that order (llama.cpp's sum of the experts).
    */
   sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void;
+
+  /**
+   * Optional: the `k` (≤ 64) largest values of each of `rows` rows of `src` (`n` floats each,
+   * `n` apart) whose ids are not in that row's `exclude` list (distinct ids, at most 256), plus
+   * the excluded values and the row's softmax sum; a sampler then reads back a few hundred bytes
+   * per step instead of `n` floats. Backends without it leave sampling to the host's full read.
+   */
+  topCandidates?(
+    src: Buf,
+    rows: number,
+    n: number,
+    k: number,
+    exclude: readonly Int32Array[],
+  ): Promise<TopCandidates[]>;
 
   /** Release one buffer, cache or weight (e.g. a finished session's KV cache). */
   free(handle: Buf | KVCache | Weight): void;

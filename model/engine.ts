@@ -123,13 +123,26 @@ export class Engine {
     let text = "";
     let finishReason: "length" | "stop" = "length";
     try {
+      // The next token after `input`: sampled from the device's candidates when the backend
+      // computes them (a few hundred bytes back per step), else from the whole logit row.
+      const next = async (input: Int32Array) => {
+        const want = sampler.candidateRequest();
+        const out = want
+          ? await this.stage.forwardCandidates(session, { tokens: input }, want)
+          : await this.stage.forward(session, { tokens: input });
+        if ("candidates" in out) {
+          const { id } = sampler.pickCandidates(out.candidates);
+          sampler.accept([id]);
+          return id;
+        }
+        if (!("logits" in out)) throw new Error("a whole-model stage must return logits");
+        return sampler.sample(out.logits);
+      };
       const t0 = performance.now();
-      let out = await this.stage.forward(session, { tokens: Int32Array.from(promptTokens) });
+      let id = await next(Int32Array.from(promptTokens));
       const t1 = performance.now();
       const budget = Math.min(opts.maxTokens, session.nCtx - promptTokens.length);
       while (tokens.length < budget) {
-        if (!("logits" in out)) throw new Error("a whole-model stage must return logits");
-        const id = sampler.sample(out.logits);
         tokens.push(id);
         if ((opts.stopAtEog ?? true) && this.tokenizer.isEog(id)) {
           finishReason = "stop";
@@ -139,7 +152,7 @@ export class Engine {
         text += piece;
         opts.onToken?.(id, piece);
         if (tokens.length >= budget) break;
-        out = await this.stage.forward(session, { tokens: Int32Array.of(id) });
+        id = await next(Int32Array.of(id));
       }
       const tail = decoder.flush();
       text += tail;

@@ -14,6 +14,7 @@ import type {
   KVCache,
   KVType,
   RopeParams,
+  TopCandidates,
   Weight,
 } from "../kernels/backend.ts";
 import { typeInfo, typeName } from "../kernels/quant/types.ts";
@@ -426,6 +427,40 @@ export class LlamaStage {
    * session runs alone. Total rows must not exceed `maxBatch`.
    */
   async forwardBatch(items: { session: Session; input: StageInput }[]): Promise<StageOutput[]> {
+    return await this.pass(items, (rows, total) => this.logitsOf(rows, total));
+  }
+
+  /**
+   * forward() at the tail, but reading back only the sampling candidates `want` asks for (see
+   * Sampler.candidateRequest) when the backend computes them (Backend.topCandidates): a few
+   * hundred bytes per step instead of a vocabulary of floats. Otherwise, and for inputs longer
+   * than maxBatch, it is forward().
+   */
+  async forwardCandidates(
+    session: Session,
+    input: StageInput,
+    want: { k: number; exclude: Int32Array },
+  ): Promise<StageOutput | { candidates: TopCandidates }> {
+    const be = this.backend;
+    if (!this.isTail || !be.topCandidates || this.validate(session, input) > this.maxBatch) {
+      return await this.forward(session, input);
+    }
+    const [out] = await this.pass([{ session, input }], async ([row], total) => {
+      const { nVocab: V, rmsEps } = this.config;
+      const src = this.rowsOf([row], total);
+      be.rmsNorm(src, this.outputNorm!, this.ws.lastNorm, 1, rmsEps);
+      be.matmul(this.output!, this.ws.lastNorm, this.ws.logits, 1);
+      const [candidates] = await be.topCandidates!(this.ws.logits, 1, V, want.k, [want.exclude]);
+      return [{ candidates }];
+    });
+    return out;
+  }
+
+  /** The batch pass of forwardBatch; `tail` turns the last row of each sequence into results. */
+  private async pass<T>(
+    items: { session: Session; input: StageInput }[],
+    tail: (rows: number[], total: number) => Promise<T[]>,
+  ): Promise<(T | { hidden: Float32Array })[]> {
     if (items.length === 0) return [];
     const be = this.backend;
     const ws = this.ws;
@@ -472,7 +507,7 @@ export class LlamaStage {
         hidden: all.slice(offsets[i] * E, (offsets[i] + rowsOf[i]) * E),
       }));
     }
-    return await this.logitsOf(offsets.map((o, i) => o + rowsOf[i] - 1), total);
+    return await tail(offsets.map((o, i) => o + rowsOf[i] - 1), total);
   }
 
   /** Check one input against its session; returns its row count. */
@@ -634,25 +669,33 @@ export class LlamaStage {
     be.sumRowGroups(ws.slots, ws.proj, total, K, E);
   }
 
+  /**
+   * The given rows of ws.x, in order: ws.x itself when they are all of it (pure decode),
+   * otherwise gathered on the device into ws.last (far cheaper than logits for every prompt row,
+   * and no round trip through the host).
+   */
+  private rowsOf(rows: number[], total: number): Buf {
+    const ws = this.ws;
+    if (rows.length === total && rows.every((r, i) => r === i)) return ws.x;
+    this.backend.copyRows(
+      ws.x,
+      Int32Array.from(rows),
+      ws.last,
+      Int32Array.from(rows, (_, i) => i),
+      this.config.nEmbd,
+    );
+    return ws.last;
+  }
+
   /** Output norm and logits of the given rows of ws.x (one per sequence). */
   private async logitsOf(rows: number[], total: number): Promise<StageOutput[]> {
     const be = this.backend;
     const ws = this.ws;
-    const { nEmbd: E, nVocab: V } = this.config;
+    const V = this.config.nVocab;
     const out: StageOutput[] = [];
     for (let g = 0; g < rows.length; g += this.maxLogitRows) {
       const group = rows.slice(g, g + this.maxLogitRows);
-      let src = ws.x;
-      // When every row of the batch is wanted in order (pure decode), use ws.x as it is;
-      // otherwise gather the last rows: far cheaper than logits for every prompt row.
-      const direct = g === 0 && group.length === total && group.every((r, i) => r === i);
-      if (!direct) {
-        const all = await be.read(ws.x, 0, total * E);
-        const gathered = new Float32Array(group.length * E);
-        group.forEach((r, i) => gathered.set(all.subarray(r * E, (r + 1) * E), i * E));
-        be.write(ws.last, gathered);
-        src = ws.last;
-      }
+      const src = this.rowsOf(group, total);
       be.rmsNorm(src, this.outputNorm!, ws.lastNorm, group.length, this.config.rmsEps);
       be.matmul(this.output!, ws.lastNorm, ws.logits, group.length);
       const logits = await be.read(ws.logits, 0, group.length * V);

@@ -5,6 +5,7 @@
  * The chain follows llama.cpp's default order: penalties → top-k → top-p → min-p → temperature →
  * draw. Temperature 0 (or below) is greedy: argmax of the penalised logits, ties to the lower id.
  */
+import type { TopCandidates } from "../kernels/backend.ts";
 
 /** Sampler settings; every field is optional and defaults to llama.cpp's defaults. */
 export interface SamplerParams {
@@ -39,6 +40,10 @@ export interface TokenLogprob {
 export class SamplerParamError extends Error {
   override name = "SamplerParamError";
 }
+
+/** Most candidates and penalised ids a backend's topCandidates takes (kernels/backend.ts). */
+const MAX_DEVICE_CANDIDATES = 64;
+const MAX_DEVICE_EXCLUDE = 256;
 
 /** A small, fast, seedable PRNG (mulberry32 over a splitmix32-mixed seed). */
 export class Rng {
@@ -169,19 +174,12 @@ export class Sampler {
   }
 
   private penalised(logits: Float32Array): Float32Array {
-    const p = this.params;
-    const active = this.recent.length > 0 &&
-      (p.repeatPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0);
-    if (!active) return logits;
+    const counts = this.penaltyCounts();
+    if (counts.size === 0) return logits;
     const out = new Float32Array(logits);
-    const counts = new Map<number, number>();
-    for (const id of this.recent) counts.set(id, (counts.get(id) ?? 0) + 1);
     for (const [id, count] of counts) {
       if (id < 0 || id >= out.length) continue;
-      let v = out[id];
-      if (p.repeatPenalty !== 1) v = v <= 0 ? v * p.repeatPenalty : v / p.repeatPenalty;
-      v -= count * p.frequencyPenalty + p.presencePenalty;
-      out[id] = v;
+      out[id] = this.penalise(out[id], count);
     }
     return out;
   }
@@ -192,9 +190,15 @@ export class Sampler {
     // Candidates sorted by logit, truncated by top-k (llama.cpp sorts the same way).
     const k = p.topK > 0 ? Math.min(p.topK, logits.length) : logits.length;
     const ids = topIds(logits, k);
+    return this.draw(ids, ids.map((id) => logits[id]));
+  }
+
+  /** Top-p, min-p, temperature and the seeded draw over candidates sorted best first. */
+  private draw(ids: number[], logits: number[]): number {
+    const p = this.params;
     // Probabilities before temperature drive top-p and min-p, as in llama.cpp's default chain.
-    const max = logits[ids[0]];
-    let probs = ids.map((id) => Math.exp(logits[id] - max));
+    const max = logits[0];
+    let probs = logits.map((v) => Math.exp(v - max));
     let sum = probs.reduce((a, b) => a + b, 0);
     let keep = ids.length;
     if (p.topP < 1) {
@@ -214,7 +218,7 @@ export class Sampler {
       keep = m;
     }
     const kept = ids.slice(0, keep);
-    probs = kept.map((id) => Math.exp((logits[id] - max) / p.temperature));
+    probs = logits.slice(0, keep).map((v) => Math.exp((v - max) / p.temperature));
     sum = probs.reduce((a, b) => a + b, 0);
     // Mix the position into the seed so draws are independent of earlier draws (see file doc).
     let r = new Rng((p.seed ^ Math.imul(this.seen + 1, 0x9e3779b1)) >>> 0).next() * sum;
@@ -223,5 +227,73 @@ export class Sampler {
       if (r < 0) return kept[i];
     }
     return kept[kept.length - 1];
+  }
+
+  /**
+   * What the next pick needs from a backend's {@link TopCandidates} (`k` candidates, penalised
+   * ids excluded) when `topN` log-probabilities are also wanted; null when only the whole logit
+   * row will do (top-k off or above 64 with temperature, more than 256 penalised ids).
+   */
+  candidateRequest(topN = 0): { k: number; exclude: Int32Array } | null {
+    const p = this.params;
+    const k = Math.max(p.temperature <= 0 ? 1 : p.topK, topN);
+    if ((p.temperature > 0 && p.topK === 0) || k > MAX_DEVICE_CANDIDATES) return null;
+    const exclude = Int32Array.from(this.penaltyCounts().keys());
+    return exclude.length > MAX_DEVICE_EXCLUDE ? null : { k, exclude };
+  }
+
+  /**
+   * The token pick() would choose from the whole row, chosen from candidates made for
+   * {@link candidateRequest}: the excluded (penalised) ids are penalised here exactly as on the
+   * host and merged in, and `topN` log-probabilities come with it. Does not remember the token.
+   */
+  pickCandidates(c: TopCandidates, topN = 0): { id: number; logprob: number; top: TokenLogprob[] } {
+    const p = this.params;
+    const counts = this.penaltyCounts();
+    const ids = Array.from(c.ids);
+    const vals = Array.from(c.values);
+    let max = c.max;
+    let i = 0;
+    for (const [id, count] of counts) {
+      const v = this.penalise(c.excluded[i++], count);
+      max = Math.max(max, v);
+      ids.push(id);
+      vals.push(v);
+    }
+    // Best first, ties to the lower id: topIds' order over the penalised row.
+    const order = ids.map((_, j) => j).sort((a, b) => vals[b] - vals[a] || ids[a] - ids[b]);
+    const sIds = order.map((j) => ids[j]);
+    const sVals = order.map((j) => vals[j]);
+    // log Σ e^v over the penalised row: the device's sum rescaled, plus the penalised values.
+    let sum = c.sumExp * Math.exp(c.max - max);
+    for (let j = c.ids.length; j < ids.length; j++) sum += Math.exp(vals[j] - max);
+    const lse = max + Math.log(sum);
+    const k = p.temperature <= 0 ? 1 : Math.min(p.topK, sIds.length);
+    const id = p.temperature <= 0 ? sIds[0] : this.draw(sIds.slice(0, k), sVals.slice(0, k));
+    const at = sIds.indexOf(id);
+    const top = sIds.slice(0, topN).map((t, j) => ({
+      id: t,
+      logit: sVals[j],
+      logprob: sVals[j] - lse,
+    }));
+    return { id, logprob: sVals[at] - lse, top };
+  }
+
+  /** How often each recent token occurred, when any penalty is on (empty otherwise). */
+  private penaltyCounts(): Map<number, number> {
+    const p = this.params;
+    const counts = new Map<number, number>();
+    const active = p.repeatPenalty !== 1 || p.frequencyPenalty !== 0 || p.presencePenalty !== 0;
+    if (active) { for (const id of this.recent) counts.set(id, (counts.get(id) ?? 0) + 1); }
+    return counts;
+  }
+
+  /** One logit after the penalties, rounded to float32 as the penalised row stores it. */
+  private penalise(logit: number, count: number): number {
+    const p = this.params;
+    let v = logit;
+    if (p.repeatPenalty !== 1) v = v <= 0 ? v * p.repeatPenalty : v / p.repeatPenalty;
+    v -= count * p.frequencyPenalty + p.presencePenalty;
+    return Math.fround(v);
   }
 }

@@ -24,6 +24,7 @@ import type {
   KVCache,
   KVType,
   RopeParams,
+  TopCandidates,
   Weight,
   WeightShape,
   WeightSpec,
@@ -74,6 +75,16 @@ export interface WebGPUBackendOptions {
   readonly attentionScratchBytes?: number;
 }
 
+/** Host round trips since creation (`backend.stats`): what a step costs besides the math. */
+export interface WebGPUStats {
+  /** Command buffers submitted. */
+  submissions: number;
+  /** Readbacks (buffer maps) awaited. */
+  reads: number;
+  /** Bytes copied back to the host. */
+  bytesRead: number;
+}
+
 /** What the backend found and uses; `backend.info` after creation. */
 export interface WebGPUInfo {
   readonly description: string;
@@ -121,6 +132,9 @@ const WG = 64;
 const PARAM_BYTES = 256;
 const ARENA_CHUNK = 1 << 20;
 const MAX_BIND_GROUPS = 4096;
+/** Largest k of topCandidates (the shader's per-lane list) and longest exclude list. */
+const MAX_CANDIDATES = 64;
+const MAX_EXCLUDE = 256;
 
 let nextId = 1;
 
@@ -220,6 +234,8 @@ export class WebGPUBackend implements Backend {
   readonly name = "webgpu";
   readonly device: string;
   readonly info: WebGPUInfo;
+  /** Submissions, reads and bytes read back so far (bench gpu divides them by tokens). */
+  readonly stats: WebGPUStats = { submissions: 0, reads: 0, bytesRead: 0 };
 
   readonly #dev: GPUDevice;
   readonly #packed: boolean;
@@ -479,6 +495,7 @@ export class WebGPUBackend implements Backend {
     }
     this.#chunkIdx = 0;
     this.#dev.queue.submit([enc.finish()]);
+    this.stats.submissions++;
     this.#enc = null;
     for (const b of this.#deferredDestroy) b.destroy();
     this.#deferredDestroy = [];
@@ -640,20 +657,25 @@ export class WebGPUBackend implements Backend {
     if (offset < 0 || n < 0 || offset + n > s.length) {
       throw new RangeError(`read of ${n} floats at ${offset} overflows a ${s.length}-float buffer`);
     }
-    const bytes = Math.max(4, n * 4);
-    const size = Math.max(256, 2 ** Math.ceil(Math.log2(bytes)));
+    return new Float32Array(await this.#readRes(s.res, offset * 4, n * 4));
+  }
+
+  /** Submit what is recorded, then copy `bytes` of `res` from byte `offset` to the host. */
+  async #readRes(res: Res, offset: number, bytes: number): Promise<ArrayBuffer> {
+    const mapBytes = Math.max(4, bytes);
+    const size = Math.max(256, 2 ** Math.ceil(Math.log2(mapBytes)));
     const staging = this.#staging.get(size)?.pop() ??
       this.#createBuffer(
         size,
         GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST,
         "a readback buffer",
       );
-    if (n > 0) {
-      this.#copyEncoder().copyBufferToBuffer(s.res.buffer, offset * 4, staging.buffer, 0, n * 4);
+    if (bytes > 0) {
+      this.#copyEncoder().copyBufferToBuffer(res.buffer, offset, staging.buffer, 0, bytes);
     }
     this.#submit();
     try {
-      await staging.buffer.mapAsync(GPUMapMode.READ, 0, bytes);
+      await staging.buffer.mapAsync(GPUMapMode.READ, 0, mapBytes);
     } catch (e) {
       await this.#throwPending();
       throw this.#error ?? new WebGPUDeviceLostError(
@@ -662,13 +684,98 @@ export class WebGPUBackend implements Backend {
         { cause: e },
       );
     }
-    const out = new Float32Array(staging.buffer.getMappedRange(0, bytes).slice(0, n * 4));
+    const out = staging.buffer.getMappedRange(0, mapBytes).slice(0, bytes);
     staging.buffer.unmap();
+    this.stats.reads++;
+    this.stats.bytesRead += bytes;
     let list = this.#staging.get(size);
     if (!list) this.#staging.set(size, list = []);
     list.push(staging);
     await this.#throwPending();
     return out;
+  }
+
+  async topCandidates(
+    src: Buf,
+    rows: number,
+    n: number,
+    k: number,
+    exclude: readonly Int32Array[],
+  ): Promise<TopCandidates[]> {
+    this.#check();
+    const s = this.#buf(src);
+    this.#need(s, rows * n, "topCandidates");
+    if (!Number.isInteger(k) || k < 1 || k > MAX_CANDIDATES) {
+      throw new RangeError(`topCandidates: k ${k} is outside [1, ${MAX_CANDIDATES}]`);
+    }
+    if (exclude.length !== rows) {
+      throw new RangeError(`topCandidates: ${exclude.length} exclude lists for ${rows} rows`);
+    }
+    if (rows === 0) return [];
+    // Each row's exclude list goes up sorted (the shader binary-searches it); the answer keeps
+    // the caller's order.
+    const sorted = exclude.map((ids) => {
+      if (ids.length > MAX_EXCLUDE) {
+        throw new RangeError(`topCandidates: ${ids.length} excluded ids (at most ${MAX_EXCLUDE})`);
+      }
+      const u = Uint32Array.from(ids).sort();
+      for (let i = 0; i < u.length; i++) {
+        if (u[i] >= n || (i > 0 && u[i] === u[i - 1])) {
+          throw new RangeError(`topCandidates: excluded ids must be distinct and below ${n}`);
+        }
+      }
+      return u;
+    });
+    const exWords = sorted.reduce((a, u) => a + u.length, 0);
+    const data = this.#arena((2 * rows + exWords) * 4, 256);
+    const d = new Uint32Array(data.chunk.mirror, data.offset, 2 * rows + exWords);
+    let at = data.offset / 4 + 2 * rows;
+    sorted.forEach((u, r) => {
+      d[2 * r] = at;
+      d[2 * r + 1] = u.length;
+      d.set(u, at - data.offset / 4);
+      at += u.length;
+    });
+    const maxEx = Math.max(...sorted.map((u) => u.length));
+    const outWords = 2 * k + maxEx + 2;
+    const out = this.#scratchBuf("sampling candidates", rows * outWords * 4);
+    const kmax = 2 ** Math.ceil(Math.log2(k));
+    const p = this.#pipe(
+      `topk:${kmax}`,
+      () => compose("topk", { subst: { KMAX: kmax } }),
+      [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
+    );
+    const prm = this.#params();
+    prm.u.set([n, k, n, data.offset / 4, outWords, rows]);
+    const [gx, gy] = grid(rows);
+    this.#dispatch(p, prm.slot, [data.chunk.res, s.res, out], gx, gy);
+    const bytes = await this.#readRes(out, 0, rows * outWords * 4);
+    const u = new Uint32Array(bytes);
+    const f = new Float32Array(bytes);
+    return exclude.map((ids, r) => {
+      const o = r * outWords;
+      const sortedIds = sorted[r];
+      const nEx = sortedIds.length;
+      let have = 0;
+      while (have < k && u[o + have] !== 0xffffffff) have++;
+      // Back to the caller's order of excluded ids.
+      const excluded = Float32Array.from(ids, (id) => {
+        let lo = 0, hi = nEx;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (sortedIds[mid] < id) lo = mid + 1;
+          else hi = mid;
+        }
+        return f[o + 2 * k + lo];
+      });
+      return {
+        ids: Int32Array.from(u.subarray(o, o + have)),
+        values: f.slice(o + k, o + k + have),
+        excluded,
+        max: f[o + 2 * k + nEx],
+        sumExp: f[o + 2 * k + nEx + 1],
+      };
+    });
   }
 
   kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache {

@@ -28,7 +28,7 @@
  * @module
  */
 export { createWebGPUBackend, WebGPUBackend } from "./backend.ts";
-export type { WebGPUBackendOptions, WebGPUInfo } from "./backend.ts";
+export type { WebGPUBackendOptions, WebGPUInfo, WebGPUStats } from "./backend.ts";
 export { probeAdapter } from "./device.ts";
 export type { AdapterProbe } from "./device.ts";
 export {

@@ -1,0 +1,180 @@
+// Sampling candidates of logit rows, so a decode step reads back bytes instead of a vocabulary
+// of floats. One workgroup per row r of S (n values, row_stride apart):
+//   - the k largest values whose ids are not in the row's exclude list (ids of penalised tokens,
+//     sorted ascending), largest first, ties to the lower id (the host sampler's order);
+//   - the values of the excluded ids, in the list's order (the host applies the penalties to
+//     them in double, as its own sampler does, and merges them in);
+//   - the largest non-excluded value m and Σ e^(v − m) over the non-excluded values (an online
+//     softmax sum per lane, lanes merged), for log-probabilities.
+// Output row r at O[r · out_words]: k ids (0xffffffff when fewer values exist), k values (f32
+// bits), the excluded values, m, the sum.
+// Each lane keeps its own sorted top-KMAX of its strided share of the row, then k rounds pick
+// the best lane head through workgroup memory, so the row is read once whatever k is.
+
+struct Params {
+  n: u32, // values per row
+  k: u32, // candidates wanted, ≤ KMAX
+  row_stride: u32, // floats from one row of S to the next
+  data_off: u32, // u32 index in D of the (offset, count) pair of each row's exclude list
+  out_words: u32, // output words per row
+  n_rows: u32,
+}
+
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> D: array<u32>;
+@group(0) @binding(2) var<storage, read> S: array<f32>;
+@group(0) @binding(3) var<storage, read_write> O: array<u32>;
+
+const WG: u32 = 64u;
+const KMAX: u32 = {{KMAX}}u;
+const MAX_EXCLUDE: u32 = 256u;
+const NONE: u32 = 0xffffffffu;
+
+var<workgroup> ex: array<u32, MAX_EXCLUDE>;
+var<workgroup> red_v: array<f32, WG>;
+var<workgroup> red_i: array<u32, WG>;
+var<workgroup> red_l: array<u32, WG>;
+var<workgroup> red_s: array<vec2<f32>, WG>;
+
+// True when (va, ia) comes before (vb, ib): larger value first, then the lower id.
+fn before(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
+  return va > vb || (va == vb && ia < ib);
+}
+
+// Binary search of the row's sorted exclude list (n_ex entries in `ex`).
+fn excluded(id: u32, n_ex: u32) -> bool {
+  var lo = 0u;
+  var hi = n_ex;
+  while (lo < hi) {
+    let mid = (lo + hi) / 2u;
+    if (ex[mid] < id) {
+      lo = mid + 1u;
+    } else {
+      hi = mid;
+    }
+  }
+  return lo < n_ex && ex[lo] == id;
+}
+
+@compute @workgroup_size(64)
+fn main(
+  @builtin(workgroup_id) wid: vec3<u32>,
+  @builtin(num_workgroups) nwg: vec3<u32>,
+  @builtin(local_invocation_index) li: u32,
+) {
+  let r = wid.x + wid.y * nwg.x;
+  // Uniform control flow for the barriers below: a workgroup past the last row still takes part
+  // in them and writes nothing.
+  let live = r < P.n_rows;
+  let rr = min(r, P.n_rows - 1u);
+  let ex_off = D[P.data_off + 2u * rr];
+  let n_ex = min(D[P.data_off + 2u * rr + 1u], MAX_EXCLUDE);
+  for (var j = li; j < n_ex; j = j + WG) {
+    ex[j] = D[ex_off + j];
+  }
+  workgroupBarrier();
+  let base = rr * P.row_stride;
+  let obase = rr * P.out_words;
+
+  // This lane's share: its own top list (sorted, `len` entries) and online (max, Σ e^(v − max)).
+  var tv: array<f32, KMAX>;
+  var ti: array<u32, KMAX>;
+  var len = 0u;
+  var m = -3.4028235e38;
+  var s = 0.0;
+  for (var i = li; i < P.n; i = i + WG) {
+    if (n_ex > 0u && excluded(i, n_ex)) {
+      continue;
+    }
+    let v = S[base + i];
+    if (v > m) {
+      s = s * exp(m - v) + 1.0;
+      m = v;
+    } else {
+      s = s + exp(v - m);
+    }
+    // Ids arrive in increasing order, so an equal value never displaces an earlier one.
+    if (len == P.k && !(v > tv[len - 1u])) {
+      continue;
+    }
+    var j = min(len, P.k - 1u);
+    if (len < P.k) {
+      len = len + 1u;
+    }
+    while (j > 0u && tv[j - 1u] < v) {
+      tv[j] = tv[j - 1u];
+      ti[j] = ti[j - 1u];
+      j = j - 1u;
+    }
+    tv[j] = v;
+    ti[j] = i;
+  }
+
+  // Row max and sum: each lane's sum rescaled to the common max.
+  red_s[li] = vec2<f32>(m, s);
+  workgroupBarrier();
+  for (var h = WG / 2u; h > 0u; h = h / 2u) {
+    if (li < h) {
+      let a = red_s[li];
+      let b = red_s[li + h];
+      let mx = max(a.x, b.x);
+      var sa = 0.0;
+      var sb = 0.0;
+      if (a.y > 0.0) {
+        sa = a.y * exp(a.x - mx);
+      }
+      if (b.y > 0.0) {
+        sb = b.y * exp(b.x - mx);
+      }
+      red_s[li] = vec2<f32>(mx, sa + sb);
+    }
+    workgroupBarrier();
+  }
+
+  // k rounds: the best head among the lanes wins and its lane moves to its next entry.
+  var head = 0u;
+  for (var rd = 0u; rd < P.k; rd = rd + 1u) {
+    if (head < len) {
+      red_v[li] = tv[head];
+      red_i[li] = ti[head];
+    } else {
+      red_v[li] = -3.4028235e38;
+      red_i[li] = NONE;
+    }
+    red_l[li] = li;
+    workgroupBarrier();
+    for (var h = WG / 2u; h > 0u; h = h / 2u) {
+      if (li < h) {
+        let o = li + h;
+        let take = red_i[o] != NONE &&
+          (red_i[li] == NONE || before(red_v[o], red_i[o], red_v[li], red_i[li]));
+        if (take) {
+          red_v[li] = red_v[o];
+          red_i[li] = red_i[o];
+          red_l[li] = red_l[o];
+        }
+      }
+      workgroupBarrier();
+    }
+    let win_i = red_i[0];
+    let win_l = red_l[0];
+    if (live && li == 0u) {
+      O[obase + rd] = win_i;
+      O[obase + P.k + rd] = bitcast<u32>(red_v[0]);
+    }
+    if (win_i != NONE && win_l == li) {
+      head = head + 1u;
+    }
+    workgroupBarrier();
+  }
+
+  if (live) {
+    for (var j = li; j < n_ex; j = j + WG) {
+      O[obase + 2u * P.k + j] = bitcast<u32>(S[base + ex[j]]);
+    }
+    if (li == 0u) {
+      O[obase + 2u * P.k + n_ex] = bitcast<u32>(red_s[0].x);
+      O[obase + 2u * P.k + n_ex + 1u] = bitcast<u32>(red_s[0].y);
+    }
+  }
+}
