@@ -17,6 +17,8 @@
  * Greedy decode samples on the GPU (two candidates back per step); `--legacy-read` reads the whole
  * logit row instead, as before. `first_difference` gives both backends' two best logits where
  * their greedy ids first differ (null when they agree).
+ * `--adapter-info` prints the adapter probe (description, features, WGSL features, limits) alone.
+ * `--generate` also takes the ~1.1B models (1b_q8_0, …; bench/lib/models.ts).
  * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`.
  * @module
  */
@@ -27,7 +29,7 @@ import { createWebGPUBackend, probeAdapter, WebGPUBackend } from "../kernels/web
 import { openGGUF } from "../model/gguf/mod.ts";
 import { LlamaStage, type Session } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
-import { GENERATED, type GeneratedModel, generatedModel } from "./lib/models.ts";
+import { GENERATED, GENERATED_LARGE, type GeneratedModel, generatedModel } from "./lib/models.ts";
 
 interface Options {
   models: string[];
@@ -42,6 +44,7 @@ interface Options {
   kernelsOnly: boolean;
   lanes: "auto" | "single" | "shared";
   legacyRead: boolean;
+  adapterInfo: boolean;
 }
 
 /** Tokens/s of one backend on one model. */
@@ -262,6 +265,7 @@ function parseArgs(args: string[]): Options {
     kernelsOnly: false,
     lanes: "auto",
     legacyRead: false,
+    adapterInfo: false,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -277,10 +281,11 @@ function parseArgs(args: string[]): Options {
     };
     if (a === "--model") o.models.push(val());
     else if (a === "--generate") {
+      const known: readonly string[] = [...GENERATED, ...GENERATED_LARGE];
       for (const g of val().split(",")) {
         if (g === "all") o.generate.push(...GENERATED);
-        else if ((GENERATED as readonly string[]).includes(g)) o.generate.push(g as GeneratedModel);
-        else throw new Error(`--generate ${g}: choose from ${GENERATED.join(", ")}, all`);
+        else if (known.includes(g)) o.generate.push(g as GeneratedModel);
+        else throw new Error(`--generate ${g}: choose from ${known.join(", ")}, all`);
       }
     } else if (a === "--pp") o.pp = num();
     else if (a === "--tg") o.tg = num();
@@ -290,6 +295,7 @@ function parseArgs(args: string[]): Options {
     else if (a === "--no-wasm") o.wasm = false;
     else if (a === "--kernels-only") o.kernelsOnly = true;
     else if (a === "--legacy-read") o.legacyRead = true;
+    else if (a === "--adapter-info") o.adapterInfo = true;
     else if (a === "--kv") {
       const v = val();
       if (v !== "f16" && v !== "f32") throw new Error("--kv takes f16 or f32");
@@ -313,6 +319,12 @@ function parseArgs(args: string[]): Options {
 export async function main(args: string[]): Promise<void> {
   const o = parseArgs(args);
   const probe = await probeAdapter();
+  if (o.adapterInfo) {
+    // What the device report starts with: which adapter, what it offers, its limits.
+    console.log(JSON.stringify({ bench: "gpu", adapter_info: probe }));
+    if (!probe.available) Deno.exit(1);
+    return;
+  }
   if (!probe.available) {
     console.log(JSON.stringify({ bench: "gpu", backend: "webgpu", error: probe.reason }));
     Deno.exit(1);

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The device report: one command for a lent GPU machine (16 cores, one GPU, nothing else
+# reachable but npm). Installs Deno from npm when it is missing, then prints, in order:
+#   1. the adapter (description, features, WGSL features, limits)   bench/gpu.ts --adapter-info
+#   2. the public llama.cpp goldens and the GPU sampling parity tests on --backend webgpu
+#   3. bench gpu on each model (WebGPU vs WASM in the same run, decode/prefill tok/s, reads,
+#      submissions and bytes read back per token), then the 110M model once more with
+#      --legacy-read (the whole logit row back per step) for the comparison
+# and a summary line per step with its wall time. Exits non-zero when a step fails. Sized for
+# under 8 minutes on a GPU; tests/kernels/webgpu/device_script_test.ts runs it on llvmpipe with
+# the small settings below so every step is proven before a GPU is lent.
+#
+# Settings (environment):
+#   DLLM_SHARED              the fixtures folder's parent (default ../shared beside the repo)
+#   DLLM_DEVICE_GENERATE     generated models for bench gpu (default q8_0,1b_q8_0; "" for none)
+#   DLLM_DEVICE_MODELS       GGUF files for bench gpu, comma-separated (default none)
+#   DLLM_DEVICE_PP / _TG / _REPS / _DIM   prompt tokens, decode tokens, rounds, matvec size
+#   DLLM_DEVICE_GOLDEN_FILTER  only goldens whose test name contains this (default all)
+#   DLLM_DEVICE_OUT          folder for the logs and JSON (default bench/out/device)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DENO_VERSION=2.9.6
+GENERATE=${DLLM_DEVICE_GENERATE-q8_0,1b_q8_0}
+MODELS=${DLLM_DEVICE_MODELS-}
+PP=${DLLM_DEVICE_PP:-128}
+TG=${DLLM_DEVICE_TG:-64}
+REPS=${DLLM_DEVICE_REPS:-3}
+DIM=${DLLM_DEVICE_DIM:-4096}
+FILTER=${DLLM_DEVICE_GOLDEN_FILTER-}
+OUT=${DLLM_DEVICE_OUT:-bench/out/device}
+mkdir -p "$OUT"
+
+if command -v deno >/dev/null 2>&1 && deno --version 2>/dev/null | grep -q "deno ${DENO_VERSION} "; then
+  DENO=(deno)
+else
+  echo "== installing deno ${DENO_VERSION} from npm"
+  if npm i -g "deno@${DENO_VERSION}" >/dev/null 2>&1; then DENO=(deno); else DENO=(npx -y "deno@${DENO_VERSION}"); fi
+fi
+"${DENO[@]}" --version | head -1
+
+failed=0
+summary=()
+# step NAME LOGFILE COMMAND…: run one step, tee its output, record its time and status.
+step() {
+  local name=$1 log=$2
+  shift 2
+  echo "== ${name}"
+  local t0=$SECONDS
+  "$@" 2>&1 | tee "$OUT/$log"
+  local rc=${PIPESTATUS[0]}
+  local line="device report: ${name}: $([ "$rc" = 0 ] && echo ok || echo "FAILED (exit $rc)") in $((SECONDS - t0)) s"
+  summary+=("$line")
+  [ "$rc" = 0 ] || failed=1
+}
+
+step "adapter" adapter.json "${DENO[@]}" run --allow-all bench/gpu.ts --adapter-info
+
+golden_args=(test --allow-all tests/kernels/webgpu/golden_test.ts tests/kernels/webgpu/sampling_test.ts)
+[ -n "$FILTER" ] && golden_args+=(--filter "$FILTER")
+step "goldens and sampling parity on webgpu" goldens.log "${DENO[@]}" "${golden_args[@]}"
+
+bench_args=(--pp "$PP" --tg "$TG" --reps "$REPS" --dim "$DIM")
+models=()
+[ -n "$GENERATE" ] && models+=(--generate "$GENERATE")
+IFS=',' read -r -a files <<<"$MODELS"
+for f in "${files[@]}"; do [ -n "$f" ] && models+=(--model "$f"); done
+step "bench gpu" bench.log "${DENO[@]}" task bench gpu "${models[@]}" "${bench_args[@]}"
+# The read-back comparison on the first model only (the old path: every logit back per step).
+first=("${models[@]:0:2}")
+if [ "${first[0]:-}" = "--generate" ]; then first=(--generate "${GENERATE%%,*}"); fi
+[ "${#first[@]}" -gt 0 ] && step "bench gpu --legacy-read" bench_legacy.log \
+  "${DENO[@]}" task bench gpu "${first[@]}" "${bench_args[@]}" --no-wasm --legacy-read
+
+printf '%s\n' "${summary[@]}"
+echo "device report: logs in $OUT"
+exit "$failed"
