@@ -89,6 +89,16 @@ export async function main(args: string[]): Promise<number> {
     }
     (flags as Record<string, unknown>)[k] = v;
   }
+  // A rejection nobody handled is a bug, but one peer's bad certificate must not end the agent
+  // serving everyone else: log it (tests fail on this line) and keep running.
+  globalThis.addEventListener("unhandledrejection", (e) => {
+    e.preventDefault();
+    const reason = e.reason as Error;
+    logger("debug")("error", "unhandled promise rejection", {
+      error: String(reason?.message ?? reason).slice(0, 1024),
+      stack: String(reason?.stack ?? "").slice(0, 2048),
+    });
+  });
   let agent: Agent;
   try {
     const file = opts.config ? await settingsFromFile(opts.config) : {};

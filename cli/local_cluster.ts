@@ -22,6 +22,10 @@ export interface LocalAgent {
   gossipAddr: string;
   /** Every JSON log line so far (the agent logs JSON lines on stderr). */
   logs: Record<string, unknown>[];
+  /** The last 200 stderr lines as printed, JSON or not (a crash prints plain text). */
+  stderr: string[];
+  /** Every line that reports an unhandled rejection or uncaught exception (always a bug). */
+  unhandled: string[];
   /** Resolves when the process exits. */
   exited: Promise<Deno.CommandStatus>;
 }
@@ -69,6 +73,7 @@ export async function startLocalAgent(opts: LocalAgentOptions): Promise<LocalAge
   }).spawn();
   const logs: Record<string, unknown>[] = [];
   const raw: string[] = [];
+  const unhandled: string[] = [];
   let onStarted!: (l: Record<string, unknown>) => void;
   let onFailed!: (e: Error) => void;
   const started = new Promise<Record<string, unknown>>((res, rej) => {
@@ -85,6 +90,9 @@ export async function startLocalAgent(opts: LocalAgentOptions): Promise<LocalAge
         buf = buf.slice(nl + 1);
         raw.push(line);
         if (raw.length > 200) raw.shift();
+        if (line.includes('"msg":"unhandled promise rejection"') || /Uncaught/.test(line)) {
+          unhandled.push(line.slice(0, 500));
+        }
         try {
           const obj = JSON.parse(line);
           logs.push(obj);
@@ -112,6 +120,8 @@ export async function startLocalAgent(opts: LocalAgentOptions): Promise<LocalAge
       httpPort: Number(String(line.http).split(":").pop()),
       gossipAddr: String(line.gossip),
       logs,
+      stderr: raw,
+      unhandled,
       exited: child.status,
     };
   } catch (e) {
@@ -141,7 +151,10 @@ export async function startLocalCluster(
   }
 }
 
-/** Stop agents gracefully (SIGTERM: they leave the gossip), killing any that hang. */
+/**
+ * Stop agents gracefully (SIGTERM: they leave the gossip), killing any that hang; throws when
+ * any of them printed an unhandled rejection or uncaught exception.
+ */
 export async function stopLocalAgents(agents: LocalAgent[], graceMs = 5000): Promise<void> {
   await Promise.all(agents.map(async (a) => {
     try {
@@ -155,6 +168,12 @@ export async function stopLocalAgents(agents: LocalAgent[], graceMs = 5000): Pro
     await a.exited;
     clearTimeout(timer);
   }));
+  // A rejection or exception nobody handled is a bug even when the agent survived it (it logs
+  // one) or the run looked fine: report it instead of letting it pass unseen.
+  const escaped = agents.flatMap((a) => a.unhandled.map((l) => `${a.id}: ${l}`));
+  if (escaped.length) {
+    throw new Error(`unhandled errors in agent processes:\n${escaped.join("\n")}`);
+  }
 }
 
 /**

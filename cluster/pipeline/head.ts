@@ -136,12 +136,23 @@ export class Head {
       );
     }
     for (;;) {
-      const chain = await this.provider.chain({
-        exclude,
-        timeoutMs: attempt === 0
-          ? this.opts.initialWaitMs ?? 10_000
-          : this.opts.recoveryTimeoutMs ?? 30_000,
-      });
+      let chain: StageLink[];
+      try {
+        chain = await this.provider.chain({
+          exclude,
+          timeoutMs: attempt === 0
+            ? this.opts.initialWaitMs ?? 10_000
+            : this.opts.recoveryTimeoutMs ?? 30_000,
+        });
+      } catch (e) {
+        // After a stage failed, its cause (refused certificate, reset stream) is what the user
+        // can act on; "no live agent" alone would blame the cluster's size.
+        const last = result.failures.at(-1);
+        if (!(e instanceof NoPlacementError) || !last) throw e;
+        throw new NoPlacementError(
+          `${e.message}; the stage on ${last.nodeId} failed: ${last.message}`.slice(0, 1024),
+        );
+      }
       result.chains.push(chain.map(({ nodeId, from, to }) => ({ nodeId, from, to })));
       const sessionId = `${req.requestId}.${attempt}`;
       const links: SessionLink[] = [];

@@ -95,6 +95,16 @@ export class RemoteStageLink implements StageLink {
     const queue = new FrameQueue();
     const abort = new AbortController();
     const responses = this.client.forward(queue, { signal: abort.signal })[Symbol.asyncIterator]();
+    // The client starts the call at once but observes its failure only in the first next(): ask
+    // for the first answer now, so a stage that refuses the connection (a certificate from
+    // another CA) fails this session's first step instead of escaping as an unhandled rejection.
+    let first: Promise<IteratorResult<ForwardResponse>> | undefined = responses.next();
+    first.catch(() => {});
+    const nextResponse = () => {
+      const p = first ?? responses.next();
+      first = undefined;
+      return p;
+    };
     let step = 0n;
     let closed = false;
     const dtype = this.opts.dtype ?? Dtype.F32;
@@ -129,7 +139,7 @@ export class RemoteStageLink implements StageLink {
         queue.push(msg);
         let next: IteratorResult<ForwardResponse>;
         try {
-          next = await responses.next();
+          next = await nextResponse();
         } catch (e) {
           return fail(e);
         }
@@ -150,7 +160,7 @@ export class RemoteStageLink implements StageLink {
           // Drain the close acknowledgement, but never hang on a dead stage.
           let timer: ReturnType<typeof setTimeout> | undefined;
           await Promise.race([
-            responses.next(),
+            nextResponse(),
             new Promise((r) => (timer = setTimeout(r, 1000))),
           ]);
           clearTimeout(timer);

@@ -6,7 +6,7 @@
 import { createClient } from "@connectrpc/connect";
 import { createRpcTransport } from "../../cluster/rpc/mod.ts";
 import { initCertificates } from "../../cluster/tls/mod.ts";
-import { InferenceService } from "../../proto/mod.ts";
+import { DiscoveryService, InferenceService } from "../../proto/mod.ts";
 import { startLocalCluster, stopLocalAgents, waitForPlacement } from "../../cli/local_cluster.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { ensureClientPackages, runClient } from "../support/interop.ts";
@@ -99,6 +99,76 @@ Deno.test({
       assertEquals(r.health!.nodeId, "solo");
     } finally {
       await stopLocalAgents(agents);
+    }
+  },
+});
+
+Deno.test({
+  name: "a member whose certificate comes from another CA fails requests, not the head",
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "dllm-rogue-" });
+    await initCertificates({ dir: `${dir}/ours`, nodes: ["a", "b"] });
+    await initCertificates({ dir: `${dir}/theirs`, nodes: ["c"] });
+    const tls = (d: string, id: string) => [
+      "--tls-cert",
+      `${dir}/${d}/${id}.crt`,
+      "--tls-key",
+      `${dir}/${d}/${id}.key`,
+      "--tls-ca",
+      `${dir}/${d}/ca.crt`,
+    ];
+    const { startLocalAgent } = await import("../../cli/local_cluster.ts");
+    const a = await startLocalAgent({ id: "a", args: [...COMMON, ...tls("ours", "a")] });
+    const agents = [a];
+    const client = {
+      cert: `${dir}/ours/llmctl.crt`,
+      key: `${dir}/ours/llmctl.key`,
+      ca: `${dir}/ours/ca.crt`,
+    };
+    const transport = await createRpcTransport(`127.0.0.1:${a.rpcPort}`, { tls: client });
+    try {
+      agents.push(
+        await startLocalAgent({
+          id: "b",
+          seeds: [a.gossipAddr],
+          args: [...COMMON, ...tls("ours", "b")],
+        }),
+        await startLocalAgent({
+          id: "c",
+          seeds: [a.gossipAddr],
+          args: [...COMMON, ...tls("theirs", "c")],
+        }),
+      );
+      // Gossip (no keys here) lets c join and host layers; only RPC refuses it.
+      await waitForPlacement(transport, 3);
+      const err = await (async () => {
+        for await (
+          const _ of createClient(InferenceService, transport).generate({
+            prompt: golden.prompt,
+            maxTokens: 8,
+            sampler: { temperature: 0 },
+          })
+        ) { /* no token can come back */ }
+      })().then(() => null, (e) => e as Error);
+      assert(err !== null, "a chain through an untrusted stage answered");
+      assert(
+        /certificate/.test(err.message),
+        `the error does not name the TLS cause: ${err.message}`,
+      );
+      // The head is still up and serving.
+      const info = await createClient(DiscoveryService, transport).getClusterInfo({});
+      assertEquals(info.responderId, "a");
+      assert(
+        a.logs.some((l) =>
+          /stage on c failed/.test(String(l.msg)) && /certificate/.test(String(l.msg))
+        ),
+        "the head's log does not name the TLS cause",
+      );
+    } finally {
+      transport.close();
+      // Throws when any agent printed an unhandled rejection (the head used to die of one).
+      await stopLocalAgents(agents);
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -8,10 +8,12 @@ import {
   RemoteStageLink,
   StageHost,
   type StageLink,
+  StageLinkError,
 } from "../../../cluster/pipeline/mod.ts";
+import { initCertificates } from "../../../cluster/tls/mod.ts";
 import { createRpcTransport, type RpcServer, startRpcServer } from "../../../cluster/rpc/mod.ts";
 import { Dtype, InferenceService } from "../../../proto/mod.ts";
-import { assertEquals } from "../../support/assert.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 
 const GOLDEN = JSON.parse(await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`));
@@ -84,4 +86,34 @@ Deno.test("decodeValues copies views at any offset (Node Buffers from gzip are p
   new DataView(pool.buffer, pool.byteOffset).setFloat32(8, -2, true);
   const { decodeValues } = await import("../../../cluster/pipeline/mod.ts");
   assertEquals(Array.from(decodeValues(view, [2], Dtype.F32)), [1.5, -2]);
+});
+
+Deno.test("a stage whose certificate comes from another CA fails the step, nothing escapes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dllm-rogue-ca-" });
+  await initCertificates({ dir: `${dir}/ours`, nodes: ["head"] });
+  await initCertificates({ dir: `${dir}/theirs`, nodes: ["rogue"] });
+  const files = (d: string, id: string) => ({
+    cert: `${dir}/${d}/${id}.crt`,
+    key: `${dir}/${d}/${id}.key`,
+    ca: `${dir}/${d}/ca.crt`,
+  });
+  const server = await startRpcServer({ port: 0, tls: files("theirs", "rogue"), routes: () => {} });
+  const transport = await createRpcTransport(`127.0.0.1:${server.port}`, {
+    tls: files("ours", "head"),
+  });
+  try {
+    const link = new RemoteStageLink("rogue", 0, 5, transport, { model: "m", epoch: 1n });
+    const session = await link.openSession("s", 16);
+    // The handshake fails before anyone asks for an answer: that rejection used to escape
+    // (Deno's test runner fails a test on any unhandled rejection).
+    await new Promise((r) => setTimeout(r, 500));
+    const e = await session.step({ tokens: Int32Array.from([1]) }).then(() => null, (e) => e);
+    assert(e instanceof StageLinkError, `expected StageLinkError, got ${e}`);
+    assert(/certificate/.test(e.message), e.message);
+    await session.close("done");
+  } finally {
+    transport.close();
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
