@@ -497,7 +497,24 @@ export class Agent {
         layers: `[${want.from},${want.to})`,
         error: (e as Error).message,
       });
+      if (this.plannedRange === want && !this.stopped) this.leaveAfterLoadFailure(want, e);
     }
+  }
+
+  /**
+   * A stage that cannot load must not stay in the plan (heads would wait for layers nobody
+   * serves): stop offering the model, as a drain does, and say why in gossip so every agent's
+   * status shows it. Deploying the model again clears it.
+   */
+  private leaveAfterLoadFailure(range: { from: number; to: number }, e: unknown): void {
+    let reason = `layers [${range.from},${range.to}): ${(e as Error).message ?? e}`;
+    // Gossip metadata strings are at most 255 bytes.
+    while (new TextEncoder().encode(reason).length > 200) reason = reason.slice(0, -8);
+    this.drained = true;
+    this.gossip.updateMetadata({ ...this.gossip.localNode.meta!, model: "", stageError: reason });
+    this.planReason = `${this.config.nodeId} failed to load its stage`;
+    this.publishSelf(`${this.config.nodeId} failed to load ${reason}; placement routes around it`);
+    this.schedulePlan();
   }
 
   /**
@@ -888,7 +905,7 @@ export class Agent {
         this.modelPath = path;
         this.drained = false;
         this.planReason = `model ${id} deployed`;
-        this.gossip.updateMetadata({ ...this.gossip.localNode.meta!, model: id });
+        this.gossip.updateMetadata({ ...this.gossip.localNode.meta!, model: id, stageError: "" });
         this.log("info", "serving a deployed model", { model: id, path: path ?? "(cache)" });
         this.schedulePlan();
       },

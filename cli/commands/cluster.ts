@@ -36,6 +36,7 @@ export function clusterCommand() {
       const m = info.metrics!;
       const p = info.placement;
       const ready = p !== undefined && m.layersTotal > 0 && m.layersPlaced >= m.layersTotal;
+      const failed = info.nodes.filter((n) => n.stageError && n.state === NodeState.ALIVE);
       if (opts.json) {
         printJson({
           cluster: info.clusterName,
@@ -56,6 +57,7 @@ export function clusterCommand() {
             from: s.fromLayer,
             to: s.toLayer,
           })),
+          failed_stages: failed.map((n) => ({ node: n.id, error: n.stageError })),
           memory_budget_bytes: Number(m.memoryBudgetBytes),
           active_requests: m.activeRequests,
         });
@@ -74,6 +76,9 @@ export function clusterCommand() {
           `  budget ${formatBytes(Number(m.memoryBudgetBytes))}` +
           `  ${ready ? c.green("ready") : c.yellow("not ready")}`,
       );
+      for (const n of failed) {
+        console.log(c.red(`stage failed on ${n.id}: ${n.stageError} (left the placement)`));
+      }
       if (p && p.stages.length) {
         console.log("");
         console.log(table(

@@ -52,6 +52,7 @@ export function memberToNodeInfo(m: Member): NodeInfo {
     adapter: meta?.resources.adapter ?? "",
     calibrationGflops: meta?.resources.speed ?? 0,
     incarnation: BigInt(m.incarnation),
+    stageError: meta?.stageError ?? "",
   });
 }
 

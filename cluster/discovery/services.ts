@@ -58,7 +58,8 @@ export function clusterMetrics(
     else if (n.state === NodeState.DEAD) m.nodesDead++;
     else if (n.state === NodeState.LEFT) m.nodesLeft++;
     if (n.state !== NodeState.ALIVE) continue;
-    alive.add(n.id);
+    // A node whose stage failed to load serves none of its planned layers.
+    if (!n.stageError) alive.add(n.id);
     const r = n.resources;
     if (!r) continue;
     m.cpuCoresTotal += r.cpuCores;

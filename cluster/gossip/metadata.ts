@@ -55,6 +55,8 @@ export interface NodeMetadata {
   httpPort?: number;
   /** Model this agent offers to host layers of ("" = none); placement runs over these. */
   model?: string;
+  /** Why this agent's stage failed to load ("" = none); such an agent offers no model. */
+  stageError?: string;
 }
 
 /** Metadata that fails validation; the message names the field and the fix. */
@@ -112,6 +114,7 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   checkStr("version", m.version);
   checkStr("model", m.model ?? "");
   checkPort("httpPort", m.httpPort ?? 0);
+  checkStr("stageError", m.stageError ?? "");
   const speed = Math.round((r.speed ?? 0) * 1000);
   if (!Number.isFinite(speed) || speed < 0) {
     throw new MetadataError(`metadata resources.speed ${r.speed} must be a finite number ≥ 0`);
@@ -138,6 +141,8 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   w.str8(m.version);
   // Agent fields: HTTP port, offered model, calibrated speed (GFLOP/s × 1000, saturating).
   w.u16(m.httpPort ?? 0).str8(m.model ?? "").u32(Math.min(speed, 0xffffffff));
+  // Appended last and only when set, so metadata without it reads as before.
+  if (m.stageError) w.str8(m.stageError);
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -177,8 +182,10 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
   const httpPort = r.u16("http port");
   const model = r.str8("model");
   resources.speed = r.u32("speed") / 1000;
+  const stageError = r.remaining() > 0 ? r.str8("stage error") : "";
   r.end("metadata");
-  return { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
+  const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
+  return stageError ? { ...meta, stageError } : meta;
 }
 
 /** Minimal metadata for a node that has nothing to advertise yet. */

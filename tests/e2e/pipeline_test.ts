@@ -7,6 +7,8 @@ import { DiscoveryService, InferenceService, NodeState } from "../../proto/mod.t
 import { assert, assertEquals } from "../support/assert.ts";
 import { generate, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
 import { FIXTURES, REPO } from "../support/paths.ts";
+import { llmctl } from "../support/cli.ts";
+import { type LocalAgent, startLocalAgent, stopLocalAgents } from "../../cli/local_cluster.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = (name: string) =>
@@ -121,6 +123,66 @@ Deno.test({
       );
     } finally {
       await stopAll(agents);
+    }
+  },
+});
+
+Deno.test({
+  name: "a stage that fails to load leaves the plan; the others serve and status says why",
+  fn: async () => {
+    const agents = await startCluster(["a", "b"], { model: STORIES, memoryBudget: "2MB" });
+    const dir = await Deno.makeTempDir({ prefix: "dllm-badstage-" });
+    // c's copy has the same name and size (the same model id) until c has read its index;
+    // then it is cut short, so loading c's layers fails as a disk going bad would make it.
+    const broken = `${dir}/stories260K.gguf`;
+    await Deno.copyFile(STORIES, broken);
+    let c: LocalAgent | undefined;
+    try {
+      await waitForPlacement(agents[0], 2);
+      c = await startLocalAgent({
+        id: "c",
+        seeds: [agents[0].gossipAddr],
+        args: [
+          ...["--gossip-preset", "local", "--backend", "reference", "--context-size", "256"],
+          ...["--max-sessions", "8", "--log-level", "debug", "--memory-budget", "2MB"],
+          ...["--model", broken],
+        ],
+        onLog: (l) => {
+          if (l.msg === "backend selected") Deno.truncateSync(broken, 4096);
+        },
+      });
+      const discovery = createClient(DiscoveryService, agents[0].transport);
+      const deadline = Date.now() + 30_000;
+      let failed;
+      while (Date.now() < deadline) {
+        const info = await discovery.getClusterInfo({});
+        failed = info.nodes.find((n) => n.id === "c" && n.stageError);
+        const on = (info.placement?.stages ?? []).map((s) => s.nodeId);
+        if (failed && on.length === 2 && !on.includes("c")) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert(c.logs.some((l) => l.msg === "stage load failed"), "c never tried to load a stage");
+      assert(failed, "no agent reports c's failed stage");
+      assert(/^layers \[\d+,\d+\): /.test(failed.stageError), failed.stageError);
+      await waitForPlacement(agents[0], 3);
+      const g = golden("stories260K__once");
+      const out = await generate(agents[0], g.prompt, 16);
+      assertEquals(out.tokens, g.greedy_ids.slice(0, 16), "a and b serve around c");
+      const status = await llmctl(
+        ["cluster", "status", "--json", "--endpoint", `127.0.0.1:${agents[0].rpcPort}`],
+      );
+      assertEquals(status.code, 0, status.stderr);
+      const s = JSON.parse(status.stdout);
+      assertEquals(s.ready, true);
+      assertEquals(s.failed_stages, [{ node: "c", error: failed.stageError }]);
+      const human = await llmctl(
+        ["cluster", "status", "--endpoint", `127.0.0.1:${agents[0].rpcPort}`],
+      );
+      assert(human.stdout.includes(`stage failed on c: ${failed.stageError}`), human.stdout);
+    } finally {
+      await stopAll(agents);
+      if (c) await stopLocalAgents([c]);
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -119,6 +119,8 @@ Deno.test("codec: truncation, trailing bytes and unknown types throw DecodeError
 Deno.test("metadata: round-trips and validates with clear errors", () => {
   assertEquals(decodeMetadata(encodeMetadata(meta)), meta);
   assertEquals(decodeMetadata(encodeMetadata({ ...meta, hosted: null })).hosted, null);
+  const failed = { ...meta, model: "", stageError: "layers [4,5): file truncated" };
+  assertEquals(decodeMetadata(encodeMetadata(failed)), failed);
   const big = {
     ...meta,
     addresses: Array.from({ length: 16 }, (_, i) => `very-long-hostname-${i}.example.internal`),
