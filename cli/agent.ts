@@ -58,6 +58,10 @@ export function agentProgram() {
     .option(
       "--transfer-rate-limit <rate>",
       "most bytes/s this agent fetches model chunks at, e.g. 50MB (default unlimited)",
+    )
+    .option(
+      "--shutdown-grace <duration>",
+      "on SIGTERM, how long generations in flight may finish, e.g. 10s or 500ms (default 10s)",
     );
 }
 

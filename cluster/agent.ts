@@ -144,6 +144,8 @@ export class Agent {
   /** Why the last planning attempt found no placement (shown to clients). */
   private planError?: string;
   private stopped = false;
+  /** SIGTERM arrived: new requests are refused while those in flight finish. */
+  private draining = false;
   private fallingBack = false;
   /** Cluster events for ClusterService.StreamUpdates (llmctl, the TUI). */
   readonly events = new EventHub({ history: 256 });
@@ -345,15 +347,35 @@ export class Agent {
 
   /** Leave the cluster gracefully and stop every listener. */
   async stop(): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.events.closeAll();
-    clearTimeout(this.planTimer);
-    for (const c of this.requests.values()) c.abort();
+    if (this.stopped || this.draining) return;
+    // New requests are refused from here on; those in flight get the grace period to finish.
+    this.draining = true;
+    const deadline = Date.now() + this.config.shutdownGrace;
+    if (this.requests.size > 0) {
+      this.log("info", "draining", {
+        requests: this.requests.size,
+        graceMs: this.config.shutdownGrace,
+      });
+    }
+    while (this.requests.size > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
+    }
     try {
       await this.gossip.leave(2000);
     } catch (e) {
       this.log("warn", "leave failed", { error: String(e) });
+    }
+    this.stopped = true;
+    this.events.closeAll();
+    clearTimeout(this.planTimer);
+    // What is left is cut off, and says so: never a "stop" as if the model had finished.
+    if (this.requests.size > 0) {
+      this.log("warn", "shutdown cut off generations", { requests: this.requests.size });
+    }
+    for (const c of this.requests.values()) c.abort(SHUTDOWN);
+    // Let the cut-off streams send their error before the listeners close.
+    for (let i = 0; i < 20 && this.requests.size > 0; i++) {
+      await new Promise((r) => setTimeout(r, 25));
     }
     await this.gossip.shutdown();
     await this.rpc?.close(500);
@@ -1021,6 +1043,12 @@ export class Agent {
       throw new RpcFailure("invalid_argument", "send either a prompt or chat messages, not both");
     }
     if (this.planError) throw new RpcFailure("unavailable", `no placement: ${this.planError}`);
+    if (this.draining) {
+      throw new RpcFailure(
+        "unavailable",
+        `${this.config.nodeId} is shutting down; ask another agent`,
+      );
+    }
     const requestId = req.requestId || crypto.randomUUID();
     if (this.requests.has(requestId)) {
       throw new RpcFailure("already_exists", `request ${requestId} is already running`);
@@ -1121,6 +1149,15 @@ export class Agent {
     let done = false;
     let failure: unknown;
     running.then((result) => {
+      if (result.finishReason === "cancelled" && abort.signal.reason === SHUTDOWN) {
+        failure = new RpcFailure(
+          "unavailable",
+          `${this.config.nodeId} shut down after ${result.tokens.length} tokens of this ` +
+            `generation (its --shutdown-grace ran out); the output is incomplete`,
+        );
+        tracker.finished(RequestPhase.FAILED, undefined, (failure as Error).message);
+        return;
+      }
       let tail = "";
       if (!stoppedBySequence) {
         const last = stops.push(decoder.flush());
@@ -1207,6 +1244,9 @@ class LazyRemoteLink implements StageLink {
     return link.openSession(sessionId, maxContext);
   }
 }
+
+/** The abort reason of generations cut off by shutdown (they end with an error, not a finish). */
+const SHUTDOWN = new Error("the agent is shutting down");
 
 /** Whether `name` names the served model: its id, file name, or file name without ".gguf". */
 function servesModel(id: string, name: string): boolean {

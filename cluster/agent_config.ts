@@ -54,6 +54,8 @@ export interface AgentConfig {
   cacheDir: string;
   /** Bytes/s this agent fetches model chunks at, at most; 0 = unlimited. */
   transferRateLimit: number;
+  /** How long SIGTERM lets generations in flight finish before cutting them off, ms. */
+  shutdownGrace: number;
 }
 
 /** A setting has a bad value; the message names the setting and where it came from. */
@@ -97,6 +99,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   logLevel: "DLLM_LOG_LEVEL",
   cacheDir: "DLLM_CACHE_DIR",
   transferRateLimit: "DLLM_TRANSFER_RATE_LIMIT",
+  shutdownGrace: "DLLM_SHUTDOWN_GRACE",
 };
 
 /** The environment variable of each setting (documented in the README). */
@@ -252,7 +255,17 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     logLevel: oneOf("logLevel", "info", ["debug", "info", "warn", "error"] as const),
     cacheDir: str("cacheDir", join(homedir(), ".cache", "distributed-llm"))!,
     transferRateLimit: 0,
+    shutdownGrace: 10_000,
   };
+  const [graceRaw, graceSrc] = pick("shutdownGrace");
+  if (graceRaw !== undefined) {
+    // Seconds by default ("10", "2.5s"), or milliseconds with "ms".
+    const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/.exec(String(graceRaw).trim());
+    if (!m) {
+      fail("shutdownGrace", graceSrc, `expected a duration like 10s or 500ms, got "${graceRaw}"`);
+    }
+    cfg.shutdownGrace = Math.round(Number(m![1]) * (m![2] === "ms" ? 1 : 1000));
+  }
   const [rateRaw, rateSrc] = pick("transferRateLimit");
   if (rateRaw !== undefined) {
     try {

@@ -1,0 +1,81 @@
+/**
+ * SIGTERM on a real agent process with a generation in flight: it finishes within
+ * --shutdown-grace, and what the grace cannot save ends with an error event, never with
+ * finish_reason "stop" (issue 16, item 4).
+ */
+import { assert, assertEquals } from "../support/assert.ts";
+import { startAgent, stopAll } from "../support/agents.ts";
+import { REPO } from "../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+
+/** The SSE events of one streamed completion; `onFirst` runs when the first token arrives. */
+async function streamCompletion(port: number, maxTokens: number, onFirst: () => void) {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "stories260K",
+      prompt: "Once upon a time",
+      max_tokens: maxTokens,
+      temperature: 0,
+      stream: true,
+    }),
+  });
+  assertEquals(res.status, 200);
+  const events: Record<string, unknown>[] = [];
+  let buf = "";
+  let first = true;
+  for await (const chunk of res.body!.pipeThrough(new TextDecoderStream())) {
+    buf += chunk;
+    let at;
+    while ((at = buf.indexOf("\n\n")) >= 0) {
+      const line = buf.slice(0, at).replace(/^data: /, "");
+      buf = buf.slice(at + 2);
+      if (line === "[DONE]") continue;
+      events.push(JSON.parse(line));
+      if (first) {
+        first = false;
+        onFirst();
+      }
+    }
+  }
+  const choices = events.flatMap((e) =>
+    (e.choices as { text: string; finish_reason: string | null }[] | undefined) ?? []
+  );
+  return {
+    text: choices.map((c) => c.text).join(""),
+    finish: choices.map((c) => c.finish_reason).filter((f) => f !== null),
+    error: events.find((e) => e.error)?.error as { message: string } | undefined,
+  };
+}
+
+const args = (grace: string) => ["--context-size", "2048", "--shutdown-grace", grace];
+
+Deno.test("SIGTERM lets a generation in flight finish within --shutdown-grace", async () => {
+  const [agent] = [await startAgent({ id: "solo", model: STORIES, extra: args("30s") })];
+  try {
+    const whole = await streamCompletion(agent.httpPort, 400, () => {});
+    assertEquals(whole.finish.length, 1);
+    const cut = await streamCompletion(agent.httpPort, 400, () => agent.child.kill("SIGTERM"));
+    assertEquals(cut.error, undefined);
+    assertEquals(cut.finish, whole.finish);
+    assertEquals(cut.text, whole.text, "the drained generation is the whole generation");
+    assertEquals((await agent.exited).code, 0);
+  } finally {
+    await stopAll([agent]);
+  }
+});
+
+Deno.test("what --shutdown-grace cannot save ends with an error, never finish_reason stop", async () => {
+  const agent = await startAgent({ id: "solo", model: STORIES, extra: args("0ms") });
+  try {
+    const cut = await streamCompletion(agent.httpPort, 1900, () => agent.child.kill("SIGTERM"));
+    assertEquals(cut.finish, [], `a cut-off generation reported ${cut.finish}`);
+    assert(cut.error, "the stream ended without saying it was cut off");
+    assert(/shut down after \d+ tokens/.test(cut.error.message), cut.error.message);
+    assertEquals((await agent.exited).code, 0);
+  } finally {
+    await stopAll([agent]);
+  }
+});
