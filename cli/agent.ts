@@ -11,6 +11,7 @@ import {
   settingsFromEnv,
   settingsFromFile,
 } from "../cluster/agent_config.ts";
+import { boundMessage } from "../cluster/rpc/mod.ts";
 import { DEFAULT_MODEL } from "./common.ts";
 import { VERSION } from "./version.ts";
 
@@ -71,7 +72,20 @@ function logger(level: string): AgentLogger {
   const min = order.indexOf(level);
   return (lvl, msg, fields) => {
     if (order.indexOf(lvl) < min) return;
-    console.error(JSON.stringify({ t: new Date().toISOString(), level: lvl, msg, ...fields }));
+    // Every string is bounded: a field may quote a file or a request (a 1 MB metadata key).
+    const bounded = Object.fromEntries(
+      Object.entries(fields ?? {}).map((
+        [k, v],
+      ) => [k, typeof v === "string" ? boundMessage(v) : v]),
+    );
+    console.error(
+      JSON.stringify({
+        t: new Date().toISOString(),
+        level: lvl,
+        msg: boundMessage(msg),
+        ...bounded,
+      }),
+    );
   };
 }
 
@@ -127,10 +141,10 @@ export async function main(args: string[]): Promise<number> {
     });
   } catch (e) {
     if (e instanceof AgentConfigError) {
-      console.error(`agent: ${e.message}`);
+      console.error(`agent: ${boundMessage(e.message)}`);
       return 2;
     }
-    console.error(`agent: ${(e as Error).message}`);
+    console.error(`agent: ${boundMessage((e as Error).message ?? String(e))}`);
     if (Deno.env.get("DLLM_DEBUG")) console.error((e as Error).stack);
     return 1;
   }

@@ -6,6 +6,7 @@
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { CliError, globalOptions } from "./client.ts";
 import { ExitCode } from "./common.ts";
+import { boundMessage } from "../cluster/rpc/mod.ts";
 import { benchCommand } from "./commands/bench.ts";
 import { certsCommand } from "./commands/certs.ts";
 import { chatCommand } from "./commands/chat.ts";
@@ -72,11 +73,11 @@ export async function main(args: string[]): Promise<number> {
       return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     }
     if (e instanceof CliError) {
-      console.error(`llmctl: ${e.message}`);
+      console.error(`llmctl: ${boundMessage(e.message)}`);
       return e.exitCode;
     }
     const err = e as Error;
-    console.error(`llmctl: ${err.message ?? String(e)}`);
+    console.error(`llmctl: ${boundMessage(err.message ?? String(e))}`);
     if (Deno.env.get("DLLM_DEBUG")) console.error(err.stack);
     return ExitCode.failure;
   }

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { boundMessage } from "../rpc/errors.ts";
 
 /** The body OpenAI clients parse: `{"error": {message, type, param, code}}`. */
 export interface OpenAIErrorBody {
@@ -99,6 +100,13 @@ function typeForStatus(status: number): string {
  * `rpcCode` property (RpcFailure, StageSessionError, NoPlacementError…); else 500, worded as a bug.
  */
 export function toApiError(e: unknown): ApiError {
+  const a = mapToApiError(e);
+  // Messages quote request and file contents: never answer with megabytes of them.
+  const bounded = boundMessage(a.message);
+  return bounded === a.message ? a : new ApiError(a.status, bounded, a.type, a.code, a.param);
+}
+
+function mapToApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
   const err = e instanceof Error ? e : new Error(String(e));
   const http = (err as { httpStatus?: unknown }).httpStatus;

@@ -73,6 +73,27 @@ const INVALID_ARGUMENT_NAMES = new Set([
   "InvalidArgumentError",
 ]);
 
+/** Longest error message users see, in UTF-8 bytes (a 1 MB metadata key must not make a 2 MB line). */
+export const MAX_MESSAGE_BYTES = 1024;
+
+/**
+ * `text` cut to at most `max` UTF-8 bytes, saying how much was left out.
+ *
+ * @example
+ * ```ts
+ * boundMessage("x".repeat(5000)).length; // ≤ 1024
+ * ```
+ */
+export function boundMessage(text: string, max = MAX_MESSAGE_BYTES): string {
+  const bytes = new TextEncoder().encode(text);
+  if (bytes.length <= max) return text;
+  const note = ` … (${bytes.length} bytes, cut)`;
+  // Cut at a character boundary: decoding a prefix may end in a replacement character.
+  let head = new TextDecoder().decode(bytes.subarray(0, max - note.length - 4));
+  head = head.replace(/\uFFFD$/, "");
+  return head + note;
+}
+
 /**
  * Map any thrown value to a `ConnectError`. Order: a ConnectError stays as is; an `rpcCode`
  * property wins; then known error kinds (file not found → NOT_FOUND, network failures →
@@ -80,6 +101,15 @@ const INVALID_ARGUMENT_NAMES = new Set([
  * INTERNAL error whose message says it is a bug and how to get the stack.
  */
 export function toConnectError(e: unknown): ConnectError {
+  const ce = mapToConnectError(e);
+  // Messages quote names and values from files and requests: never send megabytes back.
+  const bounded = boundMessage(ce.rawMessage);
+  return bounded === ce.rawMessage
+    ? ce
+    : new ConnectError(bounded, ce.code, ce.metadata, undefined, ce.cause);
+}
+
+function mapToConnectError(e: unknown): ConnectError {
   if (e instanceof ConnectError) return e;
   const err = e instanceof Error ? e : new Error(String(e));
   const code = (err as { rpcCode?: unknown }).rpcCode;

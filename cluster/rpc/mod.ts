@@ -30,8 +30,10 @@ export {
   type RpcTransportOptions,
 } from "./transport.ts";
 export {
+  boundMessage,
   errorInterceptor,
   explainRpcError,
+  MAX_MESSAGE_BYTES,
   type RpcCodeName,
   RpcFailure,
   toConnectError,

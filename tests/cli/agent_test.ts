@@ -4,6 +4,7 @@
  */
 import { fileURLToPath } from "node:url";
 import { assert, assertEquals } from "../support/assert.ts";
+import { llmctl } from "../support/cli.ts";
 import { SHARED } from "../support/paths.ts";
 
 const AGENT = fileURLToPath(new URL("../../cli/agent.ts", import.meta.url));
@@ -25,6 +26,28 @@ async function withU32(dir: string, key: string, value: number): Promise<string>
 }
 
 /** Run the agent to its exit; one that is still running after 20 s is killed (a wedged agent). */
+/** A copy of stories260K whose general.architecture is followed by `extra` bytes of "x". */
+async function withLongArchitecture(dir: string, extra: number): Promise<string> {
+  const bytes = await Deno.readFile(MODEL);
+  const name = new TextEncoder().encode("general.architecture");
+  const at = bytes.findIndex((_, i) => name.every((b, j) => bytes[i + j] === b));
+  const view = new DataView(bytes.buffer, bytes.byteOffset);
+  const typeAt = at + name.length;
+  assertEquals(view.getUint32(typeAt, true), 8, "general.architecture is not a string");
+  const len = Number(view.getBigUint64(typeAt + 4, true));
+  const end = typeAt + 12 + len;
+  // A multiple of the 32-byte alignment keeps the tensor data aligned after the longer header.
+  assertEquals(extra % 32, 0);
+  const out = new Uint8Array(bytes.length + extra);
+  out.set(bytes.subarray(0, end));
+  out.fill(0x78, end, end + extra);
+  out.set(bytes.subarray(end), end + extra);
+  new DataView(out.buffer).setBigUint64(typeAt + 4, BigInt(len + extra), true);
+  const path = `${dir}/long-arch.gguf`;
+  await Deno.writeFile(path, out);
+  return path;
+}
+
 async function runAgent(args: string[]) {
   const t0 = performance.now();
   const child = new Deno.Command(Deno.execPath(), {
@@ -72,6 +95,28 @@ Deno.test("a corrupt block_count ends the agent with one line, at once", async (
       assert(lines[0].includes(`block_count is ${n}`), lines[0]);
       assert(r.ms - baseline.ms < 1000, `took ${r.ms} ms (start-up alone ${baseline.ms} ms)`);
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a megabyte in the model's metadata makes one bounded error line, not megabytes", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "dllm-agent-" });
+  try {
+    const model = await withLongArchitecture(dir, 1_000_000);
+    const r = await runAgent(["--model", model, "--rpc-port", "0", "--gossip-port", "0"]);
+    assertEquals(r.code, 1, r.stderr.slice(0, 2000));
+    const lines = r.stderr.trimEnd().split("\n");
+    assertEquals(lines.length, 1, r.stderr.slice(0, 2000));
+    assert(lines[0].includes("unsupported architecture"), lines[0]);
+    assert(
+      new TextEncoder().encode(lines[0]).length <= 1024 + "agent: ".length,
+      `${r.stderr.length} bytes`,
+    );
+    const cli = await llmctl(["generate", "--model", model, "-p", "hi", "-n", "1"]);
+    assertEquals(cli.code, 1);
+    assert(cli.stderr.includes("unsupported architecture"), cli.stderr.slice(0, 2000));
+    assert(cli.stderr.length <= 1100, `llmctl printed ${cli.stderr.length} bytes`);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -339,3 +339,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test("errors quoting a huge request stay under 1 KiB over HTTP and RPC", async () => {
+  const agent = await startAgent({ id: "solo", model: STORIES, memoryBudget: "8MB" });
+  try {
+    const name = "m".repeat(500_000);
+    const res = await fetch(`http://127.0.0.1:${agent.httpPort}/v1/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: name, prompt: "hi", max_tokens: 1 }),
+    });
+    const body = await res.json();
+    assertEquals(res.status, 404, JSON.stringify(body).slice(0, 300));
+    const message = body.error.message as string;
+    assert(message.startsWith("model mmm"), message.slice(0, 300));
+    assert(new TextEncoder().encode(message).length <= 1024, `${message.length} bytes`);
+    const rpc = await generate(agent, "hi", 1, { model: name }).then(() => null, (e) => e);
+    assert(rpc instanceof ConnectError, String(rpc));
+    assertEquals(rpc.code, Code.NotFound);
+    assert(
+      new TextEncoder().encode(rpc.rawMessage).length <= 1024,
+      `${rpc.rawMessage.length} bytes`,
+    );
+  } finally {
+    await stopAll([agent]);
+  }
+});
