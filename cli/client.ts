@@ -17,7 +17,12 @@
  */
 import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { InvalidArgumentError, Option } from "@commander-js/extra-typings";
-import { createRpcTransport, explainRpcError, type RpcTransport } from "../cluster/rpc/mod.ts";
+import {
+  answeredByAgent,
+  createRpcTransport,
+  explainRpcError,
+  type RpcTransport,
+} from "../cluster/rpc/mod.ts";
 import {
   ClusterService,
   DiscoveryService,
@@ -116,6 +121,10 @@ export function rpcError(e: unknown, endpoint: string, tls: boolean): CliError {
   if (e instanceof CliError) return e;
   const ce = ConnectError.from(e);
   const lower = ce.rawMessage.toLowerCase();
+  // An agent that answers is there: say what it said (e.g. "no placement"), not "no agent".
+  if (answeredByAgent(ce)) {
+    return new CliError(explainRpcError(ce, endpoint, { tls }), ExitCode.failure);
+  }
   if (
     !tls &&
     (ce.code === Code.Unavailable || /econnrefused|connection refused/.test(lower))

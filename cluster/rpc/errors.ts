@@ -192,6 +192,15 @@ export const errorInterceptor: Interceptor = (next): ReturnType<Interceptor> => 
 };
 
 /**
+ * Whether the agent itself sent this status: it came with response headers or trailers, while a
+ * transport failure has neither and carries the socket error as its cause.
+ */
+export function answeredByAgent(e: unknown): boolean {
+  const ce = ConnectError.from(e);
+  return !ce.cause && [...ce.metadata.keys()].length > 0;
+}
+
+/**
  * Explain a failed client call in terms the caller can act on: which endpoint, and which flag
  * to change. Returns the original message for errors the server sent on purpose.
  *
@@ -208,6 +217,12 @@ export function explainRpcError(
 ): string {
   const ce = ConnectError.from(e);
   const msg = ce.rawMessage;
+  // The agent itself answered (its status came with response headers or trailers; transport
+  // failures have neither and carry the socket error as cause): its reason is the news, even
+  // when it is UNAVAILABLE ("no placement") or quotes a peer's certificate error.
+  if (answeredByAgent(ce)) {
+    return `the agent at ${endpoint} answered ${Code[ce.code]}: ${msg}`;
+  }
   const lower = msg.toLowerCase();
   const tlsHint = `check --tls-ca/--tls-cert/--tls-key: both sides need certificates from the ` +
     `same CA (llmctl certs init)`;

@@ -30,6 +30,7 @@ export {
   type RpcTransportOptions,
 } from "./transport.ts";
 export {
+  answeredByAgent,
   boundMessage,
   errorInterceptor,
   explainRpcError,

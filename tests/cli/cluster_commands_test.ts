@@ -5,7 +5,13 @@
 import { buildProgram } from "../../cli/llmctl.ts";
 import type { Command } from "@commander-js/extra-typings";
 import { assert, assertEquals } from "../support/assert.ts";
-import { type AgentProcess, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
+import {
+  type AgentProcess,
+  startAgent,
+  startCluster,
+  stopAll,
+  waitForPlacement,
+} from "../support/agents.ts";
 import { llmctl } from "../support/cli.ts";
 import { FIXTURES, REPO } from "../support/paths.ts";
 
@@ -264,4 +270,26 @@ Deno.test("--help of every command and subcommand is meaningful", () => {
       "version",
     ]
   ) assert(names.includes(n), `llmctl ${n} exists`);
+});
+
+Deno.test("an agent that answers UNAVAILABLE is quoted, not reported as missing", async () => {
+  // Too small a budget for the model: the agent runs, and says there is no placement.
+  const agent = await startAgent({ id: "small", model: STORIES, memoryBudget: "1MB" });
+  try {
+    const r = await llmctl([
+      "generate",
+      "--endpoint",
+      `127.0.0.1:${agent.rpcPort}`,
+      "-p",
+      "hi",
+      "-n",
+      "2",
+    ]);
+    assertEquals(r.code, 1, r.stderr);
+    assert(!r.stderr.includes("no agent at"), r.stderr);
+    assert(r.stderr.includes(`the agent at 127.0.0.1:${agent.rpcPort} answered`), r.stderr);
+    assert(r.stderr.includes("no placement"), r.stderr);
+  } finally {
+    await stopAll([agent]);
+  }
 });
