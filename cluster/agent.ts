@@ -1171,11 +1171,23 @@ export class Agent {
         : result.finishReason === "stop"
         ? FinishReason.STOP
         : FinishReason.LENGTH;
+      const served = result.chains.at(-1);
       push(create(GenerateResponseSchema, {
         requestId,
         index: result.tokens.length,
         text: tail,
         finishReason: reason,
+        // The chain that served the last token: after a recovery it differs from the first.
+        placement: served
+          ? create(PlacementSchema, {
+            model: model.id,
+            totalLayers: model.nLayers,
+            epoch: this.epoch,
+            stages: served.map((s) =>
+              create(StageAssignmentSchema, { nodeId: s.nodeId, fromLayer: s.from, toLayer: s.to })
+            ),
+          })
+          : undefined,
         usage: create(GenerateUsageSchema, {
           promptTokens: promptTokens.length,
           completionTokens: result.tokens.length,

@@ -103,11 +103,13 @@ Deno.test({
       const client = createClient(InferenceService, head.transport);
       const tokens: number[] = [];
       let recoveries = 0;
+      let served: string[] | undefined;
       for await (
         const m of client.generate({ prompt: g.prompt, maxTokens: 64, sampler: { temperature: 0 } })
       ) {
         if (m.finishReason) {
           recoveries = m.usage?.recoveries ?? 0;
+          served = m.placement?.stages.map((s) => s.nodeId);
           break;
         }
         tokens.push(m.tokenId);
@@ -115,6 +117,9 @@ Deno.test({
       }
       assertEquals(tokens, g.greedy_ids.slice(0, 64));
       assertEquals(recoveries, 1, "the head re-placed and replayed once");
+      // What `llmctl generate --json` lists: the stages that served the last token.
+      assert(served?.length, "the last message names no placement");
+      assert(!served.includes(middle), `the reported placement still has ${middle}: ${served}`);
       const view = await createClient(DiscoveryService, head.transport).getClusterInfo({});
       assertEquals(
         view.nodes.map((n) => n.id).includes(middle),
