@@ -63,7 +63,13 @@ export function agentProgram() {
     .option(
       "--shutdown-grace <duration>",
       "on SIGTERM, how long generations in flight may finish, e.g. 10s or 500ms (default 10s)",
-    );
+    )
+    .option(
+      "--http-header-timeout <duration>",
+      "HTTP API: time a connection has to send a request's headers (default 10s)",
+    )
+    .option("--http-body-timeout <duration>", "HTTP API: time to receive a body (default 30s)")
+    .option("--http-max-connections <n>", "HTTP API: most open connections (default 1024)");
 }
 
 /** JSON-lines logger on stderr; never prints secrets (keys are not logged anywhere). */

@@ -296,6 +296,9 @@ export class Agent {
         port: cfg.httpPort,
         apiKey: cfg.apiKey,
         generator: agent.textGenerator(),
+        headersTimeoutMs: cfg.httpHeaderTimeout,
+        bodyTimeoutMs: cfg.httpBodyTimeout,
+        maxConnections: cfg.httpMaxConnections,
         log,
       });
     } catch (e) {

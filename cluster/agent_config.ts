@@ -56,6 +56,12 @@ export interface AgentConfig {
   transferRateLimit: number;
   /** How long SIGTERM lets generations in flight finish before cutting them off, ms. */
   shutdownGrace: number;
+  /** HTTP API: a connection must send a request's headers within this many ms (slow-loris). */
+  httpHeaderTimeout: number;
+  /** HTTP API: a request's body must arrive within this many ms (408 otherwise). */
+  httpBodyTimeout: number;
+  /** HTTP API: most open connections; beyond, new ones get 503 with Retry-After. */
+  httpMaxConnections: number;
 }
 
 /** A setting has a bad value; the message names the setting and where it came from. */
@@ -100,6 +106,9 @@ const ENV: Record<keyof AgentConfig, string> = {
   cacheDir: "DLLM_CACHE_DIR",
   transferRateLimit: "DLLM_TRANSFER_RATE_LIMIT",
   shutdownGrace: "DLLM_SHUTDOWN_GRACE",
+  httpHeaderTimeout: "DLLM_HTTP_HEADER_TIMEOUT",
+  httpBodyTimeout: "DLLM_HTTP_BODY_TIMEOUT",
+  httpMaxConnections: "DLLM_HTTP_MAX_CONNECTIONS",
 };
 
 /** The environment variable of each setting (documented in the README). */
@@ -256,16 +265,24 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     cacheDir: str("cacheDir", join(homedir(), ".cache", "distributed-llm"))!,
     transferRateLimit: 0,
     shutdownGrace: 10_000,
+    httpHeaderTimeout: 10_000,
+    httpBodyTimeout: 30_000,
+    // Far above what a head serves at once (--max-requests + --queue-size), far below what
+    // exhausts file descriptors.
+    httpMaxConnections: int("httpMaxConnections", 1024, 1, 1000000)!,
   };
-  const [graceRaw, graceSrc] = pick("shutdownGrace");
-  if (graceRaw !== undefined) {
-    // Seconds by default ("10", "2.5s"), or milliseconds with "ms".
-    const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/.exec(String(graceRaw).trim());
-    if (!m) {
-      fail("shutdownGrace", graceSrc, `expected a duration like 10s or 500ms, got "${graceRaw}"`);
-    }
-    cfg.shutdownGrace = Math.round(Number(m![1]) * (m![2] === "ms" ? 1 : 1000));
-  }
+  // Durations: seconds by default ("10", "2.5s"), or milliseconds with "ms".
+  const duration = (key: keyof AgentConfig, dflt: number): number => {
+    const [raw, src] = pick(key);
+    if (raw === undefined) return dflt;
+    const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/.exec(String(raw).trim());
+    if (!m) return fail(key, src, `expected a duration like 10s or 500ms, got "${raw}"`);
+    return Math.round(Number(m[1]) * (m[2] === "ms" ? 1 : 1000));
+  };
+  cfg.shutdownGrace = duration("shutdownGrace", 10_000);
+  cfg.httpHeaderTimeout = duration("httpHeaderTimeout", 10_000);
+  cfg.httpBodyTimeout = duration("httpBodyTimeout", 30_000);
+
   const [rateRaw, rateSrc] = pick("transferRateLimit");
   if (rateRaw !== undefined) {
     try {

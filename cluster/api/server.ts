@@ -34,9 +34,29 @@ export interface ApiServerOptions {
   apiKey?: string;
   /** Largest request body, bytes; default {@linkcode DEFAULT_MAX_BODY_BYTES}. */
   maxBodyBytes?: number;
-  /** Log hook for failures that are the server's fault. */
-  log?: (level: "warn" | "error", msg: string, fields?: Record<string, unknown>) => void;
+  /** A connection must send a request's headers within this many ms; default 10 s. */
+  headersTimeoutMs?: number;
+  /** A request's body must arrive within this many ms (408 otherwise); default 30 s. */
+  bodyTimeoutMs?: number;
+  /** Most open connections; beyond, a new one is answered 503 and closed. Default 1024. */
+  maxConnections?: number;
+  /** Log hook: the server's failures at "error", clients' mistakes and departures below it. */
+  log?: (
+    level: "debug" | "warn" | "error",
+    msg: string,
+    fields?: Record<string, unknown>,
+  ) => void;
 }
+
+/** What a connection over the cap is answered before it is closed. */
+const TOO_MANY_CONNECTIONS = (() => {
+  const body = JSON.stringify({
+    error: { message: "too many open connections; retry later", type: "server_error" },
+  });
+  return "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n" +
+    "content-type: application/json\r\nconnection: close\r\n" +
+    `content-length: ${body.length}\r\n\r\n${body}`;
+})();
 
 /** A running API listener. */
 export interface ApiServer {
@@ -59,10 +79,33 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const host = opts.host ?? "127.0.0.1";
   const port = opts.port ?? DEFAULT_HTTP_PORT;
   const keyHash = opts.apiKey ? sha256(opts.apiKey) : undefined;
+  const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+  const bodyTimeout = opts.bodyTimeoutMs ?? 30_000;
+  // A connection gets `headersTimeout` to send each request's headers (and to stay idle between
+  // keep-alive requests): slow-loris connections cannot hold sockets open.
+  const idle = new Map<net.Socket, ReturnType<typeof setTimeout>>();
+  const arm = (s: net.Socket) => {
+    clearTimeout(idle.get(s));
+    idle.set(s, setTimeout(() => s.destroy(), headersTimeout));
+  };
   const server = http.createServer((req, res) => {
+    const socket = req.socket;
+    clearTimeout(idle.get(socket));
+    res.once("finish", () => !socket.destroyed && arm(socket));
     handle(req, res).catch((e) => {
-      opts.log?.("error", "api request failed", { error: String(e), url: req.url });
-      if (!res.headersSent) sendError(res, toApiError(e));
+      const err = toApiError(e);
+      // Clients' mistakes and overload answers are not the server's failures.
+      const level = err.status >= 500 && err.status !== 503
+        ? "error"
+        : err.status >= 429
+        ? "warn"
+        : "debug";
+      opts.log?.(level, "api request failed", {
+        status: err.status,
+        error: err.message,
+        url: req.url?.slice(0, 200),
+      });
+      if (!res.headersSent) sendError(res, err);
       else res.destroy();
     });
   });
@@ -119,7 +162,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       return sendError(res, new ApiError(404, `no route ${path}`, undefined, "unknown_url"));
     }
     if (req.method !== "POST") return sendError(res, methodNotAllowed());
-    const body = await readBody(req, opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES);
+    const body = await readBody(req, opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, bodyTimeout);
     let json: unknown;
     try {
       json = JSON.parse(body);
@@ -131,11 +174,21 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   }
 
   const sockets = new Set<net.Socket>();
+  const maxConnections = opts.maxConnections ?? 1024;
   server.on("connection", (s) => {
+    s.on("error", () => {});
+    if (sockets.size >= maxConnections) {
+      s.end(TOO_MANY_CONNECTIONS);
+      return;
+    }
     sockets.add(s);
     s.setNoDelay(true);
-    s.once("close", () => sockets.delete(s));
-    s.on("error", () => {});
+    arm(s);
+    s.once("close", () => {
+      sockets.delete(s);
+      clearTimeout(idle.get(s));
+      idle.delete(s);
+    });
   });
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error & { code?: string }) => {
@@ -238,8 +291,16 @@ async function complete(
   }
 }
 
-function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
+function readBody(req: http.IncomingMessage, limit: number, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new ApiError(408, `the request body did not arrive within ${timeoutMs} ms`));
+      // Answer, then close: the rest of a slow body is not worth waiting for.
+      req.socket.once("drain", () => req.socket.destroy());
+      setTimeout(() => req.socket.destroy(), 100);
+    }, timeoutMs);
+    req.once("end", () => clearTimeout(timer));
+    req.once("error", () => clearTimeout(timer));
     const declared = Number(req.headers["content-length"] ?? 0);
     const tooBig = () =>
       new ApiError(
@@ -277,16 +338,24 @@ function readBody(req: http.IncomingMessage, limit: number): Promise<string> {
   });
 }
 
-function sendJson(res: http.ServerResponse, status: number, body: unknown): void {
+function sendJson(
+  res: http.ServerResponse,
+  status: number,
+  body: unknown,
+  headers: Record<string, string> = {},
+): void {
   const text = JSON.stringify(body);
   res.writeHead(status, {
     "content-type": "application/json",
     "content-length": new TextEncoder().encode(text).length,
+    ...headers,
   }).end(text);
 }
 
 function sendError(res: http.ServerResponse, e: ApiError): void {
-  sendJson(res, e.status, e.body());
+  // Overload and no-placement answers say when to come back (OpenAI's clients honour it).
+  const retry = e.status === 429 || e.status === 503 ? { "retry-after": "1" } : undefined;
+  sendJson(res, e.status, e.body(), retry);
 }
 
 function methodNotAllowed(): ApiError {

@@ -1,0 +1,132 @@
+/**
+ * The HTTP API of a real agent process against misbehaving clients (issue 16, item 9): slow
+ * headers and bodies are cut off, connections are capped, 429 and 503 say when to retry, and
+ * clients' mistakes are not logged as the server's errors.
+ */
+import { assert, assertEquals } from "../support/assert.ts";
+import { startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
+import { REPO } from "../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+
+/** Everything the server sends on a raw connection until it closes it, or null after `ms`. */
+async function readUntilClosed(conn: Deno.Conn, ms: number): Promise<string | null> {
+  const chunks: string[] = [];
+  const buf = new Uint8Array(4096);
+  const timer = setTimeout(() => conn.close(), ms);
+  try {
+    for (;;) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      chunks.push(new TextDecoder().decode(buf.subarray(0, n)));
+    }
+  } catch {
+    return null; // closed by our timer: the server held the connection
+  } finally {
+    clearTimeout(timer);
+  }
+  return chunks.join("");
+}
+
+async function send(port: number, text: string): Promise<Deno.Conn> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  await conn.write(new TextEncoder().encode(text));
+  return conn;
+}
+
+Deno.test("HTTP API: header and body timeouts, a connection cap, Retry-After, quiet 4xx", async () => {
+  const agent = await startAgent({
+    id: "api",
+    model: STORIES,
+    memoryBudget: "64MB",
+    extra: [
+      ...["--http-header-timeout", "300ms", "--http-body-timeout", "300ms"],
+      ...["--http-max-connections", "4", "--max-requests", "1", "--queue-size", "0"],
+      ...["--context-size", "2048"],
+    ],
+  });
+  const port = agent.httpPort;
+  try {
+    await waitForPlacement(agent, 1);
+    // Slow loris: headers that never end are cut off after the header timeout.
+    const loris = await send(port, "POST /v1/completions HTTP/1.1\r\nhost: x\r\n");
+    const t0 = performance.now();
+    assertEquals(
+      await readUntilClosed(loris, 5000),
+      "",
+      "the server held a header-less connection",
+    );
+    assert(performance.now() - t0 < 3000, `closed after ${performance.now() - t0} ms`);
+
+    // A body that never arrives: 408, then the connection closes.
+    const slow = await send(
+      port,
+      "POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n" +
+        'content-length: 100\r\n\r\n{"model":',
+    );
+    const answer = await readUntilClosed(slow, 5000);
+    assert(answer?.startsWith("HTTP/1.1 408"), `slow body: ${answer}`);
+
+    // Over the connection cap: 503 with Retry-After, at once.
+    const held = await Promise.all([1, 2, 3, 4].map(() => send(port, "")));
+    const extra = await send(port, "");
+    const refused = await readUntilClosed(extra, 5000);
+    for (const c of held) c.close();
+    assert(refused?.startsWith("HTTP/1.1 503"), `over the cap: ${refused}`);
+    assert(/retry-after: 1/i.test(refused!), refused!);
+    await new Promise((r) => setTimeout(r, 100));
+
+    // 429 (one slot, no queue) says when to retry.
+    const long = new AbortController();
+    const first = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({
+        model: "stories260K",
+        prompt: "Once",
+        max_tokens: 1500,
+        stream: true,
+        temperature: 0,
+      }),
+      signal: long.signal,
+    });
+    assertEquals(first.status, 200);
+    const busy = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "stories260K", prompt: "Once", max_tokens: 4 }),
+    });
+    await busy.body?.cancel();
+    long.abort();
+    await first.body?.cancel().catch(() => {});
+    assertEquals(busy.status, 429);
+    assertEquals(busy.headers.get("retry-after"), "1");
+
+    // Bad input is the client's mistake: answered 400, never logged at error level.
+    for (let i = 0; i < 10; i++) {
+      const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+        method: "POST",
+        body: "{not json",
+      });
+      assertEquals(r.status, 400);
+      await r.body?.cancel();
+    }
+    const errors = agent.logs.filter((l) => l.level === "error");
+    assertEquals(errors, [], "client errors were logged as the server's");
+  } finally {
+    await stopAll([agent]);
+  }
+});
+
+Deno.test("HTTP API: 503 (no placement) carries Retry-After", async () => {
+  const agent = await startAgent({ id: "small", model: STORIES, memoryBudget: "1MB" });
+  try {
+    const r = await fetch(`http://127.0.0.1:${agent.httpPort}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "stories260K", prompt: "Once", max_tokens: 4 }),
+    });
+    const body = await r.json();
+    assertEquals(r.status, 503, JSON.stringify(body));
+    assertEquals(r.headers.get("retry-after"), "1");
+  } finally {
+    await stopAll([agent]);
+  }
+});
