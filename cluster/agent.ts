@@ -27,6 +27,7 @@ import {
   GenerateResponseSchema,
   GenerateUsageSchema,
   InferenceService,
+  type NodeMetrics,
   NodeService,
   NodeState,
   PlacementEventSchema,
@@ -41,6 +42,7 @@ import {
   measureResources,
   MetricsSampler,
   nodeService,
+  type RequestTotals,
 } from "./discovery/mod.ts";
 import { GossipMembershipView } from "./discovery/gossip_view.ts";
 import {
@@ -600,6 +602,38 @@ export class Agent {
     }
   }
 
+  /**
+   * Sums of every alive member's own GetMetrics sample (this node's without a call): requests,
+   * tokens and memory are per-process counters that gossip does not carry. A member that does
+   * not answer within 500 ms is left out rather than delaying the answer.
+   */
+  private async clusterTotals(local: () => NodeMetrics): Promise<RequestTotals> {
+    const alive = this.gossip.members().filter((m) => m.status === "alive" && m.meta);
+    const samples = await Promise.all(alive.map(async (m) => {
+      if (m.id === this.config.nodeId) return local();
+      try {
+        const client = createClient(NodeService, await this.transportTo(m));
+        return (await client.getMetrics({}, { timeoutMs: 500 })).metrics;
+      } catch {
+        return undefined;
+      }
+    }));
+    const t = {
+      activeRequests: 0,
+      tokensGeneratedTotal: 0,
+      memoryTotalBytes: 0,
+      memoryAvailableBytes: 0,
+    };
+    for (const s of samples) {
+      if (!s) continue;
+      t.activeRequests += s.activeRequests;
+      t.tokensGeneratedTotal += Number(s.tokensGeneratedTotal);
+      t.memoryTotalBytes += Number(s.memoryTotalBytes);
+      t.memoryAvailableBytes += Number(s.memoryAvailableBytes);
+    }
+    return t;
+  }
+
   /** A (cached) RPC transport to a member. */
   private async transportTo(member: Member): Promise<RpcTransport> {
     const meta = member.meta!;
@@ -683,7 +717,10 @@ export class Agent {
       tokensGeneratedTotal: this.counters.tokensGeneratedTotal,
       framesProcessedTotal: this.counters.framesProcessedTotal,
     }));
-    r.service(DiscoveryService, discoveryService(view));
+    r.service(
+      DiscoveryService,
+      discoveryService(view, { requestTotals: () => this.clusterTotals(() => sampler.sample()) }),
+    );
     r.service(
       NodeService,
       nodeService({

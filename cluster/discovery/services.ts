@@ -39,6 +39,9 @@ export interface RequestTotals {
   activeRequests: number;
   /** Tokens generated since start. */
   tokensGeneratedTotal: number;
+  /** Physical and available memory of the members that answered (gossip does not carry it). */
+  memoryTotalBytes?: number;
+  memoryAvailableBytes?: number;
 }
 
 /**
@@ -75,6 +78,10 @@ export function clusterMetrics(
   }
   m.activeRequests = totals?.activeRequests ?? 0;
   m.tokensGeneratedTotal = BigInt(totals?.tokensGeneratedTotal ?? 0);
+  if (totals?.memoryTotalBytes !== undefined) m.memoryTotalBytes = BigInt(totals.memoryTotalBytes);
+  if (totals?.memoryAvailableBytes !== undefined) {
+    m.memoryAvailableBytes = BigInt(totals.memoryAvailableBytes);
+  }
   return m;
 }
 
@@ -111,8 +118,8 @@ export function validateRegistration(node: NodeInfo | undefined): NodeInfo {
 
 /** Options of {@linkcode discoveryService}. */
 export interface DiscoveryOptions {
-  /** Cluster-wide request counters for GetClusterInfo's metrics. */
-  requestTotals?: () => RequestTotals;
+  /** Cluster-wide request counters (and memory) for GetClusterInfo's metrics. */
+  requestTotals?: () => RequestTotals | Promise<RequestTotals>;
 }
 
 /** DiscoveryService handlers answering from `view`. */
@@ -143,15 +150,16 @@ export function discoveryService(
       const state = await view.leave(req.nodeId, req.reason || "requested over RPC");
       return { state };
     },
-    getClusterInfo(req) {
+    async getClusterInfo(req) {
       const all = view.members().sort(byId);
       const nodes = req.includeDeparted ? all : all.filter((n) => LIVE.has(n.state));
       const placement = view.placement?.();
+      const totals = await opts.requestTotals?.();
       return {
         clusterName: view.clusterName,
         responderId: view.local().id,
         nodes,
-        metrics: clusterMetrics(all, placement, opts.requestTotals?.()),
+        metrics: clusterMetrics(all, placement, totals),
         placement,
       };
     },

@@ -29,6 +29,12 @@ Deno.test({
       assertEquals(out.tokens, g.greedy_ids);
       const text = await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.txt`);
       assert(text.startsWith(g.prompt + out.text.slice(0, 200)), out.text);
+      // Another agent's GetClusterInfo totals what every member's GetMetrics counts.
+      const totals = (await createClient(DiscoveryService, agents[0].transport).getClusterInfo({}))
+        .metrics!;
+      assertEquals(Number(totals.tokensGeneratedTotal), g.greedy_ids.length);
+      assertEquals(totals.activeRequests, 0);
+      assert(totals.memoryTotalBytes > 0n, "memory_total_bytes is 0");
     } finally {
       await stopAll(agents);
     }
