@@ -96,6 +96,61 @@ export function checkBindAddress(
 }
 
 /**
+ * gRPC's percent-encoding of `grpc-message`: only bytes outside printable ASCII, and "%"
+ * itself. (encodeURIComponent also encodes spaces and punctuation, and clients such as grpc-js
+ * show those escapes as they are.)
+ *
+ * @example
+ * ```ts
+ * grpcPercentEncode("no member «b»: 100%"); // "no member %C2%ABb%C2%BB: 100%25"
+ * ```
+ */
+export function grpcPercentEncode(message: string): string {
+  let out = "";
+  for (const b of new TextEncoder().encode(message)) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25
+      ? String.fromCharCode(b)
+      : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
+type NodeHandler = ReturnType<typeof connectNodeAdapter>;
+type Headers = Record<string, unknown> | undefined;
+
+/** Re-encode the grpc-message that connect-node wrote with encodeURIComponent. */
+function reencode(headers: Headers): void {
+  const v = headers?.["grpc-message"];
+  if (typeof v !== "string") return;
+  let raw = v;
+  try {
+    raw = decodeURIComponent(v);
+  } catch { /* not encoded by us: leave it */ }
+  headers!["grpc-message"] = grpcPercentEncode(raw);
+}
+
+/** The handler with every response's grpc-message (headers or trailers) encoded as gRPC says. */
+function withGrpcMessageEncoding(handler: NodeHandler): NodeHandler {
+  return (req, res) => {
+    const r = res as unknown as {
+      writeHead: (status: number, headers?: Headers) => unknown;
+      addTrailers: (headers: Headers) => void;
+    };
+    const writeHead = r.writeHead.bind(r);
+    const addTrailers = r.addTrailers.bind(r);
+    r.writeHead = (status, headers) => {
+      reencode(headers);
+      return writeHead(status, headers);
+    };
+    r.addTrailers = (headers) => {
+      reencode(headers);
+      addTrailers(headers);
+    };
+    return handler(req, res);
+  };
+}
+
+/**
  * Start the RPC listener; resolves once it is bound.
  *
  * @example
@@ -113,14 +168,14 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const port = opts.port ?? DEFAULT_RPC_PORT;
   checkBindAddress(host, { tls: opts.tls !== undefined, insecureBindAll: opts.insecureBindAll });
   const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const handler = connectNodeAdapter({
+  const handler = withGrpcMessageEncoding(connectNodeAdapter({
     routes: opts.routes,
     interceptors: [errorInterceptor, ...(opts.interceptors ?? [])],
     acceptCompression: [compressionGzip],
     readMaxBytes: maxBytes,
     // gzip only pays off on larger messages; small unary answers go out as they are.
     compressMinBytes: 1024,
-  });
+  }));
 
   const sockets = new Set<net.Socket>();
   const track = (s: net.Socket) => {

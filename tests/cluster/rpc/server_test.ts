@@ -1,3 +1,4 @@
+import * as http2 from "node:http2";
 import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient, type Transport } from "@connectrpc/connect";
 import {
@@ -379,5 +380,51 @@ Deno.test("close() ends open streams after the grace period", async () => {
     assert((await reading) >= 1);
   } finally {
     t.close();
+  }
+});
+
+Deno.test("grpc-message is percent-encoded as gRPC says: spaces stay, non-ASCII and % do not", async () => {
+  const reason = "no member «b» at 100%";
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(DiscoveryService, {
+        getClusterInfo() {
+          throw new RpcFailure("not_found", reason);
+        },
+      }),
+  });
+  const session = http2.connect(`http://127.0.0.1:${server.port}`);
+  try {
+    // What any gRPC client reads off the wire: a trailers-only response carries the status in
+    // its headers.
+    const raw = await new Promise<string>((resolve, reject) => {
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/distributed_llm.v1.DiscoveryService/GetClusterInfo",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      let message: string | undefined;
+      const take = (h: Record<string, unknown>) => {
+        if (typeof h["grpc-message"] === "string") message = h["grpc-message"];
+      };
+      req.on("response", take);
+      req.on("trailers", take);
+      req.on("error", reject);
+      req.on("close", () => resolve(message ?? "(none)"));
+      req.end(new Uint8Array([0, 0, 0, 0, 0]));
+      req.resume();
+    });
+    assertEquals(raw, "no member %C2%ABb%C2%BB at 100%25");
+    // And Connect's own client still reads the reason back exactly.
+    const t = await createRpcTransport(`127.0.0.1:${server.port}`);
+    const e = await createClient(DiscoveryService, t).getClusterInfo({}).then(() => null, (e) => e);
+    t.close();
+    assert(e instanceof ConnectError, String(e));
+    assertEquals(e.rawMessage, reason);
+  } finally {
+    session.close();
+    await server.close();
   }
 });
