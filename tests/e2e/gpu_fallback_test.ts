@@ -2,6 +2,9 @@
  * A GPU that disappears mid-service (device lost) is not a crash: the agent rebuilds its stage
  * on the WASM CPU backend, re-announces it, and a request in flight completes with the same
  * greedy tokens after the head replays it. Runs on any WebGPU adapter (llvmpipe in CI).
+ *
+ * The one e2e test that runs its agent in this process rather than as a child process: losing
+ * the device on purpose needs a handle on the agent's WebGPU backend.
  */
 import { createClient } from "@connectrpc/connect";
 import { Agent } from "../../cluster/agent.ts";

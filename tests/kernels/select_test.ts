@@ -31,7 +31,13 @@ Deno.test("auto prefers WebGPU only on a hardware adapter, and says why it chose
 Deno.test("each named backend starts (webgpu only where an adapter exists)", async () => {
   const probe = await probeAdapter();
   for (const name of ["reference", "wasm", "webgpu"] as const) {
-    if (name === "webgpu" && !probe.available) continue;
+    if (name === "webgpu" && !probe.available) {
+      // Without an adapter, asking for WebGPU is refused with the reason, not skipped.
+      const e = await selectBackend(name, { threads: 1 }).then(() => null, (e) => e);
+      assert(e instanceof BackendUnavailableError, `--backend webgpu without an adapter: ${e}`);
+      assert(e.message.includes("--backend webgpu: no WebGPU adapter"), e.message);
+      continue;
+    }
     const { backend, reason } = await selectBackend(name, { threads: 1 });
     assertEquals(backend.name, name);
     assert(reason.includes(`--backend ${name}`), reason);

@@ -61,13 +61,14 @@ Deno.test("buffers: write at an offset, read a copy of a range", async () => {
 
 Deno.test("upload checks the byte length against type and shape", () => {
   const be = createReferenceBackend();
-  let threw = false;
+  let message = "";
   try {
     be.upload({ name: "w", type: GGMLType.Q8_0, shape: [64, 2], data: new Uint8Array(34 * 3) });
   } catch (e) {
-    threw = String(e).includes("w");
+    message = (e as Error).message;
   }
-  assert(threw);
+  // The whole reason: which weight, its type and shape, the bytes it needs and got.
+  assertEquals(message, "weight w: Q8_0 [64, 2] needs 136 bytes, got 102");
 });
 
 for (const type of [GGMLType.F32, GGMLType.F16, GGMLType.Q8_0, GGMLType.Q4_K, GGMLType.Q6_K]) {
