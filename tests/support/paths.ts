@@ -8,3 +8,15 @@ export const SHARED = Deno.env.get("DLLM_SHARED") ??
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
 /** llama.cpp golden fixtures. */
 export const FIXTURES = `${SHARED}/fixtures`;
+
+/** What a test run without the shared folder is told (once, before the file-not-found errors). */
+export function missingSharedMessage(path: string): string {
+  return `tests: the shared fixtures are not at ${path}; check out the shared folder as ../shared ` +
+    `beside this repository, or set DLLM_SHARED=/path/to/shared`;
+}
+
+try {
+  Deno.statSync(FIXTURES);
+} catch {
+  console.error(missingSharedMessage(SHARED));
+}
