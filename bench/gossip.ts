@@ -159,7 +159,13 @@ async function run(n: number, trials: number, lossSeconds: number, seed: number)
   };
 }
 
-if (import.meta.main) {
+const USAGE =
+  "usage: deno run -A bench/gossip.ts [--nodes 100,1000] [--trials 20] [--loss-seconds 120] " +
+  "[--seed 1]\n  the simulated-network gossip benchmark; one JSON object per cluster size";
+
+if (import.meta.main && (Deno.args.includes("--help") || Deno.args.includes("-h"))) {
+  console.log(USAGE);
+} else if (import.meta.main) {
   const sizes = arg("nodes", "100,1000").split(",").map(Number).filter((x) => x > 1);
   const lossSeconds = Number(arg("loss-seconds", "120"));
   const seed = Number(arg("seed", "1"));

@@ -3,16 +3,7 @@
  * object per run on stdout and compares with a reference measured in the same run.
  */
 import { fileURLToPath } from "node:url";
-
-const BENCHES: Record<string, string> = {
-  api: "api.ts",
-  memory: "memory.ts",
-  cpu: "cpu.ts",
-  gpu: "gpu.ts",
-  gossip: "gossip.ts",
-  pipeline: "pipeline.ts",
-  transfer: "transfer.ts",
-};
+import { BENCHES } from "./names.ts";
 
 const [name, ...rest] = Deno.args;
 const available = Object.entries(BENCHES)

@@ -6,20 +6,20 @@ import { Command } from "@commander-js/extra-typings";
 import { fromFileUrl } from "../paths.ts";
 import { CliError } from "../client.ts";
 import { ExitCode, printJson } from "../common.ts";
+import { BENCHES } from "../../bench/names.ts";
 
 const BENCH_DIR = new URL("../../bench/", import.meta.url);
 
-/** Benchmarks present in bench/ (each bench/<name>.ts that main.ts knows). */
+/** Benchmarks present in bench/ (every entry of bench/names.ts whose file exists). */
 export function availableBenches(): string[] {
-  const known = ["cpu", "gpu", "gossip", "pipeline"];
-  return known.filter((n) => {
+  return Object.entries(BENCHES).filter(([, file]) => {
     try {
-      Deno.statSync(new URL(`${n}.ts`, BENCH_DIR));
+      Deno.statSync(new URL(file, BENCH_DIR));
       return true;
     } catch {
       return false;
     }
-  });
+  }).map(([name]) => name);
 }
 
 /** Build the `bench` command. */

@@ -1,0 +1,10 @@
+/** The benchmarks of bench/: name → entry file. `deno task bench` and `llmctl bench` list these. */
+export const BENCHES: Record<string, string> = {
+  api: "api.ts",
+  memory: "memory.ts",
+  cpu: "cpu.ts",
+  gpu: "gpu.ts",
+  gossip: "gossip.ts",
+  pipeline: "pipeline.ts",
+  transfer: "transfer.ts",
+};
