@@ -99,7 +99,7 @@ import {
   MembershipTracker,
   RequestTracker,
 } from "./events/mod.ts";
-import { memberToNodeInfo } from "./discovery/gossip_view.ts";
+import { memberToNodeInfo, type NodeInfoExtras } from "./discovery/gossip_view.ts";
 import { VERSION } from "../cli/version.ts";
 import {
   Admission,
@@ -146,6 +146,8 @@ export class Agent {
   /** Why the last planning attempt found no placement (shown to clients). */
   private planError?: string;
   private stopped = false;
+  /** When each member's state last changed as this agent saw it, Unix ms. */
+  private readonly stateChangedAt = new Map<string, number>();
   /** SIGTERM arrived: new requests are refused while those in flight finish. */
   private draining = false;
   private fallingBack = false;
@@ -244,6 +246,7 @@ export class Agent {
     );
     const agent = new Agent(cfg, backend, reason, speed, model, gossip, undefined, log);
     agent.admission = new Admission(cfg.maxRequests, cfg.queueSize);
+    agent.stateChangedAt.set(cfg.nodeId, Date.now());
     agent.leveled = leveled;
     agent.modelPath = model ? cfg.model : undefined;
     agent.transfer = new TransferManager(agent.transferHost(), {
@@ -710,6 +713,7 @@ export class Agent {
       clusterName: this.config.clusterName,
       placement: () => this.placementMessage(),
       onLocalLeave: () => this.stop(),
+      extras: this.nodeInfoExtras(),
     });
     const sampler = new MetricsSampler(this.config.nodeId, () => ({
       activeSessions: this.stage?.openSessions ?? 0,
@@ -771,7 +775,8 @@ export class Agent {
 
   /** Publish a gossip membership change; remember it as the reason of the next re-plan. */
   private memberEvent(type: string, member: Member): void {
-    this.memberEvents.publish(memberToNodeInfo(member));
+    if (type !== "update") this.stateChangedAt.set(member.id, Date.now());
+    this.memberEvents.publish(memberToNodeInfo(member, this.nodeInfoExtras()));
     if (type !== "update") this.planReason = `node ${member.id} ${type}`;
   }
 
@@ -785,7 +790,7 @@ export class Agent {
 
   /** Publish this node's own state (gossip reports no events about ourselves). */
   private publishSelf(reason: string): void {
-    this.memberEvents.publish(memberToNodeInfo(this.gossip.localNode));
+    this.memberEvents.publish(memberToNodeInfo(this.gossip.localNode, this.nodeInfoExtras()));
     this.publishPlacement(reason);
   }
 
@@ -924,9 +929,35 @@ export class Agent {
       totalLayers: plan.nLayers,
       epoch: this.epoch,
       stages: plan.stages.map((s) =>
-        create(StageAssignmentSchema, { nodeId: s.nodeId, fromLayer: s.from, toLayer: s.to })
+        create(StageAssignmentSchema, {
+          nodeId: s.nodeId,
+          fromLayer: s.from,
+          toLayer: s.to,
+          rpcEndpoint: this.rpcEndpointOf(s.nodeId),
+        })
       ),
     });
+  }
+
+  /** "host:port" of a member's RPC listener, from its gossip metadata ("" when unknown). */
+  private rpcEndpointOf(nodeId: string): string {
+    const m = this.gossip.member(nodeId);
+    if (!m?.meta) return "";
+    return `${m.meta.addresses[0] ?? m.addr.slice(0, m.addr.lastIndexOf(":"))}:${m.meta.rpcPort}`;
+  }
+
+  /** NodeInfo fields gossip does not carry: layer counts of the served model, state changes. */
+  private nodeInfoExtras(): NodeInfoExtras {
+    return {
+      totalLayers: (model) => model === this.model?.id ? this.model.nLayers : 0,
+      maxLayers: (bytes) => {
+        const f = this.model?.footprint;
+        if (!f || f.nLayers === 0) return 0;
+        const perLayer = f.layerBytes.reduce((a, b) => a + b, 0) / f.nLayers + f.kvBytesPerLayer;
+        return Math.min(f.nLayers, Math.floor(bytes / perLayer));
+      },
+      stateChangedAt: (id) => this.stateChangedAt.get(id) ?? 0,
+    };
   }
 
   /** What model distribution (cluster/transfer) needs from this agent. */

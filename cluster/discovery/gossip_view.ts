@@ -19,8 +19,18 @@ const STATES: Record<string, NodeState> = {
   left: NodeState.LEFT,
 };
 
+/** What an agent knows beyond gossip metadata, to fill the NodeInfo fields gossip lacks. */
+export interface NodeInfoExtras {
+  /** Layers of `model` in all (0 when unknown). */
+  totalLayers?: (model: string) => number;
+  /** Layers of the served model that fit a memory budget of `bytes` (0 when none is served). */
+  maxLayers?: (bytes: number) => number;
+  /** When this agent saw the member's state change, Unix ms (0 when never). */
+  stateChangedAt?: (id: string) => number;
+}
+
 /** Convert a gossip member to the wire NodeInfo. */
-export function memberToNodeInfo(m: Member): NodeInfo {
+export function memberToNodeInfo(m: Member, extras: NodeInfoExtras = {}): NodeInfo {
   const meta = m.meta;
   const [host, port] = [
     m.addr.slice(0, m.addr.lastIndexOf(":")),
@@ -39,6 +49,8 @@ export function memberToNodeInfo(m: Member): NodeInfo {
       ? create(ResourceInfoSchema, {
         cpuCores: meta.resources.cores,
         memoryBudgetBytes: BigInt(meta.resources.memoryBytes),
+        maxLayers: extras.maxLayers?.(meta.resources.memoryBytes) ?? 0,
+        usedLayers: meta.hosted ? meta.hosted.to - meta.hosted.from : 0,
       })
       : undefined,
     hosted: meta?.hosted
@@ -46,12 +58,14 @@ export function memberToNodeInfo(m: Member): NodeInfo {
         model: meta.hosted.model,
         fromLayer: meta.hosted.from,
         toLayer: meta.hosted.to,
+        totalLayers: extras.totalLayers?.(meta.hosted.model) ?? 0,
       })
       : undefined,
     backend: meta?.resources.backend ?? "",
     adapter: meta?.resources.adapter ?? "",
     calibrationGflops: meta?.resources.speed ?? 0,
     incarnation: BigInt(m.incarnation),
+    stateChangedUnixMs: BigInt(extras.stateChangedAt?.(m.id) ?? 0),
     stageError: meta?.stageError ?? "",
   });
 }
@@ -62,6 +76,8 @@ export interface GossipViewOptions {
   placement?: () => Placement | undefined;
   /** Called when a client asks this node itself to leave. */
   onLocalLeave?: () => Promise<void> | void;
+  /** What the agent knows beyond gossip (layer counts, state change times). */
+  extras?: NodeInfoExtras;
 }
 
 /** A MembershipView that reads the live gossip state. */
@@ -73,11 +89,11 @@ export class GossipMembershipView implements MembershipView {
   }
 
   local(): NodeInfo {
-    return memberToNodeInfo(this.gossip.localNode);
+    return memberToNodeInfo(this.gossip.localNode, this.opts.extras);
   }
 
   members(): NodeInfo[] {
-    return this.gossip.allMembers().map(memberToNodeInfo);
+    return this.gossip.allMembers().map((m) => memberToNodeInfo(m, this.opts.extras));
   }
 
   placement(): Placement | undefined {

@@ -35,6 +35,18 @@ Deno.test({
       assertEquals(Number(totals.tokensGeneratedTotal), g.greedy_ids.length);
       assertEquals(totals.activeRequests, 0);
       assert(totals.memoryTotalBytes > 0n, "memory_total_bytes is 0");
+      // Every field of the contract is filled: endpoints, layer counts, state change times.
+      const view = await createClient(DiscoveryService, agents[0].transport).getClusterInfo({});
+      for (const s of view.placement!.stages) {
+        const a = agents.find((x) => x.id === s.nodeId)!;
+        assertEquals(s.rpcEndpoint, `127.0.0.1:${a.rpcPort}`);
+      }
+      for (const n of view.nodes) {
+        assertEquals(n.hosted!.totalLayers, 5, n.id);
+        assertEquals(n.resources!.usedLayers, n.hosted!.toLayer - n.hosted!.fromLayer, n.id);
+        assert(n.resources!.maxLayers > 0 && n.resources!.maxLayers < 5, `${n.id} max layers`);
+        assert(n.stateChangedUnixMs > 0n, `${n.id} state_changed_unix_ms is 0`);
+      }
     } finally {
       await stopAll(agents);
     }
