@@ -64,7 +64,7 @@ export interface Config {
    */
   pushPullInterval: number;
   /**
-   * How often to try a push-pull with one member that died (not left). Gossip to the dead only
+   * How often to try a push-pull with one member that died or left. Gossip to the dead only
    * lasts `gossipToTheDeadTime`; this heals partitions that last longer (as Serf's reconnect).
    */
   reconnectInterval: number;

@@ -379,8 +379,8 @@ export class GossipState {
   }
 
   /**
-   * End of a round: reap long-dead members, reshuffle (SWIM's shuffled round-robin). Dead (not
-   * left) members are remembered for reconnect attempts until `reconnectTimeout`.
+   * End of a round: reap long-dead members, reshuffle (SWIM's shuffled round-robin). Dead and
+   * left members are remembered for reconnect attempts until `reconnectTimeout`.
    */
   private resetProbeOrder() {
     const now = this.clock.now();
@@ -390,7 +390,7 @@ export class GossipState {
         now - s.stateChange > this.cfg.gossipToTheDeadTime
       ) {
         this.nodes.delete(id);
-        if (s.status === "dead") this.departed.set(id, { addr: s.addr, since: s.stateChange });
+        this.departed.set(id, { addr: s.addr, since: s.stateChange });
       }
     }
     for (const [id, d] of this.departed) {
@@ -820,14 +820,18 @@ export class GossipState {
   }
 
   /**
-   * Try one dead member (still in the table, or reaped but remembered): if it answers, its
-   * state merges into ours and ours into its, and whichever side was wrongly dead refutes.
+   * Try one dead or left member (still in the table, or reaped but remembered): if it answers,
+   * its state merges into ours and ours into its, and whichever side was wrongly dead refutes.
    */
   private reconnectTick() {
     const now = this.clock.now();
     const candidates: string[] = [];
     for (const s of this.nodes.values()) {
-      if (s.status === "dead" && s.id !== this.id) candidates.push(s.addr);
+      // Left members too: one stopped gracefully and restarted without --seeds (a seed, say)
+      // only finds the cluster again if the cluster calls it.
+      if ((s.status === "dead" || s.status === "left") && s.id !== this.id) {
+        candidates.push(s.addr);
+      }
     }
     for (const [id, d] of this.departed) {
       if (now - d.since <= this.cfg.reconnectTimeout && !this.nodes.has(id)) {
