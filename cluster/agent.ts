@@ -112,6 +112,7 @@ import {
   toGenerationEvents,
 } from "./api/mod.ts";
 import { type TransferHost, TransferManager, transferService } from "./transfer/mod.ts";
+import { grpcHealthService, Health, HealthStatus } from "./rpc/health.ts";
 import { type TransferProgress, TransferService } from "../proto/mod.ts";
 
 /** Structured log line sink. */
@@ -753,6 +754,20 @@ export class Agent {
       }),
     );
     r.service(TransferService, transferService(this.transfer));
+    // Standard gRPC health: "" is the agent (serving while it runs), InferenceService is ready
+    // when every layer is loaded somewhere; the other services answer whenever the agent runs.
+    r.service(
+      Health,
+      grpcHealthService((service) => {
+        if (service === InferenceService.typeName) {
+          return this.readiness().serving ? HealthStatus.SERVING : HealthStatus.NOT_SERVING;
+        }
+        if (service === "" || RPC_SERVICES.some((d) => d.typeName === service)) {
+          return this.stopped || this.draining ? HealthStatus.NOT_SERVING : HealthStatus.SERVING;
+        }
+        return undefined;
+      }),
+    );
     r.service(InferenceService, {
       forward: forwardHandler({
         host: () => this.stage,
@@ -1327,6 +1342,9 @@ class LazyRemoteLink implements StageLink {
     return link.openSession(sessionId, maxContext);
   }
 }
+
+/** Services of the RPC port that grpc.health.v1 answers for by name. */
+const RPC_SERVICES = [DiscoveryService, NodeService, ClusterService, TransferService];
 
 /** The abort reason of generations cut off by shutdown (they end with an error, not a finish). */
 const SHUTDOWN = new Error("the agent is shutting down");

@@ -18,3 +18,9 @@ export * from "./gen/distributed_llm/v1/node_pb.ts";
 export * from "./gen/distributed_llm/v1/inference_pb.ts";
 export * from "./gen/distributed_llm/v1/cluster_pb.ts";
 export * from "./gen/distributed_llm/v1/transfer_pb.ts";
+// The standard gRPC health protocol; renamed, as its message names clash with NodeService's.
+export {
+  Health as GrpcHealth,
+  type HealthCheckResponse as GrpcHealthCheckResponse,
+  HealthCheckResponse_ServingStatus as GrpcHealthStatus,
+} from "./gen/grpc/health/v1/health_pb.ts";
