@@ -113,6 +113,7 @@ import {
 } from "./api/mod.ts";
 import { type TransferHost, TransferManager, transferService } from "./transfer/mod.ts";
 import { grpcHealthService, Health, HealthStatus } from "./rpc/health.ts";
+import { reflectionService, ServerReflection } from "./rpc/reflection.ts";
 import { type TransferProgress, TransferService } from "../proto/mod.ts";
 
 /** Structured log line sink. */
@@ -754,6 +755,11 @@ export class Agent {
       }),
     );
     r.service(TransferService, transferService(this.transfer));
+    // Reflection, so grpcurl needs no .proto files.
+    r.service(
+      ServerReflection,
+      reflectionService([...RPC_SERVICES, InferenceService, Health]),
+    );
     // Standard gRPC health: "" is the agent (serving while it runs), InferenceService is ready
     // when every layer is loaded somewhere; the other services answer whenever the agent runs.
     r.service(

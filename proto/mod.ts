@@ -24,3 +24,10 @@ export {
   type HealthCheckResponse as GrpcHealthCheckResponse,
   HealthCheckResponse_ServingStatus as GrpcHealthStatus,
 } from "./gen/grpc/health/v1/health_pb.ts";
+// The standard gRPC server reflection protocol (what grpcurl asks when given no .proto files).
+export {
+  ServerReflection,
+  type ServerReflectionRequest,
+  type ServerReflectionResponse,
+  ServerReflectionResponseSchema,
+} from "./gen/grpc/reflection/v1/reflection_pb.ts";
