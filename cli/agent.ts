@@ -69,7 +69,11 @@ export function agentProgram() {
       "HTTP API: time a connection has to send a request's headers (default 10s)",
     )
     .option("--http-body-timeout <duration>", "HTTP API: time to receive a body (default 30s)")
-    .option("--http-max-connections <n>", "HTTP API: most open connections (default 1024)");
+    .option("--http-max-connections <n>", "HTTP API: most open connections (default 1024)")
+    .option(
+      "--cors-origin <list>",
+      'HTTP API: comma-separated origins browsers may call it from, or "*" (default none)',
+    );
 }
 
 /** JSON-lines logger on stderr; never prints secrets (keys are not logged anywhere). */

@@ -306,6 +306,7 @@ export class Agent {
         headersTimeoutMs: cfg.httpHeaderTimeout,
         bodyTimeoutMs: cfg.httpBodyTimeout,
         maxConnections: cfg.httpMaxConnections,
+        corsOrigins: cfg.corsOrigin,
         log,
       });
     } catch (e) {

@@ -62,6 +62,8 @@ export interface AgentConfig {
   httpBodyTimeout: number;
   /** HTTP API: most open connections; beyond, new ones get 503 with Retry-After. */
   httpMaxConnections: number;
+  /** HTTP API: origins browsers may call it from ("*" for any); none by default. */
+  corsOrigin: string[];
 }
 
 /** A setting has a bad value; the message names the setting and where it came from. */
@@ -109,6 +111,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   httpHeaderTimeout: "DLLM_HTTP_HEADER_TIMEOUT",
   httpBodyTimeout: "DLLM_HTTP_BODY_TIMEOUT",
   httpMaxConnections: "DLLM_HTTP_MAX_CONNECTIONS",
+  corsOrigin: "DLLM_CORS_ORIGIN",
 };
 
 /** The environment variable of each setting (documented in the README). */
@@ -270,6 +273,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     // Far above what a head serves at once (--max-requests + --queue-size), far below what
     // exhausts file descriptors.
     httpMaxConnections: int("httpMaxConnections", 1024, 1, 1000000)!,
+    corsOrigin: list("corsOrigin"),
   };
   // Durations: seconds by default ("10", "2.5s"), or milliseconds with "ms".
   const duration = (key: keyof AgentConfig, dflt: number): number => {

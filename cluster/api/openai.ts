@@ -121,8 +121,17 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
     const bestOf = num(body, "best_of", 1, 128, true);
     if (bestOf !== undefined && bestOf !== 1) throw bad("best_of", "best_of must be 1");
   }
-  const maxTokens = num(body, "max_completion_tokens", 1, 2 ** 31, true) ??
-    num(body, "max_tokens", 1, 2 ** 31, true);
+  // OpenAI's bound: a signed 32-bit count.
+  const maxTokens = num(body, "max_completion_tokens", 1, 2 ** 31 - 1, true) ??
+    num(body, "max_tokens", 1, 2 ** 31 - 1, true);
+  const format = (body.response_format as Obj | undefined | null)?.type;
+  if (format !== undefined && format !== null && format !== "text") {
+    // Ignoring it would hand back free text to a client that will parse JSON.
+    throw bad(
+      "response_format",
+      `response_format ${JSON.stringify(format)} is not supported by this server (only "text")`,
+    );
+  }
   // OpenAI's defaults: completions stop after 16 tokens, chat runs until the end.
   params.maxTokens = maxTokens ?? (endpoint === "completion" ? 16 : undefined);
   params.temperature = num(body, "temperature", 0, 2) ?? 1;

@@ -34,6 +34,11 @@ export interface ApiServerOptions {
   apiKey?: string;
   /** Largest request body, bytes; default {@linkcode DEFAULT_MAX_BODY_BYTES}. */
   maxBodyBytes?: number;
+  /**
+   * Origins browsers may call the API from ("*" for any); none by default. Preflight OPTIONS
+   * requests are answered before the API key is checked (browsers send them without it).
+   */
+  corsOrigins?: string[];
   /** A connection must send a request's headers within this many ms; default 10 s. */
   headersTimeoutMs?: number;
   /** A request's body must arrive within this many ms (408 otherwise); default 30 s. */
@@ -80,6 +85,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const port = opts.port ?? DEFAULT_HTTP_PORT;
   const keyHash = opts.apiKey ? sha256(opts.apiKey) : undefined;
   const headersTimeout = opts.headersTimeoutMs ?? 10_000;
+  const corsOrigins = opts.corsOrigins ?? [];
   const bodyTimeout = opts.bodyTimeoutMs ?? 30_000;
   // A connection gets `headersTimeout` to send each request's headers (and to stay idle between
   // keep-alive requests): slow-loris connections cannot hold sockets open.
@@ -112,6 +118,27 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = new URL(req.url ?? "/", "http://x").pathname.replace(/\/+$/, "") || "/";
+    const origin = req.headers.origin;
+    const cors = origin !== undefined && corsOrigins.length > 0 &&
+      (corsOrigins.includes("*") || corsOrigins.includes(origin));
+    if (cors) {
+      res.setHeader("access-control-allow-origin", corsOrigins.includes("*") ? "*" : origin!);
+      res.setHeader("vary", "origin");
+    }
+    if (req.method === "OPTIONS") {
+      req.resume();
+      if (!cors) {
+        return sendError(res, new ApiError(403, `origin ${origin ?? "(none)"} is not allowed`));
+      }
+      res.writeHead(204, {
+        "access-control-allow-methods": "GET, POST, OPTIONS",
+        "access-control-allow-headers": String(
+          req.headers["access-control-request-headers"] ?? "authorization, content-type",
+        ),
+        "access-control-max-age": "600",
+      }).end();
+      return;
+    }
     if (path === "/health") {
       if (req.method !== "GET" && req.method !== "HEAD") return sendError(res, methodNotAllowed());
       return sendJson(res, 200, opts.generator.health());

@@ -130,3 +130,61 @@ Deno.test("HTTP API: 503 (no placement) carries Retry-After", async () => {
     await stopAll([agent]);
   }
 });
+
+Deno.test("HTTP API: CORS preflight before auth, response_format refused, max_tokens bound", async () => {
+  const agent = await startAgent({
+    id: "cors",
+    model: STORIES,
+    memoryBudget: "64MB",
+    extra: ["--cors-origin", "https://app.example", "--api-key", "sk-cors"],
+  });
+  const url = `http://127.0.0.1:${agent.httpPort}/v1/completions`;
+  const post = (body: Record<string, unknown>) =>
+    fetch(url, {
+      method: "POST",
+      headers: { authorization: "Bearer sk-cors", origin: "https://app.example" },
+      body: JSON.stringify({ model: "stories260K", prompt: "Once", ...body }),
+    });
+  try {
+    await waitForPlacement(agent, 1);
+    // Browsers send the preflight without the key: it must not get a 401.
+    const pre = await fetch(url, {
+      method: "OPTIONS",
+      headers: {
+        origin: "https://app.example",
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization, content-type",
+      },
+    });
+    await pre.body?.cancel();
+    assertEquals(pre.status, 204);
+    assertEquals(pre.headers.get("access-control-allow-origin"), "https://app.example");
+    assert(/POST/.test(pre.headers.get("access-control-allow-methods") ?? ""), "no POST allowed");
+    const other = await fetch(url, {
+      method: "OPTIONS",
+      headers: { origin: "https://evil.example" },
+    });
+    await other.body?.cancel();
+    assertEquals(other.status, 403);
+    assertEquals(other.headers.get("access-control-allow-origin"), null);
+
+    const ok = await post({ max_tokens: 2 });
+    await ok.body?.cancel();
+    assertEquals(ok.status, 200);
+    assertEquals(ok.headers.get("access-control-allow-origin"), "https://app.example");
+
+    const json = await post({ max_tokens: 2, response_format: { type: "json_object" } });
+    const jsonBody = await json.json();
+    assertEquals(json.status, 400, JSON.stringify(jsonBody));
+    assertEquals(jsonBody.error.param, "response_format");
+
+    const over = await post({ max_tokens: 2147483648 });
+    await over.body?.cancel();
+    assertEquals(over.status, 400);
+    const max = await post({ max_tokens: 2147483647, temperature: 0 });
+    await max.body?.cancel();
+    assertEquals(max.status, 200);
+  } finally {
+    await stopAll([agent]);
+  }
+});
