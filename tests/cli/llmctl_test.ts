@@ -3,7 +3,7 @@ import { GGMLType } from "../../kernels/quant/types.ts";
 import { meta, writeGGUFFile } from "../../model/gguf/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { llmctl, llmctlJson } from "../support/cli.ts";
-import { FIXTURES } from "../support/paths.ts";
+import { FIXTURES, REPO } from "../support/paths.ts";
 
 const STORIES_GOLDEN = `${FIXTURES}/golden/stories260K__once.json`;
 
@@ -140,4 +140,17 @@ Deno.test("--help of every command is meaningful", async () => {
     assert(r.stdout.includes("Usage: llmctl"), r.stdout);
     assert(r.stdout.split("\n").length > 4, r.stdout);
   }
+});
+
+Deno.test("the README's models inspect --json row names every key the command prints", async () => {
+  const readme = await Deno.readTextFile(`${REPO}/README.md`);
+  const row = readme.split("\n").find((l) => l.startsWith("| `models inspect FILE --json`"));
+  assert(row, "README has no models inspect --json row");
+  const out = await llmctlJson(["models", "inspect", `${REPO}/models/stories260K.gguf`, "--json"]);
+  const keys = [
+    ...Object.keys(out),
+    ...Object.keys(out.model as object),
+    ...Object.keys((out.tensors as object[])[0]),
+  ];
+  for (const k of keys) assert(row.includes(`"${k}"`), `README's row lacks "${k}": ${row}`);
 });
