@@ -3,7 +3,7 @@
  *
  * ```sh
  * llmctl cluster status              # one screen: members by state, layers placed, stages
- * llmctl cluster info --json         # the whole GetClusterInfo answer as proto3 JSON
+ * llmctl cluster info --json         # the whole GetClusterInfo answer (snake_case keys)
  * ```
  */
 import { Command } from "@commander-js/extra-typings";
@@ -95,7 +95,7 @@ export function clusterCommand() {
   cluster.command("info")
     .description("members with their resources, totals and the placement")
     .option("--all", "also list dead and departed members")
-    .option("--json", "print the GetClusterInfo answer as proto3 JSON")
+    .option("--json", "print the GetClusterInfo answer as JSON (snake_case keys, numbers)")
     .action(async (opts, cmd) => {
       const info = await withAgent(
         globals(cmd),

@@ -76,9 +76,15 @@ Deno.test({
 
       await t.step("cluster info --json is the GetClusterInfo answer", async () => {
         const s = await json(["cluster", "info", ...ep, "--json"]);
-        assertEquals(s.responderId, "a");
+        // One style in every --json output: snake_case keys, 64-bit counts as numbers.
+        assertEquals(s.responder_id, "a");
         assertEquals((s.nodes as { id: string }[]).map((n) => n.id), ["a", "b"]);
-        assertEquals((s.placement as { totalLayers: number }).totalLayers, 5);
+        assertEquals((s.placement as { total_layers: number }).total_layers, 5);
+        const node = (s.nodes as Record<string, unknown>[])[0];
+        assertEquals(typeof node.incarnation, "number");
+        const res = node.resources as Record<string, unknown>;
+        assertEquals(typeof res.memory_budget_bytes, "number");
+        assert(!Object.keys(node).some((k) => /[A-Z]/.test(k)), Object.keys(node).join(","));
       });
 
       await t.step("nodes list --json (DLLM_ENDPOINT works like --endpoint)", async () => {
@@ -98,10 +104,10 @@ Deno.test({
       await t.step("nodes describe --json asks the node itself", async () => {
         const s = await json(["nodes", "describe", "b", ...ep, "--json"]);
         assertEquals((s.node as { id: string }).id, "b");
-        assertEquals((s.health as { nodeId: string; status: string }).nodeId, "b");
+        assertEquals((s.health as { node_id: string; status: string }).node_id, "b");
         assertEquals((s.health as { status: string }).status, "SERVING_STATUS_SERVING");
-        assert(Number((s.resources as { resources: { cpuCores: number } }).resources.cpuCores) > 0);
-        assertEquals((s.metrics as { metrics: { nodeId: string } }).metrics.nodeId, "b");
+        assert((s.resources as { resources: { cpu_cores: number } }).resources.cpu_cores > 0);
+        assertEquals((s.metrics as { metrics: { node_id: string } }).metrics.node_id, "b");
         const missing = await llmctl(["nodes", "describe", "zz", ...ep]);
         assertEquals(missing.code, 1);
         assert(missing.stderr.includes('no node "zz"'), missing.stderr);
@@ -178,7 +184,7 @@ Deno.test({
       await t.step("cluster replan --dry-run and nodes log-level", async () => {
         const r = await json(["cluster", "replan", ...ep, "--dry-run", "--json"]);
         assert(String(r.message).startsWith("would re-plan"), String(r.message));
-        assertEquals((r.placement as { totalLayers: number }).totalLayers, 5);
+        assertEquals((r.placement as { total_layers: number }).total_layers, 5);
         const l = await json(["nodes", "log-level", "b", "warn", ...ep, "--json"]);
         assertEquals(l.message, "set b's log level from debug to warn");
         const bad = await llmctl(["nodes", "log-level", "a", "loud", ...ep]);
@@ -189,8 +195,8 @@ Deno.test({
       await t.step("nodes drain: dry run, then the layers move off the node", async () => {
         const dry = await json(["nodes", "drain", "b", ...ep, "--dry-run", "--json"]);
         assert(String(dry.message).startsWith("would drain b"), String(dry.message));
-        const stages = (dry.placement as { stages: { nodeId: string }[] }).stages;
-        assertEquals(stages.map((s) => s.nodeId), ["a"]);
+        const stages = (dry.placement as { stages: { node_id: string }[] }).stages;
+        assertEquals(stages.map((s) => s.node_id), ["a"]);
         const done = await json(["nodes", "drain", "b", ...ep, "--json"]);
         assert(String(done.message).startsWith("drained b"), String(done.message));
         await waitFor("b to drop its layers", async () => {
