@@ -19,7 +19,8 @@
  * their greedy ids first differ (null when they agree).
  * `--adapter-info` prints the adapter probe (description, features, WGSL features, limits) alone.
  * `--generate` also takes the ~1.1B models (1b_q8_0, …; bench/lib/models.ts).
- * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`.
+ * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`,
+ * `--tiled-prefill on|off` (default: on for hardware adapters, see kernels/webgpu/backend.ts).
  * @module
  */
 import type { Backend, KVType } from "../kernels/backend.ts";
@@ -45,6 +46,7 @@ interface Options {
   lanes: "auto" | "single" | "shared";
   legacyRead: boolean;
   adapterInfo: boolean;
+  tiled: boolean | undefined;
 }
 
 /** Tokens/s of one backend on one model. */
@@ -266,6 +268,7 @@ function parseArgs(args: string[]): Options {
     lanes: "auto",
     legacyRead: false,
     adapterInfo: false,
+    tiled: undefined,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -296,7 +299,11 @@ function parseArgs(args: string[]): Options {
     else if (a === "--kernels-only") o.kernelsOnly = true;
     else if (a === "--legacy-read") o.legacyRead = true;
     else if (a === "--adapter-info") o.adapterInfo = true;
-    else if (a === "--kv") {
+    else if (a === "--tiled-prefill") {
+      const v = val();
+      if (v !== "on" && v !== "off") throw new Error("--tiled-prefill takes on or off");
+      o.tiled = v === "on";
+    } else if (a === "--kv") {
       const v = val();
       if (v !== "f16" && v !== "f32") throw new Error("--kv takes f16 or f32");
       o.kv = v;
@@ -330,7 +337,10 @@ export async function main(args: string[]): Promise<void> {
     Deno.exit(1);
   }
   for (const g of o.generate) o.models.push(await generatedModel(g));
-  const gpu: WebGPUBackend = await createWebGPUBackend({ matmulLanes: o.lanes });
+  const gpu: WebGPUBackend = await createWebGPUBackend({
+    matmulLanes: o.lanes,
+    tiledPrefill: o.tiled,
+  });
   const wasm = o.wasm ? await createWasmBackend({ threads: o.threads }) : null;
   const common = {
     bench: "gpu",
@@ -339,6 +349,7 @@ export async function main(args: string[]): Promise<void> {
     adapter_is_fallback: probe.isFallback,
     webgpu_using: gpu.info.using,
     matmul_lanes: gpu.info.matmulLanes,
+    tiled_prefill: gpu.info.tiledPrefill,
     wasm_threads: wasm ? o.threads : null,
   };
   try {
