@@ -1,7 +1,8 @@
 # The agent as one static-ish binary (`deno task compile`) on a distroless base, non-root.
-#   docker build -t distributed-llm-agent .
-#   docker run --rm -p 7950:7950 -p 7946:7946/udp -p 7946:7946 -p 9090:9090 distributed-llm-agent \
-#     --bind 0.0.0.0 --insecure-bind-all
+#   docker build -t ghcr.io/distributed-llm/agent:latest .
+#   docker push ghcr.io/distributed-llm/agent:latest    # the image k8s/ runs (or your registry's)
+#   docker run --rm -p 7950:7950 -p 7946:7946/udp -p 7946:7946 -p 9090:9090 \
+#     ghcr.io/distributed-llm/agent:latest --bind 0.0.0.0 --insecure-bind-all
 # k8s/ runs this image with a read-only root filesystem and the config in a ConfigMap.
 
 FROM denoland/deno:2.9.6 AS build

@@ -11,6 +11,7 @@ import * as keda from "@kubernetes-models/keda/keda.sh/v1alpha1";
 import * as monitoring from "@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1";
 import { VerticalPodAutoscaler } from "./vpa_model.ts";
 import { assert, assertEquals } from "../support/assert.ts";
+import { REPO } from "../support/paths.ts";
 import {
   haveKubectl,
   type K8sObject,
@@ -235,4 +236,49 @@ Deno.test({
     }
     assert(promqlExpressions(objs).length >= 20, "the dashboard and rules hold the queries");
   },
+});
+
+/** The workloads of k8s/ as written (parsed YAML; no kubectl needed). */
+async function workloads(): Promise<{ file: string; spec: Record<string, unknown> }[]> {
+  const { parseAllDocuments } = await import("yaml");
+  const out = [];
+  for (const file of ["k8s/base/daemonset.yaml", "k8s/overlays/autoscaling/statefulset.yaml"]) {
+    const text = await Deno.readTextFile(`${REPO}/${file}`);
+    for (const doc of parseAllDocuments(text)) {
+      const o = doc.toJS() as { kind?: string; spec?: Record<string, unknown> };
+      if (o?.kind === "DaemonSet" || o?.kind === "StatefulSet") out.push({ file, spec: o.spec! });
+    }
+  }
+  return out;
+}
+
+// deno-lint-ignore no-explicit-any
+const podSpec = (w: { spec: Record<string, unknown> }) => (w.spec as any).template.spec;
+
+Deno.test("k8s runs the image the Dockerfile builds", async () => {
+  const dockerfile = await Deno.readTextFile(`${REPO}/Dockerfile`);
+  const built = /docker build -t (\S+) \./.exec(dockerfile)?.[1];
+  assert(built, "the Dockerfile does not say which tag it builds");
+  const ws = await workloads();
+  assertEquals(ws.length, 2);
+  for (const w of ws) {
+    for (const c of podSpec(w).containers) assertEquals(c.image, built, w.file);
+  }
+});
+
+Deno.test("the model cache is a writable volume under readOnlyRootFilesystem", async () => {
+  const { parse } = await import("yaml");
+  const cm = parse(await Deno.readTextFile(`${REPO}/k8s/base/configmap.yaml`));
+  const cacheDir = JSON.parse(cm.data["agent.json"]).cacheDir as string;
+  assert(cacheDir, "agent.json sets no cacheDir (the default is under the read-only home)");
+  for (const w of await workloads()) {
+    for (const c of podSpec(w).containers) {
+      if (!c.securityContext?.readOnlyRootFilesystem) continue;
+      const mount = (c.volumeMounts as { name: string; mountPath: string; readOnly?: boolean }[])
+        .find((m) => cacheDir === m.mountPath || cacheDir.startsWith(`${m.mountPath}/`));
+      assert(mount && !mount.readOnly, `${w.file}: ${cacheDir} is not on a writable volume`);
+      const volume = podSpec(w).volumes.find((v: { name: string }) => v.name === mount.name);
+      assert(volume?.emptyDir || volume?.persistentVolumeClaim, `${w.file}: ${mount.name}`);
+    }
+  }
 });
