@@ -46,6 +46,15 @@ async function objects(k: string): Promise<K8sObject[]> {
   if (!rendered.has(k)) rendered.set(k, await render(k));
   return rendered.get(k)!;
 }
+/** JSON with object keys sorted, to compare rendered objects whatever their key order. */
+function canonical(x: unknown): string {
+  if (Array.isArray(x)) return `[${x.map(canonical).join(",")}]`;
+  if (typeof x !== "object" || x === null) return JSON.stringify(x);
+  const o = x as Record<string, unknown>;
+  return `{${
+    Object.keys(o).sort().map((k) => `${JSON.stringify(k)}:${canonical(o[k])}`).join(",")
+  }}`;
+}
 const find = (objs: K8sObject[], kind: string, name?: string) =>
   objs.filter((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
 
@@ -161,7 +170,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "k8s/base: NetworkPolicy: gossip/RPC between agents, metrics from monitoring, API from all",
+  name:
+    "k8s/base: NetworkPolicy: gossip/RPC between agents, RPC from client pods, metrics from monitoring, API from all",
   ignore: !kubectl,
   fn: async () => {
     const [np] = find(await objects("base"), "NetworkPolicy");
@@ -173,6 +183,21 @@ Deno.test({
       const [r] = rule(port);
       assertEquals(r.from, [{ podSelector: np.spec.podSelector }], `port ${port}`);
     }
+    // A labelled llmctl/TUI pod reaches RPC (and nothing else).
+    const client = {
+      namespaceSelector: {},
+      podSelector: {
+        matchLabels: {
+          "app.kubernetes.io/name": "distributed-llm",
+          "app.kubernetes.io/component": "client",
+        },
+      },
+    };
+    const clientRules = np.spec.ingress.filter((r: { from: unknown[] }) =>
+      r.from.some((f) => canonical(f) === canonical(client))
+    );
+    assertEquals(clientRules.length, 1);
+    assertEquals(clientRules[0].ports, [{ port: 7950, protocol: "TCP" }]);
     assertEquals(rule(9090)[0].from, [{
       namespaceSelector: { matchLabels: { "kubernetes.io/metadata.name": "monitoring" } },
     }]);
