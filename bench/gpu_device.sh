@@ -4,8 +4,8 @@
 #   1. the adapter (description, features, WGSL features, limits)   bench/gpu.ts --adapter-info
 #   2. the public llama.cpp goldens and the GPU sampling parity tests on --backend webgpu
 #   3. bench gpu on each model (WebGPU vs WASM in the same run, decode/prefill tok/s, reads,
-#      submissions and bytes read back per token), then the 110M model once more with
-#      --legacy-read (the whole logit row back per step) for the comparison
+#      submissions and bytes read back per token), then the first model once more the old way
+#      (--legacy-read: the whole logit row back per step; --tiled-prefill off) for the comparison
 # and a summary line per step with its wall time. Exits non-zero when a step fails. Sized for
 # under 8 minutes on a GPU; tests/kernels/webgpu/device_script_test.ts runs it on llvmpipe with
 # the small settings below so every step is proven before a GPU is lent.
@@ -66,11 +66,11 @@ models=()
 IFS=',' read -r -a files <<<"$MODELS"
 for f in "${files[@]}"; do [ -n "$f" ] && models+=(--model "$f"); done
 step "bench gpu" bench.log "${DENO[@]}" task bench gpu "${models[@]}" "${bench_args[@]}"
-# The read-back comparison on the first model only (the old path: every logit back per step).
+# The old paths on the first model only: every logit back per step, prompts untiled.
 first=("${models[@]:0:2}")
 if [ "${first[0]:-}" = "--generate" ]; then first=(--generate "${GENERATE%%,*}"); fi
 [ "${#first[@]}" -gt 0 ] && step "bench gpu --legacy-read" bench_legacy.log \
-  "${DENO[@]}" task bench gpu "${first[@]}" "${bench_args[@]}" --no-wasm --legacy-read
+  "${DENO[@]}" task bench gpu "${first[@]}" "${bench_args[@]}" --no-wasm --legacy-read --tiled-prefill off
 
 printf '%s\n' "${summary[@]}"
 echo "device report: logs in $OUT"

@@ -1,8 +1,8 @@
 /**
  * The WebGPU backend: every layer op as a WGSL compute shader through `navigator.gpu`.
  *
- * - `wgsl/`: one file per op family (matmul, quantize, norm, rope, kv, attention, softmax,
- *   elementwise, embed) plus `common.wgsl` (half/bf16 conversions, roundf, ggml's expf) and
+ * - `wgsl/`: one file per op family (matmul, matmul_tiled for prompts, quantize, norm, rope, kv,
+ *   attention, softmax, elementwise, embed, rows, topk for sampling candidates) plus `common.wgsl` (half/bf16 conversions, roundf, ggml's expf) and
  *   `quant.wgsl` (one section per GGML type: element decode and block dot product, spliced into
  *   the shaders that need it). `shaders.gen.ts` embeds them (regenerate with `gen_shaders.ts`)
  *   so `deno compile` needs no files at run time.

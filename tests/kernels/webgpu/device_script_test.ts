@@ -58,6 +58,7 @@ Deno.test({
       assertEquals(b.same_first_tokens, true);
       const legacy = bench("bench_legacy.log");
       assertEquals(legacy.decode_read_back, "logits");
+      assertEquals(legacy.tiled_prefill, false);
       // stories260K's vocabulary of 512 floats per step.
       assertEquals(legacy.webgpu_round_trips.bytes_read_per_decode_token, 512 * 4);
     } finally {
