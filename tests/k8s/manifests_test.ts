@@ -307,3 +307,17 @@ Deno.test("the model cache is a writable volume under readOnlyRootFilesystem", a
     }
   }
 });
+
+Deno.test("KEDA's queries need no label that only the monitoring overlay creates", async () => {
+  const { parseAllDocuments } = await import("yaml");
+  const text = await Deno.readTextFile(`${REPO}/k8s/overlays/autoscaling/scaledobject.yaml`);
+  const so = parseAllDocuments(text).map((d) => d.toJS()).find((o) => o?.kind === "ScaledObject");
+  const queries = (so.spec.triggers as { metadata: { query?: string } }[])
+    .map((t) => t.metadata.query).filter((q): q is string => q !== undefined);
+  assertEquals(queries.length, 3);
+  for (const q of queries) {
+    assert(q.includes("distributed_llm_"), q);
+    // job/service/endpoint come from the ServiceMonitor's scrape; any other scraper lacks them.
+    assert(!/\b(job|service|endpoint)\s*=/.test(q), `query depends on a scrape label: ${q}`);
+  }
+});
