@@ -1129,7 +1129,9 @@ export class Agent {
     if (req.model && !servesModel(model.id, req.model)) {
       throw new RpcFailure(
         "not_found",
-        `model ${req.model} is not served here (this cluster serves ${model.id})`,
+        // The name GET /v1/models lists, so HTTP clients can use what the error suggests.
+        `model ${req.model} is not served here (this cluster serves ` +
+          `${basename(model.id.split("@")[0])})`,
       );
     }
     if (req.messages.length > 0 && req.prompt) {

@@ -188,3 +188,35 @@ Deno.test("HTTP API: CORS preflight before auth, response_format refused, max_to
     await stopAll([agent]);
   }
 });
+
+Deno.test("HTTP API: the model an unknown-model error suggests is the id /v1/models lists", async () => {
+  const agent = await startAgent({ id: "ids", model: STORIES, memoryBudget: "64MB" });
+  try {
+    await waitForPlacement(agent, 1);
+    const base = `http://127.0.0.1:${agent.httpPort}/v1`;
+    const listed = (await (await fetch(`${base}/models`)).json()).data.map((m: { id: string }) =>
+      m.id
+    );
+    assertEquals(listed.length, 1);
+    for (const path of ["completions", "chat/completions"]) {
+      const r = await fetch(`${base}/${path}`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: "nope",
+          prompt: "Once",
+          messages: path === "completions" ? undefined : [{ role: "user", content: "hi" }],
+          max_tokens: 2,
+        }),
+      });
+      const body = await r.json();
+      assertEquals(r.status, 404, JSON.stringify(body));
+      const suggested = /this cluster serves ([^)]+)\)/.exec(body.error.message)?.[1];
+      assertEquals(suggested, listed[0], body.error.message);
+    }
+    const byName = await fetch(`${base}/models/nope`);
+    const err = await byName.json();
+    assertEquals(/this cluster serves ([^)]+)\)/.exec(err.error.message)?.[1], listed[0]);
+  } finally {
+    await stopAll([agent]);
+  }
+});
