@@ -297,8 +297,13 @@ export class CompletionBuilder {
   }
 }
 
+/**
+ * OpenAI's finish_reason of a finished generation. A generation cancelled on the cluster (cluster
+ * cancel, shutdown past its grace) says "cancelled" (as vLLM says "abort"): a cut-off text must
+ * never read as complete.
+ */
 function finishReason(done: DoneEvent): string {
-  return done.finishReason === "length" ? "length" : "stop";
+  return done.finishReason;
 }
 
 function usage(done: DoneEvent) {

@@ -54,7 +54,8 @@ class FakeGenerator implements TextGenerator {
     yield {
       kind: "done",
       text: "",
-      finishReason: "length",
+      // "cut": the generation was cancelled on the cluster (llmctl cluster cancel, shutdown)
+      finishReason: prompt === "cut" ? "cancelled" : "length",
       promptTokens: 4,
       completionTokens: pieces.length,
     };
@@ -238,6 +239,28 @@ Deno.test({
       await unknown.body?.cancel();
       // /health needs no key (probes).
       assertEquals((await (await fetch(`${base}/health`)).json()).status, "ok");
+    }),
+});
+
+Deno.test({
+  name: "a generation cancelled on the cluster ends with finish_reason cancelled, never stop",
+  fn: () =>
+    withServer(async (_base, _gen, client) => {
+      const chat = await client.chat.completions.create({
+        model: "fake",
+        messages: [{ role: "user", content: "cut" }],
+      });
+      assertEquals(chat.choices[0].finish_reason as string, "cancelled");
+      const done = await client.completions.create({ model: "fake", prompt: "cut" });
+      assertEquals(done.choices[0].finish_reason as string, "cancelled");
+      const stream = await client.chat.completions.create({
+        model: "fake",
+        messages: [{ role: "user", content: "cut" }],
+        stream: true,
+      });
+      const reasons: (string | null)[] = [];
+      for await (const c of stream) reasons.push(c.choices[0]?.finish_reason ?? null);
+      assertEquals(reasons.filter((r) => r !== null), ["cancelled"]);
     }),
 });
 
