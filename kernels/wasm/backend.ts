@@ -206,6 +206,8 @@ class ArenaState {
   actN = 0;
   /** Whether the cached activation carries the Q8_0 kernel's P/N planes. */
   actPN = false;
+  /** Whether it carries the i16 pair-ordered quants of the decoded-row K-quant path. */
+  actQ16 = false;
   /** Whether it carries the Q4_K kernel's reordered quants (permuteQ4KAct). */
   actQ4K = false;
   /** Whether it carries the Q6_K kernel's pair-ordered quants (permuteQ6KAct). */
@@ -538,6 +540,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       const actOff = st.act.ensure(
         qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes,
       );
+      st.actQ16 = false;
       st.actQ4K = false;
       st.actQ6K = false;
       let src = X.off;
@@ -552,7 +555,6 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       else if (kind === Act.BF16) k.roundActs(src, actOff, rows * n, 2);
       else if (kind === Act.Q8_K) {
         k.quantizeQ8K(src, n, rows, actOff, d, s);
-        k.permuteQ8K(actOff, s + sBytes, rows * n);
       } else {
         k.quantizeQ8(
           src,
@@ -572,16 +574,23 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
       st.actRows = rows;
       st.actN = n;
     }
+    // Each kernel's extra form of a Q8_K activation is made when the first weight needing it
+    // reads the activation (a Q4_K_M layer mixes kernels; most need only one form).
     const actOff = st.act.off;
-    const q4kOff = actOff + qsBytes + dBytes + sBytes + q16Bytes;
+    const q16Off = actOff + qsBytes + dBytes + sBytes;
+    const q4kOff = q16Off + q16Bytes;
+    // (Q6_K prompts of 4+ rows take the decoded-row path, on q16; see mmK)
+    const q6kPairs = w.type === GGMLType.Q6_K && rows < 4;
+    if (isK && w.type !== GGMLType.Q4_K && !q6kPairs && !st.actQ16) {
+      k.permuteQ8K(actOff, q16Off, rows * n);
+      st.actQ16 = true;
+    }
     if (w.type === GGMLType.Q4_K && !st.actQ4K) {
       const s = actOff + qsBytes + dBytes;
       k.permuteQ4KAct(actOff, s, q4kOff, q4kOff + rows * n, n, rows);
       st.actQ4K = true;
     }
     const q6kOff = q4kOff + q4kBytes;
-    // (prompts of 4+ rows take the decoded-row path, on q16; see mmK)
-    const q6kPairs = w.type === GGMLType.Q6_K && rows < 4;
     if (q6kPairs && !st.actQ6K) {
       k.permuteQ6KAct(actOff, q6kOff, q6kOff + rows * n, rows * n);
       st.actQ6K = true;
@@ -596,11 +605,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
     ctrl[a + A.AD] = actOff + qsBytes;
     // Q8_0 reads the P/N planes in the sums' slot (it has no use for the sums)
     ctrl[a + A.AS] = actOff + qsBytes + dBytes + (pnBytes ? sBytes : 0);
-    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K
-      ? q4kOff
-      : q6kPairs
-      ? q6kOff
-      : actOff + qsBytes + dBytes + sBytes;
+    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : q6kPairs ? q6kOff : q16Off;
     ctrl[a + A.T] = rows;
     if (isK) threadScratch(st, 3 * n + (n / 16) * 8 + nb * 8 + 64);
     // Parts in chunk order: rows split in chunks of a multiple of 4 (the kernels' row groups),
