@@ -402,14 +402,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
           sumf = f32x4.add(sumf, f32x4.add(p, f32x4.mul(xm, ys)));
         }
       }
-      const ob = out + (<usize> (t * outStride + r) << 2);
-      if (r + 4 <= r1) {
-        v128.store(ob, sumf);
-      } else {
-        store<f32>(ob, f32x4.extract_lane(sumf, 0));
-        if (r + 1 < r1) store<f32>(ob + 4, f32x4.extract_lane(sumf, 1));
-        if (r + 2 < r1) store<f32>(ob + 8, f32x4.extract_lane(sumf, 2));
-      }
+      storeLanes(out + (<usize> (t * outStride + r) << 2), sumf, r1 - r);
     }
   }
 }
