@@ -1,5 +1,5 @@
 // Start cli_node.ts members as separate processes and follow their JSON event lines.
-const CLI = new URL("../../../cluster/gossip/cli_node.ts", import.meta.url).pathname;
+const CLI = new URL("./cli_node.ts", import.meta.url).pathname;
 
 // deno-lint-ignore no-explicit-any
 export type Ev = Record<string, any>;

@@ -3,8 +3,8 @@
  * stdin. Used by the real-socket and network-namespace tests, and handy for poking a cluster:
  *
  * ```sh
- * deno run -A cluster/gossip/cli_node.ts --id a --port 7946
- * deno run -A cluster/gossip/cli_node.ts --id b --port 7947 --seeds 127.0.0.1:7946
+ * deno run -A tests/cluster/gossip/cli_node.ts --id a --port 7946
+ * deno run -A tests/cluster/gossip/cli_node.ts --id b --port 7947 --seeds 127.0.0.1:7946
  * ```
  *
  * Flags: --id --bind --port --advertise --seeds --preset lan|wan|local --keys b64,b64
@@ -14,13 +14,20 @@
  *
  * @module
  */
-import { lanConfig, localConfig, wanConfig } from "./config.ts";
-import { Keyring } from "./keyring.ts";
-import { Memberlist } from "./memberlist.ts";
-import type { Member } from "./state.ts";
-import { ImpairedTransport, type Transport, UdpTransport } from "./transport.ts";
-import { MulticastDiscovery } from "./discovery.ts";
-import { emptyMetadata, type NodeMetadata } from "./metadata.ts";
+import {
+  emptyMetadata,
+  ImpairedTransport,
+  Keyring,
+  lanConfig,
+  localConfig,
+  type Member,
+  Memberlist,
+  MulticastDiscovery,
+  type NodeMetadata,
+  type Transport,
+  UdpTransport,
+  wanConfig,
+} from "../../../cluster/gossip/mod.ts";
 
 function flags(args: string[]): Map<string, string> {
   const m = new Map<string, string>();
