@@ -66,19 +66,6 @@ function flagsOf(cp: number): number {
   return f;
 }
 
-/** True for Unicode letters (\p{L}). */
-export function isLetter(cp: number): boolean {
-  return (flagsOf(cp) & F_LETTER) !== 0;
-}
-/** True for Unicode numbers (\p{N}). */
-export function isNumber(cp: number): boolean {
-  return (flagsOf(cp) & F_NUMBER) !== 0;
-}
-/** True for Unicode White_Space. */
-export function isWhitespace(cp: number): boolean {
-  return WHITESPACE.has(cp);
-}
-
 /** GPT-2's byte → printable codepoint table (bytes that print as themselves keep their value). */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
   const map: (string | undefined)[] = new Array(256);
