@@ -47,16 +47,20 @@ export {
   dequantizeQ6_K,
   dequantizeQ8_K,
   nearestInt,
+} from "./kquants.ts";
+export {
   quantizeRowQ2_K,
   quantizeRowQ3_K,
   quantizeRowQ4_K,
   quantizeRowQ5_K,
   quantizeRowQ6_K,
   quantizeRowQ8_K,
+} from "./kquants_quantize.ts";
+export {
   vecDotQ2_KQ8_K,
   vecDotQ3_KQ8_K,
   vecDotQ4_KQ8_K,
   vecDotQ5_KQ8_K,
   vecDotQ6_KQ8_K,
-} from "./kquants.ts";
+} from "./kquants_vecdot.ts";
 export { convertActivations, dequantizeRow, quantizeRow, vecDot, vecDotType } from "./ops.ts";

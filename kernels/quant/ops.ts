@@ -38,18 +38,22 @@ import {
   dequantizeQ5_K,
   dequantizeQ6_K,
   dequantizeQ8_K,
+} from "./kquants.ts";
+import {
   quantizeRowQ2_K,
   quantizeRowQ3_K,
   quantizeRowQ4_K,
   quantizeRowQ5_K,
   quantizeRowQ6_K,
   quantizeRowQ8_K,
+} from "./kquants_quantize.ts";
+import {
   vecDotQ2_KQ8_K,
   vecDotQ3_KQ8_K,
   vecDotQ4_KQ8_K,
   vecDotQ5_KQ8_K,
   vecDotQ6_KQ8_K,
-} from "./kquants.ts";
+} from "./kquants_vecdot.ts";
 
 type Dequant = (src: Uint8Array, so: number, out: Float32Array, oo: number, n: number) => void;
 
