@@ -6,7 +6,7 @@
  */
 import type { Backend } from "./backend.ts";
 import { createReferenceBackend } from "./reference/mod.ts";
-import { createWasmBackend } from "./wasm/mod.ts";
+import { buildWasm, createWasmBackend, type WasmBackend } from "./wasm/mod.ts";
 import { createWebGPUBackend, probeAdapter } from "./webgpu/mod.ts";
 
 /** Names accepted by `--backend`. */
@@ -49,7 +49,7 @@ export async function selectBackend(
       return { backend: createReferenceBackend(), reason: "requested with --backend reference" };
     case "wasm":
       return {
-        backend: await createWasmBackend({ threads: opts.threads }),
+        backend: await wasmBackend(opts.threads),
         reason: "requested with --backend wasm",
       };
     case "webgpu": {
@@ -78,7 +78,7 @@ export async function selectBackend(
           };
         } catch (e) {
           return {
-            backend: await createWasmBackend({ threads: opts.threads }),
+            backend: await wasmBackend(opts.threads),
             reason: `auto: WebGPU on ${probe.description} failed to start (${
               (e as Error).message
             }); WASM instead`,
@@ -89,9 +89,15 @@ export async function selectBackend(
         ? `the only WebGPU adapter is a software fallback (${probe.description}), which is slower than WASM SIMD`
         : `no WebGPU adapter (${probe.reason ?? "none found"})`;
       return {
-        backend: await createWasmBackend({ threads: opts.threads }),
+        backend: await wasmBackend(opts.threads),
         reason: `auto: WASM SIMD — ${why}`,
       };
     }
   }
+}
+
+/** The WASM backend, its kernels compiled first when missing or stale (a no-op otherwise). */
+async function wasmBackend(threads?: number): Promise<WasmBackend> {
+  await buildWasm();
+  return await createWasmBackend({ threads });
 }

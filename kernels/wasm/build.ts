@@ -1,9 +1,11 @@
 /**
  * Build the AssemblyScript kernels (assembly/*.ts) into build/kernels.wasm.
  *
- * Run `deno run -A kernels/wasm/build.ts` (add `--force` to rebuild even when up to date).
- * Tests and `createWasmBackend` call {@link buildWasm}, which rebuilds only when a source is
- * newer than the binary, so no binary is ever committed.
+ * Run `deno task build:wasm` (`deno run -A kernels/wasm/build.ts`; add `--force` to rebuild even
+ * when up to date); the test, bench and demo tasks run it first, and backend selection
+ * (kernels/select.ts) calls {@link buildWasm} too, which rebuilds only when a source is newer
+ * than the binary, so no binary is ever committed. `createWasmBackend` itself only loads the
+ * binary ({@link readKernelBinary}).
  *
  * @example
  * ```ts
@@ -43,13 +45,36 @@ async function mtime(url: URL): Promise<number> {
   }
 }
 
-async function upToDate(): Promise<boolean> {
-  const out = await mtime(WASM_URL);
+async function upToDate(bin = WASM_URL, srcDir = SRC_DIR): Promise<boolean> {
+  const out = await mtime(bin);
   if (out < 0) return false;
-  for await (const e of Deno.readDir(SRC_DIR)) {
-    if (e.isFile && (await mtime(new URL(e.name, SRC_DIR))) > out) return false;
+  for await (const e of Deno.readDir(srcDir)) {
+    if (e.isFile && (await mtime(new URL(e.name, srcDir))) > out) return false;
   }
   return true;
+}
+
+/** Thrown when build/kernels.wasm is missing or older than its sources. */
+export class KernelsNotBuiltError extends Error {
+  override name = "KernelsNotBuiltError";
+}
+
+/**
+ * The compiled kernels, or a KernelsNotBuiltError saying how to build them (`bin` and `srcDir`
+ * are for tests).
+ */
+export async function readKernelBinary(
+  bin: URL = WASM_URL,
+  srcDir: URL = SRC_DIR,
+): Promise<Uint8Array<ArrayBuffer>> {
+  if (!(await upToDate(bin, srcDir))) {
+    const why = (await mtime(bin)) < 0 ? "is missing" : "is older than its sources";
+    throw new KernelsNotBuiltError(
+      `the WASM kernels (${decodeURIComponent(bin.pathname)}) ${why}: ` +
+        "run `deno task build:wasm`",
+    );
+  }
+  return await Deno.readFile(bin);
 }
 
 /**

@@ -1,8 +1,8 @@
 /**
  * The WASM backend: AssemblyScript SIMD kernels over shared memories with a worker pool.
  *
- * Build the kernels with `deno run -A kernels/wasm/build.ts` (createWasmBackend also builds them
- * when build/kernels.wasm is missing or older than its sources).
+ * Build the kernels with `deno task build:wasm` (kernels/wasm/build.ts); `createWasmBackend` loads
+ * build/kernels.wasm and says so when it is missing or older than its sources.
  *
  * - `assembly/index.ts` — the kernels (AssemblyScript, SIMD + relaxed SIMD): activation
  *   quantizers (Q8_0/Q8_1/Q8_K, f16/bf16 rounding), matmuls for every weight type, RMSNorm,
@@ -12,7 +12,11 @@
  *   several arenas when they do not fit one.
  * - `jobs.ts` + `worker.ts` — the thread pool: a control block in a SharedArrayBuffer, rows of a
  *   job claimed with `Atomics.add`, workers woken with `Atomics.notify`.
- * - `backend.ts` — `createWasmBackend`, the `Backend` implementation.
+ * - `backend.ts` — `createWasmBackend`, the `Backend` implementation (one method per op).
+ * - `resources.ts` — buffers, weights, KV caches and where they are placed in the arenas.
+ * - `layout.ts` — the layouts weights take at upload for the kernels, and rows read back.
+ * - `matmul.ts` — matmul jobs: activation conversion, rows of several weights split over threads.
+ * - `pool.ts` — the workers and the control block shared with them.
  *
  * @example
  * ```ts
@@ -27,4 +31,4 @@
  */
 export { createWasmBackend } from "./backend.ts";
 export type { WasmBackend, WasmBackendOptions } from "./backend.ts";
-export { buildWasm, WASM_URL } from "./build.ts";
+export { buildWasm, KernelsNotBuiltError, readKernelBinary, WASM_URL } from "./build.ts";

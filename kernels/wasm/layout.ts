@@ -1,0 +1,129 @@
+/**
+ * The layouts weights take in WASM memory at upload, for the matmul kernels (assembly/index.ts),
+ * and how one row is read back out of them (embedding lookups).
+ *
+ * - 32-element block types: full 4-row groups interleaved block by block (repack4); Q4_0 as
+ *   byte quads instead (repackQuads: scales first, then quad k of row i at 8 + 16k + 4i).
+ * - Q4_K: each 32-byte quant group reordered by class (repackQ4K).
+ * - Q6_K: ql/qh bytes reordered in pairs (repackQ6K).
+ * Everything else stays as the file has it.
+ */
+import { GGMLType, typeInfo } from "../quant/types.ts";
+import type { Memories, WWeight } from "./resources.ts";
+
+/** 32-element block types whose matrices the kernels read as interleaved 4-row groups. */
+const REPACKED = new Set([
+  GGMLType.Q4_0,
+  GGMLType.Q4_1,
+  GGMLType.Q5_0,
+  GGMLType.Q5_1,
+  GGMLType.Q8_0,
+]);
+
+/**
+ * Types laid out as byte quads rather than whole blocks side by side (repack4). Q8_0 stays
+ * with repack4: its signed quants need twice the broadcasts in the quad kernel (measured 25%
+ * slower).
+ */
+const QUADS = new Set([GGMLType.Q4_0]);
+
+/** Put a just-uploaded weight into the layout its matmul kernel reads (in place). */
+export function layOut(mem: Memories, w: WWeight): void {
+  const ar = mem.arenas[w.arena];
+  if (w.nRows === 1) mem.floats(w);
+  else if (REPACKED.has(w.type) && w.nRows >= 4) repack(mem, w);
+  else if (w.type === GGMLType.Q4_K) {
+    ar.k.repackQ4K(w.off, w.bytes / 144);
+    w.q4kClasses = true;
+  } else if (w.type === GGMLType.Q6_K) {
+    ar.k.repackQ6K(w.off, w.bytes / 210);
+    w.q6kPairs = true;
+  }
+}
+
+/** Interleave a 32-block weight's full 4-row groups for the matmul kernels (in place). */
+function repack(mem: Memories, w: WWeight): void {
+  const ar = mem.arenas[w.arena];
+  const groups = Math.floor(w.nRows / 4);
+  const tmp = ar.alloc(4 * w.rowBytes);
+  if (tmp === undefined) {
+    throw new Error(
+      `wasm backend: no room for ${4 * w.rowBytes} bytes of scratch to lay out ${w.name}`,
+    );
+  }
+  const bb = typeInfo(w.type)!.typeSize;
+  try {
+    if (QUADS.has(w.type)) ar.k.repackQuads(w.off, w.rowBytes, bb, groups, tmp);
+    else ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
+  } finally {
+    ar.release(tmp, 4 * w.rowBytes);
+  }
+  w.bb = bb;
+  w.repackedRows = groups * 4;
+}
+
+/** Reused row buffer of {@link fileRow} for rows gathered out of a layout. */
+let rowBuf = new Uint8Array(0);
+
+function scratchRow(bytes: number): Uint8Array {
+  if (rowBuf.length < bytes) rowBuf = new Uint8Array(bytes);
+  return rowBuf;
+}
+
+/**
+ * Row `id` of `w` in the file's layout: [bytes, offset] — the arena itself when the row is
+ * stored as the file has it, else a reused buffer holding it gathered (valid until the next
+ * call).
+ */
+export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, number] {
+  let rowSrc = src;
+  let rowOff = w.off + id * w.rowBytes;
+  if (w.bb && id < w.repackedRows) {
+    // gather the row's blocks out of its interleaved group (see repack4)
+    rowSrc = scratchRow(w.rowBytes);
+    const group = w.off + (id - (id & 3)) * w.rowBytes;
+    const i = id & 3;
+    const bb = w.bb;
+    for (let b = 0; b < w.rowBytes / bb; b++) {
+      if (QUADS.has(w.type)) {
+        const blk = group + 4 * b * bb;
+        rowSrc.set(src.subarray(blk + 2 * i, blk + 2 * i + 2), b * bb);
+        for (let k = 0; k < (bb - 2) / 4; k++) {
+          const at = blk + 8 + 16 * k + 4 * i;
+          rowSrc.set(src.subarray(at, at + 4), b * bb + 2 + 4 * k);
+        }
+      } else {
+        const at = group + (4 * b + i) * bb;
+        rowSrc.set(src.subarray(at, at + bb), b * bb);
+      }
+    }
+    rowOff = 0;
+  }
+  if (w.q4kClasses) {
+    // undo repackQ4K: byte 4c + m of each 32-byte group holds element c + 8m
+    const out = scratchRow(w.rowBytes);
+    for (let b = 0; b < w.rowBytes; b += 144) {
+      const at = rowOff + b;
+      out.set(src.subarray(at, at + 16), b);
+      for (let g = 16; g < 144; g += 32) {
+        for (let p = 0; p < 32; p++) out[b + g + (p >> 2) + 8 * (p & 3)] = src[at + g + p];
+      }
+    }
+    return [out, 0];
+  }
+  if (w.q6kPairs) {
+    // undo repackQ6K: in each 16 bytes of ql/qh, byte 2l holds position l, 2l + 1 holds l + 8
+    const out = scratchRow(w.rowBytes);
+    for (let b = 0; b < w.rowBytes; b += 210) {
+      const at = rowOff + b;
+      out.set(src.subarray(at + 192, at + 210), b + 192);
+      for (let p = 0; p < 192; p++) {
+        const g = p & ~15;
+        const l = p & 15;
+        out[b + g + (l >> 1) + 8 * (l & 1)] = src[at + p];
+      }
+    }
+    return [out, 0];
+  }
+  return [rowSrc, rowOff];
+}

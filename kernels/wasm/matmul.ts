@@ -1,0 +1,235 @@
+/**
+ * WASM matmul jobs: converting the activations once per (buffer version, vec_dot type) into
+ * the forms the weight's kernel reads, and splitting the weight rows of one or several weights
+ * over the threads as one job.
+ *
+ * Numerics: the conversion (Q8_0/Q8_1/Q8_K quantization, f16/bf16 rounding) and the kernels'
+ * integer dot products with their float scaling replay ggml's generic C code, so quantized
+ * matmuls are bit-identical to the reference backend.
+ */
+import type { Buf, Weight } from "../backend.ts";
+import { vecDotType } from "../quant/ops.ts";
+import { GGMLType, typeInfo, typeName } from "../quant/types.ts";
+import { A, ARENA, ARGS, MAX_PARTS, OP, OP_MM32, OP_MMF, OP_MMK, PART_INTS } from "./jobs.ts";
+import type { Pool } from "./pool.ts";
+import { align, type Memories, need, type WBuf, wbuf, type WWeight, wweight } from "./resources.ts";
+
+/** vec_dot family of a weight type: how the activations are converted. */
+const enum Act {
+  F32 = 0,
+  F16 = 1,
+  BF16 = 2,
+  Q8_0 = 3,
+  Q8_1 = 4,
+  Q8_K = 5,
+}
+
+/** The activation kernel for a weight type: its ggml vec_dot type (kernels/quant owns the map). */
+function actKind(t: GGMLType): Act {
+  switch (typeInfo(t)?.weight ? vecDotType(t) : undefined) {
+    case GGMLType.F32:
+      return Act.F32;
+    case GGMLType.F16:
+      return Act.F16;
+    case GGMLType.BF16:
+      return Act.BF16;
+    case GGMLType.Q8_0:
+      return Act.Q8_0;
+    case GGMLType.Q8_1:
+      return Act.Q8_1;
+    case GGMLType.Q8_K:
+      return Act.Q8_K;
+  }
+  throw new Error(`wasm backend: no matmul for tensor type ${typeName(t)}`);
+}
+
+/** Whether w can share a job with `first` (same kernel, input width and memory). */
+function sameJob(first: WWeight, w: WWeight): boolean {
+  return w.type === first.type && w.rowLen === first.rowLen && w.arena === first.arena &&
+    w.rowBytes === first.rowBytes;
+}
+
+/** Runs matmuls of one backend on its memories and pool. */
+export class Matmuls {
+  constructor(
+    readonly mem: Memories,
+    readonly pool: Pool,
+    /** Threads started (scratch is sized for all). */
+    readonly threads: number,
+    /** Threads the ops use now (setThreads). */
+    readonly active: () => number,
+  ) {}
+
+  /** out = x · Wᵀ for `rows` rows of x. */
+  matmul(wt: Weight, x: Buf, out: Buf, rows: number): void {
+    const w = wweight(wt);
+    const X = wbuf(x);
+    const O = wbuf(out);
+    need(X, rows * w.rowLen, "matmul x");
+    need(O, rows * w.nRows, "matmul out");
+    if (rows <= 0) return;
+    this.#job([w], X, [O], rows);
+  }
+
+  /** matmul for each (weight, output) pair over one input: jobs of up to MAX_PARTS weights. */
+  matmulMany(wts: Weight[], x: Buf, outs: Buf[], rows: number): void {
+    if (wts.length !== outs.length) {
+      throw new Error(`matmulMany: ${wts.length} weights but ${outs.length} outputs`);
+    }
+    const X = wbuf(x);
+    const ws = wts.map(wweight);
+    const Os = outs.map(wbuf);
+    for (let i = 0; i < ws.length; i++) {
+      need(X, rows * ws[i].rowLen, "matmul x");
+      need(Os[i], rows * ws[i].nRows, "matmul out");
+      if (Os[i].id === X.id) throw new Error("matmulMany: an output is the input");
+    }
+    if (rows <= 0) return;
+    for (let i = 0; i < ws.length;) {
+      let j = i + 1;
+      while (j < ws.length && j - i < MAX_PARTS && sameJob(ws[i], ws[j])) j++;
+      this.#job(ws.slice(i, j), X, Os.slice(i, j), rows);
+      i = j;
+    }
+  }
+
+  /** Several weights × the same input in one job (MAX_PARTS at most, checked by the caller). */
+  #job(ws: WWeight[], X: WBuf, Os: WBuf[], rows: number): void {
+    const { mem, pool } = this;
+    const ctrl = pool.ctrl;
+    const a0 = mem.a0;
+    const w = ws[0];
+    const n = w.rowLen;
+    const kind = actKind(w.type);
+    const st = mem.states[w.arena];
+    const ar = st.arena;
+    const k = ar.k;
+    // activation layout in st.act
+    const isK = kind === Act.Q8_K;
+    const blk = isK ? 256 : 32;
+    const nb = n / blk;
+    const floatsAct = kind <= Act.BF16;
+    const qsBytes = floatsAct ? align(rows * n * 4) : align(rows * n);
+    const dBytes = floatsAct ? 0 : align(rows * nb * 4);
+    const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
+    const q16Bytes = isK ? align(rows * n * 2) : 0;
+    // Q8_0 weights: the activation's P/N planes (see assembly/index.ts), in place of q16
+    const pnBytes = kind === Act.Q8_0 && w.type === GGMLType.Q8_0 ? align(rows * n * 2) : 0;
+    // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
+    // q16), made when a Q4_K weight first reads them
+    const q4kBytes = isK ? align(rows * n) + align(rows * nb * 32) : 0;
+    // … and the Q6_K kernel's pair-ordered quants and 32·pair sums (after those)
+    const q6kBytes = isK ? 2 * align(rows * n) : 0;
+    if (
+      st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
+      st.actRows !== rows || st.actN !== n || (pnBytes && !st.actPN)
+    ) {
+      st.actBuf = -1;
+      const actOff = st.act.ensure(
+        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes,
+      );
+      st.actQ16 = false;
+      st.actQ4K = false;
+      st.actQ6K = false;
+      let src = X.off;
+      if (w.arena !== 0) {
+        src = st.xin.ensure(rows * n * 4);
+        ar.u8.set(a0.u8.subarray(X.off, X.off + rows * n * 4), src);
+      }
+      const d = actOff + qsBytes;
+      const s = d + dBytes;
+      if (kind === Act.F32) ar.u8.copyWithin(actOff, src, src + rows * n * 4);
+      else if (kind === Act.F16) k.roundActs(src, actOff, rows * n, 1);
+      else if (kind === Act.BF16) k.roundActs(src, actOff, rows * n, 2);
+      else if (kind === Act.Q8_K) {
+        k.quantizeQ8K(src, n, rows, actOff, d, s);
+      } else {
+        k.quantizeQ8(
+          src,
+          n,
+          rows,
+          actOff,
+          d,
+          s,
+          kind === Act.Q8_1 ? 1 : 0,
+          pnBytes ? s + sBytes : 0,
+        );
+      }
+      st.actPN = pnBytes > 0;
+      st.actBuf = X.id;
+      st.actVersion = X.version;
+      st.actKind = kind;
+      st.actRows = rows;
+      st.actN = n;
+    }
+    // Each kernel's extra form of a Q8_K activation is made when the first weight needing it
+    // reads the activation (a Q4_K_M layer mixes kernels; most need only one form).
+    const actOff = st.act.off;
+    const q16Off = actOff + qsBytes + dBytes + sBytes;
+    const q4kOff = q16Off + q16Bytes;
+    // (Q6_K prompts of 4+ rows take the decoded-row path, on q16; see mmK)
+    const q6kPairs = w.type === GGMLType.Q6_K && rows < 4;
+    if (isK && w.type !== GGMLType.Q4_K && !q6kPairs && !st.actQ16) {
+      k.permuteQ8K(actOff, q16Off, rows * n);
+      st.actQ16 = true;
+    }
+    if (w.type === GGMLType.Q4_K && !st.actQ4K) {
+      const s = actOff + qsBytes + dBytes;
+      k.permuteQ4KAct(actOff, s, q4kOff, q4kOff + rows * n, n, rows);
+      st.actQ4K = true;
+    }
+    const q6kOff = q4kOff + q4kBytes;
+    if (q6kPairs && !st.actQ6K) {
+      k.permuteQ6KAct(actOff, q6kOff, q6kOff + rows * n, rows * n);
+      st.actQ6K = true;
+    }
+    const a = ARGS;
+    ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
+    ctrl[ARENA] = w.arena;
+    ctrl[a + A.KIND] = w.type;
+    ctrl[a + A.ROW_BYTES] = w.rowBytes;
+    ctrl[a + A.NB] = floatsAct ? n : nb;
+    ctrl[a + A.AQ] = actOff;
+    ctrl[a + A.AD] = actOff + qsBytes;
+    // Q8_0 reads the P/N planes in the sums' slot (it has no use for the sums)
+    ctrl[a + A.AS] = actOff + qsBytes + dBytes + (pnBytes ? sBytes : 0);
+    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : q6kPairs ? q6kOff : q16Off;
+    ctrl[a + A.T] = rows;
+    if (isK) {
+      [ctrl[a + A.SCR], ctrl[a + A.SCR_STRIDE]] = st.threadScratch(
+        3 * n + (n / 16) * 8 + nb * 8 + 64,
+        this.threads,
+      );
+    }
+    // Parts in chunk order: rows split in chunks of a multiple of 4 (the kernels' row groups),
+    // about 4 per thread per part, claimed by the threads in turn.
+    const mAll = ws.reduce((sum, v) => sum + v.nRows, 0);
+    const threadsUsed = Math.min(this.active(), Math.ceil((mAll * n * rows) / 65536));
+    // outputs of a weight outside arena 0 are computed in its arena's scratch, then copied back
+    const outOffs: number[] = [];
+    let scratchAt = w.arena === 0 ? 0 : st.out.ensure(rows * mAll * 4);
+    let end = 0;
+    ctrl[a + A.NPARTS] = ws.length;
+    for (let p = 0; p < ws.length; p++) {
+      const m = ws[p].nRows;
+      const chunk = Math.max(4, Math.ceil(Math.ceil(m / (threadsUsed * 4)) / 4) * 4);
+      const outOff = w.arena === 0 ? Os[p].off : scratchAt;
+      scratchAt += rows * m * 4;
+      outOffs.push(outOff);
+      end += Math.ceil(m / chunk);
+      const base = a + A.PARTS + p * PART_INTS;
+      ctrl[base] = ws[p].off;
+      ctrl[base + 1] = outOff;
+      ctrl[base + 2] = m;
+      ctrl[base + 3] = chunk;
+      ctrl[base + 4] = end;
+    }
+    if (threadsUsed > 1) pool.run(mem.kernels);
+    else pool.runHere(mem.kernels);
+    for (let p = 0; p < ws.length; p++) {
+      const bytes = rows * ws[p].nRows * 4;
+      if (w.arena !== 0) a0.u8.set(ar.u8.subarray(outOffs[p], outOffs[p] + bytes), Os[p].off);
+      Os[p].version++;
+    }
+  }
+}

@@ -1,0 +1,130 @@
+/**
+ * The WASM backend's thread pool: workers (worker.ts) sharing a control block in a
+ * SharedArrayBuffer (layout in jobs.ts). A job is published by bumping SEQ; every thread,
+ * the caller's included, claims parts of it with `Atomics.add` until none are left.
+ */
+import type { Kernels } from "./kernels.ts";
+import {
+  ACK,
+  ACTIVE,
+  ARGS,
+  CLOSED,
+  CTRL_INTS,
+  ERROR,
+  NEXT,
+  OP,
+  OP_RELOAD,
+  OP_STOP,
+  runJob,
+  SEQ,
+} from "./jobs.ts";
+
+/**
+ * Spins of the caller before it sleeps on a job's end: a worker's share usually ends within
+ * microseconds of the caller's, and a futex wake costs more than that.
+ */
+const SPIN = 4000;
+
+/** The workers and the control block they share with the calling thread. */
+export class Pool {
+  readonly ctrl: Int32Array;
+  readonly f32: Float32Array;
+  readonly workers: Worker[] = [];
+  constructor() {
+    const sab = new SharedArrayBuffer(CTRL_INTS * 4);
+    this.ctrl = new Int32Array(sab);
+    this.f32 = new Float32Array(sab);
+  }
+
+  /** Start `n` workers over `memories`; resolves when each has instantiated the kernels. */
+  async start(n: number, bytes: Uint8Array, memories: WebAssembly.Memory[]): Promise<void> {
+    const ready: Promise<void>[] = [];
+    for (let i = 0; i < n; i++) {
+      const w = new Worker(new URL("./worker.ts", import.meta.url), { type: "module" });
+      this.workers.push(w);
+      ready.push(
+        new Promise((resolve, reject) => {
+          w.onmessage = (e) => {
+            if (e.data?.type === "ready") resolve();
+          };
+          w.onerror = (e) => {
+            e.preventDefault();
+            reject(new Error(`wasm worker ${i + 1} failed to start: ${e.message}`));
+          };
+        }),
+      );
+      w.postMessage({ type: "init", bytes, ctrl: this.ctrl.buffer, thread: i + 1, memories });
+    }
+    await Promise.all(ready);
+  }
+
+  /** Start the job in the control block on the workers, run the main share, wait for all. */
+  run(kernels: Kernels[]): void {
+    const c = this.ctrl;
+    Atomics.store(c, NEXT, 0);
+    const seq = Atomics.add(c, SEQ, 1) + 1;
+    Atomics.notify(c, SEQ);
+    let err: unknown;
+    try {
+      runJob(c, this.f32, kernels, 0);
+    } catch (e) {
+      err = e;
+    }
+    // Close the job: workers that have not joined yet will not; wait for those inside it.
+    Atomics.store(c, CLOSED, seq);
+    let spins = 0;
+    let waited = 0;
+    for (;;) {
+      const a = Atomics.load(c, ACTIVE);
+      if (a === 0) break;
+      if (++spins > SPIN && Atomics.wait(c, ACTIVE, a, 1000) === "timed-out" && ++waited > 30) {
+        throw new Error("wasm backend: a worker did not finish its job within 30 s");
+      }
+    }
+    if (err) throw err;
+    if (Atomics.exchange(c, ERROR, 0)) {
+      throw new Error("wasm backend: a worker's kernel failed (its error is on stderr)");
+    }
+  }
+
+  /** Run the job in the control block on this thread only. */
+  runHere(kernels: Kernels[]): void {
+    Atomics.store(this.ctrl, NEXT, 0);
+    runJob(this.ctrl, this.f32, kernels, 0);
+  }
+
+  /** Publish control op `op` and wait until every worker has acknowledged it. */
+  control(op: number, arg: number): void {
+    const c = this.ctrl;
+    c[OP] = op;
+    Atomics.store(c, ARGS, arg);
+    const seq = Atomics.add(c, SEQ, 1) + 1;
+    Atomics.notify(c, SEQ);
+    if (op === OP_STOP) return;
+    for (let i = 1; i <= this.workers.length; i++) {
+      let waited = 0;
+      for (;;) {
+        const v = Atomics.load(c, ACK + i);
+        if (v === seq) break;
+        if (Atomics.wait(c, ACK + i, v, 1000) === "timed-out" && ++waited > 30) {
+          throw new Error(`wasm backend: worker ${i} did not take a new memory within 30 s`);
+        }
+      }
+    }
+  }
+
+  /** Hand a new memory to every worker (they instantiate the kernels over it). */
+  addArena(memory: WebAssembly.Memory, count: number): void {
+    if (!this.workers.length) return;
+    for (const w of this.workers) w.postMessage({ type: "arena", memory });
+    this.control(OP_RELOAD, count);
+  }
+
+  /** Stop and terminate the workers. */
+  stop(): void {
+    if (!this.workers.length) return;
+    this.control(OP_STOP, 0);
+    for (const w of this.workers) w.terminate();
+    this.workers.length = 0;
+  }
+}
