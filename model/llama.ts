@@ -27,6 +27,7 @@ import {
   ModelConfigError,
 } from "./config.ts";
 import { routeTokens } from "./moe.ts";
+import { type CapturePlan, PrefixCache } from "./prefix_cache.ts";
 
 /** What a stage needs from a GGUF file: metadata, the tensor index and lazy tensor bytes. */
 export interface TensorSource {
@@ -65,6 +66,13 @@ export interface Session {
 
 /** Input of one forward pass: token ids at the head, hidden states `[n × nEmbd]` elsewhere. */
 export type StageInput = { tokens: Int32Array } | { hidden: Float32Array; nTokens: number };
+
+/** One session's rows in a batched pass; `ids` are their token ids where known (prefix cache). */
+export interface BatchItem {
+  session: Session;
+  input: StageInput;
+  ids?: ArrayLike<number>;
+}
 
 /** Output: the last row's logits at the tail, hidden states `[n × nEmbd]` elsewhere. */
 export type StageOutput = { logits: Float32Array } | { hidden: Float32Array };
@@ -154,6 +162,9 @@ export class LlamaStage {
     /** Every weight uploaded (views of them are not listed: freeing these frees the views). */
     private readonly owned: Weight[],
   ) {}
+
+  /** The prefix KV cache, once enablePrefixCache() made one. */
+  private prefix?: PrefixCache;
 
   /** Sequences whose logits are computed in one group. */
   private get maxLogitRows(): number {
@@ -377,6 +388,7 @@ export class LlamaStage {
   /** Free this stage's weights and buffers on its backend (the stage is unusable afterwards). */
   dispose(): void {
     const be = this.backend;
+    this.prefix?.clear();
     for (const w of this.owned) be.free(w);
     for (const b of Object.values(this.ws)) if (!(b instanceof Int32Array)) be.free(b);
   }
@@ -389,7 +401,45 @@ export class LlamaStage {
 
   /** Release a session's KV cache. */
   endSession(session: Session): void {
+    this.prefix?.release(session);
     this.backend.free(session.kv);
+  }
+
+  /**
+   * Keep the KV of served prefixes within `budgetBytes` (blocks of `blockTokens`), for sessions
+   * that start with restorePrefix(). 0 turns it off. Returns the cache (its stats()).
+   */
+  enablePrefixCache(budgetBytes: number, blockTokens?: number): PrefixCache {
+    this.prefix?.clear();
+    const kvDim = this.config.nKVHeads * this.config.headDim;
+    this.prefix = new PrefixCache(this.backend, {
+      nLayers: this.to - this.from,
+      kvDim,
+      budgetBytes,
+      blockTokens,
+    });
+    return this.prefix;
+  }
+
+  /** The prefix cache's counters (undefined when none is enabled). */
+  get prefixCache(): PrefixCache | undefined {
+    return this.prefix;
+  }
+
+  /**
+   * Start a fresh session from the longest cached prefix of `ids` (the whole prompt): its KV is
+   * copied in and session.pos set past it. Returns the positions restored (0 without a cache);
+   * the caller runs the rest of `ids` through forward() with `ids` so that its blocks are
+   * cached in turn. Always leaves at least one token to run.
+   */
+  restorePrefix(session: Session, ids: ArrayLike<number>): number {
+    if (session.pos !== 0) {
+      throw new StageInputError(`restorePrefix needs a fresh session (it is at ${session.pos})`);
+    }
+    if (!this.prefix) return 0;
+    const n = this.prefix.restore(session, session.kv, ids);
+    session.pos = n;
+    return n;
   }
 
   /** Bytes one session's KV cache takes on this stage. */
@@ -403,9 +453,13 @@ export class LlamaStage {
    * Returns the last row's logits at the tail, or all rows' hidden states otherwise.
    * Inputs longer than `maxBatch` rows are processed in chunks.
    */
-  async forward(session: Session, input: StageInput): Promise<StageOutput> {
+  async forward(
+    session: Session,
+    input: StageInput,
+    ids?: ArrayLike<number>,
+  ): Promise<StageOutput> {
     const n = this.validate(session, input);
-    if (n <= this.maxBatch) return (await this.forwardBatch([{ session, input }]))[0];
+    if (n <= this.maxBatch) return (await this.forwardBatch([{ session, input, ids }]))[0];
     const E = this.config.nEmbd;
     let out: StageOutput | undefined;
     const hidden = this.isTail ? undefined : new Float32Array(n * E);
@@ -414,7 +468,8 @@ export class LlamaStage {
       const part: StageInput = "tokens" in input
         ? { tokens: input.tokens.subarray(start, end) }
         : { hidden: input.hidden.subarray(start * E, end * E), nTokens: end - start };
-      out = (await this.forwardBatch([{ session, input: part }]))[0];
+      const partIds = ids && Array.prototype.slice.call(ids, start, end);
+      out = (await this.forwardBatch([{ session, input: part, ids: partIds }]))[0];
       if (hidden && "hidden" in out) hidden.set(out.hidden, start * E);
     }
     return hidden ? { hidden } : out!;
@@ -424,9 +479,10 @@ export class LlamaStage {
    * One forward pass over several sessions at once (continuous batching): their rows are
    * concatenated so every matmul runs once per layer for all of them, while RoPE positions,
    * the KV cache and attention stay per session. Each row's result is the same as when its
-   * session runs alone. Total rows must not exceed `maxBatch`.
+   * session runs alone. Total rows must not exceed `maxBatch`. `ids` are the token ids of the
+   * rows (the head knows them from its input): with a prefix cache they let its blocks be kept.
    */
-  async forwardBatch(items: { session: Session; input: StageInput }[]): Promise<StageOutput[]> {
+  async forwardBatch(items: BatchItem[]): Promise<StageOutput[]> {
     return await this.pass(items, (rows, total) => this.logitsOf(rows, total));
   }
 
@@ -458,7 +514,7 @@ export class LlamaStage {
 
   /** The batch pass of forwardBatch; `tail` turns the last row of each sequence into results. */
   private async pass<T>(
-    items: { session: Session; input: StageInput }[],
+    items: BatchItem[],
     tail: (rows: number[], total: number) => Promise<T[]>,
   ): Promise<(T | { hidden: Float32Array })[]> {
     if (items.length === 0) return [];
@@ -496,10 +552,18 @@ export class LlamaStage {
     for (const [i, it] of items.entries()) {
       for (let t = 0; t < rowsOf[i]; t++) ws.positions[offsets[i] + t] = it.session.pos + t;
     }
+    const plans: CapturePlan[] = [];
+    for (const [i, it] of items.entries()) {
+      const ids = it.ids ?? ("tokens" in it.input ? it.input.tokens : undefined);
+      const plan = this.prefix?.plan(it.session, it.session.pos, ids, offsets[i]);
+      if (plan) plans.push(plan);
+    }
     await this.layersOver(
       items.map((it, i) => ({ session: it.session, offset: offsets[i], rows: rowsOf[i] })),
       total,
+      plans,
     );
+    for (const plan of plans) this.prefix!.commit(plan);
     for (const [i, it] of items.entries()) it.session.pos += rowsOf[i];
     if (!this.isTail) {
       const all = await be.read(ws.x, 0, total * E);
@@ -551,6 +615,7 @@ export class LlamaStage {
   private async layersOver(
     seqs: { session: Session; offset: number; rows: number }[],
     total: number,
+    plans: CapturePlan[] = [],
   ): Promise<void> {
     const be = this.backend;
     const ws = this.ws;
@@ -600,6 +665,7 @@ export class LlamaStage {
         be.storeKV(s.session.kv, l, ws.k, ws.v, s.session.pos, s.rows, s.offset);
         be.attention(ws.q, s.session.kv, l, ws.att, s.session.pos, s.rows, attn, s.offset);
       }
+      for (const plan of plans) this.prefix!.copyLayer(plan, l, ws.k, ws.v);
       be.matmul(w.wo, ws.att, ws.proj, total);
       this.residual(ws.proj, w.attnPostNorm, total);
       // feed-forward

@@ -1,0 +1,244 @@
+/**
+ * The prefix KV cache (model/prefix_cache.ts): a session started from cached blocks computes
+ * bit-identical logits to one that ran the whole prompt, on every backend and across a split
+ * into stages; blocks are shared by concurrent sessions; the byte budget holds.
+ */
+import type { Backend } from "../../kernels/backend.ts";
+import { createReferenceBackend } from "../../kernels/reference/mod.ts";
+import { createWasmBackend } from "../../kernels/wasm/mod.ts";
+import { createWebGPUBackend } from "../../kernels/webgpu/mod.ts";
+import { type GGUFFile, openGGUF } from "../../model/gguf/mod.ts";
+import { LlamaStage, type Session, type StageOutput } from "../../model/llama.ts";
+import { assert, assertEquals, assertThrows } from "../support/assert.ts";
+import { FIXTURES } from "../support/paths.ts";
+import { ignore as noGpu } from "../kernels/webgpu/helpers.ts";
+
+const backends: { name: string; make: () => Promise<Backend>; ignore?: boolean }[] = [
+  { name: "reference", make: () => Promise.resolve(createReferenceBackend()) },
+  { name: "wasm", make: () => createWasmBackend({ threads: 2 }) },
+  { name: "webgpu", make: () => createWebGPUBackend(), ignore: noGpu },
+];
+
+/** Deterministic token ids below `vocab`. */
+function ids(n: number, seed: number, vocab: number): number[] {
+  const out: number[] = [];
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    out.push(1 + (s >>> 8) % (vocab - 1));
+  }
+  return out;
+}
+
+function logits(out: StageOutput): Float32Array {
+  if (!("logits" in out)) throw new Error("expected logits");
+  return out.logits;
+}
+
+function argmax(x: Float32Array): number {
+  let best = 0;
+  for (let i = 1; i < x.length; i++) if (x[i] > x[best]) best = i;
+  return best;
+}
+
+function assertSameBits(got: Float32Array, want: Float32Array, what: string): void {
+  assertEquals(got.length, want.length, `${what}: length`);
+  for (let i = 0; i < want.length; i++) {
+    assert(Object.is(got[i], want[i]), `${what}: logit ${i} is ${got[i]}, uncached ${want[i]}`);
+  }
+}
+
+/** Prompt + 6 greedy steps on a session; every step's logits. */
+async function run(
+  stage: LlamaStage,
+  session: Session,
+  prompt: number[],
+  fromCache: boolean,
+): Promise<{ restored: number; steps: Float32Array[] }> {
+  const restored = fromCache ? stage.restorePrefix(session, prompt) : 0;
+  const rest = prompt.slice(restored);
+  const steps = [logits(await stage.forward(session, { tokens: Int32Array.from(rest) }))];
+  for (let i = 0; i < 6; i++) {
+    const next = argmax(steps[steps.length - 1]);
+    steps.push(logits(await stage.forward(session, { tokens: Int32Array.of(next) })));
+  }
+  return { restored, steps };
+}
+
+async function withStage(
+  be: Backend,
+  model: string,
+  opts: { maxBatch?: number; from?: number; to?: number },
+  f: (stage: LlamaStage, file: GGUFFile) => Promise<void>,
+): Promise<void> {
+  const file = await openGGUF(`${FIXTURES}/models/${model}`);
+  const stage = await LlamaStage.load(file, be, { maxBatch: opts.maxBatch ?? 64, ...opts });
+  try {
+    await f(stage, file);
+  } finally {
+    stage.dispose();
+    file.close();
+  }
+}
+
+for (const b of backends) {
+  for (const model of ["tiny-q8_0.gguf", "qwen3-q8_0.gguf"]) {
+    Deno.test({
+      name: `prefix cache: ${model} on ${b.name} gives the uncached logits bit for bit`,
+      ignore: b.ignore,
+      fn: async () => {
+        const be = await b.make();
+        try {
+          // maxBatch 24 with 16-token blocks: prompts run in chunks that split blocks.
+          await withStage(be, model, { maxBatch: 24 }, async (stage) => {
+            const V = stage.config.nVocab;
+            const cache = stage.enablePrefixCache(64 << 20, 16);
+            const shared = ids(40, 7, V);
+            const a = [...shared, ...ids(13, 8, V)];
+            const bPrompt = [...shared, ...ids(9, 9, V)];
+            // uncached truth for prompt b
+            const s0 = stage.newSession(128);
+            const want = await run(stage, s0, bPrompt, false);
+            stage.endSession(s0);
+            // a fills the cache (its first 48 tokens: 3 blocks); b then starts from 2 of them
+            const s1 = stage.newSession(128);
+            const first = await run(stage, s1, a, true);
+            assertEquals(first.restored, 0, "nothing cached yet");
+            stage.endSession(s1);
+            assert(cache.stats().blocks >= 3, `blocks after a: ${cache.stats().blocks}`);
+            const s2 = stage.newSession(128);
+            const got = await run(stage, s2, bPrompt, true);
+            stage.endSession(s2);
+            assertEquals(got.restored, 32, "b shares 40 tokens with a: 2 full blocks");
+            for (let i = 0; i < want.steps.length; i++) {
+              assertSameBits(got.steps[i], want.steps[i], `step ${i}`);
+            }
+            // the same prompt again restores everything but its last token's block remainder
+            const s3 = stage.newSession(128);
+            const again = await run(stage, s3, bPrompt, true);
+            stage.endSession(s3);
+            assertEquals(again.restored, 48, "b's own blocks were cached by its first run");
+            assertSameBits(again.steps[6], want.steps[6], "repeat, last step");
+            assert(cache.stats().hitTokens === 80, `hit tokens ${cache.stats().hitTokens}`);
+          });
+        } finally {
+          be.dispose();
+        }
+      },
+    });
+  }
+}
+
+Deno.test("prefix cache: concurrent sessions share blocks in one batch", async () => {
+  const be = await createWasmBackend({ threads: 2 });
+  try {
+    await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
+      const V = stage.config.nVocab;
+      stage.enablePrefixCache(64 << 20, 16);
+      const system = ids(33, 3, V);
+      const seed = stage.newSession(128);
+      await run(stage, seed, system, true);
+      stage.endSession(seed);
+      const prompts = [1, 2, 3].map((k) => [...system, ...ids(5 + k, 10 + k, V)]);
+      const want: Float32Array[] = [];
+      for (const p of prompts) {
+        const s = stage.newSession(128);
+        want.push(logits(await stage.forward(s, { tokens: Int32Array.from(p) })));
+        stage.endSession(s);
+      }
+      const sessions = prompts.map(() => stage.newSession(128));
+      const restored = sessions.map((s, i) => stage.restorePrefix(s, prompts[i]));
+      assertEquals(restored, [32, 32, 32]);
+      const outs = await stage.forwardBatch(
+        sessions.map((s, i) => ({
+          session: s,
+          input: { tokens: Int32Array.from(prompts[i].slice(32)) },
+        })),
+      );
+      outs.forEach((o, i) => assertSameBits(logits(o), want[i], `session ${i}`));
+      for (const s of sessions) stage.endSession(s);
+    });
+  } finally {
+    be.dispose();
+  }
+});
+
+Deno.test("prefix cache: a stage after the first caches by the ids it is given", async () => {
+  const be = await createWasmBackend({ threads: 2 });
+  try {
+    const file = await openGGUF(`${FIXTURES}/models/tiny-q8_0.gguf`);
+    const n = Number(file.metadata.get("llama.block_count"));
+    const head = await LlamaStage.load(file, be, { maxBatch: 64, to: 1 });
+    const tail = await LlamaStage.load(file, be, { maxBatch: 64, from: 1, to: n });
+    try {
+      const V = tail.config.nVocab;
+      head.enablePrefixCache(64 << 20, 16);
+      tail.enablePrefixCache(64 << 20, 16);
+      const prompt = ids(37, 5, V);
+      const through = async (cached: boolean) => {
+        const hs = head.newSession(64);
+        const ts = tail.newSession(64);
+        const r1 = cached ? head.restorePrefix(hs, prompt) : 0;
+        const r2 = cached ? tail.restorePrefix(ts, prompt) : 0;
+        assertEquals(r1, r2, "both stages hold the same blocks");
+        const rest = prompt.slice(r1);
+        const h = await head.forward(hs, { tokens: Int32Array.from(rest) });
+        if (!("hidden" in h)) throw new Error("expected hidden states");
+        const out = await tail.forward(ts, { hidden: h.hidden, nTokens: rest.length }, rest);
+        head.endSession(hs);
+        tail.endSession(ts);
+        return { restored: r1, logits: logits(out) };
+      };
+      const want = await through(false);
+      const fill = await through(true);
+      assertEquals(fill.restored, 0);
+      const got = await through(true);
+      assertEquals(got.restored, 32);
+      assertSameBits(got.logits, want.logits, "two stages");
+    } finally {
+      head.dispose();
+      tail.dispose();
+      file.close();
+    }
+  } finally {
+    be.dispose();
+  }
+});
+
+Deno.test("prefix cache: the byte budget holds and least recently used leaves go first", async () => {
+  const be = createReferenceBackend();
+  await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
+    const V = stage.config.nVocab;
+    const probe = stage.enablePrefixCache(0, 8);
+    assert(!probe.enabled, "a budget below one block keeps nothing");
+    const budget = 5 * probe.blockBytes;
+    const cache = stage.enablePrefixCache(budget, 8);
+    const prompts = [0, 1, 2, 3, 4, 5].map((k) => ids(25, 100 + k, V)); // 3 blocks each
+    for (const p of prompts) {
+      const s = stage.newSession(64);
+      stage.restorePrefix(s, p);
+      await stage.forward(s, { tokens: Int32Array.from(p) });
+      stage.endSession(s);
+      assert(cache.stats().bytes <= budget, `${cache.stats().bytes} bytes > budget ${budget}`);
+    }
+    assert(cache.stats().evictions > 0, "six 3-block prompts cannot fit 5 blocks");
+    // the last prompt is the most recent: its blocks are the ones still there
+    const s = stage.newSession(64);
+    assertEquals(stage.restorePrefix(s, prompts[5]), 24);
+    stage.endSession(s);
+    const old = stage.newSession(64);
+    assertEquals(stage.restorePrefix(old, prompts[0]), 0, "the oldest prompt was evicted");
+    stage.endSession(old);
+  });
+});
+
+Deno.test("prefix cache: restore wants a fresh session", async () => {
+  const be = createReferenceBackend();
+  await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
+    stage.enablePrefixCache(1 << 20, 8);
+    const s = stage.newSession(32);
+    await stage.forward(s, { tokens: Int32Array.of(1, 2) });
+    assertThrows(() => stage.restorePrefix(s, [1, 2, 3]), Error, "fresh session");
+    stage.endSession(s);
+  });
+});
