@@ -1,0 +1,95 @@
+/**
+ * The handles the WebGPU backend gives out ({@link Buf}, {@link Weight}, {@link KVCache}) and the
+ * GPU buffers behind them, with the checks that a handle belongs to this backend and is large
+ * enough for an op.
+ *
+ * @module
+ */
+import type { Buf, KVCache, KVType, Weight } from "../backend.ts";
+import type { GGMLType } from "../quant/types.ts";
+
+let lastId = 0;
+
+/** A fresh id for cache keys (bind groups are keyed by buffer ids, conversions by Buf ids). */
+export function newId(): number {
+  return ++lastId;
+}
+
+/** A GPU buffer with an id for cache keys. */
+export interface Res {
+  readonly buffer: GPUBuffer;
+  readonly id: number;
+  readonly bytes: number;
+}
+
+/** An activation buffer; `version` counts writes, so a conversion of its data can be reused. */
+export class GBuf implements Buf {
+  readonly id = newId();
+  version = 0;
+  constructor(readonly length: number, readonly res: Res) {}
+}
+
+/** One buffer of a weight: rows `row0 .. row0 + rows` of the tensor. */
+export interface Part {
+  readonly res: Res;
+  readonly row0: number;
+  readonly rows: number;
+  /** Rows of `res` before this part's first row (a row view starts inside a buffer). */
+  readonly skip?: number;
+}
+
+/** A weight as raw GGUF blocks, split by rows into parts no larger than a binding. */
+export class GWeight implements Weight {
+  constructor(
+    readonly name: string,
+    readonly type: GGMLType,
+    readonly shape: readonly number[],
+    readonly cols: number,
+    readonly rows: number,
+    readonly rowBytes: number,
+    readonly parts: Part[],
+    /** A row view of another weight: it owns none of its buffers. */
+    readonly view = false,
+  ) {}
+}
+
+/** A KV cache: one key and one value buffer per layer. */
+export class GKV implements KVCache {
+  constructor(
+    readonly nLayers: number,
+    readonly nCtx: number,
+    readonly kvDim: number,
+    readonly type: KVType,
+    /** u32 words per cached row. */
+    readonly strideWords: number,
+    readonly k: Res[],
+    readonly v: Res[],
+  ) {}
+}
+
+/** `b` as this backend's buffer, or a TypeError. */
+export function asBuf(b: Buf): GBuf {
+  if (!(b instanceof GBuf)) throw new TypeError("not a buffer of this WebGPU backend");
+  return b;
+}
+
+/** `w` as this backend's weight, or a TypeError. */
+export function asWeight(w: Weight): GWeight {
+  if (!(w instanceof GWeight)) {
+    throw new TypeError(`${w.name}: not a weight of this WebGPU backend`);
+  }
+  return w;
+}
+
+/** `c` as this backend's KV cache, or a TypeError. */
+export function asKV(c: KVCache): GKV {
+  if (!(c instanceof GKV)) throw new TypeError("not a KV cache of this WebGPU backend");
+  return c;
+}
+
+/** Throw a RangeError naming `what` when `b` holds fewer than `n` floats. */
+export function need(b: GBuf, n: number, what: string): void {
+  if (n > b.length) {
+    throw new RangeError(`${what}: needs ${n} floats, the buffer has ${b.length}`);
+  }
+}

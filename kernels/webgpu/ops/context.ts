@@ -1,0 +1,30 @@
+/**
+ * What every op's dispatch function works with: the device's buffers, the encoder, the adapter
+ * options in effect, and the small helpers for sizing dispatches.
+ *
+ * @module
+ */
+import type { Encoder } from "../encoder.ts";
+import type { GpuResources } from "../resources.ts";
+import type { WebGPUInfo } from "../types.ts";
+import type { ConvertedActivations } from "./quantize.ts";
+
+/** Invocations per workgroup in every shader. */
+export const WG = 64;
+
+/** The backend state an op records its dispatches with. */
+export interface OpContext {
+  readonly gpu: GpuResources;
+  readonly enc: Encoder;
+  readonly info: WebGPUInfo;
+  /** `//#if` names every shader is composed with: PACKED_DOT when `dot4I8Packed` is in use. */
+  readonly defines: readonly string[];
+  /** The last conversion of activations to each vec_dot type (ops/quantize.ts). */
+  readonly converted: ConvertedActivations;
+}
+
+/** Split a 1-D workgroup count over x and y (each ≤ 65535). */
+export function grid(n: number): [number, number] {
+  if (n <= 65535) return [Math.max(1, n), 1];
+  return [65535, Math.ceil(n / 65535)];
+}

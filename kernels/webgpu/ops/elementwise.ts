@@ -1,0 +1,112 @@
+/**
+ * The elementwise ops, one invocation per element, each an entry point of elementwise.wgsl:
+ * add, scale, a bias row added to every row (decoded through the bias type's quant section),
+ * and the gated activations SwiGLU and GeGLU (GELU read from ggml's f16 table, as every backend
+ * reads it).
+ *
+ * @module
+ */
+import type { Buf, Weight } from "../../backend.ts";
+import { geluTable } from "../../gelu.ts";
+import { typeName } from "../../quant/types.ts";
+import type { BindKind } from "../encoder.ts";
+import { asBuf, asWeight, type GBuf, need, type Res } from "../handles.ts";
+import { compose, type ComposeOptions } from "../shaders.ts";
+import { grid, type OpContext, WG } from "./context.ts";
+
+/** The float ops read no weight: their quant section is F32's. */
+const F32: ComposeOptions = { decode: "F32" };
+
+/** One dispatch of `entry` over `n` elements; params are (n, width) and, for scale, s. */
+function run(
+  ctx: OpContext,
+  entry: string,
+  key: string,
+  opts: ComposeOptions,
+  bindings: readonly (readonly [number, BindKind])[],
+  res: readonly Res[],
+  n: number,
+  width = 0,
+  s?: number,
+): void {
+  const p = ctx.enc.pipe(
+    key,
+    () => compose("elementwise", opts),
+    bindings,
+    entry,
+  );
+  const prm = ctx.enc.params();
+  prm.u.set([n, width]);
+  if (s !== undefined) prm.f[2] = s;
+  const [gx, gy] = grid(Math.ceil(n / WG));
+  ctx.enc.dispatch(p, prm.slot, res, gx, gy);
+}
+
+/** Record `x[t, :] += bias` for `rows` rows. */
+export function encodeAddBias(ctx: OpContext, x: Buf, bias: Weight, rows: number): void {
+  const b = asWeight(bias);
+  const xb = asBuf(x);
+  const n = rows * b.shape[0];
+  need(xb, n, `addBias ${b.name}`);
+  if (n === 0) return;
+  const type = typeName(b.type);
+  const opts = { decode: type, defines: ctx.defines };
+  const bindings = [[0, "uniform"], [1, "read"], [2, "storage"]] as const;
+  run(ctx, "add_bias", `add_bias:${type}`, opts, bindings, [b.parts[0].res, xb.res], n, b.shape[0]);
+  xb.version++;
+}
+
+/** Record `a += b` over `n` elements. */
+export function encodeAdd(ctx: OpContext, a: Buf, b: Buf, n: number): void {
+  const ab = asBuf(a), bb = asBuf(b);
+  need(ab, n, "add a");
+  need(bb, n, "add b");
+  if (n === 0) return;
+  const bindings = [[0, "uniform"], [2, "storage"], [3, "storage"]] as const;
+  run(ctx, "add", "add", F32, bindings, [ab.res, bb.res], n);
+  ab.version++;
+}
+
+/** Record `x *= s` over `n` elements. */
+export function encodeScale(ctx: OpContext, x: Buf, s: number, n: number): void {
+  const xb = asBuf(x);
+  need(xb, n, "scale");
+  if (n === 0) return;
+  run(ctx, "scale", "scale", F32, [[0, "uniform"], [2, "storage"]], [xb.res], n, 0, s);
+  xb.version++;
+}
+
+/** The three buffers of a gated activation, checked to hold `n` floats each. */
+function gated(what: string, gate: Buf, up: Buf, out: Buf, n: number): GBuf[] {
+  const g = asBuf(gate), u = asBuf(up), o = asBuf(out);
+  need(g, n, `${what} gate`);
+  need(u, n, `${what} up`);
+  need(o, n, `${what} out`);
+  return [g, u, o];
+}
+
+/** Record `out = silu(gate) ⊙ up` over `n` elements. */
+export function encodeSwiglu(ctx: OpContext, gate: Buf, up: Buf, out: Buf, n: number): void {
+  const [g, u, o] = gated("swiglu", gate, up, out, n);
+  if (n === 0) return;
+  const bindings = [[0, "uniform"], [2, "storage"], [3, "storage"], [4, "storage"]] as const;
+  run(ctx, "swiglu", "swiglu", F32, bindings, [g.res, u.res, o.res], n);
+  o.version++;
+}
+
+/** Record `out = gelu(gate) ⊙ up` over `n` elements. */
+export function encodeGeglu(ctx: OpContext, gate: Buf, up: Buf, out: Buf, n: number): void {
+  const [g, u, o] = gated("geglu", gate, up, out, n);
+  if (n === 0) return;
+  // ggml's f16 GELU table, the same one every backend reads (kernels/gelu.ts).
+  const table = ctx.gpu.constant("the GELU table", geluTable);
+  const bindings = [
+    [0, "uniform"],
+    [1, "read"],
+    [2, "storage"],
+    [3, "storage"],
+    [4, "storage"],
+  ] as const;
+  run(ctx, "geglu", "geglu", F32, bindings, [table, g.res, u.res, o.res], n);
+  o.version++;
+}

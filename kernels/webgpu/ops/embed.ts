@@ -1,0 +1,41 @@
+/**
+ * Token embedding: rows of the (quantized) table decoded straight into activations
+ * (embed.wgsl with the table type's section of quant.wgsl), one dispatch per weight part.
+ *
+ * @module
+ */
+import type { Buf, Weight } from "../../backend.ts";
+import { typeName } from "../../quant/types.ts";
+import { WebGPUError } from "../errors.ts";
+import { asBuf, asWeight, need } from "../handles.ts";
+import { compose } from "../shaders.ts";
+import { grid, type OpContext, WG } from "./context.ts";
+
+/** Record `out[t, :] = table[ids[t], :]`. */
+export function encodeEmbed(ctx: OpContext, table: Weight, ids: Int32Array, out: Buf): void {
+  const w = asWeight(table);
+  const o = asBuf(out);
+  const n = ids.length;
+  need(o, n * w.cols, `embed ${w.name}`);
+  if (n === 0) return;
+  for (const id of ids) {
+    if (id < 0 || id >= w.rows) {
+      throw new RangeError(`embed ${w.name}: token id ${id} is outside [0, ${w.rows})`);
+    }
+  }
+  if (w.view) throw new WebGPUError(`embed: ${w.name} is a row view`);
+  const data = ctx.enc.arena(n * 4, 256);
+  new Int32Array(data.chunk.mirror, data.offset, n).set(ids);
+  const p = ctx.enc.pipe(
+    `embed:${typeName(w.type)}`,
+    () => compose("embed", { decode: typeName(w.type), defines: ctx.defines }),
+    [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
+  );
+  const [x, y] = grid(Math.ceil((n * w.cols) / WG));
+  for (const part of w.parts) {
+    const prm = ctx.enc.params();
+    prm.u.set([n, w.cols, w.rowBytes, part.row0, part.rows, data.offset / 4]);
+    ctx.enc.dispatch(p, prm.slot, [part.res, data.chunk.res, o.res], x, y);
+  }
+  o.version++;
+}

@@ -1,0 +1,44 @@
+/**
+ * Appending key and value rows to a layer of the GPU-resident KV cache (kv.wgsl), rounded to
+ * f16 for an f16 cache.
+ *
+ * @module
+ */
+import type { Buf, KVCache } from "../../backend.ts";
+import { asBuf, asKV, need } from "../handles.ts";
+import { compose } from "../shaders.ts";
+import { grid, type OpContext, WG } from "./context.ts";
+
+/** Record storing `rows` rows of k and v (from row `rowOffset`) at cache positions `pos0..`. */
+export function encodeStoreKV(
+  ctx: OpContext,
+  cache: KVCache,
+  layer: number,
+  k: Buf,
+  v: Buf,
+  pos0: number,
+  rows: number,
+  rowOffset: number,
+): void {
+  const c = asKV(cache);
+  const kb = asBuf(k);
+  const vb = asBuf(v);
+  if (layer < 0 || layer >= c.nLayers) throw new RangeError(`storeKV: no layer ${layer}`);
+  if (pos0 < 0 || pos0 + rows > c.nCtx) {
+    throw new RangeError(
+      `storeKV: positions ${pos0}..${pos0 + rows - 1} exceed the context of ${c.nCtx}`,
+    );
+  }
+  need(kb, (rowOffset + rows) * c.kvDim, "storeKV keys");
+  need(vb, (rowOffset + rows) * c.kvDim, "storeKV values");
+  if (rows === 0) return;
+  const p = ctx.enc.pipe(
+    `kv:${c.type}`,
+    () => compose("kv", { defines: c.type === "f16" ? ["KV_F16"] : [] }),
+    [[0, "uniform"], [1, "storage"], [2, "storage"], [3, "storage"], [4, "storage"]],
+  );
+  const prm = ctx.enc.params();
+  prm.u.set([rows, c.kvDim, c.strideWords, pos0, rowOffset]);
+  const [gx, gy] = grid(Math.ceil((rows * c.strideWords) / WG));
+  ctx.enc.dispatch(p, prm.slot, [kb.res, vb.res, c.k[layer], c.v[layer]], gx, gy);
+}

@@ -1,0 +1,88 @@
+/**
+ * `out[t, r] = W[r, :] · x[t, :]`: activations converted to the weight's vec_dot type first
+ * (ops/quantize.ts), then integer-exact block dot products with ggml's float scaling
+ * (matmul.wgsl, or matmul_tiled.wgsl for prompts, with the type's section of quant.wgsl).
+ *
+ * @module
+ */
+import type { Buf, Weight } from "../../backend.ts";
+import { typeInfo, typeName } from "../../quant/types.ts";
+import { asBuf, asWeight, need, type Res } from "../handles.ts";
+import { compose } from "../shaders.ts";
+import { grid, type OpContext, WG } from "./context.ts";
+import { quantizeActivations, VD_BLOCK, VEC_DOT } from "./quantize.ts";
+
+/** Elements of each activation row per tile of matmul_tiled.wgsl: float kinds, int8 kinds. */
+const TILE_FLOATS = 256;
+const TILE_QUANTS = 1024;
+
+function pow2floor(n: number): number {
+  return 2 ** Math.floor(Math.log2(Math.max(1, n)));
+}
+
+/** Record `out = x · wᵀ` for `rows` activation rows, one dispatch per weight part. */
+export function encodeMatmul(ctx: OpContext, w: Weight, x: Buf, out: Buf, rows: number): void {
+  const W = asWeight(w);
+  const xb = asBuf(x);
+  const o = asBuf(out);
+  const k = W.cols;
+  need(xb, rows * k, `matmul ${W.name} input`);
+  need(o, rows * W.rows, `matmul ${W.name} output`);
+  if (rows === 0) return;
+  const kind = VEC_DOT[W.type]!;
+  let a: Res = xb.res;
+  let dOff = 0, sOff = 0;
+  if (kind !== "f32") {
+    ({ res: a, dOff, sOff } = quantizeActivations(ctx, xb, rows, k, kind));
+  } else if (xb === o) {
+    // In place (out aliases x): read a copy, as ggml reads its converted activations.
+    a = ctx.gpu.scratch("matmul input copy", rows * k * 4);
+    ctx.enc.copyEncoder().copyBufferToBuffer(xb.res.buffer, 0, a.buffer, 0, rows * k * 4);
+  }
+  const tname = typeName(W.type);
+  const bs = typeInfo(W.type)!.blockSize;
+  const nb = k / bs;
+  const perLane = bs === 1 ? 16 : bs === 32 ? 2 : 1;
+  const auto = Math.min(64, pow2floor(nb / perLane));
+  const policy = ctx.info.matmulLanes;
+  const tpr = policy === "single" ? 1 : policy === "shared" ? Math.max(2, auto) : auto;
+  const tt = rows === 1 ? 1 : 8;
+  // Prompts stage their activation rows in workgroup memory tile by tile (matmul_tiled.wgsl);
+  // a lane must stay within one tile's blocks for the per-lane order to be matmul.wgsl's.
+  // K-quants keep matmul.wgsl: llvmpipe took 33-104 s to compile their tiled shader.
+  const tiled = rows > 1 && ctx.info.tiledPrefill && kind !== "q8_k";
+  const kt = kind === "f32" || VD_BLOCK[kind] === 1 ? TILE_FLOATS : TILE_QUANTS;
+  const lanes = tiled ? Math.min(tpr, kt / bs) : tpr;
+  const single = lanes === 1 ? ["SINGLE_LANE"] : [];
+  const file = tiled ? "matmul_tiled" : "matmul";
+  const kindDef = kind === "f32" || VD_BLOCK[kind] === 1 ? "KIND_F" : `KIND_${kind.toUpperCase()}`;
+  const p = ctx.enc.pipe(
+    `${file}:${tname}:${tt}:${lanes === 1 ? "single" : "shared"}`,
+    () =>
+      compose(file, {
+        decode: tname,
+        defines: [...ctx.defines, ...single, kindDef],
+        subst: { TT: tt, KT: kt },
+      }),
+    [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"]],
+  );
+  const rowsPerWg = WG / lanes;
+  for (const part of W.parts) {
+    const prm = ctx.enc.params();
+    prm.u.set([
+      part.rows,
+      k,
+      rows,
+      W.rowBytes,
+      W.rows,
+      part.row0,
+      dOff,
+      sOff,
+      lanes,
+      part.skip ?? 0,
+    ]);
+    const [gx, gy] = grid(Math.ceil(part.rows / rowsPerWg));
+    ctx.enc.dispatch(p, prm.slot, [part.res, a, o.res], gx, gy, Math.ceil(rows / tt));
+  }
+  o.version++;
+}

@@ -1,0 +1,42 @@
+/**
+ * RMS norm with its weight: `out = x / sqrt(mean(x²) + eps) ⊙ w`, one workgroup per row
+ * (norm.wgsl).
+ *
+ * @module
+ */
+import type { Buf, Weight } from "../../backend.ts";
+import { typeName } from "../../quant/types.ts";
+import { WebGPUError } from "../errors.ts";
+import { asBuf, asWeight, need } from "../handles.ts";
+import { compose } from "../shaders.ts";
+import { grid, type OpContext } from "./context.ts";
+
+/** Record the RMS norm of `rows` rows of `x` into `out`. */
+export function encodeRmsNorm(
+  ctx: OpContext,
+  x: Buf,
+  weight: Weight,
+  out: Buf,
+  rows: number,
+  eps: number,
+): void {
+  const w = asWeight(weight);
+  const xb = asBuf(x);
+  const o = asBuf(out);
+  const n = w.shape[0];
+  need(xb, rows * n, "rmsNorm input");
+  need(o, rows * n, "rmsNorm output");
+  if (w.parts.length !== 1) throw new WebGPUError(`rmsNorm: ${w.name} is too large`);
+  if (rows === 0) return;
+  const p = ctx.enc.pipe(
+    `norm:${typeName(w.type)}`,
+    () => compose("norm", { decode: typeName(w.type), defines: ctx.defines }),
+    [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"]],
+  );
+  const prm = ctx.enc.params();
+  prm.u.set([n, rows]);
+  prm.f[2] = eps;
+  const [gx, gy] = grid(rows);
+  ctx.enc.dispatch(p, prm.slot, [w.parts[0].res, xb.res, o.res], gx, gy);
+  o.version++;
+}
