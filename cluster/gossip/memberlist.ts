@@ -10,11 +10,11 @@ import { emptyMetadata, encodeMetadata, type NodeMetadata } from "./metadata.ts"
 import {
   DuplicateNodeIdError,
   type EventType,
-  GossipState,
   type Member,
   type MemberEvent,
   type Stats,
-} from "./state.ts";
+} from "./member.ts";
+import { GossipState } from "./state.ts";
 import {
   joinHostPort,
   splitHostPort,
@@ -202,7 +202,7 @@ export class Memberlist {
     let ok = 0;
     for (const a of addrs) {
       try {
-        await this.state.pushPull(a, true);
+        await this.state.pushPull.join(a);
         ok++;
       } catch (e) {
         if (e instanceof DuplicateNodeIdError) throw e;

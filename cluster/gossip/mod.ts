@@ -30,7 +30,7 @@ export {
   type Member,
   type MemberEvent,
   type Stats,
-} from "./state.ts";
+} from "./member.ts";
 /** Configuration presets and knobs. */
 export {
   type Config,

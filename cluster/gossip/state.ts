@@ -1,129 +1,33 @@
 /**
- * The protocol core: SWIM probing (direct, indirect through k members, TCP fallback), the
- * suspicion state machine with incarnations and refutation, dissemination of news on probes and
- * gossip ticks, and push-pull anti-entropy. It touches the world only through a
- * {@linkcode Transport} and the transport's {@linkcode Clock}, and takes randomness from
- * `config.rng`, so the same code runs on UDP and in the simulator.
+ * The protocol core: the member table and the suspicion state machine with incarnations and
+ * refutation (memberlist's aliveNode / suspectNode / deadNode), packet sending and receiving,
+ * and dissemination of news on probes and gossip ticks. Probing is in `probe.ts`, push-pull
+ * anti-entropy in `pushpull.ts`; both drive this state machine. It touches the world only
+ * through a {@linkcode Transport} and the transport's {@linkcode Clock}, and takes randomness
+ * from `config.rng`, so the same code runs on UDP and in the simulator.
  *
  * @module
  */
-import { type Clock, shuffle, type TimerHandle } from "./clock.ts";
+import type { Clock, TimerHandle } from "./clock.ts";
 import {
   type AliveMsg,
   COMPOUND_HEADER,
   COMPOUND_PART_OVERHEAD,
   type DeadMsg,
-  decode,
-  type DeltaMsg,
-  type DigestEntry,
-  type DigestMsg,
   encode,
-  type IndirectPingMsg,
   type Message,
-  type NodeStatus,
-  type PingMsg,
-  type PushNodeState,
-  type PushPullMsg,
   type SuspectMsg,
 } from "./codec.ts";
-import { type Config, pushPullScale } from "./config.ts";
+import type { Config } from "./config.ts";
 import { Awareness } from "./awareness.ts";
+import type { EventType, Member, MemberEvent, NodeState, Stats } from "./member.ts";
 import { TransmitLimitedQueue } from "./queue.ts";
 import { Suspicion, suspicionTimeout } from "./suspicion.ts";
-import { decodeMetadata, type NodeMetadata } from "./metadata.ts";
+import { decodeMetadata } from "./metadata.ts";
 import { type DropReason, dropReason, open, pack, packetBudget, seal, unpack } from "./net.ts";
-import type { Stream, Transport } from "./transport.ts";
-
-/** A member as the public API shows it. */
-export interface Member {
-  /** Node id. */
-  id: string;
-  /** Gossip address `host:port`. */
-  addr: string;
-  /** Current state. */
-  status: NodeStatus;
-  /** Incarnation: bumped by the member itself to refute suspicion or publish new metadata. */
-  incarnation: number;
-  /** Decoded metadata, or null if the bytes do not decode (a newer, unknown format). */
-  meta: NodeMetadata | null;
-  /** The raw metadata bytes. */
-  metaBytes: Uint8Array;
-}
-
-/** Kinds of membership events. */
-export type EventType = "join" | "update" | "suspect" | "alive" | "dead" | "leave" | "conflict";
-
-/** One membership event. */
-export interface MemberEvent {
-  /** What happened. */
-  type: EventType;
-  /** The member, after the change. */
-  member: Member;
-  /** `clock.now()` when it happened. */
-  at: number;
-}
-
-/** A joiner's id is already used by a live member at another address. */
-export class DuplicateNodeIdError extends Error {
-  /** @param message who holds the id, and what to do */
-  constructor(message: string) {
-    super(message);
-    this.name = "DuplicateNodeIdError";
-  }
-}
-
-/** Counters, for tests, metrics and the benchmark. */
-export interface Stats {
-  /** Dropped incoming packets/streams per reason. */
-  droppedPackets: Record<DropReason, number>;
-  /** Datagrams sent / received. */
-  packetsSent: number;
-  /** Datagrams received. */
-  packetsReceived: number;
-  /** Probes started / that ended in suspicion. */
-  probes: number;
-  /** Probes that got no ack at all. */
-  failedProbes: number;
-  /** Probes rescued by the TCP fallback. */
-  tcpFallbackAcks: number;
-  /** Push-pull exchanges completed / failed. */
-  pushPulls: number;
-  /** Push-pull exchanges that failed. */
-  pushPullFailures: number;
-  /** Smoothed round trip of acked probes, ms (SRTT, α = 1/8 as in TCP); 0 before the first. */
-  probeRttMs: number;
-}
-
-interface NodeState {
-  id: string;
-  addr: string;
-  incarnation: number;
-  status: NodeStatus;
-  meta: Uint8Array;
-  decoded?: NodeMetadata | null;
-  stateChange: number;
-}
-
-interface AckHandler {
-  ack(): void;
-  nack(): void;
-}
-
-/** FNV-1a over address and metadata: a change that kept the incarnation still shows. */
-function versionHash(n: { addr: string; meta: Uint8Array }): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < n.addr.length; i++) h = Math.imul(h ^ n.addr.charCodeAt(i), 0x01000193);
-  for (let i = 0; i < n.meta.length; i++) h = Math.imul(h ^ n.meta[i], 0x01000193);
-  return h >>> 0;
-}
-
-function sameVersion(n: NodeState, e: DigestEntry): boolean {
-  return n.incarnation === e.incarnation && n.status === e.status && versionHash(n) === e.hash;
-}
-
-function toPush(n: NodeState): PushNodeState {
-  return { id: n.id, addr: n.addr, incarnation: n.incarnation, status: n.status, meta: n.meta };
-}
+import { Prober } from "./probe.ts";
+import { PushPull } from "./pushpull.ts";
+import type { Transport } from "./transport.ts";
 
 function rank(m: Message): number {
   return m.type === "alive" || m.type === "suspect" || m.type === "dead" ? 0 : 1;
@@ -161,15 +65,17 @@ export class GossipState {
   };
   /** Set by a graceful leave: we no longer refute our own death. */
   leaving = false;
-  private stopped = false;
-  private probeOrder: string[] = [];
-  private probeIndex = 0;
+  /** Set by stop(): timers and handlers do nothing after it. */
+  stopped = false;
+  /** Dead and left members reaped from `nodes`, remembered for reconnect attempts. */
+  readonly departed = new Map<string, { addr: string; since: number }>();
+  /** SWIM probing (probe.ts). */
+  readonly prober: Prober = new Prober(this);
+  /** Push-pull anti-entropy and joins (pushpull.ts). */
+  readonly pushPull: PushPull = new PushPull(this);
   private suspicions = new Map<string, Suspicion>();
-  private departed = new Map<string, { addr: string; since: number }>();
   private nagging = new Set<string>();
   private lastReply = new Map<string, number>();
-  private ackHandlers = new Map<number, AckHandler>();
-  private seq = 0;
   private timers = new Set<TimerHandle>();
 
   /**
@@ -201,7 +107,7 @@ export class GossipState {
   /** Register handlers, announce ourselves, start the probe, gossip and push-pull loops. */
   start(meta: Uint8Array): void {
     this.transport.onPacket((from, b) => this.receivePacket(from, b));
-    this.transport.onStream((s) => void this.handleStream(s));
+    this.transport.onStream((s) => void this.pushPull.serve(s));
     this.aliveNode({
       type: "alive",
       incarnation: 0,
@@ -211,15 +117,15 @@ export class GossipState {
     }, true);
     const r = () => this.cfg.rng.next();
     // Random stagger so members started together do not probe and gossip in lock-step.
-    this.after(r() * this.cfg.probeInterval, () => this.probeTick());
+    this.after(r() * this.cfg.probeInterval, () => this.prober.tick());
     this.after(r() * this.cfg.gossipInterval, () => this.gossipTick());
     this.after(
       r() * this.cfg.pushPullInterval + this.cfg.pushPullInterval / 2,
-      () => this.pushPullTick(),
+      () => this.pushPull.tick(),
     );
     this.after(
       r() * this.cfg.reconnectInterval + this.cfg.reconnectInterval,
-      () => this.reconnectTick(),
+      () => this.pushPull.reconnectTick(),
     );
   }
 
@@ -230,10 +136,11 @@ export class GossipState {
     this.timers.clear();
     for (const s of this.suspicions.values()) s.stop();
     this.suspicions.clear();
-    this.ackHandlers.clear();
+    this.prober.clear();
   }
 
-  private after(ms: number, fn: () => void): TimerHandle {
+  /** Run `fn` after `ms` unless stopped first. */
+  after(ms: number, fn: () => void): TimerHandle {
     const h: TimerHandle = this.clock.setTimeout(() => {
       this.timers.delete(h);
       if (!this.stopped) fn();
@@ -242,14 +149,10 @@ export class GossipState {
     return h;
   }
 
-  private cancel(h: TimerHandle) {
+  /** Cancel a timer of `after`. */
+  cancel(h: TimerHandle): void {
     this.clock.clearTimeout(h);
     this.timers.delete(h);
-  }
-
-  private nextSeq(): number {
-    this.seq = (this.seq + 1) >>> 0;
-    return this.seq;
   }
 
   /** Snapshot of one member. */
@@ -323,7 +226,8 @@ export class GossipState {
     }
   }
 
-  private drop(reason: DropReason, e?: unknown) {
+  /** Count a dropped packet or stream (and log handler failures). */
+  drop(reason: DropReason, e?: unknown): void {
     this.stats.droppedPackets[reason]++;
     if (reason === "internal") {
       this.cfg.logger?.("warn", "gossip handler failed", { error: String(e) });
@@ -337,13 +241,11 @@ export class GossipState {
         this.sendMsgs(from, [encode({ type: "ack", seq: m.seq })]);
         return;
       case "indirectPing":
-        return this.relayPing(from, m);
+        return this.prober.relay(from, m);
       case "ack":
-        this.ackHandlers.get(m.seq)?.ack();
-        return;
+        return this.prober.ack(m.seq);
       case "nack":
-        this.ackHandlers.get(m.seq)?.nack();
-        return;
+        return this.prober.nack(m.seq);
       case "suspect":
         return this.suspectNode(m);
       case "alive":
@@ -357,201 +259,9 @@ export class GossipState {
     }
   }
 
-  // ---------------------------------------------------------------- probing
-
-  private probeTick() {
-    const target = this.nextProbeTarget();
-    if (target) this.probeNode(target);
-    this.after(this.awareness.scaleTimeout(this.cfg.probeInterval), () => this.probeTick());
-  }
-
-  private nextProbeTarget(): NodeState | null {
-    for (let tries = 0; tries <= this.probeOrder.length + 1; tries++) {
-      if (this.probeIndex >= this.probeOrder.length) {
-        this.resetProbeOrder();
-        if (this.probeOrder.length === 0) return null;
-      }
-      const s = this.nodes.get(this.probeOrder[this.probeIndex++]);
-      if (!s || s.id === this.id || s.status === "dead" || s.status === "left") continue;
-      return s;
-    }
-    return null;
-  }
-
-  /**
-   * End of a round: reap long-dead members, reshuffle (SWIM's shuffled round-robin). Dead and
-   * left members are remembered for reconnect attempts until `reconnectTimeout`.
-   */
-  private resetProbeOrder() {
-    const now = this.clock.now();
-    for (const [id, s] of this.nodes) {
-      if (
-        (s.status === "dead" || s.status === "left") &&
-        now - s.stateChange > this.cfg.gossipToTheDeadTime
-      ) {
-        this.nodes.delete(id);
-        this.departed.set(id, { addr: s.addr, since: s.stateChange });
-      }
-    }
-    for (const [id, d] of this.departed) {
-      if (now - d.since > this.cfg.reconnectTimeout || this.nodes.has(id)) this.departed.delete(id);
-    }
-    this.probeOrder = shuffle([...this.nodes.keys()], this.cfg.rng);
-    this.probeIndex = 0;
-  }
-
-  private probeNode(target: NodeState) {
-    this.stats.probes++;
-    const seq = this.nextSeq();
-    const timeout = this.awareness.scaleTimeout(this.cfg.probeTimeout);
-    const interval = this.awareness.scaleTimeout(this.cfg.probeInterval);
-    let done = false, nacks = 0, expectedNacks = 0;
-    const sentAt = this.clock.now();
-    const onAck = () => {
-      if (done) return;
-      done = true;
-      this.awareness.applyDelta(-1);
-      const rtt = this.clock.now() - sentAt;
-      const srtt = this.stats.probeRttMs;
-      this.stats.probeRttMs = srtt === 0 ? rtt : srtt + (rtt - srtt) / 8;
-    };
-    this.ackHandlers.set(seq, { ack: onAck, nack: () => nacks++ });
-    const msgs = [
-      encode({
-        type: "ping",
-        seq,
-        target: target.id,
-        sourceId: this.id,
-        sourceAddr: this.transport.addr,
-      }),
-    ];
-    // A suspect target gets the accusation with the ping, so it can refute at once.
-    if (target.status === "suspect") {
-      msgs.push(
-        encode({
-          type: "suspect",
-          incarnation: target.incarnation,
-          node: target.id,
-          from: this.id,
-        }),
-      );
-    }
-    this.sendMsgs(target.addr, msgs);
-
-    this.after(timeout, () => {
-      if (done) return;
-      const relays = this.kRandom(
-        this.cfg.indirectChecks,
-        (n) => n.id !== this.id && n.id !== target.id && n.status === "alive",
-      );
-      expectedNacks = relays.length;
-      const ind = encode({
-        type: "indirectPing",
-        seq,
-        target: target.id,
-        targetAddr: target.addr,
-        sourceId: this.id,
-        sourceAddr: this.transport.addr,
-        nack: true,
-      });
-      for (const r of relays) this.sendMsgs(r.addr, [ind]);
-      if (!this.cfg.disableTcpPings) {
-        void this.tcpPing(target, interval - timeout).then((ok) => {
-          if (ok && !done) {
-            this.stats.tcpFallbackAcks++;
-            onAck();
-          }
-        });
-      }
-    });
-
-    this.after(interval, () => {
-      this.ackHandlers.delete(seq);
-      if (done) return;
-      done = true;
-      this.stats.failedProbes++;
-      // Lifeguard: relays that neither acked nor nacked suggest *we* are the problem.
-      this.awareness.applyDelta(expectedNacks > 0 ? Math.max(0, expectedNacks - nacks) : 1);
-      const cur = this.nodes.get(target.id);
-      if (!cur || cur.status === "dead" || cur.status === "left" || cur.addr !== target.addr) {
-        return;
-      }
-      this.suspectNode({
-        type: "suspect",
-        incarnation: cur.incarnation,
-        node: cur.id,
-        from: this.id,
-      });
-    });
-  }
-
-  private async tcpPing(target: NodeState, timeoutMs: number): Promise<boolean> {
-    if (timeoutMs <= 0) return false;
-    let s: Stream | null = null;
-    try {
-      s = await this.transport.dialStream(target.addr, timeoutMs);
-      const seq = this.nextSeq();
-      const ping: PingMsg = {
-        type: "ping",
-        seq,
-        target: target.id,
-        sourceId: this.id,
-        sourceAddr: this.transport.addr,
-      };
-      s.send(seal(this.cfg.keyring, encode(ping)));
-      const reply = decode(open(this.cfg.keyring, await s.receive(timeoutMs)));
-      return reply.type === "ack" && reply.seq === seq;
-    } catch {
-      return false;
-    } finally {
-      s?.close();
-    }
-  }
-
-  private relayPing(from: string, m: IndirectPingMsg) {
-    const seq = this.nextSeq();
-    let answered = false;
-    const t = this.after(this.cfg.probeTimeout, () => {
-      this.ackHandlers.delete(seq);
-      if (!answered && m.nack) this.sendMsgs(from, [encode({ type: "nack", seq: m.seq })]);
-    });
-    this.ackHandlers.set(seq, {
-      ack: () => {
-        if (answered) return;
-        answered = true;
-        this.cancel(t);
-        this.ackHandlers.delete(seq);
-        this.sendMsgs(from, [encode({ type: "ack", seq: m.seq })]);
-      },
-      nack: () => {},
-    });
-    this.sendMsgs(m.targetAddr, [
-      encode({
-        type: "ping",
-        seq,
-        target: m.target,
-        sourceId: this.id,
-        sourceAddr: this.transport.addr,
-      }),
-    ]);
-  }
-
   /** Up to k distinct random members matching `ok` (random sampling, like memberlist). */
   kRandom(k: number, ok: (s: NodeState) => boolean): NodeState[] {
-    const ids = this.probeOrder.length >= this.nodes.size
-      ? this.probeOrder
-      : [...this.nodes.keys()];
-    const out: NodeState[] = [];
-    const seen = new Set<string>();
-    const n = ids.length;
-    for (let i = 0; i < 3 * n && out.length < k; i++) {
-      const id = ids[Math.floor(this.cfg.rng.next() * n)];
-      if (seen.has(id)) continue;
-      seen.add(id);
-      const s = this.nodes.get(id);
-      if (s && ok(s)) out.push(s);
-    }
-    return out;
+    return this.prober.kRandom(k, ok);
   }
 
   // ---------------------------------------------------------------- gossip
@@ -590,12 +300,7 @@ export class GossipState {
         stateChange: now,
       };
       this.nodes.set(a.node, s);
-      // New members go to a random place in the probe order (append, then swap, like
-      // memberlist), so all members do not probe a newcomer at once.
-      const order = this.probeOrder;
-      order.push(a.node);
-      const at = Math.floor(this.cfg.rng.next() * order.length);
-      [order[at], order[order.length - 1]] = [order[order.length - 1], order[at]];
+      this.prober.enqueue(a.node);
       isNew = true;
     } else if (s.addr !== a.addr) {
       const reclaimable = !isLocal && (s.status === "dead" || s.status === "left") &&
@@ -804,239 +509,6 @@ export class GossipState {
       addr: s.addr,
       meta,
     });
-  }
-
-  // ---------------------------------------------------------------- push-pull
-
-  private pushPullTick() {
-    const t = this.kRandom(1, (n) => n.id !== this.id && n.status === "alive")[0];
-    if (t) {
-      void this.pushPull(t.addr, false).catch(() => this.stats.pushPullFailures++);
-    }
-    this.after(
-      pushPullScale(this.cfg.pushPullInterval, this.nodes.size),
-      () => this.pushPullTick(),
-    );
-  }
-
-  /**
-   * Try one dead or left member (still in the table, or reaped but remembered): if it answers,
-   * its state merges into ours and ours into its, and whichever side was wrongly dead refutes.
-   */
-  private reconnectTick() {
-    const now = this.clock.now();
-    const candidates: string[] = [];
-    for (const s of this.nodes.values()) {
-      // Left members too: one stopped gracefully and restarted without --seeds (a seed, say)
-      // only finds the cluster again if the cluster calls it.
-      if ((s.status === "dead" || s.status === "left") && s.id !== this.id) {
-        candidates.push(s.addr);
-      }
-    }
-    for (const [id, d] of this.departed) {
-      if (now - d.since <= this.cfg.reconnectTimeout && !this.nodes.has(id)) {
-        candidates.push(d.addr);
-      }
-    }
-    if (candidates.length) {
-      const addr = candidates[Math.floor(this.cfg.rng.next() * candidates.length)];
-      void this.pushPull(addr, false).catch(() => {});
-    }
-    this.after(this.cfg.reconnectInterval, () => this.reconnectTick());
-  }
-
-  private localState(join: boolean): PushPullMsg {
-    const nodes: PushNodeState[] = [];
-    for (const s of this.nodes.values()) {
-      nodes.push({
-        id: s.id,
-        addr: s.addr,
-        incarnation: s.incarnation,
-        status: s.status,
-        meta: s.meta,
-      });
-    }
-    return { type: "pushPull", join, from: this.id, nodes };
-  }
-
-  /** Exchange full state with `addr` over a stream; `join` asks the peer to vet our id. */
-  async pushPull(addr: string, join: boolean): Promise<void> {
-    if (!join) return this.antiEntropy(addr);
-    const s = await this.transport.dialStream(addr, this.cfg.tcpTimeout);
-    try {
-      s.send(seal(this.cfg.keyring, encode(this.localState(join))));
-      const reply = decode(open(this.cfg.keyring, await s.receive(this.cfg.tcpTimeout)));
-      if (reply.type === "error") {
-        if (reply.code === "duplicate-id") throw new DuplicateNodeIdError(reply.message);
-        throw new Error(`${addr} refused push-pull: ${reply.message}`);
-      }
-      if (reply.type !== "pushPull") {
-        throw new Error(`${addr} answered push-pull with ${reply.type}`);
-      }
-      if (join) {
-        const mine = reply.nodes.find((n) => n.id === this.id);
-        if (
-          mine && mine.addr !== this.transport.addr &&
-          (mine.status === "alive" || mine.status === "suspect")
-        ) {
-          throw new DuplicateNodeIdError(this.duplicateMessage(mine.addr));
-        }
-      }
-      this.stats.pushPulls++;
-      // Like memberlist, news learned here is re-gossiped even on join: when many members start
-      // together, the early ones only hear of later ones through these re-broadcasts.
-      if (!this.stopped) this.mergeRemoteState(reply);
-    } finally {
-      s.close();
-    }
-  }
-
-  /**
-   * Periodic anti-entropy by digest: send versions only (~20 bytes a member instead of ~140),
-   * get back full entries where the views differ plus the ids the peer wants, send those.
-   * In steady state the views agree and only the two digests-worth of bytes cross the wire.
-   */
-  private async antiEntropy(addr: string): Promise<void> {
-    const s = await this.transport.dialStream(addr, this.cfg.tcpTimeout);
-    try {
-      const entries: DigestEntry[] = [];
-      for (const n of this.nodes.values()) {
-        entries.push({
-          id: n.id,
-          incarnation: n.incarnation,
-          status: n.status,
-          hash: versionHash(n),
-        });
-      }
-      s.send(seal(this.cfg.keyring, encode({ type: "digest", from: this.id, entries })));
-      const reply = decode(open(this.cfg.keyring, await s.receive(this.cfg.tcpTimeout)));
-      if (reply.type === "error") throw new Error(`${addr} refused push-pull: ${reply.message}`);
-      if (reply.type !== "delta") throw new Error(`${addr} answered a digest with ${reply.type}`);
-      if (reply.want.length) {
-        const nodes = reply.want.map((id) => this.nodes.get(id)).filter((n) => n !== undefined)
-          .map(toPush);
-        s.send(
-          seal(this.cfg.keyring, encode({ type: "pushPull", join: false, from: this.id, nodes })),
-        );
-      }
-      this.stats.pushPulls++;
-      if (!this.stopped) {
-        this.mergeRemoteState({
-          type: "pushPull",
-          join: false,
-          from: reply.from,
-          nodes: reply.nodes,
-        });
-      }
-    } finally {
-      s.close();
-    }
-  }
-
-  /** Answer a digest: our entries where we are as new or newer and differ; ids where they are. */
-  private delta(m: DigestMsg): DeltaMsg {
-    const theirs = new Map(m.entries.map((e) => [e.id, e]));
-    const nodes: PushNodeState[] = [];
-    const want: string[] = [];
-    for (const n of this.nodes.values()) {
-      const e = theirs.get(n.id);
-      if (!e || (n.incarnation >= e.incarnation && !sameVersion(n, e))) nodes.push(toPush(n));
-    }
-    for (const e of m.entries) {
-      const n = this.nodes.get(e.id);
-      if (!n || (e.incarnation >= n.incarnation && !sameVersion(n, e))) want.push(e.id);
-    }
-    return { type: "delta", from: this.id, nodes, want };
-  }
-
-  private duplicateMessage(holder: string): string {
-    return `node id "${this.id}" is already used by a live member at ${holder}; ` +
-      `give this node a unique id (--node-id / DLLM_NODE_ID), or stop the other one and retry ` +
-      `after it is declared dead`;
-  }
-
-  private async handleStream(s: Stream) {
-    try {
-      const m = decode(open(this.cfg.keyring, await s.receive(this.cfg.tcpTimeout)));
-      if (m.type === "ping") {
-        if (m.target !== this.id) return this.drop("misdirected");
-        s.send(seal(this.cfg.keyring, encode({ type: "ack", seq: m.seq })));
-      } else if (m.type === "digest") {
-        const d = this.delta(m);
-        s.send(seal(this.cfg.keyring, encode(d)));
-        if (d.want.length) {
-          const rest = decode(open(this.cfg.keyring, await s.receive(this.cfg.tcpTimeout)));
-          if (rest.type !== "pushPull") return this.drop("unexpected");
-          if (!this.stopped) this.mergeRemoteState(rest);
-        }
-      } else if (m.type === "pushPull") {
-        if (m.join) {
-          const conflict = this.joinConflict(m);
-          if (conflict) {
-            s.send(
-              seal(
-                this.cfg.keyring,
-                encode({ type: "error", code: "duplicate-id", message: conflict }),
-              ),
-            );
-            return;
-          }
-        }
-        s.send(seal(this.cfg.keyring, encode(this.localState(false))));
-        if (!this.stopped) this.mergeRemoteState(m);
-      } else {
-        this.drop("unexpected");
-      }
-    } catch (e) {
-      const r = dropReason(e);
-      this.drop(r === "internal" ? "stream" : r, e);
-    } finally {
-      s.close();
-    }
-  }
-
-  private joinConflict(m: PushPullMsg): string | null {
-    const joiner = m.nodes.find((n) => n.id === m.from);
-    if (!joiner) return null;
-    const have = this.nodes.get(m.from);
-    if (!have || have.addr === joiner.addr) return null;
-    if (have.status === "alive" || have.status === "suspect") {
-      return `node id "${m.from}" is already used by a live member at ${have.addr} (you are ${joiner.addr}); ` +
-        `give the joining node a unique id (--node-id / DLLM_NODE_ID)`;
-    }
-    return null;
-  }
-
-  /** Merge a peer's full state (memberlist's mergeState): a remote "dead" only makes us suspect. */
-  mergeRemoteState(m: PushPullMsg): void {
-    for (const n of m.nodes) {
-      switch (n.status) {
-        case "alive":
-          this.aliveNode(
-            {
-              type: "alive",
-              incarnation: n.incarnation,
-              node: n.id,
-              addr: n.addr,
-              meta: n.meta,
-            },
-            false,
-          );
-          break;
-        case "left":
-          this.deadNode({ type: "dead", incarnation: n.incarnation, node: n.id, from: n.id });
-          break;
-        case "dead":
-        case "suspect":
-          this.suspectNode({
-            type: "suspect",
-            incarnation: n.incarnation,
-            node: n.id,
-            from: m.from,
-          });
-          break;
-      }
-    }
   }
 
   /** Number of members not dead or left (including us). */
