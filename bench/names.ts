@@ -6,5 +6,6 @@ export const BENCHES: Record<string, string> = {
   gpu: "gpu.ts",
   gossip: "gossip.ts",
   pipeline: "pipeline.ts",
+  scale: "scale.ts",
   transfer: "transfer.ts",
 };

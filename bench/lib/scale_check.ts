@@ -1,0 +1,192 @@
+/**
+ * Check 1 of the scale flow: the cluster's next-token logits and greedy ids against llama.cpp on
+ * the same file, judged by the fixtures' own checker (../shared/fixtures/check-golden.mjs, the
+ * quantized tolerances: logits within 2e-2, greedy ids equal up to a near-tie of the reference).
+ *
+ * The reference is `ref.mjs eval --kv-type f32 --cpu-variant x64` (the fixtures' convention:
+ * ggml's plain C kernels, f32 KV cache, whole prompt in one decode), cached per model file and
+ * prompt in bench/.cache/scale/ (the generated models are deterministic).
+ * @module
+ */
+import type { ScaleCluster } from "./scale_cluster.ts";
+import { openModelFile } from "../../model/engine.ts";
+import { tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
+
+const FIXTURES = decodeURIComponent(
+  new URL("../../../shared/fixtures/", import.meta.url).pathname,
+);
+const CACHE = decodeURIComponent(new URL("../.cache/scale/", import.meta.url).pathname);
+
+/** The two prompts of check 1 (the second is the fixtures' ARCH prompt a2). */
+export const SCALE_PROMPTS = [
+  { id: "p1", text: "The capital of France is" },
+  {
+    id: "p2",
+    text:
+      "In the beginning the engine loads the weights, then it reads the prompt and predicts the next token, one step at a time.",
+  },
+] as const;
+
+/** A prompt of check 1. */
+export type ScalePrompt = typeof SCALE_PROMPTS[number];
+
+/** A golden in check-golden.mjs's format, made from one llama.cpp eval. */
+export interface ScaleGolden {
+  model: string;
+  prompt: string;
+  add_bos: boolean;
+  prompt_tokens: number[];
+  top5: { id: number; logit: number; logprob: number }[];
+  greedy_ids: number[];
+  greedy_margins: number[];
+  n_predict: number;
+  n_vocab: number;
+  first_eos_step: null;
+  kv_type: "f32";
+  cpu_variant: "x64";
+  weight_types: Record<string, number>;
+  tolerances: { class: string; logit_abs: number; logprob_abs: number; greedy_margin: number };
+  llama_cpp: string;
+}
+
+/** What check 1 reports per prompt. */
+export interface CheckResult {
+  prompt: string;
+  pass: boolean;
+  prompt_tokens: number;
+  top5_ours: { id: number; logit: number }[];
+  top5_ref: { id: number; logit: number }[];
+  max_top5_logit_diff: number;
+  greedy_equal_steps: number;
+  stages: string[];
+  checker: string;
+}
+
+async function run(cmd: string, args: string[], cwd?: string): Promise<[number, string, string]> {
+  const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
+  return [out.code, new TextDecoder().decode(out.stdout), new TextDecoder().decode(out.stderr)];
+}
+
+/**
+ * llama.cpp's golden for `prompt` on `model` (ref.mjs eval in the llamaref folder `dir`),
+ * cached by file name, size and prompt.
+ */
+export async function llamaCppEval(
+  dir: string,
+  model: string,
+  prompt: string,
+  nPredict: number,
+): Promise<ScaleGolden> {
+  const size = (await Deno.stat(model)).size;
+  const key = `${model.split("/").pop()}-${size}-${nPredict}-${
+    Array.from(
+      new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(prompt))),
+    ).slice(0, 6).map((b) => b.toString(16).padStart(2, "0")).join("")
+  }.json`;
+  try {
+    return JSON.parse(await Deno.readTextFile(CACHE + key));
+  } catch { /* not cached */ }
+  const [code, out, err] = await run("node", [
+    `${dir}ref.mjs`,
+    "eval",
+    ...["--model", model, "--prompt", prompt, "--n-predict", String(nPredict), "--top-k", "5"],
+    ...["--kv-type", "f32", "--cpu-variant", "x64", "--threads", "2", "--ctx", "256"],
+  ], dir);
+  if (code !== 0) throw new Error(`ref.mjs eval failed (${code}): ${err.slice(-2000)}`);
+  const r = JSON.parse(out);
+  if (!r.raw) throw new Error("ref.mjs eval gave no raw logits: build native/build.sh first");
+  const file = await openModelFile(model);
+  const types: Record<string, number> = {};
+  try {
+    for (const t of file.tensors) {
+      const n = t.type === 2 ? "q4_0" : t.type === 0 ? "f32" : `type${t.type}`;
+      types[n] = (types[n] ?? 0) + 1;
+    }
+  } finally {
+    file.close();
+  }
+  const g: ScaleGolden = {
+    model,
+    prompt,
+    add_bos: r.add_bos,
+    prompt_tokens: r.tokens,
+    top5: r.raw.top,
+    greedy_ids: r.raw.greedy,
+    greedy_margins: r.raw.greedy_margins,
+    n_predict: nPredict,
+    n_vocab: r.n_vocab,
+    first_eos_step: null,
+    kv_type: "f32",
+    cpu_variant: "x64",
+    weight_types: types,
+    tolerances: { class: "quantized", logit_abs: 2e-2, logprob_abs: 4e-2, greedy_margin: 4e-2 },
+    llama_cpp: `node-llama-cpp ${r.node_llama_cpp} / ${r.llama_cpp_release}`,
+  };
+  await Deno.mkdir(CACHE, { recursive: true });
+  await Deno.writeTextFile(CACHE + key, JSON.stringify(g));
+  return g;
+}
+
+/** Judge a candidate with check-golden.mjs: [passed, its output]. */
+export async function judge(
+  golden: ScaleGolden,
+  candidate: { prompt_tokens: number[]; logits: number[]; greedy_ids: number[] },
+): Promise<[boolean, string]> {
+  const dir = await Deno.makeTempDir({ prefix: "dllm-scale-check-" });
+  try {
+    await Deno.writeTextFile(`${dir}/golden.json`, JSON.stringify(golden));
+    await Deno.writeTextFile(`${dir}/candidate.json`, JSON.stringify(candidate));
+    const [code, out, err] = await run("node", [
+      `${FIXTURES}check-golden.mjs`,
+      `${dir}/golden.json`,
+      `${dir}/candidate.json`,
+    ]);
+    return [code === 0, (out + err).trim()];
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+function top5(logits: Float32Array): { id: number; logit: number }[] {
+  const ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a]).slice(0, 5);
+  return ids.map((id) => ({ id, logit: Math.round(logits[id] * 1e5) / 1e5 }));
+}
+
+/** Check 1 for one prompt: the cluster's logits + greedy ids against `golden`. */
+export async function checkAgainstLlamaCpp(
+  c: ScaleCluster,
+  model: string,
+  prompt: ScalePrompt,
+  golden: ScaleGolden,
+  nPredict: number,
+): Promise<CheckResult> {
+  const file = await openModelFile(model);
+  let tokens: number[];
+  try {
+    const tok = tokenizerFromMetadata(file.metadata);
+    tokens = Array.from(tok.encode(prompt.text, { addBos: tok.addBos }));
+  } finally {
+    file.close();
+  }
+  const out = await c.evalThrough(tokens, nPredict);
+  const [pass, checker] = await judge(golden, {
+    prompt_tokens: tokens,
+    logits: Array.from(out.logits),
+    greedy_ids: out.greedy,
+  });
+  let equal = 0;
+  while (equal < nPredict && out.greedy[equal] === golden.greedy_ids[equal]) equal++;
+  return {
+    prompt: prompt.id,
+    pass,
+    prompt_tokens: tokens.length,
+    top5_ours: top5(out.logits),
+    top5_ref: golden.top5.map((t) => ({ id: t.id, logit: t.logit })),
+    max_top5_logit_diff: Math.max(
+      ...golden.top5.map((t) => Math.abs(out.logits[t.id] - t.logit)),
+    ),
+    greedy_equal_steps: equal,
+    stages: out.stages,
+    checker,
+  };
+}
