@@ -14,107 +14,44 @@
  * 3. Deploy streams every target's progress until the planned stages are loaded.
  * After a node loss the normal re-plan runs; `ensure` fetches only what the new range misses.
  *
+ * The deploying agent's loop is in deploy.ts, the connections to and chunk holders among the
+ * other agents in peers.ts, an entry's progress in entry.ts, the agent's interface in host.ts.
+ *
  * @module
  */
-import { type Client, createClient } from "@connectrpc/connect";
-import { create, toBinary } from "@bufbuild/protobuf";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { basename } from "node:path";
 import {
   type DeployRequest,
   type DeployResponse,
-  DeployResponseSchema,
   type GetManifestResponse,
   GetManifestResponseSchema,
-  type Placement,
   type PrepareRequest,
   type TransferManifest,
   type TransferProgress,
   TransferProgressSchema,
-  TransferService,
   TransferState,
   type UndeployRequest,
   type UndeployResponse,
   UndeployResponseSchema,
 } from "../../proto/mod.ts";
-import { fromBinary } from "@bufbuild/protobuf";
 import { FileSource, type GGUFFile, openGGUF, readGGUF } from "../../model/gguf/mod.ts";
-import { createRpcTransport, RpcFailure, type RpcTransport } from "../rpc/mod.ts";
-import { loadTlsFiles, type TlsFiles, type TlsMaterial } from "../tls/mod.ts";
+import { RpcFailure } from "../rpc/mod.ts";
+import { loadTlsFiles, type TlsMaterial } from "../tls/mod.ts";
 import { ModelCache } from "./cache.ts";
-import { type ChunkPeer, fetchSegments, type FetchStats } from "./fetch.ts";
-import { computeManifest, HEADER_SEGMENT, openManifest, signedManifest } from "./manifest.ts";
-import { RateLimiter, Semaphore, sleep } from "./rate.ts";
-
-/** What the transfer manager needs from its agent. */
-export interface TransferHost {
-  /** This node's id. */
-  readonly nodeId: string;
-  /** Live members (this one included) with their RPC endpoint and offered model id. */
-  members(): { id: string; endpoint: string; model: string; status: string }[];
-  /** The model this agent serves now (id) and the file it was opened from, if local. */
-  served(): { id: string; path?: string } | undefined;
-  /** The layers this agent hosts now. */
-  hostedRange(): { from: number; to: number } | undefined;
-  /** Plan the model's placement over these nodes (throws with a message when it cannot). */
-  plan(file: GGUFFile, modelId: string, nodes: string[]): Placement;
-  /** Serve `file` as model `id` (offer it in gossip; placement does the rest). */
-  adopt(id: string, file: GGUFFile, path?: string): Promise<void>;
-  /** Stop serving model `id`; false when it was not served. */
-  unserve(id: string): Promise<boolean>;
-  /** Publish progress as a cluster event. */
-  publish(progress: TransferProgress): void;
-  /** Diagnostics. */
-  log(level: "debug" | "info" | "warn" | "error", msg: string, f?: Record<string, unknown>): void;
-}
-
-/** Options of {@linkcode TransferManager}. */
-export interface TransferManagerOptions {
-  /** Cache root (`--cache-dir`). */
-  cacheDir: string;
-  /** Default fetch rate limit, bytes/s; 0 = none (`--transfer-rate-limit`). */
-  rateLimit: number;
-  /** The agent's TLS files: manifests are signed with its key and checked with its CA. */
-  tls?: TlsFiles;
-  /** Chunk size for manifests this node computes; default 1 MiB. */
-  chunkSize?: number;
-  /** Concurrent fetch streams per model; default 8. */
-  fetchConcurrency?: number;
-  /** Concurrent chunk streams this node serves; default 16. */
-  serveConcurrency?: number;
-  /** Test hook: `DLLM_TEST_CORRUPT_CHUNKS` ("0.2" = probability, or "1:0,3:2" = segment:chunk). */
-  corruptChunks?: string;
-}
-
-/** One model this node knows: a source file, a cache, or both. */
-interface Entry {
-  manifest: TransferManifest;
-  answer: GetManifestResponse;
-  signature: string;
-  path?: string;
-  source?: FileSource;
-  cache?: ModelCache;
-  file?: GGUFFile;
-  stats: FetchStats;
-  state: TransferState;
-  detail: string;
-  range?: { from: number; to: number };
-  needed: number[];
-  waitFor?: Set<string>;
-  /** A source outside the cluster (llmctl --from-here), host:port. */
-  external?: string;
-  limiter: RateLimiter;
-  rate: number;
-  lastBytes: number;
-  lastAt: number;
-  fetching?: Promise<void>;
-}
+import { deployModel } from "./deploy.ts";
+import { type Entry, entryProgress } from "./entry.ts";
+import { fetchSegments } from "./fetch.ts";
+import type { TransferHost, TransferManagerOptions } from "./host.ts";
+import { computeManifest, openManifest, segmentsFor, signedManifest } from "./manifest.ts";
+import { TransferPeers } from "./peers.ts";
+import { RateLimiter, Semaphore } from "./rate.ts";
 
 /** The transfer side of one agent. */
 export class TransferManager {
   readonly #entries = new Map<string, Entry>();
   readonly #byPath = new Map<string, Promise<Entry>>();
-  readonly #transports = new Map<string, RpcTransport>();
-  readonly #peerCache = new Map<string, { at: number; peer?: ChunkPeer }>();
+  readonly #peers: TransferPeers;
   readonly #serve: Semaphore;
   readonly #abort = new AbortController();
   #tls?: Promise<TlsMaterial>;
@@ -124,6 +61,7 @@ export class TransferManager {
   /** @param host the agent @param opts cache, limits, TLS */
   constructor(readonly host: TransferHost, readonly opts: TransferManagerOptions) {
     this.#serve = new Semaphore(opts.serveConcurrency ?? 16);
+    this.#peers = new TransferPeers(host, opts.tls, (a) => this.#open(a));
     this.#corrupt = corruptionHook(opts.corruptChunks);
     this.#ticker = setInterval(() => this.#tick(), 500);
   }
@@ -160,7 +98,7 @@ export class TransferManager {
       e.cache?.close();
       e.source?.close();
     }
-    for (const t of this.#transports.values()) t.close();
+    this.#peers.close();
   }
 
   // ------------------------------------------------------------------ what the agent calls
@@ -285,12 +223,12 @@ export class TransferManager {
     const served = this.host.served();
     if (served?.id === manifest.modelId) {
       e.state = TransferState.SOURCE;
-      return this.progress(e);
+      return entryProgress(this.host, e);
     }
     if (e.path) {
       e.state = TransferState.SOURCE;
       await this.host.adopt(manifest.modelId, await openGGUF(e.path), e.path);
-      return this.progress(e);
+      return entryProgress(this.host, e);
     }
     e.state = TransferState.PENDING;
     e.fetching ??= (async () => {
@@ -314,101 +252,25 @@ export class TransferManager {
         e.fetching = undefined;
       }
     })();
-    return this.progress(e);
+    return entryProgress(this.host, e);
   }
 
-  /** Deploy: the deploying agent's side (see the module comment); yields progress. */
-  async *deploy(req: DeployRequest, signal: AbortSignal): AsyncIterable<DeployResponse> {
-    if (!req.path) throw new RpcFailure("invalid_argument", "give the GGUF path to deploy");
-    const sourceId = req.sourceNodeId || this.host.nodeId;
-    const answer = req.sourceEndpoint
-      ? await (await this.#clientAt(req.sourceEndpoint)).getManifest({ path: req.path }, {
-        signal,
-      })
-      : sourceId === this.host.nodeId
-      ? await this.getManifest({ path: req.path, model: "" })
-      : await (await this.#client(sourceId)).getManifest({ path: req.path }, { signal });
-    const { manifest, signature } = await this.#open(answer);
-    const e = this.#entry(manifest, answer, signature);
-    if (req.sourceEndpoint) e.external = req.sourceEndpoint;
-    const alive = this.host.members().filter((m) => m.status === "alive").map((m) => m.id);
-    const targets = req.nodes.length ? req.nodes : alive;
-    for (const t of targets) {
-      if (!alive.includes(t)) {
-        throw new RpcFailure("not_found", `no alive member ${t}; see \`llmctl nodes list\``);
-      }
-    }
-    // Agents plan over every live member offering the model: the targets, plus nodes already
-    // serving it (a source started with --model). Plan over the same set, so they agree.
-    const offering = this.host.members().filter((m) =>
-      m.status === "alive" && m.model === manifest.modelId && !targets.includes(m.id)
-    ).map((m) => m.id);
-    const nodes = [...targets, ...offering];
-    const index = e.path ? await openGGUF(e.path) : await this.#header(e);
-    let plan: Placement;
-    try {
-      plan = this.host.plan(index, manifest.modelId, nodes);
-    } catch (err) {
-      throw new RpcFailure(
-        "failed_precondition",
-        `${manifest.modelId} does not fit on ${targets.join(", ")}: ${(err as Error).message}`,
-      );
-    } finally {
-      if (e.path) index.close();
-    }
-    yield create(DeployResponseSchema, { model: manifest.modelId, placement: plan, signature });
-    const prepare = {
-      manifest: answer,
-      placement: plan,
-      rateLimitBytesPerSecond: req.rateLimitBytesPerSecond,
-      sourceEndpoint: req.sourceEndpoint,
-    };
-    await Promise.all(
-      nodes.map(async (t) =>
-        t === this.host.nodeId
-          ? await this.prepare(prepare as PrepareRequest)
-          : (await (await this.#client(t)).prepare(prepare, { signal })).progress
-      ),
+  /** Deploy: the deploying agent's side (deploy.ts); yields progress. */
+  deploy(req: DeployRequest, signal: AbortSignal): AsyncIterable<DeployResponse> {
+    return deployModel(
+      {
+        host: this.host,
+        peers: this.#peers,
+        getManifest: (r) => this.getManifest(r),
+        open: (a) => this.#open(a),
+        entry: (manifest, answer, signature) => this.#entry(manifest, answer, signature),
+        header: (e) => this.#header(e),
+        prepare: (r) => this.prepare(r),
+        status: () => this.status(),
+      },
+      req,
+      signal,
     );
-    for (;;) {
-      const progress = await Promise.all(
-        nodes.map((t) => this.#remoteProgress(t, manifest, signal)),
-      );
-      const failed = progress.filter((n) => n.state === TransferState.FAILED);
-      // Done: nothing is fetching, and the loaded stages tile the model's layers.
-      const idle = progress.every((n) =>
-        n.state !== TransferState.FETCHING && n.state !== TransferState.PENDING
-      );
-      const ranges = progress.filter((n) => n.state === TransferState.LOADED)
-        .map((n) => [n.fromLayer, n.toLayer]).sort((a, b) => a[0] - b[0]);
-      let at = 0;
-      for (const [f, t] of ranges) if (f === at) at = t;
-      const loaded = idle && plan.totalLayers > 0 && at === plan.totalLayers;
-      if (failed.length || loaded || signal.aborted) {
-        yield create(DeployResponseSchema, {
-          model: manifest.modelId,
-          nodes: progress,
-          placement: plan,
-          done: true,
-          signature,
-          message: failed.length
-            ? `deploy of ${manifest.modelId} failed on ${
-              failed.map((n) => `${n.nodeId}: ${n.detail}`).join("; ")
-            }`
-            : `deployed ${manifest.modelId} on ${plan.stages.length} node(s): ` +
-              plan.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`).join(" "),
-        });
-        if (failed.length) {
-          throw new RpcFailure(
-            "aborted",
-            `deploy failed on ${failed.map((n) => n.nodeId).join(", ")}`,
-          );
-        }
-        return;
-      }
-      yield create(DeployResponseSchema, { model: manifest.modelId, nodes: progress, signature });
-      await sleep(300, signal);
-    }
   }
 
   /** Undeploy: stop serving (everywhere unless local_only); purge deletes cached bytes. */
@@ -438,7 +300,9 @@ export class TransferManager {
         m.id !== this.host.nodeId && m.status === "alive"
       );
       const answers = await Promise.allSettled(
-        others.map(async (m) => (await this.#client(m.id)).undeploy({ ...req, localOnly: true })),
+        others.map(async (m) =>
+          (await this.#peers.client(m.id)).undeploy({ ...req, localOnly: true })
+        ),
       );
       for (const a of answers) {
         if (a.status === "fulfilled") {
@@ -460,7 +324,7 @@ export class TransferManager {
 
   /** TransferStatus: every model this node knows. */
   status(): TransferProgress[] {
-    const out = [...this.#entries.values()].map((e) => this.progress(e));
+    const out = [...this.#entries.values()].map((e) => entryProgress(this.host, e));
     const served = this.host.served();
     if (served && !out.some((p) => p.model === served.id)) {
       const r = this.host.hostedRange();
@@ -474,48 +338,6 @@ export class TransferManager {
       }));
     }
     return out;
-  }
-
-  /** One entry's progress now. */
-  progress(e: Entry): TransferProgress {
-    const served = this.host.served();
-    const hosted = this.host.hostedRange();
-    const loaded = served?.id === e.manifest.modelId && hosted !== undefined;
-    const total = e.needed.reduce((s, i) => s + Number(e.manifest.segments[i].length), 0);
-    let done = 0;
-    if (e.cache) {
-      for (const i of e.needed) {
-        const len = Number(e.manifest.segments[i].length);
-        done += e.cache.segmentDone(i)
-          ? len
-          : len - e.cache.missingChunks(i).reduce((s, c) => s + e.cache!.chunkLength(i, c), 0);
-      }
-    }
-    const state = e.state === TransferState.FAILED || e.state === TransferState.FETCHING ||
-        e.state === TransferState.PENDING
-      ? e.state
-      : loaded
-      ? TransferState.LOADED
-      : e.state;
-    const range = loaded ? hosted : e.range;
-    return create(TransferProgressSchema, {
-      nodeId: this.host.nodeId,
-      model: e.manifest.modelId,
-      sha256: e.manifest.sha256,
-      state,
-      bytesDone: BigInt(e.path ? total : done),
-      bytesTotal: BigInt(total),
-      bytesPerSecond: e.rate,
-      etaSeconds: e.rate > 0 && total > done ? (total - done) / e.rate : 0,
-      bytesRefetched: BigInt(e.stats.bytesRefetched),
-      corruptChunks: e.stats.corruptChunks,
-      detail: e.detail || (e.path ? `source: ${e.path}` : "") ||
-        (e.signature ? `manifest ${e.signature}` : ""),
-      fromLayer: range?.from ?? 0,
-      toLayer: range?.to ?? 0,
-      cachedBytes: BigInt(e.cache?.cachedBytes ?? 0),
-      bytesReceived: BigInt(e.stats.bytesReceived),
-    });
   }
 
   // ------------------------------------------------------------------ internals
@@ -640,7 +462,7 @@ export class TransferManager {
       await fetchSegments({
         cache: e.cache,
         segments,
-        peers: () => this.#peers(e),
+        peers: () => this.#peers.holding(e.manifest, e.external),
         stats: e.stats,
         concurrency: this.opts.fetchConcurrency ?? 8,
         limiter: e.limiter,
@@ -653,76 +475,6 @@ export class TransferManager {
         ? TransferState.CACHED
         : was;
       this.#publish(e);
-    }
-  }
-
-  /** Peers holding (part of) the model: they offer it in gossip, or computed its manifest. */
-  async #peers(e: Entry): Promise<ChunkPeer[]> {
-    const ms: { id: string; endpoint: string }[] = this.host.members().filter((m) =>
-      m.id !== this.host.nodeId && m.status === "alive" &&
-      (m.model === e.manifest.modelId || m.id === e.manifest.sourceNodeId)
-    );
-    if (e.external) ms.push({ id: `external@${e.external}`, endpoint: e.external });
-    const now = Date.now();
-    const found = await Promise.all(ms.map(async (m) => {
-      const key = `${m.id}@${m.endpoint}/${e.manifest.sha256}`;
-      const hit = this.#peerCache.get(key);
-      if (hit && now - hit.at < 2000) return hit.peer;
-      let peer: ChunkPeer | undefined;
-      try {
-        const client = await this.#clientAt(m.endpoint);
-        const a = await client.getManifest({ model: e.manifest.modelId }, { timeoutMs: 3000 });
-        const { manifest } = await this.#open(a);
-        if (manifest.sha256 === e.manifest.sha256) {
-          const all = a.availableSegments.length === e.manifest.segments.length;
-          peer = { id: m.id, client, segments: all ? "all" : new Set(a.availableSegments) };
-        }
-      } catch { /* not a source (now) */ }
-      this.#peerCache.set(key, { at: now, peer });
-      return peer;
-    }));
-    return found.filter((p): p is ChunkPeer => p !== undefined);
-  }
-
-  async #client(nodeId: string): Promise<Client<typeof TransferService>> {
-    const m = this.host.members().find((x) => x.id === nodeId);
-    if (!m) throw new RpcFailure("not_found", `no live member ${nodeId}`);
-    return await this.#clientAt(m.endpoint);
-  }
-
-  async #clientAt(endpoint: string): Promise<Client<typeof TransferService>> {
-    let t = this.#transports.get(endpoint);
-    if (!t) {
-      // Its own connection (activation streams never queue behind chunks), uncompressed.
-      t = await createRpcTransport(endpoint, { tls: this.opts.tls, gzip: false });
-      this.#transports.set(endpoint, t);
-    }
-    return createClient(TransferService, t);
-  }
-
-  async #remoteProgress(
-    nodeId: string,
-    manifest: TransferManifest,
-    signal: AbortSignal,
-  ): Promise<TransferProgress> {
-    try {
-      const list = nodeId === this.host.nodeId
-        ? this.status()
-        : (await (await this.#client(nodeId)).transferStatus({}, { signal, timeoutMs: 3000 }))
-          .models;
-      return list.find((p) => p.sha256 === manifest.sha256 || p.model === manifest.modelId) ??
-        create(TransferProgressSchema, {
-          nodeId,
-          model: manifest.modelId,
-          state: TransferState.PENDING,
-        });
-    } catch (e) {
-      return create(TransferProgressSchema, {
-        nodeId,
-        model: manifest.modelId,
-        state: TransferState.PENDING,
-        detail: `unreachable: ${(e as Error).message}`,
-      });
     }
   }
 
@@ -739,34 +491,8 @@ export class TransferManager {
   }
 
   #publish(e: Entry): void {
-    this.host.publish(this.progress(e));
+    this.host.publish(entryProgress(this.host, e));
   }
-}
-
-/** Segment indices a stage of layers [from, to) reads (always the header). */
-export function segmentsFor(
-  manifest: TransferManifest,
-  file: GGUFFile,
-  range: { from: number; to: number },
-): number[] {
-  const nLayers = Math.max(
-    0,
-    ...file.tensors.map((t) => Number(/^blk\.(\d+)\./.exec(t.name)?.[1] ?? -1) + 1),
-  );
-  const hasOutput = file.tensor("output.weight") !== undefined;
-  const isTail = range.to >= nLayers;
-  const want = (name: string) => {
-    const m = /^blk\.(\d+)\./.exec(name);
-    if (m) return Number(m[1]) >= range.from && Number(m[1]) < range.to;
-    if (name === "token_embd.weight") return range.from === 0 || (isTail && !hasOutput);
-    if (name === "output_norm.weight" || name === "output.weight") return isTail;
-    return false;
-  };
-  const out = [0];
-  manifest.segments.forEach((s, i) => {
-    if (i > 0 && s.name !== HEADER_SEGMENT && want(s.name)) out.push(i);
-  });
-  return out;
 }
 
 /** The corruption test hook: "0.2" corrupts each chunk with that probability, "1:0,3:2" those. */

@@ -27,7 +27,7 @@ import {
   TransferManifestSchema,
   TransferSegmentSchema,
 } from "../../proto/mod.ts";
-import { openGGUF } from "../../model/gguf/mod.ts";
+import { type GGUFFile, openGGUF } from "../../model/gguf/mod.ts";
 
 /** Default chunk size: 1 MiB, small enough that a lost chunk costs little, big enough to stream. */
 export const DEFAULT_CHUNK_SIZE = 1 << 20;
@@ -240,4 +240,30 @@ export function openManifest(
     );
   }
   return { manifest, signature: `verified (${res.signatureScheme}, ${cert.subject})` };
+}
+
+/** Segment indices a stage of layers [from, to) reads (always the header). */
+export function segmentsFor(
+  manifest: TransferManifest,
+  file: GGUFFile,
+  range: { from: number; to: number },
+): number[] {
+  const nLayers = Math.max(
+    0,
+    ...file.tensors.map((t) => Number(/^blk\.(\d+)\./.exec(t.name)?.[1] ?? -1) + 1),
+  );
+  const hasOutput = file.tensor("output.weight") !== undefined;
+  const isTail = range.to >= nLayers;
+  const want = (name: string) => {
+    const m = /^blk\.(\d+)\./.exec(name);
+    if (m) return Number(m[1]) >= range.from && Number(m[1]) < range.to;
+    if (name === "token_embd.weight") return range.from === 0 || (isTail && !hasOutput);
+    if (name === "output_norm.weight" || name === "output.weight") return isTail;
+    return false;
+  };
+  const out = [0];
+  manifest.segments.forEach((s, i) => {
+    if (i > 0 && s.name !== HEADER_SEGMENT && want(s.name)) out.push(i);
+  });
+  return out;
 }

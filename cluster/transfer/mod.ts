@@ -30,18 +30,14 @@ export {
   ManifestError,
   type ManifestOptions,
   openManifest,
+  segmentsFor,
   sha256,
   signedManifest,
   type SigningIdentity,
   UNSIGNED,
 } from "./manifest.ts";
-export {
-  corruptionHook,
-  segmentsFor,
-  type TransferHost,
-  TransferManager,
-  type TransferManagerOptions,
-} from "./manager.ts";
+export { corruptionHook, TransferManager } from "./manager.ts";
+export { type TransferHost, type TransferManagerOptions } from "./host.ts";
 export { RateLimiter, Semaphore, sleep } from "./rate.ts";
 export { transferService } from "./service.ts";
 export { type FileServer, startFileServer } from "./file_server.ts";

@@ -1,0 +1,142 @@
+/**
+ * Deploy, the deploying agent's side: get the signed manifest from the source node, plan the
+ * placement over the targets' budgets and speeds, send Prepare to every target, and stream
+ * their progress until the planned stages are loaded (or one fails). See manager.ts for the
+ * whole flow.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  type DeployRequest,
+  type DeployResponse,
+  DeployResponseSchema,
+  type GetManifestResponse,
+  type Placement,
+  type PrepareRequest,
+  type TransferManifest,
+  type TransferProgress,
+  TransferState,
+} from "../../proto/mod.ts";
+import { type GGUFFile, openGGUF } from "../../model/gguf/mod.ts";
+import { RpcFailure } from "../rpc/mod.ts";
+import type { Entry } from "./entry.ts";
+import type { TransferHost } from "./host.ts";
+import type { TransferPeers } from "./peers.ts";
+import { sleep } from "./rate.ts";
+
+/** What a deploy needs of the transfer manager. */
+export interface DeploySteps {
+  readonly host: TransferHost;
+  readonly peers: TransferPeers;
+  /** GetManifest on this node. */
+  getManifest(req: { path: string; model: string }): Promise<GetManifestResponse>;
+  /** Verify a manifest answer (signature, CA). */
+  open(answer: GetManifestResponse): Promise<{ manifest: TransferManifest; signature: string }>;
+  /** This node's entry of a manifest, created on first sight. */
+  entry(manifest: TransferManifest, answer: GetManifestResponse, signature: string): Entry;
+  /** An entry's parsed GGUF header, fetched into the cache first. */
+  header(e: Entry): Promise<GGUFFile>;
+  /** Prepare on this node. */
+  prepare(req: PrepareRequest): Promise<TransferProgress>;
+  /** TransferStatus on this node. */
+  status(): TransferProgress[];
+}
+
+/** Deploy: the deploying agent's side (see the module comment); yields progress. */
+export async function* deployModel(
+  m: DeploySteps,
+  req: DeployRequest,
+  signal: AbortSignal,
+): AsyncIterable<DeployResponse> {
+  if (!req.path) throw new RpcFailure("invalid_argument", "give the GGUF path to deploy");
+  const sourceId = req.sourceNodeId || m.host.nodeId;
+  const answer = req.sourceEndpoint
+    ? await (await m.peers.clientAt(req.sourceEndpoint)).getManifest({ path: req.path }, {
+      signal,
+    })
+    : sourceId === m.host.nodeId
+    ? await m.getManifest({ path: req.path, model: "" })
+    : await (await m.peers.client(sourceId)).getManifest({ path: req.path }, { signal });
+  const { manifest, signature } = await m.open(answer);
+  const e = m.entry(manifest, answer, signature);
+  if (req.sourceEndpoint) e.external = req.sourceEndpoint;
+  const alive = m.host.members().filter((m) => m.status === "alive").map((m) => m.id);
+  const targets = req.nodes.length ? req.nodes : alive;
+  for (const t of targets) {
+    if (!alive.includes(t)) {
+      throw new RpcFailure("not_found", `no alive member ${t}; see \`llmctl nodes list\``);
+    }
+  }
+  // Agents plan over every live member offering the model: the targets, plus nodes already
+  // serving it (a source started with --model). Plan over the same set, so they agree.
+  const offering = m.host.members().filter((m) =>
+    m.status === "alive" && m.model === manifest.modelId && !targets.includes(m.id)
+  ).map((m) => m.id);
+  const nodes = [...targets, ...offering];
+  const index = e.path ? await openGGUF(e.path) : await m.header(e);
+  let plan: Placement;
+  try {
+    plan = m.host.plan(index, manifest.modelId, nodes);
+  } catch (err) {
+    throw new RpcFailure(
+      "failed_precondition",
+      `${manifest.modelId} does not fit on ${targets.join(", ")}: ${(err as Error).message}`,
+    );
+  } finally {
+    if (e.path) index.close();
+  }
+  yield create(DeployResponseSchema, { model: manifest.modelId, placement: plan, signature });
+  const prepare = {
+    manifest: answer,
+    placement: plan,
+    rateLimitBytesPerSecond: req.rateLimitBytesPerSecond,
+    sourceEndpoint: req.sourceEndpoint,
+  };
+  await Promise.all(
+    nodes.map(async (t) =>
+      t === m.host.nodeId
+        ? await m.prepare(prepare as PrepareRequest)
+        : (await (await m.peers.client(t)).prepare(prepare, { signal })).progress
+    ),
+  );
+  for (;;) {
+    const progress = await Promise.all(
+      nodes.map((t) => m.peers.progress(t, manifest, signal, () => m.status())),
+    );
+    const failed = progress.filter((n) => n.state === TransferState.FAILED);
+    // Done: nothing is fetching, and the loaded stages tile the model's layers.
+    const idle = progress.every((n) =>
+      n.state !== TransferState.FETCHING && n.state !== TransferState.PENDING
+    );
+    const ranges = progress.filter((n) => n.state === TransferState.LOADED)
+      .map((n) => [n.fromLayer, n.toLayer]).sort((a, b) => a[0] - b[0]);
+    let at = 0;
+    for (const [f, t] of ranges) if (f === at) at = t;
+    const loaded = idle && plan.totalLayers > 0 && at === plan.totalLayers;
+    if (failed.length || loaded || signal.aborted) {
+      yield create(DeployResponseSchema, {
+        model: manifest.modelId,
+        nodes: progress,
+        placement: plan,
+        done: true,
+        signature,
+        message: failed.length
+          ? `deploy of ${manifest.modelId} failed on ${
+            failed.map((n) => `${n.nodeId}: ${n.detail}`).join("; ")
+          }`
+          : `deployed ${manifest.modelId} on ${plan.stages.length} node(s): ` +
+            plan.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`).join(" "),
+      });
+      if (failed.length) {
+        throw new RpcFailure(
+          "aborted",
+          `deploy failed on ${failed.map((n) => n.nodeId).join(", ")}`,
+        );
+      }
+      return;
+    }
+    yield create(DeployResponseSchema, { model: manifest.modelId, nodes: progress, signature });
+    await sleep(300, signal);
+  }
+}

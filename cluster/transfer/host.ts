@@ -1,0 +1,48 @@
+/**
+ * What the transfer manager needs from its agent, and its options.
+ *
+ * @module
+ */
+import type { Placement, TransferProgress } from "../../proto/mod.ts";
+import type { GGUFFile } from "../../model/gguf/mod.ts";
+import type { TlsFiles } from "../tls/mod.ts";
+
+/** What the transfer manager needs from its agent. */
+export interface TransferHost {
+  /** This node's id. */
+  readonly nodeId: string;
+  /** Live members (this one included) with their RPC endpoint and offered model id. */
+  members(): { id: string; endpoint: string; model: string; status: string }[];
+  /** The model this agent serves now (id) and the file it was opened from, if local. */
+  served(): { id: string; path?: string } | undefined;
+  /** The layers this agent hosts now. */
+  hostedRange(): { from: number; to: number } | undefined;
+  /** Plan the model's placement over these nodes (throws with a message when it cannot). */
+  plan(file: GGUFFile, modelId: string, nodes: string[]): Placement;
+  /** Serve `file` as model `id` (offer it in gossip; placement does the rest). */
+  adopt(id: string, file: GGUFFile, path?: string): Promise<void>;
+  /** Stop serving model `id`; false when it was not served. */
+  unserve(id: string): Promise<boolean>;
+  /** Publish progress as a cluster event. */
+  publish(progress: TransferProgress): void;
+  /** Diagnostics. */
+  log(level: "debug" | "info" | "warn" | "error", msg: string, f?: Record<string, unknown>): void;
+}
+
+/** Options of {@linkcode TransferManager}. */
+export interface TransferManagerOptions {
+  /** Cache root (`--cache-dir`). */
+  cacheDir: string;
+  /** Default fetch rate limit, bytes/s; 0 = none (`--transfer-rate-limit`). */
+  rateLimit: number;
+  /** The agent's TLS files: manifests are signed with its key and checked with its CA. */
+  tls?: TlsFiles;
+  /** Chunk size for manifests this node computes; default 1 MiB. */
+  chunkSize?: number;
+  /** Concurrent fetch streams per model; default 8. */
+  fetchConcurrency?: number;
+  /** Concurrent chunk streams this node serves; default 16. */
+  serveConcurrency?: number;
+  /** Test hook: `DLLM_TEST_CORRUPT_CHUNKS` ("0.2" = probability, or "1:0,3:2" = segment:chunk). */
+  corruptChunks?: string;
+}

@@ -1,0 +1,120 @@
+/**
+ * The transfer side's view of other agents: one uncompressed RPC connection per endpoint (so
+ * activation streams never queue behind chunks), which live members hold chunks of a model
+ * (asked at most every 2 s per peer), and each target's progress during a deploy.
+ *
+ * @module
+ */
+import { type Client, createClient } from "@connectrpc/connect";
+import { create } from "@bufbuild/protobuf";
+import {
+  type GetManifestResponse,
+  type TransferManifest,
+  type TransferProgress,
+  TransferProgressSchema,
+  TransferService,
+  TransferState,
+} from "../../proto/mod.ts";
+import { createRpcTransport, RpcFailure, type RpcTransport } from "../rpc/mod.ts";
+import type { TlsFiles } from "../tls/mod.ts";
+import type { ChunkPeer } from "./fetch.ts";
+import type { TransferHost } from "./host.ts";
+
+/** RPC clients of the other agents' TransferService, and what they hold. */
+export class TransferPeers {
+  readonly #transports = new Map<string, RpcTransport>();
+  readonly #peerCache = new Map<string, { at: number; peer?: ChunkPeer }>();
+
+  /**
+   * @param host the agent (members and their endpoints)
+   * @param tls the agent's TLS files, for mTLS to its peers
+   * @param open verify a peer's manifest answer (signature, CA)
+   */
+  constructor(
+    readonly host: TransferHost,
+    readonly tls: TlsFiles | undefined,
+    readonly open: (answer: GetManifestResponse) => Promise<{ manifest: TransferManifest }>,
+  ) {}
+
+  /** A client of live member `nodeId`. */
+  async client(nodeId: string): Promise<Client<typeof TransferService>> {
+    const m = this.host.members().find((x) => x.id === nodeId);
+    if (!m) throw new RpcFailure("not_found", `no live member ${nodeId}`);
+    return await this.clientAt(m.endpoint);
+  }
+
+  /** A client of the agent at `endpoint` (host:port). */
+  async clientAt(endpoint: string): Promise<Client<typeof TransferService>> {
+    let t = this.#transports.get(endpoint);
+    if (!t) {
+      // Its own connection (activation streams never queue behind chunks), uncompressed.
+      t = await createRpcTransport(endpoint, { tls: this.tls, gzip: false });
+      this.#transports.set(endpoint, t);
+    }
+    return createClient(TransferService, t);
+  }
+
+  /**
+   * Peers holding (part of) `manifest`'s model: members that offer it in gossip or computed its
+   * manifest, plus an `external` source (llmctl --from-here, host:port).
+   */
+  async holding(manifest: TransferManifest, external?: string): Promise<ChunkPeer[]> {
+    const ms: { id: string; endpoint: string }[] = this.host.members().filter((m) =>
+      m.id !== this.host.nodeId && m.status === "alive" &&
+      (m.model === manifest.modelId || m.id === manifest.sourceNodeId)
+    );
+    if (external) ms.push({ id: `external@${external}`, endpoint: external });
+    const now = Date.now();
+    const found = await Promise.all(ms.map(async (m) => {
+      const key = `${m.id}@${m.endpoint}/${manifest.sha256}`;
+      const hit = this.#peerCache.get(key);
+      if (hit && now - hit.at < 2000) return hit.peer;
+      let peer: ChunkPeer | undefined;
+      try {
+        const client = await this.clientAt(m.endpoint);
+        const a = await client.getManifest({ model: manifest.modelId }, { timeoutMs: 3000 });
+        const { manifest: theirs } = await this.open(a);
+        if (theirs.sha256 === manifest.sha256) {
+          const all = a.availableSegments.length === manifest.segments.length;
+          peer = { id: m.id, client, segments: all ? "all" : new Set(a.availableSegments) };
+        }
+      } catch { /* not a source (now) */ }
+      this.#peerCache.set(key, { at: now, peer });
+      return peer;
+    }));
+    return found.filter((p): p is ChunkPeer => p !== undefined);
+  }
+
+  /** `nodeId`'s progress on `manifest` (`local` answers for this node); PENDING if unknown. */
+  async progress(
+    nodeId: string,
+    manifest: TransferManifest,
+    signal: AbortSignal,
+    local: () => TransferProgress[],
+  ): Promise<TransferProgress> {
+    try {
+      const list = nodeId === this.host.nodeId
+        ? local()
+        : (await (await this.client(nodeId)).transferStatus({}, { signal, timeoutMs: 3000 }))
+          .models;
+      return list.find((p) => p.sha256 === manifest.sha256 || p.model === manifest.modelId) ??
+        create(TransferProgressSchema, {
+          nodeId,
+          model: manifest.modelId,
+          state: TransferState.PENDING,
+        });
+    } catch (e) {
+      return create(TransferProgressSchema, {
+        nodeId,
+        model: manifest.modelId,
+        state: TransferState.PENDING,
+        detail: `unreachable: ${(e as Error).message}`,
+      });
+    }
+  }
+
+  /** Close every connection. */
+  close(): void {
+    for (const t of this.#transports.values()) t.close();
+  }
+}
