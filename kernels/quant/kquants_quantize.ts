@@ -5,18 +5,8 @@
  * @module
  */
 import { F16_TABLE, f16At, f32ToF16, setF32At, setU16At } from "./float.ts";
-import {
-  checkBlocks,
-  i8,
-  nearestInt,
-  Q2_K_BYTES,
-  Q3_K_BYTES,
-  Q4_K_BYTES,
-  Q5_K_BYTES,
-  Q6_K_BYTES,
-  Q8_K_BYTES,
-  scaleMinK4,
-} from "./kquants.ts";
+import { checkBlocks, i8, nearestInt, Q8_K_BYTES, scaleMinK4 } from "./kquants.ts";
+import { Q2_K_BYTES, Q3_K_BYTES, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES } from "./kquants.ts";
 import { GROUP_MAX_EPS, makeQ3Quants, makeQkx2Quants, makeQxQuants } from "./kquants_search.ts";
 import { QK_K } from "./types.ts";
 

@@ -6,18 +6,8 @@
  * @module
  */
 import { f16At, f32At } from "./float.ts";
-import {
-  checkBlocks,
-  i8,
-  Q2_K_BYTES,
-  Q3_K_BYTES,
-  q3Scales,
-  Q4_K_BYTES,
-  Q5_K_BYTES,
-  Q6_K_BYTES,
-  Q8_K_BYTES,
-  scaleMinK4,
-} from "./kquants.ts";
+import { checkBlocks, i8, q3Scales, Q8_K_BYTES, scaleMinK4 } from "./kquants.ts";
+import { Q2_K_BYTES, Q3_K_BYTES, Q4_K_BYTES, Q5_K_BYTES, Q6_K_BYTES } from "./kquants.ts";
 import { QK_K } from "./types.ts";
 
 const fr = Math.fround;
