@@ -1,25 +1,27 @@
 /**
- * Pipeline benchmark: decode speed through 1 agent vs 3 agents on loopback, and the latency
- * each hop adds (round trip head → stage → head minus the stage's own compute time).
+ * Pipeline benchmark, one run: decode speed of the same greedy request in-process (the local
+ * Engine: a head over one in-process stage), through 1 agent, and through 3 agents (a chain:
+ * each stage forwards its rows to the next, the tail samples), their ratios, and the latency
+ * each hop adds.
  *
  * ```sh
  * deno task bench pipeline                        # the generated 110M Q8_0 model
  * deno task bench pipeline --model models/stories260K.gguf --tokens 64 --backend reference
  * ```
  *
- * The bench process is the head: it starts real agent processes, reads the placement they
- * agreed on over gossip, and drives their stages over gRPC exactly as a head agent does
- * (cluster/pipeline Head + RemoteStageLink), timing every hop. Prints one JSON object.
+ * Served decode is what a client sees: InferenceService.Generate on the first agent (the head,
+ * hosting stage 0 in-process), its usage.decode_tokens_per_second. Per-hop overhead: the bench
+ * opens a chain session on the first stage itself and times each decode step; the stages report
+ * their compute (summed along the chain), so (round trip − compute) / stages is the time one hop
+ * adds (send, receive, encode, decode of one frame and of the token coming back). Prints JSON.
  * @module
  */
 import { Command } from "@commander-js/extra-typings";
-import {
-  Head,
-  RemoteStageLink,
-  type SessionLink,
-  type StageLink,
-} from "../cluster/pipeline/mod.ts";
-import { createRpcTransport, type RpcTransport } from "../cluster/rpc/mod.ts";
+import { createClient } from "@connectrpc/connect";
+import { Engine, RemoteStageLink } from "../cluster/pipeline/mod.ts";
+import { createRpcTransport } from "../cluster/rpc/mod.ts";
+import { parseBackendName, selectBackend } from "../kernels/select.ts";
+import { InferenceService } from "../proto/mod.ts";
 import {
   splitModelArgs,
   startLocalCluster,
@@ -30,133 +32,169 @@ import { generatedModel } from "./lib/models.ts";
 
 const CONTEXT = 512;
 const SESSIONS = 2;
-
-/** Wraps a link to time each step: wall time minus the stage's reported compute time. */
-class TimedLink implements StageLink {
-  constructor(private readonly inner: StageLink, private readonly hops: number[]) {}
-  get nodeId() {
-    return this.inner.nodeId;
-  }
-  get from() {
-    return this.inner.from;
-  }
-  get to() {
-    return this.inner.to;
-  }
-  async openSession(id: string, ctx: number): Promise<SessionLink> {
-    const s = await this.inner.openSession(id, ctx);
-    return {
-      step: async (frame) => {
-        const t0 = performance.now();
-        const out = await s.step(frame);
-        // Decode frames only: prefill hops carry the whole prompt.
-        if (frame.tokens.length === 1) this.hops.push(performance.now() - t0 - out.computeMs);
-        return out;
-      },
-      close: (r) => s.close(r),
-    };
-  }
-}
+const PROMPT = "Once upon a time there was a little robot who wanted to learn to paint.";
 
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor(q * s.length))] ?? NaN;
 }
 
-async function run(
-  model: string,
-  nAgents: number,
-  opts: { tokens: number; backend: string; threads?: number },
-) {
+interface Opts {
+  tokens: number;
+  backend: string;
+  threads?: number;
+  reps: number;
+}
+
+/** Decode tokens/s of the local Engine (best of `reps`), and its ids. */
+async function inProcess(model: string, o: Opts) {
+  const { backend } = await selectBackend(parseBackendName(o.backend), { threads: o.threads });
+  const engine = await Engine.open(model, backend, { nCtx: CONTEXT });
+  try {
+    const run = () =>
+      engine.generate({
+        prompt: PROMPT,
+        maxTokens: o.tokens,
+        stopAtEog: false,
+        sampler: { temperature: 0 },
+      });
+    await run(); // warm-up: JIT, buffers
+    let best = 0;
+    let ids: number[] = [];
+    for (let r = 0; r < o.reps; r++) {
+      const res = await run();
+      ids = res.tokens;
+      best = Math.max(best, (res.tokens.length - 1) / (res.decodeMs / 1000));
+    }
+    return { decode_tokens_per_second: best, ids };
+  } finally {
+    engine.close();
+  }
+}
+
+/** Served decode through `nAgents` agent processes, plus per-hop overhead over their chain. */
+async function served(model: string, nAgents: number, o: Opts) {
   const { args } = await splitModelArgs({
     model,
     agents: nAgents,
     contextSize: CONTEXT,
     maxSessions: SESSIONS,
-    backend: opts.backend,
-    threads: opts.threads,
+    backend: o.backend,
+    threads: o.threads,
   });
   const ids = Array.from({ length: nAgents }, (_, i) => `bench-${i}`);
   const agents = await startLocalCluster(ids, { args, startTimeoutMs: 120_000 });
-  const transports: RpcTransport[] = [];
+  const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`, { gzip: false });
   try {
-    const first = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`);
-    transports.push(first);
-    const info = await waitForPlacement(first, nAgents, 120_000);
-    const port = new Map(info.nodes.map((n) => [n.id, n.rpcPort]));
-    const hops: number[] = [];
-    const links: StageLink[] = [];
-    for (const s of info.placement!.stages) {
-      // As agents do between stages: activations do not compress, so no gzip on the hop.
-      const t = await createRpcTransport(`127.0.0.1:${port.get(s.nodeId)}`, { gzip: false });
-      transports.push(t);
-      links.push(
-        new TimedLink(
-          new RemoteStageLink(s.nodeId, s.fromLayer, s.toLayer, t, {
-            model: info.placement!.model,
-            epoch: 0n,
-          }),
-          hops,
-        ),
-      );
+    const info = await waitForPlacement(transport, nAgents, 120_000);
+    const stages = info.placement!.stages;
+    const head = agents.find((a) => a.id === stages[0].nodeId)!;
+    const headTransport = await createRpcTransport(`127.0.0.1:${head.rpcPort}`, { gzip: false });
+    const client = createClient(InferenceService, headTransport);
+    const generate = async () => {
+      const out: number[] = [];
+      let tps = 0;
+      for await (
+        const m of client.generate({
+          prompt: PROMPT,
+          maxTokens: o.tokens,
+          sampler: { temperature: 0 },
+        })
+      ) {
+        if (m.usage) tps = m.usage.decodeTokensPerSecond;
+        else out.push(m.tokenId);
+      }
+      return { ids: out, tps };
+    };
+    await generate(); // warm-up
+    let best = 0;
+    let idsOut: number[] = [];
+    for (let r = 0; r < o.reps; r++) {
+      const g = await generate();
+      idsOut = g.ids;
+      best = Math.max(best, g.tps);
     }
-    const head = new Head({ chain: () => Promise.resolve(links) });
-    const prompt = Array.from({ length: 16 }, (_, i) => 1 + ((i * 37) % 500));
-    const request = (n: number) =>
-      head.generate({
-        requestId: crypto.randomUUID(),
-        promptTokens: prompt,
-        maxTokens: n,
-        sampling: { temperature: 0 },
-        isEog: () => false,
-        maxContext: CONTEXT,
-      });
-    await request(4); // warm-up: JIT, connections, buffers
-    hops.length = 0;
-    const r = await request(opts.tokens);
+    // Per hop: a chain session opened by the bench on the first stage, timed per decode step.
+    const hops: number[] = [];
+    const first = new RemoteStageLink(
+      stages[0].nodeId,
+      stages[0].fromLayer,
+      stages[0].toLayer,
+      headTransport,
+    );
+    const session = await first.openSession({
+      sessionId: `bench-hops-${crypto.randomUUID()}`,
+      maxContext: CONTEXT,
+      model: info.placement!.model,
+      epoch: info.placement!.epoch,
+      sampling: { temperature: 0 },
+      downstream: stages.slice(1).map((s) => ({
+        nodeId: s.nodeId,
+        from: s.fromLayer,
+        to: s.toLayer,
+      })),
+    });
+    try {
+      let out = await session.step({ tokens: Int32Array.from([1, 15043, 29892]) });
+      for (let i = 0; i < o.tokens; i++) {
+        if (out.kind !== "token") throw new Error(`expected a token, got ${out.kind}`);
+        const t0 = performance.now();
+        out = await session.step({ tokens: Int32Array.of(out.token.id) });
+        hops.push((performance.now() - t0 - out.computeMs) / stages.length);
+      }
+    } finally {
+      await session.close("done");
+      headTransport.close();
+    }
     return {
       agents: nAgents,
-      stages: info.placement!.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`),
-      decode_tokens_per_second: (r.tokens.length - 1) / (r.decodeMs / 1000),
-      time_to_first_token_ms: r.timeToFirstTokenMs,
-      hop_ms_p50: hops.length ? quantile(hops, 0.5) : 0,
-      hop_ms_p99: hops.length ? quantile(hops, 0.99) : 0,
-      hops_measured: hops.length,
+      stages: stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`),
+      decode_tokens_per_second: best,
+      ids: idsOut,
+      hop_ms_p50: quantile(hops, 0.5),
+      hop_ms_p99: quantile(hops, 0.99),
     };
   } finally {
-    for (const t of transports) t.close();
+    transport.close();
     await stopLocalAgents(agents);
   }
 }
 
 if (import.meta.main) {
   const opts = new Command("bench pipeline")
+    .description("decode in-process vs through 1 and 3 agents (a chain), and per-hop overhead")
     .option("--model <path>", "GGUF model (default: the generated 110M Q8_0 model)")
     .option("--tokens <n>", "tokens to decode", "64")
-    .option("--backend <name>", "agent backend", "auto")
-    .option("--threads <n>", "threads per agent")
+    .option("--reps <n>", "timed runs per configuration (best is reported)", "3")
+    .option("--backend <name>", "backend of the engine and every agent", "auto")
+    .option("--threads <n>", "threads per engine/agent")
     .parse(Deno.args, { from: "user" })
     .opts();
   const model = opts.model ?? await generatedModel("q8_0");
-  const cfg = {
+  const o: Opts = {
     tokens: Number(opts.tokens),
+    reps: Number(opts.reps),
     backend: opts.backend,
     threads: opts.threads ? Number(opts.threads) : undefined,
   };
-  const one = await run(model, 1, cfg);
-  const three = await run(model, 3, cfg);
+  const local = await inProcess(model, o);
+  const one = await served(model, 1, o);
+  const three = await served(model, 3, o);
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
+  const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
   console.log(JSON.stringify({
     bench: "pipeline",
     model: model.split("/").pop(),
     backend: opts.backend,
-    tokens: cfg.tokens,
+    tokens: o.tokens,
+    in_process_decode_tokens_per_second: r3(local.decode_tokens_per_second),
     one_agent_decode_tokens_per_second: r3(one.decode_tokens_per_second),
     three_agents_decode_tokens_per_second: r3(three.decode_tokens_per_second),
-    ratio: r3(three.decode_tokens_per_second / one.decode_tokens_per_second),
+    one_agent_vs_in_process: r3(one.decode_tokens_per_second / local.decode_tokens_per_second),
+    three_vs_one_agent: r3(three.decode_tokens_per_second / one.decode_tokens_per_second),
     hop_ms_p50: r3(three.hop_ms_p50),
     hop_ms_p99: r3(three.hop_ms_p99),
-    single_agent_hop_ms_p50: r3(one.hop_ms_p50),
+    same_ids: same(local.ids, one.ids) && same(one.ids, three.ids),
     stages: three.stages,
   }));
 }

@@ -9,6 +9,7 @@ import { createRpcTransport } from "../cluster/rpc/mod.ts";
 import { InferenceService } from "../proto/mod.ts";
 import { DEFAULT_MODEL, intOption, numberOption, writeOut } from "./common.ts";
 import { formatBytes, table } from "./format.ts";
+import { SAMPLING_DEFAULTS } from "../model/sampling_defaults.ts";
 import {
   splitModelArgs,
   startLocalCluster,
@@ -27,7 +28,7 @@ export async function main(args: string[]): Promise<number> {
     .option("-p, --prompt <text>", "prompt", "Once upon a time")
     .option("-n, --max-tokens <n>", "tokens to generate", intOption(1, 4096), 96)
     .option("--agents <n>", "agents to start", intOption(1, 16), 3)
-    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), 0.8)
+    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), SAMPLING_DEFAULTS.temperature)
     .option("--seed <n>", "RNG seed", intOption(0, 2 ** 32 - 1))
     .option("--backend <name>", "compute backend for every agent", "auto")
     .exitOverride();

@@ -1,2 +1,2 @@
-/** The version of distributed-llm, shown by `llmctl --version` and in gossip metadata. */
-export const VERSION = "0.1.0";
+/** The version of distributed-llm (defined in cluster/, which announces it in gossip). */
+export { VERSION } from "../cluster/version.ts";

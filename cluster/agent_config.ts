@@ -2,8 +2,8 @@
  * Agent configuration: every setting with its default, and the merge of flags > env (`DLLM_*`) >
  * config file > defaults that DESIGN.md promises. Parsing errors name the setting and its source.
  */
-import { homedir, hostname } from "node:os";
-import { join } from "node:path";
+import { hostname } from "node:os";
+import { defaultCacheDir } from "./transfer/mod.ts";
 
 /** Everything an agent needs to start. */
 export interface AgentConfig {
@@ -113,9 +113,6 @@ const ENV: Record<keyof AgentConfig, string> = {
   httpMaxConnections: "DLLM_HTTP_MAX_CONNECTIONS",
   corsOrigin: "DLLM_CORS_ORIGIN",
 };
-
-/** The environment variable of each setting (documented in the README). */
-export const AGENT_ENV = ENV;
 
 /** Read the `DLLM_*` variables that are set. */
 export function settingsFromEnv(env: Record<string, string | undefined>): RawSettings {
@@ -265,7 +262,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     gossipPreset: oneOf("gossipPreset", "lan", ["lan", "wan", "local"] as const),
     clusterName: str("clusterName", "default")!,
     logLevel: oneOf("logLevel", "info", ["debug", "info", "warn", "error"] as const),
-    cacheDir: str("cacheDir", join(homedir(), ".cache", "distributed-llm"))!,
+    cacheDir: str("cacheDir", defaultCacheDir())!,
     transferRateLimit: 0,
     shutdownGrace: 10_000,
     httpHeaderTimeout: 10_000,

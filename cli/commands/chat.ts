@@ -12,6 +12,7 @@ import { intOption, numberOption, writeOut } from "../common.ts";
 import { palette } from "../format.ts";
 import { type ChatMessage, ChatTemplate } from "../../model/chat/mod.ts";
 import { modelCommandBase, openEngine } from "./model_options.ts";
+import { SAMPLING_DEFAULTS } from "../../model/sampling_defaults.ts";
 
 /** One turn of the conversation. */
 export interface Turn {
@@ -86,7 +87,7 @@ export function chatCommand() {
     )
     .option("-s, --system <text>", "system prompt", "")
     .option("-n, --max-tokens <n>", "most tokens per reply", intOption(1), 256)
-    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), 0.7)
+    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), SAMPLING_DEFAULTS.temperature)
     .option("--seed <n>", "RNG seed", intOption(0, 2 ** 32 - 1))
     .action(async (opts, cmd) => {
       const g = cmd.optsWithGlobals() as GlobalOptions;

@@ -1,15 +1,18 @@
 /**
  * `llmctl generate`: tokenize a prompt, generate text, stream it (or print one JSON object).
  *
- * Without `--endpoint` (or DLLM_ENDPOINT) the model runs here, in this process. With it, the
- * agent at the endpoint heads the request through the cluster's pipeline
- * (InferenceService.Generate) and tokens stream back as they are sampled.
+ * Without `--endpoint` (or DLLM_ENDPOINT) the model runs here, in this process, through the same
+ * head and tail sampler an agent runs (cluster/pipeline Engine: a chain of one in-process
+ * stage). With it, the agent at the endpoint heads the request through the cluster's chain
+ * (InferenceService.Generate) and tokens stream back as they are sampled. Defaults: one object,
+ * model/sampling_defaults.ts.
  */
 import { basename } from "node:path";
 import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import { ExitCode, intOption, numberOption, printJson, writeOut } from "../common.ts";
 import { modelCommandBase, openEngine } from "./model_options.ts";
+import { SAMPLING_DEFAULTS as D } from "../../model/sampling_defaults.ts";
 
 /** Build the `generate` command. */
 export function generateCommand() {
@@ -19,15 +22,20 @@ export function generateCommand() {
     )
     .option("-p, --prompt <text>", "prompt text", "")
     .option("-n, --max-tokens <n>", "tokens to generate", intOption(1), 128)
-    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), 0.8)
-    .option("--top-k <k>", "keep the k most likely tokens (0 = off)", intOption(0), 40)
-    .option("--top-p <p>", "nucleus sampling mass (1 = off)", numberOption(0.0001, 1), 0.95)
-    .option("--min-p <p>", "drop tokens below p × the top probability", numberOption(0, 1), 0.05)
+    .option("--temperature <t>", "0 = greedy", numberOption(0, 100), D.temperature)
+    .option("--top-k <k>", "keep the k most likely tokens (0 = off)", intOption(0), D.topK)
+    .option("--top-p <p>", "nucleus sampling mass (1 = off)", numberOption(0.0001, 1), D.topP)
+    .option(
+      "--min-p <p>",
+      "drop tokens below p × the top probability",
+      numberOption(0, 1),
+      D.minP,
+    )
     .option(
       "--repeat-penalty <x>",
       "penalty for recent tokens (1 = off)",
       numberOption(0.01, 100),
-      1,
+      D.repeatPenalty,
     )
     .option("--seed <n>", "RNG seed (same seed, same output)", intOption(0, 2 ** 32 - 1))
     .option("--ignore-eos", "keep generating past end-of-sequence tokens (local model only)")

@@ -4,7 +4,7 @@
  */
 import { Command, Option } from "@commander-js/extra-typings";
 import { BACKEND_NAMES, parseBackendName, selectBackend } from "../../kernels/select.ts";
-import { Engine } from "../../model/engine.ts";
+import { Engine } from "../../cluster/pipeline/mod.ts";
 import { DEFAULT_MODEL, intOption } from "../common.ts";
 
 /** A command named `name` with --model, --backend, --threads and --ctx. */

@@ -12,7 +12,6 @@
  * @module
  */
 export { Admission, type AdmissionStats } from "./admission.ts";
-export { toGenerateRequest, toGenerationEvents } from "./bridge.ts";
 export {
   ApiError,
   type OpenAIErrorBody,

@@ -1,6 +1,9 @@
 /**
- * InferenceService.Forward, the stage side: one bidirectional stream per session; each
- * ActivationFrame is run through the hosted layers and answered with exactly one response.
+ * InferenceService.Forward, the stage side: one bidirectional stream per session. The `open`
+ * frame opens the session here and, through the agent's links, on every stage after this one;
+ * each frame with rows runs through the hosted layers, goes on to the next stage, and is
+ * answered with what the tail answered. A failure here or further down is answered with a
+ * `failure` naming the stage that failed, and ends the stream.
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -9,29 +12,38 @@ import {
   type ForwardResponse,
   ForwardResponseSchema,
   SampledTokenSchema,
+  StageFailureSchema,
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
-import { decodeValues, encodeTensor, samplingFromWire } from "./wire.ts";
+import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
+import { type LinkFactory, openChainSession } from "./chain_session.ts";
+import { decodeValues, encodeTensor, openFromWire } from "./wire.ts";
 
 /** What the Forward handler needs: the current stage (it may be replaced on re-placement). */
 export interface ForwardContext {
+  /** This agent's node id (named in failures it reports). */
+  nodeId?: string;
   /** The stage this agent hosts now, or undefined when it hosts none. */
   host(): StageHost | undefined;
-  /** Placement epoch of the hosted stage; frames planned for another epoch are refused. */
+  /** This agent's placement epoch; sessions opened with another are refused (0n: unchecked). */
   epoch(): bigint;
+  /** Links to the stages after this one (required for any stage but the tail). */
+  linkTo?: LinkFactory;
   /** Called after each frame with its compute time and bytes in/out (metrics). */
   onFrame?(info: { computeMs: number; bytesIn: number; bytesOut: number }): void;
 }
 
 /** The Forward handler: frames in, one response per frame out, KV cache freed when the stream ends. */
 export function forwardHandler(ctx: ForwardContext) {
+  const self = ctx.nodeId ?? "";
   return async function* forward(
     frames: AsyncIterable<ActivationFrame>,
   ): AsyncIterable<ForwardResponse> {
     let sessionId: string | undefined;
     let host: StageHost | undefined;
+    let session: SessionLink | undefined;
     let nextStep = 0n;
     try {
       for await (const frame of frames) {
@@ -42,102 +54,124 @@ export function forwardHandler(ctx: ForwardContext) {
           );
         }
         nextStep++;
-        if (frame.open) {
-          host = ctx.host();
-          if (!host) throw new RpcFailure("unavailable", "this agent hosts no layers right now");
-          if (frame.open.model && frame.open.model !== host.model) {
-            throw new RpcFailure(
-              "failed_precondition",
-              `this agent serves model ${host.model}, not ${frame.open.model}`,
-            );
-          }
-          if (frame.open.placementEpoch && frame.open.placementEpoch !== ctx.epoch()) {
-            throw new RpcFailure(
-              "failed_precondition",
-              `placement epoch ${frame.open.placementEpoch} is stale (now ${ctx.epoch()}); re-read the placement`,
-            );
-          }
-          if (frame.fromLayer !== host.range.from) {
-            throw new RpcFailure(
-              "failed_precondition",
-              `this stage starts at layer ${host.range.from}, the frame at ${frame.fromLayer}`,
-            );
-          }
-          host.open(frame.sessionId, frame.open.maxContext);
-          sessionId = frame.sessionId;
-        }
-        if (!host || sessionId === undefined) {
-          throw new RpcFailure(
-            "failed_precondition",
-            "the first frame of a stream must open a session",
-          );
-        }
-        if (frame.sessionId !== sessionId) {
-          throw new RpcFailure(
-            "invalid_argument",
-            `frame for session ${frame.sessionId} on the stream of ${sessionId}`,
-          );
-        }
         const response = create(ForwardResponseSchema, {
-          sessionId,
+          sessionId: frame.sessionId,
           step: frame.step,
-          nextLayer: host.range.to,
         });
-        const nRows = frame.tokens.length;
-        if (nRows > 0) {
-          const tokens = Int32Array.from(frame.tokens);
-          const hidden = frame.data.byteLength > 0
-            ? decodeValues(frame.data, frame.shape, frame.dtype)
-            : undefined;
-          if (hidden && frame.shape[0] !== nRows) {
+        try {
+          if (frame.open) {
+            host = ctx.host();
+            if (!host) throw new RpcFailure("unavailable", "this agent hosts no layers right now");
+            if (frame.open.model && frame.open.model !== host.model) {
+              throw new RpcFailure(
+                "failed_precondition",
+                `this agent serves model ${host.model}, not ${frame.open.model}`,
+              );
+            }
+            if (frame.fromLayer !== host.range.from) {
+              throw new RpcFailure(
+                "failed_precondition",
+                `this stage starts at layer ${host.range.from}, the frame at ${frame.fromLayer}`,
+              );
+            }
+            const open = openFromWire(frame.sessionId, frame.open);
+            if (open.downstream.length > 0 && !ctx.linkTo) {
+              throw new RpcFailure("unimplemented", "this stage cannot forward to another stage");
+            }
+            session = await openChainSession(host, open, {
+              nodeId: self,
+              epoch: ctx.epoch,
+              linkTo: ctx.linkTo ?? (() => {
+                throw new Error("unreachable: no downstream");
+              }),
+            });
+            sessionId = frame.sessionId;
+          }
+          if (!host || !session || sessionId === undefined) {
+            throw new RpcFailure(
+              "failed_precondition",
+              "the first frame of a stream must open a session",
+            );
+          }
+          if (frame.sessionId !== sessionId) {
             throw new RpcFailure(
               "invalid_argument",
-              `frame has ${nRows} tokens but ${frame.shape[0]} rows`,
+              `frame for session ${frame.sessionId} on the stream of ${sessionId}`,
             );
           }
-          const sampling = frame.sampler ? samplingFromWire(frame.sampler) : undefined;
-          const out = await host.step(sessionId, { tokens, hidden, sampling });
-          response.computeMs = out.computeMs;
-          const dtype = frame.open?.responseDtype || frame.dtype || Dtype.F32;
-          if (out.kind === "hidden") {
-            const cols = out.hidden.length / nRows;
-            response.result = {
-              case: "hidden",
-              value: encodeTensor(out.hidden, [nRows, cols], dtype),
-            };
-          } else if (out.kind === "logits") {
-            response.result = {
-              case: "logits",
-              value: encodeTensor(out.logits, [1, out.logits.length], Dtype.F32),
-            };
-          } else {
-            response.result = {
-              case: "token",
-              value: create(SampledTokenSchema, {
-                tokenId: out.token.id,
-                logprob: out.token.logprob,
-                topLogprobs: out.token.top.map((t) =>
-                  create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
-                ),
-              }),
-            };
+          response.nextLayer = host.range.to;
+          const nRows = frame.tokens.length;
+          if (nRows > 0) {
+            const tokens = Int32Array.from(frame.tokens);
+            const hidden = frame.data.byteLength > 0
+              ? decodeValues(frame.data, frame.shape, frame.dtype)
+              : undefined;
+            if (hidden && frame.shape[0] !== nRows) {
+              throw new RpcFailure(
+                "invalid_argument",
+                `frame has ${nRows} tokens but ${frame.shape[0]} rows`,
+              );
+            }
+            const out = await session.step({ tokens, hidden });
+            response.computeMs = out.computeMs;
+            const dtype = frame.dtype || Dtype.F32;
+            if (out.kind === "hidden") {
+              const cols = out.hidden.length / nRows;
+              response.result = {
+                case: "hidden",
+                value: encodeTensor(out.hidden, [nRows, cols], dtype),
+              };
+            } else if (out.kind === "logits") {
+              response.result = {
+                case: "logits",
+                value: encodeTensor(out.logits, [1, out.logits.length], Dtype.F32),
+              };
+            } else {
+              response.result = {
+                case: "token",
+                value: create(SampledTokenSchema, {
+                  tokenId: out.token.id,
+                  logprob: out.token.logprob,
+                  topLogprobs: out.token.top.map((t) =>
+                    create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
+                  ),
+                }),
+              };
+            }
+            ctx.onFrame?.({
+              computeMs: out.computeMs,
+              bytesIn: frame.data.byteLength,
+              bytesOut: response.result.case === "token"
+                ? 0
+                : response.result.value.data.byteLength,
+            });
           }
-          ctx.onFrame?.({
-            computeMs: out.computeMs,
-            bytesIn: frame.data.byteLength,
-            bytesOut: response.result.case === "token" ? 0 : response.result.value.data.byteLength,
-          });
+        } catch (e) {
+          // A stage further down failed (or planned with another epoch): say which, so the
+          // head re-places the right one, and end this session.
+          if (e instanceof StageLinkError || e instanceof StaleEpochError) {
+            response.failure = create(StageFailureSchema, {
+              nodeId: e.nodeId,
+              message: e.message,
+              staleEpoch: e instanceof StaleEpochError,
+            });
+            yield response;
+            return;
+          }
+          throw e;
         }
         if (frame.close) {
-          host.close(sessionId);
+          await session.close(frame.close.reason);
+          session = undefined;
           response.closed = true;
         }
         yield response;
         if (response.closed) return;
       }
     } finally {
-      // The stream ended (closed, broken or cancelled): never leak the KV cache.
-      if (host && sessionId !== undefined) host.close(sessionId);
+      // The stream ended (closed, broken or cancelled): never leak a KV cache here or further.
+      if (session) await session.close("stream ended");
+      else if (host && sessionId !== undefined) host.close(sessionId);
     }
   };
 }

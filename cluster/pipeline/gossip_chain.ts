@@ -2,7 +2,7 @@
  * ChainProvider over gossip: the stages of a chain are the members whose metadata says they
  * host (loaded and ready) a layer range of the model; the head tiles [0, nLayers) with them.
  */
-import { type ChainProvider, NoPlacementError, type StageLink } from "./head.ts";
+import { type ChainProvider, NoPlacementError, stageKey, type StageLink } from "./head.ts";
 
 /** What the chain builder needs to know about one member. */
 export interface StageCandidate {
@@ -14,11 +14,6 @@ export interface StageCandidate {
   to: number;
   /** Announcement version (gossip incarnation): a re-announced stage is trusted again. */
   version?: number;
-}
-
-/** The key a head excludes a failed stage by: its node and the announcement that failed. */
-export function stageKey(nodeId: string, version?: number | string): string {
-  return `${nodeId}@${version ?? ""}`;
 }
 
 /** Pick stages that tile [0, nLayers): from each layer, the longest range (fewest hops). */
@@ -60,8 +55,20 @@ export class GossipChainProvider implements ChainProvider {
       link: (c: StageCandidate) => StageLink;
       /** Poll interval while waiting, ms. */
       pollMs?: number;
+      /** The placement epoch this head plans with (0n: unchecked). */
+      epoch?: () => bigint;
     },
   ) {}
+
+  /** The model id sessions are opened for. */
+  get model(): string {
+    return this.opts.model;
+  }
+
+  /** The placement epoch this head plans with now. */
+  epoch(): bigint {
+    return this.opts.epoch?.() ?? 0n;
+  }
 
   async chain(opts: { exclude: ReadonlySet<string>; timeoutMs: number }): Promise<StageLink[]> {
     const deadline = Date.now() + opts.timeoutMs;

@@ -1,35 +1,59 @@
 /**
- * The head of a request: drives a chain of stages (layers 0..n) through prefill and decode, and
- * recovers when a stage dies by re-placing and replaying prompt + tokens so far — the client
- * sees a delay, and greedy output stays identical.
+ * The head of a request: opens a session on the first stage of a chain (layers 0..n), which
+ * opens the next stage's session itself, and so on: frames travel stage to stage, the tail
+ * samples, and the token comes back along the chain. The head keeps admission, replay and
+ * failure attribution: when a stage dies, the error that comes back names it, the head
+ * re-places and replays prompt + tokens so far — the client sees a delay, and greedy or seeded
+ * output stays identical.
  *
  * Transport-free: stages are reached through `StageLink`s, which are RPC streams between agents
  * and direct calls for a stage in the same process.
  */
-import type { StageFrame, StageResult, TailSampling } from "./stage_host.ts";
-import type { SampledToken } from "./stage_host.ts";
-import { stageKey } from "./gossip_chain.ts";
-import { type OpenSpan, openSpan, SpanKind, withSpan } from "../telemetry/tracing.ts";
+import type { SampledToken, StageFrame, StageResult, TailSampling } from "./stage_host.ts";
+import { type OpenSpan, openSpan, withSpan } from "../telemetry/tracing.ts";
 
-/** An open session on one stage. */
+/** One stage of a chain as a message can name it. */
+export interface ChainHop {
+  readonly nodeId: string;
+  readonly from: number;
+  readonly to: number;
+  /** Which announcement of the node (gossip incarnation); see StageLink.version. */
+  readonly version?: number;
+}
+
+/** What opening a session on a stage needs; the stage opens the rest of the chain with it. */
+export interface SessionOpen {
+  /** Unique per request and placement attempt; names the KV cache on every stage. */
+  sessionId: string;
+  /** KV cache positions to reserve. */
+  maxContext: number;
+  /** Model id the head planned with; a stage serving another refuses. */
+  model: string;
+  /** Placement epoch the head planned with (0 = unchecked); a stage on another refuses. */
+  epoch: bigint;
+  /** Sampling settings for the tail, sent once; absent: the tail answers logits. */
+  sampling?: TailSampling;
+  /** The stages after this one, in layer order (empty: this is the tail). */
+  downstream: ChainHop[];
+}
+
+/** An open session on a stage and everything after it. */
 export interface SessionLink {
-  /** Send one frame, get its one answer (in order). */
+  /** Send one frame, get its one answer (in order): the tail's token. */
   step(frame: StageFrame): Promise<StageResult>;
-  /** Free the session on the stage; never throws. */
+  /** Free the session on this stage and those after it; never throws. */
   close(reason: string): Promise<void>;
 }
 
-/** One stage of a chain as the head sees it. */
-export interface StageLink {
-  readonly nodeId: string;
+/** One stage of a chain as the head (or the stage before it) sees it. */
+export interface StageLink extends ChainHop {
   /**
    * Which announcement of the node this link came from; after a failure the head avoids that
    * node until it announces again (e.g. reloaded on another backend).
    */
   readonly version?: number;
-  readonly from: number;
-  readonly to: number;
-  openSession(sessionId: string, maxContext: number): Promise<SessionLink>;
+  /** Open a session here; this stage opens the downstream ones. */
+  openSession(open: SessionOpen): Promise<SessionLink>;
 }
 
 /** Finds a chain of live stages covering every layer. */
@@ -39,11 +63,30 @@ export interface ChainProvider {
    * one to exist (stages being re-placed and loaded). Throws NoPlacementError when none appears.
    */
   chain(opts: { exclude: ReadonlySet<string>; timeoutMs: number }): Promise<StageLink[]>;
+  /** The placement epoch this head plans with (0 or absent: stages do not check it). */
+  epoch?(): bigint;
+  /** The model id sessions are opened for ("" or absent: not checked). */
+  readonly model?: string;
 }
 
 /** A stage is gone (connection broken, agent dead, session lost): recoverable by re-placing. */
 export class StageLinkError extends Error {
   override name = "StageLinkError";
+  /** @param nodeId the stage that failed (not the one that noticed) */
+  constructor(message: string, readonly nodeId: string) {
+    super(message);
+  }
+}
+
+/**
+ * A stage planned with another placement epoch than the head's: gossip has not converged yet.
+ * The head waits and reads the chain again, without blaming the stage.
+ */
+export class StaleEpochError extends Error {
+  override name = "StaleEpochError";
+  /** FAILED_PRECONDITION on the wire. */
+  readonly rpcCode = "failed_precondition";
+  /** @param nodeId the stage that refused */
   constructor(message: string, readonly nodeId: string) {
     super(message);
   }
@@ -54,6 +97,11 @@ export class NoPlacementError extends Error {
   override name = "NoPlacementError";
   /** Clients see UNAVAILABLE (HTTP 503): the cluster may recover when agents join. */
   readonly rpcCode = "unavailable";
+}
+
+/** The key a head excludes a failed stage by: its node and the announcement that failed. */
+export function stageKey(nodeId: string, version?: number | string): string {
+  return `${nodeId}@${version ?? ""}`;
 }
 
 /** A generation request as the head runs it. */
@@ -129,20 +177,20 @@ export class Head {
     const t0 = performance.now();
     let tFirst = 0;
     let attempt = 0;
+    let stale = 0;
     const budget = Math.min(req.maxTokens, req.maxContext - req.promptTokens.length);
     if (budget <= 0) {
       throw new RangeError(
         `the prompt's ${req.promptTokens.length} tokens leave no room in a ${req.maxContext}-token context`,
       );
     }
+    const recoveryMs = this.opts.recoveryTimeoutMs ?? 30_000;
     for (;;) {
       let chain: StageLink[];
       try {
         chain = await this.provider.chain({
           exclude,
-          timeoutMs: attempt === 0
-            ? this.opts.initialWaitMs ?? 10_000
-            : this.opts.recoveryTimeoutMs ?? 30_000,
+          timeoutMs: attempt === 0 && stale === 0 ? this.opts.initialWaitMs ?? 10_000 : recoveryMs,
         });
       } catch (e) {
         // After a stage failed, its cause (refused certificate, reset stream) is what the user
@@ -154,13 +202,25 @@ export class Head {
         );
       }
       result.chains.push(chain.map(({ nodeId, from, to }) => ({ nodeId, from, to })));
-      const sessionId = `${req.requestId}.${attempt}`;
-      const links: SessionLink[] = [];
+      const sessionId = `${req.requestId}.${attempt}.${stale}`;
+      let link: SessionLink | undefined;
       let decode: OpenSpan | undefined;
+      const first = chain[0];
       try {
-        for (const stage of chain) {
-          links.push(await guard(stage.nodeId, () => stage.openSession(sessionId, req.maxContext)));
-        }
+        link = await guard(first.nodeId, () =>
+          first.openSession({
+            sessionId,
+            maxContext: req.maxContext,
+            model: this.provider.model ?? "",
+            epoch: this.provider.epoch?.() ?? 0n,
+            sampling,
+            downstream: chain.slice(1).map(({ nodeId, from, to, version }) => ({
+              nodeId,
+              from,
+              to,
+              version,
+            })),
+          }));
         // Prefill: prompt plus whatever was generated before a failure (replay).
         let input = [...req.promptTokens, ...result.tokens.map((t) => t.id)];
         while (result.tokens.length < budget) {
@@ -168,7 +228,7 @@ export class Head {
             result.finishReason = "cancelled";
             break;
           }
-          const pass = () => this.pass(chain, links, Int32Array.from(input), sampling);
+          const pass = () => this.pass(first.nodeId, link!, Int32Array.from(input));
           const token = decode
             ? await decode.run(pass)
             : await withSpan("llm.prefill", { "llm.tokens": input.length }, pass);
@@ -187,13 +247,22 @@ export class Head {
           decode ??= openSpan("llm.decode");
         }
         decode?.end();
-        await Promise.all(links.map((l) => l.close("done")));
+        await link.close("done");
         result.timeToFirstTokenMs = tFirst - t0;
         result.decodeMs = performance.now() - tFirst;
         return result;
       } catch (e) {
         decode?.end(e);
-        await Promise.all(links.map((l) => l.close("replanned")));
+        await link?.close("replanned");
+        if (e instanceof StaleEpochError) {
+          // Gossip has not converged on one plan yet: read the chain again shortly, blaming
+          // nobody; give up only after the recovery timeout.
+          if (++stale * 100 > recoveryMs) {
+            throw new NoPlacementError(`the placement did not settle: ${e.message}`);
+          }
+          await new Promise((r) => setTimeout(r, 100));
+          continue;
+        }
         if (!(e instanceof StageLinkError)) throw e;
         attempt++;
         result.failures.push({ nodeId: e.nodeId, message: e.message });
@@ -212,42 +281,25 @@ export class Head {
     }
   }
 
-  /** One token through every stage: hidden rows hop stage to stage, the tail samples. */
-  private async pass(
-    chain: StageLink[],
-    links: SessionLink[],
-    tokens: Int32Array,
-    sampling: TailSampling,
-  ): Promise<SampledToken> {
-    let hidden: Float32Array | undefined;
-    for (let i = 0; i < chain.length; i++) {
-      const tail = i === chain.length - 1;
-      const out = await guard(
-        chain[i].nodeId,
-        () =>
-          withSpan(
-            "llm.forward",
-            { "llm.stage.node": chain[i].nodeId, "llm.layers": `${chain[i].from}-${chain[i].to}` },
-            () => links[i].step({ tokens, hidden, sampling: tail ? sampling : undefined }),
-            SpanKind.CLIENT,
-          ),
-      );
-      if (out.kind === "token") return out.token;
-      if (out.kind !== "hidden") {
-        throw new Error(`stage ${chain[i].nodeId} answered ${out.kind}, expected hidden rows`);
-      }
-      hidden = out.hidden;
+  /** One step down the chain: the first stage gets the token ids, the tail answers a token. */
+  private async pass(firstNode: string, link: SessionLink, tokens: Int32Array) {
+    const out = await guard(firstNode, () => link.step({ tokens }));
+    if (out.kind !== "token") {
+      throw new Error(`the chain answered ${out.kind}, expected a sampled token`);
     }
-    throw new Error("the chain's last stage did not sample a token");
+    return out.token;
   }
 }
 
-/** Turn a stage's transport failure into StageLinkError naming the node. */
-async function guard<T>(nodeId: string, fn: () => Promise<T>): Promise<T> {
+/**
+ * Run a call on the stage `nodeId` (or through it), turning a transport failure into a
+ * StageLinkError naming it; errors already attributed to a stage further down pass unchanged.
+ */
+export async function guard<T>(nodeId: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (e) {
-    if (e instanceof StageLinkError) throw e;
+    if (e instanceof StageLinkError || e instanceof StaleEpochError) throw e;
     if (isTransportFailure(e)) throw new StageLinkError((e as Error).message, nodeId);
     throw e;
   }

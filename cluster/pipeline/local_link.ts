@@ -1,14 +1,30 @@
-/** A StageLink to a stage in the same process (no RPC): used when the head hosts a stage too. */
-import type { SessionLink, StageLink } from "./head.ts";
-import type { StageFrame, StageHost, StageResult } from "./stage_host.ts";
+/** A StageLink to a stage in the same process (no RPC): the head's own stage, or the engine's. */
+import type { SessionLink, SessionOpen, StageLink } from "./head.ts";
+import type { StageHost } from "./stage_host.ts";
+import { type LinkFactory, openChainSession } from "./chain_session.ts";
 
-/** Direct calls into a StageHost. */
+/** What a local stage needs to reach the stages after it and to check the epoch. */
+export interface LocalLinkOptions {
+  /** Announcement version of this stage (see StageLink.version). */
+  version?: number;
+  /** This agent's placement epoch (default: none, unchecked). */
+  epoch?: () => bigint;
+  /** Links to the stages after this one (default: none; the stage must be the tail). */
+  linkTo?: LinkFactory;
+}
+
+/** Direct calls into a StageHost, which forwards to the next stage itself. */
 export class LocalStageLink implements StageLink {
   constructor(
     readonly nodeId: string,
     private readonly host: StageHost,
-    readonly version?: number,
+    private readonly opts: LocalLinkOptions = {},
   ) {}
+
+  /** Announcement version of this stage. */
+  get version(): number | undefined {
+    return this.opts.version;
+  }
 
   get from(): number {
     return this.host.range.from;
@@ -18,15 +34,13 @@ export class LocalStageLink implements StageLink {
     return this.host.range.to;
   }
 
-  openSession(sessionId: string, maxContext: number): Promise<SessionLink> {
-    this.host.open(sessionId, maxContext);
-    const host = this.host;
-    return Promise.resolve({
-      step: (frame: StageFrame): Promise<StageResult> => host.step(sessionId, frame),
-      close: (_reason: string) => {
-        host.close(sessionId);
-        return Promise.resolve();
-      },
+  openSession(open: SessionOpen): Promise<SessionLink> {
+    return openChainSession(this.host, open, {
+      nodeId: this.nodeId,
+      epoch: this.opts.epoch ?? (() => 0n),
+      linkTo: this.opts.linkTo ?? ((hop) => {
+        throw new Error(`no link to ${hop.nodeId}: an in-process chain has one stage`);
+      }),
     });
   }
 }

@@ -1,10 +1,13 @@
 /**
- * The inference pipeline: stages that run layer ranges for many sessions, and the head that
- * drives a chain of them and recovers when one dies.
+ * The inference pipeline: stages that run layer ranges for many sessions and forward to the
+ * next stage, the head that opens a chain of them and recovers when one dies, and the local
+ * Engine: a head over a chain of one in-process stage (the same generation path).
  * @module
  */
 export {
+  type ChainHop,
   type ChainProvider,
+  guard,
   Head,
   type HeadOptions,
   type HeadRequest,
@@ -12,11 +15,17 @@ export {
   isTransportFailure,
   NoPlacementError,
   type SessionLink,
+  type SessionOpen,
+  stageKey,
   type StageLink,
   StageLinkError,
+  StaleEpochError,
 } from "./head.ts";
-export { LocalStageLink } from "./local_link.ts";
+export { type LocalLinkOptions, LocalStageLink } from "./local_link.ts";
+export { type ChainStageContext, type LinkFactory, openChainSession } from "./chain_session.ts";
+export { Engine, type EngineOptions, type GenerateOptions, type GenerateResult } from "./engine.ts";
 export {
+  hostCandidates,
   type SampledToken,
   type StageFrame,
   StageHost,
@@ -31,8 +40,10 @@ export {
   decodeValues,
   encodeTensor,
   encodeValues,
+  openFromWire,
+  openToWire,
   samplingFromWire,
   samplingToWire,
   WireFormatError,
 } from "./wire.ts";
-export { GossipChainProvider, type StageCandidate, stageKey, tileChain } from "./gossip_chain.ts";
+export { GossipChainProvider, type StageCandidate, tileChain } from "./gossip_chain.ts";

@@ -9,11 +9,16 @@ import {
   Dtype,
   type ForwardResponse,
   InferenceService,
-  OpenSessionSchema,
 } from "../../proto/mod.ts";
-import { type SessionLink, type StageLink, StageLinkError } from "./head.ts";
+import {
+  type SessionLink,
+  type SessionOpen,
+  type StageLink,
+  StageLinkError,
+  StaleEpochError,
+} from "./head.ts";
 import type { StageFrame, StageResult } from "./stage_host.ts";
-import { decodeValues, encodeValues, samplingToWire } from "./wire.ts";
+import { decodeValues, encodeValues, openToWire } from "./wire.ts";
 
 /** Codes that mean the stage (not the request) failed: the head re-places and replays. */
 const STAGE_FAILURE_CODES = new Set([
@@ -71,10 +76,10 @@ class FrameQueue implements AsyncIterable<ActivationFrame> {
 
 /** Options of a remote stage link. */
 export interface RemoteStageOptions {
-  model: string;
-  epoch: bigint;
   /** Activation dtype on the wire; F32 keeps outputs bit-identical to a single node. */
   dtype?: Dtype;
+  /** Announcement version of the stage (see StageLink.version). */
+  version?: number;
 }
 
 /** Reaches a stage on another agent over `transport`. */
@@ -86,25 +91,20 @@ export class RemoteStageLink implements StageLink {
     readonly from: number,
     readonly to: number,
     transport: Transport,
-    private readonly opts: RemoteStageOptions,
+    private readonly opts: RemoteStageOptions = {},
   ) {
     this.client = createClient(InferenceService, transport);
   }
 
-  openSession(sessionId: string, maxContext: number): Promise<SessionLink> {
+  /** Announcement version of the stage. */
+  get version(): number | undefined {
+    return this.opts.version;
+  }
+
+  async openSession(open: SessionOpen): Promise<SessionLink> {
     const queue = new FrameQueue();
     const abort = new AbortController();
     const responses = this.client.forward(queue, { signal: abort.signal })[Symbol.asyncIterator]();
-    // The client starts the call at once but observes its failure only in the first next(): ask
-    // for the first answer now, so a stage that refuses the connection (a certificate from
-    // another CA) fails this session's first step instead of escaping as an unhandled rejection.
-    let first: Promise<IteratorResult<ForwardResponse>> | undefined = responses.next();
-    first.catch(() => {});
-    const nextResponse = () => {
-      const p = first ?? responses.next();
-      first = undefined;
-      return p;
-    };
     let step = 0n;
     let closed = false;
     const dtype = this.opts.dtype ?? Dtype.F32;
@@ -112,46 +112,61 @@ export class RemoteStageLink implements StageLink {
       if (e instanceof ConnectError && !STAGE_FAILURE_CODES.has(e.code)) throw e;
       throw new StageLinkError((e as Error).message, this.nodeId);
     };
-    const link: SessionLink = {
+    /** Send one frame and read its one answer; a failure reported from down the chain throws. */
+    const exchange = async (msg: ActivationFrame): Promise<ForwardResponse> => {
+      queue.push(msg);
+      let next: IteratorResult<ForwardResponse>;
+      try {
+        next = await responses.next();
+      } catch (e) {
+        return fail(e);
+      }
+      if (next.done) return fail(new Error("the stage ended the stream without answering"));
+      const r = next.value as ForwardResponse;
+      if (r.failure) {
+        abort.abort();
+        closed = true;
+        if (r.failure.staleEpoch) throw new StaleEpochError(r.failure.message, r.failure.nodeId);
+        throw new StageLinkError(r.failure.message, r.failure.nodeId || this.nodeId);
+      }
+      return r;
+    };
+    // The opening travels alone and is answered once every stage after this one has opened
+    // too, so a refused certificate or a stale epoch anywhere fails here, attributed.
+    try {
+      await exchange(create(ActivationFrameSchema, {
+        sessionId: open.sessionId,
+        step: step++,
+        fromLayer: this.from,
+        dtype,
+        open: openToWire(open, dtype),
+      }));
+    } catch (e) {
+      abort.abort();
+      throw e;
+    }
+    return {
       step: async (frame: StageFrame): Promise<StageResult> => {
         const rows = frame.tokens.length;
         const msg = create(ActivationFrameSchema, {
-          sessionId,
-          step,
+          sessionId: open.sessionId,
+          step: step++,
           fromLayer: this.from,
           tokens: Array.from(frame.tokens),
           dtype,
         });
-        if (step === 0n) {
-          msg.open = create(OpenSessionSchema, {
-            model: this.opts.model,
-            placementEpoch: this.opts.epoch,
-            maxContext,
-            responseDtype: dtype,
-          });
-        }
         if (frame.hidden) {
           msg.shape = [rows, frame.hidden.length / rows];
           msg.data = encodeValues(frame.hidden, dtype);
         }
-        if (frame.sampling) msg.sampler = samplingToWire(frame.sampling);
-        step++;
-        queue.push(msg);
-        let next: IteratorResult<ForwardResponse>;
-        try {
-          next = await nextResponse();
-        } catch (e) {
-          return fail(e);
-        }
-        if (next.done) fail(new Error("the stage ended the stream without answering"));
-        return fromResponse(next.value as ForwardResponse);
+        return fromResponse(await exchange(msg));
       },
       close: async (reason: string): Promise<void> => {
         if (closed) return;
         closed = true;
         try {
           queue.push(create(ActivationFrameSchema, {
-            sessionId,
+            sessionId: open.sessionId,
             step: step++,
             fromLayer: this.from,
             close: create(CloseSessionSchema, { reason }),
@@ -160,7 +175,7 @@ export class RemoteStageLink implements StageLink {
           // Drain the close acknowledgement, but never hang on a dead stage.
           let timer: ReturnType<typeof setTimeout> | undefined;
           await Promise.race([
-            nextResponse(),
+            responses.next(),
             new Promise((r) => (timer = setTimeout(r, 1000))),
           ]);
           clearTimeout(timer);
@@ -171,10 +186,8 @@ export class RemoteStageLink implements StageLink {
         }
       },
     };
-    return Promise.resolve(link);
   }
 }
-
 function fromResponse(r: ForwardResponse): StageResult {
   switch (r.result.case) {
     case "hidden":

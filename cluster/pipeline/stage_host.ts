@@ -4,7 +4,7 @@
  * both call `step`.
  */
 import { EventLoopYield } from "./event_loop.ts";
-import type { KVType } from "../../kernels/backend.ts";
+import type { KVType, TopCandidates } from "../../kernels/backend.ts";
 import type { LlamaStage, Session, StageOutput } from "../../model/llama.ts";
 import {
   logSoftmax,
@@ -13,6 +13,7 @@ import {
   type TokenLogprob,
   topLogprobs,
 } from "../../model/sampler.ts";
+import { withSamplingDefaults } from "../../model/sampling_defaults.ts";
 import { spanUntil } from "../telemetry/tracing.ts";
 
 /** Sampler settings for the tail, plus how many alternatives to report. */
@@ -26,8 +27,6 @@ export interface StageFrame {
   tokens: Int32Array;
   /** Hidden rows `[tokens.length × nEmbd]`; absent at the head. */
   hidden?: Float32Array;
-  /** Tail only: sample the last row with these settings. Absent: answer hidden rows / logits. */
-  sampling?: TailSampling;
 }
 
 /** A token the tail sampled, with its log-probability and alternatives. */
@@ -66,9 +65,10 @@ export class StageSessionError extends Error {
 
 interface HostedSession {
   session: Session;
+  /** The tail's sampler, made once when the session opened with sampling settings. */
   sampler?: Sampler;
-  samplerKey?: string;
-  lastUsed: number;
+  /** Log-probabilities of this many alternatives with each token. */
+  topLogprobs: number;
 }
 
 /** Options for a StageHost. */
@@ -104,6 +104,8 @@ interface PendingStep {
   hosted: HostedSession;
   frame: StageFrame;
   rows: number;
+  /** The sampler has taken this frame's tokens already (the candidates path). */
+  accepted?: boolean;
   resolve: (r: StageResult) => void;
   reject: (e: unknown) => void;
 }
@@ -159,8 +161,11 @@ export class StageHost {
     return { weights: this.stage.weightBytes, kvCache: kv };
   }
 
-  /** Open a session with a KV cache for `maxContext` positions (0 = default). */
-  open(sessionId: string, maxContext = 0): void {
+  /**
+   * Open a session with a KV cache for `maxContext` positions (0 = default). With `sampling`
+   * (tail only) every frame answers a sampled token; the settings hold for the session.
+   */
+  open(sessionId: string, maxContext = 0, sampling?: TailSampling): void {
     if (!sessionId) throw new StageSessionError("session id is empty", "invalid");
     if (this.sessions.has(sessionId)) {
       throw new StageSessionError(`session ${sessionId} is already open`, "exists");
@@ -171,12 +176,24 @@ export class StageHost {
         "exhausted",
       );
     }
+    if (sampling && !this.stage.isTail) {
+      throw new StageSessionError(
+        `stage [${this.stage.from}, ${this.stage.to}) is not the tail; only the tail samples`,
+        "invalid",
+      );
+    }
+    if ((sampling?.topLogprobs ?? 0) > 20) {
+      throw new StageSessionError(`top_logprobs ${sampling!.topLogprobs} exceeds 20`, "invalid");
+    }
+    // Settings are checked (SamplerParamError) before any KV cache is allocated.
+    const sampler = sampling ? new Sampler(withSamplingDefaults(sampling)) : undefined;
     const nCtx = maxContext > 0
       ? Math.min(maxContext, this.stage.config.contextLength)
       : this.defaultContext;
     this.sessions.set(sessionId, {
       session: this.stage.newSession(nCtx, this.kvType),
-      lastUsed: Date.now(),
+      sampler,
+      topLogprobs: sampling?.topLogprobs ?? 0,
     });
   }
 
@@ -212,7 +229,6 @@ export class StageHost {
         new StageSessionError(`session ${sessionId} is not open on this stage`, "not_found"),
       );
     }
-    hosted.lastUsed = Date.now();
     const result = new Promise<StageResult>((resolve, reject) => {
       this.waiting.push({ sessionId, hosted, frame, rows: frame.tokens.length, resolve, reject });
       if (!this.running) this.drain();
@@ -275,7 +291,7 @@ export class StageHost {
     });
     if (live.length === 0) return;
     const t0 = performance.now();
-    let outs: StageOutput[];
+    let outs: (StageOutput | { candidates: TopCandidates })[];
     try {
       const inputs = live.map((p) => ({
         session: p.hosted.session,
@@ -283,7 +299,10 @@ export class StageHost {
           ? { tokens: p.frame.tokens }
           : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows },
       }));
-      outs = live.length === 1
+      const want = live.length === 1 ? this.candidateRequest(live[0]) : null;
+      outs = want
+        ? [await this.stage.forwardCandidates(inputs[0].session, inputs[0].input, want)]
+        : live.length === 1
         ? [await this.stage.forward(inputs[0].session, inputs[0].input)]
         : await this.stage.forwardBatch(inputs);
     } catch (e) {
@@ -338,33 +357,87 @@ export class StageHost {
     }
   }
 
+  /**
+   * What a sampling tail can read back instead of the logit row: the backend's top candidates
+   * (a few hundred bytes on a GPU), when it computes them and the settings allow; null
+   * otherwise. The sampler takes the frame's tokens into its penalty history first.
+   */
+  private candidateRequest(p: PendingStep): { k: number; exclude: Int32Array } | null {
+    const sampler = p.hosted.sampler;
+    if (!sampler || !this.stage.backend.topCandidates) return null;
+    sampler.accept(p.frame.tokens);
+    p.accepted = true;
+    return sampler.candidateRequest(p.hosted.topLogprobs);
+  }
+
   /** Turn a stage output into the frame's result (sampling at the tail). */
-  private finish(p: PendingStep, out: StageOutput, t0: number): StageResult {
+  private finish(
+    p: PendingStep,
+    out: StageOutput | { candidates: TopCandidates },
+    t0: number,
+  ): StageResult {
     this.steps++;
     const computeMs = performance.now() - t0;
     if ("hidden" in out) return { kind: "hidden", hidden: out.hidden, computeMs };
-    if (!p.frame.sampling) return { kind: "logits", logits: out.logits, computeMs };
-    const sampler = this.samplerFor(p.hosted, p.frame.sampling);
-    sampler.accept(p.frame.tokens);
+    const sampler = p.hosted.sampler;
+    if (!sampler) {
+      if (!("logits" in out)) throw new Error("a stage without a sampler read candidates");
+      return { kind: "logits", logits: out.logits, computeMs };
+    }
+    if (!p.accepted) sampler.accept(p.frame.tokens);
+    const topN = p.hosted.topLogprobs;
+    const candidates = "candidates" in out
+      ? out.candidates
+      : hostCandidates(out.logits, sampler.candidateRequest(topN));
+    if (candidates) {
+      // Penalties are applied once, to the penalised ids only; the choice equals pick()'s.
+      const { id, logprob, top } = sampler.pickCandidates(candidates, topN);
+      return { kind: "token", token: { id, logprob, top }, computeMs };
+    }
+    // Settings that need the whole row (top-k off with temperature, k above 64).
+    if (!("logits" in out)) throw new Error("the stage read candidates the sampler cannot use");
     const penalised = sampler.penalisedLogits(out.logits);
     const id = sampler.pick(out.logits);
     const lp = logSoftmax(penalised);
-    const top = p.frame.sampling.topLogprobs
-      ? topLogprobs(penalised, p.frame.sampling.topLogprobs)
-      : [];
+    const top = topN ? topLogprobs(penalised, topN) : [];
     return { kind: "token", token: { id, logprob: lp[id], top }, computeMs };
   }
+}
 
-  private samplerFor(hosted: HostedSession, params: TailSampling): Sampler {
-    const key = JSON.stringify(params);
-    if (!hosted.sampler || hosted.samplerKey !== key) {
-      // A sampler keeps the penalty history; settings are fixed for a session's lifetime.
-      if (hosted.sampler) {
-        throw new StageSessionError("sampler settings changed mid-session", "invalid");
-      }
-      hosted.sampler = new Sampler({ temperature: 0.8, ...params });
-      hosted.samplerKey = key;
+/**
+ * The candidates Backend.topCandidates would return for `row`, computed on the host: the `k`
+ * largest values outside `exclude` (ties to the lower id), the excluded values, and the softmax
+ * sum outside `exclude`. Null when `want` is null.
+ */
+export function hostCandidates(
+  row: Float32Array,
+  want: { k: number; exclude: Int32Array } | null,
+): TopCandidates | null {
+  if (!want) return null;
+  const skip = new Set(want.exclude);
+  const k = Math.min(want.k, row.length - skip.size);
+  const ids: number[] = [];
+  let max = -Infinity;
+  for (let i = 0; i < row.length; i++) {
+    if (skip.has(i)) continue;
+    const v = row[i];
+    if (v > max) max = v;
+    if (ids.length === k && v <= row[ids[k - 1]]) continue;
+    let j = ids.length < k ? ids.length : k - 1;
+    if (ids.length < k) ids.push(i);
+    while (j > 0 && row[ids[j - 1]] < v) {
+      ids[j] = ids[j - 1];
+      j--;
     }
-    return hosted.sampler;
+    ids[j] = i;
   }
+  let sum = 0;
+  for (let i = 0; i < row.length; i++) if (!skip.has(i)) sum += Math.exp(row[i] - max);
+  return {
+    ids: Int32Array.from(ids),
+    values: Float32Array.from(ids, (i) => row[i]),
+    excluded: Float32Array.from(want.exclude, (i) => row[i]),
+    max,
+    sumExp: sum,
+  };
 }

@@ -2,13 +2,17 @@
 import { create } from "@bufbuild/protobuf";
 import { f16ToF32, f32ToF16 } from "../../kernels/quant/mod.ts";
 import {
+  ChainHopSchema,
   Dtype,
+  type OpenSession,
+  OpenSessionSchema,
   type SamplerParams as WireSampler,
   SamplerParamsSchema,
   type Tensor,
   TensorSchema,
 } from "../../proto/mod.ts";
 import type { TailSampling } from "./stage_host.ts";
+import type { SessionOpen } from "./head.ts";
 
 /** A frame's bytes do not match its shape/dtype; a precise INVALID_ARGUMENT. */
 export class WireFormatError extends Error {
@@ -94,4 +98,40 @@ export function samplingFromWire(w: WireSampler): TailSampling {
   if (w.topLogprobs > 20) throw new WireFormatError(`top_logprobs ${w.topLogprobs} exceeds 20`);
   if (w.topLogprobs) out.topLogprobs = w.topLogprobs;
   return out;
+}
+
+/** A session's opening → the wire OpenSession (sampling and the downstream stages, once). */
+export function openToWire(open: SessionOpen, dtype: Dtype): OpenSession {
+  return create(OpenSessionSchema, {
+    model: open.model,
+    placementEpoch: open.epoch,
+    maxContext: open.maxContext,
+    responseDtype: dtype,
+    sampler: open.sampling ? samplingToWire(open.sampling) : undefined,
+    downstream: open.downstream.map((h) =>
+      create(ChainHopSchema, {
+        nodeId: h.nodeId,
+        fromLayer: h.from,
+        toLayer: h.to,
+        version: BigInt(h.version ?? 0),
+      })
+    ),
+  });
+}
+
+/** The wire OpenSession of session `sessionId` → its opening. */
+export function openFromWire(sessionId: string, w: OpenSession): SessionOpen {
+  return {
+    sessionId,
+    maxContext: w.maxContext,
+    model: w.model,
+    epoch: w.placementEpoch,
+    sampling: w.sampler ? samplingFromWire(w.sampler) : undefined,
+    downstream: w.downstream.map((h) => ({
+      nodeId: h.nodeId,
+      from: h.fromLayer,
+      to: h.toLayer,
+      version: h.version ? Number(h.version) : undefined,
+    })),
+  };
 }

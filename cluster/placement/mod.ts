@@ -15,6 +15,7 @@ export {
   type Placement,
   PlacementError,
   type PlacementNode,
+  planEpoch,
   planPlacement,
   type StageAssignment,
   stageBytes,

@@ -158,3 +158,17 @@ function fmt(bytes: number): string {
   if (bytes >= 1e3) return `${(bytes / 1e3).toFixed(1)} kB`;
   return `${bytes} B`;
 }
+
+/**
+ * The placement epoch of `plan` for model `model`: a 32-bit FNV-1a hash of the model and every
+ * stage, never 0. Every agent computes the same plan from the same gossip view, so it computes
+ * the same epoch without a coordinator; a stage whose epoch differs from a head's planned with
+ * another view.
+ */
+export function planEpoch(plan: Placement, model: string): bigint {
+  const key = `${model}|${plan.nLayers}|` +
+    plan.stages.map((s) => `${s.nodeId}:${s.from}-${s.to}`).join(",");
+  let h = 0x811c9dc5;
+  for (const b of new TextEncoder().encode(key)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  return BigInt(h === 0 ? 1 : h);
+}

@@ -2,7 +2,7 @@
  * Traces across agents: 2 agents run with Deno's built-in OpenTelemetry pointed at a tiny
  * OTLP/HTTP (JSON) receiver in this test; one generation yields one trace whose spans come from
  * both agents, every parent link resolving inside the trace: request → prefill/decode →
- * per-stage forward on the head, and the stage's rpc.server → llm.stage.step on the other agent.
+ * per-hop forward on the head, and the stage's rpc.server → llm.stage.step on the other agent.
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { generate, startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
@@ -89,9 +89,10 @@ Deno.test({
     for (const s of [...named("llm.prefill"), ...named("llm.decode")]) {
       assertEquals(parent(s)?.name, "llm.request");
     }
-    // Head side: one llm.forward per stage per token, under prefill or decode.
+    // One llm.forward per hop per token: the head's own stage hands each frame to the next
+    // stage (a chain), inside the step of prefill or decode.
     const forwards = named("llm.forward");
-    assertEquals(forwards.length, 2 * 6, "2 stages × 6 tokens");
+    assertEquals(forwards.length, 6, "1 hop × 6 tokens");
     for (const f of forwards) assert(["llm.prefill", "llm.decode"].includes(parent(f)!.name));
     // Stage side on the other agent: its Forward stream continues the head's trace (traceparent
     // header), and each step of the stage hangs below it.

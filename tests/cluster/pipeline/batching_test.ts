@@ -30,7 +30,9 @@ async function host(from: number, to: number, maxBatch = 64) {
 const prompts = Array.from({ length: 12 }, (_, i) => [1, 300 + i, 400 + (i * 7) % 100, 20 + i]);
 
 async function run(stages: StageHost[], concurrent: boolean) {
-  const links = stages.map((h, i) => new LocalStageLink(`n${i}`, h));
+  const links: LocalStageLink[] = stages.map((h, i) =>
+    new LocalStageLink(`n${i}`, h, { linkTo: (hop) => links[Number(hop.nodeId.slice(1))] })
+  );
   const head = new Head({ chain: () => Promise.resolve(links) });
   const one = (p: number[], i: number) =>
     head.generate({

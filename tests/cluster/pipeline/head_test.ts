@@ -10,6 +10,7 @@ import {
   Head,
   LocalStageLink,
   NoPlacementError,
+  type SessionOpen,
   StageHost,
   type StageLink,
   StageLinkError,
@@ -34,10 +35,24 @@ async function hosts(ranges: [number, number][]): Promise<StageHost[]> {
   return out;
 }
 
+/** Stages by node id: how an in-process stage reaches the next one in a chain. */
+const registry = new Map<string, StageLink>();
+
+/** An in-process stage that forwards to the next one through the registry. */
+function local(id: string, host: StageHost): StageLink {
+  const link = new LocalStageLink(id, host, {
+    linkTo: (hop) => registry.get(hop.nodeId)!,
+  });
+  registry.set(id, link);
+  return link;
+}
+
 /** A link that can be killed: afterwards every call fails like a broken connection. */
 class KillableLink implements StageLink {
   dead = false;
-  constructor(readonly inner: LocalStageLink, readonly killAfterSteps = Infinity) {}
+  constructor(readonly inner: StageLink, readonly killAfterSteps = Infinity) {
+    registry.set(inner.nodeId, this);
+  }
   steps = 0;
   get nodeId() {
     return this.inner.nodeId;
@@ -48,9 +63,9 @@ class KillableLink implements StageLink {
   get to() {
     return this.inner.to;
   }
-  async openSession(id: string, ctx: number) {
+  async openSession(open: SessionOpen) {
     if (this.dead) throw new StageLinkError("connection refused", this.nodeId);
-    const s = await this.inner.openSession(id, ctx);
+    const s = await this.inner.openSession(open);
     return {
       step: (f: Parameters<typeof s.step>[0]) => {
         if (this.dead || ++this.steps > this.killAfterSteps) {
@@ -98,7 +113,7 @@ const request = (extra = {}) => ({
 Deno.test("three in-process stages reproduce the single-node golden", async () => {
   const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
   const head = new Head(
-    provider([new LocalStageLink("a", a), new LocalStageLink("b", b), new LocalStageLink("c", c)]),
+    provider([local("a", a), local("b", b), local("c", c)]),
   );
   const r = await head.generate(request());
   assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
@@ -110,14 +125,14 @@ Deno.test("three in-process stages reproduce the single-node golden", async () =
 
 Deno.test("the middle stage dies mid-generation: replayed on a replacement, output identical", async () => {
   const [a, b, c, b2] = await hosts([[0, 2], [2, 4], [4, 5], [2, 4]]);
-  const middle = new KillableLink(new LocalStageLink("b", b), 20);
+  const middle = new KillableLink(local("b", b), 20);
   const logs: string[] = [];
   const head = new Head(
     provider([
-      new LocalStageLink("a", a),
+      local("a", a),
       middle,
-      new LocalStageLink("c", c),
-      new LocalStageLink("b2", b2),
+      local("c", c),
+      local("b2", b2),
     ]),
     { log: (m) => logs.push(m) },
   );
@@ -132,17 +147,17 @@ Deno.test("seeded sampling survives a failure with the same tokens", async () =>
   const sampling = { temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1234 };
   const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
   const clean = await new Head(
-    provider([new LocalStageLink("a", a), new LocalStageLink("b", b), new LocalStageLink("c", c)]),
+    provider([local("a", a), local("b", b), local("c", c)]),
   )
     .generate(request({ sampling }));
   const [a2, b2, c2, c3] = await hosts([[0, 2], [2, 4], [4, 5], [4, 5]]);
-  const tail = new KillableLink(new LocalStageLink("c", c2), 30);
+  const tail = new KillableLink(local("c", c2), 30);
   const faulty = await new Head(
     provider([
-      new LocalStageLink("a", a2),
-      new LocalStageLink("b", b2),
+      local("a", a2),
+      local("b", b2),
       tail,
-      new LocalStageLink("c3", c3),
+      local("c3", c3),
     ]),
   )
     .generate(request({ sampling }));
@@ -154,9 +169,9 @@ Deno.test("no replacement: a clear error naming the missing layers", async () =>
   const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
   const head = new Head(
     provider([
-      new LocalStageLink("a", a),
-      new KillableLink(new LocalStageLink("b", b), 3),
-      new LocalStageLink("c", c),
+      local("a", a),
+      new KillableLink(local("b", b), 3),
+      local("c", c),
     ]),
   );
   await assertRejects(() => head.generate(request()), NoPlacementError, "layers 2..5");
@@ -164,7 +179,7 @@ Deno.test("no replacement: a clear error naming the missing layers", async () =>
 
 Deno.test("stop via onToken and eog end the request early", async () => {
   const [a] = await hosts([[0, 5]]);
-  const head = new Head(provider([new LocalStageLink("a", a)]));
+  const head = new Head(provider([local("a", a)]));
   const r = await head.generate(request({ onToken: (_t: unknown, i: number) => i < 4 }));
   assertEquals(r.tokens.length, 5);
   assertEquals(r.finishReason, "stopped");

@@ -3,25 +3,37 @@ import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
 import { LlamaStage } from "../../../model/llama.ts";
 import {
+  type ChainHop,
   forwardHandler,
   Head,
   RemoteStageLink,
   StageHost,
   type StageLink,
   StageLinkError,
+  StaleEpochError,
 } from "../../../cluster/pipeline/mod.ts";
+
 import { initCertificates } from "../../../cluster/tls/mod.ts";
-import { createRpcTransport, type RpcServer, startRpcServer } from "../../../cluster/rpc/mod.ts";
+import {
+  createRpcTransport,
+  type RpcServer,
+  type RpcTransport,
+  startRpcServer,
+} from "../../../cluster/rpc/mod.ts";
 import { Dtype, InferenceService } from "../../../proto/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 
 const GOLDEN = JSON.parse(await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`));
 
-async function serveStages(ranges: [number, number][]) {
+/** Real stages behind RPC servers; stage n<i> reaches n<i+1> over its own transport. */
+async function serveStages(ranges: [number, number][], dtype = Dtype.F32, epochs?: bigint[]) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const servers: RpcServer[] = [];
   const hosts: StageHost[] = [];
+  const transports = new Map<string, RpcTransport>();
+  const linkTo = (hop: ChainHop): StageLink =>
+    new RemoteStageLink(hop.nodeId, hop.from, hop.to, transports.get(hop.nodeId)!, { dtype });
   for (const [from, to] of ranges) {
     const host = new StageHost(
       await LlamaStage.load(file, createReferenceBackend(), { from, to }),
@@ -33,30 +45,35 @@ async function serveStages(ranges: [number, number][]) {
         port: 0,
         routes: (r) =>
           r.service(InferenceService, {
-            forward: forwardHandler({ host: () => host, epoch: () => 1n }),
+            forward: forwardHandler({
+              nodeId: `n${servers.length}`,
+              host: () => host,
+              epoch: ((e) => () => e)(epochs?.[servers.length] ?? 1n),
+              linkTo,
+            }),
           }),
       }),
     );
   }
   file.close();
-  return { servers, hosts };
+  for (const [i, srv] of servers.entries()) {
+    transports.set(`n${i}`, await createRpcTransport(`127.0.0.1:${srv.port}`, { gzip: false }));
+  }
+  const close = async () => {
+    for (const t of transports.values()) t.close();
+    await Promise.all(servers.map((s) => s.close(100)));
+  };
+  return { servers, hosts, linkTo, close };
 }
 
 for (const dtype of [Dtype.F32, Dtype.F16]) {
   Deno.test(`three stages over gRPC on loopback (${Dtype[dtype]} activations)`, async () => {
-    const { servers, hosts } = await serveStages([[0, 2], [2, 4], [4, 5]]);
-    const transports = await Promise.all(
-      servers.map((s) => createRpcTransport(`127.0.0.1:${s.port}`)),
-    );
+    const { hosts, linkTo, close } = await serveStages([[0, 2], [2, 4], [4, 5]], dtype);
     try {
-      const links: StageLink[] = servers.map((_, i) =>
-        new RemoteStageLink(`n${i}`, hosts[i].range.from, hosts[i].range.to, transports[i], {
-          model: "stories260K",
-          epoch: 1n,
-          dtype,
-        })
+      const links: StageLink[] = hosts.map((h, i) =>
+        linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })
       );
-      const head = new Head({ chain: () => Promise.resolve(links) });
+      const head = new Head({ chain: () => Promise.resolve(links), epoch: () => 1n });
       const r = await head.generate({
         requestId: "x",
         promptTokens: GOLDEN.prompt_tokens,
@@ -72,11 +89,65 @@ for (const dtype of [Dtype.F32, Dtype.F16]) {
       await new Promise((res) => setTimeout(res, 50));
       for (const h of hosts) assertEquals(h.openSessions, 0);
     } finally {
-      for (const t of transports) t.close();
-      await Promise.all(servers.map((s) => s.close(100)));
+      await close();
     }
   });
 }
+
+Deno.test("a stage on another placement epoch refuses the session at its hop, by name", async () => {
+  // n0 agrees with the head (epoch 7); n1, further down, plans with epoch 1.
+  const { hosts, linkTo, close } = await serveStages([[0, 2], [2, 5]], Dtype.F32, [7n, 1n]);
+  try {
+    const links = hosts.map((h, i) =>
+      linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })
+    );
+    const first = links[0];
+    const e = await first.openSession({
+      sessionId: "stale",
+      maxContext: 64,
+      model: "stories260K",
+      epoch: 7n,
+      sampling: { temperature: 0 },
+      downstream: [{ nodeId: "n1", from: 2, to: 5 }],
+    }).then(() => null, (e) => e);
+    assert(e instanceof StaleEpochError, `expected StaleEpochError, got ${e}`);
+    assertEquals(e.nodeId, "n1");
+    assert(/n1 plans with placement epoch 1, the session with 7/.test(e.message), e.message);
+    await new Promise((r) => setTimeout(r, 50));
+    for (const h of hosts) assertEquals(h.openSessions, 0, "nothing stays open");
+  } finally {
+    await close();
+  }
+});
+
+Deno.test("a broken hop further down the chain is reported with the failing stage's name", async () => {
+  const { hosts, linkTo, servers, close } = await serveStages([[0, 2], [2, 4], [4, 5]]);
+  try {
+    const head = new Head({
+      chain: () =>
+        Promise.resolve(
+          hosts.map((h, i) => linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })),
+        ),
+    }, { maxRecoveries: 0 });
+    let n = 0;
+    const e = await head.generate({
+      requestId: "broken",
+      promptTokens: GOLDEN.prompt_tokens,
+      maxTokens: 32,
+      sampling: { temperature: 0 },
+      isEog: () => false,
+      maxContext: 256,
+      // The tail's server goes away after 4 tokens: n1's stream to it breaks.
+      onToken: () => {
+        if (++n === 4) servers[2].close(0);
+      },
+    }).then(() => null, (e) => e);
+    assert(e, "the generation should fail without a replacement");
+    assert(/n2/.test(e.message), `the failure names n2: ${e.message}`);
+  } finally {
+    await close();
+  }
+});
 
 Deno.test("decodeValues copies views at any offset (Node Buffers from gzip are pooled views)", async () => {
   const { Buffer } = await import("node:buffer");
@@ -102,15 +173,19 @@ Deno.test("a stage whose certificate comes from another CA fails the step, nothi
     tls: files("ours", "head"),
   });
   try {
-    const link = new RemoteStageLink("rogue", 0, 5, transport, { model: "m", epoch: 1n });
-    const session = await link.openSession("s", 16);
-    // The handshake fails before anyone asks for an answer: that rejection used to escape
-    // (Deno's test runner fails a test on any unhandled rejection).
-    await new Promise((r) => setTimeout(r, 500));
-    const e = await session.step({ tokens: Int32Array.from([1]) }).then(() => null, (e) => e);
+    const link = new RemoteStageLink("rogue", 0, 5, transport);
+    // The handshake fails when the session opens: a stage failure naming the stage, so the head
+    // re-places its layers like a dead one's (nothing escapes as an unhandled rejection).
+    const e = await link.openSession({
+      sessionId: "s",
+      maxContext: 16,
+      model: "m",
+      epoch: 0n,
+      downstream: [],
+    }).then(() => null, (e) => e);
     assert(e instanceof StageLinkError, `expected StageLinkError, got ${e}`);
+    assertEquals(e.nodeId, "rogue");
     assert(/certificate/.test(e.message), e.message);
-    await session.close("done");
   } finally {
     transport.close();
     await server.close();

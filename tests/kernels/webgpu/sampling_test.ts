@@ -6,7 +6,7 @@
  */
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "../../../kernels/webgpu/mod.ts";
-import { Engine } from "../../../model/engine.ts";
+import { Engine } from "../../../cluster/pipeline/mod.ts";
 import { logSoftmax, Sampler, type SamplerParams, topLogprobs } from "../../../model/sampler.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { REPO } from "../../support/paths.ts";

@@ -1,0 +1,84 @@
+/**
+ * The agent as the OpenAI API (cluster/api) sees it: the models it serves, its health, and the
+ * head's plain events turned into the API's generation events — no protobuf on the way.
+ *
+ * @module
+ */
+import type { GenerationEvent, GenerationParams, TextGenerator } from "../api/mod.ts";
+import type { AgentState } from "./state.ts";
+import type { HeadService } from "./head_service.ts";
+
+/** The TextGenerator of an agent. */
+export function textGenerator(
+  s: AgentState,
+  head: HeadService,
+  health: () => Record<string, unknown>,
+): TextGenerator {
+  const pieces = new Map<number, string>();
+  const tokenText = (id: number) => {
+    let t = pieces.get(id);
+    if (t === undefined) {
+      t = new TextDecoder().decode(s.model!.tokenizer.tokenPiece(id));
+      pieces.set(id, t);
+    }
+    return t;
+  };
+  return {
+    models: () =>
+      s.model
+        ? [{
+          id: s.model.id.name,
+          created: s.startedAt,
+          contextLength: Math.min(s.config.contextSize, s.model.contextLength),
+        }]
+        : [],
+    health,
+    generate: (p, signal) => events(head, p, signal, tokenText),
+  };
+}
+
+async function* events(
+  head: HeadService,
+  p: GenerationParams,
+  signal: AbortSignal,
+  tokenText: (id: number) => string,
+): AsyncIterable<GenerationEvent> {
+  const { model, prompt, messages, maxTokens, stop, seed, topLogprobs, ...rest } = p;
+  const sampling = {
+    ...rest,
+    // The sampler's RNG takes 32 bits; the API accepts any uint64 and draws with the low bits.
+    seed: seed === undefined ? undefined : Number(seed & 0xffffffffn),
+    topLogprobs: topLogprobs || undefined,
+  };
+  for await (
+    const e of head.generate(
+      { model, prompt, messages, maxTokens: maxTokens ?? 0, stop, sampling },
+      signal,
+    )
+  ) {
+    if (e.kind === "token") {
+      yield {
+        kind: "token",
+        text: e.text,
+        token: { tokenId: e.token.id, text: tokenText(e.token.id), logprob: e.token.logprob },
+        top: e.token.top.map((t) => ({
+          tokenId: t.id,
+          text: tokenText(t.id),
+          logprob: t.logprob,
+        })),
+      };
+      continue;
+    }
+    yield {
+      kind: "done",
+      text: e.text,
+      finishReason: e.finishReason === "length"
+        ? "length"
+        : e.finishReason === "cancelled"
+        ? "cancelled"
+        : "stop",
+      promptTokens: e.promptTokens,
+      completionTokens: e.completionTokens,
+    };
+  }
+}

@@ -1,0 +1,331 @@
+/**
+ * The head role: a request this agent received is admitted, tokenized, run by a Head over the
+ * chain gossip announces (this agent's own stage in-process, the others over RPC), and streamed
+ * as plain engine events. Protobuf appears only at the RPC edge (inference_rpc.ts); the OpenAI
+ * API reads the same events (api_adapter.ts).
+ *
+ * @module
+ */
+import type { Member } from "../gossip/mod.ts";
+import {
+  type ChainHop,
+  GossipChainProvider,
+  Head,
+  LocalStageLink,
+  RemoteStageLink,
+  type SampledToken,
+  type SessionOpen,
+  type StageLink,
+  StageLinkError,
+  type TailSampling,
+} from "../pipeline/mod.ts";
+import { RpcFailure, type RpcTransport } from "../rpc/mod.ts";
+import { PromptTooLongError, StopMatcher } from "../api/mod.ts";
+import { RequestPhase } from "../../proto/mod.ts";
+import { RequestTracker } from "../events/mod.ts";
+import type { AgentMetrics } from "../telemetry/mod.ts";
+import type { AgentState } from "./state.ts";
+import type { PlacementLoop } from "./placement_loop.ts";
+import type { Peers } from "./peers.ts";
+
+/** What to generate, in engine terms. */
+export interface HeadParams {
+  /** Model name as the client sent it ("" = the served one). */
+  model?: string;
+  /** Raw prompt; exactly one of prompt and messages. */
+  prompt?: string;
+  /** Chat turns, rendered with the model's chat template. */
+  messages?: { role: string; content: string }[];
+  /** Most tokens to generate; 0 or undefined = until end of sequence or the context is full. */
+  maxTokens?: number;
+  /** Tail sampling; unset fields take SAMPLING_DEFAULTS at the tail. */
+  sampling: TailSampling;
+  /** Stop strings, cut from the output. */
+  stop?: string[];
+  /** Client-chosen id for Cancel and logs. */
+  requestId?: string;
+}
+
+/** One stage that served a request. */
+export interface ServedStage {
+  nodeId: string;
+  from: number;
+  to: number;
+}
+
+/** A sampled token with the text it adds. */
+export interface HeadTokenEvent {
+  kind: "token";
+  requestId: string;
+  index: number;
+  token: SampledToken;
+  /** Text this token adds to the output (held back while it may start a stop string). */
+  text: string;
+}
+
+/** The end of a generation. */
+export interface HeadDoneEvent {
+  kind: "done";
+  requestId: string;
+  index: number;
+  /** Last visible text (a flushed partial character or held-back text). */
+  text: string;
+  finishReason: "stop" | "length" | "stop_sequence" | "cancelled";
+  /** The chain that served the last token (differs from the first after a recovery). */
+  chain?: ServedStage[];
+  promptTokens: number;
+  completionTokens: number;
+  timeToFirstTokenMs: number;
+  decodeTokensPerSecond: number;
+  recoveries: number;
+}
+
+/** What a generation streams. */
+export type HeadEvent = HeadTokenEvent | HeadDoneEvent;
+
+/** The abort reason of generations cut off by shutdown (they end with an error, not a finish). */
+export const SHUTDOWN = new Error("the agent is shutting down");
+
+/** Runs the requests this agent heads. */
+export class HeadService {
+  constructor(
+    private readonly s: AgentState,
+    private readonly loop: PlacementLoop,
+    private readonly peers: Peers,
+    private readonly metrics: AgentMetrics,
+  ) {}
+
+  /** A link to a stage named by a chain: this agent's own in-process, others over RPC. */
+  linkTo(hop: ChainHop, member?: Member): StageLink {
+    const s = this.s;
+    if (hop.nodeId === s.nodeId && s.stage) {
+      return new LocalStageLink(hop.nodeId, s.stage, {
+        version: hop.version,
+        epoch: () => this.loop.epoch,
+        linkTo: (next) => this.linkTo(next),
+      });
+    }
+    return new LazyRemoteLink(hop, async () => {
+      const m = member ?? s.gossip.member(hop.nodeId);
+      if (!m?.meta) throw new RpcFailure("unavailable", `no live member ${hop.nodeId}`);
+      return await this.peers.transportTo(m);
+    });
+  }
+
+  /** The chain provider heads use: announced ranges of live members. */
+  private chainProvider(): GossipChainProvider {
+    const model = this.s.model!;
+    const byId = new Map<string, Member>();
+    return new GossipChainProvider({
+      model: model.id.toString(),
+      nLayers: model.nLayers,
+      candidates: () => this.loop.stageCandidates(byId),
+      epoch: () => this.loop.epoch,
+      link: (c) =>
+        this.linkTo({ nodeId: c.id, from: c.from, to: c.to, version: c.version }, byId.get(c.id)),
+    });
+  }
+
+  /** Generate for `p` as the head; events end with one "done" (or the stream throws). */
+  async *generate(p: HeadParams, signal: AbortSignal): AsyncIterable<HeadEvent> {
+    const s = this.s;
+    const model = s.model;
+    if (!model) {
+      throw new RpcFailure(
+        "failed_precondition",
+        "this agent serves no model (start it with --model)",
+      );
+    }
+    if (p.model && !model.id.matches(p.model)) {
+      throw new RpcFailure(
+        "not_found",
+        // The name GET /v1/models lists, so HTTP clients can use what the error suggests.
+        `model ${p.model} is not served here (this cluster serves ${model.id.name})`,
+      );
+    }
+    if (p.messages?.length && p.prompt) {
+      throw new RpcFailure("invalid_argument", "send either a prompt or chat messages, not both");
+    }
+    if (this.loop.error) throw new RpcFailure("unavailable", `no placement: ${this.loop.error}`);
+    if (s.draining) {
+      throw new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`);
+    }
+    const requestId = p.requestId || crypto.randomUUID();
+    if (s.requests.has(requestId)) {
+      throw new RpcFailure("already_exists", `request ${requestId} is already running`);
+    }
+    let promptTokens: number[];
+    if (p.messages?.length) {
+      const chat = model.chat.render(p.messages.map(({ role, content }) => ({ role, content })));
+      promptTokens = model.tokenizer.encode(chat.text, chat);
+    } else {
+      promptTokens = model.tokenizer.encode(p.prompt ?? "", { addBos: model.tokenizer.addBos });
+    }
+    if (promptTokens.length === 0) throw new RpcFailure("invalid_argument", "the prompt is empty");
+    const maxContext = Math.min(s.config.contextSize, model.contextLength);
+    if (promptTokens.length >= maxContext) {
+      throw new PromptTooLongError(promptTokens.length, maxContext);
+    }
+    // Wait for a generation slot (admission control); a full queue fails at once.
+    const release = await s.admission.acquire(signal);
+    const abort = new AbortController();
+    const onAbort = () => abort.abort();
+    signal.addEventListener("abort", onAbort);
+    s.requests.set(requestId, abort);
+    s.counters.activeRequests++;
+    const startedAt = performance.now();
+    const tracker = new RequestTracker(s.events, {
+      requestId,
+      headNodeId: s.nodeId,
+      model: model.id.toString(),
+    });
+    tracker.started(this.loop.plan?.stages.map((st) => st.nodeId));
+    const queue: HeadEvent[] = [];
+    let wake: (() => void) | undefined;
+    const push = (e: HeadEvent) => {
+      queue.push(e);
+      wake?.();
+    };
+    const decoder = model.tokenizer.createDecoder();
+    // Holds back text that may become a stop string, so clients never see part of one.
+    const stops = new StopMatcher(p.stop ?? []);
+    let stoppedBySequence = false;
+    const head = new Head(this.chainProvider(), {
+      recoveryTimeoutMs: 30_000,
+      log: (m) => {
+        s.counters.recoveries++;
+        tracker.recovering(m);
+        s.log("warn", m);
+      },
+    });
+    const maxTokens = p.maxTokens ?? 0;
+    const running = head.generate({
+      requestId,
+      promptTokens,
+      maxTokens: maxTokens > 0 ? maxTokens : maxContext,
+      // KV caches only as long as this request can grow (cheaper to allocate under load).
+      maxContext: maxTokens > 0
+        ? Math.min(maxContext, promptTokens.length + maxTokens)
+        : maxContext,
+      signal: abort.signal,
+      isEog: (id) => model.tokenizer.isEog(id),
+      sampling: p.sampling,
+      onToken: (token, index) => {
+        s.counters.tokensGeneratedTotal++;
+        this.metrics.onToken();
+        tracker.token();
+        const { text, stopped } = stops.push(
+          model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id),
+        );
+        if (stopped) stoppedBySequence = true;
+        push({ kind: "token", requestId, index, token, text });
+        return !stopped;
+      },
+    });
+    let done = false;
+    let failure: unknown;
+    running.then((result) => {
+      if (result.finishReason === "cancelled" && abort.signal.reason === SHUTDOWN) {
+        failure = new RpcFailure(
+          "unavailable",
+          `${s.nodeId} shut down after ${result.tokens.length} tokens of this ` +
+            `generation (its --shutdown-grace ran out); the output is incomplete`,
+        );
+        tracker.finished(RequestPhase.FAILED, undefined, (failure as Error).message);
+        return;
+      }
+      let tail = "";
+      if (!stoppedBySequence) {
+        const last = stops.push(decoder.flush());
+        stoppedBySequence = last.stopped;
+        tail = last.stopped ? last.text : last.text + stops.flush();
+      }
+      const finishReason = stoppedBySequence
+        ? "stop_sequence"
+        : result.finishReason === "cancelled"
+        ? "cancelled"
+        : result.finishReason === "stop"
+        ? "stop"
+        : "length";
+      const n = result.tokens.length;
+      const tps = n > 1 ? (n - 1) / (result.decodeMs / 1000) : 0;
+      push({
+        kind: "done",
+        requestId,
+        index: n,
+        text: tail,
+        finishReason,
+        chain: result.chains.at(-1),
+        promptTokens: promptTokens.length,
+        completionTokens: n,
+        timeToFirstTokenMs: result.timeToFirstTokenMs,
+        decodeTokensPerSecond: tps,
+        recoveries: result.failures.length,
+      });
+      tracker.finished(
+        finishReason === "cancelled" ? RequestPhase.CANCELLED : RequestPhase.COMPLETED,
+        tps,
+      );
+    }, (e) => {
+      failure = e;
+      tracker.finished(RequestPhase.FAILED, undefined, (e as Error).message ?? String(e));
+    }).finally(() => {
+      done = true;
+      wake?.();
+    });
+    try {
+      for (;;) {
+        while (queue.length) yield queue.shift()!;
+        if (failure) throw failure;
+        if (done) break;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    } finally {
+      abort.abort();
+      signal.removeEventListener("abort", onAbort);
+      s.requests.delete(requestId);
+      s.counters.activeRequests--;
+      release();
+      this.metrics.onRequest((performance.now() - startedAt) / 1000);
+      tracker.finished(RequestPhase.CANCELLED, undefined, "the client went away");
+    }
+  }
+
+  /** Cancel a request this agent heads; false when none runs under that id. */
+  cancel(requestId: string): boolean {
+    const c = this.s.requests.get(requestId);
+    c?.abort();
+    return c !== undefined;
+  }
+}
+
+/** A remote link whose transport is made on first use (a chain names stages, not endpoints). */
+class LazyRemoteLink implements StageLink {
+  constructor(
+    private readonly hop: ChainHop,
+    private readonly transport: () => Promise<RpcTransport>,
+  ) {}
+  get nodeId() {
+    return this.hop.nodeId;
+  }
+  get version() {
+    return this.hop.version;
+  }
+  get from() {
+    return this.hop.from;
+  }
+  get to() {
+    return this.hop.to;
+  }
+  async openSession(open: SessionOpen) {
+    let t;
+    try {
+      t = await this.transport();
+    } catch (e) {
+      // Unreachable is a stage failure: the head re-places its layers.
+      throw new StageLinkError((e as Error).message, this.nodeId);
+    }
+    return new RemoteStageLink(this.nodeId, this.from, this.to, t).openSession(open);
+  }
+}

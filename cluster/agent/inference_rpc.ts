@@ -1,0 +1,125 @@
+/**
+ * InferenceService at the RPC edge: Forward serves this agent's stage in a chain, Generate maps
+ * a GenerateRequest to head parameters and the head's plain events to GenerateResponse
+ * messages, Cancel stops a request this agent heads. The only place protobuf meets the head.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
+import {
+  FinishReason,
+  type GenerateRequest,
+  type GenerateResponse,
+  GenerateResponseSchema,
+  GenerateUsageSchema,
+  InferenceService,
+  PlacementSchema,
+  StageAssignmentSchema,
+  TokenLogprobSchema,
+} from "../../proto/mod.ts";
+import { forwardHandler, samplingFromWire } from "../pipeline/mod.ts";
+import type { AgentMetrics } from "../telemetry/mod.ts";
+import type { AgentState } from "./state.ts";
+import type { HeadParams, HeadService } from "./head_service.ts";
+import type { PlacementLoop } from "./placement_loop.ts";
+
+const FINISH: Record<string, FinishReason> = {
+  stop: FinishReason.STOP,
+  length: FinishReason.LENGTH,
+  stop_sequence: FinishReason.STOP_SEQUENCE,
+  cancelled: FinishReason.CANCELLED,
+};
+
+/** Head parameters of a Generate request. */
+export function headParams(req: GenerateRequest): HeadParams {
+  const w = req.sampler;
+  // A 64-bit wire seed draws with its low 32 bits, as the sampler's RNG takes them.
+  const seed = w?.seed === undefined ? undefined : Number(w.seed & 0xffffffffn);
+  return {
+    model: req.model,
+    prompt: req.prompt,
+    messages: req.messages.map(({ role, content }) => ({ role, content })),
+    maxTokens: req.maxTokens,
+    sampling: w ? { ...samplingFromWire({ ...w, seed: undefined }), seed } : {},
+    stop: req.stop,
+    requestId: req.requestId,
+  };
+}
+
+/** The InferenceService handlers of an agent. */
+export function inferenceService(
+  s: AgentState,
+  head: HeadService,
+  loop: PlacementLoop,
+  metrics: AgentMetrics,
+): ServiceImpl<typeof InferenceService> {
+  return {
+    forward: forwardHandler({
+      nodeId: s.nodeId,
+      host: () => s.stage,
+      epoch: () => loop.epoch,
+      linkTo: (hop) => head.linkTo(hop),
+      onFrame: (frame) => {
+        s.counters.framesProcessedTotal++;
+        metrics.onFrame(frame);
+      },
+    }),
+    generate: (req, ctx) => generateResponses(s, head, loop, req, ctx.signal),
+    cancel: (req) => ({ cancelled: head.cancel(req.requestId) }),
+  };
+}
+
+async function* generateResponses(
+  s: AgentState,
+  head: HeadService,
+  loop: PlacementLoop,
+  req: GenerateRequest,
+  signal: AbortSignal,
+): AsyncIterable<GenerateResponse> {
+  const model = () => s.model!;
+  for await (const e of head.generate(headParams(req), signal)) {
+    if (e.kind === "token") {
+      yield create(GenerateResponseSchema, {
+        requestId: e.requestId,
+        index: e.index,
+        tokenId: e.token.id,
+        text: e.text,
+        logprob: e.token.logprob,
+        topLogprobs: e.token.top.map((t) =>
+          create(TokenLogprobSchema, {
+            tokenId: t.id,
+            logprob: t.logprob,
+            text: model().tokenizer.decode([t.id]),
+          })
+        ),
+        placement: e.index === 0 ? loop.message() : undefined,
+      });
+      continue;
+    }
+    yield create(GenerateResponseSchema, {
+      requestId: e.requestId,
+      index: e.index,
+      text: e.text,
+      finishReason: FINISH[e.finishReason],
+      // The chain that served the last token: after a recovery it differs from the first.
+      placement: e.chain
+        ? create(PlacementSchema, {
+          model: model().id.toString(),
+          totalLayers: model().nLayers,
+          epoch: loop.epoch,
+          stages: e.chain.map((st) =>
+            create(StageAssignmentSchema, { nodeId: st.nodeId, fromLayer: st.from, toLayer: st.to })
+          ),
+        })
+        : undefined,
+      usage: create(GenerateUsageSchema, {
+        promptTokens: e.promptTokens,
+        completionTokens: e.completionTokens,
+        timeToFirstTokenMs: e.timeToFirstTokenMs,
+        decodeTokensPerSecond: e.decodeTokensPerSecond,
+        recoveries: e.recoveries,
+      }),
+    });
+  }
+}

@@ -1,0 +1,125 @@
+/**
+ * Start-up and shutdown: the gossip member this agent is (metadata, keyring, timing preset),
+ * joining the seeds with retries (they may start after us), and the drain-then-leave order of
+ * a graceful stop.
+ *
+ * @module
+ */
+import type { Backend } from "../../kernels/backend.ts";
+import type { AgentConfig } from "../agent_config.ts";
+import {
+  Keyring,
+  lanConfig,
+  localConfig,
+  Memberlist,
+  type NodeMetadata,
+  wanConfig,
+} from "../gossip/mod.ts";
+import { VERSION } from "../version.ts";
+import type { AgentLogger, AgentState } from "./state.ts";
+import type { ServedModel } from "./served_model.ts";
+import { SHUTDOWN } from "./head_service.ts";
+
+/** Listen for gossip as this agent: its metadata, keyring and timing preset. */
+export async function startGossip(
+  cfg: AgentConfig,
+  backend: Backend,
+  reason: string,
+  speed: number,
+  model: ServedModel | undefined,
+  log: AgentLogger,
+): Promise<Memberlist> {
+  const keyring = cfg.gossipKeys.length
+    ? new Keyring(
+      Keyring.parseKey(cfg.gossipKeys[0]),
+      cfg.gossipKeys.slice(1).map((k) => Keyring.parseKey(k)),
+    )
+    : null;
+  const preset = cfg.gossipPreset === "local"
+    ? localConfig
+    : cfg.gossipPreset === "wan"
+    ? wanConfig
+    : lanConfig;
+  const meta: NodeMetadata = {
+    id: cfg.nodeId,
+    addresses: [cfg.advertiseAddress],
+    rpcPort: cfg.rpcPort,
+    metricsPort: cfg.metricsPort,
+    httpPort: cfg.httpPort,
+    resources: {
+      memoryBytes: cfg.memoryBudget,
+      cores: navigator.hardwareConcurrency,
+      backend: backend.name,
+      // The device and why auto-selection chose it, so `llmctl nodes list` can show both.
+      adapter: `${backend.device} — ${reason}`.slice(0, 240),
+      speed,
+    },
+    model: model?.id.toString() ?? "",
+    hosted: null,
+    version: VERSION,
+  };
+  return await Memberlist.listen(
+    preset({
+      nodeId: cfg.nodeId,
+      metadata: meta,
+      keyring,
+      logger: (level, msg, fields) =>
+        log(level === "debug" ? "debug" : level, `gossip: ${msg}`, fields),
+    }),
+    { bindAddr: cfg.bind, port: cfg.gossipPort, advertiseAddr: cfg.advertiseAddress },
+  );
+}
+
+/** Retry joining the seeds until one answers (they may start after us). */
+export function joinInBackground(s: AgentState): void {
+  const seeds = s.config.seeds.filter((x) => x !== s.gossip.transport.addr);
+  if (seeds.length === 0) return;
+  let delay = 200;
+  const attempt = async () => {
+    if (s.stopped) return;
+    try {
+      const n = await s.gossip.join(seeds);
+      s.log("info", "joined the cluster", { seedsAnswered: n, members: s.gossip.numMembers() });
+    } catch (e) {
+      if ((e as Error).name === "DuplicateNodeIdError") {
+        s.log("error", (e as Error).message);
+        return;
+      }
+      s.log("warn", "join failed; retrying", { error: (e as Error).message, retryMs: delay });
+      setTimeout(attempt, delay);
+      delay = Math.min(delay * 2, 5000);
+    }
+  };
+  attempt();
+}
+
+/**
+ * The first half of a graceful stop: refuse new requests, let those in flight finish within
+ * the grace period, leave the gossip, then cut off what is left — with an error, never a
+ * "stop" as if the model had finished — and give the cut-off streams a moment to say so.
+ */
+export async function drainAndLeave(s: AgentState): Promise<void> {
+  s.draining = true;
+  const deadline = Date.now() + s.config.shutdownGrace;
+  if (s.requests.size > 0) {
+    s.log("info", "draining", { requests: s.requests.size, graceMs: s.config.shutdownGrace });
+  }
+  while (s.requests.size > 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
+  }
+  try {
+    await s.gossip.leave(2000);
+  } catch (e) {
+    s.log("warn", "leave failed", { error: String(e) });
+  }
+  s.stopped = true;
+  s.events.closeAll();
+  if (s.requests.size > 0) {
+    s.log("warn", "shutdown cut off generations", { requests: s.requests.size });
+  }
+  for (const c of s.requests.values()) c.abort(SHUTDOWN);
+  // Let the cut-off streams send their error before the listeners close.
+  for (let i = 0; i < 20 && s.requests.size > 0; i++) {
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}

@@ -1,0 +1,83 @@
+/**
+ * What every room of the agent shares: configuration, the gossip handle, the backend, the
+ * served model and hosted stage, lifecycle flags and counters. Rooms read and change it; only
+ * the room named in each field's comment writes that field.
+ *
+ * @module
+ */
+import type { Backend } from "../../kernels/backend.ts";
+import type { AgentConfig } from "../agent_config.ts";
+import type { Memberlist } from "../gossip/mod.ts";
+import type { StageHost } from "../pipeline/mod.ts";
+import { EventHub, type LeveledLog, MembershipTracker } from "../events/mod.ts";
+import type { Admission } from "../api/mod.ts";
+import type { TransferManager } from "../transfer/mod.ts";
+import type { ServedModel } from "./served_model.ts";
+
+/** Structured log line sink. */
+export type AgentLogger = (
+  level: "debug" | "info" | "warn" | "error",
+  msg: string,
+  fields?: Record<string, unknown>,
+) => void;
+
+/** The agent's shared state. */
+export class AgentState {
+  /** The served model (placement loop and transfer adopt/unserve change it). */
+  model?: ServedModel;
+  /** The local file the served model was opened from (a source for peers), if any. */
+  modelPath?: string;
+  /** The stage hosted now (stage room). */
+  stage?: StageHost;
+  /** Stopped: listeners are closing (lifecycle). */
+  stopped = false;
+  /** SIGTERM arrived: new requests are refused while those in flight finish (lifecycle). */
+  draining = false;
+  /** Drained or failed to load: this node offers no layers any more (commands, stage room). */
+  drained = false;
+  /** Generations this agent heads, by request id (head service). */
+  readonly requests = new Map<string, AbortController>();
+  /** When each member's state last changed as this agent saw it, Unix ms (observe). */
+  readonly stateChangedAt = new Map<string, number>();
+  /** Cluster events for ClusterService.StreamUpdates (llmctl, the TUI). */
+  readonly events = new EventHub({ history: 256 });
+  /** Membership changes as events. */
+  readonly memberEvents = new MembershipTracker(this.events);
+  /** Counters for metrics and health. */
+  readonly counters = {
+    activeRequests: 0,
+    tokensGeneratedTotal: 0,
+    framesProcessedTotal: 0,
+    recoveries: 0,
+  };
+  /** Generation slots this agent heads, and the queue in front of them. */
+  admission!: Admission;
+  /** Model distribution (cluster/transfer). */
+  transfer!: TransferManager;
+  /** Unix seconds the agent started (the `created` of /v1/models). */
+  readonly startedAt = Math.floor(Date.now() / 1000);
+
+  constructor(
+    readonly config: AgentConfig,
+    /** The compute backend; the stage room swaps it on a GPU fallback. */
+    public backend: Backend,
+    /** Why the backend was chosen (or fallen back to). */
+    public backendReason: string,
+    /** Start-up calibration, GFLOP/s. */
+    readonly speed: number,
+    readonly gossip: Memberlist,
+    readonly log: AgentLogger,
+    /** The run-time log level (ClusterService set_log_level). */
+    readonly leveled: LeveledLog,
+  ) {}
+
+  /** This node's id. */
+  get nodeId(): string {
+    return this.config.nodeId;
+  }
+
+  /** Layers hosted now (0 when none). */
+  get hostedLayers(): number {
+    return this.stage ? this.stage.range.to - this.stage.range.from : 0;
+  }
+}

@@ -1,0 +1,79 @@
+/**
+ * What model distribution (cluster/transfer) needs from the agent: members and their endpoints,
+ * the served model, the hosted range, plans for a deploy, and adopting or dropping a model.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import { PlacementSchema, StageAssignmentSchema, type TransferProgress } from "../../proto/mod.ts";
+import { planPlacement } from "../placement/mod.ts";
+import type { TransferHost } from "../transfer/mod.ts";
+import { rpcEndpoint } from "./peers.ts";
+import { placementInputs, type PlacementLoop } from "./placement_loop.ts";
+import { agentFootprint, servedModel } from "./served_model.ts";
+import { ModelId } from "./model_id.ts";
+import type { AgentState } from "./state.ts";
+import type { Observer } from "./observe.ts";
+import type { StageRoom } from "./stage.ts";
+
+/** The agent's side of model distribution. */
+export function transferHost(
+  s: AgentState,
+  loop: PlacementLoop,
+  stage: StageRoom,
+  observe: Observer,
+): TransferHost {
+  const unserve = async (id: string): Promise<boolean> => {
+    const model = s.model;
+    if (!model || model.id.toString() !== id) return false;
+    await stage.drop();
+    s.model = undefined;
+    s.modelPath = undefined;
+    loop.reset();
+    s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "", hosted: null });
+    model.file.close();
+    s.log("info", "model undeployed", { model: id });
+    observe.publishSelf(`${s.nodeId} undeployed ${id}`);
+    return true;
+  };
+  return {
+    nodeId: s.nodeId,
+    members: () =>
+      s.gossip.members().filter((m) => m.meta).map((m) => ({
+        id: m.id,
+        endpoint: rpcEndpoint(m),
+        model: m.meta!.model ?? "",
+        status: m.status,
+      })),
+    served: () => s.model && { id: s.model.id.toString(), path: s.modelPath },
+    hostedRange: () => s.stage && { ...s.stage.range },
+    plan: (file, modelId, nodes) => {
+      const fp = agentFootprint(file, s.config.contextSize, s.config.maxSessions);
+      const plan = planPlacement(
+        fp,
+        placementInputs(s.gossip.members().filter((m) => nodes.includes(m.id))),
+      );
+      return create(PlacementSchema, {
+        model: modelId,
+        totalLayers: plan.nLayers,
+        stages: plan.stages.map((st) =>
+          create(StageAssignmentSchema, { nodeId: st.nodeId, fromLayer: st.from, toLayer: st.to })
+        ),
+      });
+    },
+    adopt: async (id, file, path) => {
+      if (s.model?.id.toString() === id) return;
+      if (s.model) await unserve(s.model.id.toString());
+      s.model = servedModel(ModelId.parse(id), file, s.config.contextSize, s.config.maxSessions);
+      s.modelPath = path;
+      s.drained = false;
+      observe.planReason = `model ${id} deployed`;
+      s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: id, stageError: "" });
+      s.log("info", "serving a deployed model", { model: id, path: path ?? "(cache)" });
+      loop.schedule();
+    },
+    unserve,
+    publish: (value: TransferProgress) => s.events.publish({ case: "transfer", value }),
+    log: (level, msg, f) => s.log(level, msg, f),
+  };
+}
