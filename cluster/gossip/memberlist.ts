@@ -7,13 +7,8 @@
 import { lookup } from "node:dns/promises";
 import { type Config, type ConfigInput, lanConfig, type Resolver } from "./config.ts";
 import { emptyMetadata, encodeMetadata, type NodeMetadata } from "./metadata.ts";
-import {
-  DuplicateNodeIdError,
-  type EventType,
-  type Member,
-  type MemberEvent,
-  type Stats,
-} from "./member.ts";
+import { DuplicateNodeIdError } from "./member.ts";
+import type { EventType, Member, MemberEvent, Stats } from "./member.ts";
 import { GossipState } from "./state.ts";
 import {
   joinHostPort,

@@ -54,6 +54,17 @@ export class Prober {
     return this.#seq;
   }
 
+  /** A ping of member `target` from us. */
+  #ping(seq: number, target: string): PingMsg {
+    return {
+      type: "ping",
+      seq,
+      target,
+      sourceId: this.#st.id,
+      sourceAddr: this.#st.transport.addr,
+    };
+  }
+
   /** An ack for probe or relay `seq` arrived. */
   ack(seq: number): void {
     this.#acks.get(seq)?.ack();
@@ -140,15 +151,7 @@ export class Prober {
       this.#st.stats.probeRttMs = srtt === 0 ? rtt : srtt + (rtt - srtt) / 8;
     };
     this.#acks.set(seq, { ack: onAck, nack: () => nacks++ });
-    const msgs = [
-      encode({
-        type: "ping",
-        seq,
-        target: target.id,
-        sourceId: this.#st.id,
-        sourceAddr: this.#st.transport.addr,
-      }),
-    ];
+    const msgs = [encode(this.#ping(seq, target.id))];
     // A suspect target gets the accusation with the ping, so it can refute at once.
     if (target.status === "suspect") {
       msgs.push(
@@ -215,14 +218,7 @@ export class Prober {
     try {
       s = await this.#st.transport.dialStream(target.addr, timeoutMs);
       const seq = this.#nextSeq();
-      const ping: PingMsg = {
-        type: "ping",
-        seq,
-        target: target.id,
-        sourceId: this.#st.id,
-        sourceAddr: this.#st.transport.addr,
-      };
-      s.send(seal(this.#st.cfg.keyring, encode(ping)));
+      s.send(seal(this.#st.cfg.keyring, encode(this.#ping(seq, target.id))));
       const reply = decode(open(this.#st.cfg.keyring, await s.receive(timeoutMs)));
       return reply.type === "ack" && reply.seq === seq;
     } catch {
@@ -250,15 +246,7 @@ export class Prober {
       },
       nack: () => {},
     });
-    this.#st.sendMsgs(m.targetAddr, [
-      encode({
-        type: "ping",
-        seq,
-        target: m.target,
-        sourceId: this.#st.id,
-        sourceAddr: this.#st.transport.addr,
-      }),
-    ]);
+    this.#st.sendMsgs(m.targetAddr, [encode(this.#ping(seq, m.target))]);
   }
 
   /** Up to k distinct random members matching `ok` (random sampling, like memberlist). */

@@ -450,16 +450,9 @@ export class GossipState {
     const s = this.local;
     this.replyDirect(accuser, s);
     if (this.queue.has(this.id)) return;
-    this.broadcast(this.id, {
-      type: "alive",
-      incarnation: s.incarnation,
-      node: this.id,
-      addr: s.addr,
-      meta: s.meta,
-    });
+    this.broadcast(this.id, this.aliveOf(s));
   }
 
-  /** We are accused: outbid the accusation's incarnation and tell everyone we are alive. */
   /** Send our current alive straight to an accuser (at most once per probe interval each). */
   private replyDirect(accuser: string, s: NodeState) {
     const to = this.nodes.get(accuser);
@@ -469,31 +462,23 @@ export class GossipState {
       now - (this.lastReply.get(accuser) ?? -Infinity) < this.cfg.probeInterval
     ) return;
     this.lastReply.set(accuser, now);
-    this.sendMsgs(to.addr, [
-      encode({
-        type: "alive",
-        incarnation: s.incarnation,
-        node: this.id,
-        addr: s.addr,
-        meta: s.meta,
-      }),
-    ]);
+    this.sendMsgs(to.addr, [encode(this.aliveOf(s))]);
   }
 
+  /** We are accused: outbid the accusation's incarnation and tell everyone we are alive. */
   private refute(s: NodeState, accused: number, accuser?: string) {
     s.incarnation = Math.max(s.incarnation + 1, accused + 1);
     this.awareness.applyDelta(1); // being suspected is a hint that we are slow
-    this.broadcast(this.id, {
-      type: "alive",
-      incarnation: s.incarnation,
-      node: this.id,
-      addr: s.addr,
-      meta: s.meta,
-    });
+    this.broadcast(this.id, this.aliveOf(s));
     if (accuser) {
       this.lastReply.delete(accuser);
       this.replyDirect(accuser, s);
     }
+  }
+
+  /** Our own alive message, as state `s` (our record) stands. */
+  private aliveOf(s: NodeState): AliveMsg {
+    return { type: "alive", incarnation: s.incarnation, node: this.id, addr: s.addr, meta: s.meta };
   }
 
   /** Publish new local metadata with a higher incarnation. */
@@ -502,13 +487,7 @@ export class GossipState {
     s.incarnation++;
     s.meta = meta;
     s.decoded = undefined;
-    this.broadcast(this.id, {
-      type: "alive",
-      incarnation: s.incarnation,
-      node: this.id,
-      addr: s.addr,
-      meta,
-    });
+    this.broadcast(this.id, this.aliveOf(s));
   }
 
   /** Number of members not dead or left (including us). */
