@@ -25,6 +25,7 @@ import { LeveledLog } from "./events/mod.ts";
 import { Admission, type ApiServer, startApiServer } from "./api/mod.ts";
 import { TransferManager } from "./transfer/mod.ts";
 import type { StageHost } from "./pipeline/mod.ts";
+import type { Member } from "./gossip/mod.ts";
 import { type AgentLogger, AgentState } from "./agent/state.ts";
 import { loadModelIndex, type ServedModel } from "./agent/served_model.ts";
 import { Peers } from "./agent/peers.ts";
@@ -54,6 +55,8 @@ export class Agent {
   private readonly stageRoom: StageRoom;
   private readonly loop: PlacementLoop;
   private readonly head: HeadService;
+  /** The member announcement (incarnation) each peer's certificate was last checked for. */
+  private readonly verified = new Map<string, number>();
 
   private constructor(private readonly s: AgentState) {
     this.peers = new Peers(s.config);
@@ -128,6 +131,7 @@ export class Agent {
           log("info", `member ${type}`, { node: e.member.id });
         }
         if (e.type === "dead" || e.type === "leave") agent.peers.drop(e.member.id);
+        else agent.verifyPeer(e.member);
         agent.loop.schedule();
       });
     }
@@ -175,6 +179,37 @@ export class Agent {
     joinInBackground(s);
     agent.loop.schedule();
     return agent;
+  }
+
+  /**
+   * With mTLS, check a member's certificate before trusting it with layers: a member our CA
+   * does not sign is left out of placement and chains (its layers re-placed like a dead one's),
+   * and the log names the TLS cause. A later announcement is checked again.
+   */
+  private verifyPeer(member: Member): void {
+    const s = this.s;
+    if (member.id === s.nodeId || !s.config.tlsCa) return;
+    const seen = this.verified.get(member.id);
+    if (seen === member.incarnation) return;
+    this.verified.set(member.id, member.incarnation);
+    this.peers.tlsRefusal(member).then((refusal) => {
+      const was = s.untrusted.get(member.id);
+      if (refusal) {
+        s.untrusted.set(member.id, refusal);
+        this.peers.drop(member.id);
+        if (!was) {
+          s.log("warn", "member refused by TLS; its layers are placed elsewhere", {
+            node: member.id,
+            error: refusal,
+          });
+          this.observe.planReason = `node ${member.id} untrusted (TLS)`;
+        }
+      } else if (was) {
+        s.untrusted.delete(member.id);
+        s.log("info", "member trusted again", { node: member.id });
+      }
+      if (Boolean(refusal) !== Boolean(was)) this.loop.schedule();
+    }, () => {});
   }
 
   /** The configuration the agent runs with. */

@@ -4,8 +4,10 @@
  *
  * @module
  */
+import { createClient } from "@connectrpc/connect";
 import type { Member } from "../gossip/mod.ts";
 import { createRpcTransport, type RpcTransport } from "../rpc/mod.ts";
+import { Health } from "../rpc/health.ts";
 import { traceClientInterceptor } from "../telemetry/mod.ts";
 import type { AgentConfig } from "../agent_config.ts";
 
@@ -15,6 +17,9 @@ export function rpcEndpoint(member: Member): string {
     member.addr.slice(0, member.addr.lastIndexOf(":")).replace(/^\[|\]$/g, "");
   return `${host}:${member.meta?.rpcPort ?? 0}`;
 }
+
+/** What TLS handshake failures say (Node's and rustls' wordings). */
+const TLS_FAILURE = /certificate|unknown ca|self[- ]signed|handshake|tls/i;
 
 /** The agent's cached transports to its peers. */
 export class Peers {
@@ -39,6 +44,24 @@ export class Peers {
     });
     this.transports.set(member.id, { endpoint, transport });
     return transport;
+  }
+
+  /**
+   * With mTLS on, whether `member`'s RPC endpoint completes a handshake with our CA: undefined
+   * when it does (or TLS is off), else the TLS error. Any other failure (not listening yet, a
+   * timeout) is not a verdict on its certificate: undefined too.
+   */
+  async tlsRefusal(member: Member): Promise<string | undefined> {
+    const c = this.config;
+    if (!(c.tlsCert && c.tlsKey && c.tlsCa) || !member.meta?.rpcPort) return undefined;
+    try {
+      const client = createClient(Health, await this.transportTo(member));
+      await client.check({ service: "" }, { timeoutMs: 5000 });
+      return undefined;
+    } catch (e) {
+      const msg = (e as Error).message ?? String(e);
+      return TLS_FAILURE.test(msg) ? msg : undefined;
+    }
   }
 
   /** Close the transport to a member that left or died. */

@@ -74,7 +74,9 @@ export class PlacementLoop {
   /** Members (this one included) that offer our model. */
   modelPeers(): Member[] {
     const id = this.s.model?.id.toString();
-    return this.s.gossip.members().filter((m) => m.status === "alive" && m.meta?.model === id);
+    return this.s.gossip.members().filter((m) =>
+      m.status === "alive" && m.meta?.model === id && !this.s.untrusted.has(m.id)
+    );
   }
 
   /** Plan now from the current view; load this agent's range when it changed. */
@@ -152,6 +154,7 @@ export class PlacementLoop {
     for (const m of this.s.gossip.members()) {
       const h = m.meta?.hosted;
       if (!h || (m.status !== "alive" && m.status !== "suspect")) continue;
+      if (this.s.untrusted.has(m.id)) continue;
       byId?.set(m.id, m);
       out.push({
         id: m.id,

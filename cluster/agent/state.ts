@@ -37,6 +37,12 @@ export class AgentState {
   drained = false;
   /** Generations this agent heads, by request id (head service). */
   readonly requests = new Map<string, AbortController>();
+  /**
+   * Members whose RPC endpoint this agent could not verify over mTLS (a certificate from another
+   * CA), with the TLS error (peers). They are left out of placement and chains, as a dead
+   * member's layers are, until a later announcement of theirs verifies.
+   */
+  readonly untrusted = new Map<string, string>();
   /** When each member's state last changed as this agent saw it, Unix ms (observe). */
   readonly stateChangedAt = new Map<string, number>();
   /** Cluster events for ClusterService.StreamUpdates (llmctl, the TUI). */

@@ -106,49 +106,73 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name:
-    "kill -9 of the middle stage mid-generation: the output is identical, the dead agent leaves the view",
-  fn: async () => {
-    const g = golden("stories260K__once");
-    // Budgets let any two agents hold the model once the third is gone.
-    const agents = await startCluster(["a", "b", "c"], { model: STORIES, memoryBudget: "1.6MB" });
-    try {
-      const info = await waitForPlacement(agents[0], 3);
-      const middle = info.placement!.stages[1].nodeId;
-      const victim = agents.find((a) => a.id === middle)!;
-      const head = agents.find((a) => a.id !== middle)!;
-      const client = createClient(InferenceService, head.transport);
-      const tokens: number[] = [];
-      let recoveries = 0;
-      let served: string[] | undefined;
-      for await (
-        const m of client.generate({ prompt: g.prompt, maxTokens: 64, sampler: { temperature: 0 } })
-      ) {
-        if (m.finishReason) {
-          recoveries = m.usage?.recoveries ?? 0;
-          served = m.placement?.stages.map((s) => s.nodeId);
-          break;
+for (const position of ["first", "middle", "last"] as const) {
+  Deno.test({
+    name:
+      `kill -9 of the ${position} stage mid-generation: the output is identical, the dead agent leaves the view`,
+    fn: async () => {
+      const g = golden("stories260K__once");
+      // No two agents hold the model, so the chain has at least 3 stages; any three do, so the
+      // survivors can take the victim's layers.
+      const agents = await startCluster(["a", "b", "c", "d"], {
+        model: STORIES,
+        memoryBudget: "1.2MB",
+      });
+      try {
+        const info = await waitForPlacement(agents[0], 4);
+        const stages = info.placement!.stages;
+        assert(stages.length >= 3, `a chain of at least 3 stages: ${stages.length}`);
+        const stage = position === "first" ? 0 : position === "middle" ? 1 : stages.length - 1;
+        const victimId = stages[stage].nodeId;
+        const victim = agents.find((a) => a.id === victimId)!;
+        const head = agents.find((a) => a.id !== victimId)!;
+        const client = createClient(InferenceService, head.transport);
+        const tokens: number[] = [];
+        let recoveries = 0;
+        let served: string[] | undefined;
+        for await (
+          const m of client.generate({
+            prompt: g.prompt,
+            maxTokens: 64,
+            sampler: { temperature: 0 },
+          })
+        ) {
+          if (m.finishReason) {
+            recoveries = m.usage?.recoveries ?? 0;
+            served = m.placement?.stages.map((s) => s.nodeId);
+            break;
+          }
+          tokens.push(m.tokenId);
+          if (tokens.length === 10) victim.child.kill("SIGKILL");
         }
-        tokens.push(m.tokenId);
-        if (tokens.length === 10) victim.child.kill("SIGKILL");
+        assertEquals(tokens, g.greedy_ids.slice(0, 64));
+        assertEquals(recoveries, 1, "the head re-placed and replayed once");
+        // The failure was attributed to the victim, whichever hop noticed it.
+        const blamed = head.logs.filter((l) => String(l.msg).includes("failed (")).map((l) =>
+          String(l.msg)
+        );
+        assert(
+          blamed.length > 0 && blamed.every((m) => m.includes(`stage on ${victimId} failed`)),
+          blamed.join("\n"),
+        );
+        // What `llmctl generate --json` lists: the stages that served the last token.
+        assert(served?.length, "the last message names no placement");
+        assert(
+          !served.includes(victimId),
+          `the reported placement still has ${victimId}: ${served}`,
+        );
+        const view = await createClient(DiscoveryService, head.transport).getClusterInfo({});
+        assertEquals(
+          view.nodes.map((n) => n.id).includes(victimId),
+          false,
+          JSON.stringify(view.nodes.map((n) => [n.id, n.state])),
+        );
+      } finally {
+        await stopAll(agents);
       }
-      assertEquals(tokens, g.greedy_ids.slice(0, 64));
-      assertEquals(recoveries, 1, "the head re-placed and replayed once");
-      // What `llmctl generate --json` lists: the stages that served the last token.
-      assert(served?.length, "the last message names no placement");
-      assert(!served.includes(middle), `the reported placement still has ${middle}: ${served}`);
-      const view = await createClient(DiscoveryService, head.transport).getClusterInfo({});
-      assertEquals(
-        view.nodes.map((n) => n.id).includes(middle),
-        false,
-        JSON.stringify(view.nodes.map((n) => [n.id, n.state])),
-      );
-    } finally {
-      await stopAll(agents);
-    }
-  },
-});
+    },
+  });
+}
 
 Deno.test({
   name: "a stage that fails to load leaves the plan; the others serve and status says why",
