@@ -16,6 +16,7 @@ import {
   wanConfig,
 } from "../gossip/mod.ts";
 import { VERSION } from "../version.ts";
+import { cpuCores } from "../discovery/mod.ts";
 import type { AgentLogger, AgentState } from "./state.ts";
 import type { ServedModel } from "./served_model.ts";
 import { SHUTDOWN } from "./head_service.ts";
@@ -53,6 +54,8 @@ export async function startGossip(
       // The device and why auto-selection chose it, so `llmctl nodes list` can show both.
       adapter: `${backend.device} — ${reason}`.slice(0, 240),
       speed,
+      threads: cfg.threads ?? cpuCores(),
+      memoryTotal: Deno.systemMemoryInfo().total,
     },
     model: model?.id.toString() ?? "",
     hosted: null,

@@ -49,6 +49,8 @@ export function memberToNodeInfo(m: Member, extras: NodeInfoExtras = {}): NodeIn
       ? create(ResourceInfoSchema, {
         cpuCores: meta.resources.cores,
         memoryBudgetBytes: BigInt(meta.resources.memoryBytes),
+        memoryTotalBytes: BigInt(meta.resources.memoryTotal ?? 0),
+        threads: meta.resources.threads ?? 0,
         maxLayers: extras.maxLayers?.(meta.resources.memoryBytes) ?? 0,
         usedLayers: meta.hosted ? meta.hosted.to - meta.hosted.from : 0,
       })

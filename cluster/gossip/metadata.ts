@@ -23,6 +23,10 @@ export interface Resources {
   adapter: string;
   /** Start-up calibration: matvec GFLOP/s on the chosen backend (placement weights by it). */
   speed?: number;
+  /** Compute threads the backend uses (0 = unknown). */
+  threads?: number;
+  /** Physical memory of the machine, bytes (0 = unknown). */
+  memoryTotal?: number;
 }
 
 /** The model and layer range [from, to) an agent hosts. */
@@ -141,8 +145,11 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   w.str8(m.version);
   // Agent fields: HTTP port, offered model, calibrated speed (GFLOP/s × 1000, saturating).
   w.u16(m.httpPort ?? 0).str8(m.model ?? "").u32(Math.min(speed, 0xffffffff));
-  // Appended last and only when set, so metadata without it reads as before.
-  if (m.stageError) w.str8(m.stageError);
+  // Appended last and only when set, so metadata without them reads as before: the stage
+  // error, then threads and machine memory (the error written, possibly empty, before them).
+  const more = (r.threads ?? 0) > 0 || (r.memoryTotal ?? 0) > 0;
+  if (m.stageError || more) w.str8(m.stageError ?? "");
+  if (more) w.u16(Math.min(r.threads ?? 0, 0xffff)).u64(r.memoryTotal ?? 0);
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -183,6 +190,10 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
   const model = r.str8("model");
   resources.speed = r.u32("speed") / 1000;
   const stageError = r.remaining() > 0 ? r.str8("stage error") : "";
+  if (r.remaining() > 0) {
+    resources.threads = r.u16("threads");
+    resources.memoryTotal = r.u64("memory total");
+  }
   r.end("metadata");
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
   return stageError ? { ...meta, stageError } : meta;

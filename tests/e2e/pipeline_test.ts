@@ -46,7 +46,17 @@ Deno.test({
         assertEquals(n.resources!.usedLayers, n.hosted!.toLayer - n.hosted!.fromLayer, n.id);
         assert(n.resources!.maxLayers > 0 && n.resources!.maxLayers < 5, `${n.id} max layers`);
         assert(n.stateChangedUnixMs > 0n, `${n.id} state_changed_unix_ms is 0`);
+        assert(n.resources!.threads > 0, `${n.id} threads is 0`);
+        assert(n.resources!.memoryTotalBytes > 0n, `${n.id} memory_total_bytes is 0`);
       }
+      // One cluster-wide placement epoch: every agent derives the same one from the plan.
+      const epochs = await Promise.all(
+        agents.map(async (a) =>
+          (await createClient(DiscoveryService, a.transport).getClusterInfo({})).placement!.epoch
+        ),
+      );
+      assert(epochs[0] > 0n, "epoch 0");
+      assertEquals(epochs, [epochs[0], epochs[0], epochs[0]], "the agents' epochs differ");
     } finally {
       await stopAll(agents);
     }

@@ -1,0 +1,85 @@
+/**
+ * The agent's small rooms that need no process: the model id, the placement inputs and the
+ * cluster-wide placement epoch, and the gossip metadata fields NodeInfo's resources come from.
+ */
+import { ModelId } from "../../../cluster/agent/model_id.ts";
+import { planEpoch, planPlacement } from "../../../cluster/placement/mod.ts";
+import { decodeMetadata, encodeMetadata, type NodeMetadata } from "../../../cluster/gossip/mod.ts";
+import { memberToNodeInfo } from "../../../cluster/discovery/gossip_view.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+
+Deno.test("ModelId: parse, print and the names clients may use", () => {
+  const id = ModelId.parse("stories260K.gguf@1185376");
+  assertEquals(id.file, "stories260K.gguf");
+  assertEquals(id.size, 1185376);
+  assertEquals(id.toString(), "stories260K.gguf@1185376");
+  assertEquals(ModelId.of("/models/x/stories260K.gguf", 1185376).toString(), id.toString());
+  for (const n of ["stories260K.gguf@1185376", "stories260K.gguf", "stories260K"]) {
+    assert(id.matches(n), n);
+  }
+  for (const n of ["stories260K.gguf@1", "stories", "other.gguf"]) assert(!id.matches(n), n);
+  // A file name that contains "@" keeps it: only the last "@" separates the size.
+  assertEquals(ModelId.parse("a@b.gguf@12").file, "a@b.gguf");
+  assertEquals(ModelId.parse("plain.gguf").size, 0);
+});
+
+const footprint = {
+  nLayers: 6,
+  layerBytes: [10, 10, 10, 10, 10, 10],
+  kvBytesPerLayer: 0,
+  headBytes: 5,
+  tailBytes: 5,
+};
+
+Deno.test("the placement epoch is the same for the same plan on every agent, and changes with it", () => {
+  const nodes = [
+    { id: "a", memoryBudget: 40, speed: 1 },
+    { id: "b", memoryBudget: 40, speed: 1 },
+  ];
+  // Two agents see the members in different orders: the same plan, the same epoch.
+  const e1 = planEpoch(planPlacement(footprint, nodes), "m@1");
+  const e2 = planEpoch(planPlacement(footprint, [...nodes].reverse()), "m@1");
+  assertEquals(e1, e2);
+  assert(e1 > 0n && e1 <= 0xffffffffn, String(e1));
+  const three = [...nodes, { id: "c", memoryBudget: 40, speed: 1 }];
+  assert(planEpoch(planPlacement(footprint, three), "m@1") !== e1, "a new member");
+  assert(planEpoch(planPlacement(footprint, nodes), "m@2") !== e1, "another model");
+});
+
+const meta = (resources: Partial<NodeMetadata["resources"]>, stageError = ""): NodeMetadata => ({
+  id: "a",
+  addresses: ["127.0.0.1"],
+  rpcPort: 7950,
+  metricsPort: 9090,
+  httpPort: 8080,
+  resources: { memoryBytes: 1e9, cores: 8, backend: "wasm", adapter: "", speed: 2, ...resources },
+  hosted: { model: "m@1", from: 0, to: 3 },
+  version: "0.1.0",
+  model: "m@1",
+  stageError,
+});
+
+Deno.test("gossip metadata carries threads and machine memory, so NodeInfo resources are filled", () => {
+  const m = decodeMetadata(encodeMetadata(meta({ threads: 6, memoryTotal: 64e9 })));
+  assertEquals(m.resources.threads, 6);
+  assertEquals(m.resources.memoryTotal, 64e9);
+  const withError = decodeMetadata(
+    encodeMetadata(meta({ threads: 2, memoryTotal: 8e9 }, "layers [0,3): gone")),
+  );
+  assertEquals(withError.stageError, "layers [0,3): gone");
+  assertEquals(withError.resources.threads, 2);
+  // Metadata written without them (an older agent) still reads, as unknown.
+  const old = decodeMetadata(encodeMetadata(meta({})));
+  assertEquals(old.resources.threads, undefined);
+  const info = memberToNodeInfo(
+    {
+      id: "a",
+      addr: "127.0.0.1:7946",
+      status: "alive",
+      incarnation: 1,
+      meta: m,
+    } as Parameters<typeof memberToNodeInfo>[0],
+  );
+  assertEquals(info.resources!.threads, 6);
+  assertEquals(info.resources!.memoryTotalBytes, 64_000_000_000n);
+});
