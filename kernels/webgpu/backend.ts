@@ -26,12 +26,10 @@
  * @module
  */
 import type {
-  AttentionParams,
   Backend,
   Buf,
   KVCache,
   KVType,
-  RopeParams,
   TopCandidates,
   Weight,
   WeightShape,
@@ -60,7 +58,7 @@ import { encodeRmsNorm } from "./ops/norm.ts";
 import { ConvertedActivations } from "./ops/quantize.ts";
 import { encodeRope } from "./ops/rope.ts";
 import { encodeCopyRows, encodeSumRowGroups } from "./ops/rows.ts";
-import { readTopCandidates } from "./ops/topk.ts";
+import { readTopCandidates, type TopCandidatesArgs } from "./ops/topk.ts";
 import { align, GpuResources } from "./resources.ts";
 import type { WebGPUBackendOptions, WebGPUInfo, WebGPUStats } from "./types.ts";
 import { beginWeightUpload } from "./upload.ts";
@@ -173,15 +171,9 @@ export class WebGPUBackend implements Backend {
     return new Float32Array(await this.#enc.readBack(s.res, offset * 4, n * 4));
   }
 
-  topCandidates(
-    src: Buf,
-    rows: number,
-    n: number,
-    k: number,
-    exclude: readonly Int32Array[],
-  ): Promise<TopCandidates[]> {
+  topCandidates(...args: TopCandidatesArgs): Promise<TopCandidates[]> {
     this.#gpu.check();
-    return readTopCandidates(this.#ctx, src, rows, n, k, exclude);
+    return readTopCandidates(this.#ctx, ...args);
   }
 
   kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache {
@@ -239,94 +231,72 @@ export class WebGPUBackend implements Backend {
   }
 
   // ---------------------------------------------------------------- Backend: ops (ops/*.ts)
+  // Each op checks the backend is usable, then its function in ops/ checks the operands and
+  // records the dispatches.
 
-  embed(table: Weight, ids: Int32Array, out: Buf): void {
+  embed(...args: Parameters<Backend["embed"]>): void {
     this.#gpu.check();
-    encodeEmbed(this.#ctx, table, ids, out);
+    encodeEmbed(this.#ctx, ...args);
   }
 
-  rmsNorm(x: Buf, weight: Weight, out: Buf, rows: number, eps: number): void {
+  rmsNorm(...args: Parameters<Backend["rmsNorm"]>): void {
     this.#gpu.check();
-    encodeRmsNorm(this.#ctx, x, weight, out, rows, eps);
+    encodeRmsNorm(this.#ctx, ...args);
   }
 
-  matmul(w: Weight, x: Buf, out: Buf, rows: number): void {
+  matmul(...args: Parameters<Backend["matmul"]>): void {
     this.#gpu.check();
-    encodeMatmul(this.#ctx, w, x, out, rows);
+    encodeMatmul(this.#ctx, ...args);
   }
 
-  addBias(x: Buf, bias: Weight, rows: number): void {
+  addBias(...args: Parameters<Backend["addBias"]>): void {
     this.#gpu.check();
-    encodeAddBias(this.#ctx, x, bias, rows);
+    encodeAddBias(this.#ctx, ...args);
   }
 
-  rope(x: Buf, positions: Int32Array, params: RopeParams): void {
+  rope(...args: Parameters<Backend["rope"]>): void {
     this.#gpu.check();
-    encodeRope(this.#ctx, x, positions, params);
+    encodeRope(this.#ctx, ...args);
   }
 
-  storeKV(
-    cache: KVCache,
-    layer: number,
-    k: Buf,
-    v: Buf,
-    pos0: number,
-    rows: number,
-    rowOffset = 0,
-  ): void {
+  storeKV(...args: Parameters<Backend["storeKV"]>): void {
     this.#gpu.check();
-    encodeStoreKV(this.#ctx, cache, layer, k, v, pos0, rows, rowOffset);
+    encodeStoreKV(this.#ctx, ...args);
   }
 
-  attention(
-    q: Buf,
-    cache: KVCache,
-    layer: number,
-    out: Buf,
-    pos0: number,
-    rows: number,
-    params: AttentionParams,
-    rowOffset = 0,
-  ): void {
+  attention(...args: Parameters<Backend["attention"]>): void {
     this.#gpu.check();
-    encodeAttention(this.#ctx, q, cache, layer, out, pos0, rows, params, rowOffset);
+    encodeAttention(this.#ctx, ...args);
   }
 
-  swiglu(gate: Buf, up: Buf, out: Buf, n: number): void {
+  swiglu(...args: Parameters<Backend["swiglu"]>): void {
     this.#gpu.check();
-    encodeSwiglu(this.#ctx, gate, up, out, n);
+    encodeSwiglu(this.#ctx, ...args);
   }
 
-  add(a: Buf, b: Buf, n: number): void {
+  add(...args: Parameters<Backend["add"]>): void {
     this.#gpu.check();
-    encodeAdd(this.#ctx, a, b, n);
+    encodeAdd(this.#ctx, ...args);
   }
 
-  scale(x: Buf, s: number, n: number): void {
+  scale(...args: Parameters<Backend["scale"]>): void {
     this.#gpu.check();
-    encodeScale(this.#ctx, x, s, n);
+    encodeScale(this.#ctx, ...args);
   }
 
-  geglu(gate: Buf, up: Buf, out: Buf, n: number): void {
+  geglu(...args: Parameters<Backend["geglu"]>): void {
     this.#gpu.check();
-    encodeGeglu(this.#ctx, gate, up, out, n);
+    encodeGeglu(this.#ctx, ...args);
   }
 
-  copyRows(
-    src: Buf,
-    srcRows: Int32Array,
-    dst: Buf,
-    dstRows: Int32Array,
-    cols: number,
-    scales?: Float32Array,
-  ): void {
+  copyRows(...args: Parameters<Backend["copyRows"]>): void {
     this.#gpu.check();
-    encodeCopyRows(this.#ctx, src, srcRows, dst, dstRows, cols, scales);
+    encodeCopyRows(this.#ctx, ...args);
   }
 
-  sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void {
+  sumRowGroups(...args: Parameters<Backend["sumRowGroups"]>): void {
     this.#gpu.check();
-    encodeSumRowGroups(this.#ctx, src, dst, groups, k, cols);
+    encodeSumRowGroups(this.#ctx, ...args);
   }
 }
 

@@ -6,7 +6,7 @@
  *
  * @module
  */
-import type { AttentionParams, Buf, KVCache } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { asBuf, asKV, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
@@ -14,14 +14,7 @@ import { grid, type OpContext, WG } from "./context.ts";
 /** Record attention of `rows` query rows (from row `rowOffset`) at positions `pos0..`. */
 export function encodeAttention(
   ctx: OpContext,
-  q: Buf,
-  cache: KVCache,
-  layer: number,
-  out: Buf,
-  pos0: number,
-  rows: number,
-  params: AttentionParams,
-  rowOffset: number,
+  ...[q, cache, layer, out, pos0, rows, params, rowOffset = 0]: Parameters<Backend["attention"]>
 ): void {
   const c = asKV(cache);
   const qb = asBuf(q);

@@ -6,11 +6,11 @@
  *
  * @module
  */
-import type { Buf, Weight } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { geluTable } from "../../gelu.ts";
 import { typeName } from "../../quant/types.ts";
 import type { BindKind } from "../encoder.ts";
-import { asBuf, asWeight, type GBuf, need, type Res } from "../handles.ts";
+import { asBuf, asWeight, need, type Res } from "../handles.ts";
 import { compose, type ComposeOptions } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
 
@@ -43,9 +43,11 @@ function run(
 }
 
 /** Record `x[t, :] += bias` for `rows` rows. */
-export function encodeAddBias(ctx: OpContext, x: Buf, bias: Weight, rows: number): void {
-  const b = asWeight(bias);
-  const xb = asBuf(x);
+export function encodeAddBias(
+  ctx: OpContext,
+  ...[x, bias, rows]: Parameters<Backend["addBias"]>
+): void {
+  const xb = asBuf(x), b = asWeight(bias);
   const n = rows * b.shape[0];
   need(xb, n, `addBias ${b.name}`);
   if (n === 0) return;
@@ -57,7 +59,10 @@ export function encodeAddBias(ctx: OpContext, x: Buf, bias: Weight, rows: number
 }
 
 /** Record `a += b` over `n` elements. */
-export function encodeAdd(ctx: OpContext, a: Buf, b: Buf, n: number): void {
+export function encodeAdd(
+  ctx: OpContext,
+  ...[a, b, n]: Parameters<Backend["add"]>
+): void {
   const ab = asBuf(a), bb = asBuf(b);
   need(ab, n, "add a");
   need(bb, n, "add b");
@@ -68,7 +73,10 @@ export function encodeAdd(ctx: OpContext, a: Buf, b: Buf, n: number): void {
 }
 
 /** Record `x *= s` over `n` elements. */
-export function encodeScale(ctx: OpContext, x: Buf, s: number, n: number): void {
+export function encodeScale(
+  ctx: OpContext,
+  ...[x, s, n]: Parameters<Backend["scale"]>
+): void {
   const xb = asBuf(x);
   need(xb, n, "scale");
   if (n === 0) return;
@@ -76,37 +84,42 @@ export function encodeScale(ctx: OpContext, x: Buf, s: number, n: number): void 
   xb.version++;
 }
 
-/** The three buffers of a gated activation, checked to hold `n` floats each. */
-function gated(what: string, gate: Buf, up: Buf, out: Buf, n: number): GBuf[] {
-  const g = asBuf(gate), u = asBuf(up), o = asBuf(out);
-  need(g, n, `${what} gate`);
-  need(u, n, `${what} up`);
-  need(o, n, `${what} out`);
-  return [g, u, o];
-}
-
 /** Record `out = silu(gate) ⊙ up` over `n` elements. */
-export function encodeSwiglu(ctx: OpContext, gate: Buf, up: Buf, out: Buf, n: number): void {
-  const [g, u, o] = gated("swiglu", gate, up, out, n);
-  if (n === 0) return;
-  const bindings = [[0, "uniform"], [2, "storage"], [3, "storage"], [4, "storage"]] as const;
-  run(ctx, "swiglu", "swiglu", F32, bindings, [g.res, u.res, o.res], n);
-  o.version++;
+export function encodeSwiglu(ctx: OpContext, ...args: Parameters<Backend["swiglu"]>): void {
+  encodeGated(ctx, "swiglu", args);
 }
 
 /** Record `out = gelu(gate) ⊙ up` over `n` elements. */
-export function encodeGeglu(ctx: OpContext, gate: Buf, up: Buf, out: Buf, n: number): void {
-  const [g, u, o] = gated("geglu", gate, up, out, n);
+export function encodeGeglu(ctx: OpContext, ...args: Parameters<Backend["geglu"]>): void {
+  encodeGated(ctx, "geglu", args);
+}
+
+/** A gated activation: its entry point reads gate and up and writes out. */
+function encodeGated(
+  ctx: OpContext,
+  entry: "swiglu" | "geglu",
+  [gate, up, out, n]: Parameters<Backend["swiglu"]>,
+): void {
+  const g = asBuf(gate), u = asBuf(up), o = asBuf(out);
+  need(g, n, `${entry} gate`);
+  need(u, n, `${entry} up`);
+  need(o, n, `${entry} out`);
   if (n === 0) return;
-  // ggml's f16 GELU table, the same one every backend reads (kernels/gelu.ts).
-  const table = ctx.gpu.constant("the GELU table", geluTable);
-  const bindings = [
-    [0, "uniform"],
-    [1, "read"],
-    [2, "storage"],
-    [3, "storage"],
-    [4, "storage"],
-  ] as const;
-  run(ctx, "geglu", "geglu", F32, bindings, [table, g.res, u.res, o.res], n);
+  const res = [g.res, u.res, o.res];
+  if (entry === "swiglu") {
+    const bindings = [[0, "uniform"], [2, "storage"], [3, "storage"], [4, "storage"]] as const;
+    run(ctx, "swiglu", "swiglu", F32, bindings, res, n);
+  } else {
+    // ggml's f16 GELU table, the same one every backend reads (kernels/gelu.ts).
+    const table = ctx.gpu.constant("the GELU table", geluTable);
+    const bindings = [
+      [0, "uniform"],
+      [1, "read"],
+      [2, "storage"],
+      [3, "storage"],
+      [4, "storage"],
+    ] as const;
+    run(ctx, "geglu", "geglu", F32, bindings, [table, ...res], n);
+  }
   o.version++;
 }

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Buf, Weight } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { typeName } from "../../quant/types.ts";
 import { WebGPUError } from "../errors.ts";
 import { asBuf, asWeight, need } from "../handles.ts";
@@ -12,7 +12,10 @@ import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
 
 /** Record `out[t, :] = table[ids[t], :]`. */
-export function encodeEmbed(ctx: OpContext, table: Weight, ids: Int32Array, out: Buf): void {
+export function encodeEmbed(
+  ctx: OpContext,
+  ...[table, ids, out]: Parameters<Backend["embed"]>
+): void {
   const w = asWeight(table);
   const o = asBuf(out);
   const n = ids.length;

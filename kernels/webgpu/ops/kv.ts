@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Buf, KVCache } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { asBuf, asKV, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
@@ -12,13 +12,7 @@ import { grid, type OpContext, WG } from "./context.ts";
 /** Record storing `rows` rows of k and v (from row `rowOffset`) at cache positions `pos0..`. */
 export function encodeStoreKV(
   ctx: OpContext,
-  cache: KVCache,
-  layer: number,
-  k: Buf,
-  v: Buf,
-  pos0: number,
-  rows: number,
-  rowOffset: number,
+  ...[cache, layer, k, v, pos0, rows, rowOffset = 0]: Parameters<Backend["storeKV"]>
 ): void {
   const c = asKV(cache);
   const kb = asBuf(k);

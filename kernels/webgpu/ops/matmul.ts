@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Buf, Weight } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { typeInfo, typeName } from "../../quant/types.ts";
 import { asBuf, asWeight, need, type Res } from "../handles.ts";
 import { compose } from "../shaders.ts";
@@ -21,7 +21,10 @@ function pow2floor(n: number): number {
 }
 
 /** Record `out = x · wᵀ` for `rows` activation rows, one dispatch per weight part. */
-export function encodeMatmul(ctx: OpContext, w: Weight, x: Buf, out: Buf, rows: number): void {
+export function encodeMatmul(
+  ctx: OpContext,
+  ...[w, x, out, rows]: Parameters<Backend["matmul"]>
+): void {
   const W = asWeight(w);
   const xb = asBuf(x);
   const o = asBuf(out);

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Buf, Weight } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { typeName } from "../../quant/types.ts";
 import { WebGPUError } from "../errors.ts";
 import { asBuf, asWeight, need } from "../handles.ts";
@@ -14,11 +14,7 @@ import { grid, type OpContext } from "./context.ts";
 /** Record the RMS norm of `rows` rows of `x` into `out`. */
 export function encodeRmsNorm(
   ctx: OpContext,
-  x: Buf,
-  weight: Weight,
-  out: Buf,
-  rows: number,
-  eps: number,
+  ...[x, weight, out, rows, eps]: Parameters<Backend["rmsNorm"]>
 ): void {
   const w = asWeight(weight);
   const xb = asBuf(x);

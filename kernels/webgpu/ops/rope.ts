@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Buf, RopeParams } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { asBuf, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
@@ -12,9 +12,7 @@ import { grid, type OpContext, WG } from "./context.ts";
 /** Record RoPE over `positions.length` rows of `x`. */
 export function encodeRope(
   ctx: OpContext,
-  x: Buf,
-  positions: Int32Array,
-  params: RopeParams,
+  ...[x, positions, params]: Parameters<Backend["rope"]>
 ): void {
   const xb = asBuf(x);
   const { nHeads, headDim, ropeDim } = params;

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Buf } from "../../backend.ts";
+import type { Backend } from "../../backend.ts";
 import { checkCopyRows } from "../../checks.ts";
 import { WebGPUError } from "../errors.ts";
 import { asBuf, need } from "../handles.ts";
@@ -14,12 +14,7 @@ import { grid, type OpContext, WG } from "./context.ts";
 /** Record `dst[dstRows[i], :] = src[srcRows[i], :] (· scales[i])`. */
 export function encodeCopyRows(
   ctx: OpContext,
-  src: Buf,
-  srcRows: Int32Array,
-  dst: Buf,
-  dstRows: Int32Array,
-  cols: number,
-  scales?: Float32Array,
+  ...[src, srcRows, dst, dstRows, cols, scales]: Parameters<Backend["copyRows"]>
 ): void {
   const sb = asBuf(src), db = asBuf(dst);
   checkCopyRows(sb, srcRows, db, dstRows, cols, scales);
@@ -47,11 +42,7 @@ export function encodeCopyRows(
 /** Record `dst[g, :] = Σ_{r < k} src[g·k + r, :]`, summed in order. */
 export function encodeSumRowGroups(
   ctx: OpContext,
-  src: Buf,
-  dst: Buf,
-  groups: number,
-  k: number,
-  cols: number,
+  ...[src, dst, groups, k, cols]: Parameters<Backend["sumRowGroups"]>
 ): void {
   const sb = asBuf(src), db = asBuf(dst);
   need(sb, groups * k * cols, "sumRowGroups src");

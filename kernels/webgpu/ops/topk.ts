@@ -5,10 +5,13 @@
  *
  * @module
  */
-import type { Buf, TopCandidates } from "../../backend.ts";
+import type { Backend, TopCandidates } from "../../backend.ts";
 import { asBuf, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext } from "./context.ts";
+
+/** The parameters of `Backend.topCandidates` (an optional method there). */
+export type TopCandidatesArgs = Parameters<NonNullable<Backend["topCandidates"]>>;
 
 /** Largest k of topCandidates (the shader's per-lane list) and longest exclude list. */
 const MAX_CANDIDATES = 64;
@@ -33,11 +36,7 @@ function sortExcluded(exclude: readonly Int32Array[], n: number): Uint32Array[] 
 /** Submit, run topk.wgsl over `rows` rows of `n` logits, and read the candidates back. */
 export async function readTopCandidates(
   ctx: OpContext,
-  src: Buf,
-  rows: number,
-  n: number,
-  k: number,
-  exclude: readonly Int32Array[],
+  ...[src, rows, n, k, exclude]: TopCandidatesArgs
 ): Promise<TopCandidates[]> {
   const s = asBuf(src);
   need(s, rows * n, "topCandidates");
