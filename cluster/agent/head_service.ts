@@ -191,7 +191,7 @@ export class HeadService {
     const stops = new StopMatcher(p.stop ?? []);
     let stoppedBySequence = false;
     const head = new Head(this.chainProvider(), {
-      recoveryTimeoutMs: 30_000,
+      recoveryTimeoutMs: recoveryTimeoutMs(this.loop.plan?.stages.map((st) => st.bytes) ?? []),
       log: (m) => {
         s.counters.recoveries++;
         tracker.recovering(m);
@@ -328,4 +328,16 @@ class LazyRemoteLink implements StageLink {
     }
     return new RemoteStageLink(this.nodeId, this.from, this.to, t).openSession(open);
   }
+}
+
+/**
+ * How long a head waits for the layers of a dead stage to be served again before it fails the
+ * request: 30 s (gossip declaring the death, re-planning, replaying), plus the time a
+ * replacement needs to fetch and load the largest stage at a conservative 20 MB/s. A fixed 30 s
+ * covered toy models only: a standby fetching and loading one ~1.8 GB stage of an 8B model
+ * needs longer than that on a busy 2-core machine (issue 17).
+ */
+export function recoveryTimeoutMs(stageBytes: readonly number[]): number {
+  const largest = stageBytes.reduce((m, b) => Math.max(m, b), 0);
+  return 30_000 + Math.ceil(largest / 20e6) * 1000;
 }
