@@ -4,9 +4,12 @@
  *
  * @module
  */
+import type { Clock, TimerHandle } from "./clock.ts";
 import type { NodeStatus } from "./codec.ts";
+import type { Config } from "./config.ts";
 import type { NodeMetadata } from "./metadata.ts";
 import type { DropReason } from "./net.ts";
+import type { Transport } from "./transport.ts";
 
 /** A member as the public API shows it. */
 export interface Member {
@@ -77,4 +80,21 @@ export interface NodeState {
   meta: Uint8Array;
   decoded?: NodeMetadata | null;
   stateChange: number;
+}
+
+/**
+ * The member table and what comes with it, as the mechanisms beside the state machine
+ * (probe.ts, pushpull.ts) read it; GossipState provides it.
+ */
+export interface MemberTable {
+  readonly id: string;
+  readonly cfg: Config;
+  readonly clock: Clock;
+  readonly transport: Transport;
+  readonly stats: Stats;
+  readonly nodes: Map<string, NodeState>;
+  /** Members reaped from `nodes`, remembered for reconnect attempts. */
+  readonly departed: Map<string, { addr: string; since: number }>;
+  /** Run `fn` after `ms` unless the member stops first. */
+  after(ms: number, fn: () => void): TimerHandle;
 }

@@ -7,26 +7,16 @@
  *
  * @module
  */
-import { type Clock, shuffle, type TimerHandle } from "./clock.ts";
+import { shuffle, type TimerHandle } from "./clock.ts";
 import { decode, encode, type IndirectPingMsg, type PingMsg, type SuspectMsg } from "./codec.ts";
-import type { Config } from "./config.ts";
 import type { Awareness } from "./awareness.ts";
-import type { NodeState, Stats } from "./member.ts";
+import type { MemberTable, NodeState } from "./member.ts";
 import { open, seal } from "./net.ts";
-import type { Stream, Transport } from "./transport.ts";
+import type { Stream } from "./transport.ts";
 
 /** What probing needs of the membership state (GossipState provides it). */
-export interface ProbeHost {
-  readonly id: string;
-  readonly cfg: Config;
-  readonly clock: Clock;
-  readonly transport: Transport;
+export interface ProbeHost extends MemberTable {
   readonly awareness: Awareness;
-  readonly stats: Stats;
-  readonly nodes: Map<string, NodeState>;
-  /** Members reaped from `nodes`, remembered for reconnect attempts. */
-  readonly departed: Map<string, { addr: string; since: number }>;
-  after(ms: number, fn: () => void): TimerHandle;
   cancel(h: TimerHandle): void;
   sendMsgs(addr: string, msgs: Uint8Array[]): void;
   suspectNode(m: SuspectMsg): void;

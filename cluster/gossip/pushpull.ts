@@ -7,7 +7,6 @@
  *
  * @module
  */
-import type { TimerHandle } from "./clock.ts";
 import {
   type AliveMsg,
   type DeadMsg,
@@ -20,25 +19,15 @@ import {
   type PushPullMsg,
   type SuspectMsg,
 } from "./codec.ts";
-import { type Config, pushPullScale } from "./config.ts";
-import { DuplicateNodeIdError, type NodeState, type Stats } from "./member.ts";
+import { pushPullScale } from "./config.ts";
+import { DuplicateNodeIdError, type MemberTable, type NodeState } from "./member.ts";
 import { type DropReason, dropReason, open, seal } from "./net.ts";
-import type { Clock } from "./clock.ts";
-import type { Stream, Transport } from "./transport.ts";
+import type { Stream } from "./transport.ts";
 
 /** What push-pull needs of the membership state (GossipState provides it). */
-export interface PushPullHost {
-  readonly id: string;
-  readonly cfg: Config;
-  readonly clock: Clock;
-  readonly transport: Transport;
-  readonly stats: Stats;
-  readonly nodes: Map<string, NodeState>;
-  /** Members reaped from `nodes`, remembered for reconnect attempts. */
-  readonly departed: Map<string, { addr: string; since: number }>;
+export interface PushPullHost extends MemberTable {
   /** Set by stop(): nothing more is merged. */
   readonly stopped: boolean;
-  after(ms: number, fn: () => void): TimerHandle;
   drop(reason: DropReason, e?: unknown): void;
   kRandom(k: number, ok: (s: NodeState) => boolean): NodeState[];
   aliveNode(a: AliveMsg, bootstrap: boolean): void;
