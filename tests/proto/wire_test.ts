@@ -13,7 +13,7 @@ import {
 } from "../../proto/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 
-Deno.test("ActivationFrame round-trips rows, control and sampler fields", () => {
+Deno.test("ActivationFrame round-trips rows, control, sampler (sent once, in open) and the chain", () => {
   const rows = new Float32Array([1.5, -2, 3.25, 0, 7, 8]);
   const frame = create(ActivationFrameSchema, {
     sessionId: "s-1",
@@ -24,16 +24,21 @@ Deno.test("ActivationFrame round-trips rows, control and sampler fields", () => 
     data: new Uint8Array(rows.buffer),
     positions: [0, 1],
     tokens: [1, 15043],
-    open: { model: "stories260K", placementEpoch: 7n },
-    sampler: { temperature: 0, topLogprobs: 5 },
+    open: {
+      model: "stories260K",
+      placementEpoch: 7n,
+      sampler: { temperature: 0, topLogprobs: 5 },
+      downstream: [{ nodeId: "b", fromLayer: 6, toLayer: 9, version: 3n }],
+    },
   });
   const back = fromBinary(ActivationFrameSchema, toBinary(ActivationFrameSchema, frame));
   assertEquals(back.toLayer, undefined); // unset = to the end of the stage's range
   assertEquals(back.open?.placementEpoch, 7n);
   assertEquals(Array.from(new Float32Array(back.data.slice().buffer)), Array.from(rows));
   // Explicit presence: temperature 0 (greedy) is not the same as unset (engine default 0.8).
-  assertEquals(back.sampler?.temperature, 0);
-  assertEquals(back.sampler?.topK, undefined);
+  assertEquals(back.open?.sampler?.temperature, 0);
+  assertEquals(back.open?.sampler?.topK, undefined);
+  assertEquals(back.open?.downstream.map((h) => [h.nodeId, h.fromLayer, h.toLayer]), [["b", 6, 9]]);
   assertEquals(create(SamplerParamsSchema, {}).temperature, undefined);
 });
 
