@@ -20,3 +20,10 @@ export {
   type StageAssignment,
   stageBytes,
 } from "./plan.ts";
+export {
+  parseReplicaCount,
+  planReplicas,
+  type ReplicaCount,
+  type ReplicaNode,
+  type ReplicaPlan,
+} from "./replicas.ts";

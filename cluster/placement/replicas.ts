@@ -1,0 +1,158 @@
+/**
+ * Replicas: when the live nodes' budgets hold a model k times, k disjoint pipelines instead of
+ * one, so a 20-node cluster serving a 4-node model runs 5 pipelines rather than leaving 16
+ * nodes idle.
+ *
+ * Like planPlacement, the plan is a pure function of what gossip says (each node's budget,
+ * speed and the layer range it hosts now), so every agent computes the same replicas without a
+ * coordinator. Movement is kept small by that last input: pipelines whose nodes still host a
+ * whole, valid chain of the model are kept as they are, and only the remaining nodes are grouped
+ * anew — a node joining or leaving disturbs at most the replica it touches.
+ */
+import {
+  type ModelFootprint,
+  type Placement,
+  PlacementError,
+  type PlacementNode,
+  planPlacement,
+  stageBytes,
+} from "./plan.ts";
+
+/** A node as replica planning sees it: its placement inputs and what it hosts now, if anything. */
+export interface ReplicaNode extends PlacementNode {
+  /**
+   * What this node serves now for the model being planned (gossip): layers [from, to) in the
+   * pipeline whose first stage is node `head`.
+   */
+  readonly hosting?: { readonly from: number; readonly to: number; readonly head: string };
+}
+
+/** `--replicas`: a fixed count, or as many as the budgets hold. */
+export type ReplicaCount = number | "auto";
+
+/** The replicas (each a whole pipeline, disjoint nodes) and the nodes left as standbys. */
+export interface ReplicaPlan {
+  readonly replicas: readonly Placement[];
+  /** Live nodes in no replica: they take over a failed stage's layers. */
+  readonly standby: readonly string[];
+}
+
+/** Parse a `--replicas` value: "auto" or a positive integer. */
+export function parseReplicaCount(v: string): ReplicaCount {
+  if (v === "auto") return "auto";
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new Error(`--replicas must be "auto" or a positive integer, got "${v}"`);
+  }
+  return n;
+}
+
+const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+/**
+ * Plan `count` replicas of model `m` over `nodes` (auto: as many as fit, each pipeline as
+ * short as the budgets allow). One replica is planPlacement over every node, as before replicas
+ * existed. Throws PlacementError when not even one pipeline fits.
+ */
+export function planReplicas(
+  m: ModelFootprint,
+  nodes: readonly ReplicaNode[],
+  count: ReplicaCount = 1,
+): ReplicaPlan {
+  const live = nodes.filter((n) => n.memoryBudget > 0 && n.speed > 0).sort(byId);
+  if (count === 1) {
+    const one = planPlacement(m, live);
+    const used = new Set(one.stages.map((s) => s.nodeId));
+    return { replicas: [one], standby: live.filter((n) => !used.has(n.id)).map((n) => n.id) };
+  }
+  const max = count === "auto" ? Infinity : count;
+  const bigFirst = [...live].sort((a, b) => b.memoryBudget - a.memoryBudget || byId(a, b));
+  const shortest = shortestPipeline(m, bigFirst);
+  const replicas: Placement[] = [];
+  const taken = new Set<string>();
+  // 1. Keep the pipelines that still stand: chains of hosted ranges covering every layer, no
+  //    longer than the shortest pipeline the budgets allow (a longer one, e.g. from a plan with
+  //    fewer replicas, is regrouped).
+  for (const chain of hostedChains(m, live)) {
+    if (replicas.length >= max) break;
+    if (chain.stages.length > shortest) continue;
+    replicas.push(chain);
+    for (const s of chain.stages) taken.add(s.nodeId);
+  }
+  // 2. Group the other nodes, largest budget first, each group as small as holds the model.
+  const pool = bigFirst.filter((n) => !taken.has(n.id));
+  let group: ReplicaNode[] = [];
+  for (const n of pool) {
+    if (replicas.length >= max) break;
+    group.push(n);
+    const plan = tryPlan(m, group);
+    if (!plan) continue;
+    replicas.push(plan);
+    for (const s of plan.stages) taken.add(s.nodeId);
+    group = [];
+  }
+
+  // Deterministic order: by the head's id (replica i means the same pipeline on every agent).
+  replicas.sort((a, b) => byId({ id: a.stages[0].nodeId }, { id: b.stages[0].nodeId }));
+  return { replicas, standby: live.filter((n) => !taken.has(n.id)).map((n) => n.id) };
+}
+
+/** Fewest nodes (largest budgets first) one pipeline needs; throws when all together fall short. */
+function shortestPipeline(m: ModelFootprint, bigFirst: readonly ReplicaNode[]): number {
+  planPlacement(m, bigFirst); // throws the PlacementError that says what is missing
+  // Adding a node never makes a pipeline impossible, so the fewest is found by bisection.
+  let lo = 1;
+  let hi = bigFirst.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (tryPlan(m, bigFirst.slice(0, mid))) hi = mid;
+    else lo = mid + 1;
+  }
+  return lo;
+}
+
+function tryPlan(m: ModelFootprint, group: readonly ReplicaNode[]): Placement | undefined {
+  try {
+    return planPlacement(m, group);
+  } catch (e) {
+    if (e instanceof PlacementError) return undefined;
+    throw e;
+  }
+}
+
+/**
+ * The pipelines nodes serve now, each kept whole when its stages (the nodes naming the same
+ * head) still chain from layer 0 to the last within their budgets. In head id order.
+ */
+function hostedChains(m: ModelFootprint, live: readonly ReplicaNode[]): Placement[] {
+  const byHead = new Map<string, ReplicaNode[]>();
+  for (const n of live) {
+    const h = n.hosting;
+    if (!h || h.from < 0 || h.to > m.nLayers || h.to <= h.from) continue;
+    if (stageBytes(m, h.from, h.to) > n.memoryBudget) continue;
+    const list = byHead.get(h.head) ?? [];
+    list.push(n);
+    byHead.set(h.head, list);
+  }
+  const chains: Placement[] = [];
+  for (const [head, members] of [...byHead].sort((a, b) => byId({ id: a[0] }, { id: b[0] }))) {
+    members.sort((a, b) => a.hosting!.from - b.hosting!.from || byId(a, b));
+    if (members[0].id !== head) continue; // the head itself is gone
+    let at = 0;
+    for (const n of members) {
+      if (n.hosting!.from !== at) break;
+      at = n.hosting!.to;
+    }
+    if (at !== m.nLayers) continue;
+    chains.push({
+      nLayers: m.nLayers,
+      stages: members.map((n) => ({
+        nodeId: n.id,
+        from: n.hosting!.from,
+        to: n.hosting!.to,
+        bytes: stageBytes(m, n.hosting!.from, n.hosting!.to),
+      })),
+    });
+  }
+  return chains;
+}
