@@ -46,34 +46,30 @@ interface Opts {
   reps: number;
 }
 
-/** Decode tokens/s of the local Engine (best of `reps`), and its ids. */
+/** One timed decode: tokens/s after the first token, and the ids. */
+interface Round {
+  tps: number;
+  ids: number[];
+}
+
+/** The local Engine (a head over one in-process stage), ready to run rounds. */
 async function inProcess(model: string, o: Opts) {
   const { backend } = await selectBackend(parseBackendName(o.backend), { threads: o.threads });
   const engine = await Engine.open(model, backend, { nCtx: CONTEXT });
-  try {
-    const run = () =>
-      engine.generate({
-        prompt: PROMPT,
-        maxTokens: o.tokens,
-        stopAtEog: false,
-        sampler: { temperature: 0 },
-      });
-    await run(); // warm-up: JIT, buffers
-    let best = 0;
-    let ids: number[] = [];
-    for (let r = 0; r < o.reps; r++) {
-      const res = await run();
-      ids = res.tokens;
-      best = Math.max(best, (res.tokens.length - 1) / (res.decodeMs / 1000));
-    }
-    return { decode_tokens_per_second: best, ids };
-  } finally {
-    engine.close();
-  }
+  const run = async (): Promise<Round> => {
+    const res = await engine.generate({
+      prompt: PROMPT,
+      maxTokens: o.tokens,
+      stopAtEog: false,
+      sampler: { temperature: 0 },
+    });
+    return { tps: (res.tokens.length - 1) / (res.decodeMs / 1000), ids: res.tokens };
+  };
+  return { run, stop: () => Promise.resolve(engine.close()) };
 }
 
-/** Served decode through `nAgents` agent processes, plus per-hop overhead over their chain. */
-async function served(model: string, nAgents: number, o: Opts) {
+/** `nAgents` agent processes, ready to run served rounds and to time hops. */
+async function served(model: string, nAgents: number, o: Opts, prefix: string) {
   const { args } = await splitModelArgs({
     model,
     agents: nAgents,
@@ -82,40 +78,34 @@ async function served(model: string, nAgents: number, o: Opts) {
     backend: o.backend,
     threads: o.threads,
   });
-  const ids = Array.from({ length: nAgents }, (_, i) => `bench-${i}`);
+  const ids = Array.from({ length: nAgents }, (_, i) => `${prefix}-${i}`);
   const agents = await startLocalCluster(ids, { args, startTimeoutMs: 120_000 });
   const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`, { gzip: false });
-  try {
-    const info = await waitForPlacement(transport, nAgents, 120_000);
-    const stages = info.placement!.stages;
-    const head = agents.find((a) => a.id === stages[0].nodeId)!;
-    const headTransport = await createRpcTransport(`127.0.0.1:${head.rpcPort}`, { gzip: false });
-    const client = createClient(InferenceService, headTransport);
-    const generate = async () => {
-      const out: number[] = [];
-      let tps = 0;
-      for await (
-        const m of client.generate({
-          prompt: PROMPT,
-          maxTokens: o.tokens,
-          sampler: { temperature: 0 },
-        })
-      ) {
-        if (m.usage) tps = m.usage.decodeTokensPerSecond;
-        else out.push(m.tokenId);
-      }
-      return { ids: out, tps };
-    };
-    await generate(); // warm-up
-    let best = 0;
-    let idsOut: number[] = [];
-    for (let r = 0; r < o.reps; r++) {
-      const g = await generate();
-      idsOut = g.ids;
-      best = Math.max(best, g.tps);
+  const info = await waitForPlacement(transport, nAgents, 120_000);
+  transport.close();
+  const stages = info.placement!.stages;
+  const head = agents.find((a) => a.id === stages[0].nodeId)!;
+  const headTransport = await createRpcTransport(`127.0.0.1:${head.rpcPort}`, { gzip: false });
+  const client = createClient(InferenceService, headTransport);
+  /** Served decode: Generate on the agent hosting stage 0, as a client sees it. */
+  const run = async (): Promise<Round> => {
+    const out: number[] = [];
+    let tps = 0;
+    for await (
+      const m of client.generate({
+        prompt: PROMPT,
+        maxTokens: o.tokens,
+        sampler: { temperature: 0 },
+      })
+    ) {
+      if (m.usage) tps = m.usage.decodeTokensPerSecond;
+      else out.push(m.tokenId);
     }
-    // Per hop: a chain session opened by the bench on the first stage, timed per decode step.
-    const hops: number[] = [];
+    return { tps, ids: out };
+  };
+  /** Per hop: a chain session opened by the bench on the first stage, timed per decode step. */
+  const hops = async (): Promise<number[]> => {
+    const out: number[] = [];
     const first = new RemoteStageLink(
       stages[0].nodeId,
       stages[0].fromLayer,
@@ -123,7 +113,7 @@ async function served(model: string, nAgents: number, o: Opts) {
       headTransport,
     );
     const session = await first.openSession({
-      sessionId: `bench-hops-${crypto.randomUUID()}`,
+      sessionId: `${prefix}-hops-${crypto.randomUUID()}`,
       maxContext: CONTEXT,
       model: info.placement!.model,
       epoch: info.placement!.epoch,
@@ -135,29 +125,32 @@ async function served(model: string, nAgents: number, o: Opts) {
       })),
     });
     try {
-      let out = await session.step({ tokens: Int32Array.from([1, 15043, 29892]) });
+      let step = await session.step({ tokens: Int32Array.from([1, 15043, 29892]) });
       for (let i = 0; i < o.tokens; i++) {
-        if (out.kind !== "token") throw new Error(`expected a token, got ${out.kind}`);
+        if (step.kind !== "token") throw new Error(`expected a token, got ${step.kind}`);
         const t0 = performance.now();
-        out = await session.step({ tokens: Int32Array.of(out.token.id) });
-        hops.push((performance.now() - t0 - out.computeMs) / stages.length);
+        step = await session.step({ tokens: Int32Array.of(step.token.id) });
+        out.push((performance.now() - t0 - step.computeMs) / stages.length);
       }
     } finally {
       await session.close("done");
-      headTransport.close();
     }
-    return {
-      agents: nAgents,
-      stages: stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`),
-      decode_tokens_per_second: best,
-      ids: idsOut,
-      hop_ms_p50: quantile(hops, 0.5),
-      hop_ms_p99: quantile(hops, 0.99),
-    };
-  } finally {
-    transport.close();
+    return out;
+  };
+  const stop = async () => {
+    headTransport.close();
     await stopLocalAgents(agents);
-  }
+  };
+  return {
+    run,
+    hops,
+    stop,
+    stages: stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`),
+  };
+}
+
+function median(xs: number[]): number {
+  return quantile(xs, 0.5);
 }
 
 if (import.meta.main) {
@@ -165,7 +158,7 @@ if (import.meta.main) {
     .description("decode in-process vs through 1 and 3 agents (a chain), and per-hop overhead")
     .option("--model <path>", "GGUF model (default: the generated 110M Q8_0 model)")
     .option("--tokens <n>", "tokens to decode", "64")
-    .option("--reps <n>", "timed runs per configuration (best is reported)", "3")
+    .option("--reps <n>", "rounds (each runs every configuration once)", "5")
     .option("--backend <name>", "backend of the engine and every agent", "auto")
     .option("--threads <n>", "threads per engine/agent")
     .parse(Deno.args, { from: "user" })
@@ -177,24 +170,48 @@ if (import.meta.main) {
     backend: opts.backend,
     threads: opts.threads ? Number(opts.threads) : undefined,
   };
+  // All three stay up and take turns round by round: on a shared machine a neighbour's load
+  // then hits every configuration alike (best round and median of per-round ratios reported).
   const local = await inProcess(model, o);
-  const one = await served(model, 1, o);
-  const three = await served(model, 3, o);
+  const one = await served(model, 1, o, "solo");
+  const three = await served(model, 3, o, "chain");
+  const rounds: { local: Round; one: Round; three: Round }[] = [];
+  let hops: number[] = [];
+  try {
+    // Warm-up: JIT, connections, buffers.
+    await local.run();
+    await one.run();
+    await three.run();
+    for (let r = 0; r < o.reps; r++) {
+      rounds.push({ local: await local.run(), one: await one.run(), three: await three.run() });
+      hops = hops.concat(await three.hops());
+    }
+  } finally {
+    await local.stop();
+    await one.stop();
+    await three.stop();
+  }
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
+  const best = (k: "local" | "one" | "three") => Math.max(...rounds.map((r) => r[k].tps));
   const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
   console.log(JSON.stringify({
     bench: "pipeline",
     model: model.split("/").pop(),
     backend: opts.backend,
     tokens: o.tokens,
-    in_process_decode_tokens_per_second: r3(local.decode_tokens_per_second),
-    one_agent_decode_tokens_per_second: r3(one.decode_tokens_per_second),
-    three_agents_decode_tokens_per_second: r3(three.decode_tokens_per_second),
-    one_agent_vs_in_process: r3(one.decode_tokens_per_second / local.decode_tokens_per_second),
-    three_vs_one_agent: r3(three.decode_tokens_per_second / one.decode_tokens_per_second),
-    hop_ms_p50: r3(three.hop_ms_p50),
-    hop_ms_p99: r3(three.hop_ms_p99),
-    same_ids: same(local.ids, one.ids) && same(one.ids, three.ids),
+    reps: o.reps,
+    in_process_decode_tokens_per_second: r3(best("local")),
+    one_agent_decode_tokens_per_second: r3(best("one")),
+    three_agents_decode_tokens_per_second: r3(best("three")),
+    one_agent_vs_in_process: r3(best("one") / best("local")),
+    three_vs_one_agent: r3(best("three") / best("one")),
+    median_round_one_vs_in_process: r3(median(rounds.map((r) => r.one.tps / r.local.tps))),
+    median_round_three_vs_one: r3(median(rounds.map((r) => r.three.tps / r.one.tps))),
+    hop_ms_p50: r3(quantile(hops, 0.5)),
+    hop_ms_p99: r3(quantile(hops, 0.99)),
+    hops_measured: hops.length,
+    same_ids: rounds.every((r) => same(r.local.ids, r.one.ids) && same(r.one.ids, r.three.ids)),
+    rounds: rounds.map((r) => [r3(r.local.tps), r3(r.one.tps), r3(r.three.tps)]),
     stages: three.stages,
   }));
 }

@@ -134,12 +134,14 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   }
   // OpenAI's defaults: completions stop after 16 tokens, chat runs until the end.
   params.maxTokens = maxTokens ?? (endpoint === "completion" ? 16 : undefined);
-  params.temperature = num(body, "temperature", 0, 2) ?? 1;
-  params.topP = num(body, "top_p", 0, 1) ?? 1;
-  // llama.cpp-style extensions; off unless asked for, as in OpenAI's sampler.
-  params.topK = num(body, "top_k", 0, 1 << 20, true) ?? 0;
-  params.minP = num(body, "min_p", 0, 1) ?? 0;
-  params.repeatPenalty = num(body, "repeat_penalty", 0.01, 100) ?? 1;
+  // Unset settings stay unset: the tail fills them from model/sampling_defaults.ts, the one set
+  // of defaults every door uses (llama.cpp's, as llama-server applies to this API too).
+  params.temperature = num(body, "temperature", 0, 2);
+  params.topP = num(body, "top_p", 0, 1);
+  // llama.cpp-style extensions.
+  params.topK = num(body, "top_k", 0, 1 << 20, true);
+  params.minP = num(body, "min_p", 0, 1);
+  params.repeatPenalty = num(body, "repeat_penalty", 0.01, 100);
   params.presencePenalty = num(body, "presence_penalty", -2, 2);
   params.frequencyPenalty = num(body, "frequency_penalty", -2, 2);
   const seed = num(body, "seed", -(2 ** 63), 2 ** 64, true);

@@ -116,9 +116,10 @@ Deno.test({
         maxTokens: 3,
         temperature: 0,
         topP: 0.9,
-        topK: 0,
-        minP: 0,
-        repeatPenalty: 1,
+        // Unset: the tail takes them from SAMPLING_DEFAULTS, as every other door does.
+        topK: undefined,
+        minP: undefined,
+        repeatPenalty: undefined,
         presencePenalty: 0.5,
         frequencyPenalty: 0.25,
         seed: 7n,
