@@ -21,6 +21,16 @@ export class EventLoopYield {
   /** @param budgetMs longest stretch of compute before sockets get a turn */
   constructor(readonly budgetMs = 2) {}
 
+  /**
+   * The turn before the first pass after being idle: the event loop has just polled I/O (it
+   * delivered the frame that woke us), so only let the frames of the same poll join — an
+   * immediate — and count the budget from now.
+   */
+  async afterIdle(): Promise<void> {
+    await new Promise<void>((r) => setImmediate(r));
+    this.#last = performance.now();
+  }
+
   /** Let other work run; at least every `budgetMs`, let the event loop poll I/O too. */
   async turn(): Promise<void> {
     const now = performance.now();

@@ -98,6 +98,9 @@ function isBackendFailure(e: unknown, backend: string): boolean {
   return backend === "webgpu" && name !== "StageInputError" && name !== "SamplerParamError";
 }
 
+/** A stage idle longer than this was woken through the event loop (see drain). */
+const IDLE_MS = 0.5;
+
 /** A frame waiting for the next batched pass. */
 interface PendingStep {
   sessionId: string;
@@ -122,6 +125,8 @@ export class StageHost {
   /** Frames in the pass that is running now. */
   private inFlight = 0;
   private running = false;
+  /** When the last pass ended (performance.now()). */
+  private lastPassEnd = 0;
   private readonly maxSessions: number;
   private readonly defaultContext: number;
   private readonly kvType: KVType;
@@ -243,17 +248,25 @@ export class StageHost {
   /** Run passes until no frame waits. */
   private async drain(): Promise<void> {
     this.running = true;
+    // Idle for a while (a remote stage waiting for its next frame): the frame that woke us came
+    // through the event loop, which has just polled I/O, so only the frames of that poll need
+    // to join — an immediate. Back-to-back passes (an in-process head asks again within
+    // microseconds) still give I/O its turn at least every budget.
+    let woken = performance.now() - this.lastPassEnd > IDLE_MS;
     try {
       while (this.waiting.length > 0) {
         // Let the event loop run between passes: sockets (HTTP clients, remote frames, health
         // probes, disconnects) are served, and frames that arrive meanwhile join this pass.
-        await this.yielder.turn();
+        if (woken) await this.yielder.afterIdle();
+        else await this.yielder.turn();
+        woken = false;
         const batch = this.takeBatch();
         this.inFlight = batch.length;
         try {
           await this.runBatch(batch);
         } finally {
           this.inFlight = 0;
+          this.lastPassEnd = performance.now();
         }
       }
     } finally {
