@@ -4,8 +4,13 @@
  *
  * The chain follows llama.cpp's default order: penalties → top-k → top-p → min-p → temperature →
  * draw. Temperature 0 (or below) is greedy: argmax of the penalised logits, ties to the lower id.
+ *
+ * A `json` constraint (model/constrain) masks, after the penalties, every token that cannot
+ * continue a valid JSON value, and once the value is complete every token but end-of-generation
+ * ones: wherever a Sampler is built from the settings, the output is held to the shape.
  */
 import type { TopCandidates } from "../kernels/backend.ts";
+import { JsonConstraint, JsonConstraintError, type JsonConstraintSpec } from "./constrain/json.ts";
 
 /** Sampler settings; every field is optional and defaults to llama.cpp's defaults. */
 export interface SamplerParams {
@@ -27,6 +32,16 @@ export interface SamplerParams {
   presencePenalty?: number;
   /** RNG seed; the same seed and inputs give the same tokens. Default: random. */
   seed?: number;
+}
+
+/** Sampler settings with an optional constraint: what a Sampler is built from. */
+export interface SamplerSettings extends SamplerParams {
+  /**
+   * Hold the output to a JSON value (plain data: it survives serialisation and travels with the
+   * settings). Build it with model/constrain's jsonConstraintFor; the tokenizer it names must be
+   * loaded in the process that samples.
+   */
+  json?: JsonConstraintSpec;
 }
 
 /** One candidate in a top-k report. */
@@ -91,6 +106,15 @@ export function topLogprobs(logits: Float32Array, k: number): TokenLogprob[] {
 
 function topIds(logits: Float32Array, k: number): number[] {
   k = Math.max(0, Math.min(k, logits.length));
+  if (k > 256) {
+    // Many candidates (top-k off): a sort, O(n log n), where the insertion below is O(n·k).
+    // Masked (-Infinity) tokens can never be drawn and are left out.
+    const ids: number[] = [];
+    for (let i = 0; i < logits.length; i++) if (logits[i] > -Infinity) ids.push(i);
+    if (ids.length === 0) { for (let i = 0; i < logits.length; i++) ids.push(i); }
+    ids.sort((a, b) => logits[b] - logits[a] || a - b);
+    return ids.slice(0, k);
+  }
   // Partial selection keeps this O(n·k) for small k instead of sorting a 150k vocabulary.
   const ids: number[] = [];
   for (let i = 0; i < logits.length; i++) {
@@ -113,8 +137,12 @@ export class Sampler {
   private readonly recent: number[] = [];
   /** Tokens accepted so far (prompt + generated); keys the random draw. */
   private seen = 0;
+  /** The JSON constraint, when the settings have one. */
+  readonly constraint: JsonConstraint | undefined;
+  /** A token was picked: later accepted tokens are output (when promptTokens is not given). */
+  private picked = false;
 
-  constructor(params: SamplerParams = {}) {
+  constructor(params: SamplerSettings = {}) {
     // Real-valued settings are rounded to float32, their wire type (proto SamplerParams), so a
     // request sampled locally and one sampled by a remote tail stage draw identically.
     const f = Math.fround;
@@ -144,11 +172,22 @@ export class Sampler {
     check("presencePenalty", Number.isFinite(p.presencePenalty));
     check("seed", Number.isInteger(p.seed));
     this.params = p;
+    if (params.json) {
+      try {
+        this.constraint = new JsonConstraint(params.json);
+      } catch (e) {
+        throw new SamplerParamError(`invalid json: ${(e as Error).message}`);
+      }
+    }
   }
 
   /** Remember tokens that count for the penalties (the prompt, then each sampled token). */
   accept(ids: Iterable<number>): void {
+    const c = this.constraint;
+    const prompt = c?.spec.promptTokens;
     for (const id of ids) {
+      // The constraint reads only the output: tokens past the prompt.
+      if (c && (prompt === undefined ? this.picked : this.seen >= prompt)) c.accept(id);
       this.recent.push(id);
       this.seen++;
     }
@@ -165,6 +204,7 @@ export class Sampler {
 
   /** Pick the next token without remembering it (the caller accepts it with the next input). */
   pick(logits: Float32Array): number {
+    this.picked = true;
     return this.choose(this.penalised(logits));
   }
 
@@ -175,13 +215,34 @@ export class Sampler {
 
   private penalised(logits: Float32Array): Float32Array {
     const counts = this.penaltyCounts();
-    if (counts.size === 0) return logits;
+    if (counts.size === 0 && !this.constraint) return logits;
     const out = new Float32Array(logits);
     for (const [id, count] of counts) {
       if (id < 0 || id >= out.length) continue;
       out[id] = this.penalise(out[id], count);
     }
+    if (this.constraint) this.mask(out);
     return out;
+  }
+
+  /** -Infinity for every token the constraint does not allow next. */
+  private mask(logits: Float32Array): void {
+    const m = this.constraint!.mask();
+    const n = Math.min(logits.length, this.constraint!.vocabulary.size);
+    let allowed = 0;
+    for (let i = 0; i < n; i++) {
+      if (m[i >> 3] & (1 << (i & 7))) allowed++;
+      else logits[i] = -Infinity;
+    }
+    // Rows wider than the vocabulary (padded output weights) name no token.
+    logits.fill(-Infinity, n);
+    if (allowed === 0) {
+      throw new JsonConstraintError(
+        this.constraint!.complete
+          ? "the JSON value is complete but the vocabulary has no end-of-generation token"
+          : "no token of the vocabulary can continue the JSON output",
+      );
+    }
   }
 
   private choose(logits: Float32Array): number {
@@ -226,7 +287,10 @@ export class Sampler {
       r -= probs[i];
       if (r < 0) return kept[i];
     }
-    return kept[kept.length - 1];
+    // Rounding left r ≥ 0: the last candidate that can be drawn (masked ones have probability 0).
+    let last = kept.length - 1;
+    while (last > 0 && !(probs[last] > 0)) last--;
+    return kept[last];
   }
 
   /**
@@ -236,6 +300,8 @@ export class Sampler {
    */
   candidateRequest(topN = 0): { k: number; exclude: Int32Array } | null {
     const p = this.params;
+    // A constraint may allow none of a row's best tokens: it needs the whole row.
+    if (this.constraint) return null;
     const k = Math.max(p.temperature <= 0 ? 1 : p.topK, topN);
     if ((p.temperature > 0 && p.topK === 0) || k > MAX_DEVICE_CANDIDATES) return null;
     const exclude = Int32Array.from(this.penaltyCounts().keys());
@@ -249,6 +315,10 @@ export class Sampler {
    */
   pickCandidates(c: TopCandidates, topN = 0): { id: number; logprob: number; top: TokenLogprob[] } {
     const p = this.params;
+    if (this.constraint) {
+      throw new SamplerParamError("a json constraint samples from the whole row, not candidates");
+    }
+    this.picked = true;
     const counts = this.penaltyCounts();
     const ids = Array.from(c.ids);
     const vals = Array.from(c.values);

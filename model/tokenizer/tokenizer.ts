@@ -8,6 +8,7 @@ import { bpeTokenizeWord, type BpeVocab } from "./bpe.ts";
 import { DEFAULT_PRE, PRE_TOKENIZERS, type PreTokenizer } from "./pretokenizers.ts";
 import { hex2, spmTokenize, type SpmVocab } from "./spm.ts";
 import { byteEncode, CHAR_TO_BYTE, preTokenize, utf8 } from "./unicode.ts";
+import { registerTokenSource } from "../constrain/vocabulary.ts";
 
 /** Anything with GGUF-style `get` — GGUFMetadata, or a Map in tests. */
 export interface MetadataLike {
@@ -203,6 +204,9 @@ export class Tokenizer {
       }
     }
     this.#specialCache.sort((a, b) => init.tokens[b].length - init.tokens[a].length || a - b);
+    // A JSON constraint names its vocabulary by fingerprint; the stage that samples (maybe not
+    // the head that took the request) finds this tokenizer by it (model/constrain/vocabulary.ts).
+    registerTokenSource(this);
   }
 
   /** Number of tokens in the vocabulary. */

@@ -1,0 +1,192 @@
+/**
+ * The JSON shapes a constrained generation can be held to, as plain data (they travel with the
+ * sampler settings to whichever stage samples), and the JSON Schema subset that compiles to them.
+ *
+ * Supported JSON Schema (what OpenAI's `response_format: {type: "json_schema"}` strict schemas
+ * use most): `type` `object` (with `properties`, `required`, `additionalProperties`), `array`
+ * (with `items`), `string`, `number`, `integer`, `boolean`, `null`, a list of those types (e.g.
+ * `["string", "null"]`), `enum` and `const` of strings, numbers, booleans and null. Annotations
+ * (`title`, `description`, `$schema`, `default`, `examples`, `$comment`) are ignored. Anything
+ * else (`$ref`, `anyOf`, `pattern`, `minLength`, `format`, …) is refused with a
+ * {@link JsonSchemaError} naming it, rather than generating output the schema would reject.
+ *
+ * Generated objects hold their properties in the order `properties` lists them (optional ones
+ * may be left out, additional ones never appear), so every output validates against the schema.
+ *
+ * @module
+ */
+
+/** A JSON shape: any value, an object, an array, a primitive type, an enum, or a union. */
+export type SchemaNode =
+  | { kind: "any" }
+  | ObjectNode
+  | { kind: "array"; items: SchemaNode }
+  | { kind: "string" | "number" | "integer" | "boolean" | "null" }
+  | { kind: "enum"; values: JsonPrimitive[] }
+  | { kind: "union"; of: SchemaNode[] };
+
+/** An object: without `props` any object, else exactly these properties in this order. */
+export interface ObjectNode {
+  kind: "object";
+  props?: { name: string; schema: SchemaNode; required: boolean }[];
+}
+
+/** A value an enum may list. */
+export type JsonPrimitive = string | number | boolean | null;
+
+/** Any JSON value. */
+export const ANY: SchemaNode = { kind: "any" };
+
+/** A JSON object of any shape: what `response_format: {type: "json_object"}` asks for. */
+export const ANY_OBJECT: SchemaNode = { kind: "object" };
+
+/** A schema uses something outside the supported subset; the message names it and where. */
+export class JsonSchemaError extends Error {
+  override name = "JsonSchemaError";
+}
+
+const ANNOTATIONS = new Set([
+  "title",
+  "description",
+  "$schema",
+  "$id",
+  "default",
+  "examples",
+  "$comment",
+  "readOnly",
+  "writeOnly",
+  "deprecated",
+]);
+const PRIMITIVE_TYPES = new Set(["string", "number", "integer", "boolean", "null"]);
+/** Deepest nesting accepted: keeps the recogniser's stack (and a hostile schema) bounded. */
+const MAX_DEPTH = 32;
+/** Most schema nodes: a schema is compiled per request. */
+const MAX_NODES = 2048;
+
+/**
+ * Compile a JSON Schema (the subset in the module doc) into a {@link SchemaNode}; the root must
+ * be an object, as OpenAI requires for structured outputs.
+ *
+ * @example
+ * ```ts
+ * const node = compileJsonSchema({
+ *   type: "object",
+ *   properties: { name: { type: "string" }, age: { type: "integer" } },
+ *   required: ["name", "age"],
+ *   additionalProperties: false,
+ * });
+ * ```
+ */
+export function compileJsonSchema(schema: unknown): SchemaNode {
+  let nodes = 0;
+  const fail = (path: string, why: string): never => {
+    throw new JsonSchemaError(`${path || "schema"}: ${why}`);
+  };
+  const walk = (s: unknown, path: string, depth: number): SchemaNode => {
+    if (++nodes > MAX_NODES) fail(path, `more than ${MAX_NODES} schema nodes`);
+    if (depth > MAX_DEPTH) fail(path, `nested deeper than ${MAX_DEPTH} levels`);
+    if (s === true) return ANY;
+    if (typeof s !== "object" || s === null || Array.isArray(s)) {
+      return fail(path, "must be a schema object");
+    }
+    const o = s as Record<string, unknown>;
+    const known = new Set(["type", "properties", "required", "additionalProperties", "items"]);
+    for (const k of Object.keys(o)) {
+      if (ANNOTATIONS.has(k) || known.has(k) || k === "enum" || k === "const") continue;
+      fail(
+        path,
+        `"${k}" is not supported (supported: type, properties, required, ` +
+          `additionalProperties, items, enum, const)`,
+      );
+    }
+    if ("const" in o || "enum" in o) {
+      const values = "const" in o ? [o.const] : o.enum;
+      if (!Array.isArray(values) || values.length === 0) {
+        return fail(`${path}.enum`, "must be a non-empty array");
+      }
+      for (const v of values) {
+        const ok = v === null || ["string", "boolean"].includes(typeof v) ||
+          (typeof v === "number" && Number.isFinite(v));
+        if (!ok) fail(`${path}.enum`, `only strings, numbers, booleans and null are supported`);
+      }
+      if ("type" in o || "properties" in o || "items" in o) {
+        fail(path, "enum/const cannot be combined with type, properties or items");
+      }
+      return { kind: "enum", values: values as JsonPrimitive[] };
+    }
+    const type = o.type;
+    if (type === undefined) {
+      if ("properties" in o) return objectNode(o, path, depth);
+      if ("items" in o) return arrayNode(o, path, depth);
+      return ANY;
+    }
+    if (Array.isArray(type)) {
+      if (type.length === 0) return fail(`${path}.type`, "must not be empty");
+      const of: SchemaNode[] = [];
+      for (const t of new Set(type)) {
+        if (typeof t !== "string" || !PRIMITIVE_TYPES.has(t)) {
+          return fail(
+            `${path}.type`,
+            `a list of types may hold only string, number, integer, boolean and null ` +
+              `(got ${JSON.stringify(t)}); use one type for objects and arrays`,
+          );
+        }
+        of.push({ kind: t as "string" });
+      }
+      // number covers integer; both would make "-1" ambiguous between two branches.
+      const kinds = of.filter((n) => !(n.kind === "integer" && type.includes("number")));
+      return kinds.length === 1 ? kinds[0] : { kind: "union", of: kinds };
+    }
+    if (type === "object") return objectNode(o, path, depth);
+    if (type === "array") return arrayNode(o, path, depth);
+    if (typeof type === "string" && PRIMITIVE_TYPES.has(type)) {
+      for (const k of ["properties", "items", "required"]) {
+        if (k in o) fail(path, `"${k}" needs type object/array, not ${type}`);
+      }
+      return { kind: type as "string" };
+    }
+    return fail(`${path}.type`, `unknown type ${JSON.stringify(type)}`);
+  };
+  const objectNode = (o: Record<string, unknown>, path: string, depth: number): SchemaNode => {
+    if ("items" in o) fail(path, `"items" needs type array`);
+    const extra = o.additionalProperties;
+    if (extra !== undefined && typeof extra !== "boolean") {
+      fail(`${path}.additionalProperties`, "only true or false is supported");
+    }
+    const required = o.required ?? [];
+    if (!Array.isArray(required) || !required.every((r) => typeof r === "string")) {
+      return fail(`${path}.required`, "must be an array of property names");
+    }
+    if (o.properties === undefined) {
+      if (required.length > 0) fail(`${path}.required`, "names properties that are not defined");
+      return { kind: "object" };
+    }
+    if (typeof o.properties !== "object" || o.properties === null) {
+      return fail(`${path}.properties`, "must be an object");
+    }
+    const props = Object.entries(o.properties as Record<string, unknown>).map(([name, s]) => ({
+      name,
+      schema: walk(s, `${path}.properties.${name}`, depth + 1),
+      required: required.includes(name),
+    }));
+    for (const r of required) {
+      if (!props.some((p) => p.name === r)) {
+        fail(`${path}.required`, `names ${JSON.stringify(r)}, which properties does not define`);
+      }
+    }
+    return { kind: "object", props };
+  };
+  const arrayNode = (o: Record<string, unknown>, path: string, depth: number): SchemaNode => {
+    if ("properties" in o || "required" in o) fail(path, `"properties" needs type object`);
+    if (Array.isArray(o.items)) fail(`${path}.items`, "tuple schemas are not supported");
+    return {
+      kind: "array",
+      items: o.items === undefined ? ANY : walk(o.items, `${path}.items`, depth + 1),
+    };
+  };
+  const root = walk(schema, "", 0);
+  if (root.kind !== "object") {
+    throw new JsonSchemaError(`schema: the root must be an object (type "object")`);
+  }
+  return root;
+}
