@@ -6,6 +6,7 @@
  * @module
  */
 import type { ChatMessage } from "../../model/chat/mod.ts";
+import type { SchemaNode } from "../../model/constrain/mod.ts";
 
 /** A model as /v1/models lists it. */
 export interface ModelInfo {
@@ -21,8 +22,10 @@ export interface ModelInfo {
 export interface GenerationParams {
   /** Model id as the client sent it. */
   model: string;
-  /** Raw prompt (completions); exactly one of prompt and messages. */
+  /** Raw prompt (completions); exactly one of prompt, promptTokens and messages. */
   prompt?: string;
+  /** The prompt as token ids (completions), fed as given: no BOS added. */
+  promptTokens?: number[];
   /** Conversation (chat completions), rendered with the model's chat template. */
   messages?: ChatMessage[];
   /** Most tokens to generate; undefined = until end of sequence or the context is full. */
@@ -47,6 +50,19 @@ export interface GenerationParams {
   stop?: string[];
   /** Report this many alternatives per token (0 = just the token's own logprob). */
   topLogprobs?: number;
+  /**
+   * Hold the output to this JSON shape (response_format json_object / json_schema): the
+   * generator binds it to its vocabulary (model/constrain jsonConstraintFor) and samples with it.
+   */
+  json?: SchemaNode;
+}
+
+/** What a generator can do beyond plain text prompts; the API refuses (400) what it cannot. */
+export interface GeneratorFeatures {
+  /** Applies GenerationParams.json when sampling. */
+  json?: boolean;
+  /** Takes GenerationParams.promptTokens. */
+  promptTokens?: boolean;
 }
 
 /** A candidate token with its log-probability. */
@@ -101,6 +117,8 @@ export type GenerationEvent = TokenEvent | DoneEvent;
 export interface TextGenerator {
   /** Models served. */
   models(): ModelInfo[];
+  /** Optional features it supports (none when absent). */
+  features?: GeneratorFeatures;
   /** Details for GET /health (slots, queue, placement). */
   health(): Record<string, unknown>;
   /** Stream one generation; throws errors with `rpcCode`/`httpStatus` (see errors.ts). */

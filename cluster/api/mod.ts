@@ -23,6 +23,7 @@ export type {
   DoneEvent,
   GenerationEvent,
   GenerationParams,
+  GeneratorFeatures,
   ModelInfo,
   TextGenerator,
   TokenChoice,

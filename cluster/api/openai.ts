@@ -6,6 +6,7 @@
  * @module
  */
 import type { ChatMessage } from "../../model/chat/mod.ts";
+import { ANY_OBJECT, compileJsonSchema, JsonSchemaError } from "../../model/constrain/mod.ts";
 import { ApiError } from "./errors.ts";
 import type { DoneEvent, GenerationParams, TokenChoice, TokenEvent } from "./generator.ts";
 
@@ -104,16 +105,25 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
     }
   } else {
     let prompt = body.prompt;
-    if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] === "string") {
+    // One prompt in a list ([string] or [[ids]]) is that prompt.
+    if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] !== "number") {
       prompt = prompt[0];
     }
-    if (typeof prompt !== "string") {
+    if (Array.isArray(prompt) && prompt.length > 0 && prompt.every((t) => typeof t === "number")) {
+      if (!prompt.every((t) => Number.isInteger(t) && t >= 0 && t <= 2 ** 31 - 1)) {
+        throw bad("prompt", "prompt token ids must be non-negative integers");
+      }
+      params.promptTokens = prompt as number[];
+    } else if (typeof prompt === "string") {
+      params.prompt = prompt;
+    } else {
       throw bad(
         "prompt",
-        "prompt must be a string (token arrays and several prompts per request are not supported)",
+        Array.isArray(prompt) && prompt.length > 1
+          ? `send one prompt per request (got ${prompt.length})`
+          : "prompt must be a string or an array of token ids",
       );
     }
-    params.prompt = prompt;
     if (body.echo === true) throw bad("echo", "echo is not supported");
     if (typeof body.suffix === "string" && body.suffix !== "") {
       throw bad("suffix", "suffix is not supported");
@@ -124,14 +134,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   // OpenAI's bound: a signed 32-bit count.
   const maxTokens = num(body, "max_completion_tokens", 1, 2 ** 31 - 1, true) ??
     num(body, "max_tokens", 1, 2 ** 31 - 1, true);
-  const format = (body.response_format as Obj | undefined | null)?.type;
-  if (format !== undefined && format !== null && format !== "text") {
-    // Ignoring it would hand back free text to a client that will parse JSON.
-    throw bad(
-      "response_format",
-      `response_format ${JSON.stringify(format)} is not supported by this server (only "text")`,
-    );
-  }
+  responseFormat(body.response_format, params);
   // OpenAI's defaults: completions stop after 16 tokens, chat runs until the end.
   params.maxTokens = maxTokens ?? (endpoint === "completion" ? 16 : undefined);
   // Unset settings stay unset: the tail fills them from model/sampling_defaults.ts, the one set
@@ -176,6 +179,51 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   const includeUsage = stream && typeof opts === "object" && opts !== null &&
     opts.include_usage === true;
   return { endpoint, params, stream, includeUsage, logprobs };
+}
+
+/**
+ * `response_format`: "text" (free text), "json_object" (any JSON object), or "json_schema" (the
+ * subset model/constrain/schema.ts documents); becomes `params.json`, the shape sampling is held
+ * to. Anything else is a 400: ignoring it would hand free text to a client that parses JSON.
+ */
+function responseFormat(raw: unknown, params: GenerationParams): void {
+  if (raw === undefined || raw === null) return;
+  const format = raw as Obj;
+  if (typeof format !== "object" || Array.isArray(format)) {
+    throw bad("response_format", "response_format must be an object with a type");
+  }
+  switch (format.type) {
+    case "text":
+      return;
+    case "json_object":
+      params.json = ANY_OBJECT;
+      return;
+    case "json_schema": {
+      const spec = format.json_schema as Obj | undefined;
+      if (typeof spec !== "object" || spec === null || spec.schema === undefined) {
+        throw bad(
+          "response_format.json_schema",
+          "response_format json_schema needs json_schema: {name, schema}",
+        );
+      }
+      try {
+        params.json = compileJsonSchema(spec.schema);
+      } catch (e) {
+        if (!(e instanceof JsonSchemaError)) throw e;
+        throw bad(
+          "response_format.json_schema.schema",
+          `this schema is outside the supported subset: ${e.message}`,
+        );
+      }
+      return;
+    }
+    default:
+      throw bad(
+        "response_format",
+        `response_format type ${JSON.stringify(format.type)} is not supported ` +
+          `(text, json_object, json_schema)`,
+      );
+  }
 }
 
 /** Chat-format logprob entry of one token. */

@@ -14,7 +14,7 @@ import type * as net from "node:net";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isLoopback } from "../rpc/mod.ts";
 import { ApiError, toApiError } from "./errors.ts";
-import type { DoneEvent, GenerationEvent, TextGenerator } from "./generator.ts";
+import type { DoneEvent, GenerationEvent, GenerationParams, TextGenerator } from "./generator.ts";
 import { CompletionBuilder, type Endpoint, parseRequest } from "./openai.ts";
 
 /** The HTTP API port users see (DESIGN.md "Names users see"). */
@@ -197,6 +197,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       throw new ApiError(400, `the request body is not valid JSON: ${(e as Error).message}`);
     }
     const parsed = parseRequest(endpoint, json);
+    unsupported(parsed.params, opts.generator);
     await complete(res, parsed, opts.generator);
   }
 
@@ -244,6 +245,30 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         for (const s of sockets) s.destroy();
       }),
   };
+}
+
+/** A 400 for what the request asks of the generator beyond its features (never ignored). */
+function unsupported(p: GenerationParams, generator: TextGenerator): void {
+  const f = generator.features ?? {};
+  if (p.json && !f.json) {
+    throw new ApiError(
+      400,
+      "response_format json_object/json_schema is not available from this agent (its sampling " +
+        "does not apply JSON constraints); leave response_format out or use type text",
+      "invalid_request_error",
+      "invalid_value",
+      "response_format",
+    );
+  }
+  if (p.promptTokens && !f.promptTokens) {
+    throw new ApiError(
+      400,
+      "prompts as token ids are not available from this agent; send the prompt as text",
+      "invalid_request_error",
+      "invalid_value",
+      "prompt",
+    );
+  }
 }
 
 /** Run one generation and answer it as JSON or as an SSE stream. */

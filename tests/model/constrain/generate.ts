@@ -33,11 +33,13 @@ export async function loadLocalModel(path: string): Promise<LocalModel> {
 /** Generate after `prompt` until an end token or `maxTokens`: the text and why it ended. */
 export async function generateLocal(
   m: LocalModel,
-  prompt: string,
+  prompt: string | number[],
   maxTokens: number,
   params: SamplerSettings,
 ): Promise<{ text: string; tokens: number[]; finishReason: "stop" | "length" }> {
-  const promptTokens = m.tokenizer.encode(prompt, { addBos: m.tokenizer.addBos });
+  const promptTokens = typeof prompt === "string"
+    ? m.tokenizer.encode(prompt, { addBos: m.tokenizer.addBos })
+    : prompt;
   const sampler = new Sampler(params);
   const session = m.stage.newSession(Math.min(m.stage.config.contextLength, 512));
   const decoder = m.tokenizer.createDecoder();
