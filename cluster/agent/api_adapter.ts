@@ -43,13 +43,21 @@ async function* events(
   signal: AbortSignal,
   tokenText: (id: number) => string,
 ): AsyncIterable<GenerationEvent> {
-  const { model, prompt, messages, maxTokens, stop, seed, topLogprobs, ...rest } = p;
+  // The sampling settings, named one by one: whatever the tail samples with must be added here
+  // (and to wire.ts's samplingToWire when a remote tail must see it too).
   const sampling = {
-    ...rest,
+    temperature: p.temperature,
+    topK: p.topK,
+    topP: p.topP,
+    minP: p.minP,
+    repeatPenalty: p.repeatPenalty,
+    presencePenalty: p.presencePenalty,
+    frequencyPenalty: p.frequencyPenalty,
     // The sampler's RNG takes 32 bits; the API accepts any uint64 and draws with the low bits.
-    seed: seed === undefined ? undefined : Number(seed & 0xffffffffn),
-    topLogprobs: topLogprobs || undefined,
+    seed: p.seed === undefined ? undefined : Number(p.seed & 0xffffffffn),
+    topLogprobs: p.topLogprobs || undefined,
   };
+  const { model, prompt, messages, maxTokens, stop } = p;
   for await (
     const e of head.generate(
       { model, prompt, messages, maxTokens: maxTokens ?? 0, stop, sampling },

@@ -32,8 +32,10 @@ import type { Peers } from "./peers.ts";
 export interface HeadParams {
   /** Model name as the client sent it ("" = the served one). */
   model?: string;
-  /** Raw prompt; exactly one of prompt and messages. */
+  /** Raw prompt; exactly one of prompt, promptTokens and messages. */
   prompt?: string;
+  /** The prompt as token ids, fed as given (no BOS added). */
+  promptTokens?: number[];
   /** Chat turns, rendered with the model's chat template. */
   messages?: { role: string; content: string }[];
   /** Most tokens to generate; 0 or undefined = until end of sequence or the context is full. */
@@ -155,7 +157,17 @@ export class HeadService {
       throw new RpcFailure("already_exists", `request ${requestId} is already running`);
     }
     let promptTokens: number[];
-    if (p.messages?.length) {
+    if (p.promptTokens?.length) {
+      const n = model.tokenizer.vocabSize;
+      const bad = p.promptTokens.find((t) => !Number.isInteger(t) || t < 0 || t >= n);
+      if (bad !== undefined) {
+        throw new RpcFailure(
+          "invalid_argument",
+          `token id ${bad} is not in the vocabulary (0..${n - 1})`,
+        );
+      }
+      promptTokens = [...p.promptTokens];
+    } else if (p.messages?.length) {
       const chat = model.chat.render(p.messages.map(({ role, content }) => ({ role, content })));
       promptTokens = model.tokenizer.encode(chat.text, chat);
     } else {
