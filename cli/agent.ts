@@ -6,6 +6,7 @@ import { Command } from "@commander-js/extra-typings";
 import { Agent, type AgentLogger } from "../cluster/agent.ts";
 import {
   AgentConfigError,
+  parseBytes,
   type RawSettings,
   resolveConfig,
   settingsFromEnv,
@@ -34,7 +35,8 @@ export function agentProgram() {
     .option("--no-model", "serve no model (gossip and routing only)")
     .option(
       "--memory-budget <size>",
-      "bytes for weights and KV cache, e.g. 4GiB (default: 80% of free)",
+      "bytes for weights and KV cache, e.g. 4GiB (default: DLLM_MEMORY_LIMIT x " +
+        "DLLM_MEMORY_LIMIT_FRACTION when set, else 80% of free)",
     )
     .option("--backend <name>", "auto, wasm, webgpu or reference (default auto)")
     .option("--threads <n>", "CPU threads (default: all cores)")
@@ -74,6 +76,36 @@ export function agentProgram() {
       "--cors-origin <list>",
       'HTTP API: comma-separated origins browsers may call it from, or "*" (default none)',
     );
+}
+
+/** Share of the container's memory limit the budget takes by default: the rest is the runtime. */
+export const DEFAULT_MEMORY_LIMIT_FRACTION = 0.75;
+
+/**
+ * The default memory budget from the container's memory limit: `DLLM_MEMORY_LIMIT` (bytes, set
+ * by Kubernetes' downward API from `limits.memory`) × `DLLM_MEMORY_LIMIT_FRACTION` (default
+ * 0.75). Undefined without a limit. A budget derived from the limit follows it when the VPA
+ * resizes the pod, so the two cannot contradict (a fixed budget above the limit is an OOM kill).
+ */
+export function budgetFromMemoryLimit(env: Record<string, string>): number | undefined {
+  const raw = env.DLLM_MEMORY_LIMIT;
+  if (raw === undefined || raw.trim() === "") return undefined;
+  let limit: number;
+  try {
+    limit = parseBytes(raw);
+  } catch (e) {
+    throw new AgentConfigError(`DLLM_MEMORY_LIMIT: ${(e as Error).message}`);
+  }
+  const fraction = Number(env.DLLM_MEMORY_LIMIT_FRACTION ?? DEFAULT_MEMORY_LIMIT_FRACTION);
+  if (!(fraction > 0 && fraction <= 1)) {
+    throw new AgentConfigError(
+      `DLLM_MEMORY_LIMIT_FRACTION must be more than 0 and at most 1, got ` +
+        `${env.DLLM_MEMORY_LIMIT_FRACTION}`,
+    );
+  }
+  const budget = Math.floor(limit * fraction);
+  if (!(budget > 0)) throw new AgentConfigError(`DLLM_MEMORY_LIMIT ${raw} leaves no memory budget`);
+  return budget;
 }
 
 /** JSON-lines logger on stderr; never prints secrets (keys are not logged anywhere). */
@@ -130,10 +162,15 @@ export async function main(args: string[]): Promise<number> {
   let agent: Agent;
   try {
     const file = opts.config ? await settingsFromFile(opts.config) : {};
-    const env = settingsFromEnv(Deno.env.toObject());
+    const envVars = Deno.env.toObject();
+    const env = settingsFromEnv(envVars);
+    const budget = budgetFromMemoryLimit(envVars);
     const cfg = resolveConfig([["flag", flags], ["env", env], ["config file", file], [
       "default",
-      opts.model === false ? {} : { model: DEFAULT_MODEL },
+      {
+        ...(opts.model === false ? {} : { model: DEFAULT_MODEL }),
+        ...(budget === undefined ? {} : { memoryBudget: budget }),
+      },
     ]]);
     if (opts.model === false) delete cfg.model;
     // The agent filters by its own level, which ClusterService can change at run time.

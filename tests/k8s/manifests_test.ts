@@ -150,6 +150,7 @@ Deno.test({
   name: "k8s/base: the agent accepts the ConfigMap's config file",
   fn: async () => {
     const { resolveConfig, settingsFromFile } = await import("../../cluster/agent_config.ts");
+    const { budgetFromMemoryLimit } = await import("../../cli/agent.ts");
     const { parseYaml } = await import("../support/k8s.ts");
     const [cm] = parseYaml(
       await Deno.readTextFile(new URL("../../k8s/base/configmap.yaml", import.meta.url)),
@@ -157,9 +158,12 @@ Deno.test({
     const file = await Deno.makeTempFile({ suffix: ".json" });
     try {
       await Deno.writeTextFile(file, cm.data!["agent.json"]);
+      // The pod's env: DLLM_MEMORY_LIMIT from limits.memory (8Gi) gives the default budget.
+      const limit = budgetFromMemoryLimit({ DLLM_MEMORY_LIMIT: String(8 * 1024 ** 3) });
       const cfg = resolveConfig([
         ["env", { nodeId: "node-1", advertiseAddress: "10.0.0.5" }],
         ["config file", await settingsFromFile(file)],
+        ["default", { memoryBudget: limit }],
       ]);
       assertEquals(cfg.bind, "0.0.0.0");
       assertEquals(cfg.memoryBudget, 6 * 1024 ** 3);
@@ -319,5 +323,59 @@ Deno.test("KEDA's queries need no label that only the monitoring overlay creates
     assert(q.includes("distributed_llm_"), q);
     // job/service/endpoint come from the ServiceMonitor's scrape; any other scraper lacks them.
     assert(!/\b(job|service|endpoint)\s*=/.test(q), `query depends on a scrape label: ${q}`);
+  }
+});
+
+Deno.test("the memory budget is derived from the container's limit, so the VPA cannot contradict it", async () => {
+  const { parse } = await import("yaml");
+  const cm = parse(await Deno.readTextFile(`${REPO}/k8s/base/configmap.yaml`));
+  const config = JSON.parse(cm.data["agent.json"]);
+  // A fixed budget (it was 6GiB) outlives a limit the VPA lowers (minAllowed 1Gi → limit 4Gi).
+  assertEquals("memoryBudget" in config, false, "agent.json fixes memoryBudget");
+  for (const w of await workloads()) {
+    for (const c of podSpec(w).containers) {
+      const env = c.env as { name: string; valueFrom?: Record<string, Record<string, string>> }[];
+      assert(!env.some((e) => e.name === "DLLM_MEMORY_BUDGET"), `${w.file}: a fixed budget`);
+      const limit = env.find((e) => e.name === "DLLM_MEMORY_LIMIT");
+      assertEquals(limit?.valueFrom?.resourceFieldRef, {
+        containerName: c.name,
+        resource: "limits.memory",
+      }, w.file);
+      assert(c.resources.limits.memory, `${w.file}: no memory limit to derive the budget from`);
+    }
+  }
+  const { parseAllDocuments } = await import("yaml");
+  const vpaText = await Deno.readTextFile(`${REPO}/k8s/overlays/autoscaling/vpa.yaml`);
+  const vpa = parseAllDocuments(vpaText).map((d) => d.toJS()).find((o) =>
+    o?.kind ===
+      "VerticalPodAutoscaler"
+  );
+  for (const p of vpa.spec.resourcePolicy.containerPolicies) {
+    // RequestsOnly would leave the limit (and the budget) where the manifest put it.
+    assert((p.controlledValues ?? "RequestsAndLimits") === "RequestsAndLimits", p.containerName);
+  }
+});
+
+Deno.test("the agent's default budget is DLLM_MEMORY_LIMIT x DLLM_MEMORY_LIMIT_FRACTION", async () => {
+  const { budgetFromMemoryLimit } = await import("../../cli/agent.ts");
+  assertEquals(budgetFromMemoryLimit({}), undefined);
+  // What the downward API gives for limits.memory 8Gi: bytes.
+  assertEquals(budgetFromMemoryLimit({ DLLM_MEMORY_LIMIT: "8589934592" }), 6 * 2 ** 30);
+  assertEquals(
+    budgetFromMemoryLimit({ DLLM_MEMORY_LIMIT: "4Gi", DLLM_MEMORY_LIMIT_FRACTION: "0.5" }),
+    2 * 2 ** 30,
+  );
+  const bads: Record<string, string>[] = [
+    { DLLM_MEMORY_LIMIT: "lots" },
+    { DLLM_MEMORY_LIMIT: "1Gi", DLLM_MEMORY_LIMIT_FRACTION: "1.5" },
+  ];
+  for (const bad of bads) {
+    let threw = false;
+    try {
+      budgetFromMemoryLimit(bad);
+    } catch {
+      threw = true;
+    }
+    assert(threw, JSON.stringify(bad));
   }
 });
