@@ -1,107 +1,101 @@
 /**
- * `deno task bench api` — the OpenAI-compatible HTTP API under load: one agent serving
- * stories260K, N concurrent clients (default 1, 16, 128) each issuing 8-token greedy completions
- * back to back for a fixed time. Prints one JSON object per N (requests/s, p50/p99 latency,
- * tokens/s) and a summary with the batching gain (tokens/s at N=16 over N=1, same run).
+ * `deno task bench api` — the OpenAI-compatible HTTP API under load: N concurrent clients
+ * (default 1, 16, 128) each issuing 8-token greedy completions back to back for a fixed time.
+ * Prints one JSON object per N (requests/s, p50/p99 latency, tokens/s) and a summary with the
+ * batching gain (tokens/s at N=16 over N=1, same run).
  *
- * Flags: --backend <auto|wasm|webgpu|reference> (passed to the agent), --seconds <s> per N,
- * --clients <list>, --max-tokens <n>, --model <path>.
+ * By default it starts one agent serving stories260K; `--endpoint <url>` load-tests a running
+ * cluster instead (any agent's HTTP API, e.g. http://10.0.0.1:8080, with `--api-key`).
  */
 import { startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
+import { Flags, runBench, UsageError } from "./lib/cli.ts";
 
-const args: Record<string, string> = {
-  backend: "auto",
-  seconds: "5",
-  warmup: "1",
-  clients: "1,16,128",
-  "max-tokens": "8",
-  model: new URL("../models/stories260K.gguf", import.meta.url).pathname,
-};
-for (let i = 0; i < Deno.args.length; i++) {
-  const key = Deno.args[i].replace(/^--/, "");
-  if (key === "help" || !(key in args) || Deno.args[i + 1] === undefined) {
-    console.error(
-      "usage: deno task bench api [--backend auto|wasm|webgpu|reference] [--seconds 5] " +
-        "[--warmup 1] [--clients 1,16,128] [--max-tokens 8] [--model path.gguf]",
-    );
-    Deno.exit(key === "help" ? 0 : 2);
-  }
-  args[key] = Deno.args[++i];
+const USAGE = `usage: deno task bench api [flags]
+
+  --endpoint <url>        load-test a running agent's HTTP API (e.g. http://10.0.0.1:8080)
+                          instead of starting one; its cluster serves whatever model it serves
+  --api-key <key>         bearer key for --endpoint (the agent's --api-key)
+  --backend <name>        auto|wasm|webgpu|reference for the agent it starts (default auto)
+  --model <path.gguf>     model for the agent it starts (default models/stories260K.gguf)
+  --seconds <s>           measured seconds per client count (default 5)
+  --warmup <s>            unmeasured seconds first (default 1)
+  --clients <list>        concurrent clients, comma-separated (default 1,16,128)
+  --max-tokens <n>        tokens per completion (default 8)
+
+Prints one JSON object per client count and a summary.`;
+
+interface Options {
+  endpoint?: string;
+  apiKey?: string;
+  backend: string;
+  model: string;
+  seconds: number;
+  warmup: number;
+  clients: number[];
+  maxTokens: number;
 }
-const clients = args.clients.split(",").map(Number);
-const maxClients = Math.max(...clients);
-const seconds = Number(args.seconds);
-const warmup = Number(args.warmup);
-const maxTokens = Number(args["max-tokens"]);
 
-const agent = await startLocalAgent({
-  id: "bench-api",
-  args: [
-    "--model",
-    args.model,
-    "--backend",
-    args.backend,
-    "--gossip-preset",
-    "local",
-    "--context-size",
-    "256",
-    "--max-sessions",
-    String(maxClients),
-    "--max-requests",
-    String(maxClients),
-    "--queue-size",
-    String(maxClients * 4),
-    "--log-level",
-    "info",
-  ],
-});
-const backend = String(agent.logs.find((l) => l.msg === "backend selected")?.backend ?? "?");
-const base = `http://127.0.0.1:${agent.httpPort}`;
-
-/** Wait until the agent has placed the model on itself. */
-async function ready(): Promise<string> {
-  for (let i = 0; i < 300; i++) {
-    try {
-      const h = await (await fetch(`${base}/health`)).json();
-      if (h.status === "ok") return h.model;
-    } catch { /* not yet */ }
-    await new Promise((r) => setTimeout(r, 100));
+function parse(args: string[]): Options {
+  const o: Options = {
+    backend: "auto",
+    model: new URL("../models/stories260K.gguf", import.meta.url).pathname,
+    seconds: 5,
+    warmup: 1,
+    clients: [1, 16, 128],
+    maxTokens: 8,
+  };
+  const f = new Flags(args);
+  const seconds = (v: string, flag: string) => {
+    const n = Number(v);
+    if (!(n >= 0 && Number.isFinite(n))) throw new UsageError(`${flag} needs a number of seconds`);
+    return n;
+  };
+  for (let flag = f.next(); flag !== undefined; flag = f.next()) {
+    switch (flag) {
+      case "--endpoint": {
+        const v = f.value().replace(/\/+$/, "");
+        const url = /^https?:\/\//.test(v) ? v : `http://${v}`;
+        try {
+          new URL(url);
+        } catch {
+          throw new UsageError(`--endpoint ${v} is not a URL (e.g. http://10.0.0.1:8080)`);
+        }
+        o.endpoint = url.replace(/\/v1$/, "");
+        break;
+      }
+      case "--api-key":
+        o.apiKey = f.value();
+        break;
+      case "--backend":
+        o.backend = f.value();
+        break;
+      case "--model":
+        o.model = f.value();
+        break;
+      case "--seconds":
+        o.seconds = seconds(f.value(), flag);
+        if (o.seconds === 0) throw new UsageError("--seconds must be more than 0");
+        break;
+      case "--warmup":
+        o.warmup = seconds(f.value(), flag);
+        break;
+      case "--clients":
+        o.clients = f.value().split(",").map(Number);
+        if (!o.clients.every((n) => Number.isInteger(n) && n > 0)) {
+          throw new UsageError("--clients needs positive integers, e.g. 1,16,128");
+        }
+        break;
+      case "--max-tokens":
+        o.maxTokens = f.count();
+        break;
+      default:
+        throw new UsageError(`unknown flag ${flag}\n${USAGE}`);
+    }
   }
-  throw new Error("the agent did not place the model within 30 s");
+  return o;
 }
 
 const prompts = ["Once upon a time", "The little dog", "One day, a girl", "Tom and his mom"];
-
-/** One client: completions back to back until `until`; latencies of those started after `from`. */
-async function client(
-  model: string,
-  k: number,
-  from: number,
-  until: number,
-  out: { lat: number[]; tokens: number },
-) {
-  let i = k;
-  while (performance.now() < until) {
-    const t0 = performance.now();
-    const res = await fetch(`${base}/v1/completions`, {
-      method: "POST",
-      headers: { "content-type": "application/json" },
-      body: JSON.stringify({
-        model,
-        prompt: prompts[i++ % prompts.length],
-        max_tokens: maxTokens,
-        temperature: 0,
-      }),
-    });
-    const body = await res.json();
-    if (!res.ok) throw new Error(`HTTP ${res.status}: ${JSON.stringify(body)}`);
-    const t1 = performance.now();
-    if (t0 >= from && t1 <= until) {
-      out.lat.push(t1 - t0);
-      out.tokens += body.usage.completion_tokens;
-    }
-  }
-}
 
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
@@ -109,45 +103,129 @@ function pct(sorted: number[], p: number): number {
 }
 
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
-const results: Record<number, { tokensPerSecond: number; requestsPerSecond: number }> = {};
-try {
-  const model = await ready();
-  for (const n of clients) {
-    const out = { lat: [] as number[], tokens: 0 };
-    const start = performance.now();
-    const from = start + warmup * 1000;
-    const until = from + seconds * 1000;
-    await Promise.all(Array.from({ length: n }, (_, k) => client(model, k, from, until, out)));
-    const lat = out.lat.sort((a, b) => a - b);
-    const rps = lat.length / seconds;
-    const tps = out.tokens / seconds;
-    results[n] = { tokensPerSecond: tps, requestsPerSecond: rps };
+
+async function main(args: string[]): Promise<void> {
+  const o = parse(args);
+  const maxClients = Math.max(...o.clients);
+  const agent = o.endpoint ? undefined : await startLocalAgent({
+    id: "bench-api",
+    args: [
+      "--model",
+      o.model,
+      "--backend",
+      o.backend,
+      "--gossip-preset",
+      "local",
+      "--context-size",
+      "256",
+      "--max-sessions",
+      String(maxClients),
+      "--max-requests",
+      String(maxClients),
+      "--queue-size",
+      String(maxClients * 4),
+      "--log-level",
+      "info",
+    ],
+  });
+  const base = o.endpoint ?? `http://127.0.0.1:${agent!.httpPort}`;
+  const backend = agent
+    ? String(agent.logs.find((l) => l.msg === "backend selected")?.backend ?? "?")
+    : "remote";
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
+
+  /** Wait until the agent serves (its /health says ok); the model id it serves. */
+  const ready = async (): Promise<string> => {
+    let last = "";
+    for (let i = 0; i < 300; i++) {
+      try {
+        const h = await (await fetch(`${base}/health`)).json();
+        if (h.status === "ok") return h.model;
+        last = `status ${h.status}${h.detail ? `: ${h.detail}` : ""}`;
+      } catch (e) {
+        last = (e as Error).message;
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`${base} did not become ready within 30 s (${last})`);
+  };
+
+  /** One client: completions back to back until `until`; latencies of those started after `from`. */
+  const client = async (
+    model: string,
+    k: number,
+    from: number,
+    until: number,
+    out: { lat: number[]; tokens: number },
+  ) => {
+    let i = k;
+    while (performance.now() < until) {
+      const t0 = performance.now();
+      const res = await fetch(`${base}/v1/completions`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({
+          model,
+          prompt: prompts[i++ % prompts.length],
+          max_tokens: o.maxTokens,
+          temperature: 0,
+        }),
+      });
+      const body = await res.json();
+      if (!res.ok) throw new Error(`HTTP ${res.status}: ${JSON.stringify(body)}`);
+      const t1 = performance.now();
+      if (t0 >= from && t1 <= until) {
+        out.lat.push(t1 - t0);
+        out.tokens += body.usage.completion_tokens;
+      }
+    }
+  };
+
+  const results: Record<number, { tokensPerSecond: number; requestsPerSecond: number }> = {};
+  try {
+    const model = await ready();
+    for (const n of o.clients) {
+      const out = { lat: [] as number[], tokens: 0 };
+      const start = performance.now();
+      const from = start + o.warmup * 1000;
+      const until = from + o.seconds * 1000;
+      await Promise.all(Array.from({ length: n }, (_, k) => client(model, k, from, until, out)));
+      const lat = out.lat.sort((a, b) => a - b);
+      const rps = lat.length / o.seconds;
+      const tps = out.tokens / o.seconds;
+      results[n] = { tokensPerSecond: tps, requestsPerSecond: rps };
+      console.log(JSON.stringify({
+        bench: "api",
+        endpoint: base,
+        model,
+        backend,
+        clients: n,
+        max_tokens: o.maxTokens,
+        seconds: o.seconds,
+        requests: lat.length,
+        requests_per_second: round(rps),
+        latency_ms: { p50: round(pct(lat, 50)), p99: round(pct(lat, 99)) },
+        tokens_per_second: round(tps),
+      }));
+    }
+    const gain = results[16] && results[1]
+      ? round(results[16].tokensPerSecond / results[1].tokensPerSecond, 2)
+      : null;
+    const at128 = results[128]?.requestsPerSecond ?? null;
     console.log(JSON.stringify({
       bench: "api",
-      model,
+      summary: true,
+      endpoint: base,
       backend,
-      clients: n,
-      max_tokens: maxTokens,
-      seconds,
-      requests: lat.length,
-      requests_per_second: round(rps),
-      latency_ms: { p50: round(pct(lat, 50)), p99: round(pct(lat, 99)) },
-      tokens_per_second: round(tps),
+      batching_gain_tokens_per_second_16_vs_1: gain,
+      goal_batching_gain_3x: gain === null ? null : gain >= 3,
+      requests_per_second_at_128: at128 === null ? null : round(at128),
+      goal_1000_requests_per_second_at_128: at128 === null ? null : at128 >= 1000,
     }));
+  } finally {
+    if (agent) await stopLocalAgents([agent]);
   }
-  const gain = results[16] && results[1]
-    ? round(results[16].tokensPerSecond / results[1].tokensPerSecond, 2)
-    : null;
-  const at128 = results[128]?.requestsPerSecond ?? null;
-  console.log(JSON.stringify({
-    bench: "api",
-    summary: true,
-    backend,
-    batching_gain_tokens_per_second_16_vs_1: gain,
-    goal_batching_gain_3x: gain === null ? null : gain >= 3,
-    requests_per_second_at_128: at128 === null ? null : round(at128),
-    goal_1000_requests_per_second_at_128: at128 === null ? null : at128 >= 1000,
-  }));
-} finally {
-  await stopLocalAgents([agent]);
 }
+
+await runBench("api", USAGE, main);
