@@ -8,9 +8,12 @@ import {
   ANY,
   ANY_OBJECT,
   compileJsonSchema,
+  decodeJsonConstraint,
+  encodeJsonConstraint,
   initialState,
   isComplete,
   JsonConstraint,
+  JsonConstraintError,
   jsonConstraintFor,
   JsonSchemaError,
   type JsonState,
@@ -302,4 +305,31 @@ Deno.test("json_schema: a fixture model fills a schema's properties, every outpu
   } finally {
     m.close();
   }
+});
+
+Deno.test("constraint settings round-trip as text; hostile text is refused, never run", async () => {
+  const tok = await loadTokenizer("vocab/ggml-vocab-gpt-2.gguf");
+  const schema = compileJsonSchema({
+    type: "object",
+    properties: {
+      a: { type: ["string", "null"] },
+      b: { type: "array", items: { enum: [1, "x"] } },
+    },
+    required: ["a"],
+  });
+  const spec = jsonConstraintFor(tok, schema, 7);
+  assertEquals(decodeJsonConstraint(encodeJsonConstraint(spec)), spec);
+  const deep = (n: number): unknown =>
+    n === 0 ? { kind: "any" } : { kind: "array", items: deep(n - 1) };
+  for (
+    const bad of [
+      "not json",
+      "[]",
+      JSON.stringify({ ...spec, vocabulary: 3 }),
+      JSON.stringify({ ...spec, promptTokens: -1 }),
+      JSON.stringify({ ...spec, schema: { kind: "regex" } }),
+      JSON.stringify({ ...spec, schema: { kind: "enum", values: [{}] } }),
+      JSON.stringify({ ...spec, schema: deep(40) }),
+    ]
+  ) assertThrows(() => decodeJsonConstraint(bad), JsonConstraintError);
 });
