@@ -1,0 +1,78 @@
+/**
+ * The cache's ByteSource streams verified bytes into a caller's buffer (issue 17: whole segments
+ * read, hashed and sliced per tensor made an 8B model's loads allocate 2 × 295 MB at a time).
+ */
+import { computeManifest, ModelCache } from "../../../cluster/transfer/mod.ts";
+import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
+import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
+import { REPO } from "../../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+const CHUNK = 4096;
+
+/** A cache holding every segment of stories260K, stored and verified. */
+async function filledCache(dir: string) {
+  const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
+  const bytes = await Deno.readFile(STORIES);
+  const cache = await ModelCache.open(dir, manifest);
+  for (let seg = 0; seg < manifest.segments.length; seg++) {
+    const start = Number(manifest.segments[seg].offset);
+    const len = Number(manifest.segments[seg].length);
+    for (let c = 0; c * CHUNK < len; c++) {
+      const at = start + c * CHUNK;
+      await cache.writeChunk(seg, c, bytes.slice(at, Math.min(start + len, at + CHUNK)));
+    }
+    assert(await cache.finishSegment(seg), `segment ${seg}`);
+  }
+  return { cache, manifest, bytes };
+}
+
+Deno.test("CacheSource.readInto: any range inside a segment, chunk-verified, no whole-segment read", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { cache, manifest, bytes } = await filledCache(dir);
+    const src = await cache.source();
+    const file = await readGGUF(src);
+    src.parsing = false;
+    // Every tensor read goes through readInto: a whole-segment read would throw here.
+    cache.readVerifiedSegment = () => Promise.reject(new Error("whole segment read"));
+    const orig = await openGGUF(STORIES);
+    const scratch = new Uint8Array(3 * CHUNK + 100); // pieces cross chunk boundaries
+    try {
+      for (const t of orig.tensors) {
+        const want = await orig.readTensor(t);
+        const got = new Uint8Array(want.length);
+        for await (const { offset, bytes: piece } of file.readTensorChunks(t.name, scratch)) {
+          got.set(piece, offset);
+        }
+        assertEquals(got, want, t.name);
+        assertEquals(await file.readTensor(t.name), want, `${t.name} (readTensor)`);
+      }
+    } finally {
+      orig.close();
+    }
+    // Unaligned ranges straddling chunks.
+    const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
+    const start = Number(manifest.segments[seg].offset);
+    for (const [at, len] of [[1, 10], [CHUNK - 3, 7], [CHUNK + 5, 2 * CHUNK + 11]]) {
+      const dst = new Uint8Array(len);
+      await src.readInto(start + at, dst);
+      assertEquals(dst, bytes.slice(start + at, start + at + len), `[${at}, +${len})`);
+    }
+    // A byte changed on disk after verification is refused, never loaded.
+    const path = `${cache.dir}/seg-${seg}.bin`;
+    const onDisk = await Deno.readFile(path);
+    onDisk[CHUNK + 7] ^= 1;
+    await Deno.writeFile(path, onDisk);
+    await assertRejects(
+      () => src.readInto(start + CHUNK, new Uint8Array(16)),
+      Error,
+      "changed on disk",
+    );
+    // The chunks before it still read.
+    await src.readInto(start, new Uint8Array(16));
+    cache.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
