@@ -516,6 +516,14 @@ export class GGUFFile {
         this.dataOffset + info.offset,
       );
     }
+    const src = this.#source;
+    if (src.readInto) {
+      // One buffer, filled in place: a source's own read may copy (e.g. slice a whole segment).
+      this.#checkRange(this.dataOffset + info.offset, info.nBytes);
+      const out = new Uint8Array(info.nBytes);
+      await src.readInto(this.dataOffset + info.offset, out);
+      return out;
+    }
     return await this.readRange(this.dataOffset + info.offset, info.nBytes);
   }
 
