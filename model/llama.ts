@@ -43,6 +43,13 @@ export interface TensorSource {
 
 /** Bytes of the one buffer a stage load streams every tensor through. */
 const LOAD_CHUNK = 4 << 20;
+/**
+ * A pass gives the event loop a turn between layers once it has held the thread this long. A
+ * CPU backend runs every op on the calling thread: one prefill through 14 layers of an 8B model
+ * held it for seconds, so the agent answered no gossip probe or RPC ping and its peers declared
+ * it dead mid-request (issue 17).
+ */
+export const YIELD_AFTER_MS = 50;
 
 /** Which layers a stage runs, and how big its batches and contexts are. */
 export interface StageOptions {
@@ -627,7 +634,12 @@ export class LlamaStage {
     const preScale = c.gemma || c.arch === "phi3";
     const qDim = c.gemma && c.nLayers === 62 ? Math.floor(c.nEmbd / c.nHeads) : c.headDim;
     const qScale = Math.fround(1 / Math.fround(Math.sqrt(qDim)));
+    let heldSince = performance.now();
     for (let l = 0; l < this.layers.length; l++) {
+      if (l > 0 && performance.now() - heldSince > YIELD_AFTER_MS) {
+        await new Promise((r) => setTimeout(r, 0));
+        heldSince = performance.now();
+      }
       const w = this.layers[l];
       const sliding = isSlidingLayer(c, this.from + l);
       const ropeQ: RopeParams = {
