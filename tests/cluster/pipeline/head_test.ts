@@ -187,3 +187,33 @@ Deno.test("stop via onToken and eog end the request early", async () => {
   assertEquals(eos.tokens.length, 3);
   assertEquals(eos.finishReason, "stop");
 });
+
+Deno.test("a stage on another placement epoch: the head reads the chain again, blaming nobody", async () => {
+  const [a, b] = await hosts([[0, 3], [3, 5]]);
+  // b has not seen the plan the head planned with yet; it converges after two refusals.
+  let refusals = 0;
+  const stageEpoch = () => (refusals < 2 ? 6n : 7n);
+  const links = new Map<string, StageLink>();
+  const linkTo = (hop: { nodeId: string }) => links.get(hop.nodeId)!;
+  links.set("a", new LocalStageLink("a", a, { epoch: () => 7n, linkTo }));
+  const inner = new LocalStageLink("b", b, { epoch: stageEpoch, linkTo });
+  links.set("b", {
+    nodeId: "b",
+    from: 3,
+    to: 5,
+    openSession: (open: SessionOpen) =>
+      inner.openSession(open).catch((e) => {
+        refusals++;
+        throw e;
+      }),
+  });
+  const head = new Head({
+    chain: () => Promise.resolve([links.get("a")!, links.get("b")!]),
+    epoch: () => 7n,
+  });
+  const r = await head.generate(request());
+  assertEquals(refusals, 2, "b refused the stale sessions");
+  assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
+  assertEquals(r.failures, [], "a stale epoch is not a stage failure");
+  assertEquals(a.openSessions + b.openSessions, 0, "the refused sessions were freed");
+});
