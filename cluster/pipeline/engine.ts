@@ -145,11 +145,8 @@ export class Engine {
       promptTokens,
       tokens: result.tokens.map((t) => t.id),
       text,
-      finishReason: result.finishReason === "cancelled"
-        ? "cancelled"
-        : result.finishReason === "length"
-        ? "length"
-        : "stop",
+      // Stopped by the caller is a stop here: the engine has no stop strings.
+      finishReason: result.finishReason === "stopped" ? "stop" : result.finishReason,
       promptMs: result.timeToFirstTokenMs,
       decodeMs: result.decodeMs,
     };

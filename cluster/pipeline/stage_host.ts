@@ -427,30 +427,18 @@ export function hostCandidates(
   want: { k: number; exclude: Int32Array } | null,
 ): TopCandidates | null {
   if (!want) return null;
-  const skip = new Set(want.exclude);
-  const k = Math.min(want.k, row.length - skip.size);
-  const ids: number[] = [];
-  let max = -Infinity;
-  for (let i = 0; i < row.length; i++) {
-    if (skip.has(i)) continue;
-    const v = row[i];
-    if (v > max) max = v;
-    if (ids.length === k && v <= row[ids[k - 1]]) continue;
-    let j = ids.length < k ? ids.length : k - 1;
-    if (ids.length < k) ids.push(i);
-    while (j > 0 && row[ids[j - 1]] < v) {
-      ids[j] = ids[j - 1];
-      j--;
-    }
-    ids[j] = i;
-  }
-  let sum = 0;
-  for (let i = 0; i < row.length; i++) if (!skip.has(i)) sum += Math.exp(row[i] - max);
+  // The excluded ids out of the race, then the k best with their log-probabilities: the same
+  // order (ties to the lower id) and softmax sum the device computes.
+  const masked = Float32Array.from(row);
+  for (const id of want.exclude) masked[id] = -Infinity;
+  const top = topLogprobs(masked, Math.min(want.k, row.length - new Set(want.exclude).size));
+  const max = top[0]?.logit ?? -Infinity;
   return {
-    ids: Int32Array.from(ids),
-    values: Float32Array.from(ids, (i) => row[i]),
+    ids: Int32Array.from(top, (t) => t.id),
+    values: Float32Array.from(top, (t) => t.logit),
     excluded: Float32Array.from(want.exclude, (i) => row[i]),
     max,
-    sumExp: sum,
+    // log Σ e^v = max − logprob(best), so Σ e^(v − max) = e^(−logprob(best)).
+    sumExp: top.length ? Math.exp(-top[0].logprob) : 0,
   };
 }

@@ -1,0 +1,37 @@
+/**
+ * The tail samples from host-computed candidates (hostCandidates) so penalties are applied once;
+ * the token must be the one Sampler.pick chooses from the whole row, for every setting.
+ */
+import { hostCandidates } from "../../../cluster/pipeline/mod.ts";
+import { Rng, Sampler, type SamplerParams } from "../../../model/sampler.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+
+const settings: SamplerParams[] = [
+  { temperature: 0 },
+  { temperature: 0, repeatPenalty: 1.3 },
+  { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05 },
+  { temperature: 1.2, topK: 5, topP: 1, minP: 0, presencePenalty: 0.7, frequencyPenalty: 0.3 },
+  { temperature: 0.7, topK: 64, topP: 0.5, minP: 0.1, repeatPenalty: 1.1, repeatLastN: 8 },
+];
+
+Deno.test("tail sampling from host candidates picks what Sampler.pick picks from the row", () => {
+  const rng = new Rng(99);
+  for (const [n, p] of settings.entries()) {
+    for (let trial = 0; trial < 40; trial++) {
+      const row = Float32Array.from({ length: 500 }, () => (rng.next() - 0.5) * 12);
+      // Ties at the top: the lower id must win on both paths.
+      row[17] = row[400] = 9;
+      const history = Array.from({ length: 12 }, () => Math.floor(rng.next() * 500));
+      const viaRow = new Sampler({ ...p, seed: 1000 + trial });
+      const viaCandidates = new Sampler({ ...p, seed: 1000 + trial });
+      viaRow.accept([...history, 17]);
+      viaCandidates.accept([...history, 17]);
+      const want = viaCandidates.candidateRequest(3);
+      assert(want, `settings ${n} need the whole row`);
+      const c = hostCandidates(row, want)!;
+      const got = viaCandidates.pickCandidates(c, 3);
+      assertEquals(got.id, viaRow.pick(row), `settings ${n}, trial ${trial}`);
+      assertEquals(got.top.length, 3);
+    }
+  }
+});
