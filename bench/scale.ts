@@ -188,11 +188,15 @@ async function bench8b(o: Options, llamaref: string) {
     refs.push(await llamaCppEval(llamaref, model, p.text, 16));
   }
 
-  const dir = await Deno.makeTempDir({ prefix: "dllm-bench-scale-" });
+  // BENCH_SCALE_CACHE=DIR keeps the agents' caches there between runs (a rerun's deploy then
+  // fetches nothing: for debugging the later checks, not for distribution figures).
+  const keep = Deno.env.get("BENCH_SCALE_CACHE");
+  const dir = keep ?? await Deno.makeTempDir({ prefix: "dllm-bench-scale-" });
   const c = await ScaleCluster.start({
     model,
     budgetBytes: budget,
     dir,
+    keepDir: keep !== undefined,
     threads: o.threads,
     contextSize: CONTEXT,
     maxSessions: SESSIONS,
@@ -463,8 +467,13 @@ export async function main(args: string[]): Promise<void> {
   }
   const llamaref = await ensureLlamaRef();
   for (const m of o.only) {
-    const r = m === "8b_q4_0" ? await bench8b(o, llamaref) : await bench70bSlice(o, llamaref);
-    console.log(JSON.stringify(r));
+    try {
+      const r = m === "8b_q4_0" ? await bench8b(o, llamaref) : await bench70bSlice(o, llamaref);
+      console.log(JSON.stringify(r));
+    } catch (e) {
+      log(`${m} failed: ${(e as Error).stack}`);
+      throw e;
+    }
   }
 }
 

@@ -5,7 +5,7 @@
  *
  * The reference is `ref.mjs eval --kv-type f32 --cpu-variant x64` (the fixtures' convention:
  * ggml's plain C kernels, f32 KV cache, whole prompt in one decode), cached per model file and
- * prompt in bench/.cache/scale/ (the generated models are deterministic).
+ * prompt in bench/.cache/scale/ (keyed by the file's last MiB, so a regenerated file is run again).
  * @module
  */
 import type { ScaleCluster } from "./scale_cluster.ts";
@@ -58,6 +58,8 @@ export interface CheckResult {
   top5_ref: { id: number; logit: number }[];
   max_top5_logit_diff: number;
   greedy_equal_steps: number;
+  /** The cluster's greedy ids. */
+  greedy_ids: number[];
   stages: string[];
   checker: string;
 }
@@ -69,7 +71,7 @@ async function run(cmd: string, args: string[], cwd?: string): Promise<[number, 
 
 /**
  * llama.cpp's golden for `prompt` on `model` (ref.mjs eval in the llamaref folder `dir`),
- * cached by file name, size and prompt.
+ * cached in bench/.cache/scale/ (see refCacheKey).
  */
 export async function llamaCppEval(
   dir: string,
@@ -77,15 +79,51 @@ export async function llamaCppEval(
   prompt: string,
   nPredict: number,
 ): Promise<ScaleGolden> {
-  const size = (await Deno.stat(model)).size;
-  const key = `${model.split("/").pop()}-${size}-${nPredict}-${
-    Array.from(
-      new Uint8Array(await crypto.subtle.digest("SHA-256", new TextEncoder().encode(prompt))),
-    ).slice(0, 6).map((b) => b.toString(16).padStart(2, "0")).join("")
-  }.json`;
+  const key = await refCacheKey(model, prompt, nPredict);
   try {
     return JSON.parse(await Deno.readTextFile(CACHE + key));
   } catch { /* not cached */ }
+  return await cacheRef(dir, model, prompt, nPredict, key);
+}
+
+/**
+ * File name of a cached reference: the model's name and last MiB (output.weight of these
+ * models: a regenerated file is run again), the prompt's hash and the step count.
+ */
+export async function refCacheKey(
+  model: string,
+  prompt: string,
+  nPredict: number,
+): Promise<string> {
+  const f = await Deno.open(model);
+  let tail: Uint8Array<ArrayBuffer>;
+  try {
+    const size = (await f.stat()).size;
+    tail = new Uint8Array(Math.min(size, 1 << 20));
+    await f.seek(size - tail.length, Deno.SeekMode.Start);
+    for (let got = 0; got < tail.length;) {
+      const n = await f.read(tail.subarray(got));
+      if (n === null) throw new Error(`${model} ended early`);
+      got += n;
+    }
+  } finally {
+    f.close();
+  }
+  const hash = async (b: Uint8Array<ArrayBuffer>) =>
+    Array.from(new Uint8Array(await crypto.subtle.digest("SHA-256", b))).slice(0, 6)
+      .map((x) => x.toString(16).padStart(2, "0")).join("");
+  return `${model.split("/").pop()}-${await hash(tail)}-${nPredict}-${await hash(
+    new TextEncoder().encode(prompt),
+  )}.json`;
+}
+
+async function cacheRef(
+  dir: string,
+  model: string,
+  prompt: string,
+  nPredict: number,
+  key: string,
+): Promise<ScaleGolden> {
   const [code, out, err] = await run("node", [
     `${dir}ref.mjs`,
     "eval",
@@ -186,6 +224,7 @@ export async function checkAgainstLlamaCpp(
       ...golden.top5.map((t) => Math.abs(out.logits[t.id] - t.logit)),
     ),
     greedy_equal_steps: equal,
+    greedy_ids: out.greedy,
     stages: out.stages,
     checker,
   };

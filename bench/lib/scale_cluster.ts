@@ -60,6 +60,8 @@ export interface ScaleClusterOptions {
   log?: (line: string) => void;
   /** Extra agent flags. */
   extra?: string[];
+  /** Leave `dir` (the caches) in place on stop(). */
+  keepDir?: boolean;
 }
 
 /** What a deploy cost: per-node bytes, rate and the time until every stage was loaded. */
@@ -122,7 +124,11 @@ export async function modelMemoryOf(
 export class ScaleCluster {
   readonly agents = new Map<string, ScaleAgent>();
   readonly stageLoads: string[] = [];
-  #opts: Required<Omit<ScaleClusterOptions, "threads" | "extra">> & ScaleClusterOptions;
+  /** Agents killed on purpose (kill -9 of the failure check) or being stopped. */
+  readonly #expectedExit = new Set<string>();
+  /** Agents that exited on their own, with the reason. */
+  readonly crashed = new Map<string, string>();
+  #opts: Required<Omit<ScaleClusterOptions, "threads" | "extra" | "keepDir">> & ScaleClusterOptions;
   #t0 = performance.now();
 
   private constructor(opts: ScaleClusterOptions) {
@@ -174,7 +180,10 @@ export class ScaleCluster {
           const line = `${id} loaded ${l.layers} (${l.bytes} bytes) in ${l.ms} ms`;
           this.stageLoads.push(line);
           this.log(line);
-        } else if (l.level === "error" || (l.level === "warn" && l.msg !== "no placement")) {
+        } else if (
+          l.level === "error" || (l.level === "warn" && l.msg !== "no placement") ||
+          /^member (dead|leave|suspect)/.test(String(l.msg))
+        ) {
           this.log(`${id} ${l.level}: ${JSON.stringify(l).slice(0, 400)}`);
         }
       },
@@ -197,6 +206,13 @@ export class ScaleCluster {
         "info",
         ...(o.extra ?? []),
       ],
+    });
+    a.exited.then((st) => {
+      if (this.#expectedExit.has(id)) return;
+      const why = `${id} exited on its own (code ${st.code}, signal ${st.signal}):\n` +
+        a.stderr.slice(-30).join("\n");
+      this.crashed.set(id, why);
+      this.log(why);
     });
     this.agents.set(id, {
       ...a,
@@ -327,6 +343,9 @@ export class ScaleCluster {
         );
       }
       if (m.done && !m.message.startsWith("deployed")) throw new Error(m.message);
+      if (this.crashed.size) {
+        throw new Error(`agents died during the deploy: ${[...this.crashed.values()].join("\n")}`);
+      }
     }
     if (!tFetched) tFetched = performance.now();
     await this.waitReady(opts.readyTimeoutMs ?? 600_000, { via });
@@ -467,9 +486,12 @@ export class ScaleCluster {
       onToken: (i) => {
         if (i === atToken) {
           tKill = performance.now();
+          this.#expectedExit.add(victim);
           v.child.kill("SIGKILL");
           this.log(`kill -9 ${victim} at token ${i}`);
           standbyDeploy = bringStandby();
+          // Awaited below; a generation that fails first must not leave it unhandled.
+          standbyDeploy.catch(() => {});
         }
       },
     });
@@ -504,11 +526,16 @@ export class ScaleCluster {
   /** Stop every agent (SIGTERM, then SIGKILL) and remove the caches. */
   async stop(): Promise<void> {
     const all = [...this.agents.values()];
-    for (const a of all) a.transport.close();
+    for (const a of all) {
+      this.#expectedExit.add(a.id);
+      a.transport.close();
+    }
     try {
       await stopLocalAgents(all, 10_000);
     } finally {
-      await Deno.remove(this.#opts.dir, { recursive: true }).catch(() => {});
+      if (!this.#opts.keepDir) {
+        await Deno.remove(this.#opts.dir, { recursive: true }).catch(() => {});
+      }
     }
   }
 }
