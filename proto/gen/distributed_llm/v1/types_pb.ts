@@ -354,8 +354,10 @@ export type Placement = Message<"distributed_llm.v1.Placement"> & {
   totalLayers: number;
 
   /**
-   * Grows by one every time the placement is re-planned (join, leave, death). A stage refuses
-   * sessions opened under another epoch so nobody computes with a stale plan.
+   * Identifies the plan: a 32-bit FNV-1a hash of the model and every stage (never 0), so every
+   * agent that agrees on the plan reports the same epoch without a coordinator; it changes when
+   * the placement is re-planned (join, leave, death). Every stage refuses sessions opened under
+   * another epoch so nobody computes with a stale plan.
    *
    * @generated from field: uint64 epoch = 3;
    */
