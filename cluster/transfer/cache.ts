@@ -18,6 +18,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { homedir } from "node:os";
 import type { TransferManifest } from "../../proto/mod.ts";
@@ -149,8 +150,8 @@ export class ModelCache {
   async finishSegment(seg: number): Promise<boolean> {
     if (this.#done.has(seg)) return true;
     if (this.missingChunks(seg).length) return false;
-    const bytes = await this.#readSegment(seg);
-    if (bytes && sameBytes(sha256(bytes), this.manifest.segments[seg].sha256)) {
+    const digest = await this.#hashSegment(seg);
+    if (digest && sameBytes(digest, this.manifest.segments[seg].sha256)) {
       this.#done.add(seg);
       await this.#append(`d ${seg}\n`);
       return true;
@@ -269,6 +270,38 @@ export class ModelCache {
 
   #path(seg: number): string {
     return join(this.dir, `seg-${seg}.bin`);
+  }
+
+  /**
+   * sha256 of a stored segment read in 4 MiB pieces, or undefined when the file is short: the
+   * whole segment in one buffer (295 MB for an 8B model's output matrix) was an allocation
+   * spike of every fetch that stayed in the agent's RSS (issue 17).
+   */
+  async #hashSegment(seg: number): Promise<Uint8Array | undefined> {
+    const len = Number(this.manifest.segments[seg].length);
+    let f: Deno.FsFile;
+    try {
+      f = await Deno.open(this.#path(seg), { read: true });
+    } catch {
+      return undefined;
+    }
+    try {
+      const h = createHash("sha256");
+      const buf = new Uint8Array(Math.min(len, 4 << 20));
+      for (let at = 0; at < len;) {
+        const want = Math.min(buf.length, len - at);
+        for (let got = 0; got < want;) {
+          const n = await f.read(buf.subarray(got, want));
+          if (n === null) return undefined;
+          got += n;
+        }
+        h.update(buf.subarray(0, want));
+        at += want;
+      }
+      return new Uint8Array(h.digest());
+    } finally {
+      f.close();
+    }
   }
 
   async #readSegment(seg: number): Promise<Uint8Array | undefined> {

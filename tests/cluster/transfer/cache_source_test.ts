@@ -76,3 +76,31 @@ Deno.test("CacheSource.readInto: any range inside a segment, chunk-verified, no 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("finishSegment hashes a stored segment in pieces: a wrong byte is caught", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
+    const bytes = await Deno.readFile(STORIES);
+    const cache = await ModelCache.open(dir, manifest);
+    const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
+    const start = Number(manifest.segments[seg].offset);
+    const len = Number(manifest.segments[seg].length);
+    const store = async (flip: number) => {
+      for (let c = 0; c * CHUNK < len; c++) {
+        const data = bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK));
+        if (flip >= c * CHUNK && flip < (c + 1) * CHUNK) data[flip - c * CHUNK] ^= 1;
+        await cache.writeChunk(seg, c, data);
+      }
+    };
+    await store(len - 1); // the last byte wrong (chunks are written unverified here)
+    assertEquals(await cache.finishSegment(seg), false);
+    assertEquals(cache.segmentDone(seg), false);
+    await store(-1);
+    assertEquals(await cache.finishSegment(seg), true);
+    assertEquals(cache.segmentDone(seg), true);
+    cache.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
