@@ -25,7 +25,15 @@ export interface ParsedRequest {
   includeUsage: boolean;
   /** Logprobs were asked for (chat: logprobs=true; completions: logprobs=k). */
   logprobs: boolean;
+  /**
+   * Completions with several prompts (strings or token-id lists): one generation per prompt,
+   * answered as one choice each (`index` = the prompt's place); `params` holds the first.
+   */
+  batch?: GenerationParams[];
 }
+
+/** Most prompts one completions request may carry. */
+export const MAX_PROMPTS = 64;
 
 type Obj = Record<string, unknown>;
 
@@ -87,6 +95,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
     throw bad("n", `n must be 1 (got ${n}): send one request per completion you want`);
   }
   const params: GenerationParams = { model: body.model };
+  let prompts: (string | number[])[] | undefined;
   if (endpoint === "chat") {
     if (!Array.isArray(body.messages) || body.messages.length === 0) {
       throw bad("messages", "messages must be a non-empty array of {role, content}");
@@ -104,26 +113,29 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
       }
     }
   } else {
-    let prompt = body.prompt;
-    // One prompt in a list ([string] or [[ids]]) is that prompt.
-    if (Array.isArray(prompt) && prompt.length === 1 && typeof prompt[0] !== "number") {
-      prompt = prompt[0];
-    }
-    if (Array.isArray(prompt) && prompt.length > 0 && prompt.every((t) => typeof t === "number")) {
-      if (!prompt.every((t) => Number.isInteger(t) && t >= 0 && t <= 2 ** 31 - 1)) {
-        throw bad("prompt", "prompt token ids must be non-negative integers");
+    // A string, token ids, or a list of either (one choice per prompt).
+    const one = (prompt: unknown): string | number[] => {
+      if (typeof prompt === "string") return prompt;
+      if (
+        Array.isArray(prompt) && prompt.length > 0 && prompt.every((t) => typeof t === "number")
+      ) {
+        if (!prompt.every((t) => Number.isInteger(t) && t >= 0 && t <= 2 ** 31 - 1)) {
+          throw bad("prompt", "prompt token ids must be non-negative integers");
+        }
+        return prompt as number[];
       }
-      params.promptTokens = prompt as number[];
-    } else if (typeof prompt === "string") {
-      params.prompt = prompt;
-    } else {
       throw bad(
         "prompt",
-        Array.isArray(prompt) && prompt.length > 1
-          ? `send one prompt per request (got ${prompt.length})`
-          : "prompt must be a string or an array of token ids",
+        "prompt must be a string, an array of token ids, or a list of strings or token-id arrays",
       );
+    };
+    const raw = body.prompt;
+    const list = Array.isArray(raw) && raw.length > 0 && typeof raw[0] !== "number";
+    prompts = list ? (raw as unknown[]).map(one) : [one(raw)];
+    if (prompts.length > MAX_PROMPTS) {
+      throw bad("prompt", `at most ${MAX_PROMPTS} prompts per request (got ${prompts.length})`);
     }
+    setPrompt(params, prompts[0]);
     if (body.echo === true) throw bad("echo", "echo is not supported");
     if (typeof body.suffix === "string" && body.suffix !== "") {
       throw bad("suffix", "suffix is not supported");
@@ -178,7 +190,26 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   const opts = body.stream_options as Obj | undefined | null;
   const includeUsage = stream && typeof opts === "object" && opts !== null &&
     opts.include_usage === true;
-  return { endpoint, params, stream, includeUsage, logprobs };
+  const parsed: ParsedRequest = { endpoint, params, stream, includeUsage, logprobs };
+  if (prompts && prompts.length > 1) {
+    if (stream) {
+      throw bad(
+        "stream",
+        "stream one prompt per request (several prompts are answered unstreamed)",
+      );
+    }
+    parsed.batch = prompts.map((pr) => {
+      const p: GenerationParams = { ...params, prompt: undefined, promptTokens: undefined };
+      setPrompt(p, pr);
+      return p;
+    });
+  }
+  return parsed;
+}
+
+function setPrompt(p: GenerationParams, prompt: string | number[]): void {
+  if (typeof prompt === "string") p.prompt = prompt;
+  else p.promptTokens = prompt;
 }
 
 /**
@@ -246,8 +277,8 @@ export class CompletionBuilder {
   private readonly tokens: TokenEvent[] = [];
   private sentRole = false;
 
-  /** A builder for one request. */
-  constructor(readonly req: ParsedRequest, readonly model: string) {
+  /** A builder for one request (`index`: its choice's place among a batch's prompts). */
+  constructor(readonly req: ParsedRequest, readonly model: string, readonly index = 0) {
     this.id = (req.endpoint === "chat" ? "chatcmpl-" : "cmpl-") + crypto.randomUUID();
   }
 
@@ -284,12 +315,12 @@ export class CompletionBuilder {
     const logprobs = this.req.logprobs ? this.logprobsOf(this.tokens, 0) : null;
     const choice = this.req.endpoint === "chat"
       ? {
-        index: 0,
+        index: this.index,
         message: { role: "assistant", content: this.text, refusal: null },
         logprobs,
         finish_reason: finishReason(done),
       }
-      : { index: 0, text: this.text, logprobs, finish_reason: finishReason(done) };
+      : { index: this.index, text: this.text, logprobs, finish_reason: finishReason(done) };
     return { ...this.envelope(false), choices: [choice], usage: usage(done) };
   }
 
@@ -320,9 +351,9 @@ export class CompletionBuilder {
         this.sentRole = true;
       }
       if (text || finish === null) delta.content = text;
-      choice = { index: 0, delta, logprobs, finish_reason: finish };
+      choice = { index: this.index, delta, logprobs, finish_reason: finish };
     } else {
-      choice = { index: 0, text, logprobs, finish_reason: finish };
+      choice = { index: this.index, text, logprobs, finish_reason: finish };
     }
     return { ...this.envelope(true), choices: [choice] };
   }

@@ -197,8 +197,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       throw new ApiError(400, `the request body is not valid JSON: ${(e as Error).message}`);
     }
     const parsed = parseRequest(endpoint, json);
-    unsupported(parsed.params, opts.generator);
-    await complete(res, parsed, opts.generator);
+    for (const p of parsed.batch ?? [parsed.params]) unsupported(p, opts.generator);
+    if (parsed.batch) await completeBatch(res, parsed, parsed.batch, opts.generator);
+    else await complete(res, parsed, opts.generator);
   }
 
   const sockets = new Set<net.Socket>();
@@ -271,6 +272,60 @@ function unsupported(p: GenerationParams, generator: TextGenerator): void {
   }
 }
 
+/** The served model's canonical id when the client used an alias (`stories260K` for the file). */
+function canonicalModel(generator: TextGenerator, name: string): string {
+  return generator.models().find((m) => m.id === name || m.id.replace(/\.gguf$/i, "") === name)
+    ?.id ?? name;
+}
+
+/**
+ * Several prompts in one completions request: one generation each, run together (the stages
+ * batch them), answered as one response with a choice per prompt in prompt order and the usage
+ * summed. The first failure answers the whole request, as OpenAI does.
+ */
+async function completeBatch(
+  res: http.ServerResponse,
+  parsed: ReturnType<typeof parseRequest>,
+  batch: GenerationParams[],
+  generator: TextGenerator,
+): Promise<void> {
+  const abort = new AbortController();
+  res.once("close", () => {
+    if (!res.writableFinished) abort.abort(new DOMException("the client went away", "AbortError"));
+  });
+  const model = canonicalModel(generator, parsed.params.model);
+  const run = async (params: GenerationParams, index: number) => {
+    const builder = new CompletionBuilder(parsed, model, index);
+    let done: DoneEvent | undefined;
+    for await (const ev of generator.generate(params, abort.signal)) {
+      if (ev.kind === "token") builder.token(ev);
+      else done = ev;
+    }
+    if (!done) throw new DOMException("the generation ended without an answer", "AbortError");
+    return { builder, done };
+  };
+  let answers;
+  try {
+    answers = await Promise.all(batch.map(run));
+  } catch (e) {
+    abort.abort();
+    throw e;
+  }
+  if (abort.signal.aborted) return;
+  const responses = answers.map(({ builder, done }) => builder.response(done));
+  const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+  for (const { done } of answers) {
+    usage.prompt_tokens += done.promptTokens;
+    usage.completion_tokens += done.completionTokens;
+  }
+  usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
+  return sendJson(res, 200, {
+    ...responses[0],
+    choices: responses.flatMap((r) => r.choices as unknown[]),
+    usage,
+  });
+}
+
 /** Run one generation and answer it as JSON or as an SSE stream. */
 async function complete(
   res: http.ServerResponse,
@@ -284,10 +339,7 @@ async function complete(
   });
   const it = generator.generate(parsed.params, abort.signal)[Symbol.asyncIterator]();
   // Answer with the served model's canonical id when the client used an alias.
-  const name = parsed.params.model;
-  const model =
-    generator.models().find((m) => m.id === name || m.id.replace(/\.gguf$/i, "") === name)
-      ?.id ?? name;
+  const model = canonicalModel(generator, parsed.params.model);
   const builder = new CompletionBuilder(parsed, model);
   let done: DoneEvent | undefined;
   let next: IteratorResult<GenerationEvent> | undefined;

@@ -199,9 +199,48 @@ Deno.test("/v1/completions takes prompts as token ids (number[] and number[][] o
       });
       return { status: res.status, body: await res.json() };
     };
-    for (const bad of [[[1], [2]], ["a", "b"], [1.5], [-1], []]) {
+    for (const bad of [[1.5], [-1], [], [[1], "a", 3], [[]], {}]) {
       const r = await post(bad);
       assertEquals([r.status, r.body.error.param], [400, "prompt"], JSON.stringify(bad));
     }
+  });
+});
+
+Deno.test("/v1/completions with several prompts answers one choice per prompt, in order", async () => {
+  await withApi(async (client, _gen, base) => {
+    const one = await client.completions.create({
+      model: "tiny-f32",
+      prompt: [1, 20, 30],
+      max_tokens: 3,
+      temperature: 0,
+    });
+    const many = await client.completions.create({
+      model: "tiny-f32",
+      prompt: [[1, 20, 30], [1, 40], [1, 20, 30]],
+      max_tokens: 3,
+      temperature: 0,
+    });
+    assertEquals(many.choices.map((c) => c.index), [0, 1, 2]);
+    assertEquals(many.choices[0].text, one.choices[0].text);
+    assertEquals(many.choices[2].text, one.choices[0].text);
+    assertEquals(many.usage?.prompt_tokens, 8);
+    const texts = await client.completions.create({
+      model: "tiny-f32",
+      prompt: ["Hello", "Hi"],
+      max_tokens: 2,
+      temperature: 0,
+    });
+    assertEquals(texts.choices.length, 2);
+    const post = async (body: Record<string, unknown>) => {
+      const res = await fetch(`${base}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({ model: "tiny-f32", ...body }),
+      });
+      return { status: res.status, body: await res.json() };
+    };
+    const streamed = await post({ prompt: ["a", "b"], stream: true });
+    assertEquals([streamed.status, streamed.body.error.param], [400, "stream"]);
+    const tooMany = await post({ prompt: Array(65).fill("a") });
+    assertEquals([tooMany.status, tooMany.body.error.param], [400, "prompt"]);
   });
 });
