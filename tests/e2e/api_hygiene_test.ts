@@ -220,3 +220,31 @@ Deno.test("HTTP API: the model an unknown-model error suggests is the id /v1/mod
     await stopAll([agent]);
   }
 });
+
+Deno.test("HTTP API: several prompts in one completions request, each answered as alone", async () => {
+  const agent = await startAgent({ id: "batch", model: STORIES, memoryBudget: "64MB" });
+  const post = async (prompt: unknown) => {
+    const res = await fetch(`http://127.0.0.1:${agent.httpPort}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "stories260K", prompt, max_tokens: 8, temperature: 0 }),
+    });
+    const body = await res.json();
+    assertEquals(res.status, 200, JSON.stringify(body));
+    return body;
+  };
+  try {
+    await waitForPlacement(agent, 1);
+    const both = await post(["Once upon a time", "One day"]);
+    const a = await post("Once upon a time");
+    const b = await post("One day");
+    assertEquals(both.choices.map((c: { index: number }) => c.index), [0, 1]);
+    assertEquals(both.choices[0].text, a.choices[0].text);
+    assertEquals(both.choices[1].text, b.choices[0].text);
+    assertEquals(
+      both.usage.completion_tokens,
+      a.usage.completion_tokens + b.usage.completion_tokens,
+    );
+  } finally {
+    await stopAll([agent]);
+  }
+});
