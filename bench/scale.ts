@@ -197,6 +197,7 @@ async function bench8b(o: Options, llamaref: string) {
     budgetBytes: budget,
     dir,
     keepDir: keep !== undefined,
+    gossipPreset: "lan",
     threads: o.threads,
     contextSize: CONTEXT,
     maxSessions: SESSIONS,

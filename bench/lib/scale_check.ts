@@ -47,12 +47,24 @@ export interface ScaleGolden {
   weight_types: Record<string, number>;
   tolerances: { class: string; logit_abs: number; logprob_abs: number; greedy_margin: number };
   llama_cpp: string;
+  /** llama.cpp's own spread across CPU variants on this golden (see variantSpread). */
+  llama_cpp_cpu_variant_spread?: {
+    what: string;
+    reference: string;
+    max_abs_diff_top5: number;
+    greedy_same_prefix_min: number;
+  };
 }
 
 /** What check 1 reports per prompt. */
 export interface CheckResult {
   prompt: string;
+  /** check-golden.mjs's verdict with the fixtures' quantized tolerances. */
   pass: boolean;
+  /** The same with --spread-aware: tolerances widened to llama.cpp's own CPU-variant spread. */
+  pass_spread_aware: boolean;
+  checker_spread_aware: string;
+  llama_cpp_cpu_variant_spread: ScaleGolden["llama_cpp_cpu_variant_spread"] | null;
   prompt_tokens: number;
   top5_ours: { id: number; logit: number }[];
   top5_ref: { id: number; logit: number }[];
@@ -60,6 +72,15 @@ export interface CheckResult {
   greedy_equal_steps: number;
   /** The cluster's greedy ids. */
   greedy_ids: number[];
+  /** Where the ids first differ: both ids' logits in our step and llama.cpp's margin there. */
+  first_difference: {
+    step: number;
+    ref_id: number;
+    our_id: number;
+    our_logit_ref_id: number;
+    our_logit_our_id: number;
+    ref_margin: number;
+  } | null;
   stages: string[];
   checker: string;
 }
@@ -80,10 +101,48 @@ export async function llamaCppEval(
   nPredict: number,
 ): Promise<ScaleGolden> {
   const key = await refCacheKey(model, prompt, nPredict);
+  let g: ScaleGolden;
   try {
-    return JSON.parse(await Deno.readTextFile(CACHE + key));
-  } catch { /* not cached */ }
-  return await cacheRef(dir, model, prompt, nPredict, key);
+    g = JSON.parse(await Deno.readTextFile(CACHE + key));
+  } catch {
+    g = await cacheRef(dir, model, prompt, nPredict, key);
+  }
+  if (!g.llama_cpp_cpu_variant_spread) {
+    g.llama_cpp_cpu_variant_spread = await variantSpread(dir, model, g);
+    await Deno.writeTextFile(CACHE + key, JSON.stringify(g));
+  }
+  return g;
+}
+
+/**
+ * How far llama.cpp itself moves on this golden when only its CPU backend changes: the same
+ * tokens through llamaref-logits on the machine's default (best) variant instead of x64, in the
+ * fixtures' `llama_cpp_cpu_variant_spread` format (check-golden.mjs --spread-aware reads it).
+ */
+async function variantSpread(
+  dir: string,
+  model: string,
+  g: ScaleGolden,
+): Promise<NonNullable<ScaleGolden["llama_cpp_cpu_variant_spread"]>> {
+  const [code, out, err] = await run(`${dir}native/build/llamaref-logits`, [
+    ...["--model", model, "--threads", "2", "--ctx", "256", "--kv-type", "f32"],
+    ...["--n-predict", String(g.n_predict), "--top-k", "100", "--flash-attn", "0"],
+    ...["--tokens", g.prompt_tokens.join(",")],
+  ]);
+  if (code !== 0) throw new Error(`llamaref-logits failed (${code}): ${err.slice(-1000)}`);
+  const r = JSON.parse(out.slice(out.indexOf("{")));
+  const byId = new Map<number, number>(
+    r.top.map((t: { id: number; logit: number }) => [t.id, t.logit]),
+  );
+  const diff = Math.max(...g.top5.map((t) => Math.abs((byId.get(t.id) ?? -Infinity) - t.logit)));
+  let same = 0;
+  while (same < g.greedy_ids.length && r.greedy[same] === g.greedy_ids[same]) same++;
+  return {
+    what: "same tokens through llamaref-logits on the default (best) CPU variant instead of x64",
+    reference: "x64",
+    max_abs_diff_top5: Math.round(diff * 1e6) / 1e6,
+    greedy_same_prefix_min: same,
+  };
 }
 
 /**
@@ -169,6 +228,7 @@ async function cacheRef(
 export async function judge(
   golden: ScaleGolden,
   candidate: { prompt_tokens: number[]; logits: number[]; greedy_ids: number[] },
+  spreadAware = false,
 ): Promise<[boolean, string]> {
   const dir = await Deno.makeTempDir({ prefix: "dllm-scale-check-" });
   try {
@@ -178,6 +238,7 @@ export async function judge(
       `${FIXTURES}check-golden.mjs`,
       `${dir}/golden.json`,
       `${dir}/candidate.json`,
+      ...(spreadAware ? ["--spread-aware"] : []),
     ]);
     return [code === 0, (out + err).trim()];
   } finally {
@@ -207,16 +268,34 @@ export async function checkAgainstLlamaCpp(
     file.close();
   }
   const out = await c.evalThrough(tokens, nPredict);
-  const [pass, checker] = await judge(golden, {
+  const candidate = {
     prompt_tokens: tokens,
     logits: Array.from(out.logits),
     greedy_ids: out.greedy,
-  });
+  };
+  const [pass, checker] = await judge(golden, candidate);
+  const [passSpread, checkerSpread] = golden.llama_cpp_cpu_variant_spread
+    ? await judge(golden, candidate, true)
+    : [pass, checker];
   let equal = 0;
   while (equal < nPredict && out.greedy[equal] === golden.greedy_ids[equal]) equal++;
+  const r5 = (x: number) => Math.round(x * 1e5) / 1e5;
+  const first_difference = equal < nPredict
+    ? {
+      step: equal,
+      ref_id: golden.greedy_ids[equal],
+      our_id: out.greedy[equal],
+      our_logit_ref_id: r5(out.steps[equal][golden.greedy_ids[equal]]),
+      our_logit_our_id: r5(out.steps[equal][out.greedy[equal]]),
+      ref_margin: r5(golden.greedy_margins[equal]),
+    }
+    : null;
   return {
     prompt: prompt.id,
     pass,
+    pass_spread_aware: passSpread,
+    checker_spread_aware: checkerSpread,
+    llama_cpp_cpu_variant_spread: golden.llama_cpp_cpu_variant_spread ?? null,
     prompt_tokens: tokens.length,
     top5_ours: top5(out.logits),
     top5_ref: golden.top5.map((t) => ({ id: t.id, logit: t.logit })),
@@ -225,6 +304,7 @@ export async function checkAgainstLlamaCpp(
     ),
     greedy_equal_steps: equal,
     greedy_ids: out.greedy,
+    first_difference,
     stages: out.stages,
     checker,
   };

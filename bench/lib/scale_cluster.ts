@@ -62,6 +62,11 @@ export interface ScaleClusterOptions {
   extra?: string[];
   /** Leave `dir` (the caches) in place on stop(). */
   keepDir?: boolean;
+  /**
+   * --gossip-preset (default local: fast failure detection for tests). The bench takes lan: on a
+   * busy 2-core machine local's 100 ms probe timeout declared busy agents dead again and again.
+   */
+  gossipPreset?: string;
 }
 
 /** What a deploy cost: per-node bytes, rate and the time until every stage was loaded. */
@@ -128,7 +133,9 @@ export class ScaleCluster {
   readonly #expectedExit = new Set<string>();
   /** Agents that exited on their own, with the reason. */
   readonly crashed = new Map<string, string>();
-  #opts: Required<Omit<ScaleClusterOptions, "threads" | "extra" | "keepDir">> & ScaleClusterOptions;
+  #opts:
+    & Required<Omit<ScaleClusterOptions, "threads" | "extra" | "keepDir" | "gossipPreset">>
+    & ScaleClusterOptions;
   #t0 = performance.now();
 
   private constructor(opts: ScaleClusterOptions) {
@@ -199,7 +206,7 @@ export class ScaleCluster {
         "--max-sessions",
         String(o.maxSessions),
         "--gossip-preset",
-        "local",
+        o.gossipPreset ?? "local",
         "--cache-dir",
         cacheDir,
         "--log-level",
@@ -374,7 +381,7 @@ export class ScaleCluster {
   async evalThrough(
     tokens: number[],
     nPredict: number,
-  ): Promise<{ logits: Float32Array; greedy: number[]; stages: string[] }> {
+  ): Promise<{ logits: Float32Array; steps: Float32Array[]; greedy: number[]; stages: string[] }> {
     const info = await this.waitReady(60_000);
     const placement = info.placement!;
     const [first, ...rest] = placement.stages;
@@ -399,14 +406,17 @@ export class ScaleCluster {
       };
       const logits0 = await pass(tokens);
       const greedy: number[] = [];
+      const steps: Float32Array[] = [];
       let logits = logits0;
       for (let i = 0; i < nPredict; i++) {
         const id = argmax(logits);
         greedy.push(id);
+        steps.push(logits);
         if (i + 1 < nPredict) logits = await pass([id]);
       }
       return {
         logits: logits0,
+        steps,
         greedy,
         stages: placement.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`),
       };
