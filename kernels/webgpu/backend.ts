@@ -40,6 +40,13 @@ import { checkRowRange, uploadWhole } from "../checks.ts";
 import { typeName } from "../quant/types.ts";
 import { describeAdapter, requestAdapter, requestDevice } from "./device.ts";
 import { Encoder } from "./encoder.ts";
+import {
+  describeFeatures,
+  FALLBACK_PATHS,
+  featureMode,
+  OPTIONAL_FEATURES,
+  type ShaderPaths,
+} from "./features.ts";
 import { WebGPUError, WebGPUUnavailableError } from "./errors.ts";
 import { asBuf, asWeight, GBuf, GKV, GWeight, type Part, type Res } from "./handles.ts";
 import { encodeAttention } from "./ops/attention.ts";
@@ -60,18 +67,38 @@ import { encodeRope } from "./ops/rope.ts";
 import { encodeCopyRows, encodeSumRowGroups } from "./ops/rows.ts";
 import { readTopCandidates, type TopCandidatesArgs } from "./ops/topk.ts";
 import { align, GpuResources } from "./resources.ts";
+import { chooseShaderPaths } from "./selfcheck.ts";
 import type { WebGPUBackendOptions, WebGPUInfo, WebGPUStats } from "./types.ts";
 import { beginWeightUpload } from "./upload.ts";
 
 export type { WebGPUBackendOptions, WebGPUInfo, WebGPUStats } from "./types.ts";
+
+let setPaths: (be: WebGPUBackend, paths: ShaderPaths, info?: WebGPUInfo) => void;
+
+/**
+ * Switch `be`'s ops to `paths` (features.ts) without a self-check: for the self-check itself and
+ * for tests that force a path. Not part of mod.ts.
+ */
+export function useShaderPaths(be: WebGPUBackend, paths: ShaderPaths): void {
+  setPaths(be, paths);
+}
 
 /**
  * The WebGPU implementation of {@link Backend}. Create it with {@link createWebGPUBackend}.
  */
 export class WebGPUBackend implements Backend {
   readonly name = "webgpu";
-  readonly device: string;
-  readonly info: WebGPUInfo;
+  /** The adapter, "(software fallback adapter)" on one, and the optional shader paths' state. */
+  get device(): string {
+    const i = this.#info;
+    const f = i.shaderFeatures.granted.length ? `; ${describeFeatures(i.shaderFeatures)}` : "";
+    return i.description + (i.isFallback ? " (software fallback adapter)" : "") + f;
+  }
+  /** What the backend found and uses. */
+  get info(): WebGPUInfo {
+    return this.#info;
+  }
+  #info: WebGPUInfo;
   /** Submissions, reads and bytes read back so far (bench gpu divides them by tokens). */
   readonly stats: WebGPUStats = { submissions: 0, reads: 0, bytesRead: 0 };
 
@@ -87,9 +114,16 @@ export class WebGPUBackend implements Backend {
     this.#gpu.dev.destroy();
   }
 
+  static {
+    // The module's own door to the op context (createWebGPUBackend, the self-check and tests).
+    setPaths = (be, paths, info) => {
+      be.#ctx.paths = paths;
+      if (info) be.#info = info;
+    };
+  }
+
   constructor(dev: GPUDevice, info: WebGPUInfo, packed: boolean) {
-    this.info = info;
-    this.device = info.description + (info.isFallback ? " (software fallback adapter)" : "");
+    this.#info = info;
     this.#gpu = new GpuResources(dev, info.description);
     this.#enc = new Encoder(this.#gpu, this.stats);
     this.#ctx = {
@@ -98,6 +132,7 @@ export class WebGPUBackend implements Backend {
       info,
       defines: packed ? ["PACKED_DOT"] : [],
       converted: new ConvertedActivations(this.#gpu),
+      paths: FALLBACK_PATHS,
     };
   }
 
@@ -324,25 +359,45 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
   if (opts.device && !opts.adapter) {
     throw new TypeError("createWebGPUBackend: pass the adapter of the device as well");
   }
-  const dev = opts.device ?? await requestDevice(adapter);
+  const mode = featureMode(opts.features);
+  const dev = opts.device ?? await requestDevice(adapter, OPTIONAL_FEATURES);
   const packed = (opts.packedDot ?? true) &&
     probe.wgslFeatures.includes("packed_4x8_integer_dot_product");
   const devMax = dev.limits.maxStorageBufferBindingSize;
   const maxBindingBytes = Math.floor(Math.min(opts.maxBindingBytes ?? devMax, devMax) / 4) * 4;
-  return new WebGPUBackend(
-    dev,
-    {
-      description: probe.description,
-      isFallback: probe.isFallback,
-      using: packed ? ["packed_4x8_integer_dot_product"] : [],
-      matmulLanes: opts.matmulLanes === undefined || opts.matmulLanes === "auto"
-        ? (probe.isFallback ? "single" : "auto")
-        : opts.matmulLanes,
-      features: probe.features,
-      maxBindingBytes,
-      attentionScratchBytes: opts.attentionScratchBytes ?? 64 << 20,
-      tiledPrefill: opts.tiledPrefill ?? !probe.isFallback,
-    },
-    packed,
-  );
+  const info: WebGPUInfo = {
+    description: probe.description,
+    isFallback: probe.isFallback,
+    using: packed ? ["packed_4x8_integer_dot_product"] : [],
+    matmulLanes: opts.matmulLanes === undefined || opts.matmulLanes === "auto"
+      ? (probe.isFallback ? "single" : "auto")
+      : opts.matmulLanes,
+    features: probe.features,
+    maxBindingBytes,
+    attentionScratchBytes: opts.attentionScratchBytes ?? 64 << 20,
+    tiledPrefill: opts.tiledPrefill ?? !probe.isFallback,
+    shaderFeatures: { mode, granted: [], active: [], outcomes: [] },
+  };
+  const be = new WebGPUBackend(dev, info, packed);
+  // Granted optional features are used only once the self-check has matched them against the
+  // fallback path on this device; the outcome is part of `be.device`, which the agent logs.
+  try {
+    const { paths, report } = await chooseShaderPaths(
+      be,
+      dev,
+      (p) => setPaths(be, p),
+      adapter,
+      mode,
+      `${info.matmulLanes}|${info.tiledPrefill}|${packed}|${maxBindingBytes}`,
+    );
+    setPaths(be, paths, {
+      ...info,
+      using: [...info.using, ...report.active],
+      shaderFeatures: report,
+    });
+  } catch (e) {
+    be.dispose();
+    throw e;
+  }
+  return be;
 }

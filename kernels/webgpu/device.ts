@@ -103,8 +103,14 @@ export async function probeAdapter(
   return describeAdapter(adapter);
 }
 
-/** Request a device with the adapter's buffer-size limits (the defaults are much lower). */
-export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
+/**
+ * Request a device with the adapter's buffer-size limits (the defaults are much lower) and the
+ * optional `features` the adapter offers (the rest are left out, never an error).
+ */
+export async function requestDevice(
+  adapter: GPUAdapter,
+  features: readonly string[] = [],
+): Promise<GPUDevice> {
   const want = [
     "maxStorageBufferBindingSize",
     "maxBufferSize",
@@ -114,7 +120,10 @@ export async function requestDevice(adapter: GPUAdapter): Promise<GPUDevice> {
   const requiredLimits: Record<string, number> = {};
   for (const k of want) requiredLimits[k] = adapter.limits[k];
   try {
-    return await adapter.requestDevice({ requiredLimits });
+    const requiredFeatures = features.filter((f) =>
+      adapter.features.has(f as GPUFeatureName)
+    ) as GPUFeatureName[];
+    return await adapter.requestDevice({ requiredLimits, requiredFeatures });
   } catch (e) {
     throw new WebGPUUnavailableError(
       `requestDevice on "${adapter.info.description}" failed: ${(e as Error).message}`,

@@ -15,6 +15,8 @@ export interface ComposeOptions {
   readonly defines?: readonly string[];
   /** Values for `{{NAME}}` placeholders. */
   readonly subst?: Readonly<Record<string, string | number>>;
+  /** Directives put first (e.g. `enable f16;`): WGSL wants them before any declaration. */
+  readonly prelude?: string;
 }
 
 function source(name: string): string {
@@ -76,7 +78,7 @@ export function compose(name: string, opts: ComposeOptions = {}): string {
     if (!opts.decode) throw new Error(`${name}.wgsl needs a weight type to decode`);
     text = text.replace("{{DECODE}}", decodeSnippet(opts.decode, text.includes("acc_add(")));
   }
-  text = preprocess(text, new Set(opts.defines ?? []));
+  text = (opts.prelude ?? "") + preprocess(text, new Set(opts.defines ?? []));
   return text.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
     const v = opts.subst?.[k];
     if (v === undefined) throw new Error(`${name}.wgsl: no value for {{${k}}}`);

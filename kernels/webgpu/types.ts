@@ -4,6 +4,7 @@
  *
  * @module
  */
+import type { FeatureMode, ShaderFeatureReport } from "./features.ts";
 
 /** Options of {@link createWebGPUBackend}. */
 export interface WebGPUBackendOptions {
@@ -43,6 +44,12 @@ export interface WebGPUBackendOptions {
    * llvmpipe (20 → 8 tok/s).
    */
   readonly tiledPrefill?: boolean;
+  /**
+   * Optional shader paths that may be used, each after its startup self-check against the
+   * fallback path (features.ts, selfcheck.ts): "all" (default), "f16", "subgroups" or "none"
+   * (the f32 / workgroup-memory path only). Default: `DLLM_WEBGPU_FEATURES`, else "all".
+   */
+  readonly features?: FeatureMode;
 }
 
 /** Host round trips since creation (`backend.stats`): what a step costs besides the math. */
@@ -71,4 +78,6 @@ export interface WebGPUInfo {
   readonly attentionScratchBytes: number;
   /** Prompts use the tiled matmul (see the option). */
   readonly tiledPrefill: boolean;
+  /** `shader-f16` and `subgroups`: granted, self-checked, in use (see the `features` option). */
+  readonly shaderFeatures: ShaderFeatureReport;
 }

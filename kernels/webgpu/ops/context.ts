@@ -5,6 +5,7 @@
  * @module
  */
 import type { Encoder } from "../encoder.ts";
+import type { ShaderPaths } from "../features.ts";
 import type { GpuResources } from "../resources.ts";
 import type { WebGPUInfo } from "../types.ts";
 import type { ConvertedActivations } from "./quantize.ts";
@@ -21,6 +22,30 @@ export interface OpContext {
   readonly defines: readonly string[];
   /** The last conversion of activations to each vec_dot type (ops/quantize.ts). */
   readonly converted: ConvertedActivations;
+  /**
+   * The optional shader paths in effect (features.ts); set once the self-check has run, and
+   * switched by it while it compares a path against the fallback.
+   */
+  paths: ShaderPaths;
+}
+
+/**
+ * What a reduction shader is composed with on the subgroup path: the `SUBGROUPS` define, the
+ * `{{SG}}` width, the prelude and a pipeline-key suffix; nothing on the fallback path.
+ */
+export function subgroupVariant(p: ShaderPaths): {
+  defines: string[];
+  subst: Record<string, number>;
+  prelude: string;
+  key: string;
+} {
+  if (!p.subgroups) return { defines: [], subst: {}, prelude: "", key: "" };
+  return {
+    defines: ["SUBGROUPS"],
+    subst: { SG: p.subgroupMinSize },
+    prelude: p.subgroupEnable,
+    key: `:sg${p.subgroupMinSize}`,
+  };
 }
 
 /** Split a 1-D workgroup count over x and y (each ≤ 65535). */

@@ -9,12 +9,16 @@ import type { Backend } from "../../backend.ts";
 import { typeInfo, typeName } from "../../quant/types.ts";
 import { asBuf, asWeight, need, type Res } from "../handles.ts";
 import { compose } from "../shaders.ts";
-import { grid, type OpContext, WG } from "./context.ts";
+import { FALLBACK_PATHS } from "../features.ts";
+import { grid, type OpContext, subgroupVariant, WG } from "./context.ts";
 import { quantizeActivations, VD_BLOCK, VEC_DOT } from "./quantize.ts";
 
 /** Elements of each activation row per tile of matmul_tiled.wgsl: float kinds, int8 kinds. */
 const TILE_FLOATS = 256;
 const TILE_QUANTS = 1024;
+
+/** The f16 path reads the weight a second time as `array<f16>` (binding 4, see quant.wgsl). */
+const F16_BINDING = [[4, "read"]] as const;
 
 function pow2floor(n: number): number {
   return 2 ** Math.floor(Math.log2(Math.max(1, n)));
@@ -59,15 +63,26 @@ export function encodeMatmul(
   const single = lanes === 1 ? ["SINGLE_LANE"] : [];
   const file = tiled ? "matmul_tiled" : "matmul";
   const kindDef = kind === "f32" || VD_BLOCK[kind] === 1 ? "KIND_F" : `KIND_${kind.toUpperCase()}`;
+  // Optional paths (after their self-check): hardware half conversion in either kernel; shuffle
+  // reductions where matmul.wgsl's lanes share a row.
+  const sg = subgroupVariant(!tiled && lanes > 1 ? ctx.paths : FALLBACK_PATHS);
+  const f16 = ctx.paths.f16;
   const p = ctx.enc.pipe(
-    `${file}:${tname}:${tt}:${lanes === 1 ? "single" : "shared"}`,
+    `${file}:${tname}:${tt}:${lanes === 1 ? "single" : "shared"}${sg.key}${f16 ? ":f16" : ""}`,
     () =>
       compose(file, {
         decode: tname,
-        defines: [...ctx.defines, ...single, kindDef],
-        subst: { TT: tt, KT: kt },
+        defines: [
+          ...ctx.defines,
+          ...single,
+          kindDef,
+          ...sg.defines,
+          ...(f16 ? ["F16_NATIVE"] : []),
+        ],
+        subst: { TT: tt, KT: kt, ...sg.subst },
+        prelude: (f16 ? "enable f16;\n" : "") + sg.prelude,
       }),
-    [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"]],
+    [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"], ...(f16 ? F16_BINDING : [])],
   );
   const rowsPerWg = WG / lanes;
   for (const part of W.parts) {
@@ -85,7 +100,8 @@ export function encodeMatmul(
       part.skip ?? 0,
     ]);
     const [gx, gy] = grid(Math.ceil(part.rows / rowsPerWg));
-    ctx.enc.dispatch(p, prm.slot, [part.res, a, o.res], gx, gy, Math.ceil(rows / tt));
+    const res = f16 ? [part.res, a, o.res, part.res] : [part.res, a, o.res];
+    ctx.enc.dispatch(p, prm.slot, res, gx, gy, Math.ceil(rows / tt));
   }
   o.version++;
 }

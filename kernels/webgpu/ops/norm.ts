@@ -1,6 +1,6 @@
 /**
  * RMS norm with its weight: `out = x / sqrt(mean(x²) + eps) ⊙ w`, one workgroup per row
- * (norm.wgsl).
+ * (norm.wgsl; its sum of squares reduced with subgroup shuffles when that path is on).
  *
  * @module
  */
@@ -9,7 +9,7 @@ import { typeName } from "../../quant/types.ts";
 import { WebGPUError } from "../errors.ts";
 import { asBuf, asWeight, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
-import { grid, type OpContext } from "./context.ts";
+import { grid, type OpContext, subgroupVariant } from "./context.ts";
 
 /** Record the RMS norm of `rows` rows of `x` into `out`. */
 export function encodeRmsNorm(
@@ -24,9 +24,16 @@ export function encodeRmsNorm(
   need(o, rows * n, "rmsNorm output");
   if (w.parts.length !== 1) throw new WebGPUError(`rmsNorm: ${w.name} is too large`);
   if (rows === 0) return;
+  const sg = subgroupVariant(ctx.paths);
   const p = ctx.enc.pipe(
-    `norm:${typeName(w.type)}`,
-    () => compose("norm", { decode: typeName(w.type), defines: ctx.defines }),
+    `norm:${typeName(w.type)}${sg.key}`,
+    () =>
+      compose("norm", {
+        decode: typeName(w.type),
+        defines: [...ctx.defines, ...sg.defines],
+        subst: sg.subst,
+        prelude: sg.prelude,
+      }),
     [[0, "uniform"], [1, "read"], [2, "storage"], [3, "storage"]],
   );
   const prm = ctx.enc.params();

@@ -1,14 +1,15 @@
 /**
  * Sampling candidates of logit rows (topk.wgsl): per row the k largest values outside an
  * exclude list, the excluded values, and the max and Σ e^(v − max) for log-probabilities, so a
- * decode step reads back a few bytes instead of a vocabulary of floats.
+ * decode step reads back a few bytes instead of a vocabulary of floats. Its reductions take
+ * subgroup shuffles when that path is on (same order, same results).
  *
  * @module
  */
 import type { Backend, TopCandidates } from "../../backend.ts";
 import { asBuf, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
-import { grid, type OpContext } from "./context.ts";
+import { grid, type OpContext, subgroupVariant } from "./context.ts";
 
 /** The parameters of `Backend.topCandidates` (an optional method there). */
 export type TopCandidatesArgs = Parameters<NonNullable<Backend["topCandidates"]>>;
@@ -63,9 +64,15 @@ export async function readTopCandidates(
   const outWords = 2 * k + maxEx + 2;
   const out = ctx.gpu.scratch("sampling candidates", rows * outWords * 4);
   const kmax = 2 ** Math.ceil(Math.log2(k));
+  const sg = subgroupVariant(ctx.paths);
   const p = ctx.enc.pipe(
-    `topk:${kmax}`,
-    () => compose("topk", { subst: { KMAX: kmax } }),
+    `topk:${kmax}${sg.key}`,
+    () =>
+      compose("topk", {
+        defines: sg.defines,
+        subst: { KMAX: kmax, ...sg.subst },
+        prelude: sg.prelude,
+      }),
     [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
   );
   const prm = ctx.enc.params();

@@ -25,9 +25,15 @@ struct Params {
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read_write> A: array<u32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
+//#if F16_NATIVE
+@group(0) @binding(4) var<storage, read> WH: array<f16>; // W again, for quant.wgsl's ldh
+//#endif
 
 const WG: u32 = 64u;
 const TT: u32 = {{TT}}u;
+//#if SUBGROUPS
+const SG: u32 = {{SG}}u; // the adapter's smallest subgroup
+//#endif
 
 fn a_f(t: u32, c: u32) -> f32 {
   return bitcast<f32>(A[t * P.k + c]);
@@ -90,6 +96,39 @@ fn main(
     }
   }
   //#else
+  //#if SUBGROUPS
+  // Lane l adds lane l ^ s (= l + s for the lanes that count) at every step, as the tree below
+  // adds red[l + s]: lane 0 ends with the same sum, bit for bit. Steps as wide as a subgroup
+  // (SG, the adapter's smallest) go through workgroup memory, narrower ones through shuffles.
+  var v: array<f32, TT>;
+  for (var j = 0u; j < TT; j = j + 1u) {
+    v[j] = acc_final(acc[j]);
+  }
+  var s = tpr / 2u;
+  for (; s >= SG; s = s / 2u) {
+    for (var j = 0u; j < TT; j = j + 1u) {
+      red[li * TT + j] = v[j];
+    }
+    workgroupBarrier();
+    for (var j = 0u; j < TT; j = j + 1u) {
+      v[j] = v[j] + red[(li ^ s) * TT + j];
+    }
+    workgroupBarrier();
+  }
+  for (; s > 0u; s = s / 2u) {
+    for (var j = 0u; j < TT; j = j + 1u) {
+      v[j] = v[j] + subgroupShuffleXor(v[j], s);
+    }
+  }
+  if (lane == 0u && row < P.n_rows) {
+    for (var j = 0u; j < TT; j = j + 1u) {
+      let t = t0 + j;
+      if (t < P.n_tok) {
+        O[t * P.out_stride + P.out_off + row] = v[j];
+      }
+    }
+  }
+  //#else
   for (var j = 0u; j < TT; j = j + 1u) {
     red[li * TT + j] = acc_final(acc[j]);
   }
@@ -110,5 +149,6 @@ fn main(
       }
     }
   }
+  //#endif
   //#endif
 }

@@ -24,6 +24,9 @@ struct Params {
 @group(0) @binding(1) var<storage, read> W: array<u32>;
 @group(0) @binding(2) var<storage, read_write> A: array<u32>;
 @group(0) @binding(3) var<storage, read_write> O: array<f32>;
+//#if F16_NATIVE
+@group(0) @binding(4) var<storage, read> WH: array<f16>; // W again, for quant.wgsl's ldh
+//#endif
 
 const WG: u32 = 64u;
 const TT: u32 = {{TT}}u;

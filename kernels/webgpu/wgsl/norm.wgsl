@@ -15,6 +15,9 @@ struct Params {
 {{DECODE}}
 
 var<workgroup> red: array<vec2<f32>, 64>;
+//#if SUBGROUPS
+const SG: u32 = {{SG}}u;
+//#endif
 
 @compute @workgroup_size(64)
 fn main(
@@ -33,6 +36,25 @@ fn main(
       s = ksum(s, v * v);
     }
   }
+  //#if SUBGROUPS
+  // The tree below, lane l combining itself with lane l ^ k (= l + k for the lanes that count),
+  // so lane 0's sum is the tree's bit for bit: steps as wide as a subgroup (SG, the adapter's
+  // smallest) through workgroup memory, narrower ones through shuffles.
+  var k = 32u;
+  for (; k >= SG; k = k / 2u) {
+    red[li] = s;
+    workgroupBarrier();
+    s = ksum2(s, red[li ^ k]);
+    workgroupBarrier();
+  }
+  for (; k > 0u; k = k / 2u) {
+    s = ksum2(s, subgroupShuffleXor(s, k));
+  }
+  if (li == 0u) {
+    red[0] = s;
+  }
+  workgroupBarrier();
+  //#else
   red[li] = s;
   workgroupBarrier();
   for (var k = 32u; k > 0u; k = k / 2u) {
@@ -41,6 +63,7 @@ fn main(
     }
     workgroupBarrier();
   }
+  //#endif
   if (t >= P.rows) {
     return;
   }

@@ -35,6 +35,17 @@ fn ld32(b: u32) -> u32 {
   return (W[i] >> s) | (W[i + 1u] << (32u - s));
 }
 
+// The IEEE half at even byte offset `b` of W, as f32 (exact). With shader-f16 (matmul shaders
+// only, after the startup self-check) the hardware converts it, reading W a second time as
+// `WH: array<f16>`; a GPU flushing half subnormals fails the self-check (its inputs hold some).
+fn ldh(b: u32) -> f32 {
+  //#if F16_NATIVE
+  return f32(WH[b >> 1u]);
+  //#else
+  return f16_to_f32(ld16(b));
+  //#endif
+}
+
 // The four bytes of v as unsigned / signed integers.
 fn u8x4(v: u32) -> vec4<i32> {
   return vec4<i32>(vec4<u32>(v & 0xffu, (v >> 8u) & 0xffu, (v >> 16u) & 0xffu, v >> 24u));
@@ -71,11 +82,11 @@ fn acc_final(a: Acc) -> f32 {
 const BLOCK_ELEMS: u32 = 1u;
 const BLOCK_BYTES: u32 = 2u;
 fn w_elem(rb: u32, i: u32) -> f32 {
-  return f16_to_f32(ld16(rb + 2u * i));
+  return ldh(rb + 2u * i);
 }
 //@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
-  return f16_to_f32(ld16(wb)) * a_f(t, b);
+  return ldh(wb) * a_f(t, b);
 }
 
 // ggml_vec_dot_f32/f16/bf16 (scalar) sum float products in double: compensated f32 here.
@@ -121,7 +132,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
   let j = i % 32u;
   let q = (ld8(bb + 2u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
-  return (f32(q) - 8.0) * f16_to_f32(ld16(bb));
+  return (f32(q) - 8.0) * ldh(bb);
 }
 //@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
@@ -135,7 +146,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     sa = sa + sum4i8(a0) + sum4i8(a1);
   }
   s = s - 8i * sa;
-  return f32(s) * f16_to_f32(ld16(wb)) * a_d(t, b);
+  return f32(s) * ldh(wb) * a_d(t, b);
 }
 
 // ggml accumulates block results in a float, in block order.
@@ -158,7 +169,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
   let j = i % 32u;
   let q = (ld8(bb + 4u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u;
-  return f32(q) * f16_to_f32(ld16(bb)) + f16_to_f32(ld16(bb + 2u));
+  return f32(q) * ldh(bb) + ldh(bb + 2u);
 }
 //@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
@@ -168,7 +179,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     s = s + dot4i8(q & 0x0f0f0f0fu, a_q4(t, b * 8u + i));
     s = s + dot4i8((q >> 4u) & 0x0f0f0f0fu, a_q4(t, b * 8u + 4u + i));
   }
-  return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(ld16(wb + 2u)) * a_s(t, b);
+  return (ldh(wb) * a_d(t, b)) * f32(s) + ldh(wb + 2u) * a_s(t, b);
 }
 
 // ggml accumulates block results in a float, in block order.
@@ -192,7 +203,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let j = i % 32u;
   let qh = ld32(bb + 2u);
   let q = ((ld8(bb + 6u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
-  return (f32(q) - 16.0) * f16_to_f32(ld16(bb));
+  return (f32(q) - 16.0) * ldh(bb);
 }
 //@dot
 // Four bits of h (from bit k) spread to bit 4 of four bytes.
@@ -213,7 +224,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     sa = sa + sum4i8(a0) + sum4i8(a1);
   }
   s = s - 16i * sa;
-  return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s);
+  return (ldh(wb) * a_d(t, b)) * f32(s);
 }
 
 // ggml accumulates block results in a float, in block order.
@@ -237,7 +248,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let j = i % 32u;
   let qh = ld32(bb + 4u);
   let q = ((ld8(bb + 8u + (j % 16u)) >> ((j / 16u) * 4u)) & 15u) | (((qh >> j) & 1u) << 4u);
-  return f32(q) * f16_to_f32(ld16(bb)) + f16_to_f32(ld16(bb + 2u));
+  return f32(q) * ldh(bb) + ldh(bb + 2u);
 }
 //@dot
 fn spread4(h: u32, k: u32) -> u32 {
@@ -252,7 +263,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     s = s + dot4i8((q & 0x0f0f0f0fu) | spread4(qh, 4u * i), a_q4(t, b * 8u + i));
     s = s + dot4i8(((q >> 4u) & 0x0f0f0f0fu) | spread4(qh, 16u + 4u * i), a_q4(t, b * 8u + 4u + i));
   }
-  return (f16_to_f32(ld16(wb)) * a_d(t, b)) * f32(s) + f16_to_f32(ld16(wb + 2u)) * a_s(t, b);
+  return (ldh(wb) * a_d(t, b)) * f32(s) + ldh(wb + 2u) * a_s(t, b);
 }
 
 // ggml accumulates block results in a float, in block order.
@@ -274,7 +285,7 @@ const BLOCK_BYTES: u32 = 34u;
 fn w_elem(rb: u32, i: u32) -> f32 {
   let bb = rb + (i / 32u) * BLOCK_BYTES;
   let q = bitcast<i32>(ld8(bb + 2u + (i % 32u)) << 24u) >> 24u;
-  return f32(q) * f16_to_f32(ld16(bb));
+  return f32(q) * ldh(bb);
 }
 //@dot
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
@@ -282,7 +293,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   for (var i = 0u; i < 8u; i = i + 1u) {
     s = s + dot4i8(ld32(wb + 2u + 4u * i), a_q4(t, b * 8u + i));
   }
-  return f32(s) * (f16_to_f32(ld16(wb)) * a_d(t, b));
+  return f32(s) * (ldh(wb) * a_d(t, b));
 }
 
 // ggml accumulates block results in a float, in block order.
@@ -310,8 +321,8 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let l = e % 32u;
   let sc = ld8(bb + e / 16u);
   let q = (ld8(bb + 16u + n * 32u + l) >> (2u * j)) & 3u;
-  let d = f16_to_f32(ld16(bb + 80u));
-  let dmin = f16_to_f32(ld16(bb + 82u));
+  let d = ldh(bb + 80u);
+  let dmin = ldh(bb + 82u);
   return d * f32(sc & 15u) * f32(q) - dmin * f32(sc >> 4u);
 }
 //@dot
@@ -332,8 +343,8 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     isum = isum + i32(sc & 15u) * s;
   }
   let yd = a_d(t, b);
-  let dall = yd * f16_to_f32(ld16(wb + 80u));
-  let dmin = yd * f16_to_f32(ld16(wb + 82u));
+  let dall = yd * ldh(wb + 80u);
+  let dmin = yd * ldh(wb + 82u);
   return dall * f32(isum) - dmin * f32(summs);
 }
 
@@ -367,7 +378,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let l = e % 32u;
   let q = i32((ld8(bb + 32u + n * 32u + l) >> (2u * j)) & 3u);
   let hb = (ld8(bb + l) >> (4u * n + j)) & 1u;
-  let dl = f16_to_f32(ld16(bb + 108u)) * f32(q3_scale(bb, e / 16u));
+  let dl = ldh(bb + 108u) * f32(q3_scale(bb, e / 16u));
   return dl * f32(q - select(4i, 0i, hb == 1u));
 }
 //@dot
@@ -409,7 +420,7 @@ fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
       }
     }
   }
-  return acc_lanes(a, lo, hi, f16_to_f32(ld16(wb + 108u)) * a_d(t, b), 0.0);
+  return acc_lanes(a, lo, hi, ldh(wb + 108u) * a_d(t, b), 0.0);
 }
 //#else
 // Many lanes per row (GPUs): packed dot products, float result per block.
@@ -430,7 +441,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     }
     isum = isum + q3_scale(wb, g) * (s - 4i * sa);
   }
-  return (f16_to_f32(ld16(wb + 108u)) * a_d(t, b)) * f32(isum);
+  return (ldh(wb + 108u) * a_d(t, b)) * f32(isum);
 }
 alias Acc = f32;
 fn acc_zero() -> Acc {
@@ -465,8 +476,8 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let r = e % 64u;
   let sm = k4_scale_min(bb, 2u * j + r / 32u);
   let q = (ld8(bb + 16u + 32u * j + (r % 32u)) >> (4u * (r / 32u))) & 15u;
-  let d = f16_to_f32(ld16(bb)) * f32(sm.x);
-  let m = f16_to_f32(ld16(bb + 2u)) * f32(sm.y);
+  let d = ldh(bb) * f32(sm.x);
+  let m = ldh(bb + 2u) * f32(sm.y);
   return d * f32(q) - m;
 }
 //@dot
@@ -512,8 +523,8 @@ fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
     summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
   }
   let yd = a_d(t, b);
-  let d = f16_to_f32(ld16(wb)) * yd;
-  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
+  let d = ldh(wb) * yd;
+  let dmin = ldh(wb + 2u) * yd;
   return acc_lanes(a, lo, hi, d, dmin * f32(summs));
 }
 //#else
@@ -536,8 +547,8 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
   }
   let yd = a_d(t, b);
-  let d = f16_to_f32(ld16(wb)) * yd;
-  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
+  let d = ldh(wb) * yd;
+  let dmin = ldh(wb + 2u) * yd;
   return d * f32(isum) - dmin * f32(summs);
 }
 alias Acc = f32;
@@ -574,8 +585,8 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let sm = k4_scale_min(bb, k);
   let l = r % 32u;
   let q = ((ld8(bb + 48u + 32u * j + l) >> (4u * (r / 32u))) & 15u) | (((ld8(bb + 16u + l) >> k) & 1u) << 4u);
-  let d = f16_to_f32(ld16(bb)) * f32(sm.x);
-  let m = f16_to_f32(ld16(bb + 2u)) * f32(sm.y);
+  let d = ldh(bb) * f32(sm.x);
+  let m = ldh(bb + 2u) * f32(sm.y);
   return d * f32(q) - m;
 }
 //@dot
@@ -624,8 +635,8 @@ fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
     summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
   }
   let yd = a_d(t, b);
-  let d = f16_to_f32(ld16(wb)) * yd;
-  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
+  let d = ldh(wb) * yd;
+  let dmin = ldh(wb + 2u) * yd;
   return acc_lanes(a, lo, hi, d, dmin * f32(summs));
 }
 //#else
@@ -651,8 +662,8 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
   }
   let yd = a_d(t, b);
-  let d = f16_to_f32(ld16(wb)) * yd;
-  let dmin = f16_to_f32(ld16(wb + 2u)) * yd;
+  let d = ldh(wb) * yd;
+  let dmin = ldh(wb + 2u) * yd;
   return d * f32(isum) - dmin * f32(summs);
 }
 alias Acc = f32;
@@ -685,7 +696,7 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   let lo = (ld8(bb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 15u;
   let hi = (ld8(bb + 128u + 32u * n + l) >> (2u * g)) & 3u;
   let q = i32(lo | (hi << 4u)) - 32i;
-  return f16_to_f32(ld16(bb + 208u)) * f32(q6_scale(bb, 8u * n + 2u * g + l / 16u)) * f32(q);
+  return ldh(bb + 208u) * f32(q6_scale(bb, 8u * n + 2u * g + l / 16u)) * f32(q);
 }
 //@dot
 //#if SINGLE_LANE
@@ -727,7 +738,7 @@ fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
       }
     }
   }
-  return acc_lanes(a, lo, hi, f16_to_f32(ld16(wb + 208u)) * a_d(t, b), 0.0);
+  return acc_lanes(a, lo, hi, ldh(wb + 208u) * a_d(t, b), 0.0);
 }
 //#else
 // Many lanes per row (GPUs): packed dot products, float result per block.
@@ -749,7 +760,7 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     }
     isum = isum + q6_scale(wb, 8u * n + 2u * g + h) * (s - 32i * sa);
   }
-  return (f16_to_f32(ld16(wb + 208u)) * a_d(t, b)) * f32(isum);
+  return (ldh(wb + 208u) * a_d(t, b)) * f32(isum);
 }
 alias Acc = f32;
 fn acc_zero() -> Acc {

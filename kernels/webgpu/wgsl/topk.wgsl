@@ -29,6 +29,9 @@ const WG: u32 = 64u;
 const KMAX: u32 = {{KMAX}}u;
 const MAX_EXCLUDE: u32 = 256u;
 const NONE: u32 = 0xffffffffu;
+//#if SUBGROUPS
+const SG: u32 = {{SG}}u; // the adapter's smallest subgroup
+//#endif
 
 var<workgroup> ex: array<u32, MAX_EXCLUDE>;
 var<workgroup> red_v: array<f32, WG>;
@@ -39,6 +42,25 @@ var<workgroup> red_s: array<vec2<f32>, WG>;
 // True when (va, ia) comes before (vb, ib): larger value first, then the lower id.
 fn before(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
   return va > vb || (va == vb && ia < ib);
+}
+
+// Whether lane candidate (vb, ib) replaces (va, ia): a real id that comes first.
+fn takes(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
+  return ib != NONE && (ia == NONE || before(vb, ib, va, ia));
+}
+
+// Two lanes' (max, Σ e^(v − max)) as one, rescaled to the larger max.
+fn merge_sum(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
+  let mx = max(a.x, b.x);
+  var sa = 0.0;
+  var sb = 0.0;
+  if (a.y > 0.0) {
+    sa = a.y * exp(a.x - mx);
+  }
+  if (b.y > 0.0) {
+    sb = b.y * exp(b.x - mx);
+  }
+  return vec2<f32>(mx, sa + sb);
 }
 
 // Binary search of the row's sorted exclude list (n_ex entries in `ex`).
@@ -111,44 +133,86 @@ fn main(
   }
 
   // Row max and sum: each lane's sum rescaled to the common max.
+  //#if SUBGROUPS
+  // Every reduction here takes the tree's order (lane l with lane l ^ h = l + h for the lanes
+  // that count): steps as wide as a subgroup (SG) through workgroup memory, the rest through
+  // shuffles, so lane 0 ends with the tree's values bit for bit.
+  var ms = vec2<f32>(m, s);
+  var h = WG / 2u;
+  for (; h >= SG; h = h / 2u) {
+    red_s[li] = ms;
+    workgroupBarrier();
+    ms = merge_sum(ms, red_s[li ^ h]);
+    workgroupBarrier();
+  }
+  for (; h > 0u; h = h / 2u) {
+    ms = merge_sum(ms, subgroupShuffleXor(ms, h));
+  }
+  if (li == 0u) {
+    red_s[0] = ms;
+  }
+  workgroupBarrier();
+  //#else
   red_s[li] = vec2<f32>(m, s);
   workgroupBarrier();
   for (var h = WG / 2u; h > 0u; h = h / 2u) {
     if (li < h) {
-      let a = red_s[li];
-      let b = red_s[li + h];
-      let mx = max(a.x, b.x);
-      var sa = 0.0;
-      var sb = 0.0;
-      if (a.y > 0.0) {
-        sa = a.y * exp(a.x - mx);
-      }
-      if (b.y > 0.0) {
-        sb = b.y * exp(b.x - mx);
-      }
-      red_s[li] = vec2<f32>(mx, sa + sb);
+      red_s[li] = merge_sum(red_s[li], red_s[li + h]);
     }
     workgroupBarrier();
   }
+  //#endif
 
   // k rounds: the best head among the lanes wins and its lane moves to its next entry.
   var head = 0u;
   for (var rd = 0u; rd < P.k; rd = rd + 1u) {
+    var cv = -3.4028235e38;
+    var ci = NONE;
     if (head < len) {
-      red_v[li] = tv[head];
-      red_i[li] = ti[head];
-    } else {
-      red_v[li] = -3.4028235e38;
-      red_i[li] = NONE;
+      cv = tv[head];
+      ci = ti[head];
     }
+    //#if SUBGROUPS
+    var cl = li;
+    var g = WG / 2u;
+    for (; g >= SG; g = g / 2u) {
+      red_v[li] = cv;
+      red_i[li] = ci;
+      red_l[li] = cl;
+      workgroupBarrier();
+      let o = li ^ g;
+      if (takes(cv, ci, red_v[o], red_i[o])) {
+        cv = red_v[o];
+        ci = red_i[o];
+        cl = red_l[o];
+      }
+      workgroupBarrier();
+    }
+    for (; g > 0u; g = g / 2u) {
+      let ov = subgroupShuffleXor(cv, g);
+      let oi = subgroupShuffleXor(ci, g);
+      let ol = subgroupShuffleXor(cl, g);
+      if (takes(cv, ci, ov, oi)) {
+        cv = ov;
+        ci = oi;
+        cl = ol;
+      }
+    }
+    if (li == 0u) {
+      red_v[0] = cv;
+      red_i[0] = ci;
+      red_l[0] = cl;
+    }
+    workgroupBarrier();
+    //#else
+    red_v[li] = cv;
+    red_i[li] = ci;
     red_l[li] = li;
     workgroupBarrier();
     for (var h = WG / 2u; h > 0u; h = h / 2u) {
       if (li < h) {
         let o = li + h;
-        let take = red_i[o] != NONE &&
-          (red_i[li] == NONE || before(red_v[o], red_i[o], red_v[li], red_i[li]));
-        if (take) {
+        if (takes(red_v[li], red_i[li], red_v[o], red_i[o])) {
           red_v[li] = red_v[o];
           red_i[li] = red_i[o];
           red_l[li] = red_l[o];
@@ -156,6 +220,7 @@ fn main(
       }
       workgroupBarrier();
     }
+    //#endif
     let win_i = red_i[0];
     let win_l = red_l[0];
     if (live && li == 0u) {

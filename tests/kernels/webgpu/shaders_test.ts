@@ -43,11 +43,27 @@ Deno.test("webgpu shaders: every op composes without leftover placeholders or di
     texts.push(
       compose("matmul", { decode: t, defines: ["SINGLE_LANE", "PACKED_DOT"], subst: { TT: 1 } }),
     );
+    // The optional paths (features.ts): subgroup reductions, native half conversion.
+    texts.push(compose("matmul", { decode: t, defines: ["SUBGROUPS"], subst: { TT: 8, SG: 32 } }));
+    const f16 = compose("matmul", {
+      decode: t,
+      defines: ["F16_NATIVE"],
+      subst: { TT: 1 },
+      prelude: "enable f16;\n",
+    });
+    assert(f16.startsWith("enable f16;\n") && f16.includes("array<f16>"), "f16 variant");
+    texts.push(f16);
+    texts.push(compose("norm", { decode: t, defines: ["SUBGROUPS"], subst: { SG: 4 } }));
     for (const op of ["embed", "norm", "elementwise"]) texts.push(compose(op, { decode: t }));
     assert(!decodeSnippet(t, false).includes("fn acc_add"), `${t}: elem part has no dot`);
   }
   for (const bs of [1, 32, 256]) texts.push(compose("quantize", { subst: { BS: bs } }));
   for (const op of ["rope", "kv", "attention", "softmax"]) texts.push(compose(op));
+  texts.push(compose("topk", { subst: { KMAX: 8 } }));
+  texts.push(compose("topk", { defines: ["SUBGROUPS"], subst: { KMAX: 8, SG: 32 } }));
+  for (const t of texts.slice(0, 2)) {
+    assert(!t.includes("subgroupShuffle"), "fallback: no subgroups");
+  }
   for (const t of texts) {
     assert(!/\{\{\w+\}\}|\/\/#(if|else|endif)|\/\/@(section|dot)/.test(t), t.slice(0, 200));
   }
