@@ -44,10 +44,10 @@ export interface TensorSource {
 /** Bytes of the one buffer a stage load streams every tensor through. */
 const LOAD_CHUNK = 4 << 20;
 /**
- * A pass gives the event loop a turn between layers once it has held the thread this long. A
- * CPU backend runs every op on the calling thread: one prefill through 14 layers of an 8B model
- * held it for seconds, so the agent answered no gossip probe or RPC ping and its peers declared
- * it dead mid-request (issue 17).
+ * A pass gives the event loop a turn between layers and between a layer's big matmuls once it
+ * has held the thread this long. A CPU backend runs every op on the calling thread: one prefill
+ * through 14 layers of an 8B model held it for seconds, so the agent answered no gossip probe
+ * or RPC ping and its peers declared it dead mid-request (issue 17).
  */
 export const YIELD_AFTER_MS = 50;
 
@@ -634,12 +634,17 @@ export class LlamaStage {
     const preScale = c.gemma || c.arch === "phi3";
     const qDim = c.gemma && c.nLayers === 62 ? Math.floor(c.nEmbd / c.nHeads) : c.headDim;
     const qScale = Math.fround(1 / Math.fround(Math.sqrt(qDim)));
+    // Between layers and between a layer's big matmuls: one layer of an 8B model over a
+    // 128-row prompt chunk alone held the thread for seconds on a busy machine.
     let heldSince = performance.now();
-    for (let l = 0; l < this.layers.length; l++) {
-      if (l > 0 && performance.now() - heldSince > YIELD_AFTER_MS) {
+    const breathe = async () => {
+      if (performance.now() - heldSince > YIELD_AFTER_MS) {
         await new Promise((r) => setTimeout(r, 0));
         heldSince = performance.now();
       }
+    };
+    for (let l = 0; l < this.layers.length; l++) {
+      await breathe();
       const w = this.layers[l];
       const sliding = isSlidingLayer(c, this.from + l);
       const ropeQ: RopeParams = {
@@ -664,6 +669,7 @@ export class LlamaStage {
       const q = w.qNorm ? ws.qRaw : ws.q;
       const k = w.kNorm ? ws.kRaw : ws.k;
       this.matmuls([w.wq, w.wk, w.wv], ws.xb, [q, k, ws.v], total);
+      await breathe();
       if (w.bq) be.addBias(q, w.bq, total);
       if (w.bk) be.addBias(k, w.bk, total);
       if (w.bv) be.addBias(ws.v, w.bv, total);
@@ -678,12 +684,14 @@ export class LlamaStage {
         be.attention(ws.q, s.session.kv, l, ws.att, s.session.pos, s.rows, attn, s.offset);
       }
       for (const plan of plans) this.prefix!.copyLayer(plan, l, ws.k, ws.v);
+      await breathe();
       be.matmul(w.wo, ws.att, ws.proj, total);
       this.residual(ws.proj, w.attnPostNorm, total);
+      await breathe();
       // feed-forward
       be.rmsNorm(ws.x, w.ffnNorm, ws.xb, total, eps);
       if ("router" in w.ffn) await this.experts(w.ffn, total);
-      else this.dense(w.ffn, ws.xb, total, total * c.nFF);
+      else await this.dense(w.ffn, ws.xb, total, total * c.nFF, breathe);
       this.residual(ws.proj, w.ffnPostNorm, total);
     }
   }
@@ -708,10 +716,17 @@ export class LlamaStage {
   }
 
   /** ws.proj = down(act(gate · x) ⊙ up · x) over `rows` rows of `n` hidden values. */
-  private dense(f: DenseFFN, x: Buf, rows: number, n: number): void {
+  private async dense(
+    f: DenseFFN,
+    x: Buf,
+    rows: number,
+    n: number,
+    breathe: () => Promise<void>,
+  ): Promise<void> {
     const be = this.backend;
     const ws = this.ws;
     this.matmuls([f.gate, f.up], x, [ws.gate, ws.up], rows);
+    await breathe();
     if (this.config.gemma) be.geglu(ws.gate, ws.up, ws.act, n);
     else be.swiglu(ws.gate, ws.up, ws.act, n);
     be.matmul(f.down, ws.act, ws.proj, rows);
@@ -740,7 +755,7 @@ export class LlamaStage {
       const first = Int32Array.from({ length: n }, (_, r) => r);
       const tokens = slots.map((i) => Math.floor(i / K));
       be.copyRows(ws.xb, tokens, ws.expIn, first, E);
-      this.dense(f.experts[e], ws.expIn, n, n * FE);
+      await this.dense(f.experts[e], ws.expIn, n, n * FE, () => Promise.resolve());
       const scales = Float32Array.from(slots, (i) => weights[i]);
       be.copyRows(ws.proj, first, ws.slots, slots, E, scales);
     }
