@@ -75,6 +75,11 @@ Deno.test({
       const client = createClient(InferenceService, head.transport);
       const tokens: number[] = [];
       let recoveries = 0;
+      // This model decodes 64 tokens faster than a client reads 10 of them, so a kill timed by
+      // the client could land after the end. Freeze the tail first: the request is then in
+      // flight on it when it dies.
+      victim.child.kill("SIGSTOP");
+      setTimeout(() => victim.child.kill("SIGKILL"), 500);
       for await (
         const m of client.generate({ prompt: g.prompt, maxTokens: 64, sampler: { temperature: 0 } })
       ) {
@@ -83,7 +88,6 @@ Deno.test({
           break;
         }
         tokens.push(m.tokenId);
-        if (tokens.length === 10) victim.child.kill("SIGKILL");
       }
       assertEquals(tokens, expectedIds(g));
       assertEquals(recoveries, 1, "the head re-placed and replayed once");
