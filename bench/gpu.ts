@@ -17,7 +17,10 @@
  * Greedy decode samples on the GPU (two candidates back per step); `--legacy-read` reads the whole
  * logit row instead, as before. `first_difference` gives both backends' two best logits where
  * their greedy ids first differ (null when they agree).
- * `--adapter-info` prints the adapter probe (description, features, WGSL features, limits) alone.
+ * `--adapter-info` prints the adapter probe (description, features, WGSL features, limits) and
+ * `shader_features` alone: which of `shader-f16` / `subgroups` the device was granted and whether
+ * the startup self-check enabled them (every bench line carries `shader_features` too);
+ * `--features none|f16|subgroups|all` (default `DLLM_WEBGPU_FEATURES`, else all) narrows them.
  * `--generate` also takes the ~1.1B models (1b_q8_0, …; bench/lib/models.ts).
  * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`,
  * `--tiled-prefill on|off` (default: on for hardware adapters, see kernels/webgpu/backend.ts).
@@ -26,7 +29,13 @@
 import type { Backend, KVType } from "../kernels/backend.ts";
 import { GGMLType, quantizeRow, typeName } from "../kernels/quant/mod.ts";
 import { createWasmBackend } from "../kernels/wasm/mod.ts";
-import { createWebGPUBackend, probeAdapter, WebGPUBackend } from "../kernels/webgpu/mod.ts";
+import {
+  createWebGPUBackend,
+  describeFeatures,
+  type FeatureMode,
+  probeAdapter,
+  WebGPUBackend,
+} from "../kernels/webgpu/mod.ts";
 import { openGGUF } from "../model/gguf/mod.ts";
 import { LlamaStage, type Session } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
@@ -47,6 +56,7 @@ interface Options {
   legacyRead: boolean;
   adapterInfo: boolean;
   tiled: boolean | undefined;
+  features: FeatureMode | undefined;
 }
 
 /** Tokens/s of one backend on one model. */
@@ -269,6 +279,7 @@ function parseArgs(args: string[]): Options {
     legacyRead: false,
     adapterInfo: false,
     tiled: undefined,
+    features: undefined,
   };
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
@@ -303,6 +314,12 @@ function parseArgs(args: string[]): Options {
       const v = val();
       if (v !== "on" && v !== "off") throw new Error("--tiled-prefill takes on or off");
       o.tiled = v === "on";
+    } else if (a === "--features") {
+      const v = val();
+      if (!["none", "f16", "subgroups", "all"].includes(v)) {
+        throw new Error("--features takes none, f16, subgroups or all");
+      }
+      o.features = v as FeatureMode;
     } else if (a === "--kv") {
       const v = val();
       if (v !== "f16" && v !== "f32") throw new Error("--kv takes f16 or f32");
@@ -322,14 +339,28 @@ function parseArgs(args: string[]): Options {
   return o;
 }
 
+/** One line: mode, granted, and each feature's outcome (what the device report summarises). */
+function featureLine(f: WebGPUBackend["info"]["shaderFeatures"]): string {
+  return `mode ${f.mode}; granted ${f.granted.length ? f.granted.join(", ") : "none"}; ` +
+    `active ${f.active.length ? f.active.join(", ") : "none"}; ${describeFeatures(f)}`;
+}
+
 /** CLI entry: `deno run -A bench/gpu.ts …` (also `deno task bench gpu …`). */
 export async function main(args: string[]): Promise<void> {
   const o = parseArgs(args);
   const probe = await probeAdapter();
   if (o.adapterInfo) {
-    // What the device report starts with: which adapter, what it offers, its limits.
-    console.log(JSON.stringify({ bench: "gpu", adapter_info: probe }));
-    if (!probe.available) Deno.exit(1);
+    // What the device report starts with: which adapter, what it offers, its limits, and which
+    // optional shader paths a backend on it gets (granted, self-checked).
+    if (!probe.available) {
+      console.log(JSON.stringify({ bench: "gpu", adapter_info: probe }));
+      Deno.exit(1);
+    }
+    const be = await createWebGPUBackend({ features: o.features });
+    const f = be.info.shaderFeatures;
+    be.dispose();
+    console.log(JSON.stringify({ bench: "gpu", adapter_info: probe, shader_features: f }));
+    console.error(`webgpu shader features: ${featureLine(f)}`);
     return;
   }
   if (!probe.available) {
@@ -340,7 +371,9 @@ export async function main(args: string[]): Promise<void> {
   const gpu: WebGPUBackend = await createWebGPUBackend({
     matmulLanes: o.lanes,
     tiledPrefill: o.tiled,
+    features: o.features,
   });
+  console.error(`webgpu shader features: ${featureLine(gpu.info.shaderFeatures)}`);
   const wasm = o.wasm ? await createWasmBackend({ threads: o.threads }) : null;
   const common = {
     bench: "gpu",
@@ -350,6 +383,7 @@ export async function main(args: string[]): Promise<void> {
     webgpu_using: gpu.info.using,
     matmul_lanes: gpu.info.matmulLanes,
     tiled_prefill: gpu.info.tiledPrefill,
+    shader_features: gpu.info.shaderFeatures,
     wasm_threads: wasm ? o.threads : null,
   };
   try {

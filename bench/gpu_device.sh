@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
 # The device report: one command for a lent GPU machine (16 cores, one GPU, nothing else
 # reachable but npm). Installs Deno from npm when it is missing, then prints, in order:
-#   1. the adapter (description, features, WGSL features, limits)   bench/gpu.ts --adapter-info
-#   2. the public llama.cpp goldens and the GPU sampling parity tests on --backend webgpu
+#   1. the adapter (description, features, WGSL features, limits) and its optional shader
+#      paths: shader-f16 / subgroups granted, and whether the startup self-check enabled them
+#                                                                      bench/gpu.ts --adapter-info
+#   2. the public llama.cpp goldens and the GPU sampling parity tests on --backend webgpu (with
+#      the paths the self-check enabled), the goldens again with them forced off
+#      (DLLM_WEBGPU_FEATURES=none; only where a feature is granted), and the feature tests
 #   3. bench gpu on each model (WebGPU vs WASM in the same run, decode/prefill tok/s, reads,
 #      submissions and bytes read back per token), then the first model once more the old way
 #      (--legacy-read: the whole logit row back per step; --tiled-prefill off) for the comparison
@@ -54,9 +58,11 @@ step() {
   [ "$rc" = 0 ] || failed=1
 }
 
-step "adapter" adapter.json "${DENO[@]}" run --allow-all bench/gpu.ts --adapter-info
+step "adapter" adapter.log "${DENO[@]}" run --allow-all bench/gpu.ts --adapter-info
+features=$(grep -a "^webgpu shader features:" "$OUT/adapter.log" | tail -1)
 
-golden_args=(test --allow-all tests/kernels/webgpu/golden_test.ts tests/kernels/webgpu/sampling_test.ts)
+golden_args=(test --allow-all tests/kernels/webgpu/golden_test.ts tests/kernels/webgpu/sampling_test.ts
+  tests/kernels/webgpu/golden_fallback_test.ts tests/kernels/webgpu/features_test.ts)
 [ -n "$FILTER" ] && golden_args+=(--filter "$FILTER")
 step "goldens and sampling parity on webgpu" goldens.log "${DENO[@]}" "${golden_args[@]}"
 
@@ -73,5 +79,6 @@ if [ "${first[0]:-}" = "--generate" ]; then first=(--generate "${GENERATE%%,*}")
   "${DENO[@]}" task bench gpu "${first[@]}" "${bench_args[@]}" --no-wasm --legacy-read --tiled-prefill off
 
 printf '%s\n' "${summary[@]}"
+echo "device report: ${features:-webgpu shader features: unknown (the adapter step failed)}"
 echo "device report: logs in $OUT"
 exit "$failed"

@@ -43,8 +43,13 @@ Deno.test({
       ) {
         assert(new RegExp(`device report: ${s}: ok in \\d+ s`).test(text), `step ${s}:\n${text}`);
       }
-      const adapter = JSON.parse(await Deno.readTextFile(`${out}/adapter.json`));
+      const adapter = JSON.parse(
+        (await Deno.readTextFile(`${out}/adapter.log`)).split("\n").find((l) => l.startsWith("{"))!,
+      );
       assert(adapter.adapter_info.available, "adapter info");
+      // Which optional shader paths the device got, in the JSON and in the summary.
+      assertEquals(adapter.shader_features.mode, "all");
+      assert(/device report: webgpu shader features: mode all; granted /.test(text), text);
       assert(/golden stories260K[^\n]*ok/.test(text), `the golden ran:\n${text}`);
       assert(/webgpu sampling: a seeded generation[^\n]*ok/.test(text), "sampling parity ran");
       const bench = (name: string) =>
@@ -56,6 +61,7 @@ Deno.test({
       assertEquals(b.webgpu_round_trips.reads_per_decode_token, 1);
       assert(b.webgpu_round_trips.bytes_read_per_decode_token <= 1024, "bytes per step");
       assertEquals(b.same_first_tokens, true);
+      assertEquals(b.shader_features.active, adapter.shader_features.active);
       const legacy = bench("bench_legacy.log");
       assertEquals(legacy.decode_read_back, "logits");
       assertEquals(legacy.tiled_prefill, false);
