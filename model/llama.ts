@@ -520,7 +520,21 @@ export class LlamaStage {
   }
 
   /** The batch pass of forwardBatch; `tail` turns the last row of each sequence into results. */
-  private async pass<T>(
+  private pass<T>(
+    items: BatchItem[],
+    tail: (rows: number[], total: number) => Promise<T[]>,
+  ): Promise<(T | { hidden: Float32Array })[]> {
+    // One pass at a time: passes share the workspace buffers, and a pass awaits between layers
+    // (it gives the event loop a turn), so a second caller must wait for the first to end.
+    const run = this.passing.then(() => this.passNow(items, tail));
+    this.passing = run.then(() => {}, () => {});
+    return run;
+  }
+
+  /** The end of the last pass started (passes run one after another). */
+  private passing: Promise<void> = Promise.resolve();
+
+  private async passNow<T>(
     items: BatchItem[],
     tail: (rows: number[], total: number) => Promise<T[]>,
   ): Promise<(T | { hidden: Float32Array })[]> {
