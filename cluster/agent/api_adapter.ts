@@ -34,6 +34,8 @@ export function textGenerator(
         : [],
     health,
     generate: (p, signal) => events(head, p, signal, tokenText),
+    // the head binds a JSON shape to the vocabulary and feeds token-id prompts as given
+    features: { json: true, promptTokens: true },
   };
 }
 
@@ -57,10 +59,19 @@ async function* events(
     seed: p.seed === undefined ? undefined : Number(p.seed & 0xffffffffn),
     topLogprobs: p.topLogprobs || undefined,
   };
-  const { model, prompt, messages, maxTokens, stop } = p;
+  const { model, prompt, promptTokens, messages, maxTokens, stop } = p;
   for await (
     const e of head.generate(
-      { model, prompt, messages, maxTokens: maxTokens ?? 0, stop, sampling },
+      {
+        model,
+        prompt,
+        promptTokens,
+        messages,
+        maxTokens: maxTokens ?? 0,
+        stop,
+        sampling,
+        jsonSchema: p.json,
+      },
       signal,
     )
   ) {

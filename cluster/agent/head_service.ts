@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
 import type { Member } from "../gossip/mod.ts";
 import {
   type ChainHop,
@@ -42,6 +43,11 @@ export interface HeadParams {
   maxTokens?: number;
   /** Tail sampling; unset fields take SAMPLING_DEFAULTS at the tail. */
   sampling: TailSampling;
+  /**
+   * Hold the output to this JSON shape: bound to the model's vocabulary and the prompt's length
+   * here, sent to the tail with the sampling settings.
+   */
+  jsonSchema?: SchemaNode;
   /** Stop strings, cut from the output. */
   stop?: string[];
   /** Client-chosen id for Cancel and logs. */
@@ -221,7 +227,12 @@ export class HeadService {
         : maxContext,
       signal: abort.signal,
       isEog: (id) => model.tokenizer.isEog(id),
-      sampling: p.sampling,
+      sampling: p.jsonSchema
+        ? {
+          ...p.sampling,
+          json: jsonConstraintFor(model.tokenizer, p.jsonSchema, promptTokens.length),
+        }
+        : p.sampling,
       onToken: (token, index) => {
         s.counters.tokensGeneratedTotal++;
         this.metrics.onToken();

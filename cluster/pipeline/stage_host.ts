@@ -9,15 +9,18 @@ import type { LlamaStage, Session, StageOutput } from "../../model/llama.ts";
 import {
   logSoftmax,
   Sampler,
-  type SamplerParams,
+  type SamplerSettings,
   type TokenLogprob,
   topLogprobs,
 } from "../../model/sampler.ts";
 import { withSamplingDefaults } from "../../model/sampling_defaults.ts";
 import { spanUntil } from "../telemetry/tracing.ts";
 
-/** Sampler settings for the tail, plus how many alternatives to report. */
-export interface TailSampling extends SamplerParams {
+/**
+ * Sampler settings for the tail (a JSON constraint included), plus how many alternatives to
+ * report.
+ */
+export interface TailSampling extends SamplerSettings {
   topLogprobs?: number;
 }
 

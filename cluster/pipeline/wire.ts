@@ -11,6 +11,11 @@ import {
   type Tensor,
   TensorSchema,
 } from "../../proto/mod.ts";
+import {
+  decodeJsonConstraint,
+  encodeJsonConstraint,
+  JsonConstraintError,
+} from "../../model/constrain/mod.ts";
 import type { TailSampling } from "./stage_host.ts";
 import type { SessionOpen } from "./head.ts";
 
@@ -77,6 +82,7 @@ export function samplingToWire(s: TailSampling): WireSampler {
     presencePenalty: s.presencePenalty,
     seed: s.seed === undefined ? undefined : BigInt(s.seed),
     topLogprobs: s.topLogprobs ?? 0,
+    json: s.json ? encodeJsonConstraint(s.json) : "",
   });
 }
 
@@ -97,6 +103,14 @@ export function samplingFromWire(w: WireSampler): TailSampling {
   }
   if (w.topLogprobs > 20) throw new WireFormatError(`top_logprobs ${w.topLogprobs} exceeds 20`);
   if (w.topLogprobs) out.topLogprobs = w.topLogprobs;
+  if (w.json) {
+    try {
+      out.json = decodeJsonConstraint(w.json);
+    } catch (e) {
+      if (e instanceof JsonConstraintError) throw new WireFormatError(`json: ${e.message}`);
+      throw e;
+    }
+  }
   return out;
 }
 

@@ -3,6 +3,7 @@
  * headers and bodies are cut off, connections are capped, 429 and 503 say when to retry, and
  * clients' mistakes are not logged as the server's errors.
  */
+import { ANY_OBJECT, initialState, type JsonState, step } from "../../model/constrain/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
 import { REPO } from "../support/paths.ts";
@@ -131,7 +132,7 @@ Deno.test("HTTP API: 503 (no placement) carries Retry-After", async () => {
   }
 });
 
-Deno.test("HTTP API: CORS preflight before auth, response_format refused, max_tokens bound", async () => {
+Deno.test("HTTP API: CORS preflight before auth, response_format json_object held, max_tokens bound", async () => {
   const agent = await startAgent({
     id: "cors",
     model: STORIES,
@@ -173,10 +174,36 @@ Deno.test("HTTP API: CORS preflight before auth, response_format refused, max_to
     assertEquals(ok.status, 200);
     assertEquals(ok.headers.get("access-control-allow-origin"), "https://app.example");
 
-    const json = await post({ max_tokens: 2, response_format: { type: "json_object" } });
-    const jsonBody = await json.json();
-    assertEquals(json.status, 400, JSON.stringify(jsonBody));
-    assertEquals(jsonBody.error.param, "response_format");
+    // response_format json_object through a real agent: the head binds the shape to the
+    // vocabulary and the tail samples under it, so the text is an object, or (cut by
+    // max_tokens) a prefix of one — never free text.
+    for (const seed of [1, 2, 3]) {
+      const json = await post({
+        max_tokens: 24,
+        temperature: 1,
+        seed,
+        response_format: { type: "json_object" },
+      });
+      const jsonBody = await json.json();
+      assertEquals(json.status, 200, JSON.stringify(jsonBody));
+      const { text, finish_reason } = jsonBody.choices[0];
+      if (finish_reason === "stop") {
+        const v = JSON.parse(text);
+        assert(typeof v === "object" && v !== null && !Array.isArray(v), text);
+      } else {
+        assertEquals(finish_reason, "length");
+        let st: JsonState | null = initialState(ANY_OBJECT);
+        for (const b of new TextEncoder().encode(text)) st = st && step(st, b);
+        assert(st !== null, `not a prefix of a JSON object: ${JSON.stringify(text)}`);
+      }
+    }
+    const schema = await post({
+      max_tokens: 4,
+      response_format: { type: "json_schema", json_schema: { schema: { not: {} } } },
+    });
+    const schemaBody = await schema.json();
+    assertEquals(schema.status, 400, JSON.stringify(schemaBody));
+    assertEquals(schemaBody.error.param, "response_format.json_schema.schema");
 
     const over = await post({ max_tokens: 2147483648 });
     await over.body?.cancel();
