@@ -198,6 +198,9 @@ async function bench8b(o: Options, llamaref: string) {
     dir,
     keepDir: keep !== undefined,
     gossipPreset: "lan",
+    // Prompt chunks of 32 rows: a CPU pass holds the agent's thread between yields for one
+    // matmul, and a 128-row gate/up matmul of this model took seconds on a busy 2-core machine.
+    extra: ["--batch-size", "32"],
     threads: o.threads,
     contextSize: CONTEXT,
     maxSessions: SESSIONS,
