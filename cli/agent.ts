@@ -63,6 +63,11 @@ export function agentProgram() {
       "most bytes/s this agent fetches model chunks at, e.g. 50MB (default unlimited)",
     )
     .option(
+      "--prefix-cache <bytes>",
+      "KV of recently served prompt prefixes kept for reuse when this agent holds the whole " +
+        "model, e.g. 512MiB (default 0: off)",
+    )
+    .option(
       "--shutdown-grace <duration>",
       "on SIGTERM, how long generations in flight may finish, e.g. 10s or 500ms (default 10s)",
     )

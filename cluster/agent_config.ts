@@ -54,6 +54,8 @@ export interface AgentConfig {
   cacheDir: string;
   /** Bytes/s this agent fetches model chunks at, at most; 0 = unlimited. */
   transferRateLimit: number;
+  /** Bytes of prefix KV cache on a stage that holds the whole model; 0 = off. */
+  prefixCache: number;
   /** How long SIGTERM lets generations in flight finish before cutting them off, ms. */
   shutdownGrace: number;
   /** HTTP API: a connection must send a request's headers within this many ms (slow-loris). */
@@ -107,6 +109,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   logLevel: "DLLM_LOG_LEVEL",
   cacheDir: "DLLM_CACHE_DIR",
   transferRateLimit: "DLLM_TRANSFER_RATE_LIMIT",
+  prefixCache: "DLLM_PREFIX_CACHE",
   shutdownGrace: "DLLM_SHUTDOWN_GRACE",
   httpHeaderTimeout: "DLLM_HTTP_HEADER_TIMEOUT",
   httpBodyTimeout: "DLLM_HTTP_BODY_TIMEOUT",
@@ -264,6 +267,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     logLevel: oneOf("logLevel", "info", ["debug", "info", "warn", "error"] as const),
     cacheDir: str("cacheDir", defaultCacheDir())!,
     transferRateLimit: 0,
+    prefixCache: 0,
     shutdownGrace: 10_000,
     httpHeaderTimeout: 10_000,
     httpBodyTimeout: 30_000,
@@ -292,6 +296,17 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
         : parseBytes(String(rateRaw).replace(/\/s$/i, ""));
     } catch (e) {
       fail("transferRateLimit", rateSrc, `${(e as Error).message} (bytes per second, e.g. 50MB)`);
+    }
+  }
+  const [prefixRaw, prefixSrc] = pick("prefixCache");
+  if (prefixRaw !== undefined) {
+    try {
+      cfg.prefixCache = typeof prefixRaw === "number" ? prefixRaw : parseBytes(String(prefixRaw));
+    } catch (e) {
+      fail("prefixCache", prefixSrc, `${(e as Error).message} (bytes, e.g. 512MiB; 0 = off)`);
+    }
+    if (!(cfg.prefixCache >= 0) || cfg.prefixCache > cfg.memoryBudget) {
+      fail("prefixCache", prefixSrc, "must be between 0 and the memory budget");
     }
   }
   if (!/^[A-Za-z0-9._-]{1,63}$/.test(cfg.nodeId)) {

@@ -97,6 +97,7 @@ async function* events(
         ? "cancelled"
         : "stop",
       promptTokens: e.promptTokens,
+      cachedTokens: e.cachedTokens,
       completionTokens: e.completionTokens,
     };
   }

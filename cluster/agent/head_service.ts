@@ -79,6 +79,8 @@ export interface HeadDoneEvent {
   /** Last visible text (a flushed partial character or held-back text). */
   text: string;
   finishReason: "stop" | "length" | "stop_sequence" | "cancelled";
+  /** Prompt tokens taken from a prefix cache instead of run. */
+  cachedTokens: number;
   /** The chain that served the last token (differs from the first after a recovery). */
   chain?: ServedStage[];
   promptTokens: number;
@@ -280,6 +282,7 @@ export class HeadService {
         finishReason,
         chain: result.chains.at(-1),
         promptTokens: promptTokens.length,
+        cachedTokens: result.cachedTokens,
         completionTokens: n,
         timeToFirstTokenMs: result.timeToFirstTokenMs,
         decodeTokensPerSecond: tps,

@@ -48,7 +48,8 @@ export async function startGossip(
     metricsPort: cfg.metricsPort,
     httpPort: cfg.httpPort,
     resources: {
-      memoryBytes: cfg.memoryBudget,
+      // The prefix cache's bytes are spent outside placement: offer only the rest for layers.
+      memoryBytes: cfg.memoryBudget - cfg.prefixCache,
       cores: navigator.hardwareConcurrency,
       backend: backend.name,
       // The device and why auto-selection chose it, so `llmctl nodes list` can show both.

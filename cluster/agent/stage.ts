@@ -72,6 +72,7 @@ export class StageRoom {
         defaultContext: Math.min(s.config.contextSize, s.model.contextLength),
         onStep: (info) => this.metrics.onStageStep(info),
         onFailure: (e) => this.onStageFailure(e),
+        prefixCacheBytes: s.config.prefixCache,
       });
       this.metrics.onModelLoad((performance.now() - t0) / 1000);
       // Free the previous range's weights: re-placement must not leak memory.

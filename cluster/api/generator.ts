@@ -97,6 +97,8 @@ export interface DoneEvent {
   finishReason: "stop" | "length" | "cancelled";
   /** Prompt tokens after templating and tokenization. */
   promptTokens: number;
+  /** Of those, how many a prefix cache supplied (not run); absent = 0. */
+  cachedTokens?: number;
   /** Tokens generated. */
   completionTokens: number;
 }

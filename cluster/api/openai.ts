@@ -392,5 +392,7 @@ function usage(done: DoneEvent) {
     prompt_tokens: done.promptTokens,
     completion_tokens: done.completionTokens,
     total_tokens: done.promptTokens + done.completionTokens,
+    // OpenAI's prompt caching report: prompt tokens whose KV came from the prefix cache.
+    prompt_tokens_details: { cached_tokens: done.cachedTokens ?? 0 },
   };
 }

@@ -313,10 +313,16 @@ async function completeBatch(
   }
   if (abort.signal.aborted) return;
   const responses = answers.map(({ builder, done }) => builder.response(done));
-  const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+  const usage = {
+    prompt_tokens: 0,
+    completion_tokens: 0,
+    total_tokens: 0,
+    prompt_tokens_details: { cached_tokens: 0 },
+  };
   for (const { done } of answers) {
     usage.prompt_tokens += done.promptTokens;
     usage.completion_tokens += done.completionTokens;
+    usage.prompt_tokens_details.cached_tokens += done.cachedTokens ?? 0;
   }
   usage.total_tokens = usage.prompt_tokens + usage.completion_tokens;
   return sendJson(res, 200, {

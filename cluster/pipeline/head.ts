@@ -131,6 +131,8 @@ export interface HeadResult {
   failures: { nodeId: string; message: string }[];
   timeToFirstTokenMs: number;
   decodeMs: number;
+  /** Prompt tokens the (last) chain took from a prefix cache instead of running them. */
+  cachedTokens: number;
 }
 
 /** Head settings. */
@@ -172,6 +174,7 @@ export class Head {
       failures: [],
       timeToFirstTokenMs: 0,
       decodeMs: 0,
+      cachedTokens: 0,
     };
     const exclude = new Set<string>();
     const t0 = performance.now();
@@ -228,7 +231,11 @@ export class Head {
             result.finishReason = "cancelled";
             break;
           }
-          const pass = () => this.pass(first.nodeId, link!, Int32Array.from(input));
+          const prefill = !decode;
+          const pass = () =>
+            this.pass(first.nodeId, link!, Int32Array.from(input), (n) => {
+              if (prefill) result.cachedTokens = n;
+            });
           const token = decode
             ? await decode.run(pass)
             : await withSpan("llm.prefill", { "llm.tokens": input.length }, pass);
@@ -282,11 +289,17 @@ export class Head {
   }
 
   /** One step down the chain: the first stage gets the token ids, the tail answers a token. */
-  private async pass(firstNode: string, link: SessionLink, tokens: Int32Array) {
+  private async pass(
+    firstNode: string,
+    link: SessionLink,
+    tokens: Int32Array,
+    cached: (n: number) => void,
+  ) {
     const out = await guard(firstNode, () => link.step({ tokens }));
     if (out.kind !== "token") {
       throw new Error(`the chain answered ${out.kind}, expected a sampled token`);
     }
+    cached(out.cachedTokens ?? 0);
     return out.token;
   }
 }

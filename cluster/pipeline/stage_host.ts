@@ -42,7 +42,13 @@ export interface SampledToken {
 /** What a stage answers for one frame. */
 export type StageResult =
   | { kind: "hidden"; hidden: Float32Array; computeMs: number }
-  | { kind: "token"; token: SampledToken; computeMs: number }
+  | {
+    kind: "token";
+    token: SampledToken;
+    computeMs: number;
+    /** Prompt tokens this frame took from the prefix cache instead of running them. */
+    cachedTokens?: number;
+  }
   | { kind: "logits"; logits: Float32Array; computeMs: number };
 
 /** A session id is unknown, already open, or the stage is full; the message says which. */
@@ -88,6 +94,12 @@ export interface StageHostOptions {
    * was lost), so the owner can rebuild the stage on another backend.
    */
   onFailure?: (error: unknown) => void;
+  /**
+   * Bytes of prefix KV cache (model/prefix_cache.ts): a session whose prompt starts like an
+   * earlier one's computes only the rest. Used when this stage is the whole model (head and
+   * tail); a chain of several stages does not use it yet. 0 or unset: off.
+   */
+  prefixCacheBytes?: number;
 }
 
 /**
@@ -112,6 +124,8 @@ interface PendingStep {
   rows: number;
   /** The sampler has taken this frame's tokens already (the candidates path). */
   accepted?: boolean;
+  /** Leading tokens of this frame restored from the prefix cache rather than run. */
+  cached?: number;
   resolve: (r: StageResult) => void;
   reject: (e: unknown) => void;
 }
@@ -148,6 +162,9 @@ export class StageHost {
     this.defaultContext = opts.defaultContext ?? Math.min(stage.config.contextLength, 2048);
     this.kvType = opts.kvType ?? "f32";
     this.onStep = opts.onStep;
+    if ((opts.prefixCacheBytes ?? 0) > 0 && stage.isHead && stage.isTail) {
+      stage.enablePrefixCache(opts.prefixCacheBytes!);
+    }
   }
 
   /** Layers [from, to) this host runs. */
@@ -312,7 +329,7 @@ export class StageHost {
       const inputs = live.map((p) => ({
         session: p.hosted.session,
         input: this.stage.isHead
-          ? { tokens: p.frame.tokens }
+          ? { tokens: this.afterCachedPrefix(p) }
           : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows },
       }));
       const want = live.length === 1 ? this.candidateRequest(live[0]) : null;
@@ -348,7 +365,7 @@ export class StageHost {
                 p.hosted.session,
                 p.frame.hidden
                   ? { hidden: p.frame.hidden, nTokens: p.rows }
-                  : { tokens: p.frame.tokens },
+                  : { tokens: p.frame.tokens.subarray(p.cached ?? 0) },
               ),
               t0,
             ),
@@ -371,6 +388,19 @@ export class StageHost {
         p.reject(e);
       }
     }
+  }
+
+  /**
+   * A session's first frame on a whole-model stage with a prefix cache starts from the longest
+   * cached prefix of its prompt: those positions' KV is copied in and only the rest runs
+   * (bit-identical output). Returns the tokens to run.
+   */
+  private afterCachedPrefix(p: PendingStep): Int32Array {
+    const cache = this.stage.prefixCache;
+    const s = p.hosted.session;
+    if (!cache || s.pos !== 0 || !this.stage.isTail) return p.frame.tokens;
+    p.cached = this.stage.restorePrefix(s, p.frame.tokens);
+    return p.frame.tokens.subarray(p.cached);
   }
 
   /**
@@ -408,7 +438,7 @@ export class StageHost {
     if (candidates) {
       // Penalties are applied once, to the penalised ids only; the choice equals pick()'s.
       const { id, logprob, top } = sampler.pickCandidates(candidates, topN);
-      return { kind: "token", token: { id, logprob, top }, computeMs };
+      return { kind: "token", token: { id, logprob, top }, computeMs, cachedTokens: p.cached };
     }
     // Settings that need the whole row (top-k off with temperature, k above 64).
     if (!("logits" in out)) throw new Error("the stage read candidates the sampler cannot use");
@@ -416,7 +446,12 @@ export class StageHost {
     const id = sampler.pick(out.logits);
     const lp = logSoftmax(penalised);
     const top = topN ? topLogprobs(penalised, topN) : [];
-    return { kind: "token", token: { id, logprob: lp[id], top }, computeMs };
+    return {
+      kind: "token",
+      token: { id, logprob: lp[id], top },
+      computeMs,
+      cachedTokens: p.cached,
+    };
   }
 }
 

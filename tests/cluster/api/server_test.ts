@@ -104,7 +104,12 @@ Deno.test({
         refusal: null,
       });
       assertEquals(chat.choices[0].finish_reason, "length");
-      assertEquals(chat.usage, { prompt_tokens: 4, completion_tokens: 3, total_tokens: 7 });
+      assertEquals(chat.usage, {
+        prompt_tokens: 4,
+        completion_tokens: 3,
+        total_tokens: 7,
+        prompt_tokens_details: { cached_tokens: 0 },
+      });
       const lp = chat.choices[0].logprobs!.content!;
       assertEquals(lp.map((t) => t.token), ["Hel", "lo", " world"]);
       assertEquals(lp[0].logprob, -0.1);
