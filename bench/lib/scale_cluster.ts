@@ -323,7 +323,10 @@ export class ScaleCluster {
         placement = m.placement.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`);
         this.log(`deploy planned: ${placement.join(" ")}`);
       }
-      const fetching = m.nodes.filter((n) => n.nodeId !== this.source.id);
+      // The deploy's targets only: nodes already serving it report their earlier fetch.
+      const fetching = m.nodes.filter((n) =>
+        n.nodeId !== this.source.id && targets.includes(n.nodeId)
+      );
       if (!tFirst && fetching.some((n) => n.bytesReceived > 0n)) tFirst = performance.now();
       for (const n of fetching) {
         fetched[n.nodeId] = Number(n.bytesReceived);
