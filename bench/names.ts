@@ -7,5 +7,6 @@ export const BENCHES: Record<string, string> = {
   gossip: "gossip.ts",
   pipeline: "pipeline.ts",
   scale: "scale.ts",
+  serve: "serve.ts",
   transfer: "transfer.ts",
 };
