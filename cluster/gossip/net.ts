@@ -4,14 +4,7 @@
  *
  * @module
  */
-import {
-  COMPOUND_HEADER,
-  COMPOUND_PART_OVERHEAD,
-  decode,
-  DecodeError,
-  encode,
-  type Message,
-} from "./codec.ts";
+import { decode, DecodeError, encode, type Message } from "./codec.ts";
 import type { Keyring } from "./keyring.ts";
 import { decrypt, DecryptError, encrypt, ENCRYPTION_OVERHEAD } from "./security.ts";
 
@@ -37,11 +30,6 @@ export function open(keyring: Keyring | null, sealed: Uint8Array): Uint8Array {
 /** Bytes available for messages in one datagram. */
 export function packetBudget(maxPacketSize: number, keyring: Keyring | null): number {
   return maxPacketSize - (keyring ? ENCRYPTION_OVERHEAD : 0);
-}
-
-/** Encoded size of a compound holding parts of these lengths. */
-export function compoundSize(lengths: number[]): number {
-  return COMPOUND_HEADER + lengths.reduce((a, n) => a + n + COMPOUND_PART_OVERHEAD, 0);
 }
 
 /** One message as is, several as a compound. */
