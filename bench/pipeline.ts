@@ -14,6 +14,10 @@
  * opens a chain session on the first stage itself and times each decode step; the stages report
  * their compute (summed along the chain), so (round trip − compute) / stages is the time one hop
  * adds (send, receive, encode, decode of one frame and of the token coming back). Prints JSON.
+ *
+ * `--endpoint host:7950` (with `--tls-ca/--tls-cert/--tls-key` under mTLS) measures a running
+ * cluster instead: served decode through its head and per-hop overhead over its chain, read from
+ * GetClusterInfo's placement; the in-process and 1-agent comparisons are then not run (null).
  * @module
  */
 import { Command } from "@commander-js/extra-typings";
@@ -21,7 +25,8 @@ import { createClient } from "@connectrpc/connect";
 import { Engine, RemoteStageLink } from "../cluster/pipeline/mod.ts";
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
 import { parseBackendName, selectBackend } from "../kernels/select.ts";
-import { InferenceService } from "../proto/mod.ts";
+import { DiscoveryService, InferenceService } from "../proto/mod.ts";
+import type { ClientTls } from "../cluster/tls/files.ts";
 import {
   splitModelArgs,
   startLocalCluster,
@@ -149,6 +154,78 @@ async function served(model: string, nAgents: number, o: Opts, prefix: string) {
   };
 }
 
+/** A running cluster reached at `endpoint` (any agent's RPC port): its head and its chain. */
+async function attached(endpoint: string, tls: ClientTls | undefined, o: Opts) {
+  const probe = await createRpcTransport(endpoint, { tls, gzip: false });
+  let info;
+  try {
+    info = await createClient(DiscoveryService, probe).getClusterInfo({});
+  } finally {
+    probe.close();
+  }
+  const stages = info.placement?.stages ?? [];
+  if (!stages.length) throw new Error(`${endpoint}: the cluster has no placement yet`);
+  const missing = stages.find((s) => !s.rpcEndpoint);
+  if (missing) throw new Error(`${endpoint}: stage ${missing.nodeId} has no RPC endpoint`);
+  const headTransport = await createRpcTransport(stages[0].rpcEndpoint, { tls, gzip: false });
+  const client = createClient(InferenceService, headTransport);
+  const run = async (): Promise<Round> => {
+    const out: number[] = [];
+    let tps = 0;
+    for await (
+      const m of client.generate({
+        prompt: PROMPT,
+        maxTokens: o.tokens,
+        sampler: { temperature: 0 },
+      })
+    ) {
+      if (m.usage) tps = m.usage.decodeTokensPerSecond;
+      else out.push(m.tokenId);
+    }
+    return { tps, ids: out };
+  };
+  const hops = async (): Promise<number[]> => {
+    const out: number[] = [];
+    const first = new RemoteStageLink(
+      stages[0].nodeId,
+      stages[0].fromLayer,
+      stages[0].toLayer,
+      headTransport,
+    );
+    const session = await first.openSession({
+      sessionId: `bench-hops-${crypto.randomUUID()}`,
+      maxContext: CONTEXT,
+      model: info.placement!.model,
+      epoch: info.placement!.epoch,
+      sampling: { temperature: 0 },
+      downstream: stages.slice(1).map((s) => ({
+        nodeId: s.nodeId,
+        from: s.fromLayer,
+        to: s.toLayer,
+      })),
+    });
+    try {
+      let step = await session.step({ tokens: Int32Array.from([1, 5, 7]) });
+      for (let i = 0; i < o.tokens; i++) {
+        if (step.kind !== "token") throw new Error(`expected a token, got ${step.kind}`);
+        const t0 = performance.now();
+        step = await session.step({ tokens: Int32Array.of(step.token.id) });
+        out.push((performance.now() - t0 - step.computeMs) / stages.length);
+      }
+    } finally {
+      await session.close("done");
+    }
+    return out;
+  };
+  return {
+    run,
+    hops,
+    stop: () => Promise.resolve(headTransport.close()),
+    model: info.placement!.model,
+    stages: stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`),
+  };
+}
+
 function median(xs: number[]): number {
   return quantile(xs, 0.5);
 }
@@ -161,15 +238,53 @@ if (import.meta.main) {
     .option("--reps <n>", "rounds (each runs every configuration once)", "5")
     .option("--backend <name>", "backend of the engine and every agent", "auto")
     .option("--threads <n>", "threads per engine/agent")
+    .option("--endpoint <host:port>", "measure a running cluster through this agent's RPC port")
+    .option("--tls-ca <path>", "CA of the cluster's mTLS (with --endpoint)")
+    .option("--tls-cert <path>", "client certificate (with --endpoint)")
+    .option("--tls-key <path>", "client key (with --endpoint)")
     .parse(Deno.args, { from: "user" })
     .opts();
-  const model = opts.model ?? await generatedModel("q8_0");
   const o: Opts = {
     tokens: Number(opts.tokens),
     reps: Number(opts.reps),
     backend: opts.backend,
     threads: opts.threads ? Number(opts.threads) : undefined,
   };
+  if (opts.endpoint) {
+    const tls = opts.tlsCa ? { ca: opts.tlsCa, cert: opts.tlsCert, key: opts.tlsKey } : undefined;
+    const remote = await attached(opts.endpoint, tls, o);
+    const rounds: Round[] = [];
+    let hops: number[] = [];
+    try {
+      await remote.run(); // warm-up
+      for (let r = 0; r < o.reps; r++) {
+        rounds.push(await remote.run());
+        hops = hops.concat(await remote.hops());
+      }
+    } finally {
+      await remote.stop();
+    }
+    const r3 = (x: number) => Math.round(x * 1000) / 1000;
+    console.log(JSON.stringify({
+      bench: "pipeline",
+      endpoint: opts.endpoint,
+      model: remote.model,
+      tokens: o.tokens,
+      reps: o.reps,
+      in_process_decode_tokens_per_second: null,
+      one_agent_decode_tokens_per_second: null,
+      served_decode_tokens_per_second: r3(Math.max(...rounds.map((r) => r.tps))),
+      median_served_decode_tokens_per_second: r3(median(rounds.map((r) => r.tps))),
+      hop_ms_p50: r3(quantile(hops, 0.5)),
+      hop_ms_p99: r3(quantile(hops, 0.99)),
+      hops_measured: hops.length,
+      same_ids: rounds.every((r) => r.ids.join() === rounds[0].ids.join()),
+      rounds: rounds.map((r) => r3(r.tps)),
+      stages: remote.stages,
+    }));
+    Deno.exit(0);
+  }
+  const model = opts.model ?? await generatedModel("q8_0");
   // All three stay up and take turns round by round: on a shared machine a neighbour's load
   // then hits every configuration alike (best round and median of per-round ratios reported).
   const local = await inProcess(model, o);
