@@ -41,7 +41,7 @@ import { drainAndLeave, joinInBackground, startGossip } from "./agent/lifecycle.
 
 export type { AgentLogger } from "./agent/state.ts";
 export { agentFootprint } from "./agent/served_model.ts";
-export { ModelId } from "./agent/model_id.ts";
+export { ModelId } from "./model_id.ts";
 
 /** A running agent. */
 export class Agent {

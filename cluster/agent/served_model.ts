@@ -10,7 +10,7 @@ import { configFromFile, type LlamaConfig } from "../../model/config.ts";
 import { type Tokenizer, tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import { ChatTemplate } from "../../model/chat/mod.ts";
 import { footprintFromIndex, type ModelFootprint } from "../placement/mod.ts";
-import { ModelId } from "./model_id.ts";
+import { ModelId } from "../model_id.ts";
 
 /** The model an agent serves: its file index, tokenizer and footprint. */
 export interface ServedModel {

@@ -11,7 +11,7 @@ import type { TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
 import { placementInputs, type PlacementLoop } from "./placement_loop.ts";
 import { agentFootprint, servedModel } from "./served_model.ts";
-import { ModelId } from "./model_id.ts";
+import { ModelId } from "../model_id.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
 import type { StageRoom } from "./stage.ts";

@@ -20,7 +20,6 @@
  * @module
  */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { basename } from "node:path";
 import {
   type DeployRequest,
   type DeployResponse,
@@ -36,6 +35,7 @@ import {
   UndeployResponseSchema,
 } from "../../proto/mod.ts";
 import { FileSource, type GGUFFile, openGGUF, readGGUF } from "../../model/gguf/mod.ts";
+import { ModelId } from "../model_id.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import { loadTlsFiles, type TlsMaterial } from "../tls/mod.ts";
 import { ModelCache } from "./cache.ts";
@@ -277,9 +277,7 @@ export class TransferManager {
   async undeploy(req: UndeployRequest): Promise<UndeployResponse> {
     const served = this.host.served();
     const want = req.model || served?.id || "";
-    const matches = (id: string) =>
-      id === want || basename(id.split("@")[0]) === want ||
-      basename(id.split("@")[0]).replace(/\.gguf$/i, "") === want;
+    const matches = (id: string) => ModelId.parse(id).matches(want);
     const nodes: string[] = [];
     let purged = 0;
     if (served && matches(served.id) && await this.host.unserve(served.id)) {

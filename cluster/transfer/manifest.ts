@@ -18,7 +18,6 @@
  */
 import { createHash, createPublicKey, sign, verify, X509Certificate } from "node:crypto";
 import { Buffer } from "node:buffer";
-import { basename } from "node:path";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
   type GetManifestResponse,
@@ -28,6 +27,7 @@ import {
   TransferSegmentSchema,
 } from "../../proto/mod.ts";
 import { type GGUFFile, openGGUF } from "../../model/gguf/mod.ts";
+import { ModelId } from "../model_id.ts";
 
 /** Default chunk size: 1 MiB, small enough that a lost chunk costs little, big enough to stream. */
 export const DEFAULT_CHUNK_SIZE = 1 << 20;
@@ -141,7 +141,7 @@ export async function computeManifest(
     file.close();
   }
   const manifest = create(TransferManifestSchema, {
-    modelId: `${basename(path)}@${fileSize}`,
+    modelId: ModelId.of(path, fileSize).toString(),
     sha256: whole.digest("hex"),
     fileSize: BigInt(fileSize),
     dataOffset: BigInt(ranges[0].length),

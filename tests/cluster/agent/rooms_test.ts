@@ -2,7 +2,7 @@
  * The agent's small rooms that need no process: the model id, the placement inputs and the
  * cluster-wide placement epoch, and the gossip metadata fields NodeInfo's resources come from.
  */
-import { ModelId } from "../../../cluster/agent/model_id.ts";
+import { ModelId } from "../../../cluster/model_id.ts";
 import { planEpoch, planPlacement } from "../../../cluster/placement/mod.ts";
 import { decodeMetadata, encodeMetadata, type NodeMetadata } from "../../../cluster/gossip/mod.ts";
 import { memberToNodeInfo } from "../../../cluster/discovery/gossip_view.ts";
