@@ -23,9 +23,9 @@
 import { Command } from "@commander-js/extra-typings";
 import { createClient } from "@connectrpc/connect";
 import { Engine, RemoteStageLink } from "../cluster/pipeline/mod.ts";
-import { createRpcTransport } from "../cluster/rpc/mod.ts";
+import { createRpcTransport, type RpcTransport } from "../cluster/rpc/mod.ts";
 import { parseBackendName, selectBackend } from "../kernels/select.ts";
-import { DiscoveryService, InferenceService } from "../proto/mod.ts";
+import { DiscoveryService, type GetClusterInfoResponse, InferenceService } from "../proto/mod.ts";
 import type { ClientTls } from "../cluster/tls/files.ts";
 import {
   splitModelArgs,
@@ -73,24 +73,17 @@ async function inProcess(model: string, o: Opts) {
   return { run, stop: () => Promise.resolve(engine.close()) };
 }
 
-/** `nAgents` agent processes, ready to run served rounds and to time hops. */
-async function served(model: string, nAgents: number, o: Opts, prefix: string) {
-  const { args } = await splitModelArgs({
-    model,
-    agents: nAgents,
-    contextSize: CONTEXT,
-    maxSessions: SESSIONS,
-    backend: o.backend,
-    threads: o.threads,
-  });
-  const ids = Array.from({ length: nAgents }, (_, i) => `${prefix}-${i}`);
-  const agents = await startLocalCluster(ids, { args, startTimeoutMs: 120_000 });
-  const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`, { gzip: false });
-  const info = await waitForPlacement(transport, nAgents, 120_000);
-  transport.close();
+/**
+ * Rounds over a placed cluster reached through its head (`headTransport`): served decode via
+ * Generate, and per-hop overhead over a chain session the bench opens on the first stage.
+ */
+function chainRounds(
+  info: GetClusterInfoResponse,
+  headTransport: RpcTransport,
+  o: Opts,
+  prefix: string,
+) {
   const stages = info.placement!.stages;
-  const head = agents.find((a) => a.id === stages[0].nodeId)!;
-  const headTransport = await createRpcTransport(`127.0.0.1:${head.rpcPort}`, { gzip: false });
   const client = createClient(InferenceService, headTransport);
   /** Served decode: Generate on the agent hosting stage 0, as a client sees it. */
   const run = async (): Promise<Round> => {
@@ -142,6 +135,28 @@ async function served(model: string, nAgents: number, o: Opts, prefix: string) {
     }
     return out;
   };
+  return { run, hops };
+}
+
+/** `nAgents` agent processes, ready to run served rounds and to time hops. */
+async function served(model: string, nAgents: number, o: Opts, prefix: string) {
+  const { args } = await splitModelArgs({
+    model,
+    agents: nAgents,
+    contextSize: CONTEXT,
+    maxSessions: SESSIONS,
+    backend: o.backend,
+    threads: o.threads,
+  });
+  const ids = Array.from({ length: nAgents }, (_, i) => `${prefix}-${i}`);
+  const agents = await startLocalCluster(ids, { args, startTimeoutMs: 120_000 });
+  const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`, { gzip: false });
+  const info = await waitForPlacement(transport, nAgents, 120_000);
+  transport.close();
+  const stages = info.placement!.stages;
+  const head = agents.find((a) => a.id === stages[0].nodeId)!;
+  const headTransport = await createRpcTransport(`127.0.0.1:${head.rpcPort}`, { gzip: false });
+  const { run, hops } = chainRounds(info, headTransport, o, prefix);
   const stop = async () => {
     headTransport.close();
     await stopLocalAgents(agents);
@@ -168,55 +183,7 @@ async function attached(endpoint: string, tls: ClientTls | undefined, o: Opts) {
   const missing = stages.find((s) => !s.rpcEndpoint);
   if (missing) throw new Error(`${endpoint}: stage ${missing.nodeId} has no RPC endpoint`);
   const headTransport = await createRpcTransport(stages[0].rpcEndpoint, { tls, gzip: false });
-  const client = createClient(InferenceService, headTransport);
-  const run = async (): Promise<Round> => {
-    const out: number[] = [];
-    let tps = 0;
-    for await (
-      const m of client.generate({
-        prompt: PROMPT,
-        maxTokens: o.tokens,
-        sampler: { temperature: 0 },
-      })
-    ) {
-      if (m.usage) tps = m.usage.decodeTokensPerSecond;
-      else out.push(m.tokenId);
-    }
-    return { tps, ids: out };
-  };
-  const hops = async (): Promise<number[]> => {
-    const out: number[] = [];
-    const first = new RemoteStageLink(
-      stages[0].nodeId,
-      stages[0].fromLayer,
-      stages[0].toLayer,
-      headTransport,
-    );
-    const session = await first.openSession({
-      sessionId: `bench-hops-${crypto.randomUUID()}`,
-      maxContext: CONTEXT,
-      model: info.placement!.model,
-      epoch: info.placement!.epoch,
-      sampling: { temperature: 0 },
-      downstream: stages.slice(1).map((s) => ({
-        nodeId: s.nodeId,
-        from: s.fromLayer,
-        to: s.toLayer,
-      })),
-    });
-    try {
-      let step = await session.step({ tokens: Int32Array.from([1, 5, 7]) });
-      for (let i = 0; i < o.tokens; i++) {
-        if (step.kind !== "token") throw new Error(`expected a token, got ${step.kind}`);
-        const t0 = performance.now();
-        step = await session.step({ tokens: Int32Array.of(step.token.id) });
-        out.push((performance.now() - t0 - step.computeMs) / stages.length);
-      }
-    } finally {
-      await session.close("done");
-    }
-    return out;
-  };
+  const { run, hops } = chainRounds(info, headTransport, o, "bench");
   return {
     run,
     hops,
