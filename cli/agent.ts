@@ -68,6 +68,11 @@ export function agentProgram() {
         "model, e.g. 512MiB (default 0: off)",
     )
     .option(
+      "--replicas <n>",
+      'disjoint pipelines when the budgets hold the model several times: a count or "auto" ' +
+        "(as many as fit); the cluster runs the fewest any agent asks for (default 1)",
+    )
+    .option(
       "--shutdown-grace <duration>",
       "on SIGTERM, how long generations in flight may finish, e.g. 10s or 500ms (default 10s)",
     )

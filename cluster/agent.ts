@@ -124,8 +124,17 @@ export class Agent {
       backend.dispose();
       throw e;
     }
+    // Load figures change the metadata about once a second on a busy stage: such an update is
+    // for routing only (heads read it from gossip), not a membership event to publish, re-plan
+    // on, or re-check a certificate for.
+    const shapes = new Map<string, string>();
     for (const type of ["join", "leave", "dead", "update", "alive"] as const) {
       gossip.on(type, (e) => {
+        const shape = JSON.stringify({ ...e.member.meta, load: undefined });
+        const same = shapes.get(e.member.id) === shape;
+        shapes.set(e.member.id, shape);
+        if (type === "update" && same) return;
+        if (type !== "update") agent.loop.forget(e.member.id);
         agent.observe.memberEvent(e.type, e.member);
         if (type !== "update" || e.member.id !== cfg.nodeId) {
           log("info", `member ${type}`, { node: e.member.id });
@@ -253,6 +262,7 @@ export class Agent {
     if (s.stopped || s.draining) return;
     await drainAndLeave(s);
     this.loop.stop();
+    this.stageRoom.stop();
     await s.gossip.shutdown();
     await this.rpc?.close(500);
     await this.metricsServer?.close();

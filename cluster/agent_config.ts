@@ -4,6 +4,7 @@
  */
 import { hostname } from "node:os";
 import { defaultCacheDir } from "./transfer/mod.ts";
+import { parseReplicaCount, type ReplicaCount } from "./placement/mod.ts";
 
 /** Everything an agent needs to start. */
 export interface AgentConfig {
@@ -56,6 +57,12 @@ export interface AgentConfig {
   transferRateLimit: number;
   /** Bytes of prefix KV cache on a stage that holds the whole model; 0 = off. */
   prefixCache: number;
+  /**
+   * Disjoint pipelines to form when the budgets hold the model several times: a count, or
+   * "auto" (as many as fit, each as short as possible). The cluster runs the fewest any member
+   * asks for. Default 1: one pipeline over every agent, as before replicas existed.
+   */
+  replicas: ReplicaCount;
   /** How long SIGTERM lets generations in flight finish before cutting them off, ms. */
   shutdownGrace: number;
   /** HTTP API: a connection must send a request's headers within this many ms (slow-loris). */
@@ -110,6 +117,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   cacheDir: "DLLM_CACHE_DIR",
   transferRateLimit: "DLLM_TRANSFER_RATE_LIMIT",
   prefixCache: "DLLM_PREFIX_CACHE",
+  replicas: "DLLM_REPLICAS",
   shutdownGrace: "DLLM_SHUTDOWN_GRACE",
   httpHeaderTimeout: "DLLM_HTTP_HEADER_TIMEOUT",
   httpBodyTimeout: "DLLM_HTTP_BODY_TIMEOUT",
@@ -268,6 +276,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     cacheDir: str("cacheDir", defaultCacheDir())!,
     transferRateLimit: 0,
     prefixCache: 0,
+    replicas: 1,
     shutdownGrace: 10_000,
     httpHeaderTimeout: 10_000,
     httpBodyTimeout: 30_000,
@@ -307,6 +316,17 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     }
     if (!(cfg.prefixCache >= 0) || cfg.prefixCache > cfg.memoryBudget) {
       fail("prefixCache", prefixSrc, "must be between 0 and the memory budget");
+    }
+  }
+  const [replicasRaw, replicasSrc] = pick("replicas");
+  if (replicasRaw !== undefined) {
+    try {
+      cfg.replicas = parseReplicaCount(String(replicasRaw));
+    } catch (e) {
+      fail("replicas", replicasSrc, (e as Error).message);
+    }
+    if (cfg.replicas !== "auto" && cfg.replicas > 0xffff) {
+      fail("replicas", replicasSrc, "must be at most 65535");
     }
   }
   if (!/^[A-Za-z0-9._-]{1,63}$/.test(cfg.nodeId)) {

@@ -7,7 +7,7 @@
 import { createClient } from "@connectrpc/connect";
 import { ClusterService } from "../../proto/mod.ts";
 import type { ClusterCommands, CommandResult } from "../events/mod.ts";
-import type { Placement } from "../placement/mod.ts";
+import type { ReplicaPlan } from "../placement/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { PlacementLoop } from "./placement_loop.ts";
@@ -68,7 +68,7 @@ function drain(
   const id = s.nodeId;
   if (!s.model) return { message: `${id} serves no model; nothing to drain` };
   if (s.drained) return { message: `${id} is already drained`, placement: loop.message() };
-  let plan: Placement;
+  let plan: ReplicaPlan;
   try {
     plan = loop.planWithout(id);
   } catch (e) {
@@ -78,7 +78,9 @@ function drain(
     );
   }
   const placement = loop.message(plan);
-  const where = plan.stages.map((st) => `${st.nodeId}:[${st.from},${st.to})`).join(" ");
+  const where = plan.replicas.map((r) =>
+    r.stages.map((st) => `${st.nodeId}:[${st.from},${st.to})`).join(" ")
+  ).join(" | ");
   if (dryRun) return { message: `would drain ${id}; layers would move to ${where}`, placement };
   s.drained = true;
   s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "" });

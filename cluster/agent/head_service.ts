@@ -14,6 +14,7 @@ import {
   Head,
   LocalStageLink,
   RemoteStageLink,
+  ReplicaLedger,
   type SampledToken,
   type SessionOpen,
   type StageLink,
@@ -98,6 +99,9 @@ export const SHUTDOWN = new Error("the agent is shutting down");
 
 /** Runs the requests this agent heads. */
 export class HeadService {
+  /** What this head has routed to each replica (shared by its requests). */
+  readonly ledger = new ReplicaLedger();
+
   constructor(
     private readonly s: AgentState,
     private readonly loop: PlacementLoop,
@@ -122,18 +126,28 @@ export class HeadService {
     });
   }
 
-  /** The chain provider heads use: announced ranges of live members. */
+  /**
+   * The chain provider of one request: announced ranges of live members, routed to the replica
+   * with the most free capacity (sticky for the request; a replay may move it).
+   */
   private chainProvider(): GossipChainProvider {
     const model = this.s.model!;
     const byId = new Map<string, Member>();
-    return new GossipChainProvider({
+    const provider: GossipChainProvider = new GossipChainProvider({
       model: model.id.toString(),
       nLayers: model.nLayers,
       candidates: () => this.loop.stageCandidates(byId),
       epoch: () => this.loop.epoch,
-      link: (c) =>
-        this.linkTo({ nodeId: c.id, from: c.from, to: c.to, version: c.version }, byId.get(c.id)),
+      ledger: this.ledger,
+      link: (c) => {
+        if (c.id === c.replica && c.from === 0) this.metrics.onRoute(c.id);
+        return this.linkTo(
+          { nodeId: c.id, from: c.from, to: c.to, version: c.version },
+          byId.get(c.id),
+        );
+      },
     });
+    return provider;
   }
 
   /** Generate for `p` as the head; events end with one "done" (or the stream throws). */
@@ -210,7 +224,8 @@ export class HeadService {
     // Holds back text that may become a stop string, so clients never see part of one.
     const stops = new StopMatcher(p.stop ?? []);
     let stoppedBySequence = false;
-    const head = new Head(this.chainProvider(), {
+    const provider = this.chainProvider();
+    const head = new Head(provider, {
       recoveryTimeoutMs: recoveryTimeoutMs(this.loop.plan?.stages.map((st) => st.bytes) ?? []),
       log: (m) => {
         s.counters.recoveries++;
@@ -237,7 +252,7 @@ export class HeadService {
         : p.sampling,
       onToken: (token, index) => {
         s.counters.tokensGeneratedTotal++;
-        this.metrics.onToken();
+        this.metrics.onToken(provider.replica);
         tracker.token();
         const { text, stopped } = stops.push(
           model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id),
@@ -308,6 +323,7 @@ export class HeadService {
         wake = undefined;
       }
     } finally {
+      provider.release();
       abort.abort();
       signal.removeEventListener("abort", onAbort);
       s.requests.delete(requestId);

@@ -17,6 +17,7 @@ import {
 } from "../gossip/mod.ts";
 import { VERSION } from "../version.ts";
 import { cpuCores } from "../discovery/mod.ts";
+import { replicaCountToWire } from "../placement/mod.ts";
 import type { AgentLogger, AgentState } from "./state.ts";
 import type { ServedModel } from "./served_model.ts";
 import { SHUTDOWN } from "./head_service.ts";
@@ -61,6 +62,8 @@ export async function startGossip(
     model: model?.id.toString() ?? "",
     hosted: null,
     version: VERSION,
+    // Every agent publishes the count it asks for; placement runs the fewest (agreedReplicaCount).
+    replicas: replicaCountToWire(cfg.replicas),
   };
   return await Memberlist.listen(
     preset({

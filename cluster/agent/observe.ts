@@ -9,7 +9,7 @@ import { type Placement as WirePlacement, PlacementEventSchema } from "../../pro
 import type { Member } from "../gossip/mod.ts";
 import { memberToNodeInfo, type NodeInfoExtras } from "../discovery/gossip_view.ts";
 import type { MetricsSource } from "../telemetry/mod.ts";
-import type { Placement } from "../placement/mod.ts";
+import type { ReplicaPlan } from "../placement/mod.ts";
 import type { AgentState } from "./state.ts";
 
 /** Publishes events and answers scrapes from the agent's state. */
@@ -20,7 +20,7 @@ export class Observer {
   constructor(
     private readonly s: AgentState,
     /** The wire placement of `plan` (default: the current one). */
-    private readonly placementMessage: (plan?: Placement) => WirePlacement | undefined,
+    private readonly placementMessage: (plan?: ReplicaPlan) => WirePlacement | undefined,
   ) {}
 
   /** Publish a gossip membership change; remember it as the reason of the next re-plan. */
@@ -31,7 +31,7 @@ export class Observer {
   }
 
   /** Publish the placement (or its absence) with why it changed. */
-  publishPlacement(reason: string, plan?: Placement): void {
+  publishPlacement(reason: string, plan?: ReplicaPlan): void {
     this.s.events.publish({
       case: "placement",
       value: create(PlacementEventSchema, { placement: this.placementMessage(plan), reason }),
@@ -78,6 +78,11 @@ export class Observer {
         return { used, free: s.stage ? Math.max(0, s.config.maxSessions - used) : 0 };
       },
       modelMemory: () => s.stage?.memoryBytes ?? { weights: 0, kvCache: 0 },
+      replicaSessions: () => {
+        const out: Record<string, number> = {};
+        for (const r of this.placementMessage()?.replicas ?? []) out[r.id] = r.sessions;
+        return out;
+      },
       gossipMembers: () => {
         const out: Record<string, number> = {};
         for (const m of s.gossip.allMembers()) out[m.status] = (out[m.status] ?? 0) + 1;

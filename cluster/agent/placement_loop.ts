@@ -4,21 +4,31 @@
  * derives the cluster-wide placement epoch from the plan, so heads and stages can tell when
  * they planned with different views.
  *
+ * With `--replicas` above 1 (or auto) the plan is several disjoint pipelines: each member's
+ * announced range and replica are inputs too, so pipelines that still stand are kept as they are
+ * and a join or a loss re-groups only the nodes it touches.
+ *
  * @module
  */
 import { create } from "@bufbuild/protobuf";
 import {
   type Placement as WirePlacement,
   PlacementSchema,
+  ReplicaSchema,
+  type StageAssignment as WireStage,
   StageAssignmentSchema,
 } from "../../proto/mod.ts";
 import type { Member } from "../gossip/mod.ts";
 import {
+  agreedReplicaCount,
   type Placement,
   PlacementError,
-  type PlacementNode,
-  planEpoch,
-  planPlacement,
+  planReplicas,
+  type ReplicaCount,
+  replicaCountFromWire,
+  replicaEpoch,
+  type ReplicaNode,
+  type ReplicaPlan,
 } from "../placement/mod.ts";
 import { type StageCandidate, tileChain } from "../pipeline/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
@@ -27,24 +37,52 @@ import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
 import type { StageRoom } from "./stage.ts";
 
-/** What placement needs of each member: its id, budget and calibrated speed. */
-export function placementInputs(members: readonly Member[]): PlacementNode[] {
-  return members.filter((m) => m.meta).map((m) => ({
-    id: m.id,
-    memoryBudget: m.meta!.resources.memoryBytes,
-    speed: m.meta!.resources.speed || 1,
-  }));
+/**
+ * What placement needs of each member: its id, budget, calibrated speed and, for `model`, the
+ * range and replica it hosts now (replica planning keeps standing pipelines).
+ */
+export function placementInputs(members: readonly Member[], model?: string): ReplicaNode[] {
+  return members.filter((m) => m.meta).map((m) => {
+    const meta = m.meta!;
+    const h = meta.hosted;
+    return {
+      id: m.id,
+      memoryBudget: meta.resources.memoryBytes,
+      speed: meta.resources.speed || 1,
+      ...(model && h && h.model === model && meta.replica
+        ? { hosting: { from: h.from, to: h.to, head: meta.replica } }
+        : {}),
+    };
+  });
+}
+
+/** The replica count `members` agree on: the fewest any asks for (cluster/placement). */
+export function agreedReplicas(members: readonly Member[]): ReplicaCount {
+  return agreedReplicaCount(
+    members.filter((m) => m.meta).map((m) => replicaCountFromWire(m.meta!.replicas)),
+  );
+}
+
+/** How `--replicas` reads to a user. */
+export function replicaSetting(c: ReplicaCount): string {
+  return String(c);
 }
 
 /** Re-plans on membership changes and drives the stage room. */
 export class PlacementLoop {
-  /** The plan in force (undefined: none yet, or none fits). */
+  /** The replica plan in force (undefined: none yet, or none fits). */
+  replicas?: ReplicaPlan;
+  /** The pipeline this agent serves in (else the first): what a single-chain reader wants. */
   plan?: Placement;
+  /** The replica count the plan was made for. */
+  setting: ReplicaCount = 1;
   /** Why the last planning attempt found no placement (shown to clients). */
   error?: string;
-  /** The cluster-wide epoch of `plan` (0n: no plan). */
+  /** The cluster-wide epoch of `replicas` (0n: no plan). */
   epoch = 0n;
   private timer?: ReturnType<typeof setTimeout>;
+  /** Per member: what it announced hosting and since which incarnation (see stageCandidates). */
+  private readonly hostedSince = new Map<string, { key: string; version: number }>();
 
   constructor(
     private readonly s: AgentState,
@@ -66,6 +104,7 @@ export class PlacementLoop {
 
   /** Forget the plan (the model is no longer served). */
   reset(): void {
+    this.replicas = undefined;
     this.plan = undefined;
     this.error = undefined;
     this.epoch = 0n;
@@ -86,64 +125,107 @@ export class PlacementLoop {
     const peers = this.modelPeers();
     // A deploy in progress: wait until every planned node offers the model (cluster/transfer).
     if (!s.transfer.planReady(s.model.id.toString(), peers.map((m) => m.id))) return;
-    let plan: Placement;
+    let plan: ReplicaPlan;
+    const setting = agreedReplicas(peers);
     try {
-      plan = planPlacement(s.model.footprint, placementInputs(peers));
+      plan = this.planOver(peers, setting);
     } catch (e) {
       if (e instanceof PlacementError) {
         s.log("warn", "no placement", { error: e.message, members: peers.length });
-        this.plan = undefined;
-        this.epoch = 0n;
+        this.reset();
         if (this.error !== e.message) this.observe.publishPlacement(`no placement: ${e.message}`);
         this.error = e.message;
         return;
       }
       throw e;
     }
-    const epoch = planEpoch(plan, s.model.id.toString());
+    const epoch = replicaEpoch(plan, s.model.id.toString());
     const changed = epoch !== this.epoch;
-    this.plan = plan;
+    const mineAt = plan.replicas.findIndex((r) => r.stages.some((st) => st.nodeId === s.nodeId));
+    this.replicas = plan;
+    this.plan = plan.replicas[Math.max(0, mineAt)];
+    this.setting = setting;
     this.epoch = epoch;
     this.error = undefined;
     if (changed) {
       s.log("info", "placement", {
         epoch: String(epoch),
-        stages: plan.stages.map((st) => `${st.nodeId}:[${st.from},${st.to})`).join(" "),
+        replicas: plan.replicas.length,
+        setting: replicaSetting(setting),
+        stages: plan.replicas.map((r) =>
+          r.stages.map((st) => `${st.nodeId}:[${st.from},${st.to})`).join(" ")
+        ).join(" | "),
+        standby: plan.standby.join(","),
       });
       this.observe.publishPlacement(this.observe.planReason, plan);
     }
-    const mine = plan.stages.find((st) => st.nodeId === s.nodeId);
-    this.stage.want(mine ? { from: mine.from, to: mine.to } : undefined);
+    const mine = mineAt < 0
+      ? undefined
+      : plan.replicas[mineAt].stages.find((st) => st.nodeId === s.nodeId);
+    this.stage.want(
+      mine ? { from: mine.from, to: mine.to } : undefined,
+      mineAt < 0 ? undefined : plan.replicas[mineAt].stages[0].nodeId,
+    );
+  }
+
+  private planOver(peers: readonly Member[], setting: ReplicaCount): ReplicaPlan {
+    return planReplicas(
+      this.s.model!.footprint,
+      placementInputs(peers, this.s.model!.id.toString()),
+      setting,
+    );
   }
 
   /** A plan over the members offering our model, minus `without`; throws when none fits. */
-  planWithout(without: string | undefined): Placement {
+  planWithout(without: string | undefined): ReplicaPlan {
     const peers = this.modelPeers().filter((m) => m.id !== without);
     try {
-      return planPlacement(this.s.model!.footprint, placementInputs(peers));
+      return this.planOver(peers, agreedReplicas(peers));
     } catch (e) {
       if (e instanceof PlacementError) throw new RpcFailure("failed_precondition", e.message);
       throw e;
     }
   }
 
-  /** The wire form of `plan` (default: the plan in force), with each stage's RPC endpoint. */
-  message(plan = this.plan): WirePlacement | undefined {
+  /**
+   * The wire form of `plan` (default: the plan in force), with each stage's RPC endpoint and
+   * each replica's load as its first stage last published it.
+   */
+  message(plan = this.replicas): WirePlacement | undefined {
     const s = this.s;
-    if (!plan || !s.model) return undefined;
+    if (!plan || !s.model || plan.replicas.length === 0) return undefined;
+    const wire = (st: Placement["stages"][number]): WireStage => {
+      const m = s.gossip.member(st.nodeId);
+      return create(StageAssignmentSchema, {
+        nodeId: st.nodeId,
+        fromLayer: st.from,
+        toLayer: st.to,
+        rpcEndpoint: m?.meta ? rpcEndpoint(m) : "",
+      });
+    };
     return create(PlacementSchema, {
       model: s.model.id.toString(),
-      totalLayers: plan.nLayers,
-      epoch: planEpoch(plan, s.model.id.toString()),
-      stages: plan.stages.map((st) => {
-        const m = s.gossip.member(st.nodeId);
-        return create(StageAssignmentSchema, {
-          nodeId: st.nodeId,
-          fromLayer: st.from,
-          toLayer: st.to,
-          rpcEndpoint: m?.meta ? rpcEndpoint(m) : "",
+      totalLayers: plan.replicas[0].nLayers,
+      epoch: replicaEpoch(plan, s.model.id.toString()),
+      stages: plan.replicas[0].stages.map(wire),
+      replicas: plan.replicas.map((r) => {
+        const id = r.stages[0].nodeId;
+        const load = s.gossip.member(id)?.meta?.load;
+        return create(ReplicaSchema, {
+          id,
+          stages: r.stages.map(wire),
+          sessions: load?.sessions ?? 0,
+          queued: load?.queued ?? 0,
+          freeSlots: load?.free ?? 0,
+          tokensPerSecond: load?.tokensPerSecond ?? 0,
         });
       }),
+      standby: [...plan.standby],
+      replicasSetting: replicaSetting(
+        plan === this.replicas ? this.setting : agreedReplicas(
+          this.modelPeers(),
+        ),
+      ),
     });
   }
 
@@ -153,6 +235,7 @@ export class PlacementLoop {
     const out: StageCandidate[] = [];
     for (const m of this.s.gossip.members()) {
       const h = m.meta?.hosted;
+      if (!h) this.hostedSince.delete(m.id);
       if (!h || (m.status !== "alive" && m.status !== "suspect")) continue;
       if (this.s.untrusted.has(m.id)) continue;
       byId?.set(m.id, m);
@@ -162,10 +245,34 @@ export class PlacementLoop {
         model: h.model,
         from: h.from,
         to: h.to,
-        version: m.incarnation,
+        version: this.hostedVersion(m),
+        replica: m.meta!.replica || undefined,
+        load: m.meta!.load,
+        loadVersion: m.incarnation,
       });
     }
     return out;
+  }
+
+  /**
+   * The incarnation at which a member started announcing what it hosts now. Load publications
+   * raise the incarnation every second or so; a head that excluded a failed stage must not take
+   * a new load figure for a re-announced (reloaded) stage.
+   */
+  private hostedVersion(m: Member): number {
+    const h = m.meta!.hosted!;
+    const key = `${h.model}:${h.from}-${h.to}:${m.meta!.replica ?? ""}:${
+      m.meta!.resources.backend
+    }`;
+    const was = this.hostedSince.get(m.id);
+    if (was && was.key === key && was.version <= m.incarnation) return was.version;
+    this.hostedSince.set(m.id, { key, version: m.incarnation });
+    return m.incarnation;
+  }
+
+  /** A member joined, died, left or came back: its next announcement is a new stage. */
+  forget(id: string): void {
+    this.hostedSince.delete(id);
   }
 
   /** Which layers no loaded stage covers yet, in words (null when a complete chain exists). */

@@ -15,10 +15,19 @@ import type { Observer } from "./observe.ts";
 /** A layer range [from, to). */
 export type LayerRange = { from: number; to: number };
 
+/** How often a stage publishes its load in gossip (each publication is a metadata update). */
+export const LOAD_PUBLISH_MS = 1000;
+
 /** Loads, announces and replaces this agent's stage. */
 export class StageRoom {
   /** The range the current plan gives this agent (undefined: none). */
   plannedRange?: LayerRange;
+  /** The replica the plan puts this agent in: its first stage's node id. */
+  plannedReplica?: string;
+  /** Token rows the hosted stage processed since the last load publication. */
+  private rows = 0;
+  private rowsSince = performance.now();
+  private loadTimer?: ReturnType<typeof setInterval>;
   /** The load in progress (loads run one after another). */
   loading?: Promise<void>;
   private fallingBack = false;
@@ -31,9 +40,19 @@ export class StageRoom {
     private readonly replanSoon: () => void,
   ) {}
 
-  /** Plan says `want`: load it after any load in progress, unless it is already planned. */
-  want(want: LayerRange | undefined): void {
-    if (want?.from === this.plannedRange?.from && want?.to === this.plannedRange?.to) return;
+  /**
+   * Plan says `want` in replica `replica`: load it after any load in progress, unless it is
+   * already planned. The same range in another replica is only announced anew.
+   */
+  want(want: LayerRange | undefined, replica?: string): void {
+    const replicaChanged = replica !== this.plannedReplica;
+    this.plannedReplica = replica;
+    if (want?.from === this.plannedRange?.from && want?.to === this.plannedRange?.to) {
+      if (replicaChanged) {
+        this.loading = (this.loading ?? Promise.resolve()).then(() => this.announce());
+      }
+      return;
+    }
     this.plannedRange = want;
     this.loading = (this.loading ?? Promise.resolve()).then(() => this.load(want));
   }
@@ -70,7 +89,10 @@ export class StageRoom {
       s.stage = new StageHost(stage, s.model.id.toString(), {
         maxSessions: s.config.maxSessions,
         defaultContext: Math.min(s.config.contextSize, s.model.contextLength),
-        onStep: (info) => this.metrics.onStageStep(info),
+        onStep: (info) => {
+          this.metrics.onStageStep(info);
+          this.rows += info.rows;
+        },
         onFailure: (e) => this.onStageFailure(e),
         prefixCacheBytes: s.config.prefixCache,
       });
@@ -152,7 +174,10 @@ export class StageRoom {
       .finally(() => (this.fallingBack = false));
   }
 
-  /** Publish the hosted range in gossip metadata (a new alive with a higher incarnation). */
+  /**
+   * Publish the hosted range, its replica and its load in gossip metadata (a new alive with a
+   * higher incarnation).
+   */
   announce(): void {
     const s = this.s;
     const meta = s.gossip.localNode.meta;
@@ -162,7 +187,56 @@ export class StageRoom {
       hosted: s.stage
         ? { model: s.model!.id.toString(), from: s.stage.range.from, to: s.stage.range.to }
         : null,
+      replica: s.stage ? this.plannedReplica ?? "" : "",
+      load: this.currentLoad(),
     });
+    this.loadTimer ??= setInterval(() => this.publishLoad(), LOAD_PUBLISH_MS);
+    Deno.unrefTimer(this.loadTimer);
+  }
+
+  /** The hosted stage's load now: what heads choosing a replica read. */
+  private currentLoad() {
+    const s = this.s;
+    const now = performance.now();
+    const secs = (now - this.rowsSince) / 1000;
+    const tps = secs > 0 ? this.rows / secs : 0;
+    this.rows = 0;
+    this.rowsSince = now;
+    const sessions = s.stage?.openSessions ?? 0;
+    return {
+      sessions,
+      queued: s.stage?.pending ?? 0,
+      free: s.stage ? Math.max(0, s.config.maxSessions - sessions) : 0,
+      tokensPerSecond: Math.round(tps * 10) / 10,
+    };
+  }
+
+  /**
+   * Publish the load when it changed: an idle stage sends nothing, a busy one about once per
+   * LOAD_PUBLISH_MS (heads add what they sent since, see ReplicaLedger).
+   */
+  private publishLoad(): void {
+    const s = this.s;
+    const meta = s.gossip.localNode.meta;
+    if (!meta || s.stopped) {
+      clearInterval(this.loadTimer);
+      this.loadTimer = undefined;
+      return;
+    }
+    if (!s.stage) return;
+    const load = this.currentLoad();
+    const was = meta.load;
+    if (
+      was && was.sessions === load.sessions && was.queued === load.queued &&
+      was.free === load.free && was.tokensPerSecond === load.tokensPerSecond
+    ) return;
+    s.gossip.updateMetadata({ ...meta, load });
+  }
+
+  /** Stop publishing load (shutdown). */
+  stop(): void {
+    clearInterval(this.loadTimer);
+    this.loadTimer = undefined;
   }
 
   /** Drop the stage and free its weights (undeploy gives the memory back). */

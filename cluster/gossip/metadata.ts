@@ -39,6 +39,18 @@ export interface HostedLayers {
   to: number;
 }
 
+/** A stage's load, published for routing (cluster/pipeline/gossip_chain.ts chooseReplica). */
+export interface StageLoad {
+  /** Sessions open on the stage. */
+  sessions: number;
+  /** Frames waiting for (or in) its current pass. */
+  queued: number;
+  /** Sessions it can still open (free KV cache slots). */
+  free: number;
+  /** Token rows it processed per second recently. */
+  tokensPerSecond: number;
+}
+
 /** Everything a member advertises. */
 export interface NodeMetadata {
   /** Node id; must equal the member's gossip id. */
@@ -61,6 +73,12 @@ export interface NodeMetadata {
   model?: string;
   /** Why this agent's stage failed to load ("" = none); such an agent offers no model. */
   stageError?: string;
+  /** The `--replicas` this agent asks for: 0 = auto, else a count (absent: 1, as before). */
+  replicas?: number;
+  /** The replica its hosted stage belongs to: the node id of that pipeline's first stage. */
+  replica?: string;
+  /** Its stage's load, for heads choosing a replica. */
+  load?: StageLoad;
 }
 
 /** Metadata that fails validation; the message names the field and the fix. */
@@ -147,9 +165,20 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   w.u16(m.httpPort ?? 0).str8(m.model ?? "").u32(Math.min(speed, 0xffffffff));
   // Appended last and only when set, so metadata without them reads as before: the stage
   // error, then threads and machine memory (the error written, possibly empty, before them).
-  const more = (r.threads ?? 0) > 0 || (r.memoryTotal ?? 0) > 0;
+  // Then replica fields (setting, replica, load), which need the earlier ones written first.
+  const replicated = m.replicas !== undefined || !!m.replica || m.load !== undefined;
+  const more = (r.threads ?? 0) > 0 || (r.memoryTotal ?? 0) > 0 || replicated;
   if (m.stageError || more) w.str8(m.stageError ?? "");
   if (more) w.u16(Math.min(r.threads ?? 0, 0xffff)).u64(r.memoryTotal ?? 0);
+  if (replicated) {
+    checkStr("replica", m.replica ?? "");
+    const l = m.load ?? { sessions: 0, queued: 0, free: 0, tokensPerSecond: 0 };
+    const u16 = (x: number) => Math.max(0, Math.min(0xffff, Math.round(x) || 0));
+    w.u16(u16(m.replicas ?? 1)).str8(m.replica ?? "").u16(u16(l.sessions)).u16(u16(l.queued))
+      .u16(u16(l.free)).u32(
+        Math.max(0, Math.min(0xffffffff, Math.round(l.tokensPerSecond * 10) || 0)),
+      );
+  }
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -194,9 +223,22 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     resources.threads = r.u16("threads");
     resources.memoryTotal = r.u64("memory total");
   }
+  let replicated: Pick<NodeMetadata, "replicas" | "replica" | "load"> = {};
+  if (r.remaining() > 0) {
+    replicated = {
+      replicas: r.u16("replicas"),
+      replica: r.str8("replica"),
+      load: {
+        sessions: r.u16("sessions"),
+        queued: r.u16("queued"),
+        free: r.u16("free slots"),
+        tokensPerSecond: r.u32("tokens per second") / 10,
+      },
+    };
+  }
   r.end("metadata");
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
-  return stageError ? { ...meta, stageError } : meta;
+  return { ...(stageError ? { ...meta, stageError } : meta), ...replicated };
 }
 
 /** Minimal metadata for a node that has nothing to advertise yet. */

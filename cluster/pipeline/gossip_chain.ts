@@ -1,6 +1,11 @@
 /**
  * ChainProvider over gossip: the stages of a chain are the members whose metadata says they
  * host (loaded and ready) a layer range of the model; the head tiles [0, nLayers) with them.
+ *
+ * With replicas (several disjoint pipelines, cluster/placement/replicas.ts) each stage also
+ * announces the replica it belongs to and its load; the head routes a request to the complete
+ * replica with the most free capacity and keeps it there for the request's life (sticky), and
+ * a replay after a failure may move it to another replica.
  */
 import { type ChainProvider, NoPlacementError, stageKey, type StageLink } from "./head.ts";
 
@@ -14,6 +19,139 @@ export interface StageCandidate {
   to: number;
   /** Announcement version (gossip incarnation): a re-announced stage is trusted again. */
   version?: number;
+  /** The replica the stage belongs to (its first stage's node id); absent: unreplicated. */
+  replica?: string;
+  /** The stage's load as it last published it. */
+  load?: StageLoadView;
+  /** Which publication of the load (gossip incarnation): the ledger rebases on a new one. */
+  loadVersion?: number;
+}
+
+/** A stage's published load (gossip metadata). */
+export interface StageLoadView {
+  /** Sessions open. */
+  sessions: number;
+  /** Frames waiting for (or in) the current pass. */
+  queued: number;
+  /** Sessions it can still open (free KV cache slots). */
+  free: number;
+  /** Token rows per second it processed recently. */
+  tokensPerSecond: number;
+}
+
+/** A complete replica a head can route to: its chain and the load its first stage published. */
+export interface ReplicaRoute {
+  /** Node id of its first stage. */
+  id: string;
+  chain: StageCandidate[];
+  load: StageLoadView;
+  /** Which publication of the load this is (see StageCandidate.loadVersion). */
+  loadVersion?: number;
+}
+
+/**
+ * The complete replicas among `candidates`: the stages announcing the same replica, tiled from
+ * layer 0 to the last. Every session of a replica passes through its first stage, so that
+ * stage's load is the replica's. In id order.
+ */
+export function replicaRoutes(
+  candidates: readonly StageCandidate[],
+  model: string,
+  nLayers: number,
+  exclude: ReadonlySet<string>,
+): ReplicaRoute[] {
+  const groups = new Map<string, StageCandidate[]>();
+  for (const c of candidates) {
+    if (!c.replica) continue;
+    const g = groups.get(c.replica) ?? [];
+    g.push(c);
+    groups.set(c.replica, g);
+  }
+  const out: ReplicaRoute[] = [];
+  for (const [id, group] of groups) {
+    const chain = tileChain(group, model, nLayers, exclude);
+    if (!Array.isArray(chain)) continue;
+    const first = chain[0];
+    out.push({
+      id,
+      chain,
+      load: first.load ?? { sessions: 0, queued: 0, free: 1, tokensPerSecond: 0 },
+      loadVersion: first.loadVersion,
+    });
+  }
+  return out.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+}
+
+/**
+ * The replica with the most free capacity: one with a free KV slot before a full one, then the
+ * fewest sessions and queued frames (published load plus what `pending` says this head sent
+ * since that publication), then the most recent tokens/s (the faster one), then the lowest id.
+ * Undefined when `routes` is empty.
+ */
+export function chooseReplica(
+  routes: readonly ReplicaRoute[],
+  pending: (r: ReplicaRoute) => number = () => 0,
+): ReplicaRoute | undefined {
+  let best: ReplicaRoute | undefined;
+  let bestKey: number[] = [];
+  for (const r of routes) {
+    const extra = pending(r);
+    const key = [
+      r.load.free - extra > 0 ? 0 : 1,
+      Math.max(0, r.load.sessions + r.load.queued + extra),
+      -r.load.tokensPerSecond,
+    ];
+    if (!best || less(key, bestKey) || (!less(bestKey, key) && r.id < best.id)) {
+      best = r;
+      bestKey = key;
+    }
+  }
+  return best;
+}
+
+function less(a: number[], b: number[]): boolean {
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
+  return false;
+}
+
+/**
+ * What this head has routed to each replica: requests running there now, and how many of them
+ * the replica's last published load already counts. Gossip publishes load about once a second;
+ * without this, every request arriving within that second would go to the same replica.
+ */
+export class ReplicaLedger {
+  private readonly running = new Map<string, number>();
+  private readonly base = new Map<string, { version?: number; count: number }>();
+
+  /** Requests this head sent to `r` since its load was published (negative: some ended). */
+  pending(r: ReplicaRoute): number {
+    const now = this.running.get(r.id) ?? 0;
+    const b = this.base.get(r.id);
+    if (!b || b.version !== r.loadVersion) {
+      // A new publication counts the sessions running now (gossip on loopback or a LAN
+      // arrives in milliseconds, far less than a request lasts).
+      this.base.set(r.id, { version: r.loadVersion, count: now });
+      return 0;
+    }
+    return now - b.count;
+  }
+
+  /** A request starts on replica `id`. */
+  start(id: string): void {
+    this.running.set(id, (this.running.get(id) ?? 0) + 1);
+  }
+
+  /** A request left replica `id` (done, failed over, or cancelled). */
+  end(id: string): void {
+    const n = (this.running.get(id) ?? 0) - 1;
+    if (n > 0) this.running.set(id, n);
+    else this.running.delete(id);
+  }
+
+  /** Requests this head runs on each replica now. */
+  snapshot(): Record<string, number> {
+    return Object.fromEntries(this.running);
+  }
 }
 
 /** Pick stages that tile [0, nLayers): from each layer, the longest range (fewest hops). */
@@ -57,8 +195,19 @@ export class GossipChainProvider implements ChainProvider {
       pollMs?: number;
       /** The placement epoch this head plans with (0n: unchecked). */
       epoch?: () => bigint;
+      /** Routing state shared by the head's requests; absent: no replica routing. */
+      ledger?: ReplicaLedger;
     },
   ) {}
+
+  /** The replica this request runs on now (sticky until it fails); undefined: none chosen. */
+  replica?: string;
+
+  /** The request ended: it no longer counts against its replica. */
+  release(): void {
+    if (this.replica !== undefined) this.opts.ledger?.end(this.replica);
+    this.replica = undefined;
+  }
 
   /** The model id sessions are opened for. */
   get model(): string {
@@ -75,12 +224,25 @@ export class GossipChainProvider implements ChainProvider {
     for (;;) {
       // A node excluded after a failure may come back (restarted); it is trusted again only
       // once gossip has seen it alive with its range again, which the candidate list reflects.
-      const tiled = tileChain(
-        this.opts.candidates(),
-        this.opts.model,
-        this.opts.nLayers,
-        opts.exclude,
-      );
+      const candidates = this.opts.candidates();
+      const routes = replicaRoutes(candidates, this.opts.model, this.opts.nLayers, opts.exclude);
+      if (routes.length > 0) {
+        const ledger = this.opts.ledger;
+        // Sticky: a request stays on its replica while that replica is whole (a stale-epoch retry
+        // comes back here); after a stage failure excluded a node, it may move.
+        const route = routes.find((r) => r.id === this.replica) ??
+          chooseReplica(routes, (r) => ledger?.pending(r) ?? 0)!;
+        if (route.id !== this.replica) {
+          this.release();
+          this.replica = route.id;
+          ledger?.start(route.id);
+        }
+        return route.chain.map((c) => this.opts.link(c));
+      }
+      // No whole replica (agents that predate replicas, or a plan in transition): any stages
+      // that tile the model, as before.
+      this.release();
+      const tiled = tileChain(candidates, this.opts.model, this.opts.nLayers, opts.exclude);
       if (Array.isArray(tiled)) return tiled.map((c) => this.opts.link(c));
       if (Date.now() >= deadline) {
         throw new NoPlacementError(

@@ -46,4 +46,13 @@ export {
   samplingToWire,
   WireFormatError,
 } from "./wire.ts";
-export { GossipChainProvider, type StageCandidate, tileChain } from "./gossip_chain.ts";
+export {
+  chooseReplica,
+  GossipChainProvider,
+  ReplicaLedger,
+  type ReplicaRoute,
+  replicaRoutes,
+  type StageCandidate,
+  type StageLoadView,
+  tileChain,
+} from "./gossip_chain.ts";

@@ -21,9 +21,13 @@ export {
   stageBytes,
 } from "./plan.ts";
 export {
+  agreedReplicaCount,
   parseReplicaCount,
   planReplicas,
   type ReplicaCount,
+  replicaCountFromWire,
+  replicaCountToWire,
+  replicaEpoch,
   type ReplicaNode,
   type ReplicaPlan,
 } from "./replicas.ts";

@@ -14,6 +14,7 @@ import {
   type Placement,
   PlacementError,
   type PlacementNode,
+  planEpoch,
   planPlacement,
   stageBytes,
 } from "./plan.ts";
@@ -155,4 +156,43 @@ function hostedChains(m: ModelFootprint, live: readonly ReplicaNode[]): Placemen
     });
   }
   return chains;
+}
+
+/** How a replica count travels in gossip metadata: 0 = auto, else the count. */
+export function replicaCountToWire(c: ReplicaCount): number {
+  return c === "auto" ? 0 : c;
+}
+
+/** The count a metadata field says (0 = auto; absent = 1, an agent that predates replicas). */
+export function replicaCountFromWire(n: number | undefined): ReplicaCount {
+  return n === undefined ? 1 : n === 0 ? "auto" : n;
+}
+
+/**
+ * The replica count a cluster runs: the fewest any member asks for ("auto" is unbounded). Each
+ * agent's `--replicas` is only a request; without one agreed rule, agents configured
+ * differently would plan different replicas and never agree on an epoch. The fewest is the safe
+ * choice: a member that asks for one pipeline (or predates replicas) is never outvoted into
+ * holding whole copies of the model.
+ */
+export function agreedReplicaCount(asked: readonly ReplicaCount[]): ReplicaCount {
+  let out: ReplicaCount = "auto";
+  for (const c of asked) if (c !== "auto" && (out === "auto" || c < out)) out = c;
+  return asked.length === 0 ? 1 : out;
+}
+
+/**
+ * The placement epoch of a replica plan: with one replica exactly planEpoch of it (as before
+ * replicas existed), with several a hash over every replica's stages in order, so a change to
+ * any replica is a new epoch every agent derives alike.
+ */
+export function replicaEpoch(plan: ReplicaPlan, model: string): bigint {
+  if (plan.replicas.length === 1) return planEpoch(plan.replicas[0], model);
+  const all: Placement = {
+    nLayers: plan.replicas[0]?.nLayers ?? 0,
+    stages: plan.replicas.flatMap((r, i) =>
+      r.stages.map((s) => ({ ...s, nodeId: `${i}/${s.nodeId}` }))
+    ),
+  };
+  return planEpoch(all, `${model}#${plan.replicas.length}`);
 }

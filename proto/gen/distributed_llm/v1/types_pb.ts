@@ -14,7 +14,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file distributed_llm/v1/types.proto.
  */
 export const file_distributed_llm_v1_types: GenFile = /*@__PURE__*/
-  fileDesc("Ch5kaXN0cmlidXRlZF9sbG0vdjEvdHlwZXMucHJvdG8SEmRpc3RyaWJ1dGVkX2xsbS52MSKFAQoLQWRhcHRlckluZm8SDwoHYmFja2VuZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIOCgZ2ZW5kb3IYAyABKAkSFAoMYXJjaGl0ZWN0dXJlGAQgASgJEhAKCGZhbGxiYWNrGAUgASgIEhgKEG1heF9idWZmZXJfYnl0ZXMYBiABKAQigAIKDFJlc291cmNlSW5mbxIRCgljcHVfY29yZXMYASABKA0SGgoSbWVtb3J5X3RvdGFsX2J5dGVzGAIgASgEEh4KFm1lbW9yeV9hdmFpbGFibGVfYnl0ZXMYAyABKAQSGwoTbWVtb3J5X2J1ZGdldF9ieXRlcxgEIAEoBBIxCghhZGFwdGVycxgFIAMoCzIfLmRpc3RyaWJ1dGVkX2xsbS52MS5BZGFwdGVySW5mbxISCgptYXhfbGF5ZXJzGAYgASgNEhMKC3VzZWRfbGF5ZXJzGAcgASgNEhcKD2xvYWRfYXZlcmFnZV8xbRgIIAEoARIPCgd0aHJlYWRzGAkgASgNIlcKCkxheWVyUmFuZ2USDQoFbW9kZWwYASABKAkSEgoKZnJvbV9sYXllchgCIAEoDRIQCgh0b19sYXllchgDIAEoDRIUCgx0b3RhbF9sYXllcnMYBCABKA0ijQQKCE5vZGVJbmZvEgoKAmlkGAEgASgJEhEKCWFkZHJlc3NlcxgCIAMoCRIQCghycGNfcG9ydBgDIAEoDRITCgtnb3NzaXBfcG9ydBgEIAEoDRIUCgxtZXRyaWNzX3BvcnQYBSABKA0SEQoJaHR0cF9wb3J0GAYgASgNEiwKBXN0YXRlGAcgASgOMh0uZGlzdHJpYnV0ZWRfbGxtLnYxLk5vZGVTdGF0ZRIPCgd2ZXJzaW9uGAggASgJEjMKCXJlc291cmNlcxgJIAEoCzIgLmRpc3RyaWJ1dGVkX2xsbS52MS5SZXNvdXJjZUluZm8SLgoGaG9zdGVkGAogASgLMh4uZGlzdHJpYnV0ZWRfbGxtLnYxLkxheWVyUmFuZ2USDwoHYmFja2VuZBgLIAEoCRIPCgdhZGFwdGVyGAwgASgJEhoKEmNhbGlicmF0aW9uX2dmbG9wcxgNIAEoARITCgtpbmNhcm5hdGlvbhgOIAEoBBIdChVzdGF0ZV9jaGFuZ2VkX3VuaXhfbXMYDyABKAMSOAoGbGFiZWxzGBAgAygLMiguZGlzdHJpYnV0ZWRfbGxtLnYxLk5vZGVJbmZvLkxhYmVsc0VudHJ5EhMKC3N0YWdlX2Vycm9yGBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEidAoJUGxhY2VtZW50Eg0KBW1vZGVsGAEgASgJEhQKDHRvdGFsX2xheWVycxgCIAEoDRINCgVlcG9jaBgDIAEoBBIzCgZzdGFnZXMYBCADKAsyIy5kaXN0cmlidXRlZF9sbG0udjEuU3RhZ2VBc3NpZ25tZW50Il4KD1N0YWdlQXNzaWdubWVudBIPCgdub2RlX2lkGAEgASgJEhIKCmZyb21fbGF5ZXIYAiABKA0SEAoIdG9fbGF5ZXIYAyABKA0SFAoMcnBjX2VuZHBvaW50GAQgASgJIpsDCgtOb2RlTWV0cmljcxIPCgdub2RlX2lkGAEgASgJEhkKEXRpbWVzdGFtcF91bml4X21zGAIgASgDEhMKC2NwdV9wZXJjZW50GAMgASgBEhcKD2xvYWRfYXZlcmFnZV8xbRgEIAEoARIXCg9sb2FkX2F2ZXJhZ2VfNW0YBSABKAESGAoQbG9hZF9hdmVyYWdlXzE1bRgGIAEoARIaChJtZW1vcnlfdG90YWxfYnl0ZXMYByABKAQSHgoWbWVtb3J5X2F2YWlsYWJsZV9ieXRlcxgIIAEoBBIeChZwcm9jZXNzX3Jlc2lkZW50X2J5dGVzGAkgASgEEhYKDnVwdGltZV9zZWNvbmRzGAogASgBEhcKD2FjdGl2ZV9zZXNzaW9ucxgLIAEoDRIXCg9hY3RpdmVfcmVxdWVzdHMYDCABKA0SHgoWdG9rZW5zX2dlbmVyYXRlZF90b3RhbBgNIAEoBBIZChF0b2tlbnNfcGVyX3NlY29uZBgOIAEoARIeChZmcmFtZXNfcHJvY2Vzc2VkX3RvdGFsGA8gASgEItECCg5DbHVzdGVyTWV0cmljcxITCgtub2Rlc190b3RhbBgBIAEoDRITCgtub2Rlc19hbGl2ZRgCIAEoDRIVCg1ub2Rlc19zdXNwZWN0GAMgASgNEhIKCm5vZGVzX2RlYWQYBCABKA0SEgoKbm9kZXNfbGVmdBgFIAEoDRIXCg9jcHVfY29yZXNfdG90YWwYBiABKA0SGgoSbWVtb3J5X3RvdGFsX2J5dGVzGAcgASgEEh4KFm1lbW9yeV9hdmFpbGFibGVfYnl0ZXMYCCABKAQSGwoTbWVtb3J5X2J1ZGdldF9ieXRlcxgJIAEoBBIUCgxsYXllcnNfdG90YWwYCiABKA0SFQoNbGF5ZXJzX3BsYWNlZBgLIAEoDRIXCg9hY3RpdmVfcmVxdWVzdHMYDCABKA0SHgoWdG9rZW5zX2dlbmVyYXRlZF90b3RhbBgNIAEoBCp/CglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEE5PREVfU1RBVEVfQUxJVkUQARIWChJOT0RFX1NUQVRFX1NVU1BFQ1QQAhITCg9OT0RFX1NUQVRFX0RFQUQQAxITCg9OT0RFX1NUQVRFX0xFRlQQBGIGcHJvdG8z");
+  fileDesc("Ch5kaXN0cmlidXRlZF9sbG0vdjEvdHlwZXMucHJvdG8SEmRpc3RyaWJ1dGVkX2xsbS52MSKFAQoLQWRhcHRlckluZm8SDwoHYmFja2VuZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRIOCgZ2ZW5kb3IYAyABKAkSFAoMYXJjaGl0ZWN0dXJlGAQgASgJEhAKCGZhbGxiYWNrGAUgASgIEhgKEG1heF9idWZmZXJfYnl0ZXMYBiABKAQigAIKDFJlc291cmNlSW5mbxIRCgljcHVfY29yZXMYASABKA0SGgoSbWVtb3J5X3RvdGFsX2J5dGVzGAIgASgEEh4KFm1lbW9yeV9hdmFpbGFibGVfYnl0ZXMYAyABKAQSGwoTbWVtb3J5X2J1ZGdldF9ieXRlcxgEIAEoBBIxCghhZGFwdGVycxgFIAMoCzIfLmRpc3RyaWJ1dGVkX2xsbS52MS5BZGFwdGVySW5mbxISCgptYXhfbGF5ZXJzGAYgASgNEhMKC3VzZWRfbGF5ZXJzGAcgASgNEhcKD2xvYWRfYXZlcmFnZV8xbRgIIAEoARIPCgd0aHJlYWRzGAkgASgNIlcKCkxheWVyUmFuZ2USDQoFbW9kZWwYASABKAkSEgoKZnJvbV9sYXllchgCIAEoDRIQCgh0b19sYXllchgDIAEoDRIUCgx0b3RhbF9sYXllcnMYBCABKA0ijQQKCE5vZGVJbmZvEgoKAmlkGAEgASgJEhEKCWFkZHJlc3NlcxgCIAMoCRIQCghycGNfcG9ydBgDIAEoDRITCgtnb3NzaXBfcG9ydBgEIAEoDRIUCgxtZXRyaWNzX3BvcnQYBSABKA0SEQoJaHR0cF9wb3J0GAYgASgNEiwKBXN0YXRlGAcgASgOMh0uZGlzdHJpYnV0ZWRfbGxtLnYxLk5vZGVTdGF0ZRIPCgd2ZXJzaW9uGAggASgJEjMKCXJlc291cmNlcxgJIAEoCzIgLmRpc3RyaWJ1dGVkX2xsbS52MS5SZXNvdXJjZUluZm8SLgoGaG9zdGVkGAogASgLMh4uZGlzdHJpYnV0ZWRfbGxtLnYxLkxheWVyUmFuZ2USDwoHYmFja2VuZBgLIAEoCRIPCgdhZGFwdGVyGAwgASgJEhoKEmNhbGlicmF0aW9uX2dmbG9wcxgNIAEoARITCgtpbmNhcm5hdGlvbhgOIAEoBBIdChVzdGF0ZV9jaGFuZ2VkX3VuaXhfbXMYDyABKAMSOAoGbGFiZWxzGBAgAygLMiguZGlzdHJpYnV0ZWRfbGxtLnYxLk5vZGVJbmZvLkxhYmVsc0VudHJ5EhMKC3N0YWdlX2Vycm9yGBEgASgJGi0KC0xhYmVsc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoCToCOAEizgEKCVBsYWNlbWVudBINCgVtb2RlbBgBIAEoCRIUCgx0b3RhbF9sYXllcnMYAiABKA0SDQoFZXBvY2gYAyABKAQSMwoGc3RhZ2VzGAQgAygLMiMuZGlzdHJpYnV0ZWRfbGxtLnYxLlN0YWdlQXNzaWdubWVudBItCghyZXBsaWNhcxgFIAMoCzIbLmRpc3RyaWJ1dGVkX2xsbS52MS5SZXBsaWNhEg8KB3N0YW5kYnkYBiADKAkSGAoQcmVwbGljYXNfc2V0dGluZxgHIAEoCSKbAQoHUmVwbGljYRIKCgJpZBgBIAEoCRIzCgZzdGFnZXMYAiADKAsyIy5kaXN0cmlidXRlZF9sbG0udjEuU3RhZ2VBc3NpZ25tZW50EhAKCHNlc3Npb25zGAMgASgNEg4KBnF1ZXVlZBgEIAEoDRISCgpmcmVlX3Nsb3RzGAUgASgNEhkKEXRva2Vuc19wZXJfc2Vjb25kGAYgASgBIl4KD1N0YWdlQXNzaWdubWVudBIPCgdub2RlX2lkGAEgASgJEhIKCmZyb21fbGF5ZXIYAiABKA0SEAoIdG9fbGF5ZXIYAyABKA0SFAoMcnBjX2VuZHBvaW50GAQgASgJIpsDCgtOb2RlTWV0cmljcxIPCgdub2RlX2lkGAEgASgJEhkKEXRpbWVzdGFtcF91bml4X21zGAIgASgDEhMKC2NwdV9wZXJjZW50GAMgASgBEhcKD2xvYWRfYXZlcmFnZV8xbRgEIAEoARIXCg9sb2FkX2F2ZXJhZ2VfNW0YBSABKAESGAoQbG9hZF9hdmVyYWdlXzE1bRgGIAEoARIaChJtZW1vcnlfdG90YWxfYnl0ZXMYByABKAQSHgoWbWVtb3J5X2F2YWlsYWJsZV9ieXRlcxgIIAEoBBIeChZwcm9jZXNzX3Jlc2lkZW50X2J5dGVzGAkgASgEEhYKDnVwdGltZV9zZWNvbmRzGAogASgBEhcKD2FjdGl2ZV9zZXNzaW9ucxgLIAEoDRIXCg9hY3RpdmVfcmVxdWVzdHMYDCABKA0SHgoWdG9rZW5zX2dlbmVyYXRlZF90b3RhbBgNIAEoBBIZChF0b2tlbnNfcGVyX3NlY29uZBgOIAEoARIeChZmcmFtZXNfcHJvY2Vzc2VkX3RvdGFsGA8gASgEItECCg5DbHVzdGVyTWV0cmljcxITCgtub2Rlc190b3RhbBgBIAEoDRITCgtub2Rlc19hbGl2ZRgCIAEoDRIVCg1ub2Rlc19zdXNwZWN0GAMgASgNEhIKCm5vZGVzX2RlYWQYBCABKA0SEgoKbm9kZXNfbGVmdBgFIAEoDRIXCg9jcHVfY29yZXNfdG90YWwYBiABKA0SGgoSbWVtb3J5X3RvdGFsX2J5dGVzGAcgASgEEh4KFm1lbW9yeV9hdmFpbGFibGVfYnl0ZXMYCCABKAQSGwoTbWVtb3J5X2J1ZGdldF9ieXRlcxgJIAEoBBIUCgxsYXllcnNfdG90YWwYCiABKA0SFQoNbGF5ZXJzX3BsYWNlZBgLIAEoDRIXCg9hY3RpdmVfcmVxdWVzdHMYDCABKA0SHgoWdG9rZW5zX2dlbmVyYXRlZF90b3RhbBgNIAEoBCp/CglOb2RlU3RhdGUSGgoWTk9ERV9TVEFURV9VTlNQRUNJRklFRBAAEhQKEE5PREVfU1RBVEVfQUxJVkUQARIWChJOT0RFX1NUQVRFX1NVU1BFQ1QQAhITCg9OT0RFX1NUQVRFX0RFQUQQAxITCg9OT0RFX1NUQVRFX0xFRlQQBGIGcHJvdG8z");
 
 /**
  * One compute adapter (GPU or CPU backend) a node can run layers on.
@@ -364,11 +364,34 @@ export type Placement = Message<"distributed_llm.v1.Placement"> & {
   epoch: bigint;
 
   /**
-   * Stages in layer order; their ranges are contiguous and cover [0, total_layers).
+   * Stages in layer order; their ranges are contiguous and cover [0, total_layers). With several
+   * replicas, those of the first one (every replica is listed under replicas).
    *
    * @generated from field: repeated distributed_llm.v1.StageAssignment stages = 4;
    */
   stages: StageAssignment[];
+
+  /**
+   * The disjoint pipelines serving the model (--replicas), ordered by id; one when not replicated.
+   *
+   * @generated from field: repeated distributed_llm.v1.Replica replicas = 5;
+   */
+  replicas: Replica[];
+
+  /**
+   * Live members offering the model that are in no replica: they take over a failed stage.
+   *
+   * @generated from field: repeated string standby = 6;
+   */
+  standby: string[];
+
+  /**
+   * The --replicas setting the cluster agreed on (the fewest any member asks for): "auto" or a
+   * count; empty from agents that predate replicas.
+   *
+   * @generated from field: string replicas_setting = 7;
+   */
+  replicasSetting: string;
 };
 
 /**
@@ -377,6 +400,63 @@ export type Placement = Message<"distributed_llm.v1.Placement"> & {
  */
 export const PlacementSchema: GenMessage<Placement> = /*@__PURE__*/
   messageDesc(file_distributed_llm_v1_types, 4);
+
+/**
+ * One of several disjoint pipelines that each serve the whole model, with its load as gossip
+ * last reported it; heads send each new request to the one with the most free capacity.
+ *
+ * @generated from message distributed_llm.v1.Replica
+ */
+export type Replica = Message<"distributed_llm.v1.Replica"> & {
+  /**
+   * The replica's id: the node id of its first stage.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * Its stages in layer order, covering [0, total_layers).
+   *
+   * @generated from field: repeated distributed_llm.v1.StageAssignment stages = 2;
+   */
+  stages: StageAssignment[];
+
+  /**
+   * Sessions open on its first stage (every session of the replica passes through it).
+   *
+   * @generated from field: uint32 sessions = 3;
+   */
+  sessions: number;
+
+  /**
+   * Frames waiting for (or in) its first stage's current pass.
+   *
+   * @generated from field: uint32 queued = 4;
+   */
+  queued: number;
+
+  /**
+   * Sessions its first stage can still open (free KV cache slots).
+   *
+   * @generated from field: uint32 free_slots = 5;
+   */
+  freeSlots: number;
+
+  /**
+   * Token rows its first stage processed per second recently.
+   *
+   * @generated from field: double tokens_per_second = 6;
+   */
+  tokensPerSecond: number;
+};
+
+/**
+ * Describes the message distributed_llm.v1.Replica.
+ * Use `create(ReplicaSchema)` to create a new message.
+ */
+export const ReplicaSchema: GenMessage<Replica> = /*@__PURE__*/
+  messageDesc(file_distributed_llm_v1_types, 5);
 
 /**
  * One stage of a placement.
@@ -418,7 +498,7 @@ export type StageAssignment = Message<"distributed_llm.v1.StageAssignment"> & {
  * Use `create(StageAssignmentSchema)` to create a new message.
  */
 export const StageAssignmentSchema: GenMessage<StageAssignment> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_types, 5);
+  messageDesc(file_distributed_llm_v1_types, 6);
 
 /**
  * A point-in-time sample of one node's load; NodeService.GetMetrics and StreamMetrics send it.
@@ -537,7 +617,7 @@ export type NodeMetrics = Message<"distributed_llm.v1.NodeMetrics"> & {
  * Use `create(NodeMetricsSchema)` to create a new message.
  */
 export const NodeMetricsSchema: GenMessage<NodeMetrics> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_types, 6);
+  messageDesc(file_distributed_llm_v1_types, 7);
 
 /**
  * Totals over the cluster as seen by the answering node.
@@ -642,7 +722,7 @@ export type ClusterMetrics = Message<"distributed_llm.v1.ClusterMetrics"> & {
  * Use `create(ClusterMetricsSchema)` to create a new message.
  */
 export const ClusterMetricsSchema: GenMessage<ClusterMetrics> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_types, 7);
+  messageDesc(file_distributed_llm_v1_types, 8);
 
 /**
  * A node's membership state as the gossip layer (SWIM + Lifeguard) sees it.

@@ -1,0 +1,250 @@
+/**
+ * Replicas in the agent, without processes: the replica count members agree on, the epoch of a
+ * replica plan, the gossip fields replicas travel in, the plan computed from members' metadata
+ * (placementInputs), and the head's choice of replica under load.
+ */
+import {
+  agreedReplicaCount,
+  type ModelFootprint,
+  planEpoch,
+  planReplicas,
+  replicaCountFromWire,
+  replicaCountToWire,
+  replicaEpoch,
+  stageBytes,
+} from "../../../cluster/placement/mod.ts";
+import { decodeMetadata, encodeMetadata, type Member } from "../../../cluster/gossip/mod.ts";
+import {
+  chooseReplica,
+  GossipChainProvider,
+  ReplicaLedger,
+  type ReplicaRoute,
+  replicaRoutes,
+  type StageCandidate,
+  type StageLink,
+} from "../../../cluster/pipeline/mod.ts";
+import { agreedReplicas, placementInputs } from "../../../cluster/agent/placement_loop.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+
+const model: ModelFootprint = {
+  nLayers: 8,
+  layerBytes: new Array(8).fill(100),
+  headBytes: 50,
+  tailBytes: 60,
+  kvBytesPerLayer: 10,
+};
+const HALF = stageBytes(model, 0, 4) + 10;
+
+Deno.test("replicas: the cluster runs the fewest any member asks for", () => {
+  assertEquals(agreedReplicaCount(["auto", "auto"]), "auto");
+  assertEquals(agreedReplicaCount(["auto", 3, 2]), 2);
+  assertEquals(agreedReplicaCount([4, "auto"]), 4);
+  assertEquals(agreedReplicaCount([]), 1);
+  // An agent that predates replicas publishes nothing: it counts as 1, so it is never outvoted.
+  assertEquals(replicaCountFromWire(undefined), 1);
+  assertEquals(agreedReplicaCount(["auto", replicaCountFromWire(undefined)]), 1);
+  for (const c of ["auto", 1, 7] as const) {
+    assertEquals(replicaCountFromWire(replicaCountToWire(c)), c);
+  }
+});
+
+Deno.test("replicas: one replica keeps the epoch of before; a change to any replica changes it", () => {
+  const one = planReplicas(model, nodeList(4, HALF), 1);
+  assertEquals(replicaEpoch(one, "m@1"), planEpoch(one.replicas[0], "m@1"));
+  const two = planReplicas(model, nodeList(4, HALF), "auto");
+  assertEquals(two.replicas.length, 2);
+  const other = planReplicas(model, nodeList(5, HALF), "auto");
+  assertEquals(other.replicas.length, 2, "the fifth node is a standby");
+  assertEquals(replicaEpoch(two, "m@1"), replicaEpoch(other, "m@1"), "a standby is not a stage");
+  const moved = planReplicas(model, nodeList(4, HALF).filter((n) => n.id !== "n3"), "auto");
+  assert(replicaEpoch(two, "m@1") !== replicaEpoch(moved, "m@1"));
+  assert(replicaEpoch(two, "m@1") !== replicaEpoch(two, "m@2"));
+});
+
+function nodeList(n: number, budget: number) {
+  return Array.from({ length: n }, (_, i) => ({ id: `n${i}`, memoryBudget: budget, speed: 1 }));
+}
+
+/** A member as gossip delivers it: metadata encoded and decoded as on the wire. */
+function member(
+  id: string,
+  budget: number,
+  extra: { replicas?: number; hosted?: [number, number]; replica?: string } = {},
+): Member {
+  const meta = decodeMetadata(encodeMetadata({
+    id,
+    addresses: ["127.0.0.1"],
+    rpcPort: 1,
+    metricsPort: 2,
+    resources: { memoryBytes: budget, cores: 2, backend: "wasm", adapter: "", speed: 1 },
+    hosted: extra.hosted ? { model: "m@1", from: extra.hosted[0], to: extra.hosted[1] } : null,
+    version: "0",
+    model: "m@1",
+    replicas: extra.replicas,
+    replica: extra.replica,
+  }));
+  return { id, meta, status: "alive", incarnation: 1 } as unknown as Member;
+}
+
+Deno.test("replicas: gossip carries the setting, the replica and the load; old metadata reads as 1", () => {
+  const load = { sessions: 3, queued: 2, free: 5, tokensPerSecond: 123.4 };
+  const m = decodeMetadata(encodeMetadata({
+    ...member("a", 1).meta!,
+    replicas: 0,
+    replica: "a",
+    load,
+  }));
+  assertEquals([m.replicas, m.replica, m.load], [0, "a", load]);
+  const old = decodeMetadata(encodeMetadata({ ...member("b", 1).meta!, replicas: undefined }));
+  assertEquals(old.replicas, undefined);
+  assertEquals(agreedReplicas([{ ...member("b", 1), meta: old } as Member]), 1);
+});
+
+Deno.test("replicas: every agent plans the same from gossip, and the plan is a fixed point", () => {
+  const members = ["d", "a", "c", "b"].map((id) => member(id, HALF, { replicas: 0 }));
+  assertEquals(agreedReplicas(members), "auto");
+  const plan = planReplicas(model, placementInputs(members, "m@1"), agreedReplicas(members));
+  assertEquals(plan.replicas.length, 2);
+  // Another agent lists the members in another order: the same plan.
+  const again = planReplicas(model, placementInputs([...members].reverse(), "m@1"), "auto");
+  assertEquals(replicaEpoch(again, "m@1"), replicaEpoch(plan, "m@1"));
+  // Once every node announces what the plan gave it, planning again changes nothing.
+  const loaded = members.map((m) => {
+    const r = plan.replicas.find((r) => r.stages.some((s) => s.nodeId === m.id))!;
+    const s = r.stages.find((s) => s.nodeId === m.id)!;
+    return member(m.id, HALF, { replicas: 0, hosted: [s.from, s.to], replica: r.stages[0].nodeId });
+  });
+  const inputs = placementInputs(loaded, "m@1");
+  assert(inputs.every((n) => n.hosting), "hosting is read from the metadata");
+  assertEquals(
+    replicaEpoch(planReplicas(model, inputs, "auto"), "m@1"),
+    replicaEpoch(plan, "m@1"),
+  );
+  // Losing one node of a replica: the other replica stays exactly where it was.
+  const victim = plan.replicas[1].stages[0].nodeId;
+  const after = planReplicas(
+    model,
+    placementInputs(loaded.filter((m) => m.id !== victim), "m@1"),
+    "auto",
+  );
+  assertEquals(after.replicas.length, 1);
+  assertEquals(after.replicas[0], plan.replicas[0]);
+  // Hosting of another model is not this model's.
+  assert(placementInputs(loaded, "other@2").every((n) => !n.hosting));
+});
+
+const route = (id: string, sessions: number, free = 8, tps = 0, queued = 0): ReplicaRoute => ({
+  id,
+  chain: [],
+  load: { sessions, queued, free, tokensPerSecond: tps },
+  loadVersion: 1,
+});
+
+Deno.test("routing: the replica with the most free capacity wins", () => {
+  assertEquals(chooseReplica([]), undefined);
+  assertEquals(chooseReplica([route("a", 3), route("b", 1)])!.id, "b", "fewer sessions");
+  assertEquals(chooseReplica([route("a", 1, 8, 0, 4), route("b", 3)])!.id, "b", "queued counts");
+  assertEquals(chooseReplica([route("a", 1, 0), route("b", 6, 2)])!.id, "b", "a full one last");
+  assertEquals(chooseReplica([route("a", 2, 8, 50), route("b", 2, 8, 90)])!.id, "b", "faster");
+  assertEquals(chooseReplica([route("b", 2), route("a", 2)])!.id, "a", "ties go to the lowest id");
+});
+
+Deno.test("routing: requests sent since the last load publication spread a burst evenly", () => {
+  const ledger = new ReplicaLedger();
+  const routes = [route("a", 0), route("b", 0), route("c", 0)];
+  const sent: Record<string, number> = {};
+  // 64 requests arrive before any stage publishes a new load: the published figures say 0.
+  for (let i = 0; i < 64; i++) {
+    const r = chooseReplica(routes, (x) => ledger.pending(x))!;
+    ledger.start(r.id);
+    sent[r.id] = (sent[r.id] ?? 0) + 1;
+  }
+  assertEquals(sent, { a: 22, b: 21, c: 21 });
+  // A publication that counts them: the ledger rebases instead of counting them twice.
+  const published = [route("a", 22), route("b", 21), route("c", 21)].map((r) => ({
+    ...r,
+    loadVersion: 2,
+  }));
+  assertEquals(published.map((r) => ledger.pending(r)), [0, 0, 0]);
+  for (let i = 0; i < 10; i++) ledger.end("a");
+  assertEquals(chooseReplica(published, (x) => ledger.pending(x))!.id, "a");
+  assertEquals(ledger.snapshot(), { a: 12, b: 21, c: 21 });
+});
+
+const cand = (
+  id: string,
+  from: number,
+  to: number,
+  replica?: string,
+  sessions = 0,
+): StageCandidate => ({
+  id,
+  status: "alive",
+  model: "m@1",
+  from,
+  to,
+  version: 1,
+  replica,
+  load: { sessions, queued: 0, free: 8, tokensPerSecond: 0 },
+  loadVersion: 1,
+});
+
+Deno.test("routing: chains never mix replicas; an incomplete replica is not a route", () => {
+  const cands = [
+    cand("a", 0, 4, "a", 5),
+    cand("b", 4, 8, "a"),
+    cand("c", 0, 4, "c", 1),
+    cand("d", 4, 8, "c"),
+    cand("e", 0, 8, "e", 9),
+  ];
+  const routes = replicaRoutes(cands, "m@1", 8, new Set());
+  assertEquals(routes.map((r) => [r.id, r.chain.map((c) => c.id)]), [
+    ["a", ["a", "b"]],
+    ["c", ["c", "d"]],
+    ["e", ["e"]],
+  ]);
+  assertEquals(
+    routes.map((r) => r.load.sessions),
+    [5, 1, 9],
+    "a replica's load is its first stage's",
+  );
+  // d failed: replica c is no route until d is back; a is.
+  const left = replicaRoutes(cands, "m@1", 8, new Set(["d@1"]));
+  assertEquals(left.map((r) => r.id), ["a", "e"]);
+});
+
+Deno.test("routing: a request sticks to its replica and moves only when it lost a stage", async () => {
+  const cands = [cand("a", 0, 4, "a", 2), cand("b", 4, 8, "a"), cand("c", 0, 8, "c", 0)];
+  const ledger = new ReplicaLedger();
+  const link = (c: StageCandidate) => ({ nodeId: c.id, from: c.from, to: c.to }) as StageLink;
+  const provider = new GossipChainProvider({
+    model: "m@1",
+    nLayers: 8,
+    candidates: () => cands,
+    link,
+    ledger,
+  });
+  const ids = async (exclude: string[] = []) =>
+    (await provider.chain({ exclude: new Set(exclude), timeoutMs: 0 })).map((l) => l.nodeId);
+  assertEquals(await ids(), ["c"], "c is idle");
+  assertEquals(provider.replica, "c");
+  cands[2] = { ...cands[2], load: { sessions: 9, queued: 0, free: 8, tokensPerSecond: 0 } };
+  assertEquals(await ids(), ["c"], "sticky although c became busier");
+  assertEquals(ledger.snapshot(), { c: 1 });
+  assertEquals(await ids(["c@1"]), ["a", "b"], "a replay moves to the other replica");
+  assertEquals(ledger.snapshot(), { a: 1 });
+  provider.release();
+  assertEquals(ledger.snapshot(), {});
+  // Stages that announce no replica (agents that predate replicas) still tile a chain.
+  const plain = new GossipChainProvider({
+    model: "m@1",
+    nLayers: 8,
+    candidates: () => [cand("x", 0, 3), cand("y", 3, 8)],
+    link,
+    ledger,
+  });
+  assertEquals(
+    (await plain.chain({ exclude: new Set(), timeoutMs: 0 })).map((l) => l.nodeId),
+    ["x", "y"],
+  );
+});
