@@ -57,6 +57,17 @@ export function clusterCommand() {
             from: s.fromLayer,
             to: s.toLayer,
           })),
+          replicas_setting: p?.replicasSetting || null,
+          // Each pipeline serving the model, with its load as its first stage last gossiped.
+          replicas: (p?.replicas ?? []).map((r) => ({
+            id: r.id,
+            stages: r.stages.map((s) => ({ node: s.nodeId, from: s.fromLayer, to: s.toLayer })),
+            sessions: r.sessions,
+            queued: r.queued,
+            free_slots: r.freeSlots,
+            tokens_per_second: r.tokensPerSecond,
+          })),
+          standby: p?.standby ?? [],
           failed_stages: failed.map((n) => ({ node: n.id, error: n.stageError })),
           memory_budget_bytes: Number(m.memoryBudgetBytes),
           active_requests: m.activeRequests,
@@ -79,7 +90,23 @@ export function clusterCommand() {
       for (const n of failed) {
         console.log(c.red(`stage failed on ${n.id}: ${n.stageError} (left the placement)`));
       }
-      if (p && p.stages.length) {
+      if (p && p.replicas.length > 1) {
+        console.log(
+          `\n${p.replicas.length} replicas (--replicas ${p.replicasSetting || "1"})` +
+            (p.standby.length ? `; standby: ${p.standby.join(", ")}` : ""),
+        );
+        console.log(table(
+          ["replica", "stages", "sessions", "queued", "free", "tok/s"],
+          p.replicas.map((r) => [
+            r.id,
+            r.stages.map((s) => `${s.nodeId}[${s.fromLayer},${s.toLayer})`).join(" → "),
+            String(r.sessions),
+            String(r.queued),
+            String(r.freeSlots),
+            r.tokensPerSecond.toFixed(1),
+          ]),
+        ));
+      } else if (p && p.stages.length) {
         console.log("");
         console.log(table(
           ["stage", "node", "layers", "placement"],
@@ -131,12 +158,17 @@ export function clusterCommand() {
       if (info.placement) {
         const p = info.placement;
         console.log(`\nplacement of ${p.model} (epoch ${p.epoch}):`);
-        for (const s of p.stages) {
-          console.log(
-            `  ${layerBar(s.fromLayer, s.toLayer, p.totalLayers, 40)}  ${s.nodeId} ` +
-              `[${s.fromLayer},${s.toLayer})`,
-          );
+        const replicas = p.replicas.length ? p.replicas : [{ id: "", stages: p.stages }];
+        for (const r of replicas) {
+          if (replicas.length > 1) console.log(`  replica ${r.id}:`);
+          for (const s of r.stages) {
+            console.log(
+              `  ${layerBar(s.fromLayer, s.toLayer, p.totalLayers, 40)}  ${s.nodeId} ` +
+                `[${s.fromLayer},${s.toLayer})`,
+            );
+          }
         }
+        if (p.standby.length) console.log(`  standby: ${p.standby.join(", ")}`);
       }
       if (info.nodes.some((n) => n.state === NodeState.SUSPECT)) {
         console.log("\nsuspect nodes missed probes; gossip declares them dead unless they answer.");
