@@ -15,6 +15,9 @@ import type { Observer } from "./observe.ts";
 /** A layer range [from, to). */
 export type LayerRange = { from: number; to: number };
 
+/** How long a replaced stage serves the sessions opened on it before they are closed. */
+const RETIRE_MS = 30_000;
+
 /** How often a stage publishes its load in gossip (each publication is a metadata update). */
 export const LOAD_PUBLISH_MS = 1000;
 
@@ -71,7 +74,7 @@ export class StageRoom {
     const old = s.stage;
     if (!want) {
       s.stage = undefined;
-      old?.dispose();
+      if (old) this.retire(old);
       this.announce();
       if (old) this.observe.publishSelf(`${s.nodeId} dropped its layers`);
       return;
@@ -98,7 +101,7 @@ export class StageRoom {
       });
       this.metrics.onModelLoad((performance.now() - t0) / 1000);
       // Free the previous range's weights: re-placement must not leak memory.
-      old?.dispose();
+      if (old) this.retire(old);
       s.log("info", "stage loaded", {
         layers: `[${want.from},${want.to})`,
         bytes: stage.weightBytes,
@@ -116,6 +119,26 @@ export class StageRoom {
       });
       if (this.plannedRange === want && !s.stopped) this.leaveAfterLoadFailure(want, e);
     }
+  }
+
+  /**
+   * Free a replaced stage once the frames it is running are done. Sessions opened on it keep
+   * their host (Forward streams and local links hold it), so generations that started under the
+   * previous plan finish there instead of meeting freed weights; new sessions open on the new
+   * stage. After RETIRE_MS it is freed at its next idle moment even with sessions open: their
+   * next frames fail as "not open" and their heads replay them on the new plan.
+   */
+  private retire(old: StageHost): void {
+    const until = performance.now() + RETIRE_MS;
+    const check = () => {
+      // pending 0: no frame is queued or in a pass, and nothing else runs until dispose returns
+      // (closing a session with a frame queued would free the KV cache that frame is about to use).
+      if (old.pending === 0 && (old.openSessions === 0 || performance.now() > until)) {
+        return old.dispose();
+      }
+      setTimeout(check, 20);
+    };
+    check();
   }
 
   /**
