@@ -1,15 +1,33 @@
 /**
- * `deno task bench serve` — serving many users. Measured here: the prefix KV cache. A long
- * system prompt (1000 tokens by default) followed by varying 20-token user turns, sent to two
- * agents on the same model, one with `--prefix-cache` and one without, interleaved request by
- * request: time to first token of the first request and the next ones, their ratio, and the hit
- * rate (cached / prompt tokens from the usage object). Outputs are compared token for token.
+ * `deno task bench serve` — serving many users, in two parts.
  *
- * The replica half of the bench (k pipelines vs 1 under load) needs the agent to form replicas;
- * their planning exists (cluster/placement/replicas.ts) but the agent does not use it yet, so
- * that part prints what is missing instead of a figure.
+ * Replicas: a cluster of agents (1 thread each) that can each hold the whole model, run once with
+ * `--replicas 1` (one pipeline over every agent) and once with `--replicas auto` (as many
+ * disjoint pipelines as fit), under the same closed-loop load: `--clients` concurrent clients,
+ * each sending completions of `--max-tokens` tokens one after another for `--seconds`, spread
+ * over every agent's RPC port (any agent heads a request and routes it). Tokens are counted as
+ * they stream inside the window; requests/s counts those that finished in it. While it runs,
+ * each replica's load (its first stage's open sessions plus queued frames, read from /metrics
+ * every 200 ms) is sampled: the busiest replica's mean against the mean over replicas shows
+ * whether routing spreads the load. Stories260K on 4 agents, then the generated 110M Q8_0 model
+ * on 2 agents.
+ *
+ * Prefix cache: a long system prompt (1000 tokens by default) followed by varying 20-token user
+ * turns, sent to two agents on the same model, one with `--prefix-cache` and one without,
+ * interleaved request by request: time to first token of the first request and the next ones,
+ * their ratio, and the hit rate (cached / prompt tokens from the usage object). Outputs are
+ * compared token for token.
  */
-import { startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
+import {
+  type LocalAgent,
+  startLocalAgent,
+  startLocalCluster,
+  stopLocalAgents,
+} from "../cli/local_cluster.ts";
+import { createClient } from "@connectrpc/connect";
+import { createRpcTransport } from "../cluster/rpc/mod.ts";
+import { DiscoveryService, type GetClusterInfoResponse, InferenceService } from "../proto/mod.ts";
+import { fileURLToPath } from "node:url";
 import { Flags, runBench, UsageError } from "./lib/cli.ts";
 import { generatedModel } from "./lib/models.ts";
 import { configFromFile } from "../model/config.ts";
@@ -17,35 +35,68 @@ import { openGGUF } from "../model/gguf/mod.ts";
 
 const USAGE = `usage: deno task bench serve [flags]
 
+  --part <name>           replicas, prefix or all (default all)
+  --backend <name>        auto|wasm|webgpu|reference (default auto)
+
+replicas:
+  --clients <n>           concurrent clients (default 64)
+  --seconds <n>           load window (default 10)
+  --max-tokens <n>        tokens per completion (default 32)
+  --small-agents <n>      agents serving stories260K (default 4)
+  --big-agents <n>        agents serving the 110M model (default 2; 0 skips it)
+  --big-model <path>      the larger model (default: the generated 110M Q8_0 bench model)
+
+prefix cache:
   --model <path.gguf>     model both agents serve (default: the generated 110M Q8_0 bench model)
   --system <n>            tokens of the shared system prompt (default 1000)
   --turn <n>              tokens of each user turn (default 20)
   --requests <n>          requests after the first (default 10)
   --prefix-cache <bytes>  the cached agent's --prefix-cache (default 512MiB)
-  --backend <name>        auto|wasm|webgpu|reference (default auto)
 
-Prints one JSON object (time to first token cached vs uncached, hit rate, outputs compared).`;
+Prints JSON objects: per replica run (requests/s, tokens/s, per-replica load), the replica
+ratios, and the prefix cache's (time to first token cached vs uncached, hit rate, outputs).`;
 
 interface Options {
+  part: "all" | "replicas" | "prefix";
   model?: string;
   system: number;
   turn: number;
   requests: number;
   prefixCache: string;
   backend: string;
+  clients: number;
+  seconds: number;
+  maxTokens: number;
+  smallAgents: number;
+  bigAgents: number;
+  bigModel?: string;
 }
 
 function parse(args: string[]): Options {
   const o: Options = {
+    part: "all",
     system: 1000,
     turn: 20,
     requests: 10,
     prefixCache: "512MiB",
     backend: "auto",
+    clients: 64,
+    seconds: 10,
+    maxTokens: 32,
+    smallAgents: 4,
+    bigAgents: 2,
   };
   const f = new Flags(args);
   for (let flag = f.next(); flag !== undefined; flag = f.next()) {
     switch (flag) {
+      case "--part": {
+        const v = f.value();
+        if (v !== "all" && v !== "replicas" && v !== "prefix") {
+          throw new UsageError(`--part must be replicas, prefix or all\n${USAGE}`);
+        }
+        o.part = v;
+        break;
+      }
       case "--model":
         o.model = f.value();
         break;
@@ -63,6 +114,24 @@ function parse(args: string[]): Options {
         break;
       case "--backend":
         o.backend = f.value();
+        break;
+      case "--clients":
+        o.clients = f.count();
+        break;
+      case "--seconds":
+        o.seconds = f.count();
+        break;
+      case "--max-tokens":
+        o.maxTokens = f.count();
+        break;
+      case "--small-agents":
+        o.smallAgents = f.count();
+        break;
+      case "--big-agents":
+        o.bigAgents = Number(f.value());
+        break;
+      case "--big-model":
+        o.bigModel = f.value();
         break;
       default:
         throw new UsageError(`unknown flag ${flag}\n${USAGE}`);
@@ -87,6 +156,11 @@ const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 async function main(args: string[]): Promise<void> {
   const o = parse(args);
+  if (o.part !== "prefix") await replicasPart(o);
+  if (o.part !== "replicas") await prefixPart(o);
+}
+
+async function prefixPart(o: Options): Promise<void> {
   const model = o.model ?? await generatedModel("q8_0");
   const file = await openGGUF(model);
   const vocab = configFromFile(file).nVocab;
@@ -170,15 +244,212 @@ async function main(args: string[]): Promise<void> {
       same_outputs: same,
       requests: rows,
     }));
-    console.log(JSON.stringify({
-      bench: "serve",
-      part: "replicas",
-      status: "not measured: replicas are planned (cluster/placement/replicas.ts, planReplicas) " +
-        "but the agent does not form or route to them yet",
-    }));
   } finally {
     await stopLocalAgents([on, off]);
   }
+}
+
+const STORIES = fileURLToPath(new URL("../models/stories260K.gguf", import.meta.url));
+
+/** Both replica comparisons: stories260K on the small cluster, the 110M model on the big one. */
+async function replicasPart(o: Options): Promise<void> {
+  const cases: { name: string; model: string; agents: number }[] = [
+    { name: "stories260K", model: STORIES, agents: o.smallAgents },
+  ];
+  if (o.bigAgents > 0) {
+    cases.push({
+      name: "110M",
+      model: o.bigModel ?? await generatedModel("q8_0"),
+      agents: o.bigAgents,
+    });
+  }
+  for (const c of cases) {
+    const one = await replicaRun(o, c.model, c.agents, "1");
+    const auto = await replicaRun(o, c.model, c.agents, "auto");
+    console.log(JSON.stringify({
+      bench: "serve",
+      part: "replicas_ratio",
+      model: c.name,
+      agents: c.agents,
+      replicas: { one: one.replicas, auto: auto.replicas },
+      tokens_per_second: { one: one.tokensPerSecond, auto: auto.tokensPerSecond },
+      requests_per_second: { one: one.requestsPerSecond, auto: auto.requestsPerSecond },
+      tokens_ratio: round(auto.tokensPerSecond / one.tokensPerSecond, 2),
+      requests_ratio: round(auto.requestsPerSecond / one.requestsPerSecond, 2),
+      busiest_replica_over_mean: auto.busiestOverMean,
+    }));
+  }
+}
+
+/** One closed-loop load run on a fresh local cluster started with `--replicas setting`. */
+async function replicaRun(o: Options, model: string, n: number, setting: string) {
+  const ids = Array.from({ length: n }, (_, i) => `rep-${i}`);
+  console.error(`bench serve: ${n} agents, --replicas ${setting}, ${model}`);
+  const agents = await startLocalCluster(ids, {
+    args: [
+      ...["--model", model, "--backend", o.backend, "--gossip-preset", "local"],
+      ...["--threads", "1", "--replicas", setting, "--context-size", "512"],
+      ...["--max-sessions", String(Math.max(64, o.clients)), "--log-level", "warn"],
+    ],
+  });
+  const transports = await Promise.all(
+    agents.map((a) => createRpcTransport(`127.0.0.1:${a.rpcPort}`)),
+  );
+  try {
+    const info = await formed(transports[0], n, setting);
+    const replicas = info.placement!.replicas;
+    const byId = new Map(agents.map((a) => [a.id, a]));
+    console.error(
+      `bench serve: ${replicas.length} replica(s): ` +
+        replicas.map((r) => r.stages.map((s) => s.nodeId).join("→")).join(", "),
+    );
+    // Load sampler: each replica's first stage, open sessions + queued frames.
+    const samples = new Map<string, number[]>(replicas.map((r) => [r.id, []]));
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        await Promise.all(replicas.map(async (r) => {
+          const a = byId.get(r.id)!;
+          try {
+            samples.get(r.id)!.push(await stageLoad(a));
+          } catch { /* a scrape that fails is no sample */ }
+        }));
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    })();
+    const deadline = performance.now() + o.seconds * 1000;
+    const abort = new AbortController();
+    let tokens = 0;
+    let done = 0;
+    let failed = 0;
+    const routed: Record<string, number> = {};
+    const clients = Array.from({ length: o.clients }, async (_, i) => {
+      const client = createClient(InferenceService, transports[i % transports.length]);
+      for (let k = 0; performance.now() < deadline; k++) {
+        try {
+          for await (
+            const m of client.generate({
+              prompt: "Once upon a time",
+              maxTokens: o.maxTokens,
+              sampler: { temperature: 0.8, seed: BigInt(i * 100_000 + k) },
+            }, { signal: abort.signal })
+          ) {
+            if (performance.now() >= deadline) break;
+            if (!m.finishReason) {
+              tokens++;
+              continue;
+            }
+            done++;
+            const first = m.placement?.stages[0]?.nodeId ?? "?";
+            routed[first] = (routed[first] ?? 0) + 1;
+          }
+        } catch (e) {
+          if (performance.now() < deadline) {
+            failed++;
+            console.error(`bench serve: client ${i}: ${(e as Error).message}`);
+          }
+        }
+      }
+    });
+    const t0 = performance.now();
+    const timer = setTimeout(() => abort.abort(), o.seconds * 1000 + 100);
+    await Promise.all(clients);
+    clearTimeout(timer);
+    const secs = Math.min(performance.now() - t0, o.seconds * 1000) / 1000;
+    sampling = false;
+    await sampler;
+    const means = replicas.map((r) => {
+      const xs = samples.get(r.id)!;
+      return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
+    });
+    const maxes = replicas.map((r) => Math.max(0, ...samples.get(r.id)!));
+    const mean = means.reduce((a, b) => a + b, 0) / Math.max(1, means.length);
+    const result = {
+      bench: "serve",
+      part: "replicas",
+      model,
+      agents: n,
+      threads_per_agent: 1,
+      replicas_setting: setting,
+      replicas: replicas.length,
+      clients: o.clients,
+      max_tokens: o.maxTokens,
+      seconds: round(secs, 2),
+      requests_per_second: round(done / secs, 2),
+      tokens_per_second: round(tokens / secs, 1),
+      failed_requests: failed,
+      routed_requests: routed,
+      // Load = open sessions + queued frames on the replica's first stage, sampled every 200 ms.
+      replica_load: replicas.map((r, i) => ({
+        replica: r.id,
+        mean: round(means[i], 1),
+        max: maxes[i],
+      })),
+      replica_load_mean: round(mean, 1),
+      busiest_replica_over_mean: mean > 0 ? round(Math.max(...means) / mean, 2) : null,
+    };
+    console.log(JSON.stringify(result));
+    return {
+      replicas: replicas.length,
+      tokensPerSecond: result.tokens_per_second,
+      requestsPerSecond: result.requests_per_second,
+      busiestOverMean: result.busiest_replica_over_mean,
+    };
+  } finally {
+    for (const t of transports) t.close();
+    await stopLocalAgents(agents);
+  }
+}
+
+/** Wait until the plan's replicas (1, or one per agent for auto) are all loaded. */
+async function formed(
+  transport: Parameters<typeof createClient>[1],
+  n: number,
+  setting: string,
+): Promise<GetClusterInfoResponse> {
+  const want = setting === "auto" ? n : Number(setting);
+  const discovery = createClient(DiscoveryService, transport);
+  let last = "";
+  let stable = { epoch: -1n, since: 0 };
+  for (let i = 0; i < 1200; i++) {
+    try {
+      const info = await discovery.getClusterInfo({});
+      const hosted = new Map(info.nodes.filter((x) => x.hosted).map((x) => [x.id, x.hosted!]));
+      const reps = info.placement?.replicas ?? [];
+      last = JSON.stringify(reps.map((r) => r.stages.map((s) => s.nodeId)));
+      const loaded = reps.every((r) =>
+        r.stages.every((s) =>
+          hosted.get(s.nodeId)?.fromLayer === s.fromLayer &&
+          hosted.get(s.nodeId)?.toLayer === s.toLayer
+        )
+      );
+      // Every agent planned in (a stage or a standby), and the epoch held for a second: a
+      // cluster still joining would re-place stages under the load.
+      const planned = new Set([
+        ...reps.flatMap((r) => r.stages.map((s) => s.nodeId)),
+        ...(info.placement?.standby ?? []),
+      ]);
+      const ok = reps.length === want && loaded && planned.size === n;
+      const epoch = info.placement?.epoch ?? 0n;
+      if (!ok || epoch !== stable.epoch) stable = { epoch, since: performance.now() };
+      else if (performance.now() - stable.since >= 1000) return info;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${want} replica(s) did not form within 120 s (last: ${last})`);
+}
+
+/** Open sessions plus queued frames on `a`'s stage, from its /metrics. */
+async function stageLoad(a: LocalAgent): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${a.metricsPort}/metrics`)).text();
+  const read = (series: string) => {
+    const line = text.split("\n").find((l) => l.startsWith(series + " "));
+    return line ? Number(line.split(" ")[1]) : 0;
+  };
+  return read('distributed_llm_kv_cache_slots{state="used"}') +
+    read("distributed_llm_queue_depth");
 }
 
 if (import.meta.main) await runBench("serve", USAGE, main);
