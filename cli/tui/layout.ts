@@ -299,13 +299,21 @@ const drawCluster: Drawer = (screen, r, s, regions) => {
   const more = nodes.length - shown.length;
   const y = r.y + 1 + Math.ceil(shown.length / cols) * boxH;
   if (more > 0) screen.text(r.x, y, `+${more} more (see NODES)`, "dim");
-  if (s.placement && y + 1 < r.y + r.h) {
-    const chain = s.placement.stages.map((st) => `${st.nodeId}[${st.fromLayer},${st.toLayer})`)
+  // One line per pipeline: several with --replicas (each request runs on one of them).
+  const pipelines = s.placement
+    ? (s.placement.replicas?.length ?? 0) > 1
+      ? s.placement.replicas!.map((rep) => ({ label: `replica ${rep.id}`, stages: rep.stages }))
+      : [{ label: "pipeline", stages: s.placement.stages }]
+    : [];
+  const lines = Math.max(1, Math.min(pipelines.length, r.y + r.h - y - 4));
+  pipelines.slice(0, lines).forEach((pl, i) => {
+    if (y + 1 + i >= r.y + r.h) return;
+    const chain = pl.stages.map((st) => `${st.nodeId}[${st.fromLayer},${st.toLayer})`)
       .join(" ━▶ ");
-    screen.text(r.x, y + (more > 0 ? 1 : 0), `pipeline: ${chain} ━▶ sample`, "normal", r.w);
-  }
+    screen.text(r.x, y + i + (more > 0 ? 1 : 0), `${pl.label}: ${chain} ━▶ sample`, "normal", r.w);
+  });
   // What just happened, under the boxes.
-  const top = y + 2 + (more > 0 ? 1 : 0);
+  const top = y + 1 + lines + (more > 0 ? 1 : 0);
   const room = r.y + r.h - top;
   if (room >= 3) {
     const box: Rect = { x: r.x, y: top, w: r.w, h: room };

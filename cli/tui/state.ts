@@ -89,7 +89,14 @@ export interface TuiState {
   connected: boolean;
   linkError: string;
   nodes: Record<string, NodeView>;
-  placement?: { model: string; total: number; epoch: number; stages: Placement["stages"] };
+  placement?: {
+    model: string;
+    total: number;
+    epoch: number;
+    stages: Placement["stages"];
+    /** The disjoint pipelines (`--replicas`); one entry when not replicated. */
+    replicas?: Placement["replicas"];
+  };
   placementNote: string;
   /** Requests in flight: id → head, phase, tokens, speed. */
   requests: Record<string, { head: string; tokens: number; tps: number; phase: RequestPhase }>;
@@ -279,7 +286,13 @@ function applyUpdate(s: TuiState, msg: StreamUpdatesResponse): TuiState {
     case "placement": {
       const p = ev.value.placement;
       const placement = p
-        ? { model: p.model, total: p.totalLayers, epoch: Number(p.epoch), stages: p.stages }
+        ? {
+          model: p.model,
+          total: p.totalLayers,
+          epoch: Number(p.epoch),
+          stages: p.stages,
+          replicas: p.replicas,
+        }
         : undefined;
       const stagesText = p
         ? p.stages.map((st) => `${st.nodeId}[${st.fromLayer},${st.toLayer})`).join(" ")
