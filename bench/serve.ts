@@ -10,7 +10,8 @@
  * each replica's load (its first stage's open sessions plus queued frames, read from /metrics
  * every 200 ms) is sampled: the busiest replica's mean against the mean over replicas shows
  * whether routing spreads the load. Stories260K on 4 agents, then the generated 110M Q8_0 model
- * on 2 agents.
+ * on 2 agents (16 clients by default: at ~60 tokens/s, 64 clients' first requests would not
+ * even finish inside the window).
  *
  * Prefix cache: a long system prompt (1000 tokens by default) followed by varying 20-token user
  * turns, sent to two agents on the same model, one with `--prefix-cache` and one without,
@@ -45,6 +46,8 @@ replicas:
   --small-agents <n>      agents serving stories260K (default 4)
   --big-agents <n>        agents serving the 110M model (default 2; 0 skips it)
   --big-model <path>      the larger model (default: the generated 110M Q8_0 bench model)
+  --big-clients <n>       concurrent clients on it (default 16: 64 sessions of 32 tokens at
+                          ~60 tokens/s would not finish one request inside the window)
 
 prefix cache:
   --model <path.gguf>     model both agents serve (default: the generated 110M Q8_0 bench model)
@@ -70,6 +73,7 @@ interface Options {
   smallAgents: number;
   bigAgents: number;
   bigModel?: string;
+  bigClients: number;
 }
 
 function parse(args: string[]): Options {
@@ -85,6 +89,7 @@ function parse(args: string[]): Options {
     maxTokens: 32,
     smallAgents: 4,
     bigAgents: 2,
+    bigClients: 16,
   };
   const f = new Flags(args);
   for (let flag = f.next(); flag !== undefined; flag = f.next()) {
@@ -132,6 +137,9 @@ function parse(args: string[]): Options {
         break;
       case "--big-model":
         o.bigModel = f.value();
+        break;
+      case "--big-clients":
+        o.bigClients = f.count();
         break;
       default:
         throw new UsageError(`unknown flag ${flag}\n${USAGE}`);
@@ -253,24 +261,26 @@ const STORIES = fileURLToPath(new URL("../models/stories260K.gguf", import.meta.
 
 /** Both replica comparisons: stories260K on the small cluster, the 110M model on the big one. */
 async function replicasPart(o: Options): Promise<void> {
-  const cases: { name: string; model: string; agents: number }[] = [
-    { name: "stories260K", model: STORIES, agents: o.smallAgents },
+  const cases: { name: string; model: string; agents: number; clients: number }[] = [
+    { name: "stories260K", model: STORIES, agents: o.smallAgents, clients: o.clients },
   ];
   if (o.bigAgents > 0) {
     cases.push({
       name: "110M",
       model: o.bigModel ?? await generatedModel("q8_0"),
       agents: o.bigAgents,
+      clients: o.bigClients,
     });
   }
   for (const c of cases) {
-    const one = await replicaRun(o, c.model, c.agents, "1");
-    const auto = await replicaRun(o, c.model, c.agents, "auto");
+    const one = await replicaRun({ ...o, clients: c.clients }, c.model, c.agents, "1");
+    const auto = await replicaRun({ ...o, clients: c.clients }, c.model, c.agents, "auto");
     console.log(JSON.stringify({
       bench: "serve",
       part: "replicas_ratio",
       model: c.name,
       agents: c.agents,
+      clients: c.clients,
       replicas: { one: one.replicas, auto: auto.replicas },
       tokens_per_second: { one: one.tokensPerSecond, auto: auto.tokensPerSecond },
       requests_per_second: { one: one.requestsPerSecond, auto: auto.requestsPerSecond },
