@@ -1,16 +1,20 @@
 /**
- * Transfer benchmark: deploy a generated ~500 MB F32 llama from one agent that holds the file to
- * 3 agents on loopback (each fetches about a third: its layers), and report the transfer rate.
+ * Transfer benchmark: deploy a model from one agent that holds the file to 3 agents on loopback
+ * (each fetches about a third: the header and its layers' tensors), and report the transfer rate
+ * and what the fetch left in each agent's memory.
  *
  * ```sh
- * deno task bench transfer                 # 11 layers × n_embd 1024 ≈ 517 MB
- * deno task bench transfer --layers 4      # smaller
+ * deno task bench transfer                          # generated F32, 11 layers × 1024 ≈ 517 MB
+ * deno task bench transfer --layers 4               # smaller
+ * deno task bench transfer --model 1b_q8_0          # the 1.17 GB TinyLlama-shaped Q8_0 model
+ * deno task bench transfer --model path/to/x.gguf --budget 2GB
  * ```
  *
  * Prints one JSON object: bytes fetched by all agents, the wall time from the plan to every
- * agent holding its verified bytes, the aggregate MB/s, and as the reference measured in the
- * same run, the source's own read+sha256 rate while computing the manifest. `BENCH_VERBOSE=1`
- * prints the agents' log lines (stderr) with milliseconds since start.
+ * agent holding its verified bytes, the aggregate MB/s, each agent's RSS before the deploy,
+ * when its bytes were fetched, and at the end (with its peak), and as the reference measured in
+ * the same run, the source's own read+sha256 rate while computing the manifest.
+ * `BENCH_VERBOSE=1` prints the agents' log lines (stderr) with milliseconds since start.
  * @module
  */
 import { Command } from "@commander-js/extra-typings";
@@ -18,28 +22,56 @@ import { createClient } from "@connectrpc/connect";
 import { type LocalAgent, startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
 import { DiscoveryService, NodeState, TransferService, TransferState } from "../proto/mod.ts";
-import { CACHE_DIR } from "./lib/models.ts";
+import { CACHE_DIR, GENERATED_LARGE, type GeneratedModel, generatedModel } from "./lib/models.ts";
 import { writeSyntheticLlama } from "./lib/synthetic.ts";
 
 const opts = new Command("bench transfer")
-  .option("--layers <n>", "layers of the generated model (11 ≈ 517 MB)", "11")
-  .option("--embd <n>", "embedding width", "1024")
-  .option("--budget <size>", "memory budget of each fetching agent", "220MB")
+  .option("--layers <n>", "layers of the generated F32 model (11 ≈ 517 MB)", "11")
+  .option("--embd <n>", "embedding width of the generated F32 model", "1024")
+  .option(
+    "--model <name|path>",
+    `a bench model (${GENERATED_LARGE.join(", ")}) or a GGUF path instead of the F32 model`,
+  )
+  .option("--budget <size>", "memory budget of each fetching agent (default: 40% of the file)")
   .parse(Deno.args, { from: "user" })
   .opts();
 
-const layers = Number(opts.layers);
-const embd = Number(opts.embd);
-await Deno.mkdir(`${CACHE_DIR}models`, { recursive: true });
-const model = `${CACHE_DIR}models/transfer-l${layers}-e${embd}.gguf`;
-try {
-  await Deno.stat(model);
-} catch {
-  console.error(`generating ${model} …`);
-  await writeSyntheticLlama(`${model}.tmp`, { nEmbd: embd, nLayers: layers });
-  await Deno.rename(`${model}.tmp`, model);
+/** The model file to deploy: a named bench model, a path, or the generated F32 llama. */
+async function modelPath(): Promise<string> {
+  if (opts.model) {
+    return (GENERATED_LARGE as readonly string[]).includes(opts.model)
+      ? await generatedModel(opts.model as GeneratedModel)
+      : opts.model;
+  }
+  const layers = Number(opts.layers);
+  const embd = Number(opts.embd);
+  await Deno.mkdir(`${CACHE_DIR}models`, { recursive: true });
+  const path = `${CACHE_DIR}models/transfer-l${layers}-e${embd}.gguf`;
+  try {
+    await Deno.stat(path);
+  } catch {
+    console.error(`generating ${path} …`);
+    await writeSyntheticLlama(`${path}.tmp`, { nEmbd: embd, nLayers: layers });
+    await Deno.rename(`${path}.tmp`, path);
+  }
+  return path;
 }
+
+/** Resident and peak resident bytes of a process (Linux /proc), or zeros elsewhere. */
+function rss(pid: number): { rss: number; peak: number } {
+  try {
+    const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+    const kb = (key: string) => Number(new RegExp(`${key}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+    return { rss: kb("VmRSS") * 1024, peak: kb("VmHWM") * 1024 };
+  } catch {
+    return { rss: 0, peak: 0 };
+  }
+}
+
+const MB = (b: number) => Math.round(b / 1e6);
+const model = await modelPath();
 const fileSize = (await Deno.stat(model)).size;
+const budget = opts.budget ?? `${Math.ceil(fileSize * 0.4 / 1e6) + 60}MB`;
 const tmp = await Deno.makeTempDir({ prefix: "dllm-bench-transfer-" });
 const base = ["--gossip-preset", "local", "--backend", "reference", "--context-size", "256"];
 const agents: LocalAgent[] = [];
@@ -66,14 +98,7 @@ try {
         id,
         onLog: onLog(id),
         seeds: [agents[0].gossipAddr],
-        args: [
-          ...base,
-          "--no-model",
-          "--memory-budget",
-          opts.budget,
-          "--cache-dir",
-          `${tmp}/${id}`,
-        ],
+        args: [...base, "--no-model", "--memory-budget", budget, "--cache-dir", `${tmp}/${id}`],
       })
     )),
   );
@@ -84,12 +109,18 @@ try {
     if (info.nodes.filter((n) => n.state === NodeState.ALIVE).length === 4) break;
     await new Promise((r) => setTimeout(r, 100));
   }
+  const memory: Record<string, Record<string, number>> = {};
+  const sample = (what: string) => {
+    for (const a of agents) (memory[a.id] ??= {})[`${what}_MB`] = MB(rss(a.child.pid).rss);
+  };
+  sample("rss_idle");
   const t0 = performance.now();
   let tPlanned = 0;
   let tFetched = 0;
   let bytes = 0;
   let corrupt = 0;
   let stages = "";
+  const needed: Record<string, number> = {};
   for await (
     const m of createClient(TransferService, transport).deploy({
       path: model,
@@ -111,13 +142,17 @@ try {
       )
     ) {
       tFetched = performance.now();
+      sample("rss_fetched");
       bytes = m.nodes.reduce((s, n) => s + Number(n.bytesReceived), 0);
       corrupt = m.nodes.reduce((s, n) => s + n.corruptChunks, 0);
+      for (const n of m.nodes) if (n.nodeId !== "src") needed[n.nodeId] = Number(n.bytesTotal);
     }
     if (m.done && !m.message.startsWith("deployed")) throw new Error(m.message);
   }
   const tDone = performance.now();
   transport.close();
+  sample("rss_done");
+  for (const a of agents) memory[a.id].rss_peak_MB = MB(rss(a.child.pid).peak);
   const secs = (tFetched - tPlanned) / 1000;
   const manifestSecs = (tPlanned - t0) / 1000;
   console.log(JSON.stringify({
@@ -125,13 +160,16 @@ try {
     model: model.split("/").pop(),
     file_bytes: fileSize,
     agents: 3,
+    budget,
     placement: stages,
     bytes_fetched: bytes,
+    bytes_needed: needed,
     corrupt_chunks: corrupt,
     transfer_seconds: Math.round(secs * 100) / 100,
     transfer_MBps: Math.round(bytes / 1e6 / secs),
     deploy_seconds_total: Math.round((tDone - t0) / 10) / 100,
     stage_loads: notes,
+    memory,
     reference: {
       what: "source read + sha256 of the whole file (manifest) plus header fetch and plan",
       seconds: Math.round(manifestSecs * 100) / 100,
