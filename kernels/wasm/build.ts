@@ -3,8 +3,8 @@
  *
  * Run `deno task build:wasm` (`deno run -A kernels/wasm/build.ts`; add `--force` to rebuild even
  * when up to date); the test, bench and demo tasks run it first, and backend selection
- * (kernels/select.ts) calls {@link buildWasm} too, which rebuilds only when a source is newer
- * than the binary, so no binary is ever committed. `createWasmBackend` itself only loads the
+ * (kernels/select.ts) calls {@link buildWasm} too, which rebuilds only when the sources differ
+ * from those the binary was built from, so no binary is ever committed. `createWasmBackend` itself only loads the
  * binary ({@link readKernelBinary}).
  *
  * @example
@@ -37,24 +37,53 @@ export const ASC_FLAGS: readonly string[] = [
   "--noAssert",
 ];
 
-async function mtime(url: URL): Promise<number> {
+/** The stamp beside a binary: the digest of the sources and flags it was built from. */
+function stampOf(bin: URL): URL {
+  return new URL(`${bin.href}.sources`);
+}
+
+/**
+ * SHA-256 of the compiler flags and every source file (name and bytes, in name order). Content,
+ * not modification times: a copied or re-checked-out tree keeps its binary exactly when the
+ * sources are the same, whatever the clocks of the machines it passed through.
+ */
+async function sourceDigest(srcDir: URL): Promise<string> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(srcDir)) if (e.isFile) names.push(e.name);
+  names.sort();
+  const enc = new TextEncoder();
+  const parts: Uint8Array[] = [enc.encode(ASC_FLAGS.join(" ") + "\n")];
+  for (const n of names) {
+    parts.push(enc.encode(`${n}\n`), await Deno.readFile(new URL(n, srcDir)), enc.encode("\n"));
+  }
+  const all = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let o = 0;
+  for (const p of parts) all.set(p, o), o += p.length;
+  const d = new Uint8Array(await crypto.subtle.digest("SHA-256", all));
+  return Array.from(d, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+async function exists(url: URL): Promise<boolean> {
   try {
-    return (await Deno.stat(url)).mtime?.getTime() ?? 0;
+    await Deno.stat(url);
+    return true;
   } catch {
-    return -1;
+    return false;
   }
 }
 
 async function upToDate(bin = WASM_URL, srcDir = SRC_DIR): Promise<boolean> {
-  const out = await mtime(bin);
-  if (out < 0) return false;
-  for await (const e of Deno.readDir(srcDir)) {
-    if (e.isFile && (await mtime(new URL(e.name, srcDir))) > out) return false;
-  }
-  return true;
+  if (!(await exists(bin))) return false;
+  const stamp = await Deno.readTextFile(stampOf(bin)).catch(() => "");
+  return stamp.trim() === await sourceDigest(srcDir);
 }
 
-/** Thrown when build/kernels.wasm is missing or older than its sources. */
+/** Record that `bin` was built from the sources now in `srcDir` (tests pass both). */
+export async function stampKernelBinary(bin: URL = WASM_URL, srcDir: URL = SRC_DIR): Promise<void> {
+  await Deno.writeTextFile(stampOf(bin), (await sourceDigest(srcDir)) + "\n");
+}
+
+/** Thrown when build/kernels.wasm is missing or was not built from the sources now there. */
 export class KernelsNotBuiltError extends Error {
   override name = "KernelsNotBuiltError";
 }
@@ -68,7 +97,9 @@ export async function readKernelBinary(
   srcDir: URL = SRC_DIR,
 ): Promise<Uint8Array<ArrayBuffer>> {
   if (!(await upToDate(bin, srcDir))) {
-    const why = (await mtime(bin)) < 0 ? "is missing" : "is older than its sources";
+    const why = (await exists(bin))
+      ? "was built from other sources than those now in the tree"
+      : "is missing";
     throw new KernelsNotBuiltError(
       `the WASM kernels (${decodeURIComponent(bin.pathname)}) ${why}: ` +
         "run `deno task build:wasm`",
@@ -78,7 +109,8 @@ export async function readKernelBinary(
 }
 
 /**
- * Compile the kernels unless build/kernels.wasm is newer than every source. Returns the path.
+ * Compile the kernels unless build/kernels.wasm was built from the sources now there (its
+ * `.sources` stamp holds their digest). Returns the path.
  * Runs asc through its JS API (`npm:assemblyscript@0.28.20/asc`).
  */
 export async function buildWasm(opts: { force?: boolean } = {}): Promise<string> {
@@ -104,6 +136,7 @@ export async function buildWasm(opts: { force?: boolean } = {}): Promise<string>
     throw new Error(`AssemblyScript build of ${entry} failed: ${error.message}\n${stderr}`);
   }
   await Deno.rename(tmp, outPath);
+  await stampKernelBinary();
   return outPath;
 }
 

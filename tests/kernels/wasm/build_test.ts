@@ -1,5 +1,10 @@
 /** Loading the compiled kernels: a missing or stale binary is a clear error, not a rebuild. */
-import { KernelsNotBuiltError, readKernelBinary, WASM_URL } from "../../../kernels/wasm/build.ts";
+import {
+  KernelsNotBuiltError,
+  readKernelBinary,
+  stampKernelBinary,
+  WASM_URL,
+} from "../../../kernels/wasm/build.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 
 Deno.test("wasm kernels: a missing binary names the build task", async () => {
@@ -19,7 +24,7 @@ Deno.test("wasm kernels: a missing binary names the build task", async () => {
   }
 });
 
-Deno.test("wasm kernels: a binary older than a source is refused", async () => {
+Deno.test("wasm kernels: a binary built from other sources is refused, whatever its time", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const src = new URL(`file://${dir}/src/`);
@@ -27,12 +32,18 @@ Deno.test("wasm kernels: a binary older than a source is refused", async () => {
     await Deno.mkdir(src);
     await Deno.writeFile(bin, new Uint8Array([0, 97, 115, 109]));
     await Deno.writeTextFile(new URL("index.ts", src), "// kernels");
+    // no stamp: not known to come from these sources
+    let e = await assertRejects(() => readKernelBinary(bin, src), KernelsNotBuiltError);
+    assert(e.message.includes("built from other sources"), e.message);
+    await stampKernelBinary(bin, src);
+    // a copied tree whose sources look newer (another machine's clock) keeps its binary
     await Deno.utime(bin, 1000, 1000);
-    const e = await assertRejects(() => readKernelBinary(bin, src), KernelsNotBuiltError);
-    assert(e.message.includes("older than its sources"), e.message);
-    // once the binary is the newest file it loads as it is
-    await Deno.utime(bin, Date.now() / 1000 + 10, Date.now() / 1000 + 10);
     assertEquals([...await readKernelBinary(bin, src)], [0, 97, 115, 109]);
+    // a changed source is refused even when the binary looks newer
+    await Deno.writeTextFile(new URL("index.ts", src), "// kernels, changed");
+    await Deno.utime(bin, Date.now() / 1000 + 10, Date.now() / 1000 + 10);
+    e = await assertRejects(() => readKernelBinary(bin, src), KernelsNotBuiltError);
+    assert(e.message.includes("deno task build:wasm"), e.message);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
