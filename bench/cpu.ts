@@ -40,6 +40,7 @@ import {
   type GeneratedModel,
   generatedModel,
 } from "./lib/models.ts";
+import { SHARED_LLAMAREF } from "./lib/shared.ts";
 
 /** Options of one CPU bench run. */
 export interface CpuBenchOptions {
@@ -129,9 +130,7 @@ function loadAvg(): number | null {
   }
 }
 
-const LLAMAREF_SRC = decodeURIComponent(
-  new URL("../../shared/llamaref/", import.meta.url).pathname,
-);
+const LLAMAREF_SRC = SHARED_LLAMAREF;
 const LLAMAREF_DIR = `${CACHE_DIR}llamaref/`;
 const LLAMAREF_BENCH = `${LLAMAREF_DIR}native/build/llamaref-bench`;
 

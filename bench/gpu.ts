@@ -21,6 +21,8 @@
  * `shader_features` alone: which of `shader-f16` / `subgroups` the device was granted and whether
  * the startup self-check enabled them (every bench line carries `shader_features` too);
  * `--features none|f16|subgroups|all` (default `DLLM_WEBGPU_FEATURES`, else all) narrows them.
+ * `--wait-probe` prints how long the host waits for the GPU (bench/lib/gpu_wait.ts): Deno's
+ * ~10 ms floor per awaited GPU promise next to a small pass's own time, and k passes per read.
  * `--generate` also takes the ~1.1B models (1b_q8_0, …; bench/lib/models.ts).
  * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`,
  * `--tiled-prefill on|off` (default: on for hardware adapters, see kernels/webgpu/backend.ts).
@@ -37,6 +39,7 @@ import {
   WebGPUBackend,
 } from "../kernels/webgpu/mod.ts";
 import { openGGUF } from "../model/gguf/mod.ts";
+import { waitProbe } from "./lib/gpu_wait.ts";
 import { LlamaStage, type Session } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
 import { GENERATED, GENERATED_LARGE, type GeneratedModel, generatedModel } from "./lib/models.ts";
@@ -55,6 +58,7 @@ interface Options {
   lanes: "auto" | "single" | "shared";
   legacyRead: boolean;
   adapterInfo: boolean;
+  waitProbe: boolean;
   tiled: boolean | undefined;
   features: FeatureMode | undefined;
 }
@@ -278,6 +282,7 @@ function parseArgs(args: string[]): Options {
     lanes: "auto",
     legacyRead: false,
     adapterInfo: false,
+    waitProbe: false,
     tiled: undefined,
     features: undefined,
   };
@@ -310,6 +315,7 @@ function parseArgs(args: string[]): Options {
     else if (a === "--kernels-only") o.kernelsOnly = true;
     else if (a === "--legacy-read") o.legacyRead = true;
     else if (a === "--adapter-info") o.adapterInfo = true;
+    else if (a === "--wait-probe") o.waitProbe = true;
     else if (a === "--tiled-prefill") {
       const v = val();
       if (v !== "on" && v !== "off") throw new Error("--tiled-prefill takes on or off");
@@ -349,6 +355,11 @@ function featureLine(f: WebGPUBackend["info"]["shaderFeatures"]): string {
 export async function main(args: string[]): Promise<void> {
   const o = parseArgs(args);
   const probe = await probeAdapter();
+  if (o.waitProbe) {
+    if (!probe.available) throw new Error("--wait-probe needs a WebGPU adapter");
+    console.log(JSON.stringify({ bench: "gpu", wait_probe: await waitProbe(o.reps * 7) }));
+    return;
+  }
   if (o.adapterInfo) {
     // What the device report starts with: which adapter, what it offers, its limits, and which
     // optional shader paths a backend on it gets (granted, self-checked).

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The device report: one command for a lent GPU machine (16 cores, one GPU, nothing else
-# reachable but npm). Installs Deno from npm when it is missing, then prints, in order:
+# The device report: one command for a lent GPU machine (16 cores, one GPU). Installs Deno from
+# npm when it is missing (on a machine that reaches no registry, bench/device_bundle.sh brings
+# Deno, the npm packages, the fixtures and the Vulkan loader instead), then prints, in order:
 #   1. the adapter (description, features, WGSL features, limits) and its optional shader
 #      paths: shader-f16 / subgroups granted, and whether the startup self-check enabled them
 #                                                                      bench/gpu.ts --adapter-info
+#   1b. how long the host waits for the GPU: Deno's ~10 ms per awaited GPU promise next to a small
+#      pass's own time                                                 bench/gpu.ts --wait-probe
 #   2. the public llama.cpp goldens and the GPU sampling parity tests on --backend webgpu (with
 #      the paths the self-check enabled), the goldens again with them forced off
 #      (DLLM_WEBGPU_FEATURES=none; only where a feature is granted), and the feature tests
@@ -60,6 +63,7 @@ step() {
 
 step "adapter" adapter.log "${DENO[@]}" run --allow-all bench/gpu.ts --adapter-info
 features=$(grep -a "^webgpu shader features:" "$OUT/adapter.log" | tail -1)
+step "wait probe" wait.log "${DENO[@]}" run --allow-all bench/gpu.ts --wait-probe
 
 # Each test file in its own process. Deno 2.9.6's WebGPU sometimes aborts a process at exit
 # ("double free or corruption", SIGABRT) after every test in it has passed and its devices were

@@ -14,6 +14,7 @@
  */
 import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
 import { type GGUFFile, openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts";
+import { SHARED_LLAMAREF } from "./shared.ts";
 
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
@@ -76,7 +77,6 @@ const SHAPES: Record<"m110" | "m1b" | "m1bmoe", string[]> = {
 const ROOT = new URL("../", import.meta.url);
 /** Cache folder of the bench (git-ignored). */
 export const CACHE_DIR: string = decodeURIComponent(new URL(".cache/", ROOT).pathname);
-const SHARED_LLAMAREF = decodeURIComponent(new URL("../../shared/llamaref/", ROOT).pathname);
 
 async function exists(p: string): Promise<boolean> {
   try {

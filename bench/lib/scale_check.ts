@@ -11,10 +11,9 @@
 import type { ScaleCluster } from "./scale_cluster.ts";
 import { openModelFile } from "../../model/engine.ts";
 import { tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
+import { SHARED_FIXTURES } from "./shared.ts";
 
-const FIXTURES = decodeURIComponent(
-  new URL("../../../shared/fixtures/", import.meta.url).pathname,
-);
+const FIXTURES = SHARED_FIXTURES;
 const CACHE = decodeURIComponent(new URL("../.cache/scale/", import.meta.url).pathname);
 
 /** The two prompts of check 1 (the second is the fixtures' ARCH prompt a2). */

@@ -25,6 +25,7 @@ import {
   openGGUF,
   writeGGUFFile,
 } from "../../model/gguf/mod.ts";
+import { SHARED_FIXTURES } from "./shared.ts";
 const CACHE_DIR = decodeURIComponent(new URL("../.cache/", import.meta.url).pathname);
 
 /** A llama shape. */
@@ -86,9 +87,7 @@ export const SCALE_SHAPES = {
 /** One of the scale models. */
 export type ScaleModel = keyof typeof SCALE_SHAPES;
 
-const VOCAB = decodeURIComponent(
-  new URL("../../../shared/fixtures/vocab/ggml-vocab-llama-bpe.gguf", import.meta.url).pathname,
-);
+const VOCAB = `${SHARED_FIXTURES}vocab/ggml-vocab-llama-bpe.gguf`;
 
 /** Standard deviation of the weight matrices. */
 const SIGMA = 0.02;

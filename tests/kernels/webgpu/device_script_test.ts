@@ -36,6 +36,7 @@ Deno.test({
       for (
         const s of [
           "adapter",
+          "wait probe",
           "goldens and sampling parity on webgpu",
           "bench gpu",
           "bench gpu --legacy-read",
