@@ -68,6 +68,17 @@ function rss(pid: number): { rss: number; peak: number } {
   }
 }
 
+/** CPU seconds (user + system) a process has used, from /proc; 0 elsewhere. */
+function cpuSeconds(pid: number): number {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100; // utime, stime in clock ticks (USER_HZ 100)
+  } catch {
+    return 0;
+  }
+}
+
 const MB = (b: number) => Math.round(b / 1e6);
 const model = await modelPath();
 const fileSize = (await Deno.stat(model)).size;
@@ -113,6 +124,8 @@ try {
   const sample = (what: string) => {
     for (const a of agents) (memory[a.id] ??= {})[`${what}_MB`] = MB(rss(a.child.pid).rss);
   };
+  let cpu0: Record<string, number> = {};
+  const cpu: Record<string, number> = {};
   sample("rss_idle");
   const t0 = performance.now();
   let tPlanned = 0;
@@ -130,6 +143,7 @@ try {
   ) {
     if (!tPlanned && m.placement) {
       tPlanned = performance.now();
+      cpu0 = Object.fromEntries(agents.map((a) => [a.id, cpuSeconds(a.child.pid)]));
       stages = m.placement.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`).join(
         " ",
       );
@@ -143,6 +157,9 @@ try {
     ) {
       tFetched = performance.now();
       sample("rss_fetched");
+      for (const a of agents) {
+        cpu[a.id] = Math.round((cpuSeconds(a.child.pid) - cpu0[a.id]) * 100) / 100;
+      }
       bytes = m.nodes.reduce((s, n) => s + Number(n.bytesReceived), 0);
       corrupt = m.nodes.reduce((s, n) => s + n.corruptChunks, 0);
       for (const n of m.nodes) if (n.nodeId !== "src") needed[n.nodeId] = Number(n.bytesTotal);
@@ -170,6 +187,9 @@ try {
     deploy_seconds_total: Math.round((tDone - t0) / 10) / 100,
     stage_loads: notes,
     memory,
+    // From the plan to every agent holding its bytes (the transfer_seconds window). Unlike
+    // MB/s it hardly moves with other processes' load on a shared machine.
+    cpu_seconds_transfer: cpu,
     reference: {
       what: "source read + sha256 of the whole file (manifest) plus header fetch and plan",
       seconds: Math.round(manifestSecs * 100) / 100,

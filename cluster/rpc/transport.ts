@@ -36,6 +36,12 @@ export interface RpcTransportOptions {
   maxMessageBytes?: number;
   /** Client interceptors (e.g. trace context propagation), run in order. */
   interceptors?: Interceptor[];
+  /**
+   * HTTP/2 receive windows, bytes: per stream and for the whole connection. Default: node's
+   * 64 KiB, which makes a sender wait for a WINDOW_UPDATE every 64 KiB (bulk model chunks want
+   * megabytes; activations and control traffic are small and keep the default).
+   */
+  window?: { stream: number; connection: number };
 }
 
 /** A Connect transport that also owns its HTTP/2 connection, closed with `close()`. */
@@ -77,6 +83,8 @@ export function endpointUrl(endpoint: string, tls: boolean): string {
  */
 class GuardedSessionManager extends Http2SessionManager {
   #guarded = new WeakSet<object>();
+  /** Connection receive window to set on each new session (0: keep the default). */
+  connectionWindow = 0;
 
   override async request(
     ...args: Parameters<Http2SessionManager["request"]>
@@ -86,6 +94,7 @@ class GuardedSessionManager extends Http2SessionManager {
     if (session && !this.#guarded.has(session)) {
       this.#guarded.add(session);
       session.on("error", () => {});
+      if (this.connectionWindow > 0) session.setLocalWindowSize(this.connectionWindow);
     }
     return stream;
   }
@@ -108,9 +117,10 @@ export async function createRpcTransport(
 ): Promise<RpcTransport> {
   const material = opts.tls ? await loadClientTls(opts.tls) : undefined;
   const baseUrl = endpointUrl(endpoint, material !== undefined);
-  const nodeOptions = material
+  const nodeOptions: Record<string, unknown> = material
     ? Object.fromEntries(Object.entries(material).filter(([, v]) => v !== undefined))
     : {};
+  if (opts.window) nodeOptions.settings = { initialWindowSize: opts.window.stream };
   const protocol = opts.protocol ?? "grpc";
   const common = {
     baseUrl,
@@ -126,6 +136,7 @@ export async function createRpcTransport(
   const sessionManager = http2Wanted
     ? new GuardedSessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 }, nodeOptions)
     : undefined;
+  if (sessionManager && opts.window) sessionManager.connectionWindow = opts.window.connection;
   let transport: Transport;
   if (protocol === "grpc") {
     transport = createGrpcTransport({ ...common, sessionManager: sessionManager! });

@@ -12,7 +12,7 @@ import {
   TransferProgressSchema,
   TransferState,
 } from "../../proto/mod.ts";
-import type { FileSource, GGUFFile } from "../../model/gguf/mod.ts";
+import type { GGUFFile } from "../../model/gguf/mod.ts";
 import type { ModelCache } from "./cache.ts";
 import type { FetchStats } from "./fetch.ts";
 import type { TransferHost } from "./host.ts";
@@ -24,7 +24,6 @@ export interface Entry {
   answer: GetManifestResponse;
   signature: string;
   path?: string;
-  source?: FileSource;
   cache?: ModelCache;
   file?: GGUFFile;
   stats: FetchStats;

@@ -3,7 +3,10 @@
  * each chunk's sha256 before it touches the cache, and finish each segment with its own sha256.
  *
  * - Several segments are fetched at once (bounded: `concurrency` streams), spread round-robin
- *   over the peers that hold them, so several sources serve in parallel.
+ *   over the peers that hold them, so several sources serve in parallel; largest first.
+ * - Each chunk is verified and written to the cache before the next is read from its stream:
+ *   a fetcher holds at most one chunk per stream plus what HTTP/2 flow control lets arrive
+ *   (peers.ts TRANSFER_WINDOW), never a batch or a tensor.
  * - A chunk that fails verification is counted, and fetched again from another peer when one
  *   has it (the peer that sent it is avoided for that chunk).
  * - A broken stream (a source killed) puts the peer on a short cooldown; the remaining chunks are
@@ -78,7 +81,12 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
   const seen = new Set<string>();
   const avoid = new Map<string, string>();
   const cooldown = new Map<string, number>();
-  const queue = opts.segments.filter((s) => !cache.segmentDone(s));
+  // Largest first: the last segments to finish are small ones, so every stream stays busy
+  // until the end instead of one stream carrying the output matrix alone.
+  const size = (s: number) => Number(cache.manifest.segments[s].length);
+  const queue = opts.segments.filter((s) => !cache.segmentDone(s)).sort((a, b) =>
+    size(b) - size(a)
+  );
   let lastProgress = Date.now();
   let lastError = "";
   let rr = 0;
@@ -156,7 +164,9 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
         cooldown.set(peer.id, Date.now() + 500);
         opts.log?.("chunk stream failed; retrying", { peer: peer.id, error: lastError });
       }
-      queue.push(seg);
+      // Its next batch goes first: a big tensor keeps a stream all along instead of being left
+      // to finish alone at the end.
+      queue.unshift(seg);
     }
   };
   await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, worker));

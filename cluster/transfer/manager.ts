@@ -45,6 +45,7 @@ import { fetchSegments } from "./fetch.ts";
 import type { TransferHost, TransferManagerOptions } from "./host.ts";
 import { computeManifest, openManifest, segmentsFor, signedManifest } from "./manifest.ts";
 import { TransferPeers } from "./peers.ts";
+import { MemoryReleaser, readAhead } from "./memory.ts";
 import { RateLimiter, Semaphore } from "./rate.ts";
 
 /** The transfer side of one agent. */
@@ -53,6 +54,8 @@ export class TransferManager {
   readonly #byPath = new Map<string, Promise<Entry>>();
   readonly #peers: TransferPeers;
   readonly #serve: Semaphore;
+  /** Hands freed transfer buffers back to the OS once fetching and serving are quiet. */
+  readonly #released = new MemoryReleaser();
   readonly #abort = new AbortController();
   #tls?: Promise<TlsMaterial>;
   #ticker?: ReturnType<typeof setInterval>;
@@ -94,9 +97,9 @@ export class TransferManager {
   close(): void {
     this.#abort.abort();
     clearInterval(this.#ticker);
+    this.#released.close();
     for (const e of this.#entries.values()) {
       e.cache?.close();
-      e.source?.close();
     }
     this.#peers.close();
   }
@@ -166,7 +169,12 @@ export class TransferManager {
     });
   }
 
-  /** FetchChunks: stream chunks from a source file or the verified cache. */
+  /**
+   * FetchChunks: stream chunks from a source file or the verified cache, reading the next chunk
+   * while the current one is sent. A chunk read from a source file lives in one of two buffers
+   * of the call, valid until the consumer asks for the next chunk (Connect has serialized it by
+   * then): a stream holds two chunks, however slow its peer, and allocates none per chunk.
+   */
   async *fetchChunks(
     req: { sha256: string; chunks: { segment: number; chunk: number }[] },
     signal: AbortSignal,
@@ -174,37 +182,40 @@ export class TransferManager {
     const e = this.#entries.get(req.sha256);
     if (!e) throw new RpcFailure("not_found", `${this.host.nodeId} has no model ${req.sha256}`);
     const release = await this.#serve.acquire();
+    this.#released.busy();
+    const size = e.manifest.chunkSize;
+    // A handle of its own: reads of concurrent streams no longer queue on one file position.
+    const source = e.path ? await FileSource.open(e.path) : undefined;
+    const buffers = source ? [new Uint8Array(size), new Uint8Array(size)] : [];
+    const read = async ({ segment, chunk }: { segment: number; chunk: number }, i: number) => {
+      const seg = e.manifest.segments[segment];
+      if (!seg) throw new RpcFailure("invalid_argument", `no segment ${segment}`);
+      let data: Uint8Array | undefined;
+      if (source) {
+        const len = Math.max(0, Math.min(size, Number(seg.length) - chunk * size));
+        data = buffers[i % 2].subarray(0, len);
+        await source.readInto(Number(seg.offset) + chunk * size, data).catch((err) => {
+          throw new RpcFailure("data_loss", `${e.path}: ${(err as Error).message}`);
+        });
+      } else data = await e.cache?.readChunk(segment, chunk);
+      if (!data) {
+        throw new RpcFailure(
+          "not_found",
+          `${this.host.nodeId} does not hold chunk ${chunk} of ${seg.name}`,
+        );
+      }
+      if (data.length && this.#corrupt(segment, chunk)) data[0] ^= 0xff;
+      return { segment, chunk, data };
+    };
     try {
-      for (const { segment, chunk } of req.chunks) {
+      for await (const c of readAhead(req.chunks, read, 1)) {
         if (signal.aborted) return;
-        const seg = e.manifest.segments[segment];
-        if (!seg) throw new RpcFailure("invalid_argument", `no segment ${segment}`);
-        let data: Uint8Array | undefined;
-        if (e.source) {
-          const off = Number(seg.offset) + chunk * e.manifest.chunkSize;
-          const len = Math.max(
-            0,
-            Math.min(e.manifest.chunkSize, Number(seg.length) - chunk * e.manifest.chunkSize),
-          );
-          // FileSource serializes seek+read: concurrent streams share one handle.
-          data = await e.source.read(off, len).catch((err) => {
-            throw new RpcFailure("data_loss", `${e.path}: ${(err as Error).message}`);
-          });
-        } else data = await e.cache?.readChunk(segment, chunk);
-        if (!data) {
-          throw new RpcFailure(
-            "not_found",
-            `${this.host.nodeId} does not hold chunk ${chunk} of ${seg.name}`,
-          );
-        }
-        if (data.length && this.#corrupt(segment, chunk)) {
-          data = data.slice();
-          data[0] ^= 0xff;
-        }
-        yield { segment, chunk, data };
+        yield c;
       }
     } finally {
+      source?.close();
       release();
+      this.#released.idle();
     }
   }
 
@@ -393,7 +404,6 @@ export class TransferManager {
         const { signature } = openManifest(answer, tls?.ca);
         const e = this.#entry(manifest, answer, signature);
         e.path = path;
-        e.source = await FileSource.open(path);
         e.state = TransferState.SOURCE;
         e.needed = manifest.segments.map((_, i) => i);
         this.host.log("info", "manifest computed", {
@@ -456,6 +466,7 @@ export class TransferManager {
     const was = e.state;
     e.state = TransferState.FETCHING;
     this.#publish(e);
+    this.#released.busy();
     try {
       await fetchSegments({
         cache: e.cache,
@@ -468,6 +479,7 @@ export class TransferManager {
         log: (msg, f) => this.host.log("warn", msg, { model: e.manifest.modelId, ...f }),
       });
     } finally {
+      this.#released.idle();
       // Cancelled or failed (the caller reports it) or done: no longer fetching.
       e.state = was === TransferState.FETCHING || was === TransferState.PENDING
         ? TransferState.CACHED

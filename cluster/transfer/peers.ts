@@ -20,6 +20,14 @@ import type { TlsFiles } from "../tls/mod.ts";
 import type { ChunkPeer } from "./fetch.ts";
 import type { TransferHost } from "./host.ts";
 
+/**
+ * HTTP/2 receive windows of a transfer connection. node's 64 KiB default made a source wait for
+ * a WINDOW_UPDATE every 64 KiB of each 1 MiB chunk (16 round trips through both event loops per
+ * chunk); 2 MiB per stream lets a chunk and the next one travel while the fetcher writes the
+ * previous, and bounds what a fetcher buffers to 2 MiB × its streams (16 MiB in all).
+ */
+export const TRANSFER_WINDOW = { stream: 2 << 20, connection: 16 << 20 };
+
 /** RPC clients of the other agents' TransferService, and what they hold. */
 export class TransferPeers {
   readonly #transports = new Map<string, RpcTransport>();
@@ -48,7 +56,11 @@ export class TransferPeers {
     let t = this.#transports.get(endpoint);
     if (!t) {
       // Its own connection (activation streams never queue behind chunks), uncompressed.
-      t = await createRpcTransport(endpoint, { tls: this.tls, gzip: false });
+      t = await createRpcTransport(endpoint, {
+        tls: this.tls,
+        gzip: false,
+        window: TRANSFER_WINDOW,
+      });
       this.#transports.set(endpoint, t);
     }
     return createClient(TransferService, t);
