@@ -21,6 +21,9 @@
  * `shader_features` alone: which of `shader-f16` / `subgroups` the device was granted and whether
  * the startup self-check enabled them (every bench line carries `shader_features` too);
  * `--features none|f16|subgroups|all` (default `DLLM_WEBGPU_FEATURES`, else all) narrows them.
+ * `multistep_decode_tokens_per_second`: the same greedy decode as LlamaStage.decodeGreedy runs it
+ * where the backend keeps the ids on the device, `--multistep K` tokens (default 16, 0: off) per
+ * read back; `multistep_same_ids` says its ids equal the step-by-step ones.
  * `--wait-probe` prints how long the host waits for the GPU (bench/lib/gpu_wait.ts): Deno's
  * ~10 ms floor per awaited GPU promise next to a small pass's own time, and k passes per read.
  * `--generate` also takes the ~1.1B models (1b_q8_0, …; bench/lib/models.ts).
@@ -59,6 +62,7 @@ interface Options {
   legacyRead: boolean;
   adapterInfo: boolean;
   waitProbe: boolean;
+  multistep: number;
   tiled: boolean | undefined;
   features: FeatureMode | undefined;
 }
@@ -67,7 +71,11 @@ interface Options {
 export interface ModelFigures {
   prefill_tokens_per_second: number;
   decode_tokens_per_second: number;
-  runs: { prefill: number[]; decode: number[] };
+  /** Greedy decode with the ids on the device (null: off, or the backend cannot). */
+  multistep_decode_tokens_per_second: number | null;
+  /** Whether those ids equal the step-by-step ones (null when not run). */
+  multistep_same_ids: boolean | null;
+  runs: { prefill: number[]; decode: number[]; multistep_decode: number[] };
 }
 
 /** One matvec kernel figure. */
@@ -175,6 +183,33 @@ export async function modelFigures(backend: Backend, model: string, o: Options) 
       }
     }
   }
+  // Greedy decode with the ids kept on the device, K tokens per read back (decodeGreedy).
+  const multi: number[] = [];
+  let multiSame: boolean | null = null;
+  if (o.multistep > 0 && !o.legacyRead && backend.topCandidatesInto && backend.embedAt) {
+    for (let rep = -1; rep < o.reps; rep++) {
+      const session = stage.newSession(o.pp + o.tg, o.kv);
+      let id = (await step(session, prompt))[0].id;
+      const ids: number[] = [];
+      const t1 = performance.now();
+      while (ids.length < o.tg) {
+        const run = await stage.decodeGreedy(
+          session,
+          id,
+          Math.min(o.multistep, o.tg - ids.length),
+          2,
+        );
+        for (const c of run) ids.push(c.ids[0]);
+        id = ids[ids.length - 1];
+      }
+      const t2 = performance.now();
+      stage.endSession(session);
+      if (rep < 0) continue;
+      multi.push((o.tg / (t2 - t1)) * 1000);
+      // firstSteps[i + 1] is the step-by-step best after i + 1 decoded tokens.
+      multiSame = firstSteps.slice(1).every((t, i) => t[0].id === ids[i]);
+    }
+  }
   const tokens = trips.passes * o.tg;
   const roundTrips: RoundTrips | null = stats
     ? {
@@ -190,7 +225,13 @@ export async function modelFigures(backend: Backend, model: string, o: Options) 
     figures: {
       prefill_tokens_per_second: round(median(prefill)),
       decode_tokens_per_second: round(median(decode)),
-      runs: { prefill: prefill.map((x) => round(x)), decode: decode.map((x) => round(x)) },
+      runs: {
+        prefill: prefill.map((x) => round(x)),
+        decode: decode.map((x) => round(x)),
+        multistep_decode: multi.map((x) => round(x)),
+      },
+      multistep_decode_tokens_per_second: multi.length ? round(median(multi)) : null,
+      multistep_same_ids: multiSame,
     } satisfies ModelFigures,
     firstSteps,
     roundTrips,
@@ -283,6 +324,7 @@ function parseArgs(args: string[]): Options {
     legacyRead: false,
     adapterInfo: false,
     waitProbe: false,
+    multistep: 16,
     tiled: undefined,
     features: undefined,
   };
@@ -316,7 +358,11 @@ function parseArgs(args: string[]): Options {
     else if (a === "--legacy-read") o.legacyRead = true;
     else if (a === "--adapter-info") o.adapterInfo = true;
     else if (a === "--wait-probe") o.waitProbe = true;
-    else if (a === "--tiled-prefill") {
+    else if (a === "--multistep") {
+      const v = Number(val());
+      if (!Number.isInteger(v) || v < 0) throw new Error("--multistep takes a count (0: off)");
+      o.multistep = v;
+    } else if (a === "--tiled-prefill") {
       const v = val();
       if (v !== "on" && v !== "off") throw new Error("--tiled-prefill takes on or off");
       o.tiled = v === "on";
@@ -411,6 +457,9 @@ export async function main(args: string[]): Promise<void> {
         model,
         prefill_tokens_per_second: g.figures.prefill_tokens_per_second,
         decode_tokens_per_second: g.figures.decode_tokens_per_second,
+        multistep_decode_tokens_per_second: g.figures.multistep_decode_tokens_per_second,
+        multistep_k: g.figures.multistep_decode_tokens_per_second === null ? null : o.multistep,
+        multistep_same_ids: g.figures.multistep_same_ids,
         wasm_prefill_tokens_per_second: w?.figures.prefill_tokens_per_second ?? null,
         wasm_decode_tokens_per_second: w?.figures.decode_tokens_per_second ?? null,
         decode_read_back: o.legacyRead ? "logits" : "candidates",

@@ -116,6 +116,47 @@ export interface TopCandidates {
   readonly sumExp: number;
 }
 
+/** Words one row of candidates takes in a device buffer ({@link Backend.topCandidatesInto}). */
+export function candidateWords(k: number): number {
+  return 2 * k + 2;
+}
+
+/**
+ * The candidates stored at word `o` of `words` (read back as floats) in the device layout: k ids (0xffffffff where
+ * fewer values exist), k values, the excluded ids' values (`sorted`: the exclude list ascending,
+ * as stored; `exclude`: the caller's order, as returned), the max and the softmax sum.
+ */
+export function candidatesAt(
+  words: Float32Array,
+  o: number,
+  k: number,
+  exclude: Int32Array = new Int32Array(),
+  sorted: Uint32Array = new Uint32Array(),
+): TopCandidates {
+  const f = words;
+  const u = new Uint32Array(f.buffer, f.byteOffset, f.length);
+  const nEx = sorted.length;
+  let have = 0;
+  while (have < k && u[o + have] !== 0xffffffff) have++;
+  // Back to the caller's order of excluded ids.
+  const excluded = Float32Array.from(exclude, (id) => {
+    let lo = 0, hi = nEx;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (sorted[mid] < id) lo = mid + 1;
+      else hi = mid;
+    }
+    return f[o + 2 * k + lo];
+  });
+  return {
+    ids: Int32Array.from(u.subarray(o, o + have)),
+    values: f.slice(o + k, o + k + have),
+    excluded,
+    max: f[o + 2 * k + nEx],
+    sumExp: f[o + 2 * k + nEx + 1],
+  };
+}
+
 /** A compute backend. Every method but `read` may be asynchronous under the hood. */
 export interface Backend {
   /** "reference", "wasm", "webgpu". */
@@ -227,6 +268,26 @@ export interface Backend {
     k: number,
     exclude: readonly Int32Array[],
   ): Promise<TopCandidates[]>;
+
+  /**
+   * Optional, for decoding several greedy steps with one read back: record the k (≤ 64)
+   * candidates of one row of `n` logits of `src` (no exclude list) into `dst` from word `offset`
+   * on ({@link candidateWords}(k) words, the layout {@link candidatesAt} reads), without waiting
+   * for them. Backends that have it also have {@link Backend.embedAt}.
+   */
+  topCandidatesInto?(src: Buf, n: number, k: number, dst: Buf, offset: number): void;
+  /**
+   * Optional: `out[0, :] = table[id]` where `id` is the word at `offset` of `ids`, left there by
+   * topCandidatesInto (the best candidate of a previous step), so the next step starts without
+   * the id visiting the host. An id outside the table (none was found) embeds zeros.
+   */
+  embedAt?(table: Weight, ids: Buf, offset: number, out: Buf): void;
+
+  /**
+   * Optional: start the work recorded so far without waiting for it (a device backend that
+   * records commands submits them), so the device runs while the host records what follows.
+   */
+  flush?(): void;
 
   /** Release one buffer, cache or weight (e.g. a finished session's KV cache). */
   free(handle: Buf | KVCache | Weight): void;

@@ -58,14 +58,14 @@ import {
   encodeScale,
   encodeSwiglu,
 } from "./ops/elementwise.ts";
-import { encodeEmbed } from "./ops/embed.ts";
+import { encodeEmbed, encodeEmbedAt } from "./ops/embed.ts";
 import { encodeStoreKV } from "./ops/kv.ts";
 import { encodeMatmul } from "./ops/matmul.ts";
 import { encodeRmsNorm } from "./ops/norm.ts";
 import { ConvertedActivations } from "./ops/quantize.ts";
 import { encodeRope } from "./ops/rope.ts";
 import { encodeCopyRows, encodeSumRowGroups } from "./ops/rows.ts";
-import { readTopCandidates, type TopCandidatesArgs } from "./ops/topk.ts";
+import { encodeTopCandidatesInto, readTopCandidates, type TopCandidatesArgs } from "./ops/topk.ts";
 import { align, GpuResources } from "./resources.ts";
 import { chooseShaderPaths } from "./selfcheck.ts";
 import type { WebGPUBackendOptions, WebGPUInfo, WebGPUStats } from "./types.ts";
@@ -211,6 +211,16 @@ export class WebGPUBackend implements Backend {
     return readTopCandidates(this.#ctx, ...args);
   }
 
+  flush(): void {
+    this.#gpu.check();
+    this.#enc.flush();
+  }
+
+  topCandidatesInto(...args: Parameters<NonNullable<Backend["topCandidatesInto"]>>): void {
+    this.#gpu.check();
+    encodeTopCandidatesInto(this.#ctx, ...args);
+  }
+
   kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache {
     this.#gpu.check();
     const strideWords = type === "f16" ? Math.ceil(kvDim / 2) : kvDim;
@@ -272,6 +282,11 @@ export class WebGPUBackend implements Backend {
   embed(...args: Parameters<Backend["embed"]>): void {
     this.#gpu.check();
     encodeEmbed(this.#ctx, ...args);
+  }
+
+  embedAt(...args: Parameters<NonNullable<Backend["embedAt"]>>): void {
+    this.#gpu.check();
+    encodeEmbedAt(this.#ctx, ...args);
   }
 
   rmsNorm(...args: Parameters<Backend["rmsNorm"]>): void {

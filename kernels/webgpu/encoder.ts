@@ -200,6 +200,11 @@ export class Encoder {
     this.#gpu.destroyDeferred();
   }
 
+  /** Submit what is recorded, if anything is. */
+  flush(): void {
+    if (this.#enc) this.submit();
+  }
+
   /** Submit what is recorded, then copy `bytes` of `res` from byte `offset` to the host. */
   async readBack(res: Res, offset: number, bytes: number): Promise<ArrayBuffer> {
     const gpu = this.#gpu;

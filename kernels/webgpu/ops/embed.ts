@@ -42,3 +42,34 @@ export function encodeEmbed(
   }
   o.version++;
 }
+
+/** Record `out[0, :] = table[ids[offset]]`, the id left on the device by a previous step. */
+export function encodeEmbedAt(
+  ctx: OpContext,
+  ...[table, ids, offset, out]: Parameters<NonNullable<Backend["embedAt"]>>
+): void {
+  const w = asWeight(table);
+  const d = asBuf(ids);
+  const o = asBuf(out);
+  need(o, w.cols, `embedAt ${w.name}`);
+  if (!Number.isInteger(offset) || offset < 0) {
+    throw new RangeError(`embedAt ${w.name}: offset ${offset} is not a word index`);
+  }
+  need(d, offset + 1, `embedAt ${w.name}`);
+  if (w.view) throw new WebGPUError(`embedAt: ${w.name} is a row view`);
+  const p = ctx.enc.pipe(
+    `embed:${typeName(w.type)}`,
+    () => compose("embed", { decode: typeName(w.type), defines: ctx.defines }),
+    [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
+  );
+  const [x, y] = grid(Math.ceil(w.cols / WG));
+  // Each part writes only ids in its rows, so a missing id (0xffffffff) would leave the row as
+  // it was: clear it first (ordered with the passes: the same encoder).
+  ctx.enc.copyEncoder().clearBuffer(o.res.buffer, 0, w.cols * 4);
+  for (const part of w.parts) {
+    const prm = ctx.enc.params();
+    prm.u.set([1, w.cols, w.rowBytes, part.row0, part.rows, offset]);
+    ctx.enc.dispatch(p, prm.slot, [part.res, d.res, o.res], x, y);
+  }
+  o.version++;
+}

@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { Backend, TopCandidates } from "../../backend.ts";
-import { asBuf, need } from "../handles.ts";
+import { type Backend, candidatesAt, candidateWords, type TopCandidates } from "../../backend.ts";
+import { asBuf, need, type Res } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, subgroupVariant } from "./context.ts";
 
@@ -34,22 +34,20 @@ function sortExcluded(exclude: readonly Int32Array[], n: number): Uint32Array[] 
   });
 }
 
-/** Submit, run topk.wgsl over `rows` rows of `n` logits, and read the candidates back. */
-export async function readTopCandidates(
+/**
+ * Record topk.wgsl over `rows` rows of `n` logits of `src`, writing row r's candidates at word
+ * `outOff + r · outWords` of `out`. `sorted`: each row's exclude list, ascending. Returns outWords.
+ */
+function encodeTopK(
   ctx: OpContext,
-  ...[src, rows, n, k, exclude]: TopCandidatesArgs
-): Promise<TopCandidates[]> {
-  const s = asBuf(src);
-  need(s, rows * n, "topCandidates");
-  if (!Number.isInteger(k) || k < 1 || k > MAX_CANDIDATES) {
-    throw new RangeError(`topCandidates: k ${k} is outside [1, ${MAX_CANDIDATES}]`);
-  }
-  if (exclude.length !== rows) {
-    throw new RangeError(`topCandidates: ${exclude.length} exclude lists for ${rows} rows`);
-  }
-  if (rows === 0) return [];
-  // Each row's exclude list goes up sorted; the answer keeps the caller's order.
-  const sorted = sortExcluded(exclude, n);
+  src: Res,
+  rows: number,
+  n: number,
+  k: number,
+  sorted: readonly Uint32Array[],
+  out: Res,
+  outOff: number,
+): number {
   const exWords = sorted.reduce((a, u) => a + u.length, 0);
   const data = ctx.enc.arena((2 * rows + exWords) * 4, 256);
   const d = new Uint32Array(data.chunk.mirror, data.offset, 2 * rows + exWords);
@@ -62,7 +60,6 @@ export async function readTopCandidates(
   });
   const maxEx = Math.max(...sorted.map((u) => u.length));
   const outWords = 2 * k + maxEx + 2;
-  const out = ctx.gpu.scratch("sampling candidates", rows * outWords * 4);
   const kmax = 2 ** Math.ceil(Math.log2(k));
   const sg = subgroupVariant(ctx.paths);
   const p = ctx.enc.pipe(
@@ -76,34 +73,52 @@ export async function readTopCandidates(
     [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
   );
   const prm = ctx.enc.params();
-  prm.u.set([n, k, n, data.offset / 4, outWords, rows]);
+  prm.u.set([n, k, n, data.offset / 4, outWords, rows, outOff]);
   const [gx, gy] = grid(rows);
-  ctx.enc.dispatch(p, prm.slot, [data.chunk.res, s.res, out], gx, gy);
-  const bytes = await ctx.enc.readBack(out, 0, rows * outWords * 4);
-  const u = new Uint32Array(bytes);
-  const f = new Float32Array(bytes);
-  return exclude.map((ids, r) => {
-    const o = r * outWords;
-    const sortedIds = sorted[r];
-    const nEx = sortedIds.length;
-    let have = 0;
-    while (have < k && u[o + have] !== 0xffffffff) have++;
-    // Back to the caller's order of excluded ids.
-    const excluded = Float32Array.from(ids, (id) => {
-      let lo = 0, hi = nEx;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (sortedIds[mid] < id) lo = mid + 1;
-        else hi = mid;
-      }
-      return f[o + 2 * k + lo];
-    });
-    return {
-      ids: Int32Array.from(u.subarray(o, o + have)),
-      values: f.slice(o + k, o + k + have),
-      excluded,
-      max: f[o + 2 * k + nEx],
-      sumExp: f[o + 2 * k + nEx + 1],
-    };
-  });
+  ctx.enc.dispatch(p, prm.slot, [data.chunk.res, src, out], gx, gy);
+  return outWords;
+}
+
+function checkK(k: number): void {
+  if (!Number.isInteger(k) || k < 1 || k > MAX_CANDIDATES) {
+    throw new RangeError(`topCandidates: k ${k} is outside [1, ${MAX_CANDIDATES}]`);
+  }
+}
+
+/** Submit, run topk.wgsl over `rows` rows of `n` logits, and read the candidates back. */
+export async function readTopCandidates(
+  ctx: OpContext,
+  ...[src, rows, n, k, exclude]: TopCandidatesArgs
+): Promise<TopCandidates[]> {
+  const s = asBuf(src);
+  need(s, rows * n, "topCandidates");
+  checkK(k);
+  if (exclude.length !== rows) {
+    throw new RangeError(`topCandidates: ${exclude.length} exclude lists for ${rows} rows`);
+  }
+  if (rows === 0) return [];
+  // Each row's exclude list goes up sorted; the answer keeps the caller's order.
+  const sorted = sortExcluded(exclude, n);
+  const maxEx = Math.max(...sorted.map((u) => u.length));
+  const out = ctx.gpu.scratch("sampling candidates", rows * (2 * k + maxEx + 2) * 4);
+  const outWords = encodeTopK(ctx, s.res, rows, n, k, sorted, out, 0);
+  const words = new Float32Array(await ctx.enc.readBack(out, 0, rows * outWords * 4));
+  return exclude.map((ids, r) => candidatesAt(words, r * outWords, k, ids, sorted[r]));
+}
+
+/** Record the candidates of one row of `n` logits into `dst` at word `offset`, no read. */
+export function encodeTopCandidatesInto(
+  ctx: OpContext,
+  ...[src, n, k, dst, offset]: Parameters<NonNullable<Backend["topCandidatesInto"]>>
+): void {
+  const s = asBuf(src);
+  const d = asBuf(dst);
+  need(s, n, "topCandidatesInto");
+  checkK(k);
+  if (!Number.isInteger(offset) || offset < 0) {
+    throw new RangeError(`topCandidatesInto: offset ${offset} is not a word index`);
+  }
+  need(d, offset + candidateWords(k), "topCandidatesInto");
+  encodeTopK(ctx, s.res, 1, n, k, [new Uint32Array()], d.res, offset);
+  d.version++;
 }

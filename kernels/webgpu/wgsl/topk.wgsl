@@ -6,8 +6,9 @@
 //     them in double, as its own sampler does, and merges them in);
 //   - the largest non-excluded value m and Σ e^(v − m) over the non-excluded values (an online
 //     softmax sum per lane, lanes merged), for log-probabilities.
-// Output row r at O[r · out_words]: k ids (0xffffffff when fewer values exist), k values (f32
-// bits), the excluded values, m, the sum.
+// Output row r at O[out_off + r · out_words]: k ids (0xffffffff when fewer values exist), k
+// values (f32 bits), the excluded values, m, the sum. A multi-step greedy decode leaves each
+// step's row in one device buffer, where the next step's embedding reads the id (embed.wgsl).
 // Each lane keeps its own sorted top-KMAX of its strided share of the row, then k rounds pick
 // the best lane head through workgroup memory, so the row is read once whatever k is.
 
@@ -18,6 +19,7 @@ struct Params {
   data_off: u32, // u32 index in D of the (offset, count) pair of each row's exclude list
   out_words: u32, // output words per row
   n_rows: u32,
+  out_off: u32, // u32 index in O of row 0's output
 }
 
 @group(0) @binding(0) var<uniform> P: Params;
@@ -96,7 +98,7 @@ fn main(
   }
   workgroupBarrier();
   let base = rr * P.row_stride;
-  let obase = rr * P.out_words;
+  let obase = P.out_off + rr * P.out_words;
 
   // This lane's share: its own top list (sorted, `len` entries) and online (max, Σ e^(v − max)).
   var tv: array<f32, KMAX>;
