@@ -104,3 +104,52 @@ Deno.test("finishSegment hashes a stored segment in pieces: a wrong byte is caug
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("finishSegment: in-order writes are hashed as written, others read back; both check", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
+    const bytes = await Deno.readFile(STORIES);
+    const cache = await ModelCache.open(dir, manifest);
+    const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
+    const start = Number(manifest.segments[seg].offset);
+    const len = Number(manifest.segments[seg].length);
+    const order = Array.from({ length: Math.ceil(len / CHUNK) }, (_, c) => c);
+    assert(order.length >= 3);
+    const store = async (chunks: number[]) => {
+      for (const c of chunks) {
+        await cache.writeChunk(
+          seg,
+          c,
+          bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK)),
+        );
+      }
+    };
+    // Out of order: the digest comes from the file, so bytes changed on disk are caught.
+    await store([...order].reverse());
+    const path = `${cache.dir}/seg-${seg}.bin`;
+    const onDisk = await Deno.readFile(path);
+    onDisk[CHUNK + 1] ^= 1;
+    await Deno.writeFile(path, onDisk);
+    assertEquals(await cache.finishSegment(seg), false);
+    await store([...order].reverse());
+    assertEquals(await cache.finishSegment(seg), true);
+    // In order, against a manifest whose segment digest differs: the running hash is checked.
+    const wrong = structuredClone(manifest);
+    wrong.segments[seg].sha256[0] ^= 1;
+    const other = await ModelCache.open(await Deno.makeTempDir({ dir }), wrong);
+    const write = (c: number) =>
+      other.writeChunk(
+        seg,
+        c,
+        bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK)),
+      );
+    for (const c of order) await write(c);
+    assertEquals(await other.finishSegment(seg), false);
+    assertEquals(other.segmentDone(seg), false);
+    cache.close();
+    other.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -1,0 +1,188 @@
+/**
+ * Bounded buffering on both ends of a transfer (issue 17: agents kept fetch-time memory): the
+ * source holds two chunks per stream however slow its peer, the fetcher writes each chunk before
+ * it takes the next from its stream, and freed buffers can be handed back to the OS.
+ */
+import { create } from "@bufbuild/protobuf";
+import { FetchChunksResponseSchema } from "../../../proto/mod.ts";
+import {
+  type ChunkPeer,
+  computeManifest,
+  fetchSegments,
+  ModelCache,
+  readAhead,
+  releaseFreedMemory,
+  TransferManager,
+} from "../../../cluster/transfer/mod.ts";
+import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
+import { REPO } from "../../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+const CHUNK = 4096;
+const tick = () => new Promise((r) => setTimeout(r, 1));
+
+Deno.test("readAhead: in order, at most depth reads ahead of a slow consumer", async () => {
+  for (const depth of [0, 1, 3]) {
+    let started = 0;
+    let consumed = 0;
+    let most = 0;
+    const read = async (x: number, i: number) => {
+      started++;
+      most = Math.max(most, started - consumed);
+      assertEquals(i, x, "the index is the item's position");
+      await tick();
+      return x * 10;
+    };
+    const got: number[] = [];
+    for await (const v of readAhead([0, 1, 2, 3, 4, 5, 6], read, depth)) {
+      got.push(v);
+      await tick();
+      await tick(); // a slow consumer: every read ahead has finished by now
+      consumed++;
+    }
+    assertEquals(got, [0, 10, 20, 30, 40, 50, 60]);
+    assertEquals(most, depth + 1, `depth ${depth}: values alive at once`);
+  }
+});
+
+Deno.test("readAhead: a failed read throws in its turn; an abandoned one is not unhandled", async () => {
+  const read = async (x: number) => {
+    await tick();
+    if (x === 2) throw new Error(`read ${x} failed`);
+    return x;
+  };
+  const got: number[] = [];
+  await assertRejects(
+    async () => {
+      for await (const v of readAhead([0, 1, 2, 3], read, 2)) got.push(v);
+    },
+    Error,
+    "read 2 failed",
+  );
+  assertEquals(got, [0, 1]);
+  // Stopping after the first value leaves read 2 running and failing: nobody awaits it, and
+  // the test's sanitizers would report an unhandled rejection.
+  for await (const _ of readAhead([0, 1, 2, 3], read, 2)) break;
+  await tick();
+  await tick();
+});
+
+/** A TransferManager holding `path` as a source file, with nothing else of an agent. */
+function sourceManager(cacheDir: string) {
+  return new TransferManager({
+    nodeId: "src",
+    members: () => [],
+    served: () => undefined,
+    hostedRange: () => undefined,
+    plan: () => {
+      throw new Error("not used");
+    },
+    adopt: () => Promise.reject(new Error("not used")),
+    unserve: () => Promise.resolve(false),
+    publish: () => {},
+    log: () => {},
+  }, { cacheDir, rateLimit: 0, chunkSize: CHUNK });
+}
+
+Deno.test("a source streams chunks through two buffers per stream, never one per chunk", async () => {
+  const dir = await Deno.makeTempDir();
+  const m = sourceManager(dir);
+  try {
+    const answer = await m.getManifest({ path: STORIES, model: "" });
+    const { manifest } = await computeManifest(STORIES, { nodeId: "x", chunkSize: CHUNK });
+    const bytes = await Deno.readFile(STORIES);
+    const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
+    const n = manifest.segments[seg].chunkSha256.length;
+    assert(n >= 6, `token_embd has ${n} chunks`);
+    assertEquals(answer.availableSegments.length, manifest.segments.length);
+    const chunks = Array.from({ length: n }, (_, chunk) => ({ segment: seg, chunk }));
+    const held = new Set<ArrayBufferLike>();
+    let i = 0;
+    for await (
+      const c of m.fetchChunks({ sha256: manifest.sha256, chunks }, new AbortController().signal)
+    ) {
+      const at = Number(manifest.segments[seg].offset) + c.chunk * CHUNK;
+      assertEquals(c.chunk, i++);
+      assertEquals(c.data, bytes.subarray(at, at + c.data.length), `chunk ${c.chunk}`);
+      held.add(c.data.buffer);
+      await tick(); // a slow peer
+    }
+    assertEquals(i, n);
+    assertEquals(held.size, 2, "the chunks of one stream live in two buffers");
+  } finally {
+    m.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("the fetcher writes each chunk before taking the next from its stream", async () => {
+  const { manifest, bytes: raw } = await computeManifest(STORIES, {
+    nodeId: "a",
+    chunkSize: CHUNK,
+  });
+  const bytes = await Deno.readFile(STORIES);
+  const dir = await Deno.makeTempDir();
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    let sent = 0;
+    let written = 0;
+    let most = 0;
+    const write = cache.writeChunk.bind(cache);
+    cache.writeChunk = async (seg, chunk, data) => {
+      await tick(); // a slow disk: received chunks would pile up if the fetcher read ahead
+      await write(seg, chunk, data);
+      written++;
+    };
+    const peer = {
+      id: "p",
+      segments: "all" as const,
+      client: {
+        async *fetchChunks(req: { chunks: { segment: number; chunk: number }[] }) {
+          for (const { segment, chunk } of req.chunks) {
+            const s = manifest.segments[segment];
+            const off = Number(s.offset) + chunk * CHUNK;
+            const end = Math.min(off + CHUNK, Number(s.offset) + Number(s.length));
+            sent++;
+            most = Math.max(most, sent - written);
+            yield create(FetchChunksResponseSchema, {
+              segment,
+              chunk,
+              data: bytes.slice(off, end),
+            });
+          }
+        },
+      },
+    } as unknown as ChunkPeer;
+    const all = manifest.segments.map((_, i) => i);
+    const concurrency = 3;
+    await fetchSegments({
+      cache,
+      segments: all,
+      peers: () => Promise.resolve([peer]),
+      stats: { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 },
+      concurrency,
+      batch: 8,
+    });
+    assert(all.every((s) => cache.segmentDone(s)));
+    assert(sent > 20, `${sent} chunks`);
+    // Each stream's consumer holds one chunk at most: received, verified, being written.
+    assert(most <= concurrency, `${most} chunks received and not yet written`);
+    cache.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("freed memory goes back to the OS where glibc and FFI allow", () => {
+  const glibc = Deno.build.os === "linux" &&
+    Deno.permissions.querySync({ name: "ffi" }).state === "granted" &&
+    (() => {
+      try {
+        Deno.statSync("/lib/x86_64-linux-gnu/libc.so.6");
+        return true;
+      } catch {
+        return false;
+      }
+    })();
+  assertEquals(releaseFreedMemory(), glibc);
+});
