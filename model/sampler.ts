@@ -294,6 +294,16 @@ export class Sampler {
   }
 
   /**
+   * True when every pick is the argmax of the raw logits: greedy, no penalty, no constraint —
+   * so a backend may pick several tokens in a row on its own (LlamaStage.decodeGreedy).
+   */
+  get isPlainGreedy(): boolean {
+    const p = this.params;
+    return p.temperature <= 0 && !this.constraint && p.repeatPenalty === 1 &&
+      p.frequencyPenalty === 0 && p.presencePenalty === 0;
+  }
+
+  /**
    * What the next pick needs from a backend's {@link TopCandidates} (`k` candidates, penalised
    * ids excluded) when `topN` log-probabilities are also wanted; null when only the whole logit
    * row will do (top-k off or above 64 with temperature, more than 256 penalised ids).

@@ -23,6 +23,8 @@ export interface EngineOptions {
   kvType?: KVType;
   /** Most prompt tokens per forward pass. */
   maxBatch?: number;
+  /** Greedy tokens decoded ahead per frame on a GPU (HeadOptions.lookahead); default 16. */
+  lookahead?: number;
 }
 
 /** A generation request. */
@@ -118,7 +120,10 @@ export class Engine {
       throw new Error("the prompt is empty and the model adds no BOS token; give a prompt");
     }
     const link = new LocalStageLink("local", this.host);
-    const head = new Head({ chain: () => Promise.resolve([link]) });
+    const head = new Head(
+      { chain: () => Promise.resolve([link]) },
+      { lookahead: this.opts.lookahead },
+    );
     const decoder = this.tokenizer.createDecoder();
     const stopAtEog = opts.stopAtEog ?? true;
     let text = "";

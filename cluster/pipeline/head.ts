@@ -148,6 +148,13 @@ export interface HeadOptions {
   maxRecoveries?: number;
   /** Log hook for recoveries. */
   log?: (msg: string) => void;
+  /**
+   * Greedy tokens a tail may decode ahead per frame (StageFrame.lookahead): a whole-model GPU
+   * stage then reads back once per run instead of once per token. Tokens still reach onToken one
+   * by one, and stops (end of generation, stop strings, max tokens) are exact: tokens decoded
+   * past a stop are dropped with the session. Default 16; 0: off.
+   */
+  lookahead?: number;
 }
 
 /** Runs requests over chains from a ChainProvider. */
@@ -232,25 +239,40 @@ export class Head {
             break;
           }
           const prefill = !decode;
+          // Tokens after this frame's that the tail may decode ahead, within the budget.
+          const ahead = Math.max(
+            0,
+            Math.min(this.opts.lookahead ?? 16, budget - result.tokens.length - 1),
+          );
           const pass = () =>
-            this.pass(first.nodeId, link!, Int32Array.from(input), (n) => {
+            this.pass(first.nodeId, link!, Int32Array.from(input), ahead, (n) => {
               if (prefill) result.cachedTokens = n;
             });
-          const token = decode
+          const tokens = decode
             ? await decode.run(pass)
             : await withSpan("llm.prefill", { "llm.tokens": input.length }, pass);
           if (!tFirst) tFirst = performance.now();
-          const index = result.tokens.length;
-          result.tokens.push(token);
-          if (req.onToken?.(token, index) === false) {
-            result.finishReason = "stopped";
-            break;
+          let ended = false;
+          for (const [i, token] of tokens.entries()) {
+            // A token decoded ahead counts as a step of its own: a cancel between steps holds.
+            if (i > 0 && req.signal?.aborted) {
+              result.finishReason = "cancelled";
+              ended = true;
+              break;
+            }
+            const index = result.tokens.length;
+            result.tokens.push(token);
+            if (req.onToken?.(token, index) === false) {
+              result.finishReason = "stopped";
+              ended = true;
+            } else if (!req.ignoreEog && req.isEog(token.id)) {
+              result.finishReason = "stop";
+              ended = true;
+            }
+            if (ended) break;
           }
-          if (!req.ignoreEog && req.isEog(token.id)) {
-            result.finishReason = "stop";
-            break;
-          }
-          input = [token.id];
+          if (ended) break;
+          input = [tokens[tokens.length - 1].id];
           decode ??= openSpan("llm.decode");
         }
         decode?.end();
@@ -288,19 +310,23 @@ export class Head {
     }
   }
 
-  /** One step down the chain: the first stage gets the token ids, the tail answers a token. */
+  /**
+   * One step down the chain: the first stage gets the token ids, the tail answers a token (and
+   * the tokens it decoded ahead, up to `lookahead`).
+   */
   private async pass(
     firstNode: string,
     link: SessionLink,
     tokens: Int32Array,
+    lookahead: number,
     cached: (n: number) => void,
-  ) {
-    const out = await guard(firstNode, () => link.step({ tokens }));
+  ): Promise<SampledToken[]> {
+    const out = await guard(firstNode, () => link.step({ tokens, lookahead }));
     if (out.kind !== "token") {
       throw new Error(`the chain answered ${out.kind}, expected a sampled token`);
     }
     cached(out.cachedTokens ?? 0);
-    return out.token;
+    return [out.token, ...(out.more ?? []).slice(0, lookahead)];
   }
 }
 

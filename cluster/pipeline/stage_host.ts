@@ -30,6 +30,12 @@ export interface StageFrame {
   tokens: Int32Array;
   /** Hidden rows `[tokens.length × nEmbd]`; absent at the head. */
   hidden?: Float32Array;
+  /**
+   * At a sampling tail that is the whole model: up to this many further tokens it may decode
+   * greedily after this frame's, their ids kept on the device (LlamaStage.decodeGreedy), when
+   * the backend can and nothing else waits (see StageHost.lookahead). Absent or 0: none.
+   */
+  lookahead?: number;
 }
 
 /** A token the tail sampled, with its log-probability and alternatives. */
@@ -48,6 +54,11 @@ export type StageResult =
     computeMs: number;
     /** Prompt tokens this frame took from the prefix cache instead of running them. */
     cachedTokens?: number;
+    /**
+     * Tokens decoded after `token` for the frame's lookahead, in order; all but the last are
+     * in the session's KV cache already, so the next frame brings the last one.
+     */
+    more?: SampledToken[];
   }
   | { kind: "logits"; logits: Float32Array; computeMs: number };
 
@@ -382,12 +393,69 @@ export class StageHost {
       rows: live.reduce((a, p) => a + p.rows, 0),
     });
     for (const [i, p] of live.entries()) {
+      let r: StageResult;
       try {
-        p.resolve(this.finish(p, outs[i], t0));
+        r = this.finish(p, outs[i], t0);
       } catch (e) {
         p.reject(e);
+        continue;
       }
+      if (r.kind === "token" && live.length === 1) {
+        try {
+          const more = await this.lookahead(p, r.token.id);
+          if (more.length) r = { ...r, more, computeMs: performance.now() - t0 };
+        } catch (e) {
+          // The frame's own token was fine, but the session's cache is now ahead of it.
+          if (isBackendFailure(e, this.stage.backend.name)) this.opts.onFailure?.(e);
+          p.reject(
+            new StageSessionError(
+              `stage [${this.stage.from}, ${this.stage.to}) failed decoding ahead: ${
+                (e as Error).message
+              }`,
+              "unavailable",
+            ),
+          );
+          continue;
+        }
+      }
+      p.resolve(r);
     }
+  }
+
+  /**
+   * The frame's lookahead: up to `frame.lookahead` greedy tokens after `token`, decoded with the
+   * ids on the device in one run (one read back for all of them, which a GPU in Deno needs: each
+   * read costs at least 10 ms). Only where the result equals frame-by-frame decoding and nobody
+   * waits behind it: a whole-model stage whose backend keeps candidates on the device, plain
+   * greedy sampling (no penalties, no constraint), no other frame queued (a run holds the stage
+   * for its whole length), and room in the session's context.
+   */
+  private async lookahead(p: PendingStep, token: number): Promise<SampledToken[]> {
+    const want = p.frame.lookahead ?? 0;
+    const sampler = p.hosted.sampler;
+    const be = this.stage.backend;
+    const s = p.hosted.session;
+    if (want <= 0 || !sampler || !sampler.isPlainGreedy || this.waiting.length > 0) return [];
+    if (!this.stage.isHead || !be.topCandidatesInto || !be.embedAt || this.stage.prefixCache) {
+      return [];
+    }
+    const n = Math.min(want, s.nCtx - s.pos);
+    if (n <= 0) return [];
+    const topN = p.hosted.topLogprobs;
+    const run = await this.stage.decodeGreedy(s, token, n, Math.max(1, topN));
+    const more: SampledToken[] = [];
+    let fed = token;
+    for (const c of run) {
+      sampler.accept(Int32Array.of(fed));
+      const { id, logprob, top } = sampler.pickCandidates(c, topN);
+      if (id !== c.ids[0]) {
+        throw new Error(`greedy pick ${id} is not the device's best ${c.ids[0]}`);
+      }
+      more.push({ id, logprob, top });
+      fed = id;
+    }
+    this.steps += more.length;
+    return more;
   }
 
   /**
