@@ -29,6 +29,7 @@ import {
 } from "./config.ts";
 import { routeTokens } from "./moe.ts";
 import { type CapturePlan, PrefixCache } from "./prefix_cache.ts";
+import { hostCandidates } from "./sampler.ts";
 
 /** What a stage needs from a GGUF file: metadata, the tensor index and lazy tensor bytes. */
 export interface TensorSource {
@@ -558,7 +559,7 @@ export class LlamaStage {
         const r = await this.forwardCandidates(session, { tokens: Int32Array.of(id) }, want);
         const c = "candidates" in r
           ? r.candidates
-          : hostCandidates((r as { logits: Float32Array }).logits, k);
+          : hostCandidates((r as { logits: Float32Array }).logits, want)!;
         out.push(c);
         id = c.ids[0];
       }
@@ -892,23 +893,4 @@ export class LlamaStage {
     }
     return out;
   }
-}
-
-/**
- * topCandidates of one logit row on the host, for backends without it: the k largest, ties to
- * the lower id, and the max and Σ e^(v − max) in float32 arithmetic.
- */
-function hostCandidates(logits: Float32Array, k: number): TopCandidates {
-  const ids = Array.from(logits.keys()).sort((a, b) => logits[b] - logits[a] || a - b).slice(0, k);
-  let max = -Infinity;
-  for (const v of logits) if (v > max) max = v;
-  let sum = 0;
-  for (const v of logits) sum = Math.fround(sum + Math.fround(Math.exp(v - max)));
-  return {
-    ids: Int32Array.from(ids),
-    values: Float32Array.from(ids, (i) => logits[i]),
-    excluded: new Float32Array(),
-    max,
-    sumExp: sum,
-  };
 }

@@ -25,7 +25,6 @@ export { type LocalLinkOptions, LocalStageLink } from "./local_link.ts";
 export { type ChainStageContext, type LinkFactory, openChainSession } from "./chain_session.ts";
 export { Engine, type EngineOptions, type GenerateOptions, type GenerateResult } from "./engine.ts";
 export {
-  hostCandidates,
   type SampledToken,
   type StageFrame,
   StageHost,

@@ -7,6 +7,7 @@ import { EventLoopYield } from "./event_loop.ts";
 import type { KVType, TopCandidates } from "../../kernels/backend.ts";
 import type { LlamaStage, Session, StageOutput } from "../../model/llama.ts";
 import {
+  hostCandidates,
   logSoftmax,
   Sampler,
   type SamplerSettings,
@@ -521,30 +522,4 @@ export class StageHost {
       cachedTokens: p.cached,
     };
   }
-}
-
-/**
- * The candidates Backend.topCandidates would return for `row`, computed on the host: the `k`
- * largest values outside `exclude` (ties to the lower id), the excluded values, and the softmax
- * sum outside `exclude`. Null when `want` is null.
- */
-export function hostCandidates(
-  row: Float32Array,
-  want: { k: number; exclude: Int32Array } | null,
-): TopCandidates | null {
-  if (!want) return null;
-  // The excluded ids out of the race, then the k best with their log-probabilities: the same
-  // order (ties to the lower id) and softmax sum the device computes.
-  const masked = Float32Array.from(row);
-  for (const id of want.exclude) masked[id] = -Infinity;
-  const top = topLogprobs(masked, Math.min(want.k, row.length - new Set(want.exclude).size));
-  const max = top[0]?.logit ?? -Infinity;
-  return {
-    ids: Int32Array.from(top, (t) => t.id),
-    values: Float32Array.from(top, (t) => t.logit),
-    excluded: Float32Array.from(want.exclude, (i) => row[i]),
-    max,
-    // log Σ e^v = max − logprob(best), so Σ e^(v − max) = e^(−logprob(best)).
-    sumExp: top.length ? Math.exp(-top[0].logprob) : 0,
-  };
 }

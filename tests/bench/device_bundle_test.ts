@@ -52,7 +52,10 @@ Deno.test("bench/device_bundle.sh: packed here, the report's tools run there wit
     );
     assertEquals(there.code, 0, there.text);
     assert(there.text.includes(`${copy}/.device/bin/deno`), `deno from the bundle:\n${there.text}`);
-    assert(there.text.includes("see the header of bench/gpu.ts"), `bench gpu --help ran:\n${there.text}`);
+    assert(
+      there.text.includes("see the header of bench/gpu.ts"),
+      `bench gpu --help ran:\n${there.text}`,
+    );
     assert(!/Download\s+http/.test(there.text), `nothing downloaded:\n${there.text}`);
     // only the chosen fixture model travelled
     assert(/^tiny-q8_0\.gguf$/m.test(there.text), there.text);

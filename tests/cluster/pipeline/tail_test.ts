@@ -2,8 +2,7 @@
  * The tail samples from host-computed candidates (hostCandidates) so penalties are applied once;
  * the token must be the one Sampler.pick chooses from the whole row, for every setting.
  */
-import { hostCandidates } from "../../../cluster/pipeline/mod.ts";
-import { Rng, Sampler, type SamplerParams } from "../../../model/sampler.ts";
+import { hostCandidates, Rng, Sampler, type SamplerParams } from "../../../model/sampler.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 const settings: SamplerParams[] = [
