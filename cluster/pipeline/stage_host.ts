@@ -443,6 +443,7 @@ export class StageHost {
     const n = Math.min(want, s.nCtx - s.pos);
     if (n <= 0) return [];
     const topN = p.hosted.topLogprobs;
+    const t0 = performance.now();
     const run = await this.stage.decodeGreedy(s, token, n, Math.max(1, topN));
     const more: SampledToken[] = [];
     let fed = token;
@@ -456,6 +457,9 @@ export class StageHost {
       fed = id;
     }
     this.steps += more.length;
+    // Its rows count in the stage's metrics like any pass's (one row per token decoded).
+    this.passes++;
+    this.onStep?.({ computeMs: performance.now() - t0, rows: run.length });
     return more;
   }
 

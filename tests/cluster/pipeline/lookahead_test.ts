@@ -65,7 +65,8 @@ Deno.test({
     const file = await openGGUF(MODEL);
     const stage = await LlamaStage.load(file, gpu);
     file.close();
-    const host = new StageHost(stage, "m");
+    let rows = 0;
+    const host = new StageHost(stage, "m", { onStep: (info) => void (rows += info.rows) });
     try {
       const link = new LocalStageLink("local", host);
       let n = 0;
@@ -90,6 +91,7 @@ Deno.test({
         // A stop string (onToken answering false) after the 10th token.
         const seen: number[] = [];
         const passes = host.passes;
+        const rows0 = rows;
         const s = await run(lookahead, {
           onToken: (t, i) => {
             seen.push(t.id);
@@ -99,7 +101,9 @@ Deno.test({
         assertEquals([s.finishReason, s.tokens.length], ["stopped", 10]);
         assertEquals(seen, all.slice(0, 10));
         // Frame by frame: the prompt and 9 tokens fed, 10 passes; ahead: the prompt's pass.
-        assertEquals(host.passes - passes, lookahead ? 1 : 10);
+        // Ahead: the prompt's pass and one run of 16 (rows in the stage's metrics: 4 + 16).
+        assertEquals(host.passes - passes, lookahead ? 2 : 10);
+        assertEquals(rows - rows0, lookahead ? 20 : 13);
       }
       assertEquals(host.openSessions, 0, "every session closed");
     } finally {
