@@ -63,7 +63,7 @@ export class TransferManager {
 
   /** @param host the agent @param opts cache, limits, TLS */
   constructor(readonly host: TransferHost, readonly opts: TransferManagerOptions) {
-    this.#serve = new Semaphore(opts.serveConcurrency ?? 16);
+    this.#serve = new Semaphore(opts.serveConcurrency ?? 8);
     this.#peers = new TransferPeers(host, opts.tls, (a) => this.#open(a));
     this.#corrupt = corruptionHook(opts.corruptChunks);
     this.#ticker = setInterval(() => this.#tick(), 500);

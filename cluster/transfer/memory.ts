@@ -20,6 +20,8 @@
  *
  * @module
  */
+import * as v8 from "node:v8";
+import * as vm from "node:vm";
 
 /**
  * Yield `read(item, i)` for each item in order, with up to `depth` later reads running while the
@@ -52,6 +54,31 @@ export async function* readAhead<T, R>(
   }
 }
 
+let gc: (() => void) | null | undefined;
+
+/**
+ * Run a full V8 garbage collection now. The buffers a transfer drops are ArrayBuffers whose
+ * memory lives outside the JS heap; V8 frees them only when it collects, and once traffic stops
+ * it may not collect for a long time, so a trim alone finds them still allocated. Returns
+ * whether it ran (`--expose-gc` is set at run time). Not for use during a transfer: collecting
+ * every 32-64 MiB served bounded the source's peak RSS 50-70 MB lower but cost it 40-80% more
+ * CPU time.
+ */
+export function collectGarbage(): boolean {
+  if (gc === undefined) {
+    gc = null;
+    try {
+      v8.setFlagsFromString("--expose-gc");
+      gc = vm.runInNewContext("gc") as typeof gc;
+    } catch {
+      // Not available in this runtime: V8 collects on its own schedule.
+    }
+  }
+  if (!gc) return false;
+  gc();
+  return true;
+}
+
 type Trim = (pad: bigint) => number;
 let trim: Trim | null | undefined;
 
@@ -82,15 +109,16 @@ export function releaseFreedMemory(): boolean {
 }
 
 /**
- * Calls {@linkcode releaseFreedMemory} once transfers have been quiet for `quietMs`: `busy()`
- * when one starts, `idle()` when it ends. (Trimming every 128 MiB during a transfer as well
- * cost the source 50% more CPU time: the pages handed back fault in again at once.)
+ * Hands back what transfers leave behind: once they have been quiet for `quietMs` (`busy()`
+ * when one starts, `idle()` when it ends), a collection frees the dropped buffers and
+ * {@linkcode releaseFreedMemory} returns the freed memory to the OS. (Trimming during a transfer
+ * as well cost the source 50% more CPU time: the pages handed back fault in again at once.)
  */
 export class MemoryReleaser {
   #active = 0;
   #timer?: ReturnType<typeof setTimeout>;
 
-  /** @param quietMs idle time before the trim */
+  /** @param quietMs idle time before the collection and trim */
   constructor(private readonly quietMs = 1000) {}
 
   /** A transfer started. */
@@ -104,13 +132,16 @@ export class MemoryReleaser {
     if (--this.#active > 0) return;
     this.#active = 0;
     clearTimeout(this.#timer);
-    const timer = setTimeout(() => releaseFreedMemory(), this.quietMs);
+    const timer = setTimeout(() => {
+      collectGarbage();
+      releaseFreedMemory();
+    }, this.quietMs);
     // Never keeps a process alive that has nothing else to do.
     Deno.unrefTimer(timer);
     this.#timer = timer;
   }
 
-  /** Cancel a pending trim. */
+  /** Cancel a pending collection and trim. */
   close(): void {
     clearTimeout(this.#timer);
   }
