@@ -11,9 +11,11 @@
  * ```
  *
  * Prints one JSON object: bytes fetched by all agents, the wall time from the plan to every
- * agent holding its verified bytes, the aggregate MB/s, each agent's RSS before the deploy,
- * when its bytes were fetched, and at the end (with its peak), and as the reference measured in
- * the same run, the source's own read+sha256 rate while computing the manifest.
+ * agent holding its verified bytes, the aggregate MB/s, the CPU seconds each agent spent in that
+ * time, each agent's RSS before the deploy, when its bytes were fetched, at the end, 2 s later
+ * (settled) and at its peak, with its weights + KV cache and what the settled RSS holds beyond
+ * them and the idle RSS, and as the reference measured in the same run, the source's own
+ * read+sha256 rate while computing the manifest.
  * `BENCH_VERBOSE=1` prints the agents' log lines (stderr) with milliseconds since start.
  * @module
  */
@@ -23,6 +25,7 @@ import { type LocalAgent, startLocalAgent, stopLocalAgents } from "../cli/local_
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
 import { DiscoveryService, NodeState, TransferService, TransferState } from "../proto/mod.ts";
 import { CACHE_DIR, GENERATED_LARGE, type GeneratedModel, generatedModel } from "./lib/models.ts";
+import { modelMemoryOf } from "./lib/scale_cluster.ts";
 import { writeSyntheticLlama } from "./lib/synthetic.ts";
 
 const opts = new Command("bench transfer")
@@ -169,7 +172,16 @@ try {
   const tDone = performance.now();
   transport.close();
   sample("rss_done");
-  for (const a of agents) memory[a.id].rss_peak_MB = MB(rss(a.child.pid).peak);
+  // Transfers hand their buffers back once quiet for 1 s; what stays is the stage.
+  await new Promise((r) => setTimeout(r, 2000));
+  sample("rss_settled");
+  for (const a of agents) {
+    const m = memory[a.id];
+    m.rss_peak_MB = MB(rss(a.child.pid).peak);
+    const { weights, kvCache } = await modelMemoryOf(a).catch(() => ({ weights: 0, kvCache: 0 }));
+    m.weights_kv_MB = MB((weights || 0) + (kvCache || 0));
+    m.settled_over_idle_weights_kv_MB = m.rss_settled_MB - m.rss_idle_MB - m.weights_kv_MB;
+  }
   const secs = (tFetched - tPlanned) / 1000;
   const manifestSecs = (tPlanned - t0) / 1000;
   console.log(JSON.stringify({
