@@ -43,7 +43,7 @@ replicas:
   --clients <n>           concurrent clients (default 64)
   --seconds <n>           load window (default 10)
   --max-tokens <n>        tokens per completion (default 32)
-  --small-agents <n>      agents serving stories260K (default 4)
+  --small-agents <n>      agents serving stories260K (default 4; 0 skips it)
   --big-agents <n>        agents serving the 110M model (default 2; 0 skips it)
   --big-model <path>      the larger model (default: the generated 110M Q8_0 bench model)
   --big-clients <n>       concurrent clients on it (default 16: 64 sessions of 32 tokens at
@@ -130,7 +130,7 @@ function parse(args: string[]): Options {
         o.maxTokens = f.count();
         break;
       case "--small-agents":
-        o.smallAgents = f.count();
+        o.smallAgents = Number(f.value());
         break;
       case "--big-agents":
         o.bigAgents = Number(f.value());
@@ -261,9 +261,10 @@ const STORIES = fileURLToPath(new URL("../models/stories260K.gguf", import.meta.
 
 /** Both replica comparisons: stories260K on the small cluster, the 110M model on the big one. */
 async function replicasPart(o: Options): Promise<void> {
-  const cases: { name: string; model: string; agents: number; clients: number }[] = [
-    { name: "stories260K", model: STORIES, agents: o.smallAgents, clients: o.clients },
-  ];
+  const cases: { name: string; model: string; agents: number; clients: number }[] = [];
+  if (o.smallAgents > 0) {
+    cases.push({ name: "stories260K", model: STORIES, agents: o.smallAgents, clients: o.clients });
+  }
   if (o.bigAgents > 0) {
     cases.push({
       name: "110M",
