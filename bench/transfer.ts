@@ -137,38 +137,57 @@ try {
   let corrupt = 0;
   let stages = "";
   const needed: Record<string, number> = {};
-  for await (
-    const m of createClient(TransferService, transport).deploy({
-      path: model,
-      sourceNodeId: "src",
-      nodes: ["a", "b", "c"],
-    })
-  ) {
-    if (!tPlanned && m.placement) {
-      tPlanned = performance.now();
-      cpu0 = Object.fromEntries(agents.map((a) => [a.id, cpuSeconds(a.child.pid)]));
-      stages = m.placement.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`).join(
-        " ",
+  // An agent that dies (issue 17 saw SIGSEGV in Deno's HTTP/2 while fetching) ends the run
+  // with its exit signal and last lines instead of leaving the deploy waiting for it.
+  const died = new AbortController();
+  for (const a of agents) {
+    a.exited.then((st) => {
+      if (died.signal.aborted) return;
+      died.abort(
+        new Error(
+          `agent ${a.id} exited (code ${st.code}, signal ${st.signal ?? "none"}) during the ` +
+            `deploy; its last lines:\n${a.stderr.slice(-5).join("\n")}`,
+        ),
       );
-    }
-    if (
-      !tFetched && m.nodes.length >= 3 &&
-      m.nodes.filter((n) => n.nodeId !== "src").every((n) =>
-        n.bytesTotal > 0n && n.bytesDone === n.bytesTotal &&
-        n.state !== TransferState.PENDING && n.state !== TransferState.FETCHING
-      )
-    ) {
-      tFetched = performance.now();
-      sample("rss_fetched");
-      for (const a of agents) {
-        cpu[a.id] = Math.round((cpuSeconds(a.child.pid) - cpu0[a.id]) * 100) / 100;
-      }
-      bytes = m.nodes.reduce((s, n) => s + Number(n.bytesReceived), 0);
-      corrupt = m.nodes.reduce((s, n) => s + n.corruptChunks, 0);
-      for (const n of m.nodes) if (n.nodeId !== "src") needed[n.nodeId] = Number(n.bytesTotal);
-    }
-    if (m.done && !m.message.startsWith("deployed")) throw new Error(m.message);
+    });
   }
+  const deploy = createClient(TransferService, transport).deploy({
+    path: model,
+    sourceNodeId: "src",
+    nodes: ["a", "b", "c"],
+  }, { signal: died.signal });
+  try {
+    for await (const m of deploy) {
+      if (!tPlanned && m.placement) {
+        tPlanned = performance.now();
+        cpu0 = Object.fromEntries(agents.map((a) => [a.id, cpuSeconds(a.child.pid)]));
+        stages = m.placement.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`).join(
+          " ",
+        );
+      }
+      if (
+        !tFetched && m.nodes.length >= 3 &&
+        m.nodes.filter((n) => n.nodeId !== "src").every((n) =>
+          n.bytesTotal > 0n && n.bytesDone === n.bytesTotal &&
+          n.state !== TransferState.PENDING && n.state !== TransferState.FETCHING
+        )
+      ) {
+        tFetched = performance.now();
+        sample("rss_fetched");
+        for (const a of agents) {
+          cpu[a.id] = Math.round((cpuSeconds(a.child.pid) - cpu0[a.id]) * 100) / 100;
+        }
+        bytes = m.nodes.reduce((s, n) => s + Number(n.bytesReceived), 0);
+        corrupt = m.nodes.reduce((s, n) => s + n.corruptChunks, 0);
+        for (const n of m.nodes) if (n.nodeId !== "src") needed[n.nodeId] = Number(n.bytesTotal);
+      }
+      if (m.done && !m.message.startsWith("deployed")) throw new Error(m.message);
+    }
+  } catch (e) {
+    throw died.signal.aborted ? died.signal.reason : e;
+  }
+  if (died.signal.aborted) throw died.signal.reason;
+  died.abort(); // the agents stop at the end of the run: not a death
   const tDone = performance.now();
   transport.close();
   sample("rss_done");
