@@ -11,6 +11,9 @@
  * its dynamic mmap threshold rises above 1 MiB, so later ones come from the heap and fragment it.
  * After fetching 585 MB an agent's JS heap held 11 MB and no live buffers, yet its RSS stayed
  * 100 MB above where it started; `malloc_trim(0)` took it back to within 35 MB.
+ * {@linkcode collectGarbage} comes first: dropped chunk buffers are only freed when V8 collects,
+ * and an idle agent may not collect for a long time. {@linkcode MemoryReleaser} runs both once
+ * transfers have been quiet for a second.
  *
  * @example
  * ```ts
@@ -118,7 +121,10 @@ export class MemoryReleaser {
   #active = 0;
   #timer?: ReturnType<typeof setTimeout>;
 
-  /** @param quietMs idle time before the collection and trim */
+  /**
+   * A releaser that collects and trims once nothing has run for `quietMs`.
+   * @param quietMs idle time before the collection and trim
+   */
   constructor(private readonly quietMs = 1000) {}
 
   /** A transfer started. */
