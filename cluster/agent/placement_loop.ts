@@ -270,7 +270,7 @@ export class PlacementLoop {
     return m.incarnation;
   }
 
-  /** A member joined, died, left or came back: its next announcement is a new stage. */
+  /** A member joined, died or left: its next announcement is a new stage. */
   forget(id: string): void {
     this.hostedSince.delete(id);
   }

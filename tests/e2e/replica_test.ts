@@ -11,7 +11,13 @@ import {
   InferenceService,
 } from "../../proto/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
-import { startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
+import {
+  type AgentProcess,
+  startAgent,
+  startCluster,
+  stopAll,
+  waitForPlacement,
+} from "../support/agents.ts";
 import { FIXTURES, REPO } from "../support/paths.ts";
 import { llmctl } from "../support/cli.ts";
 
@@ -58,8 +64,9 @@ function replicasLoaded(info: GetClusterInfoResponse, n: number): boolean {
 
 Deno.test({
   name:
-    "replicas: 4 agents form 2 pipelines; killing one replica's node mid-load replays its sessions on the other",
+    "replicas: 4 agents form 2 pipelines; killing one replica's node mid-load replays its sessions on the other; a new node re-forms it without moving the survivor",
   fn: async () => {
+    let joined: AgentProcess | undefined;
     const g = golden("stories260K__once");
     // 1.6 MB holds layers [0,3) or [3,5) of stories260K (context 256, 8 sessions) but not all 5.
     const agents = await startCluster(["a", "b", "c", "d"], {
@@ -146,7 +153,8 @@ Deno.test({
       assert(moved >= 2 && moved <= N - 2, `${moved} of ${N} requests replayed`);
       assert(
         results.every((r) => r.recoveries <= 1),
-        JSON.stringify(results.map((r) => r.recoveries)),
+        JSON.stringify(results.map((r) => r.recoveries)) + "\n" +
+          head.logs.filter((l) => String(l.msg).includes("failed (")).map((l) => l.msg).join("\n"),
       );
       // The head counted tokens per replica.
       const metrics = await (await fetch(`http://127.0.0.1:${head.metricsPort}/metrics`)).text();
@@ -168,8 +176,42 @@ Deno.test({
         after.placement!.standby,
         other.stages.map((st) => st.nodeId).filter((x) => x !== victimId),
       );
+
+      // A node joins: with the standby it forms a second replica again, and the standing one
+      // is not touched (its agents load nothing).
+      const loads = (a: AgentProcess) => a.logs.filter((l) => l.msg === "stage loaded").length;
+      const survivors = agents.filter((a) => survivor.includes(a.id));
+      const before = survivors.map(loads);
+      joined = await startAgent({
+        id: "e",
+        seeds: [head.gossipAddr],
+        model: STORIES,
+        memoryBudget: "1.6MB",
+        extra: ["--replicas", "auto"],
+      });
+      const regrown = await waitFor(
+        head.transport,
+        (i) => replicasLoaded(i, 2),
+        "no second replica after a node joined",
+      );
+      const kept = regrown.placement!.replicas.find((r) => r.id === mine.id)!;
+      assertEquals(kept.stages.map((st) => st.nodeId), survivor, "the standing replica stayed");
+      assertEquals(survivors.map(loads), before, "the standing replica's agents reloaded");
+      const fresh = regrown.placement!.replicas.find((r) => r.id !== mine.id)!;
+      assertEquals(
+        fresh.stages.map((st) => st.nodeId).sort(),
+        [...after.placement!.standby, "e"].sort(),
+      );
+      const out = createClient(InferenceService, joined.transport).generate({
+        prompt: g.prompt,
+        maxTokens: 16,
+        sampler: { temperature: 0 },
+      });
+      const tokens: number[] = [];
+      for await (const m of out) if (!m.finishReason) tokens.push(m.tokenId);
+      assertEquals(tokens, g.greedy_ids.slice(0, 16), "the new node heads requests too");
     } finally {
-      await stopAll(agents);
+      await stopAll(joined ? [...agents, joined] : agents);
     }
   },
 });
