@@ -31,6 +31,8 @@ export class StageRoom {
   private rows = 0;
   private rowsSince = performance.now();
   private loadTimer?: ReturnType<typeof setInterval>;
+  /** Replaced stages still serving the sessions opened on them, with their next check. */
+  private readonly retiring = new Map<StageHost, ReturnType<typeof setTimeout>>();
   /** The load in progress (loads run one after another). */
   loading?: Promise<void>;
   private fallingBack = false;
@@ -131,12 +133,13 @@ export class StageRoom {
   private retire(old: StageHost): void {
     const until = performance.now() + RETIRE_MS;
     const check = () => {
+      this.retiring.delete(old);
       // pending 0: no frame is queued or in a pass, and nothing else runs until dispose returns
       // (closing a session with a frame queued would free the KV cache that frame is about to use).
       if (old.pending === 0 && (old.openSessions === 0 || performance.now() > until)) {
         return old.dispose();
       }
-      setTimeout(check, 20);
+      this.retiring.set(old, setTimeout(check, 20));
     };
     check();
   }
@@ -256,10 +259,15 @@ export class StageRoom {
     s.gossip.updateMetadata({ ...meta, load });
   }
 
-  /** Stop publishing load (shutdown). */
+  /** Stop publishing load and free replaced stages (shutdown: their sessions end anyway). */
   stop(): void {
     clearInterval(this.loadTimer);
     this.loadTimer = undefined;
+    for (const [old, timer] of this.retiring) {
+      clearTimeout(timer);
+      old.closeAll();
+    }
+    this.retiring.clear();
   }
 
   /** Drop the stage and free its weights (undeploy gives the memory back). */
