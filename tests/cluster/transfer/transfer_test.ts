@@ -197,7 +197,9 @@ Deno.test("the rate limiter paces bytes; the corruption hook parses its two form
   const t0 = performance.now();
   for (let i = 0; i < 4; i++) await limit.take(50_000);
   const ms = performance.now() - t0;
-  assert(ms >= 180 && ms < 600, `200 kB at 1 MB/s took ${ms} ms`);
+  // The pacing is the lower bound; the upper one only catches a limiter that sleeps far too long
+  // (timers on a loaded machine fire late, so it is not a speed bound).
+  assert(ms >= 180 && ms < 5000, `200 kB at 1 MB/s took ${ms} ms`);
   const list = corruptionHook("1:0, 3:*");
   assert(list(1, 0) && !list(1, 1) && list(3, 7) && !list(2, 0));
   assert(
