@@ -25,6 +25,8 @@ export interface EngineOptions {
   maxBatch?: number;
   /** Greedy tokens decoded ahead per frame on a GPU (HeadOptions.lookahead); default 16. */
   lookahead?: number;
+  /** Most milliseconds one lookahead run may take (StageHostOptions.lookaheadMs); default 250. */
+  lookaheadMs?: number;
 }
 
 /** A generation request. */
@@ -68,6 +70,7 @@ export class Engine {
       maxSessions: 4,
       defaultContext: this.nCtx,
       kvType: opts.kvType,
+      lookaheadMs: opts.lookaheadMs,
     });
   }
 

@@ -149,10 +149,11 @@ export interface HeadOptions {
   /** Log hook for recoveries. */
   log?: (msg: string) => void;
   /**
-   * Greedy tokens a tail may decode ahead per frame (StageFrame.lookahead): a whole-model GPU
-   * stage then reads back once per run instead of once per token. Tokens still reach onToken one
-   * by one, and stops (end of generation, stop strings, max tokens) are exact: tokens decoded
-   * past a stop are dropped with the session. Default 16; 0: off.
+   * Greedy tokens a tail may decode ahead per decode frame (StageFrame.lookahead; not after the
+   * prompt, which would delay the first token): a whole-model GPU stage then reads back once per
+   * run instead of once per token. Tokens still reach onToken one by one, and stops (end of
+   * generation, stop strings, max tokens) are exact: tokens decoded past a stop are dropped with
+   * the session. Default 16; 0: off.
    */
   lookahead?: number;
 }
@@ -239,8 +240,9 @@ export class Head {
             break;
           }
           const prefill = !decode;
-          // Tokens after this frame's that the tail may decode ahead, within the budget.
-          const ahead = Math.max(
+          // Tokens after this frame's that the tail may decode ahead, within the budget; none
+          // after the prompt, so the first token is not held back behind a run.
+          const ahead = prefill ? 0 : Math.max(
             0,
             Math.min(this.opts.lookahead ?? 16, budget - result.tokens.length - 1),
           );

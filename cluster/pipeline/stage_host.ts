@@ -112,6 +112,12 @@ export interface StageHostOptions {
    * tail); a chain of several stages does not use it yet. 0 or unset: off.
    */
   prefixCacheBytes?: number;
+  /**
+   * Most milliseconds of decoding a frame's lookahead may take (StageFrame.lookahead), judged by
+   * the stage's recent time per token, so streamed tokens keep coming at least this often.
+   * Default 250; 0: never decode ahead.
+   */
+  lookaheadMs?: number;
 }
 
 /**
@@ -403,7 +409,7 @@ export class StageHost {
       }
       if (r.kind === "token" && live.length === 1) {
         try {
-          const more = await this.lookahead(p, r.token.id);
+          const more = await this.lookahead(p, r.token.id, r.computeMs);
           if (more.length) r = { ...r, more, computeMs: performance.now() - t0 };
         } catch (e) {
           // The frame's own token was fine, but the session's cache is now ahead of it.
@@ -429,10 +435,14 @@ export class StageHost {
    * read costs at least 10 ms). Only where the result equals frame-by-frame decoding and nobody
    * waits behind it: a whole-model stage whose backend keeps candidates on the device, plain
    * greedy sampling (no penalties, no constraint), no other frame queued (a run holds the stage
-   * for its whole length), and room in the session's context.
+   * for its whole length), and room in the session's context. A run takes at most lookaheadMs of
+   * the stage's recent time per token (this frame's time until a run has been measured), so a slow
+   * device decodes few tokens ahead, or none, and streaming stays interactive.
    */
-  private async lookahead(p: PendingStep, token: number): Promise<SampledToken[]> {
-    const want = p.frame.lookahead ?? 0;
+  private async lookahead(p: PendingStep, token: number, frameMs: number): Promise<SampledToken[]> {
+    const perToken = this.aheadMsPerToken || frameMs;
+    const fit = Math.floor((this.opts.lookaheadMs ?? 250) / Math.max(perToken, 1e-3));
+    const want = Math.min(p.frame.lookahead ?? 0, fit);
     const sampler = p.hosted.sampler;
     const be = this.stage.backend;
     const s = p.hosted.session;
@@ -459,9 +469,14 @@ export class StageHost {
     this.steps += more.length;
     // Its rows count in the stage's metrics like any pass's (one row per token decoded).
     this.passes++;
-    this.onStep?.({ computeMs: performance.now() - t0, rows: run.length });
+    const ms = performance.now() - t0;
+    this.onStep?.({ computeMs: ms, rows: run.length });
+    this.aheadMsPerToken = this.aheadMsPerToken ? (this.aheadMsPerToken + ms / n) / 2 : ms / n;
     return more;
   }
+
+  /** Recent milliseconds per token of lookahead runs (0 until one has run). */
+  private aheadMsPerToken = 0;
 
   /**
    * A session's first frame on a whole-model stage with a prefix cache starts from the longest

@@ -66,7 +66,11 @@ Deno.test({
     const stage = await LlamaStage.load(file, gpu);
     file.close();
     let rows = 0;
-    const host = new StageHost(stage, "m", { onStep: (info) => void (rows += info.rows) });
+    // No time cap on runs: the counts below are exact (the cap has its own test).
+    const host = new StageHost(stage, "m", {
+      onStep: (info) => void (rows += info.rows),
+      lookaheadMs: 1e9,
+    });
     try {
       const link = new LocalStageLink("local", host);
       let n = 0;
@@ -101,9 +105,10 @@ Deno.test({
         assertEquals([s.finishReason, s.tokens.length], ["stopped", 10]);
         assertEquals(seen, all.slice(0, 10));
         // Frame by frame: the prompt and 9 tokens fed, 10 passes; ahead: the prompt's pass.
-        // Ahead: the prompt's pass and one run of 16 (rows in the stage's metrics: 4 + 16).
-        assertEquals(host.passes - passes, lookahead ? 2 : 10);
-        assertEquals(rows - rows0, lookahead ? 20 : 13);
+        // Ahead: the prompt's pass (none after the prompt: the first token is not held back),
+        // the first token's pass and one run of 16 (rows in the stage's metrics: 4 + 1 + 16).
+        assertEquals(host.passes - passes, lookahead ? 3 : 10);
+        assertEquals(rows - rows0, lookahead ? 21 : 13);
       }
       assertEquals(host.openSessions, 0, "every session closed");
     } finally {
@@ -121,7 +126,7 @@ Deno.test({
     const file = await openGGUF(MODEL);
     const stage = await LlamaStage.load(file, gpu);
     file.close();
-    const host = new StageHost(stage, "m");
+    const host = new StageHost(stage, "m", { lookaheadMs: 1e9 });
     try {
       const prompt = Int32Array.of(1, 403, 407, 261);
       host.open("plain", 64, { temperature: 0, topLogprobs: 2 });
@@ -141,6 +146,12 @@ Deno.test({
       ]);
       assert(x.kind === "token" && y.kind === "token");
       assert(!(x.more?.length && y.more?.length), "batched frames do not both decode ahead");
+      // A stage whose runs may take no time decodes nothing ahead (a slow device's case).
+      const capped = new StageHost(stage, "m", { lookaheadMs: 0 });
+      capped.open("c", 64, { temperature: 0 });
+      const c = await capped.step("c", { tokens: prompt, lookahead: 5 });
+      assert(c.kind === "token" && c.more === undefined, "no time for a run");
+      capped.closeAll();
     } finally {
       host.dispose();
       gpu.dispose();
