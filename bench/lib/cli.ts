@@ -51,4 +51,7 @@ export async function runBench(
     console.error(`bench ${name}: ${(e as Error).message}`);
     Deno.exit(e instanceof UsageError ? 2 : 1);
   }
+  // Done: end now. A client library's handle left open (an HTTP/2 session to an agent that has
+  // left, say) kept `bench scale` alive for minutes after it printed its result.
+  Deno.exit(0);
 }
