@@ -13,7 +13,8 @@
  * in the same process (`--no-wasm` skips them), and `kernels`: GB/s of the Q8_0 and Q4_K
  * matvec (`--dim` × `--dim` weights, default 4096) on both backends. Speeds are medians of
  * `--reps` rounds. Without a model it prints the kernel figures alone.
- * `webgpu_round_trips`: reads, submissions and bytes read back per decode token and per prefill.
+ * `webgpu_round_trips`: reads, submissions and bytes read back per decode token and per prefill
+ * (and per token of the --multistep decode).
  * Greedy decode samples on the GPU (two candidates back per step); `--legacy-read` reads the whole
  * logit row instead, as before. `first_difference` gives both backends' two best logits where
  * their greedy ids first differ (null when they agree).
@@ -107,6 +108,9 @@ export interface RoundTrips {
   reads_per_prefill: number;
   submissions_per_prefill: number;
   bytes_read_per_prefill: number;
+  /** The same with the ids kept on the device (--multistep; null when not run). */
+  multistep_reads_per_decode_token: number | null;
+  multistep_submissions_per_decode_token: number | null;
 }
 
 /** The two best entries of a logit row (ties to the lower id). */
@@ -186,11 +190,13 @@ export async function modelFigures(backend: Backend, model: string, o: Options) 
   // Greedy decode with the ids kept on the device, K tokens per read back (decodeGreedy).
   const multi: number[] = [];
   let multiSame: boolean | null = null;
+  const multiTrips = { reads: 0, submissions: 0, tokens: 0 };
   if (o.multistep > 0 && !o.legacyRead && backend.topCandidatesInto && backend.embedAt) {
     for (let rep = -1; rep < o.reps; rep++) {
       const session = stage.newSession(o.pp + o.tg, o.kv);
       let id = (await step(session, prompt))[0].id;
       const ids: number[] = [];
+      const s1 = stats ? { ...stats } : null;
       const t1 = performance.now();
       while (ids.length < o.tg) {
         const run = await stage.decodeGreedy(
@@ -206,6 +212,11 @@ export async function modelFigures(backend: Backend, model: string, o: Options) 
       stage.endSession(session);
       if (rep < 0) continue;
       multi.push((o.tg / (t2 - t1)) * 1000);
+      if (stats && s1) {
+        multiTrips.reads += stats.reads - s1.reads;
+        multiTrips.submissions += stats.submissions - s1.submissions;
+        multiTrips.tokens += o.tg;
+      }
       // firstSteps[i + 1] is the step-by-step best after i + 1 decoded tokens.
       multiSame = firstSteps.slice(1).every((t, i) => t[0].id === ids[i]);
     }
@@ -219,6 +230,12 @@ export async function modelFigures(backend: Backend, model: string, o: Options) 
       reads_per_prefill: round(trips.pReads / trips.passes),
       submissions_per_prefill: round(trips.pSubs / trips.passes),
       bytes_read_per_prefill: round(trips.pBytes / trips.passes),
+      multistep_reads_per_decode_token: multiTrips.tokens
+        ? round(multiTrips.reads / multiTrips.tokens)
+        : null,
+      multistep_submissions_per_decode_token: multiTrips.tokens
+        ? round(multiTrips.submissions / multiTrips.tokens)
+        : null,
     }
     : null;
   return {
