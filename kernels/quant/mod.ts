@@ -8,7 +8,15 @@
  * const y = vecDot(GGMLType.Q4_K, weightBytes, 0, xq, 256);
  * ```
  */
-export { GGMLType, QK_K, rowBytes, typeInfo, typeName, weightLayout } from "./types.ts";
+export {
+  GGMLType,
+  QK_K,
+  rowBytes,
+  typeInfo,
+  typeName,
+  WEIGHT_TYPES,
+  weightLayout,
+} from "./types.ts";
 export type { TypeInfo } from "./types.ts";
 export {
   bf16ToF32,

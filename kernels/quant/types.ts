@@ -67,6 +67,9 @@ const INFOS: TypeInfo[] = [
 
 const BY_TYPE = new Map<number, TypeInfo>(INFOS.map((i) => [i.type, i]));
 
+/** Every type a weight matrix may have (the activation-only Q8_1 / Q8_K left out), in order. */
+export const WEIGHT_TYPES: readonly GGMLType[] = INFOS.filter((i) => i.weight).map((i) => i.type);
+
 /** ggml's names for type numbers we do not support, so errors can say what the file holds. */
 const OTHER_NAMES: Record<number, string> = {
   4: "Q4_2 (removed)",

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Backend, Buf, TopCandidates, Weight } from "../backend.ts";
-import { GGMLType, quantizeRow, typeName } from "../quant/mod.ts";
+import { GGMLType, quantizeRow, typeName, WEIGHT_TYPES } from "../quant/mod.ts";
 import {
   FALLBACK_PATHS,
   type FeatureMode,
@@ -26,21 +26,7 @@ import {
 export const SELF_CHECK_TOLERANCE = 1e-6;
 
 /** Every weight type matmul decodes: each one's decode section is checked. */
-export const SELF_CHECK_TYPES: readonly GGMLType[] = [
-  GGMLType.F32,
-  GGMLType.F16,
-  GGMLType.BF16,
-  GGMLType.Q4_0,
-  GGMLType.Q4_1,
-  GGMLType.Q5_0,
-  GGMLType.Q5_1,
-  GGMLType.Q8_0,
-  GGMLType.Q2_K,
-  GGMLType.Q3_K,
-  GGMLType.Q4_K,
-  GGMLType.Q5_K,
-  GGMLType.Q6_K,
-];
+export const SELF_CHECK_TYPES: readonly GGMLType[] = WEIGHT_TYPES;
 
 /** Row length (two K-quant super-blocks) and weight rows (a partial workgroup at the end). */
 const K = 512;

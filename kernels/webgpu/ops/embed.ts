@@ -7,7 +7,7 @@
 import type { Backend } from "../../backend.ts";
 import { typeName } from "../../quant/types.ts";
 import { WebGPUError } from "../errors.ts";
-import { asBuf, asWeight, need } from "../handles.ts";
+import { asBuf, asWeight, type GBuf, type GWeight, need, type Res } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
 
@@ -29,18 +29,7 @@ export function encodeEmbed(
   if (w.view) throw new WebGPUError(`embed: ${w.name} is a row view`);
   const data = ctx.enc.arena(n * 4, 256);
   new Int32Array(data.chunk.mirror, data.offset, n).set(ids);
-  const p = ctx.enc.pipe(
-    `embed:${typeName(w.type)}`,
-    () => compose("embed", { decode: typeName(w.type), defines: ctx.defines }),
-    [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
-  );
-  const [x, y] = grid(Math.ceil((n * w.cols) / WG));
-  for (const part of w.parts) {
-    const prm = ctx.enc.params();
-    prm.u.set([n, w.cols, w.rowBytes, part.row0, part.rows, data.offset / 4]);
-    ctx.enc.dispatch(p, prm.slot, [part.res, data.chunk.res, o.res], x, y);
-  }
-  o.version++;
+  dispatchEmbed(ctx, w, n, data.chunk.res, data.offset / 4, o);
 }
 
 /** Record `out[0, :] = table[ids[offset]]`, the id left on the device by a previous step. */
@@ -57,19 +46,31 @@ export function encodeEmbedAt(
   }
   need(d, offset + 1, `embedAt ${w.name}`);
   if (w.view) throw new WebGPUError(`embedAt: ${w.name} is a row view`);
+  // Each part writes only ids in its rows, so a missing id (0xffffffff) would leave the row as
+  // it was: clear it first (ordered with the passes: the same encoder).
+  ctx.enc.copyEncoder().clearBuffer(o.res.buffer, 0, w.cols * 4);
+  dispatchEmbed(ctx, w, 1, d.res, offset, o);
+}
+
+/** embed.wgsl over every part of `w`: `n` rows whose ids are words `idsOff…` of `ids`. */
+function dispatchEmbed(
+  ctx: OpContext,
+  w: GWeight,
+  n: number,
+  ids: Res,
+  idsOff: number,
+  o: GBuf,
+): void {
   const p = ctx.enc.pipe(
     `embed:${typeName(w.type)}`,
     () => compose("embed", { decode: typeName(w.type), defines: ctx.defines }),
     [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
   );
-  const [x, y] = grid(Math.ceil(w.cols / WG));
-  // Each part writes only ids in its rows, so a missing id (0xffffffff) would leave the row as
-  // it was: clear it first (ordered with the passes: the same encoder).
-  ctx.enc.copyEncoder().clearBuffer(o.res.buffer, 0, w.cols * 4);
+  const [x, y] = grid(Math.ceil((n * w.cols) / WG));
   for (const part of w.parts) {
     const prm = ctx.enc.params();
-    prm.u.set([1, w.cols, w.rowBytes, part.row0, part.rows, offset]);
-    ctx.enc.dispatch(p, prm.slot, [part.res, d.res, o.res], x, y);
+    prm.u.set([n, w.cols, w.rowBytes, part.row0, part.rows, idsOff]);
+    ctx.enc.dispatch(p, prm.slot, [part.res, ids, o.res], x, y);
   }
   o.version++;
 }

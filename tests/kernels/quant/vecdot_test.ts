@@ -9,24 +9,9 @@ import {
   typeName,
   vecDot,
   vecDotType,
+  WEIGHT_TYPES,
 } from "../../../kernels/quant/mod.ts";
 import { randomFloats } from "./gguf_helper.ts";
-
-const WEIGHT_TYPES = [
-  GGMLType.F32,
-  GGMLType.F16,
-  GGMLType.BF16,
-  GGMLType.Q4_0,
-  GGMLType.Q4_1,
-  GGMLType.Q5_0,
-  GGMLType.Q5_1,
-  GGMLType.Q8_0,
-  GGMLType.Q2_K,
-  GGMLType.Q3_K,
-  GGMLType.Q4_K,
-  GGMLType.Q5_K,
-  GGMLType.Q6_K,
-];
 
 Deno.test("vecDotType is ggml's pairing", () => {
   const expect: Record<number, GGMLType> = {

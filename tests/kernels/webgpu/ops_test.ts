@@ -4,7 +4,7 @@
  * Runs on whatever adapter `navigator.gpu` finds (llvmpipe in CI); skipped without one.
  */
 import type { Backend, KVType } from "../../../kernels/backend.ts";
-import { GGMLType, typeName } from "../../../kernels/quant/mod.ts";
+import { GGMLType, typeName, WEIGHT_TYPES } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "../../../kernels/webgpu/mod.ts";
 import { assert } from "../../support/assert.ts";
@@ -19,22 +19,6 @@ import {
 } from "./helpers.ts";
 
 const T = { ignore };
-
-const WEIGHT_TYPES: GGMLType[] = [
-  GGMLType.F32,
-  GGMLType.F16,
-  GGMLType.BF16,
-  GGMLType.Q4_0,
-  GGMLType.Q4_1,
-  GGMLType.Q5_0,
-  GGMLType.Q5_1,
-  GGMLType.Q8_0,
-  GGMLType.Q2_K,
-  GGMLType.Q3_K,
-  GGMLType.Q4_K,
-  GGMLType.Q5_K,
-  GGMLType.Q6_K,
-];
 
 function rowLengths(type: GGMLType): number[] {
   if (type === GGMLType.F32 || type === GGMLType.F16 || type === GGMLType.BF16) return [37, 130];
