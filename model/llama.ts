@@ -544,14 +544,9 @@ export class LlamaStage {
       throw new StageInputError(`decodeGreedy: ${steps} steps`);
     }
     if (steps === 0) return [];
-    this.validate(session, { tokens: Int32Array.of(first) });
-    if (session.pos + steps > session.nCtx) {
-      throw new StageInputError(
-        `context is full: ${session.pos} + ${steps} tokens exceed the session's ${session.nCtx} positions`,
-      );
-    }
-    const onDevice = this.isHead && be.topCandidatesInto && be.embedAt && !this.prefix;
-    if (!onDevice) {
+    // The run feeds `steps` tokens, `first` among them: the id and the context are checked alike.
+    this.validate(session, { tokens: new Int32Array(steps).fill(first) });
+    if (!this.decodesOnDevice) {
       const out: TopCandidates[] = [];
       const want = { k, exclude: new Int32Array() };
       let id = first;
@@ -588,6 +583,15 @@ export class LlamaStage {
     });
     this.passing = run.then(() => {}, () => {});
     return await run;
+  }
+
+  /**
+   * Whether decodeGreedy keeps the ids on the device: the whole model on a backend with device
+   * candidates, and no prefix cache (its blocks need the ids on the host).
+   */
+  get decodesOnDevice(): boolean {
+    const be = this.backend;
+    return this.isHead && this.isTail && !!be.topCandidatesInto && !!be.embedAt && !this.prefix;
   }
 
   /** The device buffer greedy runs leave their candidates in, grown on demand. */

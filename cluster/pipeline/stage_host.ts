@@ -444,12 +444,9 @@ export class StageHost {
     const fit = Math.floor((this.opts.lookaheadMs ?? 250) / Math.max(perToken, 1e-3));
     const want = Math.min(p.frame.lookahead ?? 0, fit);
     const sampler = p.hosted.sampler;
-    const be = this.stage.backend;
     const s = p.hosted.session;
     if (want <= 0 || !sampler || !sampler.isPlainGreedy || this.waiting.length > 0) return [];
-    if (!this.stage.isHead || !be.topCandidatesInto || !be.embedAt || this.stage.prefixCache) {
-      return [];
-    }
+    if (!this.stage.decodesOnDevice) return [];
     const n = Math.min(want, s.nCtx - s.pos);
     if (n <= 0) return [];
     const topN = p.hosted.topLogprobs;
