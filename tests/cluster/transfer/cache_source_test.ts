@@ -10,11 +10,20 @@ import { REPO } from "../../support/paths.ts";
 const STORIES = `${REPO}/models/stories260K.gguf`;
 const CHUNK = 4096;
 
-/** A cache holding every segment of stories260K, stored and verified. */
-async function filledCache(dir: string) {
+/** An empty cache for stories260K, the file's bytes, and where token_embd.weight lies in it. */
+async function emptyCache(dir: string) {
   const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
   const bytes = await Deno.readFile(STORIES);
   const cache = await ModelCache.open(dir, manifest);
+  const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
+  const start = Number(manifest.segments[seg].offset);
+  const len = Number(manifest.segments[seg].length);
+  return { cache, manifest, bytes, seg, start, len };
+}
+
+/** A cache holding every segment of stories260K, stored and verified. */
+async function filledCache(dir: string) {
+  const { cache, manifest, bytes } = await emptyCache(dir);
   for (let seg = 0; seg < manifest.segments.length; seg++) {
     const start = Number(manifest.segments[seg].offset);
     const len = Number(manifest.segments[seg].length);
@@ -80,12 +89,7 @@ Deno.test("CacheSource.readInto: any range inside a segment, chunk-verified, no 
 Deno.test("finishSegment hashes a stored segment in pieces: a wrong byte is caught", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
-    const bytes = await Deno.readFile(STORIES);
-    const cache = await ModelCache.open(dir, manifest);
-    const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
-    const start = Number(manifest.segments[seg].offset);
-    const len = Number(manifest.segments[seg].length);
+    const { cache, bytes, seg, start, len } = await emptyCache(dir);
     const store = async (flip: number) => {
       for (let c = 0; c * CHUNK < len; c++) {
         const data = bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK));
@@ -108,12 +112,7 @@ Deno.test("finishSegment hashes a stored segment in pieces: a wrong byte is caug
 Deno.test("finishSegment: in-order writes are hashed as written, others read back; both check", async () => {
   const dir = await Deno.makeTempDir();
   try {
-    const { manifest } = await computeManifest(STORIES, { nodeId: "a", chunkSize: CHUNK });
-    const bytes = await Deno.readFile(STORIES);
-    const cache = await ModelCache.open(dir, manifest);
-    const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
-    const start = Number(manifest.segments[seg].offset);
-    const len = Number(manifest.segments[seg].length);
+    const { cache, manifest, bytes, seg, start, len } = await emptyCache(dir);
     const order = Array.from({ length: Math.ceil(len / CHUNK) }, (_, c) => c);
     assert(order.length >= 3);
     const store = async (chunks: number[]) => {
