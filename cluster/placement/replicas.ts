@@ -6,27 +6,26 @@
  * Like planPlacement, the plan is a pure function of what gossip says (each node's budget,
  * speed and the layer range it hosts now), so every agent computes the same replicas without a
  * coordinator. Movement is kept small by that last input: pipelines whose nodes still host a
- * whole, valid chain of the model are kept as they are, and only the remaining nodes are grouped
- * anew — a node joining or leaving disturbs at most the replica it touches.
+ * whole, valid chain of the model are kept as they are, a pipeline that lost a stage keeps its
+ * other stages and takes a standby for the missing layers (./hosting.ts), and only the remaining
+ * nodes are grouped anew — a node joining or leaving disturbs at most the replica it touches.
  */
+import {
+  hostedChains,
+  hostedGroups,
+  keptPlacement,
+  repairGroup,
+  type ReplicaNode,
+} from "./hosting.ts";
 import {
   type ModelFootprint,
   type Placement,
   PlacementError,
-  type PlacementNode,
   planEpoch,
   planPlacement,
-  stageBytes,
 } from "./plan.ts";
 
-/** A node as replica planning sees it: its placement inputs and what it hosts now, if anything. */
-export interface ReplicaNode extends PlacementNode {
-  /**
-   * What this node serves now for the model being planned (gossip): layers [from, to) in the
-   * pipeline whose first stage is node `head`.
-   */
-  readonly hosting?: { readonly from: number; readonly to: number; readonly head: string };
-}
+export type { ReplicaNode } from "./hosting.ts";
 
 /** `--replicas`: a fixed count, or as many as the budgets hold. */
 export type ReplicaCount = number | "auto";
@@ -62,7 +61,8 @@ export function planReplicas(
 ): ReplicaPlan {
   const live = nodes.filter((n) => n.memoryBudget > 0 && n.speed > 0).sort(byId);
   if (count === 1) {
-    const one = planPlacement(m, live);
+    const fresh = planPlacement(m, live);
+    const one = keptPlacement(m, live, fresh) ?? fresh;
     const used = new Set(one.stages.map((s) => s.nodeId));
     return { replicas: [one], standby: live.filter((n) => !used.has(n.id)).map((n) => n.id) };
   }
@@ -79,6 +79,20 @@ export function planReplicas(
     if (chain.stages.length > shortest) continue;
     replicas.push(chain);
     for (const s of chain.stages) taken.add(s.nodeId);
+  }
+  // 1b. Repair the pipelines that lost a stage: their other stages keep their layers and nodes
+  //     hosting nothing take the missing ones, so a standby replacing a lost node is the only
+  //     node that loads.
+  const groups = hostedGroups(m, live);
+  const inGroup = new Set(groups.flatMap((g) => g.members.map((n) => n.id)));
+  for (const g of groups) {
+    if (replicas.length >= max) break;
+    if (g.members.some((n) => taken.has(n.id))) continue;
+    const spare = live.filter((n) => !inGroup.has(n.id) && !taken.has(n.id));
+    const fixed = repairGroup(m, g, spare);
+    if (!fixed || fixed.stages.length > shortest) continue;
+    replicas.push(fixed);
+    for (const s of fixed.stages) taken.add(s.nodeId);
   }
   // 2. Group the other nodes, largest budget first, each group as small as holds the model.
   const pool = bigFirst.filter((n) => !taken.has(n.id));
@@ -119,43 +133,6 @@ function tryPlan(m: ModelFootprint, group: readonly ReplicaNode[]): Placement | 
     if (e instanceof PlacementError) return undefined;
     throw e;
   }
-}
-
-/**
- * The pipelines nodes serve now, each kept whole when its stages (the nodes naming the same
- * head) still chain from layer 0 to the last within their budgets. In head id order.
- */
-function hostedChains(m: ModelFootprint, live: readonly ReplicaNode[]): Placement[] {
-  const byHead = new Map<string, ReplicaNode[]>();
-  for (const n of live) {
-    const h = n.hosting;
-    if (!h || h.from < 0 || h.to > m.nLayers || h.to <= h.from) continue;
-    if (stageBytes(m, h.from, h.to) > n.memoryBudget) continue;
-    const list = byHead.get(h.head) ?? [];
-    list.push(n);
-    byHead.set(h.head, list);
-  }
-  const chains: Placement[] = [];
-  for (const [head, members] of [...byHead].sort((a, b) => byId({ id: a[0] }, { id: b[0] }))) {
-    members.sort((a, b) => a.hosting!.from - b.hosting!.from || byId(a, b));
-    if (members[0].id !== head) continue; // the head itself is gone
-    let at = 0;
-    for (const n of members) {
-      if (n.hosting!.from !== at) break;
-      at = n.hosting!.to;
-    }
-    if (at !== m.nLayers) continue;
-    chains.push({
-      nLayers: m.nLayers,
-      stages: members.map((n) => ({
-        nodeId: n.id,
-        from: n.hosting!.from,
-        to: n.hosting!.to,
-        bytes: stageBytes(m, n.hosting!.from, n.hosting!.to),
-      })),
-    });
-  }
-  return chains;
 }
 
 /** How a replica count travels in gossip metadata: 0 = auto, else the count. */

@@ -93,6 +93,17 @@ Deno.test({
         `b2 holds no stage: ${k.standby_deploy.placement.join(" ")}`,
       );
       assert(k.standby_deploy.bytes_fetched.b2 > 0, "the standby fetched nothing");
+      // Minimal movement: the standby takes exactly b's layers, a and c keep theirs.
+      assertEquals(
+        k.standby_deploy.placement,
+        d.placement.map((s) => s.replace(/^b:/, "b2:")),
+        "the survivors' ranges moved",
+      );
+      assertEquals(
+        k.standby_deploy.bytes_fetched.b2,
+        d.bytes_needed.b,
+        "b2 fetched more than b's share",
+      );
       const view = await c.info();
       assert(!view.placement!.stages.some((s) => s.nodeId === "b"), "b is still placed");
     } catch (e) {

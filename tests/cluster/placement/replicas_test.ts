@@ -139,3 +139,73 @@ Deno.test("replicas: no pipeline fits → the placement error says what is missi
   assertEquals(parseReplicaCount("auto"), "auto");
   assertEquals(parseReplicaCount("3"), 3);
 });
+
+Deno.test("replicas: a standby replacing a lost stage takes exactly its layers, whatever its id", () => {
+  const budget = stageBytes(model, 0, 4) + 10; // any two nodes hold the model, three spread it
+  const three = nodes(3, budget);
+  const before = planReplicas(model, three, 1);
+  assertEquals(before.replicas[0].stages.length, 3);
+  const lost = before.replicas[0].stages[1]; // the middle stage's node dies
+  for (const id of ["a0", "n15", "zz"]) { // sorts first, in the middle, last
+    const live = [
+      ...hostingOf(before, three).filter((n) => n.id !== lost.nodeId),
+      { id, memoryBudget: budget, speed: 3 }, // faster too: a fresh plan would re-spread
+    ];
+    const after = planReplicas(model, live, 1);
+    checkPlan(after, live);
+    const stages = after.replicas[0].stages;
+    assertEquals(
+      stages.map((s) => `${s.from}-${s.to}`),
+      before.replicas[0].stages.map((s) => `${s.from}-${s.to}`),
+      `standby ${id}: ${shape(after)}`,
+    );
+    assertEquals(stages[1].nodeId, id);
+    assertEquals(after.standby, []);
+  }
+});
+
+Deno.test("replicas: a join to a whole pipeline, or a loss no spare covers, still re-plans", () => {
+  const budget = stageBytes(model, 0, 4) + 10;
+  const two = nodes(2, budget);
+  const before = planReplicas(model, two, 1);
+  // a third node joins the whole 2-stage pipeline: one pipeline over all three, as before
+  const joined = [...hostingOf(before, two), { id: "n2", memoryBudget: budget, speed: 1 }];
+  assertEquals(planReplicas(model, joined, 1).replicas[0].stages.length, 3);
+  // a stage of a 3-stage pipeline is lost and nobody spare: the two left re-spread the layers
+  const three = nodes(3, budget);
+  const hosted = hostingOf(planReplicas(model, three, 1), three);
+  const left = hosted.filter((n) => n.id !== "n1");
+  const after = planReplicas(model, left, 1);
+  checkPlan(after, left);
+  assertEquals(after.replicas[0].stages.map((s) => s.nodeId), ["n0", "n2"]);
+  // a lost head: the standby becomes the first stage, the others stay
+  const headless = [...hosted.filter((n) => n.id !== "n0"), {
+    id: "s",
+    memoryBudget: budget,
+    speed: 1,
+  }];
+  const fixed = planReplicas(model, headless, 1);
+  checkPlan(fixed, headless);
+  assertEquals(fixed.replicas[0].stages[0].nodeId, "s");
+  assertEquals(
+    shape(fixed)[0].split(" ").slice(1),
+    shape(planReplicas(model, three, 1))[0].split(" ").slice(1),
+  );
+});
+
+Deno.test("replicas: a replica that lost a stage is repaired from a standby, the others untouched", () => {
+  const budget = stageBytes(model, 0, 4) + 10; // two nodes per pipeline
+  const four = nodes(4, budget);
+  const before = planReplicas(model, four, "auto");
+  assertEquals(before.replicas.length, 2);
+  const victim = before.replicas[0].stages[0].nodeId; // its head: the spare sorts after the orphan
+  const live = [
+    ...hostingOf(before, four).filter((n) => n.id !== victim),
+    { id: "s", memoryBudget: budget, speed: 1 },
+  ];
+  const after = planReplicas(model, live, "auto");
+  checkPlan(after, live);
+  assertEquals(after.replicas.length, 2);
+  const want = shape(before).map((s) => s.replace(`${victim}:`, "s:"));
+  assertEquals([...shape(after)].sort(), [...want].sort());
+});

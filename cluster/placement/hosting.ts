@@ -1,0 +1,143 @@
+/**
+ * What nodes host now, read back into plans: the pipelines that still stand, and the repair of
+ * one that lost a stage. Placement stays a pure function of gossip state; these functions only
+ * let that state include each node's current range, so a re-plan moves as little as it can.
+ *
+ * @module
+ */
+import { type ModelFootprint, type Placement, type PlacementNode, stageBytes } from "./plan.ts";
+
+/** A node as replica planning sees it: its placement inputs and what it hosts now, if anything. */
+export interface ReplicaNode extends PlacementNode {
+  /**
+   * What this node serves now for the model being planned (gossip): layers [from, to) in the
+   * pipeline whose first stage is node `head`.
+   */
+  readonly hosting?: { readonly from: number; readonly to: number; readonly head: string };
+}
+
+/** The stages one pipeline's nodes host now, in layer order (gaps where a node was lost). */
+export interface HostedGroup {
+  /** The node the members name as their pipeline's first stage (it may be gone). */
+  readonly head: string;
+  readonly members: readonly ReplicaNode[];
+}
+
+const byId = (a: { id: string }, b: { id: string }) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
+/** Whether `n` hosts a range of `m` that exists and that its budget still holds. */
+function validHosting(m: ModelFootprint, n: ReplicaNode): boolean {
+  const h = n.hosting;
+  return !!h && h.from >= 0 && h.to <= m.nLayers && h.to > h.from &&
+    stageBytes(m, h.from, h.to) <= n.memoryBudget;
+}
+
+/**
+ * Live nodes grouped by the pipeline they host a stage of, in head id order; a group whose
+ * ranges overlap (stages of two plans at once) is left out: it is no pipeline to keep.
+ */
+export function hostedGroups(m: ModelFootprint, live: readonly ReplicaNode[]): HostedGroup[] {
+  const byHead = new Map<string, ReplicaNode[]>();
+  for (const n of live) {
+    if (!validHosting(m, n)) continue;
+    const list = byHead.get(n.hosting!.head) ?? [];
+    list.push(n);
+    byHead.set(n.hosting!.head, list);
+  }
+  const groups: HostedGroup[] = [];
+  for (const [head, members] of [...byHead].sort((a, b) => byId({ id: a[0] }, { id: b[0] }))) {
+    members.sort((a, b) => a.hosting!.from - b.hosting!.from || byId(a, b));
+    const overlaps = members.some((n, i) => i > 0 && n.hosting!.from < members[i - 1].hosting!.to);
+    if (!overlaps) groups.push({ head, members });
+  }
+  return groups;
+}
+
+/** A group's stages as a placement (only meaningful when they chain from 0 to the last layer). */
+function asPlacement(m: ModelFootprint, members: readonly ReplicaNode[]): Placement {
+  return {
+    nLayers: m.nLayers,
+    stages: members.map((n) => ({
+      nodeId: n.id,
+      from: n.hosting!.from,
+      to: n.hosting!.to,
+      bytes: stageBytes(m, n.hosting!.from, n.hosting!.to),
+    })),
+  };
+}
+
+/**
+ * The pipelines nodes serve now, each kept whole when its stages (the nodes naming the same
+ * head, the head among them as the first stage) still chain from layer 0 to the last within
+ * their budgets. In head id order.
+ */
+export function hostedChains(m: ModelFootprint, live: readonly ReplicaNode[]): Placement[] {
+  const chains: Placement[] = [];
+  for (const { head, members } of hostedGroups(m, live)) {
+    if (members[0].id !== head) continue; // the head itself is gone
+    let at = 0;
+    for (const n of members) {
+      if (n.hosting!.from !== at) break;
+      at = n.hosting!.to;
+    }
+    if (at === m.nLayers) chains.push(asPlacement(m, members));
+  }
+  return chains;
+}
+
+/**
+ * `group` with every range no member hosts (a lost stage's layers) given to `spare` nodes, in
+ * id order, each taking as many of a gap's layers as its budget holds; the members keep their
+ * ranges. Undefined when the spares cannot cover the gaps.
+ */
+export function repairGroup(
+  m: ModelFootprint,
+  group: HostedGroup,
+  spare: readonly ReplicaNode[],
+): Placement | undefined {
+  const free = [...spare].sort(byId);
+  const stages: Placement["stages"][number][] = [];
+  let at = 0;
+  const cover = (to: number): boolean => {
+    while (at < to) {
+      const n = free.shift();
+      if (!n) return false;
+      let end = at;
+      while (end < to && stageBytes(m, at, end + 1) <= n.memoryBudget) end++;
+      if (end === at) continue; // this spare cannot take the next layer; the next one tries
+      stages.push({ nodeId: n.id, from: at, to: end, bytes: stageBytes(m, at, end) });
+      at = end;
+    }
+    return true;
+  };
+  for (const n of group.members) {
+    if (!cover(n.hosting!.from)) return undefined;
+    stages.push(asPlacement(m, [n]).stages[0]);
+    at = n.hosting!.to;
+  }
+  if (!cover(m.nLayers)) return undefined;
+  return { nLayers: m.nLayers, stages };
+}
+
+/**
+ * One pipeline with minimal movement: when the nodes hosting stages now (one pipeline's, gaps
+ * allowed) plus spares that fill its gaps are exactly the nodes the fresh plan `fresh` would
+ * use, keep their ranges instead of `fresh`'s re-spread. So a standby replacing a lost stage
+ * takes that stage's layers and no other stage reloads, while a node joining a whole pipeline
+ * (or a loss no spare can cover) still re-plans over everyone. Undefined: use `fresh`.
+ */
+export function keptPlacement(
+  m: ModelFootprint,
+  live: readonly ReplicaNode[],
+  fresh: Placement,
+): Placement | undefined {
+  const groups = hostedGroups(m, live);
+  if (groups.length !== 1) return undefined;
+  const hosting = new Set(groups[0].members.map((n) => n.id));
+  const kept = repairGroup(m, groups[0], live.filter((n) => !hosting.has(n.id)));
+  if (!kept) return undefined;
+  const keptIds = new Set(kept.stages.map((s) => s.nodeId));
+  const same = keptIds.size === fresh.stages.length &&
+    fresh.stages.every((s) => keptIds.has(s.nodeId));
+  return same ? kept : undefined;
+}
