@@ -7,6 +7,7 @@
  * the cap of the existing ones). A matmul runs in its weight's arena; its activations are copied
  * there when that is not arena 0.
  */
+import { adviseHugePages } from "./hugepages.ts";
 import { instantiate, type Kernels } from "./kernels.ts";
 
 const PAGE = 65536;
@@ -17,6 +18,8 @@ export class Arena {
   readonly memory: WebAssembly.Memory;
   readonly k: Kernels;
   readonly cap: number;
+  /** Whether the memory is advised to use transparent huge pages (./hugepages.ts). */
+  readonly hugePages: boolean;
   #base: number;
   #top: number;
   #free: { off: number; size: number }[] = [];
@@ -28,6 +31,7 @@ export class Arena {
     const maxPages = Math.max(2, Math.min(65536, Math.floor(capBytes / PAGE)));
     this.cap = maxPages * PAGE;
     this.memory = new WebAssembly.Memory({ initial: 1, maximum: maxPages, shared: true });
+    this.hugePages = adviseHugePages(this.memory, this.cap);
     this.k = instantiate(module, this.memory);
     this.#base = Math.ceil(Math.max(this.k.heapBase(), 1024) / ALIGN) * ALIGN;
     this.#top = this.#base;
