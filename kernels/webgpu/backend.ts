@@ -391,6 +391,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     maxBindingBytes,
     attentionScratchBytes: opts.attentionScratchBytes ?? 64 << 20,
     tiledPrefill: opts.tiledPrefill ?? !probe.isFallback,
+    cpuMatmul: opts.cpuMatmul ?? probe.isFallback,
     shaderFeatures: { mode, granted: [], active: [], outcomes: [] },
   };
   const be = new WebGPUBackend(dev, info, packed);
@@ -403,7 +404,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       (p) => setPaths(be, p),
       adapter,
       mode,
-      `${info.matmulLanes}|${info.tiledPrefill}|${packed}|${maxBindingBytes}`,
+      `${info.matmulLanes}|${info.tiledPrefill}|${info.cpuMatmul}|${packed}|${maxBindingBytes}`,
     );
     setPaths(be, paths, {
       ...info,

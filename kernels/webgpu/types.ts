@@ -45,6 +45,13 @@ export interface WebGPUBackendOptions {
    */
   readonly tiledPrefill?: boolean;
   /**
+   * Multiply the weight types it covers (Q8_0, Q4_0; rows a multiple of 256) with
+   * matmul_cpu.wgsl, shaped for adapters that run shaders on the CPU: 16-byte loads, several
+   * weight and activation rows per invocation, no workgroup memory. Bit-identical to matmul.wgsl.
+   * Default: on a software fallback adapter (llvmpipe), off on hardware.
+   */
+  readonly cpuMatmul?: boolean;
+  /**
    * Optional shader paths that may be used, each after its startup self-check against the
    * fallback path (features.ts, selfcheck.ts): "all" (default), "f16", "subgroups" or "none"
    * (the f32 / workgroup-memory path only). Default: `DLLM_WEBGPU_FEATURES`, else "all".
@@ -78,6 +85,8 @@ export interface WebGPUInfo {
   readonly attentionScratchBytes: number;
   /** Prompts use the tiled matmul (see the option). */
   readonly tiledPrefill: boolean;
+  /** Covered weight types use matmul_cpu.wgsl (see the option). */
+  readonly cpuMatmul: boolean;
   /** `shader-f16` and `subgroups`: granted, self-checked, in use (see the `features` option). */
   readonly shaderFeatures: ShaderFeatureReport;
 }

@@ -12,6 +12,7 @@ import { compose } from "../shaders.ts";
 import { FALLBACK_PATHS } from "../features.ts";
 import { grid, type OpContext, subgroupVariant, WG } from "./context.ts";
 import { quantizeActivations, VD_BLOCK, VEC_DOT } from "./quantize.ts";
+import { cpuMatmulFits, cpuMatmulSubst } from "./matmul_cpu.ts";
 
 /** Elements of each activation row per tile of matmul_tiled.wgsl: float kinds, int8 kinds. */
 const TILE_FLOATS = 256;
@@ -47,6 +48,11 @@ export function encodeMatmul(
     ctx.enc.copyEncoder().copyBufferToBuffer(xb.res.buffer, 0, a.buffer, 0, rows * k * 4);
   }
   const tname = typeName(W.type);
+  if (ctx.info.cpuMatmul && cpuMatmulFits(W.type, k)) {
+    encodeCpuMatmul(ctx, W, a, o.res, rows, dOff, sOff);
+    o.version++;
+    return;
+  }
   const bs = typeInfo(W.type)!.blockSize;
   const nb = k / bs;
   const perLane = bs === 1 ? 16 : bs === 32 ? 2 : 1;
@@ -104,4 +110,51 @@ export function encodeMatmul(
     ctx.enc.dispatch(p, prm.slot, res, gx, gy, Math.ceil(rows / tt));
   }
   o.version++;
+}
+
+/** Weight rows and activation rows per invocation of matmul_cpu.wgsl, and its workgroup size. */
+const CPU_TILE = {
+  decode: { R: 4, TT: 1 },
+  prompt: { R: 2, TT: 4 },
+  wgs: 16,
+};
+
+/** matmul_cpu.wgsl: see ops/matmul_cpu.ts. */
+function encodeCpuMatmul(
+  ctx: OpContext,
+  W: ReturnType<typeof asWeight>,
+  a: Res,
+  out: Res,
+  rows: number,
+  dOff: number,
+  sOff: number,
+): void {
+  const { R, TT } = rows === 1 ? CPU_TILE.decode : CPU_TILE.prompt;
+  const wgs = CPU_TILE.wgs;
+  const p = ctx.enc.pipe(
+    `matmul_cpu:${typeName(W.type)}:${R}:${TT}:${wgs}`,
+    () =>
+      compose("matmul_cpu", {
+        defines: ctx.defines,
+        subst: cpuMatmulSubst(W.type, R, TT, wgs),
+      }),
+    [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
+  );
+  for (const part of W.parts) {
+    const prm = ctx.enc.params();
+    prm.u.set([
+      part.rows,
+      W.cols,
+      rows,
+      W.rowBytes,
+      W.rows,
+      part.row0,
+      dOff,
+      sOff,
+      1,
+      part.skip ?? 0,
+    ]);
+    const [gx, gy] = grid(Math.ceil(part.rows / R / wgs));
+    ctx.enc.dispatch(p, prm.slot, [part.res, a, out], gx, gy, Math.ceil(rows / TT));
+  }
 }

@@ -1,0 +1,82 @@
+/**
+ * The matmul shaped for CPU-run shaders (matmul_cpu.wgsl: 16-byte loads, several weight and
+ * activation rows per invocation), forced on whatever this adapter's default: for every type it
+ * covers it must equal matmul.wgsl's single-lane kernel and the reference backend bit for bit,
+ * with row counts that leave partial register tiles, weight row views (fused tensors), weights
+ * split over several bindings, and row lengths it does not cover (which fall back).
+ */
+import { GGMLType, typeName } from "../../../kernels/quant/mod.ts";
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { createWebGPUBackend, type WebGPUBackend } from "../../../kernels/webgpu/mod.ts";
+import { cpuMatmulFits } from "../../../kernels/webgpu/ops/matmul_cpu.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+import { bufOf, ignore, randomFloats, randomWeight } from "./helpers.ts";
+
+const TYPES = [GGMLType.Q8_0, GGMLType.Q4_0];
+
+const backends: Record<string, WebGPUBackend> = ignore ? {} : {
+  cpu: await createWebGPUBackend({ matmulLanes: "single", tiledPrefill: false, cpuMatmul: true }),
+  // Small bindings: weights of a few KiB split into several parts, one dispatch each.
+  cpuSplit: await createWebGPUBackend({
+    matmulLanes: "single",
+    tiledPrefill: false,
+    cpuMatmul: true,
+    maxBindingBytes: 16 * 1024,
+  }),
+  plain: await createWebGPUBackend({
+    matmulLanes: "single",
+    tiledPrefill: false,
+    cpuMatmul: false,
+  }),
+};
+const ref = createReferenceBackend();
+
+Deno.test({
+  ignore,
+  name: "webgpu cpu matmul: which shapes it covers",
+  fn: () => {
+    assert(cpuMatmulFits(GGMLType.Q8_0, 768));
+    assert(cpuMatmulFits(GGMLType.Q4_0, 256));
+    assert(!cpuMatmulFits(GGMLType.Q8_0, 288), "rows of 9 blocks are not whole groups");
+    assert(!cpuMatmulFits(GGMLType.Q4_K, 256), "K-quants keep matmul.wgsl");
+  },
+});
+
+for (const type of TYPES) {
+  Deno.test({
+    ignore,
+    name: `webgpu cpu matmul ${typeName(type)}: single-lane kernel and reference bit for bit`,
+    fn: async () => {
+      const all = [...Object.values(backends), ref];
+      for (const [k, rows, nOut] of [[768, 1, 37], [256, 3, 70], [1024, 17, 45], [288, 2, 9]]) {
+        const ws = randomWeight(all, `w${type}`, type, [k, nOut], 31 + type + rows + k);
+        // A view of rows 5 .. nOut − 1, as fused q/k/v or gate/up tensors are used.
+        const views = ws.map((w, i) => all[i].weightRows(w, 5, nOut - 5));
+        const x = randomFloats(rows * k, 7 * type + rows, 2);
+        const outs = await Promise.all(all.map(async (be, i) => {
+          const xb = bufOf(be, x), ob = be.buffer(rows * nOut), vb = be.buffer(rows * (nOut - 5));
+          be.matmul(ws[i], xb, ob, rows);
+          be.matmul(views[i], xb, vb, rows);
+          const got = [await be.read(ob), await be.read(vb)];
+          for (const b of [xb, ob, vb]) be.free(b);
+          be.free(ws[i]);
+          return got;
+        }));
+        const want = outs.at(-1)!;
+        for (const [i, name] of Object.keys(backends).entries()) {
+          const what = `${typeName(type)} k=${k} rows=${rows} ${name}`;
+          assertEquals(Array.from(outs[i][0]), Array.from(want[0]), `${what}: = reference`);
+          assertEquals(Array.from(outs[i][1]), Array.from(want[1]), `${what} (row view)`);
+        }
+      }
+    },
+  });
+}
+
+Deno.test({
+  ignore,
+  name: "webgpu cpu matmul: dispose",
+  fn: () => {
+    for (const be of Object.values(backends)) be.dispose();
+  },
+});
