@@ -4,7 +4,8 @@
  *
  * - 32-element block types: full 4-row groups interleaved block by block (repack4); Q4_0 as
  *   byte quads instead (repackQuads: scales first, then quad k of row i at 8 + 16k + 4i).
- * - Q4_K: each 32-byte quant group reordered by class (repackQ4K).
+ * - Q4_K: each 32-byte quant group reordered so that one pmaddwd scales a sub-block pair
+ *   (repackQ4K).
  * - Q6_K: ql/qh bytes reordered in pairs (repackQ6K).
  * Everything else stays as the file has it.
  */
@@ -100,13 +101,23 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     rowOff = 0;
   }
   if (w.q4kClasses) {
-    // undo repackQ4K: byte 4c + m of each 32-byte group holds element c + 8m
+    // undo repackQ4K: in each 32-byte group, byte 16h + 4c + k (class 4h + c, l = 4h + c +
+    // 8(k & 1)) holds element l in its low nibble and l + 16 in its high nibble, of the low
+    // nibbles' sub-block (k < 2) or the high nibbles' (k ≥ 2)
     const out = scratchRow(w.rowBytes);
     for (let b = 0; b < w.rowBytes; b += 144) {
       const at = rowOff + b;
       out.set(src.subarray(at, at + 16), b);
       for (let g = 16; g < 144; g += 32) {
-        for (let p = 0; p < 32; p++) out[b + g + (p >> 2) + 8 * (p & 3)] = src[at + g + p];
+        out.fill(0, b + g, b + g + 32);
+        for (let p = 0; p < 32; p++) {
+          const v = src[at + g + p];
+          const k = p & 3;
+          const l = 4 * (p >> 4) + ((p >> 2) & 3) + 8 * (k & 1);
+          const sh = k < 2 ? 0 : 4;
+          out[b + g + l] |= (v & 0xf) << sh;
+          out[b + g + l + 16] |= (v >> 4) << sh;
+        }
       }
     }
     return [out, 0];

@@ -918,26 +918,37 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 
 
 
-// ----------------------------------------------------------------------------- Q4_K, class layout
+// ----------------------------------------------------------------------------- Q4_K, pair-scale layout
 
 // ggml's generic Q4_K dot keeps 8 integer lanes, one per element index mod 8 ("class"), and scales
-// them in float at the end of each block. repackQ4K reorders each 32-byte group of a block's quants
-// so that byte 4c + m holds element c + 8m: a 16-byte load then holds classes 0..3 (4 elements
-// each) or 4..7, and a relaxed dot against the activation reordered the same way (permuteQ4KAct)
-// sums each class in its own lane — the 8 lanes ggml keeps, with no widening to 16 bits.
+// them in float at the end of each block. Each 32 quant bytes of a block hold a sub-block pair
+// (A: the low nibbles, B: the high nibbles; 32 elements each). repackQ4K rewrites them as two
+// 16-byte vectors V0 (classes 0..3) and V1 (classes 4..7): byte 4c' + k of V_h (class
+// c = 4h + c') holds element c + 8(k & 1) in its low nibble and element c + 16 + 8(k & 1) in its
+// high nibble, of A for k < 2 and of B for k ≥ 2. The activation is reordered to match
+// (permuteQ4KAct): per 64 elements, the partners of [V0 low][V0 high][V1 low][V1 high], 16 bytes
+// each. Then pmaddubsw(low) + pmaddubsw(high) (i16x8 relaxed dot, nibbles as the 7-bit operand:
+// each pair sum ≤ 2·15·127, the two added ≤ 7620, no saturation) gives i16 lanes [ΣA c, ΣB c]
+// for 4 classes, and one pmaddwd (i32x4.dot_i16x8_s) against the pair's scales [sA, sB] adds
+// sA·ΣA + sB·ΣB to each class lane: aux32's increments, exact integers summed in registers.
 
 /** Reorder the quants of nBlocks Q4_K blocks at w in place (see above). */
 export function repackQ4K(w: usize, nBlocks: i32): void {
-  const perm = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-  const perm2 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+  const m4 = i8x16.splat(0x0f);
   for (let i = 0; i < nBlocks; i++) {
     const qs = w + <usize> i * 144 + 16;
     for (let j = 0; j < 4; j++) {
       const p = qs + (<usize> j << 5);
       const a = v128.load(p);
       const b = v128.load(p + 16);
-      v128.store(p, permute32(a, b, perm));
-      v128.store(p + 16, permute32(a, b, perm2));
+      const la = v128.and(a, m4); // A, elements 0..15
+      const ha = hiNib(a); // B, elements 0..15
+      const lb = v128.and(b, m4); // A, elements 16..31
+      const hb = hiNib(b); // B, elements 16..31
+      v128.store(p, v128.or(permute32(la, ha, idx0), i16x8.shl(permute32(lb, hb, idx0), 4)));
+      v128.store(p + 16, v128.or(permute32(la, ha, idx1), i16x8.shl(permute32(lb, hb, idx1), 4)));
     }
   }
 }
@@ -950,74 +961,93 @@ export function repackQ4K(w: usize, nBlocks: i32): void {
 }
 
 /**
- * The Q4_K kernel's activation: each 32-byte group of the Q8_K quants (T·n bytes) reordered as
- * repackQ4K orders the weights, into qp; and bs8 [T·nb × 8] i32: the bsums of each 32 elements.
+ * The Q4_K kernel's activation: each 64 Q8_K quants (T·n bytes) reordered as repackQ4K pairs
+ * them with the weights, into qp; and bs16 [T·nb × 8] i16: the sums of each 32 elements (≤ 4064
+ * in magnitude), the sub-blocks' bsums.
  */
-export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n: i32, T: i32): void {
-  const perm = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-  const perm2 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
-  const groups = (n >> 5) * T;
-  for (let g = 0; g < groups; g++) {
-    const p = qs + (<usize> g << 5);
-    const a = v128.load(p);
-    const b = v128.load(p + 16);
-    v128.store(qp + (<usize> g << 5), permute32(a, b, perm));
-    v128.store(qp + (<usize> g << 5) + 16, permute32(a, b, perm2));
-    store<i32>(bs8 + (<usize> g << 2), load<i32>(bsums + (<usize> g << 3)) + load<i32>(bsums + (<usize> g << 3) + 4));
+export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n: i32, T: i32): void {
+  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+  const pairs = (n >> 6) * T;
+  for (let g = 0; g < pairs; g++) {
+    const p = qs + (<usize> g << 6);
+    const q0 = v128.load(p);
+    const q1 = v128.load(p + 16);
+    const q2 = v128.load(p + 32);
+    const q3 = v128.load(p + 48);
+    const o = qp + (<usize> g << 6);
+    v128.store(o, permute32(q0, q2, idx0));
+    v128.store(o + 16, permute32(q1, q3, idx0));
+    v128.store(o + 32, permute32(q0, q2, idx1));
+    v128.store(o + 48, permute32(q1, q3, idx1));
+  }
+  const subs = (n >> 5) * T;
+  for (let s = 0; s < subs; s++) {
+    const b = bsums + (<usize> s << 3);
+    store<i16>(bs16 + (<usize> s << 1), <i16> (load<i32>(b) + load<i32>(b + 4)));
   }
 }
 
-// One sub-block pair (32 packed bytes at qs: low nibbles = sub-block A, high = B) against its
-// 64 reordered activation quants at qa; classes 0..3 (hiHalf false) or 4..7, scaled, into acc.
-@inline function q4kSub(acc: v128, qa: usize, qs: usize, sA: v128, sB: v128, hiHalf: bool): v128 {
-  const o: usize = hiHalf ? 16 : 0;
-  const qv = v128.load(qs + o);
-  const z = i32x4.splat(0);
-  const a = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + o), v128.and(qv, i8x16.splat(0x0f)), z);
-  const b = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32 + o), hiNib(qv), z);
-  return i32x4.add(acc, i32x4.add(i32x4.mul(a, sA), i32x4.mul(b, sB)));
+/** The 8 sub-block scales (s) or mins of a Q4_K block as i16 lanes (get_scale_min_k4, utmp). */
+@inline function q4kScales(x: usize, mins: bool): v128 {
+  const u0 = load<u32>(x + 4);
+  const u1 = load<u32>(x + 8);
+  const u2 = load<u32>(x + 12);
+  let lo: u32, hi: u32;
+  if (mins) {
+    lo = u1 & 0x3f3f3f3f;
+    hi = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
+  } else {
+    lo = u0 & 0x3f3f3f3f;
+    hi = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
+  }
+  return i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> hi << 32) | <u64> lo)));
+}
+
+// One 16-byte weight vector (unpacked: lo, hi nibbles) against its activation partners at qa,
+// scaled by the pair's scales s ([sA, sB] in every i32 lane), into the class lanes acc.
+@inline function q4kStep(acc: v128, lo: v128, hi: v128, s: v128, qa: usize): v128 {
+  const p = i16x8.add(
+    i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(qa), lo),
+    i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(qa + 16), hi),
+  );
+  return i32x4.add(acc, i32x4.dot_i16x8_s(p, s));
 }
 
 // One repacked Q4_K row · one reordered Q8_K activation row; ggml's float steps.
-@inline function dotQ4KClass(x0: usize, nb: i32, qp: usize, ad: usize, bs8: usize): f32 {
+@inline function dotQ4K(x0: usize, nb: i32, qp: usize, ad: usize, bs16: usize): f32 {
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
   let sumf: f32 = 0;
   const m4 = i8x16.splat(0x0f);
-  const z = i32x4.splat(0);
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 144;
     const q = qp + (<usize> i << 8);
-    // get_scale_min_k4 for all 8 sub-blocks at once (ggml's utmp trick)
-    const u0 = load<u32>(x + 4);
-    const u1 = load<u32>(x + 8);
-    const u2 = load<u32>(x + 12);
-    const sc0 = u0 & 0x3f3f3f3f;
-    const sc1 = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
-    const mn0 = u1 & 0x3f3f3f3f;
-    const mn1 = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
-    // the 8 sub-block scales as i32 lanes; each pair's splats are one shuffle away
-    const sv = i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> sc1 << 32) | <u64> sc0)));
-    const sLo = i32x4.extend_low_i16x8_u(sv);
-    const sHi = i32x4.extend_high_i16x8_u(sv);
-    let lo = z;
-    let hi = z;
-    lo = q4kSub(lo, q, x + 16, v128.shuffle<i32>(sLo, sLo, 0, 0, 0, 0), v128.shuffle<i32>(sLo, sLo, 1, 1, 1, 1), false);
-    hi = q4kSub(hi, q, x + 16, v128.shuffle<i32>(sLo, sLo, 0, 0, 0, 0), v128.shuffle<i32>(sLo, sLo, 1, 1, 1, 1), true);
-    lo = q4kSub(lo, q + 64, x + 48, v128.shuffle<i32>(sLo, sLo, 2, 2, 2, 2), v128.shuffle<i32>(sLo, sLo, 3, 3, 3, 3), false);
-    hi = q4kSub(hi, q + 64, x + 48, v128.shuffle<i32>(sLo, sLo, 2, 2, 2, 2), v128.shuffle<i32>(sLo, sLo, 3, 3, 3, 3), true);
-    lo = q4kSub(lo, q + 128, x + 80, v128.shuffle<i32>(sHi, sHi, 0, 0, 0, 0), v128.shuffle<i32>(sHi, sHi, 1, 1, 1, 1), false);
-    hi = q4kSub(hi, q + 128, x + 80, v128.shuffle<i32>(sHi, sHi, 0, 0, 0, 0), v128.shuffle<i32>(sHi, sHi, 1, 1, 1, 1), true);
-    lo = q4kSub(lo, q + 192, x + 112, v128.shuffle<i32>(sHi, sHi, 2, 2, 2, 2), v128.shuffle<i32>(sHi, sHi, 3, 3, 3, 3), false);
-    hi = q4kSub(hi, q + 192, x + 112, v128.shuffle<i32>(sHi, sHi, 2, 2, 2, 2), v128.shuffle<i32>(sHi, sHi, 3, 3, 3, 3), true);
+    const sv = q4kScales(x, false);
+    let lo = i32x4.splat(0);
+    let hi = i32x4.splat(0);
+    let v0 = v128.load(x + 16);
+    let v1 = v128.load(x + 32);
+    let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 32);
+    v0 = v128.load(x + 48);
+    v1 = v128.load(x + 64);
+    s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q + 64);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 96);
+    v0 = v128.load(x + 80);
+    v1 = v128.load(x + 96);
+    s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q + 128);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 160);
+    v0 = v128.load(x + 112);
+    v1 = v128.load(x + 128);
+    s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q + 192);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 224);
     // Σ_j bsums(32 elements of sub-block j) · min_j
-    const mins = i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> mn1 << 32) | <u64> mn0)));
-    const bs = bs8 + (<usize> i << 5);
-    const sm = i32x4.add(
-      i32x4.mul(v128.load(bs), i32x4.extend_low_i16x8_u(mins)),
-      i32x4.mul(v128.load(bs + 16), i32x4.extend_high_i16x8_u(mins)),
-    );
-    const sumi = hsumI32(sm);
+    const sumi = hsumI32(i32x4.dot_i16x8_s(v128.load(bs16 + (<usize> i << 4)), q4kScales(x, true)));
     const yd = load<f32>(ad + (<usize> i << 2));
     const d = f32x4.splat(f16At(x) * yd);
     sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
@@ -1036,108 +1066,88 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs8: usize, n:
   return sumf;
 }
 
-
-// Σ over one sub-block pair j of a repacked Q4_K block for one activation row, into (lo, hi).
-@inline function q4kPair(qa: usize, l0: v128, l1: v128, h0: v128, h1: v128, sA: v128, sB: v128, lohi: usize): void {
-  const z = i32x4.splat(0);
-  const aLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa), l0, z);
-  const aHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 16), l1, z);
-  const bLo = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 32), h0, z);
-  const bHi = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(qa + 48), h1, z);
-  v128.store(lohi, i32x4.add(v128.load(lohi), i32x4.add(i32x4.mul(aLo, sA), i32x4.mul(bLo, sB))));
-  v128.store(lohi + 16, i32x4.add(v128.load(lohi + 16), i32x4.add(i32x4.mul(aHi, sA), i32x4.mul(bHi, sB))));
+// Half h (byte offset ho = 16h: classes 4h..4h+3) of one Q4_K block against 4 activation rows
+// (qa: the first row's reordered block, rows tq bytes apart); their float sums at sp (rows 32
+// bytes apart) get d_t · aux32 added, d_t = lane t of dv.
+@inline function q4kHalf4(x: usize, ho: usize, sv: v128, qa: usize, tq: usize, dv: v128, sp: usize): void {
+  const m4 = i8x16.splat(0x0f);
+  let a0 = i32x4.splat(0);
+  let a1 = i32x4.splat(0);
+  let a2 = i32x4.splat(0);
+  let a3 = i32x4.splat(0);
+  for (let j = 0; j < 4; j++) {
+    const v = v128.load(x + 16 + ho + (<usize> j << 5));
+    const lo = v128.and(v, m4);
+    const hi = hiNib(v);
+    const s = j == 0 ? v128.shuffle<i32>(sv, sv, 0, 0, 0, 0)
+      : j == 1 ? v128.shuffle<i32>(sv, sv, 1, 1, 1, 1)
+      : j == 2 ? v128.shuffle<i32>(sv, sv, 2, 2, 2, 2)
+      : v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+    const q = qa + (ho << 1) + (<usize> j << 6);
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+  }
+  const p = sp + ho;
+  v128.store(p, f32x4.add(v128.load(p), f32x4.mul(v128.shuffle<f32>(dv, dv, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
+  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv, dv, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
+  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv, dv, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
+  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv, dv, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
 }
 
 /**
- * One repacked Q4_K row against 4 activation rows (t0..t0+3): each block's quants are unpacked
- * once for the 4. Per-row integer lanes and float sums live in `scr` (4 × 64 bytes), every float
- * step as in dotQ4KClass. Results go to out[(t0 + k)·outStride + r].
+ * One repacked Q4_K row against 4 activation rows (t0..t0+3): each weight vector is unpacked
+ * once for the 4, whose class lanes stay in registers through a half block; every float step as
+ * in dotQ4K (the 4 rows' sumf in the lanes of one vector, their sums[8] in scr: 4 × 32 bytes).
+ * Results go to out[(t0 + k)·outStride + r].
  */
-@inline function dotQ4KClass4(
-  x0: usize, nb: i32, qp: usize, ad: usize, bs8: usize, out: usize, outStride: i32, r: i32, scr: usize,
+@inline function dotQ4K4(
+  x0: usize, nb: i32, qp: usize, ad: usize, bs16: usize, out: usize, outStride: i32, r: i32, scr: usize,
 ): void {
-  const m4 = i8x16.splat(0x0f);
-  const z = i32x4.splat(0);
-  const tStride = <usize> nb << 8; // bytes between activation rows in qp
-  let f0: f32 = 0;
-  let f1: f32 = 0;
-  let f2: f32 = 0;
-  let f3: f32 = 0;
-  // scr: [k][lo 16][hi 16][sumsLo 16][sumsHi 16]
-  for (let k = 0; k < 4; k++) {
-    const p = scr + (<usize> k << 6);
-    v128.store(p + 32, f32x4.splat(0));
-    v128.store(p + 48, f32x4.splat(0));
-  }
+  const tq = <usize> nb << 8; // bytes between activation rows in qp
+  const tb = <usize> nb << 4; // … in bs16
+  const ta = <usize> nb << 2; // … in ad
+  for (let k = 0; k < 8; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
+  let sumf = f32x4.splat(0); // lane t: row t's sumf
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 144;
-    const u0 = load<u32>(x + 4);
-    const u1 = load<u32>(x + 8);
-    const u2 = load<u32>(x + 12);
-    const sc0 = u0 & 0x3f3f3f3f;
-    const sc1 = (u2 & 0x0f0f0f0f) | (((u0 >> 6) & 0x03030303) << 4);
-    const mn0 = u1 & 0x3f3f3f3f;
-    const mn1 = ((u2 >> 4) & 0x0f0f0f0f) | (((u1 >> 6) & 0x03030303) << 4);
-    for (let k = 0; k < 4; k++) {
-      const p = scr + (<usize> k << 6);
-      v128.store(p, z);
-      v128.store(p + 16, z);
-    }
-    const q = qp + (<usize> i << 8);
-    for (let j = 0; j < 4; j++) {
-      const qv0 = v128.load(x + 16 + (<usize> j << 5));
-      const qv1 = v128.load(x + 32 + (<usize> j << 5));
-      const l0 = v128.and(qv0, m4);
-      const l1 = v128.and(qv1, m4);
-      const h0 = hiNib(qv0);
-      const h1 = hiNib(qv1);
-      const sw = j < 2 ? sc0 : sc1;
-      const sA = i32x4.splat(<i32> ((sw >> (16 * (j & 1))) & 0xff));
-      const sB = i32x4.splat(<i32> ((sw >> (16 * (j & 1) + 8)) & 0xff));
-      const qa = q + (<usize> j << 6);
-      q4kPair(qa, l0, l1, h0, h1, sA, sB, scr);
-      q4kPair(qa + tStride, l0, l1, h0, h1, sA, sB, scr + 64);
-      q4kPair(qa + 2 * tStride, l0, l1, h0, h1, sA, sB, scr + 128);
-      q4kPair(qa + 3 * tStride, l0, l1, h0, h1, sA, sB, scr + 192);
-    }
-    const mins = i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> mn1 << 32) | <u64> mn0)));
-    const minLo = i32x4.extend_low_i16x8_u(mins);
-    const minHi = i32x4.extend_high_i16x8_u(mins);
-    const dw = f16At(x);
-    const dm = f16At(x + 2);
-    for (let k = 0; k < 4; k++) {
-      const p = scr + (<usize> k << 6);
-      const ti = <usize> (k * nb + i);
-      const bs = bs8 + (ti << 5);
-      const sumi = hsumI32(i32x4.add(
-        i32x4.mul(v128.load(bs), minLo),
-        i32x4.mul(v128.load(bs + 16), minHi),
-      ));
-      const yd = load<f32>(ad + (ti << 2));
-      const d = f32x4.splat(dw * yd);
-      v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(d, f32x4.convert_i32x4_s(v128.load(p)))));
-      v128.store(p + 48, f32x4.add(v128.load(p + 48), f32x4.mul(d, f32x4.convert_i32x4_s(v128.load(p + 16)))));
-      const c: f32 = dm * yd * <f32> sumi;
-      if (k == 0) f0 -= c;
-      else if (k == 1) f1 -= c;
-      else if (k == 2) f2 -= c;
-      else f3 -= c;
-    }
+    const sv = q4kScales(x, false);
+    const mins = q4kScales(x, true);
+    const bs = bs16 + (<usize> i << 4);
+    const sumi = transposeSum(
+      i32x4.dot_i16x8_s(v128.load(bs), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + tb), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + 2 * tb), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + 3 * tb), mins),
+    );
+    const yp = ad + (<usize> i << 2);
+    let yd = v128.load32_zero(yp);
+    yd = v128.load32_lane(yp + ta, yd, 1);
+    yd = v128.load32_lane(yp + 2 * ta, yd, 2);
+    yd = v128.load32_lane(yp + 3 * ta, yd, 3);
+    const dmv = f32x4.mul(f32x4.splat(f16At(x + 2)), yd);
+    sumf = f32x4.sub(sumf, f32x4.mul(dmv, f32x4.convert_i32x4_s(sumi)));
+    const dv = f32x4.mul(f32x4.splat(f16At(x)), yd);
+    const qa = qp + (<usize> i << 8);
+    q4kHalf4(x, 0, sv, qa, tq, dv, scr);
+    q4kHalf4(x, 16, sv, qa, tq, dv, scr);
   }
   for (let k = 0; k < 4; k++) {
-    const p = scr + (<usize> k << 6);
-    let sumf: f32 = k == 0 ? f0 : k == 1 ? f1 : k == 2 ? f2 : f3;
-    const lo = v128.load(p + 32);
-    const hi = v128.load(p + 48);
-    sumf += f32x4.extract_lane(lo, 0);
-    sumf += f32x4.extract_lane(lo, 1);
-    sumf += f32x4.extract_lane(lo, 2);
-    sumf += f32x4.extract_lane(lo, 3);
-    sumf += f32x4.extract_lane(hi, 0);
-    sumf += f32x4.extract_lane(hi, 1);
-    sumf += f32x4.extract_lane(hi, 2);
-    sumf += f32x4.extract_lane(hi, 3);
-    store<f32>(out + (<usize> (k * outStride + r) << 2), sumf);
+    const p = scr + (<usize> k << 5);
+    let f: f32 = k == 0 ? f32x4.extract_lane(sumf, 0) : k == 1 ? f32x4.extract_lane(sumf, 1)
+      : k == 2 ? f32x4.extract_lane(sumf, 2) : f32x4.extract_lane(sumf, 3);
+    const lo = v128.load(p);
+    const hi = v128.load(p + 16);
+    f += f32x4.extract_lane(lo, 0);
+    f += f32x4.extract_lane(lo, 1);
+    f += f32x4.extract_lane(lo, 2);
+    f += f32x4.extract_lane(lo, 3);
+    f += f32x4.extract_lane(hi, 0);
+    f += f32x4.extract_lane(hi, 1);
+    f += f32x4.extract_lane(hi, 2);
+    f += f32x4.extract_lane(hi, 3);
+    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
   }
 }
 
@@ -1274,18 +1284,18 @@ export function mmK(
   aq16: usize,
 ): void {
   if (kind == 12) {
-    // Q4_K (class layout): aq16 holds the reordered activation, then its bs8 sums
-    const bs8 = aq16 + <usize> (T * (nb << 8));
+    // Q4_K (pair-scale layout): aq16 holds the reordered activation, then its bs16 sums
+    const bs16 = aq16 + <usize> (T * (nb << 8));
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
       let t = 0;
       for (; t + 4 <= T; t += 4) {
-        dotQ4KClass4(
+        dotQ4K4(
           wr,
           nb,
           aq16 + (<usize> (t * nb) << 8),
           ad + (<usize> (t * nb) << 2),
-          bs8 + (<usize> (t * nb) << 5),
+          bs16 + (<usize> (t * nb) << 4),
           out + (<usize> (t * outStride) << 2),
           outStride,
           r,
@@ -1293,12 +1303,12 @@ export function mmK(
         );
       }
       for (; t < T; t++) {
-        const v = dotQ4KClass(
+        const v = dotQ4K(
           wr,
           nb,
           aq16 + (<usize> (t * nb) << 8),
           ad + (<usize> (t * nb) << 2),
-          bs8 + (<usize> (t * nb) << 5),
+          bs16 + (<usize> (t * nb) << 4),
         );
         store<f32>(out + (<usize> (t * outStride + r) << 2), v);
       }
