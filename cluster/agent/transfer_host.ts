@@ -6,10 +6,10 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { PlacementSchema, StageAssignmentSchema, type TransferProgress } from "../../proto/mod.ts";
-import { planPlacement } from "../placement/mod.ts";
+import { planReplicas } from "../placement/mod.ts";
 import type { TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
-import { placementInputs, type PlacementLoop } from "./placement_loop.ts";
+import { agreedReplicas, placementInputs, type PlacementLoop } from "./placement_loop.ts";
 import { agentFootprint, servedModel } from "./served_model.ts";
 import { ModelId } from "../model_id.ts";
 import type { AgentState } from "./state.ts";
@@ -48,15 +48,17 @@ export function transferHost(
     served: () => s.model && { id: s.model.id.toString(), path: s.modelPath },
     hostedRange: () => s.stage && { ...s.stage.range },
     plan: (file, modelId, nodes) => {
+      // The plan the agents' placement loops will make: same inputs (what each node hosts now,
+      // so a standby deployed to after a loss is told the lost stage's layers, not a re-spread)
+      // and the replica count they agree on. Each node finds its range by id, so the replicas'
+      // stages travel as one list.
       const fp = agentFootprint(file, s.config.contextSize, s.config.maxSessions);
-      const plan = planPlacement(
-        fp,
-        placementInputs(s.gossip.members().filter((m) => nodes.includes(m.id))),
-      );
+      const members = s.gossip.members().filter((m) => nodes.includes(m.id));
+      const plan = planReplicas(fp, placementInputs(members, modelId), agreedReplicas(members));
       return create(PlacementSchema, {
         model: modelId,
-        totalLayers: plan.nLayers,
-        stages: plan.stages.map((st) =>
+        totalLayers: fp.nLayers,
+        stages: plan.replicas.flatMap((r) => r.stages).map((st) =>
           create(StageAssignmentSchema, { nodeId: st.nodeId, fromLayer: st.from, toLayer: st.to })
         ),
       });
