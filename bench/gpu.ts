@@ -30,8 +30,9 @@
  * `--generate` also takes the ~1.1B models (1b_q8_0, …; bench/lib/models.ts).
  * Flags: `--threads N` (WASM), `--kv f32|f16`, `--matmul-lanes auto|single|shared`,
  * `--tiled-prefill on|off` (default: on for hardware adapters, see kernels/webgpu/backend.ts),
- * `--cpu-matmul on|off` (matmul_cpu.wgsl; default: on for software fallback adapters such as
- * llvmpipe; `--legacy-read --tiled-prefill off --cpu-matmul off` is the path before either).
+ * `--cpu-kernels on|off` (matmul_cpu.wgsl, attention_cpu.wgsl; default: on for software fallback
+ * adapters such as llvmpipe; `--legacy-read --tiled-prefill off --cpu-kernels off` is the path
+ * before GPU sampling and these kernels).
  * @module
  */
 import type { Backend, KVType } from "../kernels/backend.ts";
@@ -67,7 +68,7 @@ interface Options {
   waitProbe: boolean;
   multistep: number;
   tiled: boolean | undefined;
-  cpuMatmul: boolean | undefined;
+  cpuKernels: boolean | undefined;
   features: FeatureMode | undefined;
 }
 
@@ -346,7 +347,7 @@ function parseArgs(args: string[]): Options {
     waitProbe: false,
     multistep: 16,
     tiled: undefined,
-    cpuMatmul: undefined,
+    cpuKernels: undefined,
     features: undefined,
   };
   for (let i = 0; i < args.length; i++) {
@@ -387,10 +388,10 @@ function parseArgs(args: string[]): Options {
       const v = val();
       if (v !== "on" && v !== "off") throw new Error("--tiled-prefill takes on or off");
       o.tiled = v === "on";
-    } else if (a === "--cpu-matmul") {
+    } else if (a === "--cpu-kernels") {
       const v = val();
-      if (v !== "on" && v !== "off") throw new Error("--cpu-matmul takes on or off");
-      o.cpuMatmul = v === "on";
+      if (v !== "on" && v !== "off") throw new Error("--cpu-kernels takes on or off");
+      o.cpuKernels = v === "on";
     } else if (a === "--features") {
       const v = val();
       if (!["none", "f16", "subgroups", "all"].includes(v)) {
@@ -453,7 +454,7 @@ export async function main(args: string[]): Promise<void> {
   const gpu: WebGPUBackend = await createWebGPUBackend({
     matmulLanes: o.lanes,
     tiledPrefill: o.tiled,
-    cpuMatmul: o.cpuMatmul,
+    cpuKernels: o.cpuKernels,
     features: o.features,
   });
   console.error(`webgpu shader features: ${featureLine(gpu.info.shaderFeatures)}`);
@@ -466,7 +467,7 @@ export async function main(args: string[]): Promise<void> {
     webgpu_using: gpu.info.using,
     matmul_lanes: gpu.info.matmulLanes,
     tiled_prefill: gpu.info.tiledPrefill,
-    cpu_matmul: gpu.info.cpuMatmul,
+    cpu_kernels: gpu.info.cpuKernels,
     shader_features: gpu.info.shaderFeatures,
     wasm_threads: wasm ? o.threads : null,
   };

@@ -391,7 +391,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     maxBindingBytes,
     attentionScratchBytes: opts.attentionScratchBytes ?? 64 << 20,
     tiledPrefill: opts.tiledPrefill ?? !probe.isFallback,
-    cpuMatmul: opts.cpuMatmul ?? probe.isFallback,
+    cpuKernels: opts.cpuKernels ?? probe.isFallback,
     shaderFeatures: { mode, granted: [], active: [], outcomes: [] },
   };
   const be = new WebGPUBackend(dev, info, packed);
@@ -404,7 +404,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       (p) => setPaths(be, p),
       adapter,
       mode,
-      `${info.matmulLanes}|${info.tiledPrefill}|${info.cpuMatmul}|${packed}|${maxBindingBytes}`,
+      `${info.matmulLanes}|${info.tiledPrefill}|${info.cpuKernels}|${packed}|${maxBindingBytes}`,
     );
     setPaths(be, paths, {
       ...info,

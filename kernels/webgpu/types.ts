@@ -45,12 +45,13 @@ export interface WebGPUBackendOptions {
    */
   readonly tiledPrefill?: boolean;
   /**
-   * Multiply the weight types it covers (Q8_0, Q4_0; rows a multiple of 256) with
-   * matmul_cpu.wgsl, shaped for adapters that run shaders on the CPU: 16-byte loads, several
-   * weight and activation rows per invocation, no workgroup memory. Bit-identical to matmul.wgsl.
-   * Default: on a software fallback adapter (llvmpipe), off on hardware.
+   * Kernels shaped for adapters that run shaders on the CPU, where every storage load is a loop
+   * of scalar loads over a SIMD group's invocations: matmul_cpu.wgsl for the weight types it
+   * covers (Q8_0, Q4_0; rows a multiple of 256 elements) and attention_cpu.wgsl for an f32
+   * cache: 16-byte loads, several rows per invocation, no workgroup memory. Bit-identical to the
+   * kernels they replace. Default: on a software fallback adapter (llvmpipe), off on hardware.
    */
-  readonly cpuMatmul?: boolean;
+  readonly cpuKernels?: boolean;
   /**
    * Optional shader paths that may be used, each after its startup self-check against the
    * fallback path (features.ts, selfcheck.ts): "all" (default), "f16", "subgroups" or "none"
@@ -85,8 +86,8 @@ export interface WebGPUInfo {
   readonly attentionScratchBytes: number;
   /** Prompts use the tiled matmul (see the option). */
   readonly tiledPrefill: boolean;
-  /** Covered weight types use matmul_cpu.wgsl (see the option). */
-  readonly cpuMatmul: boolean;
+  /** matmul_cpu.wgsl and attention_cpu.wgsl where they apply (see the option). */
+  readonly cpuKernels: boolean;
   /** `shader-f16` and `subgroups`: granted, self-checked, in use (see the `features` option). */
   readonly shaderFeatures: ShaderFeatureReport;
 }

@@ -34,18 +34,24 @@ export function encodeAttention(
   const { enc } = ctx;
   const defines = c.type === "f16" ? ["KV_F16"] : [];
   const bindings = [[0, "uniform"], [1, "storage"], [2, "storage"], [3, "storage"]] as const;
+  // On CPU-run adapters, the f32 cache's variant with 16-byte loads (same sums, same bits).
+  const cpu = ctx.info.cpuKernels && c.type === "f32" && headDim % 4 === 0 &&
+    c.strideWords % 4 === 0;
+  const file = cpu ? "attention_cpu" : "attention";
+  const cacheBinding = [[0, "uniform"], [1, "storage"], [2, "read"], [3, "storage"]] as const;
   const scores = enc.pipe(
-    `attn_scores:${c.type}`,
-    () => compose("attention", { defines }),
-    bindings,
+    `attn_scores:${c.type}${cpu ? ":cpu" : ""}`,
+    () => compose(file, { defines }),
+    cpu ? cacheBinding : bindings,
     "scores",
   );
   const pv = enc.pipe(
-    `attn_pv:${c.type}`,
-    () => compose("attention", { defines }),
-    bindings,
+    `attn_pv:${c.type}${cpu ? ":cpu" : ""}`,
+    () => compose(file, { defines }),
+    cpu ? cacheBinding : bindings,
     "pv",
   );
+  const pvGroups = cpu ? Math.ceil(headDim / 4 / 16) : Math.ceil(headDim / WG);
   const softmax = enc.pipe(
     "softmax",
     () => compose("softmax"),
@@ -70,7 +76,7 @@ export function encodeAttention(
     sm.u.set([n * nHeads, nHeads, nMax, p0, params.window ?? 0]);
     const [gx, gy] = grid(n * nHeads);
     enc.dispatch(softmax, sm.slot, [s], gx, gy);
-    enc.dispatch(pv, prm.slot, [o.res, c.v[layer], s], Math.ceil(headDim / WG), nHeads, n);
+    enc.dispatch(pv, prm.slot, [o.res, c.v[layer], s], pvGroups, nHeads, n);
   }
   o.version++;
 }

@@ -48,7 +48,7 @@ export function encodeMatmul(
     ctx.enc.copyEncoder().copyBufferToBuffer(xb.res.buffer, 0, a.buffer, 0, rows * k * 4);
   }
   const tname = typeName(W.type);
-  if (ctx.info.cpuMatmul && cpuMatmulFits(W.type, k)) {
+  if (ctx.info.cpuKernels && cpuMatmulFits(W.type, k)) {
     encodeCpuMatmul(ctx, W, a, o.res, rows, dOff, sOff);
     o.version++;
     return;
@@ -113,10 +113,11 @@ export function encodeMatmul(
 }
 
 /** Weight rows and activation rows per invocation of matmul_cpu.wgsl, and its workgroup size. */
-const CPU_TILE = {
+export const CPU_TILE = {
   decode: { R: 4, TT: 1 },
   prompt: { R: 2, TT: 4 },
   wgs: 16,
+  unpack: true,
 };
 
 /** matmul_cpu.wgsl: see ops/matmul_cpu.ts. */
@@ -132,11 +133,11 @@ function encodeCpuMatmul(
   const { R, TT } = rows === 1 ? CPU_TILE.decode : CPU_TILE.prompt;
   const wgs = CPU_TILE.wgs;
   const p = ctx.enc.pipe(
-    `matmul_cpu:${typeName(W.type)}:${R}:${TT}:${wgs}`,
+    `matmul_cpu:${typeName(W.type)}:${R}:${TT}:${wgs}:${CPU_TILE.unpack}`,
     () =>
       compose("matmul_cpu", {
         defines: ctx.defines,
-        subst: cpuMatmulSubst(W.type, R, TT, wgs),
+        subst: cpuMatmulSubst(W.type, R, TT, wgs, CPU_TILE.unpack),
       }),
     [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
   );

@@ -14,45 +14,68 @@
  */
 import { GGMLType } from "../../quant/types.ts";
 
+/** What a block's WGSL is written with (see CpuType.block). */
+interface BlockIO {
+  /** The u32 at byte `o` (even) of the weight block. */
+  w(o: number): string;
+  /** The i-th u32 of the activation block's int8 quants. */
+  a(i: number): string;
+  /** The same as four i32 (unpacked once per activation block, shared by the R weight rows). */
+  ax(i: number): string;
+  /** `expr` (a weight word) unpacked by `fn` (s8x4 or u7x4), once per weight block. */
+  wx(fn: "s8x4" | "u7x4", expr: string): string;
+  /** The activation block's scale (f32). */
+  ad: string;
+  /** The accumulator. */
+  acc: string;
+}
+
 /** Per weight type: block geometry and the WGSL of one block's dot with one activation row. */
 interface CpuType {
   /** Bytes of one block. */
   readonly blockBytes: number;
   /** Blocks per step: the fewest that fill whole vec4s, a multiple of 4 (activation scales). */
   readonly group: number;
-  /**
-   * Statements adding weight block `b` (of the group) times one activation row to `acc`; `w(o)`
-   * is the u32 at byte `o` (even) of the block, `a(i)` the i-th u32 of the activation block's
-   * quants, `ad` its scale (f32).
-   */
-  block(w: (o: number) => string, a: (i: number) => string, ad: string, acc: string): string;
+  /** A statement adding the weight block times one activation block to `io.acc`. */
+  block(io: BlockIO, unpack: boolean): string;
 }
+
+const WORDS = [0, 1, 2, 3, 4, 5, 6, 7];
 
 const CPU_TYPES: Partial<Record<GGMLType, CpuType>> = {
   [GGMLType.Q8_0]: {
     blockBytes: 34,
     group: 8,
-    block: (w, a, ad, acc) => {
-      const s = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `dot4i8(${w(2 + 4 * i)}, ${a(i)})`);
-      return `${acc} = ${acc} + f32(${s.join(" + ")}) * (f16_to_f32(${w(0)} & 0xffffu) * ${ad});`;
+    block: (io, unpack) => {
+      const s = WORDS.map((i) =>
+        unpack
+          ? `dot(${io.wx("s8x4", io.w(2 + 4 * i))}, ${io.ax(i)})`
+          : `dot4i8(${io.w(2 + 4 * i)}, ${io.a(i)})`
+      );
+      return `${io.acc} = ${io.acc} + f32(${s.join(" + ")}) * ` +
+        `(f16_to_f32(${io.w(0)} & 0xffffu) * ${io.ad});`;
     },
   },
   [GGMLType.Q4_0]: {
     blockBytes: 18,
     group: 8,
-    block: (w, a, ad, acc) => {
+    block: (io, unpack) => {
       const s: string[] = [];
       const sa: string[] = [];
       for (let i = 0; i < 4; i++) {
-        const q = w(2 + 4 * i);
-        s.push(
-          `dot4i8(${q} & 0x0f0f0f0fu, ${a(i)})`,
-          `dot4i8((${q} >> 4u) & 0x0f0f0f0fu, ${a(4 + i)})`,
-        );
-        sa.push(`sum4i8(${a(i)})`, `sum4i8(${a(4 + i)})`);
+        const q = io.w(2 + 4 * i);
+        const lo = `${q} & 0x0f0f0f0fu`, hi = `(${q} >> 4u) & 0x0f0f0f0fu`;
+        if (unpack) {
+          s.push(`dot(${io.wx("u7x4", lo)}, ${io.ax(i)})`);
+          s.push(`dot(${io.wx("u7x4", hi)}, ${io.ax(4 + i)})`);
+          sa.push(`dot(${io.ax(i)} + ${io.ax(4 + i)}, vec4<i32>(1))`);
+        } else {
+          s.push(`dot4i8(${lo}, ${io.a(i)})`, `dot4i8(${hi}, ${io.a(4 + i)})`);
+          sa.push(`sum4i8(${io.a(i)})`, `sum4i8(${io.a(4 + i)})`);
+        }
       }
-      return `${acc} = ${acc} + f32((${s.join(" + ")}) - 8i * (${sa.join(" + ")})) * ` +
-        `f16_to_f32(${w(0)} & 0xffffu) * ${ad};`;
+      return `${io.acc} = ${io.acc} + f32((${s.join(" + ")}) - 8i * (${sa.join(" + ")})) * ` +
+        `f16_to_f32(${io.w(0)} & 0xffffu) * ${io.ad};`;
     },
   },
 };
@@ -71,6 +94,7 @@ export function cpuMatmulSubst(
   R: number,
   TT: number,
   wgs: number,
+  unpack = true,
 ): Record<string, string | number> {
   const t = CPU_TYPES[type];
   if (!t) throw new Error(`matmul_cpu.wgsl has no dot for type ${type}`);
@@ -125,22 +149,39 @@ export function cpuMatmulSubst(
         `let a${j}_${b}_1 = A[aq${j} + (g * ${t.group}u + ${b}u) * 2u + 1u];`,
       );
     }
+    const ax = new Map<string, string>();
     for (let r = 0; r < R; r++) {
       // Name this block's words once per row (the same expression feeds every token).
-      const names = new Map<number, string>();
-      const w = (o: number) => {
-        let n = names.get(o);
+      const names = new Map<string, string>();
+      const memo = (key: string, expr: string) => {
+        let n = names.get(key);
         if (!n) {
-          n = `q${r}_${b}_${o}`;
-          body.push(`let ${n} = ${word(r, b * t.blockBytes + o)};`);
-          names.set(o, n);
+          n = `q${r}_${b}_${names.size}`;
+          body.push(`let ${n} = ${expr};`);
+          names.set(key, n);
         }
         return n;
       };
       for (let j = 0; j < TT; j++) {
         const a = (i: number) => `a${j}_${b}_${i >> 2}.${XYZW[i & 3]}`;
-        const ad = `bitcast<f32>(s${j}_${b >> 2}.${XYZW[b & 3]})`;
-        body.push(t.block(w, a, ad, `acc${r}_${j}`));
+        const io: BlockIO = {
+          w: (o) => memo(`w${o}`, word(r, b * t.blockBytes + o)),
+          a,
+          ax: (i) => {
+            const key = `${j}_${i}`;
+            let n = ax.get(key);
+            if (!n) {
+              n = `x${j}_${b}_${i}`;
+              body.push(`let ${n} = s8x4(${a(i)});`);
+              ax.set(key, n);
+            }
+            return n;
+          },
+          wx: (fn, expr) => memo(`${fn}(${expr})`, `${fn}(${expr})`),
+          ad: `bitcast<f32>(s${j}_${b >> 2}.${XYZW[b & 3]})`,
+          acc: `acc${r}_${j}`,
+        };
+        body.push(t.block(io, unpack));
       }
     }
   }

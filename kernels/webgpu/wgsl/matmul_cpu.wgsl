@@ -33,6 +33,18 @@ const GROUP: u32 = {{GROUP}}u; // blocks per step
 const BLOCK_ELEMS: u32 = {{BLOCK_ELEMS}}u;
 const GROUP_VEC4: u32 = {{GROUP_VEC4}}u; // vec4s of one row's GROUP blocks
 
+// The four bytes of v as signed integers.
+fn s8x4(v: u32) -> vec4<i32> {
+  return vec4<i32>(bitcast<i32>(v << 24u), bitcast<i32>(v << 16u), bitcast<i32>(v << 8u),
+    bitcast<i32>(v)) >> vec4<u32>(24u);
+}
+
+// The four bytes of v (each below 128) as integers.
+fn u7x4(v: u32) -> vec4<i32> {
+  return vec4<i32>(bitcast<i32>(v & 0x7fu), bitcast<i32>((v >> 8u) & 0x7fu),
+    bitcast<i32>((v >> 16u) & 0x7fu), bitcast<i32>(v >> 24u));
+}
+
 @compute @workgroup_size({{WGS}})
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,

@@ -1,9 +1,10 @@
 /**
- * The matmul shaped for CPU-run shaders (matmul_cpu.wgsl: 16-byte loads, several weight and
+ * The kernels shaped for CPU-run shaders (the `cpuKernels` option). The matmul (matmul_cpu.wgsl: 16-byte loads, several weight and
  * activation rows per invocation), forced on whatever this adapter's default: for every type it
  * covers it must equal matmul.wgsl's single-lane kernel and the reference backend bit for bit,
  * with row counts that leave partial register tiles, weight row views (fused tensors), weights
- * split over several bindings, and row lengths it does not cover (which fall back).
+ * split over several bindings, and row lengths it does not cover (which fall back). Attention
+ * (attention_cpu.wgsl, f32 cache) must equal attention.wgsl bit for bit.
  */
 import { GGMLType, typeName } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
@@ -15,18 +16,18 @@ import { bufOf, ignore, randomFloats, randomWeight } from "./helpers.ts";
 const TYPES = [GGMLType.Q8_0, GGMLType.Q4_0];
 
 const backends: Record<string, WebGPUBackend> = ignore ? {} : {
-  cpu: await createWebGPUBackend({ matmulLanes: "single", tiledPrefill: false, cpuMatmul: true }),
+  cpu: await createWebGPUBackend({ matmulLanes: "single", tiledPrefill: false, cpuKernels: true }),
   // Small bindings: weights of a few KiB split into several parts, one dispatch each.
   cpuSplit: await createWebGPUBackend({
     matmulLanes: "single",
     tiledPrefill: false,
-    cpuMatmul: true,
+    cpuKernels: true,
     maxBindingBytes: 16 * 1024,
   }),
   plain: await createWebGPUBackend({
     matmulLanes: "single",
     tiledPrefill: false,
-    cpuMatmul: false,
+    cpuKernels: false,
   }),
 };
 const ref = createReferenceBackend();
@@ -75,7 +76,51 @@ for (const type of TYPES) {
 
 Deno.test({
   ignore,
-  name: "webgpu cpu matmul: dispose",
+  name: "webgpu cpu attention: attention.wgsl bit for bit (MHA, GQA, sliding window, odd dims)",
+  fn: async () => {
+    const { cpu, plain } = backends;
+    for (
+      const [nHeads, nKVHeads, headDim, window] of [[4, 4, 16, 0], [8, 2, 64, 0], [6, 3, 12, 5], [
+        2,
+        1,
+        13,
+        0,
+      ]]
+    ) {
+      const kvDim = nKVHeads * headDim;
+      const caches = [cpu, plain].map((be) => be.kvCache(2, 40, kvDim, "f32"));
+      const params = { nHeads, nKVHeads, headDim, scale: 1 / Math.sqrt(headDim), window };
+      let pos = 0;
+      // A prefill of 9 rows (from row offset 2 of a larger batch), then single-row steps.
+      for (const [rows, rowOffset] of [[9, 2], [1, 0], [1, 0], [3, 1]]) {
+        const n = rowOffset + rows;
+        const k = randomFloats(n * kvDim, pos + 1, 1);
+        const v = randomFloats(n * kvDim, pos + 2, 1);
+        const q = randomFloats(n * nHeads * headDim, pos + 3, 1);
+        const outs = await Promise.all([cpu, plain].map(async (be, i) => {
+          const [kb, vb, qb, ob] = [bufOf(be, k), bufOf(be, v), bufOf(be, q), be.buffer(q.length)];
+          be.storeKV(caches[i], 1, kb, vb, pos, rows, rowOffset);
+          be.attention(qb, caches[i], 1, ob, pos, rows, params, rowOffset);
+          const got = await be.read(ob);
+          for (const b of [kb, vb, qb, ob]) be.free(b);
+          return got;
+        }));
+        assertEquals(
+          Array.from(outs[0]),
+          Array.from(outs[1]),
+          `attention ${nHeads}/${nKVHeads}×${headDim} window ${window} pos ${pos} rows ${rows}`,
+        );
+        pos += rows;
+      }
+      cpu.free(caches[0]);
+      plain.free(caches[1]);
+    }
+  },
+});
+
+Deno.test({
+  ignore,
+  name: "webgpu cpu kernels: dispose",
   fn: () => {
     for (const be of Object.values(backends)) be.dispose();
   },
