@@ -6,7 +6,7 @@
  *   byte quads instead (repackQuads: scales first, then quad k of row i at 8 + 16k + 4i).
  * - Q4_K: each 32-byte quant group reordered so that one pmaddwd scales a sub-block pair
  *   (repackQ4K).
- * - Q6_K: ql/qh bytes reordered in pairs (repackQ6K).
+ * - Q6_K: ql/qh bytes reordered so that one pmaddwd scales two groups (repackQ6K).
  * Everything else stays as the file has it.
  */
 import { GGMLType, typeInfo } from "../quant/types.ts";
@@ -123,15 +123,17 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     return [out, 0];
   }
   if (w.q6kPairs) {
-    // undo repackQ6K: in each 16 bytes of ql/qh, byte 2l holds position l, 2l + 1 holds l + 8
+    // undo repackQ6K: in each 32 bytes of ql/qh, byte 16h + 4c + k holds position
+    // 4h + c + 8(k & 1) (+ 16 for k ≥ 2)
     const out = scratchRow(w.rowBytes);
     for (let b = 0; b < w.rowBytes; b += 210) {
       const at = rowOff + b;
       out.set(src.subarray(at + 192, at + 210), b + 192);
       for (let p = 0; p < 192; p++) {
-        const g = p & ~15;
-        const l = p & 15;
-        out[b + g + (l >> 1) + 8 * (l & 1)] = src[at + p];
+        const q = p & 31;
+        const k = q & 3;
+        const l = (k >> 1) * 16 + 4 * (q >> 4) + ((q >> 2) & 3) + 8 * (k & 1);
+        out[b + (p & ~31) + l] = src[at + p];
       }
     }
     return [out, 0];

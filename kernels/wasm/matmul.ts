@@ -167,8 +167,7 @@ export class Matmuls {
     const actOff = st.act.off;
     const q16Off = actOff + qsBytes + dBytes + sBytes;
     const q4kOff = q16Off + q16Bytes;
-    // (Q6_K prompts of 4+ rows take the decoded-row path, on q16; see mmK)
-    const q6kPairs = w.type === GGMLType.Q6_K && rows < 4;
+    const q6kPairs = w.type === GGMLType.Q6_K;
     if (isK && w.type !== GGMLType.Q4_K && !q6kPairs && !st.actQ16) {
       k.permuteQ8K(actOff, q16Off, rows * n);
       st.actQ16 = true;

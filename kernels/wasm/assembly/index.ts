@@ -1075,15 +1075,45 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   let a1 = i32x4.splat(0);
   let a2 = i32x4.splat(0);
   let a3 = i32x4.splat(0);
-  for (let j = 0; j < 4; j++) {
-    const v = v128.load(x + 16 + ho + (<usize> j << 5));
+  {
+    const v = v128.load(x + 16 + ho);
     const lo = v128.and(v, m4);
     const hi = hiNib(v);
-    const s = j == 0 ? v128.shuffle<i32>(sv, sv, 0, 0, 0, 0)
-      : j == 1 ? v128.shuffle<i32>(sv, sv, 1, 1, 1, 1)
-      : j == 2 ? v128.shuffle<i32>(sv, sv, 2, 2, 2, 2)
-      : v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-    const q = qa + (ho << 1) + (<usize> j << 6);
+    const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+    const q = qa + (ho << 1) + 0;
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+  }
+  {
+    const v = v128.load(x + 48 + ho);
+    const lo = v128.and(v, m4);
+    const hi = hiNib(v);
+    const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+    const q = qa + (ho << 1) + 64;
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+  }
+  {
+    const v = v128.load(x + 80 + ho);
+    const lo = v128.and(v, m4);
+    const hi = hiNib(v);
+    const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+    const q = qa + (ho << 1) + 128;
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+  }
+  {
+    const v = v128.load(x + 112 + ho);
+    const lo = v128.and(v, m4);
+    const hi = hiNib(v);
+    const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+    const q = qa + (ho << 1) + 192;
     a0 = q4kStep(a0, lo, hi, s, q);
     a1 = q4kStep(a1, lo, hi, s, q + tq);
     a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
@@ -1152,103 +1182,139 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
 }
 
 
-// ----------------------------------------------------------------------------- Q6_K, pair layout
+// ----------------------------------------------------------------------------- Q6_K, pair-scale layout
 
-// ggml's generic Q6_K dot scales every 16 quants by their own i8 scale and keeps 8 integer lanes
-// (element index mod 8). repackQ6K reorders ql/qh so that the unpacked 16-quant vectors come out
-// as [e0,e8,e1,e9,…,e7,e15]; the activation is reordered the same way (permuteQ6KAct), so the
-// 16-bit relaxed dot sums the two quants of one lane; two groups' sums interleaved meet their two
-// scales in one pmaddwd (i32x4.dot_i16x8_s), lane = class. Quants are used raw (0..63, the 7-bit
-// operand) and 32·Σ of each pair is subtracted (precomputed with the activation): exact.
+// ggml's generic Q6_K dot scales every 16 quants (a group) by their own i8 scale and keeps 8
+// integer lanes (element index mod 8, "class"). A quarter of a half block (32 positions l of
+// ql/qh) holds two groups, g (l < 16) and g' (l ≥ 16). repackQ6K reorders each 32-byte array of
+// ql and qh alike, as repackQ4K orders a pair's elements: byte 16h + 4c' + k holds position
+// 4h + c' + 8(k & 1) of g (k < 2) or of g' (k ≥ 2). The unpacked quants of the quarter then come
+// out as two vectors, classes 0..3 and 4..7, whose pmaddubsw against the activation reordered
+// the same way (permuteQ6KAct) gives i16 lanes [Σg c, Σg' c]; one pmaddwd with [s_g, s_g'] adds
+// both groups to 4 class lanes. Quants are used raw (0..63, the 7-bit operand; pair sums ≤
+// 2·63·127) and 32·Σ of each pair (precomputed with the activation) is subtracted in i16: exact.
 
 /** Reorder the ql/qh bytes of nBlocks Q6_K blocks at w in place (see above). */
 export function repackQ6K(w: usize, nBlocks: i32): void {
-  const idx = i8x16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
   for (let i = 0; i < nBlocks; i++) {
     const x = w + <usize> i * 210;
-    // ql[0..32), ql[32..64), ql[64..96), ql[96..128), qh[0..32), qh[32..64): each 32-byte array
-    // holds one position l per element, and each 16-byte half is one scale group
+    // ql[0..32), ql[32..64), ql[64..96), ql[96..128), qh[0..32), qh[32..64): one position l per
+    // byte of each
     for (let a = 0; a < 6; a++) {
       const p = x + <usize> (a << 5);
-      v128.store(p, i8x16.swizzle(v128.load(p), idx));
-      v128.store(p + 16, i8x16.swizzle(v128.load(p + 16), idx));
+      const lo = v128.load(p);
+      const hi = v128.load(p + 16);
+      v128.store(p, permute32(lo, hi, idx0));
+      v128.store(p + 16, permute32(lo, hi, idx1));
     }
   }
 }
 
 /**
- * The Q6_K kernel's activation: each 16 Q8_K quants reordered as [e0,e8,e1,e9,…] into ap
- * (T·n bytes), and 32·(e_l + e_l+8) as i16 into a32 (T·n bytes).
+ * The Q6_K kernel's activation: each 32 Q8_K quants reordered as repackQ6K orders positions,
+ * into ap (T·n bytes), and 32·(sum of each byte pair) as i16 into a32 (T·n bytes).
  */
 export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
-  const idx = i8x16(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-  for (let g = 0; g < (n >> 4); g++) {
-    const o = <usize> g << 4;
-    const v = i8x16.swizzle(v128.load(qs + o), idx);
-    v128.store(ap + o, v);
-    v128.store(a32 + o, i16x8.shl(i16x8.extadd_pairwise_i8x16_s(v), 5));
+  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+  for (let g = 0; g < (n >> 5); g++) {
+    const o = <usize> g << 5;
+    const lo = v128.load(qs + o);
+    const hi = v128.load(qs + o + 16);
+    const v0 = permute32(lo, hi, idx0);
+    const v1 = permute32(lo, hi, idx1);
+    v128.store(ap + o, v0);
+    v128.store(ap + o + 16, v1);
+    v128.store(a32 + o, i16x8.shl(i16x8.extadd_pairwise_i8x16_s(v0), 5));
+    v128.store(a32 + o + 16, i16x8.shl(i16x8.extadd_pairwise_i8x16_s(v1), 5));
   }
 }
 
-// Two scale groups (16 quants each, elements e and e + 16 of the block) into the class lanes:
-// their pair sums interleaved, then one pmaddwd per 4 classes applies both scales at once.
-@inline function q6Groups(lohi: v128, ab: usize, cb: usize, e: usize, va: v128, vb: v128, sc: usize, hiHalf: bool): v128 {
-  const pa = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(ab + e), va), v128.load(cb + e));
-  const pb = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(ab + e + 16), vb), v128.load(cb + e + 16));
-  const sa = <i32> load<i8>(sc);
-  const sb = <i32> load<i8>(sc + 1);
-  const sv = i32x4.splat((sa & 0xffff) | (sb << 16));
-  const x = hiHalf
-    ? i8x16.shuffle(pa, pb, 8, 9, 24, 25, 10, 11, 26, 27, 12, 13, 28, 29, 14, 15, 30, 31)
-    : i8x16.shuffle(pa, pb, 0, 1, 16, 17, 2, 3, 18, 19, 4, 5, 20, 21, 6, 7, 22, 23);
-  return i32x4.add(lohi, i32x4.dot_i16x8_s(x, sv));
+// One unpacked 16-byte quant vector v against its activation partners (ap at e, a32 at e),
+// scaled by its groups' scales s ([s_g, s_g'] in every i32 lane), into the class lanes acc.
+@inline function q6Step(acc: v128, v: v128, s: v128, ab: usize, cb: usize): v128 {
+  const p = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(ab), v), v128.load(cb));
+  return i32x4.add(acc, i32x4.dot_i16x8_s(p, s));
+}
+
+// The 4 unpacked quarters of classes 4h'.. (l0/l1: ql[0..32)/ql[32..64) bytes, qh: qh bytes of
+// those positions) of one half block: quarter q's 6-bit quants.
+@inline function q6Quarter(l0: v128, l1: v128, qh: v128, q: i32): v128 {
+  const m4 = i8x16.splat(0x0f);
+  const m30 = i8x16.splat(0x30);
+  // the 2 high bits of each quant moved to bits 4-5 with 16-bit shifts (x64 has no byte shifts;
+  // bits shifted across a byte border are masked off)
+  if (q == 0) return v128.or(v128.and(l0, m4), v128.and(i16x8.shl(qh, 4), m30));
+  if (q == 1) return v128.or(v128.and(l1, m4), v128.and(i16x8.shl(qh, 2), m30));
+  if (q == 2) return v128.or(hiNib(l0), v128.and(qh, m30));
+  return v128.or(hiNib(l1), v128.and(i16x8.shr_u(qh, 2), m30));
+}
+
+/** The block's 16 scales as i16 pairs: [s0, s1] … [s6, s7] (half 0) or [s8, s9] … (half 1). */
+@inline function q6Scales(x: usize, half: i32): v128 {
+  const v = v128.load(x + 192);
+  return half == 0 ? i16x8.extend_low_i8x16_s(v) : i16x8.extend_high_i8x16_s(v);
 }
 
 // One repacked Q6_K row · one reordered activation row; ggml's float steps.
-@inline function dotQ6KPair(x0: usize, nb: i32, ap: usize, a32: usize, ad: usize): f32 {
+@inline function dotQ6K(x0: usize, nb: i32, ap: usize, a32: usize, ad: usize): f32 {
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
-  const m4 = i8x16.splat(0x0f);
-  // the 2 high bits of each quant moved to bits 4-5 with 16-bit shifts (x64 has no byte shifts;
-  // bits shifted across a byte border are masked off)
-  const m30 = i8x16.splat(0x30);
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 210;
     const ab = ap + (<usize> i << 8);
     const cb = a32 + (<usize> i << 8);
     let lo = i32x4.splat(0);
     let hi = i32x4.splat(0);
-    for (let h = 0; h < 2; h++) {
-      const ql = x + (<usize> h << 6);
-      const qh = x + 128 + (<usize> h << 5);
-      const sc = x + 192 + (<usize> h << 3);
-      const eh = <usize> h << 7;
+    {
+      const ql = x + 0;
+      const qh = x + 128 + 0;
+      const sv = q6Scales(x, 0);
+      const e = <usize> 0;
       const l0a = v128.load(ql);
       const l0b = v128.load(ql + 16);
       const l1a = v128.load(ql + 32);
       const l1b = v128.load(ql + 48);
       const ha = v128.load(qh);
       const hb = v128.load(qh + 16);
-      // quarter 0: low nibbles of ql[0..32) + bits 0-1
-      let va = v128.or(v128.and(l0a, m4), v128.and(i16x8.shl(ha, 4), m30));
-      let vb = v128.or(v128.and(l0b, m4), v128.and(i16x8.shl(hb, 4), m30));
-      lo = q6Groups(lo, ab, cb, eh, va, vb, sc, false);
-      hi = q6Groups(hi, ab, cb, eh, va, vb, sc, true);
-      // quarter 1: low nibbles of ql[32..64) + bits 2-3
-      va = v128.or(v128.and(l1a, m4), v128.and(i16x8.shl(ha, 2), m30));
-      vb = v128.or(v128.and(l1b, m4), v128.and(i16x8.shl(hb, 2), m30));
-      lo = q6Groups(lo, ab, cb, eh + 32, va, vb, sc + 2, false);
-      hi = q6Groups(hi, ab, cb, eh + 32, va, vb, sc + 2, true);
-      // quarter 2: high nibbles of ql[0..32) + bits 4-5
-      va = v128.or(hiNib(l0a), v128.and(ha, m30));
-      vb = v128.or(hiNib(l0b), v128.and(hb, m30));
-      lo = q6Groups(lo, ab, cb, eh + 64, va, vb, sc + 4, false);
-      hi = q6Groups(hi, ab, cb, eh + 64, va, vb, sc + 4, true);
-      // quarter 3: high nibbles of ql[32..64) + bits 6-7
-      va = v128.or(hiNib(l1a), v128.and(i16x8.shr_u(ha, 2), m30));
-      vb = v128.or(hiNib(l1b), v128.and(i16x8.shr_u(hb, 2), m30));
-      lo = q6Groups(lo, ab, cb, eh + 96, va, vb, sc + 6, false);
-      hi = q6Groups(hi, ab, cb, eh + 96, va, vb, sc + 6, true);
+      let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0), s, ab + e, cb + e);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0), s, ab + e + 16, cb + e + 16);
+      s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1), s, ab + e + 32, cb + e + 32);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1), s, ab + e + 48, cb + e + 48);
+      s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2), s, ab + e + 64, cb + e + 64);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2), s, ab + e + 80, cb + e + 80);
+      s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3), s, ab + e + 96, cb + e + 96);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3), s, ab + e + 112, cb + e + 112);
+    }
+    {
+      const ql = x + 64;
+      const qh = x + 128 + 32;
+      const sv = q6Scales(x, 1);
+      const e = <usize> 128;
+      const l0a = v128.load(ql);
+      const l0b = v128.load(ql + 16);
+      const l1a = v128.load(ql + 32);
+      const l1b = v128.load(ql + 48);
+      const ha = v128.load(qh);
+      const hb = v128.load(qh + 16);
+      let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0), s, ab + e, cb + e);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0), s, ab + e + 16, cb + e + 16);
+      s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1), s, ab + e + 32, cb + e + 32);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1), s, ab + e + 48, cb + e + 48);
+      s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2), s, ab + e + 64, cb + e + 64);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2), s, ab + e + 80, cb + e + 80);
+      s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3), s, ab + e + 96, cb + e + 96);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3), s, ab + e + 112, cb + e + 112);
     }
     const d = f32x4.splat(f16At(x + 208) * load<f32>(ad + (<usize> i << 2)));
     sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
@@ -1264,6 +1330,146 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
   sumf += f32x4.extract_lane(sumsHi, 2);
   sumf += f32x4.extract_lane(sumsHi, 3);
   return sumf;
+}
+
+// Classes c16/4 .. (c16 = 0: 0..3, 16: 4..7) of one Q6_K block against 4 activation rows (ab/cb:
+// the first row's reordered block and its pair sums, rows tq bytes apart); their float sums at
+// sp (rows 32 bytes apart) get d_t · aux32 added, d_t = lane t of dv.
+@inline function q6kHalf4(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv: v128, sp: usize): void {
+  let a0 = i32x4.splat(0);
+  let a1 = i32x4.splat(0);
+  let a2 = i32x4.splat(0);
+  let a3 = i32x4.splat(0);
+  {
+    const l0 = v128.load(x + 0 + c16);
+    const l1 = v128.load(x + 32 + c16);
+    const hq = v128.load(x + 128 + c16);
+    const sv = q6Scales(x, 0);
+    {
+      const v = q6Quarter(l0, l1, hq, 0);
+      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+      const e = <usize> 0 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 1);
+      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+      const e = <usize> 32 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 2);
+      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+      const e = <usize> 64 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 3);
+      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+      const e = <usize> 96 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+  }
+  {
+    const l0 = v128.load(x + 64 + c16);
+    const l1 = v128.load(x + 96 + c16);
+    const hq = v128.load(x + 160 + c16);
+    const sv = q6Scales(x, 1);
+    {
+      const v = q6Quarter(l0, l1, hq, 0);
+      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+      const e = <usize> 128 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 1);
+      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+      const e = <usize> 160 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 2);
+      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+      const e = <usize> 192 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 3);
+      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+      const e = <usize> 224 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+    }
+  }
+  const p = sp + c16;
+  v128.store(p, f32x4.add(v128.load(p), f32x4.mul(v128.shuffle<f32>(dv, dv, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
+  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv, dv, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
+  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv, dv, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
+  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv, dv, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
+}
+
+/**
+ * One repacked Q6_K row against 4 activation rows (t0..t0+3), each unpacked quant vector used
+ * for the 4; float steps as in dotQ6K (sums[8] of the 4 rows in scr: 4 × 32 bytes). Results go
+ * to out[(t0 + k)·outStride + r].
+ */
+@inline function dotQ6K4(
+  x0: usize, nb: i32, ap: usize, a32: usize, ad: usize, out: usize, outStride: i32, r: i32, scr: usize,
+): void {
+  const tq = <usize> nb << 8; // bytes between activation rows in ap and a32
+  const ta = <usize> nb << 2; // … in ad
+  for (let k = 0; k < 8; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 210;
+    const yp = ad + (<usize> i << 2);
+    let yd = v128.load32_zero(yp);
+    yd = v128.load32_lane(yp + ta, yd, 1);
+    yd = v128.load32_lane(yp + 2 * ta, yd, 2);
+    yd = v128.load32_lane(yp + 3 * ta, yd, 3);
+    const dv = f32x4.mul(f32x4.splat(f16At(x + 208)), yd);
+    const ab = ap + (<usize> i << 8);
+    const cb = a32 + (<usize> i << 8);
+    q6kHalf4(x, 0, ab, cb, tq, dv, scr);
+    q6kHalf4(x, 16, ab, cb, tq, dv, scr);
+  }
+  for (let k = 0; k < 4; k++) {
+    const p = scr + (<usize> k << 5);
+    const lo = v128.load(p);
+    const hi = v128.load(p + 16);
+    let f: f32 = 0;
+    f += f32x4.extract_lane(lo, 0);
+    f += f32x4.extract_lane(lo, 1);
+    f += f32x4.extract_lane(lo, 2);
+    f += f32x4.extract_lane(lo, 3);
+    f += f32x4.extract_lane(hi, 0);
+    f += f32x4.extract_lane(hi, 1);
+    f += f32x4.extract_lane(hi, 2);
+    f += f32x4.extract_lane(hi, 3);
+    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
+  }
 }
 
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */
@@ -1315,15 +1521,29 @@ export function mmK(
     }
     return;
   }
-  if (kind == 14 && T < 4) {
-    // Q6_K (pair layout); prompts take the decoded-row path below, which reuses each decoded
-    // row for every activation row: aq16 holds the reordered activation, then its 32·pair sums
+  if (kind == 14) {
+    // Q6_K (pair-scale layout): aq16 holds the reordered activation, then its 32·pair sums
     const a32 = aq16 + <usize> (T * (nb << 8));
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
-      for (let t = 0; t < T; t++) {
+      let t = 0;
+      for (; t + 4 <= T; t += 4) {
         const o = <usize> (t * nb) << 8;
-        const v = dotQ6KPair(wr, nb, aq16 + o, a32 + o, ad + (<usize> (t * nb) << 2));
+        dotQ6K4(
+          wr,
+          nb,
+          aq16 + o,
+          a32 + o,
+          ad + (<usize> (t * nb) << 2),
+          out + (<usize> (t * outStride) << 2),
+          outStride,
+          r,
+          scr,
+        );
+      }
+      for (; t < T; t++) {
+        const o = <usize> (t * nb) << 8;
+        const v = dotQ6K(wr, nb, aq16 + o, a32 + o, ad + (<usize> (t * nb) << 2));
         store<f32>(out + (<usize> (t * outStride + r) << 2), v);
       }
     }
