@@ -289,6 +289,13 @@ export interface Backend {
    */
   flush?(): void;
 
+  /**
+   * Optional: make room for about `bytes` of weights before they are uploaded and fault that
+   * memory in on another thread, so a load after a fetch writes into pages that exist (first
+   * touches of fresh memory are slow on virtual machines). Resolves when done; best effort.
+   */
+  prefault?(bytes: number): Promise<void>;
+
   /** Release one buffer, cache or weight (e.g. a finished session's KV cache). */
   free(handle: Buf | KVCache | Weight): void;
   /** Release every resource (weights, buffers, caches, workers, device). */

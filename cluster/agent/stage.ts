@@ -7,6 +7,7 @@
  */
 import { selectBackend } from "../../kernels/select.ts";
 import { LlamaStage } from "../../model/llama.ts";
+import { stageBytes } from "../placement/mod.ts";
 import { StageHost } from "../pipeline/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
@@ -83,6 +84,14 @@ export class StageRoom {
     }
     const t0 = performance.now();
     try {
+      if (!old) {
+        // A fresh agent (a standby taking a lost stage, a new node): fault its weights' memory
+        // in on another thread while the layers are fetched.
+        const fp = s.model.footprint;
+        const weights = stageBytes(fp, want.from, want.to) -
+          (want.to - want.from) * fp.kvBytesPerLayer;
+        s.backend.prefault?.(weights).catch(() => {});
+      }
       // A deployed model: fetch whatever this range misses into the cache first.
       // Gives up when a newer plan supersedes this range (the next load fetches its own).
       await s.transfer.ensure(s.model.id.toString(), want, () => this.plannedRange === want);

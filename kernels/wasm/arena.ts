@@ -7,7 +7,7 @@
  * the cap of the existing ones). A matmul runs in its weight's arena; its activations are copied
  * there when that is not arena 0.
  */
-import { adviseHugePages } from "./hugepages.ts";
+import { adviseHugePages, populate } from "./hugepages.ts";
 import { instantiate, type Kernels } from "./kernels.ts";
 
 const PAGE = 65536;
@@ -92,6 +92,19 @@ export class Arena {
     const need = this.#top - this.memory.buffer.byteLength;
     if (need > 0) this.memory.grow(Math.ceil(need / PAGE));
     return off;
+  }
+
+  /**
+   * Grow the memory so `bytes` more fit past the bump pointer (within the cap) and fault the new
+   * pages in on another thread; resolves to whether any were. Allocations then land in pages
+   * that already exist.
+   */
+  prefault(bytes: number): Promise<boolean> {
+    const have = this.memory.buffer.byteLength;
+    const want = Math.min(this.cap, this.#top + bytes);
+    if (want <= have) return Promise.resolve(false);
+    this.memory.grow(Math.ceil((want - have) / PAGE));
+    return populate(this.memory, have, this.memory.buffer.byteLength - have);
   }
 
   /** Return a block from {@link alloc} (same `bytes`). */

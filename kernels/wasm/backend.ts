@@ -135,6 +135,13 @@ class WasmBackendImpl implements WasmBackend {
     this.#mm = new Matmuls(mem, pool, threads, () => this.#active);
   }
 
+  async prefault(bytes: number): Promise<void> {
+    // Weights go to arena 0 while it keeps its activation reserve free (Memories.placeWeight),
+    // so that is where a stage's next load lands first.
+    const room = Math.max(0, this.#a0.available - this.#mem.reserve0);
+    await this.#a0.prefault(Math.min(bytes, room));
+  }
+
   setThreads(n: number): void {
     if (!Number.isInteger(n) || n < 1 || n > this.threads) {
       throw new Error(`wasm backend: setThreads(${n}) outside 1..${this.threads}`);

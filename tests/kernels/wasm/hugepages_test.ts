@@ -47,3 +47,36 @@ Deno.test("hugepages: DLLM_HUGEPAGES=0 leaves the memory alone", async () => {
   }).output();
   assertEquals(new TextDecoder().decode(out.stdout).trim(), "false");
 });
+
+/** Resident memory of this process, in kB (Linux). */
+function rssKb(): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(Deno.readTextFileSync("/proc/self/status"));
+  return m ? Number(m[1]) : 0;
+}
+
+Deno.test({
+  name: "hugepages: prefault grows the weights' memory and faults it in before any write",
+  ignore: Deno.build.os !== "linux",
+  async fn() {
+    const { createWasmBackend } = await import("../../../kernels/wasm/mod.ts");
+    const be = await createWasmBackend({ threads: 1, memoryCap: 1024 * MB });
+    try {
+      const rss0 = rssKb();
+      await be.prefault!(64 * MB);
+      const gained = rssKb() - rss0;
+      assert(gained >= 48 * 1024, `RSS grew by ${gained} kB only: the pages were not faulted in`);
+      // A weight uploaded next lands in those pages: RSS hardly moves.
+      const rss1 = rssKb();
+      be.upload({
+        name: "w",
+        type: 0, // F32
+        shape: [4096, 2048],
+        data: new Uint8Array(4096 * 2048 * 4).fill(1),
+      });
+      const more = rssKb() - rss1;
+      assert(more < 40 * 1024, `the upload faulted ${more} kB in anew`);
+    } finally {
+      be.dispose();
+    }
+  },
+});
