@@ -75,6 +75,12 @@ export class StageRoom {
     // A newer plan may have superseded this one while we waited.
     if (want?.from !== this.plannedRange?.from || want?.to !== this.plannedRange?.to) return;
     const old = s.stage;
+    // Planned away and back (a plan in transition) before the other range loaded: the stage
+    // already serves this range; loading it again would hold its weights twice for a while.
+    if (want && old && old.range.from === want.from && old.range.to === want.to) {
+      this.announce();
+      return;
+    }
     if (!want) {
       s.stage = undefined;
       if (old) this.retire(old);

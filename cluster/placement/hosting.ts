@@ -120,9 +120,9 @@ export function repairGroup(
 }
 
 /**
- * One pipeline with minimal movement: when the nodes hosting stages now (one pipeline's, gaps
- * allowed) plus spares that fill its gaps are exactly the nodes the fresh plan `fresh` would
- * use, keep their ranges instead of `fresh`'s re-spread. So a standby replacing a lost stage
+ * One pipeline with minimal movement: when `fresh` would move a stage that stands now, and the
+ * nodes hosting stages (one pipeline's, gaps allowed) plus spares that fill its gaps are exactly
+ * the nodes `fresh` would use, keep their ranges instead of `fresh`'s re-spread. So a standby replacing a lost stage
  * takes that stage's layers and no other stage reloads, while a node joining a whole pipeline
  * (or a loss no spare can cover) still re-plans over everyone. Undefined: use `fresh`.
  */
@@ -133,6 +133,15 @@ export function keptPlacement(
 ): Placement | undefined {
   const groups = hostedGroups(m, live);
   if (groups.length !== 1) return undefined;
+  // A fresh plan that leaves every standing stage where it is (the usual case while a plan is
+  // being loaded: the ranges nodes host came from it) is followed as it is; spares then take
+  // its ranges, not a greedy fill, so the plan does not change as nodes announce their ranges.
+  const freshAt = new Map(fresh.stages.map((st) => [st.nodeId, st]));
+  const moves = groups[0].members.some((n) => {
+    const st = freshAt.get(n.id);
+    return !st || st.from !== n.hosting!.from || st.to !== n.hosting!.to;
+  });
+  if (!moves) return undefined;
   const hosting = new Set(groups[0].members.map((n) => n.id));
   const kept = repairGroup(m, groups[0], live.filter((n) => !hosting.has(n.id)));
   if (!kept) return undefined;

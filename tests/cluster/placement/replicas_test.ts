@@ -209,3 +209,36 @@ Deno.test("replicas: a replica that lost a stage is repaired from a standby, the
   const want = shape(before).map((s) => s.replace(`${victim}:`, "s:"));
   assertEquals([...shape(after)].sort(), [...want].sort());
 });
+
+Deno.test("replicas: a plan being loaded stays the plan while its nodes announce their ranges", () => {
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.record({
+          budget: fc.integer({ min: 300, max: 1200 }),
+          speed: fc.integer({ min: 1, max: 9 }),
+        }),
+        {
+          minLength: 2,
+          maxLength: 6,
+        },
+      ),
+      fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }),
+      (spec, announced) => {
+        const all = spec.map((x, i) => ({ id: `n${i}`, memoryBudget: x.budget, speed: x.speed }));
+        let plan: ReplicaPlan;
+        try {
+          plan = planReplicas(model, all, 1);
+        } catch (e) {
+          assert(e instanceof PlacementError);
+          return;
+        }
+        // Some of the planned nodes have loaded and announced their ranges, the others not yet.
+        const hosted = hostingOf(plan, all).map((n, i) =>
+          announced[i] ? n : { ...n, hosting: undefined }
+        );
+        assertEquals(shape(planReplicas(model, hosted, 1)), shape(plan));
+      },
+    ),
+  );
+});
