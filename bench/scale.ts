@@ -211,6 +211,16 @@ async function bench8b(o: Options, llamaref: string) {
     // 4. distribution
     const distribution = await c.deploy(["b", "c"]);
     log(`deployed: ${JSON.stringify(distribution)}`);
+    // Peak RSS per phase: deploying (the source serves the others' layers while it loads its
+    // own), answering requests, and the failure (the standby's deploy is served again).
+    const peaks: Record<string, Record<string, number>> = {};
+    let lastMemory: Awaited<ReturnType<ScaleCluster["memory"]>> = {};
+    const closePhase = async (phase: string) => {
+      lastMemory = await c.memory();
+      for (const [id, m] of Object.entries(lastMemory)) (peaks[id] ??= {})[phase] = m.peak;
+      c.resetPeaks();
+    };
+    await closePhase("deploy");
     const info = await c.waitReady(60_000);
     const stages = info.placement!.stages.map((s) => ({
       node: s.nodeId,
@@ -297,6 +307,7 @@ async function bench8b(o: Options, llamaref: string) {
     log("failure: kill -9 of the middle stage at token 20…");
     const middle = stages[1].node;
     const undisturbed = await c.generate(SCALE_PROMPTS[0].text, 32);
+    await closePhase("inference");
     const killed = await c.killDuring(SCALE_PROMPTS[0].text, 32, middle, 20, "b2");
     const failure = {
       victim: middle,
@@ -314,24 +325,45 @@ async function bench8b(o: Options, llamaref: string) {
     };
     log(`failure: ${JSON.stringify(failure)}`);
 
-    // 3. memory: peaks over the whole run
-    const after = await c.memory();
+    // 3. memory: peaks over the whole run, and of each phase
+    await closePhase("failure");
     const memory: Record<string, unknown> = {};
     for (const s of stages) {
       const m = memDuring[s.node];
-      const peak = after[s.node]?.peak ?? m?.peak ?? NaN;
+      const phase = peaks[s.node] ?? {};
+      const peak = Math.max(...Object.values(phase), ...(m ? [m.peak] : []));
       const share = stageBytes(footprint, s.from, s.to);
       const weightsKv = (m?.weights ?? NaN) + (m?.kv ?? NaN);
+      const limit = 1.15 * weightsKv + idle;
       memory[s.node] = {
         layers: `[${s.from},${s.to})`,
         rss_bytes: m?.rss ?? null,
         peak_rss_bytes: peak,
+        peak_rss_by_phase_bytes: phase,
+        within_limit_by_phase: Object.fromEntries(
+          Object.entries(phase).map(([k, v]) => [k, v <= limit]),
+        ),
         weights_bytes: m?.weights ?? null,
         kv_bytes: m?.kv ?? null,
         planned_share_bytes: share,
         limit_bytes: Math.round(1.15 * weightsKv + idle),
         within_limit: peak <= 1.15 * weightsKv + idle,
         holds_whole_file: peak >= fileBytes,
+      };
+    }
+    // The standby, which holds the lost stage's layers after the failure.
+    const sb = lastMemory.b2;
+    if (sb) {
+      const limit = 1.15 * (sb.weights + sb.kv) + idle;
+      memory.b2 = {
+        layers: failure.placement_after?.find((p: string) => p.startsWith("b2:"))?.slice(3) ?? null,
+        rss_bytes: sb.rss,
+        peak_rss_bytes: sb.peak,
+        weights_bytes: sb.weights,
+        kv_bytes: sb.kv,
+        limit_bytes: Math.round(limit),
+        within_limit: sb.peak <= limit,
+        holds_whole_file: sb.peak >= fileBytes,
       };
     }
     return {

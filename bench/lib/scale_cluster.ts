@@ -536,6 +536,20 @@ export class ScaleCluster {
     return out;
   }
 
+  /**
+   * Start a new peak-RSS window for every agent still running (Linux `clear_refs` 5 resets
+   * VmHWM), so each phase's peak can be read on its own.
+   */
+  resetPeaks(): void {
+    for (const a of this.agents.values()) {
+      try {
+        Deno.writeTextFileSync(`/proc/${a.child.pid}/clear_refs`, "5");
+      } catch {
+        // killed, or not Linux
+      }
+    }
+  }
+
   /** Stop every agent (SIGTERM, then SIGKILL) and remove the caches. */
   async stop(): Promise<void> {
     const all = [...this.agents.values()];
