@@ -5,10 +5,13 @@
  * Why a separate kernel: on Mesa's llvmpipe every storage load is a loop over the invocations of
  * a SIMD group doing one scalar load each, whatever the address, so the cost of matmul.wgsl is
  * its count of loads, not bytes: about 22 u32 loads per Q8_0 block and activation row. Here one
- * invocation owns R weight rows and TT activation rows, reads 16 bytes per load, and every
- * weight word is reused for TT activation rows and every activation word for R weight rows.
- * Sums keep matmul.wgsl's order (integer block sums, ggml's float scaling, blocks in order per
- * row), so results are bit-identical to it.
+ * invocation owns R weight rows and TT activation rows, reads 16 bytes per load, and unpacks
+ * every weight word once for TT activation rows and every activation word once for R weight
+ * rows. Sums keep matmul.wgsl's order (integer block sums, ggml's float scaling, blocks in order
+ * per row), so results are bit-identical to it.
+ *
+ * Only Q8_0 for now: the same generator for Q4_0 was as fast, but llvmpipe's LLVM took 1-12 s to
+ * compile each of its tiles (Q8_0: under 0.3 s).
  *
  * @module
  */
@@ -18,12 +21,10 @@ import { GGMLType } from "../../quant/types.ts";
 interface BlockIO {
   /** The u32 at byte `o` (even) of the weight block. */
   w(o: number): string;
-  /** The i-th u32 of the activation block's int8 quants. */
-  a(i: number): string;
-  /** The same as four i32 (unpacked once per activation block, shared by the R weight rows). */
+  /** The i-th u32 of the activation block's int8 quants, as four i32 (unpacked once). */
   ax(i: number): string;
-  /** `expr` (a weight word) unpacked by `fn` (s8x4 or u7x4), once per weight block. */
-  wx(fn: "s8x4" | "u7x4", expr: string): string;
+  /** `expr` (a weight word) as four signed bytes (unpacked once per weight block). */
+  wx(expr: string): string;
   /** The activation block's scale (f32). */
   ad: string;
   /** The accumulator. */
@@ -37,50 +38,23 @@ interface CpuType {
   /** Blocks per step: the fewest that fill whole vec4s, a multiple of 4 (activation scales). */
   readonly group: number;
   /** A statement adding the weight block times one activation block to `io.acc`. */
-  block(io: BlockIO, unpack: boolean): string;
+  block(io: BlockIO): string;
 }
 
-const WORDS = [0, 1, 2, 3, 4, 5, 6, 7];
-
 const CPU_TYPES: Partial<Record<GGMLType, CpuType>> = {
+  // block_q8_0: d (f16), qs[32]; quant.wgsl: f32(Σ qs·a) * (d * a_d), added in block order.
   [GGMLType.Q8_0]: {
     blockBytes: 34,
     group: 8,
-    block: (io, unpack) => {
-      const s = WORDS.map((i) =>
-        unpack
-          ? `dot(${io.wx("s8x4", io.w(2 + 4 * i))}, ${io.ax(i)})`
-          : `dot4i8(${io.w(2 + 4 * i)}, ${io.a(i)})`
-      );
+    block: (io) => {
+      const s = [0, 1, 2, 3, 4, 5, 6, 7].map((i) => `dot(${io.wx(io.w(2 + 4 * i))}, ${io.ax(i)})`);
       return `${io.acc} = ${io.acc} + f32(${s.join(" + ")}) * ` +
         `(f16_to_f32(${io.w(0)} & 0xffffu) * ${io.ad});`;
     },
   },
-  [GGMLType.Q4_0]: {
-    blockBytes: 18,
-    group: 8,
-    block: (io, unpack) => {
-      const s: string[] = [];
-      const sa: string[] = [];
-      for (let i = 0; i < 4; i++) {
-        const q = io.w(2 + 4 * i);
-        const lo = `${q} & 0x0f0f0f0fu`, hi = `(${q} >> 4u) & 0x0f0f0f0fu`;
-        if (unpack) {
-          s.push(`dot(${io.wx("u7x4", lo)}, ${io.ax(i)})`);
-          s.push(`dot(${io.wx("u7x4", hi)}, ${io.ax(4 + i)})`);
-          sa.push(`dot(${io.ax(i)} + ${io.ax(4 + i)}, vec4<i32>(1))`);
-        } else {
-          s.push(`dot4i8(${lo}, ${io.a(i)})`, `dot4i8(${hi}, ${io.a(4 + i)})`);
-          sa.push(`sum4i8(${io.a(i)})`, `sum4i8(${io.a(4 + i)})`);
-        }
-      }
-      return `${io.acc} = ${io.acc} + f32((${s.join(" + ")}) - 8i * (${sa.join(" + ")})) * ` +
-        `f16_to_f32(${io.w(0)} & 0xffffu) * ${io.ad};`;
-    },
-  },
 };
 
-/** Whether matmul_cpu.wgsl multiplies `type` with rows of `k` elements. */
+/** Whether matmul_cpu.wgsl multiplies `type` with rows of `k` elements (whole groups). */
 export function cpuMatmulFits(type: GGMLType, k: number): boolean {
   const t = CPU_TYPES[type];
   return t !== undefined && k % (32 * t.group) === 0;
@@ -94,7 +68,6 @@ export function cpuMatmulSubst(
   R: number,
   TT: number,
   wgs: number,
-  unpack = true,
 ): Record<string, string | number> {
   const t = CPU_TYPES[type];
   if (!t) throw new Error(`matmul_cpu.wgsl has no dot for type ${type}`);
@@ -120,18 +93,22 @@ export function cpuMatmulSubst(
       );
     }
   }
+  // Each value is a `let` emitted just before its first use, so loads and unpacking follow the
+  // order of the sums (fewer live registers than loading a whole group first).
   const body: string[] = [];
-  for (let r = 0; r < R; r++) body.push(`let g${r} = w${r} + g * ${groupBytes / 16}u;`);
-  const loaded = new Set<string>();
-  const vec = (r: number, m: number) => {
-    const name = `v${r}_${m}`;
-    if (!loaded.has(name)) {
-      loaded.add(name);
-      body.push(`let ${name} = W[g${r} + ${m}u];`);
+  const once = (names: Map<string, string>, key: string, name: string, expr: string) => {
+    let n = names.get(key);
+    if (!n) {
+      n = name;
+      body.push(`let ${n} = ${expr};`);
+      names.set(key, n);
     }
-    return name;
+    return n;
   };
-  // The u32 at byte `o` (even) of the group of row r.
+  for (let r = 0; r < R; r++) body.push(`let g${r} = w${r} + g * ${groupBytes / 16}u;`);
+  const vecs = new Map<string, string>();
+  const vec = (r: number, m: number) => once(vecs, `${r}_${m}`, `v${r}_${m}`, `W[g${r} + ${m}u]`);
+  // The u32 at byte `o` (even) of row r's group.
   const word = (r: number, o: number) => {
     const i = o >> 2;
     const lo = `${vec(r, i >> 2)}.${XYZW[i & 3]}`;
@@ -149,39 +126,20 @@ export function cpuMatmulSubst(
         `let a${j}_${b}_1 = A[aq${j} + (g * ${t.group}u + ${b}u) * 2u + 1u];`,
       );
     }
-    const ax = new Map<string, string>();
+    const acts = new Map<string, string>();
     for (let r = 0; r < R; r++) {
-      // Name this block's words once per row (the same expression feeds every token).
-      const names = new Map<string, string>();
-      const memo = (key: string, expr: string) => {
-        let n = names.get(key);
-        if (!n) {
-          n = `q${r}_${b}_${names.size}`;
-          body.push(`let ${n} = ${expr};`);
-          names.set(key, n);
-        }
-        return n;
-      };
+      const words = new Map<string, string>();
+      let nw = 0;
       for (let j = 0; j < TT; j++) {
-        const a = (i: number) => `a${j}_${b}_${i >> 2}.${XYZW[i & 3]}`;
         const io: BlockIO = {
-          w: (o) => memo(`w${o}`, word(r, b * t.blockBytes + o)),
-          a,
-          ax: (i) => {
-            const key = `${j}_${i}`;
-            let n = ax.get(key);
-            if (!n) {
-              n = `x${j}_${b}_${i}`;
-              body.push(`let ${n} = s8x4(${a(i)});`);
-              ax.set(key, n);
-            }
-            return n;
-          },
-          wx: (fn, expr) => memo(`${fn}(${expr})`, `${fn}(${expr})`),
+          w: (o) => once(words, `w${o}`, `q${r}_${b}_${nw++}`, word(r, b * t.blockBytes + o)),
+          ax: (i) =>
+            once(acts, `${j}_${i}`, `x${j}_${b}_${i}`, `s8x4(a${j}_${b}_${i >> 2}.${XYZW[i & 3]})`),
+          wx: (expr) => once(words, `s8x4(${expr})`, `q${r}_${b}_${nw++}`, `s8x4(${expr})`),
           ad: `bitcast<f32>(s${j}_${b >> 2}.${XYZW[b & 3]})`,
           acc: `acc${r}_${j}`,
         };
-        body.push(t.block(io, unpack));
+        body.push(t.block(io));
       }
     }
   }

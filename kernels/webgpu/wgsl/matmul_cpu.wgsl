@@ -39,12 +39,6 @@ fn s8x4(v: u32) -> vec4<i32> {
     bitcast<i32>(v)) >> vec4<u32>(24u);
 }
 
-// The four bytes of v (each below 128) as integers.
-fn u7x4(v: u32) -> vec4<i32> {
-  return vec4<i32>(bitcast<i32>(v & 0x7fu), bitcast<i32>((v >> 8u) & 0x7fu),
-    bitcast<i32>((v >> 16u) & 0x7fu), bitcast<i32>(v >> 24u));
-}
-
 @compute @workgroup_size({{WGS}})
 fn main(
   @builtin(workgroup_id) wid: vec3<u32>,
