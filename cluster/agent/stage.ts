@@ -90,17 +90,22 @@ export class StageRoom {
     }
     const t0 = performance.now();
     try {
-      if (!old) {
-        // A fresh agent (a standby taking a lost stage, a new node): fault its weights' memory
-        // in on another thread while the layers are fetched.
-        const fp = s.model.footprint;
-        const weights = stageBytes(fp, want.from, want.to) -
-          (want.to - want.from) * fp.kvBytesPerLayer;
-        s.backend.prefault?.(weights).catch(() => {});
-      }
       // A deployed model: fetch whatever this range misses into the cache first.
       // Gives up when a newer plan supersedes this range (the next load fetches its own).
-      await s.transfer.ensure(s.model.id.toString(), want, () => this.plannedRange === want);
+      const fp = s.model.footprint;
+      const weights = stageBytes(fp, want.from, want.to) -
+        (want.to - want.from) * fp.kvBytesPerLayer;
+      await s.transfer.ensure(
+        s.model.id.toString(),
+        want,
+        () => this.plannedRange === want,
+        // A fresh agent (a standby taking a lost stage, a new node) faults its weights' memory
+        // in on another thread while the layers are fetched; not when the layers are at hand
+        // (faulting and loading at once only compete for the cores then).
+        () => {
+          if (!old) s.backend.prefault?.(weights).catch(() => {});
+        },
+      );
       if (!s.model || this.plannedRange !== want) return;
       const stage = await LlamaStage.load(s.model.file, s.backend, {
         ...want,

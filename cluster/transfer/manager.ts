@@ -128,12 +128,14 @@ export class TransferManager {
     modelId: string,
     range: { from: number; to: number },
     current: () => boolean = () => true,
+    beforeFetch?: () => void,
   ): Promise<void> {
     const e = this.#byModel(modelId);
     if (!e?.cache || e.path || !e.file) return;
     e.range = range;
     e.needed = segmentsFor(e.manifest, e.file, range);
     if (e.needed.every((s) => e.cache!.segmentDone(s))) return;
+    beforeFetch?.();
     const superseded = new AbortController();
     const watch = setInterval(() => {
       if (!current()) superseded.abort();
