@@ -19,6 +19,8 @@
 const MADV_HUGEPAGE = 14;
 const MADV_POPULATE_WRITE = 23; // Linux 5.14+
 const HUGE = 2n * 1024n * 1024n;
+/** Bytes faulted in per populate call (see populate). */
+const POPULATE_PIECE = 32n * 1024n * 1024n;
 
 type Madvise = (addr: Deno.PointerValue, len: bigint, advice: number) => number;
 type MadviseAsync = (addr: Deno.PointerValue, len: bigint, advice: number) => Promise<number>;
@@ -92,12 +94,16 @@ export async function populate(
     const start = (base + BigInt(from) + page - 1n) & ~(page - 1n);
     const end = (base + BigInt(from + bytes)) & ~(page - 1n);
     if (end <= start) return false;
-    return await madviseAsync(
-      Deno.UnsafePointer.create(start),
-      end - start,
-      MADV_POPULATE_WRITE,
-    ) ===
-      0;
+    // In pieces: the kernel holds the process's memory-map lock for a whole call, and the main
+    // thread's own mappings (V8 heap growth, buffers) wait on it. One 1.2 GB call stalled a
+    // standby's event loop long enough for its peers to declare it dead.
+    for (let at = start; at < end; at += POPULATE_PIECE) {
+      const len = end - at < POPULATE_PIECE ? end - at : POPULATE_PIECE;
+      if (await madviseAsync(Deno.UnsafePointer.create(at), len, MADV_POPULATE_WRITE) !== 0) {
+        return false;
+      }
+    }
+    return true;
   } catch {
     return false;
   }
