@@ -26,6 +26,22 @@ export function heapBase(): usize {
 // @ts-ignore: AssemblyScript resolves the extension itself
 import { f16ToF32, f32ToF16, halvesToF32 } from "./f16";
 
+// Vector constants the hot loops read from memory once per call: V8 rematerializes a v128
+// constant at every use (a 64-bit immediate load, a move and a broadcast before each vpand),
+// while a loaded value stays in a register. Bytes: 16 × 0x0f, then 16 × 0x30.
+const CONSTS: usize = memory.data<u8>([
+  15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
+  48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
+], 16);
+/** 16 × 0x0f, as a value (see CONSTS). */
+@inline function mask4(): v128 {
+  return v128.load(CONSTS);
+}
+/** 16 × 0x30, as a value (see CONSTS). */
+@inline function mask30(): v128 {
+  return v128.load(CONSTS + 16);
+}
+
 @inline function bf16Round(f: f32): f32 {
   const u = reinterpret<u32>(f);
   if ((u & 0x7fffffff) > 0x7f800000) return reinterpret<f32>((u | 0x00400000) & 0xffff0000);
@@ -559,7 +575,7 @@ export function mmQ5_1(
   r1: i32,
 ): void {
   const gb = <usize> (4 * blockBytes(kind));
-  const m4 = i8x16.splat(0x0f);
+  const m4 = mask4();
   for (let r = r0; r < r1; r += 4) {
     const gw = w + <usize> r * rowBytes;
     let t = 0;
@@ -584,10 +600,10 @@ export function mmQ5_1(
           const l1 = v128.and(q1, m4);
           const l2 = v128.and(q2, m4);
           const l3 = v128.and(q3, m4);
-          const h0 = hiNib(q0);
-          const h1 = hiNib(q1);
-          const h2 = hiNib(q2);
-          const h3 = hiNib(q3);
+          const h0 = hiNibM(q0, m4);
+          const h1 = hiNibM(q1, m4);
+          const h2 = hiNibM(q2, m4);
+          const h3 = hiNibM(q3, m4);
           s0 = q40Step(s0, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)));
           s1 = q40Step(s1, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i1 << 2)), load<i32>(as + (i1 << 2)));
           s2 = q40Step(s2, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i2 << 2)), load<i32>(as + (i2 << 2)));
@@ -612,7 +628,7 @@ export function mmQ5_1(
           const q3 = v128.load(blk + 56);
           s0 = q40Step(
             s0, aq + (i0 << 5), v128.and(q0, m4), v128.and(q1, m4), v128.and(q2, m4), v128.and(q3, m4),
-            hiNib(q0), hiNib(q1), hiNib(q2), hiNib(q3), xd,
+            hiNibM(q0, m4), hiNibM(q1, m4), hiNibM(q2, m4), hiNibM(q3, m4), xd,
             load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)),
           );
         }
@@ -709,6 +725,11 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 /** The high nibbles of 16 bytes (i8x16.shr_u costs several x64 instructions; this two). */
 @inline function hiNib(v: v128): v128 {
   return v128.and(i16x8.shr_u(v, 4), i8x16.splat(0x0f));
+}
+
+/** hiNib with the 0x0f mask passed in (mask4()). */
+@inline function hiNibM(v: v128, m4: v128): v128 {
+  return v128.and(i16x8.shr_u(v, 4), m4);
 }
 
 /** Inverse of the pair order [e0,e8,e1,e9,…] of repackQ6K. */
@@ -1019,7 +1040,7 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
   let sumf: f32 = 0;
-  const m4 = i8x16.splat(0x0f);
+  const m4 = mask4();
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 144;
     const q = qp + (<usize> i << 8);
@@ -1029,23 +1050,23 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
     let v0 = v128.load(x + 16);
     let v1 = v128.load(x + 32);
     let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 32);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 32);
     v0 = v128.load(x + 48);
     v1 = v128.load(x + 64);
     s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q + 64);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 96);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q + 64);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 96);
     v0 = v128.load(x + 80);
     v1 = v128.load(x + 96);
     s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q + 128);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 160);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q + 128);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 160);
     v0 = v128.load(x + 112);
     v1 = v128.load(x + 128);
     s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNib(v0), s, q + 192);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNib(v1), s, q + 224);
+    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q + 192);
+    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 224);
     // Σ_j bsums(32 elements of sub-block j) · min_j
     const sumi = hsumI32(i32x4.dot_i16x8_s(v128.load(bs16 + (<usize> i << 4)), q4kScales(x, true)));
     const yd = load<f32>(ad + (<usize> i << 2));
@@ -1066,11 +1087,101 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   return sumf;
 }
 
+// Classes 4h.. (vector offset ho = 16h) of sub-block pair j of two rows' blocks (xa, xb) against
+// one activation row's partners (q: the pair's 64 reordered quants): into (la, lb).
+@inline function q4kPair2(la: v128, xa: usize, sa: v128, xb: usize, sb: v128, q: usize, o: usize, m4: v128, rowB: bool): v128 {
+  const x = rowB ? xb : xa;
+  const v = v128.load(x + 16 + o);
+  return q4kStep(la, v128.and(v, m4), hiNibM(v, m4), rowB ? sb : sa, q);
+}
+
+/** Two repacked Q4_K rows (xa, xb) · one reordered activation row: [row a, row b, -, -]. */
+@inline function dotQ4K2(xa0: usize, xb0: usize, nb: i32, qp: usize, ad: usize, bs16: usize): v128 {
+  let sLoA = f32x4.splat(0);
+  let sHiA = f32x4.splat(0);
+  let sLoB = f32x4.splat(0);
+  let sHiB = f32x4.splat(0);
+  let fa: f32 = 0;
+  let fb: f32 = 0;
+  const m4 = mask4();
+  for (let i = 0; i < nb; i++) {
+    const xa = xa0 + <usize> i * 144;
+    const xb = xb0 + <usize> i * 144;
+    const q = qp + (<usize> i << 8);
+    const svA = q4kScales(xa, false);
+    const svB = q4kScales(xb, false);
+    let loA = i32x4.splat(0);
+    let hiA = i32x4.splat(0);
+    let loB = i32x4.splat(0);
+    let hiB = i32x4.splat(0);
+    {
+      const sa = v128.shuffle<i32>(svA, svA, 0, 0, 0, 0);
+      const sb = v128.shuffle<i32>(svB, svB, 0, 0, 0, 0);
+      loA = q4kPair2(loA, xa, sa, xb, sb, q + 0, 0, m4, false);
+      loB = q4kPair2(loB, xa, sa, xb, sb, q + 0, 0, m4, true);
+      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 32, 16, m4, false);
+      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 32, 16, m4, true);
+    }
+    {
+      const sa = v128.shuffle<i32>(svA, svA, 1, 1, 1, 1);
+      const sb = v128.shuffle<i32>(svB, svB, 1, 1, 1, 1);
+      loA = q4kPair2(loA, xa, sa, xb, sb, q + 64, 32, m4, false);
+      loB = q4kPair2(loB, xa, sa, xb, sb, q + 64, 32, m4, true);
+      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 96, 48, m4, false);
+      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 96, 48, m4, true);
+    }
+    {
+      const sa = v128.shuffle<i32>(svA, svA, 2, 2, 2, 2);
+      const sb = v128.shuffle<i32>(svB, svB, 2, 2, 2, 2);
+      loA = q4kPair2(loA, xa, sa, xb, sb, q + 128, 64, m4, false);
+      loB = q4kPair2(loB, xa, sa, xb, sb, q + 128, 64, m4, true);
+      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 160, 80, m4, false);
+      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 160, 80, m4, true);
+    }
+    {
+      const sa = v128.shuffle<i32>(svA, svA, 3, 3, 3, 3);
+      const sb = v128.shuffle<i32>(svB, svB, 3, 3, 3, 3);
+      loA = q4kPair2(loA, xa, sa, xb, sb, q + 192, 96, m4, false);
+      loB = q4kPair2(loB, xa, sa, xb, sb, q + 192, 96, m4, true);
+      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 224, 112, m4, false);
+      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 224, 112, m4, true);
+    }
+    const bs = v128.load(bs16 + (<usize> i << 4));
+    const sumiA = hsumI32(i32x4.dot_i16x8_s(bs, q4kScales(xa, true)));
+    const sumiB = hsumI32(i32x4.dot_i16x8_s(bs, q4kScales(xb, true)));
+    const yd = load<f32>(ad + (<usize> i << 2));
+    const da = f32x4.splat(f16At(xa) * yd);
+    const db = f32x4.splat(f16At(xb) * yd);
+    sLoA = f32x4.add(sLoA, f32x4.mul(da, f32x4.convert_i32x4_s(loA)));
+    sHiA = f32x4.add(sHiA, f32x4.mul(da, f32x4.convert_i32x4_s(hiA)));
+    sLoB = f32x4.add(sLoB, f32x4.mul(db, f32x4.convert_i32x4_s(loB)));
+    sHiB = f32x4.add(sHiB, f32x4.mul(db, f32x4.convert_i32x4_s(hiB)));
+    fa -= (f16At(xa + 2) * yd) * <f32> sumiA;
+    fb -= (f16At(xb + 2) * yd) * <f32> sumiB;
+  }
+  fa += f32x4.extract_lane(sLoA, 0);
+  fa += f32x4.extract_lane(sLoA, 1);
+  fa += f32x4.extract_lane(sLoA, 2);
+  fa += f32x4.extract_lane(sLoA, 3);
+  fa += f32x4.extract_lane(sHiA, 0);
+  fa += f32x4.extract_lane(sHiA, 1);
+  fa += f32x4.extract_lane(sHiA, 2);
+  fa += f32x4.extract_lane(sHiA, 3);
+  fb += f32x4.extract_lane(sLoB, 0);
+  fb += f32x4.extract_lane(sLoB, 1);
+  fb += f32x4.extract_lane(sLoB, 2);
+  fb += f32x4.extract_lane(sLoB, 3);
+  fb += f32x4.extract_lane(sHiB, 0);
+  fb += f32x4.extract_lane(sHiB, 1);
+  fb += f32x4.extract_lane(sHiB, 2);
+  fb += f32x4.extract_lane(sHiB, 3);
+  return f32x4.replace_lane(f32x4.splat(fa), 1, fb);
+}
+
 // Half h (byte offset ho = 16h: classes 4h..4h+3) of one Q4_K block against 4 activation rows
 // (qa: the first row's reordered block, rows tq bytes apart); their float sums at sp (rows 32
 // bytes apart) get d_t · aux32 added, d_t = lane t of dv.
-@inline function q4kHalf4(x: usize, ho: usize, sv: v128, qa: usize, tq: usize, dv: v128, sp: usize): void {
-  const m4 = i8x16.splat(0x0f);
+@inline function q4kHalf4(x: usize, ho: usize, sv: v128, qa: usize, tq: usize, dv: v128, sp: usize, m4: v128): void {
   let a0 = i32x4.splat(0);
   let a1 = i32x4.splat(0);
   let a2 = i32x4.splat(0);
@@ -1078,7 +1189,7 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   {
     const v = v128.load(x + 16 + ho);
     const lo = v128.and(v, m4);
-    const hi = hiNib(v);
+    const hi = hiNibM(v, m4);
     const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
     const q = qa + (ho << 1) + 0;
     a0 = q4kStep(a0, lo, hi, s, q);
@@ -1089,7 +1200,7 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   {
     const v = v128.load(x + 48 + ho);
     const lo = v128.and(v, m4);
-    const hi = hiNib(v);
+    const hi = hiNibM(v, m4);
     const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
     const q = qa + (ho << 1) + 64;
     a0 = q4kStep(a0, lo, hi, s, q);
@@ -1100,7 +1211,7 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   {
     const v = v128.load(x + 80 + ho);
     const lo = v128.and(v, m4);
-    const hi = hiNib(v);
+    const hi = hiNibM(v, m4);
     const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
     const q = qa + (ho << 1) + 128;
     a0 = q4kStep(a0, lo, hi, s, q);
@@ -1111,7 +1222,7 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   {
     const v = v128.load(x + 112 + ho);
     const lo = v128.and(v, m4);
-    const hi = hiNib(v);
+    const hi = hiNibM(v, m4);
     const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
     const q = qa + (ho << 1) + 192;
     a0 = q4kStep(a0, lo, hi, s, q);
@@ -1139,6 +1250,7 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   const tb = <usize> nb << 4; // … in bs16
   const ta = <usize> nb << 2; // … in ad
   for (let k = 0; k < 8; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
+  const m4 = mask4();
   let sumf = f32x4.splat(0); // lane t: row t's sumf
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 144;
@@ -1160,8 +1272,8 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
     sumf = f32x4.sub(sumf, f32x4.mul(dmv, f32x4.convert_i32x4_s(sumi)));
     const dv = f32x4.mul(f32x4.splat(f16At(x)), yd);
     const qa = qp + (<usize> i << 8);
-    q4kHalf4(x, 0, sv, qa, tq, dv, scr);
-    q4kHalf4(x, 16, sv, qa, tq, dv, scr);
+    q4kHalf4(x, 0, sv, qa, tq, dv, scr, m4);
+    q4kHalf4(x, 16, sv, qa, tq, dv, scr, m4);
   }
   for (let k = 0; k < 4; k++) {
     const p = scr + (<usize> k << 5);
@@ -1241,15 +1353,13 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
 
 // The 4 unpacked quarters of classes 4h'.. (l0/l1: ql[0..32)/ql[32..64) bytes, qh: qh bytes of
 // those positions) of one half block: quarter q's 6-bit quants.
-@inline function q6Quarter(l0: v128, l1: v128, qh: v128, q: i32): v128 {
-  const m4 = i8x16.splat(0x0f);
-  const m30 = i8x16.splat(0x30);
+@inline function q6Quarter(l0: v128, l1: v128, qh: v128, q: i32, m4: v128, m30: v128): v128 {
   // the 2 high bits of each quant moved to bits 4-5 with 16-bit shifts (x64 has no byte shifts;
   // bits shifted across a byte border are masked off)
   if (q == 0) return v128.or(v128.and(l0, m4), v128.and(i16x8.shl(qh, 4), m30));
   if (q == 1) return v128.or(v128.and(l1, m4), v128.and(i16x8.shl(qh, 2), m30));
-  if (q == 2) return v128.or(hiNib(l0), v128.and(qh, m30));
-  return v128.or(hiNib(l1), v128.and(i16x8.shr_u(qh, 2), m30));
+  if (q == 2) return v128.or(hiNibM(l0, m4), v128.and(qh, m30));
+  return v128.or(hiNibM(l1, m4), v128.and(i16x8.shr_u(qh, 2), m30));
 }
 
 /** The block's 16 scales as i16 pairs: [s0, s1] … [s6, s7] (half 0) or [s8, s9] … (half 1). */
@@ -1260,6 +1370,8 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
 
 // One repacked Q6_K row · one reordered activation row; ggml's float steps.
 @inline function dotQ6K(x0: usize, nb: i32, ap: usize, a32: usize, ad: usize): f32 {
+  const m4 = mask4();
+  const m30 = mask30();
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
   for (let i = 0; i < nb; i++) {
@@ -1280,17 +1392,17 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       const ha = v128.load(qh);
       const hb = v128.load(qh + 16);
       let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0), s, ab + e, cb + e);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0), s, ab + e + 16, cb + e + 16);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0, m4, m30), s, ab + e, cb + e);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0, m4, m30), s, ab + e + 16, cb + e + 16);
       s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1), s, ab + e + 32, cb + e + 32);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1), s, ab + e + 48, cb + e + 48);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1, m4, m30), s, ab + e + 32, cb + e + 32);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1, m4, m30), s, ab + e + 48, cb + e + 48);
       s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2), s, ab + e + 64, cb + e + 64);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2), s, ab + e + 80, cb + e + 80);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2, m4, m30), s, ab + e + 64, cb + e + 64);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2, m4, m30), s, ab + e + 80, cb + e + 80);
       s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3), s, ab + e + 96, cb + e + 96);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3), s, ab + e + 112, cb + e + 112);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3, m4, m30), s, ab + e + 96, cb + e + 96);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3, m4, m30), s, ab + e + 112, cb + e + 112);
     }
     {
       const ql = x + 64;
@@ -1304,17 +1416,17 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       const ha = v128.load(qh);
       const hb = v128.load(qh + 16);
       let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0), s, ab + e, cb + e);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0), s, ab + e + 16, cb + e + 16);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0, m4, m30), s, ab + e, cb + e);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0, m4, m30), s, ab + e + 16, cb + e + 16);
       s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1), s, ab + e + 32, cb + e + 32);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1), s, ab + e + 48, cb + e + 48);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1, m4, m30), s, ab + e + 32, cb + e + 32);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1, m4, m30), s, ab + e + 48, cb + e + 48);
       s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2), s, ab + e + 64, cb + e + 64);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2), s, ab + e + 80, cb + e + 80);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2, m4, m30), s, ab + e + 64, cb + e + 64);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2, m4, m30), s, ab + e + 80, cb + e + 80);
       s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3), s, ab + e + 96, cb + e + 96);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3), s, ab + e + 112, cb + e + 112);
+      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3, m4, m30), s, ab + e + 96, cb + e + 96);
+      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3, m4, m30), s, ab + e + 112, cb + e + 112);
     }
     const d = f32x4.splat(f16At(x + 208) * load<f32>(ad + (<usize> i << 2)));
     sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
@@ -1335,7 +1447,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
 // Classes c16/4 .. (c16 = 0: 0..3, 16: 4..7) of one Q6_K block against 4 activation rows (ab/cb:
 // the first row's reordered block and its pair sums, rows tq bytes apart); their float sums at
 // sp (rows 32 bytes apart) get d_t · aux32 added, d_t = lane t of dv.
-@inline function q6kHalf4(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv: v128, sp: usize): void {
+@inline function q6kHalf4(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv: v128, sp: usize, m4: v128, m30: v128): void {
   let a0 = i32x4.splat(0);
   let a1 = i32x4.splat(0);
   let a2 = i32x4.splat(0);
@@ -1346,7 +1458,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
     const hq = v128.load(x + 128 + c16);
     const sv = q6Scales(x, 0);
     {
-      const v = q6Quarter(l0, l1, hq, 0);
+      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
       const e = <usize> 0 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1355,7 +1467,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
     }
     {
-      const v = q6Quarter(l0, l1, hq, 1);
+      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
       const e = <usize> 32 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1364,7 +1476,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
     }
     {
-      const v = q6Quarter(l0, l1, hq, 2);
+      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
       const e = <usize> 64 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1373,7 +1485,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
     }
     {
-      const v = q6Quarter(l0, l1, hq, 3);
+      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
       const e = <usize> 96 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1388,7 +1500,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
     const hq = v128.load(x + 160 + c16);
     const sv = q6Scales(x, 1);
     {
-      const v = q6Quarter(l0, l1, hq, 0);
+      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
       const e = <usize> 128 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1397,7 +1509,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
     }
     {
-      const v = q6Quarter(l0, l1, hq, 1);
+      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
       const e = <usize> 160 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1406,7 +1518,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
     }
     {
-      const v = q6Quarter(l0, l1, hq, 2);
+      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
       const e = <usize> 192 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1415,7 +1527,7 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
     }
     {
-      const v = q6Quarter(l0, l1, hq, 3);
+      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
       const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
       const e = <usize> 224 + c16;
       a0 = q6Step(a0, v, s, ab + e, cb + e);
@@ -1442,6 +1554,8 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
   const tq = <usize> nb << 8; // bytes between activation rows in ap and a32
   const ta = <usize> nb << 2; // … in ad
   for (let k = 0; k < 8; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
+  const m4 = mask4();
+  const m30 = mask30();
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 210;
     const yp = ad + (<usize> i << 2);
@@ -1452,8 +1566,8 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
     const dv = f32x4.mul(f32x4.splat(f16At(x + 208)), yd);
     const ab = ap + (<usize> i << 8);
     const cb = a32 + (<usize> i << 8);
-    q6kHalf4(x, 0, ab, cb, tq, dv, scr);
-    q6kHalf4(x, 16, ab, cb, tq, dv, scr);
+    q6kHalf4(x, 0, ab, cb, tq, dv, scr, m4, m30);
+    q6kHalf4(x, 16, ab, cb, tq, dv, scr, m4, m30);
   }
   for (let k = 0; k < 4; k++) {
     const p = scr + (<usize> k << 5);
@@ -1492,6 +1606,40 @@ export function mmK(
   if (kind == 12) {
     // Q4_K (pair-scale layout): aq16 holds the reordered activation, then its bs16 sums
     const bs16 = aq16 + <usize> (T * (nb << 8));
+    if (T < 4) {
+      // decode: two weight rows per pass share the activation's loads
+      let r = r0;
+      for (; r + 2 <= r1; r += 2) {
+        const wr = w + <usize> r * rowBytes;
+        for (let t = 0; t < T; t++) {
+          const v = dotQ4K2(
+            wr,
+            wr + <usize> rowBytes,
+            nb,
+            aq16 + (<usize> (t * nb) << 8),
+            ad + (<usize> (t * nb) << 2),
+            bs16 + (<usize> (t * nb) << 4),
+          );
+          const o = out + (<usize> (t * outStride + r) << 2);
+          store<f32>(o, f32x4.extract_lane(v, 0));
+          store<f32>(o + 4, f32x4.extract_lane(v, 1));
+        }
+      }
+      if (r < r1) {
+        const wr = w + <usize> r * rowBytes;
+        for (let t = 0; t < T; t++) {
+          const v = dotQ4K(
+            wr,
+            nb,
+            aq16 + (<usize> (t * nb) << 8),
+            ad + (<usize> (t * nb) << 2),
+            bs16 + (<usize> (t * nb) << 4),
+          );
+          store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+        }
+      }
+      return;
+    }
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
       let t = 0;
