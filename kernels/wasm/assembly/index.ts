@@ -542,14 +542,18 @@ export function mmQ5_1(
   h3: v128, xd: v128, yd: f32, sa: i32,
 ): v128 {
   const z = i32x4.splat(0);
-  let acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a), l0, z);
-  let acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 16), h0, z);
-  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 4), l1, acc);
-  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 20), h1, acc2);
-  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 8), l2, acc);
-  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 24), h2, acc2);
-  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 12), l3, acc);
-  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load32_splat(a + 28), h3, acc2);
+  // the activation's 32 bytes in two loads, each quad broadcast by a shuffle: every wasm load
+  // carries an explicit bounds check under V8 here (3 instructions), 8 load32_splat twice that
+  const x0 = v128.load(a);
+  const x1 = v128.load(a + 16);
+  let acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 0, 0, 0, 0), l0, z);
+  let acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 0, 0, 0, 0), h0, z);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 1, 1, 1, 1), l1, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 1, 1, 1, 1), h1, acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 2, 2, 2, 2), l2, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 2, 2, 2, 2), h2, acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 3, 3, 3, 3), l3, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 3, 3, 3, 3), h3, acc2);
   const s = i32x4.sub(i32x4.add(acc, acc2), i32x4.splat(sa << 3));
   return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), f32x4.splat(yd)));
 }
