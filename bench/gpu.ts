@@ -468,6 +468,7 @@ export async function main(args: string[]): Promise<void> {
     matmul_lanes: gpu.info.matmulLanes,
     tiled_prefill: gpu.info.tiledPrefill,
     cpu_kernels: gpu.info.cpuKernels,
+    cpu_kernels_check: gpu.info.cpuKernelsCheck,
     shader_features: gpu.info.shaderFeatures,
     wasm_threads: wasm ? o.threads : null,
   };

@@ -67,7 +67,7 @@ import { encodeRope } from "./ops/rope.ts";
 import { encodeCopyRows, encodeSumRowGroups } from "./ops/rows.ts";
 import { encodeTopCandidatesInto, readTopCandidates, type TopCandidatesArgs } from "./ops/topk.ts";
 import { align, GpuResources } from "./resources.ts";
-import { chooseShaderPaths } from "./selfcheck.ts";
+import { checkCpuKernels, chooseShaderPaths } from "./selfcheck.ts";
 import type { WebGPUBackendOptions, WebGPUInfo, WebGPUStats } from "./types.ts";
 import { beginWeightUpload } from "./upload.ts";
 
@@ -118,7 +118,7 @@ export class WebGPUBackend implements Backend {
     // The module's own door to the op context (createWebGPUBackend, the self-check and tests).
     setPaths = (be, paths, info) => {
       be.#ctx.paths = paths;
-      if (info) be.#info = info;
+      if (info) be.#info = be.#ctx.info = info;
     };
   }
 
@@ -392,6 +392,7 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
     attentionScratchBytes: opts.attentionScratchBytes ?? 64 << 20,
     tiledPrefill: opts.tiledPrefill ?? !probe.isFallback,
     cpuKernels: opts.cpuKernels ?? probe.isFallback,
+    cpuKernelsCheck: "",
     shaderFeatures: { mode, granted: [], active: [], outcomes: [] },
   };
   const be = new WebGPUBackend(dev, info, packed);
@@ -406,11 +407,24 @@ export async function createWebGPUBackend(opts: WebGPUBackendOptions = {}): Prom
       mode,
       `${info.matmulLanes}|${info.tiledPrefill}|${info.cpuKernels}|${packed}|${maxBindingBytes}`,
     );
-    setPaths(be, paths, {
+    let checked: WebGPUInfo = {
       ...info,
       using: [...info.using, ...report.active],
       shaderFeatures: report,
-    });
+    };
+    setPaths(be, paths, checked);
+    // The CPU-shaped kernels are used only once they have matched the kernels they replace.
+    if (info.cpuKernels) {
+      const r = await checkCpuKernels(
+        be,
+        dev,
+        (on) => setPaths(be, paths, { ...checked, cpuKernels: on }),
+        adapter,
+        `${info.matmulLanes}|${packed}|${maxBindingBytes}`,
+      );
+      checked = { ...checked, cpuKernels: r.ok, cpuKernelsCheck: r.detail };
+      setPaths(be, paths, checked);
+    }
   } catch (e) {
     be.dispose();
     throw e;

@@ -6,6 +6,8 @@
  * same sums in the same order (bit for bit); {@link SELF_CHECK_TOLERANCE} leaves an ulp of room
  * for a compiler's instruction choice and is far inside the goldens' 1e-3 on logits
  * (../shared/fixtures/README.md), since one op's error grows over a model's layers.
+ * {@link checkCpuKernels} does the same for the `cpuKernels` option (kernels shaped for
+ * CPU-run adapters) against the kernels they replace.
  *
  * @module
  */
@@ -256,4 +258,94 @@ async function subgroupPaths(dev: GPUDevice, adapter: GPUAdapter): Promise<Shade
     subgroupMinSize: Math.min(min, 64),
     subgroupEnable: prelude,
   };
+}
+
+/** Outcomes of {@link checkCpuKernels} per adapter and kernel choices: each is run once. */
+const CPU_CHECKED = new Map<string, SelfCheckResult>();
+
+/**
+ * The startup check of the `cpuKernels` option: Q8_0 matmuls (a decode row, and prompts of 3
+ * and 9 rows, each taking another token tile of matmul_cpu.wgsl, over a partial last tile of
+ * weight rows) and attention over an f32 cache (a 5-row prompt then a decode step), first
+ * through the kernels they replace, then through the CPU-shaped ones (switched with `use`).
+ * They are built to give the same bits; a compile error or any difference beyond
+ * {@link SELF_CHECK_TOLERANCE} leaves them off. Leaves `use(false)` on failure.
+ */
+export async function checkCpuKernels(
+  be: Backend,
+  dev: GPUDevice,
+  use: (on: boolean) => void,
+  adapter: GPUAdapter,
+  kernels: string,
+): Promise<SelfCheckResult> {
+  const key = `${adapter.info.description}|${adapter.info.vendor}|${kernels}`;
+  const hit = CPU_CHECKED.get(key);
+  if (hit) {
+    use(hit.ok);
+    return hit;
+  }
+  const type = GGMLType.Q8_0;
+  const w = be.upload({
+    name: "self-check Q8_0",
+    type,
+    shape: [K, ROWS],
+    data: quantizeRow(type, floats(K * ROWS, 201), K * ROWS),
+  });
+  const x = be.buffer(9 * K);
+  be.write(x, floats(9 * K, 203, 3));
+  const outs = [1, 3, 9].map((rows) => be.buffer(rows * ROWS));
+  const [heads, dim] = [4, 16];
+  const kv = floats(6 * heads * dim, 207);
+  const q = floats(6 * heads * dim, 209, 2);
+  const bufs = [kv, q].map((v) => {
+    const b = be.buffer(v.length);
+    be.write(b, v);
+    return b;
+  });
+  const att = be.buffer(6 * heads * dim);
+  const layer = async (): Promise<Float32Array[]> => {
+    const got: Float32Array[] = [];
+    [1, 3, 9].forEach((rows, i) => be.matmul(w, x, outs[i], rows));
+    for (const o of outs) got.push(await be.read(o));
+    const cache = be.kvCache(1, 8, heads * dim, "f32");
+    const params = { nHeads: heads, nKVHeads: heads, headDim: dim, scale: 0.25 };
+    be.storeKV(cache, 0, bufs[0], bufs[0], 0, 5);
+    be.attention(bufs[1], cache, 0, att, 0, 5, params);
+    be.storeKV(cache, 0, bufs[0], bufs[0], 5, 1, 5);
+    be.attention(bufs[1], cache, 0, att, 5, 1, params, 5);
+    got.push(await be.read(att));
+    be.free(cache);
+    return got;
+  };
+  let result: SelfCheckResult;
+  try {
+    use(false);
+    const want = await layer();
+    use(true);
+    dev.pushErrorScope("validation");
+    dev.pushErrorScope("internal");
+    let got: Float32Array[] | null = null;
+    let thrown: Error | null = null;
+    try {
+      got = await layer();
+    } catch (e) {
+      thrown = e as Error;
+    }
+    const internal = await dev.popErrorScope();
+    const validation = await dev.popErrorScope();
+    const err = validation ?? internal ?? thrown;
+    if (err || !got) {
+      result = { ok: false, detail: `does not compile or run: ${firstLine(err?.message ?? "")}` };
+    } else {
+      const d = maxDifference(got, want);
+      result = d <= SELF_CHECK_TOLERANCE
+        ? { ok: true, detail: `match the kernels they replace (largest difference ${d})` }
+        : { ok: false, detail: `differ from the kernels they replace by ${d.toPrecision(3)}` };
+    }
+  } finally {
+    for (const h of [w, x, ...outs, ...bufs, att]) be.free(h);
+  }
+  use(result.ok);
+  CPU_CHECKED.set(key, result);
+  return result;
 }

@@ -88,6 +88,8 @@ export interface WebGPUInfo {
   readonly tiledPrefill: boolean;
   /** matmul_cpu.wgsl and attention_cpu.wgsl where they apply (see the option). */
   readonly cpuKernels: boolean;
+  /** The startup self-check of the CPU-shaped kernels, in words ("" when not asked for). */
+  readonly cpuKernelsCheck: string;
   /** `shader-f16` and `subgroups`: granted, self-checked, in use (see the `features` option). */
   readonly shaderFeatures: ShaderFeatureReport;
 }

@@ -17,7 +17,8 @@ export const WG = 64;
 export interface OpContext {
   readonly gpu: GpuResources;
   readonly enc: Encoder;
-  readonly info: WebGPUInfo;
+  /** Switched with the paths (the self-check turns `cpuKernels` on and off). */
+  info: WebGPUInfo;
   /** `//#if` names every shader is composed with: PACKED_DOT when `dot4I8Packed` is in use. */
   readonly defines: readonly string[];
   /** The last conversion of activations to each vec_dot type (ops/quantize.ts). */

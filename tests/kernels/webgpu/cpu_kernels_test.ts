@@ -34,8 +34,12 @@ const ref = createReferenceBackend();
 
 Deno.test({
   ignore,
-  name: "webgpu cpu matmul: which shapes it covers",
+  name: "webgpu cpu kernels: startup check, and which matmul shapes they cover",
   fn: () => {
+    // Asked for, so the startup check ran and passed (it compares the same bits).
+    const { cpuKernels, cpuKernelsCheck } = backends.cpu.info;
+    assert(cpuKernels && cpuKernelsCheck.startsWith("match"), cpuKernelsCheck);
+    assertEquals(backends.plain.info.cpuKernelsCheck, "", "not asked for: not checked");
     assert(cpuMatmulFits(GGMLType.Q8_0, 768));
     assert(cpuMatmulFits(GGMLType.Q8_0, 256));
     assert(!cpuMatmulFits(GGMLType.Q8_0, 288), "rows of 9 blocks are not whole groups");
