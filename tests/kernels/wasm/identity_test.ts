@@ -117,3 +117,34 @@ Deno.test("wasm matmul: subnormal f16 scales (tiny weights) stay bit-identical",
     ref.dispose();
   }
 });
+
+Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows stay bit-identical", async () => {
+  // the decode kernels that take two weight rows per pass (Q4_K) leave a last single row when a
+  // thread's share is odd; 2, 3 and 5 activation rows mix the decode path with the 4-row tiles
+  const wasm = await createWasmBackend({ threads: 2 });
+  const ref = createReferenceBackend();
+  try {
+    for (const { type, name } of WEIGHT_TYPES) {
+      const n = type === GGMLType.F32 || type === GGMLType.F16 || type === GGMLType.BF16
+        ? 515
+        : 512;
+      const m = 37;
+      const spec = { name: `odd_${name}`, type, shape: [n, m], data: weightBytes(type, n, m, 91) };
+      const ww = wasm.upload(spec);
+      const wr = ref.upload(spec);
+      for (const rows of [2, 3, 5]) {
+        const x = rand(rows * n, 40 + rows, 3);
+        const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
+        const [ow, or] = [wasm.buffer(rows * m), ref.buffer(rows * m)];
+        wasm.matmul(ww, xw, ow, rows);
+        ref.matmul(wr, xr, or, rows);
+        assertClose(await wasm.read(ow), await ref.read(or), 0, `${name} odd rows=${rows}`);
+        for (const b of [xw, ow]) wasm.free(b);
+        for (const b of [xr, or]) ref.free(b);
+      }
+    }
+  } finally {
+    wasm.dispose();
+    ref.dispose();
+  }
+});
