@@ -135,7 +135,10 @@ export function quantizeQ8(
   }
 }
 
-/** quantize_row_q8_K_ref of T rows of n floats into the host layout (see top). */
+/**
+ * quantize_row_q8_K_ref of T rows of n floats into the host layout (see top), 4 lanes at a time:
+ * the same max (the first element of largest magnitude), nearest (round half to even) and sums.
+ */
 export function quantizeQ8K(x: usize, n: i32, T: i32, qs: usize, d: usize, bsums: usize): void {
   const nb = n >> 8;
   for (let t = 0; t < T; t++) {
@@ -144,31 +147,37 @@ export function quantizeQ8K(x: usize, n: i32, T: i32, qs: usize, d: usize, bsums
       const xb = x + ((<usize> (t * n + b * 256)) << 2);
       const qb = qs + (<usize> blk << 8);
       const sb = bsums + (<usize> blk << 6);
-      let mx: f32 = 0;
-      let amax: f32 = 0;
-      for (let j = 0; j < 256; j++) {
-        const v = load<f32>(xb + (<usize> j << 2));
-        const ax = abs<f32>(v);
-        if (ax > amax) {
-          amax = ax;
-          mx = v;
-        }
-      }
+      let m = f32x4.splat(0);
+      for (let j = 0; j < 256; j += 4) m = f32x4.max(m, f32x4.abs(v128.load(xb + (<usize> j << 2))));
+      const amax = max<f32>(
+        max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)),
+        max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)),
+      );
       if (amax == 0) {
         memory.fill(qb, 0, 256);
         memory.fill(sb, 0, 64);
         store<f32>(d + (<usize> blk << 2), 0);
         continue;
       }
-      const iscale: f32 = <f32> -127 / mx;
-      for (let j = 0; j < 256; j++) {
-        const v = <i32> nearest<f32>(iscale * load<f32>(xb + (<usize> j << 2)));
-        store<i8>(qb + j, <i8> min<i32>(127, v));
+      // mx: the first element whose magnitude is amax (the scalar scan keeps the first)
+      const av = f32x4.splat(amax);
+      let j0 = 0;
+      for (; j0 < 256; j0 += 4) {
+        if (v128.any_true(f32x4.eq(f32x4.abs(v128.load(xb + (<usize> j0 << 2))), av))) break;
       }
-      for (let j = 0; j < 16; j++) {
-        let sum: i32 = 0;
-        for (let i = 0; i < 16; i++) sum += <i32> load<i8>(qb + j * 16 + i);
-        store<i32>(sb + (<usize> j << 2), sum);
+      while (abs<f32>(load<f32>(xb + (<usize> j0 << 2))) != amax) j0++;
+      const mx = load<f32>(xb + (<usize> j0 << 2));
+      const iscale: f32 = <f32> -127 / mx;
+      const iv = f32x4.splat(iscale);
+      const lim = i32x4.splat(127);
+      for (let j = 0; j < 256; j += 16) {
+        const p = xb + (<usize> j << 2);
+        const q0 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(iv, v128.load(p)))), lim);
+        const q1 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(iv, v128.load(p + 16)))), lim);
+        const q2 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(iv, v128.load(p + 32)))), lim);
+        const q3 = i32x4.min_s(i32x4.trunc_sat_f32x4_s(f32x4.nearest(f32x4.mul(iv, v128.load(p + 48)))), lim);
+        v128.store(qb + j, i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3)));
+        store<i32>(sb + (<usize> (j >> 4) << 2), hsumI32(i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3))));
       }
       store<f32>(d + (<usize> blk << 2), <f32> 1 / iscale);
     }
