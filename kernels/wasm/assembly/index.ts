@@ -1250,6 +1250,155 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv, dv, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
 }
 
+// q4kHalf4 for 8 activation rows (float sums at sp, rows 32 bytes apart; dv0/dv1: d of rows
+// 0..3 / 4..7).
+@inline function q4kHalf8(x: usize, ho: usize, sv: v128, qa: usize, tq: usize, dv0: v128, dv1: v128, sp: usize, m4: v128): void {
+  let a0 = i32x4.splat(0);
+  let a1 = i32x4.splat(0);
+  let a2 = i32x4.splat(0);
+  let a3 = i32x4.splat(0);
+  let a4 = i32x4.splat(0);
+  let a5 = i32x4.splat(0);
+  let a6 = i32x4.splat(0);
+  let a7 = i32x4.splat(0);
+  {
+    const v = v128.load(x + 16 + ho);
+    const lo = v128.and(v, m4);
+    const hi = hiNibM(v, m4);
+    const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+    const q = qa + (ho << 1) + 0;
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
+    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
+    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
+    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
+  }
+  {
+    const v = v128.load(x + 48 + ho);
+    const lo = v128.and(v, m4);
+    const hi = hiNibM(v, m4);
+    const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+    const q = qa + (ho << 1) + 64;
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
+    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
+    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
+    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
+  }
+  {
+    const v = v128.load(x + 80 + ho);
+    const lo = v128.and(v, m4);
+    const hi = hiNibM(v, m4);
+    const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+    const q = qa + (ho << 1) + 128;
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
+    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
+    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
+    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
+  }
+  {
+    const v = v128.load(x + 112 + ho);
+    const lo = v128.and(v, m4);
+    const hi = hiNibM(v, m4);
+    const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+    const q = qa + (ho << 1) + 192;
+    a0 = q4kStep(a0, lo, hi, s, q);
+    a1 = q4kStep(a1, lo, hi, s, q + tq);
+    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
+    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
+    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
+    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
+    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
+    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
+  }
+  const p = sp + ho;
+  v128.store(p + 0, f32x4.add(v128.load(p + 0), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
+  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
+  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
+  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
+  v128.store(p + 128, f32x4.add(v128.load(p + 128), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 0, 0, 0, 0), f32x4.convert_i32x4_s(a4))));
+  v128.store(p + 160, f32x4.add(v128.load(p + 160), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 1, 1, 1, 1), f32x4.convert_i32x4_s(a5))));
+  v128.store(p + 192, f32x4.add(v128.load(p + 192), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 2, 2, 2, 2), f32x4.convert_i32x4_s(a6))));
+  v128.store(p + 224, f32x4.add(v128.load(p + 224), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 3, 3, 3, 3), f32x4.convert_i32x4_s(a7))));
+}
+
+/** dotQ4K4 for 8 activation rows (t0..t0+7); scr: 8 × 32 bytes. */
+@inline function dotQ4K8(
+  x0: usize, nb: i32, qp: usize, ad: usize, bs16: usize, out: usize, outStride: i32, r: i32, scr: usize,
+): void {
+  const tq = <usize> nb << 8;
+  const tb = <usize> nb << 4;
+  const ta = <usize> nb << 2;
+  for (let k = 0; k < 16; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
+  const m4 = mask4();
+  let sumf0 = f32x4.splat(0);
+  let sumf1 = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 144;
+    const sv = q4kScales(x, false);
+    const mins = q4kScales(x, true);
+    const bs = bs16 + (<usize> i << 4);
+    const sumi0 = transposeSum(
+      i32x4.dot_i16x8_s(v128.load(bs), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + tb), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + 2 * tb), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + 3 * tb), mins),
+    );
+    const sumi1 = transposeSum(
+      i32x4.dot_i16x8_s(v128.load(bs + 4 * tb), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + 5 * tb), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + 6 * tb), mins),
+      i32x4.dot_i16x8_s(v128.load(bs + 7 * tb), mins),
+    );
+    const yp = ad + (<usize> i << 2);
+    let yd0 = v128.load32_zero(yp);
+    yd0 = v128.load32_lane(yp + ta, yd0, 1);
+    yd0 = v128.load32_lane(yp + 2 * ta, yd0, 2);
+    yd0 = v128.load32_lane(yp + 3 * ta, yd0, 3);
+    let yd1 = v128.load32_zero(yp + 4 * ta);
+    yd1 = v128.load32_lane(yp + 5 * ta, yd1, 1);
+    yd1 = v128.load32_lane(yp + 6 * ta, yd1, 2);
+    yd1 = v128.load32_lane(yp + 7 * ta, yd1, 3);
+    const dmw = f32x4.splat(f16At(x + 2));
+    sumf0 = f32x4.sub(sumf0, f32x4.mul(f32x4.mul(dmw, yd0), f32x4.convert_i32x4_s(sumi0)));
+    sumf1 = f32x4.sub(sumf1, f32x4.mul(f32x4.mul(dmw, yd1), f32x4.convert_i32x4_s(sumi1)));
+    const dw = f32x4.splat(f16At(x));
+    const dv0 = f32x4.mul(dw, yd0);
+    const dv1 = f32x4.mul(dw, yd1);
+    const qa = qp + (<usize> i << 8);
+    q4kHalf8(x, 0, sv, qa, tq, dv0, dv1, scr, m4);
+    q4kHalf8(x, 16, sv, qa, tq, dv0, dv1, scr, m4);
+  }
+  for (let k = 0; k < 8; k++) {
+    const p = scr + (<usize> k << 5);
+    const sf = k < 4 ? sumf0 : sumf1;
+    const l = k & 3;
+    let f: f32 = l == 0 ? f32x4.extract_lane(sf, 0) : l == 1 ? f32x4.extract_lane(sf, 1)
+      : l == 2 ? f32x4.extract_lane(sf, 2) : f32x4.extract_lane(sf, 3);
+    const lo = v128.load(p);
+    const hi = v128.load(p + 16);
+    f += f32x4.extract_lane(lo, 0);
+    f += f32x4.extract_lane(lo, 1);
+    f += f32x4.extract_lane(lo, 2);
+    f += f32x4.extract_lane(lo, 3);
+    f += f32x4.extract_lane(hi, 0);
+    f += f32x4.extract_lane(hi, 1);
+    f += f32x4.extract_lane(hi, 2);
+    f += f32x4.extract_lane(hi, 3);
+    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
+  }
+}
+
 /**
  * One repacked Q4_K row against 4 activation rows (t0..t0+3): each weight vector is unpacked
  * once for the 4, whose class lanes stay in registers through a half block; every float step as
@@ -1656,6 +1805,19 @@ export function mmK(
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
       let t = 0;
+      for (; t + 8 <= T; t += 8) {
+        dotQ4K8(
+          wr,
+          nb,
+          aq16 + (<usize> (t * nb) << 8),
+          ad + (<usize> (t * nb) << 2),
+          bs16 + (<usize> (t * nb) << 4),
+          out + (<usize> (t * outStride) << 2),
+          outStride,
+          r,
+          scr,
+        );
+      }
       for (; t + 4 <= T; t += 4) {
         dotQ4K4(
           wr,
