@@ -17,7 +17,7 @@ const ARENA_CHUNK = 1 << 20;
 const MAX_BIND_GROUPS = 4096;
 
 /** How a shader binds a buffer. */
-export type BindKind = "uniform" | "read" | "storage";
+export type BindKind = "uniform" | "read" | "storage" | "texture";
 
 /** A compute pipeline with its bind group layout. */
 export interface Pipe {
@@ -137,9 +137,13 @@ export class Encoder {
       entries: bindings.map(([binding, kind]) => ({
         binding,
         visibility: GPUShaderStage.COMPUTE,
-        buffer: kind === "uniform"
-          ? { type: "uniform", hasDynamicOffset: true, minBindingSize: 0 }
-          : { type: kind === "read" ? "read-only-storage" : "storage" },
+        ...(kind === "texture"
+          ? { texture: { sampleType: "uint" as const, viewDimension: "2d" as const } }
+          : {
+            buffer: kind === "uniform"
+              ? { type: "uniform" as const, hasDynamicOffset: true, minBindingSize: 0 }
+              : { type: kind === "read" ? "read-only-storage" as const : "storage" as const },
+          }),
       })),
     });
     const module = dev.createShaderModule({ label: key, code: code() });
@@ -169,6 +173,8 @@ export class Encoder {
           binding,
           resource: kind === "uniform"
             ? { buffer: all[i].buffer, offset: 0, size: PARAM_BYTES }
+            : kind === "texture"
+            ? all[i].view!
             : { buffer: all[i].buffer },
         })),
       });

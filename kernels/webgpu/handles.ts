@@ -20,6 +20,8 @@ export interface Res {
   readonly buffer: GPUBuffer;
   readonly id: number;
   readonly bytes: number;
+  /** A texture view instead of the buffer (bound as `texture_2d<u32>`). */
+  readonly view?: GPUTextureView;
 }
 
 /** An activation buffer; `version` counts writes, so a conversion of its data can be reused. */

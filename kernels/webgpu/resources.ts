@@ -34,7 +34,7 @@ export class GpuResources {
   readonly #scratch = new Map<string, Res>();
   readonly #constants = new Map<string, Res>();
   readonly #onDestroy: ((res: Res) => void)[] = [];
-  #deferred: GPUBuffer[] = [];
+  #deferred: { destroy(): void }[] = [];
 
   constructor(readonly dev: GPUDevice, readonly description: string) {
     this.maxBind = dev.limits.maxStorageBufferBindingSize;
@@ -118,6 +118,12 @@ export class GpuResources {
     this.#live.delete(res.buffer);
     if (this.pendingCommands()) this.#deferred.push(res.buffer);
     else res.buffer.destroy();
+  }
+
+  /** Destroy `obj` (a texture made from a buffer) now, or after the next submit as `destroy`. */
+  destroyLater(obj: { destroy(): void }): void {
+    if (this.pendingCommands()) this.#deferred.push(obj);
+    else obj.destroy();
   }
 
   /** Destroy the buffers held back for the submit that just happened. */

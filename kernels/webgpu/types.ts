@@ -48,8 +48,10 @@ export interface WebGPUBackendOptions {
    * Kernels shaped for adapters that run shaders on the CPU, where every storage load is a loop
    * of scalar loads over a SIMD group's invocations: matmul_cpu.wgsl for the weight types it
    * covers (Q8_0, Q4_0; rows a multiple of 256 elements) and attention_cpu.wgsl for an f32
-   * cache: 16-byte loads, several rows per invocation, no workgroup memory. Bit-identical to the
-   * kernels they replace. Default: on a software fallback adapter (llvmpipe), off on hardware.
+   * cache: 16-byte loads, several rows per invocation, no workgroup memory; the matmul reads a
+   * texture copy of each weight it multiplies (the weights' memory twice). Bit-identical to the
+   * kernels they replace, which a startup check confirms on the device (`info.cpuKernelsCheck`).
+   * Default: on a software fallback adapter (llvmpipe), off on hardware.
    */
   readonly cpuKernels?: boolean;
   /**

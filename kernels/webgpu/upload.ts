@@ -46,7 +46,7 @@ export function beginWeightUpload(
       const n = Math.min(rowsPerPart, rows - row0);
       const res = gpu.createBuffer(
         align(Math.max(n * rb, 4), 4),
-        GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST,
+        GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST | GPUBufferUsage.COPY_SRC,
         `weight ${spec.name}`,
         true,
       );

@@ -7,7 +7,8 @@
  */
 import type { Backend } from "../../backend.ts";
 import { typeInfo, typeName } from "../../quant/types.ts";
-import { asBuf, asWeight, need, type Res } from "../handles.ts";
+import { asBuf, asWeight, need, newId, type Res } from "../handles.ts";
+import type { GpuResources } from "../resources.ts";
 import { compose } from "../shaders.ts";
 import { FALLBACK_PATHS } from "../features.ts";
 import { grid, type OpContext, subgroupVariant, WG } from "./context.ts";
@@ -121,7 +122,68 @@ export const CPU_TILE = {
   decode: { R: 4, TT: 1 },
   prompt: { R: 4, TT: 8 },
   wgs: 16,
+  /** Read weights as rgba32uint textures (15% faster decode, 7% prompts; twice the memory). */
+  textures: true,
 };
+
+/** Texels per row of a weight texture. */
+const TEX_W = 4096;
+
+/** Each weight buffer's texture copy (null: too large for one), per device. */
+const TEXTURES = new WeakMap<GpuResources, Map<number, { res: Res; texture: GPUTexture } | null>>();
+
+/**
+ * `res` (a weight part) as an rgba32uint texture, copied on first use and destroyed with the
+ * buffer: llvmpipe fetches texels with vector gathers instead of its per-invocation loop of
+ * scalar loads. Null when it would exceed the device's texture height.
+ */
+function weightTexture(ctx: OpContext, res: Res): Res | null {
+  let cache = TEXTURES.get(ctx.gpu);
+  if (!cache) {
+    const c = cache = new Map();
+    TEXTURES.set(ctx.gpu, c);
+    const gpu = ctx.gpu;
+    gpu.onDestroy((r) => {
+      const t = c.get(r.id);
+      if (t) gpu.destroyLater(t.texture);
+      c.delete(r.id);
+    });
+  }
+  const hit = cache.get(res.id);
+  if (hit !== undefined) return hit?.res ?? null;
+  const texels = Math.floor(res.bytes / 16);
+  const full = Math.floor(texels / TEX_W), rem = texels % TEX_W;
+  const height = full + (rem ? 1 : 0);
+  const dev = ctx.gpu.dev;
+  if (height > dev.limits.maxTextureDimension2D || texels === 0) {
+    cache.set(res.id, null);
+    return null;
+  }
+  const texture = dev.createTexture({
+    label: "weight texture",
+    size: [TEX_W, height],
+    format: "rgba32uint",
+    usage: GPUTextureUsage.TEXTURE_BINDING | GPUTextureUsage.COPY_DST,
+  });
+  const enc = ctx.enc.copyEncoder();
+  const bytesPerRow = TEX_W * 16;
+  if (full) {
+    enc.copyBufferToTexture({ buffer: res.buffer, bytesPerRow, rowsPerImage: full }, { texture }, [
+      TEX_W,
+      full,
+    ]);
+  }
+  if (rem) {
+    enc.copyBufferToTexture(
+      { buffer: res.buffer, offset: full * bytesPerRow, bytesPerRow },
+      { texture, origin: [0, full] },
+      [rem, 1],
+    );
+  }
+  const t = { buffer: res.buffer, id: newId(), bytes: texels * 16, view: texture.createView() };
+  cache.set(res.id, { res: t, texture });
+  return t;
+}
 
 /** matmul_cpu.wgsl: see ops/matmul_cpu.ts. */
 function encodeCpuMatmul(
@@ -137,16 +199,19 @@ function encodeCpuMatmul(
   const { R, TT: wide } = rows === 1 ? CPU_TILE.decode : CPU_TILE.prompt;
   const TT = Math.min(wide, rows >= 8 ? 8 : rows >= 4 ? 4 : 2);
   const wgs = CPU_TILE.wgs;
-  const p = ctx.enc.pipe(
-    `matmul_cpu:${typeName(W.type)}:${R}:${TT}:${wgs}`,
-    () =>
-      compose("matmul_cpu", {
-        defines: ctx.defines,
-        subst: cpuMatmulSubst(W.type, R, TT, wgs),
-      }),
-    [[0, "uniform"], [1, "read"], [2, "read"], [3, "storage"]],
-  );
+  const pipe = (tex: boolean) =>
+    ctx.enc.pipe(
+      `matmul_cpu:${typeName(W.type)}:${R}:${TT}:${wgs}:${tex}`,
+      () =>
+        compose("matmul_cpu", {
+          defines: [...ctx.defines, ...(tex ? ["WEIGHT_TEXTURE"] : [])],
+          subst: { ...cpuMatmulSubst(W.type, R, TT, wgs), TEX_W },
+        }),
+      [[0, "uniform"], [1, tex ? "texture" : "read"], [2, "read"], [3, "storage"]],
+    );
   for (const part of W.parts) {
+    const tex = CPU_TILE.textures ? weightTexture(ctx, part.res) : null;
+    const p = pipe(tex !== null);
     const prm = ctx.enc.params();
     prm.u.set([
       part.rows,
@@ -161,6 +226,6 @@ function encodeCpuMatmul(
       part.skip ?? 0,
     ]);
     const [gx, gy] = grid(Math.ceil(part.rows / R / wgs));
-    ctx.enc.dispatch(p, prm.slot, [part.res, a, out], gx, gy, Math.ceil(rows / TT));
+    ctx.enc.dispatch(p, prm.slot, [tex ?? part.res, a, out], gx, gy, Math.ceil(rows / TT));
   }
 }

@@ -107,7 +107,7 @@ export function cpuMatmulSubst(
   };
   for (let r = 0; r < R; r++) body.push(`let g${r} = w${r} + g * ${groupBytes / 16}u;`);
   const vecs = new Map<string, string>();
-  const vec = (r: number, m: number) => once(vecs, `${r}_${m}`, `v${r}_${m}`, `W[g${r} + ${m}u]`);
+  const vec = (r: number, m: number) => once(vecs, `${r}_${m}`, `v${r}_${m}`, `wv(g${r} + ${m}u)`);
   // The u32 at byte `o` (even) of row r's group.
   const word = (r: number, o: number) => {
     const i = o >> 2;

@@ -3,7 +3,8 @@
  * activation rows per invocation), forced on whatever this adapter's default: for every type it
  * covers it must equal matmul.wgsl's single-lane kernel and the reference backend bit for bit,
  * with row counts that leave partial register tiles, weight row views (fused tensors), weights
- * split over several bindings, and row lengths it does not cover (which fall back). Attention
+ * split over several bindings (each read through its own texture copy), and row lengths it does
+ * not cover (which fall back). Attention
  * (attention_cpu.wgsl, f32 cache) must equal attention.wgsl bit for bit.
  */
 import { GGMLType, typeName } from "../../../kernels/quant/mod.ts";
@@ -83,6 +84,22 @@ for (const type of TYPES) {
     },
   });
 }
+
+Deno.test({
+  ignore,
+  name: "webgpu cpu matmul: a weight freed while its matmul is pending (its texture copy too)",
+  fn: async () => {
+    const { cpu } = backends;
+    const [w] = randomWeight([cpu], "w", GGMLType.Q8_0, [256, 8], 3);
+    const x = bufOf(cpu, randomFloats(256, 4)), o = cpu.buffer(8);
+    cpu.matmul(w, x, o, 1);
+    cpu.free(w); // before the submit that runs it
+    const got = await cpu.read(o);
+    assert(got.some((v) => v !== 0), "the matmul ran");
+    cpu.free(x);
+    cpu.free(o);
+  },
+});
 
 Deno.test({
   ignore,
