@@ -1705,6 +1705,189 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
   v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv, dv, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
 }
 
+// q6kHalf4 for 8 activation rows (dv0/dv1: d of rows 0..3 / 4..7; float sums at sp, rows 32
+// bytes apart).
+@inline function q6kHalf8(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv0: v128, dv1: v128, sp: usize, m4: v128, m30: v128): void {
+  let a0 = i32x4.splat(0);
+  let a1 = i32x4.splat(0);
+  let a2 = i32x4.splat(0);
+  let a3 = i32x4.splat(0);
+  let a4 = i32x4.splat(0);
+  let a5 = i32x4.splat(0);
+  let a6 = i32x4.splat(0);
+  let a7 = i32x4.splat(0);
+  {
+    const l0 = v128.load(x + 0 + c16);
+    const l1 = v128.load(x + 32 + c16);
+    const hq = v128.load(x + 128 + c16);
+    const sv = q6Scales(x, 0);
+    {
+      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+      const e = <usize> 0 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+      const e = <usize> 32 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+      const e = <usize> 64 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+      const e = <usize> 96 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+  }
+  {
+    const l0 = v128.load(x + 64 + c16);
+    const l1 = v128.load(x + 96 + c16);
+    const hq = v128.load(x + 160 + c16);
+    const sv = q6Scales(x, 1);
+    {
+      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
+      const e = <usize> 128 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
+      const e = <usize> 160 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
+      const e = <usize> 192 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+    {
+      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
+      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
+      const e = <usize> 224 + c16;
+      a0 = q6Step(a0, v, s, ab + e, cb + e);
+      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
+      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
+      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
+      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
+      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
+      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
+      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
+    }
+  }
+  const p = sp + c16;
+  v128.store(p + 0, f32x4.add(v128.load(p + 0), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
+  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
+  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
+  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
+  v128.store(p + 128, f32x4.add(v128.load(p + 128), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 0, 0, 0, 0), f32x4.convert_i32x4_s(a4))));
+  v128.store(p + 160, f32x4.add(v128.load(p + 160), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 1, 1, 1, 1), f32x4.convert_i32x4_s(a5))));
+  v128.store(p + 192, f32x4.add(v128.load(p + 192), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 2, 2, 2, 2), f32x4.convert_i32x4_s(a6))));
+  v128.store(p + 224, f32x4.add(v128.load(p + 224), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 3, 3, 3, 3), f32x4.convert_i32x4_s(a7))));
+}
+
+/** dotQ6K4 for 8 activation rows (t0..t0+7); scr: 8 × 32 bytes. */
+@inline function dotQ6K8(
+  x0: usize, nb: i32, ap: usize, a32: usize, ad: usize, out: usize, outStride: i32, r: i32, scr: usize,
+): void {
+  const tq = <usize> nb << 8;
+  const ta = <usize> nb << 2;
+  for (let k = 0; k < 16; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
+  const m4 = mask4();
+  const m30 = mask30();
+  for (let i = 0; i < nb; i++) {
+    const x = x0 + <usize> i * 210;
+    const yp = ad + (<usize> i << 2);
+    let yd0 = v128.load32_zero(yp);
+    yd0 = v128.load32_lane(yp + ta, yd0, 1);
+    yd0 = v128.load32_lane(yp + 2 * ta, yd0, 2);
+    yd0 = v128.load32_lane(yp + 3 * ta, yd0, 3);
+    let yd1 = v128.load32_zero(yp + 4 * ta);
+    yd1 = v128.load32_lane(yp + 5 * ta, yd1, 1);
+    yd1 = v128.load32_lane(yp + 6 * ta, yd1, 2);
+    yd1 = v128.load32_lane(yp + 7 * ta, yd1, 3);
+    const dw = f32x4.splat(f16At(x + 208));
+    const dv0 = f32x4.mul(dw, yd0);
+    const dv1 = f32x4.mul(dw, yd1);
+    const ab = ap + (<usize> i << 8);
+    const cb = a32 + (<usize> i << 8);
+    q6kHalf8(x, 0, ab, cb, tq, dv0, dv1, scr, m4, m30);
+    q6kHalf8(x, 16, ab, cb, tq, dv0, dv1, scr, m4, m30);
+  }
+  for (let k = 0; k < 8; k++) {
+    const p = scr + (<usize> k << 5);
+    const lo = v128.load(p);
+    const hi = v128.load(p + 16);
+    let f: f32 = 0;
+    f += f32x4.extract_lane(lo, 0);
+    f += f32x4.extract_lane(lo, 1);
+    f += f32x4.extract_lane(lo, 2);
+    f += f32x4.extract_lane(lo, 3);
+    f += f32x4.extract_lane(hi, 0);
+    f += f32x4.extract_lane(hi, 1);
+    f += f32x4.extract_lane(hi, 2);
+    f += f32x4.extract_lane(hi, 3);
+    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
+  }
+}
+
 /**
  * One repacked Q6_K row against 4 activation rows (t0..t0+3), each unpacked quant vector used
  * for the 4; float steps as in dotQ6K (sums[8] of the 4 rows in scr: 4 × 32 bytes). Results go
@@ -1850,6 +2033,20 @@ export function mmK(
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
       let t = 0;
+      for (; t + 8 <= T; t += 8) {
+        const o = <usize> (t * nb) << 8;
+        dotQ6K8(
+          wr,
+          nb,
+          aq16 + o,
+          a32 + o,
+          ad + (<usize> (t * nb) << 2),
+          out + (<usize> (t * outStride) << 2),
+          outStride,
+          r,
+          scr,
+        );
+      }
       for (; t + 4 <= T; t += 4) {
         const o = <usize> (t * nb) << 8;
         dotQ6K4(
