@@ -592,6 +592,77 @@ export function mmQ5_1(
   for (let r = r0; r < r1; r += 4) {
     const gw = w + <usize> r * rowBytes;
     let t = 0;
+    for (; t + 8 <= T; t += 8) {
+      // 8 activation rows per pass: each block's nibbles unpacked once for 8 (sums the
+      // registers cannot hold are spilled by V8, read and written once per block)
+      let s0 = f32x4.splat(0);
+      let s1 = f32x4.splat(0);
+      let s2 = f32x4.splat(0);
+      let s3 = f32x4.splat(0);
+      let s4 = f32x4.splat(0);
+      let s5 = f32x4.splat(0);
+      let s6 = f32x4.splat(0);
+      let s7 = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const blk = gw + <usize> b * gb;
+        const xd = scales4(blk);
+        const i0 = <usize> (t * nb + b);
+        if (kind == 2) {
+          const q0 = v128.load(blk + 8);
+          const q1 = v128.load(blk + 24);
+          const q2 = v128.load(blk + 40);
+          const q3 = v128.load(blk + 56);
+          const l0 = v128.and(q0, m4);
+          const l1 = v128.and(q1, m4);
+          const l2 = v128.and(q2, m4);
+          const l3 = v128.and(q3, m4);
+          const h0 = hiNibM(q0, m4);
+          const h1 = hiNibM(q1, m4);
+          const h2 = hiNibM(q2, m4);
+          const h3 = hiNibM(q3, m4);
+          {
+            const ik = i0;
+            s0 = q40Step(s0, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+          {
+            const ik = (i0 + <usize> (1 * nb));
+            s1 = q40Step(s1, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+          {
+            const ik = (i0 + <usize> (2 * nb));
+            s2 = q40Step(s2, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+          {
+            const ik = (i0 + <usize> (3 * nb));
+            s3 = q40Step(s3, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+          {
+            const ik = (i0 + <usize> (4 * nb));
+            s4 = q40Step(s4, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+          {
+            const ik = (i0 + <usize> (5 * nb));
+            s5 = q40Step(s5, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+          {
+            const ik = (i0 + <usize> (6 * nb));
+            s6 = q40Step(s6, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+          {
+            const ik = (i0 + <usize> (7 * nb));
+            s7 = q40Step(s7, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
+          }
+        }
+      }
+      storeRows4(out, outStride, t + 0, r, s0);
+      storeRows4(out, outStride, t + 1, r, s1);
+      storeRows4(out, outStride, t + 2, r, s2);
+      storeRows4(out, outStride, t + 3, r, s3);
+      storeRows4(out, outStride, t + 4, r, s4);
+      storeRows4(out, outStride, t + 5, r, s5);
+      storeRows4(out, outStride, t + 6, r, s6);
+      storeRows4(out, outStride, t + 7, r, s7);
+    }
     for (; t + 4 <= T; t += 4) {
       let s0 = f32x4.splat(0);
       let s1 = f32x4.splat(0);
