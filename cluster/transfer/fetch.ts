@@ -144,7 +144,7 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
           seen.add(key);
           await opts.limiter?.take(m.data.length, opts.signal);
           if (cache.has(m.segment, m.chunk)) continue;
-          if (!cache.verifyChunk(m.segment, m.chunk, m.data)) {
+          if (!(await cache.writeChunk(m.segment, m.chunk, m.data))) {
             stats.corruptChunks++;
             avoid.set(key, peer.id);
             opts.log?.("chunk failed verification; fetching it again", {
@@ -154,7 +154,6 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
             });
             continue;
           }
-          await cache.writeChunk(m.segment, m.chunk, m.data);
           lastProgress = Date.now();
           opts.onChunk?.();
         }

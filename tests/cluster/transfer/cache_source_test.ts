@@ -93,7 +93,7 @@ Deno.test("CacheSource.readInto: any range inside a segment, chunk-verified, no 
   }
 });
 
-Deno.test("finishSegment hashes a stored segment in pieces: a wrong byte is caught", async () => {
+Deno.test("writeChunk refuses a wrong chunk; a segment of chunks verified as written is done", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const { cache, bytes, seg, start, len } = await emptyCache(dir);
@@ -101,10 +101,11 @@ Deno.test("finishSegment hashes a stored segment in pieces: a wrong byte is caug
       for (let c = 0; c * CHUNK < len; c++) {
         const data = bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK));
         if (flip >= c * CHUNK && flip < (c + 1) * CHUNK) data[flip - c * CHUNK] ^= 1;
-        await cache.writeChunk(seg, c, data);
+        const ok = await cache.writeChunk(seg, c, data);
+        assertEquals(ok, !(flip >= c * CHUNK && flip < (c + 1) * CHUNK), `chunk ${c}`);
       }
     };
-    await store(len - 1); // the last byte wrong (chunks are written unverified here)
+    await store(len - 1); // the last byte wrong: that chunk is refused, the segment incomplete
     assertEquals(await cache.finishSegment(seg), false);
     assertEquals(cache.segmentDone(seg), false);
     await store(-1);
@@ -116,45 +117,45 @@ Deno.test("finishSegment hashes a stored segment in pieces: a wrong byte is caug
   }
 });
 
-Deno.test("finishSegment: in-order writes are hashed as written, others read back; both check", async () => {
+Deno.test("finishSegment: chunks found on disk (a resumed fetch) are hashed against the segment digest", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const { cache, manifest, bytes, seg, start, len } = await emptyCache(dir);
-    const order = Array.from({ length: Math.ceil(len / CHUNK) }, (_, c) => c);
-    assert(order.length >= 3);
-    const store = async (chunks: number[]) => {
-      for (const c of chunks) {
-        await cache.writeChunk(
-          seg,
-          c,
-          bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK)),
-        );
-      }
-    };
-    // Out of order: the digest comes from the file, so bytes changed on disk are caught.
-    await store([...order].reverse());
-    const path = `${cache.dir}/seg-${seg}.bin`;
-    const onDisk = await Deno.readFile(path);
-    onDisk[CHUNK + 1] ^= 1;
-    await Deno.writeFile(path, onDisk);
-    assertEquals(await cache.finishSegment(seg), false);
-    await store([...order].reverse());
-    assertEquals(await cache.finishSegment(seg), true);
-    // In order, against a manifest whose segment digest differs: the running hash is checked.
-    const wrong = structuredClone(manifest);
-    wrong.segments[seg].sha256[0] ^= 1;
-    const other = await ModelCache.open(await Deno.makeTempDir({ dir }), wrong);
-    const write = (c: number) =>
-      other.writeChunk(
+    const n = Math.ceil(len / CHUNK);
+    assert(n >= 3);
+    // In any order, verified as written: done without reading the segment back.
+    for (const c of Array.from({ length: n }, (_, i) => n - 1 - i)) {
+      await cache.writeChunk(
         seg,
         c,
         bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK)),
       );
-    for (const c of order) await write(c);
-    assertEquals(await other.finishSegment(seg), false);
-    assertEquals(other.segmentDone(seg), false);
+    }
     cache.close();
+    // Another process resumes from the progress log: its chunks are on disk, not verified by it.
+    const wrong = structuredClone(manifest);
+    wrong.segments[seg].sha256[0] ^= 1;
+    const other = await ModelCache.open(dir, wrong);
+    assertEquals(other.missingChunks(seg), []);
+    assertEquals(await other.finishSegment(seg), false, "a segment digest that differs is caught");
     other.close();
+    // The chunks were forgotten: write them again, flip a byte on disk, resume once more.
+    const again = await ModelCache.open(dir, manifest);
+    for (let c = 0; c < n; c++) {
+      await again.writeChunk(
+        seg,
+        c,
+        bytes.slice(start + c * CHUNK, start + Math.min(len, (c + 1) * CHUNK)),
+      );
+    }
+    again.close();
+    const path = `${dir}/${manifest.sha256}/seg-${seg}.bin`;
+    const onDisk = await Deno.readFile(path);
+    onDisk[CHUNK + 1] ^= 1;
+    await Deno.writeFile(path, onDisk);
+    const resumed = await ModelCache.open(dir, manifest);
+    assertEquals(await resumed.finishSegment(seg), false, "a byte changed on disk is caught");
+    resumed.close();
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

@@ -131,8 +131,9 @@ Deno.test("the fetcher writes each chunk before taking the next from its stream"
     const write = cache.writeChunk.bind(cache);
     cache.writeChunk = async (seg, chunk, data) => {
       await tick(); // a slow disk: received chunks would pile up if the fetcher read ahead
-      await write(seg, chunk, data);
+      const ok = await write(seg, chunk, data);
       written++;
+      return ok;
     };
     const peer = {
       id: "p",
