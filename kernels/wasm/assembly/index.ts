@@ -33,6 +33,31 @@ const CONSTS: usize = memory.data<u8>([
   15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
   48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
 ], 16);
+// The i32/f32 lanes of halvesToF32C: 0xe0 << 23, 2^-112, 126 << 23, 0.5, 1 << 27, 0x80000000.
+const CONSTS_F16: usize = memory.data<i32>([
+  0x70000000, 0x70000000, 0x70000000, 0x70000000,
+  0x07800000, 0x07800000, 0x07800000, 0x07800000,
+  0x3f000000, 0x3f000000, 0x3f000000, 0x3f000000,
+  0x3f000000, 0x3f000000, 0x3f000000, 0x3f000000,
+  0x08000000, 0x08000000, 0x08000000, 0x08000000,
+  -2147483648, -2147483648, -2147483648, -2147483648,
+], 16);
+
+/** halvesToF32 (f16.ts) with its constants read from CONSTS_F16 (see CONSTS). */
+@inline function halvesToF32C(h: v128): v128 {
+  const w = i32x4.shl(h, 16);
+  const twoW = i32x4.add(w, w);
+  const normalized = f32x4.mul(
+    i32x4.add(i32x4.shr_u(twoW, 4), v128.load(CONSTS_F16)),
+    v128.load(CONSTS_F16 + 16),
+  );
+  const denormalized = f32x4.sub(
+    v128.or(i32x4.shr_u(twoW, 17), v128.load(CONSTS_F16 + 32)),
+    v128.load(CONSTS_F16 + 48),
+  );
+  const bits = v128.bitselect(denormalized, normalized, i32x4.lt_u(twoW, v128.load(CONSTS_F16 + 64)));
+  return v128.or(v128.and(w, v128.load(CONSTS_F16 + 80)), bits);
+}
 /** 16 × 0x0f, as a value (see CONSTS). */
 @inline function mask4(): v128 {
   return v128.load(CONSTS);
@@ -1233,15 +1258,21 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
     const bs = v128.load(bs16 + (<usize> i << 4));
     const sumiA = hsumI32(i32x4.dot_i16x8_s(bs, q4kScales(xa, true)));
     const sumiB = hsumI32(i32x4.dot_i16x8_s(bs, q4kScales(xb, true)));
-    const yd = load<f32>(ad + (<usize> i << 2));
-    const da = f32x4.splat(f16At(xa) * yd);
-    const db = f32x4.splat(f16At(xb) * yd);
+    // [d_a, dmin_a, d_b, dmin_b] · yd, the 4 f16 → f32 conversions in one go
+    let hv = v128.load32_zero(xa);
+    hv = v128.load32_lane(xb, hv, 1);
+    const dd = f32x4.mul(
+      halvesToF32C(i32x4.extend_low_i16x8_u(hv)),
+      f32x4.splat(load<f32>(ad + (<usize> i << 2))),
+    );
+    const da = v128.shuffle<f32>(dd, dd, 0, 0, 0, 0);
+    const db = v128.shuffle<f32>(dd, dd, 2, 2, 2, 2);
     sLoA = f32x4.add(sLoA, f32x4.mul(da, f32x4.convert_i32x4_s(loA)));
     sHiA = f32x4.add(sHiA, f32x4.mul(da, f32x4.convert_i32x4_s(hiA)));
     sLoB = f32x4.add(sLoB, f32x4.mul(db, f32x4.convert_i32x4_s(loB)));
     sHiB = f32x4.add(sHiB, f32x4.mul(db, f32x4.convert_i32x4_s(hiB)));
-    fa -= (f16At(xa + 2) * yd) * <f32> sumiA;
-    fb -= (f16At(xb + 2) * yd) * <f32> sumiB;
+    fa -= f32x4.extract_lane(dd, 1) * <f32> sumiA;
+    fb -= f32x4.extract_lane(dd, 3) * <f32> sumiB;
   }
   fa += f32x4.extract_lane(sLoA, 0);
   fa += f32x4.extract_lane(sLoA, 1);
