@@ -41,6 +41,9 @@ const CONSTS_F16: usize = memory.data<i32>([
   0x3f000000, 0x3f000000, 0x3f000000, 0x3f000000,
   0x08000000, 0x08000000, 0x08000000, 0x08000000,
   -2147483648, -2147483648, -2147483648, -2147483648,
+  0x8000, 0x8000, 0x8000, 0x8000, // scalesToF32: sign, magnitude, 2^112
+  0x7fff, 0x7fff, 0x7fff, 0x7fff,
+  0x77800000, 0x77800000, 0x77800000, 0x77800000,
 ], 16);
 
 /** halvesToF32 (f16.ts) with its constants read from CONSTS_F16 (see CONSTS). */
@@ -257,9 +260,10 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
  * reach only when all 32 weights are below ~0.008 / ~0.0005.
  */
 @inline function scalesToF32(h: v128): v128 {
-  const sign = i32x4.shl(v128.and(h, i32x4.splat(0x8000)), 16);
-  const mag = i32x4.shl(v128.and(h, i32x4.splat(0x7fff)), 13);
-  return v128.or(f32x4.mul(mag, f32x4.splat(5.192296858534828e33)), sign);
+  // constants from static memory (see CONSTS)
+  const sign = i32x4.shl(v128.and(h, v128.load(CONSTS_F16 + 96)), 16);
+  const mag = i32x4.shl(v128.and(h, v128.load(CONSTS_F16 + 112)), 13);
+  return v128.or(f32x4.mul(mag, v128.load(CONSTS_F16 + 128)), sign);
 }
 
 // 32-element-block matmuls. Lanes are 4 weight rows; for each activation row t the sums of the
