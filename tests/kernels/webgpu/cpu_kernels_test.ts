@@ -10,6 +10,7 @@
 import { GGMLType, typeName } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { createWebGPUBackend, type WebGPUBackend } from "../../../kernels/webgpu/mod.ts";
+import { CPU_TILE } from "../../../kernels/webgpu/ops/matmul.ts";
 import { cpuMatmulFits } from "../../../kernels/webgpu/ops/matmul_cpu.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { bufOf, ignore, randomFloats, randomWeight } from "./helpers.ts";
@@ -84,6 +85,31 @@ for (const type of TYPES) {
     },
   });
 }
+
+Deno.test({
+  ignore,
+  name: "webgpu cpu matmul: the storage-binding variant (parts too tall for a texture) bit for bit",
+  fn: async () => {
+    const { cpu, plain } = backends;
+    CPU_TILE.textures = false;
+    try {
+      for (const [k, rows, nOut] of [[512, 1, 21], [256, 9, 19]]) {
+        const ws = randomWeight([cpu, plain], "w", GGMLType.Q8_0, [k, nOut], 17 + rows);
+        const x = randomFloats(rows * k, 19 + rows, 2);
+        const outs = await Promise.all([cpu, plain].map(async (be, i) => {
+          const xb = bufOf(be, x), ob = be.buffer(rows * nOut);
+          be.matmul(ws[i], xb, ob, rows);
+          const got = await be.read(ob);
+          for (const b of [xb, ob, ws[i]]) be.free(b);
+          return got;
+        }));
+        assertEquals(Array.from(outs[0]), Array.from(outs[1]), `k=${k} rows=${rows}`);
+      }
+    } finally {
+      CPU_TILE.textures = true;
+    }
+  },
+});
 
 Deno.test({
   ignore,
