@@ -2091,10 +2091,15 @@ export function mmK(
       }
       return;
     }
+    // activation rows in blocks of 32, so that a block's reordered quants (32·n bytes) stay in
+    // L2 while every weight row of the chunk passes over them (128 rows of a 5632-wide input
+    // did not fit and streamed from L3 for each weight row)
+    for (let tb = 0; tb < T; tb += 32) {
+    const te = min<i32>(T, tb + 32);
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
-      let t = 0;
-      for (; t + 8 <= T; t += 8) {
+      let t = tb;
+      for (; t + 8 <= te; t += 8) {
         dotQ4K8(
           wr,
           nb,
@@ -2107,7 +2112,7 @@ export function mmK(
           scr,
         );
       }
-      for (; t + 4 <= T; t += 4) {
+      for (; t + 4 <= te; t += 4) {
         dotQ4K4(
           wr,
           nb,
@@ -2120,7 +2125,7 @@ export function mmK(
           scr,
         );
       }
-      for (; t < T; t++) {
+      for (; t < te; t++) {
         const v = dotQ4K(
           wr,
           nb,
@@ -2131,15 +2136,19 @@ export function mmK(
         store<f32>(out + (<usize> (t * outStride + r) << 2), v);
       }
     }
+    }
     return;
   }
   if (kind == 14) {
     // Q6_K (pair-scale layout): aq16 holds the reordered activation, then its 32·pair sums
     const a32 = aq16 + <usize> (T * (nb << 8));
+    // activation rows in blocks of 32 (see Q4_K)
+    for (let tb = 0; tb < T; tb += 32) {
+    const te = min<i32>(T, tb + 32);
     for (let r = r0; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
-      let t = 0;
-      for (; t + 8 <= T; t += 8) {
+      let t = tb;
+      for (; t + 8 <= te; t += 8) {
         const o = <usize> (t * nb) << 8;
         dotQ6K8(
           wr,
@@ -2153,7 +2162,7 @@ export function mmK(
           scr,
         );
       }
-      for (; t + 4 <= T; t += 4) {
+      for (; t + 4 <= te; t += 4) {
         const o = <usize> (t * nb) << 8;
         dotQ6K4(
           wr,
@@ -2167,11 +2176,12 @@ export function mmK(
           scr,
         );
       }
-      for (; t < T; t++) {
+      for (; t < te; t++) {
         const o = <usize> (t * nb) << 8;
         const v = dotQ6K(wr, nb, aq16 + o, a32 + o, ad + (<usize> (t * nb) << 2));
         store<f32>(out + (<usize> (t * outStride + r) << 2), v);
       }
+    }
     }
     return;
   }
