@@ -141,6 +141,29 @@ function firstLine(msg: string): string {
 }
 
 /**
+ * Run `fn` inside validation and internal error scopes: its result, or the first error the device
+ * or the call reported (a shader that does not compile, a pipeline the device refuses).
+ */
+async function scoped<T>(
+  dev: GPUDevice,
+  fn: () => Promise<T>,
+): Promise<{ got?: T; err?: { message: string } }> {
+  dev.pushErrorScope("validation");
+  dev.pushErrorScope("internal");
+  let got: T | undefined;
+  let thrown: Error | undefined;
+  try {
+    got = await fn();
+  } catch (e) {
+    thrown = e as Error;
+  }
+  const internal = await dev.popErrorScope();
+  const validation = await dev.popErrorScope();
+  const err = validation ?? internal ?? thrown;
+  return err ? { err } : { got };
+}
+
+/**
  * Run the layer through the fallback path, then through `candidate` (switched with `use`), and
  * compare. Errors of the candidate (a shader that does not compile, a pipeline the device
  * refuses) are caught in error scopes and make the result "failed". Leaves the fallback paths on.
@@ -157,18 +180,7 @@ export async function selfCheck(
     use(FALLBACK_PATHS);
     const want = await run(be, l);
     use(candidate);
-    dev.pushErrorScope("validation");
-    dev.pushErrorScope("internal");
-    let got: Float32Array[] | null = null;
-    let thrown: Error | null = null;
-    try {
-      got = await run(be, l);
-    } catch (e) {
-      thrown = e as Error;
-    }
-    const internal = await dev.popErrorScope();
-    const validation = await dev.popErrorScope();
-    const err = validation ?? internal ?? thrown;
+    const { got, err } = await scoped(dev, () => run(be, l));
     if (err || !got) {
       return { ok: false, detail: `does not compile or run: ${firstLine(err?.message ?? "")}` };
     }
@@ -322,18 +334,7 @@ export async function checkCpuKernels(
     use(false);
     const want = await layer();
     use(true);
-    dev.pushErrorScope("validation");
-    dev.pushErrorScope("internal");
-    let got: Float32Array[] | null = null;
-    let thrown: Error | null = null;
-    try {
-      got = await layer();
-    } catch (e) {
-      thrown = e as Error;
-    }
-    const internal = await dev.popErrorScope();
-    const validation = await dev.popErrorScope();
-    const err = validation ?? internal ?? thrown;
+    const { got, err } = await scoped(dev, layer);
     if (err || !got) {
       result = { ok: false, detail: `does not compile or run: ${firstLine(err?.message ?? "")}` };
     } else {

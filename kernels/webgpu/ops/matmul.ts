@@ -94,18 +94,7 @@ export function encodeMatmul(
   const rowsPerWg = WG / lanes;
   for (const part of W.parts) {
     const prm = ctx.enc.params();
-    prm.u.set([
-      part.rows,
-      k,
-      rows,
-      W.rowBytes,
-      W.rows,
-      part.row0,
-      dOff,
-      sOff,
-      lanes,
-      part.skip ?? 0,
-    ]);
+    prm.u.set(partParams(W, part, k, rows, dOff, sOff, lanes));
     const [gx, gy] = grid(Math.ceil(part.rows / rowsPerWg));
     const res = f16 ? [part.res, a, o.res, part.res] : [part.res, a, o.res];
     ctx.enc.dispatch(p, prm.slot, res, gx, gy, Math.ceil(rows / tt));
@@ -132,6 +121,23 @@ const TEX_W = 4096;
 
 /** Each weight buffer's texture copy (null: too large for one), per device. */
 const TEXTURES = new WeakMap<GpuResources, Map<number, { res: Res; texture: GPUTexture } | null>>();
+
+/**
+ * The matmul shaders' parameters for one part of a weight (a binding of its rows): part rows, k,
+ * activation rows, row bytes, total rows, the part's first row, the activation's quants and
+ * scales offsets, lanes per row, and the bytes the part skips at its start.
+ */
+function partParams(
+  W: ReturnType<typeof asWeight>,
+  part: ReturnType<typeof asWeight>["parts"][number],
+  k: number,
+  rows: number,
+  dOff: number,
+  sOff: number,
+  lanes: number,
+): number[] {
+  return [part.rows, k, rows, W.rowBytes, W.rows, part.row0, dOff, sOff, lanes, part.skip ?? 0];
+}
 
 /**
  * `res` (a weight part) as an rgba32uint texture, copied on first use and destroyed with the
@@ -214,18 +220,7 @@ function encodeCpuMatmul(
     const tex = CPU_TILE.textures ? weightTexture(ctx, part.res) : null;
     const p = pipe(tex !== null);
     const prm = ctx.enc.params();
-    prm.u.set([
-      part.rows,
-      W.cols,
-      rows,
-      W.rowBytes,
-      W.rows,
-      part.row0,
-      dOff,
-      sOff,
-      1,
-      part.skip ?? 0,
-    ]);
+    prm.u.set(partParams(W, part, W.cols, rows, dOff, sOff, 1));
     const [gx, gy] = grid(Math.ceil(part.rows / R / wgs));
     ctx.enc.dispatch(p, prm.slot, [tex ?? part.res, a, out], gx, gy, Math.ceil(rows / TT));
   }
