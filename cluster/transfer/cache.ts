@@ -195,14 +195,8 @@ export class ModelCache {
     const len = this.chunkLength(seg, chunk);
     const f = await Deno.open(this.#path(seg), { read: true });
     try {
-      await f.seek(chunk * this.manifest.chunkSize, Deno.SeekMode.Start);
       const out = new Uint8Array(len);
-      let done = 0;
-      while (done < len) {
-        const n = await f.read(out.subarray(done));
-        if (n === null) return undefined;
-        done += n;
-      }
+      if (!(await readAt(f, chunk * this.manifest.chunkSize, out))) return undefined;
       return this.verifyChunk(seg, chunk, out) ? out : undefined;
     } finally {
       f.close();
@@ -242,13 +236,8 @@ export class ModelCache {
     const f = await Deno.open(this.#path(seg), { read: true });
     try {
       if (trusted) {
-        await f.seek(at, Deno.SeekMode.Start);
-        for (let done = 0; done < dst.length;) {
-          const n = await f.read(dst.subarray(done));
-          if (n === null) throw new Error(`cache ${this.dir}: ${name} is shorter than verified`);
-          done += n;
-        }
-        return;
+        if (await readAt(f, at, dst)) return;
+        throw new Error(`cache ${this.dir}: ${name} is shorter than verified`);
       }
       let chunk: Uint8Array | undefined;
       for (let c = Math.floor(at / size); c * size < end; c++) {
@@ -259,12 +248,8 @@ export class ModelCache {
         const buf = inside
           ? dst.subarray(c * size - at, c * size - at + len)
           : (chunk ??= new Uint8Array(size)).subarray(0, len);
-        await f.seek(c * size, Deno.SeekMode.Start);
-        for (let done = 0; done < len;) {
-          const n = await f.read(buf.subarray(done));
-          if (n === null) break;
-          done += n;
-        }
+        // A short read leaves stale bytes that fail the check below.
+        await readAt(f, c * size, buf);
         if (!this.verifyChunk(seg, c, buf)) {
           throw new Error(
             `cache ${this.dir}: chunk ${c} of ${name} is not (or no longer) verified: it ` +
@@ -334,14 +319,10 @@ export class ModelCache {
       const h = createHash("sha256");
       const buf = new Uint8Array(Math.min(len, 4 << 20));
       for (let at = 0; at < len;) {
-        const want = Math.min(buf.length, len - at);
-        for (let got = 0; got < want;) {
-          const n = await f.read(buf.subarray(got, want));
-          if (n === null) return undefined;
-          got += n;
-        }
-        h.update(buf.subarray(0, want));
-        at += want;
+        const piece = buf.subarray(0, Math.min(buf.length, len - at));
+        if (!(await readAt(f, at, piece))) return undefined;
+        h.update(piece);
+        at += piece.length;
       }
       return new Uint8Array(h.digest());
     } finally {
@@ -441,4 +422,15 @@ export class CacheSource implements ByteSource {
 
   /** Nothing to release (the cache stays open). */
   close(): void {}
+}
+
+/** Fill `dst` from byte `offset` of `f`; false when the file ends first. */
+async function readAt(f: Deno.FsFile, offset: number, dst: Uint8Array): Promise<boolean> {
+  await f.seek(offset, Deno.SeekMode.Start);
+  for (let done = 0; done < dst.length;) {
+    const n = await f.read(dst.subarray(done));
+    if (n === null) return false;
+    done += n;
+  }
+  return true;
 }

@@ -18,8 +18,6 @@ export class Arena {
   readonly memory: WebAssembly.Memory;
   readonly k: Kernels;
   readonly cap: number;
-  /** Whether the memory is advised to use transparent huge pages (./hugepages.ts). */
-  readonly hugePages: boolean;
   #base: number;
   #top: number;
   #free: { off: number; size: number }[] = [];
@@ -31,7 +29,7 @@ export class Arena {
     const maxPages = Math.max(2, Math.min(65536, Math.floor(capBytes / PAGE)));
     this.cap = maxPages * PAGE;
     this.memory = new WebAssembly.Memory({ initial: 1, maximum: maxPages, shared: true });
-    this.hugePages = adviseHugePages(this.memory, this.cap);
+    adviseHugePages(this.memory, this.cap);
     this.k = instantiate(module, this.memory);
     this.#base = Math.ceil(Math.max(this.k.heapBase(), 1024) / ALIGN) * ALIGN;
     this.#top = this.#base;
