@@ -346,8 +346,8 @@ async function bench8b(o: Options, llamaref: string) {
         weights_bytes: m?.weights ?? null,
         kv_bytes: m?.kv ?? null,
         planned_share_bytes: share,
-        limit_bytes: Math.round(1.15 * weightsKv + idle),
-        within_limit: peak <= 1.15 * weightsKv + idle,
+        limit_bytes: Math.round(limit),
+        within_limit: peak <= limit,
         holds_whole_file: peak >= fileBytes,
       };
     }

@@ -7,7 +7,7 @@
  */
 import { selectBackend } from "../../kernels/select.ts";
 import { LlamaStage } from "../../model/llama.ts";
-import { stageBytes } from "../placement/mod.ts";
+import { stageWeightBytes } from "../placement/mod.ts";
 import { StageHost } from "../pipeline/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
@@ -93,8 +93,6 @@ export class StageRoom {
       // A deployed model: fetch whatever this range misses into the cache first.
       // Gives up when a newer plan supersedes this range (the next load fetches its own).
       const fp = s.model.footprint;
-      const weights = stageBytes(fp, want.from, want.to) -
-        (want.to - want.from) * fp.kvBytesPerLayer;
       await s.transfer.ensure(
         s.model.id.toString(),
         want,
@@ -103,7 +101,7 @@ export class StageRoom {
         // in on another thread while the layers are fetched; not when the layers are at hand
         // (faulting and loading at once only compete for the cores then).
         () => {
-          if (!old) s.backend.prefault?.(weights).catch(() => {});
+          if (!old) s.backend.prefault?.(stageWeightBytes(fp, want.from, want.to)).catch(() => {});
         },
       );
       if (!s.model || this.plannedRange !== want) return;

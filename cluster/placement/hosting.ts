@@ -5,7 +5,13 @@
  *
  * @module
  */
-import { type ModelFootprint, type Placement, type PlacementNode, stageBytes } from "./plan.ts";
+import {
+  type ModelFootprint,
+  type Placement,
+  type PlacementNode,
+  type StageAssignment,
+  stageBytes,
+} from "./plan.ts";
 
 /** A node as replica planning sees it: its placement inputs and what it hosts now, if anything. */
 export interface ReplicaNode extends PlacementNode {
@@ -53,34 +59,29 @@ export function hostedGroups(m: ModelFootprint, live: readonly ReplicaNode[]): H
   return groups;
 }
 
-/** A group's stages as a placement (only meaningful when they chain from 0 to the last layer). */
-function asPlacement(m: ModelFootprint, members: readonly ReplicaNode[]): Placement {
-  return {
-    nLayers: m.nLayers,
-    stages: members.map((n) => ({
-      nodeId: n.id,
-      from: n.hosting!.from,
-      to: n.hosting!.to,
-      bytes: stageBytes(m, n.hosting!.from, n.hosting!.to),
-    })),
-  };
+/** The stage node `n` hosts now. */
+function hostedStage(m: ModelFootprint, n: ReplicaNode): StageAssignment {
+  const { from, to } = n.hosting!;
+  return { nodeId: n.id, from, to, bytes: stageBytes(m, from, to) };
 }
 
 /**
- * The pipelines nodes serve now, each kept whole when its stages (the nodes naming the same
- * head, the head among them as the first stage) still chain from layer 0 to the last within
- * their budgets. In head id order.
+ * The pipelines nodes serve now (`groups`, from hostedGroups), each kept whole when its stages
+ * (the nodes naming the same head, the head among them as the first stage) still chain from
+ * layer 0 to the last within their budgets. In head id order.
  */
-export function hostedChains(m: ModelFootprint, live: readonly ReplicaNode[]): Placement[] {
+export function hostedChains(m: ModelFootprint, groups: readonly HostedGroup[]): Placement[] {
   const chains: Placement[] = [];
-  for (const { head, members } of hostedGroups(m, live)) {
+  for (const { head, members } of groups) {
     if (members[0].id !== head) continue; // the head itself is gone
     let at = 0;
     for (const n of members) {
       if (n.hosting!.from !== at) break;
       at = n.hosting!.to;
     }
-    if (at === m.nLayers) chains.push(asPlacement(m, members));
+    if (at === m.nLayers) {
+      chains.push({ nLayers: m.nLayers, stages: members.map((n) => hostedStage(m, n)) });
+    }
   }
   return chains;
 }
@@ -96,7 +97,7 @@ export function repairGroup(
   spare: readonly ReplicaNode[],
 ): Placement | undefined {
   const free = [...spare].sort(byId);
-  const stages: Placement["stages"][number][] = [];
+  const stages: StageAssignment[] = [];
   let at = 0;
   const cover = (to: number): boolean => {
     while (at < to) {
@@ -112,7 +113,7 @@ export function repairGroup(
   };
   for (const n of group.members) {
     if (!cover(n.hosting!.from)) return undefined;
-    stages.push(asPlacement(m, [n]).stages[0]);
+    stages.push(hostedStage(m, n));
     at = n.hosting!.to;
   }
   if (!cover(m.nLayers)) return undefined;
@@ -122,9 +123,10 @@ export function repairGroup(
 /**
  * One pipeline with minimal movement: when `fresh` would move a stage that stands now, and the
  * nodes hosting stages (one pipeline's, gaps allowed) plus spares that fill its gaps are exactly
- * the nodes `fresh` would use, keep their ranges instead of `fresh`'s re-spread. So a standby replacing a lost stage
- * takes that stage's layers and no other stage reloads, while a node joining a whole pipeline
- * (or a loss no spare can cover) still re-plans over everyone. Undefined: use `fresh`.
+ * the nodes `fresh` would use, keep their ranges instead of `fresh`'s re-spread. So a standby
+ * replacing a lost stage takes that stage's layers and no other stage reloads, while a node
+ * joining a whole pipeline (or a loss no spare can cover) still re-plans over everyone.
+ * Undefined: use `fresh`.
  */
 export function keptPlacement(
   m: ModelFootprint,

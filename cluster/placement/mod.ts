@@ -19,6 +19,7 @@ export {
   planPlacement,
   type StageAssignment,
   stageBytes,
+  stageWeightBytes,
 } from "./plan.ts";
 export {
   agreedReplicaCount,

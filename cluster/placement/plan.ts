@@ -55,8 +55,13 @@ export class PlacementError extends Error {
 
 /** Bytes a node holding layers [from, to) needs, counting head/tail extras and KV. */
 export function stageBytes(m: ModelFootprint, from: number, to: number): number {
+  return stageWeightBytes(m, from, to) + (to - from) * m.kvBytesPerLayer;
+}
+
+/** Weight bytes of layers [from, to) with the head/tail extras they bring (no KV). */
+export function stageWeightBytes(m: ModelFootprint, from: number, to: number): number {
   let b = 0;
-  for (let l = from; l < to; l++) b += m.layerBytes[l] + m.kvBytesPerLayer;
+  for (let l = from; l < to; l++) b += m.layerBytes[l];
   if (from === 0) b += m.headBytes;
   if (to === m.nLayers) b += m.tailBytes;
   if (from === 0 && to === m.nLayers) b -= m.sharedHeadTailBytes ?? 0;

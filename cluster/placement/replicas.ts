@@ -71,10 +71,11 @@ export function planReplicas(
   const shortest = shortestPipeline(m, bigFirst);
   const replicas: Placement[] = [];
   const taken = new Set<string>();
+  const groups = hostedGroups(m, live);
   // 1. Keep the pipelines that still stand: chains of hosted ranges covering every layer, no
   //    longer than the shortest pipeline the budgets allow (a longer one, e.g. from a plan with
   //    fewer replicas, is regrouped).
-  for (const chain of hostedChains(m, live)) {
+  for (const chain of hostedChains(m, groups)) {
     if (replicas.length >= max) break;
     if (chain.stages.length > shortest) continue;
     replicas.push(chain);
@@ -83,7 +84,6 @@ export function planReplicas(
   // 1b. Repair the pipelines that lost a stage: their other stages keep their layers and nodes
   //     hosting nothing take the missing ones, so a standby replacing a lost node is the only
   //     node that loads.
-  const groups = hostedGroups(m, live);
   const inGroup = new Set(groups.flatMap((g) => g.members.map((n) => n.id)));
   for (const g of groups) {
     if (replicas.length >= max) break;
