@@ -56,6 +56,11 @@ function libcMadvise(): Madvise | null {
   return madvise;
 }
 
+/** Address of a memory's first byte (a shared memory never moves). */
+export function memoryAddress(memory: WebAssembly.Memory): bigint {
+  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(memory.buffer))));
+}
+
 /**
  * Advise huge pages over the first `bytes` of `memory`'s reservation (its maximum size: a shared
  * memory never moves, so the advice covers every later growth). Returns whether it was applied.
@@ -64,9 +69,9 @@ export function adviseHugePages(memory: WebAssembly.Memory, bytes: number): bool
   const advise = libcMadvise();
   if (!advise) return false;
   try {
-    const base = Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(memory.buffer)));
-    const start = (BigInt(base) + HUGE - 1n) & ~(HUGE - 1n);
-    const end = (BigInt(base) + BigInt(bytes)) & ~(HUGE - 1n);
+    const base = memoryAddress(memory);
+    const start = (base + HUGE - 1n) & ~(HUGE - 1n);
+    const end = (base + BigInt(bytes)) & ~(HUGE - 1n);
     if (end <= start) return false;
     // Pages not yet accessible (PROT_NONE until the memory grows) take the advice as well.
     return advise(Deno.UnsafePointer.create(start), end - start, MADV_HUGEPAGE) === 0;
@@ -87,9 +92,7 @@ export async function populate(
 ): Promise<boolean> {
   if (!libcMadvise() || !madviseAsync || bytes <= 0) return false;
   try {
-    const base = BigInt(
-      Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(memory.buffer))),
-    );
+    const base = memoryAddress(memory);
     const page = 4096n;
     const start = (base + BigInt(from) + page - 1n) & ~(page - 1n);
     const end = (base + BigInt(from + bytes)) & ~(page - 1n);

@@ -5,7 +5,7 @@
  */
 import { Arena } from "../../../kernels/wasm/arena.ts";
 import { readKernelBinary } from "../../../kernels/wasm/build.ts";
-import { adviseHugePages } from "../../../kernels/wasm/hugepages.ts";
+import { adviseHugePages, memoryAddress } from "../../../kernels/wasm/hugepages.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 const MB = 1 << 20;
@@ -16,11 +16,6 @@ const thp = linux
     Deno.readTextFileSync("/sys/kernel/mm/transparent_hugepage/enabled"),
   )?.[1] ?? "never")
   : "never";
-
-/** Address of a memory's first byte. */
-function baseOf(mem: WebAssembly.Memory): bigint {
-  return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(mem.buffer))));
-}
 
 /** AnonHugePages (kB) of the mappings of this process that overlap [start, start + bytes). */
 function anonHugeKbIn(start: bigint, bytes: number): number {
@@ -64,7 +59,7 @@ Deno.test({
     assert(adviseHugePages(mem, bytes), "madvise(MADV_HUGEPAGE) was not applied");
     mem.grow(bytes / 65536 - 1); // growth after the advice: the whole reservation took it
     new Uint8Array(mem.buffer).fill(1);
-    const huge = anonHugeKbIn(baseOf(mem), bytes);
+    const huge = anonHugeKbIn(memoryAddress(mem), bytes);
     // THP may fall back to small pages under fragmentation; most of 64 MiB comes huge here.
     assert(huge >= 16 * 1024, `only ${huge} kB of huge pages (THP "${thp}")`);
   },
@@ -97,7 +92,7 @@ Deno.test({
     assert(await arena.prefault(64 * MB), "populate did not run");
     const grown = arena.memory.buffer.byteLength - from;
     assert(grown >= 63 * MB, `the memory grew by ${grown} bytes only`);
-    const start = baseOf(arena.memory) + BigInt(from);
+    const start = memoryAddress(arena.memory) + BigInt(from);
     const pages = Math.floor(grown / 4096);
     const resident = residentPages(start, pages * 4096);
     assertEquals(resident, pages, "pages of the grown range were not faulted in");
@@ -105,7 +100,7 @@ Deno.test({
     const plain = new WebAssembly.Memory({ initial: 1, maximum: 2048, shared: true });
     const before = plain.buffer.byteLength;
     plain.grow(1024);
-    assert(residentPages(baseOf(plain) + BigInt(before), 64 * MB) < pages / 2);
+    assert(residentPages(memoryAddress(plain) + BigInt(before), 64 * MB) < pages / 2);
     // Allocations then land in those pages; nothing is left to grow for a small one.
     const off = arena.alloc(32 * MB)!;
     assert(off + 32 * MB <= arena.memory.buffer.byteLength);
