@@ -7,7 +7,6 @@
  */
 import { selectBackend } from "../../kernels/select.ts";
 import { LlamaStage } from "../../model/llama.ts";
-import { stageWeightBytes } from "../placement/mod.ts";
 import { StageHost } from "../pipeline/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
@@ -92,18 +91,7 @@ export class StageRoom {
     try {
       // A deployed model: fetch whatever this range misses into the cache first.
       // Gives up when a newer plan supersedes this range (the next load fetches its own).
-      const fp = s.model.footprint;
-      await s.transfer.ensure(
-        s.model.id.toString(),
-        want,
-        () => this.plannedRange === want,
-        // A fresh agent (a standby taking a lost stage, a new node) faults its weights' memory
-        // in on another thread while the layers are fetched; not when the layers are at hand
-        // (faulting and loading at once only compete for the cores then).
-        () => {
-          if (!old) s.backend.prefault?.(stageWeightBytes(fp, want.from, want.to)).catch(() => {});
-        },
-      );
+      await s.transfer.ensure(s.model.id.toString(), want, () => this.plannedRange === want);
       if (!s.model || this.plannedRange !== want) return;
       const stage = await LlamaStage.load(s.model.file, s.backend, {
         ...want,

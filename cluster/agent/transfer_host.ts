@@ -6,7 +6,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { PlacementSchema, StageAssignmentSchema, type TransferProgress } from "../../proto/mod.ts";
-import { planReplicas } from "../placement/mod.ts";
+import { planReplicas, stageWeightBytes } from "../placement/mod.ts";
 import type { TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
 import { agreedReplicas, placementInputs, type PlacementLoop } from "./placement_loop.ts";
@@ -73,6 +73,20 @@ export function transferHost(
       s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: id, stageError: "" });
       s.log("info", "serving a deployed model", { model: id, path: path ?? "(cache)" });
       loop.schedule();
+    },
+    beforeFetch: (file, range) => {
+      // Only a node hosting nothing yet (a standby taking a lost stage, a new node): faulting a
+      // fresh process's memory costs seconds per GB here (first touch of VM memory), which the
+      // load after the fetch would otherwise pay. With layers at hand, faulting and loading at
+      // once only compete for the cores.
+      if (s.stage || !s.backend.prefault) return;
+      const fp = agentFootprint(file, s.config.contextSize, s.config.maxSessions);
+      const bytes = stageWeightBytes(fp, range.from, range.to);
+      s.log("debug", "faulting in the stage's memory during the fetch", {
+        layers: `[${range.from},${range.to})`,
+        bytes,
+      });
+      s.backend.prefault(bytes).catch(() => {});
     },
     unserve,
     publish: (value: TransferProgress) => s.events.publish({ case: "transfer", value }),

@@ -128,14 +128,13 @@ export class TransferManager {
     modelId: string,
     range: { from: number; to: number },
     current: () => boolean = () => true,
-    beforeFetch?: () => void,
   ): Promise<void> {
     const e = this.#byModel(modelId);
     if (!e?.cache || e.path || !e.file) return;
     e.range = range;
     e.needed = segmentsFor(e.manifest, e.file, range);
     if (e.needed.every((s) => e.cache!.segmentDone(s))) return;
-    beforeFetch?.();
+    this.host.beforeFetch?.(e.file, range);
     const superseded = new AbortController();
     const watch = setInterval(() => {
       if (!current()) superseded.abort();
@@ -248,6 +247,7 @@ export class TransferManager {
       try {
         const file = await this.#header(e);
         e.needed = e.range ? segmentsFor(manifest, file, e.range) : [0];
+        if (e.range) this.host.beforeFetch?.(file, e.range);
         await this.#fetch(e, e.needed);
         e.state = TransferState.CACHED;
         this.#publish(e);

@@ -61,6 +61,7 @@ async function startSourceAndFollowers(
   agents: AgentProcess[],
   dirs: string[],
   followerBudget: string,
+  followerArgs: string[] = [],
 ): Promise<void> {
   agents.push(
     await startAgent({
@@ -76,7 +77,7 @@ async function startSourceAndFollowers(
         id,
         seeds: [agents[0].gossipAddr],
         memoryBudget: followerBudget,
-        extra: ["--no-model", "--cache-dir", dirs[i]],
+        extra: ["--no-model", "--cache-dir", dirs[i], ...followerArgs],
       }),
     );
   }
@@ -89,7 +90,8 @@ Deno.test({
     const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "dllm-cache-" }));
     const agents: AgentProcess[] = [];
     try {
-      await startSourceAndFollowers(agents, dirs, "1.2MB");
+      // The followers compute on WASM, whose memory can be faulted in while layers arrive.
+      await startSourceAndFollowers(agents, dirs, "1.2MB", ["--backend", "wasm", "--threads", "1"]);
       const r = await llmctl([
         "--endpoint",
         `127.0.0.1:${agents[0].rpcPort}`,
@@ -126,6 +128,15 @@ Deno.test({
         file.close();
       }
       assertEquals(cachedSegments(dirs[0], manifest.sha256).size, 0, "the source caches nothing");
+      // A fresh agent faults its stage's memory in during the fetch (the load then only copies).
+      for (const a of agents.slice(1)) {
+        const s = info.placement!.stages.find((x) => x.nodeId === a.id)!;
+        const faulted = a.logs.filter((l) =>
+          l.msg === "faulting in the stage's memory during the fetch"
+        );
+        assertEquals(faulted.map((l) => l.layers), [`[${s.fromLayer},${s.toLayer})`], a.id);
+        assert(Number(faulted[0].bytes) > 0);
+      }
 
       const g = golden("stories260K__once");
       const out = await generate(agents[1], g.prompt, g.n_predict);
