@@ -37,7 +37,7 @@ import { dequantizeRow } from "../quant/ops.ts";
 import { typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import type { Arena } from "./arena.ts";
 import { readKernelBinary } from "./build.ts";
-import { A, ARENA, ARGS, FARGS, MAX_THREADS, OP, OP_ATTN, OP_PROBE } from "./jobs.ts";
+import { A, ARENA, ARGS, FARGS, MAX_THREADS, OP, OP_ATTN, OP_PROBE, SLEEPS } from "./jobs.ts";
 import { fileRow, layOut } from "./layout.ts";
 import { Matmuls } from "./matmul.ts";
 import { Pool } from "./pool.ts";
@@ -65,6 +65,13 @@ export interface WasmBackend extends Backend {
    * the roofline decode's weight streaming can approach. The probe's pages stay committed.
    */
   probeReadBandwidth(bytes: number, reps?: number): number;
+  /**
+   * µs each thread spins for the next job (workers) or the end of one (the caller) before it
+   * sleeps in `Atomics.wait` (default 1000; see spinWhile in jobs.ts).
+   */
+  spinMicros: number;
+  /** Times a worker has gone to sleep between jobs (a diagnostic counter). */
+  readonly workerSleeps: number;
 }
 
 /** Options of {@link createWasmBackend}. */
@@ -78,6 +85,8 @@ export interface WasmBackendOptions {
   memoryCap?: number;
   /** The compiled kernels (default: build/kernels.wasm, see build.ts). */
   binary?: Uint8Array<ArrayBuffer>;
+  /** Initial {@link WasmBackend.spinMicros}. */
+  spinMicros?: number;
 }
 
 const GiB = 1024 * 1024 * 1024;
@@ -103,6 +112,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const bytes = opts.binary ?? await readKernelBinary();
   const module = await WebAssembly.compile(bytes);
   const pool = new Pool();
+  if (opts.spinMicros !== undefined) pool.spinMicros = opts.spinMicros;
   const mem = new Memories(module, cap, pool);
   await pool.start(threads - 1, bytes, [mem.a0.memory]);
   return new WasmBackendImpl(mem, pool, threads);
@@ -147,6 +157,17 @@ class WasmBackendImpl implements WasmBackend {
       throw new Error(`wasm backend: setThreads(${n}) outside 1..${this.threads}`);
     }
     this.#active = n;
+  }
+
+  get spinMicros(): number {
+    return this.#pool.spinMicros;
+  }
+  set spinMicros(us: number) {
+    this.#pool.spinMicros = us;
+  }
+
+  get workerSleeps(): number {
+    return Atomics.load(this.#ctrl, SLEEPS);
   }
 
   probeReadBandwidth(bytes: number, reps = 3): number {

@@ -14,6 +14,11 @@ import type { Kernels, Mm32 } from "./kernels.ts";
 
 /** Control-block slots (Int32 indices). */
 export const SEQ = 0;
+/**
+ * Microseconds a thread spins on the control block for the next job (a worker) or for the
+ * workers' end of a job (the caller) before it sleeps in `Atomics.wait` (set by the pool).
+ */
+export const SPIN_US = 1;
 /** Next chunk to claim. */
 export const NEXT = 2;
 /** Op code of the current job. */
@@ -28,6 +33,8 @@ export const CLOSED = 6;
 export const ERROR = 7;
 /** First integer argument. */
 export const ARGS = 8;
+/** Times a worker went to sleep waiting for a job (a diagnostic counter). */
+export const SLEEPS = 47;
 /** First float argument (Float32 view of the same buffer). */
 export const FARGS = 48;
 /** First per-worker acknowledgement slot: worker `i` writes the SEQ of the control op it took. */
@@ -36,6 +43,20 @@ export const ACK = 64;
 export const MAX_THREADS = 256;
 /** Control block size in Int32 elements. */
 export const CTRL_INTS = ACK + MAX_THREADS;
+
+/**
+ * Spin on `ctrl[slot]` while it equals `v`, for up to `ctrl[SPIN_US]` µs from `t0` (a
+ * `performance.now()`); returns whether it changed. Sleeping in `Atomics.wait` and being woken
+ * costs about 0.1 ms on these VMs (an idle vCPU is halted), while the gaps between the jobs of a
+ * decode step are mostly tens of µs: llama.cpp's threads spin too.
+ */
+export function spinWhile(ctrl: Int32Array, slot: number, v: number, t0: number): boolean {
+  const us = ctrl[SPIN_US];
+  for (let i = 1;; i++) {
+    if (Atomics.load(ctrl, slot) !== v) return true;
+    if ((i & 63) === 0 && (performance.now() - t0) * 1000 >= us) return false;
+  }
+}
 
 /** Op codes. */
 export const OP_MM32 = 1;

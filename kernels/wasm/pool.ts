@@ -17,13 +17,12 @@ import {
   OP_STOP,
   runJob,
   SEQ,
+  SPIN_US,
+  spinWhile,
 } from "./jobs.ts";
 
-/**
- * Spins of the caller before it sleeps on a job's end: a worker's share usually ends within
- * microseconds of the caller's, and a futex wake costs more than that.
- */
-const SPIN = 4000;
+/** Default spin (µs) before a thread sleeps: see spinWhile in jobs.ts. */
+export const DEFAULT_SPIN_US = 1000;
 
 /** The workers and the control block they share with the calling thread. */
 export class Pool {
@@ -34,6 +33,15 @@ export class Pool {
     const sab = new SharedArrayBuffer(CTRL_INTS * 4);
     this.ctrl = new Int32Array(sab);
     this.f32 = new Float32Array(sab);
+    this.ctrl[SPIN_US] = DEFAULT_SPIN_US;
+  }
+
+  /** µs a thread spins for the next job or a job's end before it sleeps. */
+  get spinMicros(): number {
+    return this.ctrl[SPIN_US];
+  }
+  set spinMicros(us: number) {
+    Atomics.store(this.ctrl, SPIN_US, Math.max(0, Math.floor(us)));
   }
 
   /** Start `n` workers over `memories`; resolves when each has instantiated the kernels. */
@@ -72,12 +80,13 @@ export class Pool {
     }
     // Close the job: workers that have not joined yet will not; wait for those inside it.
     Atomics.store(c, CLOSED, seq);
-    let spins = 0;
     let waited = 0;
+    const t0 = performance.now();
     for (;;) {
       const a = Atomics.load(c, ACTIVE);
       if (a === 0) break;
-      if (++spins > SPIN && Atomics.wait(c, ACTIVE, a, 1000) === "timed-out" && ++waited > 30) {
+      if (spinWhile(c, ACTIVE, a, t0)) continue;
+      if (Atomics.wait(c, ACTIVE, a, 1000) === "timed-out" && ++waited > 30) {
         throw new Error("wasm backend: a worker did not finish its job within 30 s");
       }
     }

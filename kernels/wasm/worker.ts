@@ -1,14 +1,27 @@
 /// <reference lib="deno.worker" />
 /**
  * A worker of the WASM backend's pool. It instantiates the kernels over every arena's shared
- * memory, then loops: wait for the control block's `SEQ` to move (spin briefly, then
- * `Atomics.wait`), join the job if it is still open and run its share (see jobs.ts).
+ * memory, then loops: wait for the control block's `SEQ` to move (spin for `SPIN_US` µs
+ * after its last job, then `Atomics.wait`), join the job if it is still open and run its share (see jobs.ts).
  *
  * Messages: `{type: "init", bytes, ctrl, thread, memories}` once, then `{type: "arena", memory}`
  * for each arena added later (the main thread sends `OP_RELOAD` so the loop yields to take it).
  */
 import { instantiate, type Kernels } from "./kernels.ts";
-import { ACK, ACTIVE, ARGS, CLOSED, ERROR, OP, OP_RELOAD, OP_STOP, runJob, SEQ } from "./jobs.ts";
+import {
+  ACK,
+  ACTIVE,
+  ARGS,
+  CLOSED,
+  ERROR,
+  OP,
+  OP_RELOAD,
+  OP_STOP,
+  runJob,
+  SEQ,
+  SLEEPS,
+  spinWhile,
+} from "./jobs.ts";
 
 let module: WebAssembly.Module | undefined;
 let ctrl: Int32Array;
@@ -16,7 +29,6 @@ let f32: Float32Array;
 let thread = 0;
 const arenas: Kernels[] = [];
 let seen = 0;
-const SPIN = 4000;
 
 /** Acknowledge control op `seq` (new arenas taken, or stopping). */
 function ack(seq: number): void {
@@ -26,9 +38,11 @@ function ack(seq: number): void {
 
 function loop(): void {
   for (;;) {
-    let spins = 0;
-    while (Atomics.load(ctrl, SEQ) === seen) {
-      if (++spins > SPIN) Atomics.wait(ctrl, SEQ, seen);
+    if (!spinWhile(ctrl, SEQ, seen, performance.now())) {
+      while (Atomics.load(ctrl, SEQ) === seen) {
+        Atomics.add(ctrl, SLEEPS, 1);
+        Atomics.wait(ctrl, SEQ, seen);
+      }
     }
     let s = Atomics.load(ctrl, SEQ);
     let op = Atomics.load(ctrl, OP);

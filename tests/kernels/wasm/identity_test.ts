@@ -148,3 +148,33 @@ Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows sta
     ref.dispose();
   }
 });
+
+Deno.test("wasm pool: workers that sleep between jobs (spinMicros 0) and spinning ones give the same results", async () => {
+  const wasm = await createWasmBackend({ threads: 2, spinMicros: 0 });
+  try {
+    const type = GGMLType.Q4_K;
+    const n = 2048;
+    const m = 64;
+    const w = wasm.upload({ name: "w", type, shape: [n, m], data: weightBytes(type, n, m, 9) });
+    const x = bufOf(wasm, rand(n, 4, 2));
+    const out = wasm.buffer(m);
+    const results: Float32Array[] = [];
+    for (const us of [0, 0, 5000, 0]) {
+      wasm.spinMicros = us;
+      const s0 = wasm.workerSleeps;
+      // a gap longer than no spin at all: the worker goes to sleep and must be woken
+      await new Promise((r) => setTimeout(r, 5));
+      wasm.matmul(w, x, out, 1);
+      results.push(await wasm.read(out));
+      if (us === 0 && wasm.workerSleeps === s0) {
+        // the worker may still have been inside its first spin; one more gap must put it to sleep
+        await new Promise((r) => setTimeout(r, 5));
+        wasm.matmul(w, x, out, 1);
+        if (wasm.workerSleeps === s0) throw new Error("spinMicros 0: the worker never slept");
+      }
+    }
+    for (const r of results.slice(1)) assertClose(r, results[0], 0, "Q4_K with and without spin");
+  } finally {
+    wasm.dispose();
+  }
+});
