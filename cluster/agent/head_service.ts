@@ -232,6 +232,10 @@ export class HeadService {
         tracker.recovering(m);
         s.log("warn", m);
       },
+      // A dead stage should leave every agent's plan now, not when its probe turn comes.
+      onStageFailure: (id) => {
+        if (id !== s.nodeId) s.gossip.probeNow(id);
+      },
     });
     const maxTokens = p.maxTokens ?? 0;
     const running = head.generate({

@@ -160,6 +160,15 @@ export class Memberlist {
     return out;
   }
 
+  /**
+   * Probe member `id` now, out of turn, because the application saw its connection fail; it
+   * becomes suspect within one probe interval unless it answers. False when no probe was sent
+   * (ourselves, unknown, not alive, or a probe already out).
+   */
+  probeNow(id: string): boolean {
+    return !this.closed && this.state.prober.probeNow(id);
+  }
+
   /** Every known member, including dead and left ones not yet forgotten. */
   allMembers(): Member[] {
     return [...this.state.nodes.values()].map((s) => this.state.member(s));

@@ -33,6 +33,8 @@ export class Prober {
   #order: string[] = [];
   #index = 0;
   readonly #acks = new Map<number, AckHandler>();
+  /** Members with a probe out (probeNow sends no second one). */
+  readonly #inFlight = new Set<string>();
   #seq = 0;
 
   constructor(st: ProbeHost) {
@@ -68,6 +70,7 @@ export class Prober {
   /** Forget outstanding probes (the member stopped). */
   clear(): void {
     this.#acks.clear();
+    this.#inFlight.clear();
   }
 
   /**
@@ -79,6 +82,22 @@ export class Prober {
     order.push(id);
     const at = Math.floor(this.#st.cfg.rng.next() * order.length);
     [order[at], order[order.length - 1]] = [order[order.length - 1], order[at]];
+  }
+
+  /**
+   * Probe member `id` now, out of turn: the application saw its connection fail (a refused or
+   * reset stream), and waiting for its turn in the round-robin (up to a whole round) would keep
+   * a dead member in everyone's plans for seconds. The usual SWIM rules then apply: an ack clears
+   * it; no ack, direct or indirect, within the probe interval makes it suspect. Returns whether a
+   * probe was sent (not for ourselves, unknown, suspect, dead or left members, nor when one is
+   * already out for it).
+   */
+  probeNow(id: string): boolean {
+    const target = this.#st.nodes.get(id);
+    if (!target || id === this.#st.id || target.status !== "alive") return false;
+    if (this.#inFlight.has(id)) return false;
+    this.#probe(target);
+    return true;
   }
 
   /** Probe the next member, then schedule the next probe (scaled by our awareness). */
@@ -141,6 +160,7 @@ export class Prober {
       this.#st.stats.probeRttMs = srtt === 0 ? rtt : srtt + (rtt - srtt) / 8;
     };
     this.#acks.set(seq, { ack: onAck, nack: () => nacks++ });
+    this.#inFlight.add(target.id);
     const msgs = [encode(this.#ping(seq, target.id))];
     // A suspect target gets the accusation with the ping, so it can refute at once.
     if (target.status === "suspect") {
@@ -184,6 +204,7 @@ export class Prober {
 
     this.#st.after(interval, () => {
       this.#acks.delete(seq);
+      this.#inFlight.delete(target.id);
       if (done) return;
       done = true;
       this.#st.stats.failedProbes++;

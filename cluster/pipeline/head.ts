@@ -149,6 +149,12 @@ export interface HeadOptions {
   /** Log hook for recoveries. */
   log?: (msg: string) => void;
   /**
+   * A stage failed under a request (its link broke or it answered an error): the agent asks
+   * gossip to probe that node now, so a dead one leaves everyone's plans within one probe
+   * interval instead of waiting for its turn.
+   */
+  onStageFailure?: (nodeId: string) => void;
+  /**
    * Greedy tokens a tail may decode ahead per decode frame (StageFrame.lookahead; not after the
    * prompt, which would delay the first token): a whole-model GPU stage then reads back once per
    * run instead of once per token. Tokens still reach onToken one by one, and stops (end of
@@ -299,6 +305,7 @@ export class Head {
         result.failures.push({ nodeId: e.nodeId, message: e.message });
         const failed = chain.find((s) => s.nodeId === e.nodeId);
         exclude.add(stageKey(e.nodeId, failed?.version));
+        this.opts.onStageFailure?.(e.nodeId);
         this.opts.log?.(
           `request ${req.requestId}: stage on ${e.nodeId} failed (${e.message}); ` +
             `re-placing and replaying ${req.promptTokens.length + result.tokens.length} tokens`,

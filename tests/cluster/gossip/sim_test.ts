@@ -203,3 +203,24 @@ Deno.test("sim: a member cut off briefly refutes the suspicion and is not declar
   assertEquals(deaths, 0);
   assert(members[5].localNode.incarnation > 0, "refuting takes a higher incarnation");
 });
+
+Deno.test("sim: probeNow makes a crashed member suspect within one probe interval; a live one stays alive", async () => {
+  const cfg = lanConfig({ nodeId: "x" });
+  // Over several phases of the probe loops: without probeNow the first suspicion of a crashed
+  // member among 20 takes whatever is left of the observer's round-robin round.
+  for (let trial = 0; trial < 10; trial++) {
+    const { net, members } = await formCluster(20, { seed: 300 + trial });
+    await net.run(1000 + trial * 53);
+    const [observer, victim, live] = [members[0], members[7], members[8]];
+    const id = victim.localNode.id;
+    net.crash(victim.transport.addr);
+    const start = net.now();
+    assert(observer.probeNow(id), "a probe is sent");
+    assert(!observer.probeNow(id), "one probe at a time");
+    assert(!observer.probeNow(observer.localNode.id), "never ourselves");
+    assert(observer.probeNow(live.localNode.id));
+    const t = await net.runUntil(() => observer.member(id)?.status !== "alive", 10_000, 5);
+    assert(t !== null && net.now() - start <= cfg.probeInterval + 10, `trial ${trial}: ${t} ms`);
+    assertEquals(observer.member(live.localNode.id)?.status, "alive");
+  }
+});

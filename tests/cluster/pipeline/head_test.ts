@@ -127,6 +127,7 @@ Deno.test("the middle stage dies mid-generation: replayed on a replacement, outp
   const [a, b, c, b2] = await hosts([[0, 2], [2, 4], [4, 5], [2, 4]]);
   const middle = new KillableLink(local("b", b), 20);
   const logs: string[] = [];
+  const reported: string[] = [];
   const head = new Head(
     provider([
       local("a", a),
@@ -134,11 +135,12 @@ Deno.test("the middle stage dies mid-generation: replayed on a replacement, outp
       local("c", c),
       local("b2", b2),
     ]),
-    { log: (m) => logs.push(m) },
+    { log: (m) => logs.push(m), onStageFailure: (id) => reported.push(id) },
   );
   const r = await head.generate(request());
   assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
   assertEquals(r.failures.map((f) => f.nodeId), ["b"]);
+  assertEquals(reported, ["b"], "the failed stage is reported (the agent probes it now)");
   assertEquals(r.chains.map((ch) => ch.map((s) => s.nodeId).join(",")), ["a,b,c", "a,b2,c"]);
   assert(logs[0].includes("replaying"), logs[0]);
 });
@@ -207,12 +209,14 @@ Deno.test("a stage on another placement epoch: the head reads the chain again, b
         throw e;
       }),
   });
+  const reported: string[] = [];
   const head = new Head({
     chain: () => Promise.resolve([links.get("a")!, links.get("b")!]),
     epoch: () => 7n,
-  });
+  }, { onStageFailure: (id) => reported.push(id) });
   const r = await head.generate(request());
   assertEquals(refusals, 2, "b refused the stale sessions");
+  assertEquals(reported, [], "nobody is reported for a stale epoch");
   assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
   assertEquals(r.failures, [], "a stale epoch is not a stage failure");
   assertEquals(a.openSessions + b.openSessions, 0, "the refused sessions were freed");
