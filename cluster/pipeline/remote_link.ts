@@ -8,8 +8,11 @@ import {
   CloseSessionSchema,
   Dtype,
   type ForwardResponse,
+  ForwardResponseSchema,
   InferenceService,
 } from "../../proto/mod.ts";
+import { MessageQueue, type RpcTransport } from "../rpc/mod.ts";
+import { tracingEnabled } from "../telemetry/tracing.ts";
 import {
   type SessionLink,
   type SessionOpen,
@@ -32,46 +35,55 @@ const STAGE_FAILURE_CODES = new Set([
   Code.Internal,
 ]);
 
-/** A push-driven async iterable: the request side of a bidirectional stream. */
-class FrameQueue implements AsyncIterable<ActivationFrame> {
-  private items: ActivationFrame[] = [];
-  private waiting?: (r: IteratorResult<ActivationFrame>) => void;
-  private done = false;
+/** One session's Forward stream as the link drives it: frames out, responses in. */
+interface ForwardChannel {
+  send(frame: ActivationFrame): void;
+  /** The next response; undefined when the stage ended the stream. */
+  receive(): Promise<ForwardResponse | undefined>;
+  /** No more frames from this side. */
+  end(): void;
+  abort(): void;
+}
 
-  push(frame: ActivationFrame): void {
-    if (this.waiting) {
-      const w = this.waiting;
-      this.waiting = undefined;
-      w({ value: frame, done: false });
-    } else this.items.push(frame);
-  }
+/** The Forward method as the lean gRPC path (cluster/rpc/grpc_stream.ts) names it. */
+const FORWARD = {
+  path: `/${InferenceService.typeName}/${InferenceService.method.forward.name}`,
+  input: ActivationFrameSchema,
+  output: ForwardResponseSchema,
+};
 
-  end(): void {
-    this.done = true;
-    if (this.waiting) {
-      const w = this.waiting;
-      this.waiting = undefined;
-      w({ value: undefined, done: true });
-    }
-  }
+/** Forward through Connect's client (any transport; interceptors run). */
+function connectChannel(transport: Transport): ForwardChannel {
+  const frames = new MessageQueue<ActivationFrame>();
+  const abort = new AbortController();
+  const client = createClient(InferenceService, transport);
+  const responses = client.forward(frames, { signal: abort.signal })[Symbol.asyncIterator]();
+  return {
+    send: (frame) => frames.push(frame),
+    receive: async () => {
+      const r = await responses.next();
+      return r.done ? undefined : r.value as ForwardResponse;
+    },
+    end: () => frames.end(),
+    abort: () => abort.abort(),
+  };
+}
 
-  [Symbol.asyncIterator](): AsyncIterator<ActivationFrame> {
-    // Connect drives request streams with next/return/throw, as it would a generator.
-    const finish = (): Promise<IteratorResult<ActivationFrame>> => {
-      this.end();
-      return Promise.resolve({ value: undefined, done: true });
-    };
-    return {
-      next: () => {
-        const item = this.items.shift();
-        if (item) return Promise.resolve({ value: item, done: false });
-        if (this.done) return Promise.resolve({ value: undefined, done: true });
-        return new Promise((resolve) => (this.waiting = resolve));
-      },
-      return: finish,
-      throw: finish,
-    };
-  }
+/**
+ * The session's channel: the lean gRPC path when the transport offers it (an agent's own gRPC
+ * transport) and tracing is off (its context travels through Connect's interceptors), else
+ * Connect's client.
+ */
+async function openChannel(transport: Transport): Promise<ForwardChannel> {
+  const rpc = transport as Partial<RpcTransport>;
+  if (!rpc.openBidi || tracingEnabled) return connectChannel(transport);
+  const call = await rpc.openBidi(FORWARD);
+  return {
+    send: (frame) => call.send(frame),
+    receive: () => call.receive(),
+    end: () => call.end(),
+    abort: () => call.abort(),
+  };
 }
 
 /** Options of a remote stage link. */
@@ -84,17 +96,13 @@ export interface RemoteStageOptions {
 
 /** Reaches a stage on another agent over `transport`. */
 export class RemoteStageLink implements StageLink {
-  private readonly client;
-
   constructor(
     readonly nodeId: string,
     readonly from: number,
     readonly to: number,
-    transport: Transport,
+    private readonly transport: Transport,
     private readonly opts: RemoteStageOptions = {},
-  ) {
-    this.client = createClient(InferenceService, transport);
-  }
+  ) {}
 
   /** Announcement version of the stage. */
   get version(): number | undefined {
@@ -102,9 +110,6 @@ export class RemoteStageLink implements StageLink {
   }
 
   async openSession(open: SessionOpen): Promise<SessionLink> {
-    const queue = new FrameQueue();
-    const abort = new AbortController();
-    const responses = this.client.forward(queue, { signal: abort.signal })[Symbol.asyncIterator]();
     let step = 0n;
     let closed = false;
     const dtype = this.opts.dtype ?? Dtype.F32;
@@ -112,19 +117,24 @@ export class RemoteStageLink implements StageLink {
       if (e instanceof ConnectError && !STAGE_FAILURE_CODES.has(e.code)) throw e;
       throw new StageLinkError((e as Error).message, this.nodeId);
     };
+    let channel: ForwardChannel;
+    try {
+      channel = await openChannel(this.transport);
+    } catch (e) {
+      return fail(e);
+    }
     /** Send one frame and read its one answer; a failure reported from down the chain throws. */
     const exchange = async (msg: ActivationFrame): Promise<ForwardResponse> => {
-      queue.push(msg);
-      let next: IteratorResult<ForwardResponse>;
+      channel.send(msg);
+      let r: ForwardResponse | undefined;
       try {
-        next = await responses.next();
+        r = await channel.receive();
       } catch (e) {
         return fail(e);
       }
-      if (next.done) return fail(new Error("the stage ended the stream without answering"));
-      const r = next.value as ForwardResponse;
+      if (!r) return fail(new Error("the stage ended the stream without answering"));
       if (r.failure) {
-        abort.abort();
+        channel.abort();
         closed = true;
         if (r.failure.staleEpoch) throw new StaleEpochError(r.failure.message, r.failure.nodeId);
         throw new StageLinkError(r.failure.message, r.failure.nodeId || this.nodeId);
@@ -142,7 +152,7 @@ export class RemoteStageLink implements StageLink {
         open: openToWire(open, dtype),
       }));
     } catch (e) {
-      abort.abort();
+      channel.abort();
       throw e;
     }
     return {
@@ -165,24 +175,24 @@ export class RemoteStageLink implements StageLink {
         if (closed) return;
         closed = true;
         try {
-          queue.push(create(ActivationFrameSchema, {
+          channel.send(create(ActivationFrameSchema, {
             sessionId: open.sessionId,
             step: step++,
             fromLayer: this.from,
             close: create(CloseSessionSchema, { reason }),
           }));
-          queue.end();
+          channel.end();
           // Drain the close acknowledgement, but never hang on a dead stage.
           let timer: ReturnType<typeof setTimeout> | undefined;
           await Promise.race([
-            responses.next(),
+            channel.receive(),
             new Promise((r) => (timer = setTimeout(r, 1000))),
           ]);
           clearTimeout(timer);
         } catch {
           // The stage is gone; its KV cache went with it.
         } finally {
-          abort.abort();
+          channel.abort();
         }
       },
     };

@@ -501,7 +501,12 @@ export class StageHost {
     return sampler.candidateRequest(p.hosted.topLogprobs);
   }
 
-  /** Turn a stage output into the frame's result (sampling at the tail). */
+  /**
+   * Turn a stage output into the frame's result (sampling at the tail). Its computeMs runs from
+   * `t0` to the token: the tail's sampling is compute too (on the 110M model's 32000-entry rows
+   * it is ~0.5 ms, which a head measuring hop latency as round trip − compute would otherwise
+   * count as the network's).
+   */
   private finish(
     p: PendingStep,
     out: StageOutput | { candidates: TopCandidates },
@@ -515,27 +520,28 @@ export class StageHost {
       if (!("logits" in out)) throw new Error("a stage without a sampler read candidates");
       return { kind: "logits", logits: out.logits, computeMs };
     }
+    const token = this.sample(p, sampler, out);
+    return { kind: "token", token, computeMs: performance.now() - t0, cachedTokens: p.cached };
+  }
+
+  /** The tail's token for a frame's output row (or the device's candidates for it). */
+  private sample(
+    p: PendingStep,
+    sampler: Sampler,
+    out: Exclude<StageOutput, { hidden: Float32Array }> | { candidates: TopCandidates },
+  ): SampledToken {
     if (!p.accepted) sampler.accept(p.frame.tokens);
     const topN = p.hosted.topLogprobs;
     const candidates = "candidates" in out
       ? out.candidates
       : hostCandidates(out.logits, sampler.candidateRequest(topN));
-    if (candidates) {
-      // Penalties are applied once, to the penalised ids only; the choice equals pick()'s.
-      const { id, logprob, top } = sampler.pickCandidates(candidates, topN);
-      return { kind: "token", token: { id, logprob, top }, computeMs, cachedTokens: p.cached };
-    }
+    // Penalties are applied once, to the penalised ids only; the choice equals pick()'s.
+    if (candidates) return sampler.pickCandidates(candidates, topN);
     // Settings that need the whole row (top-k off with temperature, k above 64).
     if (!("logits" in out)) throw new Error("the stage read candidates the sampler cannot use");
     const penalised = sampler.penalisedLogits(out.logits);
     const id = sampler.pick(out.logits);
     const lp = logSoftmax(penalised);
-    const top = topN ? topLogprobs(penalised, topN) : [];
-    return {
-      kind: "token",
-      token: { id, logprob: lp[id], top },
-      computeMs,
-      cachedTokens: p.cached,
-    };
+    return { id, logprob: lp[id], top: topN ? topLogprobs(penalised, topN) : [] };
   }
 }

@@ -253,3 +253,23 @@ export function explainRpcError(
   }
   return `${Code[ce.code]}: ${msg}`;
 }
+
+/**
+ * gRPC's percent-encoding of `grpc-message`: only bytes outside printable ASCII, and "%"
+ * itself. (encodeURIComponent also encodes spaces and punctuation, and clients such as grpc-js
+ * show those escapes as they are.)
+ *
+ * @example
+ * ```ts
+ * grpcPercentEncode("no member «b»: 100%"); // "no member %C2%ABb%C2%BB: 100%25"
+ * ```
+ */
+export function grpcPercentEncode(message: string): string {
+  let out = "";
+  for (const b of new TextEncoder().encode(message)) {
+    out += b >= 0x20 && b <= 0x7e && b !== 0x25
+      ? String.fromCharCode(b)
+      : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}

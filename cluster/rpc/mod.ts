@@ -39,3 +39,14 @@ export {
   RpcFailure,
   toConnectError,
 } from "./errors.ts";
+export {
+  type BidiCall,
+  type BidiImpl,
+  type BidiMethod,
+  EnvelopeReader,
+  GRPC_CONTENT_TYPE,
+  isPlainGrpc,
+  MessageQueue,
+  openBidi,
+  serveBidi,
+} from "./grpc_stream.ts";

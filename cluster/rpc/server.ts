@@ -16,10 +16,16 @@ import * as http from "node:http";
 import * as http2 from "node:http2";
 import * as net from "node:net";
 import { Buffer } from "node:buffer";
+import type { DescMessage, DescService } from "@bufbuild/protobuf";
 import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import { loadTlsFiles, type TlsFiles } from "../tls/files.ts";
-import { errorInterceptor } from "./errors.ts";
+import { errorInterceptor, grpcPercentEncode } from "./errors.ts";
+
+import { type BidiImpl, type BidiMethod, isPlainGrpc, serveBidi } from "./grpc_stream.ts";
+import { tracingEnabled } from "../telemetry/tracing.ts";
+
+export { grpcPercentEncode };
 
 /** The RPC port users see (DESIGN.md "Names users see"). */
 export const DEFAULT_RPC_PORT = 7950;
@@ -95,26 +101,6 @@ export function checkBindAddress(
   );
 }
 
-/**
- * gRPC's percent-encoding of `grpc-message`: only bytes outside printable ASCII, and "%"
- * itself. (encodeURIComponent also encodes spaces and punctuation, and clients such as grpc-js
- * show those escapes as they are.)
- *
- * @example
- * ```ts
- * grpcPercentEncode("no member «b»: 100%"); // "no member %C2%ABb%C2%BB: 100%25"
- * ```
- */
-export function grpcPercentEncode(message: string): string {
-  let out = "";
-  for (const b of new TextEncoder().encode(message)) {
-    out += b >= 0x20 && b <= 0x7e && b !== 0x25
-      ? String.fromCharCode(b)
-      : `%${b.toString(16).toUpperCase().padStart(2, "0")}`;
-  }
-  return out;
-}
-
 type NodeHandler = ReturnType<typeof connectNodeAdapter>;
 type Headers = Record<string, unknown> | undefined;
 
@@ -168,14 +154,29 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const port = opts.port ?? DEFAULT_RPC_PORT;
   checkBindAddress(host, { tls: opts.tls !== undefined, insecureBindAll: opts.insecureBindAll });
   const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const handler = withGrpcMessageEncoding(connectNodeAdapter({
-    routes: opts.routes,
+  const bidi = new Map<string, LeanBidi>();
+  const connect = withGrpcMessageEncoding(connectNodeAdapter({
+    routes: (router) => opts.routes(capturingBidi(router, bidi)),
     interceptors: [errorInterceptor, ...(opts.interceptors ?? [])],
     acceptCompression: [compressionGzip],
     readMaxBytes: maxBytes,
     // gzip only pays off on larger messages; small unary answers go out as they are.
     compressMinBytes: 1024,
   }));
+  // Bidirectional gRPC calls take the lean path (grpc_stream.ts): Connect's stream machinery was
+  // most of a stage-to-stage hop. With tracing on they stay on Connect's path, where the
+  // interceptors carry the trace context.
+  const handler: NodeHandler = (req, res) => {
+    const lean = !tracingEnabled && req.httpVersionMajor === 2 && req.method === "POST"
+      ? bidi.get(req.url ?? "")
+      : undefined;
+    if (!lean || !isPlainGrpc(req.headers)) return connect(req, res);
+    const [r, s] = [req as unknown as Http2Req, res as unknown as Http2Res];
+    serveBidi(r, s, lean.method, lean.impl, maxBytes).catch((e) => {
+      // The response could not be written (the client is gone): nothing to tell anyone.
+      if (Deno.env.get("DLLM_DEBUG")) console.error(`${req.url}:`, e);
+    });
+  };
 
   const sockets = new Set<net.Socket>();
   const track = (s: net.Socket) => {
@@ -253,6 +254,40 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       return closing;
     },
   };
+}
+
+type Http2Req = http2.Http2ServerRequest;
+type Http2Res = http2.Http2ServerResponse;
+
+/** A bidirectional method registered through the routes, served on the lean path. */
+interface LeanBidi {
+  method: BidiMethod<DescMessage, DescMessage>;
+  impl: BidiImpl<DescMessage, DescMessage>;
+}
+
+/**
+ * The router as `routes` sees it, noting each bidirectional method's implementation (by path)
+ * as services are registered; everything is registered with Connect as well (its path serves
+ * other protocols, compressed calls and traced ones).
+ */
+function capturingBidi(router: ConnectRouter, into: Map<string, LeanBidi>): ConnectRouter {
+  return {
+    get handlers() {
+      return router.handlers;
+    },
+    service(service: DescService, impl: Record<string, unknown>, options?: unknown) {
+      for (const m of service.methods) {
+        const fn = impl[m.localName];
+        if (m.methodKind !== "bidi_streaming" || typeof fn !== "function") continue;
+        into.set(`/${service.typeName}/${m.name}`, {
+          method: { path: `/${service.typeName}/${m.name}`, input: m.input, output: m.output },
+          impl: (requests) => fn.call(impl, requests, undefined),
+        });
+      }
+      return router.service(service, impl as never, options as never);
+    },
+    rpc: router.rpc.bind(router),
+  } as ConnectRouter;
 }
 
 /** Wait for the first bytes of a plaintext connection and say whether they open HTTP/2. */

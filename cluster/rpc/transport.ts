@@ -5,6 +5,7 @@
  *
  * @module
  */
+import type { DescMessage } from "@bufbuild/protobuf";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import {
   compressionGzip,
@@ -15,6 +16,7 @@ import {
 } from "@connectrpc/connect-node";
 import { type ClientTls, loadClientTls } from "../tls/files.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RPC_PORT } from "./server.ts";
+import { type BidiCall, type BidiMethod, openBidi } from "./grpc_stream.ts";
 
 /** Wire protocol of a transport; the server speaks all three on one port. */
 export type RpcProtocol = "grpc" | "connect" | "grpc-web";
@@ -50,6 +52,13 @@ export interface RpcTransport extends Transport {
   readonly baseUrl: string;
   /** Close the connection (calls in flight fail with CANCELED). */
   close(): void;
+  /**
+   * Open a bidirectional gRPC call on the lean path (grpc_stream.ts) over this transport's
+   * connection; absent unless the protocol is gRPC. Interceptors do not run on it.
+   */
+  openBidi?<I extends DescMessage, O extends DescMessage>(
+    method: BidiMethod<I, O>,
+  ): Promise<BidiCall<I, O>>;
 }
 
 /**
@@ -157,5 +166,8 @@ export async function createRpcTransport(
     close() {
       sessionManager?.abort();
     },
+    openBidi: protocol === "grpc"
+      ? (method) => openBidi(sessionManager!, method, common.readMaxBytes)
+      : undefined,
   };
 }

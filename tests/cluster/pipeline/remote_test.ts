@@ -16,6 +16,7 @@ import {
 import { initCertificates } from "../../../cluster/tls/mod.ts";
 import {
   createRpcTransport,
+  type RpcProtocol,
   type RpcServer,
   type RpcTransport,
   startRpcServer,
@@ -27,7 +28,12 @@ import { FIXTURES } from "../../support/paths.ts";
 const GOLDEN = JSON.parse(await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`));
 
 /** Real stages behind RPC servers; stage n<i> reaches n<i+1> over its own transport. */
-async function serveStages(ranges: [number, number][], dtype = Dtype.F32, epochs?: bigint[]) {
+async function serveStages(
+  ranges: [number, number][],
+  dtype = Dtype.F32,
+  epochs?: bigint[],
+  protocol: RpcProtocol = "grpc",
+) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const servers: RpcServer[] = [];
   const hosts: StageHost[] = [];
@@ -57,7 +63,10 @@ async function serveStages(ranges: [number, number][], dtype = Dtype.F32, epochs
   }
   file.close();
   for (const [i, srv] of servers.entries()) {
-    transports.set(`n${i}`, await createRpcTransport(`127.0.0.1:${srv.port}`, { gzip: false }));
+    transports.set(
+      `n${i}`,
+      await createRpcTransport(`127.0.0.1:${srv.port}`, { gzip: false, protocol }),
+    );
   }
   const close = async () => {
     for (const t of transports.values()) t.close();
@@ -66,9 +75,18 @@ async function serveStages(ranges: [number, number][], dtype = Dtype.F32, epochs
   return { servers, hosts, linkTo, close };
 }
 
-for (const dtype of [Dtype.F32, Dtype.F16]) {
-  Deno.test(`three stages over gRPC on loopback (${Dtype[dtype]} activations)`, async () => {
-    const { hosts, linkTo, close } = await serveStages([[0, 2], [2, 4], [4, 5]], dtype);
+// gRPC takes the lean path for Forward (cluster/rpc/grpc_stream.ts) at both ends; the Connect
+// protocol goes through Connect's client and handler, which must give the same ids.
+for (
+  const [dtype, protocol] of [
+    [Dtype.F32, "grpc"],
+    [Dtype.F16, "grpc"],
+    [Dtype.F32, "connect"],
+  ] as [Dtype, RpcProtocol][]
+) {
+  Deno.test(`three stages over ${protocol} on loopback (${Dtype[dtype]} activations)`, async () => {
+    const ranges: [number, number][] = [[0, 2], [2, 4], [4, 5]];
+    const { hosts, linkTo, close } = await serveStages(ranges, dtype, undefined, protocol);
     try {
       const links: StageLink[] = hosts.map((h, i) =>
         linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })

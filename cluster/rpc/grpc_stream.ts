@@ -1,0 +1,350 @@
+/**
+ * Bidirectional gRPC streams straight on `node:http2`, both ends, for the stage-to-stage hop.
+ *
+ * The wire is plain gRPC (a 5-byte envelope per protobuf message, `grpc-status` in trailers), so
+ * any gRPC client or server still talks to it; only the code per message is shorter. Measured on
+ * loopback with 3 KiB frames (one decode step's hidden row of the 110M model), Connect's stream
+ * machinery took 0.1–0.25 ms between a handler's message and the socket write and 0.2–0.3 ms
+ * between the socket read and the handler, against ~0.04 and ~0.02 ms here; a chain of three
+ * stages sends six such messages per token. Unary calls, server streams, other protocols and
+ * compressed requests keep going through Connect.
+ *
+ * @module
+ */
+import type * as http2 from "node:http2";
+import { Buffer } from "node:buffer";
+import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import type { Http2SessionManager } from "@connectrpc/connect-node";
+import { grpcPercentEncode, toConnectError } from "./errors.ts";
+
+/** The content type both ends send (what Connect's gRPC transport sends too). */
+export const GRPC_CONTENT_TYPE = "application/grpc+proto";
+
+/** A bidirectional method as this path needs it: its path and message schemas. */
+export interface BidiMethod<I extends DescMessage, O extends DescMessage> {
+  /** `/package.Service/Method` */
+  path: string;
+  input: I;
+  output: O;
+}
+
+/** One message in a gRPC envelope (uncompressed). */
+function envelope(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + body.byteLength);
+  new DataView(out.buffer).setUint32(1, body.byteLength);
+  out.set(body, 5);
+  return out;
+}
+
+/**
+ * Splits a byte stream into the bodies of gRPC envelopes. Each body is a fresh copy (chunks may
+ * be views of buffers the socket reuses).
+ */
+export class EnvelopeReader {
+  #buf = new Uint8Array(0);
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** Take a chunk; returns the whole messages it completed. Throws ConnectError on bad input. */
+  push(chunk: Uint8Array): Uint8Array[] {
+    let buf: Uint8Array;
+    if (this.#buf.byteLength === 0) buf = chunk;
+    else {
+      buf = new Uint8Array(this.#buf.byteLength + chunk.byteLength);
+      buf.set(this.#buf);
+      buf.set(chunk, this.#buf.byteLength);
+    }
+    const out: Uint8Array[] = [];
+    let at = 0;
+    while (buf.byteLength - at >= 5) {
+      const flags = buf[at];
+      const n = new DataView(buf.buffer, buf.byteOffset + at + 1, 4).getUint32(0);
+      if (flags & 1) {
+        throw new ConnectError("compressed message on an uncompressed stream", Code.Internal);
+      }
+      if (n > this.maxBytes) {
+        throw new ConnectError(
+          `message of ${n} bytes exceeds the limit of ${this.maxBytes}`,
+          Code.ResourceExhausted,
+        );
+      }
+      if (buf.byteLength - at - 5 < n) break;
+      out.push(buf.slice(at + 5, at + 5 + n));
+      at += 5 + n;
+    }
+    this.#buf = at === buf.byteLength ? new Uint8Array(0) : buf.slice(at);
+    return out;
+  }
+
+  /** Bytes of an unfinished message held (a stream that ends with some was cut). */
+  get pending(): number {
+    return this.#buf.byteLength;
+  }
+}
+
+/** A push-driven async iterable; `fail` makes the consumer's next read throw. */
+export class MessageQueue<T> implements AsyncIterable<T> {
+  #items: T[] = [];
+  #waiting?: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void };
+  #done = false;
+  #error: unknown;
+
+  push(item: T): void {
+    if (this.#done) return;
+    const w = this.#waiting;
+    if (w) {
+      this.#waiting = undefined;
+      w.resolve({ value: item, done: false });
+    } else this.#items.push(item);
+  }
+
+  /** No more items; a reader waiting gets `done`. */
+  end(): void {
+    this.#settle();
+  }
+
+  /** No more items; the next read throws `error` (items queued before it are read first). */
+  fail(error: unknown): void {
+    if (this.#done) return;
+    this.#error = error;
+    this.#settle();
+  }
+
+  #settle(): void {
+    if (this.#done) return;
+    this.#done = true;
+    const w = this.#waiting;
+    this.#waiting = undefined;
+    if (!w) return;
+    if (this.#error !== undefined) w.reject(this.#error);
+    else w.resolve({ value: undefined, done: true });
+  }
+
+  /** The next item, or done; throws what `fail` was given. */
+  next(): Promise<IteratorResult<T>> {
+    if (this.#items.length > 0) {
+      return Promise.resolve({ value: this.#items.shift()!, done: false });
+    }
+    if (this.#done) {
+      return this.#error !== undefined
+        ? Promise.reject(this.#error)
+        : Promise.resolve({ value: undefined, done: true });
+    }
+    return new Promise((resolve, reject) => (this.#waiting = { resolve, reject }));
+  }
+
+  [Symbol.asyncIterator](): AsyncIterator<T> {
+    // Connect drives request streams with next/return/throw, as it would a generator.
+    const finish = (): Promise<IteratorResult<T>> => {
+      this.end();
+      return Promise.resolve({ value: undefined, done: true });
+    };
+    return { next: () => this.next(), return: finish, throw: finish };
+  }
+}
+
+/** A bidirectional call as its client drives it. */
+export interface BidiCall<I extends DescMessage, O extends DescMessage> {
+  /** Send one message (never blocks; HTTP/2 flow control queues it). */
+  send(message: MessageShape<I>): void;
+  /** The next message, or undefined once the server ended with OK; throws a ConnectError. */
+  receive(): Promise<MessageShape<O> | undefined>;
+  /** Half-close: no more messages from this side. */
+  end(): void;
+  /** Cancel the call (RST_STREAM CANCEL); reads waiting fail with CANCELED. */
+  abort(): void;
+}
+
+function header(h: http2.IncomingHttpHeaders, name: string): string | undefined {
+  const v = h[name];
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** The status a response's headers or trailers carry (undefined: none yet). */
+function statusOf(h: http2.IncomingHttpHeaders): ConnectError | null | undefined {
+  const s = header(h, "grpc-status");
+  if (s === undefined) return undefined;
+  const code = Number(s);
+  if (code === 0) return null;
+  let message = header(h, "grpc-message") ?? "";
+  try {
+    message = decodeURIComponent(message);
+  } catch { /* not percent-encoded: as it is */ }
+  const metadata = new Headers();
+  for (const [k, v] of Object.entries(h)) {
+    if (!k.startsWith(":") && v !== undefined) metadata.set(k, String(v));
+  }
+  return new ConnectError(message, Code[code] !== undefined ? code : Code.Unknown, metadata);
+}
+
+/** gRPC's mapping of an HTTP status without grpc-status to a code. */
+function httpStatusCode(status: number): Code {
+  return status === 400
+    ? Code.Internal
+    : status === 401
+    ? Code.Unauthenticated
+    : status === 403
+    ? Code.PermissionDenied
+    : status === 404
+    ? Code.Unimplemented
+    : status === 429 || status === 502 || status === 503 || status === 504
+    ? Code.Unavailable
+    : Code.Unknown;
+}
+
+/**
+ * Open a bidirectional call on `sessions`' connection. Transport failures (refused, reset,
+ * closed without a status) are UNAVAILABLE; a status the server sent keeps its code and message.
+ */
+export async function openBidi<I extends DescMessage, O extends DescMessage>(
+  sessions: Http2SessionManager,
+  method: BidiMethod<I, O>,
+  maxBytes: number,
+): Promise<BidiCall<I, O>> {
+  let stream: http2.ClientHttp2Stream;
+  try {
+    stream = await sessions.request("POST", method.path, {
+      "content-type": GRPC_CONTENT_TYPE,
+      te: "trailers",
+    }, {});
+  } catch (e) {
+    throw new ConnectError(`${(e as Error).message}`, Code.Unavailable, undefined, undefined, e);
+  }
+  const queue = new MessageQueue<MessageShape<O>>();
+  const reader = new EnvelopeReader(maxBytes);
+  /** The status that ends the call: null for OK, undefined while none came. */
+  let status: ConnectError | null | undefined;
+  const unavailable = (why: string, cause?: unknown) =>
+    new ConnectError(why, Code.Unavailable, undefined, undefined, cause);
+  stream.on("response", (h) => {
+    const st = Number(h[":status"]);
+    if (st !== 200) {
+      status = new ConnectError(`HTTP ${st} from ${method.path}`, httpStatusCode(st));
+      return;
+    }
+    // Trailers-only: the status came with the headers.
+    const s = statusOf(h);
+    if (s !== undefined) status = s;
+  });
+  stream.on("data", (chunk: Uint8Array) => {
+    sessions.notifyResponseByteRead(stream);
+    try {
+      for (const body of reader.push(chunk)) queue.push(fromBinary(method.output, body));
+    } catch (e) {
+      queue.fail(toConnectError(e));
+      stream.close(0x8); // CANCEL
+    }
+  });
+  stream.on("trailers", (h) => {
+    const s = statusOf(h);
+    status = s === undefined ? new ConnectError("trailers without grpc-status", Code.Internal) : s;
+  });
+  stream.on("error", (e: Error) => {
+    queue.fail(status ?? unavailable(`stream to ${method.path} failed: ${e.message}`, e));
+  });
+  // The server's side ends with its trailers ("end"), which can come before this side is done
+  // sending; "close" covers resets and lost connections.
+  const settle = () => {
+    if (status === null) queue.end();
+    else {
+      queue.fail(
+        status ?? unavailable(`stream to ${method.path} closed without a status (peer gone?)`),
+      );
+    }
+  };
+  stream.on("end", settle);
+  stream.on("close", settle);
+  return {
+    send(message) {
+      if (stream.writable) stream.write(envelope(toBinary(method.input, message)));
+    },
+    async receive() {
+      const r = await queue.next();
+      return r.done ? undefined : r.value;
+    },
+    end() {
+      if (stream.writable) stream.end();
+    },
+    abort() {
+      status ??= new ConnectError("the call was cancelled", Code.Canceled);
+      queue.fail(status);
+      if (!stream.destroyed) stream.close(0x8); // CANCEL
+    },
+  };
+}
+
+/** Whether a request is one this path serves: gRPC over HTTP/2, uncompressed. */
+export function isPlainGrpc(h: http2.IncomingHttpHeaders): boolean {
+  const type = header(h, "content-type");
+  const encoding = header(h, "grpc-encoding");
+  return (type === "application/grpc" || type === GRPC_CONTENT_TYPE) &&
+    (encoding === undefined || encoding === "identity");
+}
+
+/** A bidirectional handler: messages in, messages out (Connect's signature, context unused). */
+export type BidiImpl<I extends DescMessage, O extends DescMessage> = (
+  requests: AsyncIterable<MessageShape<I>>,
+) => AsyncIterable<MessageShape<O>>;
+
+/**
+ * Serve one bidirectional gRPC call on an HTTP/2 request/response pair. Errors the handler
+ * throws go through {@linkcode toConnectError} (as the error interceptor does on Connect's
+ * path); a client that cancels or disconnects ends the request stream, and the handler's
+ * iterator is returned so its `finally` runs.
+ */
+export async function serveBidi<I extends DescMessage, O extends DescMessage>(
+  req: http2.Http2ServerRequest,
+  res: http2.Http2ServerResponse,
+  method: BidiMethod<I, O>,
+  impl: BidiImpl<I, O>,
+  maxBytes: number,
+): Promise<void> {
+  const requests = new MessageQueue<MessageShape<I>>();
+  const reader = new EnvelopeReader(maxBytes);
+  let gone = false;
+  req.on("data", (chunk: Uint8Array) => {
+    try {
+      for (const body of reader.push(chunk)) requests.push(fromBinary(method.input, body));
+    } catch (e) {
+      requests.fail(
+        e instanceof ConnectError
+          ? e
+          : new ConnectError((e as Error).message, Code.InvalidArgument),
+      );
+    }
+  });
+  req.on("end", () => {
+    if (reader.pending > 0) requests.fail(new ConnectError("message cut short", Code.Internal));
+    else requests.end();
+  });
+  const hangUp = () => {
+    gone = true;
+    requests.end();
+  };
+  req.on("aborted", hangUp);
+  res.on("close", hangUp);
+  res.writeHead(200, { "content-type": GRPC_CONTENT_TYPE });
+  let trailers: Record<string, string> = { "grpc-status": "0" };
+  const responses = impl(requests)[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      const r = await responses.next();
+      if (r.done) break;
+      if (gone) {
+        await responses.return?.();
+        break;
+      }
+      res.write(Buffer.from(envelope(toBinary(method.output, r.value))));
+    }
+  } catch (e) {
+    const ce = toConnectError(e);
+    if (ce.code === Code.Internal && Deno.env.get("DLLM_DEBUG")) {
+      console.error(`${method.path}:`, ce.cause ?? ce);
+    }
+    trailers = { "grpc-status": String(ce.code), "grpc-message": grpcPercentEncode(ce.rawMessage) };
+  }
+  if (gone) return;
+  res.addTrailers(trailers);
+  res.end();
+}

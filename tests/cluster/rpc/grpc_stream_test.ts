@@ -1,0 +1,234 @@
+/**
+ * The lean gRPC path for bidirectional streams (cluster/rpc/grpc_stream.ts): its framing, and
+ * that it speaks plain gRPC to Connect's own clients as well as to itself, statuses included.
+ */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { createGrpcTransport } from "@connectrpc/connect-node";
+import {
+  createRpcTransport,
+  EnvelopeReader,
+  MessageQueue,
+  RpcFailure,
+  type RpcProtocol,
+  startRpcServer,
+} from "../../../cluster/rpc/mod.ts";
+import {
+  type ActivationFrame,
+  ActivationFrameSchema,
+  type ForwardResponse,
+  ForwardResponseSchema,
+  InferenceService,
+} from "../../../proto/mod.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
+
+function envelope(body: number[], flags = 0): Uint8Array {
+  const n = body.length;
+  return Uint8Array.from([flags, n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255, ...body]);
+}
+
+Deno.test("envelopes split anyhow across chunks give the same messages", () => {
+  const bodies = [[1, 2, 3], [], Array.from({ length: 300 }, (_, i) => i & 255), [9]];
+  const wire = Uint8Array.from(bodies.flatMap((b) => [...envelope(b)]));
+  for (const size of [1, 2, 5, 7, 64, wire.length]) {
+    const reader = new EnvelopeReader(1 << 20);
+    const got: number[][] = [];
+    for (let at = 0; at < wire.length; at += size) {
+      for (const m of reader.push(wire.subarray(at, at + size))) got.push([...m]);
+    }
+    assertEquals(got, bodies, `chunks of ${size}`);
+    assertEquals(reader.pending, 0);
+  }
+});
+
+Deno.test("an envelope over the limit or compressed is refused with a code", () => {
+  const big = new EnvelopeReader(2);
+  const e = (() => {
+    try {
+      big.push(envelope([1, 2, 3]));
+    } catch (e) {
+      return e;
+    }
+  })();
+  assert(e instanceof ConnectError && e.code === Code.ResourceExhausted, String(e));
+  assertThrows(() => new EnvelopeReader(9).push(envelope([1], 1)), ConnectError, "compressed");
+});
+
+Deno.test("a message queue can be driven like a generator (next, return, throw)", async () => {
+  // Connect calls throw() on a request stream when the call fails; a queue without it made
+  // Connect's client fail every Forward call with "AsyncIterable does not implement throw".
+  const q = new MessageQueue<number>();
+  q.push(1);
+  const it = q[Symbol.asyncIterator]();
+  assertEquals(await it.next(), { value: 1, done: false });
+  assert(typeof it.throw === "function" && typeof it.return === "function");
+  assertEquals((await it.throw!(new Error("x"))).done, true);
+  assertEquals((await it.next()).done, true);
+  const failing = new MessageQueue<number>();
+  const waiting = failing.next();
+  failing.fail(new Error("gone"));
+  await assertRejects(() => waiting, Error, "gone");
+});
+
+/** A Forward service: answers each frame with its step; session "boom" fails; counts ends. */
+async function echoServer() {
+  const ended: string[] = [];
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(InferenceService, {
+        async *forward(frames: AsyncIterable<ActivationFrame>): AsyncIterable<ForwardResponse> {
+          let id = "";
+          try {
+            for await (const f of frames) {
+              id = f.sessionId;
+              if (f.sessionId === "boom") {
+                throw new RpcFailure("failed_precondition", "no «session» here: 100% sure");
+              }
+              yield create(ForwardResponseSchema, {
+                sessionId: f.sessionId,
+                step: f.step,
+                nextLayer: f.tokens.length,
+              });
+            }
+          } finally {
+            ended.push(id);
+          }
+        },
+      }),
+  });
+  return { server, ended };
+}
+
+const frame = (sessionId: string, step: number, tokens: number[] = [1, 2]) =>
+  create(ActivationFrameSchema, { sessionId, step: BigInt(step), tokens });
+
+/** A client that runs one call over a list of frames. */
+interface Caller {
+  call(frames: ActivationFrame[]): Promise<ForwardResponse[]>;
+  close(): void;
+}
+
+/** Clients of every kind: the lean one, Connect's gRPC client, Connect's own protocols. */
+const clients: [string, (port: number) => Promise<Caller>][] = [
+  ["lean gRPC client", async (port) => {
+    const t = await createRpcTransport(`127.0.0.1:${port}`, { gzip: false });
+    assert(t.openBidi, "a gRPC transport offers the lean path");
+    return {
+      call: (frames) => callLean(t, frames),
+      close: () => t.close(),
+    };
+  }],
+  ["Connect's gRPC client", (port) => {
+    const t = createGrpcTransport({ baseUrl: `http://127.0.0.1:${port}` });
+    return Promise.resolve({ call: (frames) => callWith(t, frames), close: () => {} });
+  }],
+  ...(["connect", "grpc-web"] as RpcProtocol[]).map((protocol) =>
+    [`Connect's ${protocol} client`, async (port: number) => {
+      const t = await createRpcTransport(`127.0.0.1:${port}`, { gzip: false, protocol });
+      assertEquals(t.openBidi, undefined);
+      return { call: (frames: ActivationFrame[]) => callWith(t, frames), close: () => t.close() };
+    }] as [string, (port: number) => Promise<Caller>]
+  ),
+];
+
+async function callWith(
+  transport: Parameters<typeof createClient>[1],
+  frames: ActivationFrame[],
+): Promise<ForwardResponse[]> {
+  const out: ForwardResponse[] = [];
+  const requests = (async function* () {
+    yield* frames;
+  })();
+  for await (const r of createClient(InferenceService, transport).forward(requests)) out.push(r);
+  return out;
+}
+
+async function callLean(
+  t: Awaited<ReturnType<typeof createRpcTransport>>,
+  frames: ActivationFrame[],
+): Promise<ForwardResponse[]> {
+  const call = await t.openBidi!({
+    path: `/${InferenceService.typeName}/Forward`,
+    input: ActivationFrameSchema,
+    output: ForwardResponseSchema,
+  });
+  const out: ForwardResponse[] = [];
+  // One at a time, as a stage sends: each answer before the next frame.
+  for (const f of frames) {
+    call.send(f);
+    const r = await call.receive();
+    if (r) out.push(r);
+  }
+  call.end();
+  for (let r = await call.receive(); r; r = await call.receive()) out.push(r);
+  return out;
+}
+
+for (const [name, connect] of clients) {
+  Deno.test(`bidirectional Forward over one port: ${name}`, async () => {
+    const { server, ended } = await echoServer();
+    const client = await connect(server.port);
+    try {
+      const got = await client.call([frame("a", 0), frame("a", 1, [5]), frame("a", 2, [])]);
+      assertEquals(got.map((r) => [r.sessionId, Number(r.step), r.nextLayer]), [
+        ["a", 0, 2],
+        ["a", 1, 1],
+        ["a", 2, 0],
+      ]);
+      // A handler's error reaches the client as its code and message, encoded as gRPC says.
+      const e = await client.call([frame("boom", 0)]).then(() => null, (e) => e);
+      assert(e instanceof ConnectError, String(e));
+      assertEquals(e.code, Code.FailedPrecondition);
+      assertEquals(e.rawMessage, "no «session» here: 100% sure");
+      assertEquals(ended.sort(), ["a", "boom"]);
+    } finally {
+      client.close();
+      await server.close(100);
+    }
+  });
+}
+
+Deno.test("a lean call cancelled by its client ends the handler (its finally runs)", async () => {
+  const { server, ended } = await echoServer();
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
+  try {
+    const call = await t.openBidi!({
+      path: `/${InferenceService.typeName}/Forward`,
+      input: ActivationFrameSchema,
+      output: ForwardResponseSchema,
+    });
+    call.send(frame("c", 0));
+    assertEquals((await call.receive())?.sessionId, "c");
+    call.abort();
+    const e = await call.receive().then(() => null, (e) => e);
+    assert(e instanceof ConnectError && e.code === Code.Canceled, String(e));
+    for (let i = 0; i < 100 && ended.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals(ended, ["c"]);
+  } finally {
+    t.close();
+    await server.close(100);
+  }
+});
+
+Deno.test("a lean call to an agent that is not there fails UNAVAILABLE", async () => {
+  const { server } = await echoServer();
+  const port = server.port;
+  await server.close(0);
+  const t = await createRpcTransport(`127.0.0.1:${port}`, { gzip: false });
+  try {
+    const e = await t.openBidi!({
+      path: `/${InferenceService.typeName}/Forward`,
+      input: ActivationFrameSchema,
+      output: ForwardResponseSchema,
+    }).then(async (call) => {
+      call.send(frame("x", 0));
+      return await call.receive();
+    }).then(() => null, (e) => e);
+    assert(e instanceof ConnectError && e.code === Code.Unavailable, String(e));
+  } finally {
+    t.close();
+  }
+});
