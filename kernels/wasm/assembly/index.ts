@@ -1148,7 +1148,10 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   return i32x4.add(acc, i32x4.dot_i16x8_s(p, s));
 }
 
-// One repacked Q4_K row · one reordered Q8_K activation row; ggml's float steps.
+// One repacked Q4_K row · one reordered Q8_K activation row; ggml's float steps. Decode reads
+// the rows one at a time: one sequential stream per thread keeps the hardware prefetcher ahead
+// (two rows side by side sharing the activation's loads, as once here, were faster from cache
+// but 1.2-1.3× slower once the weights streamed from DRAM).
 @inline function dotQ4K(x0: usize, nb: i32, qp: usize, ad: usize, bs16: usize): f32 {
   let sumsLo = f32x4.splat(0);
   let sumsHi = f32x4.splat(0);
@@ -1157,7 +1160,18 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 144;
     const q = qp + (<usize> i << 8);
-    const sv = q4kScales(x, false);
+    // the block header [d, dmin | scales[0..12)] in one load (each load is bounds-checked);
+    // scales and mins as in q4kScales (get_scale_min_k4 over its words u0..u2)
+    const hdr = v128.load(x);
+    const u0 = i32x4.extract_lane(hdr, 1);
+    const u1 = i32x4.extract_lane(hdr, 2);
+    const u2 = i32x4.extract_lane(hdr, 3);
+    const sLo = u0 & 0x3f3f3f3f;
+    const sHi = (u2 & 0x0f0f0f0f) | (((u0 >>> 6) & 0x03030303) << 4);
+    const mLo = u1 & 0x3f3f3f3f;
+    const mHi = ((u2 >>> 4) & 0x0f0f0f0f) | (((u1 >>> 6) & 0x03030303) << 4);
+    const sv = i16x8.extend_low_i8x16_u(i64x2.splat((<i64> sHi << 32) | (<i64> sLo & 0xffffffff)));
+    const mv = i16x8.extend_low_i8x16_u(i64x2.splat((<i64> mHi << 32) | (<i64> mLo & 0xffffffff)));
     let lo = i32x4.splat(0);
     let hi = i32x4.splat(0);
     let v0 = v128.load(x + 16);
@@ -1181,13 +1195,16 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
     lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q + 192);
     hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 224);
     // Σ_j bsums(32 elements of sub-block j) · min_j
-    const sumi = hsumI32(i32x4.dot_i16x8_s(v128.load(bs16 + (<usize> i << 4)), q4kScales(x, true)));
-    const yd = load<f32>(ad + (<usize> i << 2));
-    const d = f32x4.splat(f16At(x) * yd);
+    const sumi = hsumI32(i32x4.dot_i16x8_s(v128.load(bs16 + (<usize> i << 4)), mv));
+    // [d, dmin, -, -] · yd: both f16 → f32 conversions in one vector op
+    const dd = f32x4.mul(
+      halvesToF32C(i32x4.extend_low_i16x8_u(hdr)),
+      f32x4.splat(load<f32>(ad + (<usize> i << 2))),
+    );
+    const d = v128.shuffle<f32>(dd, dd, 0, 0, 0, 0);
     sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
     sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
-    const dmin = f16At(x + 2) * yd;
-    sumf -= dmin * <f32> sumi;
+    sumf -= f32x4.extract_lane(dd, 1) * <f32> sumi;
   }
   sumf += f32x4.extract_lane(sumsLo, 0);
   sumf += f32x4.extract_lane(sumsLo, 1);
@@ -1198,103 +1215,6 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   sumf += f32x4.extract_lane(sumsHi, 2);
   sumf += f32x4.extract_lane(sumsHi, 3);
   return sumf;
-}
-
-// Classes 4h.. (vector offset ho = 16h) of sub-block pair j of two rows' blocks (xa, xb) against
-// one activation row's partners (q: the pair's 64 reordered quants): into (la, lb).
-@inline function q4kPair2(la: v128, xa: usize, sa: v128, xb: usize, sb: v128, q: usize, o: usize, m4: v128, rowB: bool): v128 {
-  const x = rowB ? xb : xa;
-  const v = v128.load(x + 16 + o);
-  return q4kStep(la, v128.and(v, m4), hiNibM(v, m4), rowB ? sb : sa, q);
-}
-
-/** Two repacked Q4_K rows (xa, xb) · one reordered activation row: [row a, row b, -, -]. */
-@inline function dotQ4K2(xa0: usize, xb0: usize, nb: i32, qp: usize, ad: usize, bs16: usize): v128 {
-  let sLoA = f32x4.splat(0);
-  let sHiA = f32x4.splat(0);
-  let sLoB = f32x4.splat(0);
-  let sHiB = f32x4.splat(0);
-  let fa: f32 = 0;
-  let fb: f32 = 0;
-  const m4 = mask4();
-  for (let i = 0; i < nb; i++) {
-    const xa = xa0 + <usize> i * 144;
-    const xb = xb0 + <usize> i * 144;
-    const q = qp + (<usize> i << 8);
-    const svA = q4kScales(xa, false);
-    const svB = q4kScales(xb, false);
-    let loA = i32x4.splat(0);
-    let hiA = i32x4.splat(0);
-    let loB = i32x4.splat(0);
-    let hiB = i32x4.splat(0);
-    {
-      const sa = v128.shuffle<i32>(svA, svA, 0, 0, 0, 0);
-      const sb = v128.shuffle<i32>(svB, svB, 0, 0, 0, 0);
-      loA = q4kPair2(loA, xa, sa, xb, sb, q + 0, 0, m4, false);
-      loB = q4kPair2(loB, xa, sa, xb, sb, q + 0, 0, m4, true);
-      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 32, 16, m4, false);
-      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 32, 16, m4, true);
-    }
-    {
-      const sa = v128.shuffle<i32>(svA, svA, 1, 1, 1, 1);
-      const sb = v128.shuffle<i32>(svB, svB, 1, 1, 1, 1);
-      loA = q4kPair2(loA, xa, sa, xb, sb, q + 64, 32, m4, false);
-      loB = q4kPair2(loB, xa, sa, xb, sb, q + 64, 32, m4, true);
-      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 96, 48, m4, false);
-      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 96, 48, m4, true);
-    }
-    {
-      const sa = v128.shuffle<i32>(svA, svA, 2, 2, 2, 2);
-      const sb = v128.shuffle<i32>(svB, svB, 2, 2, 2, 2);
-      loA = q4kPair2(loA, xa, sa, xb, sb, q + 128, 64, m4, false);
-      loB = q4kPair2(loB, xa, sa, xb, sb, q + 128, 64, m4, true);
-      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 160, 80, m4, false);
-      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 160, 80, m4, true);
-    }
-    {
-      const sa = v128.shuffle<i32>(svA, svA, 3, 3, 3, 3);
-      const sb = v128.shuffle<i32>(svB, svB, 3, 3, 3, 3);
-      loA = q4kPair2(loA, xa, sa, xb, sb, q + 192, 96, m4, false);
-      loB = q4kPair2(loB, xa, sa, xb, sb, q + 192, 96, m4, true);
-      hiA = q4kPair2(hiA, xa, sa, xb, sb, q + 224, 112, m4, false);
-      hiB = q4kPair2(hiB, xa, sa, xb, sb, q + 224, 112, m4, true);
-    }
-    const bs = v128.load(bs16 + (<usize> i << 4));
-    const sumiA = hsumI32(i32x4.dot_i16x8_s(bs, q4kScales(xa, true)));
-    const sumiB = hsumI32(i32x4.dot_i16x8_s(bs, q4kScales(xb, true)));
-    // [d_a, dmin_a, d_b, dmin_b] · yd, the 4 f16 → f32 conversions in one go
-    let hv = v128.load32_zero(xa);
-    hv = v128.load32_lane(xb, hv, 1);
-    const dd = f32x4.mul(
-      halvesToF32C(i32x4.extend_low_i16x8_u(hv)),
-      f32x4.splat(load<f32>(ad + (<usize> i << 2))),
-    );
-    const da = v128.shuffle<f32>(dd, dd, 0, 0, 0, 0);
-    const db = v128.shuffle<f32>(dd, dd, 2, 2, 2, 2);
-    sLoA = f32x4.add(sLoA, f32x4.mul(da, f32x4.convert_i32x4_s(loA)));
-    sHiA = f32x4.add(sHiA, f32x4.mul(da, f32x4.convert_i32x4_s(hiA)));
-    sLoB = f32x4.add(sLoB, f32x4.mul(db, f32x4.convert_i32x4_s(loB)));
-    sHiB = f32x4.add(sHiB, f32x4.mul(db, f32x4.convert_i32x4_s(hiB)));
-    fa -= f32x4.extract_lane(dd, 1) * <f32> sumiA;
-    fb -= f32x4.extract_lane(dd, 3) * <f32> sumiB;
-  }
-  fa += f32x4.extract_lane(sLoA, 0);
-  fa += f32x4.extract_lane(sLoA, 1);
-  fa += f32x4.extract_lane(sLoA, 2);
-  fa += f32x4.extract_lane(sLoA, 3);
-  fa += f32x4.extract_lane(sHiA, 0);
-  fa += f32x4.extract_lane(sHiA, 1);
-  fa += f32x4.extract_lane(sHiA, 2);
-  fa += f32x4.extract_lane(sHiA, 3);
-  fb += f32x4.extract_lane(sLoB, 0);
-  fb += f32x4.extract_lane(sLoB, 1);
-  fb += f32x4.extract_lane(sLoB, 2);
-  fb += f32x4.extract_lane(sLoB, 3);
-  fb += f32x4.extract_lane(sHiB, 0);
-  fb += f32x4.extract_lane(sHiB, 1);
-  fb += f32x4.extract_lane(sHiB, 2);
-  fb += f32x4.extract_lane(sHiB, 3);
-  return f32x4.replace_lane(f32x4.splat(fa), 1, fb);
 }
 
 // Half h (byte offset ho = 16h: classes 4h..4h+3) of one Q4_K block against 4 activation rows
@@ -2058,25 +1978,8 @@ export function mmK(
     // Q4_K (pair-scale layout): aq16 holds the reordered activation, then its bs16 sums
     const bs16 = aq16 + <usize> (T * (nb << 8));
     if (T < 4) {
-      // decode: two weight rows per pass share the activation's loads
-      let r = r0;
-      for (; r + 2 <= r1; r += 2) {
-        const wr = w + <usize> r * rowBytes;
-        for (let t = 0; t < T; t++) {
-          const v = dotQ4K2(
-            wr,
-            wr + <usize> rowBytes,
-            nb,
-            aq16 + (<usize> (t * nb) << 8),
-            ad + (<usize> (t * nb) << 2),
-            bs16 + (<usize> (t * nb) << 4),
-          );
-          const o = out + (<usize> (t * outStride + r) << 2);
-          store<f32>(o, f32x4.extract_lane(v, 0));
-          store<f32>(o + 4, f32x4.extract_lane(v, 1));
-        }
-      }
-      if (r < r1) {
+      // decode: one weight row at a time (see dotQ4K)
+      for (let r = r0; r < r1; r++) {
         const wr = w + <usize> r * rowBytes;
         for (let t = 0; t < T; t++) {
           const v = dotQ4K(
