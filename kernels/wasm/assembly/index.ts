@@ -2352,6 +2352,111 @@ export function toF16(src: usize, dst: usize, n: i32): void {
   return acc;
 }
 
+/** qkQuad's sums of keys 2 and 3 (a per-instance global: each thread has its own). */
+let qk23: v128 = f64x2.splat(0);
+
+// Products of q with 4 keys (k0 + c·ks, c < 4), lanes as in qkPair, each key's summed in double in
+// element order: returns [key 0, key 1], keys 2 and 3 in qk23. Two independent addition chains
+// (the latency of one bounded the scores).
+@inline function qkQuad(qh: usize, k0: usize, ks: usize, headDim: i32): v128 {
+  let a01 = f64x2.splat(0);
+  let a23 = f64x2.splat(0);
+  const k1 = k0 + ks;
+  const k2 = k1 + ks;
+  const k3 = k2 + ks;
+  let i = 0;
+  for (; i + 4 <= headDim; i += 4) {
+    const o = <usize>i << 2;
+    const qv = v128.load(qh + o);
+    const p0 = f32x4.mul(qv, v128.load(k0 + o));
+    const p1 = f32x4.mul(qv, v128.load(k1 + o));
+    const p2 = f32x4.mul(qv, v128.load(k2 + o));
+    const p3 = f32x4.mul(qv, v128.load(k3 + o));
+    const u = v128.shuffle<f32>(p0, p1, 0, 4, 1, 5);
+    const w = v128.shuffle<f32>(p0, p1, 2, 6, 3, 7);
+    const u2 = v128.shuffle<f32>(p2, p3, 0, 4, 1, 5);
+    const w2 = v128.shuffle<f32>(p2, p3, 2, 6, 3, 7);
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(u));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(u2));
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(v128.shuffle<f32>(u, u, 2, 3, 2, 3)));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(v128.shuffle<f32>(u2, u2, 2, 3, 2, 3)));
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(w));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(w2));
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(v128.shuffle<f32>(w, w, 2, 3, 2, 3)));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(v128.shuffle<f32>(w2, w2, 2, 3, 2, 3)));
+  }
+  for (; i < headDim; i++) {
+    const o = <usize>i << 2;
+    const q = load<f32>(qh + o);
+    a01 = f64x2.add(a01, f64x2.replace_lane(f64x2.splat(<f64> (q * load<f32>(k0 + o))), 1, <f64> (q * load<f32>(k1 + o))));
+    a23 = f64x2.add(a23, f64x2.replace_lane(f64x2.splat(<f64> (q * load<f32>(k2 + o))), 1, <f64> (q * load<f32>(k3 + o))));
+  }
+  qk23 = a23;
+  return a01;
+}
+
+let qk45: v128 = f64x2.splat(0);
+let qk67: v128 = f64x2.splat(0);
+
+// qkQuad for 8 keys: four chains; returns keys 0, 1, the others in qk23, qk45, qk67.
+@inline function qkOct(qh: usize, k0: usize, ks: usize, headDim: i32): v128 {
+  let a01 = f64x2.splat(0);
+  let a23 = f64x2.splat(0);
+  let a45 = f64x2.splat(0);
+  let a67 = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= headDim; i += 4) {
+    const o = <usize>i << 2;
+    const qv = v128.load(qh + o);
+    const kb = k0 + o;
+    const p0 = f32x4.mul(qv, v128.load(kb));
+    const p1 = f32x4.mul(qv, v128.load(kb + ks));
+    const p2 = f32x4.mul(qv, v128.load(kb + 2 * ks));
+    const p3 = f32x4.mul(qv, v128.load(kb + 3 * ks));
+    const u = v128.shuffle<f32>(p0, p1, 0, 4, 1, 5);
+    const w = v128.shuffle<f32>(p0, p1, 2, 6, 3, 7);
+    const u2 = v128.shuffle<f32>(p2, p3, 0, 4, 1, 5);
+    const w2 = v128.shuffle<f32>(p2, p3, 2, 6, 3, 7);
+    const p4 = f32x4.mul(qv, v128.load(kb + 4 * ks));
+    const p5 = f32x4.mul(qv, v128.load(kb + 5 * ks));
+    const p6 = f32x4.mul(qv, v128.load(kb + 6 * ks));
+    const p7 = f32x4.mul(qv, v128.load(kb + 7 * ks));
+    const u4 = v128.shuffle<f32>(p4, p5, 0, 4, 1, 5);
+    const w4 = v128.shuffle<f32>(p4, p5, 2, 6, 3, 7);
+    const u6 = v128.shuffle<f32>(p6, p7, 0, 4, 1, 5);
+    const w6 = v128.shuffle<f32>(p6, p7, 2, 6, 3, 7);
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(u));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(u2));
+    a45 = f64x2.add(a45, f64x2.promote_low_f32x4(u4));
+    a67 = f64x2.add(a67, f64x2.promote_low_f32x4(u6));
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(v128.shuffle<f32>(u, u, 2, 3, 2, 3)));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(v128.shuffle<f32>(u2, u2, 2, 3, 2, 3)));
+    a45 = f64x2.add(a45, f64x2.promote_low_f32x4(v128.shuffle<f32>(u4, u4, 2, 3, 2, 3)));
+    a67 = f64x2.add(a67, f64x2.promote_low_f32x4(v128.shuffle<f32>(u6, u6, 2, 3, 2, 3)));
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(w));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(w2));
+    a45 = f64x2.add(a45, f64x2.promote_low_f32x4(w4));
+    a67 = f64x2.add(a67, f64x2.promote_low_f32x4(w6));
+    a01 = f64x2.add(a01, f64x2.promote_low_f32x4(v128.shuffle<f32>(w, w, 2, 3, 2, 3)));
+    a23 = f64x2.add(a23, f64x2.promote_low_f32x4(v128.shuffle<f32>(w2, w2, 2, 3, 2, 3)));
+    a45 = f64x2.add(a45, f64x2.promote_low_f32x4(v128.shuffle<f32>(w4, w4, 2, 3, 2, 3)));
+    a67 = f64x2.add(a67, f64x2.promote_low_f32x4(v128.shuffle<f32>(w6, w6, 2, 3, 2, 3)));
+  }
+  for (; i < headDim; i++) {
+    const o = <usize>i << 2;
+    const q = load<f32>(qh + o);
+    const kb = k0 + o;
+    a01 = f64x2.add(a01, f64x2.replace_lane(f64x2.splat(<f64> (q * load<f32>(kb))), 1, <f64> (q * load<f32>(kb + ks))));
+    a23 = f64x2.add(a23, f64x2.replace_lane(f64x2.splat(<f64> (q * load<f32>(kb + 2 * ks))), 1, <f64> (q * load<f32>(kb + 3 * ks))));
+    a45 = f64x2.add(a45, f64x2.replace_lane(f64x2.splat(<f64> (q * load<f32>(kb + 4 * ks))), 1, <f64> (q * load<f32>(kb + 5 * ks))));
+    a67 = f64x2.add(a67, f64x2.replace_lane(f64x2.splat(<f64> (q * load<f32>(kb + 6 * ks))), 1, <f64> (q * load<f32>(kb + 7 * ks))));
+  }
+  qk23 = a23;
+  qk45 = a45;
+  qk67 = a67;
+  return a01;
+}
+
 
 
 /**
@@ -2440,6 +2545,35 @@ export function attention(
         // float, summed in double in element order, then scaled in float; two keys per f64x2
         let mx: f32 = -Infinity;
         let j = 0;
+        for (; j + 8 <= nkv; j += 8) {
+          const k0 = kp + <usize>j * kstride;
+          const d01 = qkOct(qh, k0, kstride, headDim);
+          const d23 = qk23;
+          const d45 = qk45;
+          const d67 = qk67;
+          const s0 = <f32> f64x2.extract_lane(d01, 0) * scale;
+          const s1 = <f32> f64x2.extract_lane(d01, 1) * scale;
+          const s2 = <f32> f64x2.extract_lane(d23, 0) * scale;
+          const s3 = <f32> f64x2.extract_lane(d23, 1) * scale;
+          const s4 = <f32> f64x2.extract_lane(d45, 0) * scale;
+          const s5 = <f32> f64x2.extract_lane(d45, 1) * scale;
+          const s6 = <f32> f64x2.extract_lane(d67, 0) * scale;
+          const s7 = <f32> f64x2.extract_lane(d67, 1) * scale;
+          v128.store(scores + (<usize>j << 2), f32x4(s0, s1, s2, s3));
+          v128.store(scores + (<usize>j << 2) + 16, f32x4(s4, s5, s6, s7));
+          mx = max<f32>(mx, max<f32>(max<f32>(s0, s1), max<f32>(s2, s3)));
+          mx = max<f32>(mx, max<f32>(max<f32>(s4, s5), max<f32>(s6, s7)));
+        }
+        for (; j + 4 <= nkv; j += 4) {
+          const d01 = qkQuad(qh, kp + <usize>j * kstride, kstride, headDim);
+          const d23 = qk23;
+          const s0 = <f32> f64x2.extract_lane(d01, 0) * scale;
+          const s1 = <f32> f64x2.extract_lane(d01, 1) * scale;
+          const s2 = <f32> f64x2.extract_lane(d23, 0) * scale;
+          const s3 = <f32> f64x2.extract_lane(d23, 1) * scale;
+          v128.store(scores + (<usize>j << 2), f32x4(s0, s1, s2, s3));
+          mx = max<f32>(mx, max<f32>(max<f32>(s0, s1), max<f32>(s2, s3)));
+        }
         for (; j + 2 <= nkv; j += 2) {
           const k0 = kp + <usize>j * kstride;
           const d = qkPair(qh, k0, k0 + kstride, headDim);
@@ -2490,6 +2624,26 @@ export function attention(
         // double in position order, per output element (lanes are elements: the order is exact)
         const j0 = lo;
         let d0 = 0;
+        // 8 elements per pass: four independent addition chains
+        for (; d0 + 8 <= headDim; d0 += 8) {
+          let a0 = f64x2.splat(0);
+          let a1 = f64x2.splat(0);
+          let a2 = f64x2.splat(0);
+          let a3 = f64x2.splat(0);
+          for (let jj = j0; jj < nkv; jj++) {
+            const pj = f32x4.splat(load<f32>(scores + (<usize>jj << 2)));
+            const vrow = vp + <usize>jj * kstride + (<usize>d0 << 2);
+            const m = f32x4.mul(pj, v128.load(vrow));
+            const m2 = f32x4.mul(pj, v128.load(vrow + 16));
+            a0 = f64x2.add(a0, f64x2.promote_low_f32x4(m));
+            a1 = f64x2.add(a1, f64x2.promote_low_f32x4(v128.shuffle<f32>(m, m, 2, 3, 2, 3)));
+            a2 = f64x2.add(a2, f64x2.promote_low_f32x4(m2));
+            a3 = f64x2.add(a3, f64x2.promote_low_f32x4(v128.shuffle<f32>(m2, m2, 2, 3, 2, 3)));
+          }
+          const o = oh + (<usize>d0 << 2);
+          v128.store(o, v128.shuffle<f32>(f32x4.demote_f64x2_zero(a0), f32x4.demote_f64x2_zero(a1), 0, 1, 4, 5));
+          v128.store(o + 16, v128.shuffle<f32>(f32x4.demote_f64x2_zero(a2), f32x4.demote_f64x2_zero(a3), 0, 1, 4, 5));
+        }
         for (; d0 + 4 <= headDim; d0 += 4) {
           let accLo = f64x2.splat(0);
           let accHi = f64x2.splat(0);
