@@ -288,14 +288,15 @@ export class StageHost {
     this.running = true;
     // Idle for a while (a remote stage waiting for its next frame): the frame that woke us came
     // through the event loop, which has just polled I/O, so only the frames of that poll need
-    // to join — an immediate. Back-to-back passes (an in-process head asks again within
-    // microseconds) still give I/O its turn at least every budget.
+    // to join — an immediate, and not even that when no other session is open. Back-to-back
+    // passes (an in-process head asks again within microseconds) still give I/O its turn at
+    // least every budget.
     let woken = performance.now() - this.lastPassEnd > IDLE_MS;
     try {
       while (this.waiting.length > 0) {
         // Let the event loop run between passes: sockets (HTTP clients, remote frames, health
         // probes, disconnects) are served, and frames that arrive meanwhile join this pass.
-        if (woken) await this.yielder.afterIdle();
+        if (woken) await this.yielder.afterIdle(this.sessions.size <= 1);
         else await this.yielder.turn();
         woken = false;
         const batch = this.takeBatch();
