@@ -12,8 +12,9 @@
  * Served decode is what a client sees: InferenceService.Generate on the first agent (the head,
  * hosting stage 0 in-process), its usage.decode_tokens_per_second. Per-hop overhead: the bench
  * opens a chain session on the first stage itself and times each decode step; the stages report
- * their compute (summed along the chain), so (round trip − compute) / stages is the time one hop
- * adds (send, receive, encode, decode of one frame and of the token coming back). Prints JSON.
+ * their compute (summed along the chain; the tail's sampling counts as compute), so (round trip −
+ * compute) / stages is the time one hop adds (send, receive, encode, decode of one frame and of
+ * the token coming back). Prints JSON.
  *
  * `--endpoint host:7950` (with `--tls-ca/--tls-cert/--tls-key` under mTLS) measures a running
  * cluster instead: served decode through its head and per-hop overhead over its chain, read from
