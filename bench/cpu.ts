@@ -63,6 +63,11 @@ export interface PassProfile {
   /** Time not inside any backend op (JS between ops, reads of results). */
   other_ms: number;
   ops: { op: string; ms: number; calls: number }[];
+  /**
+   * WASM: times per pass a worker slept between jobs (each wake costs ~0.1 ms here; see
+   * WasmBackend.spinMicros).
+   */
+  worker_sleeps?: number;
 }
 
 /** The JSON line the bench prints per model. */
@@ -329,20 +334,23 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
       try {
         prof.reset();
         prof.enabled = true;
+        const sleeps = () => wasm?.workerSleeps ?? 0;
+        let s0 = sleeps();
         let t0 = performance.now();
         let out = await stage.forward(session, { tokens: prompt });
         const prefill = passProfile(prof.report(), performance.now() - t0, 1);
+        if (wasm) prefill.worker_sleeps = sleeps() - s0;
         const steps = Math.min(16, o.tg);
         prof.reset();
+        s0 = sleeps();
         t0 = performance.now();
         for (let i = 0; i < steps; i++) {
           if (!("logits" in out)) throw new Error("expected logits");
           out = await stage.forward(session, { tokens: Int32Array.of(argmax(out.logits)) });
         }
-        profile = {
-          prefill,
-          decode_step: passProfile(prof.report(), performance.now() - t0, steps),
-        };
+        const decodeStep = passProfile(prof.report(), performance.now() - t0, steps);
+        if (wasm) decodeStep.worker_sleeps = round((sleeps() - s0) / steps, 1);
+        profile = { prefill, decode_step: decodeStep };
       } finally {
         prof.enabled = false;
         stage.endSession(session);
