@@ -49,6 +49,12 @@ export class ModelCache {
    * on disk are still re-hashed.
    */
   readonly #trusted = new Set<number>();
+  /** Fetches filling this cache now (fetchStarted / fetchEnded). */
+  #fetches = 0;
+  /** Reads waiting for chunks a fetch has not brought yet; each re-checks when woken. */
+  readonly #waiting = new Set<() => void>();
+  /** Why the last fetch ended without the chunks (fails the reads that waited for them). */
+  #fetchError?: Error;
   #log?: Deno.FsFile;
 
   private constructor(readonly dir: string, readonly manifest: TransferManifest) {}
@@ -161,6 +167,55 @@ export class ModelCache {
     here.add(chunk);
     this.#set(seg).add(chunk);
     await this.#append(`c ${seg} ${chunk}\n`);
+    this.#wake();
+    return true;
+  }
+
+  /**
+   * A fetch starts filling this cache: until {@link fetchEnded}, readVerifiedInto waits for
+   * chunks it does not hold yet instead of failing, so a stage can load while its layers arrive.
+   */
+  fetchStarted(): void {
+    this.#fetches++;
+    this.#fetchError = undefined;
+  }
+
+  /** A fetch ended (`error` when it failed): reads still waiting for chunks fail. */
+  fetchEnded(error?: Error): void {
+    this.#fetches = Math.max(0, this.#fetches - 1);
+    if (error) this.#fetchError = error;
+    this.#wake();
+  }
+
+  #wake(): void {
+    for (const w of [...this.#waiting]) w();
+  }
+
+  /**
+   * Whether bytes [at, end) of `seg` can be read as they are: the segment is done, or every
+   * chunk they touch was verified by this process as it was written.
+   */
+  #readable(seg: number, at: number, end: number): boolean {
+    if (this.#done.has(seg)) return true;
+    const here = this.#verifiedHere.get(seg);
+    if (!here) return false;
+    const size = this.manifest.chunkSize;
+    for (let c = Math.floor(at / size); c * size < end; c++) if (!here.has(c)) return false;
+    return true;
+  }
+
+  /** Wait until bytes [at, end) of `seg` are readable; false when no fetch can bring them. */
+  async #arrival(seg: number, at: number, end: number): Promise<boolean> {
+    while (!this.#readable(seg, at, end)) {
+      if (this.#fetches === 0) return false;
+      await new Promise<void>((resolve) => {
+        const w = () => {
+          this.#waiting.delete(w);
+          resolve();
+        };
+        this.#waiting.add(w);
+      });
+    }
     return true;
   }
 
@@ -181,6 +236,7 @@ export class ModelCache {
     if (checked || (digest && sameBytes(digest, this.manifest.segments[seg].sha256))) {
       this.#done.add(seg);
       if (checked) this.#trusted.add(seg);
+      this.#wake();
       await this.#append(`d ${seg}\n`);
       return true;
     }
@@ -227,12 +283,17 @@ export class ModelCache {
     const name = this.manifest.segments[seg]?.name;
     const size = this.manifest.chunkSize;
     const end = at + dst.length;
-    if (!this.#done.has(seg) || at < 0 || end > Number(this.manifest.segments[seg].length)) {
+    const inside = at >= 0 && end <= Number(this.manifest.segments[seg]?.length ?? -1);
+    if (!inside || !(await this.#arrival(seg, at, end))) {
       throw new Error(
-        `cache ${this.dir}: ${name} is not (or no longer) verified; it must be fetched again`,
+        `cache ${this.dir}: ${name} is not (or no longer) verified; it must be fetched again` +
+          (inside && this.#fetchError ? ` (the fetch failed: ${this.#fetchError.message})` : ""),
       );
     }
-    const trusted = this.#trusted.has(seg);
+    // Chunks this process verified as it wrote them are read as they are, the segment being
+    // finished or not (a stage loading while its layers arrive).
+    const trusted = this.#trusted.has(seg) ||
+      (!this.#done.has(seg) && this.#readable(seg, at, end));
     const f = await Deno.open(this.#path(seg), { read: true });
     try {
       if (trusted) {

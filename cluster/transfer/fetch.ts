@@ -2,8 +2,8 @@
  * The fetcher: pull the missing chunks of some segments from the peers that have them, verify
  * each chunk's sha256 before it touches the cache, and finish each segment with its own sha256.
  *
- * - Several segments are fetched at once (bounded: `concurrency` streams), spread round-robin
- *   over the peers that hold them, so several sources serve in parallel; largest first.
+ * - `concurrency` streams fetch batches of chunks in file order (several share a big segment),
+ *   spread round-robin over the peers that hold them, so several sources serve in parallel.
  * - Each chunk is verified and written to the cache before the next is read from its stream:
  *   a fetcher holds at most one chunk per stream plus what HTTP/2 flow control lets arrive
  *   (peers.ts TRANSFER_WINDOW), never a batch or a tensor.
@@ -75,18 +75,26 @@ export class FetchError extends Error {
   }
 }
 
-/** Fetch every missing chunk of `opts.segments` into the cache; resolves when all verified. */
+/**
+ * Fetch every missing chunk of `opts.segments` into the cache; resolves when all verified.
+ *
+ * Work goes out in file order, `batch` chunks at a time, and several streams share a segment: a
+ * stage loading while its layers arrive (ModelCache.readVerifiedInto waits for chunks) gets its
+ * tensors in about the order it reads them, and a big tensor never ends the fetch on one stream.
+ */
 export async function fetchSegments(opts: FetchOptions): Promise<void> {
   const { cache, stats } = opts;
   const seen = new Set<string>();
   const avoid = new Map<string, string>();
   const cooldown = new Map<string, number>();
-  // Largest first: the last segments to finish are small ones, so every stream stays busy
-  // until the end instead of one stream carrying the output matrix alone.
-  const size = (s: number) => Number(cache.manifest.segments[s].length);
-  const queue = opts.segments.filter((s) => !cache.segmentDone(s)).sort((a, b) =>
-    size(b) - size(a)
-  );
+  const queue = opts.segments.filter((s) => !cache.segmentDone(s));
+  /** Chunks some stream is fetching now, per segment. */
+  const claimed = new Map<number, Set<number>>();
+  const claims = (seg: number) => {
+    let c = claimed.get(seg);
+    if (!c) claimed.set(seg, c = new Set());
+    return c;
+  };
   let lastProgress = Date.now();
   let lastError = "";
   let rr = 0;
@@ -103,20 +111,45 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
     return from.length ? from[rr++ % from.length] : undefined;
   };
 
-  const worker = async () => {
-    while (queue.length && !opts.signal?.aborted) {
-      const seg = queue.shift()!;
-      const missing = cache.missingChunks(seg);
-      if (missing.length === 0) {
-        if (!await cache.finishSegment(seg)) {
-          opts.log?.("segment hash mismatch; fetching it again", { segment: seg });
-          queue.push(seg);
-        }
-        continue;
+  /** Claim the next unclaimed chunks in file order: [segment, chunks], or undefined if none. */
+  const nextWork = (): [number, number[]] | undefined => {
+    for (const seg of queue) {
+      const taken = claims(seg);
+      const free = cache.missingChunks(seg).filter((c) => !taken.has(c));
+      if (!free.length) continue;
+      // Claimed before anything is awaited, so no other stream takes the same chunks.
+      const batch = free.slice(0, opts.batch ?? 8);
+      for (const c of batch) taken.add(c);
+      return [seg, batch];
+    }
+    return undefined;
+  };
+
+  /** Segments with every chunk stored: finish them (or queue their chunks again). */
+  const finishReady = async () => {
+    for (const seg of [...queue]) {
+      const at = queue.indexOf(seg);
+      // Another stream finished it while this one waited on an earlier segment.
+      if (at < 0 || cache.missingChunks(seg).length || claims(seg).size) continue;
+      queue.splice(at, 1);
+      if (!await cache.finishSegment(seg)) {
+        opts.log?.("segment hash mismatch; fetching it again", { segment: seg });
+        queue.push(seg);
       }
+    }
+  };
+
+  const worker = async () => {
+    while (!opts.signal?.aborted) {
+      await finishReady();
+      const work = nextWork();
+      if (!work) return;
+      const [seg, batch] = work;
+      const taken = claims(seg);
       const peers = await opts.peers().catch(() => [] as ChunkPeer[]);
-      const peer = pick(peers, seg, missing[0]);
+      const peer = pick(peers, seg, batch[0]);
       if (!peer) {
+        for (const c of batch) taken.delete(c);
         if (Date.now() - lastProgress > stallMs) {
           throw new FetchError(
             `no peer could serve ${cache.manifest.segments[seg].name} of ` +
@@ -124,11 +157,9 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
               `${lastError || "no peer holds it"}); start an agent that holds the file`,
           );
         }
-        queue.push(seg);
         await sleep(250, opts.signal);
         continue;
       }
-      const batch = missing.slice(0, opts.batch ?? 8);
       try {
         const stream = peer.client.fetchChunks(
           {
@@ -162,12 +193,22 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
         lastError = `${peer.id}: ${(e as Error).message}`;
         cooldown.set(peer.id, Date.now() + 500);
         opts.log?.("chunk stream failed; retrying", { peer: peer.id, error: lastError });
+      } finally {
+        // Whatever did not arrive is free for any stream again.
+        for (const c of batch) taken.delete(c);
       }
-      // Its next batch goes first: a big tensor keeps a stream all along instead of being left
-      // to finish alone at the end.
-      queue.unshift(seg);
     }
   };
-  await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, worker));
-  if (opts.signal?.aborted) throw new FetchError("the transfer was cancelled");
+  cache.fetchStarted();
+  let failure: Error | undefined;
+  try {
+    await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, worker));
+    await finishReady();
+    if (opts.signal?.aborted) throw new FetchError("the transfer was cancelled");
+  } catch (e) {
+    failure = e as Error;
+    throw e;
+  } finally {
+    cache.fetchEnded(failure);
+  }
 }

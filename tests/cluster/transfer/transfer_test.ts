@@ -78,7 +78,12 @@ function memoryPeer(
   id: string,
   bytes: Uint8Array,
   manifest: Awaited<ReturnType<typeof computeManifest>>["manifest"],
-  opts: { corrupt?: (seg: number, chunk: number) => boolean; failAfter?: number } = {},
+  opts: {
+    corrupt?: (seg: number, chunk: number) => boolean;
+    failAfter?: number;
+    /** Called before each chunk is sent (a slow peer awaits here). */
+    before?: (seg: number, chunk: number) => Promise<void>;
+  } = {},
 ): ChunkPeer & { served: number } {
   const peer = {
     id,
@@ -90,6 +95,7 @@ function memoryPeer(
           if (opts.failAfter !== undefined && peer.served >= opts.failAfter) {
             throw new Error(`${id} went away`);
           }
+          await opts.before?.(segment, chunk);
           const s = manifest.segments[segment];
           const off = Number(s.offset) + chunk * manifest.chunkSize;
           const end = Math.min(off + manifest.chunkSize, Number(s.offset) + Number(s.length));
@@ -205,4 +211,75 @@ Deno.test("the rate limiter paces bytes; the corruption hook parses its two form
   assert(
     corruptionHook("1")(5, 5) && !corruptionHook("0")(5, 5) && !corruptionHook(undefined)(0, 0),
   );
+});
+
+Deno.test("a stage's tensors read from the cache while their chunks are still arriving", async () => {
+  const { manifest, bytes: raw } = await computeManifest(STORIES, {
+    nodeId: "a",
+    chunkSize: CHUNK,
+  });
+  const bytes = await Deno.readFile(STORIES);
+  const dir = await Deno.makeTempDir();
+  const orig = await openGGUF(STORIES);
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    const stats = { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 };
+    await fetchSegments({
+      cache,
+      segments: [0],
+      peers: () => Promise.resolve([memoryPeer("p", bytes, manifest)]),
+      stats,
+    });
+    const src = await cache.source();
+    const file = await readGGUF(src);
+    src.parsing = false;
+    // The rest arrives one chunk per millisecond, in file order across 3 streams.
+    const order: number[] = [];
+    const slow = memoryPeer("slow", bytes, manifest, {
+      before: async (seg) => {
+        order.push(seg);
+        await new Promise((r) => setTimeout(r, 1));
+      },
+    });
+    const rest = manifest.segments.map((_, i) => i).slice(1);
+    const fetching = fetchSegments({
+      cache,
+      segments: rest,
+      peers: () => Promise.resolve([slow]),
+      stats,
+      concurrency: 3,
+      batch: 2,
+    });
+    let fetched = false;
+    fetching.then(() => (fetched = true), () => {});
+    let readEarly = 0;
+    for (const t of orig.tensors) {
+      assertEquals(await file.readTensor(t.name), await orig.readTensor(t), t.name);
+      if (!fetched) readEarly++;
+    }
+    assert(readEarly > 0, "tensors were read while the fetch ran");
+    await fetching;
+    // Several streams, yet segments were started in file order.
+    const started = order.filter((seg, i) => order.indexOf(seg) === i);
+    assertEquals(started, [...started].sort((a, b) => a - b));
+    for (const i of rest) assert(cache.segmentDone(i));
+
+    // A read of chunks no fetch will bring fails at once, naming why the last fetch failed.
+    const again = await ModelCache.open(await Deno.makeTempDir({ dir }), manifest, raw);
+    const seg = rest[0];
+    await assertRejects(
+      () => again.readVerifiedInto(seg, 0, new Uint8Array(16)),
+      Error,
+      "not (or no longer) verified",
+    );
+    again.fetchStarted();
+    const waiting = again.readVerifiedInto(seg, 0, new Uint8Array(16));
+    again.fetchEnded(new Error("the source went away"));
+    await assertRejects(() => waiting, Error, "the fetch failed: the source went away");
+    again.close();
+    cache.close();
+  } finally {
+    orig.close();
+    await Deno.remove(dir, { recursive: true });
+  }
 });
