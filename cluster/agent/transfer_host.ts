@@ -74,19 +74,22 @@ export function transferHost(
       s.log("info", "serving a deployed model", { model: id, path: path ?? "(cache)" });
       loop.schedule();
     },
-    beforeFetch: (file, range) => {
+    beforeFetch: (model, file, range) => {
       // Only a node hosting nothing yet (a standby taking a lost stage, a new node): faulting a
       // fresh process's memory costs seconds per GB here (first touch of VM memory), which the
       // load after the fetch would otherwise pay. With layers at hand, faulting and loading at
       // once only compete for the cores.
-      if (s.stage || !s.backend.prefault) return;
-      const fp = agentFootprint(file, s.config.contextSize, s.config.maxSessions);
-      const bytes = stageWeightBytes(fp, range.from, range.to);
-      s.log("debug", "faulting in the stage's memory during the fetch", {
-        layers: `[${range.from},${range.to})`,
-        bytes,
-      });
-      s.backend.prefault(bytes).catch(() => {});
+      if (s.stage) return;
+      if (s.backend.prefault) {
+        const fp = agentFootprint(file, s.config.contextSize, s.config.maxSessions);
+        const bytes = stageWeightBytes(fp, range.from, range.to);
+        s.log("debug", "faulting in the stage's memory during the fetch", {
+          layers: `[${range.from},${range.to})`,
+          bytes,
+        });
+        s.backend.prefault(bytes).catch(() => {});
+      }
+      stage.preload(model, file, range);
     },
     unserve,
     publish: (value: TransferProgress) => s.events.publish({ case: "transfer", value }),

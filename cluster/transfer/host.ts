@@ -22,10 +22,10 @@ export interface TransferHost {
   /** Serve `file` as model `id` (offer it in gossip; placement does the rest). */
   adopt(id: string, file: GGUFFile, path?: string): Promise<void>;
   /**
-   * About to fetch layers `range` of `file` for this node's stage: a node that hosts nothing yet
-   * faults that memory in meanwhile, so the load after the fetch only copies.
+   * About to fetch layers `range` of model `model` (`file`) for this node's stage: a node that
+   * hosts nothing yet faults that memory in and starts loading the layers as they arrive.
    */
-  beforeFetch?(file: GGUFFile, range: { from: number; to: number }): void;
+  beforeFetch?(model: string, file: GGUFFile, range: { from: number; to: number }): void;
   /** Stop serving model `id`; false when it was not served. */
   unserve(id: string): Promise<boolean>;
   /** Publish progress as a cluster event. */

@@ -134,13 +134,16 @@ export class TransferManager {
     e.range = range;
     e.needed = segmentsFor(e.manifest, e.file, range);
     if (e.needed.every((s) => e.cache!.segmentDone(s))) return;
-    this.host.beforeFetch?.(e.file, range);
     const superseded = new AbortController();
     const watch = setInterval(() => {
       if (!current()) superseded.abort();
     }, 250);
     try {
-      await this.#fetch(e, e.needed, superseded.signal);
+      // The fetch has registered with the cache once started, so the host's early load waits
+      // for chunks instead of finding them missing.
+      const fetching = this.#fetch(e, e.needed, superseded.signal);
+      this.host.beforeFetch?.(modelId, e.file, range);
+      await fetching;
     } finally {
       clearInterval(watch);
     }
@@ -247,8 +250,9 @@ export class TransferManager {
       try {
         const file = await this.#header(e);
         e.needed = e.range ? segmentsFor(manifest, file, e.range) : [0];
-        if (e.range) this.host.beforeFetch?.(file, e.range);
-        await this.#fetch(e, e.needed);
+        const fetching = this.#fetch(e, e.needed);
+        if (e.range) this.host.beforeFetch?.(manifest.modelId, file, e.range);
+        await fetching;
         e.state = TransferState.CACHED;
         this.#publish(e);
         await this.host.adopt(manifest.modelId, file);

@@ -136,6 +136,18 @@ Deno.test({
         );
         assertEquals(faulted.map((l) => l.layers), [`[${s.fromLayer},${s.toLayer})`], a.id);
         assert(Number(faulted[0].bytes) > 0);
+        // ... and loads the layers as they arrive; the plan's load takes that stage.
+        const early = a.logs.filter((l) => l.msg === "loading the stage's layers as they arrive");
+        assertEquals(early.map((l) => l.layers), [`[${s.fromLayer},${s.toLayer})`], a.id);
+        const loaded = a.logs.filter((l) => l.msg === "stage loaded");
+        assertEquals(
+          loaded.map((l) => l.duringFetch),
+          [true],
+          a.id +
+            JSON.stringify(
+              a.logs.filter((l) => l.level !== "debug" || /stage|layers/.test(String(l.msg))),
+            ),
+        );
       }
 
       const g = golden("stories260K__once");
