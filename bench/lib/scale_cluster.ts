@@ -184,9 +184,12 @@ export class ScaleCluster {
       startTimeoutMs: 120_000,
       onLog: (l) => {
         if (l.msg === "stage loaded") {
-          const line = `${id} loaded ${l.layers} (${l.bytes} bytes) in ${l.ms} ms`;
+          const line = `${id} loaded ${l.layers} (${l.bytes} bytes) in ${l.ms} ms` +
+            (l.duringFetch ? " (as its layers arrived)" : "");
           this.stageLoads.push(line);
           this.log(line);
+        } else if (l.msg === "serving a deployed model") {
+          this.log(`${id} holds its layers: serving the deployed model`);
         } else if (
           l.level === "error" || (l.level === "warn" && l.msg !== "no placement") ||
           /^member (dead|leave|suspect)/.test(String(l.msg))
