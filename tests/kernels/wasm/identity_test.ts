@@ -119,8 +119,8 @@ Deno.test("wasm matmul: subnormal f16 scales (tiny weights) stay bit-identical",
 });
 
 Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows stay bit-identical", async () => {
-  // the decode kernels that take two weight rows per pass (Q4_K) leave a last single row when a
-  // thread's share is odd; 2, 3 and 5 activation rows mix the decode path with the 4-row tiles
+  // odd shares of rows per thread (kernels that once took two weight rows per pass, Q4_K's,
+  // left a last single row); 2, 3 and 5 activation rows mix the decode path with the 4-row tiles
   const wasm = await createWasmBackend({ threads: 2 });
   const ref = createReferenceBackend();
   try {
