@@ -16,9 +16,8 @@ import {
   TransferManager,
 } from "../../../cluster/transfer/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
-import { REPO } from "../../support/paths.ts";
+import { STORIES, storiesFixture } from "./stories_fixture.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const CHUNK = 4096;
 const tick = () => new Promise((r) => setTimeout(r, 1));
 
@@ -117,12 +116,7 @@ Deno.test("a source streams chunks through two buffers per stream, never one per
 });
 
 Deno.test("the fetcher writes each chunk before taking the next from its stream", async () => {
-  const { manifest, bytes: raw } = await computeManifest(STORIES, {
-    nodeId: "a",
-    chunkSize: CHUNK,
-  });
-  const bytes = await Deno.readFile(STORIES);
-  const dir = await Deno.makeTempDir();
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
   try {
     const cache = await ModelCache.open(dir, manifest, raw);
     let sent = 0;

@@ -21,9 +21,8 @@ import {
 import { createCa, issueCertificate } from "../../../cluster/tls/mod.ts";
 import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
-import { REPO } from "../../support/paths.ts";
+import { STORIES, storiesFixture } from "./stories_fixture.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const CHUNK = 64 * 1024;
 
 Deno.test("the manifest describes the header and every tensor, chunk by chunk", async () => {
@@ -111,12 +110,7 @@ function memoryPeer(
 }
 
 Deno.test("the fetcher re-fetches corrupt chunks elsewhere and resumes after a failure", async () => {
-  const { manifest, bytes: raw } = await computeManifest(STORIES, {
-    nodeId: "a",
-    chunkSize: CHUNK,
-  });
-  const bytes = await Deno.readFile(STORIES);
-  const dir = await Deno.makeTempDir();
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
   try {
     const cache = await ModelCache.open(dir, manifest, raw);
     const all = manifest.segments.map((_, i) => i);
@@ -214,12 +208,7 @@ Deno.test("the rate limiter paces bytes; the corruption hook parses its two form
 });
 
 Deno.test("a stage's tensors read from the cache while their chunks are still arriving", async () => {
-  const { manifest, bytes: raw } = await computeManifest(STORIES, {
-    nodeId: "a",
-    chunkSize: CHUNK,
-  });
-  const bytes = await Deno.readFile(STORIES);
-  const dir = await Deno.makeTempDir();
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
   const orig = await openGGUF(STORIES);
   try {
     const cache = await ModelCache.open(dir, manifest, raw);
