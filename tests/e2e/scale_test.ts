@@ -93,6 +93,11 @@ Deno.test({
         `b2 holds no stage: ${k.standby_deploy.placement.join(" ")}`,
       );
       assert(k.standby_deploy.bytes_fetched.b2 > 0, "the standby fetched nothing");
+      // The standby joined a serving cluster: it loaded its layers as they arrived; the first
+      // deploy's fetchers loaded theirs after their fetch.
+      const loads = c.stageLoads;
+      assert(loads.some((l) => /^b2 loaded .*as its layers arrived/.test(l)), loads.join("\n"));
+      assert(!loads.some((l) => /^[bc] loaded .*as its layers arrived/.test(l)), loads.join("\n"));
       // Minimal movement: the standby takes exactly b's layers, a and c keep theirs.
       assertEquals(
         k.standby_deploy.placement,
