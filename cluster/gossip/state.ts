@@ -77,6 +77,9 @@ export class GossipState {
   private nagging = new Set<string>();
   private lastReply = new Map<string, number>();
   private timers = new Set<TimerHandle>();
+  /** The latest alive claim of a dead id from a new address, taken up once reclaimable. */
+  readonly #laterClaims = new Map<string, AliveMsg>();
+  readonly #laterTimers = new Set<string>();
 
   /**
    * @param cfg configuration
@@ -303,8 +306,23 @@ export class GossipState {
       this.prober.enqueue(a.node);
       isNew = true;
     } else if (s.addr !== a.addr) {
-      const reclaimable = !isLocal && (s.status === "dead" || s.status === "left") &&
-        now - s.stateChange >= this.cfg.deadNodeReclaimTime;
+      const gone = !isLocal && (s.status === "dead" || s.status === "left");
+      const reclaimable = gone && now - s.stateChange >= this.cfg.deadNodeReclaimTime;
+      if (gone && !reclaimable) {
+        // A restarted process at a new address, a moment too early: take its claim up when the
+        // id becomes reclaimable. It announces itself only in its first gossip rounds, so
+        // refusing it for good would leave it out until the next push-pull (seconds).
+        this.#laterClaims.set(a.node, { ...a, meta: a.meta.slice() });
+        if (!this.#laterTimers.has(a.node)) {
+          this.#laterTimers.add(a.node);
+          this.after(s.stateChange + this.cfg.deadNodeReclaimTime - now, () => {
+            this.#laterTimers.delete(a.node);
+            const claim = this.#laterClaims.get(a.node);
+            this.#laterClaims.delete(a.node);
+            if (claim) this.aliveNode(claim, false);
+          });
+        }
+      }
       if (!reclaimable) {
         // Same id, other address, while the id's holder may be alive: refuse the impostor.
         if (this.wants("conflict")) {

@@ -224,3 +224,22 @@ Deno.test("sim: probeNow makes a crashed member suspect within one probe interva
     assertEquals(observer.member(live.localNode.id)?.status, "alive");
   }
 });
+
+Deno.test("sim: a member restarted at a new address just after its death is taken up once its id is reclaimable", async () => {
+  const { net, members } = await formCluster(5, { seed: 19 });
+  assert(await detect(net, members, 4) !== null);
+  await members[4].shutdown();
+  // Before deadNodeReclaimTime has passed: its first announcements are refused as a conflict.
+  const reborn = Memberlist.create(simConfig(net, 4), net.createTransport());
+  await net.settle(reborn.join([members[0].transport.addr]));
+  const reclaimMs = lanConfig({ nodeId: "x" }).deadNodeReclaimTime;
+  const t = await net.runUntil(
+    () =>
+      members.slice(0, 4).every((m) =>
+        m.member("n4")?.status === "alive" && m.member("n4")?.addr === reborn.transport.addr
+      ),
+    reclaimMs + 3000,
+  );
+  // Without taking the claim up later it waited for the next push-pull (30 s on the LAN preset).
+  assert(t !== null, "the restarted member was not taken up once its id was reclaimable");
+});
