@@ -190,6 +190,10 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
         }
       } catch (e) {
         if (opts.signal?.aborted) return;
+        // Under Deno's node:http2 a server stream sometimes ends with "Premature close" after its
+        // last message arrived (seen with several streams finishing together): every chunk is
+        // here, so this is no failure, and the peer is not put on a cooldown for it.
+        if (batch.every((c) => cache.has(seg, c))) continue;
         lastError = `${peer.id}: ${(e as Error).message}`;
         cooldown.set(peer.id, Date.now() + 500);
         opts.log?.("chunk stream failed; retrying", { peer: peer.id, error: lastError });

@@ -82,6 +82,8 @@ function memoryPeer(
     failAfter?: number;
     /** Called before each chunk is sent (a slow peer awaits here). */
     before?: (seg: number, chunk: number) => Promise<void>;
+    /** Break every stream after its last chunk (as node:http2 sometimes reports). */
+    breakAtEnd?: boolean;
   } = {},
 ): ChunkPeer & { served: number } {
   const peer = {
@@ -103,6 +105,7 @@ function memoryPeer(
           peer.served++;
           yield create(FetchChunksResponseSchema, { segment, chunk, data });
         }
+        if (opts.breakAtEnd) throw new Error("Premature close");
       },
     },
   };
@@ -269,6 +272,30 @@ Deno.test("a stage's tensors read from the cache while their chunks are still ar
     cache.close();
   } finally {
     orig.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a stream that breaks after its last chunk is no failure", async () => {
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    const stats = { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 };
+    const peer = memoryPeer("p", bytes, manifest, { breakAtEnd: true });
+    const logged: string[] = [];
+    const all = manifest.segments.map((_, i) => i);
+    await fetchSegments({
+      cache,
+      segments: all,
+      peers: () => Promise.resolve([peer]),
+      stats,
+      log: (m) => logged.push(m),
+    });
+    for (const i of all) assert(cache.segmentDone(i));
+    assertEquals(logged, [], "nothing was retried");
+    assertEquals(stats.bytesRefetched, 0);
+    cache.close();
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });
