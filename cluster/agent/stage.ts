@@ -95,11 +95,11 @@ export class StageRoom {
       // A deployed model: fetch whatever this range misses into the cache first.
       // Gives up when a newer plan supersedes this range (the next load fetches its own).
       await s.transfer.ensure(s.model.id.toString(), want, () => this.plannedRange === want);
-      const early = this.takeEarly(s.model.id.toString(), want);
       if (!s.model || this.plannedRange !== want) {
-        early?.then((st) => st.dispose(), () => {});
+        this.dropEarly();
         return;
       }
+      const early = this.takeEarly(s.model.id.toString(), want);
       const options = { ...want, maxBatch: s.config.batchSize };
       const preloaded = await early?.catch(() => undefined);
       const stage = preloaded ?? await LlamaStage.load(s.model.file, s.backend, options);
@@ -310,18 +310,23 @@ export class StageRoom {
   /** The preloaded stage if it is `range` of `model`; any other is freed. */
   private takeEarly(model: string, range: LayerRange): Promise<LlamaStage> | undefined {
     const e = this.early;
-    this.early = undefined;
-    if (!e) return undefined;
-    if (e.model === model && e.range.from === range.from && e.range.to === range.to) {
-      return e.stage;
+    if (e?.model !== model || e.range.from !== range.from || e.range.to !== range.to) {
+      this.dropEarly();
+      return undefined;
     }
-    e.stage.then((st) => st.dispose(), () => {});
-    return undefined;
+    this.early = undefined;
+    return e.stage;
+  }
+
+  /** Free a preloaded stage (once its load has ended). */
+  private dropEarly(): void {
+    this.early?.stage.then((st) => st.dispose(), () => {});
+    this.early = undefined;
   }
 
   /** Drop the stage and free its weights (undeploy gives the memory back). */
   async drop(): Promise<void> {
-    this.takeEarly("", { from: 0, to: 0 });
+    this.dropEarly();
     await this.loading?.catch(() => {});
     this.plannedRange = undefined;
     const old = this.s.stage;
