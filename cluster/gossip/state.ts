@@ -77,9 +77,11 @@ export class GossipState {
   private nagging = new Set<string>();
   private lastReply = new Map<string, number>();
   private timers = new Set<TimerHandle>();
-  /** The latest alive claim of a dead id from a new address, taken up once reclaimable. */
+  /**
+   * The latest alive claim of a dead id from a new address, taken up once reclaimable (an entry
+   * exists exactly while its timer is pending).
+   */
   readonly #laterClaims = new Map<string, AliveMsg>();
-  readonly #laterTimers = new Set<string>();
 
   /**
    * @param cfg configuration
@@ -312,16 +314,14 @@ export class GossipState {
         // A restarted process at a new address, a moment too early: take its claim up when the
         // id becomes reclaimable. It announces itself only in its first gossip rounds, so
         // refusing it for good would leave it out until the next push-pull (seconds).
-        this.#laterClaims.set(a.node, { ...a, meta: a.meta.slice() });
-        if (!this.#laterTimers.has(a.node)) {
-          this.#laterTimers.add(a.node);
+        if (!this.#laterClaims.has(a.node)) {
           this.after(s.stateChange + this.cfg.deadNodeReclaimTime - now, () => {
-            this.#laterTimers.delete(a.node);
-            const claim = this.#laterClaims.get(a.node);
+            const claim = this.#laterClaims.get(a.node)!;
             this.#laterClaims.delete(a.node);
-            if (claim) this.aliveNode(claim, false);
+            this.aliveNode(claim, false);
           });
         }
+        this.#laterClaims.set(a.node, { ...a, meta: a.meta.slice() });
       }
       if (!reclaimable) {
         // Same id, other address, while the id's holder may be alive: refuse the impostor.

@@ -22,8 +22,8 @@ export interface TransferHost {
   /** Serve `file` as model `id` (offer it in gossip; placement does the rest). */
   adopt(id: string, file: GGUFFile, path?: string): Promise<void>;
   /**
-   * About to fetch layers `range` of model `model` (`file`) for this node's stage: a node that
-   * hosts nothing yet faults that memory in and starts loading the layers as they arrive.
+   * A fetch of layers `range` of model `model` (`file`) for this node's stage has started: the
+   * agent may fault that memory in and load the layers as they arrive (a standby does).
    */
   beforeFetch?(model: string, file: GGUFFile, range: { from: number; to: number }): void;
   /** Stop serving model `id`; false when it was not served. */
