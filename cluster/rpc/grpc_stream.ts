@@ -42,21 +42,36 @@ function envelope(body: Uint8Array): Uint8Array {
  * be views of buffers the socket reuses).
  */
 export class EnvelopeReader {
-  #buf = new Uint8Array(0);
+  /** Copies of the chunks of the unfinished message (the socket may reuse their buffers). */
+  #parts: Uint8Array[] = [];
+  #held = 0;
+  /** Bytes the unfinished message needs, envelope included (0: its header is not here yet). */
+  #need = 0;
 
   constructor(private readonly maxBytes: number) {}
 
   /** Take a chunk; returns the whole messages it completed. Throws ConnectError on bad input. */
   push(chunk: Uint8Array): Uint8Array[] {
-    let buf: Uint8Array;
-    if (this.#buf.byteLength === 0) buf = chunk;
-    else {
-      buf = new Uint8Array(this.#buf.byteLength + chunk.byteLength);
-      buf.set(this.#buf);
-      buf.set(chunk, this.#buf.byteLength);
+    this.#held += chunk.byteLength;
+    // Joined only once a message is whole: a big frame arrives in many small chunks, and
+    // joining at every chunk copied it over and over (quadratic in its size).
+    if (this.#held < Math.max(this.#need, 5)) {
+      this.#parts.push(chunk.slice());
+      return [];
+    }
+    let buf = chunk;
+    if (this.#parts.length) {
+      buf = new Uint8Array(this.#held);
+      let o = 0;
+      for (const p of this.#parts) {
+        buf.set(p, o);
+        o += p.byteLength;
+      }
+      buf.set(chunk, o);
     }
     const out: Uint8Array[] = [];
     let at = 0;
+    let need = 0;
     while (buf.byteLength - at >= 5) {
       const flags = buf[at];
       const n = new DataView(buf.buffer, buf.byteOffset + at + 1, 4).getUint32(0);
@@ -69,17 +84,22 @@ export class EnvelopeReader {
           Code.ResourceExhausted,
         );
       }
-      if (buf.byteLength - at - 5 < n) break;
+      if (buf.byteLength - at - 5 < n) {
+        need = 5 + n;
+        break;
+      }
       out.push(buf.slice(at + 5, at + 5 + n));
       at += 5 + n;
     }
-    this.#buf = at === buf.byteLength ? new Uint8Array(0) : buf.slice(at);
+    this.#parts = at === buf.byteLength ? [] : [buf.slice(at)];
+    this.#held = buf.byteLength - at;
+    this.#need = need;
     return out;
   }
 
   /** Bytes of an unfinished message held (a stream that ends with some was cut). */
   get pending(): number {
-    return this.#buf.byteLength;
+    return this.#held;
   }
 }
 

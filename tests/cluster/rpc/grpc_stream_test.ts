@@ -41,6 +41,25 @@ Deno.test("envelopes split anyhow across chunks give the same messages", () => {
   }
 });
 
+Deno.test("a big message arriving through one reused socket buffer comes out whole", () => {
+  const body = Array.from({ length: 100_000 }, (_, i) => (i * 7) & 255);
+  const wire = envelope(body);
+  const reader = new EnvelopeReader(1 << 20);
+  const socket = new Uint8Array(4096); // refilled for every chunk, as a socket's buffer is
+  const got: Uint8Array[] = [];
+  for (let at = 0; at < wire.length; at += socket.length) {
+    const n = Math.min(socket.length, wire.length - at);
+    socket.set(wire.subarray(at, at + n));
+    got.push(...reader.push(socket.subarray(0, n)));
+    socket.fill(0xee);
+    if (at + n < wire.length) assertEquals(reader.pending, at + n);
+  }
+  assertEquals(got.length, 1);
+  assertEquals(got[0].length, body.length);
+  assert(got[0].every((b, i) => b === body[i]), "the body differs from what was sent");
+  assertEquals(reader.pending, 0);
+});
+
 Deno.test("an envelope over the limit or compressed is refused with a code", () => {
   const big = new EnvelopeReader(2);
   const e = (() => {
