@@ -3,8 +3,9 @@
  *
  * It is the ground truth other backends are tested against, so it favours being obviously right
  * over being fast. Where ggml computes in float it rounds through `Math.fround`; where it sums in
- * `ggml_float` (double) it sums in a JS number, so results agree with llama.cpp's plain C kernels
- * up to libm differences in expf/sinf/cosf/powf (≤ 1 ulp per call).
+ * `ggml_float` (double) it sums in a JS number; softmax and SiLU replay ggml's vector expf
+ * (ggml_math.ts) and rope glibc's cosf/sinf (libm.ts), so results agree with llama.cpp's plain C
+ * kernels bit for bit on the fixtures (libm's powf, behind rope's theta_scale, aside).
  */
 import type {
   AttentionParams,
@@ -30,6 +31,7 @@ import { GGMLType, typeName, weightLayout } from "../quant/types.ts";
 import { roundF16 } from "../quant/float.ts";
 import { convertActivations, dequantizeRow, vecDot, vecDotType } from "../quant/ops.ts";
 import { expfGgml } from "./ggml_math.ts";
+import { ropeAngles } from "../rope_angles.ts";
 import { gegluGgml } from "../gelu.ts";
 
 const fr = Math.fround;
@@ -248,19 +250,9 @@ export function createReferenceBackend(): Backend {
         throw new Error(`rope: ropeDim ${ropeDim} must be even and ≤ headDim ${headDim}`);
       }
       need(xs, positions.length * nHeads * headDim, "rope");
-      const thetaScale = fr(Math.pow(fr(p.freqBase), fr(-2 / ropeDim)));
-      const freqScale = fr(p.freqScale);
-      const cos = new Float32Array(ropeDim / 2);
-      const sin = new Float32Array(ropeDim / 2);
       const half = ropeDim / 2;
+      const cs = ropeAngles(positions, p);
       for (let t = 0; t < positions.length; t++) {
-        let theta = fr(positions[t]);
-        for (let i = 0; i < half; i++) {
-          const th = fr(freqScale * theta);
-          cos[i] = Math.cos(th);
-          sin[i] = Math.sin(th);
-          theta = fr(theta * thetaScale);
-        }
         for (let h = 0; h < nHeads; h++) {
           const base = (t * nHeads + h) * headDim;
           for (let i = 0; i < half; i++) {
@@ -268,8 +260,10 @@ export function createReferenceBackend(): Backend {
             const b = p.neox ? base + i + half : base + 2 * i + 1;
             const x0 = xs.data[a];
             const x1 = xs.data[b];
-            xs.data[a] = fr(fr(x0 * cos[i]) - fr(x1 * sin[i]));
-            xs.data[b] = fr(fr(x0 * sin[i]) + fr(x1 * cos[i]));
+            const cos = cs[(t * half + i) * 2];
+            const sin = cs[(t * half + i) * 2 + 1];
+            xs.data[a] = fr(fr(x0 * cos) - fr(x1 * sin));
+            xs.data[b] = fr(fr(x0 * sin) + fr(x1 * cos));
           }
         }
       }

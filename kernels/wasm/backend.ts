@@ -33,6 +33,7 @@ import {
   uploadWhole,
 } from "../checks.ts";
 import { geluTable } from "../gelu.ts";
+import { ropeAngles } from "../rope_angles.ts";
 import { dequantizeRow } from "../quant/ops.ts";
 import { typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import type { Arena } from "./arena.ts";
@@ -41,18 +42,7 @@ import { A, ARENA, ARGS, FARGS, MAX_THREADS, OP, OP_ATTN, OP_PROBE, SLEEPS } fro
 import { fileRow, layOut } from "./layout.ts";
 import { Matmuls } from "./matmul.ts";
 import { Pool } from "./pool.ts";
-import {
-  align,
-  Memories,
-  need,
-  Scratch,
-  WBuf,
-  wbuf,
-  WKV,
-  wkv,
-  WWeight,
-  wweight,
-} from "./resources.ts";
+import { Memories, need, Scratch, WBuf, wbuf, WKV, wkv, WWeight, wweight } from "./resources.ts";
 
 /** The WASM backend: a Backend plus thread control and a memory-bandwidth probe (benchmarks). */
 export interface WasmBackend extends Backend {
@@ -126,7 +116,7 @@ class WasmBackendImpl implements WasmBackend {
   readonly #ctrl: Int32Array;
   readonly #a0: Arena;
   readonly #mm: Matmuls;
-  /** Positions and the angle cache of rope. */
+  /** Rope's (cos, sin) table for the rows of one call. */
   readonly #misc: Scratch;
   /** Row views (weightRows): they own no memory of their own. */
   readonly #views = new WeakSet<WWeight>();
@@ -342,21 +332,9 @@ class WasmBackendImpl implements WasmBackend {
     }
     const rows = positions.length;
     need(X, rows * nHeads * headDim, "rope");
-    const off = this.#misc.ensure(rows * 4 + ropeDim * 4 + 64);
-    this.#a0.i32.set(positions, off / 4);
-    const cacheOff = align(off + rows * 4);
-    this.#a0.k.rope(
-      X.off,
-      off,
-      rows,
-      nHeads,
-      headDim,
-      ropeDim,
-      p.freqBase,
-      p.freqScale,
-      p.neox ? 1 : 0,
-      cacheOff,
-    );
+    const off = this.#misc.ensure(rows * ropeDim * 4);
+    ropeAngles(positions, p, this.#a0.f32, off / 4);
+    this.#a0.k.rope(X.off, off, rows, nHeads, headDim, ropeDim, p.neox ? 1 : 0);
     X.version++;
   }
 

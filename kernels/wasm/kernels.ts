@@ -59,15 +59,12 @@ export interface Kernels {
   swiglu(g: number, u: number, out: number, n: number): void;
   rope(
     x: number,
-    pos: number,
+    cs: number,
     rows: number,
     nHeads: number,
     headDim: number,
     ropeDim: number,
-    base: number,
-    freqScale: number,
     neox: number,
-    cache: number,
   ): void;
   toF16(src: number, dst: number, n: number): void;
   streamRead(p: number, n: number): number;

@@ -2278,30 +2278,22 @@ export function swiglu(g: usize, u: usize, out: usize, n: i32): void {
   }
 }
 
-/** Rotate rows of x [rows × nHeads × headDim] in place; row t at position pos[t] (i32). */
+/**
+ * Rotate rows of x [rows × nHeads × headDim] in place; row t's (cos, sin) pairs are
+ * cs[t · ropeDim ..] (the host's kernels/rope_angles.ts, glibc-exact like llama.cpp's).
+ */
 export function rope(
   x: usize,
-  pos: usize,
+  cs: usize,
   rows: i32,
   nHeads: i32,
   headDim: i32,
   ropeDim: i32,
-  base: f32,
-  freqScale: f32,
   neox: bool,
-  cache: usize,
 ): void {
-  const thetaScale = <f32> Math.pow(<f64> base, <f64> (<f32> -2 / <f32> ropeDim));
   const half = ropeDim >> 1;
   for (let t = 0; t < rows; t++) {
-    const p = <f32> load<i32>(pos + (<usize> t << 2));
-    let theta: f32 = p;
-    for (let k = 0; k < half; k++) {
-      const th = freqScale * theta;
-      store<f32>(cache + (<usize> (2 * k) << 2), <f32> Math.cos(<f64> th));
-      store<f32>(cache + (<usize> (2 * k + 1) << 2), <f32> Math.sin(<f64> th));
-      theta *= thetaScale;
-    }
+    const cache = cs + (<usize> (t * ropeDim) << 2);
     for (let h = 0; h < nHeads; h++) {
       const xh = x + (<usize> ((t * nHeads + h) * headDim) << 2);
       for (let k = 0; k < half; k++) {

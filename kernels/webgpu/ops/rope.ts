@@ -1,10 +1,12 @@
 /**
- * Rotary position embedding in place (rope.wgsl). The host computes each row's cos/sin table as
- * ggml_rope_cache_init does (θ iterated in f32) and uploads it with the dispatch.
+ * Rotary position embedding in place (rope.wgsl). The host writes each row's cos/sin table
+ * (kernels/rope_angles.ts: ggml_rope_cache_init with glibc's cosf/sinf) and uploads it with the
+ * dispatch.
  *
  * @module
  */
 import type { Backend } from "../../backend.ts";
+import { ropeAngles } from "../../rope_angles.ts";
 import { asBuf, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
@@ -23,21 +25,8 @@ export function encodeRope(
   }
   const half = ropeDim / 2;
   if (n === 0 || half === 0) return;
-  // ggml_rope_cache_init: θ starts at the position and is multiplied by theta_scale in f32.
-  const fr = Math.fround;
-  const thetaScale = fr(Math.pow(fr(params.freqBase), fr(-2 / ropeDim)));
-  const freqScale = fr(params.freqScale);
   const data = ctx.enc.arena(n * half * 8, 256);
-  const cs = new Float32Array(data.chunk.mirror, data.offset, n * half * 2);
-  for (let t = 0; t < n; t++) {
-    let theta = fr(positions[t]);
-    for (let i = 0; i < half; i++) {
-      const th = fr(freqScale * theta);
-      cs[(t * half + i) * 2] = Math.cos(th);
-      cs[(t * half + i) * 2 + 1] = Math.sin(th);
-      theta = fr(theta * thetaScale);
-    }
-  }
+  ropeAngles(positions, params, new Float32Array(data.chunk.mirror, data.offset, n * half * 2));
   const p = ctx.enc.pipe(
     "rope",
     () => compose("rope"),

@@ -134,3 +134,60 @@ fn ksum2(a: vec2<f32>, b: vec2<f32>) -> vec2<f32> {
   let r = ksum(a, b.x);
   return vec2<f32>(r.x, r.y + b.y);
 }
+
+// One correction of c towards the float nearest 1 / (hi + lo) (hi ≥ 1 normal, |lo| ≤ ulp(hi)/2).
+// c·hi = mc·mh·2^e with 24-bit mantissas mc, mh; since c·hi ≈ 1, 1 − c·hi = d·2^e where
+// d = 2^(−e) − mc·mh is small, and 2^(−e) (−e ≥ 46) vanishes mod 2^32: the wrapping u32 product
+// gives d exactly, where a float residual (1 − c·hi) would need a fused multiply-add.
+fn recip_step(hi: f32, lo: f32, c: f32) -> f32 {
+  let bc = bitcast<u32>(c);
+  let bh = bitcast<u32>(hi);
+  let mc = (bc & 0x7fffffu) | 0x800000u;
+  let mh = (bh & 0x7fffffu) | 0x800000u;
+  let e = i32((bc >> 23u) & 0xffu) + i32((bh >> 23u) & 0xffu) - 300;
+  let d = bitcast<i32>(0u - mc * mh);
+  // (1 − c·(hi + lo)) / 2^e, and c's ulp times hi is mh·2^e (half that below a power of two)
+  let r = f32(d) - ldexp(c * lo, -e);
+  var q = r;
+  if (r < 0.0 && mc == 0x800000u) {
+    q = 2.0 * r;
+  }
+  return bitcast<f32>(u32(bitcast<i32>(bc) + i32(round(q / f32(mh)))));
+}
+
+// The float nearest 1 / (hi + lo), as ggml rounds 1 / (a sum held in double): two corrections of
+// 1 / hi (which WGSL computes within 2.5 ulp) land on it whatever the division's error.
+fn recip_pair(hi: f32, lo: f32) -> f32 {
+  let c = 1.0 / hi;
+  return recip_step(hi, lo, recip_step(hi, lo, c));
+}
+
+// One correction of q towards the float nearest (hi + lo) / n (hi > 0 normal, |lo| ≤ ulp(hi)/2,
+// q within a few ulps, n < 2^31): hi = mh·2^(eq + s) and q·n = mq·n·2^eq with eq the exponent
+// of q's ulp, so (hi − q·n) / 2^eq = mh·2^s − mq·n, a small integer the wrapping u32 arithmetic
+// gives exactly.
+fn div_step(hi: f32, lo: f32, n: u32, q: f32) -> f32 {
+  let bq = bitcast<u32>(q);
+  let bh = bitcast<u32>(hi);
+  let mq = (bq & 0x7fffffu) | 0x800000u;
+  let mh = (bh & 0x7fffffu) | 0x800000u;
+  let s = ((bh >> 23u) & 0xffu) - ((bq >> 23u) & 0xffu);
+  let d = bitcast<i32>((mh << s) - mq * n);
+  let r = f32(d) + ldexp(lo, 150 - i32((bq >> 23u) & 0xffu));
+  var t = r;
+  if (r < 0.0 && mq == 0x800000u) {
+    t = 2.0 * r;
+  }
+  return bitcast<f32>(u32(bitcast<i32>(bq) + i32(round(t / f32(n)))));
+}
+
+// The float nearest (hi + lo) / n for a sum held as a compensated pair, as ggml rounds a double
+// sum divided by the row length (`mean = sum/ne00`); plain division where the quotient or the
+// sum is subnormal or zero.
+fn div_pair(hi: f32, lo: f32, n: u32) -> f32 {
+  let q = hi / f32(n);
+  if (((bitcast<u32>(q) >> 23u) & 0xffu) == 0u || ((bitcast<u32>(hi) >> 23u) & 0xffu) == 0u) {
+    return q;
+  }
+  return div_step(hi, lo, n, div_step(hi, lo, n, q));
+}

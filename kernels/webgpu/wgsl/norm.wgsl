@@ -67,7 +67,10 @@ fn main(
   if (t >= P.rows) {
     return;
   }
-  let scale = 1.0 / sqrt((red[0].x + red[0].y) / f32(P.n) + P.eps);
+  // ggml: mean = (float)(sum / n) from a double sum, then 1.0f / sqrtf(mean + eps)
+  let hi = red[0].x + red[0].y;
+  let lo = (red[0].x - hi) + red[0].y;
+  let scale = 1.0 / sqrt(div_pair(hi, lo, P.n) + P.eps);
   for (var i = li; i < P.n; i = i + 64u) {
     O[base + i] = (X[base + i] * scale) * w_elem(0u, i);
   }

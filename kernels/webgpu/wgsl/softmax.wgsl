@@ -71,13 +71,10 @@ fn main(
     }
     workgroupBarrier();
   }
-  // 1 / sum, rounded once from the compensated sum (one Newton step on the f32 reciprocal).
+  // 1 / sum, rounded once from the compensated sum (the sum is ≥ 1: the row's maximum gives e^0).
   let hi = red2[0].x + red2[0].y;
   let lo = (red2[0].x - hi) + red2[0].y;
-  var inv = 1.0 / hi;
-  if (lo != 0.0) {
-    inv = inv + inv * ((1.0 - inv * hi) - inv * lo);
-  }
+  let inv = recip_pair(hi, lo);
   if (live) {
     for (var g = li * 4u; g < n; g = g + 256u) {
       for (var l = 0u; l < 4u && g + l < n; l = l + 1u) {
