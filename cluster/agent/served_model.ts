@@ -1,6 +1,6 @@
 /**
- * The model an agent serves: its file index (no tensors yet), tokenizer, chat template and the
- * memory footprint placement plans with.
+ * The model an agent serves: its file index (no tensors yet), tokenizer and chat template (built
+ * when first used), and the memory footprint placement plans with.
  *
  * @module
  */
@@ -39,7 +39,11 @@ export function agentFootprint(
   return footprintFromIndex(file, config.nLayers, kvPerLayer);
 }
 
-/** What an agent needs to serve an opened model file: tokenizer, chat template, footprint. */
+/**
+ * What an agent needs to serve an opened model file: footprint now, tokenizer and chat template
+ * on first use. Only an agent that heads a request tokenizes, and a 128K-token vocabulary's
+ * tokenizer holds ~40 MB of RSS that a stage-only agent would carry for nothing.
+ */
 export function servedModel(
   id: ModelId,
   file: GGUFFile,
@@ -47,12 +51,17 @@ export function servedModel(
   maxSessions: number,
 ): ServedModel {
   const config = configFromFile(file);
-  const tokenizer = tokenizerFromMetadata(file.metadata);
+  let tokenizer: Tokenizer | undefined;
+  let chat: ChatTemplate | undefined;
   return {
     id,
     file,
-    tokenizer,
-    chat: ChatTemplate.fromMetadata(file.metadata, tokenizer),
+    get tokenizer() {
+      return tokenizer ??= tokenizerFromMetadata(file.metadata);
+    },
+    get chat() {
+      return chat ??= ChatTemplate.fromMetadata(file.metadata, this.tokenizer);
+    },
     nLayers: config.nLayers,
     contextLength: config.contextLength,
     footprint: agentFootprint(file, contextSize, maxSessions, config),
@@ -67,7 +76,11 @@ export async function loadModelIndex(
 ): Promise<ServedModel> {
   const file = await openModelFile(path);
   try {
-    return servedModel(ModelId.of(path, file.fileSize), file, contextSize, maxSessions);
+    const served = servedModel(ModelId.of(path, file.fileSize), file, contextSize, maxSessions);
+    // An agent started on a file usually heads requests: build the tokenizer now, so a file whose
+    // vocabulary cannot be read fails at start rather than at its first request.
+    void served.chat;
+    return served;
   } catch (e) {
     file.close();
     throw e;

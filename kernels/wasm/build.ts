@@ -142,5 +142,6 @@ export async function buildWasm(opts: { force?: boolean } = {}): Promise<string>
 
 if (import.meta.main) {
   const path = await buildWasm({ force: Deno.args.includes("--force") });
-  console.log(`built ${path}`);
+  // stderr: `deno task bench` builds first, and its stdout is the benchmark's JSON
+  console.error(`built ${path}`);
 }
