@@ -28,7 +28,7 @@ class AngleTable {
   constructor(ropeDim: number, freqBase: number, freqScale: number) {
     this.#half = ropeDim / 2;
     // powf in glibc and a double pow rounded once agree on every base and width in use (one of
-    // 3036 base/width pairs tested differs: 40000 at 118); see tests/kernels/rope_angles_test.ts.
+    // 3036 base/width pairs tested differs: 40000 at 118); see tests/kernels/reference/libm_test.ts.
     this.#thetaScale = fr(Math.pow(fr(freqBase), fr(-2 / ropeDim)));
     this.#freqScale = fr(freqScale);
   }

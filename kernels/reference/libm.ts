@@ -1,7 +1,7 @@
 /**
  * glibc's `sinf` and `cosf` (sysdeps/ieee754/flt-32: s_sinf.c, s_cosf.c, s_sincosf.h,
  * sincosf_poly.h, s_sincosf_data.c; the ARM optimized-routines algorithm), replayed in double
- * arithmetic, and ggml's rope angle cache built from them.
+ * arithmetic. kernels/rope_angles.ts builds ggml's rope angle cache from them.
  *
  * Why: llama.cpp's CPU backend fills its rope cache with libm's `cosf`/`sinf` (ggml-cpu
  * `rope_yarn`). glibc's are not correctly rounded (worst case 0.56 ulp): about 1% of the angles
@@ -188,13 +188,12 @@ function reduce(y: number): Reduced {
   return red;
 }
 
-/** sin (cosine = false) or cos of an argument reduced by {@linkcode reduce}. */
+/**
+ * sin (cosine = false) or cos of an argument reduced by {@linkcode reduce}. Below π/4 the
+ * quadrant is 0, so the general case is glibc's direct polynomial there.
+ */
 function fromReduced(d: Reduced, cosine: boolean): number {
-  const top = (d.xi >>> 20) & 0x7ff;
-  if (top < TOP12_PIO4) {
-    if (top < TOP12_TINY) return cosine ? 1 : d.r;
-    return poly(d.r, d.r * d.r, TABLE[0], cosine ? 1 : 0);
-  }
+  if (((d.xi >>> 20) & 0x7ff) < TOP12_TINY) return cosine ? 1 : d.r;
   const p = (d.q & 2) !== 0 ? TABLE[1] : TABLE[0];
   return poly(d.r * SIGN[d.q & 3], d.r * d.r, p, cosine ? d.n ^ 1 : d.n);
 }
