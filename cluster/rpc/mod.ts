@@ -48,5 +48,8 @@ export {
   isPlainGrpc,
   MessageQueue,
   openBidi,
+  RAW_SERVER_STREAMS,
+  type RawServerStream,
   serveBidi,
+  serveServerStream,
 } from "./grpc_stream.ts";

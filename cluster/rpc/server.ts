@@ -22,7 +22,15 @@ import { compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import { loadTlsFiles, type TlsFiles } from "../tls/files.ts";
 import { errorInterceptor, grpcPercentEncode } from "./errors.ts";
 
-import { type BidiImpl, type BidiMethod, isPlainGrpc, serveBidi } from "./grpc_stream.ts";
+import {
+  type BidiImpl,
+  type BidiMethod,
+  isPlainGrpc,
+  RAW_SERVER_STREAMS,
+  type RawServerStream,
+  serveBidi,
+  serveServerStream,
+} from "./grpc_stream.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
 
 export { grpcPercentEncode };
@@ -154,25 +162,29 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const port = opts.port ?? DEFAULT_RPC_PORT;
   checkBindAddress(host, { tls: opts.tls !== undefined, insecureBindAll: opts.insecureBindAll });
   const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  const bidi = new Map<string, LeanBidi>();
+  const lean = new Map<string, LeanMethod>();
   const connect = withGrpcMessageEncoding(connectNodeAdapter({
-    routes: (router) => opts.routes(capturingBidi(router, bidi)),
+    routes: (router) => opts.routes(capturingLean(router, lean)),
     interceptors: [errorInterceptor, ...(opts.interceptors ?? [])],
     acceptCompression: [compressionGzip],
     readMaxBytes: maxBytes,
     // gzip only pays off on larger messages; small unary answers go out as they are.
     compressMinBytes: 1024,
   }));
-  // Bidirectional gRPC calls take the lean path (grpc_stream.ts): Connect's stream machinery was
-  // most of a stage-to-stage hop. With tracing on they stay on Connect's path, where the
+  // Bidirectional gRPC calls, and server streams with a raw version, take the lean path
+  // (grpc_stream.ts): Connect's stream machinery was most of a stage-to-stage hop, and allocated
+  // two buffers per served model chunk. With tracing on they stay on Connect's path, where the
   // interceptors carry the trace context.
   const handler: NodeHandler = (req, res) => {
-    const lean = !tracingEnabled && req.httpVersionMajor === 2 && req.method === "POST"
-      ? bidi.get(req.url ?? "")
+    const m = !tracingEnabled && req.httpVersionMajor === 2 && req.method === "POST"
+      ? lean.get(req.url ?? "")
       : undefined;
-    if (!lean || !isPlainGrpc(req.headers)) return connect(req, res);
+    if (!m || !isPlainGrpc(req.headers)) return connect(req, res);
     const [r, s] = [req as unknown as Http2Req, res as unknown as Http2Res];
-    serveBidi(r, s, lean.method, lean.impl, maxBytes).catch((e) => {
+    const served = m.kind === "bidi"
+      ? serveBidi(r, s, m.method, m.impl, maxBytes)
+      : serveServerStream(r, s, m.method, m.impl, maxBytes);
+    served.catch((e) => {
       // The response could not be written (the client is gone): nothing to tell anyone.
       if (Deno.env.get("DLLM_DEBUG")) console.error(`${req.url}:`, e);
     });
@@ -259,30 +271,49 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
 type Http2Req = http2.Http2ServerRequest;
 type Http2Res = http2.Http2ServerResponse;
 
-/** A bidirectional method registered through the routes, served on the lean path. */
-interface LeanBidi {
-  method: BidiMethod<DescMessage, DescMessage>;
-  impl: BidiImpl<DescMessage, DescMessage>;
-}
+/** A method registered through the routes that is served on the lean path. */
+type LeanMethod =
+  | {
+    kind: "bidi";
+    method: BidiMethod<DescMessage, DescMessage>;
+    impl: BidiImpl<DescMessage, DescMessage>;
+  }
+  | {
+    kind: "server";
+    method: { path: string; input: DescMessage };
+    impl: RawServerStream<DescMessage>;
+  };
 
 /**
- * The router as `routes` sees it, noting each bidirectional method's implementation (by path)
- * as services are registered; everything is registered with Connect as well (its path serves
- * other protocols, compressed calls and traced ones).
+ * The router as `routes` sees it, noting (by path) each bidirectional method's implementation
+ * and each server-streaming method's raw version as services are registered; everything is
+ * registered with Connect as well (its path serves other protocols, compressed calls and traced
+ * ones).
  */
-function capturingBidi(router: ConnectRouter, into: Map<string, LeanBidi>): ConnectRouter {
+function capturingLean(router: ConnectRouter, into: Map<string, LeanMethod>): ConnectRouter {
   return {
     get handlers() {
       return router.handlers;
     },
-    service(service: DescService, impl: Record<string, unknown>, options?: unknown) {
+    service(service: DescService, impl: Record<string | symbol, unknown>, options?: unknown) {
+      const raw = (impl[RAW_SERVER_STREAMS] ?? {}) as Record<string, unknown>;
       for (const m of service.methods) {
+        const path = `/${service.typeName}/${m.name}`;
         const fn = impl[m.localName];
-        if (m.methodKind !== "bidi_streaming" || typeof fn !== "function") continue;
-        into.set(`/${service.typeName}/${m.name}`, {
-          method: { path: `/${service.typeName}/${m.name}`, input: m.input, output: m.output },
-          impl: (requests) => fn.call(impl, requests, undefined),
-        });
+        const rawFn = raw[m.localName];
+        if (m.methodKind === "bidi_streaming" && typeof fn === "function") {
+          into.set(path, {
+            kind: "bidi",
+            method: { path, input: m.input, output: m.output },
+            impl: (requests) => fn.call(impl, requests, undefined),
+          });
+        } else if (m.methodKind === "server_streaming" && typeof rawFn === "function") {
+          into.set(path, {
+            kind: "server",
+            method: { path, input: m.input },
+            impl: (request, signal) => rawFn.call(raw, request, signal),
+          });
+        }
       }
       return router.service(service, impl as never, options as never);
     },

@@ -245,13 +245,19 @@ export class ModelCache {
     return false;
   }
 
-  /** A verified chunk's bytes (re-checked against the manifest), or undefined. */
-  async readChunk(seg: number, chunk: number): Promise<Uint8Array | undefined> {
+  /**
+   * A verified chunk's bytes (re-checked against the manifest), or undefined; read into `into`
+   * when given (it must be the chunk's length), else into a new buffer.
+   */
+  async readChunk(seg: number, chunk: number, into?: Uint8Array): Promise<Uint8Array | undefined> {
     if (!this.has(seg, chunk)) return undefined;
     const len = this.chunkLength(seg, chunk);
+    if (into && into.length !== len) {
+      throw new RangeError(`chunk ${chunk} of segment ${seg} is ${len} bytes, not ${into.length}`);
+    }
     const f = await Deno.open(this.#path(seg), { read: true });
     try {
-      const out = new Uint8Array(len);
+      const out = into ?? new Uint8Array(len);
       if (!(await readAt(f, chunk * this.manifest.chunkSize, out))) return undefined;
       return this.verifyChunk(seg, chunk, out) ? out : undefined;
     } finally {

@@ -39,6 +39,7 @@ import { ModelId } from "../model_id.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import { loadTlsFiles, type TlsMaterial } from "../tls/mod.ts";
 import { ModelCache } from "./cache.ts";
+import { ChunkFrames } from "./chunk_frames.ts";
 import { deployModel } from "./deploy.ts";
 import { type Entry, entryProgress } from "./entry.ts";
 import { fetchSegments } from "./fetch.ts";
@@ -47,6 +48,16 @@ import { computeManifest, openManifest, segmentsFor, signedManifest } from "./ma
 import { TransferPeers } from "./peers.ts";
 import { MemoryReleaser, readAhead } from "./memory.ts";
 import { RateLimiter, Semaphore } from "./rate.ts";
+
+/** One chunk FetchChunks serves: its bytes, and the same as an enveloped gRPC message. */
+export interface ServedChunk {
+  segment: number;
+  chunk: number;
+  /** The chunk's bytes; valid until the stream's next chunk is asked for. */
+  data: Uint8Array;
+  /** The enveloped FetchChunksResponse around `data` (same lifetime). */
+  envelope(): Uint8Array;
+}
 
 /** The transfer side of one agent. */
 export class TransferManager {
@@ -175,14 +186,15 @@ export class TransferManager {
 
   /**
    * FetchChunks: stream chunks from a source file or the verified cache, reading the next chunk
-   * while the current one is sent. A chunk read from a source file lives in one of two buffers
-   * of the call, valid until the consumer asks for the next chunk (Connect has serialized it by
-   * then): a stream holds two chunks, however slow its peer, and allocates none per chunk.
+   * while the current one is sent. Each chunk is read into one of two buffers of the call
+   * (ChunkFrames) with room for its message header in front, valid until the consumer asks for
+   * the next chunk: a stream holds two chunks, however slow its peer, and allocates none per
+   * chunk. `envelope()` gives the chunk as the gRPC message the lean server path writes as is.
    */
   async *fetchChunks(
     req: { sha256: string; chunks: { segment: number; chunk: number }[] },
     signal: AbortSignal,
-  ): AsyncIterable<{ segment: number; chunk: number; data: Uint8Array }> {
+  ): AsyncIterable<ServedChunk> {
     const e = this.#entries.get(req.sha256);
     if (!e) throw new RpcFailure("not_found", `${this.host.nodeId} has no model ${req.sha256}`);
     const release = await this.#serve.acquire();
@@ -190,26 +202,30 @@ export class TransferManager {
     const size = e.manifest.chunkSize;
     // A handle of its own: reads of concurrent streams no longer queue on one file position.
     const source = e.path ? await FileSource.open(e.path) : undefined;
-    const buffers = source ? [new Uint8Array(size), new Uint8Array(size)] : [];
-    const read = async ({ segment, chunk }: { segment: number; chunk: number }, i: number) => {
+    const frames = new ChunkFrames(size);
+    const read = async (
+      { segment, chunk }: { segment: number; chunk: number },
+      i: number,
+    ): Promise<ServedChunk> => {
       const seg = e.manifest.segments[segment];
       if (!seg) throw new RpcFailure("invalid_argument", `no segment ${segment}`);
-      let data: Uint8Array | undefined;
+      const len = Math.max(0, Math.min(size, Number(seg.length) - chunk * size));
+      const data = frames.data(i).subarray(0, len);
+      let ok: boolean;
       if (source) {
-        const len = Math.max(0, Math.min(size, Number(seg.length) - chunk * size));
-        data = buffers[i % 2].subarray(0, len);
         await source.readInto(Number(seg.offset) + chunk * size, data).catch((err) => {
           throw new RpcFailure("data_loss", `${e.path}: ${(err as Error).message}`);
         });
-      } else data = await e.cache?.readChunk(segment, chunk);
-      if (!data) {
+        ok = true;
+      } else ok = (await e.cache?.readChunk(segment, chunk, data)) !== undefined;
+      if (!ok) {
         throw new RpcFailure(
           "not_found",
           `${this.host.nodeId} does not hold chunk ${chunk} of ${seg.name}`,
         );
       }
-      if (data.length && this.#corrupt(segment, chunk)) data[0] ^= 0xff;
-      return { segment, chunk, data };
+      if (len && this.#corrupt(segment, chunk)) data[0] ^= 0xff;
+      return { segment, chunk, data, envelope: () => frames.frame(i, segment, chunk, len) };
     };
     try {
       for await (const c of readAhead(req.chunks, read, 1)) {

@@ -4,7 +4,9 @@
  * it takes the next from its stream, and freed buffers can be handed back to the OS.
  */
 import { create } from "@bufbuild/protobuf";
-import { FetchChunksResponseSchema } from "../../../proto/mod.ts";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { FetchChunksResponseSchema, TransferService } from "../../../proto/mod.ts";
+import { createRpcTransport, startRpcServer } from "../../../cluster/rpc/mod.ts";
 import {
   type ChunkPeer,
   collectGarbage,
@@ -14,6 +16,7 @@ import {
   readAhead,
   releaseFreedMemory,
   TransferManager,
+  transferService,
 } from "../../../cluster/transfer/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import { STORIES, storiesFixture } from "./stories_fixture.ts";
@@ -110,6 +113,72 @@ Deno.test("a source streams chunks through two buffers per stream, never one per
     assertEquals(i, n);
     assertEquals(held.size, 2, "the chunks of one stream live in two buffers");
   } finally {
+    m.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("FetchChunks over plain gRPC sends each chunk from its buffer; every protocol gets the same bytes", async () => {
+  const dir = await Deno.makeTempDir();
+  const m = sourceManager(dir);
+  // Count the chunks of segment `counted` sent as envelopes built in place (the lean path).
+  let framed = 0;
+  let counted = -1;
+  const fetchChunks = m.fetchChunks.bind(m);
+  m.fetchChunks = async function* (req, signal) {
+    for await (const c of fetchChunks(req, signal)) {
+      yield { ...c, envelope: () => (c.segment === counted && framed++, c.envelope()) };
+    }
+  };
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(TransferService, transferService(m)),
+  });
+  try {
+    await m.getManifest({ path: STORIES, model: "" });
+    const { manifest } = await computeManifest(STORIES, { nodeId: "x", chunkSize: CHUNK });
+    const bytes = await Deno.readFile(STORIES);
+    const seg = manifest.segments.findIndex((s) => s.name === "token_embd.weight");
+    const n = manifest.segments[seg].chunkSha256.length;
+    const chunks = Array.from({ length: n }, (_, chunk) => ({ segment: seg, chunk }));
+    counted = seg;
+    // Agents fetch over plain gRPC without gzip (the lean path); a gzip client goes through Connect.
+    const cases = [
+      { protocol: "grpc", gzip: false, lean: true },
+      { protocol: "grpc", gzip: true, lean: false },
+      { protocol: "connect", gzip: false, lean: false },
+      { protocol: "grpc-web", gzip: false, lean: false },
+    ] as const;
+    for (const { protocol, gzip, lean } of cases) {
+      const t = await createRpcTransport(`127.0.0.1:${server.port}`, { protocol, gzip });
+      try {
+        const client = createClient(TransferService, t);
+        framed = 0;
+        let i = 0;
+        for await (const c of client.fetchChunks({ sha256: manifest.sha256, chunks })) {
+          const at = Number(manifest.segments[seg].offset) + c.chunk * CHUNK;
+          assertEquals([c.segment, c.chunk], [seg, i++], protocol);
+          // (connect-node's gRPC client hands out Buffers: compared as plain bytes)
+          const got = new Uint8Array(c.data.buffer, c.data.byteOffset, c.data.length);
+          assertEquals(got, bytes.subarray(at, at + got.length), `${protocol} chunk ${c.chunk}`);
+        }
+        assertEquals(i, n, protocol);
+        assertEquals(framed, lean ? n : 0, `${protocol} gzip ${gzip}: chunks framed in place`);
+        // Errors keep their code on every path.
+        const err = await assertRejects(async () => {
+          for await (const _ of client.fetchChunks({ sha256: "00", chunks })) { /* none */ }
+        }, ConnectError);
+        assertEquals((err as ConnectError).code, Code.NotFound, protocol);
+        // A client that stops early leaves the server serving the next call (another segment,
+        // so what the server reads after the cancel is not counted in the next case).
+        const other = chunks.map(() => ({ segment: 0, chunk: 0 })); // the header's first chunk
+        for await (const _ of client.fetchChunks({ sha256: manifest.sha256, chunks: other })) break;
+      } finally {
+        t.close();
+      }
+    }
+  } finally {
+    await server.close();
     m.close();
     await Deno.remove(dir, { recursive: true });
   }
