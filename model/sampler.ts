@@ -10,6 +10,7 @@
  * ones: wherever a Sampler is built from the settings, the output is held to the shape.
  */
 import type { TopCandidates } from "../kernels/backend.ts";
+import { rowCandidates, topIds } from "../kernels/candidates.ts";
 import { JsonConstraint, JsonConstraintError, type JsonConstraintSpec } from "./constrain/json.ts";
 
 /** Sampler settings; every field is optional and defaults to llama.cpp's defaults. */
@@ -102,33 +103,6 @@ export function topLogprobs(logits: Float32Array, k: number): TokenLogprob[] {
   const lp = logSoftmax(logits);
   const ids = topIds(logits, k);
   return ids.map((id) => ({ id, logit: logits[id], logprob: lp[id] }));
-}
-
-function topIds(logits: Float32Array, k: number): number[] {
-  k = Math.max(0, Math.min(k, logits.length));
-  if (k > 256) {
-    // Many candidates (top-k off): a sort, O(n log n), where the insertion below is O(n·k).
-    // Masked (-Infinity) tokens can never be drawn and are left out.
-    const ids: number[] = [];
-    for (let i = 0; i < logits.length; i++) if (logits[i] > -Infinity) ids.push(i);
-    if (ids.length === 0) { for (let i = 0; i < logits.length; i++) ids.push(i); }
-    ids.sort((a, b) => logits[b] - logits[a] || a - b);
-    return ids.slice(0, k);
-  }
-  // Partial selection keeps this O(n·k) for small k instead of sorting a 150k vocabulary.
-  const ids: number[] = [];
-  for (let i = 0; i < logits.length; i++) {
-    const v = logits[i];
-    if (ids.length === k && v <= logits[ids[k - 1]]) continue;
-    let j = ids.length < k ? ids.length : k - 1;
-    if (ids.length < k) ids.push(i);
-    while (j > 0 && logits[ids[j - 1]] < v) {
-      ids[j] = ids[j - 1];
-      j--;
-    }
-    ids[j] = i;
-  }
-  return ids;
 }
 
 /** Stateful sampler for one sequence: remembers recent tokens for the penalties. */
@@ -387,19 +361,5 @@ export function hostCandidates(
   row: Float32Array,
   want: { k: number; exclude: Int32Array } | null,
 ): TopCandidates | null {
-  if (!want) return null;
-  // The excluded ids out of the race, then the k best with their log-probabilities: the same
-  // order (ties to the lower id) and softmax sum the device computes.
-  const masked = Float32Array.from(row);
-  for (const id of want.exclude) masked[id] = -Infinity;
-  const top = topLogprobs(masked, Math.min(want.k, row.length - new Set(want.exclude).size));
-  const max = top[0]?.logit ?? -Infinity;
-  return {
-    ids: Int32Array.from(top, (t) => t.id),
-    values: Float32Array.from(top, (t) => t.logit),
-    excluded: Float32Array.from(want.exclude, (i) => row[i]),
-    max,
-    // log Σ e^v = max − logprob(best), so Σ e^(v − max) = e^(−logprob(best)).
-    sumExp: top.length ? Math.exp(-top[0].logprob) : 0,
-  };
+  return want ? rowCandidates(row, want.k, want.exclude) : null;
 }

@@ -19,6 +19,7 @@ import type {
   KVCache,
   KVType,
   RopeParams,
+  TopCandidates,
   Weight,
   WeightShape,
   WeightSpec,
@@ -32,6 +33,7 @@ import {
   checkRowRange,
   uploadWhole,
 } from "../checks.ts";
+import { rowCandidates } from "../candidates.ts";
 import { geluTable } from "../gelu.ts";
 import { ropeAngles } from "../rope_angles.ts";
 import { dequantizeRow } from "../quant/ops.ts";
@@ -62,6 +64,14 @@ export interface WasmBackend extends Backend {
   spinMicros: number;
   /** Times a worker has gone to sleep between jobs (a diagnostic counter). */
   readonly workerSleeps: number;
+  /** Always present here: candidates are read in place from the memory. */
+  topCandidates(
+    src: Buf,
+    rows: number,
+    n: number,
+    k: number,
+    exclude: readonly Int32Array[],
+  ): Promise<TopCandidates[]>;
 }
 
 /** Options of {@link createWasmBackend}. */
@@ -260,6 +270,26 @@ class WasmBackendImpl implements WasmBackend {
     need(s, offset + n, "read");
     const o = s.off / 4 + offset;
     return Promise.resolve(this.#a0.f32.slice(o, o + n));
+  }
+
+  topCandidates(
+    src: Buf,
+    rows: number,
+    n: number,
+    k: number,
+    exclude: readonly Int32Array[],
+  ): Promise<TopCandidates[]> {
+    const s = wbuf(src);
+    need(s, rows * n, "topCandidates");
+    // Read in place: a tail step no longer copies a vocabulary of floats out of the memory
+    // (0.5 MB per token at 128K tokens, garbage until V8 next collects) to keep a few of them.
+    const f32 = this.#a0.f32;
+    const out: TopCandidates[] = [];
+    for (let r = 0; r < rows; r++) {
+      const o = s.off / 4 + r * n;
+      out.push(rowCandidates(f32.subarray(o, o + n), k, exclude[r] ?? new Int32Array()));
+    }
+    return Promise.resolve(out);
   }
 
   kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache {
