@@ -284,6 +284,14 @@ export interface Backend {
   embedAt?(table: Weight, ids: Buf, offset: number, out: Buf): void;
 
   /**
+   * Optional: no op is coming soon, so threads waiting for the next one may sleep now rather
+   * than spin (a pipeline stage calls it when its queue empties: its next frame is a network
+   * round trip away, and a spinning thread would take a core from the stage computing
+   * meanwhile). The next op wakes them.
+   */
+  park?(): void;
+
+  /**
    * Optional: start the work recorded so far without waiting for it (a device backend that
    * records commands submits them), so the device runs while the host records what follows.
    */

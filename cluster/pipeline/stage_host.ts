@@ -310,6 +310,9 @@ export class StageHost {
       }
     } finally {
       this.running = false;
+      // Part of a chain, this stage's next frame is at least a hop away: its worker threads
+      // sleep instead of spinning on the cores the other stages compute on.
+      if (!(this.stage.isHead && this.stage.isTail)) this.stage.backend.park?.();
     }
   }
 

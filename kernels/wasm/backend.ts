@@ -64,6 +64,8 @@ export interface WasmBackend extends Backend {
   spinMicros: number;
   /** Times a worker has gone to sleep between jobs (a diagnostic counter). */
   readonly workerSleeps: number;
+  /** Always present here: the pool's workers stop spinning (Backend.park). */
+  park(): void;
   /** Always present here: candidates are read in place from the memory. */
   topCandidates(
     src: Buf,
@@ -164,6 +166,10 @@ class WasmBackendImpl implements WasmBackend {
   }
   set spinMicros(us: number) {
     this.#pool.spinMicros = us;
+  }
+
+  park(): void {
+    this.#pool.park();
   }
 
   get workerSleeps(): number {

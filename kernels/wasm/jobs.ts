@@ -51,10 +51,12 @@ export const CTRL_INTS = ACK + MAX_THREADS;
  * decode step are mostly tens of µs: llama.cpp's threads spin too.
  */
 export function spinWhile(ctrl: Int32Array, slot: number, v: number, t0: number): boolean {
-  const us = ctrl[SPIN_US];
   for (let i = 1;; i++) {
     if (Atomics.load(ctrl, slot) !== v) return true;
-    if ((i & 63) === 0 && (performance.now() - t0) * 1000 >= us) return false;
+    // Re-read: a pool that parks (Pool.park) sets 0 to send spinning threads to sleep now.
+    if ((i & 63) === 0 && (performance.now() - t0) * 1000 >= Atomics.load(ctrl, SPIN_US)) {
+      return false;
+    }
   }
 }
 

@@ -29,6 +29,8 @@ export class Pool {
   readonly ctrl: Int32Array;
   readonly f32: Float32Array;
   readonly workers: Worker[] = [];
+  #spin = DEFAULT_SPIN_US;
+  #parked = false;
   constructor() {
     const sab = new SharedArrayBuffer(CTRL_INTS * 4);
     this.ctrl = new Int32Array(sab);
@@ -38,10 +40,28 @@ export class Pool {
 
   /** µs a thread spins for the next job or a job's end before it sleeps. */
   get spinMicros(): number {
-    return this.ctrl[SPIN_US];
+    return this.#spin;
   }
   set spinMicros(us: number) {
-    Atomics.store(this.ctrl, SPIN_US, Math.max(0, Math.floor(us)));
+    this.#spin = Math.max(0, Math.floor(us));
+    if (!this.#parked) Atomics.store(this.ctrl, SPIN_US, this.#spin);
+  }
+
+  /**
+   * Send the workers to sleep now instead of spinning for the next job: the caller knows none
+   * is near (a pipeline stage's next frame is a network round trip away, and a spinning worker
+   * would take a core from the stage computing meanwhile). The next job wakes them and spins
+   * again.
+   */
+  park(): void {
+    this.#parked = true;
+    Atomics.store(this.ctrl, SPIN_US, 0);
+  }
+
+  #unpark(): void {
+    if (!this.#parked) return;
+    this.#parked = false;
+    Atomics.store(this.ctrl, SPIN_US, this.#spin);
   }
 
   /** Start `n` workers over `memories`; resolves when each has instantiated the kernels. */
@@ -69,6 +89,7 @@ export class Pool {
   /** Start the job in the control block on the workers, run the main share, wait for all. */
   run(kernels: Kernels[]): void {
     const c = this.ctrl;
+    this.#unpark();
     Atomics.store(c, NEXT, 0);
     const seq = Atomics.add(c, SEQ, 1) + 1;
     Atomics.notify(c, SEQ);
@@ -105,6 +126,7 @@ export class Pool {
   /** Publish control op `op` and wait until every worker has acknowledged it. */
   control(op: number, arg: number): void {
     const c = this.ctrl;
+    this.#unpark();
     c[OP] = op;
     Atomics.store(c, ARGS, arg);
     const seq = Atomics.add(c, SEQ, 1) + 1;

@@ -7,6 +7,7 @@
 import { GGMLType, quantizeRow } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
+import { assertEquals } from "../../support/assert.ts";
 import { assertClose, bufOf, rand, WEIGHT_TYPES, weightBytes } from "./helpers.ts";
 
 const N = 2048;
@@ -174,6 +175,36 @@ Deno.test("wasm pool: workers that sleep between jobs (spinMicros 0) and spinnin
       }
     }
     for (const r of results.slice(1)) assertClose(r, results[0], 0, "Q4_K with and without spin");
+  } finally {
+    wasm.dispose();
+  }
+});
+
+Deno.test("wasm pool: park() sends a spinning worker to sleep now; the next op wakes it and spins again", async () => {
+  // A spin of 2 s: without park() the worker would still be spinning when the test looks.
+  const wasm = await createWasmBackend({ threads: 2, spinMicros: 2_000_000 });
+  try {
+    const type = GGMLType.Q8_0;
+    const n = 1024;
+    const m = 64;
+    const w = wasm.upload({ name: "w", type, shape: [n, m], data: weightBytes(type, n, m, 3) });
+    const x = bufOf(wasm, rand(n, 4, 2));
+    const out = wasm.buffer(m);
+    wasm.matmul(w, x, out, 1);
+    const first = await wasm.read(out);
+    const s0 = wasm.workerSleeps;
+    await new Promise((r) => setTimeout(r, 20));
+    assertEquals(wasm.workerSleeps, s0, "the worker spins for its next job");
+    wasm.park();
+    for (let i = 0; i < 100 && wasm.workerSleeps === s0; i++) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    assertEquals(wasm.workerSleeps, s0 + 1, "park() put the worker to sleep");
+    assertEquals(wasm.spinMicros, 2_000_000, "the setting is kept");
+    wasm.matmul(w, x, out, 1);
+    assertClose(await wasm.read(out), first, 0, "after park()");
+    await new Promise((r) => setTimeout(r, 20));
+    assertEquals(wasm.workerSleeps, s0 + 1, "woken, the worker spins again");
   } finally {
     wasm.dispose();
   }
