@@ -64,16 +64,10 @@ export interface WasmBackend extends Backend {
   spinMicros: number;
   /** Times a worker has gone to sleep between jobs (a diagnostic counter). */
   readonly workerSleeps: number;
-  /** Always present here: the pool's workers stop spinning (Backend.park). */
-  park(): void;
+  /** Always present here: the pool's workers stop spinning. */
+  park: NonNullable<Backend["park"]>;
   /** Always present here: candidates are read in place from the memory. */
-  topCandidates(
-    src: Buf,
-    rows: number,
-    n: number,
-    k: number,
-    exclude: readonly Int32Array[],
-  ): Promise<TopCandidates[]>;
+  topCandidates: NonNullable<Backend["topCandidates"]>;
 }
 
 /** Options of {@link createWasmBackend}. */
