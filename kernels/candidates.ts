@@ -36,6 +36,15 @@ export function topIds(logits: Float32Array, k: number): number[] {
   return ids;
 }
 
+/** log Σ e^v over `logits`, from their maximum (float64 sum, in order). */
+export function logSumExp(logits: Float32Array): number {
+  let max = -Infinity;
+  for (let i = 0; i < logits.length; i++) if (logits[i] > max) max = logits[i];
+  let sum = 0;
+  for (let i = 0; i < logits.length; i++) sum += Math.exp(logits[i] - max);
+  return max + Math.log(sum);
+}
+
 /**
  * The candidates Backend.topCandidates returns for one row, computed without copying the row
  * (a backend may pass a view of its own memory): the excluded ids are −∞ while the row is read
@@ -47,12 +56,8 @@ export function rowCandidates(row: Float32Array, k: number, exclude: Int32Array)
   for (const id of exclude) row[id] = -Infinity;
   try {
     const ids = topIds(row, Math.min(k, row.length - new Set(exclude).size));
-    // logSoftmax's arithmetic for the best id only: lse over the masked row, in its order.
-    let max = -Infinity;
-    for (let i = 0; i < row.length; i++) if (row[i] > max) max = row[i];
-    let sum = 0;
-    for (let i = 0; i < row.length; i++) sum += Math.exp(row[i] - max);
-    const lse = max + Math.log(sum);
+    // The log-softmax of the best id only: the same lse the sampler's logSoftmax takes.
+    const lse = logSumExp(row);
     const best = ids.length ? row[ids[0]] : -Infinity;
     return {
       ids: Int32Array.from(ids),

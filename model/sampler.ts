@@ -10,7 +10,7 @@
  * ones: wherever a Sampler is built from the settings, the output is held to the shape.
  */
 import type { TopCandidates } from "../kernels/backend.ts";
-import { rowCandidates, topIds } from "../kernels/candidates.ts";
+import { logSumExp, rowCandidates, topIds } from "../kernels/candidates.ts";
 import { JsonConstraint, JsonConstraintError, type JsonConstraintSpec } from "./constrain/json.ts";
 
 /** Sampler settings; every field is optional and defaults to llama.cpp's defaults. */
@@ -88,11 +88,7 @@ export function argmax(logits: Float32Array): number {
 
 /** log-softmax of every logit, computed in double precision. */
 export function logSoftmax(logits: Float32Array): Float64Array {
-  let max = -Infinity;
-  for (const v of logits) if (v > max) max = v;
-  let sum = 0;
-  for (const v of logits) sum += Math.exp(v - max);
-  const lse = max + Math.log(sum);
+  const lse = logSumExp(logits);
   const out = new Float64Array(logits.length);
   for (let i = 0; i < logits.length; i++) out[i] = logits[i] - lse;
   return out;

@@ -313,6 +313,18 @@ export type BidiImpl<I extends DescMessage, O extends DescMessage> = (
 ) => AsyncIterable<MessageShape<O>>;
 
 /**
+ * The trailers that end a call whose handler threw `e` (mapped as the error interceptor maps
+ * errors on Connect's path); an internal error's cause goes to stderr under DLLM_DEBUG.
+ */
+function errorTrailers(path: string, e: unknown): Record<string, string> {
+  const ce = toConnectError(e);
+  if (ce.code === Code.Internal && Deno.env.get("DLLM_DEBUG")) {
+    console.error(`${path}:`, ce.cause ?? ce);
+  }
+  return { "grpc-status": String(ce.code), "grpc-message": grpcPercentEncode(ce.rawMessage) };
+}
+
+/**
  * Serve one bidirectional gRPC call on an HTTP/2 request/response pair. Errors the handler
  * throws go through {@linkcode toConnectError} (as the error interceptor does on Connect's
  * path); a client that cancels or disconnects ends the request stream, and the handler's
@@ -363,11 +375,7 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
       res.write(Buffer.from(envelope(toBinary(method.output, r.value))));
     }
   } catch (e) {
-    const ce = toConnectError(e);
-    if (ce.code === Code.Internal && Deno.env.get("DLLM_DEBUG")) {
-      console.error(`${method.path}:`, ce.cause ?? ce);
-    }
-    trailers = { "grpc-status": String(ce.code), "grpc-message": grpcPercentEncode(ce.rawMessage) };
+    trailers = errorTrailers(method.path, e);
   }
   if (gone) return;
   res.addTrailers(trailers);
@@ -453,11 +461,7 @@ export async function serveServerStream<I extends DescMessage>(
     }
   } catch (e) {
     if (gone.signal.aborted) return;
-    const ce = toConnectError(e);
-    if (ce.code === Code.Internal && Deno.env.get("DLLM_DEBUG")) {
-      console.error(`${method.path}:`, ce.cause ?? ce);
-    }
-    trailers = { "grpc-status": String(ce.code), "grpc-message": grpcPercentEncode(ce.rawMessage) };
+    trailers = errorTrailers(method.path, e);
   }
   if (gone.signal.aborted) return;
   res.addTrailers(trailers);

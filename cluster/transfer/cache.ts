@@ -246,20 +246,19 @@ export class ModelCache {
   }
 
   /**
-   * A verified chunk's bytes (re-checked against the manifest), or undefined; read into `into`
-   * when given (it must be the chunk's length), else into a new buffer.
+   * Read a chunk into `into` (its length) and re-check it against the manifest; false when the
+   * cache does not hold it or it no longer verifies.
    */
-  async readChunk(seg: number, chunk: number, into?: Uint8Array): Promise<Uint8Array | undefined> {
-    if (!this.has(seg, chunk)) return undefined;
+  async readChunk(seg: number, chunk: number, into: Uint8Array): Promise<boolean> {
+    if (!this.has(seg, chunk)) return false;
     const len = this.chunkLength(seg, chunk);
-    if (into && into.length !== len) {
+    if (into.length !== len) {
       throw new RangeError(`chunk ${chunk} of segment ${seg} is ${len} bytes, not ${into.length}`);
     }
     const f = await Deno.open(this.#path(seg), { read: true });
     try {
-      const out = into ?? new Uint8Array(len);
-      if (!(await readAt(f, chunk * this.manifest.chunkSize, out))) return undefined;
-      return this.verifyChunk(seg, chunk, out) ? out : undefined;
+      return await readAt(f, chunk * this.manifest.chunkSize, into) &&
+        this.verifyChunk(seg, chunk, into);
     } finally {
       f.close();
     }

@@ -217,7 +217,7 @@ export class TransferManager {
           throw new RpcFailure("data_loss", `${e.path}: ${(err as Error).message}`);
         });
         ok = true;
-      } else ok = (await e.cache?.readChunk(segment, chunk, data)) !== undefined;
+      } else ok = (await e.cache?.readChunk(segment, chunk, data)) ?? false;
       if (!ok) {
         throw new RpcFailure(
           "not_found",
