@@ -468,7 +468,7 @@ export class TransferManager {
       e.manifest,
       toBinary(GetManifestResponseSchema, e.answer),
     );
-    await this.#fetch(e, [0]);
+    await this.#fetch(e, [0], undefined, true);
     const src = await e.cache.source();
     const file = await readGGUF(src);
     src.parsing = false;
@@ -478,7 +478,12 @@ export class TransferManager {
     return e.file = file;
   }
 
-  async #fetch(e: Entry, segments: number[], signal?: AbortSignal): Promise<void> {
+  async #fetch(
+    e: Entry,
+    segments: number[],
+    signal?: AbortSignal,
+    headerOnly = false,
+  ): Promise<void> {
     e.cache ??= await ModelCache.open(
       this.opts.cacheDir,
       e.manifest,
@@ -502,8 +507,12 @@ export class TransferManager {
       });
     } finally {
       this.#released.idle();
-      // Cancelled or failed (the caller reports it) or done: no longer fetching.
-      e.state = was === TransferState.FETCHING || was === TransferState.PENDING
+      // Cancelled or failed (the caller reports it) or done: no longer fetching. A pending entry
+      // whose header just arrived stays pending: reported as cached with the header's bytes
+      // done, a deploy's progress read "finished" before its layers were asked for.
+      e.state = was === TransferState.PENDING && headerOnly
+        ? TransferState.PENDING
+        : was === TransferState.FETCHING || was === TransferState.PENDING
         ? TransferState.CACHED
         : was;
       this.#publish(e);

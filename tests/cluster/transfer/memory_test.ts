@@ -15,11 +15,10 @@ import {
   ModelCache,
   readAhead,
   releaseFreedMemory,
-  TransferManager,
   transferService,
 } from "../../../cluster/transfer/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
-import { STORIES, storiesFixture } from "./stories_fixture.ts";
+import { STORIES, storiesFixture, transferManager } from "./stories_fixture.ts";
 
 const CHUNK = 4096;
 const tick = () => new Promise((r) => setTimeout(r, 1));
@@ -70,22 +69,8 @@ Deno.test("readAhead: a failed read throws in its turn; an abandoned one is not 
   await tick();
 });
 
-/** A TransferManager holding `path` as a source file, with nothing else of an agent. */
-function sourceManager(cacheDir: string) {
-  return new TransferManager({
-    nodeId: "src",
-    members: () => [],
-    served: () => undefined,
-    hostedRange: () => undefined,
-    plan: () => {
-      throw new Error("not used");
-    },
-    adopt: () => Promise.reject(new Error("not used")),
-    unserve: () => Promise.resolve(false),
-    publish: () => {},
-    log: () => {},
-  }, { cacheDir, rateLimit: 0, chunkSize: CHUNK });
-}
+/** A TransferManager that serves files by path, with nothing else of an agent. */
+const sourceManager = (cacheDir: string) => transferManager("src", cacheDir, CHUNK);
 
 Deno.test("a source streams chunks through two buffers per stream, never one per chunk", async () => {
   const dir = await Deno.makeTempDir();

@@ -1,5 +1,9 @@
 /** The stories260K set-up the transfer tests share. */
-import { computeManifest } from "../../../cluster/transfer/mod.ts";
+import {
+  computeManifest,
+  type TransferHost,
+  TransferManager,
+} from "../../../cluster/transfer/mod.ts";
 import { REPO } from "../../support/paths.ts";
 
 /** The stories260K model every transfer test moves. */
@@ -9,4 +13,27 @@ export const STORIES = `${REPO}/models/stories260K.gguf`;
 export async function storiesFixture(chunkSize: number) {
   const { manifest, bytes: raw } = await computeManifest(STORIES, { nodeId: "a", chunkSize });
   return { manifest, raw, bytes: await Deno.readFile(STORIES), dir: await Deno.makeTempDir() };
+}
+
+/** A TransferManager for node `nodeId` with no agent behind it; `host` overrides its hooks. */
+export function transferManager(
+  nodeId: string,
+  cacheDir: string,
+  chunkSize: number,
+  host: Partial<TransferHost> = {},
+): TransferManager {
+  return new TransferManager({
+    nodeId,
+    members: () => [],
+    served: () => undefined,
+    hostedRange: () => undefined,
+    plan: () => {
+      throw new Error("not used");
+    },
+    adopt: () => Promise.reject(new Error("not used")),
+    unserve: () => Promise.resolve(false),
+    publish: () => {},
+    log: () => {},
+    ...host,
+  }, { cacheDir, rateLimit: 0, chunkSize });
 }

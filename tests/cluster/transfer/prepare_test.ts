@@ -1,0 +1,79 @@
+/**
+ * Prepare between two real TransferManagers over gRPC: what a fetching node reports while it
+ * fetches its stage's layers (a deploy's progress and `llmctl models status` read it).
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  PlacementSchema,
+  type TransferProgress,
+  TransferService,
+  TransferState,
+} from "../../../proto/mod.ts";
+import { startRpcServer } from "../../../cluster/rpc/mod.ts";
+import { openManifest, transferService } from "../../../cluster/transfer/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+import { STORIES, transferManager } from "./stories_fixture.ts";
+
+const CHUNK = 4096;
+
+Deno.test("a fetching node reports no cached state until its layers are here", async () => {
+  const srcDir = await Deno.makeTempDir();
+  const dstDir = await Deno.makeTempDir();
+  const src = transferManager("src", srcDir, CHUNK);
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(TransferService, transferService(src)),
+  });
+  const published: TransferProgress[] = [];
+  let adopted!: () => void;
+  const adoptedP = new Promise<void>((r) => adopted = r);
+  const answer = await src.getManifest({ path: STORIES, model: "" });
+  const modelId = openManifest(answer, undefined).manifest.modelId;
+  const dst = transferManager("dst", dstDir, CHUNK, {
+    members: () => [
+      { id: "src", endpoint: `127.0.0.1:${server.port}`, model: modelId, status: "alive" },
+      { id: "dst", endpoint: "127.0.0.1:1", model: "", status: "alive" },
+    ],
+    publish: (p) => published.push(p),
+    adopt: (_id, file) => {
+      file.close();
+      adopted();
+      return Promise.resolve();
+    },
+  });
+  const orig = await openGGUF(STORIES);
+  try {
+    const n = orig.metadata.number("llama.block_count");
+    assert(n >= 2, `stories260K has ${n} layers`);
+    const placement = create(PlacementSchema, {
+      totalLayers: n,
+      stages: [
+        { nodeId: "src", fromLayer: 0, toLayer: 1 },
+        { nodeId: "dst", fromLayer: 1, toLayer: n },
+      ],
+    });
+    const first = await dst.prepare({ manifest: answer, placement } as never);
+    assertEquals(first.state, TransferState.PENDING);
+    await adoptedP;
+    const last = published.at(-1)!;
+    assertEquals(last.state, TransferState.CACHED);
+    assertEquals(last.bytesDone, last.bytesTotal);
+    // The header arrives first; reported as cached with its bytes done, the node looked
+    // finished to a deploy before its layers were asked for.
+    for (const p of published) {
+      if (p.state === TransferState.CACHED) {
+        assertEquals(p.bytesTotal, last.bytesTotal, "cached before the layers were counted");
+      }
+    }
+    assert(published.some((p) => p.state === TransferState.FETCHING && p.bytesDone < p.bytesTotal));
+    assert(last.bytesTotal < BigInt(orig.fileSize), "only the node's own layers were counted");
+  } finally {
+    orig.close();
+    dst.close();
+    await server.close();
+    src.close();
+    await Deno.remove(srcDir, { recursive: true });
+    await Deno.remove(dstDir, { recursive: true });
+  }
+});
