@@ -20,6 +20,7 @@ export {
   type StageAssignment,
   stageBytes,
   stageWeightBytes,
+  stageWorkBytes,
 } from "./plan.ts";
 export {
   agreedReplicaCount,

@@ -75,8 +75,8 @@ export function modelBytes(m: ModelFootprint): number {
 
 /**
  * Plan contiguous layer ranges over `nodes`. Nodes are taken in id order (deterministic across
- * agents); each gets a share of layers proportional to its speed, never more than its budget
- * holds; nodes that end up with no layers are left out. Throws PlacementError when the nodes'
+ * agents); each gets a share of the work (stageWorkBytes) proportional to its speed, never more
+ * than its budget holds; nodes that end up with no layers are left out. Throws PlacementError when the nodes'
  * budgets together cannot hold the model.
  */
 export function planPlacement(m: ModelFootprint, nodes: readonly PlacementNode[]): Placement {
@@ -112,22 +112,38 @@ export function planPlacement(m: ModelFootprint, nodes: readonly PlacementNode[]
   );
 }
 
-/** Greedy contiguous fill in node order with speed-proportional targets; undefined if it fails. */
+/**
+ * Bytes one decode step reads in layers [from, to): their weights, and the output matrix at the
+ * tail (a vocabulary-wide matmul per token; an 8B model's is worth 2.4 layers). The embedding is
+ * a row lookup, no work. Decode is memory-bound, so this is the stage's time per token.
+ */
+export function stageWorkBytes(m: ModelFootprint, from: number, to: number): number {
+  let b = 0;
+  for (let l = from; l < to; l++) b += m.layerBytes[l];
+  return to === m.nLayers ? b + m.tailBytes : b;
+}
+
+/**
+ * Greedy contiguous fill in node order with speed-proportional shares of the work (not of the
+ * layer count: the tail's output matrix is work too); undefined if it fails.
+ */
 function fill(m: ModelFootprint, pool: readonly PlacementNode[]): Placement | undefined {
-  const totalSpeed = pool.reduce((s, n) => s + n.speed, 0);
   const stages: StageAssignment[] = [];
   let from = 0;
-  let speedLeft = totalSpeed;
+  let speedLeft = pool.reduce((s, n) => s + n.speed, 0);
   for (let i = 0; i < pool.length && from < m.nLayers; i++) {
     const node = pool[i];
-    const layersLeft = m.nLayers - from;
     const isLast = i === pool.length - 1;
-    // Speed-proportional share of what is left, at least one layer.
-    let want = isLast ? layersLeft : Math.max(1, Math.round(layersLeft * node.speed / speedLeft));
+    // Speed-proportional share of the work left: the range whose work is nearest it (ties take
+    // the longer range), at least one layer.
+    const target = stageWorkBytes(m, from, m.nLayers) * node.speed / speedLeft;
     speedLeft -= node.speed;
-    // Leave enough capacity downstream: the remaining nodes must be able to take the rest.
-    want = Math.min(want, layersLeft);
-    let to = from + want;
+    let to = isLast ? m.nLayers : from + 1;
+    while (
+      to < m.nLayers &&
+      Math.abs(stageWorkBytes(m, from, to + 1) - target) <=
+        Math.abs(stageWorkBytes(m, from, to) - target)
+    ) to++;
     while (to > from && stageBytes(m, from, to) > node.memoryBudget) to--;
     if (to === from) {
       if (isLast) return undefined;

@@ -4,6 +4,7 @@ import {
   PlacementError,
   planPlacement,
   stageBytes,
+  stageWorkBytes,
 } from "../../../cluster/placement/mod.ts";
 import { assert, assertEquals, assertThrows } from "../../support/assert.ts";
 
@@ -61,6 +62,19 @@ Deno.test("a faster node gets more layers", () => {
     { id: "b", memoryBudget: 1e9, speed: 1 },
   ]);
   assertEquals(p.stages.map((s) => s.to - s.from), [9, 3]);
+});
+
+Deno.test("the tail's output matrix counts as work: equal nodes give the tail fewer layers", () => {
+  // An 8B model's shape in miniature: 32 layers of 123 units, an output matrix of 295, a token
+  // embedding of the same size that is only looked up.
+  const m = model(32, 123, 295, 295, 0);
+  const nodes = ["a", "b", "c"].map((id) => ({ id, memoryBudget: 1e9, speed: 1 }));
+  const p = planPlacement(m, nodes);
+  assertEquals(p.stages.map((s) => s.to - s.from), [11, 12, 9]);
+  const work = p.stages.map((s) => stageWorkBytes(m, s.from, s.to));
+  assertEquals(work, [11 * 123, 12 * 123, 9 * 123 + 295]);
+  // Each stage's time per token is within one layer of an even third.
+  for (const w of work) assert(Math.abs(w - (32 * 123 + 295) / 3) <= 123, `${work}`);
 });
 
 Deno.test("budgets too small for any single node force a split", () => {
