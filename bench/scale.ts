@@ -317,6 +317,8 @@ async function bench8b(o: Options, llamaref: string) {
       tokens: killed.generation.tokens.length,
       recoveries: killed.generation.recoveries,
       recovery_seconds: killed.recovery_seconds,
+      until_replay_seconds: killed.until_replay_seconds,
+      replay_seconds: killed.replay_seconds,
       standby_fetched_bytes: killed.standby_deploy?.bytes_fetched.b2 ?? null,
       standby_needed_bytes: killed.standby_deploy?.bytes_needed.b2 ?? null,
       standby_fetch_MBps: killed.standby_deploy?.aggregate_MBps ?? null,

@@ -129,6 +129,8 @@ export async function modelMemoryOf(
 export class ScaleCluster {
   readonly agents = new Map<string, ScaleAgent>();
   readonly stageLoads: string[] = [];
+  /** Each "request resumed" a head logged: failure → replay start, and the replay's prefill. */
+  readonly resumes: { waitedMs: number; replayMs: number }[] = [];
   /** Agents killed on purpose (kill -9 of the failure check) or being stopped. */
   readonly #expectedExit = new Set<string>();
   /** Agents that exited on their own, with the reason. */
@@ -188,6 +190,12 @@ export class ScaleCluster {
             (l.duringFetch ? " (as its layers arrived)" : "");
           this.stageLoads.push(line);
           this.log(line);
+        } else if (l.msg === "request resumed after a stage failure") {
+          this.resumes.push({ waitedMs: Number(l.waited_ms), replayMs: Number(l.replay_ms) });
+          this.log(
+            `${id} resumed on ${l.chain}: ${l.waited_ms} ms from the failure to the replay, ` +
+              `${l.replayed_tokens} tokens replayed in ${l.replay_ms} ms`,
+          );
         } else if (l.msg === "serving a deployed model") {
           this.log(`${id} holds its layers: serving the deployed model`);
         } else if (
@@ -514,10 +522,14 @@ export class ScaleCluster {
     const standbyResult = standbyDeploy ? await standbyDeploy : undefined;
     const killAt = gen.token_ms[atToken - 1];
     const nextAt = gen.token_ms[atToken];
+    const resumed = this.resumes.at(-1);
     return {
       generation: gen,
       killed_at_ms: round(tKill ? killAt : NaN, 1),
       recovery_seconds: round((nextAt - killAt) / 1000),
+      // What the recovery consists of, as the head saw it (the rest is the token's last hop).
+      until_replay_seconds: round((resumed?.waitedMs ?? NaN) / 1000),
+      replay_seconds: round((resumed?.replayMs ?? NaN) / 1000),
       standby_deploy: standbyResult,
     };
   }

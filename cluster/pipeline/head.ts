@@ -149,6 +149,18 @@ export interface HeadOptions {
   /** Log hook for recoveries. */
   log?: (msg: string) => void;
   /**
+   * A request resumed after a stage failure: the new chain, how long from the failure until the
+   * replay began (the cluster re-placing the lost layers, the session opening) and how long the
+   * replay's prefill took. Recovery time is these two, and an operator needs to know which.
+   */
+  onResumed?: (r: {
+    requestId: string;
+    chain: string;
+    waitedMs: number;
+    replayedTokens: number;
+    replayMs: number;
+  }) => void;
+  /**
    * A stage failed under a request (its link broke or it answered an error): the agent asks
    * gossip to probe that node now, so a dead one leaves everyone's plans within one probe
    * interval instead of waiting for its turn.
@@ -202,6 +214,7 @@ export class Head {
       );
     }
     const recoveryMs = this.opts.recoveryTimeoutMs ?? 30_000;
+    let failedAt = 0;
     for (;;) {
       let chain: StageLink[];
       try {
@@ -256,10 +269,21 @@ export class Head {
             this.pass(first.nodeId, link!, Int32Array.from(input), ahead, (n) => {
               if (prefill) result.cachedTokens = n;
             });
+          const tPass = performance.now();
           const tokens = decode
             ? await decode.run(pass)
             : await withSpan("llm.prefill", { "llm.tokens": input.length }, pass);
           if (!tFirst) tFirst = performance.now();
+          if (failedAt && !decode) {
+            this.opts.onResumed?.({
+              requestId: req.requestId,
+              chain: chain.map((c) => `${c.nodeId}[${c.from},${c.to})`).join(" → "),
+              waitedMs: Math.round(tPass - failedAt),
+              replayedTokens: input.length,
+              replayMs: Math.round(performance.now() - tPass),
+            });
+            failedAt = 0;
+          }
           let ended = false;
           for (const [i, token] of tokens.entries()) {
             // A token decoded ahead counts as a step of its own: a cancel between steps holds.
@@ -302,6 +326,7 @@ export class Head {
         }
         if (!(e instanceof StageLinkError)) throw e;
         attempt++;
+        failedAt ||= performance.now();
         result.failures.push({ nodeId: e.nodeId, message: e.message });
         const failed = chain.find((s) => s.nodeId === e.nodeId);
         exclude.add(stageKey(e.nodeId, failed?.version));
