@@ -356,6 +356,9 @@ async function bench8b(o: Options, llamaref: string) {
     // The standby, which holds the lost stage's layers after the failure.
     const sb = lastMemory.b2;
     if (sb) {
+      // Its KV as held during the resumed generation (like the stages' during theirs); by now
+      // the session is closed and the gauge reads 0.
+      sb.kv = killed.memory_after_recovery?.b2?.kv ?? sb.kv;
       const limit = 1.15 * (sb.weights + sb.kv) + idle;
       memory.b2 = {
         layers: failure.placement_after?.find((p: string) => p.startsWith("b2:"))?.slice(3) ?? null,

@@ -506,8 +506,11 @@ export class ScaleCluster {
       this.log(`${victim} no longer alive in ${this.source.id}'s view; deploying to ${standby}`);
       return await this.deploy([standby], { readyTimeoutMs: 300_000 });
     };
+    let afterRecovery: Promise<Awaited<ReturnType<ScaleCluster["memory"]>>> | undefined;
     const gen = await this.generate(prompt, maxTokens, {
       onToken: (i) => {
+        // The standby's KV gauge while the resumed session is open (after it, the KV is freed).
+        if (i === atToken + 2) afterRecovery = this.memory();
         if (i === atToken) {
           tKill = performance.now();
           this.#expectedExit.add(victim);
@@ -531,6 +534,8 @@ export class ScaleCluster {
       until_replay_seconds: round((resumed?.waitedMs ?? NaN) / 1000),
       replay_seconds: round((resumed?.replayMs ?? NaN) / 1000),
       standby_deploy: standbyResult,
+      /** Every agent's memory two tokens after the recovery. */
+      memory_after_recovery: await afterRecovery,
     };
   }
 

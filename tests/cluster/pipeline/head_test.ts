@@ -8,6 +8,7 @@ import { LlamaStage } from "../../../model/llama.ts";
 import {
   type ChainProvider,
   Head,
+  type HeadOptions,
   LocalStageLink,
   NoPlacementError,
   type SessionOpen,
@@ -128,6 +129,7 @@ Deno.test("the middle stage dies mid-generation: replayed on a replacement, outp
   const middle = new KillableLink(local("b", b), 20);
   const logs: string[] = [];
   const reported: string[] = [];
+  const resumed: Parameters<NonNullable<HeadOptions["onResumed"]>>[0][] = [];
   const head = new Head(
     provider([
       local("a", a),
@@ -135,11 +137,20 @@ Deno.test("the middle stage dies mid-generation: replayed on a replacement, outp
       local("c", c),
       local("b2", b2),
     ]),
-    { log: (m) => logs.push(m), onStageFailure: (id) => reported.push(id) },
+    {
+      log: (m) => logs.push(m),
+      onStageFailure: (id) => reported.push(id),
+      onResumed: (x) => resumed.push(x),
+    },
   );
   const r = await head.generate(request());
   assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
   assertEquals(r.failures.map((f) => f.nodeId), ["b"]);
+  // One resumption, on the new chain, replaying what the failure log announced.
+  assertEquals(resumed.length, 1);
+  assertEquals(resumed[0].chain, "a[0,2) → b2[2,4) → c[4,5)");
+  assert(logs[0].includes(`replaying ${resumed[0].replayedTokens} tokens`), logs[0]);
+  assert(resumed[0].waitedMs >= 0 && resumed[0].replayMs >= 0, JSON.stringify(resumed[0]));
   assertEquals(reported, ["b"], "the failed stage is reported (the agent probes it now)");
   assertEquals(r.chains.map((ch) => ch.map((s) => s.nodeId).join(",")), ["a,b,c", "a,b2,c"]);
   assert(logs[0].includes("replaying"), logs[0]);
