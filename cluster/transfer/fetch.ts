@@ -18,6 +18,7 @@
 import type { Client } from "@connectrpc/connect";
 import type { TransferService } from "../../proto/mod.ts";
 import type { ModelCache } from "./cache.ts";
+import { discardReceived } from "./memory.ts";
 import { type RateLimiter, sleep } from "./rate.ts";
 
 /** A peer that can serve chunks of the model. */
@@ -169,24 +170,29 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
           { signal: opts.signal },
         );
         for await (const m of stream) {
-          const key = `${m.segment}:${m.chunk}`;
-          stats.bytesReceived += m.data.length;
-          if (seen.has(key)) stats.bytesRefetched += m.data.length;
-          seen.add(key);
-          await opts.limiter?.take(m.data.length, opts.signal);
-          if (cache.has(m.segment, m.chunk)) continue;
-          if (!(await cache.writeChunk(m.segment, m.chunk, m.data))) {
-            stats.corruptChunks++;
-            avoid.set(key, peer.id);
-            opts.log?.("chunk failed verification; fetching it again", {
-              peer: peer.id,
-              segment: cache.manifest.segments[m.segment]?.name,
-              chunk: m.chunk,
-            });
-            continue;
+          try {
+            const key = `${m.segment}:${m.chunk}`;
+            stats.bytesReceived += m.data.length;
+            if (seen.has(key)) stats.bytesRefetched += m.data.length;
+            seen.add(key);
+            await opts.limiter?.take(m.data.length, opts.signal);
+            if (cache.has(m.segment, m.chunk)) continue;
+            if (!(await cache.writeChunk(m.segment, m.chunk, m.data))) {
+              stats.corruptChunks++;
+              avoid.set(key, peer.id);
+              opts.log?.("chunk failed verification; fetching it again", {
+                peer: peer.id,
+                segment: cache.manifest.segments[m.segment]?.name,
+                chunk: m.chunk,
+              });
+              continue;
+            }
+            lastProgress = Date.now();
+            opts.onChunk?.();
+          } finally {
+            // Written (or refused): its buffer is garbage now, freed at once.
+            discardReceived(m.data);
           }
-          lastProgress = Date.now();
-          opts.onChunk?.();
         }
       } catch (e) {
         if (opts.signal?.aborted) return;

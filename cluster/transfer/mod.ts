@@ -40,6 +40,12 @@ export { corruptionHook, TransferManager } from "./manager.ts";
 export { type TransferHost, type TransferManagerOptions } from "./host.ts";
 export { RateLimiter, Semaphore, sleep } from "./rate.ts";
 export { transferService } from "./service.ts";
-export { collectGarbage, MemoryReleaser, readAhead, releaseFreedMemory } from "./memory.ts";
+export {
+  collectGarbage,
+  discardReceived,
+  MemoryReleaser,
+  readAhead,
+  releaseFreedMemory,
+} from "./memory.ts";
 export { TRANSFER_WINDOW } from "./peers.ts";
 export { type FileServer, startFileServer } from "./file_server.ts";

@@ -11,6 +11,7 @@ import {
   type ChunkPeer,
   collectGarbage,
   computeManifest,
+  discardReceived,
   fetchSegments,
   ModelCache,
   readAhead,
@@ -219,6 +220,60 @@ Deno.test("the fetcher writes each chunk before taking the next from its stream"
     assert(most <= concurrency, `${most} chunks received and not yet written`);
     cache.close();
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a chunk fetched over gRPC frees its buffer once written; views into shared bytes are left alone", async () => {
+  const srcDir = await Deno.makeTempDir();
+  const m = sourceManager(srcDir);
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(TransferService, transferService(m)),
+  });
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
+  try {
+    await m.getManifest({ path: STORIES, model: "" });
+    const cache = await ModelCache.open(dir, manifest, raw);
+    const received: Uint8Array[] = [];
+    const write = cache.writeChunk.bind(cache);
+    cache.writeChunk = (seg, chunk, data) => {
+      received.push(data);
+      return write(seg, chunk, data);
+    };
+    const peer = { id: "src", segments: "all", client: createClient(TransferService, t) } as const;
+    const all = manifest.segments.map((_, i) => i);
+    await fetchSegments({
+      cache,
+      segments: all,
+      peers: () => Promise.resolve([peer as unknown as ChunkPeer]),
+      stats: { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 },
+    });
+    assert(all.every((s) => cache.segmentDone(s)), "every segment verified");
+    assert(received.length > 20, `${received.length} chunks`);
+    assertEquals(received.filter((d) => !(d.buffer as ArrayBuffer).detached).length, 0);
+    // The cache holds the file's bytes: each chunk was written before its buffer was freed.
+    for (const [i, seg] of manifest.segments.entries()) {
+      const at = Number(seg.offset);
+      assertEquals(
+        await cache.readVerifiedSegment(i),
+        bytes.subarray(at, at + Number(seg.length)),
+        seg.name,
+      );
+    }
+    cache.close();
+
+    // A message whose data is a view into bytes others use keeps them.
+    const shared = new Uint8Array(3 * CHUNK).fill(7);
+    discardReceived(shared.subarray(CHUNK, 2 * CHUNK));
+    assert(!(shared.buffer as ArrayBuffer).detached);
+    assertEquals(shared[0], 7);
+  } finally {
+    t.close();
+    await server.close();
+    m.close();
+    await Deno.remove(srcDir, { recursive: true });
     await Deno.remove(dir, { recursive: true });
   }
 });
