@@ -395,6 +395,7 @@ async function bench8b(o: Options, llamaref: string) {
         ),
       },
       failure,
+      calibration_gflops: c.calibration,
       load_avg: Deno.readTextFileSync("/proc/loadavg").split(" ").slice(0, 3).map(Number),
     };
   } finally {

@@ -129,6 +129,8 @@ export async function modelMemoryOf(
 export class ScaleCluster {
   readonly agents = new Map<string, ScaleAgent>();
   readonly stageLoads: string[] = [];
+  /** Each agent's start-up calibration, GFLOP/s (placement weighs nodes by it). */
+  readonly calibration: Record<string, number> = {};
   /** Each "request resumed" a head logged: failure → replay start, and the replay's prefill. */
   readonly resumes: { waitedMs: number; replayMs: number }[] = [];
   /** Agents killed on purpose (kill -9 of the failure check) or being stopped. */
@@ -165,9 +167,10 @@ export class ScaleCluster {
       const [first, ...rest] = o.ids;
       await c.#startAgent(first, ["--model", o.model]);
       const seeds = [c.agents.get(first)!.gossipAddr];
-      await Promise.all(
-        [...rest, ...o.standby].map((id) => c.#startAgent(id, ["--no-model"], seeds)),
-      );
+      // One at a time: each agent's start-up calibration then has the cores, as it would on a
+      // machine of its own. Started together on 2 shared cores they measured 27–78 GFLOP/s
+      // against each other (best rounds), and placement gave the "fast" one 14 layers.
+      for (const id of [...rest, ...o.standby]) await c.#startAgent(id, ["--no-model"], seeds);
       await c.#waitMembers(o.ids.length + o.standby.length);
       c.log(`${c.agents.size} agents up: ${[...c.agents.keys()].join(", ")}`);
       return c;
@@ -190,6 +193,9 @@ export class ScaleCluster {
             (l.duringFetch ? " (as its layers arrived)" : "");
           this.stageLoads.push(line);
           this.log(line);
+        } else if (l.msg === "calibrated") {
+          this.calibration[id] = Number(l.gflops);
+          this.log(`${id} calibrated at ${l.gflops} GFLOP/s`);
         } else if (l.msg === "request resumed after a stage failure") {
           this.resumes.push({ waitedMs: Number(l.waited_ms), replayMs: Number(l.replay_ms) });
           this.log(
