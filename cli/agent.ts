@@ -68,6 +68,11 @@ export function agentProgram() {
         "model, e.g. 512MiB (default 0: off)",
     )
     .option(
+      "--speed <gflops>",
+      "this node's speed for placement instead of the start-up calibration, e.g. 80; give " +
+        "identical nodes one value (default: measured)",
+    )
+    .option(
       "--replicas <n>",
       'disjoint pipelines when the budgets hold the model several times: a count or "auto" ' +
         "(as many as fit); the cluster runs the fewest any agent asks for (default 1)",

@@ -78,8 +78,9 @@ export class Agent {
       threads: cfg.threads,
     });
     log("info", "backend selected", { backend: backend.name, device: backend.device, reason });
-    const speed = await calibrate(backend, 100);
-    log("info", "calibrated", { gflops: Math.round(speed * 100) / 100 });
+    const speed = cfg.speed ?? await calibrate(backend, 100);
+    if (cfg.speed) log("info", "speed set by --speed", { gflops: speed });
+    else log("info", "calibrated", { gflops: Math.round(speed * 100) / 100 });
     const gossip = await startGossip(cfg, backend, reason, speed, model, log);
     const s = new AgentState(cfg, backend, reason, speed, gossip, log, leveled);
     s.model = model;

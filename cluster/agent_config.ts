@@ -58,6 +58,12 @@ export interface AgentConfig {
   /** Bytes of prefix KV cache on a stage that holds the whole model; 0 = off. */
   prefixCache: number;
   /**
+   * This node's speed for placement, GFLOP/s (`--speed`); undefined: measured by the start-up
+   * calibration. Identical nodes given one value split a model by its work alone, where agents
+   * calibrating at once on a shared host measure each other (27–78 GFLOP/s apart on 2 cores).
+   */
+  speed?: number;
+  /**
    * Disjoint pipelines to form when the budgets hold the model several times: a count, or
    * "auto" (as many as fit, each as short as possible). The cluster runs the fewest any member
    * asks for. Default 1: one pipeline over every agent, as before replicas existed.
@@ -117,6 +123,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   cacheDir: "DLLM_CACHE_DIR",
   transferRateLimit: "DLLM_TRANSFER_RATE_LIMIT",
   prefixCache: "DLLM_PREFIX_CACHE",
+  speed: "DLLM_SPEED",
   replicas: "DLLM_REPLICAS",
   shutdownGrace: "DLLM_SHUTDOWN_GRACE",
   httpHeaderTimeout: "DLLM_HTTP_HEADER_TIMEOUT",
@@ -285,6 +292,14 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     httpMaxConnections: int("httpMaxConnections", 1024, 1, 1000000)!,
     corsOrigin: list("corsOrigin"),
   };
+  const [speedRaw, speedSrc] = pick("speed");
+  if (speedRaw !== undefined) {
+    const n = typeof speedRaw === "number" ? speedRaw : Number(String(speedRaw).trim() || NaN);
+    if (!(Number.isFinite(n) && n > 0 && n <= 1e9)) {
+      fail("speed", speedSrc, `expected GFLOP/s above 0, got ${JSON.stringify(speedRaw)}`);
+    }
+    cfg.speed = n;
+  }
   // Durations: seconds by default ("10", "2.5s"), or milliseconds with "ms".
   const duration = (key: keyof AgentConfig, dflt: number): number => {
     const [raw, src] = pick(key);

@@ -1,0 +1,33 @@
+/**
+ * Agent settings: `--speed` (DLLM_SPEED, "speed" in a config file) replaces the start-up
+ * calibration as the node's placement weight, and bad values name the setting and its source.
+ */
+import { AgentConfigError, resolveConfig, settingsFromEnv } from "../../cluster/agent_config.ts";
+import { assertEquals, assertThrows } from "../support/assert.ts";
+
+const base = { memoryBudget: "1GB" };
+
+Deno.test("--speed sets the placement weight; unset, the agent calibrates", () => {
+  assertEquals(resolveConfig([["default", base]]).speed, undefined);
+  assertEquals(resolveConfig([["flag", { speed: "80" }], ["default", base]]).speed, 80);
+  assertEquals(resolveConfig([["config file", { speed: 12.5 }], ["default", base]]).speed, 12.5);
+  const env = settingsFromEnv({ DLLM_SPEED: " 3 " });
+  assertEquals(resolveConfig([["env", env], ["default", base]]).speed, 3);
+  // A flag wins over the environment.
+  assertEquals(resolveConfig([["flag", { speed: "2" }], ["env", env], ["default", base]]).speed, 2);
+});
+
+Deno.test("a speed that is not a positive number is refused, naming where it came from", () => {
+  for (const bad of ["0", "-1", "fast", "", "NaN", "Infinity", "1e12"]) {
+    assertThrows(
+      () => resolveConfig([["flag", { speed: bad }], ["default", base]]),
+      AgentConfigError,
+      "--speed: expected GFLOP/s above 0",
+    );
+  }
+  assertThrows(
+    () => resolveConfig([["env", settingsFromEnv({ DLLM_SPEED: "x" })], ["default", base]]),
+    AgentConfigError,
+    "DLLM_SPEED: expected GFLOP/s above 0",
+  );
+});
