@@ -251,6 +251,10 @@ export async function splitModelArgs(
     o.backend,
     "--log-level",
     o.logLevel ?? "warn",
+    // Agents on one machine share its cores: their start-up calibrations would measure each
+    // other, and the split would change from run to run. The same speed splits by work alone.
+    "--speed",
+    "1",
   ];
   if (o.threads) args.push("--threads", String(o.threads));
   return { args, budget, need };
