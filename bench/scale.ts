@@ -300,7 +300,11 @@ async function bench8b(o: Options, llamaref: string) {
         rpc_decode: rpc.map((x) => round(x.tg)),
         rpc_prefill: rpc.map((x) => round(x.pp)),
       },
-      rpc_note: haveRpc ? undefined : "llama.cpp tools not built (native/build-llama-tools.sh)",
+      rpc_note: haveRpc
+        ? undefined
+        : !o.rpc
+        ? "skipped (--no-rpc)"
+        : "llama.cpp tools not built (native/build-llama-tools.sh)",
     };
 
     // 5. failure
