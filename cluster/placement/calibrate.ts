@@ -35,7 +35,7 @@ export async function calibrate(backend: Backend, budgetMs = 100): Promise<numbe
       await backend.read(y, 0, 1);
       best = Math.min(best, performance.now() - r0);
     }
-    // A round faster than the timer resolves counts as one tick.
+    // A round below the timer's resolution (coarse clocks) is taken as 10 µs, not as infinite speed.
     return (2 * rows * cols * perRound) / (Math.max(best, 0.01) / 1000) / 1e9;
   } finally {
     backend.free(w);
