@@ -232,14 +232,16 @@ export class HeadService {
         tracker.recovering(m);
         s.log("warn", m);
       },
-      onResumed: (r) =>
+      onResumed: (r) => {
+        this.metrics.onResumed({ waitMs: r.waitedMs, replayMs: r.replayMs });
         s.log("info", "request resumed after a stage failure", {
           request: r.requestId,
           chain: r.chain,
           waited_ms: r.waitedMs,
           replayed_tokens: r.replayedTokens,
           replay_ms: r.replayMs,
-        }),
+        });
+      },
       // A dead stage should leave every agent's plan now, not when its probe turn comes.
       onStageFailure: (id) => {
         if (id !== s.nodeId) s.gossip.probeNow(id);

@@ -32,6 +32,7 @@ export const METRIC_NAMES = {
   replicaTokens: "distributed_llm_replica_tokens_generated_total",
   replicaRequests: "distributed_llm_replica_requests_total",
   replicaSessions: "distributed_llm_replica_sessions",
+  recoveryDuration: "distributed_llm_recovery_duration_seconds",
 } as const;
 
 /** Gossip member states, the values of `gossip_members{state}`. */
@@ -130,6 +131,7 @@ export class AgentMetrics {
   private readonly modelLoad: client.Gauge;
   private readonly replicaTokens: client.Counter<"replica">;
   private readonly replicaRequests: client.Counter<"replica">;
+  private readonly recovery: client.Histogram<"part">;
 
   /** Register every family on a fresh registry; state metrics read `source` on each scrape. */
   constructor(source: MetricsSource, labels: Record<string, string> = {}) {
@@ -296,7 +298,17 @@ export class AgentMetrics {
         }
       },
     });
+    this.recovery = new client.Histogram({
+      name: METRIC_NAMES.recoveryDuration,
+      help: "Requests this agent heads that resumed after a stage failure: seconds from the " +
+        "failure to the replay (part=wait: re-placement, a standby's fetch) and of the replay " +
+        "(part=replay: the prompt and tokens so far run again).",
+      labelNames: ["part"],
+      buckets: REQUEST_BUCKETS,
+      registers,
+    });
     // Series with labels exist from the start, so rates and alerts see zeros, not gaps.
+    for (const part of ["wait", "replay"]) this.recovery.zero({ part });
     for (const phase of ["prefill", "decode"]) this.stageForward.zero({ phase });
     for (const direction of ["in", "out"]) this.activationBytes.inc({ direction }, 0);
   }
@@ -315,6 +327,12 @@ export class AgentMetrics {
   /** A Generate request ended (any way) after `seconds`. */
   onRequest(seconds: number): void {
     this.inference.observe(seconds);
+  }
+
+  /** A request resumed after a stage failure: `waitMs` until its replay, `replayMs` of replay. */
+  onResumed(info: { waitMs: number; replayMs: number }): void {
+    this.recovery.observe({ part: "wait" }, info.waitMs / 1000);
+    this.recovery.observe({ part: "replay" }, info.replayMs / 1000);
   }
 
   /** The hosted stage ran one step of `rows` tokens in `computeMs`. */

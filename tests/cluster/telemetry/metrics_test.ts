@@ -71,7 +71,18 @@ Deno.test("event hooks: tokens, request and step histograms, activation bytes, l
   m.onStageStep({ computeMs: 0.4, rows: 1 });
   m.onFrame({ bytesIn: 1024, bytesOut: 256 });
   m.onModelLoad(1.5);
+  m.onResumed({ waitMs: 9100, replayMs: 2390 });
   const text = await m.text();
+  assertEquals(value(text, 'distributed_llm_recovery_duration_seconds_sum{part="wait"}'), 9.1);
+  assertEquals(value(text, 'distributed_llm_recovery_duration_seconds_sum{part="replay"}'), 2.39);
+  assertEquals(
+    value(text, 'distributed_llm_recovery_duration_seconds_bucket{le="5",part="replay"}'),
+    1,
+  );
+  assertEquals(
+    value(text, 'distributed_llm_recovery_duration_seconds_bucket{le="5",part="wait"}'),
+    0,
+  );
   assertEquals(value(text, "distributed_llm_tokens_generated_total"), 2);
   assertEquals(value(text, "distributed_llm_inference_duration_seconds_count"), 1);
   assertEquals(value(text, 'distributed_llm_inference_duration_seconds_bucket{le="0.5"}'), 1);
@@ -116,7 +127,15 @@ Deno.test("labels are bounded: only fixed label values appear", async () => {
   assertEquals([...values.get("direction")!].sort(), ["in", "out"]);
   assertEquals([...values.get("state")!].sort(), [...MEMBER_STATES, "free", "used"].sort());
   assertEquals([...values.get("kind")!].sort(), ["kv_cache", "weights"]);
-  assertEquals([...values.keys()].sort(), ["direction", "kind", "phase", "reason", "state"]);
+  assertEquals([...values.get("part")!].sort(), ["replay", "wait"]);
+  assertEquals([...values.keys()].sort(), [
+    "direction",
+    "kind",
+    "part",
+    "phase",
+    "reason",
+    "state",
+  ]);
 });
 
 Deno.test("metrics server: /metrics, /health, readiness 503, 404, port 0", async () => {
