@@ -165,6 +165,18 @@ for (const position of ["first", "middle", "last"] as const) {
           blamed.length > 0 && blamed.every((m) => m.includes(`stage on ${victimId} failed`)),
           blamed.join("\n"),
         );
+        // The head counts the resumption in its metrics: its wait and its replay.
+        const metrics = await (await fetch(`http://127.0.0.1:${head.metricsPort}/metrics`)).text();
+        for (const part of ["wait", "replay"]) {
+          const count = new RegExp(
+            `^distributed_llm_recovery_duration_seconds_count\\{[^}]*part="${part}"[^}]*\\} 1$`,
+            "m",
+          );
+          assert(
+            count.test(metrics),
+            `${part}: ${metrics.match(/^distributed_llm_recovery.*$/gm)}`,
+          );
+        }
         // What `llmctl generate --json` lists: the stages that served the last token.
         assert(served?.length, "the last message names no placement");
         assert(
