@@ -17,6 +17,7 @@
 import { tmpdir } from "node:os";
 import { type RpcServer, startRpcServer } from "../rpc/mod.ts";
 import { TransferService } from "../../proto/mod.ts";
+import { detachedHost } from "./host.ts";
 import { TransferManager } from "./manager.ts";
 import { transferService } from "./service.ts";
 
@@ -34,19 +35,7 @@ export interface FileServer {
 
 /** Serve files of this machine over TransferService on `host` (a free port). */
 export async function startFileServer(opts: { host: string }): Promise<FileServer> {
-  const manager = new TransferManager({
-    nodeId: "llmctl",
-    members: () => [],
-    served: () => undefined,
-    hostedRange: () => undefined,
-    plan: () => {
-      throw new Error("a file server plans nothing");
-    },
-    adopt: () => Promise.reject(new Error("a file server serves no layers")),
-    unserve: () => Promise.resolve(false),
-    publish: () => {},
-    log: () => {},
-  }, { cacheDir: tmpdir(), rateLimit: 0 });
+  const manager = new TransferManager(detachedHost("llmctl"), { cacheDir: tmpdir(), rateLimit: 0 });
   const server: RpcServer = await startRpcServer({
     host: opts.host,
     port: 0,

@@ -34,6 +34,27 @@ export interface TransferHost {
   log(level: "debug" | "info" | "warn" | "error", msg: string, f?: Record<string, unknown>): void;
 }
 
+/**
+ * A host with no agent behind it (`llmctl`'s file server, tests): no members, serves and plans
+ * nothing, publishes and logs nowhere; `over` replaces any of that.
+ */
+export function detachedHost(nodeId: string, over: Partial<TransferHost> = {}): TransferHost {
+  return {
+    nodeId,
+    members: () => [],
+    served: () => undefined,
+    hostedRange: () => undefined,
+    plan: () => {
+      throw new Error(`${nodeId} plans no placement`);
+    },
+    adopt: () => Promise.reject(new Error(`${nodeId} serves no layers`)),
+    unserve: () => Promise.resolve(false),
+    publish: () => {},
+    log: () => {},
+    ...over,
+  };
+}
+
 /** Options of {@linkcode TransferManager}. */
 export interface TransferManagerOptions {
   /** Cache root (`--cache-dir`). */

@@ -1,6 +1,7 @@
 /** The stories260K set-up the transfer tests share. */
 import {
   computeManifest,
+  detachedHost,
   type TransferHost,
   TransferManager,
 } from "../../../cluster/transfer/mod.ts";
@@ -22,18 +23,5 @@ export function transferManager(
   chunkSize: number,
   host: Partial<TransferHost> = {},
 ): TransferManager {
-  return new TransferManager({
-    nodeId,
-    members: () => [],
-    served: () => undefined,
-    hostedRange: () => undefined,
-    plan: () => {
-      throw new Error("not used");
-    },
-    adopt: () => Promise.reject(new Error("not used")),
-    unserve: () => Promise.resolve(false),
-    publish: () => {},
-    log: () => {},
-    ...host,
-  }, { cacheDir, rateLimit: 0, chunkSize });
+  return new TransferManager(detachedHost(nodeId, host), { cacheDir, rateLimit: 0, chunkSize });
 }
