@@ -23,7 +23,7 @@ import {
 } from "./telemetry/mod.ts";
 import { LeveledLog } from "./events/mod.ts";
 import { Admission, type ApiServer, startApiServer } from "./api/mod.ts";
-import { TransferManager } from "./transfer/mod.ts";
+import { type ChunkServer, startChunkServer, TransferManager } from "./transfer/mod.ts";
 import type { StageHost } from "./pipeline/mod.ts";
 import type { Member } from "./gossip/mod.ts";
 import { type AgentLogger, AgentState } from "./agent/state.ts";
@@ -46,6 +46,7 @@ export { ModelId } from "./model_id.ts";
 /** A running agent. */
 export class Agent {
   private rpc?: RpcServer;
+  private chunks?: ChunkServer;
   private metricsServer?: MetricsServer;
   private api?: ApiServer;
   /** Prometheus metrics (cluster/telemetry), served on the metrics port; read on scrape. */
@@ -97,6 +98,8 @@ export class Agent {
         tls,
         // Test hook (README "Model distribution"): corrupt served chunks on purpose.
         corruptChunks: Deno.env.get("DLLM_TEST_CORRUPT_CHUNKS"),
+        dataEndpoint: () =>
+          agent.chunks ? `${cfg.advertiseAddress}:${agent.chunks.port}` : undefined,
       },
     );
     s.transfer.scanCache().catch((e) =>
@@ -120,7 +123,16 @@ export class Agent {
           }),
         interceptors: [traceServerInterceptor],
       });
+      // Without TLS, chunks also go over plain TCP (cluster/transfer/data_plane.ts).
+      if (!tls) {
+        agent.chunks = await startChunkServer({
+          host: cfg.bind,
+          fetchChunks: (req, signal) => s.transfer.fetchChunks(req, signal),
+          log: (msg) => log("debug", msg),
+        });
+      }
     } catch (e) {
+      await agent.rpc?.close(500);
       await gossip.shutdown();
       backend.dispose();
       throw e;
@@ -268,6 +280,7 @@ export class Agent {
     this.loop.stop();
     this.stageRoom.stop();
     await s.gossip.shutdown();
+    await this.chunks?.close();
     await this.rpc?.close(500);
     await this.metricsServer?.close();
     await this.api?.close();

@@ -75,4 +75,9 @@ export interface TransferManagerOptions {
   serveConcurrency?: number;
   /** Test hook: `DLLM_TEST_CORRUPT_CHUNKS` ("0.2" = probability, or "1:0,3:2" = segment:chunk). */
   corruptChunks?: string;
+  /**
+   * host:port of this node's chunk data plane (data_plane.ts), told to fetchers in GetManifest
+   * answers; undefined: none (they fetch over gRPC).
+   */
+  dataEndpoint?: () => string | undefined;
 }

@@ -181,6 +181,7 @@ export class TransferManager {
       availableSegments: e.path
         ? e.manifest.segments.map((_, i) => i)
         : e.cache?.doneSegments() ?? [],
+      dataEndpoint: this.opts.dataEndpoint?.() ?? "",
     });
   }
 

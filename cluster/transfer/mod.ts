@@ -48,4 +48,10 @@ export {
   releaseFreedMemory,
 } from "./memory.ts";
 export { TRANSFER_WINDOW } from "./peers.ts";
+export {
+  type ChunkServer,
+  MAX_CHUNK_REQUEST_BYTES,
+  startChunkServer,
+  tcpChunkClient,
+} from "./data_plane.ts";
 export { type FileServer, startFileServer } from "./file_server.ts";

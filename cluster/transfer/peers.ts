@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Client, createClient } from "@connectrpc/connect";
+import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import {
   type GetManifestResponse,
@@ -19,6 +19,7 @@ import { createRpcTransport, RpcFailure, type RpcTransport } from "../rpc/mod.ts
 import type { TlsFiles } from "../tls/mod.ts";
 import type { ChunkPeer } from "./fetch.ts";
 import type { TransferHost } from "./host.ts";
+import { tcpChunkClient } from "./data_plane.ts";
 
 /**
  * HTTP/2 receive windows of a transfer connection. node's 64 KiB default made a source wait for
@@ -88,7 +89,11 @@ export class TransferPeers {
         const { manifest: theirs } = await this.open(a);
         if (theirs.sha256 === manifest.sha256) {
           const all = a.availableSegments.length === manifest.segments.length;
-          peer = { id: m.id, client, segments: all ? "all" : new Set(a.availableSegments) };
+          peer = {
+            id: m.id,
+            client: a.dataEndpoint && !this.tls ? viaDataPlane(client, a.dataEndpoint) : client,
+            segments: all ? "all" : new Set(a.availableSegments),
+          };
         }
       } catch { /* not a source (now) */ }
       this.#peerCache.set(key, { at: now, peer });
@@ -129,4 +134,45 @@ export class TransferPeers {
   close(): void {
     for (const t of this.#transports.values()) t.close();
   }
+}
+
+/**
+ * `client` with FetchChunks over the peer's chunk data plane (data_plane.ts). A data plane this
+ * node cannot reach (a firewall that opens only the RPC port) is left for the client's gRPC
+ * for the rest of this peer entry's life.
+ */
+function viaDataPlane(
+  client: Client<typeof TransferService>,
+  endpoint: string,
+): Client<typeof TransferService> {
+  const tcp = tcpChunkClient(endpoint);
+  let reachable = true;
+  return Object.assign(Object.create(client), {
+    fetchChunks: async function* (
+      req: Parameters<Client<typeof TransferService>["fetchChunks"]>[0],
+      options?: { signal?: AbortSignal },
+    ) {
+      if (reachable) {
+        let first = true;
+        try {
+          for await (const m of tcp.fetchChunks(req, options)) {
+            first = false;
+            yield m;
+          }
+          return;
+        } catch (e) {
+          // Unreachable before any chunk: gRPC from now on. A failure mid-stream is the
+          // fetcher's to retry, as over gRPC.
+          if (!first || options?.signal?.aborted || !isConnectFailure(e)) throw e;
+          reachable = false;
+        }
+      }
+      yield* client.fetchChunks(req, options);
+    },
+  }) as Client<typeof TransferService>;
+}
+
+function isConnectFailure(e: unknown): boolean {
+  return e instanceof ConnectError && e.code === Code.Unavailable &&
+    e.rawMessage.startsWith("chunk server ") && !e.rawMessage.includes("closed the stream");
 }
