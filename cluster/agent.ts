@@ -127,6 +127,7 @@ export class Agent {
       if (!tls) {
         agent.chunks = await startChunkServer({
           host: cfg.bind,
+          port: cfg.chunkPort,
           fetchChunks: (req, signal) => s.transfer.fetchChunks(req, signal),
           log: (msg) => log("debug", msg),
         });

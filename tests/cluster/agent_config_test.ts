@@ -31,3 +31,13 @@ Deno.test("a speed that is not a positive number is refused, naming where it cam
     "DLLM_SPEED: expected GFLOP/s above 0",
   );
 });
+
+Deno.test("--chunk-port: any free port by default, else a port number", () => {
+  assertEquals(resolveConfig([["default", base]]).chunkPort, 0);
+  assertEquals(resolveConfig([["flag", { chunkPort: "7951" }], ["default", base]]).chunkPort, 7951);
+  assertThrows(
+    () => resolveConfig([["flag", { chunkPort: "70000" }], ["default", base]]),
+    AgentConfigError,
+    "--chunk-port",
+  );
+});
