@@ -32,6 +32,11 @@ import { toConnectError } from "../rpc/mod.ts";
 
 /** Largest request a chunk server reads: far above any batch a fetcher asks for. */
 export const MAX_CHUNK_REQUEST_BYTES = 1 << 20;
+/**
+ * Connections a chunk server holds at once; more are closed at once (a fetcher opens one per
+ * stream, 8 by default, so this is several fetchers' worth).
+ */
+export const MAX_CHUNK_CONNECTIONS = 64;
 /** Envelope flag of the trailer that ends a response. */
 const TRAILER = 0x80;
 
@@ -63,6 +68,10 @@ export function startChunkServer(opts: {
   const abort = new AbortController();
   const serving = (async () => {
     for await (const conn of listener) {
+      if (open.size >= MAX_CHUNK_CONNECTIONS) {
+        closeQuietly(conn);
+        continue;
+      }
       open.add(conn);
       serveConnection(conn, opts.fetchChunks, abort.signal, opts.requestTimeoutMs ?? 10_000)
         .catch((e) => opts.log?.(`chunk connection failed: ${(e as Error).message}`))

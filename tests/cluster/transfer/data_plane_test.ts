@@ -125,6 +125,18 @@ Deno.test("a bad chunk request gets a bounded error; the server keeps serving", 
     const t0 = performance.now();
     assertEquals((await answer(Uint8Array.of(0, 0, 0, 9, 1), false)).length, 0);
     assert(performance.now() - t0 < 5000, "cut off after the timeout");
+    // Random requests (fuzz): each gets a trailer or, for a truncated one, the timeout.
+    let seed = 17;
+    const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    for (let i = 0; i < 40; i++) {
+      const body = Uint8Array.from({ length: Math.floor(rand() * 40) }, () => rand() * 256);
+      const len = i % 4 === 0 ? Math.floor(rand() * 2 ** 32) : body.length;
+      const req = new Uint8Array(4 + body.length);
+      new DataView(req.buffer).setUint32(0, len >>> 0);
+      req.set(body, 4);
+      const got = await answer(req);
+      if (got.length) assert(typeof trailer(got).code === "number");
+    }
     // Still serving.
     const { manifest } = await computeManifest(STORIES, { nodeId: "x", chunkSize: CHUNK });
     let n = 0;
