@@ -17,6 +17,7 @@
 import { tmpdir } from "node:os";
 import { type RpcServer, startRpcServer } from "../rpc/mod.ts";
 import { TransferService } from "../../proto/mod.ts";
+import { type ChunkServer, startChunkServer } from "./data_plane.ts";
 import { detachedHost } from "./host.ts";
 import { TransferManager } from "./manager.ts";
 import { transferService } from "./service.ts";
@@ -35,22 +36,36 @@ export interface FileServer {
 
 /** Serve files of this machine over TransferService on `host` (a free port). */
 export async function startFileServer(opts: { host: string }): Promise<FileServer> {
-  const manager = new TransferManager(detachedHost("llmctl"), { cacheDir: tmpdir(), rateLimit: 0 });
-  const server: RpcServer = await startRpcServer({
-    host: opts.host,
-    port: 0,
-    // The user named the address to serve on; the files are what they chose to share.
-    insecureBindAll: true,
-    routes: (r) => r.service(TransferService, transferService(manager)),
-  }).catch((e) => {
+  const at = (port: number) => `${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${port}`;
+  let chunks: ChunkServer | undefined;
+  // Plaintext anyway: chunks go over the TCP data plane (data_plane.ts), manifests over gRPC.
+  const manager = new TransferManager(detachedHost("llmctl"), {
+    cacheDir: tmpdir(),
+    rateLimit: 0,
+    dataEndpoint: () => chunks && at(chunks.port),
+  });
+  try {
+    chunks = await startChunkServer({
+      host: opts.host,
+      fetchChunks: (req, signal) => manager.fetchChunks(req, signal),
+    });
+    const server: RpcServer = await startRpcServer({
+      host: opts.host,
+      port: 0,
+      // The user named the address to serve on; the files are what they chose to share.
+      insecureBindAll: true,
+      routes: (r) => r.service(TransferService, transferService(manager)),
+    });
+    return {
+      endpoint: at(server.port),
+      async close() {
+        await chunks?.close();
+        manager.close();
+      },
+    };
+  } catch (e) {
+    await chunks?.close();
     manager.close();
     throw e;
-  });
-  return {
-    endpoint: `${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${server.port}`,
-    close() {
-      manager.close();
-      return Promise.resolve();
-    },
-  };
+  }
 }
