@@ -25,7 +25,7 @@ import { LeveledLog } from "./events/mod.ts";
 import { Admission, type ApiServer, startApiServer } from "./api/mod.ts";
 import { type ChunkServer, startChunkServer, TransferManager } from "./transfer/mod.ts";
 import type { StageHost } from "./pipeline/mod.ts";
-import type { Member } from "./gossip/mod.ts";
+import { joinHostPort, type Member } from "./gossip/mod.ts";
 import { type AgentLogger, AgentState } from "./agent/state.ts";
 import { loadModelIndex, type ServedModel } from "./agent/served_model.ts";
 import { Peers } from "./agent/peers.ts";
@@ -99,7 +99,7 @@ export class Agent {
         // Test hook (README "Model distribution"): corrupt served chunks on purpose.
         corruptChunks: Deno.env.get("DLLM_TEST_CORRUPT_CHUNKS"),
         dataEndpoint: () =>
-          agent.chunks ? `${cfg.advertiseAddress}:${agent.chunks.port}` : undefined,
+          agent.chunks ? joinHostPort(cfg.advertiseAddress, agent.chunks.port) : undefined,
       },
     );
     s.transfer.scanCache().catch((e) =>

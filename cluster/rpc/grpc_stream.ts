@@ -34,9 +34,10 @@ export interface BidiMethod<I extends DescMessage, O extends DescMessage> {
   output: O;
 }
 
-/** One message in a gRPC envelope (uncompressed). */
-function envelope(body: Uint8Array): Uint8Array {
+/** One message in a gRPC envelope: `flags` (0: an uncompressed message), length, body. */
+export function grpcEnvelope(body: Uint8Array, flags = 0): Uint8Array {
   const out = new Uint8Array(5 + body.byteLength);
+  out[0] = flags;
   new DataView(out.buffer).setUint32(1, body.byteLength);
   out.set(body, 5);
   return out;
@@ -282,7 +283,7 @@ export async function openBidi<I extends DescMessage, O extends DescMessage>(
   stream.on("close", settle);
   return {
     send(message) {
-      if (stream.writable) stream.write(envelope(toBinary(method.input, message)));
+      if (stream.writable) stream.write(grpcEnvelope(toBinary(method.input, message)));
     },
     async receive() {
       const r = await queue.next();
@@ -372,7 +373,7 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
         await responses.return?.();
         break;
       }
-      res.write(Buffer.from(envelope(toBinary(method.output, r.value))));
+      res.write(Buffer.from(grpcEnvelope(toBinary(method.output, r.value))));
     }
   } catch (e) {
     trailers = errorTrailers(method.path, e);

@@ -45,6 +45,7 @@ export {
   type BidiMethod,
   EnvelopeReader,
   GRPC_CONTENT_TYPE,
+  grpcEnvelope,
   isPlainGrpc,
   MessageQueue,
   openBidi,

@@ -28,7 +28,8 @@ import {
   type FetchChunksResponse,
   FetchChunksResponseSchema,
 } from "../../proto/mod.ts";
-import { toConnectError } from "../rpc/mod.ts";
+import { splitHostPort } from "../gossip/transport.ts";
+import { grpcEnvelope, toConnectError } from "../rpc/mod.ts";
 
 /** Largest request a chunk server reads: far above any batch a fetcher asks for. */
 export const MAX_CHUNK_REQUEST_BYTES = 1 << 20;
@@ -39,6 +40,29 @@ export const MAX_CHUNK_REQUEST_BYTES = 1 << 20;
 export const MAX_CHUNK_CONNECTIONS = 64;
 /** Envelope flag of the trailer that ends a response. */
 const TRAILER = 0x80;
+
+/** Errors made by {@linkcode chunkServerUnavailable}. */
+const unavailable = new WeakSet<ConnectError>();
+
+/**
+ * The chunk server could not be reached or its connection failed (not a clean end, not an error
+ * it answered): Unavailable, and marked so that a fetcher getting it before any chunk falls back
+ * to gRPC ({@linkcode isChunkServerUnavailable}). Not a subclass: ConnectError's `instanceof`
+ * goes by its name, which a subclass would change.
+ */
+function chunkServerUnavailable(endpoint: string, cause: unknown): ConnectError {
+  const e = new ConnectError(
+    `chunk server ${endpoint}: ${(cause as Error)?.message ?? cause}`,
+    Code.Unavailable,
+  );
+  unavailable.add(e);
+  return e;
+}
+
+/** Whether `e` says the chunk server could not be reached (see chunkServerUnavailable). */
+export function isChunkServerUnavailable(e: unknown): boolean {
+  return e instanceof ConnectError && unavailable.has(e);
+}
 
 /** What a chunk server serves: the manager's FetchChunks, framed chunks included. */
 export type ServeChunks = (
@@ -155,14 +179,12 @@ async function* fetchOverTcp(
   signal: AbortSignal | undefined,
   maxMessageBytes: number,
 ): AsyncGenerator<FetchChunksResponse> {
-  const at = endpoint.lastIndexOf(":");
-  const hostname = endpoint.slice(0, at).replace(/^\[|\]$/g, "");
-  const port = Number(endpoint.slice(at + 1));
   let conn: Deno.Conn;
   try {
-    conn = await Deno.connect({ hostname, port, transport: "tcp" });
+    const { host, port } = splitHostPort(endpoint);
+    conn = await Deno.connect({ hostname: host, port, transport: "tcp" });
   } catch (e) {
-    throw new ConnectError(`chunk server ${endpoint}: ${(e as Error).message}`, Code.Unavailable);
+    throw chunkServerUnavailable(endpoint, e);
   }
   const cut = () => closeQuietly(conn);
   signal?.addEventListener("abort", cut, { once: true });
@@ -190,12 +212,7 @@ async function* fetchOverTcp(
       }
       // Each message in a buffer of its own: the fetcher frees it once the chunk is written.
       const msg = new Uint8Array(n);
-      if (!(await readInto(conn, msg, false))) {
-        throw new ConnectError(
-          `chunk server ${endpoint} closed the stream early`,
-          Code.Unavailable,
-        );
-      }
+      await readInto(conn, msg, false);
       if (flags & TRAILER) {
         const t = parseTrailer(msg);
         if (t.code !== 0) throw new ConnectError(t.message, t.code as Code);
@@ -206,7 +223,7 @@ async function* fetchOverTcp(
   } catch (e) {
     if (signal?.aborted) throw signal.reason ?? e;
     if (e instanceof ConnectError) throw e;
-    throw new ConnectError(`chunk server ${endpoint}: ${(e as Error).message}`, Code.Unavailable);
+    throw chunkServerUnavailable(endpoint, e);
   } finally {
     signal?.removeEventListener("abort", cut);
     cut();
@@ -229,11 +246,7 @@ async function writeTrailer(conn: Deno.Conn, err?: ConnectError): Promise<void> 
   const body = new TextEncoder().encode(
     JSON.stringify(err ? { code: err.code, message: err.rawMessage.slice(0, 1024) } : { code: 0 }),
   );
-  const out = new Uint8Array(5 + body.length);
-  out[0] = TRAILER;
-  new DataView(out.buffer).setUint32(1, body.length);
-  out.set(body, 5);
-  await writeAll(conn, out);
+  await writeAll(conn, grpcEnvelope(body, TRAILER));
 }
 
 async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
@@ -260,7 +273,7 @@ async function readExact(conn: Deno.Conn, n: number, signal: AbortSignal): Promi
   const cut = () => closeQuietly(conn);
   signal.addEventListener("abort", cut, { once: true });
   try {
-    if (n > 0) await readInto(conn, out, false);
+    await readInto(conn, out, false);
     return out;
   } finally {
     signal.removeEventListener("abort", cut);

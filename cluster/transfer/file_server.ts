@@ -17,6 +17,7 @@
 import { tmpdir } from "node:os";
 import { type RpcServer, startRpcServer } from "../rpc/mod.ts";
 import { TransferService } from "../../proto/mod.ts";
+import { joinHostPort } from "../gossip/transport.ts";
 import { type ChunkServer, startChunkServer } from "./data_plane.ts";
 import { detachedHost } from "./host.ts";
 import { TransferManager } from "./manager.ts";
@@ -36,13 +37,12 @@ export interface FileServer {
 
 /** Serve files of this machine over TransferService on `host` (a free port). */
 export async function startFileServer(opts: { host: string }): Promise<FileServer> {
-  const at = (port: number) => `${opts.host.includes(":") ? `[${opts.host}]` : opts.host}:${port}`;
   let chunks: ChunkServer | undefined;
   // Plaintext anyway: chunks go over the TCP data plane (data_plane.ts), manifests over gRPC.
   const manager = new TransferManager(detachedHost("llmctl"), {
     cacheDir: tmpdir(),
     rateLimit: 0,
-    dataEndpoint: () => chunks && at(chunks.port),
+    dataEndpoint: () => chunks && joinHostPort(opts.host, chunks.port),
   });
   try {
     chunks = await startChunkServer({
@@ -57,7 +57,7 @@ export async function startFileServer(opts: { host: string }): Promise<FileServe
       routes: (r) => r.service(TransferService, transferService(manager)),
     });
     return {
-      endpoint: at(server.port),
+      endpoint: joinHostPort(opts.host, server.port),
       async close() {
         await chunks?.close();
         manager.close();

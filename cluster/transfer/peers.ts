@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type Client, Code, ConnectError, createClient } from "@connectrpc/connect";
+import { type Client, createClient } from "@connectrpc/connect";
 import { create } from "@bufbuild/protobuf";
 import {
   type GetManifestResponse,
@@ -19,7 +19,7 @@ import { createRpcTransport, RpcFailure, type RpcTransport } from "../rpc/mod.ts
 import type { TlsFiles } from "../tls/mod.ts";
 import type { ChunkPeer } from "./fetch.ts";
 import type { TransferHost } from "./host.ts";
-import { tcpChunkClient } from "./data_plane.ts";
+import { isChunkServerUnavailable, tcpChunkClient } from "./data_plane.ts";
 
 /**
  * HTTP/2 receive windows of a transfer connection. node's 64 KiB default made a source wait for
@@ -163,16 +163,11 @@ function viaDataPlane(
         } catch (e) {
           // Unreachable before any chunk: gRPC from now on. A failure mid-stream is the
           // fetcher's to retry, as over gRPC.
-          if (!first || options?.signal?.aborted || !isConnectFailure(e)) throw e;
+          if (!first || options?.signal?.aborted || !isChunkServerUnavailable(e)) throw e;
           reachable = false;
         }
       }
       yield* client.fetchChunks(req, options);
     },
   }) as Client<typeof TransferService>;
-}
-
-function isConnectFailure(e: unknown): boolean {
-  return e instanceof ConnectError && e.code === Code.Unavailable &&
-    e.rawMessage.startsWith("chunk server ") && !e.rawMessage.includes("closed the stream");
 }
