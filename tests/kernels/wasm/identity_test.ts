@@ -6,7 +6,7 @@
  */
 import { GGMLType, quantizeRow } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
-import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
+import { createWasmBackend, type WasmBackend } from "../../../kernels/wasm/mod.ts";
 import { assertEquals } from "../../support/assert.ts";
 import { assertClose, bufOf, rand, WEIGHT_TYPES, weightBytes } from "./helpers.ts";
 
@@ -150,27 +150,33 @@ Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows sta
   }
 });
 
+/** One `n`-wide matrix (64 rows of `type`, weights from `seed`) × vector on `wasm`: run → result. */
+function oneMatvec(wasm: WasmBackend, type: GGMLType, n: number, seed: number) {
+  const m = 64;
+  const w = wasm.upload({ name: "w", type, shape: [n, m], data: weightBytes(type, n, m, seed) });
+  const x = bufOf(wasm, rand(n, 4, 2));
+  const out = wasm.buffer(m);
+  return () => {
+    wasm.matmul(w, x, out, 1);
+    return wasm.read(out);
+  };
+}
+
 Deno.test("wasm pool: workers that sleep between jobs (spinMicros 0) and spinning ones give the same results", async () => {
   const wasm = await createWasmBackend({ threads: 2, spinMicros: 0 });
   try {
-    const type = GGMLType.Q4_K;
-    const n = 2048;
-    const m = 64;
-    const w = wasm.upload({ name: "w", type, shape: [n, m], data: weightBytes(type, n, m, 9) });
-    const x = bufOf(wasm, rand(n, 4, 2));
-    const out = wasm.buffer(m);
+    const matvec = oneMatvec(wasm, GGMLType.Q4_K, 2048, 9);
     const results: Float32Array[] = [];
     for (const us of [0, 0, 5000, 0]) {
       wasm.spinMicros = us;
       const s0 = wasm.workerSleeps;
       // a gap longer than no spin at all: the worker goes to sleep and must be woken
       await new Promise((r) => setTimeout(r, 5));
-      wasm.matmul(w, x, out, 1);
-      results.push(await wasm.read(out));
+      results.push(await matvec());
       if (us === 0 && wasm.workerSleeps === s0) {
         // the worker may still have been inside its first spin; one more gap must put it to sleep
         await new Promise((r) => setTimeout(r, 5));
-        wasm.matmul(w, x, out, 1);
+        await matvec();
         if (wasm.workerSleeps === s0) throw new Error("spinMicros 0: the worker never slept");
       }
     }
@@ -184,14 +190,8 @@ Deno.test("wasm pool: park() sends a spinning worker to sleep now; the next op w
   // A spin of 2 s: without park() the worker would still be spinning when the test looks.
   const wasm = await createWasmBackend({ threads: 2, spinMicros: 2_000_000 });
   try {
-    const type = GGMLType.Q8_0;
-    const n = 1024;
-    const m = 64;
-    const w = wasm.upload({ name: "w", type, shape: [n, m], data: weightBytes(type, n, m, 3) });
-    const x = bufOf(wasm, rand(n, 4, 2));
-    const out = wasm.buffer(m);
-    wasm.matmul(w, x, out, 1);
-    const first = await wasm.read(out);
+    const matvec = oneMatvec(wasm, GGMLType.Q8_0, 1024, 3);
+    const first = await matvec();
     const s0 = wasm.workerSleeps;
     await new Promise((r) => setTimeout(r, 20));
     assertEquals(wasm.workerSleeps, s0, "the worker spins for its next job");
@@ -201,8 +201,7 @@ Deno.test("wasm pool: park() sends a spinning worker to sleep now; the next op w
     }
     assertEquals(wasm.workerSleeps, s0 + 1, "park() put the worker to sleep");
     assertEquals(wasm.spinMicros, 2_000_000, "the setting is kept");
-    wasm.matmul(w, x, out, 1);
-    assertClose(await wasm.read(out), first, 0, "after park()");
+    assertClose(await matvec(), first, 0, "after park()");
     await new Promise((r) => setTimeout(r, 20));
     assertEquals(wasm.workerSleeps, s0 + 1, "woken, the worker spins again");
   } finally {
