@@ -92,9 +92,13 @@ export function collectGarbage(): boolean {
  */
 export function discardReceived(data: Uint8Array): void {
   const buf = data.buffer;
-  if (
-    buf instanceof ArrayBuffer && !buf.detached && buf.byteLength - data.byteLength <= 64
-  ) buf.transfer(0);
+  if (buf instanceof ArrayBuffer && !buf.detached && buf.byteLength - data.byteLength <= 64) {
+    try {
+      buf.transfer(0);
+    } catch {
+      // A buffer its owner made non-detachable: V8 collects it as before.
+    }
+  }
 }
 
 type Trim = (pad: bigint) => number;
