@@ -110,6 +110,8 @@ function chainRounds(
       stages[0].fromLayer,
       stages[0].toLayer,
       headTransport,
+      // The first hop too goes over the TCP data plane when the stage runs one (no TLS).
+      { dataEndpoint: stages[0].dataEndpoint || undefined },
     );
     const session = await first.openSession({
       sessionId: `${prefix}-hops-${crypto.randomUUID()}`,

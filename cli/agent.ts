@@ -27,8 +27,8 @@ export function agentProgram() {
     .option("--advertise-address <addr>", "address peers reach this agent at (default: --bind)")
     .option("--rpc-port <port>", "gRPC/Connect port (default 7950)")
     .option(
-      "--chunk-port <port>",
-      "model chunks over plain TCP, without TLS only (default 0: any free port)",
+      "--data-port <port>",
+      "model chunks and activations over plain TCP, without TLS only (default 0: any free port)",
     )
     .option("--gossip-port <port>", "gossip UDP+TCP port (default 7946)")
     .option("--metrics-port <port>", "Prometheus metrics port (default 9090)")

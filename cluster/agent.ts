@@ -12,7 +12,7 @@ import type { Backend } from "../kernels/backend.ts";
 import { parseBackendName, selectBackend } from "../kernels/select.ts";
 import type { AgentConfig } from "./agent_config.ts";
 import { calibrate } from "./placement/calibrate.ts";
-import { type RpcServer, startRpcServer } from "./rpc/mod.ts";
+import { type RpcServer, startRpcServer, type TcpPlane } from "./rpc/mod.ts";
 import { tlsFilesFromOptions } from "./tls/mod.ts";
 import {
   AgentMetrics,
@@ -23,7 +23,7 @@ import {
 } from "./telemetry/mod.ts";
 import { LeveledLog } from "./events/mod.ts";
 import { Admission, type ApiServer, startApiServer } from "./api/mod.ts";
-import { type ChunkServer, startChunkServer, TransferManager } from "./transfer/mod.ts";
+import { TransferManager } from "./transfer/mod.ts";
 import type { StageHost } from "./pipeline/mod.ts";
 import { joinHostPort, type Member } from "./gossip/mod.ts";
 import { type AgentLogger, AgentState } from "./agent/state.ts";
@@ -38,6 +38,7 @@ import { apiHealth, readiness } from "./agent/health.ts";
 import { textGenerator } from "./agent/api_adapter.ts";
 import { transferHost } from "./agent/transfer_host.ts";
 import { drainAndLeave, joinInBackground, startGossip } from "./agent/lifecycle.ts";
+import { startDataPlane } from "./agent/data_plane.ts";
 
 export type { AgentLogger } from "./agent/state.ts";
 export { agentFootprint } from "./agent/served_model.ts";
@@ -46,7 +47,7 @@ export { ModelId } from "./model_id.ts";
 /** A running agent. */
 export class Agent {
   private rpc?: RpcServer;
-  private chunks?: ChunkServer;
+  private plane?: TcpPlane;
   private metricsServer?: MetricsServer;
   private api?: ApiServer;
   /** Prometheus metrics (cluster/telemetry), served on the metrics port; read on scrape. */
@@ -99,7 +100,7 @@ export class Agent {
         // Test hook (README "Model distribution"): corrupt served chunks on purpose.
         corruptChunks: Deno.env.get("DLLM_TEST_CORRUPT_CHUNKS"),
         dataEndpoint: () =>
-          agent.chunks ? joinHostPort(cfg.advertiseAddress, agent.chunks.port) : undefined,
+          agent.plane ? joinHostPort(cfg.advertiseAddress, agent.plane.port) : undefined,
       },
     );
     s.transfer.scanCache().catch((e) =>
@@ -123,15 +124,8 @@ export class Agent {
           }),
         interceptors: [traceServerInterceptor],
       });
-      // Without TLS, chunks also go over plain TCP (cluster/transfer/data_plane.ts).
-      if (!tls) {
-        agent.chunks = await startChunkServer({
-          host: cfg.bind,
-          port: cfg.chunkPort,
-          fetchChunks: (req, signal) => s.transfer.fetchChunks(req, signal),
-          log: (msg) => log("debug", msg),
-        });
-      }
+      // Without TLS, chunks and activations also go over plain TCP (agent/data_plane.ts).
+      if (!tls) agent.plane = await startDataPlane(s, agent.head, agent.loop, agent.metrics);
     } catch (e) {
       await agent.rpc?.close(500);
       await gossip.shutdown();
@@ -190,17 +184,15 @@ export class Agent {
       throw e;
     }
     const published = gossip.localNode.meta!;
-    if (
-      published.rpcPort !== agent.rpcPort || published.metricsPort !== agent.metricsPort ||
-      published.httpPort !== agent.httpPort
-    ) {
-      // Asked for port 0: peers (and Prometheus discovery) must learn the ports the OS picked.
-      gossip.updateMetadata({
-        ...published,
-        rpcPort: agent.rpcPort,
-        metricsPort: agent.metricsPort,
-        httpPort: agent.httpPort,
-      });
+    const ports = {
+      rpcPort: agent.rpcPort,
+      metricsPort: agent.metricsPort,
+      httpPort: agent.httpPort,
+      dataPort: agent.plane?.port ?? 0,
+    };
+    // Asked for port 0: peers (and Prometheus discovery) must learn the ports the OS picked.
+    if (Object.entries(ports).some(([k, v]) => published[k as keyof typeof ports] !== v)) {
+      gossip.updateMetadata({ ...published, ...ports });
     }
     joinInBackground(s);
     agent.loop.schedule();
@@ -281,7 +273,7 @@ export class Agent {
     this.loop.stop();
     this.stageRoom.stop();
     await s.gossip.shutdown();
-    await this.chunks?.close();
+    await this.plane?.close();
     await this.rpc?.close(500);
     await this.metricsServer?.close();
     await this.api?.close();

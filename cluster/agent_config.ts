@@ -16,10 +16,10 @@ export interface AgentConfig {
   advertiseAddress: string;
   rpcPort: number;
   /**
-   * Port of the chunk data plane (model chunks over plain TCP; only without TLS); 0: any free
-   * port. Fetchers that cannot reach it fetch over the RPC port.
+   * Port of the TCP data plane (model chunks and stage-to-stage activations over plain TCP;
+   * only without TLS); 0: any free port. Peers that cannot reach it use the RPC port.
    */
-  chunkPort: number;
+  dataPort: number;
   gossipPort: number;
   metricsPort: number;
   httpPort: number;
@@ -102,7 +102,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   bind: "DLLM_BIND",
   advertiseAddress: "DLLM_ADVERTISE_ADDRESS",
   rpcPort: "DLLM_RPC_PORT",
-  chunkPort: "DLLM_CHUNK_PORT",
+  dataPort: "DLLM_DATA_PORT",
   gossipPort: "DLLM_GOSSIP_PORT",
   metricsPort: "DLLM_METRICS_PORT",
   httpPort: "DLLM_HTTP_PORT",
@@ -260,7 +260,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
       bind === "0.0.0.0" || bind === "::" ? "127.0.0.1" : bind,
     )!,
     rpcPort: int("rpcPort", 7950, 0, 65535)!,
-    chunkPort: int("chunkPort", 0, 0, 65535)!,
+    dataPort: int("dataPort", 0, 0, 65535)!,
     gossipPort: int("gossipPort", 7946, 0, 65535)!,
     metricsPort: int("metricsPort", 9090, 0, 65535)!,
     httpPort: int("httpPort", 8080, 0, 65535)!,

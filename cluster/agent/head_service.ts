@@ -122,7 +122,10 @@ export class HeadService {
     return new LazyRemoteLink(hop, async () => {
       const m = member ?? s.gossip.member(hop.nodeId);
       if (!m?.meta) throw new RpcFailure("unavailable", `no live member ${hop.nodeId}`);
-      return await this.peers.transportTo(m);
+      return {
+        transport: await this.peers.transportTo(m),
+        dataEndpoint: this.peers.forwardEndpoint(m),
+      };
     });
   }
 
@@ -360,7 +363,7 @@ export class HeadService {
 class LazyRemoteLink implements StageLink {
   constructor(
     private readonly hop: ChainHop,
-    private readonly transport: () => Promise<RpcTransport>,
+    private readonly transport: () => Promise<{ transport: RpcTransport; dataEndpoint?: string }>,
   ) {}
   get nodeId() {
     return this.hop.nodeId;
@@ -382,7 +385,9 @@ class LazyRemoteLink implements StageLink {
       // Unreachable is a stage failure: the head re-places its layers.
       throw new StageLinkError((e as Error).message, this.nodeId);
     }
-    return new RemoteStageLink(this.nodeId, this.from, this.to, t).openSession(open);
+    return new RemoteStageLink(this.nodeId, this.from, this.to, t.transport, {
+      dataEndpoint: t.dataEndpoint,
+    }).openSession(open);
   }
 }
 

@@ -18,7 +18,7 @@ import {
   StageAssignmentSchema,
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
-import { forwardHandler, samplingFromWire } from "../pipeline/mod.ts";
+import { type ForwardContext, forwardHandler, samplingFromWire } from "../pipeline/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { HeadParams, HeadService } from "./head_service.ts";
@@ -47,6 +47,25 @@ export function headParams(req: GenerateRequest): HeadParams {
   };
 }
 
+/** What this agent's stage serves Forward with (over gRPC and over the TCP data plane). */
+export function forwardContext(
+  s: AgentState,
+  head: HeadService,
+  loop: PlacementLoop,
+  metrics: AgentMetrics,
+): ForwardContext {
+  return {
+    nodeId: s.nodeId,
+    host: () => s.stage,
+    epoch: () => loop.epoch,
+    linkTo: (hop) => head.linkTo(hop),
+    onFrame: (frame) => {
+      s.counters.framesProcessedTotal++;
+      metrics.onFrame(frame);
+    },
+  };
+}
+
 /** The InferenceService handlers of an agent. */
 export function inferenceService(
   s: AgentState,
@@ -55,16 +74,7 @@ export function inferenceService(
   metrics: AgentMetrics,
 ): ServiceImpl<typeof InferenceService> {
   return {
-    forward: forwardHandler({
-      nodeId: s.nodeId,
-      host: () => s.stage,
-      epoch: () => loop.epoch,
-      linkTo: (hop) => head.linkTo(hop),
-      onFrame: (frame) => {
-        s.counters.framesProcessedTotal++;
-        metrics.onFrame(frame);
-      },
-    }),
+    forward: forwardHandler(forwardContext(s, head, loop, metrics)),
     generate: (req, ctx) => generateResponses(s, head, loop, req, ctx.signal),
     cancel: (req) => ({ cancelled: head.cancel(req.requestId) }),
   };

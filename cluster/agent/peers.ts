@@ -5,17 +5,27 @@
  * @module
  */
 import { createClient } from "@connectrpc/connect";
-import type { Member } from "../gossip/mod.ts";
+import { joinHostPort, type Member } from "../gossip/mod.ts";
 import { createRpcTransport, type RpcTransport } from "../rpc/mod.ts";
 import { Health } from "../rpc/health.ts";
 import { traceClientInterceptor } from "../telemetry/mod.ts";
 import type { AgentConfig } from "../agent_config.ts";
 
-/** "host:port" of a member's RPC listener: its first advertised address, else its gossip host. */
-export function rpcEndpoint(member: Member): string {
-  const host = member.meta?.addresses[0] ??
+/** The host a member's services listen on: its first advertised address, else its gossip host. */
+function memberHost(member: Member): string {
+  return member.meta?.addresses[0] ??
     member.addr.slice(0, member.addr.lastIndexOf(":")).replace(/^\[|\]$/g, "");
-  return `${host}:${member.meta?.rpcPort ?? 0}`;
+}
+
+/** "host:port" of a member's RPC listener. */
+export function rpcEndpoint(member: Member): string {
+  return `${memberHost(member)}:${member.meta?.rpcPort ?? 0}`;
+}
+
+/** "host:port" of a member's TCP data plane, or undefined when it announces none. */
+export function dataEndpoint(member: Member): string | undefined {
+  const port = member.meta?.dataPort;
+  return port ? joinHostPort(memberHost(member), port) : undefined;
 }
 
 /** What TLS handshake failures say (Node's and rustls' wordings). */
@@ -62,6 +72,15 @@ export class Peers {
       const msg = (e as Error).message ?? String(e);
       return TLS_FAILURE.test(msg) ? msg : undefined;
     }
+  }
+
+  /**
+   * Where to open Forward streams to `member` off gRPC: its data plane, unless this agent runs
+   * mTLS (the plane is plaintext) or the member announces none.
+   */
+  forwardEndpoint(member: Member): string | undefined {
+    const c = this.config;
+    return c.tlsCert && c.tlsKey && c.tlsCa ? undefined : dataEndpoint(member);
   }
 
   /** Close the transport to a member that left or died. */

@@ -32,7 +32,7 @@ import {
 } from "../placement/mod.ts";
 import { type StageCandidate, tileChain } from "../pipeline/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
-import { rpcEndpoint } from "./peers.ts";
+import { dataEndpoint, rpcEndpoint } from "./peers.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
 import type { StageRoom } from "./stage.ts";
@@ -201,6 +201,7 @@ export class PlacementLoop {
         fromLayer: st.from,
         toLayer: st.to,
         rpcEndpoint: m?.meta ? rpcEndpoint(m) : "",
+        dataEndpoint: m?.meta ? dataEndpoint(m) ?? "" : "",
       });
     };
     return create(PlacementSchema, {

@@ -79,6 +79,8 @@ export interface NodeMetadata {
   replica?: string;
   /** Its stage's load, for heads choosing a replica. */
   load?: StageLoad;
+  /** Port of its TCP data plane: chunks and Forward streams without TLS (0 or absent: none). */
+  dataPort?: number;
 }
 
 /** Metadata that fails validation; the message names the field and the fix. */
@@ -165,8 +167,11 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   w.u16(m.httpPort ?? 0).str8(m.model ?? "").u32(Math.min(speed, 0xffffffff));
   // Appended last and only when set, so metadata without them reads as before: the stage
   // error, then threads and machine memory (the error written, possibly empty, before them).
-  // Then replica fields (setting, replica, load), which need the earlier ones written first.
-  const replicated = m.replicas !== undefined || !!m.replica || m.load !== undefined;
+  // Then replica fields (setting, replica, load), which need the earlier ones written first;
+  // then the data plane port, which needs the replica fields.
+  if (m.dataPort !== undefined) checkPort("dataPort", m.dataPort);
+  const data = !!m.dataPort;
+  const replicated = m.replicas !== undefined || !!m.replica || m.load !== undefined || data;
   const more = (r.threads ?? 0) > 0 || (r.memoryTotal ?? 0) > 0 || replicated;
   if (m.stageError || more) w.str8(m.stageError ?? "");
   if (more) w.u16(Math.min(r.threads ?? 0, 0xffff)).u64(r.memoryTotal ?? 0);
@@ -179,6 +184,7 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
         Math.max(0, Math.min(0xffffffff, Math.round(l.tokensPerSecond * 10) || 0)),
       );
   }
+  if (data) w.u16(m.dataPort!);
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -236,9 +242,14 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
       },
     };
   }
+  const dataPort = r.remaining() > 0 ? r.u16("data port") : 0;
   r.end("metadata");
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
-  return { ...(stageError ? { ...meta, stageError } : meta), ...replicated };
+  return {
+    ...(stageError ? { ...meta, stageError } : meta),
+    ...replicated,
+    ...(dataPort ? { dataPort } : {}),
+  };
 }
 
 /** Minimal metadata for a node that has nothing to advertise yet. */

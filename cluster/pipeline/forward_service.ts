@@ -8,18 +8,43 @@
 import { create } from "@bufbuild/protobuf";
 import {
   type ActivationFrame,
+  ActivationFrameSchema,
   Dtype,
   type ForwardResponse,
   ForwardResponseSchema,
+  InferenceService,
   SampledTokenSchema,
   StageFailureSchema,
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
-import { RpcFailure } from "../rpc/mod.ts";
+import { type PlaneProtocol, RpcFailure, serveTcpBidi } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
 import { type LinkFactory, openChainSession } from "./chain_session.ts";
 import { decodeValues, encodeTensor, openFromWire } from "./wire.ts";
+
+/** The Forward method, for the lean gRPC path and the TCP data plane. */
+export const FORWARD_METHOD = {
+  path: `/${InferenceService.typeName}/${InferenceService.method.forward.name}`,
+  input: ActivationFrameSchema,
+  output: ForwardResponseSchema,
+};
+
+/** Forward's preamble on the TCP data plane (cluster/rpc/tcp_plane.ts). */
+export const FORWARD_PREAMBLE = "DLF1";
+
+/**
+ * Forward on the TCP data plane: the same handler, one connection per session. A session's
+ * frames wait for answers one at a time, so the plane holds as many streams as there are
+ * sessions through this stage; the stage's KV budget bounds those, this only bounds a flood.
+ */
+export function forwardProtocol(ctx: ForwardContext, maxMessageBytes: number): PlaneProtocol {
+  const handler = forwardHandler(ctx);
+  return {
+    maxConnections: 4096,
+    serve: (conn) => serveTcpBidi(conn, FORWARD_METHOD, handler, maxMessageBytes),
+  };
+}
 
 /** What the Forward handler needs: the current stage (it may be replaced on re-placement). */
 export interface ForwardContext {

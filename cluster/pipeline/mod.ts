@@ -33,7 +33,13 @@ export {
   StageSessionError,
   type TailSampling,
 } from "./stage_host.ts";
-export { type ForwardContext, forwardHandler } from "./forward_service.ts";
+export {
+  FORWARD_METHOD,
+  FORWARD_PREAMBLE,
+  type ForwardContext,
+  forwardHandler,
+  forwardProtocol,
+} from "./forward_service.ts";
 export { RemoteStageLink, type RemoteStageOptions } from "./remote_link.ts";
 export {
   decodeValues,

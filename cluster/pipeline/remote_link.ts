@@ -8,10 +8,15 @@ import {
   CloseSessionSchema,
   Dtype,
   type ForwardResponse,
-  ForwardResponseSchema,
   InferenceService,
 } from "../../proto/mod.ts";
-import { MessageQueue, type RpcTransport } from "../rpc/mod.ts";
+import {
+  DEFAULT_MAX_MESSAGE_BYTES,
+  isPlaneUnavailable,
+  MessageQueue,
+  openTcpBidi,
+  type RpcTransport,
+} from "../rpc/mod.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
 import {
   type SessionLink,
@@ -22,6 +27,7 @@ import {
 } from "./head.ts";
 import type { StageFrame, StageResult } from "./stage_host.ts";
 import { decodeValues, encodeValues, openToWire } from "./wire.ts";
+import { FORWARD_METHOD, FORWARD_PREAMBLE } from "./forward_service.ts";
 
 /** Codes that mean the stage (not the request) failed: the head re-places and replays. */
 const STAGE_FAILURE_CODES = new Set([
@@ -45,13 +51,6 @@ interface ForwardChannel {
   abort(): void;
 }
 
-/** The Forward method as the lean gRPC path (cluster/rpc/grpc_stream.ts) names it. */
-const FORWARD = {
-  path: `/${InferenceService.typeName}/${InferenceService.method.forward.name}`,
-  input: ActivationFrameSchema,
-  output: ForwardResponseSchema,
-};
-
 /** Forward through Connect's client (any transport; interceptors run). */
 function connectChannel(transport: Transport): ForwardChannel {
   const frames = new MessageQueue<ActivationFrame>();
@@ -70,14 +69,28 @@ function connectChannel(transport: Transport): ForwardChannel {
 }
 
 /**
- * The session's channel: the lean gRPC path when the transport offers it (an agent's own gRPC
- * transport) and tracing is off (its context travels through Connect's interceptors), else
- * Connect's client.
+ * The session's channel. Tracing on: Connect's client (the trace context travels through its
+ * interceptors). Else the stage's TCP data plane when it offers one (no TLS), falling back to
+ * gRPC when it cannot be reached (a firewall that opens only the RPC port); else the lean gRPC
+ * path when the transport offers it (an agent's own gRPC transport); else Connect's client.
  */
-async function openChannel(transport: Transport): Promise<ForwardChannel> {
+async function openChannel(transport: Transport, dataEndpoint?: string): Promise<ForwardChannel> {
+  if (tracingEnabled) return connectChannel(transport);
+  if (dataEndpoint) {
+    try {
+      return await openTcpBidi(
+        dataEndpoint,
+        FORWARD_PREAMBLE,
+        FORWARD_METHOD,
+        DEFAULT_MAX_MESSAGE_BYTES,
+      );
+    } catch (e) {
+      if (!isPlaneUnavailable(e)) throw e;
+    }
+  }
   const rpc = transport as Partial<RpcTransport>;
-  if (!rpc.openBidi || tracingEnabled) return connectChannel(transport);
-  const call = await rpc.openBidi(FORWARD);
+  if (!rpc.openBidi) return connectChannel(transport);
+  const call = await rpc.openBidi(FORWARD_METHOD);
   return {
     send: (frame) => call.send(frame),
     receive: () => call.receive(),
@@ -92,6 +105,8 @@ export interface RemoteStageOptions {
   dtype?: Dtype;
   /** Announcement version of the stage (see StageLink.version). */
   version?: number;
+  /** host:port of the stage's TCP data plane (none: gRPC only). */
+  dataEndpoint?: string;
 }
 
 /** Reaches a stage on another agent over `transport`. */
@@ -119,7 +134,7 @@ export class RemoteStageLink implements StageLink {
     };
     let channel: ForwardChannel;
     try {
-      channel = await openChannel(this.transport);
+      channel = await openChannel(this.transport, this.opts.dataEndpoint);
     } catch (e) {
       return fail(e);
     }

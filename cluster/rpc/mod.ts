@@ -54,3 +54,23 @@ export {
   serveBidi,
   serveServerStream,
 } from "./grpc_stream.ts";
+export {
+  closeQuietly,
+  connectTcpPlane,
+  type Envelope,
+  FrameReader,
+  isBrokenConnection,
+  isPlaneUnavailable,
+  parseTrailer,
+  type PlaneProtocol,
+  planeUnavailable,
+  readExact,
+  readInto,
+  startTcpPlane,
+  type TcpPlane,
+  type TcpPlaneOptions,
+  TRAILER_FLAG,
+  trailerEnvelope,
+  writeAll,
+} from "./tcp_plane.ts";
+export { openTcpBidi, serveTcpBidi } from "./tcp_bidi.ts";

@@ -49,6 +49,8 @@ export {
 } from "./memory.ts";
 export { TRANSFER_WINDOW } from "./peers.ts";
 export {
+  chunkProtocol,
+  CHUNKS_PREAMBLE,
   type ChunkServer,
   MAX_CHUNK_REQUEST_BYTES,
   startChunkServer,

@@ -32,12 +32,12 @@ Deno.test("a speed that is not a positive number is refused, naming where it cam
   );
 });
 
-Deno.test("--chunk-port: any free port by default, else a port number", () => {
-  assertEquals(resolveConfig([["default", base]]).chunkPort, 0);
-  assertEquals(resolveConfig([["flag", { chunkPort: "7951" }], ["default", base]]).chunkPort, 7951);
+Deno.test("--data-port: any free port by default, else a port number", () => {
+  assertEquals(resolveConfig([["default", base]]).dataPort, 0);
+  assertEquals(resolveConfig([["flag", { dataPort: "7951" }], ["default", base]]).dataPort, 7951);
   assertThrows(
-    () => resolveConfig([["flag", { chunkPort: "70000" }], ["default", base]]),
+    () => resolveConfig([["flag", { dataPort: "70000" }], ["default", base]]),
     AgentConfigError,
-    "--chunk-port",
+    "--data-port",
   );
 });

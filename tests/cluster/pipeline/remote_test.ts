@@ -4,7 +4,9 @@ import { openGGUF } from "../../../model/gguf/mod.ts";
 import { LlamaStage } from "../../../model/llama.ts";
 import {
   type ChainHop,
+  FORWARD_PREAMBLE,
   forwardHandler,
+  forwardProtocol,
   Head,
   RemoteStageLink,
   StageHost,
@@ -20,6 +22,8 @@ import {
   type RpcServer,
   type RpcTransport,
   startRpcServer,
+  startTcpPlane,
+  type TcpPlane,
 } from "../../../cluster/rpc/mod.ts";
 import { Dtype, InferenceService } from "../../../proto/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
@@ -27,66 +31,118 @@ import { FIXTURES } from "../../support/paths.ts";
 
 const GOLDEN = JSON.parse(await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`));
 
-/** Real stages behind RPC servers; stage n<i> reaches n<i+1> over its own transport. */
+/** How a test's stages reach each other: an RPC protocol, or the TCP data plane. */
+type Hop = RpcProtocol | "tcp";
+
+/**
+ * Real stages behind RPC servers; stage n<i> reaches n<i+1> over its own transport. With
+ * `hop` "tcp" each stage also serves Forward on a TCP data plane, which links use first
+ * (`planeUnreachable`: they are given a closed port instead, and fall back to gRPC).
+ */
 async function serveStages(
   ranges: [number, number][],
   dtype = Dtype.F32,
   epochs?: bigint[],
-  protocol: RpcProtocol = "grpc",
+  hop: Hop = "grpc",
+  planeUnreachable = false,
 ) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const servers: RpcServer[] = [];
+  const planes: TcpPlane[] = [];
   const hosts: StageHost[] = [];
   const transports = new Map<string, RpcTransport>();
+  const endpoints = new Map<string, string>();
+  /** Forward streams each stage's plane served. */
+  const planeStreams: number[] = [];
   const linkTo = (hop: ChainHop): StageLink =>
-    new RemoteStageLink(hop.nodeId, hop.from, hop.to, transports.get(hop.nodeId)!, { dtype });
+    new RemoteStageLink(hop.nodeId, hop.from, hop.to, transports.get(hop.nodeId)!, {
+      dtype,
+      dataEndpoint: endpoints.get(hop.nodeId),
+    });
   for (const [from, to] of ranges) {
     const host = new StageHost(
       await LlamaStage.load(file, createReferenceBackend(), { from, to }),
       "stories260K",
     );
+    const i = hosts.length;
     hosts.push(host);
+    const ctx = {
+      nodeId: `n${i}`,
+      host: () => host,
+      epoch: () => epochs?.[i] ?? 1n,
+      linkTo,
+    };
     servers.push(
       await startRpcServer({
         port: 0,
-        routes: (r) =>
-          r.service(InferenceService, {
-            forward: forwardHandler({
-              nodeId: `n${servers.length}`,
-              host: () => host,
-              epoch: ((e) => () => e)(epochs?.[servers.length] ?? 1n),
-              linkTo,
-            }),
-          }),
+        routes: (r) => r.service(InferenceService, { forward: forwardHandler(ctx) }),
       }),
     );
+    if (hop === "tcp") {
+      const protocol = forwardProtocol(ctx, 64 << 20);
+      planeStreams.push(0);
+      planes.push(
+        await startTcpPlane({
+          host: "127.0.0.1",
+          protocols: {
+            [FORWARD_PREAMBLE]: {
+              serve: (conn, closing) => {
+                planeStreams[i]++;
+                return protocol.serve(conn, closing);
+              },
+            },
+          },
+        }),
+      );
+    }
   }
   file.close();
+  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const closedPort = (closed.addr as Deno.NetAddr).port;
+  closed.close();
   for (const [i, srv] of servers.entries()) {
     transports.set(
       `n${i}`,
-      await createRpcTransport(`127.0.0.1:${srv.port}`, { gzip: false, protocol }),
+      await createRpcTransport(`127.0.0.1:${srv.port}`, {
+        gzip: false,
+        protocol: hop === "tcp" ? "grpc" : hop,
+      }),
     );
+    if (planes[i]) {
+      endpoints.set(`n${i}`, `127.0.0.1:${planeUnreachable ? closedPort : planes[i].port}`);
+    }
   }
   const close = async () => {
     for (const t of transports.values()) t.close();
-    await Promise.all(servers.map((s) => s.close(100)));
+    await Promise.all([...servers.map((s) => s.close(100)), ...planes.map((p) => p.close())]);
   };
-  return { servers, hosts, linkTo, close };
+  return { servers, planes, planeStreams, hosts, linkTo, close };
 }
 
 // gRPC takes the lean path for Forward (cluster/rpc/grpc_stream.ts) at both ends; the Connect
 // protocol goes through Connect's client and handler, which must give the same ids.
+// The TCP data plane (cluster/rpc/tcp_plane.ts) carries the same messages off HTTP/2; a stage
+// whose plane cannot be reached is still reached over gRPC.
 for (
-  const [dtype, protocol] of [
+  const [dtype, protocol, unreachable] of [
     [Dtype.F32, "grpc"],
     [Dtype.F16, "grpc"],
     [Dtype.F32, "connect"],
-  ] as [Dtype, RpcProtocol][]
+    [Dtype.F32, "tcp"],
+    [Dtype.F16, "tcp"],
+    [Dtype.F32, "tcp", true],
+  ] as [Dtype, Hop, boolean?][]
 ) {
-  Deno.test(`three stages over ${protocol} on loopback (${Dtype[dtype]} activations)`, async () => {
+  const over = unreachable ? "gRPC, their data planes unreachable," : protocol;
+  Deno.test(`three stages over ${over} on loopback (${Dtype[dtype]} activations)`, async () => {
     const ranges: [number, number][] = [[0, 2], [2, 4], [4, 5]];
-    const { hosts, linkTo, close } = await serveStages(ranges, dtype, undefined, protocol);
+    const { hosts, linkTo, planeStreams, close } = await serveStages(
+      ranges,
+      dtype,
+      undefined,
+      protocol,
+      unreachable,
+    );
     try {
       const links: StageLink[] = hosts.map((h, i) =>
         linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })
@@ -106,6 +162,10 @@ for (
       // Sessions are freed on every stage once the request ends.
       await new Promise((res) => setTimeout(res, 50));
       for (const h of hosts) assertEquals(h.openSessions, 0);
+      if (protocol === "tcp") {
+        // One stream per session and stage; none when the planes cannot be reached.
+        assertEquals(planeStreams, unreachable ? [0, 0, 0] : [1, 1, 1]);
+      }
     } finally {
       await close();
     }
@@ -138,34 +198,44 @@ Deno.test("a stage on another placement epoch refuses the session at its hop, by
   }
 });
 
-Deno.test("a broken hop further down the chain is reported with the failing stage's name", async () => {
-  const { hosts, linkTo, servers, close } = await serveStages([[0, 2], [2, 4], [4, 5]]);
-  try {
-    const head = new Head({
-      chain: () =>
-        Promise.resolve(
-          hosts.map((h, i) => linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })),
-        ),
-    }, { maxRecoveries: 0 });
-    let n = 0;
-    const e = await head.generate({
-      requestId: "broken",
-      promptTokens: GOLDEN.prompt_tokens,
-      maxTokens: 32,
-      sampling: { temperature: 0 },
-      isEog: () => false,
-      maxContext: 256,
-      // The tail's server goes away after 4 tokens: n1's stream to it breaks.
-      onToken: () => {
-        if (++n === 4) servers[2].close(0);
-      },
-    }).then(() => null, (e) => e);
-    assert(e, "the generation should fail without a replacement");
-    assert(/n2/.test(e.message), `the failure names n2: ${e.message}`);
-  } finally {
-    await close();
-  }
-});
+for (const hop of ["grpc", "tcp"] as const) {
+  Deno.test(`a broken hop further down the chain (${hop}) is reported with the failing stage's name`, async () => {
+    const { hosts, linkTo, servers, planes, close } = await serveStages(
+      [[0, 2], [2, 4], [4, 5]],
+      Dtype.F32,
+      undefined,
+      hop,
+    );
+    try {
+      const head = new Head({
+        chain: () =>
+          Promise.resolve(
+            hosts.map((h, i) => linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })),
+          ),
+      }, { maxRecoveries: 0 });
+      let n = 0;
+      const e = await head.generate({
+        requestId: "broken",
+        promptTokens: GOLDEN.prompt_tokens,
+        maxTokens: 32,
+        sampling: { temperature: 0 },
+        isEog: () => false,
+        maxContext: 256,
+        // The tail's server goes away after 4 tokens: n1's stream to it breaks.
+        onToken: () => {
+          if (++n === 4) {
+            servers[2].close(0);
+            planes[2]?.close();
+          }
+        },
+      }).then(() => null, (e) => e);
+      assert(e, "the generation should fail without a replacement");
+      assert(/last: n2: \[unavailable\]/.test(e.message), `the failure names n2: ${e.message}`);
+    } finally {
+      await close();
+    }
+  });
+}
 
 Deno.test("decodeValues copies views at any offset (Node Buffers from gzip are pooled views)", async () => {
   const { Buffer } = await import("node:buffer");

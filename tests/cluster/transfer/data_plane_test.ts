@@ -86,10 +86,10 @@ Deno.test("chunks over TCP are the file's bytes, each message in a buffer of its
 
 Deno.test("a bad chunk request gets a bounded error; the server keeps serving", async () => {
   const s = await source(300);
-  const answer = async (bytes: Uint8Array, end = true) => {
+  const answer = async (bytes: Uint8Array, end = true, preamble = "DLC1") => {
     const c = await Deno.connect({ hostname: "127.0.0.1", port: s.server.port });
     try {
-      await c.write(bytes);
+      await c.write(new Uint8Array([...new TextEncoder().encode(preamble), ...bytes]));
       if (end) await c.closeWrite();
       const out: number[] = [];
       const buf = new Uint8Array(4096);
@@ -111,6 +111,10 @@ Deno.test("a bad chunk request gets a bounded error; the server keeps serving", 
     return JSON.parse(new TextDecoder().decode(b.subarray(5)));
   };
   try {
+    // A connection naming no protocol the plane serves.
+    const unknown = trailer(await answer(Uint8Array.of(0, 0, 0, 3), true, "HTTP"));
+    assertEquals(unknown.code, Code.InvalidArgument);
+    assert(unknown.message.includes('"HTTP"'), unknown.message);
     // A length past the limit: refused before anything is read or allocated.
     const huge = trailer(await answer(Uint8Array.of(0xff, 0xff, 0xff, 0xff)));
     assertEquals(huge.code, Code.ResourceExhausted);

@@ -1,0 +1,36 @@
+/**
+ * The agent's TCP data plane (cluster/rpc/tcp_plane.ts), started when it runs without TLS: the
+ * model chunks it serves and the Forward streams of its stage, on one port (`--data-port`),
+ * announced in gossip so peers reach it. Under mTLS both stay on gRPC.
+ *
+ * @module
+ */
+import { DEFAULT_MAX_MESSAGE_BYTES, startTcpPlane, type TcpPlane } from "../rpc/mod.ts";
+import { chunkProtocol, CHUNKS_PREAMBLE } from "../transfer/mod.ts";
+import { FORWARD_PREAMBLE, forwardProtocol } from "../pipeline/mod.ts";
+import type { AgentMetrics } from "../telemetry/mod.ts";
+import type { AgentState } from "./state.ts";
+import type { HeadService } from "./head_service.ts";
+import type { PlacementLoop } from "./placement_loop.ts";
+import { forwardContext } from "./inference_rpc.ts";
+
+/** Start the data plane on the agent's bind address. */
+export function startDataPlane(
+  s: AgentState,
+  head: HeadService,
+  loop: PlacementLoop,
+  metrics: AgentMetrics,
+): Promise<TcpPlane> {
+  return startTcpPlane({
+    host: s.config.bind,
+    port: s.config.dataPort,
+    protocols: {
+      [CHUNKS_PREAMBLE]: chunkProtocol((req, signal) => s.transfer.fetchChunks(req, signal)),
+      [FORWARD_PREAMBLE]: forwardProtocol(
+        forwardContext(s, head, loop, metrics),
+        DEFAULT_MAX_MESSAGE_BYTES,
+      ),
+    },
+    log: (msg) => s.log("debug", msg),
+  });
+}

@@ -1,0 +1,156 @@
+/**
+ * Bidirectional streams on the TCP data plane (tcp_plane.ts), both ends: the same calls as
+ * grpc_stream.ts's {@linkcode openBidi} / {@linkcode serveBidi}, one connection per call.
+ *
+ * After the preamble each side sends envelopes; the client half-closes by shutting down its
+ * writing side, the server ends with a trailer. A connection that closes without a trailer is a
+ * lost peer (Unavailable, marked as the plane's: {@linkcode isPlaneUnavailable}).
+ *
+ * @module
+ */
+import { fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
+import type { DescMessage } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { toConnectError } from "./errors.ts";
+import {
+  type BidiCall,
+  type BidiImpl,
+  type BidiMethod,
+  grpcEnvelope,
+  MessageQueue,
+} from "./grpc_stream.ts";
+import {
+  closeQuietly,
+  connectTcpPlane,
+  FrameReader,
+  isBrokenConnection,
+  parseTrailer,
+  planeUnavailable,
+  TRAILER_FLAG,
+  trailerEnvelope,
+  writeAll,
+} from "./tcp_plane.ts";
+
+/**
+ * Open a bidirectional call to the plane at `endpoint` under `magic`. Unreachable, or a
+ * connection lost without a trailer: Unavailable (marked); a status the server sent keeps its
+ * code and message.
+ */
+export async function openTcpBidi<I extends DescMessage, O extends DescMessage>(
+  endpoint: string,
+  magic: string,
+  method: Omit<BidiMethod<I, O>, "path">,
+  maxBytes: number,
+): Promise<BidiCall<I, O>> {
+  const conn = await connectTcpPlane(endpoint, magic);
+  const queue = new MessageQueue<MessageShape<O>>();
+  let done = false;
+  // Sends are queued in order; a failed write is reported by the reading side (the peer gone).
+  let writing: Promise<void> = Promise.resolve();
+  const write = (op: () => Promise<void>) => {
+    writing = writing.then(op).catch(() => {});
+  };
+  (async () => {
+    const reader = new FrameReader(conn, maxBytes);
+    try {
+      for (;;) {
+        const m = await reader.next();
+        if (!m) throw new Error("closed without a status (peer gone?)");
+        if (m.flags & TRAILER_FLAG) {
+          const status = parseTrailer(m.body, endpoint);
+          if (status) queue.fail(status);
+          else queue.end();
+          return;
+        }
+        queue.push(fromBinary(method.output, m.body));
+      }
+    } catch (e) {
+      queue.fail(
+        e instanceof ConnectError && e.code !== Code.DataLoss ? e : planeUnavailable(endpoint, e),
+      );
+    } finally {
+      done = true;
+      closeQuietly(conn);
+    }
+  })();
+  return {
+    send(message) {
+      if (done) return;
+      const bytes = grpcEnvelope(toBinary(method.input, message));
+      write(() => writeAll(conn, bytes));
+    },
+    async receive() {
+      const r = await queue.next();
+      return r.done ? undefined : r.value;
+    },
+    end() {
+      if (!done) write(() => conn.closeWrite());
+    },
+    abort() {
+      queue.fail(new ConnectError("the call was cancelled", Code.Canceled));
+      done = true;
+      closeQuietly(conn);
+    },
+  };
+}
+
+/**
+ * Serve one bidirectional call on a plane connection whose preamble was read. The client's
+ * half-close (or going away) ends the request stream; an error the handler throws becomes the
+ * trailer's status (mapped as the error interceptor maps errors); a client gone mid-answer
+ * returns the handler's iterator so its `finally` runs.
+ */
+export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>(
+  conn: Deno.Conn,
+  method: Omit<BidiMethod<I, O>, "path">,
+  impl: BidiImpl<I, O>,
+  maxBytes: number,
+): Promise<void> {
+  const requests = new MessageQueue<MessageShape<I>>();
+  const reader = new FrameReader(conn, maxBytes);
+  const reading = (async () => {
+    try {
+      for (;;) {
+        const m = await reader.next();
+        if (!m) return requests.end();
+        if (m.flags !== 0) {
+          throw new ConnectError(`unexpected envelope flags ${m.flags}`, Code.InvalidArgument);
+        }
+        let message: MessageShape<I>;
+        try {
+          message = fromBinary(method.input, m.body);
+        } catch (e) {
+          throw new ConnectError(`bad message: ${(e as Error).message}`, Code.InvalidArgument);
+        }
+        requests.push(message);
+      }
+    } catch (e) {
+      requests.fail(
+        isBrokenConnection(e)
+          ? new ConnectError("the client went away", Code.Canceled)
+          : toConnectError(e),
+      );
+    }
+  })();
+  const responses = impl(requests)[Symbol.asyncIterator]();
+  let status: ConnectError | undefined;
+  try {
+    for (;;) {
+      const r = await responses.next();
+      if (r.done) break;
+      try {
+        await writeAll(conn, grpcEnvelope(toBinary(method.output, r.value)));
+      } catch (e) {
+        if (!isBrokenConnection(e)) throw e;
+        // The client is gone: end the handler (its finally frees the session) and stop.
+        await responses.return?.();
+        return;
+      }
+    }
+  } catch (e) {
+    status = toConnectError(e);
+  }
+  await writeAll(conn, trailerEnvelope(status)).catch(() => {});
+  closeQuietly(conn);
+  await reading;
+}

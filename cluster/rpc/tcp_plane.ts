@@ -1,0 +1,325 @@
+/**
+ * The data plane of a cluster without TLS: gRPC-framed messages over plain TCP, on one port per
+ * agent, for the two paths whose bytes dominate — model chunks and stage-to-stage activations.
+ *
+ * Why not HTTP/2: in the runtime's HTTP/2 layer every 16 KiB DATA frame is a fresh native
+ * allocation (a source serving the 8B model's 1.36 GB grew by 100–290 MB), and a 3 KB message
+ * takes 0.35–0.45 ms per crossing on this machine against ~0.02 ms over a TCP socket (README,
+ * "Model distribution" and "Pipeline"). Under mTLS both paths stay on gRPC: `Deno.listenTls`
+ * cannot require a client certificate.
+ *
+ * A connection opens with a 4-byte preamble naming its protocol (e.g. `DLC1`: chunks, `DLF1`:
+ * Forward); the rest is that protocol's. Messages travel in gRPC envelopes (flag byte, 4-byte
+ * big-endian length, body); a stream ends with a trailer envelope (flag 0x80) whose body is
+ * JSON `{"code": <Connect code, 0 = ok>, "message": "…"}`.
+ *
+ * @example
+ * ```ts
+ * const plane = await startTcpPlane({ host: "127.0.0.1", protocols: { DLF1: { serve } } });
+ * const conn = await connectTcpPlane(`127.0.0.1:${plane.port}`, "DLF1");
+ * ```
+ * @module
+ */
+import { Code, ConnectError } from "@connectrpc/connect";
+import { splitHostPort } from "../gossip/transport.ts";
+import { grpcEnvelope } from "./grpc_stream.ts";
+
+/** Envelope flag of the trailer that ends a stream. */
+export const TRAILER_FLAG = 0x80;
+
+/** One protocol a plane serves. */
+export interface PlaneProtocol {
+  /** Serve one connection (its preamble already read); `closing` fires when the plane stops. */
+  serve(conn: Deno.TcpConn, closing: AbortSignal): Promise<void>;
+  /** Connections of this protocol served at once; more are closed at once (default 64). */
+  maxConnections?: number;
+}
+
+/** A running data plane. */
+export interface TcpPlane {
+  /** The port it listens on. */
+  readonly port: number;
+  /** Stop accepting, end the connections being served. */
+  close(): Promise<void>;
+}
+
+/** Options of {@linkcode startTcpPlane}. */
+export interface TcpPlaneOptions {
+  host: string;
+  /** Port to listen on (default: any free port). */
+  port?: number;
+  /** What it serves, by 4-character preamble. */
+  protocols: Record<string, PlaneProtocol>;
+  /** How long a connection may take to send its preamble; default 10 s. */
+  preambleTimeoutMs?: number;
+  log?: (msg: string) => void;
+}
+
+/** Listen on `host` and serve each connection with the protocol its preamble names. */
+export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
+  for (const magic of Object.keys(opts.protocols)) {
+    if (new TextEncoder().encode(magic).length !== 4) {
+      throw new Error(`a data plane preamble is 4 bytes: "${magic}"`);
+    }
+  }
+  const listener = Deno.listen({ hostname: opts.host, port: opts.port ?? 0, transport: "tcp" });
+  const open = new Set<Deno.Conn>();
+  const counts = new Map<string, number>();
+  const abort = new AbortController();
+  const serveOne = async (conn: Deno.TcpConn) => {
+    const head = await readExact(conn, 4, opts.preambleTimeoutMs ?? 10_000, abort.signal);
+    const magic = new TextDecoder().decode(head);
+    const protocol = Object.hasOwn(opts.protocols, magic) ? opts.protocols[magic] : undefined;
+    if (!protocol) {
+      await writeAll(
+        conn,
+        trailerEnvelope(
+          new ConnectError(
+            `unknown data plane protocol ${JSON.stringify(magic)}`,
+            Code.InvalidArgument,
+          ),
+        ),
+      );
+      return;
+    }
+    const n = counts.get(magic) ?? 0;
+    if (n >= (protocol.maxConnections ?? 64)) {
+      await writeAll(
+        conn,
+        trailerEnvelope(
+          new ConnectError(`too many ${magic} connections (${n}); try again`, Code.Unavailable),
+        ),
+      );
+      return;
+    }
+    counts.set(magic, n + 1);
+    try {
+      conn.setNoDelay(true);
+      await protocol.serve(conn, abort.signal);
+    } finally {
+      counts.set(magic, counts.get(magic)! - 1);
+    }
+  };
+  const serving = (async () => {
+    for await (const conn of listener) {
+      open.add(conn);
+      serveOne(conn)
+        .catch((e) => opts.log?.(`data plane connection failed: ${(e as Error).message}`))
+        .finally(() => {
+          open.delete(conn);
+          closeQuietly(conn);
+        });
+    }
+  })().catch(() => {/* the listener closed */});
+  return Promise.resolve({
+    port: (listener.addr as Deno.NetAddr).port,
+    async close() {
+      abort.abort();
+      closeQuietly(listener);
+      for (const c of open) closeQuietly(c);
+      await serving;
+    },
+  });
+}
+
+/** Errors made by {@linkcode planeUnavailable}. */
+const unavailable = new WeakSet<ConnectError>();
+
+/**
+ * The plane at `endpoint` could not be reached, or its connection broke (not a clean end, not an
+ * error it answered): Unavailable, marked so that a caller can fall back to gRPC
+ * ({@linkcode isPlaneUnavailable}). Not a subclass: ConnectError's `instanceof` goes by its
+ * name, which a subclass would change.
+ */
+export function planeUnavailable(endpoint: string, cause: unknown): ConnectError {
+  const e = new ConnectError(
+    `data plane ${endpoint}: ${(cause as Error)?.message ?? cause}`,
+    Code.Unavailable,
+  );
+  unavailable.add(e);
+  return e;
+}
+
+/** Whether `e` says the data plane could not be reached or its connection broke. */
+export function isPlaneUnavailable(e: unknown): boolean {
+  return e instanceof ConnectError && unavailable.has(e);
+}
+
+/** Connect to the plane at `endpoint` (host:port) and send `magic`; unreachable: Unavailable. */
+export async function connectTcpPlane(endpoint: string, magic: string): Promise<Deno.TcpConn> {
+  let conn: Deno.TcpConn;
+  try {
+    const { host, port } = splitHostPort(endpoint);
+    conn = await Deno.connect({ hostname: host, port, transport: "tcp" });
+  } catch (e) {
+    throw planeUnavailable(endpoint, e);
+  }
+  try {
+    conn.setNoDelay(true);
+    await writeAll(conn, new TextEncoder().encode(magic));
+  } catch (e) {
+    closeQuietly(conn);
+    throw planeUnavailable(endpoint, e);
+  }
+  return conn;
+}
+
+/** A trailer envelope: OK, or `err`'s code and (bounded) message. */
+export function trailerEnvelope(err?: ConnectError): Uint8Array {
+  const body = new TextEncoder().encode(
+    JSON.stringify(err ? { code: err.code, message: err.rawMessage.slice(0, 1024) } : { code: 0 }),
+  );
+  return grpcEnvelope(body, TRAILER_FLAG);
+}
+
+/** A trailer's status: null for OK, else the error it carries (malformed: Internal). */
+export function parseTrailer(body: Uint8Array, from: string): ConnectError | null {
+  try {
+    const t = JSON.parse(new TextDecoder().decode(body));
+    const code = Number(t.code);
+    if (code === 0) return null;
+    if (Number.isInteger(code) && Code[code] !== undefined) {
+      return new ConnectError(String(t.message ?? "").slice(0, 1024), code as Code);
+    }
+  } catch { /* below */ }
+  return new ConnectError(`malformed trailer from ${from}`, Code.Internal);
+}
+
+/**
+ * Bodies up to this size are allocated whole when their header arrives (a model chunk, 1 MiB
+ * and its fields, is one); larger ones as their bytes arrive.
+ */
+const EAGER_BODY_BYTES = 2 << 20;
+
+/** One envelope as read: its flags and a body in a buffer of its own. */
+export interface Envelope {
+  flags: number;
+  body: Uint8Array;
+}
+
+/**
+ * Reads envelopes from a connection through a buffer of its own, so a small message costs one
+ * read, not two. Bodies are fresh copies (each in a buffer of its own: a fetcher frees a chunk
+ * by detaching it).
+ */
+export class FrameReader {
+  #buf = new Uint8Array(64 << 10);
+  #start = 0;
+  #end = 0;
+
+  constructor(private readonly conn: Deno.Conn, private readonly maxBytes: number) {}
+
+  /** The next envelope; null at a clean end of stream between envelopes. */
+  async next(): Promise<Envelope | null> {
+    if (!(await this.#fill(5))) return null;
+    const flags = this.#buf[this.#start];
+    const n = new DataView(this.#buf.buffer, this.#start + 1, 4).getUint32(0);
+    if (n > this.maxBytes) {
+      throw new ConnectError(
+        `message of ${n} bytes exceeds the limit of ${this.maxBytes}`,
+        Code.ResourceExhausted,
+      );
+    }
+    this.#start += 5;
+    const have = Math.min(n, this.#end - this.#start);
+    const first = this.#buf.subarray(this.#start, this.#start + have);
+    this.#start += have;
+    if (n <= EAGER_BODY_BYTES) {
+      const body = new Uint8Array(n);
+      body.set(first);
+      if (have < n) await readInto(this.conn, body.subarray(have), false);
+      return { flags, body };
+    }
+    // A large message is held as it arrives, not allocated whole from its header: a peer
+    // announcing 256 MiB and sending nothing would otherwise cost 256 MiB per connection.
+    const parts = [first.slice()];
+    for (let got = have; got < n;) {
+      const part = new Uint8Array(Math.min(n - got, EAGER_BODY_BYTES));
+      await readInto(this.conn, part, false);
+      parts.push(part);
+      got += part.length;
+    }
+    const body = new Uint8Array(n);
+    let at = 0;
+    for (const p of parts) {
+      body.set(p, at);
+      at += p.length;
+    }
+    return { flags, body };
+  }
+
+  /** Buffer at least `n` bytes; false at a clean end of stream with nothing buffered. */
+  async #fill(n: number): Promise<boolean> {
+    if (this.#end - this.#start >= n) return true;
+    if (this.#start > 0) {
+      this.#buf.copyWithin(0, this.#start, this.#end);
+      this.#end -= this.#start;
+      this.#start = 0;
+    }
+    while (this.#end < n) {
+      const got = await this.conn.read(this.#buf.subarray(this.#end));
+      if (got === null) {
+        if (this.#end === 0) return false;
+        throw new ConnectError("the stream ended inside a message", Code.DataLoss);
+      }
+      this.#end += got;
+    }
+    return true;
+  }
+}
+
+/** Write all of `bytes`. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+}
+
+/** Fill `into`; false at a clean end of stream before its first byte (when `eofOk`). */
+export async function readInto(
+  conn: Deno.Conn,
+  into: Uint8Array,
+  eofOk: boolean,
+): Promise<boolean> {
+  let got = 0;
+  while (got < into.length) {
+    const n = await conn.read(into.subarray(got));
+    if (n === null) {
+      if (got === 0 && eofOk) return false;
+      throw new ConnectError("the stream ended inside a message", Code.DataLoss);
+    }
+    got += n;
+  }
+  return true;
+}
+
+/** `n` bytes from `conn` within `timeoutMs`, or a failure when it ends first or `signal` fires. */
+export async function readExact(
+  conn: Deno.Conn,
+  n: number,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  const cut = () => closeQuietly(conn);
+  const timer = setTimeout(cut, timeoutMs);
+  signal?.addEventListener("abort", cut, { once: true });
+  try {
+    await readInto(conn, out, false);
+    return out;
+  } finally {
+    clearTimeout(timer);
+    signal?.removeEventListener("abort", cut);
+  }
+}
+
+/** Whether `e` is a peer going away mid-write or mid-read. */
+export function isBrokenConnection(e: unknown): boolean {
+  return e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset ||
+    e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted;
+}
+
+/** Close, ignoring "already closed". */
+export function closeQuietly(c: { close(): void }): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
+}

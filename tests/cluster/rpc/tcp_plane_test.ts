@@ -1,0 +1,255 @@
+/**
+ * The TCP data plane (cluster/rpc/tcp_plane.ts, tcp_bidi.ts): preambles, bounds, framing and
+ * bidirectional calls, with real sockets on loopback.
+ */
+import { create, toBinary } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import {
+  type ActivationFrame,
+  ActivationFrameSchema,
+  ForwardResponseSchema,
+} from "../../../proto/mod.ts";
+import {
+  FrameReader,
+  grpcEnvelope,
+  isPlaneUnavailable,
+  openTcpBidi,
+  RpcFailure,
+  serveTcpBidi,
+  startTcpPlane,
+  TRAILER_FLAG,
+} from "../../../cluster/rpc/mod.ts";
+import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
+
+const METHOD = { input: ActivationFrameSchema, output: ForwardResponseSchema };
+
+/** What the test handler saw: streams started and finished (its `finally`). */
+interface Seen {
+  started: number;
+  finished: number;
+}
+
+/**
+ * A handler answering each frame with its step; step 99 throws a NotFound, step 98 waits
+ * until the client is gone.
+ */
+function echo(seen: Seen) {
+  return async function* (frames: AsyncIterable<ActivationFrame>) {
+    seen.started++;
+    try {
+      for await (const f of frames) {
+        if (f.step === 99n) throw new RpcFailure("not_found", "no such step");
+        if (f.step === 98n) await new Promise((r) => setTimeout(r, 200));
+        yield create(ForwardResponseSchema, { sessionId: f.sessionId, step: f.step });
+      }
+    } finally {
+      seen.finished++;
+    }
+  };
+}
+
+async function plane(opts: { maxConnections?: number; preambleTimeoutMs?: number } = {}) {
+  const seen: Seen = { started: 0, finished: 0 };
+  const p = await startTcpPlane({
+    host: "127.0.0.1",
+    preambleTimeoutMs: opts.preambleTimeoutMs,
+    protocols: {
+      TEST: {
+        maxConnections: opts.maxConnections,
+        serve: (conn) => serveTcpBidi(conn, METHOD, echo(seen), 1 << 20),
+      },
+    },
+  });
+  return { p, seen, endpoint: `127.0.0.1:${p.port}` };
+}
+
+/** Everything a raw connection gets back after sending `bytes` (then half-closing). */
+async function rawAnswer(port: number, bytes: Uint8Array, halfClose = true): Promise<Uint8Array> {
+  const c = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await c.write(bytes);
+    if (halfClose) await c.closeWrite();
+    const out: number[] = [];
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await c.read(buf).catch(() => null);
+      if (n === null) break;
+      out.push(...buf.subarray(0, n));
+    }
+    return new Uint8Array(out);
+  } finally {
+    try {
+      c.close();
+    } catch { /* closed */ }
+  }
+}
+
+/** The trailer a raw answer ends with. */
+function trailerOf(b: Uint8Array): { code: number; message: string } {
+  let at = 0;
+  for (;;) {
+    assert(b.length - at >= 5, `no trailer in ${b.length} bytes`);
+    const n = new DataView(b.buffer, b.byteOffset + at + 1, 4).getUint32(0);
+    if (b[at] & TRAILER_FLAG) {
+      return JSON.parse(new TextDecoder().decode(b.subarray(at + 5, at + 5 + n)));
+    }
+    at += 5 + n;
+  }
+}
+
+const enc = (s: string) => new TextEncoder().encode(s);
+const frame = (step: number) =>
+  grpcEnvelope(
+    toBinary(ActivationFrameSchema, create(ActivationFrameSchema, { step: BigInt(step) })),
+  );
+
+Deno.test("a bidirectional call on the plane: answers in order, half-close ends it cleanly", async () => {
+  const { p, seen, endpoint } = await plane();
+  try {
+    const call = await openTcpBidi(endpoint, "TEST", METHOD, 1 << 20);
+    const got: bigint[] = [];
+    for (let i = 0; i < 50; i++) {
+      call.send(create(ActivationFrameSchema, { sessionId: "a", step: BigInt(i) }));
+      got.push((await call.receive())!.step);
+    }
+    assertEquals(got, Array.from({ length: 50 }, (_, i) => BigInt(i)));
+    call.end();
+    assertEquals(await call.receive(), undefined, "OK trailer after the half-close");
+    await new Promise((r) => setTimeout(r, 20));
+    assertEquals(seen, { started: 1, finished: 1 });
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("the plane: a handler's error keeps its code; a client gone mid-answer ends the handler", async () => {
+  const { p, seen, endpoint } = await plane();
+  try {
+    const call = await openTcpBidi(endpoint, "TEST", METHOD, 1 << 20);
+    call.send(create(ActivationFrameSchema, { step: 99n }));
+    const e = await assertRejects(() => call.receive(), ConnectError);
+    assertEquals((e as ConnectError).code, Code.NotFound);
+    assertEquals((e as ConnectError).rawMessage, "no such step");
+    assert(!isPlaneUnavailable(e), "an answered error is not the plane being unavailable");
+
+    const gone = await openTcpBidi(endpoint, "TEST", METHOD, 1 << 20);
+    gone.send(create(ActivationFrameSchema, { step: 98n }));
+    gone.abort();
+    await assertRejects(() => gone.receive(), ConnectError);
+    for (let i = 0; i < 50 && seen.finished < 2; i++) await new Promise((r) => setTimeout(r, 20));
+    assertEquals(seen, { started: 2, finished: 2 }, "the handler's finally ran");
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("the plane: a server that goes away without a trailer is Unavailable, marked", async () => {
+  const { p, endpoint } = await plane();
+  const call = await openTcpBidi(endpoint, "TEST", METHOD, 1 << 20);
+  call.send(create(ActivationFrameSchema, { step: 98n }));
+  await new Promise((r) => setTimeout(r, 20));
+  await p.close();
+  const e = await assertRejects(() => call.receive(), ConnectError);
+  assertEquals((e as ConnectError).code, Code.Unavailable);
+  assert(isPlaneUnavailable(e), e.message);
+  // Nobody listening: Unavailable at the open.
+  const refused = await assertRejects(() => openTcpBidi(endpoint, "TEST", METHOD, 1), ConnectError);
+  assert(isPlaneUnavailable(refused), refused.message);
+});
+
+Deno.test("the plane: unknown preambles, silent clients and floods get bounded answers", async () => {
+  const { p } = await plane({ maxConnections: 2, preambleTimeoutMs: 300 });
+  try {
+    const unknown = trailerOf(await rawAnswer(p.port, enc("GET / HTTP/1.1\r\n\r\n")));
+    assertEquals(unknown.code, Code.InvalidArgument);
+    assert(unknown.message.includes('"GET "'), unknown.message);
+    // A client that never sends its preamble is cut off.
+    const t0 = performance.now();
+    assertEquals((await rawAnswer(p.port, new Uint8Array(0), false)).length, 0);
+    assert(performance.now() - t0 < 5000, "cut off after the preamble timeout");
+    // More connections than the protocol's limit: the extra one is refused at once.
+    const held = await Promise.all(
+      [0, 1].map(() => openTcpBidi(`127.0.0.1:${p.port}`, "TEST", METHOD, 1 << 20)),
+    );
+    for (const c of held) {
+      c.send(create(ActivationFrameSchema, { step: 1n }));
+      await c.receive();
+    }
+    const flood = trailerOf(await rawAnswer(p.port, enc("TEST")));
+    assertEquals(flood.code, Code.Unavailable);
+    for (const c of held) c.abort();
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("the plane: malformed and fuzzed streams get a trailer or a close, and it keeps serving", async () => {
+  const { p, endpoint } = await plane();
+  try {
+    // A message past the limit: refused from its header, nothing allocated for it.
+    const huge = trailerOf(
+      await rawAnswer(p.port, Uint8Array.of(...enc("TEST"), 0, 0xff, 0xff, 0xff, 0xff)),
+    );
+    assertEquals(huge.code, Code.ResourceExhausted);
+    // Bytes that are no ActivationFrame.
+    const junk = trailerOf(
+      await rawAnswer(p.port, Uint8Array.of(...enc("TEST"), 0, 0, 0, 0, 2, 0xff, 0xff)),
+    );
+    assertEquals(junk.code, Code.InvalidArgument);
+    // A stream cut inside a message.
+    const cut = trailerOf(await rawAnswer(p.port, Uint8Array.of(...enc("TEST"), 0, 0, 0, 0, 9, 1)));
+    assertEquals(cut.code, Code.DataLoss);
+    // A good frame first is answered before the error.
+    const first = await rawAnswer(p.port, Uint8Array.of(...enc("TEST"), ...frame(3), 7));
+    assertEquals(first[0], 0, "the frame's answer comes first");
+    assert(trailerOf(first).code !== 0);
+    let seed = 23;
+    const rand = () => (seed = (seed * 1103515245 + 12345) & 0x7fffffff) / 0x7fffffff;
+    for (let i = 0; i < 60; i++) {
+      const body = Uint8Array.from({ length: Math.floor(rand() * 48) }, () => rand() * 256);
+      if (i % 3 === 0 && body.length >= 5) body[0] = 0; // a plausible envelope flag
+      const got = await rawAnswer(p.port, Uint8Array.of(...enc("TEST"), ...body));
+      if (got.length) assert(typeof trailerOf(got).code === "number");
+    }
+    const call = await openTcpBidi(endpoint, "TEST", METHOD, 1 << 20);
+    call.send(create(ActivationFrameSchema, { step: 5n }));
+    assertEquals((await call.receive())!.step, 5n, "still serving");
+    call.abort();
+  } finally {
+    await p.close();
+  }
+});
+
+Deno.test("FrameReader: small and large messages across reads, each body its own buffer", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  const big = Uint8Array.from({ length: (5 << 20) + 3 }, (_, i) => (i * 7) & 255);
+  const small = Uint8Array.of(1, 2, 3);
+  const sending = (async () => {
+    const c = await l.accept();
+    const all = new Uint8Array([...grpcEnvelope(small), ...grpcEnvelope(small, TRAILER_FLAG)]);
+    await c.write(all.subarray(0, 3)); // a header split over two reads
+    await new Promise((r) => setTimeout(r, 10));
+    await c.write(all.subarray(3));
+    const env = grpcEnvelope(big);
+    for (let at = 0; at < env.length;) at += await c.write(env.subarray(at, at + 100_000));
+    c.close();
+  })();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    const r = new FrameReader(conn, 8 << 20);
+    const a = await r.next();
+    assertEquals([a!.flags, Array.from(a!.body)], [0, [1, 2, 3]]);
+    assertEquals(a!.body.buffer.byteLength, 3, "a buffer of its own");
+    const b = await r.next();
+    assertEquals(b!.flags, TRAILER_FLAG);
+    const c = await r.next();
+    assertEquals(c!.body.length, big.length);
+    assert(c!.body.every((x, i) => x === big[i]), "the large body arrives intact");
+    assertEquals(await r.next(), null, "clean end between messages");
+    await sending;
+  } finally {
+    conn.close();
+    l.close();
+  }
+});
