@@ -81,7 +81,15 @@ export interface BatchItem {
   session: Session;
   input: StageInput;
   ids?: ArrayLike<number>;
+  /**
+   * At the tail: nobody reads this item's logits (a prompt chunk that is not the prompt's
+   * last), so its rows only fill the KV cache and it gets empty logits. Elsewhere: ignored.
+   */
+  noOutput?: boolean;
 }
+
+/** The logits of a tail item that asked for none (BatchItem.noOutput). */
+const NO_LOGITS = new Float32Array(0);
 
 /** Output: the last row's logits at the tail, hidden states `[n × nEmbd]` elsewhere. */
 export type StageOutput = { logits: Float32Array } | { hidden: Float32Array };
@@ -480,7 +488,10 @@ export class LlamaStage {
         ? { tokens: input.tokens.subarray(start, end) }
         : { hidden: input.hidden.subarray(start * E, end * E), nTokens: end - start };
       const partIds = ids && Array.prototype.slice.call(ids, start, end);
-      out = (await this.forwardBatch([{ session, input: part, ids: partIds }]))[0];
+      // Only the last chunk's logits are the answer: the others skip the output matrix (for
+      // an 8B model's 128k vocabulary, ~300 MB of weights read per chunk).
+      const item = { session, input: part, ids: partIds, noOutput: end < n };
+      out = (await this.forwardBatch([item]))[0];
       if (hidden && "hidden" in out) hidden.set(out.hidden, start * E);
     }
     return hidden ? { hidden } : out!;
@@ -494,7 +505,12 @@ export class LlamaStage {
    * rows (the head knows them from its input): with a prefix cache they let its blocks be kept.
    */
   async forwardBatch(items: BatchItem[]): Promise<StageOutput[]> {
-    return await this.pass(items, (rows, total) => this.logitsOf(rows, total));
+    return await this.pass(items, async (rows, total) => {
+      const want = items.flatMap((it, i) => it.noOutput ? [] : [i]);
+      if (want.length === items.length) return await this.logitsOf(rows, total);
+      const got = want.length ? await this.logitsOf(want.map((i) => rows[i]), total) : [];
+      return items.map((it, i) => it.noOutput ? { logits: NO_LOGITS } : got[want.indexOf(i)]);
+    });
   }
 
   /**

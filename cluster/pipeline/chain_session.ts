@@ -4,6 +4,11 @@
  * tail, sample. The token comes back along the chain as the answer to each frame. A failure
  * further down comes back attributed to the stage that failed, so the head knows whom to
  * re-place; this stage's own session is freed either way.
+ *
+ * A long prompt is pipelined: it goes down in chunks, each forwarded as soon as this stage has
+ * run it, so the next stage works on chunk i while this one runs chunk i + 1 (vLLM and
+ * llama.cpp's pipeline parallelism overlap micro-batches the same way). Every chunk but the
+ * last is `partial`: the tail fills its KV cache and answers no token.
  */
 import {
   type ChainHop,
@@ -27,7 +32,16 @@ export interface ChainStageContext {
   epoch(): bigint;
   /** Links to the stages after this one. */
   linkTo: LinkFactory;
+  /** Rows per pipelined prompt chunk (default {@linkcode PREFILL_CHUNK_ROWS}). */
+  chunkRows?: number;
 }
+
+/**
+ * Rows per prompt chunk a stage forwards while it runs the next. Smaller chunks overlap more
+ * (k stages take (chunks + k − 1) chunk times instead of chunks × k) but run the matmuls on
+ * fewer rows at a time; 64 rows keep the prompt kernels near their full speed.
+ */
+export const PREFILL_CHUNK_ROWS = 64;
 
 /** Open `open` on `host` and, through `ctx.linkTo`, on every stage after it. */
 export async function openChainSession(
@@ -59,19 +73,66 @@ export async function openChainSession(
     }
   }
   const span = hop ? { "llm.stage.node": hop.nodeId, "llm.layers": `${hop.from}-${hop.to}` } : {};
+  const chunkRows = Math.max(1, ctx.chunkRows ?? PREFILL_CHUNK_ROWS);
+  /** This stage's layers on `frame`, then the rest of the chain's. */
+  const whole = async (frame: StageFrame): Promise<StageResult> => {
+    const out = await host.step(open.sessionId, frame);
+    if (!next || out.kind !== "hidden") return out;
+    const down = await forward(frame, out.hidden);
+    // The compute of every stage on the way, so a head can tell hop latency from compute.
+    return { ...down, computeMs: down.computeMs + out.computeMs };
+  };
+  const forward = (frame: StageFrame, hidden: Float32Array) =>
+    withSpan(
+      "llm.forward",
+      span,
+      () =>
+        guard(
+          hop.nodeId,
+          () => next!.step({ tokens: frame.tokens, hidden, partial: frame.partial }),
+        ),
+      SpanKind.CLIENT,
+    );
+  /** A prompt in chunks: each goes down the chain while this stage runs the next. */
+  const pipelined = async (frame: StageFrame): Promise<StageResult> => {
+    const rows = frame.tokens.length;
+    const width = frame.hidden ? frame.hidden.length / rows : 0;
+    const answers: Promise<StageResult>[] = [];
+    let failed = false;
+    let ownMs = 0;
+    let own: { error: unknown } | undefined;
+    try {
+      for (let at = 0; at < rows && !failed; at += chunkRows) {
+        const end = Math.min(rows, at + chunkRows);
+        const chunk: StageFrame = {
+          tokens: frame.tokens.subarray(at, end),
+          hidden: frame.hidden?.subarray(at * width, end * width),
+          partial: end < rows || frame.partial,
+        };
+        const out = await host.step(open.sessionId, chunk);
+        ownMs += out.computeMs;
+        if (out.kind !== "hidden") throw new Error(`a stage before the tail answered ${out.kind}`);
+        const answer = forward(chunk, out.hidden);
+        // Settled below; a failure stops the chunks not yet run.
+        answer.catch(() => (failed = true));
+        answers.push(answer);
+      }
+    } catch (e) {
+      own = { error: e };
+    }
+    // Every chunk's answer is awaited, even after a failure (a rejection must not escape
+    // unhandled); the earliest chunk that failed says which stage did.
+    const bad = (await Promise.allSettled(answers)).find((r) => r.status === "rejected");
+    if (bad) throw (bad as PromiseRejectedResult).reason;
+    if (own) throw own.error;
+    const results = await Promise.all(answers);
+    const last = results.at(-1)!;
+    const downMs = results.reduce((a, r) => a + r.computeMs, 0);
+    return { ...last, computeMs: ownMs + downMs };
+  };
   return {
-    step: async (frame: StageFrame): Promise<StageResult> => {
-      const out = await host.step(open.sessionId, frame);
-      if (!next || out.kind !== "hidden") return out;
-      const down = await withSpan(
-        "llm.forward",
-        span,
-        () => guard(hop.nodeId, () => next!.step({ tokens: frame.tokens, hidden: out.hidden })),
-        SpanKind.CLIENT,
-      );
-      // The compute of every stage on the way, so a head can tell hop latency from compute.
-      return { ...down, computeMs: down.computeMs + out.computeMs };
-    },
+    step: (frame: StageFrame): Promise<StageResult> =>
+      next && frame.tokens.length > chunkRows ? pipelined(frame) : whole(frame),
     close: async (reason: string) => {
       host.close(open.sessionId);
       await next?.close(reason);

@@ -17,7 +17,7 @@ import {
   StageFailureSchema,
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
-import { type PlaneProtocol, RpcFailure, serveTcpBidi } from "../rpc/mod.ts";
+import { MessageQueue, type PlaneProtocol, RpcFailure, serveTcpBidi } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
 import { type LinkFactory, openChainSession } from "./chain_session.ts";
@@ -56,147 +56,188 @@ export interface ForwardContext {
   epoch(): bigint;
   /** Links to the stages after this one (required for any stage but the tail). */
   linkTo?: LinkFactory;
+  /** Rows per pipelined prompt chunk (default: chain_session.ts's PREFILL_CHUNK_ROWS). */
+  chunkRows?: number;
   /** Called after each frame with its compute time and bytes in/out (metrics). */
   onFrame?(info: { computeMs: number; bytesIn: number; bytesOut: number }): void;
 }
 
-/** The Forward handler: frames in, one response per frame out, KV cache freed when the stream ends. */
+/**
+ * Frames of one stream a stage runs at once: a long prompt arrives in chunks (chain_session.ts)
+ * that must overlap down the chain; more than this wait for the earlier ones' answers.
+ */
+const MAX_FRAMES_IN_FLIGHT = 32;
+
+/**
+ * The Forward handler: frames in, one response per frame out (in order), KV cache freed when
+ * the stream ends. A frame starts as soon as it arrives, so a stage runs a prompt's next chunk
+ * while its previous one is further down the chain; the opening frame and a closing one wait
+ * for the frames before them.
+ */
 export function forwardHandler(ctx: ForwardContext) {
   const self = ctx.nodeId ?? "";
   return async function* forward(
     frames: AsyncIterable<ActivationFrame>,
   ): AsyncIterable<ForwardResponse> {
-    let sessionId: string | undefined;
-    let host: StageHost | undefined;
-    let session: SessionLink | undefined;
-    let nextStep = 0n;
-    try {
-      for await (const frame of frames) {
-        if (frame.step !== nextStep) {
-          throw new RpcFailure(
-            "failed_precondition",
-            `session ${frame.sessionId}: expected step ${nextStep}, got ${frame.step} (the KV cache would be wrong)`,
-          );
-        }
-        nextStep++;
-        const response = create(ForwardResponseSchema, {
-          sessionId: frame.sessionId,
-          step: frame.step,
-        });
-        try {
-          if (frame.open) {
-            host = ctx.host();
-            if (!host) throw new RpcFailure("unavailable", "this agent hosts no layers right now");
-            if (frame.open.model && frame.open.model !== host.model) {
-              throw new RpcFailure(
-                "failed_precondition",
-                `this agent serves model ${host.model}, not ${frame.open.model}`,
-              );
-            }
-            if (frame.fromLayer !== host.range.from) {
-              throw new RpcFailure(
-                "failed_precondition",
-                `this stage starts at layer ${host.range.from}, the frame at ${frame.fromLayer}`,
-              );
-            }
-            const open = openFromWire(frame.sessionId, frame.open);
-            if (open.downstream.length > 0 && !ctx.linkTo) {
-              throw new RpcFailure("unimplemented", "this stage cannot forward to another stage");
-            }
-            session = await openChainSession(host, open, {
-              nodeId: self,
-              epoch: ctx.epoch,
-              linkTo: ctx.linkTo ?? (() => {
-                throw new Error("unreachable: no downstream");
-              }),
-            });
-            sessionId = frame.sessionId;
-          }
-          if (!host || !session || sessionId === undefined) {
+    /** The stream's session, once its first frame opened it. */
+    const s: { sessionId?: string; host?: StageHost; session?: SessionLink } = {};
+    const answers = new MessageQueue<Promise<ForwardResponse>>();
+    const inFlight = new Set<Promise<ForwardResponse>>();
+    let ended = false;
+    /** One frame's answer: this stage's part and the chain's after it. */
+    const handle = async (frame: ActivationFrame): Promise<ForwardResponse> => {
+      let { host, session, sessionId } = s;
+      const response = create(ForwardResponseSchema, {
+        sessionId: frame.sessionId,
+        step: frame.step,
+      });
+      try {
+        if (frame.open) {
+          host = s.host = ctx.host();
+          if (!host) throw new RpcFailure("unavailable", "this agent hosts no layers right now");
+          if (frame.open.model && frame.open.model !== host.model) {
             throw new RpcFailure(
               "failed_precondition",
-              "the first frame of a stream must open a session",
+              `this agent serves model ${host.model}, not ${frame.open.model}`,
             );
           }
-          if (frame.sessionId !== sessionId) {
+          if (frame.fromLayer !== host.range.from) {
+            throw new RpcFailure(
+              "failed_precondition",
+              `this stage starts at layer ${host.range.from}, the frame at ${frame.fromLayer}`,
+            );
+          }
+          const open = openFromWire(frame.sessionId, frame.open);
+          if (open.downstream.length > 0 && !ctx.linkTo) {
+            throw new RpcFailure("unimplemented", "this stage cannot forward to another stage");
+          }
+          session = s.session = await openChainSession(host, open, {
+            nodeId: self,
+            epoch: ctx.epoch,
+            linkTo: ctx.linkTo ?? (() => {
+              throw new Error("unreachable: no downstream");
+            }),
+            chunkRows: ctx.chunkRows,
+          });
+          sessionId = s.sessionId = frame.sessionId;
+        }
+        if (!host || !session || sessionId === undefined) {
+          throw new RpcFailure(
+            "failed_precondition",
+            "the first frame of a stream must open a session",
+          );
+        }
+        if (frame.sessionId !== sessionId) {
+          throw new RpcFailure(
+            "invalid_argument",
+            `frame for session ${frame.sessionId} on the stream of ${sessionId}`,
+          );
+        }
+        response.nextLayer = host.range.to;
+        const nRows = frame.tokens.length;
+        if (nRows > 0) {
+          const tokens = Int32Array.from(frame.tokens);
+          const hidden = frame.data.byteLength > 0
+            ? decodeValues(frame.data, frame.shape, frame.dtype)
+            : undefined;
+          if (hidden && frame.shape[0] !== nRows) {
             throw new RpcFailure(
               "invalid_argument",
-              `frame for session ${frame.sessionId} on the stream of ${sessionId}`,
+              `frame has ${nRows} tokens but ${frame.shape[0]} rows`,
             );
           }
-          response.nextLayer = host.range.to;
-          const nRows = frame.tokens.length;
-          if (nRows > 0) {
-            const tokens = Int32Array.from(frame.tokens);
-            const hidden = frame.data.byteLength > 0
-              ? decodeValues(frame.data, frame.shape, frame.dtype)
-              : undefined;
-            if (hidden && frame.shape[0] !== nRows) {
-              throw new RpcFailure(
-                "invalid_argument",
-                `frame has ${nRows} tokens but ${frame.shape[0]} rows`,
-              );
-            }
-            const out = await session.step({ tokens, hidden });
-            response.computeMs = out.computeMs;
-            const dtype = frame.dtype || Dtype.F32;
-            if (out.kind === "hidden") {
-              const cols = out.hidden.length / nRows;
-              response.result = {
-                case: "hidden",
-                value: encodeTensor(out.hidden, [nRows, cols], dtype),
-              };
-            } else if (out.kind === "logits") {
-              response.result = {
-                case: "logits",
-                value: encodeTensor(out.logits, [1, out.logits.length], Dtype.F32),
-              };
-            } else {
-              response.result = {
-                case: "token",
-                value: create(SampledTokenSchema, {
-                  tokenId: out.token.id,
-                  logprob: out.token.logprob,
-                  topLogprobs: out.token.top.map((t) =>
-                    create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
-                  ),
-                }),
-              };
-            }
-            ctx.onFrame?.({
-              computeMs: out.computeMs,
-              bytesIn: frame.data.byteLength,
-              bytesOut: response.result.case === "token"
-                ? 0
-                : response.result.value.data.byteLength,
-            });
+          const out = await session.step({ tokens, hidden, partial: frame.partial });
+          response.computeMs = out.computeMs;
+          const dtype = frame.dtype || Dtype.F32;
+          if (out.kind === "hidden") {
+            const cols = out.hidden.length / nRows;
+            response.result = {
+              case: "hidden",
+              value: encodeTensor(out.hidden, [nRows, cols], dtype),
+            };
+          } else if (out.kind === "logits") {
+            response.result = {
+              case: "logits",
+              value: encodeTensor(out.logits, [1, out.logits.length], Dtype.F32),
+            };
+          } else if (out.kind === "token") {
+            response.result = {
+              case: "token",
+              value: create(SampledTokenSchema, {
+                tokenId: out.token.id,
+                logprob: out.token.logprob,
+                topLogprobs: out.token.top.map((t) =>
+                  create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
+                ),
+              }),
+            };
           }
-        } catch (e) {
-          // A stage further down failed (or planned with another epoch): say which, so the
-          // head re-places the right one, and end this session.
-          if (e instanceof StageLinkError || e instanceof StaleEpochError) {
-            response.failure = create(StageFailureSchema, {
-              nodeId: e.nodeId,
-              message: e.message,
-              staleEpoch: e instanceof StaleEpochError,
-            });
-            yield response;
-            return;
-          }
-          throw e;
+          ctx.onFrame?.({
+            computeMs: out.computeMs,
+            bytesIn: frame.data.byteLength,
+            bytesOut: response.result.case === "hidden" || response.result.case === "logits"
+              ? response.result.value.data.byteLength
+              : 0,
+          });
         }
-        if (frame.close) {
-          await session.close(frame.close.reason);
-          session = undefined;
-          response.closed = true;
+      } catch (e) {
+        // A stage further down failed (or planned with another epoch): say which, so the
+        // head re-places the right one, and end this session.
+        if (e instanceof StageLinkError || e instanceof StaleEpochError) {
+          response.failure = create(StageFailureSchema, {
+            nodeId: e.nodeId,
+            message: e.message,
+            staleEpoch: e instanceof StaleEpochError,
+          });
+          return response;
         }
+        throw e;
+      }
+      if (frame.close) {
+        await session!.close(frame.close.reason);
+        s.session = undefined;
+        response.closed = true;
+      }
+      return response;
+    };
+    (async () => {
+      let nextStep = 0n;
+      for await (const frame of frames) {
+        if (ended) break;
+        if (frame.step !== nextStep) {
+          answers.push(Promise.reject(
+            new RpcFailure(
+              "failed_precondition",
+              `session ${frame.sessionId}: expected step ${nextStep}, got ${frame.step} (the KV cache would be wrong)`,
+            ),
+          ));
+          break;
+        }
+        nextStep++;
+        if (frame.open || frame.close) await Promise.allSettled(inFlight);
+        while (inFlight.size >= MAX_FRAMES_IN_FLIGHT) await Promise.race(inFlight).catch(() => {});
+        const answer = handle(frame);
+        inFlight.add(answer);
+        // Read (and its rejection handled) by the loop below, or dropped once the stream ended.
+        answer.catch(() => {}).finally(() => inFlight.delete(answer));
+        answers.push(answer);
+        // Later frames need the session the opening makes.
+        if (frame.open) await answer.catch(() => {});
+      }
+      answers.end();
+    })().catch((e) => answers.fail(e));
+    try {
+      for await (const answer of answers) {
+        const response = await answer;
         yield response;
-        if (response.closed) return;
+        // A failure further down ends this session; so does its close.
+        if (response.failure || response.closed) return;
       }
     } finally {
+      ended = true;
       // The stream ended (closed, broken or cancelled): never leak a KV cache here or further.
-      if (session) await session.close("stream ended");
-      else if (host && sessionId !== undefined) host.close(sessionId);
+      if (s.session) await s.session.close("stream ended");
+      else if (s.host && s.sessionId !== undefined) s.host.close(s.sessionId);
     }
   };
 }

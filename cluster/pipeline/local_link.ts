@@ -11,6 +11,8 @@ export interface LocalLinkOptions {
   epoch?: () => bigint;
   /** Links to the stages after this one (default: none; the stage must be the tail). */
   linkTo?: LinkFactory;
+  /** Rows per pipelined prompt chunk (default: chain_session.ts's PREFILL_CHUNK_ROWS). */
+  chunkRows?: number;
 }
 
 /** Direct calls into a StageHost, which forwards to the next stage itself. */
@@ -41,6 +43,7 @@ export class LocalStageLink implements StageLink {
       linkTo: this.opts.linkTo ?? ((hop) => {
         throw new Error(`no link to ${hop.nodeId}: an in-process chain has one stage`);
       }),
+      chunkRows: this.opts.chunkRows,
     });
   }
 }

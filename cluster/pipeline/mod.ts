@@ -22,7 +22,12 @@ export {
   StaleEpochError,
 } from "./head.ts";
 export { type LocalLinkOptions, LocalStageLink } from "./local_link.ts";
-export { type ChainStageContext, type LinkFactory, openChainSession } from "./chain_session.ts";
+export {
+  type ChainStageContext,
+  type LinkFactory,
+  openChainSession,
+  PREFILL_CHUNK_ROWS,
+} from "./chain_session.ts";
 export { Engine, type EngineOptions, type GenerateOptions, type GenerateResult } from "./engine.ts";
 export {
   type SampledToken,

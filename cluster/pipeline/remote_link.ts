@@ -179,12 +179,17 @@ export class RemoteStageLink implements StageLink {
           fromLayer: this.from,
           tokens: Array.from(frame.tokens),
           dtype,
+          partial: frame.partial ?? false,
         });
         if (frame.hidden) {
           msg.shape = [rows, frame.hidden.length / rows];
           msg.data = encodeValues(frame.hidden, dtype);
         }
-        return fromResponse(await exchange(msg));
+        const r = await exchange(msg);
+        if (frame.partial && r.result.case === undefined) {
+          return { kind: "prefilled", computeMs: r.computeMs };
+        }
+        return fromResponse(r);
       },
       close: async (reason: string): Promise<void> => {
         if (closed) return;

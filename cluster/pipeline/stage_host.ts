@@ -37,6 +37,12 @@ export interface StageFrame {
    * the backend can and nothing else waits (see StageHost.lookahead). Absent or 0: none.
    */
   lookahead?: number;
+  /**
+   * A prompt chunk that is not the prompt's last (a stage pipelining a long prompt down the
+   * chain): the tail runs it into the KV cache and its sampler's history, and answers
+   * `prefilled` instead of a token.
+   */
+  partial?: boolean;
 }
 
 /** A token the tail sampled, with its log-probability and alternatives. */
@@ -61,7 +67,9 @@ export type StageResult =
      */
     more?: SampledToken[];
   }
-  | { kind: "logits"; logits: Float32Array; computeMs: number };
+  | { kind: "logits"; logits: Float32Array; computeMs: number }
+  /** The tail's answer to a partial frame: its rows are in the KV cache. */
+  | { kind: "prefilled"; computeMs: number };
 
 /** A session id is unknown, already open, or the stage is full; the message says which. */
 export class StageSessionError extends Error {
@@ -353,8 +361,11 @@ export class StageHost {
         input: this.stage.isHead
           ? { tokens: this.afterCachedPrefix(p) }
           : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows },
+        noOutput: p.frame.partial,
       }));
-      const want = live.length === 1 ? this.candidateRequest(live[0]) : null;
+      const want = live.length === 1 && !live[0].frame.partial
+        ? this.candidateRequest(live[0])
+        : null;
       outs = want
         ? [await this.stage.forwardCandidates(inputs[0].session, inputs[0].input, want)]
         : live.length === 1
@@ -520,6 +531,11 @@ export class StageHost {
     const computeMs = performance.now() - t0;
     if ("hidden" in out) return { kind: "hidden", hidden: out.hidden, computeMs };
     const sampler = p.hosted.sampler;
+    if (p.frame.partial) {
+      // Penalties count the whole prompt, so its every chunk goes into the history.
+      if (sampler && !p.accepted) sampler.accept(p.frame.tokens);
+      return { kind: "prefilled", computeMs };
+    }
     if (!sampler) {
       if (!("logits" in out)) throw new Error("a stage without a sampler read candidates");
       return { kind: "logits", logits: out.logits, computeMs };

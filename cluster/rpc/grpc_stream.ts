@@ -109,20 +109,22 @@ export class EnvelopeReader {
   }
 }
 
-/** A push-driven async iterable; `fail` makes the consumer's next read throw. */
+/**
+ * A push-driven async iterable; `fail` makes the consumer's next read throw. Reads waiting at
+ * once are answered in the order they were made (a link with several frames in flight reads
+ * their answers that way).
+ */
 export class MessageQueue<T> implements AsyncIterable<T> {
   #items: T[] = [];
-  #waiting?: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void };
+  #waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }[] = [];
   #done = false;
   #error: unknown;
 
   push(item: T): void {
     if (this.#done) return;
-    const w = this.#waiting;
-    if (w) {
-      this.#waiting = undefined;
-      w.resolve({ value: item, done: false });
-    } else this.#items.push(item);
+    const w = this.#waiting.shift();
+    if (w) w.resolve({ value: item, done: false });
+    else this.#items.push(item);
   }
 
   /** No more items; a reader waiting gets `done`. */
@@ -140,11 +142,10 @@ export class MessageQueue<T> implements AsyncIterable<T> {
   #settle(): void {
     if (this.#done) return;
     this.#done = true;
-    const w = this.#waiting;
-    this.#waiting = undefined;
-    if (!w) return;
-    if (this.#error !== undefined) w.reject(this.#error);
-    else w.resolve({ value: undefined, done: true });
+    for (const w of this.#waiting.splice(0)) {
+      if (this.#error !== undefined) w.reject(this.#error);
+      else w.resolve({ value: undefined, done: true });
+    }
   }
 
   /** The next item, or done; throws what `fail` was given. */
@@ -157,7 +158,7 @@ export class MessageQueue<T> implements AsyncIterable<T> {
         ? Promise.reject(this.#error)
         : Promise.resolve({ value: undefined, done: true });
     }
-    return new Promise((resolve, reject) => (this.#waiting = { resolve, reject }));
+    return new Promise((resolve, reject) => this.#waiting.push({ resolve, reject }));
   }
 
   [Symbol.asyncIterator](): AsyncIterator<T> {

@@ -1,0 +1,212 @@
+/**
+ * A long prompt goes down a chain in chunks (cluster/pipeline/chain_session.ts): each stage
+ * forwards a chunk as soon as it has run it and runs the next while the chunk is further down.
+ * The generation must be exactly the one of a single stage — ids and log-probabilities — in
+ * process and over the wire, the tail must take the chunks as partial frames (no token for
+ * them), and a stage must start a chunk before the previous one came back from the tail.
+ */
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import {
+  type ChainHop,
+  FORWARD_PREAMBLE,
+  forwardHandler,
+  forwardProtocol,
+  Head,
+  type HeadResult,
+  LocalStageLink,
+  RemoteStageLink,
+  type StageFrame,
+  StageHost,
+  type StageLink,
+} from "../../../cluster/pipeline/mod.ts";
+import {
+  createRpcTransport,
+  type RpcServer,
+  type RpcTransport,
+  startRpcServer,
+  startTcpPlane,
+  type TcpPlane,
+} from "../../../cluster/rpc/mod.ts";
+import { InferenceService } from "../../../proto/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+import { FIXTURES } from "../../support/paths.ts";
+
+const MODEL = `${FIXTURES}/models/stories260K.gguf`;
+/** 150 prompt tokens (ids of stories260K's 512), chunked by 16 rows: 10 chunks. */
+const PROMPT = Array.from({ length: 150 }, (_, i) => 1 + ((i * 37 + 11) % 500));
+const CHUNK = 16;
+
+async function hosts(ranges: [number, number][]): Promise<StageHost[]> {
+  const file = await openGGUF(MODEL);
+  try {
+    const out = [];
+    for (const [from, to] of ranges) {
+      out.push(
+        new StageHost(
+          await LlamaStage.load(file, createReferenceBackend(), { from, to }),
+          "stories260K",
+        ),
+      );
+    }
+    return out;
+  } finally {
+    file.close();
+  }
+}
+
+/** Every frame a host took: its rows, whether partial, and when it started and ended. */
+function record(host: StageHost, name: string, log: string[], tailDelayMs = 0) {
+  const frames: { rows: number; partial: boolean }[] = [];
+  const step = host.step.bind(host);
+  host.step = async (id: string, frame: StageFrame) => {
+    const n = frames.push({ rows: frame.tokens.length, partial: !!frame.partial });
+    log.push(`${name} start ${n}`);
+    try {
+      const r = await step(id, frame);
+      // A slow tail (its answers held back, its steps still taken in order) makes the overlap
+      // visible: the stage before it must not wait for it.
+      if (tailDelayMs && frame.partial) await new Promise((r) => setTimeout(r, tailDelayMs));
+      return r;
+    } finally {
+      log.push(`${name} end ${n}`);
+    }
+  };
+  return frames;
+}
+
+function generate(links: StageLink[]): Promise<HeadResult> {
+  return new Head({ chain: () => Promise.resolve(links) }).generate({
+    requestId: "long",
+    promptTokens: PROMPT,
+    maxTokens: 8,
+    // Settings a float32 holds exactly: the wire carries them as floats.
+    sampling: { temperature: 0.75, seed: 7, repeatPenalty: 1.25, topLogprobs: 3 },
+    isEog: () => false,
+    maxContext: 256,
+  });
+}
+
+/** The reference: one stage holding the whole model. */
+async function single(): Promise<HeadResult> {
+  const [whole] = await hosts([[0, 5]]);
+  return await generate([new LocalStageLink("one", whole)]);
+}
+
+/** Ids, log-probabilities (as float32: the wire's) and the alternatives of a generation. */
+const summary = (r: HeadResult) =>
+  r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
+
+Deno.test("a long prompt pipelined through 3 in-process stages: the single stage's tokens", async () => {
+  const want = await single();
+  const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
+  const log: string[] = [];
+  const tailFrames = record(c, "c", log);
+  const byId: Record<string, StageHost> = { b, c };
+  const linkTo = (hop: ChainHop): StageLink =>
+    new LocalStageLink(hop.nodeId, byId[hop.nodeId], { linkTo, chunkRows: CHUNK });
+  const links = [
+    new LocalStageLink("a", a, { linkTo, chunkRows: CHUNK }),
+    linkTo({ nodeId: "b", from: 2, to: 4 }),
+    linkTo({ nodeId: "c", from: 4, to: 5 }),
+  ];
+  const got = await generate(links);
+  assertEquals(summary(got), summary(want));
+  // The prompt reached the tail as 10 chunks, all but the last partial; then 7 decode frames.
+  const prompt = tailFrames.slice(0, 10);
+  assertEquals(prompt.map((f) => f.rows), [16, 16, 16, 16, 16, 16, 16, 16, 16, 6]);
+  assertEquals(prompt.map((f) => f.partial), [...Array(9).fill(true), false]);
+  assertEquals(tailFrames.slice(10).map((f) => f.rows), Array(7).fill(1));
+  for (const h of [a, b, c]) assertEquals(h.openSessions, 0);
+});
+
+/** Stages behind RPC servers (and, for "tcp", data planes), reached through remote links. */
+async function serve(stages: StageHost[], hop: "tcp" | "grpc") {
+  const planes: TcpPlane[] = [];
+  const servers: RpcServer[] = [];
+  const transports = new Map<string, RpcTransport>();
+  const endpoints = new Map<string, string>();
+  const linkTo = (h: ChainHop): StageLink =>
+    new RemoteStageLink(h.nodeId, h.from, h.to, transports.get(h.nodeId)!, {
+      dataEndpoint: endpoints.get(h.nodeId),
+    });
+  for (const [i, host] of stages.entries()) {
+    const ctx = { nodeId: `n${i}`, host: () => host, epoch: () => 0n, linkTo, chunkRows: CHUNK };
+    const server = await startRpcServer({
+      port: 0,
+      routes: (r) => r.service(InferenceService, { forward: forwardHandler(ctx) }),
+    });
+    servers.push(server);
+    transports.set(`n${i}`, await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false }));
+    if (hop === "tcp") {
+      const plane = await startTcpPlane({
+        host: "127.0.0.1",
+        protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 64 << 20) },
+      });
+      planes.push(plane);
+      endpoints.set(`n${i}`, `127.0.0.1:${plane.port}`);
+    }
+  }
+  return {
+    links: stages.map((h, i) => linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })),
+    /** Stage i's listeners go away (its connections reset). */
+    kill: (i: number) => Promise.all([servers[i].close(0), planes[i]?.close()]),
+    async close() {
+      for (const t of transports.values()) t.close();
+      await Promise.all([...servers.map((s) => s.close(100)), ...planes.map((p) => p.close())]);
+    },
+  };
+}
+
+for (const hop of ["tcp", "grpc"] as const) {
+  Deno.test(`a long prompt pipelined through 3 stages over ${hop}: same tokens, chunks overlap`, async () => {
+    const want = await single();
+    const stages = await hosts([[0, 2], [2, 4], [4, 5]]);
+    const log: string[] = [];
+    const middle = record(stages[1], "b", log);
+    record(stages[2], "c", log, 20);
+    const chain = await serve(stages, hop);
+    try {
+      const got = await generate(chain.links);
+      assertEquals(summary(got), summary(want));
+      assertEquals(middle.slice(0, 10).map((f) => f.rows), [16, 16, 16, 16, 16, 16, 16, 16, 16, 6]);
+      // b started its second chunk before the (slow) tail was done with the first.
+      const at = (e: string) => log.indexOf(e);
+      assert(at("b start 2") >= 0 && at("b start 2") < at("c end 1"), log.slice(0, 12).join(", "));
+      await new Promise((r) => setTimeout(r, 50));
+      for (const h of stages) assertEquals(h.openSessions, 0);
+    } finally {
+      await chain.close();
+    }
+  });
+
+  Deno.test(`the tail lost in the middle of a pipelined prompt (${hop}): the failure names it`, async () => {
+    const stages = await hosts([[0, 2], [2, 4], [4, 5]]);
+    const log: string[] = [];
+    const tail = record(stages[2], "c", log, 10);
+    const chain = await serve(stages, hop);
+    try {
+      const step = stages[2].step.bind(stages[2]);
+      stages[2].step = (id, frame) => {
+        if (tail.length === 3) chain.kill(2);
+        return step(id, frame);
+      };
+      const e = await new Head({ chain: () => Promise.resolve(chain.links) }, { maxRecoveries: 0 })
+        .generate({
+          requestId: "cut",
+          promptTokens: PROMPT,
+          maxTokens: 4,
+          sampling: { temperature: 0 },
+          isEog: () => false,
+          maxContext: 256,
+        }).then(() => null, (e) => e);
+      assert(e, "the generation should fail without a replacement");
+      assert(/last: n2: /.test(e.message), `the failure names n2: ${e.message}`);
+      await new Promise((r) => setTimeout(r, 100));
+      assertEquals(stages[0].openSessions + stages[1].openSessions, 0, "nothing stays open");
+    } finally {
+      await chain.close();
+    }
+  });
+}
