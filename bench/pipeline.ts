@@ -16,6 +16,11 @@
  * compute) / stages is the time one hop adds (send, receive, encode, decode of one frame and of
  * the token coming back). Prints JSON.
  *
+ * `--prefill N` also times the first token of an N-token prompt (one token asked for) through 1
+ * agent, through the 3-agent chain (its stages hand each 64-row chunk on while running the next,
+ * so the chunks overlap across stages), and through a second 3-agent chain started with
+ * `--prefill-chunk 0` (the prompt goes down whole), each round.
+ *
  * `--endpoint host:7950` (with `--tls-ca/--tls-cert/--tls-key` under mTLS) measures a running
  * cluster instead: served decode through its head and per-hop overhead over its chain, read from
  * GetClusterInfo's placement; the in-process and 1-agent comparisons are then not run (null).
@@ -36,7 +41,7 @@ import {
 } from "../cli/local_cluster.ts";
 import { generatedModel } from "./lib/models.ts";
 
-const CONTEXT = 512;
+const CONTEXT = 1024;
 const SESSIONS = 2;
 const PROMPT = "Once upon a time there was a little robot who wanted to learn to paint.";
 
@@ -47,6 +52,8 @@ function quantile(xs: number[], q: number): number {
 
 interface Opts {
   tokens: number;
+  /** Prompt tokens of the time-to-first-token rounds (0: none). */
+  prefill: number;
   backend: string;
   threads?: number;
   reps: number;
@@ -138,12 +145,32 @@ function chainRounds(
     }
     return out;
   };
-  return { run, hops };
+  /** Time to the first token of a `prefill`-token prompt, as the head measured it. */
+  const ttft = async (): Promise<{ ms: number; promptTokens: number }> => {
+    // The sentence is about 38 tokens of the 110M model's vocabulary; the head reports how
+    // many the prompt really was.
+    const prompt = Array(Math.ceil(o.prefill / 38)).fill(PROMPT).join(" ");
+    for await (
+      const m of client.generate({ prompt, maxTokens: 1, sampler: { temperature: 0 } })
+    ) {
+      if (m.usage) {
+        return { ms: m.usage.timeToFirstTokenMs, promptTokens: m.usage.promptTokens };
+      }
+    }
+    throw new Error("the generation ended without usage");
+  };
+  return { run, hops, ttft };
 }
 
 /** `nAgents` agent processes, ready to run served rounds and to time hops. */
-async function served(model: string, nAgents: number, o: Opts, prefix: string) {
-  const { args } = await splitModelArgs({
+async function served(
+  model: string,
+  nAgents: number,
+  o: Opts,
+  prefix: string,
+  extra: string[] = [],
+) {
+  const { args: split } = await splitModelArgs({
     model,
     agents: nAgents,
     contextSize: CONTEXT,
@@ -151,6 +178,7 @@ async function served(model: string, nAgents: number, o: Opts, prefix: string) {
     backend: o.backend,
     threads: o.threads,
   });
+  const args = [...split, ...extra];
   const ids = Array.from({ length: nAgents }, (_, i) => `${prefix}-${i}`);
   const agents = await startLocalCluster(ids, { args, startTimeoutMs: 120_000 });
   const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`, { gzip: false });
@@ -159,7 +187,7 @@ async function served(model: string, nAgents: number, o: Opts, prefix: string) {
   const stages = info.placement!.stages;
   const head = agents.find((a) => a.id === stages[0].nodeId)!;
   const headTransport = await createRpcTransport(`127.0.0.1:${head.rpcPort}`, { gzip: false });
-  const { run, hops } = chainRounds(info, headTransport, o, prefix);
+  const { run, hops, ttft } = chainRounds(info, headTransport, o, prefix);
   const stop = async () => {
     headTransport.close();
     await stopLocalAgents(agents);
@@ -167,6 +195,7 @@ async function served(model: string, nAgents: number, o: Opts, prefix: string) {
   return {
     run,
     hops,
+    ttft,
     stop,
     stages: stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`),
   };
@@ -208,6 +237,7 @@ if (import.meta.main) {
     .option("--reps <n>", "rounds (each runs every configuration once)", "5")
     .option("--backend <name>", "backend of the engine and every agent", "auto")
     .option("--threads <n>", "threads per engine/agent")
+    .option("--prefill <n>", "also time the first token of an n-token prompt (0: no)", "0")
     .option("--endpoint <host:port>", "measure a running cluster through this agent's RPC port")
     .option("--tls-ca <path>", "CA of the cluster's mTLS (with --endpoint)")
     .option("--tls-cert <path>", "client certificate (with --endpoint)")
@@ -216,6 +246,7 @@ if (import.meta.main) {
     .opts();
   const o: Opts = {
     tokens: Number(opts.tokens),
+    prefill: Number(opts.prefill),
     reps: Number(opts.reps),
     backend: opts.backend,
     threads: opts.threads ? Number(opts.threads) : undefined,
@@ -260,8 +291,11 @@ if (import.meta.main) {
   const local = await inProcess(model, o);
   const one = await served(model, 1, o, "solo");
   const three = await served(model, 3, o, "chain");
+  // The same chain with its prompts sent down whole, for the prefill comparison.
+  const whole = o.prefill > 0 ? await served(model, 3, o, "whole", ["--prefill-chunk", "0"]) : null;
   const rounds: { local: Round; one: Round; three: Round }[] = [];
   let hops: number[] = [];
+  const ttfts: { one: number; three: number; whole: number; promptTokens: number }[] = [];
   try {
     // Warm-up: JIT, connections, buffers.
     await local.run();
@@ -270,12 +304,21 @@ if (import.meta.main) {
     for (let r = 0; r < o.reps; r++) {
       rounds.push({ local: await local.run(), one: await one.run(), three: await three.run() });
       hops = hops.concat(await three.hops());
+      if (whole) {
+        if (r === 0) await Promise.all([one.ttft(), three.ttft(), whole.ttft()]); // warm-up
+        const t1 = await one.ttft();
+        const t3 = await three.ttft();
+        const tw = await whole.ttft();
+        ttfts.push({ one: t1.ms, three: t3.ms, whole: tw.ms, promptTokens: t1.promptTokens });
+      }
     }
   } finally {
     await local.stop();
     await one.stop();
     await three.stop();
+    await whole?.stop();
   }
+  const bestMs = (k: "one" | "three" | "whole") => Math.min(...ttfts.map((t) => t[k]));
   const r3 = (x: number) => Math.round(x * 1000) / 1000;
   const best = (k: "local" | "one" | "three") => Math.max(...rounds.map((r) => r[k].tps));
   const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
@@ -298,5 +341,16 @@ if (import.meta.main) {
     same_ids: rounds.every((r) => same(r.local.ids, r.one.ids) && same(r.one.ids, r.three.ids)),
     rounds: rounds.map((r) => [r3(r.local.tps), r3(r.one.tps), r3(r.three.tps)]),
     stages: three.stages,
+    ...(ttfts.length
+      ? {
+        prefill_tokens: ttfts[0].promptTokens,
+        ttft_ms_one_agent: r3(bestMs("one")),
+        ttft_ms_three_agents: r3(bestMs("three")),
+        ttft_ms_three_agents_whole_prompt: r3(bestMs("whole")),
+        three_pipelined_vs_whole: r3(bestMs("whole") / bestMs("three")),
+        median_round_three_pipelined_vs_whole: r3(median(ttfts.map((t) => t.whole / t.three))),
+        ttft_rounds: ttfts.map((t) => [r3(t.one), r3(t.three), r3(t.whole)]),
+      }
+      : {}),
   }));
 }

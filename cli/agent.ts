@@ -47,6 +47,10 @@ export function agentProgram() {
     .option("--context-size <n>", "positions per session (default 2048)")
     .option("--max-sessions <n>", "concurrent sessions per stage (default 64)")
     .option("--batch-size <n>", "most tokens per forward pass (default 128)")
+    .option(
+      "--prefill-chunk <rows>",
+      "prompt rows a stage hands on while running the next; 0: whole prompts (default 64)",
+    )
     .option("--max-requests <n>", "concurrent generations this head runs (default: --max-sessions)")
     .option("--queue-size <n>", "requests waiting for a slot before HTTP 429 (default 256)")
     .option("--api-key <key>", "bearer key the HTTP API requires (default: none)")

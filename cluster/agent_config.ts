@@ -39,6 +39,11 @@ export interface AgentConfig {
   maxSessions: number;
   /** Most tokens in one forward pass (prompt chunks, batched decode rows); sizes the scratch. */
   batchSize: number;
+  /**
+   * Rows per prompt chunk a stage hands to the next while it runs the following one (a long
+   * prompt's chunks overlap across stages); 0: a prompt goes down the chain whole.
+   */
+  prefillChunk: number;
   /** Concurrent generations this agent heads (default: maxSessions); beyond, requests queue. */
   maxRequests: number;
   /** Requests waiting for a generation slot; beyond, HTTP 429 / RESOURCE_EXHAUSTED. */
@@ -114,6 +119,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   threads: "DLLM_THREADS",
   contextSize: "DLLM_CONTEXT_SIZE",
   maxSessions: "DLLM_MAX_SESSIONS",
+  prefillChunk: "DLLM_PREFILL_CHUNK",
   batchSize: "DLLM_BATCH_SIZE",
   maxRequests: "DLLM_MAX_REQUESTS",
   queueSize: "DLLM_QUEUE_SIZE",
@@ -272,6 +278,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     threads: int("threads", undefined, 1, 1024),
     contextSize: int("contextSize", 2048, 16, 1 << 20)!,
     maxSessions,
+    prefillChunk: int("prefillChunk", 64, 0, 1 << 20)!,
     // 128 rows keep CPU prefill at full speed (each pass is compute-bound well before that) while
     // the activation scratch stays small: 512 cost 66 MB on a 1.1B model, against 17 MB.
     batchSize: int("batchSize", 128, 1, 8192)!,

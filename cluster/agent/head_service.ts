@@ -117,6 +117,7 @@ export class HeadService {
         version: hop.version,
         epoch: () => this.loop.epoch,
         linkTo: (next) => this.linkTo(next),
+        chunkRows: s.config.prefillChunk,
       });
     }
     return new LazyRemoteLink(hop, async () => {

@@ -59,6 +59,7 @@ export function forwardContext(
     host: () => s.stage,
     epoch: () => loop.epoch,
     linkTo: (hop) => head.linkTo(hop),
+    chunkRows: s.config.prefillChunk,
     onFrame: (frame) => {
       s.counters.framesProcessedTotal++;
       metrics.onFrame(frame);

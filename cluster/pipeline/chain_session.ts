@@ -32,7 +32,7 @@ export interface ChainStageContext {
   epoch(): bigint;
   /** Links to the stages after this one. */
   linkTo: LinkFactory;
-  /** Rows per pipelined prompt chunk (default {@linkcode PREFILL_CHUNK_ROWS}). */
+  /** Rows per pipelined prompt chunk (default {@linkcode PREFILL_CHUNK_ROWS}; 0: none). */
   chunkRows?: number;
 }
 
@@ -73,7 +73,9 @@ export async function openChainSession(
     }
   }
   const span = hop ? { "llm.stage.node": hop.nodeId, "llm.layers": `${hop.from}-${hop.to}` } : {};
-  const chunkRows = Math.max(1, ctx.chunkRows ?? PREFILL_CHUNK_ROWS);
+  const chunkRows = ctx.chunkRows === 0
+    ? Infinity
+    : Math.max(1, ctx.chunkRows ?? PREFILL_CHUNK_ROWS);
   /** This stage's layers on `frame`, then the rest of the chain's. */
   const whole = async (frame: StageFrame): Promise<StageResult> => {
     const out = await host.step(open.sessionId, frame);

@@ -41,3 +41,13 @@ Deno.test("--data-port: any free port by default, else a port number", () => {
     "--data-port",
   );
 });
+
+Deno.test("--prefill-chunk: 64 rows by default, 0 turns pipelined prompts off", () => {
+  assertEquals(resolveConfig([["default", base]]).prefillChunk, 64);
+  assertEquals(resolveConfig([["env", { prefillChunk: "0" }], ["default", base]]).prefillChunk, 0);
+  assertThrows(
+    () => resolveConfig([["flag", { prefillChunk: "-1" }], ["default", base]]),
+    AgentConfigError,
+    "--prefill-chunk",
+  );
+});
