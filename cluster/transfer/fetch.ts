@@ -201,6 +201,15 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
         // here, so this is no failure, and the peer is not put on a cooldown for it.
         if (batch.every((c) => cache.has(seg, c))) continue;
         lastError = `${peer.id}: ${(e as Error).message}`;
+        // Peers that keep failing (slower than their cooldown, so some peer is always "able")
+        // must not retry forever: the same bound as when none is.
+        if (Date.now() - lastProgress > stallMs) {
+          throw new FetchError(
+            `no chunk of ${cache.manifest.segments[seg].name} of ${cache.manifest.modelId} ` +
+              `arrived for ${Math.round(stallMs / 1000)} s (last error: ${lastError}); check ` +
+              `that peer or start another agent that holds the file`,
+          );
+        }
         cooldown.set(peer.id, Date.now() + 500);
         opts.log?.("chunk stream failed; retrying", { peer: peer.id, error: lastError });
       } finally {

@@ -9,6 +9,7 @@ import {
   chunkCount,
   computeManifest,
   corruptionHook,
+  FetchError,
   fetchSegments,
   HEADER_SEGMENT,
   ModelCache,
@@ -111,6 +112,42 @@ function memoryPeer(
   };
   return peer as unknown as ChunkPeer & { served: number };
 }
+
+Deno.test("peers that keep failing slower than their cooldown end the fetch after the stall bound", async () => {
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    const stats = { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 };
+    // Every stream fails after 600 ms, past the 500 ms cooldown, and two peers take turns:
+    // one is always "able", so only a bound on the failure path ends this.
+    const dying = (id: string) =>
+      memoryPeer(id, bytes, manifest, {
+        before: async () => {
+          await new Promise((r) => setTimeout(r, 600));
+          throw new Error(`${id} went away`);
+        },
+      });
+    const peers = [dying("dying-1"), dying("dying-2")];
+    const t0 = Date.now();
+    const e = await assertRejects(
+      () =>
+        fetchSegments({
+          cache,
+          segments: [0, 1],
+          peers: () => Promise.resolve(peers),
+          stats,
+          stallMs: 1000,
+          concurrency: 1,
+        }),
+      FetchError,
+    );
+    assert(/dying-\d went away/.test(e.message), e.message);
+    assert(Date.now() - t0 < 5000, `gave up after ${Date.now() - t0} ms`);
+    cache.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
 
 Deno.test("the fetcher re-fetches corrupt chunks elsewhere and resumes after a failure", async () => {
   const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
