@@ -17,7 +17,7 @@ import {
   StageFailureSchema,
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
-import { MessageQueue, type PlaneProtocol, RpcFailure, serveTcpBidi } from "../rpc/mod.ts";
+import { type PlaneProtocol, RpcFailure, serveTcpBidi } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
 import { type LinkFactory, openChainSession } from "./chain_session.ts";
@@ -63,16 +63,16 @@ export interface ForwardContext {
 }
 
 /**
- * Frames of one stream a stage runs at once: a long prompt arrives in chunks (chain_session.ts)
- * that must overlap down the chain; more than this wait for the earlier ones' answers.
+ * Prompt chunks of one stream a stage runs before it waits for their answers: they arrive
+ * (partial frames, chain_session.ts) faster than the chain answers them, and must overlap.
  */
 const MAX_FRAMES_IN_FLIGHT = 32;
 
 /**
  * The Forward handler: frames in, one response per frame out (in order), KV cache freed when
- * the stream ends. A frame starts as soon as it arrives, so a stage runs a prompt's next chunk
- * while its previous one is further down the chain; the opening frame and a closing one wait
- * for the frames before them.
+ * the stream ends. A prompt chunk (a partial frame) does not wait for its answer before the next
+ * frame is read, so a stage runs a prompt's next chunk while the previous one is further down
+ * the chain; every other frame is answered before the next is read.
  */
 export function forwardHandler(ctx: ForwardContext) {
   const self = ctx.nodeId ?? "";
@@ -81,9 +81,6 @@ export function forwardHandler(ctx: ForwardContext) {
   ): AsyncIterable<ForwardResponse> {
     /** The stream's session, once its first frame opened it. */
     const s: { sessionId?: string; host?: StageHost; session?: SessionLink } = {};
-    const answers = new MessageQueue<Promise<ForwardResponse>>();
-    const inFlight = new Set<Promise<ForwardResponse>>();
-    let ended = false;
     /** One frame's answer: this stage's part and the chain's after it. */
     const handle = async (frame: ActivationFrame): Promise<ForwardResponse> => {
       let { host, session, sessionId } = s;
@@ -200,41 +197,45 @@ export function forwardHandler(ctx: ForwardContext) {
       }
       return response;
     };
-    (async () => {
-      let nextStep = 0n;
+    /** Answers of prompt chunks still running, oldest first. */
+    const pending: Promise<ForwardResponse>[] = [];
+    let nextStep = 0n;
+    try {
       for await (const frame of frames) {
-        if (ended) break;
         if (frame.step !== nextStep) {
-          answers.push(Promise.reject(
-            new RpcFailure(
-              "failed_precondition",
-              `session ${frame.sessionId}: expected step ${nextStep}, got ${frame.step} (the KV cache would be wrong)`,
-            ),
-          ));
-          break;
+          throw new RpcFailure(
+            "failed_precondition",
+            `session ${frame.sessionId}: expected step ${nextStep}, got ${frame.step} (the KV cache would be wrong)`,
+          );
         }
         nextStep++;
-        if (frame.open || frame.close) await Promise.allSettled(inFlight);
-        while (inFlight.size >= MAX_FRAMES_IN_FLIGHT) await Promise.race(inFlight).catch(() => {});
-        const answer = handle(frame);
-        inFlight.add(answer);
-        // Read (and its rejection handled) by the loop below, or dropped once the stream ended.
-        answer.catch(() => {}).finally(() => inFlight.delete(answer));
-        answers.push(answer);
-        // Later frames need the session the opening makes.
-        if (frame.open) await answer.catch(() => {});
-      }
-      answers.end();
-    })().catch((e) => answers.fail(e));
-    try {
-      for await (const answer of answers) {
-        const response = await answer;
+        const chunk = frame.partial && !frame.open && !frame.close;
+        // A close waits for the chunks before it; any other frame starts now, so its pass
+        // queues behind theirs and its rows go down the chain right after them.
+        const answer = frame.close ? undefined : handle(frame);
+        // Read below, in order; never left to reject unhandled if the stream ends first.
+        answer?.catch(() => {});
+        if (chunk) {
+          pending.push(answer!);
+          if (pending.length < MAX_FRAMES_IN_FLIGHT) continue;
+        }
+        while (pending.length) {
+          const response = await pending.shift()!;
+          yield response;
+          // A failure further down ends this session.
+          if (response.failure) return;
+        }
+        if (chunk) continue;
+        const response = await (answer ?? handle(frame));
         yield response;
-        // A failure further down ends this session; so does its close.
         if (response.failure || response.closed) return;
       }
+      while (pending.length) {
+        const response = await pending.shift()!;
+        yield response;
+        if (response.failure) return;
+      }
     } finally {
-      ended = true;
       // The stream ended (closed, broken or cancelled): never leak a KV cache here or further.
       if (s.session) await s.session.close("stream ended");
       else if (s.host && s.sessionId !== undefined) s.host.close(s.sessionId);
