@@ -9,6 +9,7 @@
  */
 import { startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
 import { Flags, runBench, UsageError } from "./lib/cli.ts";
+import { interference } from "./lib/stream_gaps.ts";
 
 const USAGE = `usage: deno task bench api [flags]
 
@@ -21,6 +22,9 @@ const USAGE = `usage: deno task bench api [flags]
   --warmup <s>            unmeasured seconds first (default 1)
   --clients <list>        concurrent clients, comma-separated (default 1,16,128)
   --max-tokens <n>        tokens per completion (default 8)
+  --prompt-load <n>       also stream 64 tokens alone and while another client sends
+                          n-token prompts back to back: time between tokens, on the agent
+                          it starts and on one started with --prefill-chunk 0 (default 0: no)
 
 Prints one JSON object per client count and a summary.`;
 
@@ -33,6 +37,7 @@ interface Options {
   warmup: number;
   clients: number[];
   maxTokens: number;
+  promptLoad: number;
 }
 
 function parse(args: string[]): Options {
@@ -43,6 +48,7 @@ function parse(args: string[]): Options {
     warmup: 1,
     clients: [1, 16, 128],
     maxTokens: 8,
+    promptLoad: 0,
   };
   const f = new Flags(args);
   const seconds = (v: string, flag: string) => {
@@ -88,6 +94,9 @@ function parse(args: string[]): Options {
       case "--max-tokens":
         o.maxTokens = f.count();
         break;
+      case "--prompt-load":
+        o.promptLoad = f.count();
+        break;
       default:
         throw new UsageError(`unknown flag ${flag}\n${USAGE}`);
     }
@@ -104,11 +113,11 @@ function pct(sorted: number[], p: number): number {
 
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
-async function main(args: string[]): Promise<void> {
-  const o = parse(args);
-  const maxClients = Math.max(...o.clients);
-  const agent = o.endpoint ? undefined : await startLocalAgent({
-    id: "bench-api",
+/** The agent this bench starts (`extra`: more flags). */
+function startAgent(o: Options, id: string, extra: string[] = []) {
+  const maxClients = Math.max(...o.clients, 2);
+  return startLocalAgent({
+    id,
     args: [
       "--model",
       o.model,
@@ -117,7 +126,7 @@ async function main(args: string[]): Promise<void> {
       "--gossip-preset",
       "local",
       "--context-size",
-      "256",
+      String(Math.max(256, o.promptLoad * 2 + 128)),
       "--max-sessions",
       String(maxClients),
       "--max-requests",
@@ -126,8 +135,14 @@ async function main(args: string[]): Promise<void> {
       String(maxClients * 4),
       "--log-level",
       "info",
+      ...extra,
     ],
   });
+}
+
+async function main(args: string[]): Promise<void> {
+  const o = parse(args);
+  const agent = o.endpoint ? undefined : await startAgent(o, "bench-api");
   const base = o.endpoint ?? `http://127.0.0.1:${agent!.httpPort}`;
   const backend = agent
     ? String(agent.logs.find((l) => l.msg === "backend selected")?.backend ?? "?")
@@ -227,6 +242,34 @@ async function main(args: string[]): Promise<void> {
       requests_per_second_at_128: at128 === null ? null : round(at128),
       goal_1000_requests_per_second_at_128: at128 === null ? null : at128 >= 1000,
     }));
+    if (o.promptLoad > 0) {
+      const sliced = await interference({ base, headers, model }, o.promptLoad, 64);
+      // The same on an agent whose prompts run whole (no slicing), for comparison.
+      let whole = null;
+      if (!o.endpoint) {
+        const other = await startAgent(o, "bench-api-whole", ["--prefill-chunk", "0"]);
+        try {
+          const b = `http://127.0.0.1:${other.httpPort}`;
+          for (let i = 0; i < 300; i++) {
+            const h = await fetch(`${b}/health`).then((r) => r.json(), () => ({}));
+            if (h.status === "ok") break;
+            await new Promise((r) => setTimeout(r, 100));
+          }
+          whole = await interference({ base: b, headers, model }, o.promptLoad, 64);
+        } finally {
+          await stopLocalAgents([other]);
+        }
+      }
+      console.log(JSON.stringify({
+        bench: "api",
+        part: "prompt_load",
+        endpoint: base,
+        backend,
+        sliced,
+        whole_prompts: whole,
+        goal_p90_within_3x: sliced.p90_loaded_vs_p50_alone <= 3,
+      }));
+    }
   } finally {
     if (agent) await stopLocalAgents([agent]);
   }

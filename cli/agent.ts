@@ -49,7 +49,7 @@ export function agentProgram() {
     .option("--batch-size <n>", "most tokens per forward pass (default 128)")
     .option(
       "--prefill-chunk <rows>",
-      "prompt rows a stage hands on while running the next; 0: whole prompts (default 64)",
+      "prompt rows per chunk down a chain and per pass beside other decodes; 0: whole (default 64)",
     )
     .option("--max-requests <n>", "concurrent generations this head runs (default: --max-sessions)")
     .option("--queue-size <n>", "requests waiting for a slot before HTTP 429 (default 256)")

@@ -40,8 +40,10 @@ export interface AgentConfig {
   /** Most tokens in one forward pass (prompt chunks, batched decode rows); sizes the scratch. */
   batchSize: number;
   /**
-   * Rows per prompt chunk a stage hands to the next while it runs the following one (a long
-   * prompt's chunks overlap across stages); 0: a prompt goes down the chain whole.
+   * Prompt rows per chunk: a stage hands each chunk to the next while it runs the following
+   * one (a long prompt's chunks overlap across stages), and while other sessions are open a
+   * pass runs at most this many of a prompt's rows beside their decodes (fewer when the stage's
+   * pass times say so). 0: prompts run whole.
    */
   prefillChunk: number;
   /** Concurrent generations this agent heads (default: maxSessions); beyond, requests queue. */

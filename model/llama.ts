@@ -469,16 +469,19 @@ export class LlamaStage {
 
   /**
    * Run `input` through this stage's layers, appending to the session's KV cache.
-   * Returns the last row's logits at the tail, or all rows' hidden states otherwise.
-   * Inputs longer than `maxBatch` rows are processed in chunks.
+   * Returns the last row's logits at the tail (empty with `noOutput`: BatchItem.noOutput), or all
+   * rows' hidden states otherwise. Inputs longer than `maxBatch` rows are processed in chunks.
    */
   async forward(
     session: Session,
     input: StageInput,
     ids?: ArrayLike<number>,
+    noOutput = false,
   ): Promise<StageOutput> {
     const n = this.validate(session, input);
-    if (n <= this.maxBatch) return (await this.forwardBatch([{ session, input, ids }]))[0];
+    if (n <= this.maxBatch) {
+      return (await this.forwardBatch([{ session, input, ids, noOutput }]))[0];
+    }
     const E = this.config.nEmbd;
     let out: StageOutput | undefined;
     const hidden = this.isTail ? undefined : new Float32Array(n * E);
@@ -490,7 +493,7 @@ export class LlamaStage {
       const partIds = ids && Array.prototype.slice.call(ids, start, end);
       // Only the last chunk's logits are the answer: the others skip the output matrix (for
       // an 8B model's 128k vocabulary, ~300 MB of weights read per chunk).
-      const item = { session, input: part, ids: partIds, noOutput: end < n };
+      const item = { session, input: part, ids: partIds, noOutput: noOutput || end < n };
       out = (await this.forwardBatch([item]))[0];
       if (hidden && "hidden" in out) hidden.set(out.hidden, start * E);
     }

@@ -112,6 +112,7 @@ export class StageRoom {
         },
         onFailure: (e) => this.onStageFailure(e),
         prefixCacheBytes: s.config.prefixCache,
+        sliceRows: s.config.prefillChunk,
       });
       this.metrics.onModelLoad((performance.now() - t0) / 1000);
       // Free the previous range's weights: re-placement must not leak memory.

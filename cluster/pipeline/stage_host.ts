@@ -5,100 +5,39 @@
  */
 import { EventLoopYield } from "./event_loop.ts";
 import type { KVType, TopCandidates } from "../../kernels/backend.ts";
-import type { LlamaStage, Session, StageOutput } from "../../model/llama.ts";
 import {
-  hostCandidates,
-  logSoftmax,
-  Sampler,
-  type SamplerSettings,
-  type TokenLogprob,
-  topLogprobs,
-} from "../../model/sampler.ts";
+  type LlamaStage,
+  type Session,
+  type StageInput,
+  StageInputError,
+  type StageOutput,
+} from "../../model/llama.ts";
+import { hostCandidates, logSoftmax, Sampler, topLogprobs } from "../../model/sampler.ts";
 import { withSamplingDefaults } from "../../model/sampling_defaults.ts";
+import {
+  type SampledToken,
+  type StageFrame,
+  type StageResult,
+  StageSessionError,
+  type TailSampling,
+} from "./stage_frame.ts";
+import {
+  advance,
+  type HostedSession,
+  lastSlice,
+  type PendingStep,
+  SliceClock,
+  takeBatch,
+} from "./prefill_slices.ts";
+
+export {
+  type SampledToken,
+  type StageFrame,
+  type StageResult,
+  StageSessionError,
+  type TailSampling,
+} from "./stage_frame.ts";
 import { spanUntil } from "../telemetry/tracing.ts";
-
-/**
- * Sampler settings for the tail (a JSON constraint included), plus how many alternatives to
- * report.
- */
-export interface TailSampling extends SamplerSettings {
-  topLogprobs?: number;
-}
-
-/** One frame entering a stage: token ids (head) or hidden rows (others), in order. */
-export interface StageFrame {
-  /** Token id of every row; the head embeds them, the tail feeds them to the penalty history. */
-  tokens: Int32Array;
-  /** Hidden rows `[tokens.length × nEmbd]`; absent at the head. */
-  hidden?: Float32Array;
-  /**
-   * At a sampling tail that is the whole model: up to this many further tokens it may decode
-   * greedily after this frame's, their ids kept on the device (LlamaStage.decodeGreedy), when
-   * the backend can and nothing else waits (see StageHost.lookahead). Absent or 0: none.
-   */
-  lookahead?: number;
-  /**
-   * A prompt chunk that is not the prompt's last (a stage pipelining a long prompt down the
-   * chain): the tail runs it into the KV cache and its sampler's history, and answers
-   * `prefilled` instead of a token.
-   */
-  partial?: boolean;
-}
-
-/** A token the tail sampled, with its log-probability and alternatives. */
-export interface SampledToken {
-  id: number;
-  logprob: number;
-  top: TokenLogprob[];
-}
-
-/** What a stage answers for one frame. */
-export type StageResult =
-  | { kind: "hidden"; hidden: Float32Array; computeMs: number }
-  | {
-    kind: "token";
-    token: SampledToken;
-    computeMs: number;
-    /** Prompt tokens this frame took from the prefix cache instead of running them. */
-    cachedTokens?: number;
-    /**
-     * Tokens decoded after `token` for the frame's lookahead, in order; all but the last are
-     * in the session's KV cache already, so the next frame brings the last one.
-     */
-    more?: SampledToken[];
-  }
-  | { kind: "logits"; logits: Float32Array; computeMs: number }
-  /** The tail's answer to a partial frame: its rows are in the KV cache. */
-  | { kind: "prefilled"; computeMs: number };
-
-/** A session id is unknown, already open, or the stage is full; the message says which. */
-export class StageSessionError extends Error {
-  override name = "StageSessionError";
-  constructor(
-    message: string,
-    readonly code: "not_found" | "exists" | "exhausted" | "invalid" | "unavailable",
-  ) {
-    super(message);
-  }
-  /** Status for the RPC layer (cluster/rpc maps it to a ConnectError code). */
-  get rpcCode(): string {
-    return {
-      not_found: "not_found",
-      exists: "already_exists",
-      exhausted: "resource_exhausted",
-      invalid: "invalid_argument",
-      unavailable: "unavailable",
-    }[this.code];
-  }
-}
-
-interface HostedSession {
-  session: Session;
-  /** The tail's sampler, made once when the session opened with sampling settings. */
-  sampler?: Sampler;
-  /** Log-probabilities of this many alternatives with each token. */
-  topLogprobs: number;
-}
 
 /** Options for a StageHost. */
 export interface StageHostOptions {
@@ -126,6 +65,13 @@ export interface StageHostOptions {
    * Default 250; 0: never decode ahead.
    */
   lookaheadMs?: number;
+  /**
+   * Most prompt rows a pass runs while other sessions are open (their next tokens wait for the
+   * pass): a longer prompt runs in slices, each sized to cost at most about two of the stage's
+   * recent decode passes, so a running stream's time between tokens stays within ~3× its own.
+   * Default 64; 0: a prompt runs whole, however long.
+   */
+  sliceRows?: number;
 }
 
 /**
@@ -141,20 +87,6 @@ function isBackendFailure(e: unknown, backend: string): boolean {
 
 /** A stage idle longer than this was woken through the event loop (see drain). */
 const IDLE_MS = 0.5;
-
-/** A frame waiting for the next batched pass. */
-interface PendingStep {
-  sessionId: string;
-  hosted: HostedSession;
-  frame: StageFrame;
-  rows: number;
-  /** The sampler has taken this frame's tokens already (the candidates path). */
-  accepted?: boolean;
-  /** Leading tokens of this frame restored from the prefix cache rather than run. */
-  cached?: number;
-  resolve: (r: StageResult) => void;
-  reject: (e: unknown) => void;
-}
 
 /**
  * Serves one loaded stage to many sessions with continuous batching: frames that arrive while
@@ -281,7 +213,18 @@ export class StageHost {
       );
     }
     const result = new Promise<StageResult>((resolve, reject) => {
-      this.waiting.push({ sessionId, hosted, frame, rows: frame.tokens.length, resolve, reject });
+      const rows = frame.tokens.length;
+      this.waiting.push({
+        sessionId,
+        hosted,
+        frame,
+        rows,
+        done: 0,
+        take: 0,
+        ms: 0,
+        resolve,
+        reject,
+      });
       if (!this.running) this.drain();
     });
     // Traced from queueing to result (a no-op unless OTEL_DENO=true).
@@ -324,25 +267,36 @@ export class StageHost {
     }
   }
 
-  /** The next batch: waiting frames in arrival order, one per session, within maxBatch rows. */
+  /** The next batch (prefill_slices.ts); the frames it leaves wait for later passes. */
   private takeBatch(): PendingStep[] {
-    const max = this.stage.maxBatch;
-    const batch: PendingStep[] = [];
-    const seen = new Set<HostedSession>();
-    let rows = 0;
-    const rest: PendingStep[] = [];
-    for (const p of this.waiting) {
-      // A frame longer than the batch runs alone (forward() chunks it).
-      const fits = batch.length === 0 || (rows + p.rows <= max && p.rows <= max);
-      if (fits && !seen.has(p.hosted) && (batch.length === 0 || rows < max)) {
-        batch.push(p);
-        seen.add(p.hosted);
-        rows += p.rows;
-        if (p.rows > max) break;
-      } else rest.push(p);
-    }
-    this.waiting = [...rest, ...this.waiting.slice(batch.length + rest.length)];
+    const slice = this.sessions.size > 1 ? this.clock.limit(this.opts.sliceRows ?? 64) : Infinity;
+    const { batch, rest } = takeBatch(this.waiting, this.stage.maxBatch, slice);
+    this.waiting = rest;
     return batch;
+  }
+
+  /** The pass costs prompt slices are sized by. */
+  private readonly clock = new SliceClock();
+
+  /** The rows of `p` this pass runs: its tokens (after a cached prefix) at the head, else hidden. */
+  private sliceOf(p: PendingStep): StageInput {
+    const s = p.hosted.session;
+    // A frame that cannot fit fails before its first slice touches the KV cache.
+    if (p.done === 0 && s.pos + p.rows > s.nCtx) {
+      throw new StageInputError(
+        `context is full: ${s.pos} + ${p.rows} tokens exceed the session's ${s.nCtx} positions`,
+      );
+    }
+    if (this.stage.isHead) {
+      p.tokens ??= this.afterCachedPrefix(p);
+      p.total = p.tokens.length;
+      p.take = Math.min(p.take, p.total - p.done);
+      return { tokens: p.tokens.subarray(p.done, p.done + p.take) };
+    }
+    p.total = p.rows;
+    const E = this.stage.config.nEmbd;
+    const hidden = p.frame.hidden ?? new Float32Array(0);
+    return { hidden: hidden.subarray(p.done * E, (p.done + p.take) * E), nTokens: p.take };
   }
 
   private async runBatch(batch: PendingStep[]): Promise<void> {
@@ -355,21 +309,42 @@ export class StageHost {
     if (live.length === 0) return;
     const t0 = performance.now();
     let outs: (StageOutput | { candidates: TopCandidates })[];
+    // Rows nobody reads skip the tail's output matrix: partial frames, and slices before a
+    // frame's last.
+    const inputs: { session: Session; input: StageInput; noOutput: boolean }[] = [];
+    for (const p of [...live]) {
+      try {
+        const input = this.sliceOf(p);
+        inputs.push({
+          session: p.hosted.session,
+          input,
+          noOutput: !!p.frame.partial || !lastSlice(p),
+        });
+      } catch (e) {
+        // This frame alone is bad (it cannot fit): it fails, the others run.
+        live.splice(live.indexOf(p), 1);
+        p.reject(e);
+      }
+    }
+    if (live.length === 0) return;
+    /** Sliced frames with rows left: back to the front of the queue after this pass. */
+    const again: PendingStep[] = [];
     try {
-      const inputs = live.map((p) => ({
-        session: p.hosted.session,
-        input: this.stage.isHead
-          ? { tokens: this.afterCachedPrefix(p) }
-          : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows },
-        noOutput: p.frame.partial,
-      }));
-      const want = live.length === 1 && !live[0].frame.partial
-        ? this.candidateRequest(live[0])
+      const one = live.length === 1 ? live[0] : undefined;
+      const want = one && !one.frame.partial && one.done === 0 && lastSlice(one)
+        ? this.candidateRequest(one)
         : null;
       outs = want
         ? [await this.stage.forwardCandidates(inputs[0].session, inputs[0].input, want)]
-        : live.length === 1
-        ? [await this.stage.forward(inputs[0].session, inputs[0].input)]
+        : one
+        ? [
+          await this.stage.forward(
+            one.hosted.session,
+            inputs[0].input,
+            undefined,
+            inputs[0].noOutput,
+          ),
+        ]
         : await this.stage.forwardBatch(inputs);
     } catch (e) {
       if (isBackendFailure(e, this.stage.backend.name)) {
@@ -389,32 +364,27 @@ export class StageHost {
       }
       // One bad frame must not fail its neighbours: retry each alone so the error lands where
       // it belongs (validation happens before any KV cache is touched).
-      for (const p of live) {
+      for (const [i, p] of live.entries()) {
         try {
-          p.resolve(
-            this.finish(
-              p,
-              await this.stage.forward(
-                p.hosted.session,
-                p.frame.hidden
-                  ? { hidden: p.frame.hidden, nTokens: p.rows }
-                  : { tokens: p.frame.tokens.subarray(p.cached ?? 0) },
-              ),
-              t0,
-            ),
-          );
+          const out = await this.stage.forward(p.hosted.session, inputs[i].input);
+          if (advance(p, out, 0, this.stage.config.nEmbd)) p.resolve(this.finish(p, out, t0));
+          else again.push(p);
         } catch (err) {
           p.reject(err);
         }
       }
+      this.waiting.unshift(...again);
       return;
     }
     this.passes++;
-    this.onStep?.({
-      computeMs: performance.now() - t0,
-      rows: live.reduce((a, p) => a + p.rows, 0),
-    });
+    const passMs = performance.now() - t0;
+    this.clock.measure(live, passMs);
+    this.onStep?.({ computeMs: passMs, rows: live.reduce((a, p) => a + p.take, 0) });
     for (const [i, p] of live.entries()) {
+      if (!advance(p, outs[i], passMs, this.stage.config.nEmbd)) {
+        again.push(p);
+        continue;
+      }
       let r: StageResult;
       try {
         r = this.finish(p, outs[i], t0);
@@ -442,6 +412,7 @@ export class StageHost {
       }
       p.resolve(r);
     }
+    this.waiting.unshift(...again);
   }
 
   /**
@@ -528,8 +499,8 @@ export class StageHost {
     t0: number,
   ): StageResult {
     this.steps++;
-    const computeMs = performance.now() - t0;
-    if ("hidden" in out) return { kind: "hidden", hidden: out.hidden, computeMs };
+    const computeMs = p.ms + performance.now() - t0;
+    if ("hidden" in out) return { kind: "hidden", hidden: p.hidden ?? out.hidden, computeMs };
     const sampler = p.hosted.sampler;
     if (p.frame.partial) {
       // Penalties count the whole prompt, so its every chunk goes into the history.
@@ -541,7 +512,12 @@ export class StageHost {
       return { kind: "logits", logits: out.logits, computeMs };
     }
     const token = this.sample(p, sampler, out);
-    return { kind: "token", token, computeMs: performance.now() - t0, cachedTokens: p.cached };
+    return {
+      kind: "token",
+      token,
+      computeMs: p.ms + performance.now() - t0,
+      cachedTokens: p.cached,
+    };
   }
 
   /** The tail's token for a frame's output row (or the device's candidates for it). */

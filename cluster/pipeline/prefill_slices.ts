@@ -1,0 +1,134 @@
+/**
+ * How a StageHost shares passes between sessions (continuous batching with chunked prefill):
+ * the frames waiting for a pass, which of them (and how many of their rows) the next pass
+ * takes, and how a prompt run in slices is put back together. While other sessions are open a
+ * long prompt runs a slice per pass, sized by the stage's recent pass times to cost about two
+ * decode passes, and waits at the front of the queue for the next, so the others' tokens keep
+ * coming (vLLM's chunked prefill, with a time budget instead of a token budget).
+ *
+ * @module
+ */
+import type { TopCandidates } from "../../kernels/backend.ts";
+import type { Session, StageOutput } from "../../model/llama.ts";
+import type { Sampler } from "../../model/sampler.ts";
+import type { StageFrame, StageResult } from "./stage_frame.ts";
+
+/** A session open on a stage: its KV cache and, at the tail, its sampler. */
+export interface HostedSession {
+  session: Session;
+  /** The tail's sampler, made once when the session opened with sampling settings. */
+  sampler?: Sampler;
+  /** Log-probabilities of this many alternatives with each token. */
+  topLogprobs: number;
+}
+
+/** A frame waiting for the next batched pass. */
+export interface PendingStep {
+  sessionId: string;
+  hosted: HostedSession;
+  frame: StageFrame;
+  rows: number;
+  /** The sampler has taken this frame's tokens already (the candidates path). */
+  accepted?: boolean;
+  /** Leading tokens of this frame restored from the prefix cache rather than run. */
+  cached?: number;
+  /** Rows of the frame run so far: a long prompt runs in slices while other sessions decode. */
+  done: number;
+  /** Rows the pass being built runs. */
+  take: number;
+  /** Rows to run in all (its tokens after a cached prefix, at the head), once its first ran. */
+  total?: number;
+  /** Its token ids after a cached prefix (head), once its first slice ran. */
+  tokens?: Int32Array;
+  /** Output rows of its slices so far (a sliced frame at a stage before the tail). */
+  hidden?: Float32Array;
+  /** Compute of its slices before the last. */
+  ms: number;
+  resolve: (r: StageResult) => void;
+  reject: (e: unknown) => void;
+}
+
+/** Fewest prompt rows a slice runs (fewer would waste the pass on fixed costs). */
+export const MIN_SLICE = 8;
+
+/**
+ * The next batch from `waiting` (in arrival order, one frame per session, within `max` rows),
+ * each frame's rows for this pass in `take`, and the frames left for later. A frame longer than
+ * `slice` contributes a slice; with no slice limit, a frame alone may be longer than a pass
+ * (forward() chunks it), and one that does not fit beside others waits.
+ */
+export function takeBatch(
+  waiting: PendingStep[],
+  max: number,
+  slice: number,
+): { batch: PendingStep[]; rest: PendingStep[] } {
+  const batch: PendingStep[] = [];
+  const seen = new Set<HostedSession>();
+  let rows = 0;
+  const rest: PendingStep[] = [];
+  for (const p of waiting) {
+    const left = (p.total ?? p.rows) - p.done;
+    const take = slice === Infinity
+      ? (batch.length === 0 || left <= max - rows ? left : 0)
+      : Math.min(left, slice, max - rows);
+    // One frame per session per pass (its rows depend on the previous frame's), and no slice
+    // so small that the pass's fixed costs outweigh it.
+    if (seen.has(p.hosted) || take <= 0 || (take < left && take < MIN_SLICE && batch.length)) {
+      rest.push(p);
+      continue;
+    }
+    p.take = take;
+    batch.push(p);
+    seen.add(p.hosted);
+    rows += take;
+  }
+  return { batch, rest };
+}
+
+/** The pass costs a stage sizes prompt slices by. */
+export class SliceClock {
+  /** Recent time of a pass of decode rows only (ms; 0: not measured yet). */
+  #decodeMs = 0;
+  /** Recent time per row of passes with prompt rows (ms; 0: not measured yet). */
+  #rowMs = 0;
+
+  /** Learn from a pass of `batch` that took `ms`. */
+  measure(batch: PendingStep[], ms: number): void {
+    const rows = batch.reduce((a, p) => a + p.take, 0);
+    const avg = (old: number, x: number) => (old ? 0.8 * old + 0.2 * x : x);
+    if (batch.every((p) => p.take === 1)) this.#decodeMs = avg(this.#decodeMs, ms);
+    else if (rows >= 2 * MIN_SLICE) this.#rowMs = avg(this.#rowMs, ms / rows);
+  }
+
+  /** Prompt rows a pass may run beside decodes: ~2 recent decode passes' worth, ≤ `cap`. */
+  limit(cap: number): number {
+    if (cap <= 0) return Infinity;
+    if (!this.#decodeMs || !this.#rowMs) return cap;
+    return Math.max(MIN_SLICE, Math.min(cap, Math.floor((2 * this.#decodeMs) / this.#rowMs)));
+  }
+}
+
+/** Whether this pass runs the rest of `p`. */
+export function lastSlice(p: PendingStep): boolean {
+  return p.done + p.take >= (p.total ?? p.rows);
+}
+
+/**
+ * Count this pass's slice of `p` (its hidden rows kept at a stage before the tail, `nEmbd`
+ * wide); false while rows of it are left for a later pass.
+ */
+export function advance(
+  p: PendingStep,
+  out: StageOutput | { candidates: TopCandidates },
+  ms: number,
+  nEmbd: number,
+): boolean {
+  const last = lastSlice(p);
+  if ("hidden" in out && (p.done > 0 || !last)) {
+    p.hidden ??= new Float32Array(p.total! * nEmbd);
+    p.hidden.set(out.hidden, p.done * nEmbd);
+  }
+  p.done += p.take;
+  if (!last) p.ms += ms;
+  return last;
+}

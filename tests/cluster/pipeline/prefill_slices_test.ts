@@ -1,0 +1,111 @@
+/**
+ * Chunked prefill in a StageHost: while other sessions are open, a long prompt runs a slice per
+ * pass and waits at the front of the queue for the next, so the others' decode frames keep
+ * joining passes instead of waiting for the whole prompt. Every request's tokens stay exactly
+ * what it produces alone.
+ */
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import {
+  Head,
+  type HeadRequest,
+  LocalStageLink,
+  StageHost,
+} from "../../../cluster/pipeline/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+import { FIXTURES } from "../../support/paths.ts";
+
+async function host(sliceRows?: number, onStep?: (rows: number) => void) {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  try {
+    return new StageHost(
+      await LlamaStage.load(file, createReferenceBackend(), { maxBatch: 64 }),
+      "s",
+      { defaultContext: 256, sliceRows, onStep: (s) => onStep?.(s.rows) },
+    );
+  } finally {
+    file.close();
+  }
+}
+
+const LONG = Array.from({ length: 200 }, (_, i) => 1 + ((i * 53 + 7) % 500));
+const SHORT = [1, 300, 420, 22];
+
+function request(
+  id: string,
+  prompt: number[],
+  maxTokens: number,
+  extra: Partial<HeadRequest> = {},
+) {
+  return {
+    requestId: id,
+    promptTokens: prompt,
+    maxTokens,
+    sampling: { temperature: 0.75, seed: 11, repeatPenalty: 1.25 },
+    isEog: () => false,
+    maxContext: 256,
+    ...extra,
+  };
+}
+
+Deno.test("a long prompt runs in slices while another session decodes; tokens as alone", async () => {
+  const ids = (r: { tokens: { id: number }[] }) => r.tokens.map((t) => t.id);
+  const solo = new Head({ chain: async () => [new LocalStageLink("n0", await host(16))] });
+  const aloneA = ids(await solo.generate(request("a", SHORT, 40)));
+  const aloneB = ids(await solo.generate(request("b", LONG, 4)));
+
+  const passes: number[] = [];
+  const h = await host(16, (rows) => passes.push(rows));
+  const head = new Head({ chain: () => Promise.resolve([new LocalStageLink("n0", h)]) });
+  /** A's tokens, and how many of them came while B's prompt ran. */
+  let aTokens = 0;
+  let duringPrompt = 0;
+  let bStarted = false;
+  let bFirst = false;
+  let b: Promise<{ tokens: { id: number }[] }> | undefined;
+  const a = head.generate(request("a", SHORT, 40, {
+    onToken: () => {
+      aTokens++;
+      if (bStarted && !bFirst) duringPrompt++;
+      if (aTokens === 5) {
+        bStarted = true;
+        b = head.generate(request("b", LONG, 4, { onToken: () => void (bFirst = true) }));
+      }
+    },
+  }));
+  const togetherA = ids(await a);
+  const togetherB = ids(await b!);
+  assertEquals(togetherA, aloneA);
+  assertEquals(togetherB, aloneB);
+  // While A was open, B's 200 rows went in slices of at most 16 rows (+ A's decode row).
+  const big = passes.filter((r) => r > 2);
+  assert(big.length >= 200 / 16, `B's prompt ran in ${big.length} passes: ${passes.join(",")}`);
+  assert(Math.max(...passes) <= 17, `a pass ran ${Math.max(...passes)} rows: ${passes.join(",")}`);
+  assert(duringPrompt >= 5, `A got ${duringPrompt} tokens while B's prompt ran`);
+  assertEquals(h.openSessions, 0);
+});
+
+Deno.test("alone, or with slicing off, a long prompt runs whole in one step", async () => {
+  for (const sliceRows of [16, 0]) {
+    const passes: number[] = [];
+    const h = await host(sliceRows, (rows) => passes.push(rows));
+    const head = new Head({ chain: () => Promise.resolve([new LocalStageLink("n0", h)]) });
+    await head.generate(request("b", LONG, 2));
+    assertEquals(passes[0], 200, `sliceRows ${sliceRows}: ${passes.join(",")}`);
+  }
+});
+
+Deno.test("a prompt that cannot fit the context fails alone, before any slice runs", async () => {
+  const h = await host(16);
+  h.open("a", 64);
+  h.open("b", 64);
+  const [bad, good] = await Promise.allSettled([
+    h.step("a", { tokens: Int32Array.from(LONG.slice(0, 100)) }),
+    h.step("b", { tokens: Int32Array.from(SHORT) }),
+  ]);
+  assertEquals(bad.status, "rejected");
+  assert(/context is full: 0 \+ 100/.test(String((bad as PromiseRejectedResult).reason)));
+  assertEquals(good.status, "fulfilled");
+  h.closeAll();
+});
