@@ -267,7 +267,7 @@ async function main(args: string[]): Promise<void> {
         backend,
         sliced,
         whole_prompts: whole,
-        goal_p90_within_3x: sliced.p90_loaded_vs_p50_alone <= 3,
+        goal_p90_within_3x: sliced.p90_loaded_vs_p90_alone <= 3,
       }));
     }
   } finally {

@@ -67,8 +67,8 @@ export interface StageHostOptions {
   lookaheadMs?: number;
   /**
    * Most prompt rows a pass runs while other sessions are open (their next tokens wait for the
-   * pass): a longer prompt runs in slices, each sized to cost at most about two of the stage's
-   * recent decode passes, so a running stream's time between tokens stays within ~3× its own.
+   * pass): a longer prompt runs in slices, each sized to cost about 1.5 of the stage's recent
+   * decode passes, so a running stream's time between tokens stays within ~3× its own.
    * Default 64; 0: a prompt runs whole, however long.
    */
   sliceRows?: number;

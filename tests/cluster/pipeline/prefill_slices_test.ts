@@ -52,7 +52,7 @@ function request(
 Deno.test("a long prompt runs in slices while another session decodes; tokens as alone", async () => {
   const ids = (r: { tokens: { id: number }[] }) => r.tokens.map((t) => t.id);
   const solo = new Head({ chain: async () => [new LocalStageLink("n0", await host(16))] });
-  const aloneA = ids(await solo.generate(request("a", SHORT, 40)));
+  const aloneA = ids(await solo.generate(request("a", SHORT, 150)));
   const aloneB = ids(await solo.generate(request("b", LONG, 4)));
 
   const passes: number[] = [];
@@ -64,7 +64,7 @@ Deno.test("a long prompt runs in slices while another session decodes; tokens as
   let bStarted = false;
   let bFirst = false;
   let b: Promise<{ tokens: { id: number }[] }> | undefined;
-  const a = head.generate(request("a", SHORT, 40, {
+  const a = head.generate(request("a", SHORT, 150, {
     onToken: () => {
       aTokens++;
       if (bStarted && !bFirst) duringPrompt++;
