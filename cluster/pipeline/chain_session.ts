@@ -18,7 +18,8 @@ import {
   type StageLink,
   StaleEpochError,
 } from "./head.ts";
-import type { StageFrame, StageHost, StageResult } from "./stage_host.ts";
+import type { StageHost } from "./stage_host.ts";
+import type { StageFrame, StageResult } from "./stage_frame.ts";
 import { SpanKind, withSpan } from "../telemetry/tracing.ts";
 
 /** Where a stage reaches the stages after it: a link per hop (local or remote). */

@@ -9,7 +9,7 @@
  * Transport-free: stages are reached through `StageLink`s, which are RPC streams between agents
  * and direct calls for a stage in the same process.
  */
-import type { SampledToken, StageFrame, StageResult, TailSampling } from "./stage_host.ts";
+import type { SampledToken, StageFrame, StageResult, TailSampling } from "./stage_frame.ts";
 import { type OpenSpan, openSpan, withSpan } from "../telemetry/tracing.ts";
 
 /** One stage of a chain as a message can name it. */

@@ -29,15 +29,14 @@ export {
   PREFILL_CHUNK_ROWS,
 } from "./chain_session.ts";
 export { Engine, type EngineOptions, type GenerateOptions, type GenerateResult } from "./engine.ts";
+export { StageHost, type StageHostOptions } from "./stage_host.ts";
 export {
   type SampledToken,
   type StageFrame,
-  StageHost,
-  type StageHostOptions,
   type StageResult,
   StageSessionError,
   type TailSampling,
-} from "./stage_host.ts";
+} from "./stage_frame.ts";
 export {
   FORWARD_METHOD,
   FORWARD_PREAMBLE,

@@ -25,7 +25,7 @@ import {
   StageLinkError,
   StaleEpochError,
 } from "./head.ts";
-import type { StageFrame, StageResult } from "./stage_host.ts";
+import type { StageFrame, StageResult } from "./stage_frame.ts";
 import { decodeValues, encodeValues, openToWire } from "./wire.ts";
 import { FORWARD_METHOD, FORWARD_PREAMBLE } from "./forward_service.ts";
 

@@ -30,13 +30,6 @@ import {
   takeBatch,
 } from "./prefill_slices.ts";
 
-export {
-  type SampledToken,
-  type StageFrame,
-  type StageResult,
-  StageSessionError,
-  type TailSampling,
-} from "./stage_frame.ts";
 import { spanUntil } from "../telemetry/tracing.ts";
 
 /** Options for a StageHost. */

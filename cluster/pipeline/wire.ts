@@ -16,7 +16,7 @@ import {
   encodeJsonConstraint,
   JsonConstraintError,
 } from "../../model/constrain/mod.ts";
-import type { TailSampling } from "./stage_host.ts";
+import type { TailSampling } from "./stage_frame.ts";
 import type { SessionOpen } from "./head.ts";
 
 /** A frame's bytes do not match its shape/dtype; a precise INVALID_ARGUMENT. */

@@ -20,6 +20,7 @@ import {
   TRAILER_FLAG,
 } from "../../../cluster/rpc/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
+import { rawAnswer } from "../../support/raw_tcp.ts";
 
 const METHOD = { input: ActivationFrameSchema, output: ForwardResponseSchema };
 
@@ -61,27 +62,6 @@ async function plane(opts: { maxConnections?: number; preambleTimeoutMs?: number
     },
   });
   return { p, seen, endpoint: `127.0.0.1:${p.port}` };
-}
-
-/** Everything a raw connection gets back after sending `bytes` (then half-closing). */
-async function rawAnswer(port: number, bytes: Uint8Array, halfClose = true): Promise<Uint8Array> {
-  const c = await Deno.connect({ hostname: "127.0.0.1", port });
-  try {
-    await c.write(bytes);
-    if (halfClose) await c.closeWrite();
-    const out: number[] = [];
-    const buf = new Uint8Array(4096);
-    for (;;) {
-      const n = await c.read(buf).catch(() => null);
-      if (n === null) break;
-      out.push(...buf.subarray(0, n));
-    }
-    return new Uint8Array(out);
-  } finally {
-    try {
-      c.close();
-    } catch { /* closed */ }
-  }
 }
 
 /** The trailer a raw answer ends with. */

@@ -16,6 +16,7 @@ import {
 } from "../../../cluster/transfer/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import { STORIES, transferManager } from "./stories_fixture.ts";
+import { rawAnswer, withPreamble } from "../../support/raw_tcp.ts";
 
 const CHUNK = 4096;
 
@@ -86,25 +87,8 @@ Deno.test("chunks over TCP are the file's bytes, each message in a buffer of its
 
 Deno.test("a bad chunk request gets a bounded error; the server keeps serving", async () => {
   const s = await source(300);
-  const answer = async (bytes: Uint8Array, end = true, preamble = "DLC1") => {
-    const c = await Deno.connect({ hostname: "127.0.0.1", port: s.server.port });
-    try {
-      await c.write(new Uint8Array([...new TextEncoder().encode(preamble), ...bytes]));
-      if (end) await c.closeWrite();
-      const out: number[] = [];
-      const buf = new Uint8Array(4096);
-      for (;;) {
-        const n = await c.read(buf);
-        if (n === null) break;
-        out.push(...buf.subarray(0, n));
-      }
-      return new Uint8Array(out);
-    } finally {
-      try {
-        c.close();
-      } catch { /* closed by the server */ }
-    }
-  };
+  const answer = (bytes: Uint8Array, end = true, preamble = "DLC1") =>
+    rawAnswer(s.server.port, withPreamble(preamble, bytes), end);
   const trailer = (b: Uint8Array) => {
     assertEquals(b[0], 0x80, "a trailer");
     assertEquals(new DataView(b.buffer).getUint32(1), b.length - 5);
