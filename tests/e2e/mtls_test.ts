@@ -59,6 +59,8 @@ Deno.test({
     try {
       const info = await waitForPlacement(transport, 3);
       assertEquals(info.placement!.stages.length, 3);
+      // Under mTLS activations stay on gRPC: no stage offers a plaintext data plane.
+      assertEquals(info.placement!.stages.map((s) => s.dataEndpoint), ["", "", ""]);
       const tokens: number[] = [];
       for await (
         const m of createClient(InferenceService, transport).generate({

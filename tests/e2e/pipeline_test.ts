@@ -40,6 +40,9 @@ Deno.test({
       for (const s of view.placement!.stages) {
         const a = agents.find((x) => x.id === s.nodeId)!;
         assertEquals(s.rpcEndpoint, `127.0.0.1:${a.rpcPort}`);
+        // Without TLS each stage offers its TCP data plane for activations, on another port.
+        assert(/^127\.0\.0\.1:\d+$/.test(s.dataEndpoint), `${s.nodeId}: ${s.dataEndpoint}`);
+        assert(s.dataEndpoint !== s.rpcEndpoint, s.dataEndpoint);
       }
       for (const n of view.nodes) {
         assertEquals(n.hosted!.totalLayers, 5, n.id);
