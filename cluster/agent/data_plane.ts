@@ -29,6 +29,8 @@ export function startDataPlane(
       [FORWARD_PREAMBLE]: forwardProtocol(
         forwardContext(s, head, loop, metrics),
         DEFAULT_MAX_MESSAGE_BYTES,
+        // Sessions through this stage, and the ones a replay opens before the old ones close.
+        2 * s.config.maxSessions + 16,
       ),
     },
     log: (msg) => s.log("debug", msg),

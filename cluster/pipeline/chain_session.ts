@@ -101,41 +101,44 @@ export async function openChainSession(
     const rows = frame.tokens.length;
     const width = frame.hidden ? frame.hidden.length / rows : 0;
     const answers: Promise<StageResult>[] = [];
-    let failed = false;
+    /** The first chunk answer to fail (a failure stops the chunks not yet run). */
+    let failure: { error: unknown } | undefined;
     let ownMs = 0;
-    let own: { error: unknown } | undefined;
     try {
-      for (let at = 0; at < rows && !failed; at += chunkRows) {
+      for (let at = 0; at < rows && !failure; at += chunkRows) {
         const end = Math.min(rows, at + chunkRows);
         const chunk: StageFrame = {
           tokens: frame.tokens.subarray(at, end),
           hidden: frame.hidden?.subarray(at * width, end * width),
-          partial: end < rows || frame.partial,
+          partial: end < rows,
         };
         const out = await host.step(open.sessionId, chunk);
         ownMs += out.computeMs;
         if (out.kind !== "hidden") throw new Error(`a stage before the tail answered ${out.kind}`);
         const answer = forward(chunk, out.hidden);
-        // Settled below; a failure stops the chunks not yet run.
-        answer.catch(() => (failed = true));
+        // Read below; never left to reject unhandled.
+        answer.catch((e) => (failure ??= { error: e }));
         answers.push(answer);
       }
     } catch (e) {
-      own = { error: e };
+      // This stage failed on a chunk: the chunks already sent are answered when the session
+      // closes, which the caller does next; waiting for them here would wait on that close.
+      // A failure further down that came first is the one to report.
+      throw failure ? failure.error : e;
     }
-    // Every chunk's answer is awaited, even after a failure (a rejection must not escape
-    // unhandled); the earliest chunk that failed says which stage did.
+    // The earliest chunk that failed says which stage did.
     const bad = (await Promise.allSettled(answers)).find((r) => r.status === "rejected");
     if (bad) throw (bad as PromiseRejectedResult).reason;
-    if (own) throw own.error;
     const results = await Promise.all(answers);
     const last = results.at(-1)!;
     const downMs = results.reduce((a, r) => a + r.computeMs, 0);
     return { ...last, computeMs: ownMs + downMs };
   };
   return {
+    // A partial frame (a chunk from the stage before) goes on as it came: chunking it again
+    // would let its pieces interleave with the next chunk's in this stage's queue.
     step: (frame: StageFrame): Promise<StageResult> =>
-      next && frame.tokens.length > chunkRows ? pipelined(frame) : whole(frame),
+      next && !frame.partial && frame.tokens.length > chunkRows ? pipelined(frame) : whole(frame),
     close: async (reason: string) => {
       host.close(open.sessionId);
       await next?.close(reason);

@@ -34,14 +34,18 @@ export const FORWARD_METHOD = {
 export const FORWARD_PREAMBLE = "DLF1";
 
 /**
- * Forward on the TCP data plane: the same handler, one connection per session. A session's
- * frames wait for answers one at a time, so the plane holds as many streams as there are
- * sessions through this stage; the stage's KV budget bounds those, this only bounds a flood.
+ * Forward on the TCP data plane: the same handler, one connection per session through this
+ * stage: `maxStreams` bounds them (the agent allows twice its sessions; a stream over the limit
+ * is refused and its link uses gRPC).
  */
-export function forwardProtocol(ctx: ForwardContext, maxMessageBytes: number): PlaneProtocol {
+export function forwardProtocol(
+  ctx: ForwardContext,
+  maxMessageBytes: number,
+  maxStreams = 1024,
+): PlaneProtocol {
   const handler = forwardHandler(ctx);
   return {
-    maxConnections: 4096,
+    maxConnections: maxStreams,
     serve: (conn) => serveTcpBidi(conn, FORWARD_METHOD, handler, maxMessageBytes),
   };
 }
@@ -200,8 +204,35 @@ export function forwardHandler(ctx: ForwardContext) {
     /** Answers of prompt chunks still running, oldest first. */
     const pending: Promise<ForwardResponse>[] = [];
     let nextStep = 0n;
+    const it = frames[Symbol.asyncIterator]();
+    /** The next frame, asked for early so that chunks' answers can go out while it comes. */
+    const ask = () => {
+      const n = it.next();
+      n.catch(() => {}); // read below; never left to reject unhandled
+      return n;
+    };
+    let incoming = ask();
     try {
-      for await (const frame of frames) {
+      for (;;) {
+        // With chunks in flight, whichever comes first: their oldest answer goes upstream as
+        // soon as it is there, or the next frame is taken. (Waiting for the next frame alone
+        // would hold the answers back: the stage above sends no more until they arrive.)
+        if (pending.length) {
+          const first = await Promise.race([
+            incoming.then(() => false, () => false),
+            pending[0].then(() => true, () => true),
+          ]);
+          if (first) {
+            const response = await pending.shift()!;
+            yield response;
+            // A failure further down ends this session.
+            if (response.failure) return;
+            continue;
+          }
+        }
+        const n = await incoming;
+        if (n.done) break;
+        const frame = n.value;
         if (frame.step !== nextStep) {
           throw new RpcFailure(
             "failed_precondition",
@@ -217,18 +248,22 @@ export function forwardHandler(ctx: ForwardContext) {
         answer?.catch(() => {});
         if (chunk) {
           pending.push(answer!);
-          if (pending.length < MAX_FRAMES_IN_FLIGHT) continue;
+          if (pending.length < MAX_FRAMES_IN_FLIGHT) {
+            incoming = ask();
+            continue;
+          }
         }
         while (pending.length) {
           const response = await pending.shift()!;
           yield response;
-          // A failure further down ends this session.
           if (response.failure) return;
         }
-        if (chunk) continue;
-        const response = await (answer ?? handle(frame));
-        yield response;
-        if (response.failure || response.closed) return;
+        if (!chunk) {
+          const response = await (answer ?? handle(frame));
+          yield response;
+          if (response.failure || response.closed) return;
+        }
+        incoming = ask();
       }
       while (pending.length) {
         const response = await pending.shift()!;
@@ -236,6 +271,8 @@ export function forwardHandler(ctx: ForwardContext) {
         if (response.failure) return;
       }
     } finally {
+      // As a for-await would: the frames' source learns this side is done reading.
+      it.return?.()?.catch(() => {});
       // The stream ended (closed, broken or cancelled): never leak a KV cache here or further.
       if (s.session) await s.session.close("stream ended");
       else if (s.host && s.sessionId !== undefined) s.host.close(s.sessionId);

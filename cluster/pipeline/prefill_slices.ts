@@ -75,6 +75,8 @@ export function takeBatch(
     // so small that the pass's fixed costs outweigh it.
     if (seen.has(p.hosted) || take <= 0 || (take < left && take < MIN_SLICE && batch.length)) {
       rest.push(p);
+      // A session's later frames wait behind this one, whatever room they would find.
+      seen.add(p.hosted);
       continue;
     }
     p.take = take;

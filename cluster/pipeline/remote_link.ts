@@ -12,6 +12,7 @@ import {
 } from "../../proto/mod.ts";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
+  isPlaneBusy,
   isPlaneUnavailable,
   MessageQueue,
   openTcpBidi,
@@ -158,14 +159,26 @@ export class RemoteStageLink implements StageLink {
     };
     // The opening travels alone and is answered once every stage after this one has opened
     // too, so a refused certificate or a stale epoch anywhere fails here, attributed.
-    try {
-      await exchange(create(ActivationFrameSchema, {
+    const opening = () =>
+      create(ActivationFrameSchema, {
         sessionId: open.sessionId,
-        step: step++,
+        step: 0n,
         fromLayer: this.from,
         dtype,
         open: openToWire(open, dtype),
-      }));
+      });
+    try {
+      try {
+        await exchange(opening());
+      } catch (e) {
+        // A data plane at its connection limit: this stream goes over gRPC instead.
+        if (!isPlaneBusy(e)) throw e;
+        channel.abort();
+        closed = false;
+        channel = await openChannel(this.transport).catch(fail);
+        await exchange(opening());
+      }
+      step = 1n;
     } catch (e) {
       channel.abort();
       throw e;

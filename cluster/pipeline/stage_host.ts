@@ -178,8 +178,15 @@ export class StageHost {
     const s = this.sessions.get(sessionId);
     if (!s) return;
     this.sessions.delete(sessionId);
-    this.stage.endSession(s.session);
+    // A pass running on its cache (a pass yields between layers, so a stream can end meanwhile)
+    // keeps the cache until it ends: freed now, the memory could go to another session mid-pass.
+    if (this.inPass.has(s)) this.closing.add(s);
+    else this.stage.endSession(s.session);
   }
+
+  /** Sessions in the running pass, and those closed during it (freed when it ends). */
+  private readonly inPass = new Set<HostedSession>();
+  private readonly closing = new Set<HostedSession>();
 
   /** Close every session and free the stage's weights (it is being replaced or shut down). */
   dispose(): void {
@@ -245,11 +252,15 @@ export class StageHost {
         woken = false;
         const batch = this.takeBatch();
         this.inFlight = batch.length;
+        for (const p of batch) this.inPass.add(p.hosted);
         try {
           await this.runBatch(batch);
         } finally {
           this.inFlight = 0;
           this.lastPassEnd = performance.now();
+          this.inPass.clear();
+          for (const s of this.closing) this.stage.endSession(s.session);
+          this.closing.clear();
         }
       }
     } finally {

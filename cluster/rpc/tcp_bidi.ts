@@ -24,6 +24,7 @@ import {
   connectTcpPlane,
   FrameReader,
   isBrokenConnection,
+  lingerClose,
   parseTrailer,
   planeUnavailable,
   TRAILER_FLAG,
@@ -151,6 +152,7 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
     status = toConnectError(e);
   }
   await writeAll(conn, trailerEnvelope(status)).catch(() => {});
-  closeQuietly(conn);
+  // The client may still be sending (frames it had in flight): let the trailer arrive first.
+  await lingerClose(conn);
   await reading;
 }

@@ -64,6 +64,10 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
   }
   const listener = Deno.listen({ hostname: opts.host, port: opts.port ?? 0, transport: "tcp" });
   const open = new Set<Deno.Conn>();
+  // Every protocol's connections, and as many again still sending their preambles: beyond,
+  // a connection is closed as it comes (a flood must not take every file descriptor).
+  const caps = Object.values(opts.protocols).map((p) => p.maxConnections ?? 64);
+  const maxOpen = Math.max(64, 2 * caps.reduce((a, b) => a + b, 0));
   const counts = new Map<string, number>();
   const abort = new AbortController();
   const serveOne = async (conn: Deno.TcpConn) => {
@@ -80,21 +84,26 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
           ),
         ),
       );
-      return;
+      return await lingerClose(conn);
     }
     const n = counts.get(magic) ?? 0;
     if (n >= (protocol.maxConnections ?? 64)) {
       await writeAll(
         conn,
         trailerEnvelope(
-          new ConnectError(`too many ${magic} connections (${n}); try again`, Code.Unavailable),
+          new ConnectError(
+            `${PLANE_BUSY}: ${n} ${magic} connections; try again`,
+            Code.ResourceExhausted,
+          ),
         ),
       );
-      return;
+      return await lingerClose(conn);
     }
     counts.set(magic, n + 1);
     try {
       conn.setNoDelay(true);
+      // A peer that vanishes without a FIN (a host lost) is found by keepalive probes.
+      conn.setKeepAlive(true);
       await protocol.serve(conn, abort.signal);
     } finally {
       counts.set(magic, counts.get(magic)! - 1);
@@ -102,6 +111,10 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
   };
   const serving = (async () => {
     for await (const conn of listener) {
+      if (open.size >= maxOpen) {
+        closeQuietly(conn);
+        continue;
+      }
       open.add(conn);
       serveOne(conn)
         .catch((e) => opts.log?.(`data plane connection failed: ${(e as Error).message}`))
@@ -120,6 +133,15 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
       await serving;
     },
   });
+}
+
+/** How a plane refusing a connection over its protocol's limit starts its message. */
+export const PLANE_BUSY = "the data plane is at its connection limit";
+
+/** Whether `e` is a plane's refusal of a connection over its limit (the caller may use gRPC). */
+export function isPlaneBusy(e: unknown): boolean {
+  return e instanceof ConnectError && e.code === Code.ResourceExhausted &&
+    e.rawMessage.startsWith(PLANE_BUSY);
 }
 
 /** Errors made by {@linkcode planeUnavailable}. */
@@ -315,6 +337,27 @@ export async function readExact(
 export function isBrokenConnection(e: unknown): boolean {
   return e instanceof Deno.errors.BrokenPipe || e instanceof Deno.errors.ConnectionReset ||
     e instanceof Deno.errors.BadResource || e instanceof Deno.errors.Interrupted;
+}
+
+/**
+ * End a connection whose peer may still be sending (its request, its next frames): shut down
+ * this side's writing, then read and drop what arrives for at most 1 s before closing. Closing
+ * with unread bytes would send a reset, which can reach the peer before the trailer it was sent
+ * and turn a precise answer into "connection reset".
+ */
+export async function lingerClose(conn: Deno.Conn): Promise<void> {
+  try {
+    await conn.closeWrite();
+    const buf = new Uint8Array(16 << 10);
+    const until = Date.now() + 1000;
+    const timer = setTimeout(() => closeQuietly(conn), 1000);
+    try {
+      while (Date.now() < until && (await conn.read(buf)) !== null) { /* dropped */ }
+    } finally {
+      clearTimeout(timer);
+    }
+  } catch { /* the peer went away: nothing to wait for */ }
+  closeQuietly(conn);
 }
 
 /** Close, ignoring "already closed". */

@@ -161,10 +161,11 @@ function viaDataPlane(
           }
           return;
         } catch (e) {
-          // Unreachable before any chunk: gRPC from now on. A failure mid-stream is the
-          // fetcher's to retry, as over gRPC.
-          if (!first || options?.signal?.aborted || !isChunkServerUnavailable(e)) throw e;
-          reachable = false;
+          // A failure mid-stream is the fetcher's to retry, as over gRPC. Before any chunk, this
+          // call goes over gRPC (a busy plane, or an agent of an older version that speaks
+          // another plane protocol, says so only in its error); unreachable: from now on too.
+          if (!first || options?.signal?.aborted) throw e;
+          if (isChunkServerUnavailable(e)) reachable = false;
         }
       }
       yield* client.fetchChunks(req, options);

@@ -20,6 +20,7 @@ import {
   type StageFrame,
   StageHost,
   type StageLink,
+  StageSessionError,
 } from "../../../cluster/pipeline/mod.ts";
 import {
   createRpcTransport,
@@ -122,7 +123,7 @@ Deno.test("a long prompt pipelined through 3 in-process stages: the single stage
 });
 
 /** Stages behind RPC servers (and, for "tcp", data planes), reached through remote links. */
-async function serve(stages: StageHost[], hop: "tcp" | "grpc") {
+async function serve(stages: StageHost[], hop: "tcp" | "grpc", chunkRows = [CHUNK, CHUNK, CHUNK]) {
   const planes: TcpPlane[] = [];
   const servers: RpcServer[] = [];
   const transports = new Map<string, RpcTransport>();
@@ -132,7 +133,13 @@ async function serve(stages: StageHost[], hop: "tcp" | "grpc") {
       dataEndpoint: endpoints.get(h.nodeId),
     });
   for (const [i, host] of stages.entries()) {
-    const ctx = { nodeId: `n${i}`, host: () => host, epoch: () => 0n, linkTo, chunkRows: CHUNK };
+    const ctx = {
+      nodeId: `n${i}`,
+      host: () => host,
+      epoch: () => 0n,
+      linkTo,
+      chunkRows: chunkRows[i],
+    };
     const server = await startRpcServer({
       port: 0,
       routes: (r) => r.service(InferenceService, { forward: forwardHandler(ctx) }),
@@ -210,3 +217,55 @@ for (const hop of ["tcp", "grpc"] as const) {
     }
   });
 }
+
+Deno.test("agents with different --prefill-chunk: chunks reach each stage in order, same tokens", async () => {
+  const want = await single();
+  const stages = await hosts([[0, 2], [2, 4], [4, 5]]);
+  const log: string[] = [];
+  const tail = record(stages[2], "c", log);
+  // The middle stage would cut 16-row chunks into 4-row ones: it must pass them on as they are.
+  const chain = await serve(stages, "tcp", [16, 4, 16]);
+  try {
+    assertEquals(summary(await generate(chain.links)), summary(want));
+    // Only the last chunk (not partial) is cut again: 4 + 2.
+    assertEquals(tail.slice(0, 11).map((f) => f.rows), [...Array(9).fill(16), 4, 2]);
+    assertEquals(tail.slice(0, 11).map((f) => f.partial), [...Array(10).fill(true), false]);
+  } finally {
+    await chain.close();
+  }
+});
+
+Deno.test("a stage that fails on a chunk of its own ends the request at once, nothing stays open", async () => {
+  const stages = await hosts([[0, 2], [2, 4], [4, 5]]);
+  let calls = 0;
+  const step = stages[0].step.bind(stages[0]);
+  stages[0].step = (id: string, frame: StageFrame) => {
+    if (++calls === 3) {
+      return Promise.reject(new StageSessionError("the device was lost", "unavailable"));
+    }
+    return step(id, frame);
+  };
+  const chain = await serve(stages, "tcp");
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const run = new Head({ chain: () => Promise.resolve(chain.links) }, { maxRecoveries: 0 })
+      .generate({
+        requestId: "lost",
+        promptTokens: PROMPT,
+        maxTokens: 4,
+        sampling: { temperature: 0 },
+        isEog: () => false,
+        maxContext: 256,
+      }).then(() => "finished", (e) => `failed: ${e.message}`);
+    const hung = new Promise((r) => (timer = setTimeout(() => r("hung"), 10_000)));
+    const outcome = await Promise.race([run, hung]);
+    assert(String(outcome).startsWith("failed:") && /n0/.test(String(outcome)), String(outcome));
+    for (let i = 0; i < 50 && stages.some((h) => h.openSessions > 0); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals(stages.map((h) => h.openSessions), [0, 0, 0]);
+  } finally {
+    clearTimeout(timer);
+    await chain.close();
+  }
+});

@@ -6,7 +6,12 @@
  */
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
-import { LlamaStage } from "../../../model/llama.ts";
+import { LlamaStage, type Session } from "../../../model/llama.ts";
+import {
+  type HostedSession,
+  type PendingStep,
+  takeBatch,
+} from "../../../cluster/pipeline/prefill_slices.ts";
 import {
   Head,
   type HeadRequest,
@@ -108,4 +113,51 @@ Deno.test("a prompt that cannot fit the context fails alone, before any slice ru
   assert(/context is full: 0 \+ 100/.test(String((bad as PromiseRejectedResult).reason)));
   assertEquals(good.status, "fulfilled");
   h.closeAll();
+});
+
+Deno.test("takeBatch: a session's later frame never overtakes one that waits", () => {
+  const session = (id: string) => ({ session: { id } as unknown as Session, topLogprobs: 0 });
+  const a = session("a");
+  const b = session("b");
+  const frame = (hosted: HostedSession, rows: number): PendingStep => ({
+    sessionId: "x",
+    hosted,
+    frame: { tokens: new Int32Array(rows) },
+    rows,
+    done: 0,
+    take: 0,
+    ms: 0,
+    resolve: () => {},
+    reject: () => {},
+  });
+  // 7 of 8 rows taken by b: a's 64-row chunk cannot start (a 1-row slice is below the minimum),
+  // so a's next frame must wait behind it although it would fit.
+  const waiting = [frame(b, 7), frame(a, 64), frame(a, 1)];
+  const { batch, rest } = takeBatch(waiting, 8, 16);
+  assertEquals(batch.map((p) => [p.hosted === b ? "b" : "a", p.take]), [["b", 7]]);
+  assertEquals(rest.map((p) => p.rows), [64, 1]);
+});
+
+Deno.test("a session closed while a pass runs on it keeps its cache until the pass ends", async () => {
+  const h = await host(16);
+  const freedAt: number[] = [];
+  const end = h.stage.endSession.bind(h.stage);
+  h.stage.endSession = (s: Session) => {
+    freedAt.push(h.pending); // frames waiting or in the running pass
+    end(s);
+  };
+  h.open("a", 256);
+  // Closed from inside the pass (as a stream that ends while its frame runs).
+  let freedDuring: number | undefined;
+  const forward = h.stage.forward.bind(h.stage);
+  h.stage.forward = (...args: Parameters<typeof forward>) => {
+    const running = forward(...args);
+    h.close("a");
+    freedDuring = freedAt.length;
+    return running;
+  };
+  const step = h.step("a", { tokens: Int32Array.from(LONG) });
+  await step.catch(() => {});
+  assertEquals(freedDuring, 0, "not freed while the pass reads it");
+  assertEquals(freedAt, [0], "freed once the pass ended");
 });

@@ -37,14 +37,15 @@ type Hop = RpcProtocol | "tcp";
 /**
  * Real stages behind RPC servers; stage n<i> reaches n<i+1> over its own transport. With
  * `hop` "tcp" each stage also serves Forward on a TCP data plane, which links use first
- * (`planeUnreachable`: they are given a closed port instead, and fall back to gRPC).
+ * (`planeUnreachable`: "closed", they are given a closed port instead; "busy", the planes refuse
+ * every stream; either way the links fall back to gRPC).
  */
 async function serveStages(
   ranges: [number, number][],
   dtype = Dtype.F32,
   epochs?: bigint[],
   hop: Hop = "grpc",
-  planeUnreachable = false,
+  planeUnreachable: false | "closed" | "busy" = false,
 ) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const servers: RpcServer[] = [];
@@ -79,13 +80,15 @@ async function serveStages(
       }),
     );
     if (hop === "tcp") {
-      const protocol = forwardProtocol(ctx, 64 << 20);
+      // "busy": the plane refuses every Forward stream (its limit is 0).
+      const protocol = forwardProtocol(ctx, 64 << 20, planeUnreachable === "busy" ? 0 : 1024);
       planeStreams.push(0);
       planes.push(
         await startTcpPlane({
           host: "127.0.0.1",
           protocols: {
             [FORWARD_PREAMBLE]: {
+              maxConnections: protocol.maxConnections,
               serve: (conn, closing) => {
                 planeStreams[i]++;
                 return protocol.serve(conn, closing);
@@ -109,7 +112,8 @@ async function serveStages(
       }),
     );
     if (planes[i]) {
-      endpoints.set(`n${i}`, `127.0.0.1:${planeUnreachable ? closedPort : planes[i].port}`);
+      const port = planeUnreachable === "closed" ? closedPort : planes[i].port;
+      endpoints.set(`n${i}`, `127.0.0.1:${port}`);
     }
   }
   const close = async () => {
@@ -130,10 +134,11 @@ for (
     [Dtype.F32, "connect"],
     [Dtype.F32, "tcp"],
     [Dtype.F16, "tcp"],
-    [Dtype.F32, "tcp", true],
-  ] as [Dtype, Hop, boolean?][]
+    [Dtype.F32, "tcp", "closed"],
+    [Dtype.F32, "tcp", "busy"],
+  ] as [Dtype, Hop, ("closed" | "busy")?][]
 ) {
-  const over = unreachable ? "gRPC, their data planes unreachable," : protocol;
+  const over = unreachable ? `gRPC, their data planes ${unreachable},` : protocol;
   Deno.test(`three stages over ${over} on loopback (${Dtype[dtype]} activations)`, async () => {
     const ranges: [number, number][] = [[0, 2], [2, 4], [4, 5]];
     const { hosts, linkTo, planeStreams, close } = await serveStages(
@@ -141,7 +146,7 @@ for (
       dtype,
       undefined,
       protocol,
-      unreachable,
+      unreachable ?? false,
     );
     try {
       const links: StageLink[] = hosts.map((h, i) =>

@@ -14,6 +14,7 @@ import {
   grpcEnvelope,
   isPlaneUnavailable,
   openTcpBidi,
+  PLANE_BUSY,
   RpcFailure,
   serveTcpBidi,
   startTcpPlane,
@@ -156,7 +157,8 @@ Deno.test("the plane: unknown preambles, silent clients and floods get bounded a
       await c.receive();
     }
     const flood = trailerOf(await rawAnswer(p.port, enc("TEST")));
-    assertEquals(flood.code, Code.Unavailable);
+    assertEquals(flood.code, Code.ResourceExhausted);
+    assert(flood.message.startsWith(PLANE_BUSY), flood.message);
     for (const c of held) c.abort();
   } finally {
     await p.close();

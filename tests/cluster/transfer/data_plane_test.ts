@@ -6,7 +6,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { PlacementSchema, TransferService, TransferState } from "../../../proto/mod.ts";
-import { startRpcServer } from "../../../cluster/rpc/mod.ts";
+import { startRpcServer, startTcpPlane } from "../../../cluster/rpc/mod.ts";
 import {
   computeManifest,
   openManifest,
@@ -207,4 +207,15 @@ Deno.test("a fetcher takes chunks over the data plane a source advertises, else 
   const closed = `127.0.0.1:${(l.addr as Deno.NetAddr).port}`;
   l.close();
   assertEquals(await fetchWith(() => closed), 0);
+  // A plane that answers with an error before any chunk (an agent of another version, which
+  // does not know this preamble; a plane at its limit): this call goes over gRPC.
+  const other = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { DLX9: { serve: () => Promise.resolve() } },
+  });
+  try {
+    assertEquals(await fetchWith(() => `127.0.0.1:${other.port}`), 0);
+  } finally {
+    await other.close();
+  }
 });
