@@ -62,6 +62,13 @@ export interface ForwardContext {
   linkTo?: LinkFactory;
   /** Rows per pipelined prompt chunk (default: chain_session.ts's PREFILL_CHUNK_ROWS). */
   chunkRows?: number;
+  /**
+   * A stream with no frame for this long is ended and its session freed (default 5 min): a head
+   * that vanished without closing its connection (a host lost, a partition) must not hold a KV
+   * cache here until TCP keepalive notices, hours later. A head waits for each answer before
+   * it sends the next frame, so a live session is never idle for long.
+   */
+  idleMs?: number;
   /** Called after each frame with its compute time and bytes in/out (metrics). */
   onFrame?(info: { computeMs: number; bytesIn: number; bytesOut: number }): void;
 }
@@ -212,6 +219,30 @@ export function forwardHandler(ctx: ForwardContext) {
       return n;
     };
     let incoming = ask();
+    const idleMs = ctx.idleMs ?? 300_000;
+    /** The next frame, or a failure when none comes within idleMs. */
+    const withinIdle = async <T>(next: Promise<T>): Promise<T> => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      try {
+        return await Promise.race([
+          next,
+          new Promise<never>((_, reject) => {
+            timer = setTimeout(
+              () =>
+                reject(
+                  new RpcFailure(
+                    "deadline_exceeded",
+                    `no frame for ${idleMs / 1000} s: the session is closed (is its head gone?)`,
+                  ),
+                ),
+              idleMs,
+            );
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+      }
+    };
     try {
       for (;;) {
         // With chunks in flight, whichever comes first: their oldest answer goes upstream as
@@ -230,7 +261,7 @@ export function forwardHandler(ctx: ForwardContext) {
             continue;
           }
         }
-        const n = await incoming;
+        const n = await withinIdle(incoming);
         if (n.done) break;
         const frame = n.value;
         if (frame.step !== nextStep) {

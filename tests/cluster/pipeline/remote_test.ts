@@ -4,6 +4,7 @@ import { openGGUF } from "../../../model/gguf/mod.ts";
 import { LlamaStage } from "../../../model/llama.ts";
 import {
   type ChainHop,
+  FORWARD_METHOD,
   FORWARD_PREAMBLE,
   forwardHandler,
   forwardProtocol,
@@ -18,6 +19,7 @@ import {
 import { initCertificates } from "../../../cluster/tls/mod.ts";
 import {
   createRpcTransport,
+  openTcpBidi,
   type RpcProtocol,
   type RpcServer,
   type RpcTransport,
@@ -25,7 +27,10 @@ import {
   startTcpPlane,
   type TcpPlane,
 } from "../../../cluster/rpc/mod.ts";
-import { Dtype, InferenceService } from "../../../proto/mod.ts";
+import { ActivationFrameSchema, Dtype, InferenceService } from "../../../proto/mod.ts";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { openToWire } from "../../../cluster/pipeline/wire.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 
@@ -283,5 +288,54 @@ Deno.test("a stage whose certificate comes from another CA fails the step, nothi
     transport.close();
     await server.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a stream whose head goes silent is ended after the idle bound and its KV cache freed", async () => {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const host = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
+    "stories260K",
+  );
+  file.close();
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, idleMs: 200 };
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
+  });
+  try {
+    const call = await openTcpBidi(
+      `127.0.0.1:${plane.port}`,
+      FORWARD_PREAMBLE,
+      FORWARD_METHOD,
+      1 << 20,
+    );
+    call.send(create(ActivationFrameSchema, {
+      sessionId: "quiet",
+      step: 0n,
+      open: openToWire({
+        sessionId: "quiet",
+        maxContext: 64,
+        model: "stories260K",
+        epoch: 0n,
+        sampling: { temperature: 0 },
+        downstream: [],
+      }, Dtype.F32),
+    }));
+    await call.receive();
+    assertEquals(host.openSessions, 1);
+    // The head sends nothing more (and never closes its connection).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const e = await Promise.race([
+      call.receive().then(() => null, (e) => e),
+      new Promise((r) => (timer = setTimeout(() => r("still open after 5 s"), 5000))),
+    ]);
+    clearTimeout(timer);
+    assert(e instanceof ConnectError && e.code === Code.DeadlineExceeded, String(e));
+    assert(/no frame for 0.2 s/.test(e.message), e.message);
+    assertEquals(host.openSessions, 0, "the session was freed");
+    call.abort();
+  } finally {
+    await plane.close();
   }
 });
