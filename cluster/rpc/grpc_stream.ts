@@ -110,6 +110,12 @@ export class EnvelopeReader {
 }
 
 /**
+ * Messages of one bidirectional stream read from the socket and not yet taken by its handler;
+ * beyond, reading pauses. A Forward stream has at most a prompt's chunks in flight (32).
+ */
+export const MAX_QUEUED_MESSAGES = 64;
+
+/**
  * A push-driven async iterable; `fail` makes the consumer's next read throw. Reads waiting at
  * once are answered in the order they were made (a link with several frames in flight reads
  * their answers that way).
@@ -127,6 +133,29 @@ export class MessageQueue<T> implements AsyncIterable<T> {
     else this.#items.push(item);
   }
 
+  /** Items queued and not yet read. */
+  get size(): number {
+    return this.#items.length;
+  }
+
+  /** Who waits for the queue to hold fewer than `limit` items (see {@linkcode room}). */
+  #room: { limit: number; waiters: (() => void)[] } = { limit: Infinity, waiters: [] };
+
+  #freeRoom(): void {
+    for (const w of this.#room.waiters.splice(0)) w();
+  }
+
+  /**
+   * Resolves once fewer than `limit` items wait to be read (at once if so already, or when the
+   * queue ends): a producer reading from a socket pauses there, so a peer that sends faster than
+   * the consumer reads is held back by TCP instead of by this process's memory.
+   */
+  room(limit: number): Promise<void> {
+    if (this.#items.length < limit || this.#done) return Promise.resolve();
+    this.#room.limit = limit;
+    return new Promise((resolve) => this.#room.waiters.push(resolve));
+  }
+
   /** No more items; a reader waiting gets `done`. */
   end(): void {
     this.#settle();
@@ -142,6 +171,7 @@ export class MessageQueue<T> implements AsyncIterable<T> {
   #settle(): void {
     if (this.#done) return;
     this.#done = true;
+    this.#freeRoom();
     for (const w of this.#waiting.splice(0)) {
       if (this.#error !== undefined) w.reject(this.#error);
       else w.resolve({ value: undefined, done: true });
@@ -151,7 +181,9 @@ export class MessageQueue<T> implements AsyncIterable<T> {
   /** The next item, or done; throws what `fail` was given. */
   next(): Promise<IteratorResult<T>> {
     if (this.#items.length > 0) {
-      return Promise.resolve({ value: this.#items.shift()!, done: false });
+      const value = this.#items.shift()!;
+      if (this.#items.length < this.#room.limit) this.#freeRoom();
+      return Promise.resolve({ value, done: false });
     }
     if (this.#done) {
       return this.#error !== undefined
@@ -345,6 +377,11 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
   req.on("data", (chunk: Uint8Array) => {
     try {
       for (const body of reader.push(chunk)) requests.push(fromBinary(method.input, body));
+      // A client sending faster than the handler reads waits on HTTP/2 flow control.
+      if (requests.size >= MAX_QUEUED_MESSAGES) {
+        req.pause();
+        requests.room(MAX_QUEUED_MESSAGES).then(() => req.resume());
+      }
     } catch (e) {
       requests.fail(
         e instanceof ConnectError

@@ -17,6 +17,7 @@ import {
   type BidiImpl,
   type BidiMethod,
   grpcEnvelope,
+  MAX_QUEUED_MESSAGES,
   MessageQueue,
 } from "./grpc_stream.ts";
 import {
@@ -124,6 +125,8 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
           throw new ConnectError(`bad message: ${(e as Error).message}`, Code.InvalidArgument);
         }
         requests.push(message);
+        // A client sending faster than the handler reads waits on TCP, not on this memory.
+        await requests.room(MAX_QUEUED_MESSAGES);
       }
     } catch (e) {
       requests.fail(

@@ -8,6 +8,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   createRpcTransport,
   EnvelopeReader,
+  MAX_QUEUED_MESSAGES,
   MessageQueue,
   RpcFailure,
   type RpcProtocol,
@@ -249,5 +250,47 @@ Deno.test("a lean call to an agent that is not there fails UNAVAILABLE", async (
     assert(e instanceof ConnectError && e.code === Code.Unavailable, String(e));
   } finally {
     t.close();
+  }
+});
+
+Deno.test("a lean call sending faster than its handler reads waits on flow control, not memory", async () => {
+  let sizeWhileBusy = -1;
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(InferenceService, {
+        forward: async function* (frames: AsyncIterable<ActivationFrame>) {
+          // Busy for a while: the client's frames pile up in front of the handler.
+          await new Promise((res) => setTimeout(res, 300));
+          sizeWhileBusy = (frames as unknown as MessageQueue<unknown>).size;
+          for await (const f of frames) yield create(ForwardResponseSchema, { step: f.step });
+        },
+      }),
+  });
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
+  try {
+    const call = await t.openBidi!({
+      path: `/${InferenceService.typeName}/Forward`,
+      input: ActivationFrameSchema,
+      output: ForwardResponseSchema,
+    });
+    // 4 KB frames (an activation row's size): one socket read holds a few of them, and what a
+    // read brings is queued whole, so the bound holds to within one read.
+    const data = new Uint8Array(4096);
+    for (let i = 0; i < 500; i++) {
+      call.send(create(ActivationFrameSchema, { step: BigInt(i), data }));
+    }
+    call.end();
+    const got: bigint[] = [];
+    for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
+    assertEquals(got.length, 500, "every frame answered, in order");
+    assertEquals(got.at(-1), 499n);
+    assert(
+      sizeWhileBusy >= 1 && sizeWhileBusy <= MAX_QUEUED_MESSAGES + 16,
+      `queued ${sizeWhileBusy}`,
+    );
+  } finally {
+    t.close();
+    await server.close(100);
   }
 });

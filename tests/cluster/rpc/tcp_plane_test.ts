@@ -13,6 +13,8 @@ import {
   FrameReader,
   grpcEnvelope,
   isPlaneUnavailable,
+  MAX_QUEUED_MESSAGES,
+  MessageQueue,
   openTcpBidi,
   PLANE_BUSY,
   RpcFailure,
@@ -233,5 +235,39 @@ Deno.test("FrameReader: small and large messages across reads, each body its own
   } finally {
     conn.close();
     l.close();
+  }
+});
+
+Deno.test("the plane: a client sending faster than the handler reads waits on TCP, not on memory", async () => {
+  let queue: MessageQueue<unknown> | undefined;
+  let sizeWhileBusy = -1;
+  const p = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: {
+      TEST: {
+        serve: (conn) =>
+          serveTcpBidi(conn, METHOD, async function* (frames) {
+            queue = frames as unknown as MessageQueue<unknown>;
+            // Busy for a while: the client's frames pile up in front of the handler.
+            await new Promise((r) => setTimeout(r, 300));
+            sizeWhileBusy = queue.size;
+            for await (const f of frames) {
+              yield create(ForwardResponseSchema, { step: f.step });
+            }
+          }, 1 << 20),
+      },
+    },
+  });
+  try {
+    const call = await openTcpBidi(`127.0.0.1:${p.port}`, "TEST", METHOD, 1 << 20);
+    for (let i = 0; i < 500; i++) call.send(create(ActivationFrameSchema, { step: BigInt(i) }));
+    call.end();
+    const got: bigint[] = [];
+    for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
+    assertEquals(got.length, 500, "every frame answered, in order");
+    assertEquals(got.at(-1), 499n);
+    assert(sizeWhileBusy >= 1 && sizeWhileBusy <= MAX_QUEUED_MESSAGES, `queued ${sizeWhileBusy}`);
+  } finally {
+    await p.close();
   }
 });
