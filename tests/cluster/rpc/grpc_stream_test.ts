@@ -164,15 +164,18 @@ async function callWith(
   return out;
 }
 
+/** Forward as the lean path names it. */
+const FORWARD = {
+  path: `/${InferenceService.typeName}/Forward`,
+  input: ActivationFrameSchema,
+  output: ForwardResponseSchema,
+};
+
 async function callLean(
   t: Awaited<ReturnType<typeof createRpcTransport>>,
   frames: ActivationFrame[],
 ): Promise<ForwardResponse[]> {
-  const call = await t.openBidi!({
-    path: `/${InferenceService.typeName}/Forward`,
-    input: ActivationFrameSchema,
-    output: ForwardResponseSchema,
-  });
+  const call = await t.openBidi!(FORWARD);
   const out: ForwardResponse[] = [];
   // One at a time, as a stage sends: each answer before the next frame.
   for (const f of frames) {
@@ -213,11 +216,7 @@ Deno.test("a lean call cancelled by its client ends the handler (its finally run
   const { server, ended } = await echoServer();
   const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
   try {
-    const call = await t.openBidi!({
-      path: `/${InferenceService.typeName}/Forward`,
-      input: ActivationFrameSchema,
-      output: ForwardResponseSchema,
-    });
+    const call = await t.openBidi!(FORWARD);
     call.send(frame("c", 0));
     assertEquals((await call.receive())?.sessionId, "c");
     call.abort();
@@ -239,11 +238,7 @@ Deno.test("a lean call to an agent that is not there fails UNAVAILABLE", async (
   await server.close(0);
   const t = await createRpcTransport(`127.0.0.1:${port}`, { gzip: false });
   try {
-    const e = await t.openBidi!({
-      path: `/${InferenceService.typeName}/Forward`,
-      input: ActivationFrameSchema,
-      output: ForwardResponseSchema,
-    }).then(async (call) => {
+    const e = await t.openBidi!(FORWARD).then(async (call) => {
       call.send(frame("x", 0));
       return await call.receive();
     }).then(() => null, (e) => e);
@@ -269,11 +264,7 @@ Deno.test("a lean call sending faster than its handler reads waits on flow contr
   });
   const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
   try {
-    const call = await t.openBidi!({
-      path: `/${InferenceService.typeName}/Forward`,
-      input: ActivationFrameSchema,
-      output: ForwardResponseSchema,
-    });
+    const call = await t.openBidi!(FORWARD);
     // 4 KB frames (an activation row's size): one socket read holds a few of them, and what a
     // read brings is queued whole, so the bound holds to within one read.
     const data = new Uint8Array(4096);
