@@ -9,7 +9,7 @@
  */
 import { startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
 import { Flags, runBench, UsageError } from "./lib/cli.ts";
-import { interference } from "./lib/stream_gaps.ts";
+import { interference, pct } from "./lib/stream_gaps.ts";
 
 const USAGE = `usage: deno task bench api [flags]
 
@@ -106,11 +106,6 @@ function parse(args: string[]): Options {
 
 const prompts = ["Once upon a time", "The little dog", "One day, a girl", "Tom and his mom"];
 
-function pct(sorted: number[], p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
-}
-
 const round = (x: number, d = 1) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** The agent this bench starts (`extra`: more flags). */
@@ -150,12 +145,12 @@ async function main(args: string[]): Promise<void> {
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
 
-  /** Wait until the agent serves (its /health says ok); the model id it serves. */
-  const ready = async (): Promise<string> => {
+  /** Wait until the agent at `url` serves (its /health says ok); the model id it serves. */
+  const ready = async (url = base): Promise<string> => {
     let last = "";
     for (let i = 0; i < 300; i++) {
       try {
-        const h = await (await fetch(`${base}/health`)).json();
+        const h = await (await fetch(`${url}/health`)).json();
         if (h.status === "ok") return h.model;
         last = `status ${h.status}${h.detail ? `: ${h.detail}` : ""}`;
       } catch (e) {
@@ -163,7 +158,7 @@ async function main(args: string[]): Promise<void> {
       }
       await new Promise((r) => setTimeout(r, 100));
     }
-    throw new Error(`${base} did not become ready within 30 s (${last})`);
+    throw new Error(`${url} did not become ready within 30 s (${last})`);
   };
 
   /** One client: completions back to back until `until`; latencies of those ending after `from`. */
@@ -250,11 +245,7 @@ async function main(args: string[]): Promise<void> {
         const other = await startAgent(o, "bench-api-whole", ["--prefill-chunk", "0"]);
         try {
           const b = `http://127.0.0.1:${other.httpPort}`;
-          for (let i = 0; i < 300; i++) {
-            const h = await fetch(`${b}/health`).then((r) => r.json(), () => ({}));
-            if (h.status === "ok") break;
-            await new Promise((r) => setTimeout(r, 100));
-          }
+          await ready(b);
           whole = await interference({ base: b, headers, model }, o.promptLoad, 64);
         } finally {
           await stopLocalAgents([other]);

@@ -701,8 +701,11 @@ export class LlamaStage {
     return await tail(offsets.map((o, i) => o + rowsOf[i] - 1), total);
   }
 
-  /** Check one input against its session; returns its row count. */
-  private validate(session: Session, input: StageInput): number {
+  /**
+   * Check one input against its session (rows, token ids, hidden size, room in the context)
+   * before anything touches its KV cache; returns its row count. Throws StageInputError.
+   */
+  validate(session: Session, input: StageInput): number {
     const { nEmbd: E, nVocab: V } = this.config;
     const n = "tokens" in input ? input.tokens.length : input.nTokens;
     if (n <= 0) throw new StageInputError("forward needs at least one token");

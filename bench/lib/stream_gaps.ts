@@ -48,6 +48,18 @@ export async function streamGaps(t: ApiTarget, prompt: string, maxTokens: number
   return gaps;
 }
 
+/** One greedy token for `prompt`; the answer's usage object. Throws on an HTTP error. */
+async function oneToken(t: ApiTarget, prompt: string): Promise<{ prompt_tokens: number }> {
+  const res = await fetch(`${t.base}/v1/completions`, {
+    method: "POST",
+    headers: t.headers,
+    body: JSON.stringify({ model: t.model, prompt, max_tokens: 1, temperature: 0 }),
+  });
+  const body = await res.json();
+  if (!res.ok) throw new Error(`HTTP ${res.status}: ${JSON.stringify(body)}`);
+  return body.usage;
+}
+
 /** Long prompts with one token each, back to back until `stop` resolves. */
 export async function promptLoad(
   t: ApiTarget,
@@ -59,21 +71,14 @@ export async function promptLoad(
   let prompts = 0;
   let promptTokens = 0;
   while (!done) {
-    const res = await fetch(`${t.base}/v1/completions`, {
-      method: "POST",
-      headers: t.headers,
-      body: JSON.stringify({ model: t.model, prompt, max_tokens: 1, temperature: 0 }),
-    });
-    const body = await res.json();
-    if (!res.ok) throw new Error(`HTTP ${res.status}: ${JSON.stringify(body)}`);
+    promptTokens = (await oneToken(t, prompt)).prompt_tokens;
     prompts++;
-    promptTokens = body.usage.prompt_tokens;
   }
   return { prompts, promptTokens };
 }
 
-/** p-th percentile of sorted values. */
-function pct(sorted: number[], p: number): number {
+/** p-th percentile of sorted values (NaN for none); `bench api` reads its latencies with it. */
+export function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
@@ -92,12 +97,7 @@ export async function interference(t: ApiTarget, loadTokens: number, tokens: num
   const short = "Once upon a time";
   // A long prompt of about `loadTokens` tokens: the sentence's own count says how many.
   const sentence = "Once upon a time there was a little robot who wanted to learn to paint.";
-  const one = await fetch(`${t.base}/v1/completions`, {
-    method: "POST",
-    headers: t.headers,
-    body: JSON.stringify({ model: t.model, prompt: sentence, max_tokens: 1, temperature: 0 }),
-  });
-  const per = Math.max(1, (await one.json()).usage?.prompt_tokens ?? 16);
+  const per = Math.max(1, (await oneToken(t, sentence)).prompt_tokens);
   const longPrompt = Array(Math.max(1, Math.round(loadTokens / per))).fill(sentence).join(" ");
   await streamGaps(t, short, 8); // warm-up
   const alone = gapStats(await streamGaps(t, short, tokens));

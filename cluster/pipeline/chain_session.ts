@@ -127,9 +127,10 @@ export async function openChainSession(
       throw failure ? failure.error : e;
     }
     // The earliest chunk that failed says which stage did.
-    const bad = (await Promise.allSettled(answers)).find((r) => r.status === "rejected");
+    const settled = await Promise.allSettled(answers);
+    const bad = settled.find((r) => r.status === "rejected");
     if (bad) throw (bad as PromiseRejectedResult).reason;
-    const results = await Promise.all(answers);
+    const results = settled.map((r) => (r as PromiseFulfilledResult<StageResult>).value);
     const last = results.at(-1)!;
     const downMs = results.reduce((a, r) => a + r.computeMs, 0);
     return { ...last, computeMs: ownMs + downMs };

@@ -210,6 +210,15 @@ export function forwardHandler(ctx: ForwardContext) {
     };
     /** Answers of prompt chunks still running, oldest first. */
     const pending: Promise<ForwardResponse>[] = [];
+    /** Send those answers upstream, in order; true when one reported a failure (the end). */
+    async function* flush(): AsyncGenerator<ForwardResponse, boolean> {
+      while (pending.length) {
+        const response = await pending.shift()!;
+        yield response;
+        if (response.failure) return true;
+      }
+      return false;
+    }
     let nextStep = 0n;
     const it = frames[Symbol.asyncIterator]();
     /** The next frame, asked for early so that chunks' answers can go out while it comes. */
@@ -284,11 +293,7 @@ export function forwardHandler(ctx: ForwardContext) {
             continue;
           }
         }
-        while (pending.length) {
-          const response = await pending.shift()!;
-          yield response;
-          if (response.failure) return;
-        }
+        if (yield* flush()) return;
         if (!chunk) {
           const response = await (answer ?? handle(frame));
           yield response;
@@ -296,11 +301,7 @@ export function forwardHandler(ctx: ForwardContext) {
         }
         incoming = ask();
       }
-      while (pending.length) {
-        const response = await pending.shift()!;
-        yield response;
-        if (response.failure) return;
-      }
+      if (yield* flush()) return;
     } finally {
       // As a for-await would: the frames' source learns this side is done reading.
       it.return?.()?.catch(() => {});

@@ -67,21 +67,22 @@ export function takeBatch(
   let rows = 0;
   const rest: PendingStep[] = [];
   for (const p of waiting) {
-    const left = (p.total ?? p.rows) - p.done;
+    const left = rowsLeft(p);
     const take = slice === Infinity
       ? (batch.length === 0 || left <= max - rows ? left : 0)
       : Math.min(left, slice, max - rows);
-    // One frame per session per pass (its rows depend on the previous frame's), and no slice
-    // so small that the pass's fixed costs outweigh it.
-    if (seen.has(p.hosted) || take <= 0 || (take < left && take < MIN_SLICE && batch.length)) {
+    // One frame per session per pass (its rows depend on the previous frame's; a later frame
+    // waits behind one that found no room), and no slice so small that the pass's fixed costs
+    // outweigh it.
+    const wait = seen.has(p.hosted) || take <= 0 ||
+      (take < left && take < MIN_SLICE && batch.length > 0);
+    seen.add(p.hosted);
+    if (wait) {
       rest.push(p);
-      // A session's later frames wait behind this one, whatever room they would find.
-      seen.add(p.hosted);
       continue;
     }
     p.take = take;
     batch.push(p);
-    seen.add(p.hosted);
     rows += take;
   }
   return { batch, rest };
@@ -114,9 +115,14 @@ export class SliceClock {
   }
 }
 
+/** Rows of `p` not run yet. */
+function rowsLeft(p: PendingStep): number {
+  return (p.total ?? p.rows) - p.done;
+}
+
 /** Whether this pass runs the rest of `p`. */
 export function lastSlice(p: PendingStep): boolean {
-  return p.done + p.take >= (p.total ?? p.rows);
+  return p.take >= rowsLeft(p);
 }
 
 /**

@@ -91,13 +91,7 @@ async function openChannel(transport: Transport, dataEndpoint?: string): Promise
   }
   const rpc = transport as Partial<RpcTransport>;
   if (!rpc.openBidi) return connectChannel(transport);
-  const call = await rpc.openBidi(FORWARD_METHOD);
-  return {
-    send: (frame) => call.send(frame),
-    receive: () => call.receive(),
-    end: () => call.end(),
-    abort: () => call.abort(),
-  };
+  return await rpc.openBidi(FORWARD_METHOD);
 }
 
 /** Options of a remote stage link. */
@@ -174,7 +168,6 @@ export class RemoteStageLink implements StageLink {
         // A data plane at its connection limit: this stream goes over gRPC instead.
         if (!isPlaneBusy(e)) throw e;
         channel.abort();
-        closed = false;
         channel = await openChannel(this.transport).catch(fail);
         await exchange(opening());
       }

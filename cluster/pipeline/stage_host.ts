@@ -9,7 +9,6 @@ import {
   type LlamaStage,
   type Session,
   type StageInput,
-  StageInputError,
   type StageOutput,
 } from "../../model/llama.ts";
 import { hostCandidates, logSoftmax, Sampler, topLogprobs } from "../../model/sampler.ts";
@@ -284,23 +283,19 @@ export class StageHost {
 
   /** The rows of `p` this pass runs: its tokens (after a cached prefix) at the head, else hidden. */
   private sliceOf(p: PendingStep): StageInput {
-    const s = p.hosted.session;
-    // A frame that cannot fit fails before its first slice touches the KV cache.
-    if (p.done === 0 && s.pos + p.rows > s.nCtx) {
-      throw new StageInputError(
-        `context is full: ${s.pos} + ${p.rows} tokens exceed the session's ${s.nCtx} positions`,
-      );
-    }
-    if (this.stage.isHead) {
-      p.tokens ??= this.afterCachedPrefix(p);
-      p.total = p.tokens.length;
-      p.take = Math.min(p.take, p.total - p.done);
-      return { tokens: p.tokens.subarray(p.done, p.done + p.take) };
-    }
-    p.total = p.rows;
+    if (this.stage.isHead) p.tokens ??= this.afterCachedPrefix(p);
+    const whole: StageInput = p.tokens
+      ? { tokens: p.tokens }
+      : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows };
+    p.total = p.tokens?.length ?? p.rows;
+    p.take = Math.min(p.take, p.total - p.done);
+    // A frame run in slices is checked whole before its first slice touches the KV cache (a bad
+    // row, or no room, would otherwise fail it half-run); one run whole is checked by its pass.
+    if (p.done === 0 && p.take < p.total) this.stage.validate(p.hosted.session, whole);
+    if ("tokens" in whole) return { tokens: whole.tokens.subarray(p.done, p.done + p.take) };
     const E = this.stage.config.nEmbd;
-    const hidden = p.frame.hidden ?? new Float32Array(0);
-    return { hidden: hidden.subarray(p.done * E, (p.done + p.take) * E), nTokens: p.take };
+    const hidden = whole.hidden.subarray(p.done * E, (p.done + p.take) * E);
+    return { hidden, nTokens: p.take };
   }
 
   private async runBatch(batch: PendingStep[]): Promise<void> {

@@ -66,8 +66,14 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
   const open = new Set<Deno.Conn>();
   // Every protocol's connections, and as many again still sending their preambles: beyond,
   // a connection is closed as it comes (a flood must not take every file descriptor).
-  const caps = Object.values(opts.protocols).map((p) => p.maxConnections ?? 64);
+  const limit = (p: PlaneProtocol) => p.maxConnections ?? 64;
+  const caps = Object.values(opts.protocols).map(limit);
   const maxOpen = Math.max(64, 2 * caps.reduce((a, b) => a + b, 0));
+  /** Answer a connection with `err` as its trailer, and end it. */
+  const refuse = async (conn: Deno.Conn, err: ConnectError) => {
+    await writeAll(conn, trailerEnvelope(err));
+    await lingerClose(conn);
+  };
   const counts = new Map<string, number>();
   const abort = new AbortController();
   const serveOne = async (conn: Deno.TcpConn) => {
@@ -75,29 +81,13 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
     const magic = new TextDecoder().decode(head);
     const protocol = Object.hasOwn(opts.protocols, magic) ? opts.protocols[magic] : undefined;
     if (!protocol) {
-      await writeAll(
-        conn,
-        trailerEnvelope(
-          new ConnectError(
-            `unknown data plane protocol ${JSON.stringify(magic)}`,
-            Code.InvalidArgument,
-          ),
-        ),
-      );
-      return await lingerClose(conn);
+      const why = `unknown data plane protocol ${JSON.stringify(magic)}`;
+      return await refuse(conn, new ConnectError(why, Code.InvalidArgument));
     }
     const n = counts.get(magic) ?? 0;
-    if (n >= (protocol.maxConnections ?? 64)) {
-      await writeAll(
-        conn,
-        trailerEnvelope(
-          new ConnectError(
-            `${PLANE_BUSY}: ${n} ${magic} connections; try again`,
-            Code.ResourceExhausted,
-          ),
-        ),
-      );
-      return await lingerClose(conn);
+    if (n >= limit(protocol)) {
+      const why = `${PLANE_BUSY}: ${n} ${magic} connections; try again`;
+      return await refuse(conn, new ConnectError(why, Code.ResourceExhausted));
     }
     counts.set(magic, n + 1);
     try {
