@@ -113,6 +113,8 @@ export class StageRoom {
         onFailure: (e) => this.onStageFailure(e),
         prefixCacheBytes: s.config.prefixCache,
         sliceRows: s.config.prefillChunk,
+        // Requests this agent heads stream their tokens from this process.
+        clientsStreaming: () => s.counters.activeRequests > 0,
       });
       this.metrics.onModelLoad((performance.now() - t0) / 1000);
       // Free the previous range's weights: re-placement must not leak memory.

@@ -38,6 +38,12 @@ export interface StageHostOptions {
   /** Default context per session; default min(model context, 2048). */
   defaultContext?: number;
   kvType?: KVType;
+  /**
+   * Whether clients stream output from this process now (an agent heading requests): each pass
+   * then first lets their queued writes reach the sockets, so a token is not held back a pass
+   * (event_loop.ts). Default: never.
+   */
+  clientsStreaming?: () => boolean;
   /** Called after every step with its compute time and row count (metrics). */
   onStep?: (info: { computeMs: number; rows: number }) => void;
   /**
@@ -246,8 +252,9 @@ export class StageHost {
       while (this.waiting.length > 0) {
         // Let the event loop run between passes: sockets (HTTP clients, remote frames, health
         // probes, disconnects) are served, and frames that arrive meanwhile join this pass.
-        if (woken) await this.yielder.afterIdle(this.sessions.size <= 1);
-        else await this.yielder.turn();
+        const flush = this.opts.clientsStreaming?.() ?? false;
+        if (woken) await this.yielder.afterIdle(this.sessions.size <= 1 && !flush);
+        else await this.yielder.turn(flush);
         woken = false;
         const batch = this.takeBatch();
         this.inFlight = batch.length;
