@@ -14,7 +14,8 @@
  * opens a chain session on the first stage itself and times each decode step; the stages report
  * their compute (summed along the chain; the tail's sampling counts as compute), so (round trip −
  * compute) / stages is the time one hop adds (send, receive, encode, decode of one frame and of
- * the token coming back). Prints JSON.
+ * the token coming back). The time between tokens as the bench's client reads them (p10 / p50 /
+ * p90) shows whether tokens reach a client as they are made or in bursts. Prints JSON.
  *
  * `--prefill N` also times the first token of an N-token prompt (one token asked for) through 1
  * agent, through the 3-agent chain (its stages hand each 64-row chunk on while running the next,
@@ -59,10 +60,14 @@ interface Opts {
   reps: number;
 }
 
-/** One timed decode: tokens/s after the first token, and the ids. */
+/**
+ * One timed decode: tokens/s after the first token, the ids, and (served rounds) the ms between
+ * consecutive tokens as the client read them.
+ */
 interface Round {
   tps: number;
   ids: number[];
+  gaps?: number[];
 }
 
 /** The local Engine (a head over one in-process stage), ready to run rounds. */
@@ -96,6 +101,8 @@ function chainRounds(
   /** Served decode: Generate on the agent hosting stage 0, as a client sees it. */
   const run = async (): Promise<Round> => {
     const out: number[] = [];
+    const gaps: number[] = [];
+    let last = NaN;
     let tps = 0;
     for await (
       const m of client.generate({
@@ -105,9 +112,14 @@ function chainRounds(
       })
     ) {
       if (m.usage) tps = m.usage.decodeTokensPerSecond;
-      else out.push(m.tokenId);
+      else {
+        const now = performance.now();
+        if (out.length) gaps.push(now - last);
+        last = now;
+        out.push(m.tokenId);
+      }
     }
-    return { tps, ids: out };
+    return { tps, ids: out, gaps };
   };
   /** Per hop: a chain session opened by the bench on the first stage, timed per decode step. */
   const hops = async (): Promise<number[]> => {
@@ -229,6 +241,17 @@ function median(xs: number[]): number {
   return quantile(xs, 0.5);
 }
 
+/** p10 / p50 / p90 of the time between tokens as the client read them, over served rounds. */
+function gapStats(rounds: Round[]): { p10: number; p50: number; p90: number } {
+  const gaps = rounds.flatMap((r) => r.gaps ?? []);
+  const r3 = (x: number) => Math.round(x * 1000) / 1000;
+  return {
+    p10: r3(quantile(gaps, 0.1)),
+    p50: r3(quantile(gaps, 0.5)),
+    p90: r3(quantile(gaps, 0.9)),
+  };
+}
+
 if (import.meta.main) {
   const opts = new Command("bench pipeline")
     .description("decode in-process vs through 1 and 3 agents (a chain), and per-hop overhead")
@@ -279,6 +302,7 @@ if (import.meta.main) {
       hop_ms_p50: r3(quantile(hops, 0.5)),
       hop_ms_p99: r3(quantile(hops, 0.99)),
       hops_measured: hops.length,
+      client_gap_ms: gapStats(rounds),
       same_ids: rounds.every((r) => r.ids.join() === rounds[0].ids.join()),
       rounds: rounds.map((r) => r3(r.tps)),
       stages: remote.stages,
@@ -338,6 +362,9 @@ if (import.meta.main) {
     hop_ms_p50: r3(quantile(hops, 0.5)),
     hop_ms_p99: r3(quantile(hops, 0.99)),
     hops_measured: hops.length,
+    // Steady tokens give p10 ≈ p50 ≈ p90; tokens held back a pass and sent in pairs, a low p10.
+    client_gap_ms_one_agent: gapStats(rounds.map((r) => r.one)),
+    client_gap_ms_three_agents: gapStats(rounds.map((r) => r.three)),
     same_ids: rounds.every((r) => same(r.local.ids, r.one.ids) && same(r.one.ids, r.three.ids)),
     rounds: rounds.map((r) => [r3(r.local.tps), r3(r.one.tps), r3(r.three.tps)]),
     stages: three.stages,
