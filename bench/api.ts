@@ -1,7 +1,8 @@
 /**
  * `deno task bench api` — the OpenAI-compatible HTTP API under load: N concurrent clients
  * (default 1, 16, 128) each issuing 8-token greedy completions back to back for a fixed time.
- * Prints one JSON object per N (requests/s, p50/p99 latency, tokens/s) and a summary with the
+ * Prints one JSON object per N (requests/s, p50/p99 latency, tokens/s, and the rows and sequences
+ * per pass the agent's stage ran meanwhile, read from its /metrics) and a summary with the
  * batching gain (tokens/s at N=16 over N=1, same run).
  *
  * By default it starts one agent serving stories260K; `--endpoint <url>` load-tests a running
@@ -10,12 +11,16 @@
 import { startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
 import { Flags, runBench, UsageError } from "./lib/cli.ts";
 import { interference, pct } from "./lib/stream_gaps.ts";
+import { passStats, scrapePasses } from "./lib/pass_stats.ts";
 
 const USAGE = `usage: deno task bench api [flags]
 
   --endpoint <url>        load-test a running agent's HTTP API (e.g. http://10.0.0.1:8080)
                           instead of starting one; its cluster serves whatever model it serves
   --api-key <key>         bearer key for --endpoint (the agent's --api-key)
+  --metrics <url>         the endpoint agent's /metrics (e.g. http://10.0.0.1:9090/metrics):
+                          rows and sequences per pass are read there (default: the agent
+                          this bench starts; with --endpoint and no --metrics, not printed)
   --backend <name>        auto|wasm|webgpu|reference for the agent it starts (default auto)
   --model <path.gguf>     model for the agent it starts (default models/stories260K.gguf)
   --seconds <s>           measured seconds per client count (default 5)
@@ -31,6 +36,7 @@ Prints one JSON object per client count and a summary.`;
 interface Options {
   endpoint?: string;
   apiKey?: string;
+  metrics?: string;
   backend: string;
   model: string;
   seconds: number;
@@ -69,6 +75,9 @@ function parse(args: string[]): Options {
         o.endpoint = url.replace(/\/v1$/, "");
         break;
       }
+      case "--metrics":
+        o.metrics = f.value();
+        break;
       case "--api-key":
         o.apiKey = f.value();
         break;
@@ -142,6 +151,13 @@ async function main(args: string[]): Promise<void> {
   const backend = agent
     ? String(agent.logs.find((l) => l.msg === "backend selected")?.backend ?? "?")
     : "remote";
+  const metricsUrl = o.metrics ?? (agent && `http://127.0.0.1:${agent.metricsPort}/metrics`);
+  /** The pass histograms at time `at` (performance.now()), if there is a /metrics to read. */
+  const scrapeAt = (at: number) =>
+    metricsUrl
+      ? new Promise((r) => setTimeout(r, Math.max(0, at - performance.now())))
+        .then(() => scrapePasses(metricsUrl))
+      : Promise.resolve(undefined);
   const headers: Record<string, string> = { "content-type": "application/json" };
   if (o.apiKey) headers.authorization = `Bearer ${o.apiKey}`;
 
@@ -204,7 +220,9 @@ async function main(args: string[]): Promise<void> {
       const start = performance.now();
       const from = start + o.warmup * 1000;
       const until = from + o.seconds * 1000;
+      const scrapes = Promise.all([scrapeAt(from), scrapeAt(until)]);
       await Promise.all(Array.from({ length: n }, (_, k) => client(model, k, from, until, out)));
+      const [before, after] = await scrapes;
       const lat = out.lat.sort((a, b) => a - b);
       const rps = lat.length / o.seconds;
       const tps = out.tokens / o.seconds;
@@ -221,6 +239,8 @@ async function main(args: string[]): Promise<void> {
         requests_per_second: round(rps),
         latency_ms: { p50: round(pct(lat, 50)), p99: round(pct(lat, 99)) },
         tokens_per_second: round(tps),
+        // Rows and sequences per pass of the agent's stage in the window (null: no /metrics).
+        passes: passStats(before, after),
       }));
     }
     const gain = results[16] && results[1]

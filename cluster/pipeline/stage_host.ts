@@ -44,8 +44,8 @@ export interface StageHostOptions {
    * (event_loop.ts). Default: never.
    */
   clientsStreaming?: () => boolean;
-  /** Called after every step with its compute time and row count (metrics). */
-  onStep?: (info: { computeMs: number; rows: number }) => void;
+  /** Called after every pass with its compute time, rows and sequences (metrics). */
+  onStep?: (info: { computeMs: number; rows: number; sequences: number }) => void;
   /**
    * Called when a pass fails for a reason that is not the frame's fault (e.g. the GPU device
    * was lost), so the owner can rebuild the stage on another backend.
@@ -385,7 +385,11 @@ export class StageHost {
     this.passes++;
     const passMs = performance.now() - t0;
     this.clock.measure(live, passMs);
-    this.onStep?.({ computeMs: passMs, rows: live.reduce((a, p) => a + p.take, 0) });
+    this.onStep?.({
+      computeMs: passMs,
+      rows: live.reduce((a, p) => a + p.take, 0),
+      sequences: live.length,
+    });
     for (const [i, p] of live.entries()) {
       if (!advance(p, outs[i], passMs, this.stage.config.nEmbd)) {
         again.push(p);
@@ -459,7 +463,7 @@ export class StageHost {
     // Its rows count in the stage's metrics like any pass's (one row per token decoded).
     this.passes++;
     const ms = performance.now() - t0;
-    this.onStep?.({ computeMs: ms, rows: run.length });
+    this.onStep?.({ computeMs: ms, rows: run.length, sequences: 1 });
     this.aheadMsPerToken = this.aheadMsPerToken ? (this.aheadMsPerToken + ms / n) / 2 : ms / n;
     return more;
   }

@@ -21,6 +21,8 @@ export const METRIC_NAMES = {
   queueDepth: "distributed_llm_queue_depth",
   inferenceDuration: "distributed_llm_inference_duration_seconds",
   stageForwardDuration: "distributed_llm_stage_forward_duration_seconds",
+  stagePassRows: "distributed_llm_stage_pass_rows",
+  stagePassSequences: "distributed_llm_stage_pass_sequences",
   activationBytes: "distributed_llm_activation_bytes_total",
   gossipMembers: "distributed_llm_gossip_members",
   gossipProbeRtt: "distributed_llm_gossip_probe_rtt_seconds",
@@ -127,6 +129,8 @@ export class AgentMetrics {
   private readonly tokens: client.Counter;
   private readonly inference: client.Histogram;
   private readonly stageForward: client.Histogram<"phase">;
+  private readonly passRows: client.Histogram;
+  private readonly passSequences: client.Histogram;
   private readonly activationBytes: client.Counter<"direction">;
   private readonly modelLoad: client.Gauge;
   private readonly replicaTokens: client.Counter<"replica">;
@@ -261,6 +265,19 @@ export class AgentMetrics {
       buckets: STEP_BUCKETS,
       registers,
     });
+    // How well batching works: rows (prompt rows + decode rows) and sequences per pass.
+    this.passRows = new client.Histogram({
+      name: METRIC_NAMES.stagePassRows,
+      help: "Rows (prompt and decode tokens of every sequence) in one pass of the hosted stage.",
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+      registers,
+    });
+    this.passSequences = new client.Histogram({
+      name: METRIC_NAMES.stagePassSequences,
+      help: "Sequences (sessions) sharing one pass of the hosted stage.",
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+      registers,
+    });
     this.activationBytes = new client.Counter({
       name: METRIC_NAMES.activationBytes,
       help: "Activation bytes the hosted stage received (in) and sent (out) over RPC.",
@@ -336,11 +353,13 @@ export class AgentMetrics {
   }
 
   /** The hosted stage ran one step of `rows` tokens in `computeMs`. */
-  onStageStep(info: { computeMs: number; rows: number }): void {
+  onStageStep(info: { computeMs: number; rows: number; sequences: number }): void {
     this.stageForward.observe(
       { phase: info.rows > 1 ? "prefill" : "decode" },
       info.computeMs / 1000,
     );
+    this.passRows.observe(info.rows);
+    this.passSequences.observe(info.sequences);
   }
 
   /** The Forward handler moved one frame: activation bytes in and out. */

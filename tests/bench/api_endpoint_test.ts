@@ -18,6 +18,7 @@ Deno.test("bench api --endpoint measures a running agent (through llmctl bench)"
     await waitForPlacement(agent, 1);
     const endpoint = `http://127.0.0.1:${agent.httpPort}`;
     const args = ["--seconds", "1", "--warmup", "0", "--clients", "1,2", "--max-tokens", "2"];
+    const metrics = `http://127.0.0.1:${agent.metricsPort}/metrics`;
     const r = await llmctl([
       "bench",
       "api",
@@ -26,6 +27,8 @@ Deno.test("bench api --endpoint measures a running agent (through llmctl bench)"
       endpoint,
       "--api-key",
       "sk-bench",
+      "--metrics",
+      metrics,
       ...args,
     ]);
     assertEquals(r.code, 0, r.stderr);
@@ -35,6 +38,16 @@ Deno.test("bench api --endpoint measures a running agent (through llmctl bench)"
     assertEquals(lines.slice(0, 2).map((l) => l.clients), [1, 2]);
     assertEquals(lines[0].model, "stories260K.gguf");
     assert(lines[0].requests > 0 && lines[0].tokens_per_second > 0, r.stdout);
+    // Batch sizes from the agent's /metrics: one client's passes run one sequence each (its
+    // prompt pass and its decode passes), two clients' passes up to two.
+    const [one, two] = lines;
+    assert(one.passes.passes > 0, r.stdout);
+    assertEquals(one.passes.sequences_per_pass_mean, 1, r.stdout);
+    assert(one.passes.rows_per_pass_mean >= 1, r.stdout);
+    assert(
+      two.passes.sequences_per_pass_mean >= 1 && two.passes.sequences_per_pass_mean <= 2,
+      r.stdout,
+    );
     assert(lines[2].summary, r.stdout);
     // Without the key the agent refuses, and the bench says so instead of printing numbers.
     const denied = await llmctl(["bench", "api", "--", "--endpoint", endpoint, ...args]);

@@ -67,8 +67,8 @@ Deno.test("event hooks: tokens, request and step histograms, activation bytes, l
   m.onToken();
   m.onToken();
   m.onRequest(0.3);
-  m.onStageStep({ computeMs: 12, rows: 7 });
-  m.onStageStep({ computeMs: 0.4, rows: 1 });
+  m.onStageStep({ computeMs: 12, rows: 7, sequences: 3 });
+  m.onStageStep({ computeMs: 0.4, rows: 1, sequences: 1 });
   m.onFrame({ bytesIn: 1024, bytesOut: 256 });
   m.onModelLoad(1.5);
   m.onResumed({ waitMs: 9100, replayMs: 2390 });
@@ -95,6 +95,13 @@ Deno.test("event hooks: tokens, request and step histograms, activation bytes, l
     value(text, 'distributed_llm_stage_forward_duration_seconds_count{phase="decode"}'),
     1,
   );
+  // Batching: rows and sequences per pass.
+  assertEquals(value(text, "distributed_llm_stage_pass_rows_count"), 2);
+  assertEquals(value(text, "distributed_llm_stage_pass_rows_sum"), 8);
+  assertEquals(value(text, 'distributed_llm_stage_pass_rows_bucket{le="4"}'), 1);
+  assertEquals(value(text, 'distributed_llm_stage_pass_rows_bucket{le="8"}'), 2);
+  assertEquals(value(text, "distributed_llm_stage_pass_sequences_sum"), 4);
+  assertEquals(value(text, 'distributed_llm_stage_pass_sequences_bucket{le="2"}'), 1);
   assertEquals(value(text, 'distributed_llm_activation_bytes_total{direction="in"}'), 1024);
   assertEquals(value(text, 'distributed_llm_activation_bytes_total{direction="out"}'), 256);
   assertEquals(value(text, "distributed_llm_model_load_seconds"), 1.5);
@@ -112,7 +119,7 @@ Deno.test("gossip drops: cumulative counters become a Prometheus counter that on
 
 Deno.test("labels are bounded: only fixed label values appear", async () => {
   const m = new AgentMetrics(fakeSource());
-  for (let i = 0; i < 50; i++) m.onStageStep({ computeMs: i, rows: 1 + (i % 3) });
+  for (let i = 0; i < 50; i++) m.onStageStep({ computeMs: i, rows: 1 + (i % 3), sequences: 1 });
   const text = await m.text();
   const values = new Map<string, Set<string>>();
   for (const line of text.split("\n")) {
