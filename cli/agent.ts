@@ -72,8 +72,8 @@ export function agentProgram() {
     )
     .option(
       "--prefix-cache <bytes>",
-      "KV of recently served prompt prefixes kept for reuse when this agent holds the whole " +
-        "model, e.g. 512MiB (default 0: off)",
+      "KV of this agent's layers for recently served prompt prefixes, kept for reuse, e.g. " +
+        "512MiB (default 0: off; every stage of a chain needs it for a chain to reuse a prefix)",
     )
     .option(
       "--speed <gflops>",

@@ -67,7 +67,7 @@ export interface AgentConfig {
   cacheDir: string;
   /** Bytes/s this agent fetches model chunks at, at most; 0 = unlimited. */
   transferRateLimit: number;
-  /** Bytes of prefix KV cache on a stage that holds the whole model; 0 = off. */
+  /** Bytes of prefix KV cache of this agent's stage (any range of layers); 0 = off. */
   prefixCache: number;
   /**
    * This node's speed for placement, GFLOP/s (`--speed`); undefined: measured by the start-up

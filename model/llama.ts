@@ -461,6 +461,18 @@ export class LlamaStage {
     return n;
   }
 
+  /**
+   * Keep the first `n` positions a session restored (restorePrefix) and drop the rest: they
+   * run again from the next frame (the chain restored less elsewhere).
+   */
+  keepPrefix(session: Session, n: number): void {
+    if (n > session.pos) {
+      throw new StageInputError(`cannot keep ${n} positions of a session at ${session.pos}`);
+    }
+    session.pos = n;
+    this.prefix?.truncate(session, n);
+  }
+
   /** Bytes one session's KV cache takes on this stage. */
   kvBytes(nCtx: number, kvType: KVType = "f32"): number {
     const kvDim = this.config.nKVHeads * this.config.headDim;
@@ -526,12 +538,13 @@ export class LlamaStage {
     session: Session,
     input: StageInput,
     want: { k: number; exclude: Int32Array },
+    ids?: ArrayLike<number>,
   ): Promise<StageOutput | { candidates: TopCandidates }> {
     const be = this.backend;
     if (!this.isTail || !be.topCandidates || this.validate(session, input) > this.maxBatch) {
-      return await this.forward(session, input);
+      return await this.forward(session, input, ids);
     }
-    const [out] = await this.pass([{ session, input }], async ([row], total) => {
+    const [out] = await this.pass([{ session, input, ids }], async ([row], total) => {
       const { nVocab: V, rmsEps } = this.config;
       const src = this.rowsOf([row], total);
       be.rmsNorm(src, this.outputNorm!, this.ws.lastNorm, 1, rmsEps);

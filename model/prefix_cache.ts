@@ -229,6 +229,23 @@ export class PrefixCache {
     }
   }
 
+  /**
+   * Keep only the first `n` positions of what restore() gave a session (a chain of stages starts
+   * at the least any of them restored): its capture continues from there. A cut inside a block
+   * stops capturing the session.
+   */
+  truncate(session: object, n: number): void {
+    const c = this.#captures.get(session);
+    if (!c || n >= c.ids.length) return;
+    if (n % this.blockTokens !== 0 || c.partials.length) {
+      this.#drop(session, c);
+      return;
+    }
+    const keep = n / this.blockTokens;
+    for (; c.blocks > keep; c.blocks--) c.node = (c.node as Block).parent;
+    c.ids.length = n;
+  }
+
   /** Stop capturing a session (it ended); its partial block is dropped. */
   release(session: object): void {
     const c = this.#captures.get(session);

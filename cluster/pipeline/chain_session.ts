@@ -60,6 +60,9 @@ export async function openChainSession(
   }
   const tail = open.downstream.length === 0;
   host.open(open.sessionId, open.maxContext, tail ? open.sampling : undefined);
+  // This stage's layers of the longest prefix it has cached; the chain starts at the least any
+  // stage restored (the first frame's cachedPrefix), each keeping that much.
+  const own = open.prefixIds ? host.restorePrefix(open.sessionId, open.prefixIds) : 0;
   let next: SessionLink | undefined;
   const hop = open.downstream[0];
   if (hop) {
@@ -92,7 +95,13 @@ export async function openChainSession(
       () =>
         guard(
           hop.nodeId,
-          () => next!.step({ tokens: frame.tokens, hidden, partial: frame.partial }),
+          () =>
+            next!.step({
+              tokens: frame.tokens,
+              hidden,
+              partial: frame.partial,
+              ...(frame.cachedPrefix ? { cachedPrefix: frame.cachedPrefix } : {}),
+            }),
         ),
       SpanKind.CLIENT,
     );
@@ -111,6 +120,7 @@ export async function openChainSession(
           tokens: frame.tokens.subarray(at, end),
           hidden: frame.hidden?.subarray(at * width, end * width),
           partial: end < rows,
+          ...(at === 0 && frame.cachedPrefix ? { cachedPrefix: frame.cachedPrefix } : {}),
         };
         const out = await host.step(open.sessionId, chunk);
         ownMs += out.computeMs;
@@ -136,6 +146,7 @@ export async function openChainSession(
     return { ...last, computeMs: ownMs + downMs };
   };
   return {
+    cachedTokens: next ? Math.min(own, next.cachedTokens ?? 0) : own,
     // A partial frame (a chunk from the stage before) goes on as it came: chunking it again
     // would let its pieces interleave with the next chunk's in this stage's queue.
     step: (frame: StageFrame): Promise<StageResult> =>

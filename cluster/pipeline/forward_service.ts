@@ -128,6 +128,7 @@ export function forwardHandler(ctx: ForwardContext) {
             chunkRows: ctx.chunkRows,
           });
           sessionId = s.sessionId = frame.sessionId;
+          response.cachedTokens = session.cachedTokens ?? 0;
         }
         if (!host || !session || sessionId === undefined) {
           throw new RpcFailure(
@@ -154,7 +155,12 @@ export function forwardHandler(ctx: ForwardContext) {
               `frame has ${nRows} tokens but ${frame.shape[0]} rows`,
             );
           }
-          const out = await session.step({ tokens, hidden, partial: frame.partial });
+          const out = await session.step({
+            tokens,
+            hidden,
+            partial: frame.partial,
+            ...(frame.cachedPrefix ? { cachedPrefix: frame.cachedPrefix } : {}),
+          });
           response.computeMs = out.computeMs;
           const dtype = frame.dtype || Dtype.F32;
           if (out.kind === "hidden") {

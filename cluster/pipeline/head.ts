@@ -35,10 +35,21 @@ export interface SessionOpen {
   sampling?: TailSampling;
   /** The stages after this one, in layer order (empty: this is the tail). */
   downstream: ChainHop[];
+  /**
+   * The prompt's token ids for the prefix cache: each stage with one restores the longest
+   * prefix it holds into the new session (absent: no lookup).
+   */
+  prefixIds?: Int32Array;
 }
 
 /** An open session on a stage and everything after it. */
 export interface SessionLink {
+  /**
+   * Positions of the opening's `prefixIds` restored from the prefix cache on this stage and
+   * every stage after it (the least of them; 0 or absent: none): the first frame then starts
+   * there (StageFrame.cachedPrefix) and carries only the rest of the prompt.
+   */
+  readonly cachedTokens?: number;
   /** Send one frame, get its one answer (in order): the tail's token. */
   step(frame: StageFrame): Promise<StageResult>;
   /** Free the session on this stage and those after it; never throws. */
@@ -236,6 +247,8 @@ export class Head {
       let link: SessionLink | undefined;
       let decode: OpenSpan | undefined;
       const first = chain[0];
+      // Prefill: prompt plus whatever was generated before a failure (replay).
+      let input = [...req.promptTokens, ...result.tokens.map((t) => t.id)];
       try {
         link = await guard(first.nodeId, () =>
           first.openSession({
@@ -250,9 +263,11 @@ export class Head {
               to,
               version,
             })),
+            prefixIds: Int32Array.from(input),
           }));
-        // Prefill: prompt plus whatever was generated before a failure (replay).
-        let input = [...req.promptTokens, ...result.tokens.map((t) => t.id)];
+        // Positions every stage restored from its prefix cache: the first frame starts there.
+        const cached = Math.min(link.cachedTokens ?? 0, input.length - 1);
+        result.cachedTokens = Math.max(0, cached);
         while (result.tokens.length < budget) {
           if (req.signal?.aborted) {
             result.finishReason = "cancelled";
@@ -265,10 +280,9 @@ export class Head {
             0,
             Math.min(this.opts.lookahead ?? 16, budget - result.tokens.length - 1),
           );
+          const skip = prefill ? result.cachedTokens : 0;
           const pass = () =>
-            this.pass(first.nodeId, link!, Int32Array.from(input), ahead, (n) => {
-              if (prefill) result.cachedTokens = n;
-            });
+            this.pass(first.nodeId, link!, Int32Array.from(input.slice(skip)), ahead, skip);
           const tPass = performance.now();
           const tokens = decode
             ? await decode.run(pass)
@@ -353,13 +367,15 @@ export class Head {
     link: SessionLink,
     tokens: Int32Array,
     lookahead: number,
-    cached: (n: number) => void,
+    cachedPrefix: number,
   ): Promise<SampledToken[]> {
-    const out = await guard(firstNode, () => link.step({ tokens, lookahead }));
+    const out = await guard(
+      firstNode,
+      () => link.step({ tokens, lookahead, ...(cachedPrefix ? { cachedPrefix } : {}) }),
+    );
     if (out.kind !== "token") {
       throw new Error(`the chain answered ${out.kind}, expected a sampled token`);
     }
-    cached(out.cachedTokens ?? 0);
     return [out.token, ...(out.more ?? []).slice(0, lookahead)];
   }
 }

@@ -20,6 +20,12 @@ export interface HostedSession {
   sampler?: Sampler;
   /** Log-probabilities of this many alternatives with each token. */
   topLogprobs: number;
+  /**
+   * Set when the session opened from the prefix cache (StageHost.restorePrefix) until its first
+   * frame with rows: the ids looked up and the positions restored. That frame says how many the
+   * chain keeps (StageFrame.cachedPrefix); the tail's sampler takes those ids into its history.
+   */
+  restored?: { ids: Int32Array; n: number };
 }
 
 /** A frame waiting for the next batched pass. */
@@ -30,15 +36,13 @@ export interface PendingStep {
   rows: number;
   /** The sampler has taken this frame's tokens already (the candidates path). */
   accepted?: boolean;
-  /** Leading tokens of this frame restored from the prefix cache rather than run. */
-  cached?: number;
   /** Rows of the frame run so far: a long prompt runs in slices while other sessions decode. */
   done: number;
   /** Rows the pass being built runs. */
   take: number;
-  /** Rows to run in all (its tokens after a cached prefix, at the head), once its first ran. */
+  /** Rows to run in all, once its first slice ran. */
   total?: number;
-  /** Its token ids after a cached prefix (head), once its first slice ran. */
+  /** Its token ids (head), once its first slice ran. */
   tokens?: Int32Array;
   /** Output rows of its slices so far (a sliced frame at a stage before the tail). */
   hidden?: Float32Array;

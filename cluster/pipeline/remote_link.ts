@@ -161,15 +161,16 @@ export class RemoteStageLink implements StageLink {
         dtype,
         open: openToWire(open, dtype),
       });
+    let opened: ForwardResponse;
     try {
       try {
-        await exchange(opening());
+        opened = await exchange(opening());
       } catch (e) {
         // A data plane at its connection limit: this stream goes over gRPC instead.
         if (!isPlaneBusy(e)) throw e;
         channel.abort();
         channel = await openChannel(this.transport).catch(fail);
-        await exchange(opening());
+        opened = await exchange(opening());
       }
       step = 1n;
     } catch (e) {
@@ -177,6 +178,8 @@ export class RemoteStageLink implements StageLink {
       throw e;
     }
     return {
+      // Never more than the opening asked about (a peer's claim is bounded by the prompt).
+      cachedTokens: Math.min(opened.cachedTokens, open.prefixIds?.length ?? 0),
       step: async (frame: StageFrame): Promise<StageResult> => {
         const rows = frame.tokens.length;
         const msg = create(ActivationFrameSchema, {
@@ -186,6 +189,7 @@ export class RemoteStageLink implements StageLink {
           tokens: Array.from(frame.tokens),
           dtype,
           partial: frame.partial ?? false,
+          cachedPrefix: frame.cachedPrefix ?? 0,
         });
         if (frame.hidden) {
           msg.shape = [rows, frame.hidden.length / rows];

@@ -33,6 +33,12 @@ export interface StageFrame {
    * `prefilled` instead of a token.
    */
   partial?: boolean;
+  /**
+   * On a session's first frame with rows: its first positions came from the prefix cache when
+   * the session opened (SessionLink.cachedTokens, the least any stage of the chain restored),
+   * so the rows start at this position; each stage keeps that much of what it restored.
+   */
+  cachedPrefix?: number;
 }
 
 /** A token the tail sampled, with its log-probability and alternatives. */
@@ -49,8 +55,6 @@ export type StageResult =
     kind: "token";
     token: SampledToken;
     computeMs: number;
-    /** Prompt tokens this frame took from the prefix cache instead of running them. */
-    cachedTokens?: number;
     /**
      * Tokens decoded after `token` for the frame's lookahead, in order; all but the last are
      * in the session's KV cache already, so the next frame brings the last one.

@@ -52,9 +52,9 @@ export interface StageHostOptions {
    */
   onFailure?: (error: unknown) => void;
   /**
-   * Bytes of prefix KV cache (model/prefix_cache.ts): a session whose prompt starts like an
-   * earlier one's computes only the rest. Used when this stage is the whole model (head and
-   * tail); a chain of several stages does not use it yet. 0 or unset: off.
+   * Bytes of prefix KV cache of this stage's layers (model/prefix_cache.ts): a session whose
+   * prompt starts like an earlier one's restores that part when it opens (restorePrefix) and the
+   * chain computes only the rest. 0 or unset: off.
    */
   prefixCacheBytes?: number;
   /**
@@ -118,9 +118,7 @@ export class StageHost {
     this.defaultContext = opts.defaultContext ?? Math.min(stage.config.contextLength, 2048);
     this.kvType = opts.kvType ?? "f32";
     this.onStep = opts.onStep;
-    if ((opts.prefixCacheBytes ?? 0) > 0 && stage.isHead && stage.isTail) {
-      stage.enablePrefixCache(opts.prefixCacheBytes!);
-    }
+    if ((opts.prefixCacheBytes ?? 0) > 0) stage.enablePrefixCache(opts.prefixCacheBytes!);
   }
 
   /** Layers [from, to) this host runs. */
@@ -176,6 +174,25 @@ export class StageHost {
       sampler,
       topLogprobs: sampling?.topLogprobs ?? 0,
     });
+  }
+
+  /**
+   * Copy the KV of this stage's layers for the longest prefix of `ids` its prefix cache holds
+   * into a session just opened; returns the positions restored (0 without a cache). The
+   * session's first frame with rows then keeps as many as it names (StageFrame.cachedPrefix,
+   * the least any stage of the chain restored) and runs from there.
+   */
+  restorePrefix(sessionId: string, ids: Int32Array): number {
+    const hosted = this.sessions.get(sessionId);
+    if (!hosted || !this.stage.prefixCache || hosted.session.pos !== 0) return 0;
+    // Never past what the session's KV cache holds (a prompt longer than its context fails
+    // when its frame comes, as it would without the cache).
+    const n = this.stage.restorePrefix(
+      hosted.session,
+      ids.subarray(0, Math.min(ids.length, hosted.session.nCtx)),
+    );
+    hosted.restored = { ids, n };
+    return n;
   }
 
   /** Free a session's KV cache; unknown ids are ignored (close is idempotent). */
@@ -288,9 +305,38 @@ export class StageHost {
   /** The pass costs prompt slices are sized by. */
   private readonly clock = new SliceClock();
 
-  /** The rows of `p` this pass runs: its tokens (after a cached prefix) at the head, else hidden. */
+  /**
+   * A session's first frame with rows after it opened from the prefix cache: keep the positions
+   * the frame says the chain restored (the rest is recomputed), and give the tail's sampler
+   * those ids as history. Without a restore, a frame naming a cached prefix is refused.
+   */
+  private startAfterPrefix(p: PendingStep): void {
+    const keep = p.frame.cachedPrefix ?? 0;
+    const r = p.hosted.restored;
+    if (!r) {
+      if (keep > 0 && p.done === 0 && p.hosted.session.pos === 0) {
+        throw new StageSessionError(
+          `the frame starts after ${keep} cached positions, but this stage restored none`,
+          "invalid",
+        );
+      }
+      return;
+    }
+    p.hosted.restored = undefined;
+    if (keep > r.n) {
+      throw new StageSessionError(
+        `the frame starts after ${keep} cached positions; this stage restored ${r.n}`,
+        "invalid",
+      );
+    }
+    this.stage.keepPrefix(p.hosted.session, keep);
+    if (keep > 0) p.hosted.sampler?.accept(r.ids.subarray(0, keep));
+  }
+
+  /** The rows of `p` this pass runs: its tokens at the head, else hidden. */
   private sliceOf(p: PendingStep): StageInput {
-    if (this.stage.isHead) p.tokens ??= this.afterCachedPrefix(p);
+    if (p.done === 0) this.startAfterPrefix(p);
+    if (this.stage.isHead) p.tokens ??= p.frame.tokens;
     const whole: StageInput = p.tokens
       ? { tokens: p.tokens }
       : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows };
@@ -317,13 +363,20 @@ export class StageHost {
     let outs: (StageOutput | { candidates: TopCandidates })[];
     // Rows nobody reads skip the tail's output matrix: partial frames, and slices before a
     // frame's last.
-    const inputs: { session: Session; input: StageInput; noOutput: boolean }[] = [];
+    const inputs: {
+      session: Session;
+      input: StageInput;
+      ids: Int32Array;
+      noOutput: boolean;
+    }[] = [];
     for (const p of [...live]) {
       try {
         const input = this.sliceOf(p);
         inputs.push({
           session: p.hosted.session,
           input,
+          // The rows' token ids (every frame carries them): a prefix cache keys blocks by them.
+          ids: p.frame.tokens.subarray(p.done, p.done + p.take),
           noOutput: !!p.frame.partial || !lastSlice(p),
         });
       } catch (e) {
@@ -341,13 +394,20 @@ export class StageHost {
         ? this.candidateRequest(one)
         : null;
       outs = want
-        ? [await this.stage.forwardCandidates(inputs[0].session, inputs[0].input, want)]
+        ? [
+          await this.stage.forwardCandidates(
+            inputs[0].session,
+            inputs[0].input,
+            want,
+            inputs[0].ids,
+          ),
+        ]
         : one
         ? [
           await this.stage.forward(
             one.hosted.session,
             inputs[0].input,
-            undefined,
+            inputs[0].ids,
             inputs[0].noOutput,
           ),
         ]
@@ -372,7 +432,12 @@ export class StageHost {
       // it belongs (validation happens before any KV cache is touched).
       for (const [i, p] of live.entries()) {
         try {
-          const out = await this.stage.forward(p.hosted.session, inputs[i].input);
+          const out = await this.stage.forward(
+            p.hosted.session,
+            inputs[i].input,
+            inputs[i].ids,
+            inputs[i].noOutput,
+          );
           if (advance(p, out, 0, this.stage.config.nEmbd)) p.resolve(this.finish(p, out, t0));
           else again.push(p);
         } catch (err) {
@@ -472,19 +537,6 @@ export class StageHost {
   private aheadMsPerToken = 0;
 
   /**
-   * A session's first frame on a whole-model stage with a prefix cache starts from the longest
-   * cached prefix of its prompt: those positions' KV is copied in and only the rest runs
-   * (bit-identical output). Returns the tokens to run.
-   */
-  private afterCachedPrefix(p: PendingStep): Int32Array {
-    const cache = this.stage.prefixCache;
-    const s = p.hosted.session;
-    if (!cache || s.pos !== 0 || !this.stage.isTail) return p.frame.tokens;
-    p.cached = this.stage.restorePrefix(s, p.frame.tokens);
-    return p.frame.tokens.subarray(p.cached);
-  }
-
-  /**
    * What a sampling tail can read back instead of the logit row: the backend's top candidates
    * (a few hundred bytes on a GPU), when it computes them and the settings allow; null
    * otherwise. The sampler takes the frame's tokens into its penalty history first.
@@ -522,12 +574,7 @@ export class StageHost {
       return { kind: "logits", logits: out.logits, computeMs };
     }
     const token = this.sample(p, sampler, out);
-    return {
-      kind: "token",
-      token,
-      computeMs: p.ms + performance.now() - t0,
-      cachedTokens: p.cached,
-    };
+    return { kind: "token", token, computeMs: p.ms + performance.now() - t0 };
   }
 
   /** The tail's token for a frame's output row (or the device's candidates for it). */

@@ -130,6 +130,7 @@ export function openToWire(open: SessionOpen, dtype: Dtype): OpenSession {
         version: BigInt(h.version ?? 0),
       })
     ),
+    prefixTokens: open.prefixIds ? Array.from(open.prefixIds) : [],
   });
 }
 
@@ -147,5 +148,6 @@ export function openFromWire(sessionId: string, w: OpenSession): SessionOpen {
       to: h.toLayer,
       version: h.version ? Number(h.version) : undefined,
     })),
+    ...(w.prefixTokens.length ? { prefixIds: Int32Array.from(w.prefixTokens) } : {}),
   };
 }

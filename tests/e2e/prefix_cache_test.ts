@@ -1,16 +1,27 @@
 /**
- * The prefix cache through a real agent (--prefix-cache): a prompt that starts like an earlier
+ * The prefix cache through real agents (--prefix-cache): a prompt that starts like an earlier
  * one reports its cached tokens in usage.prompt_tokens_details and answers exactly what an agent
- * without the cache answers.
+ * without the cache answers, on one agent holding the whole model and across a 2-agent chain.
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
+import { startAgent, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
 import { REPO } from "../support/paths.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
 
 const SYSTEM = "Once upon a time, there was a little girl named Lily. She loved to play in the " +
   "park with her friends. One day, she saw a big red ball under a tree and ran to get it. ";
+
+/** A greedy completion of `prompt` through the agent whose HTTP API listens on `port`. */
+async function ask(port: number, prompt: string) {
+  const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+    method: "POST",
+    body: JSON.stringify({ model: "stories260K", prompt, max_tokens: 12, temperature: 0 }),
+  });
+  const body = await r.json();
+  assertEquals(r.status, 200, JSON.stringify(body));
+  return body;
+}
 
 Deno.test("prefix cache: a shared prompt prefix is reused, with the same output", async () => {
   const cached = await startAgent({
@@ -23,15 +34,6 @@ Deno.test("prefix cache: a shared prompt prefix is reused, with the same output"
   try {
     await waitForPlacement(cached, 1);
     await waitForPlacement(plain, 1);
-    const ask = async (port: number, prompt: string) => {
-      const r = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
-        method: "POST",
-        body: JSON.stringify({ model: "stories260K", prompt, max_tokens: 12, temperature: 0 }),
-      });
-      const body = await r.json();
-      assertEquals(r.status, 200, JSON.stringify(body));
-      return body;
-    };
     const first = await ask(cached.httpPort, SYSTEM + "Her mom said");
     assertEquals(first.usage.prompt_tokens_details.cached_tokens, 0, "nothing cached yet");
     for (const turn of ["The ball was", "Lily smiled and"]) {
@@ -45,5 +47,28 @@ Deno.test("prefix cache: a shared prompt prefix is reused, with the same output"
     }
   } finally {
     await stopAll([cached, plain]);
+  }
+});
+
+Deno.test("prefix cache across a 2-agent chain: both stages restore the prefix, same output", async () => {
+  // Neither agent can hold the model (3.79 MB) once its cache is taken out of its budget.
+  const chain = await startCluster(["pc-a", "pc-b"], {
+    model: STORIES,
+    memoryBudget: "2.3MB",
+    extra: ["--prefix-cache", "256KiB"],
+  });
+  const plain = await startAgent({ id: "pc-plain", model: STORIES, memoryBudget: "64MB" });
+  try {
+    await waitForPlacement(chain[0], 2);
+    await waitForPlacement(plain, 1);
+    const first = await ask(chain[0].httpPort, SYSTEM + "Her mom said");
+    assertEquals(first.usage.prompt_tokens_details.cached_tokens, 0, "nothing cached yet");
+    const got = await ask(chain[0].httpPort, SYSTEM + "The ball was");
+    const want = await ask(plain.httpPort, SYSTEM + "The ball was");
+    const n = got.usage.prompt_tokens_details.cached_tokens;
+    assert(n >= 32 && n < got.usage.prompt_tokens, `cached tokens ${n}`);
+    assertEquals(got.choices[0].text, want.choices[0].text, "same greedy output");
+  } finally {
+    await stopAll([...chain, plain]);
   }
 });

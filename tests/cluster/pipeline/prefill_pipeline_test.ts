@@ -10,27 +10,15 @@ import { openGGUF } from "../../../model/gguf/mod.ts";
 import { LlamaStage } from "../../../model/llama.ts";
 import {
   type ChainHop,
-  FORWARD_PREAMBLE,
-  forwardHandler,
-  forwardProtocol,
   Head,
   type HeadResult,
   LocalStageLink,
-  RemoteStageLink,
   type StageFrame,
   StageHost,
   type StageLink,
   StageSessionError,
 } from "../../../cluster/pipeline/mod.ts";
-import {
-  createRpcTransport,
-  type RpcServer,
-  type RpcTransport,
-  startRpcServer,
-  startTcpPlane,
-  type TcpPlane,
-} from "../../../cluster/rpc/mod.ts";
-import { InferenceService } from "../../../proto/mod.ts";
+import { serveChain } from "../../support/chain.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 
@@ -122,48 +110,9 @@ Deno.test("a long prompt pipelined through 3 in-process stages: the single stage
   for (const h of [a, b, c]) assertEquals(h.openSessions, 0);
 });
 
-/** Stages behind RPC servers (and, for "tcp", data planes), reached through remote links. */
-async function serve(stages: StageHost[], hop: "tcp" | "grpc", chunkRows = [CHUNK, CHUNK, CHUNK]) {
-  const planes: TcpPlane[] = [];
-  const servers: RpcServer[] = [];
-  const transports = new Map<string, RpcTransport>();
-  const endpoints = new Map<string, string>();
-  const linkTo = (h: ChainHop): StageLink =>
-    new RemoteStageLink(h.nodeId, h.from, h.to, transports.get(h.nodeId)!, {
-      dataEndpoint: endpoints.get(h.nodeId),
-    });
-  for (const [i, host] of stages.entries()) {
-    const ctx = {
-      nodeId: `n${i}`,
-      host: () => host,
-      epoch: () => 0n,
-      linkTo,
-      chunkRows: chunkRows[i],
-    };
-    const server = await startRpcServer({
-      port: 0,
-      routes: (r) => r.service(InferenceService, { forward: forwardHandler(ctx) }),
-    });
-    servers.push(server);
-    transports.set(`n${i}`, await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false }));
-    if (hop === "tcp") {
-      const plane = await startTcpPlane({
-        host: "127.0.0.1",
-        protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 64 << 20) },
-      });
-      planes.push(plane);
-      endpoints.set(`n${i}`, `127.0.0.1:${plane.port}`);
-    }
-  }
-  return {
-    links: stages.map((h, i) => linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })),
-    /** Stage i's listeners go away (its connections reset). */
-    kill: (i: number) => Promise.all([servers[i].close(0), planes[i]?.close()]),
-    async close() {
-      for (const t of transports.values()) t.close();
-      await Promise.all([...servers.map((s) => s.close(100)), ...planes.map((p) => p.close())]);
-    },
-  };
+/** The stages served over `hop`, each cutting prompts into `chunkRows` chunks. */
+function serve(stages: StageHost[], hop: "tcp" | "grpc", chunkRows = [CHUNK, CHUNK, CHUNK]) {
+  return serveChain(stages, hop, chunkRows);
 }
 
 for (const hop of ["tcp", "grpc"] as const) {

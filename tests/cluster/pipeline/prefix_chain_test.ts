@@ -1,0 +1,173 @@
+/**
+ * The prefix cache across a chain of stages: each stage keeps its own layers' KV of served
+ * prefixes; a session's opening carries the prompt's ids, every stage restores the longest prefix
+ * it holds, the chain starts at the least of them, and the head sends only the rest. Output is
+ * exactly a single uncached stage's (ids, log-probabilities, alternatives, with penalties that
+ * read the whole prompt), in process and over the wire.
+ */
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import {
+  type ChainHop,
+  Head,
+  type HeadResult,
+  LocalStageLink,
+  type StageFrame,
+  StageHost,
+  type StageLink,
+} from "../../../cluster/pipeline/mod.ts";
+import { assertEquals } from "../../support/assert.ts";
+import { FIXTURES } from "../../support/paths.ts";
+import { serveChain } from "../../support/chain.ts";
+
+const MODEL = `${FIXTURES}/models/stories260K.gguf`;
+/** A shared 100-token "system prompt": three full 32-token blocks, then 4 tokens. */
+const SYSTEM = Array.from({ length: 100 }, (_, i) => 1 + ((i * 37 + 11) % 500));
+const turn = (k: number) => Array.from({ length: 20 }, (_, i) => 1 + ((i * 13 + 97 * k) % 500));
+
+/** Stages over `ranges`, each with a prefix cache of `budgets[i]` bytes (0: none). */
+async function hosts(ranges: [number, number][], budgets: number[]): Promise<StageHost[]> {
+  const file = await openGGUF(MODEL);
+  try {
+    const out = [];
+    for (const [i, [from, to]] of ranges.entries()) {
+      const stage = await LlamaStage.load(file, createReferenceBackend(), { from, to });
+      out.push(new StageHost(stage, "stories260K", { prefixCacheBytes: budgets[i] }));
+    }
+    return out;
+  } finally {
+    file.close();
+  }
+}
+
+/** Bytes of one 32-token block of a stage's layers. */
+function blockBytes(host: StageHost): number {
+  const s = host.stage;
+  return 2 * (s.to - s.from) * 32 * s.config.nKVHeads * s.config.headDim * 4;
+}
+
+function generate(links: StageLink[], prompt: number[]): Promise<HeadResult> {
+  return new Head({ chain: () => Promise.resolve(links) }).generate({
+    requestId: "turn",
+    promptTokens: prompt,
+    maxTokens: 6,
+    // Penalties read the sampler's history, which must hold the whole prompt, cached or not.
+    sampling: { temperature: 0.75, seed: 7, repeatPenalty: 1.3, topLogprobs: 3 },
+    isEog: () => false,
+    maxContext: 160,
+  });
+}
+
+const summary = (r: HeadResult) =>
+  r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
+
+/** Rows of every frame the tail took. */
+function tailRows(host: StageHost): number[] {
+  const rows: number[] = [];
+  const step = host.step.bind(host);
+  host.step = (id: string, frame: StageFrame) => {
+    rows.push(frame.tokens.length);
+    return step(id, frame);
+  };
+  return rows;
+}
+
+/** The same prompts through one uncached stage. */
+async function reference(prompts: number[][]): Promise<HeadResult[]> {
+  const [whole] = await hosts([[0, 5]], [0]);
+  const out = [];
+  for (const p of prompts) out.push(await generate([new LocalStageLink("one", whole)], p));
+  return out;
+}
+
+const PROMPTS = [[...SYSTEM, ...turn(1)], [...SYSTEM, ...turn(2)], [...SYSTEM, ...turn(3)]];
+
+Deno.test("prefix cache over a 3-stage chain in process: the shared prefix is restored on every stage", async () => {
+  const want = await reference(PROMPTS);
+  const stages = await hosts([[0, 2], [2, 4], [4, 5]], [1 << 20, 1 << 20, 1 << 20]);
+  const rows = tailRows(stages[2]);
+  const byId: Record<string, StageHost> = { b: stages[1], c: stages[2] };
+  const linkTo = (hop: ChainHop): StageLink =>
+    new LocalStageLink(hop.nodeId, byId[hop.nodeId], { linkTo });
+  const links = [
+    new LocalStageLink("a", stages[0], { linkTo }),
+    linkTo({ nodeId: "b", from: 2, to: 4 }),
+    linkTo({ nodeId: "c", from: 4, to: 5 }),
+  ];
+  const got = [];
+  for (const p of PROMPTS) got.push(await generate(links, p));
+  assertEquals(got.map((r) => r.cachedTokens), [0, 96, 96]);
+  assertEquals(got.map(summary), want.map(summary));
+  // The first prompt reached the tail in two pipelined chunks (64 rows each at most); the later
+  // ones as their 24 uncached tokens; each then took 5 decode frames.
+  const decode = [1, 1, 1, 1, 1];
+  assertEquals(rows, [64, 56, ...decode, 24, ...decode, 24, ...decode]);
+  for (const h of stages) {
+    assertEquals(h.openSessions, 0);
+    const stats = h.stage.prefixCache!.stats();
+    assertEquals(stats.hitTokens, 192, "each stage restored 96 positions twice");
+  }
+});
+
+Deno.test("the chain starts at the least any stage restored: a stage holding one block", async () => {
+  const want = await reference(PROMPTS);
+  const probe = await hosts([[2, 4]], [0]);
+  // The middle stage's budget holds one block: it keeps the prompt's first block only.
+  const stages = await hosts([[0, 2], [2, 4], [4, 5]], [
+    1 << 20,
+    blockBytes(probe[0]),
+    1 << 20,
+  ]);
+  const rows = tailRows(stages[2]);
+  const byId: Record<string, StageHost> = { b: stages[1], c: stages[2] };
+  const linkTo = (hop: ChainHop): StageLink =>
+    new LocalStageLink(hop.nodeId, byId[hop.nodeId], { linkTo });
+  const links = [
+    new LocalStageLink("a", stages[0], { linkTo }),
+    linkTo({ nodeId: "b", from: 2, to: 4 }),
+    linkTo({ nodeId: "c", from: 4, to: 5 }),
+  ];
+  const got = [];
+  for (const p of PROMPTS) got.push(await generate(links, p));
+  assertEquals(got.map((r) => r.cachedTokens), [0, 32, 32]);
+  assertEquals(got.map(summary), want.map(summary));
+  const decode = [1, 1, 1, 1, 1];
+  assertEquals(rows, [64, 56, ...decode, 64, 24, ...decode, 64, 24, ...decode]);
+  assertEquals(stages[1].stage.prefixCache!.stats().bytes, blockBytes(stages[1]));
+});
+
+for (const hop of ["tcp", "grpc"] as const) {
+  Deno.test(`prefix cache over a 3-stage chain over ${hop}: same tokens, the suffix alone runs`, async () => {
+    const want = await reference(PROMPTS);
+    const stages = await hosts([[0, 2], [2, 4], [4, 5]], [1 << 20, 1 << 20, 1 << 20]);
+    const rows = tailRows(stages[2]);
+    const chain = await serveChain(stages, hop);
+    try {
+      const got = [];
+      for (const p of PROMPTS) got.push(await generate(chain.links, p));
+      assertEquals(got.map((r) => r.cachedTokens), [0, 96, 96]);
+      assertEquals(got.map(summary), want.map(summary));
+      const decode = [1, 1, 1, 1, 1];
+      assertEquals(rows, [64, 56, ...decode, 24, ...decode, 24, ...decode]);
+      await new Promise((r) => setTimeout(r, 50));
+      for (const h of stages) assertEquals(h.openSessions, 0);
+    } finally {
+      await chain.close();
+    }
+  });
+}
+
+Deno.test("a stage without a prefix cache in the chain: nothing is restored, same tokens", async () => {
+  const want = await reference(PROMPTS.slice(0, 2));
+  const stages = await hosts([[0, 2], [2, 4], [4, 5]], [1 << 20, 1 << 20, 0]);
+  const chain = await serveChain(stages, "tcp");
+  try {
+    const got = [];
+    for (const p of PROMPTS.slice(0, 2)) got.push(await generate(chain.links, p));
+    assertEquals(got.map((r) => r.cachedTokens), [0, 0]);
+    assertEquals(got.map(summary), want.map(summary));
+  } finally {
+    await chain.close();
+  }
+});

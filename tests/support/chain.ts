@@ -1,0 +1,81 @@
+/**
+ * Stages of a chain served as agents serve them, for tests: each StageHost behind its own RPC
+ * server (InferenceService.Forward) and, over "tcp", its own data plane, reached through
+ * RemoteStageLinks that open the next stage themselves.
+ */
+import {
+  type ChainHop,
+  FORWARD_PREAMBLE,
+  forwardHandler,
+  forwardProtocol,
+  RemoteStageLink,
+  type StageHost,
+  type StageLink,
+} from "../../cluster/pipeline/mod.ts";
+import {
+  createRpcTransport,
+  type RpcServer,
+  type RpcTransport,
+  startRpcServer,
+  startTcpPlane,
+  type TcpPlane,
+} from "../../cluster/rpc/mod.ts";
+import { InferenceService } from "../../proto/mod.ts";
+
+/** A served chain: links to its stages (n0, n1, …), a way to kill one, and close. */
+export interface ServedChain {
+  links: StageLink[];
+  /** Stage i's listeners go away (its connections reset). */
+  kill(i: number): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/**
+ * Serve `stages` (node ids n0, n1, …) over `hop`; stage i cuts long prompts into
+ * `chunkRows[i]`-row chunks (undefined: the default).
+ */
+export async function serveChain(
+  stages: StageHost[],
+  hop: "tcp" | "grpc",
+  chunkRows: (number | undefined)[] = [],
+): Promise<ServedChain> {
+  const planes: TcpPlane[] = [];
+  const servers: RpcServer[] = [];
+  const transports = new Map<string, RpcTransport>();
+  const endpoints = new Map<string, string>();
+  const linkTo = (h: ChainHop): StageLink =>
+    new RemoteStageLink(h.nodeId, h.from, h.to, transports.get(h.nodeId)!, {
+      dataEndpoint: endpoints.get(h.nodeId),
+    });
+  for (const [i, host] of stages.entries()) {
+    const ctx = {
+      nodeId: `n${i}`,
+      host: () => host,
+      epoch: () => 0n,
+      linkTo,
+      chunkRows: chunkRows[i],
+    };
+    const server = await startRpcServer({
+      port: 0,
+      routes: (r) => r.service(InferenceService, { forward: forwardHandler(ctx) }),
+    });
+    servers.push(server);
+    transports.set(`n${i}`, await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false }));
+    if (hop === "tcp") {
+      const plane = await startTcpPlane({
+        host: "127.0.0.1",
+        protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 64 << 20) },
+      });
+      planes.push(plane);
+      endpoints.set(`n${i}`, `127.0.0.1:${plane.port}`);
+    }
+  }
+  return {
+    links: stages.map((h, i) => linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })),
+    kill: (i: number) => Promise.all([servers[i].close(0), planes[i]?.close()]),
+    async close() {
+      for (const t of transports.values()) t.close();
+      await Promise.all([...servers.map((s) => s.close(100)), ...planes.map((p) => p.close())]);
+    },
+  };
+}
