@@ -101,6 +101,14 @@ export function forwardHandler(ctx: ForwardContext) {
       });
       try {
         if (frame.open) {
+          // One session per stream: a second opening would orphan the first (its KV cache
+          // never freed, since only the stream's session is closed when the stream ends).
+          if (s.sessionId !== undefined) {
+            throw new RpcFailure(
+              "failed_precondition",
+              `this stream already carries session ${s.sessionId}; open another stream`,
+            );
+          }
           host = s.host = ctx.host();
           if (!host) throw new RpcFailure("unavailable", "this agent hosts no layers right now");
           if (frame.open.model && frame.open.model !== host.model) {

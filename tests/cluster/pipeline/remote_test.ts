@@ -339,3 +339,50 @@ Deno.test("a stream whose head goes silent is ended after the idle bound and its
     await plane.close();
   }
 });
+
+Deno.test("a second opening on one Forward stream is refused; the first session is freed", async () => {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const host = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
+    "stories260K",
+  );
+  file.close();
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n };
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
+  });
+  try {
+    const call = await openTcpBidi(
+      `127.0.0.1:${plane.port}`,
+      FORWARD_PREAMBLE,
+      FORWARD_METHOD,
+      1 << 20,
+    );
+    const opening = (sessionId: string, step: bigint) =>
+      create(ActivationFrameSchema, {
+        sessionId,
+        step,
+        open: openToWire({
+          sessionId,
+          maxContext: 64,
+          model: "stories260K",
+          epoch: 0n,
+          sampling: { temperature: 0 },
+          downstream: [],
+        }, Dtype.F32),
+      });
+    call.send(opening("s1", 0n));
+    await call.receive();
+    // Before the fix this opened s2 and left s1 open for good (only s2 was closed at the end).
+    call.send(opening("s2", 1n));
+    const e = await call.receive().then(() => null, (e) => e);
+    assert(e instanceof ConnectError && e.code === Code.FailedPrecondition, String(e));
+    assert(/already carries session s1/.test(e.message), e.message);
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(host.openSessions, 0);
+    call.abort();
+  } finally {
+    await plane.close();
+  }
+});
