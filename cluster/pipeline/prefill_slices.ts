@@ -57,9 +57,12 @@ export const MIN_SLICE = 2;
 
 /**
  * The next batch from `waiting` (in arrival order, one frame per session, within `max` rows),
- * each frame's rows for this pass in `take`, and the frames left for later. A frame longer than
- * `slice` contributes a slice; with no slice limit, a frame alone may be longer than a pass
- * (forward() chunks it), and one that does not fit beside others waits.
+ * each frame's rows for this pass in `take`, and the frames left for later. With a `slice`
+ * limit, the prompts in a pass share at most `slice` rows between them, and every waiting
+ * one-row frame (a decode step) keeps its place: however many prompts arrive together, a
+ * running stream's next token waits for one pass, not for all of them. With no slice limit, a
+ * frame alone may be longer than a pass (forward() chunks it), and one that does not fit beside
+ * others waits.
  */
 export function takeBatch(
   waiting: PendingStep[],
@@ -70,11 +73,26 @@ export function takeBatch(
   const seen = new Set<HostedSession>();
   let rows = 0;
   const rest: PendingStep[] = [];
+  // Rows held for the one-row frames (each session's first waiting frame) not taken yet.
+  let held = 0;
+  if (slice !== Infinity) {
+    const first = new Set<HostedSession>();
+    for (const p of waiting) {
+      if (first.has(p.hosted)) continue;
+      first.add(p.hosted);
+      if (rowsLeft(p) === 1) held++;
+    }
+  }
+  let promptRows = slice;
   for (const p of waiting) {
     const left = rowsLeft(p);
+    const one = left === 1 && !seen.has(p.hosted);
+    if (one && slice !== Infinity) held--;
     const take = slice === Infinity
       ? (batch.length === 0 || left <= max - rows ? left : 0)
-      : Math.min(left, slice, max - rows);
+      : one
+      ? Math.min(1, max - rows)
+      : Math.min(left, promptRows, max - rows - Math.max(0, held));
     // One frame per session per pass (its rows depend on the previous frame's; a later frame
     // waits behind one that found no room), and no slice so small that the pass's fixed costs
     // outweigh it.
@@ -88,6 +106,7 @@ export function takeBatch(
     p.take = take;
     batch.push(p);
     rows += take;
+    if (!one) promptRows -= take;
   }
   return { batch, rest };
 }

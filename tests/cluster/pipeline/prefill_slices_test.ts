@@ -115,21 +115,22 @@ Deno.test("a prompt that cannot fit the context fails alone, before any slice ru
   h.closeAll();
 });
 
+const session = (id: string) => ({ session: { id } as unknown as Session, topLogprobs: 0 });
+const frame = (hosted: HostedSession, rows: number): PendingStep => ({
+  sessionId: "x",
+  hosted,
+  frame: { tokens: new Int32Array(rows) },
+  rows,
+  done: 0,
+  take: 0,
+  ms: 0,
+  resolve: () => {},
+  reject: () => {},
+});
+
 Deno.test("takeBatch: a session's later frame never overtakes one that waits", () => {
-  const session = (id: string) => ({ session: { id } as unknown as Session, topLogprobs: 0 });
   const a = session("a");
   const b = session("b");
-  const frame = (hosted: HostedSession, rows: number): PendingStep => ({
-    sessionId: "x",
-    hosted,
-    frame: { tokens: new Int32Array(rows) },
-    rows,
-    done: 0,
-    take: 0,
-    ms: 0,
-    resolve: () => {},
-    reject: () => {},
-  });
   // 7 of 8 rows taken by b: a's 64-row chunk cannot start (a 1-row slice is below the minimum),
   // so a's next frame must wait behind it although it would fit.
   const waiting = [frame(b, 7), frame(a, 64), frame(a, 1)];
@@ -160,4 +161,20 @@ Deno.test("a session closed while a pass runs on it keeps its cache until the pa
   await step.catch(() => {});
   assertEquals(freedDuring, 0, "not freed while the pass reads it");
   assertEquals(freedAt, [0], "freed once the pass ended");
+});
+
+Deno.test("takeBatch: prompts share one slice per pass, and a decode row always gets in", () => {
+  const [a, b, c, d] = ["a", "b", "c", "d"].map(session);
+  const name = (p: PendingStep) => [a, b, c, d].indexOf(p.hosted);
+  // Two prompts in slices at the front of the queue (as sliced frames go back), decode rows of
+  // c and d behind them. Before, each prompt took a 16-row slice, the pass of 32 was full, and
+  // the decode rows waited until both prompts had run.
+  const waiting = [frame(b, 160), frame(c, 1), frame(a, 160), frame(d, 1)];
+  const { batch, rest } = takeBatch(waiting, 32, 16);
+  assertEquals(batch.map((p) => [name(p), p.take]), [[1, 16], [2, 1], [3, 1]]);
+  assertEquals(rest.map(name), [0]);
+  // A full pass still leaves the decode rows their room.
+  const many = [frame(b, 160), frame(a, 160), frame(c, 1), frame(d, 1)];
+  const full = takeBatch(many, 8, 16);
+  assertEquals(full.batch.map((p) => [name(p), p.take]), [[1, 6], [2, 1], [3, 1]]);
 });
