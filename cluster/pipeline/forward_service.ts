@@ -17,7 +17,7 @@ import {
   StageFailureSchema,
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
-import { type PlaneProtocol, RpcFailure, serveTcpBidi } from "../rpc/mod.ts";
+import { type PlaneProtocol, RpcFailure, serveTcpBidi, WRITE_TIMEOUT_MS } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
 import { type LinkFactory, openChainSession } from "./chain_session.ts";
@@ -44,9 +44,12 @@ export function forwardProtocol(
   maxStreams = 1024,
 ): PlaneProtocol {
   const handler = forwardHandler(ctx);
+  // A head that stops reading its answers holds the session no longer than one that stops
+  // sending frames.
+  const writeTimeoutMs = Math.min(ctx.idleMs ?? DEFAULT_IDLE_MS, WRITE_TIMEOUT_MS);
   return {
     maxConnections: maxStreams,
-    serve: (conn) => serveTcpBidi(conn, FORWARD_METHOD, handler, maxMessageBytes),
+    serve: (conn) => serveTcpBidi(conn, FORWARD_METHOD, handler, maxMessageBytes, writeTimeoutMs),
   };
 }
 
@@ -66,12 +69,16 @@ export interface ForwardContext {
    * A stream with no frame for this long is ended and its session freed (default 5 min): a head
    * that vanished without closing its connection (a host lost, a partition) must not hold a KV
    * cache here until TCP keepalive notices, hours later. A head waits for each answer before
-   * it sends the next frame, so a live session is never idle for long.
+   * it sends the next frame, so a live session is never idle for long. On the TCP data plane
+   * it also bounds how long an answer may wait for the head to read it (at most 60 s).
    */
   idleMs?: number;
   /** Called after each frame with its compute time and bytes in/out (metrics). */
   onFrame?(info: { computeMs: number; bytesIn: number; bytesOut: number }): void;
 }
+
+/** How long a Forward stream may go without a frame (ForwardContext.idleMs). */
+const DEFAULT_IDLE_MS = 300_000;
 
 /**
  * Prompt chunks of one stream a stage runs before it waits for their answers: they arrive
@@ -242,7 +249,7 @@ export function forwardHandler(ctx: ForwardContext) {
       return n;
     };
     let incoming = ask();
-    const idleMs = ctx.idleMs ?? 300_000;
+    const idleMs = ctx.idleMs ?? DEFAULT_IDLE_MS;
     /** The next frame, or a failure when none comes within idleMs. */
     const withinIdle = async <T>(next: Promise<T>): Promise<T> => {
       let timer: ReturnType<typeof setTimeout> | undefined;

@@ -75,6 +75,7 @@ export {
   type TcpPlaneOptions,
   TRAILER_FLAG,
   trailerEnvelope,
+  WRITE_TIMEOUT_MS,
   writeAll,
 } from "./tcp_plane.ts";
 export { openTcpBidi, serveTcpBidi } from "./tcp_bidi.ts";

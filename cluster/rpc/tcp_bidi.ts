@@ -30,6 +30,7 @@ import {
   planeUnavailable,
   TRAILER_FLAG,
   trailerEnvelope,
+  WRITE_TIMEOUT_MS,
   writeAll,
 } from "./tcp_plane.ts";
 
@@ -107,6 +108,8 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
   method: Omit<BidiMethod<I, O>, "path">,
   impl: BidiImpl<I, O>,
   maxBytes: number,
+  /** Most ms an answer may wait for the client to read (then it counts as gone). */
+  writeTimeoutMs = WRITE_TIMEOUT_MS,
 ): Promise<void> {
   const requests = new MessageQueue<MessageShape<I>>();
   const reader = new FrameReader(conn, maxBytes);
@@ -143,10 +146,11 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
       const r = await responses.next();
       if (r.done) break;
       try {
-        await writeAll(conn, grpcEnvelope(toBinary(method.output, r.value)));
-      } catch (e) {
-        if (!isBrokenConnection(e)) throw e;
-        // The client is gone: end the handler (its finally frees the session) and stop.
+        await writeAll(conn, grpcEnvelope(toBinary(method.output, r.value)), writeTimeoutMs);
+      } catch {
+        // The client is gone, or stopped reading (any write error: it cannot be answered
+        // again): end the handler (its finally frees the session), release the reader, stop.
+        requests.end();
         await responses.return?.();
         return;
       }

@@ -65,10 +65,17 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
   const listener = Deno.listen({ hostname: opts.host, port: opts.port ?? 0, transport: "tcp" });
   const open = new Set<Deno.Conn>();
   // Every protocol's connections, and as many again still sending their preambles: beyond,
-  // a connection is closed as it comes (a flood must not take every file descriptor).
+  // a connection is refused as it comes (a flood must not take every file descriptor).
   const limit = (p: PlaneProtocol) => p.maxConnections ?? 64;
   const caps = Object.values(opts.protocols).map(limit);
   const maxOpen = Math.max(64, 2 * caps.reduce((a, b) => a + b, 0));
+  // Connections that have not sent their preamble yet, oldest first, at most `maxPending`: a
+  // new one evicts the oldest, so sockets opened and left silent cannot keep out the stages'
+  // own connections (which send their preamble at once) for the 10 s each may wait.
+  const pending = new Set<Deno.Conn>();
+  const maxPending = Math.max(16, Math.floor(maxOpen / 2));
+  /** The served connections (close() waits for their handlers to finish). */
+  const served = new Set<Promise<void>>();
   /** Answer a connection with `err` as its trailer, and end it. */
   const refuse = async (conn: Deno.Conn, err: ConnectError) => {
     await writeAll(conn, trailerEnvelope(err));
@@ -77,7 +84,12 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
   const counts = new Map<string, number>();
   const abort = new AbortController();
   const serveOne = async (conn: Deno.TcpConn) => {
-    const head = await readExact(conn, 4, opts.preambleTimeoutMs ?? 10_000, abort.signal);
+    let head: Uint8Array;
+    try {
+      head = await readExact(conn, 4, opts.preambleTimeoutMs ?? 10_000, abort.signal);
+    } finally {
+      pending.delete(conn);
+    }
     const magic = new TextDecoder().decode(head);
     const protocol = Object.hasOwn(opts.protocols, magic) ? opts.protocols[magic] : undefined;
     if (!protocol) {
@@ -101,17 +113,30 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
   };
   const serving = (async () => {
     for await (const conn of listener) {
+      if (pending.size >= maxPending) {
+        const oldest = pending.values().next().value!;
+        pending.delete(oldest);
+        closeQuietly(oldest);
+      }
       if (open.size >= maxOpen) {
-        closeQuietly(conn);
+        // Said, not just closed: a stage's link then uses gRPC instead of failing the stage.
+        const why = `${PLANE_BUSY}: ${open.size} connections open; try again`;
+        writeAll(conn, trailerEnvelope(new ConnectError(why, Code.ResourceExhausted)), 1000)
+          .catch(() => {})
+          .finally(() => closeQuietly(conn));
         continue;
       }
       open.add(conn);
-      serveOne(conn)
+      pending.add(conn);
+      const done = serveOne(conn)
         .catch((e) => opts.log?.(`data plane connection failed: ${(e as Error).message}`))
         .finally(() => {
           open.delete(conn);
+          pending.delete(conn);
           closeQuietly(conn);
+          served.delete(done);
         });
+      served.add(done);
     }
   })().catch(() => {/* the listener closed */});
   return Promise.resolve({
@@ -121,6 +146,14 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
       closeQuietly(listener);
       for (const c of open) closeQuietly(c);
       await serving;
+      // Their handlers' cleanup (a session's KV cache freed, its chain closed) ends before the
+      // caller frees what they use; bounded, in case one is stuck elsewhere.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.allSettled([...served]),
+        new Promise((r) => (timer = setTimeout(r, 5000))),
+      ]);
+      clearTimeout(timer);
     },
   });
 }
@@ -281,8 +314,37 @@ export class FrameReader {
 }
 
 /** Write all of `bytes`. */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+/**
+ * Most milliseconds a write may wait for the peer to read: a peer that stops reading (a frozen
+ * process, a hostile client) must not hold a session or a connection slot here for longer.
+ */
+export const WRITE_TIMEOUT_MS = 60_000;
+
+/**
+ * Write all of `bytes`; a peer that takes none of them for `timeoutMs` gets its connection
+ * closed (DeadlineExceeded).
+ */
+export async function writeAll(
+  conn: Deno.Conn,
+  bytes: Uint8Array,
+  timeoutMs = WRITE_TIMEOUT_MS,
+): Promise<void> {
+  let stalled = false;
+  const timer = setTimeout(() => {
+    stalled = true;
+    closeQuietly(conn);
+  }, timeoutMs);
+  try {
+    for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+  } catch (e) {
+    if (!stalled) throw e;
+    throw new ConnectError(
+      `the peer read nothing for ${timeoutMs / 1000} s; connection closed`,
+      Code.DeadlineExceeded,
+    );
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Fill `into`; false at a clean end of stream before its first byte (when `eofOk`). */

@@ -271,3 +271,118 @@ Deno.test("the plane: a client sending faster than the handler reads waits on TC
     await p.close();
   }
 });
+
+Deno.test("the plane: any failed answer write ends the handler (not only a broken pipe)", async () => {
+  // A lost host's unacked data fails the write with ETIMEDOUT, which is not a "broken
+  // connection": the handler sat at its yield and its session was never freed.
+  const body = frame(1);
+  let fed = false;
+  let closed = false;
+  const readers: ((e: Error) => void)[] = [];
+  const conn = {
+    read(buf: Uint8Array): Promise<number | null> {
+      if (closed) return Promise.reject(new Deno.errors.BadResource("closed"));
+      if (!fed) {
+        fed = true;
+        buf.set(body);
+        return Promise.resolve(body.length);
+      }
+      return new Promise((_, reject) => readers.push(reject));
+    },
+    write: () => Promise.reject(new Deno.errors.TimedOut("Connection timed out (os error 110)")),
+    closeWrite: () => Promise.resolve(),
+    close() {
+      closed = true;
+      for (const r of readers.splice(0)) r(new Deno.errors.BadResource("closed"));
+    },
+  } as unknown as Deno.Conn;
+  const seen: Seen = { started: 0, finished: 0 };
+  const served = serveTcpBidi(conn, METHOD, echo(seen), 1 << 20);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const ended = await Promise.race([
+    served.then(() => true),
+    new Promise((r) => (timer = setTimeout(() => r(false), 3000))),
+  ]);
+  clearTimeout(timer);
+  conn.close();
+  assert(ended, "serveTcpBidi returned");
+  assertEquals(seen, { started: 1, finished: 1 });
+});
+
+Deno.test("the plane: silent sockets cannot keep a stage's own connections out", async () => {
+  // Connections that never send a preamble used to fill every slot for their 10 s; the next
+  // stage connection was closed without a word and its link failed the stage.
+  const { p, endpoint } = await plane({ maxConnections: 4, preambleTimeoutMs: 10_000 });
+  const idle: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 80; i++) {
+      idle.push(await Deno.connect({ hostname: "127.0.0.1", port: p.port }));
+    }
+    await new Promise((r) => setTimeout(r, 100));
+    const call = await openTcpBidi(endpoint, "TEST", METHOD, 1 << 20);
+    call.send(create(ActivationFrameSchema, { step: 3n }));
+    assertEquals((await call.receive())?.step, 3n);
+    call.abort();
+  } finally {
+    for (const c of idle) c.close();
+    await p.close();
+  }
+});
+
+Deno.test("the plane: close() returns once the handlers of its connections have finished", async () => {
+  const seen: Seen = { started: 0, finished: 0 };
+  let cleanedUp = false;
+  const slow = async function* (frames: AsyncIterable<ActivationFrame>) {
+    seen.started++;
+    try {
+      for await (const f of frames) yield create(ForwardResponseSchema, { step: f.step });
+    } finally {
+      // A Forward handler frees its session here (and waits for the chain after it).
+      await new Promise((r) => setTimeout(r, 200));
+      cleanedUp = true;
+    }
+  };
+  const p = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { TEST: { serve: (conn) => serveTcpBidi(conn, METHOD, slow, 1 << 20) } },
+  });
+  const call = await openTcpBidi(`127.0.0.1:${p.port}`, "TEST", METHOD, 1 << 20);
+  call.send(create(ActivationFrameSchema, { step: 1n }));
+  await call.receive();
+  await p.close();
+  assert(cleanedUp, "the handler's cleanup ran before close() returned");
+  call.abort();
+});
+
+Deno.test("the plane: a client that stops reading its answers is cut off after the write bound", async () => {
+  // Without a bound the handler waited in its write for as long as the client lived: the idle
+  // bound of a Forward stream only counts time without frames.
+  const seen: Seen = { started: 0, finished: 0 };
+  const big = async function* (frames: AsyncIterable<ActivationFrame>) {
+    seen.started++;
+    try {
+      for await (const f of frames) {
+        yield create(ForwardResponseSchema, { step: f.step, sessionId: "x".repeat(1 << 20) });
+      }
+    } finally {
+      seen.finished++;
+    }
+  };
+  const p = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { TEST: { serve: (conn) => serveTcpBidi(conn, METHOD, big, 64 << 20, 300) } },
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: p.port });
+  try {
+    await conn.write(enc("TEST"));
+    for (let i = 0; i < 64; i++) await conn.write(frame(i));
+    // ...and never reads: 64 MiB of answers cannot fit the sockets' buffers.
+    for (let i = 0; i < 100 && seen.finished === 0; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assertEquals(seen, { started: 1, finished: 1 });
+  } finally {
+    conn.close();
+    await p.close();
+  }
+});
