@@ -213,8 +213,14 @@ export class StageHost {
   /** Close every session and free the stage's weights (it is being replaced or shut down). */
   dispose(): void {
     this.closeAll();
-    this.stage.dispose();
+    // A pass yields between layers: its weights are freed when it ends, not under it (a freed
+    // GPU buffer would fail it as a lost device; freed WASM memory could be handed out again).
+    if (this.running) this.disposeAfterPass = true;
+    else this.stage.dispose();
   }
+
+  /** dispose() came while a pass ran: free the weights when the passes end. */
+  private disposeAfterPass = false;
 
   /** Close every session (the stage is being replaced or shut down). */
   closeAll(): void {
@@ -288,9 +294,14 @@ export class StageHost {
       }
     } finally {
       this.running = false;
-      // Part of a chain, this stage's next frame is at least a hop away: its worker threads
-      // sleep instead of spinning on the cores the other stages compute on.
-      if (!(this.stage.isHead && this.stage.isTail)) this.stage.backend.park?.();
+      if (this.disposeAfterPass) {
+        this.disposeAfterPass = false;
+        this.stage.dispose();
+      } else if (!(this.stage.isHead && this.stage.isTail)) {
+        // Part of a chain, this stage's next frame is at least a hop away: its worker threads
+        // sleep instead of spinning on the cores the other stages compute on.
+        this.stage.backend.park?.();
+      }
     }
   }
 

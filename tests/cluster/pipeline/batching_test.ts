@@ -136,3 +136,32 @@ Deno.test("a generation served in-process lets sockets through between passes", 
     await server.shutdown();
   }
 });
+
+Deno.test("dispose() during a pass frees the weights once the pass has ended", async () => {
+  // Undeploying mid-generation disposed the stage under a running pass (it yields between
+  // layers): on a GPU the freed buffers failed the pass as a lost device.
+  const h = await host(0, 5, 8);
+  const order: string[] = [];
+  const dispose = h.stage.dispose.bind(h.stage);
+  h.stage.dispose = () => {
+    order.push("weights freed");
+    dispose();
+  };
+  // The stage is dropped after the pass's first 8-row chunk, with 7 to go.
+  const batch = h.stage.forwardBatch.bind(h.stage);
+  let chunks = 0;
+  h.stage.forwardBatch = async (items) => {
+    const out = await batch(items);
+    if (++chunks === 1) h.dispose();
+    return out;
+  };
+  h.open("s");
+  const prompt = Int32Array.from({ length: 64 }, (_, i) => 1 + i);
+  await h.step("s", { tokens: prompt }).then(
+    () => order.push("pass ended"),
+    () => order.push("pass ended"),
+  );
+  await new Promise((r) => setTimeout(r, 0));
+  assertEquals(order, ["pass ended", "weights freed"]);
+  assertEquals(h.openSessions, 0);
+});
