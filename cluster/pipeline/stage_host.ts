@@ -435,8 +435,11 @@ export class StageHost {
         for (const p of live) p.reject(outage);
         return;
       }
-      if (live.length === 1) {
-        live[0].reject(e);
+      // Only a frame the pass refused before touching any KV cache (StageInputError) can run
+      // again: after another failure the rows may be in the caches already, and running them
+      // again would store them at the wrong positions. Those frames fail; their heads replay.
+      if (live.length === 1 || (e as Error)?.name !== "StageInputError") {
+        for (const p of live) p.reject(e);
         return;
       }
       // One bad frame must not fail its neighbours: retry each alone so the error lands where

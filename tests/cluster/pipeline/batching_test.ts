@@ -165,3 +165,26 @@ Deno.test("dispose() during a pass frees the weights once the pass has ended", a
   assertEquals(order, ["pass ended", "weights freed"]);
   assertEquals(h.openSessions, 0);
 });
+
+Deno.test("a pass that fails after its rows reached the KV caches runs none of them again", async () => {
+  // Retrying each frame alone is for frames the pass refused up front; after the layers ran,
+  // a second run would store the rows again at shifted positions.
+  const h = await host(0, 5);
+  const batch = h.stage.forwardBatch.bind(h.stage);
+  let calls = 0;
+  h.stage.forwardBatch = async (items) => {
+    calls++;
+    const out = await batch(items);
+    if (items.length > 1) throw new Error("the output read failed");
+    return out;
+  };
+  h.open("a", 64);
+  h.open("b", 64);
+  const a = h.step("a", { tokens: Int32Array.of(1, 2, 3) }).then(() => "ok", (e) => String(e));
+  const b = h.step("b", { tokens: Int32Array.of(1, 5) }).then(() => "ok", (e) => String(e));
+  assertEquals(await Promise.all([a, b]), [
+    "Error: the output read failed",
+    "Error: the output read failed",
+  ]);
+  assertEquals(calls, 1);
+});
