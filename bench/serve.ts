@@ -21,10 +21,13 @@
  */
 import {
   type LocalAgent,
+  splitModelArgs,
   startLocalAgent,
   startLocalCluster,
   stopLocalAgents,
+  waitForPlacement,
 } from "../cli/local_cluster.ts";
+import { parseBytes } from "../cluster/agent_config.ts";
 import { createClient } from "@connectrpc/connect";
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
 import { DiscoveryService, type GetClusterInfoResponse, InferenceService } from "../proto/mod.ts";
@@ -55,6 +58,8 @@ prefix cache:
   --turn <n>              tokens of each user turn (default 20)
   --requests <n>          requests after the first (default 10)
   --prefix-cache <bytes>  the cached agent's --prefix-cache (default 512MiB)
+  --prefix-agents <n>     each side is a chain of n agents splitting the model (default 1:
+                          one agent each); the cached chain's every agent has the cache
 
 Prints JSON objects: per replica run (requests/s, tokens/s, per-replica load), the replica
 ratios, and the prefix cache's (time to first token cached vs uncached, hit rate, outputs).`;
@@ -66,6 +71,7 @@ interface Options {
   turn: number;
   requests: number;
   prefixCache: string;
+  prefixAgents: number;
   backend: string;
   clients: number;
   seconds: number;
@@ -83,6 +89,7 @@ function parse(args: string[]): Options {
     turn: 20,
     requests: 10,
     prefixCache: "512MiB",
+    prefixAgents: 1,
     backend: "auto",
     clients: 64,
     seconds: 10,
@@ -116,6 +123,10 @@ function parse(args: string[]): Options {
         break;
       case "--prefix-cache":
         o.prefixCache = f.value();
+        break;
+      case "--prefix-agents":
+        o.prefixAgents = f.count();
+        if (o.prefixAgents < 1) throw new UsageError(`--prefix-agents needs at least 1\n${USAGE}`);
         break;
       case "--backend":
         o.backend = f.value();
@@ -174,16 +185,51 @@ async function prefixPart(o: Options): Promise<void> {
   const vocab = configFromFile(file).nVocab;
   file.close();
   const common = ["--model", model, "--backend", o.backend, "--gossip-preset", "local"];
-  const context = String(Math.max(2048, o.system + o.turn + 16));
-  console.error(`bench serve: starting two agents on ${model}`);
-  const on = await startLocalAgent({
-    id: "serve-cached",
-    args: [...common, "--context-size", context, "--prefix-cache", o.prefixCache],
-  });
-  const off = await startLocalAgent({
-    id: "serve-plain",
-    args: [...common, "--context-size", context],
-  });
+  const context = Math.max(2048, o.system + o.turn + 16);
+  const cacheArgs = ["--prefix-cache", o.prefixCache];
+  let on: LocalAgent;
+  let off: LocalAgent;
+  const all: LocalAgent[] = [];
+  if (o.prefixAgents === 1) {
+    console.error(`bench serve: starting two agents on ${model}`);
+    on = await startLocalAgent({
+      id: "serve-cached",
+      args: [...common, "--context-size", String(context), ...cacheArgs],
+    });
+    all.push(on);
+    off = await startLocalAgent({
+      id: "serve-plain",
+      args: [...common, "--context-size", String(context)],
+    });
+    all.push(off);
+  } else {
+    // Two chains that split the model alike (the cached one's budgets grow by its cache).
+    const n = o.prefixAgents;
+    console.error(`bench serve: starting two chains of ${n} agents on ${model}`);
+    const split = (extraBytes: number) =>
+      splitModelArgs({
+        model,
+        agents: n,
+        contextSize: context,
+        maxSessions: 4,
+        backend: o.backend,
+        extraBytes,
+      });
+    const chain = async (name: string, args: string[]) => {
+      const ids = Array.from({ length: n }, (_, i) => `serve-${name}-${i}`);
+      const agents = await startLocalCluster(ids, { args, startTimeoutMs: 120_000 });
+      all.push(...agents);
+      const t = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`, { gzip: false });
+      try {
+        await waitForPlacement(t, n, 120_000);
+      } finally {
+        t.close();
+      }
+      return agents[0];
+    };
+    on = await chain("cached", [...(await split(parseBytes(o.prefixCache))).args, ...cacheArgs]);
+    off = await chain("plain", (await split(0)).args);
+  }
   try {
     const ready = async (port: number): Promise<string> => {
       for (let i = 0; i < 600; i++) {
@@ -243,6 +289,7 @@ async function prefixPart(o: Options): Promise<void> {
       bench: "serve",
       part: "prefix_cache",
       model,
+      agents_per_side: o.prefixAgents,
       system_tokens: o.system,
       turn_tokens: o.turn,
       first_request_ms: { cached_agent: rows[0].cachedMs, plain_agent: rows[0].plainMs },
@@ -253,7 +300,7 @@ async function prefixPart(o: Options): Promise<void> {
       requests: rows,
     }));
   } finally {
-    await stopLocalAgents([on, off]);
+    await stopLocalAgents(all);
   }
 }
 

@@ -218,6 +218,8 @@ export interface SplitOptions {
   backend: string;
   threads?: number;
   logLevel?: string;
+  /** Bytes each agent sets aside besides the model's share (e.g. its --prefix-cache). */
+  extraBytes?: number;
 }
 
 /**
@@ -235,7 +237,8 @@ export async function splitModelArgs(
   } finally {
     file.close();
   }
-  const budget = o.agents === 1 ? Math.ceil(need * 1.2) : Math.ceil((need * 1.5) / o.agents);
+  const budget = (o.agents === 1 ? Math.ceil(need * 1.2) : Math.ceil((need * 1.5) / o.agents)) +
+    (o.extraBytes ?? 0);
   const args = [
     "--model",
     o.model,
