@@ -62,6 +62,18 @@ function generate(links: StageLink[], prompt: number[]): Promise<HeadResult> {
 const summary = (r: HeadResult) =>
   r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
 
+/** Links to stages a, b, c in this process, each opening the next itself. */
+function inProcess(stages: StageHost[]): StageLink[] {
+  const byId: Record<string, StageHost> = { b: stages[1], c: stages[2] };
+  const linkTo = (hop: ChainHop): StageLink =>
+    new LocalStageLink(hop.nodeId, byId[hop.nodeId], { linkTo });
+  return [
+    new LocalStageLink("a", stages[0], { linkTo }),
+    linkTo({ nodeId: "b", from: 2, to: 4 }),
+    linkTo({ nodeId: "c", from: 4, to: 5 }),
+  ];
+}
+
 /** Rows of every frame the tail took. */
 function tailRows(host: StageHost): number[] {
   const rows: number[] = [];
@@ -87,14 +99,7 @@ Deno.test("prefix cache over a 3-stage chain in process: the shared prefix is re
   const want = await reference(PROMPTS);
   const stages = await hosts([[0, 2], [2, 4], [4, 5]], [1 << 20, 1 << 20, 1 << 20]);
   const rows = tailRows(stages[2]);
-  const byId: Record<string, StageHost> = { b: stages[1], c: stages[2] };
-  const linkTo = (hop: ChainHop): StageLink =>
-    new LocalStageLink(hop.nodeId, byId[hop.nodeId], { linkTo });
-  const links = [
-    new LocalStageLink("a", stages[0], { linkTo }),
-    linkTo({ nodeId: "b", from: 2, to: 4 }),
-    linkTo({ nodeId: "c", from: 4, to: 5 }),
-  ];
+  const links = inProcess(stages);
   const got = [];
   for (const p of PROMPTS) got.push(await generate(links, p));
   assertEquals(got.map((r) => r.cachedTokens), [0, 96, 96]);
@@ -120,14 +125,7 @@ Deno.test("the chain starts at the least any stage restored: a stage holding one
     1 << 20,
   ]);
   const rows = tailRows(stages[2]);
-  const byId: Record<string, StageHost> = { b: stages[1], c: stages[2] };
-  const linkTo = (hop: ChainHop): StageLink =>
-    new LocalStageLink(hop.nodeId, byId[hop.nodeId], { linkTo });
-  const links = [
-    new LocalStageLink("a", stages[0], { linkTo }),
-    linkTo({ nodeId: "b", from: 2, to: 4 }),
-    linkTo({ nodeId: "c", from: 4, to: 5 }),
-  ];
+  const links = inProcess(stages);
   const got = [];
   for (const p of PROMPTS) got.push(await generate(links, p));
   assertEquals(got.map((r) => r.cachedTokens), [0, 32, 32]);

@@ -291,25 +291,31 @@ Deno.test("a stage whose certificate comes from another CA fails the step, nothi
   }
 });
 
-Deno.test("a stream whose head goes silent is ended after the idle bound and its KV cache freed", async () => {
+/** The whole of stories260K as one stage behind a TCP data plane, and a Forward call to it. */
+async function wholeStageOnPlane(idleMs?: number) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const host = new StageHost(
     await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
     "stories260K",
   );
   file.close();
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, idleMs: 200 };
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, idleMs };
   const plane = await startTcpPlane({
     host: "127.0.0.1",
     protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
   });
+  const call = await openTcpBidi(
+    `127.0.0.1:${plane.port}`,
+    FORWARD_PREAMBLE,
+    FORWARD_METHOD,
+    1 << 20,
+  );
+  return { host, plane, call };
+}
+
+Deno.test("a stream whose head goes silent is ended after the idle bound and its KV cache freed", async () => {
+  const { host, plane, call } = await wholeStageOnPlane(200);
   try {
-    const call = await openTcpBidi(
-      `127.0.0.1:${plane.port}`,
-      FORWARD_PREAMBLE,
-      FORWARD_METHOD,
-      1 << 20,
-    );
     call.send(create(ActivationFrameSchema, {
       sessionId: "quiet",
       step: 0n,
@@ -341,24 +347,8 @@ Deno.test("a stream whose head goes silent is ended after the idle bound and its
 });
 
 Deno.test("a second opening on one Forward stream is refused; the first session is freed", async () => {
-  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
-  const host = new StageHost(
-    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
-    "stories260K",
-  );
-  file.close();
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n };
-  const plane = await startTcpPlane({
-    host: "127.0.0.1",
-    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
-  });
+  const { host, plane, call } = await wholeStageOnPlane();
   try {
-    const call = await openTcpBidi(
-      `127.0.0.1:${plane.port}`,
-      FORWARD_PREAMBLE,
-      FORWARD_METHOD,
-      1 << 20,
-    );
     const opening = (sessionId: string, step: bigint) =>
       create(ActivationFrameSchema, {
         sessionId,
