@@ -291,6 +291,22 @@ Deno.test("a stage whose certificate comes from another CA fails the step, nothi
   }
 });
 
+/** The frame opening a greedy session on a tail of stories260K. */
+function opening(sessionId: string, step: bigint) {
+  return create(ActivationFrameSchema, {
+    sessionId,
+    step,
+    open: openToWire({
+      sessionId,
+      maxContext: 64,
+      model: "stories260K",
+      epoch: 0n,
+      sampling: { temperature: 0 },
+      downstream: [],
+    }, Dtype.F32),
+  });
+}
+
 /** The whole of stories260K as one stage behind a TCP data plane, and a Forward call to it. */
 async function wholeStageOnPlane(idleMs?: number) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
@@ -316,18 +332,7 @@ async function wholeStageOnPlane(idleMs?: number) {
 Deno.test("a stream whose head goes silent is ended after the idle bound and its KV cache freed", async () => {
   const { host, plane, call } = await wholeStageOnPlane(200);
   try {
-    call.send(create(ActivationFrameSchema, {
-      sessionId: "quiet",
-      step: 0n,
-      open: openToWire({
-        sessionId: "quiet",
-        maxContext: 64,
-        model: "stories260K",
-        epoch: 0n,
-        sampling: { temperature: 0 },
-        downstream: [],
-      }, Dtype.F32),
-    }));
+    call.send(opening("quiet", 0n));
     await call.receive();
     assertEquals(host.openSessions, 1);
     // The head sends nothing more (and never closes its connection).
@@ -349,19 +354,6 @@ Deno.test("a stream whose head goes silent is ended after the idle bound and its
 Deno.test("a second opening on one Forward stream is refused; the first session is freed", async () => {
   const { host, plane, call } = await wholeStageOnPlane();
   try {
-    const opening = (sessionId: string, step: bigint) =>
-      create(ActivationFrameSchema, {
-        sessionId,
-        step,
-        open: openToWire({
-          sessionId,
-          maxContext: 64,
-          model: "stories260K",
-          epoch: 0n,
-          sampling: { temperature: 0 },
-          downstream: [],
-        }, Dtype.F32),
-      });
     call.send(opening("s1", 0n));
     await call.receive();
     // Before the fix this opened s2 and left s1 open for good (only s2 was closed at the end).
