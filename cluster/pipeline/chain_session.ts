@@ -60,21 +60,22 @@ export async function openChainSession(
   }
   const tail = open.downstream.length === 0;
   host.open(open.sessionId, open.maxContext, tail ? open.sampling : undefined);
-  // This stage's layers of the longest prefix it has cached; the chain starts at the least any
-  // stage restored (the first frame's cachedPrefix), each keeping that much.
-  const own = open.prefixIds ? host.restorePrefix(open.sessionId, open.prefixIds) : 0;
+  let own = 0;
   let next: SessionLink | undefined;
   const hop = open.downstream[0];
-  if (hop) {
-    try {
+  try {
+    // This stage's layers of the longest prefix it has cached; the chain starts at the least
+    // any stage restored (the first frame's cachedPrefix), each keeping that much.
+    if (open.prefixIds) own = host.restorePrefix(open.sessionId, open.prefixIds);
+    if (hop) {
       next = await guard(
         hop.nodeId,
         () => ctx.linkTo(hop).openSession({ ...open, downstream: open.downstream.slice(1) }),
       );
-    } catch (e) {
-      host.close(open.sessionId);
-      throw e;
     }
+  } catch (e) {
+    host.close(open.sessionId);
+    throw e;
   }
   const span = hop ? { "llm.stage.node": hop.nodeId, "llm.layers": `${hop.from}-${hop.to}` } : {};
   const chunkRows = ctx.chunkRows === 0

@@ -131,6 +131,15 @@ export function forwardHandler(ctx: ForwardContext) {
             );
           }
           const open = openFromWire(frame.sessionId, frame.open);
+          // The prompt's ids for the prefix cache: never more than the session can hold (they
+          // are kept until its first frame, and passed on to every stage after this one).
+          const room = open.maxContext > 0 ? open.maxContext : host.stage.config.contextLength;
+          if ((open.prefixIds?.length ?? 0) > room) {
+            throw new RpcFailure(
+              "invalid_argument",
+              `prefix_tokens holds ${open.prefixIds!.length} ids; the session holds ${room}`,
+            );
+          }
           if (open.downstream.length > 0 && !ctx.linkTo) {
             throw new RpcFailure("unimplemented", "this stage cannot forward to another stage");
           }

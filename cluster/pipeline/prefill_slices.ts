@@ -84,6 +84,13 @@ export function takeBatch(
     }
   }
   let promptRows = slice;
+  /**
+   * Rows a prompt leaves for the one-row frames still to come; the pass's first prompt leaves
+   * at most all but MIN_SLICE of the pass, so as many decoding streams as a pass holds cannot
+   * keep it waiting for ever.
+   */
+  const promptHold = (first: boolean) =>
+    Math.max(0, first ? Math.min(held, max - rows - MIN_SLICE) : held);
   for (const p of waiting) {
     const left = rowsLeft(p);
     const one = left === 1 && !seen.has(p.hosted);
@@ -92,7 +99,7 @@ export function takeBatch(
       ? (batch.length === 0 || left <= max - rows ? left : 0)
       : one
       ? Math.min(1, max - rows)
-      : Math.min(left, promptRows, max - rows - Math.max(0, held));
+      : Math.min(left, promptRows, max - rows - promptHold(promptRows === slice));
     // One frame per session per pass (its rows depend on the previous frame's; a later frame
     // waits behind one that found no room), and no slice so small that the pass's fixed costs
     // outweigh it.

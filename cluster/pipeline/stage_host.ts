@@ -187,11 +187,9 @@ export class StageHost {
     if (!hosted || !this.stage.prefixCache || hosted.session.pos !== 0) return 0;
     // Never past what the session's KV cache holds (a prompt longer than its context fails
     // when its frame comes, as it would without the cache).
-    const n = this.stage.restorePrefix(
-      hosted.session,
-      ids.subarray(0, Math.min(ids.length, hosted.session.nCtx)),
-    );
-    hosted.restored = { ids, n };
+    const own = ids.slice(0, Math.min(ids.length, hosted.session.nCtx));
+    const n = this.stage.restorePrefix(hosted.session, own);
+    hosted.restored = { ids: own, n };
     return n;
   }
 
@@ -387,6 +385,8 @@ export class StageHost {
           session: p.hosted.session,
           input,
           // The rows' token ids (every frame carries them): a prefix cache keys blocks by them.
+          // After the first stage they are the sender's word for what the hidden rows encode:
+          // the cache trusts the stages before it (README: mTLS or a cluster-only network).
           ids: p.frame.tokens.subarray(p.done, p.done + p.take),
           noOutput: !!p.frame.partial || !lastSlice(p),
         });

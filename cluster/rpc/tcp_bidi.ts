@@ -145,8 +145,11 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
     for (;;) {
       const r = await responses.next();
       if (r.done) break;
+      // Encoded outside the write's try: a message that cannot be encoded is the handler's error
+      // (its status goes in the trailer), not a client gone.
+      const envelope = grpcEnvelope(toBinary(method.output, r.value));
       try {
-        await writeAll(conn, grpcEnvelope(toBinary(method.output, r.value)), writeTimeoutMs);
+        await writeAll(conn, envelope, writeTimeoutMs);
       } catch {
         // The client is gone, or stopped reading (any write error: it cannot be answered
         // again): end the handler (its finally frees the session), release the reader, stop.

@@ -322,7 +322,7 @@ export const WRITE_TIMEOUT_MS = 60_000;
 
 /**
  * Write all of `bytes`; a peer that takes none of them for `timeoutMs` gets its connection
- * closed (DeadlineExceeded).
+ * closed (DeadlineExceeded). A peer that reads slowly but reads is waited for.
  */
 export async function writeAll(
   conn: Deno.Conn,
@@ -330,12 +330,20 @@ export async function writeAll(
   timeoutMs = WRITE_TIMEOUT_MS,
 ): Promise<void> {
   let stalled = false;
-  const timer = setTimeout(() => {
-    stalled = true;
-    closeQuietly(conn);
-  }, timeoutMs);
+  const arm = () =>
+    setTimeout(() => {
+      stalled = true;
+      closeQuietly(conn);
+    }, timeoutMs);
+  let timer = arm();
   try {
-    for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
+    for (let done = 0; done < bytes.length;) {
+      done += await conn.write(bytes.subarray(done));
+      if (done < bytes.length) {
+        clearTimeout(timer);
+        timer = arm();
+      }
+    }
   } catch (e) {
     if (!stalled) throw e;
     throw new ConnectError(

@@ -178,3 +178,14 @@ Deno.test("takeBatch: prompts share one slice per pass, and a decode row always 
   const full = takeBatch(many, 8, 16);
   assertEquals(full.batch.map((p) => [name(p), p.take]), [[1, 6], [2, 1], [3, 1]]);
 });
+
+Deno.test("takeBatch: as many decoding streams as a pass holds cannot keep a prompt out", () => {
+  const decoders = Array.from({ length: 8 }, (_, i) => session(`d${i}`));
+  const prompt = session("p");
+  const waiting = [frame(prompt, 100), ...decoders.map((d) => frame(d, 1))];
+  const { batch } = takeBatch(waiting, 8, 16);
+  // The prompt gets the minimum slice, and the decode rows the rest of the pass.
+  assertEquals(batch[0].hosted, prompt);
+  assertEquals(batch[0].take, 2);
+  assertEquals(batch.slice(1).map((p) => p.take), [1, 1, 1, 1, 1, 1]);
+});

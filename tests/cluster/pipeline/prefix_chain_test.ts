@@ -17,7 +17,7 @@ import {
   StageHost,
   type StageLink,
 } from "../../../cluster/pipeline/mod.ts";
-import { assertEquals } from "../../support/assert.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 import { serveChain } from "../../support/chain.ts";
 
@@ -168,4 +168,14 @@ Deno.test("a stage without a prefix cache in the chain: nothing is restored, sam
   } finally {
     await chain.close();
   }
+});
+
+Deno.test("a stage whose restore fails closes the session it opened", async () => {
+  const stages = await hosts([[0, 2], [2, 4], [4, 5]], [1 << 20, 1 << 20, 1 << 20]);
+  stages[1].restorePrefix = () => {
+    throw new Error("the device is gone");
+  };
+  const e = await generate(inProcess(stages), PROMPTS[0]).then(() => null, (e) => e);
+  assert(e instanceof Error && /the device is gone/.test(e.message), String(e));
+  for (const h of stages) assertEquals(h.openSessions, 0);
 });

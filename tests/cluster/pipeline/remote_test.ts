@@ -368,3 +368,21 @@ Deno.test("a second opening on one Forward stream is refused; the first session 
     await plane.close();
   }
 });
+
+Deno.test("an opening whose prefix_tokens exceed the session's context is refused", async () => {
+  // They are kept until the session's first frame and passed to every stage after: unbounded,
+  // one opening could pin gigabytes on each.
+  const { host, plane, call } = await wholeStageOnPlane();
+  try {
+    const open = opening("big", 0n);
+    open.open!.prefixTokens = Array.from({ length: 65 }, (_, i) => i + 1);
+    call.send(open);
+    const e = await call.receive().then(() => null, (e) => e);
+    assert(e instanceof ConnectError && e.code === Code.InvalidArgument, String(e));
+    assert(/prefix_tokens holds 65 ids; the session holds 64/.test(e.message), e.message);
+    assertEquals(host.openSessions, 0);
+    call.abort();
+  } finally {
+    await plane.close();
+  }
+});

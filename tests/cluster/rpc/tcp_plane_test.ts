@@ -21,6 +21,7 @@ import {
   serveTcpBidi,
   startTcpPlane,
   TRAILER_FLAG,
+  writeAll,
 } from "../../../cluster/rpc/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import { rawAnswer } from "../../support/raw_tcp.ts";
@@ -384,5 +385,37 @@ Deno.test("the plane: a client that stops reading its answers is cut off after t
   } finally {
     conn.close();
     await p.close();
+  }
+});
+
+Deno.test("writeAll: a peer that reads slowly but steadily is waited for", async () => {
+  // The write bound counts from the last byte taken, not from the start of the write.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const accepted = listener.accept();
+  const client = await Deno.connect({ hostname: "127.0.0.1", port });
+  const server = await accepted;
+  // 24 MiB at ~13 MB/s: about 2 s, well past the 300 ms bound and past the sockets' buffers.
+  const bytes = new Uint8Array(24 << 20);
+  let read = 0;
+  const reading = (async () => {
+    const buf = new Uint8Array(128 << 10);
+    while (read < bytes.length) {
+      const n = await client.read(buf);
+      if (n === null) break;
+      read += n;
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  })();
+  try {
+    const t0 = performance.now();
+    await writeAll(server, bytes, 300);
+    await reading;
+    assertEquals(read, bytes.length);
+    assert(performance.now() - t0 > 300, "the write took longer than its bound, reading all along");
+  } finally {
+    server.close();
+    client.close();
+    listener.close();
   }
 });
