@@ -90,6 +90,7 @@ export class Observer {
       },
       gossipProbeRttMs: () => s.gossip.stats.probeRttMs,
       gossipDropped: () => s.gossip.stats.droppedPackets,
+      prefixCache: () => s.stage?.stage.prefixCache?.stats(),
     };
   }
 }

@@ -35,6 +35,9 @@ export const METRIC_NAMES = {
   replicaRequests: "distributed_llm_replica_requests_total",
   replicaSessions: "distributed_llm_replica_sessions",
   recoveryDuration: "distributed_llm_recovery_duration_seconds",
+  prefixCacheBytes: "distributed_llm_prefix_cache_bytes",
+  prefixCacheTokens: "distributed_llm_prefix_cache_tokens_total",
+  prefixCacheEvictions: "distributed_llm_prefix_cache_evictions_total",
 } as const;
 
 /** Gossip member states, the values of `gossip_members{state}`. */
@@ -62,6 +65,13 @@ export interface MetricsSource {
   backendInfo?(): { backend: string; adapter: string; reason: string };
   /** Sessions open on each replica of the plan (its first stage's gossip figure), by replica id. */
   replicaSessions?(): Record<string, number>;
+  /**
+   * The hosted stage's prefix cache (cumulative since that stage loaded; undefined: none): bytes
+   * held, prompt tokens looked up and restored, blocks evicted.
+   */
+  prefixCache?():
+    | { bytes: number; lookupTokens: number; hitTokens: number; evictions: number }
+    | undefined;
 }
 
 /** Bucket bounds of a whole request (seconds): from a few tokens on a toy model to minutes. */
@@ -231,6 +241,43 @@ export class AgentMetrics {
       collect() {
         const m = source.gossipMembers();
         for (const state of MEMBER_STATES) this.set({ state }, m[state] ?? 0);
+      },
+    });
+    // The prefix cache's counters are cumulative per loaded stage: add what grew since the
+    // last scrape (a new stage starts again from 0).
+    const grown = (() => {
+      const last: Record<string, number> = {};
+      return (key: string, n: number) => {
+        const d = n >= (last[key] ?? 0) ? n - (last[key] ?? 0) : n;
+        last[key] = n;
+        return d;
+      };
+    })();
+    new client.Gauge({
+      name: METRIC_NAMES.prefixCacheBytes,
+      help: "Bytes of KV the hosted stage's prefix cache holds (--prefix-cache).",
+      registers,
+      collect() {
+        this.set(source.prefixCache?.()?.bytes ?? 0);
+      },
+    });
+    new client.Counter({
+      name: METRIC_NAMES.prefixCacheTokens,
+      help: "Prompt tokens the prefix cache looked up, and those it restored instead of running.",
+      labelNames: ["kind"],
+      registers,
+      collect() {
+        const c = source.prefixCache?.();
+        this.inc({ kind: "looked_up" }, grown("looked_up", c?.lookupTokens ?? 0));
+        this.inc({ kind: "restored" }, grown("restored", c?.hitTokens ?? 0));
+      },
+    });
+    new client.Counter({
+      name: METRIC_NAMES.prefixCacheEvictions,
+      help: "Blocks the prefix cache evicted to stay within its bytes.",
+      registers,
+      collect() {
+        this.inc(grown("evictions", source.prefixCache?.()?.evictions ?? 0));
       },
     });
     // Gossip keeps cumulative counters; add what grew since the last scrape.

@@ -68,6 +68,15 @@ Deno.test("prefix cache across a 2-agent chain: both stages restore the prefix, 
     const n = got.usage.prompt_tokens_details.cached_tokens;
     assert(n >= 32 && n < got.usage.prompt_tokens, `cached tokens ${n}`);
     assertEquals(got.choices[0].text, want.choices[0].text, "same greedy output");
+    // Each agent's /metrics shows what its own stage restored.
+    for (const a of chain) {
+      const text = await (await fetch(`http://127.0.0.1:${a.metricsPort}/metrics`)).text();
+      const restored = Number(
+        /^distributed_llm_prefix_cache_tokens_total\{[^}]*kind="restored"[^}]*\} (\S+)$/m
+          .exec(text)?.[1],
+      );
+      assert(restored >= 32, `${a.id}: restored ${restored}`);
+    }
   } finally {
     await stopAll([...chain, plain]);
   }

@@ -133,7 +133,7 @@ Deno.test("labels are bounded: only fixed label values appear", async () => {
   assertEquals([...values.get("phase")!].sort(), ["decode", "prefill"]);
   assertEquals([...values.get("direction")!].sort(), ["in", "out"]);
   assertEquals([...values.get("state")!].sort(), [...MEMBER_STATES, "free", "used"].sort());
-  assertEquals([...values.get("kind")!].sort(), ["kv_cache", "weights"]);
+  assertEquals([...values.get("kind")!].sort(), ["kv_cache", "looked_up", "restored", "weights"]);
   assertEquals([...values.get("part")!].sort(), ["replay", "wait"]);
   assertEquals([...values.keys()].sort(), [
     "direction",
@@ -228,4 +228,20 @@ Deno.test({
   );
   await createClient(NodeService, transport).healthCheck({});
   assertEquals(seen, null);
+});
+
+Deno.test("prefix cache: bytes held, tokens looked up and restored, evictions; a new stage counts on", async () => {
+  let stats = { bytes: 4096, lookupTokens: 100, hitTokens: 64, evictions: 1 };
+  const m = new AgentMetrics(fakeSource({ prefixCache: () => stats }));
+  let text = await m.text();
+  assertEquals(value(text, "distributed_llm_prefix_cache_bytes"), 4096);
+  assertEquals(value(text, 'distributed_llm_prefix_cache_tokens_total{kind="looked_up"}'), 100);
+  assertEquals(value(text, 'distributed_llm_prefix_cache_tokens_total{kind="restored"}'), 64);
+  assertEquals(value(text, "distributed_llm_prefix_cache_evictions_total"), 1);
+  // The stage was replaced: its cache's counters start again, the exported ones keep growing.
+  stats = { bytes: 0, lookupTokens: 30, hitTokens: 0, evictions: 0 };
+  text = await m.text();
+  assertEquals(value(text, "distributed_llm_prefix_cache_bytes"), 0);
+  assertEquals(value(text, 'distributed_llm_prefix_cache_tokens_total{kind="looked_up"}'), 130);
+  assertEquals(value(text, 'distributed_llm_prefix_cache_tokens_total{kind="restored"}'), 64);
 });
