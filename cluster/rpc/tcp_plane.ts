@@ -117,8 +117,7 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
         const oldest = pending.values().next().value!;
         pending.delete(oldest);
         closeQuietly(oldest);
-      }
-      if (open.size >= maxOpen) {
+      } else if (open.size >= maxOpen) {
         // Said, not just closed: a stage's link then uses gRPC instead of failing the stage.
         const why = `${PLANE_BUSY}: ${open.size} connections open; try again`;
         writeAll(conn, trailerEnvelope(new ConnectError(why, Code.ResourceExhausted)), 1000)
