@@ -11,7 +11,8 @@ import {
   type StageInput,
   type StageOutput,
 } from "../../model/llama.ts";
-import { hostCandidates, logSoftmax, Sampler, topLogprobs } from "../../model/sampler.ts";
+import { Sampler } from "../../model/sampler.ts";
+import { candidateRequest, sampleFrame } from "./tail_sampling.ts";
 import { withSamplingDefaults } from "../../model/sampling_defaults.ts";
 import {
   type SampledToken,
@@ -402,7 +403,7 @@ export class StageHost {
     try {
       const one = live.length === 1 ? live[0] : undefined;
       const want = one && !one.frame.partial && one.done === 0 && lastSlice(one)
-        ? this.candidateRequest(one)
+        ? candidateRequest(one, !!this.stage.backend.topCandidates)
         : null;
       outs = want
         ? [
@@ -551,19 +552,6 @@ export class StageHost {
   private aheadMsPerToken = 0;
 
   /**
-   * What a sampling tail can read back instead of the logit row: the backend's top candidates
-   * (a few hundred bytes on a GPU), when it computes them and the settings allow; null
-   * otherwise. The sampler takes the frame's tokens into its penalty history first.
-   */
-  private candidateRequest(p: PendingStep): { k: number; exclude: Int32Array } | null {
-    const sampler = p.hosted.sampler;
-    if (!sampler || !this.stage.backend.topCandidates) return null;
-    sampler.accept(p.frame.tokens);
-    p.accepted = true;
-    return sampler.candidateRequest(p.hosted.topLogprobs);
-  }
-
-  /**
    * Turn a stage output into the frame's result (sampling at the tail). Its computeMs runs from
    * `t0` to the token: the tail's sampling is compute too (on the 110M model's 32000-entry rows
    * it is ~0.5 ms, which a head measuring hop latency as round trip − compute would otherwise
@@ -587,28 +575,7 @@ export class StageHost {
       if (!("logits" in out)) throw new Error("a stage without a sampler read candidates");
       return { kind: "logits", logits: out.logits, computeMs };
     }
-    const token = this.sample(p, sampler, out);
+    const token = sampleFrame(p, sampler, out);
     return { kind: "token", token, computeMs: p.ms + performance.now() - t0 };
-  }
-
-  /** The tail's token for a frame's output row (or the device's candidates for it). */
-  private sample(
-    p: PendingStep,
-    sampler: Sampler,
-    out: Exclude<StageOutput, { hidden: Float32Array }> | { candidates: TopCandidates },
-  ): SampledToken {
-    if (!p.accepted) sampler.accept(p.frame.tokens);
-    const topN = p.hosted.topLogprobs;
-    const candidates = "candidates" in out
-      ? out.candidates
-      : hostCandidates(out.logits, sampler.candidateRequest(topN));
-    // Penalties are applied once, to the penalised ids only; the choice equals pick()'s.
-    if (candidates) return sampler.pickCandidates(candidates, topN);
-    // Settings that need the whole row (top-k off with temperature, k above 64).
-    if (!("logits" in out)) throw new Error("the stage read candidates the sampler cannot use");
-    const penalised = sampler.penalisedLogits(out.logits);
-    const id = sampler.pick(out.logits);
-    const lp = logSoftmax(penalised);
-    return { id, logprob: lp[id], top: topN ? topLogprobs(penalised, topN) : [] };
   }
 }

@@ -1,0 +1,47 @@
+/**
+ * The tail's sampling of a frame's output row, as StageHost runs it: from the logit row, or from
+ * the top candidates the backend computed on the device (a few hundred bytes read back instead
+ * of the row), with the frame's tokens taken into the sampler's penalty history once.
+ */
+import type { TopCandidates } from "../../kernels/backend.ts";
+import type { StageOutput } from "../../model/llama.ts";
+import { hostCandidates, logSoftmax, type Sampler, topLogprobs } from "../../model/sampler.ts";
+import type { PendingStep } from "./prefill_slices.ts";
+import type { SampledToken } from "./stage_frame.ts";
+
+/**
+ * What a sampling tail can read back instead of the logit row: the backend's top candidates
+ * (`device`: it computes them), when the settings allow; null otherwise. The sampler takes the
+ * frame's tokens into its penalty history first.
+ */
+export function candidateRequest(
+  p: PendingStep,
+  device: boolean,
+): { k: number; exclude: Int32Array } | null {
+  const sampler = p.hosted.sampler;
+  if (!sampler || !device) return null;
+  sampler.accept(p.frame.tokens);
+  p.accepted = true;
+  return sampler.candidateRequest(p.hosted.topLogprobs);
+}
+
+/** The tail's token for a frame's output row (or the device's candidates for it). */
+export function sampleFrame(
+  p: PendingStep,
+  sampler: Sampler,
+  out: Exclude<StageOutput, { hidden: Float32Array }> | { candidates: TopCandidates },
+): SampledToken {
+  if (!p.accepted) sampler.accept(p.frame.tokens);
+  const topN = p.hosted.topLogprobs;
+  const candidates = "candidates" in out
+    ? out.candidates
+    : hostCandidates(out.logits, sampler.candidateRequest(topN));
+  // Penalties are applied once, to the penalised ids only; the choice equals pick()'s.
+  if (candidates) return sampler.pickCandidates(candidates, topN);
+  // Settings that need the whole row (top-k off with temperature, k above 64).
+  if (!("logits" in out)) throw new Error("the stage read candidates the sampler cannot use");
+  const penalised = sampler.penalisedLogits(out.logits);
+  const id = sampler.pick(out.logits);
+  const lp = logSoftmax(penalised);
+  return { id, logprob: lp[id], top: topN ? topLogprobs(penalised, topN) : [] };
+}
