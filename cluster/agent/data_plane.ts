@@ -1,13 +1,19 @@
 /**
  * The agent's TCP data plane (cluster/rpc/tcp_plane.ts), started when it runs without TLS: the
- * model chunks it serves and the Forward streams of its stage, on one port (`--data-port`),
+ * model chunks it serves, the Forward streams of its stage and heads' reply streams to it as a
+ * tail, on one port (`--data-port`),
  * announced in gossip so peers reach it. Under mTLS both stay on gRPC.
  *
  * @module
  */
 import { DEFAULT_MAX_MESSAGE_BYTES, startTcpPlane, type TcpPlane } from "../rpc/mod.ts";
 import { chunkProtocol, CHUNKS_PREAMBLE } from "../transfer/mod.ts";
-import { FORWARD_PREAMBLE, forwardProtocol } from "../pipeline/mod.ts";
+import {
+  FORWARD_PREAMBLE,
+  forwardProtocol,
+  REPLIES_PREAMBLE,
+  repliesProtocol,
+} from "../pipeline/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { HeadService } from "./head_service.ts";
@@ -32,6 +38,8 @@ export function startDataPlane(
         // Sessions through this stage, and the ones a replay opens before the old ones close.
         2 * s.config.maxSessions + 16,
       ),
+      // Heads' reply streams to this agent as a tail: one per session, as Forward streams.
+      [REPLIES_PREAMBLE]: repliesProtocol(s.replies, 2 * s.config.maxSessions + 16),
     },
     log: (msg) => s.log("debug", msg),
   });

@@ -390,6 +390,13 @@ class LazyRemoteLink implements StageLink {
       dataEndpoint: t.dataEndpoint,
     }).openSession(open);
   }
+  async openReplies(sessionId: string) {
+    const t = await this.transport().catch(() => undefined);
+    if (!t?.dataEndpoint) return undefined;
+    return await new RemoteStageLink(this.nodeId, this.from, this.to, t.transport, {
+      dataEndpoint: t.dataEndpoint,
+    }).openReplies(sessionId);
+  }
 }
 
 /**

@@ -60,6 +60,7 @@ export function forwardContext(
     epoch: () => loop.epoch,
     linkTo: (hop) => head.linkTo(hop),
     chunkRows: s.config.prefillChunk,
+    replies: s.replies,
     onFrame: (frame) => {
       s.counters.framesProcessedTotal++;
       metrics.onFrame(frame);

@@ -8,7 +8,7 @@
 import type { Backend } from "../../kernels/backend.ts";
 import type { AgentConfig } from "../agent_config.ts";
 import type { Memberlist } from "../gossip/mod.ts";
-import type { StageHost } from "../pipeline/mod.ts";
+import { ReplySinks, type StageHost } from "../pipeline/mod.ts";
 import { EventHub, type LeveledLog, MembershipTracker } from "../events/mod.ts";
 import type { Admission } from "../api/mod.ts";
 import type { TransferManager } from "../transfer/mod.ts";
@@ -45,6 +45,8 @@ export class AgentState {
   readonly untrusted = new Map<string, string>();
   /** When each member's state last changed as this agent saw it, Unix ms (observe). */
   readonly stateChangedAt = new Map<string, number>();
+  /** Reply streams heads opened to this agent as a tail (data plane; pipeline/replies.ts). */
+  readonly replies = new ReplySinks();
   /** Cluster events for ClusterService.StreamUpdates (llmctl, the TUI). */
   readonly events = new EventHub({ history: 256 });
   /** Membership changes as events. */

@@ -19,6 +19,7 @@ import {
   StaleEpochError,
 } from "./head.ts";
 import type { StageHost } from "./stage_host.ts";
+import type { ReplySinks } from "./replies.ts";
 import type { StageFrame, StageResult } from "./stage_frame.ts";
 import { SpanKind, withSpan } from "../telemetry/tracing.ts";
 
@@ -35,6 +36,8 @@ export interface ChainStageContext {
   linkTo: LinkFactory;
   /** Rows per pipelined prompt chunk (default {@linkcode PREFILL_CHUNK_ROWS}; 0: none). */
   chunkRows?: number;
+  /** Reply streams heads opened to this agent (replies.ts), for a session it is the tail of. */
+  replies?: ReplySinks;
 }
 
 /**
@@ -60,6 +63,8 @@ export async function openChainSession(
   }
   const tail = open.downstream.length === 0;
   host.open(open.sessionId, open.maxContext, tail ? open.sampling : undefined);
+  // At the tail, the head's reply stream: tokens go straight to the head on it.
+  const sink = tail && open.replyDirect ? ctx.replies?.take(open.sessionId) : undefined;
   let own = 0;
   let next: SessionLink | undefined;
   const hop = open.downstream[0];
@@ -75,6 +80,7 @@ export async function openChainSession(
     }
   } catch (e) {
     host.close(open.sessionId);
+    sink?.end();
     throw e;
   }
   const span = hop ? { "llm.stage.node": hop.nodeId, "llm.layers": `${hop.from}-${hop.to}` } : {};
@@ -84,6 +90,10 @@ export async function openChainSession(
   /** This stage's layers on `frame`, then the rest of the chain's. */
   const whole = async (frame: StageFrame): Promise<StageResult> => {
     const out = await host.step(open.sessionId, frame);
+    if (sink && out.kind === "token" && !out.more?.length) {
+      sink.send(out.token, out.computeMs);
+      return { kind: "replied", computeMs: out.computeMs };
+    }
     if (!next || out.kind !== "hidden") return out;
     const down = await forward(frame, out.hidden);
     // The compute of every stage on the way, so a head can tell hop latency from compute.
@@ -154,6 +164,7 @@ export async function openChainSession(
       next && !frame.partial && frame.tokens.length > chunkRows ? pipelined(frame) : whole(frame),
     close: async (reason: string) => {
       host.close(open.sessionId);
+      sink?.end();
       await next?.close(reason);
     },
   };

@@ -21,6 +21,7 @@ import { type PlaneProtocol, RpcFailure, serveTcpBidi, WRITE_TIMEOUT_MS } from "
 import type { StageHost } from "./stage_host.ts";
 import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
 import { type LinkFactory, openChainSession } from "./chain_session.ts";
+import type { ReplySinks } from "./replies.ts";
 import { decodeValues, encodeTensor, openFromWire } from "./wire.ts";
 
 /** The Forward method, for the lean gRPC path and the TCP data plane. */
@@ -65,6 +66,8 @@ export interface ForwardContext {
   linkTo?: LinkFactory;
   /** Rows per pipelined prompt chunk (default: chain_session.ts's PREFILL_CHUNK_ROWS). */
   chunkRows?: number;
+  /** Reply streams heads opened to this agent (replies.ts): a tail sends tokens on them. */
+  replies?: ReplySinks;
   /**
    * A stream with no frame for this long is ended and its session freed (default 5 min): a head
    * that vanished without closing its connection (a host lost, a partition) must not hold a KV
@@ -150,6 +153,7 @@ export function forwardHandler(ctx: ForwardContext) {
               throw new Error("unreachable: no downstream");
             }),
             chunkRows: ctx.chunkRows,
+            replies: ctx.replies,
           });
           sessionId = s.sessionId = frame.sessionId;
           response.cachedTokens = session.cachedTokens ?? 0;
@@ -187,7 +191,9 @@ export function forwardHandler(ctx: ForwardContext) {
           });
           response.computeMs = out.computeMs;
           const dtype = frame.dtype || Dtype.F32;
-          if (out.kind === "hidden") {
+          if (out.kind === "replied") {
+            response.replied = true;
+          } else if (out.kind === "hidden") {
             const cols = out.hidden.length / nRows;
             response.result = {
               case: "hidden",

@@ -40,6 +40,14 @@ export interface SessionOpen {
    * prefix it holds into the new session (absent: no lookup).
    */
   prefixIds?: Int32Array;
+  /** The head opened a reply stream to the tail (replies.ts): the tail sends tokens there. */
+  replyDirect?: boolean;
+}
+
+/** The head's end of a reply stream from the tail: the session's tokens, in order. */
+export interface ReplyStream {
+  next(): Promise<StageResult>;
+  close(): void;
 }
 
 /** An open session on a stage and everything after it. */
@@ -65,6 +73,11 @@ export interface StageLink extends ChainHop {
   readonly version?: number;
   /** Open a session here; this stage opens the downstream ones. */
   openSession(open: SessionOpen): Promise<SessionLink>;
+  /**
+   * As the tail of a chain: a stream on which this stage will send session `sessionId`'s tokens
+   * straight to the head (replies.ts); undefined where it cannot (no data plane, mTLS).
+   */
+  openReplies?(sessionId: string): Promise<ReplyStream | undefined>;
 }
 
 /** Finds a chain of live stages covering every layer. */
@@ -157,6 +170,11 @@ export interface HeadOptions {
   initialWaitMs?: number;
   /** Most re-plans per request. Default 8. */
   maxRecoveries?: number;
+  /**
+   * On a chain of several stages, ask the tail for a reply stream (StageLink.openReplies) so
+   * tokens come straight back instead of along the chain. Default true.
+   */
+  directReplies?: boolean;
   /** Log hook for recoveries. */
   log?: (msg: string) => void;
   /**
@@ -247,8 +265,13 @@ export class Head {
       let link: SessionLink | undefined;
       let decode: OpenSpan | undefined;
       const first = chain[0];
+      const tail = chain[chain.length - 1];
       // Prefill: prompt plus whatever was generated before a failure (replay).
       let input = [...req.promptTokens, ...result.tokens.map((t) => t.id)];
+      // Tokens straight from the tail where it offers a reply stream (else along the chain).
+      const replies = chain.length > 1 && this.opts.directReplies !== false
+        ? await tail.openReplies?.(sessionId).catch(() => undefined)
+        : undefined;
       try {
         link = await guard(first.nodeId, () =>
           first.openSession({
@@ -264,7 +287,12 @@ export class Head {
               version,
             })),
             prefixIds: Int32Array.from(input),
+            ...(replies ? { replyDirect: true } : {}),
+          }).catch((e) => {
+            replies?.close();
+            throw e;
           }));
+        if (replies) link = withReplies(link, replies, tail.nodeId);
         // Positions every stage restored from its prefix cache: the first frame starts there.
         const cached = Math.min(link.cachedTokens ?? 0, input.length - 1);
         result.cachedTokens = Math.max(0, cached);
@@ -403,4 +431,45 @@ export function isTransportFailure(e: unknown): boolean {
     return true;
   }
   return err?.name === "StageLinkError";
+}
+
+/**
+ * A session whose tail replies straight to the head: each frame's token comes from `replies`;
+ * the answer along the chain is `replied` (or a failure naming the stage that failed, which
+ * wins). A reply stream that breaks while the chain says "replied" is the tail's failure.
+ */
+export function withReplies(
+  link: SessionLink,
+  replies: ReplyStream,
+  tailNodeId: string,
+): SessionLink {
+  return {
+    cachedTokens: link.cachedTokens,
+    async step(frame: StageFrame): Promise<StageResult> {
+      const ack = link.step(frame);
+      if (frame.partial) return await ack;
+      const reply = replies.next();
+      // Both are read below, whichever settles first; never left to reject unhandled.
+      ack.catch(() => {});
+      reply.catch(() => {});
+      try {
+        return await Promise.race([
+          reply,
+          ack.then((a) => (a.kind === "replied" ? reply : a)),
+        ]);
+      } catch (e) {
+        // The chain's answer says which stage failed; without one, the tail's stream did.
+        const a = await ack;
+        if (a.kind !== "replied") return a;
+        throw new StageLinkError(
+          `the tail's reply stream failed: ${(e as Error).message ?? e}`,
+          tailNodeId,
+        );
+      }
+    },
+    async close(reason: string) {
+      replies.close();
+      await link.close(reason);
+    },
+  };
 }

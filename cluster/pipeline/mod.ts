@@ -46,6 +46,13 @@ export {
 } from "./forward_service.ts";
 export { RemoteStageLink, type RemoteStageOptions } from "./remote_link.ts";
 export {
+  openReplyStream,
+  REPLIES_PREAMBLE,
+  repliesProtocol,
+  type ReplySink,
+  ReplySinks,
+} from "./replies.ts";
+export {
   decodeValues,
   encodeTensor,
   encodeValues,

@@ -20,6 +20,7 @@ import {
 } from "../rpc/mod.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
 import {
+  type ReplyStream,
   type SessionLink,
   type SessionOpen,
   type StageLink,
@@ -27,8 +28,9 @@ import {
   StaleEpochError,
 } from "./head.ts";
 import type { StageFrame, StageResult } from "./stage_frame.ts";
-import { decodeValues, encodeValues, openToWire } from "./wire.ts";
+import { encodeValues, openToWire, resultFromWire } from "./wire.ts";
 import { FORWARD_METHOD, FORWARD_PREAMBLE } from "./forward_service.ts";
+import { openReplyStream } from "./replies.ts";
 
 /** Codes that mean the stage (not the request) failed: the head re-places and replays. */
 const STAGE_FAILURE_CODES = new Set([
@@ -119,6 +121,15 @@ export class RemoteStageLink implements StageLink {
     return this.opts.version;
   }
 
+  /**
+   * A reply stream from this stage as the tail of session `sessionId`, over its TCP data plane;
+   * undefined without one or when it cannot be opened (tokens then come along the chain).
+   */
+  async openReplies(sessionId: string): Promise<ReplyStream | undefined> {
+    if (!this.opts.dataEndpoint) return undefined;
+    return await openReplyStream(this.opts.dataEndpoint, sessionId).catch(() => undefined);
+  }
+
   async openSession(open: SessionOpen): Promise<SessionLink> {
     let step = 0n;
     let closed = false;
@@ -199,7 +210,8 @@ export class RemoteStageLink implements StageLink {
         if (frame.partial && r.result.case === undefined) {
           return { kind: "prefilled", computeMs: r.computeMs };
         }
-        return fromResponse(r);
+        if (r.replied) return { kind: "replied", computeMs: r.computeMs };
+        return resultFromWire(r);
       },
       close: async (reason: string): Promise<void> => {
         if (closed) return;
@@ -226,37 +238,5 @@ export class RemoteStageLink implements StageLink {
         }
       },
     };
-  }
-}
-function fromResponse(r: ForwardResponse): StageResult {
-  switch (r.result.case) {
-    case "hidden":
-      return {
-        kind: "hidden",
-        hidden: decodeValues(r.result.value.data, r.result.value.shape, r.result.value.dtype),
-        computeMs: r.computeMs,
-      };
-    case "logits":
-      return {
-        kind: "logits",
-        logits: decodeValues(r.result.value.data, r.result.value.shape, r.result.value.dtype),
-        computeMs: r.computeMs,
-      };
-    case "token":
-      return {
-        kind: "token",
-        token: {
-          id: r.result.value.tokenId,
-          logprob: r.result.value.logprob,
-          top: r.result.value.topLogprobs.map((t) => ({
-            id: t.tokenId,
-            logit: NaN,
-            logprob: t.logprob,
-          })),
-        },
-        computeMs: r.computeMs,
-      };
-    default:
-      throw new Error("the stage answered a frame with rows without a result");
   }
 }

@@ -63,7 +63,9 @@ export type StageResult =
   }
   | { kind: "logits"; logits: Float32Array; computeMs: number }
   /** The tail's answer to a partial frame: its rows are in the KV cache. */
-  | { kind: "prefilled"; computeMs: number };
+  | { kind: "prefilled"; computeMs: number }
+  /** The tail sent the frame's token on the head's reply stream (replies.ts). */
+  | { kind: "replied"; computeMs: number };
 
 /** A session id is unknown, already open, or the stage is full; the message says which. */
 export class StageSessionError extends Error {

@@ -4,6 +4,7 @@ import { f16ToF32, f32ToF16 } from "../../kernels/quant/mod.ts";
 import {
   ChainHopSchema,
   Dtype,
+  type ForwardResponse,
   type OpenSession,
   OpenSessionSchema,
   type SamplerParams as WireSampler,
@@ -16,7 +17,7 @@ import {
   encodeJsonConstraint,
   JsonConstraintError,
 } from "../../model/constrain/mod.ts";
-import type { TailSampling } from "./stage_frame.ts";
+import type { StageResult, TailSampling } from "./stage_frame.ts";
 import type { SessionOpen } from "./head.ts";
 
 /** A frame's bytes do not match its shape/dtype; a precise INVALID_ARGUMENT. */
@@ -131,6 +132,7 @@ export function openToWire(open: SessionOpen, dtype: Dtype): OpenSession {
       })
     ),
     prefixTokens: open.prefixIds ? Array.from(open.prefixIds) : [],
+    replyDirect: open.replyDirect ?? false,
   });
 }
 
@@ -149,5 +151,40 @@ export function openFromWire(sessionId: string, w: OpenSession): SessionOpen {
       version: h.version ? Number(h.version) : undefined,
     })),
     ...(w.prefixTokens.length ? { prefixIds: Int32Array.from(w.prefixTokens) } : {}),
+    ...(w.replyDirect ? { replyDirect: true } : {}),
   };
+}
+
+/** A stage's answer (a result with rows, or a token) from the wire. */
+export function resultFromWire(r: ForwardResponse): StageResult {
+  switch (r.result.case) {
+    case "hidden":
+      return {
+        kind: "hidden",
+        hidden: decodeValues(r.result.value.data, r.result.value.shape, r.result.value.dtype),
+        computeMs: r.computeMs,
+      };
+    case "logits":
+      return {
+        kind: "logits",
+        logits: decodeValues(r.result.value.data, r.result.value.shape, r.result.value.dtype),
+        computeMs: r.computeMs,
+      };
+    case "token":
+      return {
+        kind: "token",
+        token: {
+          id: r.result.value.tokenId,
+          logprob: r.result.value.logprob,
+          top: r.result.value.topLogprobs.map((t) => ({
+            id: t.tokenId,
+            logit: NaN,
+            logprob: t.logprob,
+          })),
+        },
+        computeMs: r.computeMs,
+      };
+    default:
+      throw new Error("the stage answered a frame with rows without a result");
+  }
 }

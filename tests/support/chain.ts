@@ -9,6 +9,9 @@ import {
   forwardHandler,
   forwardProtocol,
   RemoteStageLink,
+  REPLIES_PREAMBLE,
+  repliesProtocol,
+  ReplySinks,
   type StageHost,
   type StageLink,
 } from "../../cluster/pipeline/mod.ts";
@@ -25,6 +28,8 @@ import { InferenceService } from "../../proto/mod.ts";
 /** A served chain: links to its stages (n0, n1, …), a way to kill one, and close. */
 export interface ServedChain {
   links: StageLink[];
+  /** Each stage's reply streams (over "tcp", the tail sends tokens straight to the head). */
+  replies: ReplySinks[];
   /** Stage i's listeners go away (its connections reset). */
   kill(i: number): Promise<unknown>;
   close(): Promise<void>;
@@ -47,6 +52,7 @@ export async function serveChain(
     new RemoteStageLink(h.nodeId, h.from, h.to, transports.get(h.nodeId)!, {
       dataEndpoint: endpoints.get(h.nodeId),
     });
+  const replies = stages.map(() => new ReplySinks());
   for (const [i, host] of stages.entries()) {
     const ctx = {
       nodeId: `n${i}`,
@@ -54,6 +60,7 @@ export async function serveChain(
       epoch: () => 0n,
       linkTo,
       chunkRows: chunkRows[i],
+      replies: replies[i],
     };
     const server = await startRpcServer({
       port: 0,
@@ -64,7 +71,10 @@ export async function serveChain(
     if (hop === "tcp") {
       const plane = await startTcpPlane({
         host: "127.0.0.1",
-        protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 64 << 20) },
+        protocols: {
+          [FORWARD_PREAMBLE]: forwardProtocol(ctx, 64 << 20),
+          [REPLIES_PREAMBLE]: repliesProtocol(replies[i]),
+        },
       });
       planes.push(plane);
       endpoints.set(`n${i}`, `127.0.0.1:${plane.port}`);
@@ -72,6 +82,7 @@ export async function serveChain(
   }
   return {
     links: stages.map((h, i) => linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })),
+    replies,
     kill: (i: number) => Promise.all([servers[i].close(0), planes[i]?.close()]),
     async close() {
       for (const t of transports.values()) t.close();

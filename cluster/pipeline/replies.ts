@@ -1,0 +1,155 @@
+/**
+ * Tokens straight from the tail to the head (the tail's side, and the head's stream; the head's
+ * use of it is head.ts's withReplies). Along the chain a token used to travel back stage
+ * by stage (C → B → A → head): one crossing and one relay per stage. With a reply stream the
+ * head opens to the tail before the session (the data plane's `DLR1` protocol), the tail sends
+ * each token there, and answers the frame along the chain with a small `replied`, which the
+ * stages relay off the token's path. Failures still come back along the chain, attributed to
+ * the stage that failed, so the head re-places exactly as before.
+ *
+ * Only over the TCP data plane (no TLS): under mTLS, or when the tail cannot be reached, tokens
+ * come back along the chain.
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  type ActivationFrame,
+  ActivationFrameSchema,
+  type ForwardResponse,
+  ForwardResponseSchema,
+  SampledTokenSchema,
+  TokenLogprobSchema,
+} from "../../proto/mod.ts";
+import {
+  MessageQueue,
+  openTcpBidi,
+  type PlaneProtocol,
+  RpcFailure,
+  serveTcpBidi,
+} from "../rpc/mod.ts";
+import type { ReplyStream } from "./head.ts";
+import type { SampledToken } from "./stage_frame.ts";
+import { resultFromWire } from "./wire.ts";
+
+/** The reply stream's preamble on the TCP data plane (cluster/rpc/tcp_plane.ts). */
+export const REPLIES_PREAMBLE = "DLR1";
+
+/** Reply streams are `ActivationFrame` (the session) in, `ForwardResponse` (tokens) out. */
+const REPLIES_METHOD = { input: ActivationFrameSchema, output: ForwardResponseSchema };
+
+/** Where a tail sends a session's tokens. */
+export interface ReplySink {
+  send(token: SampledToken, computeMs: number): void;
+  /** The session ended: the stream ends too. */
+  end(): void;
+}
+
+/** The reply streams heads have opened to this agent, by session, until the session takes one. */
+export class ReplySinks {
+  readonly #waiting = new Map<string, ReplySink>();
+
+  /** A head's stream for `sessionId` (a later one replaces it); returns the unregistering. */
+  register(sessionId: string, sink: ReplySink): () => void {
+    this.#waiting.get(sessionId)?.end();
+    this.#waiting.set(sessionId, sink);
+    return () => {
+      if (this.#waiting.get(sessionId) === sink) this.#waiting.delete(sessionId);
+    };
+  }
+
+  /** The stream for a session opening on this tail (taken: one session, one stream). */
+  take(sessionId: string): ReplySink | undefined {
+    const sink = this.#waiting.get(sessionId);
+    this.#waiting.delete(sessionId);
+    return sink;
+  }
+
+  /** Streams waiting for their session. */
+  get size(): number {
+    return this.#waiting.size;
+  }
+}
+
+/** A token result as the wire carries it. */
+function tokenResponse(sessionId: string, token: SampledToken, computeMs: number) {
+  return create(ForwardResponseSchema, {
+    sessionId,
+    computeMs,
+    result: {
+      case: "token",
+      value: create(SampledTokenSchema, {
+        tokenId: token.id,
+        logprob: token.logprob,
+        topLogprobs: token.top.map((t) =>
+          create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
+        ),
+      }),
+    },
+  });
+}
+
+/**
+ * The tail side: a head's stream names its session in its first message, is answered once when
+ * registered, then gets the session's tokens until the session ends or the head goes away.
+ * `maxStreams` bounds them (as Forward streams are bounded).
+ */
+export function repliesProtocol(
+  sinks: ReplySinks,
+  maxStreams = 1024,
+  /** A stream whose session never opens is ended after this long. */
+  unclaimedMs = 60_000,
+): PlaneProtocol {
+  return {
+    maxConnections: maxStreams,
+    serve: (conn) => serveTcpBidi(conn, REPLIES_METHOD, replies, 1 << 16),
+  };
+  async function* replies(frames: AsyncIterable<ActivationFrame>) {
+    const it = frames[Symbol.asyncIterator]();
+    const first = await it.next();
+    if (first.done) return;
+    const sessionId = first.value.sessionId;
+    if (!sessionId) throw new RpcFailure("invalid_argument", "a reply stream names its session");
+    const queue = new MessageQueue<ForwardResponse>();
+    let claimed = false;
+    const unregister = sinks.register(sessionId, {
+      send: (token, computeMs) => {
+        claimed = true;
+        queue.push(tokenResponse(sessionId, token, computeMs));
+      },
+      end: () => queue.end(),
+    });
+    // A head that never opens the session (it failed first) must not leave the stream here.
+    const timer = setTimeout(() => claimed || queue.end(), unclaimedMs);
+    // The head half-closes (or goes away) when it is done: the stream ends.
+    it.next().then(() => queue.end(), () => queue.end());
+    try {
+      yield create(ForwardResponseSchema, { sessionId });
+      for await (const r of queue) yield r;
+    } finally {
+      clearTimeout(timer);
+      unregister();
+    }
+  }
+}
+
+/** Open a reply stream to the tail's data plane at `endpoint` for `sessionId` (registered). */
+export async function openReplyStream(endpoint: string, sessionId: string): Promise<ReplyStream> {
+  const call = await openTcpBidi(endpoint, REPLIES_PREAMBLE, REPLIES_METHOD, 64 << 20);
+  call.send(create(ActivationFrameSchema, { sessionId }));
+  try {
+    if (!(await call.receive())) throw new Error("the tail ended the reply stream");
+  } catch (e) {
+    call.abort();
+    throw e;
+  }
+  return {
+    async next() {
+      const r = await call.receive();
+      if (!r || r.result.case !== "token") throw new Error("the tail's reply stream ended");
+      return resultFromWire(r);
+    },
+    close() {
+      call.end();
+      call.abort();
+    },
+  };
+}

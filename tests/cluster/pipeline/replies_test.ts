@@ -1,0 +1,179 @@
+/**
+ * Tokens straight from the tail to the head (cluster/pipeline/replies.ts): over the TCP data
+ * plane the head opens a reply stream to the tail before the session, the tail sends each token
+ * there and answers along the chain with `replied`. Same tokens as a single stage; failures still
+ * name the stage that failed; without a plane (gRPC), or with direct replies off, tokens come
+ * along the chain.
+ */
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import {
+  Head,
+  type HeadOptions,
+  type HeadResult,
+  LocalStageLink,
+  openReplyStream,
+  REPLIES_PREAMBLE,
+  repliesProtocol,
+  type ReplySink,
+  ReplySinks,
+  StageHost,
+  type StageLink,
+} from "../../../cluster/pipeline/mod.ts";
+import { startTcpPlane } from "../../../cluster/rpc/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+import { FIXTURES } from "../../support/paths.ts";
+import { serveChain, type ServedChain } from "../../support/chain.ts";
+
+const MODEL = `${FIXTURES}/models/stories260K.gguf`;
+const PROMPT = Array.from({ length: 40 }, (_, i) => 1 + ((i * 37 + 11) % 500));
+
+async function hosts(ranges: [number, number][]): Promise<StageHost[]> {
+  const file = await openGGUF(MODEL);
+  try {
+    const out = [];
+    for (const [from, to] of ranges) {
+      out.push(
+        new StageHost(await LlamaStage.load(file, createReferenceBackend(), { from, to }), "s"),
+      );
+    }
+    return out;
+  } finally {
+    file.close();
+  }
+}
+
+function generate(links: StageLink[], opts: HeadOptions = {}): Promise<HeadResult> {
+  return new Head({ chain: () => Promise.resolve(links) }, opts).generate({
+    requestId: "r",
+    promptTokens: PROMPT,
+    maxTokens: 8,
+    sampling: { temperature: 0.75, seed: 7, repeatPenalty: 1.25, topLogprobs: 3 },
+    isEog: () => false,
+    maxContext: 128,
+  });
+}
+
+const summary = (r: HeadResult) =>
+  r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
+
+/** Tokens the tail sent on reply streams (its sinks, as the sessions took them). */
+function countReplies(sinks: ReplySinks): { sent: number; sinks: ReplySink[] } {
+  const seen = { sent: 0, sinks: [] as ReplySink[] };
+  const take = sinks.take.bind(sinks);
+  sinks.take = (id: string) => {
+    const sink = take(id);
+    if (!sink) return sink;
+    const counted: ReplySink = {
+      send: (t, ms) => {
+        seen.sent++;
+        sink.send(t, ms);
+      },
+      end: () => sink.end(),
+    };
+    seen.sinks.push(counted);
+    return counted;
+  };
+  return seen;
+}
+
+async function single(): Promise<HeadResult> {
+  const [whole] = await hosts([[0, 5]]);
+  return await generate([new LocalStageLink("one", whole)]);
+}
+
+async function withChain<T>(hop: "tcp" | "grpc", f: (c: ServedChain) => Promise<T>): Promise<T> {
+  const chain = await serveChain(await hosts([[0, 2], [2, 4], [4, 5]]), hop);
+  try {
+    return await f(chain);
+  } finally {
+    await chain.close();
+  }
+}
+
+Deno.test("over the data plane the tail sends every token straight to the head: same tokens", async () => {
+  const want = await single();
+  await withChain("tcp", async (chain) => {
+    const seen = countReplies(chain.replies[2]);
+    const got = await generate(chain.links);
+    assertEquals(summary(got), summary(want));
+    assertEquals(seen.sent, 8, "every token came on the reply stream");
+    assertEquals(chain.replies[2].size, 0, "the stream was taken by its session");
+  });
+});
+
+Deno.test("over gRPC, or with direct replies off, tokens come back along the chain", async () => {
+  const want = await single();
+  await withChain("grpc", async (chain) => {
+    const seen = countReplies(chain.replies[2]);
+    assertEquals(summary(await generate(chain.links)), summary(want));
+    assertEquals(seen.sent, 0);
+  });
+  await withChain("tcp", async (chain) => {
+    const seen = countReplies(chain.replies[2]);
+    assertEquals(summary(await generate(chain.links, { directReplies: false })), summary(want));
+    assertEquals(seen.sent, 0);
+  });
+});
+
+Deno.test("the tail killed mid-generation: the failure still names it", async () => {
+  await withChain("tcp", async (chain) => {
+    const seen = countReplies(chain.replies[2]);
+    const e = await new Head({ chain: () => Promise.resolve(chain.links) }, { maxRecoveries: 0 })
+      .generate({
+        requestId: "cut",
+        promptTokens: PROMPT,
+        maxTokens: 16,
+        sampling: { temperature: 0 },
+        isEog: () => false,
+        maxContext: 128,
+        onToken: (_, i) => {
+          if (i === 3) chain.kill(2);
+        },
+      }).then(() => null, (e) => e);
+    assert(e, "the generation should fail without a replacement");
+    assert(/last: n2: /.test(e.message), `the failure names n2: ${e.message}`);
+    assert(seen.sent >= 4, `tokens came on the reply stream first (${seen.sent})`);
+  });
+});
+
+Deno.test("a reply stream that ends while the chain says 'replied' is the tail's failure", async () => {
+  await withChain("tcp", async (chain) => {
+    const seen = countReplies(chain.replies[2]);
+    const e = await new Head({ chain: () => Promise.resolve(chain.links) }, { maxRecoveries: 0 })
+      .generate({
+        requestId: "broken",
+        promptTokens: PROMPT,
+        maxTokens: 16,
+        sampling: { temperature: 0 },
+        isEog: () => false,
+        maxContext: 128,
+        onToken: (_, i) => {
+          if (i === 2) seen.sinks[0].end();
+        },
+      }).then(() => null, (e) => e);
+    assert(e, "the generation should fail without a replacement");
+    assert(/last: n2: the tail's reply stream failed/.test(e.message), e.message);
+  });
+});
+
+Deno.test("a reply stream whose session never opens is ended, and bad openings refused", async () => {
+  const sinks = new ReplySinks();
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { [REPLIES_PREAMBLE]: repliesProtocol(sinks, 4, 200) },
+  });
+  try {
+    const stream = await openReplyStream(`127.0.0.1:${plane.port}`, "never");
+    assertEquals(sinks.size, 1);
+    const e = await stream.next().then(() => null, (e) => e);
+    assert(e instanceof Error && /reply stream ended/.test(e.message), String(e));
+    assertEquals(sinks.size, 0);
+    stream.close();
+    const none = await openReplyStream(`127.0.0.1:${plane.port}`, "").then(() => null, (e) => e);
+    assert(none instanceof Error && /names its session/.test(none.message), String(none));
+  } finally {
+    await plane.close();
+  }
+});
