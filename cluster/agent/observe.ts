@@ -91,6 +91,7 @@ export class Observer {
       gossipProbeRttMs: () => s.gossip.stats.probeRttMs,
       gossipDropped: () => s.gossip.stats.droppedPackets,
       prefixCache: () => s.stage?.stage.prefixCache?.stats(),
+      tokensRepliedDirect: () => s.replies.sent,
     };
   }
 }

@@ -46,6 +46,12 @@ export interface ReplySink {
 /** The reply streams heads have opened to this agent, by session, until the session takes one. */
 export class ReplySinks {
   readonly #waiting = new Map<string, ReplySink>();
+  #sent = 0;
+
+  /** Tokens sent on reply streams so far (metrics). */
+  get sent(): number {
+    return this.#sent;
+  }
 
   /** A head's stream for `sessionId` (a later one replaces it); returns the unregistering. */
   register(sessionId: string, sink: ReplySink): () => void {
@@ -59,8 +65,15 @@ export class ReplySinks {
   /** The stream for a session opening on this tail (taken: one session, one stream). */
   take(sessionId: string): ReplySink | undefined {
     const sink = this.#waiting.get(sessionId);
+    if (!sink) return undefined;
     this.#waiting.delete(sessionId);
-    return sink;
+    return {
+      send: (token, computeMs) => {
+        this.#sent++;
+        sink.send(token, computeMs);
+      },
+      end: () => sink.end(),
+    };
   }
 
   /** Streams waiting for their session. */

@@ -38,6 +38,7 @@ export const METRIC_NAMES = {
   prefixCacheBytes: "distributed_llm_prefix_cache_bytes",
   prefixCacheTokens: "distributed_llm_prefix_cache_tokens_total",
   prefixCacheEvictions: "distributed_llm_prefix_cache_evictions_total",
+  tokensRepliedDirect: "distributed_llm_tokens_replied_direct_total",
 } as const;
 
 /** Gossip member states, the values of `gossip_members{state}`. */
@@ -72,6 +73,8 @@ export interface MetricsSource {
   prefixCache?():
     | { bytes: number; lookupTokens: number; hitTokens: number; evictions: number }
     | undefined;
+  /** Tokens this agent, as a tail, sent straight to their heads (cumulative). */
+  tokensRepliedDirect?(): number;
 }
 
 /** Bucket bounds of a whole request (seconds): from a few tokens on a toy model to minutes. */
@@ -278,6 +281,14 @@ export class AgentMetrics {
       registers,
       collect() {
         this.inc(grown("evictions", source.prefixCache?.()?.evictions ?? 0));
+      },
+    });
+    new client.Counter({
+      name: METRIC_NAMES.tokensRepliedDirect,
+      help: "Tokens this agent, as the tail of a chain, sent straight to their heads.",
+      registers,
+      collect() {
+        this.inc(grown("replied_direct", source.tokensRepliedDirect?.() ?? 0));
       },
     });
     // Gossip keeps cumulative counters; add what grew since the last scrape.

@@ -27,6 +27,13 @@ Deno.test({
       // Any agent can be the head.
       const out = await generate(agents[1], g.prompt, g.n_predict, { sampler: { temperature: 0 } });
       assertEquals(out.tokens, g.greedy_ids);
+      // Without TLS the tail (c) sent every token straight to the head (b), not back along the
+      // chain (pipeline/replies.ts).
+      const tailMetrics = await (await fetch(`http://127.0.0.1:${agents[2].metricsPort}/metrics`))
+        .text();
+      const replied = /^distributed_llm_tokens_replied_direct_total(?:\{[^}]*\})? (\S+)$/m
+        .exec(tailMetrics)?.[1];
+      assertEquals(Number(replied), g.greedy_ids.length, `tokens replied direct: ${replied}`);
       const text = await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.txt`);
       assert(text.startsWith(g.prompt + out.text.slice(0, 200)), out.text);
       // Another agent's GetClusterInfo totals what every member's GetMetrics counts.
