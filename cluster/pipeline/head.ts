@@ -73,6 +73,8 @@ export interface StageLink extends ChainHop {
   readonly version?: number;
   /** Open a session here; this stage opens the downstream ones. */
   openSession(open: SessionOpen): Promise<SessionLink>;
+  /** The stage runs in the head's own process (no network between them). */
+  readonly local?: boolean;
   /**
    * As the tail of a chain: a stream on which this stage will send session `sessionId`'s tokens
    * straight to the head (replies.ts); undefined where it cannot (no data plane, mTLS).
@@ -268,8 +270,10 @@ export class Head {
       const tail = chain[chain.length - 1];
       // Prefill: prompt plus whatever was generated before a failure (replay).
       let input = [...req.promptTokens, ...result.tokens.map((t) => t.id)];
-      // Tokens straight from the tail where it offers a reply stream (else along the chain).
-      const replies = chain.length > 1 && this.opts.directReplies !== false
+      // Tokens straight from the tail where it offers a reply stream (else along the chain),
+      // when that saves a crossing: the answer along the chain crosses every network hop back.
+      const hopsBack = chain.length - (first.local ? 1 : 0);
+      const replies = hopsBack >= 2 && this.opts.directReplies !== false
         ? await tail.openReplies?.(sessionId).catch(() => undefined)
         : undefined;
       try {

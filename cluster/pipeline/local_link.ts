@@ -17,6 +17,8 @@ export interface LocalLinkOptions {
 
 /** Direct calls into a StageHost, which forwards to the next stage itself. */
 export class LocalStageLink implements StageLink {
+  /** In the head's own process. */
+  readonly local = true;
   constructor(
     readonly nodeId: string,
     private readonly host: StageHost,

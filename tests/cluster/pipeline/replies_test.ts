@@ -177,3 +177,29 @@ Deno.test("a reply stream whose session never opens is ended, and bad openings r
     await plane.close();
   }
 });
+
+Deno.test("a reply stream only where it saves a crossing: not when the head holds the first of 2 stages", async () => {
+  const want = await single();
+  const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
+  // Head and stage a in this process; b (and c) served over the data plane.
+  const two = await serveChain([await hosts([[2, 5]]).then((h) => h[0])], "tcp");
+  const three = await serveChain([b, c], "tcp");
+  try {
+    const sentTwo = countReplies(two.replies[0]);
+    const linkTwo = new LocalStageLink("a", a, { linkTo: () => two.links[0] });
+    assertEquals(summary(await generate([linkTwo, two.links[0]])), summary(want));
+    assertEquals(sentTwo.sent, 0, "the answer crosses one hop back either way");
+    const [a3] = await hosts([[0, 2]]);
+    const sentThree = countReplies(three.replies[1]);
+    const linkTo = (hop: { nodeId: string }) => three.links[Number(hop.nodeId.slice(1))];
+    const linkThree = new LocalStageLink("a", a3, { linkTo });
+    assertEquals(
+      summary(await generate([linkThree, three.links[0], three.links[1]])),
+      summary(want),
+    );
+    assertEquals(sentThree.sent, 8, "two hops back along the chain, one straight");
+  } finally {
+    await two.close();
+    await three.close();
+  }
+});
