@@ -53,9 +53,14 @@ export class ReplySinks {
     return this.#sent;
   }
 
-  /** A head's stream for `sessionId` (a later one replaces it); returns the unregistering. */
+  /**
+   * A head's stream for `sessionId`; returns the unregistering. The first stream for a session
+   * keeps it: a second one (another client naming the same session) is refused, not swapped in.
+   */
   register(sessionId: string, sink: ReplySink): () => void {
-    this.#waiting.get(sessionId)?.end();
+    if (this.#waiting.has(sessionId)) {
+      throw new RpcFailure("already_exists", `a reply stream for ${sessionId} is open already`);
+    }
     this.#waiting.set(sessionId, sink);
     return () => {
       if (this.#waiting.get(sessionId) === sink) this.#waiting.delete(sessionId);

@@ -203,3 +203,23 @@ Deno.test("a reply stream only where it saves a crossing: not when the head hold
     await three.close();
   }
 });
+
+Deno.test("a second reply stream for the same session is refused; the first keeps it", async () => {
+  const sinks = new ReplySinks();
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { [REPLIES_PREAMBLE]: repliesProtocol(sinks) },
+  });
+  try {
+    const first = await openReplyStream(`127.0.0.1:${plane.port}`, "s");
+    const second = await openReplyStream(`127.0.0.1:${plane.port}`, "s").then(() => null, (e) => e);
+    assert(second instanceof Error && /open already/.test(second.message), String(second));
+    const sink = sinks.take("s")!;
+    sink.send({ id: 7, logprob: -1, top: [] }, 1);
+    const r = await first.next();
+    assertEquals(r.kind === "token" && r.token.id, 7);
+    first.close();
+  } finally {
+    await plane.close();
+  }
+});
