@@ -446,10 +446,38 @@ export function withReplies(
   link: SessionLink,
   replies: ReplyStream,
   tailNodeId: string,
+  /** Most ms a token may lag behind the chain's `replied` for it (then the tail is blamed). */
+  lagMs = 10_000,
 ): SessionLink {
+  /**
+   * The answer along the chain to the last frame whose token came first: it may still bring
+   * the failure of a stage (naming it) after the head has moved on.
+   */
+  let previous: Promise<void> | undefined;
+  let failure: unknown;
+  /** Wait (briefly) for the previous answer, so a failure it carries is the one reported. */
+  const settlePrevious = async () => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([previous, new Promise((r) => (timer = setTimeout(r, 2000)))]);
+    clearTimeout(timer);
+  };
+  /** The token of a frame the chain says was replied, within `lagMs`. */
+  const lagging = (reply: Promise<StageResult>) => {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    return Promise.race([
+      reply,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`no token ${lagMs / 1000} s after the chain's answer`)),
+          lagMs,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+  };
   return {
     cachedTokens: link.cachedTokens,
     async step(frame: StageFrame): Promise<StageResult> {
+      if (failure) throw failure;
       const ack = link.step(frame);
       if (frame.partial) return await ack;
       const reply = replies.next();
@@ -457,12 +485,18 @@ export function withReplies(
       ack.catch(() => {});
       reply.catch(() => {});
       try {
-        return await Promise.race([
+        const out = await Promise.race([
           reply,
-          ack.then((a) => (a.kind === "replied" ? reply : a)),
+          ack.then((a) => (a.kind === "replied" ? lagging(reply) : a)),
         ]);
+        previous = ack.then(() => {}, (e) => void (failure ??= e));
+        return out;
       } catch (e) {
-        // The chain's answer says which stage failed; without one, the tail's stream did.
+        // An earlier frame's answer may carry the real failure (it came back after its token):
+        // the stage it names is the one to re-place, not the one this frame's error blames.
+        await settlePrevious();
+        if (failure) throw failure;
+        // This frame's answer says which stage failed; without one, the tail's stream did.
         const a = await ack;
         if (a.kind !== "replied") return a;
         throw new StageLinkError(

@@ -41,6 +41,8 @@ export interface ReplySink {
   send(token: SampledToken, computeMs: number): void;
   /** The session ended: the stream ends too. */
   end(): void;
+  /** Its session took it (the stream no longer waits to be claimed). */
+  claim?(): void;
 }
 
 /** The reply streams heads have opened to this agent, by session, until the session takes one. */
@@ -72,6 +74,7 @@ export class ReplySinks {
     const sink = this.#waiting.get(sessionId);
     if (!sink) return undefined;
     this.#waiting.delete(sessionId);
+    sink.claim?.();
     return {
       send: (token, computeMs) => {
         this.#sent++;
@@ -127,16 +130,16 @@ export function repliesProtocol(
     const sessionId = first.value.sessionId;
     if (!sessionId) throw new RpcFailure("invalid_argument", "a reply stream names its session");
     const queue = new MessageQueue<ForwardResponse>();
-    let claimed = false;
+    // A head that never opens the session (it failed first) must not leave the stream here;
+    // once the session took it, the stream lives as long as the session (a long prompt's first
+    // token may take minutes).
+    let timer: ReturnType<typeof setTimeout> | undefined;
     const unregister = sinks.register(sessionId, {
-      send: (token, computeMs) => {
-        claimed = true;
-        queue.push(tokenResponse(sessionId, token, computeMs));
-      },
+      send: (token, computeMs) => queue.push(tokenResponse(sessionId, token, computeMs)),
       end: () => queue.end(),
+      claim: () => clearTimeout(timer),
     });
-    // A head that never opens the session (it failed first) must not leave the stream here.
-    const timer = setTimeout(() => claimed || queue.end(), unclaimedMs);
+    timer = setTimeout(() => queue.end(), unclaimedMs);
     // The head half-closes (or goes away) when it is done: the stream ends.
     it.next().then(() => queue.end(), () => queue.end());
     try {
@@ -149,16 +152,40 @@ export function repliesProtocol(
   }
 }
 
-/** Open a reply stream to the tail's data plane at `endpoint` for `sessionId` (registered). */
-export async function openReplyStream(endpoint: string, sessionId: string): Promise<ReplyStream> {
-  const call = await openTcpBidi(endpoint, REPLIES_PREAMBLE, REPLIES_METHOD, 64 << 20);
-  call.send(create(ActivationFrameSchema, { sessionId }));
-  try {
-    if (!(await call.receive())) throw new Error("the tail ended the reply stream");
-  } catch (e) {
-    call.abort();
-    throw e;
-  }
+/**
+ * Open a reply stream to the tail's data plane at `endpoint` for `sessionId` (registered), or
+ * fail within `timeoutMs` (a firewall dropping the port must not hold the request: its tokens
+ * then come along the chain).
+ */
+export async function openReplyStream(
+  endpoint: string,
+  sessionId: string,
+  timeoutMs = 2000,
+): Promise<ReplyStream> {
+  let late = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const opening = (async () => {
+    const call = await openTcpBidi(endpoint, REPLIES_PREAMBLE, REPLIES_METHOD, 64 << 20);
+    call.send(create(ActivationFrameSchema, { sessionId }));
+    try {
+      if (!(await call.receive())) throw new Error("the tail ended the reply stream");
+      if (late) throw new Error("opened too late");
+    } catch (e) {
+      call.abort();
+      throw e;
+    }
+    return call;
+  })();
+  opening.catch(() => {}); // read below; a late one is aborted above
+  const call = await Promise.race([
+    opening,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        late = true;
+        reject(new Error(`no reply stream from ${endpoint} within ${timeoutMs} ms`));
+      }, timeoutMs);
+    }),
+  ]).finally(() => clearTimeout(timer));
   return {
     async next() {
       const r = await call.receive();

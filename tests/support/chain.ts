@@ -43,6 +43,12 @@ export async function serveChain(
   stages: StageHost[],
   hop: "tcp" | "grpc",
   chunkRows: (number | undefined)[] = [],
+  opts: {
+    /** How long a reply stream waits for its session (repliesProtocol). */
+    unclaimedMs?: number;
+    /** Stage i's link to the next stage, as the test wants it (e.g. to fail it on cue). */
+    wrapLink?: (i: number, link: StageLink) => StageLink;
+  } = {},
 ): Promise<ServedChain> {
   const planes: TcpPlane[] = [];
   const servers: RpcServer[] = [];
@@ -58,7 +64,7 @@ export async function serveChain(
       nodeId: `n${i}`,
       host: () => host,
       epoch: () => 0n,
-      linkTo,
+      linkTo: (h: ChainHop) => opts.wrapLink ? opts.wrapLink(i, linkTo(h)) : linkTo(h),
       chunkRows: chunkRows[i],
       replies: replies[i],
     };
@@ -73,7 +79,7 @@ export async function serveChain(
         host: "127.0.0.1",
         protocols: {
           [FORWARD_PREAMBLE]: forwardProtocol(ctx, 64 << 20),
-          [REPLIES_PREAMBLE]: repliesProtocol(replies[i]),
+          [REPLIES_PREAMBLE]: repliesProtocol(replies[i], 1024, opts.unclaimedMs),
         },
       });
       planes.push(plane);

@@ -20,6 +20,7 @@ import {
   ReplySinks,
   StageHost,
   type StageLink,
+  StageLinkError,
 } from "../../../cluster/pipeline/mod.ts";
 import { startTcpPlane } from "../../../cluster/rpc/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
@@ -221,5 +222,65 @@ Deno.test("a second reply stream for the same session is refused; the first keep
     first.close();
   } finally {
     await plane.close();
+  }
+});
+
+Deno.test("a failure that comes back after its token still names the stage that failed", async () => {
+  // The token came first on the reply stream and the head moved on; the answer along the chain
+  // then carried the failure. It was swallowed, the next frame's read was cancelled, and the
+  // healthy first stage was blamed (an extra re-placement in the kill -9 e2e test).
+  let replied = 0;
+  const failOnThird = (i: number, link: StageLink): StageLink =>
+    i !== 1 ? link : {
+      nodeId: link.nodeId,
+      from: link.from,
+      to: link.to,
+      openSession: async (open) => {
+        const s = await link.openSession(open);
+        return {
+          ...s,
+          step: async (frame) => {
+            const r = await s.step(frame);
+            if (r.kind === "replied" && ++replied === 3) {
+              throw new StageLinkError("lost after replying", "n2");
+            }
+            return r;
+          },
+        };
+      },
+    };
+  const chain = await serveChain(await hosts([[0, 2], [2, 4], [4, 5]]), "tcp", [], {
+    wrapLink: failOnThird,
+  });
+  try {
+    const e = await generate(chain.links, { maxRecoveries: 0 }).then(() => null, (e) => e);
+    assert(e, "the generation should fail without a replacement");
+    assert(/last: n2: lost after replying/.test(e.message), e.message);
+  } finally {
+    await chain.close();
+  }
+});
+
+Deno.test("a first token that takes longer than an unclaimed stream may wait still arrives", async () => {
+  // The unclaimed bound ran from the stream's opening to the first token, so a long prompt's
+  // first token found the stream ended and the healthy tail was blamed.
+  const want = await single();
+  const stages = await hosts([[0, 2], [2, 4], [4, 5]]);
+  const step = stages[2].step.bind(stages[2]);
+  let first = true;
+  stages[2].step = async (id, frame) => {
+    if (first) {
+      first = false;
+      await new Promise((r) => setTimeout(r, 600));
+    }
+    return await step(id, frame);
+  };
+  const chain = await serveChain(stages, "tcp", [], { unclaimedMs: 300 });
+  try {
+    const seen = countReplies(chain.replies[2]);
+    assertEquals(summary(await generate(chain.links)), summary(want));
+    assertEquals(seen.sent, 8);
+  } finally {
+    await chain.close();
   }
 });
