@@ -133,13 +133,18 @@ export function repliesProtocol(
     // A head that never opens the session (it failed first) must not leave the stream here;
     // once the session took it, the stream lives as long as the session (a long prompt's first
     // token may take minutes).
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const unregister = sinks.register(sessionId, {
-      send: (token, computeMs) => queue.push(tokenResponse(sessionId, token, computeMs)),
-      end: () => queue.end(),
-      claim: () => clearTimeout(timer),
-    });
-    timer = setTimeout(() => queue.end(), unclaimedMs);
+    const timer = setTimeout(() => queue.end(), unclaimedMs);
+    let unregister: () => void;
+    try {
+      unregister = sinks.register(sessionId, {
+        send: (token, computeMs) => queue.push(tokenResponse(sessionId, token, computeMs)),
+        end: () => queue.end(),
+        claim: () => clearTimeout(timer),
+      });
+    } catch (e) {
+      clearTimeout(timer);
+      throw e;
+    }
     // The head half-closes (or goes away) when it is done: the stream ends.
     it.next().then(() => queue.end(), () => queue.end());
     try {

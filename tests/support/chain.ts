@@ -3,16 +3,25 @@
  * server (InferenceService.Forward) and, over "tcp", its own data plane, reached through
  * RemoteStageLinks that open the next stage themselves.
  */
+import { createReferenceBackend } from "../../kernels/reference/mod.ts";
+import { openGGUF } from "../../model/gguf/mod.ts";
+import { LlamaStage } from "../../model/llama.ts";
+import { FIXTURES } from "./paths.ts";
 import {
   type ChainHop,
   FORWARD_PREAMBLE,
   forwardHandler,
   forwardProtocol,
+  Head,
+  type HeadOptions,
+  type HeadRequest,
+  type HeadResult,
   RemoteStageLink,
   REPLIES_PREAMBLE,
   repliesProtocol,
   ReplySinks,
-  type StageHost,
+  StageHost,
+  type StageHostOptions,
   type StageLink,
 } from "../../cluster/pipeline/mod.ts";
 import {
@@ -95,4 +104,41 @@ export async function serveChain(
       await Promise.all([...servers.map((s) => s.close(100)), ...planes.map((p) => p.close())]);
     },
   };
+}
+
+/** Stages of stories260K over `ranges` on the reference backend (`opts(i)`: stage i's options). */
+export async function stageHosts(
+  ranges: [number, number][],
+  opts: (i: number) => StageHostOptions = () => ({}),
+): Promise<StageHost[]> {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  try {
+    const out = [];
+    for (const [i, [from, to]] of ranges.entries()) {
+      const stage = await LlamaStage.load(file, createReferenceBackend(), { from, to });
+      out.push(new StageHost(stage, "stories260K", opts(i)));
+    }
+    return out;
+  } finally {
+    file.close();
+  }
+}
+
+/** Ids, log-probabilities (as float32: the wire's) and alternatives of a generation. */
+export const summary = (r: HeadResult): unknown[] =>
+  r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
+
+/** A head's generation over `links`, with the request fields a test varies. */
+export function generateOver(
+  links: StageLink[],
+  req:
+    & Pick<HeadRequest, "promptTokens" | "maxTokens" | "sampling" | "maxContext">
+    & Partial<HeadRequest>,
+  opts: HeadOptions = {},
+): Promise<HeadResult> {
+  return new Head({ chain: () => Promise.resolve(links) }, opts).generate({
+    requestId: "test",
+    isEog: () => false,
+    ...req,
+  });
 }

@@ -60,18 +60,18 @@ async function writtenDuringTurns(turn: (y: EventLoopYield) => Promise<void>): P
       stream.respond({ ":status": 200 });
       const socket = stream.session!.socket;
       const y = new EventLoopYield(0);
-      async function* tokens() {
+      const tokens = async function* () {
         for (let i = 0; i < 20; i++) yield new Uint8Array(100).fill(65 + i);
-      }
-      async function* framed(it: AsyncIterable<Uint8Array>) {
+      };
+      const framed = async function* (it: AsyncIterable<Uint8Array>) {
         for await (const x of it) yield x;
-      }
-      async function* encoded(it: AsyncIterable<Uint8Array>) {
+      };
+      const encoded = async function* (it: AsyncIterable<Uint8Array>) {
         for await (const x of it) {
           await null;
           yield x;
         }
-      }
+      };
       const it = encoded(framed(tokens()))[Symbol.asyncIterator]();
       for (let i = 0; i < 20; i++) {
         const before = socket.bytesWritten;

@@ -5,9 +5,6 @@
  * process and over the wire, the tail must take the chunks as partial frames (no token for
  * them), and a stage must start a chunk before the previous one came back from the tail.
  */
-import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
-import { openGGUF } from "../../../model/gguf/mod.ts";
-import { LlamaStage } from "../../../model/llama.ts";
 import {
   type ChainHop,
   Head,
@@ -18,32 +15,14 @@ import {
   type StageLink,
   StageSessionError,
 } from "../../../cluster/pipeline/mod.ts";
-import { serveChain } from "../../support/chain.ts";
+import { generateOver, serveChain, stageHosts, summary } from "../../support/chain.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
-import { FIXTURES } from "../../support/paths.ts";
 
-const MODEL = `${FIXTURES}/models/stories260K.gguf`;
 /** 150 prompt tokens (ids of stories260K's 512), chunked by 16 rows: 10 chunks. */
 const PROMPT = Array.from({ length: 150 }, (_, i) => 1 + ((i * 37 + 11) % 500));
 const CHUNK = 16;
 
-async function hosts(ranges: [number, number][]): Promise<StageHost[]> {
-  const file = await openGGUF(MODEL);
-  try {
-    const out = [];
-    for (const [from, to] of ranges) {
-      out.push(
-        new StageHost(
-          await LlamaStage.load(file, createReferenceBackend(), { from, to }),
-          "stories260K",
-        ),
-      );
-    }
-    return out;
-  } finally {
-    file.close();
-  }
-}
+const hosts = (ranges: [number, number][]) => stageHosts(ranges);
 
 /** Every frame a host took: its rows, whether partial, and when it started and ended. */
 function record(host: StageHost, name: string, log: string[], tailDelayMs = 0) {
@@ -66,13 +45,11 @@ function record(host: StageHost, name: string, log: string[], tailDelayMs = 0) {
 }
 
 function generate(links: StageLink[]): Promise<HeadResult> {
-  return new Head({ chain: () => Promise.resolve(links) }).generate({
-    requestId: "long",
+  return generateOver(links, {
     promptTokens: PROMPT,
     maxTokens: 8,
     // Settings a float32 holds exactly: the wire carries them as floats.
     sampling: { temperature: 0.75, seed: 7, repeatPenalty: 1.25, topLogprobs: 3 },
-    isEog: () => false,
     maxContext: 256,
   });
 }
@@ -82,10 +59,6 @@ async function single(): Promise<HeadResult> {
   const [whole] = await hosts([[0, 5]]);
   return await generate([new LocalStageLink("one", whole)]);
 }
-
-/** Ids, log-probabilities (as float32: the wire's) and the alternatives of a generation. */
-const summary = (r: HeadResult) =>
-  r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
 
 Deno.test("a long prompt pipelined through 3 in-process stages: the single stage's tokens", async () => {
   const want = await single();

@@ -5,12 +5,8 @@
  * exactly a single uncached stage's (ids, log-probabilities, alternatives, with penalties that
  * read the whole prompt), in process and over the wire.
  */
-import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
-import { openGGUF } from "../../../model/gguf/mod.ts";
-import { LlamaStage } from "../../../model/llama.ts";
 import {
   type ChainHop,
-  Head,
   type HeadResult,
   LocalStageLink,
   type StageFrame,
@@ -18,28 +14,15 @@ import {
   type StageLink,
 } from "../../../cluster/pipeline/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
-import { FIXTURES } from "../../support/paths.ts";
-import { serveChain } from "../../support/chain.ts";
+import { generateOver, serveChain, stageHosts, summary } from "../../support/chain.ts";
 
-const MODEL = `${FIXTURES}/models/stories260K.gguf`;
 /** A shared 100-token "system prompt": three full 32-token blocks, then 4 tokens. */
 const SYSTEM = Array.from({ length: 100 }, (_, i) => 1 + ((i * 37 + 11) % 500));
 const turn = (k: number) => Array.from({ length: 20 }, (_, i) => 1 + ((i * 13 + 97 * k) % 500));
 
 /** Stages over `ranges`, each with a prefix cache of `budgets[i]` bytes (0: none). */
-async function hosts(ranges: [number, number][], budgets: number[]): Promise<StageHost[]> {
-  const file = await openGGUF(MODEL);
-  try {
-    const out = [];
-    for (const [i, [from, to]] of ranges.entries()) {
-      const stage = await LlamaStage.load(file, createReferenceBackend(), { from, to });
-      out.push(new StageHost(stage, "stories260K", { prefixCacheBytes: budgets[i] }));
-    }
-    return out;
-  } finally {
-    file.close();
-  }
-}
+const hosts = (ranges: [number, number][], budgets: number[]) =>
+  stageHosts(ranges, (i) => ({ prefixCacheBytes: budgets[i] }));
 
 /** Bytes of one 32-token block of a stage's layers. */
 function blockBytes(host: StageHost): number {
@@ -48,19 +31,14 @@ function blockBytes(host: StageHost): number {
 }
 
 function generate(links: StageLink[], prompt: number[]): Promise<HeadResult> {
-  return new Head({ chain: () => Promise.resolve(links) }).generate({
-    requestId: "turn",
+  return generateOver(links, {
     promptTokens: prompt,
     maxTokens: 6,
     // Penalties read the sampler's history, which must hold the whole prompt, cached or not.
     sampling: { temperature: 0.75, seed: 7, repeatPenalty: 1.3, topLogprobs: 3 },
-    isEog: () => false,
     maxContext: 160,
   });
 }
-
-const summary = (r: HeadResult) =>
-  r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
 
 /** Links to stages a, b, c in this process, each opening the next itself. */
 function inProcess(stages: StageHost[]): StageLink[] {

@@ -5,11 +5,7 @@
  * name the stage that failed; without a plane (gRPC), or with direct replies off, tokens come
  * along the chain.
  */
-import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
-import { openGGUF } from "../../../model/gguf/mod.ts";
-import { LlamaStage } from "../../../model/llama.ts";
 import {
-  Head,
   type HeadOptions,
   type HeadResult,
   LocalStageLink,
@@ -18,46 +14,42 @@ import {
   repliesProtocol,
   type ReplySink,
   ReplySinks,
-  StageHost,
   type StageLink,
   StageLinkError,
 } from "../../../cluster/pipeline/mod.ts";
 import { startTcpPlane } from "../../../cluster/rpc/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
-import { FIXTURES } from "../../support/paths.ts";
-import { serveChain, type ServedChain } from "../../support/chain.ts";
+import {
+  generateOver,
+  serveChain,
+  type ServedChain,
+  stageHosts,
+  summary,
+} from "../../support/chain.ts";
 
-const MODEL = `${FIXTURES}/models/stories260K.gguf`;
 const PROMPT = Array.from({ length: 40 }, (_, i) => 1 + ((i * 37 + 11) % 500));
 
-async function hosts(ranges: [number, number][]): Promise<StageHost[]> {
-  const file = await openGGUF(MODEL);
-  try {
-    const out = [];
-    for (const [from, to] of ranges) {
-      out.push(
-        new StageHost(await LlamaStage.load(file, createReferenceBackend(), { from, to }), "s"),
-      );
-    }
-    return out;
-  } finally {
-    file.close();
-  }
-}
+const hosts = (ranges: [number, number][]) => stageHosts(ranges);
 
 function generate(links: StageLink[], opts: HeadOptions = {}): Promise<HeadResult> {
-  return new Head({ chain: () => Promise.resolve(links) }, opts).generate({
-    requestId: "r",
+  return generateOver(links, {
     promptTokens: PROMPT,
     maxTokens: 8,
     sampling: { temperature: 0.75, seed: 7, repeatPenalty: 1.25, topLogprobs: 3 },
-    isEog: () => false,
     maxContext: 128,
-  });
+  }, opts);
 }
 
-const summary = (r: HeadResult) =>
-  r.tokens.map((t) => [t.id, Math.fround(t.logprob), t.top.map((x) => x.id)]);
+/** The error of a greedy generation over `links` with no re-placement, `onToken` watching. */
+function failing(links: StageLink[], onToken: (index: number) => void): Promise<Error | null> {
+  return generateOver(links, {
+    promptTokens: PROMPT,
+    maxTokens: 16,
+    sampling: { temperature: 0 },
+    maxContext: 128,
+    onToken: (_, i) => void onToken(i),
+  }, { maxRecoveries: 0 }).then(() => null, (e) => e);
+}
 
 /** Tokens the tail sent on reply streams (its sinks, as the sessions took them). */
 function countReplies(sinks: ReplySinks): { sent: number; sinks: ReplySink[] } {
@@ -121,18 +113,9 @@ Deno.test("over gRPC, or with direct replies off, tokens come back along the cha
 Deno.test("the tail killed mid-generation: the failure still names it", async () => {
   await withChain("tcp", async (chain) => {
     const seen = countReplies(chain.replies[2]);
-    const e = await new Head({ chain: () => Promise.resolve(chain.links) }, { maxRecoveries: 0 })
-      .generate({
-        requestId: "cut",
-        promptTokens: PROMPT,
-        maxTokens: 16,
-        sampling: { temperature: 0 },
-        isEog: () => false,
-        maxContext: 128,
-        onToken: (_, i) => {
-          if (i === 3) chain.kill(2);
-        },
-      }).then(() => null, (e) => e);
+    const e = await failing(chain.links, (i) => {
+      if (i === 3) chain.kill(2);
+    });
     assert(e, "the generation should fail without a replacement");
     assert(/last: n2: /.test(e.message), `the failure names n2: ${e.message}`);
     assert(seen.sent >= 4, `tokens came on the reply stream first (${seen.sent})`);
@@ -142,18 +125,9 @@ Deno.test("the tail killed mid-generation: the failure still names it", async ()
 Deno.test("a reply stream that ends while the chain says 'replied' is the tail's failure", async () => {
   await withChain("tcp", async (chain) => {
     const seen = countReplies(chain.replies[2]);
-    const e = await new Head({ chain: () => Promise.resolve(chain.links) }, { maxRecoveries: 0 })
-      .generate({
-        requestId: "broken",
-        promptTokens: PROMPT,
-        maxTokens: 16,
-        sampling: { temperature: 0 },
-        isEog: () => false,
-        maxContext: 128,
-        onToken: (_, i) => {
-          if (i === 2) seen.sinks[0].end();
-        },
-      }).then(() => null, (e) => e);
+    const e = await failing(chain.links, (i) => {
+      if (i === 2) seen.sinks[0].end();
+    });
     assert(e, "the generation should fail without a replacement");
     assert(/last: n2: the tail's reply stream failed/.test(e.message), e.message);
   });
