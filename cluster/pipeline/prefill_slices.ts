@@ -58,9 +58,10 @@ export const MIN_SLICE = 2;
 /**
  * The next batch from `waiting` (in arrival order, one frame per session, within `max` rows),
  * each frame's rows for this pass in `take`, and the frames left for later. With a `slice`
- * limit, the prompts in a pass share at most `slice` rows between them, and every waiting
- * one-row frame (a decode step) keeps its place: however many prompts arrive together, a
- * running stream's next token waits for one pass, not for all of them. With no slice limit, a
+ * limit and one-row frames (decode steps) waiting, the prompts in a pass share at most `slice`
+ * rows between them and every waiting one-row frame keeps its place: however many prompts arrive
+ * together, a running stream's next token waits for one pass, not for all of them. With only
+ * prompts waiting, each takes up to `slice` rows. With no slice limit, a
  * frame alone may be longer than a pass (forward() chunks it), and one that does not fit beside
  * others waits.
  */
@@ -83,6 +84,9 @@ export function takeBatch(
       if (rowsLeft(p) === 1) held++;
     }
   }
+  // With decode rows waiting, the prompts share one slice (those rows wait for this pass);
+  // with none, each prompt takes its own slice, as many as fit.
+  const shared = held > 0;
   let promptRows = slice;
   /**
    * Rows a prompt leaves for the one-row frames still to come; the pass's first prompt leaves
@@ -99,7 +103,7 @@ export function takeBatch(
       ? (batch.length === 0 || left <= max - rows ? left : 0)
       : one
       ? Math.min(1, max - rows)
-      : Math.min(left, promptRows, max - rows - promptHold(promptRows === slice));
+      : Math.min(left, shared ? promptRows : slice, max - rows - promptHold(promptRows === slice));
     // One frame per session per pass (its rows depend on the previous frame's; a later frame
     // waits behind one that found no room), and no slice so small that the pass's fixed costs
     // outweigh it.

@@ -189,3 +189,11 @@ Deno.test("takeBatch: as many decoding streams as a pass holds cannot keep a pro
   assertEquals(batch[0].take, 2);
   assertEquals(batch.slice(1).map((p) => p.take), [1, 1, 1, 1, 1, 1]);
 });
+
+Deno.test("takeBatch: with no decode row waiting, each prompt takes its own slice", () => {
+  // Sharing one slice between prompts that hold nobody back only made them take more passes
+  // (16 concurrent requests' prompts no longer shared their first pass).
+  const [a, b, c] = ["a", "b", "c"].map(session);
+  const { batch } = takeBatch([frame(a, 100), frame(b, 100), frame(c, 5)], 64, 16);
+  assertEquals(batch.map((p) => p.take), [16, 16, 5]);
+});
