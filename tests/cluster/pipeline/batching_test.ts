@@ -110,6 +110,14 @@ Deno.test("a generation served in-process lets sockets through between passes", 
   );
   try {
     const h = await host(0, 5);
+    // Each pass computes for at least 1 ms, as a real model's would (stories260K's take ~0.2 ms:
+    // on a loaded machine the whole generation could end before a fetch's round trip).
+    const batch = h.stage.forwardBatch.bind(h.stage);
+    h.stage.forwardBatch = (items) => {
+      const t = performance.now();
+      while (performance.now() - t < 1) { /* compute */ }
+      return batch(items);
+    };
     const head = new Head({ chain: () => Promise.resolve([new LocalStageLink("n0", h)]) });
     let produced = 0;
     let answeredAt = -1;
