@@ -40,10 +40,6 @@ export interface PendingStep {
   done: number;
   /** Rows the pass being built runs. */
   take: number;
-  /** Rows to run in all, once its first slice ran. */
-  total?: number;
-  /** Its token ids (head), once its first slice ran. */
-  tokens?: Int32Array;
   /** Output rows of its slices so far (a sliced frame at a stage before the tail). */
   hidden?: Float32Array;
   /** Compute of its slices before the last. */
@@ -151,7 +147,7 @@ export class SliceClock {
 
 /** Rows of `p` not run yet. */
 function rowsLeft(p: PendingStep): number {
-  return (p.total ?? p.rows) - p.done;
+  return p.rows - p.done;
 }
 
 /** Whether this pass runs the rest of `p`. */
@@ -171,7 +167,7 @@ export function advance(
 ): boolean {
   const last = lastSlice(p);
   if ("hidden" in out && (p.done > 0 || !last)) {
-    p.hidden ??= new Float32Array(p.total! * nEmbd);
+    p.hidden ??= new Float32Array(p.rows * nEmbd);
     p.hidden.set(out.hidden, p.done * nEmbd);
   }
   p.done += p.take;

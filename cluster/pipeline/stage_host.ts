@@ -324,7 +324,7 @@ export class StageHost {
     const keep = p.frame.cachedPrefix ?? 0;
     const r = p.hosted.restored;
     if (!r) {
-      if (keep > 0 && p.done === 0 && p.hosted.session.pos === 0) {
+      if (keep > 0 && p.hosted.session.pos === 0) {
         throw new StageSessionError(
           `the frame starts after ${keep} cached positions, but this stage restored none`,
           "invalid",
@@ -346,15 +346,13 @@ export class StageHost {
   /** The rows of `p` this pass runs: its tokens at the head, else hidden. */
   private sliceOf(p: PendingStep): StageInput {
     if (p.done === 0) this.startAfterPrefix(p);
-    if (this.stage.isHead) p.tokens ??= p.frame.tokens;
-    const whole: StageInput = p.tokens
-      ? { tokens: p.tokens }
+    const whole: StageInput = this.stage.isHead
+      ? { tokens: p.frame.tokens }
       : { hidden: p.frame.hidden ?? new Float32Array(0), nTokens: p.rows };
-    p.total = p.tokens?.length ?? p.rows;
-    p.take = Math.min(p.take, p.total - p.done);
+    p.take = Math.min(p.take, p.rows - p.done);
     // A frame run in slices is checked whole before its first slice touches the KV cache (a bad
     // row, or no room, would otherwise fail it half-run); one run whole is checked by its pass.
-    if (p.done === 0 && p.take < p.total) this.stage.validate(p.hosted.session, whole);
+    if (p.done === 0 && p.take < p.rows) this.stage.validate(p.hosted.session, whole);
     if ("tokens" in whole) return { tokens: whole.tokens.subarray(p.done, p.done + p.take) };
     const E = this.stage.config.nEmbd;
     const hidden = whole.hidden.subarray(p.done * E, (p.done + p.take) * E);
