@@ -246,8 +246,8 @@ export class AgentMetrics {
         for (const state of MEMBER_STATES) this.set({ state }, m[state] ?? 0);
       },
     });
-    // The prefix cache's counters are cumulative per loaded stage: add what grew since the
-    // last scrape (a new stage starts again from 0).
+    // Cumulative counters (gossip's; the prefix cache's and the reply streams', which start
+    // again from 0 when a stage reloads): add what grew since the last scrape.
     const grown = (() => {
       const last: Record<string, number> = {};
       return (key: string, n: number) => {
@@ -291,8 +291,6 @@ export class AgentMetrics {
         this.inc(grown("replied_direct", source.tokensRepliedDirect?.() ?? 0));
       },
     });
-    // Gossip keeps cumulative counters; add what grew since the last scrape.
-    const seen: Record<string, number> = {};
     new client.Counter({
       name: METRIC_NAMES.gossipPacketsDropped,
       help: "Gossip packets and streams dropped, by reason (decrypt, malformed, ...).",
@@ -300,8 +298,7 @@ export class AgentMetrics {
       registers,
       collect() {
         for (const [reason, n] of Object.entries(source.gossipDropped())) {
-          this.inc({ reason }, Math.max(0, n - (seen[reason] ?? 0)));
-          seen[reason] = n;
+          this.inc({ reason }, grown(`dropped:${reason}`, n));
         }
       },
     });
