@@ -13,16 +13,15 @@ import {
   type ForwardResponse,
   ForwardResponseSchema,
   InferenceService,
-  SampledTokenSchema,
   StageFailureSchema,
-  TokenLogprobSchema,
 } from "../../proto/mod.ts";
 import { type PlaneProtocol, RpcFailure, serveTcpBidi, WRITE_TIMEOUT_MS } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
 import { type LinkFactory, openChainSession } from "./chain_session.ts";
 import type { ReplySinks } from "./replies.ts";
-import { decodeValues, encodeTensor, openFromWire } from "./wire.ts";
+import { orTimeout } from "../deadline.ts";
+import { decodeValues, encodeTensor, openFromWire, tokenToWire } from "./wire.ts";
 
 /** The Forward method, for the lean gRPC path and the TCP data plane. */
 export const FORWARD_METHOD = {
@@ -205,16 +204,7 @@ export function forwardHandler(ctx: ForwardContext) {
               value: encodeTensor(out.logits, [1, out.logits.length], Dtype.F32),
             };
           } else if (out.kind === "token") {
-            response.result = {
-              case: "token",
-              value: create(SampledTokenSchema, {
-                tokenId: out.token.id,
-                logprob: out.token.logprob,
-                topLogprobs: out.token.top.map((t) =>
-                  create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
-                ),
-              }),
-            };
+            response.result = { case: "token", value: tokenToWire(out.token) };
           }
           ctx.onFrame?.({
             computeMs: out.computeMs,
@@ -266,28 +256,12 @@ export function forwardHandler(ctx: ForwardContext) {
     let incoming = ask();
     const idleMs = ctx.idleMs ?? DEFAULT_IDLE_MS;
     /** The next frame, or a failure when none comes within idleMs. */
-    const withinIdle = async <T>(next: Promise<T>): Promise<T> => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      try {
-        return await Promise.race([
-          next,
-          new Promise<never>((_, reject) => {
-            timer = setTimeout(
-              () =>
-                reject(
-                  new RpcFailure(
-                    "deadline_exceeded",
-                    `no frame for ${idleMs / 1000} s: the session is closed (is its head gone?)`,
-                  ),
-                ),
-              idleMs,
-            );
-          }),
-        ]);
-      } finally {
-        clearTimeout(timer);
-      }
-    };
+    const withinIdle = <T>(next: Promise<T>): Promise<T> =>
+      orTimeout(next, idleMs, () =>
+        new RpcFailure(
+          "deadline_exceeded",
+          `no frame for ${idleMs / 1000} s: the session is closed (is its head gone?)`,
+        ));
     try {
       for (;;) {
         // With chunks in flight, whichever comes first: their oldest answer goes upstream as

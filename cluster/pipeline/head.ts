@@ -11,6 +11,7 @@
  */
 import type { SampledToken, StageFrame, StageResult, TailSampling } from "./stage_frame.ts";
 import { type OpenSpan, openSpan, withSpan } from "../telemetry/tracing.ts";
+import { orTimeout, settleWithin } from "../deadline.ts";
 
 /** One stage of a chain as a message can name it. */
 export interface ChainHop {
@@ -455,25 +456,9 @@ export function withReplies(
    */
   let previous: Promise<void> | undefined;
   let failure: unknown;
-  /** Wait (briefly) for the previous answer, so a failure it carries is the one reported. */
-  const settlePrevious = async () => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    await Promise.race([previous, new Promise((r) => (timer = setTimeout(r, 2000)))]);
-    clearTimeout(timer);
-  };
   /** The token of a frame the chain says was replied, within `lagMs`. */
-  const lagging = (reply: Promise<StageResult>) => {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    return Promise.race([
-      reply,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`no token ${lagMs / 1000} s after the chain's answer`)),
-          lagMs,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
-  };
+  const lagging = (reply: Promise<StageResult>) =>
+    orTimeout(reply, lagMs, () => new Error(`no token ${lagMs / 1000} s after the chain's answer`));
   return {
     cachedTokens: link.cachedTokens,
     async step(frame: StageFrame): Promise<StageResult> {
@@ -494,7 +479,7 @@ export function withReplies(
       } catch (e) {
         // An earlier frame's answer may carry the real failure (it came back after its token):
         // the stage it names is the one to re-place, not the one this frame's error blames.
-        await settlePrevious();
+        await settleWithin(previous, 2000);
         if (failure) throw failure;
         // This frame's answer says which stage failed; without one, the tail's stream did.
         const a = await ack;

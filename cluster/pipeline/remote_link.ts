@@ -19,6 +19,7 @@ import {
   type RpcTransport,
 } from "../rpc/mod.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
+import { settleWithin } from "../deadline.ts";
 import {
   type ReplyStream,
   type SessionLink,
@@ -225,12 +226,7 @@ export class RemoteStageLink implements StageLink {
           }));
           channel.end();
           // Drain the close acknowledgement, but never hang on a dead stage.
-          let timer: ReturnType<typeof setTimeout> | undefined;
-          await Promise.race([
-            channel.receive(),
-            new Promise((r) => (timer = setTimeout(r, 1000))),
-          ]);
-          clearTimeout(timer);
+          await settleWithin(channel.receive(), 1000);
         } catch {
           // The stage is gone; its KV cache went with it.
         } finally {

@@ -16,8 +16,6 @@ import {
   ActivationFrameSchema,
   type ForwardResponse,
   ForwardResponseSchema,
-  SampledTokenSchema,
-  TokenLogprobSchema,
 } from "../../proto/mod.ts";
 import {
   MessageQueue,
@@ -28,7 +26,8 @@ import {
 } from "../rpc/mod.ts";
 import type { ReplyStream } from "./head.ts";
 import type { SampledToken } from "./stage_frame.ts";
-import { resultFromWire } from "./wire.ts";
+import { resultFromWire, tokenToWire } from "./wire.ts";
+import { orTimeout } from "../deadline.ts";
 
 /** The reply stream's preamble on the TCP data plane (cluster/rpc/tcp_plane.ts). */
 export const REPLIES_PREAMBLE = "DLR1";
@@ -95,16 +94,7 @@ function tokenResponse(sessionId: string, token: SampledToken, computeMs: number
   return create(ForwardResponseSchema, {
     sessionId,
     computeMs,
-    result: {
-      case: "token",
-      value: create(SampledTokenSchema, {
-        tokenId: token.id,
-        logprob: token.logprob,
-        topLogprobs: token.top.map((t) =>
-          create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
-        ),
-      }),
-    },
+    result: { case: "token", value: tokenToWire(token) },
   });
 }
 
@@ -168,7 +158,6 @@ export async function openReplyStream(
   timeoutMs = 2000,
 ): Promise<ReplyStream> {
   let late = false;
-  let timer: ReturnType<typeof setTimeout> | undefined;
   const opening = (async () => {
     const call = await openTcpBidi(endpoint, REPLIES_PREAMBLE, REPLIES_METHOD, 64 << 20);
     call.send(create(ActivationFrameSchema, { sessionId }));
@@ -182,15 +171,10 @@ export async function openReplyStream(
     return call;
   })();
   opening.catch(() => {}); // read below; a late one is aborted above
-  const call = await Promise.race([
-    opening,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        late = true;
-        reject(new Error(`no reply stream from ${endpoint} within ${timeoutMs} ms`));
-      }, timeoutMs);
-    }),
-  ]).finally(() => clearTimeout(timer));
+  const call = await orTimeout(opening, timeoutMs, () => {
+    late = true;
+    return new Error(`no reply stream from ${endpoint} within ${timeoutMs} ms`);
+  });
   return {
     async next() {
       const r = await call.receive();

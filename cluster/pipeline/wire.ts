@@ -7,17 +7,20 @@ import {
   type ForwardResponse,
   type OpenSession,
   OpenSessionSchema,
+  type SampledToken as WireToken,
+  SampledTokenSchema,
   type SamplerParams as WireSampler,
   SamplerParamsSchema,
   type Tensor,
   TensorSchema,
+  TokenLogprobSchema,
 } from "../../proto/mod.ts";
 import {
   decodeJsonConstraint,
   encodeJsonConstraint,
   JsonConstraintError,
 } from "../../model/constrain/mod.ts";
-import type { StageResult, TailSampling } from "./stage_frame.ts";
+import type { SampledToken, StageResult, TailSampling } from "./stage_frame.ts";
 import type { SessionOpen } from "./head.ts";
 
 /** A frame's bytes do not match its shape/dtype; a precise INVALID_ARGUMENT. */
@@ -187,4 +190,15 @@ export function resultFromWire(r: ForwardResponse): StageResult {
     default:
       throw new Error("the stage answered a frame with rows without a result");
   }
+}
+
+/** A sampled token as the wire carries it (the inverse of resultFromWire's token case). */
+export function tokenToWire(token: SampledToken): WireToken {
+  return create(SampledTokenSchema, {
+    tokenId: token.id,
+    logprob: token.logprob,
+    topLogprobs: token.top.map((t) =>
+      create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
+    ),
+  });
 }

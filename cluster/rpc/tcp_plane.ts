@@ -20,6 +20,7 @@
  * ```
  * @module
  */
+import { settleWithin } from "../deadline.ts";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { splitHostPort } from "../gossip/transport.ts";
 import { grpcEnvelope } from "./grpc_stream.ts";
@@ -147,12 +148,7 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
       await serving;
       // Their handlers' cleanup (a session's KV cache freed, its chain closed) ends before the
       // caller frees what they use; bounded, in case one is stuck elsewhere.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        Promise.allSettled([...served]),
-        new Promise((r) => (timer = setTimeout(r, 5000))),
-      ]);
-      clearTimeout(timer);
+      await settleWithin(Promise.allSettled([...served]), 5000);
     },
   });
 }
