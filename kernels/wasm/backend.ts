@@ -42,12 +42,14 @@ import type { Arena } from "./arena.ts";
 import { readKernelBinary } from "./build.ts";
 import { A, ARENA, ARGS, FARGS, MAX_THREADS, OP, OP_ATTN, OP_PROBE, SLEEPS } from "./jobs.ts";
 import { fileRow, layOut } from "./layout.ts";
-import { Matmuls } from "./matmul.ts";
+import { dotReadsUnsigned, Matmuls } from "./matmul.ts";
 import { Pool } from "./pool.ts";
 import { Memories, need, Scratch, WBuf, wbuf, WKV, wkv, WWeight, wweight } from "./resources.ts";
 
 /** The WASM backend: a Backend plus thread control and a memory-bandwidth probe (benchmarks). */
 export interface WasmBackend extends Backend {
+  /** Whether Q8_0 matmuls take the biased activation (WasmBackendOptions.biasedQ8). */
+  readonly biasedQ8: boolean;
   /** Threads the pool was started with (the caller's included). */
   readonly threads: number;
   /** Threads that ops use from now on: 1..threads (the bench measures 1 vs all on one load). */
@@ -83,6 +85,12 @@ export interface WasmBackendOptions {
   binary?: Uint8Array<ArrayBuffer>;
   /** Initial {@link WasmBackend.spinMicros}. */
   spinMicros?: number;
+  /**
+   * Q8_0 matmuls over the biased activation, two relaxed dots per block where the P/N planes
+   * take four (default: where this engine's relaxed dot allows it, see dotReadsUnsigned; true
+   * where it does not is refused).
+   */
+  biasedQ8?: boolean;
 }
 
 const GiB = 1024 * 1024 * 1024;
@@ -110,8 +118,12 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
   const pool = new Pool();
   if (opts.spinMicros !== undefined) pool.spinMicros = opts.spinMicros;
   const mem = new Memories(module, cap, pool);
+  const unsigned = dotReadsUnsigned(mem.a0.k);
+  if (opts.biasedQ8 && !unsigned) {
+    throw new Error("wasm backend: this engine's relaxed dot cannot take the biased Q8_0 kernel");
+  }
   await pool.start(threads - 1, bytes, [mem.a0.memory]);
-  return new WasmBackendImpl(mem, pool, threads);
+  return new WasmBackendImpl(mem, pool, threads, opts.biasedQ8 ?? unsigned);
 }
 
 /** The Backend over one set of memories and one pool. */
@@ -131,14 +143,19 @@ class WasmBackendImpl implements WasmBackend {
   #active: number;
   #disposed = false;
 
-  constructor(mem: Memories, pool: Pool, readonly threads: number) {
+  constructor(
+    mem: Memories,
+    pool: Pool,
+    readonly threads: number,
+    readonly biasedQ8: boolean,
+  ) {
     this.#mem = mem;
     this.#pool = pool;
     this.#ctrl = pool.ctrl;
     this.#a0 = mem.a0;
     this.#active = threads;
     this.#misc = new Scratch(mem.a0, "rope");
-    this.#mm = new Matmuls(mem, pool, threads, () => this.#active);
+    this.#mm = new Matmuls(mem, pool, threads, () => this.#active, biasedQ8);
   }
 
   async prefault(bytes: number): Promise<void> {

@@ -129,8 +129,13 @@ function partOf(ctrl: Int32Array, c: number): [number, number, number] | undefin
   return undefined;
 }
 
+/** A.KIND of a Q8_0 matmul over the biased activation (mmQ8_0b), beside the GGML types. */
+export const KIND_Q8_0_BIASED = 0x108;
+
 function mm32(k: Kernels, kind: number): Mm32 {
   switch (kind) {
+    case KIND_Q8_0_BIASED:
+      return k.mmQ8_0b;
     case 8:
       return k.mmQ8_0;
     case 2:

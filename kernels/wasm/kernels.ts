@@ -15,10 +15,13 @@ export interface Kernels {
     s: number,
     q81: number,
     pn: number,
+    biased: number,
   ): void;
   quantizeQ8K(x: number, n: number, T: number, qs: number, d: number, bsums: number): void;
   roundActs(x: number, y: number, n: number, mode: number): void;
   mmQ8_0: Mm32;
+  mmQ8_0b: Mm32;
+  relaxedDot(a: number, b: number): number;
   mmQ4_0: Mm32;
   mmQ4_1: Mm32;
   mmQ5_0: Mm32;

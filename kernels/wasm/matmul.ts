@@ -10,7 +10,19 @@
 import type { Buf, Weight } from "../backend.ts";
 import { vecDotType } from "../quant/ops.ts";
 import { GGMLType, typeInfo, typeName } from "../quant/types.ts";
-import { A, ARENA, ARGS, MAX_PARTS, OP, OP_MM32, OP_MMF, OP_MMK, PART_INTS } from "./jobs.ts";
+import {
+  A,
+  ARENA,
+  ARGS,
+  KIND_Q8_0_BIASED,
+  MAX_PARTS,
+  OP,
+  OP_MM32,
+  OP_MMF,
+  OP_MMK,
+  PART_INTS,
+} from "./jobs.ts";
+import type { Kernels } from "./kernels.ts";
 import type { Pool } from "./pool.ts";
 import { align, type Memories, need, type WBuf, wbuf, type WWeight, wweight } from "./resources.ts";
 
@@ -49,6 +61,17 @@ function sameJob(first: WWeight, w: WWeight): boolean {
     w.rowBytes === first.rowBytes;
 }
 
+/**
+ * Whether this engine's relaxed dot reads a second operand above 127 as an unsigned byte and sums
+ * without saturating (x86 with VNNI: vpdpbusd), which the biased Q8_0 kernel (mmQ8_0b) needs.
+ * Engines may instead read it as signed (Arm's sdot) or saturate the i16 pair sums (x86 without
+ * VNNI: pmaddubsw); each answers one of these probes differently.
+ */
+export function dotReadsUnsigned(k: Kernels): boolean {
+  return k.relaxedDot(-127, 255) === -4 * 127 * 255 && k.relaxedDot(127, 255) === 4 * 127 * 255 &&
+    k.relaxedDot(-128, 128) === -4 * 128 * 128;
+}
+
 /** Runs matmuls of one backend on its memories and pool. */
 export class Matmuls {
   constructor(
@@ -58,6 +81,8 @@ export class Matmuls {
     readonly threads: number,
     /** Threads the ops use now (setThreads). */
     readonly active: () => number,
+    /** Q8_0 weights take the biased activation (mmQ8_0b: dotReadsUnsigned) rather than P/N planes. */
+    readonly biasedQ8 = false,
   ) {}
 
   /** out = x · Wᵀ for `rows` rows of x. */
@@ -113,8 +138,10 @@ export class Matmuls {
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
     const q16Bytes = isK ? align(rows * n * 2) : 0;
-    // Q8_0 weights: the activation's P/N planes (see assembly/index.ts), in place of q16
-    const pnBytes = kind === Act.Q8_0 && w.type === GGMLType.Q8_0 ? align(rows * n * 2) : 0;
+    // Q8_0 weights: the activation's P/N planes or its biased bytes (see assembly/index.ts), in
+    // place of q16
+    const q8w = kind === Act.Q8_0 && w.type === GGMLType.Q8_0;
+    const pnBytes = q8w ? align(rows * n * (this.biasedQ8 ? 1 : 2)) : 0;
     // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
     // q16), made when a Q4_K weight first reads them
     const q4kBytes = isK ? align(rows * n) + align(rows * nb * 32) : 0;
@@ -153,6 +180,7 @@ export class Matmuls {
           s,
           kind === Act.Q8_1 ? 1 : 0,
           pnBytes ? s + sBytes : 0,
+          this.biasedQ8 ? 1 : 0,
         );
       }
       st.actPN = pnBytes > 0;
@@ -185,7 +213,7 @@ export class Matmuls {
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
     ctrl[ARENA] = w.arena;
-    ctrl[a + A.KIND] = w.type;
+    ctrl[a + A.KIND] = q8w && this.biasedQ8 ? KIND_Q8_0_BIASED : w.type;
     ctrl[a + A.ROW_BYTES] = w.rowBytes;
     ctrl[a + A.NB] = floatsAct ? n : nb;
     ctrl[a + A.AQ] = actOff;

@@ -28,10 +28,11 @@ import { f16ToF32, f32ToF16, halvesToF32 } from "./f16";
 
 // Vector constants the hot loops read from memory once per call: V8 rematerializes a v128
 // constant at every use (a 64-bit immediate load, a move and a broadcast before each vpand),
-// while a loaded value stays in a register. Bytes: 16 × 0x0f, then 16 × 0x30.
+// while a loaded value stays in a register. Bytes: 16 × 0x0f, 16 × 0x30, then 16 × 0x80.
 const CONSTS: usize = memory.data<u8>([
   15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
   48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
+  128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128,
 ], 16);
 // The i32/f32 lanes of halvesToF32C: 0xe0 << 23, 2^-112, 126 << 23, 0.5, 1 << 27, 0x80000000.
 const CONSTS_F16: usize = memory.data<i32>([
@@ -110,7 +111,8 @@ const CONSTS_F16: usize = memory.data<i32>([
 
 /**
  * quantize_row_q8_0_ref / q8_1_ref of T rows of n floats into the host layout (see top); with
- * pn ≠ 0 also the P/N planes of the Q8_0 kernel: [T × nb × (32 P + 32 N)] u8.
+ * pn ≠ 0 also the Q8_0 kernel's form of the activation: the P/N planes [T × nb × (32 P + 32 N)]
+ * u8, or with `biased` the quants + 128 as bytes [T × nb × 32] u8 (see mmQ8_0b).
  */
 export function quantizeQ8(
   x: usize,
@@ -121,6 +123,7 @@ export function quantizeQ8(
   s: usize,
   q81: bool,
   pn: usize,
+  biased: bool,
 ): void {
   const nb = n >> 5;
   const zero = i8x16.splat(0);
@@ -147,7 +150,10 @@ export function quantizeQ8(
         acc = i32x4.add(acc, i32x4.add(i32x4.add(q0, q1), i32x4.add(q2, q3)));
         const q = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3));
         v128.store(qb + j, q);
-        if (pn) {
+        if (pn && biased) {
+          // q + 128 as an unsigned byte: flipping the sign bit
+          v128.store(pn + (<usize> (t * nb + b) << 5) + j, v128.xor(q, i8x16.splat(-128)));
+        } else if (pn) {
           // P/N planes for the Q8_0 kernel (|q| ≤ 127, so both fit the relaxed dot's 7 bits)
           const pb = pn + (<usize> (t * nb + b) << 6) + j;
           v128.store(pb, i8x16.max_s(q, zero));
@@ -241,7 +247,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 }
 
 @inline function blockBytes(kind: i32): i32 {
-  return kind == 8 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
+  return kind == 8 || kind == 9 ? 34 : kind == 2 ? 18 : kind == 3 ? 20 : kind == 6 ? 22 : 24;
 }
 
 @inline function rowScales(w0: usize, w1: usize, w2: usize, w3: usize, off: usize): v128 {
@@ -294,6 +300,14 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // Σ over one block of one weight row, as 4 i32 lanes (their sum is the block's integer dot).
 @inline function rowBlock(kind: i32, wr: usize, a: usize, p0: v128, p1: v128, n0: v128, n1: v128): v128 {
   const z = i32x4.splat(0);
+  if (kind == 9) {
+    // biased activation (p = u, n = 128 in every byte): Σw·u − Σw·128
+    const w0 = v128.load(wr + 2);
+    const w1 = v128.load(wr + 18);
+    const p = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, p0, z));
+    const n = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, n1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, n0, z));
+    return i32x4.sub(p, n);
+  }
   if (kind == 8) {
     const w0 = v128.load(wr + 2);
     const w1 = v128.load(wr + 18);
@@ -332,6 +346,31 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, f32x4.splat(yd))));
 }
 
+// One activation row's Q8_0 block against 4 rows' weights, the activation biased (u = q + 128,
+// read as unsigned bytes: see mmQ8_0b) and each row's sums started at c<row> = −128·Σw in the
+// same lanes, so Σw·u + c = Σw·q exactly: half the dots of q8Step.
+@inline function q8StepBiased(
+  sumf: v128, ua: usize, w00: v128, w01: v128, w10: v128, w11: v128, w20: v128, w21: v128,
+  w30: v128, w31: v128, c0: v128, c1: v128, c2: v128, c3: v128, xd: v128, yd: f32,
+): v128 {
+  const u0 = v128.load(ua);
+  const u1 = v128.load(ua + 16);
+  const sumi = transposeSum(
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w01, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w00, u0, c0)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w11, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w10, u0, c1)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w21, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w20, u0, c2)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(w31, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w30, u0, c3)),
+  );
+  return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, f32x4.splat(yd))));
+}
+
+// −128·Σ of one weight row's block (halves w0, w1), in the dot's 4 lanes: k128 holds 16 bytes of
+// 0x80, which the biased dot reads as 128.
+@inline function biasOf(w0: v128, w1: v128, k128: v128): v128 {
+  const z = i32x4.splat(0);
+  return i32x4.sub(z, i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, k128, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, k128, z)));
+}
+
 // Store the first min(4, n) lanes of v at p.
 @inline function storeLanes(p: usize, v: v128, n: i32): void {
   if (n >= 4) {
@@ -358,6 +397,8 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   r1: i32,
 ): void {
   const bb = blockBytes(kind);
+  // 16 bytes of 0x80 (kind 9: the bias, read by the dot as 128), loaded once (see CONSTS)
+  const k128 = v128.load(CONSTS + 32);
   for (let r = r0; r < r1; r += 4) {
     let wr0: usize, wr1: usize, wr2: usize, wr3: usize, stride: i32;
     if (r + 4 <= r1) {
@@ -376,6 +417,44 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
       stride = bb;
     }
     let t0 = 0;
+    if (kind == 9) {
+      // prompts, biased activation: as kind 8 below, with each block's −128·Σw made once for
+      // the four activation rows
+      for (; t0 + 4 <= T; t0 += 4) {
+        let sa = f32x4.splat(0);
+        let sb = f32x4.splat(0);
+        let sc = f32x4.splat(0);
+        let sd = f32x4.splat(0);
+        for (let b = 0; b < nb; b++) {
+          const o = <usize> (b * stride);
+          const ia = <usize> (t0 * nb + b);
+          const ib = ia + <usize> nb;
+          const ic = ib + <usize> nb;
+          const id = ic + <usize> nb;
+          const xd = rowScales(wr0, wr1, wr2, wr3, o);
+          const w00 = v128.load(wr0 + o + 2);
+          const w01 = v128.load(wr0 + o + 18);
+          const w10 = v128.load(wr1 + o + 2);
+          const w11 = v128.load(wr1 + o + 18);
+          const w20 = v128.load(wr2 + o + 2);
+          const w21 = v128.load(wr2 + o + 18);
+          const w30 = v128.load(wr3 + o + 2);
+          const w31 = v128.load(wr3 + o + 18);
+          const c0 = biasOf(w00, w01, k128);
+          const c1 = biasOf(w10, w11, k128);
+          const c2 = biasOf(w20, w21, k128);
+          const c3 = biasOf(w30, w31, k128);
+          sa = q8StepBiased(sa, as + (ia << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (ia << 2)));
+          sb = q8StepBiased(sb, as + (ib << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (ib << 2)));
+          sc = q8StepBiased(sc, as + (ic << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (ic << 2)));
+          sd = q8StepBiased(sd, as + (id << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (id << 2)));
+        }
+        storeLanes(out + (<usize> (t0 * outStride + r) << 2), sa, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 1) * outStride + r) << 2), sb, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 2) * outStride + r) << 2), sc, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 3) * outStride + r) << 2), sd, r1 - r);
+      }
+    }
     if (kind == 8) {
       // prompts: four activation rows per pass share each block's weights and scales
       for (; t0 + 4 <= T; t0 += 4) {
@@ -416,7 +495,13 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
         const o = <usize> (b * stride);
         const ab = tb + <usize> b;
         let p0: v128, p1: v128, n0: v128, n1: v128;
-        if (kind == 8) {
+        if (kind == 9) {
+          const ua = as + (ab << 5);
+          p0 = v128.load(ua);
+          p1 = v128.load(ua + 16);
+          n0 = k128;
+          n1 = k128;
+        } else if (kind == 8) {
           const pa = as + (ab << 6);
           p0 = v128.load(pa);
           p1 = v128.load(pa + 16);
@@ -437,7 +522,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
         );
         const xd = rowScales(wr0, wr1, wr2, wr3, o);
         const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
-        if (kind == 8) {
+        if (kind == 8 || kind == 9) {
           // sumi * (xd * yd)
           sumf = f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd)));
         } else if (kind == 2) {
@@ -495,6 +580,39 @@ export function mmQ8_0(
   r1: i32,
 ): void {
   matmul32(8, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+}
+
+/**
+ * Q8_0 weights against a biased activation (quantizeQ8 with `biased`: u = q + 128 as bytes):
+ * Σw·q = Σw·u − 128·Σw, two relaxed dots per 32 elements where the P/N planes take four. Valid
+ * only where the relaxed dot reads its second operand as unsigned bytes and sums without
+ * saturation (x86 with VNNI); the host checks that with relaxedDot before choosing it.
+ */
+export function mmQ8_0b(
+  w: usize,
+  rb: i32,
+  nb: i32,
+  aq: usize,
+  ad: usize,
+  as: usize,
+  T: i32,
+  out: usize,
+  os: i32,
+  r0: i32,
+  r1: i32,
+): void {
+  matmul32(9, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+}
+
+/**
+ * Lane 0 of the relaxed dot of 16 bytes of a against 16 bytes of b (b's top bit set is where
+ * engines differ: read as signed, as unsigned, or as unsigned with the i16 pair sums saturated).
+ */
+export function relaxedDot(a: i32, b: i32): i32 {
+  return i32x4.extract_lane(
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.splat(<i8> a), i8x16.splat(<i8> b), i32x4.splat(0)),
+    0,
+  );
 }
 
 export function mmQ4_0(

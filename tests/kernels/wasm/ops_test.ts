@@ -7,7 +7,10 @@
 import type { Backend } from "../../../kernels/backend.ts";
 import { GGMLType } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import type { Kernels } from "../../../kernels/wasm/kernels.ts";
+import { dotReadsUnsigned } from "../../../kernels/wasm/matmul.ts";
 import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
+import { assertEquals, assertRejects } from "../../support/assert.ts";
 import { assertClose, bufOf, rand, WEIGHT_TYPES, weightBytes } from "./helpers.ts";
 
 async function withBackends(
@@ -206,23 +209,61 @@ for (const threads of [1, 2]) {
   });
 }
 
-Deno.test("wasm matmul: Q8_0 with a -128 quant takes the exact path", async () => {
-  await withBackends(1, async (wasm, ref) => {
-    const n = 64;
-    const m = 8;
-    const data = weightBytes(GGMLType.Q8_0, n, m, 77);
-    data[2] = 0x80; // row 0, block 0, quant 0 = -128 (never made by ggml's quantizer)
-    data[34 * 2 * 5 + 2 + 17] = 0x80; // row 5, block 0, quant 17
-    const spec = { name: "q8_min", type: GGMLType.Q8_0, shape: [n, m], data };
-    const ww = wasm.upload(spec);
-    const wr = ref.upload(spec);
-    const x = rand(3 * n, 78, 2);
-    const ow = wasm.buffer(3 * m);
-    const or = ref.buffer(3 * m);
-    wasm.matmul(ww, bufOf(wasm, x), ow, 3);
-    ref.matmul(wr, bufOf(ref, x), or, 3);
-    assertClose(await wasm.read(ow), await ref.read(or), 0, "matmul Q8_0 with -128");
+for (const biasedQ8 of [false, true]) {
+  const form = biasedQ8 ? "the biased activation" : "P/N planes";
+  Deno.test(`wasm matmul: Q8_0 over ${form}, extreme quants, decode and prompt tiles`, async () => {
+    const probe = await createWasmBackend({ threads: 1 });
+    const can = probe.biasedQ8;
+    probe.dispose();
+    if (biasedQ8 && !can) {
+      // an engine whose relaxed dot reads the byte as signed or saturates refuses the kernel
+      await assertRejects(() => createWasmBackend({ threads: 1, biasedQ8 }), Error, "biased");
+      return;
+    }
+    const wasm = await createWasmBackend({ threads: 2, biasedQ8 });
+    const ref = createReferenceBackend();
+    try {
+      const n = 128;
+      const m = 10; // two full 4-row groups and a partial one
+      const data = weightBytes(GGMLType.Q8_0, n, m, 77);
+      data[2] = 0x80; // row 0, block 0, quant 0 = -128 (never made by ggml's quantizer)
+      data[34 * 4 * 1 + 34 * 2 + 2 + 17] = 0x80; // row 5 (group 1, lane 1), block 0, quant 17
+      // a block of row 2 at both ends of the range, and one all -128
+      for (let i = 0; i < 32; i++) data[34 * 2 + 2 + i] = i % 2 ? 0x7f : 0x81;
+      for (let i = 0; i < 32; i++) data[34 * (4 + 3) + 2 + i] = 0x80;
+      const spec = { name: "q8_extremes", type: GGMLType.Q8_0, shape: [n, m], data };
+      const ww = wasm.upload(spec);
+      const wr = ref.upload(spec);
+      for (const rows of [1, 3, 4, 9]) {
+        // activations whose quants reach ±127 in every block (one large value per block)
+        const x = rand(rows * n, 78 + rows, 2);
+        for (let i = 0; i < x.length; i += 32) x[i + (i % 7)] = i % 64 ? 50 : -50;
+        const ow = wasm.buffer(rows * m);
+        const or = ref.buffer(rows * m);
+        wasm.matmul(ww, bufOf(wasm, x), ow, rows);
+        ref.matmul(wr, bufOf(ref, x), or, rows);
+        assertClose(await wasm.read(ow), await ref.read(or), 0, `Q8_0 ${form} rows=${rows}`);
+      }
+    } finally {
+      wasm.dispose();
+      ref.dispose();
+    }
   });
+}
+
+Deno.test("wasm relaxed-dot probe: only an unsigned, unsaturated reading takes the biased kernel", () => {
+  const engine = (read: (b: number) => number, saturate: boolean) =>
+    ({
+      relaxedDot: (a: number, b: number) => {
+        const av = a << 24 >> 24;
+        const bv = read(b & 0xff);
+        const pair = 2 * av * bv;
+        return 2 * (saturate ? Math.max(-32768, Math.min(32767, pair)) : pair);
+      },
+    }) as unknown as Kernels;
+  assertEquals(dotReadsUnsigned(engine((b) => b, false)), true, "x86 VNNI (vpdpbusd)");
+  assertEquals(dotReadsUnsigned(engine((b) => b, true)), false, "x86 without VNNI (pmaddubsw)");
+  assertEquals(dotReadsUnsigned(engine((b) => b << 24 >> 24, false)), false, "Arm (sdot)");
 });
 
 Deno.test("wasm swiglu over a wide range (ggml's SIMD exp, bit for bit) vs reference", async () => {
