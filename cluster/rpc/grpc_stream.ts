@@ -116,21 +116,37 @@ export class EnvelopeReader {
 export const MAX_QUEUED_MESSAGES = 64;
 
 /**
+ * Bytes of messages of one stream read and not yet taken, beyond which reading pauses too (one
+ * message of any allowed size still passes when nothing else waits): 64 queued 256 MiB frames
+ * would otherwise be 16 GiB. 16 MiB holds four 128-row prompt chunks of a 8192-wide model.
+ */
+export const MAX_QUEUED_BYTES = 16 << 20;
+
+/**
  * A push-driven async iterable; `fail` makes the consumer's next read throw. Reads waiting at
  * once are answered in the order they were made (a link with several frames in flight reads
  * their answers that way).
  */
 export class MessageQueue<T> implements AsyncIterable<T> {
   #items: T[] = [];
+  /** The byte size push was given for each queued item. */
+  #sizes: number[] = [];
+  #bytes = 0;
   #waiting: { resolve: (r: IteratorResult<T>) => void; reject: (e: unknown) => void }[] = [];
   #done = false;
   #error: unknown;
 
-  push(item: T): void {
+  /** Queue an item (`bytes`: its size, counted by {@linkcode bytes} until it is read). */
+  push(item: T, bytes = 0): void {
     if (this.#done) return;
     const w = this.#waiting.shift();
-    if (w) w.resolve({ value: item, done: false });
-    else this.#items.push(item);
+    if (w) {
+      w.resolve({ value: item, done: false });
+    } else {
+      this.#items.push(item);
+      this.#sizes.push(bytes);
+      this.#bytes += bytes;
+    }
   }
 
   /** Items queued and not yet read. */
@@ -138,21 +154,37 @@ export class MessageQueue<T> implements AsyncIterable<T> {
     return this.#items.length;
   }
 
-  /** Who waits for the queue to hold fewer than `limit` items (see {@linkcode room}). */
-  #room: { limit: number; waiters: (() => void)[] } = { limit: Infinity, waiters: [] };
+  /** Bytes of the items queued and not yet read (as push was told). */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
+  /** Who waits for room (see {@linkcode room}), and the limits they wait under. */
+  #room: { limit: number; maxBytes: number; waiters: (() => void)[] } = {
+    limit: Infinity,
+    maxBytes: Infinity,
+    waiters: [],
+  };
+
+  #hasRoom(limit: number, maxBytes: number): boolean {
+    return this.#items.length === 0 ||
+      (this.#items.length < limit && this.#bytes < maxBytes);
+  }
 
   #freeRoom(): void {
     for (const w of this.#room.waiters.splice(0)) w();
   }
 
   /**
-   * Resolves once fewer than `limit` items wait to be read (at once if so already, or when the
-   * queue ends): a producer reading from a socket pauses there, so a peer that sends faster than
-   * the consumer reads is held back by TCP instead of by this process's memory.
+   * Resolves once fewer than `limit` items and `maxBytes` bytes wait to be read (at once if so
+   * already, when the queue is empty, or when it ends): a producer reading from a socket pauses
+   * there, so a peer that sends faster than the consumer reads is held back by TCP instead of by
+   * this process's memory.
    */
-  room(limit: number): Promise<void> {
-    if (this.#items.length < limit || this.#done) return Promise.resolve();
+  room(limit: number, maxBytes = Infinity): Promise<void> {
+    if (this.#done || this.#hasRoom(limit, maxBytes)) return Promise.resolve();
     this.#room.limit = limit;
+    this.#room.maxBytes = maxBytes;
     return new Promise((resolve) => this.#room.waiters.push(resolve));
   }
 
@@ -182,7 +214,8 @@ export class MessageQueue<T> implements AsyncIterable<T> {
   next(): Promise<IteratorResult<T>> {
     if (this.#items.length > 0) {
       const value = this.#items.shift()!;
-      if (this.#items.length < this.#room.limit) this.#freeRoom();
+      this.#bytes -= this.#sizes.shift()!;
+      if (this.#hasRoom(this.#room.limit, this.#room.maxBytes)) this.#freeRoom();
       return Promise.resolve({ value, done: false });
     }
     if (this.#done) {
@@ -376,11 +409,13 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
   let gone = false;
   req.on("data", (chunk: Uint8Array) => {
     try {
-      for (const body of reader.push(chunk)) requests.push(fromBinary(method.input, body));
+      for (const body of reader.push(chunk)) {
+        requests.push(fromBinary(method.input, body), body.byteLength);
+      }
       // A client sending faster than the handler reads waits on HTTP/2 flow control.
-      if (requests.size >= MAX_QUEUED_MESSAGES) {
+      if (requests.size >= MAX_QUEUED_MESSAGES || requests.bytes >= MAX_QUEUED_BYTES) {
         req.pause();
-        requests.room(MAX_QUEUED_MESSAGES).then(() => req.resume());
+        requests.room(MAX_QUEUED_MESSAGES, MAX_QUEUED_BYTES).then(() => req.resume());
       }
     } catch (e) {
       requests.fail(

@@ -47,6 +47,7 @@ export {
   GRPC_CONTENT_TYPE,
   grpcEnvelope,
   isPlainGrpc,
+  MAX_QUEUED_BYTES,
   MAX_QUEUED_MESSAGES,
   MessageQueue,
   openBidi,

@@ -17,6 +17,7 @@ import {
   type BidiImpl,
   type BidiMethod,
   grpcEnvelope,
+  MAX_QUEUED_BYTES,
   MAX_QUEUED_MESSAGES,
   MessageQueue,
 } from "./grpc_stream.ts";
@@ -127,9 +128,9 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
         } catch (e) {
           throw new ConnectError(`bad message: ${(e as Error).message}`, Code.InvalidArgument);
         }
-        requests.push(message);
+        requests.push(message, m.body.byteLength);
         // A client sending faster than the handler reads waits on TCP, not on this memory.
-        await requests.room(MAX_QUEUED_MESSAGES);
+        await requests.room(MAX_QUEUED_MESSAGES, MAX_QUEUED_BYTES);
       }
     } catch (e) {
       requests.fail(

@@ -8,6 +8,7 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   createRpcTransport,
   EnvelopeReader,
+  MAX_QUEUED_BYTES,
   MAX_QUEUED_MESSAGES,
   MessageQueue,
   RpcFailure,
@@ -248,40 +249,55 @@ Deno.test("a lean call to an agent that is not there fails UNAVAILABLE", async (
   }
 });
 
-Deno.test("a lean call sending faster than its handler reads waits on flow control, not memory", async () => {
-  let sizeWhileBusy = -1;
-  const server = await startRpcServer({
-    port: 0,
-    routes: (r) =>
-      r.service(InferenceService, {
-        forward: async function* (frames: AsyncIterable<ActivationFrame>) {
-          // Busy for a while: the client's frames pile up in front of the handler.
-          await new Promise((res) => setTimeout(res, 300));
-          sizeWhileBusy = (frames as unknown as MessageQueue<unknown>).size;
-          for await (const f of frames) yield create(ForwardResponseSchema, { step: f.step });
-        },
-      }),
-  });
-  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
-  try {
-    const call = await t.openBidi!(FORWARD);
-    // 4 KB frames (an activation row's size): one socket read holds a few of them, and what a
-    // read brings is queued whole, so the bound holds to within one read.
-    const data = new Uint8Array(4096);
-    for (let i = 0; i < 500; i++) {
-      call.send(create(ActivationFrameSchema, { step: BigInt(i), data }));
+// 4 KB frames (an activation row's size) meet the count bound; 1 MiB frames (40, under the count)
+// the byte bound. One socket read holds a few small frames, and what a read brings is queued
+// whole, so the bound holds to within one read.
+for (const [frames, bytes] of [[500, 4096], [40, 1 << 20]]) {
+  Deno.test(`a lean call sending faster than its handler reads waits on flow control, not memory (${frames} frames of ${bytes} B)`, async () => {
+    let sizeWhileBusy = -1;
+    let bytesWhileBusy = -1;
+    const server = await startRpcServer({
+      port: 0,
+      routes: (r) =>
+        r.service(InferenceService, {
+          forward: async function* (frames: AsyncIterable<ActivationFrame>) {
+            // Busy until the client's frames stop piling up in front of the handler (HTTP/2
+            // brings 1 MiB frames slowly: a fixed wait would end before the bound is reached).
+            const queue = frames as unknown as MessageQueue<unknown>;
+            await new Promise((res) => setTimeout(res, 300));
+            for (let last = -1, i = 0; queue.bytes !== last && i < 50; i++) {
+              last = queue.bytes;
+              await new Promise((res) => setTimeout(res, 150));
+            }
+            sizeWhileBusy = queue.size;
+            bytesWhileBusy = queue.bytes;
+            for await (const f of frames) yield create(ForwardResponseSchema, { step: f.step });
+          },
+        }),
+    });
+    const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
+    try {
+      const call = await t.openBidi!(FORWARD);
+      const data = new Uint8Array(bytes);
+      for (let i = 0; i < frames; i++) {
+        call.send(create(ActivationFrameSchema, { step: BigInt(i), data }));
+      }
+      call.end();
+      const got: bigint[] = [];
+      for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
+      assertEquals(got.length, frames, "every frame answered, in order");
+      assertEquals(got.at(-1), BigInt(frames - 1));
+      assert(
+        sizeWhileBusy >= 1 && sizeWhileBusy <= MAX_QUEUED_MESSAGES + 16,
+        `queued ${sizeWhileBusy}`,
+      );
+      assert(
+        bytesWhileBusy <= MAX_QUEUED_BYTES + 2 * bytes + (64 << 10),
+        `queued ${bytesWhileBusy} bytes (limit ${MAX_QUEUED_BYTES} + one read)`,
+      );
+    } finally {
+      t.close();
+      await server.close(100);
     }
-    call.end();
-    const got: bigint[] = [];
-    for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
-    assertEquals(got.length, 500, "every frame answered, in order");
-    assertEquals(got.at(-1), 499n);
-    assert(
-      sizeWhileBusy >= 1 && sizeWhileBusy <= MAX_QUEUED_MESSAGES + 16,
-      `queued ${sizeWhileBusy}`,
-    );
-  } finally {
-    t.close();
-    await server.close(100);
-  }
-});
+  });
+}

@@ -13,6 +13,7 @@ import {
   FrameReader,
   grpcEnvelope,
   isPlaneUnavailable,
+  MAX_QUEUED_BYTES,
   MAX_QUEUED_MESSAGES,
   MessageQueue,
   openTcpBidi,
@@ -239,39 +240,56 @@ Deno.test("FrameReader: small and large messages across reads, each body its own
   }
 });
 
-Deno.test("the plane: a client sending faster than the handler reads waits on TCP, not on memory", async () => {
-  let queue: MessageQueue<unknown> | undefined;
-  let sizeWhileBusy = -1;
-  const p = await startTcpPlane({
-    host: "127.0.0.1",
-    protocols: {
-      TEST: {
-        serve: (conn) =>
-          serveTcpBidi(conn, METHOD, async function* (frames) {
-            queue = frames as unknown as MessageQueue<unknown>;
-            // Busy for a while: the client's frames pile up in front of the handler.
-            await new Promise((r) => setTimeout(r, 300));
-            sizeWhileBusy = queue.size;
-            for await (const f of frames) {
-              yield create(ForwardResponseSchema, { step: f.step });
-            }
-          }, 1 << 20),
+// Many small frames meet the count bound; 1 MiB frames (40 of them, under the count) the byte
+// bound, which 64 frames of up to the message limit each would otherwise not have.
+for (const [frames, bytes] of [[500, 0], [40, 1 << 20]]) {
+  Deno.test(`the plane: a client sending faster than the handler reads waits on TCP, not on memory (${frames} frames of ${bytes} B)`, async () => {
+    let queue: MessageQueue<unknown> | undefined;
+    let sizeWhileBusy = -1;
+    let bytesWhileBusy = -1;
+    const p = await startTcpPlane({
+      host: "127.0.0.1",
+      protocols: {
+        TEST: {
+          serve: (conn) =>
+            serveTcpBidi(conn, METHOD, async function* (frames) {
+              queue = frames as unknown as MessageQueue<unknown>;
+              // Busy until the client's frames stop piling up in front of the handler.
+              await new Promise((r) => setTimeout(r, 300));
+              for (let last = -1, i = 0; queue.bytes !== last && i < 50; i++) {
+                last = queue.bytes;
+                await new Promise((r) => setTimeout(r, 150));
+              }
+              sizeWhileBusy = queue.size;
+              bytesWhileBusy = queue.bytes;
+              for await (const f of frames) {
+                yield create(ForwardResponseSchema, { step: f.step });
+              }
+            }, 2 << 20),
+        },
       },
-    },
+    });
+    try {
+      const call = await openTcpBidi(`127.0.0.1:${p.port}`, "TEST", METHOD, 2 << 20);
+      const data = new Uint8Array(bytes);
+      for (let i = 0; i < frames; i++) {
+        call.send(create(ActivationFrameSchema, { step: BigInt(i), data }));
+      }
+      call.end();
+      const got: bigint[] = [];
+      for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
+      assertEquals(got.length, frames, "every frame answered, in order");
+      assertEquals(got.at(-1), BigInt(frames - 1));
+      assert(sizeWhileBusy >= 1 && sizeWhileBusy <= MAX_QUEUED_MESSAGES, `queued ${sizeWhileBusy}`);
+      assert(
+        bytesWhileBusy <= MAX_QUEUED_BYTES + bytes + 64,
+        `queued ${bytesWhileBusy} bytes (limit ${MAX_QUEUED_BYTES} + one frame)`,
+      );
+    } finally {
+      await p.close();
+    }
   });
-  try {
-    const call = await openTcpBidi(`127.0.0.1:${p.port}`, "TEST", METHOD, 1 << 20);
-    for (let i = 0; i < 500; i++) call.send(create(ActivationFrameSchema, { step: BigInt(i) }));
-    call.end();
-    const got: bigint[] = [];
-    for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
-    assertEquals(got.length, 500, "every frame answered, in order");
-    assertEquals(got.at(-1), 499n);
-    assert(sizeWhileBusy >= 1 && sizeWhileBusy <= MAX_QUEUED_MESSAGES, `queued ${sizeWhileBusy}`);
-  } finally {
-    await p.close();
-  }
-});
+}
 
 Deno.test("the plane: any failed answer write ends the handler (not only a broken pipe)", async () => {
   // A lost host's unacked data fails the write with ETIMEDOUT, which is not a "broken
