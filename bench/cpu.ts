@@ -54,6 +54,8 @@ export interface CpuBenchOptions {
   scaling: boolean;
   profile: boolean;
   backend: "wasm" | "reference";
+  /** WASM: Q8_0 weights against the activation's P/N planes, not the biased activation. */
+  q8Planes?: boolean;
 }
 
 /** Per-op time of one pass, from kernels/profile.ts. */
@@ -74,6 +76,8 @@ export interface PassProfile {
 export interface CpuBenchResult {
   model: string;
   backend: string;
+  /** WASM: the activation form Q8_0 weights were multiplied with (WasmBackendOptions.biasedQ8). */
+  q8_activation?: "biased" | "planes";
   threads: number;
   ref: "llama.cpp C API" | null;
   /** Medians over rounds. */
@@ -240,7 +244,7 @@ function passProfile(ops: OpTime[], ms: number, steps: number): PassProfile {
 /** One full comparison on one model (see the module doc for the round structure). */
 export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   const wasm: WasmBackend | undefined = o.backend === "wasm"
-    ? await createWasmBackend({ threads: o.threads })
+    ? await createWasmBackend({ threads: o.threads, ...(o.q8Planes ? { biasedQ8: false } : {}) })
     : undefined;
   const inner: Backend = wasm ?? createReferenceBackend();
   // The profiler wraps the backend for the whole run but times calls only while enabled.
@@ -368,6 +372,7 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   return {
     model: o.model,
     backend: o.backend,
+    ...(wasm ? { q8_activation: wasm.biasedQ8 ? "biased" as const : "planes" as const } : {}),
     threads: o.threads,
     ref: o.ref ? "llama.cpp C API" : null,
     prefill_tokens_per_second: round(median(runs.prefill)),
@@ -456,6 +461,7 @@ function parseArgs(
     } else if (a === "--no-ref") o.ref = false;
     else if (a === "--no-scaling") o.scaling = false;
     else if (a === "--profile") o.profile = true;
+    else if (a === "--q8-planes") o.q8Planes = true;
     else if (a === "--child") child = true;
     else if (a === "--backend") {
       const v = flags.value();
@@ -512,6 +518,7 @@ const USAGE = `usage: deno task bench cpu (--generate ${
 }|all | --model FILE.gguf)…
   [--threads N (default: all cores)] [--reps N (3)] [--pp N (128)] [--tg N (128)]
   [--kv f32|f16 (f32)] [--no-ref] [--no-scaling] [--profile] [--backend wasm|reference]
+  [--q8-planes (Q8_0 against the activation's P/N planes, not the biased bytes)]
 Prints one JSON object per model: our and llama.cpp's (C API, llamaref-bench) prefill/decode
 tokens/s, ratios (median of rounds and best against best), 1 vs N threads, weight GB/s against a
 bandwidth probe, RSS against weights + KV bytes, and with --profile the per-op time of a pass.

@@ -159,7 +159,10 @@ export class MessageQueue<T> implements AsyncIterable<T> {
     return this.#bytes;
   }
 
-  /** Who waits for room (see {@linkcode room}), and the limits they wait under. */
+  /**
+   * Who waits for room (see {@linkcode room}), and the limits they wait under: the last caller's
+   * (a stream's queue has one producer, its socket reader, which always passes the same ones).
+   */
   #room: { limit: number; maxBytes: number; waiters: (() => void)[] } = {
     limit: Infinity,
     maxBytes: Infinity,

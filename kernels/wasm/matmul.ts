@@ -63,9 +63,11 @@ function sameJob(first: WWeight, w: WWeight): boolean {
 
 /**
  * Whether this engine's relaxed dot reads a second operand above 127 as an unsigned byte and sums
- * without saturating (x86 with VNNI: vpdpbusd), which the biased Q8_0 kernel (mmQ8_0b) needs.
- * Engines may instead read it as signed (Arm's sdot) or saturate the i16 pair sums (x86 without
- * VNNI: pmaddubsw); each answers one of these probes differently.
+ * without saturating, which the biased Q8_0 kernel (mmQ8_0b) needs: V8 on x86 with AVX-VNNI
+ * (vpdpbusd). Engines may instead read it as signed (Arm's sdot; V8 on x86 with AVX-VNNI-INT8,
+ * vpdpbssd) or saturate the i16 pair sums (x86 without VNNI: pmaddubsw); each answers one of
+ * these probes differently. Both V8 tiers and every worker emit the same instruction for the
+ * process's CPU features, so one probe at start holds for the backend's life.
  */
 export function dotReadsUnsigned(k: Kernels): boolean {
   return k.relaxedDot(-127, 255) === -4 * 127 * 255 && k.relaxedDot(127, 255) === 4 * 127 * 255 &&
@@ -218,7 +220,8 @@ export class Matmuls {
     ctrl[a + A.NB] = floatsAct ? n : nb;
     ctrl[a + A.AQ] = actOff;
     ctrl[a + A.AD] = actOff + qsBytes;
-    // Q8_0 reads the P/N planes in the sums' slot (it has no use for the sums)
+    // Q8_0 reads its form of the activation (P/N planes or biased bytes) in the sums' slot (it
+    // has no use for the sums)
     ctrl[a + A.AS] = actOff + qsBytes + dBytes + (pnBytes ? sBytes : 0);
     ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : q6kPairs ? q6kOff : q16Off;
     ctrl[a + A.T] = rows;

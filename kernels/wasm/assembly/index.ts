@@ -280,7 +280,10 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // - nibble formats (Q4_0/Q4_1/Q5_0/Q5_1): the 4/5-bit quants are that operand, the signed
 //   activation quants the first;
 // - Q8_0: both are signed, so the activation comes split as P = max(q, 0) and N = max(-q, 0)
-//   (made once per activation by quantizeQ8) and Σw·q = dot(w, P) - dot(w, N), exact.
+//   (made once per activation by quantizeQ8) and Σw·q = dot(w, P) - dot(w, N), exact (kind 8);
+//   or, where the engine's dot reads bytes above 127 as unsigned without saturating (the host
+//   probes it: relaxedDot), biased as u = q + 128 and Σw·q = dot(w, u) - 128·Σw (kind 9, mmQ8_0b),
+//   with Σw made once per weight block for a prompt's four activation rows: half the dots.
 
 // Nibble (+ 5th bit) planes of a 4/5-bit block: lo = elements 0..15, hi = 16..31.
 @inline function nibLo(kind: i32, w: usize): v128 {

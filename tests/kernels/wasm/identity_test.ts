@@ -14,9 +14,16 @@ const N = 2048;
 const M = 38; // output rows: not a multiple of 8 or 4 (a tail outside the 4-row layouts)
 const ROWS = [1, 7, 64];
 
-for (const { type, name } of WEIGHT_TYPES) {
+// Q8_0 also over the activation's P/N planes: hosts whose relaxed dot takes the biased
+// activation run the other form everywhere else, and Arm or x86 without VNNI run this one.
+const CASES = [
+  ...WEIGHT_TYPES.map((t) => ({ ...t, biasedQ8: undefined as boolean | undefined })),
+  { type: GGMLType.Q8_0, name: "Q8_0 (P/N planes)", biasedQ8: false },
+];
+
+for (const { type, name, biasedQ8 } of CASES) {
   Deno.test(`wasm matmul ${name}: bit-identical to reference at n=${N}, rows ${ROWS}`, async () => {
-    const wasm = await createWasmBackend({ threads: 2 });
+    const wasm = await createWasmBackend({ threads: 2, biasedQ8 });
     const ref = createReferenceBackend();
     try {
       // Wide activations (|x| up to 8) and one long row: scales, sign handling and the float

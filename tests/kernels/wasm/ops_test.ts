@@ -224,13 +224,20 @@ for (const biasedQ8 of [false, true]) {
     const ref = createReferenceBackend();
     try {
       const n = 128;
-      const m = 10; // two full 4-row groups and a partial one
+      const m = 66; // 16 full 4-row groups and a partial one (rows 64, 65); 9 rows take 2 threads
+      const rb = 34 * (n / 32);
       const data = weightBytes(GGMLType.Q8_0, n, m, 77);
-      data[2] = 0x80; // row 0, block 0, quant 0 = -128 (never made by ggml's quantizer)
-      data[34 * 4 * 1 + 34 * 2 + 2 + 17] = 0x80; // row 5 (group 1, lane 1), block 0, quant 17
-      // a block of row 2 at both ends of the range, and one all -128
-      for (let i = 0; i < 32; i++) data[34 * 2 + 2 + i] = i % 2 ? 0x7f : 0x81;
-      for (let i = 0; i < 32; i++) data[34 * (4 + 3) + 2 + i] = 0x80;
+      const at = (row: number, block: number, quant: number) => row * rb + block * 34 + 2 + quant;
+      data[at(0, 0, 0)] = 0x80; // -128 (never made by ggml's quantizer)
+      data[at(5, 0, 17)] = 0x80; // group 1, lane 1
+      // a block of row 2 (lane 2) at both ends of the range, one of row 7 (lane 3) all -128, and
+      // the partial group's rows likewise
+      for (let i = 0; i < 32; i++) {
+        data[at(2, 1, i)] = i % 2 ? 0x7f : 0x81;
+        data[at(7, 3, i)] = 0x80;
+        data[at(64, 2, i)] = 0x80;
+        data[at(65, 3, i)] = i % 2 ? 0x80 : 0x7f;
+      }
       const spec = { name: "q8_extremes", type: GGMLType.Q8_0, shape: [n, m], data };
       const ww = wasm.upload(spec);
       const wr = ref.upload(spec);
