@@ -226,6 +226,7 @@ class WasmBackendImpl implements WasmBackend {
 
   beginUpload(spec: WeightShape): WeightWriter {
     const mem = this.#mem;
+    const biasedQ8 = this.biasedQ8;
     const info = typeInfo(spec.type);
     if (!info || !info.weight) {
       throw new Error(`weight ${spec.name}: tensor type ${typeName(spec.type)} is not supported`);
@@ -256,7 +257,7 @@ class WasmBackendImpl implements WasmBackend {
           nRows,
           stride,
         );
-        layOut(mem, w);
+        layOut(mem, w, biasedQ8);
         state = "done";
         return w;
       },
@@ -516,6 +517,7 @@ class WasmBackendImpl implements WasmBackend {
     );
     v.bb = w.bb;
     v.repackedRows = w.bb ? inGroups : 0;
+    v.quads = w.quads;
     v.q4kClasses = w.q4kClasses;
     v.q6kPairs = w.q6kPairs;
     this.#views.add(v);

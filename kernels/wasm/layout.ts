@@ -2,8 +2,9 @@
  * The layouts weights take in WASM memory at upload, for the matmul kernels (assembly/index.ts),
  * and how one row is read back out of them (embedding lookups).
  *
- * - 32-element block types: full 4-row groups interleaved block by block (repack4); Q4_0 as
- *   byte quads instead (repackQuads: scales first, then quad k of row i at 8 + 16k + 4i).
+ * - 32-element block types: full 4-row groups interleaved block by block (repack4); Q4_0 (and
+ *   Q8_0 under the biased kernel) as byte quads instead (repackQuads: scales first, then quad k
+ *   of row i at 8 + 16k + 4i).
  * - Q4_K: each 32-byte quant group reordered so that one pmaddwd scales a sub-block pair
  *   (repackQ4K).
  * - Q6_K: ql/qh bytes reordered so that one pmaddwd scales two groups (repackQ6K).
@@ -22,17 +23,23 @@ const REPACKED = new Set([
 ]);
 
 /**
- * Types laid out as byte quads rather than whole blocks side by side (repack4). Q8_0 stays
- * with repack4: its signed quants need twice the broadcasts in the quad kernel (measured 25%
- * slower).
+ * Whether a weight is laid out as byte quads rather than whole blocks side by side (repack4):
+ * Q4_0 always; Q8_0 where its kernel takes the biased activation (`biasedQ8`: the weights' own
+ * bytes are the dot's signed operand). Over P/N planes Q8_0 stays with repack4: both planes
+ * need broadcasting in the quad kernel (measured 25% slower).
  */
-const QUADS = new Set([GGMLType.Q4_0]);
+function quadLayout(type: GGMLType, biasedQ8: boolean): boolean {
+  return type === GGMLType.Q4_0 || (biasedQ8 && type === GGMLType.Q8_0);
+}
 
-/** Put a just-uploaded weight into the layout its matmul kernel reads (in place). */
-export function layOut(mem: Memories, w: WWeight): void {
+/**
+ * Put a just-uploaded weight into the layout its matmul kernel reads (in place); `biasedQ8`: the
+ * backend's Q8_0 kernel (WasmBackendOptions.biasedQ8).
+ */
+export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
   const ar = mem.arenas[w.arena];
   if (w.nRows === 1) mem.floats(w);
-  else if (REPACKED.has(w.type) && w.nRows >= 4) repack(mem, w);
+  else if (REPACKED.has(w.type) && w.nRows >= 4) repack(mem, w, quadLayout(w.type, biasedQ8));
   else if (w.type === GGMLType.Q4_K) {
     ar.k.repackQ4K(w.off, w.bytes / 144);
     w.q4kClasses = true;
@@ -43,7 +50,7 @@ export function layOut(mem: Memories, w: WWeight): void {
 }
 
 /** Interleave a 32-block weight's full 4-row groups for the matmul kernels (in place). */
-function repack(mem: Memories, w: WWeight): void {
+function repack(mem: Memories, w: WWeight, quads: boolean): void {
   const ar = mem.arenas[w.arena];
   const groups = Math.floor(w.nRows / 4);
   const tmp = ar.alloc(4 * w.rowBytes);
@@ -54,12 +61,13 @@ function repack(mem: Memories, w: WWeight): void {
   }
   const bb = typeInfo(w.type)!.typeSize;
   try {
-    if (QUADS.has(w.type)) ar.k.repackQuads(w.off, w.rowBytes, bb, groups, tmp);
+    if (quads) ar.k.repackQuads(w.off, w.rowBytes, bb, groups, tmp);
     else ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
   } finally {
     ar.release(tmp, 4 * w.rowBytes);
   }
   w.bb = bb;
+  w.quads = quads;
   w.repackedRows = groups * 4;
 }
 
@@ -86,7 +94,7 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     const i = id & 3;
     const bb = w.bb;
     for (let b = 0; b < w.rowBytes / bb; b++) {
-      if (QUADS.has(w.type)) {
+      if (w.quads) {
         const blk = group + 4 * b * bb;
         rowSrc.set(src.subarray(blk + 2 * i, blk + 2 * i + 2), b * bb);
         for (let k = 0; k < (bb - 2) / 4; k++) {

@@ -30,6 +30,8 @@ export class WWeight implements Weight {
   /** Block bytes when the first `repackedRows` rows are interleaved by 4 (see repack4), else 0. */
   bb = 0;
   repackedRows = 0;
+  /** Those groups laid out as byte quads (repackQuads) rather than whole blocks (repack4). */
+  quads = false;
   /** Q4_K quants reordered by class (repackQ4K). */
   q4kClasses = false;
   /** Q6_K quants reordered in pairs (repackQ6K). */

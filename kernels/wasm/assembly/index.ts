@@ -604,7 +604,10 @@ export function mmQ8_0b(
   r0: i32,
   r1: i32,
 ): void {
-  matmul32(9, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  // full groups are byte quads (repackQuads), the last partial group row-major
+  const full = r0 + ((r1 - r0) & ~3);
+  quadMatmul(9, w, rb, nb, aq, ad, as, T, out, os, r0, full);
+  if (full < r1) matmul32(9, w, rb, nb, aq, ad, as, T, out, os, full, r1);
 }
 
 /**
@@ -717,12 +720,53 @@ export function mmQ5_1(
   return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), f32x4.splat(yd)));
 }
 
+// One activation row's contribution to one Q8_0 group-block (quad layout, biased activation
+// u = q + 128 at a, read as unsigned): (Σw·u − 128Σw) * (xd * yd), lanes = rows, in ggml's float
+// order. q<k>: quad k of the 4 rows (the weights' own signed bytes, no unpacking); cb: −128Σw of
+// the 4 rows (biasQuads).
+@inline function q80Step(
+  sumf: v128, a: usize, q0: v128, q1: v128, q2: v128, q3: v128, q4: v128, q5: v128, q6: v128,
+  q7: v128, cb: v128, xd: v128, yd: f32,
+): v128 {
+  const z = i32x4.splat(0);
+  const x0 = v128.load(a);
+  const x1 = v128.load(a + 16);
+  let acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q0, v128.shuffle<i32>(x0, x0, 0, 0, 0, 0), cb);
+  let acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q4, v128.shuffle<i32>(x1, x1, 0, 0, 0, 0), z);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q1, v128.shuffle<i32>(x0, x0, 1, 1, 1, 1), acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q5, v128.shuffle<i32>(x1, x1, 1, 1, 1, 1), acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q2, v128.shuffle<i32>(x0, x0, 2, 2, 2, 2), acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q6, v128.shuffle<i32>(x1, x1, 2, 2, 2, 2), acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q3, v128.shuffle<i32>(x0, x0, 3, 3, 3, 3), acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q7, v128.shuffle<i32>(x1, x1, 3, 3, 3, 3), acc2);
+  const sumi = i32x4.add(acc, acc2);
+  return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, f32x4.splat(yd))));
+}
+
+// −128·Σw of each of a Q8_0 group-block's 4 rows (lanes = rows), from its 8 quad vectors; k128:
+// 16 bytes of 0x80, read by the biased dot as 128.
+@inline function biasQuads(
+  q0: v128, q1: v128, q2: v128, q3: v128, q4: v128, q5: v128, q6: v128, q7: v128, k128: v128,
+): v128 {
+  const z = i32x4.splat(0);
+  let c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q0, k128, z);
+  let c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q4, k128, z);
+  c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q1, k128, c);
+  c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q5, k128, c2);
+  c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q2, k128, c);
+  c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q6, k128, c2);
+  c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q3, k128, c);
+  c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q7, k128, c2);
+  return i32x4.sub(z, i32x4.add(c, c2));
+}
+
 @inline function storeRows4(out: usize, outStride: i32, t: i32, r: i32, v: v128): void {
   v128.store(out + (<usize> (t * outStride + r) << 2), v);
 }
 
-// Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q4_0 matrix (kind 2; the
-// layout also fits Q8_0, kind 8, which measured faster as whole blocks) against T activation rows.
+// Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q4_0 matrix (kind 2) or
+// Q8_0 matrix against the biased activation (kind 9) against T activation rows. (Q8_0 over P/N
+// planes, kind 8, measured faster as whole blocks: it needs both planes broadcast.)
 @inline function quadMatmul(
   kind: i32,
   w: usize,
@@ -739,9 +783,72 @@ export function mmQ5_1(
 ): void {
   const gb = <usize> (4 * blockBytes(kind));
   const m4 = mask4();
+  const k128 = v128.load(CONSTS + 32);
   for (let r = r0; r < r1; r += 4) {
     const gw = w + <usize> r * rowBytes;
     let t = 0;
+    for (; kind == 9 && t + 8 <= T; t += 8) {
+      // as kind 2 below: each block's quads and their bias made once for 8 activation rows
+      let s0 = f32x4.splat(0);
+      let s1 = f32x4.splat(0);
+      let s2 = f32x4.splat(0);
+      let s3 = f32x4.splat(0);
+      let s4 = f32x4.splat(0);
+      let s5 = f32x4.splat(0);
+      let s6 = f32x4.splat(0);
+      let s7 = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const blk = gw + <usize> b * gb;
+        const xd = scales4(blk);
+        const i0 = <usize> (t * nb + b);
+        const q0 = v128.load(blk + 8);
+        const q1 = v128.load(blk + 24);
+        const q2 = v128.load(blk + 40);
+        const q3 = v128.load(blk + 56);
+        const q4 = v128.load(blk + 72);
+        const q5 = v128.load(blk + 88);
+        const q6 = v128.load(blk + 104);
+        const q7 = v128.load(blk + 120);
+        const cb = biasQuads(q0, q1, q2, q3, q4, q5, q6, q7, k128);
+        const n1 = <usize> nb;
+        s0 = q80Step(s0, as + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + (i0 << 2)));
+        s1 = q80Step(s1, as + ((i0 + n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + n1) << 2)));
+        s2 = q80Step(s2, as + ((i0 + 2 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 2 * n1) << 2)));
+        s3 = q80Step(s3, as + ((i0 + 3 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 3 * n1) << 2)));
+        s4 = q80Step(s4, as + ((i0 + 4 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 4 * n1) << 2)));
+        s5 = q80Step(s5, as + ((i0 + 5 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 5 * n1) << 2)));
+        s6 = q80Step(s6, as + ((i0 + 6 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 6 * n1) << 2)));
+        s7 = q80Step(s7, as + ((i0 + 7 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 7 * n1) << 2)));
+      }
+      storeRows4(out, outStride, t + 0, r, s0);
+      storeRows4(out, outStride, t + 1, r, s1);
+      storeRows4(out, outStride, t + 2, r, s2);
+      storeRows4(out, outStride, t + 3, r, s3);
+      storeRows4(out, outStride, t + 4, r, s4);
+      storeRows4(out, outStride, t + 5, r, s5);
+      storeRows4(out, outStride, t + 6, r, s6);
+      storeRows4(out, outStride, t + 7, r, s7);
+    }
+    for (; kind == 9 && t < T; t++) {
+      // the rest one row at a time (decode: the block's bias is made for this row alone)
+      let s0 = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const blk = gw + <usize> b * gb;
+        const xd = scales4(blk);
+        const i0 = <usize> (t * nb + b);
+        const q0 = v128.load(blk + 8);
+        const q1 = v128.load(blk + 24);
+        const q2 = v128.load(blk + 40);
+        const q3 = v128.load(blk + 56);
+        const q4 = v128.load(blk + 72);
+        const q5 = v128.load(blk + 88);
+        const q6 = v128.load(blk + 104);
+        const q7 = v128.load(blk + 120);
+        const cb = biasQuads(q0, q1, q2, q3, q4, q5, q6, q7, k128);
+        s0 = q80Step(s0, as + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + (i0 << 2)));
+      }
+      storeRows4(out, outStride, t, r, s0);
+    }
     for (; t + 8 <= T; t += 8) {
       // 8 activation rows per pass: each block's nibbles unpacked once for 8 (sums the
       // registers cannot hold are spilled by V8, read and written once per block)
@@ -873,7 +980,7 @@ export function mmQ5_1(
 }
 
 /**
- * Lay out the full 4-row groups (nGroups from w) of a Q4_0 (bb 18) matrix as
+ * Lay out the full 4-row groups (nGroups from w) of a Q4_0 (bb 18) or Q8_0 (bb 34) matrix as
  * quadMatmul reads them, in place. tmp: 4·rowBytes of scratch.
  */
 export function repackQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usize): void {
