@@ -282,8 +282,8 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // - Q8_0: both are signed, so the activation comes split as P = max(q, 0) and N = max(-q, 0)
 //   (made once per activation by quantizeQ8) and Σw·q = dot(w, P) - dot(w, N), exact (kind 8);
 //   or, where the engine's dot reads bytes above 127 as unsigned without saturating (the host
-//   probes it: relaxedDot), biased as u = q + 128 and Σw·q = dot(w, u) - 128·Σw (kind 9, mmQ8_0b),
-//   with Σw made once per weight block for a prompt's four activation rows: half the dots.
+//   probes it: relaxedDot), biased as u = q + 128 and Σw·q = dot(w, u) - 128·Σw (kind 9, mmQ8_0b:
+//   here only a matrix's last partial row group; its full groups are byte quads, quadMatmul).
 
 // Nibble (+ 5th bit) planes of a 4/5-bit block: lo = elements 0..15, hi = 16..31.
 @inline function nibLo(kind: i32, w: usize): v128 {
@@ -349,31 +349,6 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, f32x4.splat(yd))));
 }
 
-// One activation row's Q8_0 block against 4 rows' weights, the activation biased (u = q + 128,
-// read as unsigned bytes: see mmQ8_0b) and each row's sums started at c<row> = −128·Σw in the
-// same lanes, so Σw·u + c = Σw·q exactly: half the dots of q8Step.
-@inline function q8StepBiased(
-  sumf: v128, ua: usize, w00: v128, w01: v128, w10: v128, w11: v128, w20: v128, w21: v128,
-  w30: v128, w31: v128, c0: v128, c1: v128, c2: v128, c3: v128, xd: v128, yd: f32,
-): v128 {
-  const u0 = v128.load(ua);
-  const u1 = v128.load(ua + 16);
-  const sumi = transposeSum(
-    i32x4.relaxed_dot_i8x16_i7x16_add_s(w01, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w00, u0, c0)),
-    i32x4.relaxed_dot_i8x16_i7x16_add_s(w11, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w10, u0, c1)),
-    i32x4.relaxed_dot_i8x16_i7x16_add_s(w21, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w20, u0, c2)),
-    i32x4.relaxed_dot_i8x16_i7x16_add_s(w31, u1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w30, u0, c3)),
-  );
-  return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, f32x4.splat(yd))));
-}
-
-// −128·Σ of one weight row's block (halves w0, w1), in the dot's 4 lanes: k128 holds 16 bytes of
-// 0x80, which the biased dot reads as 128.
-@inline function biasOf(w0: v128, w1: v128, k128: v128): v128 {
-  const z = i32x4.splat(0);
-  return i32x4.sub(z, i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, k128, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, k128, z)));
-}
-
 // Store the first min(4, n) lanes of v at p.
 @inline function storeLanes(p: usize, v: v128, n: i32): void {
   if (n >= 4) {
@@ -400,7 +375,8 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   r1: i32,
 ): void {
   const bb = blockBytes(kind);
-  // 16 bytes of 0x80 (kind 9: the bias, read by the dot as 128), loaded once (see CONSTS)
+  // 16 bytes of 0x80 (kind 9, the biased Q8_0 kernel's last partial group: the bias, read by
+  // the dot as 128), loaded once (see CONSTS)
   const k128 = v128.load(CONSTS + 32);
   for (let r = r0; r < r1; r += 4) {
     let wr0: usize, wr1: usize, wr2: usize, wr3: usize, stride: i32;
@@ -420,44 +396,6 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
       stride = bb;
     }
     let t0 = 0;
-    if (kind == 9) {
-      // prompts, biased activation: as kind 8 below, with each block's −128·Σw made once for
-      // the four activation rows
-      for (; t0 + 4 <= T; t0 += 4) {
-        let sa = f32x4.splat(0);
-        let sb = f32x4.splat(0);
-        let sc = f32x4.splat(0);
-        let sd = f32x4.splat(0);
-        for (let b = 0; b < nb; b++) {
-          const o = <usize> (b * stride);
-          const ia = <usize> (t0 * nb + b);
-          const ib = ia + <usize> nb;
-          const ic = ib + <usize> nb;
-          const id = ic + <usize> nb;
-          const xd = rowScales(wr0, wr1, wr2, wr3, o);
-          const w00 = v128.load(wr0 + o + 2);
-          const w01 = v128.load(wr0 + o + 18);
-          const w10 = v128.load(wr1 + o + 2);
-          const w11 = v128.load(wr1 + o + 18);
-          const w20 = v128.load(wr2 + o + 2);
-          const w21 = v128.load(wr2 + o + 18);
-          const w30 = v128.load(wr3 + o + 2);
-          const w31 = v128.load(wr3 + o + 18);
-          const c0 = biasOf(w00, w01, k128);
-          const c1 = biasOf(w10, w11, k128);
-          const c2 = biasOf(w20, w21, k128);
-          const c3 = biasOf(w30, w31, k128);
-          sa = q8StepBiased(sa, as + (ia << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (ia << 2)));
-          sb = q8StepBiased(sb, as + (ib << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (ib << 2)));
-          sc = q8StepBiased(sc, as + (ic << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (ic << 2)));
-          sd = q8StepBiased(sd, as + (id << 5), w00, w01, w10, w11, w20, w21, w30, w31, c0, c1, c2, c3, xd, load<f32>(ad + (id << 2)));
-        }
-        storeLanes(out + (<usize> (t0 * outStride + r) << 2), sa, r1 - r);
-        storeLanes(out + (<usize> ((t0 + 1) * outStride + r) << 2), sb, r1 - r);
-        storeLanes(out + (<usize> ((t0 + 2) * outStride + r) << 2), sc, r1 - r);
-        storeLanes(out + (<usize> ((t0 + 3) * outStride + r) << 2), sd, r1 - r);
-      }
-    }
     if (kind == 8) {
       // prompts: four activation rows per pass share each block's weights and scales
       for (; t0 + 4 <= T; t0 += 4) {
