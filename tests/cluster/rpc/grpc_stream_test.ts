@@ -22,6 +22,7 @@ import {
   ForwardResponseSchema,
   InferenceService,
 } from "../../../proto/mod.ts";
+import { floodAndRead, untilSteady } from "../../support/flood.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
 
 function envelope(body: number[], flags = 0): Uint8Array {
@@ -261,14 +262,9 @@ for (const [frames, bytes] of [[500, 4096], [40, 1 << 20]]) {
       routes: (r) =>
         r.service(InferenceService, {
           forward: async function* (frames: AsyncIterable<ActivationFrame>) {
-            // Busy until the client's frames stop piling up in front of the handler (HTTP/2
-            // brings 1 MiB frames slowly: a fixed wait would end before the bound is reached).
+            // Busy until the client's frames stop piling up in front of the handler.
             const queue = frames as unknown as MessageQueue<unknown>;
-            await new Promise((res) => setTimeout(res, 300));
-            for (let last = -1, i = 0; queue.bytes !== last && i < 50; i++) {
-              last = queue.bytes;
-              await new Promise((res) => setTimeout(res, 150));
-            }
+            await untilSteady(queue);
             sizeWhileBusy = queue.size;
             bytesWhileBusy = queue.bytes;
             for await (const f of frames) yield create(ForwardResponseSchema, { step: f.step });
@@ -278,13 +274,7 @@ for (const [frames, bytes] of [[500, 4096], [40, 1 << 20]]) {
     const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
     try {
       const call = await t.openBidi!(FORWARD);
-      const data = new Uint8Array(bytes);
-      for (let i = 0; i < frames; i++) {
-        call.send(create(ActivationFrameSchema, { step: BigInt(i), data }));
-      }
-      call.end();
-      const got: bigint[] = [];
-      for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
+      const got = await floodAndRead(call, frames, bytes);
       assertEquals(got.length, frames, "every frame answered, in order");
       assertEquals(got.at(-1), BigInt(frames - 1));
       assert(

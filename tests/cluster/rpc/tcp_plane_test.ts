@@ -24,6 +24,7 @@ import {
   TRAILER_FLAG,
   writeAll,
 } from "../../../cluster/rpc/mod.ts";
+import { floodAndRead, untilSteady } from "../../support/flood.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import { rawAnswer } from "../../support/raw_tcp.ts";
 
@@ -255,11 +256,7 @@ for (const [frames, bytes] of [[500, 0], [40, 1 << 20]]) {
             serveTcpBidi(conn, METHOD, async function* (frames) {
               queue = frames as unknown as MessageQueue<unknown>;
               // Busy until the client's frames stop piling up in front of the handler.
-              await new Promise((r) => setTimeout(r, 300));
-              for (let last = -1, i = 0; queue.bytes !== last && i < 50; i++) {
-                last = queue.bytes;
-                await new Promise((r) => setTimeout(r, 150));
-              }
+              await untilSteady(queue);
               sizeWhileBusy = queue.size;
               bytesWhileBusy = queue.bytes;
               for await (const f of frames) {
@@ -271,13 +268,7 @@ for (const [frames, bytes] of [[500, 0], [40, 1 << 20]]) {
     });
     try {
       const call = await openTcpBidi(`127.0.0.1:${p.port}`, "TEST", METHOD, 2 << 20);
-      const data = new Uint8Array(bytes);
-      for (let i = 0; i < frames; i++) {
-        call.send(create(ActivationFrameSchema, { step: BigInt(i), data }));
-      }
-      call.end();
-      const got: bigint[] = [];
-      for (let r = await call.receive(); r; r = await call.receive()) got.push(r.step);
+      const got = await floodAndRead(call, frames, bytes);
       assertEquals(got.length, frames, "every frame answered, in order");
       assertEquals(got.at(-1), BigInt(frames - 1));
       assert(sizeWhileBusy >= 1 && sizeWhileBusy <= MAX_QUEUED_MESSAGES, `queued ${sizeWhileBusy}`);
