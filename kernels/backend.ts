@@ -85,6 +85,14 @@ export interface RopeParams {
   readonly neox: boolean;
 }
 
+/** One sequence of a batch in {@link Backend.attentionMany}: its cache, positions and rows. */
+export interface AttentionSeq {
+  readonly cache: KVCache;
+  readonly pos0: number;
+  readonly rows: number;
+  readonly rowOffset: number;
+}
+
 /** Multi-head (grouped-query) attention parameters. */
 export interface AttentionParams {
   readonly nHeads: number;
@@ -224,6 +232,18 @@ export interface Backend {
     rows: number,
     params: AttentionParams,
     rowOffset?: number,
+  ): void;
+  /**
+   * attention(q, s.cache, layer, out, s.pos0, s.rows, params, s.rowOffset) for each sequence of a
+   * batch (optional): the same results, but a backend may share the sequences out over its
+   * threads as one job (a decode row's attention alone is too small to split).
+   */
+  attentionMany?(
+    q: Buf,
+    layer: number,
+    out: Buf,
+    seqs: readonly AttentionSeq[],
+    params: AttentionParams,
   ): void;
   /** out = silu(gate) ⊙ up over `n` elements. */
   swiglu(gate: Buf, up: Buf, out: Buf, n: number): void;

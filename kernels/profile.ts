@@ -35,6 +35,7 @@ const TIMED = [
   "rope",
   "storeKV",
   "attention",
+  "attentionMany",
   "swiglu",
   "add",
   "write",

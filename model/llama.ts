@@ -817,7 +817,19 @@ export class LlamaStage {
       if (preScale) be.scale(ws.q, qScale, total * c.nHeads * c.headDim);
       for (const s of seqs) {
         be.storeKV(s.session.kv, l, ws.k, ws.v, s.session.pos, s.rows, s.offset);
-        be.attention(ws.q, s.session.kv, l, ws.att, s.session.pos, s.rows, attn, s.offset);
+      }
+      if (be.attentionMany && seqs.length > 1) {
+        const batch = seqs.map((s) => ({
+          cache: s.session.kv,
+          pos0: s.session.pos,
+          rows: s.rows,
+          rowOffset: s.offset,
+        }));
+        be.attentionMany(ws.q, l, ws.att, batch, attn);
+      } else {
+        for (const s of seqs) {
+          be.attention(ws.q, s.session.kv, l, ws.att, s.session.pos, s.rows, attn, s.offset);
+        }
       }
       for (const plan of plans) this.prefix!.copyLayer(plan, l, ws.k, ws.v);
       await breathe();

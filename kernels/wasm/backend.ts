@@ -14,6 +14,7 @@
  */
 import type {
   AttentionParams,
+  AttentionSeq,
   Backend,
   Buf,
   KVCache,
@@ -40,7 +41,21 @@ import { dequantizeRow } from "../quant/ops.ts";
 import { typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import type { Arena } from "./arena.ts";
 import { readKernelBinary } from "./build.ts";
-import { A, ARENA, ARGS, FARGS, MAX_THREADS, OP, OP_ATTN, OP_PROBE, SLEEPS } from "./jobs.ts";
+import {
+  A,
+  ARENA,
+  ARGS,
+  FARGS,
+  MAX_SEQS,
+  MAX_THREADS,
+  OP,
+  OP_ATTN,
+  OP_ATTN_MANY,
+  OP_PROBE,
+  SEQ_INTS,
+  SEQ_TABLE,
+  SLEEPS,
+} from "./jobs.ts";
 import { fileRow, layOut } from "./layout.ts";
 import { dotReadsUnsigned, Matmuls } from "./matmul.ts";
 import { Pool } from "./pool.ts";
@@ -427,50 +442,119 @@ class WasmBackendImpl implements WasmBackend {
     p: AttentionParams,
     rowOffset = 0,
   ): void {
-    const c = wkv(cache);
-    const { nHeads, nKVHeads, headDim } = p;
-    checkHeads(p, c);
-    checkKVRange("attention", c, layer, pos0, rows);
     const Q = wbuf(q);
     const O = wbuf(out);
-    const rowLen = nHeads * headDim;
-    need(Q, (rowOffset + rows) * rowLen, "attention q");
-    need(O, (rowOffset + rows) * rowLen, "attention out");
-    const f16 = c.type === "f16";
-    const nMax = pos0 + rows;
-    const scratch = (headDim + nMax + 4 + (f16 ? 2 * nMax * headDim : 0)) * 4 + 64;
-    [this.#ctrl[ARGS + A.SCR], this.#ctrl[ARGS + A.SCR_STRIDE]] = this.#mem.states[0]
-      .threadScratch(scratch, this.threads);
-    const lb = c.layerBytes();
+    const job = this.#attnJob(Q, O, layer, { cache, pos0, rows, rowOffset }, p);
+    this.#scratchFor([job], p);
     const a = ARGS;
     this.#ctrl[OP] = OP_ATTN;
     this.#ctrl[ARENA] = 0;
-    this.#ctrl[a + A.AQ] = Q.off + rowOffset * rowLen * 4;
-    this.#ctrl[a + A.W] = c.kOff + layer * lb;
-    this.#ctrl[a + A.VC] = c.vOff + layer * lb;
-    this.#ctrl[a + A.OUT] = O.off + rowOffset * rowLen * 4;
+    this.#ctrl[a + A.AQ] = job.q;
+    this.#ctrl[a + A.W] = job.k;
+    this.#ctrl[a + A.VC] = job.v;
+    this.#ctrl[a + A.OUT] = job.out;
     this.#ctrl[a + A.POS0] = pos0;
-    this.#ctrl[a + A.NHEADS] = nHeads;
-    this.#ctrl[a + A.NKV] = nKVHeads;
-    this.#ctrl[a + A.HEAD_DIM] = headDim;
-    // the kernel's flags: f16 cache in bit 0, the sliding window above it
-    this.#ctrl[a + A.F16] = (f16 ? 1 : 0) | ((p.window ?? 0) << 1);
+    this.#ctrl[a + A.NHEADS] = p.nHeads;
+    this.#ctrl[a + A.NKV] = p.nKVHeads;
+    this.#ctrl[a + A.HEAD_DIM] = p.headDim;
+    this.#ctrl[a + A.F16] = job.flags;
     this.#ctrl[a + A.T] = rows;
     this.#pool.f32[FARGS] = p.scale;
-    // work items: (block of query rows) × (KV head); each item widens an f16 cache once
+    this.#ctrl[a + A.KIND] = job.rowBlock;
+    this.#ctrl[a + A.NROWS] = job.items;
+    this.#ctrl[a + A.CHUNK] = 1;
+    this.#runSplit(job.work);
+    O.version++;
+  }
+
+  attentionMany(
+    q: Buf,
+    layer: number,
+    out: Buf,
+    seqs: readonly AttentionSeq[],
+    p: AttentionParams,
+  ): void {
+    const Q = wbuf(q);
+    const O = wbuf(out);
+    for (let from = 0; from < seqs.length; from += MAX_SEQS) {
+      const jobs = seqs.slice(from, from + MAX_SEQS).map((s) => this.#attnJob(Q, O, layer, s, p));
+      this.#scratchFor(jobs, p);
+      const a = ARGS;
+      this.#ctrl[OP] = OP_ATTN_MANY;
+      this.#ctrl[ARENA] = 0;
+      this.#ctrl[a + A.NHEADS] = p.nHeads;
+      this.#ctrl[a + A.NKV] = p.nKVHeads;
+      this.#ctrl[a + A.HEAD_DIM] = p.headDim;
+      this.#pool.f32[FARGS] = p.scale;
+      this.#ctrl[a + A.NROWS] = jobs.length;
+      let end = 0;
+      let work = 0;
+      for (const [i, j] of jobs.entries()) {
+        end += j.items;
+        work += j.work;
+        this.#ctrl.set(
+          [j.q, j.k, j.v, j.out, j.pos0, j.rows, j.flags, j.rowBlock, end],
+          SEQ_TABLE + i * SEQ_INTS,
+        );
+      }
+      this.#runSplit(work);
+    }
+    O.version++;
+  }
+
+  /**
+   * One sequence's attention as the kernel takes it (checked against its cache and buffers):
+   * byte offsets, flags, query rows per work item (a block of rows × one KV head) and its work.
+   */
+  #attnJob(Q: WBuf, O: WBuf, layer: number, s: AttentionSeq, p: AttentionParams) {
+    const c = wkv(s.cache);
+    const { nHeads, nKVHeads, headDim } = p;
+    const { pos0, rows, rowOffset } = s;
+    checkHeads(p, c);
+    checkKVRange("attention", c, layer, pos0, rows);
+    const rowLen = nHeads * headDim;
+    need(Q, (rowOffset + rows) * rowLen, "attention q");
+    need(O, (rowOffset + rows) * rowLen, "attention out");
+    const lb = c.layerBytes();
     const work = rows * nHeads * (pos0 + rows) * headDim;
+    // work items: (block of query rows) × (KV head); each item widens an f16 cache once
     const parts = Math.min(this.#active, Math.ceil(work / 32768));
     const rowBlock = Math.max(
       1,
       Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))),
     );
-    const items = Math.ceil(rows / rowBlock) * nKVHeads;
-    this.#ctrl[a + A.KIND] = rowBlock;
-    this.#ctrl[a + A.NROWS] = items;
-    this.#ctrl[a + A.CHUNK] = 1;
+    return {
+      q: Q.off + rowOffset * rowLen * 4,
+      k: c.kOff + layer * lb,
+      v: c.vOff + layer * lb,
+      out: O.off + rowOffset * rowLen * 4,
+      pos0,
+      rows,
+      f16: c.type === "f16",
+      // the kernel's flags: f16 cache in bit 0, the sliding window above it
+      flags: (c.type === "f16" ? 1 : 0) | ((p.window ?? 0) << 1),
+      rowBlock,
+      items: Math.ceil(rows / rowBlock) * nKVHeads,
+      work,
+    };
+  }
+
+  /** Per-thread kernel scratch for the largest of these attention jobs. */
+  #scratchFor(jobs: { pos0: number; rows: number; f16: boolean }[], p: AttentionParams): void {
+    let bytes = 0;
+    for (const j of jobs) {
+      const nMax = j.pos0 + j.rows;
+      bytes = Math.max(bytes, (p.headDim + nMax + 4 + (j.f16 ? 2 * nMax * p.headDim : 0)) * 4 + 64);
+    }
+    [this.#ctrl[ARGS + A.SCR], this.#ctrl[ARGS + A.SCR_STRIDE]] = this.#mem.states[0]
+      .threadScratch(bytes, this.threads);
+  }
+
+  /** Run the job in the control block on as many threads as `work` multiply-adds are worth. */
+  #runSplit(work: number): void {
+    const parts = Math.min(this.#active, Math.ceil(work / 32768));
     if (parts > 1) this.#pool.run(this.#mem.kernels);
     else this.#pool.runHere(this.#mem.kernels);
-    O.version++;
   }
 
   swiglu(gate: Buf, up: Buf, out: Buf, n: number): void {

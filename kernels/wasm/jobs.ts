@@ -41,8 +41,18 @@ export const FARGS = 48;
 export const ACK = 64;
 /** Most threads a pool may have. */
 export const MAX_THREADS = 256;
+/**
+ * First slot of the sequence table of an OP_ATTN_MANY job: SEQ_INTS ints per sequence (its
+ * query, key, value and output offsets, first position, rows, kernel flags, query rows per work
+ * item, and the end of its work items, counted from the job's first).
+ */
+export const SEQ_TABLE = ACK + MAX_THREADS;
+/** Ints per sequence in the table (see SEQ_TABLE). */
+export const SEQ_INTS = 9;
+/** Most sequences one OP_ATTN_MANY job carries (a larger batch takes several jobs). */
+export const MAX_SEQS = 256;
 /** Control block size in Int32 elements. */
-export const CTRL_INTS = ACK + MAX_THREADS;
+export const CTRL_INTS = SEQ_TABLE + MAX_SEQS * SEQ_INTS;
 
 /**
  * Spin on `ctrl[slot]` while it equals `v`, for up to `ctrl[SPIN_US]` µs from `t0` (a
@@ -70,6 +80,8 @@ export const OP_MMF = 3;
 export const OP_ATTN = 4;
 /** Bandwidth probe: stream-read chunks of memory (see WasmBackend.probeReadBandwidth). */
 export const OP_PROBE = 5;
+/** Attention of several sequences, each over its own KV cache (SEQ_TABLE). */
+export const OP_ATTN_MANY = 6;
 /** Workers: return to the event loop and take new arenas (their memories arrive by message). */
 export const OP_RELOAD = 9;
 /** Workers: exit. */
@@ -228,6 +240,32 @@ export function runJob(
       const i = Atomics.add(ctrl, NEXT, 1);
       if (i >= nrows) break;
       k.streamRead((ctrl[a + A.W] >>> 0) + i * bytes, bytes);
+    }
+  } else if (op === OP_ATTN_MANY) {
+    // work items of all sequences in table order; NROWS: the sequences
+    for (let s = 0;;) {
+      const i = Atomics.add(ctrl, NEXT, 1);
+      while (s < nrows && i >= ctrl[SEQ_TABLE + s * SEQ_INTS + 8]) s++;
+      if (s >= nrows) break;
+      const t = SEQ_TABLE + s * SEQ_INTS;
+      const w0 = i - (s > 0 ? ctrl[t - SEQ_INTS + 8] : 0);
+      k.attention(
+        ctrl[t],
+        ctrl[t + 1],
+        ctrl[t + 2],
+        ctrl[t + 3],
+        ctrl[t + 4],
+        ctrl[t + 5],
+        ctrl[a + A.NHEADS],
+        ctrl[a + A.NKV],
+        ctrl[a + A.HEAD_DIM],
+        f32[FARGS],
+        ctrl[t + 6],
+        w0,
+        w0 + 1,
+        scr,
+        ctrl[t + 7],
+      );
     }
   } else if (op === OP_ATTN) {
     for (;;) {

@@ -209,6 +209,51 @@ for (const threads of [1, 2]) {
   });
 }
 
+Deno.test("wasm attentionMany: a batch's sequences in one job, each as attention alone", async () => {
+  await withBackends(2, async (wasm, ref) => {
+    const [nHeads, nKV, headDim] = [8, 2, 64];
+    const kvDim = nKV * headDim;
+    const rowLen = nHeads * headDim;
+    for (const window of [0, 5]) {
+      for (const type of ["f32", "f16"] as const) {
+        const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim), window };
+        // sequences at different positions, decode rows and prompt slices mixed, and more of
+        // them than one job takes (MAX_SEQS = 256)
+        const shapes = Array.from({ length: 300 }, (_, i) => ({
+          pos0: (i * 7) % 40,
+          rows: i % 9 === 0 ? 6 : 1,
+        }));
+        const total = shapes.reduce((a, s) => a + s.rows, 0);
+        const q = rand(total * rowLen, 90, 1.5);
+        const [qw, qr] = [bufOf(wasm, q), bufOf(ref, q)];
+        const [ow, or] = [wasm.buffer(total * rowLen), ref.buffer(total * rowLen)];
+        const seqsW = [];
+        let off = 0;
+        for (const [i, sh] of shapes.entries()) {
+          const n = sh.pos0 + sh.rows;
+          const [cw, cr] = [wasm.kvCache(1, 48, kvDim, type), ref.kvCache(1, 48, kvDim, type)];
+          const k = rand(n * kvDim, 100 + i, 1.5);
+          const v = rand(n * kvDim, 700 + i, 1.5);
+          const [kw, vw, kr, vr] = [bufOf(wasm, k), bufOf(wasm, v), bufOf(ref, k), bufOf(ref, v)];
+          wasm.storeKV(cw, 0, kw, vw, 0, n);
+          ref.storeKV(cr, 0, kr, vr, 0, n);
+          ref.attention(qr, cr, 0, or, sh.pos0, sh.rows, params, off);
+          seqsW.push({ cache: cw, pos0: sh.pos0, rows: sh.rows, rowOffset: off });
+          off += sh.rows;
+        }
+        wasm.attentionMany!(qw, 0, ow, seqsW, params);
+        assertClose(
+          await wasm.read(ow),
+          await ref.read(or),
+          0,
+          `attentionMany ${type} window ${window}`,
+        );
+        for (const s of seqsW) wasm.free(s.cache);
+      }
+    }
+  });
+});
+
 for (const biasedQ8 of [false, true]) {
   const form = biasedQ8 ? "the biased activation" : "P/N planes";
   Deno.test(`wasm matmul: Q8_0 over ${form}, extreme quants, decode and prompt tiles`, async () => {
