@@ -236,7 +236,8 @@ export interface Backend {
   /**
    * attention(q, s.cache, layer, out, s.pos0, s.rows, params, s.rowOffset) for each sequence of a
    * batch (optional): the same results, but a backend may share the sequences out over its
-   * threads as one job (a decode row's attention alone is too small to split).
+   * threads as one job (a decode row's attention alone is too small to split). The sequences'
+   * rows must not overlap (they run at once, not in order).
    */
   attentionMany?(
     q: Buf,

@@ -510,6 +510,10 @@ class WasmBackendImpl implements WasmBackend {
     const c = wkv(s.cache);
     const { nHeads, nKVHeads, headDim } = p;
     const { pos0, rows, rowOffset } = s;
+    if (!Number.isInteger(rows) || rows < 0) {
+      // a negative count would shift every later sequence's work items in attentionMany's table
+      throw new Error(`attention: rows ${rows} is not a count`);
+    }
     checkHeads(p, c);
     checkKVRange("attention", c, layer, pos0, rows);
     const rowLen = nHeads * headDim;

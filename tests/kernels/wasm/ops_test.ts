@@ -10,7 +10,7 @@ import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import type { Kernels } from "../../../kernels/wasm/kernels.ts";
 import { dotReadsUnsigned } from "../../../kernels/wasm/matmul.ts";
 import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
-import { assertEquals, assertRejects } from "../../support/assert.ts";
+import { assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
 import { assertClose, bufOf, rand, WEIGHT_TYPES, weightBytes } from "./helpers.ts";
 
 async function withBackends(
@@ -251,6 +251,18 @@ Deno.test("wasm attentionMany: a batch's sequences in one job, each as attention
         for (const s of seqsW) wasm.free(s.cache);
       }
     }
+    // A negative row count would shift the later sequences' work items: refused.
+    const c = wasm.kvCache(1, 48, kvDim, "f32");
+    const q = bufOf(wasm, rand(2 * rowLen, 91, 1));
+    const o = wasm.buffer(2 * rowLen);
+    const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim) };
+    const seqs = [{ cache: c, pos0: 5, rows: -1, rowOffset: 0 }, {
+      cache: c,
+      pos0: 5,
+      rows: 1,
+      rowOffset: 1,
+    }];
+    assertThrows(() => wasm.attentionMany!(q, 0, o, seqs, params), Error, "not a count");
   });
 });
 
