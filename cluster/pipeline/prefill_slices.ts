@@ -3,8 +3,9 @@
  * the frames waiting for a pass, which of them (and how many of their rows) the next pass
  * takes, and how a prompt run in slices is put back together. While other sessions are open a
  * long prompt runs a slice per pass, sized by the stage's recent pass times to cost about one
- * and a half decode passes, and waits at the front of the queue for the next, so the others' tokens keep
- * coming (vLLM's chunked prefill, with a time budget instead of a token budget).
+ * and a half decode passes (and at least as many rows as the pass decodes), and waits at the front
+ * of the queue for the next, so the others' tokens keep coming (vLLM's chunked prefill, with a
+ * time budget instead of a token budget).
  *
  * @module
  */
@@ -51,6 +52,18 @@ export interface PendingStep {
 /** Fewest prompt rows a slice runs (fewer would waste the pass on fixed costs). */
 export const MIN_SLICE = 2;
 
+/** Sessions whose next waiting frame is one row (a decode step): the rows a pass owes them. */
+export function decodeRowsWaiting(waiting: PendingStep[]): number {
+  const first = new Set<HostedSession>();
+  let n = 0;
+  for (const p of waiting) {
+    if (first.has(p.hosted)) continue;
+    first.add(p.hosted);
+    if (rowsLeft(p) === 1) n++;
+  }
+  return n;
+}
+
 /**
  * The next batch from `waiting` (in arrival order, one frame per session, within `max` rows),
  * each frame's rows for this pass in `take`, and the frames left for later. With a `slice`
@@ -71,15 +84,7 @@ export function takeBatch(
   let rows = 0;
   const rest: PendingStep[] = [];
   // Rows held for the one-row frames (each session's first waiting frame) not taken yet.
-  let held = 0;
-  if (slice !== Infinity) {
-    const first = new Set<HostedSession>();
-    for (const p of waiting) {
-      if (first.has(p.hosted)) continue;
-      first.add(p.hosted);
-      if (rowsLeft(p) === 1) held++;
-    }
-  }
+  let held = slice !== Infinity ? decodeRowsWaiting(waiting) : 0;
   // With decode rows waiting, the prompts share one slice (those rows wait for this pass);
   // with none, each prompt takes its own slice, as many as fit.
   const shared = held > 0;
@@ -134,14 +139,19 @@ export class SliceClock {
   }
 
   /**
-   * Prompt rows a pass may run beside decodes, ≤ `cap`: ~1.5 recent decode passes' worth, so a
-   * running stream's time between tokens stays within ~3× its own (on CPU a prompt row costs
-   * about 0.4 of a decode pass: on the 110M model 5 ms alone, 11 ms with slices of 2–3 rows).
+   * Prompt rows a pass may run beside `decodeRows` decode rows, ≤ `cap`: ~1.5 recent decode
+   * passes' worth, so a running stream's time between tokens stays within ~3× its own (on CPU a
+   * prompt row costs about 0.4 of a decode pass: on the 110M model 5 ms alone, 11 ms with slices
+   * of 2–3 rows), and never fewer than the decode rows. Many streams make a pass long already,
+   * and admitting prompts as fast as they decode keeps them streaming: 16 clients on the 110M
+   * model ran passes of 11 decode rows beside a 3-row slice, with 5 new sessions waiting for
+   * their prompts in every pass.
    */
-  limit(cap: number): number {
+  limit(cap: number, decodeRows = 0): number {
     if (cap <= 0) return Infinity;
     if (!this.#decodeMs || !this.#rowMs) return cap;
-    return Math.max(MIN_SLICE, Math.min(cap, Math.floor((1.5 * this.#decodeMs) / this.#rowMs)));
+    const byTime = Math.floor((1.5 * this.#decodeMs) / this.#rowMs);
+    return Math.max(MIN_SLICE, Math.min(cap, Math.max(byTime, decodeRows)));
   }
 }
 

@@ -23,6 +23,7 @@ import {
 } from "./stage_frame.ts";
 import {
   advance,
+  decodeRowsWaiting,
   type HostedSession,
   lastSlice,
   type PendingStep,
@@ -306,7 +307,9 @@ export class StageHost {
 
   /** The next batch (prefill_slices.ts); the frames it leaves wait for later passes. */
   private takeBatch(): PendingStep[] {
-    const slice = this.sessions.size > 1 ? this.clock.limit(this.opts.sliceRows ?? 64) : Infinity;
+    const slice = this.sessions.size > 1
+      ? this.clock.limit(this.opts.sliceRows ?? 64, decodeRowsWaiting(this.waiting))
+      : Infinity;
     const { batch, rest } = takeBatch(this.waiting, this.stage.maxBatch, slice);
     this.waiting = rest;
     return batch;

@@ -10,6 +10,7 @@ import { LlamaStage, type Session } from "../../../model/llama.ts";
 import {
   type HostedSession,
   type PendingStep,
+  SliceClock,
   takeBatch,
 } from "../../../cluster/pipeline/prefill_slices.ts";
 import {
@@ -196,4 +197,19 @@ Deno.test("takeBatch: with no decode row waiting, each prompt takes its own slic
   const [a, b, c] = ["a", "b", "c"].map(session);
   const { batch } = takeBatch([frame(a, 100), frame(b, 100), frame(c, 5)], 64, 16);
   assertEquals(batch.map((p) => p.take), [16, 16, 5]);
+});
+
+Deno.test("SliceClock: a slice is ~1.5 decode passes' worth, and never fewer rows than the pass decodes", () => {
+  const clock = new SliceClock();
+  const d = session("d");
+  assertEquals(clock.limit(64, 11), 64, "nothing measured yet: the cap");
+  clock.measure([{ ...frame(d, 1), take: 1 }], 5); // a decode pass of one row: 5 ms
+  clock.measure([{ ...frame(d, 10), take: 10 }], 20); // passes with prompt rows: 2 ms a row
+  assertEquals(clock.limit(64), 3, "1.5 × 5 ms / 2 ms");
+  assertEquals(clock.limit(64, 1), 3, "one stream: the time budget");
+  // 11 streams decoding: a 3-row slice kept new sessions waiting for their prompts pass after
+  // pass (16 clients on the 110M model: 5 of them in every pass)
+  assertEquals(clock.limit(64, 11), 11);
+  assertEquals(clock.limit(8, 11), 8, "within the cap");
+  assertEquals(clock.limit(0, 11), Infinity, "slicing off");
 });
