@@ -445,21 +445,15 @@ class WasmBackendImpl implements WasmBackend {
     const Q = wbuf(q);
     const O = wbuf(out);
     const job = this.#attnJob(Q, O, layer, { cache, pos0, rows, rowOffset }, p);
-    this.#scratchFor([job], p);
+    this.#attnArgs(OP_ATTN, [job], p);
     const a = ARGS;
-    this.#ctrl[OP] = OP_ATTN;
-    this.#ctrl[ARENA] = 0;
     this.#ctrl[a + A.AQ] = job.q;
     this.#ctrl[a + A.W] = job.k;
     this.#ctrl[a + A.VC] = job.v;
     this.#ctrl[a + A.OUT] = job.out;
     this.#ctrl[a + A.POS0] = pos0;
-    this.#ctrl[a + A.NHEADS] = p.nHeads;
-    this.#ctrl[a + A.NKV] = p.nKVHeads;
-    this.#ctrl[a + A.HEAD_DIM] = p.headDim;
     this.#ctrl[a + A.F16] = job.flags;
     this.#ctrl[a + A.T] = rows;
-    this.#pool.f32[FARGS] = p.scale;
     this.#ctrl[a + A.KIND] = job.rowBlock;
     this.#ctrl[a + A.NROWS] = job.items;
     this.#ctrl[a + A.CHUNK] = 1;
@@ -478,15 +472,8 @@ class WasmBackendImpl implements WasmBackend {
     const O = wbuf(out);
     for (let from = 0; from < seqs.length; from += MAX_SEQS) {
       const jobs = seqs.slice(from, from + MAX_SEQS).map((s) => this.#attnJob(Q, O, layer, s, p));
-      this.#scratchFor(jobs, p);
-      const a = ARGS;
-      this.#ctrl[OP] = OP_ATTN_MANY;
-      this.#ctrl[ARENA] = 0;
-      this.#ctrl[a + A.NHEADS] = p.nHeads;
-      this.#ctrl[a + A.NKV] = p.nKVHeads;
-      this.#ctrl[a + A.HEAD_DIM] = p.headDim;
-      this.#pool.f32[FARGS] = p.scale;
-      this.#ctrl[a + A.NROWS] = jobs.length;
+      this.#attnArgs(OP_ATTN_MANY, jobs, p);
+      this.#ctrl[ARGS + A.NROWS] = jobs.length;
       let end = 0;
       let work = 0;
       for (const [i, j] of jobs.entries()) {
@@ -541,6 +528,21 @@ class WasmBackendImpl implements WasmBackend {
       items: Math.ceil(rows / rowBlock) * nKVHeads,
       work,
     };
+  }
+
+  /** An attention op's shared arguments: the op, the heads, the scale and the threads' scratch. */
+  #attnArgs(
+    op: number,
+    jobs: { pos0: number; rows: number; f16: boolean }[],
+    p: AttentionParams,
+  ): void {
+    this.#scratchFor(jobs, p);
+    this.#ctrl[OP] = op;
+    this.#ctrl[ARENA] = 0;
+    this.#ctrl[ARGS + A.NHEADS] = p.nHeads;
+    this.#ctrl[ARGS + A.NKV] = p.nKVHeads;
+    this.#ctrl[ARGS + A.HEAD_DIM] = p.headDim;
+    this.#pool.f32[FARGS] = p.scale;
   }
 
   /** Per-thread kernel scratch for the largest of these attention jobs. */
