@@ -281,6 +281,8 @@ export interface Backend {
    * `n` apart) whose ids are not in that row's `exclude` list (distinct ids, at most 256), plus
    * the excluded values and the row's softmax sum; a sampler then reads back a few hundred bytes
    * per step instead of `n` floats. Backends without it leave sampling to the host's full read.
+   * `sums` false: the softmax sum is not wanted (no log-probabilities); a backend may skip it
+   * and return NaN.
    */
   topCandidates?(
     src: Buf,
@@ -288,6 +290,7 @@ export interface Backend {
     n: number,
     k: number,
     exclude: readonly Int32Array[],
+    sums?: boolean,
   ): Promise<TopCandidates[]>;
 
   /**

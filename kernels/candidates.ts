@@ -49,15 +49,21 @@ export function logSumExp(logits: Float32Array): number {
  * The candidates Backend.topCandidates returns for one row, computed without copying the row
  * (a backend may pass a view of its own memory): the excluded ids are −∞ while the row is read
  * and get their values back before it returns. The same candidates, order and softmax sum as
- * the sampler's `topLogprobs` over the masked row.
+ * the sampler's `topLogprobs` over the masked row. Without `sum` the softmax sum (a full pass of
+ * exp over the row, for log-probabilities only) is skipped: NaN.
  */
-export function rowCandidates(row: Float32Array, k: number, exclude: Int32Array): TopCandidates {
+export function rowCandidates(
+  row: Float32Array,
+  k: number,
+  exclude: Int32Array,
+  sum = true,
+): TopCandidates {
   const excluded = Float32Array.from(exclude, (i) => row[i]);
   for (const id of exclude) row[id] = -Infinity;
   try {
     const ids = topIds(row, Math.min(k, row.length - new Set(exclude).size));
     // The log-softmax of the best id only: the same lse the sampler's logSoftmax takes.
-    const lse = logSumExp(row);
+    const lse = sum ? logSumExp(row) : NaN;
     const best = ids.length ? row[ids[0]] : -Infinity;
     return {
       ids: Int32Array.from(ids),

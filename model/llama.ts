@@ -537,7 +537,7 @@ export class LlamaStage {
   async forwardCandidates(
     session: Session,
     input: StageInput,
-    want: { k: number; exclude: Int32Array },
+    want: { k: number; exclude: Int32Array; sum?: boolean },
     ids?: ArrayLike<number>,
   ): Promise<StageOutput | { candidates: TopCandidates }> {
     const be = this.backend;
@@ -549,7 +549,14 @@ export class LlamaStage {
       const src = this.rowsOf([row], total);
       be.rmsNorm(src, this.outputNorm!, this.ws.lastNorm, 1, rmsEps);
       be.matmul(this.output!, this.ws.lastNorm, this.ws.logits, 1);
-      const [candidates] = await be.topCandidates!(this.ws.logits, 1, V, want.k, [want.exclude]);
+      const [candidates] = await be.topCandidates!(
+        this.ws.logits,
+        1,
+        V,
+        want.k,
+        [want.exclude],
+        want.sum ?? true,
+      );
       return [{ candidates }];
     });
     return out;

@@ -33,6 +33,13 @@ export interface SamplerParams {
   presencePenalty?: number;
   /** RNG seed; the same seed and inputs give the same tokens. Default: random. */
   seed?: number;
+  /**
+   * Compute each token's log-probability (default true). False skips the softmax sum over the
+   * vocabulary it needs (~0.26 ms a token at 32K ids on a CPU; sampling itself reads only the
+   * candidates): the token's logprob is then NaN. Log-probabilities of alternatives (topN) are
+   * always computed.
+   */
+  logprob?: boolean;
 }
 
 /** Sampler settings with an optional constraint: what a Sampler is built from. */
@@ -126,10 +133,11 @@ export class Sampler {
       frequencyPenalty: f(params.frequencyPenalty ?? 0),
       presencePenalty: f(params.presencePenalty ?? 0),
       seed: params.seed ?? Math.floor(Math.random() * 2 ** 32),
+      logprob: params.logprob ?? true,
     };
     const check = (name: string, ok: boolean) => {
       if (!ok) {
-        throw new SamplerParamError(`invalid ${name}: ${(p as Record<string, number>)[name]}`);
+        throw new SamplerParamError(`invalid ${name}: ${(p as Record<string, unknown>)[name]}`);
       }
     };
     check("temperature", Number.isFinite(p.temperature));
@@ -273,19 +281,28 @@ export class Sampler {
       p.frequencyPenalty === 0 && p.presencePenalty === 0;
   }
 
+  /** Whether a pick computes log-probabilities: the token's own (SamplerParams.logprob) or topN. */
+  wantsLogprobs(topN = 0): boolean {
+    return this.params.logprob || topN > 0;
+  }
+
   /**
    * What the next pick needs from a backend's {@link TopCandidates} (`k` candidates, penalised
    * ids excluded) when `topN` log-probabilities are also wanted; null when only the whole logit
    * row will do (top-k off or above 64 with temperature, more than 256 penalised ids).
    */
-  candidateRequest(topN = 0): { k: number; exclude: Int32Array } | null {
+  candidateRequest(topN = 0): { k: number; exclude: Int32Array; sum: boolean } | null {
     const p = this.params;
     // A constraint may allow none of a row's best tokens: it needs the whole row.
     if (this.constraint) return null;
     const k = Math.max(p.temperature <= 0 ? 1 : p.topK, topN);
     if ((p.temperature > 0 && p.topK === 0) || k > MAX_DEVICE_CANDIDATES) return null;
     const exclude = Int32Array.from(this.penaltyCounts().keys());
-    return exclude.length > MAX_DEVICE_EXCLUDE ? null : { k, exclude };
+    // The softmax sum only for log-probabilities (SamplerParams.logprob, topN): the draw reads
+    // the candidates alone.
+    return exclude.length > MAX_DEVICE_EXCLUDE
+      ? null
+      : { k, exclude, sum: this.wantsLogprobs(topN) };
   }
 
   /**
@@ -351,11 +368,11 @@ export class Sampler {
 /**
  * The candidates Backend.topCandidates would return for `row`, computed on the host: the `k`
  * largest values outside `exclude` (ties to the lower id), the excluded values, and the softmax
- * sum outside `exclude`. Null when `want` is null.
+ * sum outside `exclude` (NaN unless `want.sum`, default true). Null when `want` is null.
  */
 export function hostCandidates(
   row: Float32Array,
-  want: { k: number; exclude: Int32Array } | null,
+  want: { k: number; exclude: Int32Array; sum?: boolean } | null,
 ): TopCandidates | null {
-  return want ? rowCandidates(row, want.k, want.exclude) : null;
+  return want ? rowCandidates(row, want.k, want.exclude, want.sum ?? true) : null;
 }

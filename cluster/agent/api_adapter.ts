@@ -58,6 +58,7 @@ async function* events(
     // The sampler's RNG takes 32 bits; the API accepts any uint64 and draws with the low bits.
     seed: p.seed === undefined ? undefined : Number(p.seed & 0xffffffffn),
     topLogprobs: p.topLogprobs || undefined,
+    ...(p.logprobs === false ? { logprob: false } : {}),
   };
   const { model, prompt, promptTokens, messages, maxTokens, stop } = p;
   for await (

@@ -51,6 +51,11 @@ export interface GenerationParams {
   /** Report this many alternatives per token (0 = just the token's own logprob). */
   topLogprobs?: number;
   /**
+   * Whether the caller reads log-probabilities (default true). False lets the tail skip the
+   * softmax sum over the vocabulary that each token's own logprob needs (it is then NaN).
+   */
+  logprobs?: boolean;
+  /**
    * Hold the output to this JSON shape (response_format json_object / json_schema): the
    * generator binds it to its vocabulary (model/constrain jsonConstraintFor) and samples with it.
    */

@@ -186,6 +186,8 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
       params.topLogprobs = k;
     }
   }
+  // Without logprobs in the request nothing reads them: the tail skips their softmax sum.
+  params.logprobs = logprobs;
   const stream = bool(body, "stream") ?? false;
   const opts = body.stream_options as Obj | undefined | null;
   const includeUsage = stream && typeof opts === "object" && opts !== null &&

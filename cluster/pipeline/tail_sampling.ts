@@ -17,7 +17,7 @@ import type { SampledToken } from "./stage_frame.ts";
 export function candidateRequest(
   p: PendingStep,
   device: boolean,
-): { k: number; exclude: Int32Array } | null {
+): { k: number; exclude: Int32Array; sum: boolean } | null {
   const sampler = p.hosted.sampler;
   if (!sampler || !device) return null;
   sampler.accept(p.frame.tokens);
@@ -40,8 +40,10 @@ export function sampleFrame(
   if (candidates) return sampler.pickCandidates(candidates, topN);
   // Settings that need the whole row (top-k off with temperature, k above 64).
   if (!("logits" in out)) throw new Error("the stage read candidates the sampler cannot use");
-  const penalised = sampler.penalisedLogits(out.logits);
   const id = sampler.pick(out.logits);
+  // Log-probabilities only when wanted (SamplerParams.logprob): a pass of exp over the row.
+  if (!sampler.wantsLogprobs(topN)) return { id, logprob: NaN, top: [] };
+  const penalised = sampler.penalisedLogits(out.logits);
   const lp = logSoftmax(penalised);
   return { id, logprob: lp[id], top: topN ? topLogprobs(penalised, topN) : [] };
 }

@@ -87,6 +87,7 @@ export function samplingToWire(s: TailSampling): WireSampler {
     seed: s.seed === undefined ? undefined : BigInt(s.seed),
     topLogprobs: s.topLogprobs ?? 0,
     json: s.json ? encodeJsonConstraint(s.json) : "",
+    skipLogprob: s.logprob === false,
   });
 }
 
@@ -107,6 +108,7 @@ export function samplingFromWire(w: WireSampler): TailSampling {
   }
   if (w.topLogprobs > 20) throw new WireFormatError(`top_logprobs ${w.topLogprobs} exceeds 20`);
   if (w.topLogprobs) out.topLogprobs = w.topLogprobs;
+  if (w.skipLogprob) out.logprob = false;
   if (w.json) {
     try {
       out.json = decodeJsonConstraint(w.json);

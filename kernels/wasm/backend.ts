@@ -311,6 +311,7 @@ class WasmBackendImpl implements WasmBackend {
     n: number,
     k: number,
     exclude: readonly Int32Array[],
+    sums = true,
   ): Promise<TopCandidates[]> {
     const s = wbuf(src);
     need(s, rows * n, "topCandidates");
@@ -320,7 +321,7 @@ class WasmBackendImpl implements WasmBackend {
     const out: TopCandidates[] = [];
     for (let r = 0; r < rows; r++) {
       const o = s.off / 4 + r * n;
-      out.push(rowCandidates(f32.subarray(o, o + n), k, exclude[r] ?? new Int32Array()));
+      out.push(rowCandidates(f32.subarray(o, o + n), k, exclude[r] ?? new Int32Array(), sums));
     }
     return Promise.resolve(out);
   }

@@ -130,6 +130,7 @@ Deno.test({
         seed: 7n,
         stop: ["\n"],
         topLogprobs: 2,
+        logprobs: true,
       });
 
       const stream = await client.chat.completions.create({

@@ -34,3 +34,27 @@ Deno.test("tail sampling from host candidates picks what Sampler.pick picks from
     }
   }
 });
+
+Deno.test("without log-probabilities the tail skips the softmax sum and picks the same tokens", () => {
+  const rng = new Rng(7);
+  for (const [n, p] of settings.entries()) {
+    for (let trial = 0; trial < 20; trial++) {
+      const row = Float32Array.from({ length: 500 }, () => (rng.next() - 0.5) * 12);
+      const history = Array.from({ length: 12 }, () => Math.floor(rng.next() * 500));
+      const full = new Sampler({ ...p, seed: 50 + trial });
+      const lean = new Sampler({ ...p, seed: 50 + trial, logprob: false });
+      full.accept(history);
+      lean.accept(history);
+      const wantLean = lean.candidateRequest(0)!;
+      assertEquals(wantLean.sum, false, `settings ${n}`);
+      assertEquals(full.candidateRequest(0)!.sum, true);
+      assertEquals(lean.candidateRequest(3)!.sum, true, "top log-probabilities need the sum");
+      const c = hostCandidates(row, wantLean)!;
+      assert(Number.isNaN(c.sumExp));
+      const got = lean.pickCandidates(c, 0);
+      const ref = full.pickCandidates(hostCandidates(row, full.candidateRequest(0))!, 0);
+      assertEquals(got.id, ref.id, `settings ${n}, trial ${trial}`);
+      assert(Number.isNaN(got.logprob) && Number.isFinite(ref.logprob));
+    }
+  }
+});

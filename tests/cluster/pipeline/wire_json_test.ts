@@ -1,4 +1,4 @@
-/** The JSON constraint rides to a remote tail with the sampling settings, checked on arrival. */
+/** The sampling settings a remote tail gets: the JSON constraint (checked on arrival) and the logprob switch. */
 import {
   samplingFromWire,
   samplingToWire,
@@ -25,4 +25,13 @@ Deno.test("wire: a malformed JSON constraint is INVALID_ARGUMENT, not a crash", 
   assertThrows(() => samplingFromWire(w), WireFormatError, "json");
   w.json = "not json";
   assertThrows(() => samplingFromWire(w), WireFormatError, "json");
+});
+
+Deno.test("sampling settings: skipping the token's logprob survives the wire; the default computes it", () => {
+  assertEquals(samplingFromWire(samplingToWire({ temperature: 1, logprob: false })).logprob, false);
+  assertEquals(samplingFromWire(samplingToWire({ temperature: 1 })).logprob, undefined);
+  assertEquals(
+    samplingFromWire(samplingToWire({ temperature: 1, logprob: true })).logprob,
+    undefined,
+  );
 });
