@@ -36,8 +36,9 @@ export interface SamplerParams {
   /**
    * Compute each token's log-probability (default true). False skips the softmax sum over the
    * vocabulary it needs (~0.26 ms a token at 32K ids on a CPU; sampling itself reads only the
-   * candidates): the token's logprob is then NaN. Log-probabilities of alternatives (topN) are
-   * always computed.
+   * candidates): the token's logprob is then NaN, unless the backend computed the sum anyway
+   * (WebGPU's candidates, greedy lookahead). Log-probabilities of alternatives (topN) are always
+   * computed.
    */
   logprob?: boolean;
 }

@@ -142,7 +142,8 @@ export class SliceClock {
    * Prompt rows a pass may run beside `decodeRows` decode rows, ≤ `cap`: ~1.5 recent decode
    * passes' worth, so a running stream's time between tokens stays within ~3× its own (on CPU a
    * prompt row costs about 0.4 of a decode pass: on the 110M model 5 ms alone, 11 ms with slices
-   * of 2–3 rows), and never fewer than the decode rows. Many streams make a pass long already,
+   * of 2–3 rows), and never fewer than the decode rows within `cap` (the pass's own row limit
+   * still applies in takeBatch). Many streams make a pass long already,
    * and admitting prompts as fast as they decode keeps them streaming: 16 clients on the 110M
    * model ran passes of 11 decode rows beside a 3-row slice, with 5 new sessions waiting for
    * their prompts in every pass.

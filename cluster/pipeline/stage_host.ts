@@ -68,7 +68,8 @@ export interface StageHostOptions {
   /**
    * Most prompt rows a pass runs while other sessions are open (their next tokens wait for the
    * pass): a longer prompt runs in slices, each sized to cost about 1.5 of the stage's recent
-   * decode passes, so a running stream's time between tokens stays within ~3× its own.
+   * decode passes, so a running stream's time between tokens stays within ~3× its own, but never
+   * fewer rows than the pass decodes (within this cap: many streams make a pass long already).
    * Default 64; 0: a prompt runs whole, however long.
    */
   sliceRows?: number;

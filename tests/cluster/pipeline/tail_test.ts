@@ -2,6 +2,8 @@
  * The tail samples from host-computed candidates (hostCandidates) so penalties are applied once;
  * the token must be the one Sampler.pick chooses from the whole row, for every setting.
  */
+import { sampleFrame } from "../../../cluster/pipeline/tail_sampling.ts";
+import type { PendingStep } from "../../../cluster/pipeline/prefill_slices.ts";
 import { hostCandidates, Rng, Sampler, type SamplerParams } from "../../../model/sampler.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
@@ -56,5 +58,23 @@ Deno.test("without log-probabilities the tail skips the softmax sum and picks th
       assertEquals(got.id, ref.id, `settings ${n}, trial ${trial}`);
       assert(Number.isNaN(got.logprob) && Number.isFinite(ref.logprob));
     }
+  }
+});
+
+Deno.test("the full-row path (top-k off) skips the log-softmax too, with the same token", () => {
+  const rng = new Rng(3);
+  const row = Float32Array.from({ length: 300 }, () => (rng.next() - 0.5) * 10);
+  const step = (topLogprobs: number) =>
+    ({ frame: { tokens: Int32Array.of(1) }, hosted: { topLogprobs } }) as unknown as PendingStep;
+  for (const topN of [0, 2]) {
+    const full = new Sampler({ temperature: 0.9, topK: 0, seed: 11 });
+    const lean = new Sampler({ temperature: 0.9, topK: 0, seed: 11, logprob: false });
+    assertEquals(lean.candidateRequest(topN), null, "top-k off samples from the whole row");
+    const a = sampleFrame(step(topN), full, { logits: row });
+    const b = sampleFrame(step(topN), lean, { logits: row });
+    assertEquals(b.id, a.id);
+    assert(Number.isFinite(a.logprob));
+    assertEquals(Number.isNaN(b.logprob), topN === 0, `topN ${topN}`);
+    assertEquals(b.top.length, topN);
   }
 });

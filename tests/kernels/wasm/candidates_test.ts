@@ -49,3 +49,23 @@ Deno.test("wasm topCandidates: hostCandidates' answer, read in place, row left a
     be.dispose();
   }
 });
+
+Deno.test("wasm topCandidates: without sums, the same candidates and no softmax sum (NaN)", async () => {
+  const be = await createWasmBackend({ threads: 1 });
+  try {
+    const n = 2000;
+    const row = logitsRow(n, 5);
+    const buf = bufOf(be, row);
+    const exclude = [Int32Array.of(3, 1999)];
+    const [lean] = await be.topCandidates(buf, 1, n, 40, exclude, false);
+    const [full] = await be.topCandidates(buf, 1, n, 40, exclude);
+    assertEquals(Array.from(lean.ids), Array.from(full.ids));
+    assertEquals(Array.from(lean.values), Array.from(full.values));
+    assertEquals(Array.from(lean.excluded), Array.from(full.excluded));
+    assertEquals(lean.max, full.max);
+    assertEquals(Number.isNaN(lean.sumExp) && Number.isFinite(full.sumExp), true);
+    be.free(buf);
+  } finally {
+    be.dispose();
+  }
+});

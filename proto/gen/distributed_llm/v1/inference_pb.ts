@@ -113,8 +113,9 @@ export type SamplerParams = Message<"distributed_llm.v1.SamplerParams"> & {
   json: string;
 
   /**
-   * Skip each token's log-probability (it is then NaN): the softmax sum over the vocabulary it
-   * needs costs the tail ~0.26 ms a token at 32K ids on a CPU. Ignored with top_logprobs > 0.
+   * Skip each token's log-probability: the softmax sum over the vocabulary it needs costs the
+   * tail ~0.26 ms a token at 32K ids on a CPU. The logprob is then NaN where the tail skipped it
+   * (a GPU computes the sum anyway and may return it). Ignored with top_logprobs > 0.
    *
    * @generated from field: bool skip_logprob = 12;
    */
