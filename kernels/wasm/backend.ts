@@ -3,8 +3,8 @@
  * worker pool splitting matmul rows and attention heads across threads.
  *
  * The mechanisms live beside it: where things are placed (resources.ts), the layouts weights
- * take for the kernels (layout.ts), matmul jobs and their activation forms (matmul.ts), the
- * thread pool (pool.ts, jobs.ts, worker.ts). Weights in an arena other than 0 (a layer range
+ * take for the kernels (layout.ts), matmul jobs and their activation forms (matmul.ts),
+ * attention jobs (attention.ts), the thread pool (pool.ts, jobs.ts, worker.ts). Weights in an arena other than 0 (a layer range
  * beyond wasm32's 4 GiB) are multiplied in their own arena, the input copied over and the
  * output copied back. Every op is bit-identical to the reference backend
  * (tests/kernels/wasm/identity_test.ts).
@@ -26,14 +26,7 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import {
-  checkChunk,
-  checkCopyRows,
-  checkHeads,
-  checkKVRange,
-  checkRowRange,
-  uploadWhole,
-} from "../checks.ts";
+import { checkChunk, checkCopyRows, checkKVRange, checkRowRange, uploadWhole } from "../checks.ts";
 import { rowCandidates } from "../candidates.ts";
 import { geluTable } from "../gelu.ts";
 import { ropeAngles } from "../rope_angles.ts";
@@ -41,22 +34,9 @@ import { dequantizeRow } from "../quant/ops.ts";
 import { typeInfo, typeName, weightLayout } from "../quant/types.ts";
 import type { Arena } from "./arena.ts";
 import { readKernelBinary } from "./build.ts";
-import {
-  A,
-  ARENA,
-  ARGS,
-  FARGS,
-  MAX_SEQS,
-  MAX_THREADS,
-  OP,
-  OP_ATTN,
-  OP_ATTN_MANY,
-  OP_PROBE,
-  SEQ_INTS,
-  SEQ_TABLE,
-  SLEEPS,
-} from "./jobs.ts";
+import { A, ARENA, ARGS, MAX_THREADS, OP, OP_PROBE, SLEEPS } from "./jobs.ts";
 import { fileRow, layOut } from "./layout.ts";
+import { Attentions } from "./attention.ts";
 import { dotReadsUnsigned, Matmuls } from "./matmul.ts";
 import { Pool } from "./pool.ts";
 import { Memories, need, Scratch, WBuf, wbuf, WKV, wkv, WWeight, wweight } from "./resources.ts";
@@ -149,6 +129,7 @@ class WasmBackendImpl implements WasmBackend {
   readonly #ctrl: Int32Array;
   readonly #a0: Arena;
   readonly #mm: Matmuls;
+  readonly #attn: Attentions;
   /** Rope's (cos, sin) table for the rows of one call. */
   readonly #misc: Scratch;
   /** Row views (weightRows): they own no memory of their own. */
@@ -171,6 +152,7 @@ class WasmBackendImpl implements WasmBackend {
     this.#active = threads;
     this.#misc = new Scratch(mem.a0, "rope");
     this.#mm = new Matmuls(mem, pool, threads, () => this.#active, biasedQ8);
+    this.#attn = new Attentions(mem, pool, threads, () => this.#active);
   }
 
   async prefault(bytes: number): Promise<void> {
@@ -443,23 +425,7 @@ class WasmBackendImpl implements WasmBackend {
     p: AttentionParams,
     rowOffset = 0,
   ): void {
-    const Q = wbuf(q);
-    const O = wbuf(out);
-    const job = this.#attnJob(Q, O, layer, { cache, pos0, rows, rowOffset }, p);
-    this.#attnArgs(OP_ATTN, [job], p);
-    const a = ARGS;
-    this.#ctrl[a + A.AQ] = job.q;
-    this.#ctrl[a + A.W] = job.k;
-    this.#ctrl[a + A.VC] = job.v;
-    this.#ctrl[a + A.OUT] = job.out;
-    this.#ctrl[a + A.POS0] = pos0;
-    this.#ctrl[a + A.F16] = job.flags;
-    this.#ctrl[a + A.T] = rows;
-    this.#ctrl[a + A.KIND] = job.rowBlock;
-    this.#ctrl[a + A.NROWS] = job.items;
-    this.#ctrl[a + A.CHUNK] = 1;
-    this.#runSplit(job.work);
-    O.version++;
+    this.#attn.one(wbuf(q), layer, wbuf(out), { cache, pos0, rows, rowOffset }, p);
   }
 
   attentionMany(
@@ -469,99 +435,7 @@ class WasmBackendImpl implements WasmBackend {
     seqs: readonly AttentionSeq[],
     p: AttentionParams,
   ): void {
-    const Q = wbuf(q);
-    const O = wbuf(out);
-    for (let from = 0; from < seqs.length; from += MAX_SEQS) {
-      const jobs = seqs.slice(from, from + MAX_SEQS).map((s) => this.#attnJob(Q, O, layer, s, p));
-      this.#attnArgs(OP_ATTN_MANY, jobs, p);
-      this.#ctrl[ARGS + A.NROWS] = jobs.length;
-      let end = 0;
-      let work = 0;
-      for (const [i, j] of jobs.entries()) {
-        end += j.items;
-        work += j.work;
-        this.#ctrl.set(
-          [j.q, j.k, j.v, j.out, j.pos0, j.rows, j.flags, j.rowBlock, end],
-          SEQ_TABLE + i * SEQ_INTS,
-        );
-      }
-      this.#runSplit(work);
-    }
-    O.version++;
-  }
-
-  /**
-   * One sequence's attention as the kernel takes it (checked against its cache and buffers):
-   * byte offsets, flags, query rows per work item (a block of rows × one KV head) and its work.
-   */
-  #attnJob(Q: WBuf, O: WBuf, layer: number, s: AttentionSeq, p: AttentionParams) {
-    const c = wkv(s.cache);
-    const { nHeads, nKVHeads, headDim } = p;
-    const { pos0, rows, rowOffset } = s;
-    if (!Number.isInteger(rows) || rows < 0) {
-      // a negative count would shift every later sequence's work items in attentionMany's table
-      throw new Error(`attention: rows ${rows} is not a count`);
-    }
-    checkHeads(p, c);
-    checkKVRange("attention", c, layer, pos0, rows);
-    const rowLen = nHeads * headDim;
-    need(Q, (rowOffset + rows) * rowLen, "attention q");
-    need(O, (rowOffset + rows) * rowLen, "attention out");
-    const lb = c.layerBytes();
-    const work = rows * nHeads * (pos0 + rows) * headDim;
-    // work items: (block of query rows) × (KV head); each item widens an f16 cache once
-    const parts = Math.min(this.#active, Math.ceil(work / 32768));
-    const rowBlock = Math.max(
-      1,
-      Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))),
-    );
-    return {
-      q: Q.off + rowOffset * rowLen * 4,
-      k: c.kOff + layer * lb,
-      v: c.vOff + layer * lb,
-      out: O.off + rowOffset * rowLen * 4,
-      pos0,
-      rows,
-      f16: c.type === "f16",
-      // the kernel's flags: f16 cache in bit 0, the sliding window above it
-      flags: (c.type === "f16" ? 1 : 0) | ((p.window ?? 0) << 1),
-      rowBlock,
-      items: Math.ceil(rows / rowBlock) * nKVHeads,
-      work,
-    };
-  }
-
-  /** An attention op's shared arguments: the op, the heads, the scale and the threads' scratch. */
-  #attnArgs(
-    op: number,
-    jobs: { pos0: number; rows: number; f16: boolean }[],
-    p: AttentionParams,
-  ): void {
-    this.#scratchFor(jobs, p);
-    this.#ctrl[OP] = op;
-    this.#ctrl[ARENA] = 0;
-    this.#ctrl[ARGS + A.NHEADS] = p.nHeads;
-    this.#ctrl[ARGS + A.NKV] = p.nKVHeads;
-    this.#ctrl[ARGS + A.HEAD_DIM] = p.headDim;
-    this.#pool.f32[FARGS] = p.scale;
-  }
-
-  /** Per-thread kernel scratch for the largest of these attention jobs. */
-  #scratchFor(jobs: { pos0: number; rows: number; f16: boolean }[], p: AttentionParams): void {
-    let bytes = 0;
-    for (const j of jobs) {
-      const nMax = j.pos0 + j.rows;
-      bytes = Math.max(bytes, (p.headDim + nMax + 4 + (j.f16 ? 2 * nMax * p.headDim : 0)) * 4 + 64);
-    }
-    [this.#ctrl[ARGS + A.SCR], this.#ctrl[ARGS + A.SCR_STRIDE]] = this.#mem.states[0]
-      .threadScratch(bytes, this.threads);
-  }
-
-  /** Run the job in the control block on as many threads as `work` multiply-adds are worth. */
-  #runSplit(work: number): void {
-    const parts = Math.min(this.#active, Math.ceil(work / 32768));
-    if (parts > 1) this.#pool.run(this.#mem.kernels);
-    else this.#pool.runHere(this.#mem.kernels);
+    this.#attn.many(wbuf(q), layer, wbuf(out), seqs, p);
   }
 
   swiglu(gate: Buf, up: Buf, out: Buf, n: number): void {

@@ -16,6 +16,7 @@
  * - `resources.ts` — buffers, weights, KV caches and where they are placed in the arenas.
  * - `layout.ts` — the layouts weights take at upload for the kernels, and rows read back.
  * - `matmul.ts` — matmul jobs: activation conversion, rows of several weights split over threads.
+ * - `attention.ts` — attention jobs: one sequence's, or a batch's sequences in one job.
  * - `pool.ts` — the workers and the control block shared with them.
  *
  * @example
