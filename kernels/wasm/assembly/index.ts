@@ -767,6 +767,36 @@ export function mmQ5_1(
       storeRows4(out, outStride, t + 6, r, s6);
       storeRows4(out, outStride, t + 7, r, s7);
     }
+    for (; kind == 9 && t + 4 <= T; t += 4) {
+      // 4 of the rows left (a batch of 12 or 15 decode rows): quads and bias made once for them
+      let s0 = f32x4.splat(0);
+      let s1 = f32x4.splat(0);
+      let s2 = f32x4.splat(0);
+      let s3 = f32x4.splat(0);
+      for (let b = 0; b < nb; b++) {
+        const blk = gw + <usize> b * gb;
+        const xd = scales4(blk);
+        const i0 = <usize> (t * nb + b);
+        const q0 = v128.load(blk + 8);
+        const q1 = v128.load(blk + 24);
+        const q2 = v128.load(blk + 40);
+        const q3 = v128.load(blk + 56);
+        const q4 = v128.load(blk + 72);
+        const q5 = v128.load(blk + 88);
+        const q6 = v128.load(blk + 104);
+        const q7 = v128.load(blk + 120);
+        const cb = biasQuads(q0, q1, q2, q3, q4, q5, q6, q7, k128);
+        const n1 = <usize> nb;
+        s0 = q80Step(s0, as + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + (i0 << 2)));
+        s1 = q80Step(s1, as + ((i0 + n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + n1) << 2)));
+        s2 = q80Step(s2, as + ((i0 + 2 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 2 * n1) << 2)));
+        s3 = q80Step(s3, as + ((i0 + 3 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 3 * n1) << 2)));
+      }
+      storeRows4(out, outStride, t, r, s0);
+      storeRows4(out, outStride, t + 1, r, s1);
+      storeRows4(out, outStride, t + 2, r, s2);
+      storeRows4(out, outStride, t + 3, r, s3);
+    }
     for (; kind == 9 && t < T; t++) {
       // the rest one row at a time (decode: the block's bias is made for this row alone)
       let s0 = f32x4.splat(0);

@@ -298,7 +298,7 @@ for (const biasedQ8 of [false, true]) {
       const spec = { name: "q8_extremes", type: GGMLType.Q8_0, shape: [n, m], data };
       const ww = wasm.upload(spec);
       const wr = ref.upload(spec);
-      for (const rows of [1, 3, 4, 9]) {
+      for (const rows of [1, 3, 4, 9, 13]) {
         // activations whose quants reach ±127 in every block (one large value per block)
         const x = rand(rows * n, 78 + rows, 2);
         for (let i = 0; i < x.length; i += 32) x[i + (i % 7)] = i % 64 ? 50 : -50;
