@@ -29,7 +29,7 @@ import {
 } from "./config.ts";
 import { routeTokens } from "./moe.ts";
 import { type CapturePlan, PrefixCache } from "./prefix_cache.ts";
-import { hostCandidates } from "./sampler.ts";
+import { type CandidateRequest, hostCandidates } from "./sampler.ts";
 
 /** What a stage needs from a GGUF file: metadata, the tensor index and lazy tensor bytes. */
 export interface TensorSource {
@@ -537,7 +537,7 @@ export class LlamaStage {
   async forwardCandidates(
     session: Session,
     input: StageInput,
-    want: { k: number; exclude: Int32Array; sum?: boolean },
+    want: CandidateRequest,
     ids?: ArrayLike<number>,
   ): Promise<StageOutput | { candidates: TopCandidates }> {
     const be = this.backend;

@@ -43,6 +43,17 @@ export interface SamplerParams {
   logprob?: boolean;
 }
 
+/**
+ * What a pick needs from a logit row's candidates (Sampler.candidateRequest): the `k` best ids
+ * outside `exclude` (the penalised ids, merged back by the sampler), and the softmax sum only
+ * where log-probabilities are wanted (`sum`, default true).
+ */
+export interface CandidateRequest {
+  k: number;
+  exclude: Int32Array;
+  sum?: boolean;
+}
+
 /** Sampler settings with an optional constraint: what a Sampler is built from. */
 export interface SamplerSettings extends SamplerParams {
   /**
@@ -292,7 +303,7 @@ export class Sampler {
    * ids excluded) when `topN` log-probabilities are also wanted; null when only the whole logit
    * row will do (top-k off or above 64 with temperature, more than 256 penalised ids).
    */
-  candidateRequest(topN = 0): { k: number; exclude: Int32Array; sum: boolean } | null {
+  candidateRequest(topN = 0): CandidateRequest | null {
     const p = this.params;
     // A constraint may allow none of a row's best tokens: it needs the whole row.
     if (this.constraint) return null;
@@ -373,7 +384,7 @@ export class Sampler {
  */
 export function hostCandidates(
   row: Float32Array,
-  want: { k: number; exclude: Int32Array; sum?: boolean } | null,
+  want: CandidateRequest | null,
 ): TopCandidates | null {
   return want ? rowCandidates(row, want.k, want.exclude, want.sum ?? true) : null;
 }

@@ -143,10 +143,9 @@ export class SliceClock {
    * passes' worth, so a running stream's time between tokens stays within ~3× its own (on CPU a
    * prompt row costs about 0.4 of a decode pass: on the 110M model 5 ms alone, 11 ms with slices
    * of 2–3 rows), and never fewer than the decode rows within `cap` (the pass's own row limit
-   * still applies in takeBatch). Many streams make a pass long already,
-   * and admitting prompts as fast as they decode keeps them streaming: 16 clients on the 110M
-   * model ran passes of 11 decode rows beside a 3-row slice, with 5 new sessions waiting for
-   * their prompts in every pass.
+   * still applies in takeBatch). Many streams make a pass long already, and admitting prompts as
+   * fast as they decode keeps them streaming: 16 clients on the 110M model ran passes of 11
+   * decode rows beside a 3-row slice, with 5 new sessions waiting for their prompts in every pass.
    */
   limit(cap: number, decodeRows = 0): number {
     if (cap <= 0) return Infinity;

@@ -5,7 +5,13 @@
  */
 import type { TopCandidates } from "../../kernels/backend.ts";
 import type { StageOutput } from "../../model/llama.ts";
-import { hostCandidates, logSoftmax, type Sampler, topLogprobs } from "../../model/sampler.ts";
+import {
+  type CandidateRequest,
+  hostCandidates,
+  logSoftmax,
+  type Sampler,
+  topLogprobs,
+} from "../../model/sampler.ts";
 import type { PendingStep } from "./prefill_slices.ts";
 import type { SampledToken } from "./stage_frame.ts";
 
@@ -17,7 +23,7 @@ import type { SampledToken } from "./stage_frame.ts";
 export function candidateRequest(
   p: PendingStep,
   device: boolean,
-): { k: number; exclude: Int32Array; sum: boolean } | null {
+): CandidateRequest | null {
   const sampler = p.hosted.sampler;
   if (!sampler || !device) return null;
   sampler.accept(p.frame.tokens);

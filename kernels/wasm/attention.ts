@@ -96,7 +96,7 @@ export class Attentions {
     const lb = c.layerBytes();
     const work = rows * nHeads * (pos0 + rows) * headDim;
     // work items: (block of query rows) × (KV head); each item widens an f16 cache once
-    const parts = Math.min(this.active(), Math.ceil(work / 32768));
+    const parts = this.#parts(work);
     const rowBlock = Math.max(
       1,
       Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))),
@@ -143,10 +143,14 @@ export class Attentions {
       .threadScratch(bytes, this.threads);
   }
 
+  /** Threads `work` multiply-adds are worth (at most the active ones). */
+  #parts(work: number): number {
+    return Math.min(this.active(), Math.ceil(work / 32768));
+  }
+
   /** Run the job in the control block on as many threads as `work` multiply-adds are worth. */
   #runSplit(work: number): void {
-    const parts = Math.min(this.active(), Math.ceil(work / 32768));
-    if (parts > 1) this.pool.run(this.mem.kernels);
+    if (this.#parts(work) > 1) this.pool.run(this.mem.kernels);
     else this.pool.runHere(this.mem.kernels);
   }
 }

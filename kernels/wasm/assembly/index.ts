@@ -303,15 +303,8 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // Σ over one block of one weight row, as 4 i32 lanes (their sum is the block's integer dot).
 @inline function rowBlock(kind: i32, wr: usize, a: usize, p0: v128, p1: v128, n0: v128, n1: v128): v128 {
   const z = i32x4.splat(0);
-  if (kind == 9) {
-    // biased activation (p = u, n = 128 in every byte): Σw·u − Σw·128
-    const w0 = v128.load(wr + 2);
-    const w1 = v128.load(wr + 18);
-    const p = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, p0, z));
-    const n = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, n1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, n0, z));
-    return i32x4.sub(p, n);
-  }
-  if (kind == 8) {
+  if (kind == 8 || kind == 9) {
+    // Σw·P − Σw·N; biased (kind 9: p = u, n = 128 in every byte) Σw·u − Σw·128
     const w0 = v128.load(wr + 2);
     const w1 = v128.load(wr + 18);
     const p = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, p0, z));
