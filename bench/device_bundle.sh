@@ -56,8 +56,11 @@ pack() {
   echo "device bundle: node_modules"
   # The heavy build- and test-only packages travel as placeholders (their folder, Deno's
   # .initialized marker and package.json), so Deno counts the tree as installed and does not try
-  # to download them; nothing the report runs imports them.
+  # to download them; nothing the report runs imports them. Deno's lock files stay behind: the
+  # target makes its own, and `.deno.lock.poll` comes and goes while another deno process holds
+  # the lock (tar failed on it when it vanished between the listing and the read).
   find node_modules | awk '
+    /^node_modules\/\.deno\/\.deno\.lock/ { next }
     match($0, /^node_modules\/\.deno\/(binaryen@|openai@|kubernetes-models@|@kubernetes-models\+)[^\/]*/) {
       rel = substr($0, RLENGTH + 2)
       if (rel != "" && rel != ".initialized" && rel != "node_modules" &&
