@@ -115,6 +115,7 @@ export class HeadService {
     if (hop.nodeId === s.nodeId && s.stage) {
       return new LocalStageLink(hop.nodeId, s.stage, {
         version: hop.version,
+        chosen: { from: hop.from, to: hop.to },
         epoch: () => this.loop.epoch,
         linkTo: (next) => this.linkTo(next),
         chunkRows: s.config.prefillChunk,

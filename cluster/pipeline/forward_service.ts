@@ -126,10 +126,17 @@ export function forwardHandler(ctx: ForwardContext) {
               `this agent serves model ${host.model}, not ${frame.open.model}`,
             );
           }
-          if (frame.fromLayer !== host.range.from) {
-            throw new RpcFailure(
-              "failed_precondition",
-              `this stage starts at layer ${host.range.from}, the frame at ${frame.fromLayer}`,
+          // The sender chose this stage by what it announced. An agent that has loaded
+          // another range since (a re-plan whose gossip has not reached the sender yet) says
+          // so as a stale placement, which the head answers by reading the chain again,
+          // blaming nobody; run as asked, it would sample before the tail or leave layers out.
+          const { from, to } = host.range;
+          if (frame.fromLayer !== from || (frame.toLayer !== undefined && frame.toLayer !== to)) {
+            const asked = `[${frame.fromLayer}, ${frame.toLayer ?? "…"})`;
+            throw new StaleEpochError(
+              `${self} runs layers [${from}, ${to}), the session asked for ${asked}; ` +
+                `re-read the placement`,
+              self,
             );
           }
           const open = openFromWire(frame.sessionId, frame.open);

@@ -1,5 +1,5 @@
 /** A StageLink to a stage in the same process (no RPC): the head's own stage, or the engine's. */
-import type { SessionLink, SessionOpen, StageLink } from "./head.ts";
+import { type SessionLink, type SessionOpen, type StageLink, StaleEpochError } from "./head.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type LinkFactory, openChainSession } from "./chain_session.ts";
 
@@ -13,6 +13,11 @@ export interface LocalLinkOptions {
   linkTo?: LinkFactory;
   /** Rows per pipelined prompt chunk (default: chain_session.ts's PREFILL_CHUNK_ROWS). */
   chunkRows?: number;
+  /**
+   * The range the chain chose this stage by (its announcement); a host that runs another by
+   * the time a session opens refuses it as a stale placement. Default: whatever the host runs.
+   */
+  chosen?: { from: number; to: number };
 }
 
 /** Direct calls into a StageHost, which forwards to the next stage itself. */
@@ -31,14 +36,25 @@ export class LocalStageLink implements StageLink {
   }
 
   get from(): number {
-    return this.host.range.from;
+    return this.opts.chosen?.from ?? this.host.range.from;
   }
 
   get to(): number {
-    return this.host.range.to;
+    return this.opts.chosen?.to ?? this.host.range.to;
   }
 
   openSession(open: SessionOpen): Promise<SessionLink> {
+    const { from, to } = this.host.range;
+    if (from !== this.from || to !== this.to) {
+      // As forward_service.ts refuses a remote opening: the head reads the chain again.
+      return Promise.reject(
+        new StaleEpochError(
+          `${this.nodeId} runs layers [${from}, ${to}), the session asked for ` +
+            `[${this.from}, ${this.to}); re-read the placement`,
+          this.nodeId,
+        ),
+      );
+    }
     return openChainSession(this.host, open, {
       nodeId: this.nodeId,
       epoch: this.opts.epoch ?? (() => 0n),

@@ -170,6 +170,8 @@ export class RemoteStageLink implements StageLink {
         sessionId: open.sessionId,
         step: 0n,
         fromLayer: this.from,
+        // The range this stage was chosen by: one that hosts another by now refuses as stale.
+        toLayer: this.to,
         dtype,
         open: openToWire(open, dtype),
       });

@@ -15,6 +15,7 @@ import {
   StageHost,
   type StageLink,
   StageLinkError,
+  StaleEpochError,
 } from "../../../cluster/pipeline/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
@@ -176,6 +177,24 @@ Deno.test("seeded sampling survives a failure with the same tokens", async () =>
     .generate(request({ sampling }));
   assertEquals(faulty.tokens.map((t) => t.id), clean.tokens.map((t) => t.id));
   assertEquals(faulty.failures.length, 1);
+});
+
+Deno.test("an in-process stage chosen by a range it no longer runs refuses as stale", async () => {
+  const [host] = await hosts([[0, 3]]);
+  // The chain chose this agent's own stage as [0, 5) (an announcement of an earlier range).
+  const link = new LocalStageLink("me", host, { chosen: { from: 0, to: 5 } });
+  assertEquals([link.from, link.to], [0, 5], "the chain's view, not the host's");
+  const e = await link.openSession({
+    sessionId: "s",
+    maxContext: 16,
+    model: "stories260K",
+    epoch: 0n,
+    sampling: { temperature: 0 },
+    downstream: [],
+  }).then(() => null, (e) => e);
+  assert(e instanceof StaleEpochError, `expected StaleEpochError, got ${e}`);
+  assert(e.message.includes("me runs layers [0, 3), the session asked for [0, 5)"), e.message);
+  assertEquals(host.openSessions, 0);
 });
 
 Deno.test("no replacement: a clear error naming the missing layers", async () => {

@@ -209,6 +209,75 @@ Deno.test("a stage on another placement epoch refuses the session at its hop, by
 });
 
 for (const hop of ["grpc", "tcp"] as const) {
+  Deno.test(`a stage that runs another range than the chain chose it by refuses as stale (${hop})`, async () => {
+    // n1 runs [2, 4) but the head's view (an announcement since replaced) says [2, 5): run as
+    // asked it would have been a tail without the last layer. Found as an e2e failure: after a
+    // kill -9, the re-plan moved a tail's layers while the head still read the old range, and
+    // the client got "stage [3, 4) is not the tail" as its request's error.
+    const { hosts, linkTo, close } = await serveStages(
+      [[0, 2], [2, 4], [4, 5]],
+      Dtype.F32,
+      undefined,
+      hop,
+    );
+    try {
+      const open = (downstream: ChainHop[]) =>
+        linkTo({ nodeId: "n0", from: 0, to: 2 }).openSession({
+          sessionId: `stale-range-${downstream.length}`,
+          maxContext: 64,
+          model: "stories260K",
+          epoch: 1n,
+          sampling: { temperature: 0 },
+          downstream,
+        }).then(() => null, (e) => e);
+      for (
+        const [downstream, named] of [
+          [
+            [{ nodeId: "n1", from: 2, to: 5 }],
+            "n1 runs layers [2, 4), the session asked for [2, 5)",
+          ],
+          [
+            [{ nodeId: "n2", from: 3, to: 5 }],
+            "n2 runs layers [4, 5), the session asked for [3, 5)",
+          ],
+        ] as const
+      ) {
+        const e = await open([...downstream]);
+        assert(e instanceof StaleEpochError, `expected StaleEpochError, got ${e}`);
+        assertEquals(e.nodeId, downstream[0].nodeId);
+        assert(e.message.includes(named), e.message);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+      for (const h of hosts) assertEquals(h.openSessions, 0, "nothing stays open");
+      // The head reads the chain again (no stage blamed) and gets the output of a whole chain.
+      let reads = 0;
+      const head = new Head({
+        chain: () => {
+          const whole = hosts.map((h, i) =>
+            linkTo({ nodeId: `n${i}`, from: h.range.from, to: h.range.to })
+          );
+          return Promise.resolve(
+            reads++ === 0 ? [whole[0], linkTo({ nodeId: "n1", from: 2, to: 5 })] : whole,
+          );
+        },
+        epoch: () => 1n,
+      }, { maxRecoveries: 0 });
+      const r = await head.generate({
+        requestId: "stale-range",
+        promptTokens: GOLDEN.prompt_tokens,
+        maxTokens: 8,
+        sampling: { temperature: 0 },
+        isEog: () => false,
+        maxContext: 64,
+      });
+      assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 8));
+      assertEquals(r.failures, [], "a stale view blames nobody");
+      assertEquals(reads, 2);
+    } finally {
+      await close();
+    }
+  });
+
   Deno.test(`a broken hop further down the chain (${hop}) is reported with the failing stage's name`, async () => {
     const { hosts, linkTo, servers, planes, close } = await serveStages(
       [[0, 2], [2, 4], [4, 5]],

@@ -340,6 +340,9 @@ export type ActivationFrame = Message<"distributed_llm.v1.ActivationFrame"> & {
 
   /**
    * Layer after the last one to run, exclusive; unset = to the end of the stage's hosted range.
+   * A stage runs exactly the range it hosts: an opening whose from_layer or to_layer differs
+   * (the sender chose it by an announcement it has since replaced) is answered with a
+   * `failure` marked stale_epoch, and the head reads the placement again.
    *
    * @generated from field: optional uint32 to_layer = 4;
    */
