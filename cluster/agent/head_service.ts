@@ -127,6 +127,7 @@ export class HeadService {
       return {
         transport: await this.peers.transportTo(m),
         dataEndpoint: this.peers.forwardEndpoint(m),
+        lost: this.peers.lostSignal(m.id),
       };
     });
   }
@@ -365,7 +366,9 @@ export class HeadService {
 class LazyRemoteLink implements StageLink {
   constructor(
     private readonly hop: ChainHop,
-    private readonly transport: () => Promise<{ transport: RpcTransport; dataEndpoint?: string }>,
+    private readonly transport: () => Promise<
+      { transport: RpcTransport; dataEndpoint?: string; lost?: AbortSignal }
+    >,
   ) {}
   get nodeId() {
     return this.hop.nodeId;
@@ -389,6 +392,7 @@ class LazyRemoteLink implements StageLink {
     }
     return new RemoteStageLink(this.nodeId, this.from, this.to, t.transport, {
       dataEndpoint: t.dataEndpoint,
+      lost: t.lost,
     }).openSession(open);
   }
   async openReplies(sessionId: string) {
@@ -396,6 +400,7 @@ class LazyRemoteLink implements StageLink {
     if (!t?.dataEndpoint) return undefined;
     return await new RemoteStageLink(this.nodeId, this.from, this.to, t.transport, {
       dataEndpoint: t.dataEndpoint,
+      lost: t.lost,
     }).openReplies(sessionId);
   }
 }

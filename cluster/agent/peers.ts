@@ -34,6 +34,8 @@ const TLS_FAILURE = /certificate|unknown ca|self[- ]signed|handshake|tls/i;
 /** The agent's cached transports to its peers. */
 export class Peers {
   private readonly transports = new Map<string, { endpoint: string; transport: RpcTransport }>();
+  /** Per member: aborted when gossip says it died or left (see lostSignal). */
+  private readonly losses = new Map<string, AbortController>();
 
   constructor(private readonly config: AgentConfig) {}
 
@@ -83,18 +85,33 @@ export class Peers {
     return c.tlsCert && c.tlsKey && c.tlsCa ? undefined : dataEndpoint(member);
   }
 
-  /** Close the transport to a member that left or died. */
+  /**
+   * A signal aborted when gossip declares `nodeId` dead or gone. Streams to it over the data
+   * plane end then: a host lost without a FIN (power, partition) leaves a TCP connection that
+   * waits for hours, while gossip notices in seconds.
+   */
+  lostSignal(nodeId: string): AbortSignal {
+    let c = this.losses.get(nodeId);
+    if (!c) this.losses.set(nodeId, c = new AbortController());
+    return c.signal;
+  }
+
+  /** Close the transport to a member that left or died, and end the streams open to it. */
   drop(nodeId: string): void {
     const t = this.transports.get(nodeId);
     if (t) {
       t.transport.close();
       this.transports.delete(nodeId);
     }
+    this.losses.get(nodeId)?.abort(new Error(`gossip declared ${nodeId} dead or gone`));
+    this.losses.delete(nodeId);
   }
 
-  /** Close every transport (shutdown). */
+  /** Close every transport and end every stream (shutdown). */
   closeAll(): void {
     for (const { transport } of this.transports.values()) transport.close();
     this.transports.clear();
+    for (const c of this.losses.values()) c.abort(new Error("the agent is shutting down"));
+    this.losses.clear();
   }
 }

@@ -119,6 +119,26 @@ export class StaleEpochError extends Error {
   }
 }
 
+/**
+ * A stage refused to open a session because it holds as many as it may. A replay waits and
+ * tries again (its client has output already); a new request passes it on as RESOURCE_EXHAUSTED.
+ */
+export class StageBusyError extends Error {
+  override name = "StageBusyError";
+  readonly rpcCode = "resource_exhausted";
+  /** @param nodeId the stage that is full */
+  constructor(message: string, readonly nodeId: string) {
+    super(message);
+  }
+}
+
+/** Whether `e` says a stage (here or over RPC) had no room for another session. */
+function isStageBusy(e: unknown): boolean {
+  const err = e as { name?: string; code?: unknown };
+  return e instanceof StageBusyError ||
+    (err?.name === "StageSessionError" && err.code === "exhausted");
+}
+
 /** No chain of live stages covers the model; the message names the missing layers. */
 export class NoPlacementError extends Error {
   override name = "NoPlacementError";
@@ -239,6 +259,9 @@ export class Head {
     let tFirst = 0;
     let attempt = 0;
     let stale = 0;
+    // Request ids come from clients, who may retry with the same one while a stage still holds
+    // the first try's session (freed only when its stream ends): a nonce keeps them apart.
+    const run = crypto.randomUUID().slice(0, 8);
     const budget = Math.min(req.maxTokens, req.maxContext - req.promptTokens.length);
     if (budget <= 0) {
       throw new RangeError(
@@ -264,7 +287,7 @@ export class Head {
         );
       }
       result.chains.push(chain.map(({ nodeId, from, to }) => ({ nodeId, from, to })));
-      const sessionId = `${req.requestId}.${attempt}.${stale}`;
+      const sessionId = `${req.requestId}.${run}.${attempt}.${stale}`;
       let link: SessionLink | undefined;
       let decode: OpenSpan | undefined;
       const first = chain[0];
@@ -362,11 +385,16 @@ export class Head {
       } catch (e) {
         decode?.end(e);
         await link?.close("replanned");
-        if (e instanceof StaleEpochError) {
+        // A replay that finds a stage full (every session of a lost replica moving to the
+        // survivors at once) waits for room as for a settling placement: its client has output
+        // already, which an error would throw away.
+        const replaying = attempt > 0 || result.tokens.length > 0;
+        if (e instanceof StaleEpochError || (replaying && isStageBusy(e))) {
           // Gossip has not converged on one plan yet: read the chain again shortly, blaming
           // nobody; give up only after the recovery timeout.
           if (++stale * 100 > recoveryMs) {
-            throw new NoPlacementError(`the placement did not settle: ${e.message}`);
+            const what = e instanceof StaleEpochError ? "the placement did not settle" : "no room";
+            throw new NoPlacementError(`${what}: ${(e as Error).message}`);
           }
           await new Promise((r) => setTimeout(r, 100));
           continue;

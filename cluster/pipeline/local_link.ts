@@ -45,6 +45,16 @@ export class LocalStageLink implements StageLink {
 
   openSession(open: SessionOpen): Promise<SessionLink> {
     const { from, to } = this.host.range;
+    if (this.host.retired) {
+      // The agent loaded a new stage after the chain was read (this link holds the old one):
+      // as a stale placement, the head reads the chain again and finds the new stage.
+      return Promise.reject(
+        new StaleEpochError(
+          `${this.nodeId}'s stage [${from}, ${to}) was replaced; re-read the placement`,
+          this.nodeId,
+        ),
+      );
+    }
     if (from !== this.from || to !== this.to) {
       // As forward_service.ts refuses a remote opening: the head reads the chain again.
       return Promise.reject(

@@ -16,6 +16,7 @@ export {
   NoPlacementError,
   type SessionLink,
   type SessionOpen,
+  StageBusyError,
   stageKey,
   type StageLink,
   StageLinkError,

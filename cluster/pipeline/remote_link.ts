@@ -24,6 +24,7 @@ import {
   type ReplyStream,
   type SessionLink,
   type SessionOpen,
+  StageBusyError,
   type StageLink,
   StageLinkError,
   StaleEpochError,
@@ -105,6 +106,11 @@ export interface RemoteStageOptions {
   version?: number;
   /** host:port of the stage's TCP data plane (none: gRPC only). */
   dataEndpoint?: string;
+  /**
+   * Aborted when the stage's agent is known gone (gossip): its open streams end at once, as a
+   * failure of this stage, instead of waiting on a connection nobody will answer.
+   */
+  lost?: AbortSignal;
 }
 
 /** Reaches a stage on another agent over `transport`. */
@@ -127,24 +133,55 @@ export class RemoteStageLink implements StageLink {
    * undefined without one or when it cannot be opened (tokens then come along the chain).
    */
   async openReplies(sessionId: string): Promise<ReplyStream | undefined> {
-    if (!this.opts.dataEndpoint) return undefined;
-    return await openReplyStream(this.opts.dataEndpoint, sessionId).catch(() => undefined);
+    const lost = this.opts.lost;
+    if (!this.opts.dataEndpoint || lost?.aborted) return undefined;
+    const stream = await openReplyStream(this.opts.dataEndpoint, sessionId).catch(() => undefined);
+    if (!stream || !lost) return stream;
+    // The tail's agent gone: the stream ends (its next token fails), as the chain's hops do.
+    const onLost = () => stream.close();
+    lost.addEventListener("abort", onLost, { once: true });
+    return {
+      next: () => stream.next(),
+      close: () => {
+        lost.removeEventListener("abort", onLost);
+        stream.close();
+      },
+    };
   }
 
   async openSession(open: SessionOpen): Promise<SessionLink> {
     let step = 0n;
     let closed = false;
     const dtype = this.opts.dtype ?? Dtype.F32;
+    const lost = this.opts.lost;
+    /** Why the stage's agent is known gone (set when `lost` aborts). */
+    let gone: unknown;
     const fail = (e: unknown): never => {
+      if (gone) throw new StageLinkError((gone as Error).message ?? String(gone), this.nodeId);
       if (e instanceof ConnectError && !STAGE_FAILURE_CODES.has(e.code)) throw e;
       throw new StageLinkError((e as Error).message, this.nodeId);
     };
+    if (lost?.aborted) {
+      gone = lost.reason;
+      return fail(gone);
+    }
     let channel: ForwardChannel;
     try {
       channel = await openChannel(this.transport, this.opts.dataEndpoint);
     } catch (e) {
       return fail(e);
     }
+    /** The stage's agent is gone: end the stream, and say so rather than "cancelled". */
+    const onLost = () => {
+      gone = lost!.reason;
+      channel.abort();
+    };
+    lost?.addEventListener("abort", onLost, { once: true });
+    /** The stream is over: abort it and stop watching (the signal lives as long as the peer). */
+    const finish = () => {
+      channel.abort();
+      lost?.removeEventListener("abort", onLost);
+    };
     /** Send one frame and read its one answer; a failure reported from down the chain throws. */
     const exchange = async (msg: ActivationFrame): Promise<ForwardResponse> => {
       channel.send(msg);
@@ -156,7 +193,7 @@ export class RemoteStageLink implements StageLink {
       }
       if (!r) return fail(new Error("the stage ended the stream without answering"));
       if (r.failure) {
-        channel.abort();
+        finish();
         closed = true;
         if (r.failure.staleEpoch) throw new StaleEpochError(r.failure.message, r.failure.nodeId);
         throw new StageLinkError(r.failure.message, r.failure.nodeId || this.nodeId);
@@ -188,7 +225,11 @@ export class RemoteStageLink implements StageLink {
       }
       step = 1n;
     } catch (e) {
-      channel.abort();
+      finish();
+      // A stage (this one or one further down) with no room for another session.
+      if (e instanceof ConnectError && e.code === Code.ResourceExhausted) {
+        throw new StageBusyError(e.rawMessage, this.nodeId);
+      }
       throw e;
     }
     return {
@@ -232,7 +273,7 @@ export class RemoteStageLink implements StageLink {
         } catch {
           // The stage is gone; its KV cache went with it.
         } finally {
-          channel.abort();
+          finish();
         }
       },
     };

@@ -149,6 +149,13 @@ export class StageHost {
    */
   open(sessionId: string, maxContext = 0, sampling?: TailSampling): void {
     if (!sessionId) throw new StageSessionError("session id is empty", "invalid");
+    if (this.disposed) {
+      // Replaced (a new range or backend loaded): a link that still holds it reads again.
+      throw new StageSessionError(
+        `stage [${this.stage.from}, ${this.stage.to}) was replaced; its weights are freed`,
+        "unavailable",
+      );
+    }
     if (this.sessions.has(sessionId)) {
       throw new StageSessionError(`session ${sessionId} is already open`, "exists");
     }
@@ -213,6 +220,7 @@ export class StageHost {
 
   /** Close every session and free the stage's weights (it is being replaced or shut down). */
   dispose(): void {
+    this.disposed = true;
     this.closeAll();
     // A pass yields between layers: its weights are freed when it ends, not under it (a freed
     // GPU buffer would fail it as a lost device; freed WASM memory could be handed out again).
@@ -222,6 +230,12 @@ export class StageHost {
 
   /** dispose() came while a pass ran: free the weights when the passes end. */
   private disposeAfterPass = false;
+  private disposed = false;
+
+  /** Whether dispose() was called: the host opens no session any more. */
+  get retired(): boolean {
+    return this.disposed;
+  }
 
   /** Close every session (the stage is being replaced or shut down). */
   closeAll(): void {

@@ -125,6 +125,19 @@ Deno.test("three in-process stages reproduce the single-node golden", async () =
   }
 });
 
+Deno.test("two requests under one client-chosen id run side by side (sessions get a nonce)", async () => {
+  // A client retrying with the same id while the first try's sessions are still open on the
+  // stages got "session r1.0.0 is already open" before the head added a nonce per run.
+  const [a, b] = await hosts([[0, 3], [3, 5]]);
+  const head = new Head(provider([local("a", a), local("b", b)]));
+  const [r1, r2] = await Promise.all([
+    head.generate(request({ maxTokens: 16 })),
+    head.generate(request({ maxTokens: 16 })),
+  ]);
+  assertEquals(r1.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 16));
+  assertEquals(r2.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 16));
+});
+
 Deno.test("the middle stage dies mid-generation: replayed on a replacement, output identical", async () => {
   const [a, b, c, b2] = await hosts([[0, 2], [2, 4], [4, 5], [2, 4]]);
   const middle = new KillableLink(local("b", b), 20);
@@ -157,6 +170,40 @@ Deno.test("the middle stage dies mid-generation: replayed on a replacement, outp
   assert(logs[0].includes("replaying"), logs[0]);
 });
 
+Deno.test("a replay that finds the replacement full waits for room; a new request is refused", async () => {
+  const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const b2 = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from: 2, to: 4 }),
+    "stories260K",
+    { maxSessions: 1 },
+  );
+  file.close();
+  // The survivor holds as many sessions as it may (another replica's sessions moved there).
+  b2.open("occupant", 16);
+  const fresh = new Head(provider([local("a", a), local("b2", b2), local("c", c)]));
+  const refused = await fresh.generate(request({ maxTokens: 4 })).then(() => null, (e) => e);
+  assert(/holds 1 sessions already/.test(String(refused)), `a new request is refused: ${refused}`);
+  const head = new Head(
+    provider([local("a", a), new KillableLink(local("b", b), 20), local("c", c), local("b2", b2)]),
+  );
+  let freed = false;
+  const generating = head.generate(request());
+  // Room appears 300 ms after the failure (the occupant ends); the client meanwhile waits.
+  const timer = setTimeout(() => {
+    freed = true;
+    b2.close("occupant");
+  }, 300);
+  try {
+    const r = await generating;
+    assert(freed, "the replay waited for room");
+    assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 64));
+    assertEquals(r.failures.map((f) => f.nodeId), ["b"], "waiting for room blames nobody");
+  } finally {
+    clearTimeout(timer);
+  }
+});
+
 Deno.test("seeded sampling survives a failure with the same tokens", async () => {
   const sampling = { temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1234 };
   const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
@@ -179,7 +226,7 @@ Deno.test("seeded sampling survives a failure with the same tokens", async () =>
   assertEquals(faulty.failures.length, 1);
 });
 
-Deno.test("an in-process stage chosen by a range it no longer runs refuses as stale", async () => {
+Deno.test("an in-process stage chosen by a range it no longer runs, or replaced since, refuses as stale", async () => {
   const [host] = await hosts([[0, 3]]);
   // The chain chose this agent's own stage as [0, 5) (an announcement of an earlier range).
   const link = new LocalStageLink("me", host, { chosen: { from: 0, to: 5 } });
@@ -195,6 +242,28 @@ Deno.test("an in-process stage chosen by a range it no longer runs refuses as st
   assert(e instanceof StaleEpochError, `expected StaleEpochError, got ${e}`);
   assert(e.message.includes("me runs layers [0, 3), the session asked for [0, 5)"), e.message);
   assertEquals(host.openSessions, 0);
+  // The agent loaded another stage after the chain was read: the link holds a freed host.
+  const [old] = await hosts([[0, 5]]);
+  const held = new LocalStageLink("me", old, { chosen: { from: 0, to: 5 } });
+  old.dispose();
+  const replaced = await held.openSession({
+    sessionId: "s2",
+    maxContext: 16,
+    model: "stories260K",
+    epoch: 0n,
+    sampling: { temperature: 0 },
+    downstream: [],
+  }).then(() => null, (e) => e);
+  assert(replaced instanceof StaleEpochError, `expected StaleEpochError, got ${replaced}`);
+  assert(replaced.message.includes("was replaced"), replaced.message);
+  // And the host itself opens nothing on freed weights (a recoverable "unavailable").
+  let code = "";
+  try {
+    old.open("s3", 16);
+  } catch (err) {
+    code = (err as { code?: string }).code ?? "";
+  }
+  assertEquals(code, "unavailable");
 });
 
 Deno.test("no replacement: a clear error naming the missing layers", async () => {

@@ -10,6 +10,7 @@ import {
   forwardProtocol,
   Head,
   RemoteStageLink,
+  StageBusyError,
   StageHost,
   type StageLink,
   StageLinkError,
@@ -31,6 +32,7 @@ import { ActivationFrameSchema, Dtype, InferenceService } from "../../../proto/m
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { openToWire } from "../../../cluster/pipeline/wire.ts";
+import { orTimeout } from "../../../cluster/deadline.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 
@@ -453,5 +455,80 @@ Deno.test("an opening whose prefix_tokens exceed the session's context is refuse
     call.abort();
   } finally {
     await plane.close();
+  }
+});
+
+Deno.test("a stream to a stage whose agent gossip declares gone ends at once, naming it", async () => {
+  // A host lost without a FIN: its data plane accepted the connection and then says nothing.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of silent) held.push(c);
+  })();
+  const transport = await createRpcTransport(
+    `127.0.0.1:${(silent.addr as Deno.NetAddr).port}`,
+    { gzip: false },
+  );
+  const lost = new AbortController();
+  try {
+    const link = new RemoteStageLink("n9", 0, 5, transport, {
+      dataEndpoint: `127.0.0.1:${(silent.addr as Deno.NetAddr).port}`,
+      lost: lost.signal,
+    });
+    const opening = link.openSession({
+      sessionId: "silent",
+      maxContext: 16,
+      model: "stories260K",
+      epoch: 0n,
+      downstream: [],
+    }).then(() => null, (e) => e);
+    await new Promise((r) => setTimeout(r, 200));
+    const t0 = performance.now();
+    lost.abort(new Error("gossip declared n9 dead or gone"));
+    const e = await orTimeout(opening, 2000, () => new Error("the stream still waits"));
+    assert(performance.now() - t0 < 1000, "ended at once");
+    assert(e instanceof StageLinkError, `expected StageLinkError, got ${e}`);
+    assertEquals(e.nodeId, "n9");
+    assert(e.message.includes("gossip declared n9 dead"), e.message);
+    // A link to an agent already known gone fails without connecting.
+    const again = await link.openSession({
+      sessionId: "silent-2",
+      maxContext: 16,
+      model: "stories260K",
+      epoch: 0n,
+      downstream: [],
+    }).then(() => null, (e) => e);
+    assert(again instanceof StageLinkError && again.message.includes("n9 dead"), `${again}`);
+  } finally {
+    transport.close();
+    silent.close();
+    for (const c of held) c.close();
+    await accepting.catch(() => {});
+  }
+});
+
+Deno.test("a full stage, here or further down, refuses an opening as busy (a replay waits on it)", async () => {
+  const { hosts, linkTo, close } = await serveStages([[0, 2], [2, 5]]);
+  try {
+    // n1 holds as many sessions as it may (64 by default).
+    for (let i = 0; i < 64; i++) hosts[1].open(`occupant-${i}`, 16);
+    for (const [first, downstream] of [[1, []], [0, [{ nodeId: "n1", from: 2, to: 5 }]]] as const) {
+      const e = await linkTo({ nodeId: `n${first}`, from: first ? 2 : 0, to: first ? 5 : 2 })
+        .openSession({
+          sessionId: `busy-${first}`,
+          maxContext: 16,
+          model: "stories260K",
+          epoch: 1n,
+          sampling: { temperature: 0 },
+          downstream: [...downstream],
+        }).then(() => null, (e) => e);
+      assert(e instanceof StageBusyError, `expected StageBusyError, got ${e}`);
+      assert(e.message.includes("holds 64 sessions already"), e.message);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(hosts[0].openSessions, 0, "the first stage freed its session");
+  } finally {
+    for (let i = 0; i < 64; i++) hosts[1].close(`occupant-${i}`);
+    await close();
   }
 });
