@@ -19,6 +19,7 @@ import {
   type SessionOpen,
   type StageLink,
   StageLinkError,
+  StaleEpochError,
   type TailSampling,
 } from "../pipeline/mod.ts";
 import { RpcFailure, type RpcTransport } from "../rpc/mod.ts";
@@ -123,7 +124,15 @@ export class HeadService {
     }
     return new LazyRemoteLink(hop, async () => {
       const m = member ?? s.gossip.member(hop.nodeId);
-      if (!m?.meta) throw new RpcFailure("unavailable", `no live member ${hop.nodeId}`);
+      if (!m?.meta) {
+        // A stage forwarding to a node its gossip has not met yet (a join the head saw first):
+        // the head's view is ahead of this one, not the next stage broken. Blaming it would
+        // exclude a healthy node for the rest of the request; read the chain again instead.
+        throw new StaleEpochError(
+          `${s.nodeId} does not know ${hop.nodeId} yet; re-read the placement`,
+          s.nodeId,
+        );
+      }
       return {
         transport: await this.peers.transportTo(m),
         dataEndpoint: this.peers.forwardEndpoint(m),
@@ -387,6 +396,7 @@ class LazyRemoteLink implements StageLink {
     try {
       t = await this.transport();
     } catch (e) {
+      if (e instanceof StaleEpochError) throw e;
       // Unreachable is a stage failure: the head re-places its layers.
       throw new StageLinkError((e as Error).message, this.nodeId);
     }
