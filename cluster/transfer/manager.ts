@@ -201,9 +201,23 @@ export class TransferManager {
     const release = await this.#serve.acquire();
     this.#released.busy();
     const size = e.manifest.chunkSize;
-    // A handle of its own: reads of concurrent streams no longer queue on one file position.
-    const source = e.path ? await FileSource.open(e.path) : undefined;
-    const frames = new ChunkFrames(size);
+    let source: FileSource | undefined;
+    let frames: ChunkFrames;
+    try {
+      // A handle of its own: reads of concurrent streams no longer queue on one file position.
+      source = e.path ? await FileSource.open(e.path) : undefined;
+      frames = new ChunkFrames(size);
+    } catch (err) {
+      // The file went away after it was offered (deleted, moved, unmounted): the permit goes
+      // back, or a few such streams would leave this agent serving nothing at all.
+      source?.close();
+      release();
+      this.#released.idle();
+      throw new RpcFailure(
+        "not_found",
+        `${this.host.nodeId} cannot read ${e.path}: ${(err as Error).message}`,
+      );
+    }
     const read = async (
       { segment, chunk }: { segment: number; chunk: number },
       i: number,

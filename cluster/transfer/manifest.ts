@@ -198,6 +198,7 @@ export function openManifest(
   } catch (e) {
     throw new ManifestError(`the manifest does not decode: ${(e as Error).message}`);
   }
+  checkShape(manifest);
   if (!caPem) {
     return {
       manifest,
@@ -240,6 +241,41 @@ export function openManifest(
     );
   }
   return { manifest, signature: `verified (${res.signatureScheme}, ${cert.subject})` };
+}
+
+/** Chunk sizes a manifest may use: each chunk is one message (at most 64 MiB) and a hash. */
+const MIN_CHUNK_SIZE = 1024;
+const MAX_CHUNK_SIZE = 64 << 20;
+
+/**
+ * Refuse a manifest whose numbers would make this agent loop or allocate without bound (a
+ * chunk size of 1 over a terabyte "file", segments past the file's end, a hash list that does
+ * not match the chunk count): without TLS anyone who reaches the RPC port can send one.
+ */
+function checkShape(m: TransferManifest): void {
+  const bad = (what: string): never => {
+    throw new ManifestError(`the manifest of ${m.modelId || "?"} is malformed: ${what}`);
+  };
+  if (!/^[0-9a-f]{64}$/.test(m.sha256)) bad("sha256 is not 64 hex digits");
+  if (m.chunkSize < MIN_CHUNK_SIZE || m.chunkSize > MAX_CHUNK_SIZE) {
+    bad(`chunk size ${m.chunkSize} is outside ${MIN_CHUNK_SIZE}..${MAX_CHUNK_SIZE}`);
+  }
+  if (m.fileSize > BigInt(Number.MAX_SAFE_INTEGER)) bad(`file size ${m.fileSize} is too large`);
+  if (m.segments.length === 0) bad("it has no segments");
+  for (const [i, seg] of m.segments.entries()) {
+    if (seg.offset + seg.length > m.fileSize) {
+      bad(`segment ${i} (${seg.name}) ends past the file's ${m.fileSize} bytes`);
+    }
+    const chunks = chunkCount(Number(seg.length), m.chunkSize);
+    if (seg.chunkSha256.length !== chunks) {
+      bad(
+        `segment ${i} (${seg.name}) lists ${seg.chunkSha256.length} chunk hashes for ${chunks} chunks`,
+      );
+    }
+    if (seg.sha256.length !== 32 || seg.chunkSha256.some((h) => h.length !== 32)) {
+      bad(`segment ${i} (${seg.name}) has a hash that is not 32 bytes`);
+    }
+  }
 }
 
 /** Segment indices a stage of layers [from, to) reads (always the header). */
