@@ -63,6 +63,12 @@ export interface FetchOptions {
   signal?: AbortSignal;
   /** Give up after failing this long without any progress; default 120 s. */
   stallMs?: number;
+  /**
+   * End a stream that delivers nothing for this long and try another peer; default 30 s. A peer
+   * lost without a FIN (power, partition, a frozen VM) leaves a connection that would wait on
+   * TCP for hours.
+   */
+  idleMs?: number;
   /** Diagnostics. */
   log?: (msg: string, fields?: Record<string, unknown>) => void;
 }
@@ -100,6 +106,16 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
   let lastError = "";
   let rr = 0;
   const stallMs = opts.stallMs ?? 120_000;
+  const idleMs = opts.idleMs ?? 30_000;
+  /** Past the stall bound: give up with what the peers did (else the caller retries). */
+  const checkStall = (seg: number) => {
+    if (Date.now() - lastProgress <= stallMs) return;
+    throw new FetchError(
+      `no chunk of ${cache.manifest.segments[seg].name} of ${cache.manifest.modelId} ` +
+        `arrived for ${Math.round(stallMs / 1000)} s (last error: ${lastError}); check ` +
+        `that peer or start another agent that holds the file`,
+    );
+  };
 
   const pick = (peers: ChunkPeer[], seg: number, chunk: number): ChunkPeer | undefined => {
     const now = Date.now();
@@ -161,15 +177,28 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
         await sleep(250, opts.signal);
         continue;
       }
+      // Ends the stream when the peer goes quiet (reset at every message).
+      const idle = new AbortController();
+      let watchdog: ReturnType<typeof setTimeout> | undefined;
+      const watch = () => {
+        clearTimeout(watchdog);
+        watchdog = setTimeout(
+          () => idle.abort(new Error(`sent nothing for ${idleMs / 1000} s`)),
+          idleMs,
+        );
+      };
+      let verified = 0;
       try {
+        watch();
         const stream = peer.client.fetchChunks(
           {
             sha256: cache.manifest.sha256,
             chunks: batch.map((chunk) => ({ segment: seg, chunk })),
           },
-          { signal: opts.signal },
+          { signal: opts.signal ? AbortSignal.any([opts.signal, idle.signal]) : idle.signal },
         );
         for await (const m of stream) {
+          watch();
           try {
             const key = `${m.segment}:${m.chunk}`;
             stats.bytesReceived += m.data.length;
@@ -188,31 +217,38 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
               continue;
             }
             lastProgress = Date.now();
+            verified++;
             opts.onChunk?.();
           } finally {
             // Written (or refused): its buffer is garbage now, freed at once.
             discardReceived(m.data);
           }
         }
+        // A stream that ended with nothing new (only chunks that failed verification, from the
+        // one peer that holds them) counts against the stall bound like a failed one.
+        if (verified === 0 && !batch.every((c) => cache.has(seg, c))) {
+          lastError ||= `${peer.id}: its chunks failed verification`;
+          checkStall(seg);
+          cooldown.set(peer.id, Date.now() + 500);
+        }
       } catch (e) {
         if (opts.signal?.aborted) return;
+        if (e instanceof FetchError) throw e;
         // Under Deno's node:http2 a server stream sometimes ends with "Premature close" after its
         // last message arrived (seen with several streams finishing together): every chunk is
         // here, so this is no failure, and the peer is not put on a cooldown for it.
         if (batch.every((c) => cache.has(seg, c))) continue;
-        lastError = `${peer.id}: ${(e as Error).message}`;
+        const why = idle.signal.aborted
+          ? (idle.signal.reason as Error).message
+          : (e as Error).message;
+        lastError = `${peer.id}: ${why}`;
         // Peers that keep failing (slower than their cooldown, so some peer is always "able")
         // must not retry forever: the same bound as when none is.
-        if (Date.now() - lastProgress > stallMs) {
-          throw new FetchError(
-            `no chunk of ${cache.manifest.segments[seg].name} of ${cache.manifest.modelId} ` +
-              `arrived for ${Math.round(stallMs / 1000)} s (last error: ${lastError}); check ` +
-              `that peer or start another agent that holds the file`,
-          );
-        }
+        checkStall(seg);
         cooldown.set(peer.id, Date.now() + 500);
         opts.log?.("chunk stream failed; retrying", { peer: peer.id, error: lastError });
       } finally {
+        clearTimeout(watchdog);
         // Whatever did not arrive is free for any stream again.
         for (const c of batch) taken.delete(c);
       }

@@ -18,6 +18,7 @@ import {
   segmentsFor,
   sha256,
   signedManifest,
+  tcpChunkClient,
 } from "../../../cluster/transfer/mod.ts";
 import { createCa, issueCertificate } from "../../../cluster/tls/mod.ts";
 import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
@@ -333,6 +334,63 @@ Deno.test("a stream that breaks after its last chunk is no failure", async () =>
     assertEquals(stats.bytesRefetched, 0);
     cache.close();
   } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a peer that goes silent mid-stream is left after the idle bound; a sole corrupt peer ends the fetch", async () => {
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
+  // A host lost without a FIN: its data plane accepts the stream and then says nothing.
+  const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of silent) held.push(c);
+  })();
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    const stats = { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 };
+    const quiet: ChunkPeer = {
+      id: "quiet",
+      client: tcpChunkClient(
+        `127.0.0.1:${(silent.addr as Deno.NetAddr).port}`,
+      ) as unknown as ChunkPeer["client"],
+      segments: "all",
+    };
+    const good = memoryPeer("good", bytes, manifest);
+    const t0 = Date.now();
+    await fetchSegments({
+      cache,
+      segments: [0, 1, 2],
+      peers: () => Promise.resolve([quiet, good]),
+      stats,
+      idleMs: 300,
+      concurrency: 2,
+    });
+    for (const i of [0, 1, 2]) assert(cache.segmentDone(i));
+    assert(Date.now() - t0 < 10_000, `took ${Date.now() - t0} ms`);
+    assert(good.served > 0);
+
+    // The only peer serves bytes that never verify (its file changed under the same path):
+    // streams that bring nothing new count against the stall bound instead of looping.
+    const bad = memoryPeer("bad", bytes, manifest, { corrupt: corruptionHook("1") });
+    const e = await assertRejects(
+      () =>
+        fetchSegments({
+          cache,
+          segments: manifest.segments.map((_, i) => i),
+          peers: () => Promise.resolve([bad]),
+          stats,
+          stallMs: 1000,
+          concurrency: 1,
+        }),
+      FetchError,
+    );
+    assert(e.message.includes("bad: its chunks failed verification"), e.message);
+    cache.close();
+  } finally {
+    silent.close();
+    for (const c of held) c.close();
+    await accepting.catch(() => {});
     await Deno.remove(dir, { recursive: true });
   }
 });
