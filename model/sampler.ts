@@ -113,10 +113,14 @@ export function logSoftmax(logits: Float32Array): Float64Array {
   return out;
 }
 
-/** The `k` highest logits with their log-probabilities, best first (ties to the lower id). */
+/**
+ * The `k` highest logits with their log-probabilities, best first (ties to the lower id). Masked
+ * tokens (−∞: a JSON constraint's) are no alternative and are left out, so fewer than `k` may
+ * come back (OpenAI's top_logprobs hold numbers; −∞ would print as null).
+ */
 export function topLogprobs(logits: Float32Array, k: number): TokenLogprob[] {
   const lp = logSoftmax(logits);
-  const ids = topIds(logits, k);
+  const ids = topIds(logits, k).filter((id) => lp[id] > -Infinity);
   return ids.map((id) => ({ id, logit: logits[id], logprob: lp[id] }));
 }
 

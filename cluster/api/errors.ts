@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { Code, ConnectError } from "@connectrpc/connect";
 import { boundMessage } from "../rpc/errors.ts";
 
 /** The body OpenAI clients parse: `{"error": {message, type, param, code}}`. */
@@ -108,6 +109,15 @@ export function toApiError(e: unknown): ApiError {
 
 function mapToApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
+  if (e instanceof ConnectError) {
+    // An error another agent answered (a remote tail refusing sampling settings): its status
+    // code says whose fault it is, as a local error's rpcCode does.
+    const name = Code[e.code]?.replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase());
+    const status = name && STATUS_BY_RPC[name];
+    if (status) {
+      return new ApiError(status, e.rawMessage, undefined, CODE_BY_STATUS[status] ?? null);
+    }
+  }
   const err = e instanceof Error ? e : new Error(String(e));
   const http = (err as { httpStatus?: unknown }).httpStatus;
   const rpc = (err as { rpcCode?: unknown }).rpcCode;

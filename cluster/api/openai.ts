@@ -153,6 +153,9 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   // of defaults every door uses (llama.cpp's, as llama-server applies to this API too).
   params.temperature = num(body, "temperature", 0, 2);
   params.topP = num(body, "top_p", 0, 1);
+  // OpenAI allows 0; as in llama.cpp it keeps the most probable token only (the sampler wants a
+  // positive mass, and 1e-6 is below any top token's probability for vocabularies under 10^6).
+  if (params.topP === 0) params.topP = 1e-6;
   // llama.cpp-style extensions.
   params.topK = num(body, "top_k", 0, 1 << 20, true);
   params.minP = num(body, "min_p", 0, 1);

@@ -139,3 +139,9 @@ Deno.test("top-k off over a 150k vocabulary sorts once instead of an O(n·k) ins
   const again = new Sampler({ temperature: 1, topK: 0, topP: 1, minP: 0, seed: 5 });
   assertEquals(Array.from({ length: 3 }, () => again.sample(logits)), ids);
 });
+
+Deno.test("topLogprobs leaves masked tokens out (a JSON constraint's −∞ is no alternative)", () => {
+  const top = topLogprobs(Float32Array.of(-Infinity, 2, -Infinity, 1), 4);
+  assertEquals(top.map((t) => t.id), [1, 3]);
+  for (const t of top) assertEquals(Number.isFinite(t.logprob), true);
+});

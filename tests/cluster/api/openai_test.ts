@@ -1,6 +1,7 @@
 /** Request parsing of the OpenAI-compatible API (cluster/api/openai.ts). */
 import { parseRequest } from "../../../cluster/api/openai.ts";
 import { assertEquals } from "../../support/assert.ts";
+import { Sampler } from "../../../model/sampler.ts";
 
 Deno.test("a request without logprobs tells the generator nobody reads them", () => {
   const chat = (extra: Record<string, unknown>) =>
@@ -14,4 +15,10 @@ Deno.test("a request without logprobs tells the generator nobody reads them", ()
   assertEquals(completion({}).params.logprobs, false);
   assertEquals(completion({ logprobs: 0 }).params.logprobs, true);
   assertEquals(completion({ logprobs: 3 }).params.topLogprobs, 3);
+});
+
+Deno.test("top_p 0, which OpenAI allows, keeps the most probable token only (a valid sampler setting)", () => {
+  const params = parseRequest("completion", { model: "m", prompt: "hi", top_p: 0 }).params;
+  assertEquals(params.topP, 1e-6);
+  new Sampler({ topP: params.topP }); // accepted, where 0 is refused
 });
