@@ -215,12 +215,29 @@ export class HeadService {
     if (promptTokens.length >= maxContext) {
       throw new PromptTooLongError(promptTokens.length, maxContext);
     }
-    // Wait for a generation slot (admission control); a full queue fails at once.
-    const release = await s.admission.acquire(signal);
     const abort = new AbortController();
-    const onAbort = () => abort.abort();
+    const onAbort = () => abort.abort(signal.reason);
     signal.addEventListener("abort", onAbort);
+    // The id is taken while the request waits in line, so a second request under it is refused
+    // and Cancel reaches it there too.
     s.requests.set(requestId, abort);
+    let release: () => void;
+    try {
+      // Wait for a generation slot (admission control); a full queue fails at once.
+      release = await s.admission.acquire(abort.signal);
+      if (s.draining) {
+        // Shutdown began while it waited: it would only lengthen the drain and be cut off.
+        release();
+        throw new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`);
+      }
+    } catch (e) {
+      signal.removeEventListener("abort", onAbort);
+      s.requests.delete(requestId);
+      if (e === SHUTDOWN) {
+        throw new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`);
+      }
+      throw e;
+    }
     s.counters.activeRequests++;
     const startedAt = performance.now();
     const tracker = new RequestTracker(s.events, {
@@ -366,7 +383,7 @@ export class HeadService {
   /** Cancel a request this agent heads; false when none runs under that id. */
   cancel(requestId: string): boolean {
     const c = this.s.requests.get(requestId);
-    c?.abort();
+    c?.abort(new RpcFailure("canceled", `request ${requestId} was cancelled`));
     return c !== undefined;
   }
 }

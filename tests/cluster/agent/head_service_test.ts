@@ -6,6 +6,7 @@ import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
 import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
 import { resolveConfig } from "../../../cluster/agent_config.ts";
 import { StaleEpochError } from "../../../cluster/pipeline/mod.ts";
+import { Admission } from "../../../cluster/api/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 Deno.test("a hop to a node this agent's gossip has not met yet is a stale view, not a failed stage", async () => {
@@ -36,4 +37,56 @@ Deno.test("a hop to a node this agent's gossip has not met yet is a stale view, 
   assertEquals(e.nodeId, "b");
   assert(e.message.includes("b does not know c yet"), e.message);
   peers.closeAll();
+});
+
+Deno.test("a request waiting for a slot holds its id (a second is refused, Cancel reaches it); one granted during shutdown is refused", async () => {
+  const config = resolveConfig([["default", { memoryBudget: "1GB" }]]);
+  const admission = new Admission(1, 4);
+  const busy = await admission.acquire(); // the one slot, held by a running generation
+  const state = {
+    nodeId: "h",
+    config,
+    admission,
+    requests: new Map<string, AbortController>(),
+    draining: false,
+    model: {
+      id: { matches: () => true, toString: () => "m@1" },
+      tokenizer: { vocabSize: 100 },
+      contextLength: 64,
+    },
+  } as unknown as AgentState;
+  const service = new HeadService(
+    state,
+    { epoch: 1n } as unknown as PlacementLoop,
+    new Peers(config),
+    undefined as unknown as AgentMetrics,
+  );
+  const start = (id: string) => {
+    const it = service.generate(
+      { requestId: id, promptTokens: [1, 2, 3], maxTokens: 4, sampling: {} },
+      new AbortController().signal,
+    )[Symbol.asyncIterator]();
+    return it.next().then(() => null, (e) => e);
+  };
+  const queued = start("dup");
+  await new Promise((r) => setTimeout(r, 20));
+  assertEquals(admission.stats.queued, 1);
+  assert(state.requests.has("dup"), "the id is taken while it waits");
+  const second = await start("dup");
+  assertEquals((second as { rpcCode?: string }).rpcCode, "already_exists", `${second}`);
+  assert(service.cancel("dup"), "Cancel finds the waiting request");
+  const cancelled = await queued;
+  assertEquals((cancelled as { rpcCode?: string }).rpcCode, "canceled", `${cancelled}`);
+  assertEquals(state.requests.size, 0);
+  assertEquals(admission.stats.queued, 0);
+  // Shutdown begins while a request waits: when the slot frees it is refused, not started.
+  const waiting = start("late");
+  await new Promise((r) => setTimeout(r, 20));
+  (state as { draining: boolean }).draining = true;
+  busy();
+  const late = await waiting;
+  assertEquals((late as { rpcCode?: string }).rpcCode, "unavailable", `${late}`);
+  assert(/shutting down/.test((late as Error).message), (late as Error).message);
+  assertEquals(admission.stats.active, 0, "its slot went back");
+  assertEquals(state.requests.size, 0);
 });
