@@ -8,17 +8,34 @@ import type { GenerationEvent, GenerationParams, TextGenerator } from "../api/mo
 import type { AgentState } from "./state.ts";
 import type { HeadService } from "./head_service.ts";
 
+/** A token's text, and its raw bytes where its text is not their whole UTF-8. */
+type TokenPiece = { text: string; bytes?: Uint8Array };
+
+/** Whether two byte arrays hold the same bytes. */
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && a.every((v, i) => v === b[i]);
+}
+
 /** The TextGenerator of an agent. */
 export function textGenerator(
   s: AgentState,
   head: HeadService,
   health: () => Record<string, unknown>,
 ): TextGenerator {
-  const pieces = new Map<number, string>();
-  const tokenText = (id: number) => {
+  /** Pieces by id, of the model they were read from (a redeploy brings another vocabulary). */
+  const pieces = new Map<number, TokenPiece>();
+  let piecesOf = s.model;
+  const tokenText = (id: number): TokenPiece => {
+    if (piecesOf !== s.model) {
+      pieces.clear();
+      piecesOf = s.model;
+    }
     let t = pieces.get(id);
     if (t === undefined) {
-      t = new TextDecoder().decode(s.model!.tokenizer.tokenPiece(id));
+      const raw = s.model!.tokenizer.tokenPiece(id);
+      const text = new TextDecoder().decode(raw);
+      const whole = sameBytes(new TextEncoder().encode(text), raw);
+      t = whole ? { text } : { text, bytes: raw.slice() };
       pieces.set(id, t);
     }
     return t;
@@ -43,7 +60,7 @@ async function* events(
   head: HeadService,
   p: GenerationParams,
   signal: AbortSignal,
-  tokenText: (id: number) => string,
+  tokenText: (id: number) => TokenPiece,
 ): AsyncIterable<GenerationEvent> {
   // The sampling settings, named one by one: whatever the tail samples with must be added here
   // (and to wire.ts's samplingToWire when a remote tail must see it too).
@@ -80,10 +97,10 @@ async function* events(
       yield {
         kind: "token",
         text: e.text,
-        token: { tokenId: e.token.id, text: tokenText(e.token.id), logprob: e.token.logprob },
+        token: { tokenId: e.token.id, ...tokenText(e.token.id), logprob: e.token.logprob },
         top: e.token.top.map((t) => ({
           tokenId: t.id,
-          text: tokenText(t.id),
+          ...tokenText(t.id),
           logprob: t.logprob,
         })),
       };

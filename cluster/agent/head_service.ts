@@ -23,7 +23,7 @@ import {
   type TailSampling,
 } from "../pipeline/mod.ts";
 import { RpcFailure, type RpcTransport } from "../rpc/mod.ts";
-import { PromptTooLongError, StopMatcher } from "../api/mod.ts";
+import { MAX_STOP_CHARS, PromptTooLongError, StopMatcher } from "../api/mod.ts";
 import { RequestPhase } from "../../proto/mod.ts";
 import { RequestTracker } from "../events/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
@@ -188,6 +188,12 @@ export class HeadService {
     if (this.loop.error) throw new RpcFailure("unavailable", `no placement: ${this.loop.error}`);
     if (s.draining) {
       throw new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`);
+    }
+    if (p.stop?.some((x) => x.length > MAX_STOP_CHARS)) {
+      throw new RpcFailure(
+        "invalid_argument",
+        `stop strings are at most ${MAX_STOP_CHARS} characters`,
+      );
     }
     const requestId = p.requestId || crypto.randomUUID();
     if (s.requests.has(requestId)) {

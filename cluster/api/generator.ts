@@ -76,6 +76,11 @@ export interface TokenChoice {
   tokenId: number;
   /** The token's own text (its piece, special tokens included). */
   text: string;
+  /**
+   * The piece's raw bytes, where they differ from the text's UTF-8 (a token holding part of a
+   * character: its text has U+FFFD, OpenAI's `bytes` the real ones). Absent: the text's UTF-8.
+   */
+  bytes?: Uint8Array;
   /** Natural-log probability. */
   logprob: number;
 }

@@ -37,4 +37,4 @@ export {
   DEFAULT_MAX_BODY_BYTES,
   startApiServer,
 } from "./server.ts";
-export { StopMatcher } from "./stop.ts";
+export { MAX_STOP_CHARS, StopMatcher } from "./stop.ts";

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { MAX_STOP_CHARS } from "./stop.ts";
 import type { ChatMessage } from "../../model/chat/mod.ts";
 import { ANY_OBJECT, compileJsonSchema, JsonSchemaError } from "../../model/constrain/mod.ts";
 import { ApiError } from "./errors.ts";
@@ -174,6 +175,9 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   } else if (stop !== undefined && stop !== null) {
     throw bad("stop", "stop must be a string or an array of at most 4 strings");
   }
+  if (params.stop?.some((s) => s.length > MAX_STOP_CHARS)) {
+    throw bad("stop", `stop strings are at most ${MAX_STOP_CHARS} characters`);
+  }
   let logprobs = false;
   if (endpoint === "chat") {
     logprobs = bool(body, "logprobs") ?? false;
@@ -267,7 +271,7 @@ function chatLogprob(t: TokenChoice, top: TokenChoice[]) {
   const enc = (c: TokenChoice) => ({
     token: c.text,
     logprob: c.logprob,
-    bytes: [...new TextEncoder().encode(c.text)],
+    bytes: [...(c.bytes ?? new TextEncoder().encode(c.text))],
   });
   return { ...enc(t), top_logprobs: top.map(enc) };
 }

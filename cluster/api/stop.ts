@@ -6,6 +6,12 @@
  */
 
 /**
+ * Longest stop string a request may carry: holding back text that may start one costs time
+ * quadratic in its length for every token, so a megabyte-long one would stall the event loop.
+ */
+export const MAX_STOP_CHARS = 512;
+
+/**
  * Streams text pieces, cutting at the first stop string.
  *
  * @example

@@ -89,4 +89,11 @@ Deno.test("a request waiting for a slot holds its id (a second is refused, Cance
   assert(/shutting down/.test((late as Error).message), (late as Error).message);
   assertEquals(admission.stats.active, 0, "its slot went back");
   assertEquals(state.requests.size, 0);
+  // Stop strings are bounded over RPC as over HTTP (matching costs L² per token).
+  (state as { draining: boolean }).draining = false;
+  const long = await service.generate(
+    { promptTokens: [1], maxTokens: 1, sampling: {}, stop: ["z".repeat(513)] },
+    new AbortController().signal,
+  )[Symbol.asyncIterator]().next().then(() => null, (e) => e);
+  assertEquals((long as { rpcCode?: string }).rpcCode, "invalid_argument", `${long}`);
 });

@@ -22,3 +22,15 @@ Deno.test("top_p 0, which OpenAI allows, keeps the most probable token only (a v
   assertEquals(params.topP, 1e-6);
   new Sampler({ topP: params.topP }); // accepted, where 0 is refused
 });
+
+Deno.test("stop strings longer than 512 characters are refused (matching them costs L² per token)", () => {
+  const req = (stop: unknown) => parseRequest("completion", { model: "m", prompt: "hi", stop });
+  assertEquals(req(["x".repeat(512)]).params.stop, ["x".repeat(512)]);
+  let message = "";
+  try {
+    req(["ok", "y".repeat(513)]);
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  assertEquals(message, "stop strings are at most 512 characters");
+});

@@ -1,0 +1,39 @@
+/** The agent as the OpenAI API sees it: token texts and bytes for logprobs. */
+import { textGenerator } from "../../../cluster/agent/api_adapter.ts";
+import type { AgentState } from "../../../cluster/agent/state.ts";
+import type { HeadService } from "../../../cluster/agent/head_service.ts";
+import type { TokenEvent } from "../../../cluster/api/mod.ts";
+import { assertEquals } from "../../support/assert.ts";
+
+/** A model whose every token is `piece`. */
+const modelOf = (piece: Uint8Array) => ({ tokenizer: { tokenPiece: () => piece } });
+
+Deno.test("logprob tokens carry their raw bytes, and a redeployed model's pieces are read anew", async () => {
+  // One of the four bytes of 🦙 (a byte-fallback or byte-level BPE piece): its text is U+FFFD.
+  const state = { model: modelOf(Uint8Array.of(0xf0)) } as unknown as AgentState;
+  const head = {
+    async *generate() {
+      yield {
+        kind: "token",
+        text: "",
+        token: { id: 7, logprob: -1, top: [{ id: 7, logprob: -1 }] },
+      };
+    },
+  } as unknown as HeadService;
+  const gen = textGenerator(state, head, () => ({}));
+  const first = async () => {
+    for await (const e of gen.generate({} as never, new AbortController().signal)) {
+      return e as TokenEvent;
+    }
+    throw new Error("no event");
+  };
+  const e = await first();
+  assertEquals(e.token.text, "\ufffd");
+  assertEquals([...e.token.bytes!], [0xf0], "the piece's own byte, not U+FFFD's three");
+  assertEquals([...e.top[0].bytes!], [0xf0]);
+  // A whole character needs no bytes of its own: its text's UTF-8 is them.
+  (state as { model: unknown }).model = modelOf(new TextEncoder().encode("é"));
+  const after = await first();
+  assertEquals(after.token.text, "é", "the new model's piece, not the cached one");
+  assertEquals(after.token.bytes, undefined);
+});
