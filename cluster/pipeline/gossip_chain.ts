@@ -219,9 +219,12 @@ export class GossipChainProvider implements ChainProvider {
     return this.opts.epoch?.() ?? 0n;
   }
 
-  async chain(opts: { exclude: ReadonlySet<string>; timeoutMs: number }): Promise<StageLink[]> {
+  async chain(
+    opts: { exclude: ReadonlySet<string>; timeoutMs: number; signal?: AbortSignal },
+  ): Promise<StageLink[]> {
     const deadline = Date.now() + opts.timeoutMs;
     for (;;) {
+      opts.signal?.throwIfAborted();
       // A node excluded after a failure may come back (restarted); it is trusted again only
       // once gossip has seen it alive with its range again, which the candidate list reflects.
       const candidates = this.opts.candidates();

@@ -89,7 +89,9 @@ export interface ChainProvider {
    * The current chain, in layer order, avoiding `exclude`d nodes; waits up to `timeoutMs` for
    * one to exist (stages being re-placed and loaded). Throws NoPlacementError when none appears.
    */
-  chain(opts: { exclude: ReadonlySet<string>; timeoutMs: number }): Promise<StageLink[]>;
+  chain(
+    opts: { exclude: ReadonlySet<string>; timeoutMs: number; signal?: AbortSignal },
+  ): Promise<StageLink[]>;
   /** The placement epoch this head plans with (0 or absent: stages do not check it). */
   epoch?(): bigint;
   /** The model id sessions are opened for ("" or absent: not checked). */
@@ -270,14 +272,25 @@ export class Head {
     }
     const recoveryMs = this.opts.recoveryTimeoutMs ?? 30_000;
     let failedAt = 0;
+    /** The request was cancelled before its end: what it has so far. */
+    const cancelled = (): HeadResult => {
+      result.finishReason = "cancelled";
+      result.timeToFirstTokenMs = tFirst ? tFirst - t0 : 0;
+      result.decodeMs = tFirst ? performance.now() - tFirst : 0;
+      return result;
+    };
     for (;;) {
+      if (req.signal?.aborted) return cancelled();
       let chain: StageLink[];
       try {
         chain = await this.provider.chain({
           exclude,
           timeoutMs: attempt === 0 && stale === 0 ? this.opts.initialWaitMs ?? 10_000 : recoveryMs,
+          signal: req.signal,
         });
       } catch (e) {
+        // Cancelled while it waited for stages to be placed.
+        if (req.signal?.aborted) return cancelled();
         // After a stage failed, its cause (refused certificate, reset stream) is what the user
         // can act on; "no live agent" alone would blame the cluster's size.
         const last = result.failures.at(-1);
@@ -337,8 +350,13 @@ export class Head {
             Math.min(this.opts.lookahead ?? 16, budget - result.tokens.length - 1),
           );
           const skip = prefill ? result.cachedTokens : 0;
+          // A cancel ends the wait at once (a long prompt's prefill, a slow stage): the session
+          // is closed below, and the stages drop the work they still had for it.
           const pass = () =>
-            this.pass(first.nodeId, link!, Int32Array.from(input.slice(skip)), ahead, skip);
+            untilAborted(
+              this.pass(first.nodeId, link!, Int32Array.from(input.slice(skip)), ahead, skip),
+              req.signal,
+            );
           const tPass = performance.now();
           const tokens = decode
             ? await decode.run(pass)
@@ -384,6 +402,11 @@ export class Head {
         return result;
       } catch (e) {
         decode?.end(e);
+        if (req.signal?.aborted) {
+          // Cancelled mid-pass, or a failure after the cancel: no replay for a gone client.
+          await link?.close("cancelled");
+          return cancelled();
+        }
         await link?.close("replanned");
         // A replay that finds a stage full (every session of a lost replica moving to the
         // survivors at once) waits for room as for a settling placement: its client has output
@@ -396,7 +419,7 @@ export class Head {
             const what = e instanceof StaleEpochError ? "the placement did not settle" : "no room";
             throw new NoPlacementError(`${what}: ${(e as Error).message}`);
           }
-          await new Promise((r) => setTimeout(r, 100));
+          await untilAborted(new Promise((r) => setTimeout(r, 100)), req.signal).catch(() => {});
           continue;
         }
         if (!(e instanceof StageLinkError)) throw e;
@@ -439,6 +462,22 @@ export class Head {
     }
     return [out.token, ...(out.more ?? []).slice(0, lookahead)];
   }
+}
+
+/**
+ * `p`, or a rejection with `signal`'s reason as soon as it aborts (`p` runs on; its outcome is
+ * dropped, never left to reject unhandled).
+ */
+function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  p.catch(() => {});
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
 
 /**

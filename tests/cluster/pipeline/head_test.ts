@@ -204,6 +204,58 @@ Deno.test("a replay that finds the replacement full waits for room; a new reques
   }
 });
 
+Deno.test("a cancel ends the request at once: mid-prefill, and while waiting for a re-placement", async () => {
+  const [a, b] = await hosts([[0, 3], [3, 5]]);
+  // The second stage answers its first frame (the prompt) only when the gate opens: a long
+  // prefill, or a slow stage.
+  const gate = Promise.withResolvers<void>();
+  const stalled: StageLink = {
+    nodeId: "b",
+    from: 3,
+    to: 5,
+    openSession: async (open) => {
+      const inner = await local("b", b).openSession(open);
+      return {
+        step: async (f) => {
+          await gate.promise;
+          return inner.step(f);
+        },
+        close: (r) => inner.close(r),
+      };
+    },
+  };
+  registry.set("b", stalled);
+  const ctl = new AbortController();
+  const head = new Head(provider([local("a", a), stalled]));
+  const t0 = performance.now();
+  setTimeout(() => ctl.abort(), 100);
+  const r = await head.generate(request({ signal: ctl.signal }));
+  assertEquals(r.finishReason, "cancelled");
+  assertEquals(r.tokens.length, 0);
+  assert(performance.now() - t0 < 2000, `ended after ${performance.now() - t0} ms`);
+  gate.resolve();
+  await new Promise((res) => setTimeout(res, 20));
+  for (const h of [a, b]) assertEquals(h.openSessions, 0, "the sessions were closed");
+
+  // A stage failed and no replacement is in sight: the wait for one (as GossipChainProvider
+  // waits, up to the recovery timeout) ends with the cancel too.
+  const dying = new KillableLink(local("b", b), 3);
+  const waiting = new Head({
+    chain: ({ signal }) =>
+      dying.dead
+        ? new Promise((_, reject) => signal?.addEventListener("abort", () => reject(signal.reason)))
+        : Promise.resolve([local("a", a), dying]),
+  }, { recoveryTimeoutMs: 30_000 });
+  const ctl2 = new AbortController();
+  const t1 = performance.now();
+  setTimeout(() => ctl2.abort(), 300);
+  const r2 = await waiting.generate(request({ signal: ctl2.signal }));
+  assert(dying.dead, "the stage failed first");
+  assertEquals(r2.finishReason, "cancelled");
+  assertEquals(r2.tokens.length, 3, "the tokens before the failure stay");
+  assert(performance.now() - t1 < 5000, `ended after ${performance.now() - t1} ms`);
+});
+
 Deno.test("seeded sampling survives a failure with the same tokens", async () => {
   const sampling = { temperature: 1, topK: 0, topP: 1, minP: 0, seed: 1234 };
   const [a, b, c] = await hosts([[0, 2], [2, 4], [4, 5]]);
