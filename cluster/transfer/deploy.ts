@@ -16,6 +16,7 @@ import {
   type PrepareRequest,
   type TransferManifest,
   type TransferProgress,
+  TransferProgressSchema,
   TransferState,
 } from "../../proto/mod.ts";
 import { type GGUFFile, openGGUF } from "../../model/gguf/mod.ts";
@@ -100,15 +101,34 @@ export async function* deployModel(
         : (await (await m.peers.client(t)).prepare(prepare, { signal })).progress
     ),
   );
+  /** Targets gossip no longer lists (killed, partitioned): the others re-plan without them. */
+  const gone = new Set<string>();
   for (;;) {
+    const listed = new Set(
+      m.host.members().filter((x) => x.status === "alive" || x.status === "suspect").map((x) =>
+        x.id
+      ),
+    );
+    for (const t of nodes) if (t !== m.host.nodeId && !listed.has(t)) gone.add(t);
     const progress = await Promise.all(
-      nodes.map((t) => m.peers.progress(t, manifest, signal, () => m.status())),
+      nodes.filter((t) => !gone.has(t)).map((t) =>
+        m.peers.progress(t, manifest, signal, () => m.status())
+      ),
     );
     const failed = progress.filter((n) => n.state === TransferState.FAILED);
-    // Done: nothing is fetching, and the loaded stages tile the model's layers.
+    // Done: nothing is fetching, and the loaded stages tile the model's layers (a node that
+    // left neither fetches nor fails: it would keep this waiting forever).
     const idle = progress.every((n) =>
       n.state !== TransferState.FETCHING && n.state !== TransferState.PENDING
     );
+    for (const t of gone) {
+      progress.push(create(TransferProgressSchema, {
+        nodeId: t,
+        model: manifest.modelId,
+        state: TransferState.PENDING,
+        detail: "left the cluster during the deploy",
+      }));
+    }
     const ranges = progress.filter((n) => n.state === TransferState.LOADED)
       .map((n) => [n.fromLayer, n.toLayer]).sort((a, b) => a[0] - b[0]);
     let at = 0;
@@ -125,6 +145,11 @@ export async function* deployModel(
           ? `deploy of ${manifest.modelId} failed on ${
             failed.map((n) => `${n.nodeId}: ${n.detail}`).join("; ")
           }`
+          : gone.size
+          ? `deployed ${manifest.modelId}; ${[...gone].join(", ")} left during the deploy, ` +
+            `and the others hold: ` +
+            progress.filter((n) => n.state === TransferState.LOADED)
+              .map((n) => `${n.nodeId}:[${n.fromLayer},${n.toLayer})`).join(" ")
           : `deployed ${manifest.modelId} on ${plan.stages.length} node(s): ` +
             plan.stages.map((s) => `${s.nodeId}:[${s.fromLayer},${s.toLayer})`).join(" "),
       });

@@ -473,3 +473,78 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a target killed mid-deploy: the others take its layers and the deploy finishes",
+  fn: async () => {
+    const tmp = Deno.makeTempDirSync({ prefix: "dllm-deploy-kill-" });
+    const model = `${tmp}/synthetic.gguf`;
+    await writeSyntheticLlama(model, { nEmbd: 512, nLayers: 4 }); // ~49 MB
+    const { manifest } = await computeManifest(model, { nodeId: "test" });
+    const agents: AgentProcess[] = [];
+    try {
+      agents.push(
+        await startAgent({
+          id: "s",
+          model,
+          memoryBudget: "1MB", // holds no layer: it only serves the file
+          extra: ["--cache-dir", `${tmp}/s`],
+        }),
+      );
+      // Each target holds about half the model: three share it, two can.
+      for (const id of ["f1", "f2", "f3"]) {
+        agents.push(
+          await startAgent({
+            id,
+            seeds: [agents[0].gossipAddr],
+            memoryBudget: "40MB",
+            extra: ["--no-model", "--cache-dir", `${tmp}/${id}`],
+          }),
+        );
+      }
+      await waitForMembers(agents[0], 4);
+      const [s, , f2] = agents;
+      const deploying = (async () => {
+        let last;
+        for await (
+          const m of createClient(TransferService, s.transport).deploy({
+            path: model,
+            nodes: ["f1", "f2", "f3"],
+            rateLimitBytesPerSecond: 10_000_000n,
+          })
+        ) last = m;
+        return last;
+      })();
+      // Kill f2 once it is fetching.
+      for (let i = 0; i < 200; i++) {
+        const p = await progressOf(f2, manifest.modelId).catch(() => undefined);
+        if (p && Number(p.bytesDone) > 0) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      f2.child.kill("SIGKILL");
+      await f2.exited;
+      // Before, a target that died stayed PENDING ("unreachable") and the deploy never ended.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const last = await Promise.race([
+        deploying,
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error("the deploy did not finish in 60 s")), 60_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
+      assert(last?.done, "deploy finished");
+      assert(last.message.includes("f2 left during the deploy"), last.message);
+      // The survivors serve the whole model.
+      const info = await waitForPlacement(agents[1], 3); // s, f1, f3 alive
+      const holders = info.placement!.stages.map((st) => st.nodeId).sort();
+      assertEquals(holders, ["f1", "f3"]);
+    } catch (e) {
+      for (const a of agents) {
+        for (const l of a.logs) if (l.level !== "debug") console.error(a.id, JSON.stringify(l));
+      }
+      throw e;
+    } finally {
+      await stopAll(agents);
+      Deno.removeSync(tmp, { recursive: true });
+    }
+  },
+});
