@@ -39,6 +39,11 @@ export interface Entry {
   lastBytes: number;
   lastAt: number;
   fetching?: Promise<void>;
+  /**
+   * Aborts the fetch a Prepare started (undeploy, or a Prepare of another model came since):
+   * a superseded fetch must not finish by serving its model over the one wanted now.
+   */
+  prepared?: AbortController;
 }
 
 /** One entry's progress now, as TransferStatus and cluster events report it. */

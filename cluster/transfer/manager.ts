@@ -276,28 +276,40 @@ export class TransferManager {
       await this.host.adopt(manifest.modelId, await openGGUF(e.path), e.path);
       return entryProgress(this.host, e);
     }
+    // One model is deployed at a time: a fetch another Prepare started for another one ends.
+    for (const other of this.#entries.values()) if (other !== e) other.prepared?.abort();
     e.state = TransferState.PENDING;
+    const prepared = e.prepared ??= new AbortController();
     e.fetching ??= (async () => {
       try {
         const file = await this.#header(e);
         e.needed = e.range ? segmentsFor(manifest, file, e.range) : [0];
-        const fetching = this.#fetch(e, e.needed);
+        const fetching = this.#fetch(e, e.needed, prepared.signal);
         if (e.range) this.host.beforeFetch?.(manifest.modelId, file, e.range);
         await fetching;
+        // Undeployed or replaced while it fetched: keep the bytes, serve nothing.
+        if (prepared.signal.aborted) {
+          throw new Error("superseded (undeploy, or another model's deploy)");
+        }
         e.state = TransferState.CACHED;
         this.#publish(e);
         await this.host.adopt(manifest.modelId, file);
       } catch (err) {
         e.state = TransferState.FAILED;
-        e.detail = (err as Error).message;
+        // Stopped on purpose: say so, and not as an error.
+        const superseded = prepared.signal.aborted;
+        e.detail = superseded
+          ? "superseded: undeployed, or another model was deployed"
+          : (err as Error).message;
         e.waitFor = undefined;
-        this.host.log("error", "model transfer failed", {
+        this.host.log(superseded ? "info" : "error", "model transfer failed", {
           model: manifest.modelId,
           error: e.detail,
         });
         this.#publish(e);
       } finally {
         e.fetching = undefined;
+        if (e.prepared === prepared) e.prepared = undefined;
       }
     })();
     return entryProgress(this.host, e);
@@ -334,6 +346,8 @@ export class TransferManager {
     for (const [sha, e] of [...this.#entries]) {
       if (!matches(e.manifest.modelId) && sha !== want) continue;
       e.waitFor = undefined;
+      // A deploy still fetching here must not end by serving the model after all.
+      e.prepared?.abort();
       if (req.purge && e.cache) {
         e.cache.close();
         purged += await ModelCache.purge(this.opts.cacheDir, sha);

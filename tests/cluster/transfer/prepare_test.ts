@@ -77,3 +77,51 @@ Deno.test("a fetching node reports no cached state until its layers are here", a
     await Deno.remove(dstDir, { recursive: true });
   }
 });
+
+Deno.test("a fetch undeployed before it finishes never serves the model", async () => {
+  const srcDir = await Deno.makeTempDir();
+  const dstDir = await Deno.makeTempDir();
+  const src = transferManager("src", srcDir, CHUNK);
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(TransferService, transferService(src)),
+  });
+  let adopts = 0;
+  const published: TransferProgress[] = [];
+  const answer = await src.getManifest({ path: STORIES, model: "" });
+  const modelId = openManifest(answer, undefined).manifest.modelId;
+  const dst = transferManager("dst", dstDir, CHUNK, {
+    members: () => [
+      { id: "src", endpoint: `127.0.0.1:${server.port}`, model: modelId, status: "alive" },
+      { id: "dst", endpoint: "127.0.0.1:1", model: "", status: "alive" },
+    ],
+    publish: (p) => published.push(p),
+    adopt: (_id, file) => {
+      file.close();
+      adopts++;
+      return Promise.resolve();
+    },
+  });
+  try {
+    const placement = create(PlacementSchema, {
+      totalLayers: 5,
+      stages: [{ nodeId: "dst", fromLayer: 0, toLayer: 5 }],
+    });
+    // 200 kB/s: stories260K's 1.2 MB take seconds, and the undeploy comes after 300 ms.
+    await dst.prepare({ manifest: answer, placement, rateLimitBytesPerSecond: 200_000n } as never);
+    await new Promise((r) => setTimeout(r, 300));
+    await dst.undeploy({ model: modelId, localOnly: true, purge: false } as never);
+    for (let i = 0; i < 100 && published.at(-1)?.state !== TransferState.FAILED; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assertEquals(published.at(-1)?.state, TransferState.FAILED, "the fetch ended");
+    await new Promise((r) => setTimeout(r, 200));
+    assertEquals(adopts, 0, "an undeployed model is not served when its fetch ends");
+  } finally {
+    dst.close();
+    await server.close();
+    src.close();
+    await Deno.remove(srcDir, { recursive: true });
+    await Deno.remove(dstDir, { recursive: true });
+  }
+});
