@@ -429,21 +429,23 @@ export class TransferManager {
   }
 
   /** The entry of a file on this node, its manifest computed once per (path, size, mtime). */
-  #sourceEntry(path: string): Promise<Entry> {
-    const key = path;
+  async #sourceEntry(path: string): Promise<Entry> {
+    let stat: Deno.FileInfo;
+    try {
+      stat = await Deno.stat(path);
+    } catch (e) {
+      throw new RpcFailure(
+        "not_found",
+        `${this.host.nodeId} cannot read ${path}: ${(e as Error).message}`,
+      );
+    }
+    if (!stat.isFile) throw new RpcFailure("invalid_argument", `${path} is not a file`);
+    // A file rewritten in place (a re-export under the same name) is another model: a new
+    // manifest, and the old one no longer names bytes this node can serve.
+    const key = `${path}\0${stat.size}\0${stat.mtime?.getTime() ?? 0}`;
     let p = this.#byPath.get(key);
     if (!p) {
       p = (async () => {
-        let stat: Deno.FileInfo;
-        try {
-          stat = await Deno.stat(path);
-        } catch (e) {
-          throw new RpcFailure(
-            "not_found",
-            `${this.host.nodeId} cannot read ${path}: ${(e as Error).message}`,
-          );
-        }
-        if (!stat.isFile) throw new RpcFailure("invalid_argument", `${path} is not a file`);
         const { manifest, bytes } = await computeManifest(path, {
           nodeId: this.host.nodeId,
           chunkSize: this.opts.chunkSize,
@@ -453,6 +455,11 @@ export class TransferManager {
         const tls = await this.#material();
         const answer = signedManifest(bytes, tls && { cert: tls.cert, key: tls.key }, []);
         const { signature } = openManifest(answer, tls?.ca);
+        for (const other of this.#entries.values()) {
+          if (other.path === path && other.manifest.sha256 !== manifest.sha256) {
+            other.path = undefined;
+          }
+        }
         const e = this.#entry(manifest, answer, signature);
         e.path = path;
         e.state = TransferState.SOURCE;
@@ -466,10 +473,11 @@ export class TransferManager {
         });
         return e;
       })();
+      for (const k of this.#byPath.keys()) if (k.startsWith(`${path}\0`)) this.#byPath.delete(k);
       this.#byPath.set(key, p);
       p.catch(() => this.#byPath.delete(key));
     }
-    return p;
+    return await p;
   }
 
   async #open(answer: GetManifestResponse) {

@@ -1,7 +1,7 @@
 /** TransferManager's serving side: what happens when an offered file goes away. */
 import { orTimeout } from "../../../cluster/deadline.ts";
 import { openManifest } from "../../../cluster/transfer/mod.ts";
-import { assert } from "../../support/assert.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
 import { STORIES, transferManager } from "./stories_fixture.ts";
 
 Deno.test("a file deleted after it was offered answers not_found and keeps the serve permits", async () => {
@@ -33,6 +33,39 @@ Deno.test("a file deleted after it was offered answers not_found and keeps the s
         `stream ${i}: ${e}`,
       );
     }
+  } finally {
+    m.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a file rewritten in place under the same name and size is another manifest", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/model.gguf`;
+  const bytes = await Deno.readFile(STORIES);
+  await Deno.writeFile(path, bytes);
+  const m = transferManager("src", `${dir}/cache`, 4096);
+  try {
+    const first = openManifest(await m.getManifest({ path, model: "" }), undefined).manifest;
+    // A re-export: same name, same size, other weights (the last byte), a later mtime.
+    bytes[bytes.length - 1] ^= 0xff;
+    await Deno.writeFile(path, bytes);
+    await Deno.utime(path, new Date(), new Date(Date.now() + 5000));
+    const second = openManifest(await m.getManifest({ path, model: "" }), undefined).manifest;
+    assert(second.sha256 !== first.sha256, "a new manifest for the new bytes");
+    assertEquals(second.modelId, first.modelId, "the id alone (name@size) cannot tell them apart");
+    // The old manifest's chunks are no longer served from the rewritten file.
+    const last = first.segments.length - 1;
+    const chunk = first.segments[last].chunkSha256.length - 1;
+    const e = await (async () => {
+      for await (
+        const _ of m.fetchChunks(
+          { sha256: first.sha256, chunks: [{ segment: last, chunk }] },
+          new AbortController().signal,
+        )
+      ) { /* none */ }
+    })().then(() => null, (e) => e);
+    assert(e && /does not hold/.test(e.message), `${e}`);
   } finally {
     m.close();
     await Deno.remove(dir, { recursive: true });
