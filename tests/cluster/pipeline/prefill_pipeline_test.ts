@@ -25,7 +25,13 @@ const CHUNK = 16;
 const hosts = (ranges: [number, number][]) => stageHosts(ranges);
 
 /** Every frame a host took: its rows, whether partial, and when it started and ended. */
-function record(host: StageHost, name: string, log: string[], tailDelayMs = 0) {
+function record(
+  host: StageHost,
+  name: string,
+  log: string[],
+  tailDelayMs = 0,
+  until?: () => boolean,
+) {
   const frames: { rows: number; partial: boolean }[] = [];
   const step = host.step.bind(host);
   host.step = async (id: string, frame: StageFrame) => {
@@ -34,8 +40,14 @@ function record(host: StageHost, name: string, log: string[], tailDelayMs = 0) {
     try {
       const r = await step(id, frame);
       // A slow tail (its answers held back, its steps still taken in order) makes the overlap
-      // visible: the stage before it must not wait for it.
-      if (tailDelayMs && frame.partial) await new Promise((r) => setTimeout(r, tailDelayMs));
+      // visible: the stage before it must not wait for it. With `until`, the first answer is
+      // held until it holds (within 5 s), so a loaded machine cannot reorder the events.
+      if (tailDelayMs && frame.partial) {
+        const deadline = Date.now() + (until && n === 1 ? 5000 : tailDelayMs);
+        do await new Promise((r) => setTimeout(r, 2)); while (
+          Date.now() < deadline && !(until && n === 1 && until())
+        );
+      }
       return r;
     } finally {
       log.push(`${name} end ${n}`);
@@ -94,7 +106,8 @@ for (const hop of ["tcp", "grpc"] as const) {
     const stages = await hosts([[0, 2], [2, 4], [4, 5]]);
     const log: string[] = [];
     const middle = record(stages[1], "b", log);
-    record(stages[2], "c", log, 20);
+    // The tail holds its first answer until b has started chunk 2 (or 5 s pass: then b waited).
+    record(stages[2], "c", log, 20, () => log.includes("b start 2"));
     const chain = await serve(stages, hop);
     try {
       const got = await generate(chain.links);
