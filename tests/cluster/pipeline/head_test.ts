@@ -283,14 +283,17 @@ Deno.test("an in-process stage chosen by a range it no longer runs, or replaced 
   // The chain chose this agent's own stage as [0, 5) (an announcement of an earlier range).
   const link = new LocalStageLink("me", host, { chosen: { from: 0, to: 5 } });
   assertEquals([link.from, link.to], [0, 5], "the chain's view, not the host's");
-  const e = await link.openSession({
-    sessionId: "s",
-    maxContext: 16,
-    model: "stories260K",
-    epoch: 0n,
-    sampling: { temperature: 0 },
-    downstream: [],
-  }).then(() => null, (e) => e);
+  /** What opening a sampling session on `l` throws (null when it opens). */
+  const refusal = (l: StageLink, sessionId: string) =>
+    l.openSession({
+      sessionId,
+      maxContext: 16,
+      model: "stories260K",
+      epoch: 0n,
+      sampling: { temperature: 0 },
+      downstream: [],
+    }).then(() => null, (e) => e);
+  const e = await refusal(link, "s");
   assert(e instanceof StaleEpochError, `expected StaleEpochError, got ${e}`);
   assert(e.message.includes("me runs layers [0, 3), the session asked for [0, 5)"), e.message);
   assertEquals(host.openSessions, 0);
@@ -298,14 +301,7 @@ Deno.test("an in-process stage chosen by a range it no longer runs, or replaced 
   const [old] = await hosts([[0, 5]]);
   const held = new LocalStageLink("me", old, { chosen: { from: 0, to: 5 } });
   old.dispose();
-  const replaced = await held.openSession({
-    sessionId: "s2",
-    maxContext: 16,
-    model: "stories260K",
-    epoch: 0n,
-    sampling: { temperature: 0 },
-    downstream: [],
-  }).then(() => null, (e) => e);
+  const replaced = await refusal(held, "s2");
   assert(replaced instanceof StaleEpochError, `expected StaleEpochError, got ${replaced}`);
   assert(replaced.message.includes("was replaced"), replaced.message);
   // And the host itself opens nothing on freed weights (a recoverable "unavailable").

@@ -17,7 +17,11 @@ import { STORIES, transferManager } from "./stories_fixture.ts";
 
 const CHUNK = 4096;
 
-Deno.test("a fetching node reports no cached state until its layers are here", async () => {
+/**
+ * A source manager serving stories260K over gRPC and a fetching manager "dst" that sees it as a
+ * member; `adopt` is what dst does with the model once fetched.
+ */
+async function sourceAndFetcher(adopt: () => void) {
   const srcDir = await Deno.makeTempDir();
   const dstDir = await Deno.makeTempDir();
   const src = transferManager("src", srcDir, CHUNK);
@@ -26,8 +30,6 @@ Deno.test("a fetching node reports no cached state until its layers are here", a
     routes: (r) => r.service(TransferService, transferService(src)),
   });
   const published: TransferProgress[] = [];
-  let adopted!: () => void;
-  const adoptedP = new Promise<void>((r) => adopted = r);
   const answer = await src.getManifest({ path: STORIES, model: "" });
   const modelId = openManifest(answer, undefined).manifest.modelId;
   const dst = transferManager("dst", dstDir, CHUNK, {
@@ -38,10 +40,24 @@ Deno.test("a fetching node reports no cached state until its layers are here", a
     publish: (p) => published.push(p),
     adopt: (_id, file) => {
       file.close();
-      adopted();
+      adopt();
       return Promise.resolve();
     },
   });
+  const close = async () => {
+    dst.close();
+    await server.close();
+    src.close();
+    await Deno.remove(srcDir, { recursive: true });
+    await Deno.remove(dstDir, { recursive: true });
+  };
+  return { answer, modelId, dst, published, close };
+}
+
+Deno.test("a fetching node reports no cached state until its layers are here", async () => {
+  let adopted!: () => void;
+  const adoptedP = new Promise<void>((r) => adopted = r);
+  const { answer, dst, published, close } = await sourceAndFetcher(() => adopted());
   const orig = await openGGUF(STORIES);
   try {
     const n = orig.metadata.number("llama.block_count");
@@ -70,38 +86,13 @@ Deno.test("a fetching node reports no cached state until its layers are here", a
     assert(last.bytesTotal < BigInt(orig.fileSize), "only the node's own layers were counted");
   } finally {
     orig.close();
-    dst.close();
-    await server.close();
-    src.close();
-    await Deno.remove(srcDir, { recursive: true });
-    await Deno.remove(dstDir, { recursive: true });
+    await close();
   }
 });
 
 Deno.test("a fetch undeployed before it finishes never serves the model", async () => {
-  const srcDir = await Deno.makeTempDir();
-  const dstDir = await Deno.makeTempDir();
-  const src = transferManager("src", srcDir, CHUNK);
-  const server = await startRpcServer({
-    port: 0,
-    routes: (r) => r.service(TransferService, transferService(src)),
-  });
   let adopts = 0;
-  const published: TransferProgress[] = [];
-  const answer = await src.getManifest({ path: STORIES, model: "" });
-  const modelId = openManifest(answer, undefined).manifest.modelId;
-  const dst = transferManager("dst", dstDir, CHUNK, {
-    members: () => [
-      { id: "src", endpoint: `127.0.0.1:${server.port}`, model: modelId, status: "alive" },
-      { id: "dst", endpoint: "127.0.0.1:1", model: "", status: "alive" },
-    ],
-    publish: (p) => published.push(p),
-    adopt: (_id, file) => {
-      file.close();
-      adopts++;
-      return Promise.resolve();
-    },
-  });
+  const { answer, modelId, dst, published, close } = await sourceAndFetcher(() => adopts++);
   try {
     const placement = create(PlacementSchema, {
       totalLayers: 5,
@@ -118,10 +109,6 @@ Deno.test("a fetch undeployed before it finishes never serves the model", async 
     await new Promise((r) => setTimeout(r, 200));
     assertEquals(adopts, 0, "an undeployed model is not served when its fetch ends");
   } finally {
-    dst.close();
-    await server.close();
-    src.close();
-    await Deno.remove(srcDir, { recursive: true });
-    await Deno.remove(dstDir, { recursive: true });
+    await close();
   }
 });
