@@ -206,7 +206,15 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
             seen.add(key);
             await opts.limiter?.take(m.data.length, opts.signal);
             if (cache.has(m.segment, m.chunk)) continue;
-            if (!(await cache.writeChunk(m.segment, m.chunk, m.data))) {
+            // The cache's own failure (disk full, a read-only directory) is no peer's fault:
+            // retrying other peers for the stall bound would only hide it.
+            const stored = await cache.writeChunk(m.segment, m.chunk, m.data).catch((err) => {
+              throw new FetchError(
+                `cannot store ${cache.manifest.segments[m.segment]?.name ?? "a chunk"} in the ` +
+                  `cache: ${(err as Error).message}`,
+              );
+            });
+            if (!stored) {
               stats.corruptChunks++;
               avoid.set(key, peer.id);
               opts.log?.("chunk failed verification; fetching it again", {

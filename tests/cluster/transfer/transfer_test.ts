@@ -394,3 +394,30 @@ Deno.test("a peer that goes silent mid-stream is left after the idle bound; a so
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a cache that cannot be written fails the fetch at once, naming the cache", async () => {
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    // The cache's directory vanishes (an unmounted disk; chmod would not stop root).
+    await Deno.remove(`${dir}/${manifest.sha256}`, { recursive: true });
+    const stats = { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 };
+    const t0 = Date.now();
+    const e = await assertRejects(
+      () =>
+        fetchSegments({
+          cache,
+          segments: [1],
+          peers: () => Promise.resolve([memoryPeer("good", bytes, manifest)]),
+          stats,
+          stallMs: 60_000,
+        }),
+      FetchError,
+    );
+    assert(e.message.includes("in the cache"), e.message);
+    assert(Date.now() - t0 < 5000, `failed after ${Date.now() - t0} ms, not at once`);
+    cache.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
