@@ -152,6 +152,7 @@ export class Agent {
         }
         if (e.type === "dead" || e.type === "leave") agent.peers.drop(e.member.id);
         else agent.verifyPeer(e.member);
+        if (e.type === "join") agent.peers.rejoined(e.member.id);
         agent.loop.schedule();
       });
     }

@@ -117,6 +117,7 @@ export class HeadService {
       return new LocalStageLink(hop.nodeId, s.stage, {
         version: hop.version,
         chosen: { from: hop.from, to: hop.to },
+        current: () => s.stage,
         epoch: () => this.loop.epoch,
         linkTo: (next) => this.linkTo(next),
         chunkRows: s.config.prefillChunk,
@@ -224,6 +225,8 @@ export class HeadService {
     const abort = new AbortController();
     const onAbort = () => abort.abort(signal.reason);
     signal.addEventListener("abort", onAbort);
+    // A client gone before this point sent its abort event already.
+    if (signal.aborted) onAbort();
     // The id is taken while the request waits in line, so a second request under it is refused
     // and Cancel reaches it there too.
     s.requests.set(requestId, abort);

@@ -103,8 +103,25 @@ export class Peers {
       t.transport.close();
       this.transports.delete(nodeId);
     }
-    this.losses.get(nodeId)?.abort(new Error(`gossip declared ${nodeId} dead or gone`));
-    this.losses.delete(nodeId);
+    // Kept, aborted, until the member joins again: gossip lists a dead member for a while, and a
+    // stage that looks it up then must not get a signal that nothing will abort.
+    let c = this.losses.get(nodeId);
+    if (!c) this.losses.set(nodeId, c = new AbortController());
+    c.abort(new Error(`gossip declared ${nodeId} dead or gone`));
+    // Members that never come back: the oldest such entries go past a bound.
+    if (this.losses.size > 4096) {
+      for (const [id, old] of this.losses) {
+        if (old.signal.aborted && id !== nodeId) {
+          this.losses.delete(id);
+          break;
+        }
+      }
+    }
+  }
+
+  /** A member joined (again): streams opened to it from now on are watched anew. */
+  rejoined(nodeId: string): void {
+    if (this.losses.get(nodeId)?.signal.aborted) this.losses.delete(nodeId);
   }
 
   /** Close every transport and end every stream (shutdown). */

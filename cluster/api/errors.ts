@@ -107,16 +107,28 @@ export function toApiError(e: unknown): ApiError {
   return bounded === a.message ? a : new ApiError(a.status, bounded, a.type, a.code, a.param);
 }
 
+/**
+ * Codes of another agent's answer that keep their meaning for the API's client: its request was
+ * refused, or the cluster is busy or reorganising. Others (an agent's 401 from a proxy between
+ * agents, not found, internal) say nothing about the client's key or model and stay 500s.
+ */
+const REMOTE_CODES = new Set([
+  Code.InvalidArgument,
+  Code.OutOfRange,
+  Code.FailedPrecondition,
+  Code.ResourceExhausted,
+  Code.Unavailable,
+  Code.DeadlineExceeded,
+]);
+
 function mapToApiError(e: unknown): ApiError {
   if (e instanceof ApiError) return e;
-  if (e instanceof ConnectError) {
+  if (e instanceof ConnectError && REMOTE_CODES.has(e.code)) {
     // An error another agent answered (a remote tail refusing sampling settings): its status
     // code says whose fault it is, as a local error's rpcCode does.
-    const name = Code[e.code]?.replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase());
-    const status = name && STATUS_BY_RPC[name];
-    if (status) {
-      return new ApiError(status, e.rawMessage, undefined, CODE_BY_STATUS[status] ?? null);
-    }
+    const name = Code[e.code].replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase());
+    const status = STATUS_BY_RPC[name];
+    return new ApiError(status, e.rawMessage, undefined, CODE_BY_STATUS[status] ?? null);
   }
   const err = e instanceof Error ? e : new Error(String(e));
   const http = (err as { httpStatus?: unknown }).httpStatus;

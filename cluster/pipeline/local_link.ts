@@ -18,6 +18,11 @@ export interface LocalLinkOptions {
    * the time a session opens refuses it as a stale placement. Default: whatever the host runs.
    */
   chosen?: { from: number; to: number };
+  /**
+   * The host the agent runs now: one that replaced this link's (a reload after the chain was
+   * read; the old one is freed only when its sessions end) refuses new sessions as stale.
+   */
+  current?: () => StageHost | undefined;
 }
 
 /** Direct calls into a StageHost, which forwards to the next stage itself. */
@@ -45,9 +50,11 @@ export class LocalStageLink implements StageLink {
 
   openSession(open: SessionOpen): Promise<SessionLink> {
     const { from, to } = this.host.range;
-    if (this.host.retired) {
-      // The agent loaded a new stage after the chain was read (this link holds the old one):
-      // as a stale placement, the head reads the chain again and finds the new stage.
+    const current = this.opts.current;
+    if (this.host.retired || (current && current() !== this.host)) {
+      // The agent loaded a new stage after the chain was read (this link holds the old one,
+      // freed, or kept only for the sessions it has): as a stale placement, the head reads the
+      // chain again and finds the new stage.
       return Promise.reject(
         new StaleEpochError(
           `${this.nodeId}'s stage [${from}, ${to}) was replaced; re-read the placement`,

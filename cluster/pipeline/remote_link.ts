@@ -137,6 +137,10 @@ export class RemoteStageLink implements StageLink {
     if (!this.opts.dataEndpoint || lost?.aborted) return undefined;
     const stream = await openReplyStream(this.opts.dataEndpoint, sessionId).catch(() => undefined);
     if (!stream || !lost) return stream;
+    if (lost.aborted) {
+      stream.close();
+      return undefined;
+    }
     // The tail's agent gone: the stream ends (its next token fails), as the chain's hops do.
     const onLost = () => stream.close();
     lost.addEventListener("abort", onLost, { once: true });
@@ -177,6 +181,8 @@ export class RemoteStageLink implements StageLink {
       channel.abort();
     };
     lost?.addEventListener("abort", onLost, { once: true });
+    // Declared gone while this side was connecting: the event came before the listener.
+    if (lost?.aborted) onLost();
     /** The stream is over: abort it and stop watching (the signal lives as long as the peer). */
     const finish = () => {
       channel.abort();

@@ -198,7 +198,9 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
           { signal: opts.signal ? AbortSignal.any([opts.signal, idle.signal]) : idle.signal },
         );
         for await (const m of stream) {
-          watch();
+          // Only the wait for the next message counts as the peer's silence: this side's rate
+          // limit and cache writes do not.
+          clearTimeout(watchdog);
           try {
             const key = `${m.segment}:${m.chunk}`;
             stats.bytesReceived += m.data.length;
@@ -230,6 +232,7 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
           } finally {
             // Written (or refused): its buffer is garbage now, freed at once.
             discardReceived(m.data);
+            watch();
           }
         }
         // A stream that ended with nothing new (only chunks that failed verification, from the

@@ -198,7 +198,8 @@ export class TransferManager {
   ): AsyncIterable<ServedChunk> {
     const e = this.#entries.get(req.sha256);
     if (!e) throw new RpcFailure("not_found", `${this.host.nodeId} has no model ${req.sha256}`);
-    const release = await this.#serve.acquire();
+    // A fetcher that gave up while it waited for a permit leaves the line.
+    const release = await this.#serve.acquire(signal);
     this.#released.busy();
     const size = e.manifest.chunkSize;
     let source: FileSource | undefined;
@@ -266,6 +267,9 @@ export class TransferManager {
     if (req.sourceEndpoint) e.external = req.sourceEndpoint;
     const mine = req.placement?.stages.find((s) => s.nodeId === this.host.nodeId);
     e.range = mine ? { from: mine.fromLayer, to: mine.toLayer } : undefined;
+    // One model is deployed at a time: a fetch another Prepare started for another one ends
+    // (also when this node serves the one wanted now already).
+    for (const other of this.#entries.values()) if (other !== e) other.prepared?.abort();
     const served = this.host.served();
     if (served?.id === manifest.modelId) {
       e.state = TransferState.SOURCE;
@@ -276,13 +280,14 @@ export class TransferManager {
       await this.host.adopt(manifest.modelId, await openGGUF(e.path), e.path);
       return entryProgress(this.host, e);
     }
-    // One model is deployed at a time: a fetch another Prepare started for another one ends.
-    for (const other of this.#entries.values()) if (other !== e) other.prepared?.abort();
+    // Deployed again after an undeploy stopped its fetch: the stopped fetch ends first (it
+    // must not carry the new deploy's Prepare down with it), then a fresh one starts.
+    if (e.prepared?.signal.aborted) await e.fetching?.catch(() => {});
     e.state = TransferState.PENDING;
     const prepared = e.prepared ??= new AbortController();
     e.fetching ??= (async () => {
       try {
-        const file = await this.#header(e);
+        const file = await this.#header(e, prepared.signal);
         e.needed = e.range ? segmentsFor(manifest, file, e.range) : [0];
         const fetching = this.#fetch(e, e.needed, prepared.signal);
         if (e.range) this.host.beforeFetch?.(manifest.modelId, file, e.range);
@@ -498,14 +503,14 @@ export class TransferManager {
   }
 
   /** Fetch (if needed) and parse the cached header. */
-  async #header(e: Entry): Promise<GGUFFile> {
+  async #header(e: Entry, signal?: AbortSignal): Promise<GGUFFile> {
     if (e.file) return e.file;
     e.cache ??= await ModelCache.open(
       this.opts.cacheDir,
       e.manifest,
       toBinary(GetManifestResponseSchema, e.answer),
     );
-    await this.#fetch(e, [0], undefined, true);
+    await this.#fetch(e, [0], signal, true);
     const src = await e.cache.source();
     const file = await readGGUF(src);
     src.parsing = false;

@@ -36,10 +36,28 @@ export class Semaphore {
     this.#free = n;
   }
 
-  /** Take a permit; the returned function gives it back. */
-  async acquire(): Promise<() => void> {
+  /**
+   * Take a permit; the returned function gives it back. With `signal`, a wait that is aborted
+   * leaves the line (rejecting with its reason): a gone caller holds no place in it.
+   */
+  async acquire(signal?: AbortSignal): Promise<() => void> {
+    signal?.throwIfAborted();
     if (this.#free > 0) this.#free--;
-    else await new Promise<void>((r) => this.#waiting.push(r));
+    else {
+      await new Promise<void>((resolve, reject) => {
+        const grant = () => {
+          signal?.removeEventListener("abort", leave);
+          resolve();
+        };
+        const leave = () => {
+          const at = this.#waiting.indexOf(grant);
+          if (at >= 0) this.#waiting.splice(at, 1);
+          reject(signal!.reason);
+        };
+        signal?.addEventListener("abort", leave, { once: true });
+        this.#waiting.push(grant);
+      });
+    }
     let released = false;
     return () => {
       if (released) return;

@@ -89,8 +89,18 @@ Deno.test("a request waiting for a slot holds its id (a second is refused, Cance
   assert(/shutting down/.test((late as Error).message), (late as Error).message);
   assertEquals(admission.stats.active, 0, "its slot went back");
   assertEquals(state.requests.size, 0);
-  // Stop strings are bounded over RPC as over HTTP (matching costs L² per token).
   (state as { draining: boolean }).draining = false;
+  // A client gone before its request reached admission: refused, nothing left behind.
+  const gone = new AbortController();
+  gone.abort(new Error("the client went away"));
+  const early = await service.generate(
+    { requestId: "early", promptTokens: [1], maxTokens: 1, sampling: {} },
+    gone.signal,
+  )[Symbol.asyncIterator]().next().then(() => null, (e) => e);
+  assert(/went away/.test(String(early)), `${early}`);
+  assertEquals(state.requests.size, 0);
+  assertEquals(admission.stats.active, 0);
+  // Stop strings are bounded over RPC as over HTTP (matching costs L² per token).
   const long = await service.generate(
     { promptTokens: [1], maxTokens: 1, sampling: {}, stop: ["z".repeat(513)] },
     new AbortController().signal,

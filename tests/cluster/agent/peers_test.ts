@@ -12,8 +12,13 @@ Deno.test("Peers.lostSignal aborts when the member is dropped, and a rejoined me
   assert(first.aborted);
   assert((first.reason as Error).message.includes("gossip declared b dead or gone"));
   assert(!other.aborted, "only the dropped member's streams end");
+  // Gossip still lists a dead member for a while: a stream opened to it then fails at once.
+  assert(peers.lostSignal("b").aborted, "a link made after the death gets the aborted signal");
+  peers.drop("never-seen");
+  assert(peers.lostSignal("never-seen").aborted, "a death heard before any stream counts too");
+  peers.rejoined("b");
   const rejoined = peers.lostSignal("b");
-  assert(!rejoined.aborted, "a member back under the same id is watched anew");
+  assert(!rejoined.aborted, "a member back under the same id (a join) is watched anew");
   peers.closeAll();
   assert(other.aborted && rejoined.aborted, "shutdown ends every stream");
 });

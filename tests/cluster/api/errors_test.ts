@@ -9,8 +9,11 @@ Deno.test("an error another agent answered keeps its status (a remote tail's ref
   assertEquals(remote.message, "topP must be in (0, 1]");
   assertEquals(toApiError(new ConnectError("full", Code.ResourceExhausted)).status, 429);
   assertEquals(toApiError(new ConnectError("gone", Code.Unavailable)).status, 503);
-  // A code with no client meaning stays a 500 worded as a bug.
-  const internal = toApiError(new ConnectError("boom", Code.Internal));
-  assertEquals(internal.status, 500);
-  assert(internal.message.includes("a bug"), internal.message);
+  // Codes that say nothing about the client's request stay 500s worded as a bug: an agent's 401
+  // (a proxy between agents) is not the client's key, which SDKs would stop retrying on.
+  for (const code of [Code.Internal, Code.Unauthenticated, Code.NotFound]) {
+    const e = toApiError(new ConnectError("boom", code));
+    assertEquals(e.status, 500, Code[code]);
+    assert(e.message.includes("a bug"), e.message);
+  }
 });

@@ -304,6 +304,12 @@ Deno.test("an in-process stage chosen by a range it no longer runs, or replaced 
   const replaced = await refusal(held, "s2");
   assert(replaced instanceof StaleEpochError, `expected StaleEpochError, got ${replaced}`);
   assert(replaced.message.includes("was replaced"), replaced.message);
+  // Replaced but not freed yet (its old sessions still run on it): new ones go to the new host.
+  const [kept, now] = await hosts([[0, 5], [0, 5]]);
+  const lingering = new LocalStageLink("me", kept, { current: () => now });
+  const moved = await refusal(lingering, "s4");
+  assert(moved instanceof StaleEpochError, `expected StaleEpochError, got ${moved}`);
+  assertEquals(kept.openSessions, 0);
   // And the host itself opens nothing on freed weights (a recoverable "unavailable").
   let code = "";
   try {

@@ -112,3 +112,30 @@ Deno.test("a fetch undeployed before it finishes never serves the model", async 
     await close();
   }
 });
+
+Deno.test("deployed again right after an undeploy: the stopped fetch ends, a fresh one serves", async () => {
+  let adopted!: () => void;
+  const adoptedP = new Promise<void>((r) => adopted = r);
+  const { answer, modelId, dst, published, close } = await sourceAndFetcher(() => adopted());
+  try {
+    const placement = create(PlacementSchema, {
+      totalLayers: 5,
+      stages: [{ nodeId: "dst", fromLayer: 0, toLayer: 5 }],
+    });
+    await dst.prepare({ manifest: answer, placement, rateLimitBytesPerSecond: 200_000n } as never);
+    await new Promise((r) => setTimeout(r, 100));
+    await dst.undeploy({ model: modelId, localOnly: true, purge: false } as never);
+    // At once, before the stopped fetch has ended: it must not take this deploy down with it.
+    await dst.prepare({ manifest: answer, placement, rateLimitBytesPerSecond: 0n } as never);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([
+      adoptedP,
+      new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error("the second deploy never served")), 10_000);
+      }),
+    ]).finally(() => clearTimeout(timer));
+    assertEquals(published.at(-1)?.state, TransferState.CACHED);
+  } finally {
+    await close();
+  }
+});
