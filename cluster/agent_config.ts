@@ -5,6 +5,7 @@
 import { hostname } from "node:os";
 import { defaultCacheDir } from "./transfer/mod.ts";
 import { parseReplicaCount, type ReplicaCount } from "./placement/mod.ts";
+import { isLoopback } from "./rpc/server.ts";
 
 /** Everything an agent needs to start. */
 export interface AgentConfig {
@@ -383,6 +384,16 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
         `gossip key ${i + 1} is ${bytes.length} bytes; AES-256 needs 32 (base64 of 32 bytes)`,
       );
     }
+  }
+  // Gossip carries the cluster's view (who serves what, where): on a reachable address without a
+  // key, any host that can send a datagram could rewrite it (as RPC refuses plaintext there).
+  if (cfg.gossipKeys.length === 0 && !cfg.insecureBindAll && !isLoopback(cfg.bind)) {
+    throw new AgentConfigError(
+      `refusing to gossip in plaintext on ${cfg.bind}: every machine that can reach it could ` +
+        `rewrite the cluster's view. Set --gossip-keys (a base64 32-byte key, e.g. from ` +
+        `\`openssl rand -base64 32\`, the same on every agent), or pass --insecure-bind-all if ` +
+        `this network is trusted, or bind to 127.0.0.1.`,
+    );
   }
   return cfg;
 }

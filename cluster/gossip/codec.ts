@@ -203,8 +203,12 @@ export class Writer {
   }
   /** Append a big-endian u32. */
   u32(v: number): this {
+    // Never wrap silently: an incarnation past 2^32 written as 0 would be ignored by every peer.
+    if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) {
+      throw new RangeError(`u32 field out of range: ${v}`);
+    }
     this.ensure(4);
-    this.view.setUint32(this.length, v >>> 0);
+    this.view.setUint32(this.length, v);
     this.length += 4;
     return this;
   }

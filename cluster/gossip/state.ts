@@ -39,6 +39,9 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return true;
 }
 
+/** The highest incarnation the wire carries (a u32). */
+const MAX_INCARNATION = 0xffffffff;
+
 /** The membership state machine of one member. Use it through `Memberlist`. */
 export class GossipState {
   readonly nodes = new Map<string, NodeState>();
@@ -485,6 +488,16 @@ export class GossipState {
 
   /** We are accused: outbid the accusation's incarnation and tell everyone we are alive. */
   private refute(s: NodeState, accused: number, accuser?: string) {
+    if (accused >= MAX_INCARNATION) {
+      // Incarnations are 32 bits on the wire: no refutation can outbid this one, and a wrapped
+      // one would be ignored by everyone. Only a key holder (or anyone, without --gossip-keys,
+      // which off loopback needs --insecure-bind-all) can send it.
+      this.cfg.logger?.("warn", "accused at the highest incarnation; cannot refute", {
+        accuser: accuser ?? "?",
+        hint: "rotate --gossip-keys if a peer is hostile; restart this agent under a new id",
+      });
+      return;
+    }
     s.incarnation = Math.max(s.incarnation + 1, accused + 1);
     this.awareness.applyDelta(1); // being suspected is a hint that we are slow
     this.broadcast(this.id, this.aliveOf(s));
@@ -502,7 +515,8 @@ export class GossipState {
   /** Publish new local metadata with a higher incarnation. */
   updateLocalMeta(meta: Uint8Array): void {
     const s = this.local;
-    s.incarnation++;
+    // 4 billion updates: not in this agent's lifetime; never wrap to a number peers ignore.
+    s.incarnation = Math.min(MAX_INCARNATION, s.incarnation + 1);
     s.meta = meta;
     s.decoded = undefined;
     this.broadcast(this.id, this.aliveOf(s));

@@ -51,3 +51,13 @@ Deno.test("--prefill-chunk: 64 rows by default, 0 turns pipelined prompts off", 
     "--prefill-chunk",
   );
 });
+
+Deno.test("gossip on a reachable address needs a key (or --insecure-bind-all), as RPC needs TLS", () => {
+  const on = (extra: Record<string, unknown>) =>
+    resolveConfig([["flag", { bind: "0.0.0.0", ...extra }], ["default", base]]);
+  assertThrows(() => on({}), AgentConfigError, "refusing to gossip in plaintext on 0.0.0.0");
+  const key = btoa(String.fromCharCode(...new Uint8Array(32).fill(7)));
+  assertEquals(on({ gossipKeys: [key] }).bind, "0.0.0.0");
+  assertEquals(on({ insecureBindAll: true }).bind, "0.0.0.0");
+  assertEquals(resolveConfig([["default", base]]).bind, "127.0.0.1", "loopback needs neither");
+});

@@ -160,8 +160,11 @@ Deno.test({
       await Deno.writeTextFile(file, cm.data!["agent.json"]);
       // The pod's env: DLLM_MEMORY_LIMIT from limits.memory (8Gi) gives the default budget.
       const limit = budgetFromMemoryLimit({ DLLM_MEMORY_LIMIT: String(8 * 1024 ** 3) });
+      // DLLM_GOSSIP_KEYS comes from the distributed-llm-gossip Secret (required: an agent on
+      // 0.0.0.0 refuses to gossip in plaintext).
+      const gossipKeys = [btoa(String.fromCharCode(...new Uint8Array(32).fill(1)))];
       const cfg = resolveConfig([
-        ["env", { nodeId: "node-1", advertiseAddress: "10.0.0.5" }],
+        ["env", { nodeId: "node-1", advertiseAddress: "10.0.0.5", gossipKeys }],
         ["config file", await settingsFromFile(file)],
         ["default", { memoryBudget: limit }],
       ]);

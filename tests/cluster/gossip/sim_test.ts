@@ -4,6 +4,7 @@ import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import {
   DuplicateNodeIdError,
   emptyMetadata,
+  encode,
   lanConfig,
   Memberlist,
   SimNetwork,
@@ -242,4 +243,33 @@ Deno.test("sim: a member restarted at a new address just after its death is take
   );
   // Without taking the claim up later it waited for the next push-pull (30 s on the LAN preset).
   assert(t !== null, "the restarted member was not taken up once its id was reclaimable");
+});
+
+Deno.test("sim: an accusation at the highest incarnation is not refuted with a wrapped one", async () => {
+  const warnings: string[] = [];
+  const { net, members } = await formCluster(
+    3,
+    { seed: 3 },
+    (i) => i === 1 ? { logger: (_level, msg) => void warnings.push(msg) } : {},
+  );
+  const before = members[1].localNode.incarnation;
+  // A forged accusation (a key holder gone rogue, or a keyless cluster): 2^32 - 1.
+  const rogue = net.createTransport();
+  rogue.sendPacket(
+    members[1].transport.addr,
+    encode({ type: "suspect", incarnation: 0xffffffff, node: "n1", from: "n2" }),
+  );
+  await net.run(2_000);
+  // Before, the refutation went out as 0 (u32 wrap), which every peer ignores forever.
+  assert(members[1].localNode.incarnation >= before, "no wrap to a lower incarnation");
+  assert(members[1].localNode.incarnation <= 0xffffffff);
+  assert(warnings.some((w) => w.includes("highest incarnation")), warnings.join("; "));
+  // And the codec refuses to write a number it cannot carry.
+  let threw = false;
+  try {
+    encode({ type: "suspect", incarnation: 2 ** 32, node: "n1", from: "n2" });
+  } catch (e) {
+    threw = e instanceof RangeError;
+  }
+  assert(threw, "a u32 field past 2^32 - 1 throws instead of wrapping");
 });
