@@ -59,6 +59,9 @@ export function splitHostPort(addr: string): { host: string; port: number } {
 /** Largest stream frame accepted; a push-pull of 10 000 members is far below this. */
 export const MAX_FRAME = 16 << 20;
 
+/** Accepted gossip streams open at once; more are closed on arrival. */
+export const MAX_INBOUND_STREAMS = 128;
+
 /** Framed stream over a `node:net` socket: `u32 length | bytes`. */
 class SocketStream implements Stream {
   private chunks: Uint8Array[] = [];
@@ -81,15 +84,19 @@ class SocketStream implements Stream {
     this.chunks.push(new Uint8Array(d));
     this.buffered += d.length;
     while (this.buffered >= 4) {
-      const all = this.chunks.length === 1 ? this.chunks[0] : concat(this.chunks, this.buffered);
-      this.chunks = [all];
-      const len = new DataView(all.buffer, all.byteOffset).getUint32(0);
+      // The header may span chunks: join only its 4 bytes' worth.
+      if (this.chunks[0].length < 4) this.chunks = [concat(this.chunks, this.buffered)];
+      const head = this.chunks[0];
+      const len = new DataView(head.buffer, head.byteOffset).getUint32(0);
       if (len > MAX_FRAME) {
         this.fail(new DecodeError(`stream frame of ${len} bytes exceeds ${MAX_FRAME}`));
         this.sock.destroy();
         return;
       }
-      if (all.length < 4 + len) return;
+      // Joined once, when the whole frame is here: joining at every chunk cost the square of
+      // the frame's size (16 MiB of a peer's bytes stalled the event loop for seconds).
+      if (this.buffered < 4 + len) return;
+      const all = this.chunks.length === 1 ? head : concat(this.chunks, this.buffered);
       this.frames.push(all.slice(4, 4 + len));
       this.chunks = [all.subarray(4 + len)];
       this.buffered = all.length - 4 - len;
@@ -132,7 +139,8 @@ class SocketStream implements Stream {
   }
 
   close(): void {
-    this.sock.end();
+    // Our FIN, then the descriptor: a peer that never closes its side must not hold it open.
+    this.sock.end(() => this.sock.destroy());
   }
 }
 
@@ -170,6 +178,8 @@ export class UdpTransport implements Transport {
   private packetHandler: (from: string, b: Uint8Array) => void = () => {};
   private streamHandler: (s: Stream) => void = (s) => s.close();
   private readonly sockets = new Set<net.Socket>();
+  /** Accepted streams open now (MAX_INBOUND_STREAMS at most). */
+  private inbound = 0;
 
   private constructor(
     private readonly udp: dgram.Socket,
@@ -181,6 +191,13 @@ export class UdpTransport implements Transport {
     });
     udp.on("error", () => {});
     tcp.on("connection", (sock: net.Socket) => {
+      // Push-pulls are short and few; sockets past the bound are someone else's flood.
+      if (this.inbound >= MAX_INBOUND_STREAMS) {
+        sock.destroy();
+        return;
+      }
+      this.inbound++;
+      sock.on("close", () => this.inbound--);
       this.track(sock);
       this.streamHandler(
         new SocketStream(

@@ -504,10 +504,25 @@ export async function serveServerStream<I extends DescMessage>(
   try {
     const reader = new EnvelopeReader(maxBytes);
     const bodies: Uint8Array[] = [];
+    // One request message, within a bound: a client that sends more, or never ends its half,
+    // is answered rather than buffered (40 MiB of empty envelopes grew an agent by gigabytes).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    /** Answered already: what the client still sends is read and dropped, never kept. */
+    let settled = false;
     await new Promise<void>((resolve, reject) => {
+      timer = setTimeout(
+        () => reject(new ConnectError("no complete request within 30 s", Code.DeadlineExceeded)),
+        30_000,
+      );
       req.on("data", (chunk: Uint8Array) => {
+        if (settled) return;
         try {
           bodies.push(...reader.push(chunk));
+          if (bodies.length > 1) {
+            reject(
+              new ConnectError(`${method.path} takes one request message`, Code.InvalidArgument),
+            );
+          }
         } catch (e) {
           reject(e);
         }
@@ -518,6 +533,9 @@ export async function serveServerStream<I extends DescMessage>(
       });
       req.on("error", reject);
       gone.signal.addEventListener("abort", () => resolve());
+    }).finally(() => {
+      settled = true;
+      clearTimeout(timer);
     });
     if (gone.signal.aborted) return;
     if (bodies.length !== 1) {

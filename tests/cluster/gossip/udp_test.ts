@@ -56,3 +56,42 @@ Deno.test("udp: joining nothing that answers is a JoinError naming each seed", a
     await m.shutdown();
   }
 });
+
+Deno.test("udp: a stream frame that arrives in pieces (its header split too) is read whole; floods of sockets are capped", async () => {
+  const t = await UdpTransport.listen({ port: 0 });
+  const got: Uint8Array[] = [];
+  const streams: { close(): void }[] = [];
+  t.onStream((s) => {
+    streams.push(s);
+    s.receive(5000).then((f) => got.push(f), () => {});
+  });
+  const { host, port } = splitHostPort(t.addr);
+  const frame = new Uint8Array(300_000).map((_, i) => i & 0xff);
+  const wire = new Uint8Array(4 + frame.length);
+  new DataView(wire.buffer).setUint32(0, frame.length);
+  wire.set(frame, 4);
+  const conn = await Deno.connect({ hostname: host, port });
+  try {
+    // 1 byte, then 2 (the header split across chunks), then the rest in 1000-byte pieces.
+    for (let at = 0; at < wire.length;) {
+      const n = at === 0 ? 1 : at === 1 ? 2 : 1000;
+      await conn.write(wire.subarray(at, at + n));
+      at += n;
+      if (at < 100) await new Promise((r) => setTimeout(r, 5));
+    }
+    await until(() => got.length === 1, 5000, "the frame");
+    assertEquals(got[0].length, frame.length);
+    assert(got[0].every((b, i) => b === (i & 0xff)), "the bytes, in order");
+    // Past 128 open streams, new sockets are closed on arrival.
+    const extra: Deno.Conn[] = [];
+    for (let i = 0; i < 140; i++) extra.push(await Deno.connect({ hostname: host, port }));
+    await until(() => streams.length >= 128, 5000, "128 streams");
+    await new Promise((r) => setTimeout(r, 100));
+    assertEquals(streams.length, 128, "the cap (one held by the first connection)");
+    for (const c of extra) c.close();
+  } finally {
+    conn.close();
+    for (const s of streams) s.close();
+    await t.close();
+  }
+});

@@ -24,6 +24,10 @@ import {
 } from "../../../proto/mod.ts";
 import { floodAndRead, untilSteady } from "../../support/flood.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
+import * as http2 from "node:http2";
+import { TransferService } from "../../../proto/mod.ts";
+import { transferService } from "../../../cluster/transfer/mod.ts";
+import { transferManager } from "../transfer/stories_fixture.ts";
 
 function envelope(body: number[], flags = 0): Uint8Array {
   const n = body.length;
@@ -291,3 +295,43 @@ for (const [frames, bytes] of [[500, 4096], [40, 1 << 20]]) {
     }
   });
 }
+
+Deno.test("a server stream refuses a second request message at once instead of buffering the rest", async () => {
+  const dir = await Deno.makeTempDir();
+  const m = transferManager("src", dir, 4096);
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(TransferService, transferService(m)),
+  });
+  const session = http2.connect(`http://127.0.0.1:${server.port}`);
+  try {
+    const status = await new Promise<string>((resolve, reject) => {
+      const req = session.request({
+        ":method": "POST",
+        ":path": "/distributed_llm.v1.TransferService/FetchChunks",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      let code = "(none)";
+      const take = (h: Record<string, unknown>) => {
+        if (typeof h["grpc-status"] === "string") code = h["grpc-status"];
+      };
+      req.on("response", take);
+      req.on("trailers", take);
+      req.on("error", reject);
+      req.on("close", () => resolve(code));
+      // Empty request envelopes, and the request half never ended (before: all kept in memory
+      // until the client ended it, gigabytes for a few seconds of sending).
+      req.write(new Uint8Array(5));
+      req.write(new Uint8Array(5));
+      req.resume();
+      req.on("response", () => setTimeout(() => req.close(), 200));
+    });
+    assertEquals(status, "3", "INVALID_ARGUMENT: one request message");
+  } finally {
+    session.close();
+    await server.close();
+    m.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
