@@ -108,6 +108,8 @@ export function repliesProtocol(
   maxStreams = 1024,
   /** A stream whose session never opens is ended after this long. */
   unclaimedMs = 60_000,
+  /** A connection that names no session within this long is ended (it holds a slot). */
+  firstMessageMs = 10_000,
 ): PlaneProtocol {
   return {
     maxConnections: maxStreams,
@@ -115,7 +117,12 @@ export function repliesProtocol(
   };
   async function* replies(frames: AsyncIterable<ActivationFrame>) {
     const it = frames[Symbol.asyncIterator]();
-    const first = await it.next();
+    // A head names its session at once; a connection that says nothing holds no slot for long.
+    const first = await orTimeout(
+      it.next(),
+      firstMessageMs,
+      () => new RpcFailure("deadline_exceeded", `no session named within ${firstMessageMs} ms`),
+    );
     if (first.done) return;
     const sessionId = first.value.sessionId;
     if (!sessionId) throw new RpcFailure("invalid_argument", "a reply stream names its session");

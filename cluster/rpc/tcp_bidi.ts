@@ -165,5 +165,8 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
   await writeAll(conn, trailerEnvelope(status)).catch(() => {});
   // The client may still be sending (frames it had in flight): let the trailer arrive first.
   await lingerClose(conn);
+  // A handler that stopped reading left the reader waiting for room in the queue: release it
+  // (it then finds the connection closed), or this call, and its connection slot, never end.
+  requests.end();
   await reading;
 }

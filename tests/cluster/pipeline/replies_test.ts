@@ -18,6 +18,9 @@ import {
   StageLinkError,
 } from "../../../cluster/pipeline/mod.ts";
 import { startTcpPlane } from "../../../cluster/rpc/mod.ts";
+import { create, toBinary } from "@bufbuild/protobuf";
+import { ActivationFrameSchema } from "../../../proto/mod.ts";
+import { rawAnswer, withPreamble } from "../../support/raw_tcp.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import {
   generateOver,
@@ -256,5 +259,46 @@ Deno.test("a first token that takes longer than an unclaimed stream may wait sti
     assertEquals(seen.sent, 8);
   } finally {
     await chain.close();
+  }
+});
+
+Deno.test("reply-stream slots come back: after a client that floods envelopes, and one that names no session", async () => {
+  const sinks = new ReplySinks();
+  // 2 slots, a 200 ms wait for the first message.
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { [REPLIES_PREAMBLE]: repliesProtocol(sinks, 2, 200, 200) },
+  });
+  const env = (body: Uint8Array) => {
+    const out = new Uint8Array(5 + body.length);
+    new DataView(out.buffer).setUint32(1, body.length);
+    out.set(body, 5);
+    return out;
+  };
+  const opening = env(
+    toBinary(ActivationFrameSchema, create(ActivationFrameSchema, { sessionId: "x" })),
+  );
+  const flood = new Uint8Array([
+    ...opening,
+    ...Array.from({ length: 80 }, () => [...env(new Uint8Array(0))]).flat(),
+  ]);
+  try {
+    // One client sends its opening and 80 more envelopes and leaves; another names nothing.
+    // Before, the first left the reader waiting for room behind a handler that had stopped
+    // reading, and the second waited for its first message forever: both slots, for good.
+    const held = [
+      rawAnswer(plane.port, withPreamble(REPLIES_PREAMBLE, flood)),
+      rawAnswer(plane.port, withPreamble(REPLIES_PREAMBLE, new Uint8Array(0)), false),
+    ];
+    await Promise.all(held);
+    await new Promise((r) => setTimeout(r, 1500));
+    const streams = [
+      await openReplyStream(`127.0.0.1:${plane.port}`, "later-1"),
+      await openReplyStream(`127.0.0.1:${plane.port}`, "later-2"),
+    ];
+    assertEquals(sinks.size, 2, "both slots were free for real heads");
+    for (const st of streams) st.close();
+  } finally {
+    await plane.close();
   }
 });
