@@ -142,7 +142,11 @@ export function forwardHandler(ctx: ForwardContext) {
           const open = openFromWire(frame.sessionId, frame.open);
           // The prompt's ids for the prefix cache: never more than the session can hold (they
           // are kept until its first frame, and passed on to every stage after this one).
-          const room = open.maxContext > 0 ? open.maxContext : host.stage.config.contextLength;
+          // (The session's own bound: an opening's max_context is clamped to the model's.)
+          const room = Math.min(
+            open.maxContext > 0 ? open.maxContext : Infinity,
+            host.stage.config.contextLength,
+          );
           if ((open.prefixIds?.length ?? 0) > room) {
             throw new RpcFailure(
               "invalid_argument",

@@ -453,6 +453,22 @@ Deno.test("an opening whose prefix_tokens exceed the session's context is refuse
     assert(/prefix_tokens holds 65 ids; the session holds 64/.test(e.message), e.message);
     assertEquals(host.openSessions, 0);
     call.abort();
+    // A huge max_context does not lift the bound: the session is clamped to the model's.
+    const n = host.stage.config.contextLength;
+    const again = await openTcpBidi(
+      `127.0.0.1:${plane.port}`,
+      FORWARD_PREAMBLE,
+      FORWARD_METHOD,
+      1 << 20,
+    );
+    const huge = opening("huge", 0n);
+    huge.open!.maxContext = 1 << 30;
+    huge.open!.prefixTokens = Array.from({ length: n + 1 }, (_, i) => (i % 200) + 1);
+    again.send(huge);
+    const e2 = await again.receive().then(() => null, (e) => e);
+    assert(e2 instanceof ConnectError && e2.code === Code.InvalidArgument, String(e2));
+    assert(e2.message.includes(`the session holds ${n}`), e2.message);
+    again.abort();
   } finally {
     await plane.close();
   }
