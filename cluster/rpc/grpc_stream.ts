@@ -449,7 +449,18 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
         await responses.return?.();
         break;
       }
-      res.write(Buffer.from(grpcEnvelope(toBinary(method.output, r.value))));
+      // A client that stops reading: wait for its window (each answer may be a megabyte of
+      // logits; buffered without bound they grew an agent by hundreds of MB), and give up on it
+      // after WRITE_STALL_MS as the data plane does.
+      if (!res.write(Buffer.from(grpcEnvelope(toBinary(method.output, r.value))))) {
+        if (!(await drained(res, WRITE_STALL_MS))) {
+          gone = true;
+          requests.end();
+          await responses.return?.();
+          res.stream?.close(0x8); // NGHTTP2_CANCEL
+          return;
+        }
+      }
     }
   } catch (e) {
     trailers = errorTrailers(method.path, e);
@@ -457,6 +468,26 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
   if (gone) return;
   res.addTrailers(trailers);
   res.end();
+}
+
+/** How long a bidi answer may wait for a client that reads nothing before the call ends. */
+const WRITE_STALL_MS = 60_000;
+
+/** Resolves true once `res` drains, false when it closes or `ms` pass first. */
+function drained(res: http2.Http2ServerResponse, ms: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => {
+      clearTimeout(timer);
+      res.off("drain", onDrain);
+      res.off("close", onClose);
+      resolve(ok);
+    };
+    const onDrain = () => done(true);
+    const onClose = () => done(false);
+    const timer = setTimeout(() => done(false), ms);
+    res.on("drain", onDrain);
+    res.on("close", onClose);
+  });
 }
 
 /**

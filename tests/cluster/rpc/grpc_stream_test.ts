@@ -2,7 +2,7 @@
  * The lean gRPC path for bidirectional streams (cluster/rpc/grpc_stream.ts): its framing, and
  * that it speaks plain gRPC to Connect's own clients as well as to itself, statuses included.
  */
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
@@ -333,5 +333,45 @@ Deno.test("a server stream refuses a second request message at once instead of b
     await server.close();
     m.close();
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a bidi client that reads nothing holds the handler back instead of being buffered for", async () => {
+  let produced = 0;
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(InferenceService, {
+        async *forward(frames: AsyncIterable<ActivationFrame>): AsyncIterable<ForwardResponse> {
+          // Each answer 256 KiB (a tail's logits are about that).
+          for await (const f of frames) {
+            produced++;
+            yield create(ForwardResponseSchema, { sessionId: "x".repeat(256 << 10), step: f.step });
+          }
+        },
+      }),
+  });
+  const session = http2.connect(`http://127.0.0.1:${server.port}`);
+  try {
+    const req = session.request({
+      ":method": "POST",
+      ":path": FORWARD.path,
+      "content-type": "application/grpc",
+      te: "trailers",
+    });
+    req.on("error", () => {});
+    req.pause(); // reads nothing
+    const body = toBinary(ActivationFrameSchema, frame("s", 0));
+    const env = new Uint8Array(5 + body.length);
+    new DataView(env.buffer).setUint32(1, body.length);
+    env.set(body, 5);
+    for (let i = 0; i < 300; i++) req.write(env);
+    await new Promise((r) => setTimeout(r, 1000));
+    // Before, all 300 answers (75 MiB) were produced and buffered for a client reading nothing.
+    assert(produced < 20, `${produced} answers produced for a client that reads nothing`);
+    req.close();
+  } finally {
+    session.close();
+    await server.close(100);
   }
 });
