@@ -34,6 +34,12 @@ export const FORWARD_METHOD = {
 export const FORWARD_PREAMBLE = "DLF1";
 
 /**
+ * The largest opening frame over the data plane: its prompt ids (5 bytes each at most, bounded
+ * by the context) and its hops fit many times over.
+ */
+export const MAX_OPENING_BYTES = 8 << 20;
+
+/**
  * Forward on the TCP data plane: the same handler, one connection per session through this
  * stage: `maxStreams` bounds them (the agent allows twice its sessions; a stream over the limit
  * is refused and its link uses gRPC).
@@ -49,7 +55,17 @@ export function forwardProtocol(
   const writeTimeoutMs = Math.min(ctx.idleMs ?? DEFAULT_IDLE_MS, WRITE_TIMEOUT_MS);
   return {
     maxConnections: maxStreams,
-    serve: (conn) => serveTcpBidi(conn, FORWARD_METHOD, handler, maxMessageBytes, writeTimeoutMs),
+    // The opening frame carries ids and hops, not activations: an unopened stream (anyone who
+    // can reach the port) cannot make this agent hold a full-size message.
+    serve: (conn) =>
+      serveTcpBidi(
+        conn,
+        FORWARD_METHOD,
+        handler,
+        maxMessageBytes,
+        writeTimeoutMs,
+        MAX_OPENING_BYTES,
+      ),
   };
 }
 

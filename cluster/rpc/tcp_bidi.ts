@@ -111,13 +111,19 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
   maxBytes: number,
   /** Most ms an answer may wait for the client to read (then it counts as gone). */
   writeTimeoutMs = WRITE_TIMEOUT_MS,
+  /**
+   * The largest first message (default `maxBytes`): a call opens small, so a connection that has
+   * not opened one cannot hold a message of the full size.
+   */
+  firstMaxBytes = maxBytes,
 ): Promise<void> {
   const requests = new MessageQueue<MessageShape<I>>();
-  const reader = new FrameReader(conn, maxBytes);
+  const reader = new FrameReader(conn, Math.min(firstMaxBytes, maxBytes));
   const reading = (async () => {
     try {
       for (;;) {
         const m = await reader.next();
+        reader.maxBytes = maxBytes;
         if (!m) return requests.end();
         if (m.flags !== 0) {
           throw new ConnectError(`unexpected envelope flags ${m.flags}`, Code.InvalidArgument);

@@ -247,7 +247,8 @@ export class FrameReader {
   #start = 0;
   #end = 0;
 
-  constructor(private readonly conn: Deno.Conn, private readonly maxBytes: number) {}
+  /** @param maxBytes the largest message accepted (a caller may change it between messages) */
+  constructor(private readonly conn: Deno.Conn, public maxBytes: number) {}
 
   /** The next envelope; null at a clean end of stream between envelopes. */
   async next(): Promise<Envelope | null> {

@@ -33,6 +33,7 @@ import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { openToWire } from "../../../cluster/pipeline/wire.ts";
 import { orTimeout } from "../../../cluster/deadline.ts";
+import { rawAnswer, withPreamble } from "../../support/raw_tcp.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 
@@ -546,5 +547,35 @@ Deno.test("a full stage, here or further down, refuses an opening as busy (a rep
   } finally {
     for (let i = 0; i < 64; i++) hosts[1].close(`occupant-${i}`);
     await close();
+  }
+});
+
+Deno.test("a Forward stream's first frame is held to 8 MiB, refused from its header", async () => {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const host = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
+    "stories260K",
+  );
+  file.close();
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: {
+      [FORWARD_PREAMBLE]: forwardProtocol(
+        { nodeId: "n0", host: () => host, epoch: () => 0n },
+        64 << 20,
+      ),
+    },
+  });
+  try {
+    // Anyone who reaches the port announces a 9 MiB first message: refused from its header,
+    // before a byte of it is held (before: up to 256 MiB per connection, before any session).
+    const header = new Uint8Array(5);
+    new DataView(header.buffer).setUint32(1, 9 << 20);
+    const answer = new TextDecoder().decode(
+      await rawAnswer(plane.port, withPreamble(FORWARD_PREAMBLE, header)),
+    );
+    assert(answer.includes(`exceeds the limit of ${8 << 20}`), answer);
+  } finally {
+    await plane.close();
   }
 });
