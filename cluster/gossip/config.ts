@@ -79,6 +79,11 @@ export interface Config {
   deadNodeReclaimTime: number;
   /** UDP payload limit; 1400 stays under a 1500-byte Ethernet MTU with IP/UDP headers. */
   maxPacketSize: number;
+  /**
+   * Most members the table holds; news of more is dropped ("full"). Ten times the largest
+   * cluster this was measured on: it bounds what one push-pull of made-up ids can add.
+   */
+  maxMembers: number;
   /** Seal every packet and stream frame with this keyring (AES-256-GCM); null = plaintext. */
   keyring: Keyring | null;
   /** Randomness (seeded in simulations). */
@@ -111,6 +116,7 @@ function defaults(): Omit<Config, "nodeId"> {
     reconnectTimeout: 3_600_000,
     deadNodeReclaimTime: 5_000,
     maxPacketSize: 1400,
+    maxMembers: 10_000,
     keyring: null,
     rng: systemRng,
   };

@@ -15,6 +15,7 @@ export type DropReason =
   | "misdirected" // a ping meant for another node id at this address
   | "unexpected" // a valid message where it makes no sense (e.g. compound on a stream)
   | "stream" // stream timed out or broke
+  | "full" // news of a new member while the table holds maxMembers
   | "internal"; // a handler threw; a bug, logged
 
 /** Seal with the primary key, or pass through when there is no keyring. */

@@ -55,6 +55,7 @@ export class GossipState {
       misdirected: 0,
       unexpected: 0,
       stream: 0,
+      full: 0,
       internal: 0,
     },
     packetsSent: 0,
@@ -298,6 +299,11 @@ export class GossipState {
     let s = this.nodes.get(a.node);
     let isNew = false, takeover = false;
     const now = this.clock.now();
+    if (!s && this.nodes.size >= this.cfg.maxMembers && !isLocal) {
+      // A flood of made-up ids (one push-pull can carry a million): the table stays bounded.
+      this.drop("full");
+      return;
+    }
     if (!s) {
       s = {
         id: a.node,

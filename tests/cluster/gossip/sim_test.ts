@@ -273,3 +273,26 @@ Deno.test("sim: an accusation at the highest incarnation is not refuted with a w
   }
   assert(threw, "a u32 field past 2^32 - 1 throws instead of wrapping");
 });
+
+Deno.test("sim: the member table is bounded; news of members past it is dropped and counted", async () => {
+  const { net, members } = await formCluster(3, { seed: 5 }, () => ({ maxMembers: 6 }));
+  const rogue = net.createTransport();
+  for (let i = 0; i < 10; i++) {
+    rogue.sendPacket(
+      members[0].transport.addr,
+      encode({
+        type: "alive",
+        incarnation: 1,
+        node: `fake-${i}`,
+        addr: `10.9.9.${i}:7946`,
+        meta: new Uint8Array(0),
+      }),
+    );
+  }
+  await net.run(500);
+  assertEquals(members[0].numMembers() <= 6, true, `${members[0].numMembers()} members`);
+  assert(
+    members[0].stats.droppedPackets.full >= 4,
+    JSON.stringify(members[0].stats.droppedPackets),
+  );
+});
