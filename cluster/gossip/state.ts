@@ -45,6 +45,8 @@ const MAX_INCARNATION = 0xffffffff;
 /** The membership state machine of one member. Use it through `Memberlist`. */
 export class GossipState {
   readonly nodes = new Map<string, NodeState>();
+  /** When the last "cannot refute" warning was logged (see refute). */
+  #toppedWarnedAt = -Infinity;
   readonly queue: TransmitLimitedQueue;
   readonly awareness: Awareness;
   readonly clock: Clock;
@@ -497,11 +499,16 @@ export class GossipState {
     if (accused >= MAX_INCARNATION) {
       // Incarnations are 32 bits on the wire: no refutation can outbid this one, and a wrapped
       // one would be ignored by everyone. Only a key holder (or anyone, without --gossip-keys,
-      // which off loopback needs --insecure-bind-all) can send it.
-      this.cfg.logger?.("warn", "accused at the highest incarnation; cannot refute", {
-        accuser: accuser ?? "?",
-        hint: "rotate --gossip-keys if a peer is hostile; restart this agent under a new id",
-      });
+      // which off loopback needs --insecure-bind-all) can send it. Said once a minute at most:
+      // the sender could repeat it.
+      const now = this.clock.now();
+      if (now - this.#toppedWarnedAt >= 60_000) {
+        this.#toppedWarnedAt = now;
+        this.cfg.logger?.("warn", "accused at the highest incarnation; cannot refute", {
+          accuser: accuser ?? "?",
+          hint: "rotate --gossip-keys if a peer is hostile; restart this agent under a new id",
+        });
+      }
       return;
     }
     s.incarnation = Math.max(s.incarnation + 1, accused + 1);

@@ -64,6 +64,8 @@ export const MAX_INBOUND_STREAMS = 128;
 
 /** Framed stream over a `node:net` socket: `u32 length | bytes`. */
 class SocketStream implements Stream {
+  /** A whole frame has arrived (a silent socket may be closed to admit another). */
+  framed = false;
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   private frames: Uint8Array[] = [];
@@ -84,7 +86,7 @@ class SocketStream implements Stream {
     this.chunks.push(new Uint8Array(d));
     this.buffered += d.length;
     while (this.buffered >= 4) {
-      // The header may span chunks: join only its 4 bytes' worth.
+      // The header may span chunks: join what is here (at most once per frame).
       if (this.chunks[0].length < 4) this.chunks = [concat(this.chunks, this.buffered)];
       const head = this.chunks[0];
       const len = new DataView(head.buffer, head.byteOffset).getUint32(0);
@@ -98,6 +100,7 @@ class SocketStream implements Stream {
       if (this.buffered < 4 + len) return;
       const all = this.chunks.length === 1 ? head : concat(this.chunks, this.buffered);
       this.frames.push(all.slice(4, 4 + len));
+      this.framed = true;
       this.chunks = [all.subarray(4 + len)];
       this.buffered = all.length - 4 - len;
       this.flush();
@@ -142,6 +145,11 @@ class SocketStream implements Stream {
     // Our FIN, then the descriptor: a peer that never closes its side must not hold it open.
     this.sock.end(() => this.sock.destroy());
   }
+
+  /** Close the socket at once. */
+  destroy(): void {
+    this.sock.destroy();
+  }
 }
 
 function concat(parts: Uint8Array[], total: number): Uint8Array {
@@ -178,8 +186,8 @@ export class UdpTransport implements Transport {
   private packetHandler: (from: string, b: Uint8Array) => void = () => {};
   private streamHandler: (s: Stream) => void = (s) => s.close();
   private readonly sockets = new Set<net.Socket>();
-  /** Accepted streams open now (MAX_INBOUND_STREAMS at most). */
-  private inbound = 0;
+  /** Accepted streams open now, oldest first (MAX_INBOUND_STREAMS at most). */
+  private readonly inbound = new Set<SocketStream>();
 
   private constructor(
     private readonly udp: dgram.Socket,
@@ -191,21 +199,26 @@ export class UdpTransport implements Transport {
     });
     udp.on("error", () => {});
     tcp.on("connection", (sock: net.Socket) => {
-      // Push-pulls are short and few; sockets past the bound are someone else's flood.
-      if (this.inbound >= MAX_INBOUND_STREAMS) {
-        sock.destroy();
-        return;
+      // Push-pulls are short and few, and send at once: at the bound, the oldest stream that
+      // has not delivered a frame yet makes room (sockets held open silently cannot keep the
+      // members' own push-pulls out); when every stream is busy, the new one is refused.
+      if (this.inbound.size >= MAX_INBOUND_STREAMS) {
+        const silent = [...this.inbound].find((st) => !st.framed);
+        if (!silent) {
+          sock.destroy();
+          return;
+        }
+        silent.destroy();
       }
-      this.inbound++;
-      sock.on("close", () => this.inbound--);
-      this.track(sock);
-      this.streamHandler(
-        new SocketStream(
-          sock,
-          joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0),
-          this.bytesSent,
-        ),
+      const stream = new SocketStream(
+        sock,
+        joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0),
+        this.bytesSent,
       );
+      this.inbound.add(stream);
+      sock.on("close", () => this.inbound.delete(stream));
+      this.track(sock);
+      this.streamHandler(stream);
     });
   }
 

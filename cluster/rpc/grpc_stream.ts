@@ -475,6 +475,8 @@ const WRITE_STALL_MS = 60_000;
 
 /** Resolves true once `res` drains, false when it closes or `ms` pass first. */
 function drained(res: http2.Http2ServerResponse, ms: number): Promise<boolean> {
+  // Already gone: its close event has fired (or never will again).
+  if (res.destroyed || res.writableEnded) return Promise.resolve(false);
   return new Promise((resolve) => {
     const done = (ok: boolean) => {
       clearTimeout(timer);

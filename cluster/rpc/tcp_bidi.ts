@@ -112,8 +112,8 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
   /** Most ms an answer may wait for the client to read (then it counts as gone). */
   writeTimeoutMs = WRITE_TIMEOUT_MS,
   /**
-   * The largest first message (default `maxBytes`): a call opens small, so a connection that has
-   * not opened one cannot hold a message of the full size.
+   * The largest message until the handler's first answer (default `maxBytes`): a call opens
+   * small, so a connection that has not been answered cannot hold a message of the full size.
    */
   firstMaxBytes = maxBytes,
 ): Promise<void> {
@@ -123,7 +123,6 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
     try {
       for (;;) {
         const m = await reader.next();
-        reader.maxBytes = maxBytes;
         if (!m) return requests.end();
         if (m.flags !== 0) {
           throw new ConnectError(`unexpected envelope flags ${m.flags}`, Code.InvalidArgument);
@@ -155,6 +154,9 @@ export async function serveTcpBidi<I extends DescMessage, O extends DescMessage>
       // Encoded outside the write's try: a message that cannot be encoded is the handler's error
       // (its status goes in the trailer), not a client gone.
       const envelope = grpcEnvelope(toBinary(method.output, r.value));
+      // The handler answered (a Forward stream: its opening): from now on frames may be of the
+      // full size. Raised before the answer goes out, since a client sends only after it.
+      reader.maxBytes = maxBytes;
       try {
         await writeAll(conn, envelope, writeTimeoutMs);
       } catch {

@@ -260,6 +260,13 @@ export class TransferManager {
     if (!req.manifest) throw new RpcFailure("invalid_argument", "Prepare needs a manifest");
     const { manifest, signature } = await this.#open(req.manifest);
     const e = this.#entry(manifest, req.manifest, signature);
+    // Deployed again after an undeploy stopped its fetch: the stopped fetch ends first, before
+    // this Prepare sets anything (its failure clears the wait list and writes its detail), and
+    // a fresh one starts below.
+    if (e.prepared?.signal.aborted) {
+      await e.fetching?.catch(() => {});
+      e.detail = "";
+    }
     if (req.rateLimitBytesPerSecond > 0) {
       e.limiter.bytesPerSecond = Number(req.rateLimitBytesPerSecond);
     }
@@ -280,9 +287,6 @@ export class TransferManager {
       await this.host.adopt(manifest.modelId, await openGGUF(e.path), e.path);
       return entryProgress(this.host, e);
     }
-    // Deployed again after an undeploy stopped its fetch: the stopped fetch ends first (it
-    // must not carry the new deploy's Prepare down with it), then a fresh one starts.
-    if (e.prepared?.signal.aborted) await e.fetching?.catch(() => {});
     e.state = TransferState.PENDING;
     const prepared = e.prepared ??= new AbortController();
     e.fetching ??= (async () => {

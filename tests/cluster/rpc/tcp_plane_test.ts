@@ -428,3 +428,42 @@ Deno.test("writeAll: a peer that reads slowly but steadily is waited for", async
     listener.close();
   }
 });
+
+Deno.test("the plane: messages stay under the first-message bound until the handler has answered", async () => {
+  // A handler that reads two messages before its first answer (as no real one does): the
+  // second is still held to the small bound, so an empty envelope cannot lift it.
+  const p = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: {
+      TEST: {
+        serve: (conn) =>
+          serveTcpBidi(
+            conn,
+            METHOD,
+            async function* (frames) {
+              const it = frames[Symbol.asyncIterator]();
+              await it.next();
+              const second = await it.next();
+              yield create(ForwardResponseSchema, { step: second.value?.step ?? 0n });
+            },
+            4 << 20,
+            undefined,
+            1024,
+          ),
+      },
+    },
+  });
+  try {
+    const big = new Uint8Array(5 + 2048);
+    new DataView(big.buffer).setUint32(1, 2048);
+    const answer = await rawAnswer(
+      p.port,
+      new Uint8Array([...enc("TEST"), ...new Uint8Array(5), ...big]),
+    );
+    const t = trailerOf(answer);
+    assertEquals(t.code, Code.ResourceExhausted, t.message);
+    assert(t.message.includes("exceeds the limit of 1024"), t.message);
+  } finally {
+    await p.close();
+  }
+});

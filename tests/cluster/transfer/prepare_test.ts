@@ -135,6 +135,8 @@ Deno.test("deployed again right after an undeploy: the stopped fetch ends, a fre
       }),
     ]).finally(() => clearTimeout(timer));
     assertEquals(published.at(-1)?.state, TransferState.CACHED);
+    // The stopped fetch's end did not write over the new deploy's state.
+    assert(!published.at(-1)!.detail.includes("superseded"), published.at(-1)!.detail);
   } finally {
     await close();
   }
