@@ -87,6 +87,11 @@ export class Admission {
     });
   }
 
+  /** Fail every request still waiting in line with `error` (shutdown: ask another agent). */
+  failWaiting(error: unknown): void {
+    for (const entry of this.waiting.splice(0)) entry.fail(error);
+  }
+
   /** A one-shot release that hands the slot to the next in line. */
   private releaser(): () => void {
     let done = false;

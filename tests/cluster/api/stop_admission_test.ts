@@ -50,3 +50,14 @@ Deno.test("admission: slots, a FIFO queue, 429 when full, abort while queued", a
   r3();
   assertEquals(a.stats.active, 0);
 });
+
+Deno.test("admission: failWaiting answers the whole line at once (shutdown), slots unchanged", async () => {
+  const a = new Admission(1, 4);
+  const held = await a.acquire();
+  const waiting = [a.acquire(), a.acquire()];
+  a.failWaiting(new Error("shutting down; ask another agent"));
+  for (const w of waiting) await assertRejects(() => w, Error, "ask another agent");
+  assertEquals(a.stats, { active: 1, queued: 0, maxActive: 1, maxQueued: 4 });
+  held();
+  assertEquals(a.stats.active, 0, "the running request's slot comes back as before");
+});
