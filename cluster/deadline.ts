@@ -1,6 +1,7 @@
 /**
- * Waiting for a promise, but not for ever: the two shapes the cluster code needs, each with its
- * timer cleared however the wait ends (a timer left behind would keep the process alive).
+ * Waiting for a promise, but not for ever: the shapes the cluster code needs, each with its
+ * timer or listener cleared however the wait ends (one left behind would keep the process alive,
+ * or the signal's listeners growing).
  *
  * @module
  */
@@ -29,4 +30,20 @@ export async function orTimeout<T>(p: Promise<T>, ms: number, late: () => Error)
   } finally {
     clearTimeout(timer);
   }
+}
+
+/**
+ * `p`, or a rejection with `signal`'s reason as soon as it aborts (`p` runs on; its outcome is
+ * dropped, never left to reject unhandled).
+ */
+export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return p;
+  p.catch(() => {});
+  if (signal.aborted) return Promise.reject(signal.reason);
+  let onAbort!: () => void;
+  const aborted = new Promise<never>((_, reject) => {
+    onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+  });
+  return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }

@@ -47,6 +47,25 @@ export interface ChainStageContext {
  */
 export const PREFILL_CHUNK_ROWS = 64;
 
+/**
+ * The refusal of a stage that runs other layers than the session was opened for (it was chosen
+ * by an announcement it has since replaced: a re-plan whose gossip has not reached the sender),
+ * as a stale placement, so the head reads the chain again and blames nobody; undefined when the
+ * ranges agree. `asked.to` undefined: not named (an older sender).
+ */
+export function staleRange(
+  nodeId: string,
+  runs: { from: number; to: number },
+  asked: { from: number; to?: number },
+): StaleEpochError | undefined {
+  if (asked.from === runs.from && (asked.to === undefined || asked.to === runs.to)) return;
+  return new StaleEpochError(
+    `${nodeId} runs layers [${runs.from}, ${runs.to}), the session asked for ` +
+      `[${asked.from}, ${asked.to ?? "…"}); re-read the placement`,
+    nodeId,
+  );
+}
+
 /** Open `open` on `host` and, through `ctx.linkTo`, on every stage after it. */
 export async function openChainSession(
   host: StageHost,

@@ -18,7 +18,7 @@ import {
 import { type PlaneProtocol, RpcFailure, serveTcpBidi, WRITE_TIMEOUT_MS } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
-import { type LinkFactory, openChainSession } from "./chain_session.ts";
+import { type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
 import type { ReplySinks } from "./replies.ts";
 import { orTimeout } from "../deadline.ts";
 import { decodeValues, encodeTensor, openFromWire, tokenToWire } from "./wire.ts";
@@ -142,19 +142,9 @@ export function forwardHandler(ctx: ForwardContext) {
               `this agent serves model ${host.model}, not ${frame.open.model}`,
             );
           }
-          // The sender chose this stage by what it announced. An agent that has loaded
-          // another range since (a re-plan whose gossip has not reached the sender yet) says
-          // so as a stale placement, which the head answers by reading the chain again,
-          // blaming nobody; run as asked, it would sample before the tail or leave layers out.
-          const { from, to } = host.range;
-          if (frame.fromLayer !== from || (frame.toLayer !== undefined && frame.toLayer !== to)) {
-            const asked = `[${frame.fromLayer}, ${frame.toLayer ?? "…"})`;
-            throw new StaleEpochError(
-              `${self} runs layers [${from}, ${to}), the session asked for ${asked}; ` +
-                `re-read the placement`,
-              self,
-            );
-          }
+          // Run as asked by a stale view, it would sample before the tail or leave layers out.
+          const stale = staleRange(self, host.range, { from: frame.fromLayer, to: frame.toLayer });
+          if (stale) throw stale;
           const open = openFromWire(frame.sessionId, frame.open);
           // The prompt's ids for the prefix cache: never more than the session can hold (they
           // are kept until its first frame, and passed on to every stage after this one).

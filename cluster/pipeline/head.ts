@@ -11,7 +11,7 @@
  */
 import type { SampledToken, StageFrame, StageResult, TailSampling } from "./stage_frame.ts";
 import { type OpenSpan, openSpan, withSpan } from "../telemetry/tracing.ts";
-import { orTimeout, settleWithin } from "../deadline.ts";
+import { orTimeout, settleWithin, untilAborted } from "../deadline.ts";
 
 /** One stage of a chain as a message can name it. */
 export interface ChainHop {
@@ -462,22 +462,6 @@ export class Head {
     }
     return [out.token, ...(out.more ?? []).slice(0, lookahead)];
   }
-}
-
-/**
- * `p`, or a rejection with `signal`'s reason as soon as it aborts (`p` runs on; its outcome is
- * dropped, never left to reject unhandled).
- */
-function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (!signal) return p;
-  p.catch(() => {});
-  if (signal.aborted) return Promise.reject(signal.reason);
-  let onAbort!: () => void;
-  const aborted = new Promise<never>((_, reject) => {
-    onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
-  return Promise.race([p, aborted]).finally(() => signal.removeEventListener("abort", onAbort));
 }
 
 /**

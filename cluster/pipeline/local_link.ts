@@ -1,7 +1,7 @@
 /** A StageLink to a stage in the same process (no RPC): the head's own stage, or the engine's. */
 import { type SessionLink, type SessionOpen, type StageLink, StaleEpochError } from "./head.ts";
 import type { StageHost } from "./stage_host.ts";
-import { type LinkFactory, openChainSession } from "./chain_session.ts";
+import { type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
 
 /** What a local stage needs to reach the stages after it and to check the epoch. */
 export interface LocalLinkOptions {
@@ -62,16 +62,9 @@ export class LocalStageLink implements StageLink {
         ),
       );
     }
-    if (from !== this.from || to !== this.to) {
-      // As forward_service.ts refuses a remote opening: the head reads the chain again.
-      return Promise.reject(
-        new StaleEpochError(
-          `${this.nodeId} runs layers [${from}, ${to}), the session asked for ` +
-            `[${this.from}, ${this.to}); re-read the placement`,
-          this.nodeId,
-        ),
-      );
-    }
+    // As forward_service.ts refuses a remote opening: the head reads the chain again.
+    const stale = staleRange(this.nodeId, this.host.range, this);
+    if (stale) return Promise.reject(stale);
     return openChainSession(this.host, open, {
       nodeId: this.nodeId,
       epoch: this.opts.epoch ?? (() => 0n),
