@@ -98,6 +98,11 @@ export type HeadEvent = HeadTokenEvent | HeadDoneEvent;
 /** The abort reason of generations cut off by shutdown (they end with an error, not a finish). */
 export const SHUTDOWN = new Error("the agent is shutting down");
 
+/** What a request that has not started gets from agent `nodeId` once it is shutting down. */
+export function shuttingDown(nodeId: string): RpcFailure {
+  return new RpcFailure("unavailable", `${nodeId} is shutting down; ask another agent`);
+}
+
 /** Runs the requests this agent heads. */
 export class HeadService {
   /** What this head has routed to each replica (shared by its requests). */
@@ -188,7 +193,7 @@ export class HeadService {
     }
     if (this.loop.error) throw new RpcFailure("unavailable", `no placement: ${this.loop.error}`);
     if (s.draining) {
-      throw new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`);
+      throw shuttingDown(s.nodeId);
     }
     if (p.stop?.some((x) => x.length > MAX_STOP_CHARS)) {
       throw new RpcFailure(
@@ -237,13 +242,13 @@ export class HeadService {
       if (s.draining) {
         // Shutdown began while it waited: it would only lengthen the drain and be cut off.
         release();
-        throw new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`);
+        throw shuttingDown(s.nodeId);
       }
     } catch (e) {
       signal.removeEventListener("abort", onAbort);
       s.requests.delete(requestId);
       if (e === SHUTDOWN) {
-        throw new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`);
+        throw shuttingDown(s.nodeId);
       }
       throw e;
     }

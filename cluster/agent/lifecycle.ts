@@ -20,8 +20,7 @@ import { cpuCores } from "../discovery/mod.ts";
 import { replicaCountToWire } from "../placement/mod.ts";
 import type { AgentLogger, AgentState } from "./state.ts";
 import type { ServedModel } from "./served_model.ts";
-import { SHUTDOWN } from "./head_service.ts";
-import { RpcFailure } from "../rpc/mod.ts";
+import { SHUTDOWN, shuttingDown } from "./head_service.ts";
 
 /** Listen for gossip as this agent: its metadata, keyring and timing preset. */
 export async function startGossip(
@@ -110,9 +109,7 @@ export async function drainAndLeave(s: AgentState): Promise<void> {
   s.draining = true;
   // Requests still waiting for a slot would only lengthen the drain and be cut off: they are
   // answered now, to go to another agent.
-  s.admission.failWaiting(
-    new RpcFailure("unavailable", `${s.nodeId} is shutting down; ask another agent`),
-  );
+  s.admission.failWaiting(shuttingDown(s.nodeId));
   const deadline = Date.now() + s.config.shutdownGrace;
   if (s.requests.size > 0) {
     s.log("info", "draining", { requests: s.requests.size, graceMs: s.config.shutdownGrace });

@@ -91,9 +91,14 @@ export class Peers {
    * waits for hours, while gossip notices in seconds.
    */
   lostSignal(nodeId: string): AbortSignal {
+    return this.#loss(nodeId).signal;
+  }
+
+  /** `nodeId`'s controller behind lostSignal, made on first use. */
+  #loss(nodeId: string): AbortController {
     let c = this.losses.get(nodeId);
     if (!c) this.losses.set(nodeId, c = new AbortController());
-    return c.signal;
+    return c;
   }
 
   /** Close the transport to a member that left or died, and end the streams open to it. */
@@ -105,9 +110,7 @@ export class Peers {
     }
     // Kept, aborted, until the member joins again: gossip lists a dead member for a while, and a
     // stage that looks it up then must not get a signal that nothing will abort.
-    let c = this.losses.get(nodeId);
-    if (!c) this.losses.set(nodeId, c = new AbortController());
-    c.abort(new Error(`gossip declared ${nodeId} dead or gone`));
+    this.#loss(nodeId).abort(new Error(`gossip declared ${nodeId} dead or gone`));
     // Members that never come back: the oldest such entries go past a bound.
     if (this.losses.size > 4096) {
       for (const [id, old] of this.losses) {

@@ -6,7 +6,7 @@
  * @module
  */
 import { Code, ConnectError } from "@connectrpc/connect";
-import { boundMessage } from "../rpc/errors.ts";
+import { boundMessage, rpcCodeName } from "../rpc/errors.ts";
 
 /** The body OpenAI clients parse: `{"error": {message, type, param, code}}`. */
 export interface OpenAIErrorBody {
@@ -126,8 +126,7 @@ function mapToApiError(e: unknown): ApiError {
   if (e instanceof ConnectError && REMOTE_CODES.has(e.code)) {
     // An error another agent answered (a remote tail refusing sampling settings): its status
     // code says whose fault it is, as a local error's rpcCode does.
-    const name = Code[e.code].replace(/[A-Z]/g, (c, i) => (i ? "_" : "") + c.toLowerCase());
-    const status = STATUS_BY_RPC[name];
+    const status = STATUS_BY_RPC[rpcCodeName(e.code)!];
     return new ApiError(status, e.rawMessage, undefined, CODE_BY_STATUS[status] ?? null);
   }
   const err = e instanceof Error ? e : new Error(String(e));

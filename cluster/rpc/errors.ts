@@ -66,6 +66,12 @@ const CODE_BY_NAME: Record<RpcCodeName, Code> = {
   unauthenticated: Code.Unauthenticated,
 };
 
+/** The name of a status code, as `rpcCode` properties spell it (CODE_BY_NAME read backwards). */
+export function rpcCodeName(code: Code): RpcCodeName | undefined {
+  for (const [name, c] of Object.entries(CODE_BY_NAME)) if (c === code) return name as RpcCodeName;
+  return undefined;
+}
+
 /** Error names (the `name` property) of the project's validation errors: bad input, not bugs. */
 const INVALID_ARGUMENT_NAMES = new Set([
   "SamplerParamError",

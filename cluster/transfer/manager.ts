@@ -202,23 +202,9 @@ export class TransferManager {
     const release = await this.#serve.acquire(signal);
     this.#released.busy();
     const size = e.manifest.chunkSize;
+    const frames = new ChunkFrames(size);
+    /** Opened inside the try below, so a failure to open gives the permit back too. */
     let source: FileSource | undefined;
-    let frames: ChunkFrames;
-    try {
-      // A handle of its own: reads of concurrent streams no longer queue on one file position.
-      source = e.path ? await FileSource.open(e.path) : undefined;
-      frames = new ChunkFrames(size);
-    } catch (err) {
-      // The file went away after it was offered (deleted, moved, unmounted): the permit goes
-      // back, or a few such streams would leave this agent serving nothing at all.
-      source?.close();
-      release();
-      this.#released.idle();
-      throw new RpcFailure(
-        "not_found",
-        `${this.host.nodeId} cannot read ${e.path}: ${(err as Error).message}`,
-      );
-    }
     const read = async (
       { segment, chunk }: { segment: number; chunk: number },
       i: number,
@@ -244,6 +230,17 @@ export class TransferManager {
       return { segment, chunk, data, envelope: () => frames.frame(i, segment, chunk, len) };
     };
     try {
+      // A handle of its own: reads of concurrent streams no longer queue on one file position.
+      // The file may have gone away after it was offered (deleted, moved, unmounted): without
+      // its permit back, a few such streams would leave this agent serving nothing at all.
+      if (e.path) {
+        source = await FileSource.open(e.path).catch((err) => {
+          throw new RpcFailure(
+            "not_found",
+            `${this.host.nodeId} cannot read ${e.path}: ${(err as Error).message}`,
+          );
+        });
+      }
       for await (const c of readAhead(req.chunks, read, 1)) {
         if (signal.aborted) return;
         yield c;
