@@ -27,6 +27,8 @@ export class AgentState {
   model?: ServedModel;
   /** The local file the served model was opened from (a source for peers), if any. */
   modelPath?: string;
+  /** The sha256 of the served model's bytes, where a deploy's manifest told it. */
+  modelSha?: string;
   /** The stage hosted now (stage room). */
   stage?: StageHost;
   /** Stopped: listeners are closing (lifecycle). */

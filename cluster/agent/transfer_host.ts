@@ -29,6 +29,7 @@ export function transferHost(
     await stage.drop();
     s.model = undefined;
     s.modelPath = undefined;
+    s.modelSha = undefined;
     loop.reset();
     s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "", hosted: null });
     model.file.close();
@@ -45,7 +46,7 @@ export function transferHost(
         model: m.meta!.model ?? "",
         status: m.status,
       })),
-    served: () => s.model && { id: s.model.id.toString(), path: s.modelPath },
+    served: () => s.model && { id: s.model.id.toString(), path: s.modelPath, sha256: s.modelSha },
     hostedRange: () => s.stage && { ...s.stage.range },
     plan: (file, modelId, nodes) => {
       // The plan the agents' placement loops will make: same inputs (what each node hosts now,
@@ -63,11 +64,12 @@ export function transferHost(
         ),
       });
     },
-    adopt: async (id, file, path) => {
-      if (s.model?.id.toString() === id) return;
+    adopt: async (id, file, path, sha256) => {
+      if (s.model?.id.toString() === id && (!sha256 || s.modelSha === sha256)) return;
       if (s.model) await unserve(s.model.id.toString());
       s.model = servedModel(ModelId.parse(id), file, s.config.contextSize, s.config.maxSessions);
       s.modelPath = path;
+      s.modelSha = sha256;
       s.drained = false;
       observe.planReason = `model ${id} deployed`;
       s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: id, stageError: "" });

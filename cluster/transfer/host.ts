@@ -13,14 +13,20 @@ export interface TransferHost {
   readonly nodeId: string;
   /** Live members (this one included) with their RPC endpoint and offered model id. */
   members(): { id: string; endpoint: string; model: string; status: string }[];
-  /** The model this agent serves now (id) and the file it was opened from, if local. */
-  served(): { id: string; path?: string } | undefined;
+  /**
+   * The model this agent serves now (id), the file it was opened from if local, and the sha256
+   * of its bytes where a deploy told it.
+   */
+  served(): { id: string; path?: string; sha256?: string } | undefined;
   /** The layers this agent hosts now. */
   hostedRange(): { from: number; to: number } | undefined;
   /** Plan the model's placement over these nodes (throws with a message when it cannot). */
   plan(file: GGUFFile, modelId: string, nodes: string[]): Placement;
-  /** Serve `file` as model `id` (offer it in gossip; placement does the rest). */
-  adopt(id: string, file: GGUFFile, path?: string): Promise<void>;
+  /**
+   * Serve `file` as model `id` (offer it in gossip; placement does the rest); `sha256` is its
+   * bytes' digest from the deploy's manifest.
+   */
+  adopt(id: string, file: GGUFFile, path?: string, sha256?: string): Promise<void>;
   /**
    * A fetch of layers `range` of model `model` (`file`) for this node's stage has started: the
    * agent may fault that memory in and load the layers as they arrive (a standby does).

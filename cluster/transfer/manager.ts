@@ -15,7 +15,8 @@
  * After a node loss the normal re-plan runs; `ensure` fetches only what the new range misses.
  *
  * The deploying agent's loop is in deploy.ts, the connections to and chunk holders among the
- * other agents in peers.ts, an entry's progress in entry.ts, the agent's interface in host.ts.
+ * other agents in peers.ts, the models this node knows in entries.ts, an entry's progress in
+ * entry.ts, the agent's interface in host.ts.
  *
  * @module
  */
@@ -26,7 +27,6 @@ import {
   type GetManifestResponse,
   GetManifestResponseSchema,
   type PrepareRequest,
-  type TransferManifest,
   type TransferProgress,
   TransferProgressSchema,
   TransferState,
@@ -42,12 +42,13 @@ import { ModelCache } from "./cache.ts";
 import { ChunkFrames } from "./chunk_frames.ts";
 import { deployModel } from "./deploy.ts";
 import { type Entry, entryProgress } from "./entry.ts";
+import { EntryTable } from "./entries.ts";
 import { fetchSegments } from "./fetch.ts";
 import type { TransferHost, TransferManagerOptions } from "./host.ts";
-import { computeManifest, openManifest, segmentsFor, signedManifest } from "./manifest.ts";
+import { openManifest, segmentsFor } from "./manifest.ts";
 import { TransferPeers } from "./peers.ts";
 import { MemoryReleaser, readAhead } from "./memory.ts";
-import { RateLimiter, Semaphore } from "./rate.ts";
+import { Semaphore } from "./rate.ts";
 
 /** One chunk FetchChunks serves: its bytes, and the same as an enveloped gRPC message. */
 export interface ServedChunk {
@@ -61,8 +62,7 @@ export interface ServedChunk {
 
 /** The transfer side of one agent. */
 export class TransferManager {
-  readonly #entries = new Map<string, Entry>();
-  readonly #byPath = new Map<string, Promise<Entry>>();
+  readonly #entries: EntryTable;
   readonly #peers: TransferPeers;
   readonly #serve: Semaphore;
   /** Hands freed transfer buffers back to the OS once fetching and serving are quiet. */
@@ -75,6 +75,7 @@ export class TransferManager {
   /** @param host the agent @param opts cache, limits, TLS */
   constructor(readonly host: TransferHost, readonly opts: TransferManagerOptions) {
     this.#serve = new Semaphore(opts.serveConcurrency ?? 8);
+    this.#entries = new EntryTable(host, opts, () => this.#material());
     this.#peers = new TransferPeers(host, opts.tls, (a) => this.#open(a));
     this.#corrupt = corruptionHook(opts.corruptChunks);
     this.#ticker = setInterval(() => this.#tick(), 500);
@@ -89,7 +90,7 @@ export class TransferManager {
           const raw = await Deno.readFile(`${this.opts.cacheDir}/${e.name}/manifest.bin`);
           const answer = fromBinary(GetManifestResponseSchema, raw);
           const { manifest, signature } = openManifest(answer, await this.#ca());
-          const entry = this.#entry(manifest, answer, signature);
+          const entry = this.#entries.add(manifest, answer, signature);
           entry.cache ??= await ModelCache.open(this.opts.cacheDir, manifest);
           entry.state = TransferState.CACHED;
         } catch (err) {
@@ -122,7 +123,7 @@ export class TransferManager {
    * deploy waits for planned nodes that are alive but do not offer the model yet.
    */
   planReady(modelId: string, offering: string[]): boolean {
-    const e = this.#byModel(modelId);
+    const e = this.#entries.byModel(modelId);
     if (!e?.waitFor) return true;
     const live = new Set(
       this.host.members().filter((m) => m.status === "alive" || m.status === "suspect").map((m) =>
@@ -140,7 +141,7 @@ export class TransferManager {
     range: { from: number; to: number },
     current: () => boolean = () => true,
   ): Promise<void> {
-    const e = this.#byModel(modelId);
+    const e = this.#entries.byModel(modelId);
     if (!e?.cache || e.path || !e.file) return;
     e.range = range;
     e.needed = segmentsFor(e.manifest, e.file, range);
@@ -165,14 +166,14 @@ export class TransferManager {
   /** GetManifest: by path on this node, or by model id / sha256. */
   async getManifest(req: { path: string; model: string }): Promise<GetManifestResponse> {
     let e: Entry | undefined;
-    if (req.path) e = await this.#sourceEntry(req.path);
+    if (req.path) e = await this.#entries.source(req.path);
     else {
-      e = this.#byModel(req.model) ?? this.#entries.get(req.model);
+      e = this.#entries.byModel(req.model) ?? this.#entries.get(req.model);
       const served = this.host.served();
       if (
         !e?.path && served?.path && (served.id === req.model || e?.manifest.modelId === served.id)
       ) {
-        e = await this.#sourceEntry(served.path);
+        e = await this.#entries.source(served.path);
       }
     }
     if (!e) throw new RpcFailure("not_found", `${this.host.nodeId} has no model ${req.model}`);
@@ -256,7 +257,7 @@ export class TransferManager {
   async prepare(req: PrepareRequest): Promise<TransferProgress> {
     if (!req.manifest) throw new RpcFailure("invalid_argument", "Prepare needs a manifest");
     const { manifest, signature } = await this.#open(req.manifest);
-    const e = this.#entry(manifest, req.manifest, signature);
+    const e = this.#entries.add(manifest, req.manifest, signature);
     // Deployed again after an undeploy stopped its fetch: the stopped fetch ends first, before
     // this Prepare sets anything (its failure clears the wait list and writes its detail), and
     // a fresh one starts below.
@@ -276,12 +277,23 @@ export class TransferManager {
     for (const other of this.#entries.values()) if (other !== e) other.prepared?.abort();
     const served = this.host.served();
     if (served?.id === manifest.modelId) {
-      e.state = TransferState.SOURCE;
-      return entryProgress(this.host, e);
+      const sha = await this.#entries.servedSha(served);
+      if (sha === manifest.sha256) {
+        e.state = TransferState.SOURCE;
+        return entryProgress(this.host, e);
+      }
+      // The same name and size with other bytes (a fine-tune exported again under its old
+      // name): the model served now must not stand in for it.
+      this.host.log("warn", "this node serves other bytes under the deployed model's id", {
+        model: manifest.modelId,
+        served: sha ?? "(unknown)",
+        deployed: manifest.sha256,
+      });
+      await this.host.unserve(served.id);
     }
     if (e.path) {
       e.state = TransferState.SOURCE;
-      await this.host.adopt(manifest.modelId, await openGGUF(e.path), e.path);
+      await this.host.adopt(manifest.modelId, await openGGUF(e.path), e.path, manifest.sha256);
       return entryProgress(this.host, e);
     }
     e.state = TransferState.PENDING;
@@ -299,7 +311,7 @@ export class TransferManager {
         }
         e.state = TransferState.CACHED;
         this.#publish(e);
-        await this.host.adopt(manifest.modelId, file);
+        await this.host.adopt(manifest.modelId, file, undefined, manifest.sha256);
       } catch (err) {
         e.state = TransferState.FAILED;
         // Stopped on purpose: say so, and not as an error.
@@ -329,7 +341,7 @@ export class TransferManager {
         peers: this.#peers,
         getManifest: (r) => this.getManifest(r),
         open: (a) => this.#open(a),
-        entry: (manifest, answer, signature) => this.#entry(manifest, answer, signature),
+        entry: (manifest, answer, signature) => this.#entries.add(manifest, answer, signature),
         header: (e) => this.#header(e),
         prepare: (r) => this.prepare(r),
         status: () => this.status(),
@@ -349,7 +361,7 @@ export class TransferManager {
     if (served && matches(served.id) && await this.host.unserve(served.id)) {
       nodes.push(this.host.nodeId);
     }
-    for (const [sha, e] of [...this.#entries]) {
+    for (const [sha, e] of [...this.#entries.bySha()]) {
       if (!matches(e.manifest.modelId) && sha !== want) continue;
       e.waitFor = undefined;
       // A deploy still fetching here must not end by serving the model after all.
@@ -407,84 +419,6 @@ export class TransferManager {
   }
 
   // ------------------------------------------------------------------ internals
-
-  #byModel(id: string): Entry | undefined {
-    for (const e of this.#entries.values()) if (e.manifest.modelId === id) return e;
-    return undefined;
-  }
-
-  #entry(manifest: TransferManifest, answer: GetManifestResponse, signature: string): Entry {
-    let e = this.#entries.get(manifest.sha256);
-    if (!e) {
-      e = {
-        manifest,
-        answer: create(GetManifestResponseSchema, { ...answer, availableSegments: [] }),
-        signature,
-        stats: { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 },
-        state: TransferState.PENDING,
-        detail: "",
-        needed: [0],
-        limiter: new RateLimiter(this.opts.rateLimit),
-        rate: 0,
-        lastBytes: 0,
-        lastAt: performance.now(),
-      };
-      this.#entries.set(manifest.sha256, e);
-    }
-    return e;
-  }
-
-  /** The entry of a file on this node, its manifest computed once per (path, size, mtime). */
-  async #sourceEntry(path: string): Promise<Entry> {
-    let stat: Deno.FileInfo;
-    try {
-      stat = await Deno.stat(path);
-    } catch (e) {
-      throw new RpcFailure(
-        "not_found",
-        `${this.host.nodeId} cannot read ${path}: ${(e as Error).message}`,
-      );
-    }
-    if (!stat.isFile) throw new RpcFailure("invalid_argument", `${path} is not a file`);
-    // A file rewritten in place (a re-export under the same name) is another model: a new
-    // manifest, and the old one no longer names bytes this node can serve.
-    const key = `${path}\0${stat.size}\0${stat.mtime?.getTime() ?? 0}`;
-    let p = this.#byPath.get(key);
-    if (!p) {
-      p = (async () => {
-        const { manifest, bytes } = await computeManifest(path, {
-          nodeId: this.host.nodeId,
-          chunkSize: this.opts.chunkSize,
-        }).catch((e) => {
-          throw new RpcFailure("invalid_argument", `${path}: ${(e as Error).message}`);
-        });
-        const tls = await this.#material();
-        const answer = signedManifest(bytes, tls && { cert: tls.cert, key: tls.key }, []);
-        const { signature } = openManifest(answer, tls?.ca);
-        for (const other of this.#entries.values()) {
-          if (other.path === path && other.manifest.sha256 !== manifest.sha256) {
-            other.path = undefined;
-          }
-        }
-        const e = this.#entry(manifest, answer, signature);
-        e.path = path;
-        e.state = TransferState.SOURCE;
-        e.needed = manifest.segments.map((_, i) => i);
-        this.host.log("info", "manifest computed", {
-          path,
-          model: manifest.modelId,
-          sha256: manifest.sha256,
-          segments: manifest.segments.length,
-          signature,
-        });
-        return e;
-      })();
-      for (const k of this.#byPath.keys()) if (k.startsWith(`${path}\0`)) this.#byPath.delete(k);
-      this.#byPath.set(key, p);
-      p.catch(() => this.#byPath.delete(key));
-    }
-    return await p;
-  }
 
   async #open(answer: GetManifestResponse) {
     try {

@@ -2,6 +2,7 @@
  * Prepare between two real TransferManagers over gRPC: what a fetching node reports while it
  * fetches its stage's layers (a deploy's progress and `llmctl models status` read it).
  */
+import { basename } from "node:path";
 import { create } from "@bufbuild/protobuf";
 import {
   PlacementSchema,
@@ -12,6 +13,7 @@ import {
 import { startRpcServer } from "../../../cluster/rpc/mod.ts";
 import { openManifest, transferService } from "../../../cluster/transfer/mod.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
+import type { TransferHost } from "../../../cluster/transfer/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { STORIES, transferManager } from "./stories_fixture.ts";
 
@@ -21,7 +23,10 @@ const CHUNK = 4096;
  * A source manager serving stories260K over gRPC and a fetching manager "dst" that sees it as a
  * member; `adopt` is what dst does with the model once fetched.
  */
-async function sourceAndFetcher(adopt: () => void) {
+async function sourceAndFetcher(
+  adopt: () => void,
+  over: (modelId: string) => Partial<TransferHost> = () => ({}),
+) {
   const srcDir = await Deno.makeTempDir();
   const dstDir = await Deno.makeTempDir();
   const src = transferManager("src", srcDir, CHUNK);
@@ -43,6 +48,7 @@ async function sourceAndFetcher(adopt: () => void) {
       adopt();
       return Promise.resolve();
     },
+    ...over(modelId),
   });
   const close = async () => {
     dst.close();
@@ -140,4 +146,56 @@ Deno.test("deployed again right after an undeploy: the stopped fetch ends, a fre
   } finally {
     await close();
   }
+});
+
+/**
+ * A node that serves a file of the deployed model's name and size (`flip`: with one byte
+ * changed, as a fine-tune exported again under its old name) when a Prepare comes; what it
+ * unserved and whether it adopted the deployed bytes.
+ */
+async function servingACopy(flip: boolean) {
+  const dir = await Deno.makeTempDir();
+  const copy = `${dir}/${basename(STORIES)}`;
+  const bytes = await Deno.readFile(STORIES);
+  if (flip) bytes[bytes.length - 1] ^= 0x55;
+  await Deno.writeFile(copy, bytes);
+  const unserved: string[] = [];
+  let adopts = 0;
+  let served: { id: string; path?: string } | undefined;
+  const { answer, modelId, dst, close } = await sourceAndFetcher(() => adopts++, (id) => {
+    served = { id, path: copy };
+    return {
+      served: () => served,
+      unserve: (id: string) => {
+        unserved.push(id);
+        served = undefined;
+        return Promise.resolve(true);
+      },
+    };
+  });
+  const placement = create(PlacementSchema, {
+    totalLayers: 5,
+    stages: [{ nodeId: "dst", fromLayer: 0, toLayer: 5 }],
+  });
+  const first = await dst.prepare({ manifest: answer, placement } as never);
+  for (let i = 0; i < 200 && flip && !adopts; i++) await new Promise((r) => setTimeout(r, 50));
+  await close();
+  await Deno.remove(dir, { recursive: true });
+  return { first, modelId, unserved, adopts };
+}
+
+Deno.test("a node serving other bytes under the deployed model's id fetches the deployed ones", async () => {
+  const { first, modelId, unserved, adopts } = await servingACopy(true);
+  // Before, the id (name@size) matched and the Prepare answered "source" at once: the node
+  // kept serving the old weights for the new model, silently.
+  assertEquals(first.state, TransferState.PENDING);
+  assertEquals(unserved, [modelId]);
+  assertEquals(adopts, 1, "the deployed bytes were fetched and served");
+});
+
+Deno.test("a node already serving the deployed bytes keeps them (no refetch)", async () => {
+  const { first, unserved, adopts } = await servingACopy(false);
+  assertEquals(first.state, TransferState.SOURCE);
+  assertEquals(unserved, []);
+  assertEquals(adopts, 0);
 });

@@ -1,0 +1,160 @@
+/**
+ * The models this node knows, by the sha256 of their bytes: source files it holds (their
+ * manifests computed once per path, size and mtime) and verified caches. Two entries may share a
+ * model id (`name@size`) with other bytes, a fine-tune exported again under its old name: lookups
+ * by id prefer the bytes served now.
+ *
+ * @module
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  type GetManifestResponse,
+  GetManifestResponseSchema,
+  type TransferManifest,
+  TransferState,
+} from "../../proto/mod.ts";
+import { RpcFailure } from "../rpc/mod.ts";
+import type { TlsMaterial } from "../tls/mod.ts";
+import type { Entry } from "./entry.ts";
+import type { TransferHost } from "./host.ts";
+import { computeManifest, openManifest, signedManifest } from "./manifest.ts";
+import { RateLimiter } from "./rate.ts";
+
+/** The models this node knows. */
+export class EntryTable {
+  readonly #entries = new Map<string, Entry>();
+  readonly #byPath = new Map<string, Promise<Entry>>();
+
+  /**
+   * @param host the agent (its id, what it serves, its log)
+   * @param opts the default fetch rate limit and the chunk size of manifests computed here
+   * @param material this node's TLS material: source manifests are signed with its key
+   */
+  constructor(
+    readonly host: TransferHost,
+    readonly opts: { rateLimit: number; chunkSize?: number },
+    readonly material: () => Promise<TlsMaterial | undefined>,
+  ) {}
+
+  /** The entry of these bytes. */
+  get(sha256: string): Entry | undefined {
+    return this.#entries.get(sha256);
+  }
+
+  /** Whether these bytes are known. */
+  has(sha256: string): boolean {
+    return this.#entries.has(sha256);
+  }
+
+  /** Forget these bytes. */
+  delete(sha256: string): void {
+    this.#entries.delete(sha256);
+  }
+
+  /** Every entry. */
+  values(): IterableIterator<Entry> {
+    return this.#entries.values();
+  }
+
+  /** Every entry with its sha256. */
+  bySha(): IterableIterator<[string, Entry]> {
+    return this.#entries.entries();
+  }
+
+  /**
+   * The sha256 of the bytes this node serves now: known when it was deployed here, else
+   * computed from its file (the manifest a source computes anyway); undefined when the file
+   * can no longer be read.
+   */
+  async servedSha(served: { path?: string; sha256?: string }): Promise<string | undefined> {
+    if (served.sha256) return served.sha256;
+    if (!served.path) return undefined;
+    return (await this.source(served.path).catch(() => undefined))?.manifest.sha256;
+  }
+
+  /** The entry of model `id`: of the bytes served now where two entries share the id. */
+  byModel(id: string): Entry | undefined {
+    const sha = this.host.served()?.sha256;
+    let first: Entry | undefined;
+    for (const e of this.#entries.values()) {
+      if (e.manifest.modelId !== id) continue;
+      if (!sha || e.manifest.sha256 === sha) return e;
+      first ??= e;
+    }
+    return first;
+  }
+
+  /** The entry of this manifest's bytes, made on first sight. */
+  add(manifest: TransferManifest, answer: GetManifestResponse, signature: string): Entry {
+    let e = this.#entries.get(manifest.sha256);
+    if (!e) {
+      e = {
+        manifest,
+        answer: create(GetManifestResponseSchema, { ...answer, availableSegments: [] }),
+        signature,
+        stats: { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 },
+        state: TransferState.PENDING,
+        detail: "",
+        needed: [0],
+        limiter: new RateLimiter(this.opts.rateLimit),
+        rate: 0,
+        lastBytes: 0,
+        lastAt: performance.now(),
+      };
+      this.#entries.set(manifest.sha256, e);
+    }
+    return e;
+  }
+
+  /** The entry of a file on this node, its manifest computed once per (path, size, mtime). */
+  async source(path: string): Promise<Entry> {
+    let stat: Deno.FileInfo;
+    try {
+      stat = await Deno.stat(path);
+    } catch (e) {
+      throw new RpcFailure(
+        "not_found",
+        `${this.host.nodeId} cannot read ${path}: ${(e as Error).message}`,
+      );
+    }
+    if (!stat.isFile) throw new RpcFailure("invalid_argument", `${path} is not a file`);
+    // A file rewritten in place (a re-export under the same name) is another model: a new
+    // manifest, and the old one no longer names bytes this node can serve.
+    const key = `${path}\0${stat.size}\0${stat.mtime?.getTime() ?? 0}`;
+    let p = this.#byPath.get(key);
+    if (!p) {
+      p = (async () => {
+        const { manifest, bytes } = await computeManifest(path, {
+          nodeId: this.host.nodeId,
+          chunkSize: this.opts.chunkSize,
+        }).catch((e) => {
+          throw new RpcFailure("invalid_argument", `${path}: ${(e as Error).message}`);
+        });
+        const tls = await this.material();
+        const answer = signedManifest(bytes, tls && { cert: tls.cert, key: tls.key }, []);
+        const { signature } = openManifest(answer, tls?.ca);
+        for (const other of this.#entries.values()) {
+          if (other.path === path && other.manifest.sha256 !== manifest.sha256) {
+            other.path = undefined;
+          }
+        }
+        const e = this.add(manifest, answer, signature);
+        e.path = path;
+        e.state = TransferState.SOURCE;
+        e.needed = manifest.segments.map((_, i) => i);
+        this.host.log("info", "manifest computed", {
+          path,
+          model: manifest.modelId,
+          sha256: manifest.sha256,
+          segments: manifest.segments.length,
+          signature,
+        });
+        return e;
+      })();
+      for (const k of this.#byPath.keys()) if (k.startsWith(`${path}\0`)) this.#byPath.delete(k);
+      this.#byPath.set(key, p);
+      p.catch(() => this.#byPath.delete(key));
+    }
+    return await p;
+  }
+}
