@@ -15,7 +15,6 @@ import { Sampler } from "../../model/sampler.ts";
 import { candidateRequest, sampleFrame } from "./tail_sampling.ts";
 import { withSamplingDefaults } from "../../model/sampling_defaults.ts";
 import {
-  type SampledToken,
   type StageFrame,
   type StageResult,
   StageSessionError,
@@ -31,6 +30,7 @@ import {
   takeBatch,
 } from "./prefill_slices.ts";
 
+import { Lookahead } from "./lookahead.ts";
 import { spanUntil } from "../telemetry/tracing.ts";
 
 /** Options for a StageHost. */
@@ -111,6 +111,8 @@ export class StageHost {
   /** Batched passes run, for metrics (steps / passes = mean batch size). */
   passes = 0;
   private readonly onStep?: StageHostOptions["onStep"];
+  /** Greedy tokens decoded ahead on the device after a lone frame's own. */
+  private readonly ahead: Lookahead;
 
   constructor(
     readonly stage: LlamaStage,
@@ -121,6 +123,7 @@ export class StageHost {
     this.defaultContext = opts.defaultContext ?? Math.min(stage.config.contextLength, 2048);
     this.kvType = opts.kvType ?? "f32";
     this.onStep = opts.onStep;
+    this.ahead = new Lookahead(stage, opts.lookaheadMs ?? 250);
     if ((opts.prefixCacheBytes ?? 0) > 0) stage.enablePrefixCache(opts.prefixCacheBytes!);
   }
 
@@ -500,8 +503,14 @@ export class StageHost {
       }
       if (r.kind === "token" && live.length === 1) {
         try {
-          const more = await this.lookahead(p, r.token.id, r.computeMs);
-          if (more.length) r = { ...r, more, computeMs: performance.now() - t0 };
+          const more = await this.ahead.run(p, r.token.id, r.computeMs, this.waiting.length > 0);
+          if (more.length) {
+            this.steps += more.length;
+            // Its rows count in the stage's metrics like any pass's (one row per token).
+            this.passes++;
+            this.onStep?.({ computeMs: this.ahead.lastMs, rows: more.length, sequences: 1 });
+            r = { ...r, more, computeMs: performance.now() - t0 };
+          }
         } catch (e) {
           // The frame's own token was fine, but the session's cache is now ahead of it.
           if (isBackendFailure(e, this.stage.backend.name)) this.opts.onFailure?.(e);
@@ -520,52 +529,6 @@ export class StageHost {
     }
     this.waiting.unshift(...again);
   }
-
-  /**
-   * The frame's lookahead: up to `frame.lookahead` greedy tokens after `token`, decoded with the
-   * ids on the device in one run (one read back for all of them, which a GPU in Deno needs: each
-   * read costs at least 10 ms). Only where the result equals frame-by-frame decoding and nobody
-   * waits behind it: a whole-model stage whose backend keeps candidates on the device, plain
-   * greedy sampling (no penalties, no constraint), no other frame queued (a run holds the stage
-   * for its whole length), and room in the session's context. A run takes at most lookaheadMs of
-   * the stage's recent time per token (this frame's time until a run has been measured), so a slow
-   * device decodes few tokens ahead, or none, and streaming stays interactive.
-   */
-  private async lookahead(p: PendingStep, token: number, frameMs: number): Promise<SampledToken[]> {
-    const perToken = this.aheadMsPerToken || frameMs;
-    const fit = Math.floor((this.opts.lookaheadMs ?? 250) / Math.max(perToken, 1e-3));
-    const want = Math.min(p.frame.lookahead ?? 0, fit);
-    const sampler = p.hosted.sampler;
-    const s = p.hosted.session;
-    if (want <= 0 || !sampler || !sampler.isPlainGreedy || this.waiting.length > 0) return [];
-    if (!this.stage.decodesOnDevice) return [];
-    const n = Math.min(want, s.nCtx - s.pos);
-    if (n <= 0) return [];
-    const topN = p.hosted.topLogprobs;
-    const t0 = performance.now();
-    const run = await this.stage.decodeGreedy(s, token, n, Math.max(1, topN));
-    const more: SampledToken[] = [];
-    let fed = token;
-    for (const c of run) {
-      sampler.accept(Int32Array.of(fed));
-      const { id, logprob, top } = sampler.pickCandidates(c, topN);
-      if (id !== c.ids[0]) {
-        throw new Error(`greedy pick ${id} is not the device's best ${c.ids[0]}`);
-      }
-      more.push({ id, logprob, top });
-      fed = id;
-    }
-    this.steps += more.length;
-    // Its rows count in the stage's metrics like any pass's (one row per token decoded).
-    this.passes++;
-    const ms = performance.now() - t0;
-    this.onStep?.({ computeMs: ms, rows: run.length, sequences: 1 });
-    this.aheadMsPerToken = this.aheadMsPerToken ? (this.aheadMsPerToken + ms / n) / 2 : ms / n;
-    return more;
-  }
-
-  /** Recent milliseconds per token of lookahead runs (0 until one has run). */
-  private aheadMsPerToken = 0;
 
   /**
    * Turn a stage output into the frame's result (sampling at the tail). Its computeMs runs from

@@ -40,16 +40,18 @@ export {
   toConnectError,
 } from "./errors.ts";
 export {
-  type BidiCall,
-  type BidiImpl,
-  type BidiMethod,
   EnvelopeReader,
-  GRPC_CONTENT_TYPE,
   grpcEnvelope,
-  isPlainGrpc,
   MAX_QUEUED_BYTES,
   MAX_QUEUED_MESSAGES,
   MessageQueue,
+} from "./grpc_envelope.ts";
+export {
+  type BidiCall,
+  type BidiImpl,
+  type BidiMethod,
+  GRPC_CONTENT_TYPE,
+  isPlainGrpc,
   openBidi,
   RAW_SERVER_STREAMS,
   type RawServerStream,

@@ -12,15 +12,13 @@ import { fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import type { DescMessage } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { toConnectError } from "./errors.ts";
+import type { BidiCall, BidiImpl, BidiMethod } from "./grpc_stream.ts";
 import {
-  type BidiCall,
-  type BidiImpl,
-  type BidiMethod,
   grpcEnvelope,
   MAX_QUEUED_BYTES,
   MAX_QUEUED_MESSAGES,
   MessageQueue,
-} from "./grpc_stream.ts";
+} from "./grpc_envelope.ts";
 import {
   closeQuietly,
   connectTcpPlane,

@@ -23,7 +23,7 @@
 import { settleWithin } from "../deadline.ts";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { splitHostPort } from "../gossip/transport.ts";
-import { grpcEnvelope } from "./grpc_stream.ts";
+import { grpcEnvelope } from "./grpc_envelope.ts";
 
 /** Envelope flag of the trailer that ends a stream. */
 export const TRAILER_FLAG = 0x80;
