@@ -160,6 +160,7 @@ export class HeadService {
       candidates: () => this.loop.stageCandidates(byId),
       epoch: () => this.loop.epoch,
       ledger: this.ledger,
+      head: this.s.nodeId,
       link: (c) => {
         if (c.id === c.replica && c.from === 0) this.metrics.onRoute(c.id);
         return this.linkTo(

@@ -64,6 +64,9 @@ export async function startGossip(
     version: VERSION,
     // Every agent publishes the count it asks for; placement runs the fewest (agreedReplicaCount).
     replicas: replicaCountToWire(cfg.replicas),
+    // Placement plans every stage's KV cache with the largest reservation any member announces,
+    // so agents started with other --context-size or --max-sessions still make the same plan.
+    kvReserve: { context: cfg.contextSize, sessions: Math.min(cfg.maxSessions, 0xffff) },
   };
   return await Memberlist.listen(
     preset({

@@ -36,6 +36,7 @@ import { dataEndpoint, rpcEndpoint } from "./peers.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
 import type { StageRoom } from "./stage.ts";
+import { agreedKvReserve } from "./served_model.ts";
 
 /**
  * What placement needs of each member: its id, budget, calibrated speed and, for `model`, the
@@ -54,6 +55,24 @@ export function placementInputs(members: readonly Member[], model?: string): Rep
         : {}),
     };
   });
+}
+
+/**
+ * The members placement plans over for `model`: those offering it, alive or suspect, and not
+ * refused by mTLS. A suspect stays until gossip declares it dead: a suspicion does not re-plan,
+ * so leaving suspects out made a plan depend on whether some other event happened to re-plan
+ * during one (agents re-planning at different moments, and a false suspicion on a busy host
+ * moving layers away and back).
+ */
+export function modelMembers(
+  members: readonly Member[],
+  model: string,
+  untrusted: { has(id: string): boolean },
+): Member[] {
+  return members.filter((m) =>
+    (m.status === "alive" || m.status === "suspect") && m.meta?.model === model &&
+    !untrusted.has(m.id)
+  );
 }
 
 /** The replica count `members` agree on: the fewest any asks for (cluster/placement). */
@@ -113,9 +132,7 @@ export class PlacementLoop {
   /** Members (this one included) that offer our model. */
   modelPeers(): Member[] {
     const id = this.s.model?.id.toString();
-    return this.s.gossip.members().filter((m) =>
-      m.status === "alive" && m.meta?.model === id && !this.s.untrusted.has(m.id)
-    );
+    return id ? modelMembers(this.s.gossip.members(), id, this.s.untrusted) : [];
   }
 
   /** Plan now from the current view; load this agent's range when it changed. */
@@ -169,9 +186,11 @@ export class PlacementLoop {
   }
 
   private planOver(peers: readonly Member[], setting: ReplicaCount): ReplicaPlan {
+    const s = this.s;
+    const own = { context: s.config.contextSize, sessions: s.config.maxSessions };
     return planReplicas(
-      this.s.model!.footprint,
-      placementInputs(peers, this.s.model!.id.toString()),
+      s.model!.footprintFor(agreedKvReserve(peers, own)),
+      placementInputs(peers, s.model!.id.toString()),
       setting,
     );
   }

@@ -11,6 +11,7 @@ import { type Tokenizer, tokenizerFromMetadata } from "../../model/tokenizer/mod
 import { ChatTemplate } from "../../model/chat/mod.ts";
 import { footprintFromIndex, type ModelFootprint } from "../placement/mod.ts";
 import { ModelId } from "../model_id.ts";
+import type { KvReserve, Member } from "../gossip/mod.ts";
 
 /** The model an agent serves: its file index, tokenizer and footprint. */
 export interface ServedModel {
@@ -21,7 +22,28 @@ export interface ServedModel {
   chat: ChatTemplate;
   nLayers: number;
   contextLength: number;
+  /** The footprint with this agent's own KV reservation. */
   footprint: ModelFootprint;
+  /** The footprint with a KV reservation of `kv` (the cluster's: agreedKvReserve). */
+  footprintFor(kv: KvReserve): ModelFootprint;
+}
+
+/**
+ * The KV reservation a cluster plans with: the largest context and session count any of
+ * `members` announces, and `own`. Each agent reserving by its own settings would make its own
+ * plan: with tight budgets, agents started with other `--context-size` or `--max-sessions`
+ * planned other ranges and epochs, leaving layers unhosted or hosted twice. The largest is the
+ * safe choice: no stage is planned into less memory than its agent reserves.
+ */
+export function agreedKvReserve(members: readonly Member[], own: KvReserve): KvReserve {
+  let { context, sessions } = own;
+  for (const m of members) {
+    const kv = m.meta?.kvReserve;
+    if (!kv) continue;
+    context = Math.max(context, kv.context);
+    sessions = Math.max(sessions, kv.sessions);
+  }
+  return { context, sessions };
 }
 
 /**
@@ -53,6 +75,7 @@ export function servedModel(
   const config = configFromFile(file);
   let tokenizer: Tokenizer | undefined;
   let chat: ChatTemplate | undefined;
+  let last: { key: string; fp: ModelFootprint } | undefined;
   return {
     id,
     file,
@@ -65,6 +88,13 @@ export function servedModel(
     nLayers: config.nLayers,
     contextLength: config.contextLength,
     footprint: agentFootprint(file, contextSize, maxSessions, config),
+    footprintFor(kv) {
+      const key = `${kv.context}/${kv.sessions}`;
+      if (last?.key !== key) {
+        last = { key, fp: agentFootprint(file, kv.context, kv.sessions, config) };
+      }
+      return last.fp;
+    },
   };
 }
 

@@ -28,6 +28,12 @@ export class StageRoom {
   plannedRange?: LayerRange;
   /** The replica the plan puts this agent in: its first stage's node id. */
   plannedReplica?: string;
+  /**
+   * The replica the hosted stage was planned in, which it announces. Not plannedReplica: a load
+   * that a newer plan superseded ends with the old range, and announcing that range under the
+   * new plan's replica makes a pairing no plan made (replica planning reads it back).
+   */
+  private hostedReplica?: string;
   /** Token rows the hosted stage processed since the last load publication. */
   private rows = 0;
   private rowsSince = performance.now();
@@ -57,12 +63,16 @@ export class StageRoom {
     this.plannedReplica = replica;
     if (want?.from === this.plannedRange?.from && want?.to === this.plannedRange?.to) {
       if (replicaChanged) {
-        this.loading = (this.loading ?? Promise.resolve()).then(() => this.announce());
+        this.loading = (this.loading ?? Promise.resolve()).then(() => {
+          const r = this.s.stage?.range;
+          if (r && r.from === want?.from && r.to === want?.to) this.hostedReplica = replica;
+          this.announce();
+        });
       }
       return;
     }
     this.plannedRange = want;
-    this.loading = (this.loading ?? Promise.resolve()).then(() => this.load(want));
+    this.loading = (this.loading ?? Promise.resolve()).then(() => this.load(want, replica));
   }
 
   /** Forget the planned range (the model is no longer served). */
@@ -70,8 +80,8 @@ export class StageRoom {
     this.plannedRange = undefined;
   }
 
-  /** Load (or drop) this agent's stage, then announce it in gossip. */
-  private async load(want: LayerRange | undefined): Promise<void> {
+  /** Load (or drop) this agent's stage, planned in `replica`, then announce it in gossip. */
+  private async load(want: LayerRange | undefined, replica?: string): Promise<void> {
     const s = this.s;
     if (s.stopped || !s.model) return;
     // A newer plan may have superseded this one while we waited.
@@ -80,11 +90,13 @@ export class StageRoom {
     // Planned away and back (a plan in transition) before the other range loaded: the stage
     // already serves this range; loading it again would hold its weights twice for a while.
     if (want && old && old.range.from === want.from && old.range.to === want.to) {
+      this.hostedReplica = replica;
       this.announce();
       return;
     }
     if (!want) {
       s.stage = undefined;
+      this.hostedReplica = undefined;
       if (old) this.retire(old);
       this.announce();
       if (old) this.observe.publishSelf(`${s.nodeId} dropped its layers`);
@@ -117,6 +129,7 @@ export class StageRoom {
         clientsStreaming: () => s.counters.activeRequests > 0,
       });
       this.metrics.onModelLoad((performance.now() - t0) / 1000);
+      this.hostedReplica = replica;
       // Free the previous range's weights: re-placement must not leak memory.
       if (old) this.retire(old);
       s.log("info", "stage loaded", {
@@ -212,7 +225,7 @@ export class StageRoom {
         },
       });
       this.plannedRange = range;
-      await this.load(range);
+      await this.load(range, this.plannedReplica);
     })().catch((err) => s.log("error", "CPU fallback failed", { error: String(err) }))
       .finally(() => (this.fallingBack = false));
   }
@@ -230,7 +243,7 @@ export class StageRoom {
       hosted: s.stage
         ? { model: s.model!.id.toString(), from: s.stage.range.from, to: s.stage.range.to }
         : null,
-      replica: s.stage ? this.plannedReplica ?? "" : "",
+      replica: s.stage ? this.hostedReplica ?? "" : "",
       load: this.currentLoad(),
     });
     this.loadTimer ??= setInterval(() => this.publishLoad(), LOAD_PUBLISH_MS);

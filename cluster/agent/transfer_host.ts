@@ -10,7 +10,7 @@ import { planReplicas, stageWeightBytes } from "../placement/mod.ts";
 import type { TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
 import { agreedReplicas, placementInputs, type PlacementLoop } from "./placement_loop.ts";
-import { agentFootprint, servedModel } from "./served_model.ts";
+import { agentFootprint, agreedKvReserve, servedModel } from "./served_model.ts";
 import { ModelId } from "../model_id.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
@@ -53,8 +53,10 @@ export function transferHost(
       // so a standby deployed to after a loss is told the lost stage's layers, not a re-spread)
       // and the replica count they agree on. Each node finds its range by id, so the replicas'
       // stages travel as one list.
-      const fp = agentFootprint(file, s.config.contextSize, s.config.maxSessions);
       const members = s.gossip.members().filter((m) => nodes.includes(m.id));
+      const own = { context: s.config.contextSize, sessions: s.config.maxSessions };
+      const kv = agreedKvReserve(members, own);
+      const fp = agentFootprint(file, kv.context, kv.sessions);
       const plan = planReplicas(fp, placementInputs(members, modelId), agreedReplicas(members));
       return create(PlacementSchema, {
         model: modelId,

@@ -81,6 +81,19 @@ export interface NodeMetadata {
   load?: StageLoad;
   /** Port of its TCP data plane: chunks and Forward streams without TLS (0 or absent: none). */
   dataPort?: number;
+  /**
+   * The KV cache a stage of this agent reserves per layer: positions (`--context-size`) for
+   * `sessions` (`--max-sessions`). Placement plans with the largest any member announces.
+   */
+  kvReserve?: KvReserve;
+}
+
+/** The KV cache reservation an agent plans its stages with. */
+export interface KvReserve {
+  /** Positions per session. */
+  context: number;
+  /** Sessions. */
+  sessions: number;
 }
 
 /** Metadata that fails validation; the message names the field and the fix. */
@@ -170,7 +183,17 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   // Then replica fields (setting, replica, load), which need the earlier ones written first;
   // then the data plane port, which needs the replica fields.
   if (m.dataPort !== undefined) checkPort("dataPort", m.dataPort);
-  const data = !!m.dataPort;
+  const kv = m.kvReserve;
+  if (
+    kv && (!Number.isInteger(kv.context) || kv.context < 0 || kv.context > 0xffffffff ||
+      !Number.isInteger(kv.sessions) || kv.sessions < 0 || kv.sessions > 0xffff)
+  ) {
+    throw new MetadataError(
+      `metadata kvReserve ${kv.context} positions × ${kv.sessions} sessions is out of range`,
+    );
+  }
+  // The KV reservation comes after the data port, which is written (0 if none) before it.
+  const data = !!m.dataPort || !!kv;
   const replicated = m.replicas !== undefined || !!m.replica || m.load !== undefined || data;
   const more = (r.threads ?? 0) > 0 || (r.memoryTotal ?? 0) > 0 || replicated;
   if (m.stageError || more) w.str8(m.stageError ?? "");
@@ -184,7 +207,8 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
         Math.max(0, Math.min(0xffffffff, Math.round(l.tokensPerSecond * 10) || 0)),
       );
   }
-  if (data) w.u16(m.dataPort!);
+  if (data) w.u16(m.dataPort ?? 0);
+  if (kv) w.u32(kv.context).u16(kv.sessions);
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -243,12 +267,16 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     };
   }
   const dataPort = r.remaining() > 0 ? r.u16("data port") : 0;
+  const kvReserve = r.remaining() > 0
+    ? { context: r.u32("kv context"), sessions: r.u16("kv sessions") }
+    : undefined;
   r.end("metadata");
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
   return {
     ...(stageError ? { ...meta, stageError } : meta),
     ...replicated,
     ...(dataPort ? { dataPort } : {}),
+    ...(kvReserve ? { kvReserve } : {}),
   };
 }
 

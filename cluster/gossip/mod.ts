@@ -48,6 +48,7 @@ export {
   emptyMetadata,
   encodeMetadata,
   type HostedLayers,
+  type KvReserve,
   MAX_METADATA_BYTES,
   MetadataError,
   type NodeMetadata,

@@ -85,12 +85,18 @@ export function replicaRoutes(
 /**
  * The replica with the most free capacity: one with a free KV slot before a full one, then the
  * fewest sessions and queued frames (published load plus what `pending` says this head sent
- * since that publication), then the most recent tokens/s (the faster one), then the lowest id.
- * Undefined when `routes` is empty.
+ * since that publication), then the most recent tokens/s (the faster one), then an order of
+ * the replicas that is this head's own (`head`: a hash of its id with each replica's), then
+ * the lowest id. Undefined when `routes` is empty.
+ *
+ * Why a head's own order: each head's ledger counts only its own requests, so heads that each
+ * got a request within one load publication (about a second) would all have sent it to the same
+ * replica with the lowest id.
  */
 export function chooseReplica(
   routes: readonly ReplicaRoute[],
   pending: (r: ReplicaRoute) => number = () => 0,
+  head = "",
 ): ReplicaRoute | undefined {
   let best: ReplicaRoute | undefined;
   let bestKey: number[] = [];
@@ -100,6 +106,7 @@ export function chooseReplica(
       r.load.free - extra > 0 ? 0 : 1,
       Math.max(0, r.load.sessions + r.load.queued + extra),
       -r.load.tokensPerSecond,
+      head ? fnv1a(`${head}/${r.id}`) : 0,
     ];
     if (!best || less(key, bestKey) || (!less(bestKey, key) && r.id < best.id)) {
       best = r;
@@ -107,6 +114,13 @@ export function chooseReplica(
     }
   }
   return best;
+}
+
+/** 32-bit FNV-1a of a string's UTF-16 code units. */
+function fnv1a(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return h >>> 0;
 }
 
 function less(a: number[], b: number[]): boolean {
@@ -197,6 +211,8 @@ export class GossipChainProvider implements ChainProvider {
       epoch?: () => bigint;
       /** Routing state shared by the head's requests; absent: no replica routing. */
       ledger?: ReplicaLedger;
+      /** This head's node id: its own order among replicas equally loaded (chooseReplica). */
+      head?: string;
     },
   ) {}
 
@@ -234,7 +250,7 @@ export class GossipChainProvider implements ChainProvider {
         // Sticky: a request stays on its replica while that replica is whole (a stale-epoch retry
         // comes back here); after a stage failure excluded a node, it may move.
         const route = routes.find((r) => r.id === this.replica) ??
-          chooseReplica(routes, (r) => ledger?.pending(r) ?? 0)!;
+          chooseReplica(routes, (r) => ledger?.pending(r) ?? 0, this.opts.head)!;
         if (route.id !== this.replica) {
           this.release();
           this.replica = route.id;

@@ -152,3 +152,26 @@ export function keptPlacement(
     fresh.stages.every((s) => keptIds.has(s.nodeId));
   return same ? kept : undefined;
 }
+
+/**
+ * Whether `replicas` leave every stage a live node announces (a valid range) where it is: the
+ * same layers in the pipeline the node names as its own.
+ */
+export function followsHosting(
+  m: ModelFootprint,
+  live: readonly ReplicaNode[],
+  replicas: readonly Placement[],
+): boolean {
+  const at = new Map<string, { from: number; to: number; head: string }>();
+  for (const r of replicas) {
+    for (const st of r.stages) {
+      at.set(st.nodeId, { from: st.from, to: st.to, head: r.stages[0].nodeId });
+    }
+  }
+  return live.every((n) => {
+    if (!validHosting(m, n)) return true;
+    const st = at.get(n.id);
+    const h = n.hosting!;
+    return !!st && st.from === h.from && st.to === h.to && st.head === h.head;
+  });
+}

@@ -75,7 +75,7 @@ export function modelBytes(m: ModelFootprint): number {
 
 /**
  * Plan contiguous layer ranges over `nodes`. Nodes are taken in id order (deterministic across
- * agents); each gets a share of the work (stageWorkBytes) proportional to its speed, never more
+ * agents; largest budget first where id order cannot hold the model); each gets a share of the work (stageWorkBytes) proportional to its speed, never more
  * than its budget holds; nodes that end up with no layers are left out. Throws PlacementError when the nodes'
  * budgets together cannot hold the model.
  */
@@ -99,7 +99,10 @@ export function planPlacement(m: ModelFootprint, nodes: readonly PlacementNode[]
   // Try with all candidates; drop any node that cannot hold even one layer in its slot and retry.
   let pool = candidates;
   while (pool.length > 0) {
-    const plan = fill(m, pool);
+    // Id order first; where it fails, largest budget first (a small node whose id sorts first
+    // would have to hold the embeddings, or be skipped, and dropping nodes never helps a fixed
+    // order): the model fits whenever some order of these nodes holds it greedily.
+    const plan = fill(m, pool) ?? fill(m, [...pool].sort(byBudget));
     if (plan) return plan;
     // The slowest/smallest node is the likeliest misfit: drop the one with the least budget.
     const smallest = pool.reduce((a, b) => (b.memoryBudget < a.memoryBudget ? b : a));
@@ -110,6 +113,11 @@ export function planPlacement(m: ModelFootprint, nodes: readonly PlacementNode[]
       `${candidates.length} live node(s) offer ${fmt(have)} in all, and layers cannot be split ` +
       `across nodes — add nodes or raise --memory-budget`,
   );
+}
+
+/** Largest budget first, then id: an order every agent derives alike. */
+function byBudget(a: PlacementNode, b: PlacementNode): number {
+  return b.memoryBudget - a.memoryBudget || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
 /**

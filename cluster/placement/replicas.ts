@@ -11,6 +11,7 @@
  * nodes are grouped anew — a node joining or leaving disturbs at most the replica it touches.
  */
 import {
+  followsHosting,
   hostedChains,
   hostedGroups,
   keptPlacement,
@@ -68,62 +69,66 @@ export function planReplicas(
   }
   const max = count === "auto" ? Infinity : count;
   const bigFirst = [...live].sort((a, b) => b.memoryBudget - a.memoryBudget || byId(a, b));
-  const shortest = shortestPipeline(m, bigFirst);
-  const replicas: Placement[] = [];
+  planPlacement(m, bigFirst); // throws the PlacementError that says what is missing
+  // The plan from scratch is followed while it leaves every announced stage where it is: the
+  // usual case while a plan is being loaded (the ranges nodes announce came from it), so the
+  // plan does not change as its nodes announce their ranges one by one.
+  const fresh = grouped(m, bigFirst, [], max);
+  if (followsHosting(m, live, fresh)) return withStandby(fresh, live);
+  // Otherwise keep what stands, whatever its length: chains of hosted ranges covering every
+  // layer as they are, and pipelines that lost a stage repaired by nodes hosting nothing (the
+  // other stages keep their layers, so a standby replacing a lost node is the only one that
+  // loads); the other nodes are grouped anew. Moving kept nodes is worth it only for a replica
+  // more: then the plan from scratch is taken.
+  const kept: Placement[] = [];
   const taken = new Set<string>();
   const groups = hostedGroups(m, live);
-  // 1. Keep the pipelines that still stand: chains of hosted ranges covering every layer, no
-  //    longer than the shortest pipeline the budgets allow (a longer one, e.g. from a plan with
-  //    fewer replicas, is regrouped).
   for (const chain of hostedChains(m, groups)) {
-    if (replicas.length >= max) break;
-    if (chain.stages.length > shortest) continue;
-    replicas.push(chain);
-    for (const s of chain.stages) taken.add(s.nodeId);
+    if (kept.length >= max) break;
+    kept.push(chain);
+    for (const st of chain.stages) taken.add(st.nodeId);
   }
-  // 1b. Repair the pipelines that lost a stage: their other stages keep their layers and nodes
-  //     hosting nothing take the missing ones, so a standby replacing a lost node is the only
-  //     node that loads.
   const inGroup = new Set(groups.flatMap((g) => g.members.map((n) => n.id)));
   for (const g of groups) {
-    if (replicas.length >= max) break;
+    if (kept.length >= max) break;
     if (g.members.some((n) => taken.has(n.id))) continue;
     const spare = live.filter((n) => !inGroup.has(n.id) && !taken.has(n.id));
     const fixed = repairGroup(m, g, spare);
-    if (!fixed || fixed.stages.length > shortest) continue;
-    replicas.push(fixed);
-    for (const s of fixed.stages) taken.add(s.nodeId);
+    if (!fixed) continue;
+    kept.push(fixed);
+    for (const st of fixed.stages) taken.add(st.nodeId);
   }
-  // 2. Group the other nodes, largest budget first, each group as small as holds the model.
-  const pool = bigFirst.filter((n) => !taken.has(n.id));
+  const stable = grouped(m, bigFirst.filter((n) => !taken.has(n.id)), kept, max);
+  return withStandby(fresh.length > stable.length ? fresh : stable, live);
+}
+
+/**
+ * `replicas` and more grouped from `pool` (in its order, each group as small as holds the model)
+ * until `max`, sorted by head id: replica i is the same pipeline on every agent.
+ */
+function grouped(
+  m: ModelFootprint,
+  pool: readonly ReplicaNode[],
+  replicas: readonly Placement[],
+  max: number,
+): Placement[] {
+  const out = [...replicas];
   let group: ReplicaNode[] = [];
   for (const n of pool) {
-    if (replicas.length >= max) break;
+    if (out.length >= max) break;
     group.push(n);
     const plan = tryPlan(m, group);
     if (!plan) continue;
-    replicas.push(plan);
-    for (const s of plan.stages) taken.add(s.nodeId);
+    out.push(plan);
     group = [];
   }
-
-  // Deterministic order: by the head's id (replica i means the same pipeline on every agent).
-  replicas.sort((a, b) => byId({ id: a.stages[0].nodeId }, { id: b.stages[0].nodeId }));
-  return { replicas, standby: live.filter((n) => !taken.has(n.id)).map((n) => n.id) };
+  return out.sort((a, b) => byId({ id: a.stages[0].nodeId }, { id: b.stages[0].nodeId }));
 }
 
-/** Fewest nodes (largest budgets first) one pipeline needs; throws when all together fall short. */
-function shortestPipeline(m: ModelFootprint, bigFirst: readonly ReplicaNode[]): number {
-  planPlacement(m, bigFirst); // throws the PlacementError that says what is missing
-  // Adding a node never makes a pipeline impossible, so the fewest is found by bisection.
-  let lo = 1;
-  let hi = bigFirst.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (tryPlan(m, bigFirst.slice(0, mid))) hi = mid;
-    else lo = mid + 1;
-  }
-  return lo;
+/** The plan of `replicas`, the live nodes in none of them standing by. */
+function withStandby(replicas: Placement[], live: readonly ReplicaNode[]): ReplicaPlan {
+  const used = new Set(replicas.flatMap((r) => r.stages.map((st) => st.nodeId)));
+  return { replicas, standby: live.filter((n) => !used.has(n.id)).map((n) => n.id) };
 }
 
 function tryPlan(m: ModelFootprint, group: readonly ReplicaNode[]): Placement | undefined {

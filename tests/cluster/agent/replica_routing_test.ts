@@ -23,7 +23,11 @@ import {
   type StageCandidate,
   type StageLink,
 } from "../../../cluster/pipeline/mod.ts";
-import { agreedReplicas, placementInputs } from "../../../cluster/agent/placement_loop.ts";
+import {
+  agreedReplicas,
+  modelMembers,
+  placementInputs,
+} from "../../../cluster/agent/placement_loop.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 const model: ModelFootprint = {
@@ -147,6 +151,15 @@ Deno.test("routing: the replica with the most free capacity wins", () => {
   assertEquals(chooseReplica([route("a", 1, 0), route("b", 6, 2)])!.id, "b", "a full one last");
   assertEquals(chooseReplica([route("a", 2, 8, 50), route("b", 2, 8, 90)])!.id, "b", "faster");
   assertEquals(chooseReplica([route("b", 2), route("a", 2)])!.id, "a", "ties go to the lowest id");
+  // Heads that each route a request before the next load publication spread them: each breaks
+  // ties in its own order (before, every head sent its request to the lowest id).
+  const tied = ["r1", "r2", "r3"].map((id) => route(id, 0));
+  const picks = new Set(
+    Array.from({ length: 12 }, (_, i) => chooseReplica(tied, () => 0, `head-${i}`)!.id),
+  );
+  assertEquals(picks.size, 3, `12 heads chose ${[...picks]}`);
+  // A head's order is its own and stable.
+  assertEquals(chooseReplica(tied, () => 0, "h")!.id, chooseReplica(tied, () => 0, "h")!.id);
 });
 
 Deno.test("routing: requests sent since the last load publication spread a burst evenly", () => {
@@ -247,4 +260,27 @@ Deno.test("routing: a request sticks to its replica and moves only when it lost 
     (await plain.chain({ exclude: new Set(), timeoutMs: 0 })).map((l) => l.nodeId),
     ["x", "y"],
   );
+});
+
+Deno.test("placement plans over suspects too: a suspicion alone does not move layers", () => {
+  const m = (id: string, status: Member["status"], model = "m@1"): Member => ({
+    id,
+    addr: "127.0.0.1:1",
+    status,
+    incarnation: 1,
+    meta: {
+      id,
+      addresses: [],
+      rpcPort: 1,
+      metricsPort: 1,
+      resources: { memoryBytes: HALF, cores: 1, backend: "wasm", adapter: "" },
+      hosted: null,
+      version: "",
+      model,
+    },
+    metaBytes: new Uint8Array(),
+  });
+  const members = [m("a", "alive"), m("b", "suspect"), m("c", "dead"), m("d", "alive", "x@2")];
+  assertEquals(modelMembers(members, "m@1", new Set()).map((x) => x.id), ["a", "b"]);
+  assertEquals(modelMembers(members, "m@1", new Set(["a"])).map((x) => x.id), ["b"]);
 });

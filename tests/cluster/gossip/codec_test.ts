@@ -146,6 +146,21 @@ Deno.test("metadata: round-trips and validates with clear errors", () => {
   assert(encodeMetadata(meta).length <= MAX_METADATA_BYTES);
 });
 
+Deno.test("metadata: the KV reservation round-trips, with or without a data port", () => {
+  const kvReserve = { context: 4096, sessions: 16 };
+  assertEquals(decodeMetadata(encodeMetadata({ ...meta, kvReserve })).kvReserve, kvReserve);
+  const both = { ...meta, dataPort: 7951, kvReserve };
+  assertEquals(decodeMetadata(encodeMetadata(both)).dataPort, 7951);
+  assertEquals(decodeMetadata(encodeMetadata(both)).kvReserve, kvReserve);
+  // Metadata of an agent that announces none reads as before: no reservation.
+  assertEquals(decodeMetadata(encodeMetadata({ ...meta, dataPort: 7951 })).kvReserve, undefined);
+  assertThrows(
+    () => encodeMetadata({ ...meta, kvReserve: { context: -1, sessions: 1 } }),
+    MetadataError,
+    "kvReserve",
+  );
+});
+
 /** A member on a quiet simulated network, and a way to poke packets into its receive loop. */
 function target(keyring: Keyring | null) {
   const net = new SimNetwork({ seed: 3 });

@@ -87,6 +87,27 @@ Deno.test("budgets too small for any single node force a split", () => {
   for (const s of p.stages) assert(s.bytes <= 400, `stage ${s.nodeId} holds ${s.bytes}`);
 });
 
+Deno.test("a small node whose id sorts first does not make a model that fits unplaceable", () => {
+  // 4 layers of 1 byte, the embeddings 10: in id order a (5 bytes) would have to be the head.
+  const m = model(4, 1, 10, 0, 0);
+  const p = planPlacement(m, [
+    { id: "a", memoryBudget: 5, speed: 1 },
+    { id: "z", memoryBudget: 12, speed: 1 },
+  ]);
+  checkContiguous(4, p.stages);
+  assertEquals(p.stages[0].nodeId, "z");
+  for (const s of p.stages) assert(s.bytes <= (s.nodeId === "a" ? 5 : 12), `${s.nodeId} over`);
+  // Id order is kept where it works: the same nodes renamed plan as before.
+  assertEquals(
+    planPlacement(m, [{ id: "a", memoryBudget: 12, speed: 1 }, {
+      id: "b",
+      memoryBudget: 5,
+      speed: 1,
+    }]).stages.map((s) => s.nodeId),
+    ["a", "b"],
+  );
+});
+
 Deno.test("a cluster too small gets a clear error with the numbers", () => {
   const e = assertThrows(
     () =>

@@ -242,3 +242,74 @@ Deno.test("replicas: a plan being loaded stays the plan while its nodes announce
     ),
   );
 });
+
+Deno.test("replicas: several pipelines being loaded stay the plan while their nodes announce", () => {
+  fc.assert(
+    fc.property(
+      fc.array(fc.constantFrom(350, 500, 700, 1100), { minLength: 3, maxLength: 8 }),
+      fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }),
+      (budgets, announced) => {
+        const all = budgets.map((b, i) => ({ id: `n${i}`, memoryBudget: b, speed: 1 }));
+        let plan: ReplicaPlan;
+        try {
+          plan = planReplicas(model, all, "auto");
+        } catch (e) {
+          assert(e instanceof PlacementError);
+          return;
+        }
+        // Before, a partly announced pipeline was "repaired" from nodes still loading (of
+        // another replica, or planned elsewhere): the first announcements moved the others.
+        const hosted = hostingOf(plan, all).map((n, i) =>
+          announced[i] ? n : { ...n, hosting: undefined }
+        );
+        assertEquals(shape(planReplicas(model, hosted, "auto")), shape(plan));
+      },
+    ),
+  );
+});
+
+Deno.test("replicas: a node joining, however large, moves no standing pipeline unless it adds one", () => {
+  // 12 layers of one byte: five-byte nodes make three-stage pipelines.
+  const m: ModelFootprint = {
+    nLayers: 12,
+    layerBytes: new Array(12).fill(1),
+    headBytes: 0,
+    tailBytes: 0,
+    kvBytesPerLayer: 0,
+  };
+  const at = (plan: ReplicaPlan, budgets: Record<string, number>): ReplicaNode[] => {
+    const hosting = new Map<string, { from: number; to: number; head: string }>();
+    for (const r of plan.replicas) {
+      for (const s of r.stages) {
+        hosting.set(s.nodeId, { from: s.from, to: s.to, head: r.stages[0].nodeId });
+      }
+    }
+    return Object.entries(budgets).map(([id, memoryBudget]) => ({
+      id,
+      memoryBudget,
+      speed: 1,
+      ...(hosting.has(id) ? { hosting: hosting.get(id) } : {}),
+    }));
+  };
+  const budgets: Record<string, number> = { a: 5, b: 5, c: 5, d: 5, e: 5, f: 5, g: 5 };
+  let plan = planReplicas(m, at({ replicas: [], standby: [] }, budgets), "auto");
+  plan = planReplicas(m, at(plan, budgets), "auto");
+  assertEquals(shape(plan), ["a:0-4 b:4-8 c:8-12", "d:0-4 e:4-8 f:8-12"]);
+  delete budgets.b;
+  plan = planReplicas(m, at(plan, budgets), "auto");
+  assertEquals(shape(plan), ["a:0-4 g:4-8 c:8-12", "d:0-4 e:4-8 f:8-12"], "g takes b's layers");
+  const standing = shape(plan);
+  // A larger node joins: it adds no replica, so nothing moves (before, it lowered the shortest
+  // pipeline the budgets allow and every three-stage pipeline was regrouped).
+  const bigger = planReplicas(m, at(plan, { ...budgets, h: 8 }), "auto");
+  assertEquals(shape(bigger), standing);
+  assertEquals(bigger.standby, ["h"]);
+  // One that holds the whole model is a replica of its own; the others stay.
+  const whole = planReplicas(m, at(plan, { ...budgets, h: 12 }), "auto");
+  assertEquals(shape(whole), [...standing, "h:0-12"]);
+  // Then a loss is a repair, whatever the lengths (before, a one-node pipeline made every
+  // longer one "too long" to keep, and any loss regrouped them all).
+  const loaded = at(whole, { ...budgets, h: 12, i: 5 });
+  const lost = planReplicas(m, loaded.filter((n) => n.id !== "e"), "auto");
+  assertEquals(shape(lost), ["a:0-4 g:4-8 c:8-12", "d:0-4 i:4-8 f:8-12", "h:0-12"]);
+});
