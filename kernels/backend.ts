@@ -83,6 +83,11 @@ export interface RopeParams {
   readonly freqScale: number;
   /** NEOX ordering rotates (i, i + ropeDim/2) pairs; normal ordering rotates (2i, 2i+1). */
   readonly neox: boolean;
+  /**
+   * Per-frequency divisors of θ, ropeDim/2 of them (`rope_freqs.weight`: Llama 3.1's long
+   * context scaling); absent: all 1.
+   */
+  readonly freqFactors?: Float32Array;
 }
 
 /** One sequence of a batch in {@link Backend.attentionMany}: its cache, positions and rows. */

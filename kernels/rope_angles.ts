@@ -5,8 +5,12 @@
  * through glibc's `cosf` / `sinf` (`reference/libm.ts`). Every backend rotates
  * with this one table, so they agree with each other and with llama.cpp bit for bit.
  *
- * A position's angles never change, so they are computed once per (ropeDim, base, scale) and
- * kept: 4·ropeDim bytes per position, against a KV cache of 8·kvDim bytes per layer per position.
+ * With frequency factors (`rope_freqs.weight`, Llama 3.1+), pair i's θ is divided by factor i
+ * in float before the scale, as `ggml_rope_cache_init` does.
+ *
+ * A position's angles never change, so they are computed once per (ropeDim, base, scale,
+ * factors) and kept: 4·ropeDim bytes per position, against a KV cache of 8·kvDim bytes per layer
+ * per position.
  *
  * @module
  */
@@ -22,11 +26,18 @@ class AngleTable {
   readonly #half: number;
   readonly #thetaScale: number;
   readonly #freqScale: number;
+  readonly #factors?: Float32Array;
   #cs = new Float32Array(0);
   #have = new Uint8Array(0);
 
-  constructor(ropeDim: number, freqBase: number, freqScale: number) {
+  constructor(ropeDim: number, freqBase: number, freqScale: number, factors?: Float32Array) {
     this.#half = ropeDim / 2;
+    if (factors && factors.length !== this.#half) {
+      throw new RangeError(
+        `ropeAngles: ${factors.length} frequency factors for ${this.#half} pairs`,
+      );
+    }
+    this.#factors = factors && Float32Array.from(factors);
     // powf in glibc and a double pow rounded once agree on every base and width in use (one of
     // 3036 base/width pairs tested differs: 40000 at 118); see tests/kernels/reference/libm_test.ts.
     this.#thetaScale = fr(Math.pow(fr(freqBase), fr(-2 / ropeDim)));
@@ -61,8 +72,9 @@ class AngleTable {
 
   #compute(pos: number, out: Float32Array, at: number): void {
     let theta = fr(pos);
+    const ff = this.#factors;
     for (let i = 0; i < this.#half; i++) {
-      const th = fr(this.#freqScale * theta);
+      const th = fr(this.#freqScale * (ff ? fr(theta / ff[i]) : theta));
       cosSinfGlibc(th, out, at + 2 * i);
       theta = fr(theta * this.#thetaScale);
     }
@@ -70,6 +82,8 @@ class AngleTable {
 }
 
 const tables = new Map<string, AngleTable>();
+/** Each factor array's values as a key (computed once per array, not per call). */
+const factorKeys = new WeakMap<Float32Array, string>();
 
 /**
  * The (cos, sin) pairs of each row's position: `positions.length × ropeDim/2` pairs, written to
@@ -77,14 +91,21 @@ const tables = new Map<string, AngleTable>();
  */
 export function ropeAngles(
   positions: Int32Array,
-  p: Pick<RopeParams, "ropeDim" | "freqBase" | "freqScale">,
+  p: Pick<RopeParams, "ropeDim" | "freqBase" | "freqScale" | "freqFactors">,
   out?: Float32Array,
   at = 0,
 ): Float32Array {
-  const key = `${p.ropeDim}/${p.freqBase}/${p.freqScale}`;
+  // Factors by value: a stage loaded again reads them into a new array, and the same model must
+  // find its table (ropeDim/2 numbers, read once per call only when present).
+  let ff = "";
+  if (p.freqFactors) {
+    ff = factorKeys.get(p.freqFactors) ?? p.freqFactors.join(",");
+    factorKeys.set(p.freqFactors, ff);
+  }
+  const key = `${p.ropeDim}/${p.freqBase}/${p.freqScale}/${ff}`;
   let table = tables.get(key);
   if (!table) {
-    table = new AngleTable(p.ropeDim, p.freqBase, p.freqScale);
+    table = new AngleTable(p.ropeDim, p.freqBase, p.freqScale, p.freqFactors);
     tables.set(key, table);
   }
   const n = p.ropeDim;

@@ -18,7 +18,7 @@ import type {
   Weight,
 } from "../kernels/backend.ts";
 import { candidatesAt, candidateWords } from "../kernels/backend.ts";
-import { typeInfo, typeName } from "../kernels/quant/types.ts";
+import { GGMLType, typeInfo, typeName } from "../kernels/quant/types.ts";
 import type { GGUFTensorInfo } from "./gguf/types.ts";
 import {
   configFromFile,
@@ -161,6 +161,43 @@ export class StageInputError extends Error {
   readonly rpcCode = "invalid_argument";
 }
 
+/**
+ * The RoPE frequency factors a Llama 3.1+ file carries (`rope_freqs.weight`: θ of pair i is
+ * divided by factor i), checked; undefined when the file has none. llama.cpp reads the tensor for
+ * the llama architecture only (and refuses other files that hold it), and so do we: run without
+ * it, a Llama 3.1 model gives other logits than llama.cpp's, more so the longer the context.
+ */
+async function readRopeFactors(
+  src: TensorSource,
+  config: LlamaConfig,
+): Promise<Float32Array | undefined> {
+  const info = src.tensor("rope_freqs.weight");
+  if (!info) return undefined;
+  if (config.arch !== "llama") {
+    throw new ModelConfigError(
+      `tensor rope_freqs.weight is not used by the ${config.arch} architecture (llama.cpp ` +
+        `refuses such a file too)`,
+    );
+  }
+  const n = config.ropeDim / 2;
+  const count = info.dims.reduce((a, d) => a * d, 1);
+  if (info.type !== GGMLType.F32 || count !== n || info.dims[0] !== n) {
+    throw new ModelConfigError(
+      `tensor rope_freqs.weight is ${typeName(info.type)} [${info.dims.join(", ")}], expected ` +
+        `F32 [${n}] (rope.dimension_count / 2)`,
+    );
+  }
+  const bytes = await src.readTensor(info);
+  const factors = new Float32Array(bytes.slice().buffer, 0, n);
+  const bad = factors.findIndex((f) => !(f > 0 && Number.isFinite(f)));
+  if (bad >= 0) {
+    throw new ModelConfigError(
+      `rope_freqs.weight[${bad}] is ${factors[bad]}; a frequency factor must be finite and > 0`,
+    );
+  }
+  return factors;
+}
+
 /** A contiguous range of a model's layers loaded on one backend. */
 export class LlamaStage {
   private constructor(
@@ -178,6 +215,8 @@ export class LlamaStage {
     readonly weightBytes: number,
     /** Every weight uploaded (views of them are not listed: freeing these frees the views). */
     private readonly owned: Weight[],
+    /** RoPE frequency factors (`rope_freqs.weight`), ropeDim/2 of them; absent: none. */
+    private readonly ropeFactors?: Float32Array,
   ) {}
 
   /** The prefix KV cache, once enablePrefixCache() made one. */
@@ -280,6 +319,7 @@ export class LlamaStage {
         "LongRoPE models (tensors rope_factors_long/rope_factors_short) are not supported",
       );
     }
+    const ropeFactors = await readRopeFactors(src, config);
     const isHead = from === 0;
     const isTail = to === config.nLayers;
     const hasOutput = src.tensor("output.weight") !== undefined;
@@ -399,6 +439,7 @@ export class LlamaStage {
       B,
       weightBytes,
       owned,
+      ropeFactors,
     );
   }
 
@@ -798,6 +839,7 @@ export class LlamaStage {
         // llama.cpp scales only the global layers' RoPE (gemma3's linear factor 8)
         freqScale: sliding ? 1 : c.ropeFreqScale,
         neox: c.ropeNeox,
+        freqFactors: this.ropeFactors,
       };
       const ropeK: RopeParams = { ...ropeQ, nHeads: c.nKVHeads };
       const attn: AttentionParams = {

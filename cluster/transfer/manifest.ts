@@ -295,7 +295,8 @@ export function segmentsFor(
     if (m) return Number(m[1]) >= range.from && Number(m[1]) < range.to;
     if (name === "token_embd.weight") return range.from === 0 || (isTail && !hasOutput);
     if (name === "output_norm.weight" || name === "output.weight") return isTail;
-    return false;
+    // Every stage rotates with the model's RoPE frequency factors (Llama 3.1+).
+    return name === "rope_freqs.weight";
   };
   const out = [0];
   manifest.segments.forEach((s, i) => {

@@ -22,6 +22,7 @@ import {
 } from "../../../cluster/transfer/mod.ts";
 import { createCa, issueCertificate } from "../../../cluster/tls/mod.ts";
 import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
+import { type GGUFTensorInput, writeGGUF } from "../../../model/gguf/writer.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
 import { STORIES, storiesFixture } from "./stories_fixture.ts";
 
@@ -54,6 +55,33 @@ Deno.test("the manifest describes the header and every tensor, chunk by chunk", 
     assertEquals(segs.length, 1 + 2 * 9);
   } finally {
     file.close();
+  }
+});
+
+Deno.test("every stage fetches the model's RoPE frequency factors (rope_freqs.weight)", async () => {
+  const src = await openGGUF(STORIES);
+  const tensors: GGUFTensorInput[] = [];
+  for (const t of src.tensors) {
+    tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
+  }
+  const factors = new Uint8Array(new Float32Array([1, 2, 4, 8]).buffer);
+  tensors.push({ name: "rope_freqs.weight", dims: [4], type: 0, data: factors });
+  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  await Deno.writeFile(path, writeGGUF({ metadata: src.metadata.entries(), tensors }));
+  src.close();
+  const file = await openGGUF(path);
+  try {
+    const { manifest } = await computeManifest(path, { nodeId: "a", chunkSize: CHUNK });
+    const at = manifest.segments.findIndex((s) => s.name === "rope_freqs.weight");
+    assert(at > 0);
+    // Before, only layers, the embeddings and the output were wanted: a stage loaded from the
+    // cache found no factors (a stage load failed, or a whole-model agent ran without them).
+    for (const range of [{ from: 0, to: 1 }, { from: 1, to: 3 }, { from: 3, to: 5 }]) {
+      assert(segmentsFor(manifest, file, range).includes(at), JSON.stringify(range));
+    }
+  } finally {
+    file.close();
+    await Deno.remove(path);
   }
 });
 
