@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { createHash } from "node:crypto";
 import { ANY, type JsonPrimitive, type ObjectNode, type SchemaNode } from "./schema.ts";
 import { type Vocabulary, vocabularyByFingerprint } from "./vocabulary.ts";
 
@@ -82,6 +83,8 @@ const LITERALS = {
   false: [enc.encode("false")],
   null: [enc.encode("null")],
 };
+/** A boolean's texts: one array always, so mask keys can name it. */
+const BOOLEAN_TEXTS = [...LITERALS.true, ...LITERALS.false];
 
 const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
 const LINE_BREAK = 0x100;
@@ -194,7 +197,7 @@ function startValue(s: SchemaNode, b: number, up: JsonState | null): JsonState |
       return null;
     }
     case "boolean":
-      return startLiteral([...LITERALS.true, ...LITERALS.false], b, up, false);
+      return startLiteral(BOOLEAN_TEXTS, b, up, false);
     case "null":
       return startLiteral(LITERALS.null, b, up, false);
     case "enum":
@@ -309,7 +312,13 @@ function stepNumber(
       if (isDigit(b)) st = 7;
       break;
   }
-  if (st >= 0) return f.len < MAX_NUMBER ? { f: { ...f, st, len: f.len + 1 }, up } : null;
+  if (st >= 0) {
+    // A state that cannot end the number ("1.", "1e", "1e-") needs room for one more byte;
+    // else the mask allowed a token after which no token can continue (the request failed).
+    const len = f.len + 1;
+    const fits = len <= MAX_NUMBER && (NUM_END_OK[st] || len < MAX_NUMBER);
+    return fits ? { f: { ...f, st, len }, up } : null;
+  }
   return NUM_END_OK[f.st] ? feed(complete(up), b) : null;
 }
 
@@ -397,6 +406,21 @@ function stepArray(
 // --- state keys and masks ---------------------------------------------------------------------
 
 /** Numbers schema nodes in a stable walk order, so equal schemas give equal state keys. */
+/**
+ * The literal text lists a schema's states can hold, each named by its schema node's id: enum
+ * values ("e3"), an object's keys ("k5"), booleans and null. Two constraints on the same schema
+ * name them alike (ids follow the schema's shape), so their mask cache keys agree.
+ */
+function literalTexts(ids: Map<object, number>): Map<Uint8Array[], string> {
+  const out = new Map<Uint8Array[], string>([[BOOLEAN_TEXTS, "b"], [LITERALS.null, "n"]]);
+  for (const [node, id] of ids) {
+    const n = node as SchemaNode;
+    if (n.kind === "enum") out.set(enumTexts(n.values), `e${id}`);
+    else if (n.kind === "object" && n.props) out.set(keyTexts(n), `k${id}`);
+  }
+  return out;
+}
+
 function nodeIds(root: SchemaNode): Map<object, number> {
   const ids = new Map<object, number>();
   const walk = (n: SchemaNode) => {
@@ -429,6 +453,8 @@ export class JsonConstraint {
   #state: JsonState;
   #mask: Uint8Array | undefined;
   readonly #ids: Map<object, number>;
+  /** Each literal text list the schema can start, named by its node (see #stateKey). */
+  readonly #texts: Map<Uint8Array[], string>;
   readonly #schemaKey: string;
 
   /** Resolve `spec`'s vocabulary (a tokenizer with that fingerprint must be loaded). */
@@ -443,7 +469,9 @@ export class JsonConstraint {
     this.vocabulary = v;
     this.#state = initialState(spec.schema);
     this.#ids = nodeIds(spec.schema);
-    this.#schemaKey = JSON.stringify(spec.schema);
+    this.#texts = literalTexts(this.#ids);
+    // A digest, not the schema: the cache keys of every state would each repeat it.
+    this.#schemaKey = createHash("sha256").update(JSON.stringify(spec.schema)).digest("base64");
   }
 
   /** The output so far is a complete value: only end-of-generation tokens may follow. */
@@ -510,12 +538,15 @@ export class JsonConstraint {
         case "str":
           parts.push(`s${f.st},${f.need},${f.lo},${f.hi}`);
           break;
-        case "lit":
-          parts.push(
-            `l${f.texts.map((t) => new TextDecoder().decode(t)).join("\u0001")},` +
-              `${f.cands.join(".")},${f.pos},${f.key}`,
-          );
+        case "lit": {
+          // The texts by the node they belong to, and all candidates as "*" (an enum's first
+          // byte): keys stay small whatever the enum (its size is bounded by schema.ts).
+          const texts = this.#texts.get(f.texts) ??
+            f.texts.map((t) => new TextDecoder().decode(t)).join("\u0001");
+          const cands = f.cands.length === f.texts.length ? "*" : f.cands.join(".");
+          parts.push(`l${texts},${cands},${f.pos},${f.key}`);
           break;
+        }
         case "num":
           parts.push(`n${f.st},${f.int},${f.len}`);
           break;

@@ -62,6 +62,37 @@ const PRIMITIVE_TYPES = new Set(["string", "number", "integer", "boolean", "null
 const MAX_DEPTH = 32;
 /** Most schema nodes: a schema is compiled per request. */
 const MAX_NODES = 2048;
+/**
+ * Most enum/const values in one schema, and most characters of property names and enum/const
+ * strings together: OpenAI's limits for structured outputs (1000 and 15 000). Every mask step
+ * filters a literal's candidates and the masks are cached by state: a 40 000-value enum in a
+ * 349 KB schema held 358 MB of cache keys and 1.2 GB of RSS after one request.
+ */
+export const MAX_ENUM_VALUES = 1000;
+/** See {@link MAX_ENUM_VALUES}. */
+export const MAX_SCHEMA_TEXT = 15_000;
+
+/**
+ * Counts a schema's enum values and text against MAX_ENUM_VALUES and MAX_SCHEMA_TEXT; `fail`
+ * throws with the message.
+ */
+export function schemaBudget(fail: (why: string) => never) {
+  let values = 0;
+  let text = 0;
+  return {
+    names(names: readonly string[]): void {
+      for (const n of names) text += n.length;
+      if (text > MAX_SCHEMA_TEXT) {
+        fail(`property names and enum strings exceed ${MAX_SCHEMA_TEXT} characters`);
+      }
+    },
+    values(vs: readonly unknown[]): void {
+      values += vs.length;
+      if (values > MAX_ENUM_VALUES) fail(`more than ${MAX_ENUM_VALUES} enum/const values`);
+      this.names(vs.filter((v): v is string => typeof v === "string"));
+    },
+  };
+}
 
 /**
  * Compile a JSON Schema (the subset in the module doc) into a {@link SchemaNode}; the root must
@@ -82,6 +113,7 @@ export function compileJsonSchema(schema: unknown): SchemaNode {
   const fail = (path: string, why: string): never => {
     throw new JsonSchemaError(`${path || "schema"}: ${why}`);
   };
+  const budget = schemaBudget((why) => fail("schema", why));
   const walk = (s: unknown, path: string, depth: number): SchemaNode => {
     if (++nodes > MAX_NODES) fail(path, `more than ${MAX_NODES} schema nodes`);
     if (depth > MAX_DEPTH) fail(path, `nested deeper than ${MAX_DEPTH} levels`);
@@ -109,6 +141,7 @@ export function compileJsonSchema(schema: unknown): SchemaNode {
           (typeof v === "number" && Number.isFinite(v));
         if (!ok) fail(`${path}.enum`, `only strings, numbers, booleans and null are supported`);
       }
+      budget.values(values);
       if ("type" in o || "properties" in o || "items" in o) {
         fail(path, "enum/const cannot be combined with type, properties or items");
       }
@@ -159,11 +192,13 @@ export function compileJsonSchema(schema: unknown): SchemaNode {
     }
     if (o.properties === undefined) {
       if (required.length > 0) fail(`${path}.required`, "names properties that are not defined");
-      return { kind: "object" };
+      // No properties and none additional: only the empty object validates.
+      return extra === false ? { kind: "object", props: [] } : { kind: "object" };
     }
     if (typeof o.properties !== "object" || o.properties === null) {
       return fail(`${path}.properties`, "must be an object");
     }
+    budget.names(Object.keys(o.properties));
     const props = Object.entries(o.properties as Record<string, unknown>).map(([name, s]) => ({
       name,
       schema: walk(s, `${path}.properties.${name}`, depth + 1),

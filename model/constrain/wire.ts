@@ -12,7 +12,7 @@
  * @module
  */
 import { JsonConstraintError, type JsonConstraintSpec } from "./json.ts";
-import type { SchemaNode } from "./schema.ts";
+import { schemaBudget, type SchemaNode } from "./schema.ts";
 
 /** Deepest schema and most nodes a decoded spec may hold (compileJsonSchema's bounds). */
 const MAX_DEPTH = 32;
@@ -54,6 +54,7 @@ export function decodeSchemaNode(raw: unknown): SchemaNode {
   const fail = (why: string): never => {
     throw new JsonConstraintError(`JSON constraint schema: ${why}`);
   };
+  const budget = schemaBudget(fail);
   const walk = (x: unknown, depth: number): SchemaNode => {
     if (++nodes > MAX_NODES) fail(`more than ${MAX_NODES} nodes`);
     if (depth > MAX_DEPTH) fail(`deeper than ${MAX_DEPTH} levels`);
@@ -82,10 +83,12 @@ export function decodeSchemaNode(raw: unknown): SchemaNode {
             (typeof v === "number" && Number.isFinite(v))
           )
         ) return fail("an enum must list strings, numbers, booleans or null");
+        budget.values(n.values);
         return { kind: "enum", values: n.values };
       case "object": {
         if (n.props === undefined) return { kind: "object" };
         if (!Array.isArray(n.props)) return fail("object props must be a list");
+        budget.names(n.props.map((p) => typeof p?.name === "string" ? p.name : ""));
         return {
           kind: "object",
           props: n.props.map((p) => {

@@ -187,6 +187,71 @@ Deno.test("a mask allows exactly the tokens whose bytes continue the value", asy
   }
 });
 
+Deno.test("additionalProperties false without properties: only the empty object", () => {
+  const schema = compileJsonSchema({ type: "object", additionalProperties: false });
+  assert(accepts(schema, "{}"));
+  assert(accepts(schema, " { }"));
+  // Before, it compiled to "any object" and the output could break the schema.
+  assert(!accepts(schema, '{"x": 1}'));
+});
+
+Deno.test("a number never reaches a state nothing can continue (the mask's dead end)", () => {
+  // 31 digits, then "." or "e" took the 32nd and last byte: the next mask was empty and the
+  // request failed mid-output. Now such a byte is refused where no digit could follow it.
+  const digits = "1".repeat(31);
+  for (const tail of [".", "e", "E"]) assertEquals(run(ANY_OBJECT, `{"n": ${digits}${tail}`), null);
+  assert(accepts(ANY_OBJECT, `{"n": ${digits}1}`), "32 digits still fit");
+  assert(accepts(ANY_OBJECT, `{"n": ${"1".repeat(29)}.5}`));
+  const e = "1".repeat(28) + "e-";
+  assertEquals(run(ANY_OBJECT, `{"n": ${e}5`) !== null, true, "30 bytes then a digit");
+  assertEquals(run(ANY_OBJECT, `{"n": ${"1".repeat(30)}e-`), null, "the sign takes the last byte");
+});
+
+Deno.test("schemas are bounded in enum values and text, as OpenAI bounds them", () => {
+  const values = Array.from({ length: 1001 }, (_, i) => `v${i}`);
+  assertThrows(
+    () => compileJsonSchema({ type: "object", properties: { a: { enum: values } } }),
+    JsonSchemaError,
+    "more than 1000 enum/const values",
+  );
+  const long = { type: "object", properties: { a: { enum: ["x".repeat(15_001)] } } };
+  assertThrows(() => compileJsonSchema(long), JsonSchemaError, "exceed 15000 characters");
+  // The same bounds hold for a schema that arrives over the wire (a stage decodes it).
+  const wire = encodeJsonConstraint({
+    schema: {
+      kind: "object",
+      props: [{ name: "a", required: true, schema: { kind: "enum", values } }],
+    },
+    vocabulary: "v3-0000000000000000",
+  });
+  assertThrows(() => decodeJsonConstraint(wire), JsonConstraintError, "more than 1000");
+});
+
+Deno.test("mask cache keys stay small whatever the schema (a digest and node ids)", async () => {
+  const tok = await loadTokenizer("vocab/ggml-vocab-llama-spm.gguf");
+  const values = Array.from({ length: 1000 }, (_, i) => `value-num-${i}`);
+  const schema = compileJsonSchema({
+    type: "object",
+    properties: { pick: { type: "array", items: { enum: values } } },
+    required: ["pick"],
+  });
+  const c = new JsonConstraint(jsonConstraintFor(tok, schema));
+  for (const id of tok.encode('{"pick": ["value-num', { addBos: false })) {
+    c.mask();
+    c.accept(id);
+  }
+  c.mask();
+  const keys = [...c.vocabulary.masks.keys()];
+  const longest = Math.max(...keys.map((k) => k.length));
+  // Before, every key held the schema's JSON and the literal's candidate texts (16 kB here).
+  assert(longest < 2000, `a mask key is ${longest} characters`);
+  // A second constraint on the same schema finds the first one's masks.
+  const size = c.vocabulary.masks.size;
+  const d = new JsonConstraint(jsonConstraintFor(tok, structuredClone(schema)));
+  d.mask();
+  assertEquals(c.vocabulary.masks.size, size);
+});
+
 Deno.test("the sampler refuses a constraint whose vocabulary is not loaded", () => {
   assertThrows(
     () => new Sampler({ json: { schema: ANY_OBJECT, vocabulary: "v3-0000000000000000" } }),
