@@ -24,7 +24,10 @@ export function agentProgram() {
     .option("--config <file>", "JSON config file (keys are the flag names)")
     .option("--node-id <id>", "unique node id (default: host name)")
     .option("--bind <addr>", "address to listen on (default 127.0.0.1)")
-    .option("--advertise-address <addr>", "address peers reach this agent at (default: --bind)")
+    .option(
+      "--advertise-address <addr>",
+      "address peers reach this agent at (default: --bind; for 0.0.0.0 or ::, the first non-loopback interface's)",
+    )
     .option("--rpc-port <port>", "gRPC/Connect port (default 7950)")
     .option(
       "--data-port <port>",
@@ -57,6 +60,10 @@ export function agentProgram() {
     .option("--tls-cert <file>", "this node's certificate (turns on mTLS with --tls-key/--tls-ca)")
     .option("--tls-key <file>", "this node's private key")
     .option("--tls-ca <file>", "CA that signs every node and client")
+    .option(
+      "--tls-peer-name <name>",
+      "the name every peer's certificate carries, when agents share one (default: its node id)",
+    )
     .option("--insecure-bind-all", "allow a non-loopback bind without TLS")
     .option("--gossip-keys <list>", "base64 AES-256 keys; the first encrypts, all decrypt")
     .option("--gossip-preset <name>", "lan, wan or local timings (default lan)")

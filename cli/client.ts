@@ -50,6 +50,7 @@ export interface GlobalOptions {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  tlsServerName?: string;
   timeout?: number;
 }
 
@@ -76,6 +77,11 @@ export function globalOptions(): Option[] {
     new Option("--tls-cert <file>", "client certificate for mutual TLS").env("DLLM_TLS_CERT"),
     new Option("--tls-key <file>", "client private key").env("DLLM_TLS_KEY"),
     new Option("--tls-ca <file>", "CA that signed the agents' certificates").env("DLLM_TLS_CA"),
+    new Option(
+      "--tls-server-name <name>",
+      "a name the agent's certificate carries when the endpoint's address is not in it " +
+        "(its node id, or a Service's DNS name)",
+    ).env("DLLM_TLS_SERVER_NAME"),
     new Option(
       "--timeout <duration>",
       "deadline of each request/response call, e.g. 5s (default 10s; streams are not cut)",
@@ -112,7 +118,7 @@ export interface AgentConnection {
   /** Run a call; failures become a CliError that says what to do. */
   call<T>(fn: (c: AgentConnection) => Promise<T>): Promise<T>;
   /** A connection to another agent with the same TLS settings. */
-  to(endpoint: string): Promise<AgentConnection>;
+  to(endpoint: string, nodeId?: string): Promise<AgentConnection>;
   close(): void;
 }
 
@@ -143,8 +149,15 @@ export function rpcError(e: unknown, endpoint: string, tls: boolean): CliError {
   );
 }
 
-/** Open a transport to the agent the options name. */
-export async function connect(opts: GlobalOptions, endpoint?: string): Promise<AgentConnection> {
+/**
+ * Open a transport to the agent the options name (or at `endpoint`: another member, whose
+ * certificate may name its node id `nodeId` instead of its address).
+ */
+export async function connect(
+  opts: GlobalOptions,
+  endpoint?: string,
+  nodeId?: string,
+): Promise<AgentConnection> {
   const ep = endpoint ?? (endpointGiven(opts) ? opts.endpoint! : DEFAULT_ENDPOINT);
   const tlsParts = [opts.tlsCert, opts.tlsKey, opts.tlsCa].filter(Boolean).length;
   if (tlsParts !== 0 && tlsParts !== 3) {
@@ -155,7 +168,12 @@ export async function connect(opts: GlobalOptions, endpoint?: string): Promise<A
     );
   }
   const tls = tlsParts === 3
-    ? { cert: opts.tlsCert!, key: opts.tlsKey!, ca: opts.tlsCa! }
+    ? {
+      cert: opts.tlsCert!,
+      key: opts.tlsKey!,
+      ca: opts.tlsCa!,
+      serverName: nodeId ?? opts.tlsServerName,
+    }
     : undefined;
   let transport: RpcTransport;
   try {
@@ -180,7 +198,7 @@ export async function connect(opts: GlobalOptions, endpoint?: string): Promise<A
         throw rpcError(e, ep, conn.tls);
       }
     },
-    to: (other) => connect(opts, other),
+    to: (other, nodeId) => connect(opts, other, nodeId),
     close: () => transport.close(),
   };
   return conn;

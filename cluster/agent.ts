@@ -97,6 +97,7 @@ export class Agent {
         cacheDir: cfg.cacheDir,
         rateLimit: cfg.transferRateLimit,
         tls,
+        tlsPeerName: cfg.tlsPeerName,
         // Test hook (README "Model distribution"): corrupt served chunks on purpose.
         corruptChunks: Deno.env.get("DLLM_TEST_CORRUPT_CHUNKS"),
         dataEndpoint: () =>

@@ -56,6 +56,11 @@ export interface AgentConfig {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  /**
+   * The name every peer's certificate carries, where agents share one certificate (k8s); unset:
+   * each peer's certificate names its node id (or the address this agent dials).
+   */
+  tlsPeerName?: string;
   insecureBindAll: boolean;
   /** Base64 AES-256 keys for gossip; the first encrypts, all decrypt. */
   gossipKeys: string[];
@@ -130,6 +135,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   tlsCert: "DLLM_TLS_CERT",
   tlsKey: "DLLM_TLS_KEY",
   tlsCa: "DLLM_TLS_CA",
+  tlsPeerName: "DLLM_TLS_PEER_NAME",
   insecureBindAll: "DLLM_INSECURE_BIND_ALL",
   gossipKeys: "DLLM_GOSSIP_KEYS",
   gossipPreset: "DLLM_GOSSIP_PRESET",
@@ -264,10 +270,8 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const cfg: AgentConfig = {
     nodeId: str("nodeId", hostname())!,
     bind,
-    advertiseAddress: str(
-      "advertiseAddress",
-      bind === "0.0.0.0" || bind === "::" ? "127.0.0.1" : bind,
-    )!,
+    advertiseAddress: str("advertiseAddress") ??
+      (bind === "0.0.0.0" || bind === "::" ? interfaceAddress(bind) : bind),
     rpcPort: int("rpcPort", 7950, 0, 65535)!,
     dataPort: int("dataPort", 0, 0, 65535)!,
     gossipPort: int("gossipPort", 7946, 0, 65535)!,
@@ -292,6 +296,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     tlsCert: str("tlsCert"),
     tlsKey: str("tlsKey"),
     tlsCa: str("tlsCa"),
+    tlsPeerName: str("tlsPeerName"),
     insecureBindAll: bool("insecureBindAll"),
     gossipKeys: list("gossipKeys"),
     gossipPreset: oneOf("gossipPreset", "lan", ["lan", "wan", "local"] as const),
@@ -400,4 +405,28 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
 
 function kebab(s: string): string {
   return s.replace(/[A-Z]/g, (c) => "-" + c.toLowerCase());
+}
+
+/**
+ * The address peers reach an agent bound to every interface at: the first address of a
+ * non-loopback interface (IPv4 first; IPv6 too for "::"). Before, such an agent advertised
+ * 127.0.0.1, and peers on other hosts dialled themselves. Throws when there is none.
+ */
+export function interfaceAddress(
+  bind: "0.0.0.0" | "::",
+  interfaces: readonly Deno.NetworkInterfaceInfo[] = Deno.networkInterfaces(),
+): string {
+  const usable = interfaces.filter((i) =>
+    !/^127\./.test(i.address) && i.address !== "::1" && !/^fe80:/i.test(i.address) &&
+    !/^169\.254\./.test(i.address)
+  );
+  const pick = usable.find((i) => i.family === "IPv4") ??
+    (bind === "::" ? usable.find((i) => i.family === "IPv6") : undefined);
+  if (!pick) {
+    throw new AgentConfigError(
+      `--bind ${bind} listens on every interface, but none has an address peers could reach; ` +
+        `give --advertise-address`,
+    );
+  }
+  return pick.address;
 }

@@ -45,7 +45,9 @@ export function modelsCommand() {
         caches = (await Promise.all(
           info.nodes.filter((n) => n.state === NodeState.ALIVE).map(async (n) => {
             try {
-              const other = n.id === info!.responderId ? conn : await conn.to(nodeEndpoint(n));
+              const other = n.id === info!.responderId
+                ? conn
+                : await conn.to(nodeEndpoint(n), n.id);
               try {
                 return (await other.transfer.transferStatus({}, conn.callOptions)).models;
               } finally {

@@ -92,7 +92,7 @@ export function nodesCommand() {
       let health, resources, metrics;
       let error: string | undefined;
       if (node.state === NodeState.ALIVE || node.state === NodeState.SUSPECT) {
-        const direct = await connect(g, nodeEndpoint(node));
+        const direct = await connect(g, nodeEndpoint(node), node.id);
         try {
           [health, resources, metrics] = await direct.call((c) =>
             Promise.all([

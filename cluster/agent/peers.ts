@@ -47,8 +47,10 @@ export class Peers {
     cached?.transport.close();
     const c = this.config;
     const transport = await createRpcTransport(endpoint, {
+      // The member's certificate may name its node id (or the name all agents' shared
+      // certificate carries) rather than the address it advertises.
       tls: c.tlsCert && c.tlsKey && c.tlsCa
-        ? { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa }
+        ? { cert: c.tlsCert, key: c.tlsKey, ca: c.tlsCa, serverName: c.tlsPeerName ?? member.id }
         : undefined,
       interceptors: [traceClientInterceptor],
       // Activations are floats that do not compress; gzip would only add latency to every hop.

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import type { DescMessage } from "@bufbuild/protobuf";
 import type { Interceptor, Transport } from "@connectrpc/connect";
 import {
@@ -110,6 +111,23 @@ class GuardedSessionManager extends Http2SessionManager {
 }
 
 /**
+ * A server certificate passes when it names `name` (a peer's node id) or the address dialled.
+ * Agents dial each other at their advertised addresses, which certificates made before the
+ * cluster's addresses were known (pod IPs, DHCP) do not list: checking the address alone refused
+ * every peer. The error names both.
+ */
+function identityCheck(name: string) {
+  return (host: string, cert: PeerCertificate): Error | undefined => {
+    const byName = checkServerIdentity(name, cert);
+    if (!byName) return undefined;
+    const byHost = checkServerIdentity(host, cert);
+    if (!byHost) return undefined;
+    byName.message = `the certificate names neither "${name}" nor ${host}: ${byName.message}`;
+    return byName;
+  };
+}
+
+/**
  * Create a client transport to an agent.
  *
  * @example
@@ -129,6 +147,8 @@ export async function createRpcTransport(
   const nodeOptions: Record<string, unknown> = material
     ? Object.fromEntries(Object.entries(material).filter(([, v]) => v !== undefined))
     : {};
+  const name = opts.tls?.serverName;
+  if (material && name) nodeOptions.checkServerIdentity = identityCheck(name);
   if (opts.window) nodeOptions.settings = { initialWindowSize: opts.window.stream };
   const protocol = opts.protocol ?? "grpc";
   const common = {

@@ -82,6 +82,12 @@ export interface ClientTls {
   cert?: string;
   /** Client private key: path or PEM; required with cert. */
   key?: string;
+  /**
+   * A name the server's certificate may carry instead of the address dialled: a peer's node id
+   * (`llmctl certs init --nodes` names each node's certificate after it), or llmctl's
+   * `--tls-server-name`. The address still passes where the certificate lists it.
+   */
+  serverName?: string;
 }
 
 /** Resolve a {@linkcode ClientTls} to PEM text, reading the fields that are paths. */

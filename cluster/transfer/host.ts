@@ -69,6 +69,8 @@ export interface TransferManagerOptions {
   rateLimit: number;
   /** The agent's TLS files: manifests are signed with its key and checked with its CA. */
   tls?: TlsFiles;
+  /** The name every peer's certificate carries where agents share one (`--tls-peer-name`). */
+  tlsPeerName?: string;
   /** Chunk size for manifests this node computes; default 1 MiB. */
   chunkSize?: number;
   /** Concurrent fetch streams per model; default 8. */

@@ -76,7 +76,7 @@ export class TransferManager {
   constructor(readonly host: TransferHost, readonly opts: TransferManagerOptions) {
     this.#serve = new Semaphore(opts.serveConcurrency ?? 8);
     this.#entries = new EntryTable(host, opts, () => this.#material());
-    this.#peers = new TransferPeers(host, opts.tls, (a) => this.#open(a));
+    this.#peers = new TransferPeers(host, opts.tls, (a) => this.#open(a), opts.tlsPeerName);
     this.#corrupt = corruptionHook(opts.corruptChunks);
     this.#ticker = setInterval(() => this.#tick(), 500);
   }

@@ -43,26 +43,32 @@ export class TransferPeers {
     readonly host: TransferHost,
     readonly tls: TlsFiles | undefined,
     readonly open: (answer: GetManifestResponse) => Promise<{ manifest: TransferManifest }>,
+    /** The name every peer's certificate carries where agents share one; else its node id. */
+    readonly peerName?: string,
   ) {}
 
   /** A client of live member `nodeId`. */
   async client(nodeId: string): Promise<Client<typeof TransferService>> {
     const m = this.host.members().find((x) => x.id === nodeId);
     if (!m) throw new RpcFailure("not_found", `no live member ${nodeId}`);
-    return await this.clientAt(m.endpoint);
+    return await this.clientAt(m.endpoint, m.id);
   }
 
-  /** A client of the agent at `endpoint` (host:port). */
-  async clientAt(endpoint: string): Promise<Client<typeof TransferService>> {
-    let t = this.#transports.get(endpoint);
+  /**
+   * A client of the agent at `endpoint` (host:port); under mTLS its certificate may name
+   * `nodeId` instead of the address.
+   */
+  async clientAt(endpoint: string, nodeId?: string): Promise<Client<typeof TransferService>> {
+    const key = `${endpoint}\0${nodeId ?? ""}`;
+    let t = this.#transports.get(key);
     if (!t) {
       // Its own connection (activation streams never queue behind chunks), uncompressed.
       t = await createRpcTransport(endpoint, {
-        tls: this.tls,
+        tls: this.tls && { ...this.tls, serverName: this.peerName ?? nodeId },
         gzip: false,
         window: TRANSFER_WINDOW,
       });
-      this.#transports.set(endpoint, t);
+      this.#transports.set(key, t);
     }
     return createClient(TransferService, t);
   }
@@ -84,7 +90,8 @@ export class TransferPeers {
       if (hit && now - hit.at < 2000) return hit.peer;
       let peer: ChunkPeer | undefined;
       try {
-        const client = await this.clientAt(m.endpoint);
+        const member = m.id === `external@${external}` ? undefined : m.id;
+        const client = await this.clientAt(m.endpoint, member);
         const a = await client.getManifest({ model: manifest.modelId }, { timeoutMs: 3000 });
         const { manifest: theirs } = await this.open(a);
         if (theirs.sha256 === manifest.sha256) {

@@ -2,7 +2,12 @@
  * Agent settings: `--speed` (DLLM_SPEED, "speed" in a config file) replaces the start-up
  * calibration as the node's placement weight, and bad values name the setting and its source.
  */
-import { AgentConfigError, resolveConfig, settingsFromEnv } from "../../cluster/agent_config.ts";
+import {
+  AgentConfigError,
+  interfaceAddress,
+  resolveConfig,
+  settingsFromEnv,
+} from "../../cluster/agent_config.ts";
 import { assertEquals, assertThrows } from "../support/assert.ts";
 
 const base = { memoryBudget: "1GB" };
@@ -60,4 +65,40 @@ Deno.test("gossip on a reachable address needs a key (or --insecure-bind-all), a
   assertEquals(on({ gossipKeys: [key] }).bind, "0.0.0.0");
   assertEquals(on({ insecureBindAll: true }).bind, "0.0.0.0");
   assertEquals(resolveConfig([["default", base]]).bind, "127.0.0.1", "loopback needs neither");
+});
+
+Deno.test("bound to every interface, an agent advertises one peers can reach, not 127.0.0.1", () => {
+  const nic = (name: string, family: "IPv4" | "IPv6", address: string) =>
+    ({
+      name,
+      family,
+      address,
+      netmask: "",
+      scopeid: null,
+      cidr: "",
+      mac: "",
+    }) as Deno.NetworkInterfaceInfo;
+  const nics = [
+    nic("lo", "IPv4", "127.0.0.1"),
+    nic("eth0", "IPv6", "fe80::1"),
+    nic("eth0", "IPv4", "10.1.2.3"),
+    nic("lo", "IPv6", "::1"),
+  ];
+  assertEquals(interfaceAddress("0.0.0.0", nics), "10.1.2.3");
+  assertEquals(interfaceAddress("::", [nics[0], nic("eth0", "IPv6", "fd00::2")]), "fd00::2");
+  assertThrows(
+    () => interfaceAddress("0.0.0.0", [nics[0], nics[3]]),
+    AgentConfigError,
+    "--advertise-address",
+  );
+  // Before, --bind 0.0.0.0 advertised 127.0.0.1, and peers on other hosts dialled themselves.
+  const at = (extra: Record<string, unknown>) =>
+    resolveConfig([["flag", { bind: "0.0.0.0", insecureBindAll: true, ...extra }], [
+      "default",
+      base,
+    ]]);
+  const cfg = at({});
+  assertEquals(cfg.advertiseAddress !== "127.0.0.1", true, cfg.advertiseAddress);
+  const given = at({ advertiseAddress: "10.9.9.9" });
+  assertEquals(given.advertiseAddress, "10.9.9.9");
 });

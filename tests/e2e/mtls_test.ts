@@ -45,12 +45,18 @@ Deno.test({
       "--tls-ca",
       `${dir}/ca.crt`,
     ];
-    // Each agent presents its own certificate: start them one by one with their own flags.
+    // Each agent presents its own certificate: start them one by one with their own flags. b and
+    // c listen on addresses their certificates do not list (as pod IPs are not): peers check
+    // their certificates against their node ids.
     const { startLocalAgent } = await import("../../cli/local_cluster.ts");
     const a = await startLocalAgent({ id: "a", args: [...COMMON, ...tlsArgs("a")] });
     const rest = await Promise.all(
-      ["b", "c"].map((id) =>
-        startLocalAgent({ id, seeds: [a.gossipAddr], args: [...COMMON, ...tlsArgs(id)] })
+      [["b", "127.0.0.2"], ["c", "127.0.0.3"]].map(([id, bind]) =>
+        startLocalAgent({
+          id,
+          seeds: [a.gossipAddr],
+          args: [...COMMON, ...tlsArgs(id), "--bind", bind],
+        })
       ),
     );
     const agents = [a, ...rest];

@@ -137,6 +137,9 @@ Deno.test({
     const [cm] = find(objs, "ConfigMap", "distributed-llm-config");
     const cfg = JSON.parse(cm.data!["agent.json"]);
     assertEquals(cfg.tlsCa, "/etc/distributed-llm/tls/ca.crt");
+    // Pods share one certificate named "agent" (k8s/README.md), and dial each other at pod IPs
+    // no certificate lists: peers are checked against that name.
+    assertEquals(cfg.tlsPeerName, "agent");
     assertEquals(cfg.metricsPort, 9090);
     assert(String(cfg.seeds[0]).startsWith("distributed-llm-peers."), cfg.seeds[0]);
     const [peers] = find(objs, "Service", "distributed-llm-peers");

@@ -77,11 +77,17 @@ export function testRoutes(view: StaticMembership, extra?: (r: ConnectRouter) =>
 
 /** Start the test agent on an ephemeral loopback port. */
 export async function startTestAgent(
-  opts: { tls?: TlsFiles; view?: StaticMembership; extra?: (r: ConnectRouter) => void } = {},
+  opts: {
+    tls?: TlsFiles;
+    view?: StaticMembership;
+    extra?: (r: ConnectRouter) => void;
+    host?: string;
+  } = {},
 ): Promise<{ server: RpcServer; view: StaticMembership }> {
   const view = opts.view ?? testMembership();
   const server = await startRpcServer({
     port: 0,
+    host: opts.host,
     tls: opts.tls,
     routes: testRoutes(view, opts.extra),
   });

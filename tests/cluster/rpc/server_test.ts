@@ -143,6 +143,36 @@ Deno.test("a port in use is reported with the flag to change", async () => {
   }
 });
 
+Deno.test("mTLS: a peer's certificate may name its node id instead of the address dialled", async () => {
+  // Agents dial each other at advertised addresses; `certs init --nodes a,b` names a's
+  // certificate "a", localhost and 127.0.0.1 only. Before, every peer at another address was
+  // refused ("IP: 127.0.0.2 is not in the cert's list") and each agent was left on its own.
+  const certs = await makeCerts();
+  const { server } = await startTestAgent({ tls: certs.node, host: "127.0.0.2" });
+  const endpoint = `127.0.0.2:${server.port}`;
+  const peer = { cert: `${certs.dir}/b.crt`, key: `${certs.dir}/b.key`, ca: `${certs.dir}/ca.crt` };
+  const health = async (serverName?: string) => {
+    const t = await createRpcTransport(endpoint, { tls: { ...peer, serverName } });
+    try {
+      return (await createClient(NodeService, t).healthCheck({})).nodeId;
+    } catch (e) {
+      return (e as Error).message;
+    } finally {
+      t.close();
+    }
+  };
+  try {
+    assertEquals(await health("a"), "a");
+    assert((await health()).includes("127.0.0.2 is not in the cert's list"));
+    // The certificate of another node does not pass for this one.
+    const wrong = await health("b");
+    assert(wrong.includes(`names neither "b" nor 127.0.0.2`), wrong);
+  } finally {
+    await server.close();
+    await Deno.remove(certs.dir, { recursive: true });
+  }
+});
+
 Deno.test("mTLS: a client certificate from the CA works; none, or another CA's, is refused", async () => {
   const certs = await makeCerts();
   const { server } = await startTestAgent({ tls: certs.node });
