@@ -56,7 +56,11 @@ export function agentProgram() {
     )
     .option("--max-requests <n>", "concurrent generations this head runs (default: --max-sessions)")
     .option("--queue-size <n>", "requests waiting for a slot before HTTP 429 (default 256)")
-    .option("--api-key <key>", "bearer key the HTTP API requires (default: none)")
+    .option(
+      "--api-key <key>",
+      "bearer key the HTTP API requires (default: none; visible in the process list, see --api-key-file)",
+    )
+    .option("--api-key-file <file>", "read the API key from a file (or DLLM_API_KEY)")
     .option("--tls-cert <file>", "this node's certificate (turns on mTLS with --tls-key/--tls-ca)")
     .option("--tls-key <file>", "this node's private key")
     .option("--tls-ca <file>", "CA that signs every node and client")
@@ -66,6 +70,10 @@ export function agentProgram() {
     )
     .option("--insecure-bind-all", "allow a non-loopback bind without TLS")
     .option("--gossip-keys <list>", "base64 AES-256 keys; the first encrypts, all decrypt")
+    .option(
+      "--gossip-keys-file <file>",
+      "read the gossip keys from a file, comma- or line-separated (or DLLM_GOSSIP_KEYS)",
+    )
     .option("--gossip-preset <name>", "lan, wan or local timings (default lan)")
     .option("--cluster-name <name>", 'cluster name (default "default")')
     .option("--log-level <level>", "debug, info, warn or error (default info)")

@@ -53,6 +53,10 @@ export interface AgentConfig {
   queueSize: number;
   /** Bearer key the HTTP API requires (none: open, like the loopback-bound RPC port). */
   apiKey?: string;
+  /** A file holding the API key (kept out of the process list, unlike --api-key). */
+  apiKeyFile?: string;
+  /** A file holding the gossip keys, comma- or line-separated (unlike --gossip-keys). */
+  gossipKeysFile?: string;
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
@@ -132,6 +136,8 @@ const ENV: Record<keyof AgentConfig, string> = {
   maxRequests: "DLLM_MAX_REQUESTS",
   queueSize: "DLLM_QUEUE_SIZE",
   apiKey: "DLLM_API_KEY",
+  apiKeyFile: "DLLM_API_KEY_FILE",
+  gossipKeysFile: "DLLM_GOSSIP_KEYS_FILE",
   tlsCert: "DLLM_TLS_CERT",
   tlsKey: "DLLM_TLS_KEY",
   tlsCa: "DLLM_TLS_CA",
@@ -158,7 +164,8 @@ export function settingsFromEnv(env: Record<string, string | undefined>): RawSet
   const out: RawSettings = {};
   for (const [key, name] of Object.entries(ENV) as [keyof AgentConfig, string][]) {
     const v = env[name];
-    if (v !== undefined && v !== "") out[key] = v;
+    // An empty variable is unset, except a secret's: DLLM_API_KEY="$UNSET" must not open the API.
+    if (v !== undefined && (v !== "" || key === "apiKey")) out[key] = v;
   }
   return out;
 }
@@ -217,7 +224,11 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const str = (key: keyof AgentConfig, dflt?: string): string | undefined => {
     const [v, src] = pick(key);
     if (v === undefined) return dflt;
-    if (typeof v !== "string") fail(key, src, `expected text, got ${JSON.stringify(v)}`);
+    if (typeof v !== "string") {
+      // A secret's value is never echoed, not even a malformed one.
+      const got = key === "apiKey" ? "" : `, got ${JSON.stringify(v)}`;
+      fail(key, src, `expected text${got}`);
+    }
     return v as string;
   };
   const int = (key: keyof AgentConfig, dflt: number | undefined, min: number, max: number) => {
@@ -314,6 +325,33 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     httpMaxConnections: int("httpMaxConnections", 1024, 1, 1000000)!,
     corsOrigin: list("corsOrigin"),
   };
+  // Secrets from files: the process list shows every flag to every local user.
+  const secretFile = (key: "apiKeyFile" | "gossipKeysFile", of: "apiKey" | "gossipKeys") => {
+    const path = str(key);
+    if (path === undefined) return undefined;
+    if (pick(of)[0] !== undefined) {
+      fail(key, pick(key)[1], `give --${kebab(of)} or --${kebab(key)}, not both`);
+    }
+    try {
+      return Deno.readTextFileSync(path).trim();
+    } catch (e) {
+      return fail(key, pick(key)[1], `cannot read ${path}: ${(e as Error).message}`);
+    }
+  };
+  const keyFromFile = secretFile("apiKeyFile", "apiKey");
+  if (keyFromFile !== undefined) cfg.apiKey = keyFromFile;
+  const keysFromFile = secretFile("gossipKeysFile", "gossipKeys");
+  if (keysFromFile !== undefined) {
+    cfg.gossipKeys = keysFromFile.split(/[,\s]+/).filter(Boolean);
+  }
+  if (cfg.apiKey === "") {
+    const [, src] = pick(keyFromFile === undefined ? "apiKey" : "apiKeyFile");
+    fail(
+      keyFromFile === undefined ? "apiKey" : "apiKeyFile",
+      src,
+      "is empty; an empty key would open the API to everyone (leave it out to run without one)",
+    );
+  }
   const [speedRaw, speedSrc] = pick("speed");
   if (speedRaw !== undefined) {
     const n = typeof speedRaw === "number" ? speedRaw : Number(String(speedRaw).trim() || NaN);

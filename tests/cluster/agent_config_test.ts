@@ -102,3 +102,35 @@ Deno.test("bound to every interface, an agent advertises one peers can reach, no
   const given = at({ advertiseAddress: "10.9.9.9" });
   assertEquals(given.advertiseAddress, "10.9.9.9");
 });
+
+Deno.test("secrets: an empty API key is refused; keys can come from files, out of the process list", async () => {
+  const on = (extra: Record<string, unknown>, env: Record<string, string> = {}) =>
+    resolveConfig([["flag", extra], ["env", settingsFromEnv(env)], ["default", base]]);
+  // Before, an empty key (--api-key "$UNSET", DLLM_API_KEY="") silently left the API open.
+  assertThrows(() => on({ apiKey: "" }), AgentConfigError, "--api-key: is empty");
+  assertThrows(() => on({}, { DLLM_API_KEY: "" }), AgentConfigError, "DLLM_API_KEY: is empty");
+  assertEquals(on({}, {}).apiKey, undefined, "no key at all: an open API, as before");
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/api`, "sk-from-file\n");
+    assertEquals(on({ apiKeyFile: `${dir}/api` }).apiKey, "sk-from-file");
+    assertThrows(
+      () => on({ apiKeyFile: `${dir}/api`, apiKey: "x" }),
+      AgentConfigError,
+      "not both",
+    );
+    const key = btoa(String.fromCharCode(...new Uint8Array(32).fill(3)));
+    await Deno.writeTextFile(`${dir}/gossip`, `${key}\n${key}\n`);
+    assertEquals(on({ gossipKeysFile: `${dir}/gossip` }).gossipKeys, [key, key]);
+    await Deno.writeTextFile(`${dir}/empty`, "\n");
+    assertThrows(() => on({ apiKeyFile: `${dir}/empty` }), AgentConfigError, "is empty");
+    const e = assertThrows(
+      () => on({ apiKeyFile: `${dir}/none` }),
+      AgentConfigError,
+      "cannot read",
+    );
+    assertEquals(e.message.includes("sk-"), false);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
