@@ -54,17 +54,21 @@ export interface GlobalOptions {
   timeout?: number;
 }
 
-/** Parse "500", "500ms", "10s", "2m" into milliseconds. */
+/**
+ * Parse "500ms", "10s", "2m" into milliseconds. A bare number is refused: the agent reads one as
+ * seconds and llmctl read it as milliseconds (DLLM_TIMEOUT=30 was a 30 ms deadline), and under
+ * 1 ms rounded to no deadline at all.
+ */
 export function parseTimeout(value: string): number {
-  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)?$/.exec(value.trim());
-  if (!m || Number(m[1]) <= 0) {
+  const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)$/.exec(value.trim());
+  const ms = m ? Number(m[1]) * (m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : 1) : NaN;
+  if (!(ms >= 1)) {
     throw new CliError(
-      `expected a duration like 500ms, 10s or 2m, got "${value}"`,
+      `expected a duration of at least 1ms with its unit, like 500ms, 10s or 2m, got "${value}"`,
       ExitCode.usage,
     );
   }
-  const n = Number(m[1]);
-  return Math.round(m[2] === "s" ? n * 1000 : m[2] === "m" ? n * 60_000 : n);
+  return Math.round(ms);
 }
 
 /** The global options, added to the root program. */
@@ -119,6 +123,11 @@ export interface AgentConnection {
   call<T>(fn: (c: AgentConnection) => Promise<T>): Promise<T>;
   /** A connection to another agent with the same TLS settings. */
   to(endpoint: string, nodeId?: string): Promise<AgentConnection>;
+  /**
+   * Check, within the --timeout, that the agent answers (before a stream: a stream has no
+   * deadline, and would wait forever on an agent that accepts connections but never answers).
+   */
+  ready(): Promise<void>;
   close(): void;
 }
 
@@ -177,7 +186,13 @@ export async function connect(
     : undefined;
   let transport: RpcTransport;
   try {
-    transport = await createRpcTransport(ep, { tls });
+    // Streams (generate, chat, deploy progress) have no deadline: a silent connection is
+    // PINGed, and one that does not answer within the --timeout is closed.
+    const timeoutMs = opts.timeout ?? 10_000;
+    transport = await createRpcTransport(ep, {
+      tls,
+      keepalive: { intervalMs: Math.min(5_000, timeoutMs), timeoutMs },
+    });
   } catch (e) {
     throw new CliError(`cannot connect to ${ep}: ${(e as Error).message}`, ExitCode.failure);
   }
@@ -199,6 +214,7 @@ export async function connect(
       }
     },
     to: (other, nodeId) => connect(opts, other, nodeId),
+    ready: () => conn.call((c) => c.node.healthCheck({}, c.callOptions).then(() => {})),
     close: () => transport.close(),
   };
   return conn;

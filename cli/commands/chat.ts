@@ -11,7 +11,7 @@ import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.
 import { intOption, numberOption, writeOut } from "../common.ts";
 import { palette } from "../format.ts";
 import { type ChatMessage, ChatTemplate } from "../../model/chat/mod.ts";
-import { modelCommandBase, openEngine } from "./model_options.ts";
+import { modelCommandBase, openEngine, refuseLocalOptions } from "./model_options.ts";
 import { SAMPLING_DEFAULTS } from "../../model/sampling_defaults.ts";
 
 /** One turn of the conversation. */
@@ -92,11 +92,13 @@ export function chatCommand() {
     .action(async (opts, cmd) => {
       const g = cmd.optsWithGlobals() as GlobalOptions;
       const remote = endpointGiven(g);
+      if (remote) refuseLocalOptions(cmd);
       const p = palette();
       const interactive = Deno.stdin.isTerminal();
       let system = opts.system;
       let turns: Turn[] = [];
       const agent = remote ? await connect(g) : undefined;
+      await agent?.ready();
       const engine = remote ? undefined : await openEngine(opts);
       const template = engine
         ? ChatTemplate.fromMetadata(engine.file.metadata, engine.tokenizer)
@@ -123,6 +125,9 @@ export function chatCommand() {
           });
         } else {
           const chat = template!.render(messages);
+          // Ctrl-C, or the model starting the user's next turn, ends the reply (before, both
+          // only stopped its display while generation ran on to max tokens).
+          const turnEnded = new AbortController();
           await engine!.generate({
             promptTokens: engine!.tokenizer.encode(chat.text, {
               addBos: chat.addBos,
@@ -130,7 +135,11 @@ export function chatCommand() {
             }),
             maxTokens: opts.maxTokens,
             sampler: { temperature: opts.temperature, seed: opts.seed },
-            onToken: (_id, text) => show(text),
+            onToken: (_id, text) => {
+              show(text);
+              if (filter.stopped) turnEnded.abort();
+            },
+            signal: AbortSignal.any([signal, turnEnded.signal]),
           });
         }
         const rest = filter.flush();

@@ -11,7 +11,7 @@ import { basename } from "node:path";
 import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import { ExitCode, intOption, numberOption, printJson, writeOut } from "../common.ts";
-import { modelCommandBase, openEngine } from "./model_options.ts";
+import { modelCommandBase, openEngine, refuseLocalOptions } from "./model_options.ts";
 import { SAMPLING_DEFAULTS as D } from "../../model/sampling_defaults.ts";
 
 /** Build the `generate` command. */
@@ -52,6 +52,7 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
     .action(async (opts, cmd) => {
       const g = cmd.optsWithGlobals() as GlobalOptions;
       if (endpointGiven(g)) {
+        refuseLocalOptions(cmd);
         await generateRemote(opts, g, cmd.getOptionValueSource("model") === "cli");
         return;
       }
@@ -140,6 +141,7 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
   let finish = FinishReason.UNSPECIFIED;
   let usage: GenerateUsage | undefined;
   try {
+    await agent.ready();
     if (!opts.json) writeOut(opts.prompt);
     await agent.call(async (c) => {
       const stream = c.inference.generate({

@@ -5,7 +5,8 @@
 import { Command, Option } from "@commander-js/extra-typings";
 import { BACKEND_NAMES, parseBackendName, selectBackend } from "../../kernels/select.ts";
 import { Engine } from "../../cluster/pipeline/mod.ts";
-import { DEFAULT_MODEL, intOption } from "../common.ts";
+import { DEFAULT_MODEL, ExitCode, intOption } from "../common.ts";
+import { CliError } from "../client.ts";
 
 /** A command named `name` with --model, --backend, --threads and --ctx. */
 export function modelCommandBase(name: string) {
@@ -30,5 +31,26 @@ export async function openEngine(
   } catch (e) {
     backend.dispose();
     throw e;
+  }
+}
+
+/**
+ * Refuse the local-model options a command was given with --endpoint: the cluster's agents chose
+ * their model, backend, threads and context when they started, and silently ignoring the flags
+ * let a user believe they applied.
+ */
+export function refuseLocalOptions(cmd: {
+  getOptionValueSource(key: string): string | undefined;
+}): void {
+  const given = (["backend", "threads", "ctx"] as const).filter((k) =>
+    cmd.getOptionValueSource(k) === "cli"
+  );
+  if (given.length) {
+    throw new CliError(
+      `${given.map((k) => `--${k}`).join(", ")} ${given.length > 1 ? "work" : "works"} only ` +
+        `with a local model; the cluster's agents chose theirs at start (drop --endpoint / ` +
+        `DLLM_ENDPOINT, or the flag)`,
+      ExitCode.usage,
+    );
   }
 }

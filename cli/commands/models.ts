@@ -186,6 +186,7 @@ export function modelsCommand() {
       const view = new TransferProgressView({ mode: opts.json ? "json" : undefined });
       let last: DeployResponse | undefined;
       try {
+        await conn.ready();
         for await (
           const m of conn.transfer.deploy({
             path,

@@ -45,6 +45,12 @@ export interface RpcTransportOptions {
    * megabytes; activations and control traffic are small and keep the default).
    */
   window?: { stream: number; connection: number };
+  /**
+   * While a stream is open and silent for `intervalMs`, PING the agent; no answer within
+   * `timeoutMs` closes the connection, so a stream to a hung agent (stopped, or its host gone
+   * without a FIN) fails instead of waiting forever. Default: no PINGs.
+   */
+  keepalive?: { intervalMs: number; timeoutMs: number };
 }
 
 /** A Connect transport that also owns its HTTP/2 connection, closed with `close()`. */
@@ -163,7 +169,12 @@ export async function createRpcTransport(
   // Our own session manager so close() can end the HTTP/2 connection (the transport would
   // otherwise keep it open until its idle timeout, keeping the process alive).
   const sessionManager = http2Wanted
-    ? new GuardedSessionManager(baseUrl, { idleConnectionTimeoutMs: 60_000 }, nodeOptions)
+    ? new GuardedSessionManager(baseUrl, {
+      idleConnectionTimeoutMs: 60_000,
+      ...(opts.keepalive
+        ? { pingIntervalMs: opts.keepalive.intervalMs, pingTimeoutMs: opts.keepalive.timeoutMs }
+        : {}),
+    }, nodeOptions)
     : undefined;
   if (sessionManager && opts.window) sessionManager.connectionWindow = opts.window.connection;
   let transport: Transport;

@@ -13,6 +13,7 @@ import {
   waitForPlacement,
 } from "../support/agents.ts";
 import { llmctl } from "../support/cli.ts";
+import { parseTimeout } from "../../cli/client.ts";
 import { FIXTURES, REPO } from "../support/paths.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
@@ -221,8 +222,41 @@ Deno.test("no agent at the endpoint: exit code 3 and what to do", async () => {
   const tls = await llmctl(["nodes", "list", "--tls-cert", "x.crt"]);
   assertEquals(tls.code, 2);
   assert(tls.stderr.includes("--tls-key"), tls.stderr);
-  const timeout = await llmctl(["nodes", "list", "--timeout", "soon"]);
-  assertEquals(timeout.code, 2);
+  for (const bad of ["soon", "30", "0.4ms"]) {
+    const timeout = await llmctl(["nodes", "list", "--timeout", bad]);
+    assertEquals(timeout.code, 2, bad);
+  }
+  assertEquals(parseTimeout("1.5s"), 1500);
+  assertEquals(parseTimeout("2m"), 120_000);
+  // Local-model flags with --endpoint were silently ignored; they are usage errors now.
+  for (const cmd of ["generate", "chat"]) {
+    const r = await llmctl([cmd, "--endpoint", "127.0.0.1:1", "--ctx", "4", "--threads", "7"]);
+    assertEquals(r.code, 2, `${cmd}: ${r.stderr}`);
+    assert(r.stderr.includes("--threads, --ctx work only with a local model"), r.stderr);
+  }
+});
+
+Deno.test("generate and chat against an agent that accepts but never answers: exit 3 in time", async () => {
+  // A stopped agent: its kernel accepts the connection, nothing answers. Before, a stream had
+  // no deadline and llmctl waited forever.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  (async () => {
+    for await (const c of listener) held.push(c);
+  })().catch(() => {});
+  const ep = `127.0.0.1:${listener.addr.port}`;
+  try {
+    for (const cmd of [["generate", "-p", "Once", "-n", "4"], ["chat"]]) {
+      const t0 = performance.now();
+      const r = await llmctl([...cmd, "--endpoint", ep, "--timeout", "1s"]);
+      const s = (performance.now() - t0) / 1000;
+      assertEquals(r.code, 3, `${cmd[0]}: ${r.stderr}`);
+      assert(s < 20, `${cmd[0]} took ${s.toFixed(1)} s`);
+    }
+  } finally {
+    listener.close();
+    for (const c of held) c.close();
+  }
 });
 
 Deno.test("completions, bench --list and version work without an agent", async () => {

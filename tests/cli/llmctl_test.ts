@@ -154,3 +154,52 @@ Deno.test("the README's models inspect --json row names every key the command pr
   ];
   for (const k of keys) assert(row.includes(`"${k}"`), `README's row lacks "${k}": ${row}`);
 });
+
+Deno.test("chat (local): Ctrl-C ends the reply, not only its display", async () => {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      `${REPO}/cli/llmctl.ts`,
+      "chat",
+      "--backend",
+      "reference",
+      "--ctx",
+      "4096",
+      "-n",
+      "100000",
+    ],
+    cwd: REPO,
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  let out = 0;
+  const reading = (async () => {
+    for await (const chunk of child.stdout) out += chunk.length;
+  })();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode("Tell me a story\n"));
+  const until = async (what: string, ok: () => boolean, ms = 60_000) => {
+    const end = Date.now() + ms;
+    while (!ok()) {
+      if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+  try {
+    await until("the reply to start", () => out > 300);
+    child.kill("SIGINT");
+    await new Promise((r) => setTimeout(r, 1500));
+    const after = out;
+    await new Promise((r) => setTimeout(r, 1500));
+    // Before, generation (and output) ran on to -n tokens after Ctrl-C.
+    assertEquals(out, after, "output still grows after Ctrl-C");
+  } finally {
+    await writer.close().catch(() => {});
+    const status = await child.status;
+    await reading;
+    assertEquals(status.code, 0);
+  }
+});
