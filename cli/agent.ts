@@ -13,6 +13,7 @@ import {
   settingsFromFile,
 } from "../cluster/agent_config.ts";
 import { boundMessage } from "../cluster/rpc/mod.ts";
+import { TlsConfigError } from "../cluster/tls/mod.ts";
 import { DEFAULT_MODEL } from "./common.ts";
 import { VERSION } from "./version.ts";
 
@@ -225,7 +226,8 @@ export async function main(args: string[]): Promise<number> {
       tls: Boolean(cfg.tlsCert),
     });
   } catch (e) {
-    if (e instanceof AgentConfigError) {
+    // Wrong settings (and TLS files that cannot serve) are usage errors: exit 2.
+    if (e instanceof AgentConfigError || e instanceof TlsConfigError) {
       console.error(`agent: ${boundMessage(e.message)}`);
       return 2;
     }

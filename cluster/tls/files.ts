@@ -5,6 +5,8 @@
  *
  * @module
  */
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import { children, parse } from "./der.ts";
 
 /** Paths of the PEM files for mutual TLS. */
 export interface TlsFiles {
@@ -68,7 +70,84 @@ export async function loadTlsFiles(files: TlsFiles): Promise<TlsMaterial> {
     readPem(files.key, "--tls-key", /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, "private key"),
     readPem(files.ca, "--tls-ca", /-----BEGIN CERTIFICATE-----/, "CA certificate"),
   ]);
+  checkAgentCertificate(files, { cert, key, ca });
   return { cert, key, ca };
+}
+
+/** OIDs: the extended key usage extension, and its TLS server purpose. */
+const EXT_KEY_USAGE = "2.5.29.37";
+const SERVER_AUTH = "1.3.6.1.5.5.7.3.1";
+
+/**
+ * Refuse, at start, a certificate that cannot serve mTLS: before, an agent started with another
+ * node's key, a certificate another CA signed, an expired one or llmctl's client-only one, and
+ * then failed every handshake with "socket disconnected".
+ */
+export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new Date()): void {
+  let cert: X509Certificate;
+  let ca: X509Certificate;
+  let key: KeyObject;
+  try {
+    cert = new X509Certificate(m.cert);
+    ca = new X509Certificate(m.ca);
+    key = createPrivateKey(m.key);
+  } catch (e) {
+    throw new TlsConfigError(`cannot read the TLS files: ${(e as Error).message}`);
+  }
+  if (!cert.checkPrivateKey(key)) {
+    throw new TlsConfigError(
+      `"${files.key}" (--tls-key) is not the key of "${files.cert}" (--tls-cert); give the key ` +
+        `made with that certificate`,
+    );
+  }
+  if (!cert.verify(ca.publicKey)) {
+    throw new TlsConfigError(
+      `"${files.cert}" (--tls-cert) is not signed by the CA "${files.ca}" (--tls-ca); ${HINT}`,
+    );
+  }
+  const from = new Date(cert.validFrom);
+  const to = new Date(cert.validTo);
+  if (now < from || now > to) {
+    throw new TlsConfigError(
+      `"${files.cert}" (--tls-cert) is valid from ${from.toISOString()} to ${to.toISOString()}, ` +
+        `not now; make a new one with \`llmctl certs add\``,
+    );
+  }
+  const purposes = extendedKeyUsage(cert.raw);
+  if (purposes && !purposes.includes(SERVER_AUTH)) {
+    throw new TlsConfigError(
+      `"${files.cert}" (--tls-cert) may not serve TLS (a client certificate, like llmctl's); ` +
+        `give the node's own certificate`,
+    );
+  }
+}
+
+/** The purposes a certificate's extended key usage lists (dotted OIDs); undefined: none set. */
+function extendedKeyUsage(raw: Uint8Array): string[] | undefined {
+  const [tbs] = children(parse(raw));
+  const ext = children(tbs).find((n) => n.tag === 0xa3); // [3] extensions
+  if (!ext) return undefined;
+  for (const e of children(children(ext)[0])) {
+    const [id, ...rest] = children(e);
+    if (oidText(id.content) !== EXT_KEY_USAGE) continue;
+    const value = rest[rest.length - 1]; // OCTET STRING (after an optional critical flag)
+    return children(parse(value.content)).map((o) => oidText(o.content));
+  }
+  return undefined;
+}
+
+/** A DER OID's content as dotted text. */
+function oidText(b: Uint8Array): string {
+  const out = [Math.floor(b[0] / 40), b[0] % 40];
+  let v = 0;
+  for (let i = 1; i < b.length; i++) {
+    v = v * 128 + (b[i] & 0x7f);
+    if (!(b[i] & 0x80)) {
+      out.push(v);
+      v = 0;
+    }
+  }
+  return out.join(".");
 }
 
 /**

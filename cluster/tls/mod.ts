@@ -12,6 +12,7 @@
  * @module
  */
 export {
+  checkAgentCertificate,
   type ClientTls,
   loadClientTls,
   loadTlsFiles,

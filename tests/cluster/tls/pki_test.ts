@@ -2,6 +2,7 @@ import { X509Certificate } from "node:crypto";
 import {
   addCertificates,
   CertsError,
+  checkAgentCertificate,
   initCertificates,
   loadTlsFiles,
   TlsConfigError,
@@ -163,6 +164,26 @@ Deno.test("TLS files: all three or none; missing or swapped files are named", as
       () => loadTlsFiles({ cert: `${dir}/a.key`, key: `${dir}/a.crt`, ca: `${dir}/ca.crt` }),
       TlsConfigError,
       "swap",
+    );
+    // Files that read fine but cannot serve mTLS: refused at start, by name (before, the agent
+    // started and every handshake failed with "socket disconnected").
+    await initCertificates({ dir: `${dir}/other`, nodes: ["x"] });
+    await addCertificates({ dir, nodes: ["b"] });
+    const load = (cert: string, key: string, ca = `${dir}/ca.crt`) =>
+      loadTlsFiles({ cert: `${dir}/${cert}`, key: `${dir}/${key}`, ca });
+    await assertRejects(() => load("a.crt", "b.key"), TlsConfigError, "is not the key of");
+    await assertRejects(() => load("other/x.crt", "other/x.key"), TlsConfigError, "not signed by");
+    await assertRejects(() => load("llmctl.crt", "llmctl.key"), TlsConfigError, "may not serve");
+    const m = await load("a.crt", "a.key");
+    assertThrows(
+      () =>
+        checkAgentCertificate(
+          { cert: "a.crt", key: "a.key", ca: "ca.crt" },
+          m,
+          new Date(Date.now() + 400 * 86_400_000),
+        ),
+      TlsConfigError,
+      "not now",
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
