@@ -158,8 +158,10 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
     nKVHeads,
     headDim,
     nVocab,
-    contextLength: num(md, k("context_length")) ?? 2048,
-    rmsEps: num(md, k("attention.layer_norm_rms_epsilon")) ?? 1e-5,
+    // Required, as llama.cpp requires them: a default would run a file llama.cpp refuses, with
+    // other numbers than its author meant.
+    contextLength: positiveInt(k("context_length"), required(md, k("context_length"))),
+    rmsEps: required(md, k("attention.layer_norm_rms_epsilon")),
     ropeDim,
     ropeFreqBase: num(md, k("rope.freq_base")) ?? 10000,
     ropeFreqScale,
@@ -200,8 +202,8 @@ function readSlidingWindow(
   const k = (s: string) => `${arch}.${s}`;
   const base = num(md, k("rope.freq_base")) ?? 10000;
   if (arch !== "gemma3") return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
-  const window = num(md, k("attention.sliding_window"));
-  if (window === undefined) return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
+  // Required, as llama.cpp requires it: without it every layer would attend globally.
+  const window = required(md, k("attention.sliding_window"));
   return {
     slidingWindow: positiveInt(k("attention.sliding_window"), window),
     // llama.cpp's default for gemma3 when the key is absent: 5 sliding layers, then a global one.
@@ -212,6 +214,19 @@ function readSlidingWindow(
     // llama.cpp's gemma3 default for the sliding layers' RoPE base.
     ropeFreqBaseSwa: num(md, k("rope.freq_base_swa")) ?? 10000,
   };
+}
+
+/**
+ * Refuse a file whose tokenizer lists another number of tokens than token_embd has rows, as
+ * llama.cpp does: sampled ids past the tokenizer's end had no text, and a generation failed
+ * mid-stream.
+ */
+export function checkVocabulary(c: LlamaConfig, tokenizerSize: number): void {
+  if (tokenizerSize !== c.nVocab) {
+    throw new ModelConfigError(
+      `the tokenizer lists ${tokenizerSize} tokens but token_embd.weight has ${c.nVocab} rows`,
+    );
+  }
 }
 
 /** True when layer `il` of a model with this config uses sliding-window attention. */

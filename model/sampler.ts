@@ -80,6 +80,19 @@ export class SamplerParamError extends Error {
 const MAX_DEVICE_CANDIDATES = 64;
 const MAX_DEVICE_EXCLUDE = 256;
 
+/**
+ * A seed as the 32 bits the draw mixes: seeds in [0, 2^32) as they are (so their outputs never
+ * change), others with their high bits folded in. Before, `seed ^ x` kept only the low 32 bits:
+ * 0, 2^32 and 2^60 drew alike, and −1 as 2^32 − 1.
+ */
+export function seed32(seed: number): number {
+  const lo = ((seed % 2 ** 32) + 2 ** 32) % 2 ** 32;
+  const hi = Math.floor(seed / 2 ** 32);
+  return hi === 0
+    ? lo
+    : (lo ^ Math.imul(hi | 0, 0x85ebca6b) ^ Math.imul((hi / 2 ** 32) | 0, 0xc2b2ae35)) >>> 0;
+}
+
 /** A small, fast, seedable PRNG (mulberry32 over a splitmix32-mixed seed). */
 export class Rng {
   private state: number;
@@ -127,6 +140,8 @@ export function topLogprobs(logits: Float32Array, k: number): TokenLogprob[] {
 /** Stateful sampler for one sequence: remembers recent tokens for the penalties. */
 export class Sampler {
   readonly params: Required<Omit<SamplerParams, "seed">> & { seed: number };
+  /** The seed as the draw mixes it (seed32). */
+  #seed32 = 0;
   private readonly recent: number[] = [];
   /** Tokens accepted so far (prompt + generated); keys the random draw. */
   private seen = 0;
@@ -164,8 +179,9 @@ export class Sampler {
     check("repeatLastN", Number.isInteger(p.repeatLastN) && p.repeatLastN >= 0);
     check("frequencyPenalty", Number.isFinite(p.frequencyPenalty));
     check("presencePenalty", Number.isFinite(p.presencePenalty));
-    check("seed", Number.isInteger(p.seed));
+    check("seed", Number.isSafeInteger(p.seed));
     this.params = p;
+    this.#seed32 = seed32(p.seed);
     if (params.json) {
       try {
         this.constraint = new JsonConstraint(params.json);
@@ -276,7 +292,7 @@ export class Sampler {
     probs = logits.slice(0, keep).map((v) => Math.exp((v - max) / p.temperature));
     sum = probs.reduce((a, b) => a + b, 0);
     // Mix the position into the seed so draws are independent of earlier draws (see file doc).
-    let r = new Rng((p.seed ^ Math.imul(this.seen + 1, 0x9e3779b1)) >>> 0).next() * sum;
+    let r = new Rng((this.#seed32 ^ Math.imul(this.seen + 1, 0x9e3779b1)) >>> 0).next() * sum;
     for (let i = 0; i < kept.length; i++) {
       r -= probs[i];
       if (r < 0) return kept[i];

@@ -6,7 +6,7 @@
  */
 import { openModelFile } from "../../model/engine.ts";
 import type { GGUFFile } from "../../model/gguf/mod.ts";
-import { configFromFile, type LlamaConfig } from "../../model/config.ts";
+import { checkVocabulary, configFromFile, type LlamaConfig } from "../../model/config.ts";
 import { type Tokenizer, tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import { ChatTemplate } from "../../model/chat/mod.ts";
 import { footprintFromIndex, type ModelFootprint } from "../placement/mod.ts";
@@ -80,7 +80,12 @@ export function servedModel(
     id,
     file,
     get tokenizer() {
-      return tokenizer ??= tokenizerFromMetadata(file.metadata);
+      if (!tokenizer) {
+        const t = tokenizerFromMetadata(file.metadata);
+        checkVocabulary(config, t.vocabSize);
+        tokenizer = t;
+      }
+      return tokenizer;
     },
     get chat() {
       return chat ??= ChatTemplate.fromMetadata(file.metadata, this.tokenizer);

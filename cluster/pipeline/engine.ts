@@ -7,7 +7,7 @@
 import type { Backend, KVType } from "../../kernels/backend.ts";
 import type { GGUFFile } from "../../model/gguf/mod.ts";
 import { openModelFile } from "../../model/engine.ts";
-import { configFromFile } from "../../model/config.ts";
+import { checkVocabulary, configFromFile } from "../../model/config.ts";
 import { LlamaStage, type Session } from "../../model/llama.ts";
 import { type SamplerParams, type TokenLogprob, topLogprobs } from "../../model/sampler.ts";
 import { withSamplingDefaults } from "../../model/sampling_defaults.ts";
@@ -79,8 +79,9 @@ export class Engine {
     const file = await openModelFile(path);
     try {
       // The architecture first: "unsupported architecture" says more than a vocabulary error.
-      configFromFile(file);
+      const config = configFromFile(file);
       const tokenizer = tokenizerFromMetadata(file.metadata);
+      checkVocabulary(config, tokenizer.vocabSize);
       const stage = await LlamaStage.load(file, backend, { maxBatch: opts.maxBatch });
       return new Engine(file, tokenizer, stage, opts);
     } catch (e) {

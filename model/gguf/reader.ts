@@ -27,6 +27,12 @@ export const MAX_DIMS = 4;
 // Arrays may nest; real files nest at most once. The limit keeps a file made of nested array
 // headers from exhausting the stack (each level costs only 12 bytes of file).
 const MAX_NESTING = 32;
+/**
+ * Most arrays held inside other arrays, in the whole file. llama.cpp refuses arrays of arrays
+ * outright; we read them (the writer round-trips them), but each costs ~250 bytes of heap for 12
+ * of file: a 12 MB file of empty inner arrays grew the heap by 277 MB.
+ */
+const MAX_INNER_ARRAYS = 65_536;
 const FIRST_CHUNK = 64 * 1024;
 // Capped so that the read-ahead past a large header (a 150k-token vocab is ~6 MB) stays small.
 const MAX_CHUNK = 1024 * 1024;
@@ -66,6 +72,8 @@ function isValueType(t: number): t is GGUFValueType {
 /** A read position over a ByteSource with a window of buffered bytes ahead of it. */
 class Cursor {
   pos = 0;
+  /** Arrays read inside other arrays so far (MAX_INNER_ARRAYS). */
+  innerArrays = 0;
   #buf: Uint8Array<ArrayBuffer> = new Uint8Array(0);
   #view = new DataView(this.#buf.buffer);
   #start = 0; // file offset of #buf[0]
@@ -256,6 +264,14 @@ async function readArray(c: Cursor, field: string, depth: number): Promise<GGUFA
       return { itemType, values };
     }
     case GGUFValueType.ARRAY: {
+      c.innerArrays += count;
+      if (c.innerArrays > MAX_INNER_ARRAYS) {
+        throw ggufError(
+          `more than ${MAX_INNER_ARRAYS} arrays inside arrays (llama.cpp reads none)`,
+          `${field}.count`,
+          c.pos,
+        );
+      }
       const values: GGUFArray[] = new Array(count);
       for (let i = 0; i < count; i++) values[i] = await readArray(c, `${field}[${i}]`, depth + 1);
       return { itemType, values };
@@ -748,6 +764,21 @@ export async function readGGUF(source: ByteSource): Promise<GGUFFile> {
     }
     return { name: r.name, dims: r.dims, type: r.type, offset: r.offset, nElements, nBytes };
   });
+  // Each tensor's bytes are its own (llama.cpp even requires them back to back): aliased ranges
+  // would be loaded and uploaded once per name.
+  const byOffset = tensors.map((t, i) => ({ t, i })).sort((a, b) => a.t.offset - b.t.offset);
+  for (let k = 1; k < byOffset.length; k++) {
+    const prev = byOffset[k - 1].t;
+    const cur = byOffset[k];
+    if (prev.nBytes !== undefined && prev.nBytes > 0 && prev.offset + prev.nBytes > cur.t.offset) {
+      throw ggufError(
+        `tensors ${JSON.stringify(prev.name)} and ${JSON.stringify(cur.t.name)} overlap (bytes ` +
+          `${prev.offset}..${prev.offset + prev.nBytes} and ${cur.t.offset}..)`,
+        `tensor_infos[${cur.i}].offset`,
+        raws[cur.i].at,
+      );
+    }
+  }
 
   return new GGUFFile({ source, version, metadata, tensors, alignment, dataOffset });
 }

@@ -6,7 +6,9 @@
 import { formatModelSummary, summarizeModel, SUPPORTED_ARCHITECTURES } from "../../model/config.ts";
 import { meta, writeGGUF } from "../../model/gguf/writer.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
+import type { GGUFArray } from "../../model/gguf/types.ts";
 import { LlamaStage } from "../../model/llama.ts";
+import { Engine } from "../../cluster/pipeline/mod.ts";
 import { createReferenceBackend } from "../../kernels/reference/mod.ts";
 import { llmctl, llmctlJson } from "../support/cli.ts";
 import { FIXTURES } from "../support/paths.ts";
@@ -106,6 +108,64 @@ Deno.test("a phi3 file with LongRoPE factors is refused rather than run without 
     } finally {
       file.close();
     }
+  } finally {
+    src.close();
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("keys llama.cpp requires are required here too, not defaulted", async () => {
+  const cases: [string, string][] = [
+    ["tiny-f32", "llama.context_length"],
+    ["tiny-f32", "llama.attention.layer_norm_rms_epsilon"],
+    // Before, a gemma3 file without it ran every layer with global attention.
+    ["gemma3-f32", "gemma3.attention.sliding_window"],
+  ];
+  for (const [name, key] of cases) {
+    const src = await openGGUF(`${FIXTURES}/models/${name}.gguf`);
+    const path = await Deno.makeTempFile({ suffix: ".gguf" });
+    try {
+      const tensors = [];
+      for (const t of src.tensors) {
+        tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
+      }
+      const metadata = src.metadata.entries().filter((e) => e.key !== key);
+      await Deno.writeFile(path, writeGGUF({ metadata, tensors }));
+      const file = await openGGUF(path);
+      try {
+        let err: Error | undefined;
+        await LlamaStage.load(file, createReferenceBackend()).catch((e) => err = e);
+        assert(err?.message.includes(`lacks required key ${key}`), `${key}: ${err}`);
+      } finally {
+        file.close();
+      }
+    } finally {
+      src.close();
+      await Deno.remove(path);
+    }
+  }
+});
+
+Deno.test("a tokenizer with fewer tokens than token_embd has rows is refused at open", async () => {
+  const src = await openGGUF(`${FIXTURES}/models/tiny-f32.gguf`);
+  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  try {
+    const tensors = [];
+    for (const t of src.tensors) {
+      tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
+    }
+    // Cut every tokenizer array to 200 entries; the model keeps its 300 rows.
+    const metadata = src.metadata.entries().map((e) => {
+      const v = e.value as GGUFArray;
+      return e.key.startsWith("tokenizer.ggml.") && v?.values?.length === 300
+        ? { ...e, value: { ...v, values: v.values.slice(0, 200) } as GGUFArray }
+        : e;
+    });
+    await Deno.writeFile(path, writeGGUF({ metadata, tensors }));
+    // Before, it loaded, and a sampled id of 200 or more failed the generation mid-stream.
+    let err: Error | undefined;
+    await Engine.open(path, createReferenceBackend()).catch((e) => err = e);
+    assert(err?.message.includes("lists 200 tokens but token_embd.weight has 300 rows"), `${err}`);
   } finally {
     src.close();
     await Deno.remove(path);

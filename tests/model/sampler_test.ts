@@ -5,6 +5,7 @@ import {
   Rng,
   Sampler,
   SamplerParamError,
+  seed32,
   topLogprobs,
 } from "../../model/sampler.ts";
 
@@ -144,4 +145,14 @@ Deno.test("topLogprobs leaves masked tokens out (a JSON constraint's −∞ is n
   const top = topLogprobs(Float32Array.of(-Infinity, 2, -Infinity, 1), 4);
   assertEquals(top.map((t) => t.id), [1, 3]);
   for (const t of top) assertEquals(Number.isFinite(t.logprob), true);
+});
+
+Deno.test("seeds beyond 32 bits draw their own tokens; seeds below keep theirs", () => {
+  assertEquals(seed32(0), 0);
+  assertEquals(seed32(12345), 12345, "a 32-bit seed is unchanged (its outputs stay the same)");
+  assertEquals(seed32(2 ** 32 - 1), 2 ** 32 - 1);
+  // Before, the draw kept the low 32 bits: these all drew like 0 (or like 2^32 − 1).
+  const seeds = [0, 2 ** 32, 2 ** 33, 2 ** 52, -(2 ** 32), 2 ** 32 - 1, -1];
+  assertEquals(new Set(seeds.map(seed32)).size, seeds.length);
+  assertThrows(() => new Sampler({ seed: 2 ** 60 }), SamplerParamError, "seed");
 });

@@ -191,3 +191,43 @@ Deno.test("typed getters name the key and both types", async () => {
   }
   assertEquals(GGUFValueType[f.metadata.entry("t.nested")!.type], "ARRAY");
 });
+
+Deno.test("tensors whose byte ranges overlap are refused by name", async () => {
+  const bytes = writeGGUF({
+    metadata: [],
+    tensors: [
+      { name: "a", dims: [8192], type: 0, data: new Uint8Array(32 * 1024) },
+      { name: "b", dims: [8], type: 0, data: new Uint8Array(32) },
+    ],
+  });
+  // Point "b" (8192 floats now) at "a"'s bytes: before, it was read, and uploaded, twice.
+  const name = new TextEncoder().encode("b");
+  let at = -1;
+  for (let i = 8; i < 400 && at < 0; i++) {
+    if (bytes[i] === name[0] && bytes[i - 8] === 1 && bytes[i + 1] === 1) at = i;
+  }
+  assert(at > 0, "tensor b's index entry");
+  const dv = new DataView(bytes.buffer, bytes.byteOffset);
+  dv.setBigUint64(at + 1 + 4, 8192n, true); // dims[0]
+  dv.setBigUint64(at + 1 + 4 + 8 + 4, 0n, true); // offset
+  const e = await errorOf(bytes);
+  assert(e.message.includes(`tensors "a" and "b" overlap`), e.message);
+});
+
+Deno.test("arrays of arrays are bounded: 12 bytes of file must not cost 250 of heap each", async () => {
+  // key "x" = ARRAY of N empty ARRAY<UINT8> (llama.cpp reads no arrays of arrays at all).
+  const N = 70_000;
+  const buf = new Uint8Array(4 + 4 + 8 + 8 + 9 + 4 + 4 + 8 + N * 12);
+  const dv = new DataView(buf.buffer);
+  buf.set([0x47, 0x47, 0x55, 0x46]);
+  let o = 4;
+  dv.setUint32(o, 3, true), o += 4; // version
+  dv.setBigUint64(o, 0n, true), o += 8; // tensors
+  dv.setBigUint64(o, 1n, true), o += 8; // keys
+  dv.setBigUint64(o, 1n, true), o += 8, buf[o++] = 0x78; // "x"
+  dv.setUint32(o, 9, true), o += 4; // ARRAY
+  dv.setUint32(o, 9, true), o += 4; // of ARRAY
+  dv.setBigUint64(o, BigInt(N), true), o += 8;
+  const e = await errorOf(buf);
+  assert(e.message.includes("arrays inside arrays"), e.message);
+});
