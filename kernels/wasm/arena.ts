@@ -86,9 +86,17 @@ export class Arena {
     }
     if (this.#top + size > this.cap) return undefined;
     const off = this.#top;
-    this.#top += size;
-    const need = this.#top - this.memory.buffer.byteLength;
-    if (need > 0) this.memory.grow(Math.ceil(need / PAGE));
+    // Grow first, and move the bump pointer only once the memory holds it: a grow the OS
+    // refuses (its commit, e.g. under vm.overcommit_memory=2) is "no room", not a lost block.
+    const need = off + size - this.memory.buffer.byteLength;
+    if (need > 0) {
+      try {
+        this.memory.grow(Math.ceil(need / PAGE));
+      } catch {
+        return undefined;
+      }
+    }
+    this.#top = off + size;
     return off;
   }
 

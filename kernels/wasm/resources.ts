@@ -82,8 +82,13 @@ export class Scratch {
   /** The block's offset, grown (and possibly moved) to hold at least `bytes`. */
   ensure(bytes: number): number {
     if (bytes <= this.bytes) return this.off;
-    if (this.bytes) this.arena.release(this.off, this.bytes);
-    const want = Math.max(bytes, Math.min(this.bytes * 2, bytes * 2));
+    // The old block is released before the new one is found (it may be reused in place), so
+    // from here this scratch holds nothing until a block is found: a failure must not leave it
+    // pointing at freed memory another allocation may now own.
+    const had = this.bytes;
+    if (had) this.arena.release(this.off, had);
+    this.bytes = 0;
+    const want = Math.max(bytes, Math.min(had * 2, bytes * 2));
     let off = this.arena.alloc(want);
     let got = want;
     if (off === undefined) {
@@ -91,7 +96,6 @@ export class Scratch {
       got = bytes;
     }
     if (off === undefined) {
-      this.bytes = 0;
       throw new Error(
         `wasm backend: memory ${this.arena.index} (cap ${this.arena.cap} bytes) has no room for ` +
           `${bytes} bytes of ${this.what} scratch; raise memoryCap`,

@@ -9,7 +9,6 @@
 import type { Res } from "./handles.ts";
 import { align, type GpuResources } from "./resources.ts";
 import type { WebGPUStats } from "./types.ts";
-import { WebGPUDeviceLostError } from "./errors.ts";
 
 /** Bytes of one params block (every shader's uniform `P`). */
 const PARAM_BYTES = 256;
@@ -224,14 +223,17 @@ export class Encoder {
       await staging.buffer.mapAsync(GPUMapMode.READ, 0, mapBytes);
     } catch (e) {
       await gpu.throwPending();
-      throw gpu.error ?? new WebGPUDeviceLostError(
-        `reading back from "${gpu.description}" failed: ${(e as Error).message}`,
-        "unknown",
-        { cause: e },
-      );
+      throw gpu.readFailure(e);
     }
-    const out = staging.buffer.getMappedRange(0, mapBytes).slice(0, bytes);
-    staging.buffer.unmap();
+    let out: ArrayBuffer;
+    try {
+      out = staging.buffer.getMappedRange(0, mapBytes).slice(0, bytes);
+      staging.buffer.unmap();
+    } catch (e) {
+      // The device was lost between the map and here (or the backend disposed): the same typed
+      // error as a failed map, not the runtime's raw OperationError.
+      throw gpu.readFailure(e);
+    }
     this.stats.reads++;
     this.stats.bytesRead += bytes;
     gpu.unstage(staging);

@@ -18,8 +18,14 @@ export function align(n: number, a: number): number {
 export class GpuResources {
   /** The device's `maxStorageBufferBindingSize`. */
   readonly maxBind: number;
-  /** A failure waiting to be thrown: loss and out-of-memory stay, others are thrown once. */
+  /** A failure of one call waiting to be thrown once (validation errors). */
   error: WebGPUError | null = null;
+  /**
+   * A failure that stays: the device lost, or out of memory. Its own field, so a validation
+   * error pending when the device is lost cannot hide the loss (before, the loss was dropped,
+   * and ops were accepted on a dead device after the validation error was thrown once).
+   */
+  sticky: WebGPUError | null = null;
   disposed = false;
   /**
    * Whether commands recorded but not yet submitted may use any buffer (the encoder sets it):
@@ -40,7 +46,8 @@ export class GpuResources {
     this.maxBind = dev.limits.maxStorageBufferBindingSize;
     dev.lost.then((lost) => {
       if (this.disposed) return;
-      this.error ??= new WebGPUDeviceLostError(
+      // The loss outranks whatever else is pending, out-of-memory included.
+      this.sticky = new WebGPUDeviceLostError(
         `WebGPU device "${description}" was lost (${lost.reason}): ${lost.message}. ` +
           "Fall back to the CPU backend or re-create the WebGPU backend.",
         lost.reason,
@@ -48,17 +55,18 @@ export class GpuResources {
     });
     dev.addEventListener("uncapturederror", (ev) => {
       const err = (ev as GPUUncapturedErrorEvent).error;
-      if (this.error) return;
-      this.error = err instanceof GPUOutOfMemoryError
-        ? new WebGPUOutOfMemoryError(`WebGPU out of memory on "${description}": ${err.message}`)
-        : new WebGPUError(`WebGPU error on "${description}": ${err.message}`);
+      if (err instanceof GPUOutOfMemoryError) {
+        this.sticky ??= new WebGPUOutOfMemoryError(
+          `WebGPU out of memory on "${description}": ${err.message}`,
+        );
+      } else this.error ??= new WebGPUError(`WebGPU error on "${description}": ${err.message}`);
     });
   }
 
   /** Throw when disposed or when the device is lost: every op calls this first. */
   check(): void {
     if (this.disposed) throw new WebGPUError("the WebGPU backend was disposed");
-    if (this.error instanceof WebGPUDeviceLostError) throw this.error;
+    if (this.sticky instanceof WebGPUDeviceLostError) throw this.sticky;
   }
 
   /** Throw the first failure reported since the last call (allocations' error scopes included). */
@@ -66,14 +74,23 @@ export class GpuResources {
     if (this.#pendingErrors.length) {
       const errs = await Promise.all(this.#pendingErrors.splice(0));
       const e = errs.find((x) => x);
-      if (e) this.error ??= e;
+      if (e) this.sticky ??= e; // the scopes report out-of-memory only
     }
+    if (this.sticky) throw this.sticky;
     if (this.error) {
       const e = this.error;
-      // Validation errors belong to one call; loss and OOM stay.
-      if (!(e instanceof WebGPUDeviceLostError)) this.error = null;
+      this.error = null;
       throw e;
     }
+  }
+
+  /** The failure a failed read reports: the one that stays, else a loss (`cause` is why). */
+  readFailure(cause: unknown): WebGPUError {
+    return this.sticky ?? new WebGPUDeviceLostError(
+      `reading back from "${this.description}" failed: ${(cause as Error)?.message ?? cause}`,
+      "unknown",
+      { cause },
+    );
   }
 
   /** A new buffer; an allocation the device refuses surfaces as WebGPUOutOfMemoryError. */

@@ -9,6 +9,7 @@ import { openGGUF } from "../../../model/gguf/mod.ts";
 import { LlamaStage } from "../../../model/llama.ts";
 import { FIXTURES } from "../../support/paths.ts";
 import { assertClose } from "./helpers.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
 
 async function logits(model: string, backend: Backend, tokens: number[]): Promise<Float32Array[]> {
   const file = await openGGUF(`${FIXTURES}/models/${model}`);
@@ -53,3 +54,35 @@ for (const [model, cap] of CASES) {
     }
   });
 }
+
+Deno.test("a memory grow the OS refuses is 'no room', never a scratch block over live data", async () => {
+  const be = await createWasmBackend({ threads: 1 });
+  const p = { nHeads: 1, headDim: 64, ropeDim: 64, freqBase: 10000, freqScale: 1, neox: false };
+  const grow = WebAssembly.Memory.prototype.grow;
+  try {
+    const small = be.buffer(64);
+    be.rope(small, Int32Array.of(0), p); // a small rope scratch block
+    const rows = 100_000;
+    const big = be.buffer(rows * 64);
+    WebAssembly.Memory.prototype.grow = function () {
+      throw new RangeError("WebAssembly.Memory.grow(): Unable to grow instance memory");
+    };
+    let threw = false;
+    try {
+      be.rope(big, new Int32Array(rows), p);
+    } catch {
+      threw = true;
+    }
+    WebAssembly.Memory.prototype.grow = grow;
+    assert(threw, "the big rope needed the grow that was refused");
+    // A new buffer may take the block the scratch released; the next small rope must not
+    // write its scratch there (before, it reused its stale offset and overwrote the buffer).
+    const victim = be.buffer(64);
+    be.write(victim, new Float32Array(64).fill(1));
+    be.rope(small, Int32Array.of(5), p);
+    assertEquals(Array.from((await be.read(victim)).slice(0, 4)), [1, 1, 1, 1]);
+  } finally {
+    WebAssembly.Memory.prototype.grow = grow;
+    be.dispose();
+  }
+});

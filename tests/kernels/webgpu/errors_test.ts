@@ -53,6 +53,38 @@ Deno.test({
 
 Deno.test({
   ...T,
+  name: "webgpu: a loss while a validation error is pending still stays lost",
+  fn: async () => {
+    const adapter = (await navigator.gpu.requestAdapter())!;
+    const device = await adapter.requestDevice();
+    const be = await createWebGPUBackend({ adapter, device });
+    const w = be.upload({
+      name: "w",
+      type: GGMLType.F32,
+      shape: [8, 8],
+      data: new Uint8Array(256),
+    });
+    const view = be.weightRows(w, 0, 4);
+    be.free(w);
+    const x = be.buffer(8);
+    const out = be.buffer(4);
+    be.matmul(view, x, out, 1); // a use of a destroyed buffer: a validation error, pending
+    be.flush();
+    await new Promise((r) => setTimeout(r, 200));
+    device.destroy();
+    await device.lost;
+    await new Promise((r) => setTimeout(r, 50));
+    // Before, the validation error was thrown once and the loss forgotten: buffer() and ops
+    // were accepted on the dead device.
+    await assertRejects(() => be.read(out), WebGPUDeviceLostError);
+    assertThrows(() => be.buffer(4), WebGPUDeviceLostError);
+    await assertRejects(() => be.read(out), WebGPUDeviceLostError);
+    be.dispose();
+  },
+});
+
+Deno.test({
+  ...T,
   name: "webgpu: allocations beyond the device's limits throw WebGPUOutOfMemoryError",
   fn: async () => {
     const be = await createWebGPUBackend();
