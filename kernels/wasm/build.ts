@@ -78,9 +78,20 @@ async function upToDate(bin = WASM_URL, srcDir = SRC_DIR): Promise<boolean> {
   return stamp.trim() === await sourceDigest(srcDir);
 }
 
-/** Record that `bin` was built from the sources now in `srcDir` (tests pass both). */
-export async function stampKernelBinary(bin: URL = WASM_URL, srcDir: URL = SRC_DIR): Promise<void> {
-  await Deno.writeTextFile(stampOf(bin), (await sourceDigest(srcDir)) + "\n");
+/**
+ * Record that `bin` was built from the sources whose digest is `digest` (default: those now in
+ * `srcDir`; tests pass both). Written whole and renamed, so a process starting meanwhile never
+ * reads half a stamp.
+ */
+export async function stampKernelBinary(
+  bin: URL = WASM_URL,
+  srcDir: URL = SRC_DIR,
+  digest?: string,
+): Promise<void> {
+  const path = decodeURIComponent(stampOf(bin).pathname);
+  const tmp = `${path}.${Deno.pid}.tmp`;
+  await Deno.writeTextFile(tmp, (digest ?? await sourceDigest(srcDir)) + "\n");
+  await Deno.rename(tmp, path);
 }
 
 /** Thrown when build/kernels.wasm is missing or was not built from the sources now there. */
@@ -119,6 +130,9 @@ export async function buildWasm(opts: { force?: boolean } = {}): Promise<string>
   await Deno.mkdir(OUT_DIR, { recursive: true });
   // Pinned in deno.json's imports (assemblyscript@0.28.20).
   const asc = await import("assemblyscript/asc");
+  // The digest of the sources compiled, taken before: a source edited while asc runs must
+  // leave the binary stale, not stamped as built from the edit.
+  const digest = await sourceDigest(SRC_DIR);
   const entry = decodeURIComponent(new URL("index.ts", SRC_DIR).pathname);
   const tmp = outPath + `.${Deno.pid}.tmp`;
   let stderr = "";
@@ -136,7 +150,7 @@ export async function buildWasm(opts: { force?: boolean } = {}): Promise<string>
     throw new Error(`AssemblyScript build of ${entry} failed: ${error.message}\n${stderr}`);
   }
   await Deno.rename(tmp, outPath);
-  await stampKernelBinary();
+  await stampKernelBinary(WASM_URL, SRC_DIR, digest);
   return outPath;
 }
 
