@@ -83,11 +83,35 @@ export class Pool {
       );
       w.postMessage({ type: "init", bytes, ctrl: this.ctrl.buffer, thread: i + 1, memories });
     }
-    await Promise.all(ready);
+    try {
+      await Promise.all(ready);
+    } catch (e) {
+      // The workers that did start would wait on the control block forever, holding the
+      // process open.
+      for (const w of this.workers) w.terminate();
+      this.workers.length = 0;
+      throw e;
+    }
+    // A worker that fails later (its kernel instance over a new memory, say) is noted: every
+    // call after says so at once, where each waited 30 s for the worker's answer before.
+    this.workers.forEach((w, i) => {
+      w.onerror = (e) => {
+        e.preventDefault();
+        this.#broken ??= `wasm backend: worker ${i + 1} failed: ${e.message}`;
+      };
+    });
+  }
+
+  /** Why the pool can no longer run jobs (a worker failed or hung); undefined while it can. */
+  #broken?: string;
+
+  #usable(): void {
+    if (this.#broken) throw new Error(this.#broken);
   }
 
   /** Start the job in the control block on the workers, run the main share, wait for all. */
   run(kernels: Kernels[]): void {
+    this.#usable();
     const c = this.ctrl;
     this.#unpark();
     Atomics.store(c, NEXT, 0);
@@ -108,7 +132,10 @@ export class Pool {
       if (a === 0) break;
       if (spinWhile(c, ACTIVE, a, t0)) continue;
       if (Atomics.wait(c, ACTIVE, a, 1000) === "timed-out" && ++waited > 30) {
-        throw new Error("wasm backend: a worker did not finish its job within 30 s");
+        // The straggler is still inside this job: a next job would reset the control block
+        // under it. The pool is done.
+        this.#broken = "wasm backend: a worker did not finish its job within 30 s";
+        throw new Error(this.#broken);
       }
     }
     if (err) throw err;
@@ -125,6 +152,7 @@ export class Pool {
 
   /** Publish control op `op` and wait until every worker has acknowledged it. */
   control(op: number, arg: number): void {
+    if (op !== OP_STOP) this.#usable();
     const c = this.ctrl;
     this.#unpark();
     c[OP] = op;
@@ -138,9 +166,14 @@ export class Pool {
         const v = Atomics.load(c, ACK + i);
         if (v === seq) break;
         if (Atomics.wait(c, ACK + i, v, 1000) === "timed-out" && ++waited > 30) {
-          throw new Error(`wasm backend: worker ${i} did not take a new memory within 30 s`);
+          this.#broken = `wasm backend: worker ${i} did not take a new memory within 30 s`;
+          throw new Error(this.#broken);
         }
       }
+    }
+    if (Atomics.exchange(c, ERROR, 0)) {
+      this.#broken = "wasm backend: a worker failed to take a new memory (its error is on stderr)";
+      throw new Error(this.#broken);
     }
   }
 

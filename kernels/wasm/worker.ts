@@ -90,7 +90,16 @@ self.onmessage = (e: MessageEvent) => {
     self.postMessage({ type: "ready" });
     loop();
   } else if (m.type === "arena") {
-    arenas.push(instantiate(module!, m.memory));
+    try {
+      arenas.push(instantiate(module!, m.memory));
+    } catch (e) {
+      // Say so through the control block: the main thread is blocked waiting for this
+      // worker's acknowledgement, and an error event would reach it only after its 30 s bound.
+      console.error(`wasm worker ${thread}: cannot take a new memory:`, e);
+      Atomics.store(ctrl, ERROR, 1);
+      ack(Atomics.load(ctrl, SEQ));
+      return; // this worker is done; the pool refuses further work
+    }
     // A RELOAD that was waiting for this memory: acknowledge it and go back to work (if the
     // RELOAD has not been published yet, loop() meets it and acknowledges then).
     if (

@@ -4,6 +4,7 @@
  * logits must be bit-identical to the uncapped backend's (same kernels, only placement differs).
  */
 import type { Backend } from "../../../kernels/backend.ts";
+import { GGMLType } from "../../../kernels/quant/types.ts";
 import { createWasmBackend } from "../../../kernels/wasm/mod.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
 import { LlamaStage } from "../../../model/llama.ts";
@@ -83,6 +84,47 @@ Deno.test("a memory grow the OS refuses is 'no room', never a scratch block over
     assertEquals(Array.from((await be.read(victim)).slice(0, 4)), [1, 1, 1, 1]);
   } finally {
     WebAssembly.Memory.prototype.grow = grow;
+    be.dispose();
+  }
+});
+
+Deno.test("a worker that fails after start is noticed: the next call says so at once", async () => {
+  const workers: Worker[] = [];
+  const RealWorker = globalThis.Worker;
+  globalThis.Worker = class extends RealWorker {
+    constructor(url: string | URL, opts?: WorkerOptions) {
+      super(url, opts);
+      workers.push(this);
+    }
+  } as typeof Worker;
+  let be;
+  try {
+    be = await createWasmBackend({ threads: 2, memoryCap: 8 << 20 });
+  } finally {
+    globalThis.Worker = RealWorker;
+  }
+  try {
+    assertEquals(workers.length, 1, "two threads: the caller and one worker");
+    // A message the worker fails on stands in for its kernels failing to instantiate.
+    workers[0].postMessage({ type: "arena", memory: null });
+    await new Promise((r) => setTimeout(r, 500));
+    const t0 = performance.now();
+    let err: Error | undefined;
+    try {
+      // 6 MiB does not fit the first 8 MiB memory beside its reserve: a new memory is opened
+      // and handed to the worker. Before, that waited 30 s for its answer.
+      be.upload({
+        name: "w",
+        type: GGMLType.F32,
+        shape: [1024, 1536],
+        data: new Uint8Array(1024 * 1536 * 4),
+      });
+    } catch (e) {
+      err = e as Error;
+    }
+    assert(err?.message.includes("a worker failed to take a new memory"), `${err}`);
+    assert(performance.now() - t0 < 5000, "it waited for the dead worker");
+  } finally {
     be.dispose();
   }
 });
