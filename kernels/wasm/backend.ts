@@ -485,6 +485,7 @@ class WasmBackendImpl implements WasmBackend {
     v.quads = w.quads;
     v.q4kClasses = w.q4kClasses;
     v.q6kPairs = w.q6kPairs;
+    v.parent = w.parent ?? w;
     this.#views.add(v);
     return v;
   }

@@ -38,6 +38,8 @@ export class WWeight implements Weight {
   q6kPairs = false;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
   f32Off = -1;
+  /** The weight a row view reads (weightRows); undefined for a weight that owns its bytes. */
+  parent?: WWeight;
   freed = false;
   constructor(
     readonly name: string,
@@ -250,7 +252,10 @@ export function wweight(w: Weight): WWeight {
   if (!(w instanceof WWeight)) {
     throw new Error(`weight ${w.name} does not belong to the wasm backend`);
   }
-  if (w.freed) throw new Error(`wasm backend: weight ${w.name} used after free`);
+  // A view has no bytes of its own: freeing its weight ends it (its rows may be reused).
+  if (w.freed || w.parent?.freed) {
+    throw new Error(`wasm backend: weight ${w.name} used after free`);
+  }
   return w;
 }
 

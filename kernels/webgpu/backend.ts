@@ -238,11 +238,18 @@ export class WebGPUBackend implements Backend {
 
   free(handle: Buf | KVCache | Weight): void {
     if (this.#gpu.disposed) return;
+    // Each handle is freed once: a second free would pool (or destroy) what another owns now.
     if (handle instanceof GBuf) {
+      if (handle.freed) return;
+      handle.freed = true;
       this.#gpu.pool(handle.res);
     } else if (handle instanceof GKV) {
+      if (handle.freed) return;
+      handle.freed = true;
       for (const r of [...handle.k, ...handle.v]) this.#gpu.destroy(r);
     } else if (handle instanceof GWeight) {
+      if (handle.freed) return;
+      handle.freed = true;
       if (!handle.view) { for (const p of handle.parts) this.#gpu.destroy(p.res); }
     } else {
       throw new TypeError("free: not a handle of this WebGPU backend");
@@ -272,7 +279,7 @@ export class WebGPUBackend implements Backend {
       });
     }
     const name = `${W.name}[${first}:${first + count}]`;
-    return new GWeight(name, W.type, [W.cols, count], W.cols, count, W.rowBytes, parts, true);
+    return new GWeight(name, W.type, [W.cols, count], W.cols, count, W.rowBytes, parts, true, W);
   }
 
   // ---------------------------------------------------------------- Backend: ops (ops/*.ts)

@@ -28,6 +28,8 @@ export interface Res {
 export class GBuf implements Buf {
   readonly id = newId();
   version = 0;
+  /** Freed: its GPU buffer went back to the pool, and may be another buffer's now. */
+  freed = false;
   constructor(readonly length: number, readonly res: Res) {}
 }
 
@@ -52,7 +54,15 @@ export class GWeight implements Weight {
     readonly parts: Part[],
     /** A row view of another weight: it owns none of its buffers. */
     readonly view = false,
+    /** The weight a view reads (freeing it ends the view). */
+    readonly parent?: GWeight,
   ) {}
+  /** Freed (a view: its parent freed). */
+  freed = false;
+  /** Whether this weight, or the one it is a view of, was freed. */
+  get gone(): boolean {
+    return this.freed || (this.parent?.gone ?? false);
+  }
 }
 
 /** A KV cache: one key and one value buffer per layer. */
@@ -67,11 +77,15 @@ export class GKV implements KVCache {
     readonly k: Res[],
     readonly v: Res[],
   ) {}
+  /** Freed: its buffers are destroyed. */
+  freed = false;
 }
 
 /** `b` as this backend's buffer, or a TypeError. */
 export function asBuf(b: Buf): GBuf {
   if (!(b instanceof GBuf)) throw new TypeError("not a buffer of this WebGPU backend");
+  // A freed buffer's GPU buffer is pooled: a stale handle would read or write its next owner's.
+  if (b.freed) throw new TypeError("webgpu backend: buffer used after free");
   return b;
 }
 
@@ -80,12 +94,14 @@ export function asWeight(w: Weight): GWeight {
   if (!(w instanceof GWeight)) {
     throw new TypeError(`${w.name}: not a weight of this WebGPU backend`);
   }
+  if (w.gone) throw new TypeError(`webgpu backend: weight ${w.name} used after free`);
   return w;
 }
 
 /** `c` as this backend's KV cache, or a TypeError. */
 export function asKV(c: KVCache): GKV {
   if (!(c instanceof GKV)) throw new TypeError("not a KV cache of this WebGPU backend");
+  if (c.freed) throw new TypeError("webgpu backend: KV cache used after free");
   return c;
 }
 
