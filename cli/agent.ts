@@ -203,7 +203,10 @@ export async function main(args: string[]): Promise<number> {
     const file = opts.config ? await settingsFromFile(opts.config) : {};
     const envVars = Deno.env.toObject();
     const env = settingsFromEnv(envVars);
-    const budget = budgetFromMemoryLimit(envVars);
+    // The limit-derived default only where no budget was given: a malformed
+    // DLLM_MEMORY_LIMIT_FRACTION must not stop an agent told --memory-budget.
+    const given = [flags, env, file].some((s) => s.memoryBudget !== undefined);
+    const budget = given ? undefined : budgetFromMemoryLimit(envVars);
     const cfg = resolveConfig([["flag", flags], ["env", env], ["config file", file], [
       "default",
       {

@@ -20,6 +20,7 @@ import { InvalidArgumentError, Option } from "@commander-js/extra-typings";
 import {
   answeredByAgent,
   createRpcTransport,
+  EndpointError,
   explainRpcError,
   type RpcTransport,
 } from "../cluster/rpc/mod.ts";
@@ -194,7 +195,10 @@ export async function connect(
       keepalive: { intervalMs: Math.min(5_000, timeoutMs), timeoutMs },
     });
   } catch (e) {
-    throw new CliError(`cannot connect to ${ep}: ${(e as Error).message}`, ExitCode.failure);
+    throw new CliError(
+      `cannot connect to ${ep}: ${(e as Error).message}`,
+      e instanceof EndpointError ? ExitCode.usage : ExitCode.failure,
+    );
   }
   const conn: AgentConnection = {
     endpoint: ep,

@@ -41,13 +41,21 @@ export async function main(args: string[]): Promise<number> {
   const say = (s: string) => console.error(s);
 
   // Budgets: enough that the agents together hold the model, too little for any one alone.
-  const { args: agentArgs, budget, need } = await splitModelArgs({
-    model: opts.model,
-    agents: opts.agents,
-    contextSize: CONTEXT,
-    maxSessions: SESSIONS,
-    backend: opts.backend,
-  });
+  let split;
+  try {
+    split = await splitModelArgs({
+      model: opts.model,
+      agents: opts.agents,
+      contextSize: CONTEXT,
+      maxSessions: SESSIONS,
+      backend: opts.backend,
+    });
+  } catch (e) {
+    // A missing or unreadable model is the user's to fix: one line, not a stack trace.
+    say(`demo: ${(e as Error).message}`);
+    return 1;
+  }
+  const { args: agentArgs, budget, need } = split;
   const ids = Array.from({ length: opts.agents }, (_, i) => `agent-${String.fromCharCode(97 + i)}`);
   say(
     `starting ${opts.agents} agents on 127.0.0.1, ${formatBytes(budget)} budget each ` +

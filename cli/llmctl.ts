@@ -7,6 +7,7 @@ import { Command, CommanderError } from "@commander-js/extra-typings";
 import { CliError, globalOptions } from "./client.ts";
 import { ExitCode } from "./common.ts";
 import { boundMessage } from "../cluster/rpc/mod.ts";
+import { CertsError } from "../cluster/tls/mod.ts";
 import { benchCommand } from "./commands/bench.ts";
 import { certsCommand } from "./commands/certs.ts";
 import { chatCommand } from "./commands/chat.ts";
@@ -75,6 +76,10 @@ export async function main(args: string[]): Promise<number> {
     if (e instanceof CliError) {
       console.error(`llmctl: ${boundMessage(e.message)}`);
       return e.exitCode;
+    }
+    if (e instanceof CertsError) {
+      console.error(`llmctl: ${boundMessage(e.message)}`);
+      return e.usage ? ExitCode.usage : ExitCode.failure;
     }
     const err = e as Error;
     console.error(`llmctl: ${boundMessage(err.message ?? String(e))}`);

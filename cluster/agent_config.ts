@@ -234,7 +234,8 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const int = (key: keyof AgentConfig, dflt: number | undefined, min: number, max: number) => {
     const [v, src] = pick(key);
     if (v === undefined) return dflt;
-    const n = typeof v === "number" ? v : Number(v);
+    // Number("") is 0: an empty --rpc-port must not mean "any free port".
+    const n = typeof v === "number" ? v : String(v).trim() === "" ? NaN : Number(v);
     if (!Number.isInteger(n) || n < min || n > max) {
       fail(key, src, `expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
     }
@@ -288,7 +289,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     gossipPort: int("gossipPort", 7946, 0, 65535)!,
     metricsPort: int("metricsPort", 9090, 0, 65535)!,
     httpPort: int("httpPort", 8080, 0, 65535)!,
-    seeds: list("seeds"),
+    seeds: seedList(list("seeds"), (why) => fail("seeds", pick("seeds")[1], why)),
     discover: bool("discover"),
     model: str("model"),
     memoryBudget,
@@ -467,4 +468,24 @@ export function interfaceAddress(
     );
   }
   return pick.address;
+}
+
+/**
+ * Check gossip seeds: "host:port", "[v6]:port" or a bare host (the default gossip port). A port
+ * out of range or not a number is refused at start: before, "10.0.0.1:99999" was read as an
+ * IPv6 host and retried forever.
+ */
+export function seedList(seeds: string[], fail: (why: string) => never): string[] {
+  for (const s of seeds) {
+    const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(s);
+    const colons = s.split(":").length - 1;
+    // A bare IPv6 address (several colons, no brackets) names a host only.
+    const port = bracketed ? bracketed[2] : colons === 1 ? s.slice(s.indexOf(":") + 1) : undefined;
+    const host = bracketed ? bracketed[1] : colons === 1 ? s.slice(0, s.indexOf(":")) : s;
+    if (!host) fail(`"${s}" names no host`);
+    if (port !== undefined && !(/^\d{1,5}$/.test(port) && +port >= 1 && +port <= 65535)) {
+      fail(`"${s}": the port must be a number from 1 to 65535`);
+    }
+  }
+  return seeds;
 }

@@ -1,6 +1,6 @@
 /** `llmctl version`: llmctl's version, the runtime's, and (with --endpoint) the agent's. */
 import { Command } from "@commander-js/extra-typings";
-import { connect, endpointGiven, type GlobalOptions } from "../client.ts";
+import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import { printJson } from "../common.ts";
 import { VERSION } from "../version.ts";
 
@@ -12,6 +12,7 @@ export function versionCommand() {
     .action(async (opts, cmd) => {
       const g = cmd.optsWithGlobals() as GlobalOptions;
       let agent: { node: string; version: string } | { error: string } | null = null;
+      let failed: CliError | undefined;
       if (endpointGiven(g)) {
         const c = await connect(g);
         try {
@@ -19,6 +20,7 @@ export function versionCommand() {
           agent = { node: h.nodeId, version: h.version };
         } catch (e) {
           agent = { error: (e as Error).message };
+          failed = e instanceof CliError ? e : new CliError((e as Error).message);
         } finally {
           c.close();
         }
@@ -30,15 +32,13 @@ export function versionCommand() {
         typescript: Deno.version.typescript,
         agent,
       };
-      if (opts.json) {
-        printJson(info);
-        return;
+      if (opts.json) printJson(info);
+      else {
+        console.log(`llmctl ${VERSION} (deno ${Deno.version.deno})`);
+        if (agent && !("error" in agent)) console.log(`agent ${agent.node}: ${agent.version}`);
       }
-      console.log(`llmctl ${VERSION} (deno ${Deno.version.deno})`);
-      if (agent) {
-        console.log(
-          "error" in agent ? `agent: ${agent.error}` : `agent ${agent.node}: ${agent.version}`,
-        );
-      }
+      // The agent asked about did not answer: llmctl's own version is printed, and the exit
+      // code says so (it was 0), with the reason on stderr.
+      if (failed) throw failed;
     });
 }

@@ -24,6 +24,7 @@ export {
 } from "./server.ts";
 export {
   createRpcTransport,
+  EndpointError,
   endpointUrl,
   type RpcProtocol,
   type RpcTransport,

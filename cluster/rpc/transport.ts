@@ -88,7 +88,21 @@ export function endpointUrl(endpoint: string, tls: boolean): string {
   const bareV6 = !bracketed && (endpoint.match(/:/g)?.length ?? 0) > 1;
   if (bareV6) return `${scheme}://[${endpoint}]:${DEFAULT_RPC_PORT}`;
   const hasPort = /:\d+$/.test(endpoint);
-  return `${scheme}://${endpoint}${hasPort ? "" : `:${DEFAULT_RPC_PORT}`}`;
+  const url = `${scheme}://${endpoint}${hasPort ? "" : `:${DEFAULT_RPC_PORT}`}`;
+  // The one error a user sees for a typo: which part is wrong (not the URL parser's "Invalid URL").
+  try {
+    new URL(url);
+  } catch {
+    throw new EndpointError(
+      `endpoint "${endpoint}" is not host:port with a port from 1 to 65535 (e.g. 10.0.0.5:7950)`,
+    );
+  }
+  return url;
+}
+
+/** An endpoint that is not host:port (a usage error: exit 2 in llmctl). */
+export class EndpointError extends Error {
+  override name = "EndpointError";
 }
 
 /**

@@ -40,8 +40,11 @@ export interface CertPair {
 
 /** Bad input to the PKI functions (names, hosts, existing files); the message says the fix. */
 export class CertsError extends Error {
-  /** Make the error; `message` says what is wrong and what to do. */
-  constructor(message: string) {
+  /**
+   * Make the error; `message` says what is wrong and what to do; `usage`: a bad argument (a
+   * name, a host, a count), not the state of the directory.
+   */
+  constructor(message: string, readonly usage = false) {
     super(message);
     this.name = "CertsError";
   }
@@ -55,22 +58,33 @@ export function checkNodeName(n: string): void {
   if (!DNS_NAME.test(n)) {
     throw new CertsError(
       `node name "${n}" is not a valid DNS name (letters, digits, "-" and "."); certificates ` +
-        `name nodes by the name peers dial, so use the node's host name or --node-id`,
+        `name nodes by their node ids, so use the node's --node-id`,
+      true,
     );
   }
   if (n === "ca" || n === CLIENT_NAME) {
     throw new CertsError(
       `node name "${n}" is reserved for the ${n === "ca" ? "CA" : "llmctl"} files`,
+      true,
     );
   }
 }
 
 /** Check an extra host for subjectAltName: an IP address, a DNS name, or a "*.domain" wildcard. */
 export function checkHost(h: string): void {
-  if (isIP(h)) return;
+  const ip = isIP(h);
+  // Checked as the certificate will encode it, before any file is written: an address that
+  // failed only then left a CA behind, and a rerun met "ca.crt already exists".
+  if (ip === 6 && !/^[0-9a-f:]+$/i.test(h)) {
+    throw new CertsError(
+      `IPv6 host "${h}" must be plain hex (no embedded IPv4 like ::ffff:10.0.0.1, no zone id)`,
+      true,
+    );
+  }
+  if (ip) return;
   const plain = h.startsWith("*.") ? h.slice(2) : h;
   if (!DNS_NAME.test(plain)) {
-    throw new CertsError(`host "${h}" is neither an IP address nor a DNS name`);
+    throw new CertsError(`host "${h}" is neither an IP address nor a DNS name`, true);
   }
 }
 
@@ -159,17 +173,19 @@ async function writePair(
 }
 
 function checkAll(opts: CertsDirOptions): void {
-  if (opts.nodes.length === 0) throw new CertsError("no node names given; pass --nodes a,b,c");
+  if (opts.nodes.length === 0) {
+    throw new CertsError("no node names given; pass --nodes a,b,c", true);
+  }
   const seen = new Set<string>();
   for (const n of opts.nodes) {
     checkNodeName(n);
-    if (seen.has(n)) throw new CertsError(`node name "${n}" is given twice`);
+    if (seen.has(n)) throw new CertsError(`node name "${n}" is given twice`, true);
     seen.add(n);
   }
   for (const h of opts.hosts ?? []) checkHost(h);
   const days = opts.days ?? DEFAULT_CERT_DAYS;
   if (!Number.isInteger(days) || days < 1) {
-    throw new CertsError(`--days must be a positive integer`);
+    throw new CertsError(`--days must be a positive integer`, true);
   }
 }
 

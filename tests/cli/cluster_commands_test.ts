@@ -228,6 +228,14 @@ Deno.test("no agent at the endpoint: exit code 3 and what to do", async () => {
   }
   assertEquals(parseTimeout("1.5s"), 1500);
   assertEquals(parseTimeout("2m"), 120_000);
+  // A port out of range is a usage error that says so (it was "Invalid URL", exit 1).
+  const port = await llmctl(["nodes", "list", "--endpoint", "127.0.0.1:99999"]);
+  assertEquals(port.code, 2, port.stderr);
+  assert(port.stderr.includes("port from 1 to 65535"), port.stderr);
+  // version asked about a dead agent prints its own version but does not exit 0.
+  const v = await llmctl(["version", "--endpoint", "127.0.0.1:1"]);
+  assertEquals(v.code, 3, v.stderr);
+  assert(v.stdout.startsWith("llmctl "), v.stdout);
   // Local-model flags with --endpoint were silently ignored; they are usage errors now.
   for (const cmd of ["generate", "chat"]) {
     const r = await llmctl([cmd, "--endpoint", "127.0.0.1:1", "--ctx", "4", "--threads", "7"]);

@@ -134,3 +134,17 @@ Deno.test("secrets: an empty API key is refused; keys can come from files, out o
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("an empty port and malformed seeds are refused at start, naming the flag", () => {
+  const on = (extra: Record<string, unknown>) =>
+    resolveConfig([["flag", extra], ["default", base]]);
+  // Number("") is 0: before, --rpc-port "" started on a random port.
+  assertThrows(() => on({ rpcPort: "" }), AgentConfigError, "--rpc-port");
+  // Before, a bad port was read as an IPv6 host and retried forever.
+  assertThrows(() => on({ seeds: "10.0.0.1:99999" }), AgentConfigError, "--seeds");
+  assertThrows(() => on({ seeds: "127.0.0.1:notaport" }), AgentConfigError, "--seeds");
+  assertThrows(() => on({ seeds: ":7946" }), AgentConfigError, "names no host");
+  for (const ok of ["10.0.0.1:7946", "peers.svc.cluster.local", "[fd00::2]:7946", "fd00::2"]) {
+    assertEquals(on({ seeds: ok }).seeds, [ok]);
+  }
+});

@@ -140,6 +140,17 @@ Deno.test("bad names and hosts are refused with the reason", async () => {
       CertsError,
       "neither an IP",
     );
+    // An IPv6 address the certificate cannot encode is refused before any file is written
+    // (before, the CA was written first and a rerun met "ca.crt already exists").
+    for (const host of ["::ffff:10.0.0.1", "fe80::1%eth0"]) {
+      const e = await assertRejects(
+        () => initCertificates({ dir, nodes: ["a"], hosts: [host] }),
+        CertsError,
+        "plain hex",
+      );
+      assert((e as CertsError).usage, "a bad host is a usage error (exit 2)");
+    }
+    assertEquals([...Deno.readDirSync(dir)].length, 0, "nothing was written");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }

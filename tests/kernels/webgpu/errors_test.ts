@@ -58,18 +58,10 @@ Deno.test({
     const adapter = (await navigator.gpu.requestAdapter())!;
     const device = await adapter.requestDevice();
     const be = await createWebGPUBackend({ adapter, device });
-    const w = be.upload({
-      name: "w",
-      type: GGMLType.F32,
-      shape: [8, 8],
-      data: new Uint8Array(256),
-    });
-    const view = be.weightRows(w, 0, 4);
-    be.free(w);
-    const x = be.buffer(8);
     const out = be.buffer(4);
-    be.matmul(view, x, out, 1); // a use of a destroyed buffer: a validation error, pending
-    be.flush();
+    // An invalid buffer (MAP_READ goes only with COPY_DST): an uncaptured validation error,
+    // pending in the backend.
+    device.createBuffer({ size: 4, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.STORAGE });
     await new Promise((r) => setTimeout(r, 200));
     device.destroy();
     await device.lost;
