@@ -31,13 +31,23 @@ export interface Cell {
   style: Style;
 }
 
-/** Replace what would not take exactly one column (controls, wide CJK/emoji) with "?". */
+/** Characters that take no column: combining marks, format characters (ZWJ, soft hyphen). */
+const ZERO_WIDTH = /^[\p{M}\p{Cf}]$/u;
+/** Characters terminals draw two columns wide by default: emoji presentation (✅ ⚡ ⌛). */
+const EMOJI = /^\p{Emoji_Presentation}$/u;
+
+/**
+ * Make text take exactly one column per character: controls and zero-width characters are
+ * dropped (a tab is a space), wide ones (CJK, emoji) become "?". Model output reaches the screen
+ * through here, and one character of the wrong width moves every border after it.
+ */
 export function sanitize(text: string): string {
   let out = "";
   for (const ch of text) {
     const c = ch.codePointAt(0)!;
     if (c < 0x20 || (c >= 0x7f && c < 0xa0)) out += c === 0x09 ? " " : "";
-    else if (isWide(c) || (c >= 0x300 && c < 0x370) || c === 0x200b || c === 0xfe0f) out += "?";
+    else if (ZERO_WIDTH.test(ch) || c === 0x200b) continue;
+    else if (isWide(c) || EMOJI.test(ch)) out += "?";
     else out += ch;
   }
   return out;

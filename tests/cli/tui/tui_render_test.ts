@@ -10,6 +10,7 @@ import {
   parseKeys,
   reduce,
   render,
+  sanitize,
   TABS,
   type TuiState,
   wrap,
@@ -259,4 +260,11 @@ Deno.test("the models tab shows deploy progress per node from transfer events", 
     s.events.some((e) => e.kind === "transfer" && e.level === "bad"),
     "a failed transfer is an event",
   );
+});
+
+Deno.test("text takes one column per character: emoji are '?', zero-width characters dropped", () => {
+  // Before, ✅ ⚡ ⌛ ☔ ❌ (drawn two wide) and ZWJ, U+20DD, a soft hyphen (drawn zero wide)
+  // passed through, and model output pushed the right border.
+  assertEquals(sanitize("⚡⌛☔✅❌ a\u200db e\u0301\u20dd x\u00ady"), "????? ab e xy");
+  assertEquals(sanitize("中 😀 ok\tend"), "? ? ok end");
 });
