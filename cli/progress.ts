@@ -74,10 +74,22 @@ export class TransferProgressView {
   readonly #write: (s: string) => void;
 
   /** @param opts mode (default: tty when stdout is a terminal, else lines) and output sink */
-  constructor(opts: { mode?: ProgressMode; write?: (s: string) => void } = {}) {
+  /** Terminal columns: a redrawn line must not wrap (the cursor moves up one row per node). */
+  readonly #columns: () => number;
+
+  constructor(
+    opts: { mode?: ProgressMode; write?: (s: string) => void; columns?: () => number } = {},
+  ) {
     this.#mode = opts.mode ?? (Deno.stdout.isTerminal() ? "tty" : "lines");
     const enc = new TextEncoder();
     this.#write = opts.write ?? ((s) => Deno.stdout.writeSync(enc.encode(s)));
+    this.#columns = opts.columns ?? (() => {
+      try {
+        return Deno.consoleSize().columns;
+      } catch {
+        return 80;
+      }
+    });
   }
 
   /** Show one update. */
@@ -115,7 +127,8 @@ export class TransferProgressView {
     const w = Math.max(4, ...m.nodes.map((n) => n.nodeId.length));
     if (this.#mode === "tty") {
       let out = this.#drawn ? `\x1b[${this.#drawn}A` : "";
-      for (const n of m.nodes) out += `\x1b[2K${progressLine(n, w)}\n`;
+      const cols = Math.max(20, this.#columns() - 1);
+      for (const n of m.nodes) out += `\x1b[2K${[...progressLine(n, w)].slice(0, cols).join("")}\n`;
       this.#drawn = m.nodes.length;
       this.#write(out);
     } else {

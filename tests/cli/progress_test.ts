@@ -1,0 +1,33 @@
+/** Deploy progress on a terminal: redrawn lines never wrap (each node's line is one row). */
+import { create } from "@bufbuild/protobuf";
+import { DeployResponseSchema, TransferProgressSchema, TransferState } from "../../proto/mod.ts";
+import { TransferProgressView } from "../../cli/progress.ts";
+import { assert } from "../support/assert.ts";
+
+Deno.test("tty progress lines fit the terminal, so the redraw moves up one row per node", () => {
+  let out = "";
+  const view = new TransferProgressView({ mode: "tty", write: (s) => out += s, columns: () => 60 });
+  const node = (nodeId: string) =>
+    create(TransferProgressSchema, {
+      nodeId,
+      model: "a-rather-long-model-file-name-q4_k_m.gguf@4920000000",
+      state: TransferState.FETCHING,
+      bytesDone: 1_000_000_000n,
+      bytesTotal: 1_726_000_000n,
+      bytesPerSecond: 180e6,
+      etaSeconds: 4,
+      fromLayer: 12,
+      toLayer: 26,
+      detail: "fetching from a, c",
+    });
+  for (let i = 0; i < 2; i++) {
+    view.update(
+      create(DeployResponseSchema, { model: "m", nodes: [node("node-b"), node("node-c")] }),
+    );
+  }
+  // Before, lines of ~92 columns wrapped on an 80-column terminal and each redraw garbled.
+  for (const line of out.split("\n").filter(Boolean)) {
+    const text = line.replace(/\x1b\[[0-9]*[A-Za-z]/g, "");
+    assert([...text].length < 60, `${[...text].length} columns: ${text}`);
+  }
+});
