@@ -27,6 +27,7 @@ Deno.test("tty progress lines fit the terminal, so the redraw moves up one row p
   }
   // Before, lines of ~92 columns wrapped on an 80-column terminal and each redraw garbled.
   for (const line of out.split("\n").filter(Boolean)) {
+    // deno-lint-ignore no-control-regex -- the ANSI escapes the view writes
     const text = line.replace(/\x1b\[[0-9]*[A-Za-z]/g, "");
     assert([...text].length < 60, `${[...text].length} columns: ${text}`);
   }
