@@ -17,6 +17,8 @@ interface Node {
   path: string[];
   subcommands: { name: string; description: string }[];
   options: { flag: string; description: string }[];
+  /** The flags (long and short) of its options that take a value. */
+  valued: string[];
 }
 
 /** Walk `program` into a flat list of command paths. */
@@ -30,6 +32,9 @@ export function commandTree(program: Command): Node[] {
       options: (cmd.options as readonly Option[])
         .filter((o) => o.long)
         .map((o) => ({ flag: o.long!, description: o.description })),
+      valued: (cmd.options as readonly Option[])
+        .filter((o) => o.required || o.optional)
+        .flatMap((o) => [o.long, o.short].filter((f): f is string => !!f)),
     });
     for (const c of subs) walk(c, [...path, c.name()]);
   };
@@ -78,14 +83,23 @@ export function completionScript(program: Command, shell: "bash" | "zsh" | "fish
     ];
     return `    ${quote(n.path.join(" "))}) words=${quote(words.join(" "))} ;;`;
   });
+  // A flag's value is not a command word: `llmctl -e h:p cluster <TAB>` is under "cluster".
+  const valued = [...new Set(tree.flatMap((n) => n.valued))].join(" ");
   const bash = [
     "# bash completion for llmctl (llmctl completions bash)",
     "_llmctl() {",
-    "  local cur path w words",
+    "  local cur path w words skip",
+    `  local valued=${quote(` ${valued} `)}`,
     '  cur="${COMP_WORDS[COMP_CWORD]}"',
     '  path=""',
+    '  skip=""',
     '  for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do',
-    '    case "$w" in -*) ;; *) [ -z "$path" ] && path="$w" || path="$path $w" ;; esac',
+    '    if [ -n "$skip" ]; then skip=""; continue; fi',
+    '    case "$w" in',
+    "      --*=*) ;;",
+    '      -*) case "$valued" in *" $w "*) skip=1 ;; esac ;;',
+    '      *) [ -z "$path" ] && path="$w" || path="$path $w" ;;',
+    "    esac",
     "  done",
     '  while :; do case "$path" in',
     ...cases,

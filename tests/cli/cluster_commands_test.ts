@@ -280,6 +280,21 @@ Deno.test("completions, bench --list and version work without an agent", async (
     args: ["-n", "-c", bash.stdout],
   }).output();
   assertEquals(check.code, 0, new TextDecoder().decode(check.stderr));
+  // Run the completion as bash would: a flag's value is not a command word (before,
+  // `llmctl -e h:p cluster <TAB>` offered the root commands).
+  const complete = async (line: string[]) => {
+    const script = `${bash.stdout}
+COMP_WORDS=(${line.map((w) => `'${w}'`).join(" ")})
+` +
+      `COMP_CWORD=${line.length - 1}
+_llmctl
+echo "\${COMPREPLY[*]}"`;
+    const out = await new Deno.Command("bash", { args: ["-c", script] }).output();
+    return new TextDecoder().decode(out.stdout).trim().split(" ");
+  };
+  const words = await complete(["llmctl", "-e", "h:7950", "cluster", ""]);
+  assert(words.includes("status") && !words.includes("nodes"), words.join(" "));
+  assert((await complete(["llmctl", "--timeout=5s", "no"])).includes("nodes"));
   assertEquals((await llmctl(["completions", "tcsh"])).code, 2);
   const b = await json(["bench", "--list", "--json"]);
   assert((b.benches as string[]).includes("cpu"), JSON.stringify(b));
