@@ -5,6 +5,7 @@
  */
 import { formatModelSummary, summarizeModel, SUPPORTED_ARCHITECTURES } from "../../model/config.ts";
 import { meta, writeGGUF } from "../../model/gguf/writer.ts";
+import { editedGGUF } from "../support/gguf_edit.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
 import type { GGUFArray } from "../../model/gguf/types.ts";
 import { LlamaStage } from "../../model/llama.ts";
@@ -85,33 +86,30 @@ Deno.test("an unsupported architecture fails at load with one line naming the su
   }
 });
 
-Deno.test("a phi3 file with LongRoPE factors is refused rather than run without them", async () => {
-  const src = await openGGUF(`${FIXTURES}/models/phi3-f32.gguf`);
-  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+/** What loading `path` on the reference backend throws (undefined: it loaded). */
+async function loadError(path: string): Promise<Error | undefined> {
+  const file = await openGGUF(path);
   try {
-    const tensors = [];
-    for (const t of src.tensors) {
-      tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
-    }
-    tensors.push({
+    let err: Error | undefined;
+    await LlamaStage.load(file, createReferenceBackend()).catch((e) => err = e);
+    return err;
+  } finally {
+    file.close();
+    await Deno.remove(path);
+  }
+}
+
+Deno.test("a phi3 file with LongRoPE factors is refused rather than run without them", async () => {
+  const path = await editedGGUF(`${FIXTURES}/models/phi3-f32.gguf`, {
+    tensors: (t) => [...t, {
       name: "rope_factors_long.weight",
       dims: [8],
       type: 0,
       data: new Uint8Array(32),
-    });
-    await Deno.writeFile(path, writeGGUF({ metadata: src.metadata.entries(), tensors }));
-    const file = await openGGUF(path);
-    try {
-      let err: Error | undefined;
-      await LlamaStage.load(file, createReferenceBackend()).catch((e) => err = e);
-      assert(err?.message.includes("LongRoPE"), `${err}`);
-    } finally {
-      file.close();
-    }
-  } finally {
-    src.close();
-    await Deno.remove(path);
-  }
+    }],
+  });
+  const err = await loadError(path);
+  assert(err?.message.includes("LongRoPE"), `${err}`);
 });
 
 Deno.test("keys llama.cpp requires are required here too, not defaulted", async () => {
@@ -122,52 +120,31 @@ Deno.test("keys llama.cpp requires are required here too, not defaulted", async 
     ["gemma3-f32", "gemma3.attention.sliding_window"],
   ];
   for (const [name, key] of cases) {
-    const src = await openGGUF(`${FIXTURES}/models/${name}.gguf`);
-    const path = await Deno.makeTempFile({ suffix: ".gguf" });
-    try {
-      const tensors = [];
-      for (const t of src.tensors) {
-        tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
-      }
-      const metadata = src.metadata.entries().filter((e) => e.key !== key);
-      await Deno.writeFile(path, writeGGUF({ metadata, tensors }));
-      const file = await openGGUF(path);
-      try {
-        let err: Error | undefined;
-        await LlamaStage.load(file, createReferenceBackend()).catch((e) => err = e);
-        assert(err?.message.includes(`lacks required key ${key}`), `${key}: ${err}`);
-      } finally {
-        file.close();
-      }
-    } finally {
-      src.close();
-      await Deno.remove(path);
-    }
+    const path = await editedGGUF(`${FIXTURES}/models/${name}.gguf`, {
+      metadata: (m) => m.filter((e) => e.key !== key),
+    });
+    const err = await loadError(path);
+    assert(err?.message.includes(`lacks required key ${key}`), `${key}: ${err}`);
   }
 });
 
 Deno.test("a tokenizer with fewer tokens than token_embd has rows is refused at open", async () => {
-  const src = await openGGUF(`${FIXTURES}/models/tiny-f32.gguf`);
-  const path = await Deno.makeTempFile({ suffix: ".gguf" });
+  // Cut every tokenizer array to 200 entries; the model keeps its 300 rows.
+  const path = await editedGGUF(`${FIXTURES}/models/tiny-f32.gguf`, {
+    metadata: (m) =>
+      m.map((e) => {
+        const v = e.value as GGUFArray;
+        return e.key.startsWith("tokenizer.ggml.") && v?.values?.length === 300
+          ? { ...e, value: { ...v, values: v.values.slice(0, 200) } as GGUFArray }
+          : e;
+      }),
+  });
   try {
-    const tensors = [];
-    for (const t of src.tensors) {
-      tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
-    }
-    // Cut every tokenizer array to 200 entries; the model keeps its 300 rows.
-    const metadata = src.metadata.entries().map((e) => {
-      const v = e.value as GGUFArray;
-      return e.key.startsWith("tokenizer.ggml.") && v?.values?.length === 300
-        ? { ...e, value: { ...v, values: v.values.slice(0, 200) } as GGUFArray }
-        : e;
-    });
-    await Deno.writeFile(path, writeGGUF({ metadata, tensors }));
     // Before, it loaded, and a sampled id of 200 or more failed the generation mid-stream.
     let err: Error | undefined;
     await Engine.open(path, createReferenceBackend()).catch((e) => err = e);
     assert(err?.message.includes("lists 200 tokens but token_embd.weight has 300 rows"), `${err}`);
   } finally {
-    src.close();
     await Deno.remove(path);
   }
 });

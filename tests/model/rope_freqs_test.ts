@@ -10,38 +10,24 @@ import { createWebGPUBackend } from "../../kernels/webgpu/mod.ts";
 import type { Backend } from "../../kernels/backend.ts";
 import { GGMLType } from "../../kernels/quant/types.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
-import { type GGUFTensorInput, writeGGUF } from "../../model/gguf/writer.ts";
 import { LlamaStage } from "../../model/llama.ts";
 import { ModelConfigError } from "../../model/config.ts";
 import { argmax } from "../../model/sampler.ts";
 import { FIXTURES } from "../support/paths.ts";
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
 import { PROBE } from "../kernels/webgpu/helpers.ts";
+import { editedGGUF } from "../support/gguf_edit.ts";
 
 const golden = JSON.parse(
   await Deno.readTextFile(new URL("./golden/rope_freqs_tiny-f32.json", import.meta.url)),
 ) as { factors: number[]; tokens: number[]; greedy: number; logits: number[] };
 
 /** A copy of fixture `name` with `rope_freqs.weight` = `factors` (given type) added. */
-async function withRopeFreqs(
-  name: string,
-  factors: Float32Array,
-  type = GGMLType.F32,
-): Promise<string> {
-  const f = await openGGUF(`${FIXTURES}/models/${name}`);
-  const tensors: GGUFTensorInput[] = [];
-  try {
-    for (const t of f.tensors) {
-      tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await f.readTensor(t) });
-    }
-    const data = new Uint8Array(factors.slice().buffer);
-    tensors.push({ name: "rope_freqs.weight", dims: [factors.length], type, data });
-    const path = await Deno.makeTempFile({ suffix: ".gguf" });
-    await Deno.writeFile(path, writeGGUF({ metadata: f.metadata.entries(), tensors }));
-    return path;
-  } finally {
-    f.close();
-  }
+function withRopeFreqs(name: string, factors: Float32Array, type = GGMLType.F32): Promise<string> {
+  const data = new Uint8Array(factors.slice().buffer);
+  return editedGGUF(`${FIXTURES}/models/${name}`, {
+    tensors: (t) => [...t, { name: "rope_freqs.weight", dims: [factors.length], type, data }],
+  });
 }
 
 const backends: [string, () => Promise<Backend> | Backend, boolean][] = [

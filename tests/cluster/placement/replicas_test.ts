@@ -53,6 +53,16 @@ function hostingOf(plan: ReplicaPlan, all: readonly ReplicaNode[]): ReplicaNode[
   return all.map((n) => (at.has(n.id) ? { ...n, hosting: at.get(n.id) } : { ...n }));
 }
 
+/** The plan, or undefined where no pipeline fits (which must be a PlacementError). */
+function planOrNone(nodes: readonly ReplicaNode[], count: "auto" | 1): ReplicaPlan | undefined {
+  try {
+    return planReplicas(model, nodes, count);
+  } catch (e) {
+    assert(e instanceof PlacementError);
+    return undefined;
+  }
+}
+
 const shape = (plan: ReplicaPlan) =>
   plan.replicas.map((r) => r.stages.map((s) => `${s.nodeId}:${s.from}-${s.to}`).join(" "));
 
@@ -89,13 +99,8 @@ Deno.test("replicas: the plan depends on the set of nodes, not on their order", 
       fc.integer(),
       (budgets, seed) => {
         const all = budgets.map((b, i) => ({ id: `n${i}`, memoryBudget: b, speed: 1 }));
-        let plan: ReplicaPlan;
-        try {
-          plan = planReplicas(model, all, "auto");
-        } catch (e) {
-          assert(e instanceof PlacementError);
-          return;
-        }
+        const plan = planOrNone(all, "auto");
+        if (!plan) return;
         checkPlan(plan, all);
         const shuffled = [...all].sort((a, b) =>
           ((a.id.charCodeAt(1) * 7919 + seed) % 13) - ((b.id.charCodeAt(1) * 7919 + seed) % 13)
@@ -226,13 +231,8 @@ Deno.test("replicas: a plan being loaded stays the plan while its nodes announce
       fc.array(fc.boolean(), { minLength: 6, maxLength: 6 }),
       (spec, announced) => {
         const all = spec.map((x, i) => ({ id: `n${i}`, memoryBudget: x.budget, speed: x.speed }));
-        let plan: ReplicaPlan;
-        try {
-          plan = planReplicas(model, all, 1);
-        } catch (e) {
-          assert(e instanceof PlacementError);
-          return;
-        }
+        const plan = planOrNone(all, 1);
+        if (!plan) return;
         // Some of the planned nodes have loaded and announced their ranges, the others not yet.
         const hosted = hostingOf(plan, all).map((n, i) =>
           announced[i] ? n : { ...n, hosting: undefined }
@@ -250,13 +250,8 @@ Deno.test("replicas: several pipelines being loaded stay the plan while their no
       fc.array(fc.boolean(), { minLength: 8, maxLength: 8 }),
       (budgets, announced) => {
         const all = budgets.map((b, i) => ({ id: `n${i}`, memoryBudget: b, speed: 1 }));
-        let plan: ReplicaPlan;
-        try {
-          plan = planReplicas(model, all, "auto");
-        } catch (e) {
-          assert(e instanceof PlacementError);
-          return;
-        }
+        const plan = planOrNone(all, "auto");
+        if (!plan) return;
         // Before, a partly announced pipeline was "repaired" from nodes still loading (of
         // another replica, or planned elsewhere): the first announcements moved the others.
         const hosted = hostingOf(plan, all).map((n, i) =>

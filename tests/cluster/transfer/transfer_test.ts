@@ -22,7 +22,7 @@ import {
 } from "../../../cluster/transfer/mod.ts";
 import { createCa, issueCertificate } from "../../../cluster/tls/mod.ts";
 import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
-import { type GGUFTensorInput, writeGGUF } from "../../../model/gguf/writer.ts";
+import { editedGGUF } from "../../support/gguf_edit.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
 import { STORIES, storiesFixture } from "./stories_fixture.ts";
 
@@ -59,16 +59,10 @@ Deno.test("the manifest describes the header and every tensor, chunk by chunk", 
 });
 
 Deno.test("every stage fetches the model's RoPE frequency factors (rope_freqs.weight)", async () => {
-  const src = await openGGUF(STORIES);
-  const tensors: GGUFTensorInput[] = [];
-  for (const t of src.tensors) {
-    tensors.push({ name: t.name, dims: t.dims, type: t.type, data: await src.readTensor(t) });
-  }
   const factors = new Uint8Array(new Float32Array([1, 2, 4, 8]).buffer);
-  tensors.push({ name: "rope_freqs.weight", dims: [4], type: 0, data: factors });
-  const path = await Deno.makeTempFile({ suffix: ".gguf" });
-  await Deno.writeFile(path, writeGGUF({ metadata: src.metadata.entries(), tensors }));
-  src.close();
+  const path = await editedGGUF(STORIES, {
+    tensors: (t) => [...t, { name: "rope_freqs.weight", dims: [4], type: 0, data: factors }],
+  });
   const file = await openGGUF(path);
   try {
     const { manifest } = await computeManifest(path, { nodeId: "a", chunkSize: CHUNK });
