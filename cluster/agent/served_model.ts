@@ -10,7 +10,7 @@ import { checkVocabulary, configFromFile, type LlamaConfig } from "../../model/c
 import { type Tokenizer, tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import { ChatTemplate } from "../../model/chat/mod.ts";
 import { footprintFromIndex, type ModelFootprint } from "../placement/mod.ts";
-import { ModelId } from "../model_id.ts";
+import { modelFingerprint, ModelId } from "../model_id.ts";
 import type { KvReserve, Member } from "../gossip/mod.ts";
 
 /** The model an agent serves: its file index, tokenizer and footprint. */
@@ -111,7 +111,8 @@ export async function loadModelIndex(
 ): Promise<ServedModel> {
   const file = await openModelFile(path);
   try {
-    const served = servedModel(ModelId.of(path, file.fileSize), file, contextSize, maxSessions);
+    const id = ModelId.of(path, file.fileSize, await modelFingerprint(file));
+    const served = servedModel(id, file, contextSize, maxSessions);
     // An agent started on a file usually heads requests: build the tokenizer now, so a file whose
     // vocabulary cannot be read fails at start rather than at its first request.
     void served.chat;

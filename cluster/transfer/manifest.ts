@@ -27,7 +27,7 @@ import {
   TransferSegmentSchema,
 } from "../../proto/mod.ts";
 import { type GGUFFile, openGGUF } from "../../model/gguf/mod.ts";
-import { ModelId } from "../model_id.ts";
+import { modelFingerprint, ModelId } from "../model_id.ts";
 
 /** Default chunk size: 1 MiB, small enough that a lost chunk costs little, big enough to stream. */
 export const DEFAULT_CHUNK_SIZE = 1 << 20;
@@ -96,7 +96,7 @@ export async function computeManifest(
     ranges.push({ name: t.name, offset: gguf.dataOffset + t.offset, length: t.nBytes });
   }
   const fileSize = gguf.fileSize;
-  gguf.close();
+  const fingerprint = await modelFingerprint(gguf).finally(() => gguf.close());
   const file = await Deno.open(path, { read: true });
   const whole = createHash("sha256");
   let pos = 0;
@@ -141,7 +141,7 @@ export async function computeManifest(
     file.close();
   }
   const manifest = create(TransferManifestSchema, {
-    modelId: ModelId.of(path, fileSize).toString(),
+    modelId: ModelId.of(path, fileSize, fingerprint).toString(),
     sha256: whole.digest("hex"),
     fileSize: BigInt(fileSize),
     dataOffset: BigInt(ranges[0].length),

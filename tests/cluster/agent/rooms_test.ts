@@ -2,7 +2,10 @@
  * The agent's small rooms that need no process: the model id, the placement inputs and the
  * cluster-wide placement epoch, and the gossip metadata fields NodeInfo's resources come from.
  */
-import { ModelId } from "../../../cluster/model_id.ts";
+import { modelFingerprint, ModelId } from "../../../cluster/model_id.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { editedGGUF } from "../../support/gguf_edit.ts";
+import { REPO } from "../../support/paths.ts";
 import { planEpoch, planPlacement } from "../../../cluster/placement/mod.ts";
 import { decodeMetadata, encodeMetadata, type NodeMetadata } from "../../../cluster/gossip/mod.ts";
 import { memberToNodeInfo } from "../../../cluster/discovery/gossip_view.ts";
@@ -21,6 +24,44 @@ Deno.test("ModelId: parse, print and the names clients may use", () => {
   // A file name that contains "@" keeps it: only the last "@" separates the size.
   assertEquals(ModelId.parse("a@b.gguf@12").file, "a@b.gguf");
   assertEquals(ModelId.parse("plain.gguf").size, 0);
+  // With its content's fingerprint: parsed back whole, and still named by file or file@size.
+  const fp = ModelId.parse("stories260K.gguf@1185376#3f9a2c61d0e4");
+  assertEquals([fp.file, fp.size, fp.fingerprint], ["stories260K.gguf", 1185376, "3f9a2c61d0e4"]);
+  assertEquals(fp.toString(), "stories260K.gguf@1185376#3f9a2c61d0e4");
+  for (const n of ["stories260K.gguf@1185376", "stories260K", fp.toString()]) {
+    assert(fp.matches(n), n);
+  }
+  assertEquals(ModelId.parse("a@b.gguf@12#ab").file, "a@b.gguf");
+});
+
+Deno.test("two files of the same name and size with other weights are other models", async () => {
+  // A fine-tune exported again under its old name: same shapes, same size, other bytes. Before,
+  // both were "name@size", and agents started from the two copies joined one pipeline.
+  const original = `${REPO}/models/stories260K.gguf`;
+  const tuned = await editedGGUF(original, {
+    tensors: (t) =>
+      t.map((x) =>
+        x.name === "blk.0.attn_q.weight"
+          ? { ...x, data: x.data.map((b, i) => i === 0 ? b ^ 0x40 : b) }
+          : x
+      ),
+  });
+  try {
+    const ids = [];
+    for (const path of [original, tuned]) {
+      const file = await openGGUF(path);
+      try {
+        assertEquals(file.fileSize, (await Deno.stat(original)).size);
+        ids.push(ModelId.of("stories260K.gguf", file.fileSize, await modelFingerprint(file)));
+      } finally {
+        file.close();
+      }
+    }
+    assert(ids[0].toString() !== ids[1].toString(), ids.join(" = "));
+    assertEquals(ids[0].name, ids[1].name, "clients still name both by the file");
+  } finally {
+    await Deno.remove(tuned);
+  }
 });
 
 const footprint = {

@@ -23,6 +23,7 @@ import {
 import { createCa, issueCertificate } from "../../../cluster/tls/mod.ts";
 import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
 import { editedGGUF } from "../../support/gguf_edit.ts";
+import { modelFingerprint } from "../../../cluster/model_id.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
 import { STORIES, storiesFixture } from "./stories_fixture.ts";
 
@@ -33,7 +34,10 @@ Deno.test("the manifest describes the header and every tensor, chunk by chunk", 
   const file = await openGGUF(STORIES);
   const bytes = await Deno.readFile(STORIES);
   try {
-    assertEquals(manifest.modelId, `stories260K.gguf@${file.fileSize}`);
+    assertEquals(
+      manifest.modelId,
+      `stories260K.gguf@${file.fileSize}#${await modelFingerprint(file)}`,
+    );
     assertEquals(
       manifest.sha256,
       Array.from(sha256(bytes), (b) => b.toString(16).padStart(2, "0")).join(""),
