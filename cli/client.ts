@@ -182,7 +182,8 @@ export async function connect(
       cert: opts.tlsCert!,
       key: opts.tlsKey!,
       ca: opts.tlsCa!,
-      serverName: nodeId ?? opts.tlsServerName,
+      // A member's certificate may carry its node id, or the name all agents share.
+      serverName: [nodeId, opts.tlsServerName].filter((n): n is string => !!n),
     }
     : undefined;
   let transport: RpcTransport;

@@ -27,7 +27,7 @@ import { TransferManager } from "./transfer/mod.ts";
 import type { StageHost } from "./pipeline/mod.ts";
 import { joinHostPort, type Member } from "./gossip/mod.ts";
 import { type AgentLogger, AgentState } from "./agent/state.ts";
-import { loadModelIndex, type ServedModel } from "./agent/served_model.ts";
+import { fileMtime, loadModelIndex, type ServedModel } from "./agent/served_model.ts";
 import { Peers } from "./agent/peers.ts";
 import { Observer } from "./agent/observe.ts";
 import { StageRoom } from "./agent/stage.ts";
@@ -87,6 +87,7 @@ export class Agent {
     const s = new AgentState(cfg, backend, reason, speed, gossip, log, leveled);
     s.model = model;
     s.modelPath = model ? cfg.model : undefined;
+    s.modelMtime = model && cfg.model ? await fileMtime(cfg.model) : undefined;
     s.admission = new Admission(cfg.maxRequests, cfg.queueSize);
     s.stateChangedAt.set(cfg.nodeId, Date.now());
     const agent = new Agent(s);

@@ -252,9 +252,14 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const list = (key: keyof AgentConfig): string[] => {
     const [v, src] = pick(key);
     if (v === undefined) return [];
-    if (Array.isArray(v) && v.every((x) => typeof x === "string")) return v as string[];
+    // Entries trimmed and empty ones dropped, from a config file's array as from a flag's text.
+    if (Array.isArray(v) && v.every((x) => typeof x === "string")) {
+      return (v as string[]).map((s) => s.trim()).filter(Boolean);
+    }
     if (typeof v === "string") return v.split(",").map((s) => s.trim()).filter(Boolean);
-    return fail(key, src, `expected a comma-separated list, got ${JSON.stringify(v)}`);
+    // Keys are never echoed, not even a malformed list of them.
+    const got = key === "gossipKeys" ? "" : `, got ${JSON.stringify(v)}`;
+    return fail(key, src, `expected a comma-separated list${got}`);
   };
   const oneOf = <T extends string>(key: keyof AgentConfig, dflt: T, choices: readonly T[]): T => {
     const v = str(key, dflt) as T;

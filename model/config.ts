@@ -158,8 +158,8 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
     nKVHeads,
     headDim,
     nVocab,
-    // Required, as llama.cpp requires them: a default would run a file llama.cpp refuses, with
-    // other numbers than its author meant.
+    // Required, as llama.cpp requires them (llama-model.cpp reads both without a default): a
+    // default would run a file llama.cpp refuses, with other numbers than its author meant.
     contextLength: positiveInt(k("context_length"), required(md, k("context_length"))),
     rmsEps: required(md, k("attention.layer_norm_rms_epsilon")),
     ropeDim,
@@ -202,8 +202,9 @@ function readSlidingWindow(
   const k = (s: string) => `${arch}.${s}`;
   const base = num(md, k("rope.freq_base")) ?? 10000;
   if (arch !== "gemma3") return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
-  // Required, as llama.cpp requires it: without it every layer would attend globally.
-  const window = required(md, k("attention.sliding_window"));
+  // Optional, as in llama.cpp: absent or 0, every layer attends globally.
+  const window = num(md, k("attention.sliding_window"));
+  if (!window) return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
   return {
     slidingWindow: positiveInt(k("attention.sliding_window"), window),
     // llama.cpp's default for gemma3 when the key is absent: 5 sliding layers, then a global one.

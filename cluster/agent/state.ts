@@ -29,6 +29,8 @@ export class AgentState {
   modelPath?: string;
   /** The sha256 of the served model's bytes, where a deploy's manifest told it. */
   modelSha?: string;
+  /** The served local file's mtime when it was opened (ms; a file changed since is other bytes). */
+  modelMtime?: number;
   /** The stage hosted now (stage room). */
   stage?: StageHost;
   /** Stopped: listeners are closing (lifecycle). */

@@ -10,7 +10,7 @@ import { planReplicas, stageWeightBytes } from "../placement/mod.ts";
 import type { TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
 import { agreedReplicas, placementInputs, type PlacementLoop } from "./placement_loop.ts";
-import { agentFootprint, agreedKvReserve, servedModel } from "./served_model.ts";
+import { agentFootprint, agreedKvReserve, fileMtime, servedModel } from "./served_model.ts";
 import { ModelId } from "../model_id.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
@@ -30,6 +30,7 @@ export function transferHost(
     s.model = undefined;
     s.modelPath = undefined;
     s.modelSha = undefined;
+    s.modelMtime = undefined;
     loop.reset();
     s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "", hosted: null });
     model.file.close();
@@ -46,7 +47,13 @@ export function transferHost(
         model: m.meta!.model ?? "",
         status: m.status,
       })),
-    served: () => s.model && { id: s.model.id.toString(), path: s.modelPath, sha256: s.modelSha },
+    served: () =>
+      s.model && {
+        id: s.model.id.toString(),
+        path: s.modelPath,
+        sha256: s.modelSha,
+        mtimeMs: s.modelMtime,
+      },
     hostedRange: () => s.stage && { ...s.stage.range },
     plan: (file, modelId, nodes) => {
       // The plan the agents' placement loops will make: same inputs (what each node hosts now,
@@ -72,6 +79,7 @@ export function transferHost(
       s.model = servedModel(ModelId.parse(id), file, s.config.contextSize, s.config.maxSessions);
       s.modelPath = path;
       s.modelSha = sha256;
+      s.modelMtime = path ? await fileMtime(path) : undefined;
       s.drained = false;
       observe.planReason = `model ${id} deployed`;
       s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: id, stageError: "" });

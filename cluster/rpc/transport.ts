@@ -131,19 +131,22 @@ class GuardedSessionManager extends Http2SessionManager {
 }
 
 /**
- * A server certificate passes when it names `name` (a peer's node id) or the address dialled.
- * Agents dial each other at their advertised addresses, which certificates made before the
- * cluster's addresses were known (pod IPs, DHCP) do not list: checking the address alone refused
- * every peer. The error names both.
+ * A server certificate passes when it names one of `names` (a peer's node id, a name given) or
+ * the address dialled. Agents dial each other at their advertised addresses, which certificates
+ * made before the cluster's addresses were known (pod IPs, DHCP) do not list: checking the
+ * address alone refused every peer. The error names them all.
  */
-function identityCheck(name: string) {
+function identityCheck(names: readonly string[]) {
   return (host: string, cert: PeerCertificate): Error | undefined => {
-    const byName = checkServerIdentity(name, cert);
-    if (!byName) return undefined;
-    const byHost = checkServerIdentity(host, cert);
-    if (!byHost) return undefined;
-    byName.message = `the certificate names neither "${name}" nor ${host}: ${byName.message}`;
-    return byName;
+    let first: Error | undefined;
+    for (const name of [...names, host]) {
+      const e = checkServerIdentity(name, cert);
+      if (!e) return undefined;
+      first ??= e;
+    }
+    first!.message = `the certificate names none of ${names.map((n) => `"${n}"`).join(", ")} ` +
+      `nor ${host}: ${first!.message}`;
+    return first;
   };
 }
 
@@ -167,8 +170,8 @@ export async function createRpcTransport(
   const nodeOptions: Record<string, unknown> = material
     ? Object.fromEntries(Object.entries(material).filter(([, v]) => v !== undefined))
     : {};
-  const name = opts.tls?.serverName;
-  if (material && name) nodeOptions.checkServerIdentity = identityCheck(name);
+  const names = [opts.tls?.serverName ?? []].flat().filter((n) => n);
+  if (material && names.length) nodeOptions.checkServerIdentity = identityCheck(names);
   if (opts.window) nodeOptions.settings = { initialWindowSize: opts.window.stream };
   const protocol = opts.protocol ?? "grpc";
   const common = {

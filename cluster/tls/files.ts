@@ -85,11 +85,14 @@ const SERVER_AUTH = "1.3.6.1.5.5.7.3.1";
  */
 export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new Date()): void {
   let cert: X509Certificate;
-  let ca: X509Certificate;
+  let chain: X509Certificate[];
+  let cas: X509Certificate[];
   let key: KeyObject;
   try {
-    cert = new X509Certificate(m.cert);
-    ca = new X509Certificate(m.ca);
+    // A CA file may hold several CAs (a rotation: old and new), and a certificate file the
+    // intermediates after the leaf.
+    [cert, ...chain] = pemCertificates(m.cert);
+    cas = pemCertificates(m.ca);
     key = createPrivateKey(m.key);
   } catch (e) {
     throw new TlsConfigError(`cannot read the TLS files: ${(e as Error).message}`);
@@ -100,7 +103,7 @@ export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new
         `made with that certificate`,
     );
   }
-  if (!cert.verify(ca.publicKey)) {
+  if (!issuedBy(cert, chain, cas)) {
     throw new TlsConfigError(
       `"${files.cert}" (--tls-cert) is not signed by the CA "${files.ca}" (--tls-ca); ${HINT}`,
     );
@@ -120,6 +123,27 @@ export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new
         `give the node's own certificate`,
     );
   }
+}
+
+/** Every certificate of a PEM text, in order. */
+function pemCertificates(pem: string): X509Certificate[] {
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new Error("no certificate in the PEM text");
+  return blocks.map((b) => new X509Certificate(b));
+}
+
+/** Whether `cert` leads to one of `cas`: signed by one, or by an intermediate of `chain` that does. */
+function issuedBy(
+  cert: X509Certificate,
+  chain: readonly X509Certificate[],
+  cas: readonly X509Certificate[],
+  depth = 0,
+): boolean {
+  if (cas.some((ca) => cert.verify(ca.publicKey))) return true;
+  if (depth >= 4) return false;
+  return chain.some((i) =>
+    i !== cert && cert.verify(i.publicKey) && issuedBy(i, chain, cas, depth + 1)
+  );
 }
 
 /** The purposes a certificate's extended key usage lists (dotted OIDs); undefined: none set. */
@@ -162,11 +186,11 @@ export interface ClientTls {
   /** Client private key: path or PEM; required with cert. */
   key?: string;
   /**
-   * A name the server's certificate may carry instead of the address dialled: a peer's node id
+   * Names the server's certificate may carry instead of the address dialled: a peer's node id
    * (`llmctl certs init --nodes` names each node's certificate after it), or llmctl's
    * `--tls-server-name`. The address still passes where the certificate lists it.
    */
-  serverName?: string;
+  serverName?: string | readonly string[];
 }
 
 /** Resolve a {@linkcode ClientTls} to PEM text, reading the fields that are paths. */

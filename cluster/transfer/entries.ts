@@ -66,9 +66,15 @@ export class EntryTable {
    * computed from its file (the manifest a source computes anyway); undefined when the file
    * can no longer be read.
    */
-  async servedSha(served: { path?: string; sha256?: string }): Promise<string | undefined> {
+  async servedSha(
+    served: { path?: string; sha256?: string; mtimeMs?: number },
+  ): Promise<string | undefined> {
     if (served.sha256) return served.sha256;
     if (!served.path) return undefined;
+    // The file as it is now is not what was loaded if it changed since (a re-export to the same
+    // path): its sha256 would vouch for bytes this node does not serve.
+    const now = await Deno.stat(served.path).then((st) => st.mtime?.getTime() ?? 0, () => -1);
+    if (served.mtimeMs === undefined || now !== served.mtimeMs) return undefined;
     return (await this.source(served.path).catch(() => undefined))?.manifest.sha256;
   }
 

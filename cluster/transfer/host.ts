@@ -14,10 +14,10 @@ export interface TransferHost {
   /** Live members (this one included) with their RPC endpoint and offered model id. */
   members(): { id: string; endpoint: string; model: string; status: string }[];
   /**
-   * The model this agent serves now (id), the file it was opened from if local, and the sha256
-   * of its bytes where a deploy told it.
+   * The model this agent serves now (id), the file it was opened from if local (and its mtime
+   * then), and the sha256 of its bytes where a deploy told it.
    */
-  served(): { id: string; path?: string; sha256?: string } | undefined;
+  served(): { id: string; path?: string; sha256?: string; mtimeMs?: number } | undefined;
   /** The layers this agent hosts now. */
   hostedRange(): { from: number; to: number } | undefined;
   /** Plan the model's placement over these nodes (throws with a message when it cannot). */

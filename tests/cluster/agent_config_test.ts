@@ -147,4 +147,13 @@ Deno.test("an empty port and malformed seeds are refused at start, naming the fl
   for (const ok of ["10.0.0.1:7946", "peers.svc.cluster.local", "[fd00::2]:7946", "fd00::2"]) {
     assertEquals(on({ seeds: ok }).seeds, [ok]);
   }
+  // A config file's array is trimmed and its empty entries dropped, as a flag's list is.
+  assertEquals(on({ seeds: ["10.0.0.1:7946 ", ""] }).seeds, ["10.0.0.1:7946"]);
+  // A malformed list of gossip keys is refused without echoing them.
+  const e = assertThrows(
+    () => on({ gossipKeys: ["c2VjcmV0", 5] }),
+    AgentConfigError,
+    "--gossip-keys",
+  );
+  assertEquals(e.message.includes("c2VjcmV0"), false, e.message);
 });

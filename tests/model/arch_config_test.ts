@@ -3,7 +3,12 @@
  * sliding window, and a model of an architecture we do not run fails at load with one line that
  * names the ones we do.
  */
-import { formatModelSummary, summarizeModel, SUPPORTED_ARCHITECTURES } from "../../model/config.ts";
+import {
+  configFromFile,
+  formatModelSummary,
+  summarizeModel,
+  SUPPORTED_ARCHITECTURES,
+} from "../../model/config.ts";
 import { meta, writeGGUF } from "../../model/gguf/writer.ts";
 import { editedGGUF } from "../support/gguf_edit.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
@@ -116,8 +121,7 @@ Deno.test("keys llama.cpp requires are required here too, not defaulted", async 
   const cases: [string, string][] = [
     ["tiny-f32", "llama.context_length"],
     ["tiny-f32", "llama.attention.layer_norm_rms_epsilon"],
-    // Before, a gemma3 file without it ran every layer with global attention.
-    ["gemma3-f32", "gemma3.attention.sliding_window"],
+    ["gemma3-f32", "gemma3.attention.layer_norm_rms_epsilon"],
   ];
   for (const [name, key] of cases) {
     const path = await editedGGUF(`${FIXTURES}/models/${name}.gguf`, {
@@ -125,6 +129,22 @@ Deno.test("keys llama.cpp requires are required here too, not defaulted", async 
     });
     const err = await loadError(path);
     assert(err?.message.includes(`lacks required key ${key}`), `${key}: ${err}`);
+  }
+});
+
+Deno.test("gemma3 without a sliding window runs every layer globally, as llama.cpp does", async () => {
+  const path = await editedGGUF(`${FIXTURES}/models/gemma3-f32.gguf`, {
+    metadata: (m) => m.filter((e) => e.key !== "gemma3.attention.sliding_window"),
+  });
+  try {
+    const file = await openGGUF(path);
+    try {
+      assertEquals(configFromFile(file).slidingWindow, 0);
+    } finally {
+      file.close();
+    }
+  } finally {
+    await Deno.remove(path);
   }
 });
 

@@ -185,6 +185,13 @@ Deno.test("TLS files: all three or none; missing or swapped files are named", as
     await assertRejects(() => load("a.crt", "b.key"), TlsConfigError, "is not the key of");
     await assertRejects(() => load("other/x.crt", "other/x.key"), TlsConfigError, "not signed by");
     await assertRejects(() => load("llmctl.crt", "llmctl.key"), TlsConfigError, "may not serve");
+    // A CA file holding two CAs (a rotation) is fine when either signed the certificate.
+    const rotated = `${dir}/both-ca.crt`;
+    await Deno.writeTextFile(
+      rotated,
+      (await Deno.readTextFile(`${dir}/other/ca.crt`)) + (await Deno.readTextFile(`${dir}/ca.crt`)),
+    );
+    await load("a.crt", "a.key", rotated);
     const m = await load("a.crt", "a.key");
     assertThrows(
       () =>

@@ -153,17 +153,19 @@ Deno.test("deployed again right after an undeploy: the stopped fetch ends, a fre
  * changed, as a fine-tune exported again under its old name) when a Prepare comes; what it
  * unserved and whether it adopted the deployed bytes.
  */
-async function servingACopy(flip: boolean) {
+async function servingACopy(flip: boolean, changedSinceLoad = false) {
   const dir = await Deno.makeTempDir();
   const copy = `${dir}/${basename(STORIES)}`;
   const bytes = await Deno.readFile(STORIES);
   if (flip) bytes[bytes.length - 1] ^= 0x55;
   await Deno.writeFile(copy, bytes);
+  // The mtime the agent recorded when it opened the file (a rewrite since changes it).
+  const loadedAt = (await Deno.stat(copy)).mtime!.getTime() - (changedSinceLoad ? 5000 : 0);
   const unserved: string[] = [];
   let adopts = 0;
-  let served: { id: string; path?: string } | undefined;
+  let served: { id: string; path?: string; mtimeMs?: number } | undefined;
   const { answer, modelId, dst, close } = await sourceAndFetcher(() => adopts++, (id) => {
-    served = { id, path: copy };
+    served = { id, path: copy, mtimeMs: loadedAt };
     return {
       served: () => served,
       unserve: (id: string) => {
@@ -178,7 +180,8 @@ async function servingACopy(flip: boolean) {
     stages: [{ nodeId: "dst", fromLayer: 0, toLayer: 5 }],
   });
   const first = await dst.prepare({ manifest: answer, placement } as never);
-  for (let i = 0; i < 200 && flip && !adopts; i++) await new Promise((r) => setTimeout(r, 50));
+  const refetch = flip || changedSinceLoad;
+  for (let i = 0; i < 200 && refetch && !adopts; i++) await new Promise((r) => setTimeout(r, 50));
   await close();
   await Deno.remove(dir, { recursive: true });
   return { first, modelId, unserved, adopts };
@@ -198,4 +201,13 @@ Deno.test("a node already serving the deployed bytes keeps them (no refetch)", a
   assertEquals(first.state, TransferState.SOURCE);
   assertEquals(unserved, []);
   assertEquals(adopts, 0);
+});
+
+Deno.test("a local file rewritten since it was loaded does not vouch for the bytes served", async () => {
+  // The file on disk now holds the deployed bytes, but the agent loaded it before the rewrite:
+  // before, its sha256 (read from disk now) answered "already served" and the old weights stayed.
+  const { first, modelId, unserved, adopts } = await servingACopy(false, true);
+  assertEquals(first.state, TransferState.PENDING);
+  assertEquals(unserved, [modelId]);
+  assertEquals(adopts, 1);
 });
