@@ -80,8 +80,11 @@ export async function startGossip(
   );
 }
 
-/** Retry joining the seeds until one answers (they may start after us). */
-export function joinInBackground(s: AgentState): void {
+/**
+ * Retry joining the seeds until one answers (they may start after us); `duplicateRetryMs`: the
+ * wait after our id was found taken (tests shorten it).
+ */
+export function joinInBackground(s: AgentState, duplicateRetryMs = 5000): void {
   const seeds = s.config.seeds.filter((x) => x !== s.gossip.transport.addr);
   if (seeds.length === 0) return;
   let delay = 200;
@@ -92,7 +95,12 @@ export function joinInBackground(s: AgentState): void {
       s.log("info", "joined the cluster", { seedsAnswered: n, members: s.gossip.numMembers() });
     } catch (e) {
       if ((e as Error).name === "DuplicateNodeIdError") {
-        s.log("error", (e as Error).message);
+        // The id's previous holder is still alive or suspect at another address: a restarted
+        // pod (new IP, same node id) before its old self is declared dead, or a real
+        // duplicate. Keep trying (as the error says to): before, the agent stayed outside the
+        // cluster until restarted again.
+        s.log("error", (e as Error).message, { retryMs: duplicateRetryMs });
+        setTimeout(attempt, duplicateRetryMs);
         return;
       }
       s.log("warn", "join failed; retrying", { error: (e as Error).message, retryMs: delay });

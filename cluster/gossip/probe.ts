@@ -243,14 +243,20 @@ export class Prober {
   relay(from: string, m: IndirectPingMsg): void {
     const seq = this.#nextSeq();
     let answered = false;
-    const t = this.#st.after(this.#st.cfg.probeTimeout, () => {
-      this.#acks.delete(seq);
+    // The nack goes out after half a probe timeout: the requester sent this ping one probe
+    // timeout into its probe interval (two timeouts at its health score 0), and a nack after a
+    // whole timeout arrived after the requester had stopped counting them, so every probe of a
+    // dead member raised a healthy prober's score by the nacks it expected (Lifeguard; the
+    // pitfall apple/swift-cluster-membership fixed the same way). A late ack is still passed on.
+    const nackAt = this.#st.after(Math.round(this.#st.cfg.probeTimeout / 2), () => {
       if (!answered && m.nack) this.#st.sendMsgs(from, [encode({ type: "nack", seq: m.seq })]);
     });
+    const t = this.#st.after(this.#st.cfg.probeTimeout, () => this.#acks.delete(seq));
     this.#acks.set(seq, {
       ack: () => {
         if (answered) return;
         answered = true;
+        this.#st.cancel(nackAt);
         this.#st.cancel(t);
         this.#acks.delete(seq);
         this.#st.sendMsgs(from, [encode({ type: "ack", seq: m.seq })]);

@@ -250,6 +250,7 @@ export class GossipState {
       case "ping":
         if (m.target !== this.id) return this.drop("misdirected");
         this.sendMsgs(from, [encode({ type: "ack", seq: m.seq })]);
+        this.#syncWithStranger(m.sourceId, m.sourceAddr);
         return;
       case "indirectPing":
         return this.prober.relay(from, m);
@@ -375,12 +376,33 @@ export class GossipState {
     }
   }
 
+  /** When each stranger that pinged us was last synced with (#syncWithStranger). */
+  readonly #strangers = new Map<string, number>();
+
+  /**
+   * A ping from a member we do not know means it knows us: most likely we restarted (at the
+   * same address, before anyone saw us die) and it still holds our previous life. Sync with it
+   * at once: its state brings us every member and our old incarnation, which we then outbid with
+   * our metadata. Before, such a member acked every probe, so nobody suspected it, and stayed
+   * alone until a random push-pull found it (about a minute), while the others routed by its
+   * previous life's metadata. At most once per probe interval and stranger.
+   */
+  #syncWithStranger(id: string, addr: string): void {
+    if (!id || id === this.id || this.nodes.has(id) || this.stopped || this.leaving) return;
+    const now = this.clock.now();
+    const last = this.#strangers.get(id);
+    if (last !== undefined && now - last < this.cfg.probeInterval) return;
+    if (this.#strangers.size >= 256) this.#strangers.clear();
+    this.#strangers.set(id, now);
+    void this.pushPull.antiEntropy(addr).catch(() => this.stats.pushPullFailures++);
+  }
+
   /** Handle an accusation (memberlist's suspectNode). */
   suspectNode(m: SuspectMsg): void {
     const s = this.nodes.get(m.node);
     if (!s) return;
     if (m.incarnation < s.incarnation) {
-      if (m.node === this.id) this.reassert(m.from);
+      if (m.node === this.id && !this.leaving) this.reassert(m.from);
       return;
     }
     const timer = this.suspicions.get(m.node);
@@ -525,8 +547,13 @@ export class GossipState {
     return { type: "alive", incarnation: s.incarnation, node: this.id, addr: s.addr, meta: s.meta };
   }
 
-  /** Publish new local metadata with a higher incarnation. */
+  /**
+   * Publish new local metadata with a higher incarnation. Not once leaving: its alive, queued
+   * under our id, would replace the leave in the queue (finishing leave() at once) and tell
+   * every peer we are alive; they would then see us die instead of leave.
+   */
   updateLocalMeta(meta: Uint8Array): void {
+    if (this.leaving) return;
     const s = this.local;
     // 4 billion updates: not in this agent's lifetime; never wrap to a number peers ignore.
     s.incarnation = Math.min(MAX_INCARNATION, s.incarnation + 1);

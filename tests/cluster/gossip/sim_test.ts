@@ -134,6 +134,34 @@ Deno.test("sim: a crashed member restarted at the same address rejoins with a hi
   assert(reborn.localNode.incarnation > 0, "must outbid the incarnation it died with");
 });
 
+Deno.test("sim: a seed restarted at its address before anyone saw it die is found at once", async () => {
+  for (const seed of [3, 4, 5]) {
+    const { net, members } = await formCluster(5, { seed });
+    members[0].updateMetadata({ ...emptyMetadata("n0"), rpcPort: 1111 }); // its previous life
+    await net.run(3000);
+    const addr = members[0].transport.addr;
+    net.crash(addr);
+    await members[0].shutdown();
+    await net.run(500); // a process manager's quick restart
+    // The first agent has no seeds: it does not join. Peers' pings reach it at once, though.
+    const reborn = Memberlist.create(
+      simConfig(net, 0, { metadata: { ...emptyMetadata("n0"), rpcPort: 2222 } }),
+      net.createTransport(addr),
+    );
+    const t = await net.runUntil(
+      () =>
+        reborn.numMembers() === 5 &&
+        members.slice(1).every((m) => m.member("n0")?.meta?.rpcPort === 2222),
+      10_000,
+      100,
+    );
+    // Before, it answered every ping and stayed alone for 40-65 s, while the others kept its
+    // previous life's metadata.
+    assert(t !== null, `seed ${seed}: the restarted member stayed alone`);
+    for (const m of [...members.slice(1), reborn]) await m.shutdown();
+  }
+});
+
 Deno.test("sim: graceful leave is seen as 'leave', not 'dead'", async () => {
   const { net, members } = await formCluster(10, { seed: 12 });
   let leaves = 0, deaths = 0;
@@ -147,6 +175,24 @@ Deno.test("sim: graceful leave is seen as 'leave', not 'dead'", async () => {
   assertEquals(leaves, 9);
   assertEquals(deaths, 0);
   for (const m of members.slice(1)) assertEquals(m.member("n0")?.status, "left");
+});
+
+Deno.test("sim: metadata published while leaving does not undo the leave", async () => {
+  const { net, members } = await formCluster(10, { seed: 12 });
+  let leaves = 0, deaths = 0;
+  for (const m of members.slice(1)) {
+    m.on("leave", () => leaves++);
+    m.on("dead", () => deaths++);
+  }
+  const leaving = members[0].leave(3000);
+  await net.run(1);
+  // An agent's load report, a moment into its drain's leave. Before, its alive replaced the
+  // leave in the queue (leave() returned at once) and peers later saw the member die.
+  members[0].updateMetadata({ ...emptyMetadata("n0"), rpcPort: 1234 });
+  await net.settle(leaving);
+  await members[0].shutdown();
+  await net.run(10_000);
+  assertEquals([leaves, deaths], [9, 0]);
 });
 
 Deno.test("sim: a metadata update reaches every member", async () => {
@@ -295,4 +341,20 @@ Deno.test("sim: the member table is bounded; news of members past it is dropped 
     members[0].stats.droppedPackets.full >= 4,
     JSON.stringify(members[0].stats.droppedPackets),
   );
+});
+
+Deno.test("sim: probing a crashed member leaves the healthy probers' scores alone (nacks in time)", async () => {
+  const { net, members } = await formCluster(20, { seed: 7 });
+  await net.run(5000);
+  net.crash(members[19].transport.addr);
+  const t0 = net.now();
+  let worst = 0;
+  while (net.now() - t0 < 15_000) {
+    await net.run(50);
+    for (const m of members.slice(0, 19)) worst = Math.max(worst, m.healthScore);
+  }
+  // Before, the relays' nacks came after the prober stopped counting them: each probe of the
+  // dead member raised the prober's score by 3, and it probed four times slower.
+  assertEquals(worst, 0);
+  for (const m of members) m.shutdown();
 });
