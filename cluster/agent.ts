@@ -158,7 +158,12 @@ export class Agent {
         agent.loop.schedule();
       });
     }
-    gossip.on("suspect", (e) => agent.observe.memberEvent(e.type, e.member));
+    gossip.on("suspect", (e) => {
+      agent.observe.memberEvent(e.type, e.member);
+      // Suspects leave the plan (placement_loop.modelMembers): every agent re-plans on the
+      // suspicion, not only those where another event happened to come during it.
+      agent.loop.schedule();
+    });
     // Telemetry: /metrics and /health on --metrics-port; spans name this node.
     setTraceAttributes({ "dllm.node": cfg.nodeId });
     try {

@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { ModelId } from "../../cluster/model_id.ts";
 import { NodeState, TransferState } from "../../proto/mod.ts";
 import { type Rect, Screen, type Style } from "./screen.ts";
 import { stateWord, TABS, type TuiState, visibleEvents, visibleNodes } from "./state.ts";
@@ -246,7 +247,8 @@ function modelLine(s: TuiState): string {
   const placed = Object.values(s.nodes).filter((n) =>
     n.state === NodeState.ALIVE && n.hosted?.model === p.model
   ).reduce((a, n) => a + (n.hosted!.to - n.hosted!.from), 0);
-  return `model ${p.model}  ${p.total} layers  epoch ${p.epoch}  ` +
+  // The file name: the id's size and fingerprint would push the state off an 80-column line.
+  return `model ${ModelId.parse(p.model).name}  ${p.total} layers  epoch ${p.epoch}  ` +
     (placed >= p.total ? "READY" : `${placed}/${p.total} placed`);
 }
 

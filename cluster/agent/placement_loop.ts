@@ -58,11 +58,11 @@ export function placementInputs(members: readonly Member[], model?: string): Rep
 }
 
 /**
- * The members placement plans over for `model`: those offering it, alive or suspect, and not
- * refused by mTLS. A suspect stays until gossip declares it dead: a suspicion does not re-plan,
- * so leaving suspects out made a plan depend on whether some other event happened to re-plan
- * during one (agents re-planning at different moments, and a false suspicion on a busy host
- * moving layers away and back).
+ * The members placement plans over for `model`: those offering it, alive, and not refused by
+ * mTLS. A suspect is left out, so a killed stage's layers are re-placed within a probe or two
+ * (a standby fetches them while gossip is still confirming the death). Every agent re-plans on a
+ * suspicion too (cluster/agent.ts), 250 ms later: all of them drop the suspect at about the same
+ * time, and a suspicion refuted within that moment moves nothing.
  */
 export function modelMembers(
   members: readonly Member[],
@@ -70,8 +70,7 @@ export function modelMembers(
   untrusted: { has(id: string): boolean },
 ): Member[] {
   return members.filter((m) =>
-    (m.status === "alive" || m.status === "suspect") && m.meta?.model === model &&
-    !untrusted.has(m.id)
+    m.status === "alive" && m.meta?.model === model && !untrusted.has(m.id)
   );
 }
 

@@ -62,8 +62,8 @@ export async function* deployModel(
   const { manifest, signature } = await m.open(answer);
   const e = m.entry(manifest, answer, signature);
   if (req.sourceEndpoint) e.external = req.sourceEndpoint;
-  // Members alive or suspect, as the placement loop plans over (a suspicion moves no layers).
-  const live = (x: { status: string }) => x.status === "alive" || x.status === "suspect";
+  // Alive members, as the placement loop plans over (a suspect's layers go to others).
+  const live = (x: { status: string }) => x.status === "alive";
   const alive = m.host.members().filter(live).map((m) => m.id);
   const targets = req.nodes.length ? req.nodes : alive;
   for (const t of targets) {

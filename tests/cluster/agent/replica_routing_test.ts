@@ -262,7 +262,7 @@ Deno.test("routing: a request sticks to its replica and moves only when it lost 
   );
 });
 
-Deno.test("placement plans over suspects too: a suspicion alone does not move layers", () => {
+Deno.test("placement plans over alive members offering the model, trusted", () => {
   const m = (id: string, status: Member["status"], model = "m@1"): Member => ({
     id,
     addr: "127.0.0.1:1",
@@ -281,6 +281,6 @@ Deno.test("placement plans over suspects too: a suspicion alone does not move la
     metaBytes: new Uint8Array(),
   });
   const members = [m("a", "alive"), m("b", "suspect"), m("c", "dead"), m("d", "alive", "x@2")];
-  assertEquals(modelMembers(members, "m@1", new Set()).map((x) => x.id), ["a", "b"]);
-  assertEquals(modelMembers(members, "m@1", new Set(["a"])).map((x) => x.id), ["b"]);
+  assertEquals(modelMembers(members, "m@1", new Set()).map((x) => x.id), ["a"]);
+  assertEquals(modelMembers(members, "m@1", new Set(["a"])).map((x) => x.id), []);
 });
