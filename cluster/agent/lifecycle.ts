@@ -6,12 +6,14 @@
  * @module
  */
 import type { Backend } from "../../kernels/backend.ts";
-import type { AgentConfig } from "../agent_config.ts";
+import { type AgentConfig, AgentConfigError } from "../agent_config.ts";
 import {
+  encodeMetadata,
   Keyring,
   lanConfig,
   localConfig,
   Memberlist,
+  MetadataError,
   type NodeMetadata,
   wanConfig,
 } from "../gossip/mod.ts";
@@ -68,6 +70,7 @@ export async function startGossip(
     // so agents started with other --context-size or --max-sessions still make the same plan.
     kvReserve: { context: cfg.contextSize, sessions: Math.min(cfg.maxSessions, 0xffff) },
   };
+  if (model) checkAnnouncementFits(meta, model.id.toString());
   return await Memberlist.listen(
     preset({
       nodeId: cfg.nodeId,
@@ -78,6 +81,30 @@ export async function startGossip(
     }),
     { bindAddr: cfg.bind, port: cfg.gossipPort, advertiseAddr: cfg.advertiseAddress },
   );
+}
+
+/**
+ * Throw an AgentConfigError naming the model when its id would not fit this agent's gossip
+ * metadata once it announces a stage (the id appears twice then, and a record holds 512 bytes).
+ * Checked before serving: the first announcement failed otherwise, and the stage with it.
+ */
+export function checkAnnouncementFits(meta: NodeMetadata, id: string): void {
+  try {
+    encodeMetadata({
+      ...meta,
+      model: id,
+      hosted: { model: id, from: 0, to: 65535 },
+      replica: meta.id,
+      load: { sessions: 65535, queued: 65535, free: 65535, tokensPerSecond: 1e6 },
+      dataPort: meta.dataPort || 65535,
+    });
+  } catch (e) {
+    if (!(e instanceof MetadataError)) throw e;
+    throw new AgentConfigError(
+      `the model id "${id}" does not fit this agent's gossip metadata (${e.message}); give the ` +
+        `file a shorter name`,
+    );
+  }
 }
 
 /**

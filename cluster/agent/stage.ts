@@ -115,6 +115,13 @@ export class StageRoom {
       const options = { ...want, maxBatch: s.config.batchSize };
       const preloaded = await early?.catch(() => undefined);
       const stage = preloaded ?? await LlamaStage.load(s.model.file, s.backend, options);
+      // Superseded while it loaded (a suspicion refuted, a plan that moved on): keep the stage
+      // that serves now, so a plan that went away and back costs one wasted load, not a second
+      // load of the range that was already here.
+      if (this.plannedRange !== want) {
+        stage.dispose();
+        return;
+      }
       s.stage = new StageHost(stage, s.model.id.toString(), {
         maxSessions: s.config.maxSessions,
         defaultContext: Math.min(s.config.contextSize, s.model.contextLength),

@@ -9,6 +9,7 @@ import { PlacementSchema, StageAssignmentSchema, type TransferProgress } from ".
 import { planReplicas, stageWeightBytes } from "../placement/mod.ts";
 import type { TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
+import { checkAnnouncementFits } from "./lifecycle.ts";
 import { agreedReplicas, placementInputs, type PlacementLoop } from "./placement_loop.ts";
 import { agentFootprint, agreedKvReserve, fileMtime, servedModel } from "./served_model.ts";
 import { ModelId } from "../model_id.ts";
@@ -75,6 +76,12 @@ export function transferHost(
     },
     adopt: async (id, file, path, sha256) => {
       if (s.model?.id.toString() === id && (!sha256 || s.modelSha === sha256)) return;
+      try {
+        checkAnnouncementFits(s.gossip.localNode.meta!, id);
+      } catch (e) {
+        file.close();
+        throw e;
+      }
       if (s.model) await unserve(s.model.id.toString());
       s.model = servedModel(ModelId.parse(id), file, s.config.contextSize, s.config.maxSessions);
       s.modelPath = path;

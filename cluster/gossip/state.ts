@@ -250,7 +250,7 @@ export class GossipState {
       case "ping":
         if (m.target !== this.id) return this.drop("misdirected");
         this.sendMsgs(from, [encode({ type: "ack", seq: m.seq })]);
-        this.#syncWithStranger(m.sourceId, m.sourceAddr);
+        this.#syncWithStranger(m.sourceId, m.sourceAddr, from);
         return;
       case "indirectPing":
         return this.prober.relay(from, m);
@@ -376,8 +376,9 @@ export class GossipState {
     }
   }
 
-  /** When each stranger that pinged us was last synced with (#syncWithStranger). */
-  readonly #strangers = new Map<string, number>();
+  /** When the last stranger sync started, and whether one is running (#syncWithStranger). */
+  #strangerSyncAt = -Infinity;
+  #strangerSyncing = false;
 
   /**
    * A ping from a member we do not know means it knows us: most likely we restarted (at the
@@ -385,16 +386,22 @@ export class GossipState {
    * at once: its state brings us every member and our old incarnation, which we then outbid with
    * our metadata. Before, such a member acked every probe, so nobody suspected it, and stayed
    * alone until a random push-pull found it (about a minute), while the others routed by its
-   * previous life's metadata. At most once per probe interval and stranger.
+   * previous life's metadata.
+   *
+   * Only toward the address the ping came from (a ping naming another address could make us dial
+   * anyone), one at a time, at most one per probe interval: made-up ids cannot turn pings into
+   * a flood of streams.
    */
-  #syncWithStranger(id: string, addr: string): void {
+  #syncWithStranger(id: string, addr: string, from: string): void {
     if (!id || id === this.id || this.nodes.has(id) || this.stopped || this.leaving) return;
+    if (addr !== from || this.#strangerSyncing) return;
     const now = this.clock.now();
-    const last = this.#strangers.get(id);
-    if (last !== undefined && now - last < this.cfg.probeInterval) return;
-    if (this.#strangers.size >= 256) this.#strangers.clear();
-    this.#strangers.set(id, now);
-    void this.pushPull.antiEntropy(addr).catch(() => this.stats.pushPullFailures++);
+    if (now - this.#strangerSyncAt < this.cfg.probeInterval) return;
+    this.#strangerSyncAt = now;
+    this.#strangerSyncing = true;
+    void this.pushPull.antiEntropy(addr)
+      .catch(() => this.stats.pushPullFailures++)
+      .finally(() => this.#strangerSyncing = false);
   }
 
   /** Handle an accusation (memberlist's suspectNode). */

@@ -126,24 +126,36 @@ export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new
 }
 
 /** Every certificate of a PEM text, in order. */
-function pemCertificates(pem: string): X509Certificate[] {
+export function pemCertificates(pem: string): X509Certificate[] {
   const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length === 0) throw new Error("no certificate in the PEM text");
   return blocks.map((b) => new X509Certificate(b));
 }
 
-/** Whether `cert` leads to one of `cas`: signed by one, or by an intermediate of `chain` that does. */
-function issuedBy(
+/**
+ * Whether `cert` leads to one of `cas`: issued by one, or by a CA certificate of `chain` (the
+ * intermediates after a leaf) that does.
+ */
+export function issuedBy(
   cert: X509Certificate,
   chain: readonly X509Certificate[],
   cas: readonly X509Certificate[],
   depth = 0,
 ): boolean {
-  if (cas.some((ca) => cert.verify(ca.publicKey))) return true;
+  const by = (issuer: X509Certificate) => cert.checkIssued(issuer) && cert.verify(issuer.publicKey);
+  if (cas.some(by)) return true;
   if (depth >= 4) return false;
-  return chain.some((i) =>
-    i !== cert && cert.verify(i.publicKey) && issuedBy(i, chain, cas, depth + 1)
-  );
+  return chain.some((i) => i !== cert && i.ca && by(i) && issuedBy(i, chain, cas, depth + 1));
+}
+
+/**
+ * The leaf of PEM chain `certPem` when it leads to a CA of `caPem` (several CAs and intermediates
+ * allowed), else undefined. An agent checks its own files at start and peers' manifest signers
+ * with it, so a setup one accepts the other does too.
+ */
+export function chainLeaf(certPem: string, caPem: string): X509Certificate | undefined {
+  const [leaf, ...chain] = pemCertificates(certPem);
+  return issuedBy(leaf, chain, pemCertificates(caPem)) ? leaf : undefined;
 }
 
 /** The purposes a certificate's extended key usage lists (dotted OIDs); undefined: none set. */

@@ -108,6 +108,16 @@ export class EntryTable {
         lastAt: performance.now(),
       };
       this.#entries.set(manifest.sha256, e);
+    } else if (
+      e.manifest.modelId !== manifest.modelId && e.manifest.chunkSize === manifest.chunkSize &&
+      e.manifest.segments.length === manifest.segments.length
+    ) {
+      // The same bytes under a newer id (a cache written before ids carried a fingerprint, or
+      // the file deployed under another name): the entry answers to the id deployed now, else
+      // lookups by it (planReady, ensure, GetManifest) found nothing.
+      e.manifest = manifest;
+      e.answer = create(GetManifestResponseSchema, { ...answer, availableSegments: [] });
+      e.signature = signature;
     }
     return e;
   }

@@ -126,9 +126,8 @@ export class TransferManager {
     const e = this.#entries.byModel(modelId);
     if (!e?.waitFor) return true;
     const live = new Set(
-      this.host.members().filter((m) => m.status === "alive" || m.status === "suspect").map((m) =>
-        m.id
-      ),
+      // Alive, as the placement loop plans over: a planned node turned suspect is not awaited.
+      this.host.members().filter((m) => m.status === "alive").map((m) => m.id),
     );
     for (const id of e.waitFor) if (live.has(id) && !offering.includes(id)) return false;
     e.waitFor = undefined;

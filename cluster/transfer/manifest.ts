@@ -28,6 +28,7 @@ import {
 } from "../../proto/mod.ts";
 import { type GGUFFile, openGGUF } from "../../model/gguf/mod.ts";
 import { modelFingerprint, ModelId } from "../model_id.ts";
+import { chainLeaf, pemCertificates } from "../tls/files.ts";
 
 /** Default chunk size: 1 MiB, small enough that a lost chunk costs little, big enough to stream. */
 export const DEFAULT_CHUNK_SIZE = 1 << 20;
@@ -214,19 +215,14 @@ export function openManifest(
     );
   }
   let cert: X509Certificate;
+  let issued: X509Certificate | undefined;
   try {
-    cert = new X509Certificate(res.signerCertificate);
+    cert = pemCertificates(res.signerCertificate)[0];
+    // The signer's chain (its intermediates follow it), as an agent checks its own at start.
+    issued = chainLeaf(res.signerCertificate, caPem);
   } catch (e) {
     throw new ManifestError(`the manifest's signer certificate is unreadable: ${e}`);
   }
-  const issued = caPem.split(/(?=-----BEGIN CERTIFICATE-----)/).some((pem) => {
-    try {
-      const ca = new X509Certificate(pem);
-      return cert.checkIssued(ca) && cert.verify(ca.publicKey);
-    } catch {
-      return false;
-    }
-  });
   if (!issued) {
     throw new ManifestError(
       `the manifest of ${manifest.modelId} is signed by "${cert.subject}", which the cluster CA ` +

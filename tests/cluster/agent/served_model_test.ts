@@ -7,7 +7,9 @@ import { emptyMetadata, type Member } from "../../../cluster/gossip/mod.ts";
 import { ModelId } from "../../../cluster/model_id.ts";
 import { planReplicas, stageBytes } from "../../../cluster/placement/mod.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
-import { assertEquals } from "../../support/assert.ts";
+import { assertEquals, assertThrows } from "../../support/assert.ts";
+import { checkAnnouncementFits } from "../../../cluster/agent/lifecycle.ts";
+import { AgentConfigError } from "../../../cluster/agent_config.ts";
 import { REPO } from "../../support/paths.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
@@ -69,4 +71,21 @@ Deno.test("every agent plans with the largest KV reservation any member announce
   } finally {
     file.close();
   }
+});
+
+Deno.test("a model id too long for gossip metadata is refused before serving, naming the file", () => {
+  const meta = {
+    ...emptyMetadata("node-with-a-long-id"),
+    addresses: ["10.0.0.5"],
+    resources: {
+      memoryBytes: 1,
+      cores: 2,
+      backend: "wasm",
+      adapter: "x".repeat(100),
+    },
+  };
+  checkAnnouncementFits(meta, `short.gguf@1185376#3f9a2c61d0e4`);
+  const id = `${"a-very-long-model-file-name-".repeat(6)}.gguf@1185376#3f9a2c61d0e4`;
+  // Before, the agent started, and its first stage announcement threw (the stage failed).
+  assertThrows(() => checkAnnouncementFits(meta, id), AgentConfigError, "give the file a shorter");
 });

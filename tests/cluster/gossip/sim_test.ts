@@ -358,3 +358,33 @@ Deno.test("sim: probing a crashed member leaves the healthy probers' scores alon
   assertEquals(worst, 0);
   for (const m of members) m.shutdown();
 });
+
+Deno.test("sim: pings from made-up strangers cannot make a member dial another address", async () => {
+  const { net, members } = await formCluster(5, { seed: 1 });
+  await net.run(2000);
+  const attacker = net.createTransport();
+  attacker.onPacket(() => {});
+  const victim = net.createTransport();
+  let toVictim = 0;
+  victim.onStream((s) => {
+    toVictim++;
+    s.close();
+  });
+  let toAttacker = 0;
+  attacker.onStream((s) => {
+    toAttacker++;
+    s.close();
+  });
+  const target = members[0];
+  for (let i = 0; i < 200; i++) {
+    const ping = { type: "ping" as const, seq: i, target: "n0", sourceId: `fake-${i}` };
+    // Naming the victim's address (before: one sync stream to it per made-up id) ...
+    attacker.sendPacket(target.transport.addr, encode({ ...ping, sourceAddr: victim.addr }));
+    // ... or its own: synced with, but at most once per probe interval.
+    attacker.sendPacket(target.transport.addr, encode({ ...ping, sourceAddr: attacker.addr }));
+  }
+  await net.run(3000);
+  assertEquals(toVictim, 0);
+  assert(toAttacker <= 1, `${toAttacker} streams to the stranger within one probe interval`);
+  for (const m of members) await m.shutdown();
+});

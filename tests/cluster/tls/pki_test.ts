@@ -9,6 +9,12 @@ import {
   tlsFilesFromOptions,
 } from "../../../cluster/tls/mod.ts";
 import { certsCommand } from "../../../cli/commands/certs.ts";
+import {
+  computeManifest,
+  openManifest,
+  signedManifest,
+} from "../../../cluster/transfer/manifest.ts";
+import { REPO } from "../../support/paths.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
 
 const cert = (path: string) => new X509Certificate(Deno.readTextFileSync(path));
@@ -239,6 +245,105 @@ Deno.test("llmctl certs init / add", async () => {
     assert(failed, "a,,b was accepted");
   } finally {
     console.log = log;
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("a certificate issued through an intermediate CA passes at start and signs manifests", async () => {
+  const dir = await tempDir();
+  const ssl = async (...args: string[]) => {
+    const out = await new Deno.Command("openssl", { args, cwd: dir, stderr: "piped" }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+  };
+  try {
+    try {
+      await ssl("version");
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return; // openssl builds the intermediate
+      throw e;
+    }
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    await ssl(
+      "req",
+      "-x509",
+      ...ec,
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.crt",
+      "-subj",
+      "/CN=root",
+      "-days",
+      "2",
+      "-addext",
+      "basicConstraints=critical,CA:TRUE",
+      "-addext",
+      "keyUsage=critical,keyCertSign,cRLSign",
+    );
+    await Deno.writeTextFile(
+      `${dir}/int.ext`,
+      "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
+    );
+    await ssl("req", "-new", ...ec, "-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=int");
+    await ssl(
+      "x509",
+      "-req",
+      "-in",
+      "int.csr",
+      "-CA",
+      "ca.crt",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "int.crt",
+      "-days",
+      "2",
+      "-extfile",
+      "int.ext",
+    );
+    await Deno.writeTextFile(
+      `${dir}/a.ext`,
+      "subjectAltName=DNS:a,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    );
+    await ssl("req", "-new", ...ec, "-keyout", "a.key", "-out", "a.csr", "-subj", "/CN=a");
+    await ssl(
+      "x509",
+      "-req",
+      "-in",
+      "a.csr",
+      "-CA",
+      "int.crt",
+      "-CAkey",
+      "int.key",
+      "-CAcreateserial",
+      "-out",
+      "a.crt",
+      "-days",
+      "2",
+      "-extfile",
+      "a.ext",
+    );
+    const chain = (await Deno.readTextFile(`${dir}/a.crt`)) +
+      (await Deno.readTextFile(`${dir}/int.crt`));
+    await Deno.writeTextFile(`${dir}/a-chain.crt`, chain);
+    const m = await loadTlsFiles({
+      cert: `${dir}/a-chain.crt`,
+      key: `${dir}/a.key`,
+      ca: `${dir}/ca.crt`,
+    });
+    // The same chain signs manifests that peers accept (before, the start check took it and
+    // every deploy from the node was refused: only the leaf was checked against the root).
+    const { bytes } = await computeManifest(`${REPO}/models/stories260K.gguf`, { nodeId: "a" });
+    const signed = signedManifest(bytes, { cert: m.cert, key: m.key }, []);
+    assert(openManifest(signed, m.ca).signature.startsWith("verified"));
+    // Without the intermediate in the file, the leaf leads to no CA here.
+    await assertRejects(
+      () => loadTlsFiles({ cert: `${dir}/a.crt`, key: `${dir}/a.key`, ca: `${dir}/ca.crt` }),
+      TlsConfigError,
+      "not signed by",
+    );
+  } finally {
     await Deno.remove(dir, { recursive: true });
   }
 });

@@ -3,15 +3,18 @@
  * fetches its stage's layers (a deploy's progress and `llmctl models status` read it).
  */
 import { basename } from "node:path";
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
+  GetManifestResponseSchema,
   PlacementSchema,
+  TransferManifestSchema,
   type TransferProgress,
   TransferService,
   TransferState,
 } from "../../../proto/mod.ts";
 import { startRpcServer } from "../../../cluster/rpc/mod.ts";
 import { openManifest, transferService } from "../../../cluster/transfer/mod.ts";
+import { signedManifest } from "../../../cluster/transfer/manifest.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
 import type { TransferHost } from "../../../cluster/transfer/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
@@ -210,4 +213,77 @@ Deno.test("a local file rewritten since it was loaded does not vouch for the byt
   assertEquals(first.state, TransferState.PENDING);
   assertEquals(unserved, [modelId]);
   assertEquals(adopts, 1);
+});
+
+Deno.test("a cache written under an older id answers to the id deployed now", async () => {
+  const srcDir = await Deno.makeTempDir();
+  const dstDir = await Deno.makeTempDir();
+  const src = transferManager("src", srcDir, CHUNK);
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(TransferService, transferService(src)),
+  });
+  try {
+    const answer = await src.getManifest({ path: STORIES, model: "" });
+    const m = openManifest(answer, undefined).manifest;
+    const placement = (stages: { nodeId: string; fromLayer: number; toLayer: number }[]) =>
+      create(PlacementSchema, { totalLayers: 5, stages });
+    const dst = (onAdopt: () => void) =>
+      transferManager("dst", dstDir, CHUNK, {
+        members: () => [
+          { id: "src", endpoint: `127.0.0.1:${server.port}`, model: m.modelId, status: "alive" },
+          { id: "dst", endpoint: "127.0.0.1:1", model: "", status: "alive" },
+          { id: "x", endpoint: "127.0.0.1:1", model: "", status: "alive" },
+        ],
+        adopt: (_id, file) => {
+          file.close();
+          onAdopt();
+          return Promise.resolve();
+        },
+      });
+    // Before an upgrade: layer 0 fetched, the cache's manifest written with the id of then.
+    let adopted!: () => void;
+    let done = new Promise<void>((r) => adopted = r);
+    const before = dst(() => adopted());
+    await before.prepare({
+      manifest: answer,
+      placement: placement([{ nodeId: "dst", fromLayer: 0, toLayer: 1 }]),
+    } as never);
+    await done;
+    before.close();
+    const oldId = m.modelId.replace(/#.*/, "");
+    const old = create(TransferManifestSchema, { ...m, modelId: oldId });
+    await Deno.writeFile(
+      `${dstDir}/${m.sha256}/manifest.bin`,
+      toBinary(
+        GetManifestResponseSchema,
+        signedManifest(toBinary(TransferManifestSchema, old), undefined, []),
+      ),
+    );
+    // After: the cache is scanned, the same bytes deployed under today's id, x planned too.
+    done = new Promise<void>((r) => adopted = r);
+    const after = dst(() => adopted());
+    await after.scanCache();
+    await after.prepare({
+      manifest: answer,
+      placement: placement([
+        { nodeId: "dst", fromLayer: 0, toLayer: 1 },
+        { nodeId: "x", fromLayer: 1, toLayer: 5 },
+      ]),
+    } as never);
+    await done;
+    // Before, lookups by today's id found nothing: the deploy's wait for x was skipped, and a
+    // re-planned range was never fetched (its stage load then failed).
+    assertEquals(after.planReady(m.modelId, ["dst"]), false, "x is planned and does not offer it");
+    await after.ensure(m.modelId, { from: 0, to: 5 });
+    const mine = after.status().find((s) => s.nodeId === "dst")!;
+    assertEquals(mine.model, m.modelId);
+    assertEquals(mine.bytesDone, BigInt(m.fileSize));
+    after.close();
+  } finally {
+    await server.close();
+    src.close();
+    await Deno.remove(srcDir, { recursive: true });
+    await Deno.remove(dstDir, { recursive: true });
+  }
 });
