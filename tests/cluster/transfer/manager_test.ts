@@ -1,7 +1,7 @@
 /** TransferManager's serving side: what happens when an offered file goes away. */
 import { orTimeout } from "../../../cluster/deadline.ts";
 import { openManifest } from "../../../cluster/transfer/mod.ts";
-import { assert, assertEquals } from "../../support/assert.ts";
+import { assert } from "../../support/assert.ts";
 import { STORIES, transferManager } from "./stories_fixture.ts";
 
 Deno.test("a file deleted after it was offered answers not_found and keeps the serve permits", async () => {

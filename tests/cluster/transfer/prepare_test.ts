@@ -30,13 +30,8 @@ async function sourceAndFetcher(
   adopt: () => void,
   over: (modelId: string) => Partial<TransferHost> = () => ({}),
 ) {
-  const srcDir = await Deno.makeTempDir();
   const dstDir = await Deno.makeTempDir();
-  const src = transferManager("src", srcDir, CHUNK);
-  const server = await startRpcServer({
-    port: 0,
-    routes: (r) => r.service(TransferService, transferService(src)),
-  });
+  const { src, server, close: closeSource } = await startSource();
   const published: TransferProgress[] = [];
   const answer = await src.getManifest({ path: STORIES, model: "" });
   const modelId = openManifest(answer, undefined).manifest.modelId;
@@ -55,12 +50,26 @@ async function sourceAndFetcher(
   });
   const close = async () => {
     dst.close();
-    await server.close();
-    src.close();
-    await Deno.remove(srcDir, { recursive: true });
+    await closeSource();
     await Deno.remove(dstDir, { recursive: true });
   };
   return { answer, modelId, dst, published, close };
+}
+
+/** A source manager serving stories260K over gRPC. */
+async function startSource() {
+  const dir = await Deno.makeTempDir();
+  const src = transferManager("src", dir, CHUNK);
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(TransferService, transferService(src)),
+  });
+  const close = async () => {
+    await server.close();
+    src.close();
+    await Deno.remove(dir, { recursive: true });
+  };
+  return { src, server, close };
 }
 
 Deno.test("a fetching node reports no cached state until its layers are here", async () => {
@@ -216,13 +225,8 @@ Deno.test("a local file rewritten since it was loaded does not vouch for the byt
 });
 
 Deno.test("a cache written under an older id answers to the id deployed now", async () => {
-  const srcDir = await Deno.makeTempDir();
   const dstDir = await Deno.makeTempDir();
-  const src = transferManager("src", srcDir, CHUNK);
-  const server = await startRpcServer({
-    port: 0,
-    routes: (r) => r.service(TransferService, transferService(src)),
-  });
+  const { src, server, close } = await startSource();
   try {
     const answer = await src.getManifest({ path: STORIES, model: "" });
     const m = openManifest(answer, undefined).manifest;
@@ -281,9 +285,7 @@ Deno.test("a cache written under an older id answers to the id deployed now", as
     assertEquals(mine.bytesDone, BigInt(m.fileSize));
     after.close();
   } finally {
-    await server.close();
-    src.close();
-    await Deno.remove(srcDir, { recursive: true });
+    await close();
     await Deno.remove(dstDir, { recursive: true });
   }
 });
