@@ -38,9 +38,23 @@ export function uploadWhole(writer: WeightWriter, spec: WeightSpec): Weight {
   }
 }
 
-/** Throw unless a buffer of `length` elements holds `end` elements for `what`. */
-export function needElements(length: number, end: number, what: string): void {
+/**
+ * Throw unless elements [start, end) of a buffer of `length` elements exist for `what`: whole
+ * numbers, from 0 up. The WASM backend's buffers share one linear memory, so a negative or
+ * fractional range there reads or writes its neighbours instead of failing.
+ */
+export function needElements(length: number, end: number, what: string, start = 0): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
+    throw new Error(`${what}: elements [${start}, ${end}) are not a range of a buffer`);
+  }
   if (end > length) throw new Error(`${what}: needs ${end} elements, buffer has ${length}`);
+}
+
+/** Throw unless every count of `op` is a whole number, at least 0 (rows, groups, columns…). */
+export function checkCounts(op: string, counts: Record<string, number>): void {
+  for (const [name, n] of Object.entries(counts)) {
+    if (!Number.isSafeInteger(n) || n < 0) throw new Error(`${op}: ${name} is ${n}`);
+  }
 }
 
 /** Throw unless `layer` and positions [pos0, pos0 + rows) fit a KV cache (for `op`). */
@@ -51,8 +65,9 @@ export function checkKVRange(
   pos0: number,
   rows: number,
 ): void {
-  if (layer < 0 || layer >= cache.nLayers) throw new Error(`${op}: no layer ${layer}`);
-  if (pos0 < 0 || pos0 + rows > cache.nCtx) {
+  checkCounts(op, { layer, pos0, rows });
+  if (layer >= cache.nLayers) throw new Error(`${op}: no layer ${layer}`);
+  if (pos0 + rows > cache.nCtx) {
     throw new Error(`${op}: positions ${pos0}..${pos0 + rows - 1} exceed nCtx ${cache.nCtx}`);
   }
 }

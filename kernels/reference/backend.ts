@@ -22,6 +22,7 @@ import type {
 import {
   checkChunk,
   checkCopyRows,
+  checkCounts,
   checkHeads,
   checkKVRange,
   checkRowRange,
@@ -99,8 +100,8 @@ function kv(c: KVCache): RefKV {
   return c;
 }
 
-function need(b: RefBuf, end: number, what: string): void {
-  needElements(b.length, end, what);
+function need(b: RefBuf, end: number, what: string, start = 0): void {
+  needElements(b.length, end, what, start);
 }
 
 /** Build the reference backend. Synchronous ops; `read` resolves immediately. */
@@ -160,14 +161,14 @@ export function createReferenceBackend(): Backend {
 
     write(dst: Buf, src: Float32Array, offset = 0): void {
       const d = buf(dst);
-      need(d, offset + src.length, "write");
+      need(d, offset + src.length, "write", offset);
       d.data.set(src, offset);
     },
 
     read(src: Buf, offset = 0, length?: number): Promise<Float32Array> {
       const s = buf(src);
       const n = length ?? s.length - offset;
-      need(s, offset + n, "read");
+      need(s, offset + n, "read", offset);
       return Promise.resolve(s.data.slice(offset, offset + n));
     },
 
@@ -283,8 +284,8 @@ export function createReferenceBackend(): Backend {
       const d = c.kvDim;
       const kb = buf(k);
       const vb = buf(v);
-      need(kb, (rowOffset + rows) * d, "storeKV k");
-      need(vb, (rowOffset + rows) * d, "storeKV v");
+      need(kb, (rowOffset + rows) * d, "storeKV k", rowOffset * d);
+      need(vb, (rowOffset + rows) * d, "storeKV v", rowOffset * d);
       const kd = c.k[layer];
       const vd = c.v[layer];
       for (let r = 0; r < rows; r++) {
@@ -316,8 +317,8 @@ export function createReferenceBackend(): Backend {
       const qb = buf(q);
       const ob = buf(out);
       const rowLen = nHeads * headDim;
-      need(qb, (rowOffset + rows) * rowLen, "attention q");
-      need(ob, (rowOffset + rows) * rowLen, "attention out");
+      need(qb, (rowOffset + rows) * rowLen, "attention q", rowOffset * rowLen);
+      need(ob, (rowOffset + rows) * rowLen, "attention out", rowOffset * rowLen);
       const f16 = c.type === "f16";
       const kd = c.k[layer];
       const vd = c.v[layer];
@@ -440,6 +441,7 @@ export function createReferenceBackend(): Backend {
     sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void {
       const s = buf(src);
       const d = buf(dst);
+      checkCounts("sumRowGroups", { groups, k, cols });
       need(s, groups * k * cols, "sumRowGroups src");
       need(d, groups * cols, "sumRowGroups dst");
       for (let g = 0; g < groups; g++) {

@@ -91,8 +91,8 @@ export class Attentions {
     checkHeads(p, c);
     checkKVRange("attention", c, layer, pos0, rows);
     const rowLen = nHeads * headDim;
-    need(Q, (rowOffset + rows) * rowLen, "attention q");
-    need(O, (rowOffset + rows) * rowLen, "attention out");
+    need(Q, (rowOffset + rows) * rowLen, "attention q", rowOffset * rowLen);
+    need(O, (rowOffset + rows) * rowLen, "attention out", rowOffset * rowLen);
     const lb = c.layerBytes();
     const work = rows * nHeads * (pos0 + rows) * headDim;
     // work items: (block of query rows) × (KV head); each item widens an f16 cache once

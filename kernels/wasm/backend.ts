@@ -26,7 +26,14 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import { checkChunk, checkCopyRows, checkKVRange, checkRowRange, uploadWhole } from "../checks.ts";
+import {
+  checkChunk,
+  checkCopyRows,
+  checkCounts,
+  checkKVRange,
+  checkRowRange,
+  uploadWhole,
+} from "../checks.ts";
 import { rowCandidates } from "../candidates.ts";
 import { geluTable } from "../gelu.ts";
 import { ropeAngles } from "../rope_angles.ts";
@@ -274,7 +281,7 @@ class WasmBackendImpl implements WasmBackend {
 
   write(dst: Buf, src: Float32Array, offset = 0): void {
     const d = wbuf(dst);
-    need(d, offset + src.length, "write");
+    need(d, offset + src.length, "write", offset);
     this.#a0.f32.set(src, d.off / 4 + offset);
     d.version++;
   }
@@ -282,7 +289,7 @@ class WasmBackendImpl implements WasmBackend {
   read(src: Buf, offset = 0, length?: number): Promise<Float32Array> {
     const s = wbuf(src);
     const n = length ?? s.length - offset;
-    need(s, offset + n, "read");
+    need(s, offset + n, "read", offset);
     const o = s.off / 4 + offset;
     return Promise.resolve(this.#a0.f32.slice(o, o + n));
   }
@@ -398,8 +405,8 @@ class WasmBackendImpl implements WasmBackend {
     const d = c.kvDim;
     const K = wbuf(k);
     const V = wbuf(v);
-    need(K, (rowOffset + rows) * d, "storeKV k");
-    need(V, (rowOffset + rows) * d, "storeKV v");
+    need(K, (rowOffset + rows) * d, "storeKV k", rowOffset * d);
+    need(V, (rowOffset + rows) * d, "storeKV v", rowOffset * d);
     const lb = c.layerBytes();
     const kDst = c.kOff + layer * lb + pos0 * d * c.esz;
     const vDst = c.vOff + layer * lb + pos0 * d * c.esz;
@@ -543,6 +550,7 @@ class WasmBackendImpl implements WasmBackend {
   sumRowGroups(src: Buf, dst: Buf, groups: number, k: number, cols: number): void {
     const S = wbuf(src);
     const D = wbuf(dst);
+    checkCounts("sumRowGroups", { groups, k, cols });
     need(S, groups * k * cols, "sumRowGroups src");
     need(D, groups * cols, "sumRowGroups dst");
     const f = this.#a0.f32;

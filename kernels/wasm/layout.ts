@@ -38,8 +38,11 @@ function quadLayout(type: GGMLType, biasedQ8: boolean): boolean {
  */
 export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
   const ar = mem.arenas[w.arena];
+  // A one-row weight (a norm, a bias) also gets a float copy; it is still laid out for its
+  // matmul below: the K-quant kernels read only their repacked layout, and a one-row Q4_K or
+  // Q6_K matrix gave wrong numbers when its repack was skipped.
   if (w.nRows === 1) mem.floats(w);
-  else if (REPACKED.has(w.type) && w.nRows >= 4) repack(mem, w, quadLayout(w.type, biasedQ8));
+  if (REPACKED.has(w.type) && w.nRows >= 4) repack(mem, w, quadLayout(w.type, biasedQ8));
   else if (w.type === GGMLType.Q4_K) {
     ar.k.repackQ4K(w.off, w.bytes / 144);
     w.q4kClasses = true;

@@ -266,7 +266,7 @@ export function wkv(c: KVCache): WKV {
   return c;
 }
 
-/** Throws unless `b` holds at least `end` elements. */
-export function need(b: WBuf, end: number, what: string): void {
-  needElements(b.length, end, what);
+/** Throws unless `b` holds elements [start, end). */
+export function need(b: WBuf, end: number, what: string, start = 0): void {
+  needElements(b.length, end, what, start);
 }

@@ -105,8 +105,11 @@ export function asKV(c: KVCache): GKV {
   return c;
 }
 
-/** Throw a RangeError naming `what` when `b` holds fewer than `n` floats. */
-export function need(b: GBuf, n: number, what: string): void {
+/** Throw naming `what` unless `b` holds floats [start, n) (whole numbers from 0). */
+export function need(b: GBuf, n: number, what: string, start = 0): void {
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(n) || start < 0 || n < start) {
+    throw new RangeError(`${what}: floats [${start}, ${n}) are not a range of a buffer`);
+  }
   if (n > b.length) {
     throw new RangeError(`${what}: needs ${n} floats, the buffer has ${b.length}`);
   }

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { checkKVRange } from "../../checks.ts";
 import type { Backend } from "../../backend.ts";
 import { asBuf, asKV, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
@@ -26,10 +27,10 @@ export function encodeAttention(
         `kvDim ${c.kvDim}`,
     );
   }
-  if (pos0 + rows > c.nCtx) throw new RangeError(`attention: positions exceed ${c.nCtx}`);
+  checkKVRange("attention", c, layer, pos0, rows);
   const qDim = nHeads * headDim;
-  need(qb, (rowOffset + rows) * qDim, "attention q");
-  need(o, (rowOffset + rows) * qDim, "attention out");
+  need(qb, (rowOffset + rows) * qDim, "attention q", rowOffset * qDim);
+  need(o, (rowOffset + rows) * qDim, "attention out", rowOffset * qDim);
   if (rows === 0) return;
   const { enc } = ctx;
   const defines = c.type === "f16" ? ["KV_F16"] : [];

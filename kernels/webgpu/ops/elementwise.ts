@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { WebGPUError } from "../errors.ts";
 import type { Backend } from "../../backend.ts";
 import { geluTable } from "../../gelu.ts";
 import { typeName } from "../../quant/types.ts";
@@ -50,6 +51,11 @@ export function encodeAddBias(
   const xb = asBuf(x), b = asWeight(bias);
   const n = rows * b.shape[0];
   need(xb, n, `addBias ${b.name}`);
+  // The shader reads its first part from row 0: a view starting further in would read the
+  // parent's first rows (one expert's bias out of a stacked table gave the first expert's).
+  if (b.parts.length !== 1 || (b.parts[0].skip ?? 0) !== 0) {
+    throw new WebGPUError(`addBias: ${b.name} is a row view not at row 0 (not supported)`);
+  }
   if (n === 0) return;
   const type = typeName(b.type);
   const opts = { decode: type, defines: ctx.defines };

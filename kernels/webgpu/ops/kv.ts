@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { checkKVRange } from "../../checks.ts";
 import type { Backend } from "../../backend.ts";
 import { asBuf, asKV, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
@@ -17,14 +18,9 @@ export function encodeStoreKV(
   const c = asKV(cache);
   const kb = asBuf(k);
   const vb = asBuf(v);
-  if (layer < 0 || layer >= c.nLayers) throw new RangeError(`storeKV: no layer ${layer}`);
-  if (pos0 < 0 || pos0 + rows > c.nCtx) {
-    throw new RangeError(
-      `storeKV: positions ${pos0}..${pos0 + rows - 1} exceed the context of ${c.nCtx}`,
-    );
-  }
-  need(kb, (rowOffset + rows) * c.kvDim, "storeKV keys");
-  need(vb, (rowOffset + rows) * c.kvDim, "storeKV values");
+  checkKVRange("storeKV", c, layer, pos0, rows);
+  need(kb, (rowOffset + rows) * c.kvDim, "storeKV keys", rowOffset * c.kvDim);
+  need(vb, (rowOffset + rows) * c.kvDim, "storeKV values", rowOffset * c.kvDim);
   if (rows === 0) return;
   const p = ctx.enc.pipe(
     `kv:${c.type}`,

@@ -23,6 +23,10 @@ export function encodeRmsNorm(
   need(xb, rows * n, "rmsNorm input");
   need(o, rows * n, "rmsNorm output");
   if (w.parts.length !== 1) throw new WebGPUError(`rmsNorm: ${w.name} is too large`);
+  // The shader reads the part from row 0: a view starting further in would read the parent's.
+  if ((w.parts[0].skip ?? 0) !== 0) {
+    throw new WebGPUError(`rmsNorm: ${w.name} is a row view not at row 0 (not supported)`);
+  }
   if (rows === 0) return;
   const sg = subgroupVariant(ctx.paths);
   const p = ctx.enc.pipe(

@@ -5,7 +5,7 @@
  * @module
  */
 import type { Backend } from "../../backend.ts";
-import { checkCopyRows } from "../../checks.ts";
+import { checkCopyRows, checkCounts } from "../../checks.ts";
 import { WebGPUError } from "../errors.ts";
 import { asBuf, need } from "../handles.ts";
 import { compose } from "../shaders.ts";
@@ -45,6 +45,7 @@ export function encodeSumRowGroups(
   ...[src, dst, groups, k, cols]: Parameters<Backend["sumRowGroups"]>
 ): void {
   const sb = asBuf(src), db = asBuf(dst);
+  checkCounts("sumRowGroups", { groups, k, cols });
   need(sb, groups * k * cols, "sumRowGroups src");
   need(db, groups * cols, "sumRowGroups dst");
   if (sb === db) throw new WebGPUError("sumRowGroups: source and destination are one buffer");
