@@ -23,11 +23,11 @@ import {
 } from "./telemetry/mod.ts";
 import { LeveledLog } from "./events/mod.ts";
 import { Admission, type ApiServer, startApiServer } from "./api/mod.ts";
-import { TransferManager } from "./transfer/mod.ts";
+import { fileMtime, TransferManager } from "./transfer/mod.ts";
 import type { StageHost } from "./pipeline/mod.ts";
 import { joinHostPort, type Member } from "./gossip/mod.ts";
 import { type AgentLogger, AgentState } from "./agent/state.ts";
-import { fileMtime, loadModelIndex, type ServedModel } from "./agent/served_model.ts";
+import { loadModelIndex, type ServedModel } from "./agent/served_model.ts";
 import { Peers } from "./agent/peers.ts";
 import { Observer } from "./agent/observe.ts";
 import { StageRoom } from "./agent/stage.ts";

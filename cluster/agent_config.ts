@@ -351,10 +351,10 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     cfg.gossipKeys = keysFromFile.split(/[,\s]+/).filter(Boolean);
   }
   if (cfg.apiKey === "") {
-    const [, src] = pick(keyFromFile === undefined ? "apiKey" : "apiKeyFile");
+    const key = keyFromFile === undefined ? "apiKey" : "apiKeyFile";
     fail(
-      keyFromFile === undefined ? "apiKey" : "apiKeyFile",
-      src,
+      key,
+      pick(key)[1],
       "is empty; an empty key would open the API to everyone (leave it out to run without one)",
     );
   }

@@ -39,15 +39,21 @@ export function uploadWhole(writer: WeightWriter, spec: WeightSpec): Weight {
 }
 
 /**
- * Throw unless elements [start, end) of a buffer of `length` elements exist for `what`: whole
- * numbers, from 0 up. The WASM backend's buffers share one linear memory, so a negative or
- * fractional range there reads or writes its neighbours instead of failing.
+ * Throw (an `Err`) unless elements [start, end) of a buffer of `length` elements exist for
+ * `what`: whole numbers, from 0 up. The WASM backend's buffers share one linear memory, so a
+ * negative or fractional range there reads or writes its neighbours instead of failing.
  */
-export function needElements(length: number, end: number, what: string, start = 0): void {
+export function needElements(
+  length: number,
+  end: number,
+  what: string,
+  start = 0,
+  Err: new (message: string) => Error = Error,
+): void {
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || start < 0 || end < start) {
-    throw new Error(`${what}: elements [${start}, ${end}) are not a range of a buffer`);
+    throw new Err(`${what}: elements [${start}, ${end}) are not a range of a buffer`);
   }
-  if (end > length) throw new Error(`${what}: needs ${end} elements, buffer has ${length}`);
+  if (end > length) throw new Err(`${what}: needs ${end} elements, buffer has ${length}`);
 }
 
 /** Throw unless every count of `op` is a whole number, at least 0 (rows, groups, columns…). */

@@ -122,12 +122,3 @@ export async function loadModelIndex(
     throw e;
   }
 }
-
-/** A file's mtime in ms (0 when it has none; undefined when it cannot be read). */
-export async function fileMtime(path: string): Promise<number | undefined> {
-  try {
-    return (await Deno.stat(path)).mtime?.getTime() ?? 0;
-  } catch {
-    return undefined;
-  }
-}

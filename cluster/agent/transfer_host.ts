@@ -7,11 +7,11 @@
 import { create } from "@bufbuild/protobuf";
 import { PlacementSchema, StageAssignmentSchema, type TransferProgress } from "../../proto/mod.ts";
 import { planReplicas, stageWeightBytes } from "../placement/mod.ts";
-import type { TransferHost } from "../transfer/mod.ts";
+import { fileMtime, type TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
 import { checkAnnouncementFits } from "./lifecycle.ts";
 import { agreedReplicas, placementInputs, type PlacementLoop } from "./placement_loop.ts";
-import { agentFootprint, agreedKvReserve, fileMtime, servedModel } from "./served_model.ts";
+import { agentFootprint, agreedKvReserve, servedModel } from "./served_model.ts";
 import { ModelId } from "../model_id.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";

@@ -7,6 +7,7 @@
  * replica with the most free capacity and keeps it there for the request's life (sticky), and
  * a replay after a failure may move it to another replica.
  */
+import { fnv1a } from "../fnv.ts";
 import { type ChainProvider, NoPlacementError, stageKey, type StageLink } from "./head.ts";
 
 /** What the chain builder needs to know about one member. */
@@ -114,13 +115,6 @@ export function chooseReplica(
     }
   }
   return best;
-}
-
-/** 32-bit FNV-1a of a string's UTF-16 code units. */
-function fnv1a(text: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return h >>> 0;
 }
 
 function less(a: number[], b: number[]): boolean {

@@ -5,6 +5,7 @@
  * The plan is a pure function of (model footprint, candidate nodes), so every agent that sees
  * the same membership computes the same plan; re-planning on join/leave is just calling it again.
  */
+import { fnv1a } from "../fnv.ts";
 
 /** Memory a model needs, per layer and for the head/tail extras. */
 export interface ModelFootprint {
@@ -75,9 +76,10 @@ export function modelBytes(m: ModelFootprint): number {
 
 /**
  * Plan contiguous layer ranges over `nodes`. Nodes are taken in id order (deterministic across
- * agents; largest budget first where id order cannot hold the model); each gets a share of the work (stageWorkBytes) proportional to its speed, never more
- * than its budget holds; nodes that end up with no layers are left out. Throws PlacementError when the nodes'
- * budgets together cannot hold the model.
+ * agents; largest budget first where id order cannot hold the model); each gets a share of the
+ * work (stageWorkBytes) proportional to its speed, never more than its budget holds; nodes that
+ * end up with no layers are left out. Throws PlacementError when the nodes' budgets together
+ * cannot hold the model.
  */
 export function planPlacement(m: ModelFootprint, nodes: readonly PlacementNode[]): Placement {
   if (m.nLayers <= 0) throw new PlacementError("the model has no layers to place");
@@ -116,7 +118,7 @@ export function planPlacement(m: ModelFootprint, nodes: readonly PlacementNode[]
 }
 
 /** Largest budget first, then id: an order every agent derives alike. */
-function byBudget(a: PlacementNode, b: PlacementNode): number {
+export function byBudget(a: PlacementNode, b: PlacementNode): number {
   return b.memoryBudget - a.memoryBudget || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
 }
 
@@ -197,7 +199,6 @@ function fmt(bytes: number): string {
 export function planEpoch(plan: Placement, model: string): bigint {
   const key = `${model}|${plan.nLayers}|` +
     plan.stages.map((s) => `${s.nodeId}:${s.from}-${s.to}`).join(",");
-  let h = 0x811c9dc5;
-  for (const b of new TextEncoder().encode(key)) h = Math.imul(h ^ b, 0x01000193) >>> 0;
+  const h = fnv1a(key);
   return BigInt(h === 0 ? 1 : h);
 }

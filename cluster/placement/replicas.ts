@@ -19,6 +19,7 @@ import {
   type ReplicaNode,
 } from "./hosting.ts";
 import {
+  byBudget,
   type ModelFootprint,
   type Placement,
   PlacementError,
@@ -63,12 +64,10 @@ export function planReplicas(
   const live = nodes.filter((n) => n.memoryBudget > 0 && n.speed > 0).sort(byId);
   if (count === 1) {
     const fresh = planPlacement(m, live);
-    const one = keptPlacement(m, live, fresh) ?? fresh;
-    const used = new Set(one.stages.map((s) => s.nodeId));
-    return { replicas: [one], standby: live.filter((n) => !used.has(n.id)).map((n) => n.id) };
+    return withStandby([keptPlacement(m, live, fresh) ?? fresh], live);
   }
   const max = count === "auto" ? Infinity : count;
-  const bigFirst = [...live].sort((a, b) => b.memoryBudget - a.memoryBudget || byId(a, b));
+  const bigFirst = [...live].sort(byBudget);
   planPlacement(m, bigFirst); // throws the PlacementError that says what is missing
   // The plan from scratch is followed while it leaves every announced stage where it is: the
   // usual case while a plan is being loaded (the ranges nodes announce came from it), so the

@@ -85,14 +85,11 @@ const SERVER_AUTH = "1.3.6.1.5.5.7.3.1";
  */
 export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new Date()): void {
   let cert: X509Certificate;
-  let chain: X509Certificate[];
-  let cas: X509Certificate[];
+  let issued: boolean;
   let key: KeyObject;
   try {
-    // A CA file may hold several CAs (a rotation: old and new), and a certificate file the
-    // intermediates after the leaf.
-    [cert, ...chain] = pemCertificates(m.cert);
-    cas = pemCertificates(m.ca);
+    cert = pemCertificates(m.cert)[0];
+    issued = chainLeaf(m.cert, m.ca) !== undefined;
     key = createPrivateKey(m.key);
   } catch (e) {
     throw new TlsConfigError(`cannot read the TLS files: ${(e as Error).message}`);
@@ -103,7 +100,7 @@ export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new
         `made with that certificate`,
     );
   }
-  if (!issuedBy(cert, chain, cas)) {
+  if (!issued) {
     throw new TlsConfigError(
       `"${files.cert}" (--tls-cert) is not signed by the CA "${files.ca}" (--tls-ca); ${HINT}`,
     );
@@ -136,7 +133,7 @@ export function pemCertificates(pem: string): X509Certificate[] {
  * Whether `cert` leads to one of `cas`: issued by one, or by a CA certificate of `chain` (the
  * intermediates after a leaf) that does.
  */
-export function issuedBy(
+function issuedBy(
   cert: X509Certificate,
   chain: readonly X509Certificate[],
   cas: readonly X509Certificate[],
@@ -149,9 +146,10 @@ export function issuedBy(
 }
 
 /**
- * The leaf of PEM chain `certPem` when it leads to a CA of `caPem` (several CAs and intermediates
- * allowed), else undefined. An agent checks its own files at start and peers' manifest signers
- * with it, so a setup one accepts the other does too.
+ * The leaf of PEM chain `certPem` when it leads to a CA of `caPem` (a CA file may hold several
+ * CAs, a rotation's old and new; a certificate file the intermediates after its leaf), else
+ * undefined. An agent checks its own files at start and peers' manifest signers with it, so a
+ * setup one accepts the other does too.
  */
 export function chainLeaf(certPem: string, caPem: string): X509Certificate | undefined {
   const [leaf, ...chain] = pemCertificates(certPem);

@@ -62,9 +62,7 @@ export async function* deployModel(
   const { manifest, signature } = await m.open(answer);
   const e = m.entry(manifest, answer, signature);
   if (req.sourceEndpoint) e.external = req.sourceEndpoint;
-  // Alive members, as the placement loop plans over (a suspect's layers go to others).
-  const live = (x: { status: string }) => x.status === "alive";
-  const alive = m.host.members().filter(live).map((m) => m.id);
+  const alive = m.host.members().filter((m) => m.status === "alive").map((m) => m.id);
   const targets = req.nodes.length ? req.nodes : alive;
   for (const t of targets) {
     if (!alive.includes(t)) {
@@ -74,7 +72,7 @@ export async function* deployModel(
   // Agents plan over every live member offering the model: the targets, plus nodes already
   // serving it (a source started with --model). Plan over the same set, so they agree.
   const offering = m.host.members().filter((m) =>
-    live(m) && m.model === manifest.modelId && !targets.includes(m.id)
+    m.status === "alive" && m.model === manifest.modelId && !targets.includes(m.id)
   ).map((m) => m.id);
   const nodes = [...targets, ...offering];
   const index = e.path ? await openGGUF(e.path) : await m.header(e);

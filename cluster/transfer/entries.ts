@@ -1,8 +1,8 @@
 /**
  * The models this node knows, by the sha256 of their bytes: source files it holds (their
  * manifests computed once per path, size and mtime) and verified caches. Two entries may share a
- * model id (`name@size`) with other bytes, a fine-tune exported again under its old name: lookups
- * by id prefer the bytes served now.
+ * model id with other bytes (its fingerprint samples the file, it does not hash all of it):
+ * lookups by id prefer the bytes served now.
  *
  * @module
  */
@@ -16,7 +16,7 @@ import {
 import { RpcFailure } from "../rpc/mod.ts";
 import type { TlsMaterial } from "../tls/mod.ts";
 import type { Entry } from "./entry.ts";
-import type { TransferHost } from "./host.ts";
+import { fileMtime, type TransferHost } from "./host.ts";
 import { computeManifest, openManifest, signedManifest } from "./manifest.ts";
 import { RateLimiter } from "./rate.ts";
 
@@ -73,7 +73,7 @@ export class EntryTable {
     if (!served.path) return undefined;
     // The file as it is now is not what was loaded if it changed since (a re-export to the same
     // path): its sha256 would vouch for bytes this node does not serve.
-    const now = await Deno.stat(served.path).then((st) => st.mtime?.getTime() ?? 0, () => -1);
+    const now = await fileMtime(served.path);
     if (served.mtimeMs === undefined || now !== served.mtimeMs) return undefined;
     return (await this.source(served.path).catch(() => undefined))?.manifest.sha256;
   }
@@ -96,7 +96,7 @@ export class EntryTable {
     if (!e) {
       e = {
         manifest,
-        answer: create(GetManifestResponseSchema, { ...answer, availableSegments: [] }),
+        answer: storedAnswer(answer),
         signature,
         stats: { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 },
         state: TransferState.PENDING,
@@ -116,7 +116,7 @@ export class EntryTable {
       // the file deployed under another name): the entry answers to the id deployed now, else
       // lookups by it (planReady, ensure, GetManifest) found nothing.
       e.manifest = manifest;
-      e.answer = create(GetManifestResponseSchema, { ...answer, availableSegments: [] });
+      e.answer = storedAnswer(answer);
       e.signature = signature;
     }
     return e;
@@ -173,4 +173,9 @@ export class EntryTable {
     }
     return await p;
   }
+}
+
+/** `answer` as an entry keeps it: GetManifest fills in the segments held when it answers. */
+function storedAnswer(answer: GetManifestResponse): GetManifestResponse {
+  return create(GetManifestResponseSchema, { ...answer, availableSegments: [] });
 }

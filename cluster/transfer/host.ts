@@ -14,8 +14,8 @@ export interface TransferHost {
   /** Live members (this one included) with their RPC endpoint and offered model id. */
   members(): { id: string; endpoint: string; model: string; status: string }[];
   /**
-   * The model this agent serves now (id), the file it was opened from if local (and its mtime
-   * then), and the sha256 of its bytes where a deploy told it.
+   * The model this agent serves now (id), the file it was opened from if local (and its
+   * fileMtime then), and the sha256 of its bytes where a deploy told it.
    */
   served(): { id: string; path?: string; sha256?: string; mtimeMs?: number } | undefined;
   /** The layers this agent hosts now. */
@@ -88,4 +88,16 @@ export interface TransferManagerOptions {
    * answers; undefined: none (they fetch over gRPC).
    */
   dataEndpoint?: () => string | undefined;
+}
+
+/**
+ * A file's mtime in ms (0 when it has none; undefined when it cannot be read): what an agent
+ * reports in served() and what the transfer manager compares it with.
+ */
+export async function fileMtime(path: string): Promise<number | undefined> {
+  try {
+    return (await Deno.stat(path)).mtime?.getTime() ?? 0;
+  } catch {
+    return undefined;
+  }
 }

@@ -215,11 +215,11 @@ export function openManifest(
     );
   }
   let cert: X509Certificate;
-  let issued: X509Certificate | undefined;
+  let issued: boolean;
   try {
     cert = pemCertificates(res.signerCertificate)[0];
     // The signer's chain (its intermediates follow it), as an agent checks its own at start.
-    issued = chainLeaf(res.signerCertificate, caPem);
+    issued = chainLeaf(res.signerCertificate, caPem) !== undefined;
   } catch (e) {
     throw new ManifestError(`the manifest's signer certificate is unreadable: ${e}`);
   }

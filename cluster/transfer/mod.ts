@@ -37,7 +37,7 @@ export {
   UNSIGNED,
 } from "./manifest.ts";
 export { corruptionHook, TransferManager } from "./manager.ts";
-export { detachedHost, type TransferHost, type TransferManagerOptions } from "./host.ts";
+export { detachedHost, fileMtime, type TransferHost, type TransferManagerOptions } from "./host.ts";
 export { RateLimiter, Semaphore, sleep } from "./rate.ts";
 export { transferService } from "./service.ts";
 export {

@@ -7,6 +7,7 @@
  */
 import type { Buf, KVCache, KVType, Weight } from "../backend.ts";
 import type { GGMLType } from "../quant/types.ts";
+import { needElements } from "../checks.ts";
 
 let lastId = 0;
 
@@ -105,12 +106,7 @@ export function asKV(c: KVCache): GKV {
   return c;
 }
 
-/** Throw naming `what` unless `b` holds floats [start, n) (whole numbers from 0). */
+/** Throw a RangeError naming `what` unless `b` holds floats [start, n) (checks.ts). */
 export function need(b: GBuf, n: number, what: string, start = 0): void {
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(n) || start < 0 || n < start) {
-    throw new RangeError(`${what}: floats [${start}, ${n}) are not a range of a buffer`);
-  }
-  if (n > b.length) {
-    throw new RangeError(`${what}: needs ${n} floats, the buffer has ${b.length}`);
-  }
+  needElements(b.length, n, what, start, RangeError);
 }
