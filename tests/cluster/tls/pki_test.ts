@@ -280,49 +280,39 @@ Deno.test("a certificate issued through an intermediate CA passes at start and s
       "-addext",
       "keyUsage=critical,keyCertSign,cRLSign",
     );
-    await Deno.writeTextFile(
-      `${dir}/int.ext`,
+    // `name`.key and `name`.crt for subject `cn`, issued by `ca`.key/.crt with extensions `ext`.
+    const issue = async (name: string, cn: string, ca: string, ext: string) => {
+      await Deno.writeTextFile(`${dir}/${name}.ext`, ext);
+      await ssl("req", "-new", ...ec, "-keyout", `${name}.key`, "-out", `${name}.csr`, "-subj", cn);
+      await ssl(
+        "x509",
+        "-req",
+        "-in",
+        `${name}.csr`,
+        "-CA",
+        `${ca}.crt`,
+        "-CAkey",
+        `${ca}.key`,
+        "-CAcreateserial",
+        "-out",
+        `${name}.crt`,
+        "-days",
+        "2",
+        "-extfile",
+        `${name}.ext`,
+      );
+    };
+    await issue(
+      "int",
+      "/CN=int",
+      "ca",
       "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n",
     );
-    await ssl("req", "-new", ...ec, "-keyout", "int.key", "-out", "int.csr", "-subj", "/CN=int");
-    await ssl(
-      "x509",
-      "-req",
-      "-in",
-      "int.csr",
-      "-CA",
-      "ca.crt",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-out",
-      "int.crt",
-      "-days",
-      "2",
-      "-extfile",
-      "int.ext",
-    );
-    await Deno.writeTextFile(
-      `${dir}/a.ext`,
+    await issue(
+      "a",
+      "/CN=a",
+      "int",
       "subjectAltName=DNS:a,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
-    );
-    await ssl("req", "-new", ...ec, "-keyout", "a.key", "-out", "a.csr", "-subj", "/CN=a");
-    await ssl(
-      "x509",
-      "-req",
-      "-in",
-      "a.csr",
-      "-CA",
-      "int.crt",
-      "-CAkey",
-      "int.key",
-      "-CAcreateserial",
-      "-out",
-      "a.crt",
-      "-days",
-      "2",
-      "-extfile",
-      "a.ext",
     );
     const chain = (await Deno.readTextFile(`${dir}/a.crt`)) +
       (await Deno.readTextFile(`${dir}/int.crt`));
