@@ -32,4 +32,10 @@ export {
 export { isLogLevel, LeveledLog, LOG_LEVELS, type LogLevel, type LogSink } from "./log_level.ts";
 export { RequestTracker } from "./requests.ts";
 export { MembershipTracker } from "./membership.ts";
-export { type PeerHandle, type PeerMetricsOptions, PeerMetricsWatcher } from "./peer_metrics.ts";
+export {
+  type PeerHandle,
+  type PeerMetricsOptions,
+  PeerMetricsRelay,
+  type PeerMetricsRelayOptions,
+  PeerMetricsWatcher,
+} from "./peer_metrics.ts";

@@ -1,12 +1,16 @@
 /**
- * Load samples of the other members for a viewer of StreamUpdates: while someone watches, the
+ * Load samples of the other members for viewers of StreamUpdates: while anyone watches, the
  * answering agent keeps one NodeService.StreamMetrics stream open to each live peer and relays
- * the samples, so a dashboard needs one connection, not one per node.
+ * the samples, so a dashboard needs one connection, not one per node. However many viewers
+ * watch, each peer is asked for one stream ({@linkcode PeerMetricsRelay}): a stream per viewer
+ * and peer let every viewer an agent accepted multiply the streams it opened to every peer.
  *
  * @example
  * ```ts
- * const w = new PeerMetricsWatcher({ peers, onSample: (m) => deliver(m), signal });
- * w.start();
+ * const relay = new PeerMetricsRelay({ peers });
+ * const stop = relay.subscribe((m) => deliver(m));
+ * // … later
+ * stop();
  * ```
  *
  * @module
@@ -32,6 +36,48 @@ export interface PeerMetricsOptions {
   intervalMs?: number;
   /** How often the peer list is re-read (joins, deaths). Default 1000 ms. */
   refreshMs?: number;
+}
+
+/** Options of {@linkcode PeerMetricsRelay}. */
+export type PeerMetricsRelayOptions = Omit<PeerMetricsOptions, "onSample" | "signal">;
+
+/**
+ * One {@linkcode PeerMetricsWatcher} shared by every viewer: started with the first subscriber,
+ * stopped with the last, each sample handed to all of them.
+ */
+export class PeerMetricsRelay {
+  private readonly viewers = new Set<(m: NodeMetrics) => void>();
+  private stop?: AbortController;
+
+  constructor(private readonly opts: PeerMetricsRelayOptions) {}
+
+  /** Viewers subscribed now. */
+  get subscribers(): number {
+    return this.viewers.size;
+  }
+
+  /** Receive every peer's samples until the returned function is called. */
+  subscribe(onSample: (m: NodeMetrics) => void): () => void {
+    // A function of its own per call, so one viewer subscribing twice is two viewers.
+    const viewer = (m: NodeMetrics) => onSample(m);
+    this.viewers.add(viewer);
+    if (!this.stop) {
+      const stop = new AbortController();
+      this.stop = stop;
+      new PeerMetricsWatcher({
+        ...this.opts,
+        signal: stop.signal,
+        onSample: (m) => {
+          for (const v of this.viewers) v(m);
+        },
+      }).start();
+    }
+    return () => {
+      if (!this.viewers.delete(viewer) || this.viewers.size > 0) return;
+      this.stop?.abort();
+      this.stop = undefined;
+    };
+  }
 }
 
 /** Keeps one metrics stream per live peer while its signal is not aborted. */

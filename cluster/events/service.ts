@@ -31,7 +31,7 @@ import {
 import { RpcFailure } from "../rpc/errors.ts";
 import type { EventHub, StampedEvent } from "./hub.ts";
 import { isLogLevel, LOG_LEVELS, type LogLevel } from "./log_level.ts";
-import { type PeerHandle, PeerMetricsWatcher } from "./peer_metrics.ts";
+import { type PeerHandle, PeerMetricsRelay } from "./peer_metrics.ts";
 
 /** What a command did (or, dry, would do). */
 export interface CommandResult {
@@ -94,14 +94,18 @@ export function snapshotEvents(
 
 /** ClusterService handlers. */
 export function clusterService(opts: ClusterServiceOptions): ServiceImpl<typeof ClusterService> {
+  const relay = opts.peers
+    ? new PeerMetricsRelay({ peers: opts.peers, intervalMs: opts.metricsIntervalMs })
+    : undefined;
   return {
-    streamUpdates: (req, ctx) => streamUpdates(opts, req, ctx),
+    streamUpdates: (req, ctx) => streamUpdates(opts, relay, req, ctx),
     executeCommand: (req) => executeCommand(opts, req),
   };
 }
 
 async function* streamUpdates(
   opts: ClusterServiceOptions,
+  relay: PeerMetricsRelay | undefined,
   req: StreamUpdatesRequest,
   ctx: HandlerContext,
 ): AsyncIterable<StreamUpdatesResponse> {
@@ -125,16 +129,11 @@ async function* streamUpdates(
     sample();
     timer = setInterval(sample, opts.metricsIntervalMs ?? 1000);
   }
-  const peersDone = new AbortController();
-  if (wantsMetrics && opts.peers) {
-    new PeerMetricsWatcher({
-      peers: opts.peers,
-      intervalMs: opts.metricsIntervalMs,
-      signal: peersDone.signal,
-      onSample: (m) =>
-        sub.deliver({ timestampUnixMs: Date.now(), event: { case: "metrics", value: m } }),
-    }).start();
-  }
+  const stopPeers = wantsMetrics && relay
+    ? relay.subscribe((m) =>
+      sub.deliver({ timestampUnixMs: Date.now(), event: { case: "metrics", value: m } })
+    )
+    : undefined;
   const onAbort = () => sub.close();
   ctx.signal.addEventListener("abort", onAbort);
   try {
@@ -147,7 +146,7 @@ async function* streamUpdates(
     }
   } finally {
     clearInterval(timer);
-    peersDone.abort();
+    stopPeers?.();
     ctx.signal.removeEventListener("abort", onAbort);
     sub.close();
   }
