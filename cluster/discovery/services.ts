@@ -186,6 +186,8 @@ export interface NodeServiceDeps {
   readiness?: () => Readiness;
   /** Agent start, ms since the epoch; default: when the handlers were made. */
   startedAt?: number;
+  /** StreamMetrics streams served at once (each peer watching this one holds one). Default 256. */
+  maxStreams?: number;
 }
 
 /** Stream interval bounds, ms: the floor keeps a client from turning the agent into a busy loop. */
@@ -194,6 +196,8 @@ export const STREAM_INTERVAL = { default: 1000, min: 100 } as const;
 /** NodeService handlers. */
 export function nodeService(deps: NodeServiceDeps): ServiceImpl<typeof NodeService> {
   const startedAt = deps.startedAt ?? Date.now();
+  const maxStreams = deps.maxStreams ?? 256;
+  let streams = 0;
   return {
     getResources() {
       return { nodeId: deps.view.local().id, resources: deps.resources() };
@@ -226,11 +230,24 @@ export function nodeService(deps: NodeServiceDeps): ServiceImpl<typeof NodeServi
       return { metrics: deps.metrics() };
     },
     async *streamMetrics(req, ctx: HandlerContext) {
-      const interval = Math.max(STREAM_INTERVAL.min, req.intervalMs || STREAM_INTERVAL.default);
-      for (let i = 0; req.maxSamples === 0 || i < req.maxSamples; i++) {
-        if (i > 0) await sleep(interval, ctx.signal);
-        if (ctx.signal.aborted) return;
-        yield { metrics: deps.metrics() };
+      // Each open stream holds a timer and a sample per interval: bounded, so a client opening
+      // streams without end cannot make the agent sample for all of them.
+      if (streams >= maxStreams) {
+        throw new RpcFailure(
+          "resource_exhausted",
+          `${streams} metrics streams are open on this node (at most ${maxStreams}); close one`,
+        );
+      }
+      streams++;
+      try {
+        const interval = Math.max(STREAM_INTERVAL.min, req.intervalMs || STREAM_INTERVAL.default);
+        for (let i = 0; req.maxSamples === 0 || i < req.maxSamples; i++) {
+          if (i > 0) await sleep(interval, ctx.signal);
+          if (ctx.signal.aborted) return;
+          yield { metrics: deps.metrics() };
+        }
+      } finally {
+        streams--;
       }
     },
   };

@@ -65,6 +65,8 @@ export interface ClusterServiceOptions {
   /** Live peers whose load samples are relayed to viewers that want metrics. */
   peers?: () => PeerHandle[];
   commands: ClusterCommands;
+  /** StreamUpdates viewers served at once. Default 64. */
+  maxViewers?: number;
 }
 
 /** Events describing the current state: one membership event per member, then the placement. */
@@ -97,8 +99,26 @@ export function clusterService(opts: ClusterServiceOptions): ServiceImpl<typeof 
   const relay = opts.peers
     ? new PeerMetricsRelay({ peers: opts.peers, intervalMs: opts.metricsIntervalMs })
     : undefined;
+  const maxViewers = opts.maxViewers ?? 64;
+  let viewers = 0;
   return {
-    streamUpdates: (req, ctx) => streamUpdates(opts, relay, req, ctx),
+    // Each viewer holds a queue of up to 1024 events and a metrics timer: bounded, so a client
+    // opening streams without end cannot grow the agent's memory with them.
+    async *streamUpdates(req, ctx) {
+      if (viewers >= maxViewers) {
+        throw new RpcFailure(
+          "resource_exhausted",
+          `${viewers} viewers are watching this node's updates (at most ${maxViewers}); ` +
+            `close one or watch another node`,
+        );
+      }
+      viewers++;
+      try {
+        yield* streamUpdates(opts, relay, req, ctx);
+      } finally {
+        viewers--;
+      }
+    },
     executeCommand: (req) => executeCommand(opts, req),
   };
 }

@@ -1,17 +1,19 @@
 import { create } from "@bufbuild/protobuf";
-import { Code, ConnectError, createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient, type HandlerContext } from "@connectrpc/connect";
 import {
   clusterMetrics,
   measureResources,
   MetricsSampler,
   nodeInfo,
   type NodeInfoInit,
+  nodeService,
   StaticMembership,
 } from "../../../cluster/discovery/mod.ts";
-import { createRpcTransport } from "../../../cluster/rpc/mod.ts";
+import { createRpcTransport, RpcFailure } from "../../../cluster/rpc/mod.ts";
 import {
   DiscoveryService,
   HealthCheckResponse_ServingStatus,
+  NodeMetricsSchema,
   NodeService,
   NodeState,
   PlacementSchema,
@@ -229,4 +231,38 @@ Deno.test("MetricsSampler: rates from counters; measureResources: budget → max
     usedLayers: () => 2,
   });
   assertEquals([r.maxLayers, r.usedLayers, r.memoryBudgetBytes], [3, 2, 1000n]);
+});
+
+Deno.test("StreamMetrics streams are bounded; a closed one makes room", async () => {
+  const impl = nodeService({
+    view: testMembership(),
+    resources: () => ({}) as never,
+    metrics: () => create(NodeMetricsSchema, { nodeId: "a" }),
+    maxStreams: 2,
+  });
+  const stream = impl.streamMetrics as (r: unknown, c: HandlerContext) => AsyncGenerator<unknown>;
+  const open = () => {
+    const abort = new AbortController();
+    const it = stream(
+      { intervalMs: 100, maxSamples: 0 },
+      { signal: abort.signal } as HandlerContext,
+    );
+    return { abort, it };
+  };
+  const a = open();
+  const b = open();
+  await a.it.next();
+  await b.it.next();
+  const c = open();
+  const err = await assertRejects(() => c.it.next(), RpcFailure);
+  assertEquals((err as RpcFailure).rpcCode, "resource_exhausted");
+  assert(err.message.includes("at most 2"), err.message);
+  a.abort.abort();
+  assertEquals((await a.it.next()).done, true);
+  const d = open();
+  assert((await d.it.next()).value, "a stream again once one closed");
+  b.abort.abort();
+  d.abort.abort();
+  await b.it.next();
+  await d.it.next();
 });

@@ -17,7 +17,8 @@ import {
   RequestPhase,
   UpdateKind,
 } from "../../../proto/mod.ts";
-import { assert, assertEquals } from "../../support/assert.ts";
+import { RpcFailure } from "../../../cluster/rpc/mod.ts";
+import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 
 const req = (id: string) => ({
   case: "request" as const,
@@ -223,4 +224,36 @@ Deno.test("ExecuteCommand runs local commands and forwards the others", async ()
     }
     assert(message.includes(text), message);
   }
+});
+
+Deno.test("StreamUpdates viewers are bounded; a closed one makes room", async () => {
+  const impl = clusterService({
+    hub: new EventHub(),
+    localId: "a",
+    snapshot: () => ({ members: [] }),
+    commands: {} as never,
+    maxViewers: 2,
+  });
+  const stream = impl.streamUpdates as (r: unknown, c: HandlerContext) => AsyncGenerator<unknown>;
+  const open = () => {
+    const { ctx, abort } = fakeContext();
+    return { abort, it: stream({ kinds: [], includeSnapshot: true }, ctx) };
+  };
+  const a = open();
+  const b = open();
+  // A snapshot with no members and no placement is empty: each viewer waits for events.
+  const pa = a.it.next();
+  const pb = b.it.next();
+  await new Promise((r) => setTimeout(r, 10));
+  const err = await assertRejects(() => open().it.next(), RpcFailure);
+  assertEquals((err as RpcFailure).rpcCode, "resource_exhausted");
+  assert(err.message.includes("at most 2"), err.message);
+  a.abort();
+  assertEquals((await pa).done, true);
+  const c = open();
+  const pc = c.it.next();
+  await new Promise((r) => setTimeout(r, 10));
+  b.abort();
+  c.abort();
+  assertEquals([(await pb).done, (await pc).done], [true, true]);
 });
