@@ -28,25 +28,37 @@ export function dataEndpoint(member: Member): string | undefined {
   return port ? joinHostPort(memberHost(member), port) : undefined;
 }
 
+/** Close a transport once it is made (one that failed to be made has nothing to close). */
+function closeWhenMade(t: Promise<RpcTransport>): void {
+  t.then((x) => x.close(), () => {});
+}
+
 /** What TLS handshake failures say (Node's and rustls' wordings). */
 const TLS_FAILURE = /certificate|unknown ca|self[- ]signed|handshake|tls/i;
 
 /** The agent's cached transports to its peers. */
 export class Peers {
-  private readonly transports = new Map<string, { endpoint: string; transport: RpcTransport }>();
+  /** Per member: the endpoint dialled and its transport, a promise while it is being made. */
+  private readonly transports = new Map<
+    string,
+    { endpoint: string; transport: Promise<RpcTransport> }
+  >();
   /** Per member: aborted when gossip says it died or left (see lostSignal). */
   private readonly losses = new Map<string, AbortController>();
 
   constructor(private readonly config: AgentConfig) {}
 
   /** A (cached) RPC transport to a member; a member that moved gets a new one. */
-  async transportTo(member: Member): Promise<RpcTransport> {
+  transportTo(member: Member): Promise<RpcTransport> {
     const endpoint = rpcEndpoint(member);
     const cached = this.transports.get(member.id);
     if (cached && cached.endpoint === endpoint) return cached.transport;
-    cached?.transport.close();
+    if (cached) closeWhenMade(cached.transport);
     const c = this.config;
-    const transport = await createRpcTransport(endpoint, {
+    // The promise is cached, not its result: callers racing for a new member's transport (the
+    // first frame, a health check, a metrics viewer) share one connection instead of each
+    // opening one and all but the last leaking.
+    const transport = createRpcTransport(endpoint, {
       // The member's certificate may name its node id (or the name all agents' shared
       // certificate carries) rather than the address it advertises.
       tls: c.tlsCert && c.tlsKey && c.tlsCa
@@ -56,7 +68,12 @@ export class Peers {
       // Activations are floats that do not compress; gzip would only add latency to every hop.
       gzip: false,
     });
-    this.transports.set(member.id, { endpoint, transport });
+    const entry = { endpoint, transport };
+    this.transports.set(member.id, entry);
+    // A transport that could not be made is not kept: the next call tries again.
+    transport.catch(() => {
+      if (this.transports.get(member.id) === entry) this.transports.delete(member.id);
+    });
     return transport;
   }
 
@@ -107,7 +124,7 @@ export class Peers {
   drop(nodeId: string): void {
     const t = this.transports.get(nodeId);
     if (t) {
-      t.transport.close();
+      closeWhenMade(t.transport);
       this.transports.delete(nodeId);
     }
     // Kept, aborted, until the member joins again: gossip lists a dead member for a while, and a
@@ -131,7 +148,7 @@ export class Peers {
 
   /** Close every transport and end every stream (shutdown). */
   closeAll(): void {
-    for (const { transport } of this.transports.values()) transport.close();
+    for (const { transport } of this.transports.values()) closeWhenMade(transport);
     this.transports.clear();
     for (const c of this.losses.values()) c.abort(new Error("the agent is shutting down"));
     this.losses.clear();

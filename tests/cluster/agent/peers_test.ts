@@ -1,6 +1,7 @@
 /** Peers: the signal that ends streams to a member gossip declared gone. */
 import { Peers } from "../../../cluster/agent/peers.ts";
 import { resolveConfig } from "../../../cluster/agent_config.ts";
+import type { Member } from "../../../cluster/gossip/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 Deno.test("Peers.lostSignal aborts when the member is dropped, and a rejoined member gets a new one", () => {
@@ -21,4 +22,19 @@ Deno.test("Peers.lostSignal aborts when the member is dropped, and a rejoined me
   assert(!rejoined.aborted, "a member back under the same id (a join) is watched anew");
   peers.closeAll();
   assert(other.aborted && rejoined.aborted, "shutdown ends every stream");
+});
+
+Deno.test("Peers.transportTo: callers racing for a new member share one transport", async () => {
+  const peers = new Peers(resolveConfig([["default", { memoryBudget: "1GB" }]]));
+  const member = {
+    id: "b",
+    addr: "127.0.0.1:7946",
+    meta: { addresses: ["127.0.0.1"], rpcPort: 1 },
+  } as unknown as Member;
+  const [x, y] = await Promise.all([peers.transportTo(member), peers.transportTo(member)]);
+  assert(x === y, "one transport, not one per caller (all but the last were never closed)");
+  assert(await peers.transportTo(member) === x, "and it is kept");
+  const moved = { ...member, meta: { ...member.meta!, rpcPort: 2 } } as Member;
+  assert(await peers.transportTo(moved) !== x, "a member that moved gets a new one");
+  peers.closeAll();
 });
