@@ -124,6 +124,34 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
       `rope.dimension_count ${ropeDim} must be even and ≤ head size ${headDim}`,
     );
   }
+  // Partial rotary is phi3's and gemma3's; llama.cpp refuses it for llama at load and asserts
+  // n_rot == head size in the qwen graphs.
+  if (ropeDim !== headDim && arch !== "phi3" && arch !== "gemma3") {
+    throw new ModelConfigError(
+      `rope.dimension_count ${ropeDim} differs from the head size ${headDim}: partial rotary ` +
+        `is not part of the ${arch} architecture (llama.cpp refuses it too)`,
+    );
+  }
+  // Keys llama.cpp honours that change the math this code does not do: refused, not ignored.
+  const attnFactor = num(md, k("rope.scaling.attn_factor"));
+  if (attnFactor !== undefined && attnFactor !== 1) {
+    throw new ModelConfigError(
+      `rope.scaling.attn_factor ${attnFactor} is not supported (only 1: llama.cpp scales q ` +
+        `and k by it)`,
+    );
+  }
+  if (md.get(k("attention.causal")) === false) {
+    throw new ModelConfigError(
+      `attention.causal is false (an embedding model's non-causal attention is not supported)`,
+    );
+  }
+  const softcap = num(md, k("final_logit_softcapping"));
+  if (arch === "gemma3" && softcap !== undefined && softcap !== 0) {
+    throw new ModelConfigError(
+      `final_logit_softcapping ${softcap} is not supported (llama.cpp caps gemma3's logits ` +
+        `with it; only 0, no cap, runs here)`,
+    );
+  }
   // Linear RoPE scaling: the modern key pair, or the legacy scale_linear key.
   let ropeFreqScale = 1;
   const scalingType = md.get(k("rope.scaling.type"));
@@ -238,6 +266,8 @@ export function isSlidingLayer(c: LlamaConfig, il: number): boolean {
 /** What `configFromFile` needs of a GGUF file: metadata and the tensor index. */
 export interface ConfigSource {
   readonly metadata: MetadataView;
+  /** Every tensor the file holds (GGUFFile's index). */
+  readonly tensors: readonly { readonly name: string }[];
   tensor(name: string): { readonly dims: readonly number[] } | undefined;
 }
 
@@ -247,7 +277,61 @@ export function configFromFile(src: ConfigSource): LlamaConfig {
   if (!embd) throw new ModelConfigError("model has no tensor token_embd.weight");
   const config = readConfig(src.metadata, embd.dims[1] ?? 0);
   checkAgainstTensors(config, src);
+  checkTensorNames(config, src);
   return config;
+}
+
+/** Per-block tensors each architecture's llama.cpp graph reads (`blk.N.` + name). */
+function blockTensors(c: LlamaConfig): Set<string> {
+  const names = ["attn_norm.weight", "attn_output.weight", "ffn_norm.weight"];
+  if (c.arch === "phi3") names.push("attn_qkv.weight");
+  else names.push("attn_q.weight", "attn_k.weight", "attn_v.weight");
+  // q/k/v biases: qwen2 always has them, llama may (llama.cpp loads them as optional there).
+  if (c.arch === "qwen2" || c.arch === "llama") {
+    names.push("attn_q.bias", "attn_k.bias", "attn_v.bias");
+  }
+  if (c.qkNorm) names.push("attn_q_norm.weight", "attn_k_norm.weight");
+  if (c.gemma) names.push("post_attention_norm.weight", "post_ffw_norm.weight");
+  if (c.nExperts > 0) {
+    names.push(
+      "ffn_gate_inp.weight",
+      "ffn_gate_exps.weight",
+      "ffn_up_exps.weight",
+      "ffn_down_exps.weight",
+    );
+  } else if (c.arch === "phi3") names.push("ffn_up.weight", "ffn_down.weight");
+  else names.push("ffn_gate.weight", "ffn_up.weight", "ffn_down.weight");
+  return new Set(names);
+}
+
+/**
+ * Refuse a file holding a tensor this code does not read, as llama.cpp refuses one holding a
+ * tensor its graph does not create ("wrong number of tensors"). Without this, an output or FFN
+ * bias, a fused q/k/v bias or anything else a converter added was silently left out of the
+ * math, and the logits were not the file's (2.0–2.4 off llama.cpp's, another argmax). Checked
+ * on the whole index, so every stage refuses, not only the one holding the odd layer.
+ */
+function checkTensorNames(c: LlamaConfig, src: ConfigSource): void {
+  const perBlock = blockTensors(c);
+  const global = new Set(["token_embd.weight", "output_norm.weight", "output.weight"]);
+  // Llama 3.1+'s RoPE frequency factors: only llama's graph reads them.
+  if (c.arch === "llama") global.add("rope_freqs.weight");
+  for (const { name } of src.tensors) {
+    if (global.has(name)) continue;
+    const m = /^blk\.(\d+)\.(.+)$/.exec(name);
+    if (m && Number(m[1]) < c.nLayers && perBlock.has(m[2])) continue;
+    if (name === "rope_factors_long.weight" || name === "rope_factors_short.weight") {
+      // LongRoPE (Phi-3 128k, Phi-3.5, Phi-4 mini): per-frequency factors we do not apply yet.
+      throw new ModelConfigError(
+        "LongRoPE models (tensors rope_factors_long/rope_factors_short) are not supported",
+      );
+    }
+    throw new ModelConfigError(
+      `tensor ${name.slice(0, 96)} is not used by the ${c.arch} architecture as this ` +
+        `code runs it (llama.cpp refuses such a file too, or reads it where this code would ` +
+        `leave it out)`,
+    );
+  }
 }
 
 /**

@@ -34,6 +34,8 @@ import { type CandidateRequest, hostCandidates } from "./sampler.ts";
 /** What a stage needs from a GGUF file: metadata, the tensor index and lazy tensor bytes. */
 export interface TensorSource {
   readonly metadata: MetadataView;
+  /** Every tensor the file holds. */
+  readonly tensors: readonly GGUFTensorInfo[];
   tensor(name: string): GGUFTensorInfo | undefined;
   readTensor(info: GGUFTensorInfo): Promise<Uint8Array>;
   /** A tensor's bytes in pieces read into `scratch` (optional; see GGUFFile.readTensorChunks). */
@@ -172,13 +174,8 @@ async function readRopeFactors(
   config: LlamaConfig,
 ): Promise<Float32Array | undefined> {
   const info = src.tensor("rope_freqs.weight");
+  // Only llama's files get here with it (configFromFile refuses it elsewhere).
   if (!info) return undefined;
-  if (config.arch !== "llama") {
-    throw new ModelConfigError(
-      `tensor rope_freqs.weight is not used by the ${config.arch} architecture (llama.cpp ` +
-        `refuses such a file too)`,
-    );
-  }
   const n = config.ropeDim / 2;
   const count = info.dims.reduce((a, d) => a * d, 1);
   if (info.type !== GGMLType.F32 || count !== n || info.dims[0] !== n) {
@@ -312,13 +309,6 @@ export class LlamaStage {
       return w;
     };
 
-    if (src.tensor("rope_factors_long.weight") || src.tensor("rope_factors_short.weight")) {
-      // LongRoPE (Phi-3 128k, Phi-3.5, Phi-4 mini): per-frequency factors we do not apply yet;
-      // running without them would silently give other logits than llama.cpp's.
-      throw new ModelConfigError(
-        "LongRoPE models (tensors rope_factors_long/rope_factors_short) are not supported",
-      );
-    }
     const ropeFactors = await readRopeFactors(src, config);
     const isHead = from === 0;
     const isTail = to === config.nLayers;

@@ -12,7 +12,7 @@ import {
 import { meta, writeGGUF } from "../../model/gguf/writer.ts";
 import { editedGGUF } from "../support/gguf_edit.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
-import type { GGUFArray } from "../../model/gguf/types.ts";
+import type { GGUFArray, GGUFMetadataEntry } from "../../model/gguf/types.ts";
 import { LlamaStage } from "../../model/llama.ts";
 import { Engine } from "../../cluster/pipeline/mod.ts";
 import { createReferenceBackend } from "../../kernels/reference/mod.ts";
@@ -166,5 +166,78 @@ Deno.test("a tokenizer with fewer tokens than token_embd has rows is refused at 
     assert(err?.message.includes("lists 200 tokens but token_embd.weight has 300 rows"), `${err}`);
   } finally {
     await Deno.remove(path);
+  }
+});
+
+/** The error configFromFile gives for an edited copy of fixture `name` (undefined: none). */
+async function configError(name: string, edit: Parameters<typeof editedGGUF>[1]) {
+  const path = await editedGGUF(`${FIXTURES}/models/${name}.gguf`, edit);
+  try {
+    const file = await openGGUF(path);
+    try {
+      configFromFile(file);
+      return undefined;
+    } catch (e) {
+      return (e as Error).message;
+    } finally {
+      file.close();
+    }
+  } finally {
+    await Deno.remove(path);
+  }
+}
+
+const f32Tensor = (name: string, n: number) => ({
+  name,
+  dims: [n],
+  type: 0,
+  data: new Uint8Array(4 * n),
+});
+
+Deno.test("tensors llama.cpp adds to the math, or refuses, are refused here, not left out", async () => {
+  // Each was loaded silently and left out of the math: logits 2.0–2.4 off llama.cpp's, with
+  // another argmax (measured against llama.cpp on these fixtures).
+  const cases: [string, string, number][] = [
+    ["tiny-f32", "blk.0.attn_output.bias", 64],
+    ["tiny-f32", "blk.1.ffn_down.bias", 64],
+    ["qwen2-q8_0", "output.bias", 300],
+    ["phi3-f32", "blk.0.attn_qkv.bias", 48],
+    ["qwen3-f32", "blk.0.attn_q.bias", 64],
+    ["qwen3-f32", "blk.7.attn_norm.weight", 64],
+  ];
+  for (const [model, tensor, n] of cases) {
+    const err = await configError(model, { tensors: (t) => [...t, f32Tensor(tensor, n)] });
+    assert(err?.includes(`tensor ${tensor} is not used by the`), `${model} + ${tensor}: ${err}`);
+  }
+  // Every fixture of every architecture still opens.
+  for await (const e of Deno.readDir(`${FIXTURES}/models`)) {
+    if (!e.name.endsWith(".gguf")) continue;
+    const file = await openGGUF(`${FIXTURES}/models/${e.name}`);
+    try {
+      configFromFile(file);
+    } finally {
+      file.close();
+    }
+  }
+});
+
+Deno.test("keys llama.cpp applies and this code does not are refused unless neutral", async () => {
+  const withKey = (e: GGUFMetadataEntry) => ({
+    metadata: (m: GGUFMetadataEntry[]) => [...m.filter((x) => x.key !== e.key), e],
+  });
+  const cases: [string, GGUFMetadataEntry, string | undefined][] = [
+    ["gemma3-f32", meta.f32("gemma3.final_logit_softcapping", 2), "final_logit_softcapping 2"],
+    ["gemma3-f32", meta.f32("gemma3.final_logit_softcapping", 0), undefined],
+    ["qwen3-f32", meta.f32("qwen3.rope.scaling.attn_factor", 1.5), "attn_factor 1.5"],
+    ["qwen3-f32", meta.f32("qwen3.rope.scaling.attn_factor", 1), undefined],
+    ["qwen3-f32", meta.bool("qwen3.attention.causal", false), "attention.causal is false"],
+    ["qwen3-f32", meta.bool("qwen3.attention.causal", true), undefined],
+    ["qwen3-f32", meta.u32("qwen3.rope.dimension_count", 8), "partial rotary"],
+    ["tiny-f32", meta.u32("llama.rope.dimension_count", 8), "partial rotary"],
+  ];
+  for (const [model, entry, want] of cases) {
+    const err = await configError(model, withKey(entry));
+    if (want === undefined) assertEquals(err, undefined, `${model} + ${entry.key}`);
+    else assert(err?.includes(want), `${model} + ${entry.key}=${entry.value}: ${err}`);
   }
 });

@@ -19,6 +19,7 @@ import { ignore as noGpu } from "../kernels/webgpu/helpers.ts";
 function wholeTensors(f: GGUFFile): TensorSource {
   return {
     metadata: f.metadata,
+    tensors: f.tensors,
     tensor: (n) => f.tensor(n),
     readTensor: (i) => f.readTensor(i),
   };
