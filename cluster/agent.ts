@@ -219,22 +219,17 @@ export class Agent {
     if (seen === member.incarnation) return;
     this.verified.set(member.id, member.incarnation);
     this.peers.tlsRefusal(member).then((refusal) => {
-      const was = s.untrusted.get(member.id);
-      if (refusal) {
-        s.untrusted.set(member.id, refusal);
-        this.peers.drop(member.id);
-        if (!was) {
-          s.log("warn", "member refused by TLS; its layers are placed elsewhere", {
-            node: member.id,
-            error: refusal,
-          });
-          this.observe.planReason = `node ${member.id} untrusted (TLS)`;
-        }
-      } else if (was) {
-        s.untrusted.delete(member.id);
+      const change = this.peers.tlsVerdict(member.id, refusal, s.untrusted);
+      if (change === "refused") {
+        s.log("warn", "member refused by TLS; its layers are placed elsewhere", {
+          node: member.id,
+          error: refusal,
+        });
+        this.observe.planReason = `node ${member.id} untrusted (TLS)`;
+      } else if (change === "trusted") {
         s.log("info", "member trusted again", { node: member.id });
       }
-      if (Boolean(refusal) !== Boolean(was)) this.loop.schedule();
+      if (change) this.loop.schedule();
     }, () => {});
   }
 

@@ -141,6 +141,29 @@ export class Peers {
     }
   }
 
+  /**
+   * Record a TLS verdict on `nodeId` in `untrusted` (node id → refusal): a refused member is
+   * dropped (its streams end); one accepted after a refusal is watched anew, as a rejoined
+   * member is (its signal stayed aborted, and every stream to it failed at once as "gone").
+   * Returns how its standing changed, if it did.
+   */
+  tlsVerdict(
+    nodeId: string,
+    refusal: string | undefined,
+    untrusted: Map<string, string>,
+  ): "refused" | "trusted" | undefined {
+    const was = untrusted.has(nodeId);
+    if (refusal) {
+      untrusted.set(nodeId, refusal);
+      this.drop(nodeId);
+      return was ? undefined : "refused";
+    }
+    if (!was) return undefined;
+    untrusted.delete(nodeId);
+    this.rejoined(nodeId);
+    return "trusted";
+  }
+
   /** A member joined (again): streams opened to it from now on are watched anew. */
   rejoined(nodeId: string): void {
     if (this.losses.get(nodeId)?.signal.aborted) this.losses.delete(nodeId);

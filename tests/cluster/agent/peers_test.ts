@@ -38,3 +38,19 @@ Deno.test("Peers.transportTo: callers racing for a new member share one transpor
   assert(await peers.transportTo(moved) !== x, "a member that moved gets a new one");
   peers.closeAll();
 });
+
+Deno.test("Peers.tlsVerdict: a refused member's streams end; trusted again, it is watched anew", () => {
+  const peers = new Peers(resolveConfig([["default", { memoryBudget: "1GB" }]]));
+  const untrusted = new Map<string, string>();
+  assertEquals(peers.tlsVerdict("b", undefined, untrusted), undefined, "trusted all along");
+  const before = peers.lostSignal("b");
+  assertEquals(peers.tlsVerdict("b", "unknown ca", untrusted), "refused");
+  assert(before.aborted, "streams to a member our CA refuses end");
+  assertEquals(untrusted.get("b"), "unknown ca");
+  assertEquals(peers.tlsVerdict("b", "unknown ca", untrusted), undefined, "refused again: no news");
+  assertEquals(peers.tlsVerdict("b", undefined, untrusted), "trusted");
+  assert(!untrusted.has("b"));
+  // Before, the signal stayed aborted: every stream to it failed at once as "dead or gone".
+  assert(!peers.lostSignal("b").aborted, "a member trusted again gets streams again");
+  peers.closeAll();
+});
