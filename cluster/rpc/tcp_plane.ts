@@ -186,13 +186,39 @@ export function isPlaneUnavailable(e: unknown): boolean {
 }
 
 /** Connect to the plane at `endpoint` (host:port) and send `magic`; unreachable: Unavailable. */
-export async function connectTcpPlane(endpoint: string, magic: string): Promise<Deno.TcpConn> {
+export async function connectTcpPlane(
+  endpoint: string,
+  magic: string,
+  timeoutMs = PLANE_CONNECT_TIMEOUT_MS,
+): Promise<Deno.TcpConn> {
+  const until = unreachableUntil.get(endpoint);
+  if (until !== undefined && Date.now() < until) {
+    throw planeUnavailable(
+      endpoint,
+      new Error(`a connection to it timed out less than ${UNREACHABLE_MS / 1000} s ago`),
+    );
+  }
+  unreachableUntil.delete(endpoint);
   let conn: Deno.TcpConn;
   try {
     const { host, port } = splitHostPort(endpoint);
-    conn = await Deno.connect({ hostname: host, port, transport: "tcp" });
+    conn = await Deno.connect({
+      hostname: host,
+      port,
+      transport: "tcp",
+      signal: AbortSignal.timeout(timeoutMs),
+    });
   } catch (e) {
-    throw planeUnavailable(endpoint, e);
+    if ((e as Error)?.name !== "TimeoutError") throw planeUnavailable(endpoint, e);
+    // A port that drops packets (a firewall that opens only the RPC port, an address that
+    // routes nowhere) answers nothing: without a bound, the kernel's SYN retries held every
+    // session opening for about two minutes. Remembered a while, so the next sessions go to
+    // gRPC at once instead of each waiting again.
+    if (unreachableUntil.size >= 1024) {
+      unreachableUntil.delete(unreachableUntil.keys().next().value!);
+    }
+    unreachableUntil.set(endpoint, Date.now() + UNREACHABLE_MS);
+    throw planeUnavailable(endpoint, new Error(`no connection within ${timeoutMs} ms`));
   }
   try {
     conn.setNoDelay(true);
@@ -203,6 +229,13 @@ export async function connectTcpPlane(endpoint: string, magic: string): Promise<
   }
   return conn;
 }
+
+/** How long a connection to a data plane may take before the caller uses gRPC instead (ms). */
+export const PLANE_CONNECT_TIMEOUT_MS = 3000;
+/** How long an endpoint whose connection timed out is not dialled again (ms). */
+const UNREACHABLE_MS = 30_000;
+/** Data planes whose connection timed out: endpoint → until when (ms) callers skip them. */
+const unreachableUntil = new Map<string, number>();
 
 /** A trailer envelope: OK, or `err`'s code and (bounded) message. */
 export function trailerEnvelope(err?: ConnectError): Uint8Array {

@@ -10,6 +10,7 @@ import {
   ForwardResponseSchema,
 } from "../../../proto/mod.ts";
 import {
+  connectTcpPlane,
   FrameReader,
   grpcEnvelope,
   isPlaneUnavailable,
@@ -465,5 +466,45 @@ Deno.test("the plane: messages stay under the first-message bound until the hand
     assert(t.message.includes("exceeds the limit of 1024"), t.message);
   } finally {
     await p.close();
+  }
+});
+
+Deno.test("the plane: a port that answers nothing is Unavailable within the connect bound, then skipped a while", async () => {
+  // A listener that never accepts: once its accept queue is full, the kernel drops further
+  // SYNs, as a firewall that drops packets does.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  const endpoint = `127.0.0.1:${port}`;
+  const held: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 8192; i++) {
+      try {
+        held.push(
+          await Deno.connect({ hostname: "127.0.0.1", port, signal: AbortSignal.timeout(300) }),
+        );
+      } catch {
+        break; // the queue is full
+      }
+    }
+    assert(held.length < 8192, "the accept queue never filled");
+    let t0 = performance.now();
+    const err = await assertRejects(() => connectTcpPlane(endpoint, "DLF1", 300), ConnectError);
+    assert(isPlaneUnavailable(err), "marked: the link falls back to gRPC");
+    assert(err.message.includes("no connection within 300 ms"), err.message);
+    // It waited for the kernel's SYN retries before, about two minutes.
+    assert(performance.now() - t0 < 2000, `${performance.now() - t0} ms`);
+    t0 = performance.now();
+    const again = await assertRejects(
+      () => openTcpBidi(endpoint, "DLF1", METHOD, 1 << 20),
+      ConnectError,
+    );
+    assert(
+      isPlaneUnavailable(again) && again.message.includes("timed out less than"),
+      again.message,
+    );
+    assert(performance.now() - t0 < 100, "the next session goes to gRPC at once");
+  } finally {
+    for (const c of held) c.close();
+    listener.close();
   }
 });
