@@ -180,6 +180,7 @@ export function modelsCommand() {
         path = resolve(path);
         files = await startFileServer({
           host: opts.fromHere === true ? "127.0.0.1" : opts.fromHere,
+          path,
         });
       }
       const conn = await connect(g);

@@ -15,7 +15,8 @@
  * @module
  */
 import { tmpdir } from "node:os";
-import { type RpcServer, startRpcServer } from "../rpc/mod.ts";
+import type { ServiceImpl } from "@connectrpc/connect";
+import { RAW_SERVER_STREAMS, RpcFailure, type RpcServer, startRpcServer } from "../rpc/mod.ts";
 import { TransferService } from "../../proto/mod.ts";
 import { joinHostPort } from "../gossip/transport.ts";
 import { type ChunkServer, startChunkServer } from "./data_plane.ts";
@@ -35,8 +36,14 @@ export interface FileServer {
   close(): Promise<void>;
 }
 
-/** Serve files of this machine over TransferService on `host` (a free port). */
-export async function startFileServer(opts: { host: string }): Promise<FileServer> {
+/**
+ * Serve the one file at `path` (absolute) over TransferService on `host` (a free port). Only
+ * GetManifest of that path and FetchChunks of its bytes are answered: the server may listen on
+ * an address others reach, and it served any GGUF on the machine to whoever asked for its path
+ * (and answered Deploy, Prepare and Undeploy as if it were an agent).
+ */
+export async function startFileServer(opts: { host: string; path: string }): Promise<FileServer> {
+  const shared = await Deno.realPath(opts.path);
   let chunks: ChunkServer | undefined;
   // Plaintext anyway: chunks go over the TCP data plane (data_plane.ts), manifests over gRPC.
   const manager = new TransferManager(detachedHost("llmctl"), {
@@ -54,7 +61,7 @@ export async function startFileServer(opts: { host: string }): Promise<FileServe
       port: 0,
       // The user named the address to serve on; the files are what they chose to share.
       insecureBindAll: true,
-      routes: (r) => r.service(TransferService, transferService(manager)),
+      routes: (r) => r.service(TransferService, oneFile(transferService(manager), shared)),
     });
     return {
       endpoint: joinHostPort(opts.host, server.port),
@@ -68,4 +75,27 @@ export async function startFileServer(opts: { host: string }): Promise<FileServe
     manager.close();
     throw e;
   }
+}
+
+/** The handlers of `all` that serve the file at `path` and nothing else (the rest: Unimplemented). */
+function oneFile(
+  all: ServiceImpl<typeof TransferService>,
+  path: string,
+): Partial<ServiceImpl<typeof TransferService>> {
+  return {
+    async getManifest(req, ctx) {
+      if (req.path && await Deno.realPath(req.path).catch(() => undefined) !== path) {
+        throw new RpcFailure(
+          "permission_denied",
+          `this file server shares only ${path}, not ${req.path.slice(0, 256)}`,
+        );
+      }
+      // Asked by model id (fetchers looking for sources): the one file's manifest, whose sha256
+      // the asker compares with the one it fetches.
+      return await all.getManifest({ ...req, path, model: "" }, ctx);
+    },
+    // Only chunks of a manifest answered above exist to be fetched.
+    fetchChunks: all.fetchChunks,
+    ...{ [RAW_SERVER_STREAMS]: (all as Record<symbol, unknown>)[RAW_SERVER_STREAMS] },
+  };
 }
