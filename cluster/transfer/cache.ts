@@ -3,7 +3,9 @@
  * (the source's signed GetManifest answer), one file per fetched segment (`seg-<i>.bin`: the
  * header or one tensor's exact bytes) and `progress.log`, an append-only record of verified
  * chunks ("c <segment> <chunk>") and of segments whose whole sha256 matched ("d <segment>"), so
- * an interrupted transfer resumes from the last verified chunk.
+ * an interrupted transfer resumes from the last verified chunk. Bytes found changed when read
+ * (a torn write before a power cut, bit rot, a deleted file) are recorded as such ("x <segment>
+ * [<chunk>]") and fetched again by the next fetch.
  *
  * {@linkcode CacheSource} is a `ByteSource` over the cache: `readGGUF` parses the cached header
  * and `LlamaStage.load` reads tensors through it unchanged. Every tensor read re-hashes the
@@ -84,6 +86,12 @@ export class ModelCache {
       if (!(seg >= 0 && seg < manifest.segments.length)) continue;
       if (kind === "c" && Number(b) >= 0) c.#set(seg).add(Number(b));
       if (kind === "d") c.#done.add(seg);
+      if (kind === "x") {
+        // Found changed on disk since it was recorded: fetched again.
+        c.#done.delete(seg);
+        if (b === undefined) c.#chunks.delete(seg);
+        else c.#chunks.get(seg)?.delete(Number(b));
+      }
     }
     // A "d" whose chunks are not all recorded is from a torn log: trust chunks, re-check later.
     for (const seg of [...c.#done]) if (c.missingChunks(seg).length) c.#done.delete(seg);
@@ -255,19 +263,43 @@ export class ModelCache {
     if (into.length !== len) {
       throw new RangeError(`chunk ${chunk} of segment ${seg} is ${len} bytes, not ${into.length}`);
     }
-    const f = await Deno.open(this.#path(seg), { read: true });
+    const f = await Deno.open(this.#path(seg), { read: true }).catch(() => undefined);
+    let ok = false;
     try {
-      return await readAt(f, chunk * this.manifest.chunkSize, into) &&
+      ok = f !== undefined && await readAt(f, chunk * this.manifest.chunkSize, into) &&
         this.verifyChunk(seg, chunk, into);
     } finally {
-      f.close();
+      f?.close();
     }
+    if (!ok) await this.#invalidate(seg, chunk);
+    return ok;
+  }
+
+  /**
+   * Forget bytes of `seg` (one chunk, or all of it) found not to match the manifest when read
+   * back, and record that in the log: the segment is no longer done, and the next fetch (the
+   * next stage load's ensure) takes them again. Before, a segment recorded done stayed done, and
+   * every load of it failed until the cache was purged by hand.
+   */
+  async #invalidate(seg: number, chunk?: number): Promise<void> {
+    this.#done.delete(seg);
+    this.#trusted.delete(seg);
+    if (chunk === undefined) {
+      this.#chunks.delete(seg);
+      this.#verifiedHere.delete(seg);
+    } else {
+      this.#chunks.get(seg)?.delete(chunk);
+      this.#verifiedHere.get(seg)?.delete(chunk);
+    }
+    await this.#append(chunk === undefined ? `x ${seg}\n` : `x ${seg} ${chunk}\n`);
   }
 
   /** A whole segment's bytes, only when its sha256 matches the manifest now. */
   async readVerifiedSegment(seg: number): Promise<Uint8Array> {
-    const bytes = this.#done.has(seg) ? await this.#readSegment(seg) : undefined;
+    const done = this.#done.has(seg);
+    const bytes = done ? await this.#readSegment(seg) : undefined;
     if (!bytes || !sameBytes(sha256(bytes), this.manifest.segments[seg].sha256)) {
+      if (done) await this.#invalidate(seg);
       throw new Error(
         `cache ${this.dir}: ${this.manifest.segments[seg].name} is not (or no longer) verified; ` +
           `it must be fetched again`,
@@ -299,10 +331,17 @@ export class ModelCache {
     // finished or not (a stage loading while its layers arrive).
     const trusted = this.#trusted.has(seg) ||
       (!this.#done.has(seg) && this.#readable(seg, at, end));
-    const f = await Deno.open(this.#path(seg), { read: true });
+    const f = await Deno.open(this.#path(seg), { read: true }).catch(async (e) => {
+      await this.#invalidate(seg);
+      throw new Error(
+        `cache ${this.dir}: ${name} cannot be read (${e.message}); it must be ` +
+          `fetched again`,
+      );
+    });
     try {
       if (trusted) {
         if (await readAt(f, at, dst)) return;
+        await this.#invalidate(seg);
         throw new Error(`cache ${this.dir}: ${name} is shorter than verified`);
       }
       let chunk: Uint8Array | undefined;
@@ -317,6 +356,7 @@ export class ModelCache {
         // A short read leaves stale bytes that fail the check below.
         await readAt(f, c * size, buf);
         if (!this.verifyChunk(seg, c, buf)) {
+          await this.#invalidate(seg, c);
           throw new Error(
             `cache ${this.dir}: chunk ${c} of ${name} is not (or no longer) verified: it ` +
               `changed on disk; it must be fetched again`,

@@ -232,7 +232,32 @@ Deno.test("the fetcher re-fetches corrupt chunks elsewhere and resumes after a f
     onDisk[3] ^= 1;
     await Deno.writeFile(path, onDisk);
     await assertRejects(() => file.readTensor("blk.0.attn_q.weight"), Error, "not (or no longer)");
+    // ... and fetched again by the next fetch (before, the segment stayed "done" and every load
+    // of it failed until the cache was purged by hand), here after a restart.
+    assert(!again.segmentDone(seg), "the changed segment is no longer done");
     again.close();
+    const third = await ModelCache.open(dir, manifest);
+    assert(!third.segmentDone(seg), "the log says so after a restart");
+    const served = good.served;
+    await fetchSegments({
+      cache: third,
+      segments: all,
+      peers: () => Promise.resolve([good]),
+      stats,
+    });
+    assertEquals(good.served - served, 1, "the one changed chunk is fetched again");
+    assert(third.segmentDone(seg));
+    const src3 = await third.source();
+    const file3 = await readGGUF(src3);
+    src3.parsing = false;
+    assertEquals(
+      await file3.readTensor("blk.0.attn_q.weight"),
+      bytes.slice(
+        Number(manifest.segments[seg].offset),
+        Number(manifest.segments[seg].offset) + Number(manifest.segments[seg].length),
+      ),
+    );
+    third.close();
     assert((await ModelCache.purge(dir, manifest.sha256)) > 0);
   } finally {
     await Deno.remove(dir, { recursive: true });
