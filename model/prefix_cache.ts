@@ -16,6 +16,10 @@
  *   copy; our KV caches are contiguous per session.)
  * - Full blocks are captured while prompts (and generated tokens) run; partial blocks are never
  *   kept. Leaves are evicted least-recently-used first to stay within the byte budget.
+ * - The budget holds the blocks being filled too (each session being captured holds one, two
+ *   while a pass crosses a boundary): a session whose next block finds no room, even after
+ *   evictions, or whose block the backend cannot allocate, stops being captured, and its pass
+ *   runs as without a cache. (Counting only finished blocks let 8 sessions hold 6× the budget.)
  */
 import type { Backend, Buf, KVCache } from "../kernels/backend.ts";
 
@@ -64,6 +68,8 @@ interface Capture {
   blocks: number;
   /** Blocks being filled, in order (a pass may span several; each is inserted once full). */
   partials: Partial[];
+  /** Set when no room was left for block `stopAt`: blocks before it are kept, then it ends. */
+  stopAt?: number;
 }
 
 /** One pass's copies for one session: rows [offset, offset + rows) of the pass's K/V buffers. */
@@ -92,6 +98,8 @@ export class PrefixCache {
   readonly #root: Node = { children: new Map() };
   readonly #captures = new WeakMap<object, Capture>();
   #blocks = 0;
+  /** Blocks being filled (allocated, counted in the budget, not yet in the tree). */
+  #partials = 0;
   #clock = 0;
   #hitTokens = 0;
   #lookupTokens = 0;
@@ -105,19 +113,16 @@ export class PrefixCache {
     this.blockBytes = 2 * opts.nLayers * this.blockTokens * opts.kvDim * 4;
   }
 
-  /**
-   * Whether blocks can be kept at all (the budget holds at least one). Besides the budget, each
-   * session being captured holds the block it is filling (two while a pass crosses a boundary).
-   */
+  /** Whether blocks can be kept at all (the budget holds at least one). */
   get enabled(): boolean {
     return this.opts.budgetBytes >= this.blockBytes;
   }
 
-  /** Current counters. */
+  /** Current counters (bytes: cached blocks and blocks being filled). */
   stats(): PrefixCacheStats {
     return {
       blocks: this.#blocks,
-      bytes: this.#blocks * this.blockBytes,
+      bytes: (this.#blocks + this.#partials) * this.blockBytes,
       hitTokens: this.#hitTokens,
       lookupTokens: this.#lookupTokens,
       evictions: this.#evictions,
@@ -177,22 +182,35 @@ export class PrefixCache {
       return undefined;
     }
     const B = this.blockTokens;
+    if (c.stopAt !== undefined) {
+      this.#drop(session, c);
+      return undefined;
+    }
+    // The blocks this pass starts, reserved (and allocated) before anything is copied, from the
+    // first: where room runs out the capture keeps the blocks before and then ends, and the
+    // pass runs on either way.
+    for (let index = Math.floor(pos / B); index * B < pos + ids.length; index++) {
+      if (c.partials.some((q) => q.index === index)) continue;
+      const block = this.#newPartial(c, index);
+      if (!block) {
+        c.stopAt = index;
+        break;
+      }
+      c.partials.push(block);
+    }
+    if (c.partials.length === 0) {
+      this.#drop(session, c);
+      return undefined;
+    }
     const plan: CapturePlan = { session, copies: [] };
-    for (let i = 0; i < ids.length;) {
+    const capturedEnd = c.stopAt === undefined
+      ? ids.length
+      : Math.min(ids.length, c.stopAt * B - pos);
+    for (let i = 0; i < capturedEnd;) {
       const p = pos + i;
       const index = Math.floor(p / B);
-      const end = Math.min(ids.length, (index + 1) * B - pos);
-      let block = c.partials.find((q) => q.index === index);
-      if (!block) {
-        const rows = this.opts.nLayers * B * this.opts.kvDim;
-        block = {
-          index,
-          ids: new Int32Array(B),
-          k: this.backend.buffer(rows),
-          v: this.backend.buffer(rows),
-        };
-        c.partials.push(block);
-      }
+      const end = Math.min(capturedEnd, (index + 1) * B - pos);
+      const block = c.partials.find((q) => q.index === index)!;
       const n = end - i;
       const from = new Int32Array(n);
       const to = new Int32Array(n);
@@ -206,6 +224,29 @@ export class PrefixCache {
     }
     for (let i = 0; i < ids.length; i++) c.ids.push(ids[i]);
     return plan;
+  }
+
+  /**
+   * A new block being filled for `c`, within the budget (evicting least recently used leaves
+   * off `c`'s own path); undefined when there is no room or the backend cannot allocate it.
+   */
+  #newPartial(c: Capture, index: number): Partial | undefined {
+    while ((this.#blocks + this.#partials + 1) * this.blockBytes > this.opts.budgetBytes) {
+      if (!this.#evictOne(c.node)) return undefined;
+    }
+    const rows = this.opts.nLayers * this.blockTokens * this.opts.kvDim;
+    let k: Buf | undefined;
+    try {
+      k = this.backend.buffer(rows);
+      const v = this.backend.buffer(rows);
+      this.#partials++;
+      return { index, ids: new Int32Array(this.blockTokens), k, v };
+    } catch {
+      // The backend's memory is full (its KV caches and activations share it): the cache is an
+      // optimisation, so the pass runs without capturing rather than failing, neighbours and all.
+      if (k) this.backend.free(k);
+      return undefined;
+    }
   }
 
   /** Copy layer `l`'s rows of a planned pass out of the pass's K and V buffers. */
@@ -224,9 +265,18 @@ export class PrefixCache {
     if (!c) return;
     const B = this.blockTokens;
     while (c.partials.length && c.ids.length >= (c.partials[0].index + 1) * B) {
-      c.node = this.#insert(c.node, c.partials.shift()!);
+      const node = this.#insert(c.node, c.partials.shift()!);
+      if (!node) {
+        // Nothing to hang the session's next blocks on: counting this one anyway put c.blocks
+        // past c.node's depth, and a truncate would then walk above the root.
+        this.#drop(plan.session, c);
+        return;
+      }
+      c.node = node;
       c.blocks++;
     }
+    // Ran out of room: the blocks before it are in, nothing more is captured.
+    if (c.stopAt !== undefined && c.partials.length === 0) this.#drop(plan.session, c);
   }
 
   /**
@@ -243,6 +293,8 @@ export class PrefixCache {
     }
     const keep = n / this.blockTokens;
     for (; c.blocks > keep; c.blocks--) c.node = (c.node as Block).parent;
+    // The positions given back were counted as restored (restore() runs just before).
+    this.#hitTokens -= c.ids.length - n;
     c.ids.length = n;
   }
 
@@ -267,12 +319,13 @@ export class PrefixCache {
     this.#blocks = 0;
   }
 
-  #insert(parent: Node, p: Partial): Node {
+  /** Hang `p` under `parent` (or the same block another session hung first); undefined: not. */
+  #insert(parent: Node, p: Partial): Node | undefined {
     const k = key(p.ids);
     if ("evicted" in parent && parent.evicted) {
       // the session's last block was evicted under it: what follows has no parent to hang on
       this.#freePartial(p);
-      return parent;
+      return undefined;
     }
     const have = parent.children.get(k);
     const now = ++this.#clock;
@@ -282,12 +335,8 @@ export class PrefixCache {
       this.#freePartial(p);
       return have;
     }
-    while ((this.#blocks + 1) * this.blockBytes > this.opts.budgetBytes) {
-      if (!this.#evictOne(parent)) {
-        this.#freePartial(p);
-        return parent;
-      }
-    }
+    // Its bytes were reserved when it was started (#newPartial): it only changes hands.
+    this.#partials--;
     const block: Block = {
       ids: p.ids,
       k: p.k,
@@ -336,5 +385,6 @@ export class PrefixCache {
   #freePartial(p: Partial): void {
     this.backend.free(p.k);
     this.backend.free(p.v);
+    this.#partials--;
   }
 }

@@ -242,3 +242,74 @@ Deno.test("prefix cache: restore wants a fresh session", async () => {
     stage.endSession(s);
   });
 });
+
+/** `inner` with the bytes of its live buffers counted (peak too), and buffer() failing on demand. */
+function countingBackend(inner: Backend) {
+  const live = new Map<object, number>();
+  const count = { bytes: 0, peak: 0, failBuffers: false };
+  const be = new Proxy(inner, {
+    get(t, p, r) {
+      const v = Reflect.get(t, p, r);
+      if (p === "buffer") {
+        return (n: number) => {
+          if (count.failBuffers) throw new Error("test: no room for a buffer");
+          const b = inner.buffer(n);
+          live.set(b, 4 * n);
+          count.bytes += 4 * n;
+          count.peak = Math.max(count.peak, count.bytes);
+          return b;
+        };
+      }
+      if (p === "free") {
+        return (h: object) => {
+          const n = live.get(h);
+          if (n !== undefined) count.bytes -= n;
+          live.delete(h);
+          return inner.free(h as never);
+        };
+      }
+      return typeof v === "function" ? v.bind(t) : v;
+    },
+  }) as Backend;
+  return { be, count };
+}
+
+Deno.test("prefix cache: blocks being filled count in the budget; no room or no memory only stops capturing", async () => {
+  const { be, count } = countingBackend(createReferenceBackend());
+  await withStage(be, "tiny-q8_0.gguf", { maxBatch: 512 }, async (stage) => {
+    const V = stage.config.nVocab;
+    const blockBytes = stage.enablePrefixCache(0, 16).blockBytes;
+    const budget = 4 * blockBytes;
+    const cache = stage.enablePrefixCache(budget, 16);
+    // 8 sessions with 40-token prompts (3 blocks each under way) in one batched pass: before,
+    // every session's blocks were allocated outside the budget, 24 blocks at the peak.
+    const base = count.bytes;
+    count.peak = base;
+    const prompts = [0, 1, 2, 3, 4, 5, 6, 7].map((k) => ids(40, 200 + k, V));
+    const sessions = prompts.map(() => stage.newSession(64));
+    sessions.forEach((s, i) => stage.restorePrefix(s, prompts[i]));
+    const batched = await stage.forwardBatch(
+      sessions.map((s, i) => ({ session: s, input: { tokens: Int32Array.from(prompts[i]) } })),
+    );
+    assert(count.peak - base <= budget, `peak ${count.peak - base} B > budget ${budget} B`);
+    assert(cache.stats().bytes <= budget && count.bytes - base === cache.stats().bytes);
+    assert(cache.stats().blocks > 0, "some blocks were cached");
+    // Sessions that were not captured computed the same logits as alone, without a cache.
+    for (const [i, s] of sessions.entries()) {
+      const alone = stage.newSession(64);
+      const want = logits(await stage.forward(alone, { tokens: Int32Array.from(prompts[i]) }));
+      stage.endSession(alone);
+      assertSameBits(logits(batched[i]), want, `session ${i}`);
+      stage.endSession(s);
+    }
+    // A backend out of memory fails the cache's allocation, not the pass (before, every
+    // session of the pass failed with the backend's error).
+    count.failBuffers = true;
+    const s = stage.newSession(64);
+    stage.restorePrefix(s, ids(40, 999, V));
+    const out = logits(await stage.forward(s, { tokens: Int32Array.from(ids(40, 999, V)) }));
+    assertEquals(out.length, V);
+    stage.endSession(s);
+    count.failBuffers = false;
+  });
+});
