@@ -245,18 +245,54 @@ export function forwardHandler(ctx: ForwardContext) {
         throw e;
       }
       if (frame.close) {
-        await session!.close(frame.close.reason);
+        // Closed already when the close came while answers were awaited (closeEarly).
+        await s.session?.close(frame.close.reason);
         s.session = undefined;
         response.closed = true;
       }
       return response;
     };
+    /**
+     * Set once the stream asked to close, ended or failed while answers were still awaited: the
+     * session was closed then (closeEarly), and the answers of its frames still running are not
+     * sent (the asker has given them up; a close waits for its own answer).
+     */
+    let closing = false;
+    /** Close the session now: its passes queued here fail at once, and the stages after it close. */
+    const closeEarly = async (reason: string) => {
+      closing = true;
+      const session = s.session;
+      s.session = undefined;
+      if (session) await session.close(reason);
+      else if (s.host && s.sessionId !== undefined) s.host.close(s.sessionId);
+    };
     /** Answers of prompt chunks still running, oldest first. */
     const pending: Promise<ForwardResponse>[] = [];
+    /**
+     * `answer`, while the next frame is watched: a close (a cancelled request), or the stream's
+     * end or failure, closes the session at once instead of after every answer in flight. Before,
+     * a cancelled prompt ran its every chunk on this stage and every stage after it, and held
+     * their KV caches meanwhile. Undefined: the answer of a session being closed (not sent).
+     */
+    const watched = async (answer: Promise<ForwardResponse>) => {
+      if (!closing) {
+        const next = await Promise.race([
+          answer.then(() => undefined, () => undefined),
+          incoming.then((n) => n, () => ({ done: true as const, value: undefined })),
+        ]);
+        if (next && (next.done || next.value.close)) {
+          await closeEarly(next.done ? "stream ended" : next.value.close!.reason);
+        }
+      }
+      if (!closing) return await answer;
+      await answer.catch(() => {});
+      return undefined;
+    };
     /** Send those answers upstream, in order; true when one reported a failure (the end). */
     async function* flush(): AsyncGenerator<ForwardResponse, boolean> {
       while (pending.length) {
-        const response = await pending.shift()!;
+        const response = await watched(pending.shift()!);
+        if (!response) continue;
         yield response;
         if (response.failure) return true;
       }
@@ -310,23 +346,32 @@ export function forwardHandler(ctx: ForwardContext) {
         const chunk = frame.partial && !frame.open && !frame.close;
         // A close waits for the chunks before it; any other frame starts now, so its pass
         // queues behind theirs and its rows go down the chain right after them.
-        const answer = frame.close ? undefined : handle(frame);
+        const answer = frame.close || closing ? undefined : handle(frame);
         // Read below, in order; never left to reject unhandled if the stream ends first.
         answer?.catch(() => {});
-        if (chunk) {
-          pending.push(answer!);
-          if (pending.length < MAX_FRAMES_IN_FLIGHT) {
-            incoming = ask();
-            continue;
-          }
+        // The next frame is read while this one's answer is awaited (see watched).
+        incoming = ask();
+        // A close behind chunks still running: they stop now rather than run to their end.
+        if (frame.close && pending.length && !closing) await closeEarly(frame.close.reason);
+        if (chunk && answer) {
+          pending.push(answer);
+          if (pending.length < MAX_FRAMES_IN_FLIGHT) continue;
         }
         if (yield* flush()) return;
         if (!chunk) {
-          const response = await (answer ?? handle(frame));
+          const response = frame.close && closing
+            ? create(ForwardResponseSchema, {
+              sessionId: frame.sessionId,
+              step: frame.step,
+              closed: true,
+            })
+            : frame.close
+            ? await handle(frame)
+            : answer && await watched(answer);
+          if (!response) continue;
           yield response;
           if (response.failure || response.closed) return;
         }
-        incoming = ask();
       }
       if (yield* flush()) return;
     } finally {

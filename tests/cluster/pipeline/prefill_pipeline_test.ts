@@ -204,3 +204,49 @@ Deno.test("a stage that fails on a chunk of its own ends the request at once, no
     await chain.close();
   }
 });
+
+for (const hop of ["tcp", "grpc"] as const) {
+  Deno.test(`a request cancelled mid-prompt (${hop}): every stage stops and frees its session at once`, async () => {
+    const stages = await hosts([[0, 2], [2, 4], [4, 5]]);
+    // The first two stages take 200 ms a chunk: the whole prompt would take 10 × 200 ms each.
+    const steps: number[] = [0, 0];
+    for (const i of [0, 1]) {
+      const step = stages[i].step.bind(stages[i]);
+      stages[i].step = async (id: string, frame: StageFrame) => {
+        steps[i]++;
+        await new Promise((r) => setTimeout(r, 200));
+        return await step(id, frame);
+      };
+    }
+    // Every stage remote, as when the head agent hosts none of the layers.
+    const chain = await serveChain(stages, hop, [CHUNK, CHUNK, CHUNK]);
+    try {
+      const abort = new AbortController();
+      const t0 = performance.now();
+      setTimeout(() => abort.abort(new Error("client gone")), 300);
+      const r = await generateOver(chain.links, {
+        promptTokens: PROMPT,
+        maxTokens: 4,
+        sampling: { temperature: 0 },
+        maxContext: 256,
+        signal: abort.signal,
+      });
+      assertEquals(r.finishReason, "cancelled");
+      // Before, each stage ran every chunk it had been sent, and held its KV cache meanwhile
+      // (its stream handler read the close only after the answers in flight): seconds.
+      let open = stages.map((h) => h.openSessions);
+      for (let i = 0; i < 50 && open.some((n) => n > 0); i++) {
+        await new Promise((r) => setTimeout(r, 20));
+        open = stages.map((h) => h.openSessions);
+      }
+      assertEquals(open, [0, 0, 0], "sessions freed");
+      assert(performance.now() - t0 < 2000, `freed after ${performance.now() - t0} ms`);
+      const taken = [...steps];
+      await new Promise((r) => setTimeout(r, 500));
+      assertEquals(steps, taken, "no chunk runs after the session is closed");
+      assert(steps[0] < 10 && steps[1] < 10, `chunks run: ${steps}`);
+    } finally {
+      await chain.close();
+    }
+  });
+}
