@@ -60,6 +60,14 @@ export interface Buf {
   readonly length: number;
 }
 
+/**
+ * The backend has no memory left for an allocation (a KV cache, a buffer): nothing was
+ * allocated, and the caller may free something and try again.
+ */
+export class BackendMemoryError extends Error {
+  override name = "BackendMemoryError";
+}
+
 /** Element type of a KV cache. ggml's default for llama.cpp users is f16; goldens use f32. */
 export type KVType = "f32" | "f16";
 

@@ -304,6 +304,14 @@ export class PrefixCache {
     if (c) this.#drop(session, c);
   }
 
+  /**
+   * Give one block's memory back to the backend (the least recently used leaf), for an
+   * allocation the backend could not make; false when the cache holds none.
+   */
+  shrink(): boolean {
+    return this.#evictOne(this.#root);
+  }
+
   /** Free every block (the stage is unloading). */
   clear(): void {
     const all: Block[] = [];

@@ -4,7 +4,7 @@
  * both call `step`.
  */
 import { EventLoopYield } from "./event_loop.ts";
-import type { KVType, TopCandidates } from "../../kernels/backend.ts";
+import { BackendMemoryError, type KVType, type TopCandidates } from "../../kernels/backend.ts";
 import {
   type LlamaStage,
   type Session,
@@ -183,10 +183,32 @@ export class StageHost {
       ? Math.min(maxContext, this.stage.config.contextLength)
       : this.defaultContext;
     this.sessions.set(sessionId, {
-      session: this.stage.newSession(nCtx, this.kvType),
+      session: this.#newSession(nCtx),
       sampler,
       topLogprobs: sampling?.topLogprobs ?? 0,
     });
+  }
+
+  /**
+   * A KV cache for a new session. When the backend's memory is full (on WASM, KV caches, prefix
+   * blocks and activations share one memory), prefix blocks are given back until it fits; when
+   * none are left it is "exhausted" (the head waits for room or says the stage is busy). Before,
+   * a plain error failed the request while the prefix cache kept memory it could give.
+   */
+  #newSession(nCtx: number): Session {
+    for (;;) {
+      try {
+        return this.stage.newSession(nCtx, this.kvType);
+      } catch (e) {
+        if (!(e instanceof BackendMemoryError)) throw e;
+        if (this.stage.prefixCache?.shrink()) continue;
+        throw new StageSessionError(
+          `stage [${this.stage.from}, ${this.stage.to}) has no memory for another session's ` +
+            `KV cache (${nCtx} positions): ${e.message}`,
+          "exhausted",
+        );
+      }
+    }
   }
 
   /**

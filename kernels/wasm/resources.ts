@@ -7,7 +7,13 @@
  * reserve for activations), new arenas opening as needed, so a layer range larger than wasm32's
  * 4 GiB still loads.
  */
-import type { Buf, KVCache, KVType, Weight } from "../backend.ts";
+import {
+  BackendMemoryError,
+  type Buf,
+  type KVCache,
+  type KVType,
+  type Weight,
+} from "../backend.ts";
 import { needElements } from "../checks.ts";
 import { dequantizeRow } from "../quant/ops.ts";
 import type { GGMLType } from "../quant/types.ts";
@@ -98,7 +104,7 @@ export class Scratch {
       got = bytes;
     }
     if (off === undefined) {
-      throw new Error(
+      throw new BackendMemoryError(
         `wasm backend: memory ${this.arena.index} (cap ${this.arena.cap} bytes) has no room for ` +
           `${bytes} bytes of ${this.what} scratch; raise memoryCap`,
       );
@@ -217,7 +223,7 @@ export class Memories {
     const a0 = this.a0;
     const off = a0.alloc(bytes);
     if (off === undefined) {
-      throw new Error(
+      throw new BackendMemoryError(
         `wasm backend: no room for ${what} (${bytes} bytes) in the activation memory ` +
           `(cap ${a0.cap} bytes, ${a0.available} free); raise memoryCap or free buffers`,
       );
