@@ -9,6 +9,9 @@
  *   (peers.ts TRANSFER_WINDOW), never a batch or a tensor.
  * - A chunk that fails verification is counted, and fetched again from another peer when one
  *   has it (the peer that sent it is avoided for that chunk).
+ * - A stream may bring each chunk it asked for once: a chunk that fails verification, one it did
+ *   not ask for or one sent twice ends it, the peer cooled down like a broken stream. Only new
+ *   verified chunks count as progress, so a peer sending junk cannot hold its claims for ever.
  * - A broken stream (a source killed) puts the peer on a short cooldown; the remaining chunks are
  *   fetched from whoever has them, or from the same peer once it is back. Verified chunks are
  *   never fetched again: the resume point is the cache's progress log.
@@ -107,6 +110,10 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
   let rr = 0;
   const stallMs = opts.stallMs ?? 120_000;
   const idleMs = opts.idleMs ?? 30_000;
+  // The first failure ends every stream: the other workers went on fetching (and held their
+  // peers' streams) for a fetch already reported failed.
+  const halt = new AbortController();
+  const signal = opts.signal ? AbortSignal.any([opts.signal, halt.signal]) : halt.signal;
   /** Past the stall bound: give up with what the peers did (else the caller retries). */
   const checkStall = (seg: number) => {
     if (Date.now() - lastProgress <= stallMs) return;
@@ -157,7 +164,7 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
   };
 
   const worker = async () => {
-    while (!opts.signal?.aborted) {
+    while (!signal.aborted) {
       await finishReady();
       const work = nextWork();
       if (!work) return;
@@ -174,7 +181,7 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
               `${lastError || "no peer holds it"}); start an agent that holds the file`,
           );
         }
-        await sleep(250, opts.signal);
+        await sleep(250, signal);
         continue;
       }
       // Ends the stream when the peer goes quiet (reset at every message).
@@ -188,6 +195,19 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
         );
       };
       let verified = 0;
+      /**
+       * Chunks of this batch the stream has not brought yet. The watchdog is re-armed by every
+       * message, so a peer sending junk, repeats or chunks never asked for (a bug, or a rogue)
+       * kept its stream and its claims for ever: each message must take one chunk off this
+       * set, which also ends a stream that sends more messages than it was asked for.
+       */
+      const pending = new Set(batch);
+      /** End the stream for what the peer sent; its remaining chunks go to other peers. */
+      const cutOff = (why: string): never => {
+        for (const c of pending) avoid.set(`${seg}:${c}`, peer.id);
+        // Handled below as a broken stream: the peer is cooled down.
+        throw new Error(why);
+      };
       try {
         watch();
         const stream = peer.client.fetchChunks(
@@ -195,7 +215,7 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
             sha256: cache.manifest.sha256,
             chunks: batch.map((chunk) => ({ segment: seg, chunk })),
           },
-          { signal: opts.signal ? AbortSignal.any([opts.signal, idle.signal]) : idle.signal },
+          { signal: AbortSignal.any([signal, idle.signal]) },
         );
         for await (const m of stream) {
           // Only the wait for the next message counts as the peer's silence: this side's rate
@@ -206,8 +226,18 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
             stats.bytesReceived += m.data.length;
             if (seen.has(key)) stats.bytesRefetched += m.data.length;
             seen.add(key);
-            await opts.limiter?.take(m.data.length, opts.signal);
-            if (cache.has(m.segment, m.chunk)) continue;
+            if (m.segment !== seg || !pending.delete(m.chunk)) {
+              cutOff(
+                `sent chunk ${m.chunk} of segment ${m.segment}, which it was not asked for ` +
+                  `or sent before`,
+              );
+            }
+            await opts.limiter?.take(m.data.length, signal);
+            if (cache.has(m.segment, m.chunk)) {
+              // Nothing new (claims are exclusive, so this is rare): not progress either.
+              checkStall(seg);
+              continue;
+            }
             // The cache's own failure (disk full, a read-only directory) is no peer's fault:
             // retrying other peers for the stall bound would only hide it.
             const stored = await cache.writeChunk(m.segment, m.chunk, m.data).catch((err) => {
@@ -224,7 +254,12 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
                 segment: cache.manifest.segments[m.segment]?.name,
                 chunk: m.chunk,
               });
-              continue;
+              // The rest of its batch is likely no better (a changed file, a corrupting peer):
+              // other peers get it now, instead of after the whole batch has been read.
+              cutOff(
+                `its chunks failed verification (chunk ${m.chunk} of ` +
+                  `${cache.manifest.segments[m.segment]?.name})`,
+              );
             }
             lastProgress = Date.now();
             verified++;
@@ -235,15 +270,15 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
             watch();
           }
         }
-        // A stream that ended with nothing new (only chunks that failed verification, from the
-        // one peer that holds them) counts against the stall bound like a failed one.
+        // A stream that ended with nothing new (the peer sent none of the chunks asked for)
+        // counts against the stall bound like a failed one.
         if (verified === 0 && !batch.every((c) => cache.has(seg, c))) {
-          lastError ||= `${peer.id}: its chunks failed verification`;
+          lastError ||= `${peer.id}: its stream ended without the chunks asked for`;
           checkStall(seg);
           cooldown.set(peer.id, Date.now() + 500);
         }
       } catch (e) {
-        if (opts.signal?.aborted) return;
+        if (signal.aborted) return;
         if (e instanceof FetchError) throw e;
         // Under Deno's node:http2 a server stream sometimes ends with "Premature close" after its
         // last message arrived (seen with several streams finishing together): every chunk is
@@ -268,7 +303,14 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
   cache.fetchStarted();
   let failure: Error | undefined;
   try {
-    await Promise.all(Array.from({ length: opts.concurrency ?? 4 }, worker));
+    const workers = Array.from({ length: opts.concurrency ?? 4 }, () =>
+      worker().catch((e) => {
+        halt.abort();
+        throw e;
+      }));
+    // Settled, not raced: the fetch ends once no stream is open.
+    const failed = (await Promise.allSettled(workers)).find((r) => r.status === "rejected");
+    if (failed) throw failed.reason;
     await finishReady();
     if (opts.signal?.aborted) throw new FetchError("the transfer was cancelled");
   } catch (e) {
