@@ -94,10 +94,23 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     clearTimeout(idle.get(s));
     idle.set(s, setTimeout(() => s.destroy(), headersTimeout));
   };
+  // Requests of a connection not answered yet: pipelined requests overlap, and the first one's
+  // answer must not arm the timer under the next one's stream (it cut it after the timeout).
+  const inFlight = new Map<net.Socket, number>();
   const server = http.createServer((req, res) => {
     const socket = req.socket;
     clearTimeout(idle.get(socket));
-    res.once("finish", () => !socket.destroyed && arm(socket));
+    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+    let answered = false;
+    const onAnswered = () => {
+      if (answered) return;
+      answered = true;
+      const left = (inFlight.get(socket) ?? 1) - 1;
+      inFlight.set(socket, left);
+      if (left === 0 && !socket.destroyed) arm(socket);
+    };
+    res.once("finish", onAnswered);
+    res.once("close", onAnswered);
     handle(req, res).catch((e) => {
       const err = toApiError(e);
       // Clients' mistakes and overload answers are not the server's failures.
@@ -217,6 +230,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       sockets.delete(s);
       clearTimeout(idle.get(s));
       idle.delete(s);
+      inFlight.delete(s);
     });
   });
   await new Promise<void>((resolve, reject) => {

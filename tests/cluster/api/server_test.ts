@@ -317,3 +317,74 @@ Deno.test({
       assertEquals(gen.aborted, 1);
     }),
 });
+
+/** A generator whose tokens come every `gapMs`, after `delayMs`. */
+function pacedGenerator(opts: { tokens: number; gapMs: number; delayMs?: number }): TextGenerator {
+  return {
+    models: () => [{ id: "fake.gguf", created: 1, contextLength: 64 }],
+    health: () => ({ status: "ok" }),
+    async *generate(p: GenerationParams, signal: AbortSignal) {
+      await new Promise((r) => setTimeout(r, opts.delayMs ?? 0));
+      for (let i = 0; i < (p.maxTokens ?? opts.tokens) && !signal.aborted; i++) {
+        if (i) await new Promise((r) => setTimeout(r, opts.gapMs));
+        yield { kind: "token", text: "x", token: { tokenId: 1, text: "x", logprob: -1 }, top: [] };
+      }
+      yield {
+        kind: "done",
+        text: "",
+        finishReason: "length",
+        promptTokens: 1,
+        completionTokens: 1,
+      };
+    },
+  };
+}
+
+/** Everything `conn` sends until it closes or `until` appears; false when it closed first. */
+async function readUntil(conn: Deno.Conn, until: string, timeoutMs: number) {
+  const timer = setTimeout(() => conn.close(), timeoutMs);
+  let text = "";
+  const buf = new Uint8Array(65536);
+  const dec = new TextDecoder();
+  try {
+    for (;;) {
+      const n = await conn.read(buf).catch(() => null);
+      if (n === null) return { text, found: false };
+      text += dec.decode(buf.subarray(0, n), { stream: true });
+      if (text.includes(until)) return { text, found: true };
+    }
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+Deno.test({
+  name: "pipelined keep-alive requests: a stream longer than the header timeout is not cut",
+  fn: async () => {
+    const api = await startApiServer({
+      port: 0,
+      generator: pacedGenerator({ tokens: 8, gapMs: 100 }),
+      headersTimeoutMs: 300,
+    });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: api.port });
+    try {
+      const req = (body: unknown) => {
+        const b = JSON.stringify(body);
+        return `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
+          `content-length: ${new TextEncoder().encode(b).length}\r\n\r\n${b}`;
+      };
+      // Both requests in one write: the first one's answer used to re-arm the idle timer while
+      // the second one ran, and the timer cut the second one's stream after 300 ms.
+      await conn.write(new TextEncoder().encode(
+        req({ model: "fake", prompt: "a", max_tokens: 1 }) +
+          req({ model: "fake", prompt: "b", max_tokens: 8, stream: true }),
+      ));
+      const { text, found } = await readUntil(conn, "data: [DONE]", 5000);
+      assert(found, `the stream was cut: ${text.slice(-200)}`);
+      assertEquals(text.match(/data: \{/g)?.length, 9, "8 tokens and the final chunk");
+    } finally {
+      conn.close();
+      await api.close();
+    }
+  },
+});
