@@ -41,14 +41,17 @@ export function textGenerator(
     return t;
   };
   return {
-    models: () =>
-      s.model
-        ? [{
-          id: s.model.id.name,
-          created: s.startedAt,
-          contextLength: Math.min(s.config.contextSize, s.model.contextLength),
-        }]
-        : [],
+    models: () => {
+      const model = s.model;
+      if (!model) return [];
+      return [{
+        id: model.id.name,
+        created: s.startedAt,
+        contextLength: Math.min(s.config.contextSize, model.contextLength),
+        // The names the head takes (ModelId.matches), so the API looks models up as it does.
+        matches: (name: string) => model.id.matches(name),
+      }];
+    },
     health,
     generate: (p, signal) => events(head, p, signal, tokenText),
     // the head binds a JSON shape to the vocabulary and feeds token-id prompts as given

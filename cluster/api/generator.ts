@@ -16,6 +16,11 @@ export interface ModelInfo {
   created: number;
   /** Context positions per request. */
   contextLength: number;
+  /**
+   * Whether a client's name means this model (the agent's: the id, the file name, the name
+   * without ".gguf"); absent: the id, or the id without ".gguf".
+   */
+  matches?: (name: string) => boolean;
 }
 
 /** What to generate, in engine terms (the OpenAI layer has validated and converted it). */

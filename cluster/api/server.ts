@@ -14,7 +14,13 @@ import type * as net from "node:net";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isLoopback } from "../rpc/mod.ts";
 import { ApiError, toApiError } from "./errors.ts";
-import type { DoneEvent, GenerationEvent, GenerationParams, TextGenerator } from "./generator.ts";
+import type {
+  DoneEvent,
+  GenerationEvent,
+  GenerationParams,
+  ModelInfo,
+  TextGenerator,
+} from "./generator.ts";
 import { CompletionBuilder, type Endpoint, parseRequest } from "./openai.ts";
 
 /** The HTTP API port users see (DESIGN.md "Names users see"). */
@@ -187,10 +193,18 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         context_length: m.contextLength,
       }));
       if (path === "/v1/models") return sendJson(res, 200, { object: "list", data: models });
-      const id = decodeURIComponent(path.slice("/v1/models/".length));
-      const found = models.find((m) => m.id === id);
+      const raw = path.slice("/v1/models/".length);
+      let id: string;
+      try {
+        id = decodeURIComponent(raw);
+      } catch {
+        // A broken %-escape names no model: the client's mistake, not the server's failure.
+        id = raw;
+      }
+      // The names generation takes: an id GET /v1/models/{id} refuses must not work as "model".
+      const found = findModel(opts.generator, id);
       if (!found) return sendError(res, unknownModel(id, models.map((m) => m.id)));
-      return sendJson(res, 200, found);
+      return sendJson(res, 200, models.find((m) => m.id === found.id));
     }
     const endpoint: Endpoint | undefined = path === "/v1/chat/completions"
       ? "chat"
@@ -210,6 +224,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       throw new ApiError(400, `the request body is not valid JSON: ${(e as Error).message}`);
     }
     const parsed = parseRequest(endpoint, json);
+    const served = opts.generator.models();
+    // Looked up here as GET /v1/models/{id} does, so an unknown model is a 404 with param
+    // "model" (an agent serving none answers for itself: start it with --model).
+    if (served.length > 0 && !findModel(opts.generator, parsed.params.model)) {
+      throw unknownModel(parsed.params.model, served.map((m) => m.id));
+    }
     for (const p of parsed.batch ?? [parsed.params]) unsupported(p, opts.generator);
     if (parsed.batch) await completeBatch(res, parsed, parsed.batch, opts.generator);
     else await complete(res, parsed, opts.generator);
@@ -286,10 +306,16 @@ function unsupported(p: GenerationParams, generator: TextGenerator): void {
   }
 }
 
+/** The served model a client's `name` means (its id, or an alias the model accepts). */
+function findModel(generator: TextGenerator, name: string): ModelInfo | undefined {
+  return generator.models().find((m) =>
+    m.matches ? m.matches(name) : m.id === name || m.id.replace(/\.gguf$/i, "") === name
+  );
+}
+
 /** The served model's canonical id when the client used an alias (`stories260K` for the file). */
 function canonicalModel(generator: TextGenerator, name: string): string {
-  return generator.models().find((m) => m.id === name || m.id.replace(/\.gguf$/i, "") === name)
-    ?.id ?? name;
+  return findModel(generator, name)?.id ?? name;
 }
 
 /**

@@ -3,6 +3,7 @@ import { textGenerator } from "../../../cluster/agent/api_adapter.ts";
 import type { AgentState } from "../../../cluster/agent/state.ts";
 import type { HeadService } from "../../../cluster/agent/head_service.ts";
 import type { TokenEvent } from "../../../cluster/api/mod.ts";
+import { ModelId } from "../../../cluster/model_id.ts";
 import { assertEquals } from "../../support/assert.ts";
 
 /** A model whose every token is `piece`. */
@@ -36,4 +37,18 @@ Deno.test("logprob tokens carry their raw bytes, and a redeployed model's pieces
   const after = await first();
   assertEquals(after.token.text, "é", "the new model's piece, not the cached one");
   assertEquals(after.token.bytes, undefined);
+});
+
+Deno.test("the API lists the model under the names the head takes (ModelId.matches)", () => {
+  const state = {
+    model: { id: ModelId.of("/models/stories260K.gguf", 1000, "abc"), contextLength: 512 },
+    config: { contextSize: 256 },
+    startedAt: 1,
+  } as unknown as AgentState;
+  const [m] = textGenerator(state, {} as HeadService, () => ({})).models();
+  assertEquals([m.id, m.contextLength], ["stories260K.gguf", 256]);
+  for (const name of ["stories260K", "stories260K.gguf", "stories260K.gguf@1000#abc"]) {
+    assertEquals(m.matches?.(name), true, name);
+  }
+  assertEquals(m.matches?.("stories"), false);
 });

@@ -388,3 +388,33 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "GET /v1/models/{id} takes the names generation takes; a broken escape or unknown id is a 404",
+  fn: () =>
+    withServer(async (base, _gen, client) => {
+      // "fake" works as "model" for generation, so it names the model here too.
+      assertEquals((await client.models.retrieve("fake")).id, "fake.gguf");
+      assertEquals((await client.models.retrieve("fake.gguf")).id, "fake.gguf");
+      const get = async (path: string) => {
+        const res = await fetch(`${base}${path}`, { headers: { authorization: `Bearer ${KEY}` } });
+        return { status: res.status, error: (await res.json()).error };
+      };
+      const broken = await get("/v1/models/%E0%A4%A");
+      assertEquals([broken.status, broken.error.code, broken.error.param], [
+        404,
+        "model_not_found",
+        "model",
+      ]);
+      assertEquals((await get("/v1/models/gpt-4")).status, 404);
+      // Generation's unknown model names the field too.
+      const res = await fetch(`${base}/v1/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}` },
+        body: JSON.stringify({ model: "gpt-4", prompt: "hi" }),
+      });
+      const error = (await res.json()).error;
+      assertEquals([res.status, error.code, error.param], [404, "model_not_found", "model"]);
+    }),
+});
