@@ -115,6 +115,11 @@ export class HeadService {
     private readonly metrics: AgentMetrics,
   ) {}
 
+  /** Aborted when gossip declares `nodeId` dead or gone (Peers.lostSignal). */
+  lostSignal(nodeId: string): AbortSignal {
+    return this.peers.lostSignal(nodeId);
+  }
+
   /** A link to a stage named by a chain: this agent's own in-process, others over RPC. */
   linkTo(hop: ChainHop, member?: Member): StageLink {
     const s = this.s;
@@ -143,6 +148,7 @@ export class HeadService {
         transport: await this.peers.transportTo(m),
         dataEndpoint: this.peers.forwardEndpoint(m),
         lost: this.peers.lostSignal(m.id),
+        sender: s.nodeId,
       };
     });
   }
@@ -408,7 +414,7 @@ class LazyRemoteLink implements StageLink {
   constructor(
     private readonly hop: ChainHop,
     private readonly transport: () => Promise<
-      { transport: RpcTransport; dataEndpoint?: string; lost?: AbortSignal }
+      { transport: RpcTransport; dataEndpoint?: string; lost?: AbortSignal; sender?: string }
     >,
   ) {}
   get nodeId() {
@@ -435,6 +441,7 @@ class LazyRemoteLink implements StageLink {
     return new RemoteStageLink(this.nodeId, this.from, this.to, t.transport, {
       dataEndpoint: t.dataEndpoint,
       lost: t.lost,
+      sender: t.sender,
     }).openSession(open);
   }
   async openReplies(sessionId: string) {

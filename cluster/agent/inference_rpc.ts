@@ -61,6 +61,7 @@ export function forwardContext(
     linkTo: (hop) => head.linkTo(hop),
     chunkRows: s.config.prefillChunk,
     replies: s.replies,
+    lost: (nodeId) => head.lostSignal(nodeId),
     onFrame: (frame) => {
       s.counters.framesProcessedTotal++;
       metrics.onFrame(frame);

@@ -93,6 +93,13 @@ export interface ForwardContext {
   idleMs?: number;
   /** Called after each frame with its compute time and bytes in/out (metrics). */
   onFrame?(info: { computeMs: number; bytesIn: number; bytesOut: number }): void;
+  /**
+   * Aborted when gossip declares `nodeId` gone: a stream whose opening names it as the sender
+   * (OpenSession.sender) ends then and frees its session. A stage that lost power leaves its
+   * streams here open without a FIN, and each held a KV cache for the idle bound (5 minutes)
+   * while the head's replays opened more: a stage more than half full then had no room.
+   */
+  lost?(nodeId: string): AbortSignal;
 }
 
 /** How long a Forward stream may go without a frame (ForwardContext.idleMs). */
@@ -117,6 +124,26 @@ export function forwardHandler(ctx: ForwardContext) {
   ): AsyncIterable<ForwardResponse> {
     /** The stream's session, once its first frame opened it. */
     const s: { sessionId?: string; host?: StageHost; session?: SessionLink } = {};
+    /** Rejects when the opening's sender is declared gone (ForwardContext.lost). */
+    let senderGone: Promise<never> = new Promise(() => {});
+    let stopWatching = () => {};
+    const watchSender = (sender: string) => {
+      const signal = ctx.lost?.(sender);
+      if (!signal) return;
+      senderGone = new Promise<never>((_, reject) => {
+        const gone = () =>
+          reject(
+            new RpcFailure(
+              "unavailable",
+              `${sender}, which opened this stream, is gone (gossip): the session is closed`,
+            ),
+          );
+        if (signal.aborted) return gone();
+        signal.addEventListener("abort", gone, { once: true });
+        stopWatching = () => signal.removeEventListener("abort", gone);
+      });
+      senderGone.catch(() => {}); // raced below; never left to reject unhandled
+    };
     /** One frame's answer: this stage's part and the chain's after it. */
     const handle = async (frame: ActivationFrame): Promise<ForwardResponse> => {
       let { host, session, sessionId } = s;
@@ -146,6 +173,7 @@ export function forwardHandler(ctx: ForwardContext) {
           const stale = staleRange(self, host.range, { from: frame.fromLayer, to: frame.toLayer });
           if (stale) throw stale;
           const open = openFromWire(frame.sessionId, frame.open);
+          if (frame.open.sender) watchSender(frame.open.sender);
           // The prompt's ids for the prefix cache: never more than the session can hold (they
           // are kept until its first frame, and passed on to every stage after this one).
           // (The session's own bound: an opening's max_context is clamped to the model's.)
@@ -279,6 +307,7 @@ export function forwardHandler(ctx: ForwardContext) {
         const next = await Promise.race([
           answer.then(() => undefined, () => undefined),
           incoming.then((n) => n, () => ({ done: true as const, value: undefined })),
+          senderGone.catch(() => ({ done: true as const, value: undefined })),
         ]);
         if (next && (next.done || next.value.close)) {
           await closeEarly(next.done ? "stream ended" : next.value.close!.reason);
@@ -310,7 +339,7 @@ export function forwardHandler(ctx: ForwardContext) {
     const idleMs = ctx.idleMs ?? DEFAULT_IDLE_MS;
     /** The next frame, or a failure when none comes within idleMs. */
     const withinIdle = <T>(next: Promise<T>): Promise<T> =>
-      orTimeout(next, idleMs, () =>
+      orTimeout(Promise.race([next, senderGone]), idleMs, () =>
         new RpcFailure(
           "deadline_exceeded",
           `no frame for ${idleMs / 1000} s: the session is closed (is its head gone?)`,
@@ -375,6 +404,7 @@ export function forwardHandler(ctx: ForwardContext) {
       }
       if (yield* flush()) return;
     } finally {
+      stopWatching();
       // As a for-await would: the frames' source learns this side is done reading.
       it.return?.()?.catch(() => {});
       // The stream ended (closed, broken or cancelled): never leak a KV cache here or further.

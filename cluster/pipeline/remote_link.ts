@@ -111,6 +111,8 @@ export interface RemoteStageOptions {
    * failure of this stage, instead of waiting on a connection nobody will answer.
    */
   lost?: AbortSignal;
+  /** This agent's node id, sent with the opening (OpenSession.sender). */
+  sender?: string;
 }
 
 /** Reaches a stage on another agent over `transport`. */
@@ -216,7 +218,7 @@ export class RemoteStageLink implements StageLink {
         // The range this stage was chosen by: one that hosts another by now refuses as stale.
         toLayer: this.to,
         dtype,
-        open: openToWire(open, dtype),
+        open: { ...openToWire(open, dtype), sender: this.opts.sender ?? "" },
       });
     let opened: ForwardResponse;
     try {

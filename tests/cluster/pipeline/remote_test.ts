@@ -380,14 +380,14 @@ function opening(sessionId: string, step: bigint) {
 }
 
 /** The whole of stories260K as one stage behind a TCP data plane, and a Forward call to it. */
-async function wholeStageOnPlane(idleMs?: number) {
+async function wholeStageOnPlane(idleMs?: number, lost?: (nodeId: string) => AbortSignal) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const host = new StageHost(
     await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
     "stories260K",
   );
   file.close();
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, idleMs };
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, idleMs, lost };
   const plane = await startTcpPlane({
     host: "127.0.0.1",
     protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
@@ -419,6 +419,63 @@ Deno.test("a stream whose head goes silent is ended after the idle bound and its
     assertEquals(host.openSessions, 0, "the session was freed");
     call.abort();
   } finally {
+    await plane.close();
+  }
+});
+
+Deno.test("a stream whose sender gossip declares gone is ended at once and its KV cache freed", async () => {
+  const gone = new AbortController();
+  const asked: string[] = [];
+  const { host, plane, call } = await wholeStageOnPlane(undefined, (id) => {
+    asked.push(id);
+    return gone.signal;
+  });
+  try {
+    const open = opening("orphan", 0n);
+    open.open!.sender = "stage-a";
+    call.send(open);
+    await call.receive();
+    assertEquals([host.openSessions, asked], [1, ["stage-a"]]);
+    // stage-a lost power: no FIN, no more frames. Before, the session stayed for the idle
+    // bound (5 minutes), and the head's replay opened another beside it.
+    gone.abort(new Error("gossip declared stage-a dead"));
+    const e = await call.receive().then(() => null, (e) => e);
+    assert(e instanceof ConnectError && e.code === Code.Unavailable, String(e));
+    assert(/stage-a, which opened this stream, is gone/.test(e.message), e.message);
+    assertEquals(host.openSessions, 0, "the session was freed");
+    call.abort();
+  } finally {
+    await plane.close();
+  }
+});
+
+Deno.test("a remote link names its agent as the sender of the streams it opens", async () => {
+  const asked: string[] = [];
+  const { host, plane, call } = await wholeStageOnPlane(undefined, (id) => {
+    asked.push(id);
+    return new AbortController().signal;
+  });
+  call.abort();
+  const transport = await createRpcTransport("127.0.0.1:1");
+  try {
+    const link = new RemoteStageLink("n0", 0, 5, transport, {
+      dataEndpoint: `127.0.0.1:${plane.port}`,
+      sender: "head-x",
+    });
+    const session = await link.openSession({
+      sessionId: "named",
+      maxContext: 64,
+      model: "stories260K",
+      epoch: 0n,
+      sampling: { temperature: 0 },
+      downstream: [],
+    });
+    assertEquals(asked, ["head-x"]);
+    await session.close("done");
+    await new Promise((r) => setTimeout(r, 20));
+    assertEquals(host.openSessions, 0);
+  } finally {
+    transport.close();
     await plane.close();
   }
 });
