@@ -53,6 +53,7 @@ export function textGenerator(
       }];
     },
     health,
+    capacity: () => s.admission.maxActive + s.admission.maxQueued,
     generate: (p, signal) => events(head, p, signal, tokenText),
     // the head binds a JSON shape to the vocabulary and feeds token-id prompts as given
     features: { json: true, promptTokens: true },

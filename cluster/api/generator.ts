@@ -138,6 +138,11 @@ export interface TextGenerator {
   features?: GeneratorFeatures;
   /** Details for GET /health (slots, queue, placement). */
   health(): Record<string, unknown>;
+  /**
+   * Most generations it takes at once, running and waiting (an agent's --max-requests +
+   * --queue-size); a batch of more prompts could never run (absent: no bound).
+   */
+  capacity?(): number;
   /** Stream one generation; throws errors with `rpcCode`/`httpStatus` (see errors.ts). */
   generate(params: GenerationParams, signal: AbortSignal): AsyncIterable<GenerationEvent>;
 }

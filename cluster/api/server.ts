@@ -231,6 +231,18 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       throw unknownModel(parsed.params.model, served.map((m) => m.id));
     }
     for (const p of parsed.batch ?? [parsed.params]) unsupported(p, opts.generator);
+    const capacity = opts.generator.capacity?.();
+    if (parsed.batch && capacity !== undefined && parsed.batch.length > capacity) {
+      // More prompts than slots and queue together would be a 429 however long it retried.
+      throw new ApiError(
+        400,
+        `${parsed.batch.length} prompts in one request, but this agent takes at most ` +
+          `${capacity} at once (--max-requests + --queue-size); send fewer per request`,
+        "invalid_request_error",
+        "invalid_value",
+        "prompt",
+      );
+    }
     if (parsed.batch) await completeBatch(res, parsed, parsed.batch, opts.generator);
     else await complete(res, parsed, opts.generator);
   }
@@ -348,7 +360,11 @@ async function completeBatch(
   try {
     answers = await Promise.all(batch.map(run));
   } catch (e) {
+    // A client gone while its prompts waited or ran is no failure of the agent (single requests
+    // return quietly too); the abort stops the batch's other generations either way.
+    const gone = abort.signal.aborted;
     abort.abort();
+    if (gone) return;
     throw e;
   }
   if (abort.signal.aborted) return;

@@ -418,3 +418,55 @@ Deno.test({
       assertEquals([res.status, error.code, error.param], [404, "model_not_found", "model"]);
     }),
 });
+
+Deno.test({
+  name:
+    "batches: more prompts than the agent ever takes is a 400; a client leaving one is no error",
+  fn: async () => {
+    const logged: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
+    let waiting = 0;
+    const generator: TextGenerator = {
+      models: () => [{ id: "fake.gguf", created: 1, contextLength: 64 }],
+      health: () => ({ status: "ok" }),
+      capacity: () => 4,
+      // Every prompt waits in line until its request is aborted, as Admission.acquire does.
+      async *generate(_p: GenerationParams, signal: AbortSignal) {
+        waiting++;
+        await new Promise((_, reject) =>
+          signal.addEventListener("abort", () => reject(signal.reason))
+        );
+        yield* [] as GenerationEvent[];
+      },
+    };
+    const api = await startApiServer({
+      port: 0,
+      generator,
+      log: (level, msg, fields) => logged.push({ level, msg, fields }),
+    });
+    const url = `http://127.0.0.1:${api.port}/v1/completions`;
+    try {
+      const big = await fetch(url, {
+        method: "POST",
+        body: JSON.stringify({ model: "fake", prompt: ["a", "b", "c", "d", "e"] }),
+      });
+      const error = (await big.json()).error;
+      // A 429 would be retried for ever: 5 prompts never fit 4 places.
+      assertEquals([big.status, error.param], [400, "prompt"]);
+      assert(error.message.includes("at most 4"), error.message);
+      const ctl = new AbortController();
+      const left = fetch(url, {
+        method: "POST",
+        body: JSON.stringify({ model: "fake", prompt: ["a", "b", "c", "d"] }),
+        signal: ctl.signal,
+      }).catch((e) => e);
+      for (let i = 0; i < 100 && waiting < 4; i++) await new Promise((r) => setTimeout(r, 10));
+      ctl.abort();
+      await left;
+      await new Promise((r) => setTimeout(r, 100));
+      const errors = logged.filter((l) => l.level === "error");
+      assertEquals(errors, [], "a client leaving is not an agent bug");
+    } finally {
+      await api.close();
+    }
+  },
+});
