@@ -54,7 +54,7 @@ export function textGenerator(
     },
     health,
     capacity: () => s.admission.maxActive + s.admission.maxQueued,
-    generate: (p, signal) => events(head, p, signal, tokenText),
+    generate: (p, signal, onAccepted) => events(head, p, signal, tokenText, onAccepted),
     // the head binds a JSON shape to the vocabulary and feeds token-id prompts as given
     features: { json: true, promptTokens: true },
   };
@@ -65,6 +65,7 @@ async function* events(
   p: GenerationParams,
   signal: AbortSignal,
   tokenText: (id: number) => TokenPiece,
+  onAccepted?: () => void,
 ): AsyncIterable<GenerationEvent> {
   // The sampling settings, named one by one: whatever the tail samples with must be added here
   // (and to wire.ts's samplingToWire when a remote tail must see it too).
@@ -93,6 +94,7 @@ async function* events(
         stop,
         sampling,
         jsonSchema: p.json,
+        onAccepted,
       },
       signal,
     )

@@ -54,6 +54,11 @@ export interface HeadParams {
   stop?: string[];
   /** Client-chosen id for Cancel and logs. */
   requestId?: string;
+  /**
+   * Called once the request is checked and has a slot or a place in line: the HTTP API answers
+   * a stream's status then, not at its first token (which a queue or a long prompt delays).
+   */
+  onAccepted?: () => void;
 }
 
 /** One stage that served a request. */
@@ -245,7 +250,7 @@ export class HeadService {
     let release: () => void;
     try {
       // Wait for a generation slot (admission control); a full queue fails at once.
-      release = await s.admission.acquire(abort.signal);
+      release = await s.admission.acquire(abort.signal, p.onAccepted);
       if (s.draining) {
         // Shutdown began while it waited: it would only lengthen the drain and be cut off.
         release();

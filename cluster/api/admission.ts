@@ -53,12 +53,14 @@ export class Admission {
   /**
    * Take a slot, waiting in line when all are busy; resolves to the function that gives it back
    * (idempotent). Rejects with QueueFullError when the line is full, or with the signal's reason
-   * when it aborts while waiting.
+   * when it aborts while waiting. `onAccepted` is called at once when it got a slot or a place in
+   * line (not refused), so a caller can answer before the slot is its.
    */
-  acquire(signal?: AbortSignal): Promise<() => void> {
+  acquire(signal?: AbortSignal, onAccepted?: () => void): Promise<() => void> {
     signal?.throwIfAborted();
     if (this.active < this.maxActive && this.waiting.length === 0) {
       this.active++;
+      onAccepted?.();
       return Promise.resolve(this.releaser());
     }
     if (this.waiting.length >= this.maxQueued) {
@@ -84,6 +86,7 @@ export class Admission {
       };
       signal?.addEventListener("abort", onAbort, { once: true });
       this.waiting.push(entry);
+      onAccepted?.();
     });
   }
 

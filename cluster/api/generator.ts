@@ -143,6 +143,14 @@ export interface TextGenerator {
    * --queue-size); a batch of more prompts could never run (absent: no bound).
    */
   capacity?(): number;
-  /** Stream one generation; throws errors with `rpcCode`/`httpStatus` (see errors.ts). */
-  generate(params: GenerationParams, signal: AbortSignal): AsyncIterable<GenerationEvent>;
+  /**
+   * Stream one generation; throws errors with `rpcCode`/`httpStatus` (see errors.ts). Calls
+   * `onAccepted` once the request is checked and has a slot or a place in line: what it throws
+   * after that no longer decides the status, so a stream may answer 200 before its first token.
+   */
+  generate(
+    params: GenerationParams,
+    signal: AbortSignal,
+    onAccepted?: () => void,
+  ): AsyncIterable<GenerationEvent>;
 }

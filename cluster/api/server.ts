@@ -51,6 +51,11 @@ export interface ApiServerOptions {
   bodyTimeoutMs?: number;
   /** Most open connections; beyond, a new one is answered 503 and closed. Default 1024. */
   maxConnections?: number;
+  /**
+   * A stream that sent nothing for this many ms sends an SSE comment (`: keep-alive`), so
+   * proxies and clients with read timeouts wait for a queued request; default 15 s.
+   */
+  sseKeepAliveMs?: number;
   /** Log hook: the server's failures at "error", clients' mistakes and departures below it. */
   log?: (
     level: "debug" | "warn" | "error",
@@ -244,7 +249,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       );
     }
     if (parsed.batch) await completeBatch(res, parsed, parsed.batch, opts.generator);
-    else await complete(res, parsed, opts.generator);
+    else await complete(res, parsed, opts.generator, opts.sseKeepAliveMs ?? 15_000);
   }
 
   const sockets = new Set<net.Socket>();
@@ -393,24 +398,29 @@ async function complete(
   res: http.ServerResponse,
   parsed: ReturnType<typeof parseRequest>,
   generator: TextGenerator,
+  keepAliveMs: number,
 ): Promise<void> {
   const abort = new AbortController();
   // The client went away (closed the socket) before we finished: cancel the generation.
   res.once("close", () => {
     if (!res.writableFinished) abort.abort(new DOMException("the client went away", "AbortError"));
   });
-  const it = generator.generate(parsed.params, abort.signal)[Symbol.asyncIterator]();
+  let onAccepted: (() => void) | undefined;
+  const accepted = new Promise<void>((resolve) => (onAccepted = resolve));
+  const it = generator.generate(parsed.params, abort.signal, parsed.stream ? onAccepted : undefined)
+    [Symbol.asyncIterator]();
   // Answer with the served model's canonical id when the client used an alias.
   const model = canonicalModel(generator, parsed.params.model);
   const builder = new CompletionBuilder(parsed, model);
   let done: DoneEvent | undefined;
   let next: IteratorResult<GenerationEvent> | undefined;
+  let keepAlive: ReturnType<typeof setTimeout> | undefined;
   try {
-    // The first event decides the status: errors before it (validation, 413, 429, 503) are
-    // answered with their status code; after it, a stream can only report them in-band.
-    next = await it.next();
+    let pending = it.next();
     if (!parsed.stream) {
-      for (; !next.done; next = await it.next()) {
+      // The first event decides the status: errors before it (validation, 413, 429, 503) are
+      // answered with their status code.
+      for (next = await pending; !next.done; next = await it.next()) {
         const ev: GenerationEvent = next.value;
         if (ev.kind === "token") builder.token(ev);
         else done = ev;
@@ -418,24 +428,45 @@ async function complete(
       if (!done || abort.signal.aborted) return;
       return sendJson(res, 200, builder.response(done));
     }
+    // A stream's status is decided once the generator took the request (checked, a slot or a
+    // place in line) or at its first event, whichever comes first: a queue or a long prompt
+    // must not hold the status line back until proxies and clients with read timeouts give up.
+    // After it, errors can only be reported in-band.
+    await Promise.race([pending, accepted]);
     res.writeHead(200, {
       "content-type": "text/event-stream; charset=utf-8",
       "cache-control": "no-cache",
       "x-accel-buffering": "no",
     });
-    const send = (obj: unknown) => res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    // While nothing is sent (waiting in line, a long prompt), an SSE comment every
+    // `keepAliveMs` keeps the connection alive; clients ignore comments.
+    const quiet = () => {
+      clearTimeout(keepAlive);
+      keepAlive = setTimeout(function ping() {
+        res.write(": keep-alive\n\n");
+        keepAlive = setTimeout(ping, keepAliveMs);
+      }, keepAliveMs);
+    };
+    const send = (obj: unknown) => {
+      res.write(`data: ${JSON.stringify(obj)}\n\n`);
+      quiet();
+    };
     const role = builder.roleChunk();
     if (role) send(role);
+    else res.flushHeaders();
+    quiet();
     try {
-      for (; !next.done; next = await it.next()) {
+      for (next = await pending; !next.done; next = await pending) {
         if (abort.signal.aborted) break;
         const ev: GenerationEvent = next.value;
         if (ev.kind === "token") {
           const chunk = builder.token(ev);
           if (chunk) send(chunk);
         } else done = ev;
+        pending = it.next();
       }
     } catch (e) {
+      if (abort.signal.aborted) return;
       send(toApiError(e).body());
       res.end();
       return;
@@ -449,6 +480,7 @@ async function complete(
     if (abort.signal.aborted) return;
     throw e;
   } finally {
+    clearTimeout(keepAlive);
     if (!next?.done) {
       // Left early (client gone, error): stop the generation and free its slot.
       abort.abort();

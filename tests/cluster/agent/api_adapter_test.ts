@@ -52,3 +52,17 @@ Deno.test("the API lists the model under the names the head takes (ModelId.match
   }
   assertEquals(m.matches?.("stories"), false);
 });
+
+Deno.test("the head tells the API when it took a request (a stream's status line goes then)", async () => {
+  let seen: (() => void) | undefined;
+  const head = {
+    // deno-lint-ignore require-yield
+    async *generate(p: { onAccepted?: () => void }) {
+      seen = p.onAccepted;
+    },
+  } as unknown as HeadService;
+  const gen = textGenerator({} as AgentState, head, () => ({}));
+  const onAccepted = () => {};
+  for await (const _ of gen.generate({} as never, new AbortController().signal, onAccepted));
+  assertEquals(seen, onAccepted);
+});

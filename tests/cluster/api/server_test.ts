@@ -318,12 +318,15 @@ Deno.test({
     }),
 });
 
-/** A generator whose tokens come every `gapMs`, after `delayMs`. */
-function pacedGenerator(opts: { tokens: number; gapMs: number; delayMs?: number }): TextGenerator {
+/** A generator whose tokens come every `gapMs`, after `delayMs`; `accept`: it says it took them. */
+function pacedGenerator(
+  opts: { tokens: number; gapMs: number; delayMs?: number; accept?: boolean },
+): TextGenerator {
   return {
     models: () => [{ id: "fake.gguf", created: 1, contextLength: 64 }],
     health: () => ({ status: "ok" }),
-    async *generate(p: GenerationParams, signal: AbortSignal) {
+    async *generate(p: GenerationParams, signal: AbortSignal, onAccepted?: () => void) {
+      if (opts.accept) onAccepted?.();
       await new Promise((r) => setTimeout(r, opts.delayMs ?? 0));
       for (let i = 0; i < (p.maxTokens ?? opts.tokens) && !signal.aborted; i++) {
         if (i) await new Promise((r) => setTimeout(r, opts.gapMs));
@@ -465,6 +468,50 @@ Deno.test({
       await new Promise((r) => setTimeout(r, 100));
       const errors = logged.filter((l) => l.level === "error");
       assertEquals(errors, [], "a client leaving is not an agent bug");
+    } finally {
+      await api.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "a stream answers 200 once its request is taken, and keeps the connection alive until tokens come",
+  fn: async () => {
+    const api = await startApiServer({
+      port: 0,
+      apiKey: KEY,
+      // In line (or in a long prompt) for 400 ms before the first token.
+      generator: pacedGenerator({ tokens: 2, gapMs: 0, delayMs: 400, accept: true }),
+      sseKeepAliveMs: 50,
+    });
+    const base = `http://127.0.0.1:${api.port}`;
+    try {
+      const started = performance.now();
+      const res = await fetch(`${base}/v1/completions`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${KEY}` },
+        body: JSON.stringify({ model: "fake", prompt: "a", max_tokens: 2, stream: true }),
+      });
+      const headersMs = performance.now() - started;
+      assertEquals(res.status, 200);
+      assert(headersMs < 300, `the status line waited ${headersMs.toFixed(0)} ms for a token`);
+      const text = await res.text();
+      const firstData = text.indexOf("data: ");
+      const pings = text.slice(0, firstData).match(/^: keep-alive\n\n/gm)?.length ?? 0;
+      assert(pings >= 2, `keep-alive comments before the first token: ${pings}\n${text}`);
+      assert(text.endsWith("data: [DONE]\n\n"), text);
+      // The official client reads through the comments.
+      const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: KEY, maxRetries: 0 });
+      let out = "";
+      const stream = await client.chat.completions.create({
+        model: "fake",
+        messages: [{ role: "user", content: "hi" }],
+        max_tokens: 2,
+        stream: true,
+      });
+      for await (const c of stream) out += c.choices[0]?.delta?.content ?? "";
+      assertEquals(out, "xx");
     } finally {
       await api.close();
     }

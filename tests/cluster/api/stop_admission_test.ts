@@ -61,3 +61,16 @@ Deno.test("admission: failWaiting answers the whole line at once (shutdown), slo
   held();
   assertEquals(a.stats.active, 0, "the running request's slot comes back as before");
 });
+
+Deno.test("admission: onAccepted is called for a slot or a place in line, never for a refusal", async () => {
+  const admission = new Admission(1, 1);
+  let accepted = 0;
+  const slot = await admission.acquire(undefined, () => accepted++);
+  assertEquals(accepted, 1, "a free slot");
+  const queued = admission.acquire(undefined, () => accepted++);
+  assertEquals(accepted, 2, "a place in line, before the slot is its");
+  await admission.acquire(undefined, () => accepted++).then(() => null, (e) => e);
+  assertEquals(accepted, 2, "a full line refuses without it");
+  slot();
+  (await queued)();
+});
