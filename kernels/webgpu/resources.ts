@@ -36,6 +36,9 @@ export class GpuResources {
   readonly #pendingErrors: Promise<WebGPUError | null>[] = [];
   readonly #live = new Set<GPUBuffer>();
   readonly #pool = new Map<number, Res[]>();
+  #pooledBytes = 0;
+  /** Most bytes of freed activation buffers kept for reuse (see pool). */
+  maxPooledBytes = 256 << 20;
   readonly #staging = new Map<number, Res[]>();
   readonly #scratch = new Map<string, Res>();
   readonly #constants = new Map<string, Res>();
@@ -191,16 +194,33 @@ export class GpuResources {
     return res;
   }
 
-  /** A freed activation buffer of exactly `bytes`, if one is pooled. */
-  pooled(bytes: number): Res | undefined {
-    return this.#pool.get(bytes)?.pop();
+  /** Bytes of freed activation buffers kept for reuse now. */
+  get pooledBytes(): number {
+    return this.#pooledBytes;
   }
 
-  /** Keep a freed activation buffer for the next request of its size. */
+  /** A freed activation buffer of exactly `bytes`, if one is pooled. */
+  pooled(bytes: number): Res | undefined {
+    const res = this.#pool.get(bytes)?.pop();
+    if (res) this.#pooledBytes -= res.bytes;
+    return res;
+  }
+
+  /**
+   * Keep a freed activation buffer for the next request of its size, up to `maxPooledBytes` in
+   * all; past it the buffer is destroyed. Without a bound, memory freed once (prefix-cache blocks
+   * evicted or cleared, a large batch's buffers) stayed on the device for good.
+   */
   pool(res: Res): void {
     let list = this.#pool.get(res.bytes);
     if (!list) this.#pool.set(res.bytes, list = []);
-    if (!list.includes(res)) list.push(res);
+    if (list.includes(res)) return;
+    if (this.#pooledBytes + res.bytes > this.maxPooledBytes) {
+      this.destroy(res);
+      return;
+    }
+    list.push(res);
+    this.#pooledBytes += res.bytes;
   }
 
   /** A mappable readback buffer of `bytes`, from the pool or new. */
