@@ -113,6 +113,17 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
         throw bad(k, `${k} are not supported by this server`);
       }
     }
+    // Without tools (refused above) a tool call can only be declined: "required" or a named
+    // function could never be honoured.
+    const choice = body.tool_choice;
+    if (choice !== undefined && choice !== null && choice !== "none" && choice !== "auto") {
+      const what = JSON.stringify(choice);
+      throw bad(
+        "tool_choice",
+        `tool_choice ${what} needs tools, which this server does not support; leave it out ` +
+          `or send "none" or "auto"`,
+      );
+    }
   } else {
     // A string, token ids, or a list of either (one choice per prompt).
     const one = (prompt: unknown): string | number[] => {
@@ -137,10 +148,12 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
       throw bad("prompt", `at most ${MAX_PROMPTS} prompts per request (got ${prompts.length})`);
     }
     setPrompt(params, prompts[0]);
-    if (body.echo === true) throw bad("echo", "echo is not supported");
-    if (typeof body.suffix === "string" && body.suffix !== "") {
-      throw bad("suffix", "suffix is not supported");
+    if (bool(body, "echo")) throw bad("echo", "echo is not supported");
+    const suffix = body.suffix;
+    if (suffix !== undefined && suffix !== null && typeof suffix !== "string") {
+      throw bad("suffix", `suffix must be a string, got ${JSON.stringify(suffix)}`);
     }
+    if (suffix) throw bad("suffix", "suffix is not supported");
     const bestOf = num(body, "best_of", 1, 128, true);
     if (bestOf !== undefined && bestOf !== 1) throw bad("best_of", "best_of must be 1");
   }
@@ -163,6 +176,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   params.repeatPenalty = num(body, "repeat_penalty", 0.01, 100);
   params.presencePenalty = num(body, "presence_penalty", -2, 2);
   params.frequencyPenalty = num(body, "frequency_penalty", -2, 2);
+  logitBias(body.logit_bias);
   const seed = num(body, "seed", -(2 ** 63), 2 ** 64, true);
   if (seed !== undefined) params.seed = BigInt.asUintN(64, BigInt(seed));
   const stop = body.stop;
@@ -197,8 +211,22 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   params.logprobs = logprobs;
   const stream = bool(body, "stream") ?? false;
   const opts = body.stream_options as Obj | undefined | null;
-  const includeUsage = stream && typeof opts === "object" && opts !== null &&
-    opts.include_usage === true;
+  let includeUsage = false;
+  if (opts !== undefined && opts !== null) {
+    // As OpenAI: options of a stream that is not one are a mistake, not something to drop.
+    if (!stream) throw bad("stream_options", "stream_options is only allowed with stream: true");
+    if (typeof opts !== "object" || Array.isArray(opts)) {
+      throw bad("stream_options", "stream_options must be an object like {include_usage: true}");
+    }
+    const usage = opts.include_usage;
+    if (usage !== undefined && usage !== null && typeof usage !== "boolean") {
+      throw bad(
+        "stream_options.include_usage",
+        `stream_options.include_usage must be true or false, got ${JSON.stringify(usage)}`,
+      );
+    }
+    includeUsage = usage === true;
+  }
   const parsed: ParsedRequest = { endpoint, params, stream, includeUsage, logprobs };
   if (prompts && prompts.length > 1) {
     if (stream) {
@@ -214,6 +242,44 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
     });
   }
   return parsed;
+}
+
+/** Most entries of `logit_bias`, as OpenAI. */
+export const MAX_LOGIT_BIAS = 300;
+
+/**
+ * `logit_bias` ({token id: bias in [-100, 100]}, at most 300) is checked, then refused when not
+ * empty: the tail's sampler takes no per-token biases (the sampling settings a chain carries to
+ * it, SamplerParams, have no field for them), and a bias silently dropped would let a banned
+ * token through.
+ */
+function logitBias(raw: unknown): void {
+  if (raw === undefined || raw === null) return;
+  if (typeof raw !== "object" || Array.isArray(raw)) {
+    throw bad("logit_bias", "logit_bias must be an object mapping token ids to biases");
+  }
+  const entries = Object.entries(raw as Obj);
+  if (entries.length > MAX_LOGIT_BIAS) {
+    throw bad("logit_bias", `logit_bias holds at most ${MAX_LOGIT_BIAS} entries`);
+  }
+  for (const [id, bias] of entries) {
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(id)) {
+      throw bad("logit_bias", `logit_bias keys must be token ids, got ${JSON.stringify(id)}`);
+    }
+    if (typeof bias !== "number" || !(bias >= -100 && bias <= 100)) {
+      throw bad(
+        "logit_bias",
+        `logit_bias values must be numbers from -100 to 100, got ${JSON.stringify(bias)}`,
+      );
+    }
+  }
+  if (entries.length > 0) {
+    throw bad(
+      "logit_bias",
+      "logit_bias is not supported by this server (its sampler takes no per-token biases); " +
+        "leave it out",
+    );
+  }
 }
 
 function setPrompt(p: GenerationParams, prompt: string | number[]): void {

@@ -1,5 +1,6 @@
 /** Request parsing of the OpenAI-compatible API (cluster/api/openai.ts). */
 import { parseRequest } from "../../../cluster/api/openai.ts";
+import type { ApiError } from "../../../cluster/api/errors.ts";
 import { assertEquals } from "../../support/assert.ts";
 import { Sampler } from "../../../model/sampler.ts";
 
@@ -33,4 +34,58 @@ Deno.test("stop strings longer than 512 characters are refused (matching them co
     message = (e as Error).message;
   }
   assertEquals(message, "stop strings are at most 512 characters");
+});
+
+/** The 400's param of `body` sent to `endpoint`, or "" when it is accepted. */
+function refusedParam(endpoint: "chat" | "completion", body: Record<string, unknown>): string {
+  const base = endpoint === "chat"
+    ? { model: "m", messages: [{ role: "user", content: "hi" }] }
+    : { model: "m", prompt: "hi" };
+  try {
+    parseRequest(endpoint, { ...base, ...body });
+  } catch (e) {
+    const err = e as ApiError;
+    assertEquals(err.status, 400, err.message);
+    return err.param ?? "(none)";
+  }
+  return "";
+}
+
+Deno.test("logit_bias is checked and, not being applied, refused: never silently ignored", () => {
+  for (const endpoint of ["chat", "completion"] as const) {
+    assertEquals(refusedParam(endpoint, { logit_bias: "garbage" }), "logit_bias");
+    assertEquals(refusedParam(endpoint, { logit_bias: [1] }), "logit_bias");
+    assertEquals(refusedParam(endpoint, { logit_bias: { "x": 1 } }), "logit_bias");
+    assertEquals(refusedParam(endpoint, { logit_bias: { "5": 101 } }), "logit_bias");
+    assertEquals(refusedParam(endpoint, { logit_bias: { "5": -100 } }), "logit_bias");
+    // Nothing to apply: as good as left out.
+    assertEquals(refusedParam(endpoint, { logit_bias: {} }), "");
+    assertEquals(refusedParam(endpoint, { logit_bias: null }), "");
+  }
+});
+
+Deno.test("fields OpenAI checks are checked: stream_options, echo, suffix, tool_choice", () => {
+  assertEquals(refusedParam("chat", { stream_options: { include_usage: true } }), "stream_options");
+  assertEquals(refusedParam("chat", { stream: false, stream_options: {} }), "stream_options");
+  assertEquals(refusedParam("chat", { stream: true, stream_options: "yes" }), "stream_options");
+  assertEquals(
+    refusedParam("chat", { stream: true, stream_options: { include_usage: "yes" } }),
+    "stream_options.include_usage",
+  );
+  assertEquals(refusedParam("chat", { stream: true, stream_options: { include_usage: true } }), "");
+  assertEquals(refusedParam("chat", { stream_options: null }), "");
+  assertEquals(refusedParam("completion", { echo: "true" }), "echo");
+  assertEquals(refusedParam("completion", { echo: true }), "echo");
+  assertEquals(refusedParam("completion", { echo: false }), "");
+  assertEquals(refusedParam("completion", { suffix: 5 }), "suffix");
+  assertEquals(refusedParam("completion", { suffix: "end" }), "suffix");
+  assertEquals(refusedParam("completion", { suffix: "" }), "");
+  assertEquals(refusedParam("chat", { tool_choice: "required" }), "tool_choice");
+  assertEquals(
+    refusedParam("chat", { tool_choice: { type: "function", function: { name: "f" } } }),
+    "tool_choice",
+  );
+  assertEquals(refusedParam("chat", { tool_choice: "sometimes" }), "tool_choice");
+  assertEquals(refusedParam("chat", { tool_choice: "none" }), "");
+  assertEquals(refusedParam("chat", { tool_choice: "auto" }), "");
 });
