@@ -10,7 +10,10 @@ import type { MetadataLike, Tokenizer } from "../tokenizer/mod.ts";
 
 /** One turn of a conversation. */
 export interface ChatMessage {
-  /** "system", "user", "assistant" (templates may accept others, e.g. "tool"). */
+  /**
+   * "system", "user", "assistant" (templates may accept others, e.g. "tool"); "developer" is
+   * rendered as "system", as OpenAI treats it.
+   */
   role: string;
   /** The turn's text. */
   content: string;
@@ -107,7 +110,9 @@ export class ChatTemplate {
     let text: string;
     try {
       text = this.compiled.render({
-        messages,
+        // OpenAI's "developer" is the system prompt under its newer name; no template knows it
+        // (ChatML would render a turn the model never saw, others refuse the role).
+        messages: messages.map((m) => m.role === "developer" ? { ...m, role: "system" } : m),
         add_generation_prompt: opts.addGenerationPrompt ?? true,
         bos_token: this.bosToken,
         eos_token: this.eosToken,

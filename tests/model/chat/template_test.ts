@@ -92,3 +92,23 @@ Deno.test("a model without a template gets the plain transcript; bad templates f
     f.close();
   }
 });
+
+Deno.test("OpenAI's developer role is rendered as system (templates know no developer turn)", () => {
+  const chatml = new ChatTemplate(
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_end|>\n{% endfor %}" +
+      "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}",
+    "",
+    "<|im_end|>",
+    true,
+    false,
+  );
+  const messages = [{ role: "developer", content: "Be terse." }, { role: "user", content: "Hi" }];
+  assertEquals(
+    chatml.render(messages).text,
+    "<|im_start|>system\nBe terse.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n" +
+      "<|im_start|>assistant\n",
+  );
+  const plain = new ChatTemplate(FALLBACK_TEMPLATE, "", "", false, false);
+  assertEquals(plain.render(messages).text, "System: Be terse.\nUser: Hi\nAssistant:");
+  assertEquals(messages[0].role, "developer", "the caller's messages are left as they were");
+});
