@@ -7,6 +7,7 @@
  * @module
  */
 import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
+import type { Tokenizer } from "../../model/tokenizer/mod.ts";
 import type { Member } from "../gossip/mod.ts";
 import {
   type ChainHop,
@@ -217,6 +218,19 @@ export class HeadService {
     if (s.requests.has(requestId)) {
       throw new RpcFailure("already_exists", `request ${requestId} is already running`);
     }
+    const maxContext = Math.min(s.config.contextSize, model.contextLength);
+    // Tokenizing takes the event loop (~10 s for the 4 MiB a request body may hold, every other
+    // stream and gossip stalled): a text longer than the context's tokens could ever cover is
+    // refused before it is tokenized.
+    const fits = (text: string) => {
+      const bytes = utf8Length(text);
+      // The bound is at least 4 bytes a token: a text within it needs no pass over the vocabulary.
+      if (bytes <= maxContext * 4) return;
+      const longest = longestPieceBytes(model.tokenizer);
+      if (bytes > maxContext * longest) {
+        throw new PromptTooLongError(Math.ceil(bytes / longest), maxContext, bytes);
+      }
+    };
     let promptTokens: number[];
     if (p.promptTokens?.length) {
       const n = model.tokenizer.vocabSize;
@@ -230,12 +244,13 @@ export class HeadService {
       promptTokens = [...p.promptTokens];
     } else if (p.messages?.length) {
       const chat = model.chat.render(p.messages.map(({ role, content }) => ({ role, content })));
+      fits(chat.text);
       promptTokens = model.tokenizer.encode(chat.text, chat);
     } else {
+      fits(p.prompt ?? "");
       promptTokens = model.tokenizer.encode(p.prompt ?? "", { addBos: model.tokenizer.addBos });
     }
     if (promptTokens.length === 0) throw new RpcFailure("invalid_argument", "the prompt is empty");
-    const maxContext = Math.min(s.config.contextSize, model.contextLength);
     if (promptTokens.length >= maxContext) {
       throw new PromptTooLongError(promptTokens.length, maxContext);
     }
@@ -412,6 +427,44 @@ export class HeadService {
     c?.abort(new RpcFailure("canceled", `request ${requestId} was cancelled`));
     return c !== undefined;
   }
+}
+
+/** A vocabulary's longest piece, bytes, by tokenizer (read once: a pass over the vocabulary). */
+const longestPieces = new WeakMap<Tokenizer, number>();
+
+/**
+ * The most bytes of text one token of `tokenizer` covers: its longest piece (the bytes it stands
+ * for: SPM's "▁" a space, byte-level BPE's characters one byte each, a control token its text),
+ * and at least one character's 4 (an unknown character is one token).
+ */
+export function longestPieceBytes(tokenizer: Tokenizer): number {
+  let longest = longestPieces.get(tokenizer);
+  if (longest === undefined) {
+    longest = 4;
+    for (let id = 0; id < tokenizer.vocabSize; id++) {
+      longest = Math.max(longest, tokenizer.tokenPiece(id).length);
+    }
+    longestPieces.set(tokenizer, longest);
+  }
+  return longest;
+}
+
+/** UTF-8 length of `text` as the tokenizer sees it (a lone surrogate is U+FFFD, 3 bytes). */
+function utf8Length(text: string): number {
+  let n = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
+      const d = text.charCodeAt(i + 1);
+      if (d >= 0xdc00 && d <= 0xdfff) {
+        n += 4;
+        i++;
+      } else n += 3;
+    } else n += 3;
+  }
+  return n;
 }
 
 /** A remote link whose transport is made on first use (a chain names stages, not endpoints). */

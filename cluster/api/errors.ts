@@ -45,10 +45,14 @@ export class PromptTooLongError extends Error {
   readonly rpcCode = "invalid_argument";
   /** HTTP status (413 Payload Too Large). */
   readonly httpStatus = 413;
-  /** Make the error for a prompt of `tokens` tokens against a context of `context`. */
-  constructor(readonly tokens: number, readonly context: number) {
+  /**
+   * Make the error for a prompt of `tokens` tokens against a context of `context`; with `bytes`,
+   * a prompt refused by its size before it was tokenized, of at least `tokens` tokens.
+   */
+  constructor(readonly tokens: number, readonly context: number, bytes?: number) {
+    const size = bytes === undefined ? `${tokens}` : `${bytes} bytes, at least ${tokens}`;
     super(
-      `the prompt has ${tokens} tokens; the context holds ${context} (shorten the prompt, or ` +
+      `the prompt has ${size} tokens; the context holds ${context} (shorten the prompt, or ` +
         `start the agents with a larger --context-size)`,
     );
   }

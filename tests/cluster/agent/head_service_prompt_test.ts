@@ -1,11 +1,14 @@
-/** HeadService.generate before the chain runs: when a request counts as taken. */
-import { HeadService } from "../../../cluster/agent/head_service.ts";
+/** HeadService.generate before the chain runs: prompts refused by size, when a request is taken. */
+import { HeadService, longestPieceBytes } from "../../../cluster/agent/head_service.ts";
 import { Peers } from "../../../cluster/agent/peers.ts";
 import type { AgentState } from "../../../cluster/agent/state.ts";
 import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
 import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
 import { resolveConfig } from "../../../cluster/agent_config.ts";
-import { Admission } from "../../../cluster/api/mod.ts";
+import { Admission, PromptTooLongError } from "../../../cluster/api/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { tokenizerFromMetadata } from "../../../model/tokenizer/mod.ts";
+import { SHARED } from "../../support/paths.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 /** A head over `model` whose one slot is held by another generation. */
@@ -45,4 +48,50 @@ Deno.test("a request is taken (onAccepted) once it has a place in line, before i
   await first;
   assertEquals(state.requests.size, 0);
   close();
+});
+
+Deno.test("a prompt longer than the context could ever hold is refused before it is tokenized", async () => {
+  let encoded = 0;
+  const tokenizer = {
+    vocabSize: 3,
+    addBos: false,
+    // " longest12": 10 bytes of text, the most one token covers.
+    tokenPiece: (id: number) => new TextEncoder().encode(["a", "bc", " longest12"][id]),
+    encode: (text: string) => (encoded++, Array(Math.ceil(text.length / 10)).fill(1)),
+  };
+  const chat = { render: (m: { content: string }[]) => ({ text: m[0].content, addBos: false }) };
+  const { service, close } = await busyHead({ tokenizer, chat });
+  const refusal = (p: { prompt?: string; messages?: { role: string; content: string }[] }) =>
+    service.generate({ ...p, sampling: {} }, new AbortController().signal)
+      [Symbol.asyncIterator]().next().then(() => null, (e) => e);
+  // 64 positions of at most 10 bytes: 641 bytes can never fit; tokenizing 4 MB took ~10 s.
+  for (
+    const p of [{ prompt: "x".repeat(641) }, {
+      messages: [{ role: "user", content: "é".repeat(321) }],
+    }]
+  ) {
+    const e = await refusal(p);
+    assert(e instanceof PromptTooLongError, `${e}`);
+    assertEquals(e.httpStatus, 413);
+    assert(e.message.includes("bytes, at least 65 tokens; the context holds 64"), e.message);
+  }
+  assertEquals(encoded, 0, "refused without tokenizing");
+  // One that might fit is tokenized and judged by its tokens.
+  const tokens = await refusal({ prompt: "x".repeat(640) });
+  assertEquals(encoded, 1);
+  assert(
+    tokens instanceof PromptTooLongError && tokens.message.startsWith("the prompt has 64 tokens"),
+    `${tokens}`,
+  );
+  close();
+});
+
+Deno.test("a vocabulary's longest piece bounds the bytes a token covers (stories260K)", async () => {
+  const file = await openGGUF(`${SHARED}/models/stories260K.gguf`);
+  const tokenizer = tokenizerFromMetadata(file.metadata);
+  file.close();
+  const longest = longestPieceBytes(tokenizer);
+  const text = "Once upon a time, there was a little girl named Lily. 🦙 ".repeat(20);
+  const tokens = tokenizer.encode(text, { addBos: false });
+  assert(new TextEncoder().encode(text).length <= tokens.length * longest);
 });
