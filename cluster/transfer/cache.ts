@@ -5,7 +5,9 @@
  * chunks ("c <segment> <chunk>") and of segments whose whole sha256 matched ("d <segment>"), so
  * an interrupted transfer resumes from the last verified chunk. Bytes found changed when read
  * (a torn write before a power cut, bit rot, a deleted file) are recorded as such ("x <segment>
- * [<chunk>]") and fetched again by the next fetch.
+ * [<chunk>]") and fetched again by the next fetch. A directory whose `manifest.bin` cuts the file
+ * otherwise than the manifest it is opened with (another chunk size, other ranges or hashes under
+ * the same sha256) is deleted and started clean: its bytes were verified against the other one.
  *
  * {@linkcode CacheSource} is a `ByteSource` over the cache: `readGGUF` parses the cached header
  * and `LlamaStage.load` reads tensors through it unchanged. Every tensor read re-hashes the
@@ -23,9 +25,14 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { homedir } from "node:os";
-import type { TransferManifest } from "../../proto/mod.ts";
+import { fromBinary } from "@bufbuild/protobuf";
+import {
+  GetManifestResponseSchema,
+  type TransferManifest,
+  TransferManifestSchema,
+} from "../../proto/mod.ts";
 import type { ByteSource } from "../../model/gguf/mod.ts";
-import { chunkCount, sameBytes, sha256 } from "./manifest.ts";
+import { chunkCount, sameBytes, sameSegments, sha256 } from "./manifest.ts";
 
 /** `DLLM_CACHE_DIR`, else `~/.cache/distributed-llm`. */
 export function defaultCacheDir(env: Record<string, string | undefined> = {}): string {
@@ -58,6 +65,8 @@ export class ModelCache {
   /** Why the last fetch ended without the chunks (fails the reads that waited for them). */
   #fetchError?: Error;
   #log?: Deno.FsFile;
+  /** Set by open when the directory held another segment table's cache, now deleted. */
+  discarded = false;
 
   private constructor(readonly dir: string, readonly manifest: TransferManifest) {}
 
@@ -71,9 +80,15 @@ export class ModelCache {
       throw new Error(`manifest sha256 "${manifest.sha256}" is not a sha256`);
     }
     const dir = join(root, manifest.sha256);
+    // Bytes verified against another segment table under this sha256 (a forged Prepare: the
+    // sha256 names the directory but no fetcher can check it) are not this manifest's: a
+    // genuine deploy adopted them without fetching. Start clean instead.
+    const stale = await storedManifestDiffers(dir, manifest);
+    if (stale) await Deno.remove(dir, { recursive: true });
     await Deno.mkdir(dir, { recursive: true });
     if (rawAnswer) await Deno.writeFile(join(dir, "manifest.bin"), rawAnswer);
     const c = new ModelCache(dir, manifest);
+    c.discarded = stale;
     let text = "";
     try {
       text = await Deno.readTextFile(join(dir, "progress.log"));
@@ -186,6 +201,11 @@ export class ModelCache {
   fetchStarted(): void {
     this.#fetches++;
     this.#fetchError = undefined;
+  }
+
+  /** Whether a fetch is filling this cache now. */
+  get filling(): boolean {
+    return this.#fetches > 0;
   }
 
   /** A fetch ended (`error` when it failed): reads still waiting for chunks fail. */
@@ -528,6 +548,29 @@ export class CacheSource implements ByteSource {
 
   /** Nothing to release (the cache stays open). */
   close(): void {}
+}
+
+/**
+ * Whether `dir/manifest.bin` describes other segments than `manifest` (or cannot be read as a
+ * manifest: nothing vouches for the bytes beside it then); false when there is none.
+ */
+async function storedManifestDiffers(dir: string, manifest: TransferManifest): Promise<boolean> {
+  let raw: Uint8Array;
+  try {
+    raw = await Deno.readFile(join(dir, "manifest.bin"));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return false;
+    throw e;
+  }
+  try {
+    const stored = fromBinary(
+      TransferManifestSchema,
+      fromBinary(GetManifestResponseSchema, raw).manifest,
+    );
+    return !sameSegments(stored, manifest);
+  } catch {
+    return true;
+  }
 }
 
 /** Fill `dst` from byte `offset` of `f`; false when the file ends first. */

@@ -17,7 +17,7 @@ import { RpcFailure } from "../rpc/mod.ts";
 import type { TlsMaterial } from "../tls/mod.ts";
 import type { Entry } from "./entry.ts";
 import { fileMtime, type TransferHost } from "./host.ts";
-import { computeManifest, openManifest, signedManifest } from "./manifest.ts";
+import { computeManifest, openManifest, sameSegments, signedManifest } from "./manifest.ts";
 import { RateLimiter } from "./rate.ts";
 
 /** The models this node knows. */
@@ -90,9 +90,38 @@ export class EntryTable {
     return first;
   }
 
-  /** The entry of this manifest's bytes, made on first sight. */
+  /**
+   * The entry of this manifest's bytes, made on first sight. A manifest claiming a known sha256
+   * with another segment table (chunk size, ranges, hashes) replaces the entry, whose cache is
+   * then started clean (ModelCache.open), or is refused while that entry is in use.
+   */
   add(manifest: TransferManifest, answer: GetManifestResponse, signature: string): Entry {
     let e = this.#entries.get(manifest.sha256);
+    if (e && !sameSegments(e.manifest, manifest)) {
+      // Keeping the first manifest seen let a forged one (TLS off: anyone reaching the RPC port
+      // can send a Prepare) fill the genuine model's cache directory with other bytes, which a
+      // later genuine deploy adopted without fetching.
+      const use = this.#use(e);
+      if (use) {
+        const from = manifest.sourceNodeId || "?";
+        throw new RpcFailure(
+          "failed_precondition",
+          `${this.host.nodeId} already holds ${manifest.sha256} (${e.manifest.modelId}, ${use}) ` +
+            `with another segment table than this manifest of ${manifest.modelId} from ${from}; ` +
+            `one of them is not that file's: refusing it (undeploy the model here to replace it)`,
+        );
+      }
+      this.host.log("warn", "a manifest with another segment table replaces a known one", {
+        sha256: manifest.sha256,
+        model: manifest.modelId,
+        source: manifest.sourceNodeId,
+        was: e.manifest.modelId,
+      });
+      e.prepared?.abort();
+      e.cache?.close();
+      this.#entries.delete(manifest.sha256);
+      e = undefined;
+    }
     if (!e) {
       e = {
         manifest,
@@ -108,10 +137,7 @@ export class EntryTable {
         lastAt: performance.now(),
       };
       this.#entries.set(manifest.sha256, e);
-    } else if (
-      e.manifest.modelId !== manifest.modelId && e.manifest.chunkSize === manifest.chunkSize &&
-      e.manifest.segments.length === manifest.segments.length
-    ) {
+    } else if (e.manifest.modelId !== manifest.modelId) {
       // The same bytes under a newer id (a cache written before ids carried a fingerprint, or
       // the file deployed under another name): the entry answers to the id deployed now, else
       // lookups by it (planReady, ensure, GetManifest) found nothing.
@@ -120,6 +146,14 @@ export class EntryTable {
       e.signature = signature;
     }
     return e;
+  }
+
+  /** What `e`'s bytes are doing now, if anything a new manifest must not pull from under. */
+  #use(e: Entry): string | undefined {
+    if (e.path) return `its source file ${e.path}`;
+    if (e.fetching || e.cache?.filling) return "being fetched";
+    if (this.host.served()?.sha256 === e.manifest.sha256) return "served";
+    return undefined;
   }
 
   /** The entry of a file on this node, its manifest computed once per (path, size, mtime). */

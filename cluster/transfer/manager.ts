@@ -436,14 +436,27 @@ export class TransferManager {
     return (await this.#material())?.ca;
   }
 
-  /** Fetch (if needed) and parse the cached header. */
-  async #header(e: Entry, signal?: AbortSignal): Promise<GGUFFile> {
-    if (e.file) return e.file;
-    e.cache ??= await ModelCache.open(
+  /** Open `e`'s cache directory, recording its manifest there. */
+  async #openCache(e: Entry): Promise<ModelCache> {
+    const cache = await ModelCache.open(
       this.opts.cacheDir,
       e.manifest,
       toBinary(GetManifestResponseSchema, e.answer),
     );
+    if (cache.discarded) {
+      this.host.log("warn", "the cache held another segment table under this sha256; deleted", {
+        model: e.manifest.modelId,
+        sha256: e.manifest.sha256,
+        dir: cache.dir,
+      });
+    }
+    return cache;
+  }
+
+  /** Fetch (if needed) and parse the cached header. */
+  async #header(e: Entry, signal?: AbortSignal): Promise<GGUFFile> {
+    if (e.file) return e.file;
+    e.cache ??= await this.#openCache(e);
     await this.#fetch(e, [0], signal, true);
     const src = await e.cache.source();
     const file = await readGGUF(src);
@@ -460,11 +473,7 @@ export class TransferManager {
     signal?: AbortSignal,
     headerOnly = false,
   ): Promise<void> {
-    e.cache ??= await ModelCache.open(
-      this.opts.cacheDir,
-      e.manifest,
-      toBinary(GetManifestResponseSchema, e.answer),
-    );
+    e.cache ??= await this.#openCache(e);
     if (segments.every((s) => e.cache!.segmentDone(s))) return;
     const was = e.state;
     e.state = TransferState.FETCHING;

@@ -66,6 +66,27 @@ export function chunkCount(length: number, chunkSize: number): number {
   return Math.max(1, Math.ceil(length / chunkSize));
 }
 
+/**
+ * Whether two manifests cut the file the same way: chunk size, sizes, and every segment's name,
+ * range and hashes (the model id and source node may differ). The cache is addressed by the
+ * file's sha256, which no fetcher can check (padding between tensors is never sent): bytes
+ * verified against one table must not be served under another that claims the same sha256.
+ */
+export function sameSegments(a: TransferManifest, b: TransferManifest): boolean {
+  if (
+    a.sha256 !== b.sha256 || a.chunkSize !== b.chunkSize || a.fileSize !== b.fileSize ||
+    a.dataOffset !== b.dataOffset || a.segments.length !== b.segments.length
+  ) {
+    return false;
+  }
+  return a.segments.every((s, i) => {
+    const t = b.segments[i];
+    return s.name === t.name && s.offset === t.offset && s.length === t.length &&
+      sameBytes(s.sha256, t.sha256) && s.chunkSha256.length === t.chunkSha256.length &&
+      s.chunkSha256.every((h, j) => sameBytes(h, t.chunkSha256[j]));
+  });
+}
+
 /** Options of {@linkcode computeManifest}. */
 export interface ManifestOptions {
   /** The computing node (recorded in the manifest). */

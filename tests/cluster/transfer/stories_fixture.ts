@@ -1,7 +1,10 @@
 /** The stories260K set-up the transfer tests share. */
+import { toBinary } from "@bufbuild/protobuf";
+import { GetManifestResponseSchema } from "../../../proto/mod.ts";
 import {
   computeManifest,
   detachedHost,
+  signedManifest,
   type TransferHost,
   TransferManager,
 } from "../../../cluster/transfer/mod.ts";
@@ -10,9 +13,14 @@ import { REPO } from "../../support/paths.ts";
 /** The stories260K model every transfer test moves. */
 export const STORIES = `${REPO}/models/stories260K.gguf`;
 
-/** stories260K's manifest in chunks of `chunkSize`, its encoding, the file's bytes, a temp dir. */
+/**
+ * stories260K's manifest in chunks of `chunkSize`, its unsigned GetManifest answer encoded (what
+ * a cache stores as manifest.bin), the file's bytes, a temp dir.
+ */
 export async function storiesFixture(chunkSize: number) {
-  const { manifest, bytes: raw } = await computeManifest(STORIES, { nodeId: "a", chunkSize });
+  const { manifest, bytes } = await computeManifest(STORIES, { nodeId: "a", chunkSize });
+  // The answer, not the bare manifest: ModelCache.open compares what manifest.bin says.
+  const raw = toBinary(GetManifestResponseSchema, signedManifest(bytes, undefined, []));
   return { manifest, raw, bytes: await Deno.readFile(STORIES), dir: await Deno.makeTempDir() };
 }
 
