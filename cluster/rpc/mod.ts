@@ -14,9 +14,11 @@
 export {
   checkBindAddress,
   DEFAULT_MAX_MESSAGE_BYTES,
+  DEFAULT_MAX_REQUEST_BYTES,
   DEFAULT_RPC_HOST,
   DEFAULT_RPC_PORT,
   isLoopback,
+  LARGE_MESSAGE_METHODS,
   type RpcServer,
   RpcServerError,
   type RpcServerOptions,

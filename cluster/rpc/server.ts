@@ -32,6 +32,7 @@ import {
   serveServerStream,
 } from "./grpc_stream.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
+import { InferenceService } from "../../proto/mod.ts";
 
 export { grpcPercentEncode };
 
@@ -39,8 +40,21 @@ export { grpcPercentEncode };
 export const DEFAULT_RPC_PORT = 7950;
 /** Loopback: the only address plaintext RPC binds to without `insecureBindAll`. */
 export const DEFAULT_RPC_HOST = "127.0.0.1";
-/** Largest message accepted, bytes: a prefill frame of 4096 tokens × 8192 f32 is 128 MiB. */
+/**
+ * Largest message accepted by the methods that carry activations, bytes: a prefill frame of
+ * 4096 tokens × 8192 f32 is 128 MiB.
+ */
 export const DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
+/**
+ * Largest request message any other method accepts, bytes: four times what the HTTP API takes
+ * in a body. At 256 MiB a 10 MB Generate prompt was taken whole (~1.3 GB of RSS, seconds of the
+ * event loop) before anything could refuse it.
+ */
+export const DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
+/** The methods whose requests carry activations, by path: they take `maxMessageBytes`. */
+export const LARGE_MESSAGE_METHODS: readonly string[] = [
+  `/${InferenceService.typeName}/${InferenceService.method.forward.name}`,
+];
 
 /** Options of {@linkcode startRpcServer}. */
 export interface RpcServerOptions {
@@ -56,8 +70,15 @@ export interface RpcServerOptions {
   routes: (router: ConnectRouter) => void;
   /** Extra interceptors, run inside the error mapper. */
   interceptors?: Interceptor[];
-  /** Largest message accepted, bytes; default {@linkcode DEFAULT_MAX_MESSAGE_BYTES}. */
+  /**
+   * Largest message the methods of `largeMessageMethods` accept, bytes; default
+   * {@linkcode DEFAULT_MAX_MESSAGE_BYTES}.
+   */
   maxMessageBytes?: number;
+  /** Largest request message of every other method, bytes; default {@linkcode DEFAULT_MAX_REQUEST_BYTES}. */
+  maxRequestBytes?: number;
+  /** Paths of the methods allowed `maxMessageBytes`; default {@linkcode LARGE_MESSAGE_METHODS}. */
+  largeMessageMethods?: readonly string[];
 }
 
 /** A running RPC listener. */
@@ -161,13 +182,18 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const host = opts.host ?? DEFAULT_RPC_HOST;
   const port = opts.port ?? DEFAULT_RPC_PORT;
   checkBindAddress(host, { tls: opts.tls !== undefined, insecureBindAll: opts.insecureBindAll });
-  const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  const limits: MessageLimits = {
+    large: new Set(opts.largeMessageMethods ?? LARGE_MESSAGE_METHODS),
+    largeBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+    bytes: opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
+  };
   const lean = new Map<string, LeanMethod>();
   const connect = withGrpcMessageEncoding(connectNodeAdapter({
-    routes: (router) => opts.routes(capturingLean(router, lean)),
+    routes: (router) => opts.routes(capturingLean(router, lean, limits)),
     interceptors: [errorInterceptor, ...(opts.interceptors ?? [])],
     acceptCompression: [compressionGzip],
-    readMaxBytes: maxBytes,
+    // The small bound; the methods of limits.large are registered again with theirs.
+    readMaxBytes: limits.bytes,
     // gzip only pays off on larger messages; small unary answers go out as they are.
     compressMinBytes: 1024,
   }));
@@ -181,6 +207,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       : undefined;
     if (!m || !isPlainGrpc(req.headers)) return connect(req, res);
     const [r, s] = [req as unknown as Http2Req, res as unknown as Http2Res];
+    const maxBytes = limits.large.has(req.url ?? "") ? limits.largeBytes : limits.bytes;
     const served = m.kind === "bidi"
       ? serveBidi(r, s, m.method, m.impl, maxBytes)
       : serveServerStream(r, s, m.method, m.impl, maxBytes);
@@ -284,14 +311,26 @@ type LeanMethod =
     impl: RawServerStream<DescMessage>;
   };
 
+/** Request size bounds by method: `largeBytes` for the paths in `large`, `bytes` for the rest. */
+interface MessageLimits {
+  large: ReadonlySet<string>;
+  largeBytes: number;
+  bytes: number;
+}
+
 /**
  * The router as `routes` sees it, noting (by path) each bidirectional method's implementation
  * and each server-streaming method's raw version as services are registered; everything is
  * registered with Connect as well (its path serves other protocols, compressed calls and traced
- * ones).
+ * ones), the methods of `limits.large` once more with their own bound (the adapter keeps a
+ * path's last registration).
  */
-function capturingLean(router: ConnectRouter, into: Map<string, LeanMethod>): ConnectRouter {
-  return {
+function capturingLean(
+  router: ConnectRouter,
+  into: Map<string, LeanMethod>,
+  limits: MessageLimits,
+): ConnectRouter {
+  const wrapped = {
     get handlers() {
       return router.handlers;
     },
@@ -315,10 +354,22 @@ function capturingLean(router: ConnectRouter, into: Map<string, LeanMethod>): Co
           });
         }
       }
-      return router.service(service, impl as never, options as never);
+      router.service(service, impl as never, options as never);
+      for (const m of service.methods) {
+        const fn = impl[m.localName];
+        if (!limits.large.has(`/${service.typeName}/${m.name}`) || typeof fn !== "function") {
+          continue;
+        }
+        router.rpc(m as never, fn.bind(impl) as never, {
+          ...(options as object | undefined),
+          readMaxBytes: limits.largeBytes,
+        });
+      }
+      return wrapped;
     },
     rpc: router.rpc.bind(router),
   } as ConnectRouter;
+  return wrapped;
 }
 
 /** Wait for the first bytes of a plaintext connection and say whether they open HTTP/2. */

@@ -2,6 +2,7 @@
  * A loopback agent with DiscoveryService and NodeService over a static membership of four
  * nodes (a: local, b: alive, c: suspect, d: dead), plus certificates made by our own PKI.
  */
+import * as http2 from "node:http2";
 import type { ConnectRouter } from "@connectrpc/connect";
 import {
   discoveryService,
@@ -92,4 +93,81 @@ export async function startTestAgent(
     routes: testRoutes(view, opts.extra),
   });
   return { server, view };
+}
+
+/** What a raw HTTP/2 call saw: the HTTP status, headers, trailers and the status they carry. */
+export interface RawCall {
+  httpStatus: number;
+  headers: Record<string, unknown>;
+  trailers: Record<string, unknown>;
+  /** grpc-status from the trailers, or from the headers of a trailers-only answer. */
+  grpcStatus?: string;
+  grpcMessage?: string;
+  /** Milliseconds from the request to the stream's close. */
+  ms: number;
+}
+
+/**
+ * One POST on a fresh HTTP/2 connection to `port`, as any gRPC client would send it (override
+ * headers with `headers`): `body` is written and the request half ended unless `keepOpen`.
+ */
+export async function rawCall(
+  port: number,
+  path: string,
+  body: Uint8Array,
+  opts: { headers?: Record<string, string>; keepOpen?: boolean; timeoutMs?: number } = {},
+): Promise<RawCall> {
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on("error", () => {});
+  const started = performance.now();
+  try {
+    return await new Promise<RawCall>((resolve, reject) => {
+      const req = session.request({
+        ":method": "POST",
+        ":path": path,
+        "content-type": "application/grpc",
+        te: "trailers",
+        ...opts.headers,
+      });
+      const out: RawCall = { httpStatus: 0, headers: {}, trailers: {}, ms: 0 };
+      const take = (h: Record<string, unknown>) => {
+        if (typeof h["grpc-status"] === "string") out.grpcStatus = h["grpc-status"];
+        if (typeof h["grpc-message"] === "string") {
+          out.grpcMessage = decodeURIComponent(h["grpc-message"]);
+        }
+      };
+      const timer = setTimeout(() => {
+        req.close();
+        reject(new Error(`${path}: no end within ${opts.timeoutMs ?? 10_000} ms`));
+      }, opts.timeoutMs ?? 10_000);
+      req.on("response", (h) => {
+        out.httpStatus = Number(h[":status"]);
+        out.headers = { ...h };
+        take(h);
+      });
+      req.on("trailers", (h) => {
+        out.trailers = { ...h };
+        take(h);
+      });
+      req.on("error", () => {});
+      req.on("close", () => {
+        clearTimeout(timer);
+        out.ms = performance.now() - started;
+        resolve(out);
+      });
+      if (opts.keepOpen) req.write(body);
+      else req.end(body);
+      req.resume();
+    });
+  } finally {
+    session.close();
+  }
+}
+
+/** `body` in a gRPC envelope (uncompressed). */
+export function enveloped(body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + body.byteLength);
+  new DataView(out.buffer).setUint32(1, body.byteLength);
+  out.set(body, 5);
+  return out;
 }

@@ -4,8 +4,11 @@ import { Code, ConnectError, createClient, type Transport } from "@connectrpc/co
 import {
   checkBindAddress,
   createRpcTransport,
+  DEFAULT_MAX_REQUEST_BYTES,
   endpointUrl,
   explainRpcError,
+  grpcEnvelope,
+  RAW_SERVER_STREAMS,
   RpcFailure,
   type RpcProtocol,
   RpcServerError,
@@ -14,9 +17,13 @@ import {
 } from "../../../cluster/rpc/mod.ts";
 import { initCertificates } from "../../../cluster/tls/mod.ts";
 import {
+  ActivationFrameSchema,
   DiscoveryService,
+  ForwardResponseSchema,
+  GenerateResponseSchema,
   GetClusterInfoResponseSchema,
   HealthCheckResponse_ServingStatus,
+  InferenceService,
   NodeMetricsSchema,
   NodeService,
   NodeState,
@@ -462,6 +469,69 @@ Deno.test("grpc-message is percent-encoded as gRPC says: spaces stay, non-ASCII 
     assertEquals(e.rawMessage, reason);
   } finally {
     session.close();
+    await server.close();
+  }
+});
+
+/** An InferenceService whose Forward answers each frame's byte count, over both paths. */
+function sizedInference() {
+  const generated = create(GenerateResponseSchema, { text: "ok" });
+  return {
+    async *forward(frames: AsyncIterable<{ data: Uint8Array }>) {
+      for await (const f of frames) {
+        yield create(ForwardResponseSchema, { computeMs: f.data.byteLength });
+      }
+    },
+    async *generate() {
+      yield generated;
+    },
+    cancel: () => ({ cancelled: false }),
+    // Generate's raw version: plain gRPC calls take the lean server-stream path.
+    [RAW_SERVER_STREAMS]: {
+      async *generate() {
+        yield grpcEnvelope(toBinary(GenerateResponseSchema, generated));
+      },
+    },
+  };
+}
+
+Deno.test("only Forward takes large messages: any other method refuses one over 16 MiB, naming the bound", async () => {
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(InferenceService, sizedInference() as never),
+  });
+  const big = "x".repeat(DEFAULT_MAX_REQUEST_BYTES + 1024);
+  try {
+    // gRPC takes the lean paths (Forward, Generate's raw version); Connect its own.
+    for (const protocol of ["grpc", "connect"] as RpcProtocol[]) {
+      const t = await createRpcTransport(`127.0.0.1:${server.port}`, { protocol, gzip: false });
+      const client = createClient(InferenceService, t);
+      try {
+        for (
+          const [name, call] of [
+            ["Cancel", () => client.cancel({ requestId: big })],
+            ["Generate", async () => {
+              for await (const _ of client.generate({ prompt: big }));
+            }],
+          ] as const
+        ) {
+          const e = await call().then(() => null, (e) => e);
+          assert(e instanceof ConnectError, `${protocol} ${name}: ${e}`);
+          assertEquals(e.code, Code.ResourceExhausted, `${protocol} ${name}: ${e.message}`);
+          assert(e.rawMessage.includes(String(DEFAULT_MAX_REQUEST_BYTES)), e.rawMessage);
+        }
+        // An activation frame as large still passes.
+        const frames = (async function* () {
+          yield create(ActivationFrameSchema, { data: new Uint8Array(big.length) });
+        })();
+        const answers = [];
+        for await (const a of client.forward(frames)) answers.push(a.computeMs);
+        assertEquals(answers, [big.length], protocol);
+      } finally {
+        t.close();
+      }
+    }
+  } finally {
     await server.close();
   }
 });
