@@ -188,8 +188,10 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     bytes: opts.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES,
   };
   const lean = new Map<string, LeanMethod>();
+  const services = new Set<string>();
   const connect = withGrpcMessageEncoding(connectNodeAdapter({
-    routes: (router) => opts.routes(capturingLean(router, lean, limits)),
+    routes: (router) => opts.routes(capturingLean(router, lean, limits, services)),
+    fallback: (req, res) => unknownMethod(req, res, services),
     interceptors: [errorInterceptor, ...(opts.interceptors ?? [])],
     acceptCompression: [compressionGzip],
     // The small bound; the methods of limits.large are registered again with theirs.
@@ -295,6 +297,37 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   };
 }
 
+/**
+ * Answer a call to a path no service serves: a gRPC or gRPC-web request gets HTTP 200 with
+ * UNIMPLEMENTED in its headers (trailers-only), as gRPC says, since its clients read a bare 404
+ * as a transport failure; any other request (Connect, a browser) a plain 404.
+ */
+function unknownMethod(
+  req: { url?: string; headers: Record<string, unknown> },
+  res: { writeHead(status: number, headers?: Record<string, string>): unknown; end(): unknown },
+  services: ReadonlySet<string>,
+): void {
+  const type = String(req.headers["content-type"] ?? "");
+  if (!/^application\/grpc(-web(-text)?)?([+;]|$)/.test(type)) {
+    res.writeHead(404);
+    res.end();
+    return;
+  }
+  const path = (req.url ?? "").split("?")[0];
+  const [, service, method] = /^\/([^/]+)\/([^/]+)$/.exec(path) ?? [];
+  const message = !service
+    ? `malformed method path ${path}: gRPC paths are /package.Service/Method`
+    : services.has(service)
+    ? `unknown method ${method} for service ${service}`
+    : `unknown service ${service}`;
+  res.writeHead(200, {
+    "content-type": type.split(";")[0],
+    "grpc-status": "12",
+    "grpc-message": grpcPercentEncode(message),
+  });
+  res.end();
+}
+
 type Http2Req = http2.Http2ServerRequest;
 type Http2Res = http2.Http2ServerResponse;
 
@@ -329,12 +362,14 @@ function capturingLean(
   router: ConnectRouter,
   into: Map<string, LeanMethod>,
   limits: MessageLimits,
+  services: Set<string>,
 ): ConnectRouter {
   const wrapped = {
     get handlers() {
       return router.handlers;
     },
     service(service: DescService, impl: Record<string | symbol, unknown>, options?: unknown) {
+      services.add(service.typeName);
       const raw = (impl[RAW_SERVER_STREAMS] ?? {}) as Record<string, unknown>;
       for (const m of service.methods) {
         const path = `/${service.typeName}/${m.name}`;

@@ -29,7 +29,7 @@ import {
   NodeState,
 } from "../../../proto/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
-import { makeCerts, startTestAgent, testMembership } from "./fixtures.ts";
+import { enveloped, makeCerts, rawCall, startTestAgent, testMembership } from "./fixtures.ts";
 import { nodeService } from "../../../cluster/discovery/mod.ts";
 
 const cases: { protocol: RpcProtocol; httpVersion: "1.1" | "2" }[] = [
@@ -531,6 +531,40 @@ Deno.test("only Forward takes large messages: any other method refuses one over 
         t.close();
       }
     }
+  } finally {
+    await server.close();
+  }
+});
+
+Deno.test("an unknown service or method over gRPC is UNIMPLEMENTED in a trailers-only answer, not a bare 404", async () => {
+  const { server } = await startTestAgent();
+  const empty = enveloped(new Uint8Array());
+  try {
+    for (
+      const [path, message] of [
+        [
+          "/distributed_llm.v1.NoSuchService/Get",
+          "unknown service distributed_llm.v1.NoSuchService",
+        ],
+        [
+          "/distributed_llm.v1.NodeService/NoSuchMethod",
+          "unknown method NoSuchMethod for service distributed_llm.v1.NodeService",
+        ],
+      ]
+    ) {
+      for (
+        const type of ["application/grpc", "application/grpc+proto", "application/grpc-web+proto"]
+      ) {
+        const r = await rawCall(server.port, path, empty, { headers: { "content-type": type } });
+        assertEquals([r.httpStatus, r.grpcStatus, r.grpcMessage], [200, "12", message], type);
+        assertEquals(r.headers["grpc-status"], "12", "trailers-only: the status is in the headers");
+      }
+    }
+    // Connect's protocol says 404 for an unknown procedure.
+    const r = await rawCall(server.port, "/distributed_llm.v1.NodeService/NoSuchMethod", empty, {
+      headers: { "content-type": "application/proto" },
+    });
+    assertEquals([r.httpStatus, r.grpcStatus], [404, undefined]);
   } finally {
     await server.close();
   }
