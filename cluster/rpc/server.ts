@@ -144,7 +144,24 @@ function reencode(headers: Headers): void {
   headers!["grpc-message"] = grpcPercentEncode(raw);
 }
 
-/** The handler with every response's grpc-message (headers or trailers) encoded as gRPC says. */
+/** The encodings gRPC requests may be compressed with here (the adapter's acceptCompression). */
+const GRPC_ACCEPT_ENCODING = "gzip";
+
+/**
+ * Name the encodings this server takes on a gRPC or gRPC-web response: the compression spec
+ * requires it on the UNIMPLEMENTED that refuses a request's encoding, so a client can retry with
+ * one of them, and Connect sent it on none.
+ */
+function acceptEncoding(headers: Headers): void {
+  const type = headers?.["content-type"];
+  if (typeof type !== "string" || !type.startsWith("application/grpc")) return;
+  headers!["grpc-accept-encoding"] ??= GRPC_ACCEPT_ENCODING;
+}
+
+/**
+ * The handler with every response's grpc-message (headers or trailers) encoded as gRPC says, and
+ * its headers naming the encodings taken ({@linkcode acceptEncoding}).
+ */
 function withGrpcMessageEncoding(handler: NodeHandler): NodeHandler {
   return (req, res) => {
     const r = res as unknown as {
@@ -155,6 +172,7 @@ function withGrpcMessageEncoding(handler: NodeHandler): NodeHandler {
     const addTrailers = r.addTrailers.bind(r);
     r.writeHead = (status, headers) => {
       reencode(headers);
+      acceptEncoding(headers);
       return writeHead(status, headers);
     };
     r.addTrailers = (headers) => {

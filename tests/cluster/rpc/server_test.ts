@@ -569,3 +569,19 @@ Deno.test("an unknown service or method over gRPC is UNIMPLEMENTED in a trailers
     await server.close();
   }
 });
+
+Deno.test("a request in an encoding not taken is UNIMPLEMENTED and told the ones taken (grpc-accept-encoding)", async () => {
+  const { server } = await startTestAgent();
+  try {
+    const r = await rawCall(
+      server.port,
+      "/distributed_llm.v1.NodeService/HealthCheck",
+      enveloped(new Uint8Array()),
+      { headers: { "grpc-encoding": "br" } },
+    );
+    assertEquals(r.grpcStatus, "12", r.grpcMessage);
+    assertEquals(r.headers["grpc-accept-encoding"], "gzip");
+  } finally {
+    await server.close();
+  }
+});
