@@ -25,14 +25,16 @@
 import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { homedir } from "node:os";
-import { fromBinary } from "@bufbuild/protobuf";
-import {
-  GetManifestResponseSchema,
-  type TransferManifest,
-  TransferManifestSchema,
-} from "../../proto/mod.ts";
+import type { TransferManifest } from "../../proto/mod.ts";
 import type { ByteSource } from "../../model/gguf/mod.ts";
-import { chunkCount, sameBytes, sameSegments, sha256 } from "./manifest.ts";
+import {
+  chunkCount,
+  openManifest,
+  readManifestAnswer,
+  sameBytes,
+  sameSegments,
+  sha256,
+} from "./manifest.ts";
 
 /** `DLLM_CACHE_DIR`, else `~/.cache/distributed-llm`. */
 export function defaultCacheDir(env: Record<string, string | undefined> = {}): string {
@@ -555,21 +557,11 @@ export class CacheSource implements ByteSource {
  * manifest: nothing vouches for the bytes beside it then); false when there is none.
  */
 async function storedManifestDiffers(dir: string, manifest: TransferManifest): Promise<boolean> {
-  let raw: Uint8Array;
   try {
-    raw = await Deno.readFile(join(dir, "manifest.bin"));
+    const answer = await readManifestAnswer(join(dir, "manifest.bin"));
+    return !sameSegments(openManifest(answer, undefined).manifest, manifest);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
-  try {
-    const stored = fromBinary(
-      TransferManifestSchema,
-      fromBinary(GetManifestResponseSchema, raw).manifest,
-    );
-    return !sameSegments(stored, manifest);
-  } catch {
-    return true;
+    return !(e instanceof Deno.errors.NotFound);
   }
 }
 

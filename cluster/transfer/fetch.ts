@@ -97,7 +97,14 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
   const seen = new Set<string>();
   const avoid = new Map<string, string>();
   const cooldown = new Map<string, number>();
-  const queue = opts.segments.filter((s) => !cache.segmentDone(s));
+  /** Segments not done yet, in file order; finished ones leave it in O(1). */
+  const queue = new Set(opts.segments.filter((s) => !cache.segmentDone(s)));
+  /**
+   * Segments a stream ended on since finishReady last looked (at first all: a resumed cache may
+   * hold every chunk of some). finishReady looked at every queued segment, with an indexOf
+   * each, before every batch: O(N²) per batch froze the event loop on 50 000 segments.
+   */
+  const touched = new Set(queue);
   /** Chunks some stream is fetching now, per segment. */
   const claimed = new Map<number, Set<number>>();
   const claims = (seg: number) => {
@@ -151,14 +158,17 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
 
   /** Segments with every chunk stored: finish them (or queue their chunks again). */
   const finishReady = async () => {
-    for (const seg of [...queue]) {
-      const at = queue.indexOf(seg);
-      // Another stream finished it while this one waited on an earlier segment.
-      if (at < 0 || cache.missingChunks(seg).length || claims(seg).size) continue;
-      queue.splice(at, 1);
+    // Other workers add to and take from `touched` while this one awaits: a Set's iteration
+    // sees what is added, and skips what is taken.
+    for (const seg of touched) {
+      touched.delete(seg);
+      // Another stream finished it while this one waited on an earlier segment; or a stream
+      // still fetches it, and touches it again when it ends.
+      if (!queue.has(seg) || cache.missingChunks(seg).length || claims(seg).size) continue;
+      queue.delete(seg);
       if (!await cache.finishSegment(seg)) {
         opts.log?.("segment hash mismatch; fetching it again", { segment: seg });
-        queue.push(seg);
+        queue.add(seg);
       }
     }
   };
@@ -297,6 +307,7 @@ export async function fetchSegments(opts: FetchOptions): Promise<void> {
         clearTimeout(watchdog);
         // Whatever did not arrive is free for any stream again.
         for (const c of batch) taken.delete(c);
+        touched.add(seg);
       }
     }
   };

@@ -20,7 +20,7 @@
  *
  * @module
  */
-import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import {
   type DeployRequest,
   type DeployResponse,
@@ -45,7 +45,7 @@ import { type Entry, entryProgress } from "./entry.ts";
 import { EntryTable } from "./entries.ts";
 import { fetchSegments } from "./fetch.ts";
 import type { TransferHost, TransferManagerOptions } from "./host.ts";
-import { openManifest, segmentsFor } from "./manifest.ts";
+import { openManifest, readManifestAnswer, segmentsFor } from "./manifest.ts";
 import { TransferPeers } from "./peers.ts";
 import { MemoryReleaser, readAhead } from "./memory.ts";
 import { Semaphore } from "./rate.ts";
@@ -87,8 +87,7 @@ export class TransferManager {
       for await (const e of Deno.readDir(this.opts.cacheDir)) {
         if (!e.isDirectory || !/^[0-9a-f]{64}$/.test(e.name) || this.#entries.has(e.name)) continue;
         try {
-          const raw = await Deno.readFile(`${this.opts.cacheDir}/${e.name}/manifest.bin`);
-          const answer = fromBinary(GetManifestResponseSchema, raw);
+          const answer = await readManifestAnswer(`${this.opts.cacheDir}/${e.name}/manifest.bin`);
           const { manifest, signature } = openManifest(answer, await this.#ca());
           const entry = this.#entries.add(manifest, answer, signature);
           entry.cache ??= await ModelCache.open(this.opts.cacheDir, manifest);

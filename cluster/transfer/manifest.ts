@@ -19,6 +19,7 @@
 import { createHash, createPublicKey, sign, verify, X509Certificate } from "node:crypto";
 import { Buffer } from "node:buffer";
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import {
   type GetManifestResponse,
   GetManifestResponseSchema,
@@ -214,12 +215,7 @@ export function openManifest(
   res: GetManifestResponse,
   caPem: string | undefined,
 ): { manifest: TransferManifest; signature: string } {
-  let manifest: TransferManifest;
-  try {
-    manifest = fromBinary(TransferManifestSchema, res.manifest);
-  } catch (e) {
-    throw new ManifestError(`the manifest does not decode: ${(e as Error).message}`);
-  }
+  const manifest = decodeManifest(res.manifest);
   checkShape(manifest);
   if (!caPem) {
     return {
@@ -263,6 +259,83 @@ export function openManifest(
 /** Chunk sizes a manifest may use: each chunk is one message (at most 64 MiB) and a hash. */
 const MIN_CHUNK_SIZE = 1024;
 const MAX_CHUNK_SIZE = 64 << 20;
+/**
+ * The most segments a manifest may have (a GGUF has one per tensor: hundreds, a few thousand
+ * for a mixture of experts). Each is at least one stream and a log line when fetched.
+ */
+export const MAX_SEGMENTS = 1 << 16;
+/**
+ * The most bytes a serialized manifest may take: 34 per chunk hash, so a 1 TB model in 1 MiB
+ * chunks takes ~34 MiB. A bigger one is refused before it is decoded (81 MiB were).
+ */
+export const MAX_MANIFEST_BYTES = 64 << 20;
+/** A GetManifest answer may add a signature and a certificate chain to its manifest. */
+const MAX_ANSWER_BYTES = MAX_MANIFEST_BYTES + (1 << 20);
+/** Chunk hashes a manifest within MAX_MANIFEST_BYTES can hold (each: 32 bytes, tag, length). */
+const MAX_CHUNK_HASHES = Math.floor(MAX_MANIFEST_BYTES / 34);
+
+/**
+ * Decode a serialized manifest, refusing before anything is allocated for them one over
+ * MAX_MANIFEST_BYTES, over MAX_SEGMENTS segments or with more chunk hashes than it could hold:
+ * decoding allocates an object per segment and per hash (a 4 MB manifest of 50 000 empty
+ * segments froze the event loop for seconds, and 1e6 of them were decoded).
+ */
+function decodeManifest(bytes: Uint8Array): TransferManifest {
+  if (bytes.length > MAX_MANIFEST_BYTES) {
+    throw new ManifestError(
+      `the manifest is ${bytes.length} bytes, over the limit of ${MAX_MANIFEST_BYTES} (64 MiB)`,
+    );
+  }
+  let segments = 0;
+  let hashes = 0;
+  try {
+    // Only tags and lengths are read here: no field is decoded.
+    const r = new BinaryReader(bytes);
+    while (r.pos < r.len && segments <= MAX_SEGMENTS && hashes <= MAX_CHUNK_HASHES) {
+      const [field, type] = r.tag();
+      if (field !== 6 || type !== WireType.LengthDelimited) {
+        r.skip(type, field);
+        continue;
+      }
+      segments++;
+      const s = new BinaryReader(r.bytes());
+      while (s.pos < s.len && hashes <= MAX_CHUNK_HASHES) {
+        const [f, t] = s.tag();
+        if (f === 5) hashes++;
+        s.skip(t, f);
+      }
+    }
+  } catch { /* not a valid encoding: fromBinary below says why */ }
+  if (segments > MAX_SEGMENTS) {
+    throw new ManifestError(`the manifest is malformed: it has over ${MAX_SEGMENTS} segments`);
+  }
+  if (hashes > MAX_CHUNK_HASHES) {
+    throw new ManifestError(
+      `the manifest is malformed: it has over ${MAX_CHUNK_HASHES} chunk hashes`,
+    );
+  }
+  try {
+    return fromBinary(TransferManifestSchema, bytes);
+  } catch (e) {
+    throw new ManifestError(`the manifest does not decode: ${(e as Error).message}`);
+  }
+}
+
+/**
+ * Read a GetManifest answer stored as `path` (a cache's manifest.bin), refusing a file too
+ * large to be one before reading it.
+ */
+export async function readManifestAnswer(path: string): Promise<GetManifestResponse> {
+  const { size } = await Deno.stat(path);
+  if (size > MAX_ANSWER_BYTES) {
+    throw new ManifestError(`${path} is ${size} bytes, over the limit of ${MAX_ANSWER_BYTES}`);
+  }
+  try {
+    return fromBinary(GetManifestResponseSchema, await Deno.readFile(path));
+  } catch (e) {
+    throw new ManifestError(`${path} does not decode: ${(e as Error).message}`);
+  }
+}
 
 /**
  * Refuse a manifest whose numbers would make this agent loop or allocate without bound (a
@@ -279,8 +352,23 @@ function checkShape(m: TransferManifest): void {
   }
   if (m.fileSize > BigInt(Number.MAX_SAFE_INTEGER)) bad(`file size ${m.fileSize} is too large`);
   if (m.segments.length === 0) bad("it has no segments");
+  if (m.segments.length > MAX_SEGMENTS) {
+    bad(`${m.segments.length} segments, over the limit of ${MAX_SEGMENTS}`);
+  }
+  const header = m.segments[0];
+  if (header.name !== HEADER_SEGMENT || header.offset !== 0n || header.length !== m.dataOffset) {
+    bad(`segment 0 is not the header [0, ${m.dataOffset})`);
+  }
+  // Segments in file order, none overlapping (N empty segments at one offset, each with a hash,
+  // passed): with each hash list as long as its segment, the chunks then number at most
+  // ceil(fileSize / chunkSize) + segments, so the work a manifest asks for is its file's size.
+  let end = 0n;
   for (const [i, seg] of m.segments.entries()) {
-    if (seg.offset + seg.length > m.fileSize) {
+    if (i > 0 && (seg.offset < end || seg.offset <= m.segments[i - 1].offset)) {
+      bad(`segment ${i} (${seg.name}) at ${seg.offset} is not after the one before it`);
+    }
+    end = seg.offset + seg.length;
+    if (end > m.fileSize) {
       bad(`segment ${i} (${seg.name}) ends past the file's ${m.fileSize} bytes`);
     }
     const chunks = chunkCount(Number(seg.length), m.chunkSize);
