@@ -6,7 +6,7 @@
  * @module
  */
 import { create } from "@bufbuild/protobuf";
-import type { ServiceImpl } from "@connectrpc/connect";
+import { Code, type ServiceImpl } from "@connectrpc/connect";
 import {
   FinishReason,
   type GenerateRequest,
@@ -19,6 +19,7 @@ import {
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
 import { type ForwardContext, forwardHandler, samplingFromWire } from "../pipeline/mod.ts";
+import { RpcFailure, toConnectError } from "../rpc/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { HeadParams, HeadService } from "./head_service.ts";
@@ -109,6 +110,17 @@ async function* generateResponses(
         placement: e.index === 0 ? loop.message() : undefined,
       });
       continue;
+    }
+    // The head stops a request whose deadline passed as it stops a cancelled one, but gRPC and
+    // Connect end such a call with DEADLINE_EXCEEDED, not with an answer.
+    if (
+      e.finishReason === "cancelled" && signal.aborted &&
+      toConnectError(signal.reason).code === Code.DeadlineExceeded
+    ) {
+      throw new RpcFailure(
+        "deadline_exceeded",
+        `the deadline passed after ${e.completionTokens} tokens of request ${e.requestId}`,
+      );
     }
     yield create(GenerateResponseSchema, {
       requestId: e.requestId,

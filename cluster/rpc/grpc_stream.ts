@@ -179,6 +179,67 @@ export function isPlainGrpc(h: http2.IncomingHttpHeaders): boolean {
     (encoding === undefined || encoding === "identity");
 }
 
+/** Milliseconds per unit of a `grpc-timeout` header (gRPC over HTTP/2: H M S m u n). */
+const TIMEOUT_UNITS: Record<string, number> = {
+  H: 3_600_000,
+  M: 60_000,
+  S: 1000,
+  m: 1,
+  u: 1e-3,
+  n: 1e-6,
+};
+
+/**
+ * The deadline a request's `grpc-timeout` header sets, milliseconds from now; undefined without
+ * one, for one that is malformed, and for one beyond what a timer holds (~24.8 days: further
+ * than any call here lasts).
+ */
+export function grpcTimeoutMs(h: http2.IncomingHttpHeaders): number | undefined {
+  const m = /^(\d{1,8})([HMSmun])$/.exec(header(h, "grpc-timeout") ?? "");
+  if (!m) return undefined;
+  const ms = Number(m[1]) * TIMEOUT_UNITS[m[2]];
+  return ms <= 0x7fffffff ? Math.ceil(ms) : undefined;
+}
+
+/** The trailers of a call whose deadline passed. */
+function deadlineTrailers(path: string, ms: number): Record<string, string> {
+  return {
+    "grpc-status": String(Code.DeadlineExceeded),
+    "grpc-message": grpcPercentEncode(`${path}: the deadline (grpc-timeout, ${ms} ms) passed`),
+  };
+}
+
+/**
+ * Arm the call's deadline (its `grpc-timeout`): `expire` runs when it passes. Returns what
+ * disarms it (the call ended first).
+ */
+function armDeadline(
+  req: http2.Http2ServerRequest,
+  expire: (ms: number) => void,
+): () => void {
+  const ms = grpcTimeoutMs(req.headers);
+  if (ms === undefined) return () => {};
+  const timer = setTimeout(() => expire(ms), ms);
+  return () => clearTimeout(timer);
+}
+
+/** How long after ending a response its stream is reset (endNow). */
+const RESET_AFTER_TRAILERS_MS = 10;
+
+/**
+ * End the response with `trailers`, then reset the stream (NO_ERROR) once they are out: the
+ * client may still be sending, and gRPC stops it so rather than leave the stream half open.
+ */
+function endNow(res: http2.Http2ServerResponse, trailers: Record<string, string>): void {
+  res.addTrailers(trailers);
+  // The trailers go out after end's callback: a reset sent from it went first and lost them.
+  res.end(() =>
+    setTimeout(() => {
+      if (!res.stream?.closed) res.stream?.close(0); // NGHTTP2_NO_ERROR
+    }, RESET_AFTER_TRAILERS_MS)
+  );
+}
+
 /** A bidirectional handler: messages in, messages out (Connect's signature, context unused). */
 export type BidiImpl<I extends DescMessage, O extends DescMessage> = (
   requests: AsyncIterable<MessageShape<I>>,
@@ -200,7 +261,8 @@ function errorTrailers(path: string, e: unknown): Record<string, string> {
  * Serve one bidirectional gRPC call on an HTTP/2 request/response pair. Errors the handler
  * throws go through {@linkcode toConnectError} (as the error interceptor does on Connect's
  * path); a client that cancels or disconnects ends the request stream, and the handler's
- * iterator is returned so its `finally` runs.
+ * iterator is returned so its `finally` runs. A call whose `grpc-timeout` passes ends with
+ * DEADLINE_EXCEEDED at once, its handler as for a client gone.
  */
 export async function serveBidi<I extends DescMessage, O extends DescMessage>(
   req: http2.Http2ServerRequest,
@@ -243,6 +305,15 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
   res.writeHead(200, { "content-type": GRPC_CONTENT_TYPE });
   let trailers: Record<string, string> = { "grpc-status": "0" };
   const responses = impl(requests)[Symbol.asyncIterator]();
+  // Before, an idle Forward with grpc-timeout 1S stayed open until its client gave up, and then
+  // ended OK. The handler sees its requests end; its next answer is dropped and its iterator
+  // returned, as for a client gone.
+  const disarm = armDeadline(req, (ms) => {
+    if (gone) return;
+    hangUp();
+    endNow(res, deadlineTrailers(method.path, ms));
+  });
+  res.on("close", disarm);
   try {
     for (;;) {
       const r = await responses.next();
@@ -267,6 +338,7 @@ export async function serveBidi<I extends DescMessage, O extends DescMessage>(
   } catch (e) {
     trailers = errorTrailers(method.path, e);
   }
+  disarm();
   if (gone) return;
   res.addTrailers(trailers);
   res.end();
@@ -321,7 +393,8 @@ function writeAndWait(res: http2.Http2ServerResponse, bytes: Uint8Array): Promis
 /**
  * Serve one server-streaming gRPC call with a raw handler: read the single request message,
  * then write each envelope the handler yields, asking for the next only once the write is done.
- * A client that cancels or disconnects aborts `signal` and returns the handler's iterator.
+ * A client that cancels or disconnects aborts `signal` and returns the handler's iterator; so
+ * does a `grpc-timeout` passing, and the call ends with DEADLINE_EXCEEDED.
  */
 export async function serveServerStream<I extends DescMessage>(
   req: http2.Http2ServerRequest,
@@ -336,6 +409,12 @@ export async function serveServerStream<I extends DescMessage>(
   res.on("close", hangUp);
   res.writeHead(200, { "content-type": GRPC_CONTENT_TYPE });
   let trailers: Record<string, string> = { "grpc-status": "0" };
+  const disarm = armDeadline(req, (ms) => {
+    if (gone.signal.aborted) return;
+    hangUp();
+    endNow(res, deadlineTrailers(method.path, ms));
+  });
+  res.on("close", disarm);
   try {
     const reader = new EnvelopeReader(maxBytes);
     const bodies: Uint8Array[] = [];
@@ -393,6 +472,7 @@ export async function serveServerStream<I extends DescMessage>(
     if (gone.signal.aborted) return;
     trailers = errorTrailers(method.path, e);
   }
+  disarm();
   if (gone.signal.aborted) return;
   res.addTrailers(trailers);
   res.end();

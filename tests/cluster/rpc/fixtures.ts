@@ -3,6 +3,7 @@
  * nodes (a: local, b: alive, c: suspect, d: dead), plus certificates made by our own PKI.
  */
 import * as http2 from "node:http2";
+import { Buffer } from "node:buffer";
 import type { ConnectRouter } from "@connectrpc/connect";
 import {
   discoveryService,
@@ -105,6 +106,8 @@ export interface RawCall {
   grpcMessage?: string;
   /** Milliseconds from the request to the stream's close. */
   ms: number;
+  /** The response body, with `collect`. */
+  body?: Uint8Array;
 }
 
 /**
@@ -115,7 +118,12 @@ export async function rawCall(
   port: number,
   path: string,
   body: Uint8Array,
-  opts: { headers?: Record<string, string>; keepOpen?: boolean; timeoutMs?: number } = {},
+  opts: {
+    headers?: Record<string, string>;
+    keepOpen?: boolean;
+    timeoutMs?: number;
+    collect?: boolean;
+  } = {},
 ): Promise<RawCall> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   session.on("error", () => {});
@@ -149,15 +157,18 @@ export async function rawCall(
         out.trailers = { ...h };
         take(h);
       });
+      const chunks: Uint8Array[] = [];
+      req.on("data", (c: Uint8Array) => opts.collect && chunks.push(c));
       req.on("error", () => {});
       req.on("close", () => {
         clearTimeout(timer);
         out.ms = performance.now() - started;
+        if (opts.collect) out.body = new Uint8Array(Buffer.concat(chunks));
         resolve(out);
       });
       if (opts.keepOpen) req.write(body);
       else req.end(body);
-      req.resume();
+      if (!opts.collect) req.resume();
     });
   } finally {
     session.close();

@@ -8,9 +8,11 @@ import { createGrpcTransport } from "@connectrpc/connect-node";
 import {
   createRpcTransport,
   EnvelopeReader,
+  grpcEnvelope,
   MAX_QUEUED_BYTES,
   MAX_QUEUED_MESSAGES,
   MessageQueue,
+  RAW_SERVER_STREAMS,
   RpcFailure,
   type RpcProtocol,
   startRpcServer,
@@ -28,6 +30,8 @@ import * as http2 from "node:http2";
 import { TransferService } from "../../../proto/mod.ts";
 import { transferService } from "../../../cluster/transfer/mod.ts";
 import { transferManager } from "../transfer/stories_fixture.ts";
+import { grpcTimeoutMs } from "../../../cluster/rpc/grpc_stream.ts";
+import { rawCall } from "./fixtures.ts";
 
 function envelope(body: number[], flags = 0): Uint8Array {
   const n = body.length;
@@ -373,5 +377,88 @@ Deno.test("a bidi client that reads nothing holds the handler back instead of be
   } finally {
     session.close();
     await server.close(100);
+  }
+});
+
+Deno.test("grpc-timeout is read in all its units; malformed or beyond a timer, none", () => {
+  const ms = (v: string) => grpcTimeoutMs({ "grpc-timeout": v });
+  assertEquals(
+    [
+      "2H",
+      "3M",
+      "1S",
+      "250m",
+      "1500u",
+      "2000000n",
+      "0m",
+      "99999999S",
+      "1s",
+      "1.5S",
+      "123456789m",
+      "",
+    ]
+      .map(ms),
+    [
+      7_200_000,
+      180_000,
+      1000,
+      250,
+      2,
+      2,
+      0,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ],
+  );
+  assertEquals(grpcTimeoutMs({}), undefined);
+});
+
+Deno.test("a lean call whose grpc-timeout passes ends DEADLINE_EXCEEDED at once, its handler ended", async () => {
+  const { server, ended } = await echoServer();
+  const generated: string[] = [];
+  const stream = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(TransferService, {
+        [RAW_SERVER_STREAMS]: {
+          async *fetchChunks(_req: unknown, signal: AbortSignal) {
+            // A stream that never sends: only the deadline ends it.
+            await new Promise((r) => signal.addEventListener("abort", r));
+            generated.push("aborted");
+            yield* [];
+          },
+        },
+      } as never),
+  });
+  try {
+    // An idle Forward with grpc-timeout 1S stayed open until its client left, then ended OK.
+    const bidi = await rawCall(
+      server.port,
+      FORWARD.path,
+      grpcEnvelope(toBinary(ActivationFrameSchema, frame("idle", 0))),
+      { headers: { "grpc-timeout": "300m" }, keepOpen: true },
+    );
+    assertEquals(bidi.grpcStatus, "4", bidi.grpcMessage);
+    assert(bidi.grpcMessage!.includes("300 ms"), bidi.grpcMessage);
+    assert(bidi.ms < 2000, `took ${bidi.ms} ms`);
+    for (let i = 0; i < 100 && ended.length === 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assertEquals(ended, ["idle"]);
+    const server2 = await rawCall(
+      stream.port,
+      "/distributed_llm.v1.TransferService/FetchChunks",
+      grpcEnvelope(new Uint8Array()),
+      { headers: { "grpc-timeout": "300000u" } },
+    );
+    assertEquals(server2.grpcStatus, "4", server2.grpcMessage);
+    assert(server2.ms < 2000, `took ${server2.ms} ms`);
+    assertEquals(generated, ["aborted"]);
+  } finally {
+    await server.close(100);
+    await stream.close(100);
   }
 });

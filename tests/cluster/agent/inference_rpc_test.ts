@@ -1,0 +1,114 @@
+/** InferenceService at the RPC edge (cluster/agent/inference_rpc.ts), over a fake head. */
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
+import { inferenceService } from "../../../cluster/agent/inference_rpc.ts";
+import type { HeadEvent, HeadParams, HeadService } from "../../../cluster/agent/head_service.ts";
+import type { AgentState } from "../../../cluster/agent/state.ts";
+import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
+import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
+import { startRpcServer } from "../../../cluster/rpc/mod.ts";
+import {
+  FinishReason,
+  GenerateRequestSchema,
+  GenerateResponseSchema,
+  InferenceService,
+} from "../../../proto/mod.ts";
+import { assertEquals } from "../../support/assert.ts";
+import { enveloped, rawCall } from "../rpc/fixtures.ts";
+
+/**
+ * A head that sends a token every 20 ms until its signal aborts or Cancel is called, then ends
+ * with "cancelled", as the real head does.
+ */
+function slowHead(): HeadService {
+  const running = new Map<string, AbortController>();
+  return {
+    async *generate(p: HeadParams, signal: AbortSignal): AsyncIterable<HeadEvent> {
+      const stop = new AbortController();
+      running.set(p.requestId!, stop);
+      let index = 0;
+      while (!signal.aborted && !stop.signal.aborted) {
+        yield {
+          kind: "token",
+          requestId: p.requestId!,
+          index: index++,
+          token: { id: 1, logprob: 0, top: [] },
+          text: "a",
+        } as HeadEvent;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      yield {
+        kind: "done",
+        requestId: p.requestId!,
+        index,
+        text: "",
+        finishReason: "cancelled",
+        cachedTokens: 0,
+        promptTokens: 1,
+        completionTokens: index,
+        timeToFirstTokenMs: 0,
+        decodeTokensPerSecond: 0,
+        recoveries: 0,
+      };
+    },
+    cancel(id: string) {
+      running.get(id)?.abort();
+      return running.has(id);
+    },
+  } as unknown as HeadService;
+}
+
+async function serve() {
+  const state = {
+    nodeId: "h",
+    config: { prefillChunk: 64 },
+    model: { tokenizer: { decode: () => "" } },
+  } as unknown as AgentState;
+  const loop = { epoch: 1n, message: () => undefined } as unknown as PlacementLoop;
+  const head = slowHead();
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(
+        InferenceService,
+        inferenceService(state, head, loop, undefined as unknown as AgentMetrics),
+      ),
+  });
+  return { server, head };
+}
+
+/** The GenerateResponse messages of a raw gRPC answer's body. */
+function messages(body: Uint8Array) {
+  const out = [];
+  for (let at = 0; at + 5 <= body.length;) {
+    const n = new DataView(body.buffer, body.byteOffset + at + 1, 4).getUint32(0);
+    out.push(fromBinary(GenerateResponseSchema, body.subarray(at + 5, at + 5 + n)));
+    at += 5 + n;
+  }
+  return out;
+}
+
+Deno.test("a Generate whose deadline passes ends DEADLINE_EXCEEDED; one cancelled ends OK with CANCELLED", async () => {
+  const { server, head } = await serve();
+  const path = "/distributed_llm.v1.InferenceService/Generate";
+  const request = (id: string) =>
+    enveloped(
+      toBinary(
+        GenerateRequestSchema,
+        create(GenerateRequestSchema, { prompt: "hi", requestId: id }),
+      ),
+    );
+  try {
+    // What grpcio saw: status OK and finish_reason CANCELLED once its deadline passed.
+    const late = await rawCall(server.port, path, request("late"), {
+      headers: { "grpc-timeout": "200m" },
+    });
+    assertEquals(late.grpcStatus, "4", late.grpcMessage);
+    // Cancel still ends the stream with an answer.
+    setTimeout(() => head.cancel("stopped"), 100);
+    const stopped = await rawCall(server.port, path, request("stopped"), { collect: true });
+    assertEquals(stopped.grpcStatus, "0", stopped.grpcMessage);
+    assertEquals(messages(stopped.body!).at(-1)?.finishReason, FinishReason.CANCELLED);
+  } finally {
+    await server.close();
+  }
+});
