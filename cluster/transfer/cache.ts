@@ -234,9 +234,23 @@ export class ModelCache {
     return true;
   }
 
-  /** Wait until bytes [at, end) of `seg` are readable; false when no fetch can bring them. */
+  /**
+   * Whether bytes [at, end) of `seg` are stored: readable, or every chunk they touch recorded
+   * (those are checked against their digests as they are read). A segment with one chunk found
+   * changed is no longer done, but its other chunks still read.
+   */
+  #present(seg: number, at: number, end: number): boolean {
+    if (this.#readable(seg, at, end)) return true;
+    const have = this.#chunks.get(seg);
+    if (!have) return false;
+    const size = this.manifest.chunkSize;
+    for (let c = Math.floor(at / size); c * size < end; c++) if (!have.has(c)) return false;
+    return true;
+  }
+
+  /** Wait until bytes [at, end) of `seg` are stored; false when no fetch can bring them. */
   async #arrival(seg: number, at: number, end: number): Promise<boolean> {
-    while (!this.#readable(seg, at, end)) {
+    while (!this.#present(seg, at, end)) {
       if (this.#fetches === 0) return false;
       await new Promise<void>((resolve) => {
         const w = () => {
