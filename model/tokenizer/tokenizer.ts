@@ -81,14 +81,21 @@ const EOT_TEXTS = new Set([
   "<｜end▁of▁sentence｜>",
   "<end_of_utterance>",
 ]);
+// llama.cpp's end-of-generation texts (llama-vocab.cpp, in its order): each is forced to be a
+// control token too. Before, </s>, <eos>, <turn|>, <|tool_response>, <|flush|>, <|calls|>,
+// DeepSeek's end of sentence and [e~[ were missing: a Qwen vocabulary's </s> (128247) was plain
+// text here, so "hi </s> there" tokenized and decoded otherwise than in llama.cpp.
 const EOG_TEXTS = new Set([
   "<|eot_id|>",
   "<|im_end|>",
   "<|end|>",
   "<|return|>",
   "<|call|>",
+  "<|flush|>",
+  "<|calls|>",
   "<end_of_turn>",
   "<|endoftext|>",
+  "</s>",
   "<|eom_id|>",
   "<EOT>",
   "_<EOT>",
@@ -96,7 +103,52 @@ const EOG_TEXTS = new Set([
   "[EOS]",
   "<|end_of_text|>",
   "<end_of_utterance>",
+  "<eos>",
+  "<turn|>",
+  "<|tool_response>",
+  "<｜end▁of▁sentence｜>",
+  "[e~[",
 ]);
+
+/**
+ * Fill-in-the-middle tokens llama.cpp finds by text when metadata does not name them (forced to
+ * be control tokens then); pad, repo and file separator also end a generation.
+ */
+const FIM_TEXTS = {
+  pre: [
+    "<|fim_prefix|>",
+    "<fim-prefix>",
+    "<fim_prefix>",
+    "<｜fim▁begin｜>",
+    "<PRE>",
+    "▁<PRE>",
+    "<|code_prefix|>",
+    "<|prefix|>",
+  ],
+  suf: [
+    "<|fim_suffix|>",
+    "<fim-suffix>",
+    "<fim_suffix>",
+    "<｜fim▁hole｜>",
+    "<SUF>",
+    "▁<SUF>",
+    "<|code_suffix|>",
+    "<|suffix|>",
+  ],
+  mid: [
+    "<|fim_middle|>",
+    "<fim-middle>",
+    "<fim_middle>",
+    "<｜fim▁end｜>",
+    "<MID>",
+    "▁<MID>",
+    "<|code_middle|>",
+    "<|middle|>",
+  ],
+  pad: ["<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", "[PAD]"],
+  rep: ["<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>"],
+  sep: ["<|file_sep|>"],
+} as const;
 
 type Model = "llama" | "gpt2";
 
@@ -699,7 +751,26 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
       }
     }
   }
+  // Fill-in-the-middle tokens: named by metadata, else found by text (and forced to control).
+  const fim: Partial<Record<keyof typeof FIM_TEXTS, number>> = {};
+  for (const kind of Object.keys(FIM_TEXTS) as (keyof typeof FIM_TEXTS)[]) {
+    let id = special(`tokenizer.ggml.fim_${kind}_token_id`, null);
+    if (id === null) {
+      for (const t of FIM_TEXTS[kind]) {
+        const found = tokenToId.get(t);
+        if (found !== undefined) {
+          id = found;
+          attrs[found] |= TokenAttr.CONTROL;
+          break;
+        }
+      }
+    }
+    if (id !== null) fim[kind] = id;
+  }
   const eog = new Set<number>();
+  for (const kind of ["pad", "rep", "sep"] as const) {
+    if (fim[kind] !== undefined) eog.add(fim[kind]);
+  }
   for (let id = 0; id < n; id++) {
     const t = tokens[id];
     if (eom === null && t === "<|eom_id|>") {
@@ -716,16 +787,23 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
     }
   }
   for (const id of [eos, eot, eom]) if (id !== null) eog.add(id);
-  // o200k_harmony: with <|return|> and <|call|> present, <|end|> is not an end of generation.
+  // o200k_harmony (<|return|> and <|call|>) and solar-open (<|calls|> and <|flush|>): <|end|> is
+  // not an end of generation there. As llama.cpp, by the texts of the ids in the set.
   const idOf = (t: string) => tokenToId.get(t);
-  const endId = idOf("<|end|>");
-  const ret = idOf("<|return|>");
-  const call = idOf("<|call|>");
+  const eogTexts = new Map([...eog].map((id) => [tokens[id], id]));
+  const hasCall = eogTexts.has("<|call|>") || eogTexts.has("<|calls|>");
+  const endId = eogTexts.get("<|end|>");
   if (
-    endId !== undefined && ret !== undefined && call !== undefined && eog.has(ret) && eog.has(call)
+    endId !== undefined && hasCall && (eogTexts.has("<|return|>") || eogTexts.has("<|flush|>"))
   ) {
     eog.delete(endId);
     attrs[endId] = TokenAttr.USER_DEFINED;
+  }
+  // gemma4 and paddleocr: with <|tool_response> an end of generation, </s> is plain text.
+  const sId = eogTexts.get("</s>");
+  if (sId !== undefined && eogTexts.has("<|tool_response>")) {
+    eog.delete(sId);
+    attrs[sId] = TokenAttr.NORMAL;
   }
 
   // phi-3: special tokens eat the whitespace after them (llama.cpp sets RSTRIP by model name).

@@ -1,5 +1,8 @@
 /** Special tokens: plain text by default, split out with parseSpecial (tokenizer_st_partition). */
 import { assert, assertEquals } from "../../support/assert.ts";
+import { type GGUFValue, GGUFValueType } from "../../../model/gguf/mod.ts";
+import { tokenizerFromMetadata } from "../../../model/tokenizer/mod.ts";
+import { BYTE_TO_CHAR } from "../../../model/tokenizer/unicode.ts";
 import { vocabTokenizer } from "./helpers.ts";
 
 Deno.test("qwen2: <|im_start|> is text unless parseSpecial", async () => {
@@ -49,3 +52,66 @@ Deno.test("tokenPiece: raw bytes of pieces", async () => {
   assertEquals(dec(gpt2.tokenPiece(gpt2.tokenId("Ġworld")!)), " world");
   assertEquals(dec(gpt2.tokenPiece(gpt2.tokenId("Ċ")!)), "\n");
 });
+
+Deno.test("qwen2: </s> (128247) is an end of generation and a control token, as in llama.cpp", async () => {
+  // llama.cpp 80fb11a on this vocabulary (vocab_only): end of generation 128247, 151643, 151645;
+  // "hi </s> there" with special parsing [6023, 220, 128247, 1052]; [9707, 128247, 1879] decodes
+  // to "Hello world". Before, </s> was plain text here: [6023, 690, 82, 29, 1052], and
+  // "Hello</s> world", and a model emitting it did not stop.
+  const tok = await vocabTokenizer("qwen2");
+  assertEquals(tok.eogIds.toSorted((a, b) => a - b), [128247, 151643, 151645]);
+  assertEquals(tok.encode("hi </s> there", { parseSpecial: true }), [6023, 220, 128247, 1052]);
+  assertEquals(tok.decode([9707, 128247, 1879]), "Hello world");
+});
+
+Deno.test("end-of-generation and fill-in-the-middle tokens found by text, as llama.cpp finds them", async () => {
+  // A gpt2-style vocabulary with the texts llama.cpp looks for (mkvocab-style), and what
+  // llama.cpp 80fb11a makes of it (vocab_only: llama_vocab_is_eog and token attributes).
+  const texts: [string, number][] = [
+    ["<|endoftext|>", 3], // 256: eos
+    ["<|im_start|>", 3],
+    ["<|im_end|>", 3], // 258: eot by text
+    ["<|fim_prefix|>", 3],
+    ["<|fim_middle|>", 3],
+    ["<|fim_suffix|>", 3],
+    ["<|fim_pad|>", 3], // 262: fim pad → end of generation
+    ["<|repo_name|>", 3], // 263: fim repo → end of generation
+    ["<|file_sep|>", 3], // 264: fim sep → end of generation
+    ["</s>", 1], // 265: gemma4's rule: plain text beside <|tool_response>
+    ["<|unused_0|>", 3],
+    ["<eos>", 1], // 267
+    ["<turn|>", 1], // 268
+    ["[e~[", 1], // 269
+    ["<|tool_response>", 4], // 270
+    // 271: two prefix texts; which one llama.cpp takes follows its hash map's order (real
+    // vocabularies hold one), this code the first of its list: <|fim_prefix|>.
+    ["<fim-prefix>", 4],
+  ];
+  const tok = await craftedTokenizer(texts);
+  assertEquals(tok.eogIds.toSorted((a, b) => a - b), [256, 258, 262, 263, 264, 267, 268, 269, 270]);
+  const control = [262, 263, 264, 267, 268, 269, 270].map((id) => tok.tokenAttr(id) & 8);
+  assertEquals(control, [8, 8, 8, 8, 8, 8, 8], "forced to control, as llama.cpp does");
+  assertEquals(tok.tokenAttr(265), 4, "</s> is NORMAL there (gemma4 / paddleocr)");
+  assertEquals(tok.eot, 258);
+});
+
+/** A gpt2-style tokenizer: the 256 byte characters, then `texts` with their token types. */
+function craftedTokenizer(texts: [string, number][]) {
+  const tokens = [...BYTE_TO_CHAR, ...texts.map(([t]) => t)];
+  const types = [...BYTE_TO_CHAR.map(() => 1), ...texts.map(([, ty]) => ty)];
+  return Promise.resolve(tokenizerFromMetadata(
+    new Map<string, GGUFValue>([
+      ["tokenizer.ggml.model", "gpt2"],
+      ["tokenizer.ggml.pre", "qwen2"],
+      ["tokenizer.ggml.tokens", { itemType: GGUFValueType.STRING, values: tokens }],
+      ["tokenizer.ggml.token_type", {
+        itemType: GGUFValueType.INT32,
+        values: Int32Array.from(types),
+      }],
+      ["tokenizer.ggml.merges", { itemType: GGUFValueType.STRING, values: ["Ġ w"] }],
+      ["tokenizer.ggml.eos_token_id", 256],
+      ["tokenizer.ggml.bos_token_id", 256],
+      ["tokenizer.ggml.add_bos_token", false],
+    ]),
+  ));
+}
