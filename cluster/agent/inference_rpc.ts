@@ -8,6 +8,7 @@
 import { create } from "@bufbuild/protobuf";
 import { Code, type ServiceImpl } from "@connectrpc/connect";
 import {
+  Dtype,
   FinishReason,
   type GenerateRequest,
   type GenerateResponse,
@@ -32,8 +33,21 @@ const FINISH: Record<string, FinishReason> = {
   cancelled: FinishReason.CANCELLED,
 };
 
-/** Head parameters of a Generate request. */
+/** A Dtype as the .proto spells it (DTYPE_F16), or its number when it is none. */
+function wireName(d: Dtype): string {
+  return Dtype[d] === undefined ? String(d) : `DTYPE_${Dtype[d]}`;
+}
+
+/** Head parameters of a Generate request; throws INVALID_ARGUMENT for what the head cannot do. */
 export function headParams(req: GenerateRequest): HeadParams {
+  // The head's links send f32 between stages: an f16 asked for was silently run as f32.
+  if (req.activationDtype !== Dtype.UNSPECIFIED && req.activationDtype !== Dtype.F32) {
+    throw new RpcFailure(
+      "invalid_argument",
+      `activation_dtype ${wireName(req.activationDtype)} is not supported: ` +
+        `activations travel between stages as f32 (send DTYPE_F32 or leave it unset)`,
+    );
+  }
   const w = req.sampler;
   // A 64-bit wire seed draws with its low 32 bits, as the sampler's RNG takes them.
   const seed = w?.seed === undefined ? undefined : Number(w.seed & 0xffffffffn);

@@ -123,7 +123,13 @@ export function forwardHandler(ctx: ForwardContext) {
     frames: AsyncIterable<ActivationFrame>,
   ): AsyncIterable<ForwardResponse> {
     /** The stream's session, once its first frame opened it. */
-    const s: { sessionId?: string; host?: StageHost; session?: SessionLink } = {};
+    const s: {
+      sessionId?: string;
+      host?: StageHost;
+      session?: SessionLink;
+      /** The opening's response_dtype: hidden rows are answered in it (unset: as they came). */
+      responseDtype?: Dtype;
+    } = {};
     /** Rejects when the opening's sender is declared gone (ForwardContext.lost). */
     let senderGone: Promise<never> = new Promise(() => {});
     let stopWatching = () => {};
@@ -172,6 +178,14 @@ export function forwardHandler(ctx: ForwardContext) {
           // Run as asked by a stale view, it would sample before the tail or leave layers out.
           const stale = staleRange(self, host.range, { from: frame.fromLayer, to: frame.toLayer });
           if (stale) throw stale;
+          const answerIn = frame.open.responseDtype;
+          if (Dtype[answerIn] === undefined) {
+            throw new RpcFailure(
+              "invalid_argument",
+              `open.response_dtype ${answerIn} is not a Dtype (DTYPE_F32, DTYPE_F16 or unset)`,
+            );
+          }
+          s.responseDtype = answerIn;
           const open = openFromWire(frame.sessionId, frame.open);
           if (frame.open.sender) watchSender(frame.open.sender);
           // The prompt's ids for the prefix cache: never more than the session can hold (they
@@ -234,7 +248,8 @@ export function forwardHandler(ctx: ForwardContext) {
             ...(frame.cachedPrefix ? { cachedPrefix: frame.cachedPrefix } : {}),
           });
           response.computeMs = out.computeMs;
-          const dtype = frame.dtype || Dtype.F32;
+          // An opening's response_dtype was never read: rows went back as the frames came.
+          const dtype = s.responseDtype || frame.dtype || Dtype.F32;
           if (out.kind === "replied") {
             response.replied = true;
           } else if (out.kind === "hidden") {

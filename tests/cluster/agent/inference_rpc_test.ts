@@ -5,14 +5,16 @@ import type { HeadEvent, HeadParams, HeadService } from "../../../cluster/agent/
 import type { AgentState } from "../../../cluster/agent/state.ts";
 import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
 import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
-import { startRpcServer } from "../../../cluster/rpc/mod.ts";
+import { createRpcTransport, startRpcServer } from "../../../cluster/rpc/mod.ts";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
+  Dtype,
   FinishReason,
   GenerateRequestSchema,
   GenerateResponseSchema,
   InferenceService,
 } from "../../../proto/mod.ts";
-import { assertEquals } from "../../support/assert.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
 import { enveloped, rawCall } from "../rpc/fixtures.ts";
 
 /**
@@ -109,6 +111,30 @@ Deno.test("a Generate whose deadline passes ends DEADLINE_EXCEEDED; one cancelle
     assertEquals(stopped.grpcStatus, "0", stopped.grpcMessage);
     assertEquals(messages(stopped.body!).at(-1)?.finishReason, FinishReason.CANCELLED);
   } finally {
+    await server.close();
+  }
+});
+
+Deno.test("a Generate asking for f16 activations is refused, naming activation_dtype (they travel as f32)", async () => {
+  const { server } = await serve();
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
+  try {
+    const client = createClient(InferenceService, t);
+    const e = await (async () => {
+      for await (const _ of client.generate({ prompt: "hi", activationDtype: Dtype.F16 }));
+    })().then(() => null, (e) => e);
+    assert(e instanceof ConnectError && e.code === Code.InvalidArgument, String(e));
+    assert(e.rawMessage.includes("activation_dtype DTYPE_F16"), e.rawMessage);
+    // f32, asked for or not, runs.
+    for (const activationDtype of [Dtype.UNSPECIFIED, Dtype.F32]) {
+      const answers = client.generate({ prompt: "hi", activationDtype, requestId: "ok" });
+      for await (const r of answers) {
+        assertEquals(r.requestId, "ok");
+        break;
+      }
+    }
+  } finally {
+    t.close();
     await server.close();
   }
 });

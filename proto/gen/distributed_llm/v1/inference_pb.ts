@@ -160,8 +160,9 @@ export type OpenSession = Message<"distributed_llm.v1.OpenSession"> & {
   maxContext: number;
 
   /**
-   * Dtype the stage should answer hidden states in, and send them to the next stage in;
-   * UNSPECIFIED = same as the request frames.
+   * Dtype the stage answers hidden states in; UNSPECIFIED = same as the request frames. A value
+   * that is no Dtype is refused (INVALID_ARGUMENT). It does not choose what the stage sends to
+   * the next stage: an agent's stages send each other f32.
    *
    * @generated from field: distributed_llm.v1.Dtype response_dtype = 4;
    */
@@ -737,7 +738,8 @@ export type GenerateRequest = Message<"distributed_llm.v1.GenerateRequest"> & {
   requestId: string;
 
   /**
-   * Activation dtype between stages; UNSPECIFIED = f32.
+   * Activation dtype between stages: only UNSPECIFIED and DTYPE_F32 (the head's links send f32);
+   * DTYPE_F16 is refused with INVALID_ARGUMENT.
    *
    * @generated from field: distributed_llm.v1.Dtype activation_dtype = 8;
    */

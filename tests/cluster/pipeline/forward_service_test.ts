@@ -1,0 +1,81 @@
+/** InferenceService.Forward, the stage side (cluster/pipeline/forward_service.ts): what a frame may ask. */
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import {
+  FORWARD_METHOD,
+  FORWARD_PREAMBLE,
+  forwardProtocol,
+  StageHost,
+} from "../../../cluster/pipeline/mod.ts";
+import { openToWire } from "../../../cluster/pipeline/wire.ts";
+import { openTcpBidi, startTcpPlane } from "../../../cluster/rpc/mod.ts";
+import { ActivationFrameSchema, Dtype } from "../../../proto/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
+import { FIXTURES } from "../../support/paths.ts";
+
+/** Layers 0..2 of stories260K as a stage with no stage after it (it answers hidden rows). */
+async function firstStage() {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const host = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 2 }),
+    "stories260K",
+  );
+  file.close();
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n };
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
+  });
+  const call = () =>
+    openTcpBidi(`127.0.0.1:${plane.port}`, FORWARD_PREAMBLE, FORWARD_METHOD, 1 << 20);
+  return { host, plane, call };
+}
+
+function opening(sessionId: string, responseDtype = Dtype.F32) {
+  const open = openToWire({
+    sessionId,
+    maxContext: 64,
+    model: "stories260K",
+    epoch: 0n,
+    downstream: [],
+  }, Dtype.F32);
+  open.responseDtype = responseDtype;
+  return create(ActivationFrameSchema, { sessionId, step: 0n, toLayer: 2, open });
+}
+
+/** The error a call's next answer fails with (null: it answered). */
+async function refusal(call: { receive(): Promise<unknown> }): Promise<unknown> {
+  return await call.receive().then(() => null, (e: unknown) => e);
+}
+
+Deno.test("a stage answers hidden rows in the opening's response_dtype, and refuses one that is no Dtype", async () => {
+  const { host, plane, call } = await firstStage();
+  const embd = host.stage.config.nEmbd;
+  try {
+    for (const dtype of [Dtype.F32, Dtype.F16]) {
+      const c = await call();
+      c.send(opening(`s${dtype}`, dtype));
+      await c.receive();
+      // Token ids only (dtype unset): before, the answer was f32 whatever the opening asked.
+      c.send(create(ActivationFrameSchema, { sessionId: `s${dtype}`, step: 1n, tokens: [1, 2] }));
+      const r = await c.receive();
+      assert(r?.result.case === "hidden", `${r?.result.case}`);
+      assertEquals(r.result.value.dtype, dtype);
+      assertEquals(r.result.value.data.byteLength, 2 * embd * (dtype === Dtype.F16 ? 2 : 4));
+      c.abort();
+    }
+    const c = await call();
+    c.send(opening("bad", 7 as Dtype));
+    const e = await refusal(c);
+    assert(e instanceof ConnectError && e.code === Code.InvalidArgument, String(e));
+    assert(e.rawMessage.includes("open.response_dtype 7"), e.rawMessage);
+    c.abort();
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(host.openSessions, 0);
+  } finally {
+    await plane.close();
+  }
+});
