@@ -102,6 +102,23 @@ export interface ForwardContext {
   lost?(nodeId: string): AbortSignal;
 }
 
+/**
+ * Refuse `positions` unless they are exactly the session's next `n` (from `first`): they were
+ * ignored, so a head rolling back by positions got its rows appended instead, and a KV cache
+ * that no longer matched its tokens. Truncating is not implemented.
+ */
+function checkPositions(positions: readonly number[], first: number, n: number): void {
+  if (positions.length === n && positions.every((p, i) => p === first + i)) return;
+  const got = positions.length > 4
+    ? `${positions.slice(0, 4).join(", ")}, … (${positions.length})`
+    : positions.join(", ");
+  throw new RpcFailure(
+    "invalid_argument",
+    `positions must be the session's next ${n} (${first}..${first + n - 1}) or empty; got ` +
+      `[${got}] (a stage does not truncate its KV cache)`,
+  );
+}
+
 /** How long a Forward stream may go without a frame (ForwardContext.idleMs). */
 const DEFAULT_IDLE_MS = 300_000;
 
@@ -129,6 +146,8 @@ export function forwardHandler(ctx: ForwardContext) {
       session?: SessionLink;
       /** The opening's response_dtype: hidden rows are answered in it (unset: as they came). */
       responseDtype?: Dtype;
+      /** Position of the session's next row (undefined until its first frame with rows). */
+      nextPosition?: number;
     } = {};
     /** Rejects when the opening's sender is declared gone (ForwardContext.lost). */
     let senderGone: Promise<never> = new Promise(() => {});
@@ -230,7 +249,21 @@ export function forwardHandler(ctx: ForwardContext) {
         }
         response.nextLayer = host.range.to;
         const nRows = frame.tokens.length;
+        if (nRows === 0 && (frame.data.byteLength > 0 || frame.shape.length > 0)) {
+          // Its rows were dropped without a word: a stage runs rows by their tokens.
+          throw new RpcFailure(
+            "invalid_argument",
+            "frame has data but no tokens: every row needs its token id",
+          );
+        }
+        if (nRows === 0 && frame.positions.length > 0) {
+          throw new RpcFailure("invalid_argument", "frame has positions but no tokens");
+        }
         if (nRows > 0) {
+          // Checked and counted before the first await: chunks are handled in the order they came.
+          const first = s.nextPosition ?? frame.cachedPrefix;
+          if (frame.positions.length > 0) checkPositions(frame.positions, first, nRows);
+          s.nextPosition = first + nRows;
           const tokens = Int32Array.from(frame.tokens);
           const hidden = frame.data.byteLength > 0
             ? decodeValues(frame.data, frame.shape, frame.dtype)

@@ -79,3 +79,47 @@ Deno.test("a stage answers hidden rows in the opening's response_dtype, and refu
     await plane.close();
   }
 });
+
+Deno.test("positions must be the session's next ones, and rows need tokens; anything else is refused", async () => {
+  const { host, plane, call } = await firstStage();
+  const frame = (id: string, step: bigint, f: Record<string, unknown>) =>
+    create(ActivationFrameSchema, { sessionId: id, step, ...f });
+  try {
+    // The next positions are taken, given or not.
+    const c = await call();
+    c.send(opening("ok"));
+    await c.receive();
+    c.send(frame("ok", 1n, { tokens: [1, 2], positions: [0, 1] }));
+    assertEquals((await c.receive())?.result.case, "hidden");
+    c.send(frame("ok", 2n, { tokens: [3] }));
+    assertEquals((await c.receive())?.result.case, "hidden");
+    c.send(frame("ok", 3n, { tokens: [4], positions: [3] }));
+    assertEquals((await c.receive())?.result.case, "hidden");
+    // A rollback (position 1 again) was run as if appended: now refused.
+    c.send(frame("ok", 4n, { tokens: [5], positions: [1] }));
+    let e = await refusal(c);
+    assert(e instanceof ConnectError && e.code === Code.InvalidArgument, String(e));
+    assert(e.rawMessage.includes("positions must be the session's next 1 (4..4)"), e.rawMessage);
+    c.abort();
+    // Rows without tokens were dropped without a word.
+    for (
+      const [id, f] of [
+        ["data", { shape: [1, host.stage.config.nEmbd], data: new Uint8Array(4 * 16) }],
+        ["pos", { positions: [0] }],
+      ] as const
+    ) {
+      const d = await call();
+      d.send(opening(id));
+      await d.receive();
+      d.send(frame(id, 1n, f));
+      e = await refusal(d);
+      assert(e instanceof ConnectError && e.code === Code.InvalidArgument, `${id}: ${e}`);
+      assert(/but no tokens/.test(e.rawMessage), e.rawMessage);
+      d.abort();
+    }
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(host.openSessions, 0);
+  } finally {
+    await plane.close();
+  }
+});

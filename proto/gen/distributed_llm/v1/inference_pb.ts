@@ -382,8 +382,9 @@ export type ActivationFrame = Message<"distributed_llm.v1.ActivationFrame"> & {
 
   /**
    * Sequence position of each row (RoPE angle and KV-cache slot). Empty = contiguous, starting
-   * at the session's current length. A position below the current length truncates the cache
-   * there first, which is how a head rolls back.
+   * at the session's current length; when set, they must be exactly those positions (a stage
+   * does not truncate its cache): any other is refused with INVALID_ARGUMENT, as are positions
+   * or data on a frame without tokens.
    *
    * @generated from field: repeated uint32 positions = 8;
    */
