@@ -90,7 +90,8 @@ export type SamplerParams = Message<"distributed_llm.v1.SamplerParams"> & {
   presencePenalty?: number | undefined;
 
   /**
-   * RNG seed; the same seed and inputs give the same tokens. Unset = random.
+   * RNG seed: only its low 32 bits seed the draw (seeds equal modulo 2^32 draw alike); the same
+   * seed and inputs give the same tokens. Unset = random.
    *
    * @generated from field: optional uint64 seed = 9;
    */
