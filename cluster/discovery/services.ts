@@ -26,6 +26,7 @@ import {
   type ResourceInfo,
 } from "../../proto/mod.ts";
 import { RpcFailure } from "../rpc/errors.ts";
+import { ModelId } from "../model_id.ts";
 import type { MembershipView } from "./membership.ts";
 
 /** States a listing shows unless asked otherwise: the members worth talking to. */
@@ -122,6 +123,15 @@ export interface DiscoveryOptions {
   requestTotals?: () => RequestTotals | Promise<RequestTotals>;
 }
 
+/**
+ * Whether a member announcing model id `hosted` serves the model a client calls `name`: the
+ * names Generate takes (ModelId.matches: the id, the file name, it without ".gguf"). Only the
+ * full id matched, so `stories260K`, which generates, found no node.
+ */
+function hosts(hosted: string, name: string): boolean {
+  return hosted === name || ModelId.parse(hosted).matches(name);
+}
+
 /** DiscoveryService handlers answering from `view`. */
 export function discoveryService(
   view: MembershipView,
@@ -132,7 +142,7 @@ export function discoveryService(
       const states = req.states.length > 0 ? new Set(req.states) : LIVE;
       const nodes = view.members()
         .filter((n) => states.has(n.state))
-        .filter((n) => !req.model || n.hosted?.model === req.model)
+        .filter((n) => !req.model || (n.hosted !== undefined && hosts(n.hosted.model, req.model)))
         .sort(byId);
       return { nodes, responderId: view.local().id };
     },

@@ -59,6 +59,24 @@ Deno.test("DiscoverNodes: live members by default, filters by state and model", 
   });
 });
 
+Deno.test("DiscoverNodes' model filter takes the names Generate takes, not only the full id", async () => {
+  const view = testMembership();
+  const id = "stories260K.gguf@1185376#3f9a2c61d0e4";
+  view.local().hosted!.model = id;
+  await withAgent(async ({ discovery }) => {
+    // Before, only the full id found node a (b announces the bare name "stories260K").
+    for (const model of [id, "stories260K.gguf@1185376", "stories260K.gguf"]) {
+      const found = await discovery.discoverNodes({ model });
+      assertEquals(found.nodes.map((n) => n.id), ["a"], model);
+    }
+    const both = await discovery.discoverNodes({ model: "stories260K" });
+    assertEquals(both.nodes.map((n) => n.id), ["a", "b"]);
+    for (const model of ["stories260", "stories260K.gguf@1", "other.gguf"]) {
+      assertEquals((await discovery.discoverNodes({ model })).nodes, [], model);
+    }
+  }, view);
+});
+
 Deno.test("RegisterWithCluster adds the node and answers gossip seeds; bad input is refused", async () => {
   await withAgent(async ({ discovery }) => {
     const res = await discovery.registerWithCluster({
