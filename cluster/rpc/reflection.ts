@@ -7,6 +7,7 @@
  */
 import {
   create,
+  type DescEnum,
   type DescFile,
   type DescMessage,
   type DescService,
@@ -37,23 +38,43 @@ function closure(files: DescFile[]): DescFile[] {
   return out;
 }
 
-/** Fully-qualified symbol → the file that defines it (messages, enums, services, methods). */
+/**
+ * Fully-qualified symbol → the file that defines it: messages with their fields and oneofs,
+ * enums with their values (named in the enum's parent scope, as protobuf scopes them), services
+ * and methods. grpc-go and grpc-java resolve fields and enum values too, and tools ask for them
+ * (`grpcurl describe distributed_llm.v1.GenerateRequest.prompt`).
+ */
 function symbols(files: DescFile[]): Map<string, DescFile> {
   const out = new Map<string, DescFile>();
+  const enumeration = (f: DescFile, e: DescEnum) => {
+    out.set(e.typeName, f);
+    const scope = e.typeName.slice(0, e.typeName.lastIndexOf("."));
+    for (const v of e.values) out.set(scope ? `${scope}.${v.name}` : v.name, f);
+  };
   const message = (f: DescFile, m: DescMessage) => {
     out.set(m.typeName, f);
+    for (const field of m.fields) out.set(`${m.typeName}.${field.name}`, f);
+    for (const o of m.oneofs) out.set(`${m.typeName}.${o.name}`, f);
     m.nestedMessages.forEach((n) => message(f, n));
-    m.nestedEnums.forEach((e) => out.set(e.typeName, f));
+    m.nestedEnums.forEach((e) => enumeration(f, e));
   };
   for (const f of files) {
     f.messages.forEach((m) => message(f, m));
-    f.enums.forEach((e) => out.set(e.typeName, f));
+    f.enums.forEach((e) => enumeration(f, e));
     for (const s of f.services) {
       out.set(s.typeName, f);
       for (const m of s.methods) out.set(`${s.typeName}.${m.name}`, f);
     }
   }
   return out;
+}
+
+/** Every message of `messages`, nested ones too. */
+function* nestedMessages(messages: DescMessage[]): Iterable<DescMessage> {
+  for (const m of messages) {
+    yield m;
+    yield* nestedMessages(m.nestedMessages);
+  }
 }
 
 /**
@@ -71,6 +92,9 @@ export function reflectionService(
   const files = closure(all.map((s) => s.file));
   const byName = new Map(files.map((f) => [`${f.name}.proto`, f]));
   const bySymbol = symbols(files);
+  const messages = new Set(
+    files.flatMap((f) => [...nestedMessages(f.messages)].map((m) => m.typeName)),
+  );
   const encode = (f: DescFile) =>
     closure([f]).map((d) => toBinary(FileDescriptorProtoSchema, d.proto));
 
@@ -108,8 +132,23 @@ export function reflectionService(
         return file(byName.get(r.value), `file ${r.value}`);
       case "fileContainingSymbol":
         return file(bySymbol.get(r.value), `symbol ${r.value}`);
+      case "allExtensionNumbersOfType": {
+        // Our protos declare no extensions: a known message has none (grpc-go answers so).
+        const f = bySymbol.get(r.value);
+        if (!f || !messages.has(r.value)) return notFound(`message type ${r.value}`);
+        return create(ServerReflectionResponseSchema, {
+          ...base,
+          messageResponse: {
+            case: "allExtensionNumbersResponse",
+            value: { baseTypeName: r.value, extensionNumber: [] },
+          },
+        });
+      }
+      case "fileContainingExtension":
+        return notFound(
+          `extension ${r.value.extensionNumber} of ${r.value.containingType} (these protos declare none)`,
+        );
       default:
-        // Extensions: our protos declare none.
         return create(ServerReflectionResponseSchema, {
           ...base,
           messageResponse: {
