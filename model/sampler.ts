@@ -41,6 +41,12 @@ export interface SamplerParams {
    * computed.
    */
   logprob?: boolean;
+  /**
+   * Added to the logits of these token ids before anything else (OpenAI's logit_bias, llama.cpp's
+   * logit-bias sampler at the head of its chain): −100 all but bans a token, +100 all but forces
+   * it. Ids past the row are ignored. Default none.
+   */
+  logitBias?: Readonly<Record<number, number>>;
 }
 
 /**
@@ -75,6 +81,9 @@ export interface TokenLogprob {
 export class SamplerParamError extends Error {
   override name = "SamplerParamError";
 }
+
+/** Most logitBias entries a sampler takes (OpenAI's bound on logit_bias). */
+export const MAX_LOGIT_BIAS = 300;
 
 /** Most candidates and penalised ids a backend's topCandidates takes (kernels/backend.ts). */
 const MAX_DEVICE_CANDIDATES = 64;
@@ -139,7 +148,9 @@ export function topLogprobs(logits: Float32Array, k: number): TokenLogprob[] {
 
 /** Stateful sampler for one sequence: remembers recent tokens for the penalties. */
 export class Sampler {
-  readonly params: Required<Omit<SamplerParams, "seed">> & { seed: number };
+  readonly params: Required<Omit<SamplerParams, "seed" | "logitBias">> & { seed: number };
+  /** logitBias as [id, bias] pairs, each bias rounded to float32 (its wire type). */
+  readonly #bias: [number, number][];
   /** The seed as the draw mixes it (seed32). */
   #seed32 = 0;
   private readonly recent: number[] = [];
@@ -180,6 +191,15 @@ export class Sampler {
     check("frequencyPenalty", Number.isFinite(p.frequencyPenalty));
     check("presencePenalty", Number.isFinite(p.presencePenalty));
     check("seed", Number.isSafeInteger(p.seed));
+    this.#bias = Object.entries(params.logitBias ?? {}).map(([k, v]) => [Number(k), f(v)]);
+    if (this.#bias.length > MAX_LOGIT_BIAS) {
+      throw new SamplerParamError(`logitBias holds ${this.#bias.length} entries (at most 300)`);
+    }
+    for (const [id, b] of this.#bias) {
+      if (!Number.isInteger(id) || id < 0 || !Number.isFinite(b)) {
+        throw new SamplerParamError(`invalid logitBias: ${id} → ${b}`);
+      }
+    }
     this.params = p;
     this.#seed32 = seed32(p.seed);
     if (params.json) {
@@ -224,12 +244,12 @@ export class Sampler {
   }
 
   private penalised(logits: Float32Array): Float32Array {
-    const counts = this.penaltyCounts();
-    if (counts.size === 0 && !this.constraint) return logits;
+    const adjusted = this.adjustments();
+    if (adjusted.size === 0 && !this.constraint) return logits;
     const out = new Float32Array(logits);
-    for (const [id, count] of counts) {
+    for (const [id, a] of adjusted) {
       if (id < 0 || id >= out.length) continue;
-      out[id] = this.penalise(out[id], count);
+      out[id] = this.adjust(out[id], a);
     }
     if (this.constraint) this.mask(out);
     return out;
@@ -310,7 +330,7 @@ export class Sampler {
   get isPlainGreedy(): boolean {
     const p = this.params;
     return p.temperature <= 0 && !this.constraint && p.repeatPenalty === 1 &&
-      p.frequencyPenalty === 0 && p.presencePenalty === 0;
+      p.frequencyPenalty === 0 && p.presencePenalty === 0 && this.#bias.length === 0;
   }
 
   /** Whether a pick computes log-probabilities: the token's own (SamplerParams.logprob) or topN. */
@@ -329,7 +349,7 @@ export class Sampler {
     if (this.constraint) return null;
     const k = Math.max(p.temperature <= 0 ? 1 : p.topK, topN);
     if ((p.temperature > 0 && p.topK === 0) || k > MAX_DEVICE_CANDIDATES) return null;
-    const exclude = Int32Array.from(this.penaltyCounts().keys());
+    const exclude = Int32Array.from(this.adjustments().keys());
     // The softmax sum only for log-probabilities (SamplerParams.logprob, topN): the draw reads
     // the candidates alone.
     return exclude.length > MAX_DEVICE_EXCLUDE
@@ -348,13 +368,13 @@ export class Sampler {
       throw new SamplerParamError("a json constraint samples from the whole row, not candidates");
     }
     this.picked = true;
-    const counts = this.penaltyCounts();
+    const adjusted = this.adjustments();
     const ids = Array.from(c.ids);
     const vals = Array.from(c.values);
     let max = c.max;
     let i = 0;
-    for (const [id, count] of counts) {
-      const v = this.penalise(c.excluded[i++], count);
+    for (const [id, a] of adjusted) {
+      const v = this.adjust(c.excluded[i++], a);
       max = Math.max(max, v);
       ids.push(id);
       vals.push(v);
@@ -376,6 +396,28 @@ export class Sampler {
       logprob: sVals[j] - lse,
     }));
     return { id, logprob: sVals[at] - lse, top };
+  }
+
+  /**
+   * The ids whose logits the settings change, with how: their count among the recent tokens
+   * (when a penalty is on) and their bias. In a fixed order, which candidateRequest's `exclude`
+   * and pickCandidates' merge share.
+   */
+  private adjustments(): Map<number, { count: number; bias: number }> {
+    const out = new Map<number, { count: number; bias: number }>();
+    for (const [id, count] of this.penaltyCounts()) out.set(id, { count, bias: 0 });
+    for (const [id, bias] of this.#bias) {
+      const a = out.get(id);
+      if (a) a.bias = bias;
+      else out.set(id, { count: 0, bias });
+    }
+    return out;
+  }
+
+  /** One logit with its bias (first, as llama.cpp's chain) and then its penalties. */
+  private adjust(logit: number, a: { count: number; bias: number }): number {
+    const v = a.bias === 0 ? logit : Math.fround(logit + a.bias);
+    return a.count > 0 ? this.penalise(v, a.count) : v;
   }
 
   /** How often each recent token occurred, when any penalty is on (empty otherwise). */

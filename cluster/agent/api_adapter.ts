@@ -77,6 +77,7 @@ async function* events(
     repeatPenalty: p.repeatPenalty,
     presencePenalty: p.presencePenalty,
     frequencyPenalty: p.frequencyPenalty,
+    logitBias: p.logitBias,
     // The sampler's RNG takes 32 bits; the API accepts any uint64 and draws with the low bits.
     seed: p.seed === undefined ? undefined : Number(p.seed & 0xffffffffn),
     topLogprobs: p.topLogprobs || undefined,

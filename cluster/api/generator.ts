@@ -49,6 +49,8 @@ export interface GenerationParams {
   presencePenalty?: number;
   /** Subtracted per occurrence of every token already generated. */
   frequencyPenalty?: number;
+  /** Added to these token ids' logits before sampling (OpenAI's logit_bias). */
+  logitBias?: Record<number, number>;
   /** RNG seed (uint64). */
   seed?: bigint;
   /** Stop strings, cut from the output. */

@@ -9,6 +9,7 @@ import { MAX_STOP_CHARS } from "./stop.ts";
 import type { ChatMessage } from "../../model/chat/mod.ts";
 import { ANY_OBJECT, compileJsonSchema, JsonSchemaError } from "../../model/constrain/mod.ts";
 import { ApiError } from "./errors.ts";
+import { MAX_LOGIT_BIAS } from "../../model/sampler.ts";
 import type { DoneEvent, GenerationParams, TokenChoice, TokenEvent } from "./generator.ts";
 
 /** Which endpoint a body was sent to. */
@@ -176,7 +177,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   params.repeatPenalty = num(body, "repeat_penalty", 0.01, 100);
   params.presencePenalty = num(body, "presence_penalty", -2, 2);
   params.frequencyPenalty = num(body, "frequency_penalty", -2, 2);
-  logitBias(body.logit_bias);
+  params.logitBias = logitBias(body.logit_bias);
   const seed = num(body, "seed", -(2 ** 63), 2 ** 64, true);
   if (seed !== undefined) params.seed = BigInt.asUintN(64, BigInt(seed));
   const stop = body.stop;
@@ -244,17 +245,13 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   return parsed;
 }
 
-/** Most entries of `logit_bias`, as OpenAI. */
-export const MAX_LOGIT_BIAS = 300;
-
 /**
- * `logit_bias` ({token id: bias in [-100, 100]}, at most 300) is checked, then refused when not
- * empty: the tail's sampler takes no per-token biases (the sampling settings a chain carries to
- * it, SamplerParams, have no field for them), and a bias silently dropped would let a banned
- * token through.
+ * `logit_bias` ({token id: bias in [-100, 100]}, at most 300), checked; undefined when absent or
+ * empty. The tail adds each bias to its token's logit before the rest of the chain; an id past
+ * the vocabulary is refused there (the head here does not know the vocabulary).
  */
-function logitBias(raw: unknown): void {
-  if (raw === undefined || raw === null) return;
+function logitBias(raw: unknown): Record<number, number> | undefined {
+  if (raw === undefined || raw === null) return undefined;
   if (typeof raw !== "object" || Array.isArray(raw)) {
     throw bad("logit_bias", "logit_bias must be an object mapping token ids to biases");
   }
@@ -273,13 +270,9 @@ function logitBias(raw: unknown): void {
       );
     }
   }
-  if (entries.length > 0) {
-    throw bad(
-      "logit_bias",
-      "logit_bias is not supported by this server (its sampler takes no per-token biases); " +
-        "leave it out",
-    );
-  }
+  return entries.length
+    ? Object.fromEntries(entries.map(([id, bias]) => [Number(id), bias as number]))
+    : undefined;
 }
 
 function setPrompt(p: GenerationParams, prompt: string | number[]): void {

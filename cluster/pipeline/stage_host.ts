@@ -179,6 +179,14 @@ export class StageHost {
     }
     // Settings are checked (SamplerParamError) before any KV cache is allocated.
     const sampler = sampling ? new Sampler(withSamplingDefaults(sampling)) : undefined;
+    const vocab = this.stage.config.nVocab;
+    const pastVocab = Object.keys(sampling?.logitBias ?? {}).find((id) => Number(id) >= vocab);
+    if (pastVocab !== undefined) {
+      throw new StageSessionError(
+        `logit_bias names token ${pastVocab}; the vocabulary has ${vocab} tokens`,
+        "invalid",
+      );
+    }
     const nCtx = maxContext > 0
       ? Math.min(maxContext, this.stage.config.contextLength)
       : this.defaultContext;

@@ -20,6 +20,7 @@ import {
   encodeJsonConstraint,
   JsonConstraintError,
 } from "../../model/constrain/mod.ts";
+import { MAX_LOGIT_BIAS } from "../../model/sampler.ts";
 import type { SampledToken, StageResult, TailSampling } from "./stage_frame.ts";
 import type { SessionOpen } from "./head.ts";
 
@@ -88,6 +89,7 @@ export function samplingToWire(s: TailSampling): WireSampler {
     topLogprobs: s.topLogprobs ?? 0,
     json: s.json ? encodeJsonConstraint(s.json) : "",
     skipLogprob: s.logprob === false,
+    logitBias: { ...s.logitBias },
   });
 }
 
@@ -109,6 +111,16 @@ export function samplingFromWire(w: WireSampler): TailSampling {
   if (w.topLogprobs > 20) throw new WireFormatError(`top_logprobs ${w.topLogprobs} exceeds 20`);
   if (w.topLogprobs) out.topLogprobs = w.topLogprobs;
   if (w.skipLogprob) out.logprob = false;
+  const bias = Object.entries(w.logitBias);
+  if (bias.length > MAX_LOGIT_BIAS) {
+    throw new WireFormatError(
+      `logit_bias holds ${bias.length} entries (at most ${MAX_LOGIT_BIAS})`,
+    );
+  }
+  if (bias.some(([, b]) => !Number.isFinite(b))) {
+    throw new WireFormatError("logit_bias values must be finite numbers");
+  }
+  if (bias.length) out.logitBias = Object.fromEntries(bias.map(([id, b]) => [Number(id), b]));
   if (w.json) {
     try {
       out.json = decodeJsonConstraint(w.json);

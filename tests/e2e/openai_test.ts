@@ -207,6 +207,41 @@ Deno.test({
         assertEquals(streamed, cut, "no part of the stop string is streamed");
       });
 
+      await t.step(
+        "logit_bias bans a token through the real API; a token past the vocabulary is a 400",
+        async () => {
+          const plain = await api.completions.create({
+            model: "stories260K.gguf",
+            prompt: "Once",
+            max_tokens: 3,
+            temperature: 0,
+          });
+          assertEquals(plain.choices[0].text, " upon a time");
+          // 407 is "▁upon": banned, the greedy text goes elsewhere.
+          const banned = await api.completions.create({
+            model: "stories260K.gguf",
+            prompt: "Once",
+            max_tokens: 3,
+            temperature: 0,
+            logit_bias: { "407": -100 },
+          });
+          assert(!banned.choices[0].text.startsWith(" upon"), banned.choices[0].text);
+          const res = await fetch(`http://127.0.0.1:${main.httpPort}/v1/completions`, {
+            method: "POST",
+            headers: { "content-type": "application/json", authorization: `Bearer ${KEY}` },
+            body: JSON.stringify({
+              model: "stories260K.gguf",
+              prompt: "Once",
+              max_tokens: 2,
+              logit_bias: { "600": 1 },
+            }),
+          });
+          const body = await res.json();
+          assertEquals(res.status, 400, JSON.stringify(body));
+          assert(/logit_bias names token 600/.test(body.error.message), body.error.message);
+        },
+      );
+
       await t.step("16 concurrent greedy requests each equal their solo run", async () => {
         const names = ["Tom", "Sue", "Ben", "Lily", "Max", "Amy", "Sam", "Mia"];
         const prompts = Array.from(

@@ -156,3 +156,24 @@ Deno.test("seeds beyond 32 bits draw their own tokens; seeds below keep theirs",
   assertEquals(new Set(seeds.map(seed32)).size, seeds.length);
   assertThrows(() => new Sampler({ seed: 2 ** 60 }), SamplerParamError, "seed");
 });
+
+Deno.test("logit bias: added before penalties, -100 bans, +100 forces, ids past the row ignored", () => {
+  const logits = Float32Array.from([1, 5, 3, 2]);
+  const greedy = (logitBias: Record<number, number>, history: number[] = [], rp = 1) => {
+    const s = new Sampler({ temperature: 0, logitBias, repeatPenalty: rp });
+    s.accept(history);
+    return s.pick(logits);
+  };
+  assertEquals(greedy({}), 1);
+  assertEquals(greedy({ 1: -100 }), 2, "the best token banned");
+  assertEquals(greedy({ 0: 100 }), 0, "the worst token forced");
+  assertEquals(greedy({ 9: 100 }), 1, "an id past the row names no token");
+  // llama.cpp's chain: the bias first, then the repetition penalty on the biased logit:
+  // token 2: (3 + 4) / 2 = 3.5 < 5 / 1 … token 1 recent too: 5 / 2 = 2.5 → token 2 wins.
+  assertEquals(greedy({ 2: 4 }, [1, 2], 2), 2);
+  const s = new Sampler({ temperature: 0, logitBias: { 2: 4 }, repeatPenalty: 2 });
+  s.accept([1, 2]);
+  assertEquals(Array.from(s.penalisedLogits(logits)), [1, 2.5, 3.5, 2]);
+  assertThrows(() => new Sampler({ logitBias: { [-1]: 1 } }), SamplerParamError, "logitBias");
+  assertThrows(() => new Sampler({ logitBias: { 1: NaN } }), SamplerParamError, "logitBias");
+});

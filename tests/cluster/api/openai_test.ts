@@ -51,15 +51,21 @@ function refusedParam(endpoint: "chat" | "completion", body: Record<string, unkn
   return "";
 }
 
-Deno.test("logit_bias is checked and, not being applied, refused: never silently ignored", () => {
+Deno.test("logit_bias is checked and carried to the sampler", () => {
   for (const endpoint of ["chat", "completion"] as const) {
     assertEquals(refusedParam(endpoint, { logit_bias: "garbage" }), "logit_bias");
     assertEquals(refusedParam(endpoint, { logit_bias: [1] }), "logit_bias");
     assertEquals(refusedParam(endpoint, { logit_bias: { "x": 1 } }), "logit_bias");
     assertEquals(refusedParam(endpoint, { logit_bias: { "5": 101 } }), "logit_bias");
-    assertEquals(refusedParam(endpoint, { logit_bias: { "5": -100 } }), "logit_bias");
+    const many = Object.fromEntries(Array.from({ length: 301 }, (_, i) => [String(i), 1]));
+    assertEquals(refusedParam(endpoint, { logit_bias: many }), "logit_bias");
+    const base = endpoint === "chat"
+      ? { model: "m", messages: [{ role: "user", content: "hi" }] }
+      : { model: "m", prompt: "hi" };
+    const parsed = parseRequest(endpoint, { ...base, logit_bias: { "5": -100, "7": 2.5 } });
+    assertEquals(parsed.params.logitBias, { 5: -100, 7: 2.5 });
     // Nothing to apply: as good as left out.
-    assertEquals(refusedParam(endpoint, { logit_bias: {} }), "");
+    assertEquals(parseRequest(endpoint, { ...base, logit_bias: {} }).params.logitBias, undefined);
     assertEquals(refusedParam(endpoint, { logit_bias: null }), "");
   }
 });

@@ -13,6 +13,10 @@ const settings: SamplerParams[] = [
   { temperature: 0.8, topK: 40, topP: 0.95, minP: 0.05 },
   { temperature: 1.2, topK: 5, topP: 1, minP: 0, presencePenalty: 0.7, frequencyPenalty: 0.3 },
   { temperature: 0.7, topK: 64, topP: 0.5, minP: 0.1, repeatPenalty: 1.1, repeatLastN: 8 },
+  // logit_bias: the biased ids are merged back like the penalised ones (here a tie at the top
+  // banned, another id lifted, and one id both biased and penalised).
+  { temperature: 0, logitBias: { 17: -100, 3: 4.5 } },
+  { temperature: 0.9, topK: 10, repeatPenalty: 1.2, logitBias: { 400: 2, 5: -1.5, 17: 0.25 } },
 ];
 
 Deno.test("tail sampling from host candidates picks what Sampler.pick picks from the row", () => {
