@@ -33,6 +33,12 @@ const MAX_NESTING = 32;
  * of file: a 12 MB file of empty inner arrays grew the heap by 277 MB.
  */
 const MAX_INNER_ARRAYS = 65_536;
+/**
+ * Most BOOL array elements in the whole file. Each is one byte of file but a JS boolean of heap
+ * (8 bytes, ~20 while the array grew): a 50 MB file of one such array grew the heap by ~1 GB, and
+ * a larger one aborted the process. llama.cpp's keys hold a few per layer at most.
+ */
+export const MAX_BOOL_ITEMS = 1 << 20;
 const FIRST_CHUNK = 64 * 1024;
 // Capped so that the read-ahead past a large header (a 150k-token vocab is ~6 MB) stays small.
 const MAX_CHUNK = 1024 * 1024;
@@ -74,6 +80,8 @@ class Cursor {
   pos = 0;
   /** Arrays read inside other arrays so far (MAX_INNER_ARRAYS). */
   innerArrays = 0;
+  /** BOOL array elements read so far (MAX_BOOL_ITEMS). */
+  boolItems = 0;
   #buf: Uint8Array<ArrayBuffer> = new Uint8Array(0);
   #view = new DataView(this.#buf.buffer);
   #start = 0; // file offset of #buf[0]
@@ -277,9 +285,20 @@ async function readArray(c: Cursor, field: string, depth: number): Promise<GGUFA
       return { itemType, values };
     }
     case GGUFValueType.BOOL: {
+      c.boolItems += count;
+      if (c.boolItems > MAX_BOOL_ITEMS) {
+        throw ggufError(
+          `more than ${MAX_BOOL_ITEMS} BOOL array elements (llama.cpp's keys hold a few per layer)`,
+          `${field}.count`,
+          c.pos,
+        );
+      }
       await c.ensure(count, field);
       const bytes = c.take(count);
-      return { itemType, values: Array.from(bytes, (b) => b !== 0) };
+      // Sized up front: Array.from over the bytes grew its backing store step by step.
+      const values: boolean[] = new Array(count);
+      for (let i = 0; i < count; i++) values[i] = bytes[i] !== 0;
+      return { itemType, values };
     }
     default: {
       const n = count * SCALAR_SIZE[itemType]!;

@@ -2,6 +2,7 @@
 import { deepStrictEqual as assertEquals, ok as assert } from "node:assert/strict";
 import { GGMLType } from "../../../kernels/quant/types.ts";
 import { GGUFError, GGUFValueType, meta, parseGGUF, writeGGUF } from "../../../model/gguf/mod.ts";
+import { MAX_BOOL_ITEMS } from "../../../model/gguf/reader.ts";
 import { sampleGGUF } from "./sample.ts";
 
 async function errorOf(bytes: Uint8Array): Promise<GGUFError> {
@@ -230,4 +231,42 @@ Deno.test("arrays of arrays are bounded: 12 bytes of file must not cost 250 of h
   dv.setBigUint64(o, BigInt(N), true), o += 8;
   const e = await errorOf(buf);
   assert(e.message.includes("arrays inside arrays"), e.message);
+});
+
+/** A v3 file whose only key "a" is an ARRAY<BOOL> of each count (each element 1), in turn. */
+function boolArrays(...counts: number[]): Uint8Array {
+  const size = counts.reduce((n, c) => n + 8 + 1 + 4 + 4 + 8 + c, 24);
+  const buf = new Uint8Array(size);
+  const dv = new DataView(buf.buffer);
+  buf.set([0x47, 0x47, 0x55, 0x46]);
+  dv.setUint32(4, 3, true);
+  dv.setBigUint64(16, BigInt(counts.length), true); // keys
+  let o = 24;
+  for (const [i, n] of counts.entries()) {
+    dv.setBigUint64(o, 1n, true), o += 8, buf[o++] = 0x61 + i; // "a", "b", ...
+    dv.setUint32(o, 9, true), o += 4; // ARRAY
+    dv.setUint32(o, 7, true), o += 4; // of BOOL
+    dv.setBigUint64(o, BigInt(n), true), o += 8;
+    buf.fill(1, o, o + n), o += n;
+  }
+  return buf;
+}
+
+Deno.test("BOOL arrays are bounded: 1 byte of file must not cost ~20 of heap each", async () => {
+  // One array over the bound: refused before any element is read, naming the count.
+  const e = await errorOf(boolArrays(MAX_BOOL_ITEMS + 1));
+  assertEquals(
+    e.message,
+    `GGUF: more than ${MAX_BOOL_ITEMS} BOOL array elements (llama.cpp's keys hold a few per layer)` +
+      `: metadata["a"].value.count at offset 49`,
+  );
+  assertEquals([e.field, e.offset], ['metadata["a"].value.count', 49]);
+  // The bound is on the whole file: two arrays within it each, over it together.
+  const half = MAX_BOOL_ITEMS / 2 + 1;
+  assertEquals((await errorOf(boolArrays(half, half))).field, 'metadata["b"].value.count');
+  // At the bound they still parse, as booleans.
+  const f = await parseGGUF(boolArrays(MAX_BOOL_ITEMS - 3, 3));
+  const a = f.metadata.get("a") as { values: boolean[] };
+  assertEquals([a.values.length, a.values[0], a.values.at(-1)], [MAX_BOOL_ITEMS - 3, true, true]);
+  assertEquals(f.metadata.get("b"), { itemType: GGUFValueType.BOOL, values: [true, true, true] });
 });
