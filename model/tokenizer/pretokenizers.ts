@@ -3,7 +3,14 @@
  * its split steps and the vocabulary flags llama.cpp sets with it (llama_vocab::impl::load and
  * llm_tokenizer_bpe's constructor).
  */
-import { type SplitStep, WS_CLASS } from "./unicode.ts";
+import {
+  categoryClass,
+  CPT_LETTER,
+  CPT_NUMBER,
+  CPT_PUNCTUATION,
+  type SplitStep,
+  WS_CLASS,
+} from "./unicode.ts";
 
 /** Settings that come with a pre-tokenizer name. */
 export interface PreTokenizer {
@@ -22,10 +29,15 @@ export interface PreTokenizer {
 
 const WS = `[${WS_CLASS}]`;
 const NOT_WS = `[^${WS_CLASS}]`;
+// \p{L}, \p{N}, \p{P} as llama.cpp's table has them (class bodies), not as the JS engine does.
+const L = categoryClass(CPT_LETTER);
+const N = categoryClass(CPT_NUMBER);
+const P = categoryClass(CPT_PUNCTUATION);
 const CONTRACTIONS = "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])";
 
 // std::regex in llama.cpp runs on "collapsed" text where every non-ASCII White_Space char is
-// \v; spelling the whitespace class out gives JS the same \s and \S.
+// \v and every other non-ASCII codepoint is a byte naming its category in llama.cpp's table;
+// spelling the whitespace and category classes out gives JS the same \s, \S, \p{L}, etc.
 const rx = (src: string) => new RegExp(src, "gu");
 
 const GPT2: SplitStep = { kind: "gpt2" };
@@ -33,15 +45,15 @@ const LLAMA3: SplitStep = { kind: "llama3" };
 const QWEN2: SplitStep = {
   kind: "regex",
   re: rx(
-    `${CONTRACTIONS}|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^${WS_CLASS}\\p{L}\\p{N}]+[\\r\\n]*|` +
+    `${CONTRACTIONS}|[^\\r\\n${L}${N}]?[${L}]+|[${N}]| ?[^${WS_CLASS}${L}${N}]+[\\r\\n]*|` +
       `${WS}*[\\r\\n]+|${WS}+(?!${NOT_WS})|${WS}+`,
   ),
 };
-const DIGIT: SplitStep = { kind: "regex", re: rx("\\p{N}") };
+const DIGIT: SplitStep = { kind: "regex", re: rx(`[${N}]`) };
 const DEFAULT_STEPS: readonly SplitStep[] = [
-  { kind: "regex", re: rx("[\\p{P}$+<=>^~|]+") },
+  { kind: "regex", re: rx(`[${P}$+<=>^~|]+`) },
   GPT2,
-  { kind: "regex", re: rx("\\p{N}+") },
+  { kind: "regex", re: rx(`[${N}]+`) },
   { kind: "regex", re: rx("[0-9][0-9][0-9]") },
 ];
 

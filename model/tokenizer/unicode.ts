@@ -8,63 +8,82 @@
  * (`unicode_regex_split_custom_gpt2/llama3`), and for the others std::regex over a "collapsed"
  * text. Both treat `\s` as Unicode White_Space (which includes U+0085 but not U+FEFF, unlike
  * JS `\s`), so we port the state machines and give the regexes an explicit whitespace class.
+ *
+ * Why our own category table instead of JS `\p{L}`/`\p{N}`: llama.cpp classes codepoints by
+ * its generated `unicode-data.cpp` (an older Unicode than the JS engine's, which also changes
+ * with each ICU update), so thousands of codepoints (e.g. U+1C89, U+16D70, U+10D40) would split
+ * differently. unicode_table.ts holds llama.cpp's table; gen_unicode_table.ts regenerates it.
  */
+import { RANGES_FLAGS, WHITESPACE_CPTS } from "./unicode_table.ts";
 
-/** Unicode White_Space, exactly llama.cpp's `unicode_set_whitespace`. */
-const WHITESPACE_CPTS = [
-  0x09,
-  0x0a,
-  0x0b,
-  0x0c,
-  0x0d,
-  0x20,
-  0x85,
-  0xa0,
-  0x1680,
-  0x2000,
-  0x2001,
-  0x2002,
-  0x2003,
-  0x2004,
-  0x2005,
-  0x2006,
-  0x2007,
-  0x2008,
-  0x2009,
-  0x200a,
-  0x2028,
-  0x2029,
-  0x202f,
-  0x205f,
-  0x3000,
-];
-const WHITESPACE = new Set(WHITESPACE_CPTS);
+// llama.cpp's unicode_cpt_flags bits (src/unicode.h): each codepoint has exactly one category,
+// plus WHITESPACE for the members of unicode_set_whitespace.
+/** Unassigned codepoint (Cn). */
+export const CPT_UNDEFINED = 0x0001;
+/** `\p{N}`. */
+export const CPT_NUMBER = 0x0002;
+/** `\p{L}`. */
+export const CPT_LETTER = 0x0004;
+/** `\p{Z}`. */
+export const CPT_SEPARATOR = 0x0008;
+/** `\p{M}`. */
+export const CPT_ACCENT_MARK = 0x0010;
+/** `\p{P}`. */
+export const CPT_PUNCTUATION = 0x0020;
+/** `\p{S}`. */
+export const CPT_SYMBOL = 0x0040;
+/** `\p{C}` (assigned). */
+export const CPT_CONTROL = 0x0080;
+/** `\s`: Unicode White_Space, llama.cpp's `unicode_set_whitespace`. */
+export const CPT_WHITESPACE = 0x0100;
 
-/** The same set as a regex character-class body (for the std::regex-style pre-tokenizers). */
-export const WS_CLASS =
-  "\\t\\n\\v\\f\\r \\x85\\xA0\\u1680\\u2000-\\u200A\\u2028\\u2029\\u202F\\u205F\\u3000";
+const N_RANGES = RANGES_FLAGS.length / 2;
+const rangeStart = (i: number) => (i < N_RANGES ? RANGES_FLAGS[2 * i] : 0x110000);
 
-const F_COMPUTED = 1;
-const F_LETTER = 2;
-const F_NUMBER = 4;
-const F_WS = 8;
-// Lazily filled per codepoint: a full table up front would cost ~1M regex tests at startup.
-const flagTable = new Uint8Array(0x110000);
-const RE_L = /^\p{L}$/u;
-const RE_N = /^\p{N}$/u;
-
-function flagsOf(cp: number): number {
-  let f = flagTable[cp];
-  if (f === 0) {
-    const s = String.fromCodePoint(cp);
-    f = F_COMPUTED;
-    if (WHITESPACE.has(cp)) f |= F_WS;
-    else if (RE_L.test(s)) f |= F_LETTER;
-    else if (RE_N.test(s)) f |= F_NUMBER;
-    flagTable[cp] = f;
+// Filled once at load: a lookup per codepoint is the pre-tokenizers' hot path. UNDEFINED ranges
+// (most of the codespace) stay 0 and read back as CPT_UNDEFINED, so loading does not touch
+// ~1.4 MB of fresh pages for them.
+const FLAGS: Uint16Array = (() => {
+  const table = new Uint16Array(0x110000);
+  for (let i = 0; i < N_RANGES; i++) {
+    const flags = RANGES_FLAGS[2 * i + 1];
+    if (flags !== CPT_UNDEFINED) table.fill(flags, rangeStart(i), rangeStart(i + 1));
   }
-  return f;
+  for (const cp of WHITESPACE_CPTS) table[cp] |= CPT_WHITESPACE;
+  return table;
+})();
+
+/** llama.cpp's unicode_cpt_flags_from_cpt: category bit plus CPT_WHITESPACE (never 0). */
+export function cptFlags(cp: number): number {
+  return FLAGS[cp] || CPT_UNDEFINED;
 }
+
+const esc = (cp: number) => `\\u{${cp.toString(16)}}`;
+
+/**
+ * Regex character-class body (no brackets) for one llama.cpp category, for `u`-flag regexes.
+ * Whitespace codepoints are left out, as llama.cpp's collapsed text turns them all into \v.
+ */
+export function categoryClass(category: number): string {
+  let out = "";
+  const add = (lo: number, hi: number) => out += lo === hi ? esc(lo) : `${esc(lo)}-${esc(hi)}`;
+  for (let i = 0; i < N_RANGES; i++) {
+    if (RANGES_FLAGS[2 * i + 1] !== category) continue;
+    let lo = rangeStart(i);
+    const hi = rangeStart(i + 1) - 1;
+    for (const w of WHITESPACE_CPTS) { // ascending
+      if (w > hi) break;
+      if (w < lo) continue;
+      if (w > lo) add(lo, w - 1);
+      lo = w + 1;
+    }
+    if (lo <= hi) add(lo, hi);
+  }
+  return out;
+}
+
+/** The whitespace set as a regex character-class body (for the std::regex-style pre-tokenizers). */
+export const WS_CLASS: string = WHITESPACE_CPTS.map(esc).join("");
 
 /** GPT-2's byte → printable codepoint table (bytes that print as themselves keep their value). */
 export const BYTE_TO_CHAR: readonly string[] = (() => {
@@ -167,8 +186,8 @@ function splitCustom(s: string, llama3: boolean, out: string[]): void {
   const n = cps.length;
   offs.push(s.length);
   const cpt = (i: number) => (i < n ? cps[i] : -1);
-  // 0 = out of range (no flags at all); otherwise F_COMPUTED plus class bits.
-  const fl = (i: number) => (i < n ? flagsOf(cps[i]) : 0);
+  // 0 = out of range (llama.cpp's empty unicode_cpt_flags{}); in range, flags are never 0.
+  const fl = (i: number) => (i < n ? FLAGS[cps[i]] || CPT_UNDEFINED : 0);
   const lower = (c: number) => (c >= 0x41 && c <= 0x5a ? c + 32 : c);
   let prevEnd = 0;
   const add = (end: number) => {
@@ -204,18 +223,18 @@ function splitCustom(s: string, llama3: boolean, out: string[]): void {
 
     if (llama3) {
       // [^\r\n\p{L}\p{N}]?\p{L}+
-      if (!(c === CR || c === LF || (f & F_NUMBER))) {
-        if ((f & F_LETTER) || (fl(pos + 1) & F_LETTER)) {
+      if (!(c === CR || c === LF || (f & CPT_NUMBER))) {
+        if ((f & CPT_LETTER) || (fl(pos + 1) & CPT_LETTER)) {
           pos++;
-          while (fl(pos) & F_LETTER) pos++;
+          while (fl(pos) & CPT_LETTER) pos++;
           add(pos);
           continue;
         }
       }
       // \p{N}{1,3}
-      if (f & F_NUMBER) {
+      if (f & CPT_NUMBER) {
         let ini = pos;
-        while (fl(pos) & F_NUMBER) {
+        while (fl(pos) & CPT_NUMBER) {
           if (++pos - ini >= 3) {
             add(pos);
             ini = pos;
@@ -226,9 +245,9 @@ function splitCustom(s: string, llama3: boolean, out: string[]): void {
       }
       // <space>?[^\s\p{L}\p{N}]+[\r\n]*  (note: llama.cpp tests `f`, not `f2`, for in-range)
       let f2 = c === SPACE ? fl(pos + 1) : f;
-      if (!(f2 & (F_WS | F_LETTER | F_NUMBER)) && f) {
+      if (!(f2 & (CPT_WHITESPACE | CPT_LETTER | CPT_NUMBER)) && f) {
         pos += c === SPACE ? 1 : 0;
-        while (!(f2 & (F_WS | F_LETTER | F_NUMBER)) && f2) f2 = fl(++pos);
+        while (!(f2 & (CPT_WHITESPACE | CPT_LETTER | CPT_NUMBER)) && f2) f2 = fl(++pos);
         let c2 = cpt(pos);
         while (c2 === CR || c2 === LF) c2 = cpt(++pos);
         add(pos);
@@ -236,7 +255,7 @@ function splitCustom(s: string, llama3: boolean, out: string[]): void {
       }
       let nws = 0;
       let lastEndRN = 0;
-      while (fl(pos + nws) & F_WS) {
+      while (fl(pos + nws) & CPT_WHITESPACE) {
         const c2 = cpt(pos + nws);
         if (c2 === CR || c2 === LF) lastEndRN = pos + nws + 1;
         nws++;
@@ -264,26 +283,26 @@ function splitCustom(s: string, llama3: boolean, out: string[]): void {
 
     // gpt2: <space>?\p{L}+ | <space>?\p{N}+ | <space>?[^\s\p{L}\p{N}]+
     let f2 = c === SPACE ? fl(pos + 1) : f;
-    if (f2 & F_LETTER) {
+    if (f2 & CPT_LETTER) {
       pos += c === SPACE ? 1 : 0;
-      while (f2 & F_LETTER) f2 = fl(++pos);
+      while (f2 & CPT_LETTER) f2 = fl(++pos);
       add(pos);
       continue;
     }
-    if (f2 & F_NUMBER) {
+    if (f2 & CPT_NUMBER) {
       pos += c === SPACE ? 1 : 0;
-      while (f2 & F_NUMBER) f2 = fl(++pos);
+      while (f2 & CPT_NUMBER) f2 = fl(++pos);
       add(pos);
       continue;
     }
-    if (!(f2 & (F_WS | F_LETTER | F_NUMBER)) && f2) {
+    if (!(f2 & (CPT_WHITESPACE | CPT_LETTER | CPT_NUMBER)) && f2) {
       pos += c === SPACE ? 1 : 0;
-      while (!(f2 & (F_WS | F_LETTER | F_NUMBER)) && f2) f2 = fl(++pos);
+      while (!(f2 & (CPT_WHITESPACE | CPT_LETTER | CPT_NUMBER)) && f2) f2 = fl(++pos);
       add(pos);
       continue;
     }
     let nws = 0;
-    while (fl(pos + nws) & F_WS) nws++;
+    while (fl(pos + nws) & CPT_WHITESPACE) nws++;
     // \s+(?!\S)
     if (nws > 1 && pos + nws < n) {
       pos += nws - 1;
