@@ -99,7 +99,7 @@ export interface ForwardContext {
    * streams here open without a FIN, and each held a KV cache for the idle bound (5 minutes)
    * while the head's replays opened more: a stage more than half full then had no room.
    */
-  lost?(nodeId: string): AbortSignal;
+  lost?(nodeId: string): AbortSignal | undefined;
 }
 
 /**
@@ -329,9 +329,9 @@ export function forwardHandler(ctx: ForwardContext) {
       return response;
     };
     /**
-     * Set once the stream asked to close, ended or failed while answers were still awaited: the
-     * session was closed then (closeEarly), and the answers of its frames still running are not
-     * sent (the asker has given them up; a close waits for its own answer).
+     * Set once the session was cancelled while answers were still awaited (closeEarly): a close
+     * without rows came, the stream broke, or its sender is gone. Every frame from then on is
+     * answered `closed` without being run.
      */
     let closing = false;
     /** Close the session now: its passes queued here fail at once, and the stages after it close. */
@@ -342,34 +342,44 @@ export function forwardHandler(ctx: ForwardContext) {
       if (session) await session.close(reason);
       else if (s.host && s.sessionId !== undefined) s.host.close(s.sessionId);
     };
-    /** Answers of prompt chunks still running, oldest first. */
-    const pending: Promise<ForwardResponse>[] = [];
+    /** The answer of a frame of a session closed before it ran. */
+    const closedAnswer = (f: { sessionId: string; step: bigint }) =>
+      create(ForwardResponseSchema, { sessionId: f.sessionId, step: f.step, closed: true });
+    /** A close that carries no rows: a cancel (one with rows runs them first). */
+    const isCancel = (f: ActivationFrame) =>
+      f.close !== undefined && f.tokens.length === 0 && f.data.byteLength === 0;
+    /** Frames still running (prompt chunks, then the frame being answered), oldest first. */
+    const pending: { sessionId: string; step: bigint; answer: Promise<ForwardResponse> }[] = [];
     /**
-     * `answer`, while the next frame is watched: a close (a cancelled request), or the stream's
-     * end or failure, closes the session at once instead of after every answer in flight. Before,
-     * a cancelled prompt ran its every chunk on this stage and every stage after it, and held
-     * their KV caches meanwhile. Undefined: the answer of a session being closed (not sent).
+     * A frame's answer, while the next frame is watched: a cancel (a close without rows), a
+     * broken stream or a sender gone closes the session at once instead of after every answer in
+     * flight, and the frames still running are answered `closed`. Before, a cancelled prompt ran
+     * its every chunk on this stage and every stage after it, and held their KV caches meanwhile.
+     * A half-close is no cancel: the frames sent before it are answered as usual.
      */
-    const watched = async (answer: Promise<ForwardResponse>) => {
+    const watched = async (
+      f: { sessionId: string; step: bigint; answer: Promise<ForwardResponse> },
+    ): Promise<ForwardResponse> => {
       if (!closing) {
         const next = await Promise.race([
-          answer.then(() => undefined, () => undefined),
-          incoming.then((n) => n, () => ({ done: true as const, value: undefined })),
-          senderGone.catch(() => ({ done: true as const, value: undefined })),
+          f.answer.then(() => undefined, () => undefined),
+          incoming.then((n) => n, () => "broken" as const),
+          senderGone.catch(() => "gone" as const),
         ]);
-        if (next && (next.done || next.value.close)) {
-          await closeEarly(next.done ? "stream ended" : next.value.close!.reason);
+        if (next === "broken" || next === "gone") {
+          await closeEarly(next === "gone" ? "its sender is gone" : "the stream broke");
+        } else if (next && !next.done && isCancel(next.value)) {
+          await closeEarly(next.value.close!.reason);
         }
       }
-      if (!closing) return await answer;
-      await answer.catch(() => {});
-      return undefined;
+      if (!closing) return await f.answer;
+      await f.answer.catch(() => {});
+      return closedAnswer(f);
     };
-    /** Send those answers upstream, in order; true when one reported a failure (the end). */
+    /** Send the chunks' answers upstream, in order; true when one ended the session. */
     async function* flush(): AsyncGenerator<ForwardResponse, boolean> {
       while (pending.length) {
         const response = await watched(pending.shift()!);
-        if (!response) continue;
         yield response;
         if (response.failure) return true;
       }
@@ -377,7 +387,7 @@ export function forwardHandler(ctx: ForwardContext) {
     }
     let nextStep = 0n;
     const it = frames[Symbol.asyncIterator]();
-    /** The next frame, asked for early so that chunks' answers can go out while it comes. */
+    /** The next frame, asked for early so that answers can go out while it comes. */
     const ask = () => {
       const n = it.next();
       n.catch(() => {}); // read below; never left to reject unhandled
@@ -397,13 +407,13 @@ export function forwardHandler(ctx: ForwardContext) {
         // With chunks in flight, whichever comes first: their oldest answer goes upstream as
         // soon as it is there, or the next frame is taken. (Waiting for the next frame alone
         // would hold the answers back: the stage above sends no more until they arrive.)
-        if (pending.length) {
+        if (pending.length && !closing) {
           const first = await Promise.race([
             incoming.then(() => false, () => false),
-            pending[0].then(() => true, () => true),
+            pending[0].answer.then(() => true, () => true),
           ]);
           if (first) {
-            const response = await pending.shift()!;
+            const response = await pending.shift()!.answer;
             yield response;
             // A failure further down ends this session.
             if (response.failure) return;
@@ -421,33 +431,37 @@ export function forwardHandler(ctx: ForwardContext) {
         }
         nextStep++;
         const chunk = frame.partial && !frame.open && !frame.close;
-        // A close waits for the chunks before it; any other frame starts now, so its pass
-        // queues behind theirs and its rows go down the chain right after them.
-        const answer = frame.close || closing ? undefined : handle(frame);
-        // Read below, in order; never left to reject unhandled if the stream ends first.
-        answer?.catch(() => {});
         // The next frame is read while this one's answer is awaited (see watched).
         incoming = ask();
-        // A close behind chunks still running: they stop now rather than run to their end.
-        if (frame.close && pending.length && !closing) await closeEarly(frame.close.reason);
+        // A cancel behind frames still running: they stop now rather than run to their end.
+        if (isCancel(frame) && pending.length && !closing) await closeEarly(frame.close!.reason);
+        if (closing) {
+          // Frames of a closed session (a cancel, or ones sent after it) are not run.
+          if (yield* flush()) return;
+          yield closedAnswer(frame);
+          if (frame.close) return;
+          continue;
+        }
+        // A close waits for the frames before it; any other frame starts now, so its pass
+        // queues behind theirs and its rows go down the chain right after them.
+        const answer = frame.close ? undefined : handle(frame);
+        // Read below, in order; never left to reject unhandled if the stream ends first.
+        answer?.catch(() => {});
         if (chunk && answer) {
-          pending.push(answer);
+          pending.push({ sessionId: frame.sessionId, step: frame.step, answer });
           if (pending.length < MAX_FRAMES_IN_FLIGHT) continue;
         }
         if (yield* flush()) return;
         if (!chunk) {
-          const response = frame.close && closing
-            ? create(ForwardResponseSchema, {
-              sessionId: frame.sessionId,
-              step: frame.step,
-              closed: true,
-            })
+          const response = closing
+            ? closedAnswer(frame)
             : frame.close
             ? await handle(frame)
-            : answer && await watched(answer);
-          if (!response) continue;
+            : await watched({ sessionId: frame.sessionId, step: frame.step, answer: answer! });
           yield response;
-          if (response.failure || response.closed) return;
+          // A frame answered `closed` because a cancel came behind it: the cancel is answered
+          // next, in its turn.
+          if (response.failure || (response.closed && frame.close)) return;
         }
       }
       if (yield* flush()) return;

@@ -123,3 +123,59 @@ Deno.test("positions must be the session's next ones, and rows need tokens; anyt
     await plane.close();
   }
 });
+
+/** Every answer a call gives until its end: each frame's result kind, and "closed" when it says so. */
+async function answers(call: { receive(): Promise<unknown> }): Promise<string[]> {
+  const got: string[] = [];
+  for (;;) {
+    const r = await call.receive() as
+      | { result: { case?: string }; closed: boolean }
+      | undefined;
+    if (r === undefined) return got;
+    got.push(`${r.result.case ?? "none"}${r.closed ? " closed" : ""}`);
+  }
+}
+
+Deno.test("every frame is answered once, in order: a half-close, a cancel, a close with rows", async () => {
+  const { host, plane, call } = await firstStage();
+  const frame = (id: string, step: bigint, extra = {}) =>
+    create(ActivationFrameSchema, { sessionId: id, step, tokens: [1, 2, 3], ...extra });
+  try {
+    // A one-shot client: everything sent, then a half-close. It is no cancel: the rows are
+    // answered (after the early close on cancel, they were dropped).
+    const a = await call();
+    a.send(opening("a"));
+    a.send(frame("a", 1n));
+    a.end();
+    assertEquals(await answers(a), ["none", "hidden"]);
+    // A close without rows behind a running frame cancels it: both answered, "closed". (The
+    // frame's pass is held 300 ms, so the cancel comes while it runs.)
+    const step = host.step.bind(host);
+    host.step = async (id, f) => {
+      if (id === "b") await new Promise((r) => setTimeout(r, 300));
+      return await step(id, f);
+    };
+    const b = await call();
+    b.send(opening("b"));
+    await b.receive();
+    b.send(frame("b", 1n));
+    b.send(create(ActivationFrameSchema, { sessionId: "b", step: 2n, close: { reason: "x" } }));
+    assertEquals(await answers(b), ["none closed", "none closed"]);
+    // A close that carries rows runs them first (after the chunk before it).
+    const c = await call();
+    c.send(opening("c"));
+    await c.receive();
+    c.send(frame("c", 1n, { partial: true }));
+    c.send(create(ActivationFrameSchema, {
+      sessionId: "c",
+      step: 2n,
+      tokens: [4],
+      close: { reason: "done" },
+    }));
+    assertEquals(await answers(c), ["hidden", "hidden closed"]);
+    await new Promise((r) => setTimeout(r, 20));
+    assertEquals(host.openSessions, 0);
+  } finally {
+    await plane.close();
+  }
+});

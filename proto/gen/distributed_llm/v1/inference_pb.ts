@@ -416,7 +416,9 @@ export type ActivationFrame = Message<"distributed_llm.v1.ActivationFrame"> & {
   open?: OpenSession | undefined;
 
   /**
-   * Set on the last frame; a frame may carry both rows and `close`.
+   * Set on the last frame; a frame may carry both rows and `close` (its rows run first). A close
+   * without rows cancels the frames of the session still running: each is answered in its turn
+   * with `closed` set and no result, then the close itself. A half-close is no cancel.
    *
    * @generated from field: distributed_llm.v1.CloseSession close = 11;
    */
