@@ -32,7 +32,7 @@ import {
   serveServerStream,
 } from "./grpc_stream.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
-import { InferenceService } from "../../proto/mod.ts";
+import { InferenceService, TransferService } from "../../proto/mod.ts";
 
 export { grpcPercentEncode };
 
@@ -51,9 +51,14 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 256 * 1024 * 1024;
  * event loop) before anything could refuse it.
  */
 export const DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024;
-/** The methods whose requests carry activations, by path: they take `maxMessageBytes`. */
+/**
+ * The methods whose requests may be large, by path: they take `maxMessageBytes`. Forward carries
+ * activations; Prepare carries a model's whole manifest (up to 64 MiB: a 1 TB model in 1 MiB
+ * chunks), which a 16 MiB bound refused past ~480 GB.
+ */
 export const LARGE_MESSAGE_METHODS: readonly string[] = [
   `/${InferenceService.typeName}/${InferenceService.method.forward.name}`,
+  `/${TransferService.typeName}/${TransferService.method.prepare.name}`,
 ];
 
 /** Options of {@linkcode startRpcServer}. */

@@ -27,6 +27,7 @@ import {
   NodeMetricsSchema,
   NodeService,
   NodeState,
+  TransferService,
 } from "../../../proto/mod.ts";
 import { assert, assertEquals, assertRejects, assertThrows } from "../../support/assert.ts";
 import { enveloped, makeCerts, rawCall, startTestAgent, testMembership } from "./fixtures.ts";
@@ -582,6 +583,35 @@ Deno.test("a request in an encoding not taken is UNIMPLEMENTED and told the ones
     assertEquals(r.grpcStatus, "12", r.grpcMessage);
     assertEquals(r.headers["grpc-accept-encoding"], "gzip");
   } finally {
+    await server.close();
+  }
+});
+
+Deno.test("Prepare takes a manifest over 16 MiB (a model past ~480 GB); GetManifest's request does not", async () => {
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) =>
+      r.service(TransferService, {
+        prepare: (req: { manifest?: { manifest: Uint8Array } }) => ({
+          progress: { nodeId: String(req.manifest?.manifest.length ?? 0) },
+        }),
+        getManifest: () => ({}),
+      } as never),
+  });
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
+  const client = createClient(TransferService, t);
+  try {
+    const bytes = new Uint8Array(DEFAULT_MAX_REQUEST_BYTES + 4096);
+    // A 600 GB model's manifest is ~21 MB: before, Prepare refused it and the deploy failed.
+    const r = await client.prepare({ manifest: { manifest: bytes } });
+    assertEquals(r.progress?.nodeId, String(bytes.length));
+    const e = await client.getManifest({ path: "x".repeat(bytes.length) }).then(
+      () => null,
+      (e) => e,
+    );
+    assert(e instanceof ConnectError && e.code === Code.ResourceExhausted, String(e));
+  } finally {
+    t.close();
     await server.close();
   }
 });
