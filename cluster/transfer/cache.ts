@@ -299,7 +299,12 @@ export class ModelCache {
     if (into.length !== len) {
       throw new RangeError(`chunk ${chunk} of segment ${seg} is ${len} bytes, not ${into.length}`);
     }
-    const f = await Deno.open(this.#path(seg), { read: true }).catch(() => undefined);
+    // Only a missing file, a short read or a digest mismatch says the bytes are gone: any other
+    // failure to open (too many open files, a permission) is passing, and throws as it is.
+    const f = await Deno.open(this.#path(seg), { read: true }).catch((e) => {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
+    });
     let ok = false;
     try {
       ok = f !== undefined && await readAt(f, chunk * this.manifest.chunkSize, into) &&
@@ -368,6 +373,8 @@ export class ModelCache {
     const trusted = this.#trusted.has(seg) ||
       (!this.#done.has(seg) && this.#readable(seg, at, end));
     const f = await Deno.open(this.#path(seg), { read: true }).catch(async (e) => {
+      // As in readChunk: only a missing file is bytes lost; other failures pass.
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
       await this.#invalidate(seg);
       throw new Error(
         `cache ${this.dir}: ${name} cannot be read (${e.message}); it must be ` +

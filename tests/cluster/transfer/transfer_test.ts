@@ -474,3 +474,35 @@ Deno.test("a cache that cannot be written fails the fetch at once, naming the ca
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a segment file that cannot be opened for a passing reason is not marked lost", async () => {
+  const { manifest, raw, bytes, dir } = await storiesFixture(CHUNK);
+  try {
+    const cache = await ModelCache.open(dir, manifest, raw);
+    const all = manifest.segments.map((_, i) => i);
+    const stats = { bytesReceived: 0, bytesRefetched: 0, corruptChunks: 0 };
+    const good = memoryPeer("good", bytes, manifest);
+    await fetchSegments({ cache, segments: all, peers: () => Promise.resolve([good]), stats });
+    const seg = all.find((i) => manifest.segments[i].name === "blk.0.attn_q.weight")!;
+    const path = `${cache.dir}/seg-${seg}.bin`;
+    const kept = `${path}.kept`;
+    await Deno.rename(path, kept);
+    // Not "not found" (a symbolic link to itself: ELOOP, as EMFILE or EACCES would be): the
+    // open fails, the read throws, and the segment stays done. Before, any failure to open
+    // recorded the segment lost ("x" in the log) and its intact bytes were fetched again.
+    await Deno.symlink(path, path);
+    const into = new Uint8Array(cache.chunkLength(seg, 0));
+    await assertRejects(() => cache.readChunk(seg, 0, into), Error);
+    assert(cache.segmentDone(seg), "a passing failure is no loss");
+    await Deno.remove(path);
+    await Deno.rename(kept, path);
+    assert(await cache.readChunk(seg, 0, into), "it reads once the file is back");
+    // A file really gone is a loss: fetched again by the next fetch.
+    await Deno.remove(path);
+    assertEquals(await cache.readChunk(seg, 0, into), false);
+    assert(!cache.segmentDone(seg));
+    cache.close();
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
