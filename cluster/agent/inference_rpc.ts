@@ -76,7 +76,9 @@ export function forwardContext(
     linkTo: (hop) => head.linkTo(hop),
     chunkRows: s.config.prefillChunk,
     replies: s.replies,
-    lost: (nodeId) => head.lostSignal(nodeId),
+    // Only members are watched: a signal per sender named by anyone reaching Forward would grow
+    // the peers' table without bound.
+    lost: (nodeId) => s.gossip.member(nodeId) ? head.lostSignal(nodeId) : undefined,
     onFrame: (frame) => {
       s.counters.framesProcessedTotal++;
       metrics.onFrame(frame);

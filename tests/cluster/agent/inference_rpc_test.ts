@@ -1,6 +1,6 @@
 /** InferenceService at the RPC edge (cluster/agent/inference_rpc.ts), over a fake head. */
 import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-import { inferenceService } from "../../../cluster/agent/inference_rpc.ts";
+import { forwardContext, inferenceService } from "../../../cluster/agent/inference_rpc.ts";
 import type { HeadEvent, HeadParams, HeadService } from "../../../cluster/agent/head_service.ts";
 import type { AgentState } from "../../../cluster/agent/state.ts";
 import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
@@ -137,4 +137,25 @@ Deno.test("a Generate asking for f16 activations is refused, naming activation_d
     t.close();
     await server.close();
   }
+});
+
+Deno.test("Forward watches the sender of a stream only when it is a member", () => {
+  const watched: string[] = [];
+  const head = {
+    lostSignal: (id: string) => {
+      watched.push(id);
+      return new AbortController().signal;
+    },
+  } as unknown as HeadService;
+  const s = {
+    nodeId: "a",
+    gossip: { member: (id: string) => (id === "b" ? { id } : undefined) },
+    config: { prefillChunk: 64 },
+  } as unknown as AgentState;
+  const ctx = forwardContext(s, head, {} as PlacementLoop, {} as AgentMetrics);
+  assert(ctx.lost?.("b"), "a member's loss is watched");
+  // A sender no member is: nothing to watch (a signal kept per made-up sender grew the peers'
+  // table without bound).
+  assertEquals(ctx.lost?.("made-up-1"), undefined);
+  assertEquals(watched, ["b"]);
 });
