@@ -1,10 +1,6 @@
 /** HeadService.generate before the chain runs: prompts refused by size, when a request is taken. */
-import { HeadService, longestPieceBytes } from "../../../cluster/agent/head_service.ts";
-import { Peers } from "../../../cluster/agent/peers.ts";
-import type { AgentState } from "../../../cluster/agent/state.ts";
-import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
-import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
-import { resolveConfig } from "../../../cluster/agent_config.ts";
+import { longestPieceBytes } from "../../../cluster/agent/head_service.ts";
+import { testHead } from "./head_fixture.ts";
 import { Admission, PromptTooLongError } from "../../../cluster/api/mod.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
 import { tokenizerFromMetadata } from "../../../model/tokenizer/mod.ts";
@@ -13,24 +9,15 @@ import { assert, assertEquals } from "../../support/assert.ts";
 
 /** A head over `model` whose one slot is held by another generation. */
 async function busyHead(model: Record<string, unknown>) {
-  const config = resolveConfig([["default", { memoryBudget: "1GB" }]]);
   const admission = new Admission(1, 4);
   const busy = await admission.acquire();
-  const state = {
+  const { service, state, peers } = testHead({
     nodeId: "h",
-    config,
     admission,
     requests: new Map<string, AbortController>(),
     draining: false,
     model: { id: { matches: () => true, toString: () => "m@1" }, contextLength: 64, ...model },
-  } as unknown as AgentState;
-  const peers = new Peers(config);
-  const service = new HeadService(
-    state,
-    { epoch: 1n } as unknown as PlacementLoop,
-    peers,
-    undefined as unknown as AgentMetrics,
-  );
+  });
   return { service, state, admission, close: () => (busy(), peers.closeAll()) };
 }
 

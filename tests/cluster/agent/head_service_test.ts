@@ -1,30 +1,16 @@
 /** HeadService.linkTo: how a stage reaches the next one named by a chain. */
-import { HeadService } from "../../../cluster/agent/head_service.ts";
-import { Peers } from "../../../cluster/agent/peers.ts";
-import type { AgentState } from "../../../cluster/agent/state.ts";
-import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
-import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
-import { resolveConfig } from "../../../cluster/agent_config.ts";
+import { testHead } from "./head_fixture.ts";
 import { StaleEpochError } from "../../../cluster/pipeline/mod.ts";
 import { Admission } from "../../../cluster/api/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 Deno.test("a hop to a node this agent's gossip has not met yet is a stale view, not a failed stage", async () => {
-  const config = resolveConfig([["default", { memoryBudget: "1GB" }]]);
   // Agent b, whose gossip knows nobody else yet (the head saw c join first).
-  const state = {
+  const { service, peers } = testHead({
     nodeId: "b",
     stage: undefined,
-    config,
     gossip: { member: () => undefined },
-  } as unknown as AgentState;
-  const peers = new Peers(config);
-  const service = new HeadService(
-    state,
-    { epoch: 1n } as unknown as PlacementLoop,
-    peers,
-    undefined as unknown as AgentMetrics,
-  );
+  });
   const e = await service.linkTo({ nodeId: "c", from: 3, to: 5 }).openSession({
     sessionId: "s",
     maxContext: 16,
@@ -40,12 +26,10 @@ Deno.test("a hop to a node this agent's gossip has not met yet is a stale view, 
 });
 
 Deno.test("a request waiting for a slot holds its id (a second is refused, Cancel reaches it); one granted during shutdown is refused", async () => {
-  const config = resolveConfig([["default", { memoryBudget: "1GB" }]]);
   const admission = new Admission(1, 4);
   const busy = await admission.acquire(); // the one slot, held by a running generation
-  const state = {
+  const { service, state } = testHead({
     nodeId: "h",
-    config,
     admission,
     requests: new Map<string, AbortController>(),
     draining: false,
@@ -54,13 +38,7 @@ Deno.test("a request waiting for a slot holds its id (a second is refused, Cance
       tokenizer: { vocabSize: 100 },
       contextLength: 64,
     },
-  } as unknown as AgentState;
-  const service = new HeadService(
-    state,
-    { epoch: 1n } as unknown as PlacementLoop,
-    new Peers(config),
-    undefined as unknown as AgentMetrics,
-  );
+  });
   const start = (id: string) => {
     const it = service.generate(
       { requestId: id, promptTokens: [1, 2, 3], maxTokens: 4, sampling: {} },

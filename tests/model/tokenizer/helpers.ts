@@ -2,6 +2,7 @@
 import { openGGUF } from "../../../model/gguf/mod.ts";
 import { type Tokenizer, tokenizerFromMetadata } from "../../../model/tokenizer/mod.ts";
 import { FIXTURES } from "../../support/paths.ts";
+import { assertEquals } from "../../support/assert.ts";
 
 export { FIXTURES };
 
@@ -47,4 +48,17 @@ export async function vocabCases(name: string): Promise<{ text: string; ids: num
     text,
     ids: lines[i].trim() === "" ? [] : lines[i].trim().split(/\s+/).map(Number),
   }));
+}
+
+/** Assert `tok` encodes each of `cases` (no BOS) to the ids llama.cpp gave, naming the case. */
+export function assertEncodesAll(
+  tok: Tokenizer,
+  cases: readonly string[],
+  want: readonly number[][],
+  label: string,
+): void {
+  assertEquals(want.length, cases.length);
+  for (const [i, text] of cases.entries()) {
+    assertEquals(tok.encode(text, { addBos: false }), want[i], `${label} ${JSON.stringify(text)}`);
+  }
 }

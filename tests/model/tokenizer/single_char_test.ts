@@ -6,7 +6,7 @@
  */
 import { assertEquals } from "../../support/assert.ts";
 import { llmctlJson } from "../../support/cli.ts";
-import { FIXTURES, loadTokenizer, VOCABS } from "./helpers.ts";
+import { assertEncodesAll, FIXTURES, loadTokenizer, VOCABS } from "./helpers.ts";
 
 const ref: { cases: string[]; expected: Record<string, number[][]> } = JSON.parse(
   await Deno.readTextFile(new URL("./single_char_cases.json", import.meta.url)),
@@ -15,15 +15,7 @@ const ref: { cases: string[]; expected: Record<string, number[][]> } = JSON.pars
 for (const vocab of VOCABS) {
   Deno.test(`${vocab}: single characters and whitespace-only inputs as llama.cpp`, async () => {
     const tok = await loadTokenizer(`vocab/ggml-vocab-${vocab}.gguf`);
-    const want = ref.expected[vocab];
-    assertEquals(want.length, ref.cases.length);
-    for (const [i, text] of ref.cases.entries()) {
-      assertEquals(
-        tok.encode(text, { addBos: false }),
-        want[i],
-        `${vocab} ${JSON.stringify(text)}`,
-      );
-    }
+    assertEncodesAll(tok, ref.cases, ref.expected[vocab], vocab);
   });
 }
 

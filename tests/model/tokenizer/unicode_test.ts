@@ -24,7 +24,7 @@ import {
   preTokenize,
   utf8,
 } from "../../../model/tokenizer/unicode.ts";
-import { vocabTokenizer } from "./helpers.ts";
+import { assertEncodesAll, vocabTokenizer } from "./helpers.ts";
 
 const ref: { cases: string[]; crafted_prefixes: string[]; expected: Record<string, number[][]> } =
   JSON.parse(
@@ -86,15 +86,7 @@ Deno.test("default pre-tokenizer: \\p{P} is llama.cpp's (U+1B4E is not punctuati
 for (const vocab of ["qwen2", "llama-bpe", "gpt-2"]) {
   Deno.test(`${vocab}: characters classed differently by JS tokenize as llama.cpp`, async () => {
     const tok = await vocabTokenizer(vocab);
-    const want = ref.expected[vocab];
-    assertEquals(want.length, ref.cases.length);
-    for (const [i, text] of ref.cases.entries()) {
-      assertEquals(
-        tok.encode(text, { addBos: false }),
-        want[i],
-        `${vocab} ${JSON.stringify(text)}`,
-      );
-    }
+    assertEncodesAll(tok, ref.cases, ref.expected[vocab], vocab);
   });
 }
 
