@@ -367,9 +367,24 @@ export function forwardHandler(ctx: ForwardContext) {
           senderGone.catch(() => "gone" as const),
         ]);
         if (next === "broken" || next === "gone") {
+          // Not a cancel the asker sent: the stream ends with the failure (UNAVAILABLE for a
+          // sender gone), as before the answers it was owed, so a head that is in fact alive
+          // replays elsewhere instead of taking a `closed` answer for a result.
           await closeEarly(next === "gone" ? "its sender is gone" : "the stream broke");
+          await (next === "gone" ? senderGone : incoming);
         } else if (next && !next.done && isCancel(next.value)) {
           await closeEarly(next.value.close!.reason);
+        } else if (next) {
+          // The next frame came and is no cancel (it waits its turn): the sender is still
+          // watched while this answer runs.
+          const gone = await Promise.race([
+            f.answer.then(() => false, () => false),
+            senderGone.catch(() => true),
+          ]);
+          if (gone) {
+            await closeEarly("its sender is gone");
+            await senderGone;
+          }
         }
       }
       if (!closing) return await f.answer;
@@ -411,6 +426,11 @@ export function forwardHandler(ctx: ForwardContext) {
           const first = await Promise.race([
             incoming.then(() => false, () => false),
             pending[0].answer.then(() => true, () => true),
+            // A sender gone stops the chunks in flight too (they would run down the chain).
+            senderGone.catch(async (e) => {
+              await closeEarly("its sender is gone");
+              throw e;
+            }),
           ]);
           if (first) {
             const response = await pending.shift()!.answer;

@@ -200,6 +200,13 @@ export class RemoteStageLink implements StageLink {
         return fail(e);
       }
       if (!r) return fail(new Error("the stage ended the stream without answering"));
+      if (r.closed && !msg.close) {
+        // The stage closed the session under this frame: this side's own close (a cancel)
+        // needs no result; otherwise the stage gave the session up, a failure of the stage (a
+        // `closed` answer taken for a result read as a finished chunk, or failed the request).
+        if (closed) throw new Error(`session ${open.sessionId} was closed`);
+        return fail(new Error("the stage closed the session under a frame still running"));
+      }
       if (r.failure) {
         finish();
         closed = true;

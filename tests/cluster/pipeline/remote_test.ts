@@ -449,6 +449,52 @@ Deno.test("a stream whose sender gossip declares gone is ended at once and its K
   }
 });
 
+Deno.test("a sender declared gone mid-frame: the link sees the stage fail (the head replays), not a result", async () => {
+  let gone = new AbortController();
+  const { host, plane, call } = await wholeStageOnPlane(undefined, () => gone.signal);
+  call.abort();
+  const step = host.step.bind(host);
+  host.step = async (id, f) => {
+    await new Promise((r) => setTimeout(r, 300));
+    return await step(id, f);
+  };
+  const transport = await createRpcTransport("127.0.0.1:1");
+  const link = new RemoteStageLink("n0", 0, 5, transport, {
+    dataEndpoint: `127.0.0.1:${plane.port}`,
+    sender: "head-x",
+  });
+  const open = (sessionId: string) =>
+    link.openSession({
+      sessionId,
+      maxContext: 64,
+      model: "stories260K",
+      epoch: 0n,
+      sampling: { temperature: 0 },
+      downstream: [],
+    });
+  try {
+    // A prompt chunk and the frame after it in flight, or one whole frame: each fails as the
+    // stage's failure. (A `closed` answer read as a result had the chunk "prefilled" on a freed
+    // cache, and the frame failed the request with a plain error the head does not replay.)
+    for (const frames of [[{ partial: true }, {}], [{}]]) {
+      gone = new AbortController();
+      const session = await open(`s${frames.length}`);
+      const steps = frames.map((f) => session.step({ tokens: Int32Array.of(1, 2), ...f }));
+      setTimeout(() => gone.abort(new Error("gossip declared head-x dead")), 100);
+      for (const p of steps) {
+        const e = await p.then(() => null, (e) => e);
+        assert(e instanceof StageLinkError && e.nodeId === "n0", String(e));
+      }
+      await session.close("x");
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    assertEquals(host.openSessions, 0);
+  } finally {
+    transport.close();
+    await plane.close();
+  }
+});
+
 Deno.test("a remote link names its agent as the sender of the streams it opens", async () => {
   const asked: string[] = [];
   const { host, plane, call } = await wholeStageOnPlane(undefined, (id) => {
