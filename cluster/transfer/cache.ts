@@ -461,8 +461,10 @@ export class ModelCache {
     let f: Deno.FsFile;
     try {
       f = await Deno.open(this.#path(seg), { read: true });
-    } catch {
-      return undefined;
+    } catch (e) {
+      // As #readSegment: a passing failure must not discard intact bytes.
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
     }
     try {
       const h = createHash("sha256");
@@ -484,8 +486,10 @@ export class ModelCache {
       const b = await Deno.readFile(this.#path(seg));
       const len = Number(this.manifest.segments[seg].length);
       return b.length >= len ? b.subarray(0, len) : undefined;
-    } catch {
-      return undefined;
+    } catch (e) {
+      // Missing is gone; any other failure (too many open files, a permission) is passing.
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      throw e;
     }
   }
 

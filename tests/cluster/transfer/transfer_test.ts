@@ -493,6 +493,7 @@ Deno.test("a segment file that cannot be opened for a passing reason is not mark
     await Deno.symlink(path, path);
     const into = new Uint8Array(cache.chunkLength(seg, 0));
     await assertRejects(() => cache.readChunk(seg, 0, into), Error);
+    await assertRejects(() => cache.readVerifiedSegment(seg), Error);
     assert(cache.segmentDone(seg), "a passing failure is no loss");
     await Deno.remove(path);
     await Deno.rename(kept, path);
