@@ -177,7 +177,8 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   params.repeatPenalty = num(body, "repeat_penalty", 0.01, 100);
   params.presencePenalty = num(body, "presence_penalty", -2, 2);
   params.frequencyPenalty = num(body, "frequency_penalty", -2, 2);
-  params.logitBias = logitBias(body.logit_bias);
+  const bias = logitBias(body.logit_bias);
+  if (bias) params.logitBias = bias;
   const seed = num(body, "seed", -(2 ** 63), 2 ** 64, true);
   if (seed !== undefined) params.seed = BigInt.asUintN(64, BigInt(seed));
   const stop = body.stop;
@@ -260,7 +261,8 @@ function logitBias(raw: unknown): Record<number, number> | undefined {
     throw bad("logit_bias", `logit_bias holds at most ${MAX_LOGIT_BIAS} entries`);
   }
   for (const [id, bias] of entries) {
-    if (!/^(0|[1-9][0-9]{0,9})$/.test(id)) {
+    // Token ids travel as uint32 (SamplerParams.logit_bias's keys).
+    if (!/^(0|[1-9][0-9]{0,9})$/.test(id) || Number(id) > 0xffffffff) {
       throw bad("logit_bias", `logit_bias keys must be token ids, got ${JSON.stringify(id)}`);
     }
     if (typeof bias !== "number" || !(bias >= -100 && bias <= 100)) {

@@ -57,6 +57,7 @@ Deno.test("logit_bias is checked and carried to the sampler", () => {
     assertEquals(refusedParam(endpoint, { logit_bias: [1] }), "logit_bias");
     assertEquals(refusedParam(endpoint, { logit_bias: { "x": 1 } }), "logit_bias");
     assertEquals(refusedParam(endpoint, { logit_bias: { "5": 101 } }), "logit_bias");
+    assertEquals(refusedParam(endpoint, { logit_bias: { "4294967296": 1 } }), "logit_bias");
     const many = Object.fromEntries(Array.from({ length: 301 }, (_, i) => [String(i), 1]));
     assertEquals(refusedParam(endpoint, { logit_bias: many }), "logit_bias");
     const base = endpoint === "chat"
