@@ -62,7 +62,7 @@ import { encodeEmbed, encodeEmbedAt } from "./ops/embed.ts";
 import { encodeStoreKV } from "./ops/kv.ts";
 import { encodeMatmul } from "./ops/matmul.ts";
 import { encodeRmsNorm } from "./ops/norm.ts";
-import { ConvertedActivations } from "./ops/quantize.ts";
+import { ConvertedActivations } from "./ops/converted.ts";
 import { encodeRope } from "./ops/rope.ts";
 import { encodeCopyRows, encodeSumRowGroups } from "./ops/rows.ts";
 import { encodeTopCandidatesInto, readTopCandidates, type TopCandidatesArgs } from "./ops/topk.ts";

@@ -8,7 +8,7 @@ import type { Encoder } from "../encoder.ts";
 import type { ShaderPaths } from "../features.ts";
 import type { GpuResources } from "../resources.ts";
 import type { WebGPUInfo } from "../types.ts";
-import type { ConvertedActivations } from "./quantize.ts";
+import type { ConvertedActivations } from "./converted.ts";
 
 /** Invocations per workgroup in every shader. */
 export const WG = 64;

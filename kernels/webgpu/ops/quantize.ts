@@ -7,13 +7,10 @@
  * @module
  */
 import { GGMLType } from "../../quant/types.ts";
-import type { GBuf, Res } from "../handles.ts";
-import type { GpuResources } from "../resources.ts";
+import type { GBuf } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
-
-/** The activation type a weight type's dot product reads (ggml's vec_dot_type). */
-export type VecDot = "f32" | "f16" | "bf16" | "q8_0" | "q8_1" | "q8_k";
+import type { Converted, VecDot } from "./converted.ts";
 
 /** vec_dot type of each weight type the backend supports. */
 export const VEC_DOT: Partial<Record<GGMLType, VecDot>> = {
@@ -40,36 +37,6 @@ export const VD_BLOCK: Record<Exclude<VecDot, "f32">, number> = {
   q8_1: 32,
   q8_k: 256,
 };
-
-/** Converted activations: the buffer, and u32 offsets of block scales and sums in it. */
-export interface Converted {
-  key: string;
-  res: Res;
-  dOff: number;
-  sOff: number;
-}
-
-/** The last conversion per vec_dot type; forgets one whose scratch buffer is destroyed. */
-export class ConvertedActivations {
-  readonly #last = new Map<VecDot, Converted>();
-
-  constructor(gpu: GpuResources) {
-    gpu.onDestroy((res) => {
-      for (const [k, q] of this.#last) if (q.res === res) this.#last.delete(k);
-    });
-  }
-
-  /** The conversion of `kind` made under `key`, if it is the last one. */
-  get(kind: VecDot, key: string): Converted | undefined {
-    const hit = this.#last.get(kind);
-    return hit && hit.key === key ? hit : undefined;
-  }
-
-  /** Remember `q` as the last conversion of `kind`. */
-  set(kind: VecDot, q: Converted): void {
-    this.#last.set(kind, q);
-  }
-}
 
 /** Convert `rows × k` activations to `kind`, reusing the last conversion of the same data. */
 export function quantizeActivations(
