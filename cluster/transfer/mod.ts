@@ -13,7 +13,8 @@
  *
  * @module
  */
-export { CacheSource, defaultCacheDir, ModelCache } from "./cache.ts";
+export { defaultCacheDir, ModelCache } from "./cache.ts";
+export { CacheSource, type VerifiedSegments } from "./cache_source.ts";
 export {
   type ChunkPeer,
   FetchError,
