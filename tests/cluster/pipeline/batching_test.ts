@@ -110,26 +110,27 @@ Deno.test("a generation served in-process lets sockets through between passes", 
   );
   try {
     const h = await host(0, 5);
-    // Each pass computes for at least 1 ms, as a real model's would (stories260K's take ~0.2 ms:
-    // on a loaded machine the whole generation could end before a fetch's round trip).
+    // Each pass computes for at least 2 ms, as a real model's would (stories260K's take ~0.2 ms:
+    // on a loaded machine the whole generation could end before a fetch's round trip; at 1 ms
+    // and 120 tokens it did once in a full suite run on this 2-core machine).
     const batch = h.stage.forwardBatch.bind(h.stage);
     h.stage.forwardBatch = (items) => {
       const t = performance.now();
-      while (performance.now() - t < 1) { /* compute */ }
+      while (performance.now() - t < 2) { /* compute */ }
       return batch(items);
     };
     const head = new Head({ chain: () => Promise.resolve([new LocalStageLink("n0", h)]) });
     let produced = 0;
     let answeredAt = -1;
     let fetched: Promise<void> | undefined;
-    const total = 120;
+    const total = 200;
     await head.generate({
       requestId: "long",
       promptTokens: [1, 300, 400],
       maxTokens: total,
       sampling: { temperature: 0, seed: 1, topK: 0, topP: 1, minP: 0 },
       isEog: () => false,
-      maxContext: 128,
+      maxContext: 256,
       onToken: () => {
         produced++;
         // Ask once generation is under way; the answer must come before it ends.
