@@ -449,18 +449,11 @@ Deno.test("a stream whose sender gossip declares gone is ended at once and its K
   }
 });
 
-Deno.test("a sender declared gone mid-frame: the link sees the stage fail (the head replays), not a result", async () => {
-  let gone = new AbortController();
-  const { host, plane, call } = await wholeStageOnPlane(undefined, () => gone.signal);
-  call.abort();
-  const step = host.step.bind(host);
-  host.step = async (id, f) => {
-    await new Promise((r) => setTimeout(r, 300));
-    return await step(id, f);
-  };
+/** A link from agent "head-x" to the whole stage on the plane at `port`; greedy sessions on it. */
+async function senderLink(port: number) {
   const transport = await createRpcTransport("127.0.0.1:1");
   const link = new RemoteStageLink("n0", 0, 5, transport, {
-    dataEndpoint: `127.0.0.1:${plane.port}`,
+    dataEndpoint: `127.0.0.1:${port}`,
     sender: "head-x",
   });
   const open = (sessionId: string) =>
@@ -472,6 +465,19 @@ Deno.test("a sender declared gone mid-frame: the link sees the stage fail (the h
       sampling: { temperature: 0 },
       downstream: [],
     });
+  return { transport, open };
+}
+
+Deno.test("a sender declared gone mid-frame: the link sees the stage fail (the head replays), not a result", async () => {
+  let gone = new AbortController();
+  const { host, plane, call } = await wholeStageOnPlane(undefined, () => gone.signal);
+  call.abort();
+  const step = host.step.bind(host);
+  host.step = async (id, f) => {
+    await new Promise((r) => setTimeout(r, 300));
+    return await step(id, f);
+  };
+  const { transport, open } = await senderLink(plane.port);
   try {
     // A prompt chunk and the frame after it in flight, or one whole frame: each fails as the
     // stage's failure. (A `closed` answer read as a result had the chunk "prefilled" on a freed
@@ -502,20 +508,9 @@ Deno.test("a remote link names its agent as the sender of the streams it opens",
     return new AbortController().signal;
   });
   call.abort();
-  const transport = await createRpcTransport("127.0.0.1:1");
+  const { transport, open } = await senderLink(plane.port);
   try {
-    const link = new RemoteStageLink("n0", 0, 5, transport, {
-      dataEndpoint: `127.0.0.1:${plane.port}`,
-      sender: "head-x",
-    });
-    const session = await link.openSession({
-      sessionId: "named",
-      maxContext: 64,
-      model: "stories260K",
-      epoch: 0n,
-      sampling: { temperature: 0 },
-      downstream: [],
-    });
+    const session = await open("named");
     assertEquals(asked, ["head-x"]);
     await session.close("done");
     await new Promise((r) => setTimeout(r, 20));
