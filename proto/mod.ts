@@ -28,6 +28,15 @@ export {
 export {
   ServerReflection,
   type ServerReflectionRequest,
+  ServerReflectionRequestSchema,
   type ServerReflectionResponse,
   ServerReflectionResponseSchema,
 } from "./gen/grpc/reflection/v1/reflection_pb.ts";
+// Its older v1alpha twin (same messages, another package) for clients that speak only that.
+export {
+  ServerReflection as ServerReflectionV1alpha,
+  type ServerReflectionRequest as ServerReflectionRequestV1alpha,
+  ServerReflectionRequestSchema as ServerReflectionRequestV1alphaSchema,
+  type ServerReflectionResponse as ServerReflectionResponseV1alpha,
+  ServerReflectionResponseSchema as ServerReflectionResponseV1alphaSchema,
+} from "./gen/grpc/reflection/v1alpha/reflection_pb.ts";

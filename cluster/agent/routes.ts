@@ -23,7 +23,7 @@ import { GossipMembershipView } from "../discovery/gossip_view.ts";
 import { clusterService } from "../events/mod.ts";
 import { transferService } from "../transfer/mod.ts";
 import { Health } from "../rpc/health.ts";
-import { reflectionService, ServerReflection } from "../rpc/reflection.ts";
+import { registerReflection } from "../rpc/reflection.ts";
 import { createClient } from "@connectrpc/connect";
 import type { NodeMetrics } from "../../proto/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
@@ -101,8 +101,8 @@ export function agentRoutes(r: ConnectRouter, rooms: RouteRooms): void {
     }),
   );
   r.service(TransferService, transferService(s.transfer));
-  // Reflection, so grpcurl needs no .proto files.
-  r.service(ServerReflection, reflectionService([...RPC_SERVICES, InferenceService, Health]));
+  // Reflection (v1 and v1alpha), so grpcurl, grpc_cli and the like need no .proto files.
+  registerReflection(r, [...RPC_SERVICES, InferenceService, Health]);
   r.service(Health, grpcHealth(s, loop, RPC_SERVICES.map((d) => d.typeName)));
   r.service(InferenceService, inferenceService(s, head, loop, metrics));
 }

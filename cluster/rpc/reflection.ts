@@ -1,7 +1,8 @@
 /**
- * gRPC server reflection (grpc.reflection.v1.ServerReflection) on the agent's RPC port: lists
- * the services and sends their file descriptors, so `grpcurl host:7950 list` and
- * `grpcurl … describe` work without our .proto files.
+ * gRPC server reflection (grpc.reflection.v1.ServerReflection, and its older twin
+ * grpc.reflection.v1alpha.ServerReflection) on the agent's RPC port: lists the services and
+ * sends their file descriptors, so `grpcurl host:7950 list` and `grpcurl … describe` work
+ * without our .proto files, with grpcurl before 1.8.8, grpc_cli and grpcio-reflection too.
  *
  * @module
  */
@@ -11,18 +12,23 @@ import {
   type DescFile,
   type DescMessage,
   type DescService,
+  fromBinary,
   toBinary,
 } from "@bufbuild/protobuf";
 import { FileDescriptorProtoSchema } from "@bufbuild/protobuf/wkt";
-import type { ServiceImpl } from "@connectrpc/connect";
+import type { ConnectRouter, ServiceImpl } from "@connectrpc/connect";
 import {
   ServerReflection,
   type ServerReflectionRequest,
+  ServerReflectionRequestSchema,
+  ServerReflectionRequestV1alphaSchema,
   type ServerReflectionResponse,
   ServerReflectionResponseSchema,
+  ServerReflectionResponseV1alphaSchema,
+  ServerReflectionV1alpha,
 } from "../../proto/mod.ts";
 
-export { ServerReflection };
+export { ServerReflection, ServerReflectionV1alpha };
 
 /** Every file `files` need, dependencies first. */
 function closure(files: DescFile[]): DescFile[] {
@@ -78,17 +84,13 @@ function* nestedMessages(messages: DescMessage[]): Iterable<DescMessage> {
 }
 
 /**
- * Reflection handlers describing `services` (and ServerReflection itself).
- *
- * @example
- * ```ts
- * r.service(ServerReflection, reflectionService([NodeService, InferenceService]));
- * ```
+ * The v1 answer to each reflection request about `services`. Both versions list both reflection
+ * services, as grpc-go's `reflection.Register` serves and lists the two.
  */
-export function reflectionService(
+function answerer(
   services: DescService[],
-): ServiceImpl<typeof ServerReflection> {
-  const all = [...services, ServerReflection];
+): (req: ServerReflectionRequest) => ServerReflectionResponse {
+  const all = [...services, ServerReflection, ServerReflectionV1alpha];
   const files = closure(all.map((s) => s.file));
   const byName = new Map(files.map((f) => [`${f.name}.proto`, f]));
   const bySymbol = symbols(files);
@@ -98,7 +100,7 @@ export function reflectionService(
   const encode = (f: DescFile) =>
     closure([f]).map((d) => toBinary(FileDescriptorProtoSchema, d.proto));
 
-  const answer = (req: ServerReflectionRequest): ServerReflectionResponse => {
+  return (req: ServerReflectionRequest): ServerReflectionResponse => {
     const base = { validHost: req.host, originalRequest: req };
     const r = req.messageRequest;
     const notFound = (what: string) =>
@@ -158,9 +160,53 @@ export function reflectionService(
         });
     }
   };
+}
+
+/** v1 handlers over `answer`. */
+function v1Impl(
+  answer: (req: ServerReflectionRequest) => ServerReflectionResponse,
+): ServiceImpl<typeof ServerReflection> {
   return {
     async *serverReflectionInfo(requests) {
       for await (const req of requests) yield answer(req);
     },
   };
+}
+
+/**
+ * v1alpha handlers over the v1 `answer`: the two packages' messages have the same fields and
+ * numbers, so each crosses over as its own bytes, and no reflection logic is written twice.
+ */
+function v1alphaImpl(
+  answer: (req: ServerReflectionRequest) => ServerReflectionResponse,
+): ServiceImpl<typeof ServerReflectionV1alpha> {
+  return {
+    async *serverReflectionInfo(requests) {
+      for await (const req of requests) {
+        const v1 = fromBinary(
+          ServerReflectionRequestSchema,
+          toBinary(ServerReflectionRequestV1alphaSchema, req),
+        );
+        yield fromBinary(
+          ServerReflectionResponseV1alphaSchema,
+          toBinary(ServerReflectionResponseSchema, answer(v1)),
+        );
+      }
+    },
+  };
+}
+
+/**
+ * Register reflection v1 and v1alpha describing `services` on `r`, sharing one index: each lists
+ * both, so they are only ever registered together (no lone one listing a service not served).
+ *
+ * @example
+ * ```ts
+ * registerReflection(r, [NodeService, InferenceService]);
+ * ```
+ */
+export function registerReflection(r: ConnectRouter, services: DescService[]): ConnectRouter {
+  const answer = answerer(services);
+  return r.service(ServerReflection, v1Impl(answer))
+    .service(ServerReflectionV1alpha, v1alphaImpl(answer));
 }
