@@ -72,6 +72,8 @@ Deno.test("server reflection lists the services and sends their descriptors", as
         "distributed_llm.v1.InferenceService",
         "grpc.health.v1.Health",
         "grpc.reflection.v1.ServerReflection",
+        // Older clients (grpcurl before 1.8.8, grpc_cli, Python's reflection client) speak this.
+        "grpc.reflection.v1alpha.ServerReflection",
       ]
     ) assert(names.includes(n), `${n} not listed: ${names}`);
     const files = answers[1].messageResponse;
