@@ -442,7 +442,8 @@ export enum UpdateKind {
   REQUEST = 3,
 
   /**
-   * NodeMetrics samples (the answering node's own, about once a second while someone watches).
+   * NodeMetrics samples: the answering node's own, about once a second while someone watches, and
+   * every live peer's, relayed through one StreamMetrics stream per peer that all viewers share.
    *
    * @generated from enum value: UPDATE_KIND_METRICS = 4;
    */
