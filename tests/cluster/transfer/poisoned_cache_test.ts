@@ -170,12 +170,7 @@ async function setUp() {
   return { genuine, forged, victim, want: await tensorOf(STORIES), cacheDir, close };
 }
 
-Deno.test({
-  name: "a forged manifest's cache is replaced by a genuine deploy: same agent, after a restart",
-  // The gRPC transports of the victims' peers close after the test body.
-  sanitizeOps: false,
-  sanitizeResources: false,
-}, async () => {
+Deno.test("a forged manifest's cache is replaced by a genuine deploy: same agent, after a restart", async () => {
   const s = await setUp();
   try {
     for (const how of ["same agent", "restart + scanCache", "restart"]) {
@@ -206,11 +201,7 @@ Deno.test({
   }
 });
 
-Deno.test({
-  name: "a manifest with another segment table for a sha256 in use is refused, naming both",
-  sanitizeOps: false,
-  sanitizeResources: false,
-}, async () => {
+Deno.test("a manifest with another segment table for a sha256 in use is refused, naming both", async () => {
   const s = await setUp();
   try {
     // Served from its cache: the forged Prepare must not pull it from under the stage.
