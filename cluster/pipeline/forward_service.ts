@@ -490,8 +490,7 @@ export function forwardHandler(ctx: ForwardContext) {
       // As a for-await would: the frames' source learns this side is done reading.
       it.return?.()?.catch(() => {});
       // The stream ended (closed, broken or cancelled): never leak a KV cache here or further.
-      if (s.session) await s.session.close("stream ended");
-      else if (s.host && s.sessionId !== undefined) s.host.close(s.sessionId);
+      await closeEarly("stream ended");
     }
   };
 }

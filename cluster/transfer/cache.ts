@@ -226,11 +226,14 @@ export class ModelCache {
    * chunk they touch was verified by this process as it was written.
    */
   #readable(seg: number, at: number, end: number): boolean {
-    if (this.#done.has(seg)) return true;
-    const here = this.#verifiedHere.get(seg);
-    if (!here) return false;
+    return this.#done.has(seg) || this.#covers(this.#verifiedHere.get(seg), at, end);
+  }
+
+  /** Whether `chunks` holds every chunk that bytes [at, end) of a segment touch. */
+  #covers(chunks: Set<number> | undefined, at: number, end: number): boolean {
+    if (!chunks) return false;
     const size = this.manifest.chunkSize;
-    for (let c = Math.floor(at / size); c * size < end; c++) if (!here.has(c)) return false;
+    for (let c = Math.floor(at / size); c * size < end; c++) if (!chunks.has(c)) return false;
     return true;
   }
 
@@ -240,12 +243,7 @@ export class ModelCache {
    * changed is no longer done, but its other chunks still read.
    */
   #present(seg: number, at: number, end: number): boolean {
-    if (this.#readable(seg, at, end)) return true;
-    const have = this.#chunks.get(seg);
-    if (!have) return false;
-    const size = this.manifest.chunkSize;
-    for (let c = Math.floor(at / size); c * size < end; c++) if (!have.has(c)) return false;
-    return true;
+    return this.#readable(seg, at, end) || this.#covers(this.#chunks.get(seg), at, end);
   }
 
   /** Wait until bytes [at, end) of `seg` are stored; false when no fetch can bring them. */
