@@ -439,22 +439,28 @@ async function complete(
       "x-accel-buffering": "no",
     });
     // While nothing is sent (waiting in line, a long prompt), an SSE comment every
-    // `keepAliveMs` keeps the connection alive; clients ignore comments.
-    const quiet = () => {
-      clearTimeout(keepAlive);
-      keepAlive = setTimeout(function ping() {
-        res.write(": keep-alive\n\n");
-        keepAlive = setTimeout(ping, keepAliveMs);
-      }, keepAliveMs);
+    // `keepAliveMs` keeps the connection alive; clients ignore comments. A token only notes when
+    // it was sent: the one timer re-arms itself for what is left of the quiet time (re-arming it
+    // at every token was a timer per token on the streaming path).
+    let lastSent = performance.now();
+    const ping = () => {
+      const quietFor = performance.now() - lastSent;
+      if (quietFor < keepAliveMs) {
+        keepAlive = setTimeout(ping, keepAliveMs - quietFor);
+        return;
+      }
+      res.write(": keep-alive\n\n");
+      lastSent = performance.now();
+      keepAlive = setTimeout(ping, keepAliveMs);
     };
     const send = (obj: unknown) => {
       res.write(`data: ${JSON.stringify(obj)}\n\n`);
-      quiet();
+      lastSent = performance.now();
     };
     const role = builder.roleChunk();
     if (role) send(role);
     else res.flushHeaders();
-    quiet();
+    keepAlive = setTimeout(ping, keepAliveMs);
     try {
       for (next = await pending; !next.done; next = await pending) {
         if (abort.signal.aborted) break;
