@@ -11,10 +11,14 @@
  *
  * Served decode is what a client sees: InferenceService.Generate on the first agent (the head,
  * hosting stage 0 in-process), its usage.decode_tokens_per_second. Per-hop overhead: the bench
- * opens a chain session on the first stage itself and times each decode step; the stages report
- * their compute (summed along the chain; the tail's sampling counts as compute), so (round trip −
- * compute) / stages is the time one hop adds (send, receive, encode, decode of one frame and of
- * the token coming back). The time between tokens as the bench's client reads them (p10 / p50 /
+ * opens a chain session on the first stage itself, as a head whose stages are all remote does,
+ * and times each decode step; the stages report their compute (summed along the chain; the tail's
+ * sampling counts as compute), so (round trip − compute) / stages is the time one hop adds (send,
+ * receive, encode, decode of one frame, and a share of the token's way back). The token comes
+ * back as a head's does: straight from the tail over a reply stream where the tail offers one
+ * (`hop_path: "direct"`; the TCP data plane, no TLS: stages + 1 crossings per token). The same
+ * figure with the token relayed back stage by stage (2 × stages crossings, the path under mTLS)
+ * is `hop_ms_p50_relayed`; before 2026-12-05 that was the only path timed. The time between tokens as the bench's client reads them (p10 / p50 /
  * p90) shows whether tokens reach a client as they are made or in bursts. Prints JSON.
  *
  * `--prefill N` also times the first token of an N-token prompt (one token asked for) through 1
@@ -59,6 +63,9 @@ interface Opts {
   threads?: number;
   reps: number;
 }
+
+/** How a hop measurement's tokens came back: from the tail directly, or along the chain. */
+type HopPath = "direct" | "relayed";
 
 /**
  * One timed decode: tokens/s after the first token, the ids, and (served rounds) the ms between
@@ -121,19 +128,25 @@ function chainRounds(
     }
     return { tps, ids: out, gaps };
   };
-  /** Per hop: a chain session opened by the bench on the first stage, timed per decode step. */
-  const hops = async (): Promise<number[]> => {
+  /**
+   * Per hop: a chain session opened by the bench on the first stage, timed per decode step, on
+   * the path a head's tokens take: straight from the tail over a reply stream where the tail
+   * offers one (head.ts: the TCP data plane, no TLS), else along the chain (`path`). With
+   * `relayed`, always along the chain (the path under mTLS).
+   */
+  const hops = async (relayed = false): Promise<{ ms: number[]; path: HopPath }> => {
     const out: number[] = [];
-    const first = new RemoteStageLink(
-      stages[0].nodeId,
-      stages[0].fromLayer,
-      stages[0].toLayer,
-      headTransport,
-      // The first hop too goes over the TCP data plane when the stage runs one (no TLS).
-      { dataEndpoint: stages[0].dataEndpoint || undefined },
-    );
-    const session = await first.openSession({
-      sessionId: `${prefix}-hops-${crypto.randomUUID()}`,
+    const link = (s: typeof stages[number]) =>
+      new RemoteStageLink(s.nodeId, s.fromLayer, s.toLayer, headTransport, {
+        // The first hop too goes over the TCP data plane when the stage runs one (no TLS).
+        dataEndpoint: s.dataEndpoint || undefined,
+      });
+    const sessionId = `${prefix}-hops-${crypto.randomUUID()}`;
+    const replies = relayed || stages.length < 2
+      ? undefined
+      : await link(stages[stages.length - 1]).openReplies(sessionId);
+    const session = await link(stages[0]).openSession({
+      sessionId,
       maxContext: CONTEXT,
       model: info.placement!.model,
       epoch: info.placement!.epoch,
@@ -143,19 +156,36 @@ function chainRounds(
         from: s.fromLayer,
         to: s.toLayer,
       })),
+      ...(replies ? { replyDirect: true } : {}),
+    }).catch((e) => {
+      replies?.close();
+      throw e;
     });
+    /**
+     * One frame: the round trip to its token, and the compute of every stage on the way (the
+     * chain's answer sums it; with a reply stream that answer follows the token, off its path).
+     */
+    const step = async (tokens: Int32Array) => {
+      const t0 = performance.now();
+      const answer = session.step({ tokens });
+      const token = replies ? await replies.next() : await answer;
+      const ms = performance.now() - t0;
+      const { computeMs } = await answer;
+      if (token.kind !== "token") throw new Error(`expected a token, got ${token.kind}`);
+      return { id: token.token.id, ms, computeMs };
+    };
     try {
-      let step = await session.step({ tokens: Int32Array.from([1, 5, 7]) });
+      let { id } = await step(Int32Array.from([1, 5, 7]));
       for (let i = 0; i < o.tokens; i++) {
-        if (step.kind !== "token") throw new Error(`expected a token, got ${step.kind}`);
-        const t0 = performance.now();
-        step = await session.step({ tokens: Int32Array.of(step.token.id) });
-        out.push((performance.now() - t0 - step.computeMs) / stages.length);
+        const r = await step(Int32Array.of(id));
+        out.push((r.ms - r.computeMs) / stages.length);
+        id = r.id;
       }
     } finally {
       await session.close("done");
+      replies?.close();
     }
-    return out;
+    return { ms: out, path: replies ? "direct" : "relayed" };
   };
   /** Time to the first token of a `prefill`-token prompt, as the head measured it. */
   const ttft = async (): Promise<{ ms: number; promptTokens: number }> => {
@@ -237,6 +267,32 @@ async function attached(endpoint: string, tls: ClientTls | undefined, o: Opts) {
   };
 }
 
+/** Per-hop times of every round, on a head's path and along the chain. */
+class HopTimes {
+  path: HopPath = "relayed";
+  readonly ms: number[] = [];
+  readonly relayed: number[] = [];
+
+  add(head: { ms: number[]; path: HopPath }, relayed: { ms: number[] }): void {
+    this.path = head.path;
+    this.ms.push(...head.ms);
+    this.relayed.push(...relayed.ms);
+  }
+
+  json() {
+    const r3 = (x: number) => Math.round(x * 1000) / 1000;
+    return {
+      hop_ms_p50: r3(quantile(this.ms, 0.5)),
+      hop_ms_p99: r3(quantile(this.ms, 0.99)),
+      // "direct": tokens came from the tail over a reply stream, as a head's do without TLS.
+      hop_path: this.path,
+      hops_measured: this.ms.length,
+      hop_ms_p50_relayed: r3(quantile(this.relayed, 0.5)),
+      hop_ms_p99_relayed: r3(quantile(this.relayed, 0.99)),
+    };
+  }
+}
+
 function median(xs: number[]): number {
   return quantile(xs, 0.5);
 }
@@ -278,12 +334,12 @@ if (import.meta.main) {
     const tls = opts.tlsCa ? { ca: opts.tlsCa, cert: opts.tlsCert, key: opts.tlsKey } : undefined;
     const remote = await attached(opts.endpoint, tls, o);
     const rounds: Round[] = [];
-    let hops: number[] = [];
+    const hops = new HopTimes();
     try {
       await remote.run(); // warm-up
       for (let r = 0; r < o.reps; r++) {
         rounds.push(await remote.run());
-        hops = hops.concat(await remote.hops());
+        hops.add(await remote.hops(), await remote.hops(true));
       }
     } finally {
       await remote.stop();
@@ -299,9 +355,7 @@ if (import.meta.main) {
       one_agent_decode_tokens_per_second: null,
       served_decode_tokens_per_second: r3(Math.max(...rounds.map((r) => r.tps))),
       median_served_decode_tokens_per_second: r3(median(rounds.map((r) => r.tps))),
-      hop_ms_p50: r3(quantile(hops, 0.5)),
-      hop_ms_p99: r3(quantile(hops, 0.99)),
-      hops_measured: hops.length,
+      ...hops.json(),
       client_gap_ms: gapStats(rounds),
       same_ids: rounds.every((r) => r.ids.join() === rounds[0].ids.join()),
       rounds: rounds.map((r) => r3(r.tps)),
@@ -318,7 +372,7 @@ if (import.meta.main) {
   // The same chain with its prompts sent down whole, for the prefill comparison.
   const whole = o.prefill > 0 ? await served(model, 3, o, "whole", ["--prefill-chunk", "0"]) : null;
   const rounds: { local: Round; one: Round; three: Round }[] = [];
-  let hops: number[] = [];
+  const hops = new HopTimes();
   const ttfts: { one: number; three: number; whole: number; promptTokens: number }[] = [];
   try {
     // Warm-up: JIT, connections, buffers.
@@ -327,7 +381,7 @@ if (import.meta.main) {
     await three.run();
     for (let r = 0; r < o.reps; r++) {
       rounds.push({ local: await local.run(), one: await one.run(), three: await three.run() });
-      hops = hops.concat(await three.hops());
+      hops.add(await three.hops(), await three.hops(true));
       if (whole) {
         if (r === 0) await Promise.all([one.ttft(), three.ttft(), whole.ttft()]); // warm-up
         const t1 = await one.ttft();
@@ -359,9 +413,7 @@ if (import.meta.main) {
     three_vs_one_agent: r3(best("three") / best("one")),
     median_round_one_vs_in_process: r3(median(rounds.map((r) => r.one.tps / r.local.tps))),
     median_round_three_vs_one: r3(median(rounds.map((r) => r.three.tps / r.one.tps))),
-    hop_ms_p50: r3(quantile(hops, 0.5)),
-    hop_ms_p99: r3(quantile(hops, 0.99)),
-    hops_measured: hops.length,
+    ...hops.json(),
     // Steady tokens give p10 ≈ p50 ≈ p90; tokens held back a pass and sent in pairs, a low p10.
     client_gap_ms_one_agent: gapStats(rounds.map((r) => r.one)),
     client_gap_ms_three_agents: gapStats(rounds.map((r) => r.three)),

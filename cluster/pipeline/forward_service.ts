@@ -123,7 +123,7 @@ function checkPositions(positions: readonly number[], first: number, n: number):
 const DEFAULT_IDLE_MS = 300_000;
 
 /**
- * Prompt chunks of one stream a stage runs before it waits for their answers: they arrive
+ * Frames of one stream a stage runs before it waits for their answers: prompt chunks arrive
  * (partial frames, chain_session.ts) faster than the chain answers them, and must overlap.
  */
 const MAX_FRAMES_IN_FLIGHT = 32;
@@ -132,7 +132,8 @@ const MAX_FRAMES_IN_FLIGHT = 32;
  * The Forward handler: frames in, one response per frame out (in order), KV cache freed when
  * the stream ends. A prompt chunk (a partial frame) does not wait for its answer before the next
  * frame is read, so a stage runs a prompt's next chunk while the previous one is further down
- * the chain; every other frame is answered before the next is read.
+ * the chain; nor does any frame of a session whose tail replies to its head directly.
+ * Every other frame is answered before the next is read.
  */
 export function forwardHandler(ctx: ForwardContext) {
   const self = ctx.nodeId ?? "";
@@ -148,6 +149,8 @@ export function forwardHandler(ctx: ForwardContext) {
       responseDtype?: Dtype;
       /** Position of the session's next row (undefined until its first frame with rows). */
       nextPosition?: number;
+      /** The tail sends the session's tokens straight to its head (OpenSession.reply_direct). */
+      replyDirect?: boolean;
     } = {};
     /** Rejects when the opening's sender is declared gone (ForwardContext.lost). */
     let senderGone: Promise<never> = new Promise(() => {});
@@ -206,6 +209,7 @@ export function forwardHandler(ctx: ForwardContext) {
           }
           s.responseDtype = answerIn;
           const open = openFromWire(frame.sessionId, frame.open);
+          s.replyDirect = open.replyDirect === true;
           if (frame.open.sender) watchSender(frame.open.sender);
           // The prompt's ids for the prefix cache: never more than the session can hold (they
           // are kept until its first frame, and passed on to every stage after this one).
@@ -450,7 +454,12 @@ export function forwardHandler(ctx: ForwardContext) {
           );
         }
         nextStep++;
-        const chunk = frame.partial && !frame.open && !frame.close;
+        // Frames that need not be answered before the next is read: prompt chunks, and, in a
+        // session whose tail sends tokens straight to the head, every frame but an opening or a
+        // close. There the answer along the chain is only the tail's `replied`, relayed back
+        // stage by stage, while the head already has the token and may have sent the next
+        // frame: waiting for the relay held that frame's pass here for its crossings.
+        const pipelined = (frame.partial || s.replyDirect === true) && !frame.open && !frame.close;
         // The next frame is read while this one's answer is awaited (see watched).
         incoming = ask();
         // A cancel behind frames still running: they stop now rather than run to their end.
@@ -467,12 +476,12 @@ export function forwardHandler(ctx: ForwardContext) {
         const answer = frame.close ? undefined : handle(frame);
         // Read below, in order; never left to reject unhandled if the stream ends first.
         answer?.catch(() => {});
-        if (chunk && answer) {
+        if (pipelined && answer) {
           pending.push({ sessionId: frame.sessionId, step: frame.step, answer });
           if (pending.length < MAX_FRAMES_IN_FLIGHT) continue;
         }
         if (yield* flush()) return;
-        if (!chunk) {
+        if (!pipelined) {
           const response = closing
             ? closedAnswer(frame)
             : frame.close

@@ -11,6 +11,7 @@ import {
   StageHost,
 } from "../../../cluster/pipeline/mod.ts";
 import { openToWire } from "../../../cluster/pipeline/wire.ts";
+import type { StageFrame, StageResult } from "../../../cluster/pipeline/stage_frame.ts";
 import { openTcpBidi, startTcpPlane } from "../../../cluster/rpc/mod.ts";
 import { ActivationFrameSchema, Dtype } from "../../../proto/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
@@ -175,6 +176,97 @@ Deno.test("every frame is answered once, in order: a half-close, a cancel, a clo
     assertEquals(await answers(c), ["hidden", "hidden closed"]);
     await new Promise((r) => setTimeout(r, 20));
     assertEquals(host.openSessions, 0);
+  } finally {
+    await plane.close();
+  }
+});
+
+/**
+ * Layers 0..2 of stories260K before a stage that holds every answer until released (the tail
+ * of a chain that sends its tokens to the head directly answers each frame with `replied`).
+ */
+async function stageBeforeHeldTail() {
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const host = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 2 }),
+    "stories260K",
+  );
+  file.close();
+  /** Frames that reached the next stage, and the release of each one's answer. */
+  const down: { tokens: number[]; release: () => void }[] = [];
+  const next = {
+    nodeId: "n1",
+    from: 2,
+    to: host.stage.config.nLayers,
+    openSession: () =>
+      Promise.resolve({
+        step: (f: StageFrame) =>
+          new Promise<StageResult>((resolve) =>
+            down.push({
+              tokens: Array.from(f.tokens),
+              release: () => resolve({ kind: "replied", computeMs: 0 }),
+            })
+          ),
+        close: () => Promise.resolve(),
+      }),
+  };
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, linkTo: () => next };
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
+  });
+  const call = () =>
+    openTcpBidi(`127.0.0.1:${plane.port}`, FORWARD_PREAMBLE, FORWARD_METHOD, 1 << 20);
+  return { host, plane, call, down };
+}
+
+Deno.test("a session whose tail replies to its head directly: the next frame runs before the last one's answer is back", async () => {
+  const { plane, call, down } = await stageBeforeHeldTail();
+  /** Waits up to `ms` for `n` frames to have reached the next stage. */
+  const reached = async (n: number, ms: number) => {
+    for (const end = Date.now() + ms; down.length < n && Date.now() < end;) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    return down.length >= n;
+  };
+  try {
+    for (const replyDirect of [true, false]) {
+      down.length = 0;
+      const sessionId = `direct-${replyDirect}`;
+      const open = openToWire({
+        sessionId,
+        maxContext: 64,
+        model: "stories260K",
+        epoch: 0n,
+        downstream: [{ nodeId: "n1", from: 2, to: 5 }],
+        ...(replyDirect ? { replyDirect: true } : {}),
+      }, Dtype.F32);
+      const c = await call();
+      c.send(create(ActivationFrameSchema, { sessionId, step: 0n, toLayer: 2, open }));
+      await c.receive();
+      // The head has the first token from the tail already and sends the next frame at once.
+      c.send(create(ActivationFrameSchema, { sessionId, step: 1n, tokens: [1, 7] }));
+      c.send(create(ActivationFrameSchema, { sessionId, step: 2n, tokens: [9] }));
+      if (replyDirect) {
+        // Before, a stage read no frame of such a session until the one before was answered:
+        // each pass waited for the `replied` to come back along the chain.
+        assert(await reached(2, 3000), `${down.length} frame(s) reached the next stage`);
+        assertEquals(down.map((d) => d.tokens), [[1, 7], [9]]);
+      } else {
+        // Tokens come back along the chain: the head sends after each answer, and a frame sent
+        // early still waits its turn (the chain's answers stay one per frame, in order).
+        assert(await reached(1, 3000));
+        assert(!(await reached(2, 200)), "the second frame ran before the first was answered");
+      }
+      down[0].release();
+      const first = await c.receive();
+      assertEquals([first?.step, first?.replied], [1n, true]);
+      assert(await reached(2, 3000));
+      down[1].release();
+      const second = await c.receive();
+      assertEquals([second?.step, second?.replied], [2n, true]);
+      c.abort();
+    }
   } finally {
     await plane.close();
   }
