@@ -127,8 +127,9 @@ export interface AgentConnection {
   /**
    * Check, within the --timeout, that the agent answers (before a stream: a stream has no
    * deadline, and would wait forever on an agent that accepts connections but never answers).
+   * `signal` (Ctrl-C) ends the wait at once instead of after the whole --timeout.
    */
-  ready(): Promise<void>;
+  ready(signal?: AbortSignal): Promise<void>;
   close(): void;
 }
 
@@ -219,7 +220,8 @@ export async function connect(
       }
     },
     to: (other, nodeId) => connect(opts, other, nodeId),
-    ready: () => conn.call((c) => c.node.healthCheck({}, c.callOptions).then(() => {})),
+    ready: (signal) =>
+      conn.call((c) => c.node.healthCheck({}, { ...c.callOptions, signal }).then(() => {})),
     close: () => transport.close(),
   };
   return conn;

@@ -141,7 +141,7 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
   let finish = FinishReason.UNSPECIFIED;
   let usage: GenerateUsage | undefined;
   try {
-    await agent.ready();
+    await agent.ready(abort.signal);
     if (!opts.json) writeOut(opts.prompt);
     await agent.call(async (c) => {
       const stream = c.inference.generate({
@@ -202,6 +202,10 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
       })),
       recoveries: usage?.recoveries ?? 0,
     });
+    return;
+  }
+  if (finish === FinishReason.CANCELLED && tokens.length === 0) {
+    console.error(`cancelled before the first token, after ${round(end - t0)} ms`);
     return;
   }
   writeOut("\n");
