@@ -140,9 +140,12 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
   let placement: Placement | undefined;
   let finish = FinishReason.UNSPECIFIED;
   let usage: GenerateUsage | undefined;
+  // The prompt is echoed with the first answer: echoed before it, an agent's refusal (no
+  // placement, unknown model) printed after the prompt on the same line, and stdout held a
+  // prompt that nothing continued.
+  let echoed = opts.json === true;
   try {
     await agent.ready(abort.signal);
-    if (!opts.json) writeOut(opts.prompt);
     await agent.call(async (c) => {
       const stream = c.inference.generate({
         model: modelGiven ? basename(opts.model) : "",
@@ -158,6 +161,10 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
         },
       }, { signal: abort.signal });
       for await (const m of stream) {
+        if (!echoed) {
+          echoed = true;
+          writeOut(opts.prompt);
+        }
         if (m.placement) placement = m.placement;
         if (m.finishReason) {
           finish = m.finishReason;
@@ -172,7 +179,11 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
     });
   } catch (e) {
     if (abort.signal.aborted) finish = FinishReason.CANCELLED;
-    else throw e;
+    else {
+      // A failure mid-stream starts its message on a line of its own.
+      if (echoed && !opts.json) writeOut("\n");
+      throw e;
+    }
   } finally {
     Deno.removeSignalListener("SIGINT", onSigint);
     agent.close();
@@ -204,11 +215,11 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
     });
     return;
   }
+  if (echoed) writeOut("\n");
   if (finish === FinishReason.CANCELLED && tokens.length === 0) {
     console.error(`cancelled before the first token, after ${round(end - t0)} ms`);
     return;
   }
-  writeOut("\n");
   const stages = (placement?.stages ?? []).map((s) => `${s.nodeId}[${s.fromLayer},${s.toLayer})`);
   console.error(
     `${usage?.promptTokens ?? "?"} prompt tokens, first token after ${round(promptMs)} ms, ` +
