@@ -8,7 +8,8 @@
  * llmctl nodes drain b --dry-run
  * ```
  */
-import { Command } from "@commander-js/extra-typings";
+import { Argument, Command } from "@commander-js/extra-typings";
+import { LOG_LEVELS } from "../../cluster/events/log_level.ts";
 import {
   GetMetricsResponseSchema,
   GetResourcesResponseSchema,
@@ -185,7 +186,8 @@ export function nodesCommand() {
   nodes.command("log-level")
     .description("change a node's log level at run time (debug, info, warn, error)")
     .argument("<id>", "node id")
-    .argument("<level>", "debug, info, warn or error")
+    // Checked here, so a typo is a usage error (exit 2) before any agent is asked.
+    .addArgument(new Argument("<level>", "the new level").choices(LOG_LEVELS))
     .option("--json", "print one JSON object: {message}")
     .action(async (id, level, opts, cmd) => {
       const res = await withAgent(globals(cmd), (c) =>
