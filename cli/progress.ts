@@ -127,7 +127,10 @@ export class TransferProgressView {
     const w = Math.max(4, ...m.nodes.map((n) => n.nodeId.length));
     if (this.#mode === "tty") {
       let out = this.#drawn ? `\x1b[${this.#drawn}A` : "";
-      const cols = Math.max(20, this.#columns() - 1);
+      // A pty that reports no size (0 columns: `script`, some CI runners, `docker run -t`)
+      // is taken as 80 wide, not cut to 20 columns, which left only the node and half a bar.
+      const reported = this.#columns();
+      const cols = Math.max(20, (reported > 0 ? reported : 80) - 1);
       for (const n of m.nodes) out += `\x1b[2K${[...progressLine(n, w)].slice(0, cols).join("")}\n`;
       this.#drawn = m.nodes.length;
       this.#write(out);

@@ -32,3 +32,22 @@ Deno.test("tty progress lines fit the terminal, so the redraw moves up one row p
     assert([...text].length < 60, `${[...text].length} columns: ${text}`);
   }
 });
+
+Deno.test("tty progress on a terminal that reports 0 columns keeps the whole line", () => {
+  let out = "";
+  const view = new TransferProgressView({ mode: "tty", write: (s) => out += s, columns: () => 0 });
+  view.update(create(DeployResponseSchema, {
+    model: "m",
+    nodes: [create(TransferProgressSchema, {
+      nodeId: "a",
+      model: "stories260K.gguf",
+      state: TransferState.LOADED,
+      bytesDone: 1_185_376n,
+      bytesTotal: 1_185_376n,
+      fromLayer: 0,
+      toLayer: 2,
+    })],
+  }));
+  // Before, `script`'s 0×0 pty cut every line to 20 columns: "a    [██████████████".
+  assert(out.includes("100% 1.19 MB/1.19 MB loaded [0,2)"), JSON.stringify(out));
+});
