@@ -3,7 +3,8 @@
  * placement split its layers across them (memory budgets are set so no single agent can hold
  * the model), print who holds which layers, and generate text through the pipeline.
  */
-import { Command } from "@commander-js/extra-typings";
+import { Command, Option } from "@commander-js/extra-typings";
+import { BACKEND_NAMES } from "../kernels/select.ts";
 import { createClient } from "@connectrpc/connect";
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
 import { InferenceService } from "../proto/mod.ts";
@@ -30,7 +31,12 @@ export async function main(args: string[]): Promise<number> {
     .option("--agents <n>", "agents to start", intOption(1, 16), 3)
     .option("--temperature <t>", "0 = greedy", numberOption(0, 100), SAMPLING_DEFAULTS.temperature)
     .option("--seed <n>", "RNG seed", intOption(0, 2 ** 32 - 1))
-    .option("--backend <name>", "compute backend for every agent", "auto")
+    // Checked here: each agent would refuse a bad name only after the demo had started them.
+    .addOption(
+      new Option("--backend <name>", "compute backend for every agent")
+        .choices(BACKEND_NAMES)
+        .default("auto"),
+    )
     .exitOverride();
   let opts;
   try {
