@@ -5,6 +5,8 @@
 import { Command, Option } from "@commander-js/extra-typings";
 import { BACKEND_NAMES, parseBackendName, selectBackend } from "../../kernels/select.ts";
 import { Engine } from "../../cluster/pipeline/mod.ts";
+import { configFromFile } from "../../model/config.ts";
+import { openModelFile } from "../../model/engine.ts";
 import { DEFAULT_MODEL, ExitCode, intOption } from "../common.ts";
 import { CliError } from "../client.ts";
 
@@ -23,15 +25,38 @@ export function modelCommandBase(name: string) {
 export async function openEngine(
   opts: { model: string; backend: string; threads?: number; ctx?: number },
 ): Promise<Engine> {
+  const nCtx = opts.ctx === undefined ? undefined : await fitContext(opts.model, opts.ctx);
   const { backend } = await selectBackend(parseBackendName(opts.backend), {
     threads: opts.threads,
   });
   try {
-    return await Engine.open(opts.model, backend, { nCtx: opts.ctx });
+    return await Engine.open(opts.model, backend, { nCtx });
   } catch (e) {
     backend.dispose();
     throw e;
   }
+}
+
+/**
+ * `--ctx`, at most the model's context length. A session never holds more positions than that
+ * (the stage sizes its KV cache so), while the generation was bounded by the larger --ctx: past
+ * the model's length it failed with "context is full" (exit 1) instead of ending as "length".
+ */
+async function fitContext(path: string, ctx: number): Promise<number> {
+  let max: number;
+  try {
+    const file = await openModelFile(path);
+    try {
+      max = configFromFile(file).contextLength;
+    } finally {
+      file.close();
+    }
+  } catch {
+    return ctx; // Engine.open reports what is wrong with the file.
+  }
+  if (ctx <= max) return ctx;
+  console.error(`llmctl: --ctx ${ctx} is past the model's context length; using ${max}`);
+  return max;
 }
 
 /**
