@@ -19,7 +19,9 @@ export function evalCommand() {
         if (opts.json) {
           printJson({ prompt_tokens: tokens, top });
         } else {
-          const dec = (id: number) => JSON.stringify(engine.tokenizer.decode([id]));
+          // The token's own piece, leading space included (decode() of one id drops it).
+          const td = new TextDecoder();
+          const dec = (id: number) => JSON.stringify(td.decode(engine.tokenizer.tokenPiece(id)));
           console.log(`${tokens.length} prompt tokens; next token:`);
           for (const t of top) {
             console.log(

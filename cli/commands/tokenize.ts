@@ -51,8 +51,13 @@ export function tokenizeCommand() {
         if (opts.json) {
           printJson({ tokens: ids });
         } else {
+          // Each token's own piece, as llama-tokenize prints it: decode() of one id drops the
+          // leading space SentencePiece marks a word start with, so " w" and "w" looked alike.
+          const td = new TextDecoder();
           for (const id of ids) {
-            console.log(`${String(id).padStart(7)}  ${JSON.stringify(tok.decode([id]))}`);
+            console.log(
+              `${String(id).padStart(7)}  ${JSON.stringify(td.decode(tok.tokenPiece(id)))}`,
+            );
           }
         }
       } finally {
