@@ -47,7 +47,7 @@ Local:   llmctl generate -p "Once upon a time" -n 64
 Cluster: llmctl generate --endpoint 10.0.0.5:7950 -p "Once upon a time" -n 64
 --json prints {"model","prompt_tokens","tokens","text","finish_reason","timings":{...}}; through
 the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
-"prompt_token_count", "endpoint" and "placement" are added.`,
+"prompt_token_count", "endpoint", "placement" and "recoveries" are added.`,
     )
     .action(async (opts, cmd) => {
       const g = cmd.optsWithGlobals() as GlobalOptions;

@@ -79,3 +79,13 @@ Deno.test({
     }
   },
 });
+
+Deno.test("generate --help names every key --json adds through the cluster", async () => {
+  const r = await llmctl(["generate", "--help"]);
+  assertEquals(r.code, 0, r.stderr);
+  const help = r.stdout.replace(/\s+/g, " ");
+  // The keys README's table lists for `generate --endpoint … --json`; "recoveries" was missing.
+  for (const k of ["prompt_token_count", "endpoint", "placement", "recoveries"]) {
+    assert(help.includes(`"${k}"`), `--help lacks "${k}": ${r.stdout}`);
+  }
+});
