@@ -1,6 +1,6 @@
 /** `llmctl eval`: the top-k next-token logits after a prompt. */
 import { intOption, printJson } from "../common.ts";
-import { modelCommandBase, openEngine } from "./model_options.ts";
+import { modelCommandBase, openEngine, refuseEndpoint } from "./model_options.ts";
 
 /** Build the `eval` command. */
 export function evalCommand() {
@@ -10,7 +10,8 @@ export function evalCommand() {
     .option("--top <k>", "how many candidates", intOption(1, 1000), 5)
     .option("--no-bos", "do not prepend BOS even if the model asks for it")
     .option("--json", "print one JSON object")
-    .action(async (opts) => {
+    .action(async (opts, cmd) => {
+      refuseEndpoint(cmd, "eval");
       const engine = await openEngine(opts);
       try {
         const tokens = engine.tokenize(opts.prompt, opts.bos ? undefined : false);

@@ -2,7 +2,7 @@
  * Options shared by the commands that load a model locally (generate, eval), and the code that
  * turns them into an Engine.
  */
-import { Command, Option } from "@commander-js/extra-typings";
+import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import { BACKEND_NAMES, parseBackendName, selectBackend } from "../../kernels/select.ts";
 import { Engine } from "../../cluster/pipeline/mod.ts";
 import { configFromFile } from "../../model/config.ts";
@@ -75,6 +75,23 @@ export function refuseLocalOptions(cmd: {
       `${given.map((k) => `--${k}`).join(", ")} ${given.length > 1 ? "work" : "works"} only ` +
         `with a local model; the cluster's agents chose theirs at start (drop --endpoint / ` +
         `DLLM_ENDPOINT, or the flag)`,
+      ExitCode.usage,
+    );
+  }
+}
+
+/**
+ * Refuse an explicit --endpoint on a command that only runs a model here (eval, tokenize): it
+ * was silently ignored, so the answer looked like the cluster's. DLLM_ENDPOINT stays allowed, as
+ * it is set for the commands that use it.
+ */
+export function refuseEndpoint(cmd: CommandUnknownOpts, name: string): void {
+  let root = cmd;
+  while (root.parent) root = root.parent;
+  if (root.getOptionValueSource("endpoint") === "cli") {
+    throw new CliError(
+      `${name} runs the model here, not on the cluster; drop --endpoint ` +
+        `(and give the model file with --model)`,
       ExitCode.usage,
     );
   }

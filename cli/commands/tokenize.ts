@@ -4,6 +4,7 @@ import { openModelFile } from "../../model/engine.ts";
 import { tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import { CliError } from "../client.ts";
 import { DEFAULT_MODEL, ExitCode, printJson } from "../common.ts";
+import { refuseEndpoint } from "./model_options.ts";
 
 /** The text to tokenize: `--text`, or the bytes of `--text-file` (`-` = stdin), exactly. */
 async function readText(opts: { text?: string; textFile?: string }): Promise<string> {
@@ -37,7 +38,8 @@ export function tokenizeCommand() {
     .option("--no-bos", "do not prepend BOS even if the model asks for it")
     .option("--parse-special", "treat special-token text (e.g. <s>) as the special token")
     .option("--json", "print one JSON object")
-    .action(async (opts) => {
+    .action(async (opts, cmd) => {
+      refuseEndpoint(cmd, "tokenize");
       const text = await readText(opts);
       const file = await openModelFile(opts.model);
       try {

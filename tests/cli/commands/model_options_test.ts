@@ -24,3 +24,14 @@ Deno.test("generate --ctx past the model's context length ends as length, not 'c
   assert(out.prompt_tokens.length + out.tokens.length <= 2048, `${out.tokens.length} tokens`);
   assert(r.stderr.includes("using 2048"), r.stderr);
 });
+
+Deno.test("eval and tokenize refuse --endpoint (they run the model here) but not DLLM_ENDPOINT", async () => {
+  for (const args of [["eval", "-p", "hi"], ["tokenize", "-t", "hi"]]) {
+    // Port 1: nobody listens; before, the flag was ignored and the local answer printed (exit 0).
+    const r = await llmctl([...args, "--endpoint", "127.0.0.1:1"]);
+    assertEquals(r.code, 2, `${args[0]}: ${r.stdout}${r.stderr}`);
+    assert(r.stderr.includes("drop --endpoint"), r.stderr);
+    const env = await llmctl([...args, "--json"], { DLLM_ENDPOINT: "127.0.0.1:1" });
+    assertEquals(env.code, 0, env.stderr);
+  }
+});
