@@ -188,9 +188,10 @@ Deno.test({
         assertEquals((r.placement as { total_layers: number }).total_layers, 5);
         const l = await json(["nodes", "log-level", "b", "warn", ...ep, "--json"]);
         assertEquals(l.message, "set b's log level from debug to warn");
+        // An unknown level is a usage error (exit 2), refused before the agent is asked.
         const bad = await llmctl(["nodes", "log-level", "a", "loud", ...ep]);
-        assertEquals(bad.code, 1);
-        assert(bad.stderr.includes("unknown log level"), bad.stderr);
+        assertEquals(bad.code, 2);
+        assert(bad.stderr.includes("'loud'"), bad.stderr);
       });
 
       await t.step("nodes drain: dry run, then the layers move off the node", async () => {
