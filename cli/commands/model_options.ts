@@ -38,9 +38,9 @@ export async function openEngine(
 }
 
 /**
- * `--ctx`, at most the model's context length. A session never holds more positions than that
- * (the stage sizes its KV cache so), while the generation was bounded by the larger --ctx: past
- * the model's length it failed with "context is full" (exit 1) instead of ending as "length".
+ * `--ctx`, at most the model's context length, and a word on stderr when it was more: a session
+ * never holds more positions than that (the Engine caps its nCtx the same way), so the user
+ * learns why a long generation ends as "length" before the --ctx asked for.
  */
 async function fitContext(path: string, ctx: number): Promise<number> {
   let max: number;

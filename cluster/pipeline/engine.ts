@@ -90,9 +90,13 @@ export class Engine {
     }
   }
 
-  /** Positions per session. */
+  /**
+   * Positions per session: as asked, but never past the model's context length (a stage holds no
+   * more, so a generation bounded by a larger nCtx failed with "context is full" instead of
+   * ending as `length`).
+   */
   get nCtx(): number {
-    return this.opts.nCtx ?? Math.min(this.stage.config.contextLength, 4096);
+    return Math.min(this.opts.nCtx ?? 4096, this.stage.config.contextLength);
   }
 
   /** Token ids for `text`, with BOS when the model's metadata asks for it (as llama.cpp does). */
