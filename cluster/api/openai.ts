@@ -42,6 +42,18 @@ type Obj = Record<string, unknown>;
 const bad = (param: string, message: string) =>
   new ApiError(400, message, "invalid_request_error", "invalid_value", param);
 
+/** The message roles OpenAI's chat API takes. */
+const CHAT_ROLES = ["system", "developer", "user", "assistant", "tool", "function"];
+
+/** `min`..`max` for an error message: exact where a float would print rounded (±2^63, 2^64). */
+function range(min: number, max: number): string {
+  const exact = (x: number) =>
+    Math.abs(x) > Number.MAX_SAFE_INTEGER && Number.isInteger(Math.log2(Math.abs(x)))
+      ? `${x < 0 ? "-" : ""}2^${Math.log2(Math.abs(x))}`
+      : String(x);
+  return `from ${exact(min)} to ${exact(max)}`;
+}
+
 function num(body: Obj, key: string, min: number, max: number, integer = false) {
   const v = body[key];
   if (v === undefined || v === null) return undefined;
@@ -51,7 +63,7 @@ function num(body: Obj, key: string, min: number, max: number, integer = false) 
       `${key} must be ${integer ? "an integer" : "a number"}, got ${JSON.stringify(v)}`,
     );
   }
-  if (v < min || v > max) throw bad(key, `${key} must be from ${min} to ${max}, got ${v}`);
+  if (v < min || v > max) throw bad(key, `${key} must be ${range(min, max)}, got ${v}`);
   return v;
 }
 
@@ -106,6 +118,14 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
       const msg = m as Obj;
       if (typeof msg !== "object" || msg === null || typeof msg.role !== "string") {
         throw bad(`messages[${i}]`, `messages[${i}] must be an object with a string role`);
+      }
+      // OpenAI's roles only: any other string went into the chat template as a speaker.
+      if (!CHAT_ROLES.includes(msg.role)) {
+        throw bad(
+          `messages[${i}].role`,
+          `messages[${i}].role ${JSON.stringify(msg.role.slice(0, 64))} is not one of ` +
+            CHAT_ROLES.join(", "),
+        );
       }
       return { role: msg.role, content: content(msg.content, i) };
     });

@@ -96,3 +96,22 @@ Deno.test("fields OpenAI checks are checked: stream_options, echo, suffix, tool_
   assertEquals(refusedParam("chat", { tool_choice: "none" }), "");
   assertEquals(refusedParam("chat", { tool_choice: "auto" }), "");
 });
+
+Deno.test("a chat message's role is one of OpenAI's; a range error prints its bounds exactly", () => {
+  const chat = (role: string) =>
+    refusedParam("chat", { messages: [{ role: "user", content: "a" }, { role, content: "b" }] });
+  for (const role of ["system", "developer", "user", "assistant", "tool", "function"]) {
+    assertEquals(chat(role), "", role);
+  }
+  // Before, any string was accepted and rendered into the template as a speaker.
+  assertEquals(chat("bogus"), "messages[1].role");
+  assertEquals(chat("User"), "messages[1].role");
+  let message = "";
+  try {
+    parseRequest("completion", { model: "m", prompt: "hi", seed: 2 ** 65 });
+  } catch (e) {
+    message = (e as Error).message;
+  }
+  // Not "-9223372036854776000 to 18446744073709552000" (the floats' shortest decimal forms).
+  assertEquals(message, `seed must be from -2^63 to 2^64, got ${2 ** 65}`);
+});
