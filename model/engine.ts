@@ -13,7 +13,9 @@ export async function openModelFile(path: string): Promise<GGUFFile> {
     return await openGGUF(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new Error(`model file not found: ${path} (give a GGUF file with --model)`);
+      // No flag named: the path came from --model, a positional argument (models inspect) or
+      // an agent's config, and a hint naming one flag misled the others.
+      throw new Error(`model file not found: ${path}`);
     }
     if (e instanceof Deno.errors.PermissionDenied || e instanceof Deno.errors.IsADirectory) {
       throw new Error(`cannot read model file ${path}: ${(e as Error).message}`);

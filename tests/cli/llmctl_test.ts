@@ -119,6 +119,11 @@ Deno.test("a corrupt model gets a precise error and exit code 1", async () => {
     const missing = await llmctl(["eval", "--model", `${dir}/nope.gguf`, "-p", "hi"]);
     assertEquals(missing.code, 1);
     assert(missing.stderr.includes("nope.gguf"), missing.stderr);
+    // The path was an argument here, not --model: the message names no flag.
+    const inspect = await llmctl(["model", "inspect", `${dir}/nope.gguf`]);
+    assertEquals(inspect.code, 1);
+    assert(inspect.stderr.includes(`model file not found: ${dir}/nope.gguf`), inspect.stderr);
+    assert(!inspect.stderr.includes("--model"), inspect.stderr);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
