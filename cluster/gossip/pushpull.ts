@@ -28,7 +28,7 @@ import type { Stream } from "./transport.ts";
 export interface PushPullHost extends MemberTable {
   /** Set by stop(): nothing more is merged. */
   readonly stopped: boolean;
-  drop(reason: DropReason, e?: unknown): void;
+  drop(reason: DropReason, e?: unknown, from?: string): void;
   kRandom(k: number, ok: (s: NodeState) => boolean): NodeState[];
   aliveNode(a: AliveMsg, bootstrap: boolean): void;
   suspectNode(m: SuspectMsg): void;
@@ -107,7 +107,15 @@ export class PushPull {
     const s = await this.#st.transport.dialStream(addr, this.#st.cfg.tcpTimeout);
     try {
       s.send(seal(this.#st.cfg.keyring, encode(this.#localState(true))));
-      const reply = decode(open(this.#st.cfg.keyring, await s.receive(this.#st.cfg.tcpTimeout)));
+      const sealed = await s.receive(this.#st.cfg.tcpTimeout).catch((e: Error) => {
+        // A member that cannot open our join closes the stream unanswered; "stream closed"
+        // alone sent operators hunting for network faults.
+        throw new Error(
+          `${addr} accepted the connection but did not answer our join (${e.message}); a member ` +
+            `whose gossip keys differ from ours does that: check --gossip-keys`,
+        );
+      });
+      const reply = decode(open(this.#st.cfg.keyring, sealed));
       if (reply.type === "error") {
         if (reply.code === "duplicate-id") throw new DuplicateNodeIdError(reply.message);
         throw new Error(`${addr} refused push-pull: ${reply.message}`);
@@ -233,7 +241,7 @@ export class PushPull {
       }
     } catch (e) {
       const r = dropReason(e);
-      this.#st.drop(r === "internal" ? "stream" : r, e);
+      this.#st.drop(r === "internal" ? "stream" : r, e, s.remoteAddr);
     } finally {
       s.close();
     }

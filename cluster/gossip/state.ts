@@ -47,6 +47,9 @@ export class GossipState {
   readonly nodes = new Map<string, NodeState>();
   /** When the last "cannot refute" warning was logged (see refute). */
   #toppedWarnedAt = -Infinity;
+  /** When the last wrong-key warning was logged, and the drops since (see drop). */
+  #keyWarnedAt = -Infinity;
+  #keyDropsSinceWarn = 0;
   readonly queue: TransmitLimitedQueue;
   readonly awareness: Awareness;
   readonly clock: Clock;
@@ -222,7 +225,7 @@ export class GossipState {
     try {
       msgs = unpack(open(this.cfg.keyring, raw));
     } catch (e) {
-      this.drop(dropReason(e), e);
+      this.drop(dropReason(e), e, from);
       return;
     }
     // Membership news first: a suspicion riding on a ping must be refuted before the ack goes
@@ -237,12 +240,34 @@ export class GossipState {
     }
   }
 
-  /** Count a dropped packet or stream (and log handler failures). */
-  drop(reason: DropReason, e?: unknown): void {
+  /** Count a dropped packet or stream from `from` (and log handler failures and wrong keys). */
+  drop(reason: DropReason, e?: unknown, from?: string): void {
     this.stats.droppedPackets[reason]++;
     if (reason === "internal") {
       this.cfg.logger?.("warn", "gossip handler failed", { error: String(e) });
-    }
+    } else if (reason === "decrypt") this.#warnWrongKey(from);
+  }
+
+  /**
+   * Say that someone sends what none of our keys opens, at most once a minute: a member started
+   * with other --gossip-keys (or none) otherwise only showed as a counter here, and its join
+   * failed with a bare "stream closed" on its side.
+   */
+  #warnWrongKey(from?: string): void {
+    this.#keyDropsSinceWarn++;
+    const now = this.clock.now();
+    if (now - this.#keyWarnedAt < 60_000) return;
+    this.#keyWarnedAt = now;
+    this.cfg.logger?.(
+      "warn",
+      "dropped gossip that none of our keys opens: is a member running with other --gossip-keys (or none)?",
+      {
+        from: from ?? "?",
+        dropped: this.#keyDropsSinceWarn,
+        keys: this.cfg.keyring?.keys.length ?? 0,
+      },
+    );
+    this.#keyDropsSinceWarn = 0;
   }
 
   private handle(from: string, m: Message) {

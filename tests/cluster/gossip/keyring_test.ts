@@ -10,6 +10,7 @@ import {
   Keyring,
   KeyringError,
   lanConfig,
+  localConfig,
   Memberlist,
   SimNetwork,
   type SimTransport,
@@ -129,4 +130,36 @@ Deno.test("keyring: a member with a wrong key cannot join, and its packets chang
     assert(m.stats.droppedPackets.decrypt >= 3, "wrong-key packets are counted");
   }
   await stranger.shutdown();
+});
+
+Deno.test("keyring: a wrong-key joiner is told to check --gossip-keys, and the seed logs it (real sockets)", async () => {
+  const logs: string[] = [];
+  const seed = await Memberlist.listen(
+    localConfig({
+      nodeId: "seed",
+      keyring: new Keyring(key(1)),
+      logger: (level, msg, f) => logs.push(`${level} ${msg} ${JSON.stringify(f)}`),
+    }),
+    { port: 0 },
+  );
+  const stranger = await Memberlist.listen(
+    localConfig({ nodeId: "stranger", keyring: new Keyring(key(2)) }),
+    { port: 0 },
+  );
+  try {
+    let err: Error | null = null;
+    await stranger.join([seed.transport.addr]).catch((e) => (err = e));
+    assert(err !== null, "join with a wrong key must fail");
+    assert(String(err).includes("check --gossip-keys"), String(err));
+    // the seed's side: one warning naming the cause and the stranger's address
+    const deadline = Date.now() + 2000;
+    while (logs.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assertEquals(logs.length, 1, logs.join("\n"));
+    assert(logs[0].startsWith("warn ") && logs[0].includes("--gossip-keys"), logs[0]);
+    assert(logs[0].includes("127.0.0.1:"), logs[0]);
+    assertEquals(seed.numMembers(), 1);
+  } finally {
+    await stranger.shutdown();
+    await seed.shutdown();
+  }
 });
