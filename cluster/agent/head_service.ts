@@ -299,6 +299,7 @@ export class HeadService {
     let stoppedBySequence = false;
     const provider = this.chainProvider();
     const head = new Head(provider, {
+      nodeId: s.nodeId,
       recoveryTimeoutMs: recoveryTimeoutMs(this.loop.plan?.stages.map((st) => st.bytes) ?? []),
       log: (m) => {
         s.counters.recoveries++;

@@ -228,6 +228,11 @@ export interface HeadOptions {
    * the session. Default 16; 0: off.
    */
   lookahead?: number;
+  /**
+   * This head's node id: a stage that closed a session because gossip declared this head gone
+   * (frozen, partitioned) did not fail, and is not blamed for it (see goneOpener).
+   */
+  nodeId?: string;
 }
 
 /** Runs requests over chains from a ChainProvider. */
@@ -423,14 +428,37 @@ export class Head {
           continue;
         }
         if (!(e instanceof StageLinkError)) throw e;
-        attempt++;
         failedAt ||= performance.now();
-        result.failures.push({ nodeId: e.nodeId, message: e.message });
-        const failed = chain.find((s) => s.nodeId === e.nodeId);
-        exclude.add(stageKey(e.nodeId, failed?.version));
-        this.opts.onStageFailure?.(e.nodeId);
+        // A stage that closed the session because gossip declared its opener gone names itself,
+        // but the opener is the one that failed: blamed, a healthy stage would be avoided for
+        // the rest of the request (with no other host of its layers, until it gave up).
+        const opener = goneOpener(e.message);
+        if (opener !== undefined && opener === this.opts.nodeId) {
+          // This head was the one declared gone (it froze, or was cut off): every stage is
+          // fine. Replay on the same chain once they have seen it back, blaming nobody, within
+          // the recovery timeout (a stage that has not yet closes the new session at once).
+          if (result.failures.at(-1)?.nodeId !== opener) {
+            result.failures.push({ nodeId: opener, message: e.message });
+            this.opts.log?.(
+              `request ${req.requestId}: gossip declared this head (${opener}) gone and its ` +
+                `stages closed the session; replaying ` +
+                `${req.promptTokens.length + result.tokens.length} tokens once they see it back`,
+            );
+          }
+          if (++stale * 100 > recoveryMs) {
+            throw new NoPlacementError(`the stages did not take this head back: ${e.message}`);
+          }
+          await untilAborted(new Promise((r) => setTimeout(r, 100)), req.signal).catch(() => {});
+          continue;
+        }
+        const blamed = opener ?? e.nodeId;
+        attempt++;
+        result.failures.push({ nodeId: blamed, message: e.message });
+        const failed = chain.find((s) => s.nodeId === blamed);
+        exclude.add(stageKey(blamed, failed?.version));
+        this.opts.onStageFailure?.(blamed);
         this.opts.log?.(
-          `request ${req.requestId}: stage on ${e.nodeId} failed (${e.message}); ` +
+          `request ${req.requestId}: stage on ${blamed} failed (${e.message}); ` +
             `re-placing and replaying ${req.promptTokens.length + result.tokens.length} tokens`,
         );
         if (attempt > (this.opts.maxRecoveries ?? 8)) {
@@ -476,6 +504,14 @@ export async function guard<T>(nodeId: string, fn: () => Promise<T>): Promise<T>
     if (isTransportFailure(e)) throw new StageLinkError((e as Error).message, nodeId);
     throw e;
   }
+}
+
+/**
+ * The node a stage closed a session for because gossip declared it gone, when `message` says
+ * so (forward_service's words for its opener, the stage or head before it); else undefined.
+ */
+export function goneOpener(message: string): string | undefined {
+  return /(?:^|\s)([^\s,]+), which opened this stream, is gone \(gossip\)/.exec(message)?.[1];
 }
 
 /** Errors that mean "the stage is gone" rather than "the request is bad". */
