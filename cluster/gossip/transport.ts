@@ -364,12 +364,26 @@ export class ImpairedTransport implements Transport {
   onPacket(handler: (from: string, bytes: Uint8Array) => void): void {
     this.inner.onPacket(handler);
   }
+  /**
+   * Delay a stream's frames and its close, in order: TCP never reorders, but independent
+   * jittered timers let a close overtake the reply before it (the peer then saw "stream
+   * closed"), failing about half the push-pulls on a 60 ± 55 ms link.
+   */
   private wrap(s: Stream): Stream {
+    let tail = Promise.resolve();
+    const later = (op: () => void) => {
+      const due = this.clock.now() + this.delay();
+      tail = tail.then(() =>
+        new Promise<void>((r) =>
+          this.clock.setTimeout(() => (op(), r()), Math.max(0, due - this.clock.now()))
+        )
+      );
+    };
     return {
       remoteAddr: s.remoteAddr,
-      send: (f) => void this.clock.setTimeout(() => s.send(f), this.delay()),
+      send: (f) => later(() => s.send(f)),
       receive: (t) => s.receive(t),
-      close: () => void this.clock.setTimeout(() => s.close(), this.delay() + 1),
+      close: () => later(() => s.close()),
     };
   }
   async dialStream(addr: string, timeoutMs: number): Promise<Stream> {

@@ -2,6 +2,7 @@
 // transports bind 127.0.0.1 by default and refuse unsendable addresses quietly.
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import {
+  ImpairedTransport,
   JoinError,
   localConfig,
   Memberlist,
@@ -101,5 +102,29 @@ Deno.test("udp: a stream frame that arrives in pieces (its header split too) is 
     conn.close();
     for (const s of streams) s.close();
     await t.close();
+  }
+});
+
+Deno.test("udp: the userspace impairment keeps a stream's reply and close in order (as TCP does)", async () => {
+  const a = await UdpTransport.listen({ port: 0 }), b = await UdpTransport.listen({ port: 0 });
+  // The reply draws the longest delay (30 + 25 ms), the close after it the shortest (5 ms).
+  const seq = [0.99, 0];
+  let i = 0;
+  const server = new ImpairedTransport(b, { loss: 0, delayMs: 30, jitterMs: 25 }, {
+    next: () => seq[i++ % seq.length],
+  });
+  server.onStream(async (s) => {
+    const f = await s.receive(1000);
+    s.send(f.map((x) => x + 1));
+    s.close();
+  });
+  try {
+    const s = await a.dialStream(b.addr, 1000);
+    s.send(new Uint8Array([1, 2, 3]));
+    assertEquals([...await s.receive(1000)], [2, 3, 4]);
+    s.close();
+  } finally {
+    await a.close();
+    await b.close();
   }
 });
