@@ -1,8 +1,11 @@
 // Network namespaces: five hosts on a bridge with 20% loss and 50 ± 20 ms delay. No member may
 // be declared dead while all are up; a 2|3 partition is noticed by both sides and, once healed,
 // the cluster is whole again. Needs root and `ip netns`; skipped with a printed reason otherwise.
-// Loss and delay come from `tc netem` when the kernel has sch_netem, else from the members'
-// userspace impairment (ImpairedTransport) — the test prints which.
+// Loss and delay come from `tc netem` when the kernel has sch_netem; else loss comes from an
+// nftables `numgen random` drop (kernel loss, TCP included) when `nft` runs, and delay from the
+// members' userspace impairment (ImpairedTransport); else both are userspace — the test prints
+// which. Userspace loss spares TCP, so the TCP fallback probe hides every UDP loss: 0 suspicions
+// in 30 s where kernel loss gives ~3 suspect events a second across the five (still no death).
 // Soak length: DLLM_NETNS_SECONDS (default 30; the issue's full run is 120).
 import { assert, assertEquals } from "../../support/assert.ts";
 import { NodeProc, until } from "./procs.ts";
@@ -15,7 +18,14 @@ async function sh(cmd: string[], check = true): Promise<{ ok: boolean; out: stri
   return { ok: r.success, out };
 }
 
-async function probe(): Promise<{ skip: string | null; netem: boolean; netemWhy: string }> {
+interface Env {
+  skip: string | null;
+  netem: boolean;
+  netemWhy: string;
+  nft?: boolean;
+}
+
+async function probe(): Promise<Env> {
   if (Deno.build.os !== "linux") return { skip: "not Linux", netem: false, netemWhy: "" };
   if (Deno.uid?.() !== 0) {
     return { skip: "not root (network namespaces need CAP_NET_ADMIN)", netem: false, netemWhy: "" };
@@ -41,7 +51,11 @@ async function probe(): Promise<{ skip: string | null; netem: boolean; netemWhy:
       "delay",
       "1ms",
     ], false);
-    return { skip: null, netem: q.ok, netemWhy: q.ok ? "" : q.out.trim() };
+    const nft = !q.ok &&
+      (await sh(["ip", "netns", "exec", ns, "nft", "add", "table", "ip", "t"], false).catch(() => ({
+        ok: false,
+      }))).ok;
+    return { skip: null, netem: q.ok, netemWhy: q.ok ? "" : q.out.trim(), nft };
   } catch (e) {
     return { skip: `ip/tc not runnable: ${(e as Error).message}`, netem: false, netemWhy: "" };
   } finally {
@@ -54,7 +68,9 @@ const SOAK_S = Number(Deno.env.get("DLLM_NETNS_SECONDS") ?? 30);
 if (env.skip) console.log(`netns test skipped: ${env.skip}`);
 else if (!env.netem) {
   console.log(
-    `netns test: tc netem unavailable (${env.netemWhy}); using userspace loss/delay in each member`,
+    `netns test: tc netem unavailable (${env.netemWhy}); ${
+      env.nft ? "nftables loss, userspace delay" : "userspace loss/delay"
+    } in each member`,
   );
 }
 
@@ -117,11 +133,20 @@ Deno.test({
             "50ms",
             "20ms",
           ]);
+        } else if (env.nft) {
+          const nft = ["ip", "netns", "exec", h.ns, "nft"];
+          await sh([...nft, "add", "table", "ip", "loss"]);
+          await sh([...nft, "add chain ip loss out { type filter hook output priority 0; }"]);
+          await sh([...nft, "add rule ip loss out oifname eth0 numgen random mod 100 < 20 drop"]);
         }
       }
-      const impair = env.netem
-        ? []
-        : ["--impair-loss", "0.2", "--impair-delay", "50", "--impair-jitter", "20"];
+      const impair = env.netem ? [] : [
+        ...(env.nft ? [] : ["--impair-loss", "0.2"]),
+        "--impair-delay",
+        "50",
+        "--impair-jitter",
+        "20",
+      ];
       for (const [i, h] of hosts.entries()) {
         const seeds = i === 0 ? [] : ["--seeds", `${hosts[0].ip}:7946`];
         procs.push(
@@ -180,7 +205,11 @@ Deno.test({
       );
       console.log(JSON.stringify({
         netns: {
-          impairment: env.netem ? "tc netem" : "userspace (no sch_netem)",
+          impairment: env.netem
+            ? "tc netem"
+            : env.nft
+            ? "nftables loss, userspace delay"
+            : "userspace (no sch_netem)",
           formed_ms: Math.round(formed),
           soak_s: SOAK_S,
           suspicions,
