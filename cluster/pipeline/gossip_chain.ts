@@ -84,8 +84,10 @@ export function replicaRoutes(
 }
 
 /**
- * The replica with the most free capacity: one with a free KV slot before a full one, then the
- * fewest sessions and queued frames (published load plus what `pending` says this head sent
+ * The replica with the most free capacity: one with a free KV slot before a full one, then one
+ * whose stages are all alive before one with a suspect stage (a stage that stopped answering
+ * probes, frozen or cut off: a request sent there waits until gossip declares it dead, up to a
+ * suspicion timeout, and then replays), then the fewest sessions and queued frames (published load plus what `pending` says this head sent
  * since that publication), then the most recent tokens/s (the faster one), then an order of
  * the replicas that is this head's own (`head`: a hash of its id with each replica's), then
  * the lowest id. Undefined when `routes` is empty.
@@ -105,6 +107,7 @@ export function chooseReplica(
     const extra = pending(r);
     const key = [
       r.load.free - extra > 0 ? 0 : 1,
+      r.chain.some((c) => c.status === "suspect") ? 1 : 0,
       Math.max(0, r.load.sessions + r.load.queued + extra),
       -r.load.tokensPerSecond,
       head ? fnv1a(`${head}/${r.id}`) : 0,

@@ -162,6 +162,30 @@ Deno.test("routing: the replica with the most free capacity wins", () => {
   assertEquals(chooseReplica(tied, () => 0, "h")!.id, chooseReplica(tied, () => 0, "h")!.id);
 });
 
+Deno.test("routing: a replica with a suspect stage is chosen only when no whole one has room", () => {
+  const stage = (id: string, status: "alive" | "suspect"): StageCandidate => ({
+    id,
+    status,
+    model: "m",
+    from: 0,
+    to: 8,
+  });
+  const frozen = { ...route("a", 0), chain: [stage("a", "alive"), stage("a2", "suspect")] };
+  const busier = { ...route("b", 5, 3, 90), chain: [stage("b", "alive")] };
+  // The frozen replica's last load says it is idle: without the suspicion it would win.
+  assertEquals(chooseReplica([frozen, busier])!.id, "b");
+  for (const head of ["h1", "h2", "h3", "h4"]) {
+    assertEquals(
+      chooseReplica([frozen, { ...busier, load: { ...busier.load, sessions: 0 } }], () => 0, head)!
+        .id,
+      "b",
+      head,
+    );
+  }
+  // A full whole replica would refuse the request; the suspect one may still answer.
+  assertEquals(chooseReplica([frozen, { ...busier, load: { ...busier.load, free: 0 } }])!.id, "a");
+});
+
 Deno.test("routing: requests sent since the last load publication spread a burst evenly", () => {
   const ledger = new ReplicaLedger();
   const routes = [route("a", 0), route("b", 0), route("c", 0)];
