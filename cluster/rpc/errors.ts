@@ -235,6 +235,13 @@ export function explainRpcError(
   if (/certificate|tls|handshake|alert|unknownissuer|badsignature|ssl/.test(lower)) {
     return `TLS with the agent at ${endpoint} failed (${msg}); ${tlsHint}`;
   }
+  const wrongPort = `is that its RPC port (--rpc-port, 7950 by default; not the HTTP API's or ` +
+    `the metrics port)?`;
+  // An HTTP/1.1 server (the OpenAI API's or the metrics port) answers HTTP/2's preface with a
+  // 400, which the client reads as a protocol error.
+  if (!opts.tls && /protocol error/.test(lower)) {
+    return `the server at ${endpoint} does not speak gRPC over HTTP/2 (${msg}); ${wrongPort}`;
+  }
   // With TLS 1.3 the server checks the client certificate after the client thinks the
   // handshake is done, so a rejected certificate shows up as a closed stream, not a TLS error.
   const closed = ce.code === Code.Canceled || /stream closed|socket hang up|epipe/.test(lower);
@@ -244,8 +251,9 @@ export function explainRpcError(
   }
   // A TLS listener hangs up on a plaintext HTTP/2 preface the same way.
   if (!opts.tls && closed) {
-    return `the agent at ${endpoint} closed the connection (${msg}); if it runs with mutual ` +
-      `TLS, pass --tls-ca/--tls-cert/--tls-key`;
+    // So may a server of another protocol on a port taken for the RPC port.
+    return `the agent at ${endpoint} closed the connection (${msg}); ${wrongPort} If it runs ` +
+      `with mutual TLS, pass --tls-ca/--tls-cert/--tls-key`;
   }
   if (
     ce.code === Code.Unavailable ||

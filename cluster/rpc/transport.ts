@@ -18,6 +18,7 @@ import {
 import { type ClientTls, loadClientTls } from "../tls/files.ts";
 import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_RPC_PORT } from "./server.ts";
 import { type BidiCall, type BidiMethod, openBidi } from "./grpc_stream.ts";
+import { h2Socket } from "./h2_socket.ts";
 
 /** Wire protocol of a transport; the server speaks all three on one port. */
 export type RpcProtocol = "grpc" | "connect" | "grpc-web";
@@ -191,7 +192,7 @@ export async function createRpcTransport(
       ...(opts.keepalive
         ? { pingIntervalMs: opts.keepalive.intervalMs, pingTimeoutMs: opts.keepalive.timeoutMs }
         : {}),
-    }, nodeOptions)
+    }, material ? nodeOptions : { ...nodeOptions, createConnection: h2Socket })
     : undefined;
   if (sessionManager && opts.window) sessionManager.connectionWindow = opts.window.connection;
   let transport: Transport;

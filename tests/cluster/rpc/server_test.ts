@@ -615,3 +615,39 @@ Deno.test("Prepare takes a manifest over 16 MiB (a model past ~480 GB); GetManif
     await server.close();
   }
 });
+
+Deno.test("explainRpcError: an HTTP/1.1 server (the API's port, taken for the RPC port) is named as a likely wrong port", async () => {
+  const http = await import("node:http");
+  const srv = http.createServer((_req, res) => res.end("ok"));
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+  const port = (srv.address() as { port: number }).port;
+  const t = await createRpcTransport(`127.0.0.1:${port}`);
+  try {
+    const e = await assertRejects(() => createClient(NodeService, t).healthCheck({}), ConnectError);
+    const text = explainRpcError(e, `127.0.0.1:${port}`);
+    // Before, "Internal: Protocol error" alone.
+    assert(text.includes("does not speak gRPC") && text.includes("is that its RPC port"), text);
+  } finally {
+    t.close();
+    await new Promise((r) => srv.close(r));
+  }
+  // A server that hangs up on the preface: before, only "if it runs with mutual TLS, pass
+  // --tls-…", which sent users the wrong way.
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const hangUp = (async () => {
+    for await (const c of l) c.close();
+  })();
+  const t2 = await createRpcTransport(`127.0.0.1:${(l.addr as Deno.NetAddr).port}`);
+  try {
+    const e = await assertRejects(
+      () => createClient(NodeService, t2).healthCheck({}),
+      ConnectError,
+    );
+    const text = explainRpcError(e, "h:1");
+    assert(text.includes("is that its RPC port") && text.includes("--tls-ca"), text);
+  } finally {
+    t2.close();
+    l.close();
+    await hangUp.catch(() => {});
+  }
+});
