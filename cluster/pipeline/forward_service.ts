@@ -17,7 +17,7 @@ import {
 } from "../../proto/mod.ts";
 import { type PlaneProtocol, RpcFailure, serveTcpBidi, WRITE_TIMEOUT_MS } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
-import { type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
+import { openerGoneMessage, type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
 import { type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
 import type { ReplySinks } from "./replies.ts";
 import { orTimeout } from "../deadline.ts";
@@ -161,10 +161,7 @@ export function forwardHandler(ctx: ForwardContext) {
       senderGone = new Promise<never>((_, reject) => {
         const gone = () =>
           reject(
-            new RpcFailure(
-              "unavailable",
-              `${sender}, which opened this stream, is gone (gossip): the session is closed`,
-            ),
+            new RpcFailure("unavailable", openerGoneMessage(sender)),
           );
         if (signal.aborted) return gone();
         signal.addEventListener("abort", gone, { once: true });

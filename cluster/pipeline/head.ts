@@ -507,11 +507,22 @@ export async function guard<T>(nodeId: string, fn: () => Promise<T>): Promise<T>
 }
 
 /**
+ * What a stage says when it closes a session because gossip declared `opener` (the stage or
+ * head before it) gone; {@linkcode goneOpener} reads the id back. The failure reaches heads as
+ * a message only (a stream's status, relayed up the chain), so the two stay side by side.
+ */
+export function openerGoneMessage(opener: string): string {
+  return `${opener}, which opened this stream, is gone (gossip): the session is closed`;
+}
+
+/**
  * The node a stage closed a session for because gossip declared it gone, when `message` says
- * so (forward_service's words for its opener, the stage or head before it); else undefined.
+ * so (openerGoneMessage, anywhere in it); else undefined. Node ids are letters, digits, '.',
+ * '_' and '-' (agent_config.ts).
  */
 export function goneOpener(message: string): string | undefined {
-  return /(?:^|\s)([^\s,]+), which opened this stream, is gone \(gossip\)/.exec(message)?.[1];
+  return /(?:^|[^A-Za-z0-9._-])([A-Za-z0-9._-]+), which opened this stream, is gone \(gossip\)/
+    .exec(message)?.[1];
 }
 
 /** Errors that mean "the stage is gone" rather than "the request is bad". */

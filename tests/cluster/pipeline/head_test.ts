@@ -374,3 +374,13 @@ Deno.test("a stage on another placement epoch: the head reads the chain again, b
   assertEquals(r.failures, [], "a stale epoch is not a stage failure");
   assertEquals(a.openSessions + b.openSessions, 0, "the refused sessions were freed");
 });
+
+Deno.test("a stage's 'opener gone' message names the opener back to the head, relayed or not", async () => {
+  const { goneOpener, openerGoneMessage } = await import("../../../cluster/pipeline/head.ts");
+  for (const id of ["a", "node-1.zone_b", "x".repeat(63)]) {
+    assertEquals(goneOpener(openerGoneMessage(id)), id);
+    // As the head reads it: relayed up the chain inside another stage's failure.
+    assertEquals(goneOpener(`the stage on b failed: [unavailable] ${openerGoneMessage(id)}`), id);
+  }
+  assertEquals(goneOpener("stage b is gone (gossip)"), undefined);
+});
