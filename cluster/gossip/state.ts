@@ -26,6 +26,7 @@ import { Suspicion, suspicionTimeout } from "./suspicion.ts";
 import { decodeMetadata } from "./metadata.ts";
 import { type DropReason, dropReason, open, pack, packetBudget, seal, unpack } from "./net.ts";
 import { Prober } from "./probe.ts";
+import { Drops } from "./drops.ts";
 import { PushPull } from "./pushpull.ts";
 import type { Transport } from "./transport.ts";
 
@@ -47,12 +48,10 @@ export class GossipState {
   readonly nodes = new Map<string, NodeState>();
   /** When the last "cannot refute" warning was logged (see refute). */
   #toppedWarnedAt = -Infinity;
-  /** When the last wrong-key warning was logged, and the drops since (see drop). */
-  #keyWarnedAt = -Infinity;
-  #keyDropsSinceWarn = 0;
   readonly queue: TransmitLimitedQueue;
   readonly awareness: Awareness;
   readonly clock: Clock;
+  readonly #drops: Drops;
   readonly stats: Stats = {
     droppedPackets: {
       decrypt: 0,
@@ -104,6 +103,7 @@ export class GossipState {
     private readonly wants: (type: EventType) => boolean = () => true,
   ) {
     this.clock = transport.clock;
+    this.#drops = new Drops(this.stats, cfg, this.clock);
     this.awareness = new Awareness(cfg.awarenessMaxMultiplier);
     this.queue = new TransmitLimitedQueue(cfg.retransmitMult, () => this.nodes.size);
   }
@@ -242,32 +242,7 @@ export class GossipState {
 
   /** Count a dropped packet or stream from `from` (and log handler failures and wrong keys). */
   drop(reason: DropReason, e?: unknown, from?: string): void {
-    this.stats.droppedPackets[reason]++;
-    if (reason === "internal") {
-      this.cfg.logger?.("warn", "gossip handler failed", { error: String(e) });
-    } else if (reason === "decrypt") this.#warnWrongKey(from);
-  }
-
-  /**
-   * Say that someone sends what none of our keys opens, at most once a minute: a member started
-   * with other --gossip-keys (or none) otherwise only showed as a counter here, and its join
-   * failed with a bare "stream closed" on its side.
-   */
-  #warnWrongKey(from?: string): void {
-    this.#keyDropsSinceWarn++;
-    const now = this.clock.now();
-    if (now - this.#keyWarnedAt < 60_000) return;
-    this.#keyWarnedAt = now;
-    this.cfg.logger?.(
-      "warn",
-      "dropped gossip that none of our keys opens: is a member running with other --gossip-keys (or none)?",
-      {
-        from: from ?? "?",
-        dropped: this.#keyDropsSinceWarn,
-        keys: this.cfg.keyring?.keys.length ?? 0,
-      },
-    );
-    this.#keyDropsSinceWarn = 0;
+    this.#drops.drop(reason, e, from);
   }
 
   private handle(from: string, m: Message) {
