@@ -54,7 +54,6 @@ export function certsCommand() {
       "--hosts <hosts>",
       "extra IPs or DNS names for every node certificate",
       list,
-      [] as string[],
     )
     .option(
       "--days <n>",
@@ -68,7 +67,7 @@ export function certsCommand() {
       const written = await initCertificates({
         dir: opts.out,
         nodes: opts.nodes,
-        hosts: opts.hosts,
+        hosts: opts.hosts ?? [],
         days: opts.days,
         force: opts.force ?? false,
       });
@@ -82,7 +81,6 @@ export function certsCommand() {
       "--hosts <hosts>",
       "extra IPs or DNS names for these certificates",
       list,
-      [] as string[],
     )
     .option("--days <n>", "validity, days", intOption(1, 3650), DEFAULT_CERT_DAYS)
     .option("--force", "replace existing node files")
@@ -91,7 +89,7 @@ export function certsCommand() {
       const written = await addCertificates({
         dir: opts.out,
         nodes: opts.nodes,
-        hosts: opts.hosts,
+        hosts: opts.hosts ?? [],
         days: opts.days,
         force: opts.force ?? false,
       });

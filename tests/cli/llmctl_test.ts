@@ -139,11 +139,17 @@ Deno.test("bad flags are usage errors (exit 2) that say what was wrong", async (
 });
 
 Deno.test("--help of every command is meaningful", async () => {
-  for (const cmd of [[], ["generate"], ["eval"], ["tokenize"], ["model", "inspect"]]) {
+  const commands = [[], ["generate"], ["eval"], ["tokenize"], ["model", "inspect"], [
+    "certs",
+    "add",
+  ], ["certs", "init"]];
+  for (const cmd of commands) {
     const r = await llmctl([...cmd, "--help"]);
     assertEquals(r.code, 0);
     assert(r.stdout.includes("Usage: llmctl"), r.stdout);
     assert(r.stdout.split("\n").length > 4, r.stdout);
+    // An empty list's default is no news ("certs add" showed "(default: [])").
+    assert(!r.stdout.includes("(default: [])"), r.stdout);
   }
 });
 
