@@ -69,6 +69,8 @@ export function clusterCommand() {
           })),
           standby: p?.standby ?? [],
           failed_stages: failed.map((n) => ({ node: n.id, error: n.stageError })),
+          // Why the responder found no placement, when it found none.
+          placement_error: info.placementError || null,
           memory_budget_bytes: Number(m.memoryBudgetBytes),
           active_requests: m.activeRequests,
         });
@@ -87,6 +89,7 @@ export function clusterCommand() {
           `  budget ${formatBytes(Number(m.memoryBudgetBytes))}` +
           `  ${ready ? c.green("ready") : c.yellow("not ready")}`,
       );
+      if (!p && info.placementError) console.log(c.yellow(`no placement: ${info.placementError}`));
       for (const n of failed) {
         console.log(c.red(`stage failed on ${n.id}: ${n.stageError} (left the placement)`));
       }

@@ -148,8 +148,9 @@ export class PlacementLoop {
     } catch (e) {
       if (e instanceof PlacementError) {
         s.log("warn", "no placement", { error: e.message, members: peers.length });
+        const before = this.error;
         this.reset();
-        if (this.error !== e.message) this.observe.publishPlacement(`no placement: ${e.message}`);
+        if (before !== e.message) this.observe.publishPlacement(`no placement: ${e.message}`);
         this.error = e.message;
         return;
       }

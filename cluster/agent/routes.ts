@@ -57,6 +57,7 @@ export function agentRoutes(r: ConnectRouter, rooms: RouteRooms): void {
   const view = new GossipMembershipView(s.gossip, {
     clusterName: s.config.clusterName,
     placement: () => loop.message(),
+    placementError: () => loop.error,
     onLocalLeave: rooms.stop,
     extras: observe.nodeInfoExtras(),
   });

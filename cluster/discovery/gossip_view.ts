@@ -76,6 +76,8 @@ export function memberToNodeInfo(m: Member, extras: NodeInfoExtras = {}): NodeIn
 export interface GossipViewOptions {
   clusterName: string;
   placement?: () => Placement | undefined;
+  /** Why planning found no placement (undefined: it found one, or has not planned). */
+  placementError?: () => string | undefined;
   /** Called when a client asks this node itself to leave. */
   onLocalLeave?: () => Promise<void> | void;
   /** What the agent knows beyond gossip (layer counts, state change times). */
@@ -100,6 +102,10 @@ export class GossipMembershipView implements MembershipView {
 
   placement(): Placement | undefined {
     return this.opts.placement?.();
+  }
+
+  placementError(): string | undefined {
+    return this.opts.placementError?.();
   }
 
   register(_node: NodeInfo): Promise<RegisterResult> {

@@ -37,6 +37,8 @@ export interface MembershipView {
   members(): NodeInfo[];
   /** The placement in force, if a model is placed. */
   placement?(): Placement | undefined;
+  /** Why no placement was found for the model, when none was (undefined otherwise). */
+  placementError?(): string | undefined;
   /**
    * Accept a node that announced itself over RPC (the gossip adapter starts a push-pull with
    * it); returns where it should join the gossip. Throw {@linkcode RpcFailure} to refuse.

@@ -171,6 +171,7 @@ export function discoveryService(
         nodes,
         metrics: clusterMetrics(all, placement, totals),
         placement,
+        placementError: view.placementError?.() ?? "",
       };
     },
   };

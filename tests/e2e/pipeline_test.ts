@@ -3,7 +3,13 @@
  * through the pipeline, a clear error when the cluster is too small, and recovery from kill -9.
  */
 import { createClient } from "@connectrpc/connect";
-import { DiscoveryService, InferenceService, NodeState } from "../../proto/mod.ts";
+import {
+  ClusterService,
+  DiscoveryService,
+  InferenceService,
+  NodeState,
+  UpdateKind,
+} from "../../proto/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { generate, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
 import { FIXTURES, REPO } from "../support/paths.ts";
@@ -120,6 +126,36 @@ Deno.test({
       }
       assert(message.includes("cannot hold the model"), message);
       assert(/needs [\d.]+ MB/.test(message) && message.includes("600.0 kB"), message);
+      // The reason is in GetClusterInfo too (llmctl cluster status prints it): before, a status
+      // said "not ready" and only the agent's log said why.
+      const info = await discovery.getClusterInfo({});
+      assert(info.placementError.includes("cannot hold the model"), info.placementError);
+      const status = await llmctl(["cluster", "status", "-e", `127.0.0.1:${agents[0].rpcPort}`]);
+      assert(status.stdout.includes("cannot hold the model"), status.stdout);
+      // Each reason is published once as a placement event, not again at every re-plan that
+      // finds the same (the TUI's event log got a copy per re-plan).
+      const replan = await llmctl(["cluster", "replan", "-e", `127.0.0.1:${agents[0].rpcPort}`]);
+      assert(replan.stderr.includes("cannot hold the model"), replan.stderr);
+      const reasons: string[] = [];
+      const stop = new AbortController();
+      const timer = setTimeout(() => stop.abort(), 1500);
+      try {
+        const events = createClient(ClusterService, agents[0].transport).streamUpdates(
+          { includeSnapshot: true, kinds: [UpdateKind.PLACEMENT] },
+          { signal: stop.signal },
+        );
+        for await (const ev of events) {
+          if (ev.event.case === "placement") reasons.push(ev.event.value.reason);
+        }
+      } catch {
+        /* aborted */
+      } finally {
+        clearTimeout(timer);
+      }
+      const repeats = reasons.filter((r, i) =>
+        r.startsWith("no placement") && r === reasons[i - 1]
+      );
+      assertEquals(repeats, [], JSON.stringify(reasons));
     } finally {
       await stopAll(agents);
     }
