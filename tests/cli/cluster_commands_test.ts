@@ -353,6 +353,9 @@ Deno.test("an agent that answers UNAVAILABLE is quoted, not reported as missing"
     assert(!r.stderr.includes("no agent at"), r.stderr);
     assert(r.stderr.includes(`the agent at 127.0.0.1:${agent.rpcPort} answered`), r.stderr);
     assert(r.stderr.includes("no placement"), r.stderr);
+    // The prompt is echoed with the first answer only: before, stdout held "hi" and a terminal
+    // showed "hillmctl: the agent at …".
+    assertEquals(r.stdout, "");
   } finally {
     await stopAll([agent]);
   }
