@@ -48,6 +48,14 @@ export interface ChainStageContext {
 export const PREFILL_CHUNK_ROWS = 64;
 
 /**
+ * Rows per chunk a stage sends a whole (non-partial) frame down in, from its `chunkRows`
+ * setting: a frame with more is run and forwarded chunk by chunk (Infinity: never).
+ */
+export function chunkRowsOf(setting: number | undefined): number {
+  return setting === 0 ? Infinity : Math.max(1, setting ?? PREFILL_CHUNK_ROWS);
+}
+
+/**
  * The refusal of a stage that runs other layers than the session was opened for (it was chosen
  * by an announcement it has since replaced: a re-plan whose gossip has not reached the sender),
  * as a stale placement, so the head reads the chain again and blames nobody; undefined when the
@@ -103,9 +111,7 @@ export async function openChainSession(
     throw e;
   }
   const span = hop ? { "llm.stage.node": hop.nodeId, "llm.layers": `${hop.from}-${hop.to}` } : {};
-  const chunkRows = ctx.chunkRows === 0
-    ? Infinity
-    : Math.max(1, ctx.chunkRows ?? PREFILL_CHUNK_ROWS);
+  const chunkRows = chunkRowsOf(ctx.chunkRows);
   /** This stage's layers on `frame`, then the rest of the chain's. */
   const whole = async (frame: StageFrame): Promise<StageResult> => {
     const out = await host.step(open.sessionId, frame);

@@ -18,7 +18,7 @@ import {
 import { type PlaneProtocol, RpcFailure, serveTcpBidi, WRITE_TIMEOUT_MS } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
 import { openerGoneMessage, type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
-import { type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
+import { chunkRowsOf, type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
 import type { ReplySinks } from "./replies.ts";
 import { orTimeout } from "../deadline.ts";
 import { decodeValues, encodeTensor, openFromWire, tokenToWire } from "./wire.ts";
@@ -86,8 +86,8 @@ export interface ForwardContext {
   /**
    * A stream with no frame for this long is ended and its session freed (default 5 min): a head
    * that vanished without closing its connection (a host lost, a partition) must not hold a KV
-   * cache here until TCP keepalive notices, hours later. A head waits for each answer before
-   * it sends the next frame, so a live session is never idle for long. On the TCP data plane
+   * cache here until TCP keepalive notices, hours later. A head sends a session's frames one
+   * token apart, so a live session is never idle for long. On the TCP data plane
    * it also bounds how long an answer may wait for the head to read it (at most 60 s).
    */
   idleMs?: number;
@@ -137,6 +137,8 @@ const MAX_FRAMES_IN_FLIGHT = 32;
  */
 export function forwardHandler(ctx: ForwardContext) {
   const self = ctx.nodeId ?? "";
+  /** Rows per chunk this stage sends a whole frame down in (chain_session.ts). */
+  const chunkRows = chunkRowsOf(ctx.chunkRows);
   return async function* forward(
     frames: AsyncIterable<ActivationFrame>,
   ): AsyncIterable<ForwardResponse> {
@@ -455,8 +457,11 @@ export function forwardHandler(ctx: ForwardContext) {
         // session whose tail sends tokens straight to the head, every frame but an opening or a
         // close. There the answer along the chain is only the tail's `replied`, relayed back
         // stage by stage, while the head already has the token and may have sent the next
-        // frame: waiting for the relay held that frame's pass here for its crossings.
-        const pipelined = (frame.partial || s.replyDirect === true) && !frame.open && !frame.close;
+        // frame: waiting for the relay held that frame's pass here for its crossings. Not a
+        // frame this stage sends down in chunks (chain_session.ts): it queues its chunks one at
+        // a time, and a frame run beside it would put its rows between them in the KV cache.
+        const direct = s.replyDirect === true && frame.tokens.length <= chunkRows;
+        const pipelined = (frame.partial || direct) && !frame.open && !frame.close;
         // The next frame is read while this one's answer is awaited (see watched).
         incoming = ask();
         // A cancel behind frames still running: they stop now rather than run to their end.

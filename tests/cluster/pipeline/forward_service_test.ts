@@ -185,7 +185,7 @@ Deno.test("every frame is answered once, in order: a half-close, a cancel, a clo
  * Layers 0..2 of stories260K before a stage that holds every answer until released (the tail
  * of a chain that sends its tokens to the head directly answers each frame with `replied`).
  */
-async function stageBeforeHeldTail() {
+async function stageBeforeHeldTail(chunkRows?: number) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const host = new StageHost(
     await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 2 }),
@@ -210,7 +210,7 @@ async function stageBeforeHeldTail() {
         close: () => Promise.resolve(),
       }),
   };
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, linkTo: () => next };
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, linkTo: () => next, chunkRows };
   const plane = await startTcpPlane({
     host: "127.0.0.1",
     protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
@@ -267,6 +267,41 @@ Deno.test("a session whose tail replies to its head directly: the next frame run
       assertEquals([second?.step, second?.replied], [2n, true]);
       c.abort();
     }
+  } finally {
+    await plane.close();
+  }
+});
+
+Deno.test("a direct-reply frame this stage sends down in chunks is answered before the next frame runs: no rows between its chunks", async () => {
+  const { plane, call, down } = await stageBeforeHeldTail(2);
+  try {
+    const sessionId = "chunked-direct";
+    const open = openToWire({
+      sessionId,
+      maxContext: 64,
+      model: "stories260K",
+      epoch: 0n,
+      downstream: [{ nodeId: "n1", from: 2, to: 5 }],
+      replyDirect: true,
+    }, Dtype.F32);
+    const c = await call();
+    c.send(create(ActivationFrameSchema, { sessionId, step: 0n, toLayer: 2, open }));
+    await c.receive();
+    // A head that sends early (buggy, hostile, or speculating): 6 rows, sent down in chunks of
+    // 2, then one more frame at once. Run beside the first, the second frame's row went down
+    // (and into this stage's KV cache) between the first one's chunks.
+    c.send(create(ActivationFrameSchema, { sessionId, step: 1n, tokens: [1, 2, 3, 4, 5, 6] }));
+    c.send(create(ActivationFrameSchema, { sessionId, step: 2n, tokens: [99] }));
+    let released = 0;
+    for (const end = Date.now() + 5000; down.length < 4 && Date.now() < end;) {
+      while (released < down.length) down[released++].release();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    while (released < down.length) down[released++].release();
+    assertEquals(down.map((d) => d.tokens), [[1, 2], [3, 4], [5, 6], [99]]);
+    assertEquals((await c.receive())?.step, 1n);
+    assertEquals((await c.receive())?.step, 2n);
+    c.abort();
   } finally {
     await plane.close();
   }
