@@ -230,9 +230,17 @@ export interface HeadOptions {
   lookahead?: number;
   /**
    * This head's node id: a stage that closed a session because gossip declared this head gone
-   * (frozen, partitioned) did not fail, and is not blamed for it (see goneOpener).
+   * (frozen, partitioned) did not fail, and is not blamed for it (see goneOpener) for
+   * `takeBackMs`.
    */
   nodeId?: string;
+  /**
+   * How long stages may keep closing this head's sessions as those of a gone opener before the
+   * head blames them as failed (default 8 s, at most the recovery timeout): a head back from a
+   * freeze is taken back within a gossip round or two; one a stage never hears again (a
+   * one-sided network fault) must move its request elsewhere.
+   */
+  takeBackMs?: number;
 }
 
 /** Runs requests over chains from a ChainProvider. */
@@ -277,6 +285,8 @@ export class Head {
     }
     const recoveryMs = this.opts.recoveryTimeoutMs ?? 30_000;
     let failedAt = 0;
+    /** Since when stages have been closing this head's sessions as its opener's (0: not). */
+    let takenBackSince = 0;
     /** The request was cancelled before its end: what it has so far. */
     const cancelled = (): HeadResult => {
       result.finishReason = "cancelled";
@@ -377,6 +387,7 @@ export class Head {
             });
             failedAt = 0;
           }
+          takenBackSince = 0;
           let ended = false;
           for (const [i, token] of tokens.entries()) {
             // A token decoded ahead counts as a step of its own: a cancel between steps holds.
@@ -433,25 +444,34 @@ export class Head {
         // but the opener is the one that failed: blamed, a healthy stage would be avoided for
         // the rest of the request (with no other host of its layers, until it gave up).
         const opener = goneOpener(e.message);
-        if (opener !== undefined && opener === this.opts.nodeId) {
+        const self = opener !== undefined && opener === this.opts.nodeId;
+        if (self) {
           // This head was the one declared gone (it froze, or was cut off): every stage is
-          // fine. Replay on the same chain once they have seen it back, blaming nobody, within
-          // the recovery timeout (a stage that has not yet closes the new session at once).
-          if (result.failures.at(-1)?.nodeId !== opener) {
-            result.failures.push({ nodeId: opener, message: e.message });
-            this.opts.log?.(
-              `request ${req.requestId}: gossip declared this head (${opener}) gone and its ` +
-                `stages closed the session; replaying ` +
-                `${req.promptTokens.length + result.tokens.length} tokens once they see it back`,
+          // fine. Replay on the same chain once they have seen it back, blaming nobody (a stage
+          // that has not yet closes the new session at once).
+          takenBackSince ||= performance.now();
+          const grace = Math.min(this.opts.takeBackMs ?? 8_000, recoveryMs);
+          if (performance.now() - takenBackSince < grace) {
+            if (result.failures.at(-1)?.nodeId !== opener) {
+              result.failures.push({ nodeId: opener, message: e.message });
+              this.opts.log?.(
+                `request ${req.requestId}: gossip declared this head (${opener}) gone and ` +
+                  `its stages closed the session; replaying ` +
+                  `${req.promptTokens.length + result.tokens.length} tokens once they see it ` +
+                  `back`,
+              );
+            }
+            await untilAborted(new Promise((r) => setTimeout(r, 100)), req.signal).catch(
+              () => {},
             );
+            continue;
           }
-          if (++stale * 100 > recoveryMs) {
-            throw new NoPlacementError(`the stages did not take this head back: ${e.message}`);
-          }
-          await untilAborted(new Promise((r) => setTimeout(r, 100)), req.signal).catch(() => {});
-          continue;
+          // Still gone to that stage after the grace: a one-sided fault (its gossip does not
+          // hear this head, which reaches it). Blamed as any failed stage, so the request moves
+          // to another replica or host instead of waiting out the recovery timeout.
+          takenBackSince = 0;
         }
-        const blamed = opener ?? e.nodeId;
+        const blamed = self ? e.nodeId : opener ?? e.nodeId;
         attempt++;
         result.failures.push({ nodeId: blamed, message: e.message });
         const failed = chain.find((s) => s.nodeId === blamed);

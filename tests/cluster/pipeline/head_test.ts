@@ -13,6 +13,7 @@ import {
   NoPlacementError,
   type SessionOpen,
   StageHost,
+  stageKey,
   type StageLink,
   StageLinkError,
   StaleEpochError,
@@ -89,7 +90,7 @@ function provider(candidates: StageLink[]): ChainProvider {
       let at = 0;
       while (at < 5) {
         const next = candidates.find((c) =>
-          c.from === at && !exclude.has(c.nodeId) && !(c as KillableLink).dead
+          c.from === at && !exclude.has(stageKey(c.nodeId)) && !(c as KillableLink).dead
         );
         if (!next) {
           return Promise.reject(new NoPlacementError(`layers ${at}..5 have no live stage`));
@@ -383,4 +384,31 @@ Deno.test("a stage's 'opener gone' message names the opener back to the head, re
     assertEquals(goneOpener(`the stage on b failed: [unavailable] ${openerGoneMessage(id)}`), id);
   }
   assertEquals(goneOpener("stage b is gone (gossip)"), undefined);
+});
+
+Deno.test("a stage that keeps taking this head for gone is blamed after the take-back grace, so the request moves on", async () => {
+  const { openerGoneMessage } = await import("../../../cluster/pipeline/head.ts");
+  // b1's gossip never hears this head again (a one-sided fault): it closes every session as
+  // that of a gone opener. b2 hosts the same layers.
+  const [a, b1, b2, c] = await hosts([[0, 2], [2, 4], [2, 4], [4, 5]]);
+  const deaf = new class extends KillableLink {
+    override async openSession(open: SessionOpen) {
+      const s = await this.inner.openSession(open);
+      return {
+        step: () => Promise.reject(new StageLinkError(openerGoneMessage("head-1"), this.nodeId)),
+        close: (r: string) => s.close(r),
+      };
+    }
+  }(local("b1", b1));
+  const head = new Head(provider([local("a", a), deaf, local("b2", b2), local("c", c)]), {
+    nodeId: "head-1",
+    takeBackMs: 300,
+  });
+  const t0 = performance.now();
+  const r = await head.generate(request({ maxTokens: 8 }));
+  // Before, the head waited for b1 to take it back until the recovery timeout (30 s), then
+  // failed with "the stages did not take this head back".
+  assertEquals(r.tokens.map((t) => t.id), GOLDEN.greedy_ids.slice(0, 8));
+  assert(performance.now() - t0 < 5000, `${performance.now() - t0} ms`);
+  assertEquals(r.failures.map((f) => f.nodeId), ["head-1", "b1"]);
 });
