@@ -109,10 +109,13 @@ export class PushPull {
       s.send(seal(this.#st.cfg.keyring, encode(this.#localState(true))));
       const sealed = await s.receive(this.#st.cfg.tcpTimeout).catch((e: Error) => {
         // A member that cannot open our join closes the stream unanswered; "stream closed"
-        // alone sent operators hunting for network faults.
+        // alone sent operators hunting for network faults. (A slow one times out instead: no
+        // word about keys then.)
+        if (!/ closed$/.test(e.message)) throw e;
         throw new Error(
-          `${addr} accepted the connection but did not answer our join (${e.message}); a member ` +
-            `whose gossip keys differ from ours does that: check --gossip-keys`,
+          `${addr} accepted the connection but closed it without answering our join ` +
+            `(${e.message}); a member whose gossip keys differ from ours does that: check ` +
+            `--gossip-keys`,
         );
       });
       const reply = decode(open(this.#st.cfg.keyring, sealed));

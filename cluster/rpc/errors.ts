@@ -249,11 +249,16 @@ export function explainRpcError(
     return `the agent at ${endpoint} closed the connection (${msg}); it probably rejected this ` +
       `client's certificate: ${tlsHint}`;
   }
-  // A TLS listener hangs up on a plaintext HTTP/2 preface the same way.
-  if (!opts.tls && closed) {
-    // So may a server of another protocol on a port taken for the RPC port.
+  // A TLS listener hangs up on a plaintext HTTP/2 preface the same way, and so may a server of
+  // another protocol on a port taken for the RPC port: the connection goes at the first write.
+  if (!opts.tls && /socket hang up|epipe/.test(lower)) {
     return `the agent at ${endpoint} closed the connection (${msg}); ${wrongPort} If it runs ` +
       `with mutual TLS, pass --tls-ca/--tls-cert/--tls-key`;
+  }
+  // A stream the agent ended (it shut down or restarted, often mid-stream): no wrong port.
+  if (!opts.tls && closed) {
+    return `the agent at ${endpoint} closed the connection (${msg}); it may be shutting down or ` +
+      `restarting. If it runs with mutual TLS, pass --tls-ca/--tls-cert/--tls-key`;
   }
   if (
     ce.code === Code.Unavailable ||

@@ -163,3 +163,30 @@ Deno.test("keyring: a wrong-key joiner is told to check --gossip-keys, and the s
     await seed.shutdown();
   }
 });
+
+Deno.test("keyring: a seed that accepts the join and never answers is not blamed on keys (real sockets)", async () => {
+  // A slow or stuck seed times out; only one that closes the stream unanswered looks like a
+  // key mismatch (found by review: the key hint came with every failed receive).
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const accepting = (async () => {
+    for await (const c of listener) held.push(c);
+  })();
+  const joiner = await Memberlist.listen(
+    localConfig({ nodeId: "joiner", keyring: new Keyring(key(1)), tcpTimeout: 300 }),
+    { port: 0 },
+  );
+  try {
+    let err: Error | null = null;
+    await joiner.join([`127.0.0.1:${(listener.addr as Deno.NetAddr).port}`]).catch((
+      e,
+    ) => (err = e));
+    assert(err !== null, "the join must fail");
+    assert(!String(err).includes("--gossip-keys"), String(err));
+  } finally {
+    await joiner.shutdown();
+    for (const c of held) c.close();
+    listener.close();
+    await accepting.catch(() => {});
+  }
+});

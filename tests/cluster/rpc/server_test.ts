@@ -651,3 +651,11 @@ Deno.test("explainRpcError: an HTTP/1.1 server (the API's port, taken for the RP
     await hangUp.catch(() => {});
   }
 });
+
+Deno.test("explainRpcError: an agent that ends a stream as it shuts down is not called a wrong port", () => {
+  // As a StreamUpdates viewer sees an agent's shutdown (found by review: the wrong-port hint
+  // fired on every closed stream).
+  const e = new ConnectError("http/2 stream closed with error code CANCEL (0x8)", Code.Canceled);
+  const text = explainRpcError(e, "h:1");
+  assert(text.includes("shutting down") && !text.includes("RPC port"), text);
+});
