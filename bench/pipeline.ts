@@ -33,7 +33,7 @@
  */
 import { Command } from "@commander-js/extra-typings";
 import { createClient } from "@connectrpc/connect";
-import { Engine, RemoteStageLink } from "../cluster/pipeline/mod.ts";
+import { Engine, RemoteStageLink, type StageResult } from "../cluster/pipeline/mod.ts";
 import { createRpcTransport, type RpcTransport } from "../cluster/rpc/mod.ts";
 import { parseBackendName, selectBackend } from "../kernels/select.ts";
 import { DiscoveryService, type GetClusterInfoResponse, InferenceService } from "../proto/mod.ts";
@@ -162,24 +162,37 @@ function chainRounds(
       throw e;
     });
     /**
-     * One frame: the round trip to its token, and the compute of every stage on the way (the
-     * chain's answer sums it; with a reply stream that answer follows the token, off its path).
+     * One frame: the round trip to its token. The chain's answer to it sums the compute of every
+     * stage on the way; with a reply stream that answer follows the token, off its path, and
+     * (as a head does) the next frame goes without waiting for it: it is read at the end.
      */
+    const answers: Promise<StageResult>[] = [];
     const step = async (tokens: Int32Array) => {
       const t0 = performance.now();
       const answer = session.step({ tokens });
-      const token = replies ? await replies.next() : await answer;
-      const ms = performance.now() - t0;
-      const { computeMs } = await answer;
+      answer.catch(() => {}); // read below
+      answers.push(answer);
+      // A failure down the chain comes as the answer, and no token follows it.
+      const token = replies
+        ? await Promise.race([
+          replies.next(),
+          answer.then((a) => a.kind === "replied" ? new Promise<never>(() => {}) : a),
+        ])
+        : await answer;
       if (token.kind !== "token") throw new Error(`expected a token, got ${token.kind}`);
-      return { id: token.token.id, ms, computeMs };
+      return { id: token.token.id, ms: performance.now() - t0 };
     };
     try {
       let { id } = await step(Int32Array.from([1, 5, 7]));
+      const rtt: number[] = [];
       for (let i = 0; i < o.tokens; i++) {
         const r = await step(Int32Array.of(id));
-        out.push((r.ms - r.computeMs) / stages.length);
+        rtt.push(r.ms);
         id = r.id;
+      }
+      const answered = await Promise.all(answers);
+      for (const [i, ms] of rtt.entries()) {
+        out.push((ms - answered[i + 1].computeMs) / stages.length);
       }
     } finally {
       await session.close("done");
