@@ -52,7 +52,11 @@ Deno.test("an IPv6 endpoint in brackets is dialled bare", async () => {
   const t = await createRpcTransport(`[::1]:${(l.addr as Deno.NetAddr).port}`);
   try {
     await createClient(NodeService, t).healthCheck({}).catch(() => {});
-    assert(await got, "no connection reached [::1]");
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const within = new Promise<false>((r) => timer = setTimeout(() => r(false), 5000));
+    const reached = await Promise.race([got, within]);
+    clearTimeout(timer);
+    assert(reached, "no connection reached [::1]");
   } finally {
     t.close();
     l.close();
