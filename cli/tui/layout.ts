@@ -146,14 +146,19 @@ export function render(state: TuiState, info: FrameInfo): Frame {
   const inner: Rect = { x: 2, y: 3, w: W - 4, h: H - 5 };
   if (!state.connected && Object.keys(state.nodes).length === 0) {
     screen.text(inner.x, inner.y, `waiting for the agent at ${state.endpoint}…`, "warn");
-    if (state.linkError) screen.text(inner.x, inner.y + 1, state.linkError, "bad", inner.w);
-    screen.text(
-      inner.x,
-      inner.y + 3,
-      "start one with `deno task agent`, or pass --endpoint host:port",
-      "dim",
-      inner.w,
-    );
+    // The error in full (it was cut at the width, mid-sentence), and the advice only where the
+    // error does not give it already ("no agent at … — start one with …").
+    const error = state.linkError ? wrap(state.linkError, inner.w).slice(0, 4) : [];
+    error.forEach((line, i) => screen.text(inner.x, inner.y + 1 + i, line, "bad", inner.w));
+    if (!state.linkError.includes("deno task agent")) {
+      screen.text(
+        inner.x,
+        inner.y + 2 + error.length,
+        "start one with `deno task agent`, or pass --endpoint host:port",
+        "dim",
+        inner.w,
+      );
+    }
   } else {
     [drawCluster, drawNodes, drawModels, drawInference, drawEvents][state.tab](
       screen,

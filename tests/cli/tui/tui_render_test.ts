@@ -268,3 +268,14 @@ Deno.test("text takes one column per character: emoji are '?', zero-width charac
   assertEquals(sanitize("⚡⌛☔✅❌ a\u200db e\u0301\u20dd x\u00ady"), "????? ab e xy");
   assertEquals(sanitize("中 😀 ok\tend"), "? ? ok end");
 });
+
+Deno.test("no agent yet: the link error is shown whole, wrapped, and its advice once", () => {
+  const error = "no agent at 127.0.0.1:1 — start one with `deno task agent`, or point llmctl at " +
+    "one with --endpoint host:port (or DLLM_ENDPOINT)";
+  const s = reduce(initialState("127.0.0.1:1"), { type: "disconnected", at: 1, error });
+  const f = render(s, { width: 80, height: 24, now: 0, glitch: "off" });
+  const text = f.screen.lines().join("\n");
+  // Before, the line was cut at the width ("…or point llmctl") and the advice printed again.
+  assert(text.replace(/[\s│]+/g, " ").includes("(or DLLM_ENDPOINT)"), text);
+  assertEquals(text.split("deno task agent").length - 1, 1, text);
+});
