@@ -111,15 +111,19 @@ export function modelsCommand() {
           `${m.model}: ${m.total_layers} layers, ${m.ready ? "ready" : "not ready"}` +
             (m.epoch !== null ? `, placement epoch ${m.epoch}` : ""),
         );
-        console.log(table(
-          ["node", "layers", "state", "range"],
-          m.hosted.map((h) => [
-            h.node,
-            `[${h.from},${h.to})`,
-            h.state,
-            layerBar(h.from, h.to, m.total_layers, 32),
-          ]),
-        ));
+        // A table of no rows is a bare header: say so instead (a model no node hosts yet).
+        if (m.hosted.length === 0) console.log("  no node hosts its layers yet");
+        else {
+          console.log(table(
+            ["node", "layers", "state", "range"],
+            m.hosted.map((h) => [
+              h.node,
+              `[${h.from},${h.to})`,
+              h.state,
+              layerBar(h.from, h.to, m.total_layers, 32),
+            ]),
+          ));
+        }
         const nodes = caches.filter((t) => t.model === m.model);
         if (nodes.length) {
           console.log(table(

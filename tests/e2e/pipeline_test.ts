@@ -132,6 +132,10 @@ Deno.test({
       assert(info.placementError.includes("cannot hold the model"), info.placementError);
       const status = await llmctl(["cluster", "status", "-e", `127.0.0.1:${agents[0].rpcPort}`]);
       assert(status.stdout.includes("cannot hold the model"), status.stdout);
+      // A model no node hosts: said, not an empty table's bare header.
+      const models = await llmctl(["models", "list", "-e", `127.0.0.1:${agents[0].rpcPort}`]);
+      assert(models.stdout.includes("no node hosts its layers yet"), models.stdout);
+      assert(!/node\s+layers\s+state/.test(models.stdout), models.stdout);
       // Each reason is published once as a placement event, not again at every re-plan that
       // finds the same (the TUI's event log got a copy per re-plan).
       const replan = await llmctl(["cluster", "replan", "-e", `127.0.0.1:${agents[0].rpcPort}`]);
