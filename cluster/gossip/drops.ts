@@ -1,6 +1,7 @@
 /**
  * Dropped packets and streams: counted by reason, handler failures logged, and a peer whose
- * gossip none of our keys opens named in a warning (at most once a minute).
+ * gossip none of our keys opens (or, without keys, that reads as malformed) named in a warning,
+ * at most once a minute.
  *
  * @module
  */
@@ -26,7 +27,10 @@ export class Drops {
     this.stats.droppedPackets[reason]++;
     if (reason === "internal") {
       this.cfg.logger?.("warn", "gossip handler failed", { error: String(e) });
-    } else if (reason === "decrypt") this.#warnWrongKey(from);
+    } else if (reason === "decrypt" || (reason === "malformed" && !this.cfg.keyring)) {
+      // Without keys of our own, a member's encrypted gossip reads as malformed.
+      this.#warnWrongKey(from);
+    }
   }
 
   /**
@@ -41,7 +45,9 @@ export class Drops {
     this.#keyWarnedAt = now;
     this.cfg.logger?.(
       "warn",
-      "dropped gossip that none of our keys opens: is a member running with other --gossip-keys (or none)?",
+      this.cfg.keyring
+        ? "dropped gossip that none of our keys opens: is a member running with other --gossip-keys (or none)?"
+        : "dropped gossip this member cannot read: is a member running with --gossip-keys while this one runs without?",
       {
         from: from ?? "?",
         dropped: this.#keyDropsSinceWarn,

@@ -190,3 +190,29 @@ Deno.test("keyring: a seed that accepts the join and never answers is not blamed
     await accepting.catch(() => {});
   }
 });
+
+Deno.test("keyring: a seed without keys names a member that gossips encrypted (real sockets)", async () => {
+  // Found by review: without a keyring of its own the seed counted such packets as malformed and
+  // logged nothing, while its joiner saw only a failed join.
+  const logs: string[] = [];
+  const seed = await Memberlist.listen(
+    localConfig({
+      nodeId: "plain-seed",
+      logger: (level, msg, f) => logs.push(`${level} ${msg} ${JSON.stringify(f)}`),
+    }),
+    { port: 0 },
+  );
+  const keyed = await Memberlist.listen(
+    localConfig({ nodeId: "keyed", keyring: new Keyring(key(3)) }),
+    { port: 0 },
+  );
+  try {
+    await keyed.join([seed.transport.addr]).catch(() => {});
+    const deadline = Date.now() + 2000;
+    while (logs.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert(logs.some((l) => l.startsWith("warn ") && l.includes("--gossip-keys")), logs.join("\n"));
+  } finally {
+    await keyed.shutdown();
+    await seed.shutdown();
+  }
+});
