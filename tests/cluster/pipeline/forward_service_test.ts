@@ -7,6 +7,7 @@ import { LlamaStage } from "../../../model/llama.ts";
 import {
   FORWARD_METHOD,
   FORWARD_PREAMBLE,
+  type ForwardContext,
   forwardProtocol,
   StageHost,
 } from "../../../cluster/pipeline/mod.ts";
@@ -17,15 +18,18 @@ import { ActivationFrameSchema, Dtype } from "../../../proto/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
 
-/** Layers 0..2 of stories260K as a stage with no stage after it (it answers hidden rows). */
-async function firstStage() {
+/**
+ * Layers 0..2 of stories260K as a stage, with no stage after it (it answers hidden rows) unless
+ * `extra` gives it links.
+ */
+async function firstStage(extra: Partial<ForwardContext> = {}) {
   const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
   const host = new StageHost(
     await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 2 }),
     "stories260K",
   );
   file.close();
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n };
+  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, ...extra };
   const plane = await startTcpPlane({
     host: "127.0.0.1",
     protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
@@ -35,13 +39,18 @@ async function firstStage() {
   return { host, plane, call };
 }
 
-function opening(sessionId: string, responseDtype = Dtype.F32) {
+/**
+ * An opening for layers 0..2, as the only stage; with `replyDirect` given, before a stage n1
+ * (stageBeforeHeldTail), whose tail sends the tokens to the head when it is true.
+ */
+function opening(sessionId: string, responseDtype = Dtype.F32, replyDirect?: boolean) {
   const open = openToWire({
     sessionId,
     maxContext: 64,
     model: "stories260K",
     epoch: 0n,
-    downstream: [],
+    downstream: replyDirect === undefined ? [] : [{ nodeId: "n1", from: 2, to: 5 }],
+    ...(replyDirect ? { replyDirect: true } : {}),
   }, Dtype.F32);
   open.responseDtype = responseDtype;
   return create(ActivationFrameSchema, { sessionId, step: 0n, toLayer: 2, open });
@@ -186,18 +195,12 @@ Deno.test("every frame is answered once, in order: a half-close, a cancel, a clo
  * of a chain that sends its tokens to the head directly answers each frame with `replied`).
  */
 async function stageBeforeHeldTail(chunkRows?: number) {
-  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
-  const host = new StageHost(
-    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 2 }),
-    "stories260K",
-  );
-  file.close();
   /** Frames that reached the next stage, and the release of each one's answer. */
   const down: { tokens: number[]; release: () => void }[] = [];
   const next = {
     nodeId: "n1",
     from: 2,
-    to: host.stage.config.nLayers,
+    to: 5,
     openSession: () =>
       Promise.resolve({
         step: (f: StageFrame) =>
@@ -210,14 +213,7 @@ async function stageBeforeHeldTail(chunkRows?: number) {
         close: () => Promise.resolve(),
       }),
   };
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, linkTo: () => next, chunkRows };
-  const plane = await startTcpPlane({
-    host: "127.0.0.1",
-    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
-  });
-  const call = () =>
-    openTcpBidi(`127.0.0.1:${plane.port}`, FORWARD_PREAMBLE, FORWARD_METHOD, 1 << 20);
-  return { host, plane, call, down };
+  return { ...await firstStage({ linkTo: () => next, chunkRows }), down };
 }
 
 Deno.test("a session whose tail replies to its head directly: the next frame runs before the last one's answer is back", async () => {
@@ -233,16 +229,8 @@ Deno.test("a session whose tail replies to its head directly: the next frame run
     for (const replyDirect of [true, false]) {
       down.length = 0;
       const sessionId = `direct-${replyDirect}`;
-      const open = openToWire({
-        sessionId,
-        maxContext: 64,
-        model: "stories260K",
-        epoch: 0n,
-        downstream: [{ nodeId: "n1", from: 2, to: 5 }],
-        ...(replyDirect ? { replyDirect: true } : {}),
-      }, Dtype.F32);
       const c = await call();
-      c.send(create(ActivationFrameSchema, { sessionId, step: 0n, toLayer: 2, open }));
+      c.send(opening(sessionId, Dtype.F32, replyDirect));
       await c.receive();
       // The head has the first token from the tail already and sends the next frame at once.
       c.send(create(ActivationFrameSchema, { sessionId, step: 1n, tokens: [1, 7] }));
@@ -276,16 +264,8 @@ Deno.test("a direct-reply frame this stage sends down in chunks is answered befo
   const { plane, call, down } = await stageBeforeHeldTail(2);
   try {
     const sessionId = "chunked-direct";
-    const open = openToWire({
-      sessionId,
-      maxContext: 64,
-      model: "stories260K",
-      epoch: 0n,
-      downstream: [{ nodeId: "n1", from: 2, to: 5 }],
-      replyDirect: true,
-    }, Dtype.F32);
     const c = await call();
-    c.send(create(ActivationFrameSchema, { sessionId, step: 0n, toLayer: 2, open }));
+    c.send(opening(sessionId, Dtype.F32, true));
     await c.receive();
     // A head that sends early (buggy, hostile, or speculating): 6 rows, sent down in chunks of
     // 2, then one more frame at once. Run beside the first, the second frame's row went down
