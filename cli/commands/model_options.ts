@@ -5,8 +5,6 @@
 import { Command, type CommandUnknownOpts, Option } from "@commander-js/extra-typings";
 import { BACKEND_NAMES, parseBackendName, selectBackend } from "../../kernels/select.ts";
 import { Engine } from "../../cluster/pipeline/mod.ts";
-import { configFromFile } from "../../model/config.ts";
-import { openModelFile } from "../../model/engine.ts";
 import { DEFAULT_MODEL, ExitCode, intOption } from "../common.ts";
 import { CliError } from "../client.ts";
 
@@ -25,38 +23,24 @@ export function modelCommandBase(name: string) {
 export async function openEngine(
   opts: { model: string; backend: string; threads?: number; ctx?: number },
 ): Promise<Engine> {
-  const nCtx = opts.ctx === undefined ? undefined : await fitContext(opts.model, opts.ctx);
   const { backend } = await selectBackend(parseBackendName(opts.backend), {
     threads: opts.threads,
   });
+  let engine: Engine;
   try {
-    return await Engine.open(opts.model, backend, { nCtx });
+    engine = await Engine.open(opts.model, backend, { nCtx: opts.ctx });
   } catch (e) {
     backend.dispose();
     throw e;
   }
-}
-
-/**
- * `--ctx`, at most the model's context length, and a word on stderr when it was more: a session
- * never holds more positions than that (the Engine caps its nCtx the same way), so the user
- * learns why a long generation ends as "length" before the --ctx asked for.
- */
-async function fitContext(path: string, ctx: number): Promise<number> {
-  let max: number;
-  try {
-    const file = await openModelFile(path);
-    try {
-      max = configFromFile(file).contextLength;
-    } finally {
-      file.close();
-    }
-  } catch {
-    return ctx; // Engine.open reports what is wrong with the file.
+  // The Engine holds no more positions than the model's context length: say so, or a long
+  // generation would end as "length" before the --ctx asked for, unexplained.
+  if (opts.ctx !== undefined && opts.ctx > engine.nCtx) {
+    console.error(
+      `llmctl: --ctx ${opts.ctx} is past the model's context length; using ${engine.nCtx}`,
+    );
   }
-  if (ctx <= max) return ctx;
-  console.error(`llmctl: --ctx ${ctx} is past the model's context length; using ${max}`);
-  return max;
+  return engine;
 }
 
 /**
