@@ -18,8 +18,11 @@
  * back as a head's does: straight from the tail over a reply stream where the tail offers one
  * (`hop_path: "direct"`; the TCP data plane, no TLS: stages + 1 crossings per token). The same
  * figure with the token relayed back stage by stage (2 × stages crossings, the path under mTLS)
- * is `hop_ms_p50_relayed`; before 2026-12-05 that was the only path timed. The time between tokens as the bench's client reads them (p10 / p50 /
- * p90) shows whether tokens reach a client as they are made or in bursts. Prints JSON.
+ * is `hop_ms_p50_relayed`; before 2026-12-05 that was the only path timed. As a head does, the
+ * bench sends each frame without waiting for the chain's answer to the last one, and reads the
+ * answers (their summed compute) at the end. The time between tokens as the bench's client reads
+ * them (p10 / p50 / p90) shows whether tokens reach a client as they are made or in bursts. Prints
+ * JSON.
  *
  * `--prefill N` also times the first token of an N-token prompt (one token asked for) through 1
  * agent, through the 3-agent chain (its stages hand each 64-row chunk on while running the next,
@@ -49,6 +52,11 @@ import { generatedModel } from "./lib/models.ts";
 const CONTEXT = 1024;
 const SESSIONS = 2;
 const PROMPT = "Once upon a time there was a little robot who wanted to learn to paint.";
+
+/** `x` rounded to 3 decimals, for the JSON. */
+function r3(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
 
 function quantile(xs: number[], q: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -293,7 +301,6 @@ class HopTimes {
   }
 
   json() {
-    const r3 = (x: number) => Math.round(x * 1000) / 1000;
     return {
       hop_ms_p50: r3(quantile(this.ms, 0.5)),
       hop_ms_p99: r3(quantile(this.ms, 0.99)),
@@ -313,7 +320,6 @@ function median(xs: number[]): number {
 /** p10 / p50 / p90 of the time between tokens as the client read them, over served rounds. */
 function gapStats(rounds: Round[]): { p10: number; p50: number; p90: number } {
   const gaps = rounds.flatMap((r) => r.gaps ?? []);
-  const r3 = (x: number) => Math.round(x * 1000) / 1000;
   return {
     p10: r3(quantile(gaps, 0.1)),
     p50: r3(quantile(gaps, 0.5)),
@@ -357,7 +363,6 @@ if (import.meta.main) {
     } finally {
       await remote.stop();
     }
-    const r3 = (x: number) => Math.round(x * 1000) / 1000;
     console.log(JSON.stringify({
       bench: "pipeline",
       endpoint: opts.endpoint,
@@ -410,7 +415,6 @@ if (import.meta.main) {
     await whole?.stop();
   }
   const bestMs = (k: "one" | "three" | "whole") => Math.min(...ttfts.map((t) => t[k]));
-  const r3 = (x: number) => Math.round(x * 1000) / 1000;
   const best = (k: "local" | "one" | "three") => Math.max(...rounds.map((r) => r[k].tps));
   const same = (a: number[], b: number[]) => a.length === b.length && a.every((x, i) => x === b[i]);
   console.log(JSON.stringify({
