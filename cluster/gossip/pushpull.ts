@@ -22,7 +22,7 @@ import {
 import { pushPullScale } from "./config.ts";
 import { DuplicateNodeIdError, type MemberTable, type NodeState } from "./member.ts";
 import { type DropReason, dropReason, open, seal } from "./net.ts";
-import type { Stream } from "./transport.ts";
+import { type Stream, StreamClosedError } from "./transport.ts";
 
 /** What push-pull needs of the membership state (GossipState provides it). */
 export interface PushPullHost extends MemberTable {
@@ -111,7 +111,7 @@ export class PushPull {
         // A member that cannot open our join closes the stream unanswered; "stream closed"
         // alone sent operators hunting for network faults. (A slow one times out instead: no
         // word about keys then.)
-        if (!/ closed$/.test(e.message)) throw e;
+        if (!(e instanceof StreamClosedError)) throw e;
         throw new Error(
           `${addr} accepted the connection but closed it without answering our join ` +
             `(${e.message}); a member whose gossip keys differ from ours does that: check ` +

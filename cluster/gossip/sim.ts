@@ -7,7 +7,7 @@
  * @module
  */
 import { type Clock, type Rng, seededRng, type TimerHandle } from "./clock.ts";
-import type { Stream, Transport } from "./transport.ts";
+import { type Stream, StreamClosedError, type Transport } from "./transport.ts";
 
 interface Ev {
   t: number;
@@ -393,7 +393,7 @@ class SimStream implements Stream {
 
   receive(timeoutMs: number): Promise<Uint8Array> {
     if (this.frames.length) return Promise.resolve(this.frames.shift()!);
-    if (this.closed) return Promise.reject(new Error("stream closed"));
+    if (this.closed) return Promise.reject(new StreamClosedError("stream closed"));
     return new Promise((resolve, reject) => {
       const w = {
         resolve,
@@ -413,7 +413,7 @@ class SimStream implements Stream {
     this.closed = true;
     for (const w of this.waiters.splice(0)) {
       this.net.clock.clearTimeout(w.timer);
-      w.reject(new Error("stream closed"));
+      w.reject(new StreamClosedError("stream closed"));
     }
     this.net.asyncPending = true;
   }

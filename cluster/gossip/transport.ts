@@ -16,10 +16,18 @@ export interface Stream {
   readonly remoteAddr: string;
   /** Queue one frame for sending. */
   send(frame: Uint8Array): void;
-  /** The next frame; rejects on timeout, close or a malformed frame. */
+  /**
+   * The next frame; rejects on timeout, a malformed frame, or close ({@linkcode
+   * StreamClosedError}).
+   */
   receive(timeoutMs: number): Promise<Uint8Array>;
   /** Close both directions. */
   close(): void;
+}
+
+/** A stream's peer (or this side) closed it: no more frames will come. */
+export class StreamClosedError extends Error {
+  override name = "StreamClosedError";
 }
 
 /** What the gossip core needs from a network. */
@@ -79,7 +87,7 @@ class SocketStream implements Stream {
   ) {
     sock.on("data", (d: Uint8Array) => this.onData(d));
     sock.on("error", (e: Error) => this.fail(e));
-    sock.on("close", () => this.fail(new Error(`stream to ${remoteAddr} closed`)));
+    sock.on("close", () => this.fail(new StreamClosedError(`stream to ${remoteAddr} closed`)));
   }
 
   private onData(d: Uint8Array) {
