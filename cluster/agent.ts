@@ -272,7 +272,7 @@ export class Agent {
   async stop(): Promise<void> {
     const s = this.s;
     if (s.stopped || s.draining) return;
-    await drainAndLeave(s);
+    await drainAndLeave(s, () => this.stageRoom.openSessions);
     this.loop.stop();
     this.stageRoom.stop();
     await s.gossip.shutdown();

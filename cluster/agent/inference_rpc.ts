@@ -79,6 +79,7 @@ export function forwardContext(
     // Only members are watched: a signal per sender named by anyone reaching Forward would grow
     // the peers' table without bound.
     lost: (nodeId) => s.gossip.member(nodeId) ? head.lostSignal(nodeId) : undefined,
+    draining: () => s.draining,
     onFrame: (frame) => {
       s.counters.framesProcessedTotal++;
       metrics.onFrame(frame);

@@ -139,20 +139,30 @@ export function joinInBackground(s: AgentState, duplicateRetryMs = 5000): void {
 }
 
 /**
- * The first half of a graceful stop: refuse new requests, let those in flight finish within
- * the grace period, leave the gossip, then cut off what is left — with an error, never a
+ * The first half of a graceful stop: refuse new requests and new sessions, let those in flight
+ * finish within the grace period (the requests this agent heads, and the sessions other heads
+ * run through its stage), leave the gossip, then cut off what is left — with an error, never a
  * "stop" as if the model had finished — and give the cut-off streams a moment to say so.
+ * `passing()`: the sessions open on this agent's stages.
  */
-export async function drainAndLeave(s: AgentState): Promise<void> {
+export async function drainAndLeave(s: AgentState, passing: () => number): Promise<void> {
   s.draining = true;
   // Requests still waiting for a slot would only lengthen the drain and be cut off: they are
   // answered now, to go to another agent.
   s.admission.failWaiting(shuttingDown(s.nodeId));
   const deadline = Date.now() + s.config.shutdownGrace;
-  if (s.requests.size > 0) {
-    s.log("info", "draining", { requests: s.requests.size, graceMs: s.config.shutdownGrace });
+  // Another head's session through this stage is as much in flight as a request headed here:
+  // leaving under it makes that head replay the whole generation elsewhere (or wait until some
+  // agent loads these layers, when none has room), where a few more passes would finish it.
+  const busy = () => s.requests.size > 0 || passing() > 0;
+  if (busy()) {
+    s.log("info", "draining", {
+      requests: s.requests.size,
+      sessions: passing(),
+      graceMs: s.config.shutdownGrace,
+    });
   }
-  while (s.requests.size > 0 && Date.now() < deadline) {
+  while (busy() && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
   }
   try {
@@ -162,8 +172,11 @@ export async function drainAndLeave(s: AgentState): Promise<void> {
   }
   s.stopped = true;
   s.events.closeAll();
-  if (s.requests.size > 0) {
-    s.log("warn", "shutdown cut off generations", { requests: s.requests.size });
+  if (busy()) {
+    s.log("warn", "shutdown cut off generations", {
+      requests: s.requests.size,
+      sessions: passing(),
+    });
   }
   for (const c of s.requests.values()) c.abort(SHUTDOWN);
   // Let the cut-off streams send their error before the listeners close.

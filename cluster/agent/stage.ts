@@ -296,6 +296,16 @@ export class StageRoom {
     s.gossip.updateMetadata({ ...meta, load });
   }
 
+  /**
+   * Sessions open on this agent's stages: the hosted one's and those of replaced stages still
+   * serving what was opened on them (a drain waits for both).
+   */
+  get openSessions(): number {
+    let n = this.s.stage?.openSessions ?? 0;
+    for (const old of this.retiring.keys()) n += old.openSessions;
+    return n;
+  }
+
   /** Stop publishing load and free replaced stages (shutdown: their sessions end anyway). */
   stop(): void {
     clearInterval(this.loadTimer);

@@ -100,6 +100,12 @@ export interface ForwardContext {
    * while the head's replays opened more: a stage more than half full then had no room.
    */
   lost?(nodeId: string): AbortSignal | undefined;
+  /**
+   * True while this agent shuts down: sessions open already run to their end (the drain waits
+   * for them), new ones are refused as UNAVAILABLE, so their heads re-place them elsewhere
+   * instead of starting what the end of the drain would cut off.
+   */
+  draining?(): boolean;
 }
 
 /**
@@ -190,6 +196,14 @@ export function forwardHandler(ctx: ForwardContext) {
           }
           host = s.host = ctx.host();
           if (!host) throw new RpcFailure("unavailable", "this agent hosts no layers right now");
+          if (ctx.draining?.()) {
+            throw new RpcFailure(
+              "unavailable",
+              `${
+                self || "this agent"
+              } is shutting down: it finishes the sessions open on it and takes no new one`,
+            );
+          }
           if (frame.open.model && frame.open.model !== host.model) {
             throw new RpcFailure(
               "failed_precondition",

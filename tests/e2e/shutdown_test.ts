@@ -4,7 +4,15 @@
  * finish_reason "stop" (issue 16, item 4).
  */
 import { assert, assertEquals } from "../support/assert.ts";
-import { startAgent, stopAll } from "../support/agents.ts";
+import { createClient } from "@connectrpc/connect";
+import { InferenceService } from "../../proto/mod.ts";
+import {
+  generate,
+  startAgent,
+  startCluster,
+  stopAll,
+  waitForPlacement,
+} from "../support/agents.ts";
 import { REPO } from "../support/paths.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
@@ -77,5 +85,49 @@ Deno.test("what --shutdown-grace cannot save ends with an error, never finish_re
     assertEquals((await agent.exited).code, 0);
   } finally {
     await stopAll([agent]);
+  }
+});
+
+Deno.test("SIGTERM on a stage another agent heads through: the session runs to its end there, no replay", async () => {
+  // No two agents hold the model: a chain of at least 3 stages, the victim in its middle.
+  const agents = await startCluster(["a", "b", "c", "d"], {
+    model: STORIES,
+    memoryBudget: "1.2MB",
+    extra: ["--shutdown-grace", "60s"],
+  });
+  try {
+    const stages = (await waitForPlacement(agents[0], 4)).placement!.stages;
+    assert(stages.length >= 3, `a chain of at least 3 stages: ${stages.length}`);
+    const victim = agents.find((a) => a.id === stages[1].nodeId)!;
+    const head = agents.find((a) => a.id === stages[0].nodeId)!;
+    const prompt = "Once upon a time";
+    const whole = await generate(head, prompt, 160);
+    const tokens: number[] = [];
+    let recoveries = -1;
+    let exitedFirst = false;
+    victim.exited.then(() => exitedFirst = recoveries < 0);
+    for await (
+      const m of createClient(InferenceService, head.transport).generate({
+        prompt,
+        maxTokens: 160,
+        sampler: { temperature: 0 },
+      })
+    ) {
+      if (m.finishReason) {
+        recoveries = m.usage?.recoveries ?? 0;
+        break;
+      }
+      tokens.push(m.tokenId);
+      if (tokens.length === 5) victim.child.kill("SIGTERM");
+    }
+    assertEquals(tokens, whole.tokens);
+    // Before, the stage left at once (it headed nothing) and the head replayed elsewhere.
+    assertEquals(recoveries, 0, "the generation finished on the chain it started on");
+    assertEquals((await victim.exited).code, 0);
+    assert(!exitedFirst, "the stage left before the session through it ended");
+    const drained = victim.logs.find((l) => l.msg === "draining");
+    assert(drained && (drained.sessions as number) >= 1, JSON.stringify(drained));
+  } finally {
+    await stopAll(agents);
   }
 });

@@ -134,6 +134,37 @@ Deno.test("positions must be the session's next ones, and rows need tokens; anyt
   }
 });
 
+Deno.test("a stage shutting down runs the sessions open on it to their end and refuses new ones", async () => {
+  let draining = false;
+  const { host, plane, call } = await firstStage({ draining: () => draining });
+  const frame = (id: string, step: bigint, tokens: number[]) =>
+    create(ActivationFrameSchema, { sessionId: id, step, tokens });
+  try {
+    const c = await call();
+    c.send(opening("open"));
+    await c.receive();
+    c.send(frame("open", 1n, [1, 2]));
+    assertEquals((await c.receive())?.result.case, "hidden");
+    draining = true;
+    // The session opened before goes on: its head would otherwise replay it all elsewhere.
+    c.send(frame("open", 2n, [3]));
+    assertEquals((await c.receive())?.result.case, "hidden");
+    // A new one is refused as UNAVAILABLE (a stage failure its head re-places), saying why.
+    const d = await call();
+    d.send(opening("new"));
+    const e = await refusal(d);
+    assert(e instanceof ConnectError && e.code === Code.Unavailable, String(e));
+    assert(e.rawMessage.includes("n0 is shutting down"), e.rawMessage);
+    d.abort();
+    assertEquals(host.openSessions, 1);
+    c.abort();
+    await new Promise((r) => setTimeout(r, 50));
+    assertEquals(host.openSessions, 0);
+  } finally {
+    await plane.close();
+  }
+});
+
 /** Every answer a call gives until its end: each frame's result kind, and "closed" when it says so. */
 async function answers(call: { receive(): Promise<unknown> }): Promise<string[]> {
   const got: string[] = [];
