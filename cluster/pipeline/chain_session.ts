@@ -10,14 +10,8 @@
  * llama.cpp's pipeline parallelism overlap micro-batches the same way). Every chunk but the
  * last is `partial`: the tail fills its KV cache and answers no token.
  */
-import {
-  type ChainHop,
-  guard,
-  type SessionLink,
-  type SessionOpen,
-  type StageLink,
-  StaleEpochError,
-} from "./head.ts";
+import type { ChainHop, SessionLink, SessionOpen, StageLink } from "./links.ts";
+import { guard, StaleEpochError } from "./stage_errors.ts";
 import type { StageHost } from "./stage_host.ts";
 import type { ReplySinks } from "./replies.ts";
 import type { StageFrame, StageResult } from "./stage_frame.ts";

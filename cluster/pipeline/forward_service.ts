@@ -17,7 +17,8 @@ import {
 } from "../../proto/mod.ts";
 import { type PlaneProtocol, RpcFailure, serveTcpBidi, WRITE_TIMEOUT_MS } from "../rpc/mod.ts";
 import type { StageHost } from "./stage_host.ts";
-import { openerGoneMessage, type SessionLink, StageLinkError, StaleEpochError } from "./head.ts";
+import type { SessionLink } from "./links.ts";
+import { openerGoneMessage, StageLinkError, StaleEpochError } from "./stage_errors.ts";
 import { chunkRowsOf, type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
 import type { ReplySinks } from "./replies.ts";
 import { orTimeout } from "../deadline.ts";

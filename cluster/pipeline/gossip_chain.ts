@@ -8,7 +8,8 @@
  * a replay after a failure may move it to another replica.
  */
 import { fnv1a } from "../fnv.ts";
-import { type ChainProvider, NoPlacementError, stageKey, type StageLink } from "./head.ts";
+import type { ChainProvider, StageLink } from "./links.ts";
+import { NoPlacementError, stageKey } from "./stage_errors.ts";
 
 /** What the chain builder needs to know about one member. */
 export interface StageCandidate {

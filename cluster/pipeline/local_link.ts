@@ -1,5 +1,6 @@
 /** A StageLink to a stage in the same process (no RPC): the head's own stage, or the engine's. */
-import { type SessionLink, type SessionOpen, type StageLink, StaleEpochError } from "./head.ts";
+import type { SessionLink, SessionOpen, StageLink } from "./links.ts";
+import { StaleEpochError } from "./stage_errors.ts";
 import type { StageHost } from "./stage_host.ts";
 import { type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
 

@@ -7,21 +7,21 @@
 export {
   type ChainHop,
   type ChainProvider,
-  guard,
-  Head,
-  type HeadOptions,
-  type HeadRequest,
-  type HeadResult,
-  isTransportFailure,
-  NoPlacementError,
+  type ReplyStream,
   type SessionLink,
   type SessionOpen,
+  type StageLink,
+} from "./links.ts";
+export {
+  guard,
+  isTransportFailure,
+  NoPlacementError,
   StageBusyError,
   stageKey,
-  type StageLink,
   StageLinkError,
   StaleEpochError,
-} from "./head.ts";
+} from "./stage_errors.ts";
+export { Head, type HeadOptions, type HeadRequest, type HeadResult } from "./head.ts";
 export { type LocalLinkOptions, LocalStageLink } from "./local_link.ts";
 export {
   type ChainStageContext,

@@ -20,15 +20,8 @@ import {
 } from "../rpc/mod.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
 import { settleWithin } from "../deadline.ts";
-import {
-  type ReplyStream,
-  type SessionLink,
-  type SessionOpen,
-  StageBusyError,
-  type StageLink,
-  StageLinkError,
-  StaleEpochError,
-} from "./head.ts";
+import type { ReplyStream, SessionLink, SessionOpen, StageLink } from "./links.ts";
+import { StageBusyError, StageLinkError, StaleEpochError } from "./stage_errors.ts";
 import type { StageFrame, StageResult } from "./stage_frame.ts";
 import { encodeValues, openToWire, resultFromWire } from "./wire.ts";
 import { FORWARD_METHOD, FORWARD_PREAMBLE } from "./forward_service.ts";

@@ -1,6 +1,6 @@
 /**
  * Tokens straight from the tail to the head (the tail's side, and the head's stream; the head's
- * use of it is head.ts's withReplies). Along the chain a token used to travel back stage
+ * use of it, withReplies, below). Along the chain a token used to travel back stage
  * by stage (C → B → A → head): one crossing and one relay per stage. With a reply stream the
  * head opens to the tail before the session (the data plane's `DLR1` protocol), the tail sends
  * each token there, and answers the frame along the chain with a small `replied`, which the
@@ -24,10 +24,11 @@ import {
   RpcFailure,
   serveTcpBidi,
 } from "../rpc/mod.ts";
-import type { ReplyStream } from "./head.ts";
-import type { SampledToken } from "./stage_frame.ts";
+import type { ReplyStream, SessionLink } from "./links.ts";
+import type { SampledToken, StageFrame, StageResult } from "./stage_frame.ts";
+import { StageLinkError } from "./stage_errors.ts";
 import { resultFromWire, tokenToWire } from "./wire.ts";
-import { orTimeout } from "../deadline.ts";
+import { orTimeout, settleWithin } from "../deadline.ts";
 
 /** The reply stream's preamble on the TCP data plane (cluster/rpc/tcp_plane.ts). */
 export const REPLIES_PREAMBLE = "DLR1";
@@ -191,6 +192,65 @@ export async function openReplyStream(
     close() {
       call.end();
       call.abort();
+    },
+  };
+}
+
+/**
+ * A session whose tail replies straight to the head: each frame's token comes from `replies`;
+ * the answer along the chain is `replied` (or a failure naming the stage that failed, which
+ * wins). A reply stream that breaks while the chain says "replied" is the tail's failure.
+ */
+export function withReplies(
+  link: SessionLink,
+  replies: ReplyStream,
+  tailNodeId: string,
+  /** Most ms a token may lag behind the chain's `replied` for it (then the tail is blamed). */
+  lagMs = 10_000,
+): SessionLink {
+  /**
+   * The answer along the chain to the last frame whose token came first: it may still bring
+   * the failure of a stage (naming it) after the head has moved on.
+   */
+  let previous: Promise<void> | undefined;
+  let failure: unknown;
+  /** The token of a frame the chain says was replied, within `lagMs`. */
+  const lagging = (reply: Promise<StageResult>) =>
+    orTimeout(reply, lagMs, () => new Error(`no token ${lagMs / 1000} s after the chain's answer`));
+  return {
+    cachedTokens: link.cachedTokens,
+    async step(frame: StageFrame): Promise<StageResult> {
+      if (failure) throw failure;
+      const ack = link.step(frame);
+      if (frame.partial) return await ack;
+      const reply = replies.next();
+      // Both are read below, whichever settles first; never left to reject unhandled.
+      ack.catch(() => {});
+      reply.catch(() => {});
+      try {
+        const out = await Promise.race([
+          reply,
+          ack.then((a) => (a.kind === "replied" ? lagging(reply) : a)),
+        ]);
+        previous = ack.then(() => {}, (e) => void (failure ??= e));
+        return out;
+      } catch (e) {
+        // An earlier frame's answer may carry the real failure (it came back after its token):
+        // the stage it names is the one to re-place, not the one this frame's error blames.
+        await settleWithin(previous, 2000);
+        if (failure) throw failure;
+        // This frame's answer says which stage failed; without one, the tail's stream did.
+        const a = await ack;
+        if (a.kind !== "replied") return a;
+        throw new StageLinkError(
+          `the tail's reply stream failed: ${(e as Error).message ?? e}`,
+          tailNodeId,
+        );
+      }
+    },
+    async close(reason: string) {
+      replies.close();
+      await link.close(reason);
     },
   };
 }

@@ -22,7 +22,7 @@ import {
 } from "../../model/constrain/mod.ts";
 import { MAX_LOGIT_BIAS } from "../../model/sampler.ts";
 import type { SampledToken, StageResult, TailSampling } from "./stage_frame.ts";
-import type { SessionOpen } from "./head.ts";
+import type { SessionOpen } from "./links.ts";
 
 /** A frame's bytes do not match its shape/dtype; a precise INVALID_ARGUMENT. */
 export class WireFormatError extends Error {

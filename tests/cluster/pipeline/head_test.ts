@@ -377,7 +377,9 @@ Deno.test("a stage on another placement epoch: the head reads the chain again, b
 });
 
 Deno.test("a stage's 'opener gone' message names the opener back to the head, relayed or not", async () => {
-  const { goneOpener, openerGoneMessage } = await import("../../../cluster/pipeline/head.ts");
+  const { goneOpener, openerGoneMessage } = await import(
+    "../../../cluster/pipeline/stage_errors.ts"
+  );
   for (const id of ["a", "node-1.zone_b", "x".repeat(63)]) {
     assertEquals(goneOpener(openerGoneMessage(id)), id);
     // As the head reads it: relayed up the chain inside another stage's failure.
@@ -387,7 +389,7 @@ Deno.test("a stage's 'opener gone' message names the opener back to the head, re
 });
 
 Deno.test("a stage that keeps taking this head for gone is blamed after the take-back grace, so the request moves on", async () => {
-  const { openerGoneMessage } = await import("../../../cluster/pipeline/head.ts");
+  const { openerGoneMessage } = await import("../../../cluster/pipeline/stage_errors.ts");
   // b1's gossip never hears this head again (a one-sided fault): it closes every session as
   // that of a gone opener. b2 hosts the same layers.
   const [a, b1, b2, c] = await hosts([[0, 2], [2, 4], [2, 4], [4, 5]]);
