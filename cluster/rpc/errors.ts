@@ -232,11 +232,17 @@ export function explainRpcError(
   const lower = msg.toLowerCase();
   const tlsHint = `check --tls-ca/--tls-cert/--tls-key: both sides need certificates from the ` +
     `same CA (llmctl certs init)`;
+  const wrongPort = `is that its RPC port (--rpc-port, 7950 by default; not the HTTP API's or ` +
+    `the metrics port)?`;
+  // The server hung up before any TLS was spoken: no certificate was ever looked at, so the
+  // certificate hint would send the user the wrong way; a port of another protocol does this.
+  if (/disconnected before secure tls connection/.test(lower)) {
+    return `the server at ${endpoint} hung up before the TLS handshake (${msg}); ${wrongPort} ` +
+      `Is the agent there started with --tls-cert/--tls-key/--tls-ca?`;
+  }
   if (/certificate|tls|handshake|alert|unknownissuer|badsignature|ssl/.test(lower)) {
     return `TLS with the agent at ${endpoint} failed (${msg}); ${tlsHint}`;
   }
-  const wrongPort = `is that its RPC port (--rpc-port, 7950 by default; not the HTTP API's or ` +
-    `the metrics port)?`;
   // An HTTP/1.1 server (the OpenAI API's or the metrics port) answers HTTP/2's preface with a
   // 400, which the client reads as a protocol error.
   if (!opts.tls && /protocol error/.test(lower)) {

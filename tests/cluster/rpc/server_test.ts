@@ -652,6 +652,29 @@ Deno.test("explainRpcError: an HTTP/1.1 server (the API's port, taken for the RP
   }
 });
 
+Deno.test("explainRpcError: a server that hangs up before the TLS handshake is named as a likely wrong port, not a certificate problem", async () => {
+  const certs = await makeCerts();
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const hangUp = (async () => {
+    for await (const c of l) c.close();
+  })();
+  const t = await createRpcTransport(`127.0.0.1:${(l.addr as Deno.NetAddr).port}`, {
+    tls: certs.client,
+  });
+  try {
+    const e = await assertRejects(() => createClient(NodeService, t).healthCheck({}), ConnectError);
+    const text = explainRpcError(e, "h:1", { tls: true });
+    // Before: "check --tls-ca/--tls-cert/--tls-key: both sides need certificates from the
+    // same CA", for a connection on which no certificate was ever exchanged.
+    assert(text.includes("is that its RPC port") && !text.includes("same CA"), text);
+  } finally {
+    t.close();
+    l.close();
+    await hangUp.catch(() => {});
+    await Deno.remove(certs.dir, { recursive: true });
+  }
+});
+
 Deno.test("explainRpcError: an agent that ends a stream as it shuts down is not called a wrong port", () => {
   // As a StreamUpdates viewer sees an agent's shutdown (found by review: the wrong-port hint
   // fired on every closed stream).
