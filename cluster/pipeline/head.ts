@@ -221,8 +221,10 @@ export class Head {
           }));
         if (replies) link = withReplies(link, replies, tail.nodeId);
         // Positions every stage restored from its prefix cache: the first frame starts there.
-        const cached = Math.min(link.cachedTokens ?? 0, input.length - 1);
-        result.cachedTokens = Math.max(0, cached);
+        const cached = Math.max(0, Math.min(link.cachedTokens ?? 0, input.length - 1));
+        // Reported as prompt tokens from the cache (usage.prompt_tokens_details): a replay's
+        // input holds the tokens generated so far too, which the stages may have cached.
+        result.cachedTokens = Math.min(cached, req.promptTokens.length);
         while (result.tokens.length < budget) {
           if (req.signal?.aborted) {
             result.finishReason = "cancelled";
@@ -235,7 +237,7 @@ export class Head {
             0,
             Math.min(this.opts.lookahead ?? 16, budget - result.tokens.length - 1),
           );
-          const skip = prefill ? result.cachedTokens : 0;
+          const skip = prefill ? cached : 0;
           // A cancel ends the wait at once (a long prompt's prefill, a slow stage): the session
           // is closed below, and the stages drop the work they still had for it.
           const pass = () =>

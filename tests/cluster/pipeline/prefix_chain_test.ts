@@ -12,6 +12,7 @@ import {
   type StageFrame,
   StageHost,
   type StageLink,
+  StaleEpochError,
 } from "../../../cluster/pipeline/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { generateOver, serveChain, stageHosts, summary } from "../../support/chain.ts";
@@ -156,4 +157,44 @@ Deno.test("a stage whose restore fails closes the session it opened", async () =
   const e = await generate(inProcess(stages), PROMPTS[0]).then(() => null, (e) => e);
   assert(e instanceof Error && /the device is gone/.test(e.message), String(e));
   for (const h of stages) assertEquals(h.openSessions, 0);
+});
+
+Deno.test("a replay's cached tokens count prompt tokens only, never the generated ones", async () => {
+  // A 40-token prompt, then 35 tokens before the stage asks for a re-read of the placement: the
+  // replay sends 75 ids, of which the stage cached 64 (its blocks hold generated tokens too).
+  const [host] = await hosts([[0, 5]], [1 << 20]);
+  const inner = new LocalStageLink("a", host);
+  let opened = 0;
+  const flaky: StageLink = {
+    nodeId: "a",
+    from: 0,
+    to: 5,
+    local: true,
+    async openSession(open) {
+      const s = await inner.openSession(open);
+      if (opened++ > 0) return s;
+      let steps = 0;
+      return {
+        cachedTokens: s.cachedTokens,
+        close: (reason) => s.close(reason),
+        step: (frame) =>
+          ++steps > 35
+            ? Promise.reject(new StaleEpochError("re-read the placement", "a"))
+            : s.step(frame),
+      };
+    },
+  };
+  const prompt = SYSTEM.slice(0, 40);
+  const req = {
+    promptTokens: prompt,
+    maxTokens: 40,
+    sampling: { temperature: 0 },
+    maxContext: 160,
+  };
+  const got = await generateOver([flaky], req);
+  assertEquals(opened, 2, "replayed once");
+  assertEquals(got.cachedTokens, 40, "the whole prompt came from the cache, and no more");
+  const [plain] = await hosts([[0, 5]], [0]);
+  const want = await generateOver([new LocalStageLink("one", plain)], req);
+  assertEquals(summary(got), summary(want));
 });
