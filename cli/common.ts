@@ -17,7 +17,18 @@ export const ExitCode = {
   usage: 2,
   /** No agent answered at the endpoint (not running, wrong address, network down). */
   unreachable: 3,
+  /** Ctrl-C (SIGINT) stopped the command; what it had produced was printed (128 + SIGINT). */
+  interrupted: 130,
 } as const;
+
+/**
+ * Thrown by a command that Ctrl-C stopped after it printed what it had (the partial output and
+ * its figures): llmctl exits with {@linkcode ExitCode.interrupted} and prints nothing more, as
+ * llama.cpp's tools and shells do, so a script can tell a cut-short output from a whole one.
+ */
+export class Interrupted extends Error {
+  override name = "Interrupted";
+}
 
 /** Parse an integer option, saying which option was wrong. */
 export function intOption(min: number, max = Number.MAX_SAFE_INTEGER) {

@@ -5,7 +5,7 @@
  */
 import { Command, CommanderError } from "@commander-js/extra-typings";
 import { CliError, globalOptions } from "./client.ts";
-import { ExitCode } from "./common.ts";
+import { ExitCode, Interrupted } from "./common.ts";
 import { boundMessage } from "../cluster/rpc/mod.ts";
 import { CertsError } from "../cluster/tls/mod.ts";
 import { benchCommand } from "./commands/bench.ts";
@@ -73,6 +73,7 @@ export async function main(args: string[]): Promise<number> {
       // commander already printed the message; help/version exit with code 0.
       return e.exitCode === 0 ? ExitCode.ok : ExitCode.usage;
     }
+    if (e instanceof Interrupted) return ExitCode.interrupted;
     if (e instanceof CliError) {
       console.error(`llmctl: ${boundMessage(e.message)}`);
       return e.exitCode;

@@ -10,7 +10,7 @@
 import { basename } from "node:path";
 import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
-import { ExitCode, intOption, numberOption, printJson, writeOut } from "../common.ts";
+import { ExitCode, Interrupted, intOption, numberOption, printJson, writeOut } from "../common.ts";
 import { modelCommandBase, openEngine, refuseLocalOptions } from "./model_options.ts";
 import { SAMPLING_DEFAULTS as D } from "../../model/sampling_defaults.ts";
 
@@ -57,6 +57,11 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
         return;
       }
       const engine = await openEngine(opts);
+      // Ctrl-C ends the generation between tokens: what came is printed with its figures, and
+      // llmctl exits 130, as through an agent (and as llama.cpp's tools do).
+      const abort = new AbortController();
+      const onSigint = () => abort.abort();
+      Deno.addSignalListener("SIGINT", onSigint);
       try {
         // Like llama.cpp, echo the prompt so the streamed continuation reads as one text.
         if (!opts.json) writeOut(opts.prompt);
@@ -73,6 +78,7 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
             seed: opts.seed,
           },
           onToken: opts.json ? undefined : (_id, text) => writeOut(text),
+          signal: abort.signal,
         });
         const decodeTps = result.tokens.length / (result.decodeMs / 1000);
         if (opts.json) {
@@ -94,12 +100,15 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
             `${result.promptTokens.length} prompt tokens in ${round(result.promptMs)} ms, ` +
               `${result.tokens.length} tokens at ${
                 round(decodeTps)
-              } tokens/s (${engine.stage.backend.name})`,
+              } tokens/s (${engine.stage.backend.name})` +
+              (result.finishReason === "cancelled" ? ", cancelled" : ""),
           );
         }
       } finally {
+        Deno.removeSignalListener("SIGINT", onSigint);
         engine.close();
       }
+      if (abort.signal.aborted) throw new Interrupted();
     });
 }
 
@@ -213,11 +222,13 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
       })),
       recoveries: usage?.recoveries ?? 0,
     });
+    if (abort.signal.aborted) throw new Interrupted();
     return;
   }
   if (echoed) writeOut("\n");
   if (finish === FinishReason.CANCELLED && tokens.length === 0) {
     console.error(`cancelled before the first token, after ${round(end - t0)} ms`);
+    if (abort.signal.aborted) throw new Interrupted();
     return;
   }
   const stages = (placement?.stages ?? []).map((s) => `${s.nodeId}[${s.fromLayer},${s.toLayer})`);
@@ -225,8 +236,10 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
     `${usage?.promptTokens ?? "?"} prompt tokens, first token after ${round(promptMs)} ms, ` +
       `${tokens.length} tokens at ${round(tps)} tokens/s via ${agent.endpoint}` +
       (stages.length ? ` (${stages.join(" → ")})` : "") +
-      (usage?.recoveries ? `, ${usage.recoveries} recoveries` : ""),
+      (usage?.recoveries ? `, ${usage.recoveries} recoveries` : "") +
+      (finish === FinishReason.CANCELLED ? ", cancelled" : ""),
   );
+  if (abort.signal.aborted) throw new Interrupted();
 }
 
 function round(x: number): number {

@@ -1,6 +1,6 @@
 /**
- * `llmctl generate --endpoint` as a user runs it: Ctrl-C, and its --help (an agent's refusal is
- * in tests/cli/cluster_commands_test.ts).
+ * `llmctl generate` as a user runs it: Ctrl-C (local and through an agent), and its --help (an
+ * agent's refusal is in tests/cli/cluster_commands_test.ts).
  */
 import { assert, assertEquals } from "../../support/assert.ts";
 import { llmctl } from "../../support/cli.ts";
@@ -50,11 +50,56 @@ Deno.test("generate --endpoint: Ctrl-C before the agent answers ends llmctl at o
     assertEquals(stdout, "", "nothing was generated, so nothing is printed");
     assert(stderr.includes("cancelled before the first token"), stderr);
     assert(!/Uncaught|unhandled/i.test(stderr), stderr);
+    assertEquals(out.code, 130, "Ctrl-C exits 130 (before, 0: as if the output were whole)");
   } finally {
     listener.close();
     for (const c of held) c.close();
     await accepting.catch(() => {});
   }
+});
+
+Deno.test("generate (local): Ctrl-C stops between tokens, prints what came with its figures, exits 130", async () => {
+  const prompt = "Once upon a time";
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-all",
+      `${REPO}/cli/llmctl.ts`,
+      "generate",
+      "--backend",
+      "reference",
+      "--ignore-eos",
+      "-n",
+      "500",
+      "-p",
+      prompt,
+    ],
+    cwd: REPO,
+    env: { NO_COLOR: "1" },
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  let stdout = "";
+  const decoder = new TextDecoder();
+  const reading = (async () => {
+    for await (const chunk of child.stdout) stdout += decoder.decode(chunk, { stream: true });
+  })();
+  const stderr = new Response(child.stderr).text();
+  const end = Date.now() + 60_000;
+  while (stdout.length <= prompt.length + 8 && Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  child.kill("SIGINT");
+  const status = await child.status;
+  await reading;
+  const err = await stderr;
+  // Before, Deno's default action killed llmctl at once: no figures, and the partial output
+  // could not be told from a whole one but by the signal.
+  assertEquals(status.code, 130, err);
+  assert(stdout.startsWith(prompt) && stdout.length > prompt.length, stdout);
+  assert(/\d+ tokens at [\d.]+ tokens\/s \(reference\), cancelled/.test(err), err);
+  const tokens = Number(/, (\d+) tokens at/.exec(err)?.[1]);
+  assert(tokens < 500, `generation ran on to ${tokens} tokens after Ctrl-C`);
 });
 
 Deno.test("generate --help names every key --json adds through the cluster", async () => {
