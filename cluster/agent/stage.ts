@@ -136,6 +136,16 @@ export class StageRoom {
         clientsStreaming: () => s.counters.activeRequests > 0,
       });
       this.metrics.onModelLoad((performance.now() - t0) / 1000);
+      // A budget below one block of these layers keeps nothing: say so, rather than run as if
+      // the flag were 0 while the bytes are still taken out of the budget placement is offered.
+      const cache = stage.prefixCache;
+      if (cache && !cache.enabled) {
+        s.log("warn", "prefix cache off", {
+          why: `--prefix-cache ${s.config.prefixCache} bytes hold no ${cache.blockTokens}-token ` +
+            `block of layers [${want.from},${want.to}) (${cache.blockBytes} bytes); give it at ` +
+            `least that, or 0`,
+        });
+      }
       this.hostedReplica = replica;
       // Free the previous range's weights: re-placement must not leak memory.
       if (old) this.retire(old);

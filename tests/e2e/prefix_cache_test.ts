@@ -81,3 +81,32 @@ Deno.test("prefix cache across a 2-agent chain: both stages restore the prefix, 
     await stopAll([...chain, plain]);
   }
 });
+
+Deno.test("prefix cache: a budget below one block of the agent's layers is named in a warning", async () => {
+  // One 32-token block of stories260K's 5 layers takes 40 KiB; 12 KiB holds none.
+  const agent = await startAgent({
+    id: "pc-small",
+    model: STORIES,
+    memoryBudget: "64MB",
+    extra: ["--prefix-cache", "12KiB"],
+  });
+  try {
+    await waitForPlacement(agent, 1);
+    const deadline = Date.now() + 10_000;
+    let warned: Record<string, unknown> | undefined;
+    while (!warned && Date.now() < deadline) {
+      warned = agent.logs.find((l) => l.msg === "prefix cache off");
+      if (!warned) await new Promise((r) => setTimeout(r, 100));
+    }
+    assert(warned, "no warning that the cache keeps nothing");
+    assertEquals(warned.level, "warn");
+    assert(
+      /12288 bytes hold no 32-token block of layers \[0,5\) \(40960 bytes\)/.test(
+        String(warned.why),
+      ),
+      String(warned.why),
+    );
+  } finally {
+    await stopAll([agent]);
+  }
+});
