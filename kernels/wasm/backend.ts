@@ -50,7 +50,7 @@ import { Memories, need, Scratch, WBuf, wbuf, WKV, wkv, WWeight, wweight } from 
 
 /** The WASM backend: a Backend plus thread control and a memory-bandwidth probe (benchmarks). */
 export interface WasmBackend extends Backend {
-  /** Whether Q8_0 matmuls take the biased activation (WasmBackendOptions.biasedQ8). */
+  /** Whether Q8_0 matmuls run the biased kernel (WasmBackendOptions.biasedQ8). */
   readonly biasedQ8: boolean;
   /** Threads the pool was started with (the caller's included). */
   readonly threads: number;
@@ -88,9 +88,9 @@ export interface WasmBackendOptions {
   /** Initial {@link WasmBackend.spinMicros}. */
   spinMicros?: number;
   /**
-   * Q8_0 matmuls over the biased activation, two relaxed dots per block where the P/N planes
-   * take four (default: where this engine's relaxed dot allows it, see dotReadsUnsigned; true
-   * where it does not is refused).
+   * Q8_0 matmuls by the biased kernel (weights stored + 128 against the signed activation), two
+   * relaxed dots per block where the activation's P/N planes take four (default: where this
+   * engine's relaxed dot allows it, see dotReadsUnsigned; true where it does not is refused).
    */
   biasedQ8?: boolean;
 }
@@ -490,6 +490,7 @@ class WasmBackendImpl implements WasmBackend {
     v.bb = w.bb;
     v.repackedRows = w.bb ? inGroups : 0;
     v.quads = w.quads;
+    v.q8Flipped = w.q8Flipped;
     v.q4kClasses = w.q4kClasses;
     v.q6kPairs = w.q6kPairs;
     v.parent = w.parent ?? w;

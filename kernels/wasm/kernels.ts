@@ -72,7 +72,15 @@ export interface Kernels {
   toF16(src: number, dst: number, n: number): void;
   streamRead(p: number, n: number): number;
   repack4(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
-  repackQuads(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
+  repackQuads(
+    w: number,
+    rowBytes: number,
+    bb: number,
+    nGroups: number,
+    tmp: number,
+    flip: number,
+  ): void;
+  flipQ8(w: number, nBlocks: number): void;
   repackQ4K(w: number, nBlocks: number): void;
   repackQ6K(w: number, nBlocks: number): void;
   permuteQ6KAct(qs: number, ap: number, a32: number, n: number): void;

@@ -4,14 +4,16 @@
  *
  * - 32-element block types: full 4-row groups interleaved block by block (repack4); Q4_0 (and
  *   Q8_0 under the biased kernel) as byte quads instead (repackQuads: scales first, then quad k
- *   of row i at 8 + 16k + 4i).
+ *   of row i at 8 + 16k + 4i). Q8_0 under the biased kernel also has every quant byte stored
+ *   + 128 (flipped), in its groups and in the rows after them: it is the relaxed dot's unsigned
+ *   operand (assembly/index.ts, Q8G).
  * - Q4_K: each 32-byte quant group reordered so that one pmaddwd scales a sub-block pair
  *   (repackQ4K).
  * - Q6_K: ql/qh bytes reordered so that one pmaddwd scales two groups (repackQ6K).
  * Everything else stays as the file has it.
  */
 import { GGMLType, typeInfo } from "../quant/types.ts";
-import type { Memories, WWeight } from "./resources.ts";
+import { type Memories, unflipQ8, type WWeight } from "./resources.ts";
 
 /** 32-element block types whose matrices the kernels read as interleaved 4-row groups. */
 const REPACKED = new Set([
@@ -24,9 +26,9 @@ const REPACKED = new Set([
 
 /**
  * Whether a weight is laid out as byte quads rather than whole blocks side by side (repack4):
- * Q4_0 always; Q8_0 where its kernel takes the biased activation (`biasedQ8`: the weights' own
- * bytes are the dot's signed operand). Over P/N planes Q8_0 stays with repack4: both planes
- * need broadcasting in the quad kernel (measured 25% slower).
+ * Q4_0 always; Q8_0 under the biased kernel (`biasedQ8`: the weights' own bytes, + 128, are the
+ * dot's unsigned operand). Over P/N planes Q8_0 stays with repack4: both planes need
+ * broadcasting in the quad kernel (measured 25% slower).
  */
 function quadLayout(type: GGMLType, biasedQ8: boolean): boolean {
   return type === GGMLType.Q4_0 || (biasedQ8 && type === GGMLType.Q8_0);
@@ -42,8 +44,15 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
   // matmul below: the K-quant kernels read only their repacked layout, and a one-row Q4_K or
   // Q6_K matrix gave wrong numbers when its repack was skipped.
   if (w.nRows === 1) mem.floats(w);
-  if (REPACKED.has(w.type) && w.nRows >= 4) repack(mem, w, quadLayout(w.type, biasedQ8));
-  else if (w.type === GGMLType.Q4_K) {
+  if (REPACKED.has(w.type)) {
+    if (w.nRows >= 4) repack(mem, w, quadLayout(w.type, biasedQ8));
+    if (biasedQ8 && w.type === GGMLType.Q8_0) {
+      // the rows after the full groups, row-major (repackQuads flipped the groups')
+      const first = w.repackedRows;
+      ar.k.flipQ8(w.off + first * w.rowBytes, ((w.nRows - first) * w.rowBytes) / 34);
+      w.q8Flipped = true;
+    }
+  } else if (w.type === GGMLType.Q4_K) {
     ar.k.repackQ4K(w.off, w.bytes / 144);
     w.q4kClasses = true;
   } else if (w.type === GGMLType.Q6_K) {
@@ -64,8 +73,9 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
   }
   const bb = typeInfo(w.type)!.typeSize;
   try {
-    if (quads) ar.k.repackQuads(w.off, w.rowBytes, bb, groups, tmp);
-    else ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
+    if (quads) {
+      ar.k.repackQuads(w.off, w.rowBytes, bb, groups, tmp, w.type === GGMLType.Q8_0 ? 1 : 0);
+    } else ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
   } finally {
     ar.release(tmp, 4 * w.rowBytes);
   }
@@ -110,6 +120,14 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
       }
     }
     rowOff = 0;
+  }
+  if (w.q8Flipped) {
+    if (rowSrc === src) {
+      rowSrc = scratchRow(w.rowBytes);
+      rowSrc.set(src.subarray(rowOff, rowOff + w.rowBytes));
+      rowOff = 0;
+    }
+    unflipQ8(rowSrc.subarray(0, w.rowBytes));
   }
   if (w.q4kClasses) {
     // undo repackQ4K: in each 32-byte group, byte 16h + 4c + k (class 4h + c, l = 4h + c +

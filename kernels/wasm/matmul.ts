@@ -83,7 +83,7 @@ export class Matmuls {
     readonly threads: number,
     /** Threads the ops use now (setThreads). */
     readonly active: () => number,
-    /** Q8_0 weights take the biased activation (mmQ8_0b: dotReadsUnsigned) rather than P/N planes. */
+    /** Q8_0 weights run the biased kernel (mmQ8_0b: dotReadsUnsigned) rather than P/N planes. */
     readonly biasedQ8 = false,
   ) {}
 
@@ -140,10 +140,12 @@ export class Matmuls {
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
     const q16Bytes = isK ? align(rows * n * 2) : 0;
-    // Q8_0 weights: the activation's P/N planes or its biased bytes (see assembly/index.ts), in
-    // place of q16
+    // Q8_0 weights: the activation's P/N planes, or for the biased kernel its rows in groups of 4
+    // (Q8G in assembly/index.ts), in place of q16
     const q8w = kind === Act.Q8_0 && w.type === GGMLType.Q8_0;
-    const pnBytes = q8w ? align(rows * n * (this.biasedQ8 ? 1 : 2)) : 0;
+    const pnBytes = q8w
+      ? this.biasedQ8 ? align(Math.floor(rows / 4) * nb * 160) : align(rows * n * 2)
+      : 0;
     // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
     // q16), made when a Q4_K weight first reads them
     const q4kBytes = isK ? align(rows * n) + align(rows * nb * 32) : 0;
@@ -220,9 +222,9 @@ export class Matmuls {
     ctrl[a + A.NB] = floatsAct ? n : nb;
     ctrl[a + A.AQ] = actOff;
     ctrl[a + A.AD] = actOff + qsBytes;
-    // Q8_0 reads its form of the activation (P/N planes or biased bytes) in the sums' slot (it
-    // has no use for the sums)
-    ctrl[a + A.AS] = actOff + qsBytes + dBytes + (pnBytes ? sBytes : 0);
+    // Q8_0 over P/N planes reads them in the sums' slot (it has no use for the sums); the biased
+    // kernel reads the sums, and its row groups after them (groupBase in assembly/index.ts)
+    ctrl[a + A.AS] = actOff + qsBytes + dBytes + (q8w && !this.biasedQ8 ? sBytes : 0);
     ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : q6kPairs ? q6kOff : q16Off;
     ctrl[a + A.T] = rows;
     if (isK) {

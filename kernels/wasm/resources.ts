@@ -38,6 +38,8 @@ export class WWeight implements Weight {
   repackedRows = 0;
   /** Those groups laid out as byte quads (repackQuads) rather than whole blocks (repack4). */
   quads = false;
+  /** Q8_0 under the biased kernel: every quant byte stored + 128 (repackQuads' flip, flipQ8). */
+  q8Flipped = false;
   /** Q4_K quants reordered by class (repackQ4K). */
   q4kClasses = false;
   /** Q6_K quants reordered in pairs (repackQ6K). */
@@ -155,6 +157,14 @@ export class ArenaState {
 
 const MiB = 1024 * 1024;
 
+/** Undo the + 128 of a flipped Q8_0 row (WWeight.q8Flipped) in place; returns `row`. */
+export function unflipQ8(row: Uint8Array): Uint8Array {
+  for (let b = 0; b < row.length; b += 34) {
+    for (let i = b + 2; i < b + 34; i++) row[i] ^= 0x80;
+  }
+  return row;
+}
+
 /** Round up to the 64-byte alignment every kernel address keeps. */
 export const align = (n: number): number => Math.ceil(n / 64) * 64;
 
@@ -239,7 +249,14 @@ export class Memories {
     const src = this.arenas[w.arena].u8;
     const dst = this.a0.f32;
     for (let r = 0; r < w.nRows; r++) {
-      dequantizeRow(w.type, src, w.off + r * w.rowBytes, dst, off / 4 + r * w.rowLen, w.rowLen);
+      let rowSrc = src;
+      let rowOff = w.off + r * w.rowBytes;
+      if (w.q8Flipped) {
+        // (a weight of fewer than 4 rows: all of them row-major, flipped)
+        rowSrc = unflipQ8(src.slice(rowOff, rowOff + w.rowBytes));
+        rowOff = 0;
+      }
+      dequantizeRow(w.type, rowSrc, rowOff, dst, off / 4 + r * w.rowLen, w.rowLen);
     }
     w.f32Off = off;
     return off;

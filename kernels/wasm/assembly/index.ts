@@ -28,11 +28,10 @@ import { f16ToF32, f32ToF16, halvesToF32 } from "./f16";
 
 // Vector constants the hot loops read from memory once per call: V8 rematerializes a v128
 // constant at every use (a 64-bit immediate load, a move and a broadcast before each vpand),
-// while a loaded value stays in a register. Bytes: 16 × 0x0f, 16 × 0x30, then 16 × 0x80.
+// while a loaded value stays in a register. Bytes: 16 × 0x0f, then 16 × 0x30.
 const CONSTS: usize = memory.data<u8>([
   15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
   48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
-  128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128, 128,
 ], 16);
 // The i32/f32 lanes of halvesToF32C: 0xe0 << 23, 2^-112, 126 << 23, 0.5, 1 << 27, 0x80000000.
 const CONSTS_F16: usize = memory.data<i32>([
@@ -112,7 +111,7 @@ const CONSTS_F16: usize = memory.data<i32>([
 /**
  * quantize_row_q8_0_ref / q8_1_ref of T rows of n floats into the host layout (see top); with
  * pn ≠ 0 also the Q8_0 kernel's form of the activation: the P/N planes [T × nb × (32 P + 32 N)]
- * u8, or with `biased` the quants + 128 as bytes [T × nb × 32] u8 (see mmQ8_0b).
+ * u8, or with `biased` (mmQ8_0b) its rows in groups of 4 [T/4 × nb × Q8G] (see Q8G).
  */
 export function quantizeQ8(
   x: usize,
@@ -151,8 +150,14 @@ export function quantizeQ8(
         const q = i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(q0, q1), i16x8.narrow_i32x4_s(q2, q3));
         v128.store(qb + j, q);
         if (pn && biased) {
-          // q + 128 as an unsigned byte: flipping the sign bit
-          v128.store(pn + (<usize> (t * nb + b) << 5) + j, v128.xor(q, i8x16.splat(-128)));
+          // rows of full groups of 4 also into their group (see Q8G): quad k at 16k + 4(t & 3)
+          if (t < (T & ~3)) {
+            const gq = pn + <usize> ((t >> 2) * nb + b) * Q8G + (<usize> (t & 3) << 2) + (<usize> j << 2);
+            store<i32>(gq, i32x4.extract_lane(q, 0));
+            store<i32>(gq + 16, i32x4.extract_lane(q, 1));
+            store<i32>(gq + 32, i32x4.extract_lane(q, 2));
+            store<i32>(gq + 48, i32x4.extract_lane(q, 3));
+          }
         } else if (pn) {
           // P/N planes for the Q8_0 kernel (|q| ≤ 127, so both fit the relaxed dot's 7 bits)
           const pb = pn + (<usize> (t * nb + b) << 6) + j;
@@ -163,6 +168,11 @@ export function quantizeQ8(
       const sum = hsumI32(acc);
       const bi = <usize> (t * nb + b) << 2;
       store<f32>(d + bi, f16ToF32(f32ToF16(dd)));
+      if (pn && biased && t < (T & ~3)) {
+        const gs = pn + <usize> ((t >> 2) * nb + b) * Q8G + (<usize> (t & 3) << 2);
+        store<f32>(gs + 128, f16ToF32(f32ToF16(dd)));
+        store<i32>(gs + 144, -(sum << 7));
+      }
       if (q81) store<f32>(s + bi, f16ToF32(f32ToF16(<f32> sum * dd)));
       else store<i32>(s + bi, sum);
     }
@@ -282,8 +292,9 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // - Q8_0: both are signed, so the activation comes split as P = max(q, 0) and N = max(-q, 0)
 //   (made once per activation by quantizeQ8) and Σw·q = dot(w, P) - dot(w, N), exact (kind 8);
 //   or, where the engine's dot reads bytes above 127 as unsigned without saturating (the host
-//   probes it: relaxedDot), biased as u = q + 128 and Σw·q = dot(w, u) - 128·Σw (kind 9, mmQ8_0b:
-//   here only a matrix's last partial row group; its full groups are byte quads, quadMatmul).
+//   probes it: relaxedDot), the weights stored biased, w + 128, and Σw·q = dot(q, w + 128) −
+//   128·Σq (kind 9, mmQ8_0b, see Q8G: here only a matrix's rows after its full groups, which are
+//   byte quads, quadMatmul).
 
 // Nibble (+ 5th bit) planes of a 4/5-bit block: lo = elements 0..15, hi = 16..31.
 @inline function nibLo(kind: i32, w: usize): v128 {
@@ -303,8 +314,13 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
 // Σ over one block of one weight row, as 4 i32 lanes (their sum is the block's integer dot).
 @inline function rowBlock(kind: i32, wr: usize, a: usize, p0: v128, p1: v128, n0: v128, n1: v128): v128 {
   const z = i32x4.splat(0);
-  if (kind == 8 || kind == 9) {
-    // Σw·P − Σw·N; biased (kind 9: p = u, n = 128 in every byte) Σw·u − Σw·128
+  if (kind == 9) {
+    // the signed activation against the flipped weights (w + 128, see Q8G): Σw·q + 128Σq
+    return i32x4.relaxed_dot_i8x16_i7x16_add_s(p1, v128.load(wr + 18),
+      i32x4.relaxed_dot_i8x16_i7x16_add_s(p0, v128.load(wr + 2), z));
+  }
+  if (kind == 8) {
+    // Σw·P − Σw·N
     const w0 = v128.load(wr + 2);
     const w1 = v128.load(wr + 18);
     const p = i32x4.relaxed_dot_i8x16_i7x16_add_s(w1, p1, i32x4.relaxed_dot_i8x16_i7x16_add_s(w0, p0, z));
@@ -368,9 +384,6 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   r1: i32,
 ): void {
   const bb = blockBytes(kind);
-  // 16 bytes of 0x80 (kind 9, the biased Q8_0 kernel's last partial group: the bias, read by
-  // the dot as 128), loaded once (see CONSTS)
-  const k128 = v128.load(CONSTS + 32);
   for (let r = r0; r < r1; r += 4) {
     let wr0: usize, wr1: usize, wr2: usize, wr3: usize, stride: i32;
     if (r + 4 <= r1) {
@@ -429,13 +442,7 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
         const o = <usize> (b * stride);
         const ab = tb + <usize> b;
         let p0: v128, p1: v128, n0: v128, n1: v128;
-        if (kind == 9) {
-          const ua = as + (ab << 5);
-          p0 = v128.load(ua);
-          p1 = v128.load(ua + 16);
-          n0 = k128;
-          n1 = k128;
-        } else if (kind == 8) {
+        if (kind == 8) {
           const pa = as + (ab << 6);
           p0 = v128.load(pa);
           p1 = v128.load(pa + 16);
@@ -448,12 +455,13 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
           n0 = p0;
           n1 = p1;
         }
-        const sumi = transposeSum(
+        let sumi = transposeSum(
           rowBlock(kind, wr0 + o, 0, p0, p1, n0, n1),
           rowBlock(kind, wr1 + o, 0, p0, p1, n0, n1),
           rowBlock(kind, wr2 + o, 0, p0, p1, n0, n1),
           rowBlock(kind, wr3 + o, 0, p0, p1, n0, n1),
         );
+        if (kind == 9) sumi = i32x4.add(sumi, q80Corr(as, ab));
         const xd = rowScales(wr0, wr1, wr2, wr3, o);
         const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
         if (kind == 8 || kind == 9) {
@@ -517,10 +525,11 @@ export function mmQ8_0(
 }
 
 /**
- * Q8_0 weights against a biased activation (quantizeQ8 with `biased`: u = q + 128 as bytes):
- * Σw·q = Σw·u − 128·Σw, two relaxed dots per 32 elements where the P/N planes take four. Valid
- * only where the relaxed dot reads its second operand as unsigned bytes and sums without
- * saturation (x86 with VNNI); the host checks that with relaxedDot before choosing it.
+ * Q8_0 weights stored biased (w + 128: repackQuads with `flip`, flipQ8) against the signed
+ * activation and its sums (quantizeQ8 with `biased`): Σw·q = Σ(w + 128)·q − 128·Σq, two relaxed
+ * dots per 32 elements where the P/N planes take four (see Q8G). Valid only where the relaxed dot
+ * reads its second operand as unsigned bytes and sums without saturation (x86 with VNNI); the
+ * host checks that with relaxedDot before choosing it.
  */
 export function mmQ8_0b(
   w: usize,
@@ -651,52 +660,131 @@ export function mmQ5_1(
   return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), f32x4.splat(yd)));
 }
 
-// One activation row's contribution to one Q8_0 group-block (quad layout, biased activation
-// u = q + 128 at a, read as unsigned): (Σw·u − 128Σw) * (xd * yd), lanes = rows, in ggml's float
-// order. q<k>: quad k of the 4 rows (the weights' own signed bytes, no unpacking); cb: −128Σw of
-// the 4 rows (biasQuads).
+// Q8_0 under the biased kernel (kind 9). The weights' quant bytes are stored flipped, w + 128 as
+// unsigned bytes (repackQuads with `flip`, flipQ8 for rows outside full groups), and are the
+// relaxed dot's second operand, which V8 reads as unsigned on x86 with AVX-VNNI (vpdpbusd; the
+// host probes it, dotReadsUnsigned); the activation's own signed quants are the first. So
+// Σ(w + 128)·q = Σw·q + 128·Σq, and the correction −128·Σq belongs to the activation row: made once
+// by quantizeQ8, not per weight block. Float steps in ggml's order: sumi * (xd * yd).
+
+// Activation rows in full groups of 4 are also laid out by group (quantizeQ8 with `biased`), per
+// block Q8G bytes: quad k of the group's row j at 16k + 4j (signed quants), the 4 rows' scales
+// (f32) at 128, their −128·Σq (i32) at 144. One load then holds quad k of 4 activation rows.
+const Q8G: usize = 160;
+
+// The groups of a kind-9 activation: after its sums (as: the Σq of each row and block, i32
+// [T × nb], then the group layout at the next 64-byte boundary; see matmul.ts).
+@inline function groupBase(as: usize, T: i32, nb: i32): usize {
+  return as + ((<usize> (T * nb * 4) + 63) & ~(<usize> 63));
+}
+
+// −128·Σq of activation block i (as: the sums, see groupBase), in every lane.
+@inline function q80Corr(as: usize, i: usize): v128 {
+  return i32x4.splat(-(load<i32>(as + (i << 2)) << 7));
+}
+
+// One activation row's contribution to one Q8_0 group-block (quad layout): Σw·q * (xd * yd),
+// lanes = the 4 weight rows. q<k>: quad k of the 4 rows (flipped); a: the row's 32 signed quants;
+// c: −128·Σq of the row's block, in every lane.
 @inline function q80Step(
   sumf: v128, a: usize, q0: v128, q1: v128, q2: v128, q3: v128, q4: v128, q5: v128, q6: v128,
-  q7: v128, cb: v128, xd: v128, yd: f32,
+  q7: v128, c: v128, xd: v128, yd: f32,
 ): v128 {
   const z = i32x4.splat(0);
   const x0 = v128.load(a);
   const x1 = v128.load(a + 16);
-  let acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q0, v128.shuffle<i32>(x0, x0, 0, 0, 0, 0), cb);
-  let acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q4, v128.shuffle<i32>(x1, x1, 0, 0, 0, 0), z);
-  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q1, v128.shuffle<i32>(x0, x0, 1, 1, 1, 1), acc);
-  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q5, v128.shuffle<i32>(x1, x1, 1, 1, 1, 1), acc2);
-  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q2, v128.shuffle<i32>(x0, x0, 2, 2, 2, 2), acc);
-  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q6, v128.shuffle<i32>(x1, x1, 2, 2, 2, 2), acc2);
-  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(q3, v128.shuffle<i32>(x0, x0, 3, 3, 3, 3), acc);
-  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q7, v128.shuffle<i32>(x1, x1, 3, 3, 3, 3), acc2);
+  let acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 0, 0, 0, 0), q0, c);
+  let acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 0, 0, 0, 0), q4, z);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 1, 1, 1, 1), q1, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 1, 1, 1, 1), q5, acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 2, 2, 2, 2), q2, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 2, 2, 2, 2), q6, acc2);
+  acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 3, 3, 3, 3), q3, acc);
+  acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 3, 3, 3, 3), q7, acc2);
   const sumi = i32x4.add(acc, acc2);
   return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, f32x4.splat(yd))));
-}
-
-// −128·Σw of each of a Q8_0 group-block's 4 rows (lanes = rows), from its 8 quad vectors; k128:
-// 16 bytes of 0x80, read by the biased dot as 128.
-@inline function biasQuads(
-  q0: v128, q1: v128, q2: v128, q3: v128, q4: v128, q5: v128, q6: v128, q7: v128, k128: v128,
-): v128 {
-  const z = i32x4.splat(0);
-  let c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q0, k128, z);
-  let c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q4, k128, z);
-  c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q1, k128, c);
-  c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q5, k128, c2);
-  c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q2, k128, c);
-  c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q6, k128, c2);
-  c = i32x4.relaxed_dot_i8x16_i7x16_add_s(q3, k128, c);
-  c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(q7, k128, c2);
-  return i32x4.sub(z, i32x4.add(c, c2));
 }
 
 @inline function storeRows4(out: usize, outStride: i32, t: i32, r: i32, v: v128): void {
   v128.store(out + (<usize> (t * outStride + r) << 2), v);
 }
 
+// a, b, c, d: weight rows r..r+3, lanes = activation rows t..t+3; stored transposed.
+@inline function transposeStore(out: usize, outStride: i32, t: i32, r: i32, a: v128, b: v128, c: v128, d: v128): void {
+  const ab0 = v128.shuffle<i32>(a, b, 0, 4, 1, 5);
+  const ab1 = v128.shuffle<i32>(a, b, 2, 6, 3, 7);
+  const cd0 = v128.shuffle<i32>(c, d, 0, 4, 1, 5);
+  const cd1 = v128.shuffle<i32>(c, d, 2, 6, 3, 7);
+  storeRows4(out, outStride, t, r, v128.shuffle<i32>(ab0, cd0, 0, 1, 4, 5));
+  storeRows4(out, outStride, t + 1, r, v128.shuffle<i32>(ab0, cd0, 2, 3, 6, 7));
+  storeRows4(out, outStride, t + 2, r, v128.shuffle<i32>(ab1, cd1, 0, 1, 4, 5));
+  storeRows4(out, outStride, t + 3, r, v128.shuffle<i32>(ab1, cd1, 2, 3, 6, 7));
+}
+
+// sumf + sumi * (x * y): the float step of a block, lanes = activation rows (x: the weight row's
+// scale in every lane, y: the 4 activation rows' scales).
+@inline function q80Float(sumf: v128, sumi: v128, x: v128, y: v128): v128 {
+  return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(x, y)));
+}
+
+// 4 weight rows (one quad group at gw) × 8 activation rows (groups at ag and ag + nb·Q8G): each
+// weight row's quad is broadcast once for 8 activation rows (the activation-broadcast kernel
+// makes one broadcast per activation row and block quad) and dotted against 4 activation rows at
+// a time, lanes = activation rows; the 8 integer sums stay in registers through a block.
+@inline function q80Tile8(gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32): void {
+  let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+  let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+  const gstride = <usize> nb * Q8G;
+  for (let b = 0; b < nb; b++) {
+    const blk = gw + <usize> b * 136;
+    const a0 = ag + <usize> b * Q8G;
+    const a1 = a0 + gstride;
+    // the sums start from the activation rows' −128·Σq
+    const cz0 = v128.load(a0 + 144);
+    const cz1 = v128.load(a1 + 144);
+    let c00 = cz0, c01 = cz1, c10 = cz0, c11 = cz1, c20 = cz0, c21 = cz1, c30 = cz0, c31 = cz1;
+    // A real loop over the block's 8 quads: unrolled in the source, binaryen sinks each sum's 8
+    // dots into one expression placed after all their operands are made, and V8 then spills
+    // most of those.
+    for (let k: usize = 0; k < 128; k += 16) {
+      const q = v128.load(blk + 8 + k);
+      const x0 = v128.load(a0 + k);
+      const x1 = v128.load(a1 + k);
+      const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
+      c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b0, c00);
+      c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b0, c01);
+      const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
+      c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b1, c10);
+      c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b1, c11);
+      const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
+      c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b2, c20);
+      c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b2, c21);
+      const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
+      c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b3, c30);
+      c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b3, c31);
+    }
+    const xd = scales4(blk);
+    const y0 = v128.load(a0 + 128);
+    const y1 = v128.load(a1 + 128);
+    const x0 = v128.shuffle<i32>(xd, xd, 0, 0, 0, 0);
+    s00 = q80Float(s00, c00, x0, y0);
+    s01 = q80Float(s01, c01, x0, y1);
+    const x1 = v128.shuffle<i32>(xd, xd, 1, 1, 1, 1);
+    s10 = q80Float(s10, c10, x1, y0);
+    s11 = q80Float(s11, c11, x1, y1);
+    const x2 = v128.shuffle<i32>(xd, xd, 2, 2, 2, 2);
+    s20 = q80Float(s20, c20, x2, y0);
+    s21 = q80Float(s21, c21, x2, y1);
+    const x3 = v128.shuffle<i32>(xd, xd, 3, 3, 3, 3);
+    s30 = q80Float(s30, c30, x3, y0);
+    s31 = q80Float(s31, c31, x3, y1);
+  }
+  transposeStore(out, outStride, t, r, s00, s10, s20, s30);
+  transposeStore(out, outStride, t + 4, r, s01, s11, s21, s31);
+}
+
 // Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q4_0 matrix (kind 2) or
-// Q8_0 matrix against the biased activation (kind 9) against T activation rows. (Q8_0 over P/N
+// biased Q8_0 matrix (kind 9, see Q8G) against T activation rows. (Q8_0 over P/N
 // planes, kind 8, measured faster as whole blocks: it needs both planes broadcast.)
 @inline function quadMatmul(
   kind: i32,
@@ -714,54 +802,15 @@ export function mmQ5_1(
 ): void {
   const gb = <usize> (4 * blockBytes(kind));
   const m4 = mask4();
-  const k128 = v128.load(CONSTS + 32);
   for (let r = r0; r < r1; r += 4) {
     const gw = w + <usize> r * rowBytes;
     let t = 0;
-    for (; kind == 9 && t + 8 <= T; t += 8) {
-      // as kind 2 below: each block's quads and their bias made once for 8 activation rows
-      let s0 = f32x4.splat(0);
-      let s1 = f32x4.splat(0);
-      let s2 = f32x4.splat(0);
-      let s3 = f32x4.splat(0);
-      let s4 = f32x4.splat(0);
-      let s5 = f32x4.splat(0);
-      let s6 = f32x4.splat(0);
-      let s7 = f32x4.splat(0);
-      for (let b = 0; b < nb; b++) {
-        const blk = gw + <usize> b * gb;
-        const xd = scales4(blk);
-        const i0 = <usize> (t * nb + b);
-        const q0 = v128.load(blk + 8);
-        const q1 = v128.load(blk + 24);
-        const q2 = v128.load(blk + 40);
-        const q3 = v128.load(blk + 56);
-        const q4 = v128.load(blk + 72);
-        const q5 = v128.load(blk + 88);
-        const q6 = v128.load(blk + 104);
-        const q7 = v128.load(blk + 120);
-        const cb = biasQuads(q0, q1, q2, q3, q4, q5, q6, q7, k128);
-        const n1 = <usize> nb;
-        s0 = q80Step(s0, as + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + (i0 << 2)));
-        s1 = q80Step(s1, as + ((i0 + n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + n1) << 2)));
-        s2 = q80Step(s2, as + ((i0 + 2 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 2 * n1) << 2)));
-        s3 = q80Step(s3, as + ((i0 + 3 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 3 * n1) << 2)));
-        s4 = q80Step(s4, as + ((i0 + 4 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 4 * n1) << 2)));
-        s5 = q80Step(s5, as + ((i0 + 5 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 5 * n1) << 2)));
-        s6 = q80Step(s6, as + ((i0 + 6 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 6 * n1) << 2)));
-        s7 = q80Step(s7, as + ((i0 + 7 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 7 * n1) << 2)));
-      }
-      storeRows4(out, outStride, t + 0, r, s0);
-      storeRows4(out, outStride, t + 1, r, s1);
-      storeRows4(out, outStride, t + 2, r, s2);
-      storeRows4(out, outStride, t + 3, r, s3);
-      storeRows4(out, outStride, t + 4, r, s4);
-      storeRows4(out, outStride, t + 5, r, s5);
-      storeRows4(out, outStride, t + 6, r, s6);
-      storeRows4(out, outStride, t + 7, r, s7);
+    if (kind == 9) {
+      const g0 = groupBase(as, T, nb);
+      for (; t + 8 <= T; t += 8) q80Tile8(gw, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r);
     }
     for (; kind == 9 && t + 4 <= T; t += 4) {
-      // 4 of the rows left (a batch of 12 or 15 decode rows): quads and bias made once for them
+      // 4 of the rows left (a batch of 12 or 15 decode rows): each block's quads loaded once
       let s0 = f32x4.splat(0);
       let s1 = f32x4.splat(0);
       let s2 = f32x4.splat(0);
@@ -778,12 +827,11 @@ export function mmQ5_1(
         const q5 = v128.load(blk + 88);
         const q6 = v128.load(blk + 104);
         const q7 = v128.load(blk + 120);
-        const cb = biasQuads(q0, q1, q2, q3, q4, q5, q6, q7, k128);
         const n1 = <usize> nb;
-        s0 = q80Step(s0, as + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + (i0 << 2)));
-        s1 = q80Step(s1, as + ((i0 + n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + n1) << 2)));
-        s2 = q80Step(s2, as + ((i0 + 2 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 2 * n1) << 2)));
-        s3 = q80Step(s3, as + ((i0 + 3 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + ((i0 + 3 * n1) << 2)));
+        s0 = q80Step(s0, aq + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, q80Corr(as, i0), xd, load<f32>(ad + (i0 << 2)));
+        s1 = q80Step(s1, aq + ((i0 + n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, q80Corr(as, i0 + n1), xd, load<f32>(ad + ((i0 + n1) << 2)));
+        s2 = q80Step(s2, aq + ((i0 + 2 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, q80Corr(as, i0 + 2 * n1), xd, load<f32>(ad + ((i0 + 2 * n1) << 2)));
+        s3 = q80Step(s3, aq + ((i0 + 3 * n1) << 5), q0, q1, q2, q3, q4, q5, q6, q7, q80Corr(as, i0 + 3 * n1), xd, load<f32>(ad + ((i0 + 3 * n1) << 2)));
       }
       storeRows4(out, outStride, t, r, s0);
       storeRows4(out, outStride, t + 1, r, s1);
@@ -791,7 +839,7 @@ export function mmQ5_1(
       storeRows4(out, outStride, t + 3, r, s3);
     }
     for (; kind == 9 && t < T; t++) {
-      // the rest one row at a time (decode: the block's bias is made for this row alone)
+      // the rest one row at a time (decode)
       let s0 = f32x4.splat(0);
       for (let b = 0; b < nb; b++) {
         const blk = gw + <usize> b * gb;
@@ -805,8 +853,7 @@ export function mmQ5_1(
         const q5 = v128.load(blk + 88);
         const q6 = v128.load(blk + 104);
         const q7 = v128.load(blk + 120);
-        const cb = biasQuads(q0, q1, q2, q3, q4, q5, q6, q7, k128);
-        s0 = q80Step(s0, as + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, cb, xd, load<f32>(ad + (i0 << 2)));
+        s0 = q80Step(s0, aq + (i0 << 5), q0, q1, q2, q3, q4, q5, q6, q7, q80Corr(as, i0), xd, load<f32>(ad + (i0 << 2)));
       }
       storeRows4(out, outStride, t, r, s0);
     }
@@ -942,9 +989,11 @@ export function mmQ5_1(
 
 /**
  * Lay out the full 4-row groups (nGroups from w) of a Q4_0 (bb 18) or Q8_0 (bb 34) matrix as
- * quadMatmul reads them, in place. tmp: 4·rowBytes of scratch.
+ * quadMatmul reads them, in place; `flip`: quant bytes + 128 (Q8_0 under mmQ8_0b, see Q8G). tmp:
+ * 4·rowBytes of scratch.
  */
-export function repackQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usize): void {
+export function repackQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usize, flip: bool): void {
+  const fx: u32 = flip ? 0x80808080 : 0;
   const gbytes = <usize> rowBytes << 2;
   const nb = rowBytes / bb;
   const nq = (bb - 2) >> 2; // byte quads per block
@@ -957,10 +1006,22 @@ export function repackQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp:
         const src = tmp + <usize> (i * rowBytes + b * bb);
         store<u16>(dst + (<usize> i << 1), load<u16>(src));
         for (let k = 0; k < nq; k++) {
-          store<u32>(dst + 8 + <usize> (16 * k + 4 * i), load<u32>(src + 2 + (<usize> k << 2)));
+          store<u32>(dst + 8 + <usize> (16 * k + 4 * i), load<u32>(src + 2 + (<usize> k << 2)) ^ fx);
         }
       }
     }
+  }
+}
+
+/**
+ * Flip the quant bytes (+ 128, see Q8G) of nBlocks Q8_0 blocks at w, in place: the rows of a
+ * matrix under mmQ8_0b outside its full 4-row groups. Its own inverse.
+ */
+export function flipQ8(w: usize, nBlocks: i32): void {
+  for (let b = 0; b < nBlocks; b++) {
+    const p = w + <usize> b * 34 + 2;
+    v128.store(p, v128.xor(v128.load(p), i8x16.splat(-128)));
+    v128.store(p + 16, v128.xor(v128.load(p + 16), i8x16.splat(-128)));
   }
 }
 

@@ -157,6 +157,38 @@ Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows sta
   }
 });
 
+Deno.test("wasm matmul Q8_0: batches of 1-17 rows (a decode step of up to 17 sessions) stay bit-identical", async () => {
+  // the biased kernel's tiles of 8 activation rows (over row groups of 4), of 4, and single rows
+  // in every mix, at the 110M model's width; 38 output rows leave a partial weight group
+  const wasm = await createWasmBackend({ threads: 2 });
+  const ref = createReferenceBackend();
+  try {
+    const n = 768;
+    const m = 38;
+    const spec = {
+      name: "q8_batch",
+      type: GGMLType.Q8_0,
+      shape: [n, m],
+      data: weightBytes(GGMLType.Q8_0, n, m, 5),
+    };
+    const ww = wasm.upload(spec);
+    const wr = ref.upload(spec);
+    for (let rows = 1; rows <= 17; rows++) {
+      const x = rand(rows * n, 600 + rows, 6);
+      const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
+      const [ow, or] = [wasm.buffer(rows * m), ref.buffer(rows * m)];
+      wasm.matmul(ww, xw, ow, rows);
+      ref.matmul(wr, xr, or, rows);
+      assertClose(await wasm.read(ow), await ref.read(or), 0, `Q8_0 rows=${rows}`);
+      for (const b of [xw, ow]) wasm.free(b);
+      for (const b of [xr, or]) ref.free(b);
+    }
+  } finally {
+    wasm.dispose();
+    ref.dispose();
+  }
+});
+
 /** One `n`-wide matrix (64 rows of `type`, weights from `seed`) × vector on `wasm`: run → result. */
 function oneMatvec(wasm: WasmBackend, type: GGMLType, n: number, seed: number) {
   const m = 64;
