@@ -217,6 +217,24 @@ export class GossipChainProvider implements ChainProvider {
   /** The replica this request runs on now (sticky until it fails); undefined: none chosen. */
   replica?: string;
 
+  /** Replicas that refused this request's session as full (busy()), and the last routes. */
+  readonly #full = new Set<string>();
+  #routes: string[] = [];
+
+  /**
+   * The replica just given was full: the next chain goes to another whole one, if any has not
+   * refused this request yet. Published load is a second old and counts no other head's
+   * requests since, so a replica chosen as the idlest can be full by the time the session opens;
+   * before, a new request passed that on as a 429 and a replay waited on the full replica for
+   * its recovery timeout while another had room.
+   */
+  busy(): boolean {
+    if (this.replica === undefined) return false;
+    this.#full.add(this.replica);
+    this.release();
+    return this.#routes.some((id) => !this.#full.has(id));
+  }
+
   /** The request ended: it no longer counts against its replica. */
   release(): void {
     if (this.replica !== undefined) this.opts.ledger?.end(this.replica);
@@ -243,12 +261,17 @@ export class GossipChainProvider implements ChainProvider {
       // once gossip has seen it alive with its range again, which the candidate list reflects.
       const candidates = this.opts.candidates();
       const routes = replicaRoutes(candidates, this.opts.model, this.opts.nLayers, opts.exclude);
+      this.#routes = routes.map((r) => r.id);
       if (routes.length > 0) {
         const ledger = this.opts.ledger;
+        // Replicas that answered full are tried again only when every one has (then the head
+        // waits for room on the one with the most, or tells its client).
+        const open = routes.filter((r) => !this.#full.has(r.id));
+        const pool = open.length > 0 ? open : routes;
         // Sticky: a request stays on its replica while that replica is whole (a stale-epoch retry
         // comes back here); after a stage failure excluded a node, it may move.
         const route = routes.find((r) => r.id === this.replica) ??
-          chooseReplica(routes, (r) => ledger?.pending(r) ?? 0, this.opts.head)!;
+          chooseReplica(pool, (r) => ledger?.pending(r) ?? 0, this.opts.head)!;
         if (route.id !== this.replica) {
           this.release();
           this.replica = route.id;

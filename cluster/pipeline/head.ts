@@ -301,6 +301,12 @@ export class Head {
         // survivors at once) waits for room as for a settling placement: its client has output
         // already, which an error would throw away.
         const replaying = attempt > 0 || result.tokens.length > 0;
+        if (isStageBusy(e) && this.provider.busy?.()) {
+          // Another replica has not refused it: go there now (a new session id), rather than
+          // answer a 429 or wait for room here while the cluster has it elsewhere.
+          stale++;
+          continue;
+        }
         if (e instanceof StaleEpochError || (replaying && isStageBusy(e))) {
           // Gossip has not converged on one plan yet: read the chain again shortly, blaming
           // nobody; give up only after the recovery timeout.

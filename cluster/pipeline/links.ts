@@ -90,4 +90,10 @@ export interface ChainProvider {
   epoch?(): bigint;
   /** The model id sessions are opened for ("" or absent: not checked). */
   readonly model?: string;
+  /**
+   * A stage of the chain last given had no room for the session: later chains avoid its route
+   * while another one stands. Returns whether one does (false: every route is full, or there are
+   * no routes to choose from).
+   */
+  busy?(): boolean;
 }

@@ -17,9 +17,11 @@ import { decodeMetadata, encodeMetadata, type Member } from "../../../cluster/go
 import {
   chooseReplica,
   GossipChainProvider,
+  Head,
   ReplicaLedger,
   type ReplicaRoute,
   replicaRoutes,
+  StageBusyError,
   type StageCandidate,
   type StageLink,
 } from "../../../cluster/pipeline/mod.ts";
@@ -307,4 +309,63 @@ Deno.test("placement plans over alive members offering the model, trusted", () =
   const members = [m("a", "alive"), m("b", "suspect"), m("c", "dead"), m("d", "alive", "x@2")];
   assertEquals(modelMembers(members, "m@1", new Set()).map((x) => x.id), ["a"]);
   assertEquals(modelMembers(members, "m@1", new Set(["a"])).map((x) => x.id), []);
+});
+
+Deno.test("routing: a replica that answers full sends the request to another with room, not back to the client", async () => {
+  // Replica a looks idle in the load it last published but is full now (other heads' sessions
+  // since); replica c has room. Before, a new request went to a, got RESOURCE_EXHAUSTED and
+  // passed it on as a 429, and a replay waited on a for its whole recovery timeout.
+  const cands = [cand("a", 0, 8, "a", 0), cand("c", 0, 8, "c", 3)];
+  const opened: string[] = [];
+  const link = (c: StageCandidate): StageLink => ({
+    nodeId: c.id,
+    from: c.from,
+    to: c.to,
+    openSession: () => {
+      opened.push(c.id);
+      if (c.id === "a") return Promise.reject(new StageBusyError(`${c.id} is full`, c.id));
+      let n = 0;
+      return Promise.resolve({
+        step: () =>
+          Promise.resolve({
+            kind: "token" as const,
+            token: { id: 10 + n++, logprob: 0, top: [] },
+            computeMs: 0,
+          }),
+        close: () => Promise.resolve(),
+        cachedTokens: 0,
+      });
+    },
+  });
+  const ledger = new ReplicaLedger();
+  const provider = () =>
+    new GossipChainProvider({ model: "m@1", nLayers: 8, candidates: () => cands, link, ledger });
+  const request = {
+    requestId: "r",
+    maxTokens: 3,
+    sampling: {},
+    maxContext: 64,
+    isEog: () => false,
+  };
+  const got = await new Head(provider()).generate({ ...request, promptTokens: [1, 2, 3] });
+  assertEquals(got.tokens.map((t) => t.id), [10, 11, 12]);
+  assertEquals(opened, ["a", "c"], "tried a, then c");
+  assertEquals(ledger.snapshot(), { c: 1 }, "a no longer counts the request");
+  // Every replica full: the client hears it at once, as before.
+  cands[1] = cand("c2", 0, 8, "c2", 0);
+  const full = link;
+  const allFull = (c: StageCandidate): StageLink => ({
+    ...full(c),
+    openSession: () => Promise.reject(new StageBusyError(`${c.id} is full`, c.id)),
+  });
+  const e = await new Head(
+    new GossipChainProvider({
+      model: "m@1",
+      nLayers: 8,
+      candidates: () => cands,
+      link: allFull,
+      ledger: new ReplicaLedger(),
+    }),
+  ).generate({ ...request, promptTokens: [1, 2, 3] }).then(() => null, (e) => e);
+  assert(e instanceof StageBusyError, String(e));
 });
