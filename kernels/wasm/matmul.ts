@@ -140,11 +140,12 @@ export class Matmuls {
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
     const q16Bytes = isK ? align(rows * n * 2) : 0;
-    // Q8_0 weights: the activation's P/N planes, or for the biased kernel its rows in groups of 4
-    // (Q8G in assembly/index.ts), in place of q16
+    // Q8_0 weights: the activation's P/N planes, or for the biased kernel the rows of its 8-row
+    // tiles in groups of 4 (Q8G, tiledRows in assembly/index.ts: at most ⌈rows / 8⌉ tiles), in
+    // place of q16
     const q8w = kind === Act.Q8_0 && w.type === GGMLType.Q8_0;
     const pnBytes = q8w
-      ? this.biasedQ8 ? align(Math.floor(rows / 4) * nb * 160) : align(rows * n * 2)
+      ? this.biasedQ8 ? align(Math.ceil(rows / 8) * 2 * nb * 160) : align(rows * n * 2)
       : 0;
     // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
     // q16), made when a Q4_K weight first reads them
