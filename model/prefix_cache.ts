@@ -23,6 +23,9 @@
  */
 import type { Backend, Buf, KVCache } from "../kernels/backend.ts";
 
+/** Positions per cached block unless a stage asks for another size. */
+export const PREFIX_CACHE_BLOCK_TOKENS = 32;
+
 /** Sizing of a prefix cache. */
 export interface PrefixCacheOptions {
   /** Layers of the stage (KV caches' nLayers). */
@@ -106,7 +109,7 @@ export class PrefixCache {
   #evictions = 0;
 
   constructor(readonly backend: Backend, readonly opts: PrefixCacheOptions) {
-    this.blockTokens = opts.blockTokens ?? 32;
+    this.blockTokens = opts.blockTokens ?? PREFIX_CACHE_BLOCK_TOKENS;
     if (!Number.isInteger(this.blockTokens) || this.blockTokens < 1) {
       throw new Error(`prefix cache: blockTokens must be a positive integer`);
     }

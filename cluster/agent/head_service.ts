@@ -14,6 +14,7 @@ import {
   GossipChainProvider,
   Head,
   LocalStageLink,
+  PrefixRoutes,
   RemoteStageLink,
   ReplicaLedger,
   type SampledToken,
@@ -113,6 +114,8 @@ export function shuttingDown(nodeId: string): RpcFailure {
 export class HeadService {
   /** What this head has routed to each replica (shared by its requests). */
   readonly ledger = new ReplicaLedger();
+  /** Which replica each recent prompt prefix went to (cache-aware routing). */
+  readonly prefixRoutes = new PrefixRoutes();
 
   constructor(
     private readonly s: AgentState,
@@ -163,7 +166,7 @@ export class HeadService {
    * The chain provider of one request: announced ranges of live members, routed to the replica
    * with the most free capacity (sticky for the request; a replay may move it).
    */
-  private chainProvider(): GossipChainProvider {
+  private chainProvider(promptTokens: readonly number[]): GossipChainProvider {
     const model = this.s.model!;
     const byId = new Map<string, Member>();
     const provider: GossipChainProvider = new GossipChainProvider({
@@ -173,8 +176,17 @@ export class HeadService {
       epoch: () => this.loop.epoch,
       ledger: this.ledger,
       head: this.s.nodeId,
+      // Where this agent's stages keep a prefix cache, the cluster's are taken to as well (one
+      // setting per cluster, as the k8s ConfigMap has it): a chat's next turn goes back to the
+      // replica whose caches hold its history.
+      prefix: this.s.config.prefixCache > 0
+        ? { routes: this.prefixRoutes, ids: promptTokens }
+        : undefined,
       link: (c) => {
-        if (c.id === c.replica && c.from === 0) this.metrics.onRoute(c.id);
+        if (c.id === c.replica && c.from === 0) {
+          this.metrics.onRoute(c.id);
+          if (provider.prefixTokens > 0) this.metrics.onPrefixRoute(c.id);
+        }
         return this.linkTo(
           { nodeId: c.id, from: c.from, to: c.to, version: c.version },
           byId.get(c.id),
@@ -297,7 +309,7 @@ export class HeadService {
     // Holds back text that may become a stop string, so clients never see part of one.
     const stops = new StopMatcher(p.stop ?? []);
     let stoppedBySequence = false;
-    const provider = this.chainProvider();
+    const provider = this.chainProvider(promptTokens);
     const head = new Head(provider, {
       nodeId: s.nodeId,
       recoveryTimeoutMs: recoveryTimeoutMs(this.loop.plan?.stages.map((st) => st.bytes) ?? []),

@@ -10,6 +10,7 @@
 import { fnv1a } from "../fnv.ts";
 import type { ChainProvider, StageLink } from "./links.ts";
 import { NoPlacementError, stageKey } from "./stage_errors.ts";
+import type { PrefixRoutes } from "./prefix_routes.ts";
 
 /** What the chain builder needs to know about one member. */
 export interface StageCandidate {
@@ -121,6 +122,25 @@ export function chooseReplica(
   return best;
 }
 
+/**
+ * Whether a request whose prompt prefix `hinted` served last should go there rather than to
+ * `best`, the replica load alone chose: when it has a free slot, no suspect stage, and at most
+ * max(2, half of best's) more sessions and queued frames. A cached prefix saves its whole
+ * prefill, more than a short wait behind a few more sessions costs; past that margin, load wins
+ * (SGLang's cache-aware router balances the same way).
+ */
+export function preferPrefix(
+  hinted: ReplicaRoute,
+  best: ReplicaRoute,
+  pending: (r: ReplicaRoute) => number = () => 0,
+): boolean {
+  if (hinted === best) return true;
+  const load = (r: ReplicaRoute) => Math.max(0, r.load.sessions + r.load.queued + pending(r));
+  if (hinted.load.free - pending(hinted) <= 0) return false;
+  if (hinted.chain.some((c) => c.status === "suspect")) return false;
+  return load(hinted) <= load(best) + Math.max(2, Math.ceil(load(best) / 2));
+}
+
 function less(a: number[], b: number[]): boolean {
   for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
   return false;
@@ -211,8 +231,20 @@ export class GossipChainProvider implements ChainProvider {
       ledger?: ReplicaLedger;
       /** This head's node id: its own order among replicas equally loaded (chooseReplica). */
       head?: string;
+      /**
+       * The request's prompt and the head's record of where prompt prefixes went: a new
+       * request goes to the replica that served its longest recorded prefix when load allows
+       * (preferPrefix), and its prefixes are recorded where it goes. Absent: load alone.
+       */
+      prefix?: { routes: PrefixRoutes; ids: ArrayLike<number> };
     },
   ) {}
+
+  /**
+   * Prompt tokens the last chain() routed by a recorded prefix for (0: load chose, or the
+   * request stayed on its replica).
+   */
+  prefixTokens = 0;
 
   /** The replica this request runs on now (sticky until it fails); undefined: none chosen. */
   replica?: string;
@@ -251,10 +283,25 @@ export class GossipChainProvider implements ChainProvider {
     return this.opts.epoch?.() ?? 0n;
   }
 
+  /** The replica of `pool` a new (or moving) request goes to; its prompt's prefixes follow. */
+  #choose(pool: ReplicaRoute[]): ReplicaRoute {
+    const pending = (r: ReplicaRoute) => this.opts.ledger?.pending(r) ?? 0;
+    const best = chooseReplica(pool, pending, this.opts.head)!;
+    const prefix = this.opts.prefix;
+    if (!prefix) return best;
+    const hint = prefix.routes.lookup(prefix.ids);
+    const hinted = hint && pool.find((r) => r.id === hint.replica);
+    const route = hinted && preferPrefix(hinted, best, pending) ? hinted : best;
+    if (route === hinted) this.prefixTokens = hint!.tokens;
+    prefix.routes.record(prefix.ids, route.id);
+    return route;
+  }
+
   async chain(
     opts: { exclude: ReadonlySet<string>; timeoutMs: number; signal?: AbortSignal },
   ): Promise<StageLink[]> {
     const deadline = Date.now() + opts.timeoutMs;
+    this.prefixTokens = 0;
     for (;;) {
       opts.signal?.throwIfAborted();
       // A node excluded after a failure may come back (restarted); it is trusted again only
@@ -270,8 +317,7 @@ export class GossipChainProvider implements ChainProvider {
         const pool = open.length > 0 ? open : routes;
         // Sticky: a request stays on its replica while that replica is whole (a stale-epoch retry
         // comes back here); after a stage failure excluded a node, it may move.
-        const route = routes.find((r) => r.id === this.replica) ??
-          chooseReplica(pool, (r) => ledger?.pending(r) ?? 0, this.opts.head)!;
+        const route = routes.find((r) => r.id === this.replica) ?? this.#choose(pool);
         if (route.id !== this.replica) {
           this.release();
           this.replica = route.id;

@@ -66,6 +66,7 @@ export {
 export {
   chooseReplica,
   GossipChainProvider,
+  preferPrefix,
   ReplicaLedger,
   type ReplicaRoute,
   replicaRoutes,
@@ -73,3 +74,9 @@ export {
   type StageLoadView,
   tileChain,
 } from "./gossip_chain.ts";
+export {
+  PREFIX_BLOCK_TOKENS,
+  PREFIX_ROUTES_MAX,
+  type PrefixHint,
+  PrefixRoutes,
+} from "./prefix_routes.ts";

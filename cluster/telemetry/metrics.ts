@@ -33,6 +33,7 @@ export const METRIC_NAMES = {
   backendInfo: "distributed_llm_node_backend_info",
   replicaTokens: "distributed_llm_replica_tokens_generated_total",
   replicaRequests: "distributed_llm_replica_requests_total",
+  replicaPrefixRoutes: "distributed_llm_replica_prefix_routes_total",
   replicaSessions: "distributed_llm_replica_sessions",
   recoveryDuration: "distributed_llm_recovery_duration_seconds",
   prefixCacheBytes: "distributed_llm_prefix_cache_bytes",
@@ -148,6 +149,7 @@ export class AgentMetrics {
   private readonly modelLoad: client.Gauge;
   private readonly replicaTokens: client.Counter<"replica">;
   private readonly replicaRequests: client.Counter<"replica">;
+  private readonly replicaPrefixRoutes: client.Counter<"replica">;
   private readonly recovery: client.Histogram<"part">;
 
   /** Register every family on a fresh registry; state metrics read `source` on each scrape. */
@@ -358,6 +360,13 @@ export class AgentMetrics {
       labelNames: ["replica"],
       registers,
     });
+    this.replicaPrefixRoutes = new client.Counter({
+      name: METRIC_NAMES.replicaPrefixRoutes,
+      help: "Requests this agent routed to a replica because it served their prompt's longest " +
+        "recorded prefix (its stages' prefix caches hold it).",
+      labelNames: ["replica"],
+      registers,
+    });
     new client.Gauge({
       name: METRIC_NAMES.replicaSessions,
       help: "Sessions open on each replica of the placement, as its first stage last gossiped.",
@@ -394,6 +403,11 @@ export class AgentMetrics {
   /** This agent sent a request (or its replay) to `replica`. */
   onRoute(replica: string): void {
     this.replicaRequests.inc({ replica });
+  }
+
+  /** The request just routed to `replica` went there for its prompt's recorded prefix. */
+  onPrefixRoute(replica: string): void {
+    this.replicaPrefixRoutes.inc({ replica });
   }
 
   /** A Generate request ended (any way) after `seconds`. */

@@ -110,3 +110,78 @@ Deno.test("prefix cache: a budget below one block of the agent's layers is named
     await stopAll([agent]);
   }
 });
+
+/** Requests the agent at `port` (metrics) routed to each replica, by `metric`'s replica label. */
+async function routed(port: number, metric: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (
+    const m of text.matchAll(
+      new RegExp(`^${metric}\\{[^}]*replica="([^"]+)"[^}]*\\} (\\S+)$`, "gm"),
+    )
+  ) {
+    out[m[1]] = Number(m[2]);
+  }
+  return out;
+}
+
+Deno.test("prefix cache with replicas: a chat's next turn goes back to the replica whose cache holds its history, though it is busier", async () => {
+  // Each agent holds the whole model: two replicas of one stage.
+  const agents = await startCluster(["pr-a", "pr-b"], {
+    model: STORIES,
+    memoryBudget: "64MB",
+    // Room for generations long enough to still run when the next turn is routed.
+    extra: ["--replicas", "auto", "--prefix-cache", "8MiB", "--context-size", "2048"],
+  });
+  const [head] = agents;
+  try {
+    await waitForPlacement(head, 2);
+    // Both replicas in the head's placement (one gauge per replica).
+    const deadline = Date.now() + 30_000;
+    while (
+      Object.keys(await routed(head.metricsPort, "distributed_llm_replica_sessions")).length < 2
+    ) {
+      assert(Date.now() < deadline, "two replicas never formed");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const requests = "distributed_llm_replica_requests_total";
+    const first = await ask(head.httpPort, SYSTEM + "Her mom said");
+    assertEquals(first.usage.prompt_tokens_details.cached_tokens, 0, "nothing cached yet");
+    const [x] = Object.keys(await routed(head.metricsPort, requests));
+    // Long generations of another prompt until x runs one more than the other replica (each
+    // goes to the less loaded one; published load lags, so which one is read back).
+    const running: ReadableStreamDefaultReader<Uint8Array>[] = [];
+    let counts = await routed(head.metricsPort, requests);
+    const load = (id: string) => (counts[id] ?? 0) - (id === x ? 1 : 0);
+    const other = agents.map((a) => a.id).find((id) => id !== x)!;
+    while (load(x) !== load(other) + 1) {
+      assert(running.length < 6, `loads never came to x + 1: ${JSON.stringify(counts)}`);
+      const res = await fetch(`http://127.0.0.1:${head.httpPort}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: "stories260K",
+          prompt: "Tom had a dog",
+          max_tokens: 1500,
+          temperature: 0,
+          stream: true,
+        }),
+      });
+      const reader = res.body!.getReader();
+      await reader.read(); // its first token: it is routed and running
+      running.push(reader);
+      counts = await routed(head.metricsPort, requests);
+    }
+    // The next turn: load alone would send it to the other replica, whose cache is empty.
+    const next = await ask(head.httpPort, SYSTEM + "Her mom said, and then");
+    const n = next.usage.prompt_tokens_details.cached_tokens;
+    assert(n >= 32, `cached tokens ${n}: the turn went where its history is cached`);
+    const prefixRoutes = await routed(
+      head.metricsPort,
+      "distributed_llm_replica_prefix_routes_total",
+    );
+    assertEquals(prefixRoutes, { [x]: 1 });
+    for (const r of running) await r.cancel();
+  } finally {
+    await stopAll(agents);
+  }
+});

@@ -18,6 +18,9 @@ import {
   chooseReplica,
   GossipChainProvider,
   Head,
+  preferPrefix,
+  PREFIX_BLOCK_TOKENS,
+  PrefixRoutes,
   ReplicaLedger,
   type ReplicaRoute,
   replicaRoutes,
@@ -368,4 +371,74 @@ Deno.test("routing: a replica that answers full sends the request to another wit
     }),
   ).generate({ ...request, promptTokens: [1, 2, 3] }).then(() => null, (e) => e);
   assert(e instanceof StageBusyError, String(e));
+});
+
+Deno.test("routing: a prompt goes back to the replica that served its prefix, unless that one is much busier", () => {
+  const idle = route("b", 0);
+  // A few more sessions than the idlest: the cached prefix wins.
+  assert(preferPrefix(route("a", 2), idle));
+  assert(preferPrefix(route("a", 6), route("b", 4)), "up to half the idlest's load more");
+  // Past the margin, full, or with a suspect stage: load wins.
+  assert(!preferPrefix(route("a", 3), idle));
+  assert(!preferPrefix(route("a", 7), route("b", 4)));
+  assert(!preferPrefix(route("a", 0, 0), idle), "no free slot");
+  const stage = (id: string, status: "alive" | "suspect"): StageCandidate => ({
+    id,
+    status,
+    model: "m",
+    from: 0,
+    to: 8,
+  });
+  assert(!preferPrefix({ ...route("a", 0), chain: [stage("a", "suspect")] }, idle));
+  // What this head sent since the last publication counts as load.
+  assert(!preferPrefix(route("a", 1), idle, (r) => (r.id === "a" ? 2 : 0)));
+});
+
+Deno.test("routing: the provider sends a chat's next turn to the replica its history went to", async () => {
+  const cands = [cand("a", 0, 8, "a", 0), cand("b", 0, 8, "b", 0)];
+  const ledger = new ReplicaLedger();
+  const routes = new PrefixRoutes();
+  const link = (c: StageCandidate) => ({ nodeId: c.id, from: c.from, to: c.to }) as StageLink;
+  const B = PREFIX_BLOCK_TOKENS;
+  const history = Array.from({ length: 3 * B }, (_, i) => i + 1);
+  const provider = (ids: number[]) =>
+    new GossipChainProvider({
+      model: "m@1",
+      nLayers: 8,
+      candidates: () => cands,
+      link,
+      ledger,
+      head: "h",
+      prefix: { routes, ids },
+    });
+  const first = provider(history);
+  const [x] = (await first.chain({ exclude: new Set(), timeoutMs: 0 })).map((l) => l.nodeId);
+  assertEquals(first.prefixTokens, 0, "nothing recorded yet: load chose");
+  first.release();
+  const other = x === "a" ? "b" : "a";
+  // x now runs two sessions more than the other replica; the next turn still goes to x.
+  const i = cands.findIndex((c) => c.id === x);
+  cands[i] = { ...cands[i], load: { sessions: 2, queued: 0, free: 8, tokensPerSecond: 0 } };
+  const turn = provider([...history, 500, 501, 502]);
+  assertEquals((await turn.chain({ exclude: new Set(), timeoutMs: 0 }))[0].nodeId, x);
+  assertEquals(turn.prefixTokens, 3 * B);
+  // A sticky re-read is no new prefix route.
+  await turn.chain({ exclude: new Set(), timeoutMs: 0 });
+  assertEquals(turn.prefixTokens, 0);
+  turn.release();
+  // Much busier: load wins, and the prefix now points where it went.
+  cands[i] = { ...cands[i], load: { sessions: 5, queued: 0, free: 8, tokensPerSecond: 0 } };
+  const busy = provider([...history, 600]);
+  assertEquals((await busy.chain({ exclude: new Set(), timeoutMs: 0 }))[0].nodeId, other);
+  assertEquals(busy.prefixTokens, 0);
+  busy.release();
+  assertEquals(routes.lookup(history)?.replica, other);
+  // Without a prefix record (an agent without --prefix-cache): load alone, as before.
+  const plain = new GossipChainProvider({
+    model: "m@1",
+    nLayers: 8,
+    candidates: () => cands,
+    link,
+  });
+  assertEquals((await plain.chain({ exclude: new Set(), timeoutMs: 0 }))[0].nodeId, other);
 });
