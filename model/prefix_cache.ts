@@ -99,6 +99,12 @@ export class PrefixCache {
   readonly blockTokens: number;
   readonly blockBytes: number;
   readonly #root: Node = { children: new Map() };
+  /**
+   * Blocks without children, the only ones eviction may take: it looks at these alone, not at
+   * the whole tree (a large budget on a small model holds ~10⁴ blocks, and a full cache evicts
+   * one per block it captures).
+   */
+  readonly #leaves = new Set<Block>();
   readonly #captures = new WeakMap<object, Capture>();
   #blocks = 0;
   /** Blocks being filled (allocated, counted in the budget, not yet in the tree). */
@@ -327,6 +333,7 @@ export class PrefixCache {
     walk(this.#root);
     for (const b of all) this.#freeBlock(b);
     this.#root.children.clear();
+    this.#leaves.clear();
     this.#blocks = 0;
   }
 
@@ -358,6 +365,8 @@ export class PrefixCache {
       evicted: false,
     };
     parent.children.set(k, block);
+    this.#leaves.add(block);
+    if ("parent" in parent) this.#leaves.delete(parent as Block);
     this.#blocks++;
     return block;
   }
@@ -367,15 +376,14 @@ export class PrefixCache {
     const protect = new Set<Node>();
     for (let n: Node | undefined = keep; n && "parent" in n; n = n.parent) protect.add(n);
     let victim: Block | undefined;
-    const walk = (n: Node) => {
-      for (const b of n.children.values()) {
-        if (b.children.size) walk(b);
-        else if (!protect.has(b) && (!victim || b.lastUsed < victim.lastUsed)) victim = b;
-      }
-    };
-    walk(this.#root);
+    for (const b of this.#leaves) {
+      if (!protect.has(b) && (!victim || b.lastUsed < victim.lastUsed)) victim = b;
+    }
     if (!victim) return false;
-    victim.parent.children.delete(key(victim.ids));
+    const parent = victim.parent;
+    parent.children.delete(key(victim.ids));
+    this.#leaves.delete(victim);
+    if ("parent" in parent && parent.children.size === 0) this.#leaves.add(parent as Block);
     victim.evicted = true;
     this.#freeBlock(victim);
     this.#blocks--;

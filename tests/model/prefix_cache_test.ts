@@ -232,6 +232,40 @@ Deno.test("prefix cache: the byte budget holds and least recently used leaves go
   });
 });
 
+Deno.test("prefix cache: a block whose children were all evicted becomes a leaf to evict; a shared block stays", async () => {
+  const be = createReferenceBackend();
+  await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
+    const V = stage.config.nVocab;
+    const probe = stage.enablePrefixCache(0, 8);
+    const cache = stage.enablePrefixCache(6 * probe.blockBytes, 8);
+    const serve = async (p: number[]) => {
+      const s = stage.newSession(64);
+      const restored = stage.restorePrefix(s, p);
+      await stage.forward(s, { tokens: Int32Array.from(p.slice(restored)) });
+      stage.endSession(s);
+    };
+    const restorable = (p: number[]) => {
+      const s = stage.newSession(64);
+      const n = stage.restorePrefix(s, p);
+      stage.endSession(s);
+      return n;
+    };
+    const a = ids(25, 7, V); // blocks A1 A2 A3
+    const b = [...a.slice(0, 8), ...ids(17, 8, V)]; // A1 B2 B3: shares A1
+    await serve(a);
+    await serve(b);
+    assertEquals(cache.stats().blocks, 5);
+    assertEquals(restorable(a), 24); // A's path is now the most recent
+    // C1 C2 C3 (24 tokens: no fourth block started): two evictions, B3, then B2, a leaf once
+    // B3 went and older than A3.
+    await serve(ids(24, 9, V));
+    assertEquals(cache.stats().evictions, 2);
+    assertEquals(restorable(b), 8, "B's own blocks went, the block it shares with A stayed");
+    assertEquals(restorable(a), 24);
+    assertEquals(restorable(ids(25, 9, V).slice(0, 24).concat([5])), 24);
+  });
+});
+
 Deno.test("prefix cache: restore wants a fresh session", async () => {
   const be = createReferenceBackend();
   await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
