@@ -143,7 +143,16 @@ export function logSoftmax(logits: Float32Array): Float64Array {
 export function topLogprobs(logits: Float32Array, k: number): TokenLogprob[] {
   const lp = logSoftmax(logits);
   const ids = topIds(logits, k).filter((id) => lp[id] > -Infinity);
-  return ids.map((id) => ({ id, logit: logits[id], logprob: lp[id] }));
+  return ids.map((id) => ({ id, logit: logits[id], logprob: reportedLogprob(lp[id]) }));
+}
+
+/**
+ * A log-probability as every path reports it: at float32 precision, the precision of the wire
+ * (TokenLogprob.logprob is a protobuf float) and of llama.cpp's. Computed in double and left so,
+ * a tail in the head's own process gave other digits than one across the network.
+ */
+export function reportedLogprob(x: number): number {
+  return Math.fround(x);
 }
 
 /** Stateful sampler for one sequence: remembers recent tokens for the penalties. */
@@ -393,9 +402,9 @@ export class Sampler {
     const top = sIds.slice(0, topN).map((t, j) => ({
       id: t,
       logit: sVals[j],
-      logprob: sVals[j] - lse,
+      logprob: reportedLogprob(sVals[j] - lse),
     }));
-    return { id, logprob: sVals[at] - lse, top };
+    return { id, logprob: reportedLogprob(sVals[at] - lse), top };
   }
 
   /**

@@ -9,6 +9,7 @@ import {
   type CandidateRequest,
   hostCandidates,
   logSoftmax,
+  reportedLogprob,
   type Sampler,
   topLogprobs,
 } from "../../model/sampler.ts";
@@ -51,5 +52,5 @@ export function sampleFrame(
   if (!sampler.wantsLogprobs(topN)) return { id, logprob: NaN, top: [] };
   const penalised = sampler.penalisedLogits(out.logits);
   const lp = logSoftmax(penalised);
-  return { id, logprob: lp[id], top: topN ? topLogprobs(penalised, topN) : [] };
+  return { id, logprob: reportedLogprob(lp[id]), top: topN ? topLogprobs(penalised, topN) : [] };
 }

@@ -18,6 +18,26 @@ const SAMPLING = [
 ];
 const request = ["generate", "-p", PROMPT, "-n", "48", ...SAMPLING, "--json"];
 
+/** A greedy completion's log-probabilities (with 3 alternatives each) through the API at `port`. */
+async function completionLogprobs(port: number): Promise<unknown> {
+  const res = await fetch(`http://127.0.0.1:${port}/v1/completions`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({
+      model: "stories260K",
+      prompt: PROMPT,
+      max_tokens: 12,
+      temperature: 0,
+      logprobs: 3,
+    }),
+  });
+  const body = await res.json();
+  assertEquals(res.status, 200, JSON.stringify(body));
+  const lp = body.choices[0].logprobs;
+  assert(lp.token_logprobs.length === 12, JSON.stringify(lp));
+  return { tokens: lp.token_logprobs, top: lp.top_logprobs };
+}
+
 Deno.test({
   name: "the same seeded request: identical ids locally, through 1 agent and through 3 agents",
   fn: async () => {
@@ -29,12 +49,14 @@ Deno.test({
     assert(ids.length >= 16, `the local run generated ${ids.length} tokens`);
     assertEquals(local.text !== "", true);
 
+    let soloLogprobs: unknown;
     const solo = await startCluster(["solo"], { model: STORIES, memoryBudget: "16MB" });
     try {
       await waitForPlacement(solo[0], 1);
       const one = await llmctlJson([...request, "--endpoint", `127.0.0.1:${solo[0].rpcPort}`]);
       assertEquals(one.tokens, ids, "1 agent");
       assertEquals(one.text, local.text);
+      soloLogprobs = await completionLogprobs(solo[0].httpPort);
     } finally {
       await stopAll(solo);
     }
@@ -66,6 +88,11 @@ Deno.test({
       const body = await res.json();
       assertEquals(res.status, 200, JSON.stringify(body));
       assertEquals(body.choices[0].text, local.text, "OpenAI API");
+      // Log-probabilities too, from a head whose tail is another agent: before, a tail in the
+      // head's own process gave them in double precision and one across the wire in float.
+      const tail = info.placement!.stages.at(-1)!.nodeId;
+      const head = agents.find((a) => a.id !== tail)!;
+      assertEquals(await completionLogprobs(head.httpPort), soloLogprobs, "logprobs");
     } finally {
       await stopAll(agents);
     }
