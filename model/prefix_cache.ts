@@ -297,6 +297,8 @@ export class PrefixCache {
     const c = this.#captures.get(session);
     if (!c || n >= c.ids.length) return;
     if (n % this.blockTokens !== 0 || c.partials.length) {
+      // Right after restore() (no pass yet), the positions given back were counted as restored.
+      if (c.partials.length === 0) this.#hitTokens -= c.ids.length - n;
       this.#drop(session, c);
       return;
     }

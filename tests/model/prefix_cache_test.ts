@@ -266,6 +266,29 @@ Deno.test("prefix cache: a block whose children were all evicted becomes a leaf 
   });
 });
 
+Deno.test("prefix cache: positions a chain gives back are not counted as restored, cut inside a block or not", async () => {
+  const be = createReferenceBackend();
+  await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
+    const V = stage.config.nVocab;
+    const cache = stage.enablePrefixCache(1 << 20, 8);
+    const p = ids(25, 11, V);
+    const first = stage.newSession(64);
+    stage.restorePrefix(first, p);
+    await stage.forward(first, { tokens: Int32Array.from(p) });
+    stage.endSession(first);
+    const hits = () => cache.stats().hitTokens;
+    for (const keep of [16, 12]) {
+      const before = hits();
+      const s = stage.newSession(64);
+      assertEquals(stage.restorePrefix(s, p), 24);
+      stage.keepPrefix(s, keep); // the chain restored only `keep` elsewhere
+      // Before, a cut inside a block (12) left all 24 counted.
+      assertEquals(hits() - before, keep, `keep ${keep}`);
+      stage.endSession(s);
+    }
+  });
+});
+
 Deno.test("prefix cache: restore wants a fresh session", async () => {
   const be = createReferenceBackend();
   await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
