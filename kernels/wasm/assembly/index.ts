@@ -111,7 +111,7 @@ const CONSTS_F16: usize = memory.data<i32>([
 /**
  * quantize_row_q8_0_ref / q8_1_ref of T rows of n floats into the host layout (see top); with
  * pn ≠ 0 also the Q8_0 kernel's form of the activation: the P/N planes [T × nb × (32 P + 32 N)]
- * u8, or with `biased` (mmQ8_0b) its rows in groups of 4 [T/4 × nb × Q8G] (see Q8G).
+ * u8, or with `biased` (mmQ8_0b) the rows of its 8-row tiles in groups of 4 (see Q8G).
  */
 export function quantizeQ8(
   x: usize,
@@ -677,9 +677,10 @@ export function mmQ5_1(
 // Σ(w + 128)·q = Σw·q + 128·Σq, and the correction −128·Σq belongs to the activation row: made once
 // by quantizeQ8, not per weight block. Float steps in ggml's order: sumi * (xd * yd).
 
-// Activation rows in full groups of 4 are also laid out by group (quantizeQ8 with `biased`), per
-// block Q8G bytes: quad k of the group's row j at 16k + 4j (signed quants), the 4 rows' scales
-// (f32) at 128, their −128·Σq (i32) at 144. One load then holds quad k of 4 activation rows.
+// The activation rows of 8-row tiles (tiledRows) are also laid out in groups of 4 (quantizeQ8
+// with `biased`), per block Q8G bytes: quad k of the group's row j at 16k + 4j (signed quants),
+// the 4 rows' scales (f32) at 128, their −128·Σq (i32) at 144. One load then holds quad k of 4
+// activation rows.
 const Q8G: usize = 160;
 
 // Leftover rows (T mod 8) from which a batch takes one more 8-row tile, padded with zero rows,

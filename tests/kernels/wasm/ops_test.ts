@@ -317,6 +317,38 @@ for (const biasedQ8 of [false, true]) {
   });
 }
 
+Deno.test("wasm Q8_0 weights of 1-3 rows (no 4-row group: stored flipped row by row under the biased kernel): matmul, embed and float copy", async () => {
+  await withBackends(2, async (wasm, ref) => {
+    const n = 96;
+    for (const m of [1, 2, 3]) {
+      const data = weightBytes(GGMLType.Q8_0, n, m, 30 + m);
+      const spec = { name: `small_${m}`, type: GGMLType.Q8_0, shape: [n, m], data };
+      const ww = wasm.upload(spec);
+      const wr = ref.upload(spec);
+      for (const rows of [1, 9]) {
+        const x = rand(rows * n, 70 + rows, 2);
+        const [ow, or] = [wasm.buffer(rows * m), ref.buffer(rows * m)];
+        wasm.matmul(ww, bufOf(wasm, x), ow, rows);
+        ref.matmul(wr, bufOf(ref, x), or, rows);
+        assertClose(await wasm.read(ow), await ref.read(or), 0, `Q8_0 m=${m} rows=${rows}`);
+      }
+      const ids = Int32Array.from({ length: m }, (_, i) => m - 1 - i);
+      const [ew, er] = [wasm.buffer(m * n), ref.buffer(m * n)];
+      wasm.embed(ww, ids, ew);
+      ref.embed(wr, ids, er);
+      assertClose(await wasm.read(ew), await ref.read(er), 0, `Q8_0 embed m=${m}`);
+      if (m === 1) {
+        // a one-row weight's float copy (rmsNorm's weight), made when it loads
+        const x = rand(2 * n, 5, 2);
+        const [ow, or] = [wasm.buffer(2 * n), ref.buffer(2 * n)];
+        wasm.rmsNorm(bufOf(wasm, x), ww, ow, 2, 1e-5);
+        ref.rmsNorm(bufOf(ref, x), wr, or, 2, 1e-5);
+        assertClose(await wasm.read(ow), await ref.read(or), 0, "Q8_0 one-row rmsNorm weight");
+      }
+    }
+  });
+});
+
 Deno.test("wasm relaxed-dot probe: only an unsigned, unsaturated reading takes the biased kernel", () => {
   const engine = (read: (b: number) => number, saturate: boolean) =>
     ({
