@@ -298,9 +298,9 @@ for (const biasedQ8 of [false, true]) {
       const spec = { name: "q8_extremes", type: GGMLType.Q8_0, shape: [n, m], data };
       const ww = wasm.upload(spec);
       const wr = ref.upload(spec);
-      // 8 and 16: the 8-row tiles alone; 12 and 13: one and a 4-row tile; 15: two, the second
-      // padded; 17: two and a row
-      for (const rows of [1, 3, 4, 8, 9, 12, 13, 15, 16, 17]) {
+      // 8 and 16: the 8-row tiles alone; 12 and 13: one and a 4-row tile; 3 and 11: a 4-row
+      // tile padded; 15: two 8-row tiles, the second padded; 17: two and a row
+      for (const rows of [1, 3, 4, 8, 9, 11, 12, 13, 15, 16, 17]) {
         // activations whose quants reach ±127 in every block (one large value per block)
         const x = rand(rows * n, 78 + rows, 2);
         for (let i = 0; i < x.length; i += 32) x[i + (i % 7)] = i % 64 ? 50 : -50;
