@@ -696,10 +696,13 @@ const Q8_PAD = 6;
 
 // The activation rows in the group layout: those of the 8-row tiles and a group of 4 after them
 // (q80Tile4) when 3 to 5 rows are left, 3 padded with a zero row (measured: 3 single rows cost
-// 1.1-1.4× that tile, 2 single rows 0.7-1.0×).
+// 1.1-1.4× that tile, 2 single rows 0.7-1.0×). Only after an 8-row tile: q80Tile4 reads two
+// weight groups side by side, and where they come from memory rather than from the cache (a
+// batch of 3 to 5 rows in a model: every matrix is read once per pass) that made the matmuls of
+// a 4-row pass of the 110M model 1.37× slower (and a lone row over two groups 2× slower).
 @inline function groupedRows(T: i32): i32 {
   const tiled = tiledRows(T);
-  return T - tiled >= 3 ? tiled + 4 : tiled;
+  return tiled >= 8 && T - tiled >= 3 ? tiled + 4 : tiled;
 }
 
 // The groups of a kind-9 activation: after its sums (as: the Σq of each row and block, i32
@@ -903,9 +906,10 @@ const Q8_PAD = 6;
       const tiled = tiledRows(T);
       for (; t < tiled; t += 8) q80Tile8(gw, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r, min<i32>(8, T - t));
       t = min<i32>(t, T);
-      if (t + 3 <= T) {
-        // 3 to 5 rows left: weight groups in pairs take 4 of them (q80Tile4, 3 padded); a
-        // chunk's last, odd group takes them below (4 in a tile, the rest one by one)
+      if (t + 3 <= T && t >= 8) {
+        // 3 to 5 rows left after 8-row tiles: weight groups in pairs take 4 of them (q80Tile4, 3
+        // padded; see groupedRows); a chunk's last, odd group takes them below (4 in a tile, the
+        // rest one by one)
         if (((r - r0) & 4) != 0) t += 4;
         else if (r + 8 <= r1) {
           q80Tile4(gw, <usize> rowBytes << 2, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r, T - t);
