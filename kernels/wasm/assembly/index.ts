@@ -918,7 +918,8 @@ const Q8_PAD = 6;
       }
     }
     for (; kind == 9 && t + 4 <= T; t += 4) {
-      // 4 rows left in a chunk's last, odd weight group: each block's quads loaded once
+      // 4 rows left (a batch of 4 or 5, or a chunk's last, odd weight group after 8-row tiles):
+      // each block's quads loaded once for them
       let s0 = f32x4.splat(0);
       let s1 = f32x4.splat(0);
       let s2 = f32x4.splat(0);
