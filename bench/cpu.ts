@@ -518,7 +518,7 @@ const USAGE = `usage: deno task bench cpu (--generate ${
 }|all | --model FILE.gguf)…
   [--threads N (default: all cores)] [--reps N (3)] [--pp N (128)] [--tg N (128)]
   [--kv f32|f16 (f32)] [--no-ref] [--no-scaling] [--profile] [--backend wasm|reference]
-  [--q8-planes (Q8_0 against the activation's P/N planes, not the biased bytes)]
+  [--q8-planes (Q8_0 against the activation's P/N planes, not the biased kernel)]
 Prints one JSON object per model: our and llama.cpp's (C API, llamaref-bench) prefill/decode
 tokens/s, ratios (median of rounds and best against best), 1 vs N threads, weight GB/s against a
 bandwidth probe, RSS against weights + KV bytes, and with --profile the per-op time of a pass.
