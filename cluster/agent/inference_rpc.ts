@@ -19,7 +19,12 @@ import {
   StageAssignmentSchema,
   TokenLogprobSchema,
 } from "../../proto/mod.ts";
-import { type ForwardContext, forwardHandler, samplingFromWire } from "../pipeline/mod.ts";
+import {
+  type ForwardContext,
+  forwardHandler,
+  requestOfSession,
+  samplingFromWire,
+} from "../pipeline/mod.ts";
 import { RpcFailure, toConnectError } from "../rpc/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
@@ -79,7 +84,14 @@ export function forwardContext(
     // Only members are watched: a signal per sender named by anyone reaching Forward would grow
     // the peers' table without bound.
     lost: (nodeId) => s.gossip.member(nodeId) ? head.lostSignal(nodeId) : undefined,
-    draining: () => s.draining,
+    // Its own requests' sessions are let in while it drains: the drain waits for those
+    // requests, and refused, one whose chain comes back here through another agent's stage (a
+    // retry, a replay) would exclude this agent's layers and wait for another host of them.
+    draining: (sessionId) => {
+      if (!s.draining) return false;
+      const request = requestOfSession(sessionId);
+      return request === undefined || !s.requests.has(request);
+    },
     onFrame: (frame) => {
       s.counters.framesProcessedTotal++;
       metrics.onFrame(frame);

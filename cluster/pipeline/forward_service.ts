@@ -102,11 +102,13 @@ export interface ForwardContext {
    */
   lost?(nodeId: string): AbortSignal | undefined;
   /**
-   * True while this agent shuts down: sessions open already run to their end (the drain waits
-   * for them), new ones are refused as UNAVAILABLE, so their heads re-place them elsewhere
-   * instead of starting what the end of the drain would cut off.
+   * True while this agent shuts down and `sessionId` is not one of the requests it heads itself:
+   * sessions open already run to their end (the drain waits for them), new ones are refused as
+   * UNAVAILABLE, so their heads re-place them elsewhere instead of starting what the end of the
+   * drain would cut off. The drain waits for its own requests too, so their sessions (a retry, a
+   * replay, a chain that reaches this stage through another agent's) are let in.
    */
-  draining?(): boolean;
+  draining?(sessionId: string): boolean;
 }
 
 /**
@@ -197,7 +199,7 @@ export function forwardHandler(ctx: ForwardContext) {
           }
           host = s.host = ctx.host();
           if (!host) throw new RpcFailure("unavailable", "this agent hosts no layers right now");
-          if (ctx.draining?.()) {
+          if (ctx.draining?.(frame.sessionId)) {
             throw new RpcFailure(
               "unavailable",
               `${

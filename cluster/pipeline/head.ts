@@ -10,7 +10,7 @@
  * and direct calls for a stage in the same process.
  */
 import type { SampledToken, TailSampling } from "./stage_frame.ts";
-import type { ChainProvider, SessionLink, StageLink } from "./links.ts";
+import { type ChainProvider, headSessionId, type SessionLink, type StageLink } from "./links.ts";
 import {
   goneOpener,
   guard,
@@ -186,7 +186,7 @@ export class Head {
         );
       }
       result.chains.push(chain.map(({ nodeId, from, to }) => ({ nodeId, from, to })));
-      const sessionId = `${req.requestId}.${run}.${attempt}.${stale}`;
+      const sessionId = headSessionId(req.requestId, run, attempt, stale);
       let link: SessionLink | undefined;
       let decode: OpenSpan | undefined;
       const first = chain[0];

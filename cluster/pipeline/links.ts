@@ -16,6 +16,20 @@ export interface ChainHop {
   readonly version?: number;
 }
 
+/**
+ * The session id of a head's try at a request: the request id, a nonce of the head's run (a
+ * client may retry under the same request id while a stage still holds the first try's
+ * session), the attempt (stage failures) and the retry (stale epochs, full replicas).
+ */
+export function headSessionId(requestId: string, run: string, attempt: number, stale: number) {
+  return `${requestId}.${run}.${attempt}.${stale}`;
+}
+
+/** The request id of a session id made by {@linkcode headSessionId}; undefined for another. */
+export function requestOfSession(sessionId: string): string | undefined {
+  return /^(.+)\.[0-9a-f]{8}\.\d+\.\d+$/.exec(sessionId)?.[1];
+}
+
 /** What opening a session on a stage needs; the stage opens the rest of the chain with it. */
 export interface SessionOpen {
   /** Unique per request and placement attempt; names the KV cache on every stage. */

@@ -7,7 +7,9 @@
 export {
   type ChainHop,
   type ChainProvider,
+  headSessionId,
   type ReplyStream,
+  requestOfSession,
   type SessionLink,
   type SessionOpen,
   type StageLink,

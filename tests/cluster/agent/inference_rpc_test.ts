@@ -6,6 +6,7 @@ import type { AgentState } from "../../../cluster/agent/state.ts";
 import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
 import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
 import { createRpcTransport, startRpcServer } from "../../../cluster/rpc/mod.ts";
+import { headSessionId } from "../../../cluster/pipeline/mod.ts";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import {
   Dtype,
@@ -158,4 +159,26 @@ Deno.test("Forward watches the sender of a stream only when it is a member", () 
   // table without bound).
   assertEquals(ctx.lost?.("made-up-1"), undefined);
   assertEquals(watched, ["b"]);
+});
+
+Deno.test("Forward while draining: a session of a request this agent heads is let in, another head's refused", () => {
+  const s = {
+    nodeId: "a",
+    draining: false,
+    requests: new Map([["req-1.x", new AbortController()]]),
+    gossip: { member: () => undefined },
+    config: { prefillChunk: 64 },
+  } as unknown as AgentState;
+  const ctx = forwardContext(s, {} as HeadService, {} as PlacementLoop, {} as AgentMetrics);
+  const own = headSessionId("req-1.x", "0badf00d", 1, 2);
+  assertEquals(ctx.draining?.(own), false, "not draining: nothing is refused");
+  assertEquals(ctx.draining?.("other.0badf00d.0.0"), false);
+  s.draining = true;
+  // Before, every opening was refused: a retry or replay of this agent's own request whose chain
+  // reaches its stage through another agent's then excluded its layers and waited for another
+  // host of them, while the drain waited for that request.
+  assertEquals(ctx.draining?.(own), false, "its own request's session");
+  assertEquals(ctx.draining?.("other.0badf00d.0.0"), true, "another head's request");
+  assertEquals(ctx.draining?.("req-1.x"), true, "a session id no head made");
+  assertEquals(ctx.draining?.("bench-session"), true);
 });
