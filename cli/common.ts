@@ -30,6 +30,20 @@ export class Interrupted extends Error {
   override name = "Interrupted";
 }
 
+/**
+ * Ctrl-C aborts `abort` (the command stops between tokens and prints what it has); a second
+ * Ctrl-C exits at once with {@linkcode ExitCode.interrupted}, for a pass too long to wait for.
+ * Returns the function that removes the listener.
+ */
+export function abortOnSigint(abort: AbortController): () => void {
+  const onSigint = () => {
+    if (abort.signal.aborted) Deno.exit(ExitCode.interrupted);
+    abort.abort();
+  };
+  Deno.addSignalListener("SIGINT", onSigint);
+  return () => Deno.removeSignalListener("SIGINT", onSigint);
+}
+
 /** Parse an integer option, saying which option was wrong. */
 export function intOption(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {

@@ -10,7 +10,15 @@
 import { basename } from "node:path";
 import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
-import { ExitCode, Interrupted, intOption, numberOption, printJson, writeOut } from "../common.ts";
+import {
+  abortOnSigint,
+  ExitCode,
+  Interrupted,
+  intOption,
+  numberOption,
+  printJson,
+  writeOut,
+} from "../common.ts";
 import { modelCommandBase, openEngine, refuseLocalOptions } from "./model_options.ts";
 import { SAMPLING_DEFAULTS as D } from "../../model/sampling_defaults.ts";
 
@@ -60,11 +68,11 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
       // Ctrl-C ends the generation between tokens: what came is printed with its figures, and
       // llmctl exits 130, as through an agent (and as llama.cpp's tools do).
       const abort = new AbortController();
-      const onSigint = () => abort.abort();
-      Deno.addSignalListener("SIGINT", onSigint);
+      const stopListening = abortOnSigint(abort);
       try {
         // Like llama.cpp, echo the prompt so the streamed continuation reads as one text.
         if (!opts.json) writeOut(opts.prompt);
+        const t0 = performance.now();
         const result = await engine.generate({
           prompt: opts.prompt,
           maxTokens: opts.maxTokens,
@@ -80,7 +88,9 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
           onToken: opts.json ? undefined : (_id, text) => writeOut(text),
           signal: abort.signal,
         });
-        const decodeTps = result.tokens.length / (result.decodeMs / 1000);
+        const decodeTps = result.tokens.length > 0 && result.decodeMs > 0
+          ? result.tokens.length / (result.decodeMs / 1000)
+          : 0;
         if (opts.json) {
           printJson({
             model: opts.model,
@@ -94,6 +104,11 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
               decode_tokens_per_second: round(decodeTps),
             },
           });
+        } else if (result.finishReason === "cancelled" && result.tokens.length === 0) {
+          writeOut("\n");
+          console.error(
+            `cancelled before the first token, after ${round(performance.now() - t0)} ms`,
+          );
         } else {
           writeOut("\n");
           console.error(
@@ -105,7 +120,7 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
           );
         }
       } finally {
-        Deno.removeSignalListener("SIGINT", onSigint);
+        stopListening();
         engine.close();
       }
       if (abort.signal.aborted) throw new Interrupted();
@@ -140,8 +155,7 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
   }
   const agent = await connect(g);
   const abort = new AbortController();
-  const onSigint = () => abort.abort();
-  Deno.addSignalListener("SIGINT", onSigint);
+  const stopListening = abortOnSigint(abort);
   const t0 = performance.now();
   let firstAt = 0;
   const tokens: number[] = [];
@@ -194,7 +208,7 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
       throw e;
     }
   } finally {
-    Deno.removeSignalListener("SIGINT", onSigint);
+    stopListening();
     agent.close();
   }
   const end = performance.now();

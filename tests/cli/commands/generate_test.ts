@@ -102,6 +102,44 @@ Deno.test("generate (local): Ctrl-C stops between tokens, prints what came with 
   assert(tokens < 500, `generation ran on to ${tokens} tokens after Ctrl-C`);
 });
 
+Deno.test("generate (local): Ctrl-C before the first token says so (no NaN tokens/s); two Ctrl-Cs exit 130 too", async () => {
+  // A prompt long enough that its pass is still running when Ctrl-C comes (it is echoed first).
+  const prompt = "Once upon a time ".repeat(400).trim();
+  const run = async (signals: number) => {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: [
+        ...["run", "--allow-all", `${REPO}/cli/llmctl.ts`, "generate"],
+        ...["--backend", "reference", "--ctx", "2048", "-n", "5", "-p", prompt],
+      ],
+      cwd: REPO,
+      env: { NO_COLOR: "1" },
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    let stdout = "";
+    const decoder = new TextDecoder();
+    const reading = (async () => {
+      for await (const chunk of child.stdout) stdout += decoder.decode(chunk, { stream: true });
+    })();
+    const stderr = new Response(child.stderr).text();
+    const end = Date.now() + 60_000;
+    while (stdout.length < prompt.length && Date.now() < end) {
+      await new Promise((r) => setTimeout(r, 2));
+    }
+    for (let i = 0; i < signals; i++) child.kill("SIGINT");
+    const status = await child.status;
+    await reading;
+    return { code: status.code, stderr: await stderr };
+  };
+  const once = await run(1);
+  assertEquals(once.code, 130, once.stderr);
+  // Before: "… 0 tokens at NaN tokens/s (reference), cancelled".
+  assert(/^cancelled before the first token, after [\d.]+ ms$/m.test(once.stderr), once.stderr);
+  assert(!once.stderr.includes("NaN"), once.stderr);
+  const twice = await run(2);
+  assertEquals(twice.code, 130, twice.stderr);
+});
+
 Deno.test("generate --help names every key --json adds through the cluster", async () => {
   const r = await llmctl(["generate", "--help"]);
   assertEquals(r.code, 0, r.stderr);
