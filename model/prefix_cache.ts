@@ -333,7 +333,12 @@ export class PrefixCache {
       }
     };
     walk(this.#root);
-    for (const b of all) this.#freeBlock(b);
+    // A session still capturing would otherwise hang its next blocks under a freed one (and
+    // evicting that one later would free it twice): marked evicted, it stops capturing.
+    for (const b of all) {
+      b.evicted = true;
+      this.#freeBlock(b);
+    }
     this.#root.children.clear();
     this.#leaves.clear();
     this.#blocks = 0;

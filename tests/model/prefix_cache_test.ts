@@ -289,6 +289,24 @@ Deno.test("prefix cache: positions a chain gives back are not counted as restore
   });
 });
 
+Deno.test("prefix cache: a session still capturing after clear() hangs nothing under the freed blocks", async () => {
+  const be = createReferenceBackend();
+  await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
+    const V = stage.config.nVocab;
+    const cache = stage.enablePrefixCache(1 << 20, 8);
+    const p = ids(24, 13, V);
+    const s = stage.newSession(64);
+    stage.restorePrefix(s, p);
+    await stage.forward(s, { tokens: Int32Array.from(p.slice(0, 8)) });
+    assertEquals(cache.stats().blocks, 1);
+    cache.clear();
+    await stage.forward(s, { tokens: Int32Array.from(p.slice(8, 16)) });
+    // Before, the next block hung under the freed one: counted, unreachable, freed twice later.
+    assertEquals(cache.stats().blocks, 0);
+    stage.endSession(s);
+  });
+});
+
 Deno.test("prefix cache: restore wants a fresh session", async () => {
   const be = createReferenceBackend();
   await withStage(be, "tiny-q8_0.gguf", {}, async (stage) => {
