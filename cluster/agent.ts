@@ -37,6 +37,7 @@ import { agentRoutes } from "./agent/routes.ts";
 import { apiHealth, readiness } from "./agent/health.ts";
 import { textGenerator } from "./agent/api_adapter.ts";
 import { transferHost } from "./agent/transfer_host.ts";
+import { handOverAtShutdown } from "./agent/commands.ts";
 import { drainAndLeave, joinInBackground, startGossip } from "./agent/lifecycle.ts";
 import { startDataPlane } from "./agent/data_plane.ts";
 
@@ -272,6 +273,7 @@ export class Agent {
   async stop(): Promise<void> {
     const s = this.s;
     if (s.stopped || s.draining) return;
+    handOverAtShutdown(s, this.loop, this.observe);
     await drainAndLeave(s, () => this.stageRoom.openSessions);
     this.loop.stop();
     this.stageRoom.stop();

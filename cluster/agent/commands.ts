@@ -78,14 +78,44 @@ function drain(
     );
   }
   const placement = loop.message(plan);
-  const where = plan.replicas.map((r) =>
-    r.stages.map((st) => `${st.nodeId}:[${st.from},${st.to})`).join(" ")
-  ).join(" | ");
+  const where = layersMoveTo(plan);
   if (dryRun) return { message: `would drain ${id}; layers would move to ${where}`, placement };
+  stopOffering(s, loop, observe, `node ${id} drained`);
+  s.log("info", "drained", { node: id });
+  return { message: `drained ${id}; layers move to ${where}`, placement };
+}
+
+/** Where a plan puts the layers: "a:[0,3) b:[3,5) | c:[0,5)". */
+function layersMoveTo(plan: ReplicaPlan): string {
+  return plan.replicas.map((r) =>
+    r.stages.map((st) => `${st.nodeId}:[${st.from},${st.to})`).join(" ")
+  )
+    .join(" | ");
+}
+
+/** Stop offering the model in gossip and re-plan: every agent plans without this node. */
+function stopOffering(s: AgentState, loop: PlacementLoop, observe: Observer, reason: string) {
   s.drained = true;
   s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "" });
-  observe.planReason = `node ${id} drained`;
-  s.log("info", "drained", { node: id });
+  observe.planReason = reason;
   loop.schedule();
-  return { message: `drained ${id}; layers move to ${where}`, placement };
+}
+
+/**
+ * At shutdown, hand this node's layers over where the others can hold the model without it: it
+ * stops offering the model, so every agent re-plans now (loading these layers while this node's
+ * sessions finish) and new requests stop being sent here, each to be refused and replayed. Where
+ * the others cannot hold the model it keeps its place until it leaves. False: not handed over.
+ */
+export function handOverAtShutdown(s: AgentState, loop: PlacementLoop, observe: Observer): boolean {
+  if (!s.model || s.drained || !s.stage) return false;
+  let plan: ReplicaPlan;
+  try {
+    plan = loop.planWithout(s.nodeId);
+  } catch {
+    return false;
+  }
+  stopOffering(s, loop, observe, `node ${s.nodeId} is shutting down`);
+  s.log("info", "shutting down: layers move", { to: layersMoveTo(plan) });
+  return true;
 }

@@ -5,7 +5,7 @@
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { createClient } from "@connectrpc/connect";
-import { InferenceService } from "../../proto/mod.ts";
+import { DiscoveryService, InferenceService } from "../../proto/mod.ts";
 import {
   generate,
   startAgent,
@@ -106,6 +106,20 @@ Deno.test("SIGTERM on a stage another agent heads through: the session runs to i
     let recoveries = -1;
     let exitedFirst = false;
     victim.exited.then(() => exitedFirst = recoveries < 0);
+    // When the head's placement first leaves the victim out (it hands its layers over at once,
+    // where the others can hold the model, instead of when it leaves).
+    let handedOverFirst: boolean | undefined;
+    const discovery = createClient(DiscoveryService, head.transport);
+    const watching = (async () => {
+      while (recoveries < 0) {
+        const info = await discovery.getClusterInfo({}).catch(() => undefined);
+        const ids = info?.placement?.stages.map((s) => s.nodeId) ?? [];
+        if (tokens.length >= 5 && ids.length > 0 && !ids.includes(victim.id)) {
+          handedOverFirst ??= recoveries < 0;
+        }
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })();
     for await (
       const m of createClient(InferenceService, head.transport).generate({
         prompt,
@@ -127,6 +141,11 @@ Deno.test("SIGTERM on a stage another agent heads through: the session runs to i
     assert(!exitedFirst, "the stage left before the session through it ended");
     const drained = victim.logs.find((l) => l.msg === "draining");
     assert(drained && (drained.sessions as number) >= 1, JSON.stringify(drained));
+    await watching;
+    // Before, new requests kept being sent to the draining stage (each refused and replayed)
+    // until it left, after the last session through it ended.
+    assertEquals(handedOverFirst, true, "the placement left the victim out while it drained");
+    assert(victim.logs.some((l) => l.msg === "shutting down: layers move"));
   } finally {
     await stopAll(agents);
   }
