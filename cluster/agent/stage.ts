@@ -84,6 +84,9 @@ export class StageRoom {
   private async load(want: LayerRange | undefined, replica?: string): Promise<void> {
     const s = this.s;
     if (s.stopped || !s.model) return;
+    // Shutting down: no new layers (agents stopping together would load each other's handed
+    // over layers while they drain); dropping the stage still goes ahead.
+    if (s.draining && want) return;
     // A newer plan may have superseded this one while we waited.
     if (want?.from !== this.plannedRange?.from || want?.to !== this.plannedRange?.to) return;
     const old = s.stage;
