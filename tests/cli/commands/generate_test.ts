@@ -58,22 +58,13 @@ Deno.test("generate --endpoint: Ctrl-C before the agent answers ends llmctl at o
   }
 });
 
-Deno.test("generate (local): Ctrl-C stops between tokens, prints what came with its figures, exits 130", async () => {
-  const prompt = "Once upon a time";
+/**
+ * `llmctl generate <args>` run locally; once stdout holds more than `after` characters (the
+ * prompt is echoed first), `signals` Ctrl-Cs. Its exit code, stdout and stderr.
+ */
+async function interrupted(args: string[], after: number, signals = 1) {
   const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      `${REPO}/cli/llmctl.ts`,
-      "generate",
-      "--backend",
-      "reference",
-      "--ignore-eos",
-      "-n",
-      "500",
-      "-p",
-      prompt,
-    ],
+    args: ["run", "--allow-all", `${REPO}/cli/llmctl.ts`, "generate", ...args],
     cwd: REPO,
     env: { NO_COLOR: "1" },
     stdout: "piped",
@@ -86,57 +77,40 @@ Deno.test("generate (local): Ctrl-C stops between tokens, prints what came with 
   })();
   const stderr = new Response(child.stderr).text();
   const end = Date.now() + 60_000;
-  while (stdout.length <= prompt.length + 8 && Date.now() < end) {
+  while (stdout.length <= after && Date.now() < end) {
     await new Promise((r) => setTimeout(r, 2));
   }
-  child.kill("SIGINT");
+  for (let i = 0; i < signals; i++) child.kill("SIGINT");
   const status = await child.status;
   await reading;
-  const err = await stderr;
+  return { code: status.code, stdout, stderr: await stderr };
+}
+
+Deno.test("generate (local): Ctrl-C stops between tokens, prints what came with its figures, exits 130", async () => {
+  const prompt = "Once upon a time";
+  const r = await interrupted(
+    ["--backend", "reference", "--ignore-eos", "-n", "500", "-p", prompt],
+    prompt.length + 8,
+  );
   // Before, Deno's default action killed llmctl at once: no figures, and the partial output
   // could not be told from a whole one but by the signal.
-  assertEquals(status.code, 130, err);
-  assert(stdout.startsWith(prompt) && stdout.length > prompt.length, stdout);
-  assert(/\d+ tokens at [\d.]+ tokens\/s \(reference\), cancelled/.test(err), err);
-  const tokens = Number(/, (\d+) tokens at/.exec(err)?.[1]);
+  assertEquals(r.code, 130, r.stderr);
+  assert(r.stdout.startsWith(prompt) && r.stdout.length > prompt.length, r.stdout);
+  assert(/\d+ tokens at [\d.]+ tokens\/s \(reference\), cancelled/.test(r.stderr), r.stderr);
+  const tokens = Number(/, (\d+) tokens at/.exec(r.stderr)?.[1]);
   assert(tokens < 500, `generation ran on to ${tokens} tokens after Ctrl-C`);
 });
 
 Deno.test("generate (local): Ctrl-C before the first token says so (no NaN tokens/s); two Ctrl-Cs exit 130 too", async () => {
   // A prompt long enough that its pass is still running when Ctrl-C comes (it is echoed first).
   const prompt = "Once upon a time ".repeat(400).trim();
-  const run = async (signals: number) => {
-    const child = new Deno.Command(Deno.execPath(), {
-      args: [
-        ...["run", "--allow-all", `${REPO}/cli/llmctl.ts`, "generate"],
-        ...["--backend", "reference", "--ctx", "2048", "-n", "5", "-p", prompt],
-      ],
-      cwd: REPO,
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn();
-    let stdout = "";
-    const decoder = new TextDecoder();
-    const reading = (async () => {
-      for await (const chunk of child.stdout) stdout += decoder.decode(chunk, { stream: true });
-    })();
-    const stderr = new Response(child.stderr).text();
-    const end = Date.now() + 60_000;
-    while (stdout.length < prompt.length && Date.now() < end) {
-      await new Promise((r) => setTimeout(r, 2));
-    }
-    for (let i = 0; i < signals; i++) child.kill("SIGINT");
-    const status = await child.status;
-    await reading;
-    return { code: status.code, stderr: await stderr };
-  };
-  const once = await run(1);
+  const args = ["--backend", "reference", "--ctx", "2048", "-n", "5", "-p", prompt];
+  const once = await interrupted(args, prompt.length - 1);
   assertEquals(once.code, 130, once.stderr);
   // Before: "… 0 tokens at NaN tokens/s (reference), cancelled".
   assert(/^cancelled before the first token, after [\d.]+ ms$/m.test(once.stderr), once.stderr);
   assert(!once.stderr.includes("NaN"), once.stderr);
-  const twice = await run(2);
+  const twice = await interrupted(args, prompt.length - 1, 2);
   assertEquals(twice.code, 130, twice.stderr);
 });
 

@@ -167,14 +167,16 @@ Deno.test("routing: the replica with the most free capacity wins", () => {
   assertEquals(chooseReplica(tied, () => 0, "h")!.id, chooseReplica(tied, () => 0, "h")!.id);
 });
 
+/** A whole-model stage of replica routes' chains, alive or suspect. */
+const stage = (id: string, status: "alive" | "suspect"): StageCandidate => ({
+  id,
+  status,
+  model: "m",
+  from: 0,
+  to: 8,
+});
+
 Deno.test("routing: a replica with a suspect stage is chosen only when no whole one has room", () => {
-  const stage = (id: string, status: "alive" | "suspect"): StageCandidate => ({
-    id,
-    status,
-    model: "m",
-    from: 0,
-    to: 8,
-  });
   const frozen = { ...route("a", 0), chain: [stage("a", "alive"), stage("a2", "suspect")] };
   const busier = { ...route("b", 5, 3, 90), chain: [stage("b", "alive")] };
   // The frozen replica's last load says it is idle: without the suspicion it would win.
@@ -382,13 +384,6 @@ Deno.test("routing: a prompt goes back to the replica that served its prefix, un
   assert(!preferPrefix(route("a", 3), idle));
   assert(!preferPrefix(route("a", 7), route("b", 4)));
   assert(!preferPrefix(route("a", 0, 0), idle), "no free slot");
-  const stage = (id: string, status: "alive" | "suspect"): StageCandidate => ({
-    id,
-    status,
-    model: "m",
-    from: 0,
-    to: 8,
-  });
   assert(!preferPrefix({ ...route("a", 0), chain: [stage("a", "suspect")] }, idle));
   // What this head sent since the last publication counts as load.
   assert(!preferPrefix(route("a", 1), idle, (r) => (r.id === "a" ? 2 : 0)));
