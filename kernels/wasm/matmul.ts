@@ -74,6 +74,16 @@ export function dotReadsUnsigned(k: Kernels): boolean {
     k.relaxedDot(-128, 128) === -4 * 128 * 128;
 }
 
+/**
+ * The activation rows the biased Q8_0 and the Q4_0 kernels read in groups of 4 (Q8G):
+ * groupedRows in assembly/index.ts (8-row tiles, the last padded from 6 rows, and 4 more where 3
+ * to 5 rows are left after a tile).
+ */
+function groupedRows(rows: number): number {
+  const tiled = (rows & 7) >= 6 ? (rows + 7) & ~7 : rows & ~7;
+  return tiled >= 8 && rows - tiled >= 3 ? tiled + 4 : tiled;
+}
+
 /** Runs matmuls of one backend on its memories and pool. */
 export class Matmuls {
   constructor(
@@ -140,12 +150,16 @@ export class Matmuls {
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
     const q16Bytes = isK ? align(rows * n * 2) : 0;
-    // Q8_0 weights: the activation's P/N planes, or for the biased kernel the rows of its 8-row
-    // tiles in groups of 4 (Q8G, tiledRows in assembly/index.ts: at most ⌈rows / 8⌉ tiles), in
-    // place of q16
+    // Q8_0 weights: the activation's P/N planes, or for the biased kernel the rows of its tiles
+    // in groups of 4 (Q8G, groupedRows), in place of q16; Q4_0 weights read the same groups on
+    // every engine (their nibbles are the relaxed dot's 7-bit operand)
     const q8w = kind === Act.Q8_0 && w.type === GGMLType.Q8_0;
-    const pnBytes = q8w
-      ? this.biasedQ8 ? align(Math.ceil(rows / 8) * 2 * nb * 160) : align(rows * n * 2)
+    const groups = (q8w && this.biasedQ8) || (kind === Act.Q8_0 && w.type === GGMLType.Q4_0);
+    const pnForm = groups ? 2 : q8w ? 1 : 0;
+    const pnBytes = groups
+      ? align((groupedRows(rows) / 4) * nb * 160)
+      : q8w
+      ? align(rows * n * 2)
       : 0;
     // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
     // q16), made when a Q4_K weight first reads them
@@ -154,7 +168,7 @@ export class Matmuls {
     const q6kBytes = isK ? 2 * align(rows * n) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
-      st.actRows !== rows || st.actN !== n || (pnBytes && !st.actPN)
+      st.actRows !== rows || st.actN !== n || (pnForm && st.actPN !== pnForm)
     ) {
       st.actBuf = -1;
       const actOff = st.act.ensure(
@@ -185,10 +199,10 @@ export class Matmuls {
           s,
           kind === Act.Q8_1 ? 1 : 0,
           pnBytes ? s + sBytes : 0,
-          this.biasedQ8 ? 1 : 0,
+          groups ? 1 : 0,
         );
       }
-      st.actPN = pnBytes > 0;
+      st.actPN = pnForm;
       st.actBuf = X.id;
       st.actVersion = X.version;
       st.actKind = kind;

@@ -129,8 +129,9 @@ export class ArenaState {
   actKind = -1;
   actRows = 0;
   actN = 0;
-  /** Whether the cached activation carries the Q8_0 kernel's P/N planes. */
-  actPN = false;
+  /** What the cached activation carries after its sums: 0 nothing, 1 the Q8_0 kernel's P/N
+   * planes, 2 the row groups of the biased Q8_0 and the Q4_0 kernels (Q8G). */
+  actPN = 0;
   /** Whether it carries the i16 pair-ordered quants of the decoded-row K-quant path. */
   actQ16 = false;
   /** Whether it carries the Q4_K kernel's reordered quants (permuteQ4KAct). */

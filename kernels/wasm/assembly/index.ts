@@ -111,7 +111,8 @@ const CONSTS_F16: usize = memory.data<i32>([
 /**
  * quantize_row_q8_0_ref / q8_1_ref of T rows of n floats into the host layout (see top); with
  * pn ≠ 0 also the Q8_0 kernel's form of the activation: the P/N planes [T × nb × (32 P + 32 N)]
- * u8, or with `biased` (mmQ8_0b) the rows of its 8-row tiles in groups of 4 (see Q8G).
+ * u8, or with `biased` (mmQ8_0b, and mmQ4_0 on every engine) the rows of their tiles in groups
+ * of 4 (see Q8G).
  */
 export function quantizeQ8(
   x: usize,
@@ -642,8 +643,9 @@ export function mmQ5_1(
 // block, [the 4 rows' f16 scales (8 bytes)][byte quads: quad k of row i at 8 + 16k + 4i]. One
 // 16-byte load then holds 4 consecutive quants of each of the 4 rows, and a relaxed dot against
 // the activation's matching 4 bytes broadcast to every lane sums each row in its own lane: the
-// per-row block sums come out with no horizontal reduction. Activation rows are taken 4 at a
-// time (prefill), reusing each unpacked weight block for all 4.
+// per-row block sums come out with no horizontal reduction (4 and single activation rows). Tiles
+// of 8 activation rows turn it around (q40Tile8): the activation in groups of 4 rows (Q8G), each
+// weight row's unpacked nibble quad broadcast once for 8 activation rows.
 
 @inline function scales4(p: usize): v128 {
   return scalesToF32(i32x4.extend_low_i16x8_u(v128.load64_zero(p)));
@@ -681,7 +683,7 @@ export function mmQ5_1(
 // The activation rows of 8-row tiles (tiledRows) are also laid out in groups of 4 (quantizeQ8
 // with `biased`), per block Q8G bytes: quad k of the group's row j at 16k + 4j (signed quants),
 // the 4 rows' scales (f32) at 128, their −128·Σq (i32) at 144. One load then holds quad k of 4
-// activation rows.
+// activation rows. The Q4_0 kernel's 8-row tiles read the same layout (q40Tile8).
 const Q8G: usize = 160;
 
 // Leftover rows (T mod 8) from which a batch takes one more 8-row tile, padded with zero rows,
@@ -879,6 +881,85 @@ const Q8_PAD = 6;
   }
 }
 
+// 4 weight rows (one Q4_0 quad group at gw) × 8 activation rows (groups at ag and ag + nb·Q8G,
+// as q80Tile8): each weight row's nibble quad is broadcast once for 8 activation rows and is the
+// relaxed dot's second operand (0..15, valid however the engine reads it), the signed activation
+// quants of 4 rows the first; lanes = activation rows. Σ(w + 8)·q = Σw·q + 8Σq, so the sums start
+// from −8Σq (the group's −128Σq >> 4, exact). Float steps in ggml's order: (sumi * xd) * yd.
+@inline function q40Tile8(gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32): void {
+  const m4 = mask4();
+  let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+  let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+  const gstride = <usize> nb * Q8G;
+  for (let b = 0; b < nb; b++) {
+    const blk = gw + <usize> b * 72;
+    const a0 = ag + <usize> b * Q8G;
+    const a1 = a0 + gstride;
+    const cz0 = i32x4.shr_s(v128.load(a0 + 144), 4);
+    const cz1 = i32x4.shr_s(v128.load(a1 + 144), 4);
+    let c00 = cz0, c01 = cz1, c10 = cz0, c11 = cz1, c20 = cz0, c21 = cz1, c30 = cz0, c31 = cz1;
+    // real loops over the block's 8 nibble quads (as q80Tile8), one quad per pass (both halves of
+    // a byte quad in one pass spilled sums): the low nibbles of byte quad k are elements 4k..4k+3
+    // (activation quad k, at 16k), its high nibbles elements 16 + 4k.. (quad k + 4)
+    for (let k: usize = 0; k < 64; k += 16) {
+      const q = v128.and(v128.load(blk + 8 + k), m4);
+      const x0 = v128.load(a0 + k);
+      const x1 = v128.load(a1 + k);
+      const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
+      c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b0, c00);
+      c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b0, c01);
+      const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
+      c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b1, c10);
+      c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b1, c11);
+      const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
+      c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b2, c20);
+      c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b2, c21);
+      const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
+      c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b3, c30);
+      c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b3, c31);
+    }
+    for (let k: usize = 64; k < 128; k += 16) {
+      const q = hiNibM(v128.load(blk + k - 56), m4);
+      const x0 = v128.load(a0 + k);
+      const x1 = v128.load(a1 + k);
+      const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
+      c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b0, c00);
+      c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b0, c01);
+      const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
+      c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b1, c10);
+      c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b1, c11);
+      const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
+      c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b2, c20);
+      c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b2, c21);
+      const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
+      c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b3, c30);
+      c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b3, c31);
+    }
+    const xd = scales4(blk);
+    const y0 = v128.load(a0 + 128);
+    const y1 = v128.load(a1 + 128);
+    const x0 = v128.shuffle<i32>(xd, xd, 0, 0, 0, 0);
+    s00 = q40Float(s00, c00, x0, y0);
+    s01 = q40Float(s01, c01, x0, y1);
+    const x1 = v128.shuffle<i32>(xd, xd, 1, 1, 1, 1);
+    s10 = q40Float(s10, c10, x1, y0);
+    s11 = q40Float(s11, c11, x1, y1);
+    const x2 = v128.shuffle<i32>(xd, xd, 2, 2, 2, 2);
+    s20 = q40Float(s20, c20, x2, y0);
+    s21 = q40Float(s21, c21, x2, y1);
+    const x3 = v128.shuffle<i32>(xd, xd, 3, 3, 3, 3);
+    s30 = q40Float(s30, c30, x3, y0);
+    s31 = q40Float(s31, c31, x3, y1);
+  }
+  transposeStore(out, outStride, t, r, s00, s10, s20, s30, nt);
+  transposeStore(out, outStride, t + 4, r, s01, s11, s21, s31, nt - 4);
+}
+
+// sumf + (sumi * x) * y: a Q4_0 block's float step in ggml's order (lanes = activation rows).
+@inline function q40Float(sumf: v128, sumi: v128, x: v128, y: v128): v128 {
+  return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(sumi), x), y));
+}
+
 // Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q4_0 matrix (kind 2) or
 // biased Q8_0 matrix (kind 9, see Q8G) against T activation rows. (Q8_0 over P/N
 // planes, kind 8, measured faster as whole blocks: it needs both planes broadcast.)
@@ -966,76 +1047,12 @@ const Q8_PAD = 6;
       }
       storeRows4(out, outStride, t, r, s0);
     }
-    for (; t + 8 <= T; t += 8) {
-      // 8 activation rows per pass: each block's nibbles unpacked once for 8 (sums the
-      // registers cannot hold are spilled by V8, read and written once per block)
-      let s0 = f32x4.splat(0);
-      let s1 = f32x4.splat(0);
-      let s2 = f32x4.splat(0);
-      let s3 = f32x4.splat(0);
-      let s4 = f32x4.splat(0);
-      let s5 = f32x4.splat(0);
-      let s6 = f32x4.splat(0);
-      let s7 = f32x4.splat(0);
-      for (let b = 0; b < nb; b++) {
-        const blk = gw + <usize> b * gb;
-        const xd = scales4(blk);
-        const i0 = <usize> (t * nb + b);
-        if (kind == 2) {
-          const q0 = v128.load(blk + 8);
-          const q1 = v128.load(blk + 24);
-          const q2 = v128.load(blk + 40);
-          const q3 = v128.load(blk + 56);
-          const l0 = v128.and(q0, m4);
-          const l1 = v128.and(q1, m4);
-          const l2 = v128.and(q2, m4);
-          const l3 = v128.and(q3, m4);
-          const h0 = hiNibM(q0, m4);
-          const h1 = hiNibM(q1, m4);
-          const h2 = hiNibM(q2, m4);
-          const h3 = hiNibM(q3, m4);
-          {
-            const ik = i0;
-            s0 = q40Step(s0, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-          {
-            const ik = (i0 + <usize> (1 * nb));
-            s1 = q40Step(s1, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-          {
-            const ik = (i0 + <usize> (2 * nb));
-            s2 = q40Step(s2, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-          {
-            const ik = (i0 + <usize> (3 * nb));
-            s3 = q40Step(s3, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-          {
-            const ik = (i0 + <usize> (4 * nb));
-            s4 = q40Step(s4, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-          {
-            const ik = (i0 + <usize> (5 * nb));
-            s5 = q40Step(s5, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-          {
-            const ik = (i0 + <usize> (6 * nb));
-            s6 = q40Step(s6, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-          {
-            const ik = (i0 + <usize> (7 * nb));
-            s7 = q40Step(s7, aq + (ik << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (ik << 2)), load<i32>(as + (ik << 2)));
-          }
-        }
-      }
-      storeRows4(out, outStride, t + 0, r, s0);
-      storeRows4(out, outStride, t + 1, r, s1);
-      storeRows4(out, outStride, t + 2, r, s2);
-      storeRows4(out, outStride, t + 3, r, s3);
-      storeRows4(out, outStride, t + 4, r, s4);
-      storeRows4(out, outStride, t + 5, r, s5);
-      storeRows4(out, outStride, t + 6, r, s6);
-      storeRows4(out, outStride, t + 7, r, s7);
+    if (kind == 2) {
+      // Q4_0: 8-row tiles (the last perhaps padded, tiledRows), then 4 rows and single rows below
+      const g0 = groupBase(as, T, nb);
+      const tiled = tiledRows(T);
+      for (; t < tiled; t += 8) q40Tile8(gw, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r, min<i32>(8, T - t));
+      t = min<i32>(t, T);
     }
     for (; t + 4 <= T; t += 4) {
       let s0 = f32x4.splat(0);

@@ -4,7 +4,7 @@
  * short prompt or a few batched sessions) and 64 (prefill). The narrow shapes of ops_test.ts never
  * reached the kernels' wide-row code paths; a Q3_K mix once differed there by 0.03 in the logits.
  */
-import { GGMLType, quantizeRow } from "../../../kernels/quant/mod.ts";
+import { GGMLType, quantizeRow, typeName } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import { createWasmBackend, type WasmBackend } from "../../../kernels/wasm/mod.ts";
 import { assertEquals } from "../../support/assert.ts";
@@ -157,35 +157,62 @@ Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows sta
   }
 });
 
-Deno.test("wasm matmul Q8_0: batches of 1-17 rows (a decode step of up to 17 sessions) stay bit-identical", async () => {
-  // the biased kernel's tiles of 8 activation rows (over row groups of 4), of 4, and single rows
-  // in every mix, at the 110M model's width; 38 output rows leave a partial weight group
+Deno.test("wasm matmul Q8_0 and Q4_0: batches of 1-17 rows (a decode step of up to 17 sessions) stay bit-identical", async () => {
+  // the biased Q8_0 kernel's and the Q4_0 kernel's tiles of 8 activation rows (over row groups
+  // of 4, the last one padded), of 4, and single rows in every mix, at the 110M model's width and
+  // an odd block count; 38 output rows leave a partial weight group
   const wasm = await createWasmBackend({ threads: 2 });
   const ref = createReferenceBackend();
   try {
-    const n = 768;
-    const m = 38;
-    const spec = {
-      name: "q8_batch",
-      type: GGMLType.Q8_0,
-      shape: [n, m],
-      data: weightBytes(GGMLType.Q8_0, n, m, 5),
-    };
-    const ww = wasm.upload(spec);
-    const wr = ref.upload(spec);
-    for (let rows = 1; rows <= 17; rows++) {
-      const x = rand(rows * n, 600 + rows, 6);
-      const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
-      const [ow, or] = [wasm.buffer(rows * m), ref.buffer(rows * m)];
-      wasm.matmul(ww, xw, ow, rows);
-      ref.matmul(wr, xr, or, rows);
-      assertClose(await wasm.read(ow), await ref.read(or), 0, `Q8_0 rows=${rows}`);
-      for (const b of [xw, ow]) wasm.free(b);
-      for (const b of [xr, or]) ref.free(b);
+    for (const type of [GGMLType.Q8_0, GGMLType.Q4_0]) {
+      for (const n of [768, 288]) {
+        const m = 38;
+        const spec = { name: "batch", type, shape: [n, m], data: weightBytes(type, n, m, 5) };
+        const ww = wasm.upload(spec);
+        const wr = ref.upload(spec);
+        for (let rows = 1; rows <= 17; rows++) {
+          const x = rand(rows * n, 600 + rows, 6);
+          const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
+          const [ow, or] = [wasm.buffer(rows * m), ref.buffer(rows * m)];
+          wasm.matmul(ww, xw, ow, rows);
+          ref.matmul(wr, xr, or, rows);
+          const msg = `${typeName(type)} n=${n} rows=${rows}`;
+          assertClose(await wasm.read(ow), await ref.read(or), 0, msg);
+          for (const b of [xw, ow]) wasm.free(b);
+          for (const b of [xr, or]) ref.free(b);
+        }
+        wasm.free(ww);
+      }
     }
   } finally {
     wasm.dispose();
     ref.dispose();
+  }
+});
+
+Deno.test("wasm matmul: one activation read by Q8_0 over P/N planes and by Q4_0 (row groups) in turn", async () => {
+  // both forms sit after the activation's sums; each matmul must find its own there
+  for (const biasedQ8 of [false, true]) {
+    const wasm = await createWasmBackend({ threads: 2, ...(biasedQ8 ? {} : { biasedQ8: false }) });
+    const ref = createReferenceBackend();
+    try {
+      const n = 512, m = 20, rows = 16;
+      const types = [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q8_0, GGMLType.Q4_0];
+      const x = rand(rows * n, 77, 4);
+      const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
+      for (const [i, type] of types.entries()) {
+        const spec = { name: `w${i}`, type, shape: [n, m], data: weightBytes(type, n, m, 30 + i) };
+        const [ww, wr] = [wasm.upload(spec), ref.upload(spec)];
+        const [ow, or] = [wasm.buffer(rows * m), ref.buffer(rows * m)];
+        wasm.matmul(ww, xw, ow, rows);
+        ref.matmul(wr, xr, or, rows);
+        const msg = `${typeName(type)} #${i} (biasedQ8 ${wasm.biasedQ8})`;
+        assertClose(await wasm.read(ow), await ref.read(or), 0, msg);
+      }
+    } finally {
+      wasm.dispose();
+      ref.dispose();
+    }
   }
 });
 
