@@ -89,10 +89,10 @@ export function replicaRoutes(
  * The replica with the most free capacity: one with a free KV slot before a full one, then one
  * whose stages are all alive before one with a suspect stage (a stage that stopped answering
  * probes, frozen or cut off: a request sent there waits until gossip declares it dead, up to a
- * suspicion timeout, and then replays), then the fewest sessions and queued frames (published load plus what `pending` says this head sent
- * since that publication), then the most recent tokens/s (the faster one), then an order of
- * the replicas that is this head's own (`head`: a hash of its id with each replica's), then
- * the lowest id. Undefined when `routes` is empty.
+ * suspicion timeout, and then replays), then the fewest sessions and queued frames (published
+ * load plus what `pending` says this head sent since that publication), then the most recent
+ * tokens/s (the faster one), then an order of the replicas that is this head's own (`head`: a
+ * hash of its id with each replica's), then the lowest id. Undefined when `routes` is empty.
  *
  * Why a head's own order: each head's ledger counts only its own requests, so heads that each
  * got a request within one load publication (about a second) would all have sent it to the same
@@ -108,9 +108,9 @@ export function chooseReplica(
   for (const r of routes) {
     const extra = pending(r);
     const key = [
-      r.load.free - extra > 0 ? 0 : 1,
-      r.chain.some((c) => c.status === "suspect") ? 1 : 0,
-      Math.max(0, r.load.sessions + r.load.queued + extra),
+      hasRoom(r, extra) ? 0 : 1,
+      hasSuspect(r) ? 1 : 0,
+      busyness(r, extra),
       -r.load.tokensPerSecond,
       head ? fnv1a(`${head}/${r.id}`) : 0,
     ];
@@ -135,10 +135,24 @@ export function preferPrefix(
   pending: (r: ReplicaRoute) => number = () => 0,
 ): boolean {
   if (hinted === best) return true;
-  const load = (r: ReplicaRoute) => Math.max(0, r.load.sessions + r.load.queued + pending(r));
-  if (hinted.load.free - pending(hinted) <= 0) return false;
-  if (hinted.chain.some((c) => c.status === "suspect")) return false;
-  return load(hinted) <= load(best) + Math.max(2, Math.ceil(load(best) / 2));
+  if (!hasRoom(hinted, pending(hinted)) || hasSuspect(hinted)) return false;
+  const load = busyness(best, pending(best));
+  return busyness(hinted, pending(hinted)) <= load + Math.max(2, Math.ceil(load / 2));
+}
+
+/** `r` has a free KV slot once the `extra` sessions this head sent since its load are counted. */
+function hasRoom(r: ReplicaRoute, extra: number): boolean {
+  return r.load.free - extra > 0;
+}
+
+/** A stage of `r` stopped answering probes (frozen or cut off). */
+function hasSuspect(r: ReplicaRoute): boolean {
+  return r.chain.some((c) => c.status === "suspect");
+}
+
+/** Sessions and queued frames on `r`: its published load plus the `extra` sent since. */
+function busyness(r: ReplicaRoute, extra: number): number {
+  return Math.max(0, r.load.sessions + r.load.queued + extra);
 }
 
 function less(a: number[], b: number[]): boolean {
@@ -283,17 +297,21 @@ export class GossipChainProvider implements ChainProvider {
     return this.opts.epoch?.() ?? 0n;
   }
 
+  /** The prompt's block-prefix keys (PrefixRoutes.keys), hashed once for every choice. */
+  #prefixKeys?: number[];
+
   /** The replica of `pool` a new (or moving) request goes to; its prompt's prefixes follow. */
   #choose(pool: ReplicaRoute[]): ReplicaRoute {
     const pending = (r: ReplicaRoute) => this.opts.ledger?.pending(r) ?? 0;
     const best = chooseReplica(pool, pending, this.opts.head)!;
     const prefix = this.opts.prefix;
     if (!prefix) return best;
-    const hint = prefix.routes.lookup(prefix.ids);
+    const keys = this.#prefixKeys ??= prefix.routes.keys(prefix.ids);
+    const hint = prefix.routes.lookup(keys);
     const hinted = hint && pool.find((r) => r.id === hint.replica);
     const route = hinted && preferPrefix(hinted, best, pending) ? hinted : best;
     if (route === hinted) this.prefixTokens = hint!.tokens;
-    prefix.routes.record(prefix.ids, route.id);
+    prefix.routes.record(keys, route.id);
     return route;
   }
 

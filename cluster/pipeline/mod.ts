@@ -76,9 +76,4 @@ export {
   type StageLoadView,
   tileChain,
 } from "./gossip_chain.ts";
-export {
-  PREFIX_BLOCK_TOKENS,
-  PREFIX_ROUTES_MAX,
-  type PrefixHint,
-  PrefixRoutes,
-} from "./prefix_routes.ts";
+export { PREFIX_ROUTES_MAX, type PrefixHint, PrefixRoutes } from "./prefix_routes.ts";

@@ -3,8 +3,8 @@
  * system prompt and history, plus a reply and a new message) goes where the stages' prefix
  * caches hold that history, instead of wherever load alone points. As SGLang's cache-aware
  * router does, on the head's own record (no replica tells which prefixes it holds): prompts are
- * keyed per block of {@linkcode PREFIX_BLOCK_TOKENS} tokens, the unit a stage caches, and the
- * longest recorded prefix wins.
+ * keyed per block of {@linkcode PREFIX_CACHE_BLOCK_TOKENS} tokens, the unit a stage caches, and
+ * the longest recorded prefix wins.
  *
  * A hint only: a stale or colliding entry costs a cache miss, never a wrong token (the stages
  * match cached blocks by their token ids, model/prefix_cache.ts).
@@ -12,9 +12,6 @@
  * @module
  */
 import { PREFIX_CACHE_BLOCK_TOKENS } from "../../model/prefix_cache.ts";
-
-/** Tokens per cached block on a stage (model/prefix_cache.ts's block size). */
-export const PREFIX_BLOCK_TOKENS = PREFIX_CACHE_BLOCK_TOKENS;
 
 /** Block prefixes remembered at most (each costs a map entry; the oldest go first). */
 export const PREFIX_ROUTES_MAX = 65_536;
@@ -33,7 +30,7 @@ export class PrefixRoutes {
 
   constructor(
     private readonly maxEntries = PREFIX_ROUTES_MAX,
-    private readonly blockTokens = PREFIX_BLOCK_TOKENS,
+    private readonly blockTokens = PREFIX_CACHE_BLOCK_TOKENS,
   ) {}
 
   /** Number of block prefixes remembered. */
@@ -62,9 +59,11 @@ export class PrefixRoutes {
     return out;
   }
 
-  /** The replica the longest recorded prefix of `ids` went to; undefined when none did. */
-  lookup(ids: ArrayLike<number>): PrefixHint | undefined {
-    const keys = this.keys(ids);
+  /**
+   * The replica the longest recorded prefix went to, of a prompt whose {@linkcode keys} are
+   * `keys`; undefined when none did.
+   */
+  lookup(keys: readonly number[]): PrefixHint | undefined {
     for (let i = keys.length - 1; i >= 0; i--) {
       const replica = this.#routes.get(keys[i]);
       if (replica !== undefined) return { replica, tokens: (i + 1) * this.blockTokens };
@@ -72,9 +71,9 @@ export class PrefixRoutes {
     return undefined;
   }
 
-  /** Prompt `ids` goes to `replica`: every block prefix of it now points there. */
-  record(ids: ArrayLike<number>, replica: string): void {
-    for (const k of this.keys(ids)) {
+  /** The prompt whose {@linkcode keys} are `keys` goes to `replica`: each block prefix points there. */
+  record(keys: readonly number[], replica: string): void {
+    for (const k of keys) {
       this.#routes.delete(k);
       this.#routes.set(k, replica);
     }

@@ -19,7 +19,6 @@ import {
   GossipChainProvider,
   Head,
   preferPrefix,
-  PREFIX_BLOCK_TOKENS,
   PrefixRoutes,
   ReplicaLedger,
   type ReplicaRoute,
@@ -33,6 +32,7 @@ import {
   modelMembers,
   placementInputs,
 } from "../../../cluster/agent/placement_loop.ts";
+import { PREFIX_CACHE_BLOCK_TOKENS } from "../../../model/prefix_cache.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 const model: ModelFootprint = {
@@ -394,7 +394,7 @@ Deno.test("routing: the provider sends a chat's next turn to the replica its his
   const ledger = new ReplicaLedger();
   const routes = new PrefixRoutes();
   const link = (c: StageCandidate) => ({ nodeId: c.id, from: c.from, to: c.to }) as StageLink;
-  const B = PREFIX_BLOCK_TOKENS;
+  const B = PREFIX_CACHE_BLOCK_TOKENS;
   const history = Array.from({ length: 3 * B }, (_, i) => i + 1);
   const provider = (ids: number[]) =>
     new GossipChainProvider({
@@ -427,7 +427,7 @@ Deno.test("routing: the provider sends a chat's next turn to the replica its his
   assertEquals((await busy.chain({ exclude: new Set(), timeoutMs: 0 }))[0].nodeId, other);
   assertEquals(busy.prefixTokens, 0);
   busy.release();
-  assertEquals(routes.lookup(history)?.replica, other);
+  assertEquals(routes.lookup(routes.keys(history))?.replica, other);
   // Without a prefix record (an agent without --prefix-cache): load alone, as before.
   const plain = new GossipChainProvider({
     model: "m@1",
