@@ -148,14 +148,17 @@ Deno.test("prefix cache with replicas: a chat's next turn goes back to the repli
     const first = await ask(head.httpPort, SYSTEM + "Her mom said");
     assertEquals(first.usage.prompt_tokens_details.cached_tokens, 0, "nothing cached yet");
     const [x] = Object.keys(await routed(head.metricsPort, requests));
-    // Long generations of another prompt until x runs one more than the other replica (each
-    // goes to the less loaded one; published load lags, so which one is read back).
-    const running: ReadableStreamDefaultReader<Uint8Array>[] = [];
-    let counts = await routed(head.metricsPort, requests);
-    const load = (id: string) => (counts[id] ?? 0) - (id === x ? 1 : 0);
+    // One long generation of another prompt left running on x, none on the other replica. Each
+    // goes to the replica the head sees less loaded (read back from its counts): start them
+    // until one runs on x, cancel those on the other, and wait until the load gossiped says so.
     const other = agents.map((a) => a.id).find((id) => id !== x)!;
-    while (load(x) !== load(other) + 1) {
-      assert(running.length < 6, `loads never came to x + 1: ${JSON.stringify(counts)}`);
+    const longOn: Record<string, ReadableStreamDefaultReader<Uint8Array>[]> = {
+      [x]: [],
+      [other]: [],
+    };
+    while (longOn[x].length === 0) {
+      assert(longOn[other].length < 6, `no long generation went to ${x}`);
+      const before = await routed(head.metricsPort, requests);
       const res = await fetch(`http://127.0.0.1:${head.httpPort}/v1/completions`, {
         method: "POST",
         body: JSON.stringify({
@@ -168,8 +171,17 @@ Deno.test("prefix cache with replicas: a chat's next turn goes back to the repli
       });
       const reader = res.body!.getReader();
       await reader.read(); // its first token: it is routed and running
-      running.push(reader);
-      counts = await routed(head.metricsPort, requests);
+      const after = await routed(head.metricsPort, requests);
+      longOn[after[x] !== before[x] ? x : other].push(reader);
+    }
+    for (const r of longOn[other]) await r.cancel();
+    const sessions = "distributed_llm_replica_sessions";
+    const settled = Date.now() + 30_000;
+    while (true) {
+      const gossiped = await routed(head.metricsPort, sessions);
+      if (gossiped[x] === 1 && gossiped[other] === 0) break;
+      assert(Date.now() < settled, `gossiped sessions ${JSON.stringify(gossiped)}`);
+      await new Promise((r) => setTimeout(r, 100));
     }
     // The next turn: load alone would send it to the other replica, whose cache is empty.
     const next = await ask(head.httpPort, SYSTEM + "Her mom said, and then");
@@ -180,7 +192,7 @@ Deno.test("prefix cache with replicas: a chat's next turn goes back to the repli
       "distributed_llm_replica_prefix_routes_total",
     );
     assertEquals(prefixRoutes, { [x]: 1 });
-    for (const r of running) await r.cancel();
+    for (const r of longOn[x]) await r.cancel();
   } finally {
     await stopAll(agents);
   }
