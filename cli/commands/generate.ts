@@ -106,9 +106,7 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
           });
         } else if (result.finishReason === "cancelled" && result.tokens.length === 0) {
           writeOut("\n");
-          console.error(
-            `cancelled before the first token, after ${round(performance.now() - t0)} ms`,
-          );
+          console.error(cancelledEarly(performance.now() - t0));
         } else {
           writeOut("\n");
           console.error(
@@ -236,24 +234,29 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
       })),
       recoveries: usage?.recoveries ?? 0,
     });
-    if (abort.signal.aborted) throw new Interrupted();
-    return;
+  } else {
+    if (echoed) writeOut("\n");
+    if (finish === FinishReason.CANCELLED && tokens.length === 0) {
+      console.error(cancelledEarly(end - t0));
+    } else {
+      const stages = (placement?.stages ?? []).map((s) =>
+        `${s.nodeId}[${s.fromLayer},${s.toLayer})`
+      );
+      console.error(
+        `${usage?.promptTokens ?? "?"} prompt tokens, first token after ${round(promptMs)} ms, ` +
+          `${tokens.length} tokens at ${round(tps)} tokens/s via ${agent.endpoint}` +
+          (stages.length ? ` (${stages.join(" → ")})` : "") +
+          (usage?.recoveries ? `, ${usage.recoveries} recoveries` : "") +
+          (finish === FinishReason.CANCELLED ? ", cancelled" : ""),
+      );
+    }
   }
-  if (echoed) writeOut("\n");
-  if (finish === FinishReason.CANCELLED && tokens.length === 0) {
-    console.error(`cancelled before the first token, after ${round(end - t0)} ms`);
-    if (abort.signal.aborted) throw new Interrupted();
-    return;
-  }
-  const stages = (placement?.stages ?? []).map((s) => `${s.nodeId}[${s.fromLayer},${s.toLayer})`);
-  console.error(
-    `${usage?.promptTokens ?? "?"} prompt tokens, first token after ${round(promptMs)} ms, ` +
-      `${tokens.length} tokens at ${round(tps)} tokens/s via ${agent.endpoint}` +
-      (stages.length ? ` (${stages.join(" → ")})` : "") +
-      (usage?.recoveries ? `, ${usage.recoveries} recoveries` : "") +
-      (finish === FinishReason.CANCELLED ? ", cancelled" : ""),
-  );
   if (abort.signal.aborted) throw new Interrupted();
+}
+
+/** What Ctrl-C before the first token prints, `ms` after the request began. */
+function cancelledEarly(ms: number): string {
+  return `cancelled before the first token, after ${round(ms)} ms`;
 }
 
 function round(x: number): number {
