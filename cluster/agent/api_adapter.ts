@@ -50,6 +50,8 @@ export function textGenerator(
         contextLength: Math.min(s.config.contextSize, model.contextLength),
         // The names the head takes (ModelId.matches), so the API looks models up as it does.
         matches: (name: string) => model.id.matches(name),
+        // How its template writes tool calls: the API plans a request's tools by it.
+        toolFormat: model.chat.toolFormat,
       }];
     },
     health,
@@ -83,7 +85,7 @@ async function* events(
     topLogprobs: p.topLogprobs || undefined,
     ...(p.logprobs === false ? { logprob: false } : {}),
   };
-  const { model, prompt, promptTokens, messages, maxTokens, stop } = p;
+  const { model, prompt, promptTokens, messages, tools, assistantPrefix, maxTokens, stop } = p;
   for await (
     const e of head.generate(
       {
@@ -91,6 +93,8 @@ async function* events(
         prompt,
         promptTokens,
         messages,
+        tools,
+        assistantPrefix,
         maxTokens: maxTokens ?? 0,
         stop,
         sampling,

@@ -8,6 +8,7 @@
  */
 import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
 import type { Tokenizer } from "../../model/tokenizer/mod.ts";
+import { type ChatMessage, type ToolDef, toolMarkers } from "../../model/chat/mod.ts";
 import type { Member } from "../gossip/mod.ts";
 import {
   type ChainHop,
@@ -41,8 +42,12 @@ export interface HeadParams {
   prompt?: string;
   /** The prompt as token ids, fed as given (no BOS added). */
   promptTokens?: number[];
-  /** Chat turns, rendered with the model's chat template. */
-  messages?: { role: string; content: string }[];
+  /** Chat turns (with their tool calls and results), rendered with the model's chat template. */
+  messages?: ChatMessage[];
+  /** Tools offered (chat): rendered by the template, their markers decoded as text. */
+  tools?: ToolDef[];
+  /** Text after the rendered chat's assistant turn opener (a forced tool call's opener). */
+  assistantPrefix?: string;
   /** Most tokens to generate; 0 or undefined = until end of sequence or the context is full. */
   maxTokens?: number;
   /** Tail sampling; unset fields take SAMPLING_DEFAULTS at the tail. */
@@ -216,6 +221,9 @@ export class HeadService {
     if (p.messages?.length && p.prompt) {
       throw new RpcFailure("invalid_argument", "send either a prompt or chat messages, not both");
     }
+    if ((p.tools?.length || p.assistantPrefix) && !p.messages?.length) {
+      throw new RpcFailure("invalid_argument", "tools need chat messages, not a prompt");
+    }
     if (this.loop.error) throw new RpcFailure("unavailable", `no placement: ${this.loop.error}`);
     if (s.draining) {
       throw shuttingDown(s.nodeId);
@@ -255,9 +263,10 @@ export class HeadService {
       }
       promptTokens = [...p.promptTokens];
     } else if (p.messages?.length) {
-      const chat = model.chat.render(p.messages.map(({ role, content }) => ({ role, content })));
-      fits(chat.text);
-      promptTokens = model.tokenizer.encode(chat.text, chat);
+      const chat = model.chat.render(p.messages, { tools: p.tools });
+      const text = chat.text + (p.assistantPrefix ?? "");
+      fits(text);
+      promptTokens = model.tokenizer.encode(text, chat);
     } else {
       fits(p.prompt ?? "");
       promptTokens = model.tokenizer.encode(p.prompt ?? "", { addBos: model.tokenizer.addBos });
@@ -306,6 +315,15 @@ export class HeadService {
       wake?.();
     };
     const decoder = model.tokenizer.createDecoder();
+    // With tools offered, the format's call markers that are control tokens (Mistral's
+    // [TOOL_CALLS], Llama's <|python_tag|>) come out as their text: the API parses calls by them.
+    const markers = new Set<number>();
+    if (p.tools?.length) {
+      for (const text of toolMarkers(model.chat.toolFormat)) {
+        const id = model.tokenizer.tokenId(text);
+        if (id !== undefined && model.tokenizer.isControl(id)) markers.add(id);
+      }
+    }
     // Holds back text that may become a stop string, so clients never see part of one.
     const stops = new StopMatcher(p.stop ?? []);
     let stoppedBySequence = false;
@@ -355,7 +373,11 @@ export class HeadService {
         this.metrics.onToken(provider.replica);
         tracker.token();
         const { text, stopped } = stops.push(
-          model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id),
+          model.tokenizer.isEog(token.id)
+            ? ""
+            : markers.has(token.id)
+            ? decoder.flush() + model.tokenizer.tokenText(token.id)
+            : decoder.push(token.id),
         );
         if (stopped) stoppedBySequence = true;
         push({ kind: "token", requestId, index, token, text });

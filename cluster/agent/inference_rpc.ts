@@ -26,6 +26,15 @@ import {
   samplingFromWire,
 } from "../pipeline/mod.ts";
 import { RpcFailure, toConnectError } from "../rpc/mod.ts";
+import {
+  type ChatMessage,
+  checkToolCallId,
+  checkTools,
+  MAX_TOOL_CALLS,
+  MAX_TOOLS_CHARS,
+  parseToolArguments,
+  ToolSpecError,
+} from "../../model/chat/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { HeadParams, HeadService } from "./head_service.ts";
@@ -59,12 +68,65 @@ export function headParams(req: GenerateRequest): HeadParams {
   return {
     model: req.model,
     prompt: req.prompt,
-    messages: req.messages.map(({ role, content }) => ({ role, content })),
+    ...chatOf(req),
     maxTokens: req.maxTokens,
     sampling: w ? { ...samplingFromWire({ ...w, seed: undefined }), seed } : {},
     stop: req.stop,
     requestId: req.requestId,
   };
+}
+
+/**
+ * The chat turns and tools of a Generate request, checked as the HTTP API checks them (the same
+ * bounds; INVALID_ARGUMENT naming the field otherwise).
+ */
+function chatOf(req: GenerateRequest): Pick<HeadParams, "messages" | "tools"> {
+  if (req.messages.length === 0 && req.toolsJson) {
+    throw new RpcFailure("invalid_argument", "tools_json needs messages, not a prompt");
+  }
+  const messages = req.messages.map((m, i): ChatMessage => {
+    const at = `messages[${i}]`;
+    const turn: ChatMessage = { role: m.role, content: m.content };
+    if (m.toolCalls.length > MAX_TOOL_CALLS) {
+      throw new ToolSpecError(
+        `${at}.tool_calls`,
+        `${at}.tool_calls holds at most ${MAX_TOOL_CALLS}`,
+      );
+    }
+    if (m.toolCalls.length) {
+      turn.toolCalls = m.toolCalls.map((c, j) => {
+        const path = `${at}.tool_calls[${j}]`;
+        if (!c.name || c.name.length > 64) {
+          throw new ToolSpecError(`${path}.name`, `${path}.name must be 1 to 64 characters`);
+        }
+        return {
+          id: checkToolCallId(c.id, `${path}.id`),
+          name: c.name,
+          arguments: parseToolArguments(c.arguments, `${path}.arguments`),
+        };
+      });
+    }
+    if (m.role === "tool") turn.toolCallId = checkToolCallId(m.toolCallId, `${at}.tool_call_id`);
+    if (m.name) {
+      if (m.name.length > 64) throw new ToolSpecError(`${at}.name`, `${at}.name is over 64`);
+      turn.name = m.name;
+    }
+    return turn;
+  });
+  if (!req.toolsJson) return { messages };
+  if (req.toolsJson.length > MAX_TOOLS_CHARS) {
+    throw new ToolSpecError(
+      "tools_json",
+      `tools_json is longer than ${MAX_TOOLS_CHARS} characters`,
+    );
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(req.toolsJson);
+  } catch (e) {
+    throw new ToolSpecError("tools_json", `tools_json is not JSON: ${(e as Error).message}`);
+  }
+  return { messages, tools: checkTools(raw) };
 }
 
 /** What this agent's stage serves Forward with (over gRPC and over the TCP data plane). */

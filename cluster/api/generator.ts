@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ChatMessage } from "../../model/chat/mod.ts";
+import type { ChatMessage, ToolDef, ToolFormat } from "../../model/chat/mod.ts";
 import type { SchemaNode } from "../../model/constrain/mod.ts";
 
 /** A model as /v1/models lists it. */
@@ -21,6 +21,11 @@ export interface ModelInfo {
    * without ".gguf"); absent: the id, or the id without ".gguf".
    */
   matches?: (name: string) => boolean;
+  /**
+   * How the model's chat template writes tool calls (model/chat/tools.ts); absent: the
+   * generator cannot render tools, and a request offering them is refused.
+   */
+  toolFormat?: ToolFormat;
 }
 
 /** What to generate, in engine terms (the OpenAI layer has validated and converted it). */
@@ -33,6 +38,13 @@ export interface GenerationParams {
   promptTokens?: number[];
   /** Conversation (chat completions), rendered with the model's chat template. */
   messages?: ChatMessage[];
+  /** Tools offered to the model (chat), rendered by its template or a system prompt. */
+  tools?: ToolDef[];
+  /**
+   * Text after the rendered chat's assistant turn opener, as if the model had written it (a
+   * forced tool call's opener, `<tool_call>\n`); not part of the output.
+   */
+  assistantPrefix?: string;
   /** Most tokens to generate; undefined = until end of sequence or the context is full. */
   maxTokens?: number;
   /** 0 = greedy. */

@@ -6,11 +6,18 @@
  * @module
  */
 import { MAX_STOP_CHARS } from "./stop.ts";
-import type { ChatMessage } from "../../model/chat/mod.ts";
+import {
+  type ChatMessage,
+  type ParsedPiece,
+  ToolCallParser,
+  type ToolCallParserOptions,
+  type ToolFormat,
+} from "../../model/chat/mod.ts";
 import { ANY_OBJECT, compileJsonSchema, JsonSchemaError } from "../../model/constrain/mod.ts";
 import { ApiError } from "./errors.ts";
 import { MAX_LOGIT_BIAS } from "../../model/sampler.ts";
 import type { DoneEvent, GenerationParams, TokenChoice, TokenEvent } from "./generator.ts";
+import { messageToolFields, toolCallId, type ToolRequest, toolRequest } from "./tools.ts";
 
 /** Which endpoint a body was sent to. */
 export type Endpoint = "chat" | "completion";
@@ -32,6 +39,13 @@ export interface ParsedRequest {
    * answered as one choice each (`index` = the prompt's place); `params` holds the first.
    */
   batch?: GenerationParams[];
+  /** Chat: the tools part of the request (tools.ts), checked. */
+  tools?: ToolRequest;
+  /**
+   * Chat with tools in play: how the output is parsed into calls (set by planTools once the
+   * model's tool format is known); absent, the output is content as generated.
+   */
+  toolParser?: ToolCallParserOptions;
 }
 
 /** Most prompts one completions request may carry. */
@@ -110,6 +124,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   }
   const params: GenerationParams = { model: body.model };
   let prompts: (string | number[])[] | undefined;
+  let tools: ToolRequest | undefined;
   if (endpoint === "chat") {
     if (!Array.isArray(body.messages) || body.messages.length === 0) {
       throw bad("messages", "messages must be a non-empty array of {role, content}");
@@ -127,24 +142,11 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
             CHAT_ROLES.join(", "),
         );
       }
-      return { role: msg.role, content: content(msg.content, i) };
+      const turn: ChatMessage = { role: msg.role, content: content(msg.content, i) };
+      messageToolFields(msg, i, turn);
+      return turn;
     });
-    for (const k of ["tools", "functions"]) {
-      if (Array.isArray(body[k]) && (body[k] as unknown[]).length > 0) {
-        throw bad(k, `${k} are not supported by this server`);
-      }
-    }
-    // Without tools (refused above) a tool call can only be declined: "required" or a named
-    // function could never be honoured.
-    const choice = body.tool_choice;
-    if (choice !== undefined && choice !== null && choice !== "none" && choice !== "auto") {
-      const what = JSON.stringify(choice);
-      throw bad(
-        "tool_choice",
-        `tool_choice ${what} needs tools, which this server does not support; leave it out ` +
-          `or send "none" or "auto"`,
-      );
-    }
+    tools = toolRequest(body);
   } else {
     // A string, token ids, or a list of either (one choice per prompt).
     const one = (prompt: unknown): string | number[] => {
@@ -250,6 +252,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
     includeUsage = usage === true;
   }
   const parsed: ParsedRequest = { endpoint, params, stream, includeUsage, logprobs };
+  if (tools) parsed.tools = tools;
   if (prompts && prompts.length > 1) {
     if (stream) {
       throw bad(
@@ -357,6 +360,13 @@ function chatLogprob(t: TokenChoice, top: TokenChoice[]) {
   return { ...enc(t), top_logprobs: top.map(enc) };
 }
 
+/** A call as a chat response carries it. */
+interface ResponseToolCall {
+  id: string;
+  type: "function";
+  function: { name: string; arguments: string };
+}
+
 /** Collects a generation into one response (and builds stream chunks on the way). */
 export class CompletionBuilder {
   /** Response id (`chatcmpl-…` / `cmpl-…`). */
@@ -366,32 +376,60 @@ export class CompletionBuilder {
   private text = "";
   private readonly tokens: TokenEvent[] = [];
   private sentRole = false;
+  /** Finds tool calls in the output, when tools are in play. */
+  private readonly parser?: ToolCallParser;
+  private readonly toolFormat?: ToolFormat;
+  /** The content outside tool calls (with a parser). */
+  private content = "";
+  private readonly calls: ResponseToolCall[] = [];
 
   /** A builder for one request (`index`: its choice's place among a batch's prompts). */
   constructor(readonly req: ParsedRequest, readonly model: string, readonly index = 0) {
     this.id = (req.endpoint === "chat" ? "chatcmpl-" : "cmpl-") + crypto.randomUUID();
+    if (req.toolParser) {
+      this.parser = new ToolCallParser(req.toolParser);
+      this.toolFormat = req.toolParser.format;
+    }
   }
 
-  /** Record a token; returns the stream chunk for it (or null when it adds nothing visible). */
-  token(ev: TokenEvent): Record<string, unknown> | null {
+  /** Record a token; returns the stream chunks for it (none when it adds nothing visible). */
+  token(ev: TokenEvent): Record<string, unknown>[] {
     const offset = this.text.length;
     this.text += ev.text;
     this.tokens.push(ev);
-    if (!this.req.stream) return null;
-    if (!ev.text && !this.req.logprobs && this.sentRole) return null;
-    return this.chunk(ev.text, null, this.req.logprobs ? this.logprobsOf([ev], offset) : null);
+    const logprobs = this.req.stream && this.req.logprobs ? this.logprobsOf([ev], offset) : null;
+    if (!this.parser) {
+      if (!this.req.stream) return [];
+      if (!ev.text && !this.req.logprobs && this.sentRole) return [];
+      return [this.chunk({ content: ev.text }, null, logprobs)];
+    }
+    const { text, calls } = this.decide(this.parser.push(ev.text));
+    if (!this.req.stream) return [];
+    const chunks = [];
+    if (text || logprobs || !this.sentRole) {
+      chunks.push(this.chunk({ content: text }, null, logprobs));
+    }
+    return [...chunks, ...calls.flatMap((c) => this.callChunks(c))];
   }
 
   /** The first chunk of a chat stream (role only), sent before any token. */
   roleChunk(): Record<string, unknown> | null {
     if (this.req.endpoint !== "chat" || this.sentRole) return null;
-    return this.chunk("", null, null);
+    return this.chunk({ content: "" }, null, null);
   }
 
-  /** The last content chunk, with finish_reason. */
-  finalChunk(done: DoneEvent): Record<string, unknown> {
+  /** The last chunks: what the end decided, the last with finish_reason. */
+  finalChunks(done: DoneEvent): Record<string, unknown>[] {
     this.text += done.text;
-    return this.chunk(done.text, finishReason(done), null);
+    if (!this.parser) return [this.chunk({ content: done.text }, finishReason(done), null)];
+    const { text, calls } = this.decide([
+      ...this.parser.push(done.text),
+      ...this.parser.finish(),
+    ]);
+    const chunks = text ? [this.chunk({ content: text }, null, null)] : [];
+    chunks.push(...calls.flatMap((c) => this.callChunks(c)));
+    chunks.push(this.chunk({}, this.finishReason(done), null));
+    return chunks;
   }
 
   /** The usage-only chunk (stream_options.include_usage). */
@@ -403,15 +441,83 @@ export class CompletionBuilder {
   response(done: DoneEvent): Record<string, unknown> {
     this.text += done.text;
     const logprobs = this.req.logprobs ? this.logprobsOf(this.tokens, 0) : null;
-    const choice = this.req.endpoint === "chat"
-      ? {
+    if (this.req.endpoint !== "chat") {
+      const choice = {
         index: this.index,
-        message: { role: "assistant", content: this.text, refusal: null },
+        text: this.text,
         logprobs,
         finish_reason: finishReason(done),
-      }
-      : { index: this.index, text: this.text, logprobs, finish_reason: finishReason(done) };
+      };
+      return { ...this.envelope(false), choices: [choice], usage: usage(done) };
+    }
+    const message: Record<string, unknown> = { role: "assistant", content: this.text };
+    if (this.parser) {
+      this.decide([...this.parser.push(done.text), ...this.parser.finish()]);
+      // Text around calls is what the model said besides them; only calls: content is null.
+      message.content = this.calls.length ? (this.content.trim() || null) : this.content;
+      if (this.calls.length) message.tool_calls = this.calls;
+    }
+    message.refusal = null;
+    const choice = {
+      index: this.index,
+      message,
+      logprobs,
+      finish_reason: this.finishReason(done),
+    };
     return { ...this.envelope(false), choices: [choice], usage: usage(done) };
+  }
+
+  /** Record what the parser decided: the content it let through, and the calls (with ids). */
+  private decide(pieces: ParsedPiece[]): { text: string; calls: ResponseToolCall[] } {
+    let text = "";
+    const calls: ResponseToolCall[] = [];
+    for (const p of pieces) {
+      if (p.kind === "content") {
+        text += p.text;
+        continue;
+      }
+      const call: ResponseToolCall = {
+        id: toolCallId(this.toolFormat!, p.call.id),
+        type: "function",
+        function: { name: p.call.name, arguments: p.call.arguments },
+      };
+      calls.push(call);
+    }
+    this.content += text;
+    this.calls.push(...calls);
+    return { text, calls };
+  }
+
+  /**
+   * A call as stream chunks, as OpenAI sends one: its index, id and name (arguments ""), then
+   * its arguments. The call comes out once its JSON is complete, so the arguments come whole.
+   */
+  private callChunks(call: ResponseToolCall): Record<string, unknown>[] {
+    const index = this.calls.indexOf(call);
+    return [
+      this.chunk(
+        {
+          tool_calls: [{
+            index,
+            id: call.id,
+            type: "function",
+            function: { name: call.function.name, arguments: "" },
+          }],
+        },
+        null,
+        null,
+      ),
+      this.chunk(
+        { tool_calls: [{ index, function: { arguments: call.function.arguments } }] },
+        null,
+        null,
+      ),
+    ];
+  }
+
+  /** finish_reason: "tool_calls" when the model stopped after calling tools. */
+  private finishReason(done: DoneEvent): string {
+    return this.calls.length && done.finishReason === "stop" ? "tool_calls" : finishReason(done);
   }
 
   /** Fields every response and chunk carries. */
@@ -427,23 +533,29 @@ export class CompletionBuilder {
     };
   }
 
-  /** One stream chunk with `text`, `finish` and `logprobs`. */
+  /**
+   * One stream chunk: a chat delta (`content` is left out when empty on a last chunk), or a
+   * completion's text; `finish` and `logprobs`.
+   */
   private chunk(
-    text: string,
+    delta: { content?: string; tool_calls?: unknown[] },
     finish: string | null,
     logprobs: unknown,
   ): Record<string, unknown> {
     let choice: Record<string, unknown>;
     if (this.req.endpoint === "chat") {
-      const delta: Record<string, unknown> = {};
+      const d: Record<string, unknown> = {};
       if (!this.sentRole) {
-        delta.role = "assistant";
+        d.role = "assistant";
         this.sentRole = true;
       }
-      if (text || finish === null) delta.content = text;
-      choice = { index: this.index, delta, logprobs, finish_reason: finish };
+      if (delta.content !== undefined && (delta.content || finish === null)) {
+        d.content = delta.content;
+      }
+      if (delta.tool_calls) d.tool_calls = delta.tool_calls;
+      choice = { index: this.index, delta: d, logprobs, finish_reason: finish };
     } else {
-      choice = { index: this.index, text, logprobs, finish_reason: finish };
+      choice = { index: this.index, text: delta.content ?? "", logprobs, finish_reason: finish };
     }
     return { ...this.envelope(true), choices: [choice] };
   }

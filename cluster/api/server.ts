@@ -22,6 +22,7 @@ import type {
   TextGenerator,
 } from "./generator.ts";
 import { CompletionBuilder, type Endpoint, parseRequest } from "./openai.ts";
+import { planTools } from "./tools.ts";
 
 /** The HTTP API port users see (DESIGN.md "Names users see"). */
 export const DEFAULT_HTTP_PORT = 8080;
@@ -232,9 +233,12 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     const served = opts.generator.models();
     // Looked up here as GET /v1/models/{id} does, so an unknown model is a 404 with param
     // "model" (an agent serving none answers for itself: start it with --model).
-    if (served.length > 0 && !findModel(opts.generator, parsed.params.model)) {
+    const info = findModel(opts.generator, parsed.params.model);
+    if (served.length > 0 && !info) {
       throw unknownModel(parsed.params.model, served.map((m) => m.id));
     }
+    // The model's template decides how tools are rendered and how calls are read back.
+    if (parsed.tools) parsed.toolParser = planTools(parsed.tools, parsed.params, info?.toolFormat);
     for (const p of parsed.batch ?? [parsed.params]) unsupported(p, opts.generator);
     const capacity = opts.generator.capacity?.();
     if (parsed.batch && capacity !== undefined && parsed.batch.length > capacity) {
@@ -465,10 +469,8 @@ async function complete(
       for (next = await pending; !next.done; next = await pending) {
         if (abort.signal.aborted) break;
         const ev: GenerationEvent = next.value;
-        if (ev.kind === "token") {
-          const chunk = builder.token(ev);
-          if (chunk) send(chunk);
-        } else done = ev;
+        if (ev.kind === "token") builder.token(ev).forEach(send);
+        else done = ev;
         pending = it.next();
       }
     } catch (e) {
@@ -478,7 +480,7 @@ async function complete(
       return;
     }
     if (done && !abort.signal.aborted) {
-      send(builder.finalChunk(done));
+      builder.finalChunks(done).forEach(send);
       if (parsed.includeUsage) send(builder.usageChunk(done));
       res.end("data: [DONE]\n\n");
     } else res.end();

@@ -1,6 +1,8 @@
 /**
  * Chat templates (`tokenizer.chat_template` rendered with `@huggingface/jinja`, or a plain
- * "System:/User:/Assistant:" transcript for models without one).
+ * "System:/User:/Assistant:" transcript for models without one), and tool calling: the formats
+ * templates use for calls (tools.ts) and the parser that finds calls in a model's output
+ * (tool_parser.ts).
  *
  * @example
  * ```ts
@@ -17,4 +19,33 @@ export {
   ChatTemplateError,
   FALLBACK_TEMPLATE,
   type RenderedChat,
+  type RenderOptions,
 } from "./template.ts";
+export {
+  argumentsKey,
+  checkToolCallId,
+  checkTools,
+  detectToolFormat,
+  type ForcedCall,
+  forcedToolCall,
+  genericToolPrompt,
+  MAX_TOOL_CALL_ID_CHARS,
+  MAX_TOOL_CALLS,
+  MAX_TOOL_JSON_DEPTH,
+  MAX_TOOLS,
+  MAX_TOOLS_CHARS,
+  parseToolArguments,
+  type ToolCallRecord,
+  type ToolChoice,
+  type ToolDef,
+  type ToolFormat,
+  toolMarkers,
+  ToolSpecError,
+} from "./tools.ts";
+export {
+  type ParsedPiece,
+  type ParsedToolCall,
+  parseToolOutput,
+  ToolCallParser,
+  type ToolCallParserOptions,
+} from "./tool_parser.ts";

@@ -7,6 +7,13 @@
  */
 import { Template } from "@huggingface/jinja";
 import type { MetadataLike, Tokenizer } from "../tokenizer/mod.ts";
+import {
+  detectToolFormat,
+  genericToolPrompt,
+  type ToolCallRecord,
+  type ToolDef,
+  type ToolFormat,
+} from "./tools.ts";
 
 /** One turn of a conversation. */
 export interface ChatMessage {
@@ -15,8 +22,22 @@ export interface ChatMessage {
    * rendered as "system", as OpenAI treats it.
    */
   role: string;
-  /** The turn's text. */
+  /** The turn's text ("" for an assistant turn that only called tools). */
   content: string;
+  /** An assistant turn's tool calls. */
+  toolCalls?: ToolCallRecord[];
+  /** A "tool" turn's answer to this call id. */
+  toolCallId?: string;
+  /** A "tool" turn's function name (some templates print it). */
+  name?: string;
+}
+
+/** Options of {@linkcode ChatTemplate.render}. */
+export interface RenderOptions {
+  /** End with the assistant's turn opener (default true). */
+  addGenerationPrompt?: boolean;
+  /** Tools offered to the model: given to the template, or described in a system prompt. */
+  tools?: readonly ToolDef[];
 }
 
 /** A rendered conversation, ready to tokenize. */
@@ -65,6 +86,8 @@ export class ChatTemplateError extends Error {
  */
 export class ChatTemplate {
   private readonly compiled: Template;
+  /** How this template's tool calls look (tools.ts); `generic` when it knows none. */
+  readonly toolFormat: ToolFormat;
 
   /** Compile `source`; `fromModel` says it came from the GGUF (its output holds control tokens). */
   constructor(
@@ -79,6 +102,7 @@ export class ChatTemplate {
     } catch (e) {
       throw new ChatTemplateError(`the chat template does not parse: ${(e as Error).message}`);
     }
+    this.toolFormat = detectToolFormat(source, fromModel);
   }
 
   /**
@@ -104,18 +128,29 @@ export class ChatTemplate {
   /** Set when the model's own template could not be used. */
   warning?: string;
 
-  /** Render `messages`, ending with the assistant's turn opener unless told otherwise. */
-  render(messages: ChatMessage[], opts: { addGenerationPrompt?: boolean } = {}): RenderedChat {
+  /**
+   * Render `messages`, ending with the assistant's turn opener unless told otherwise. Tool calls
+   * and results travel as transformers' `apply_chat_template` passes them (`tool_calls: [{id,
+   * type, function: {name, arguments}}]`, `tool_call_id`, `tools: [{type, function}]`); a
+   * `generic` template gets them as plain turns instead (tools.ts).
+   */
+  render(messages: ChatMessage[], opts: RenderOptions = {}): RenderedChat {
     if (messages.length === 0) throw new ChatTemplateError("messages is empty; send at least one");
+    const tools = opts.tools?.length ? opts.tools : undefined;
+    const generic = this.toolFormat === "generic";
+    const turns = generic ? genericTurns(messages, tools) : messages.map(templateTurn);
     let text: string;
     try {
       text = this.compiled.render({
-        // OpenAI's "developer" is the system prompt under its newer name; no template knows it
-        // (ChatML would render a turn the model never saw, others refuse the role).
-        messages: messages.map((m) => m.role === "developer" ? { ...m, role: "system" } : m),
+        messages: turns,
         add_generation_prompt: opts.addGenerationPrompt ?? true,
         bos_token: this.bosToken,
         eos_token: this.eosToken,
+        ...(tools && !generic
+          ? {
+            tools: tools.map((t) => ({ type: "function", function: { ...t } })),
+          }
+          : {}),
       });
     } catch (e) {
       throw new ChatTemplateError(
@@ -125,4 +160,68 @@ export class ChatTemplate {
     const hasBos = this.bosToken !== "" && text.startsWith(this.bosToken);
     return { text, addBos: this.addBosDefault && !hasBos, parseSpecial: this.fromModel };
   }
+}
+
+/**
+ * A turn as templates read it: OpenAI's "developer" is the system prompt under its newer name
+ * (no template knows it: ChatML would render a turn the model never saw, others refuse the
+ * role); tool fields only where set (Llama 3's template tests `'tool_calls' in message`).
+ */
+function templateTurn(m: ChatMessage): Record<string, unknown> {
+  const turn: Record<string, unknown> = {
+    role: m.role === "developer" ? "system" : m.role,
+    content: m.content,
+  };
+  if (m.toolCalls?.length) {
+    turn.tool_calls = m.toolCalls.map((c) => ({
+      id: c.id,
+      type: "function",
+      function: { name: c.name, arguments: c.arguments },
+    }));
+  }
+  if (m.toolCallId !== undefined) turn.tool_call_id = m.toolCallId;
+  if (m.name !== undefined) turn.name = m.name;
+  return turn;
+}
+
+/**
+ * The turns of a template that knows no tools: the tools described in the system prompt, calls
+ * written as the JSON the prompt asks for, and each run of tool results as one user turn (such
+ * templates refuse unknown roles or demand alternating user/assistant turns).
+ */
+function genericTurns(
+  messages: ChatMessage[],
+  tools: readonly ToolDef[] | undefined,
+): Record<string, unknown>[] {
+  const turns: Record<string, unknown>[] = [];
+  for (const m of messages) {
+    if (m.role === "tool") {
+      const result = { tool_call_id: m.toolCallId, name: m.name, content: m.content };
+      const last = turns.at(-1);
+      if (last?.results) (last.results as unknown[]).push(result);
+      else turns.push({ role: "user", results: [result] });
+      continue;
+    }
+    const turn = templateTurn(m);
+    if (m.toolCalls?.length) {
+      const calls = m.toolCalls.map((c) => ({ name: c.name, arguments: c.arguments }));
+      const json = JSON.stringify({ tool_calls: calls });
+      turn.content = m.content ? `${m.content}\n${json}` : json;
+      delete turn.tool_calls;
+    }
+    turns.push(turn);
+  }
+  for (const t of turns) {
+    if (t.results) {
+      t.content = JSON.stringify({ tool_results: t.results });
+      delete t.results;
+    }
+  }
+  if (tools) {
+    const prompt = genericToolPrompt(tools);
+    if (turns[0].role === "system") {
+      turns[0] = { ...turns[0], content: `${turns[0].content}\n\n${prompt}` };
+    } else turns.unshift({ role: "system", content: prompt });
+  }
+  return turns;
 }

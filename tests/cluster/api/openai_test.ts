@@ -98,8 +98,15 @@ Deno.test("fields OpenAI checks are checked: stream_options, echo, suffix, tool_
 });
 
 Deno.test("a chat message's role is one of OpenAI's; a range error prints its bounds exactly", () => {
+  // A tool result names the call it answers (tool_call_id), as OpenAI requires.
   const chat = (role: string) =>
-    refusedParam("chat", { messages: [{ role: "user", content: "a" }, { role, content: "b" }] });
+    refusedParam("chat", {
+      messages: [{ role: "user", content: "a" }, {
+        role,
+        content: "b",
+        ...(role === "tool" ? { tool_call_id: "call_1" } : {}),
+      }],
+    });
   for (const role of ["system", "developer", "user", "assistant", "tool", "function"]) {
     assertEquals(chat(role), "", role);
   }

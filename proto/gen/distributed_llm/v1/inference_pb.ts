@@ -26,7 +26,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file distributed_llm/v1/inference.proto.
  */
 export const file_distributed_llm_v1_inference: GenFile = /*@__PURE__*/
-  fileDesc("CiJkaXN0cmlidXRlZF9sbG0vdjEvaW5mZXJlbmNlLnByb3RvEhJkaXN0cmlidXRlZF9sbG0udjEiqQQKDVNhbXBsZXJQYXJhbXMSGAoLdGVtcGVyYXR1cmUYASABKAJIAIgBARISCgV0b3BfaxgCIAEoDUgBiAEBEhIKBXRvcF9wGAMgASgCSAKIAQESEgoFbWluX3AYBCABKAJIA4gBARIbCg5yZXBlYXRfcGVuYWx0eRgFIAEoAkgEiAEBEhoKDXJlcGVhdF9sYXN0X24YBiABKA1IBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgHIAEoAkgGiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYCCABKAJIB4gBARIRCgRzZWVkGAkgASgESAiIAQESFAoMdG9wX2xvZ3Byb2JzGAogASgNEgwKBGpzb24YCyABKAkSFAoMc2tpcF9sb2dwcm9iGAwgASgIEkQKCmxvZ2l0X2JpYXMYDSADKAsyMC5kaXN0cmlidXRlZF9sbG0udjEuU2FtcGxlclBhcmFtcy5Mb2dpdEJpYXNFbnRyeRowCg5Mb2dpdEJpYXNFbnRyeRILCgNrZXkYASABKA0SDQoFdmFsdWUYAiABKAI6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX2tCCAoGX3RvcF9wQggKBl9taW5fcEIRCg9fcmVwZWF0X3BlbmFsdHlCEAoOX3JlcGVhdF9sYXN0X25CFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5QhMKEV9wcmVzZW5jZV9wZW5hbHR5QgcKBV9zZWVkIqACCgtPcGVuU2Vzc2lvbhINCgVtb2RlbBgBIAEoCRIXCg9wbGFjZW1lbnRfZXBvY2gYAiABKAQSEwoLbWF4X2NvbnRleHQYAyABKA0SMQoOcmVzcG9uc2VfZHR5cGUYBCABKA4yGS5kaXN0cmlidXRlZF9sbG0udjEuRHR5cGUSMgoHc2FtcGxlchgFIAEoCzIhLmRpc3RyaWJ1dGVkX2xsbS52MS5TYW1wbGVyUGFyYW1zEjAKCmRvd25zdHJlYW0YBiADKAsyHC5kaXN0cmlidXRlZF9sbG0udjEuQ2hhaW5Ib3ASFQoNcHJlZml4X3Rva2VucxgHIAMoDRIUCgxyZXBseV9kaXJlY3QYCCABKAgSDgoGc2VuZGVyGAkgASgJIlIKCENoYWluSG9wEg8KB25vZGVfaWQYASABKAkSEgoKZnJvbV9sYXllchgCIAEoDRIQCgh0b19sYXllchgDIAEoDRIPCgd2ZXJzaW9uGAQgASgEIkUKDFN0YWdlRmFpbHVyZRIPCgdub2RlX2lkGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSEwoLc3RhbGVfZXBvY2gYAyABKAgiHgoMQ2xvc2VTZXNzaW9uEg4KBnJlYXNvbhgBIAEoCSKBAwoPQWN0aXZhdGlvbkZyYW1lEhIKCnNlc3Npb25faWQYASABKAkSDAoEc3RlcBgCIAEoBBISCgpmcm9tX2xheWVyGAMgASgNEhUKCHRvX2xheWVyGAQgASgNSACIAQESDQoFc2hhcGUYBSADKA0SKAoFZHR5cGUYBiABKA4yGS5kaXN0cmlidXRlZF9sbG0udjEuRHR5cGUSDAoEZGF0YRgHIAEoDBIRCglwb3NpdGlvbnMYCCADKA0SDgoGdG9rZW5zGAkgAygNEi0KBG9wZW4YCiABKAsyHy5kaXN0cmlidXRlZF9sbG0udjEuT3BlblNlc3Npb24SLwoFY2xvc2UYCyABKAsyIC5kaXN0cmlidXRlZF9sbG0udjEuQ2xvc2VTZXNzaW9uEhMKC3dhbnRfbG9naXRzGA0gASgIEg8KB3BhcnRpYWwYDiABKAgSFQoNY2FjaGVkX3ByZWZpeBgPIAEoDUILCglfdG9fbGF5ZXJKBAgMEA1SB3NhbXBsZXIi3wIKD0ZvcndhcmRSZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEgwKBHN0ZXAYAiABKAQSEgoKbmV4dF9sYXllchgDIAEoDRIsCgZoaWRkZW4YBCABKAsyGi5kaXN0cmlidXRlZF9sbG0udjEuVGVuc29ySAASLAoGbG9naXRzGAUgASgLMhouZGlzdHJpYnV0ZWRfbGxtLnYxLlRlbnNvckgAEjEKBXRva2VuGAYgASgLMiAuZGlzdHJpYnV0ZWRfbGxtLnYxLlNhbXBsZWRUb2tlbkgAEhIKCmNvbXB1dGVfbXMYByABKAESDgoGY2xvc2VkGAggASgIEjEKB2ZhaWx1cmUYCSABKAsyIC5kaXN0cmlidXRlZF9sbG0udjEuU3RhZ2VGYWlsdXJlEhUKDWNhY2hlZF90b2tlbnMYCiABKA0SDwoHcmVwbGllZBgLIAEoCEIICgZyZXN1bHQiTwoGVGVuc29yEg0KBXNoYXBlGAEgAygNEigKBWR0eXBlGAIgASgOMhkuZGlzdHJpYnV0ZWRfbGxtLnYxLkR0eXBlEgwKBGRhdGEYAyABKAwiaQoMU2FtcGxlZFRva2VuEhAKCHRva2VuX2lkGAEgASgNEg8KB2xvZ3Byb2IYAiABKAISNgoMdG9wX2xvZ3Byb2JzGAMgAygLMiAuZGlzdHJpYnV0ZWRfbGxtLnYxLlRva2VuTG9ncHJvYiI/CgxUb2tlbkxvZ3Byb2ISEAoIdG9rZW5faWQYASABKA0SDwoHbG9ncHJvYhgCIAEoAhIMCgR0ZXh0GAMgASgJIiwKC0NoYXRNZXNzYWdlEgwKBHJvbGUYASABKAkSDwoHY29udGVudBgCIAEoCSKCAgoPR2VuZXJhdGVSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRIxCghtZXNzYWdlcxgDIAMoCzIfLmRpc3RyaWJ1dGVkX2xsbS52MS5DaGF0TWVzc2FnZRISCgptYXhfdG9rZW5zGAQgASgNEjIKB3NhbXBsZXIYBSABKAsyIS5kaXN0cmlidXRlZF9sbG0udjEuU2FtcGxlclBhcmFtcxIMCgRzdG9wGAYgAygJEhIKCnJlcXVlc3RfaWQYByABKAkSMwoQYWN0aXZhdGlvbl9kdHlwZRgIIAEoDjIZLmRpc3RyaWJ1dGVkX2xsbS52MS5EdHlwZSK7AgoQR2VuZXJhdGVSZXNwb25zZRISCgpyZXF1ZXN0X2lkGAEgASgJEg0KBWluZGV4GAIgASgNEhAKCHRva2VuX2lkGAMgASgNEgwKBHRleHQYBCABKAkSDwoHbG9ncHJvYhgFIAEoAhI2Cgx0b3BfbG9ncHJvYnMYBiADKAsyIC5kaXN0cmlidXRlZF9sbG0udjEuVG9rZW5Mb2dwcm9iEjcKDWZpbmlzaF9yZWFzb24YByABKA4yIC5kaXN0cmlidXRlZF9sbG0udjEuRmluaXNoUmVhc29uEjAKCXBsYWNlbWVudBgIIAEoCzIdLmRpc3RyaWJ1dGVkX2xsbS52MS5QbGFjZW1lbnQSMAoFdXNhZ2UYCSABKAsyIS5kaXN0cmlidXRlZF9sbG0udjEuR2VuZXJhdGVVc2FnZSKXAQoNR2VuZXJhdGVVc2FnZRIVCg1wcm9tcHRfdG9rZW5zGAEgASgNEhkKEWNvbXBsZXRpb25fdG9rZW5zGAIgASgNEh4KFnRpbWVfdG9fZmlyc3RfdG9rZW5fbXMYAyABKAESIAoYZGVjb2RlX3Rva2Vuc19wZXJfc2Vjb25kGAQgASgBEhIKCnJlY292ZXJpZXMYBSABKA0iIwoNQ2FuY2VsUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJIiMKDkNhbmNlbFJlc3BvbnNlEhEKCWNhbmNlbGxlZBgBIAEoCCo8CgVEdHlwZRIVChFEVFlQRV9VTlNQRUNJRklFRBAAEg0KCURUWVBFX0YzMhABEg0KCURUWVBFX0YxNhACKp0BCgxGaW5pc2hSZWFzb24SHQoZRklOSVNIX1JFQVNPTl9VTlNQRUNJRklFRBAAEhYKEkZJTklTSF9SRUFTT05fU1RPUBABEhgKFEZJTklTSF9SRUFTT05fTEVOR1RIEAISHwobRklOSVNIX1JFQVNPTl9TVE9QX1NFUVVFTkNFEAMSGwoXRklOSVNIX1JFQVNPTl9DQU5DRUxMRUQQBDKVAgoQSW5mZXJlbmNlU2VydmljZRJXCgdGb3J3YXJkEiMuZGlzdHJpYnV0ZWRfbGxtLnYxLkFjdGl2YXRpb25GcmFtZRojLmRpc3RyaWJ1dGVkX2xsbS52MS5Gb3J3YXJkUmVzcG9uc2UoATABElcKCEdlbmVyYXRlEiMuZGlzdHJpYnV0ZWRfbGxtLnYxLkdlbmVyYXRlUmVxdWVzdBokLmRpc3RyaWJ1dGVkX2xsbS52MS5HZW5lcmF0ZVJlc3BvbnNlMAESTwoGQ2FuY2VsEiEuZGlzdHJpYnV0ZWRfbGxtLnYxLkNhbmNlbFJlcXVlc3QaIi5kaXN0cmlidXRlZF9sbG0udjEuQ2FuY2VsUmVzcG9uc2ViBnByb3RvMw", [file_distributed_llm_v1_types]);
+  fileDesc("CiJkaXN0cmlidXRlZF9sbG0vdjEvaW5mZXJlbmNlLnByb3RvEhJkaXN0cmlidXRlZF9sbG0udjEiqQQKDVNhbXBsZXJQYXJhbXMSGAoLdGVtcGVyYXR1cmUYASABKAJIAIgBARISCgV0b3BfaxgCIAEoDUgBiAEBEhIKBXRvcF9wGAMgASgCSAKIAQESEgoFbWluX3AYBCABKAJIA4gBARIbCg5yZXBlYXRfcGVuYWx0eRgFIAEoAkgEiAEBEhoKDXJlcGVhdF9sYXN0X24YBiABKA1IBYgBARIeChFmcmVxdWVuY3lfcGVuYWx0eRgHIAEoAkgGiAEBEh0KEHByZXNlbmNlX3BlbmFsdHkYCCABKAJIB4gBARIRCgRzZWVkGAkgASgESAiIAQESFAoMdG9wX2xvZ3Byb2JzGAogASgNEgwKBGpzb24YCyABKAkSFAoMc2tpcF9sb2dwcm9iGAwgASgIEkQKCmxvZ2l0X2JpYXMYDSADKAsyMC5kaXN0cmlidXRlZF9sbG0udjEuU2FtcGxlclBhcmFtcy5Mb2dpdEJpYXNFbnRyeRowCg5Mb2dpdEJpYXNFbnRyeRILCgNrZXkYASABKA0SDQoFdmFsdWUYAiABKAI6AjgBQg4KDF90ZW1wZXJhdHVyZUIICgZfdG9wX2tCCAoGX3RvcF9wQggKBl9taW5fcEIRCg9fcmVwZWF0X3BlbmFsdHlCEAoOX3JlcGVhdF9sYXN0X25CFAoSX2ZyZXF1ZW5jeV9wZW5hbHR5QhMKEV9wcmVzZW5jZV9wZW5hbHR5QgcKBV9zZWVkIqACCgtPcGVuU2Vzc2lvbhINCgVtb2RlbBgBIAEoCRIXCg9wbGFjZW1lbnRfZXBvY2gYAiABKAQSEwoLbWF4X2NvbnRleHQYAyABKA0SMQoOcmVzcG9uc2VfZHR5cGUYBCABKA4yGS5kaXN0cmlidXRlZF9sbG0udjEuRHR5cGUSMgoHc2FtcGxlchgFIAEoCzIhLmRpc3RyaWJ1dGVkX2xsbS52MS5TYW1wbGVyUGFyYW1zEjAKCmRvd25zdHJlYW0YBiADKAsyHC5kaXN0cmlidXRlZF9sbG0udjEuQ2hhaW5Ib3ASFQoNcHJlZml4X3Rva2VucxgHIAMoDRIUCgxyZXBseV9kaXJlY3QYCCABKAgSDgoGc2VuZGVyGAkgASgJIlIKCENoYWluSG9wEg8KB25vZGVfaWQYASABKAkSEgoKZnJvbV9sYXllchgCIAEoDRIQCgh0b19sYXllchgDIAEoDRIPCgd2ZXJzaW9uGAQgASgEIkUKDFN0YWdlRmFpbHVyZRIPCgdub2RlX2lkGAEgASgJEg8KB21lc3NhZ2UYAiABKAkSEwoLc3RhbGVfZXBvY2gYAyABKAgiHgoMQ2xvc2VTZXNzaW9uEg4KBnJlYXNvbhgBIAEoCSKBAwoPQWN0aXZhdGlvbkZyYW1lEhIKCnNlc3Npb25faWQYASABKAkSDAoEc3RlcBgCIAEoBBISCgpmcm9tX2xheWVyGAMgASgNEhUKCHRvX2xheWVyGAQgASgNSACIAQESDQoFc2hhcGUYBSADKA0SKAoFZHR5cGUYBiABKA4yGS5kaXN0cmlidXRlZF9sbG0udjEuRHR5cGUSDAoEZGF0YRgHIAEoDBIRCglwb3NpdGlvbnMYCCADKA0SDgoGdG9rZW5zGAkgAygNEi0KBG9wZW4YCiABKAsyHy5kaXN0cmlidXRlZF9sbG0udjEuT3BlblNlc3Npb24SLwoFY2xvc2UYCyABKAsyIC5kaXN0cmlidXRlZF9sbG0udjEuQ2xvc2VTZXNzaW9uEhMKC3dhbnRfbG9naXRzGA0gASgIEg8KB3BhcnRpYWwYDiABKAgSFQoNY2FjaGVkX3ByZWZpeBgPIAEoDUILCglfdG9fbGF5ZXJKBAgMEA1SB3NhbXBsZXIi3wIKD0ZvcndhcmRSZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgJEgwKBHN0ZXAYAiABKAQSEgoKbmV4dF9sYXllchgDIAEoDRIsCgZoaWRkZW4YBCABKAsyGi5kaXN0cmlidXRlZF9sbG0udjEuVGVuc29ySAASLAoGbG9naXRzGAUgASgLMhouZGlzdHJpYnV0ZWRfbGxtLnYxLlRlbnNvckgAEjEKBXRva2VuGAYgASgLMiAuZGlzdHJpYnV0ZWRfbGxtLnYxLlNhbXBsZWRUb2tlbkgAEhIKCmNvbXB1dGVfbXMYByABKAESDgoGY2xvc2VkGAggASgIEjEKB2ZhaWx1cmUYCSABKAsyIC5kaXN0cmlidXRlZF9sbG0udjEuU3RhZ2VGYWlsdXJlEhUKDWNhY2hlZF90b2tlbnMYCiABKA0SDwoHcmVwbGllZBgLIAEoCEIICgZyZXN1bHQiTwoGVGVuc29yEg0KBXNoYXBlGAEgAygNEigKBWR0eXBlGAIgASgOMhkuZGlzdHJpYnV0ZWRfbGxtLnYxLkR0eXBlEgwKBGRhdGEYAyABKAwiaQoMU2FtcGxlZFRva2VuEhAKCHRva2VuX2lkGAEgASgNEg8KB2xvZ3Byb2IYAiABKAISNgoMdG9wX2xvZ3Byb2JzGAMgAygLMiAuZGlzdHJpYnV0ZWRfbGxtLnYxLlRva2VuTG9ncHJvYiI/CgxUb2tlbkxvZ3Byb2ISEAoIdG9rZW5faWQYASABKA0SDwoHbG9ncHJvYhgCIAEoAhIMCgR0ZXh0GAMgASgJIoIBCgtDaGF0TWVzc2FnZRIMCgRyb2xlGAEgASgJEg8KB2NvbnRlbnQYAiABKAkSMAoKdG9vbF9jYWxscxgDIAMoCzIcLmRpc3RyaWJ1dGVkX2xsbS52MS5Ub29sQ2FsbBIUCgx0b29sX2NhbGxfaWQYBCABKAkSDAoEbmFtZRgFIAEoCSI3CghUb29sQ2FsbBIKCgJpZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCWFyZ3VtZW50cxgDIAEoCSKWAgoPR2VuZXJhdGVSZXF1ZXN0Eg0KBW1vZGVsGAEgASgJEg4KBnByb21wdBgCIAEoCRIxCghtZXNzYWdlcxgDIAMoCzIfLmRpc3RyaWJ1dGVkX2xsbS52MS5DaGF0TWVzc2FnZRISCgptYXhfdG9rZW5zGAQgASgNEjIKB3NhbXBsZXIYBSABKAsyIS5kaXN0cmlidXRlZF9sbG0udjEuU2FtcGxlclBhcmFtcxIMCgRzdG9wGAYgAygJEhIKCnJlcXVlc3RfaWQYByABKAkSMwoQYWN0aXZhdGlvbl9kdHlwZRgIIAEoDjIZLmRpc3RyaWJ1dGVkX2xsbS52MS5EdHlwZRISCgp0b29sc19qc29uGAkgASgJIrsCChBHZW5lcmF0ZVJlc3BvbnNlEhIKCnJlcXVlc3RfaWQYASABKAkSDQoFaW5kZXgYAiABKA0SEAoIdG9rZW5faWQYAyABKA0SDAoEdGV4dBgEIAEoCRIPCgdsb2dwcm9iGAUgASgCEjYKDHRvcF9sb2dwcm9icxgGIAMoCzIgLmRpc3RyaWJ1dGVkX2xsbS52MS5Ub2tlbkxvZ3Byb2ISNwoNZmluaXNoX3JlYXNvbhgHIAEoDjIgLmRpc3RyaWJ1dGVkX2xsbS52MS5GaW5pc2hSZWFzb24SMAoJcGxhY2VtZW50GAggASgLMh0uZGlzdHJpYnV0ZWRfbGxtLnYxLlBsYWNlbWVudBIwCgV1c2FnZRgJIAEoCzIhLmRpc3RyaWJ1dGVkX2xsbS52MS5HZW5lcmF0ZVVzYWdlIpcBCg1HZW5lcmF0ZVVzYWdlEhUKDXByb21wdF90b2tlbnMYASABKA0SGQoRY29tcGxldGlvbl90b2tlbnMYAiABKA0SHgoWdGltZV90b19maXJzdF90b2tlbl9tcxgDIAEoARIgChhkZWNvZGVfdG9rZW5zX3Blcl9zZWNvbmQYBCABKAESEgoKcmVjb3ZlcmllcxgFIAEoDSIjCg1DYW5jZWxSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkiIwoOQ2FuY2VsUmVzcG9uc2USEQoJY2FuY2VsbGVkGAEgASgIKjwKBUR0eXBlEhUKEURUWVBFX1VOU1BFQ0lGSUVEEAASDQoJRFRZUEVfRjMyEAESDQoJRFRZUEVfRjE2EAIqnQEKDEZpbmlzaFJlYXNvbhIdChlGSU5JU0hfUkVBU09OX1VOU1BFQ0lGSUVEEAASFgoSRklOSVNIX1JFQVNPTl9TVE9QEAESGAoURklOSVNIX1JFQVNPTl9MRU5HVEgQAhIfChtGSU5JU0hfUkVBU09OX1NUT1BfU0VRVUVOQ0UQAxIbChdGSU5JU0hfUkVBU09OX0NBTkNFTExFRBAEMpUCChBJbmZlcmVuY2VTZXJ2aWNlElcKB0ZvcndhcmQSIy5kaXN0cmlidXRlZF9sbG0udjEuQWN0aXZhdGlvbkZyYW1lGiMuZGlzdHJpYnV0ZWRfbGxtLnYxLkZvcndhcmRSZXNwb25zZSgBMAESVwoIR2VuZXJhdGUSIy5kaXN0cmlidXRlZF9sbG0udjEuR2VuZXJhdGVSZXF1ZXN0GiQuZGlzdHJpYnV0ZWRfbGxtLnYxLkdlbmVyYXRlUmVzcG9uc2UwARJPCgZDYW5jZWwSIS5kaXN0cmlidXRlZF9sbG0udjEuQ2FuY2VsUmVxdWVzdBoiLmRpc3RyaWJ1dGVkX2xsbS52MS5DYW5jZWxSZXNwb25zZWIGcHJvdG8z", [file_distributed_llm_v1_types]);
 
 /**
  * How the tail stage picks the next token. Every field is optional: unset means the engine's
@@ -677,19 +677,40 @@ export const TokenLogprobSchema: GenMessage<TokenLogprob> = /*@__PURE__*/
  */
 export type ChatMessage = Message<"distributed_llm.v1.ChatMessage"> & {
   /**
-   * "system", "user" or "assistant" ("developer" is rendered as "system"; templates may take
-   * others).
+   * "system", "user", "assistant" or "tool" ("developer" is rendered as "system"; templates may
+   * take others).
    *
    * @generated from field: string role = 1;
    */
   role: string;
 
   /**
-   * Message text.
+   * Message text ("" for an assistant turn that only called tools).
    *
    * @generated from field: string content = 2;
    */
   content: string;
+
+  /**
+   * An assistant turn's tool calls (at most 128).
+   *
+   * @generated from field: repeated distributed_llm.v1.ToolCall tool_calls = 3;
+   */
+  toolCalls: ToolCall[];
+
+  /**
+   * A "tool" turn: the id of the call it answers (required there, at most 256 characters).
+   *
+   * @generated from field: string tool_call_id = 4;
+   */
+  toolCallId: string;
+
+  /**
+   * A "tool" turn: the function's name (optional; some templates print it).
+   *
+   * @generated from field: string name = 5;
+   */
+  name: string;
 };
 
 /**
@@ -698,6 +719,41 @@ export type ChatMessage = Message<"distributed_llm.v1.ChatMessage"> & {
  */
 export const ChatMessageSchema: GenMessage<ChatMessage> = /*@__PURE__*/
   messageDesc(file_distributed_llm_v1_inference, 10);
+
+/**
+ * A tool call made by an assistant turn, as OpenAI's chat API carries it.
+ *
+ * @generated from message distributed_llm.v1.ToolCall
+ */
+export type ToolCall = Message<"distributed_llm.v1.ToolCall"> & {
+  /**
+   * The id a "tool" turn's tool_call_id refers to.
+   *
+   * @generated from field: string id = 1;
+   */
+  id: string;
+
+  /**
+   * The function called.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Its arguments: JSON text.
+   *
+   * @generated from field: string arguments = 3;
+   */
+  arguments: string;
+};
+
+/**
+ * Describes the message distributed_llm.v1.ToolCall.
+ * Use `create(ToolCallSchema)` to create a new message.
+ */
+export const ToolCallSchema: GenMessage<ToolCall> = /*@__PURE__*/
+  messageDesc(file_distributed_llm_v1_inference, 11);
 
 /**
  * Request of InferenceService.Generate. Exactly one of prompt and messages is set.
@@ -761,6 +817,16 @@ export type GenerateRequest = Message<"distributed_llm.v1.GenerateRequest"> & {
    * @generated from field: distributed_llm.v1.Dtype activation_dtype = 8;
    */
   activationDtype: Dtype;
+
+  /**
+   * Tools offered to the model with messages: OpenAI's `tools` array as JSON text
+   * ([{"type": "function", "function": {"name", "description", "parameters"}}], at most 128
+   * tools and 256 KiB); the template renders them (or a system prompt describes them). The output
+   * is the model's raw text: calls are not parsed here (the HTTP API does that).
+   *
+   * @generated from field: string tools_json = 9;
+   */
+  toolsJson: string;
 };
 
 /**
@@ -768,7 +834,7 @@ export type GenerateRequest = Message<"distributed_llm.v1.GenerateRequest"> & {
  * Use `create(GenerateRequestSchema)` to create a new message.
  */
 export const GenerateRequestSchema: GenMessage<GenerateRequest> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_inference, 11);
+  messageDesc(file_distributed_llm_v1_inference, 12);
 
 /**
  * One message of the Generate stream: usually one token.
@@ -847,7 +913,7 @@ export type GenerateResponse = Message<"distributed_llm.v1.GenerateResponse"> & 
  * Use `create(GenerateResponseSchema)` to create a new message.
  */
 export const GenerateResponseSchema: GenMessage<GenerateResponse> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_inference, 12);
+  messageDesc(file_distributed_llm_v1_inference, 13);
 
 /**
  * Counts and timings of one finished generation.
@@ -896,7 +962,7 @@ export type GenerateUsage = Message<"distributed_llm.v1.GenerateUsage"> & {
  * Use `create(GenerateUsageSchema)` to create a new message.
  */
 export const GenerateUsageSchema: GenMessage<GenerateUsage> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_inference, 13);
+  messageDesc(file_distributed_llm_v1_inference, 14);
 
 /**
  * Request of InferenceService.Cancel.
@@ -917,7 +983,7 @@ export type CancelRequest = Message<"distributed_llm.v1.CancelRequest"> & {
  * Use `create(CancelRequestSchema)` to create a new message.
  */
 export const CancelRequestSchema: GenMessage<CancelRequest> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_inference, 14);
+  messageDesc(file_distributed_llm_v1_inference, 15);
 
 /**
  * Response of InferenceService.Cancel.
@@ -938,7 +1004,7 @@ export type CancelResponse = Message<"distributed_llm.v1.CancelResponse"> & {
  * Use `create(CancelResponseSchema)` to create a new message.
  */
 export const CancelResponseSchema: GenMessage<CancelResponse> = /*@__PURE__*/
-  messageDesc(file_distributed_llm_v1_inference, 15);
+  messageDesc(file_distributed_llm_v1_inference, 16);
 
 /**
  * Element type of an activation tensor. Little-endian, row-major.
