@@ -102,9 +102,10 @@ export class ToolCallParser {
   /**
    * `text`: looking for a call marker (Hermes, Mistral); `lead`: where a markerless call may
    * begin (the output's start, or after a call); `call`: inside a call's JSON; `close`: after a
-   * Hermes call, where `</tool_call>` may follow; `content`: the rest is content.
+   * Hermes call, where `</tool_call>` may follow; `after`: after a marked call, where
+   * whitespace before the next call or the end is dropped; `content`: the rest is content.
    */
-  private state: "text" | "lead" | "call" | "close" | "content";
+  private state: "text" | "lead" | "call" | "close" | "after" | "content";
   /** The text that opened the current call (its marker), given back if the call is malformed. */
   private opener = "";
   private span = new JsonSpan();
@@ -217,7 +218,7 @@ export class ToolCallParser {
           this.state = this.opts.format === "hermes" && this.marker
             ? "close"
             : this.marker
-            ? "text"
+            ? "after"
             : "lead";
           continue;
         }
@@ -226,12 +227,20 @@ export class ToolCallParser {
           const close = "</tool_call>";
           if (t.startsWith(close)) {
             this.buf = t.slice(close.length);
-            this.state = "text";
+            this.state = "after";
             continue;
           }
           if (!final && close.startsWith(t)) return out;
           // No closing tag (the turn ended, or text follows): the call stands.
-          this.buf = t;
+          this.state = "after";
+          continue;
+        }
+        case "after": {
+          // Whitespace between calls, or after the last, is no content.
+          const t = this.buf.trimStart();
+          const marker = this.marker!;
+          if (!final && marker.startsWith(t)) return out;
+          if (t === "" || t.startsWith(marker)) this.buf = t;
           this.state = "text";
           continue;
         }
