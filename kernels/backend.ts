@@ -80,7 +80,7 @@ export interface KVCache {
   readonly type: KVType;
 }
 
-/** Rotary position embedding parameters (ggml_rope_ext with ext_factor 0, attn_factor 1). */
+/** Rotary position embedding parameters (ggml_rope_ext with ext_factor 0). */
 export interface RopeParams {
   readonly nHeads: number;
   readonly headDim: number;
@@ -93,9 +93,14 @@ export interface RopeParams {
   readonly neox: boolean;
   /**
    * Per-frequency divisors of θ, ropeDim/2 of them (`rope_freqs.weight`: Llama 3.1's long
-   * context scaling); absent: all 1.
+   * context scaling; LongRoPE's long or short set); absent: all 1.
    */
   readonly freqFactors?: Float32Array;
+  /**
+   * ggml_rope_ext's attn_factor (mscale): cos θ and sin θ are each multiplied by it in float
+   * (`rope.scaling.attn_factor`, LongRoPE's √(1 + ln s / ln n)); absent: 1.
+   */
+  readonly attnFactor?: number;
 }
 
 /** One sequence of a batch in {@link Backend.attentionMany}: its cache, positions and rows. */

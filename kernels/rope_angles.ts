@@ -1,15 +1,17 @@
 /**
  * The cos/sin table of rotary position embedding, as llama.cpp's CPU backend builds it
- * (`ggml_rope_cache_init`, ext_factor 0, attn_factor 1): θ starts at the position, is multiplied
- * by theta_scale = base^(−2/ropeDim) in float for each pair, and each angle freqScale·θ goes
- * through glibc's `cosf` / `sinf` (`reference/libm.ts`). Every backend rotates
- * with this one table, so they agree with each other and with llama.cpp bit for bit.
+ * (`ggml_rope_cache_init`, ext_factor 0): θ starts at the position, is multiplied by theta_scale =
+ * base^(−2/ropeDim) in float for each pair, and each angle freqScale·θ goes through glibc's `cosf`
+ * / `sinf` (`reference/libm.ts`). Every backend rotates with this one table, so they agree with
+ * each other and with llama.cpp bit for bit.
  *
- * With frequency factors (`rope_freqs.weight`, Llama 3.1+), pair i's θ is divided by factor i
- * in float before the scale, as `ggml_rope_cache_init` does.
+ * With frequency factors (`rope_freqs.weight`, Llama 3.1+; LongRoPE's long or short set), pair
+ * i's θ is divided by factor i in float before the scale, as `ggml_rope_cache_init` does. With an
+ * attention factor ≠ 1 (`rope.scaling.attn_factor`), cos and sin are each multiplied by it in
+ * float, as `rope_yarn` does with its mscale when ext_factor is 0.
  *
  * A position's angles never change, so they are computed once per (ropeDim, base, scale,
- * factors) and kept: 4·ropeDim bytes per position, against a KV cache of 8·kvDim bytes per layer
+ * factors, attention factor) and kept: 4·ropeDim bytes per position, against a KV cache of 8·kvDim bytes per layer
  * per position.
  *
  * @module
@@ -27,10 +29,17 @@ class AngleTable {
   readonly #thetaScale: number;
   readonly #freqScale: number;
   readonly #factors?: Float32Array;
+  readonly #mscale: number;
   #cs = new Float32Array(0);
   #have = new Uint8Array(0);
 
-  constructor(ropeDim: number, freqBase: number, freqScale: number, factors?: Float32Array) {
+  constructor(
+    ropeDim: number,
+    freqBase: number,
+    freqScale: number,
+    factors?: Float32Array,
+    mscale = 1,
+  ) {
     this.#half = ropeDim / 2;
     if (factors && factors.length !== this.#half) {
       throw new RangeError(
@@ -42,6 +51,7 @@ class AngleTable {
     // 3036 base/width pairs tested differs: 40000 at 118); see tests/kernels/reference/libm_test.ts.
     this.#thetaScale = fr(Math.pow(fr(freqBase), fr(-2 / ropeDim)));
     this.#freqScale = fr(freqScale);
+    this.#mscale = fr(mscale);
   }
 
   /** Write position `pos`'s (cos, sin) pairs at `out[at ..]`. */
@@ -73,9 +83,15 @@ class AngleTable {
   #compute(pos: number, out: Float32Array, at: number): void {
     let theta = fr(pos);
     const ff = this.#factors;
+    const m = this.#mscale;
     for (let i = 0; i < this.#half; i++) {
       const th = fr(this.#freqScale * (ff ? fr(theta / ff[i]) : theta));
       cosSinfGlibc(th, out, at + 2 * i);
+      if (m !== 1) {
+        // float × float, rounded once: the product of two floats is exact in a double.
+        out[at + 2 * i] *= m;
+        out[at + 2 * i + 1] *= m;
+      }
       theta = fr(theta * this.#thetaScale);
     }
   }
@@ -91,7 +107,7 @@ const factorKeys = new WeakMap<Float32Array, string>();
  */
 export function ropeAngles(
   positions: Int32Array,
-  p: Pick<RopeParams, "ropeDim" | "freqBase" | "freqScale" | "freqFactors">,
+  p: Pick<RopeParams, "ropeDim" | "freqBase" | "freqScale" | "freqFactors" | "attnFactor">,
   out?: Float32Array,
   at = 0,
 ): Float32Array {
@@ -102,10 +118,11 @@ export function ropeAngles(
     ff = factorKeys.get(p.freqFactors) ?? p.freqFactors.join(",");
     factorKeys.set(p.freqFactors, ff);
   }
-  const key = `${p.ropeDim}/${p.freqBase}/${p.freqScale}/${ff}`;
+  const mscale = p.attnFactor ?? 1;
+  const key = `${p.ropeDim}/${p.freqBase}/${p.freqScale}/${mscale}/${ff}`;
   let table = tables.get(key);
   if (!table) {
-    table = new AngleTable(p.ropeDim, p.freqBase, p.freqScale, p.freqFactors);
+    table = new AngleTable(p.ropeDim, p.freqBase, p.freqScale, p.freqFactors, mscale);
     tables.set(key, table);
   }
   const n = p.ropeDim;

@@ -38,6 +38,23 @@ export interface LlamaConfig {
   readonly ropeFreqScale: number;
   /** NEOX ordering (qwen2) rotates (i, i+d/2); normal ordering (llama) rotates (2i, 2i+1). */
   readonly ropeNeox: boolean;
+  /**
+   * `rope.scaling.attn_factor` (1 when absent): llama.cpp multiplies RoPE's cos and sin by it
+   * (ggml_rope_ext's attn_factor, ext_factor 0), in every architecture's graph. LongRoPE files
+   * carry √(1 + ln(context / original) / ln(original)): 1.19 for Phi-3 mini 128k.
+   */
+  readonly ropeAttnFactor: number;
+  /**
+   * LongRoPE (phi3 with `rope_factors_long.weight` and `rope_factors_short.weight`: Phi-3 mini
+   * 128k, Phi-3.5 mini, Phi-4 mini): a session whose context exceeds `ropeOrigContext` rotates
+   * with the long factors, any other with the short ones (model/rope_factors.ts).
+   */
+  readonly longRope: boolean;
+  /**
+   * `rope.scaling.original_context_length`, llama.cpp's n_ctx_orig_yarn (context_length when
+   * absent): the context LongRoPE's short factors serve.
+   */
+  readonly ropeOrigContext: number;
   /** RMSNorm of each head's q and k (attn_q_norm, attn_k_norm) before RoPE. */
   readonly qkNorm: boolean;
   /** Experts per layer (0: dense FFN), experts used per token, FFN size of one expert. */
@@ -132,14 +149,15 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
         `is not part of the ${arch} architecture (llama.cpp refuses it too)`,
     );
   }
-  // Keys llama.cpp honours that change the math this code does not do: refused, not ignored.
-  const attnFactor = num(md, k("rope.scaling.attn_factor"));
-  if (attnFactor !== undefined && attnFactor !== 1) {
+  // llama.cpp reads it for every architecture (hparams.rope_attn_factor) and every graph here
+  // passes it to ggml_rope_ext; a value that is no scale at all is refused rather than run.
+  const ropeAttnFactor = num(md, k("rope.scaling.attn_factor")) ?? 1;
+  if (!(Number.isFinite(ropeAttnFactor) && ropeAttnFactor > 0)) {
     throw new ModelConfigError(
-      `rope.scaling.attn_factor ${attnFactor} is not supported (only 1: llama.cpp scales q ` +
-        `and k by it)`,
+      `rope.scaling.attn_factor ${ropeAttnFactor} is not a positive number`,
     );
   }
+  // Keys llama.cpp honours that change the math this code does not do: refused, not ignored.
   if (md.get(k("attention.causal")) === false) {
     throw new ModelConfigError(
       `attention.causal is false (an embedding model's non-causal attention is not supported)`,
@@ -176,6 +194,10 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
   const moe = readExperts(md, arch);
   const swa = readSlidingWindow(md, arch);
   const name = md.get("general.name");
+  // Required, as llama.cpp requires it and the rms epsilon (llama-model.cpp reads both without a
+  // default): a default would run a file llama.cpp refuses, with other numbers than its author
+  // meant.
+  const contextLength = positiveInt(k("context_length"), required(md, k("context_length")));
   return {
     arch,
     name: typeof name === "string" ? name : arch,
@@ -186,14 +208,19 @@ export function readConfig(md: MetadataView, nVocab: number): LlamaConfig {
     nKVHeads,
     headDim,
     nVocab,
-    // Required, as llama.cpp requires them (llama-model.cpp reads both without a default): a
-    // default would run a file llama.cpp refuses, with other numbers than its author meant.
-    contextLength: positiveInt(k("context_length"), required(md, k("context_length"))),
+    contextLength,
     rmsEps: required(md, k("attention.layer_norm_rms_epsilon")),
     ropeDim,
     ropeFreqBase: num(md, k("rope.freq_base")) ?? 10000,
     ropeFreqScale,
     ropeNeox: arch !== "llama",
+    ropeAttnFactor,
+    // Set by configFromFile, which sees the tensors.
+    longRope: false,
+    ropeOrigContext: positiveInt(
+      k("rope.scaling.original_context_length"),
+      num(md, k("rope.scaling.original_context_length")) ?? contextLength,
+    ),
     qkNorm: arch === "qwen3" || arch === "qwen3moe" || arch === "gemma3",
     ...moe,
     ...swa,
@@ -275,11 +302,17 @@ export interface ConfigSource {
 export function configFromFile(src: ConfigSource): LlamaConfig {
   const embd = src.tensor("token_embd.weight");
   if (!embd) throw new ModelConfigError("model has no tensor token_embd.weight");
-  const config = readConfig(src.metadata, embd.dims[1] ?? 0);
+  let config = readConfig(src.metadata, embd.dims[1] ?? 0);
   checkAgainstTensors(config, src);
   checkTensorNames(config, src);
+  if (config.arch === "phi3" && src.tensor(LONG_ROPE_TENSORS[0])) {
+    config = { ...config, longRope: true };
+  }
   return config;
 }
+
+/** LongRoPE's factor tensors (phi3): the long set, then the short one. */
+export const LONG_ROPE_TENSORS = ["rope_factors_long.weight", "rope_factors_short.weight"] as const;
 
 /** Per-block tensors each architecture's llama.cpp graph reads (`blk.N.` + name). */
 function blockTensors(c: LlamaConfig): Set<string> {
@@ -316,16 +349,23 @@ function checkTensorNames(c: LlamaConfig, src: ConfigSource): void {
   const global = new Set(["token_embd.weight", "output_norm.weight", "output.weight"]);
   // Llama 3.1+'s RoPE frequency factors: only llama's graph reads them.
   if (c.arch === "llama") global.add("rope_freqs.weight");
+  // LongRoPE's two sets (Phi-3 mini 128k, Phi-3.5 mini, Phi-4 mini): phi3's graph reads them.
+  if (c.arch === "phi3") {
+    const [long, short] = LONG_ROPE_TENSORS;
+    for (const [has, lacks] of [[long, short], [short, long]]) {
+      if (src.tensor(has) && !src.tensor(lacks)) {
+        throw new ModelConfigError(
+          `tensor ${has} is present but ${lacks} is not: LongRoPE needs both (llama.cpp picks ` +
+            `one of them by the session's context length)`,
+        );
+      }
+    }
+    for (const name of LONG_ROPE_TENSORS) global.add(name);
+  }
   for (const { name } of src.tensors) {
     if (global.has(name)) continue;
     const m = /^blk\.(\d+)\.(.+)$/.exec(name);
     if (m && Number(m[1]) < c.nLayers && perBlock.has(m[2])) continue;
-    if (name === "rope_factors_long.weight" || name === "rope_factors_short.weight") {
-      // LongRoPE (Phi-3 128k, Phi-3.5, Phi-4 mini): per-frequency factors we do not apply yet.
-      throw new ModelConfigError(
-        "LongRoPE models (tensors rope_factors_long/rope_factors_short) are not supported",
-      );
-    }
     throw new ModelConfigError(
       `tensor ${name.slice(0, 96)} is not used by the ${c.arch} architecture as this ` +
         `code runs it (llama.cpp refuses such a file too, or reads it where this code would ` +
@@ -391,6 +431,11 @@ export interface ModelSummary {
   /** Sliding-window size and layer pattern (layer il slides when il % pattern < pattern − 1). */
   readonly sliding_window?: number;
   readonly sliding_window_pattern?: number;
+  /**
+   * LongRoPE: the original context (a session with more positions uses the long factors, one
+   * with at most this many the short ones) and the attention factor scaling cos and sin.
+   */
+  readonly long_rope?: { readonly original_context: number; readonly attn_factor: number };
 }
 
 /** Summarise a model file's architecture; never throws (an unusable file says why). */
@@ -411,6 +456,9 @@ export function summarizeModel(src: ConfigSource): ModelSummary {
     ...(c.slidingWindow > 0
       ? { sliding_window: c.slidingWindow, sliding_window_pattern: c.slidingPattern }
       : {}),
+    ...(c.longRope
+      ? { long_rope: { original_context: c.ropeOrigContext, attn_factor: c.ropeAttnFactor } }
+      : {}),
   };
 }
 
@@ -424,6 +472,10 @@ export function formatModelSummary(s: ModelSummary): string {
       `sliding window ${s.sliding_window} (pattern ${s.sliding_window_pattern}: ` +
         `${s.sliding_window_pattern! - 1} of ${s.sliding_window_pattern} layers slide)`,
     );
+  }
+  if (s.long_rope) {
+    const { original_context: orig, attn_factor: f } = s.long_rope;
+    parts.push(`LongRoPE (original context ${orig}, attn factor ${Number(f.toPrecision(6))})`);
   }
   return parts.join(", ");
 }

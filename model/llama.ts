@@ -18,7 +18,7 @@ import type {
   Weight,
 } from "../kernels/backend.ts";
 import { candidatesAt, candidateWords } from "../kernels/backend.ts";
-import { GGMLType, typeInfo, typeName } from "../kernels/quant/types.ts";
+import { typeInfo, typeName } from "../kernels/quant/types.ts";
 import type { GGUFTensorInfo } from "./gguf/types.ts";
 import {
   configFromFile,
@@ -30,6 +30,12 @@ import {
 import { routeTokens } from "./moe.ts";
 import { type CapturePlan, PrefixCache } from "./prefix_cache.ts";
 import { type CandidateRequest, hostCandidates } from "./sampler.ts";
+import {
+  readRopeFactors,
+  type RopeFactorSets,
+  type SessionRopeFactors,
+  sessionRopeFactors,
+} from "./rope_factors.ts";
 
 /** What a stage needs from a GGUF file: metadata, the tensor index and lazy tensor bytes. */
 export interface TensorSource {
@@ -163,38 +169,6 @@ export class StageInputError extends Error {
   readonly rpcCode = "invalid_argument";
 }
 
-/**
- * The RoPE frequency factors a Llama 3.1+ file carries (`rope_freqs.weight`: θ of pair i is
- * divided by factor i), checked; undefined when the file has none. llama.cpp reads the tensor for
- * the llama architecture only (and refuses other files that hold it), and so do we: run without
- * it, a Llama 3.1 model gives other logits than llama.cpp's, more so the longer the context.
- */
-async function readRopeFactors(
-  src: TensorSource,
-  config: LlamaConfig,
-): Promise<Float32Array | undefined> {
-  const info = src.tensor("rope_freqs.weight");
-  // Only llama's files get here with it (configFromFile refuses it elsewhere).
-  if (!info) return undefined;
-  const n = config.ropeDim / 2;
-  const count = info.dims.reduce((a, d) => a * d, 1);
-  if (info.type !== GGMLType.F32 || count !== n || info.dims[0] !== n) {
-    throw new ModelConfigError(
-      `tensor rope_freqs.weight is ${typeName(info.type)} [${info.dims.join(", ")}], expected ` +
-        `F32 [${n}] (rope.dimension_count / 2)`,
-    );
-  }
-  const bytes = await src.readTensor(info);
-  const factors = new Float32Array(bytes.slice().buffer, 0, n);
-  const bad = factors.findIndex((f) => !(f > 0 && Number.isFinite(f)));
-  if (bad >= 0) {
-    throw new ModelConfigError(
-      `rope_freqs.weight[${bad}] is ${factors[bad]}; a frequency factor must be finite and > 0`,
-    );
-  }
-  return factors;
-}
-
 /** A contiguous range of a model's layers loaded on one backend. */
 export class LlamaStage {
   private constructor(
@@ -212,8 +186,8 @@ export class LlamaStage {
     readonly weightBytes: number,
     /** Every weight uploaded (views of them are not listed: freeing these frees the views). */
     private readonly owned: Weight[],
-    /** RoPE frequency factors (`rope_freqs.weight`), ropeDim/2 of them; absent: none. */
-    private readonly ropeFactors?: Float32Array,
+    /** RoPE frequency factors (`rope_freqs.weight`, LongRoPE's two sets), if any. */
+    private readonly ropeFactors: RopeFactorSets,
   ) {}
 
   /** The prefix KV cache, once enablePrefixCache() made one. */
@@ -449,6 +423,15 @@ export class LlamaStage {
     return { kv: this.backend.kvCache(this.to - this.from, nCtx, kvDim, kvType), nCtx, pos: 0 };
   }
 
+  /**
+   * The RoPE factors a session rotates with, chosen by its context size as llama.cpp chooses by
+   * its context's (LongRoPE's long set past the original context: model/rope_factors.ts). Every
+   * stage of a chain opens a session with the same nCtx, so all of them pick the same set.
+   */
+  ropeFactorsOf(session: Session): SessionRopeFactors {
+    return sessionRopeFactors(this.ropeFactors, this.config, session.nCtx);
+  }
+
   /** Release a session's KV cache. */
   endSession(session: Session): void {
     this.prefix?.release(session);
@@ -487,7 +470,8 @@ export class LlamaStage {
       throw new StageInputError(`restorePrefix needs a fresh session (it is at ${session.pos})`);
     }
     if (!this.prefix) return 0;
-    const n = this.prefix.restore(session, session.kv, ids);
+    // KV rotated with one LongRoPE factor set is never restored into a session of the other.
+    const n = this.prefix.restore(session, session.kv, ids, this.ropeFactorsOf(session).set);
     session.pos = n;
     return n;
   }
@@ -551,6 +535,20 @@ export class LlamaStage {
    * rows (the head knows them from its input): with a prefix cache they let its blocks be kept.
    */
   async forwardBatch(items: BatchItem[]): Promise<StageOutput[]> {
+    // LongRoPE: sessions on either side of the original context rotate with different factor
+    // sets, and a pass rotates all its rows with one; each set runs as a pass of its own (all
+    // inputs checked first, so a bad one fails the batch before any session moves).
+    const sets = items.map((it) => this.ropeFactorsOf(it.session).set);
+    if (new Set(sets).size > 1) {
+      for (const it of items) this.validate(it.session, it.input);
+      const out = new Array<StageOutput>(items.length);
+      for (const set of new Set(sets)) {
+        const idx = items.flatMap((_, i) => sets[i] === set ? [i] : []);
+        const got = await this.forwardBatch(idx.map((i) => items[i]));
+        idx.forEach((i, j) => out[i] = got[j]);
+      }
+      return out;
+    }
     return await this.pass(items, async (rows, total) => {
       const want = items.flatMap((it, i) => it.noOutput ? [] : [i]);
       if (want.length === items.length) return await this.logitsOf(rows, total);
@@ -808,6 +806,11 @@ export class LlamaStage {
     const preScale = c.gemma || c.arch === "phi3";
     const qDim = c.gemma && c.nLayers === 62 ? Math.floor(c.nEmbd / c.nHeads) : c.headDim;
     const qScale = Math.fround(1 / Math.fround(Math.sqrt(qDim)));
+    // One factor set for every row: forwardBatch runs sessions of different sets apart.
+    const rope = this.ropeFactorsOf(seqs[0].session);
+    if (seqs.some((s) => this.ropeFactorsOf(s.session).set !== rope.set)) {
+      throw new Error("layersOver: sessions of one pass must share their RoPE factors");
+    }
     // Between layers and between a layer's big matmuls: one layer of an 8B model over a
     // 128-row prompt chunk alone held the thread for seconds on a busy machine.
     let heldSince = performance.now();
@@ -829,7 +832,8 @@ export class LlamaStage {
         // llama.cpp scales only the global layers' RoPE (gemma3's linear factor 8)
         freqScale: sliding ? 1 : c.ropeFreqScale,
         neox: c.ropeNeox,
-        freqFactors: this.ropeFactors,
+        freqFactors: rope.factors,
+        attnFactor: c.ropeAttnFactor,
       };
       const ropeK: RopeParams = { ...ropeQ, nHeads: c.nKVHeads };
       const attn: AttentionParams = {

@@ -98,7 +98,11 @@ const key = (ids: ArrayLike<number>): string => Array.prototype.join.call(ids, "
 export class PrefixCache {
   readonly blockTokens: number;
   readonly blockBytes: number;
-  readonly #root: Node = { children: new Map() };
+  /**
+   * One tree per variant of the KV (restore()'s `variant`: a LongRoPE model's sessions rotate
+   * with one of two factor sets, and a block of one set is no prefix of the other's).
+   */
+  readonly #roots = new Map<string, Node>();
   /**
    * Blocks without children, the only ones eviction may take: it looks at these alone, not at
    * the whole tree (a large budget on a small model holds ~10⁴ blocks, and a full cache evicts
@@ -141,17 +145,20 @@ export class PrefixCache {
   /**
    * Copy the longest cached prefix of `ids` into `kv` (positions 0..n-1) and start capturing the
    * session's blocks. Leaves at least one token of `ids` uncached (its pass makes the logits).
-   * Returns n, the positions restored.
+   * Blocks are shared only between sessions of the same `variant` (the KV of the same ids
+   * differs between them). Returns n, the positions restored.
    */
-  restore(session: object, kv: KVCache, ids: ArrayLike<number>): number {
+  restore(session: object, kv: KVCache, ids: ArrayLike<number>, variant = ""): number {
     const B = this.blockTokens;
-    const capture: Capture = { ids: [], node: this.#root, blocks: 0, partials: [] };
+    let root = this.#roots.get(variant);
+    if (!root) this.#roots.set(variant, root = { children: new Map() });
+    const capture: Capture = { ids: [], node: root, blocks: 0, partials: [] };
     this.#captures.set(session, capture);
     if (!this.enabled) return 0;
     this.#lookupTokens += ids.length;
     const most = Math.floor((ids.length - 1) / B);
     const path: Block[] = [];
-    let node: Node = this.#root;
+    let node: Node = root;
     for (let b = 0; b < most; b++) {
       const next = node.children.get(key(Array.prototype.slice.call(ids, b * B, (b + 1) * B)));
       if (!next) break;
@@ -320,7 +327,8 @@ export class PrefixCache {
    * allocation the backend could not make; false when the cache holds none.
    */
   shrink(): boolean {
-    return this.#evictOne(this.#root);
+    // A root protects nothing: any leaf may go.
+    return this.#evictOne({ children: new Map() });
   }
 
   /** Free every block (the stage is unloading). */
@@ -332,14 +340,14 @@ export class PrefixCache {
         walk(b);
       }
     };
-    walk(this.#root);
+    for (const root of this.#roots.values()) walk(root);
     // A session still capturing would otherwise hang its next blocks under a freed one (and
     // evicting that one later would free it twice): marked evicted, it stops capturing.
     for (const b of all) {
       b.evicted = true;
       this.#freeBlock(b);
     }
-    this.#root.children.clear();
+    for (const root of this.#roots.values()) root.children.clear();
     this.#leaves.clear();
     this.#blocks = 0;
   }

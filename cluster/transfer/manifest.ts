@@ -400,8 +400,10 @@ export function segmentsFor(
     if (m) return Number(m[1]) >= range.from && Number(m[1]) < range.to;
     if (name === "token_embd.weight") return range.from === 0 || (isTail && !hasOutput);
     if (name === "output_norm.weight" || name === "output.weight") return isTail;
-    // Every stage rotates with the model's RoPE frequency factors (Llama 3.1+).
-    return name === "rope_freqs.weight";
+    // Every stage rotates with the model's RoPE frequency factors (Llama 3.1+; LongRoPE's two
+    // sets, of which each session picks one).
+    return name === "rope_freqs.weight" || name === "rope_factors_long.weight" ||
+      name === "rope_factors_short.weight";
   };
   const out = [0];
   manifest.segments.forEach((s, i) => {

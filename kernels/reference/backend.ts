@@ -243,8 +243,9 @@ export function createReferenceBackend(): Backend {
     },
 
     rope(x: Buf, positions: Int32Array, p: RopeParams): void {
-      // ggml_rope_ext, ext_factor 0, attn_factor 1: theta starts at the position and is multiplied
-      // by theta_scale = base^(-2/n_dims) in float for each pair, then scaled by freq_scale.
+      // ggml_rope_ext, ext_factor 0: theta starts at the position and is multiplied by
+      // theta_scale = base^(-2/n_dims) in float for each pair, then scaled by freq_scale; the
+      // table's cos and sin carry attn_factor.
       const xs = buf(x);
       const { nHeads, headDim, ropeDim } = p;
       if (ropeDim > headDim || ropeDim % 2 !== 0) {

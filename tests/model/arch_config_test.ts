@@ -9,7 +9,7 @@ import {
   summarizeModel,
   SUPPORTED_ARCHITECTURES,
 } from "../../model/config.ts";
-import { meta, writeGGUF } from "../../model/gguf/writer.ts";
+import { type GGUFTensorInput, meta, writeGGUF } from "../../model/gguf/writer.ts";
 import { editedGGUF } from "../support/gguf_edit.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
 import type { GGUFArray, GGUFMetadataEntry } from "../../model/gguf/types.ts";
@@ -104,17 +104,22 @@ async function loadError(path: string): Promise<Error | undefined> {
   }
 }
 
-Deno.test("a phi3 file with LongRoPE factors is refused rather than run without them", async () => {
-  const path = await editedGGUF(`${FIXTURES}/models/phi3-f32.gguf`, {
-    tensors: (t) => [...t, {
-      name: "rope_factors_long.weight",
-      dims: [8],
-      type: 0,
-      data: new Uint8Array(32),
-    }],
+Deno.test("LongRoPE factors load on phi3 (both sets) and are refused elsewhere", async () => {
+  // The math is checked against llama.cpp in tests/model/longrope_test.ts; here, who reads them.
+  const factors = (names: string[]) => ({
+    tensors: (t: GGUFTensorInput[]) => [...t, ...names.map((n) => f32Tensor(n, 8))],
   });
-  const err = await loadError(path);
-  assert(err?.message.includes("LongRoPE"), `${err}`);
+  const both = ["rope_factors_long.weight", "rope_factors_short.weight"];
+  assertEquals(await configError("phi3-f32", factors(both)), undefined);
+  const alone = await configError("phi3-f32", factors(["rope_factors_long.weight"]));
+  assert(
+    alone?.includes("rope_factors_long.weight is present but rope_factors_short.weight is not"),
+    `${alone}`,
+  );
+  for (const model of ["qwen3-f32", "tiny-f32"]) {
+    const err = await configError(model, factors(both));
+    assert(err?.includes("tensor rope_factors_long.weight is not used by the"), `${model}: ${err}`);
+  }
 });
 
 Deno.test("keys llama.cpp requires are required here too, not defaulted", async () => {
@@ -228,8 +233,10 @@ Deno.test("keys llama.cpp applies and this code does not are refused unless neut
   const cases: [string, GGUFMetadataEntry, string | undefined][] = [
     ["gemma3-f32", meta.f32("gemma3.final_logit_softcapping", 2), "final_logit_softcapping 2"],
     ["gemma3-f32", meta.f32("gemma3.final_logit_softcapping", 0), undefined],
-    ["qwen3-f32", meta.f32("qwen3.rope.scaling.attn_factor", 1.5), "attn_factor 1.5"],
-    ["qwen3-f32", meta.f32("qwen3.rope.scaling.attn_factor", 1), undefined],
+    // Applied since LongRoPE, on every architecture as llama.cpp does (RoPE's cos and sin times
+    // it: tests/model/longrope_test.ts); what is no scale at all is refused.
+    ["qwen3-f32", meta.f32("qwen3.rope.scaling.attn_factor", 1.5), undefined],
+    ["qwen3-f32", meta.f32("qwen3.rope.scaling.attn_factor", -1), "attn_factor -1 is not a"],
     ["qwen3-f32", meta.bool("qwen3.attention.causal", false), "attention.causal is false"],
     ["qwen3-f32", meta.bool("qwen3.attention.causal", true), undefined],
     ["qwen3-f32", meta.u32("qwen3.rope.dimension_count", 8), "partial rotary"],

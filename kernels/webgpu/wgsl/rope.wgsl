@@ -1,7 +1,7 @@
-// Rotary position embedding in place (ggml_rope_ext, ext_factor 0, attn_factor 1). The host
-// computes each row's (cos θ_i, sin θ_i) exactly as ggml_rope_cache_init does (θ iterated in
-// f32, glibc's cosf/sinf: kernels/rope_angles.ts) and passes them in the data arena `D` at `cs_off`:
-// [t][i] → (cos, sin) for i < rope_dim / 2. One invocation per rotated pair.
+// Rotary position embedding in place (ggml_rope_ext, ext_factor 0). The host computes each
+// row's (cos θ_i, sin θ_i) exactly as ggml_rope_cache_init does (θ iterated in f32, glibc's
+// cosf/sinf, times attn_factor: kernels/rope_angles.ts) and passes them in the data arena `D` at
+// `cs_off`: [t][i] → (cos, sin) for i < rope_dim / 2. One invocation per rotated pair.
 
 struct Params {
   n_tok: u32,

@@ -62,20 +62,23 @@ Deno.test("the manifest describes the header and every tensor, chunk by chunk", 
   }
 });
 
-Deno.test("every stage fetches the model's RoPE frequency factors (rope_freqs.weight)", async () => {
+Deno.test("every stage fetches the model's RoPE frequency factors (rope_freqs, LongRoPE's)", async () => {
   const factors = new Uint8Array(new Float32Array([1, 2, 4, 8]).buffer);
+  const names = ["rope_freqs.weight", "rope_factors_long.weight", "rope_factors_short.weight"];
   const path = await editedGGUF(STORIES, {
-    tensors: (t) => [...t, { name: "rope_freqs.weight", dims: [4], type: 0, data: factors }],
+    tensors: (t) => [...t, ...names.map((name) => ({ name, dims: [4], type: 0, data: factors }))],
   });
   const file = await openGGUF(path);
   try {
     const { manifest } = await computeManifest(path, { nodeId: "a", chunkSize: CHUNK });
-    const at = manifest.segments.findIndex((s) => s.name === "rope_freqs.weight");
-    assert(at > 0);
-    // Before, only layers, the embeddings and the output were wanted: a stage loaded from the
-    // cache found no factors (a stage load failed, or a whole-model agent ran without them).
-    for (const range of [{ from: 0, to: 1 }, { from: 1, to: 3 }, { from: 3, to: 5 }]) {
-      assert(segmentsFor(manifest, file, range).includes(at), JSON.stringify(range));
+    for (const name of names) {
+      const at = manifest.segments.findIndex((s) => s.name === name);
+      assert(at > 0, name);
+      // Before, only layers, the embeddings and the output were wanted: a stage loaded from the
+      // cache found no factors (a stage load failed, or a whole-model agent ran without them).
+      for (const range of [{ from: 0, to: 1 }, { from: 1, to: 3 }, { from: 3, to: 5 }]) {
+        assert(segmentsFor(manifest, file, range).includes(at), `${name} ${JSON.stringify(range)}`);
+      }
     }
   } finally {
     file.close();
