@@ -15,6 +15,7 @@ import {
 import { boundMessage } from "../cluster/rpc/mod.ts";
 import { TlsConfigError } from "../cluster/tls/mod.ts";
 import { DEFAULT_MODEL } from "./common.ts";
+import { HubError, isHubReference, type PullEvent, pullModel } from "../cluster/hub/mod.ts";
 import { VERSION } from "./version.ts";
 
 /** Build the agent command line. */
@@ -39,7 +40,11 @@ export function agentProgram() {
     .option("--http-port <port>", "OpenAI-compatible HTTP port (default 8080)")
     .option("--seeds <list>", "comma-separated host:port of agents to join (or a DNS name)")
     .option("--discover", "find peers by UDP multicast on the LAN")
-    .option("--model <path>", `GGUF model to serve (default: ${DEFAULT_MODEL})`)
+    .option(
+      "--model <path>",
+      `GGUF model to serve: a path, or hf:owner/repo:QUANT / hf:owner/repo/file.gguf pulled from ` +
+        `the Hugging Face Hub into --cache-dir first (default: ${DEFAULT_MODEL})`,
+    )
     .option("--no-model", "serve no model (gossip and routing only)")
     .option(
       "--memory-budget <size>",
@@ -170,6 +175,45 @@ function logger(level: string): AgentLogger {
   };
 }
 
+/**
+ * Pull the `hf:` model an agent was given into its cache (cluster/hub), logging what it does:
+ * the file and commit chosen, bytes every 5 s, retries, and a fallback to the cache when the
+ * Hub is unreachable. Returns the local path.
+ */
+async function pullForAgent(ref: string, cacheDir: string, log: AgentLogger): Promise<string> {
+  let lastAt = 0;
+  const onEvent = (e: PullEvent) => {
+    if (e.event === "resolved") {
+      log("info", e.cached ? "model found in the cache" : "pulling the model from the Hub", {
+        ref: e.ref,
+        file: e.file,
+        commit: e.commit,
+        bytes: e.size,
+      });
+    } else if (e.event === "progress") {
+      const now = Date.now();
+      if (now - lastAt < 5000 && e.bytes_done < e.bytes_total) return;
+      lastAt = now;
+      log("info", "model download", {
+        file: e.file,
+        bytesDone: e.bytes_done,
+        bytesTotal: e.bytes_total,
+      });
+    } else if (e.event === "retry") {
+      log("warn", "model download retry", {
+        file: e.file,
+        attempt: e.attempt,
+        delayMs: e.delay_ms,
+        error: e.error,
+      });
+    } else {log("warn", "the Hub is not used; serving the cached model", {
+        ref: e.ref,
+        reason: e.reason,
+      });}
+  };
+  return (await pullModel(ref, { cacheDir, env: Deno.env.toObject(), onEvent })).path;
+}
+
 /** Parse, start, and wait for a signal. */
 export async function main(args: string[]): Promise<number> {
   const program = agentProgram().exitOverride();
@@ -215,6 +259,8 @@ export async function main(args: string[]): Promise<number> {
       },
     ]]);
     if (opts.model === false) delete cfg.model;
+    const modelRef = cfg.model && isHubReference(cfg.model) ? cfg.model : undefined;
+    if (modelRef) cfg.model = await pullForAgent(modelRef, cfg.cacheDir, logger(cfg.logLevel));
     // The agent filters by its own level, which ClusterService can change at run time.
     agent = await Agent.start(cfg, logger("debug"));
     // Always printed, whatever the log level: tools (demo, tests) wait for this line to learn
@@ -226,11 +272,16 @@ export async function main(args: string[]): Promise<number> {
       metrics: `${cfg.bind}:${agent.metricsPort}`,
       http: `${cfg.bind}:${agent.httpPort}`,
       model: cfg.model ?? null,
+      ...(modelRef ? { model_ref: modelRef } : {}),
       tls: Boolean(cfg.tlsCert),
     });
   } catch (e) {
-    // Wrong settings (and TLS files that cannot serve) are usage errors: exit 2.
-    if (e instanceof AgentConfigError || e instanceof TlsConfigError) {
+    // Wrong settings (and TLS files that cannot serve, a malformed hf: reference) are usage
+    // errors: exit 2.
+    if (
+      e instanceof AgentConfigError || e instanceof TlsConfigError ||
+      (e instanceof HubError && e.kind === "usage")
+    ) {
       console.error(`agent: ${boundMessage(e.message)}`);
       return 2;
     }

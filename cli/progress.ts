@@ -15,6 +15,7 @@
 import type { DeployResponse, TransferProgress } from "../proto/mod.ts";
 import { TransferState } from "../proto/mod.ts";
 import { formatBytes } from "./format.ts";
+import type { PullEvent } from "../cluster/hub/mod.ts";
 
 /** How progress is shown. */
 export type ProgressMode = "tty" | "lines" | "json";
@@ -147,5 +148,102 @@ export class TransferProgressView {
       }
     }
     if (m.done && m.message) this.#write(m.message + "\n");
+  }
+}
+
+/**
+ * Progress of `llmctl models pull` (and of any command given an `hf:` model) on stderr, so
+ * stdout keeps only the result: one bar redrawn in place on a terminal, a line every 2 s
+ * otherwise, or JSON events one per line (`mode: "json"`, at most every 500 ms while bytes
+ * flow).
+ *
+ * @example
+ * ```ts
+ * const view = new PullProgressView({ mode: "json" });
+ * await pullModel(ref, { cacheDir, onEvent: (e) => view.update(e) });
+ * view.finish();
+ * ```
+ */
+export class PullProgressView {
+  readonly #mode: ProgressMode;
+  readonly #write: (s: string) => void;
+  readonly #now: () => number;
+  #lastAt = -Infinity;
+  #started = 0;
+  #startBytes = 0;
+  #open = false;
+
+  constructor(
+    opts: { mode?: ProgressMode; write?: (s: string) => void; now?: () => number } = {},
+  ) {
+    this.#mode = opts.mode ?? (Deno.stderr.isTerminal() ? "tty" : "lines");
+    const enc = new TextEncoder();
+    this.#write = opts.write ?? ((s) => Deno.stderr.writeSync(enc.encode(s)));
+    this.#now = opts.now ?? (() => Date.now());
+  }
+
+  /** Show one event. */
+  update(e: PullEvent): void {
+    const now = this.#now();
+    if (this.#mode === "json") {
+      if (e.event === "progress") {
+        if (now - this.#lastAt < 500 && e.bytes_done < e.bytes_total) return;
+        this.#lastAt = now;
+      }
+      this.#write(JSON.stringify(e) + "\n");
+      return;
+    }
+    if (e.event === "resolved") {
+      this.#line(
+        e.cached
+          ? `${e.ref}: ${e.file} (commit ${e.commit.slice(0, 12)}) is cached`
+          : `${e.ref}: pulling ${e.file} (commit ${e.commit.slice(0, 12)}), ${formatBytes(e.size)}`,
+      );
+      return;
+    }
+    if (e.event === "offline") {
+      this.#line(`${e.ref}: ${e.reason}; using the cached copy`);
+      return;
+    }
+    if (e.event === "retry") {
+      this.#line(
+        `${e.file}: ${e.error}; retry ${e.attempt} in ${(e.delay_ms / 1000).toFixed(1)} s`,
+      );
+      return;
+    }
+    if (!this.#started) {
+      this.#started = now;
+      this.#startBytes = e.bytes_done;
+    }
+    const finished = e.bytes_done >= e.bytes_total;
+    const every = this.#mode === "tty" ? 100 : 2000;
+    if (!finished && now - this.#lastAt < every) return;
+    this.#lastAt = now;
+    const secs = (now - this.#started) / 1000;
+    const rate = secs > 0 ? (e.bytes_done - this.#startBytes) / secs : 0;
+    const pct = e.bytes_total > 0 ? Math.floor((100 * e.bytes_done) / e.bytes_total) : 100;
+    const eta = rate > 0 && !finished
+      ? ` ETA ${Math.ceil((e.bytes_total - e.bytes_done) / rate)}s`
+      : "";
+    const text = `${progressBar(e.bytes_done, e.bytes_total)} ${String(pct).padStart(3)}% ` +
+      `${formatBytes(e.bytes_done)}/${formatBytes(e.bytes_total)}` +
+      (rate > 0 ? ` ${formatBytes(rate)}/s` : "") + eta;
+    if (this.#mode === "tty") {
+      this.#write(`\r\x1b[2K${text}`);
+      this.#open = !finished;
+      if (finished) this.#write("\n");
+    } else this.#write(text + "\n");
+  }
+
+  /** End a bar line left open (a failure mid-download). */
+  finish(): void {
+    if (this.#open) this.#write("\n");
+    this.#open = false;
+  }
+
+  #line(text: string): void {
+    if (this.#open) this.#write("\n");
+    this.#open = false;
+    this.#write(text + "\n");
   }
 }

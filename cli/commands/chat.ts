@@ -6,12 +6,16 @@
  * Commands: `/reset` forgets the conversation, `/system <text>` sets the system prompt (and
  * resets), `/history` prints the turns, `/exit` (or end of input) quits.
  */
-import { basename } from "node:path";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import { intOption, numberOption, writeOut } from "../common.ts";
 import { palette } from "../format.ts";
 import { type ChatMessage, ChatTemplate } from "../../model/chat/mod.ts";
-import { modelCommandBase, openEngine, refuseLocalOptions } from "./model_options.ts";
+import {
+  clusterModelName,
+  modelCommandBase,
+  openEngine,
+  refuseLocalOptions,
+} from "./model_options.ts";
 import { SAMPLING_DEFAULTS } from "../../model/sampling_defaults.ts";
 
 /** One turn of the conversation. */
@@ -112,7 +116,9 @@ export function chatCommand() {
           await agent.call(async (c) => {
             for await (
               const m of c.inference.generate({
-                model: cmd.getOptionValueSource("model") === "cli" ? basename(opts.model) : "",
+                model: cmd.getOptionValueSource("model") === "cli"
+                  ? clusterModelName(opts.model)
+                  : "",
                 messages,
                 maxTokens: opts.maxTokens,
                 stop: [TURN_STOP],

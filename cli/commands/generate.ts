@@ -7,7 +7,6 @@
  * (InferenceService.Generate) and tokens stream back as they are sampled. Defaults: one object,
  * model/sampling_defaults.ts.
  */
-import { basename } from "node:path";
 import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import {
@@ -19,7 +18,12 @@ import {
   printJson,
   writeOut,
 } from "../common.ts";
-import { modelCommandBase, openEngine, refuseLocalOptions } from "./model_options.ts";
+import {
+  clusterModelName,
+  modelCommandBase,
+  openEngine,
+  refuseLocalOptions,
+} from "./model_options.ts";
 import { SAMPLING_DEFAULTS as D } from "../../model/sampling_defaults.ts";
 
 /** Build the `generate` command. */
@@ -169,7 +173,7 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
     await agent.ready(abort.signal);
     await agent.call(async (c) => {
       const stream = c.inference.generate({
-        model: modelGiven ? basename(opts.model) : "",
+        model: modelGiven ? clusterModelName(opts.model) : "",
         prompt: opts.prompt,
         maxTokens: opts.maxTokens,
         sampler: {
@@ -216,7 +220,7 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
     (tokens.length > 1 ? (tokens.length - 1) / (decodeMs / 1000) : 0);
   if (opts.json) {
     printJson({
-      model: placement?.model ?? (modelGiven ? basename(opts.model) : ""),
+      model: placement?.model ?? (modelGiven ? clusterModelName(opts.model) : ""),
       prompt_token_count: usage?.promptTokens ?? null,
       tokens,
       text,

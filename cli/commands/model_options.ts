@@ -7,11 +7,26 @@ import { BACKEND_NAMES, parseBackendName, selectBackend } from "../../kernels/se
 import { Engine } from "../../cluster/pipeline/mod.ts";
 import { DEFAULT_MODEL, ExitCode, intOption } from "../common.ts";
 import { CliError } from "../client.ts";
+import { PullProgressView } from "../progress.ts";
+import { defaultCacheDir } from "../../cluster/transfer/mod.ts";
+import {
+  HubError,
+  isHubReference,
+  parseHubReference,
+  pullModel,
+  type PullResult,
+} from "../../cluster/hub/mod.ts";
+import { basename } from "node:path";
 
 /** A command named `name` with --model, --backend, --threads and --ctx. */
 export function modelCommandBase(name: string) {
   return new Command(name)
-    .option("-m, --model <path>", "GGUF model file", DEFAULT_MODEL)
+    .option(
+      "-m, --model <path>",
+      "GGUF model file, or a Hugging Face reference hf:owner/repo:QUANT / hf:owner/repo/file.gguf " +
+        "(pulled into the cache first)",
+      DEFAULT_MODEL,
+    )
     .addOption(
       new Option("--backend <name>", "compute backend").choices(BACKEND_NAMES).default("auto"),
     )
@@ -23,12 +38,13 @@ export function modelCommandBase(name: string) {
 export async function openEngine(
   opts: { model: string; backend: string; threads?: number; ctx?: number },
 ): Promise<Engine> {
+  const path = await localModelPath(opts.model);
   const { backend } = await selectBackend(parseBackendName(opts.backend), {
     threads: opts.threads,
   });
   let engine: Engine;
   try {
-    engine = await Engine.open(opts.model, backend, { nCtx: opts.ctx });
+    engine = await Engine.open(path, backend, { nCtx: opts.ctx });
   } catch (e) {
     backend.dispose();
     throw e;
@@ -79,4 +95,65 @@ export function refuseEndpoint(cmd: CommandUnknownOpts, name: string): void {
       ExitCode.usage,
     );
   }
+}
+
+/**
+ * Pull an `hf:` reference into the model cache (`DLLM_CACHE_DIR`, else ~/.cache/distributed-llm,
+ * or `cacheDir`), with progress on stderr; `HF_TOKEN`, `HF_ENDPOINT` and `HF_HUB_OFFLINE` come
+ * from the environment. Hub failures become llmctl errors (a malformed reference exits 2).
+ */
+export async function pullHubModel(
+  ref: string,
+  opts: { cacheDir?: string; json?: boolean } = {},
+): Promise<PullResult> {
+  const env = Deno.env.toObject();
+  const view = new PullProgressView({ mode: opts.json ? "json" : undefined });
+  try {
+    return await pullModel(ref, {
+      cacheDir: opts.cacheDir ?? defaultCacheDir(env),
+      env,
+      onEvent: (e) => view.update(e),
+    });
+  } catch (e) {
+    throw hubCliError(e);
+  } finally {
+    view.finish();
+  }
+}
+
+/** A model argument as a local path: plain paths as given, `hf:` references pulled first. */
+export async function localModelPath(
+  model: string,
+  opts: { json?: boolean } = {},
+): Promise<string> {
+  return isHubReference(model) ? (await pullHubModel(model, opts)).path : model;
+}
+
+/**
+ * The model name a cluster is asked for (agents know models by file name): a path's base name,
+ * an `hf:` reference's file name. A `:QUANT` reference names no file until it is listed, so it
+ * is refused here: the agents resolved theirs when they pulled it.
+ */
+export function clusterModelName(model: string): string {
+  if (!isHubReference(model)) return basename(model);
+  let ref;
+  try {
+    ref = parseHubReference(model);
+  } catch (e) {
+    throw hubCliError(e);
+  }
+  if (!ref.file) {
+    throw new CliError(
+      `--model ${model} names no file; a cluster knows its models by file name: give ` +
+        `hf:${ref.repo}/<file>.gguf or the file name (see \`llmctl models list\`)`,
+      ExitCode.usage,
+    );
+  }
+  return basename(ref.file);
+}
+
+/** A Hub failure as an llmctl error: a malformed reference is a usage error (exit 2). */
+export function hubCliError(e: unknown): unknown {
+  if (!(e instanceof HubError)) return e;
+  return new CliError(e.message, e.kind === "usage" ? ExitCode.usage : ExitCode.failure);
 }

@@ -22,6 +22,9 @@ import { ExitCode, printJson } from "../common.ts";
 import { formatBytes, layerBar, table } from "../format.ts";
 import { globals, nodeEndpoint, stateName } from "./cluster_view.ts";
 import { NodeState } from "../../proto/mod.ts";
+import { isHubReference } from "../../cluster/hub/mod.ts";
+import { defaultCacheDir } from "../../cluster/transfer/mod.ts";
+import { localModelPath, pullHubModel } from "./model_options.ts";
 
 /** Arrays longer than this are summarized rather than printed whole. */
 const ARRAY_PREVIEW = 8;
@@ -29,8 +32,61 @@ const ARRAY_PREVIEW = 8;
 /** Build the `models` command group (alias `model`). */
 export function modelsCommand() {
   const cmd = new Command("models").alias("model").description(
-    "list the models the cluster serves and where; inspect GGUF files",
+    "list the models the cluster serves and where; pull models from the Hugging Face Hub; " +
+      "inspect GGUF files",
   );
+  cmd.command("pull")
+    .description(
+      "download a GGUF from the Hugging Face Hub into the model cache (resumable, sha256-checked) " +
+        "and print its local path; a cached copy is reused",
+    )
+    .argument(
+      "<ref>",
+      "hf:owner/repo:QUANT (the repo's GGUF with that quant tag, e.g. Q4_K_M), " +
+        "hf:owner/repo/path/file.gguf or hf:owner/repo; @revision at the end picks a branch, " +
+        "tag or commit",
+    )
+    .option(
+      "--cache-dir <dir>",
+      "model cache (default: DLLM_CACHE_DIR, else ~/.cache/distributed-llm); files go under hub/",
+    )
+    .option("--json", "print one JSON object; progress goes to stderr as JSON lines")
+    .addHelpText(
+      "after",
+      `
+Environment: HF_TOKEN (gated and private repos; sent only to the Hub, never printed),
+HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the cache only).
+
+--json prints {"path","ref","repo","file","revision","commit","size","sha256","cached","offline"}.`,
+    )
+    .action(async (ref, opts) => {
+      if (!isHubReference(ref)) {
+        throw new CliError(
+          `"${ref}" is not a Hub reference; write hf:owner/repo:QUANT or hf:owner/repo/file.gguf`,
+          ExitCode.usage,
+        );
+      }
+      const r = await pullHubModel(ref, {
+        cacheDir: opts.cacheDir ?? defaultCacheDir(Deno.env.toObject()),
+        json: opts.json,
+      });
+      if (opts.json) {
+        printJson({
+          path: r.path,
+          ref: r.ref,
+          repo: r.repo,
+          file: r.file,
+          revision: r.revision,
+          commit: r.commit,
+          size: r.size,
+          sha256: r.sha256 ?? null,
+          cached: r.cached,
+          offline: r.offline,
+        });
+        return;
+      }
+      console.log(r.path);
+    });
   cmd.command("list")
     .alias("ls")
     .description("models the cluster serves, with the node and layer range of each stage")
@@ -145,7 +201,8 @@ export function modelsCommand() {
     )
     .argument(
       "<path>",
-      "GGUF path on the source agent (a relative path that exists here is made absolute)",
+      "GGUF path on the source agent (a relative path that exists here is made absolute), or " +
+        "an hf: reference with --from-here (pulled here first)",
     )
     .option("--source <node>", "node holding the file (default: the agent llmctl talks to)")
     .option("--nodes <list>", "comma-separated nodes to deploy to (default: every alive member)")
@@ -168,19 +225,30 @@ export function modelsCommand() {
           throw new CliError(`--transfer-rate-limit: ${(e as Error).message}`, ExitCode.usage);
         }
       }
-      if (!isAbsolute(path) && await Deno.stat(path).then(() => true, () => false)) {
-        path = resolve(path);
-      }
       const g = globals(c);
-      let files: FileServer | undefined;
-      if (opts.fromHere) {
-        if (g.tlsCert || g.tlsCa) {
+      if (opts.fromHere && (g.tlsCert || g.tlsCa)) {
+        throw new CliError(
+          "--from-here serves plaintext, which agents with mTLS refuse; copy the file to an " +
+            "agent and deploy with --source <node>",
+          ExitCode.usage,
+        );
+      }
+      if (isHubReference(path)) {
+        // Agents fetch a deploy from a node that holds the file: pull it here and serve it.
+        if (!opts.fromHere) {
           throw new CliError(
-            "--from-here serves plaintext, which agents with mTLS refuse; copy the file to an " +
-              "agent and deploy with --source <node>",
+            `deploying ${path} needs --from-here: llmctl pulls it from the Hub into its cache and ` +
+              `serves it to the agents (or start the agents with --model ${path})`,
             ExitCode.usage,
           );
         }
+        path = await localModelPath(path, { json: opts.json });
+      }
+      if (!isAbsolute(path) && await Deno.stat(path).then(() => true, () => false)) {
+        path = resolve(path);
+      }
+      let files: FileServer | undefined;
+      if (opts.fromHere) {
         path = resolve(path);
         files = await startFileServer({
           host: opts.fromHere === true ? "127.0.0.1" : opts.fromHere,
@@ -237,10 +305,11 @@ export function modelsCommand() {
     });
   cmd.command("inspect")
     .description("print a GGUF file's metadata and tensor table (reads only the header and index)")
-    .argument("<file>", "GGUF model file")
+    .argument("<file>", "GGUF model file, or an hf: reference (pulled into the cache first)")
     .option("--json", "print one JSON object")
     .option("--full", "print arrays whole instead of a preview")
     .action(async (path, opts) => {
+      path = await localModelPath(path, { json: opts.json });
       const file = await openModelFile(path);
       try {
         const metadata: Record<string, unknown> = {};

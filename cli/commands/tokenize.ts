@@ -4,7 +4,7 @@ import { openModelFile } from "../../model/engine.ts";
 import { tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import { CliError } from "../client.ts";
 import { DEFAULT_MODEL, ExitCode, printJson } from "../common.ts";
-import { refuseEndpoint } from "./model_options.ts";
+import { localModelPath, refuseEndpoint } from "./model_options.ts";
 
 /** The text to tokenize: `--text`, or the bytes of `--text-file` (`-` = stdin), exactly. */
 async function readText(opts: { text?: string; textFile?: string }): Promise<string> {
@@ -28,7 +28,7 @@ async function readText(opts: { text?: string; textFile?: string }): Promise<str
 export function tokenizeCommand() {
   return new Command("tokenize")
     .description("show the token ids of a text")
-    .option("-m, --model <path>", "GGUF model file", DEFAULT_MODEL)
+    .option("-m, --model <path>", "GGUF model file or hf: reference (pulled first)", DEFAULT_MODEL)
     .option("-t, --text <text>", "text to tokenize")
     .option(
       "-f, --text-file <path>",
@@ -41,7 +41,7 @@ export function tokenizeCommand() {
     .action(async (opts, cmd) => {
       refuseEndpoint(cmd, "tokenize");
       const text = await readText(opts);
-      const file = await openModelFile(opts.model);
+      const file = await openModelFile(await localModelPath(opts.model));
       try {
         const tok = tokenizerFromMetadata(file.metadata);
         const ids = Array.from(

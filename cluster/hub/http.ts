@@ -150,9 +150,11 @@ export function hostOf(url: string): string {
 
 /** The gist of a fetch failure ("connection refused", "connection reset"). */
 function connectionCause(e: unknown): string {
-  const text = String((e as Error)?.message ?? e);
-  const m = /(connection (?:refused|reset|closed)[^,)]*|dns error[^,)]*|timed out)/i.exec(text);
-  return (m?.[1] ?? text).slice(0, 200);
+  const err = e as Error & { cause?: Error };
+  const text = `${err?.message ?? e} ${err?.cause?.message ?? ""}`;
+  const m = /(connection (?:refused|reset|closed)|dns error|timed out)/i.exec(text);
+  const cause = m?.[1]?.toLowerCase();
+  return (cause === "dns error" ? "DNS lookup failed" : cause ?? text.trim()).slice(0, 200);
 }
 
 /** What a request was for, to word its errors. */

@@ -104,12 +104,16 @@ export async function pullModel(
       );
     }
   }
+  // With a copy here already, a Hub that does not answer at once is not waited for (as
+  // huggingface_hub's metadata request does not retry): the copy is used instead.
+  const cachedCopy = await cache.lookup(ref);
   const client = hubClient(opts);
+  const asking = cachedCopy ? hubClient({ ...opts, retries: 0 }) : client;
   let meta;
   let file;
   try {
-    file = selectFile(await listRepoFiles(client, ref), ref);
-    meta = await fileMetadata(client, ref, file.path, (r) =>
+    file = selectFile(await listRepoFiles(asking, ref), ref);
+    meta = await fileMetadata(asking, ref, file.path, (r) =>
       opts.onEvent?.({
         event: "retry",
         file: file!.path,

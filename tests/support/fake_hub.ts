@@ -113,7 +113,11 @@ export class FakeHub {
   readonly seen: SeenRequest[] = [];
   faults: FakeHubFaults = {};
   #server?: Deno.HttpServer;
+  #cdnServer?: Deno.HttpServer;
+  /** The Hub's endpoint. */
   url = "";
+  /** The "CDN": another origin (its own port), as the Hub's LFS redirects leave huggingface.co. */
+  cdnUrl = "";
 
   constructor(readonly repos: Record<string, FakeRepo> = defaultRepos(), readonly pageSize = 4) {}
 
@@ -123,23 +127,26 @@ export class FakeHub {
       (branch === "main" ? createHash("sha1").update(repo).digest("hex") : "");
   }
 
-  /** Start listening on 127.0.0.1 (port 0 unless given: a restart on the same port). */
-  start(port = 0): Promise<void> {
-    return new Promise((resolve) => {
-      this.#server = Deno.serve(
-        { hostname: "127.0.0.1", port, onListen: () => {} },
-        (req) => this.#handle(req),
-      );
-      const addr = this.#server.addr as Deno.NetAddr;
-      this.url = `http://127.0.0.1:${addr.port}`;
-      resolve();
-    });
+  /** Start listening on 127.0.0.1: the Hub and its CDN, each on a port of its own. */
+  start(): Promise<void> {
+    this.#server = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (req) => this.#handle(req, false),
+    );
+    this.#cdnServer = Deno.serve(
+      { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+      (req) => this.#handle(req, true),
+    );
+    this.url = `http://127.0.0.1:${(this.#server.addr as Deno.NetAddr).port}`;
+    this.cdnUrl = `http://127.0.0.1:${(this.#cdnServer.addr as Deno.NetAddr).port}`;
+    return Promise.resolve();
   }
 
-  /** Stop listening (the port refuses connections afterwards). */
+  /** Stop listening (the ports refuse connections afterwards). */
   async stop(): Promise<void> {
     await this.#server?.shutdown();
-    this.#server = undefined;
+    await this.#cdnServer?.shutdown();
+    this.#server = this.#cdnServer = undefined;
   }
 
   /** Requests for a path containing `part`. */
@@ -147,7 +154,7 @@ export class FakeHub {
     return this.seen.filter((r) => r.path.includes(part));
   }
 
-  #handle(req: Request): Response {
+  #handle(req: Request, cdn: boolean): Response {
     const url = new URL(req.url);
     const path = decodeURIComponent(url.pathname);
     this.seen.push({
@@ -160,7 +167,9 @@ export class FakeHub {
       this.faults.unavailable.times--;
       return new Response("busy", { status: 503 });
     }
-    if (path.startsWith("/cdn/")) return this.#cdn(req, url);
+    if (cdn) {
+      return path.startsWith("/cdn/") ? this.#cdn(req, url) : new Response(null, { status: 404 });
+    }
     const tree = /^\/api\/models\/([^/]+\/[^/]+)\/tree\/(.+)$/.exec(url.pathname);
     if (tree) return this.#tree(req, url, tree[1], decodeURIComponent(tree[2]));
     const resolve = /^\/([^/]+\/[^/]+)\/resolve\/([^/]+)\/(.+)$/.exec(url.pathname);
@@ -253,7 +262,7 @@ export class FakeHub {
       headers.set("x-linked-etag", `"${sha}"`);
       headers.set("x-linked-size", String(f.bytes.length));
       headers.set("etag", `"${gitOid(enc.encode(f.path))}"`);
-      headers.set("location", `${this.url}/cdn/${sha}?sig=signed-url-secret`);
+      headers.set("location", `${this.cdnUrl}/cdn/${sha}?sig=signed-url-secret`);
       return new Response(null, { status: 302, headers });
     }
     headers.set("etag", `"${gitOid(f.bytes)}"`);
