@@ -119,7 +119,8 @@ export function chatCommand() {
                 model: cmd.getOptionValueSource("model") === "cli"
                   ? clusterModelName(opts.model)
                   : "",
-                messages,
+                // The chat's own turns: text only (no tool calls here).
+                messages: messages.map(({ role, content }) => ({ role, content })),
                 maxTokens: opts.maxTokens,
                 stop: [TURN_STOP],
                 sampler: {
