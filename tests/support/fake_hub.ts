@@ -45,12 +45,14 @@ export interface SeenRequest {
 
 /** Misbehaviour, each for the next `n` CDN downloads. */
 export interface FakeHubFaults {
-  /** Close the connection after this many bytes of the body. */
+  /** End the body after this many bytes, short of its Content-Length (a dropped connection). */
   dropAfterBytes?: { bytes: number; times: number };
   /** Flip a byte in the middle of the body. */
   corrupt?: { times: number };
   /** Answer 503 to any request. */
   unavailable?: { times: number };
+  /** Send this many bytes of the body, then nothing more (a stalled transfer). */
+  stallAfterBytes?: { bytes: number; times: number };
   /** Ignore Range and send the whole file with 200. */
   ignoreRange?: { times: number };
 }
@@ -305,6 +307,17 @@ export class FakeHub {
     if (start > 0) {
       headers.set("content-range", `bytes ${start}-${bytes.length - 1}/${bytes.length}`);
     }
+    const stall = this.faults.stallAfterBytes;
+    if (req.method === "GET" && stall && stall.times > 0) {
+      stall.times--;
+      const part = body.slice(0, stall.bytes);
+      const stream = new ReadableStream<Uint8Array>({
+        start(c) {
+          c.enqueue(part);
+        },
+      });
+      return new Response(stream, { status: start > 0 ? 206 : 200, headers });
+    }
     const drop = this.faults.dropAfterBytes;
     if (req.method === "GET" && drop && drop.times > 0) {
       drop.times--;
@@ -312,8 +325,8 @@ export class FakeHub {
       const stream = new ReadableStream<Uint8Array>({
         start(c) {
           c.enqueue(body.slice(0, cut));
-          // Give the bytes time to leave before the connection is torn down.
-          setTimeout(() => c.error(new Error("dropped by the test")), 50);
+          // Give the bytes time to leave, then end short of the Content-Length sent.
+          setTimeout(() => c.close(), 50);
         },
       });
       return new Response(stream, { status: start > 0 ? 206 : 200, headers });

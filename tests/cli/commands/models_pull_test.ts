@@ -8,7 +8,7 @@
 import { FakeHub, fixture, sha256Hex } from "../../support/fake_hub.ts";
 import { llmctl } from "../../support/cli.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
-import { FIXTURES } from "../../support/paths.ts";
+import { FIXTURES, REPO } from "../../support/paths.ts";
 
 const TOKEN = "hf_gatedTestTokenDoNotLogMe0123456789abcdef";
 
@@ -41,6 +41,9 @@ Deno.test("llmctl models pull: path on stdout, progress on stderr, --json, cache
       "cached",
       "offline",
     ]);
+    const readme = await Deno.readTextFile(`${REPO}/README.md`);
+    const row = readme.split("\n").find((l) => l.startsWith("| `models pull REF --json`"));
+    for (const k of Object.keys(out)) assert(row?.includes(`"${k}"`), `README's row lacks "${k}"`);
     assertEquals([out.path, out.cached, out.commit, out.file], [
       path,
       true,
@@ -86,6 +89,9 @@ Deno.test("llmctl models pull: path on stdout, progress on stderr, --json, cache
     const bad = await llmctl(["models", "pull", "hf:not-a-ref"], env);
     assertEquals(bad.code, 2, bad.stderr);
     assert(bad.stderr.includes("names no owner/repo"), bad.stderr);
+    const deploy = await llmctl(["models", "deploy", "hf:test-org/tiny-GGUF:Q8_0"], env);
+    assertEquals(deploy.code, 2, deploy.stderr);
+    assert(deploy.stderr.includes("needs --from-here"), deploy.stderr);
     const plain = await llmctl(["models", "pull", "models/stories260K.gguf"], env);
     assertEquals(plain.code, 2, plain.stderr);
   } finally {

@@ -118,6 +118,27 @@ Deno.test("pull: a connection dropped mid-file resumes with Range; a part left b
   });
 });
 
+Deno.test("pull: a transfer that stalls is cut after the stall timeout and resumed", async () => {
+  await withHub(async (hub, cacheDir) => {
+    hub.faults.stallAfterBytes = { bytes: 50_000, times: 1 };
+    const events: PullEvent[] = [];
+    const t0 = Date.now();
+    const r = await pullModel("hf:test-org/tiny-GGUF:Q8_0", {
+      ...options(hub, cacheDir, events),
+      stallTimeoutMs: 300,
+    });
+    assertEquals(sha256Hex(await Deno.readFile(r.path)), sha256Hex(fixture("tiny-q8_0.gguf")));
+    assert(Date.now() - t0 < 10_000, "the stall was cut, not waited out");
+    const retry = events.find((e) => e.event === "retry");
+    assert(
+      retry?.event === "retry" && retry.error.includes("no bytes for 0.3 s"),
+      JSON.stringify(retry),
+    );
+    const gets = hub.requests("/cdn/").filter((q) => q.method === "GET");
+    assertEquals(gets.at(-1)!.range, "bytes=50000-");
+  });
+});
+
 Deno.test("pull: a server that ignores Range restarts the part from zero; 503s are retried", async () => {
   await withHub(async (hub, cacheDir) => {
     const q4 = fixture("tiny-q4_0.gguf");
