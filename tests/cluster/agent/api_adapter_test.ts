@@ -41,12 +41,18 @@ Deno.test("logprob tokens carry their raw bytes, and a redeployed model's pieces
 
 Deno.test("the API lists the model under the names the head takes (ModelId.matches)", () => {
   const state = {
-    model: { id: ModelId.of("/models/stories260K.gguf", 1000, "abc"), contextLength: 512 },
+    model: {
+      id: ModelId.of("/models/stories260K.gguf", 1000, "abc"),
+      contextLength: 512,
+      chat: { toolFormat: "llama3" },
+    },
     config: { contextSize: 256 },
     startedAt: 1,
   } as unknown as AgentState;
   const [m] = textGenerator(state, {} as HeadService, () => ({})).models();
   assertEquals([m.id, m.contextLength], ["stories260K.gguf", 256]);
+  // Its template's tool format: the API plans a request's tools by it.
+  assertEquals(m.toolFormat, "llama3");
   for (const name of ["stories260K", "stories260K.gguf", "stories260K.gguf@1000#abc"]) {
     assertEquals(m.matches?.(name), true, name);
   }
