@@ -107,22 +107,27 @@ export function hubClient(opts: HubClientOptions = {}): HubClient {
           ...init.headers,
         };
         if (token && new URL(at).origin === origin) headers.Authorization = `Bearer ${token}`;
-        const timer = AbortSignal.timeout(headersTimeoutMs);
+        // The deadline covers the answer's headers only: a body takes as long as it flows
+        // (the download's stall timer bounds its silences).
+        const abort = new AbortController();
+        const timer = setTimeout(() => abort.abort(), headersTimeoutMs);
         let res: Response;
         try {
           res = await doFetch(at, {
             method: init.method ?? "GET",
             headers,
             redirect: "manual",
-            signal: timer,
+            signal: abort.signal,
           });
         } catch (e) {
           throw new HubError(
             "unavailable",
-            timer.aborted
+            abort.signal.aborted
               ? `${hostOf(at)} sent no answer within ${headersTimeoutMs / 1000} s`
               : `cannot reach ${hostOf(at)}: ${connectionCause(e)}`,
           );
+        } finally {
+          clearTimeout(timer);
         }
         const location = res.headers.get("location");
         if (res.status >= 300 && res.status < 400 && location) {

@@ -53,6 +53,8 @@ export interface FakeHubFaults {
   unavailable?: { times: number };
   /** Send this many bytes of the body, then nothing more (a stalled transfer). */
   stallAfterBytes?: { bytes: number; times: number };
+  /** Send the body in `pieces` pieces, `delayMs` apart (a slow link). */
+  trickle?: { pieces: number; delayMs: number; times: number };
   /** Ignore Range and send the whole file with 200. */
   ignoreRange?: { times: number };
 }
@@ -306,6 +308,21 @@ export class FakeHub {
     });
     if (start > 0) {
       headers.set("content-range", `bytes ${start}-${bytes.length - 1}/${bytes.length}`);
+    }
+    const trickle = this.faults.trickle;
+    if (req.method === "GET" && trickle && trickle.times > 0) {
+      trickle.times--;
+      const step = Math.ceil(body.length / trickle.pieces);
+      let at = 0;
+      const stream = new ReadableStream<Uint8Array>({
+        async pull(c) {
+          if (at > 0) await new Promise((r) => setTimeout(r, trickle.delayMs));
+          c.enqueue(body.slice(at, at + step));
+          at += step;
+          if (at >= body.length) c.close();
+        },
+      });
+      return new Response(stream, { status: start > 0 ? 206 : 200, headers });
     }
     const stall = this.faults.stallAfterBytes;
     if (req.method === "GET" && stall && stall.times > 0) {

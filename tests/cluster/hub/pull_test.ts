@@ -139,6 +139,19 @@ Deno.test("pull: a transfer that stalls is cut after the stall timeout and resum
   });
 });
 
+Deno.test("pull: the answer deadline does not cut a body that keeps flowing past it", async () => {
+  await withHub(async (hub, cacheDir) => {
+    hub.faults.trickle = { pieces: 8, delayMs: 100, times: 1 };
+    const events: PullEvent[] = [];
+    const r = await pullModel("hf:test-org/tiny-GGUF:Q8_0", {
+      ...options(hub, cacheDir, events),
+      headersTimeoutMs: 250,
+    });
+    assertEquals(sha256Hex(await Deno.readFile(r.path)), sha256Hex(fixture("tiny-q8_0.gguf")));
+    assertEquals(events.filter((e) => e.event === "retry"), [], "one attempt, never cut");
+  });
+});
+
 Deno.test("pull: a server that ignores Range restarts the part from zero; 503s are retried", async () => {
   await withHub(async (hub, cacheDir) => {
     const q4 = fixture("tiny-q4_0.gguf");
