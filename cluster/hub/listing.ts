@@ -59,7 +59,8 @@ export async function listRepoFiles(client: HubClient, ref: HubReference): Promi
       throw new HubError("protocol", `${ref.repo}'s file listing is not an array`);
     }
     for (const e of entries) {
-      if (e?.type !== "file" || typeof e.path !== "string") continue;
+      // A path that could leave the cache's directory (as llama.cpp's is_valid_subpath refuses).
+      if (e?.type !== "file" || typeof e.path !== "string" || !isSafeRepoPath(e.path)) continue;
       const lfs = e.lfs && typeof e.lfs === "object" ? e.lfs : undefined;
       const size = Number(lfs?.size ?? e.size);
       const oid = typeof lfs?.oid === "string" ? lfs.oid.toLowerCase() : undefined;
@@ -72,6 +73,12 @@ export async function listRepoFiles(client: HubClient, ref: HubReference): Promi
     url = next;
   }
   return files;
+}
+
+/** Whether a listed path stays inside its directory: relative, no `.`/`..`/empty segments. */
+export function isSafeRepoPath(path: string): boolean {
+  return path.length > 0 && path.length <= 1024 && !/[\\\0]/.test(path) &&
+    path.split("/").every((s) => s !== "" && s !== "." && s !== "..");
 }
 
 /** The `rel="next"` URL of a Link header (GitHub's pagination format, which the Hub uses). */

@@ -11,7 +11,7 @@ import {
   selectFile,
   shardInfo,
 } from "../../../cluster/hub/mod.ts";
-import { nextLink } from "../../../cluster/hub/listing.ts";
+import { isSafeRepoPath, nextLink } from "../../../cluster/hub/listing.ts";
 import { assert, assertEquals, assertThrows } from "../../support/assert.ts";
 
 const files: RepoFile[] = [
@@ -93,4 +93,21 @@ Deno.test("shard and quant names, Link pagination", () => {
   );
   assertEquals(nextLink('<https://a/b>; rel="prev"', "https://a"), undefined);
   assertEquals(nextLink(null, "https://a"), undefined);
+});
+
+Deno.test("listed paths that could leave the cache directory are not taken", () => {
+  for (const p of ["m.gguf", "a/b/m-Q4_0.gguf", ".hidden/m.gguf"]) assert(isSafeRepoPath(p), p);
+  for (
+    const p of [
+      "../m.gguf",
+      "a/../../m.gguf",
+      "/etc/m.gguf",
+      "a//m.gguf",
+      "a\\m.gguf",
+      "./m.gguf",
+      "",
+    ]
+  ) {
+    assert(!isSafeRepoPath(p), p);
+  }
 });

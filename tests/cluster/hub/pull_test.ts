@@ -292,6 +292,21 @@ Deno.test("pull: a body that is not a GGUF is refused and deleted", async () => 
   });
 });
 
+Deno.test("pull: a listing entry that climbs out of the repository is ignored", async () => {
+  await withHub(async (hub, cacheDir) => {
+    hub.repos["test-org/tiny-GGUF"].files.push({
+      path: "../../escape-Q3_K_L.gguf",
+      bytes: fixture("tiny-q4_0.gguf"),
+      lfs: true,
+    });
+    await assertRejects(
+      () => pullModel("hf:test-org/tiny-GGUF:Q3_K_L", options(hub, cacheDir)),
+      HubError,
+      'has "Q3_K_L" in its name',
+    );
+  });
+});
+
 Deno.test("pull: two pulls of one file at once both get the whole verified file", async () => {
   await withHub(async (hub, cacheDir) => {
     const want = sha256Hex(fixture("kq-q5_k_m.gguf"));
