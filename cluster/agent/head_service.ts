@@ -7,7 +7,7 @@
  * @module
  */
 import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
-import type { Tokenizer } from "../../model/tokenizer/mod.ts";
+import type { StreamDecoder, Tokenizer } from "../../model/tokenizer/mod.ts";
 import { type ChatMessage, type ToolDef, toolMarkers } from "../../model/chat/mod.ts";
 import type { Member } from "../gossip/mod.ts";
 import {
@@ -314,16 +314,9 @@ export class HeadService {
       queue.push(e);
       wake?.();
     };
-    const decoder = model.tokenizer.createDecoder();
-    // With tools offered, the format's call markers that are control tokens (Mistral's
-    // [TOOL_CALLS], Llama's <|python_tag|>) come out as their text: the API parses calls by them.
-    const markers = new Set<number>();
-    if (p.tools?.length) {
-      for (const text of toolMarkers(model.chat.toolFormat)) {
-        const id = model.tokenizer.tokenId(text);
-        if (id !== undefined && model.tokenizer.isControl(id)) markers.add(id);
-      }
-    }
+    const decoder = p.tools?.length
+      ? markerDecoder(model.tokenizer, toolMarkers(model.chat.toolFormat))
+      : model.tokenizer.createDecoder();
     // Holds back text that may become a stop string, so clients never see part of one.
     const stops = new StopMatcher(p.stop ?? []);
     let stoppedBySequence = false;
@@ -373,11 +366,7 @@ export class HeadService {
         this.metrics.onToken(provider.replica);
         tracker.token();
         const { text, stopped } = stops.push(
-          model.tokenizer.isEog(token.id)
-            ? ""
-            : markers.has(token.id)
-            ? decoder.flush() + model.tokenizer.tokenText(token.id)
-            : decoder.push(token.id),
+          model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id),
         );
         if (stopped) stoppedBySequence = true;
         push({ kind: "token", requestId, index, token, text });
@@ -462,6 +451,28 @@ export class HeadService {
     c?.abort(new RpcFailure("canceled", `request ${requestId} was cancelled`));
     return c !== undefined;
   }
+}
+
+/**
+ * The output decoder while tools are offered: the format's call `markers` that the vocabulary
+ * holds as control tokens (Mistral's `[TOOL_CALLS]`, Llama's `<|python_tag|>`), which decoding
+ * drops like every control token, come out as their text, so the API can find calls by them.
+ */
+export function markerDecoder(
+  tokenizer: Pick<Tokenizer, "createDecoder" | "tokenId" | "isControl" | "tokenText">,
+  markers: readonly string[],
+): StreamDecoder {
+  const ids = new Set<number>();
+  for (const text of markers) {
+    const id = tokenizer.tokenId(text);
+    if (id !== undefined && tokenizer.isControl(id)) ids.add(id);
+  }
+  const decoder = tokenizer.createDecoder();
+  if (ids.size === 0) return decoder;
+  return {
+    push: (id) => ids.has(id) ? decoder.flush() + tokenizer.tokenText(id) : decoder.push(id),
+    flush: () => decoder.flush(),
+  };
 }
 
 /** A vocabulary's longest piece, bytes, by tokenizer (read once: a pass over the vocabulary). */
