@@ -14,6 +14,9 @@ import {
 } from "../support/agents.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { FIXTURES } from "../support/paths.ts";
+import { llmctl } from "../support/cli.ts";
+import { createClient } from "@connectrpc/connect";
+import { DiscoveryService, NodeState } from "../../proto/mod.ts";
 
 const TOKEN = "hf_e2eTokenNeverLogged0123456789abcdefghij";
 
@@ -75,6 +78,51 @@ Deno.test("an agent with --model hf:… pulls the model, serves a generation, an
     await stopAll(agents);
     await hub.stop();
     await Deno.remove(cache, { recursive: true });
+  }
+});
+
+Deno.test("models deploy hf:… --from-here pulls the file here and serves it to agents that hold nothing", async () => {
+  const hub = new FakeHub();
+  await hub.start();
+  const dirs = [0, 1, 2].map(() => Deno.makeTempDirSync({ prefix: "hub-deploy-" }));
+  const golden = JSON.parse(await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`));
+  const agents: AgentProcess[] = [];
+  try {
+    for (const [i, id] of ["a", "b"].entries()) {
+      agents.push(
+        await startAgent({
+          id,
+          seeds: i ? [agents[0].gossipAddr] : [],
+          memoryBudget: "2MB",
+          extra: ["--no-model", "--cache-dir", dirs[i]],
+        }),
+      );
+    }
+    // Both members in a's view before the deploy plans over them.
+    const d = createClient(DiscoveryService, agents[0].transport);
+    for (let t = Date.now(); Date.now() - t < 15_000;) {
+      const info = await d.getClusterInfo({});
+      if (info.nodes.filter((n) => n.state === NodeState.ALIVE).length === 2) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const r = await llmctl([
+      "--endpoint",
+      `127.0.0.1:${agents[0].rpcPort}`,
+      "models",
+      "deploy",
+      "hf:test-org/stories260K-GGUF/stories260K.gguf",
+      "--from-here",
+    ], { HF_ENDPOINT: hub.url, DLLM_CACHE_DIR: dirs[2] });
+    assertEquals(r.code, 0, r.stderr + r.stdout);
+    assert(r.stdout.includes("deployed stories260K.gguf@"), r.stdout);
+    assert(r.stderr.includes("pulling stories260K.gguf"), r.stderr);
+    await waitForPlacement(agents[0], 2);
+    const out = await generate(agents[0], golden.prompt, golden.n_predict);
+    assertEquals(out.tokens, golden.greedy_ids);
+  } finally {
+    await stopAll(agents);
+    await hub.stop();
+    for (const d of dirs) Deno.removeSync(d, { recursive: true });
   }
 });
 
