@@ -1,7 +1,7 @@
 /**
  * The OpenAI-compatible HTTP API: `/v1/models`, `/v1/completions`, `/v1/chat/completions`
  * (JSON or SSE), `/health`; admission control (bounded slots + queue → 429); stop strings across
- * token boundaries; the TextGenerator interface an agent implements.
+ * token boundaries; tool calling (tools.ts); the TextGenerator interface an agent implements.
  *
  * @example
  * ```ts
@@ -38,3 +38,4 @@ export {
   startApiServer,
 } from "./server.ts";
 export { MAX_STOP_CHARS, StopMatcher } from "./stop.ts";
+export { planTools, toolCallId, type ToolRequest, toolRequest } from "./tools.ts";

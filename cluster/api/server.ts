@@ -306,6 +306,16 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
 /** A 400 for what the request asks of the generator beyond its features (never ignored). */
 function unsupported(p: GenerationParams, generator: TextGenerator): void {
   const f = generator.features ?? {};
+  if (p.json && !f.json && p.assistantPrefix !== undefined) {
+    throw new ApiError(
+      400,
+      'tool_choice "required" or a named function needs JSON-constrained sampling, which this ' +
+        'agent does not apply; send tool_choice "auto"',
+      "invalid_request_error",
+      "invalid_value",
+      "tool_choice",
+    );
+  }
   if (p.json && !f.json) {
     throw new ApiError(
       400,

@@ -143,14 +143,14 @@ Deno.test("tool turns are checked: assistant tool_calls, tool results' call ids"
 /** Streams scripted pieces; the last user turn picks the script. */
 class ScriptedGenerator implements TextGenerator {
   last?: GenerationParams;
-  constructor(private readonly format: ToolFormat | undefined, readonly script: string[]) {}
+  constructor(public format: ToolFormat | undefined, readonly script: string[]) {}
   models() {
     return [{ id: "m.gguf", created: 1, contextLength: 4096, toolFormat: this.format }];
   }
   health() {
     return { status: "ok" };
   }
-  features = { json: true };
+  features: { json?: boolean } = { json: true };
   async *generate(p: GenerationParams): AsyncIterable<GenerationEvent> {
     this.last = p;
     for (const [i, text] of this.script.entries()) {
@@ -385,6 +385,16 @@ Deno.test("a generator that cannot render tools refuses them (400 tools), not ig
     const body = await r.json();
     assertEquals(r.status, 400);
     assertEquals(body.error.param, "tools");
+    // A forced call needs constrained sampling.
+    gen.format = "hermes";
+    gen.features = {};
+    const forced = await post({ tools: [WEATHER], tool_choice: "required" });
+    assertEquals(forced.status, 400);
+    assertEquals((await forced.json()).error.param, "tool_choice");
+    const auto = await post({ tools: [WEATHER] });
+    assertEquals(auto.status, 200);
+    await auto.body?.cancel();
+    gen.format = undefined;
     // Declined tools need nothing from it.
     const ok = await post({ tools: [WEATHER], tool_choice: "none" });
     assertEquals(ok.status, 200);
