@@ -100,7 +100,8 @@ Deno.test("models deploy hf:… --from-here pulls the file here and serves it to
     }
     // Both members in a's view before the deploy plans over them.
     const d = createClient(DiscoveryService, agents[0].transport);
-    for (let t = Date.now(); Date.now() - t < 15_000;) {
+    const since = Date.now();
+    while (Date.now() - since < 15_000) {
       const info = await d.getClusterInfo({});
       if (info.nodes.filter((n) => n.state === NodeState.ALIVE).length === 2) break;
       await new Promise((r) => setTimeout(r, 100));
