@@ -70,7 +70,9 @@ export async function fileMetadata(
     if (res.status >= 400) throw await statusError(client, res, { ...ref, file: path });
     await res.body?.cancel();
     const etag = normalizeEtag(res.headers.get("x-linked-etag") ?? res.headers.get("etag"));
-    const size = Number(res.headers.get("x-linked-size") ?? res.headers.get("content-length"));
+    // A redirect's own Content-Length is its body's, not the file's.
+    const length = res.status < 300 ? res.headers.get("content-length") : null;
+    const size = Number(res.headers.get("x-linked-size") ?? length ?? NaN);
     const commit = res.headers.get("x-repo-commit") ?? undefined;
     return {
       commit: commit && /^[0-9a-f]{40}$/i.test(commit) ? commit.toLowerCase() : undefined,
