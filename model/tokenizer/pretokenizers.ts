@@ -49,6 +49,22 @@ const QWEN2: SplitStep = {
       `${WS}*[\\r\\n]+|${WS}+(?!${NOT_WS})|${WS}+`,
   ),
 };
+// GPT-4o's tokenizer.json regex as llama.cpp 80fb11a runs it (llama-vocab.cpp, case
+// LLAMA_VOCAB_PRE_TYPE_GPT4O): its [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] / [\p{Ll}\p{Lm}\p{Lo}\p{M}] are
+// rewritten as "a letter that is not a-z" / "a letter that is not A-Z" and (?i:'s|…) as
+// [sS]-style classes. So every non-ASCII letter counts as both upper and lower case, only ASCII
+// case splits a word ("HelloWorld" → Hello|World), and combining marks are not part of words
+// (U+0301 after "cafe" is a pre-token of its own): that is what llama.cpp does, not the intent.
+const UPPERISH = `(?:(?=[${L}])[^a-z])`;
+const LOWERISH = `(?:(?=[${L}])[^A-Z])`;
+const GPT4O: SplitStep = {
+  kind: "regex",
+  re: rx(
+    `[^\\r\\n${L}${N}]?${UPPERISH}*${LOWERISH}+${CONTRACTIONS}?|` +
+      `[^\\r\\n${L}${N}]?${UPPERISH}+${LOWERISH}*${CONTRACTIONS}?|` +
+      `[${N}]{1,3}| ?[^${WS_CLASS}${L}${N}]+[\\r\\n/]*|${WS}*[\\r\\n]+|${WS}+(?!${NOT_WS})|${WS}+`,
+  ),
+};
 const DIGIT: SplitStep = { kind: "regex", re: rx(`[${N}]`) };
 const DEFAULT_STEPS: readonly SplitStep[] = [
   { kind: "regex", re: rx(`[${P}$+<=>^~|]+`) },
@@ -76,6 +92,12 @@ const qwen2 = (cleanSpaces = false): PreTokenizer => ({
   steps: [QWEN2],
   ignoreMerges: false,
   cleanSpaces,
+});
+const gpt4o = (): PreTokenizer => ({
+  type: "gpt4o",
+  steps: [GPT4O],
+  ignoreMerges: false,
+  cleanSpaces: false,
 });
 const starcoder = (cleanSpaces = true): PreTokenizer => ({
   type: "starcoder",
@@ -121,6 +143,8 @@ export const PRE_TOKENIZERS: ReadonlyMap<string, PreTokenizer> = new Map<string,
   ...["qwen2", "deepseek-r1-qwen", "kormo", "stablelm2", "hunyuan"]
     .map((n) => [n, qwen2(n === "stablelm2" ? true : false)] as [string, PreTokenizer]),
   ["megrez", qwen2(true)],
+  // llama.cpp: LLAMA_VOCAB_PRE_TYPE_GPT4O with clean_spaces = false (Phi-4 mini, Llama 4, ...).
+  ...["gpt-4o", "llama4", "kanana2", "talkie"].map((n) => [n, gpt4o()] as [string, PreTokenizer]),
   ["starcoder", starcoder()],
   ["refact", starcoder()],
   ["codeshell", starcoder()],
