@@ -8,7 +8,6 @@ import { InferenceService } from "../../proto/mod.ts";
 import {
   type LocalAgent,
   startLocalAgent,
-  startLocalCluster,
   stopLocalAgents,
   waitForPlacement as waitForLocalPlacement,
 } from "../../cli/local_cluster.ts";
@@ -26,6 +25,26 @@ export interface AgentOptions {
   memoryBudget?: string;
   extra?: string[];
   env?: Record<string, string>;
+}
+
+/**
+ * Each test agent's model cache: its own folder under one temporary root per test process, so
+ * no test sees what another test, a bench or the user left in ~/.cache/distributed-llm (a
+ * stale model there made `models list` show two models), and an agent restarted under the same
+ * id finds its cache again, as on a machine of its own.
+ */
+const CACHE_ROOT = Deno.makeTempDirSync({ prefix: "dllm-test-cache-" });
+globalThis.addEventListener("unload", () => {
+  try {
+    Deno.removeSync(CACHE_ROOT, { recursive: true });
+  } catch { /* agents may still be writing; the OS temp dir takes the rest */ }
+});
+
+/** The agent arguments with a private --cache-dir unless the test chose one. */
+function withCache(id: string, opts: Omit<AgentOptions, "id" | "seeds">): string[] {
+  const args = agentArgs(opts);
+  if (args.includes("--cache-dir") || opts.env?.DLLM_CACHE_DIR) return args;
+  return [...args, "--cache-dir", `${CACHE_ROOT}/${id}`];
 }
 
 /** Test defaults: fast gossip, the reference backend, small contexts. */
@@ -54,7 +73,12 @@ async function withTransport(a: LocalAgent): Promise<AgentProcess> {
 /** Start an agent process and wait until it listens. */
 export async function startAgent(opts: AgentOptions): Promise<AgentProcess> {
   return withTransport(
-    await startLocalAgent({ id: opts.id, seeds: opts.seeds, args: agentArgs(opts), env: opts.env }),
+    await startLocalAgent({
+      id: opts.id,
+      seeds: opts.seeds,
+      args: withCache(opts.id, opts),
+      env: opts.env,
+    }),
   );
 }
 
@@ -63,8 +87,16 @@ export async function startCluster(
   ids: string[],
   opts: Omit<AgentOptions, "id" | "seeds"> = {},
 ): Promise<AgentProcess[]> {
-  const agents = await startLocalCluster(ids, { args: agentArgs(opts), env: opts.env });
-  return Promise.all(agents.map(withTransport));
+  const first = await startAgent({ ...opts, id: ids[0] });
+  try {
+    const rest = await Promise.all(
+      ids.slice(1).map((id) => startAgent({ ...opts, id, seeds: [first.gossipAddr] })),
+    );
+    return [first, ...rest];
+  } catch (e) {
+    await stopLocalAgents([first]);
+    throw e;
+  }
 }
 
 /** Wait until `agent` sees `n` alive members whose hosted ranges tile the model. */
