@@ -10,6 +10,7 @@ import { type Tokenizer, tokenizerFromMetadata } from "../../../model/tokenizer/
 import { PRE_TOKENIZERS } from "../../../model/tokenizer/pretokenizers.ts";
 import { preTokenize } from "../../../model/tokenizer/unicode.ts";
 import { FIXTURES } from "./helpers.ts";
+import { pretokenVocab } from "./pretoken_vocab.ts";
 
 const ref: {
   cases: string[];
@@ -35,7 +36,7 @@ async function withPre(vocab: string, pre: string): Promise<Tokenizer> {
 for (const vocab of ["llama-bpe", "qwen2"]) {
   Deno.test(`gpt-4o pre-tokenizer on the ${vocab} vocabulary: llama.cpp's ids`, async () => {
     const tok = await withPre(vocab, "gpt-4o");
-    const want = ref.expected[vocab].map((l) => l === "" ? [] : l.split(" ").map(Number));
+    const want = wantIds(vocab);
     assertEquals(want.length, ref.cases.length);
     const failures: string[] = [];
     for (const [i, text] of ref.cases.entries()) {
@@ -77,19 +78,40 @@ Deno.test("gpt-4o: llama.cpp's flags (no clean_spaces, merges not skipped, no fo
   }
 });
 
-Deno.test("gpt-4o splits: ASCII case only; non-ASCII letters are both cases; marks split words", () => {
+const PIECE_BYTES = 16;
+const wantIds = (vocab: string) =>
+  ref.expected[vocab].map((l) => l === "" ? [] : l.split(" ").map(Number));
+
+Deno.test("gpt-4o on a vocabulary that shows pre-tokens: llama.cpp's ids", () => {
+  const tok = tokenizerFromMetadata(pretokenVocab("gpt-4o", ref.cases, PIECE_BYTES));
+  const want = wantIds(`pretoken-${PIECE_BYTES}`);
+  const failures: string[] = [];
+  for (const [i, text] of ref.cases.entries()) {
+    const got = tok.encode(text, { addBos: false });
+    if (JSON.stringify(got) !== JSON.stringify(want[i])) {
+      const show = (ids: number[]) => JSON.stringify(ids.map((id) => tok.tokenText(id)));
+      failures.push(`${JSON.stringify(text)}\n  want ${show(want[i])}\n  got  ${show(got)}`);
+    }
+  }
+  assertEquals(failures, [], `${failures.length}/${ref.cases.length} cases differ`);
+});
+
+Deno.test("gpt-4o pre-tokens are llama.cpp's wherever its ids pin them down", () => {
+  // On the pretoken vocabulary, two neighbouring pieces of llama.cpp's output that fit in
+  // PIECE_BYTES together would have merged had they been one pre-token: so when every
+  // neighbouring pair fits, the pieces are exactly llama.cpp's pre-tokens. Among them: "Hello" |
+  // "World", "É" | "COLE" (a non-ASCII letter counts as lower case), "cafe" | U+0301 (marks are
+  // not letters), "123" | "456" | "7".
+  const tok = tokenizerFromMetadata(pretokenVocab("gpt-4o", ref.cases, PIECE_BYTES));
   const steps = PRE_TOKENIZERS.get("gpt-4o")!.steps;
-  assertEquals(preTokenize("HelloWorld ABCdef DON'T I'M", steps), [
-    "Hello",
-    "World",
-    " ABCdef",
-    " DON'T",
-    " I'M",
-  ]);
-  // ǅ (titlecase) and ʰ (modifier) are plain letters in llama.cpp's table: no split around them.
-  assertEquals(preTokenize("AǅBaʰb", steps), ["AǅBaʰb"]);
-  // U+0301 is \p{M}, which llama.cpp's rewritten regex leaves out of words.
-  assertEquals(preTokenize("cafe\u0301 x", steps), ["cafe", "\u0301", " x"]);
-  assertEquals(preTokenize("1234567", steps), ["123", "456", "7"]);
-  assertEquals(preTokenize("a/b/\n//", steps), ["a", "/b", "/\n//"]);
+  const want = wantIds(`pretoken-${PIECE_BYTES}`);
+  let pinned = 0;
+  for (const [i, text] of ref.cases.entries()) {
+    const pieces = want[i].map((id) => tok.decode([id], { cleanSpaces: false }));
+    const bytes = pieces.map((p) => new TextEncoder().encode(p).length);
+    if (bytes.some((n, j) => j > 0 && n + bytes[j - 1] > PIECE_BYTES)) continue;
+    assertEquals(preTokenize(text, steps), pieces, JSON.stringify(text));
+    pinned++;
+  }
+  assert(pinned >= 130, `only ${pinned} cases pinned down`);
 });
