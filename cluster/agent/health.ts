@@ -15,6 +15,11 @@ export function readiness(
   loop: PlacementLoop,
 ): { serving: boolean; detail?: string } {
   if (s.stopped) return { serving: false, detail: "agent is stopping" };
+  // A draining agent refuses new requests (503) while it finishes its own: a readiness probe
+  // must say so, or a load balancer keeps sending it requests that are refused.
+  if (s.draining) {
+    return { serving: false, detail: "agent is shutting down (finishing its requests)" };
+  }
   if (s.model && !loop.plan) {
     return { serving: false, detail: "no placement yet (waiting for enough agents)" };
   }
@@ -32,6 +37,8 @@ export function apiHealth(s: AgentState, loop: PlacementLoop): Record<string, un
   return {
     status: s.stopped
       ? "stopping"
+      : s.draining
+      ? "draining"
       : !s.model
       ? "no_model"
       : loop.error

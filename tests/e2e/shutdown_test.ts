@@ -65,7 +65,28 @@ Deno.test("SIGTERM lets a generation in flight finish within --shutdown-grace", 
   try {
     const whole = await streamCompletion(agent.httpPort, 400, () => {});
     assertEquals(whole.finish.length, 1);
-    const cut = await streamCompletion(agent.httpPort, 400, () => agent.child.kill("SIGTERM"));
+    // While it drains, every readiness answer turns to "not serving" (it used to say serving
+    // until the agent stopped, so a load balancer kept sending requests that were refused).
+    const seen: string[] = [];
+    let streaming = true;
+    let polls: Promise<void> = Promise.resolve();
+    const cut = await streamCompletion(agent.httpPort, 400, () => {
+      agent.child.kill("SIGTERM");
+      polls = (async () => {
+        while (streaming) {
+          try {
+            const ready = await fetch(`http://127.0.0.1:${agent.metricsPort}/health?ready=1`);
+            const api = await (await fetch(`http://127.0.0.1:${agent.httpPort}/health`)).json();
+            await ready.body?.cancel();
+            seen.push(`${ready.status} ${api.status}`);
+          } catch { /* the agent has closed its ports */ }
+          await new Promise((r) => setTimeout(r, 5));
+        }
+      })();
+    });
+    streaming = false;
+    await polls;
+    assert(seen.includes("503 draining"), `readiness while draining: ${seen.join(", ")}`);
     assertEquals(cut.error, undefined);
     assertEquals(cut.finish, whole.finish);
     assertEquals(cut.text, whole.text, "the drained generation is the whole generation");
