@@ -23,7 +23,8 @@ import { RateLimiter } from "./rate.ts";
 /** The models this node knows. */
 export class EntryTable {
   readonly #entries = new Map<string, Entry>();
-  readonly #byPath = new Map<string, Promise<Entry>>();
+  /** Each file's manifest, by path, size and mtime (computed once: it reads the whole file). */
+  readonly #byPath = new Map<string, Promise<PathManifest>>();
 
   /**
    * @param host the agent (its id, what it serves, its log)
@@ -188,10 +189,6 @@ export class EntryTable {
             other.path = undefined;
           }
         }
-        const e = this.add(manifest, answer, signature);
-        e.path = path;
-        e.state = TransferState.SOURCE;
-        e.needed = manifest.segments.map((_, i) => i);
         this.host.log("info", "manifest computed", {
           path,
           model: manifest.modelId,
@@ -199,14 +196,31 @@ export class EntryTable {
           segments: manifest.segments.length,
           signature,
         });
-        return e;
+        return { manifest, answer, signature };
       })();
       for (const k of this.#byPath.keys()) if (k.startsWith(`${path}\0`)) this.#byPath.delete(k);
       this.#byPath.set(key, p);
       p.catch(() => this.#byPath.delete(key));
     }
-    return await p;
+    const { manifest, answer, signature } = await p;
+    // Added each time, not once: the entry is the bytes', and a manifest of the same bytes under
+    // another name since (a copy deployed from another path, or --from-here) renamed it. Deployed
+    // from this path again, the model is this file's name, as the user sees it last deployed.
+    const e = this.add(manifest, answer, signature);
+    if (e.path !== path) {
+      e.path = path;
+      e.state = TransferState.SOURCE;
+      e.needed = manifest.segments.map((_, i) => i);
+    }
+    return e;
   }
+}
+
+/** A source file's manifest: its signed answer and the signature scheme that checked it. */
+interface PathManifest {
+  manifest: TransferManifest;
+  answer: GetManifestResponse;
+  signature: string;
 }
 
 /** `answer` as an entry keeps it: GetManifest fills in the segments held when it answers. */

@@ -73,3 +73,27 @@ Deno.test("a file rewritten in place under the same name and size is another man
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a file whose bytes were offered under another name keeps its own name", async () => {
+  // `models deploy s2.gguf` (a copy) then `models deploy stories260K.gguf`: the entry is the
+  // bytes', renamed by the copy's manifest; the second deploy answered the copy's name
+  // ("deployed s2.gguf@…", and clients asking for stories260K got a 404).
+  const dir = await Deno.makeTempDir();
+  const a = `${dir}/stories260K.gguf`;
+  const b = `${dir}/s2.gguf`;
+  await Deno.copyFile(STORIES, a);
+  await Deno.copyFile(STORIES, b);
+  const m = transferManager("src", `${dir}/cache`, 4096);
+  const name = async (path: string) =>
+    openManifest(await m.getManifest({ path, model: "" }), undefined).manifest.modelId;
+  try {
+    assert((await name(a)).startsWith("stories260K.gguf@"), await name(a));
+    assert((await name(b)).startsWith("s2.gguf@"), await name(b));
+    const again = await name(a);
+    assert(again.startsWith("stories260K.gguf@"), `deployed again as ${again}`);
+    assert((await name(b)).startsWith("s2.gguf@"), "and the copy as its own again");
+  } finally {
+    m.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
