@@ -140,6 +140,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       else res.destroy();
     });
   });
+  // Our idle timer (arm) is the keep-alive limit; the runtime's own (Node's 5 s default) closed
+  // idle connections before it and announced `Keep-Alive: timeout=5` whatever the flag said.
+  server.keepAliveTimeout = headersTimeout;
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = new URL(req.url ?? "/", "http://x").pathname.replace(/\/+$/, "") || "/";

@@ -362,6 +362,34 @@ async function readUntil(conn: Deno.Conn, until: string, timeoutMs: number) {
 }
 
 Deno.test({
+  name:
+    "an idle keep-alive connection lives as long as --http-header-timeout, not the runtime's 5 s",
+  fn: async () => {
+    const api = await startApiServer({
+      port: 0,
+      generator: pacedGenerator({ tokens: 1, gapMs: 0 }),
+      headersTimeoutMs: 7000,
+    });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: api.port });
+    try {
+      const get = new TextEncoder().encode("GET /health HTTP/1.1\r\nhost: x\r\n\r\n");
+      await conn.write(get);
+      const first = await readUntil(conn, "}", 5000);
+      assert(first.found, first.text);
+      assert(/keep-alive: timeout=7\b/i.test(first.text), `announced: ${first.text.slice(0, 300)}`);
+      // Past the runtime's default 5 s, within the 7 s limit: the same connection still answers.
+      await new Promise((r) => setTimeout(r, 5600));
+      await conn.write(get);
+      const second = await readUntil(conn, "}", 3000);
+      assert(second.found, `closed after 5.6 s idle: ${JSON.stringify(second.text)}`);
+    } finally {
+      conn.close();
+      await api.close();
+    }
+  },
+});
+
+Deno.test({
   name: "pipelined keep-alive requests: a stream longer than the header timeout is not cut",
   fn: async () => {
     const api = await startApiServer({
