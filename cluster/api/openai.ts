@@ -201,7 +201,16 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   params.frequencyPenalty = num(body, "frequency_penalty", -2, 2);
   const bias = logitBias(body.logit_bias);
   if (bias) params.logitBias = bias;
+  // A JSON number past 2^53 has already lost its low bits (the ones the RNG draws) when it is
+  // parsed: 2^53 + 1 arrives as 2^53. Refused rather than silently run as another seed.
   const seed = num(body, "seed", -(2 ** 63), 2 ** 64, true);
+  if (seed !== undefined && !Number.isSafeInteger(seed)) {
+    throw bad(
+      "seed",
+      `seed ${seed} is past ±(2^53 − 1), where a JSON number no longer holds every integer ` +
+        `(its low bits, which the sampler draws, are lost); use a smaller seed`,
+    );
+  }
   if (seed !== undefined) params.seed = BigInt.asUintN(64, BigInt(seed));
   const stop = body.stop;
   if (typeof stop === "string") params.stop = [stop];

@@ -1,7 +1,7 @@
 /** Request parsing of the OpenAI-compatible API (cluster/api/openai.ts). */
 import { parseRequest } from "../../../cluster/api/openai.ts";
 import type { ApiError } from "../../../cluster/api/errors.ts";
-import { assertEquals } from "../../support/assert.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
 import { Sampler } from "../../../model/sampler.ts";
 
 Deno.test("a request without logprobs tells the generator nobody reads them", () => {
@@ -121,4 +121,24 @@ Deno.test("a chat message's role is one of OpenAI's; a range error prints its bo
   }
   // Not "-9223372036854776000 to 18446744073709552000" (the floats' shortest decimal forms).
   assertEquals(message, `seed must be from -2^63 to 2^64, got ${2 ** 65}`);
+});
+
+Deno.test("a seed past 2^53 is refused: JSON parsing has already dropped the bits it is drawn by", () => {
+  const seedOf = (seed: number) =>
+    parseRequest("completion", { model: "m", prompt: "hi", seed }).params.seed;
+  assertEquals(seedOf(2 ** 53 - 1), 2n ** 53n - 1n);
+  assertEquals(seedOf(-1), 2n ** 64n - 1n);
+  assertEquals(seedOf(-(2 ** 53 - 1)), 2n ** 64n - (2n ** 53n - 1n));
+  // 2^53 + 1 arrives as 2^53, and 2^64 − 1 as 2^64 (which ran as seed 0).
+  for (
+    const seed of [JSON.parse("9007199254740993"), 2 ** 60, JSON.parse("18446744073709551615")]
+  ) {
+    let message = "";
+    try {
+      seedOf(seed);
+    } catch (e) {
+      message = (e as Error).message;
+    }
+    assert(message.includes("past ±(2^53 − 1)"), `seed ${seed}: ${message}`);
+  }
 });
