@@ -109,6 +109,29 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   // Requests of a connection not answered yet: pipelined requests overlap, and the first one's
   // answer must not arm the timer under the next one's stream (it cut it after the timeout).
   const inFlight = new Map<net.Socket, number>();
+  /**
+   * Log a failed request at a level by its status (clients' mistakes and overload answers are
+   * not the server's failures) and return what the client is told. An internal error's stack is
+   * logged under DLLM_DEBUG, as its message asks.
+   */
+  const report = (e: unknown, req: http.IncomingMessage, msg: string): ApiError => {
+    const err = toApiError(e);
+    const level = err.status >= 500 && err.status !== 503
+      ? "error"
+      : err.status >= 429
+      ? "warn"
+      : "debug";
+    const stack = err.status === 500 && Deno.env.get("DLLM_DEBUG")
+      ? (e as Error)?.stack
+      : undefined;
+    opts.log?.(level, msg, {
+      status: err.status,
+      error: err.message,
+      url: req.url?.slice(0, 200),
+      ...(stack ? { stack } : {}),
+    });
+    return err;
+  };
   const server = http.createServer((req, res) => {
     const socket = req.socket;
     clearTimeout(idle.get(socket));
@@ -124,18 +147,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     res.once("finish", onAnswered);
     res.once("close", onAnswered);
     handle(req, res).catch((e) => {
-      const err = toApiError(e);
-      // Clients' mistakes and overload answers are not the server's failures.
-      const level = err.status >= 500 && err.status !== 503
-        ? "error"
-        : err.status >= 429
-        ? "warn"
-        : "debug";
-      opts.log?.(level, "api request failed", {
-        status: err.status,
-        error: err.message,
-        url: req.url?.slice(0, 200),
-      });
+      const err = report(e, req, "api request failed");
       if (!res.headersSent) sendError(res, err);
       else res.destroy();
     });
@@ -256,7 +268,15 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       );
     }
     if (parsed.batch) await completeBatch(res, parsed, parsed.batch, opts.generator);
-    else await complete(res, parsed, opts.generator, opts.sseKeepAliveMs ?? 15_000);
+    else {
+      await complete(
+        res,
+        parsed,
+        opts.generator,
+        opts.sseKeepAliveMs ?? 15_000,
+        (e) => report(e, req, "api stream failed"),
+      );
+    }
   }
 
   const sockets = new Set<net.Socket>();
@@ -416,6 +436,8 @@ async function complete(
   parsed: ReturnType<typeof parseRequest>,
   generator: TextGenerator,
   keepAliveMs: number,
+  /** Logs a failure once the stream has begun (its status is sent in band) and shapes it. */
+  reportStreamError: (e: unknown) => ApiError,
 ): Promise<void> {
   const abort = new AbortController();
   // The client went away (closed the socket) before we finished: cancel the generation.
@@ -488,7 +510,7 @@ async function complete(
       }
     } catch (e) {
       if (abort.signal.aborted) return;
-      send(toApiError(e).body());
+      send(reportStreamError(e).body());
       res.end();
       return;
     }

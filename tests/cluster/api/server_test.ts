@@ -545,3 +545,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "an internal error is logged at error, with its stack under DLLM_DEBUG, streamed or not",
+  fn: async () => {
+    const logged: { level: string; msg: string; fields?: Record<string, unknown> }[] = [];
+    const generator: TextGenerator = {
+      models: () => [{ id: "fake.gguf", created: 1, contextLength: 64 }],
+      health: () => ({ status: "ok" }),
+      async *generate(p: GenerationParams) {
+        if (p.maxTokens === 2) {
+          // The streamed request: its status (200) is sent with the first token.
+          yield {
+            kind: "token",
+            text: "x",
+            token: { tokenId: 1, text: "x", logprob: -1 },
+            top: [],
+          };
+        }
+        throw new TypeError("Cannot read properties of undefined (reading 'tokenizer')");
+      },
+    };
+    const api = await startApiServer({
+      port: 0,
+      generator,
+      log: (level, msg, fields) => logged.push({ level, msg, fields }),
+    });
+    const before = Deno.env.get("DLLM_DEBUG");
+    Deno.env.set("DLLM_DEBUG", "1");
+    try {
+      const url = `http://127.0.0.1:${api.port}/v1/completions`;
+      const whole = await fetch(url, {
+        method: "POST",
+        body: JSON.stringify({ model: "fake", prompt: "a" }),
+      });
+      assertEquals(whole.status, 500);
+      await whole.body?.cancel();
+      const streamed = await fetch(url, {
+        method: "POST",
+        body: JSON.stringify({ model: "fake", prompt: "a", stream: true, max_tokens: 2 }),
+      });
+      const text = await streamed.text();
+      assert(text.includes("internal error"), text);
+      const errors = logged.filter((l) => l.level === "error");
+      assertEquals(errors.map((l) => l.msg), ["api request failed", "api stream failed"]);
+      for (const l of errors) {
+        assert(String(l.fields?.stack).includes("server_test.ts"), JSON.stringify(l.fields));
+      }
+    } finally {
+      if (before === undefined) Deno.env.delete("DLLM_DEBUG");
+      else Deno.env.set("DLLM_DEBUG", before);
+      await api.close();
+    }
+  },
+});
