@@ -170,6 +170,25 @@ function concat(parts: Uint8Array[], total: number): Uint8Array {
   return out;
 }
 
+/**
+ * Why gossip cannot listen on `host:port`, worded as the RPC, metrics and HTTP listeners word it
+ * (before: a bare "cannot bind UDP …: bind EADDRINUSE", without the flag to change).
+ */
+function bindError(
+  proto: "UDP" | "TCP",
+  host: string,
+  port: number,
+  e: Error & { code?: string },
+): Error {
+  const why = e.code === "EADDRINUSE"
+    ? `port ${port} is already in use (another agent?); choose another with --gossip-port ` +
+      `(0 picks a free one)`
+    : e.code === "EADDRNOTAVAIL"
+    ? `${host} is not an address of this machine; check --bind`
+    : e.message;
+  return new Error(`cannot listen for gossip on ${proto} ${joinHostPort(host, port)}: ${why}`);
+}
+
 /** Options of the real transport. */
 export interface UdpTransportOptions {
   /** Address to bind; 127.0.0.1 by default — never all interfaces unless asked. */
@@ -236,7 +255,10 @@ export class UdpTransport implements Transport {
     sock.on("error", () => {});
   }
 
-  /** Bind UDP and TCP on the same port. */
+  /**
+   * Bind UDP and TCP on the same port. A port in use, or an address not of this machine, is
+   * refused in the words the agent's other listeners use (naming --gossip-port or --bind).
+   */
   static async listen(opts: UdpTransportOptions = {}): Promise<UdpTransport> {
     const bindAddr = opts.bindAddr ?? "127.0.0.1";
     const family = bindAddr.includes(":") ? "udp6" : "udp4";
@@ -247,15 +269,13 @@ export class UdpTransport implements Transport {
         udp.bind(opts.port ?? 7946, bindAddr, () => resolve(udp.address().port));
       }).catch((e) => {
         udp.close();
-        throw new Error(
-          `cannot bind UDP ${joinHostPort(bindAddr, opts.port ?? 7946)}: ${e.message}`,
-        );
+        throw bindError("UDP", bindAddr, opts.port ?? 7946, e);
       });
       const tcp = net.createServer();
       const ok = await new Promise<boolean>((resolve, reject) => {
         tcp.once("error", (e: Error & { code?: string }) => {
           if (e.code === "EADDRINUSE" && !opts.port) resolve(false);
-          else reject(new Error(`cannot bind TCP ${joinHostPort(bindAddr, port)}: ${e.message}`));
+          else reject(bindError("TCP", bindAddr, port, e));
         });
         tcp.listen(port, bindAddr, () => resolve(true));
       }).catch((e) => {

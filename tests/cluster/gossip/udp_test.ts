@@ -1,5 +1,6 @@
 // In-process members on real UDP/TCP loopback sockets: join by a DNS name, leave gracefully,
 // transports bind 127.0.0.1 by default and refuse unsendable addresses quietly.
+import dgram from "node:dgram";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import {
   ImpairedTransport,
@@ -126,5 +127,26 @@ Deno.test("udp: the userspace impairment keeps a stream's reply and close in ord
   } finally {
     await a.close();
     await b.close();
+  }
+});
+
+Deno.test("udp: a gossip port in use is refused naming --gossip-port, as the other ports are (UDP and TCP)", async () => {
+  // Before: a bare "cannot bind UDP 127.0.0.1:N: bind EADDRINUSE", without the hint the RPC,
+  // metrics and HTTP listeners give.
+  const udpTaken = dgram.createSocket("udp4");
+  await new Promise<void>((r) => udpTaken.bind(0, "127.0.0.1", r));
+  const tcpTaken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    for (
+      const port of [udpTaken.address().port, (tcpTaken.addr as Deno.NetAddr).port]
+    ) {
+      const msg = (await assertRejects(() => UdpTransport.listen({ port }), Error)).message;
+      assert(msg.startsWith("cannot listen for gossip on "), msg);
+      assert(msg.includes(`port ${port} is already in use`), msg);
+      assert(msg.includes("--gossip-port"), msg);
+    }
+  } finally {
+    udpTaken.close();
+    tcpTaken.close();
   }
 });
