@@ -12,6 +12,7 @@ import { DEFAULT_MODEL, intOption, numberOption, writeOut } from "./common.ts";
 import { formatBytes, table } from "./format.ts";
 import { SAMPLING_DEFAULTS } from "../model/sampling_defaults.ts";
 import {
+  type LocalAgent,
   splitModelArgs,
   startLocalCluster,
   stopLocalAgents,
@@ -67,16 +68,44 @@ export async function main(args: string[]): Promise<number> {
     `starting ${opts.agents} agents on 127.0.0.1, ${formatBytes(budget)} budget each ` +
       `(the model needs ${formatBytes(need)})…`,
   );
-  let agents;
+  // SIGINT or SIGTERM (a supervisor, `kill`, a CI cancel) stops the agents before the demo
+  // exits: without a handler the runtime exited at once and left them running. A second
+  // signal kills them and exits without waiting.
+  const interrupted = new AbortController();
+  let agents: LocalAgent[] = [];
+  const exitCodeOf = { SIGINT: 130, SIGTERM: 143 } as const;
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => {
+    const handler = () => {
+      if (interrupted.signal.aborted) {
+        for (const a of agents) {
+          try {
+            a.child.kill("SIGKILL");
+          } catch { /* gone */ }
+        }
+        Deno.exit(exitCodeOf[sig]);
+      }
+      interrupted.abort(sig);
+    };
+    Deno.addSignalListener(sig, handler);
+    return () => Deno.removeSignalListener(sig, handler);
+  });
+  const stopped = () => {
+    say(`\ndemo: ${interrupted.signal.reason}: stopping the agents…`);
+    return exitCodeOf[interrupted.signal.reason as keyof typeof exitCodeOf];
+  };
   try {
     agents = await startLocalCluster(ids, { args: agentArgs });
   } catch (e) {
+    handlers.forEach((off) => off());
     say(`demo: could not start the agents: ${(e as Error).message}`);
     return 1;
   }
   const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`);
   try {
-    const info = await waitForPlacement(transport, agents.length);
+    const info = await untilInterrupted(
+      waitForPlacement(transport, agents.length),
+      interrupted.signal,
+    );
     const byId = new Map(info.nodes.map((n) => [n.id, n]));
     say("\nplacement (gossip-agreed, contiguous layer ranges):");
     say(table(
@@ -103,7 +132,7 @@ export async function main(args: string[]): Promise<number> {
           temperature: opts.temperature,
           seed: opts.seed === undefined ? undefined : BigInt(opts.seed),
         },
-      })
+      }, { signal: interrupted.signal })
     ) {
       writeOut(m.text);
       if (m.usage) usage = m.usage;
@@ -118,12 +147,24 @@ export async function main(args: string[]): Promise<number> {
     }
     return 0;
   } catch (e) {
+    if (interrupted.signal.aborted) return stopped();
     say(`demo: ${(e as Error).message}`);
     return 1;
   } finally {
     transport.close();
     await stopLocalAgents(agents);
+    handlers.forEach((off) => off());
   }
+}
+
+/** `p`, or a rejection as soon as `signal` aborts. */
+function untilInterrupted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
