@@ -159,13 +159,17 @@ const ENV: Record<keyof AgentConfig, string> = {
   corsOrigin: "DLLM_CORS_ORIGIN",
 };
 
+/** Settings whose empty value is refused, not taken as unset. */
+const SECRETS = new Set<keyof AgentConfig>(["apiKey", "gossipKeys"]);
+
 /** Read the `DLLM_*` variables that are set. */
 export function settingsFromEnv(env: Record<string, string | undefined>): RawSettings {
   const out: RawSettings = {};
   for (const [key, name] of Object.entries(ENV) as [keyof AgentConfig, string][]) {
     const v = env[name];
-    // An empty variable is unset, except a secret's: DLLM_API_KEY="$UNSET" must not open the API.
-    if (v !== undefined && (v !== "" || key === "apiKey")) out[key] = v;
+    // An empty variable is unset, except a secret's: DLLM_API_KEY="$UNSET" must not open the API,
+    // nor DLLM_GOSSIP_KEYS="$UNSET" turn encryption off.
+    if (v !== undefined && (v !== "" || SECRETS.has(key))) out[key] = v;
   }
   return out;
 }
@@ -349,6 +353,22 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const keysFromFile = secretFile("gossipKeysFile", "gossipKeys");
   if (keysFromFile !== undefined) {
     cfg.gossipKeys = keysFromFile.split(/[,\s]+/).filter(Boolean);
+  }
+  // As an empty API key: a key file (or --gossip-keys "$UNSET") that holds no key is a mistake,
+  // not "gossip in plaintext" (before, it meant that silently on loopback, and off loopback the
+  // refusal said to set --gossip-keys, which had been set).
+  if (cfg.gossipKeys.length === 0) {
+    const key = keysFromFile === undefined ? "gossipKeys" : "gossipKeysFile";
+    const [raw, src] = pick(key);
+    if (raw !== undefined) {
+      fail(
+        key,
+        src,
+        `${key === "gossipKeysFile" ? `${raw} ` : ""}is empty: it holds no gossip key, and ` +
+          `none would mean gossip in plaintext; give the base64 keys (comma- or ` +
+          `line-separated), or leave it out to gossip in plaintext on loopback`,
+      );
+    }
   }
   if (cfg.apiKey === "") {
     const key = keyFromFile === undefined ? "apiKey" : "apiKeyFile";

@@ -135,6 +135,45 @@ Deno.test("secrets: an empty API key is refused; keys can come from files, out o
   }
 });
 
+Deno.test("secrets: an empty gossip key file (or an empty --gossip-keys) is refused, not taken as plaintext", async () => {
+  const on = (extra: Record<string, unknown>, env: Record<string, string> = {}) =>
+    resolveConfig([["flag", extra], ["env", settingsFromEnv(env)], ["default", base]]);
+  const dir = await Deno.makeTempDir();
+  try {
+    // Before, an empty file meant no keys: plaintext gossip on loopback, without a word.
+    for (const text of ["", "\n", " , \n"]) {
+      await Deno.writeTextFile(`${dir}/empty`, text);
+      assertThrows(
+        () => on({ gossipKeysFile: `${dir}/empty` }),
+        AgentConfigError,
+        `--gossip-keys-file: ${dir}/empty is empty`,
+      );
+      assertThrows(
+        () => on({}, { DLLM_GOSSIP_KEYS_FILE: `${dir}/empty` }),
+        AgentConfigError,
+        `DLLM_GOSSIP_KEYS_FILE: ${dir}/empty is empty`,
+      );
+      // Off loopback the refusal names the empty file, not a missing --gossip-keys.
+      const e = assertThrows(
+        () => on({ gossipKeysFile: `${dir}/empty`, bind: "0.0.0.0", advertiseAddress: "10.0.0.1" }),
+        AgentConfigError,
+        "is empty",
+      );
+      assertEquals(e.message.includes("refusing to gossip in plaintext"), false, e.message);
+    }
+    assertThrows(() => on({ gossipKeys: "" }), AgentConfigError, "--gossip-keys: is empty");
+    assertThrows(() => on({ gossipKeys: " , " }), AgentConfigError, "--gossip-keys: is empty");
+    assertThrows(
+      () => on({}, { DLLM_GOSSIP_KEYS: "" }),
+      AgentConfigError,
+      "DLLM_GOSSIP_KEYS: is empty",
+    );
+    assertEquals(on({}).gossipKeys, [], "no keys given at all: plaintext on loopback, as before");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("an empty port and malformed seeds are refused at start, naming the flag", () => {
   const on = (extra: Record<string, unknown>) =>
     resolveConfig([["flag", extra], ["default", base]]);
