@@ -159,6 +159,13 @@ Deno.test({
         for (const k of ["prompt_ms", "decode_ms", "decode_tokens_per_second"]) {
           assert(typeof timings[k] === "number", k);
         }
+        // One clock: 23 tokens after the first in decode_ms at the rate given (the decode time
+        // was this client's beside the agent's rate, and the two disagreed).
+        const implied = 23 / timings.decode_tokens_per_second * 1000;
+        assert(
+          Math.abs(implied - timings.decode_ms) <= 0.02 * implied + 0.01,
+          JSON.stringify(timings),
+        );
         assertEquals((s.placement as unknown[]).length >= 1, true);
       });
 
