@@ -1,20 +1,85 @@
 /**
- * Dropped packets and streams: counted by reason, handler failures logged, and a peer whose
- * gossip none of our keys opens (or, without keys, that reads as malformed) named in a warning,
- * at most once a minute.
+ * Dropped packets and streams: counted by reason, handler failures logged, and what an operator
+ * must hear of named in a warning, each kind at most once a minute: a peer whose gossip none of
+ * our keys opens (or that gossips with keys while we have none, or without while we have them),
+ * and bytes that are not gossip at all (llmctl or an HTTP client pointed at the gossip port).
  *
  * @module
  */
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import type { Stats } from "./member.ts";
-import type { DropReason } from "./net.ts";
+import { type DropReason, unpack } from "./net.ts";
+import { DecryptError, ENCRYPTION_OVERHEAD, ENCRYPTION_VERSION } from "./security.ts";
+import { FrameError } from "./transport.ts";
+
+/**
+ * What dropped bytes were, as far as an operator cares: gossip sealed with a key we lack,
+ * plaintext gossip reaching a member with keys, sealed gossip reaching a member without, or
+ * another protocol's bytes.
+ */
+export type Stranger = "wrong-key" | "plaintext" | "sealed" | "not-gossip";
+
+/**
+ * Classify a dropped packet or stream frame. `raw`: the bytes that failed (undefined where a
+ * stream broke before a frame). Null: nothing to warn about (a key holder's malformed message,
+ * a timeout).
+ */
+export function stranger(e: unknown, raw: Uint8Array | undefined, keyed: boolean): Stranger | null {
+  // A frame length no member sends: "PRI " (HTTP/2), "GET " (HTTP/1), a TLS record…
+  if (e instanceof FrameError) return "not-gossip";
+  if (raw === undefined) return null;
+  if (keyed) {
+    if (!(e instanceof DecryptError)) return null;
+    // A well-formed envelope that fails authentication: sealed with another key.
+    if (e.reason === "auth") return "wrong-key";
+    // Not an envelope: a member without keys, if the bytes are gossip at all.
+    return decodes(raw) ? "plaintext" : "not-gossip";
+  }
+  // Without keys, what fails to decode is a keyed member's envelope, or not gossip.
+  return raw.length >= ENCRYPTION_OVERHEAD && raw[0] === ENCRYPTION_VERSION
+    ? "sealed"
+    : "not-gossip";
+}
+
+function decodes(raw: Uint8Array): boolean {
+  try {
+    unpack(raw);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The warnings, by what they are about; key mismatches share one rate limit. */
+const WORDS: Record<Stranger, string> = {
+  "wrong-key":
+    "dropped gossip that none of our keys opens: is a member running with other --gossip-keys?",
+  plaintext:
+    "dropped plaintext gossip: is a member running without --gossip-keys while this one has them?",
+  sealed:
+    "dropped gossip this member cannot read: is a member running with --gossip-keys while this one runs without?",
+  "not-gossip":
+    "dropped bytes that are not gossip at all (not a key mismatch): is a client (llmctl, curl, a " +
+    "browser) pointed at the gossip port instead of the RPC or HTTP port?",
+};
+
+/** At most one warning a minute per kind. */
+const WARN_EVERY_MS = 60_000;
+
+/** Printable start of foreign bytes: enough to recognise "PRI " (HTTP/2) or "GET ". */
+function head(raw: Uint8Array): string {
+  let out = "";
+  for (const b of raw.subarray(0, 8)) {
+    out += b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : `\\x${b.toString(16).padStart(2, "0")}`;
+  }
+  return out;
+}
 
 /** Counts drops into `stats` and says what an operator must hear of. */
 export class Drops {
-  /** When the last wrong-key warning was logged, and the drops since. */
-  #keyWarnedAt = -Infinity;
-  #keyDropsSinceWarn = 0;
+  /** Per warning group (keys, protocol): when it was last logged, and the drops since. */
+  readonly #warned = new Map<"keys" | "protocol", { at: number; since: number }>();
 
   constructor(
     private readonly stats: Stats,
@@ -22,38 +87,40 @@ export class Drops {
     private readonly clock: Clock,
   ) {}
 
-  /** Count a dropped packet or stream from `from` (and log handler failures and wrong keys). */
-  drop(reason: DropReason, e?: unknown, from?: string): void {
+  /**
+   * Count a dropped packet or stream from `from` (and log handler failures, key mismatches and
+   * foreign bytes); `raw`, the bytes that failed to open or decode, when there were some.
+   */
+  drop(reason: DropReason, e?: unknown, from?: string, raw?: Uint8Array): void {
     this.stats.droppedPackets[reason]++;
     if (reason === "internal") {
       this.cfg.logger?.("warn", "gossip handler failed", { error: String(e) });
-    } else if (reason === "decrypt" || (reason === "malformed" && !this.cfg.keyring)) {
-      // Without keys of our own, a member's encrypted gossip reads as malformed.
-      this.#warnWrongKey(from);
+    } else if (reason === "decrypt" || reason === "malformed") {
+      const kind = stranger(e, e instanceof FrameError ? e.head : raw, this.cfg.keyring !== null);
+      if (kind) this.#warn(kind, from, e instanceof FrameError ? e.head : raw);
     }
   }
 
   /**
-   * Say that someone sends what none of our keys opens, at most once a minute: a member started
-   * with other --gossip-keys (or none) otherwise only showed as a counter here, and its join
-   * failed with a bare "stream closed" on its side.
+   * Say what arrived, at most once a minute per group: a member started with other
+   * --gossip-keys (or none) otherwise only showed as a counter here, and its join failed with a
+   * bare "stream closed" on its side; a client pointed at the gossip port was worded as a key
+   * mismatch.
    */
-  #warnWrongKey(from?: string): void {
-    this.#keyDropsSinceWarn++;
+  #warn(kind: Stranger, from: string | undefined, raw: Uint8Array | undefined): void {
+    const group = kind === "not-gossip" ? "protocol" : "keys";
+    const w = this.#warned.get(group) ?? { at: -Infinity, since: 0 };
+    this.#warned.set(group, w);
+    w.since++;
     const now = this.clock.now();
-    if (now - this.#keyWarnedAt < 60_000) return;
-    this.#keyWarnedAt = now;
-    this.cfg.logger?.(
-      "warn",
-      this.cfg.keyring
-        ? "dropped gossip that none of our keys opens: is a member running with other --gossip-keys (or none)?"
-        : "dropped gossip this member cannot read: is a member running with --gossip-keys while this one runs without?",
-      {
-        from: from ?? "?",
-        dropped: this.#keyDropsSinceWarn,
-        keys: this.cfg.keyring?.keys.length ?? 0,
-      },
-    );
-    this.#keyDropsSinceWarn = 0;
+    if (now - w.at < WARN_EVERY_MS) return;
+    w.at = now;
+    this.cfg.logger?.("warn", WORDS[kind], {
+      from: from ?? "?",
+      dropped: w.since,
+      keys: this.cfg.keyring?.keys.length ?? 0,
+      ...(kind === "not-gossip" && raw ? { starts: head(raw) } : {}),
+    });
+    w.since = 0;
   }
 }

@@ -28,7 +28,7 @@ import { type Stream, StreamClosedError } from "./transport.ts";
 export interface PushPullHost extends MemberTable {
   /** Set by stop(): nothing more is merged. */
   readonly stopped: boolean;
-  drop(reason: DropReason, e?: unknown, from?: string): void;
+  drop(reason: DropReason, e?: unknown, from?: string, raw?: Uint8Array): void;
   kRandom(k: number, ok: (s: NodeState) => boolean): NodeState[];
   aliveNode(a: AliveMsg, bootstrap: boolean): void;
   suspectNode(m: SuspectMsg): void;
@@ -211,8 +211,11 @@ export class PushPull {
 
   /** Answer one incoming stream: a digest or full push-pull exchange, or a TCP-fallback ping. */
   async serve(s: Stream): Promise<void> {
+    // The frame being read, for the drop's warning (a wrong key, or not gossip at all).
+    let raw: Uint8Array | undefined;
     try {
-      const m = decode(open(this.#st.cfg.keyring, await s.receive(this.#st.cfg.tcpTimeout)));
+      raw = await s.receive(this.#st.cfg.tcpTimeout);
+      const m = decode(open(this.#st.cfg.keyring, raw));
       if (m.type === "ping") {
         if (m.target !== this.#st.id) return this.#st.drop("misdirected");
         s.send(seal(this.#st.cfg.keyring, encode({ type: "ack", seq: m.seq })));
@@ -220,7 +223,9 @@ export class PushPull {
         const d = this.#delta(m);
         s.send(seal(this.#st.cfg.keyring, encode(d)));
         if (d.want.length) {
-          const rest = decode(open(this.#st.cfg.keyring, await s.receive(this.#st.cfg.tcpTimeout)));
+          raw = undefined;
+          raw = await s.receive(this.#st.cfg.tcpTimeout);
+          const rest = decode(open(this.#st.cfg.keyring, raw));
           if (rest.type !== "pushPull") return this.#st.drop("unexpected");
           if (!this.#st.stopped) this.merge(rest);
         }
@@ -244,7 +249,7 @@ export class PushPull {
       }
     } catch (e) {
       const r = dropReason(e);
-      this.#st.drop(r === "internal" ? "stream" : r, e, s.remoteAddr);
+      this.#st.drop(r === "internal" ? "stream" : r, e, s.remoteAddr, raw);
     } finally {
       s.close();
     }

@@ -225,7 +225,7 @@ export class GossipState {
     try {
       msgs = unpack(open(this.cfg.keyring, raw));
     } catch (e) {
-      this.drop(dropReason(e), e, from);
+      this.drop(dropReason(e), e, from, raw);
       return;
     }
     // Membership news first: a suspicion riding on a ping must be refuted before the ack goes
@@ -240,9 +240,12 @@ export class GossipState {
     }
   }
 
-  /** Count a dropped packet or stream from `from` (and log handler failures and wrong keys). */
-  drop(reason: DropReason, e?: unknown, from?: string): void {
-    this.#drops.drop(reason, e, from);
+  /**
+   * Count a dropped packet or stream from `from` (and log handler failures, wrong keys and bytes
+   * that are not gossip); `raw`: the bytes that failed to open or decode.
+   */
+  drop(reason: DropReason, e?: unknown, from?: string, raw?: Uint8Array): void {
+    this.#drops.drop(reason, e, from, raw);
   }
 
   private handle(from: string, m: Message) {

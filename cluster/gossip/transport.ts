@@ -25,6 +25,18 @@ export interface Stream {
   close(): void;
 }
 
+/**
+ * A stream's bytes announced a frame no member sends (over {@linkcode MAX_FRAME}): another
+ * protocol's bytes ("PRI " of HTTP/2, "GET " of HTTP/1, a TLS record), not gossip.
+ */
+export class FrameError extends DecodeError {
+  override name = "FrameError";
+  /** @param head the stream's first bytes (its would-be length) @param message what was wrong */
+  constructor(readonly head: Uint8Array, message: string) {
+    super(message);
+  }
+}
+
 /** A stream's peer (or this side) closed it: no more frames will come. */
 export class StreamClosedError extends Error {
   override name = "StreamClosedError";
@@ -99,7 +111,12 @@ class SocketStream implements Stream {
       const head = this.chunks[0];
       const len = new DataView(head.buffer, head.byteOffset).getUint32(0);
       if (len > MAX_FRAME) {
-        this.fail(new DecodeError(`stream frame of ${len} bytes exceeds ${MAX_FRAME}`));
+        this.fail(
+          new FrameError(
+            head.slice(0, Math.min(head.length, 8)),
+            `stream frame of ${len} bytes exceeds ${MAX_FRAME}: not gossip`,
+          ),
+        );
         this.sock.destroy();
         return;
       }
