@@ -139,6 +139,7 @@ export function chatCommand() {
             promptTokens: engine!.tokenizer.encode(chat.text, {
               addBos: chat.addBos,
               parseSpecial: chat.parseSpecial,
+              literal: chat.literal,
             }),
             maxTokens: opts.maxTokens,
             sampler: { temperature: opts.temperature, seed: opts.seed },

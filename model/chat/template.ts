@@ -51,6 +51,11 @@ export interface RenderedChat {
   addBos: boolean;
   /** Whether control-token text (`<|im_start|>`) must become control tokens (template output). */
   parseSpecial: boolean;
+  /**
+   * Where the messages' contents lie in `text` (UTF-16 [start, end)): control-token text there
+   * is the client's text, not a token (Tokenizer.encode's `literal`).
+   */
+  literal: [number, number][];
 }
 
 /**
@@ -139,10 +144,9 @@ export class ChatTemplate {
     const tools = opts.tools?.length ? opts.tools : undefined;
     const generic = this.toolFormat === "generic";
     const turns = generic ? genericTurns(messages, tools) : messages.map(templateTurn);
-    let text: string;
-    try {
-      text = this.compiled.render({
-        messages: turns,
+    const render = (messages: Record<string, unknown>[]) =>
+      this.compiled.render({
+        messages,
         add_generation_prompt: opts.addGenerationPrompt ?? true,
         bos_token: this.bosToken,
         eos_token: this.eosToken,
@@ -152,14 +156,71 @@ export class ChatTemplate {
           }
           : {}),
       });
+    let text: string;
+    try {
+      text = render(turns);
     } catch (e) {
       throw new ChatTemplateError(
         `the chat template failed on these messages: ${(e as Error).message}`,
       );
     }
     const hasBos = this.bosToken !== "" && text.startsWith(this.bosToken);
-    return { text, addBos: this.addBosDefault && !hasBos, parseSpecial: this.fromModel };
+    return {
+      text,
+      addBos: this.addBosDefault && !hasBos,
+      parseSpecial: this.fromModel,
+      literal: this.fromModel ? contentSpans(turns, text, render) : [],
+    };
   }
+}
+
+/** Most turns located one by one when the whole conversation's sentinel render does not agree. */
+const MAX_TURNS_ONE_BY_ONE = 64;
+/** Sentinel i: private-use characters (plane 15) no template writes. */
+const sentinel = (i: number) => `\u{F0000}${i}\u{F0001}`;
+const SENTINEL_CHARS = /[\u{F0000}\u{F0001}]/u;
+
+/**
+ * Where each turn's content lies in `text`: render again with each content replaced by a
+ * sentinel, put the contents back and, where that gives `text` exactly, the sentinels' places
+ * are the contents'. A template that reads a content (Qwen3's `startswith('<tool_response>')`)
+ * can render a sentinel differently; then each turn is tried alone, and a turn still not
+ * located has no span (its control-token text is parsed, as llama.cpp parses all of it).
+ */
+function contentSpans(
+  turns: Record<string, unknown>[],
+  text: string,
+  render: (turns: Record<string, unknown>[]) => string,
+): [number, number][] {
+  const contents = turns.map((t) => typeof t.content === "string" ? t.content : undefined);
+  if (contents.some((c) => c !== undefined && SENTINEL_CHARS.test(c))) return [];
+  const located = (which: number[]): [number, number][] | undefined => {
+    const subst = turns.map((t, i) =>
+      which.includes(i) && contents[i] !== undefined ? { ...t, content: sentinel(i) } : t
+    );
+    let out: string;
+    try {
+      out = render(subst);
+    } catch {
+      return undefined;
+    }
+    const spans: [number, number][] = [];
+    let rebuilt = "";
+    let last = 0;
+    for (const m of out.matchAll(/\u{F0000}(\d+)\u{F0001}/gu)) {
+      const content = contents[Number(m[1])] ?? "";
+      rebuilt += out.slice(last, m.index);
+      spans.push([rebuilt.length, rebuilt.length + content.length]);
+      rebuilt += content;
+      last = m.index! + m[0].length;
+    }
+    rebuilt += out.slice(last);
+    return rebuilt === text ? spans.filter(([a, b]) => b > a) : undefined;
+  };
+  const all = turns.map((_, i) => i).filter((i) => contents[i]);
+  const together = located(all);
+  if (together) return together;
+  return all.slice(-MAX_TURNS_ONE_BY_ONE).flatMap((i) => located([i]) ?? []);
 }
 
 /**

@@ -38,6 +38,13 @@ export interface EncodeOptions {
   addEos?: boolean;
   /** Turn the text of control tokens into those tokens; default false (as in the fixtures). */
   parseSpecial?: boolean;
+  /**
+   * With `parseSpecial`: UTF-16 ranges [start, end) of `text` where control-token text stays
+   * text, as without it (a chat's message contents: a user cannot write `<|im_start|>system`
+   * into their turn and have it read as a turn of its own). Elsewhere, and for text without
+   * control-token text in these ranges, tokens are exactly llama_tokenize's.
+   */
+  literal?: readonly (readonly [number, number])[];
 }
 
 /** Options of Tokenizer.decode (llama_detokenize's flags). */
@@ -306,7 +313,9 @@ export class Tokenizer {
     // llama.cpp works on UTF-8 bytes; lone surrogates have no UTF-8 form, so they become U+FFFD
     // exactly as its UTF-8 decoder would treat the replacement bytes.
     const raw = text.toWellFormed();
-    const fragments = raw.length > 0 ? this.#partition(raw, opts.parseSpecial ?? false) : [];
+    const fragments = raw.length > 0
+      ? this.#partition(raw, opts.parseSpecial ?? false, opts.literal ?? [])
+      : [];
     if (addBos) out.push(this.#need(this.bos, "BOS"));
     if (this.model === "llama") {
       let prevSpecial = true; // the first fragment gets the space prefix
@@ -419,44 +428,62 @@ export class Tokenizer {
     return id;
   }
 
-  /** tokenizer_st_partition: split out special tokens; text fragments stay strings. */
-  #partition(text: string, parseSpecial: boolean): (string | number)[] {
-    let frags: (string | number)[] = [text];
+  /**
+   * tokenizer_st_partition: split out special tokens; text fragments stay strings. Control
+   * tokens (ATTR_SPECIAL) whose text lies across a `literal` range are not split out there.
+   */
+  #partition(
+    text: string,
+    parseSpecial: boolean,
+    literal: readonly (readonly [number, number])[],
+  ): (string | number)[] {
+    // Each text fragment with its offset in `text`, to tell whether a match is in a literal range.
+    let frags: (Frag | number)[] = [{ s: text, at: 0 }];
+    const inLiteral = (from: number, to: number) => literal.some(([a, b]) => from < b && to > a);
     for (const id of this.#specialCache) {
       const attr = this.#attrs[id];
       // Without parse_special only user-defined tokens are split out (as in HF tokenizers).
       if (!parseSpecial && (attr & ATTR_SPECIAL)) continue;
+      const guarded = literal.length > 0 && (attr & ATTR_SPECIAL) !== 0;
       const tok = this.#tokens[id];
-      const next: (string | number)[] = [];
-      for (const f of frags) {
-        if (typeof f === "number" || !f.includes(tok)) {
-          next.push(f);
+      const next: (Frag | number)[] = [];
+      for (const frag of frags) {
+        if (typeof frag === "number" || !frag.s.includes(tok)) {
+          next.push(frag);
           continue;
         }
+        const f = frag.s;
+        const piece = (from: number, to: number) =>
+          next.push({ s: f.slice(from, to), at: frag.at + from });
         let base = 0;
+        let from = 0; // where the search goes on (past matches left as text)
         const end = f.length;
         for (;;) {
-          const m = f.indexOf(tok, base);
+          let m = f.indexOf(tok, from);
+          while (guarded && m >= 0 && inLiteral(frag.at + m, frag.at + m + tok.length)) {
+            m = f.indexOf(tok, m + 1);
+          }
           if (m < 0 || m >= end) {
-            if (base < end) next.push(f.slice(base, end));
+            if (base < end) piece(base, end);
             break;
           }
           let leftEnd = m;
           if (attr & TokenAttr.LSTRIP) {
             while (leftEnd > base && isCSpace(f.charCodeAt(leftEnd - 1))) leftEnd--;
           }
-          if (leftEnd > base) next.push(f.slice(base, leftEnd));
+          if (leftEnd > base) piece(base, leftEnd);
           next.push(id);
           base = m + tok.length;
           if (attr & TokenAttr.RSTRIP) {
             while (base < end && isCSpace(f.charCodeAt(base))) base++;
           }
+          from = base;
           if (base >= end) break;
         }
       }
       frags = next;
     }
-    return frags;
+    return frags.map((f) => typeof f === "number" ? f : f.s);
   }
 
   #renderPiece(id: number): Uint8Array {
@@ -470,6 +497,12 @@ export class Tokenizer {
     if (attr & TokenAttr.BYTE) return new Uint8Array([parseInt(text.substring(3, 5), 16) & 0xff]);
     return new Uint8Array(0); // unused / undefined tokens render as nothing
   }
+}
+
+/** A text fragment of #partition and where it starts in the whole text. */
+interface Frag {
+  s: string;
+  at: number;
 }
 
 /** C isspace in the "C" locale, used by llama.cpp for lstrip/rstrip. */
