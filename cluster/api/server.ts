@@ -157,7 +157,11 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   server.keepAliveTimeout = headersTimeout;
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    const path = new URL(req.url ?? "/", "http://x").pathname.replace(/\/+$/, "") || "/";
+    // "//v1/models" parsed against a base is a URL of host "v1": take the request target as a
+    // path (an absolute-form target keeps its own), and read runs of slashes as one.
+    const target = req.url ?? "/";
+    const path = new URL(target.startsWith("/") ? `http://x${target}` : target, "http://x")
+      .pathname.replace(/\/{2,}/g, "/").replace(/\/+$/, "") || "/";
     const origin = req.headers.origin;
     const cors = origin !== undefined && corsOrigins.length > 0 &&
       (corsOrigins.includes("*") || corsOrigins.includes(origin));
@@ -186,6 +190,21 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     if (!path.startsWith("/v1/")) {
       return sendError(res, new ApiError(404, `no route ${path}; the API lives under /v1`));
     }
+    // A browser page from an origin not allowed reads no answer (no CORS headers), but a
+    // "simple" request (a text/plain POST, no preflight) would still run: any web page could
+    // spend this agent's compute through a visitor's browser. Browsers always send Origin on
+    // such requests; other clients do not.
+    if (origin !== undefined && !cors) {
+      req.resume();
+      return sendError(
+        res,
+        new ApiError(
+          403,
+          `origin ${origin.slice(0, 200)} is not allowed to call this API (a browser page); ` +
+            `start the agent with --cors-origin ${origin.slice(0, 200)} to allow it`,
+        ),
+      );
+    }
     if (keyHash) {
       const auth = req.headers.authorization ?? "";
       const m = /^Bearer\s+(.+)$/i.exec(auth);
@@ -205,7 +224,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       }
     }
     if (path === "/v1/models" || path.startsWith("/v1/models/")) {
-      if (req.method !== "GET") return sendError(res, methodNotAllowed());
+      if (req.method !== "GET" && req.method !== "HEAD") return sendError(res, methodNotAllowed());
       const models = opts.generator.models().map((m) => ({
         id: m.id,
         object: "model",
@@ -237,6 +256,16 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       return sendError(res, new ApiError(404, `no route ${path}`, undefined, "unknown_url"));
     }
     if (req.method !== "POST") return sendError(res, methodNotAllowed());
+    // The body is read as it comes: a compressed one would fail as "not valid JSON", and a
+    // plain one labelled compressed was taken as it was.
+    const encoding = String(req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
+    if (encoding !== "identity" && encoding !== "") {
+      req.resume();
+      throw new ApiError(
+        415,
+        `Content-Encoding ${encoding.slice(0, 40)} is not supported; send the body uncompressed`,
+      );
+    }
     const body = await readBody(req, opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, bodyTimeout);
     let json: unknown;
     try {

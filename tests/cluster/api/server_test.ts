@@ -599,3 +599,47 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "a browser page's simple POST from an origin not allowed runs nothing; odd paths, HEAD, encodings",
+  fn: async () => {
+    let runs = 0;
+    const paced = pacedGenerator({ tokens: 1, gapMs: 0 });
+    const generator: TextGenerator = {
+      ...paced,
+      generate: (p, signal, onAccepted) => (runs++, paced.generate(p, signal, onAccepted)),
+    };
+    const api = await startApiServer({ port: 0, generator, corsOrigins: ["https://app.example"] });
+    const base = `http://127.0.0.1:${api.port}`;
+    const post = async (headers: Record<string, string>) => {
+      const res = await fetch(`${base}/v1/completions`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify({ model: "fake", prompt: "a", max_tokens: 1 }),
+      });
+      const body = await res.text();
+      return { status: res.status, body };
+    };
+    try {
+      // text/plain needs no preflight: before, it ran, and only its answer was hidden.
+      const evil = await post({ origin: "https://evil.example", "content-type": "text/plain" });
+      assertEquals(evil.status, 403, evil.body);
+      assert(evil.body.includes("--cors-origin https://evil.example"), evil.body);
+      assertEquals(runs, 0);
+      assertEquals((await post({ origin: "https://app.example" })).status, 200);
+      assertEquals((await post({})).status, 200, "clients without Origin are not browsers");
+      assertEquals(runs, 2);
+      const gz = await post({ "content-encoding": "gzip" });
+      assertEquals(gz.status, 415, gz.body);
+      // "//v1/models" was read as host "v1", path "/models": 404.
+      const models = await fetch(`${base}//v1/models`);
+      assertEquals(models.status, 200, await models.text());
+      const head = await fetch(`${base}/v1/models`, { method: "HEAD" });
+      await head.body?.cancel();
+      assertEquals(head.status, 200);
+    } finally {
+      await api.close();
+    }
+  },
+});
