@@ -109,6 +109,34 @@ function content(v: unknown, i: number): string {
   throw bad(`messages[${i}].content`, "content must be a string or an array of text parts");
 }
 
+/**
+ * OpenAI fields that ask for output this server does not make: a 400 naming each, not an answer
+ * without it (audio, a predicted-output diff, web search). Fields that change nothing in the
+ * output (`user`, `store`, `metadata`, `service_tier`) are taken and unused, as llama.cpp does.
+ */
+function refuseUnserved(body: Obj): void {
+  const modalities = body.modalities;
+  if (modalities !== undefined && modalities !== null) {
+    if (
+      !Array.isArray(modalities) || modalities.length === 0 ||
+      !modalities.every((m) => m === "text")
+    ) {
+      throw bad("modalities", 'modalities must be ["text"]: this server answers with text only');
+    }
+  }
+  for (
+    const [key, what] of [
+      ["audio", "audio output"],
+      ["prediction", "predicted outputs"],
+      ["web_search_options", "web search"],
+    ] as const
+  ) {
+    if (body[key] !== undefined && body[key] !== null) {
+      throw bad(key, `${key} is not supported (this server makes no ${what})`);
+    }
+  }
+}
+
 /** Validate a request body (already JSON-parsed) for `endpoint`. */
 export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   if (typeof raw !== "object" || raw === null || Array.isArray(raw)) {
@@ -122,6 +150,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   if (n !== undefined && n !== 1) {
     throw bad("n", `n must be 1 (got ${n}): send one request per completion you want`);
   }
+  refuseUnserved(body);
   const params: GenerationParams = { model: body.model };
   let prompts: (string | number[])[] | undefined;
   let tools: ToolRequest | undefined;

@@ -142,3 +142,20 @@ Deno.test("a seed past 2^53 is refused: JSON parsing has already dropped the bit
     assert(message.includes("past ±(2^53 − 1)"), `seed ${seed}: ${message}`);
   }
 });
+
+Deno.test("fields asking for output this server does not make are 400s naming them", () => {
+  const fieldOf = (extra: Record<string, unknown>) => {
+    try {
+      parseRequest("chat", { model: "m", messages: [{ role: "user", content: "hi" }], ...extra });
+      return "";
+    } catch (e) {
+      return (e as ApiError).param;
+    }
+  };
+  // Before, each was taken and silently left out of the answer.
+  assertEquals(fieldOf({ modalities: ["text", "audio"] }), "modalities");
+  assertEquals(fieldOf({ audio: { voice: "alloy", format: "wav" } }), "audio");
+  assertEquals(fieldOf({ prediction: { type: "content", content: "x" } }), "prediction");
+  assertEquals(fieldOf({ web_search_options: {} }), "web_search_options");
+  assertEquals(fieldOf({ modalities: ["text"], user: "u1", store: false, metadata: {} }), "");
+});
