@@ -216,7 +216,7 @@ export async function loadClientTls(
     );
   }
   const cert = /-----BEGIN CERTIFICATE-----/;
-  return {
+  const out = {
     ca: await pem(tls.ca, "--tls-ca", cert, "CA certificate"),
     cert: tls.cert === undefined
       ? undefined
@@ -225,6 +225,23 @@ export async function loadClientTls(
       ? undefined
       : await pem(tls.key, "--tls-key", /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, "private key"),
   };
+  // A key of another certificate failed the handshake as "Internal: unsupported protocol".
+  if (out.cert !== undefined && out.key !== undefined) {
+    const name = (v: string) => v.includes("-----BEGIN") ? "the PEM given" : `"${v}"`;
+    let matches: boolean;
+    try {
+      matches = pemCertificates(out.cert)[0].checkPrivateKey(createPrivateKey(out.key));
+    } catch (e) {
+      throw new TlsConfigError(`cannot read the TLS files: ${(e as Error).message}`);
+    }
+    if (!matches) {
+      throw new TlsConfigError(
+        `${name(tls.key!)} (--tls-key) is not the key of ${name(tls.cert!)} (--tls-cert); ` +
+          `give the key made with that certificate`,
+      );
+    }
+  }
+  return out;
 }
 
 /**

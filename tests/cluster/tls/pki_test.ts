@@ -4,6 +4,7 @@ import {
   CertsError,
   checkAgentCertificate,
   initCertificates,
+  loadClientTls,
   loadTlsFiles,
   TlsConfigError,
   tlsFilesFromOptions,
@@ -209,6 +210,24 @@ Deno.test("TLS files: all three or none; missing or swapped files are named", as
       TlsConfigError,
       "not now",
     );
+    // llmctl's side: a key of another certificate is named before any handshake (it failed as
+    // "Internal: unsupported protocol").
+    await assertRejects(
+      () =>
+        loadClientTls({
+          ca: `${dir}/ca.crt`,
+          cert: `${dir}/llmctl.crt`,
+          key: `${dir}/a.key`,
+        }),
+      TlsConfigError,
+      `"${dir}/a.key" (--tls-key) is not the key of "${dir}/llmctl.crt" (--tls-cert)`,
+    );
+    const client = await loadClientTls({
+      ca: `${dir}/ca.crt`,
+      cert: `${dir}/llmctl.crt`,
+      key: `${dir}/llmctl.key`,
+    });
+    assert(client.key?.includes("PRIVATE KEY"), "the matching pair loads");
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
