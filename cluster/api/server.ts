@@ -420,9 +420,24 @@ async function completeBatch(
   const run = async (params: GenerationParams, index: number) => {
     const builder = new CompletionBuilder(parsed, model, index);
     let done: DoneEvent | undefined;
-    for await (const ev of generator.generate(params, abort.signal)) {
-      if (ev.kind === "token") builder.token(ev);
-      else done = ev;
+    try {
+      for await (const ev of generator.generate(params, abort.signal)) {
+        if (ev.kind === "token") builder.token(ev);
+        else done = ev;
+      }
+    } catch (e) {
+      if (abort.signal.aborted) throw e;
+      // Which prompt of the batch failed (a 413 said only "the prompt is too long"); the
+      // agent's own failures keep their stack for the log.
+      const err = toApiError(e);
+      if (err.status >= 500) throw e;
+      throw new ApiError(
+        err.status,
+        `prompt ${index} of ${batch.length}: ${err.message}`,
+        err.type,
+        err.code,
+        err.param ?? "prompt",
+      );
     }
     if (!done) throw new DOMException("the generation ended without an answer", "AbortError");
     return { builder, done };

@@ -643,3 +643,29 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "a batch prompt's failure names the prompt",
+  fn: async () => {
+    const paced = pacedGenerator({ tokens: 1, gapMs: 0 });
+    const generator: TextGenerator = {
+      ...paced,
+      async *generate(p, signal, onAccepted) {
+        if (p.prompt === "long") throw new PromptTooLongError(300, 64);
+        yield* paced.generate(p, signal, onAccepted);
+      },
+    };
+    const api = await startApiServer({ port: 0, generator });
+    try {
+      const res = await fetch(`http://127.0.0.1:${api.port}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({ model: "fake", prompt: ["a", "long", "b"], max_tokens: 1 }),
+      });
+      const { error } = await res.json();
+      assertEquals([res.status, error.param], [413, "prompt"]);
+      assert(error.message.startsWith("prompt 1 of 3: "), error.message);
+    } finally {
+      await api.close();
+    }
+  },
+});
