@@ -7,6 +7,7 @@
 import type { GenerationEvent, GenerationParams, TextGenerator } from "../api/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { HeadService } from "./head_service.ts";
+import type { ServedModel } from "./served_model.ts";
 
 /** A token's text, and its raw bytes where its text is not their whole UTF-8. */
 type TokenPiece = { text: string; bytes?: Uint8Array };
@@ -22,21 +23,23 @@ export function textGenerator(
   head: HeadService,
   health: () => Record<string, unknown>,
 ): TextGenerator {
-  /** Pieces by id, of the model they were read from (a redeploy brings another vocabulary). */
-  const pieces = new Map<number, TokenPiece>();
-  let piecesOf = s.model;
-  const tokenText = (id: number): TokenPiece => {
-    if (piecesOf !== s.model) {
-      pieces.clear();
-      piecesOf = s.model;
-    }
-    let t = pieces.get(id);
+  /**
+   * Pieces by id, per model: a request's tokens are read with the vocabulary of the model it
+   * was admitted on (HeadTokenEvent.model), not of the one served now. A request that finishes
+   * after `models deploy` replaced its model decoded its ids with the new vocabulary (an id past
+   * its end failed the request as an internal error; after an undeploy there was none).
+   */
+  const pieces = new WeakMap<ServedModel, Map<number, TokenPiece>>();
+  const tokenText = (model: ServedModel, id: number): TokenPiece => {
+    let byId = pieces.get(model);
+    if (!byId) pieces.set(model, byId = new Map());
+    let t = byId.get(id);
     if (t === undefined) {
-      const raw = s.model!.tokenizer.tokenPiece(id);
+      const raw = model.tokenizer.tokenPiece(id);
       const text = new TextDecoder().decode(raw);
       const whole = sameBytes(new TextEncoder().encode(text), raw);
       t = whole ? { text } : { text, bytes: raw.slice() };
-      pieces.set(id, t);
+      byId.set(id, t);
     }
     return t;
   };
@@ -66,7 +69,7 @@ async function* events(
   head: HeadService,
   p: GenerationParams,
   signal: AbortSignal,
-  tokenText: (id: number) => TokenPiece,
+  tokenText: (model: ServedModel, id: number) => TokenPiece,
   onAccepted?: () => void,
 ): AsyncIterable<GenerationEvent> {
   // The sampling settings, named one by one: whatever the tail samples with must be added here
@@ -108,10 +111,10 @@ async function* events(
       yield {
         kind: "token",
         text: e.text,
-        token: { tokenId: e.token.id, ...tokenText(e.token.id), logprob: e.token.logprob },
+        token: { tokenId: e.token.id, ...tokenText(e.model, e.token.id), logprob: e.token.logprob },
         top: e.token.top.map((t) => ({
           tokenId: t.id,
-          ...tokenText(t.id),
+          ...tokenText(e.model, t.id),
           logprob: t.logprob,
         })),
       };

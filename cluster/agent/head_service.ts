@@ -33,6 +33,7 @@ import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { PlacementLoop } from "./placement_loop.ts";
 import type { Peers } from "./peers.ts";
+import type { ServedModel } from "./served_model.ts";
 
 /** What to generate, in engine terms. */
 export interface HeadParams {
@@ -79,6 +80,11 @@ export interface ServedStage {
 export interface HeadTokenEvent {
   kind: "token";
   requestId: string;
+  /**
+   * The model the request was admitted on: its vocabulary is the token's (the agent may serve
+   * another by now, deployed while the request finishes on the stages that hold this one).
+   */
+  model: ServedModel;
   index: number;
   token: SampledToken;
   /** Text this token adds to the output (held back while it may start a stop string). */
@@ -89,6 +95,8 @@ export interface HeadTokenEvent {
 export interface HeadDoneEvent {
   kind: "done";
   requestId: string;
+  /** The model the request was admitted on (see HeadTokenEvent.model). */
+  model: ServedModel;
   index: number;
   /** Last visible text (a flushed partial character or held-back text). */
   text: string;
@@ -171,8 +179,7 @@ export class HeadService {
    * The chain provider of one request: announced ranges of live members, routed to the replica
    * with the most free capacity (sticky for the request; a replay may move it).
    */
-  private chainProvider(promptTokens: readonly number[]): GossipChainProvider {
-    const model = this.s.model!;
+  private chainProvider(model: ServedModel, promptTokens: readonly number[]): GossipChainProvider {
     const byId = new Map<string, Member>();
     const provider: GossipChainProvider = new GossipChainProvider({
       model: model.id.toString(),
@@ -181,6 +188,9 @@ export class HeadService {
       epoch: () => this.loop.epoch,
       ledger: this.ledger,
       head: this.s.nodeId,
+      // A request whose stages are gone (retired after the model was replaced or undeployed)
+      // cannot be replayed: no agent will hold its model's layers again.
+      gone: () => modelGone(model, this.s.model),
       // Where this agent's stages keep a prefix cache, the cluster's are taken to as well (one
       // setting per cluster, as the k8s ConfigMap has it): a chat's next turn goes back to the
       // replica whose caches hold its history.
@@ -206,6 +216,14 @@ export class HeadService {
     const s = this.s;
     const model = s.model;
     if (!model) {
+      if (s.undeployed) {
+        // Started with a model that was undeployed since: the cluster may serve one again.
+        throw new RpcFailure(
+          "unavailable",
+          `model ${s.undeployed.name} was undeployed (llmctl models undeploy) and no model is ` +
+            `served now; deploy one with \`llmctl models deploy <file.gguf>\``,
+        );
+      }
       throw new RpcFailure(
         "failed_precondition",
         "this agent serves no model (start it with --model)",
@@ -320,7 +338,7 @@ export class HeadService {
     // Holds back text that may become a stop string, so clients never see part of one.
     const stops = new StopMatcher(p.stop ?? []);
     let stoppedBySequence = false;
-    const provider = this.chainProvider(promptTokens);
+    const provider = this.chainProvider(model, promptTokens);
     const head = new Head(provider, {
       nodeId: s.nodeId,
       recoveryTimeoutMs: recoveryTimeoutMs(this.loop.plan?.stages.map((st) => st.bytes) ?? []),
@@ -369,7 +387,7 @@ export class HeadService {
           model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id),
         );
         if (stopped) stoppedBySequence = true;
-        push({ kind: "token", requestId, index, token, text });
+        push({ kind: "token", requestId, model, index, token, text });
         return !stopped;
       },
     });
@@ -403,6 +421,7 @@ export class HeadService {
       push({
         kind: "done",
         requestId,
+        model,
         index: n,
         text: tail,
         finishReason,
@@ -451,6 +470,32 @@ export class HeadService {
     c?.abort(new RpcFailure("canceled", `request ${requestId} was cancelled`));
     return c !== undefined;
   }
+}
+
+/**
+ * Why a request admitted on `admitted` can no longer be served, where the agent now serves
+ * `now` (undefined: none): the model was replaced (`llmctl models deploy`) or undeployed. Its
+ * chain's stages finish the sessions open on them (StageRoom.retire), but a request that loses
+ * its chain after that has no model to replay on; it fails at once, as unavailable, instead of
+ * waiting out the recovery timeout for layers no agent will load again.
+ */
+export function modelGone(
+  admitted: ServedModel,
+  now: ServedModel | undefined,
+): RpcFailure | undefined {
+  if (now === admitted) return undefined;
+  // Other bytes under the same file name (a re-export deployed again): the ids tell them apart.
+  const same = now?.id.name === admitted.id.name;
+  const was = same ? admitted.id.toString() : admitted.id.name;
+  const is = same ? now!.id.toString() : now?.id.name;
+  return new RpcFailure(
+    "unavailable",
+    now
+      ? `model ${was} was replaced by ${is} (llmctl models deploy) while this request ran; ` +
+        `send it again for ${now.id.name}`
+      : `model ${was} was undeployed (llmctl models undeploy) while this request ran; deploy ` +
+        `a model with \`llmctl models deploy <file.gguf>\` and send it again`,
+  );
 }
 
 /**

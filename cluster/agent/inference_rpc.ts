@@ -170,20 +170,20 @@ export function inferenceService(
 ): ServiceImpl<typeof InferenceService> {
   return {
     forward: forwardHandler(forwardContext(s, head, loop, metrics)),
-    generate: (req, ctx) => generateResponses(s, head, loop, req, ctx.signal),
+    generate: (req, ctx) => generateResponses(head, loop, req, ctx.signal),
     cancel: (req) => ({ cancelled: head.cancel(req.requestId) }),
   };
 }
 
 async function* generateResponses(
-  s: AgentState,
   head: HeadService,
   loop: PlacementLoop,
   req: GenerateRequest,
   signal: AbortSignal,
 ): AsyncIterable<GenerateResponse> {
-  const model = () => s.model!;
   for await (const e of head.generate(headParams(req), signal)) {
+    // The model the request was admitted on: a deploy may have replaced the one served now.
+    const model = () => e.model;
     if (e.kind === "token") {
       yield create(GenerateResponseSchema, {
         requestId: e.requestId,

@@ -370,13 +370,17 @@ export class StageRoom {
     this.early = undefined;
   }
 
-  /** Drop the stage and free its weights (undeploy gives the memory back). */
+  /**
+   * Drop the stage (the model is undeployed or replaced): it takes no new session, and its
+   * weights are freed once the sessions open on it end (retire: at most RETIRE_MS), so requests
+   * running on the model finish on it rather than failing mid-answer. Freed at once when idle.
+   */
   async drop(): Promise<void> {
     this.dropEarly();
     await this.loading?.catch(() => {});
     this.plannedRange = undefined;
     const old = this.s.stage;
     this.s.stage = undefined;
-    old?.dispose();
+    if (old) this.retire(old);
   }
 }

@@ -13,6 +13,7 @@ import { EventHub, type LeveledLog, MembershipTracker } from "../events/mod.ts";
 import type { Admission } from "../api/mod.ts";
 import type { TransferManager } from "../transfer/mod.ts";
 import type { ServedModel } from "./served_model.ts";
+import type { ModelId } from "../model_id.ts";
 
 /** Structured log line sink. */
 export type AgentLogger = (
@@ -25,6 +26,12 @@ export type AgentLogger = (
 export class AgentState {
   /** The served model (placement loop and transfer adopt/unserve change it). */
   model?: ServedModel;
+  /**
+   * The model this agent served until it was undeployed (transfer unserve; cleared when a model
+   * is served again): a request is told that, and where to deploy one, rather than that the
+   * agent was started without a model.
+   */
+  undeployed?: ModelId;
   /** The local file the served model was opened from (a source for peers), if any. */
   modelPath?: string;
   /** The sha256 of the served model's bytes, where a deploy's manifest told it. */

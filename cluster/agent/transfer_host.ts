@@ -11,7 +11,7 @@ import { fileMtime, type TransferHost } from "../transfer/mod.ts";
 import { rpcEndpoint } from "./peers.ts";
 import { checkAnnouncementFits } from "./lifecycle.ts";
 import { agreedReplicas, placementInputs, type PlacementLoop } from "./placement_loop.ts";
-import { agentFootprint, agreedKvReserve, servedModel } from "./served_model.ts";
+import { agentFootprint, agreedKvReserve, type ServedModel, servedModel } from "./served_model.ts";
 import { ModelId } from "../model_id.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
@@ -24,19 +24,30 @@ export function transferHost(
   stage: StageRoom,
   observe: Observer,
 ): TransferHost {
-  const unserve = async (id: string): Promise<boolean> => {
-    const model = s.model;
-    if (!model || model.id.toString() !== id) return false;
-    await stage.drop();
+  /**
+   * Stop serving `model`, its stage already dropped (its sessions finish on it). Synchronous, so
+   * that adopt puts the next model in its place with no moment in between: a request that lost
+   * its chain then would be told its model was undeployed rather than replaced.
+   */
+  const forget = (model: ServedModel) => {
     s.model = undefined;
     s.modelPath = undefined;
     s.modelSha = undefined;
     s.modelMtime = undefined;
+    s.undeployed = model.id;
     loop.reset();
     s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "", hosted: null });
     model.file.close();
-    s.log("info", "model undeployed", { model: id });
-    observe.publishSelf(`${s.nodeId} undeployed ${id}`);
+    s.log("info", "model undeployed", { model: model.id.toString() });
+    observe.publishSelf(`${s.nodeId} undeployed ${model.id}`);
+  };
+  const unserve = async (id: string): Promise<boolean> => {
+    const model = s.model;
+    if (!model || model.id.toString() !== id) return false;
+    await stage.drop();
+    // Another deploy or undeploy finished first while the stage's load ended.
+    if (s.model !== model) return false;
+    forget(model);
     return true;
   };
   return {
@@ -82,11 +93,16 @@ export function transferHost(
         file.close();
         throw e;
       }
-      if (s.model) await unserve(s.model.id.toString());
-      s.model = servedModel(ModelId.parse(id), file, s.config.contextSize, s.config.maxSessions);
+      const next = servedModel(ModelId.parse(id), file, s.config.contextSize, s.config.maxSessions);
+      const mtime = path ? await fileMtime(path) : undefined;
+      // The stage retires: requests running on the model this one replaces finish there.
+      if (s.model) await stage.drop();
+      if (s.model) forget(s.model);
+      s.model = next;
+      s.undeployed = undefined;
       s.modelPath = path;
       s.modelSha = sha256;
-      s.modelMtime = path ? await fileMtime(path) : undefined;
+      s.modelMtime = mtime;
       s.drained = false;
       observe.planReason = `model ${id} deployed`;
       s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: id, stageError: "" });

@@ -251,6 +251,11 @@ export class GossipChainProvider implements ChainProvider {
        * (preferPrefix), and its prefixes are recorded where it goes. Absent: load alone.
        */
       prefix?: { routes: PrefixRoutes; ids: ArrayLike<number> };
+      /**
+       * Why no chain of the model can come again (the agent serves another model now, or none):
+       * thrown at once instead of waiting for layers no agent will load. Undefined: it may.
+       */
+      gone?: () => Error | undefined;
     },
   ) {}
 
@@ -322,6 +327,8 @@ export class GossipChainProvider implements ChainProvider {
     this.prefixTokens = 0;
     for (;;) {
       opts.signal?.throwIfAborted();
+      const gone = this.opts.gone?.();
+      if (gone) throw gone;
       // A node excluded after a failure may come back (restarted); it is trusted again only
       // once gossip has seen it alive with its range again, which the candidate list reflects.
       const candidates = this.opts.candidates();

@@ -63,6 +63,16 @@ export class LocalStageLink implements StageLink {
         ),
       );
     }
+    if (open.model && open.model !== this.host.model) {
+      // The agent serves another model since the chain was read (models deploy): its layers
+      // would read the request's token ids with another vocabulary, as a remote stage refuses.
+      return Promise.reject(
+        new StaleEpochError(
+          `${this.nodeId} serves model ${this.host.model}, not ${open.model}; re-read the placement`,
+          this.nodeId,
+        ),
+      );
+    }
     // As forward_service.ts refuses a remote opening: the head reads the chain again.
     const stale = staleRange(this.nodeId, this.host.range, this);
     if (stale) return Promise.reject(stale);

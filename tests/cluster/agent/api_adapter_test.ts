@@ -9,13 +9,17 @@ import { assertEquals } from "../../support/assert.ts";
 /** A model whose every token is `piece`. */
 const modelOf = (piece: Uint8Array) => ({ tokenizer: { tokenPiece: () => piece } });
 
-Deno.test("logprob tokens carry their raw bytes, and a redeployed model's pieces are read anew", async () => {
+Deno.test("logprob tokens carry their raw bytes, read with the vocabulary of the model each request was admitted on", async () => {
   // One of the four bytes of 🦙 (a byte-fallback or byte-level BPE piece): its text is U+FFFD.
-  const state = { model: modelOf(Uint8Array.of(0xf0)) } as unknown as AgentState;
+  let admitted: unknown = modelOf(Uint8Array.of(0xf0));
+  // The model served now is not the one the request runs on (models deploy replaced it, or
+  // undeploy left none): its vocabulary must not read the request's tokens.
+  const state = { model: undefined } as unknown as AgentState;
   const head = {
     async *generate() {
       yield {
         kind: "token",
+        model: admitted,
         text: "",
         token: { id: 7, logprob: -1, top: [{ id: 7, logprob: -1 }] },
       };
@@ -33,9 +37,9 @@ Deno.test("logprob tokens carry their raw bytes, and a redeployed model's pieces
   assertEquals([...e.token.bytes!], [0xf0], "the piece's own byte, not U+FFFD's three");
   assertEquals([...e.top[0].bytes!], [0xf0]);
   // A whole character needs no bytes of its own: its text's UTF-8 is them.
-  (state as { model: unknown }).model = modelOf(new TextEncoder().encode("é"));
+  admitted = modelOf(new TextEncoder().encode("é"));
   const after = await first();
-  assertEquals(after.token.text, "é", "the new model's piece, not the cached one");
+  assertEquals(after.token.text, "é", "the next model's piece, not the cached one");
   assertEquals(after.token.bytes, undefined);
 });
 

@@ -3,6 +3,7 @@ import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import { forwardContext, inferenceService } from "../../../cluster/agent/inference_rpc.ts";
 import type { HeadEvent, HeadParams, HeadService } from "../../../cluster/agent/head_service.ts";
 import type { AgentState } from "../../../cluster/agent/state.ts";
+import type { ServedModel } from "../../../cluster/agent/served_model.ts";
 import type { PlacementLoop } from "../../../cluster/agent/placement_loop.ts";
 import type { AgentMetrics } from "../../../cluster/telemetry/mod.ts";
 import { createRpcTransport, startRpcServer } from "../../../cluster/rpc/mod.ts";
@@ -23,6 +24,7 @@ import { enveloped, rawCall } from "../rpc/fixtures.ts";
  * with "cancelled", as the real head does.
  */
 function slowHead(): HeadService {
+  const model = { tokenizer: { decode: () => "" } } as unknown as ServedModel;
   const running = new Map<string, AbortController>();
   return {
     async *generate(p: HeadParams, signal: AbortSignal): AsyncIterable<HeadEvent> {
@@ -33,6 +35,7 @@ function slowHead(): HeadService {
         yield {
           kind: "token",
           requestId: p.requestId!,
+          model,
           index: index++,
           token: { id: 1, logprob: 0, top: [] },
           text: "a",
@@ -42,6 +45,7 @@ function slowHead(): HeadService {
       yield {
         kind: "done",
         requestId: p.requestId!,
+        model,
         index,
         text: "",
         finishReason: "cancelled",
@@ -64,7 +68,6 @@ async function serve() {
   const state = {
     nodeId: "h",
     config: { prefillChunk: 64 },
-    model: { tokenizer: { decode: () => "" } },
   } as unknown as AgentState;
   const loop = { epoch: 1n, message: () => undefined } as unknown as PlacementLoop;
   const head = slowHead();
