@@ -111,6 +111,11 @@ export function agentProgram() {
       "on SIGTERM, how long generations in flight may finish, e.g. 10s or 500ms (default 10s)",
     )
     .option(
+      "--departed-retention <duration>",
+      "how long `llmctl nodes list --all` and `cluster status` keep listing a member after it " +
+        "died or left, e.g. 10m or 1h (default 10m; 0: as long as gossip keeps it)",
+    )
+    .option(
       "--http-header-timeout <duration>",
       "HTTP API: time a connection has to send a request's headers (default 10s)",
     )

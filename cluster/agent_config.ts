@@ -93,6 +93,11 @@ export interface AgentConfig {
   replicas: ReplicaCount;
   /** How long SIGTERM lets generations in flight finish before cutting them off, ms. */
   shutdownGrace: number;
+  /**
+   * How long `llmctl nodes list --all` and `cluster status` keep listing a member after it died
+   * or left, ms (gossip itself forgets it within a minute). 0: only as long as gossip keeps it.
+   */
+  departedRetention: number;
   /** HTTP API: a connection must send a request's headers within this many ms (slow-loris). */
   httpHeaderTimeout: number;
   /** HTTP API: a request's body must arrive within this many ms (408 otherwise). */
@@ -153,6 +158,7 @@ const ENV: Record<keyof AgentConfig, string> = {
   speed: "DLLM_SPEED",
   replicas: "DLLM_REPLICAS",
   shutdownGrace: "DLLM_SHUTDOWN_GRACE",
+  departedRetention: "DLLM_DEPARTED_RETENTION",
   httpHeaderTimeout: "DLLM_HTTP_HEADER_TIMEOUT",
   httpBodyTimeout: "DLLM_HTTP_BODY_TIMEOUT",
   httpMaxConnections: "DLLM_HTTP_MAX_CONNECTIONS",
@@ -328,6 +334,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     prefixCache: 0,
     replicas: 1,
     shutdownGrace: 10_000,
+    departedRetention: 600_000,
     httpHeaderTimeout: 10_000,
     httpBodyTimeout: 30_000,
     // Far above what a head serves at once (--max-requests + --queue-size), far below what
@@ -386,15 +393,17 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     }
     cfg.speed = n;
   }
-  // Durations: seconds by default ("10", "2.5s"), or milliseconds with "ms".
+  // Durations: seconds by default ("10", "2.5s"), or with "ms", "m" or "h".
   const duration = (key: keyof AgentConfig, dflt: number): number => {
     const [raw, src] = pick(key);
     if (raw === undefined) return dflt;
-    const m = /^(\d+(?:\.\d+)?)\s*(ms|s)?$/.exec(String(raw).trim());
-    if (!m) return fail(key, src, `expected a duration like 10s or 500ms, got "${raw}"`);
-    return Math.round(Number(m[1]) * (m[2] === "ms" ? 1 : 1000));
+    const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(String(raw).trim());
+    if (!m) return fail(key, src, `expected a duration like 10s, 500ms or 10m, got "${raw}"`);
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "s"]!;
+    return Math.round(Number(m[1]) * unit);
   };
   cfg.shutdownGrace = duration("shutdownGrace", 10_000);
+  cfg.departedRetention = duration("departedRetention", 600_000);
   cfg.httpHeaderTimeout = duration("httpHeaderTimeout", 10_000);
   cfg.httpBodyTimeout = duration("httpBodyTimeout", 30_000);
 

@@ -39,7 +39,11 @@ export function nodesCommand() {
   nodes.command("list")
     .alias("ls")
     .description("members with state, endpoint, backend, hosted layers and memory budget")
-    .option("--all", "also list dead and departed members")
+    .option(
+      "--all",
+      "also list dead and departed members (for the agents' --departed-retention, 10m by " +
+        "default), with since when each is in its state",
+    )
     .option("--json", "print one JSON object: {responder, nodes: [NodeInfo]}")
     .action(async (opts, cmd) => {
       const info = await withAgent(
@@ -57,11 +61,27 @@ export function nodesCommand() {
         console.log("no members (the agent has not joined anyone yet)");
         return;
       }
+      // With --all: since when each member is in its state (when a dead one died).
+      const now = Date.now();
+      const since = (n: (typeof info.nodes)[number]) => {
+        const at = Number(n.stateChangedUnixMs);
+        return at > 0 ? `${formatDuration(Math.max(0, now - at))} ago` : "";
+      };
       console.log(table(
-        ["id", "state", "endpoint", "backend", "adapter", "layers", "budget"],
+        [
+          "id",
+          "state",
+          ...(opts.all ? ["since"] : []),
+          "endpoint",
+          "backend",
+          "adapter",
+          "layers",
+          "budget",
+        ],
         info.nodes.map((n) => [
           n.id + (n.id === info.responderId ? " *" : ""),
           stateName(n.state),
+          ...(opts.all ? [since(n)] : []),
           nodeEndpoint(n),
           n.backend,
           n.adapter.length > 28 ? n.adapter.slice(0, 27) + "…" : n.adapter,

@@ -60,6 +60,7 @@ export function agentRoutes(r: ConnectRouter, rooms: RouteRooms): void {
     placementError: () => loop.error,
     onLocalLeave: rooms.stop,
     extras: observe.nodeInfoExtras(),
+    departedRetentionMs: s.config.departedRetention,
   });
   const sampler = new MetricsSampler(s.nodeId, () => ({
     activeSessions: s.stage?.openSessions ?? 0,

@@ -82,22 +82,69 @@ export interface GossipViewOptions {
   onLocalLeave?: () => Promise<void> | void;
   /** What the agent knows beyond gossip (layer counts, state change times). */
   extras?: NodeInfoExtras;
+  /**
+   * How long a dead or departed member stays in the view after it died or left, ms (default
+   * {@linkcode DEFAULT_DEPARTED_RETENTION_MS}). Gossip forgets it much sooner (its
+   * `gossipToTheDeadTime`: 10–60 s), which is about the protocol, not about what users see.
+   */
+  departedRetentionMs?: number;
+  /** Unix ms now (tests). */
+  now?: () => number;
 }
 
-/** A MembershipView that reads the live gossip state. */
+/** Dead and departed members stay listed this long by default: 10 minutes. */
+export const DEFAULT_DEPARTED_RETENTION_MS = 600_000;
+
+/** Most dead or departed members remembered beyond gossip's own table (the oldest go first). */
+const MAX_DEPARTED = 10_000;
+
+/**
+ * A MembershipView that reads the live gossip state, and keeps listing members that died or
+ * left for `departedRetentionMs` after gossip reaped them (with the time they died or left).
+ */
 export class GossipMembershipView implements MembershipView {
   readonly clusterName: string;
+  /** Members last seen dead or left, by id, with when (Unix ms); oldest first. */
+  readonly #departed = new Map<string, { member: Member; at: number }>();
+  readonly #now: () => number;
 
   constructor(private readonly gossip: Memberlist, private readonly opts: GossipViewOptions) {
     this.clusterName = opts.clusterName;
+    this.#now = opts.now ?? Date.now;
+    const gone = (e: { member: Member }) => {
+      this.#departed.delete(e.member.id);
+      this.#departed.set(e.member.id, { member: e.member, at: this.#now() });
+      if (this.#departed.size > MAX_DEPARTED) {
+        this.#departed.delete(this.#departed.keys().next().value!);
+      }
+    };
+    gossip.on("dead", gone);
+    gossip.on("leave", gone);
+    gossip.on("join", (e) => this.#departed.delete(e.member.id));
   }
 
   local(): NodeInfo {
     return memberToNodeInfo(this.gossip.localNode, this.opts.extras);
   }
 
+  /** Every member gossip knows, and those it has forgotten that died or left recently. */
   members(): NodeInfo[] {
-    return this.gossip.allMembers().map((m) => memberToNodeInfo(m, this.opts.extras));
+    const known = this.gossip.allMembers();
+    const ids = new Set(known.map((m) => m.id));
+    const keep = this.opts.departedRetentionMs ?? DEFAULT_DEPARTED_RETENTION_MS;
+    const now = this.#now();
+    const out = known.map((m) => memberToNodeInfo(m, this.opts.extras));
+    for (const [id, d] of this.#departed) {
+      if (now - d.at > keep) {
+        this.#departed.delete(id);
+        continue;
+      }
+      if (ids.has(id)) continue;
+      const info = memberToNodeInfo(d.member, this.opts.extras);
+      if (!info.stateChangedUnixMs) info.stateChangedUnixMs = BigInt(Math.round(d.at));
+      out.push(info);
+    }
+    return out;
   }
 
   placement(): Placement | undefined {

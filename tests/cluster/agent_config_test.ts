@@ -174,6 +174,23 @@ Deno.test("secrets: an empty gossip key file (or an empty --gossip-keys) is refu
   }
 });
 
+Deno.test("--departed-retention: how long views list dead members; 10 minutes by default, durations in m and h too", () => {
+  const on = (extra: Record<string, unknown>) =>
+    resolveConfig([["flag", extra], ["default", base]]);
+  assertEquals(on({}).departedRetention, 600_000);
+  assertEquals(on({ departedRetention: "1h" }).departedRetention, 3_600_000);
+  assertEquals(on({ departedRetention: "90" }).departedRetention, 90_000);
+  assertEquals(on({ departedRetention: "0" }).departedRetention, 0);
+  assertEquals(on({ shutdownGrace: "1.5m" }).shutdownGrace, 90_000);
+  assertThrows(
+    () => on({ departedRetention: "soon" }),
+    AgentConfigError,
+    "--departed-retention: expected a duration",
+  );
+  const env = settingsFromEnv({ DLLM_DEPARTED_RETENTION: "2m" });
+  assertEquals(resolveConfig([["env", env], ["default", base]]).departedRetention, 120_000);
+});
+
 Deno.test("an empty port and malformed seeds are refused at start, naming the flag", () => {
   const on = (extra: Record<string, unknown>) =>
     resolveConfig([["flag", extra], ["default", base]]);
