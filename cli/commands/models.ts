@@ -15,7 +15,7 @@ import { formatModelSummary, summarizeModel } from "../../model/config.ts";
 import { isAbsolute, resolve } from "node:path";
 import { parseBytes } from "../../cluster/agent_config.ts";
 import { type FileServer, startFileServer } from "../../cluster/transfer/mod.ts";
-import type { DeployResponse, TransferProgress } from "../../proto/mod.ts";
+import { type DeployResponse, type TransferProgress, TransferState } from "../../proto/mod.ts";
 import { CliError, connect, rpcError, withAgent } from "../client.ts";
 import { progressJson, TransferProgressView, transferStateName } from "../progress.ts";
 import { ExitCode, printJson } from "../common.ts";
@@ -135,6 +135,17 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
       }
       if (p && !byModel.has(p.model)) byModel.set(p.model, []);
       for (const t of caches) if (!byModel.has(t.model)) byModel.set(t.model, []);
+      /**
+       * Whether the cluster serves `model`, or is deploying it: a node hosts or offers it, it is
+       * the placement's, or a node is fetching it. Otherwise its bytes are only cached (a model
+       * undeployed, or replaced by another deploy), which is not a model waiting for its layers.
+       */
+      const deployed = (model: string, hosts: unknown[]) =>
+        hosts.length > 0 || p?.model === model ||
+        caches.some((t) =>
+          t.model === model && (t.served || t.state === TransferState.FETCHING ||
+            t.state === TransferState.PENDING)
+        );
       const models = [...byModel].map(([model, hosts]) => {
         hosts.sort((a, b) => a.from - b.from);
         const total = p?.model === model ? p.totalLayers : Math.max(0, ...hosts.map((h) => h.to));
@@ -142,6 +153,7 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
         for (const h of hosts) if (h.from <= at && h.state === "alive") at = Math.max(at, h.to);
         return {
           model,
+          deployed: deployed(model, hosts),
           total_layers: total,
           epoch: p?.model === model ? Number(p.epoch) : null,
           ready: total > 0 && at >= total,
@@ -163,13 +175,22 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
         return;
       }
       for (const m of models) {
-        console.log(
-          `${m.model}: ${m.total_layers} layers, ${m.ready ? "ready" : "not ready"}` +
-            (m.epoch !== null ? `, placement epoch ${m.epoch}` : ""),
-        );
+        if (!m.deployed) {
+          // Not "not ready": nothing will load it until it is deployed again.
+          const on = [...new Set(m.nodes.map((n) => n.node))].join(", ");
+          console.log(
+            `${m.model}: not deployed (undeployed or replaced; its bytes are cached on ${on}: ` +
+              "`llmctl models deploy` serves it again)",
+          );
+        } else {
+          console.log(
+            `${m.model}: ${m.total_layers} layers, ${m.ready ? "ready" : "not ready"}` +
+              (m.epoch !== null ? `, placement epoch ${m.epoch}` : ""),
+          );
+        }
         // A table of no rows is a bare header: say so instead (a model no node hosts yet).
-        if (m.hosted.length === 0) console.log("  no node hosts its layers yet");
-        else {
+        if (m.deployed && m.hosted.length === 0) console.log("  no node hosts its layers yet");
+        else if (m.hosted.length > 0) {
           console.log(table(
             ["node", "layers", "state", "range"],
             m.hosted.map((h) => [

@@ -85,5 +85,6 @@ export function entryProgress(host: TransferHost, e: Entry): TransferProgress {
     toLayer: range?.to ?? 0,
     cachedBytes: BigInt(e.cache?.cachedBytes ?? 0),
     bytesReceived: BigInt(e.stats.bytesReceived),
+    served: served?.id === e.manifest.modelId,
   });
 }

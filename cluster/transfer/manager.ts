@@ -411,6 +411,7 @@ export class TransferManager {
         fromLayer: r?.from ?? 0,
         toLayer: r?.to ?? 0,
         detail: served.path ? `serves ${served.path}` : "",
+        served: true,
       }));
     }
     return out;

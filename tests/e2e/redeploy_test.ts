@@ -80,6 +80,16 @@ Deno.test({
       const back = await llmctl(["models", "deploy", LLAMA3, "-e", `127.0.0.1:${a.rpcPort}`]);
       assertEquals(back.code, 0, back.stderr);
       await waitForPlacement(a, 2);
+      // stories260K is only cached now: not listed as a model waiting for its layers (before:
+      // "0 layers, not ready" and "no node hosts its layers yet").
+      const list = await llmctl(["models", "list", "-e", `127.0.0.1:${a.rpcPort}`]);
+      assertEquals(list.code, 0, list.stderr);
+      assert(
+        /stories260K\.gguf@\S+: not deployed \(undeployed or replaced/.test(list.stdout),
+        list.stdout,
+      );
+      assert(/bpe-llama3-f16\.gguf@\S+: 2 layers, ready/.test(list.stdout), list.stdout);
+      assert(!list.stdout.includes("no node hosts its layers yet"), list.stdout);
       // Streamed, so the undeploy comes once the request has its first token.
       const running2 = await fetch(`http://127.0.0.1:${a.httpPort}/v1/completions`, {
         method: "POST",
