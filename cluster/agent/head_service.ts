@@ -224,6 +224,8 @@ export class HeadService {
             `served now; deploy one with \`llmctl models deploy <file.gguf>\``,
         );
       }
+      const elsewhere = servingElsewhere(s.gossip.members(), s.nodeId);
+      if (elsewhere) throw new RpcFailure("unavailable", elsewhere);
       throw new RpcFailure(
         "failed_precondition",
         "this agent serves no model (start it with --model)",
@@ -470,6 +472,30 @@ export class HeadService {
     c?.abort(new RpcFailure("canceled", `request ${requestId} was cancelled`));
     return c !== undefined;
   }
+}
+
+/**
+ * What an agent that serves no model (started with --no-model) tells a request while other
+ * `members` serve one: which agents to send it to. Such an agent routes gossip and deploys but
+ * holds no tokenizer to head a request with; before, it answered "start it with --model", as if
+ * the cluster had no model. Undefined when no live member hosts layers.
+ */
+export function servingElsewhere(members: readonly Member[], self: string): string | undefined {
+  const hosts = members.filter((m) =>
+    m.id !== self && m.meta?.hosted && (m.status === "alive" || m.status === "suspect")
+  );
+  if (hosts.length === 0) return undefined;
+  const model = hosts[0].meta!.hosted!.model;
+  const name = model.includes("@") ? model.slice(0, model.indexOf("@")) : model;
+  const where = hosts.slice(0, 8).map((m) => {
+    const meta = m.meta!;
+    const api = meta.httpPort ? ` (HTTP ${meta.addresses[0] ?? "?"}:${meta.httpPort})` : "";
+    return `${m.id}${api}`;
+  }).join(", ");
+  return `${self} serves no model (started with --no-model: it routes gossip and deploys, and ` +
+    `heads no request); the cluster serves ${name} on ${where}${
+      hosts.length > 8 ? ` and ${hosts.length - 8} more` : ""
+    }: send requests to one of them`;
 }
 
 /**

@@ -85,3 +85,30 @@ Deno.test("a request waiting for a slot holds its id (a second is refused, Cance
   )[Symbol.asyncIterator]().next().then(() => null, (e) => e);
   assertEquals((long as { rpcCode?: string }).rpcCode, "invalid_argument", `${long}`);
 });
+
+Deno.test("an agent started with --no-model answers a request with the agents that serve the cluster's model", async () => {
+  const member = (id: string, hosted: boolean) => ({
+    id,
+    status: "alive",
+    meta: {
+      addresses: ["10.0.0.9"],
+      httpPort: 8080,
+      hosted: hosted ? { model: "stories260K.gguf@1185376#abc", from: 0, to: 5 } : null,
+    },
+  });
+  const { service, peers } = testHead({
+    nodeId: "n",
+    model: undefined,
+    gossip: { members: () => [member("n", false), member("a", true), member("b", false)] },
+  });
+  const e = await service.generate(
+    { prompt: "hi", sampling: {} },
+    new AbortController().signal,
+  )[Symbol.asyncIterator]().next().then(() => null, (e) => e);
+  // Before: a 400 "this agent serves no model (start it with --model)".
+  assertEquals((e as { rpcCode?: string }).rpcCode, "unavailable", `${e}`);
+  const msg = (e as Error).message;
+  assert(msg.includes("the cluster serves stories260K.gguf on a (HTTP 10.0.0.9:8080)"), msg);
+  assert(msg.includes("send requests to one of them"), msg);
+  peers.closeAll();
+});
