@@ -294,15 +294,21 @@ export async function main(args: string[]): Promise<number> {
     if (Deno.env.get("DLLM_DEBUG")) console.error((e as Error).stack);
     return 1;
   }
-  const stopped = new Promise<void>((resolve) => {
+  const stopped = new Promise<number>((resolve) => {
     const stop = () => {
-      agent.stop().finally(resolve);
+      agent.stop().finally(() => resolve(0));
     };
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
+    // The agent cannot go on (its node id stayed another live member's): stop, say why, exit 1.
+    agent.fatal.then((e) => {
+      agent.stop().finally(() => {
+        console.error(`agent: ${boundMessage(e.message)}`);
+        resolve(1);
+      });
+    });
   });
-  await stopped;
-  return 0;
+  return await stopped;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

@@ -60,8 +60,15 @@ export class Agent {
   private readonly head: HeadService;
   /** The member announcement (incarnation) each peer's certificate was last checked for. */
   private readonly verified = new Map<string, number>();
+  /**
+   * Settles with the reason when the agent cannot go on and must be stopped: its node id stayed
+   * held by a live member elsewhere for the whole patience (cluster/agent/lifecycle.ts).
+   */
+  readonly fatal: Promise<Error>;
+  private giveUp!: (e: Error) => void;
 
   private constructor(private readonly s: AgentState) {
+    this.fatal = new Promise((resolve) => this.giveUp = resolve);
     this.peers = new Peers(s.config);
     this.observe = new Observer(s, (plan) => this.loop.message(plan));
     this.metrics = new AgentMetrics(this.observe.metricsSource());
@@ -203,7 +210,11 @@ export class Agent {
     if (Object.entries(ports).some(([k, v]) => published[k as keyof typeof ports] !== v)) {
       gossip.updateMetadata({ ...published, ...ports });
     }
-    joinInBackground(s);
+    joinInBackground(s, {
+      // Our id is another member's (or ours again): stand aside, or take our place, at once.
+      onConflict: () => agent.loop.replan(),
+      onGiveUp: (message) => agent.giveUp(new Error(message)),
+    });
     agent.loop.schedule();
     return agent;
   }

@@ -15,6 +15,7 @@ export function readiness(
   loop: PlacementLoop,
 ): { serving: boolean; detail?: string } {
   if (s.stopped) return { serving: false, detail: "agent is stopping" };
+  if (s.idConflict !== undefined) return { serving: false, detail: s.idConflict };
   // A draining agent refuses new requests (503) while it finishes its own: a readiness probe
   // must say so, or a load balancer keeps sending it requests that are refused.
   if (s.draining) {
@@ -39,6 +40,8 @@ export function apiHealth(s: AgentState, loop: PlacementLoop): Record<string, un
       ? "stopping"
       : s.draining
       ? "draining"
+      : s.idConflict !== undefined
+      ? "node_id_conflict"
       : !s.model
       ? "no_model"
       : loop.error
@@ -48,7 +51,7 @@ export function apiHealth(s: AgentState, loop: PlacementLoop): Record<string, un
       : missing
       ? "loading"
       : "ok",
-    detail: loop.error ? `no placement: ${loop.error}` : missing ?? undefined,
+    detail: s.idConflict ?? (loop.error ? `no placement: ${loop.error}` : missing ?? undefined),
     node: s.nodeId,
     model: s.model ? s.model.id.name : null,
     requests: {

@@ -138,6 +138,16 @@ export class PlacementLoop {
   replan(): void {
     const s = this.s;
     if (s.stopped || !s.model) return;
+    if (s.idConflict !== undefined) {
+      // A live member elsewhere holds our id: we are no member, so we plan and host nothing
+      // (alone, we planned ourselves the whole model and served it as that member).
+      const before = this.error;
+      this.reset();
+      this.error = s.idConflict;
+      this.stage.want(undefined);
+      if (before !== s.idConflict) this.observe.publishPlacement(`no placement: ${s.idConflict}`);
+      return;
+    }
     const peers = this.modelPeers();
     // A deploy in progress: wait until every planned node offers the model (cluster/transfer).
     if (!s.transfer.planReady(s.model.id.toString(), peers.map((m) => m.id))) return;

@@ -46,6 +46,12 @@ export class AgentState {
   draining = false;
   /** Drained or failed to load: this node offers no layers any more (commands, stage room). */
   drained = false;
+  /**
+   * Set while a live member elsewhere holds this agent's node id (lifecycle: the join was
+   * refused): the message saying so. Such an agent is no member: it plans and hosts nothing,
+   * and refuses requests and readiness with this message, until a join succeeds or it gives up.
+   */
+  idConflict?: string;
   /** Generations this agent heads, by request id (head service). */
   readonly requests = new Map<string, AbortController>();
   /**

@@ -1,0 +1,84 @@
+/**
+ * An agent started with a node id a live member already uses is no member: it plans and hosts
+ * nothing, its HTTP API answers 503 naming the conflict, readiness and `llmctl cluster status`
+ * say so, and it exits 1 with a clear message once the id has stayed taken for the patience
+ * (29 s with the local preset). Before, it planned the whole model alone, loaded it and served
+ * requests as that member while logging the conflict every 5 s, for ever.
+ */
+import { assert, assertEquals } from "../support/assert.ts";
+import { startAgent, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
+import { llmctlJson } from "../support/cli.ts";
+import { REPO } from "../support/paths.ts";
+
+const STORIES = `${REPO}/models/stories260K.gguf`;
+
+Deno.test("a duplicate node id stands aside (no layers, 503 naming the conflict), then exits 1", async () => {
+  const cluster = await startCluster(["a", "b"], { model: STORIES });
+  const agents = [...cluster];
+  try {
+    await waitForPlacement(cluster[0], 2);
+    const startedAt = Date.now();
+    const dup = await startAgent({ id: "b", seeds: [cluster[0].gossipAddr], model: STORIES });
+    agents.push(dup);
+    const conflict = 'node id "b" is already used by a live member at';
+    const end = Date.now() + 10_000;
+    while (!dup.logs.some((l) => String(l.msg).includes(conflict))) {
+      if (Date.now() > end) throw new Error(`no conflict logged:\n${dup.stderr.join("\n")}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    // Give a plan the time it took before (250 ms after start) to show up, if it would.
+    await new Promise((r) => setTimeout(r, 1500));
+    assertEquals(dup.logs.filter((l) => l.msg === "stage loaded" || l.msg === "placement"), []);
+
+    const status = await llmctlJson([
+      "cluster",
+      "status",
+      "--json",
+      "--endpoint",
+      `127.0.0.1:${dup.rpcPort}`,
+    ]);
+    assertEquals(status.ready, false);
+    assertEquals(status.stages, []);
+    assert(String(status.placement_error).includes(conflict), String(status.placement_error));
+
+    const completion = await fetch(`http://127.0.0.1:${dup.httpPort}/v1/completions`, {
+      method: "POST",
+      body: JSON.stringify({ model: "stories260K", prompt: "Once", max_tokens: 4 }),
+    });
+    const body = await completion.json();
+    assertEquals(completion.status, 503, JSON.stringify(body));
+    assert(body.error.message.includes(conflict), body.error.message);
+
+    const ready = await fetch(`http://127.0.0.1:${dup.metricsPort}/health?ready=1`);
+    const readiness = await ready.json();
+    assertEquals(ready.status, 503);
+    assert(String(readiness.detail).includes(conflict), JSON.stringify(readiness));
+    const health = await (await fetch(`http://127.0.0.1:${dup.httpPort}/health`)).json();
+    assertEquals(health.status, "node_id_conflict");
+
+    // The cluster is untouched: b is the first one, and it serves.
+    const seen = await llmctlJson([
+      "cluster",
+      "status",
+      "--json",
+      "--endpoint",
+      `127.0.0.1:${cluster[0].rpcPort}`,
+    ]);
+    assertEquals(seen.ready, true);
+    assertEquals((seen.nodes as { alive: number }).alive, 2);
+
+    // It gives up after the patience (29 s with the local preset) with a clear message, exit 1.
+    const status2 = await Promise.race([
+      dup.exited,
+      new Promise<null>((r) => setTimeout(() => r(null), 45_000)),
+    ]);
+    assert(status2 !== null, "the duplicate is still running after 45 s");
+    assertEquals(status2.code, 1);
+    const last = dup.stderr.at(-1) ?? "";
+    assert(last.startsWith('agent: giving up: node id "b" is still used by a live member'), last);
+    assert(Date.now() - startedAt >= 25_000, `exited after ${Date.now() - startedAt} ms`);
+    agents.pop();
+  } finally {
+    await stopAll(agents);
+  }
+});
