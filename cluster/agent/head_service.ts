@@ -26,7 +26,7 @@ import {
   type TailSampling,
 } from "../pipeline/mod.ts";
 import { RpcFailure, type RpcTransport } from "../rpc/mod.ts";
-import { MAX_STOP_CHARS, PromptTooLongError, StopMatcher } from "../api/mod.ts";
+import { MAX_STOP_CHARS, PromptTooLongError, StopGate } from "../api/mod.ts";
 import { RequestPhase } from "../../proto/mod.ts";
 import { RequestTracker } from "../events/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
@@ -338,7 +338,8 @@ export class HeadService {
       ? markerDecoder(model.tokenizer, toolMarkers(model.chat.toolFormat))
       : model.tokenizer.createDecoder();
     // Holds back text that may become a stop string, so clients never see part of one.
-    const stops = new StopMatcher(p.stop ?? []);
+    // A token is let through once its text is, and not at all when a stop string cuts it.
+    const stops = new StopGate<{ token: SampledToken; index: number }>(p.stop ?? []);
     let stoppedBySequence = false;
     const provider = this.chainProvider(model, promptTokens);
     const head = new Head(provider, {
@@ -385,11 +386,14 @@ export class HeadService {
         s.counters.tokensGeneratedTotal++;
         this.metrics.onToken(provider.replica);
         tracker.token();
-        const { text, stopped } = stops.push(
+        const { out, stopped } = stops.push(
+          { token, index },
           model.tokenizer.isEog(token.id) ? "" : decoder.push(token.id),
         );
         if (stopped) stoppedBySequence = true;
-        push({ kind: "token", requestId, model, index, token, text });
+        for (const { item, text } of out) {
+          push({ kind: "token", requestId, model, index: item.index, token: item.token, text });
+        }
         return !stopped;
       },
     });
@@ -407,9 +411,12 @@ export class HeadService {
       }
       let tail = "";
       if (!stoppedBySequence) {
-        const last = stops.push(decoder.flush());
+        const last = stops.finish(decoder.flush());
         stoppedBySequence = last.stopped;
-        tail = last.stopped ? last.text : last.text + stops.flush();
+        for (const { item, text } of last.out) {
+          push({ kind: "token", requestId, model, index: item.index, token: item.token, text });
+        }
+        tail = last.tail;
       }
       const finishReason = stoppedBySequence
         ? "stop_sequence"

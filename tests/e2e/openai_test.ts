@@ -191,9 +191,17 @@ Deno.test({
           max_tokens: 24,
           temperature: 0,
           stop: [stop],
+          logprobs: 1,
         });
         assertEquals([s.choices[0].text, s.choices[0].finish_reason], [cut, "stop"]);
+        // Log-probabilities only of the tokens whose text starts before the cut (token k + 1
+        // holds only stop-string text: it was listed, and streamed, before).
+        let at = 0;
+        const shown = lp.tokens!.filter((tok) => (at += tok.length) - tok.length < cut.length);
+        assert(shown.length <= k + 1, `${shown.length} tokens for a cut in token ${k}`);
+        assertEquals(s.choices[0].logprobs!.tokens, shown);
         let streamed = "";
+        const streamedTokens: string[] = [];
         for await (
           const ch of await api.completions.create({
             model: "stories260K",
@@ -202,9 +210,14 @@ Deno.test({
             temperature: 0,
             stop: stop,
             stream: true,
+            logprobs: 1,
           })
-        ) streamed += ch.choices[0]?.text ?? "";
+        ) {
+          streamed += ch.choices[0]?.text ?? "";
+          streamedTokens.push(...(ch.choices[0]?.logprobs?.tokens ?? []));
+        }
         assertEquals(streamed, cut, "no part of the stop string is streamed");
+        assertEquals(streamedTokens, shown);
       });
 
       await t.step(

@@ -1,5 +1,5 @@
 /** Stop strings across token boundaries; admission control's slots, queue and refusals. */
-import { Admission, QueueFullError, StopMatcher } from "../../../cluster/api/mod.ts";
+import { Admission, QueueFullError, StopGate, StopMatcher } from "../../../cluster/api/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 
 function run(stops: string[], pieces: string[]) {
@@ -25,6 +25,56 @@ Deno.test("a stop string split over tokens is never shown, not even its first ha
   assertEquals(run(["cd", "b"], ["abcd"]), { shown: ["a"], stopped: true });
   assertEquals(run([], ["a", "b"]), { shown: ["a", "b", ""], stopped: false });
   assertEquals(run([""], ["a"]), { shown: ["a", ""], stopped: false });
+});
+
+/** Each piece through a gate (rest: a flushed tail); what came out, and the gate's tail. */
+function gate(stops: string[], pieces: string[], rest = "") {
+  const g = new StopGate<number>(stops);
+  const out: [number, string][] = [];
+  for (const [i, p] of pieces.entries()) {
+    const r = g.push(i, p);
+    out.push(...r.out.map(({ item, text }): [number, string] => [item, text]));
+    if (r.stopped) return { out, tail: "", stopped: true };
+  }
+  const f = g.finish(rest);
+  out.push(...f.out.map(({ item, text }): [number, string] => [item, text]));
+  return { out, tail: f.tail, stopped: f.stopped };
+}
+
+Deno.test("tokens cut by a stop string never come out (their logprobs went to clients)", () => {
+  // The tester's case: " A", "n", "n" with stop "nn" sent logprobs for all three tokens.
+  assertEquals(gate(["nn"], [" A", "n", "n"]), { out: [[0, " A"]], tail: "", stopped: true });
+  // A token holding text before the stop comes out with that part only.
+  assertEquals(gate(["END"], ["x E", "N", "D y"]), {
+    out: [[0, "x "]],
+    tail: "",
+    stopped: true,
+  });
+  // A held prefix that does not complete lets its token through, in order, text whole.
+  assertEquals(gate(["END"], ["a", "E", "x"]), {
+    out: [[0, "a"], [1, "E"], [2, "x"]],
+    tail: "",
+    stopped: false,
+  });
+  // Held tokens come out at the end; the flushed rest (no token's) is the tail.
+  assertEquals(gate(["END"], ["a", "EN"], "\uFFFD"), {
+    out: [[0, "a"], [1, "EN"]],
+    tail: "\uFFFD",
+    stopped: false,
+  });
+  // A stop completed by the flushed rest cuts there, held tokens before it included.
+  assertEquals(gate(["ab"], ["x", "a"], "b"), { out: [[0, "x"]], tail: "", stopped: true });
+  // Empty pieces (an end-of-generation token, half a character) pass when nothing is held.
+  assertEquals(gate([], ["", "a", ""]), {
+    out: [[0, ""], [1, "a"], [2, ""]],
+    tail: "",
+    stopped: false,
+  });
+  // The texts let through are exactly what StopMatcher shows.
+  for (const [stops, pieces] of [[["\n\n"], ["Hello\n", "\nWorld"]], [["xyz"], ["ax", "y", "b"]]]) {
+    const shown = run(stops, pieces).shown.join("");
+    assertEquals(gate(stops, pieces).out.map(([, t]) => t).join(""), shown);
+  }
 });
 
 Deno.test("admission: slots, a FIFO queue, 429 when full, abort while queued", async () => {
