@@ -214,7 +214,13 @@ export function parseBytes(text: string): number {
   if (!m) throw new Error(`"${text}" is not a size (e.g. 4GiB, 512MB, 1073741824)`);
   const exp = " kmgt".indexOf(m[2].toLowerCase() || " ");
   const base = m[3] ? 1024 : 1000;
-  return Math.round(Number(m[1]) * base ** exp);
+  const bytes = Math.round(Number(m[1]) * base ** exp);
+  // Past 2^53 bytes a count is no longer exact (and gossip's metadata refused it, blaming the
+  // model's file name); 8 PiB is far beyond any machine's memory anyway.
+  if (!Number.isSafeInteger(bytes)) {
+    throw new Error(`"${text}" is more than 8 PiB (2^53 − 1 bytes), the largest size taken`);
+  }
+  return bytes;
 }
 
 /** Merge sources (first wins) over the defaults and validate every value. */

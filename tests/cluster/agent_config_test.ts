@@ -213,3 +213,14 @@ Deno.test("an empty port and malformed seeds are refused at start, naming the fl
   );
   assertEquals(e.message.includes("c2VjcmV0"), false, e.message);
 });
+
+Deno.test("a size past 2^53 bytes is refused by its flag, not later by gossip as a long file name", () => {
+  // It reached the gossip metadata, which refused it as "the model id … does not fit; give the
+  // file a shorter name".
+  assertThrows(
+    () => resolveConfig([["flag", { memoryBudget: "100000TB" }]]),
+    AgentConfigError,
+    '--memory-budget: "100000TB" is more than 8 PiB',
+  );
+  assertEquals(resolveConfig([["flag", { memoryBudget: "1000TB" }]]).memoryBudget, 1e15);
+});
