@@ -210,12 +210,12 @@ export class Agent {
     if (Object.entries(ports).some(([k, v]) => published[k as keyof typeof ports] !== v)) {
       gossip.updateMetadata({ ...published, ...ports });
     }
+    // The first plan waits for the first join attempt: it may find our id taken.
     joinInBackground(s, {
       // Our id is another member's (or ours again): stand aside, or take our place, at once.
       onConflict: () => agent.loop.replan(),
       onGiveUp: (message) => agent.giveUp(new Error(message)),
-    });
-    agent.loop.schedule();
+    }).finally(() => agent.loop.schedule());
     return agent;
   }
 

@@ -139,11 +139,13 @@ export interface JoinOptions {
 /**
  * Retry joining the seeds until one answers (they may start after us). While a live member
  * elsewhere holds our id, `s.idConflict` says so (the agent stands aside: no placement, no
- * layers, requests refused); after `duplicatePatienceMs` of that, `onGiveUp`.
+ * layers, requests refused); after `duplicatePatienceMs` of that, `onGiveUp`. Resolves when the
+ * first attempt has settled (joined, refused or failed), so the agent plans after it: alone
+ * before it, an agent whose id is taken planned itself the whole model.
  */
-export function joinInBackground(s: AgentState, opts: JoinOptions = {}): void {
+export function joinInBackground(s: AgentState, opts: JoinOptions = {}): Promise<void> {
   const seeds = s.config.seeds.filter((x) => x !== s.gossip.transport.addr);
-  if (seeds.length === 0) return;
+  if (seeds.length === 0) return Promise.resolve();
   const retryMs = opts.duplicateRetryMs ?? 5000;
   const patienceMs = opts.duplicatePatienceMs ?? duplicateIdPatience(s.gossip.config);
   let delay = 200;
@@ -193,7 +195,7 @@ export function joinInBackground(s: AgentState, opts: JoinOptions = {}): void {
       delay = Math.min(delay * 2, 5000);
     }
   };
-  attempt();
+  return attempt();
 }
 
 /**
