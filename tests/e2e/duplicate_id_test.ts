@@ -9,6 +9,7 @@ import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
 import { llmctlJson } from "../support/cli.ts";
 import { REPO } from "../support/paths.ts";
+import { encode } from "../../cluster/gossip/mod.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
 
@@ -80,5 +81,44 @@ Deno.test("a duplicate node id stands aside (no layers, 503 naming the conflict)
     agents.pop();
   } finally {
     await stopAll(agents);
+  }
+});
+
+Deno.test("a refusal that comes late (a slow seed) still finds the agent with no plan and no layers", async () => {
+  // A seed that answers the join 700 ms later (within the local preset's 1 s stream timeout):
+  // before, the agent planned itself the whole model 250 ms after start and loaded it.
+  const seed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const serving = (async () => {
+    for await (const conn of seed) {
+      (async () => {
+        await conn.read(new Uint8Array(65536)).catch(() => null);
+        await new Promise((r) => setTimeout(r, 700));
+        const reply = encode({
+          type: "error",
+          code: "duplicate-id",
+          message: 'node id "b" is already used by a live member at 10.9.9.9:7946',
+        });
+        const frame = new Uint8Array(4 + reply.length);
+        new DataView(frame.buffer).setUint32(0, reply.length);
+        frame.set(reply, 4);
+        await conn.write(frame).catch(() => {});
+        setTimeout(() => conn.close(), 200);
+      })();
+    }
+  })();
+  const port = (seed.addr as Deno.NetAddr).port;
+  const dup = await startAgent({ id: "b", seeds: [`127.0.0.1:${port}`], model: STORIES });
+  try {
+    const end = Date.now() + 10_000;
+    while (!dup.logs.some((l) => String(l.msg).includes("already used by a live member"))) {
+      if (Date.now() > end) throw new Error(`no conflict logged:\n${dup.stderr.join("\n")}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 1000));
+    assertEquals(dup.logs.filter((l) => l.msg === "stage loaded" || l.msg === "placement"), []);
+  } finally {
+    await stopAll([dup]);
+    seed.close();
+    await serving.catch(() => {});
   }
 });
