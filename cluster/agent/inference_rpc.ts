@@ -27,6 +27,7 @@ import {
 } from "../pipeline/mod.ts";
 import { RpcFailure, toConnectError } from "../rpc/mod.ts";
 import {
+  CHAT_ROLES,
   type ChatMessage,
   checkToolCallId,
   checkTools,
@@ -86,6 +87,13 @@ function chatOf(req: GenerateRequest): Pick<HeadParams, "messages" | "tools"> {
   }
   const messages = req.messages.map((m, i): ChatMessage => {
     const at = `messages[${i}]`;
+    // As the HTTP API checks them: another string went into the template as a speaker.
+    if (!CHAT_ROLES.includes(m.role)) {
+      throw new RpcFailure(
+        "invalid_argument",
+        `${at}.role ${JSON.stringify(m.role.slice(0, 64))} is not one of ${CHAT_ROLES.join(", ")}`,
+      );
+    }
     const turn: ChatMessage = { role: m.role, content: m.content };
     if (m.toolCalls.length > MAX_TOOL_CALLS) {
       throw new ToolSpecError(

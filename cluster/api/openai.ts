@@ -7,6 +7,7 @@
  */
 import { MAX_STOP_CHARS } from "./stop.ts";
 import {
+  CHAT_ROLES,
   type ChatMessage,
   type ParsedPiece,
   ToolCallParser,
@@ -57,7 +58,6 @@ const bad = (param: string, message: string) =>
   new ApiError(400, message, "invalid_request_error", "invalid_value", param);
 
 /** The message roles OpenAI's chat API takes. */
-const CHAT_ROLES = ["system", "developer", "user", "assistant", "tool", "function"];
 
 /** `min`..`max` for an error message: exact where a float would print rounded (±2^63, 2^64). */
 function range(min: number, max: number): string {

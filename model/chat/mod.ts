@@ -14,6 +14,7 @@
  * @module
  */
 export {
+  CHAT_ROLES,
   type ChatMessage,
   ChatTemplate,
   ChatTemplateError,

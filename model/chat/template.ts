@@ -15,6 +15,17 @@ import {
   type ToolFormat,
 } from "./tools.ts";
 
+/** The roles a conversation's turns may have: OpenAI's (any other string would be rendered into
+ * the template as a speaker the model never saw). */
+export const CHAT_ROLES: readonly string[] = [
+  "system",
+  "developer",
+  "user",
+  "assistant",
+  "tool",
+  "function",
+];
+
 /** One turn of a conversation. */
 export interface ChatMessage {
   /**

@@ -185,3 +185,25 @@ Deno.test("Forward while draining: a session of a request this agent heads is le
   assertEquals(ctx.draining?.("req-1.x"), true, "a session id no head made");
   assertEquals(ctx.draining?.("bench-session"), true);
 });
+
+Deno.test("a Generate turn with a role OpenAI does not have is refused, as the HTTP API refuses it", async () => {
+  const { server } = await serve();
+  const t = await createRpcTransport(`127.0.0.1:${server.port}`, { gzip: false });
+  try {
+    const client = createClient(InferenceService, t);
+    const e = await (async () => {
+      // Bounded: the test server holds no model, so an accepted request would wait for one.
+      for await (
+        const _ of client.generate({ messages: [{ role: "bogus", content: "hi" }] }, {
+          signal: AbortSignal.timeout(5000),
+        })
+      );
+    })().then(() => null, (e) => e);
+    // Before, "bogus" went into the template as a speaker.
+    assert(e instanceof ConnectError && e.code === Code.InvalidArgument, String(e));
+    assert(e.rawMessage.includes('messages[0].role "bogus" is not one of system'), e.rawMessage);
+  } finally {
+    t.close();
+    await server.close();
+  }
+});
