@@ -30,7 +30,7 @@ import {
   type ReplicaNode,
   type ReplicaPlan,
 } from "../placement/mod.ts";
-import { type StageCandidate, tileChain } from "../pipeline/mod.ts";
+import { describeGap, type StageCandidate, tileChain } from "../pipeline/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import { dataEndpoint, rpcEndpoint } from "./peers.ts";
 import type { AgentState } from "./state.ts";
@@ -311,6 +311,6 @@ export class PlacementLoop {
     if (!model) return null;
     const n = model.nLayers;
     const t = tileChain(this.stageCandidates(), model.id.toString(), n, new Set());
-    return Array.isArray(t) ? null : `layers ${t.missingFrom}..${n - 1} are not loaded yet`;
+    return Array.isArray(t) ? null : describeGap(t, "is not loaded yet", "are not loaded yet");
   }
 }

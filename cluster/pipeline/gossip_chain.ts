@@ -206,7 +206,7 @@ export function tileChain(
   model: string,
   nLayers: number,
   exclude: ReadonlySet<string>,
-): StageCandidate[] | { missingFrom: number } {
+): StageCandidate[] | ChainGap {
   const usable = candidates.filter((c) =>
     c.model === model && !exclude.has(stageKey(c.id, c.version)) && c.to > c.from
   );
@@ -214,7 +214,15 @@ export function tileChain(
   let at = 0;
   while (at < nLayers) {
     const starts = usable.filter((c) => c.from === at && c.to <= nLayers);
-    if (starts.length === 0) return { missingFrom: at };
+    if (starts.length === 0) {
+      // Up to the next layer a stage starts at: "5..11" when d holds [10, 12) said too much.
+      const next = usable.filter((c) => c.from > at).map((c) => c.from);
+      return {
+        missingFrom: at,
+        missingTo: Math.min(nLayers, ...next),
+        overlapped: usable.some((c) => c.from < at && c.to > at),
+      };
+    }
     // Alive before suspect, then the longest range, then the lowest id (deterministic).
     starts.sort((a, b) =>
       (a.status === b.status ? 0 : a.status === "alive" ? -1 : 1) ||
@@ -225,6 +233,30 @@ export function tileChain(
     at = starts[0].to;
   }
   return chain;
+}
+
+/** Where no chain of stages gets past: the first layer no stage starts at, and the next one. */
+export interface ChainGap {
+  /** The first layer no usable stage starts at. */
+  missingFrom: number;
+  /** The next layer a stage starts at (or the layer count): the gap is [missingFrom, missingTo). */
+  missingTo: number;
+  /** A stage holds layer missingFrom inside its range: the ranges do not meet (a plan changing). */
+  overlapped: boolean;
+}
+
+/**
+ * A gap in words: its layers and how they are missing (`is`: the verb for one layer, `are` for
+ * several, e.g. "has no live agent" / "have no live agent").
+ */
+export function describeGap(gap: ChainGap, is: string, are: string): string {
+  if (gap.overlapped) {
+    return `the stages' layer ranges do not meet at layer ${gap.missingFrom} (a plan in transition)`;
+  }
+  const last = gap.missingTo - 1;
+  return last > gap.missingFrom
+    ? `layers ${gap.missingFrom}..${last} ${are}`
+    : `layer ${gap.missingFrom} ${is}`;
 }
 
 /** Builds chains from a live candidate list, waiting for re-placement when layers are missing. */
@@ -357,10 +389,9 @@ export class GossipChainProvider implements ChainProvider {
       if (Array.isArray(tiled)) return tiled.map((c) => this.opts.link(c));
       if (Date.now() >= deadline) {
         throw new NoPlacementError(
-          `no placement: layers ${tiled.missingFrom}..${
-            this.opts.nLayers - 1
-          } of ${this.opts.model} ` +
-            `have no live agent (start more agents, or raise --memory-budget)`,
+          `no placement for ${this.opts.model}: ` +
+            describeGap(tiled, "has no live agent", "have no live agent") +
+            (tiled.overlapped ? "" : " (start more agents, or raise --memory-budget)"),
         );
       }
       await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 100));

@@ -66,7 +66,9 @@ export {
   WireFormatError,
 } from "./wire.ts";
 export {
+  type ChainGap,
   chooseReplica,
+  describeGap,
   GossipChainProvider,
   preferPrefix,
   ReplicaLedger,
