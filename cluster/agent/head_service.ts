@@ -7,7 +7,6 @@
  * @module
  */
 import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
-import type { StreamDecoder, Tokenizer } from "../../model/tokenizer/mod.ts";
 import { type ChatMessage, type ToolDef, toolMarkers } from "../../model/chat/mod.ts";
 import type { Member } from "../gossip/mod.ts";
 import {
@@ -16,16 +15,13 @@ import {
   Head,
   LocalStageLink,
   PrefixRoutes,
-  RemoteStageLink,
   ReplicaLedger,
   type SampledToken,
-  type SessionOpen,
   type StageLink,
-  StageLinkError,
   StaleEpochError,
   type TailSampling,
 } from "../pipeline/mod.ts";
-import { RpcFailure, type RpcTransport } from "../rpc/mod.ts";
+import { RpcFailure } from "../rpc/mod.ts";
 import { MAX_STOP_CHARS, PromptTooLongError, StopGate } from "../api/mod.ts";
 import { RequestPhase } from "../../proto/mod.ts";
 import { RequestTracker } from "../events/mod.ts";
@@ -34,6 +30,9 @@ import type { AgentState } from "./state.ts";
 import type { PlacementLoop } from "./placement_loop.ts";
 import type { Peers } from "./peers.ts";
 import type { ServedModel } from "./served_model.ts";
+import { longestPieceBytes, markerDecoder, utf8Length } from "./decoding.ts";
+import { LazyRemoteLink } from "./lazy_link.ts";
+import { modelGone, servingElsewhere, SHUTDOWN, shuttingDown } from "./refusals.ts";
 
 /** What to generate, in engine terms. */
 export interface HeadParams {
@@ -114,14 +113,6 @@ export interface HeadDoneEvent {
 
 /** What a generation streams. */
 export type HeadEvent = HeadTokenEvent | HeadDoneEvent;
-
-/** The abort reason of generations cut off by shutdown (they end with an error, not a finish). */
-export const SHUTDOWN = new Error("the agent is shutting down");
-
-/** What a request that has not started gets from agent `nodeId` once it is shutting down. */
-export function shuttingDown(nodeId: string): RpcFailure {
-  return new RpcFailure("unavailable", `${nodeId} is shutting down; ask another agent`);
-}
 
 /** Runs the requests this agent heads. */
 export class HeadService {
@@ -478,161 +469,6 @@ export class HeadService {
     const c = this.s.requests.get(requestId);
     c?.abort(new RpcFailure("canceled", `request ${requestId} was cancelled`));
     return c !== undefined;
-  }
-}
-
-/**
- * What an agent that serves no model (started with --no-model) tells a request while other
- * `members` serve one: which agents to send it to. Such an agent routes gossip and deploys but
- * holds no tokenizer to head a request with; before, it answered "start it with --model", as if
- * the cluster had no model. Undefined when no live member hosts layers.
- */
-export function servingElsewhere(members: readonly Member[], self: string): string | undefined {
-  const hosts = members.filter((m) =>
-    m.id !== self && m.meta?.hosted && (m.status === "alive" || m.status === "suspect")
-  );
-  if (hosts.length === 0) return undefined;
-  const model = hosts[0].meta!.hosted!.model;
-  const name = model.includes("@") ? model.slice(0, model.indexOf("@")) : model;
-  const where = hosts.slice(0, 8).map((m) => {
-    const meta = m.meta!;
-    const api = meta.httpPort ? ` (HTTP ${meta.addresses[0] ?? "?"}:${meta.httpPort})` : "";
-    return `${m.id}${api}`;
-  }).join(", ");
-  return `${self} serves no model (started with --no-model: it routes gossip and deploys, and ` +
-    `heads no request); the cluster serves ${name} on ${where}${
-      hosts.length > 8 ? ` and ${hosts.length - 8} more` : ""
-    }: send requests to one of them`;
-}
-
-/**
- * Why a request admitted on `admitted` can no longer be served, where the agent now serves
- * `now` (undefined: none): the model was replaced (`llmctl models deploy`) or undeployed. Its
- * chain's stages finish the sessions open on them (StageRoom.retire), but a request that loses
- * its chain after that has no model to replay on; it fails at once, as unavailable, instead of
- * waiting out the recovery timeout for layers no agent will load again.
- */
-export function modelGone(
-  admitted: ServedModel,
-  now: ServedModel | undefined,
-): RpcFailure | undefined {
-  if (now === admitted) return undefined;
-  // Other bytes under the same file name (a re-export deployed again): the ids tell them apart.
-  const same = now?.id.name === admitted.id.name;
-  const was = same ? admitted.id.toString() : admitted.id.name;
-  const is = same ? now!.id.toString() : now?.id.name;
-  return new RpcFailure(
-    "unavailable",
-    now
-      ? `model ${was} was replaced by ${is} (llmctl models deploy) while this request ran; ` +
-        `send it again for ${now.id.name}`
-      : `model ${was} was undeployed (llmctl models undeploy) while this request ran; deploy ` +
-        `a model with \`llmctl models deploy <file.gguf>\` and send it again`,
-  );
-}
-
-/**
- * The output decoder while tools are offered: the format's call `markers` that the vocabulary
- * holds as control tokens (Mistral's `[TOOL_CALLS]`, Llama's `<|python_tag|>`), which decoding
- * drops like every control token, come out as their text, so the API can find calls by them.
- */
-export function markerDecoder(
-  tokenizer: Pick<Tokenizer, "createDecoder" | "tokenId" | "isControl" | "tokenText">,
-  markers: readonly string[],
-): StreamDecoder {
-  const ids = new Set<number>();
-  for (const text of markers) {
-    const id = tokenizer.tokenId(text);
-    if (id !== undefined && tokenizer.isControl(id)) ids.add(id);
-  }
-  const decoder = tokenizer.createDecoder();
-  if (ids.size === 0) return decoder;
-  return {
-    push: (id) => ids.has(id) ? decoder.flush() + tokenizer.tokenText(id) : decoder.push(id),
-    flush: () => decoder.flush(),
-  };
-}
-
-/** A vocabulary's longest piece, bytes, by tokenizer (read once: a pass over the vocabulary). */
-const longestPieces = new WeakMap<Tokenizer, number>();
-
-/**
- * The most bytes of text one token of `tokenizer` covers: its longest piece (the bytes it stands
- * for: SPM's "▁" a space, byte-level BPE's characters one byte each, a control token its text),
- * and at least one character's 4 (an unknown character is one token).
- */
-export function longestPieceBytes(tokenizer: Tokenizer): number {
-  let longest = longestPieces.get(tokenizer);
-  if (longest === undefined) {
-    longest = 4;
-    for (let id = 0; id < tokenizer.vocabSize; id++) {
-      longest = Math.max(longest, tokenizer.tokenPiece(id).length);
-    }
-    longestPieces.set(tokenizer, longest);
-  }
-  return longest;
-}
-
-/** UTF-8 length of `text` as the tokenizer sees it (a lone surrogate is U+FFFD, 3 bytes). */
-function utf8Length(text: string): number {
-  let n = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < text.length) {
-      const d = text.charCodeAt(i + 1);
-      if (d >= 0xdc00 && d <= 0xdfff) {
-        n += 4;
-        i++;
-      } else n += 3;
-    } else n += 3;
-  }
-  return n;
-}
-
-/** A remote link whose transport is made on first use (a chain names stages, not endpoints). */
-class LazyRemoteLink implements StageLink {
-  constructor(
-    private readonly hop: ChainHop,
-    private readonly transport: () => Promise<
-      { transport: RpcTransport; dataEndpoint?: string; lost?: AbortSignal; sender?: string }
-    >,
-  ) {}
-  get nodeId() {
-    return this.hop.nodeId;
-  }
-  get version() {
-    return this.hop.version;
-  }
-  get from() {
-    return this.hop.from;
-  }
-  get to() {
-    return this.hop.to;
-  }
-  async openSession(open: SessionOpen) {
-    let t;
-    try {
-      t = await this.transport();
-    } catch (e) {
-      if (e instanceof StaleEpochError) throw e;
-      // Unreachable is a stage failure: the head re-places its layers.
-      throw new StageLinkError((e as Error).message, this.nodeId);
-    }
-    return new RemoteStageLink(this.nodeId, this.from, this.to, t.transport, {
-      dataEndpoint: t.dataEndpoint,
-      lost: t.lost,
-      sender: t.sender,
-    }).openSession(open);
-  }
-  async openReplies(sessionId: string) {
-    const t = await this.transport().catch(() => undefined);
-    if (!t?.dataEndpoint) return undefined;
-    return await new RemoteStageLink(this.nodeId, this.from, this.to, t.transport, {
-      dataEndpoint: t.dataEndpoint,
-      lost: t.lost,
-    }).openReplies(sessionId);
   }
 }
 

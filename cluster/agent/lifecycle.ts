@@ -24,7 +24,7 @@ import { cpuCores } from "../discovery/mod.ts";
 import { replicaCountToWire } from "../placement/mod.ts";
 import type { AgentLogger, AgentState } from "./state.ts";
 import type { ServedModel } from "./served_model.ts";
-import { SHUTDOWN, shuttingDown } from "./head_service.ts";
+import { SHUTDOWN, shuttingDown } from "./refusals.ts";
 
 /** Listen for gossip as this agent: its metadata, keyring and timing preset. */
 export async function startGossip(

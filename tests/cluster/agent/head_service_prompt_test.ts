@@ -1,5 +1,5 @@
 /** HeadService.generate before the chain runs: prompts refused by size, when a request is taken. */
-import { longestPieceBytes } from "../../../cluster/agent/head_service.ts";
+import { longestPieceBytes } from "../../../cluster/agent/decoding.ts";
 import { testHead } from "./head_fixture.ts";
 import { Admission, PromptTooLongError } from "../../../cluster/api/mod.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";

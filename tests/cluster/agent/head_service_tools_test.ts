@@ -4,7 +4,7 @@
  * tokens), so the API finds the calls; without tools, or for markers the vocabulary lacks, the
  * output decodes as before.
  */
-import { markerDecoder } from "../../../cluster/agent/head_service.ts";
+import { markerDecoder } from "../../../cluster/agent/decoding.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
 import { tokenizerFromMetadata } from "../../../model/tokenizer/mod.ts";
 import { FIXTURES } from "../../support/paths.ts";
