@@ -1,7 +1,8 @@
 /**
  * The one interface the HTTP layer needs from an agent: which models it serves, how it is doing,
  * and a stream of generation events for a request. The agent implements it over the same core
- * as InferenceService.Generate; tests can implement it with a fake.
+ * as InferenceService.Generate; tests can implement it with a fake. findModel reads a client's
+ * model name against the served models as ModelInfo.matches says.
  *
  * @module
  */
@@ -167,4 +168,11 @@ export interface TextGenerator {
     signal: AbortSignal,
     onAccepted?: () => void,
   ): AsyncIterable<GenerationEvent>;
+}
+
+/** The served model a client's `name` means (its id, or an alias the model accepts). */
+export function findModel(generator: TextGenerator, name: string): ModelInfo | undefined {
+  return generator.models().find((m) =>
+    m.matches ? m.matches(name) : m.id === name || m.id.replace(/\.gguf$/i, "") === name
+  );
 }

@@ -29,7 +29,8 @@ export type {
   TokenChoice,
   TokenEvent,
 } from "./generator.ts";
-export { CompletionBuilder, type Endpoint, type ParsedRequest, parseRequest } from "./openai.ts";
+export { type Endpoint, type ParsedRequest, parseRequest } from "./request.ts";
+export { CompletionBuilder } from "./response.ts";
 export {
   type ApiServer,
   type ApiServerOptions,

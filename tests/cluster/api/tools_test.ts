@@ -1,8 +1,8 @@
 /**
- * Tool calling on /v1/chat/completions (cluster/api/tools.ts, openai.ts): the request checked
- * field by field, the plan the generator receives (tools, a forced call's opener and JSON
- * shape), and the model's output turned into `message.tool_calls` / streamed `delta.tool_calls`
- * by the model's format, against a scripted generator.
+ * Tool calling on /v1/chat/completions (cluster/api/tools.ts, request.ts, response.ts): the
+ * request checked field by field, the plan the generator receives (tools, a forced call's opener
+ * and JSON shape), and the model's output turned into `message.tool_calls` / streamed
+ * `delta.tool_calls` by the model's format, against a scripted generator.
  */
 import OpenAI from "openai";
 import {

@@ -1,5 +1,5 @@
-/** Request parsing of the OpenAI-compatible API (cluster/api/openai.ts). */
-import { parseRequest } from "../../../cluster/api/openai.ts";
+/** Request parsing of the OpenAI-compatible API (cluster/api/request.ts). */
+import { parseRequest } from "../../../cluster/api/request.ts";
 import type { ApiError } from "../../../cluster/api/errors.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { Sampler } from "../../../model/sampler.ts";
