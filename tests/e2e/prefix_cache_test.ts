@@ -130,8 +130,20 @@ Deno.test("prefix cache with replicas: a chat's next turn goes back to the repli
   const agents = await startCluster(["pr-a", "pr-b"], {
     model: STORIES,
     memoryBudget: "64MB",
-    // Room for generations long enough to still run when the next turn is routed.
-    extra: ["--replicas", "auto", "--prefix-cache", "8MiB", "--context-size", "2048"],
+    // Room for generations long enough to still run when the next turn is routed. The lan
+    // preset's probe timeouts: under a loaded full suite the local preset's 100 ms ones let a
+    // starved agent turn suspect, and a suspect replica is rightly passed over by the prefix
+    // route (a fresh-clone run failed so, once: "cached tokens 0").
+    extra: [
+      "--replicas",
+      "auto",
+      "--prefix-cache",
+      "8MiB",
+      "--context-size",
+      "2048",
+      "--gossip-preset",
+      "lan",
+    ],
   });
   const [head] = agents;
   try {
