@@ -134,16 +134,20 @@ export async function startLocalAgent(opts: LocalAgentOptions): Promise<LocalAge
   }
 }
 
-/** Start agents `ids[0..]`; the first is the seed of the others. */
+/**
+ * Start agents `ids[0..]`; the first is the seed of the others. `argsFor` gives an agent
+ * arguments of its own after `opts.args` (tests give each its own cache directory).
+ */
 export async function startLocalCluster(
   ids: string[],
   opts: Omit<LocalAgentOptions, "id" | "seeds"> = {},
+  argsFor: (id: string) => string[] = () => [],
 ): Promise<LocalAgent[]> {
-  const first = await startLocalAgent({ ...opts, id: ids[0] });
+  const start = (id: string, seeds?: string[]) =>
+    startLocalAgent({ ...opts, id, seeds, args: [...(opts.args ?? []), ...argsFor(id)] });
+  const first = await start(ids[0]);
   try {
-    const rest = await Promise.all(
-      ids.slice(1).map((id) => startLocalAgent({ ...opts, id, seeds: [first.gossipAddr] })),
-    );
+    const rest = await Promise.all(ids.slice(1).map((id) => start(id, [first.gossipAddr])));
     return [first, ...rest];
   } catch (e) {
     await stopLocalAgents([first]);

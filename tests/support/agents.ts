@@ -8,6 +8,7 @@ import { InferenceService } from "../../proto/mod.ts";
 import {
   type LocalAgent,
   startLocalAgent,
+  startLocalCluster,
   stopLocalAgents,
   waitForPlacement as waitForLocalPlacement,
 } from "../../cli/local_cluster.ts";
@@ -40,11 +41,10 @@ globalThis.addEventListener("unload", () => {
   } catch { /* agents may still be writing; the OS temp dir takes the rest */ }
 });
 
-/** The agent arguments with a private --cache-dir unless the test chose one. */
-function withCache(id: string, opts: Omit<AgentOptions, "id" | "seeds">): string[] {
-  const args = agentArgs(opts);
-  if (args.includes("--cache-dir") || opts.env?.DLLM_CACHE_DIR) return args;
-  return [...args, "--cache-dir", `${CACHE_ROOT}/${id}`];
+/** A private --cache-dir for agent `id`, unless the test chose one. */
+function cacheArgs(id: string, opts: Omit<AgentOptions, "id" | "seeds">): string[] {
+  if (opts.extra?.includes("--cache-dir") || opts.env?.DLLM_CACHE_DIR) return [];
+  return ["--cache-dir", `${CACHE_ROOT}/${id}`];
 }
 
 /** Test defaults: fast gossip, the reference backend, small contexts. */
@@ -76,7 +76,7 @@ export async function startAgent(opts: AgentOptions): Promise<AgentProcess> {
     await startLocalAgent({
       id: opts.id,
       seeds: opts.seeds,
-      args: withCache(opts.id, opts),
+      args: [...agentArgs(opts), ...cacheArgs(opts.id, opts)],
       env: opts.env,
     }),
   );
@@ -87,16 +87,12 @@ export async function startCluster(
   ids: string[],
   opts: Omit<AgentOptions, "id" | "seeds"> = {},
 ): Promise<AgentProcess[]> {
-  const first = await startAgent({ ...opts, id: ids[0] });
-  try {
-    const rest = await Promise.all(
-      ids.slice(1).map((id) => startAgent({ ...opts, id, seeds: [first.gossipAddr] })),
-    );
-    return [first, ...rest];
-  } catch (e) {
-    await stopLocalAgents([first]);
-    throw e;
-  }
+  const agents = await startLocalCluster(
+    ids,
+    { args: agentArgs(opts), env: opts.env },
+    (id) => cacheArgs(id, opts),
+  );
+  return Promise.all(agents.map(withTransport));
 }
 
 /** Wait until `agent` sees `n` alive members whose hosted ranges tile the model. */
