@@ -37,6 +37,23 @@ export function clusterCommand() {
       const p = info.placement;
       const ready = p !== undefined && m.layersTotal > 0 && m.layersPlaced >= m.layersTotal;
       const failed = info.nodes.filter((n) => n.stageError && n.state === NodeState.ALIVE);
+      // An agent that places nothing itself (--no-model, or its model undeployed) still sees
+      // what the others serve: "none placed" read as if the cluster had no model.
+      const hosts = p
+        ? []
+        : info.nodes.filter((n) =>
+          n.state === NodeState.ALIVE && n.hosted && n.hosted.toLayer > n.hosted.fromLayer
+        );
+      const elsewhere = hosts.length
+        ? {
+          model: hosts[0].hosted!.model,
+          stages: hosts.map((n) => ({
+            node: n.id,
+            from: n.hosted!.fromLayer,
+            to: n.hosted!.toLayer,
+          })),
+        }
+        : null;
       if (opts.json) {
         printJson({
           cluster: info.clusterName,
@@ -50,6 +67,8 @@ export function clusterCommand() {
             left: m.nodesLeft,
           },
           model: p?.model ?? null,
+          // Set when this agent places nothing but others serve a model.
+          served_elsewhere: elsewhere,
           layers: { placed: m.layersPlaced, total: m.layersTotal },
           epoch: p ? Number(p.epoch) : null,
           stages: (p?.stages ?? []).map((s) => ({
@@ -90,6 +109,13 @@ export function clusterCommand() {
           `  ${ready ? c.green("ready") : c.yellow("not ready")}`,
       );
       if (!p && info.placementError) console.log(c.yellow(`no placement: ${info.placementError}`));
+      if (elsewhere) {
+        console.log(
+          `${info.responderId} places no model itself; the cluster serves ${elsewhere.model} on ` +
+            elsewhere.stages.map((s) => `${s.node}[${s.from},${s.to})`).join(" ") +
+            ": send requests to one of them",
+        );
+      }
       for (const n of failed) {
         console.log(c.red(`stage failed on ${n.id}: ${n.stageError} (left the placement)`));
       }

@@ -201,6 +201,30 @@ Deno.test({
         assert(bad.stderr.includes("'loud'"), bad.stderr);
       });
 
+      await t.step(
+        "cluster status from an agent started with --no-model names who serves",
+        async () => {
+          // It said "model: none placed" beside nodes list's stages, as if nothing were served.
+          const z = await startAgent({
+            id: "z",
+            seeds: [agents[0].gossipAddr],
+            extra: ["--no-model"],
+          });
+          agents.push(z);
+          const zep = ["--endpoint", `127.0.0.1:${z.rpcPort}`];
+          await waitFor("z to see the others' stages", async () => {
+            const s = await json(["cluster", "status", ...zep, "--json"]);
+            const e = s.served_elsewhere as { stages: unknown[] } | null;
+            return (e?.stages.length ?? 0) >= 1;
+          });
+          const s = await json(["cluster", "status", ...zep, "--json"]);
+          assertEquals(s.model, null);
+          assert(String((s.served_elsewhere as { model: string }).model).startsWith("stories260K"));
+          const text = await llmctl(["cluster", "status", ...zep]);
+          assert(text.stdout.includes("z places no model itself; the cluster serves"), text.stdout);
+        },
+      );
+
       await t.step("nodes drain: dry run, then the layers move off the node", async () => {
         const dry = await json(["nodes", "drain", "b", ...ep, "--dry-run", "--json"]);
         assert(String(dry.message).startsWith("would drain b"), String(dry.message));
