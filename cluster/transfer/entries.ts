@@ -13,6 +13,7 @@ import {
   type TransferManifest,
   TransferState,
 } from "../../proto/mod.ts";
+import { GGUFError } from "../../model/gguf/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import type { TlsMaterial } from "../tls/mod.ts";
 import type { Entry } from "./entry.ts";
@@ -179,6 +180,14 @@ export class EntryTable {
           nodeId: this.host.nodeId,
           chunkSize: this.opts.chunkSize,
         }).catch((e) => {
+          // A request may name any file this agent can read: say that it is not a model, not
+          // what its first bytes are (the reader's message quotes them).
+          if (e instanceof GGUFError && e.field === "magic") {
+            throw new RpcFailure(
+              "invalid_argument",
+              `${path} is not a GGUF file (it does not start with "GGUF")`,
+            );
+          }
           throw new RpcFailure("invalid_argument", `${path}: ${(e as Error).message}`);
         });
         const tls = await this.material();

@@ -97,3 +97,20 @@ Deno.test("a file whose bytes were offered under another name keeps its own name
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a manifest asked for a file that is not a GGUF says so without quoting its bytes", async () => {
+  const dir = await Deno.makeTempDir();
+  const path = `${dir}/secret.txt`;
+  await Deno.writeTextFile(path, "root:x:0:0:root:/root:/bin/bash\n");
+  const m = transferManager("src", `${dir}/cache`, 4096);
+  try {
+    const e = await m.getManifest({ path, model: "" }).then(() => null, (e) => e as Error);
+    const message = e?.message ?? "no error";
+    assert(message.includes(`${path} is not a GGUF file`), message);
+    // Before: 'not a GGUF file (magic 72 6f 6f 74 "root", expected "GGUF")' to any RPC client.
+    assert(!message.includes("root") && !message.includes("72 6f"), message);
+  } finally {
+    m.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
