@@ -7,6 +7,7 @@ import { Command, Option } from "@commander-js/extra-typings";
 import { BACKEND_NAMES } from "../kernels/select.ts";
 import { createClient } from "@connectrpc/connect";
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
+import { untilAborted } from "../cluster/deadline.ts";
 import { InferenceService } from "../proto/mod.ts";
 import { DEFAULT_MODEL, intOption, numberOption, writeOut } from "./common.ts";
 import { formatBytes, table } from "./format.ts";
@@ -102,7 +103,7 @@ export async function main(args: string[]): Promise<number> {
   }
   const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`);
   try {
-    const info = await untilInterrupted(
+    const info = await untilAborted(
       waitForPlacement(transport, agents.length),
       interrupted.signal,
     );
@@ -155,16 +156,6 @@ export async function main(args: string[]): Promise<number> {
     await stopLocalAgents(agents);
     handlers.forEach((off) => off());
   }
-}
-
-/** `p`, or a rejection as soon as `signal` aborts. */
-function untilInterrupted<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = () => reject(signal.reason);
-    signal.addEventListener("abort", onAbort, { once: true });
-    p.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
-  });
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
