@@ -135,6 +135,4 @@ Deno.test({
       await stopAll(agents);
     }
   },
-  sanitizeOps: false,
-  sanitizeResources: false,
 });
