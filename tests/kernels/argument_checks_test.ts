@@ -3,19 +3,14 @@
  * backend's buffers share one linear memory: before these checks, a negative offset or a
  * fractional count there read or overwrote a neighbouring buffer instead of failing.
  */
-import type { Backend } from "../../kernels/backend.ts";
 import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../kernels/reference/mod.ts";
-import { createWasmBackend } from "../../kernels/wasm/mod.ts";
 import { createWebGPUBackend } from "../../kernels/webgpu/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { PROBE } from "./webgpu/helpers.ts";
+import { everyBackend } from "../support/backends.ts";
 
-const backends: [string, () => Promise<Backend> | Backend, boolean][] = [
-  ["reference", () => createReferenceBackend(), false],
-  ["wasm", () => createWasmBackend({ threads: 1 }), false],
-  ["webgpu", () => createWebGPUBackend(), !PROBE.available],
-];
+const backends = everyBackend(1);
 
 /** The message `f` throws with (synchronously or as a rejection), or "" when it does not. */
 async function thrown(f: () => unknown): Promise<string> {

@@ -8,8 +8,6 @@
  * tied embeddings). Before, such files were refused at load.
  */
 import { createReferenceBackend } from "../../kernels/reference/mod.ts";
-import { createWasmBackend } from "../../kernels/wasm/mod.ts";
-import { createWebGPUBackend } from "../../kernels/webgpu/mod.ts";
 import type { Backend } from "../../kernels/backend.ts";
 import { GGMLType } from "../../kernels/quant/types.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
@@ -26,8 +24,8 @@ import { usesLongFactors } from "../../model/rope_factors.ts";
 import { argmax } from "../../model/sampler.ts";
 import { FIXTURES } from "../support/paths.ts";
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
-import { PROBE } from "../kernels/webgpu/helpers.ts";
 import { editedGGUF } from "../support/gguf_edit.ts";
+import { everyBackend } from "../support/backends.ts";
 
 /** One golden: the LongRoPE keys and tensors added to phi3-f32.gguf, and llama.cpp's logits. */
 interface Golden {
@@ -143,11 +141,7 @@ async function withStage<T>(
   }
 }
 
-const backends: [string, () => Promise<Backend> | Backend, boolean][] = [
-  ["reference", () => createReferenceBackend(), false],
-  ["wasm", () => createWasmBackend({ threads: 2 }), false],
-  ["webgpu", () => createWebGPUBackend(), !PROBE.available],
-];
+const backends = everyBackend();
 
 for (const [name, make, ignore] of backends) {
   Deno.test({

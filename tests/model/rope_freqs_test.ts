@@ -5,9 +5,6 @@
  * they were made). Before, the tensor was ignored: 0.22 off in the logits, silently.
  */
 import { createReferenceBackend } from "../../kernels/reference/mod.ts";
-import { createWasmBackend } from "../../kernels/wasm/mod.ts";
-import { createWebGPUBackend } from "../../kernels/webgpu/mod.ts";
-import type { Backend } from "../../kernels/backend.ts";
 import { GGMLType } from "../../kernels/quant/types.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
 import { LlamaStage } from "../../model/llama.ts";
@@ -15,8 +12,8 @@ import { ModelConfigError } from "../../model/config.ts";
 import { argmax } from "../../model/sampler.ts";
 import { FIXTURES } from "../support/paths.ts";
 import { assert, assertEquals, assertRejects } from "../support/assert.ts";
-import { PROBE } from "../kernels/webgpu/helpers.ts";
 import { editedGGUF } from "../support/gguf_edit.ts";
+import { everyBackend } from "../support/backends.ts";
 
 const golden = JSON.parse(
   await Deno.readTextFile(new URL("./golden/rope_freqs_tiny-f32.json", import.meta.url)),
@@ -30,11 +27,7 @@ function withRopeFreqs(name: string, factors: Float32Array, type = GGMLType.F32)
   });
 }
 
-const backends: [string, () => Promise<Backend> | Backend, boolean][] = [
-  ["reference", () => createReferenceBackend(), false],
-  ["wasm", () => createWasmBackend({ threads: 2 }), false],
-  ["webgpu", () => createWebGPUBackend(), !PROBE.available],
-];
+const backends = everyBackend();
 
 for (const [name, make, ignore] of backends) {
   Deno.test({
