@@ -206,6 +206,45 @@ function bindError(
   return new Error(`cannot listen for gossip on ${proto} ${joinHostPort(host, port)}: ${why}`);
 }
 
+/** How {@linkcode UdpTransport.listen} opens its sockets (tests put a port in the way). */
+export interface PortBinders {
+  /** A TCP server listening on `port` of `host` (0: the kernel picks). */
+  listenTcp(host: string, port: number): Promise<net.Server>;
+  /** A UDP socket bound to `port` of `host`. */
+  bindUdp(host: string, port: number): Promise<dgram.Socket>;
+}
+
+/** A UDP socket bound to `port` on `host` (the socket's own error, if not). */
+function bindUdp(host: string, port: number): Promise<dgram.Socket> {
+  const udp = dgram.createSocket({ type: host.includes(":") ? "udp6" : "udp4" });
+  return new Promise<dgram.Socket>((resolve, reject) => {
+    const failed = (e: Error) => {
+      udp.close();
+      reject(e);
+    };
+    udp.once("error", failed);
+    udp.bind(port, host, () => {
+      udp.off("error", failed);
+      resolve(udp);
+    });
+  });
+}
+
+/** A TCP server listening on `port` on `host` (the server's own error, if not). */
+function listenTcp(host: string, port: number): Promise<net.Server> {
+  const tcp = net.createServer();
+  return new Promise<net.Server>((resolve, reject) => {
+    tcp.once("error", reject);
+    tcp.listen(port, host, () => {
+      tcp.off("error", reject);
+      resolve(tcp);
+    });
+  });
+}
+
+/** The operating system's sockets. */
+export const systemPorts: PortBinders = { listenTcp, bindUdp };
+
 /** Options of the real transport. */
 export interface UdpTransportOptions {
   /** Address to bind; 127.0.0.1 by default — never all interfaces unless asked. */
@@ -276,35 +315,39 @@ export class UdpTransport implements Transport {
    * Bind UDP and TCP on the same port. A port in use, or an address not of this machine, is
    * refused in the words the agent's other listeners use (naming --gossip-port or --bind).
    */
-  static async listen(opts: UdpTransportOptions = {}): Promise<UdpTransport> {
+  static async listen(
+    opts: UdpTransportOptions = {},
+    sockets: PortBinders = systemPorts,
+  ): Promise<UdpTransport> {
+    const { listenTcp, bindUdp } = sockets;
     const bindAddr = opts.bindAddr ?? "127.0.0.1";
-    const family = bindAddr.includes(":") ? "udp6" : "udp4";
-    for (let attempt = 0; attempt < 10; attempt++) {
-      const udp = dgram.createSocket({ type: family });
-      const port = await new Promise<number>((resolve, reject) => {
-        udp.once("error", reject);
-        udp.bind(opts.port ?? 7946, bindAddr, () => resolve(udp.address().port));
-      }).catch((e) => {
-        udp.close();
-        throw bindError("UDP", bindAddr, opts.port ?? 7946, e);
+    const host = opts.advertiseAddr ?? bindAddr;
+    const port = opts.port ?? 7946;
+    if (port !== 0) {
+      const udp = await bindUdp(bindAddr, port).catch((e) => {
+        throw bindError("UDP", bindAddr, port, e);
       });
-      const tcp = net.createServer();
-      const ok = await new Promise<boolean>((resolve, reject) => {
-        tcp.once("error", (e: Error & { code?: string }) => {
-          if (e.code === "EADDRINUSE" && !opts.port) resolve(false);
-          else reject(bindError("TCP", bindAddr, port, e));
-        });
-        tcp.listen(port, bindAddr, () => resolve(true));
-      }).catch((e) => {
+      const tcp = await listenTcp(bindAddr, port).catch((e) => {
         udp.close();
-        throw e;
+        throw bindError("TCP", bindAddr, port, e);
       });
-      if (!ok) {
-        udp.close();
-        continue; // port 0 gave a UDP port whose TCP twin is taken: try another
-      }
-      const host = opts.advertiseAddr ?? bindAddr;
       return new UdpTransport(udp, tcp, joinHostPort(host, port));
+    }
+    // A free port for both: TCP picks first. The other way round, a UDP port from the ephemeral
+    // range often has a TCP twin that some client connection holds or left in TIME_WAIT, which
+    // blocks a listener even with SO_REUSEADDR (a busy test machine had ~10k of them, and ten
+    // tries in a row failed); UDP ports are few, so the TCP port's twin is nearly always free.
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const tcp = await listenTcp(bindAddr, 0).catch((e) => {
+        throw bindError("TCP", bindAddr, 0, e);
+      });
+      const picked = (tcp.address() as net.AddressInfo).port;
+      const udp = await bindUdp(bindAddr, picked).catch((e: Error & { code?: string }) => {
+        tcp.close();
+        if (e.code === "EADDRINUSE") return undefined; // its UDP twin is taken: try another
+        throw bindError("UDP", bindAddr, picked, e);
+      });
+      if (udp) return new UdpTransport(udp, tcp, joinHostPort(host, picked));
     }
     throw new Error(`cannot find a free port with both UDP and TCP on ${bindAddr}`);
   }

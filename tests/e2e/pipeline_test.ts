@@ -206,11 +206,11 @@ for (const position of ["first", "middle", "last"] as const) {
           if (tokens.length === 10) victim.child.kill("SIGKILL");
         }
         assertEquals(tokens, g.greedy_ids.slice(0, 64));
-        assertEquals(recoveries, 1, "the head re-placed and replayed once");
         // The failure was attributed to the victim, whichever hop noticed it.
         const blamed = head.logs.filter((l) => String(l.msg).includes("failed (")).map((l) =>
           String(l.msg)
         );
+        assertEquals(recoveries, 1, `the head re-placed and replayed once: ${blamed.join("\n")}`);
         assert(
           blamed.length > 0 && blamed.every((m) => m.includes(`stage on ${victimId} failed`)),
           blamed.join("\n"),

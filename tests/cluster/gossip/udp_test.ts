@@ -8,6 +8,7 @@ import {
   localConfig,
   Memberlist,
   splitHostPort,
+  systemPorts,
   UdpTransport,
 } from "../../../cluster/gossip/mod.ts";
 
@@ -148,5 +149,39 @@ Deno.test("udp: a gossip port in use is refused naming --gossip-port, as the oth
   } finally {
     udpTaken.close();
     tcpTaken.close();
+  }
+});
+
+Deno.test("udp: port 0 takes a TCP port first and moves on when its UDP twin is taken", async () => {
+  // Before, a free UDP port came first and its TCP twin was tried: on a machine with ~10k client
+  // connections in TIME_WAIT (which block a listener even with SO_REUSEADDR) ten tries in a row
+  // failed, and an agent exited with "cannot find a free port with both UDP and TCP".
+  const udpTaken = dgram.createSocket("udp4");
+  await new Promise<void>((r) => udpTaken.bind(0, "127.0.0.1", r));
+  const taken = udpTaken.address().port;
+  const tried: number[] = [];
+  let tcpTwinOfTaken: Deno.Listener | undefined;
+  try {
+    const t = await UdpTransport.listen({ port: 0 }, {
+      // The kernel's first pick is the port whose UDP twin is taken.
+      listenTcp: (host, port) => systemPorts.listenTcp(host, tried.length === 0 ? taken : port),
+      bindUdp: (host, port) => {
+        tried.push(port);
+        return systemPorts.bindUdp(host, port);
+      },
+    });
+    try {
+      const port = splitHostPort(t.addr).port;
+      assertEquals(tried[0], taken);
+      assert(port !== taken, `${port}`);
+      assertEquals(tried.at(-1), port);
+      // The TCP listener of the refused pick was closed: the port is free for TCP again.
+      tcpTwinOfTaken = Deno.listen({ hostname: "127.0.0.1", port: taken });
+    } finally {
+      await t.close();
+    }
+  } finally {
+    tcpTwinOfTaken?.close();
+    udpTaken.close();
   }
 });
