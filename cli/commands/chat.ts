@@ -4,12 +4,20 @@
  * transcript for models without one) — by the head agent with --endpoint, else locally — and
  * streams the reply.
  * Commands: `/reset` forgets the conversation, `/system <text>` sets the system prompt (and
- * resets), `/history` prints the turns, `/exit` (or end of input) quits.
+ * resets), `/history` prints the turns, `/exit` (or end of input) quits. A thinking model's
+ * `<think>…</think>` block is shown in gray (`--hide-reasoning` leaves it out) and kept out of
+ * the history; `--no-think` asks the template for none (`enable_thinking: false`).
  */
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import { intOption, numberOption, writeOut } from "../common.ts";
 import { palette } from "../format.ts";
-import { type ChatMessage, ChatTemplate } from "../../model/chat/mod.ts";
+import {
+  type ChatMessage,
+  ChatTemplate,
+  promptOpensReasoning,
+  type ReasoningPiece,
+  ReasoningSplitter,
+} from "../../model/chat/mod.ts";
 import {
   clusterModelName,
   modelCommandBase,
@@ -93,6 +101,8 @@ export function chatCommand() {
     .option("-n, --max-tokens <n>", "most tokens per reply", intOption(1), 256)
     .option("--temperature <t>", "0 = greedy", numberOption(0, 100), SAMPLING_DEFAULTS.temperature)
     .option("--seed <n>", "RNG seed", intOption(0, 2 ** 32 - 1))
+    .option("--no-think", "ask a thinking model (Qwen3) not to reason: enable_thinking false")
+    .option("--hide-reasoning", "do not print a thinking model's <think> block")
     .action(async (opts, cmd) => {
       const g = cmd.optsWithGlobals() as GlobalOptions;
       const remote = endpointGiven(g);
@@ -107,10 +117,30 @@ export function chatCommand() {
       const template = engine
         ? ChatTemplate.fromMetadata(engine.file.metadata, engine.tokenizer)
         : undefined;
+      const kwargs = opts.think ? undefined : { enable_thinking: false };
+      /** Reply text shown: the reasoning gray (or not at all), the answer as it is. */
+      let answer = "";
+      let shownReasoning = false;
+      const display = ({ reasoning, content }: ReasoningPiece) => {
+        if (reasoning && !opts.hideReasoning) {
+          writeOut(p.gray(reasoning));
+          shownReasoning = true;
+        }
+        if (!content) return;
+        // The answer starts on its own line below the reasoning.
+        if (shownReasoning && !answer) writeOut("\n\n");
+        answer += content;
+        writeOut(content);
+      };
       const reply = async (messages: ChatMessage[], filter: StopFilter, signal: AbortSignal) => {
+        answer = "";
+        shownReasoning = false;
+        // Through a cluster the prompt is not seen here: a template that opens <think> in its
+        // generation prompt shows its reasoning as text (the HTTP API splits it exactly).
+        let splitter = new ReasoningSplitter();
         const show = (piece: string) => {
           const out = filter.push(piece);
-          if (out) writeOut(out);
+          if (out) display(splitter.push(out));
         };
         if (agent) {
           await agent.call(async (c) => {
@@ -121,6 +151,7 @@ export function chatCommand() {
                   : "",
                 // The chat's own turns: text only (no tool calls here).
                 messages: messages.map(({ role, content }) => ({ role, content })),
+                chatTemplateKwargsJson: kwargs ? JSON.stringify(kwargs) : "",
                 maxTokens: opts.maxTokens,
                 stop: [TURN_STOP],
                 sampler: {
@@ -131,7 +162,8 @@ export function chatCommand() {
             ) show(m.text);
           });
         } else {
-          const chat = template!.render(messages);
+          const chat = template!.render(messages, { kwargs });
+          if (template!.thinking) splitter = new ReasoningSplitter(promptOpensReasoning(chat.text));
           // Ctrl-C, or the model starting the user's next turn, ends the reply (before, both
           // only stopped its display while generation ran on to max tokens).
           const turnEnded = new AbortController();
@@ -150,8 +182,8 @@ export function chatCommand() {
             signal: AbortSignal.any([signal, turnEnded.signal]),
           });
         }
-        const rest = filter.flush();
-        if (rest) writeOut(rest);
+        display(splitter.push(filter.flush()));
+        display(splitter.finish());
       };
       console.error(
         p.gray(
@@ -205,7 +237,8 @@ export function chatCommand() {
               Deno.removeSignalListener("SIGINT", onSigint);
             }
             writeOut("\n");
-            turns.push({ role: "assistant", content: filter.text.trim() });
+            // The answer only: templates are given no reasoning of earlier turns.
+            turns.push({ role: "assistant", content: answer.trim() });
           }
           prompt();
         }

@@ -55,6 +55,8 @@ export function textGenerator(
         matches: (name: string) => model.id.matches(name),
         // How its template writes tool calls: the API plans a request's tools by it.
         toolFormat: model.chat.toolFormat,
+        // A thinking template: the API splits reasoning from content.
+        thinking: model.chat.thinking,
       }];
     },
     health,
@@ -89,6 +91,8 @@ async function* events(
     ...(p.logprobs === false ? { logprob: false } : {}),
   };
   const { model, prompt, promptTokens, messages, tools, assistantPrefix, maxTokens, stop } = p;
+  // What the rendered chat prompt said (the head renders it before its first event).
+  let rendered: { reasoningOpen: boolean } | undefined;
   for await (
     const e of head.generate(
       {
@@ -98,15 +102,21 @@ async function* events(
         messages,
         tools,
         assistantPrefix,
+        chatTemplateKwargs: p.chatTemplateKwargs,
         maxTokens: maxTokens ?? 0,
         stop,
         sampling,
         jsonSchema: p.json,
         onAccepted,
+        onRendered: (r) => (rendered = r),
       },
       signal,
     )
   ) {
+    if (rendered) {
+      yield { kind: "prompt", reasoningOpen: rendered.reasoningOpen };
+      rendered = undefined;
+    }
     if (e.kind === "token") {
       yield {
         kind: "token",

@@ -7,7 +7,14 @@
  * @module
  */
 import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
-import { type ChatMessage, type ToolDef, toolMarkers } from "../../model/chat/mod.ts";
+import {
+  type ChatMessage,
+  promptOpensReasoning,
+  THINK_CLOSE,
+  THINK_OPEN,
+  type ToolDef,
+  toolMarkers,
+} from "../../model/chat/mod.ts";
 import type { Member } from "../gossip/mod.ts";
 import {
   type ChainHop,
@@ -48,6 +55,13 @@ export interface HeadParams {
   tools?: ToolDef[];
   /** Text after the rendered chat's assistant turn opener (a forced tool call's opener). */
   assistantPrefix?: string;
+  /** Extra chat template variables (checked by checkTemplateKwargs), e.g. `enable_thinking`. */
+  chatTemplateKwargs?: Record<string, unknown>;
+  /**
+   * Called once a chat is rendered, before any event: whether the prompt left a think block
+   * open (the output then starts as reasoning).
+   */
+  onRendered?: (info: { reasoningOpen: boolean }) => void;
   /** Most tokens to generate; 0 or undefined = until end of sequence or the context is full. */
   maxTokens?: number;
   /** Tail sampling; unset fields take SAMPLING_DEFAULTS at the tail. */
@@ -235,6 +249,9 @@ export class HeadService {
     if ((p.tools?.length || p.assistantPrefix) && !p.messages?.length) {
       throw new RpcFailure("invalid_argument", "tools need chat messages, not a prompt");
     }
+    if (p.chatTemplateKwargs && !p.messages?.length) {
+      throw new RpcFailure("invalid_argument", "chat template variables need chat messages");
+    }
     if (this.loop.error) throw new RpcFailure("unavailable", `no placement: ${this.loop.error}`);
     if (s.draining) {
       throw shuttingDown(s.nodeId);
@@ -274,10 +291,11 @@ export class HeadService {
       }
       promptTokens = [...p.promptTokens];
     } else if (p.messages?.length) {
-      const chat = model.chat.render(p.messages, { tools: p.tools });
+      const chat = model.chat.render(p.messages, { tools: p.tools, kwargs: p.chatTemplateKwargs });
       const text = chat.text + (p.assistantPrefix ?? "");
       fits(text);
       promptTokens = model.tokenizer.encode(text, chat);
+      p.onRendered?.({ reasoningOpen: model.chat.thinking && promptOpensReasoning(text) });
     } else {
       fits(p.prompt ?? "");
       promptTokens = model.tokenizer.encode(p.prompt ?? "", { addBos: model.tokenizer.addBos });
@@ -325,8 +343,14 @@ export class HeadService {
       queue.push(e);
       wake?.();
     };
-    const decoder = p.tools?.length
-      ? markerDecoder(model.tokenizer, toolMarkers(model.chat.toolFormat))
+    // Markers the API reads (tool calls, think tags) come out as text even where the vocabulary
+    // holds them as control tokens, which decoding drops.
+    const markers = [
+      ...(p.tools?.length ? toolMarkers(model.chat.toolFormat) : []),
+      ...(p.messages?.length && model.chat.thinking ? [THINK_OPEN, THINK_CLOSE] : []),
+    ];
+    const decoder = markers.length
+      ? markerDecoder(model.tokenizer, markers)
       : model.tokenizer.createDecoder();
     // Holds back text that may become a stop string, so clients never see part of one.
     // A token is let through once its text is, and not at all when a stop string cuts it.

@@ -29,11 +29,14 @@ import { RpcFailure, toConnectError } from "../rpc/mod.ts";
 import {
   CHAT_ROLES,
   type ChatMessage,
+  checkTemplateKwargs,
   checkToolCallId,
   checkTools,
+  MAX_TEMPLATE_KWARGS_CHARS,
   MAX_TOOL_CALLS,
   MAX_TOOLS_CHARS,
   parseToolArguments,
+  TemplateKwargsError,
   ToolSpecError,
 } from "../../model/chat/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
@@ -70,6 +73,7 @@ export function headParams(req: GenerateRequest): HeadParams {
     model: req.model,
     prompt: req.prompt,
     ...chatOf(req),
+    ...templateKwargsOf(req),
     maxTokens: req.maxTokens,
     sampling: w ? { ...samplingFromWire({ ...w, seed: undefined }), seed } : {},
     stop: req.stop,
@@ -135,6 +139,27 @@ function chatOf(req: GenerateRequest): Pick<HeadParams, "messages" | "tools"> {
     throw new ToolSpecError("tools_json", `tools_json is not JSON: ${(e as Error).message}`);
   }
   return { messages, tools: checkTools(raw) };
+}
+
+/** The chat template variables of a Generate request (chat_template_kwargs_json), checked. */
+function templateKwargsOf(req: GenerateRequest): Pick<HeadParams, "chatTemplateKwargs"> {
+  const json = req.chatTemplateKwargsJson;
+  if (!json) return {};
+  const path = "chat_template_kwargs_json";
+  if (req.messages.length === 0) {
+    throw new TemplateKwargsError(path, `${path} needs messages, not a prompt`);
+  }
+  // Bounded before it is parsed (checkTemplateKwargs bounds the parsed value the same way).
+  if (json.length > MAX_TEMPLATE_KWARGS_CHARS) {
+    throw new TemplateKwargsError(path, `${path} is longer than ${MAX_TEMPLATE_KWARGS_CHARS}`);
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch (e) {
+    throw new TemplateKwargsError(path, `${path} is not JSON: ${(e as Error).message}`);
+  }
+  return { chatTemplateKwargs: checkTemplateKwargs(raw, path) };
 }
 
 /** What this agent's stage serves Forward with (over gRPC and over the TCP data plane). */

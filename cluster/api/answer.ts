@@ -45,6 +45,7 @@ export async function completeBatch(
     try {
       for await (const ev of generator.generate(params, abort.signal)) {
         if (ev.kind === "token") builder.token(ev);
+        else if (ev.kind === "prompt") builder.prompt(ev);
         else done = ev;
       }
     } catch (e) {
@@ -128,6 +129,7 @@ export async function complete(
       for (next = await pending; !next.done; next = await it.next()) {
         const ev: GenerationEvent = next.value;
         if (ev.kind === "token") builder.token(ev);
+        else if (ev.kind === "prompt") builder.prompt(ev);
         else done = ev;
       }
       if (!done || abort.signal.aborted) return;
@@ -171,6 +173,7 @@ export async function complete(
         if (abort.signal.aborted) break;
         const ev: GenerationEvent = next.value;
         if (ev.kind === "token") builder.token(ev).forEach(send);
+        else if (ev.kind === "prompt") builder.prompt(ev);
         else done = ev;
         pending = it.next();
       }

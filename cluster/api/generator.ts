@@ -27,6 +27,11 @@ export interface ModelInfo {
    * generator cannot render tools, and a request offering them is refused.
    */
   toolFormat?: ToolFormat;
+  /**
+   * Its chat template is a thinking one (Qwen3, DeepSeek-R1, QwQ: it writes `<think>`): chat
+   * output is split into reasoning_content and content (model/chat/reasoning.ts).
+   */
+  thinking?: boolean;
 }
 
 /** What to generate, in engine terms (the OpenAI layer has validated and converted it). */
@@ -46,6 +51,8 @@ export interface GenerationParams {
    * forced tool call's opener, `<tool_call>\n`); not part of the output.
    */
   assistantPrefix?: string;
+  /** Extra chat template variables (`chat_template_kwargs`, checked), e.g. `enable_thinking`. */
+  chatTemplateKwargs?: Record<string, unknown>;
   /** Most tokens to generate; undefined = until end of sequence or the context is full. */
   maxTokens?: number;
   /** 0 = greedy. */
@@ -133,8 +140,22 @@ export interface DoneEvent {
   completionTokens: number;
 }
 
-/** What a generation streams. */
-export type GenerationEvent = TokenEvent | DoneEvent;
+/**
+ * What the prompt a chat was rendered into says about the output, sent before its first token
+ * (a generator that sends none: nothing is known, the defaults hold).
+ */
+export interface PromptEvent {
+  /** Discriminant. */
+  kind: "prompt";
+  /**
+   * The prompt ends inside an open think block (the template's generation prompt wrote
+   * `<think>`): the output starts as reasoning.
+   */
+  reasoningOpen: boolean;
+}
+
+/** What a generation streams: maybe a prompt event, then tokens, then one done event. */
+export type GenerationEvent = PromptEvent | TokenEvent | DoneEvent;
 
 /**
  * An agent as the HTTP API sees it.

@@ -1,7 +1,8 @@
 /**
  * The OpenAI-compatible HTTP API: `/v1/models`, `/v1/completions`, `/v1/chat/completions`
  * (JSON or SSE), `/health`; admission control (bounded slots + queue → 429); stop strings across
- * token boundaries; tool calling (tools.ts); the TextGenerator interface an agent implements.
+ * token boundaries; tool calling (tools.ts); reasoning_content and chat_template_kwargs
+ * (reasoning.ts); the TextGenerator interface an agent implements.
  *
  * @example
  * ```ts
@@ -25,12 +26,19 @@ export type {
   GenerationParams,
   GeneratorFeatures,
   ModelInfo,
+  PromptEvent,
   TextGenerator,
   TokenChoice,
   TokenEvent,
 } from "./generator.ts";
 export { type Endpoint, type ParsedRequest, parseRequest } from "./request.ts";
 export { CompletionBuilder } from "./response.ts";
+export {
+  type ReasoningFormat,
+  type ReasoningRequest,
+  reasoningRequest,
+  splitsReasoning,
+} from "./reasoning.ts";
 export {
   type ApiServer,
   type ApiServerOptions,

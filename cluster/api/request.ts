@@ -11,6 +11,7 @@ import { ApiError } from "./errors.ts";
 import { MAX_LOGIT_BIAS } from "../../model/sampler.ts";
 import type { GenerationParams } from "./generator.ts";
 import { messageToolFields, type ToolRequest, toolRequest } from "./tools.ts";
+import { type ReasoningFormat, reasoningRequest } from "./reasoning.ts";
 
 /** Which endpoint a body was sent to. */
 export type Endpoint = "chat" | "completion";
@@ -39,6 +40,13 @@ export interface ParsedRequest {
    * model's tool format is known); absent, the output is content as generated.
    */
   toolParser?: ToolCallParserOptions;
+  /** Chat: reasoning_format (reasoning.ts); "none" for completions. */
+  reasoningFormat: ReasoningFormat;
+  /**
+   * Chat: the output is split into reasoning_content and content (set once the model is known
+   * to have a thinking template, by splitsReasoning).
+   */
+  splitReasoning?: boolean;
 }
 
 /** Most prompts one completions request may carry. */
@@ -142,6 +150,8 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   }
   refuseUnserved(body);
   const params: GenerationParams = { model: body.model };
+  const reasoning = reasoningRequest(body, endpoint);
+  if (reasoning.kwargs) params.chatTemplateKwargs = reasoning.kwargs;
   let prompts: (string | number[])[] | undefined;
   let tools: ToolRequest | undefined;
   if (endpoint === "chat") {
@@ -279,7 +289,14 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
     }
     includeUsage = usage === true;
   }
-  const parsed: ParsedRequest = { endpoint, params, stream, includeUsage, logprobs };
+  const parsed: ParsedRequest = {
+    endpoint,
+    params,
+    stream,
+    includeUsage,
+    logprobs,
+    reasoningFormat: reasoning.format,
+  };
   if (tools) parsed.tools = tools;
   if (prompts && prompts.length > 1) {
     if (stream) {

@@ -1,12 +1,17 @@
 /**
  * The OpenAI response format: a generation's events shaped into the responses, stream chunks,
- * logprobs and usage objects that the official clients parse (tool calls read out of the
- * output when tools are in play).
+ * logprobs and usage objects that the official clients parse (a thinking model's reasoning
+ * split from its answer, and tool calls read out of the answer when tools are in play).
  *
  * @module
  */
-import { type ParsedPiece, ToolCallParser, type ToolFormat } from "../../model/chat/mod.ts";
-import type { DoneEvent, TokenChoice, TokenEvent } from "./generator.ts";
+import {
+  type ParsedPiece,
+  ReasoningSplitter,
+  ToolCallParser,
+  type ToolFormat,
+} from "../../model/chat/mod.ts";
+import type { DoneEvent, PromptEvent, TokenChoice, TokenEvent } from "./generator.ts";
 import type { ParsedRequest } from "./request.ts";
 import { toolCallId } from "./tools.ts";
 
@@ -27,6 +32,13 @@ interface ResponseToolCall {
   function: { name: string; arguments: string };
 }
 
+/** What a chat stream chunk's delta may carry. */
+interface ChunkDelta {
+  content?: string;
+  reasoning_content?: string;
+  tool_calls?: unknown[];
+}
+
 /** Collects a generation into one response (and builds stream chunks on the way). */
 export class CompletionBuilder {
   /** Response id (`chatcmpl-…` / `cmpl-…`). */
@@ -39,9 +51,15 @@ export class CompletionBuilder {
   /** Finds tool calls in the output, when tools are in play. */
   private readonly parser?: ToolCallParser;
   private readonly toolFormat?: ToolFormat;
-  /** The content outside tool calls (with a parser). */
+  /** The content outside tool calls (with a parser or a reasoning split). */
   private content = "";
   private readonly calls: ResponseToolCall[] = [];
+  /** Splits reasoning from content (req.splitReasoning), made at the first token. */
+  private splitter?: ReasoningSplitter;
+  /** The prompt left a think block open: the output starts as reasoning. */
+  private reasoningOpen = false;
+  /** The reasoning let through so far. */
+  private reasoning = "";
 
   /** A builder for one request (`index`: its choice's place among a batch's prompts). */
   constructor(readonly req: ParsedRequest, readonly model: string, readonly index = 0) {
@@ -52,22 +70,28 @@ export class CompletionBuilder {
     }
   }
 
+  /** What the rendered prompt says (sent before the first token): a think block it opened. */
+  prompt(ev: PromptEvent): void {
+    if (!this.splitter) this.reasoningOpen = ev.reasoningOpen;
+  }
+
   /** Record a token; returns the stream chunks for it (none when it adds nothing visible). */
   token(ev: TokenEvent): Record<string, unknown>[] {
     const offset = this.text.length;
     this.text += ev.text;
     this.tokens.push(ev);
     const logprobs = this.req.stream && this.req.logprobs ? this.logprobsOf([ev], offset) : null;
-    if (!this.parser) {
+    if (!this.parser && !this.req.splitReasoning) {
       if (!this.req.stream) return [];
       if (!ev.text && !this.req.logprobs && this.sentRole) return [];
       return [this.chunk({ content: ev.text }, null, logprobs)];
     }
-    const { text, calls } = this.decide(this.parser.push(ev.text));
+    const { reasoning, content } = this.split(ev.text, false);
+    const { text, calls } = this.decide(content);
     if (!this.req.stream) return [];
     const chunks = [];
-    if (text || logprobs || !this.sentRole) {
-      chunks.push(this.chunk({ content: text }, null, logprobs));
+    if (reasoning || text || logprobs || !this.sentRole) {
+      chunks.push(this.chunk(this.delta(reasoning, text), null, logprobs));
     }
     return [...chunks, ...calls.flatMap((c) => this.callChunks(c))];
   }
@@ -81,12 +105,12 @@ export class CompletionBuilder {
   /** The last chunks: what the end decided, the last with finish_reason. */
   finalChunks(done: DoneEvent): Record<string, unknown>[] {
     this.text += done.text;
-    if (!this.parser) return [this.chunk({ content: done.text }, finishReason(done), null)];
-    const { text, calls } = this.decide([
-      ...this.parser.push(done.text),
-      ...this.parser.finish(),
-    ]);
-    const chunks = text ? [this.chunk({ content: text }, null, null)] : [];
+    if (!this.parser && !this.req.splitReasoning) {
+      return [this.chunk({ content: done.text }, finishReason(done), null)];
+    }
+    const { reasoning, content } = this.split(done.text, true);
+    const { text, calls } = this.decide(content, true);
+    const chunks = reasoning || text ? [this.chunk(this.delta(reasoning, text), null, null)] : [];
     chunks.push(...calls.flatMap((c) => this.callChunks(c)));
     chunks.push(this.chunk({}, this.finishReason(done), null));
     return chunks;
@@ -94,7 +118,7 @@ export class CompletionBuilder {
 
   /** The usage-only chunk (stream_options.include_usage). */
   usageChunk(done: DoneEvent): Record<string, unknown> {
-    return { ...this.envelope(true), choices: [], usage: usage(done) };
+    return { ...this.envelope(true), choices: [], usage: this.usage(done) };
   }
 
   /** The whole (non-streamed) response. */
@@ -111,10 +135,16 @@ export class CompletionBuilder {
       return { ...this.envelope(false), choices: [choice], usage: usage(done) };
     }
     const message: Record<string, unknown> = { role: "assistant", content: this.text };
-    if (this.parser) {
-      this.decide([...this.parser.push(done.text), ...this.parser.finish()]);
-      // Text around calls is what the model said besides them; only calls: content is null.
-      message.content = this.calls.length ? (this.content.trim() || null) : this.content;
+    if (this.parser || this.req.splitReasoning) {
+      this.decide(this.split(done.text, true).content, true);
+      // Text around calls is what the model said besides them; only calls (or only
+      // reasoning): content is null, as vLLM answers.
+      message.content = this.calls.length
+        ? (this.content.trim() || null)
+        : this.reasoning && !this.content
+        ? null
+        : this.content;
+      if (this.reasoning) message.reasoning_content = this.reasoning;
       if (this.calls.length) message.tool_calls = this.calls;
     }
     message.refusal = null;
@@ -124,11 +154,43 @@ export class CompletionBuilder {
       logprobs,
       finish_reason: this.finishReason(done),
     };
-    return { ...this.envelope(false), choices: [choice], usage: usage(done) };
+    return { ...this.envelope(false), choices: [choice], usage: this.usage(done) };
   }
 
-  /** Record what the parser decided: the content it let through, and the calls (with ids). */
-  private decide(pieces: ParsedPiece[]): { text: string; calls: ResponseToolCall[] } {
+  /**
+   * Split `text` into reasoning and content when the request asks for it (`last`: the end of
+   * the output, where held-back text is decided); without a split all of it is content.
+   */
+  private split(text: string, last: boolean): { reasoning: string; content: string } {
+    if (!this.req.splitReasoning) return { reasoning: "", content: text };
+    this.splitter ??= new ReasoningSplitter(this.reasoningOpen);
+    const a = this.splitter.push(text);
+    const b = last ? this.splitter.finish() : { reasoning: "", content: "" };
+    const reasoning = a.reasoning + b.reasoning;
+    this.reasoning += reasoning;
+    return { reasoning, content: a.content + b.content };
+  }
+
+  /** A chunk's delta of reasoning and content (content left out when only reasoning came). */
+  private delta(reasoning: string, content: string): ChunkDelta {
+    return reasoning
+      ? { reasoning_content: reasoning, content: content || undefined }
+      : { content };
+  }
+
+  /**
+   * Content through the tool-call parser when tools are in play (`last`: the output ended);
+   * records the content let through and the calls (with ids).
+   */
+  private decide(content: string, last = false): { text: string; calls: ResponseToolCall[] } {
+    if (!this.parser) {
+      this.content += content;
+      return { text: content, calls: [] };
+    }
+    const pieces: ParsedPiece[] = [
+      ...this.parser.push(content),
+      ...(last ? this.parser.finish() : []),
+    ];
     let text = "";
     const calls: ResponseToolCall[] = [];
     for (const p of pieces) {
@@ -198,7 +260,7 @@ export class CompletionBuilder {
    * completion's text; `finish` and `logprobs`.
    */
   private chunk(
-    delta: { content?: string; tool_calls?: unknown[] },
+    delta: ChunkDelta,
     finish: string | null,
     logprobs: unknown,
   ): Record<string, unknown> {
@@ -209,6 +271,7 @@ export class CompletionBuilder {
         d.role = "assistant";
         this.sentRole = true;
       }
+      if (delta.reasoning_content) d.reasoning_content = delta.reasoning_content;
       if (delta.content !== undefined && (delta.content || finish === null)) {
         d.content = delta.content;
       }
@@ -218,6 +281,28 @@ export class CompletionBuilder {
       choice = { index: this.index, text: delta.content ?? "", logprobs, finish_reason: finish };
     }
     return { ...this.envelope(true), choices: [choice] };
+  }
+
+  /**
+   * OpenAI's usage object; with a reasoning split, `completion_tokens_details.reasoning_tokens`
+   * counts the tokens whose text lies in the think block (its tags included).
+   */
+  private usage(done: DoneEvent): Record<string, unknown> {
+    const u: Record<string, unknown> = usage(done);
+    const span = this.splitter?.span();
+    if (!this.req.splitReasoning) return u;
+    let n = 0;
+    if (span) {
+      let at = 0;
+      for (const t of this.tokens) {
+        const end = at + t.text.length;
+        // A token with no text of its own (part of a character, the end token) counts where
+        // it stands.
+        if (end > at ? at < span[1] && end > span[0] : at >= span[0] && at < span[1]) n++;
+        at = end;
+      }
+    }
+    return { ...u, completion_tokens_details: { reasoning_tokens: n } };
   }
 
   /** Logprobs of `tokens` in this endpoint's format; `offset` is the first one's text offset. */

@@ -17,6 +17,7 @@ import { ApiError, toApiError } from "./errors.ts";
 import { findModel, type GenerationParams, type TextGenerator } from "./generator.ts";
 import { type Endpoint, parseRequest } from "./request.ts";
 import { planTools } from "./tools.ts";
+import { splitsReasoning } from "./reasoning.ts";
 import { complete, completeBatch } from "./answer.ts";
 import { methodNotAllowed, readBody, sendError, sendJson } from "./http_io.ts";
 
@@ -279,6 +280,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     }
     // The model's template decides how tools are rendered and how calls are read back.
     if (parsed.tools) parsed.toolParser = planTools(parsed.tools, parsed.params, info?.toolFormat);
+    // A thinking template's output opens with its reasoning, returned apart unless told not to.
+    parsed.splitReasoning = parsed.endpoint === "chat" &&
+      splitsReasoning(parsed.reasoningFormat, parsed.stream, info?.thinking);
     for (const p of parsed.batch ?? [parsed.params]) unsupported(p, opts.generator);
     const capacity = opts.generator.capacity?.();
     if (parsed.batch && capacity !== undefined && parsed.batch.length > capacity) {

@@ -2,7 +2,8 @@
  * Chat templates (`tokenizer.chat_template` rendered with `@huggingface/jinja`, or a plain
  * "System:/User:/Assistant:" transcript for models without one), and tool calling: the formats
  * templates use for calls (tools.ts) and the parser that finds calls in a model's output
- * (tool_parser.ts).
+ * (tool_parser.ts); reasoning (`<think>…</think>`) split from the answer (reasoning.ts), and the
+ * extra template variables a request may pass (template_kwargs.ts).
  *
  * @example
  * ```ts
@@ -50,3 +51,19 @@ export {
   ToolCallParser,
   type ToolCallParserOptions,
 } from "./tool_parser.ts";
+export {
+  isThinkingTemplate,
+  promptOpensReasoning,
+  type ReasoningPiece,
+  ReasoningSplitter,
+  splitReasoning,
+  THINK_CLOSE,
+  THINK_OPEN,
+} from "./reasoning.ts";
+export {
+  checkTemplateKwargs,
+  MAX_TEMPLATE_KWARGS_CHARS,
+  MAX_TEMPLATE_KWARGS_KEYS,
+  RESERVED_TEMPLATE_VARS,
+  TemplateKwargsError,
+} from "./template_kwargs.ts";

@@ -14,6 +14,8 @@ import {
   type ToolDef,
   type ToolFormat,
 } from "./tools.ts";
+import { isThinkingTemplate } from "./reasoning.ts";
+import { RESERVED_TEMPLATE_VARS } from "./template_kwargs.ts";
 
 /** The roles a conversation's turns may have: OpenAI's (any other string would be rendered into
  * the template as a speaker the model never saw). */
@@ -49,6 +51,11 @@ export interface RenderOptions {
   addGenerationPrompt?: boolean;
   /** Tools offered to the model: given to the template, or described in a system prompt. */
   tools?: readonly ToolDef[];
+  /**
+   * Extra template variables (`chat_template_kwargs`, checked by template_kwargs.ts), e.g.
+   * `enable_thinking`; the renderer's own variables win over them.
+   */
+  kwargs?: Readonly<Record<string, unknown>>;
 }
 
 /** A rendered conversation, ready to tokenize. */
@@ -104,6 +111,8 @@ export class ChatTemplate {
   private readonly compiled: Template;
   /** How this template's tool calls look (tools.ts); `generic` when it knows none. */
   readonly toolFormat: ToolFormat;
+  /** A thinking template (writes `<think>`): its output may open with reasoning (reasoning.ts). */
+  readonly thinking: boolean;
 
   /** Compile `source`; `fromModel` says it came from the GGUF (its output holds control tokens). */
   constructor(
@@ -119,6 +128,7 @@ export class ChatTemplate {
       throw new ChatTemplateError(`the chat template does not parse: ${(e as Error).message}`);
     }
     this.toolFormat = detectToolFormat(source, fromModel);
+    this.thinking = fromModel && isThinkingTemplate(source);
   }
 
   /**
@@ -155,8 +165,13 @@ export class ChatTemplate {
     const tools = opts.tools?.length ? opts.tools : undefined;
     const generic = this.toolFormat === "generic";
     const turns = generic ? genericTurns(messages, tools) : messages.map(templateTurn);
+    // Checked by the doors already; dropped here too, so no caller can replace the conversation.
+    const kwargs = Object.fromEntries(
+      Object.entries(opts.kwargs ?? {}).filter(([k]) => !RESERVED_TEMPLATE_VARS.includes(k)),
+    );
     const render = (messages: Record<string, unknown>[]) =>
       this.compiled.render({
+        ...kwargs,
         messages,
         add_generation_prompt: opts.addGenerationPrompt ?? true,
         bos_token: this.bosToken,
