@@ -174,9 +174,13 @@ for (const position of ["first", "middle", "last"] as const) {
       const g = golden("stories260K__once");
       // No two agents hold the model, so the chain has at least 3 stages; any three do, so the
       // survivors can take the victim's layers.
+      // LAN gossip timing: with the local preset's 100 ms probe timeout, a CI machine running
+      // two test files' agents starved a healthy agent into a suspicion now and then, and the
+      // sessions it opened were closed under it (a second recovery: "2 !== 1" in one CI run).
       const agents = await startCluster(["a", "b", "c", "d"], {
         model: STORIES,
         memoryBudget: "1.2MB",
+        extra: ["--gossip-preset", "lan"],
       });
       try {
         const info = await waitForPlacement(agents[0], 4);
@@ -210,7 +214,12 @@ for (const position of ["first", "middle", "last"] as const) {
         const blamed = head.logs.filter((l) => String(l.msg).includes("failed (")).map((l) =>
           String(l.msg)
         );
-        assertEquals(recoveries, 1, `the head re-placed and replayed once: ${blamed.join("\n")}`);
+        const warnings = head.logs.filter((l) => l.level === "warn").map((l) => String(l.msg));
+        assertEquals(
+          recoveries,
+          1,
+          `the head re-placed and replayed once:\n${warnings.join("\n")}`,
+        );
         assert(
           blamed.length > 0 && blamed.every((m) => m.includes(`stage on ${victimId} failed`)),
           blamed.join("\n"),
