@@ -43,9 +43,12 @@ export function nodeEndpoint(n: NodeInfo): string {
   return `${host.includes(":") ? `[${host}]` : host}:${n.rpcPort}`;
 }
 
-/** "[0,4)" or "—". */
+/** "[0,4)", "—" (none), or either marked drained ("[0,4) drained", "drained"). */
 export function rangeText(n: NodeInfo): string {
-  return n.hosted ? `[${n.hosted.fromLayer},${n.hosted.toLayer})` : "—";
+  const range = n.hosted ? `[${n.hosted.fromLayer},${n.hosted.toLayer})` : "";
+  // Drained: alive, but its layers moved elsewhere until the model is deployed again.
+  if (n.drained) return range ? `${range} drained` : "drained";
+  return range || "—";
 }
 
 /**

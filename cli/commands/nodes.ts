@@ -146,7 +146,14 @@ export function nodesCommand() {
         ["version", node.version],
         ["backend", `${node.backend} (${node.adapter})`],
         ["calibration", `${node.calibrationGflops.toFixed(2)} GFLOP/s`],
-        ["layers", node.hosted ? `${rangeText(node)} of ${node.hosted.model}` : "none"],
+        [
+          "layers",
+          node.hosted
+            ? `${rangeText(node)} of ${node.hosted.model}`
+            : node.drained
+            ? "none (drained: its layers moved; `llmctl models deploy` offers the model again)"
+            : "none",
+        ],
         ["memory budget", formatBytes(Number(node.resources?.memoryBudgetBytes ?? 0n))],
       ];
       if (health) {

@@ -282,7 +282,11 @@ const drawCluster: Drawer = (screen, r, s, regions) => {
     screen.text(
       box.x + 2,
       box.y + 2,
-      n.hosted ? `layers [${n.hosted.from},${n.hosted.to}) of ${total}` : "no layers",
+      n.hosted
+        ? `layers [${n.hosted.from},${n.hosted.to}) of ${total}${n.drained ? " drained" : ""}`
+        : n.drained
+        ? "drained: no layers"
+        : "no layers",
       n.hosted ? "normal" : "dim",
       w,
     );

@@ -34,6 +34,8 @@ export interface NodeView {
   budget: number;
   version: string;
   hosted?: { model: string; from: number; to: number };
+  /** Drained: its layers moved elsewhere until the model is deployed again. */
+  drained?: boolean;
   cpu?: number;
   memTotal?: number;
   memAvail?: number;
@@ -236,6 +238,7 @@ function nodeFromInfo(n: NodeInfo, prev: NodeView | undefined, at: number): Node
     hosted: n.hosted
       ? { model: n.hosted.model, from: n.hosted.fromLayer, to: n.hosted.toLayer }
       : undefined,
+    drained: n.drained,
     cpu: prev?.cpu,
     memTotal: prev?.memTotal,
     memAvail: prev?.memAvail,

@@ -96,7 +96,7 @@ function layersMoveTo(plan: ReplicaPlan): string {
 /** Stop offering the model in gossip and re-plan: every agent plans without this node. */
 function stopOffering(s: AgentState, loop: PlacementLoop, observe: Observer, reason: string) {
   s.drained = true;
-  s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "" });
+  s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: "", drained: true });
   observe.planReason = reason;
   loop.schedule();
 }

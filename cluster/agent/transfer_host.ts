@@ -105,7 +105,12 @@ export function transferHost(
       s.modelMtime = mtime;
       s.drained = false;
       observe.planReason = `model ${id} deployed`;
-      s.gossip.updateMetadata({ ...s.gossip.localNode.meta!, model: id, stageError: "" });
+      s.gossip.updateMetadata({
+        ...s.gossip.localNode.meta!,
+        model: id,
+        stageError: "",
+        drained: false,
+      });
       s.log("info", "serving a deployed model", { model: id, path: path ?? "(cache)" });
       loop.schedule();
     },

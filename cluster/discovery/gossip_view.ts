@@ -69,6 +69,7 @@ export function memberToNodeInfo(m: Member, extras: NodeInfoExtras = {}): NodeIn
     incarnation: BigInt(m.incarnation),
     stateChangedUnixMs: BigInt(extras.stateChangedAt?.(m.id) ?? 0),
     stageError: meta?.stageError ?? "",
+    drained: meta?.drained ?? false,
   });
 }
 

@@ -46,8 +46,9 @@ export interface RequestTotals {
 }
 
 /**
- * Totals over `nodes`: counts by state, and capacity (cores, memory, budget) of the alive ones;
- * layers from the placement, counting only stages whose node is alive.
+ * Totals over `nodes`: counts by state, and capacity (cores, memory, budget) of the alive ones,
+ * the budget of drained ones left out; layers from the placement, counting only stages whose node
+ * is alive.
  */
 export function clusterMetrics(
   nodes: NodeInfo[],
@@ -69,7 +70,8 @@ export function clusterMetrics(
     m.cpuCoresTotal += r.cpuCores;
     m.memoryTotalBytes += r.memoryTotalBytes;
     m.memoryAvailableBytes += r.memoryAvailableBytes;
-    m.memoryBudgetBytes += r.memoryBudgetBytes;
+    // A drained node's budget is offered to no placement (its machine's memory still counts).
+    if (!n.drained) m.memoryBudgetBytes += r.memoryBudgetBytes;
   }
   if (placement) {
     m.layersTotal = placement.totalLayers;

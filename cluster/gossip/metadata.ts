@@ -9,6 +9,9 @@ import { DecodeError, Reader, Writer } from "./codec.ts";
 
 /** Hard limit on encoded metadata: one alive message must fit a 1400-byte datagram. */
 export const MAX_METADATA_BYTES = 512;
+
+/** Bit 0 of the trailing flags byte: the member is drained (NodeMetadata.drained). */
+const FLAG_DRAINED = 1;
 const FORMAT_VERSION = 1;
 
 /** Compute resources an agent offers. */
@@ -86,6 +89,11 @@ export interface NodeMetadata {
    * `sessions` (`--max-sessions`). Placement plans with the largest any member announces.
    */
   kvReserve?: KvReserve;
+  /**
+   * Drained by `llmctl nodes drain` (or handing its layers over at shutdown): it has a model but
+   * stops offering it, so placement leaves it out until the model is deployed again.
+   */
+  drained?: boolean;
 }
 
 /** The KV cache reservation an agent plans its stages with. */
@@ -192,8 +200,10 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
       `metadata kvReserve ${kv.context} positions × ${kv.sessions} sessions is out of range`,
     );
   }
-  // The KV reservation comes after the data port, which is written (0 if none) before it.
-  const data = !!m.dataPort || !!kv;
+  // The KV reservation comes after the data port, which is written (0 if none) before it; the
+  // flags byte (drained) after the reservation, written as 0 × 0 (read back as none) if unset.
+  const kvOut = kv ?? (m.drained ? { context: 0, sessions: 0 } : undefined);
+  const data = !!m.dataPort || !!kvOut;
   const replicated = m.replicas !== undefined || !!m.replica || m.load !== undefined || data;
   const more = (r.threads ?? 0) > 0 || (r.memoryTotal ?? 0) > 0 || replicated;
   if (m.stageError || more) w.str8(m.stageError ?? "");
@@ -208,7 +218,8 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
       );
   }
   if (data) w.u16(m.dataPort ?? 0);
-  if (kv) w.u32(kv.context).u16(kv.sessions);
+  if (kvOut) w.u32(kvOut.context).u16(kvOut.sessions);
+  if (m.drained) w.u8(FLAG_DRAINED);
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -267,9 +278,12 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     };
   }
   const dataPort = r.remaining() > 0 ? r.u16("data port") : 0;
-  const kvReserve = r.remaining() > 0
+  const kv = r.remaining() > 0
     ? { context: r.u32("kv context"), sessions: r.u16("kv sessions") }
     : undefined;
+  const kvReserve = kv && (kv.context > 0 || kv.sessions > 0) ? kv : undefined;
+  // Bits this version does not know are a newer agent's: ignored, not refused.
+  const drained = r.remaining() > 0 ? (r.u8("flags") & FLAG_DRAINED) !== 0 : false;
   r.end("metadata");
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
   return {
@@ -277,6 +291,7 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     ...replicated,
     ...(dataPort ? { dataPort } : {}),
     ...(kvReserve ? { kvReserve } : {}),
+    ...(drained ? { drained } : {}),
   };
 }
 

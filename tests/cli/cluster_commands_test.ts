@@ -239,6 +239,25 @@ Deno.test({
         });
         const again = await json(["nodes", "drain", "b", ...ep, "--json"]);
         assert(String(again.message).includes("already drained"), String(again.message));
+        // Said in the listing, and left out of the cluster's budget (before: "—" as for an
+        // agent started with --no-model, and its budget counted).
+        const list = await llmctl(["nodes", "list", ...ep]);
+        const row = list.stdout.split("\n").find((l) => /^b\s/.test(l)) ?? "";
+        assert(/\bdrained\b/.test(row), list.stdout);
+        const info = await json(["cluster", "info", ...ep, "--json"]);
+        const nodes = info.nodes as {
+          id: string;
+          drained: boolean;
+          resources: { memory_budget_bytes: number };
+        }[];
+        assertEquals(nodes.filter((n) => n.drained).map((n) => n.id), ["b"]);
+        const offered = nodes.filter((n) => !n.drained)
+          .reduce((sum, n) => sum + n.resources.memory_budget_bytes, 0);
+        assert(offered > 0);
+        assertEquals(
+          (info.metrics as { memory_budget_bytes: number }).memory_budget_bytes,
+          offered,
+        );
       });
     } finally {
       await stopAll(agents);

@@ -179,6 +179,20 @@ Deno.test("clusterMetrics: layers of a dead stage are not placed", () => {
   assertEquals(m.tokensGeneratedTotal, 7n);
 });
 
+Deno.test("clusterMetrics: a drained node's budget is not the cluster's; its cores and memory are", () => {
+  const resources = (gib: number) => ({
+    cpuCores: 2,
+    memoryTotalBytes: 8n << 30n,
+    memoryBudgetBytes: BigInt(gib) << 30n,
+  });
+  const m = clusterMetrics([
+    nodeInfo({ id: "a", state: NodeState.ALIVE, resources: resources(4) }),
+    nodeInfo({ id: "b", state: NodeState.ALIVE, resources: resources(3), drained: true }),
+  ]);
+  assertEquals(m.memoryBudgetBytes, 4n << 30n);
+  assertEquals([m.cpuCoresTotal, m.memoryTotalBytes], [4, 16n << 30n]);
+});
+
 Deno.test("GetResources and GetMetrics report this machine, measured", async () => {
   await withAgent(async ({ node }) => {
     const { nodeId, resources } = await node.getResources({});

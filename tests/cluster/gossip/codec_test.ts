@@ -161,6 +161,23 @@ Deno.test("metadata: the KV reservation round-trips, with or without a data port
   );
 });
 
+Deno.test("metadata: drained round-trips, alone or after a KV reservation; unknown flag bits are ignored", () => {
+  // Before, a drained member looked like one started with --no-model (model ""): `nodes list`
+  // could not say so, and its budget counted in the cluster's.
+  const alone = decodeMetadata(encodeMetadata({ ...meta, drained: true }));
+  assertEquals(alone.drained, true);
+  assertEquals(alone.kvReserve, undefined);
+  const kvReserve = { context: 4096, sessions: 16 };
+  const both = decodeMetadata(encodeMetadata({ ...meta, kvReserve, drained: true }));
+  assertEquals([both.drained, both.kvReserve], [true, kvReserve]);
+  assertEquals(decodeMetadata(encodeMetadata({ ...meta, kvReserve })).drained, undefined);
+  assertEquals(decodeMetadata(encodeMetadata({ ...meta, drained: false })).drained, undefined);
+  // A newer agent's flag bits beside drained's.
+  const bytes = encodeMetadata({ ...meta, kvReserve, drained: true });
+  bytes[bytes.length - 1] |= 0x80;
+  assertEquals(decodeMetadata(bytes).drained, true);
+});
+
 /** A member on a quiet simulated network, and a way to poke packets into its receive loop. */
 function target(keyring: Keyring | null) {
   const net = new SimNetwork({ seed: 3 });
