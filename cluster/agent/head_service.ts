@@ -38,6 +38,9 @@ import type { PlacementLoop } from "./placement_loop.ts";
 import type { Peers } from "./peers.ts";
 import type { ServedModel } from "./served_model.ts";
 import { longestPieceBytes, markerDecoder, utf8Length } from "./decoding.ts";
+
+/** Longest client-chosen request id (GenerateRequest.request_id). */
+export const MAX_REQUEST_ID_CHARS = 256;
 import { LazyRemoteLink } from "./lazy_link.ts";
 import { modelGone, servingElsewhere, SHUTDOWN, shuttingDown } from "./refusals.ts";
 
@@ -260,6 +263,14 @@ export class HeadService {
       throw new RpcFailure(
         "invalid_argument",
         `stop strings are at most ${MAX_STOP_CHARS} characters`,
+      );
+    }
+    // The id comes back in every streamed message and sits in the head's tables: a 1 MB id made
+    // a 50-token answer 51 MB.
+    if (p.requestId && p.requestId.length > MAX_REQUEST_ID_CHARS) {
+      throw new RpcFailure(
+        "invalid_argument",
+        `request_id is ${p.requestId.length} characters; at most ${MAX_REQUEST_ID_CHARS}`,
       );
     }
     const requestId = p.requestId || crypto.randomUUID();

@@ -3,6 +3,7 @@ import { testHead } from "./head_fixture.ts";
 import { StaleEpochError } from "../../../cluster/pipeline/mod.ts";
 import { Admission } from "../../../cluster/api/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
+import { MAX_REQUEST_ID_CHARS } from "../../../cluster/agent/head_service.ts";
 
 Deno.test("a hop to a node this agent's gossip has not met yet is a stale view, not a failed stage", async () => {
   // Agent b, whose gossip knows nobody else yet (the head saw c join first).
@@ -111,4 +112,31 @@ Deno.test("an agent started with --no-model answers a request with the agents th
   assert(msg.includes("the cluster serves stories260K.gguf on a (HTTP 10.0.0.9:8080)"), msg);
   assert(msg.includes("send requests to one of them"), msg);
   peers.closeAll();
+});
+
+Deno.test("a client's request_id is at most MAX_REQUEST_ID_CHARS: it comes back in every streamed message", async () => {
+  // Before, a 1 MB id made a 50-token answer 51 MB (found by an independent tester).
+  const { service, state } = testHead({
+    nodeId: "h",
+    admission: new Admission(1, 4),
+    requests: new Map<string, AbortController>(),
+    draining: false,
+    model: {
+      id: { matches: () => true, toString: () => "m@1" },
+      tokenizer: { vocabSize: 100 },
+      contextLength: 64,
+    },
+  });
+  const e = await service.generate(
+    {
+      requestId: "r".repeat(MAX_REQUEST_ID_CHARS + 1),
+      promptTokens: [1],
+      maxTokens: 1,
+      sampling: {},
+    },
+    new AbortController().signal,
+  )[Symbol.asyncIterator]().next().then(() => null, (e) => e);
+  assertEquals((e as { rpcCode?: string }).rpcCode, "invalid_argument", `${e}`);
+  assert(String(e).includes(`at most ${MAX_REQUEST_ID_CHARS}`), `${e}`);
+  assertEquals(state.requests.size, 0);
 });

@@ -804,7 +804,8 @@ export type GenerateRequest = Message<"distributed_llm.v1.GenerateRequest"> & {
   stop: string[];
 
   /**
-   * Client-chosen id for Cancel and logs; empty = the head assigns one and sends it first.
+   * Client-chosen id for Cancel and logs (at most 256 characters); empty = the head assigns one
+   * and sends it first.
    *
    * @generated from field: string request_id = 7;
    */
