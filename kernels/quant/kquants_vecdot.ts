@@ -119,35 +119,30 @@ export function vecDotQ3_KQ8_K(
   return sumf;
 }
 
-function vecDotQ45K(
+/** ggml_vec_dot_q5_K_q8_K_generic (8 class lanes). */
+function vecDotQ5K(
   w: Uint8Array,
   wo: number,
   y: Uint8Array,
   yo: number,
   n: number,
-  five: boolean,
 ): number {
-  const nb = checkBlocks(n, five ? "Q5_K" : "Q4_K");
-  const bytes = five ? Q5_K_BYTES : Q4_K_BYTES;
+  const nb = checkBlocks(n, "Q5_K");
   SUMS.fill(0);
   let sumf = 0;
   for (let i = 0; i < nb; i++) {
-    const xb = wo + i * bytes;
+    const xb = wo + i * Q5_K_BYTES;
     const yb = yo + i * Q8_K_BYTES;
-    let q4 = xb + (five ? 48 : 16);
+    let q4 = xb + 48;
     const hm = xb + 16;
     AUX32.fill(0);
     let a = 0;
     let m = 1;
     for (let j = 0; j < QK_K / 64; j++) {
-      for (let l = 0; l < 32; l++) {
-        AUX8[a + l] = (w[q4 + l] & 0xf) + (five && (w[hm + l] & m) ? 16 : 0);
-      }
+      for (let l = 0; l < 32; l++) AUX8[a + l] = (w[q4 + l] & 0xf) + (w[hm + l] & m ? 16 : 0);
       a += 32;
       m <<= 1;
-      for (let l = 0; l < 32; l++) {
-        AUX8[a + l] = (w[q4 + l] >> 4) + (five && (w[hm + l] & m) ? 16 : 0);
-      }
+      for (let l = 0; l < 32; l++) AUX8[a + l] = (w[q4 + l] >> 4) + (w[hm + l] & m ? 16 : 0);
       a += 32;
       m <<= 1;
       q4 += 32;
@@ -170,7 +165,49 @@ function vecDotQ45K(
   return sumf;
 }
 
-/** ggml_vec_dot_q4_K_q8_K_generic */
+/**
+ * Q4_K · Q8_K. Not ggml's generic order (8 class lanes): per super-block the exact integers
+ * sumi = Σ_j sc_j·Σ q·a and summ = Σ_j m_j·bsum_j (j: the 8 sub-blocks of 32), then
+ * sumf += (d·yd)·sumi − (dmin·yd)·summ, blocks in order (as ggml's Q2_K). The WASM kernels sum
+ * each sub-block with relaxed dots whose lanes are activation or weight rows, which the class-lane
+ * order cannot keep; every backend follows this order (llama.cpp's x86 SIMD order is neither, so
+ * both are as close to its goldens).
+ */
+function vecDotQ4K(
+  w: Uint8Array,
+  wo: number,
+  y: Uint8Array,
+  yo: number,
+  n: number,
+): number {
+  const nb = checkBlocks(n, "Q4_K");
+  let sumf = 0;
+  for (let i = 0; i < nb; i++) {
+    const xb = wo + i * Q4_K_BYTES;
+    const yb = yo + i * Q8_K_BYTES;
+    let sumi = 0;
+    let summ = 0;
+    for (let j = 0; j < 8; j++) {
+      const [sc, mn] = scaleMinK4(j, w, xb + 4);
+      const q = xb + 16 + 32 * (j >> 1);
+      const sh = 4 * (j & 1);
+      const a = yb + 4 + 32 * j;
+      let s = 0;
+      for (let l = 0; l < 32; l++) s += ((w[q + l] >> sh) & 0xf) * i8(y[a + l]);
+      sumi += sc * s;
+      const b0 = ((y[yb + 260 + 4 * j] | (y[yb + 261 + 4 * j] << 8)) << 16) >> 16;
+      const b1 = ((y[yb + 262 + 4 * j] | (y[yb + 263 + 4 * j] << 8)) << 16) >> 16;
+      summ += mn * (b0 + b1);
+    }
+    const yd = f32At(y, yb);
+    const d = fr(f16At(w, xb) * yd);
+    const dmin = fr(f16At(w, xb + 2) * yd);
+    sumf = fr(sumf + fr(fr(d * fr(sumi)) - fr(dmin * fr(summ))));
+  }
+  return sumf;
+}
+
+/** Q4_K · Q8_K in this engine's order (vecDotQ4K). */
 export function vecDotQ4_KQ8_K(
   w: Uint8Array,
   wo: number,
@@ -178,7 +215,7 @@ export function vecDotQ4_KQ8_K(
   yo: number,
   n: number,
 ): number {
-  return vecDotQ45K(w, wo, y, yo, n, false);
+  return vecDotQ4K(w, wo, y, yo, n);
 }
 
 /** ggml_vec_dot_q5_K_q8_K_generic */
@@ -189,7 +226,7 @@ export function vecDotQ5_KQ8_K(
   yo: number,
   n: number,
 ): number {
-  return vecDotQ45K(w, wo, y, yo, n, true);
+  return vecDotQ5K(w, wo, y, yo, n);
 }
 
 /** ggml_vec_dot_q6_K_q8_K_generic */

@@ -491,7 +491,7 @@ class WasmBackendImpl implements WasmBackend {
     v.repackedRows = w.bb ? inGroups : 0;
     v.quads = w.quads;
     v.q8Flipped = w.q8Flipped;
-    v.q4kClasses = w.q4kClasses;
+    v.q4kQuads = w.q4kQuads;
     v.q6kPairs = w.q6kPairs;
     v.parent = w.parent ?? w;
     this.#views.add(v);

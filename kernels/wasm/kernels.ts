@@ -81,10 +81,10 @@ export interface Kernels {
     flip: number,
   ): void;
   flipQ8(w: number, nBlocks: number): void;
-  repackQ4K(w: number, nBlocks: number): void;
+  repackQ4K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ6K(w: number, nBlocks: number): void;
   permuteQ6KAct(qs: number, ap: number, a32: number, n: number): void;
-  permuteQ4KAct(qs: number, bsums: number, qp: number, bs8: number, n: number, T: number): void;
+  permuteQ4KAct(qs: number, ad: number, bsums: number, out: number, n: number, T: number): void;
   attention(
     q: number,
     kc: number,

@@ -7,8 +7,8 @@
  *   of row i at 8 + 16k + 4i). Q8_0 under the biased kernel also has every quant byte stored
  *   + 128 (flipped), in its groups and in the rows after them: it is the relaxed dot's unsigned
  *   operand (assembly/index.ts, Q8G).
- * - Q4_K: each 32-byte quant group reordered so that one pmaddwd scales a sub-block pair
- *   (repackQ4K).
+ * - Q4_K: full 4-row groups as byte quads, super-block by super-block (repackQ4K: the 4 rows'
+ *   headers, then quant quad k of row r at 64 + 16k + 4r); rows after them as the file has them.
  * - Q6_K: ql/qh bytes reordered so that one pmaddwd scales two groups (repackQ6K).
  * Everything else stays as the file has it.
  */
@@ -53,8 +53,7 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
       w.q8Flipped = true;
     }
   } else if (w.type === GGMLType.Q4_K) {
-    ar.k.repackQ4K(w.off, w.bytes / 144);
-    w.q4kClasses = true;
+    if (w.nRows >= 4) repackQ4K(mem, w);
   } else if (w.type === GGMLType.Q6_K) {
     ar.k.repackQ6K(w.off, w.bytes / 210);
     w.q6kPairs = true;
@@ -84,6 +83,27 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
   w.repackedRows = groups * 4;
 }
 
+/** Lay out a Q4_K weight's full 4-row groups as quads (in place). */
+function repackQ4K(mem: Memories, w: WWeight): void {
+  const ar = mem.arenas[w.arena];
+  const groups = Math.floor(w.nRows / 4);
+  const tmp = ar.alloc(4 * w.rowBytes);
+  if (tmp === undefined) {
+    throw new Error(
+      `wasm backend: no room for ${4 * w.rowBytes} bytes of scratch to lay out ${w.name}`,
+    );
+  }
+  try {
+    ar.k.repackQ4K(w.off, w.rowBytes, groups, tmp);
+  } finally {
+    ar.release(tmp, 4 * w.rowBytes);
+  }
+  // bb: row views keep to whole groups (weightRows)
+  w.bb = 144;
+  w.q4kQuads = true;
+  w.repackedRows = groups * 4;
+}
+
 /** Reused row buffer of {@link fileRow} for rows gathered out of a layout. */
 let rowBuf = new Uint8Array(0);
 
@@ -100,6 +120,23 @@ function scratchRow(bytes: number): Uint8Array {
 export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, number] {
   let rowSrc = src;
   let rowOff = w.off + id * w.rowBytes;
+  if (w.q4kQuads) {
+    if (id >= w.repackedRows) return [src, rowOff];
+    // gather the row out of its group (see repackQ4K): per super-block its header at 16i, its
+    // quant quad k at 64 + 16k + 4i
+    const out = scratchRow(w.rowBytes);
+    const group = w.off + (id - (id & 3)) * w.rowBytes;
+    const i = id & 3;
+    for (let b = 0; b < w.rowBytes / 144; b++) {
+      const blk = group + 576 * b;
+      out.set(src.subarray(blk + 16 * i, blk + 16 * i + 16), 144 * b);
+      for (let k = 0; k < 32; k++) {
+        const at = blk + 64 + 16 * k + 4 * i;
+        out.set(src.subarray(at, at + 4), 144 * b + 16 + 4 * k);
+      }
+    }
+    return [out, 0];
+  }
   if (w.bb && id < w.repackedRows) {
     // gather the row's blocks out of its interleaved group (see repack4)
     rowSrc = scratchRow(w.rowBytes);
@@ -128,28 +165,6 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
       rowOff = 0;
     }
     unflipQ8(rowSrc.subarray(0, w.rowBytes));
-  }
-  if (w.q4kClasses) {
-    // undo repackQ4K: in each 32-byte group, byte 16h + 4c + k (class 4h + c, l = 4h + c +
-    // 8(k & 1)) holds element l in its low nibble and l + 16 in its high nibble, of the low
-    // nibbles' sub-block (k < 2) or the high nibbles' (k ≥ 2)
-    const out = scratchRow(w.rowBytes);
-    for (let b = 0; b < w.rowBytes; b += 144) {
-      const at = rowOff + b;
-      out.set(src.subarray(at, at + 16), b);
-      for (let g = 16; g < 144; g += 32) {
-        out.fill(0, b + g, b + g + 32);
-        for (let p = 0; p < 32; p++) {
-          const v = src[at + g + p];
-          const k = p & 3;
-          const l = 4 * (p >> 4) + ((p >> 2) & 3) + 8 * (k & 1);
-          const sh = k < 2 ? 0 : 4;
-          out[b + g + l] |= (v & 0xf) << sh;
-          out[b + g + l + 16] |= (v >> 4) << sh;
-        }
-      }
-    }
-    return [out, 0];
   }
   if (w.q6kPairs) {
     // undo repackQ6K: in each 32 bytes of ql/qh, byte 16h + 4c + k holds position

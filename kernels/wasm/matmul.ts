@@ -80,8 +80,13 @@ export function dotReadsUnsigned(k: Kernels): boolean {
  * to 5 rows are left after a tile).
  */
 function groupedRows(rows: number): number {
-  const tiled = (rows & 7) >= 6 ? (rows + 7) & ~7 : rows & ~7;
+  const tiled = tiledRows(rows);
   return tiled >= 8 && rows - tiled >= 3 ? tiled + 4 : tiled;
+}
+
+/** The activation rows in 8-row tiles, the last padded from 6 rows (tiledRows in assembly/index.ts). */
+function tiledRows(rows: number): number {
+  return (rows & 7) >= 6 ? (rows + 7) & ~7 : rows & ~7;
 }
 
 /** Runs matmuls of one backend on its memories and pool. */
@@ -161,9 +166,10 @@ export class Matmuls {
       : q8w
       ? align(rows * n * 2)
       : 0;
-    // Q8_K activations also keep the Q4_K kernel's reordered quants and 32-element sums (after
-    // q16), made when a Q4_K weight first reads them
-    const q4kBytes = isK ? align(rows * n) + align(rows * nb * 32) : 0;
+    // Q8_K activations also keep the Q4_K kernel's form (after q16): its tiles' rows in groups
+    // of 4 (1104 bytes per group and super-block) and every row's 32-element sums (i16), made
+    // when a Q4_K weight first reads them
+    const q4kBytes = isK ? align((tiledRows(rows) / 4) * nb * 1104) + align(rows * nb * 16) : 0;
     // … and the Q6_K kernel's pair-ordered quants and 32·pair sums (after those)
     const q6kBytes = isK ? 2 * align(rows * n) : 0;
     if (
@@ -220,8 +226,7 @@ export class Matmuls {
       st.actQ16 = true;
     }
     if (w.type === GGMLType.Q4_K && !st.actQ4K) {
-      const s = actOff + qsBytes + dBytes;
-      k.permuteQ4KAct(actOff, s, q4kOff, q4kOff + rows * n, n, rows);
+      k.permuteQ4KAct(actOff, actOff + qsBytes, actOff + qsBytes + dBytes, q4kOff, n, rows);
       st.actQ4K = true;
     }
     const q6kOff = q4kOff + q4kBytes;

@@ -40,8 +40,8 @@ export class WWeight implements Weight {
   quads = false;
   /** Q8_0 under the biased kernel: every quant byte stored + 128 (repackQuads' flip, flipQ8). */
   q8Flipped = false;
-  /** Q4_K quants reordered by class (repackQ4K). */
-  q4kClasses = false;
+  /** Q4_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ4K). */
+  q4kQuads = false;
   /** Q6_K quants reordered in pairs (repackQ6K). */
   q6kPairs = false;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */

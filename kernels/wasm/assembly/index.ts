@@ -1428,74 +1428,388 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 
 
 
-// ----------------------------------------------------------------------------- Q4_K, pair-scale layout
+// ----------------------------------------------------------------------------- Q4_K, quad groups
 
-// ggml's generic Q4_K dot keeps 8 integer lanes, one per element index mod 8 ("class"), and scales
-// them in float at the end of each block. Each 32 quant bytes of a block hold a sub-block pair
-// (A: the low nibbles, B: the high nibbles; 32 elements each). repackQ4K rewrites them as two
-// 16-byte vectors V0 (classes 0..3) and V1 (classes 4..7): byte 4c' + k of V_h (class
-// c = 4h + c') holds element c + 8(k & 1) in its low nibble and element c + 16 + 8(k & 1) in its
-// high nibble, of A for k < 2 and of B for k ≥ 2. The activation is reordered to match
-// (permuteQ4KAct): per 64 elements, the partners of [V0 low][V0 high][V1 low][V1 high], 16 bytes
-// each. Then pmaddubsw(low) + pmaddubsw(high) (i16x8 relaxed dot, nibbles as the 7-bit operand:
-// each pair sum ≤ 2·15·127, the two added ≤ 7620, no saturation) gives i16 lanes [ΣA c, ΣB c]
-// for 4 classes, and one pmaddwd (i32x4.dot_i16x8_s) against the pair's scales [sA, sB] adds
-// sA·ΣA + sB·ΣB to each class lane: aux32's increments, exact integers summed in registers.
+// Q4_K sums in this engine's order (kernels/quant/kquants_vecdot.ts, vecDotQ4K): per super-block
+// the exact integers sumi = Σ_j sc_j·Σ q·a (j: the 8 sub-blocks of 32 elements) and
+// summ = Σ_j m_j·bsum_j, then sumf += (d·yd)·sumi − (dmin·yd)·summ. ggml's generic order keeps 8
+// class lanes (element index mod 8), which a relaxed dot summing 4 products per lane cannot
+// keep; this order lets the nibbles (0..15, the dot's 7-bit operand) run as Q4_0's do: one
+// vpdpbusd per 16 multiply-adds, a sub-block's sums scaled once by i32x4.mul.
+//
+// Weights (repackQ4K): full 4-row groups, per super-block 576 bytes: the 4 rows' 16-byte headers
+// (d, dmin, scales[12]) at 16r, then byte quad k (k = 0..31) of row r's quants at 64 + 16k + 4r.
+// Quads 8p..8p+7 hold sub-block 2p in their low nibbles and 2p + 1 in their high ones (elements
+// 4(k − 8p)..+3 of each). Rows after the full groups stay as the file has them (q4kRawRow).
+//
+// Activation (permuteQ4KAct): the rows of 8-row tiles (tiledRows) in groups of 4, Q8KG bytes per
+// super-block: quad q of sub-block j of row t at 128j + 16q + 4t, the 4 rows' yd (f32) at 1024,
+// their sub-block sums as i16 pairs [b_2p t0, b_2p+1 t0, b_2p t1, …] at 1040 + 16p; after the
+// groups, bs16 [T·nb × 8] i16: every row's sub-block sums. Rows outside the tiles read the Q8_K
+// quants as they are.
+const Q8KG: usize = 1104;
+const Q4KG: usize = 576;
+const Q4K_CONSTS: usize = memory.data<i32>([
+  0x3f3f3f3f, 0x3f3f3f3f, 0x3f3f3f3f, 0x3f3f3f3f,
+  0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f, 0x0f0f0f0f,
+  0x03030303, 0x03030303, 0x03030303, 0x03030303,
+  0xff, 0xff, 0xff, 0xff,
+], 16);
 
-/** Reorder the quants of nBlocks Q4_K blocks at w in place (see above). */
-export function repackQ4K(w: usize, nBlocks: i32): void {
-  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
-  const m4 = i8x16.splat(0x0f);
-  for (let i = 0; i < nBlocks; i++) {
-    const qs = w + <usize> i * 144 + 16;
-    for (let j = 0; j < 4; j++) {
-      const p = qs + (<usize> j << 5);
-      const a = v128.load(p);
-      const b = v128.load(p + 16);
-      const la = v128.and(a, m4); // A, elements 0..15
-      const ha = hiNib(a); // B, elements 0..15
-      const lb = v128.and(b, m4); // A, elements 16..31
-      const hb = hiNib(b); // B, elements 16..31
-      v128.store(p, v128.or(permute32(la, ha, idx0), i16x8.shl(permute32(lb, hb, idx0), 4)));
-      v128.store(p + 16, v128.or(permute32(la, ha, idx1), i16x8.shl(permute32(lb, hb, idx1), 4)));
+/** Lay out the full 4-row groups (nGroups from w) of a Q4_K matrix as quads (above), in place. */
+export function repackQ4K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): void {
+  const nb = rowBytes / 144;
+  const gb = <usize> rowBytes << 2;
+  for (let g = 0; g < nGroups; g++) {
+    const gw = w + <usize> g * gb;
+    memory.copy(tmp, gw, gb);
+    for (let i = 0; i < nb; i++) {
+      const dst = gw + <usize> i * Q4KG;
+      for (let r = 0; r < 4; r++) {
+        const src = tmp + <usize> r * rowBytes + <usize> i * 144;
+        v128.store(dst + (<usize> r << 4), v128.load(src));
+        for (let k = 0; k < 32; k++) {
+          store<u32>(dst + 64 + (<usize> k << 4) + (<usize> r << 2), load<u32>(src + 16 + (<usize> k << 2)));
+        }
+      }
     }
   }
 }
 
-// bytes idx (0..31) of the 32-byte pair (a, b)
-@inline function permute32(a: v128, b: v128, idx: v128): v128 {
-  const fromA = i8x16.swizzle(a, idx); // indices ≥ 16 give 0
-  const fromB = i8x16.swizzle(b, i8x16.sub(idx, i8x16.splat(16))); // indices < 16 wrap to ≥ 240: 0
-  return v128.or(fromA, fromB);
-}
-
 /**
- * The Q4_K kernel's activation: each 64 Q8_K quants (T·n bytes) reordered as repackQ4K pairs
- * them with the weights, into qp; and bs16 [T·nb × 8] i16: the sums of each 32 elements (≤ 4064
- * in magnitude), the sub-blocks' bsums.
+ * The Q4_K kernel's activation from T Q8_K rows (qs, ad, bsums of quantizeQ8K) into out: the
+ * tiles' rows in Q8KG groups (padding rows zero), then bs16 for every row (see above).
  */
-export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n: i32, T: i32): void {
-  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
-  const pairs = (n >> 6) * T;
-  for (let g = 0; g < pairs; g++) {
-    const p = qs + (<usize> g << 6);
-    const q0 = v128.load(p);
-    const q1 = v128.load(p + 16);
-    const q2 = v128.load(p + 32);
-    const q3 = v128.load(p + 48);
-    const o = qp + (<usize> g << 6);
-    v128.store(o, permute32(q0, q2, idx0));
-    v128.store(o + 16, permute32(q1, q3, idx0));
-    v128.store(o + 32, permute32(q0, q2, idx1));
-    v128.store(o + 48, permute32(q1, q3, idx1));
+export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n: i32, T: i32): void {
+  const nb = n >> 8;
+  const G = tiledRows(T) >> 2;
+  for (let g = 0; g < G; g++) {
+    const t0 = g << 2;
+    for (let i = 0; i < nb; i++) {
+      const base = out + <usize> (g * nb + i) * Q8KG;
+      for (let j = 0; j < 16; j++) {
+        // 16 elements (4 quads) of each of the 4 rows, transposed to quad-major
+        const off = (<usize> i << 8) + (<usize> j << 4);
+        let v0 = i32x4.splat(0), v1 = i32x4.splat(0), v2 = i32x4.splat(0), v3 = i32x4.splat(0);
+        if (t0 < T) v0 = v128.load(qs + <usize> t0 * <usize> n + off);
+        if (t0 + 1 < T) v1 = v128.load(qs + <usize> (t0 + 1) * <usize> n + off);
+        if (t0 + 2 < T) v2 = v128.load(qs + <usize> (t0 + 2) * <usize> n + off);
+        if (t0 + 3 < T) v3 = v128.load(qs + <usize> (t0 + 3) * <usize> n + off);
+        const ab0 = v128.shuffle<i32>(v0, v1, 0, 4, 1, 5);
+        const ab1 = v128.shuffle<i32>(v0, v1, 2, 6, 3, 7);
+        const cd0 = v128.shuffle<i32>(v2, v3, 0, 4, 1, 5);
+        const cd1 = v128.shuffle<i32>(v2, v3, 2, 6, 3, 7);
+        const o = base + (<usize> j << 6);
+        v128.store(o, v128.shuffle<i32>(ab0, cd0, 0, 1, 4, 5));
+        v128.store(o + 16, v128.shuffle<i32>(ab0, cd0, 2, 3, 6, 7));
+        v128.store(o + 32, v128.shuffle<i32>(ab1, cd1, 0, 1, 4, 5));
+        v128.store(o + 48, v128.shuffle<i32>(ab1, cd1, 2, 3, 6, 7));
+      }
+      for (let t = 0; t < 4; t++) {
+        const live = t0 + t < T;
+        const bi = <usize> ((t0 + t) * nb + i);
+        store<f32>(base + 1024 + (<usize> t << 2), live ? load<f32>(ad + (bi << 2)) : 0);
+        for (let j = 0; j < 8; j++) {
+          const b = bsums + (bi << 6) + (<usize> j << 3);
+          const s = live ? load<i32>(b) + load<i32>(b + 4) : 0;
+          store<i16>(base + 1040 + (<usize> (j >> 1) << 4) + (<usize> t << 2) + (<usize> (j & 1) << 1), <i16> s);
+        }
+      }
+    }
   }
+  const bs16 = out + <usize> G * <usize> nb * Q8KG;
   const subs = (n >> 5) * T;
   for (let s = 0; s < subs; s++) {
     const b = bsums + (<usize> s << 3);
     store<i16>(bs16 + (<usize> s << 1), <i16> (load<i32>(b) + load<i32>(b + 4)));
   }
+}
+
+// A group's super-block header at blk, decoded for its 4 rows (lanes) into scr: the sub-block
+// scales as i32 (sub-block j at scr + 16j), the mins as i16 pairs [m_2p, m_2p+1] (pair p at
+// scr + 128 + 16p), d and dmin as f32 (scr + 192, scr + 208). get_scale_min_k4 on words u0..u2.
+@inline function q4kgHeader(blk: usize, scr: usize): void {
+  const h0 = v128.load(blk);
+  const h1 = v128.load(blk + 16);
+  const h2 = v128.load(blk + 32);
+  const h3 = v128.load(blk + 48);
+  const ab0 = v128.shuffle<i32>(h0, h1, 0, 4, 1, 5);
+  const ab1 = v128.shuffle<i32>(h0, h1, 2, 6, 3, 7);
+  const cd0 = v128.shuffle<i32>(h2, h3, 0, 4, 1, 5);
+  const cd1 = v128.shuffle<i32>(h2, h3, 2, 6, 3, 7);
+  const dd = v128.shuffle<i32>(ab0, cd0, 0, 1, 4, 5);
+  const u0 = v128.shuffle<i32>(ab0, cd0, 2, 3, 6, 7);
+  const u1 = v128.shuffle<i32>(ab1, cd1, 0, 1, 4, 5);
+  const u2 = v128.shuffle<i32>(ab1, cd1, 2, 3, 6, 7);
+  const m3f = v128.load(Q4K_CONSTS);
+  const m0f = v128.load(Q4K_CONSTS + 16);
+  const m03 = v128.load(Q4K_CONSTS + 32);
+  const mff = v128.load(Q4K_CONSTS + 48);
+  const sLo = v128.and(u0, m3f);
+  const sHi = v128.or(v128.and(u2, m0f), i32x4.shl(v128.and(i32x4.shr_u(u0, 6), m03), 4));
+  const mLo = v128.and(u1, m3f);
+  const mHi = v128.or(v128.and(i32x4.shr_u(u2, 4), m0f), i32x4.shl(v128.and(i32x4.shr_u(u1, 6), m03), 4));
+  v128.store(scr, v128.and(sLo, mff));
+  v128.store(scr + 16, v128.and(i32x4.shr_u(sLo, 8), mff));
+  v128.store(scr + 32, v128.and(i32x4.shr_u(sLo, 16), mff));
+  v128.store(scr + 48, i32x4.shr_u(sLo, 24));
+  v128.store(scr + 64, v128.and(sHi, mff));
+  v128.store(scr + 80, v128.and(i32x4.shr_u(sHi, 8), mff));
+  v128.store(scr + 96, v128.and(i32x4.shr_u(sHi, 16), mff));
+  v128.store(scr + 112, i32x4.shr_u(sHi, 24));
+  const eL = i16x8.extend_low_i8x16_u(mLo);
+  const eH = i16x8.extend_high_i8x16_u(mLo);
+  v128.store(scr + 128, v128.shuffle<i32>(eL, eH, 0, 2, 4, 6));
+  v128.store(scr + 144, v128.shuffle<i32>(eL, eH, 1, 3, 5, 7));
+  const fL = i16x8.extend_low_i8x16_u(mHi);
+  const fH = i16x8.extend_high_i8x16_u(mHi);
+  v128.store(scr + 160, v128.shuffle<i32>(fL, fH, 0, 2, 4, 6));
+  v128.store(scr + 176, v128.shuffle<i32>(fL, fH, 1, 3, 5, 7));
+  v128.store(scr + 192, halvesToF32C(dd));
+  v128.store(scr + 208, halvesToF32C(i32x4.shr_u(dd, 16)));
+}
+
+@inline function madd32(t: v128, c: v128, s: v128): v128 {
+  return i32x4.add(t, i32x4.mul(c, s));
+}
+
+// summ of weight row r (lane r of the header's min pairs at scr + 128) for the 4 activation rows
+// of the group at a (lanes).
+@inline function q4kgMins(scr: usize, r: i32, a: usize): v128 {
+  let m0 = v128.load(scr + 128), m1 = v128.load(scr + 144);
+  let m2 = v128.load(scr + 160), m3 = v128.load(scr + 176);
+  if (r == 0) {
+    m0 = v128.shuffle<i32>(m0, m0, 0, 0, 0, 0); m1 = v128.shuffle<i32>(m1, m1, 0, 0, 0, 0);
+    m2 = v128.shuffle<i32>(m2, m2, 0, 0, 0, 0); m3 = v128.shuffle<i32>(m3, m3, 0, 0, 0, 0);
+  } else if (r == 1) {
+    m0 = v128.shuffle<i32>(m0, m0, 1, 1, 1, 1); m1 = v128.shuffle<i32>(m1, m1, 1, 1, 1, 1);
+    m2 = v128.shuffle<i32>(m2, m2, 1, 1, 1, 1); m3 = v128.shuffle<i32>(m3, m3, 1, 1, 1, 1);
+  } else if (r == 2) {
+    m0 = v128.shuffle<i32>(m0, m0, 2, 2, 2, 2); m1 = v128.shuffle<i32>(m1, m1, 2, 2, 2, 2);
+    m2 = v128.shuffle<i32>(m2, m2, 2, 2, 2, 2); m3 = v128.shuffle<i32>(m3, m3, 2, 2, 2, 2);
+  } else {
+    m0 = v128.shuffle<i32>(m0, m0, 3, 3, 3, 3); m1 = v128.shuffle<i32>(m1, m1, 3, 3, 3, 3);
+    m2 = v128.shuffle<i32>(m2, m2, 3, 3, 3, 3); m3 = v128.shuffle<i32>(m3, m3, 3, 3, 3, 3);
+  }
+  const p0 = i32x4.dot_i16x8_s(v128.load(a + 1040), m0);
+  const p1 = i32x4.dot_i16x8_s(v128.load(a + 1056), m1);
+  const p2 = i32x4.dot_i16x8_s(v128.load(a + 1072), m2);
+  const p3 = i32x4.dot_i16x8_s(v128.load(a + 1088), m3);
+  return i32x4.add(i32x4.add(p0, p1), i32x4.add(p2, p3));
+}
+
+// sumf + ((d·y)·sumi − (dmin·y)·summ): a super-block's float step (d, dm: in every lane).
+@inline function q4kFloat(sumf: v128, d: v128, dm: v128, y: v128, sumi: v128, summ: v128): v128 {
+  return f32x4.add(sumf, f32x4.sub(
+    f32x4.mul(f32x4.mul(d, y), f32x4.convert_i32x4_s(sumi)),
+    f32x4.mul(f32x4.mul(dm, y), f32x4.convert_i32x4_s(summ)),
+  ));
+}
+
+// 4 weight rows (the group at gw) × 8 activation rows (Q8KG groups at ag and ag + nb·Q8KG), as
+// q40Tile8: each weight row's nibble quad broadcast once for 8 activation rows, lanes =
+// activation rows; a sub-block's 8 sums stay in registers, then get its scale (i32x4.mul) into
+// the super-block's. Scratch at scr: the decoded header (q4kgHeader).
+@inline function q4kTile8(gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32, scr: usize): void {
+  const m4 = mask4();
+  let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+  let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+  const gstride = <usize> nb * Q8KG;
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q4KG;
+    const a0 = ag + <usize> i * Q8KG;
+    const a1 = a0 + gstride;
+    q4kgHeader(blk, scr);
+    let t00 = i32x4.splat(0), t01 = i32x4.splat(0), t10 = i32x4.splat(0), t11 = i32x4.splat(0);
+    let t20 = i32x4.splat(0), t21 = i32x4.splat(0), t30 = i32x4.splat(0), t31 = i32x4.splat(0);
+    for (let p: usize = 0; p < 4; p++) {
+      const qb = blk + 64 + (p << 7);
+      {
+        // sub-block 2p: the low nibbles (real loops, as in q40Tile8)
+        const xa = a0 + (p << 8);
+        const xb = a1 + (p << 8);
+        let c00 = i32x4.splat(0), c01 = i32x4.splat(0), c10 = i32x4.splat(0), c11 = i32x4.splat(0);
+        let c20 = i32x4.splat(0), c21 = i32x4.splat(0), c30 = i32x4.splat(0), c31 = i32x4.splat(0);
+        for (let k: usize = 0; k < 128; k += 16) {
+          const q = v128.and(v128.load(qb + k), m4);
+          const x0 = v128.load(xa + k);
+          const x1 = v128.load(xb + k);
+          const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
+          c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b0, c00);
+          c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b0, c01);
+          const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
+          c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b1, c10);
+          c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b1, c11);
+          const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
+          c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b2, c20);
+          c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b2, c21);
+          const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
+          c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b3, c30);
+          c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b3, c31);
+        }
+        const sc = v128.load(scr + (p << 5));
+        const e0 = v128.shuffle<i32>(sc, sc, 0, 0, 0, 0);
+        t00 = madd32(t00, c00, e0);
+        t01 = madd32(t01, c01, e0);
+        const e1 = v128.shuffle<i32>(sc, sc, 1, 1, 1, 1);
+        t10 = madd32(t10, c10, e1);
+        t11 = madd32(t11, c11, e1);
+        const e2 = v128.shuffle<i32>(sc, sc, 2, 2, 2, 2);
+        t20 = madd32(t20, c20, e2);
+        t21 = madd32(t21, c21, e2);
+        const e3 = v128.shuffle<i32>(sc, sc, 3, 3, 3, 3);
+        t30 = madd32(t30, c30, e3);
+        t31 = madd32(t31, c31, e3);
+      }
+      {
+        // sub-block 2p + 1: the high nibbles
+        const xa = a0 + (p << 8) + 128;
+        const xb = a1 + (p << 8) + 128;
+        let c00 = i32x4.splat(0), c01 = i32x4.splat(0), c10 = i32x4.splat(0), c11 = i32x4.splat(0);
+        let c20 = i32x4.splat(0), c21 = i32x4.splat(0), c30 = i32x4.splat(0), c31 = i32x4.splat(0);
+        for (let k: usize = 0; k < 128; k += 16) {
+          const q = hiNibM(v128.load(qb + k), m4);
+          const x0 = v128.load(xa + k);
+          const x1 = v128.load(xb + k);
+          const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
+          c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b0, c00);
+          c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b0, c01);
+          const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
+          c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b1, c10);
+          c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b1, c11);
+          const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
+          c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b2, c20);
+          c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b2, c21);
+          const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
+          c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b3, c30);
+          c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b3, c31);
+        }
+        const sc = v128.load(scr + (p << 5) + 16);
+        const e0 = v128.shuffle<i32>(sc, sc, 0, 0, 0, 0);
+        t00 = madd32(t00, c00, e0);
+        t01 = madd32(t01, c01, e0);
+        const e1 = v128.shuffle<i32>(sc, sc, 1, 1, 1, 1);
+        t10 = madd32(t10, c10, e1);
+        t11 = madd32(t11, c11, e1);
+        const e2 = v128.shuffle<i32>(sc, sc, 2, 2, 2, 2);
+        t20 = madd32(t20, c20, e2);
+        t21 = madd32(t21, c21, e2);
+        const e3 = v128.shuffle<i32>(sc, sc, 3, 3, 3, 3);
+        t30 = madd32(t30, c30, e3);
+        t31 = madd32(t31, c31, e3);
+      }
+    }
+    const y0 = v128.load(a0 + 1024);
+    const y1 = v128.load(a1 + 1024);
+    const dv = v128.load(scr + 192);
+    const mv = v128.load(scr + 208);
+    let d = v128.shuffle<i32>(dv, dv, 0, 0, 0, 0), dm = v128.shuffle<i32>(mv, mv, 0, 0, 0, 0);
+    s00 = q4kFloat(s00, d, dm, y0, t00, q4kgMins(scr, 0, a0));
+    s01 = q4kFloat(s01, d, dm, y1, t01, q4kgMins(scr, 0, a1));
+    d = v128.shuffle<i32>(dv, dv, 1, 1, 1, 1), dm = v128.shuffle<i32>(mv, mv, 1, 1, 1, 1);
+    s10 = q4kFloat(s10, d, dm, y0, t10, q4kgMins(scr, 1, a0));
+    s11 = q4kFloat(s11, d, dm, y1, t11, q4kgMins(scr, 1, a1));
+    d = v128.shuffle<i32>(dv, dv, 2, 2, 2, 2), dm = v128.shuffle<i32>(mv, mv, 2, 2, 2, 2);
+    s20 = q4kFloat(s20, d, dm, y0, t20, q4kgMins(scr, 2, a0));
+    s21 = q4kFloat(s21, d, dm, y1, t21, q4kgMins(scr, 2, a1));
+    d = v128.shuffle<i32>(dv, dv, 3, 3, 3, 3), dm = v128.shuffle<i32>(mv, mv, 3, 3, 3, 3);
+    s30 = q4kFloat(s30, d, dm, y0, t30, q4kgMins(scr, 3, a0));
+    s31 = q4kFloat(s31, d, dm, y1, t31, q4kgMins(scr, 3, a1));
+  }
+  transposeStore(out, outStride, t, r, s00, s10, s20, s30, nt);
+  transposeStore(out, outStride, t + 4, r, s01, s11, s21, s31, nt - 4);
+}
+
+// One activation row (its Q8_K quants at a, scales at ad, sub-block sums at bs16) against the 4
+// weight rows of the group at gw, lanes = weight rows: each activation quad broadcast and dotted
+// with the 4 rows' quads (Q4_0's single-row form); decode. One sequential weight stream per
+// thread, as the hardware prefetcher wants.
+@inline function q4kgRow(gw: usize, nb: i32, a: usize, ad: usize, bs16: usize, scr: usize): v128 {
+  const m4 = mask4();
+  let sumf = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q4KG;
+    const qa = a + (<usize> i << 8);
+    q4kgHeader(blk, scr);
+    let tot = i32x4.splat(0);
+    for (let p: usize = 0; p < 4; p++) {
+      const qb = blk + 64 + (p << 7);
+      const xa0 = v128.load(qa + (p << 6));
+      const xa1 = v128.load(qa + (p << 6) + 16);
+      const xb0 = v128.load(qa + (p << 6) + 32);
+      const xb1 = v128.load(qa + (p << 6) + 48);
+      let v = v128.load(qb);
+      let cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 0, 0, 0, 0), v128.and(v, m4), i32x4.splat(0));
+      let cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 0, 0, 0, 0), hiNibM(v, m4), i32x4.splat(0));
+      v = v128.load(qb + 16);
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 1, 1, 1, 1), v128.and(v, m4), cA);
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 1, 1, 1, 1), hiNibM(v, m4), cB);
+      v = v128.load(qb + 32);
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 2, 2, 2, 2), v128.and(v, m4), cA);
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 2, 2, 2, 2), hiNibM(v, m4), cB);
+      v = v128.load(qb + 48);
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 3, 3, 3, 3), v128.and(v, m4), cA);
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 3, 3, 3, 3), hiNibM(v, m4), cB);
+      v = v128.load(qb + 64);
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 0, 0, 0, 0), v128.and(v, m4), cA);
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 0, 0, 0, 0), hiNibM(v, m4), cB);
+      v = v128.load(qb + 80);
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 1, 1, 1, 1), v128.and(v, m4), cA);
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 1, 1, 1, 1), hiNibM(v, m4), cB);
+      v = v128.load(qb + 96);
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 2, 2, 2, 2), v128.and(v, m4), cA);
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 2, 2, 2, 2), hiNibM(v, m4), cB);
+      v = v128.load(qb + 112);
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 3, 3, 3, 3), v128.and(v, m4), cA);
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), hiNibM(v, m4), cB);
+      tot = madd32(madd32(tot, cA, v128.load(scr + (p << 5))), cB, v128.load(scr + (p << 5) + 16));
+    }
+    // summ: the min pairs (lanes = rows) against this row's sub-block sums, pair p in every lane
+    const bs = v128.load(bs16 + (<usize> i << 4));
+    const summ = i32x4.add(
+      i32x4.add(
+        i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(bs, bs, 0, 0, 0, 0)),
+        i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(bs, bs, 1, 1, 1, 1)),
+      ),
+      i32x4.add(
+        i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(bs, bs, 2, 2, 2, 2)),
+        i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(bs, bs, 3, 3, 3, 3)),
+      ),
+    );
+    const y = f32x4.splat(load<f32>(ad + (<usize> i << 2)));
+    sumf = q4kFloat(sumf, v128.load(scr + 192), v128.load(scr + 208), y, tot, summ);
+  }
+  return sumf;
+}
+
+// One Q4_K row as the file has it (rows after the full groups) · one activation row, in the same
+// order; rare, so plain.
+function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
+  const m4 = mask4();
+  let sumf: f32 = 0;
+  for (let i = 0; i < nb; i++) {
+    const x = wr + <usize> i * 144;
+    const qa = a + (<usize> i << 8);
+    let tot = i32x4.splat(0);
+    for (let p = 0; p < 4; p++) {
+      const v0 = v128.load(x + 16 + (<usize> p << 5));
+      const v1 = v128.load(x + 32 + (<usize> p << 5));
+      const q = qa + (<usize> p << 6);
+      let cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(q), v128.and(v0, m4), i32x4.splat(0));
+      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(q + 16), v128.and(v1, m4), cA);
+      let cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(q + 32), hiNibM(v0, m4), i32x4.splat(0));
+      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.load(q + 48), hiNibM(v1, m4), cB);
+      tot = madd32(tot, cA, i32x4.splat(kScaleMin(x + 4, 2 * p, false)));
+      tot = madd32(tot, cB, i32x4.splat(kScaleMin(x + 4, 2 * p + 1, false)));
+    }
+    const sumi = hsumI32(tot);
+    const summ = hsumI32(i32x4.dot_i16x8_s(v128.load(bs16 + (<usize> i << 4)), q4kScales(x, true)));
+    const yd = load<f32>(ad + (<usize> i << 2));
+    const d = f16At(x) * yd;
+    const dm = f16At(x + 2) * yd;
+    sumf += d * <f32> sumi - dm * <f32> summ;
+  }
+  return sumf;
 }
 
 /** The 8 sub-block scales (s) or mins of a Q4_K block as i16 lanes (get_scale_min_k4, utmp). */
@@ -1514,349 +1828,12 @@ export function permuteQ4KAct(qs: usize, bsums: usize, qp: usize, bs16: usize, n
   return i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> hi << 32) | <u64> lo)));
 }
 
-// One 16-byte weight vector (unpacked: lo, hi nibbles) against its activation partners at qa,
-// scaled by the pair's scales s ([sA, sB] in every i32 lane), into the class lanes acc.
-@inline function q4kStep(acc: v128, lo: v128, hi: v128, s: v128, qa: usize): v128 {
-  const p = i16x8.add(
-    i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(qa), lo),
-    i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(qa + 16), hi),
-  );
-  return i32x4.add(acc, i32x4.dot_i16x8_s(p, s));
+// bytes idx (0..31) of the 32-byte pair (a, b)
+@inline function permute32(a: v128, b: v128, idx: v128): v128 {
+  const fromA = i8x16.swizzle(a, idx); // indices ≥ 16 give 0
+  const fromB = i8x16.swizzle(b, i8x16.sub(idx, i8x16.splat(16))); // indices < 16 wrap to ≥ 240: 0
+  return v128.or(fromA, fromB);
 }
-
-// One repacked Q4_K row · one reordered Q8_K activation row; ggml's float steps. Decode reads
-// the rows one at a time: one sequential stream per thread keeps the hardware prefetcher ahead
-// (two rows side by side sharing the activation's loads, as once here, were faster from cache
-// but 1.2-1.3× slower once the weights streamed from DRAM).
-@inline function dotQ4K(x0: usize, nb: i32, qp: usize, ad: usize, bs16: usize): f32 {
-  let sumsLo = f32x4.splat(0);
-  let sumsHi = f32x4.splat(0);
-  let sumf: f32 = 0;
-  const m4 = mask4();
-  for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 144;
-    const q = qp + (<usize> i << 8);
-    // the block header [d, dmin | scales[0..12)] in one load (each load is bounds-checked);
-    // scales and mins as in q4kScales (get_scale_min_k4 over its words u0..u2)
-    const hdr = v128.load(x);
-    const u0 = i32x4.extract_lane(hdr, 1);
-    const u1 = i32x4.extract_lane(hdr, 2);
-    const u2 = i32x4.extract_lane(hdr, 3);
-    const sLo = u0 & 0x3f3f3f3f;
-    const sHi = (u2 & 0x0f0f0f0f) | (((u0 >>> 6) & 0x03030303) << 4);
-    const mLo = u1 & 0x3f3f3f3f;
-    const mHi = ((u2 >>> 4) & 0x0f0f0f0f) | (((u1 >>> 6) & 0x03030303) << 4);
-    const sv = i16x8.extend_low_i8x16_u(i64x2.splat((<i64> sHi << 32) | (<i64> sLo & 0xffffffff)));
-    const mv = i16x8.extend_low_i8x16_u(i64x2.splat((<i64> mHi << 32) | (<i64> mLo & 0xffffffff)));
-    let lo = i32x4.splat(0);
-    let hi = i32x4.splat(0);
-    let v0 = v128.load(x + 16);
-    let v1 = v128.load(x + 32);
-    let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 32);
-    v0 = v128.load(x + 48);
-    v1 = v128.load(x + 64);
-    s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q + 64);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 96);
-    v0 = v128.load(x + 80);
-    v1 = v128.load(x + 96);
-    s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q + 128);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 160);
-    v0 = v128.load(x + 112);
-    v1 = v128.load(x + 128);
-    s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-    lo = q4kStep(lo, v128.and(v0, m4), hiNibM(v0, m4), s, q + 192);
-    hi = q4kStep(hi, v128.and(v1, m4), hiNibM(v1, m4), s, q + 224);
-    // Σ_j bsums(32 elements of sub-block j) · min_j
-    const sumi = hsumI32(i32x4.dot_i16x8_s(v128.load(bs16 + (<usize> i << 4)), mv));
-    // [d, dmin, -, -] · yd: both f16 → f32 conversions in one vector op
-    const dd = f32x4.mul(
-      halvesToF32C(i32x4.extend_low_i16x8_u(hdr)),
-      f32x4.splat(load<f32>(ad + (<usize> i << 2))),
-    );
-    const d = v128.shuffle<f32>(dd, dd, 0, 0, 0, 0);
-    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
-    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
-    sumf -= f32x4.extract_lane(dd, 1) * <f32> sumi;
-  }
-  sumf += f32x4.extract_lane(sumsLo, 0);
-  sumf += f32x4.extract_lane(sumsLo, 1);
-  sumf += f32x4.extract_lane(sumsLo, 2);
-  sumf += f32x4.extract_lane(sumsLo, 3);
-  sumf += f32x4.extract_lane(sumsHi, 0);
-  sumf += f32x4.extract_lane(sumsHi, 1);
-  sumf += f32x4.extract_lane(sumsHi, 2);
-  sumf += f32x4.extract_lane(sumsHi, 3);
-  return sumf;
-}
-
-// Half h (byte offset ho = 16h: classes 4h..4h+3) of one Q4_K block against 4 activation rows
-// (qa: the first row's reordered block, rows tq bytes apart); their float sums at sp (rows 32
-// bytes apart) get d_t · aux32 added, d_t = lane t of dv.
-@inline function q4kHalf4(x: usize, ho: usize, sv: v128, qa: usize, tq: usize, dv: v128, sp: usize, m4: v128): void {
-  let a0 = i32x4.splat(0);
-  let a1 = i32x4.splat(0);
-  let a2 = i32x4.splat(0);
-  let a3 = i32x4.splat(0);
-  {
-    const v = v128.load(x + 16 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-    const q = qa + (ho << 1) + 0;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-  }
-  {
-    const v = v128.load(x + 48 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-    const q = qa + (ho << 1) + 64;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-  }
-  {
-    const v = v128.load(x + 80 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-    const q = qa + (ho << 1) + 128;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-  }
-  {
-    const v = v128.load(x + 112 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-    const q = qa + (ho << 1) + 192;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-  }
-  const p = sp + ho;
-  v128.store(p, f32x4.add(v128.load(p), f32x4.mul(v128.shuffle<f32>(dv, dv, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
-  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv, dv, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
-  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv, dv, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
-  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv, dv, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
-}
-
-// q4kHalf4 for 8 activation rows (float sums at sp, rows 32 bytes apart; dv0/dv1: d of rows
-// 0..3 / 4..7).
-@inline function q4kHalf8(x: usize, ho: usize, sv: v128, qa: usize, tq: usize, dv0: v128, dv1: v128, sp: usize, m4: v128): void {
-  let a0 = i32x4.splat(0);
-  let a1 = i32x4.splat(0);
-  let a2 = i32x4.splat(0);
-  let a3 = i32x4.splat(0);
-  let a4 = i32x4.splat(0);
-  let a5 = i32x4.splat(0);
-  let a6 = i32x4.splat(0);
-  let a7 = i32x4.splat(0);
-  {
-    const v = v128.load(x + 16 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-    const q = qa + (ho << 1) + 0;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
-    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
-    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
-    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
-  }
-  {
-    const v = v128.load(x + 48 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-    const q = qa + (ho << 1) + 64;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
-    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
-    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
-    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
-  }
-  {
-    const v = v128.load(x + 80 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-    const q = qa + (ho << 1) + 128;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
-    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
-    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
-    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
-  }
-  {
-    const v = v128.load(x + 112 + ho);
-    const lo = v128.and(v, m4);
-    const hi = hiNibM(v, m4);
-    const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-    const q = qa + (ho << 1) + 192;
-    a0 = q4kStep(a0, lo, hi, s, q);
-    a1 = q4kStep(a1, lo, hi, s, q + tq);
-    a2 = q4kStep(a2, lo, hi, s, q + 2 * tq);
-    a3 = q4kStep(a3, lo, hi, s, q + 3 * tq);
-    a4 = q4kStep(a4, lo, hi, s, q + 4 * tq);
-    a5 = q4kStep(a5, lo, hi, s, q + 5 * tq);
-    a6 = q4kStep(a6, lo, hi, s, q + 6 * tq);
-    a7 = q4kStep(a7, lo, hi, s, q + 7 * tq);
-  }
-  const p = sp + ho;
-  v128.store(p + 0, f32x4.add(v128.load(p + 0), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
-  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
-  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
-  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
-  v128.store(p + 128, f32x4.add(v128.load(p + 128), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 0, 0, 0, 0), f32x4.convert_i32x4_s(a4))));
-  v128.store(p + 160, f32x4.add(v128.load(p + 160), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 1, 1, 1, 1), f32x4.convert_i32x4_s(a5))));
-  v128.store(p + 192, f32x4.add(v128.load(p + 192), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 2, 2, 2, 2), f32x4.convert_i32x4_s(a6))));
-  v128.store(p + 224, f32x4.add(v128.load(p + 224), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 3, 3, 3, 3), f32x4.convert_i32x4_s(a7))));
-}
-
-/** dotQ4K4 for 8 activation rows (t0..t0+7); scr: 8 × 32 bytes. */
-@inline function dotQ4K8(
-  x0: usize, nb: i32, qp: usize, ad: usize, bs16: usize, out: usize, outStride: i32, r: i32, scr: usize,
-): void {
-  const tq = <usize> nb << 8;
-  const tb = <usize> nb << 4;
-  const ta = <usize> nb << 2;
-  for (let k = 0; k < 16; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
-  const m4 = mask4();
-  let sumf0 = f32x4.splat(0);
-  let sumf1 = f32x4.splat(0);
-  for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 144;
-    const sv = q4kScales(x, false);
-    const mins = q4kScales(x, true);
-    const bs = bs16 + (<usize> i << 4);
-    const sumi0 = transposeSum(
-      i32x4.dot_i16x8_s(v128.load(bs), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + tb), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + 2 * tb), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + 3 * tb), mins),
-    );
-    const sumi1 = transposeSum(
-      i32x4.dot_i16x8_s(v128.load(bs + 4 * tb), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + 5 * tb), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + 6 * tb), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + 7 * tb), mins),
-    );
-    const yp = ad + (<usize> i << 2);
-    let yd0 = v128.load32_zero(yp);
-    yd0 = v128.load32_lane(yp + ta, yd0, 1);
-    yd0 = v128.load32_lane(yp + 2 * ta, yd0, 2);
-    yd0 = v128.load32_lane(yp + 3 * ta, yd0, 3);
-    let yd1 = v128.load32_zero(yp + 4 * ta);
-    yd1 = v128.load32_lane(yp + 5 * ta, yd1, 1);
-    yd1 = v128.load32_lane(yp + 6 * ta, yd1, 2);
-    yd1 = v128.load32_lane(yp + 7 * ta, yd1, 3);
-    const dmw = f32x4.splat(f16At(x + 2));
-    sumf0 = f32x4.sub(sumf0, f32x4.mul(f32x4.mul(dmw, yd0), f32x4.convert_i32x4_s(sumi0)));
-    sumf1 = f32x4.sub(sumf1, f32x4.mul(f32x4.mul(dmw, yd1), f32x4.convert_i32x4_s(sumi1)));
-    const dw = f32x4.splat(f16At(x));
-    const dv0 = f32x4.mul(dw, yd0);
-    const dv1 = f32x4.mul(dw, yd1);
-    const qa = qp + (<usize> i << 8);
-    q4kHalf8(x, 0, sv, qa, tq, dv0, dv1, scr, m4);
-    q4kHalf8(x, 16, sv, qa, tq, dv0, dv1, scr, m4);
-  }
-  for (let k = 0; k < 8; k++) {
-    const p = scr + (<usize> k << 5);
-    const sf = k < 4 ? sumf0 : sumf1;
-    const l = k & 3;
-    let f: f32 = l == 0 ? f32x4.extract_lane(sf, 0) : l == 1 ? f32x4.extract_lane(sf, 1)
-      : l == 2 ? f32x4.extract_lane(sf, 2) : f32x4.extract_lane(sf, 3);
-    const lo = v128.load(p);
-    const hi = v128.load(p + 16);
-    f += f32x4.extract_lane(lo, 0);
-    f += f32x4.extract_lane(lo, 1);
-    f += f32x4.extract_lane(lo, 2);
-    f += f32x4.extract_lane(lo, 3);
-    f += f32x4.extract_lane(hi, 0);
-    f += f32x4.extract_lane(hi, 1);
-    f += f32x4.extract_lane(hi, 2);
-    f += f32x4.extract_lane(hi, 3);
-    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
-  }
-}
-
-/**
- * One repacked Q4_K row against 4 activation rows (t0..t0+3): each weight vector is unpacked
- * once for the 4, whose class lanes stay in registers through a half block; every float step as
- * in dotQ4K (the 4 rows' sumf in the lanes of one vector, their sums[8] in scr: 4 × 32 bytes).
- * Results go to out[(t0 + k)·outStride + r].
- */
-@inline function dotQ4K4(
-  x0: usize, nb: i32, qp: usize, ad: usize, bs16: usize, out: usize, outStride: i32, r: i32, scr: usize,
-): void {
-  const tq = <usize> nb << 8; // bytes between activation rows in qp
-  const tb = <usize> nb << 4; // … in bs16
-  const ta = <usize> nb << 2; // … in ad
-  for (let k = 0; k < 8; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
-  const m4 = mask4();
-  let sumf = f32x4.splat(0); // lane t: row t's sumf
-  for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 144;
-    const sv = q4kScales(x, false);
-    const mins = q4kScales(x, true);
-    const bs = bs16 + (<usize> i << 4);
-    const sumi = transposeSum(
-      i32x4.dot_i16x8_s(v128.load(bs), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + tb), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + 2 * tb), mins),
-      i32x4.dot_i16x8_s(v128.load(bs + 3 * tb), mins),
-    );
-    const yp = ad + (<usize> i << 2);
-    let yd = v128.load32_zero(yp);
-    yd = v128.load32_lane(yp + ta, yd, 1);
-    yd = v128.load32_lane(yp + 2 * ta, yd, 2);
-    yd = v128.load32_lane(yp + 3 * ta, yd, 3);
-    const dmv = f32x4.mul(f32x4.splat(f16At(x + 2)), yd);
-    sumf = f32x4.sub(sumf, f32x4.mul(dmv, f32x4.convert_i32x4_s(sumi)));
-    const dv = f32x4.mul(f32x4.splat(f16At(x)), yd);
-    const qa = qp + (<usize> i << 8);
-    q4kHalf4(x, 0, sv, qa, tq, dv, scr, m4);
-    q4kHalf4(x, 16, sv, qa, tq, dv, scr, m4);
-  }
-  for (let k = 0; k < 4; k++) {
-    const p = scr + (<usize> k << 5);
-    let f: f32 = k == 0 ? f32x4.extract_lane(sumf, 0) : k == 1 ? f32x4.extract_lane(sumf, 1)
-      : k == 2 ? f32x4.extract_lane(sumf, 2) : f32x4.extract_lane(sumf, 3);
-    const lo = v128.load(p);
-    const hi = v128.load(p + 16);
-    f += f32x4.extract_lane(lo, 0);
-    f += f32x4.extract_lane(lo, 1);
-    f += f32x4.extract_lane(lo, 2);
-    f += f32x4.extract_lane(lo, 3);
-    f += f32x4.extract_lane(hi, 0);
-    f += f32x4.extract_lane(hi, 1);
-    f += f32x4.extract_lane(hi, 2);
-    f += f32x4.extract_lane(hi, 3);
-    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
-  }
-}
-
 
 // ----------------------------------------------------------------------------- Q6_K, pair-scale layout
 
@@ -2351,70 +2328,50 @@ export function mmK(
   aq16: usize,
 ): void {
   if (kind == 12) {
-    // Q4_K (pair-scale layout): aq16 holds the reordered activation, then its bs16 sums
-    const bs16 = aq16 + <usize> (T * (nb << 8));
-    if (T < 4) {
-      // decode: one weight row at a time (see dotQ4K)
-      for (let r = r0; r < r1; r++) {
-        const wr = w + <usize> r * rowBytes;
-        for (let t = 0; t < T; t++) {
-          const v = dotQ4K(
-            wr,
-            nb,
-            aq16 + (<usize> (t * nb) << 8),
-            ad + (<usize> (t * nb) << 2),
-            bs16 + (<usize> (t * nb) << 4),
-          );
-          store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+    // Q4_K (quad groups): aq16 holds the tiles' activation groups, then bs16 (permuteQ4KAct)
+    const full = r0 + ((r1 - r0) & ~3);
+    const tiled = tiledRows(T);
+    const bs16 = aq16 + <usize> (tiled >> 2) * <usize> nb * Q8KG;
+    // activation rows in blocks of 32, so that a block's groups (32·n bytes and their sums) stay
+    // in L2 while every weight group of the chunk passes over them
+    for (let tb = 0; tb < tiled; tb += 32) {
+      const te = min<i32>(tiled, tb + 32);
+      for (let r = r0; r < full; r += 4) {
+        const gw = w + <usize> r * rowBytes;
+        for (let t = tb; t < te; t += 8) {
+          q4kTile8(gw, nb, aq16 + <usize> (t >> 2) * <usize> nb * Q8KG, out, outStride, t, r, min<i32>(8, T - t), scr);
         }
       }
-      return;
     }
-    // activation rows in blocks of 32, so that a block's reordered quants (32·n bytes) stay in
-    // L2 while every weight row of the chunk passes over them (128 rows of a 5632-wide input
-    // did not fit and streamed from L3 for each weight row)
-    for (let tb = 0; tb < T; tb += 32) {
-    const te = min<i32>(T, tb + 32);
-    for (let r = r0; r < r1; r++) {
+    if (tiled < T) {
+      // the rest (decode, a few sessions' rows, a batch's last 1-5) one activation row at a time
+      for (let r = r0; r < full; r += 4) {
+        const gw = w + <usize> r * rowBytes;
+        for (let t = tiled; t < T; t++) {
+          const v = q4kgRow(
+            gw,
+            nb,
+            aq + (<usize> (t * nb) << 8),
+            ad + (<usize> (t * nb) << 2),
+            bs16 + (<usize> (t * nb) << 4),
+            scr,
+          );
+          storeRows4(out, outStride, t, r, v);
+        }
+      }
+    }
+    for (let r = full; r < r1; r++) {
       const wr = w + <usize> r * rowBytes;
-      let t = tb;
-      for (; t + 8 <= te; t += 8) {
-        dotQ4K8(
+      for (let t = 0; t < T; t++) {
+        const v = q4kRawRow(
           wr,
           nb,
-          aq16 + (<usize> (t * nb) << 8),
-          ad + (<usize> (t * nb) << 2),
-          bs16 + (<usize> (t * nb) << 4),
-          out + (<usize> (t * outStride) << 2),
-          outStride,
-          r,
-          scr,
-        );
-      }
-      for (; t + 4 <= te; t += 4) {
-        dotQ4K4(
-          wr,
-          nb,
-          aq16 + (<usize> (t * nb) << 8),
-          ad + (<usize> (t * nb) << 2),
-          bs16 + (<usize> (t * nb) << 4),
-          out + (<usize> (t * outStride) << 2),
-          outStride,
-          r,
-          scr,
-        );
-      }
-      for (; t < te; t++) {
-        const v = dotQ4K(
-          wr,
-          nb,
-          aq16 + (<usize> (t * nb) << 8),
+          aq + (<usize> (t * nb) << 8),
           ad + (<usize> (t * nb) << 2),
           bs16 + (<usize> (t * nb) << 4),
         );
         store<f32>(out + (<usize> (t * outStride + r) << 2), v);
       }
-    }
     }
     return;
   }

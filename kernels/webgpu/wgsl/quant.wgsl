@@ -8,7 +8,8 @@
 // where acc_add adds block b (at byte wb) of a weight row · block b of activation row t.
 // K-quants replay ggml's 8-lane float sums only with SINGLE_LANE (one invocation per row, blocks
 // in order, so the result is ggml's to the bit); with many lanes per row the order differs
-// anyway and the cheaper packed-dot form is used.
+// anyway and the cheaper packed-dot form is used. Q4_K follows this engine's own order (float
+// result per block, blocks in order) on every path.
 // The dot part is only composed into matmul.wgsl, which defines the activation accessors it
 // uses (a_f, a_q4, a_d, a_s, a_bsum).
 
@@ -481,54 +482,9 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   return d * f32(q) - m;
 }
 //@dot
-//#if SINGLE_LANE
-// ggml's K-quant dot products keep 8 integer lanes per block (element index mod 8), add
-// d · lane into 8 float sums across blocks, subtract dmin · Σ bsum · min from a float
-// `sumf`, and add the 8 float sums to sumf at the end; replayed exactly.
-struct Acc {
-  sumf: f32,
-  lo: vec4<f32>, // float sums of lanes 0..3
-  hi: vec4<f32>, // lanes 4..7
-}
-fn acc_zero() -> Acc {
-  return Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
-}
-fn acc_final(a: Acc) -> f32 {
-  return a.sumf + a.lo.x + a.lo.y + a.lo.z + a.lo.w + a.hi.x + a.hi.y + a.hi.z + a.hi.w;
-}
-// Add one block's integer lanes scaled by d, and subtract `mins`.
-fn acc_lanes(a: Acc, lo: vec4<i32>, hi: vec4<i32>, d: f32, mins: f32) -> Acc {
-  return Acc(a.sumf - mins, a.lo + d * vec4<f32>(lo), a.hi + d * vec4<f32>(hi));
-}
-fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
-  var lo = vec4<i32>(0);
-  var hi = vec4<i32>(0);
-  var summs = 0i;
-  for (var j = 0u; j < 4u; j = j + 1u) {
-    let sm0 = k4_scale_min(wb, 2u * j);
-    let sm1 = k4_scale_min(wb, 2u * j + 1u);
-    for (var i = 0u; i < 8u; i = i + 1u) {
-      let q = W[(wb + 16u + 32u * j) / 4u + i];
-      var q0 = q & 0x0f0f0f0fu;
-      var q1 = (q >> 4u) & 0x0f0f0f0fu;
-      let p = i32(sm0.x) * (u8x4(q0) * i8x4(a_q4(t, b * 64u + j * 16u + i))) +
-        i32(sm1.x) * (u8x4(q1) * i8x4(a_q4(t, b * 64u + j * 16u + 8u + i)));
-      if (i % 2u == 0u) {
-        lo = lo + p;
-      } else {
-        hi = hi + p;
-      }
-    }
-    summs = summs + i32(sm0.y) * (a_bsum(t, b * 16u + 4u * j) + a_bsum(t, b * 16u + 4u * j + 1u));
-    summs = summs + i32(sm1.y) * (a_bsum(t, b * 16u + 4u * j + 2u) + a_bsum(t, b * 16u + 4u * j + 3u));
-  }
-  let yd = a_d(t, b);
-  let d = ldh(wb) * yd;
-  let dmin = ldh(wb + 2u) * yd;
-  return acc_lanes(a, lo, hi, d, dmin * f32(summs));
-}
-//#else
-// Many lanes per row (GPUs): packed dot products, float result per block.
+// Not ggml's generic order: this engine's Q4_K order (kernels/quant/kquants_vecdot.ts,
+// vecDotQ4K), exact integer sums per block, then sumf += (d·yd)·isum − (dmin·yd)·summs, blocks in
+// order, so one lane per row (SINGLE_LANE) gives the reference's bits.
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   var summs = 0i;
@@ -561,7 +517,6 @@ fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
 fn acc_final(a: Acc) -> f32 {
   return a;
 }
-//#endif
 
 //@section Q5_K
 // block_q5_K: d, dmin (f16), scales[12], qh[32], qs[128]; like Q4_K plus a 5th bit:

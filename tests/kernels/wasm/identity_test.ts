@@ -157,20 +157,23 @@ Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows sta
   }
 });
 
-Deno.test("wasm matmul Q8_0 and Q4_0: batches of 1-17 rows (a decode step of up to 17 sessions) stay bit-identical", async () => {
-  // the biased Q8_0 kernel's and the Q4_0 kernel's tiles of 8 activation rows (over row groups
-  // of 4, the last one padded), of 4, and single rows in every mix, at the 110M model's width and
-  // an odd block count; 38 output rows leave a partial weight group
+Deno.test("wasm matmul Q8_0, Q4_0 and Q4_K: batches of 1-17 rows (a decode step of up to 17 sessions) stay bit-identical", async () => {
+  // the biased Q8_0 kernel's, the Q4_0 kernel's and the Q4_K kernel's tiles of 8 activation rows
+  // (over row groups of 4, the last one padded), of 4, and single rows in every mix, at the 110M
+  // model's width and an odd block count; 38 output rows leave a partial weight group; Q4_K also
+  // 38 and 70 rows (tiles across its 32-row activation blocks, a padded last tile)
   const wasm = await createWasmBackend({ threads: 2 });
   const ref = createReferenceBackend();
   try {
-    for (const type of [GGMLType.Q8_0, GGMLType.Q4_0]) {
-      for (const n of [768, 288]) {
+    for (const type of [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_K]) {
+      const k = type === GGMLType.Q4_K;
+      for (const n of k ? [768, 1280] : [768, 288]) {
         const m = 38;
         const spec = { name: "batch", type, shape: [n, m], data: weightBytes(type, n, m, 5) };
         const ww = wasm.upload(spec);
         const wr = ref.upload(spec);
-        for (let rows = 1; rows <= 17; rows++) {
+        const rowCounts = Array.from({ length: 17 }, (_, i) => i + 1).concat(k ? [38, 70] : []);
+        for (const rows of rowCounts) {
           const x = rand(rows * n, 600 + rows, 6);
           const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
           const [ow, or] = [wasm.buffer(rows * m), ref.buffer(rows * m)];
