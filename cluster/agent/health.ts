@@ -22,7 +22,11 @@ export function readiness(
     return { serving: false, detail: "agent is shutting down (finishing its requests)" };
   }
   if (s.model && !loop.plan) {
-    return { serving: false, detail: "no placement yet (waiting for enough agents)" };
+    // The planner's reason (a failed stage, too little memory) where it has one.
+    const detail = loop.error
+      ? `no placement: ${loop.error}`
+      : "no placement yet (waiting for enough agents)";
+    return { serving: false, detail };
   }
   // Planned is not enough: until every layer is loaded somewhere, requests would only wait.
   const missing = loop.missingLayers();

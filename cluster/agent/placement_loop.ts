@@ -58,6 +58,23 @@ export function placementInputs(members: readonly Member[], model?: string): Rep
 }
 
 /**
+ * The members whose stage failed to load, and why ("the stage failed to load on s: layers
+ * [0,5): …"), or "" when none did.
+ */
+export function stageFailures(members: readonly Member[]): string {
+  const failed = members.filter((m) =>
+    m.meta?.stageError && (m.status === "alive" || m.status === "suspect")
+  );
+  if (failed.length === 0) return "";
+  const each = failed.slice(0, 4).map((m) =>
+    `the stage failed to load on ${m.id}: ${m.meta!.stageError}`
+  );
+  if (failed.length > 4) each.push(`and on ${failed.length - 4} more`);
+  return `${each.join("; ")} (it left the placement until the agent restarts or the model is ` +
+    `deployed again)`;
+}
+
+/**
  * The members placement plans over for `model`: those offering it, alive, and not refused by
  * mTLS. A suspect is left out, so a killed stage's layers are re-placed within a probe or two
  * (a standby fetches them while gossip is still confirming the death). Every agent re-plans on a
@@ -157,11 +174,15 @@ export class PlacementLoop {
       plan = this.planOver(peers, setting);
     } catch (e) {
       if (e instanceof PlacementError) {
-        s.log("warn", "no placement", { error: e.message, members: peers.length });
+        // A member whose stage failed to load left the plan: that, not memory or agents, is
+        // what an operator must fix (the 503 and readiness said "no live node offers memory").
+        const failed = stageFailures(s.gossip.members());
+        const why = (failed ? `${e.message}; ${failed}` : e.message).slice(0, 1024);
+        s.log("warn", "no placement", { error: why, members: peers.length });
         const before = this.error;
         this.reset();
-        if (before !== e.message) this.observe.publishPlacement(`no placement: ${e.message}`);
-        this.error = e.message;
+        if (before !== why) this.observe.publishPlacement(`no placement: ${why}`);
+        this.error = why;
         return;
       }
       throw e;

@@ -15,6 +15,7 @@ import { generate, startCluster, stopAll, waitForPlacement } from "../support/ag
 import { FIXTURES, REPO } from "../support/paths.ts";
 import { llmctl } from "../support/cli.ts";
 import { type LocalAgent, startLocalAgent, stopLocalAgents } from "../../cli/local_cluster.ts";
+import { createRpcTransport } from "../../cluster/rpc/mod.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = (name: string) =>
@@ -265,6 +266,58 @@ for (const position of ["first", "middle", "last"] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "the only stage fails to load: the 503 and readiness name the failure, not memory",
+  fn: async () => {
+    // Before: "no live node offers memory" and "waiting for enough agents", which send an
+    // operator to add memory or agents (found by an independent tester).
+    const dir = await Deno.makeTempDir({ prefix: "dllm-badstage-" });
+    const broken = `${dir}/stories260K.gguf`;
+    await Deno.copyFile(STORIES, broken);
+    let a: LocalAgent | undefined;
+    try {
+      a = await startLocalAgent({
+        id: "a",
+        seeds: [],
+        args: [
+          ...["--gossip-preset", "local", "--backend", "reference", "--context-size", "256"],
+          ...["--log-level", "debug", "--memory-budget", "8MB", "--model", broken],
+        ],
+        // Cut short once the index is read: loading the layers fails as a bad disk would.
+        onLog: (l) => {
+          if (l.msg === "backend selected") Deno.truncateSync(broken, 4096);
+        },
+      });
+      const url = `http://127.0.0.1:${a.metricsPort}/health?ready=1`;
+      let detail = "";
+      for (const until = Date.now() + 30_000; Date.now() < until;) {
+        const res = await fetch(url);
+        detail = String((await res.json()).detail ?? "");
+        if (detail.includes("failed to load")) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      assert(detail.includes("the stage failed to load on a: layers [0,"), detail);
+      assert(!detail.includes("waiting for enough agents"), detail);
+      const transport = await createRpcTransport(`127.0.0.1:${a.rpcPort}`);
+      let message = "";
+      try {
+        for await (
+          const _ of createClient(InferenceService, transport).generate({
+            prompt: "Once",
+            maxTokens: 2,
+          })
+        ) { /* refused before the first message */ }
+      } catch (e) {
+        message = (e as Error).message;
+      }
+      assert(message.includes("the stage failed to load on a: layers [0,"), message);
+    } finally {
+      if (a) await stopLocalAgents([a]);
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
 
 Deno.test({
   name: "a stage that fails to load leaves the plan; the others serve and status says why",

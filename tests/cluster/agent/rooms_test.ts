@@ -9,6 +9,8 @@ import { REPO } from "../../support/paths.ts";
 import { planEpoch, planPlacement } from "../../../cluster/placement/mod.ts";
 import { decodeMetadata, encodeMetadata, type NodeMetadata } from "../../../cluster/gossip/mod.ts";
 import { memberToNodeInfo } from "../../../cluster/discovery/gossip_view.ts";
+import { stageFailures } from "../../../cluster/agent/placement_loop.ts";
+import type { Member } from "../../../cluster/gossip/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 
 Deno.test("ModelId: parse, print and the names clients may use", () => {
@@ -123,4 +125,30 @@ Deno.test("gossip metadata carries threads and machine memory, so NodeInfo resou
   );
   assertEquals(info.resources!.threads, 6);
   assertEquals(info.resources!.memoryTotalBytes, 64_000_000_000n);
+});
+
+Deno.test("stageFailures: the live members whose stage failed to load, for the placement error", () => {
+  const member = (id: string, status: Member["status"], stageError = "") =>
+    ({
+      id,
+      status,
+      incarnation: 1,
+      addr: "127.0.0.1:1",
+      meta: { ...meta({}, stageError), id },
+    }) as unknown as Member;
+  assertEquals(stageFailures([member("a", "alive")]), "");
+  const text = stageFailures([
+    member("a", "alive", "layers [0,5): unsupported tensor type 99"),
+    member("b", "dead", "layers [0,5): gone"),
+    member("c", "alive"),
+  ]);
+  assert(
+    text.startsWith("the stage failed to load on a: layers [0,5): unsupported tensor type 99"),
+    text,
+  );
+  assert(!text.includes(" on b"), "a dead member's failure is not news: " + text);
+  const many = stageFailures(
+    ["a", "b", "c", "d", "e", "f"].map((id) => member(id, "alive", "x")),
+  );
+  assert(many.includes("and on 2 more"), many);
 });
