@@ -40,6 +40,8 @@ import { transferHost } from "./agent/transfer_host.ts";
 import { handOverAtShutdown } from "./agent/commands.ts";
 import { drainAndLeave, joinInBackground, startGossip } from "./agent/lifecycle.ts";
 import { startDataPlane } from "./agent/data_plane.ts";
+import { RequestForwarder } from "./agent/forward_rpc.ts";
+import { httpForwarder } from "./agent/forward_http.ts";
 
 export type { AgentLogger } from "./agent/state.ts";
 export { agentFootprint } from "./agent/served_model.ts";
@@ -58,6 +60,8 @@ export class Agent {
   private readonly stageRoom: StageRoom;
   private readonly loop: PlacementLoop;
   private readonly head: HeadService;
+  /** Passes requests on to serving agents while this one serves no model (--no-model). */
+  private readonly forward: RequestForwarder;
   /** The member announcement (incarnation) each peer's certificate was last checked for. */
   private readonly verified = new Map<string, number>();
   /**
@@ -75,6 +79,7 @@ export class Agent {
     this.stageRoom = new StageRoom(s, this.observe, this.metrics, () => this.loop.schedule());
     this.loop = new PlacementLoop(s, this.stageRoom, this.observe);
     this.head = new HeadService(s, this.loop, this.peers, this.metrics);
+    this.forward = new RequestForwarder(s, this.peers, this.metrics);
   }
 
   /** Start every part of an agent and join the cluster. */
@@ -130,6 +135,7 @@ export class Agent {
             observe: agent.observe,
             head: agent.head,
             metrics: agent.metrics,
+            forward: agent.forward,
             stop: () => agent.stop(),
           }),
         interceptors: [traceServerInterceptor],
@@ -193,6 +199,7 @@ export class Agent {
         bodyTimeoutMs: cfg.httpBodyTimeout,
         maxConnections: cfg.httpMaxConnections,
         corsOrigins: cfg.corsOrigin,
+        forward: httpForwarder(s, agent.peers, agent.forward.targets, agent.metrics),
         log,
       });
     } catch (e) {

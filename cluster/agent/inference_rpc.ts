@@ -43,6 +43,7 @@ import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { HeadParams, HeadService } from "./head_service.ts";
 import type { PlacementLoop } from "./placement_loop.ts";
+import type { RequestForwarder } from "./forward_rpc.ts";
 
 const FINISH: Record<string, FinishReason> = {
   stop: FinishReason.STOP,
@@ -194,17 +195,25 @@ export function forwardContext(
   };
 }
 
-/** The InferenceService handlers of an agent. */
+/**
+ * The InferenceService handlers of an agent; while it serves no model (--no-model), `forward`
+ * passes Generate and Cancel on to an agent that serves one.
+ */
 export function inferenceService(
   s: AgentState,
   head: HeadService,
   loop: PlacementLoop,
   metrics: AgentMetrics,
+  forward?: RequestForwarder,
 ): ServiceImpl<typeof InferenceService> {
   return {
     forward: forwardHandler(forwardContext(s, head, loop, metrics)),
-    generate: (req, ctx) => generateResponses(head, loop, req, ctx.signal),
-    cancel: (req) => ({ cancelled: head.cancel(req.requestId) }),
+    generate: (req, ctx) =>
+      forward?.forwards(ctx.requestHeader)
+        ? forward.generate(req, ctx)
+        : generateResponses(head, loop, req, ctx.signal),
+    cancel: async (req) =>
+      (await forward?.cancel(req)) ?? { cancelled: head.cancel(req.requestId) },
   };
 }
 

@@ -18,10 +18,11 @@ export function shuttingDown(nodeId: string): RpcFailure {
 }
 
 /**
- * What an agent that serves no model (started with --no-model) tells a request while other
- * `members` serve one: which agents to send it to. Such an agent routes gossip and deploys but
- * holds no tokenizer to head a request with; before, it answered "start it with --model", as if
- * the cluster had no model. Undefined when no live member hosts layers.
+ * What an agent that serves no model (started with --no-model) tells a request it does not
+ * forward (forward_rpc.ts, forward_http.ts: one already forwarded, or while no member is alive
+ * and serving) when other `members` host layers: which agents to send it to. Before, it
+ * answered "start it with --model", as if the cluster had no model. Undefined when no live or
+ * suspect member hosts layers.
  */
 export function servingElsewhere(members: readonly Member[], self: string): string | undefined {
   const hosts = members.filter((m) =>

@@ -35,6 +35,7 @@ import type { HeadService } from "./head_service.ts";
 import { clusterCommands } from "./commands.ts";
 import { grpcHealth, readiness } from "./health.ts";
 import { inferenceService } from "./inference_rpc.ts";
+import type { RequestForwarder } from "./forward_rpc.ts";
 
 /** Services of the RPC port that grpc.health.v1 answers for by name. */
 const RPC_SERVICES = [DiscoveryService, NodeService, ClusterService, TransferService];
@@ -47,6 +48,8 @@ export interface RouteRooms {
   observe: Observer;
   head: HeadService;
   metrics: AgentMetrics;
+  /** Passes Generate on while this agent serves no model. */
+  forward?: RequestForwarder;
   /** Stop this agent (LeaveCluster on itself). */
   stop: () => Promise<void>;
 }
@@ -106,7 +109,7 @@ export function agentRoutes(r: ConnectRouter, rooms: RouteRooms): void {
   // Reflection (v1 and v1alpha), so grpcurl, grpc_cli and the like need no .proto files.
   registerReflection(r, [...RPC_SERVICES, InferenceService, Health]);
   r.service(Health, grpcHealth(s, loop, RPC_SERVICES.map((d) => d.typeName)));
-  r.service(InferenceService, inferenceService(s, head, loop, metrics));
+  r.service(InferenceService, inferenceService(s, head, loop, metrics, rooms.forward));
 }
 
 /**

@@ -40,6 +40,7 @@ export {
   splitsReasoning,
 } from "./reasoning.ts";
 export {
+  type ApiForward,
   type ApiServer,
   type ApiServerOptions,
   DEFAULT_HTTP_PORT,

@@ -54,6 +54,8 @@ export interface ApiServerOptions {
    * proxies and clients with read timeouts wait for a queued request; default 15 s.
    */
   sseKeepAliveMs?: number;
+  /** Where requests go instead of the generator, when it takes them (see ApiForward). */
+  forward?: ApiForward;
   /** Log hook: the server's failures at "error", clients' mistakes and departures below it. */
   log?: (
     level: "debug" | "warn" | "error",
@@ -71,6 +73,17 @@ const TOO_MANY_CONNECTIONS = (() => {
     "content-type: application/json\r\nconnection: close\r\n" +
     `content-length: ${body.length}\r\n\r\n${body}`;
 })();
+
+/**
+ * Hands a /v1 request to another server instead of answering it here (an agent that serves no
+ * model proxies it to one that does); resolves whether it answered. `readBody` reads the body
+ * within the listener's size and time bounds. Called once the origin and API key are checked.
+ */
+export type ApiForward = (
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  readBody: () => Promise<string>,
+) => Promise<boolean>;
 
 /** A running API listener. */
 export interface ApiServer {
@@ -220,6 +233,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         );
       }
     }
+    const bodyLimit = opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES;
+    if (opts.forward && await opts.forward(req, res, () => readBody(req, bodyLimit, bodyTimeout))) {
+      return;
+    }
     if (path === "/v1/models" || path.startsWith("/v1/models/")) {
       if (req.method !== "GET" && req.method !== "HEAD") return sendError(res, methodNotAllowed());
       const models = opts.generator.models().map((m) => ({
@@ -263,7 +280,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         `Content-Encoding ${encoding.slice(0, 40)} is not supported; send the body uncompressed`,
       );
     }
-    const body = await readBody(req, opts.maxBodyBytes ?? DEFAULT_MAX_BODY_BYTES, bodyTimeout);
+    const body = await readBody(req, bodyLimit, bodyTimeout);
     let json: unknown;
     try {
       json = JSON.parse(body);

@@ -40,6 +40,7 @@ export const METRIC_NAMES = {
   prefixCacheTokens: "distributed_llm_prefix_cache_tokens_total",
   prefixCacheEvictions: "distributed_llm_prefix_cache_evictions_total",
   tokensRepliedDirect: "distributed_llm_tokens_replied_direct_total",
+  forwardedRequests: "distributed_llm_forwarded_requests_total",
 } as const;
 
 /** Gossip member states, the values of `gossip_members{state}`. */
@@ -151,6 +152,7 @@ export class AgentMetrics {
   private readonly replicaRequests: client.Counter<"replica">;
   private readonly replicaPrefixRoutes: client.Counter<"replica">;
   private readonly recovery: client.Histogram<"part">;
+  private readonly forwarded: client.Counter<"api">;
 
   /** Register every family on a fresh registry; state metrics read `source` on each scrape. */
   constructor(source: MetricsSource, labels: Record<string, string> = {}) {
@@ -388,7 +390,16 @@ export class AgentMetrics {
       buckets: REQUEST_BUCKETS,
       registers,
     });
+    this.forwarded = new client.Counter({
+      name: METRIC_NAMES.forwardedRequests,
+      help: "Requests this agent, serving no model (--no-model), passed on to an agent that " +
+        "serves one, by the API they came in on (grpc: Generate, http: the OpenAI API); a " +
+        "retry on another agent counts again.",
+      labelNames: ["api"],
+      registers,
+    });
     // Series with labels exist from the start, so rates and alerts see zeros, not gaps.
+    for (const api of ["grpc", "http"]) this.forwarded.inc({ api }, 0);
     for (const part of ["wait", "replay"]) this.recovery.zero({ part });
     for (const phase of ["prefill", "decode"]) this.stageForward.zero({ phase });
     for (const direction of ["in", "out"]) this.activationBytes.inc({ direction }, 0);
@@ -408,6 +419,11 @@ export class AgentMetrics {
   /** The request just routed to `replica` went there for its prompt's recorded prefix. */
   onPrefixRoute(replica: string): void {
     this.replicaPrefixRoutes.inc({ replica });
+  }
+
+  /** A request was passed on to a serving agent over `api` (this agent serves no model). */
+  onForwarded(api: "grpc" | "http"): void {
+    this.forwarded.inc({ api });
   }
 
   /** A Generate request ended (any way) after `seconds`. */

@@ -120,6 +120,7 @@ Deno.test("gossip drops: cumulative counters become a Prometheus counter that on
 Deno.test("labels are bounded: only fixed label values appear", async () => {
   const m = new AgentMetrics(fakeSource());
   for (let i = 0; i < 50; i++) m.onStageStep({ computeMs: i, rows: 1 + (i % 3), sequences: 1 });
+  m.onForwarded("http");
   const text = await m.text();
   const values = new Map<string, Set<string>>();
   for (const line of text.split("\n")) {
@@ -135,7 +136,10 @@ Deno.test("labels are bounded: only fixed label values appear", async () => {
   assertEquals([...values.get("state")!].sort(), [...MEMBER_STATES, "free", "used"].sort());
   assertEquals([...values.get("kind")!].sort(), ["kv_cache", "looked_up", "restored", "weights"]);
   assertEquals([...values.get("part")!].sort(), ["replay", "wait"]);
+  // Requests a --no-model agent forwarded, by the API they came in on.
+  assertEquals([...values.get("api")!].sort(), ["grpc", "http"]);
   assertEquals([...values.keys()].sort(), [
+    "api",
     "direction",
     "kind",
     "part",
