@@ -2,6 +2,7 @@
  * Hyperparameters of a llama-family model, read from GGUF metadata the way llama.cpp reads them.
  */
 import type { GGUFValue } from "./gguf/types.ts";
+import { typeInfo, typeName } from "../kernels/quant/types.ts";
 
 /**
  * Architectures we run. All are the llama block: qwen2 adds q/k/v biases and NEOX RoPE; qwen3
@@ -293,8 +294,8 @@ export function isSlidingLayer(c: LlamaConfig, il: number): boolean {
 /** What `configFromFile` needs of a GGUF file: metadata and the tensor index. */
 export interface ConfigSource {
   readonly metadata: MetadataView;
-  /** Every tensor the file holds (GGUFFile's index). */
-  readonly tensors: readonly { readonly name: string }[];
+  /** Every tensor the file holds (GGUFFile's index), with its GGML type where known. */
+  readonly tensors: readonly { readonly name: string; readonly type?: number }[];
   tensor(name: string): { readonly dims: readonly number[] } | undefined;
 }
 
@@ -447,6 +448,16 @@ export function summarizeModel(src: ConfigSource): ModelSummary {
     c = configFromFile(src);
   } catch (e) {
     return { architecture, supported: false, error: (e as Error).message };
+  }
+  // A tensor of a type no backend runs fails the load (as "unsupported tensor type"): said here,
+  // where `models inspect` called such a file supported.
+  const odd = src.tensors.find((t) => t.type !== undefined && !typeInfo(t.type)?.weight);
+  if (odd) {
+    return {
+      architecture,
+      supported: false,
+      error: `tensor ${odd.name}: ${typeName(odd.type!)} is a type this engine does not run`,
+    };
   }
   return {
     architecture,

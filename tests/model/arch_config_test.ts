@@ -17,7 +17,7 @@ import { LlamaStage } from "../../model/llama.ts";
 import { Engine } from "../../cluster/pipeline/mod.ts";
 import { createReferenceBackend } from "../../kernels/reference/mod.ts";
 import { llmctl, llmctlJson } from "../support/cli.ts";
-import { FIXTURES } from "../support/paths.ts";
+import { FIXTURES, REPO } from "../support/paths.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 
 async function unsupportedModel(): Promise<string> {
@@ -86,6 +86,35 @@ Deno.test("an unsupported architecture fails at load with one line naming the su
       .filter((l) => !l.startsWith("Download "));
     assertEquals(errLines.length, 1, res.stderr);
     assert(errLines[0].endsWith(line), res.stderr);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("a tensor of a type no backend runs: models inspect says the file cannot run", async () => {
+  // Before: "supported": true, while the load failed with "unsupported tensor type type 99"
+  // (found by an independent tester).
+  const path = await editedGGUF(`${REPO}/models/stories260K.gguf`, {
+    tensors: (ts) =>
+      ts.map((t) =>
+        t.name === "output_norm.weight" ? { ...t, type: 99, nBytes: t.data.length } : t
+      ),
+  });
+  try {
+    const file = await openGGUF(path);
+    let s;
+    try {
+      s = summarizeModel(file);
+    } finally {
+      file.close();
+    }
+    assertEquals(s.supported, false);
+    assertEquals(
+      s.error,
+      "tensor output_norm.weight: type 99 is a type this engine does not run",
+    );
+    const out = await llmctlJson(["models", "inspect", path, "--json"]);
+    assertEquals((out.model as { supported: boolean }).supported, false);
   } finally {
     await Deno.remove(path);
   }
