@@ -38,8 +38,8 @@ export class JsonConstraintError extends Error {
 }
 
 /**
- * Longest whitespace run between tokens of the value, and at most one line break in it (as in
- * llama.cpp's json grammar): a model that likes newlines cannot pad the output until max_tokens.
+ * Most spaces or tabs after the line breaks of a whitespace run (llama.cpp's json grammar's
+ * `[ \t]{0,20}`): a model that likes blanks cannot pad the output until max_tokens.
  */
 const MAX_WS = 20;
 /** Longest number, in bytes. */
@@ -87,25 +87,38 @@ const LITERALS = {
 const BOOLEAN_TEXTS = [...LITERALS.true, ...LITERALS.false];
 
 const isWs = (b: number) => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
-const LINE_BREAK = 0x100;
+/** Whitespace run states (`ws`): the indent count in the low byte, and these flags. */
+const ONE_SPACE = 0x100;
+const NEWLINE = 0x200;
+const TWO_NEWLINES = 0x400;
+/** Before the document's value: one space at most (an SPM vocabulary's "▁{" token), no run. */
+const ROOT = 0x800;
 
-/** A whitespace run's state (`ws`: bytes so far, LINE_BREAK set after a newline) after `b`; -1: too much. */
+/**
+ * A whitespace run's state after `b`, or -1 where it may not go on. A run is llama.cpp's `space`
+ * rule: nothing, one space, or one or two newlines and then up to MAX_WS spaces or tabs. A looser
+ * rule (20 bytes of any whitespace) let a small model spend its tokens on blanks.
+ */
 function moreWs(ws: number, b: number): number {
-  if ((ws & 0xff) >= MAX_WS) return -1;
-  if (b === 0x0a || b === 0x0d) {
-    // "\r\n" is one line break; a second one is refused.
-    const crlf = b === 0x0a && (ws & 0x200) !== 0;
-    if ((ws & LINE_BREAK) && !crlf) return -1;
-    return (ws + 1) | LINE_BREAK | (b === 0x0d ? 0x200 : 0);
+  if (ws & ROOT) return b === 0x20 ? ONE_SPACE : -1;
+  if (ws & ONE_SPACE) return -1;
+  if (b === 0x0a) {
+    if ((ws & 0xff) > 0 || (ws & TWO_NEWLINES)) return -1;
+    return ws & NEWLINE ? ws | TWO_NEWLINES : ws === 0 ? NEWLINE : -1;
   }
-  return (ws + 1) & ~0x200;
+  if (b === 0x20 || b === 0x09) {
+    if (ws & NEWLINE) return (ws & 0xff) < MAX_WS ? ws + 1 : -1;
+    return b === 0x20 && ws === 0 ? ONE_SPACE : -1;
+  }
+  return -1;
 }
 const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x41 && b <= 0x46) || (b >= 0x61 && b <= 0x66);
 
 /** The state before the first byte of a value of `schema`. */
 export function initialState(schema: SchemaNode): JsonState {
-  return { f: { t: "value", s: schema, ws: 0 }, up: null };
+  // The document starts with its value, as llama.cpp's grammars' root does (but for a space).
+  return { f: { t: "value", s: schema, ws: ROOT }, up: null };
 }
 
 /** True when the bytes so far are one complete value. */
