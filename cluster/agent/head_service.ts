@@ -29,7 +29,7 @@ import {
   type TailSampling,
 } from "../pipeline/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
-import { MAX_STOP_CHARS, PromptTooLongError, StopGate } from "../api/mod.ts";
+import { InvalidParamError, MAX_STOP_CHARS, PromptTooLongError, StopGate } from "../api/mod.ts";
 import { RequestPhase } from "../../proto/mod.ts";
 import { RequestTracker } from "../events/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
@@ -290,13 +290,23 @@ export class HeadService {
         throw new PromptTooLongError(Math.ceil(bytes / longest), maxContext, bytes);
       }
     };
+    // Checked here, where the vocabulary is known, so the error names the field; a stage
+    // further down refuses it too, but its answer reaches an HTTP client without the field.
+    const vocab = model.tokenizer.vocabSize;
+    const pastVocab = Object.keys(p.sampling.logitBias ?? {}).find((id) => Number(id) >= vocab);
+    if (pastVocab !== undefined) {
+      throw new InvalidParamError(
+        "logit_bias",
+        `logit_bias names token ${pastVocab}; the vocabulary has ${vocab} tokens`,
+      );
+    }
     let promptTokens: number[];
     if (p.promptTokens?.length) {
       const n = model.tokenizer.vocabSize;
       const bad = p.promptTokens.find((t) => !Number.isInteger(t) || t < 0 || t >= n);
       if (bad !== undefined) {
-        throw new RpcFailure(
-          "invalid_argument",
+        throw new InvalidParamError(
+          "prompt",
           `token id ${bad} is not in the vocabulary (0..${n - 1})`,
         );
       }

@@ -58,6 +58,23 @@ export class PromptTooLongError extends Error {
   }
 }
 
+/**
+ * A request field that only the model can check (a token id past its vocabulary): HTTP 400 naming
+ * the field (OpenAI's `param`, code `invalid_value`), RPC INVALID_ARGUMENT.
+ */
+export class InvalidParamError extends Error {
+  /** Error name. */
+  override name = "InvalidParamError";
+  /** RPC status. */
+  readonly rpcCode = "invalid_argument";
+  /** HTTP status. */
+  readonly httpStatus = 400;
+  /** Make the error for request field `param`, with a `message` saying what is wrong. */
+  constructor(readonly param: string, message: string) {
+    super(message);
+  }
+}
+
 /** Every generation slot is busy and the queue is full: HTTP 429, RPC RESOURCE_EXHAUSTED. */
 export class QueueFullError extends Error {
   /** Error name. */
@@ -143,6 +160,9 @@ function mapToApiError(e: unknown): ApiError {
     : err.name === "SamplerParamError" || err.name === "ChatTemplateError"
     ? 400
     : undefined;
+  if (err instanceof InvalidParamError) {
+    return new ApiError(400, err.message, undefined, "invalid_value", err.param);
+  }
   if (status !== undefined) {
     return new ApiError(status, err.message, undefined, CODE_BY_STATUS[status] ?? null);
   }

@@ -15,6 +15,7 @@
 export { Admission, type AdmissionStats } from "./admission.ts";
 export {
   ApiError,
+  InvalidParamError,
   type OpenAIErrorBody,
   PromptTooLongError,
   QueueFullError,

@@ -1,7 +1,7 @@
 /** HeadService.linkTo: how a stage reaches the next one named by a chain. */
 import { testHead } from "./head_fixture.ts";
 import { StaleEpochError } from "../../../cluster/pipeline/mod.ts";
-import { Admission } from "../../../cluster/api/mod.ts";
+import { Admission, toApiError } from "../../../cluster/api/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { MAX_REQUEST_ID_CHARS } from "../../../cluster/agent/head_service.ts";
 
@@ -139,4 +139,36 @@ Deno.test("a client's request_id is at most MAX_REQUEST_ID_CHARS: it comes back 
   assertEquals((e as { rpcCode?: string }).rpcCode, "invalid_argument", `${e}`);
   assert(String(e).includes(`at most ${MAX_REQUEST_ID_CHARS}`), `${e}`);
   assertEquals(state.requests.size, 0);
+});
+
+Deno.test("token ids past the vocabulary (prompt, logit_bias) are 400s naming the field", async () => {
+  // Before, both came back with param and code null, unlike every other logit_bias error
+  // (found by an independent tester); logit_bias's was the tail's, found only at the stage.
+  const { service } = testHead({
+    nodeId: "h",
+    admission: new Admission(1, 4),
+    requests: new Map<string, AbortController>(),
+    draining: false,
+    model: {
+      id: { matches: () => true, toString: () => "m@1" },
+      tokenizer: { vocabSize: 100 },
+      contextLength: 64,
+    },
+  });
+  const refusal = (req: Parameters<typeof service.generate>[0]) =>
+    service.generate(req, new AbortController().signal)[Symbol.asyncIterator]().next()
+      .then(() => null, (e) => toApiError(e));
+  const prompt = await refusal({ promptTokens: [1, 100], maxTokens: 1, sampling: {} });
+  assertEquals([prompt?.status, prompt?.param, prompt?.code], [400, "prompt", "invalid_value"]);
+  assert(
+    prompt!.message.includes("token id 100 is not in the vocabulary (0..99)"),
+    prompt!.message,
+  );
+  const bias = await refusal({
+    promptTokens: [1],
+    maxTokens: 1,
+    sampling: { logitBias: { 7: 1, 100: -5 } },
+  });
+  assertEquals([bias?.status, bias?.param, bias?.code], [400, "logit_bias", "invalid_value"]);
+  assert(bias!.message.includes("names token 100"), bias!.message);
 });
