@@ -6,6 +6,7 @@
  */
 import {
   type ChainHop,
+  localExhaustion,
   RemoteStageLink,
   type SessionOpen,
   type StageLink,
@@ -40,6 +41,9 @@ export class LazyRemoteLink implements StageLink {
       t = await this.transport();
     } catch (e) {
       if (e instanceof StaleEpochError) throw e;
+      // This agent out of descriptors is its own failure, not the stage's.
+      const local = localExhaustion(this.nodeId, e);
+      if (local) throw local;
       // Unreachable is a stage failure: the head re-places its layers.
       throw new StageLinkError((e as Error).message, this.nodeId);
     }

@@ -9,6 +9,7 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { type Clock, type Rng, systemClock, systemRng } from "./clock.ts";
 import { DecodeError } from "./codec.ts";
+import { type ConnectionLimits, type GuardedListener, guardListener } from "../net/mod.ts";
 
 /** A bidirectional stream of length-delimited frames (push-pull, TCP fallback probe). */
 export interface Stream {
@@ -82,10 +83,24 @@ export const MAX_FRAME = 16 << 20;
 /** Accepted gossip streams open at once; more are closed on arrival. */
 export const MAX_INBOUND_STREAMS = 128;
 
+/**
+ * Bounds of the gossip TCP listener: 128 streams (push-pulls are short and few, and send at
+ * once: at the bound the oldest stream that has not delivered a frame makes room, so sockets
+ * held open silently cannot keep the members' own push-pulls out; when every one is busy the new
+ * one is closed); a stream must deliver its first frame within 10 s. Its handler closes it after.
+ */
+export const GOSSIP_STREAM_LIMITS: ConnectionLimits = {
+  maxConnections: MAX_INBOUND_STREAMS,
+  silentMs: 10_000,
+  idleMs: 0,
+};
+
 /** Framed stream over a `node:net` socket: `u32 length | bytes`. */
 class SocketStream implements Stream {
   /** A whole frame has arrived (a silent socket may be closed to admit another). */
   framed = false;
+  /** Called when the first whole frame has arrived. */
+  onFramed?: () => void;
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   private frames: Uint8Array[] = [];
@@ -125,6 +140,7 @@ class SocketStream implements Stream {
       if (this.buffered < 4 + len) return;
       const all = this.chunks.length === 1 ? head : concat(this.chunks, this.buffered);
       this.frames.push(all.slice(4, 4 + len));
+      if (!this.framed) this.onFramed?.();
       this.framed = true;
       this.chunks = [all.subarray(4 + len)];
       this.buffered = all.length - 4 - len;
@@ -253,6 +269,10 @@ export interface UdpTransportOptions {
   port?: number;
   /** Address to advertise when it differs from the bind address (NAT, 0.0.0.0 bind). */
   advertiseAddr?: string;
+  /** Bounds of accepted streams; default {@linkcode GOSSIP_STREAM_LIMITS}. */
+  streamLimits?: Partial<ConnectionLimits>;
+  /** How often the TCP listener checks it still accepts (ms; 0: never); default 5 s. */
+  probeEveryMs?: number;
 }
 
 /**
@@ -269,39 +289,34 @@ export class UdpTransport implements Transport {
   private packetHandler: (from: string, b: Uint8Array) => void = () => {};
   private streamHandler: (s: Stream) => void = (s) => s.close();
   private readonly sockets = new Set<net.Socket>();
-  /** Accepted streams open now, oldest first (MAX_INBOUND_STREAMS at most). */
-  private readonly inbound = new Set<SocketStream>();
+  /** The TCP listener's bounds and its accept watch. */
+  private readonly guarded: GuardedListener;
 
   private constructor(
     private readonly udp: dgram.Socket,
     private readonly tcp: net.Server,
     readonly addr: string,
+    opts: UdpTransportOptions = {},
   ) {
     udp.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
       this.packetHandler(joinHostPort(rinfo.address, rinfo.port), new Uint8Array(msg));
     });
     udp.on("error", () => {});
-    tcp.on("connection", (sock: net.Socket) => {
-      // Push-pulls are short and few, and send at once: at the bound, the oldest stream that
-      // has not delivered a frame yet makes room (sockets held open silently cannot keep the
-      // members' own push-pulls out); when every stream is busy, the new one is refused.
-      if (this.inbound.size >= MAX_INBOUND_STREAMS) {
-        const silent = [...this.inbound].find((st) => !st.framed);
-        if (!silent) {
-          sock.destroy();
-          return;
-        }
-        silent.destroy();
-      }
-      const stream = new SocketStream(
-        sock,
-        joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0),
-        this.bytesSent,
-      );
-      this.inbound.add(stream);
-      sock.on("close", () => this.inbound.delete(stream));
-      this.track(sock);
-      this.streamHandler(stream);
+    this.guarded = guardListener(tcp, {
+      name: "gossip TCP listener",
+      limits: { ...GOSSIP_STREAM_LIMITS, ...opts.streamLimits },
+      probeEveryMs: opts.probeEveryMs,
+      serve: (sock, activity) => {
+        const stream = new SocketStream(
+          sock,
+          joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0),
+          this.bytesSent,
+        );
+        // Framed: the guard no longer closes it for silence nor evicts it for a newcomer.
+        stream.onFramed = () => activity.busy();
+        this.track(sock);
+        this.streamHandler(stream);
+      },
     });
   }
 
@@ -331,7 +346,7 @@ export class UdpTransport implements Transport {
         udp.close();
         throw bindError("TCP", bindAddr, port, e);
       });
-      return new UdpTransport(udp, tcp, joinHostPort(host, port));
+      return new UdpTransport(udp, tcp, joinHostPort(host, port), opts);
     }
     // A free port for both: TCP picks first. The other way round, a UDP port from the ephemeral
     // range often has a TCP twin that some client connection holds or left in TIME_WAIT, which
@@ -347,7 +362,7 @@ export class UdpTransport implements Transport {
         if (e.code === "EADDRINUSE") return undefined; // its UDP twin is taken: try another
         throw bindError("UDP", bindAddr, picked, e);
       });
-      if (udp) return new UdpTransport(udp, tcp, joinHostPort(host, picked));
+      if (udp) return new UdpTransport(udp, tcp, joinHostPort(host, picked), opts);
     }
     throw new Error(`cannot find a free port with both UDP and TCP on ${bindAddr}`);
   }
@@ -396,6 +411,7 @@ export class UdpTransport implements Transport {
   }
 
   async close(): Promise<void> {
+    this.guarded.stop();
     for (const s of this.sockets) s.destroy();
     await Promise.all([
       new Promise<void>((r) => this.tcp.close(() => r())),

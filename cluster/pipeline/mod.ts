@@ -17,6 +17,8 @@ export {
 export {
   guard,
   isTransportFailure,
+  localExhaustion,
+  LocalExhaustionError,
   NoPlacementError,
   StageBusyError,
   stageKey,

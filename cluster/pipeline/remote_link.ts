@@ -21,7 +21,12 @@ import {
 import { tracingEnabled } from "../telemetry/tracing.ts";
 import { settleWithin } from "../deadline.ts";
 import type { ReplyStream, SessionLink, SessionOpen, StageLink } from "./links.ts";
-import { StageBusyError, StageLinkError, StaleEpochError } from "./stage_errors.ts";
+import {
+  localExhaustion,
+  StageBusyError,
+  StageLinkError,
+  StaleEpochError,
+} from "./stage_errors.ts";
 import type { StageFrame, StageResult } from "./stage_frame.ts";
 import { encodeValues, openToWire, resultFromWire } from "./wire.ts";
 import { FORWARD_METHOD, FORWARD_PREAMBLE } from "./forward_service.ts";
@@ -157,6 +162,9 @@ export class RemoteStageLink implements StageLink {
     let gone: unknown;
     const fail = (e: unknown): never => {
       if (gone) throw new StageLinkError((gone as Error).message ?? String(gone), this.nodeId);
+      // This agent out of descriptors (its connect failed with EMFILE): not the stage's fault.
+      const local = localExhaustion(this.nodeId, e);
+      if (local) throw local;
       if (e instanceof ConnectError && !STAGE_FAILURE_CODES.has(e.code)) throw e;
       throw new StageLinkError((e as Error).message, this.nodeId);
     };

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { exhaustionMessage, isLocalExhaustion } from "../net/exhaustion.ts";
 
 /** A stage is gone (connection broken, agent dead, session lost): recoverable by re-placing. */
 export class StageLinkError extends Error {
@@ -50,6 +51,30 @@ export function isStageBusy(e: unknown): boolean {
     (err?.name === "StageSessionError" && err.code === "exhausted");
 }
 
+/**
+ * This agent ran out of file descriptors (or socket buffers) reaching a stage: its own failure,
+ * not the stage's. Blamed on the stage, a healthy peer was excluded and its layers re-placed,
+ * and the request failed anyway ("stage on b failed (connect EMFILE)"). Clients see UNAVAILABLE
+ * (HTTP 503): the agent recovers once descriptors are free.
+ */
+export class LocalExhaustionError extends Error {
+  override name = "LocalExhaustionError";
+  readonly rpcCode = "unavailable";
+  /** @param nodeId the stage it was reaching @param cause the local error */
+  constructor(readonly nodeId: string, cause: unknown) {
+    super(exhaustionMessage(`reach the stage on ${nodeId}`, cause), { cause });
+  }
+}
+
+/**
+ * `e` as this agent's failure when it is a local descriptor shortage ({@linkcode
+ * isLocalExhaustion}), else undefined.
+ */
+export function localExhaustion(nodeId: string, e: unknown): LocalExhaustionError | undefined {
+  if (e instanceof LocalExhaustionError) return e;
+  return isLocalExhaustion(e) ? new LocalExhaustionError(nodeId, e) : undefined;
+}
+
 /** No chain of live stages covers the model; the message names the missing layers. */
 export class NoPlacementError extends Error {
   override name = "NoPlacementError";
@@ -71,6 +96,9 @@ export async function guard<T>(nodeId: string, fn: () => Promise<T>): Promise<T>
     return await fn();
   } catch (e) {
     if (e instanceof StageLinkError || e instanceof StaleEpochError) throw e;
+    // Out of descriptors here: not the stage's failure, whatever the call's status says.
+    const local = localExhaustion(nodeId, e);
+    if (local) throw local;
     if (isTransportFailure(e)) throw new StageLinkError((e as Error).message, nodeId);
     throw e;
   }

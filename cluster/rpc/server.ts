@@ -32,6 +32,12 @@ import {
   serveServerStream,
 } from "./grpc_stream.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
+import {
+  type ConnectionActivity,
+  type ConnectionLimits,
+  guardListener,
+  type Warn,
+} from "../net/mod.ts";
 import { InferenceService, TransferService } from "../../proto/mod.ts";
 
 export { grpcPercentEncode };
@@ -84,7 +90,26 @@ export interface RpcServerOptions {
   maxRequestBytes?: number;
   /** Paths of the methods allowed `maxMessageBytes`; default {@linkcode LARGE_MESSAGE_METHODS}. */
   largeMessageMethods?: readonly string[];
+  /** Connection bounds; default {@linkcode RPC_CONNECTION_LIMITS}. */
+  limits?: Partial<ConnectionLimits>;
+  /** How often the listener checks it still accepts (ms; 0: never); default 5 s. */
+  probeEveryMs?: number;
+  /** Where warnings go (accept failures); default a JSON line on stderr. */
+  warn?: Warn;
 }
+
+/**
+ * The RPC listener's bounds. Peers keep one HTTP/2 connection each (a stage's links, transfers,
+ * llmctl), far below 1024, the HTTP API's cap too. A connection must start a call within 10 s
+ * (a sniffed protocol, then HTTP/2 stream or HTTP/1.1 request headers); one with no call in
+ * flight for 5 minutes is closed (with GOAWAY on HTTP/2, which clients read as "open a new
+ * connection"). A call in flight, a stream of any length, is never cut.
+ */
+export const RPC_CONNECTION_LIMITS: ConnectionLimits = {
+  maxConnections: 1024,
+  silentMs: 10_000,
+  idleMs: 300_000,
+};
 
 /** A running RPC listener. */
 export interface RpcServer {
@@ -226,7 +251,13 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   // (grpc_stream.ts): Connect's stream machinery was most of a stage-to-stage hop, and allocated
   // two buffers per served model chunk. With tracing on they stay on Connect's path, where the
   // interceptors carry the trace context.
+  // Calls in flight per connection (keyed by the peer's address, which the raw socket, its TLS
+  // wrapper and HTTP/2's socket proxy all report): the guard closes only connections with none.
+  const activity = new Map<string, ConnectionActivity>();
   const handler: NodeHandler = (req, res) => {
+    const a = activity.get(peerKey(req.socket));
+    a?.busy();
+    res.once("close", () => a?.done());
     const m = !tracingEnabled && req.httpVersionMajor === 2 && req.method === "POST"
       ? lean.get(req.url ?? "")
       : undefined;
@@ -252,9 +283,23 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   };
   let listener: net.Server;
   let sessions: Set<http2.Http2Session> = new Set();
+  /** HTTP/2 sessions by peer: an idle one is closed with GOAWAY rather than a reset. */
+  const sessionOf = new Map<string, http2.Http2Session>();
   const onSession = (s: http2.Http2Session) => {
     sessions.add(s);
-    s.once("close", () => sessions.delete(s));
+    const key = peerKey(s.socket);
+    sessionOf.set(key, s);
+    s.once("close", () => {
+      sessions.delete(s);
+      if (sessionOf.get(key) === s) sessionOf.delete(key);
+    });
+  };
+  /** What the guard calls for each admitted connection (TLS: the raw socket, before its handshake). */
+  let serve = (socket: net.Socket, a: ConnectionActivity) => {
+    track(socket);
+    const key = peerKey(socket);
+    activity.set(key, a);
+    socket.once("close", () => activity.delete(key));
   };
 
   if (opts.tls) {
@@ -266,17 +311,19 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       rejectUnauthorized: true,
       maxSessionMemory: 64,
     }, handler);
-    secure.on("connection", track);
     secure.on("session", onSession);
     listener = secure;
   } else {
     const h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
     h2.on("session", onSession);
     const h1 = http.createServer(handler);
-    listener = net.createServer((socket) => {
-      track(socket);
+    // A plain TCP listener hands each connection to HTTP/2 or HTTP/1.1 by its first bytes.
+    listener = net.createServer();
+    const register = serve;
+    serve = (socket, a) => {
+      register(socket, a);
       sniff(socket, (isHttp2) => (isHttp2 ? h2 : h1).emit("connection", socket));
-    });
+    };
   }
 
   await new Promise<void>((resolve, reject) => {
@@ -294,6 +341,20 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       resolve();
     });
   });
+  const guarded = guardListener(listener, {
+    name: "RPC listener",
+    limits: { ...RPC_CONNECTION_LIMITS, ...opts.limits },
+    probeEveryMs: opts.probeEveryMs,
+    warn: opts.warn,
+    serve: (socket, a) => serve(socket, a),
+    close: (socket) => {
+      const session = sessionOf.get(peerKey(socket));
+      if (!session) return socket.destroy();
+      // GOAWAY: a client opens its next call on a new connection instead of failing it.
+      session.close();
+      setTimeout(() => socket.destroy(), 1000);
+    },
+  });
   const bound = (listener.address() as net.AddressInfo).port;
   const urlHost = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
   let closing: Promise<void> | null = null;
@@ -304,6 +365,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     url: `${opts.tls ? "https" : "http"}://${urlHost}:${bound}`,
     close(graceMs = 1000) {
       closing ??= (async () => {
+        guarded.stop();
         const stopped = new Promise<void>((r) => listener.close(() => r()));
         // GOAWAY tells HTTP/2 clients to finish what they started and open nothing new.
         for (const s of sessions) s.close();
@@ -428,6 +490,11 @@ function capturingLean(
     rpc: router.rpc.bind(router),
   } as ConnectRouter;
   return wrapped;
+}
+
+/** A connection's peer address, the same for its raw socket, TLS socket and HTTP/2 proxy. */
+function peerKey(s: { remoteAddress?: string; remotePort?: number } | undefined): string {
+  return `${s?.remoteAddress}|${s?.remotePort}`;
 }
 
 /** Wait for the first bytes of a plaintext connection and say whether they open HTTP/2. */

@@ -24,6 +24,7 @@ import { settleWithin } from "../deadline.ts";
 import { Code, ConnectError } from "@connectrpc/connect";
 import { splitHostPort } from "../gossip/transport.ts";
 import { grpcEnvelope } from "./grpc_envelope.ts";
+import { AcceptBackoff, acceptLoop, type Warn } from "../net/mod.ts";
 
 /** Envelope flag of the trailer that ends a stream. */
 export const TRAILER_FLAG = 0x80;
@@ -54,6 +55,8 @@ export interface TcpPlaneOptions {
   /** How long a connection may take to send its preamble; default 10 s. */
   preambleTimeoutMs?: number;
   log?: (msg: string) => void;
+  /** Where warnings go (accept failures); default a JSON line on stderr. */
+  warn?: Warn;
 }
 
 /** Listen on `host` and serve each connection with the protocol its preamble names. */
@@ -64,6 +67,7 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
     }
   }
   const listener = Deno.listen({ hostname: opts.host, port: opts.port ?? 0, transport: "tcp" });
+  const port = (listener.addr as Deno.NetAddr).port;
   const open = new Set<Deno.Conn>();
   // Every protocol's connections, and as many again still sending their preambles: beyond,
   // a connection is refused as it comes (a flood must not take every file descriptor).
@@ -112,35 +116,36 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
       counts.set(magic, counts.get(magic)! - 1);
     }
   };
-  const serving = (async () => {
-    for await (const conn of listener) {
-      if (pending.size >= maxPending) {
-        const oldest = pending.values().next().value!;
-        pending.delete(oldest);
-        closeQuietly(oldest);
-      } else if (open.size >= maxOpen) {
-        // Said, not just closed: a stage's link then uses gRPC instead of failing the stage.
-        const why = `${PLANE_BUSY}: ${open.size} connections open; try again`;
-        writeAll(conn, trailerEnvelope(new ConnectError(why, Code.ResourceExhausted)), 1000)
-          .catch(() => {})
-          .finally(() => closeQuietly(conn));
-        continue;
-      }
-      open.add(conn);
-      pending.add(conn);
-      const done = serveOne(conn)
-        .catch((e) => opts.log?.(`data plane connection failed: ${(e as Error).message}`))
-        .finally(() => {
-          open.delete(conn);
-          pending.delete(conn);
-          closeQuietly(conn);
-          served.delete(done);
-        });
-      served.add(done);
+  const onConn = (conn: Deno.TcpConn) => {
+    if (pending.size >= maxPending) {
+      const oldest = pending.values().next().value!;
+      pending.delete(oldest);
+      closeQuietly(oldest);
+    } else if (open.size >= maxOpen) {
+      // Said, not just closed: a stage's link then uses gRPC instead of failing the stage.
+      const why = `${PLANE_BUSY}: ${open.size} connections open; try again`;
+      writeAll(conn, trailerEnvelope(new ConnectError(why, Code.ResourceExhausted)), 1000)
+        .catch(() => {})
+        .finally(() => closeQuietly(conn));
+      return;
     }
-  })().catch(() => {/* the listener closed */});
+    open.add(conn);
+    pending.add(conn);
+    const done = serveOne(conn)
+      .catch((e) => opts.log?.(`data plane connection failed: ${(e as Error).message}`))
+      .finally(() => {
+        open.delete(conn);
+        pending.delete(conn);
+        closeQuietly(conn);
+        served.delete(done);
+      });
+    served.add(done);
+  };
+  // Not `for await`: it ends on the first failed accept (EMFILE), and the port with it.
+  const backoff = new AcceptBackoff(`data plane on ${opts.host}:${port}`, opts.warn);
+  const serving = acceptLoop(listener, onConn, backoff, () => abort.signal.aborted);
   return Promise.resolve({
-    port: (listener.addr as Deno.NetAddr).port,
+    port,
     async close() {
       abort.abort();
       closeQuietly(listener);
@@ -175,6 +180,10 @@ export function planeUnavailable(endpoint: string, cause: unknown): ConnectError
   const e = new ConnectError(
     `data plane ${endpoint}: ${(cause as Error)?.message ?? cause}`,
     Code.Unavailable,
+    undefined,
+    undefined,
+    // Kept, so a local EMFILE behind it is told from the peer's failure (net/exhaustion.ts).
+    cause,
   );
   unavailable.add(e);
   return e;

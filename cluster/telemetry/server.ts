@@ -5,7 +5,13 @@
  * @module
  */
 import * as http from "node:http";
-import type * as net from "node:net";
+import * as net from "node:net";
+import {
+  type ConnectionActivity,
+  type ConnectionLimits,
+  guardListener,
+  type Warn,
+} from "../net/mod.ts";
 
 /** What the listener serves. */
 export interface MetricsServerOptions {
@@ -17,7 +23,24 @@ export interface MetricsServerOptions {
   metrics: () => Promise<{ text: string; contentType: string }>;
   /** Whether the agent serves requests now, and why not. */
   readiness: () => { serving: boolean; detail?: string };
+  /** Connection bounds; default {@linkcode METRICS_CONNECTION_LIMITS}. */
+  limits?: Partial<ConnectionLimits>;
+  /** How often the listener checks it still accepts (ms; 0: never); default 5 s. */
+  probeEveryMs?: number;
+  /** Where warnings go (accept failures); default a JSON line on stderr. */
+  warn?: Warn;
 }
+
+/**
+ * The metrics listener's bounds. Scrapers and probes hold a handful of connections; a request
+ * must come within 10 s of connecting (slow-loris sockets go), and a keep-alive connection may
+ * idle 60 s, longer than common scrape intervals (15–30 s), so Prometheus keeps its connection.
+ */
+export const METRICS_CONNECTION_LIMITS: ConnectionLimits = {
+  maxConnections: 128,
+  silentMs: 10_000,
+  idleMs: 60_000,
+};
 
 /** A running metrics listener. */
 export interface MetricsServer {
@@ -45,7 +68,7 @@ export const DEFAULT_METRICS_PORT = 9090;
 export async function startMetricsServer(opts: MetricsServerOptions): Promise<MetricsServer> {
   const host = opts.host ?? "127.0.0.1";
   const port = opts.port ?? DEFAULT_METRICS_PORT;
-  const server = http.createServer((req, res) => {
+  const http1 = http.createServer((req, res) => {
     const url = new URL(req.url ?? "/", "http://x");
     if (req.method !== "GET" && req.method !== "HEAD") {
       res.writeHead(405, { allow: "GET, HEAD" }).end();
@@ -70,12 +93,19 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
     }
     res.writeHead(404, { "content-type": "text/plain" }).end("try /metrics or /health\n");
   });
-  const sockets = new Set<net.Socket>();
-  server.on("connection", (s) => {
-    sockets.add(s);
-    s.once("close", () => sockets.delete(s));
-    s.on("error", () => {});
+  // Each request marks its connection busy until answered: the guard closes only idle ones.
+  const activity = new WeakMap<net.Socket, ConnectionActivity>();
+  http1.on("request", (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const a = activity.get(req.socket as net.Socket);
+    a?.busy();
+    res.once("close", () => a?.done());
   });
+  const limits = { ...METRICS_CONNECTION_LIMITS, ...opts.limits };
+  // The guard's idle timer is the keep-alive limit; the runtime's own (5 s) would come first.
+  http1.keepAliveTimeout = limits.idleMs;
+  const sockets = new Set<net.Socket>();
+  // A plain TCP listener hands connections to the HTTP server, so the guard sees each one first.
+  const server = net.createServer();
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error & { code?: string }) => {
       const why = e.code === "EADDRINUSE"
@@ -89,10 +119,23 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
       resolve();
     });
   });
+  const guarded = guardListener(server, {
+    name: "metrics listener",
+    limits,
+    probeEveryMs: opts.probeEveryMs,
+    warn: opts.warn,
+    serve: (socket, a) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+      activity.set(socket, a);
+      http1.emit("connection", socket);
+    },
+  });
   return {
     port: (server.address() as net.AddressInfo).port,
     close: () =>
       new Promise<void>((resolve) => {
+        guarded.stop();
         server.close(() => resolve());
         for (const s of sockets) s.destroy();
       }),
