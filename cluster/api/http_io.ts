@@ -78,7 +78,10 @@ export function sendJson(
 export function sendError(res: http.ServerResponse, e: ApiError): void {
   // Overload and no-placement answers say when to come back (OpenAI's clients honour it).
   const retry = e.status === 429 || e.status === 503 ? { "retry-after": "1" } : undefined;
-  sendJson(res, e.status, e.body(), retry);
+  // A 408 closes the connection (readBody drops the rest of the slow body): say so, rather
+  // than promise keep-alive and then close.
+  const close = e.status === 408 ? { connection: "close" } : undefined;
+  sendJson(res, e.status, e.body(), retry ?? close);
 }
 
 /** The 405 for a method a route does not take. */

@@ -67,6 +67,9 @@ Deno.test("HTTP API: header and body timeouts, a connection cap, Retry-After, qu
     );
     const answer = await readUntilClosed(slow, 5000);
     assert(answer?.startsWith("HTTP/1.1 408"), `slow body: ${answer}`);
+    // It says it closes (it promised keep-alive, then closed: found by an independent tester).
+    assert(/\r\nconnection: close\r\n/i.test(answer!), answer!);
+    assert(!/keep-alive/i.test(answer!), answer!);
 
     // Over the connection cap: 503 with Retry-After, at once.
     const held = await Promise.all([1, 2, 3, 4].map(() => send(port, "")));
