@@ -39,7 +39,10 @@ export function agentProgram() {
     .option("--metrics-port <port>", "Prometheus metrics port (default 9090)")
     .option("--http-port <port>", "OpenAI-compatible HTTP port (default 8080)")
     .option("--seeds <list>", "comma-separated host:port of agents to join (or a DNS name)")
-    .option("--discover", "find peers by UDP multicast on the LAN")
+    .option(
+      "--discover",
+      "find agents of this cluster by UDP multicast on the LAN (239.255.79.46:7947) and join them",
+    )
     .option(
       "--model <path>",
       `GGUF model to serve: a path, or hf:owner/repo:QUANT / hf:owner/repo/file.gguf pulled from ` +
@@ -81,7 +84,10 @@ export function agentProgram() {
       "read the gossip keys from a file, comma- or line-separated (or DLLM_GOSSIP_KEYS)",
     )
     .option("--gossip-preset <name>", "lan, wan or local timings (default lan)")
-    .option("--cluster-name <name>", 'cluster name (default "default")')
+    .option(
+      "--cluster-name <name>",
+      'cluster name: agents join only agents of the same name (default "default")',
+    )
     .option("--log-level <level>", "debug, info, warn or error (default info)")
     .option(
       "--cache-dir <dir>",

@@ -70,6 +70,10 @@ export interface AgentConfig {
   gossipKeys: string[];
   /** Gossip timing preset. */
   gossipPreset: "lan" | "wan" | "local";
+  /**
+   * The cluster this agent belongs to: carried in every gossip packet, so agents of another
+   * name never merge with it, even when given its address as a seed.
+   */
   clusterName: string;
   /** Log verbosity. */
   logLevel: "debug" | "info" | "warn" | "error";
@@ -450,6 +454,15 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
       "nodeId",
       pick("nodeId")[1],
       `"${cfg.nodeId}" must be 1–63 letters, digits, '.', '_' or '-'`,
+    );
+  }
+  // The name travels in every gossip packet's header (one length byte) and in logs: kept to the
+  // characters of a node id, so it never needs quoting or escaping.
+  if (!/^[A-Za-z0-9._-]{1,63}$/.test(cfg.clusterName)) {
+    fail(
+      "clusterName",
+      pick("clusterName")[1],
+      `"${cfg.clusterName}" must be 1–63 letters, digits, '.', '_' or '-'`,
     );
   }
   const tls = [cfg.tlsCert, cfg.tlsKey, cfg.tlsCa].filter(Boolean).length;

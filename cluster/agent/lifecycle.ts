@@ -1,7 +1,7 @@
 /**
- * Start-up and shutdown: the gossip member this agent is (metadata, keyring, timing preset),
- * joining the seeds with retries (they may start after us), and the drain-then-leave order of
- * a graceful stop.
+ * Start-up and shutdown: the gossip member this agent is (metadata, keyring, cluster name,
+ * timing preset), joining the seeds with retries (they may start after us) and whom LAN
+ * multicast discovery finds, and the drain-then-leave order of a graceful stop.
  *
  * @module
  */
@@ -9,12 +9,14 @@ import type { Backend } from "../../kernels/backend.ts";
 import { type AgentConfig, AgentConfigError } from "../agent_config.ts";
 import {
   type Config as GossipConfig,
+  type DiscoveryOptions,
   encodeMetadata,
   Keyring,
   lanConfig,
   localConfig,
   Memberlist,
   MetadataError,
+  MulticastDiscovery,
   type NodeMetadata,
   suspicionTimeout,
   wanConfig,
@@ -26,7 +28,7 @@ import type { AgentLogger, AgentState } from "./state.ts";
 import type { ServedModel } from "./served_model.ts";
 import { SHUTDOWN, shuttingDown } from "./refusals.ts";
 
-/** Listen for gossip as this agent: its metadata, keyring and timing preset. */
+/** Listen for gossip as this agent: its metadata, keyring, cluster name and timing preset. */
 export async function startGossip(
   cfg: AgentConfig,
   backend: Backend,
@@ -78,6 +80,8 @@ export async function startGossip(
       nodeId: cfg.nodeId,
       metadata: meta,
       keyring,
+      // In every packet's header: members of other clusters drop ours, and we theirs.
+      clusterName: cfg.clusterName,
       logger: (level, msg, fields) =>
         log(level === "debug" ? "debug" : level, `gossip: ${msg}`, fields),
     }),
@@ -144,6 +148,7 @@ export interface JoinOptions {
  * before it, an agent whose id is taken planned itself the whole model.
  */
 export function joinInBackground(s: AgentState, opts: JoinOptions = {}): Promise<void> {
+  if (s.config.discover) void startDiscovery(s);
   const seeds = s.config.seeds.filter((x) => x !== s.gossip.transport.addr);
   if (seeds.length === 0) return Promise.resolve();
   const retryMs = opts.duplicateRetryMs ?? 5000;
@@ -199,6 +204,48 @@ export function joinInBackground(s: AgentState, opts: JoinOptions = {}): Promise
 }
 
 /**
+ * Run LAN multicast discovery for `--discover`: announce this agent on the group and join every
+ * member of its cluster heard there, as a seed would be joined. Where the network has no
+ * multicast (no route, no interface), a warning says so and the agent goes on with its seeds:
+ * discovery is a convenience, not a reason to refuse to start. `options`: for tests.
+ */
+export async function startDiscovery(
+  s: AgentState,
+  options: DiscoveryOptions = {},
+): Promise<MulticastDiscovery | undefined> {
+  const bind = s.config.bind;
+  // The interface gossip listens on; bound to every interface (or IPv6, which this IPv4 group
+  // cannot name), the system's choice.
+  const interfaceAddr = bind === "0.0.0.0" || bind.includes(":") ? undefined : bind;
+  let d: MulticastDiscovery;
+  try {
+    d = await MulticastDiscovery.start(s.gossip, {
+      interfaceAddr,
+      cluster: s.config.clusterName,
+      logger: (level, msg, fields) => s.log(level, `discovery: ${msg}`, fields),
+      ...options,
+    });
+  } catch (e) {
+    s.log("warn", "multicast discovery is unavailable on this network; join with --seeds", {
+      error: (e as Error).message,
+    });
+    return undefined;
+  }
+  // A stop that came while the socket was opening: nothing may join us back after our leave.
+  if (s.stopped || s.draining) {
+    d.stop();
+    return undefined;
+  }
+  s.discovery = d;
+  s.log("info", "multicast discovery started: joining members of this cluster heard on the LAN", {
+    group: `${d.group}:${d.port}`,
+    cluster: s.config.clusterName,
+    sealed: s.gossip.keyring !== null,
+  });
+  return d;
+}
+
+/**
  * The first half of a graceful stop: refuse new requests and new sessions, let those in flight
  * finish within the grace period (the requests this agent heads, and the sessions other heads
  * run through its stage), leave the gossip, then cut off what is left — with an error, never a
@@ -225,6 +272,9 @@ export async function drainAndLeave(s: AgentState, passing: () => number): Promi
   while (busy() && Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, Math.min(50, Math.max(1, deadline - Date.now()))));
   }
+  // Before the leave: an announcement heard after it would join us back.
+  s.discovery?.stop();
+  s.discovery = undefined;
   try {
     // Not while another member holds our id: a leave under it would read as that member's.
     if (s.idConflict === undefined) await s.gossip.leave(2000);

@@ -52,6 +52,8 @@ export class AgentState {
    * and refuses requests and readiness with this message, until a join succeeds or it gives up.
    */
   idConflict?: string;
+  /** LAN multicast discovery, while `--discover` runs it (lifecycle stops it before leaving). */
+  discovery?: { stop(): void };
   /** Generations this agent heads, by request id (head service). */
   readonly requests = new Map<string, AbortController>();
   /**

@@ -86,6 +86,12 @@ export interface Config {
   maxMembers: number;
   /** Seal every packet and stream frame with this keyring (AES-256-GCM); null = plaintext. */
   keyring: Keyring | null;
+  /**
+   * The cluster's name, carried in every packet and stream frame's header (memberlist's Label;
+   * the AES-GCM additional data with keys): members drop what another name carries, so two
+   * clusters stay apart even when one is given a seed of the other. 1–255 bytes, in the clear.
+   */
+  clusterName: string;
   /** Randomness (seeded in simulations). */
   rng: Rng;
   /** DNS resolver for seed names; defaults to `Deno.resolveDns` A + AAAA. */
@@ -118,6 +124,7 @@ function defaults(): Omit<Config, "nodeId"> {
     maxPacketSize: 1400,
     maxMembers: 10_000,
     keyring: null,
+    clusterName: "default",
     rng: systemRng,
   };
 }

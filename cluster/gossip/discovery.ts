@@ -1,15 +1,21 @@
 /**
  * Opt-in LAN auto-discovery: members announce their gossip address on a UDP multicast group and
- * join whoever they hear. For a lab or a home network with no seed list and no DNS; off by
- * default because multicast leaks the cluster's existence to the whole segment (announcements
- * are sealed with the keyring when one is set, so only key holders can read or forge them).
+ * join whoever they hear, as they would a seed. For a lab or a home network with no seed list
+ * and no DNS; off by default because multicast tells the whole segment that a cluster is there.
+ * With a keyring, an announcement is sealed whole (cluster name, node id and address included),
+ * so only key holders can read or forge one; without, a member joins an announced address only
+ * at the host the announcement came from, so a stranger cannot point it at a third host.
+ * Announcements of another cluster are ignored, and the join itself goes through the gossip's
+ * cluster-name check.
  *
  * @module
  */
 import dgram from "node:dgram";
 import { Reader, Writer } from "./codec.ts";
+import type { Logger } from "./config.ts";
 import type { Memberlist } from "./memberlist.ts";
-import { open, seal } from "./net.ts";
+import { decrypt, encrypt } from "./security.ts";
+import { splitHostPort } from "./transport.ts";
 
 /** Options of multicast discovery. */
 export interface DiscoveryOptions {
@@ -21,13 +27,24 @@ export interface DiscoveryOptions {
   interfaceAddr?: string;
   /** Time between announcements; 2 s finds peers quickly and costs ~30 bytes/s. */
   intervalMs?: number;
-  /** Cluster name; announcements for another cluster are ignored. */
+  /** Cluster name; announcements for another cluster are ignored. Default: the member's. */
   cluster?: string;
   /** Multicast TTL; 1 keeps announcements on the local segment. */
   ttl?: number;
+  /** Where a failure to send announcements is said (once); default: the member's logger. */
+  logger?: Logger;
 }
 
 const MAGIC = 0x444c4c4d; // "DLLM"
+
+/**
+ * The additional data of a sealed announcement: it keeps an announcement from opening as a
+ * gossip packet and a gossip packet from opening as an announcement (one key seals both).
+ */
+const AAD = new TextEncoder().encode("dllm multicast discovery");
+
+/** Joins in flight at once: a burst of announcements must not open a burst of streams. */
+const MAX_JOINING = 8;
 
 /** Encode an announcement (exported for tests). */
 export function encodeAnnouncement(cluster: string, id: string, addr: string): Uint8Array {
@@ -58,14 +75,20 @@ export function decodeAnnouncement(
 export class MulticastDiscovery {
   private timer: ReturnType<typeof setInterval> | undefined;
   private joining = new Set<string>();
+  private sendFailed = false;
+  /** Addresses whose failed join was logged. */
+  private failed = new Set<string>();
   /** Announcements heard from other members. */
   heard = 0;
+  /** Members joined through an announcement. */
+  joined = 0;
 
   private constructor(
     private readonly ml: Memberlist,
     private readonly sock: dgram.Socket,
-    private readonly opts: Required<Omit<DiscoveryOptions, "interfaceAddr">> & {
+    private readonly opts: Required<Omit<DiscoveryOptions, "interfaceAddr" | "logger">> & {
       interfaceAddr?: string;
+      logger?: Logger;
     },
   ) {}
 
@@ -76,8 +99,9 @@ export class MulticastDiscovery {
       port: options.port ?? 7947,
       interfaceAddr: options.interfaceAddr,
       intervalMs: options.intervalMs ?? 2000,
-      cluster: options.cluster ?? "default",
+      cluster: options.cluster ?? ml.config.clusterName,
       ttl: options.ttl ?? 1,
+      logger: options.logger ?? ml.config.logger,
     };
     const sock = dgram.createSocket({ type: "udp4", reuseAddr: true });
     await new Promise<void>((resolve, reject) => {
@@ -99,7 +123,10 @@ export class MulticastDiscovery {
       );
     }
     const d = new MulticastDiscovery(ml, sock, opts);
-    sock.on("message", (m: Uint8Array) => d.onMessage(new Uint8Array(m)));
+    sock.on(
+      "message",
+      (m: Uint8Array, rinfo: { address: string }) => d.onMessage(new Uint8Array(m), rinfo.address),
+    );
     sock.on("error", () => {});
     d.announce();
     d.timer = setInterval(() => d.announce(), opts.intervalMs);
@@ -107,32 +134,83 @@ export class MulticastDiscovery {
   }
 
   private announce() {
+    // A member that left or shut down must not be joined back by what it hears.
+    if (!this.ml.running) return this.stop();
     const me = this.ml.localNode;
     const plain = encodeAnnouncement(this.opts.cluster, me.id, me.addr);
-    this.sock.send(seal(this.ml.keyring, plain), this.opts.port, this.opts.group, () => {});
+    const keyring = this.ml.keyring;
+    const bytes = keyring ? encrypt(keyring.primary, plain, AAD) : plain;
+    this.sock.send(bytes, this.opts.port, this.opts.group, (e: Error | null) => {
+      // No route to the group (no multicast on this network): say so once, keep trying (the
+      // network may come up), and let --seeds do the joining meanwhile.
+      if (!e || this.sendFailed) return;
+      this.sendFailed = true;
+      this.opts.logger?.(
+        "warn",
+        "multicast discovery cannot send announcements; join with --seeds",
+        {
+          group: `${this.opts.group}:${this.opts.port}`,
+          error: e.message,
+        },
+      );
+    });
   }
 
-  private onMessage(b: Uint8Array) {
+  private onMessage(b: Uint8Array, source: string) {
+    if (!this.ml.running) return;
+    const keyring = this.ml.keyring;
     let a;
     try {
-      a = decodeAnnouncement(open(this.ml.keyring, b));
+      a = decodeAnnouncement(keyring ? decrypt(keyring.keys, b, AAD) : b);
     } catch {
       return; // someone else's traffic, or a wrong key: ignore
     }
     if (!a || a.cluster !== this.opts.cluster || a.id === this.ml.localNode.id) return;
+    let host: string;
+    try {
+      host = splitHostPort(a.addr).host;
+    } catch {
+      return;
+    }
+    // Unsealed, anyone can announce anything: join only the host that sent it.
+    if (!keyring && host !== source) return;
     this.heard++;
     const known = this.ml.member(a.id);
     if (
       (known && (known.status === "alive" || known.status === "suspect")) ||
-      this.joining.has(a.addr)
+      this.joining.has(a.addr) || this.joining.size >= MAX_JOINING
     ) return;
     this.joining.add(a.addr);
-    this.ml.join([a.addr]).catch(() => {}).finally(() => this.joining.delete(a.addr));
+    const { id, addr } = a;
+    this.ml.join([addr]).then(() => {
+      this.joined++;
+      this.opts.logger?.("info", "joined a member heard by multicast discovery", { id, addr });
+    }).catch((e: Error) => {
+      // Once per address: it announces every interval, and is tried again each time.
+      if (this.failed.has(addr) || this.failed.size >= 256) return;
+      this.failed.add(addr);
+      this.opts.logger?.("warn", "cannot join a member heard by multicast discovery", {
+        id,
+        addr,
+        error: e.message,
+      });
+    }).finally(() => this.joining.delete(addr));
+  }
+
+  /** The multicast group announcements go to. */
+  get group(): string {
+    return this.opts.group;
+  }
+
+  /** The group's UDP port. */
+  get port(): number {
+    return this.opts.port;
   }
 
   /** Stop announcing and leave the group. */
   stop(): void {
     clearInterval(this.timer);
+    this.timer = undefined;
     try {
       this.sock.close();
     } catch {

@@ -18,6 +18,7 @@ import {
   type UdpTransportOptions,
 } from "./transport.ts";
 import type { Keyring } from "./keyring.ts";
+import { checkClusterName } from "./label.ts";
 
 /** No seed could be reached; the message lists each seed's error. */
 export class JoinError extends Error {
@@ -112,6 +113,7 @@ export class Memberlist {
   /** Start a member on an existing transport (real or simulated). */
   static create(config: Config, transport: Transport): Memberlist {
     if (!config.nodeId) throw new Error("nodeId is empty; every member needs a unique id");
+    checkClusterName(config.clusterName);
     return new Memberlist(config, transport);
   }
 
@@ -134,6 +136,11 @@ export class Memberlist {
   /** Counters: dropped packets per reason, probes, push-pulls. */
   get stats(): Stats {
     return this.state.stats;
+  }
+
+  /** False once this member began to leave or shut down (discovery then stops joining). */
+  get running(): boolean {
+    return !this.closed && !this.state.leaving;
   }
 
   /** The keyring in use (rotate keys on it), or null. */

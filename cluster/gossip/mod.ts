@@ -56,6 +56,15 @@ export {
 } from "./metadata.ts";
 /** Keyring for rotation without downtime, and the AES-GCM envelope. */
 export { Keyring, KeyringError } from "./keyring.ts";
+/** The cluster-name header of every packet and frame (memberlist's Label). */
+export {
+  ClusterMismatchError,
+  labelHeader,
+  MAX_CLUSTER_NAME,
+  WIRE_MAGIC,
+  WIRE_VERSION,
+  WireVersionError,
+} from "./label.ts";
 /** The AES-256-GCM envelope `version | nonce | ciphertext | tag`. */
 export { decrypt, DecryptError, encrypt, ENCRYPTION_OVERHEAD } from "./security.ts";
 /** Transports: the interface, real UDP/TCP, and userspace impairment. */

@@ -229,8 +229,8 @@ export class Prober {
     try {
       s = await this.#st.transport.dialStream(target.addr, timeoutMs);
       const seq = this.#nextSeq();
-      s.send(seal(this.#st.cfg.keyring, encode(this.#ping(seq, target.id))));
-      const reply = decode(open(this.#st.cfg.keyring, await s.receive(timeoutMs)));
+      s.send(seal(this.#st.cfg, encode(this.#ping(seq, target.id))));
+      const reply = decode(open(this.#st.cfg, await s.receive(timeoutMs)));
       return reply.type === "ack" && reply.seq === seq;
     } catch {
       return false;

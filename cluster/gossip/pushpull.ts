@@ -21,6 +21,7 @@ import {
 } from "./codec.ts";
 import { pushPullScale } from "./config.ts";
 import { DuplicateNodeIdError, type MemberTable, type NodeState } from "./member.ts";
+import { ClusterMismatchError, labelHeader, WIRE_VERSION, WireVersionError } from "./label.ts";
 import { type DropReason, dropReason, open, seal } from "./net.ts";
 import { type Stream, StreamClosedError } from "./transport.ts";
 
@@ -106,7 +107,7 @@ export class PushPull {
   async join(addr: string): Promise<void> {
     const s = await this.#st.transport.dialStream(addr, this.#st.cfg.tcpTimeout);
     try {
-      s.send(seal(this.#st.cfg.keyring, encode(this.#localState(true))));
+      s.send(seal(this.#st.cfg, encode(this.#localState(true))));
       const sealed = await s.receive(this.#st.cfg.tcpTimeout).catch((e: Error) => {
         // A member that cannot open our join closes the stream unanswered; "stream closed"
         // alone sent operators hunting for network faults. (A slow one times out instead: no
@@ -114,11 +115,11 @@ export class PushPull {
         if (!(e instanceof StreamClosedError)) throw e;
         throw new Error(
           `${addr} accepted the connection but closed it without answering our join ` +
-            `(${e.message}); a member whose gossip keys differ from ours does that: check ` +
-            `--gossip-keys`,
+            `(${e.message}); a member whose gossip keys differ from ours does that (or one of ` +
+            `an older release): check --gossip-keys`,
         );
       });
-      const reply = decode(open(this.#st.cfg.keyring, sealed));
+      const reply = decode(this.#openJoinReply(sealed));
       if (reply.type === "error") {
         if (reply.code === "duplicate-id") throw new DuplicateNodeIdError(reply.message);
         throw new Error(`${addr} refused push-pull: ${reply.message}`);
@@ -143,6 +144,34 @@ export class PushPull {
   }
 
   /**
+   * Open a seed's answer to our join. A member of another cluster (or release) answers with its
+   * header alone: the error names both cluster names (versions), where "stream closed" left the
+   * operator guessing.
+   */
+  #openJoinReply(raw: Uint8Array): Uint8Array {
+    try {
+      return open(this.#st.cfg, raw);
+    } catch (e) {
+      if (e instanceof ClusterMismatchError) {
+        throw new ClusterMismatchError(
+          e.theirs,
+          e.ours,
+          `the seed is in cluster "${e.theirs}" and this agent in cluster "${e.ours}": ` +
+            `agents join only seeds of their own cluster (check --cluster-name and --seeds)`,
+        );
+      }
+      if (e instanceof WireVersionError) {
+        throw new WireVersionError(
+          e.theirs,
+          `the seed speaks gossip wire version ${e.theirs} and this agent version ` +
+            `${WIRE_VERSION}: run one release on every member`,
+        );
+      }
+      throw e;
+    }
+  }
+
+  /**
    * Periodic anti-entropy by digest: send versions only (~20 bytes a member instead of ~140),
    * get back full entries where the views differ plus the ids the peer wants, send those.
    * In steady state the views agree and only the two digests-worth of bytes cross the wire.
@@ -159,8 +188,8 @@ export class PushPull {
           hash: versionHash(n),
         });
       }
-      s.send(seal(this.#st.cfg.keyring, encode({ type: "digest", from: this.#st.id, entries })));
-      const reply = decode(open(this.#st.cfg.keyring, await s.receive(this.#st.cfg.tcpTimeout)));
+      s.send(seal(this.#st.cfg, encode({ type: "digest", from: this.#st.id, entries })));
+      const reply = decode(open(this.#st.cfg, await s.receive(this.#st.cfg.tcpTimeout)));
       if (reply.type === "error") throw new Error(`${addr} refused push-pull: ${reply.message}`);
       if (reply.type !== "delta") throw new Error(`${addr} answered a digest with ${reply.type}`);
       if (reply.want.length) {
@@ -168,7 +197,7 @@ export class PushPull {
           .map(toPush);
         s.send(
           seal(
-            this.#st.cfg.keyring,
+            this.#st.cfg,
             encode({ type: "pushPull", join: false, from: this.#st.id, nodes }),
           ),
         );
@@ -215,17 +244,17 @@ export class PushPull {
     let raw: Uint8Array | undefined;
     try {
       raw = await s.receive(this.#st.cfg.tcpTimeout);
-      const m = decode(open(this.#st.cfg.keyring, raw));
+      const m = decode(open(this.#st.cfg, raw));
       if (m.type === "ping") {
         if (m.target !== this.#st.id) return this.#st.drop("misdirected");
-        s.send(seal(this.#st.cfg.keyring, encode({ type: "ack", seq: m.seq })));
+        s.send(seal(this.#st.cfg, encode({ type: "ack", seq: m.seq })));
       } else if (m.type === "digest") {
         const d = this.#delta(m);
-        s.send(seal(this.#st.cfg.keyring, encode(d)));
+        s.send(seal(this.#st.cfg, encode(d)));
         if (d.want.length) {
           raw = undefined;
           raw = await s.receive(this.#st.cfg.tcpTimeout);
-          const rest = decode(open(this.#st.cfg.keyring, raw));
+          const rest = decode(open(this.#st.cfg, raw));
           if (rest.type !== "pushPull") return this.#st.drop("unexpected");
           if (!this.#st.stopped) this.merge(rest);
         }
@@ -235,19 +264,24 @@ export class PushPull {
           if (conflict) {
             s.send(
               seal(
-                this.#st.cfg.keyring,
+                this.#st.cfg,
                 encode({ type: "error", code: "duplicate-id", message: conflict }),
               ),
             );
             return;
           }
         }
-        s.send(seal(this.#st.cfg.keyring, encode(this.#localState(false))));
+        s.send(seal(this.#st.cfg, encode(this.#localState(false))));
         if (!this.#st.stopped) this.merge(m);
       } else {
         this.#st.drop("unexpected");
       }
     } catch (e) {
+      // Tell a member of another cluster (or release) why, with our header alone, so that its
+      // join fails naming both names; the header is in every packet we send anyway.
+      if (e instanceof ClusterMismatchError || e instanceof WireVersionError) {
+        s.send(labelHeader(this.#st.cfg.clusterName));
+      }
       const r = dropReason(e);
       this.#st.drop(r === "internal" ? "stream" : r, e, s.remoteAddr, raw);
     } finally {

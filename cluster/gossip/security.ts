@@ -1,7 +1,8 @@
 /**
  * AES-256-GCM sealing of every datagram and stream frame:
- * `version(1) | nonce(12) | ciphertext | tag(16)`. The version byte is also the additional
- * authenticated data, so it cannot be flipped. `node:crypto` is used because it is synchronous,
+ * `version(1) | nonce(12) | ciphertext | tag(16)`. The version byte, followed by the caller's
+ * `aad` (the cluster-name header, `label.ts`), is the additional authenticated data, so neither
+ * can be flipped, stripped or rewritten. `node:crypto` is used because it is synchronous,
  * which keeps the packet path free of awaits (and the simulator deterministic).
  *
  * @module
@@ -28,10 +29,17 @@ export class DecryptError extends Error {
   }
 }
 
-const AAD = new Uint8Array([ENCRYPTION_VERSION]);
+/** The version byte, then the caller's bytes: what GCM authenticates beside the ciphertext. */
+function additionalData(aad: Uint8Array): Uint8Array {
+  const out = new Uint8Array(1 + aad.length);
+  out[0] = ENCRYPTION_VERSION;
+  out.set(aad, 1);
+  return out;
+}
 
 /**
- * Seal `plain` with `key` (32 bytes) under a fresh random nonce.
+ * Seal `plain` with `key` (32 bytes) under a fresh random nonce; `aad` is authenticated, not
+ * sent: the opener must pass the same bytes.
  *
  * @example
  * ```ts
@@ -40,13 +48,17 @@ const AAD = new Uint8Array([ENCRYPTION_VERSION]);
  * decrypt([key], sealed); // "hi" bytes
  * ```
  */
-export function encrypt(key: Uint8Array, plain: Uint8Array): Uint8Array {
+export function encrypt(
+  key: Uint8Array,
+  plain: Uint8Array,
+  aad: Uint8Array = new Uint8Array(),
+): Uint8Array {
   const out = new Uint8Array(ENCRYPTION_OVERHEAD + plain.length);
   out[0] = ENCRYPTION_VERSION;
   const nonce = out.subarray(1, 1 + NONCE_SIZE);
   randomFillSync(nonce);
   const c = createCipheriv("aes-256-gcm", key, nonce);
-  c.setAAD(AAD);
+  c.setAAD(additionalData(aad));
   const ct = c.update(plain);
   c.final();
   out.set(ct, 1 + NONCE_SIZE);
@@ -54,8 +66,15 @@ export function encrypt(key: Uint8Array, plain: Uint8Array): Uint8Array {
   return out;
 }
 
-/** Open a sealed packet, trying every key; throws {@linkcode DecryptError} if none fits. */
-export function decrypt(keys: readonly Uint8Array[], sealed: Uint8Array): Uint8Array {
+/**
+ * Open a sealed packet sealed with the same `aad`, trying every key; throws {@linkcode
+ * DecryptError} if none fits.
+ */
+export function decrypt(
+  keys: readonly Uint8Array[],
+  sealed: Uint8Array,
+  aad: Uint8Array = new Uint8Array(),
+): Uint8Array {
   if (sealed.length < ENCRYPTION_OVERHEAD) {
     throw new DecryptError(
       "short",
@@ -68,10 +87,11 @@ export function decrypt(keys: readonly Uint8Array[], sealed: Uint8Array): Uint8A
   const nonce = sealed.subarray(1, 1 + NONCE_SIZE);
   const ct = sealed.subarray(1 + NONCE_SIZE, sealed.length - TAG_SIZE);
   const tag = sealed.subarray(sealed.length - TAG_SIZE);
+  const ad = additionalData(aad);
   for (const key of keys) {
     try {
       const d = createDecipheriv("aes-256-gcm", key, nonce);
-      d.setAAD(AAD);
+      d.setAAD(ad);
       d.setAuthTag(tag);
       const plain = d.update(ct);
       d.final();

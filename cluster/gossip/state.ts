@@ -60,6 +60,8 @@ export class GossipState {
       unexpected: 0,
       stream: 0,
       full: 0,
+      cluster: 0,
+      version: 0,
       internal: 0,
     },
     packetsSent: 0,
@@ -199,12 +201,12 @@ export class GossipState {
 
   private sendRaw(addr: string, plain: Uint8Array) {
     this.stats.packetsSent++;
-    this.transport.sendPacket(addr, seal(this.cfg.keyring, plain));
+    this.transport.sendPacket(addr, seal(this.cfg, plain));
   }
 
   /** Send messages to `addr`, filling the rest of the datagram with queued broadcasts. */
   sendMsgs(addr: string, msgs: Uint8Array[]): void {
-    const budget = packetBudget(this.cfg.maxPacketSize, this.cfg.keyring);
+    const budget = packetBudget(this.cfg.maxPacketSize, this.cfg);
     let used = COMPOUND_HEADER;
     for (const m of msgs) used += m.length + COMPOUND_PART_OVERHEAD;
     const extra = this.queue.getBroadcasts(COMPOUND_PART_OVERHEAD, budget - used);
@@ -223,7 +225,7 @@ export class GossipState {
     this.stats.packetsReceived++;
     let msgs: Message[];
     try {
-      msgs = unpack(open(this.cfg.keyring, raw));
+      msgs = unpack(open(this.cfg, raw));
     } catch (e) {
       this.drop(dropReason(e), e, from, raw);
       return;
@@ -287,7 +289,7 @@ export class GossipState {
       n.id !== this.id &&
       (n.status === "alive" || n.status === "suspect" ||
         now - n.stateChange < this.cfg.gossipToTheDeadTime));
-    const budget = packetBudget(this.cfg.maxPacketSize, this.cfg.keyring) - COMPOUND_HEADER;
+    const budget = packetBudget(this.cfg.maxPacketSize, this.cfg) - COMPOUND_HEADER;
     for (const t of targets) {
       const parts = this.queue.getBroadcasts(COMPOUND_PART_OVERHEAD, budget);
       if (parts.length === 0) break;

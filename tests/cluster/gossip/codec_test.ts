@@ -8,8 +8,8 @@ import {
   decodeMetadata,
   encode,
   encodeMetadata,
-  encrypt,
   Keyring,
+  labelHeader,
   lanConfig,
   MAX_METADATA_BYTES,
   Memberlist,
@@ -17,7 +17,10 @@ import {
   MetadataError,
   type NodeMetadata,
   SimNetwork,
+  WIRE_MAGIC,
+  WIRE_VERSION,
 } from "../../../cluster/gossip/mod.ts";
+import { packet } from "./helpers.ts";
 
 const meta: NodeMetadata = {
   id: "gpu-1",
@@ -187,13 +190,16 @@ function target(keyring: Keyring | null) {
   return { ml, inject };
 }
 
-/** Valid packets to mutate: each sample alone, plus some compounds. */
+/** Valid messages to mutate: each sample alone, plus some compounds. */
 const valid = samples.filter((m) => !["pushPull", "error", "digest", "delta"].includes(m.type)).map(
   encode,
 );
+/** The same as packets of cluster "default": behind the cluster-name header. */
+const framed = valid.map((m) => packet(m));
 
+// Mutations of header-less messages and of whole packets: flips land in the header too.
 const mutated = fc.tuple(
-  fc.constantFrom(...valid),
+  fc.constantFrom(...valid, ...framed),
   fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 6 }),
   fc.nat({ max: 8 }),
 ).map(([b, flips, cut]) => {
@@ -219,8 +225,7 @@ Deno.test("fuzz: 10 000 random and tampered sealed packets are dropped, state un
   const key = new Uint8Array(32).fill(7);
   const { ml, inject } = target(new Keyring(key));
   const before = JSON.stringify(ml.allMembers().map((m) => [m.id, m.status, m.incarnation]));
-  const sealedAlive = encrypt(
-    key,
+  const sealedAlive = packet(
     encode({
       type: "alive",
       incarnation: 1,
@@ -228,6 +233,7 @@ Deno.test("fuzz: 10 000 random and tampered sealed packets are dropped, state un
       addr: "10.6.6.6:7946",
       meta: new Uint8Array(),
     }),
+    { key },
   );
   const tampered = fc.tuple(fc.nat(), fc.integer({ min: 1, max: 255 })).map(([i, x]) => {
     const b = sealedAlive.slice();
@@ -237,7 +243,7 @@ Deno.test("fuzz: 10 000 random and tampered sealed packets are dropped, state un
   const wrongKey = fc.uint8Array({ minLength: 32, maxLength: 32 }).filter((k) =>
     k.some((v, i) => v !== key[i])
   )
-    .chain((k) => fc.constantFrom(...valid).map((p) => encrypt(k, p)));
+    .chain((k) => fc.constantFrom(...valid).map((p) => packet(p, { key: k })));
   let n = 0;
   fc.assert(
     fc.property(
@@ -251,10 +257,17 @@ Deno.test("fuzz: 10 000 random and tampered sealed packets are dropped, state un
     { numRuns: 10_000, seed: 7 },
   );
   assertEquals(JSON.stringify(ml.allMembers().map((m) => [m.id, m.status, m.incarnation])), before);
+  // Each is counted once: as a decrypt drop, or, where the bytes' header was hit (or there is
+  // none), under the header's reason (malformed, cluster, version).
+  const d = ml.stats.droppedPackets;
   assertEquals(
-    ml.stats.droppedPackets.decrypt,
+    d.decrypt + d.malformed + d.cluster + d.version,
     n,
-    "every unauthenticated packet is counted as a decrypt drop",
+    "every unauthenticated packet is dropped and counted",
+  );
+  assert(
+    d.decrypt > n / 4,
+    `most tampered or wrong-key packets fail authentication (${d.decrypt})`,
   );
   // and the untampered one does get in: the test is not vacuous
   inject(sealedAlive);
@@ -267,7 +280,7 @@ Deno.test("fuzz: 10 000 random and mutated stream frames (push-pull, digest, TCP
   const ml = Memberlist.create(lanConfig({ nodeId: "victim", rng: net.rng }), t);
   const streamSamples = samples.filter((m) =>
     ["pushPull", "digest", "delta", "ping"].includes(m.type)
-  ).map(encode);
+  ).map(encode).flatMap((b) => [b, packet(b)]);
   const frames = fc.oneof(
     fc.uint8Array({ maxLength: 600 }),
     fc.tuple(
@@ -297,5 +310,164 @@ Deno.test("fuzz: 10 000 random and mutated stream frames (push-pull, digest, TCP
     }),
     { numRuns: 10_000, seed: 11 },
   );
+  await ml.shutdown();
+});
+
+/** An alive for a member "intruder": applied, it shows in the victim's table. */
+const intruder = encode({
+  type: "alive",
+  incarnation: 1,
+  node: "intruder",
+  addr: "10.6.6.6:7946",
+  meta: new Uint8Array(),
+});
+
+/** What the receive loop must count a packet under, read from its header alone (or null). */
+function headerVerdict(b: Uint8Array): "malformed" | "version" | "cluster" | null {
+  if (b.length < 3 || b[0] !== WIRE_MAGIC) return "malformed";
+  if (b[1] !== WIRE_VERSION) return "version";
+  if (b[2] === 0 || 3 + b[2] > b.length) return "malformed";
+  let name: string;
+  try {
+    name = new TextDecoder("utf-8", { fatal: true }).decode(b.subarray(3, 3 + b[2]));
+  } catch {
+    return "malformed";
+  }
+  return name === "default" ? null : "cluster";
+}
+
+Deno.test("fuzz: 10 000 packets under random cluster-name headers are counted by the header's fault, only ours applied", () => {
+  const { ml, inject } = target(null);
+  const header = fc.record({
+    magic: fc.oneof(fc.constant(WIRE_MAGIC), fc.nat(255)),
+    version: fc.oneof(fc.constant(WIRE_VERSION), fc.nat(255)),
+    name: fc.oneof(
+      fc.constantFrom("default", "Default", "defaul", "default ", "other", "défault"),
+      fc.string({ maxLength: 300 }),
+      fc.uint8Array({ maxLength: 12 }).map((b) => String.fromCharCode(...b)),
+    ),
+    lenDelta: fc.oneof(fc.constant(0), fc.integer({ min: -2, max: 2 })),
+    cut: fc.oneof(fc.constant(0), fc.nat(40)),
+  });
+  const seen = { malformed: 0, version: 0, cluster: 0, ours: 0 };
+  fc.assert(
+    fc.property(header, ({ magic, version, name, lenDelta, cut }) => {
+      const nb = new TextEncoder().encode(name);
+      const len = Math.max(0, Math.min(255, nb.length + lenDelta));
+      const all = new Uint8Array([magic, version, len, ...nb, ...intruder]);
+      const b = all.subarray(0, Math.max(0, all.length - cut));
+      const expected = headerVerdict(b);
+      const before = { ...ml.stats.droppedPackets };
+      inject(b); // must not throw
+      const d = ml.stats.droppedPackets;
+      if (d.internal !== 0) return false;
+      if (expected === null) {
+        seen.ours++;
+        // Ours: nothing counted against the header (the body may still be malformed).
+        return d.cluster === before.cluster && d.version === before.version;
+      }
+      seen[expected]++;
+      // Counted once, under the header's fault, and nothing else.
+      return Object.entries(d).every(([k, v]) =>
+        v === before[k as keyof typeof before] + (k === expected ? 1 : 0)
+      );
+    }),
+    { numRuns: 10_000, seed: 13 },
+  );
+  for (const [k, n] of Object.entries(seen)) {
+    assert(n > 20, `${k}: ${n} cases (${JSON.stringify(seen)})`);
+  }
+  // Only a whole header of ours let the alive through; none of another cluster did.
+  const ids = ml.allMembers().map((m) => m.id).sort();
+  assert(ids.every((id) => id === "victim" || id === "intruder"), ids.join());
+});
+
+Deno.test("fuzz: sealed packets relabelled, stripped or re-versioned never open (the header is the AAD)", () => {
+  const key = new Uint8Array(32).fill(7);
+  const { ml, inject } = target(new Keyring(key));
+  const other = fc.string({ minLength: 1, maxLength: 40 }).filter((n) => n !== "default");
+  const ours = packet(intruder, { key });
+  const oursHeader = labelHeader("default");
+  const cases = fc.oneof(
+    // Sealed by a key holder of another cluster, its header rewritten to ours: a forgery.
+    other.map((n) => {
+      const theirs = packet(intruder, { key, cluster: n });
+      const body = theirs.subarray(labelHeader(n).length);
+      return { bytes: new Uint8Array([...oursHeader, ...body]), reason: "decrypt" as const };
+    }),
+    // Ours, relabelled to another cluster: dropped as that cluster's.
+    other.map((n) => ({
+      bytes: new Uint8Array([...labelHeader(n), ...ours.subarray(oursHeader.length)]),
+      reason: "cluster" as const,
+    })),
+    // Ours with the header stripped, or its version changed.
+    fc.constant({ bytes: ours.slice(oursHeader.length), reason: "malformed" as const }),
+    fc.integer({ min: 0, max: 255 }).filter((v) => v !== WIRE_VERSION).map((v) => {
+      const b = ours.slice();
+      b[1] = v;
+      return { bytes: b, reason: "version" as const };
+    }),
+  );
+  const counted = { decrypt: 0, cluster: 0, malformed: 0, version: 0 };
+  fc.assert(
+    fc.property(cases, ({ bytes, reason }) => {
+      const before = ml.stats.droppedPackets[reason];
+      inject(bytes);
+      counted[reason]++;
+      return ml.stats.droppedPackets[reason] === before + 1 &&
+        ml.stats.droppedPackets.internal === 0;
+    }),
+    { numRuns: 4000, seed: 17 },
+  );
+  for (const [k, n] of Object.entries(counted)) assert(n > 100, `${k}: ${n} cases`);
+  assertEquals(ml.member("intruder"), undefined, "no relabelled packet got in");
+  inject(ours); // the untouched packet does: the test is not vacuous
+  assertEquals(ml.member("intruder")?.status, "alive");
+});
+
+Deno.test("fuzz: stream frames under another cluster's or version's header are answered with our header alone, nothing merged", async () => {
+  const net = new SimNetwork({ seed: 23 });
+  const t = net.createTransport();
+  const ml = Memberlist.create(lanConfig({ nodeId: "victim", rng: net.rng }), t);
+  const join = encode({
+    type: "pushPull",
+    join: true,
+    from: "intruder",
+    nodes: [{
+      id: "intruder",
+      addr: "10.6.6.6:7946",
+      incarnation: 1,
+      status: "alive",
+      meta: new Uint8Array(),
+    }],
+  });
+  const frames = fc.oneof(
+    fc.string({ minLength: 1, maxLength: 60 }).filter((n) => n !== "default").map((n) => ({
+      frame: packet(join, { cluster: n }),
+      reason: "cluster" as const,
+    })),
+    fc.integer({ min: 0, max: 255 }).filter((v) => v !== WIRE_VERSION).map((v) => {
+      const frame = packet(join);
+      frame[1] = v;
+      return { frame, reason: "version" as const };
+    }),
+  );
+  await fc.assert(
+    fc.asyncProperty(frames, async ({ frame, reason }) => {
+      const sent: Uint8Array[] = [];
+      const before = ml.stats.droppedPackets[reason];
+      t.streamHandler!({
+        remoteAddr: "10.9.9.9:7946",
+        send: (f: Uint8Array) => void sent.push(f),
+        receive: () => Promise.resolve(frame),
+        close: () => {},
+      });
+      for (let i = 0; i < 8; i++) await null;
+      return sent.length === 1 && String(sent[0]) === String(labelHeader("default")) &&
+        ml.stats.droppedPackets[reason] === before + 1;
+    }),
+    { numRuns: 2000, seed: 29 },
+  );
+  assertEquals(ml.member("intruder"), undefined);
   await ml.shutdown();
 });

@@ -3,8 +3,6 @@
 // client pointed at the gossip port), each kind warned at most once a minute.
 import { assert, assertEquals } from "../../support/assert.ts";
 import {
-  DecodeError,
-  decrypt,
   encode,
   encrypt,
   Keyring,
@@ -13,33 +11,43 @@ import {
   splitHostPort,
 } from "../../../cluster/gossip/mod.ts";
 import { stranger } from "../../../cluster/gossip/drops.ts";
+import { open, unpack } from "../../../cluster/gossip/net.ts";
+import { packet } from "./helpers.ts";
 import { FrameError } from "../../../cluster/gossip/transport.ts";
 
 const key = (b: number) => new Uint8Array(32).fill(b);
 const ping = encode({ type: "ping", seq: 1, target: "x", sourceId: "y", sourceAddr: "1.2.3.4:5" });
 
 Deno.test("drops: what a dropped packet was is told from its bytes", () => {
-  /** What a member holding `k` makes of `raw`: the error its open() throws, classified. */
-  const keyedSees = (k: Uint8Array, raw: Uint8Array) => {
+  /** What a member of cluster "default" holding `k` (or no key) makes of `raw`, classified. */
+  const sees = (k: Uint8Array | null, raw: Uint8Array) => {
     let e: unknown = null;
     try {
-      decrypt([k], raw);
+      unpack(open({ keyring: k ? new Keyring(k) : null, clusterName: "default" }, raw));
     } catch (err) {
       e = err;
     }
-    return stranger(e, raw, true);
+    return stranger(e, raw, k !== null);
   };
-  const sealedOther = encrypt(key(2), ping);
-  assertEquals(keyedSees(key(1), sealedOther), "wrong-key");
-  assertEquals(keyedSees(key(1), ping), "plaintext");
-  assertEquals(keyedSees(key(1), new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")), "not-gossip");
-  assertEquals(keyedSees(key(1), new Uint8Array([7])), "not-gossip");
+  const sealedOther = packet(ping, { key: key(2) });
+  assertEquals(sees(key(1), sealedOther), "wrong-key");
+  assertEquals(sees(key(1), packet(ping)), "plaintext");
+  assertEquals(sees(key(1), new TextEncoder().encode("GET / HTTP/1.1\r\n\r\n")), "not-gossip");
+  assertEquals(sees(key(1), new Uint8Array([7])), "not-gossip");
   // Without keys: a keyed member's envelope, or something else.
-  assertEquals(stranger(new DecodeError("x"), sealedOther, false), "sealed");
-  assertEquals(
-    stranger(new DecodeError("x"), new TextEncoder().encode("hello"), false),
-    "not-gossip",
-  );
+  assertEquals(sees(null, sealedOther), "sealed");
+  assertEquals(sees(null, new TextEncoder().encode("hello")), "not-gossip");
+  // Another cluster, with or without keys (the header is read before any key is tried).
+  assertEquals(sees(key(1), packet(ping, { key: key(1), cluster: "other" })), "cluster");
+  assertEquals(sees(null, packet(ping, { cluster: "other" })), "cluster");
+  // Another wire version; and gossip of a release before the header (a message or envelope).
+  const v2 = packet(ping);
+  v2[1] = 2;
+  assertEquals(sees(null, v2), "wire-version");
+  assertEquals(sees(key(1), v2), "wire-version");
+  assertEquals(sees(null, ping), "old-wire");
+  assertEquals(sees(key(1), ping), "old-wire");
+  assertEquals(sees(key(1), encrypt(key(1), ping)), "old-wire");
   // A stream whose first bytes announce a frame no member sends.
   const head = new TextEncoder().encode("PRI * HT");
   assertEquals(stranger(new FrameError(head, "too large"), undefined, true), "not-gossip");

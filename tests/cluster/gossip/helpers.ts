@@ -1,11 +1,13 @@
 // Shared helpers for the gossip tests: build simulated clusters, wait for conditions.
 import {
   type Config,
+  Keyring,
   lanConfig,
   Memberlist,
   SimNetwork,
   type SimOptions,
 } from "../../../cluster/gossip/mod.ts";
+import { seal } from "../../../cluster/gossip/net.ts";
 
 /** A simulated cluster: the network and its members (index = node number). */
 export interface SimCluster {
@@ -42,4 +44,18 @@ export async function formCluster(
 export function percentile(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.max(0, Math.ceil((p / 100) * s.length) - 1))];
+}
+
+/**
+ * Encoded messages as a member of `cluster` (default "default") sends them: behind the
+ * cluster-name header, sealed when `key` is given. For tests that forge or replay packets.
+ */
+export function packet(
+  plain: Uint8Array,
+  opts: { key?: Uint8Array; cluster?: string } = {},
+): Uint8Array {
+  return seal({
+    keyring: opts.key ? new Keyring(opts.key) : null,
+    clusterName: opts.cluster ?? "default",
+  }, plain);
 }

@@ -15,6 +15,7 @@ import {
   SimNetwork,
   type SimTransport,
 } from "../../../cluster/gossip/mod.ts";
+import { packet } from "./helpers.ts";
 
 const key = (b: number) => new Uint8Array(32).fill(b);
 
@@ -119,7 +120,7 @@ Deno.test("keyring: a member with a wrong key cannot join, and its packets chang
           meta: new Uint8Array(),
         }),
       ]
-    ) t.sendPacket(m.transport.addr, encrypt(key(66), msg));
+    ) t.sendPacket(m.transport.addr, packet(msg, { key: key(66) }));
   }
   await net.run(5000);
   const after = JSON.stringify(

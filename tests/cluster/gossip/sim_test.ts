@@ -9,7 +9,7 @@ import {
   Memberlist,
   SimNetwork,
 } from "../../../cluster/gossip/mod.ts";
-import { formCluster, percentile, simConfig } from "./helpers.ts";
+import { formCluster, packet, percentile, simConfig } from "./helpers.ts";
 
 /** Crash one member; return ms until every other member has it dead (null if not in maxMs). */
 async function detect(net: SimNetwork, members: Memberlist[], victim: number, maxMs = 30_000) {
@@ -303,7 +303,7 @@ Deno.test("sim: an accusation at the highest incarnation is not refuted with a w
   const rogue = net.createTransport();
   rogue.sendPacket(
     members[1].transport.addr,
-    encode({ type: "suspect", incarnation: 0xffffffff, node: "n1", from: "n2" }),
+    packet(encode({ type: "suspect", incarnation: 0xffffffff, node: "n1", from: "n2" })),
   );
   await net.run(2_000);
   // Before, the refutation went out as 0 (u32 wrap), which every peer ignores forever.
@@ -326,13 +326,13 @@ Deno.test("sim: the member table is bounded; news of members past it is dropped 
   for (let i = 0; i < 10; i++) {
     rogue.sendPacket(
       members[0].transport.addr,
-      encode({
+      packet(encode({
         type: "alive",
         incarnation: 1,
         node: `fake-${i}`,
         addr: `10.9.9.${i}:7946`,
         meta: new Uint8Array(0),
-      }),
+      })),
     );
   }
   await net.run(500);
