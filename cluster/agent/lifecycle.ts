@@ -26,6 +26,7 @@ import { cpuCores } from "../discovery/mod.ts";
 import { replicaCountToWire } from "../placement/mod.ts";
 import type { AgentLogger, AgentState } from "./state.ts";
 import type { ServedModel } from "./served_model.ts";
+import { offeredBudget } from "./kv_budget.ts";
 import { SHUTDOWN, shuttingDown } from "./refusals.ts";
 
 /** Listen for gossip as this agent: its metadata, keyring, cluster name and timing preset. */
@@ -56,7 +57,7 @@ export async function startGossip(
     httpPort: cfg.httpPort,
     resources: {
       // The prefix cache's bytes are spent outside placement: offer only the rest for layers.
-      memoryBytes: cfg.memoryBudget - cfg.prefixCache,
+      memoryBytes: offeredBudget(cfg),
       cores: navigator.hardwareConcurrency,
       backend: backend.name,
       // The device and why auto-selection chose it, so `llmctl nodes list` can show both.

@@ -75,7 +75,7 @@ export class Observer {
       queueDepth: () => (s.admission?.stats.queued ?? 0) + (s.stage?.pending ?? 0),
       kvCacheSlots: () => {
         const used = s.stage?.openSessions ?? 0;
-        return { used, free: s.stage ? Math.max(0, s.config.maxSessions - used) : 0 };
+        return { used, free: s.stage?.freeSlots ?? 0 };
       },
       modelMemory: () => s.stage?.memoryBytes ?? { weights: 0, kvCache: 0 },
       replicaSessions: () => {

@@ -12,6 +12,7 @@ import { ChatTemplate } from "../../model/chat/mod.ts";
 import { footprintFromIndex, type ModelFootprint } from "../placement/mod.ts";
 import { modelFingerprint, ModelId } from "../model_id.ts";
 import type { KvReserve, Member } from "../gossip/mod.ts";
+import { kvBytesPerLayer, reservedSessions } from "./kv_budget.ts";
 
 /** The model an agent serves: its file index, tokenizer and footprint. */
 export interface ServedModel {
@@ -48,7 +49,8 @@ export function agreedKvReserve(members: readonly Member[], own: KvReserve): KvR
 
 /**
  * Memory a model needs per layer on an agent: weights plus a KV reservation for a few concurrent
- * sessions of `contextSize` positions (more sessions are admission control's job).
+ * sessions of `contextSize` positions (kv_budget.ts: at least one; a stage admits more while
+ * their caches fit in what its budget leaves).
  */
 export function agentFootprint(
   file: GGUFFile,
@@ -57,7 +59,7 @@ export function agentFootprint(
   config: LlamaConfig = configFromFile(file),
 ): ModelFootprint {
   const ctx = Math.min(contextSize, config.contextLength);
-  const kvPerLayer = 2 * ctx * config.nKVHeads * config.headDim * 4 * Math.min(maxSessions, 4);
+  const kvPerLayer = kvBytesPerLayer(config, ctx) * reservedSessions(maxSessions);
   return footprintFromIndex(file, config.nLayers, kvPerLayer);
 }
 

@@ -12,6 +12,7 @@ import { StageHost } from "../pipeline/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
+import { kvBudgetWarning, stageKvLimit } from "./kv_budget.ts";
 
 /** A layer range [from, to). */
 export type LayerRange = { from: number; to: number };
@@ -125,9 +126,13 @@ export class StageRoom {
         stage.dispose();
         return;
       }
+      const context = Math.min(s.config.contextSize, s.model.contextLength);
+      const kvLimitBytes = stageKvLimit(s.config, stage.weightBytes);
       s.stage = new StageHost(stage, s.model.id.toString(), {
         maxSessions: s.config.maxSessions,
-        defaultContext: Math.min(s.config.contextSize, s.model.contextLength),
+        defaultContext: context,
+        // The budget holds the weights and the sessions' KV caches: admission keeps them in it.
+        kvLimitBytes,
         onStep: (info) => {
           this.metrics.onStageStep(info);
           this.rows += info.rows;
@@ -149,6 +154,14 @@ export class StageRoom {
             `least that, or 0`,
         });
       }
+      const tight = kvBudgetWarning({
+        limitBytes: kvLimitBytes,
+        sessionBytes: stage.kvBytes(context),
+        maxSessions: s.config.maxSessions,
+        context,
+      });
+      if (tight) s.log("warn", "KV budget", { layers: `[${want.from},${want.to})`, why: tight });
+      this.refused = 0;
       this.hostedReplica = replica;
       // Free the previous range's weights: re-placement must not leak memory.
       if (old) this.retire(old);
@@ -282,7 +295,8 @@ export class StageRoom {
     return {
       sessions,
       queued: s.stage?.pending ?? 0,
-      free: s.stage ? Math.max(0, s.config.maxSessions - sessions) : 0,
+      // By count and by KV bytes: a replica whose budget is spent is not offered as free.
+      free: s.stage?.freeSlots ?? 0,
       tokensPerSecond: Math.round(tps * 10) / 10,
     };
   }
@@ -300,6 +314,7 @@ export class StageRoom {
       return;
     }
     if (!s.stage) return;
+    this.logRefusals(s.stage);
     const load = this.currentLoad();
     const was = meta.load;
     if (
@@ -307,6 +322,26 @@ export class StageRoom {
       was.free === load.free && was.tokensPerSecond === load.tokensPerSecond
     ) return;
     s.gossip.updateMetadata({ ...meta, load });
+  }
+
+  /** Sessions the hosted stage refused as of the last log line (logRefusals). */
+  private refused = 0;
+
+  /**
+   * Log the sessions the stage refused since the last load publication, by reason, so a stage
+   * turning requests away as busy says why (at most one line per LOAD_PUBLISH_MS).
+   */
+  private logRefusals(stage: StageHost): void {
+    const by = stage.refusals;
+    const total = by.sessions + by.kv_bytes + by.memory;
+    if (total === this.refused) return;
+    this.s.log("warn", "stage refused sessions as busy", {
+      since: total - this.refused,
+      ...by,
+      open: stage.openSessions,
+      kvBytes: stage.memoryBytes.kvCache,
+    });
+    this.refused = total;
   }
 
   /**

@@ -4,7 +4,7 @@
  * both call `step`.
  */
 import { EventLoopYield } from "./event_loop.ts";
-import { BackendMemoryError, type KVType, type TopCandidates } from "../../kernels/backend.ts";
+import type { KVType, TopCandidates } from "../../kernels/backend.ts";
 import {
   type LlamaStage,
   type Session,
@@ -31,6 +31,7 @@ import {
 } from "./prefill_slices.ts";
 
 import { Lookahead } from "./lookahead.ts";
+import { KvAdmission, type RefusalReason, sessionsThatFit } from "./kv_admission.ts";
 import { spanUntil } from "../telemetry/tracing.ts";
 
 /** Options for a StageHost. */
@@ -73,6 +74,12 @@ export interface StageHostOptions {
    * Default 64; 0: a prompt runs whole, however long.
    */
   sliceRows?: number;
+  /**
+   * Most bytes the open sessions' KV caches may hold together (an agent: its --memory-budget
+   * less the stage's weights and --prefix-cache); a session whose cache would pass it is
+   * refused as "exhausted" (kv_admission.ts). Default: no bound.
+   */
+  kvLimitBytes?: number;
 }
 
 /**
@@ -113,6 +120,8 @@ export class StageHost {
   private readonly onStep?: StageHostOptions["onStep"];
   /** Greedy tokens decoded ahead on the device after a lone frame's own. */
   private readonly ahead: Lookahead;
+  /** Who gets a KV cache, and the refusals. */
+  private readonly admission: KvAdmission;
 
   constructor(
     readonly stage: LlamaStage,
@@ -122,6 +131,7 @@ export class StageHost {
     this.maxSessions = opts.maxSessions ?? 64;
     this.defaultContext = opts.defaultContext ?? Math.min(stage.config.contextLength, 2048);
     this.kvType = opts.kvType ?? "f32";
+    this.admission = new KvAdmission(stage, this.kvType, opts.kvLimitBytes ?? Infinity);
     this.onStep = opts.onStep;
     this.ahead = new Lookahead(stage, opts.lookaheadMs ?? 250);
     if ((opts.prefixCacheBytes ?? 0) > 0) stage.enablePrefixCache(opts.prefixCacheBytes!);
@@ -140,10 +150,26 @@ export class StageHost {
   /** Bytes of the hosted weights and of the open sessions' KV caches (what memory is for). */
   get memoryBytes(): { weights: number; kvCache: number } {
     let kv = 0;
-    for (const { session } of this.sessions.values()) {
+    // Caches closed during a pass are held until it ends: they count against the limit too.
+    for (const { session } of [...this.sessions.values(), ...this.closing]) {
       kv += this.stage.kvBytes(session.nCtx, session.kv.type);
     }
     return { weights: this.stage.weightBytes, kvCache: kv };
+  }
+
+  /** Sessions of the default context that may still open: by count and by KV bytes. */
+  get freeSlots(): number {
+    const bytes = sessionsThatFit(
+      this.admission.limitBytes,
+      this.memoryBytes.kvCache,
+      this.stage.kvBytes(this.defaultContext, this.kvType),
+    );
+    return Math.max(0, Math.min(this.maxSessions - this.sessions.size, bytes));
+  }
+
+  /** Sessions refused since the stage loaded, by reason. */
+  get refusals(): Readonly<Record<RefusalReason, number>> {
+    return this.admission.refusals;
   }
 
   /**
@@ -162,12 +188,7 @@ export class StageHost {
     if (this.sessions.has(sessionId)) {
       throw new StageSessionError(`session ${sessionId} is already open`, "exists");
     }
-    if (this.sessions.size >= this.maxSessions) {
-      throw new StageSessionError(
-        `stage [${this.stage.from}, ${this.stage.to}) holds ${this.maxSessions} sessions already; retry later`,
-        "exhausted",
-      );
-    }
+    if (this.sessions.size >= this.maxSessions) throw this.admission.full(this.maxSessions);
     if (sampling && !this.stage.isTail) {
       throw new StageSessionError(
         `stage [${this.stage.from}, ${this.stage.to}) is not the tail; only the tail samples`,
@@ -191,32 +212,10 @@ export class StageHost {
       ? Math.min(maxContext, this.stage.config.contextLength)
       : this.defaultContext;
     this.sessions.set(sessionId, {
-      session: this.#newSession(nCtx),
+      session: this.admission.allocate(nCtx, this.memoryBytes.kvCache),
       sampler,
       topLogprobs: sampling?.topLogprobs ?? 0,
     });
-  }
-
-  /**
-   * A KV cache for a new session. When the backend's memory is full (on WASM, KV caches, prefix
-   * blocks and activations share one memory), prefix blocks are given back until it fits; when
-   * none are left it is "exhausted" (the head waits for room or says the stage is busy). Before,
-   * a plain error failed the request while the prefix cache kept memory it could give.
-   */
-  #newSession(nCtx: number): Session {
-    for (;;) {
-      try {
-        return this.stage.newSession(nCtx, this.kvType);
-      } catch (e) {
-        if (!(e instanceof BackendMemoryError)) throw e;
-        if (this.stage.prefixCache?.shrink()) continue;
-        throw new StageSessionError(
-          `stage [${this.stage.from}, ${this.stage.to}) has no memory for another session's ` +
-            `KV cache (${nCtx} positions): ${e.message}`,
-          "exhausted",
-        );
-      }
-    }
   }
 
   /**
