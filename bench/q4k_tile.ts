@@ -1,7 +1,8 @@
 /**
  * Q4_K matmul microbenchmark: two builds of the WASM kernels in one process, taking turns, one
  * thread, best of 7, on TinyLlama-1.1B's Q4_K shapes (2048 × 2048 q/o, 5632 × 2048 gate/up) at
- * 1, 8, 16, 64 and 128 activation rows. Each side gets its own memory, lays the same weights out
+ * 1 to 8, 16, 64 and 128 activation rows (or those of a second argument, e.g. `2,3,4,5`: 2 to 5
+ * are a few sessions decoding together, 6 and 7 a padded 8-row tile). Each side gets its own memory, lays the same weights out
  * with its own repackQ4K and converts the same activation with its own permuteQ4KAct (timed with
  * the matmul). The other build is usually an earlier commit's:
  *
@@ -106,15 +107,18 @@ function prepare(s: Side, wData: Uint8Array, M: number, n: number, x: Float32Arr
 
 const other = Deno.args[0];
 if (!other) {
-  console.error("usage: deno run -A bench/q4k_tile.ts OTHER_KERNELS.wasm");
+  console.error("usage: deno run -A bench/q4k_tile.ts OTHER_KERNELS.wasm [ROWS,ROWS,…]");
   Deno.exit(2);
 }
+const rowCounts = Deno.args[1]
+  ? Deno.args[1].split(",").map(Number)
+  : [1, 2, 3, 4, 5, 6, 7, 8, 16, 64, 128];
 await buildWasm();
 const a = new Side(new WebAssembly.Module(await Deno.readFile(other)), "other");
 const b = new Side(new WebAssembly.Module(await Deno.readFile(WASM_URL)), "this");
 for (const [M, n] of [[2048, 2048], [5632, 2048]]) {
   const wData = weights(M, n);
-  for (const T of [1, 8, 16, 64, 128]) {
+  for (const T of rowCounts) {
     const x = new Float32Array(T * n);
     for (let i = 0; i < x.length; i++) x[i] = (rnd() - 0.5) * 8;
     const pa = prepare(a, wData, M, n, x, T);

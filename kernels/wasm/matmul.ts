@@ -84,6 +84,15 @@ function groupedRows(rows: number): number {
   return tiled >= 8 && rows - tiled >= 3 ? tiled + 4 : tiled;
 }
 
+/**
+ * The activation rows the Q4_K kernel reads in groups of 4 (q4kRows in assembly/index.ts): its
+ * 8-row tiles, the last padded from 5 rows, and a 4-row tile where 3 or 4 rows are left.
+ */
+function q4kRows(rows: number): number {
+  const tiled = (rows & 7) >= 5 ? (rows + 7) & ~7 : rows & ~7;
+  return rows - tiled >= 3 ? tiled + 4 : tiled;
+}
+
 /** The activation rows in 8-row tiles, the last padded from 6 rows (tiledRows in assembly/index.ts). */
 function tiledRows(rows: number): number {
   return (rows & 7) >= 6 ? (rows + 7) & ~7 : rows & ~7;
@@ -167,9 +176,9 @@ export class Matmuls {
       ? align(rows * n * 2)
       : 0;
     // Q8_K activations also keep the Q4_K kernel's form (after q16): its tiles' rows in groups
-    // of 4 (1104 bytes per group and super-block) and every row's 32-element sums (i16), made
-    // when a Q4_K weight first reads them
-    const q4kBytes = isK ? align((tiledRows(rows) / 4) * nb * 1104) + align(rows * nb * 16) : 0;
+    // of 4 (1104 bytes per group and super-block, q4kRows) and every row's 32-element sums
+    // (i16), made when a Q4_K weight first reads them
+    const q4kBytes = isK ? align((q4kRows(rows) / 4) * nb * 1104) + align(rows * nb * 16) : 0;
     // … and the Q6_K kernel's pair-ordered quants and 32·pair sums (after those)
     const q6kBytes = isK ? 2 * align(rows * n) : 0;
     if (

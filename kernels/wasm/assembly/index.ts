@@ -1442,12 +1442,34 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 // Quads 8p..8p+7 hold sub-block 2p in their low nibbles and 2p + 1 in their high ones (elements
 // 4(k − 8p)..+3 of each). Rows after the full groups stay as the file has them (q4kRawRow).
 //
-// Activation (permuteQ4KAct): the rows of 8-row tiles (tiledRows) in groups of 4, Q8KG bytes per
-// super-block: quad q of sub-block j of row t at 128j + 16q + 4t, the 4 rows' yd (f32) at 1024,
-// their sub-block sums as i16 pairs [b_2p t0, b_2p+1 t0, b_2p t1, …] at 1040 + 16p; after the
-// groups, bs16 [T·nb × 8] i16: every row's sub-block sums. Rows outside the tiles read the Q8_K
-// quants as they are.
+// Activation (permuteQ4KAct): the rows of the 8-row and 4-row tiles (q4kRows) in groups of 4,
+// Q8KG bytes per super-block: quad q of sub-block j of row t at 128j + 16q + 4t, the 4 rows' yd
+// (f32) at 1024, their sub-block sums as i16 pairs [b_2p t0, b_2p+1 t0, b_2p t1, …] at
+// 1040 + 16p; after the groups, bs16 [T·nb × 8] i16: every row's sub-block sums. Rows outside the
+// tiles read the Q8_K quants as they are.
 const Q8KG: usize = 1104;
+
+// Rows left (T mod 8) from which a Q4_K matmul takes one more 8-row tile, padded with zero rows
+// (5 rows: a padded tile 0.88-0.89× the time of a 4-row tile and a single row), and those from
+// which it takes a 4-row tile (q4kTile4; 3 rows, padded: 0.68-0.74× three single rows). 2 rows
+// take the 2-row pass (q4kgRow2: 0.66-0.69× two single rows; a padded 4-row tile was 1.1× them),
+// 1 the single-row one (bench/q4k_tile.ts). Every form takes a weight group from memory once for
+// all of these rows (the single rows, too, re-read it from L1): what they save is work, the
+// group's header decoded and its nibbles unpacked once rather than once per row.
+const Q4K_PAD8 = 5;
+const Q4K_PAD4 = 3;
+
+// The activation rows in the Q4_K kernel's 8-row tiles (the last perhaps padded, Q4K_PAD8).
+@inline function q4kTiled(T: i32): i32 {
+  return (T & 7) >= Q4K_PAD8 ? (T + 7) & ~7 : T & ~7;
+}
+
+// The activation rows in Q4_K tiles: those of the 8-row tiles, and 4 more where Q4K_PAD4 or more
+// are left after them.
+@inline function q4kRows(T: i32): i32 {
+  const tiled = q4kTiled(T);
+  return T - tiled >= Q4K_PAD4 ? tiled + 4 : tiled;
+}
 const Q4KG: usize = 576;
 const Q4K_CONSTS: usize = memory.data<i32>([
   0x3f3f3f3f, 0x3f3f3f3f, 0x3f3f3f3f, 0x3f3f3f3f,
@@ -1482,7 +1504,7 @@ export function repackQ4K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): vo
  */
 export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n: i32, T: i32): void {
   const nb = n >> 8;
-  const G = tiledRows(T) >> 2;
+  const G = q4kRows(T) >> 2;
   for (let g = 0; g < G; g++) {
     const t0 = g << 2;
     for (let i = 0; i < nb; i++) {
@@ -1720,6 +1742,57 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
   transposeStore(out, outStride, t + 4, r, s01, s11, s21, s31, nt - 4);
 }
 
+// 4 weight rows (the group at gw) × the 4 activation rows of the Q8KG group at ag: q4kTile8 with
+// one activation group, for the rows after the 8-row tiles (a few sessions decoding together, a
+// batch's last rows; q4kRows): the group's weights are read once for 4 activation rows rather
+// than once per row. Lanes = activation rows; the first nt stored.
+@inline function q4kTile4(gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32, scr: usize): void {
+  const m4 = mask4();
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q4KG;
+    const a0 = ag + <usize> i * Q8KG;
+    q4kgHeader(blk, scr);
+    let t0 = i32x4.splat(0), t1 = i32x4.splat(0), t2 = i32x4.splat(0), t3 = i32x4.splat(0);
+    for (let p: usize = 0; p < 4; p++) {
+      const qb = blk + 64 + (p << 7);
+      const xa = a0 + (p << 8);
+      // sub-blocks 2p (low nibbles) and 2p + 1 (high) in one pass: 8 sums fit here
+      let c0 = i32x4.splat(0), c1 = i32x4.splat(0), c2 = i32x4.splat(0), c3 = i32x4.splat(0);
+      let d0 = i32x4.splat(0), d1 = i32x4.splat(0), d2 = i32x4.splat(0), d3 = i32x4.splat(0);
+      for (let k: usize = 0; k < 128; k += 16) {
+        const v = v128.load(qb + k);
+        const q = v128.and(v, m4);
+        const h = hiNibM(v, m4);
+        const x0 = v128.load(xa + k);
+        const x1 = v128.load(xa + 128 + k);
+        c0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 0, 0, 0, 0), c0);
+        d0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 0, 0, 0, 0), d0);
+        c1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 1, 1, 1, 1), c1);
+        d1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 1, 1, 1, 1), d1);
+        c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 2, 2, 2, 2), c2);
+        d2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 2, 2, 2, 2), d2);
+        c3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 3, 3, 3, 3), c3);
+        d3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 3, 3, 3, 3), d3);
+      }
+      const sc = v128.load(scr + (p << 5));
+      const sd = v128.load(scr + (p << 5) + 16);
+      t0 = madd32(madd32(t0, c0, v128.shuffle<i32>(sc, sc, 0, 0, 0, 0)), d0, v128.shuffle<i32>(sd, sd, 0, 0, 0, 0));
+      t1 = madd32(madd32(t1, c1, v128.shuffle<i32>(sc, sc, 1, 1, 1, 1)), d1, v128.shuffle<i32>(sd, sd, 1, 1, 1, 1));
+      t2 = madd32(madd32(t2, c2, v128.shuffle<i32>(sc, sc, 2, 2, 2, 2)), d2, v128.shuffle<i32>(sd, sd, 2, 2, 2, 2));
+      t3 = madd32(madd32(t3, c3, v128.shuffle<i32>(sc, sc, 3, 3, 3, 3)), d3, v128.shuffle<i32>(sd, sd, 3, 3, 3, 3));
+    }
+    const y = v128.load(a0 + 1024);
+    const dv = v128.load(scr + 192);
+    const mv = v128.load(scr + 208);
+    s0 = q4kFloat(s0, v128.shuffle<i32>(dv, dv, 0, 0, 0, 0), v128.shuffle<i32>(mv, mv, 0, 0, 0, 0), y, t0, q4kgMins(scr, 0, a0));
+    s1 = q4kFloat(s1, v128.shuffle<i32>(dv, dv, 1, 1, 1, 1), v128.shuffle<i32>(mv, mv, 1, 1, 1, 1), y, t1, q4kgMins(scr, 1, a0));
+    s2 = q4kFloat(s2, v128.shuffle<i32>(dv, dv, 2, 2, 2, 2), v128.shuffle<i32>(mv, mv, 2, 2, 2, 2), y, t2, q4kgMins(scr, 2, a0));
+    s3 = q4kFloat(s3, v128.shuffle<i32>(dv, dv, 3, 3, 3, 3), v128.shuffle<i32>(mv, mv, 3, 3, 3, 3), y, t3, q4kgMins(scr, 3, a0));
+  }
+  transposeStore(out, outStride, t, r, s0, s1, s2, s3, nt);
+}
+
 // One activation row (its Q8_K quants at a, scales at ad, sub-block sums at bs16) against the 4
 // weight rows of the group at gw, lanes = weight rows: each activation quad broadcast and dotted
 // with the 4 rows' quads (Q4_0's single-row form); decode. One sequential weight stream per
@@ -1780,6 +1853,93 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
     sumf = q4kFloat(sumf, v128.load(scr + 192), v128.load(scr + 208), y, tot, summ);
   }
   return sumf;
+}
+
+// q4kgRow for two activation rows (Q8_K quants at a and a + as, scales at ad and ad + ds, sums at
+// bs16 and bs16 + bss): the group's header decoded and its nibbles unpacked once for both; their
+// 4 weight rows stored at out rows t and t + 1 (a batch's last 2 rows, two sessions decoding).
+@inline function q4kgRow2(
+  gw: usize, nb: i32, a: usize, as: usize, ad: usize, ds: usize, bs16: usize, bss: usize, scr: usize,
+  out: usize, outStride: i32, t: i32, r: i32,
+): void {
+  const m4 = mask4();
+  let sumf = f32x4.splat(0), sumg = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q4KG;
+    const qa = a + (<usize> i << 8);
+    const qc = qa + as;
+    q4kgHeader(blk, scr);
+    let tot = i32x4.splat(0), tou = i32x4.splat(0);
+    for (let p: usize = 0; p < 4; p++) {
+      const qb = blk + 64 + (p << 7);
+      let cA = i32x4.splat(0), cB = i32x4.splat(0), dA = i32x4.splat(0), dB = i32x4.splat(0);
+      for (let h: usize = 0; h < 2; h++) {
+        // quads 4h..4h+3 of the two sub-blocks: one 16-byte load of each row's activation
+        const xa = v128.load(qa + (p << 6) + (h << 4));
+        const xb = v128.load(qa + (p << 6) + 32 + (h << 4));
+        const ya = v128.load(qc + (p << 6) + (h << 4));
+        const yb = v128.load(qc + (p << 6) + 32 + (h << 4));
+        const qh = qb + (h << 6);
+        let v = v128.load(qh);
+        let lo = v128.and(v, m4), hi = hiNibM(v, m4);
+        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 0, 0, 0, 0), lo, cA);
+        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 0, 0, 0, 0), hi, cB);
+        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 0, 0, 0, 0), lo, dA);
+        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 0, 0, 0, 0), hi, dB);
+        v = v128.load(qh + 16);
+        lo = v128.and(v, m4), hi = hiNibM(v, m4);
+        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 1, 1, 1, 1), lo, cA);
+        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 1, 1, 1, 1), hi, cB);
+        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 1, 1, 1, 1), lo, dA);
+        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 1, 1, 1, 1), hi, dB);
+        v = v128.load(qh + 32);
+        lo = v128.and(v, m4), hi = hiNibM(v, m4);
+        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 2, 2, 2, 2), lo, cA);
+        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 2, 2, 2, 2), hi, cB);
+        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 2, 2, 2, 2), lo, dA);
+        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 2, 2, 2, 2), hi, dB);
+        v = v128.load(qh + 48);
+        lo = v128.and(v, m4), hi = hiNibM(v, m4);
+        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 3, 3, 3, 3), lo, cA);
+        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 3, 3, 3, 3), hi, cB);
+        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 3, 3, 3, 3), lo, dA);
+        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 3, 3, 3, 3), hi, dB);
+      }
+      const sA = v128.load(scr + (p << 5));
+      const sB = v128.load(scr + (p << 5) + 16);
+      tot = madd32(madd32(tot, cA, sA), cB, sB);
+      tou = madd32(madd32(tou, dA, sA), dB, sB);
+    }
+    const m0 = v128.load(scr + 128), m1 = v128.load(scr + 144);
+    const m2 = v128.load(scr + 160), m3 = v128.load(scr + 176);
+    const bs = v128.load(bs16 + (<usize> i << 4));
+    const summ = i32x4.add(
+      i32x4.add(
+        i32x4.dot_i16x8_s(m0, v128.shuffle<i32>(bs, bs, 0, 0, 0, 0)),
+        i32x4.dot_i16x8_s(m1, v128.shuffle<i32>(bs, bs, 1, 1, 1, 1)),
+      ),
+      i32x4.add(
+        i32x4.dot_i16x8_s(m2, v128.shuffle<i32>(bs, bs, 2, 2, 2, 2)),
+        i32x4.dot_i16x8_s(m3, v128.shuffle<i32>(bs, bs, 3, 3, 3, 3)),
+      ),
+    );
+    const bt = v128.load(bs16 + bss + (<usize> i << 4));
+    const sumn = i32x4.add(
+      i32x4.add(
+        i32x4.dot_i16x8_s(m0, v128.shuffle<i32>(bt, bt, 0, 0, 0, 0)),
+        i32x4.dot_i16x8_s(m1, v128.shuffle<i32>(bt, bt, 1, 1, 1, 1)),
+      ),
+      i32x4.add(
+        i32x4.dot_i16x8_s(m2, v128.shuffle<i32>(bt, bt, 2, 2, 2, 2)),
+        i32x4.dot_i16x8_s(m3, v128.shuffle<i32>(bt, bt, 3, 3, 3, 3)),
+      ),
+    );
+    const dv = v128.load(scr + 192), mv = v128.load(scr + 208);
+    sumf = q4kFloat(sumf, dv, mv, f32x4.splat(load<f32>(ad + (<usize> i << 2))), tot, summ);
+    sumg = q4kFloat(sumg, dv, mv, f32x4.splat(load<f32>(ad + ds + (<usize> i << 2))), tou, sumn);
+  }
+  storeRows4(out, outStride, t, r, sumf);
+  storeRows4(out, outStride, t + 1, r, sumg);
 }
 
 // One Q4_K row as the file has it (rows after the full groups) · one activation row, in the same
@@ -2330,8 +2490,9 @@ export function mmK(
   if (kind == 12) {
     // Q4_K (quad groups): aq16 holds the tiles' activation groups, then bs16 (permuteQ4KAct)
     const full = r0 + ((r1 - r0) & ~3);
-    const tiled = tiledRows(T);
-    const bs16 = aq16 + <usize> (tiled >> 2) * <usize> nb * Q8KG;
+    const tiled = q4kTiled(T);
+    const grouped = q4kRows(T);
+    const bs16 = aq16 + <usize> (grouped >> 2) * <usize> nb * Q8KG;
     // activation rows in blocks of 32, so that a block's groups (32·n bytes and their sums) stay
     // in L2 while every weight group of the chunk passes over them
     for (let tb = 0; tb < tiled; tb += 32) {
@@ -2344,10 +2505,22 @@ export function mmK(
       }
     }
     if (tiled < T) {
-      // the rest (decode, a few sessions' rows, a batch's last 1-5) one activation row at a time
+      // the rest (decode, a few sessions' rows, a batch's last 1-4): 3 or 4 in a 4-row tile
+      // (q4kRows), 2 in the 2-row pass, 1 alone; each weight group passes once for them all
+      const ag = aq16 + <usize> (tiled >> 2) * <usize> nb * Q8KG;
       for (let r = r0; r < full; r += 4) {
         const gw = w + <usize> r * rowBytes;
-        for (let t = tiled; t < T; t++) {
+        if (grouped > tiled) q4kTile4(gw, nb, ag, out, outStride, tiled, r, min<i32>(4, T - tiled), scr);
+        let t = grouped;
+        if (t + 2 == T) {
+          const o = <usize> (t * nb);
+          q4kgRow2(
+            gw, nb, aq + (o << 8), <usize> nb << 8, ad + (o << 2), <usize> nb << 2, bs16 + (o << 4),
+            <usize> nb << 4, scr, out, outStride, t, r,
+          );
+          t = T;
+        }
+        for (; t < T; t++) {
           const v = q4kgRow(
             gw,
             nb,

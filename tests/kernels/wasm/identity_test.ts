@@ -161,7 +161,8 @@ Deno.test("wasm matmul Q8_0, Q4_0 and Q4_K: batches of 1-17 rows (a decode step 
   // the biased Q8_0 kernel's, the Q4_0 kernel's and the Q4_K kernel's tiles of 8 activation rows
   // (over row groups of 4, the last one padded), of 4, and single rows in every mix, at the 110M
   // model's width and an odd block count; 38 output rows leave a partial weight group; Q4_K also
-  // 38 and 70 rows (tiles across its 32-row activation blocks, a padded last tile)
+  // 35, 38 and 70 rows (tiles across its 32-row activation blocks, a padded last 4-row or 8-row
+  // tile; its 2-row pass and 4-row tiles are in 2-4 and 10-12)
   const wasm = await createWasmBackend({ threads: 2 });
   const ref = createReferenceBackend();
   try {
@@ -172,7 +173,7 @@ Deno.test("wasm matmul Q8_0, Q4_0 and Q4_K: batches of 1-17 rows (a decode step 
         const spec = { name: "batch", type, shape: [n, m], data: weightBytes(type, n, m, 5) };
         const ww = wasm.upload(spec);
         const wr = ref.upload(spec);
-        const rowCounts = Array.from({ length: 17 }, (_, i) => i + 1).concat(k ? [38, 70] : []);
+        const rowCounts = Array.from({ length: 17 }, (_, i) => i + 1).concat(k ? [35, 38, 70] : []);
         for (const rows of rowCounts) {
           const x = rand(rows * n, 600 + rows, 6);
           const [xw, xr] = [bufOf(wasm, x), bufOf(ref, x)];
