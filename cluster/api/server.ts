@@ -10,9 +10,10 @@
  * @module
  */
 import * as http from "node:http";
-import type * as net from "node:net";
+import * as net from "node:net";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isLoopback } from "../rpc/mod.ts";
+import { type ConnectionActivity, guardListener } from "../net/mod.ts";
 import { ApiError, toApiError } from "./errors.ts";
 import { findModel, type GenerationParams, type TextGenerator } from "./generator.ts";
 import { type Endpoint, parseRequest } from "./request.ts";
@@ -47,8 +48,13 @@ export interface ApiServerOptions {
   headersTimeoutMs?: number;
   /** A request's body must arrive within this many ms (408 otherwise); default 30 s. */
   bodyTimeoutMs?: number;
-  /** Most open connections; beyond, a new one is answered 503 and closed. Default 1024. */
+  /**
+   * Most open connections; beyond, the oldest with no request in flight is closed to make room,
+   * and with every one busy a new one is answered 503 and closed. Default 1024.
+   */
   maxConnections?: number;
+  /** How often the listener checks it still accepts (ms; 0: never); default 5 s. */
+  probeEveryMs?: number;
   /**
    * A stream that sent nothing for this many ms sends an SSE comment (`: keep-alive`), so
    * proxies and clients with read timeouts wait for a queued request; default 15 s.
@@ -109,16 +115,8 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const headersTimeout = opts.headersTimeoutMs ?? 10_000;
   const corsOrigins = opts.corsOrigins ?? [];
   const bodyTimeout = opts.bodyTimeoutMs ?? 30_000;
-  // A connection gets `headersTimeout` to send each request's headers (and to stay idle between
-  // keep-alive requests): slow-loris connections cannot hold sockets open.
-  const idle = new Map<net.Socket, ReturnType<typeof setTimeout>>();
-  const arm = (s: net.Socket) => {
-    clearTimeout(idle.get(s));
-    idle.set(s, setTimeout(() => s.destroy(), headersTimeout));
-  };
-  // Requests of a connection not answered yet: pipelined requests overlap, and the first one's
-  // answer must not arm the timer under the next one's stream (it cut it after the timeout).
-  const inFlight = new Map<net.Socket, number>();
+  // What each connection's guard is told (cluster/net): a request marks it busy until answered.
+  const activity = new WeakMap<net.Socket, ConnectionActivity>();
   /**
    * Log a failed request at a level by its status (clients' mistakes and overload answers are
    * not the server's failures) and return what the client is told. An internal error's stack is
@@ -142,17 +140,16 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     });
     return err;
   };
-  const server = http.createServer((req, res) => {
-    const socket = req.socket;
-    clearTimeout(idle.get(socket));
-    inFlight.set(socket, (inFlight.get(socket) ?? 0) + 1);
+  const http1 = http.createServer((req, res) => {
+    // Pipelined requests overlap: the connection idles (its headers timeout runs) only once
+    // every one of them is answered.
+    const a = activity.get(req.socket as net.Socket);
+    a?.busy();
     let answered = false;
     const onAnswered = () => {
       if (answered) return;
       answered = true;
-      const left = (inFlight.get(socket) ?? 1) - 1;
-      inFlight.set(socket, left);
-      if (left === 0 && !socket.destroyed) arm(socket);
+      a?.done();
     };
     res.once("finish", onAnswered);
     res.once("close", onAnswered);
@@ -162,9 +159,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       else res.destroy();
     });
   });
-  // Our idle timer (arm) is the keep-alive limit; the runtime's own (Node's 5 s default) closed
+  // The guard's idle timer is the keep-alive limit; the runtime's own (Node's 5 s default) closed
   // idle connections before it and announced `Keep-Alive: timeout=5` whatever the flag said.
-  server.keepAliveTimeout = headersTimeout;
+  http1.keepAliveTimeout = headersTimeout;
 
   async function handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     // "//v1/models" parsed against a base is a URL of host "v1": take the request target as a
@@ -326,23 +323,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   }
 
   const sockets = new Set<net.Socket>();
-  const maxConnections = opts.maxConnections ?? 1024;
-  server.on("connection", (s) => {
-    s.on("error", () => {});
-    if (sockets.size >= maxConnections) {
-      s.end(TOO_MANY_CONNECTIONS);
-      return;
-    }
-    sockets.add(s);
-    s.setNoDelay(true);
-    arm(s);
-    s.once("close", () => {
-      sockets.delete(s);
-      clearTimeout(idle.get(s));
-      idle.delete(s);
-      inFlight.delete(s);
-    });
-  });
+  // The HTTP server listens itself: under Deno 2.9 a connection handed to it from another
+  // listener (emit "connection") gets no second request (keep-alive broken).
+  const server = http1;
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error & { code?: string }) => {
       const why = e.code === "EADDRINUSE"
@@ -356,6 +339,27 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       resolve();
     });
   });
+  // A connection gets `headersTimeout` to send each request's headers, and to idle between
+  // keep-alive requests: slow-loris connections cannot hold sockets open. At the cap, the oldest
+  // connection with nothing in flight makes room; when all are busy, the new one gets a 503. The
+  // guard also reopens the listener when an EMFILE left it deaf (cluster/net/node_listener.ts).
+  const guarded = guardListener(server, {
+    name: "HTTP API listener",
+    limits: {
+      maxConnections: opts.maxConnections ?? 1024,
+      silentMs: headersTimeout,
+      idleMs: headersTimeout,
+    },
+    probeEveryMs: opts.probeEveryMs,
+    refuse: (s) => s.end(TOO_MANY_CONNECTIONS),
+    // The HTTP server serves the socket (its own "connection" handler); the guard keeps count.
+    serve: (socket, a) => {
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+      socket.setNoDelay(true);
+      activity.set(socket, a);
+    },
+  });
   if (!isLoopback(host) && !opts.apiKey) {
     opts.log?.(
       "warn",
@@ -366,6 +370,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     port: (server.address() as net.AddressInfo).port,
     close: () =>
       new Promise<void>((resolve) => {
+        guarded.stop();
         server.close(() => resolve());
         for (const s of sockets) s.destroy();
       }),

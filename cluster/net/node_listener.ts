@@ -40,6 +40,11 @@ export interface GuardedListenerOptions {
   serve(socket: net.Socket, activity: ConnectionActivity): void;
   /** Close a connection the guard gives up on; default: destroy the socket. */
   close?: (socket: net.Socket, why: CloseReason) => void;
+  /**
+   * Turn away a new connection while every open one is busy; default: destroy it (an HTTP
+   * listener may answer a 503 first).
+   */
+  refuse?: (socket: net.Socket) => void;
   /** How often to check the listener still accepts (ms); 0: never. Default 5 s. */
   probeEveryMs?: number;
   warn?: Warn;
@@ -81,7 +86,7 @@ export function guardListener(server: net.Server, opts: GuardedListenerOptions):
       return;
     }
     if (!guard.admit(socket)) {
-      socket.destroy();
+      (opts.refuse ?? ((s) => s.destroy()))(socket);
       return;
     }
     socket.once("close", () => guard.release(socket));

@@ -104,8 +104,9 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
   // The guard's idle timer is the keep-alive limit; the runtime's own (5 s) would come first.
   http1.keepAliveTimeout = limits.idleMs;
   const sockets = new Set<net.Socket>();
-  // A plain TCP listener hands connections to the HTTP server, so the guard sees each one first.
-  const server = net.createServer();
+  // The HTTP server listens itself: under Deno 2.9 a connection handed to it from another
+  // listener (emit "connection") gets no second request (keep-alive broken).
+  const server = http1;
   await new Promise<void>((resolve, reject) => {
     const onError = (e: Error & { code?: string }) => {
       const why = e.code === "EADDRINUSE"
@@ -124,11 +125,11 @@ export async function startMetricsServer(opts: MetricsServerOptions): Promise<Me
     limits,
     probeEveryMs: opts.probeEveryMs,
     warn: opts.warn,
+    // The HTTP server serves the socket (its own "connection" handler); the guard keeps count.
     serve: (socket, a) => {
       sockets.add(socket);
       socket.once("close", () => sockets.delete(socket));
       activity.set(socket, a);
-      http1.emit("connection", socket);
     },
   });
   return {

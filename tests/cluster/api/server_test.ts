@@ -390,6 +390,44 @@ Deno.test({
 });
 
 Deno.test({
+  name: "at the connection cap with every connection busy, a new one gets 503 and Retry-After",
+  fn: async () => {
+    const api = await startApiServer({
+      port: 0,
+      generator: pacedGenerator({ tokens: 40, gapMs: 50 }),
+      maxConnections: 2,
+    });
+    const conns: Deno.Conn[] = [];
+    try {
+      const body = JSON.stringify({ model: "fake", prompt: "a", max_tokens: 40, stream: true });
+      for (let i = 0; i < 2; i++) {
+        const c = await Deno.connect({ hostname: "127.0.0.1", port: api.port });
+        conns.push(c);
+        await c.write(new TextEncoder().encode(
+          `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
+            `content-length: ${body.length}\r\n\r\n${body}`,
+        ));
+        assert((await readUntil(c, "data: {", 3000)).found, "the stream started");
+      }
+      const extra = await Deno.connect({ hostname: "127.0.0.1", port: api.port });
+      conns.push(extra);
+      const { text } = await readUntil(extra, "}}", 3000);
+      assert(text.startsWith("HTTP/1.1 503"), text);
+      assert(/retry-after: 1/i.test(text), text);
+      // The busy ones were not cut for it.
+      assert((await readUntil(conns[0], "data: [DONE]", 5000)).found, "a busy stream was cut");
+    } finally {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed by the server */ }
+      }
+      await api.close();
+    }
+  },
+});
+
+Deno.test({
   name: "pipelined keep-alive requests: a stream longer than the header timeout is not cut",
   fn: async () => {
     const api = await startApiServer({

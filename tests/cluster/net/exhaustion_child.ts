@@ -1,5 +1,5 @@
 /**
- * An agent's four listeners in one process, for exhaustion_test.ts to run under a low
+ * An agent's five listeners in one process, for exhaustion_test.ts to run under a low
  * `ulimit -n`: prints their ports, then answers "exhaust" (hold every free descriptor),
  * "attribute" (open a session on a stage here, and say what error the head would get),
  * "release" (give the descriptors back) and "quit".
@@ -10,6 +10,7 @@ import { createRpcTransport } from "../../../cluster/rpc/transport.ts";
 import { startTcpPlane } from "../../../cluster/rpc/tcp_plane.ts";
 import { UdpTransport } from "../../../cluster/gossip/transport.ts";
 import { RemoteStageLink } from "../../../cluster/pipeline/remote_link.ts";
+import { startApiServer } from "../../../cluster/api/server.ts";
 
 // Registered now: the runtime opens a descriptor for its first signal listener, and panics
 // when it cannot (the agent registers SIGTERM at start the same way).
@@ -33,12 +34,23 @@ const gossip = await UdpTransport.listen({
   streamLimits: limits,
   probeEveryMs,
 });
+const api = await startApiServer({
+  port: 0,
+  maxConnections: limits.maxConnections,
+  probeEveryMs,
+  generator: {
+    models: () => [],
+    health: () => ({ status: "ok" }),
+    generate: async function* () {},
+  },
+});
 const transport = await createRpcTransport(`127.0.0.1:${rpc.port}`);
 console.log(JSON.stringify({
   metrics: metrics.port,
   rpc: rpc.port,
   plane: plane.port,
   gossip: Number(gossip.addr.split(":")[1]),
+  api: api.port,
 }));
 const lines = Deno.stdin.readable.pipeThrough(new TextDecoderStream());
 let buf = "";
@@ -70,7 +82,13 @@ for await (const chunk of lines) {
       console.log(JSON.stringify({ name: e?.name, nodeId: e?.nodeId, message: e?.message }));
     } else if (cmd === "quit") {
       transport.close();
-      await Promise.all([metrics.close(), rpc.close(0), plane.close(), gossip.close()]);
+      await Promise.all([
+        metrics.close(),
+        rpc.close(0),
+        plane.close(),
+        gossip.close(),
+        api.close(),
+      ]);
       Deno.exit(0);
     }
   }

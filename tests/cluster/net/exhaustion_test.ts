@@ -90,6 +90,7 @@ Deno.test("every listener accepts again after the process ran out of descriptors
       rpc: new TextEncoder().encode("GET / HTTP/1.1\r\nhost: x\r\n\r\n"),
       plane: new TextEncoder().encode("XXXX"),
       gossip: new Uint8Array([0xff, 0xff, 0xff, 0xff]),
+      api: new TextEncoder().encode("GET /health HTTP/1.1\r\nhost: x\r\n\r\n"),
     };
     const deaf = new Set(Object.keys(ports));
     while (deaf.size > 0 && performance.now() - released < 6000) {

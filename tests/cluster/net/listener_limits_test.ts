@@ -127,3 +127,38 @@ Deno.test("RPC listener: a silent connection is closed after the timeout while a
     await server.close();
   }
 });
+
+Deno.test("metrics listener: a keep-alive connection answers its second scrape", async () => {
+  // Handed to the HTTP server from a plain TCP listener (emit "connection"), a connection got no
+  // answer to its second request under Deno 2.9, while the first one said keep-alive.
+  const m = await startMetricsServer({
+    port: 0,
+    metrics: () => Promise.resolve({ text: "up 1\n", contentType: "text/plain" }),
+    readiness: () => ({ serving: true }),
+  });
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: m.port });
+  try {
+    const get = new TextEncoder().encode("GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n");
+    const buf = new Uint8Array(4096);
+    for (const scrape of [1, 2]) {
+      await conn.write(get);
+      let text = "";
+      // The whole answer: its body, and the last chunk when the body is chunked.
+      const whole = () =>
+        text.includes("up 1\n") &&
+        (!/transfer-encoding: chunked/i.test(text) || text.endsWith("\r\n0\r\n\r\n"));
+      while (!whole()) {
+        const n = await conn.read(buf);
+        if (n === null) break;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+      }
+      assert(
+        text.startsWith("HTTP/1.1 200") && whole(),
+        `scrape ${scrape}: ${text}`,
+      );
+    }
+  } finally {
+    conn.close();
+    await m.close();
+  }
+});
