@@ -8,7 +8,6 @@
  */
 import { checkTemplateKwargs, TemplateKwargsError } from "../../model/chat/mod.ts";
 import { ApiError } from "./errors.ts";
-import type { Endpoint } from "./request.ts";
 
 /**
  * llama.cpp's names: "none" leaves the think block in `content`; "auto" and "deepseek" return it
@@ -32,8 +31,11 @@ type Obj = Record<string, unknown>;
 const bad = (param: string, message: string) =>
   new ApiError(400, message, "invalid_request_error", "invalid_value", param);
 
-/** `reasoning_format` and `chat_template_kwargs` of a request body, checked. */
-export function reasoningRequest(body: Obj, endpoint: Endpoint): ReasoningRequest {
+/**
+ * `reasoning_format` and `chat_template_kwargs` of a request body, checked; `chat`: the body
+ * came to /v1/chat/completions (elsewhere both are refused).
+ */
+export function reasoningRequest(body: Obj, chat: boolean): ReasoningRequest {
   // Neither llama.cpp nor vLLM reads a top-level enable_thinking; taken silently it would be
   // ignored, so the client is told where it goes.
   if (body.enable_thinking !== undefined && body.enable_thinking !== null) {
@@ -46,7 +48,7 @@ export function reasoningRequest(body: Obj, endpoint: Endpoint): ReasoningReques
   const format = body.reasoning_format;
   const kwargs = body.chat_template_kwargs;
   const given = (v: unknown) => v !== undefined && v !== null;
-  if (endpoint !== "chat") {
+  if (!chat) {
     for (const [key, v] of [["reasoning_format", format], ["chat_template_kwargs", kwargs]]) {
       if (given(v)) throw bad(key as string, `${key} is for /v1/chat/completions only`);
     }

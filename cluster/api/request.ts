@@ -150,7 +150,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   }
   refuseUnserved(body);
   const params: GenerationParams = { model: body.model };
-  const reasoning = reasoningRequest(body, endpoint);
+  const reasoning = reasoningRequest(body, endpoint === "chat");
   if (reasoning.kwargs) params.chatTemplateKwargs = reasoning.kwargs;
   let prompts: (string | number[])[] | undefined;
   let tools: ToolRequest | undefined;
