@@ -1453,7 +1453,7 @@ const Q8KG: usize = 1104;
 // (5 rows: a padded tile 0.88-0.89× the time of a 4-row tile and a single row), and those from
 // which it takes a 4-row tile (q4kTile4; 3 rows, padded: 0.68-0.74× three single rows). 2 rows
 // take the 2-row pass (q4kgRow2: 0.66-0.69× two single rows; a padded 4-row tile was 1.1× them),
-// 1 the single-row one (bench/q4k_tile.ts). Every form takes a weight group from memory once for
+// 1 the single-row one (bench/tools/q4k_tile.ts). Every form takes a weight group from memory once for
 // all of these rows (the single rows, too, re-read it from L1): what they save is work, the
 // group's header decoded and its nibbles unpacked once rather than once per row.
 const Q4K_PAD8 = 5;

@@ -1,5 +1,5 @@
 /**
- * Q4_K matmul microbenchmark: two builds of the WASM kernels in one process, taking turns, one
+ * Q4_K matmul microbenchmark (a kernel developer's tool, not one of `deno task bench`'s): two builds of the WASM kernels in one process, taking turns, one
  * thread, best of 7, on TinyLlama-1.1B's Q4_K shapes (2048 × 2048 q/o, 5632 × 2048 gate/up) at
  * 1 to 8, 16, 64 and 128 activation rows (or those of a second argument, e.g. `2,3,4,5`: 2 to 5
  * are a few sessions decoding together, 6 and 7 a padded 8-row tile). Each side gets its own memory, lays the same weights out
@@ -8,14 +8,14 @@
  *
  * ```sh
  * git archive <commit> | tar -x -C /tmp/base && deno run -A /tmp/base/kernels/wasm/build.ts
- * deno run -A bench/q4k_tile.ts /tmp/base/kernels/wasm/build/kernels.wasm
+ * deno run -A bench/tools/q4k_tile.ts /tmp/base/kernels/wasm/build/kernels.wasm
  * ```
  * Both layouts this engine has had are known: the class-pair layout (repackQ4K(w, nBlocks),
  * until 2026-12-06) and the quad groups (repackQ4K(w, rowBytes, nGroups, tmp)).
  *
  * @module
  */
-import { buildWasm, WASM_URL } from "../kernels/wasm/build.ts";
+import { buildWasm, WASM_URL } from "../../kernels/wasm/build.ts";
 
 type Fn = (...a: number[]) => number;
 type K = Record<string, Fn>;
@@ -107,7 +107,7 @@ function prepare(s: Side, wData: Uint8Array, M: number, n: number, x: Float32Arr
 
 const other = Deno.args[0];
 if (!other) {
-  console.error("usage: deno run -A bench/q4k_tile.ts OTHER_KERNELS.wasm [ROWS,ROWS,…]");
+  console.error("usage: deno run -A bench/tools/q4k_tile.ts OTHER_KERNELS.wasm [ROWS,ROWS,…]");
   Deno.exit(2);
 }
 const rowCounts = Deno.args[1]
