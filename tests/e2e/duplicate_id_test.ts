@@ -9,7 +9,7 @@ import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
 import { llmctlJson } from "../support/cli.ts";
 import { REPO } from "../support/paths.ts";
-import { encode } from "../../cluster/gossip/mod.ts";
+import { encode, labelHeader } from "../../cluster/gossip/mod.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
 
@@ -93,11 +93,16 @@ Deno.test("a refusal that comes late (a slow seed) still finds the agent with no
       (async () => {
         await conn.read(new Uint8Array(65536)).catch(() => null);
         await new Promise((r) => setTimeout(r, 700));
-        const reply = encode({
+        // A frame of the agent's cluster: its cluster-name header, then the message.
+        const header = labelHeader("default");
+        const body = encode({
           type: "error",
           code: "duplicate-id",
           message: 'node id "b" is already used by a live member at 10.9.9.9:7946',
         });
+        const reply = new Uint8Array(header.length + body.length);
+        reply.set(header);
+        reply.set(body, header.length);
         const frame = new Uint8Array(4 + reply.length);
         new DataView(frame.buffer).setUint32(0, reply.length);
         frame.set(reply, 4);
