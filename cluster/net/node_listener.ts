@@ -75,16 +75,33 @@ export function guardListener(server: net.Server, opts: GuardedListenerOptions):
   );
   /** Probes in flight: the probe's local port → mark it seen. */
   const probes = new Map<number, () => void>();
+  /**
+   * Connections accepted lately, by their remote port: the server may see a probe before the
+   * probe's own connect has returned and registered it (both ends are this process, and which
+   * callback runs first is up to the runtime); the probe then looks here.
+   */
+  const lately = new Map<number, { socket: net.Socket; at: number }>();
   server.on("connection", (socket: net.Socket) => {
     // A reset before anything is read must not crash the process; the layers above report
     // errors that matter through their own events.
     socket.on("error", () => {});
-    const probe = probes.get(socket.remotePort ?? -1);
+    const from = socket.remotePort ?? -1;
+    const probe = probes.get(from);
     if (probe) {
       probe();
       socket.destroy();
       return;
     }
+    // Oldest first (insertion order): those past a probe's wait are no probe's any more.
+    const now = performance.now();
+    for (const [p, e] of lately) {
+      if (now - e.at < ACCEPT_WITHIN_MS) break;
+      lately.delete(p);
+    }
+    lately.set(from, { socket, at: now });
+    socket.once("close", () => {
+      if (lately.get(from)?.socket === socket) lately.delete(from);
+    });
     if (!guard.admit(socket)) {
       (opts.refuse ?? ((s) => s.destroy()))(socket);
       return;
@@ -104,7 +121,7 @@ export function guardListener(server: net.Server, opts: GuardedListenerOptions):
     Deno.unrefTimer(timer as unknown as number);
   };
   const check = async () => {
-    const seen = await probe(dialHost(host), port, probes);
+    const seen = await probe(dialHost(host), port, probes, lately);
     if (stopped) return;
     if (seen === true) {
       backoff.ok();
@@ -146,6 +163,7 @@ async function probe(
   host: string,
   port: number,
   probes: Map<number, () => void>,
+  lately: Map<number, { socket: net.Socket }>,
 ): Promise<boolean | Error> {
   let conn: Deno.TcpConn;
   try {
@@ -164,6 +182,13 @@ async function probe(
   const local = (conn.localAddr as Deno.NetAddr).port;
   let seen = false;
   probes.set(local, () => (seen = true));
+  // Taken before the connect returned: served as a client's, so closed here.
+  const early = lately.get(local);
+  if (early) {
+    lately.delete(local);
+    early.socket.destroy();
+    seen = true;
+  }
   try {
     // Only time the event loop ran counts: a long computation holding the loop delays the
     // accept callback too, and must not read as a dead listener.

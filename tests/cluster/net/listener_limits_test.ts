@@ -162,3 +162,23 @@ Deno.test("metrics listener: a keep-alive connection answers its second scrape",
     await m.close();
   }
 });
+
+Deno.test("a healthy listener passes its own probe: no warning, no reopening", async () => {
+  // The server may take the probe's connection before the probe's connect returns and registers
+  // it (both ends are this process): every agent warned "cannot accept connections" at its first
+  // probe, 5 s after start, and reopened all four listeners.
+  const warnings: string[] = [];
+  const m = await startMetricsServer({
+    port: 0,
+    probeEveryMs: 100,
+    warn: (msg) => warnings.push(msg),
+    metrics: () => Promise.resolve({ text: "up 1\n", contentType: "text/plain" }),
+    readiness: () => ({ serving: true }),
+  });
+  try {
+    await new Promise((r) => setTimeout(r, 2000));
+    assertEquals(warnings, []);
+  } finally {
+    await m.close();
+  }
+});
