@@ -4,7 +4,6 @@
  * joined it, took a pipeline stage and served its requests (the name was only displayed), and
  * `--discover` was parsed but never started: two agents with it and no seeds stayed alone.
  */
-import dgram from "node:dgram";
 import { assert, assertEquals } from "../support/assert.ts";
 import {
   type AgentProcess,
@@ -16,6 +15,7 @@ import {
 } from "../support/agents.ts";
 import { llmctlJson } from "../support/cli.ts";
 import { REPO } from "../support/paths.ts";
+import { loopbackMulticastWorks } from "../support/multicast.ts";
 
 const STORIES = `${REPO}/models/stories260K.gguf`;
 
@@ -85,31 +85,7 @@ Deno.test('an agent of another --cluster-name cannot join through a seed of clus
   }
 });
 
-/** Whether a multicast datagram on loopback comes back here (a plain node:dgram probe). */
-async function loopbackMulticastWorks(): Promise<boolean> {
-  const sock = dgram.createSocket({ type: "udp4", reuseAddr: true });
-  try {
-    const heard = new Promise<boolean>((resolve) => {
-      sock.once("message", () => resolve(true));
-      setTimeout(() => resolve(false), 1000);
-    });
-    await new Promise<void>((resolve, reject) => {
-      sock.once("error", reject);
-      sock.bind(0, () => resolve());
-    });
-    sock.addMembership("239.255.79.48", "127.0.0.1");
-    sock.setMulticastInterface("127.0.0.1");
-    sock.setMulticastLoopback(true);
-    sock.send(new Uint8Array([1]), sock.address().port, "239.255.79.48");
-    return await heard;
-  } catch {
-    return false;
-  } finally {
-    sock.close();
-  }
-}
-
-const MULTICAST = await loopbackMulticastWorks();
+const MULTICAST = await loopbackMulticastWorks("239.255.79.48");
 
 Deno.test({
   name:

@@ -2,11 +2,11 @@
  * `--discover` in the agent (lifecycle's startDiscovery): where the network has no multicast the
  * agent warns and goes on; where it has, two agents without seeds find each other and join.
  */
-import dgram from "node:dgram";
 import { startDiscovery } from "../../../cluster/agent/lifecycle.ts";
 import type { AgentState } from "../../../cluster/agent/state.ts";
 import { localConfig, Memberlist } from "../../../cluster/gossip/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
+import { loopbackMulticastWorks } from "../../support/multicast.ts";
 
 /** The parts of an agent startDiscovery reads, around a real gossip member on loopback. */
 async function fakeAgent(id: string, bind: string) {
@@ -39,33 +39,9 @@ Deno.test("--discover where multicast cannot be joined: a warning naming the cau
   }
 });
 
-/** Whether a multicast datagram on loopback comes back here (a plain node:dgram probe). */
-async function loopbackMulticastWorks(): Promise<boolean> {
-  const sock = dgram.createSocket({ type: "udp4", reuseAddr: true });
-  try {
-    const heard = new Promise<boolean>((resolve) => {
-      sock.once("message", () => resolve(true));
-      setTimeout(() => resolve(false), 1000);
-    });
-    await new Promise<void>((resolve, reject) => {
-      sock.once("error", reject);
-      sock.bind(0, () => resolve());
-    });
-    sock.addMembership("239.255.79.49", "127.0.0.1");
-    sock.setMulticastInterface("127.0.0.1");
-    sock.setMulticastLoopback(true);
-    sock.send(new Uint8Array([1]), sock.address().port, "239.255.79.49");
-    return await heard;
-  } catch {
-    return false;
-  } finally {
-    sock.close();
-  }
-}
-
 Deno.test({
   name: "--discover: two agents without seeds join each other, and stop announcing once they leave",
-  ignore: !(await loopbackMulticastWorks()),
+  ignore: !(await loopbackMulticastWorks("239.255.79.49")),
   fn: async () => {
     const port = 20000 + Math.floor(Math.random() * 20000);
     const agents = [await fakeAgent("a", "127.0.0.1"), await fakeAgent("b", "127.0.0.1")];
