@@ -198,11 +198,19 @@ Deno.test("prefix cache with replicas: a chat's next turn goes back to the repli
     // The next turn: load alone would send it to the other replica, whose cache is empty.
     const next = await ask(head.httpPort, SYSTEM + "Her mom said, and then");
     const n = next.usage.prompt_tokens_details.cached_tokens;
-    assert(n >= 32, `cached tokens ${n}: the turn went where its history is cached`);
     const prefixRoutes = await routed(
       head.metricsPort,
       "distributed_llm_replica_prefix_routes_total",
     );
+    // Where it went and what the head knew, should it go elsewhere (a rare full-suite failure).
+    const seen = JSON.stringify({
+      x,
+      prefixRoutes,
+      requests: await routed(head.metricsPort, requests),
+      sessions: await routed(head.metricsPort, sessions),
+      warnings: head.logs.filter((l) => l.level === "warn").map((l) => l.msg),
+    });
+    assert(n >= 32, `cached tokens ${n}: the turn went where its history is cached: ${seen}`);
     assertEquals(prefixRoutes, { [x]: 1 });
     for (const r of longOn[x]) await r.cancel();
   } finally {
