@@ -85,6 +85,7 @@ export class StageRoom {
   private async load(want: LayerRange | undefined, replica?: string): Promise<void> {
     const s = this.s;
     if (s.stopped || !s.model) return;
+    const model = s.model;
     // Shutting down: no new layers (agents stopping together would load each other's handed
     // over layers while they drain); dropping the stage still goes ahead.
     if (s.draining && want) return;
@@ -178,11 +179,18 @@ export class StageRoom {
           `${Math.round(performance.now() - t0)} ms`,
       );
     } catch (e) {
-      s.log("error", "stage load failed", {
-        layers: `[${want.from},${want.to})`,
-        error: (e as Error).message,
-      });
-      if (this.plannedRange === want && !s.stopped) this.leaveAfterLoadFailure(want, e);
+      // A newer plan, another deployed model or shutdown cancelled it (its fetch ends "the
+      // transfer was cancelled"): the ordinary course of a re-plan, not a failure to report.
+      const superseded = this.plannedRange !== want || s.stopped || s.model !== model;
+      s.log(
+        superseded ? "info" : "error",
+        superseded ? "stage load superseded" : "stage load failed",
+        {
+          layers: `[${want.from},${want.to})`,
+          error: (e as Error).message,
+        },
+      );
+      if (!superseded) this.leaveAfterLoadFailure(want, e);
     }
   }
 
