@@ -57,7 +57,10 @@ export function agentProgram() {
     .option("--backend <name>", "auto, wasm, webgpu or reference (default auto)")
     .option("--threads <n>", "CPU threads (default: all cores)")
     .option("--context-size <n>", "positions per session (default 2048)")
-    .option("--max-sessions <n>", "concurrent sessions per stage (default 64)")
+    .option(
+      "--max-sessions <n>",
+      "most concurrent sessions per stage, fewer while their KV caches fill the budget (default 64)",
+    )
     .option("--batch-size <n>", "most tokens per forward pass (default 128)")
     .option(
       "--prefill-chunk <rows>",

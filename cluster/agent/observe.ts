@@ -92,6 +92,7 @@ export class Observer {
       gossipDropped: () => s.gossip.stats.droppedPackets,
       prefixCache: () => s.stage?.stage.prefixCache?.stats(),
       tokensRepliedDirect: () => s.replies.sent,
+      sessionRefusals: () => s.stage?.refusals,
     };
   }
 }

@@ -41,6 +41,7 @@ export const METRIC_NAMES = {
   prefixCacheEvictions: "distributed_llm_prefix_cache_evictions_total",
   tokensRepliedDirect: "distributed_llm_tokens_replied_direct_total",
   forwardedRequests: "distributed_llm_forwarded_requests_total",
+  stageSessionsRefused: "distributed_llm_stage_sessions_refused_total",
 } as const;
 
 /** Gossip member states, the values of `gossip_members{state}`. */
@@ -77,6 +78,12 @@ export interface MetricsSource {
     | undefined;
   /** Tokens this agent, as a tail, sent straight to their heads (cumulative). */
   tokensRepliedDirect?(): number;
+  /**
+   * Sessions the hosted stage refused as busy, by reason (cumulative since that stage loaded;
+   * undefined: no stage): `sessions` (--max-sessions), `kv_bytes` (the budget's KV room),
+   * `memory` (an allocation failed).
+   */
+  sessionRefusals?(): Readonly<Record<string, number>> | undefined;
 }
 
 /** Bucket bounds of a whole request (seconds): from a few tokens on a toy model to minutes. */
@@ -293,6 +300,17 @@ export class AgentMetrics {
       registers,
       collect() {
         this.inc(grown("replied_direct", source.tokensRepliedDirect?.() ?? 0));
+      },
+    });
+    new client.Counter({
+      name: METRIC_NAMES.stageSessionsRefused,
+      help: "Sessions the hosted stage refused as busy, by reason (sessions, kv_bytes, memory).",
+      labelNames: ["reason"],
+      registers,
+      collect() {
+        for (const [reason, n] of Object.entries(source.sessionRefusals?.() ?? {})) {
+          this.inc({ reason }, grown(`refused:${reason}`, n));
+        }
       },
     });
     new client.Counter({

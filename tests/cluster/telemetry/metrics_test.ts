@@ -249,3 +249,19 @@ Deno.test("prefix cache: bytes held, tokens looked up and restored, evictions; a
   assertEquals(value(text, 'distributed_llm_prefix_cache_tokens_total{kind="looked_up"}'), 130);
   assertEquals(value(text, 'distributed_llm_prefix_cache_tokens_total{kind="restored"}'), 64);
 });
+
+Deno.test("stage refusals: sessions refused as busy by reason; a new stage counts on", async () => {
+  let refusals: Record<string, number> | undefined = { sessions: 2, kv_bytes: 5, memory: 0 };
+  const m = new AgentMetrics(fakeSource({ sessionRefusals: () => refusals }));
+  let text = await m.text();
+  const refused = (reason: string) =>
+    value(text, `distributed_llm_stage_sessions_refused_total{reason="${reason}"}`);
+  assertEquals([refused("sessions"), refused("kv_bytes"), refused("memory")], [2, 5, 0]);
+  // No stage for a while, then a new one whose counts start again.
+  refusals = undefined;
+  text = await m.text();
+  assertEquals(refused("kv_bytes"), 5);
+  refusals = { sessions: 0, kv_bytes: 1, memory: 0 };
+  text = await m.text();
+  assertEquals(refused("kv_bytes"), 6);
+});
