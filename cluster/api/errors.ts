@@ -98,6 +98,8 @@ const STATUS_BY_RPC: Record<string, number> = {
   unimplemented: 501,
   unavailable: 503,
   deadline_exceeded: 504,
+  // The model's own output is broken (NaN logits): the server's failure, but not a bug.
+  data_loss: 500,
 };
 
 const CODE_BY_STATUS: Record<number, string> = {
@@ -140,6 +142,7 @@ const REMOTE_CODES = new Set([
   Code.ResourceExhausted,
   Code.Unavailable,
   Code.DeadlineExceeded,
+  Code.DataLoss,
 ]);
 
 function mapToApiError(e: unknown): ApiError {

@@ -72,7 +72,7 @@ export class StageSessionError extends Error {
   override name = "StageSessionError";
   constructor(
     message: string,
-    readonly code: "not_found" | "exists" | "exhausted" | "invalid" | "unavailable",
+    readonly code: "not_found" | "exists" | "exhausted" | "invalid" | "unavailable" | "corrupt",
   ) {
     super(message);
   }
@@ -84,6 +84,8 @@ export class StageSessionError extends Error {
       exhausted: "resource_exhausted",
       invalid: "invalid_argument",
       unavailable: "unavailable",
+      // The model computed NaN or +∞ (its weights hold them): no retry or replay can help.
+      corrupt: "data_loss",
     }[this.code];
   }
 }

@@ -14,7 +14,7 @@ import {
   topLogprobs,
 } from "../../model/sampler.ts";
 import type { PendingStep } from "./prefill_slices.ts";
-import type { SampledToken } from "./stage_frame.ts";
+import { type SampledToken, StageSessionError } from "./stage_frame.ts";
 
 /**
  * What a sampling tail can read back instead of the logit row: the backend's top candidates
@@ -39,6 +39,15 @@ export function sampleFrame(
   out: Exclude<StageOutput, { hidden: Float32Array }> | { candidates: TopCandidates },
 ): SampledToken {
   if (!p.accepted) sampler.accept(p.frame.tokens);
+  if ("candidates" in out ? !finiteCandidates(out.candidates) : !finiteRow(out.logits)) {
+    // Before, argmax skipped the NaNs and the reply was tokens, and different ones with
+    // logprobs asked for (their softmax is NaN): a silent wrong answer.
+    throw new StageSessionError(
+      "the model's output logits hold NaN or +Infinity (its weights hold NaN or Inf, or a " +
+        "computation overflowed): this model cannot be served as it is",
+      "corrupt",
+    );
+  }
   const topN = p.hosted.topLogprobs;
   const candidates = "candidates" in out
     ? out.candidates
@@ -53,4 +62,20 @@ export function sampleFrame(
   const penalised = sampler.penalisedLogits(out.logits);
   const lp = logSoftmax(penalised);
   return { id, logprob: reportedLogprob(lp[id]), top: topN ? topLogprobs(penalised, topN) : [] };
+}
+
+/** No NaN or +∞ in a logit row (−∞ is a masked token, and fine). */
+function finiteRow(row: Float32Array): boolean {
+  for (let i = 0; i < row.length; i++) {
+    const v = row[i];
+    if (v !== v || v === Infinity) return false;
+  }
+  return true;
+}
+
+/** The device's candidates came from a row without NaN or +∞. */
+function finiteCandidates(c: TopCandidates): boolean {
+  if (Number.isNaN(c.max) || c.max === Infinity || Number.isNaN(c.sumExp)) return false;
+  for (const v of c.values) if (v !== v || v === Infinity) return false;
+  return true;
 }
