@@ -316,7 +316,13 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   } else {
     const h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
     h2.on("session", onSession);
-    const h1 = http.createServer(handler);
+    // Under Deno 2.9 a connection handed over by emit("connection") gets no answer to a second
+    // request, so an HTTP/1.1 answer says it closes, rather than promise keep-alive and then
+    // close (a client's POST on that connection could meet the close).
+    const h1 = http.createServer((req, res) => {
+      res.setHeader("connection", "close");
+      return handler(req, res);
+    });
     // A plain TCP listener hands each connection to HTTP/2 or HTTP/1.1 by its first bytes.
     listener = net.createServer();
     const register = serve;

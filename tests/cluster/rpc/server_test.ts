@@ -682,3 +682,29 @@ Deno.test("explainRpcError: an agent that ends a stream as it shuts down is not 
   const text = explainRpcError(e, "h:1");
   assert(text.includes("shutting down") && !text.includes("RPC port"), text);
 });
+
+Deno.test("an HTTP/1.1 answer on the plaintext port says it closes the connection, as it does", async () => {
+  // The port hands a connection to its HTTP/1.1 server by emit("connection"), which under Deno
+  // 2.9 answers no second request on it: the answer promised keep-alive, then the server closed,
+  // and a client's next POST on that connection could meet the close.
+  const { server } = await startTestAgent();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: server.port });
+  try {
+    const body = "{}";
+    await conn.write(new TextEncoder().encode(
+      "POST /distributed_llm.v1.NodeService/HealthCheck HTTP/1.1\r\nhost: x\r\n" +
+        `content-type: application/json\r\ncontent-length: ${body.length}\r\n\r\n${body}`,
+    ));
+    let text = "";
+    const buf = new Uint8Array(4096);
+    for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) {
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    assert(text.startsWith("HTTP/1.1 200"), text);
+    assert(/\r\nconnection: close\r\n/i.test(text), text);
+    assert(!/keep-alive/i.test(text), text);
+  } finally {
+    conn.close();
+    await server.close();
+  }
+});
