@@ -199,7 +199,7 @@ export class Agent {
         bodyTimeoutMs: cfg.httpBodyTimeout,
         maxConnections: cfg.httpMaxConnections,
         corsOrigins: cfg.corsOrigin,
-        forward: httpForwarder(s, agent.peers, agent.forward.targets, agent.metrics),
+        forward: httpForwarder(s, agent.peers, agent.forward, agent.metrics),
         log,
       });
     } catch (e) {

@@ -14,11 +14,11 @@
  */
 import type * as http from "node:http";
 import { ApiError, type ApiForward } from "../api/mod.ts";
-import { joinHostPort, type Member } from "../gossip/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
 import type { AgentState } from "./state.ts";
-import type { Peers } from "./peers.ts";
-import { FORWARDED_HEADER, type ForwardTargets } from "./forward_target.ts";
+import { httpEndpoint, type Peers } from "./peers.ts";
+import { FORWARDED_HEADER } from "./forward_target.ts";
+import type { RequestForwarder } from "./forward_rpc.ts";
 
 /**
  * Headers that describe one connection, not the request (RFC 9110 §7.6.1), and those the proxy
@@ -46,13 +46,6 @@ function passedBack(name: string): boolean {
   return !NOT_FORWARDED.has(name) && !name.startsWith("access-control-") && name !== "vary";
 }
 
-/** The host of a member's services: its first advertised address, else its gossip host. */
-function httpEndpoint(member: Member): string {
-  const host = member.meta?.addresses[0] ??
-    member.addr.slice(0, member.addr.lastIndexOf(":")).replace(/^\[|\]$/g, "");
-  return `http://${joinHostPort(host, member.meta!.httpPort!)}`;
-}
-
 /** The `model` a JSON body names ("" when it names none or is no JSON object). */
 function modelOf(body: string): string {
   try {
@@ -67,13 +60,15 @@ function modelOf(body: string): string {
 export function httpForwarder(
   s: AgentState,
   peers: Peers,
-  targets: ForwardTargets,
+  forwarder: RequestForwarder,
   metrics: AgentMetrics,
 ): ApiForward {
+  const targets = forwarder.targets;
   return async (req, res, readBody) => {
     // Serving a model, a request another agent already forwarded (its view and ours disagree:
-    // never send it round again), or nobody to send it to: answered here.
-    if (s.model || req.headers[FORWARDED_HEADER] || !targets.any()) return false;
+    // never send it round again), or nobody to send it to: answered here (RequestForwarder's
+    // rule, as for gRPC).
+    if (!forwarder.forwards({ get: (name) => req.headers[name]?.toString() })) return false;
     const body = req.method === "POST" ? await readBody() : undefined;
     if (body === undefined) req.resume();
     const model = body === undefined ? "" : modelOf(body);
