@@ -3,6 +3,7 @@
  */
 import type { GGUFValue } from "./gguf/types.ts";
 import { typeInfo, typeName } from "../kernels/quant/types.ts";
+import type { KVType } from "../kernels/backend.ts";
 
 /**
  * Architectures we run. All are the llama block: qwen2 adds q/k/v biases and NEOX RoPE; qwen3
@@ -69,6 +70,19 @@ export interface LlamaConfig {
   readonly ropeFreqBaseSwa: number;
   /** gemma3: embeddings × √n_embd, GELU(tanh) FFN, norms after attention and FFN. */
   readonly gemma: boolean;
+}
+
+/**
+ * Bytes the KV cache of one session of `nCtx` positions takes over `layers` layers: K and V of
+ * every KV head, in `kvType`. Stages allocate by it, and placement reserves by it.
+ */
+export function kvCacheBytes(
+  config: Pick<LlamaConfig, "nKVHeads" | "headDim">,
+  layers: number,
+  nCtx: number,
+  kvType: KVType = "f32",
+): number {
+  return 2 * layers * nCtx * config.nKVHeads * config.headDim * (kvType === "f32" ? 4 : 2);
 }
 
 /** The minimal metadata view the config reader needs (GGUFMetadata satisfies it). */

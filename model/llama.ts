@@ -23,6 +23,7 @@ import type { GGUFTensorInfo } from "./gguf/types.ts";
 import {
   configFromFile,
   isSlidingLayer,
+  kvCacheBytes,
   type LlamaConfig,
   type MetadataView,
   ModelConfigError,
@@ -490,8 +491,7 @@ export class LlamaStage {
 
   /** Bytes one session's KV cache takes on this stage. */
   kvBytes(nCtx: number, kvType: KVType = "f32"): number {
-    const kvDim = this.config.nKVHeads * this.config.headDim;
-    return 2 * (this.to - this.from) * nCtx * kvDim * (kvType === "f32" ? 4 : 2);
+    return kvCacheBytes(this.config, this.to - this.from, nCtx, kvType);
   }
 
   /**

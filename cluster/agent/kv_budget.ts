@@ -17,7 +17,7 @@
  * ```
  * @module
  */
-import type { LlamaConfig } from "../../model/config.ts";
+import { kvCacheBytes, type LlamaConfig } from "../../model/config.ts";
 import { sessionsThatFit } from "../pipeline/kv_admission.ts";
 
 /**
@@ -32,12 +32,9 @@ export function reservedSessions(maxSessions: number): number {
   return Math.max(1, Math.min(maxSessions, RESERVED_SESSIONS_CAP));
 }
 
-/**
- * Bytes one session of `nCtx` positions holds per layer: K and V of every KV head, f32 as an
- * agent's stages keep them (LlamaStage.kvBytes over one layer).
- */
+/** Bytes one session of `nCtx` positions holds per layer, f32 as an agent's stages keep them. */
 export function kvBytesPerLayer(config: LlamaConfig, nCtx: number): number {
-  return 2 * nCtx * config.nKVHeads * config.headDim * 4;
+  return kvCacheBytes(config, 1, nCtx);
 }
 
 /** The budget flags the rule reads. */
