@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { heldPrefix } from "../../model/chat/mod.ts";
 
 /**
  * Longest stop string a request may carry: holding back text that may start one costs time
@@ -44,15 +45,7 @@ export class StopMatcher {
       return { text: text.slice(0, cut), stopped: true };
     }
     // Hold back the longest tail that is a prefix of some stop string.
-    let keep = 0;
-    for (const s of this.stops) {
-      for (let n = Math.min(s.length - 1, text.length); n > keep; n--) {
-        if (text.endsWith(s.slice(0, n))) {
-          keep = n;
-          break;
-        }
-      }
-    }
+    const keep = Math.max(0, ...this.stops.map((s) => heldPrefix(text, s)));
     this.held = text.slice(text.length - keep);
     return { text: text.slice(0, text.length - keep), stopped: false };
   }

@@ -51,6 +51,7 @@ export {
   ToolCallParser,
   type ToolCallParserOptions,
 } from "./tool_parser.ts";
+export { heldPrefix } from "./held_prefix.ts";
 export {
   isThinkingTemplate,
   promptOpensReasoning,

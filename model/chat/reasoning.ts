@@ -16,6 +16,7 @@
  *
  * @module
  */
+import { heldPrefix } from "./held_prefix.ts";
 
 /** The tag that opens a think block. */
 export const THINK_OPEN = "<think>";
@@ -113,7 +114,7 @@ export class ReasoningSplitter {
           buf = buf.slice(close + THINK_CLOSE.length);
           continue;
         }
-        const keep = partialTail(buf, THINK_CLOSE);
+        const keep = heldPrefix(buf, THINK_CLOSE);
         out.reasoning += this.#reasoning(buf.slice(0, buf.length - keep), false);
         this.#held = buf.slice(buf.length - keep);
         return out;
@@ -165,14 +166,6 @@ export class ReasoningSplitter {
     if (body) this.#begun = true;
     return body;
   }
-}
-
-/** Length of the longest tail of `text` that is a proper prefix of `tag`. */
-function partialTail(text: string, tag: string): number {
-  for (let n = Math.min(tag.length - 1, text.length); n > 0; n--) {
-    if (text.endsWith(tag.slice(0, n))) return n;
-  }
-  return 0;
 }
 
 /** Split a whole output (see {@linkcode ReasoningSplitter}). */

@@ -8,6 +8,7 @@
  * @module
  */
 import { argumentsKey, MAX_TOOL_JSON_DEPTH, type ToolDef, type ToolFormat } from "./tools.ts";
+import { heldPrefix } from "./held_prefix.ts";
 
 /** One call found in the output. */
 export interface ParsedToolCall {
@@ -295,14 +296,6 @@ export class ToolCallParser {
     }
     return calls;
   }
-}
-
-/** Length of the longest end of `text` that is a proper prefix of `marker`. */
-function heldPrefix(text: string, marker: string): number {
-  for (let n = Math.min(marker.length - 1, text.length); n > 0; n--) {
-    if (text.endsWith(marker.slice(0, n))) return n;
-  }
-  return 0;
 }
 
 /**
