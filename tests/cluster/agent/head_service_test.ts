@@ -26,10 +26,9 @@ Deno.test("a hop to a node this agent's gossip has not met yet is a stale view, 
   peers.closeAll();
 });
 
-Deno.test("a request waiting for a slot holds its id (a second is refused, Cancel reaches it); one granted during shutdown is refused", async () => {
-  const admission = new Admission(1, 4);
-  const busy = await admission.acquire(); // the one slot, held by a running generation
-  const { service, state } = testHead({
+/** A head of model "m@1" (100 tokens, 64 positions), taking requests through `admission`. */
+function servingHead(admission = new Admission(1, 4)) {
+  return testHead({
     nodeId: "h",
     admission,
     requests: new Map<string, AbortController>(),
@@ -40,6 +39,12 @@ Deno.test("a request waiting for a slot holds its id (a second is refused, Cance
       contextLength: 64,
     },
   });
+}
+
+Deno.test("a request waiting for a slot holds its id (a second is refused, Cancel reaches it); one granted during shutdown is refused", async () => {
+  const admission = new Admission(1, 4);
+  const busy = await admission.acquire(); // the one slot, held by a running generation
+  const { service, state } = servingHead(admission);
   const start = (id: string) => {
     const it = service.generate(
       { requestId: id, promptTokens: [1, 2, 3], maxTokens: 4, sampling: {} },
@@ -116,17 +121,7 @@ Deno.test("an agent started with --no-model answers a request with the agents th
 
 Deno.test("a client's request_id is at most MAX_REQUEST_ID_CHARS: it comes back in every streamed message", async () => {
   // Before, a 1 MB id made a 50-token answer 51 MB (found by an independent tester).
-  const { service, state } = testHead({
-    nodeId: "h",
-    admission: new Admission(1, 4),
-    requests: new Map<string, AbortController>(),
-    draining: false,
-    model: {
-      id: { matches: () => true, toString: () => "m@1" },
-      tokenizer: { vocabSize: 100 },
-      contextLength: 64,
-    },
-  });
+  const { service, state } = servingHead();
   const e = await service.generate(
     {
       requestId: "r".repeat(MAX_REQUEST_ID_CHARS + 1),
@@ -144,17 +139,7 @@ Deno.test("a client's request_id is at most MAX_REQUEST_ID_CHARS: it comes back 
 Deno.test("token ids past the vocabulary (prompt, logit_bias) are 400s naming the field", async () => {
   // Before, both came back with param and code null, unlike every other logit_bias error
   // (found by an independent tester); logit_bias's was the tail's, found only at the stage.
-  const { service } = testHead({
-    nodeId: "h",
-    admission: new Admission(1, 4),
-    requests: new Map<string, AbortController>(),
-    draining: false,
-    model: {
-      id: { matches: () => true, toString: () => "m@1" },
-      tokenizer: { vocabSize: 100 },
-      contextLength: 64,
-    },
-  });
+  const { service } = servingHead();
   const refusal = (req: Parameters<typeof service.generate>[0]) =>
     service.generate(req, new AbortController().signal)[Symbol.asyncIterator]().next()
       .then(() => null, (e) => toApiError(e));
