@@ -136,7 +136,10 @@ export interface TopCandidates {
   readonly values: Float32Array;
   /** The values of the excluded ids, in the order they were given. */
   readonly excluded: Float32Array;
-  /** Largest value outside the exclude list. */
+  /**
+   * Largest value outside the exclude list; NaN when the row holds a NaN there (no NaN ever
+   * ranks among the candidates, so this is how a caller learns the row is unusable).
+   */
   readonly max: number;
   /** Σ e^(v − max) over the values outside the exclude list (float32 arithmetic). */
   readonly sumExp: number;

@@ -52,6 +52,12 @@ export function logSumExp(logits: Float32Array): number {
  * the sampler's `topLogprobs` over the masked row. Without `sum` the softmax sum (a full pass of
  * exp over the row, for log-probabilities only) is skipped: NaN.
  */
+/** Whether `row` holds a NaN. */
+function hasNaN(row: Float32Array): boolean {
+  for (let i = 0; i < row.length; i++) if (row[i] !== row[i]) return true;
+  return false;
+}
+
 export function rowCandidates(
   row: Float32Array,
   k: number,
@@ -65,11 +71,13 @@ export function rowCandidates(
     // The log-softmax of the best id only: the same lse the sampler's logSoftmax takes.
     const lse = sum ? logSumExp(row) : NaN;
     const best = ids.length ? row[ids[0]] : -Infinity;
+    // A NaN never ranks (every comparison with it is false), so the max says the row held one.
+    const nan = sum ? Number.isNaN(lse) && hasNaN(row) : hasNaN(row);
     return {
       ids: Int32Array.from(ids),
       values: Float32Array.from(ids, (id) => row[id]),
       excluded,
-      max: best,
+      max: nan ? NaN : best,
       // log Σ e^v = max − logprob(best), so Σ e^(v − max) = e^(−logprob(best)).
       sumExp: ids.length ? Math.exp(-(best - lse)) : 0,
     };

@@ -7,6 +7,7 @@
 import type { LlamaStage } from "../../model/llama.ts";
 import type { PendingStep } from "./prefill_slices.ts";
 import type { SampledToken } from "./stage_frame.ts";
+import { corruptLogits, finiteCandidates } from "./tail_sampling.ts";
 
 /** Decodes a lone frame's lookahead and keeps the recent cost per token. */
 export class Lookahead {
@@ -51,6 +52,8 @@ export class Lookahead {
     const more: SampledToken[] = [];
     let fed = token;
     for (const c of run) {
+      // A NaN mid-run fails the request as a frame's own row would (tail_sampling.ts).
+      if (!finiteCandidates(c)) throw corruptLogits();
       sampler.accept(Int32Array.of(fed));
       const { id, logprob, top } = sampler.pickCandidates(c, topN);
       if (id !== c.ids[0]) {

@@ -42,11 +42,7 @@ export function sampleFrame(
   if ("candidates" in out ? !finiteCandidates(out.candidates) : !finiteRow(out.logits)) {
     // Before, argmax skipped the NaNs and the reply was tokens, and different ones with
     // logprobs asked for (their softmax is NaN): a silent wrong answer.
-    throw new StageSessionError(
-      "the model's output logits hold NaN or +Infinity (its weights hold NaN or Inf, or a " +
-        "computation overflowed): this model cannot be served as it is",
-      "corrupt",
-    );
+    throw corruptLogits();
   }
   const topN = p.hosted.topLogprobs;
   const candidates = "candidates" in out
@@ -73,9 +69,22 @@ function finiteRow(row: Float32Array): boolean {
   return true;
 }
 
-/** The device's candidates came from a row without NaN or +∞. */
-function finiteCandidates(c: TopCandidates): boolean {
-  if (Number.isNaN(c.max) || c.max === Infinity || Number.isNaN(c.sumExp)) return false;
+/**
+ * The device's candidates came from a row without NaN or +∞ (TopCandidates.max is NaN for a row
+ * with a NaN). Not the softmax sum: it is NaN whenever it was not asked for (no logprobs).
+ */
+export function finiteCandidates(c: TopCandidates): boolean {
+  if (Number.isNaN(c.max) || c.max === Infinity) return false;
   for (const v of c.values) if (v !== v || v === Infinity) return false;
+  for (const v of c.excluded) if (v !== v || v === Infinity) return false;
   return true;
+}
+
+/** The failure of a request whose output logits hold NaN or +∞. */
+export function corruptLogits(): StageSessionError {
+  return new StageSessionError(
+    "the model's output logits hold NaN or +Infinity (its weights hold NaN or Inf, or a " +
+      "computation overflowed): this model cannot be served as it is",
+    "corrupt",
+  );
 }

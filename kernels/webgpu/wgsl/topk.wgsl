@@ -5,7 +5,8 @@
 //   - the values of the excluded ids, in the list's order (the host applies the penalties to
 //     them in double, as its own sampler does, and merges them in);
 //   - the largest non-excluded value m and Σ e^(v − m) over the non-excluded values (an online
-//     softmax sum per lane, lanes merged), for log-probabilities.
+//     softmax sum per lane, lanes merged), for log-probabilities; m is NaN when a NaN is among
+//     them (NaNs are otherwise skipped).
 // Output row r at O[out_off + r · out_words]: k ids (0xffffffff when fewer values exist), k
 // values (f32 bits), the excluded values, m, the sum. A multi-step greedy decode leaves each
 // step's row in one device buffer, where the next step's embedding reads the id (embed.wgsl).
@@ -40,6 +41,7 @@ var<workgroup> red_v: array<f32, WG>;
 var<workgroup> red_i: array<u32, WG>;
 var<workgroup> red_l: array<u32, WG>;
 var<workgroup> red_s: array<vec2<f32>, WG>;
+var<workgroup> nan_seen: atomic<u32>; // workgroup memory starts zeroed: one row per workgroup
 
 // True when (va, ia) comes before (vb, ib): larger value first, then the lower id.
 fn before(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
@@ -111,6 +113,12 @@ fn main(
       continue;
     }
     let v = S[base + i];
+    // A NaN (told by its bits: WGSL may assume floats are never NaN) takes no part; the row's
+    // max is written as NaN instead, so the host refuses the row.
+    if ((bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u) {
+      atomicOr(&nan_seen, 1u);
+      continue;
+    }
     if (v > m) {
       s = s * exp(m - v) + 1.0;
       m = v;
@@ -240,7 +248,7 @@ fn main(
       O[obase + 2u * P.k + j] = bitcast<u32>(S[base + ex[j]]);
     }
     if (li == 0u) {
-      O[obase + 2u * P.k + n_ex] = bitcast<u32>(red_s[0].x);
+      O[obase + 2u * P.k + n_ex] = select(bitcast<u32>(red_s[0].x), 0x7fc00000u, atomicLoad(&nan_seen) != 0u);
       O[obase + 2u * P.k + n_ex + 1u] = bitcast<u32>(red_s[0].y);
     }
   }

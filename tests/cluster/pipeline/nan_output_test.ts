@@ -1,6 +1,7 @@
 /**
  * A model whose output is NaN (its weights hold NaN) fails its request with a clear error on
- * every backend, with or without log-probabilities, instead of answering tokens.
+ * every backend, with or without log-probabilities, instead of answering tokens; a sound model
+ * is never taken for one.
  */
 import { Engine } from "../../../cluster/pipeline/mod.ts";
 import { toApiError } from "../../../cluster/api/mod.ts";
@@ -35,6 +36,7 @@ for (const [name, make, ignore] of everyBackend()) {
         for (
           const sampler of [
             { temperature: 0 },
+            { temperature: 0, logprob: false },
             { temperature: 0, topLogprobs: 2 },
             { temperature: 0.8, seed: 1 },
           ]
@@ -51,6 +53,34 @@ for (const [name, make, ignore] of everyBackend()) {
       } finally {
         engine.close();
         await Deno.remove(path);
+      }
+    },
+  });
+}
+
+for (const [name, make, ignore] of everyBackend()) {
+  Deno.test({
+    name: `${name}: a sound model's greedy request without log-probabilities answers`,
+    ignore,
+    fn: async () => {
+      // Before: the backend's candidates skip the softmax sum when no log-probabilities are
+      // wanted (it is NaN then), and the NaN check read that as a NaN row, so every served
+      // greedy completion on WASM failed with a 500 (the OpenAI API asks for none by default).
+      const engine = await Engine.open(`${REPO}/models/stories260K.gguf`, await make());
+      try {
+        const want = await engine.generate({
+          prompt: "Once",
+          maxTokens: 8,
+          sampler: { temperature: 0 },
+        });
+        const got = await engine.generate({
+          prompt: "Once",
+          maxTokens: 8,
+          sampler: { temperature: 0, logprob: false },
+        });
+        assertEquals(got.tokens, want.tokens);
+      } finally {
+        engine.close();
       }
     },
   });

@@ -69,3 +69,26 @@ Deno.test("wasm topCandidates: without sums, the same candidates and no softmax 
     be.dispose();
   }
 });
+
+Deno.test("wasm topCandidates: a row with one NaN says so (max NaN), with and without sums", async () => {
+  // Before: without sums a NaN never ranked and the max was finite, so a served greedy request
+  // answered from a row the model had broken.
+  const be = await createWasmBackend({ threads: 1 });
+  try {
+    const n = 2000;
+    const row = logitsRow(n, 9);
+    row[1234] = NaN;
+    const buf = bufOf(be, row);
+    for (const sums of [true, false]) {
+      const [c] = await be.topCandidates(buf, 1, n, 4, [new Int32Array()], sums);
+      assertEquals(Number.isNaN(c.max), true, `sums ${sums}: max ${c.max}`);
+      assertEquals(Array.from(c.values).some(Number.isNaN), false, `sums ${sums}: a NaN ranked`);
+    }
+    // An excluded NaN comes back among the excluded values, where the caller sees it.
+    const [ex] = await be.topCandidates(buf, 1, n, 4, [Int32Array.of(1234)], false);
+    assertEquals(Number.isNaN(ex.excluded[0]), true);
+    be.free(buf);
+  } finally {
+    be.dispose();
+  }
+});

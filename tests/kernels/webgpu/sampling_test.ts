@@ -95,6 +95,35 @@ const SETTINGS: [string, SamplerParams, number][] = [
 
 Deno.test({
   ...T,
+  name: "webgpu topCandidates: a row with one NaN says so (max NaN); the NaN never ranks",
+  fn: async () => {
+    // Before: a NaN lane's sum was dropped in the merge and the max stayed finite, so a greedy
+    // step answered from a row the model had broken.
+    const gpu = await createWebGPUBackend();
+    try {
+      const n = 2000;
+      const row = logitsRow(n, 9);
+      row[1234] = NaN;
+      const buf = bufOf(gpu, row);
+      for (const k of [1, 4]) {
+        const [c] = await gpu.topCandidates(buf, 1, n, k, [new Int32Array()], false);
+        assert(Number.isNaN(c.max), `k ${k}: max ${c.max}`);
+        assert(!Array.from(c.values).some(Number.isNaN), `k ${k}: a NaN ranked`);
+      }
+      const clean = logitsRow(n, 9);
+      const ok = bufOf(gpu, clean);
+      const [c] = await gpu.topCandidates(ok, 1, n, 4, [new Int32Array()], true);
+      assertEquals(c.max, hostTop(clean, 4, new Int32Array()).max);
+      gpu.free(buf);
+      gpu.free(ok);
+    } finally {
+      gpu.dispose();
+    }
+  },
+});
+
+Deno.test({
+  ...T,
   name: "webgpu sampling: the device path picks the host sampler's tokens for the same seeds",
   fn: async () => {
     const gpu = await createWebGPUBackend();
