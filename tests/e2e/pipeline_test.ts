@@ -322,7 +322,13 @@ Deno.test({
 Deno.test({
   name: "a stage that fails to load leaves the plan; the others serve and status says why",
   fn: async () => {
-    const agents = await startCluster(["a", "b"], { model: STORIES, memoryBudget: "2MB" });
+    // The reference backend on every agent: the plan below (a and b cannot hold the model
+    // without c) follows from its footprint, whatever DLLM_TEST_BACKEND says.
+    const agents = await startCluster(["a", "b"], {
+      model: STORIES,
+      memoryBudget: "2MB",
+      extra: ["--backend", "reference"],
+    });
     const dir = await Deno.makeTempDir({ prefix: "dllm-badstage-" });
     // c's copy has the same name and size (the same model id) until c has read its index;
     // then it is cut short, so loading c's layers fails as a disk going bad would make it.

@@ -47,13 +47,20 @@ function cacheArgs(id: string, opts: Omit<AgentOptions, "id" | "seeds">): string
   return ["--cache-dir", `${CACHE_ROOT}/${id}`];
 }
 
-/** Test defaults: fast gossip, the reference backend, small contexts. */
+/**
+ * The backend test agents run: the reference backend (fast to start, the numerics every other
+ * backend is checked against), or DLLM_TEST_BACKEND (`DLLM_TEST_BACKEND=wasm deno test -A
+ * tests/e2e` runs the end-to-end tests on what users get by default).
+ */
+const TEST_BACKEND = Deno.env.get("DLLM_TEST_BACKEND") ?? "reference";
+
+/** Test defaults: fast gossip, the test backend, small contexts. */
 function agentArgs(opts: Omit<AgentOptions, "id" | "seeds">): string[] {
   const args = [
     "--gossip-preset",
     "local",
     "--backend",
-    "reference",
+    TEST_BACKEND,
     "--context-size",
     "256",
     "--max-sessions",
