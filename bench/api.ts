@@ -12,6 +12,7 @@ import { startLocalAgent, stopLocalAgents } from "../cli/local_cluster.ts";
 import { Flags, runBench, UsageError } from "./lib/cli.ts";
 import { interference, pct } from "./lib/stream_gaps.ts";
 import { passStats, scrapePasses } from "./lib/pass_stats.ts";
+import { ensureBatchedRef, refBatchedDecode } from "./lib/batched_ref.ts";
 
 const USAGE = `usage: deno task bench api [flags]
 
@@ -27,6 +28,9 @@ const USAGE = `usage: deno task bench api [flags]
   --warmup <s>            unmeasured seconds first (default 1)
   --clients <list>        concurrent clients, comma-separated (default 1,16,128)
   --max-tokens <n>        tokens per completion (default 8)
+  --no-ref                skip the reference: llama.cpp's C API decoding as many sequences
+                          in one process (no HTTP), timed after the load (default: run it
+                          when this bench starts the agent; built once, see bench batch)
   --prompt-load <n>       also stream 64 tokens alone and while another client sends
                           n-token prompts back to back: time between tokens, on the agent
                           it starts and on one started with --prefill-chunk 0 (default 0: no)
@@ -44,6 +48,7 @@ interface Options {
   clients: number[];
   maxTokens: number;
   promptLoad: number;
+  ref: boolean;
 }
 
 function parse(args: string[]): Options {
@@ -55,6 +60,7 @@ function parse(args: string[]): Options {
     clients: [1, 16, 128],
     maxTokens: 8,
     promptLoad: 0,
+    ref: true,
   };
   const f = new Flags(args);
   const seconds = (v: string, flag: string) => {
@@ -102,6 +108,9 @@ function parse(args: string[]): Options {
         break;
       case "--max-tokens":
         o.maxTokens = f.count();
+        break;
+      case "--no-ref":
+        o.ref = false;
         break;
       case "--prompt-load":
         o.promptLoad = f.count();
@@ -247,13 +256,23 @@ async function main(args: string[]): Promise<void> {
       ? round(results[16].tokensPerSecond / results[1].tokensPerSecond, 2)
       : null;
     const at128 = results[128]?.requestsPerSecond ?? null;
+    const ref = o.ref && !o.endpoint ? await batchedReference(o) : null;
+    const refGain = ref?.[16] && ref[1] ? round(ref[16] / ref[1], 2) : null;
     console.log(JSON.stringify({
       bench: "api",
       summary: true,
       endpoint: base,
       backend,
       batching_gain_tokens_per_second_16_vs_1: gain,
-      goal_batching_gain_3x: gain === null ? null : gain >= 3,
+      goal_batching_gain_4x: gain === null ? null : gain >= 4,
+      // llama.cpp decoding the same numbers of sequences in one process, one token each per
+      // llama_decode: what its own batching gains on this machine with no server around it.
+      ref: ref && "llama.cpp C API, N sequences per llama_decode in one process (llamaref-batched)",
+      ref_tokens_per_second: ref,
+      ref_batching_gain_16_vs_1: refGain,
+      tokens_per_second_16_vs_ref: ref?.[16] && results[16]
+        ? round(results[16].tokensPerSecond / ref[16], 2)
+        : null,
       requests_per_second_at_128: at128 === null ? null : round(at128),
       goal_1000_requests_per_second_at_128: at128 === null ? null : at128 >= 1000,
     }));
@@ -284,6 +303,23 @@ async function main(args: string[]): Promise<void> {
   } finally {
     if (agent) await stopLocalAgents([agent]);
   }
+}
+
+/**
+ * llama.cpp's decode tokens/s with as many sequences per pass as each client count (up to 64),
+ * on the model and thread count the agent ran (all cores, like the agent's default).
+ */
+async function batchedReference(o: Options): Promise<Record<number, number>> {
+  const seqs = o.clients.filter((n) => n <= 64);
+  if (!seqs.length) return {};
+  const bin = await ensureBatchedRef();
+  const got = await refBatchedDecode(bin, o.model, {
+    seqs,
+    prompt: 8,
+    tg: Math.max(8, o.maxTokens),
+    threads: navigator.hardwareConcurrency,
+  });
+  return Object.fromEntries(seqs.map((n) => [n, round(got.get(n)!)]));
 }
 
 await runBench("api", USAGE, main);

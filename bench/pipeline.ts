@@ -29,6 +29,12 @@
  * so the chunks overlap across stages), and through a second 3-agent chain started with
  * `--prefill-chunk 0` (the prompt goes down whole), each round.
  *
+ * Where llama.cpp's own tools are built (bench/.cache/llamaref, `sh native/build-llama-tools.sh`),
+ * each round also times llama.cpp's distributed mode on the same model and threads: llama-bench
+ * with the layers over 3 `ggml-rpc-server`s on loopback, against llama-bench in one process
+ * (`llama_cpp_rpc`; `--no-ref` skips it). Its 3 / 1 is a yardstick for ours, not a like for like:
+ * its client drives every server op by op (a star), where our stages hand rows on (a chain).
+ *
  * `--endpoint host:7950` (with `--tls-ca/--tls-cert/--tls-key` under mTLS) measures a running
  * cluster instead: served decode through its head and per-hop overhead over its chain, read from
  * GetClusterInfo's placement; the in-process and 1-agent comparisons are then not run (null).
@@ -47,7 +53,8 @@ import {
   stopLocalAgents,
   waitForPlacement,
 } from "../cli/local_cluster.ts";
-import { generatedModel } from "./lib/models.ts";
+import { CACHE_DIR, generatedModel } from "./lib/models.ts";
+import { haveLlamaTools, LlamaRpcServers } from "./lib/llama_rpc.ts";
 
 const CONTEXT = 1024;
 const SESSIONS = 2;
@@ -336,6 +343,10 @@ if (import.meta.main) {
     .option("--backend <name>", "backend of the engine and every agent", "auto")
     .option("--threads <n>", "threads per engine/agent")
     .option("--prefill <n>", "also time the first token of an n-token prompt (0: no)", "0")
+    .option(
+      "--no-ref",
+      "skip llama.cpp's RPC mode over 3 servers against llama.cpp alone (when its tools are built)",
+    )
     .option("--endpoint <host:port>", "measure a running cluster through this agent's RPC port")
     .option("--tls-ca <path>", "CA of the cluster's mTLS (with --endpoint)")
     .option("--tls-cert <path>", "client certificate (with --endpoint)")
@@ -391,6 +402,13 @@ if (import.meta.main) {
   const whole = o.prefill > 0 ? await served(model, 3, o, "whole", ["--prefill-chunk", "0"]) : null;
   const rounds: { local: Round; one: Round; three: Round }[] = [];
   const hops = new HopTimes();
+  // llama.cpp's own split over three processes, against itself in one, as a yardstick for 3 / 1.
+  const llamaref = `${CACHE_DIR}llamaref/`;
+  const refThreads = o.threads ?? navigator.hardwareConcurrency;
+  const rpc = opts.ref && haveLlamaTools(llamaref)
+    ? await LlamaRpcServers.start(llamaref, 3, refThreads)
+    : null;
+  const refRounds: { single: number; rpc: number }[] = [];
   const ttfts: { one: number; three: number; whole: number; promptTokens: number }[] = [];
   try {
     // Warm-up: JIT, connections, buffers.
@@ -400,6 +418,11 @@ if (import.meta.main) {
     for (let r = 0; r < o.reps; r++) {
       rounds.push({ local: await local.run(), one: await one.run(), three: await three.run() });
       hops.add(await three.hops(), await three.hops(true));
+      if (rpc) {
+        const b = { pp: 0, tg: o.tokens, threads: refThreads };
+        const single = (await rpc.bench(model, { ...b, rpc: false })).tg;
+        refRounds.push({ single, rpc: (await rpc.bench(model, { ...b, rpc: true })).tg });
+      }
       if (whole) {
         if (r === 0) await Promise.all([one.ttft(), three.ttft(), whole.ttft()]); // warm-up
         const t1 = await one.ttft();
@@ -413,6 +436,7 @@ if (import.meta.main) {
     await one.stop();
     await three.stop();
     await whole?.stop();
+    await rpc?.stop();
   }
   const bestMs = (k: "one" | "three" | "whole") => Math.min(...ttfts.map((t) => t[k]));
   const best = (k: "local" | "one" | "three") => Math.max(...rounds.map((r) => r[k].tps));
@@ -437,6 +461,22 @@ if (import.meta.main) {
     same_ids: rounds.every((r) => same(r.local.ids, r.one.ids) && same(r.one.ids, r.three.ids)),
     rounds: rounds.map((r) => [r3(r.local.tps), r3(r.one.tps), r3(r.three.tps)]),
     stages: three.stages,
+    llama_cpp_rpc: refRounds.length
+      ? {
+        what: "llama-bench over 3 ggml-rpc-servers on loopback against llama-bench alone, " +
+          `${refThreads} thread(s) each, decode tok/s`,
+        single_process: r3(Math.max(...refRounds.map((r) => r.single))),
+        three_servers: r3(Math.max(...refRounds.map((r) => r.rpc))),
+        three_vs_single: r3(
+          Math.max(...refRounds.map((r) => r.rpc)) / Math.max(...refRounds.map((r) => r.single)),
+        ),
+        median_round_three_vs_single: r3(median(refRounds.map((r) => r.rpc / r.single))),
+        rounds: refRounds.map((r) => [r3(r.single), r3(r.rpc)]),
+      }
+      : opts.ref
+      ? "not run: llama.cpp's tools are not built (sh native/build-llama-tools.sh in " +
+        "bench/.cache/llamaref, ~25 min)"
+      : "skipped (--no-ref)",
     ...(ttfts.length
       ? {
         prefill_tokens: ttfts[0].promptTokens,

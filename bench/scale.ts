@@ -43,6 +43,7 @@ import { agentFootprint } from "../cluster/agent.ts";
 import { modelBytes, stageBytes } from "../cluster/placement/mod.ts";
 import { tokenizerFromMetadata } from "../model/tokenizer/mod.ts";
 import { checkAgainstLlamaCpp, llamaCppEval, SCALE_PROMPTS } from "./lib/scale_check.ts";
+import { haveLlamaTools, LlamaRpcServers } from "./lib/llama_rpc.ts";
 
 const log = (s: string) => console.error(`bench scale: ${s}`);
 const round = (x: number, d = 3) => Math.round(x * 10 ** d) / 10 ** d;
@@ -111,53 +112,11 @@ async function llamaCppSpeed(dir: string, model: string, threads: number) {
 
 /** llama.cpp's RPC mode: 3 ggml-rpc-servers on loopback and llama-bench -ngl 99 --rpc. */
 async function llamaCppRpc(dir: string, model: string, threads: number) {
-  const bin = `${dir}llama.cpp-src/build/bin/`;
-  const servers: Deno.ChildProcess[] = [];
-  const ports: number[] = [];
+  const servers = await LlamaRpcServers.start(dir, 3, threads);
   try {
-    for (let i = 0; i < 3; i++) {
-      const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-      const port = (l.addr as Deno.NetAddr).port;
-      l.close();
-      ports.push(port);
-      servers.push(
-        new Deno.Command(`${bin}ggml-rpc-server`, {
-          args: ["-H", "127.0.0.1", "-p", String(port), "-t", String(threads)],
-          stdout: "null",
-          stderr: "null",
-        }).spawn(),
-      );
-    }
-    await new Promise((r) => setTimeout(r, 1500));
-    const text = await run(`${bin}llama-bench`, [
-      ...["-m", model, "-ngl", "99", "--rpc", ports.map((p) => `127.0.0.1:${p}`).join(",")],
-      ...["-p", "256", "-n", "64", "-r", "1", "-t", String(threads), "-o", "json"],
-    ]);
-    const rows = JSON.parse(text.slice(text.indexOf("["))) as {
-      n_prompt: number;
-      n_gen: number;
-      avg_ts: number;
-    }[];
-    return {
-      pp: rows.find((r) => r.n_prompt > 0)?.avg_ts ?? NaN,
-      tg: rows.find((r) => r.n_gen > 0)?.avg_ts ?? NaN,
-    };
+    return await servers.bench(model, { pp: 256, tg: 64, threads, rpc: true });
   } finally {
-    for (const s of servers) {
-      try {
-        s.kill("SIGKILL");
-      } catch { /* gone */ }
-      await s.status;
-    }
-  }
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
+    await servers.stop();
   }
 }
 
@@ -242,7 +201,7 @@ async function bench8b(o: Options, llamaref: string) {
     const ours: GenerateResult[] = [];
     const ref: { pp: number; tg: number }[] = [];
     const rpc: { pp: number; tg: number }[] = [];
-    const haveRpc = o.rpc && await exists(`${llamaref}llama.cpp-src/build/bin/ggml-rpc-server`);
+    const haveRpc = o.rpc && haveLlamaTools(llamaref);
     let memDuring: Awaited<ReturnType<ScaleCluster["memory"]>> = {};
     for (let r = 0; r < o.rounds; r++) {
       const lr = await llamaCppSpeed(llamaref, model, o.threads);
