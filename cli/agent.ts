@@ -13,6 +13,7 @@ import {
   settingsFromFile,
 } from "../cluster/agent_config.ts";
 import { boundMessage } from "../cluster/rpc/mod.ts";
+import { joinHostPort } from "../cluster/gossip/mod.ts";
 import { TlsConfigError } from "../cluster/tls/mod.ts";
 import { DEFAULT_MODEL } from "./common.ts";
 import { HubError, isHubReference, type PullEvent, pullModel } from "../cluster/hub/mod.ts";
@@ -281,10 +282,10 @@ export async function main(args: string[]): Promise<number> {
     // the ports the agent bound.
     logger("info")("info", "agent started", {
       node: cfg.nodeId,
-      rpc: `${cfg.bind}:${agent.rpcPort}`,
+      rpc: joinHostPort(cfg.bind, agent.rpcPort),
       gossip: agent.gossipAddr,
-      metrics: `${cfg.bind}:${agent.metricsPort}`,
-      http: `${cfg.bind}:${agent.httpPort}`,
+      metrics: joinHostPort(cfg.bind, agent.metricsPort),
+      http: joinHostPort(cfg.bind, agent.httpPort),
       model: cfg.model ?? null,
       ...(modelRef ? { model_ref: modelRef } : {}),
       tls: Boolean(cfg.tlsCert),

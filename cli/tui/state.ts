@@ -13,6 +13,7 @@ import {
   type StreamUpdatesResponse,
   TransferState,
 } from "../../proto/mod.ts";
+import { joinHostPort } from "../../cluster/gossip/mod.ts";
 
 /** The tabs, in order. */
 export const TABS = ["CLUSTER", "NODES", "MODELS", "INFERENCE", "EVENTS"] as const;
@@ -229,7 +230,7 @@ function nodeFromInfo(n: NodeInfo, prev: NodeView | undefined, at: number): Node
     state: n.state,
     previous: prev?.state ?? NodeState.UNSPECIFIED,
     changedAt: prev && prev.state === n.state ? prev.changedAt : at,
-    endpoint: `${host}:${n.rpcPort}`,
+    endpoint: joinHostPort(host, n.rpcPort),
     backend: n.backend,
     adapter: n.adapter,
     gflops: n.calibrationGflops,

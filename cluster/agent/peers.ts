@@ -19,7 +19,7 @@ function memberHost(member: Member): string {
 
 /** "host:port" of a member's RPC listener. */
 export function rpcEndpoint(member: Member): string {
-  return `${memberHost(member)}:${member.meta?.rpcPort ?? 0}`;
+  return joinHostPort(memberHost(member), member.meta?.rpcPort ?? 0);
 }
 
 /** "host:port" of a member's TCP data plane, or undefined when it announces none. */

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { Member } from "../gossip/mod.ts";
+import { joinHostPort, type Member } from "../gossip/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import type { ServedModel } from "./served_model.ts";
 
@@ -33,7 +33,9 @@ export function servingElsewhere(members: readonly Member[], self: string): stri
   const name = model.includes("@") ? model.slice(0, model.indexOf("@")) : model;
   const where = hosts.slice(0, 8).map((m) => {
     const meta = m.meta!;
-    const api = meta.httpPort ? ` (HTTP ${meta.addresses[0] ?? "?"}:${meta.httpPort})` : "";
+    const api = meta.httpPort
+      ? ` (HTTP ${joinHostPort(meta.addresses[0] ?? "?", meta.httpPort)})`
+      : "";
     return `${m.id}${api}`;
   }).join(", ");
   return `${self} serves no model (started with --no-model: it routes gossip and deploys, and ` +

@@ -21,6 +21,7 @@ import type { ConnectRouter, Interceptor } from "@connectrpc/connect";
 import { compressionGzip, connectNodeAdapter } from "@connectrpc/connect-node";
 import { loadTlsFiles, type TlsFiles } from "../tls/files.ts";
 import { errorInterceptor, grpcPercentEncode } from "./errors.ts";
+import { mendAuthority } from "./request_authority.ts";
 
 import {
   type BidiImpl,
@@ -254,6 +255,8 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   // Calls in flight per connection (keyed by the peer's address, which the raw socket, its TLS
   // wrapper and HTTP/2's socket proxy all report): the guard closes only connections with none.
   const activity = new Map<string, ConnectionActivity>();
+  /** host:port of this listener (set once bound), for requests whose own does not parse. */
+  let ownAuthority = "localhost";
   const handler: NodeHandler = (req, res) => {
     const a = activity.get(peerKey(req.socket));
     a?.busy();
@@ -261,7 +264,10 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     const m = !tracingEnabled && req.httpVersionMajor === 2 && req.method === "POST"
       ? lean.get(req.url ?? "")
       : undefined;
-    if (!m || !isPlainGrpc(req.headers)) return connect(req, res);
+    if (!m || !isPlainGrpc(req.headers)) {
+      if (!mendAuthority(req, res, ownAuthority)) return;
+      return connect(req, res);
+    }
     const [r, s] = [req as unknown as Http2Req, res as unknown as Http2Res];
     const maxBytes = limits.large.has(req.url ?? "") ? limits.largeBytes : limits.bytes;
     const served = m.kind === "bidi"
@@ -363,6 +369,7 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   });
   const bound = (listener.address() as net.AddressInfo).port;
   const urlHost = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+  ownAuthority = `${urlHost}:${bound}`;
   let closing: Promise<void> | null = null;
   return {
     host,

@@ -1,5 +1,5 @@
 /** Peers: the signal that ends streams to a member gossip declared gone. */
-import { Peers } from "../../../cluster/agent/peers.ts";
+import { dataEndpoint, httpEndpoint, Peers, rpcEndpoint } from "../../../cluster/agent/peers.ts";
 import { resolveConfig } from "../../../cluster/agent_config.ts";
 import type { Member } from "../../../cluster/gossip/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
@@ -53,4 +53,19 @@ Deno.test("Peers.tlsVerdict: a refused member's streams end; trusted again, it i
   // Before, the signal stayed aborted: every stream to it failed at once as "dead or gone".
   assert(!peers.lostSignal("b").aborted, "a member trusted again gets streams again");
   peers.closeAll();
+});
+
+Deno.test("a member on IPv6 gets bracketed endpoints for its RPC port, data plane and HTTP API", () => {
+  // Before: the RPC endpoint was "::1:7950", which no URL parser reads as host and port, so an
+  // agent could not reach a peer that advertised an IPv6 address.
+  const member = {
+    id: "b",
+    addr: "[::1]:7946",
+    meta: { addresses: ["::1"], rpcPort: 7950, dataPort: 7951, httpPort: 8080 },
+  } as unknown as Member;
+  assertEquals(rpcEndpoint(member), "[::1]:7950");
+  assertEquals(dataEndpoint(member), "[::1]:7951");
+  assertEquals(httpEndpoint(member), "http://[::1]:8080");
+  const gossipOnly = { ...member, meta: { ...member.meta!, addresses: [] } } as Member;
+  assertEquals(rpcEndpoint(gossipOnly), "[::1]:7950", "from the gossip address alone too");
 });

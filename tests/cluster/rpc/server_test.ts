@@ -474,6 +474,41 @@ Deno.test("grpc-message is percent-encoded as gRPC says: spaces stay, non-ASCII 
   }
 });
 
+Deno.test("a call whose :authority does not parse is answered, and the server lives on", async () => {
+  // Before: Connect threw building the request URL, outside any handler, and the agent died
+  // with an uncaught TypeError: any client could end it, and every call to an agent bound to
+  // IPv6 did (Deno's HTTP/2 client sends [::1]:7950 as ::1:7950).
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(DiscoveryService, { getClusterInfo: () => ({ clusterName: "c" }) }),
+  });
+  const session = http2.connect(`http://127.0.0.1:${server.port}`);
+  try {
+    for (const authority of ["::1:7950", "a:99999", "[::1"]) {
+      const status = await new Promise<string>((resolve, reject) => {
+        const req = session.request({
+          ":method": "POST",
+          ":path": "/distributed_llm.v1.DiscoveryService/GetClusterInfo",
+          ":authority": authority,
+          "content-type": "application/json",
+        });
+        req.on("response", (h) => resolve(String(h[":status"])));
+        req.on("error", reject);
+        req.end("{}");
+        req.resume();
+      });
+      assertEquals(status, "200", authority);
+    }
+    const t = await createRpcTransport(`127.0.0.1:${server.port}`);
+    const info = await createClient(DiscoveryService, t).getClusterInfo({});
+    t.close();
+    assertEquals(info.clusterName, "c");
+  } finally {
+    session.close();
+    await server.close();
+  }
+});
+
 /** An InferenceService whose Forward answers each frame's byte count, over both paths. */
 function sizedInference() {
   const generated = create(GenerateResponseSchema, { text: "ok" });
