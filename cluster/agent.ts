@@ -139,6 +139,7 @@ export class Agent {
             stop: () => agent.stop(),
           }),
         interceptors: [traceServerInterceptor],
+        warn: (msg, fields) => log("warn", msg, fields),
       });
       // Without TLS, chunks and activations also go over plain TCP (agent/data_plane.ts).
       if (!tls) agent.plane = await startDataPlane(s, agent.head, agent.loop, agent.metrics);
@@ -189,6 +190,7 @@ export class Agent {
           contentType: agent.metrics.contentType,
         }),
         readiness: () => readiness(s, agent.loop),
+        warn: (msg, fields) => log("warn", msg, fields),
       });
       agent.api = await startApiServer({
         host: cfg.bind,

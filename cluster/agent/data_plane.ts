@@ -42,5 +42,6 @@ export function startDataPlane(
       [REPLIES_PREAMBLE]: repliesProtocol(s.replies, 2 * s.config.maxSessions + 16),
     },
     log: (msg) => s.log("debug", msg),
+    warn: (msg, fields) => s.log("warn", msg, fields),
   });
 }

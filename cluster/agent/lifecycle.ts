@@ -86,7 +86,12 @@ export async function startGossip(
       logger: (level, msg, fields) =>
         log(level === "debug" ? "debug" : level, `gossip: ${msg}`, fields),
     }),
-    { bindAddr: cfg.bind, port: cfg.gossipPort, advertiseAddr: cfg.advertiseAddress },
+    {
+      bindAddr: cfg.bind,
+      port: cfg.gossipPort,
+      advertiseAddr: cfg.advertiseAddress,
+      warn: (msg, fields) => log("warn", `gossip: ${msg}`, fields),
+    },
   );
 }
 

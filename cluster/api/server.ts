@@ -351,6 +351,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       idleMs: headersTimeout,
     },
     probeEveryMs: opts.probeEveryMs,
+    warn: opts.log && ((msg, fields) => opts.log!("warn", msg, fields)),
     refuse: (s) => s.end(TOO_MANY_CONNECTIONS),
     // The HTTP server serves the socket (its own "connection" handler); the guard keeps count.
     serve: (socket, a) => {

@@ -9,7 +9,12 @@ import dgram from "node:dgram";
 import net from "node:net";
 import { type Clock, type Rng, systemClock, systemRng } from "./clock.ts";
 import { DecodeError } from "./codec.ts";
-import { type ConnectionLimits, type GuardedListener, guardListener } from "../net/mod.ts";
+import {
+  type ConnectionLimits,
+  type GuardedListener,
+  guardListener,
+  type Warn,
+} from "../net/mod.ts";
 
 /** A bidirectional stream of length-delimited frames (push-pull, TCP fallback probe). */
 export interface Stream {
@@ -273,6 +278,8 @@ export interface UdpTransportOptions {
   streamLimits?: Partial<ConnectionLimits>;
   /** How often the TCP listener checks it still accepts (ms; 0: never); default 5 s. */
   probeEveryMs?: number;
+  /** Where the TCP listener's warnings go (an agent: its logger); default stderr as JSON. */
+  warn?: Warn;
 }
 
 /**
@@ -306,6 +313,7 @@ export class UdpTransport implements Transport {
       name: "gossip TCP listener",
       limits: { ...GOSSIP_STREAM_LIMITS, ...opts.streamLimits },
       probeEveryMs: opts.probeEveryMs,
+      warn: opts.warn,
       serve: (sock, activity) => {
         const stream = new SocketStream(
           sock,
