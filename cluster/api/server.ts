@@ -295,7 +295,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     // The model's template decides how tools are rendered and how calls are read back.
     if (parsed.tools) parsed.toolParser = planTools(parsed.tools, parsed.params, info?.toolFormat);
     // A thinking template's output opens with its reasoning, returned apart unless told not to.
-    parsed.splitReasoning = parsed.endpoint === "chat" &&
+    // Not under a JSON constraint: the output is the JSON value from its first token, so it has
+    // no think block; split after a template that opens one, the value was all reasoning_content
+    // and the content null.
+    parsed.splitReasoning = parsed.endpoint === "chat" && !parsed.params.json &&
       splitsReasoning(parsed.reasoningFormat, parsed.stream, info?.thinking);
     for (const p of parsed.batch ?? [parsed.params]) unsupported(p, opts.generator);
     const capacity = opts.generator.capacity?.();

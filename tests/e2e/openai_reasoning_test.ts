@@ -103,6 +103,35 @@ Deno.test("reasoning through a real agent: reasoning_content, kwargs over HTTP a
     assertEquals(deltas.map((d) => d.reasoning_content ?? "").join(""), expected.reasoning);
     assertEquals(deltas.map((d) => d.content ?? "").join(""), expected.content);
 
+    // A JSON constraint holds the output to the value from its first token: all of it is the
+    // content, not reasoning (before, this template's open block took the value into
+    // reasoning_content and left the content null).
+    for (const stream of [false, true]) {
+      const res = await fetch(`${base}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: name,
+          messages: user,
+          max_tokens: 48,
+          temperature: 0,
+          response_format: { type: "json_object" },
+          stream,
+        }),
+      });
+      let content: string;
+      if (stream) {
+        const ds = (await res.text()).split("\n\n").filter((l) => l.startsWith("data: {"))
+          .map((l) => JSON.parse(l.slice(6)).choices[0]?.delta ?? {});
+        assertEquals(ds.map((d) => d.reasoning_content ?? "").join(""), "");
+        content = ds.map((d) => d.content ?? "").join("");
+      } else {
+        const m = (await res.json()).choices[0].message;
+        assertEquals(m.reasoning_content, undefined);
+        content = m.content;
+      }
+      assertEquals(typeof JSON.parse(content), "object", content);
+    }
+
     // chat_template_kwargs reach the template: enable_thinking false closes the block in the
     // prompt, so the output is content.
     const off = await ask({ model: name, chat_template_kwargs: { enable_thinking: false } });
