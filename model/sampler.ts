@@ -12,6 +12,7 @@
 import type { TopCandidates } from "../kernels/backend.ts";
 import { logSumExp, rowCandidates, topIds } from "../kernels/candidates.ts";
 import { JsonConstraint, JsonConstraintError, type JsonConstraintSpec } from "./constrain/json.ts";
+import { type OutputConstraint, ReasoningGate } from "./constrain/after_reasoning.ts";
 
 /** Sampler settings; every field is optional and defaults to llama.cpp's defaults. */
 export interface SamplerParams {
@@ -166,7 +167,7 @@ export class Sampler {
   /** Tokens accepted so far (prompt + generated); keys the random draw. */
   private seen = 0;
   /** The JSON constraint, when the settings have one. */
-  readonly constraint: JsonConstraint | undefined;
+  readonly constraint: OutputConstraint | undefined;
   /** A token was picked: later accepted tokens are output (when promptTokens is not given). */
   private picked = false;
 
@@ -213,7 +214,10 @@ export class Sampler {
     this.#seed32 = seed32(p.seed);
     if (params.json) {
       try {
-        this.constraint = new JsonConstraint(params.json);
+        const json = new JsonConstraint(params.json);
+        this.constraint = params.json.reasoning
+          ? new ReasoningGate(json, params.json.reasoning)
+          : json;
       } catch (e) {
         throw new SamplerParamError(`invalid json: ${(e as Error).message}`);
       }

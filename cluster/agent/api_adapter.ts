@@ -107,6 +107,7 @@ async function* events(
         stop,
         sampling,
         jsonSchema: p.json,
+        jsonAfterReasoning: p.jsonAfterReasoning,
         onAccepted,
         onRendered: (r) => (rendered = r),
       },

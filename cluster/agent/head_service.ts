@@ -9,6 +9,7 @@
 import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
 import {
   type ChatMessage,
+  promptClosesReasoning,
   promptOpensReasoning,
   THINK_CLOSE,
   THINK_OPEN,
@@ -74,6 +75,11 @@ export interface HeadParams {
    * here, sent to the tail with the sampling settings.
    */
   jsonSchema?: SchemaNode;
+  /**
+   * With jsonSchema and a thinking template: the JSON constraint starts after the output's think
+   * block (model/constrain/after_reasoning.ts), not at its first token.
+   */
+  jsonAfterReasoning?: boolean;
   /** Stop strings, cut from the output. */
   stop?: string[];
   /** Client-chosen id for Cancel and logs. */
@@ -301,6 +307,9 @@ export class HeadService {
       );
     }
     let promptTokens: number[];
+    /** Where a JSON constraint starts (jsonAfterReasoning): after a think block, or at once. */
+    let reasoning: "open" | "start" | undefined;
+    let reasoningOpen = false;
     if (p.promptTokens?.length) {
       const n = model.tokenizer.vocabSize;
       const bad = p.promptTokens.find((t) => !Number.isInteger(t) || t < 0 || t >= n);
@@ -316,7 +325,12 @@ export class HeadService {
       const text = chat.text + (p.assistantPrefix ?? "");
       fits(text);
       promptTokens = model.tokenizer.encode(text, chat);
-      p.onRendered?.({ reasoningOpen: model.chat.thinking && promptOpensReasoning(text) });
+      reasoningOpen = model.chat.thinking && promptOpensReasoning(text);
+      p.onRendered?.({ reasoningOpen });
+      // A block the prompt closed (enable_thinking false) is this turn's: none may follow.
+      if (p.jsonAfterReasoning && model.chat.thinking && !promptClosesReasoning(text)) {
+        reasoning = reasoningOpen ? "open" : "start";
+      }
     } else {
       fits(p.prompt ?? "");
       promptTokens = model.tokenizer.encode(p.prompt ?? "", { addBos: model.tokenizer.addBos });
@@ -415,7 +429,10 @@ export class HeadService {
       sampling: p.jsonSchema
         ? {
           ...p.sampling,
-          json: jsonConstraintFor(model.tokenizer, p.jsonSchema, promptTokens.length),
+          json: {
+            ...jsonConstraintFor(model.tokenizer, p.jsonSchema, promptTokens.length),
+            ...(reasoning ? { reasoning } : {}),
+          },
         }
         : p.sampling,
       onToken: (token, index) => {

@@ -87,6 +87,11 @@ export interface GenerationParams {
    * generator binds it to its vocabulary (model/constrain jsonConstraintFor) and samples with it.
    */
   json?: SchemaNode;
+  /**
+   * With json, for a thinking model whose think block is split off (reasoning_content): the
+   * constraint starts after the block, so the model reasons before it answers.
+   */
+  jsonAfterReasoning?: boolean;
 }
 
 /** What a generator can do beyond plain text prompts; the API refuses (400) what it cannot. */

@@ -295,11 +295,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     // The model's template decides how tools are rendered and how calls are read back.
     if (parsed.tools) parsed.toolParser = planTools(parsed.tools, parsed.params, info?.toolFormat);
     // A thinking template's output opens with its reasoning, returned apart unless told not to.
-    // Not under a JSON constraint: the output is the JSON value from its first token, so it has
-    // no think block; split after a template that opens one, the value was all reasoning_content
-    // and the content null.
-    parsed.splitReasoning = parsed.endpoint === "chat" && !parsed.params.json &&
+    // Under response_format the JSON constraint then starts after the think block (vLLM's way:
+    // the model reasons before it answers); before, it held from the first token, and after a
+    // template that opens the block the value went to reasoning_content, content null. A forced
+    // tool call's output is the call from its first token: not split.
+    parsed.splitReasoning = parsed.endpoint === "chat" && !parsed.toolParser?.forced &&
       splitsReasoning(parsed.reasoningFormat, parsed.stream, info?.thinking);
+    if (parsed.splitReasoning && parsed.params.json) parsed.params.jsonAfterReasoning = true;
     for (const p of parsed.batch ?? [parsed.params]) unsupported(p, opts.generator);
     const capacity = opts.generator.capacity?.();
     if (parsed.batch && capacity !== undefined && parsed.batch.length > capacity) {

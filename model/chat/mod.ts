@@ -54,6 +54,7 @@ export {
 export { heldPrefix } from "./held_prefix.ts";
 export {
   isThinkingTemplate,
+  promptClosesReasoning,
   promptOpensReasoning,
   type ReasoningPiece,
   ReasoningSplitter,

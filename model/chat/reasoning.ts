@@ -40,6 +40,15 @@ export function promptOpensReasoning(prompt: string): boolean {
   return trimEndAscii(prompt).endsWith(THINK_OPEN);
 }
 
+/**
+ * Whether a rendered prompt ends just after a closed think block (Qwen3's template with
+ * `enable_thinking: false` writes an empty one): the turn has had its reasoning, and the output
+ * is the answer.
+ */
+export function promptClosesReasoning(prompt: string): boolean {
+  return trimEndAscii(prompt).endsWith(THINK_CLOSE);
+}
+
 /** Text a push or the end let through, by where it belongs. */
 export interface ReasoningPiece {
   /** Text of the think block (what OpenAI-style APIs call `reasoning_content`). */

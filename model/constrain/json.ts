@@ -22,6 +22,11 @@ import { type Vocabulary, vocabularyByFingerprint } from "./vocabulary.ts";
 export interface JsonConstraintSpec {
   /** The value's shape: `{kind: "object"}` for any object (response_format json_object). */
   schema: SchemaNode;
+  /**
+   * A thinking model's output may hold a think block before the value (after_reasoning.ts):
+   * `open`, the prompt opened it; `start`, the output may open it first. Unset: none.
+   */
+  reasoning?: "open" | "start";
   /** The vocabulary's fingerprint (constrain/vocabulary.ts vocabularyFingerprint). */
   vocabulary: string;
   /**
@@ -500,13 +505,27 @@ export class JsonConstraint {
       throw new JsonConstraintError(`token ${id} follows a complete JSON value`);
     }
     const bytes = id >= 0 && id < v.size ? v.pieces[id] : new Uint8Array(0);
-    let s: JsonState | null = this.#state;
-    for (let i = 0; s && i < bytes.length; i++) s = step(s, bytes[i]);
-    if (!s || bytes.length === 0) {
+    if (bytes.length === 0 || !this.#advance(bytes)) {
       throw new JsonConstraintError(`token ${id} cannot continue the JSON output`);
     }
+  }
+
+  /** Advance over output bytes that are part of a token (after_reasoning.ts: after `</think>`). */
+  acceptBytes(bytes: Uint8Array): void {
+    if (!this.#advance(bytes)) {
+      throw new JsonConstraintError(
+        `${JSON.stringify(new TextDecoder().decode(bytes))} cannot begin the JSON output`,
+      );
+    }
+  }
+
+  #advance(bytes: Uint8Array): boolean {
+    let s: JsonState | null = this.#state;
+    for (let i = 0; s && i < bytes.length; i++) s = step(s, bytes[i]);
+    if (!s) return false;
     this.#state = s;
     this.#mask = undefined;
+    return true;
   }
 
   /** Bitset over token ids (bit `id & 7` of byte `id >> 3`): the tokens allowed next. */

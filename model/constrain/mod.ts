@@ -33,6 +33,7 @@ export {
   type ObjectNode,
   type SchemaNode,
 } from "./schema.ts";
+export { type OutputConstraint, ReasoningGate } from "./after_reasoning.ts";
 export { decodeJsonConstraint, decodeSchemaNode, encodeJsonConstraint } from "./wire.ts";
 export {
   registerTokenSource,

@@ -39,6 +39,12 @@ export function decodeJsonConstraint(text: string): JsonConstraintSpec {
     throw new JsonConstraintError("JSON constraint settings name no vocabulary fingerprint");
   }
   const spec: JsonConstraintSpec = { schema: decodeSchemaNode(o.schema), vocabulary: o.vocabulary };
+  if (o.reasoning !== undefined) {
+    if (o.reasoning !== "open" && o.reasoning !== "start") {
+      throw new JsonConstraintError('JSON constraint reasoning must be "open" or "start"');
+    }
+    spec.reasoning = o.reasoning;
+  }
   if (o.promptTokens !== undefined) {
     if (!Number.isInteger(o.promptTokens) || (o.promptTokens as number) < 0) {
       throw new JsonConstraintError("JSON constraint promptTokens must be a count");

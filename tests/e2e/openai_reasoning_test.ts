@@ -103,9 +103,14 @@ Deno.test("reasoning through a real agent: reasoning_content, kwargs over HTTP a
     assertEquals(deltas.map((d) => d.reasoning_content ?? "").join(""), expected.reasoning);
     assertEquals(deltas.map((d) => d.content ?? "").join(""), expected.content);
 
-    // A JSON constraint holds the output to the value from its first token: all of it is the
-    // content, not reasoning (before, this template's open block took the value into
-    // reasoning_content and left the content null).
+    // Under response_format, the JSON constraint starts after the think block (before, it held
+    // from the first token, and with this template the value went to reasoning_content and the
+    // content was null). This model never closes its block in 8 tokens: the reply is the
+    // unconstrained one. With the block closed in the prompt (enable_thinking false), the
+    // constraint holds from the first token and the content is the value.
+    const json = { response_format: { type: "json_object" } };
+    const thinking = await ask({ model: name, ...json });
+    assertEquals(thinking.choices[0].message, message);
     for (const stream of [false, true]) {
       const res = await fetch(`${base}/v1/chat/completions`, {
         method: "POST",
@@ -114,8 +119,9 @@ Deno.test("reasoning through a real agent: reasoning_content, kwargs over HTTP a
           messages: user,
           max_tokens: 48,
           temperature: 0,
-          response_format: { type: "json_object" },
+          chat_template_kwargs: { enable_thinking: false },
           stream,
+          ...json,
         }),
       });
       let content: string;
