@@ -49,6 +49,12 @@ export class JsonConstraintError extends Error {
 const MAX_WS = 20;
 /** Longest number, in bytes. */
 const MAX_NUMBER = 32;
+/**
+ * Most digits of a number's integral part, fraction or exponent (llama.cpp's json grammar:
+ * `[1-9] [0-9]{0,15}`, `[0-9]{1,16}`): a model that likes digits cannot write an integer no
+ * reader holds, or run a tool call's argument on until max_tokens.
+ */
+const MAX_DIGITS = 16;
 /** Masks kept per vocabulary (each vocabSize/8 bytes). */
 const MAX_CACHED_MASKS = 512;
 
@@ -66,7 +72,7 @@ type Frame =
   /** One of several exact byte texts (literals, enums, schema keys), `pos` bytes matched. */
   | { t: "lit"; texts: Uint8Array[]; cands: number[]; pos: number; key: boolean }
   /** A number; see NUM_* for `st`. */
-  | { t: "num"; st: number; int: boolean; len: number }
+  | { t: "num"; st: number; int: boolean; len: number; run: number }
   /** The value is complete. */
   | { t: "done" };
 
@@ -208,9 +214,9 @@ function startValue(s: SchemaNode, b: number, up: JsonState | null): JsonState |
     case "number":
     case "integer": {
       const int = s.kind === "integer";
-      if (b === 0x2d) return { f: { t: "num", st: 0, int, len: 1 }, up };
+      if (b === 0x2d) return { f: { t: "num", st: 0, int, len: 1, run: 0 }, up };
       if (isDigit(b)) {
-        return { f: { t: "num", st: b === 0x30 ? 1 : 2, int, len: 1 }, up };
+        return { f: { t: "num", st: b === 0x30 ? 1 : 2, int, len: 1, run: 1 }, up };
       }
       return null;
     }
@@ -334,8 +340,11 @@ function stepNumber(
     // A state that cannot end the number ("1.", "1e", "1e-") needs room for one more byte;
     // else the mask allowed a token after which no token can continue (the request failed).
     const len = f.len + 1;
-    const fits = len <= MAX_NUMBER && (NUM_END_OK[st] || len < MAX_NUMBER);
-    return fits ? { f: { ...f, st, len }, up } : null;
+    // Digits of the current part (integral, fraction, exponent), at most MAX_DIGITS each: a
+    // digit adds one; ".", "e" and the exponent's sign start the next part.
+    const run = st === 3 || st === 5 || st === 6 ? 0 : f.run + 1;
+    const fits = len <= MAX_NUMBER && run <= MAX_DIGITS && (NUM_END_OK[st] || len < MAX_NUMBER);
+    return fits ? { f: { ...f, st, len, run }, up } : null;
   }
   return NUM_END_OK[f.st] ? feed(complete(up), b) : null;
 }
@@ -580,7 +589,7 @@ export class JsonConstraint {
           break;
         }
         case "num":
-          parts.push(`n${f.st},${f.int},${f.len}`);
+          parts.push(`n${f.st},${f.int},${f.len},${f.run}`);
           break;
         case "done":
           parts.push("d");

@@ -208,15 +208,43 @@ Deno.test("additionalProperties false without properties: only the empty object"
 });
 
 Deno.test("a number never reaches a state nothing can continue (the mask's dead end)", () => {
-  // 31 digits, then "." or "e" took the 32nd and last byte: the next mask was empty and the
-  // request failed mid-output. Now such a byte is refused where no digit could follow it.
-  const digits = "1".repeat(31);
-  for (const tail of [".", "e", "E"]) assertEquals(run(ANY_OBJECT, `{"n": ${digits}${tail}`), null);
-  assert(accepts(ANY_OBJECT, `{"n": ${digits}1}`), "32 digits still fit");
-  assert(accepts(ANY_OBJECT, `{"n": ${"1".repeat(29)}.5}`));
-  const e = "1".repeat(28) + "e-";
+  // 31 bytes, then "e" took the 32nd and last byte: the next mask was empty and the request
+  // failed mid-output. Now such a byte is refused where no digit could follow it.
+  const base = `${"1".repeat(16)}.${"1".repeat(14)}`;
+  for (const tail of ["e", "E"]) assertEquals(run(ANY_OBJECT, `{"n": ${base}${tail}`), null);
+  assert(accepts(ANY_OBJECT, `{"n": ${base}1}`), "32 bytes still fit");
+  const e = `${"1".repeat(16)}.${"1".repeat(11)}e-`;
   assertEquals(run(ANY_OBJECT, `{"n": ${e}5`) !== null, true, "30 bytes then a digit");
-  assertEquals(run(ANY_OBJECT, `{"n": ${"1".repeat(30)}e-`), null, "the sign takes the last byte");
+  assertEquals(
+    run(ANY_OBJECT, `{"n": ${"1".repeat(16)}.${"1".repeat(13)}e-`),
+    null,
+    "the sign takes the last byte",
+  );
+});
+
+Deno.test("a number's integral part, fraction and exponent hold at most 16 digits each", () => {
+  // Before, a model that liked digits wrote a 32-digit "integer" no reader holds, or ran a
+  // forced tool call's argument on until max_tokens (found by an independent tester). The bound
+  // is llama.cpp's json grammar's: [1-9] [0-9]{0,15} and [0-9]{1,16}.
+  const d = (n: number) => "9".repeat(n);
+  const integer = compileJsonSchema({ type: "object", properties: { n: { type: "integer" } } });
+  for (
+    const [text, ok] of [
+      [`{"n": ${d(16)}}`, true],
+      [`{"n": ${d(17)}}`, false],
+      [`{"n": -${d(16)}}`, true],
+      [`{"n": -${d(17)}}`, false],
+    ] as const
+  ) assertEquals(accepts(integer, text), ok, text);
+  for (
+    const [text, ok] of [
+      [`{"n": 1.${d(16)}}`, true],
+      [`{"n": 1.${d(17)}}`, false],
+      [`{"n": 1e${d(16)}}`, true],
+      [`{"n": 1e-${d(17)}}`, false],
+      [`{"n": ${d(16)}.${d(15)}}`, true],
+    ] as const
+  ) assertEquals(accepts(ANY_OBJECT, text), ok, text);
 });
 
 Deno.test("schemas are bounded in enum values and text, as OpenAI bounds them", () => {
