@@ -30,7 +30,13 @@ import {
   type TailSampling,
 } from "../pipeline/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
-import { InvalidParamError, MAX_STOP_CHARS, PromptTooLongError, StopGate } from "../api/mod.ts";
+import {
+  InvalidParamError,
+  MAX_STOP_CHARS,
+  MAX_STOP_STRINGS,
+  PromptTooLongError,
+  StopGate,
+} from "../api/mod.ts";
 import { RequestPhase } from "../../proto/mod.ts";
 import { RequestTracker } from "../events/mod.ts";
 import type { AgentMetrics } from "../telemetry/mod.ts";
@@ -264,6 +270,12 @@ export class HeadService {
     if (this.loop.error) throw new RpcFailure("unavailable", `no placement: ${this.loop.error}`);
     if (s.draining) {
       throw shuttingDown(s.nodeId);
+    }
+    if (p.stop && p.stop.length > MAX_STOP_STRINGS) {
+      throw new RpcFailure(
+        "invalid_argument",
+        `at most ${MAX_STOP_STRINGS} stop strings (got ${p.stop.length})`,
+      );
     }
     if (p.stop?.some((x) => x.length > MAX_STOP_CHARS)) {
       throw new RpcFailure(

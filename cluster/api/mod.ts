@@ -48,5 +48,5 @@ export {
   DEFAULT_MAX_BODY_BYTES,
   startApiServer,
 } from "./server.ts";
-export { MAX_STOP_CHARS, StopGate, StopMatcher } from "./stop.ts";
+export { MAX_STOP_CHARS, MAX_STOP_STRINGS, StopGate, StopMatcher } from "./stop.ts";
 export { planTools, toolCallId, type ToolRequest, toolRequest } from "./tools.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import { MAX_STOP_CHARS } from "./stop.ts";
+import { MAX_STOP_CHARS, MAX_STOP_STRINGS } from "./stop.ts";
 import { CHAT_ROLES, type ChatMessage, type ToolCallParserOptions } from "../../model/chat/mod.ts";
 import { ANY_OBJECT, compileJsonSchema, JsonSchemaError } from "../../model/constrain/mod.ts";
 import { ApiError } from "./errors.ts";
@@ -244,12 +244,12 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   const stop = body.stop;
   if (typeof stop === "string") params.stop = [stop];
   else if (Array.isArray(stop)) {
-    if (stop.length > 4 || !stop.every((s) => typeof s === "string")) {
-      throw bad("stop", "stop must be a string or an array of at most 4 strings");
+    if (stop.length > MAX_STOP_STRINGS || !stop.every((s) => typeof s === "string")) {
+      throw bad("stop", `stop must be a string or an array of at most ${MAX_STOP_STRINGS} strings`);
     }
     params.stop = stop as string[];
   } else if (stop !== undefined && stop !== null) {
-    throw bad("stop", "stop must be a string or an array of at most 4 strings");
+    throw bad("stop", `stop must be a string or an array of at most ${MAX_STOP_STRINGS} strings`);
   }
   if (params.stop?.some((s) => s.length > MAX_STOP_CHARS)) {
     throw bad("stop", `stop strings are at most ${MAX_STOP_CHARS} characters`);

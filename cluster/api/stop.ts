@@ -13,6 +13,12 @@ import { heldPrefix } from "../../model/chat/mod.ts";
 export const MAX_STOP_CHARS = 512;
 
 /**
+ * Most stop strings a request may carry (OpenAI's bound): each is checked against every token
+ * on the head's event loop, and 30 000 of them slowed every request of the head 5×.
+ */
+export const MAX_STOP_STRINGS = 4;
+
+/**
  * Streams text pieces, cutting at the first stop string.
  *
  * @example
