@@ -24,6 +24,12 @@ import { withReplies } from "./replies.ts";
 import { type OpenSpan, openSpan, withSpan } from "../telemetry/tracing.ts";
 import { untilAborted } from "../deadline.ts";
 
+/**
+ * Longest pause between tries of a request every replica refused as full (ms): a freed slot
+ * waits at most this long for the next request, and 64 waiting requests try 256 times a second.
+ */
+const BUSY_POLL_MAX_MS = 250;
+
 /** A generation request as the head runs it. */
 export interface HeadRequest {
   requestId: string;
@@ -145,6 +151,9 @@ export class Head {
     let tFirst = 0;
     let attempt = 0;
     let stale = 0;
+    /** Since when every replica has refused this request as full (0: none has), and the polls. */
+    let busySince = 0;
+    let busyPolls = 0;
     // Request ids come from clients, who may retry with the same one while a stage still holds
     // the first try's session (freed only when its stream ends): a nonce keeps them apart.
     const run = crypto.randomUUID().slice(0, 8);
@@ -307,12 +316,32 @@ export class Head {
           stale++;
           continue;
         }
-        if (e instanceof StaleEpochError || (replaying && isStageBusy(e))) {
+        if (isStageBusy(e)) {
+          // Every replica is full (its --max-sessions, or its KV budget): wait for room, as
+          // llama.cpp's and vLLM's servers queue for a slot. Before, a new request was failed at
+          // once: a 429, or after a stream's 200 an error in the stream that no SDK retries,
+          // although its head had admitted it, whenever several heads shared the stages or the
+          // KV budget held fewer sessions than --max-sessions. Polled with backoff (a refusal
+          // is cheap); still full after the recovery timeout, the stage's refusal is the answer
+          // (a replay's is "no room", as before).
+          busySince ||= performance.now();
+          const waited = performance.now() - busySince;
+          if (waited > recoveryMs) {
+            if (!replaying) throw e;
+            throw new NoPlacementError(`no room: ${(e as Error).message}`);
+          }
+          busyPolls++;
+          const delay = Math.min(BUSY_POLL_MAX_MS, 25 * 2 ** Math.min(busyPolls, 4));
+          await untilAborted(new Promise((r) => setTimeout(r, delay)), req.signal).catch(() => {});
+          continue;
+        }
+        busySince = 0;
+        busyPolls = 0;
+        if (e instanceof StaleEpochError) {
           // Gossip has not converged on one plan yet: read the chain again shortly, blaming
           // nobody; give up only after the recovery timeout.
           if (++stale * 100 > recoveryMs) {
-            const what = e instanceof StaleEpochError ? "the placement did not settle" : "no room";
-            throw new NoPlacementError(`${what}: ${(e as Error).message}`);
+            throw new NoPlacementError(`the placement did not settle: ${(e as Error).message}`);
           }
           await untilAborted(new Promise((r) => setTimeout(r, 100)), req.signal).catch(() => {});
           continue;

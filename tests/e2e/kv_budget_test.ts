@@ -2,8 +2,9 @@
  * The tester's case at a small scale: 3 agents with a small --memory-budget and the default-like
  * --max-sessions 64, and many concurrent long /v1/completions. Before, every request opened its
  * session and agent k1's KV caches grew to twice its whole budget; now each stage's weights plus
- * KV caches stay within the budget, the requests beyond it get a clean 429 with Retry-After,
- * and every one of them completes when sent again, with the same text.
+ * KV caches stay within the budget, and the requests beyond it wait for room at their head and
+ * complete, with the same text (before the third bug hunt they got a 429, or an error inside a
+ * stream already answered 200, although their head had admitted them).
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
@@ -27,7 +28,7 @@ async function memory(port: number): Promise<{ weights: number; kv: number }> {
 
 Deno.test({
   name:
-    "many long requests on a small budget: KV stays within it, the rest get 429 and finish later",
+    "many long requests on a small budget: KV stays within it, the rest wait for room and finish",
   fn: async () => {
     const agents = await startCluster(["k1", "k2", "k3"], {
       model: STORIES,
@@ -89,11 +90,14 @@ Deno.test({
         assertEquals(a.unhandled, []);
       }
       assertEquals(new Set(texts).size, 1, "greedy requests answer alike, refused or not");
-      assert(statuses.includes(429), `no request was refused: ${statuses}`);
+      assertEquals(statuses.filter((x) => x !== 200), [], "none was refused: they waited");
       const refused = agents.flatMap((a) =>
         a.logs.filter((l) => l.msg === "stage refused sessions as busy")
       );
-      assert(refused.length > 0 && refused.every((l) => Number(l.kv_bytes) > 0), "refusals logged");
+      assert(
+        refused.length > 0 && refused.every((l) => Number(l.kv_bytes) > 0),
+        "the stages did refuse sessions for KV room (the head waited those out)",
+      );
     } finally {
       watching = false;
       await stopAll(agents);

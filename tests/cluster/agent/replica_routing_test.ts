@@ -356,23 +356,43 @@ Deno.test("routing: a replica that answers full sends the request to another wit
   assertEquals(got.tokens.map((t) => t.id), [10, 11, 12]);
   assertEquals(opened, ["a", "c"], "tried a, then c");
   assertEquals(ledger.snapshot(), { c: 1 }, "a no longer counts the request");
-  // Every replica full: the client hears it at once, as before.
+  // Every replica full: the head waits for room, trying again, and once its recovery timeout
+  // has passed the client hears the refusal (before, at once: a 429, or an error inside a
+  // stream already answered 200, for a request its head had admitted).
   cands[1] = cand("c2", 0, 8, "c2", 0);
   const full = link;
+  let tries = 0;
+  let roomAfter = Infinity;
   const allFull = (c: StageCandidate): StageLink => ({
     ...full(c),
-    openSession: () => Promise.reject(new StageBusyError(`${c.id} is full`, c.id)),
+    openSession: () =>
+      ++tries > roomAfter
+        ? full({ ...c, id: "c" }).openSession({} as never)
+        : Promise.reject(new StageBusyError(`${c.id} is full`, c.id)),
   });
-  const e = await new Head(
-    new GossipChainProvider({
-      model: "m@1",
-      nLayers: 8,
-      candidates: () => cands,
-      link: allFull,
-      ledger: new ReplicaLedger(),
-    }),
-  ).generate({ ...request, promptTokens: [1, 2, 3] }).then(() => null, (e) => e);
+  const head = () =>
+    new Head(
+      new GossipChainProvider({
+        model: "m@1",
+        nLayers: 8,
+        candidates: () => cands,
+        link: allFull,
+        ledger: new ReplicaLedger(),
+      }),
+      { recoveryTimeoutMs: 400 },
+    );
+  const t0 = performance.now();
+  const e = await head().generate({ ...request, promptTokens: [1, 2, 3] }).then(
+    () => null,
+    (e) => e,
+  );
   assert(e instanceof StageBusyError, String(e));
+  assert(performance.now() - t0 >= 400 && tries > 3, `gave up after ${tries} tries`);
+  // Room comes (a session elsewhere ended): the waiting request runs.
+  tries = 0;
+  roomAfter = 4;
+  const waited = await head().generate({ ...request, promptTokens: [1, 2, 3] });
+  assertEquals(waited.tokens.length, 3);
 });
 
 Deno.test("routing: a prompt goes back to the replica that served its prefix, unless that one is much busier", () => {
