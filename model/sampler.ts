@@ -86,6 +86,15 @@ export class SamplerParamError extends Error {
 /** Most logitBias entries a sampler takes (OpenAI's bound on logit_bias). */
 export const MAX_LOGIT_BIAS = 300;
 
+/**
+ * A top-p as OpenAI and llama.cpp take it: 0 keeps the most probable token only (the sampler
+ * wants a positive mass, and 1e-6 is below any top token's probability for vocabularies under
+ * 10^6).
+ */
+export function topPOf(p: number): number {
+  return p === 0 ? 1e-6 : p;
+}
+
 /** Most candidates and penalised ids a backend's topCandidates takes (kernels/backend.ts). */
 const MAX_DEVICE_CANDIDATES = 64;
 const MAX_DEVICE_EXCLUDE = 256;

@@ -8,6 +8,7 @@
  * model/sampling_defaults.ts.
  */
 import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
+import { topPOf } from "../../model/sampler.ts";
 import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
 import {
   abortOnSigint,
@@ -36,7 +37,12 @@ export function generateCommand() {
     .option("-n, --max-tokens <n>", "tokens to generate", intOption(1), 128)
     .option("--temperature <t>", "0 = greedy", numberOption(0, 100), D.temperature)
     .option("--top-k <k>", "keep the k most likely tokens (0 = off)", intOption(0), D.topK)
-    .option("--top-p <p>", "nucleus sampling mass (1 = off)", numberOption(0.0001, 1), D.topP)
+    .option(
+      "--top-p <p>",
+      "nucleus sampling mass (1 = off, 0 = the most probable token only)",
+      numberOption(0, 1),
+      D.topP,
+    )
     .option(
       "--min-p <p>",
       "drop tokens below p × the top probability",
@@ -74,8 +80,14 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
       const abort = new AbortController();
       const stopListening = abortOnSigint(abort);
       try {
-        // Like llama.cpp, echo the prompt so the streamed continuation reads as one text.
-        if (!opts.json) writeOut(opts.prompt);
+        // Like llama.cpp, echo the prompt so the streamed continuation reads as one text: with
+        // the first token (or the end), not before, so a prompt the model refuses (too long for
+        // the context) leaves only the error, not the prompt and the error on one line.
+        let echoed = opts.json === true;
+        const echo = () => {
+          if (!echoed) writeOut(opts.prompt);
+          echoed = true;
+        };
         const t0 = performance.now();
         const result = await engine.generate({
           prompt: opts.prompt,
@@ -84,14 +96,18 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
           sampler: {
             temperature: opts.temperature,
             topK: opts.topK,
-            topP: opts.topP,
+            topP: topPOf(opts.topP),
             minP: opts.minP,
             repeatPenalty: opts.repeatPenalty,
             seed: opts.seed,
           },
-          onToken: opts.json ? undefined : (_id, text) => writeOut(text),
+          onToken: opts.json ? undefined : (_id, text) => {
+            echo();
+            writeOut(text);
+          },
           signal: abort.signal,
         });
+        echo();
         const decodeTps = result.tokens.length > 0 && result.decodeMs > 0
           ? result.tokens.length / (result.decodeMs / 1000)
           : 0;
@@ -179,7 +195,7 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
         sampler: {
           temperature: opts.temperature,
           topK: opts.topK,
-          topP: opts.topP,
+          topP: topPOf(opts.topP),
           minP: opts.minP,
           repeatPenalty: opts.repeatPenalty,
           seed: opts.seed === undefined ? undefined : BigInt(opts.seed),

@@ -8,7 +8,7 @@ import { MAX_STOP_CHARS, MAX_STOP_STRINGS } from "./stop.ts";
 import { CHAT_ROLES, type ChatMessage, type ToolCallParserOptions } from "../../model/chat/mod.ts";
 import { ANY_OBJECT, compileJsonSchema, JsonSchemaError } from "../../model/constrain/mod.ts";
 import { ApiError } from "./errors.ts";
-import { MAX_LOGIT_BIAS } from "../../model/sampler.ts";
+import { MAX_LOGIT_BIAS, topPOf } from "../../model/sampler.ts";
 import type { GenerationParams } from "./generator.ts";
 import { messageToolFields, type ToolRequest, toolRequest } from "./tools.ts";
 import { type ReasoningFormat, reasoningRequest } from "./reasoning.ts";
@@ -70,9 +70,11 @@ function num(body: Obj, key: string, min: number, max: number, integer = false) 
   const v = body[key];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isFinite(v) || (integer && !Number.isInteger(v))) {
+    // JSON.stringify writes a number too large for a double (1e309, parsed as Infinity) as null.
+    const got = typeof v === "number" ? String(v) : JSON.stringify(v);
     throw bad(
       key,
-      `${key} must be ${integer ? "an integer" : "a number"}, got ${JSON.stringify(v)}`,
+      `${key} must be ${integer ? "an integer" : "a finite number"}, got ${got}`,
     );
   }
   if (v < min || v > max) throw bad(key, `${key} must be ${range(min, max)}, got ${v}`);
@@ -95,10 +97,18 @@ function content(v: unknown, i: number): string {
   if (Array.isArray(v)) {
     return v.map((part, j) => {
       const p = part as Obj;
-      if (p?.type !== "text" || typeof p.text !== "string") {
+      if (p?.type !== "text") {
         throw bad(
           `messages[${i}].content[${j}]`,
           `only text content parts are supported (got type ${JSON.stringify(p?.type)})`,
+        );
+      }
+      if (typeof p.text !== "string") {
+        throw bad(
+          `messages[${i}].content[${j}].text`,
+          `a text content part needs its text as a string (got ${
+            JSON.stringify(p.text) ?? "none"
+          })`,
         );
       }
       return p.text;
@@ -144,7 +154,7 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   if (typeof body.model !== "string" || body.model === "") {
     throw bad("model", "model is required: one of the ids GET /v1/models lists");
   }
-  const n = num(body, "n", 1, 128, true);
+  const n = num(body, "n", -Infinity, Infinity, true);
   if (n !== undefined && n !== 1) {
     throw bad("n", `n must be 1 (got ${n}): send one request per completion you want`);
   }
@@ -218,10 +228,8 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   // Unset settings stay unset: the tail fills them from model/sampling_defaults.ts, the one set
   // of defaults every door uses (llama.cpp's, as llama-server applies to this API too).
   params.temperature = num(body, "temperature", 0, 2);
-  params.topP = num(body, "top_p", 0, 1);
-  // OpenAI allows 0; as in llama.cpp it keeps the most probable token only (the sampler wants a
-  // positive mass, and 1e-6 is below any top token's probability for vocabularies under 10^6).
-  if (params.topP === 0) params.topP = 1e-6;
+  const topP = num(body, "top_p", 0, 1);
+  params.topP = topP === undefined ? undefined : topPOf(topP);
   // llama.cpp-style extensions.
   params.topK = num(body, "top_k", 0, 1 << 20, true);
   params.minP = num(body, "min_p", 0, 1);

@@ -46,6 +46,28 @@ Deno.test("generate streams text to stdout by default", async () => {
   assert(r.stderr.includes("tokens/s"), r.stderr);
 });
 
+Deno.test("generate: a prompt the context cannot hold leaves only the error (no echoed prompt)", async () => {
+  // Before: the prompt was echoed to stdout first, and the error landed on the same line (found
+  // by an independent tester; the --endpoint path already waited for the first token).
+  const r = await llmctl(["generate", "--ctx", "16", "-p", "a".repeat(80), "-n", "4"]);
+  assertEquals(r.code, 1, r.stderr);
+  assertEquals(r.stdout, "");
+  assert(r.stderr.includes("context"), r.stderr);
+  // top-p 0 keeps the most probable token, as over HTTP: greedy's text.
+  const greedy = await llmctl([
+    "generate",
+    "-p",
+    "Once upon a time",
+    "-n",
+    "8",
+    "--temperature",
+    "0",
+  ]);
+  const top = await llmctl(["generate", "-p", "Once upon a time", "-n", "8", "--top-p", "0"]);
+  assertEquals(top.code, 0, top.stderr);
+  assertEquals(top.stdout, greedy.stdout);
+});
+
 Deno.test("generate with the same seed gives the same text", async () => {
   const args = [
     "generate",

@@ -159,3 +159,30 @@ Deno.test("fields asking for output this server does not make are 400s naming th
   assertEquals(fieldOf({ web_search_options: {} }), "web_search_options");
   assertEquals(fieldOf({ modalities: ["text"], user: "u1", store: false, metadata: {} }), "");
 });
+
+Deno.test("errors name what is wrong: a text part without text, n, a number too large for a double", () => {
+  // Found by an independent tester: these said "got type \"text\"", "from 1 to 128" (only 1 is
+  // ever taken) and "got null".
+  const message = (endpoint: "chat" | "completion", body: Record<string, unknown>) => {
+    try {
+      parseRequest(endpoint, { model: "m", ...body });
+    } catch (e) {
+      return `${(e as ApiError).param}: ${(e as Error).message}`;
+    }
+    return "accepted";
+  };
+  assertEquals(
+    message("chat", { messages: [{ role: "user", content: [{ type: "text" }] }] }),
+    "messages[0].content[0].text: a text content part needs its text as a string (got none)",
+  );
+  for (const n of [0, 2]) {
+    assertEquals(
+      message("completion", { prompt: "hi", n }),
+      `n: n must be 1 (got ${n}): send one request per completion you want`,
+    );
+  }
+  assertEquals(
+    message("completion", { prompt: "hi", temperature: JSON.parse("1e309") }),
+    "temperature: temperature must be a finite number, got Infinity",
+  );
+});
