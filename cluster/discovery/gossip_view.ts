@@ -10,6 +10,7 @@ import {
   ResourceInfoSchema,
 } from "../../proto/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
+import { loadavg } from "./resources.ts";
 import type { MembershipView, RegisterResult } from "./membership.ts";
 
 const STATES: Record<string, NodeState> = {
@@ -125,7 +126,19 @@ export class GossipMembershipView implements MembershipView {
   }
 
   local(): NodeInfo {
-    return memberToNodeInfo(this.gossip.localNode, this.opts.extras);
+    return this.#measured(memberToNodeInfo(this.gossip.localNode, this.opts.extras));
+  }
+
+  /**
+   * `info` with this machine's available memory and load when it is this agent's: gossip
+   * carries neither, so a peer's stay 0, and before, this agent's own did too (`nodes list
+   * --json` said 0 bytes available on a machine with 18 GB free).
+   */
+  #measured(info: NodeInfo): NodeInfo {
+    if (info.id !== this.gossip.localNode.id || !info.resources) return info;
+    info.resources.memoryAvailableBytes = BigInt(Deno.systemMemoryInfo().available);
+    info.resources.loadAverage1m = loadavg()[0];
+    return info;
   }
 
   /** Every member gossip knows, and those it has forgotten that died or left recently. */
@@ -134,7 +147,7 @@ export class GossipMembershipView implements MembershipView {
     const ids = new Set(known.map((m) => m.id));
     const keep = this.opts.departedRetentionMs ?? DEFAULT_DEPARTED_RETENTION_MS;
     const now = this.#now();
-    const out = known.map((m) => memberToNodeInfo(m, this.opts.extras));
+    const out = known.map((m) => this.#measured(memberToNodeInfo(m, this.opts.extras)));
     for (const [id, d] of this.#departed) {
       if (now - d.at > keep) {
         this.#departed.delete(id);

@@ -34,7 +34,8 @@ export function cpuCores(): number {
   return Math.max(1, navigator.hardwareConcurrency || os.cpus().length || 1);
 }
 
-function loadavg(): [number, number, number] {
+/** The 1, 5 and 15 minute load averages (zeros where the system has none). */
+export function loadavg(): [number, number, number] {
   try {
     const [a, b, c] = Deno.loadavg();
     return [a, b, c];

@@ -4,8 +4,8 @@
  */
 import { NodeState } from "../../../proto/mod.ts";
 import { GossipMembershipView } from "../../../cluster/discovery/gossip_view.ts";
-import { localConfig, Memberlist, SimNetwork } from "../../../cluster/gossip/mod.ts";
-import { assertEquals } from "../../support/assert.ts";
+import { emptyMetadata, localConfig, Memberlist, SimNetwork } from "../../../cluster/gossip/mod.ts";
+import { assert, assertEquals } from "../../support/assert.ts";
 
 Deno.test("gossip view: a dead member stays listed (with when it died) for the retention, after gossip reaps it", async () => {
   const net = new SimNetwork({ seed: 3 });
@@ -60,4 +60,24 @@ Deno.test("gossip view: a member that died and came back is listed once, as aliv
   await net.runUntil(() => a.member("b")?.status === "alive", 30_000, 50);
   assertEquals(view.members().filter((n) => n.id === "b").map((n) => n.state), [NodeState.ALIVE]);
   for (const m of [a, b2]) await m.shutdown();
+});
+
+Deno.test("gossip view: the answering agent's own available memory and load are measured, not 0", async () => {
+  // Before: gossip carries neither, and `nodes list --json` said 0 bytes available for every
+  // node, the one answering included (found by an independent tester).
+  const net = new SimNetwork({ seed: 5 });
+  const members = ["a", "b"].map((id) =>
+    Memberlist.create(
+      localConfig({ nodeId: id, rng: net.rng, metadata: emptyMetadata(id) }),
+      net.createTransport(),
+    )
+  );
+  await net.settle(members[1].join([members[0].transport.addr]));
+  await net.runUntil(() => members.every((m) => m.numMembers() === 2), 30_000, 50);
+  const view = new GossipMembershipView(members[0], { clusterName: "test", now: () => net.now() });
+  const a = view.members().find((n) => n.id === "a")!;
+  assert(a.resources!.memoryAvailableBytes > 0n, `${a.resources!.memoryAvailableBytes}`);
+  assertEquals(view.local().resources!.memoryAvailableBytes > 0n, true);
+  assertEquals(view.members().find((n) => n.id === "b")!.resources!.memoryAvailableBytes, 0n);
+  for (const m of members) await m.shutdown();
 });
