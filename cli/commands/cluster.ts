@@ -113,7 +113,7 @@ export function clusterCommand() {
         console.log(
           `${info.responderId} places no model itself; the cluster serves ${elsewhere.model} on ` +
             elsewhere.stages.map((s) => `${s.node}[${s.from},${s.to})`).join(" ") +
-            ": send requests to one of them",
+            `: ${info.responderId} forwards requests there (or send them to one of them)`,
         );
       }
       for (const n of failed) {

@@ -222,6 +222,8 @@ Deno.test({
           assert(String((s.served_elsewhere as { model: string }).model).startsWith("stories260K"));
           const text = await llmctl(["cluster", "status", ...zep]);
           assert(text.stdout.includes("z places no model itself; the cluster serves"), text.stdout);
+          // It forwards what it receives (a gateway), so it does not send the user elsewhere.
+          assert(text.stdout.includes("z forwards requests there"), text.stdout);
         },
       );
 
