@@ -80,14 +80,9 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
       const abort = new AbortController();
       const stopListening = abortOnSigint(abort);
       try {
-        // Like llama.cpp, echo the prompt so the streamed continuation reads as one text: with
-        // the first token (or the end), not before, so a prompt the model refuses (too long for
-        // the context) leaves only the error, not the prompt and the error on one line.
-        let echoed = opts.json === true;
-        const echo = () => {
-          if (!echoed) writeOut(opts.prompt);
-          echoed = true;
-        };
+        // Like llama.cpp, echo the prompt so the streamed continuation reads as one text: once
+        // it is known to fit, so a prompt the model refuses (too long for the context) leaves
+        // only the error, not the prompt and the error on one line.
         const t0 = performance.now();
         const result = await engine.generate({
           prompt: opts.prompt,
@@ -101,13 +96,10 @@ the cluster prompt_tokens (the ids) is omitted, since the head tokenizes, and
             repeatPenalty: opts.repeatPenalty,
             seed: opts.seed,
           },
-          onToken: opts.json ? undefined : (_id, text) => {
-            echo();
-            writeOut(text);
-          },
+          onStart: opts.json ? undefined : () => writeOut(opts.prompt),
+          onToken: opts.json ? undefined : (_id, text) => writeOut(text),
           signal: abort.signal,
         });
-        echo();
         const decodeTps = result.tokens.length > 0 && result.decodeMs > 0
           ? result.tokens.length / (result.decodeMs / 1000)
           : 0;

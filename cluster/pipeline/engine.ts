@@ -41,6 +41,8 @@ export interface GenerateOptions {
   stopAtEog?: boolean;
   /** Called with each new token and the text it completes (may be "" mid-UTF-8 character). */
   onToken?: (id: number, text: string) => void;
+  /** Called once the prompt is checked (it fits the context), before its pass. */
+  onStart?: () => void;
   /** Ends the generation between tokens (finish reason "cancelled"). */
   signal?: AbortSignal;
 }
@@ -144,6 +146,7 @@ export class Engine {
       isEog: (id) => this.tokenizer.isEog(id),
       ignoreEog: !stopAtEog,
       signal: opts.signal,
+      onStart: opts.onStart,
       onToken: (token) => {
         if (stopAtEog && this.tokenizer.isEog(token.id)) return;
         const piece = decoder.push(token.id);

@@ -43,6 +43,8 @@ export interface HeadRequest {
   maxContext: number;
   /** Called for each token as it is sampled; return false to stop (stop string, cancel). */
   onToken?: (token: SampledToken, index: number) => boolean | void;
+  /** Called once the request is checked (its prompt fits the context), before any pass. */
+  onStart?: () => void;
   /** Aborts the generation between steps. */
   signal?: AbortSignal;
 }
@@ -163,6 +165,7 @@ export class Head {
         `the prompt's ${req.promptTokens.length} tokens leave no room in a ${req.maxContext}-token context`,
       );
     }
+    req.onStart?.();
     const recoveryMs = this.opts.recoveryTimeoutMs ?? 30_000;
     let failedAt = 0;
     /** Since when stages have been closing this head's sessions as its opener's (0: not). */
