@@ -202,6 +202,7 @@ export class Agent {
         maxConnections: cfg.httpMaxConnections,
         corsOrigins: cfg.corsOrigin,
         forward: httpForwarder(s, agent.peers, agent.forward, agent.metrics),
+        rpcTls: tls !== undefined,
         log,
       });
     } catch (e) {

@@ -35,6 +35,11 @@ export interface ApiServerOptions {
   port?: number;
   /** What serves the requests. */
   generator: TextGenerator;
+  /**
+   * The agent's RPC runs mutual TLS: this listener still speaks plain HTTP, which a warning
+   * says when it is reachable from the network (API keys would cross it in the clear).
+   */
+  rpcTls?: boolean;
   /** When set, every /v1 request needs `Authorization: Bearer <apiKey>` (401 otherwise). */
   apiKey?: string;
   /** Largest request body, bytes; default {@linkcode DEFAULT_MAX_BODY_BYTES}. */
@@ -370,6 +375,13 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     opts.log?.(
       "warn",
       `the HTTP API on ${host} is plaintext and open to anyone who can reach it; set --api-key`,
+    );
+  } else if (!isLoopback(host) && opts.rpcTls) {
+    opts.log?.(
+      "warn",
+      `the HTTP API on ${host} is plain HTTP although the agent's RPC uses TLS: its API key ` +
+        `and prompts cross the network in the clear; put a TLS-terminating proxy in front of it ` +
+        `(or an ingress), or keep it on a trusted network`,
     );
   }
   return {

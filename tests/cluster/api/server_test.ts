@@ -707,3 +707,21 @@ Deno.test({
     }
   },
 });
+
+Deno.test("an API reachable from the network warns that it is plain HTTP when the RPC uses TLS", async () => {
+  // The API has no TLS of its own: with certificates set, a user could take the whole agent
+  // for encrypted while keys and prompts cross the network in the clear.
+  for (const rpcTls of [true, false]) {
+    const warnings: string[] = [];
+    const api = await startApiServer({
+      host: "0.0.0.0",
+      port: 0,
+      generator: new FakeGenerator(),
+      apiKey: KEY,
+      rpcTls,
+      log: (level, msg) => level === "warn" && warnings.push(msg),
+    });
+    await api.close();
+    assertEquals(warnings.some((w) => w.includes("plain HTTP although")), rpcTls, `${warnings}`);
+  }
+});
