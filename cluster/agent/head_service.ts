@@ -7,6 +7,7 @@
  * @module
  */
 import { jsonConstraintFor, type SchemaNode } from "../../model/constrain/mod.ts";
+import type { Tokenizer } from "../../model/tokenizer/mod.ts";
 import {
   type ChatMessage,
   promptClosesReasoning,
@@ -340,7 +341,10 @@ export class HeadService {
       reasoningOpen = model.chat.thinking && promptOpensReasoning(text);
       p.onRendered?.({ reasoningOpen });
       // A block the prompt closed (enable_thinking false) is this turn's: none may follow.
-      if (p.jsonAfterReasoning && model.chat.thinking && !promptClosesReasoning(text)) {
+      if (
+        p.jsonAfterReasoning && model.chat.thinking && !promptClosesReasoning(text) &&
+        rendersThinkTags(model.tokenizer)
+      ) {
         reasoning = reasoningOpen ? "open" : "start";
       }
     } else {
@@ -556,4 +560,23 @@ export class HeadService {
 export function recoveryTimeoutMs(stageBytes: readonly number[]): number {
   const largest = stageBytes.reduce((m, b) => Math.max(m, b), 0);
   return 30_000 + Math.ceil(largest / 20e6) * 1000;
+}
+
+const thinkTagsRendered = new WeakMap<Tokenizer, boolean>();
+
+/**
+ * Whether the model's tokens for `<think>` and `</think>` come out as that text: the constraint
+ * finds the block's end in the output's bytes (model/constrain/after_reasoning.ts), as the
+ * reasoning splitter does in its text. A vocabulary that made them control tokens (they render
+ * as nothing) would keep the constraint waiting for good; there it holds from the first token.
+ */
+function rendersThinkTags(tok: Tokenizer): boolean {
+  let ok = thinkTagsRendered.get(tok);
+  if (ok === undefined) {
+    const same = (tag: string) =>
+      tok.decode(tok.encode(tag, { addBos: false, addEos: false, parseSpecial: true })) === tag;
+    ok = same(THINK_OPEN) && same(THINK_CLOSE);
+    thinkTagsRendered.set(tok, ok);
+  }
+  return ok;
 }
