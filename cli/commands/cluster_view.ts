@@ -7,6 +7,7 @@ import type { Command } from "@commander-js/extra-typings";
 import { type NodeInfo, NodeState } from "../../proto/mod.ts";
 import type { GlobalOptions } from "../client.ts";
 import { palette } from "../format.ts";
+import { joinHostPort } from "../../cluster/net/mod.ts";
 
 /** "alive", "suspect", "dead", "left" or "unknown". */
 export function stateName(s: NodeState): string {
@@ -40,7 +41,7 @@ export function paintState(word: string, padded = word): string {
 /** "host:port" of a node's RPC listener. */
 export function nodeEndpoint(n: NodeInfo): string {
   const host = n.addresses[0] ?? "127.0.0.1";
-  return `${host.includes(":") ? `[${host}]` : host}:${n.rpcPort}`;
+  return joinHostPort(host, n.rpcPort);
 }
 
 /** "[0,4)", "—" (none), or either marked drained ("[0,4) drained", "drained"). */

@@ -14,6 +14,7 @@ import {
   type Placement,
 } from "../../proto/mod.ts";
 import { RpcFailure } from "../rpc/errors.ts";
+import { joinHostPort } from "../net/mod.ts";
 
 /** Fields of a NodeInfo to build one from (any subset; the rest take proto defaults). */
 export type NodeInfoInit = MessageInitShape<typeof NodeInfoSchemaType>;
@@ -129,9 +130,7 @@ export class StaticMembership implements MembershipView {
     }
     this.upsert({ ...node, state: NodeState.ALIVE });
     const seeds = this.#local.gossipPort
-      ? this.#local.addresses.map((a) =>
-        `${a.includes(":") ? `[${a}]` : a}:${this.#local.gossipPort}`
-      )
+      ? this.#local.addresses.map((a) => joinHostPort(a, this.#local.gossipPort))
       : [];
     return Promise.resolve({ gossipSeeds: seeds });
   }

@@ -13,6 +13,7 @@ import {
   type ConnectionLimits,
   type GuardedListener,
   guardListener,
+  joinHostPort,
   type Warn,
 } from "../net/mod.ts";
 
@@ -68,10 +69,7 @@ export interface Transport {
   close(): Promise<void>;
 }
 
-/** `host:port`, with brackets around IPv6 hosts. */
-export function joinHostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
-}
+export { joinHostPort };
 
 /** Split `host:port` / `[v6]:port`; throws a clear error when the port is missing. */
 export function splitHostPort(addr: string): { host: string; port: number } {

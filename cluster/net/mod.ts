@@ -15,4 +15,5 @@
 export * from "./backoff.ts";
 export * from "./connection_guard.ts";
 export * from "./exhaustion.ts";
+export * from "./host_port.ts";
 export * from "./node_listener.ts";

@@ -17,6 +17,7 @@ import net from "node:net";
 import { ACCEPT_BACKOFF_MIN_MS, AcceptBackoff, stderrWarn, type Warn } from "./backoff.ts";
 import { type CloseReason, ConnectionGuard, type ConnectionLimits } from "./connection_guard.ts";
 import { isLocalExhaustion } from "./exhaustion.ts";
+import { joinHostPort } from "./host_port.ts";
 
 /** How often a guarded listener checks that it still accepts (ms). */
 export const DEFAULT_PROBE_EVERY_MS = 5000;
@@ -68,7 +69,7 @@ export function guardListener(server: net.Server, opts: GuardedListenerOptions):
   const warn = opts.warn ?? stderrWarn;
   const addr = server.address() as net.AddressInfo;
   const { address: host, port } = addr;
-  const backoff = new AcceptBackoff(`${opts.name} on ${hostPort(host, port)}`, warn);
+  const backoff = new AcceptBackoff(`${opts.name} on ${joinHostPort(host, port)}`, warn);
   const guard = new ConnectionGuard<net.Socket>(
     opts.limits,
     opts.close ?? ((s) => s.destroy()),
@@ -137,7 +138,9 @@ export function guardListener(server: net.Server, opts: GuardedListenerOptions):
       relistens++;
       next(ACCEPT_BACKOFF_MIN_MS);
     } catch (e) {
-      warn(`${opts.name}: cannot listen on ${hostPort(host, port)} again`, { error: String(e) });
+      warn(`${opts.name}: cannot listen on ${joinHostPort(host, port)} again`, {
+        error: String(e),
+      });
       next(delay);
     }
   };
@@ -228,8 +231,4 @@ function dialHost(host: string): string {
   if (host === "0.0.0.0") return "127.0.0.1";
   if (host === "::" || host === "::0") return "::1";
   return host;
-}
-
-function hostPort(host: string, port: number): string {
-  return host.includes(":") ? `[${host}]:${port}` : `${host}:${port}`;
 }
