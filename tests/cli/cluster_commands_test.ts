@@ -14,9 +14,7 @@ import {
 } from "../support/agents.ts";
 import { llmctl } from "../support/cli.ts";
 import { parseTimeout } from "../../cli/client.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { FIXTURES, REPO, STORIES } from "../support/paths.ts";
 
 async function json(args: string[]): Promise<Record<string, unknown>> {
   const r = await llmctl(args);

@@ -6,9 +6,7 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
 import { assertJsonObjectOrPrefix } from "../support/json_output.ts";
-import { REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { STORIES } from "../support/paths.ts";
 
 /** Everything the server sends on a raw connection until it closes it, or null after `ms`. */
 async function readUntilClosed(conn: Deno.Conn, ms: number): Promise<string | null> {

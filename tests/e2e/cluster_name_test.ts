@@ -14,10 +14,8 @@ import {
   waitForPlacement,
 } from "../support/agents.ts";
 import { llmctlJson } from "../support/cli.ts";
-import { REPO } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
 import { loopbackMulticastWorks } from "../support/multicast.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
 
 async function logged(
   agent: AgentProcess,

@@ -6,9 +6,7 @@
 import OpenAI from "openai";
 import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, stopAll } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { STORIES } from "../support/paths.ts";
 
 Deno.test("an agent on the default backend answers greedy OpenAI requests, logprobs or not", async () => {
   // Before: with no log-probabilities asked for (the API's default), the WASM backend's sampling

@@ -8,10 +8,8 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
 import { llmctlJson } from "../support/cli.ts";
-import { REPO } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
 import { encode, labelHeader } from "../../cluster/gossip/mod.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
 
 Deno.test("a duplicate node id stands aside (no layers, 503 naming the conflict), then exits 1", async () => {
   const cluster = await startCluster(["a", "b"], { model: STORIES });

@@ -17,9 +17,8 @@ import {
   stopAll,
   waitForPlacement,
 } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const KEY = "sk-forward-key";
 /** stories260K's end of sequence, banned so generations run as long as a test needs. */
 const EOS = 2;

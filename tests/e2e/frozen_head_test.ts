@@ -8,9 +8,8 @@ import { createClient } from "@connectrpc/connect";
 import { DiscoveryService, InferenceService, NodeState } from "../../proto/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
+import { FIXTURES, STORIES } from "../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = (name: string) =>
   JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/${name}.json`));
 

@@ -8,9 +8,7 @@ import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { GrpcHealth, GrpcHealthStatus, ServerReflection } from "../../proto/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, stopAll } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { STORIES } from "../support/paths.ts";
 
 Deno.test("grpc.health.v1.Health answers for the agent and for InferenceService", async () => {
   const agent = await startAgent({ id: "solo", model: STORIES, memoryBudget: "8MB" });

@@ -6,9 +6,7 @@ import { createRpcTransport } from "../../cluster/rpc/mod.ts";
 import { assertEquals } from "../support/assert.ts";
 import { startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
 import { llmctl } from "../support/cli.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { FIXTURES, STORIES } from "../support/paths.ts";
 
 function haveIpv6Loopback(): boolean {
   try {

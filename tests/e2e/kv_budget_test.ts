@@ -8,9 +8,8 @@
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const BUDGET = 1_600_000;
 const REQUESTS = 16;
 const MAX_TOKENS = 300;

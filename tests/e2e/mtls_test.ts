@@ -10,9 +10,8 @@ import { DiscoveryService, InferenceService } from "../../proto/mod.ts";
 import { startLocalCluster, stopLocalAgents, waitForPlacement } from "../../cli/local_cluster.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { ensureClientPackages, runClient } from "../support/interop.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
+import { FIXTURES, STORIES } from "../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/stories260K__once.json`));
 const COMMON = [
   "--model",

@@ -8,9 +8,8 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
 import { llmctlJson } from "../support/cli.ts";
-import { REPO } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const PROMPT = "Once upon a time, a little fox";
 const SAMPLING = [
   ...["--temperature", "0.9", "--seed", "1234", "--top-k", "20"],

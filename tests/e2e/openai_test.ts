@@ -9,9 +9,8 @@ import { Code, ConnectError } from "@connectrpc/connect";
 import { assert, assertEquals } from "../support/assert.ts";
 import { type AgentProcess, generate, startAgent, stopAll } from "../support/agents.ts";
 import { llmctlJson } from "../support/cli.ts";
-import { REPO } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const KEY = "sk-e2e-key";
 
 async function health(a: AgentProcess) {

@@ -10,7 +10,7 @@ import OpenAI from "openai";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
 import { openGGUF } from "../../model/gguf/mod.ts";
 import { tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import {
@@ -20,8 +20,6 @@ import {
   type ToolDef,
 } from "../../model/chat/mod.ts";
 import { InferenceService } from "../../proto/mod.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
 
 const WEATHER: ToolDef = {
   name: "get_weather",

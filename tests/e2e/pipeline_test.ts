@@ -12,12 +12,11 @@ import {
 } from "../../proto/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { generate, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
+import { FIXTURES, STORIES } from "../support/paths.ts";
 import { llmctl } from "../support/cli.ts";
 import { type LocalAgent, startLocalAgent, stopLocalAgents } from "../../cli/local_cluster.ts";
 import { createRpcTransport } from "../../cluster/rpc/mod.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = (name: string) =>
   JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/${name}.json`));
 

@@ -5,9 +5,7 @@
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { startAgent, startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { STORIES } from "../support/paths.ts";
 
 const SYSTEM = "Once upon a time, there was a little girl named Lily. She loved to play in the " +
   "park with her friends. One day, she saw a big red ball under a tree and ran to get it. ";

@@ -8,9 +8,8 @@
 import { assert, assertEquals } from "../support/assert.ts";
 import { type AgentProcess, startAgent, stopAll, waitForPlacement } from "../support/agents.ts";
 import { llmctl } from "../support/cli.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
+import { FIXTURES, STORIES } from "../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 /** A llama with llama 3's 128 256-token vocabulary: its ids run far past stories260K's 512. */
 const LLAMA3 = `${FIXTURES}/models/bpe-llama3-f16.gguf`;
 const KEY = "sk-redeploy";

@@ -18,10 +18,9 @@ import {
   stopAll,
   waitForPlacement,
 } from "../support/agents.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
+import { FIXTURES, STORIES } from "../support/paths.ts";
 import { llmctl } from "../support/cli.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = (name: string) =>
   JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/${name}.json`));
 

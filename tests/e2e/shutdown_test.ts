@@ -13,9 +13,7 @@ import {
   stopAll,
   waitForPlacement,
 } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { STORIES } from "../support/paths.ts";
 
 /** The SSE events of one streamed completion; `onFirst` runs when the first token arrives. */
 async function streamCompletion(port: number, maxTokens: number, onFirst: () => void) {

@@ -16,13 +16,12 @@ import {
   waitForPlacement,
 } from "../support/agents.ts";
 import { llmctl } from "../support/cli.ts";
-import { FIXTURES, REPO } from "../support/paths.ts";
+import { FIXTURES, STORIES } from "../support/paths.ts";
 import { writeSyntheticLlama } from "../../bench/lib/synthetic.ts";
 import { initCertificates } from "../../cluster/tls/mod.ts";
 import { createRpcTransport } from "../../cluster/rpc/mod.ts";
 import { startLocalAgent, stopLocalAgents } from "../../cli/local_cluster.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const golden = (name: string) =>
   JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/${name}.json`));
 

@@ -7,9 +7,7 @@ import { createClient } from "@connectrpc/connect";
 import { DiscoveryService } from "../../proto/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { startCluster, stopAll, waitForPlacement } from "../support/agents.ts";
-import { REPO } from "../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { REPO, STORIES } from "../support/paths.ts";
 
 async function tmux(...args: string[]): Promise<string> {
   const out = await new Deno.Command("tmux", { args, stdout: "piped", stderr: "piped" }).output();

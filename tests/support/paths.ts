@@ -6,6 +6,8 @@ export const SHARED = Deno.env.get("DLLM_SHARED") ??
   fileURLToPath(new URL("../../../shared", import.meta.url));
 /** The repository root. */
 export const REPO = fileURLToPath(new URL("../..", import.meta.url));
+/** The bundled stories260K model, the tests' default. */
+export const STORIES = `${REPO}/models/stories260K.gguf`;
 /** llama.cpp golden fixtures. */
 export const FIXTURES = `${SHARED}/fixtures`;
 

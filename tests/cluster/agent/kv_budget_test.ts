@@ -19,9 +19,7 @@ import { configFromFile } from "../../../model/config.ts";
 import { openGGUF } from "../../../model/gguf/mod.ts";
 import { LlamaStage } from "../../../model/llama.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
-import { REPO } from "../../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { STORIES } from "../../support/paths.ts";
 
 Deno.test("placement reserves 1 to 4 full-context sessions, never none", () => {
   assertEquals([0, 1, 3, 4, 5, 64].map(reservedSessions), [1, 1, 3, 4, 4, 4]);

@@ -10,9 +10,7 @@ import { openGGUF } from "../../../model/gguf/mod.ts";
 import { assertEquals, assertThrows } from "../../support/assert.ts";
 import { checkAnnouncementFits } from "../../../cluster/agent/lifecycle.ts";
 import { AgentConfigError } from "../../../cluster/agent_config.ts";
-import { REPO } from "../../support/paths.ts";
-
-const STORIES = `${REPO}/models/stories260K.gguf`;
+import { STORIES } from "../../support/paths.ts";
 
 const member = (id: string, context: number, sessions: number): Member => ({
   id,

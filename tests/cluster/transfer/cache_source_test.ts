@@ -5,9 +5,8 @@
 import { computeManifest, ModelCache } from "../../../cluster/transfer/mod.ts";
 import { openGGUF, readGGUF } from "../../../model/gguf/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
-import { REPO } from "../../support/paths.ts";
+import { STORIES } from "../../support/paths.ts";
 
-const STORIES = `${REPO}/models/stories260K.gguf`;
 const CHUNK = 4096;
 
 /** An empty cache for stories260K, the file's bytes, and where token_embd.weight lies in it. */

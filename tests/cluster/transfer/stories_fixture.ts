@@ -8,10 +8,10 @@ import {
   type TransferHost,
   TransferManager,
 } from "../../../cluster/transfer/mod.ts";
-import { REPO } from "../../support/paths.ts";
+import { STORIES } from "../../support/paths.ts";
 
 /** The stories260K model every transfer test moves. */
-export const STORIES = `${REPO}/models/stories260K.gguf`;
+export { STORIES };
 
 /**
  * stories260K's manifest in chunks of `chunkSize`, its unsigned GetManifest answer encoded (what
