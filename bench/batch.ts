@@ -26,6 +26,7 @@ import { openGGUF } from "../model/gguf/mod.ts";
 import { LlamaStage, type Session } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
 import { generatedModel } from "./lib/models.ts";
+import { median, round } from "./lib/stats.ts";
 
 const USAGE = `usage: deno task bench batch [flags]
 
@@ -88,11 +89,6 @@ function parse(args: string[]): Options {
   return o;
 }
 
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
 const best = (xs: number[]) => Math.max(...xs);
 
 /** The prompt of sequence `s`: BOS-free pseudo-random ids, different per sequence. */

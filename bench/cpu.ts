@@ -41,6 +41,7 @@ import {
   generatedModel,
 } from "./lib/models.ts";
 import { SHARED_LLAMAREF } from "./lib/shared.ts";
+import { median, round } from "./lib/stats.ts";
 
 /** Options of one CPU bench run. */
 export interface CpuBenchOptions {
@@ -142,12 +143,6 @@ function loadAvg(): number | null {
 const LLAMAREF_SRC = SHARED_LLAMAREF;
 const LLAMAREF_DIR = `${CACHE_DIR}llamaref/`;
 const LLAMAREF_BENCH = `${LLAMAREF_DIR}native/build/llamaref-bench`;
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
   const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();

@@ -50,6 +50,7 @@ import { waitProbe } from "./lib/gpu_wait.ts";
 import { LlamaStage, type Session } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
 import { GENERATED, GENERATED_LARGE, type GeneratedModel, generatedModel } from "./lib/models.ts";
+import { median, round } from "./lib/stats.ts";
 
 interface Options {
   models: string[];
@@ -94,12 +95,6 @@ export interface KernelFigure {
   wasm_gb_per_s: number | null;
   wasm_us_per_matvec: number | null;
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
-};
-const round = (x: number, d = 2) => Math.round(x * 10 ** d) / 10 ** d;
 
 /** One greedy step's two best tokens: the pick and the runner-up, with their logits. */
 type TopTwo = { id: number; logit: number }[];
