@@ -37,8 +37,9 @@ export interface OutputConstraint {
 /** A JsonConstraint that starts after a think block (see the module doc). */
 export class ReasoningGate implements OutputConstraint {
   #phase: Phase;
-  /** Bytes of `<think>` matched so far ("opening"), or the last bytes of the block ("think"). */
+  /** Bytes of `<think>` matched so far ("start", "opening"). */
   #matched = 0;
+  /** The block's last bytes ("think"), where a `</think>` split across tokens begins. */
   #tail = new Uint8Array(0);
 
   constructor(readonly inner: JsonConstraint, mode: "open" | "start") {
@@ -78,7 +79,7 @@ export class ReasoningGate implements OutputConstraint {
       this.#phase = "json";
       return this.inner.accept(id);
     }
-    this.#matched += Math.min(n, OPEN.length - this.#matched);
+    this.#matched += n;
     if (this.#matched < OPEN.length) {
       this.#phase = "opening";
       return;
@@ -130,7 +131,7 @@ function openMatch(piece: Uint8Array, from: number): number {
   if (piece.length === 0) return -1;
   const n = Math.min(piece.length, OPEN.length - from);
   for (let i = 0; i < n; i++) if (piece[i] !== OPEN[from + i]) return -1;
-  return piece.length <= OPEN.length - from ? piece.length : n;
+  return n;
 }
 
 function indexOf(hay: Uint8Array, needle: Uint8Array): number {
