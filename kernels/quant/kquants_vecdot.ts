@@ -1,7 +1,8 @@
 /**
  * The K-quant dot products against Q8_K activations (ggml-cpu/quants.c
  * `ggml_vec_dot_q{2..6}_K_q8_K_generic`), summed in ggml's lane order so the float results are
- * the ones its plain C code produces.
+ * the ones its plain C code produces — except Q4_K and Q6_K, which follow this engine's own order
+ * (exact integer sums per super-block, one float step each; see vecDotQ4K and vecDotQ6_KQ8_K).
  *
  * @module
  */
@@ -229,7 +230,14 @@ export function vecDotQ5_KQ8_K(
   return vecDotQ5K(w, wo, y, yo, n);
 }
 
-/** ggml_vec_dot_q6_K_q8_K_generic */
+/**
+ * Q6_K · Q8_K. Not ggml's generic order (8 class lanes): per super-block the exact integer
+ * sumi = Σ_g sc_g·(Σ q·a − 32·bsum_g) (g: the 16 groups of 16 elements, q the unsigned 6-bit
+ * quant 0..63, bsum_g the Q8_K block's 16-element sum), then sumf += (d·yd)·sumi, blocks in order
+ * — the order Q4_K follows (vecDotQ4K), for the same reason: the WASM kernels sum each group with
+ * relaxed dots whose lanes are activation or weight rows, and every backend follows this order.
+ * |sumi| ≤ 16·128·(16·32·127) < 2^28: exact in i32.
+ */
 export function vecDotQ6_KQ8_K(
   w: Uint8Array,
   wo: number,
@@ -238,31 +246,28 @@ export function vecDotQ6_KQ8_K(
   n: number,
 ): number {
   const nb = checkBlocks(n, "Q6_K");
-  SUMS.fill(0);
+  let sumf = 0;
   for (let i = 0; i < nb; i++) {
     const xb = wo + i * Q6_K_BYTES;
     const yb = yo + i * Q8_K_BYTES;
-    let q4 = xb;
-    let qh = xb + 128;
-    AUX32.fill(0);
-    let a = 0;
-    for (let j = 0; j < QK_K; j += 128) {
-      for (let l = 0; l < 32; l++) {
-        const h = w[qh + l];
-        AUX8[a + l] = ((w[q4 + l] & 0xf) | (((h >> 0) & 3) << 4)) - 32;
-        AUX8[a + l + 32] = ((w[q4 + l + 32] & 0xf) | (((h >> 2) & 3) << 4)) - 32;
-        AUX8[a + l + 64] = ((w[q4 + l] >> 4) | (((h >> 4) & 3) << 4)) - 32;
-        AUX8[a + l + 96] = ((w[q4 + l + 32] >> 4) | (((h >> 6) & 3) << 4)) - 32;
+    let sumi = 0;
+    for (let g = 0; g < 16; g++) {
+      // elements 16g..16g+15: half h = g >> 3, quarter j = (g >> 1) & 3, l = 16(g & 1) + 0..15
+      const h = g >> 3;
+      const j = (g >> 1) & 3;
+      const ql = xb + 64 * h + 32 * (j & 1) + 16 * (g & 1);
+      const qh = xb + 128 + 32 * h + 16 * (g & 1);
+      const a = yb + 4 + 16 * g;
+      let s = 0;
+      for (let l = 0; l < 16; l++) {
+        const q = ((w[ql + l] >> (4 * (j >> 1))) & 0xf) | (((w[qh + l] >> (2 * j)) & 3) << 4);
+        s += q * i8(y[a + l]);
       }
-      a += 128;
-      q4 += 64;
-      qh += 32;
+      const bs = ((y[yb + 260 + 2 * g] | (y[yb + 261 + 2 * g] << 8)) << 16) >> 16;
+      sumi += i8(w[xb + 192 + g]) * (s - 32 * bs);
     }
-    for (let j = 0; j < 16; j++) laneAccumulate(y, yb + 4, AUX8, 16 * j, 16, i8(w[xb + 192 + j]));
     const d = fr(f16At(w, xb + 208) * f32At(y, yb));
-    for (let l = 0; l < 8; l++) SUMS[l] = fr(SUMS[l] + fr(d * fr(AUX32[l])));
+    sumf = fr(sumf + fr(d * fr(sumi)));
   }
-  let sumf = 0;
-  for (let l = 0; l < 8; l++) sumf = fr(sumf + SUMS[l]);
   return sumf;
 }

@@ -2006,6 +2006,8 @@ function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
 // the same way (permuteQ6KAct) gives i16 lanes [Σg c, Σg' c]; one pmaddwd with [s_g, s_g'] adds
 // both groups to 4 class lanes. Quants are used raw (0..63, the 7-bit operand; pair sums ≤
 // 2·63·127) and 32·Σ of each pair (precomputed with the activation) is subtracted in i16: exact.
+// The class lanes of a block are then summed into its exact sumi, and its float step is this
+// engine's Q6_K order (kernels/quant/kquants_vecdot.ts, vecDotQ6_KQ8_K), not ggml's 8 lanes.
 
 /** Reorder the ql/qh bytes of nBlocks Q6_K blocks at w in place (see above). */
 export function repackQ6K(w: usize, nBlocks: i32): void {
@@ -2069,12 +2071,13 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
   return half == 0 ? i16x8.extend_low_i8x16_s(v) : i16x8.extend_high_i8x16_s(v);
 }
 
-// One repacked Q6_K row · one reordered activation row; ggml's float steps.
+// One repacked Q6_K row · one reordered activation row; this engine's Q6_K order
+// (kernels/quant/kquants_vecdot.ts, vecDotQ6_KQ8_K): a block's class lanes summed into its exact
+// sumi, then sumf += (d·yd)·sumi.
 @inline function dotQ6K(x0: usize, nb: i32, ap: usize, a32: usize, ad: usize): f32 {
   const m4 = mask4();
   const m30 = mask30();
-  let sumsLo = f32x4.splat(0);
-  let sumsHi = f32x4.splat(0);
+  let sumf: f32 = 0;
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 210;
     const ab = ap + (<usize> i << 8);
@@ -2129,25 +2132,15 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
       lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3, m4, m30), s, ab + e + 96, cb + e + 96);
       hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3, m4, m30), s, ab + e + 112, cb + e + 112);
     }
-    const d = f32x4.splat(f16At(x + 208) * load<f32>(ad + (<usize> i << 2)));
-    sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
-    sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
+    const d = f16At(x + 208) * load<f32>(ad + (<usize> i << 2));
+    sumf += d * <f32> hsumI32(i32x4.add(lo, hi));
   }
-  let sumf: f32 = 0;
-  sumf += f32x4.extract_lane(sumsLo, 0);
-  sumf += f32x4.extract_lane(sumsLo, 1);
-  sumf += f32x4.extract_lane(sumsLo, 2);
-  sumf += f32x4.extract_lane(sumsLo, 3);
-  sumf += f32x4.extract_lane(sumsHi, 0);
-  sumf += f32x4.extract_lane(sumsHi, 1);
-  sumf += f32x4.extract_lane(sumsHi, 2);
-  sumf += f32x4.extract_lane(sumsHi, 3);
   return sumf;
 }
 
 // Classes c16/4 .. (c16 = 0: 0..3, 16: 4..7) of one Q6_K block against 4 activation rows (ab/cb:
-// the first row's reordered block and its pair sums, rows tq bytes apart); their float sums at
-// sp (rows 32 bytes apart) get d_t · aux32 added, d_t = lane t of dv.
+// the first row's reordered block and its pair sums, rows tq bytes apart); their integer class
+// lanes go to sp + c16 (rows 32 bytes apart; dv unused).
 @inline function q6kHalf4(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv: v128, sp: usize, m4: v128, m30: v128): void {
   let a0 = i32x4.splat(0);
   let a1 = i32x4.splat(0);
@@ -2238,14 +2231,13 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
     }
   }
   const p = sp + c16;
-  v128.store(p, f32x4.add(v128.load(p), f32x4.mul(v128.shuffle<f32>(dv, dv, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
-  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv, dv, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
-  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv, dv, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
-  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv, dv, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
+  v128.store(p, a0);
+  v128.store(p + 32, a1);
+  v128.store(p + 64, a2);
+  v128.store(p + 96, a3);
 }
 
-// q6kHalf4 for 8 activation rows (dv0/dv1: d of rows 0..3 / 4..7; float sums at sp, rows 32
-// bytes apart).
+// q6kHalf4 for 8 activation rows (class lanes at sp, rows 32 bytes apart).
 @inline function q6kHalf8(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv0: v128, dv1: v128, sp: usize, m4: v128, m30: v128): void {
   let a0 = i32x4.splat(0);
   let a1 = i32x4.splat(0);
@@ -2372,14 +2364,14 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
     }
   }
   const p = sp + c16;
-  v128.store(p + 0, f32x4.add(v128.load(p + 0), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 0, 0, 0, 0), f32x4.convert_i32x4_s(a0))));
-  v128.store(p + 32, f32x4.add(v128.load(p + 32), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 1, 1, 1, 1), f32x4.convert_i32x4_s(a1))));
-  v128.store(p + 64, f32x4.add(v128.load(p + 64), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 2, 2, 2, 2), f32x4.convert_i32x4_s(a2))));
-  v128.store(p + 96, f32x4.add(v128.load(p + 96), f32x4.mul(v128.shuffle<f32>(dv0, dv0, 3, 3, 3, 3), f32x4.convert_i32x4_s(a3))));
-  v128.store(p + 128, f32x4.add(v128.load(p + 128), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 0, 0, 0, 0), f32x4.convert_i32x4_s(a4))));
-  v128.store(p + 160, f32x4.add(v128.load(p + 160), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 1, 1, 1, 1), f32x4.convert_i32x4_s(a5))));
-  v128.store(p + 192, f32x4.add(v128.load(p + 192), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 2, 2, 2, 2), f32x4.convert_i32x4_s(a6))));
-  v128.store(p + 224, f32x4.add(v128.load(p + 224), f32x4.mul(v128.shuffle<f32>(dv1, dv1, 3, 3, 3, 3), f32x4.convert_i32x4_s(a7))));
+  v128.store(p + 0, a0);
+  v128.store(p + 32, a1);
+  v128.store(p + 64, a2);
+  v128.store(p + 96, a3);
+  v128.store(p + 128, a4);
+  v128.store(p + 160, a5);
+  v128.store(p + 192, a6);
+  v128.store(p + 224, a7);
 }
 
 /** dotQ6K4 for 8 activation rows (t0..t0+7); scr: 8 × 32 bytes. */
@@ -2388,9 +2380,10 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
 ): void {
   const tq = <usize> nb << 8;
   const ta = <usize> nb << 2;
-  for (let k = 0; k < 16; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
   const m4 = mask4();
   const m30 = mask30();
+  let sumf0 = f32x4.splat(0);
+  let sumf1 = f32x4.splat(0);
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 210;
     const yp = ad + (<usize> i << 2);
@@ -2409,27 +2402,34 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
     const cb = a32 + (<usize> i << 8);
     q6kHalf8(x, 0, ab, cb, tq, dv0, dv1, scr, m4, m30);
     q6kHalf8(x, 16, ab, cb, tq, dv0, dv1, scr, m4, m30);
+    sumf0 = f32x4.add(sumf0, f32x4.mul(dv0, f32x4.convert_i32x4_s(q6kSumi4(scr))));
+    sumf1 = f32x4.add(sumf1, f32x4.mul(dv1, f32x4.convert_i32x4_s(q6kSumi4(scr + 128))));
   }
-  for (let k = 0; k < 8; k++) {
-    const p = scr + (<usize> k << 5);
-    const lo = v128.load(p);
-    const hi = v128.load(p + 16);
-    let f: f32 = 0;
-    f += f32x4.extract_lane(lo, 0);
-    f += f32x4.extract_lane(lo, 1);
-    f += f32x4.extract_lane(lo, 2);
-    f += f32x4.extract_lane(lo, 3);
-    f += f32x4.extract_lane(hi, 0);
-    f += f32x4.extract_lane(hi, 1);
-    f += f32x4.extract_lane(hi, 2);
-    f += f32x4.extract_lane(hi, 3);
-    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
-  }
+  storeLanesAt(out, outStride, r, sumf0, 0);
+  storeLanesAt(out, outStride, r, sumf1, 4);
+}
+
+// The block sums of 4 activation rows from their class lanes (row k's at sp + 32k).
+@inline function q6kSumi4(sp: usize): v128 {
+  return transposeSum(
+    i32x4.add(v128.load(sp), v128.load(sp + 16)),
+    i32x4.add(v128.load(sp + 32), v128.load(sp + 48)),
+    i32x4.add(v128.load(sp + 64), v128.load(sp + 80)),
+    i32x4.add(v128.load(sp + 96), v128.load(sp + 112)),
+  );
+}
+
+// Lanes k of v to out[(k0 + k)·outStride + r].
+@inline function storeLanesAt(out: usize, outStride: i32, r: i32, v: v128, k0: i32): void {
+  store<f32>(out + (<usize> (k0 * outStride + r) << 2), f32x4.extract_lane(v, 0));
+  store<f32>(out + (<usize> ((k0 + 1) * outStride + r) << 2), f32x4.extract_lane(v, 1));
+  store<f32>(out + (<usize> ((k0 + 2) * outStride + r) << 2), f32x4.extract_lane(v, 2));
+  store<f32>(out + (<usize> ((k0 + 3) * outStride + r) << 2), f32x4.extract_lane(v, 3));
 }
 
 /**
  * One repacked Q6_K row against 4 activation rows (t0..t0+3), each unpacked quant vector used
- * for the 4; float steps as in dotQ6K (sums[8] of the 4 rows in scr: 4 × 32 bytes). Results go
+ * for the 4; float steps as in dotQ6K (class lanes of the 4 rows in scr: 4 × 32 bytes). Results go
  * to out[(t0 + k)·outStride + r].
  */
 @inline function dotQ6K4(
@@ -2437,9 +2437,9 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
 ): void {
   const tq = <usize> nb << 8; // bytes between activation rows in ap and a32
   const ta = <usize> nb << 2; // … in ad
-  for (let k = 0; k < 8; k++) v128.store(scr + (<usize> k << 4), f32x4.splat(0));
   const m4 = mask4();
   const m30 = mask30();
+  let sumf = f32x4.splat(0);
   for (let i = 0; i < nb; i++) {
     const x = x0 + <usize> i * 210;
     const yp = ad + (<usize> i << 2);
@@ -2452,22 +2452,9 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
     const cb = a32 + (<usize> i << 8);
     q6kHalf4(x, 0, ab, cb, tq, dv, scr, m4, m30);
     q6kHalf4(x, 16, ab, cb, tq, dv, scr, m4, m30);
+    sumf = f32x4.add(sumf, f32x4.mul(dv, f32x4.convert_i32x4_s(q6kSumi4(scr))));
   }
-  for (let k = 0; k < 4; k++) {
-    const p = scr + (<usize> k << 5);
-    const lo = v128.load(p);
-    const hi = v128.load(p + 16);
-    let f: f32 = 0;
-    f += f32x4.extract_lane(lo, 0);
-    f += f32x4.extract_lane(lo, 1);
-    f += f32x4.extract_lane(lo, 2);
-    f += f32x4.extract_lane(lo, 3);
-    f += f32x4.extract_lane(hi, 0);
-    f += f32x4.extract_lane(hi, 1);
-    f += f32x4.extract_lane(hi, 2);
-    f += f32x4.extract_lane(hi, 3);
-    store<f32>(out + (<usize> (k * outStride + r) << 2), f);
-  }
+  storeLanesAt(out, outStride, r, sumf, 0);
 }
 
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */

@@ -8,8 +8,8 @@
 // where acc_add adds block b (at byte wb) of a weight row · block b of activation row t.
 // K-quants replay ggml's 8-lane float sums only with SINGLE_LANE (one invocation per row, blocks
 // in order, so the result is ggml's to the bit); with many lanes per row the order differs
-// anyway and the cheaper packed-dot form is used. Q4_K follows this engine's own order (float
-// result per block, blocks in order) on every path.
+// anyway and the cheaper packed-dot form is used. Q4_K and Q6_K follow this engine's own order
+// (float result per block, blocks in order) on every path.
 // The dot part is only composed into matmul.wgsl, which defines the activation accessors it
 // uses (a_f, a_q4, a_d, a_s, a_bsum).
 
@@ -654,49 +654,10 @@ fn w_elem(rb: u32, i: u32) -> f32 {
   return ldh(bb + 208u) * f32(q6_scale(bb, 8u * n + 2u * g + l / 16u)) * f32(q);
 }
 //@dot
-//#if SINGLE_LANE
-// ggml's K-quant dot products keep 8 integer lanes per block (element index mod 8), add
-// d · lane into 8 float sums across blocks, subtract dmin · Σ bsum · min from a float
-// `sumf`, and add the 8 float sums to sumf at the end; replayed exactly.
-struct Acc {
-  sumf: f32,
-  lo: vec4<f32>, // float sums of lanes 0..3
-  hi: vec4<f32>, // lanes 4..7
-}
-fn acc_zero() -> Acc {
-  return Acc(0.0, vec4<f32>(0.0), vec4<f32>(0.0));
-}
-fn acc_final(a: Acc) -> f32 {
-  return a.sumf + a.lo.x + a.lo.y + a.lo.z + a.lo.w + a.hi.x + a.hi.y + a.hi.z + a.hi.w;
-}
-// Add one block's integer lanes scaled by d, and subtract `mins`.
-fn acc_lanes(a: Acc, lo: vec4<i32>, hi: vec4<i32>, d: f32, mins: f32) -> Acc {
-  return Acc(a.sumf - mins, a.lo + d * vec4<f32>(lo), a.hi + d * vec4<f32>(hi));
-}
-fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
-  var lo = vec4<i32>(0);
-  var hi = vec4<i32>(0);
-  for (var sb = 0u; sb < 16u; sb = sb + 1u) {
-    let n = sb / 8u;
-    let g = (sb % 8u) / 2u;
-    let h = sb % 2u;
-    let sc = q6_scale(wb, 8u * n + 2u * g + h);
-    for (var i = 0u; i < 4u; i = i + 1u) {
-      let l = h * 16u + 4u * i;
-      let ql = (ld32(wb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 0x0f0f0f0fu;
-      let qh = (ld32(wb + 128u + 32u * n + l) >> (2u * g)) & 0x03030303u;
-      let p = sc * ((u8x4(ql | (qh << 4u)) - vec4<i32>(32)) * i8x4(a_q4(t, b * 64u + sb * 4u + i)));
-      if (i % 2u == 0u) {
-        lo = lo + p;
-      } else {
-        hi = hi + p;
-      }
-    }
-  }
-  return acc_lanes(a, lo, hi, ldh(wb + 208u) * a_d(t, b), 0.0);
-}
-//#else
-// Many lanes per row (GPUs): packed dot products, float result per block.
+// Not ggml's generic order: this engine's Q6_K order (kernels/quant/kquants_vecdot.ts,
+// vecDotQ6_KQ8_K), exact integer sums per block (Σ_g scale_g · (Σ q·a − 32·bsum_g), q the
+// unsigned 6-bit quant), then sumf += (d·yd)·isum, blocks in order, so one lane per row
+// (SINGLE_LANE) gives the reference's bits.
 fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
   var isum = 0i;
   for (var sb = 0u; sb < 16u; sb = sb + 1u) {
@@ -704,16 +665,13 @@ fn block_dot(wb: u32, t: u32, b: u32) -> f32 {
     let g = (sb % 8u) / 2u;
     let h = sb % 2u;
     var s = 0i;
-    var sa = 0i;
     for (var i = 0u; i < 4u; i = i + 1u) {
       let l = h * 16u + 4u * i;
       let lo = (ld32(wb + 64u * n + 32u * (g % 2u) + l) >> (4u * (g / 2u))) & 0x0f0f0f0fu;
       let hi = (ld32(wb + 128u + 32u * n + l) >> (2u * g)) & 0x03030303u;
-      let a = a_q4(t, b * 64u + sb * 4u + i);
-      s = s + dot4i8(lo | (hi << 4u), a);
-      sa = sa + sum4i8(a);
+      s = s + dot4i8(lo | (hi << 4u), a_q4(t, b * 64u + sb * 4u + i));
     }
-    isum = isum + q6_scale(wb, 8u * n + 2u * g + h) * (s - 32i * sa);
+    isum = isum + q6_scale(wb, 8u * n + 2u * g + h) * (s - 32i * a_bsum(t, b * 16u + sb));
   }
   return (ldh(wb + 208u) * a_d(t, b)) * f32(isum);
 }
@@ -727,5 +685,3 @@ fn acc_add(a: Acc, wb: u32, t: u32, b: u32) -> Acc {
 fn acc_final(a: Acc) -> f32 {
   return a;
 }
-//#endif
-

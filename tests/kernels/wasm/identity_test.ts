@@ -157,17 +157,17 @@ Deno.test("wasm matmul: an odd number of output rows and 2-5 activation rows sta
   }
 });
 
-Deno.test("wasm matmul Q8_0, Q4_0 and Q4_K: batches of 1-17 rows (a decode step of up to 17 sessions) stay bit-identical", async () => {
-  // the biased Q8_0 kernel's, the Q4_0 kernel's and the Q4_K kernel's tiles of 8 activation rows
-  // (over row groups of 4, the last one padded), of 4, and single rows in every mix, at the 110M
-  // model's width and an odd block count; 38 output rows leave a partial weight group; Q4_K also
-  // 35, 38 and 70 rows (tiles across its 32-row activation blocks, a padded last 4-row or 8-row
-  // tile; its 2-row pass and 4-row tiles are in 2-4 and 10-12)
+Deno.test("wasm matmul Q8_0, Q4_0, Q4_K and Q6_K: batches of 1-17 rows (a decode step of up to 17 sessions) stay bit-identical", async () => {
+  // the biased Q8_0 kernel's, the Q4_0 kernel's and the Q4_K and Q6_K kernels' tiles of 8
+  // activation rows (over row groups of 4, the last one padded), of 4, and single rows in every
+  // mix, at the 110M model's width and an odd block count; 38 output rows leave a partial weight
+  // group; Q4_K and Q6_K also 35, 38 and 70 rows (tiles across their 32-row activation blocks, a
+  // padded last 4-row or 8-row tile; their 2-row passes and 4-row tiles are in 2-4 and 10-12)
   const wasm = await createWasmBackend({ threads: 2 });
   const ref = createReferenceBackend();
   try {
-    for (const type of [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_K]) {
-      const k = type === GGMLType.Q4_K;
+    for (const type of [GGMLType.Q8_0, GGMLType.Q4_0, GGMLType.Q4_K, GGMLType.Q6_K]) {
+      const k = type === GGMLType.Q4_K || type === GGMLType.Q6_K;
       for (const n of k ? [768, 1280] : [768, 288]) {
         const m = 38;
         const spec = { name: "batch", type, shape: [n, m], data: weightBytes(type, n, m, 5) };
