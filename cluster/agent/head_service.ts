@@ -411,10 +411,10 @@ export class HeadService {
     const head = new Head(provider, {
       nodeId: s.nodeId,
       recoveryTimeoutMs: recoveryTimeoutMs(this.loop.plan?.stages.map((st) => st.bytes) ?? []),
-      log: (m) => {
+      log: (m, fields) => {
         s.counters.recoveries++;
         tracker.recovering(m);
-        s.log("warn", m);
+        s.log("warn", m, fields);
       },
       onResumed: (r) => {
         this.metrics.onResumed({ waitMs: r.waitedMs, replayMs: r.replayMs });

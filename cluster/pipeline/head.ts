@@ -79,8 +79,12 @@ export interface HeadOptions {
    * tokens come straight back instead of along the chain. Default true.
    */
   directReplies?: boolean;
-  /** Log hook for recoveries. */
-  log?: (msg: string) => void;
+  /**
+   * Log hook for recoveries; `fields` name the failed stage's announcement and what the request
+   * now excludes (which announcement a replay avoided is what tells a re-placement apart from a
+   * dead stage seen again).
+   */
+  log?: (msg: string, fields?: Record<string, unknown>) => void;
   /**
    * A request resumed after a stage failure: the new chain, how long from the failure until the
    * replay began (the cluster re-placing the lost layers, the session opening) and how long the
@@ -391,6 +395,7 @@ export class Head {
         this.opts.log?.(
           `request ${req.requestId}: stage on ${blamed} failed (${e.message}); ` +
             `re-placing and replaying ${req.promptTokens.length + result.tokens.length} tokens`,
+          { stage: stageKey(blamed, failed?.version), excluded: [...exclude] },
         );
         if (attempt > (this.opts.maxRecoveries ?? 8)) {
           throw new NoPlacementError(

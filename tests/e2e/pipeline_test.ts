@@ -214,7 +214,8 @@ for (const position of ["first", "middle", "last"] as const) {
         const blamed = head.logs.filter((l) => String(l.msg).includes("failed (")).map((l) =>
           String(l.msg)
         );
-        const warnings = head.logs.filter((l) => l.level === "warn").map((l) => String(l.msg));
+        // Whole records: a recovery's fields name the failed announcement and the exclusions.
+        const warnings = head.logs.filter((l) => l.level === "warn").map((l) => JSON.stringify(l));
         assertEquals(
           recoveries,
           1,
