@@ -492,7 +492,7 @@ class WasmBackendImpl implements WasmBackend {
     v.quads = w.quads;
     v.q8Flipped = w.q8Flipped;
     v.q4kQuads = w.q4kQuads;
-    v.q6kPairs = w.q6kPairs;
+    v.q6kQuads = w.q6kQuads;
     v.parent = w.parent ?? w;
     this.#views.add(v);
     return v;

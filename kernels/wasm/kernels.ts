@@ -82,8 +82,8 @@ export interface Kernels {
   ): void;
   flipQ8(w: number, nBlocks: number): void;
   repackQ4K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
-  repackQ6K(w: number, nBlocks: number): void;
-  permuteQ6KAct(qs: number, ap: number, a32: number, n: number): void;
+  repackQ6K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
+  permuteQ6KAct(bsums: number, bs16: number, n: number, T: number): void;
   permuteQ4KAct(qs: number, ad: number, bsums: number, out: number, n: number, T: number): void;
   attention(
     q: number,

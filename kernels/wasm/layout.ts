@@ -9,7 +9,10 @@
  *   operand (assembly/index.ts, Q8G).
  * - Q4_K: full 4-row groups as byte quads, super-block by super-block (repackQ4K: the 4 rows'
  *   headers, then quant quad k of row r at 64 + 16k + 4r); rows after them as the file has them.
- * - Q6_K: ql/qh bytes reordered so that one pmaddwd scales two groups (repackQ6K).
+ * - Q6_K: full 4-row groups as byte quads (repackQ6K: per super-block the 4 rows' quants, 3
+ *   vectors per group of 16, the 6-bit quants re-packed so that each 16-byte vector unpacks to
+ *   a quad of each row, and their header: scales, then d; super-blocks in pairs, both headers then
+ *   both quants); rows after them as the file has them.
  * Everything else stays as the file has it.
  */
 import { GGMLType, typeInfo } from "../quant/types.ts";
@@ -55,8 +58,7 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
   } else if (w.type === GGMLType.Q4_K) {
     if (w.nRows >= 4) repackQ4K(mem, w);
   } else if (w.type === GGMLType.Q6_K) {
-    ar.k.repackQ6K(w.off, w.bytes / 210);
-    w.q6kPairs = true;
+    if (w.nRows >= 4) repackQ6K(mem, w);
   }
 }
 
@@ -104,6 +106,27 @@ function repackQ4K(mem: Memories, w: WWeight): void {
   w.repackedRows = groups * 4;
 }
 
+/** Lay out a Q6_K weight's full 4-row groups as quads (in place). */
+function repackQ6K(mem: Memories, w: WWeight): void {
+  const ar = mem.arenas[w.arena];
+  const groups = Math.floor(w.nRows / 4);
+  const tmp = ar.alloc(4 * w.rowBytes);
+  if (tmp === undefined) {
+    throw new Error(
+      `wasm backend: no room for ${4 * w.rowBytes} bytes of scratch to lay out ${w.name}`,
+    );
+  }
+  try {
+    ar.k.repackQ6K(w.off, w.rowBytes, groups, tmp);
+  } finally {
+    ar.release(tmp, 4 * w.rowBytes);
+  }
+  // bb: row views keep to whole groups (weightRows)
+  w.bb = 210;
+  w.q6kQuads = true;
+  w.repackedRows = groups * 4;
+}
+
 /** Reused row buffer of {@link fileRow} for rows gathered out of a layout. */
 let rowBuf = new Uint8Array(0);
 
@@ -137,6 +160,10 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     }
     return [out, 0];
   }
+  if (w.q6kQuads) {
+    if (id >= w.repackedRows) return [src, rowOff];
+    return [q6kFileRow(src, w, id), 0];
+  }
   if (w.bb && id < w.repackedRows) {
     // gather the row's blocks out of its interleaved group (see repack4)
     rowSrc = scratchRow(w.rowBytes);
@@ -166,21 +193,57 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     }
     unflipQ8(rowSrc.subarray(0, w.rowBytes));
   }
-  if (w.q6kPairs) {
-    // undo repackQ6K: in each 32 bytes of ql/qh, byte 16h + 4c + k holds position
-    // 4h + c + 8(k & 1) (+ 16 for k ≥ 2)
-    const out = scratchRow(w.rowBytes);
-    for (let b = 0; b < w.rowBytes; b += 210) {
-      const at = rowOff + b;
-      out.set(src.subarray(at + 192, at + 210), b + 192);
-      for (let p = 0; p < 192; p++) {
-        const q = p & 31;
-        const k = q & 3;
-        const l = (k >> 1) * 16 + 4 * (q >> 4) + ((q >> 2) & 3) + 8 * (k & 1);
-        out[b + (p & ~31) + l] = src[at + p];
+  return [rowSrc, rowOff];
+}
+
+const Q6 = new Uint8Array(256);
+
+/**
+ * Row `id` of a Q6_K weight's 4-row groups (see repackQ6K) in the file's layout: per super-block
+ * b 768 bytes of quants (group g's vectors A, B, C at 48g, row r's byte j of each at 4r + j: A
+ * holds quant 16g + j in its low 6 bits, B 16g + 4 + j, C 16g + 8 + j, and their top 2 bits
+ * quant 16g + 12 + j's bits 0-1, 2-3, 4-5) and a 72-byte header (scale 2p + h of row r at
+ * 8p + 2r + h, d at 64 + 2r); super-blocks in pairs, both headers then both quants, a last odd
+ * one alone.
+ */
+function q6kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
+  const out = scratchRow(w.rowBytes);
+  const nb = w.rowBytes / 210;
+  const group = w.off + (id - (id & 3)) * w.rowBytes;
+  const r = id & 3;
+  for (let b = 0; b < nb; b++) {
+    const pair = group + 1680 * (b >> 1);
+    const hdr = pair + 72 * (b & 1);
+    const blk = pair + ((b | 1) < nb ? 144 : 72) + 768 * (b & 1);
+    for (let g = 0; g < 16; g++) {
+      for (let j = 0; j < 4; j++) {
+        const at = blk + 48 * g + 4 * r + j;
+        const [A, B, C] = [src[at], src[at + 16], src[at + 32]];
+        Q6[16 * g + j] = A & 63;
+        Q6[16 * g + 4 + j] = B & 63;
+        Q6[16 * g + 8 + j] = C & 63;
+        Q6[16 * g + 12 + j] = (A >> 6) | ((B >> 6) << 2) | ((C >> 6) << 4);
       }
     }
-    return [out, 0];
+    // block_q6_K: element 128h + 32k + l is ql[64h + 32(k & 1) + l], nibble k >> 1, and bits
+    // 2k..2k+1 of qh[32h + l]
+    const o = 210 * b;
+    for (let h = 0; h < 2; h++) {
+      for (let l = 0; l < 32; l++) {
+        const e = 128 * h + l;
+        const [q0, q1, q2, q3] = [Q6[e], Q6[e + 32], Q6[e + 64], Q6[e + 96]];
+        out[o + 64 * h + l] = (q0 & 15) | ((q2 & 15) << 4);
+        out[o + 64 * h + 32 + l] = (q1 & 15) | ((q3 & 15) << 4);
+        out[o + 128 + 32 * h + l] = (q0 >> 4) | ((q1 >> 4) << 2) | ((q2 >> 4) << 4) |
+          ((q3 >> 4) << 6);
+      }
+    }
+    for (let p = 0; p < 8; p++) {
+      out[o + 192 + 2 * p] = src[hdr + 8 * p + 2 * r];
+      out[o + 193 + 2 * p] = src[hdr + 8 * p + 2 * r + 1];
+    }
+    out[o + 208] = src[hdr + 64 + 2 * r];
+    out[o + 209] = src[hdr + 65 + 2 * r];
   }
-  return [rowSrc, rowOff];
+  return out;
 }

@@ -179,8 +179,8 @@ export class Matmuls {
     // of 4 (1104 bytes per group and super-block, q4kRows) and every row's 32-element sums
     // (i16), made when a Q4_K weight first reads them
     const q4kBytes = isK ? align((q4kRows(rows) / 4) * nb * 1104) + align(rows * nb * 16) : 0;
-    // … and the Q6_K kernel's pair-ordered quants and 32·pair sums (after those)
-    const q6kBytes = isK ? 2 * align(rows * n) : 0;
+    // … and the Q6_K kernel's: every row's 16-element sums as i16 (after those)
+    const q6kBytes = isK ? align(rows * nb * 32) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
       st.actRows !== rows || st.actN !== n || (pnForm && st.actPN !== pnForm)
@@ -229,8 +229,8 @@ export class Matmuls {
     const actOff = st.act.off;
     const q16Off = actOff + qsBytes + dBytes + sBytes;
     const q4kOff = q16Off + q16Bytes;
-    const q6kPairs = w.type === GGMLType.Q6_K;
-    if (isK && w.type !== GGMLType.Q4_K && !q6kPairs && !st.actQ16) {
+    const q6k = w.type === GGMLType.Q6_K;
+    if (isK && w.type !== GGMLType.Q4_K && !q6k && !st.actQ16) {
       k.permuteQ8K(actOff, q16Off, rows * n);
       st.actQ16 = true;
     }
@@ -239,8 +239,8 @@ export class Matmuls {
       st.actQ4K = true;
     }
     const q6kOff = q4kOff + q4kBytes;
-    if (q6kPairs && !st.actQ6K) {
-      k.permuteQ6KAct(actOff, q6kOff, q6kOff + rows * n, rows * n);
+    if (q6k && !st.actQ6K) {
+      k.permuteQ6KAct(actOff + qsBytes + dBytes, q6kOff, n, rows);
       st.actQ6K = true;
     }
     const a = ARGS;
@@ -254,7 +254,7 @@ export class Matmuls {
     // Q8_0 over P/N planes reads them in the sums' slot (it has no use for the sums); the biased
     // kernel reads the sums, and its row groups after them (groupBase in assembly/index.ts)
     ctrl[a + A.AS] = actOff + qsBytes + dBytes + (q8w && !this.biasedQ8 ? sBytes : 0);
-    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : q6kPairs ? q6kOff : q16Off;
+    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : q6k ? q6kOff : q16Off;
     ctrl[a + A.T] = rows;
     if (isK) {
       [ctrl[a + A.SCR], ctrl[a + A.SCR_STRIDE]] = st.threadScratch(

@@ -42,8 +42,8 @@ export class WWeight implements Weight {
   q8Flipped = false;
   /** Q4_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ4K). */
   q4kQuads = false;
-  /** Q6_K quants reordered in pairs (repackQ6K). */
-  q6kPairs = false;
+  /** Q6_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ6K). */
+  q6kQuads = false;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
   f32Off = -1;
   /** The weight a row view reads (weightRows); undefined for a weight that owns its bytes. */
@@ -136,7 +136,7 @@ export class ArenaState {
   actQ16 = false;
   /** Whether it carries the Q4_K kernel's reordered quants (permuteQ4KAct). */
   actQ4K = false;
-  /** Whether it carries the Q6_K kernel's pair-ordered quants (permuteQ6KAct). */
+  /** Whether it carries the Q6_K kernel's group sums as i16 (permuteQ6KAct). */
   actQ6K = false;
   constructor(readonly arena: Arena) {
     this.act = new Scratch(arena, "activation");

@@ -1221,11 +1221,6 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
   return v128.and(i16x8.shr_u(v, 4), m4);
 }
 
-/** Inverse of the pair order [e0,e8,e1,e9,…] of repackQ6K. */
-@inline function unpair(v: v128): v128 {
-  return i8x16.swizzle(v, i8x16(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15));
-}
-
 @inline function decodeBlockK(kind: i32, w: usize, i: i32, A: usize, SC: usize, MN: usize, WD: usize, WM: usize): void {
   {
     const a = A + (<usize> i << 8);
@@ -1272,33 +1267,6 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
             v128.store(a + j * 64 + l, v128.or(v128.and(q, mask), h1));
             v128.store(a + j * 64 + 32 + l, v128.or(i8x16.shr_u(q, 4), h2));
           }
-        }
-      }
-    } else if (kind == 14) {
-      // Q6_K: ql[128], qh[64], scales[16] i8, d
-      const x = w + <usize> i * 210;
-      store<f32>(WD + (<usize> i << 2), f16At(x + 208));
-      for (let j = 0; j < 16; j++) store<i32>(sc16 + (<usize> j << 2), <i32> load<i8>(x + 192 + j));
-      const m4 = i8x16.splat(0x0f);
-      const m3 = i8x16.splat(3);
-      const off = i8x16.splat(32);
-      for (let half = 0; half < 2; half++) {
-        const ql = x + half * 64;
-        const qh = x + 128 + half * 32;
-        const ab = a + half * 128;
-        for (let l = 0; l < 32; l += 16) {
-          const q0 = v128.load(ql + l);
-          const q1 = v128.load(ql + 32 + l);
-          const h = v128.load(qh + l);
-          const h0 = i8x16.shl(v128.and(h, m3), 4);
-          const h1 = i8x16.shl(v128.and(i8x16.shr_u(h, 2), m3), 4);
-          const h2 = i8x16.shl(v128.and(i8x16.shr_u(h, 4), m3), 4);
-          const h3 = i8x16.shl(v128.and(i8x16.shr_u(h, 6), m3), 4);
-          // repackQ6K left each 16 quants in pair order: back to element order
-          v128.store(ab + l, unpair(i8x16.sub(v128.or(v128.and(q0, m4), h0), off)));
-          v128.store(ab + 32 + l, unpair(i8x16.sub(v128.or(v128.and(q1, m4), h1), off)));
-          v128.store(ab + 64 + l, unpair(i8x16.sub(v128.or(i8x16.shr_u(q0, 4), h2), off)));
-          v128.store(ab + 96 + l, unpair(i8x16.sub(v128.or(i8x16.shr_u(q1, 4), h3), off)));
         }
       }
     } else if (kind == 11) {
@@ -1988,74 +1956,246 @@ function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
   return i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> hi << 32) | <u64> lo)));
 }
 
-// bytes idx (0..31) of the 32-byte pair (a, b)
-@inline function permute32(a: v128, b: v128, idx: v128): v128 {
-  const fromA = i8x16.swizzle(a, idx); // indices ≥ 16 give 0
-  const fromB = i8x16.swizzle(b, i8x16.sub(idx, i8x16.splat(16))); // indices < 16 wrap to ≥ 240: 0
-  return v128.or(fromA, fromB);
+// ----------------------------------------------------------------------------- Q6_K, quad groups
+
+// Q6_K sums in this engine's order (kernels/quant/kquants_vecdot.ts, vecDotQ6_KQ8_K): per
+// super-block the exact integer sumi = Σ_g sc_g·(Σ q·a − 32·bsum_g) over its 16 groups of 16
+// elements (q the unsigned 6-bit quant, bsum_g the Q8_K 16-element sum), then
+// sumf += (d·yd)·sumi. ggml's generic order keeps 8 class lanes (element index mod 8), which
+// dots whose lanes are rows cannot keep; in this order the quants (0..63) are the relaxed dot's
+// 7-bit operand — exact however the engine reads it (signed, unsigned: vpdpbusd, or pmaddubsw,
+// whose pair sums ≤ 2·63·127 do not saturate) — and −32·Σ sc·bsum comes once per super-block
+// from the activation's sums (pmaddwd).
+//
+// Lanes are weight rows: one 16-byte load holds a byte quad (4 elements) of each of a group's 4
+// rows, and every activation row's quad, broadcast, is dotted with it (Q4_0's single-row form),
+// for 1 to 4 or 8 activation rows at once (q6kRows): the weights are unpacked once for all of
+// them, the activation is read as quantizeQ8K left it, and the results come out as the output's
+// rows. Each group of 16 takes 4 relaxed i16 dots (i16x8.relaxed_dot_i8x16_i7x16_s, pmaddubsw:
+// pairs of products, two dots added ≤ 4·63·127 < 2^15) and 2 pmaddwd against the rows' scales,
+// which sum and scale them into i32 in one step: on x86 without AVX-VNNI (V8 lowers the i32
+// relaxed dot to pmaddubsw + pmaddwd + paddd there, as on the bench machine) that counts 10
+// instructions a group where Q4_K's form (i32 relaxed dots, then i32x4.mul by the group's scale,
+// which Q6_K would need per 16 elements rather than 32) counts 14; with vpdpbusd the count would
+// favour Q4_K's form (not built). Why lanes = weight rows for the prompt tiles too, where Q4_K's
+// 8-row tile broadcasts weights (lanes = activation rows): 8 sums + 4 unpacked quant vectors +
+// the scales fit V8's 16 registers, and the activation needs no regrouping. 8-row tiles run at
+// 37-40 GMAC/s on one thread (bench/tools/q6k_tile.ts; the class-lane kernel 13-17).
+//
+// Weights (repackQ6K): full 4-row groups; per super-block 768 bytes of quants: group g's 3
+// vectors A, B, C at 48g, byte 4r + j of each holding, for row r, A: q(16g + j) | (q(16g + 12 + j)
+// & 3) << 6, B: q(16g + 4 + j) | (q(16g + 12 + j) >> 2 & 3) << 6, C: q(16g + 8 + j) |
+// (q(16g + 12 + j) >> 4) << 6, so that quads 0..2 are A, B, C & 0x3f and quad 3 is their top bits
+// gathered (11 instructions for 4 vectors); and a 72-byte header: the scales, byte 8p + 2r + h =
+// sc(2p + h) of row r, then the rows' f16 d at 64 + 2r. Super-blocks go in pairs, the two headers
+// then the two quants (q6kQuants, q6kHeader): one stream, 16-byte aligned quants, each header
+// read before its quants. Measured (bench/tools/q6k_tile.ts) against all headers after all quants
+// (two streams): 1.1× and 2.7× for one row of 2048 × 5632 and of 32000 × 2048 (from DRAM),
+// 1.0-1.2× for the prompt tiles; with the headers after a pair's quants, 0.82-0.97× on the prompt
+// tiles. Rows after the full groups stay as the file has them (q6kRawRow).
+//
+// Activation: the Q8_K quants and scales as they are, and bs16 [T·nb × 16] i16: every row's
+// 16-element sums (permuteQ6KAct).
+const Q6KG: usize = 768;
+const Q6KH: usize = 72;
+// 16 × 0xc0: the top 2 bits of each byte of A, B, C
+const Q6K_CONSTS: usize = memory.data<u8>([
+  0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0, 0xc0,
+], 16);
+
+// Super-block i of the group at gw: its quants, and its header (nb super-blocks in all). Pairs of
+// super-blocks [header 2k][header 2k + 1][quants 2k][quants 2k + 1] (1680 bytes, a multiple of
+// 16), a last odd one [header][quants].
+@inline function q6kQuants(gw: usize, nb: i32, i: i32): usize {
+  const pair = gw + <usize> (i >> 1) * (2 * (Q6KG + Q6KH));
+  return pair + (((i | 1) < nb) ? 2 * Q6KH : Q6KH) + (<usize> (i & 1)) * Q6KG;
+}
+@inline function q6kHeader(gw: usize, nb: i32, i: i32): usize {
+  return gw + <usize> (i >> 1) * (2 * (Q6KG + Q6KH)) + (<usize> (i & 1)) * Q6KH;
 }
 
-// ----------------------------------------------------------------------------- Q6_K, pair-scale layout
+// 6-bit quant e (0..255) of the Q6_K block at x (file layout).
+@inline function q6kQuant(x: usize, e: i32): i32 {
+  const h = e >> 7;
+  const j = (e >> 5) & 3;
+  const l = e & 31;
+  const lo = (<i32> load<u8>(x + <usize> (64 * h + 32 * (j & 1) + l)) >> (4 * (j >> 1))) & 15;
+  const hi = (<i32> load<u8>(x + <usize> (128 + 32 * h + l)) >> (2 * j)) & 3;
+  return lo | (hi << 4);
+}
 
-// ggml's generic Q6_K dot scales every 16 quants (a group) by their own i8 scale and keeps 8
-// integer lanes (element index mod 8, "class"). A quarter of a half block (32 positions l of
-// ql/qh) holds two groups, g (l < 16) and g' (l ≥ 16). repackQ6K reorders each 32-byte array of
-// ql and qh alike, as repackQ4K orders a pair's elements: byte 16h + 4c' + k holds position
-// 4h + c' + 8(k & 1) of g (k < 2) or of g' (k ≥ 2). The unpacked quants of the quarter then come
-// out as two vectors, classes 0..3 and 4..7, whose pmaddubsw against the activation reordered
-// the same way (permuteQ6KAct) gives i16 lanes [Σg c, Σg' c]; one pmaddwd with [s_g, s_g'] adds
-// both groups to 4 class lanes. Quants are used raw (0..63, the 7-bit operand; pair sums ≤
-// 2·63·127) and 32·Σ of each pair (precomputed with the activation) is subtracted in i16: exact.
-// The class lanes of a block are then summed into its exact sumi, and its float step is this
-// engine's Q6_K order (kernels/quant/kquants_vecdot.ts, vecDotQ6_KQ8_K), not ggml's 8 lanes.
-
-/** Reorder the ql/qh bytes of nBlocks Q6_K blocks at w in place (see above). */
-export function repackQ6K(w: usize, nBlocks: i32): void {
-  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
-  for (let i = 0; i < nBlocks; i++) {
-    const x = w + <usize> i * 210;
-    // ql[0..32), ql[32..64), ql[64..96), ql[96..128), qh[0..32), qh[32..64): one position l per
-    // byte of each
-    for (let a = 0; a < 6; a++) {
-      const p = x + <usize> (a << 5);
-      const lo = v128.load(p);
-      const hi = v128.load(p + 16);
-      v128.store(p, permute32(lo, hi, idx0));
-      v128.store(p + 16, permute32(lo, hi, idx1));
+/** Lay out the full 4-row groups (nGroups from w) of a Q6_K matrix as quads (above), in place. */
+export function repackQ6K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): void {
+  const nb = rowBytes / 210;
+  const gb = <usize> rowBytes << 2;
+  for (let g = 0; g < nGroups; g++) {
+    const gw = w + <usize> g * gb;
+    memory.copy(tmp, gw, gb);
+    for (let i = 0; i < nb; i++) {
+      const dst = q6kQuants(gw, nb, i);
+      const hdr = q6kHeader(gw, nb, i);
+      for (let r = 0; r < 4; r++) {
+        const x = tmp + <usize> r * rowBytes + <usize> i * 210;
+        for (let G = 0; G < 16; G++) {
+          for (let j = 0; j < 4; j++) {
+            const q3 = q6kQuant(x, 16 * G + 12 + j);
+            const o = dst + <usize> (48 * G + 4 * r + j);
+            store<u8>(o, q6kQuant(x, 16 * G + j) | ((q3 & 3) << 6));
+            store<u8>(o + 16, q6kQuant(x, 16 * G + 4 + j) | (((q3 >> 2) & 3) << 6));
+            store<u8>(o + 32, q6kQuant(x, 16 * G + 8 + j) | ((q3 >> 4) << 6));
+          }
+        }
+        for (let p = 0; p < 8; p++) {
+          store<u8>(hdr + <usize> (8 * p + 2 * r), load<u8>(x + 192 + <usize> (2 * p)));
+          store<u8>(hdr + <usize> (8 * p + 2 * r + 1), load<u8>(x + 193 + <usize> (2 * p)));
+        }
+        store<u16>(hdr + 64 + <usize> (2 * r), load<u16>(x + 208));
+      }
     }
   }
 }
 
-/**
- * The Q6_K kernel's activation: each 32 Q8_K quants reordered as repackQ6K orders positions,
- * into ap (T·n bytes), and 32·(sum of each byte pair) as i16 into a32 (T·n bytes).
- */
-export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
-  const idx0 = i8x16(0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
-  const idx1 = i8x16(4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
-  for (let g = 0; g < (n >> 5); g++) {
-    const o = <usize> g << 5;
-    const lo = v128.load(qs + o);
-    const hi = v128.load(qs + o + 16);
-    const v0 = permute32(lo, hi, idx0);
-    const v1 = permute32(lo, hi, idx1);
-    v128.store(ap + o, v0);
-    v128.store(ap + o + 16, v1);
-    v128.store(a32 + o, i16x8.shl(i16x8.extadd_pairwise_i8x16_s(v0), 5));
-    v128.store(a32 + o + 16, i16x8.shl(i16x8.extadd_pairwise_i8x16_s(v1), 5));
+/** The Q6_K kernel's activation form: bs16, the T·nb·16 Q8_K group sums (i32) as i16. */
+export function permuteQ6KAct(bsums: usize, bs16: usize, n: i32, T: i32): void {
+  const groups = (n >> 4) * T;
+  for (let s = 0; s < groups; s += 8) {
+    const b = bsums + (<usize> s << 2);
+    v128.store(bs16 + (<usize> s << 1), i16x8.narrow_i32x4_s(v128.load(b), v128.load(b + 16)));
   }
 }
 
-// One unpacked 16-byte quant vector v against its activation partners (ap at e, a32 at e),
-// scaled by its groups' scales s ([s_g, s_g'] in every i32 lane), into the class lanes acc.
-@inline function q6Step(acc: v128, v: v128, s: v128, ab: usize, cb: usize): v128 {
-  const p = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(ab), v), v128.load(cb));
-  return i32x4.add(acc, i32x4.dot_i16x8_s(p, s));
+// A group's super-block header at hdr, decoded for its 4 rows (lanes) into scr: at 16g, group g's
+// scale as an i16 pair [sc, sc] per row (the pmaddwd operand of the group's sums); at 256 + 16p,
+// the scale pairs [sc(2p), sc(2p + 1)] per row (against the activation's sums); d as f32 at 384.
+@inline function q6kgHeader(hdr: usize, scr: usize): void {
+  for (let k: usize = 0; k < 4; k++) {
+    const h = v128.load(hdr + (k << 4));
+    const q0 = i16x8.extend_low_i8x16_s(h);
+    const q1 = i16x8.extend_high_i8x16_s(h);
+    v128.store(scr + 256 + (k << 5), q0);
+    v128.store(scr + 272 + (k << 5), q1);
+    v128.store(scr + (k << 6), i8x16.shuffle(q0, q0, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+    v128.store(scr + (k << 6) + 16, i8x16.shuffle(q0, q0, 2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
+    v128.store(scr + (k << 6) + 32, i8x16.shuffle(q1, q1, 0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+    v128.store(scr + (k << 6) + 48, i8x16.shuffle(q1, q1, 2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
+  }
+  v128.store(scr + 384, halvesToF32C(i32x4.extend_low_i16x8_u(v128.load64_zero(hdr + 64))));
 }
 
-// The 4 unpacked quarters of classes 4h'.. (l0/l1: ql[0..32)/ql[32..64) bytes, qh: qh bytes of
-// those positions) of one half block: quarter q's 6-bit quants.
+// One activation row's group (16 quants at e) against the group's 4 rows (quads v0..v3, scales
+// sc): c + sc·Σ q·a, lanes = weight rows.
+@inline function q6kStep(c: v128, e: usize, v0: v128, v1: v128, v2: v128, v3: v128, sc: v128): v128 {
+  const x = v128.load(e);
+  const p01 = i16x8.add(
+    i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x, x, 0, 0, 0, 0), v0),
+    i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x, x, 1, 1, 1, 1), v1),
+  );
+  const p23 = i16x8.add(
+    i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x, x, 2, 2, 2, 2), v2),
+    i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x, x, 3, 3, 3, 3), v3),
+  );
+  return i32x4.add(c, i32x4.add(i32x4.dot_i16x8_s(p01, sc), i32x4.dot_i16x8_s(p23, sc)));
+}
+
+// sumf + (d·yd)·(c − 32·Σ sc·bsum): one activation row's super-block float step (its 16 group
+// sums as i16 at bs, its scale at ad), lanes = weight rows; scr: the decoded header.
+@inline function q6kFloat(sumf: v128, scr: usize, c: v128, bs: usize, ad: usize): v128 {
+  const b0 = v128.load(bs);
+  const b1 = v128.load(bs + 16);
+  let m = i32x4.add(
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 256), v128.shuffle<i32>(b0, b0, 0, 0, 0, 0)),
+      i32x4.dot_i16x8_s(v128.load(scr + 272), v128.shuffle<i32>(b0, b0, 1, 1, 1, 1)),
+    ),
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 288), v128.shuffle<i32>(b0, b0, 2, 2, 2, 2)),
+      i32x4.dot_i16x8_s(v128.load(scr + 304), v128.shuffle<i32>(b0, b0, 3, 3, 3, 3)),
+    ),
+  );
+  m = i32x4.add(m, i32x4.add(
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 320), v128.shuffle<i32>(b1, b1, 0, 0, 0, 0)),
+      i32x4.dot_i16x8_s(v128.load(scr + 336), v128.shuffle<i32>(b1, b1, 1, 1, 1, 1)),
+    ),
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 352), v128.shuffle<i32>(b1, b1, 2, 2, 2, 2)),
+      i32x4.dot_i16x8_s(v128.load(scr + 368), v128.shuffle<i32>(b1, b1, 3, 3, 3, 3)),
+    ),
+  ));
+  const sumi = i32x4.sub(c, i32x4.shl(m, 5));
+  const dy = f32x4.mul(v128.load(scr + 384), f32x4.splat(load<f32>(ad)));
+  return f32x4.add(sumf, f32x4.mul(dy, f32x4.convert_i32x4_s(sumi)));
+}
+
+// NT (1 to 4, or 8: a constant at each call, so that the unused sums fold away) activation rows
+// t..t+NT-1 (Q8_K quants at a, rows as bytes apart; scales at ad, ds apart; group sums at bs,
+// bss apart) against the 4 weight rows of the group at gw; results to out rows t.., columns r..r+3.
+@inline function q6kRows(
+  NT: i32, gw: usize, nb: i32, a: usize, as: usize, ad: usize, ds: usize, bs: usize, bss: usize,
+  scr: usize, out: usize, outStride: i32, t: i32, r: i32,
+): void {
+  const mc0 = v128.load(Q6K_CONSTS);
+  let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
+  let s4 = f32x4.splat(0), s5 = f32x4.splat(0), s6 = f32x4.splat(0), s7 = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const blk = q6kQuants(gw, nb, i);
+    q6kgHeader(q6kHeader(gw, nb, i), scr);
+    let c0 = i32x4.splat(0), c1 = i32x4.splat(0), c2 = i32x4.splat(0), c3 = i32x4.splat(0);
+    let c4 = i32x4.splat(0), c5 = i32x4.splat(0), c6 = i32x4.splat(0), c7 = i32x4.splat(0);
+    const qa = a + (<usize> i << 8);
+    // a real loop over the 16 groups (see q80Tile8)
+    for (let G: usize = 0; G < 16; G++) {
+      const qb = blk + G * 48;
+      const A = v128.load(qb);
+      const B = v128.load(qb + 16);
+      const C = v128.load(qb + 32);
+      const Am = v128.and(A, mc0);
+      const Bm = v128.and(B, mc0);
+      const Cm = v128.and(C, mc0);
+      const v0 = v128.xor(A, Am);
+      const v1 = v128.xor(B, Bm);
+      const v2 = v128.xor(C, Cm);
+      const v3 = v128.or(v128.or(i16x8.shr_u(Am, 6), i16x8.shr_u(Bm, 4)), i16x8.shr_u(Cm, 2));
+      const sc = v128.load(scr + (G << 4));
+      const e = qa + (G << 4);
+      c0 = q6kStep(c0, e, v0, v1, v2, v3, sc);
+      if (NT > 1) c1 = q6kStep(c1, e + as, v0, v1, v2, v3, sc);
+      if (NT > 2) c2 = q6kStep(c2, e + 2 * as, v0, v1, v2, v3, sc);
+      if (NT > 3) c3 = q6kStep(c3, e + 3 * as, v0, v1, v2, v3, sc);
+      if (NT > 4) {
+        c4 = q6kStep(c4, e + 4 * as, v0, v1, v2, v3, sc);
+        c5 = q6kStep(c5, e + 5 * as, v0, v1, v2, v3, sc);
+        c6 = q6kStep(c6, e + 6 * as, v0, v1, v2, v3, sc);
+        c7 = q6kStep(c7, e + 7 * as, v0, v1, v2, v3, sc);
+      }
+    }
+    const b = bs + (<usize> i << 5);
+    const y = ad + (<usize> i << 2);
+    s0 = q6kFloat(s0, scr, c0, b, y);
+    if (NT > 1) s1 = q6kFloat(s1, scr, c1, b + bss, y + ds);
+    if (NT > 2) s2 = q6kFloat(s2, scr, c2, b + 2 * bss, y + 2 * ds);
+    if (NT > 3) s3 = q6kFloat(s3, scr, c3, b + 3 * bss, y + 3 * ds);
+    if (NT > 4) {
+      s4 = q6kFloat(s4, scr, c4, b + 4 * bss, y + 4 * ds);
+      s5 = q6kFloat(s5, scr, c5, b + 5 * bss, y + 5 * ds);
+      s6 = q6kFloat(s6, scr, c6, b + 6 * bss, y + 6 * ds);
+      s7 = q6kFloat(s7, scr, c7, b + 7 * bss, y + 7 * ds);
+    }
+  }
+  storeRows4(out, outStride, t, r, s0);
+  if (NT > 1) storeRows4(out, outStride, t + 1, r, s1);
+  if (NT > 2) storeRows4(out, outStride, t + 2, r, s2);
+  if (NT > 3) storeRows4(out, outStride, t + 3, r, s3);
+  if (NT > 4) {
+    storeRows4(out, outStride, t + 4, r, s4);
+    storeRows4(out, outStride, t + 5, r, s5);
+    storeRows4(out, outStride, t + 6, r, s6);
+    storeRows4(out, outStride, t + 7, r, s7);
+  }
+}
+
+// The 4 unpacked quarters (16 quants each) of a half block as the file has it (l0/l1:
+// ql[0..32)/ql[32..64) bytes, qh: qh bytes of those positions): quarter q's 6-bit quants.
 @inline function q6Quarter(l0: v128, l1: v128, qh: v128, q: i32, m4: v128, m30: v128): v128 {
   // the 2 high bits of each quant moved to bits 4-5 with 16-bit shifts (x64 has no byte shifts;
   // bits shifted across a byte border are masked off)
@@ -2065,396 +2205,38 @@ export function permuteQ6KAct(qs: usize, ap: usize, a32: usize, n: i32): void {
   return v128.or(hiNibM(l1, m4), v128.and(i16x8.shr_u(qh, 2), m30));
 }
 
-/** The block's 16 scales as i16 pairs: [s0, s1] … [s6, s7] (half 0) or [s8, s9] … (half 1). */
-@inline function q6Scales(x: usize, half: i32): v128 {
-  const v = v128.load(x + 192);
-  return half == 0 ? i16x8.extend_low_i8x16_s(v) : i16x8.extend_high_i8x16_s(v);
-}
-
-// One repacked Q6_K row · one reordered activation row; this engine's Q6_K order
-// (kernels/quant/kquants_vecdot.ts, vecDotQ6_KQ8_K): a block's class lanes summed into its exact
-// sumi, then sumf += (d·yd)·sumi.
-@inline function dotQ6K(x0: usize, nb: i32, ap: usize, a32: usize, ad: usize): f32 {
+// One Q6_K row as the file has it (rows after the full groups) · one activation row (quants at
+// a, scales at ad, group sums at bs), in the same order; rare, so plain.
+function q6kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs: usize): f32 {
   const m4 = mask4();
   const m30 = mask30();
   let sumf: f32 = 0;
   for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 210;
-    const ab = ap + (<usize> i << 8);
-    const cb = a32 + (<usize> i << 8);
-    let lo = i32x4.splat(0);
-    let hi = i32x4.splat(0);
-    {
-      const ql = x + 0;
-      const qh = x + 128 + 0;
-      const sv = q6Scales(x, 0);
-      const e = <usize> 0;
-      const l0a = v128.load(ql);
-      const l0b = v128.load(ql + 16);
-      const l1a = v128.load(ql + 32);
-      const l1b = v128.load(ql + 48);
-      const ha = v128.load(qh);
-      const hb = v128.load(qh + 16);
-      let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0, m4, m30), s, ab + e, cb + e);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0, m4, m30), s, ab + e + 16, cb + e + 16);
-      s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1, m4, m30), s, ab + e + 32, cb + e + 32);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1, m4, m30), s, ab + e + 48, cb + e + 48);
-      s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2, m4, m30), s, ab + e + 64, cb + e + 64);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2, m4, m30), s, ab + e + 80, cb + e + 80);
-      s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3, m4, m30), s, ab + e + 96, cb + e + 96);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3, m4, m30), s, ab + e + 112, cb + e + 112);
+    const x = wr + <usize> i * 210;
+    const qa = a + (<usize> i << 8);
+    let tot = i32x4.splat(0);
+    for (let h = 0; h < 2; h++) {
+      for (let l = 0; l < 2; l++) {
+        const l0 = v128.load(x + <usize> (64 * h + 16 * l));
+        const l1 = v128.load(x + <usize> (64 * h + 32 + 16 * l));
+        const qh = v128.load(x + <usize> (128 + 32 * h + 16 * l));
+        for (let q = 0; q < 4; q++) {
+          // quarter q's 16 quants here are group 8h + 2q + l
+          const g = 8 * h + 2 * q + l;
+          const p = i16x8.relaxed_dot_i8x16_i7x16_s(v128.load(qa + <usize> (16 * g)), q6Quarter(l0, l1, qh, q, m4, m30));
+          tot = i32x4.add(tot, i32x4.dot_i16x8_s(p, i16x8.splat(<i16> load<i8>(x + 192 + <usize> g))));
+        }
+      }
     }
-    {
-      const ql = x + 64;
-      const qh = x + 128 + 32;
-      const sv = q6Scales(x, 1);
-      const e = <usize> 128;
-      const l0a = v128.load(ql);
-      const l0b = v128.load(ql + 16);
-      const l1a = v128.load(ql + 32);
-      const l1b = v128.load(ql + 48);
-      const ha = v128.load(qh);
-      const hb = v128.load(qh + 16);
-      let s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 0, m4, m30), s, ab + e, cb + e);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 0, m4, m30), s, ab + e + 16, cb + e + 16);
-      s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 1, m4, m30), s, ab + e + 32, cb + e + 32);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 1, m4, m30), s, ab + e + 48, cb + e + 48);
-      s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 2, m4, m30), s, ab + e + 64, cb + e + 64);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 2, m4, m30), s, ab + e + 80, cb + e + 80);
-      s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      lo = q6Step(lo, q6Quarter(l0a, l1a, ha, 3, m4, m30), s, ab + e + 96, cb + e + 96);
-      hi = q6Step(hi, q6Quarter(l0b, l1b, hb, 3, m4, m30), s, ab + e + 112, cb + e + 112);
+    let m = 0;
+    for (let g = 0; g < 16; g++) {
+      m += <i32> load<i8>(x + 192 + <usize> g) * <i32> load<i16>(bs + (<usize> i << 5) + (<usize> g << 1));
     }
+    const sumi = hsumI32(tot) - (m << 5);
     const d = f16At(x + 208) * load<f32>(ad + (<usize> i << 2));
-    sumf += d * <f32> hsumI32(i32x4.add(lo, hi));
+    sumf += d * <f32> sumi;
   }
   return sumf;
-}
-
-// Classes c16/4 .. (c16 = 0: 0..3, 16: 4..7) of one Q6_K block against 4 activation rows (ab/cb:
-// the first row's reordered block and its pair sums, rows tq bytes apart); their integer class
-// lanes go to sp + c16 (rows 32 bytes apart; dv unused).
-@inline function q6kHalf4(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv: v128, sp: usize, m4: v128, m30: v128): void {
-  let a0 = i32x4.splat(0);
-  let a1 = i32x4.splat(0);
-  let a2 = i32x4.splat(0);
-  let a3 = i32x4.splat(0);
-  {
-    const l0 = v128.load(x + 0 + c16);
-    const l1 = v128.load(x + 32 + c16);
-    const hq = v128.load(x + 128 + c16);
-    const sv = q6Scales(x, 0);
-    {
-      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      const e = <usize> 0 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      const e = <usize> 32 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      const e = <usize> 64 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      const e = <usize> 96 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-  }
-  {
-    const l0 = v128.load(x + 64 + c16);
-    const l1 = v128.load(x + 96 + c16);
-    const hq = v128.load(x + 160 + c16);
-    const sv = q6Scales(x, 1);
-    {
-      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      const e = <usize> 128 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      const e = <usize> 160 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      const e = <usize> 192 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      const e = <usize> 224 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-    }
-  }
-  const p = sp + c16;
-  v128.store(p, a0);
-  v128.store(p + 32, a1);
-  v128.store(p + 64, a2);
-  v128.store(p + 96, a3);
-}
-
-// q6kHalf4 for 8 activation rows (class lanes at sp, rows 32 bytes apart).
-@inline function q6kHalf8(x: usize, c16: usize, ab: usize, cb: usize, tq: usize, dv0: v128, dv1: v128, sp: usize, m4: v128, m30: v128): void {
-  let a0 = i32x4.splat(0);
-  let a1 = i32x4.splat(0);
-  let a2 = i32x4.splat(0);
-  let a3 = i32x4.splat(0);
-  let a4 = i32x4.splat(0);
-  let a5 = i32x4.splat(0);
-  let a6 = i32x4.splat(0);
-  let a7 = i32x4.splat(0);
-  {
-    const l0 = v128.load(x + 0 + c16);
-    const l1 = v128.load(x + 32 + c16);
-    const hq = v128.load(x + 128 + c16);
-    const sv = q6Scales(x, 0);
-    {
-      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      const e = <usize> 0 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      const e = <usize> 32 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      const e = <usize> 64 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      const e = <usize> 96 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-  }
-  {
-    const l0 = v128.load(x + 64 + c16);
-    const l1 = v128.load(x + 96 + c16);
-    const hq = v128.load(x + 160 + c16);
-    const sv = q6Scales(x, 1);
-    {
-      const v = q6Quarter(l0, l1, hq, 0, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 0, 0, 0, 0);
-      const e = <usize> 128 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 1, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 1, 1, 1, 1);
-      const e = <usize> 160 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 2, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 2, 2, 2, 2);
-      const e = <usize> 192 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-    {
-      const v = q6Quarter(l0, l1, hq, 3, m4, m30);
-      const s = v128.shuffle<i32>(sv, sv, 3, 3, 3, 3);
-      const e = <usize> 224 + c16;
-      a0 = q6Step(a0, v, s, ab + e, cb + e);
-      a1 = q6Step(a1, v, s, ab + e + tq, cb + e + tq);
-      a2 = q6Step(a2, v, s, ab + e + 2 * tq, cb + e + 2 * tq);
-      a3 = q6Step(a3, v, s, ab + e + 3 * tq, cb + e + 3 * tq);
-      a4 = q6Step(a4, v, s, ab + e + 4 * tq, cb + e + 4 * tq);
-      a5 = q6Step(a5, v, s, ab + e + 5 * tq, cb + e + 5 * tq);
-      a6 = q6Step(a6, v, s, ab + e + 6 * tq, cb + e + 6 * tq);
-      a7 = q6Step(a7, v, s, ab + e + 7 * tq, cb + e + 7 * tq);
-    }
-  }
-  const p = sp + c16;
-  v128.store(p + 0, a0);
-  v128.store(p + 32, a1);
-  v128.store(p + 64, a2);
-  v128.store(p + 96, a3);
-  v128.store(p + 128, a4);
-  v128.store(p + 160, a5);
-  v128.store(p + 192, a6);
-  v128.store(p + 224, a7);
-}
-
-/** dotQ6K4 for 8 activation rows (t0..t0+7); scr: 8 × 32 bytes. */
-@inline function dotQ6K8(
-  x0: usize, nb: i32, ap: usize, a32: usize, ad: usize, out: usize, outStride: i32, r: i32, scr: usize,
-): void {
-  const tq = <usize> nb << 8;
-  const ta = <usize> nb << 2;
-  const m4 = mask4();
-  const m30 = mask30();
-  let sumf0 = f32x4.splat(0);
-  let sumf1 = f32x4.splat(0);
-  for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 210;
-    const yp = ad + (<usize> i << 2);
-    let yd0 = v128.load32_zero(yp);
-    yd0 = v128.load32_lane(yp + ta, yd0, 1);
-    yd0 = v128.load32_lane(yp + 2 * ta, yd0, 2);
-    yd0 = v128.load32_lane(yp + 3 * ta, yd0, 3);
-    let yd1 = v128.load32_zero(yp + 4 * ta);
-    yd1 = v128.load32_lane(yp + 5 * ta, yd1, 1);
-    yd1 = v128.load32_lane(yp + 6 * ta, yd1, 2);
-    yd1 = v128.load32_lane(yp + 7 * ta, yd1, 3);
-    const dw = f32x4.splat(f16At(x + 208));
-    const dv0 = f32x4.mul(dw, yd0);
-    const dv1 = f32x4.mul(dw, yd1);
-    const ab = ap + (<usize> i << 8);
-    const cb = a32 + (<usize> i << 8);
-    q6kHalf8(x, 0, ab, cb, tq, dv0, dv1, scr, m4, m30);
-    q6kHalf8(x, 16, ab, cb, tq, dv0, dv1, scr, m4, m30);
-    sumf0 = f32x4.add(sumf0, f32x4.mul(dv0, f32x4.convert_i32x4_s(q6kSumi4(scr))));
-    sumf1 = f32x4.add(sumf1, f32x4.mul(dv1, f32x4.convert_i32x4_s(q6kSumi4(scr + 128))));
-  }
-  storeLanesAt(out, outStride, r, sumf0, 0);
-  storeLanesAt(out, outStride, r, sumf1, 4);
-}
-
-// The block sums of 4 activation rows from their class lanes (row k's at sp + 32k).
-@inline function q6kSumi4(sp: usize): v128 {
-  return transposeSum(
-    i32x4.add(v128.load(sp), v128.load(sp + 16)),
-    i32x4.add(v128.load(sp + 32), v128.load(sp + 48)),
-    i32x4.add(v128.load(sp + 64), v128.load(sp + 80)),
-    i32x4.add(v128.load(sp + 96), v128.load(sp + 112)),
-  );
-}
-
-// Lanes k of v to out[(k0 + k)·outStride + r].
-@inline function storeLanesAt(out: usize, outStride: i32, r: i32, v: v128, k0: i32): void {
-  store<f32>(out + (<usize> (k0 * outStride + r) << 2), f32x4.extract_lane(v, 0));
-  store<f32>(out + (<usize> ((k0 + 1) * outStride + r) << 2), f32x4.extract_lane(v, 1));
-  store<f32>(out + (<usize> ((k0 + 2) * outStride + r) << 2), f32x4.extract_lane(v, 2));
-  store<f32>(out + (<usize> ((k0 + 3) * outStride + r) << 2), f32x4.extract_lane(v, 3));
-}
-
-/**
- * One repacked Q6_K row against 4 activation rows (t0..t0+3), each unpacked quant vector used
- * for the 4; float steps as in dotQ6K (class lanes of the 4 rows in scr: 4 × 32 bytes). Results go
- * to out[(t0 + k)·outStride + r].
- */
-@inline function dotQ6K4(
-  x0: usize, nb: i32, ap: usize, a32: usize, ad: usize, out: usize, outStride: i32, r: i32, scr: usize,
-): void {
-  const tq = <usize> nb << 8; // bytes between activation rows in ap and a32
-  const ta = <usize> nb << 2; // … in ad
-  const m4 = mask4();
-  const m30 = mask30();
-  let sumf = f32x4.splat(0);
-  for (let i = 0; i < nb; i++) {
-    const x = x0 + <usize> i * 210;
-    const yp = ad + (<usize> i << 2);
-    let yd = v128.load32_zero(yp);
-    yd = v128.load32_lane(yp + ta, yd, 1);
-    yd = v128.load32_lane(yp + 2 * ta, yd, 2);
-    yd = v128.load32_lane(yp + 3 * ta, yd, 3);
-    const dv = f32x4.mul(f32x4.splat(f16At(x + 208)), yd);
-    const ab = ap + (<usize> i << 8);
-    const cb = a32 + (<usize> i << 8);
-    q6kHalf4(x, 0, ab, cb, tq, dv, scr, m4, m30);
-    q6kHalf4(x, 16, ab, cb, tq, dv, scr, m4, m30);
-    sumf = f32x4.add(sumf, f32x4.mul(dv, f32x4.convert_i32x4_s(q6kSumi4(scr))));
-  }
-  storeLanesAt(out, outStride, r, sumf, 0);
 }
 
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */
@@ -2536,48 +2318,50 @@ export function mmK(
     return;
   }
   if (kind == 14) {
-    // Q6_K (pair-scale layout): aq16 holds the reordered activation, then its 32·pair sums
-    const a32 = aq16 + <usize> (T * (nb << 8));
+    // Q6_K (quad groups): aq16 holds bs16 (permuteQ6KAct); q6kRows over 8 activation rows at a
+    // time, the last 1-7 in one pass of 1-4 rows or two (4 and 1-3): each pass decodes a group's
+    // header and unpacks its quants once for its rows
+    const full = r0 + ((r1 - r0) & ~3);
+    const tiled = T & ~7;
+    const as = <usize> nb << 8;
+    const ds = <usize> nb << 2;
+    const bss = <usize> nb << 5;
     // activation rows in blocks of 32 (see Q4_K)
-    for (let tb = 0; tb < T; tb += 32) {
-    const te = min<i32>(T, tb + 32);
-    for (let r = r0; r < r1; r++) {
-      const wr = w + <usize> r * rowBytes;
-      let t = tb;
-      for (; t + 8 <= te; t += 8) {
-        const o = <usize> (t * nb) << 8;
-        dotQ6K8(
-          wr,
-          nb,
-          aq16 + o,
-          a32 + o,
-          ad + (<usize> (t * nb) << 2),
-          out + (<usize> (t * outStride) << 2),
-          outStride,
-          r,
-          scr,
-        );
-      }
-      for (; t + 4 <= te; t += 4) {
-        const o = <usize> (t * nb) << 8;
-        dotQ6K4(
-          wr,
-          nb,
-          aq16 + o,
-          a32 + o,
-          ad + (<usize> (t * nb) << 2),
-          out + (<usize> (t * outStride) << 2),
-          outStride,
-          r,
-          scr,
-        );
-      }
-      for (; t < te; t++) {
-        const o = <usize> (t * nb) << 8;
-        const v = dotQ6K(wr, nb, aq16 + o, a32 + o, ad + (<usize> (t * nb) << 2));
-        store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+    for (let tb = 0; tb < tiled; tb += 32) {
+      const te = min<i32>(tiled, tb + 32);
+      for (let r = r0; r < full; r += 4) {
+        const gw = w + <usize> r * rowBytes;
+        for (let t = tb; t < te; t += 8) {
+          const o = <usize> (t * nb);
+          q6kRows(8, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+        }
       }
     }
+    if (tiled < T) {
+      for (let r = r0; r < full; r += 4) {
+        const gw = w + <usize> r * rowBytes;
+        let t = tiled;
+        if (t + 4 <= T) {
+          const o = <usize> (t * nb);
+          q6kRows(4, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+          t += 4;
+        }
+        const o = <usize> (t * nb);
+        if (t + 3 == T) {
+          q6kRows(3, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+        } else if (t + 2 == T) {
+          q6kRows(2, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+        } else if (t + 1 == T) {
+          q6kRows(1, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+        }
+      }
+    }
+    for (let r = full; r < r1; r++) {
+      const wr = w + <usize> r * rowBytes;
+      for (let t = 0; t < T; t++) {
+        const o = <usize> (t * nb);
+        store<f32>(out + (<usize> (t * outStride + r) << 2), q6kRawRow(wr, nb, aq + (o << 8), ad + (o << 2), aq16 + (o << 5)));
+      }
     }
     return;
   }

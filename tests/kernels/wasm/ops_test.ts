@@ -131,18 +131,20 @@ Deno.test("wasm elementwise ops vs reference", async () => {
 
 Deno.test("wasm embed (every type) vs reference: bit-identical dequantization", async () => {
   await withBackends(1, async (wasm, ref) => {
+    // K-quants also at an odd super-block count (Q6_K's layout pairs super-blocks)
     for (const { type, name, block } of WEIGHT_TYPES) {
-      const n = block === 256 ? 512 : block === 32 ? 96 : 45;
-      const data = weightBytes(type, n, 11, 50 + type);
-      const spec = { name: `tok_${name}`, type, shape: [n, 11], data };
-      const ww = wasm.upload(spec);
-      const wr = ref.upload(spec);
-      const ids = new Int32Array([3, 0, 10, 3]);
-      const ow = wasm.buffer(ids.length * n);
-      const or = ref.buffer(ids.length * n);
-      wasm.embed(ww, ids, ow);
-      ref.embed(wr, ids, or);
-      assertClose(await wasm.read(ow), await ref.read(or), 0, `embed ${name}`);
+      for (const n of block === 256 ? [512, 768] : block === 32 ? [96] : [45]) {
+        const data = weightBytes(type, n, 11, 50 + type);
+        const spec = { name: `tok_${name}`, type, shape: [n, 11], data };
+        const ww = wasm.upload(spec);
+        const wr = ref.upload(spec);
+        const ids = new Int32Array([3, 0, 10, 3, 6]);
+        const ow = wasm.buffer(ids.length * n);
+        const or = ref.buffer(ids.length * n);
+        wasm.embed(ww, ids, ow);
+        ref.embed(wr, ids, or);
+        assertClose(await wasm.read(ow), await ref.read(or), 0, `embed ${name} n=${n}`);
+      }
     }
   });
 });
