@@ -159,10 +159,6 @@ export class Agent {
         const same = shapes.get(e.member.id) === shape;
         shapes.set(e.member.id, shape);
         if (type === "update" && same) return;
-        // Joined, died or left: its next announcement is a new stage. Not "alive" (a suspicion
-        // refuted, or a late copy of an announcement it sent before dying): a head that excluded
-        // the stage must keep excluding it.
-        if (type === "join" || type === "dead" || type === "leave") agent.loop.forget(e.member.id);
         agent.observe.memberEvent(e.type, e.member);
         if (type !== "update" || e.member.id !== cfg.nodeId) {
           log("info", `member ${type}`, { node: e.member.id });

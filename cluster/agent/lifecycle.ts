@@ -49,6 +49,7 @@ export async function startGossip(
     : cfg.gossipPreset === "wan"
     ? wanConfig
     : lanConfig;
+  const nonce = lifeNonce();
   const meta: NodeMetadata = {
     id: cfg.nodeId,
     addresses: [cfg.advertiseAddress],
@@ -74,9 +75,21 @@ export async function startGossip(
     // Placement plans every stage's KV cache with the largest reservation any member announces,
     // so agents started with other --context-size or --max-sessions still make the same plan.
     kvReserve: { context: cfg.contextSize, sessions: Math.min(cfg.maxSessions, 0xffff) },
+    life: `${nonce}.0`,
   };
   if (model) checkAnnouncementFits(meta, model.id.toString());
-  return await Memberlist.listen(
+  // Declared dead (frozen, cut off) and back: a new life, so heads that saw this agent's stage
+  // fail may try it again (NodeMetadata.life). After the refutation, not inside it.
+  let comebacks = 0;
+  const cameBack = () =>
+    queueMicrotask(() => {
+      const now = ml.localNode.meta;
+      if (!now) return;
+      comebacks++;
+      log("warn", "gossip declared this agent dead; it refuted and is back", { comebacks });
+      ml.updateMetadata({ ...now, life: `${nonce}.${comebacks}` });
+    });
+  const ml: Memberlist = await Memberlist.listen(
     preset({
       nodeId: cfg.nodeId,
       metadata: meta,
@@ -85,6 +98,7 @@ export async function startGossip(
       clusterName: cfg.clusterName,
       logger: (level, msg, fields) =>
         log(level === "debug" ? "debug" : level, `gossip: ${msg}`, fields),
+      onDeathRefuted: cameBack,
     }),
     {
       bindAddr: cfg.bind,
@@ -93,6 +107,13 @@ export async function startGossip(
       warn: (msg, fields) => log("warn", `gossip: ${msg}`, fields),
     },
   );
+  return ml;
+}
+
+/** Eight random base-36 characters: one process's life among its id's restarts. */
+function lifeNonce(): string {
+  const b = crypto.getRandomValues(new Uint8Array(8));
+  return Array.from(b, (x) => (x % 36).toString(36)).join("");
 }
 
 /**

@@ -33,6 +33,7 @@ import {
 import { describeGap, type StageCandidate, tileChain } from "../pipeline/mod.ts";
 import { RpcFailure } from "../rpc/mod.ts";
 import { dataEndpoint, rpcEndpoint } from "./peers.ts";
+import { HostedVersions } from "./hosted_versions.ts";
 import type { AgentState } from "./state.ts";
 import type { Observer } from "./observe.ts";
 import type { StageRoom } from "./stage.ts";
@@ -116,8 +117,8 @@ export class PlacementLoop {
   /** The cluster-wide epoch of `replicas` (0n: no plan). */
   epoch = 0n;
   private timer?: ReturnType<typeof setTimeout>;
-  /** Per member: what it announced hosting and since which incarnation (see stageCandidates). */
-  private readonly hostedSince = new Map<string, { key: string; version: number }>();
+  /** Per member: which announcement its stage is (the version heads exclude a failure by). */
+  private readonly hosted = new HostedVersions();
 
   constructor(
     private readonly s: AgentState,
@@ -286,7 +287,7 @@ export class PlacementLoop {
     const out: StageCandidate[] = [];
     for (const m of this.s.gossip.members()) {
       const h = m.meta?.hosted;
-      if (!h) this.hostedSince.delete(m.id);
+      const version = this.hosted.of(m);
       if (!h || (m.status !== "alive" && m.status !== "suspect")) continue;
       if (this.s.untrusted.has(m.id)) continue;
       byId?.set(m.id, m);
@@ -296,34 +297,13 @@ export class PlacementLoop {
         model: h.model,
         from: h.from,
         to: h.to,
-        version: this.hostedVersion(m),
+        version,
         replica: m.meta!.replica || undefined,
         load: m.meta!.load,
         loadVersion: m.incarnation,
       });
     }
     return out;
-  }
-
-  /**
-   * The incarnation at which a member started announcing what it hosts now. Load publications
-   * raise the incarnation every second or so; a head that excluded a failed stage must not take
-   * a new load figure for a re-announced (reloaded) stage.
-   */
-  private hostedVersion(m: Member): number {
-    const h = m.meta!.hosted!;
-    const key = `${h.model}:${h.from}-${h.to}:${m.meta!.replica ?? ""}:${
-      m.meta!.resources.backend
-    }`;
-    const was = this.hostedSince.get(m.id);
-    if (was && was.key === key && was.version <= m.incarnation) return was.version;
-    this.hostedSince.set(m.id, { key, version: m.incarnation });
-    return m.incarnation;
-  }
-
-  /** A member joined, died or left: its next announcement is a new stage. */
-  forget(id: string): void {
-    this.hostedSince.delete(id);
   }
 
   /** Which layers no loaded stage covers yet, in words (null when a complete chain exists). */

@@ -98,6 +98,11 @@ export interface Config {
   resolver?: Resolver;
   /** Log sink. */
   logger?: Logger;
+  /**
+   * This member heard that it was declared dead and refuted it: peers saw it die, and will see
+   * it join again. Called once per refuted death, after the refutation is queued.
+   */
+  onDeathRefuted?: () => void;
 }
 
 /** Overrides of any field; `nodeId` is required. */

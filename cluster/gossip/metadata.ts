@@ -94,6 +94,14 @@ export interface NodeMetadata {
    * stops offering it, so placement leaves it out until the model is deployed again.
    */
   drained?: boolean;
+  /**
+   * Which life of the process this is: a nonce drawn at its start and the times it came back
+   * from being declared dead (`<nonce>.<n>`). A copy of an announcement a killed process sent
+   * before it died can revive it in gossip for a while (SWIM takes any higher incarnation); only
+   * a new life (a restart, or a false death refuted) tells a head that a stage it saw fail is
+   * worth trying again.
+   */
+  life?: string;
 }
 
 /** The KV cache reservation an agent plans its stages with. */
@@ -202,7 +210,11 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   }
   // The KV reservation comes after the data port, which is written (0 if none) before it; the
   // flags byte (drained) after the reservation, written as 0 × 0 (read back as none) if unset.
-  const kvOut = kv ?? (m.drained ? { context: 0, sessions: 0 } : undefined);
+  // The life string comes after the flags byte, which is written (0) when only the life is set.
+  const life = m.life ?? "";
+  checkStr("life", life);
+  const flagged = m.drained || !!life;
+  const kvOut = kv ?? (flagged ? { context: 0, sessions: 0 } : undefined);
   const data = !!m.dataPort || !!kvOut;
   const replicated = m.replicas !== undefined || !!m.replica || m.load !== undefined || data;
   const more = (r.threads ?? 0) > 0 || (r.memoryTotal ?? 0) > 0 || replicated;
@@ -219,7 +231,8 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   }
   if (data) w.u16(m.dataPort ?? 0);
   if (kvOut) w.u32(kvOut.context).u16(kvOut.sessions);
-  if (m.drained) w.u8(FLAG_DRAINED);
+  if (flagged) w.u8(m.drained ? FLAG_DRAINED : 0);
+  if (life) w.str8(life);
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
     throw new MetadataError(
@@ -284,6 +297,7 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
   const kvReserve = kv && (kv.context > 0 || kv.sessions > 0) ? kv : undefined;
   // Bits this version does not know are a newer agent's: ignored, not refused.
   const drained = r.remaining() > 0 ? (r.u8("flags") & FLAG_DRAINED) !== 0 : false;
+  const life = r.remaining() > 0 ? r.str8("life") : "";
   r.end("metadata");
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
   return {
@@ -292,6 +306,7 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     ...(dataPort ? { dataPort } : {}),
     ...(kvReserve ? { kvReserve } : {}),
     ...(drained ? { drained } : {}),
+    ...(life ? { life } : {}),
   };
 }
 

@@ -494,6 +494,7 @@ export class GossipState {
     if (s.status === "dead" || s.status === "left") return;
     if (d.node === this.id && !this.leaving) {
       this.refute(s, d.incarnation, d.from);
+      this.cfg.onDeathRefuted?.();
       return;
     }
     this.broadcast(d.node, d, finished);

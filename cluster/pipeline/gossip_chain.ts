@@ -361,8 +361,8 @@ export class GossipChainProvider implements ChainProvider {
       opts.signal?.throwIfAborted();
       const gone = this.opts.gone?.();
       if (gone) throw gone;
-      // A node excluded after a failure may come back (restarted); it is trusted again only
-      // once gossip has seen it alive with its range again, which the candidate list reflects.
+      // A node excluded after a failure may come back (restarted, or back from a false death);
+      // it is trusted again only in that new life, which its candidates' versions reflect.
       const candidates = this.opts.candidates();
       const routes = replicaRoutes(candidates, this.opts.model, this.opts.nLayers, opts.exclude);
       this.#routes = routes.map((r) => r.id);

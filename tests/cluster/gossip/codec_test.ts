@@ -181,6 +181,20 @@ Deno.test("metadata: drained round-trips, alone or after a KV reservation; unkno
   assertEquals(decodeMetadata(bytes).drained, true);
 });
 
+Deno.test("metadata: a life round-trips alone, drained, or after a KV reservation; none reads as none", () => {
+  // Heads exclude a failed stage by its announcement; the life tells a restart or a comeback
+  // from a false death (a new announcement) from gossip reviving a dead one.
+  const life = "k3x9a2bq.2";
+  assertEquals(decodeMetadata(encodeMetadata({ ...meta, life })).life, life);
+  const kvReserve = { context: 4096, sessions: 16 };
+  const all = decodeMetadata(encodeMetadata({ ...meta, kvReserve, drained: true, life }));
+  assertEquals([all.life, all.drained, all.kvReserve], [life, true, kvReserve]);
+  const alone = decodeMetadata(encodeMetadata({ ...meta, life }));
+  assertEquals([alone.drained, alone.kvReserve], [undefined, undefined]);
+  assertEquals(decodeMetadata(encodeMetadata(meta)).life, undefined);
+  assertThrows(() => encodeMetadata({ ...meta, life: "x".repeat(256) }), MetadataError, "life");
+});
+
 /** A member on a quiet simulated network, and a way to poke packets into its receive loop. */
 function target(keyring: Keyring | null) {
   const net = new SimNetwork({ seed: 3 });

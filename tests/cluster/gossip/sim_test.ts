@@ -251,6 +251,38 @@ Deno.test("sim: a member cut off briefly refutes the suspicion and is not declar
   assert(members[5].localNode.incarnation > 0, "refuting takes a higher incarnation");
 });
 
+Deno.test("sim: a member declared dead hears of it, refutes, tells its host once, and the others see it join again", async () => {
+  let refuted = 0;
+  const { net, members } = await formCluster(
+    5,
+    { seed: 23 },
+    (i) => i === 3 ? { onDeathRefuted: () => void refuted++ } : {},
+  );
+  let deaths = 0, joins = 0;
+  for (const m of members.slice(0, 3)) {
+    m.on("dead", (e) => e.member.id === "n3" && deaths++);
+    m.on("join", (e) => e.member.id === "n3" && joins++);
+  }
+  // Cut off past its suspicion timeout (frozen, or a partition): declared dead.
+  net.partition([members[3].transport.addr]);
+  await net.runUntil(() => deaths >= 3, 60_000, 10);
+  assertEquals(deaths, 3, "the others declare it dead");
+  assertEquals(refuted, 0, "nothing to refute while it hears nothing");
+  net.heal();
+  const t = await net.runUntil(
+    () => members.every((m) => m.member("n3")?.status === "alive"),
+    60_000,
+    10,
+  );
+  assert(t !== null, "it is back in every view");
+  assert(joins >= 3, `the others saw it join again: ${joins}`);
+  // A refuted death is a new life for its host (NodeMetadata.life): heads may try it again.
+  assert(refuted >= 1, "its host was told");
+  const told = refuted;
+  await net.run(10_000);
+  assertEquals(refuted, told, "and not again without a new death");
+});
+
 Deno.test("sim: probeNow makes a crashed member suspect within one probe interval; a live one stays alive", async () => {
   const cfg = lanConfig({ nodeId: "x" });
   // Over several phases of the probe loops: without probeNow the first suspicion of a crashed
