@@ -32,6 +32,7 @@ import { f16ToF32, f32ToF16, halvesToF32 } from "./f16";
 const CONSTS: usize = memory.data<u8>([
   15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15, 15,
   48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48, 48,
+  1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0,
 ], 16);
 // The i32/f32 lanes of halvesToF32C: 0xe0 << 23, 2^-112, 126 << 23, 0.5, 1 << 27, 0x80000000.
 const CONSTS_F16: usize = memory.data<i32>([
@@ -64,6 +65,10 @@ const CONSTS_F16: usize = memory.data<i32>([
 /** 16 × 0x0f, as a value (see CONSTS). */
 @inline function mask4(): v128 {
   return v128.load(CONSTS);
+}
+/** 8 × i16 1 (pmaddwd's widening of i16 pairs), as a value (see CONSTS). */
+@inline function ones16(): v128 {
+  return v128.load(CONSTS + 32);
 }
 /** 16 × 0x30, as a value (see CONSTS). */
 @inline function mask30(): v128 {
@@ -558,7 +563,7 @@ export function mmQ8_0b(
 ): void {
   // full groups are byte quads (repackQuads), the last partial group row-major
   const full = r0 + ((r1 - r0) & ~3);
-  quadMatmul(9, w, rb, nb, aq, ad, as, T, out, os, r0, full);
+  quadMatmul(9, false, w, rb, nb, aq, ad, as, T, out, os, r0, full);
   if (full < r1) matmul32(9, w, rb, nb, aq, ad, as, T, out, os, full, r1);
 }
 
@@ -571,6 +576,37 @@ export function relaxedDot(a: i32, b: i32): i32 {
     i32x4.relaxed_dot_i8x16_i7x16_add_s(i8x16.splat(<i8> a), i8x16.splat(<i8> b), i32x4.splat(0)),
     0,
   );
+}
+
+// How this engine runs the i32 relaxed dot (i32x4.relaxed_dot_i8x16_i7x16_add_s), found once per
+// instance from its own answer: 1 where it is one instruction (vpdpbusd with AVX-VNNI, Arm's sdot,
+// vpdpbssd), 2 where it is pmaddubsw + pmaddwd + paddd (x86 without AVX-VNNI: V8 also rebuilds the
+// pmaddwd's vector of ones before each, 5 instructions a dot; pmaddubsw saturates its pair sums,
+// which is how the probe tells). With 2 the nibble kernels (Q4_0, Q4_K) sum up to 8 i16 dots
+// (i16x8.relaxed_dot_i8x16_i7x16_s: a pair of products ≤ 2·15·128 each, 8 of them < 2^15) and
+// widen once (pmaddwd, by ones or by the sub-block's scale): 2 instructions a dot rather than 5.
+// Every form sums the same exact integers, so the results are the same bit for bit.
+let dotMode: i32 = 0;
+const DOT_PROBE: usize = memory.data<i8>([-127, -127, -127, -127, -1, -1, -1, -1], 16);
+@inline function dotWidens(): bool {
+  if (dotMode == 0) {
+    const d = i32x4.extract_lane(i32x4.relaxed_dot_i8x16_i7x16_add_s(
+      v128.load32_splat(DOT_PROBE), v128.load32_splat(DOT_PROBE + 4), i32x4.splat(0),
+    ), 0);
+    dotMode = d == -65536 ? 2 : 1;
+  }
+  return dotMode == 2;
+}
+
+/** dotWidens as the host sees it (tests, benches): 1 for the one-instruction dot, 2 otherwise. */
+export function dotForm(): i32 {
+  dotWidens();
+  return dotMode;
+}
+
+/** Makes this instance run the nibble kernels in form m (1 or 2; 0: the probe's again), tests. */
+export function setDotForm(m: i32): void {
+  dotMode = m;
 }
 
 export function mmQ4_0(
@@ -587,8 +623,16 @@ export function mmQ4_0(
   r1: i32,
 ): void {
   const full = r0 + ((r1 - r0) & ~3);
-  quadMatmul(2, w, rb, nb, aq, ad, as, T, out, os, r0, full);
+  if (dotWidens()) q40Matmul16(w, rb, nb, aq, ad, as, T, out, os, r0, full);
+  else quadMatmul(2, false, w, rb, nb, aq, ad, as, T, out, os, r0, full);
   if (full < r1) matmul32(2, w, rb, nb, aq, ad, as, T, out, os, full, r1);
+}
+// quadMatmul's Q4_0 with i16 sums (dotWidens), a function of its own (see q4kMatmul16).
+@noinline function q40Matmul16(
+  w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32,
+  r0: i32, r1: i32,
+): void {
+  quadMatmul(2, true, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
 export function mmQ4_1(
   w: usize,
@@ -670,6 +714,26 @@ export function mmQ5_1(
   acc = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x0, x0, 3, 3, 3, 3), l3, acc);
   acc2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(x1, x1, 3, 3, 3, 3), h3, acc2);
   const s = i32x4.sub(i32x4.add(acc, acc2), i32x4.splat(sa << 3));
+  return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), f32x4.splat(yd)));
+}
+
+// q40Step with i16 sums (dotWidens): the 8 dots of a block summed as i16 (each lane ≤ 8·2·15·128
+// < 2^15), widened once by pmaddwd against ones.
+@inline function q40Step16(
+  sumf: v128, a: usize, l0: v128, l1: v128, l2: v128, l3: v128, h0: v128, h1: v128, h2: v128,
+  h3: v128, xd: v128, yd: f32, sa: i32, ones: v128,
+): v128 {
+  const x0 = v128.load(a);
+  const x1 = v128.load(a + 16);
+  let p = i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x0, x0, 0, 0, 0, 0), l0);
+  let p2 = i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x1, x1, 0, 0, 0, 0), h0);
+  p = i16x8.add(p, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x0, x0, 1, 1, 1, 1), l1));
+  p2 = i16x8.add(p2, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x1, x1, 1, 1, 1, 1), h1));
+  p = i16x8.add(p, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x0, x0, 2, 2, 2, 2), l2));
+  p2 = i16x8.add(p2, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x1, x1, 2, 2, 2, 2), h2));
+  p = i16x8.add(p, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x0, x0, 3, 3, 3, 3), l3));
+  p2 = i16x8.add(p2, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x1, x1, 3, 3, 3, 3), h3));
+  const s = i32x4.sub(i32x4.dot_i16x8_s(i16x8.add(p, p2), ones), i32x4.splat(sa << 3));
   return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), f32x4.splat(yd)));
 }
 
@@ -955,16 +1019,89 @@ const Q8_PAD = 6;
   transposeStore(out, outStride, t + 4, r, s01, s11, s21, s31, nt - 4);
 }
 
+// q40Tile8 with i16 sums (dotWidens): a block's 8 dots per sum as i16 (≤ 8·2·15·128 < 2^15),
+// widened by pmaddwd against ones and added to −8Σq once per block.
+@inline function q40Tile16(gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32): void {
+  const m4 = mask4();
+  const ones = ones16();
+  let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+  let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+  const gstride = <usize> nb * Q8G;
+  for (let b = 0; b < nb; b++) {
+    const blk = gw + <usize> b * 72;
+    const a0 = ag + <usize> b * Q8G;
+    const a1 = a0 + gstride;
+    let c00 = i32x4.splat(0), c01 = i32x4.splat(0), c10 = i32x4.splat(0), c11 = i32x4.splat(0);
+    let c20 = i32x4.splat(0), c21 = i32x4.splat(0), c30 = i32x4.splat(0), c31 = i32x4.splat(0);
+    // real loops over the block's 8 nibble quads (as q40Tile8)
+    for (let k: usize = 0; k < 64; k += 16) {
+      const q = v128.and(v128.load(blk + 8 + k), m4);
+      const x0 = v128.load(a0 + k);
+      const x1 = v128.load(a1 + k);
+      const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
+      c00 = i16x8.add(c00, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b0));
+      c01 = i16x8.add(c01, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b0));
+      const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
+      c10 = i16x8.add(c10, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b1));
+      c11 = i16x8.add(c11, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b1));
+      const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
+      c20 = i16x8.add(c20, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b2));
+      c21 = i16x8.add(c21, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b2));
+      const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
+      c30 = i16x8.add(c30, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b3));
+      c31 = i16x8.add(c31, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b3));
+    }
+    for (let k: usize = 64; k < 128; k += 16) {
+      const q = hiNibM(v128.load(blk + k - 56), m4);
+      const x0 = v128.load(a0 + k);
+      const x1 = v128.load(a1 + k);
+      const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
+      c00 = i16x8.add(c00, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b0));
+      c01 = i16x8.add(c01, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b0));
+      const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
+      c10 = i16x8.add(c10, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b1));
+      c11 = i16x8.add(c11, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b1));
+      const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
+      c20 = i16x8.add(c20, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b2));
+      c21 = i16x8.add(c21, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b2));
+      const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
+      c30 = i16x8.add(c30, i16x8.relaxed_dot_i8x16_i7x16_s(x0, b3));
+      c31 = i16x8.add(c31, i16x8.relaxed_dot_i8x16_i7x16_s(x1, b3));
+    }
+    const cz0 = i32x4.shr_s(v128.load(a0 + 144), 4);
+    const cz1 = i32x4.shr_s(v128.load(a1 + 144), 4);
+    const xd = scales4(blk);
+    const y0 = v128.load(a0 + 128);
+    const y1 = v128.load(a1 + 128);
+    const x0 = v128.shuffle<i32>(xd, xd, 0, 0, 0, 0);
+    s00 = q40Float(s00, i32x4.add(i32x4.dot_i16x8_s(c00, ones), cz0), x0, y0);
+    s01 = q40Float(s01, i32x4.add(i32x4.dot_i16x8_s(c01, ones), cz1), x0, y1);
+    const x1 = v128.shuffle<i32>(xd, xd, 1, 1, 1, 1);
+    s10 = q40Float(s10, i32x4.add(i32x4.dot_i16x8_s(c10, ones), cz0), x1, y0);
+    s11 = q40Float(s11, i32x4.add(i32x4.dot_i16x8_s(c11, ones), cz1), x1, y1);
+    const x2 = v128.shuffle<i32>(xd, xd, 2, 2, 2, 2);
+    s20 = q40Float(s20, i32x4.add(i32x4.dot_i16x8_s(c20, ones), cz0), x2, y0);
+    s21 = q40Float(s21, i32x4.add(i32x4.dot_i16x8_s(c21, ones), cz1), x2, y1);
+    const x3 = v128.shuffle<i32>(xd, xd, 3, 3, 3, 3);
+    s30 = q40Float(s30, i32x4.add(i32x4.dot_i16x8_s(c30, ones), cz0), x3, y0);
+    s31 = q40Float(s31, i32x4.add(i32x4.dot_i16x8_s(c31, ones), cz1), x3, y1);
+  }
+  transposeStore(out, outStride, t, r, s00, s10, s20, s30, nt);
+  transposeStore(out, outStride, t + 4, r, s01, s11, s21, s31, nt - 4);
+}
+
 // sumf + (sumi * x) * y: a Q4_0 block's float step in ggml's order (lanes = activation rows).
 @inline function q40Float(sumf: v128, sumi: v128, x: v128, y: v128): v128 {
   return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(sumi), x), y));
 }
 
 // Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q4_0 matrix (kind 2) or
-// biased Q8_0 matrix (kind 9, see Q8G) against T activation rows. (Q8_0 over P/N
+// biased Q8_0 matrix (kind 9, see Q8G) against T activation rows; w16 (Q4_0, a constant at each
+// call): i16 sums (dotWidens). (Q8_0 over P/N
 // planes, kind 8, measured faster as whole blocks: it needs both planes broadcast.)
 @inline function quadMatmul(
   kind: i32,
+  w16: bool,
   w: usize,
   rowBytes: i32,
   nb: i32,
@@ -979,6 +1116,7 @@ const Q8_PAD = 6;
 ): void {
   const gb = <usize> (4 * blockBytes(kind));
   const m4 = mask4();
+  const ones = ones16();
   for (let r = r0; r < r1; r += 4) {
     const gw = w + <usize> r * rowBytes;
     let t = 0;
@@ -1051,7 +1189,11 @@ const Q8_PAD = 6;
       // Q4_0: 8-row tiles (the last perhaps padded, tiledRows), then 4 rows and single rows below
       const g0 = groupBase(as, T, nb);
       const tiled = tiledRows(T);
-      for (; t < tiled; t += 8) q40Tile8(gw, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r, min<i32>(8, T - t));
+      if (w16) {
+        for (; t < tiled; t += 8) q40Tile16(gw, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r, min<i32>(8, T - t));
+      } else {
+        for (; t < tiled; t += 8) q40Tile8(gw, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r, min<i32>(8, T - t));
+      }
       t = min<i32>(t, T);
     }
     for (; t + 4 <= T; t += 4) {
@@ -1079,10 +1221,17 @@ const Q8_PAD = 6;
           const h1 = hiNibM(q1, m4);
           const h2 = hiNibM(q2, m4);
           const h3 = hiNibM(q3, m4);
-          s0 = q40Step(s0, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)));
-          s1 = q40Step(s1, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i1 << 2)), load<i32>(as + (i1 << 2)));
-          s2 = q40Step(s2, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i2 << 2)), load<i32>(as + (i2 << 2)));
-          s3 = q40Step(s3, aq + (i3 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i3 << 2)), load<i32>(as + (i3 << 2)));
+          if (w16) {
+            s0 = q40Step16(s0, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)), ones);
+            s1 = q40Step16(s1, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i1 << 2)), load<i32>(as + (i1 << 2)), ones);
+            s2 = q40Step16(s2, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i2 << 2)), load<i32>(as + (i2 << 2)), ones);
+            s3 = q40Step16(s3, aq + (i3 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i3 << 2)), load<i32>(as + (i3 << 2)), ones);
+          } else {
+            s0 = q40Step(s0, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)));
+            s1 = q40Step(s1, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i1 << 2)), load<i32>(as + (i1 << 2)));
+            s2 = q40Step(s2, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i2 << 2)), load<i32>(as + (i2 << 2)));
+            s3 = q40Step(s3, aq + (i3 << 5), l0, l1, l2, l3, h0, h1, h2, h3, xd, load<f32>(ad + (i3 << 2)), load<i32>(as + (i3 << 2)));
+          }
         }
       }
       storeRows4(out, outStride, t, r, s0);
@@ -1101,11 +1250,19 @@ const Q8_PAD = 6;
           const q1 = v128.load(blk + 24);
           const q2 = v128.load(blk + 40);
           const q3 = v128.load(blk + 56);
-          s0 = q40Step(
-            s0, aq + (i0 << 5), v128.and(q0, m4), v128.and(q1, m4), v128.and(q2, m4), v128.and(q3, m4),
-            hiNibM(q0, m4), hiNibM(q1, m4), hiNibM(q2, m4), hiNibM(q3, m4), xd,
-            load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)),
-          );
+          if (w16) {
+            s0 = q40Step16(
+              s0, aq + (i0 << 5), v128.and(q0, m4), v128.and(q1, m4), v128.and(q2, m4), v128.and(q3, m4),
+              hiNibM(q0, m4), hiNibM(q1, m4), hiNibM(q2, m4), hiNibM(q3, m4), xd,
+              load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)), ones,
+            );
+          } else {
+            s0 = q40Step(
+              s0, aq + (i0 << 5), v128.and(q0, m4), v128.and(q1, m4), v128.and(q2, m4), v128.and(q3, m4),
+              hiNibM(q0, m4), hiNibM(q1, m4), hiNibM(q2, m4), hiNibM(q3, m4), xd,
+              load<f32>(ad + (i0 << 2)), load<i32>(as + (i0 << 2)),
+            );
+          }
         }
       }
       storeRows4(out, outStride, t, r, s0);
@@ -1563,6 +1720,23 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
   return i32x4.add(t, i32x4.mul(c, s));
 }
 
+// The Q4_K kernels' dots and scalings in the engine's form (dotWidens): W16 sums up to 8 dots per
+// sub-block as i16 (a lane ≤ 8·2·15·128 < 2^15) and applies the sub-block's scale (≤ 63, both
+// halves of each i32 lane: kpair) with pmaddwd, which also widens to i32; otherwise i32 relaxed
+// dots and i32x4.mul. The same exact integers either way.
+@inline function kdot(W16: bool, x: v128, b: v128, c: v128): v128 {
+  if (W16) return i16x8.add(c, i16x8.relaxed_dot_i8x16_i7x16_s(x, b));
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, b, c);
+}
+@inline function kmadd(W16: bool, t: v128, c: v128, s: v128): v128 {
+  if (W16) return i32x4.add(t, i32x4.dot_i16x8_s(c, s));
+  return madd32(t, c, s);
+}
+@inline function kpair(W16: bool, sc: v128): v128 {
+  if (W16) return v128.or(sc, i32x4.shl(sc, 16));
+  return sc;
+}
+
 // summ of weight row r (lane r of the header's min pairs at scr + 128) for the 4 activation rows
 // of the group at a (lanes).
 @inline function q4kgMins(scr: usize, r: i32, a: usize): v128 {
@@ -1600,7 +1774,7 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
 // q40Tile8: each weight row's nibble quad broadcast once for 8 activation rows, lanes =
 // activation rows; a sub-block's 8 sums stay in registers, then get its scale (i32x4.mul) into
 // the super-block's. Scratch at scr: the decoded header (q4kgHeader).
-@inline function q4kTile8(gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32, scr: usize): void {
+@inline function q4kTile8(W16: bool, gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32, scr: usize): void {
   const m4 = mask4();
   let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
   let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
@@ -1625,31 +1799,31 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
           const x0 = v128.load(xa + k);
           const x1 = v128.load(xb + k);
           const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
-          c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b0, c00);
-          c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b0, c01);
+          c00 = kdot(W16, x0, b0, c00);
+          c01 = kdot(W16, x1, b0, c01);
           const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
-          c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b1, c10);
-          c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b1, c11);
+          c10 = kdot(W16, x0, b1, c10);
+          c11 = kdot(W16, x1, b1, c11);
           const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
-          c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b2, c20);
-          c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b2, c21);
+          c20 = kdot(W16, x0, b2, c20);
+          c21 = kdot(W16, x1, b2, c21);
           const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
-          c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b3, c30);
-          c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b3, c31);
+          c30 = kdot(W16, x0, b3, c30);
+          c31 = kdot(W16, x1, b3, c31);
         }
-        const sc = v128.load(scr + (p << 5));
+        const sc = kpair(W16, v128.load(scr + (p << 5)));
         const e0 = v128.shuffle<i32>(sc, sc, 0, 0, 0, 0);
-        t00 = madd32(t00, c00, e0);
-        t01 = madd32(t01, c01, e0);
+        t00 = kmadd(W16, t00, c00, e0);
+        t01 = kmadd(W16, t01, c01, e0);
         const e1 = v128.shuffle<i32>(sc, sc, 1, 1, 1, 1);
-        t10 = madd32(t10, c10, e1);
-        t11 = madd32(t11, c11, e1);
+        t10 = kmadd(W16, t10, c10, e1);
+        t11 = kmadd(W16, t11, c11, e1);
         const e2 = v128.shuffle<i32>(sc, sc, 2, 2, 2, 2);
-        t20 = madd32(t20, c20, e2);
-        t21 = madd32(t21, c21, e2);
+        t20 = kmadd(W16, t20, c20, e2);
+        t21 = kmadd(W16, t21, c21, e2);
         const e3 = v128.shuffle<i32>(sc, sc, 3, 3, 3, 3);
-        t30 = madd32(t30, c30, e3);
-        t31 = madd32(t31, c31, e3);
+        t30 = kmadd(W16, t30, c30, e3);
+        t31 = kmadd(W16, t31, c31, e3);
       }
       {
         // sub-block 2p + 1: the high nibbles
@@ -1662,31 +1836,31 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
           const x0 = v128.load(xa + k);
           const x1 = v128.load(xb + k);
           const b0 = v128.shuffle<i32>(q, q, 0, 0, 0, 0);
-          c00 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b0, c00);
-          c01 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b0, c01);
+          c00 = kdot(W16, x0, b0, c00);
+          c01 = kdot(W16, x1, b0, c01);
           const b1 = v128.shuffle<i32>(q, q, 1, 1, 1, 1);
-          c10 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b1, c10);
-          c11 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b1, c11);
+          c10 = kdot(W16, x0, b1, c10);
+          c11 = kdot(W16, x1, b1, c11);
           const b2 = v128.shuffle<i32>(q, q, 2, 2, 2, 2);
-          c20 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b2, c20);
-          c21 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b2, c21);
+          c20 = kdot(W16, x0, b2, c20);
+          c21 = kdot(W16, x1, b2, c21);
           const b3 = v128.shuffle<i32>(q, q, 3, 3, 3, 3);
-          c30 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, b3, c30);
-          c31 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, b3, c31);
+          c30 = kdot(W16, x0, b3, c30);
+          c31 = kdot(W16, x1, b3, c31);
         }
-        const sc = v128.load(scr + (p << 5) + 16);
+        const sc = kpair(W16, v128.load(scr + (p << 5) + 16));
         const e0 = v128.shuffle<i32>(sc, sc, 0, 0, 0, 0);
-        t00 = madd32(t00, c00, e0);
-        t01 = madd32(t01, c01, e0);
+        t00 = kmadd(W16, t00, c00, e0);
+        t01 = kmadd(W16, t01, c01, e0);
         const e1 = v128.shuffle<i32>(sc, sc, 1, 1, 1, 1);
-        t10 = madd32(t10, c10, e1);
-        t11 = madd32(t11, c11, e1);
+        t10 = kmadd(W16, t10, c10, e1);
+        t11 = kmadd(W16, t11, c11, e1);
         const e2 = v128.shuffle<i32>(sc, sc, 2, 2, 2, 2);
-        t20 = madd32(t20, c20, e2);
-        t21 = madd32(t21, c21, e2);
+        t20 = kmadd(W16, t20, c20, e2);
+        t21 = kmadd(W16, t21, c21, e2);
         const e3 = v128.shuffle<i32>(sc, sc, 3, 3, 3, 3);
-        t30 = madd32(t30, c30, e3);
-        t31 = madd32(t31, c31, e3);
+        t30 = kmadd(W16, t30, c30, e3);
+        t31 = kmadd(W16, t31, c31, e3);
       }
     }
     const y0 = v128.load(a0 + 1024);
@@ -1714,7 +1888,7 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
 // one activation group, for the rows after the 8-row tiles (a few sessions decoding together, a
 // batch's last rows; q4kRows): the group's weights are read once for 4 activation rows rather
 // than once per row. Lanes = activation rows; the first nt stored.
-@inline function q4kTile4(gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32, scr: usize): void {
+@inline function q4kTile4(W16: bool, gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32, nt: i32, scr: usize): void {
   const m4 = mask4();
   let s0 = f32x4.splat(0), s1 = f32x4.splat(0), s2 = f32x4.splat(0), s3 = f32x4.splat(0);
   for (let i = 0; i < nb; i++) {
@@ -1734,21 +1908,21 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
         const h = hiNibM(v, m4);
         const x0 = v128.load(xa + k);
         const x1 = v128.load(xa + 128 + k);
-        c0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 0, 0, 0, 0), c0);
-        d0 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 0, 0, 0, 0), d0);
-        c1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 1, 1, 1, 1), c1);
-        d1 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 1, 1, 1, 1), d1);
-        c2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 2, 2, 2, 2), c2);
-        d2 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 2, 2, 2, 2), d2);
-        c3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x0, v128.shuffle<i32>(q, q, 3, 3, 3, 3), c3);
-        d3 = i32x4.relaxed_dot_i8x16_i7x16_add_s(x1, v128.shuffle<i32>(h, h, 3, 3, 3, 3), d3);
+        c0 = kdot(W16, x0, v128.shuffle<i32>(q, q, 0, 0, 0, 0), c0);
+        d0 = kdot(W16, x1, v128.shuffle<i32>(h, h, 0, 0, 0, 0), d0);
+        c1 = kdot(W16, x0, v128.shuffle<i32>(q, q, 1, 1, 1, 1), c1);
+        d1 = kdot(W16, x1, v128.shuffle<i32>(h, h, 1, 1, 1, 1), d1);
+        c2 = kdot(W16, x0, v128.shuffle<i32>(q, q, 2, 2, 2, 2), c2);
+        d2 = kdot(W16, x1, v128.shuffle<i32>(h, h, 2, 2, 2, 2), d2);
+        c3 = kdot(W16, x0, v128.shuffle<i32>(q, q, 3, 3, 3, 3), c3);
+        d3 = kdot(W16, x1, v128.shuffle<i32>(h, h, 3, 3, 3, 3), d3);
       }
-      const sc = v128.load(scr + (p << 5));
-      const sd = v128.load(scr + (p << 5) + 16);
-      t0 = madd32(madd32(t0, c0, v128.shuffle<i32>(sc, sc, 0, 0, 0, 0)), d0, v128.shuffle<i32>(sd, sd, 0, 0, 0, 0));
-      t1 = madd32(madd32(t1, c1, v128.shuffle<i32>(sc, sc, 1, 1, 1, 1)), d1, v128.shuffle<i32>(sd, sd, 1, 1, 1, 1));
-      t2 = madd32(madd32(t2, c2, v128.shuffle<i32>(sc, sc, 2, 2, 2, 2)), d2, v128.shuffle<i32>(sd, sd, 2, 2, 2, 2));
-      t3 = madd32(madd32(t3, c3, v128.shuffle<i32>(sc, sc, 3, 3, 3, 3)), d3, v128.shuffle<i32>(sd, sd, 3, 3, 3, 3));
+      const sc = kpair(W16, v128.load(scr + (p << 5)));
+      const sd = kpair(W16, v128.load(scr + (p << 5) + 16));
+      t0 = kmadd(W16, kmadd(W16, t0, c0, v128.shuffle<i32>(sc, sc, 0, 0, 0, 0)), d0, v128.shuffle<i32>(sd, sd, 0, 0, 0, 0));
+      t1 = kmadd(W16, kmadd(W16, t1, c1, v128.shuffle<i32>(sc, sc, 1, 1, 1, 1)), d1, v128.shuffle<i32>(sd, sd, 1, 1, 1, 1));
+      t2 = kmadd(W16, kmadd(W16, t2, c2, v128.shuffle<i32>(sc, sc, 2, 2, 2, 2)), d2, v128.shuffle<i32>(sd, sd, 2, 2, 2, 2));
+      t3 = kmadd(W16, kmadd(W16, t3, c3, v128.shuffle<i32>(sc, sc, 3, 3, 3, 3)), d3, v128.shuffle<i32>(sd, sd, 3, 3, 3, 3));
     }
     const y = v128.load(a0 + 1024);
     const dv = v128.load(scr + 192);
@@ -1765,7 +1939,7 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
 // weight rows of the group at gw, lanes = weight rows: each activation quad broadcast and dotted
 // with the 4 rows' quads (Q4_0's single-row form); decode. One sequential weight stream per
 // thread, as the hardware prefetcher wants.
-@inline function q4kgRow(gw: usize, nb: i32, a: usize, ad: usize, bs16: usize, scr: usize): v128 {
+@inline function q4kgRow(W16: bool, gw: usize, nb: i32, a: usize, ad: usize, bs16: usize, scr: usize): v128 {
   const m4 = mask4();
   let sumf = f32x4.splat(0);
   for (let i = 0; i < nb; i++) {
@@ -1780,30 +1954,30 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
       const xb0 = v128.load(qa + (p << 6) + 32);
       const xb1 = v128.load(qa + (p << 6) + 48);
       let v = v128.load(qb);
-      let cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 0, 0, 0, 0), v128.and(v, m4), i32x4.splat(0));
-      let cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 0, 0, 0, 0), hiNibM(v, m4), i32x4.splat(0));
+      let cA = kdot(W16, v128.shuffle<i32>(xa0, xa0, 0, 0, 0, 0), v128.and(v, m4), i32x4.splat(0));
+      let cB = kdot(W16, v128.shuffle<i32>(xb0, xb0, 0, 0, 0, 0), hiNibM(v, m4), i32x4.splat(0));
       v = v128.load(qb + 16);
-      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 1, 1, 1, 1), v128.and(v, m4), cA);
-      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 1, 1, 1, 1), hiNibM(v, m4), cB);
+      cA = kdot(W16, v128.shuffle<i32>(xa0, xa0, 1, 1, 1, 1), v128.and(v, m4), cA);
+      cB = kdot(W16, v128.shuffle<i32>(xb0, xb0, 1, 1, 1, 1), hiNibM(v, m4), cB);
       v = v128.load(qb + 32);
-      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 2, 2, 2, 2), v128.and(v, m4), cA);
-      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 2, 2, 2, 2), hiNibM(v, m4), cB);
+      cA = kdot(W16, v128.shuffle<i32>(xa0, xa0, 2, 2, 2, 2), v128.and(v, m4), cA);
+      cB = kdot(W16, v128.shuffle<i32>(xb0, xb0, 2, 2, 2, 2), hiNibM(v, m4), cB);
       v = v128.load(qb + 48);
-      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa0, xa0, 3, 3, 3, 3), v128.and(v, m4), cA);
-      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb0, xb0, 3, 3, 3, 3), hiNibM(v, m4), cB);
+      cA = kdot(W16, v128.shuffle<i32>(xa0, xa0, 3, 3, 3, 3), v128.and(v, m4), cA);
+      cB = kdot(W16, v128.shuffle<i32>(xb0, xb0, 3, 3, 3, 3), hiNibM(v, m4), cB);
       v = v128.load(qb + 64);
-      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 0, 0, 0, 0), v128.and(v, m4), cA);
-      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 0, 0, 0, 0), hiNibM(v, m4), cB);
+      cA = kdot(W16, v128.shuffle<i32>(xa1, xa1, 0, 0, 0, 0), v128.and(v, m4), cA);
+      cB = kdot(W16, v128.shuffle<i32>(xb1, xb1, 0, 0, 0, 0), hiNibM(v, m4), cB);
       v = v128.load(qb + 80);
-      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 1, 1, 1, 1), v128.and(v, m4), cA);
-      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 1, 1, 1, 1), hiNibM(v, m4), cB);
+      cA = kdot(W16, v128.shuffle<i32>(xa1, xa1, 1, 1, 1, 1), v128.and(v, m4), cA);
+      cB = kdot(W16, v128.shuffle<i32>(xb1, xb1, 1, 1, 1, 1), hiNibM(v, m4), cB);
       v = v128.load(qb + 96);
-      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 2, 2, 2, 2), v128.and(v, m4), cA);
-      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 2, 2, 2, 2), hiNibM(v, m4), cB);
+      cA = kdot(W16, v128.shuffle<i32>(xa1, xa1, 2, 2, 2, 2), v128.and(v, m4), cA);
+      cB = kdot(W16, v128.shuffle<i32>(xb1, xb1, 2, 2, 2, 2), hiNibM(v, m4), cB);
       v = v128.load(qb + 112);
-      cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa1, xa1, 3, 3, 3, 3), v128.and(v, m4), cA);
-      cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), hiNibM(v, m4), cB);
-      tot = madd32(madd32(tot, cA, v128.load(scr + (p << 5))), cB, v128.load(scr + (p << 5) + 16));
+      cA = kdot(W16, v128.shuffle<i32>(xa1, xa1, 3, 3, 3, 3), v128.and(v, m4), cA);
+      cB = kdot(W16, v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), hiNibM(v, m4), cB);
+      tot = kmadd(W16, kmadd(W16, tot, cA, kpair(W16, v128.load(scr + (p << 5)))), cB, kpair(W16, v128.load(scr + (p << 5) + 16)));
     }
     // summ: the min pairs (lanes = rows) against this row's sub-block sums, pair p in every lane
     const bs = v128.load(bs16 + (<usize> i << 4));
@@ -1827,6 +2001,7 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
 // bs16 and bs16 + bss): the group's header decoded and its nibbles unpacked once for both; their
 // 4 weight rows stored at out rows t and t + 1 (a batch's last 2 rows, two sessions decoding).
 @inline function q4kgRow2(
+  W16: bool,
   gw: usize, nb: i32, a: usize, as: usize, ad: usize, ds: usize, bs16: usize, bss: usize, scr: usize,
   out: usize, outStride: i32, t: i32, r: i32,
 ): void {
@@ -1850,33 +2025,33 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
         const qh = qb + (h << 6);
         let v = v128.load(qh);
         let lo = v128.and(v, m4), hi = hiNibM(v, m4);
-        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 0, 0, 0, 0), lo, cA);
-        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 0, 0, 0, 0), hi, cB);
-        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 0, 0, 0, 0), lo, dA);
-        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 0, 0, 0, 0), hi, dB);
+        cA = kdot(W16, v128.shuffle<i32>(xa, xa, 0, 0, 0, 0), lo, cA);
+        cB = kdot(W16, v128.shuffle<i32>(xb, xb, 0, 0, 0, 0), hi, cB);
+        dA = kdot(W16, v128.shuffle<i32>(ya, ya, 0, 0, 0, 0), lo, dA);
+        dB = kdot(W16, v128.shuffle<i32>(yb, yb, 0, 0, 0, 0), hi, dB);
         v = v128.load(qh + 16);
         lo = v128.and(v, m4), hi = hiNibM(v, m4);
-        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 1, 1, 1, 1), lo, cA);
-        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 1, 1, 1, 1), hi, cB);
-        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 1, 1, 1, 1), lo, dA);
-        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 1, 1, 1, 1), hi, dB);
+        cA = kdot(W16, v128.shuffle<i32>(xa, xa, 1, 1, 1, 1), lo, cA);
+        cB = kdot(W16, v128.shuffle<i32>(xb, xb, 1, 1, 1, 1), hi, cB);
+        dA = kdot(W16, v128.shuffle<i32>(ya, ya, 1, 1, 1, 1), lo, dA);
+        dB = kdot(W16, v128.shuffle<i32>(yb, yb, 1, 1, 1, 1), hi, dB);
         v = v128.load(qh + 32);
         lo = v128.and(v, m4), hi = hiNibM(v, m4);
-        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 2, 2, 2, 2), lo, cA);
-        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 2, 2, 2, 2), hi, cB);
-        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 2, 2, 2, 2), lo, dA);
-        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 2, 2, 2, 2), hi, dB);
+        cA = kdot(W16, v128.shuffle<i32>(xa, xa, 2, 2, 2, 2), lo, cA);
+        cB = kdot(W16, v128.shuffle<i32>(xb, xb, 2, 2, 2, 2), hi, cB);
+        dA = kdot(W16, v128.shuffle<i32>(ya, ya, 2, 2, 2, 2), lo, dA);
+        dB = kdot(W16, v128.shuffle<i32>(yb, yb, 2, 2, 2, 2), hi, dB);
         v = v128.load(qh + 48);
         lo = v128.and(v, m4), hi = hiNibM(v, m4);
-        cA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xa, xa, 3, 3, 3, 3), lo, cA);
-        cB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(xb, xb, 3, 3, 3, 3), hi, cB);
-        dA = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(ya, ya, 3, 3, 3, 3), lo, dA);
-        dB = i32x4.relaxed_dot_i8x16_i7x16_add_s(v128.shuffle<i32>(yb, yb, 3, 3, 3, 3), hi, dB);
+        cA = kdot(W16, v128.shuffle<i32>(xa, xa, 3, 3, 3, 3), lo, cA);
+        cB = kdot(W16, v128.shuffle<i32>(xb, xb, 3, 3, 3, 3), hi, cB);
+        dA = kdot(W16, v128.shuffle<i32>(ya, ya, 3, 3, 3, 3), lo, dA);
+        dB = kdot(W16, v128.shuffle<i32>(yb, yb, 3, 3, 3, 3), hi, dB);
       }
-      const sA = v128.load(scr + (p << 5));
-      const sB = v128.load(scr + (p << 5) + 16);
-      tot = madd32(madd32(tot, cA, sA), cB, sB);
-      tou = madd32(madd32(tou, dA, sA), dB, sB);
+      const sA = kpair(W16, v128.load(scr + (p << 5)));
+      const sB = kpair(W16, v128.load(scr + (p << 5) + 16));
+      tot = kmadd(W16, kmadd(W16, tot, cA, sA), cB, sB);
+      tou = kmadd(W16, kmadd(W16, tou, dA, sA), dB, sB);
     }
     const m0 = v128.load(scr + 128), m1 = v128.load(scr + 144);
     const m2 = v128.load(scr + 160), m3 = v128.load(scr + 176);
@@ -2240,6 +2415,87 @@ function q6kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs: usize): f32 {
 }
 
 /** K-quant matmul: rows r0..r1 of w (kind = ggml type number) against T Q8_K activation rows. */
+// mmK's Q4_K (quad groups): aq16 holds the tiles' activation groups, then bs16 (permuteQ4KAct).
+@inline function q4kMatmul(
+  W16: bool, w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, T: i32, out: usize,
+  outStride: i32, r0: i32, r1: i32, scr: usize, aq16: usize,
+): void {
+  // Q4_K (quad groups): aq16 holds the tiles' activation groups, then bs16 (permuteQ4KAct)
+  const full = r0 + ((r1 - r0) & ~3);
+  const tiled = q4kTiled(T);
+  const grouped = q4kRows(T);
+  const bs16 = aq16 + <usize> (grouped >> 2) * <usize> nb * Q8KG;
+  // activation rows in blocks of 32, so that a block's groups (32·n bytes and their sums) stay
+  // in L2 while every weight group of the chunk passes over them
+  for (let tb = 0; tb < tiled; tb += 32) {
+    const te = min<i32>(tiled, tb + 32);
+    for (let r = r0; r < full; r += 4) {
+      const gw = w + <usize> r * rowBytes;
+      for (let t = tb; t < te; t += 8) {
+        q4kTile8(W16, gw, nb, aq16 + <usize> (t >> 2) * <usize> nb * Q8KG, out, outStride, t, r, min<i32>(8, T - t), scr);
+      }
+    }
+  }
+  if (tiled < T) {
+    // the rest (decode, a few sessions' rows, a batch's last 1-4): 3 or 4 in a 4-row tile
+    // (q4kRows), 2 in the 2-row pass, 1 alone; each weight group passes once for them all
+    const ag = aq16 + <usize> (tiled >> 2) * <usize> nb * Q8KG;
+    for (let r = r0; r < full; r += 4) {
+      const gw = w + <usize> r * rowBytes;
+      if (grouped > tiled) q4kTile4(W16, gw, nb, ag, out, outStride, tiled, r, min<i32>(4, T - tiled), scr);
+      let t = grouped;
+      if (t + 2 == T) {
+        const o = <usize> (t * nb);
+        q4kgRow2(
+          W16, gw, nb, aq + (o << 8), <usize> nb << 8, ad + (o << 2), <usize> nb << 2, bs16 + (o << 4),
+          <usize> nb << 4, scr, out, outStride, t, r,
+        );
+        t = T;
+      }
+      for (; t < T; t++) {
+        const v = q4kgRow(
+          W16, gw,
+          nb,
+          aq + (<usize> (t * nb) << 8),
+          ad + (<usize> (t * nb) << 2),
+          bs16 + (<usize> (t * nb) << 4),
+          scr,
+        );
+        storeRows4(out, outStride, t, r, v);
+      }
+    }
+  }
+  for (let r = full; r < r1; r++) {
+    const wr = w + <usize> r * rowBytes;
+    for (let t = 0; t < T; t++) {
+      const v = q4kRawRow(
+        wr,
+        nb,
+        aq + (<usize> (t * nb) << 8),
+        ad + (<usize> (t * nb) << 2),
+        bs16 + (<usize> (t * nb) << 4),
+      );
+      store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+    }
+  }
+}
+
+// q4kMatmul in each dot form, as functions of their own: one body with W16 a constant in each
+// (called as two inlined branches of one function, binaryen merged them back into one body that
+// tests the form at every dot).
+@noinline function q4kMatmul16(
+  w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, T: i32, out: usize, outStride: i32,
+  r0: i32, r1: i32, scr: usize, aq16: usize,
+): void {
+  q4kMatmul(true, w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
+}
+@noinline function q4kMatmul32(
+  w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, T: i32, out: usize, outStride: i32,
+  r0: i32, r1: i32, scr: usize, aq16: usize,
+): void {
+  q4kMatmul(false, w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
+}
+
 export function mmK(
   kind: i32,
   w: usize,
@@ -2257,64 +2513,9 @@ export function mmK(
   aq16: usize,
 ): void {
   if (kind == 12) {
-    // Q4_K (quad groups): aq16 holds the tiles' activation groups, then bs16 (permuteQ4KAct)
-    const full = r0 + ((r1 - r0) & ~3);
-    const tiled = q4kTiled(T);
-    const grouped = q4kRows(T);
-    const bs16 = aq16 + <usize> (grouped >> 2) * <usize> nb * Q8KG;
-    // activation rows in blocks of 32, so that a block's groups (32·n bytes and their sums) stay
-    // in L2 while every weight group of the chunk passes over them
-    for (let tb = 0; tb < tiled; tb += 32) {
-      const te = min<i32>(tiled, tb + 32);
-      for (let r = r0; r < full; r += 4) {
-        const gw = w + <usize> r * rowBytes;
-        for (let t = tb; t < te; t += 8) {
-          q4kTile8(gw, nb, aq16 + <usize> (t >> 2) * <usize> nb * Q8KG, out, outStride, t, r, min<i32>(8, T - t), scr);
-        }
-      }
-    }
-    if (tiled < T) {
-      // the rest (decode, a few sessions' rows, a batch's last 1-4): 3 or 4 in a 4-row tile
-      // (q4kRows), 2 in the 2-row pass, 1 alone; each weight group passes once for them all
-      const ag = aq16 + <usize> (tiled >> 2) * <usize> nb * Q8KG;
-      for (let r = r0; r < full; r += 4) {
-        const gw = w + <usize> r * rowBytes;
-        if (grouped > tiled) q4kTile4(gw, nb, ag, out, outStride, tiled, r, min<i32>(4, T - tiled), scr);
-        let t = grouped;
-        if (t + 2 == T) {
-          const o = <usize> (t * nb);
-          q4kgRow2(
-            gw, nb, aq + (o << 8), <usize> nb << 8, ad + (o << 2), <usize> nb << 2, bs16 + (o << 4),
-            <usize> nb << 4, scr, out, outStride, t, r,
-          );
-          t = T;
-        }
-        for (; t < T; t++) {
-          const v = q4kgRow(
-            gw,
-            nb,
-            aq + (<usize> (t * nb) << 8),
-            ad + (<usize> (t * nb) << 2),
-            bs16 + (<usize> (t * nb) << 4),
-            scr,
-          );
-          storeRows4(out, outStride, t, r, v);
-        }
-      }
-    }
-    for (let r = full; r < r1; r++) {
-      const wr = w + <usize> r * rowBytes;
-      for (let t = 0; t < T; t++) {
-        const v = q4kRawRow(
-          wr,
-          nb,
-          aq + (<usize> (t * nb) << 8),
-          ad + (<usize> (t * nb) << 2),
-          bs16 + (<usize> (t * nb) << 4),
-        );
-        store<f32>(out + (<usize> (t * outStride + r) << 2), v);
-      }
-    }
+    // Q4_K (quad groups), in the engine's dot form
+    if (dotWidens()) q4kMatmul16(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
+    else q4kMatmul32(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
     return;
   }
   if (kind == 14) {
