@@ -81,6 +81,11 @@ export function agentProgram() {
       "--tls-peer-name <name>",
       "the name every peer's certificate carries, when agents share one (default: its node id)",
     )
+    .option(
+      "--api-tls-cert <file>",
+      "certificate (PEM chain) for the HTTP API: it serves HTTPS (with --api-tls-key)",
+    )
+    .option("--api-tls-key <file>", "the HTTP API certificate's private key")
     .option("--insecure-bind-all", "allow a non-loopback bind without TLS")
     .option("--gossip-keys <list>", "base64 AES-256 keys; the first encrypts, all decrypt")
     .option(
@@ -289,6 +294,7 @@ export async function main(args: string[]): Promise<number> {
       model: cfg.model ?? null,
       ...(modelRef ? { model_ref: modelRef } : {}),
       tls: Boolean(cfg.tlsCert),
+      api_tls: Boolean(cfg.apiTlsCert),
     });
   } catch (e) {
     // Wrong settings (and TLS files that cannot serve, a malformed hf: reference) are usage

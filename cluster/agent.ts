@@ -13,7 +13,7 @@ import { parseBackendName, selectBackend } from "../kernels/select.ts";
 import type { AgentConfig } from "./agent_config.ts";
 import { calibrate } from "./placement/calibrate.ts";
 import { type RpcServer, startRpcServer, type TcpPlane } from "./rpc/mod.ts";
-import { tlsFilesFromOptions } from "./tls/mod.ts";
+import { loadApiTls, tlsFilesFromOptions } from "./tls/mod.ts";
 import {
   AgentMetrics,
   type MetricsServer,
@@ -42,6 +42,7 @@ import { drainAndLeave, joinInBackground, startGossip } from "./agent/lifecycle.
 import { startDataPlane } from "./agent/data_plane.ts";
 import { RequestForwarder } from "./agent/forward_rpc.ts";
 import { httpForwarder } from "./agent/forward_http.ts";
+import { apiTlsTrust } from "./agent/forward_tls.ts";
 
 export type { AgentLogger } from "./agent/state.ts";
 export { agentFootprint } from "./agent/served_model.ts";
@@ -86,6 +87,10 @@ export class Agent {
   static async start(cfg: AgentConfig, log: AgentLogger = () => {}): Promise<Agent> {
     const leveled = new LeveledLog(log, cfg.logLevel);
     log = leveled.log;
+    // The API's certificate is checked before anything starts: a wrong file ends start-up.
+    const apiTls = cfg.apiTlsCert
+      ? await loadApiTls({ cert: cfg.apiTlsCert, key: cfg.apiTlsKey! })
+      : undefined;
     // The model's index first: a corrupt file ends start-up before anything is allocated.
     let model: ServedModel | undefined;
     if (cfg.model) model = await loadModelIndex(cfg.model, cfg.contextSize, cfg.maxSessions);
@@ -121,6 +126,7 @@ export class Agent {
     s.transfer.scanCache().catch((e) =>
       log("warn", "cannot read the model cache", { dir: cfg.cacheDir, error: String(e) })
     );
+    const trust = await apiTlsTrust(cfg.tlsCa, apiTls);
     try {
       agent.rpc = await startRpcServer({
         host: cfg.bind,
@@ -197,7 +203,8 @@ export class Agent {
         bodyTimeoutMs: cfg.httpBodyTimeout,
         maxConnections: cfg.httpMaxConnections,
         corsOrigins: cfg.corsOrigin,
-        forward: httpForwarder(s, agent.peers, agent.forward, agent.metrics),
+        forward: httpForwarder(s, agent.peers, agent.forward, agent.metrics, trust),
+        tls: apiTls,
         rpcTls: tls !== undefined,
         log,
       });

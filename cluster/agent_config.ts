@@ -60,6 +60,10 @@ export interface AgentConfig {
   tlsCert?: string;
   tlsKey?: string;
   tlsCa?: string;
+  /** The HTTP API's certificate (PEM chain): with apiTlsKey, the API serves HTTPS. */
+  apiTlsCert?: string;
+  /** The HTTP API's private key (PEM). */
+  apiTlsKey?: string;
   /**
    * The name every peer's certificate carries, where agents share one certificate (k8s); unset:
    * each peer's certificate names its node id (or the address this agent dials).
@@ -150,6 +154,8 @@ const ENV: Record<keyof AgentConfig, string> = {
   tlsCert: "DLLM_TLS_CERT",
   tlsKey: "DLLM_TLS_KEY",
   tlsCa: "DLLM_TLS_CA",
+  apiTlsCert: "DLLM_API_TLS_CERT",
+  apiTlsKey: "DLLM_API_TLS_KEY",
   tlsPeerName: "DLLM_TLS_PEER_NAME",
   insecureBindAll: "DLLM_INSECURE_BIND_ALL",
   gossipKeys: "DLLM_GOSSIP_KEYS",
@@ -333,6 +339,8 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     tlsCert: str("tlsCert"),
     tlsKey: str("tlsKey"),
     tlsCa: str("tlsCa"),
+    apiTlsCert: str("apiTlsCert"),
+    apiTlsKey: str("apiTlsKey"),
     tlsPeerName: str("tlsPeerName"),
     insecureBindAll: bool("insecureBindAll"),
     gossipKeys: list("gossipKeys"),
@@ -468,6 +476,11 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const tls = [cfg.tlsCert, cfg.tlsKey, cfg.tlsCa].filter(Boolean).length;
   if (tls !== 0 && tls !== 3) {
     throw new AgentConfigError("TLS needs all three of --tls-cert, --tls-key and --tls-ca");
+  }
+  if (!cfg.apiTlsCert !== !cfg.apiTlsKey) {
+    throw new AgentConfigError(
+      "HTTPS for the API needs both --api-tls-cert and --api-tls-key (a certificate and its key)",
+    );
   }
   for (const [i, k] of cfg.gossipKeys.entries()) {
     let bytes: Uint8Array;

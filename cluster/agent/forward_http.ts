@@ -7,8 +7,8 @@
  *
  * The body is read here with the listener's size and time bounds, then sent whole; the answer
  * streams back as it comes (SSE chunk by chunk). The client's Authorization header goes along:
- * the serving agent checks its --api-key. The agents' HTTP API is plain HTTP (it has no TLS
- * listener), so the proxy speaks plain HTTP to it too.
+ * the serving agent checks its --api-key. A member whose API serves HTTPS (`--api-tls-cert`,
+ * announced in gossip) is reached over TLS and its certificate checked (forward_tls.ts).
  *
  * @module
  */
@@ -19,6 +19,7 @@ import type { AgentState } from "./state.ts";
 import { httpEndpoint, type Peers } from "./peers.ts";
 import { FORWARDED_HEADER } from "./forward_target.ts";
 import type { RequestForwarder } from "./forward_rpc.ts";
+import { type ApiTlsTrust, fetchOverTls } from "./forward_tls.ts";
 
 /**
  * Headers that describe one connection, not the request (RFC 9110 §7.6.1), and those the proxy
@@ -56,12 +57,16 @@ function modelOf(body: string): string {
   }
 }
 
-/** The ApiForward hook of an agent: proxies /v1 requests while it serves no model. */
+/**
+ * The ApiForward hook of an agent: proxies /v1 requests while it serves no model (`trust`: how
+ * it checks a member's HTTPS API).
+ */
 export function httpForwarder(
   s: AgentState,
   peers: Peers,
   forwarder: RequestForwarder,
   metrics: AgentMetrics,
+  trust: ApiTlsTrust,
 ): ApiForward {
   const targets = forwarder.targets;
   return async (req, res, readBody) => {
@@ -105,14 +110,12 @@ export function httpForwarder(
       try {
         let upstream: Response;
         try {
-          upstream = await fetch(`${httpEndpoint(at)}${req.url ?? "/"}`, {
-            method: req.method,
-            headers,
-            body,
-            // Gossip declaring the target dead ends a request its host left hanging (no FIN).
-            signal: AbortSignal.any([gone.signal, lost]),
-            redirect: "manual",
-          });
+          const url = `${httpEndpoint(at)}${req.url ?? "/"}`;
+          // Gossip declaring the target dead ends a request its host left hanging (no FIN).
+          const signal = AbortSignal.any([gone.signal, lost]);
+          upstream = at.meta?.apiTls
+            ? await fetchOverTls(url, { method: req.method, headers, body, signal }, trust, at.id)
+            : await fetch(url, { method: req.method, headers, body, signal, redirect: "manual" });
         } catch (e) {
           if (gone.signal.aborted) return true;
           // Nothing reached the client yet: one more agent, if there is one.

@@ -76,6 +76,7 @@ export async function startGossip(
     // so agents started with other --context-size or --max-sessions still make the same plan.
     kvReserve: { context: cfg.contextSize, sessions: Math.min(cfg.maxSessions, 0xffff) },
     life: `${nonce}.0`,
+    ...(cfg.apiTlsCert ? { apiTls: true } : {}),
   };
   if (model) checkAnnouncementFits(meta, model.id.toString());
   // Declared dead (frozen, cut off) and back: a new life, so heads that saw this agent's stage

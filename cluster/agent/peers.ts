@@ -28,9 +28,10 @@ export function dataEndpoint(member: Member): string | undefined {
   return port ? joinHostPort(memberHost(member), port) : undefined;
 }
 
-/** "http://host:port" of a member's OpenAI HTTP API (its announced httpPort). */
+/** "http://host:port" of a member's OpenAI HTTP API (its announced httpPort; https if TLS). */
 export function httpEndpoint(member: Member): string {
-  return `http://${joinHostPort(memberHost(member), member.meta?.httpPort ?? 0)}`;
+  const scheme = member.meta?.apiTls ? "https" : "http";
+  return `${scheme}://${joinHostPort(memberHost(member), member.meta?.httpPort ?? 0)}`;
 }
 
 /** Close a transport once it is made (one that failed to be made has nothing to close). */

@@ -3,6 +3,8 @@
  * `GET /v1/models`, `POST /v1/completions`, `POST /v1/chat/completions` (JSON or SSE with
  * `stream: true`), `GET /health` (slots, queue, placement; no key needed, for probes).
  *
+ * HTTPS with `--api-tls-cert` and `--api-tls-key` (the {@linkcode ApiServerOptions.tls} option).
+ *
  * Built on `node:http`, like the metrics and RPC listeners: one way to bind, report the real port
  * and cut open connections on shutdown across the agent, and a `close` event on the response
  * that tells a client went away mid-generation (which aborts the generation, freeing its slot).
@@ -10,6 +12,7 @@
  * @module
  */
 import * as http from "node:http";
+import * as https from "node:https";
 import * as net from "node:net";
 import { createHash, timingSafeEqual } from "node:crypto";
 import { isLoopback } from "../rpc/mod.ts";
@@ -36,8 +39,13 @@ export interface ApiServerOptions {
   /** What serves the requests. */
   generator: TextGenerator;
   /**
-   * The agent's RPC runs mutual TLS: this listener still speaks plain HTTP, which a warning
-   * says when it is reachable from the network (API keys would cross it in the clear).
+   * Serve HTTPS with this certificate chain and key (PEM; `--api-tls-cert`, `--api-tls-key`).
+   * Clients check it as any HTTPS server's: no client certificate is asked for.
+   */
+  tls?: { cert: string; key: string };
+  /**
+   * The agent's RPC runs mutual TLS: without `tls` this listener still speaks plain HTTP, which
+   * a warning says when it is reachable from the network (API keys would cross it in the clear).
    */
   rpcTls?: boolean;
   /** When set, every /v1 request needs `Authorization: Bearer <apiKey>` (401 otherwise). */
@@ -121,7 +129,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
   const corsOrigins = opts.corsOrigins ?? [];
   const bodyTimeout = opts.bodyTimeoutMs ?? 30_000;
   // What each connection's guard is told (cluster/net): a request marks it busy until answered.
-  const activity = new WeakMap<net.Socket, ConnectionActivity>();
+  // Keyed by the peer's address and port: over HTTPS a request's socket is the TLS socket, not
+  // the TCP socket the guard was handed.
+  const activity = new Map<string, ConnectionActivity>();
+  const peerOf = (s: net.Socket) => `${s.remoteAddress}|${s.remotePort}`;
   /**
    * Log a failed request at a level by its status (clients' mistakes and overload answers are
    * not the server's failures) and return what the client is told. An internal error's stack is
@@ -145,10 +156,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     });
     return err;
   };
-  const http1 = http.createServer((req, res) => {
+  const onRequest = (req: http.IncomingMessage, res: http.ServerResponse) => {
     // Pipelined requests overlap: the connection idles (its headers timeout runs) only once
     // every one of them is answered.
-    const a = activity.get(req.socket as net.Socket);
+    const a = activity.get(peerOf(req.socket));
     a?.busy();
     let answered = false;
     const onAnswered = () => {
@@ -163,7 +174,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       if (!res.headersSent) sendError(res, err);
       else res.destroy();
     });
-  });
+  };
+  const http1 = opts.tls
+    ? https.createServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest)
+    : http.createServer(onRequest);
   // The guard's idle timer is the keep-alive limit; the runtime's own (Node's 5 s default) closed
   // idle connections before it and announced `Keep-Alive: timeout=5` whatever the flag said.
   http1.keepAliveTimeout = headersTimeout;
@@ -362,26 +376,33 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
     },
     probeEveryMs: opts.probeEveryMs,
     warn: opts.log && ((msg, fields) => opts.log!("warn", msg, fields)),
-    refuse: (s) => s.end(TOO_MANY_CONNECTIONS),
+    // Over HTTPS the answer would have to be encrypted: that connection is only closed.
+    refuse: (s) => opts.tls ? s.destroy() : s.end(TOO_MANY_CONNECTIONS),
     // The HTTP server serves the socket (its own "connection" handler); the guard keeps count.
     serve: (socket, a) => {
+      const peer = peerOf(socket);
       sockets.add(socket);
-      socket.once("close", () => sockets.delete(socket));
+      socket.once("close", () => {
+        sockets.delete(socket);
+        if (activity.get(peer) === a) activity.delete(peer);
+      });
       socket.setNoDelay(true);
-      activity.set(socket, a);
+      activity.set(peer, a);
     },
   });
   if (!isLoopback(host) && !opts.apiKey) {
     opts.log?.(
       "warn",
-      `the HTTP API on ${host} is plaintext and open to anyone who can reach it; set --api-key`,
+      `the HTTP API on ${host} is ${
+        opts.tls ? "open" : "plaintext and open"
+      } to anyone who can reach it; set --api-key`,
     );
-  } else if (!isLoopback(host) && opts.rpcTls) {
+  } else if (!isLoopback(host) && opts.rpcTls && !opts.tls) {
     opts.log?.(
       "warn",
       `the HTTP API on ${host} is plain HTTP although the agent's RPC uses TLS: its API key ` +
-        `and prompts cross the network in the clear; put a TLS-terminating proxy in front of it ` +
-        `(or an ingress), or keep it on a trusted network`,
+        `and prompts cross the network in the clear; give it --api-tls-cert and --api-tls-key, ` +
+        `put a TLS-terminating proxy or ingress in front of it, or keep it on a trusted network`,
     );
   }
   return {

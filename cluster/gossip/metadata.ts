@@ -12,6 +12,8 @@ export const MAX_METADATA_BYTES = 512;
 
 /** Bit 0 of the trailing flags byte: the member is drained (NodeMetadata.drained). */
 const FLAG_DRAINED = 1;
+/** Bit 1: its HTTP API serves HTTPS (NodeMetadata.apiTls). */
+const FLAG_API_TLS = 2;
 const FORMAT_VERSION = 1;
 
 /** Compute resources an agent offers. */
@@ -102,6 +104,8 @@ export interface NodeMetadata {
    * worth trying again.
    */
   life?: string;
+  /** Its HTTP API serves HTTPS (`--api-tls-cert`): agents forwarding to it use TLS. */
+  apiTls?: boolean;
 }
 
 /** The KV cache reservation an agent plans its stages with. */
@@ -209,11 +213,12 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
     );
   }
   // The KV reservation comes after the data port, which is written (0 if none) before it; the
-  // flags byte (drained) after the reservation, written as 0 × 0 (read back as none) if unset.
+  // flags byte (drained, apiTls) after the reservation, written as 0 × 0 (read back as none) if unset.
   // The life string comes after the flags byte, which is written (0) when only the life is set.
   const life = m.life ?? "";
   checkStr("life", life);
-  const flagged = m.drained || !!life;
+  const flags = (m.drained ? FLAG_DRAINED : 0) | (m.apiTls ? FLAG_API_TLS : 0);
+  const flagged = flags !== 0 || !!life;
   const kvOut = kv ?? (flagged ? { context: 0, sessions: 0 } : undefined);
   const data = !!m.dataPort || !!kvOut;
   const replicated = m.replicas !== undefined || !!m.replica || m.load !== undefined || data;
@@ -231,7 +236,7 @@ export function encodeMetadata(m: NodeMetadata): Uint8Array {
   }
   if (data) w.u16(m.dataPort ?? 0);
   if (kvOut) w.u32(kvOut.context).u16(kvOut.sessions);
-  if (flagged) w.u8(m.drained ? FLAG_DRAINED : 0);
+  if (flagged) w.u8(flags);
   if (life) w.str8(life);
   const out = w.finish();
   if (out.length > MAX_METADATA_BYTES) {
@@ -296,7 +301,9 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     : undefined;
   const kvReserve = kv && (kv.context > 0 || kv.sessions > 0) ? kv : undefined;
   // Bits this version does not know are a newer agent's: ignored, not refused.
-  const drained = r.remaining() > 0 ? (r.u8("flags") & FLAG_DRAINED) !== 0 : false;
+  const flags = r.remaining() > 0 ? r.u8("flags") : 0;
+  const drained = (flags & FLAG_DRAINED) !== 0;
+  const apiTls = (flags & FLAG_API_TLS) !== 0;
   const life = r.remaining() > 0 ? r.str8("life") : "";
   r.end("metadata");
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
@@ -307,6 +314,7 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
     ...(kvReserve ? { kvReserve } : {}),
     ...(drained ? { drained } : {}),
     ...(life ? { life } : {}),
+    ...(apiTls ? { apiTls } : {}),
   };
 }
 

@@ -50,7 +50,7 @@ async function readPem(path: string, flag: string, marker: RegExp, what: string)
   if (!marker.test(text)) {
     throw new TlsConfigError(
       `"${path}" (${flag}) is not a PEM ${what} (no "-----BEGIN ...-----" line of that kind); ` +
-        `did you swap --tls-cert and --tls-key?`,
+        `did you swap the certificate and key files?`,
     );
   }
   return text;
@@ -72,6 +72,58 @@ export async function loadTlsFiles(files: TlsFiles): Promise<TlsMaterial> {
   ]);
   checkAgentCertificate(files, { cert, key, ca });
   return { cert, key, ca };
+}
+
+/** The HTTP API's certificate and key, and the names the certificate is valid for. */
+export interface ApiTlsMaterial {
+  /** Certificate chain, PEM. */
+  cert: string;
+  /** Private key, PEM. */
+  key: string;
+  /** Its subject alternative names (DNS names and IP addresses). */
+  names: string[];
+}
+
+/**
+ * Read and check the HTTP API's certificate and key (`--api-tls-cert`, `--api-tls-key`): any
+ * server certificate (a public CA's, or one `llmctl certs` made), its key, valid now.
+ */
+export async function loadApiTls(
+  files: { cert: string; key: string },
+  now = new Date(),
+): Promise<ApiTlsMaterial> {
+  const [cert, key] = await Promise.all([
+    readPem(files.cert, "--api-tls-cert", /-----BEGIN CERTIFICATE-----/, "certificate"),
+    readPem(files.key, "--api-tls-key", /-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----/, "private key"),
+  ]);
+  let leaf: X509Certificate;
+  let matches: boolean;
+  try {
+    leaf = pemCertificates(cert)[0];
+    matches = leaf.checkPrivateKey(createPrivateKey(key));
+  } catch (e) {
+    throw new TlsConfigError(`cannot read the API's TLS files: ${(e as Error).message}`);
+  }
+  if (!matches) {
+    throw new TlsConfigError(
+      `"${files.key}" (--api-tls-key) is not the key of "${files.cert}" (--api-tls-cert)`,
+    );
+  }
+  const from = new Date(leaf.validFrom);
+  const to = new Date(leaf.validTo);
+  if (now < from || now > to) {
+    throw new TlsConfigError(
+      `"${files.cert}" (--api-tls-cert) is valid from ${from.toISOString()} to ` +
+        `${to.toISOString()}, not now`,
+    );
+  }
+  return { cert, key, names: subjectNames(leaf) };
+}
+
+/** A certificate's DNS names and IP addresses, from its subject alternative names. */
+export function subjectNames(cert: X509Certificate): string[] {
+  return (cert.subjectAltName ?? "").split(/,\s*/).map((n) => /^(?:DNS|IP Address):(.+)$/.exec(n))
+    .filter((m) => m !== null).map((m) => m![1]);
 }
 
 /** OIDs: the extended key usage extension, and its TLS server purpose. */

@@ -12,10 +12,13 @@
  * @module
  */
 export {
+  type ApiTlsMaterial,
   checkAgentCertificate,
   type ClientTls,
+  loadApiTls,
   loadClientTls,
   loadTlsFiles,
+  subjectNames,
   TlsConfigError,
   type TlsFiles,
   tlsFilesFromOptions,

@@ -224,3 +224,13 @@ Deno.test("a size past 2^53 bytes is refused by its flag, not later by gossip as
   );
   assertEquals(resolveConfig([["flag", { memoryBudget: "1000TB" }]]).memoryBudget, 1e15);
 });
+
+Deno.test("HTTPS for the API needs the certificate and its key, from flags or env", () => {
+  const on = (extra: Record<string, unknown>, env: Record<string, string> = {}) =>
+    resolveConfig([["flag", extra], ["env", settingsFromEnv(env)], ["default", base]]);
+  assertThrows(() => on({ apiTlsCert: "a.crt" }), AgentConfigError, "--api-tls-key");
+  assertThrows(() => on({}, { DLLM_API_TLS_KEY: "a.key" }), AgentConfigError, "--api-tls-cert");
+  const both = on({ apiTlsCert: "a.crt" }, { DLLM_API_TLS_KEY: "a.key" });
+  assertEquals([both.apiTlsCert, both.apiTlsKey], ["a.crt", "a.key"]);
+  assertEquals(on({}).apiTlsCert, undefined, "plain HTTP by default");
+});

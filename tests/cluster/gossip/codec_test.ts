@@ -195,6 +195,15 @@ Deno.test("metadata: a life round-trips alone, drained, or after a KV reservatio
   assertThrows(() => encodeMetadata({ ...meta, life: "x".repeat(256) }), MetadataError, "life");
 });
 
+Deno.test("metadata: an HTTPS API round-trips beside drained and a life; none reads as none", () => {
+  // Agents forwarding API requests to a member must know to speak TLS to it.
+  assertEquals(decodeMetadata(encodeMetadata({ ...meta, apiTls: true })).apiTls, true);
+  const all = decodeMetadata(encodeMetadata({ ...meta, apiTls: true, drained: true, life: "a.1" }));
+  assertEquals([all.apiTls, all.drained, all.life], [true, true, "a.1"]);
+  assertEquals(decodeMetadata(encodeMetadata({ ...meta, drained: true })).apiTls, undefined);
+  assertEquals(decodeMetadata(encodeMetadata(meta)).apiTls, undefined);
+});
+
 /** A member on a quiet simulated network, and a way to poke packets into its receive loop. */
 function target(keyring: Keyring | null) {
   const net = new SimNetwork({ seed: 3 });
