@@ -7,7 +7,12 @@
  * ```
  */
 import { Command } from "@commander-js/extra-typings";
-import { GetClusterInfoResponseSchema, NodeState, PlacementSchema } from "../../proto/mod.ts";
+import {
+  GetClusterInfoResponseSchema,
+  type NodeInfo,
+  NodeState,
+  PlacementSchema,
+} from "../../proto/mod.ts";
 import { withAgent } from "../client.ts";
 import { printJson } from "../common.ts";
 import { formatBytes, layerBar, palette, table } from "../format.ts";
@@ -39,21 +44,7 @@ export function clusterCommand() {
       const failed = info.nodes.filter((n) => n.stageError && n.state === NodeState.ALIVE);
       // An agent that places nothing itself (--no-model, or its model undeployed) still sees
       // what the others serve: "none placed" read as if the cluster had no model.
-      const hosts = p
-        ? []
-        : info.nodes.filter((n) =>
-          n.state === NodeState.ALIVE && n.hosted && n.hosted.toLayer > n.hosted.fromLayer
-        );
-      const elsewhere = hosts.length
-        ? {
-          model: hosts[0].hosted!.model,
-          stages: hosts.map((n) => ({
-            node: n.id,
-            from: n.hosted!.fromLayer,
-            to: n.hosted!.toLayer,
-          })),
-        }
-        : null;
+      const elsewhere = p ? null : servedElsewhere(info.nodes, info.responderId);
       if (opts.json) {
         printJson({
           cluster: info.clusterName,
@@ -110,10 +101,13 @@ export function clusterCommand() {
       );
       if (!p && info.placementError) console.log(c.yellow(`no placement: ${info.placementError}`));
       if (elsewhere) {
+        const on = elsewhere.stages.map((s) => `${s.node}[${s.from},${s.to})`).join(" ");
         console.log(
-          `${info.responderId} places no model itself; the cluster serves ${elsewhere.model} on ` +
-            elsewhere.stages.map((s) => `${s.node}[${s.from},${s.to})`).join(" ") +
-            `: ${info.responderId} forwards requests there (or send them to one of them)`,
+          elsewhere.whole
+            ? `${info.responderId} places no model itself; the cluster serves ${elsewhere.model} ` +
+              `on ${on}: ${info.responderId} forwards requests there (or send them to one of them)`
+            : `${info.responderId} places no model itself; agents hold layers of ` +
+              `${elsewhere.model} on ${on}, not the whole model: none serves it now`,
         );
       }
       for (const n of failed) {
@@ -227,4 +221,53 @@ export function clusterCommand() {
       }
     });
   return cluster;
+}
+
+/**
+ * What other agents serve when the responder places nothing: the model with the most layers
+ * held by live agents other than the responder, the ranges that tile it from layer 0, and
+ * whether they reach its last layer (known when the responder knows the model; else when they
+ * tile without a gap). Null when the responder holds layers itself (its placement error says
+ * what is missing) or no other agent holds any.
+ */
+export function servedElsewhere(
+  nodes: readonly NodeInfo[],
+  responder: string,
+): { model: string; whole: boolean; stages: { node: string; from: number; to: number }[] } | null {
+  const holds = (n: NodeInfo) =>
+    n.state === NodeState.ALIVE && !!n.hosted && n.hosted.toLayer > n.hosted.fromLayer;
+  if (nodes.some((n) => n.id === responder && holds(n))) return null;
+  const byModel = new Map<string, NodeInfo[]>();
+  for (const n of nodes.filter(holds)) {
+    const list = byModel.get(n.hosted!.model) ?? [];
+    list.push(n);
+    byModel.set(n.hosted!.model, list);
+  }
+  let best: ReturnType<typeof servedElsewhere> = null;
+  let bestHeld = 0;
+  for (const [model, hosts] of byModel) {
+    const held = hosts.reduce((n, h) => n + h.hosted!.toLayer - h.hosted!.fromLayer, 0);
+    const total = Math.max(...hosts.map((n) => n.hosted!.totalLayers));
+    const stages: { node: string; from: number; to: number }[] = [];
+    let at = 0;
+    for (;;) {
+      const next = hosts.filter((n) => n.hosted!.fromLayer === at)
+        .sort((a, b) => b.hosted!.toLayer - a.hosted!.toLayer)[0];
+      if (!next) break;
+      stages.push({ node: next.id, from: at, to: next.hosted!.toLayer });
+      at = next.hosted!.toLayer;
+    }
+    const tiled = stages.length > 0 && hosts.every((n) => n.hosted!.toLayer <= at);
+    const whole = total > 0 ? at >= total : tiled;
+    const shown = whole ? stages : hosts.map((n) => ({
+      node: n.id,
+      from: n.hosted!.fromLayer,
+      to: n.hosted!.toLayer,
+    })).sort((a, b) => a.from - b.from);
+    if (!best || (whole && !best.whole) || (whole === best.whole && held > bestHeld)) {
+      best = { model, whole, stages: shown };
+      bestHeld = held;
+    }
+  }
+  return best;
 }
