@@ -9,6 +9,7 @@ import {
   Dtype,
   type ForwardResponse,
   InferenceService,
+  NodeService,
 } from "../../proto/mod.ts";
 import {
   DEFAULT_MAX_MESSAGE_BYTES,
@@ -31,6 +32,7 @@ import type { StageFrame, StageResult } from "./stage_frame.ts";
 import { encodeValues, openToWire, resultFromWire } from "./wire.ts";
 import { FORWARD_METHOD, FORWARD_PREAMBLE } from "./forward_service.ts";
 import { openReplyStream } from "./replies.ts";
+import { HopSilentError, type HopWatch, watchAnswer } from "./hop_watch.ts";
 
 /** Codes that mean the stage (not the request) failed: the head re-places and replays. */
 const STAGE_FAILURE_CODES = new Set([
@@ -111,6 +113,8 @@ export interface RemoteStageOptions {
   lost?: AbortSignal;
   /** This agent's node id, sent with the opening (OpenSession.sender). */
   sender?: string;
+  /** How a frame's wait for its answer is watched (hop_watch.ts); default DEFAULT_HOP_WATCH. */
+  watch?: HopWatch;
 }
 
 /** Reaches a stage on another agent over `transport`. */
@@ -126,6 +130,11 @@ export class RemoteStageLink implements StageLink {
   /** Announcement version of the stage. */
   get version(): number | undefined {
     return this.opts.version;
+  }
+
+  /** Whether the stage's RPC port answers (over the path its frames take, or beside it). */
+  private probe(signal: AbortSignal): Promise<unknown> {
+    return createClient(NodeService, this.transport).healthCheck({}, { signal });
   }
 
   /**
@@ -196,8 +205,10 @@ export class RemoteStageLink implements StageLink {
       channel.send(msg);
       let r: ForwardResponse | undefined;
       try {
-        r = await channel.receive();
+        // A link broken while gossip still sees the stage would otherwise wait for TCP.
+        r = await watchAnswer(channel.receive(), (signal) => this.probe(signal), this.opts.watch);
       } catch (e) {
+        if (e instanceof HopSilentError) channel.abort();
         return fail(e);
       }
       if (!r) return fail(new Error("the stage ended the stream without answering"));
