@@ -55,15 +55,16 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
       ar.k.flipQ8(w.off + first * w.rowBytes, ((w.nRows - first) * w.rowBytes) / 34);
       w.q8Flipped = true;
     }
-  } else if (w.type === GGMLType.Q4_K) {
-    if (w.nRows >= 4) repackQ4K(mem, w);
-  } else if (w.type === GGMLType.Q6_K) {
-    if (w.nRows >= 4) repackQ6K(mem, w);
+  } else if (w.type === GGMLType.Q4_K || w.type === GGMLType.Q6_K) {
+    if (w.nRows >= 4) repackK(mem, w);
   }
 }
 
-/** Interleave a 32-block weight's full 4-row groups for the matmul kernels (in place). */
-function repack(mem: Memories, w: WWeight, quads: boolean): void {
+/**
+ * Run `lay(tmp, groups)` over `w`'s full 4-row groups with 4 rows of scratch at `tmp` (freed
+ * after); returns the number of groups.
+ */
+function inGroups(mem: Memories, w: WWeight, lay: (tmp: number, groups: number) => void): number {
   const ar = mem.arenas[w.arena];
   const groups = Math.floor(w.nRows / 4);
   const tmp = ar.alloc(4 * w.rowBytes);
@@ -72,58 +73,40 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
       `wasm backend: no room for ${4 * w.rowBytes} bytes of scratch to lay out ${w.name}`,
     );
   }
-  const bb = typeInfo(w.type)!.typeSize;
   try {
-    if (quads) {
-      ar.k.repackQuads(w.off, w.rowBytes, bb, groups, tmp, w.type === GGMLType.Q8_0 ? 1 : 0);
-    } else ar.k.repack4(w.off, w.rowBytes, bb, groups, tmp);
+    lay(tmp, groups);
   } finally {
     ar.release(tmp, 4 * w.rowBytes);
   }
+  return groups;
+}
+
+/** Interleave a 32-block weight's full 4-row groups for the matmul kernels (in place). */
+function repack(mem: Memories, w: WWeight, quads: boolean): void {
+  const k = mem.arenas[w.arena].k;
+  const bb = typeInfo(w.type)!.typeSize;
+  const groups = inGroups(mem, w, (tmp, groups) => {
+    if (quads) {
+      k.repackQuads(w.off, w.rowBytes, bb, groups, tmp, w.type === GGMLType.Q8_0 ? 1 : 0);
+    } else k.repack4(w.off, w.rowBytes, bb, groups, tmp);
+  });
   w.bb = bb;
   w.quads = quads;
   w.repackedRows = groups * 4;
 }
 
-/** Lay out a Q4_K weight's full 4-row groups as quads (in place). */
-function repackQ4K(mem: Memories, w: WWeight): void {
-  const ar = mem.arenas[w.arena];
-  const groups = Math.floor(w.nRows / 4);
-  const tmp = ar.alloc(4 * w.rowBytes);
-  if (tmp === undefined) {
-    throw new Error(
-      `wasm backend: no room for ${4 * w.rowBytes} bytes of scratch to lay out ${w.name}`,
-    );
-  }
-  try {
-    ar.k.repackQ4K(w.off, w.rowBytes, groups, tmp);
-  } finally {
-    ar.release(tmp, 4 * w.rowBytes);
-  }
+/** Lay out a Q4_K or Q6_K weight's full 4-row groups as quads (in place). */
+function repackK(mem: Memories, w: WWeight): void {
+  const k = mem.arenas[w.arena].k;
+  const q4 = w.type === GGMLType.Q4_K;
+  const groups = inGroups(mem, w, (tmp, groups) => {
+    if (q4) k.repackQ4K(w.off, w.rowBytes, groups, tmp);
+    else k.repackQ6K(w.off, w.rowBytes, groups, tmp);
+  });
   // bb: row views keep to whole groups (weightRows)
-  w.bb = 144;
-  w.q4kQuads = true;
-  w.repackedRows = groups * 4;
-}
-
-/** Lay out a Q6_K weight's full 4-row groups as quads (in place). */
-function repackQ6K(mem: Memories, w: WWeight): void {
-  const ar = mem.arenas[w.arena];
-  const groups = Math.floor(w.nRows / 4);
-  const tmp = ar.alloc(4 * w.rowBytes);
-  if (tmp === undefined) {
-    throw new Error(
-      `wasm backend: no room for ${4 * w.rowBytes} bytes of scratch to lay out ${w.name}`,
-    );
-  }
-  try {
-    ar.k.repackQ6K(w.off, w.rowBytes, groups, tmp);
-  } finally {
-    ar.release(tmp, 4 * w.rowBytes);
-  }
-  // bb: row views keep to whole groups (weightRows)
-  w.bb = 210;
-  w.q6kQuads = true;
+  w.bb = q4 ? 144 : 210;
+  if (q4) w.q4kQuads = true;
+  else w.q6kQuads = true;
   w.repackedRows = groups * 4;
 }
 
