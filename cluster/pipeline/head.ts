@@ -16,6 +16,7 @@ import {
   guard,
   isStageBusy,
   NoPlacementError,
+  ReplyStreamError,
   stageKey,
   StageLinkError,
   StaleEpochError,
@@ -160,6 +161,8 @@ export class Head {
     /** Since when every replica has refused this request as full (0: none has), and the polls. */
     let busySince = 0;
     let busyPolls = 0;
+    /** A reply stream from the tail failed under this request: tokens come along the chain. */
+    let alongChain = false;
     // Request ids come from clients, who may retry with the same one while a stage still holds
     // the first try's session (freed only when its stream ends): a nonce keeps them apart.
     const run = crypto.randomUUID().slice(0, 8);
@@ -212,7 +215,7 @@ export class Head {
       // Tokens straight from the tail where it offers a reply stream (else along the chain),
       // when that saves a crossing: the answer along the chain crosses every network hop back.
       const hopsBack = chain.length - (first.local ? 1 : 0);
-      const replies = hopsBack >= 2 && this.opts.directReplies !== false
+      const replies = hopsBack >= 2 && this.opts.directReplies !== false && !alongChain
         ? await tail.openReplies?.(sessionId).catch(() => undefined)
         : undefined;
       try {
@@ -355,6 +358,27 @@ export class Head {
         }
         if (!(e instanceof StageLinkError)) throw e;
         failedAt ||= performance.now();
+        if (e instanceof ReplyStreamError && !alongChain) {
+          // The chain answered and only the tail's stream to this head failed (a one-way fault
+          // between them): the same chain, tokens coming back along it. Blamed, the tail was
+          // avoided for the rest of the request, although gossip still held it alive and no
+          // re-plan would come, and the request failed after the recovery timeout.
+          alongChain = true;
+          attempt++;
+          result.failures.push({ nodeId: e.nodeId, message: e.message });
+          if (attempt > (this.opts.maxRecoveries ?? 8)) {
+            throw new NoPlacementError(
+              `gave up after ${attempt} stage failures; last: ${e.nodeId}: ${e.message}`,
+            );
+          }
+          this.opts.log?.(
+            `request ${req.requestId}: ${e.message} (the tail ${e.nodeId}); replaying ` +
+              `${req.promptTokens.length + result.tokens.length} tokens on the same chain, ` +
+              `tokens coming back along it`,
+            { stage: e.nodeId, excluded: [...exclude] },
+          );
+          continue;
+        }
         // A stage that closed the session because gossip declared its opener gone names itself,
         // but the opener is the one that failed: blamed, a healthy stage would be avoided for
         // the rest of the request (with no other host of its layers, until it gave up).

@@ -20,6 +20,7 @@ export {
   localExhaustion,
   LocalExhaustionError,
   NoPlacementError,
+  ReplyStreamError,
   StageBusyError,
   stageKey,
   StageLinkError,

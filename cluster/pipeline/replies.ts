@@ -26,7 +26,7 @@ import {
 } from "../rpc/mod.ts";
 import type { ReplyStream, SessionLink } from "./links.ts";
 import type { SampledToken, StageFrame, StageResult } from "./stage_frame.ts";
-import { StageLinkError } from "./stage_errors.ts";
+import { ReplyStreamError } from "./stage_errors.ts";
 import { resultFromWire, tokenToWire } from "./wire.ts";
 import { orTimeout, settleWithin } from "../deadline.ts";
 
@@ -242,7 +242,7 @@ export function withReplies(
         // This frame's answer says which stage failed; without one, the tail's stream did.
         const a = await ack;
         if (a.kind !== "replied") return a;
-        throw new StageLinkError(
+        throw new ReplyStreamError(
           `the tail's reply stream failed: ${(e as Error).message ?? e}`,
           tailNodeId,
         );

@@ -18,6 +18,16 @@ export class StageLinkError extends Error {
 }
 
 /**
+ * The tail answered a frame along the chain but its token did not come on the reply stream to
+ * the head: the path from the tail to the head failed, not (as far as the head can tell) the
+ * chain. The head replays on the same chain with tokens coming back along it, and blames the
+ * tail only if that fails too.
+ */
+export class ReplyStreamError extends StageLinkError {
+  override name = "ReplyStreamError";
+}
+
+/**
  * A stage planned with another placement epoch than the head's: gossip has not converged yet.
  * The head waits and reads the chain again, without blaming the stage.
  */

@@ -136,6 +136,33 @@ Deno.test("a reply stream that ends while the chain says 'replied' is the tail's
   });
 });
 
+Deno.test("a reply stream that fails under a working chain: replayed on the same chain, tokens along it", async () => {
+  // A one-way fault from the tail to the head (hunt 4, F3): blamed, the tail was avoided for
+  // the rest of the request although gossip held it alive, and the request failed after the
+  // recovery timeout. Now the same chain replays it, the tokens coming back along the chain.
+  const want = await single();
+  await withChain("tcp", async (chain) => {
+    const seen = countReplies(chain.replies[2]);
+    let cut = false;
+    const got = await generateOver(chain.links, {
+      promptTokens: PROMPT,
+      maxTokens: 8,
+      sampling: { temperature: 0.75, seed: 7, repeatPenalty: 1.25, topLogprobs: 3 },
+      maxContext: 128,
+      onToken: (_, i) => {
+        if (i === 2 && !cut) {
+          cut = true;
+          seen.sinks[0].end();
+        }
+      },
+    });
+    assertEquals(summary(got), summary(want));
+    assertEquals(got.failures.length, 1, "one replay");
+    assert(/reply stream failed/.test(got.failures[0].message), got.failures[0].message);
+    assertEquals(seen.sinks.length, 1, "no second reply stream: tokens came along the chain");
+  });
+});
+
 Deno.test("a reply stream whose session never opens is ended, and bad openings refused", async () => {
   const sinks = new ReplySinks();
   const plane = await startTcpPlane({
