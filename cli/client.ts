@@ -161,6 +161,23 @@ export function rpcError(e: unknown, endpoint: string, tls: boolean): CliError {
 }
 
 /**
+ * A stream that broke after it had answered (`received` messages): the agent was reached, so
+ * not "no agent at …, start one" (what a refused connection gets); the output so far is
+ * incomplete. Undefined for a failure the agent sent (its own message says it) or a user's
+ * cancel.
+ */
+export function streamCut(e: unknown, endpoint: string, received: number): CliError | undefined {
+  if (received === 0 || e instanceof CliError || answeredByAgent(e)) return undefined;
+  const ce = ConnectError.from(e);
+  if (ce.code === Code.Canceled && /cancel/i.test(ce.rawMessage)) return undefined;
+  return new CliError(
+    `the agent at ${endpoint} stopped answering after ${received} messages (${ce.rawMessage}); ` +
+      `the output is incomplete`,
+    ExitCode.failure,
+  );
+}
+
+/**
  * Open a transport to the agent the options name (or at `endpoint`: another member, whose
  * certificate may name its node id `nodeId` instead of its address).
  */

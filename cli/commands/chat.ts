@@ -8,7 +8,7 @@
  * `<think>…</think>` block is shown in gray (`--hide-reasoning` leaves it out) and kept out of
  * the history; `--no-think` asks the template for none (`enable_thinking: false`).
  */
-import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
+import { CliError, connect, endpointGiven, type GlobalOptions, streamCut } from "../client.ts";
 import { intOption, numberOption, writeOut } from "../common.ts";
 import { palette } from "../format.ts";
 import {
@@ -144,22 +144,29 @@ export function chatCommand() {
         };
         if (agent) {
           await agent.call(async (c) => {
-            for await (
-              const m of c.inference.generate({
-                model: cmd.getOptionValueSource("model") === "cli"
-                  ? clusterModelName(opts.model)
-                  : "",
-                // The chat's own turns: text only (no tool calls here).
-                messages: messages.map(({ role, content }) => ({ role, content })),
-                chatTemplateKwargsJson: kwargs ? JSON.stringify(kwargs) : "",
-                maxTokens: opts.maxTokens,
-                stop: [TURN_STOP],
-                sampler: {
-                  temperature: opts.temperature,
-                  seed: opts.seed === undefined ? undefined : BigInt(opts.seed),
-                },
-              }, { signal })
-            ) show(m.text);
+            let received = 0;
+            const stream = c.inference.generate({
+              model: cmd.getOptionValueSource("model") === "cli"
+                ? clusterModelName(opts.model)
+                : "",
+              // The chat's own turns: text only (no tool calls here).
+              messages: messages.map(({ role, content }) => ({ role, content })),
+              chatTemplateKwargsJson: kwargs ? JSON.stringify(kwargs) : "",
+              maxTokens: opts.maxTokens,
+              stop: [TURN_STOP],
+              sampler: {
+                temperature: opts.temperature,
+                seed: opts.seed === undefined ? undefined : BigInt(opts.seed),
+              },
+            }, { signal });
+            try {
+              for await (const m of stream) {
+                received++;
+                show(m.text);
+              }
+            } catch (e) {
+              throw (signal.aborted ? undefined : streamCut(e, c.endpoint, received)) ?? e;
+            }
           });
         } else {
           const chat = template!.render(messages, { kwargs });

@@ -7,9 +7,14 @@
  * (InferenceService.Generate) and tokens stream back as they are sampled. Defaults: one object,
  * model/sampling_defaults.ts.
  */
-import { FinishReason, type GenerateUsage, type Placement } from "../../proto/mod.ts";
+import {
+  FinishReason,
+  type GenerateResponse,
+  type GenerateUsage,
+  type Placement,
+} from "../../proto/mod.ts";
 import { topPOf } from "../../model/sampler.ts";
-import { CliError, connect, endpointGiven, type GlobalOptions } from "../client.ts";
+import { CliError, connect, endpointGiven, type GlobalOptions, streamCut } from "../client.ts";
 import {
   abortOnSigint,
   ExitCode,
@@ -177,6 +182,23 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
   // placement, unknown model) printed after the prompt on the same line, and stdout held a
   // prompt that nothing continued.
   let echoed = opts.json === true;
+  /** One message of the stream: echo, count, print. */
+  const take = (m: GenerateResponse): void => {
+    if (!echoed) {
+      echoed = true;
+      writeOut(opts.prompt);
+    }
+    if (m.placement) placement = m.placement;
+    if (m.finishReason) {
+      finish = m.finishReason;
+      usage = m.usage;
+    } else {
+      if (tokens.length === 0) firstAt = performance.now();
+      tokens.push(m.tokenId);
+    }
+    text += m.text;
+    if (!opts.json && m.text) writeOut(m.text);
+  };
   try {
     await agent.ready(abort.signal);
     await agent.call(async (c) => {
@@ -193,21 +215,15 @@ async function generateRemote(opts: RemoteOptions, g: GlobalOptions, modelGiven:
           seed: opts.seed === undefined ? undefined : BigInt(opts.seed),
         },
       }, { signal: abort.signal });
-      for await (const m of stream) {
-        if (!echoed) {
-          echoed = true;
-          writeOut(opts.prompt);
+      let received = 0;
+      try {
+        for await (const m of stream) {
+          received++;
+          take(m);
         }
-        if (m.placement) placement = m.placement;
-        if (m.finishReason) {
-          finish = m.finishReason;
-          usage = m.usage;
-        } else {
-          if (tokens.length === 0) firstAt = performance.now();
-          tokens.push(m.tokenId);
-        }
-        text += m.text;
-        if (!opts.json && m.text) writeOut(m.text);
+      } catch (e) {
+        // Keepalive PINGs unanswered after 1100 tokens read as "no agent at …, start one".
+        throw (abort.signal.aborted ? undefined : streamCut(e, c.endpoint, received)) ?? e;
       }
     });
   } catch (e) {
