@@ -43,6 +43,7 @@ import { startDataPlane } from "./agent/data_plane.ts";
 import { RequestForwarder } from "./agent/forward_rpc.ts";
 import { httpForwarder } from "./agent/forward_http.ts";
 import { apiTlsTrust } from "./agent/forward_tls.ts";
+import { watchSuperseded } from "./agent/superseded.ts";
 
 export type { AgentLogger } from "./agent/state.ts";
 export { agentFootprint } from "./agent/served_model.ts";
@@ -180,6 +181,12 @@ export class Agent {
       // Suspects leave the plan (placement_loop.modelMembers): every agent re-plans on the
       // suspicion, not only those where another event happened to come during it.
       agent.loop.schedule();
+    });
+    // Our id taken over by a live member elsewhere while this agent was away: a zombie else.
+    watchSuperseded(gossip, cfg.nodeId, (why) => {
+      s.idConflict = why;
+      agent.loop.replan();
+      agent.giveUp(new Error(why));
     });
     // Telemetry: /metrics and /health on --metrics-port; spans name this node.
     setTraceAttributes({ "dllm.node": cfg.nodeId });

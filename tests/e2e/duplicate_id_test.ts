@@ -125,3 +125,41 @@ Deno.test("a refusal that comes late (a slow seed) still finds the agent with no
     await serving.catch(() => {});
   }
 });
+
+Deno.test("an agent whose id was taken over while it was frozen stops when it comes back (no zombie)", async () => {
+  const cluster = await startCluster(["a", "b"], { model: STORIES });
+  const agents = [...cluster];
+  const [a, old] = cluster;
+  try {
+    await waitForPlacement(a, 2);
+    old.child.kill("SIGSTOP");
+    // A restart of b elsewhere: refused while the frozen b is alive, in once it is dead.
+    const reborn = await startAgent({ id: "b", seeds: [a.gossipAddr], model: STORIES });
+    agents.push(reborn);
+    const end = Date.now() + 40_000;
+    while (!reborn.logs.some((l) => String(l.msg).includes("the node id is ours now"))) {
+      if (Date.now() > end) throw new Error(`the restart never got the id:\n${reborn.stderr}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    old.child.kill("SIGCONT");
+    // Before, the old b went on hosting layers and answering as b, silently, for ever.
+    const exited = await Promise.race([
+      old.exited,
+      new Promise<null>((r) => setTimeout(() => r(null), 45_000)),
+    ]);
+    assert(exited !== null, "the superseded agent still runs 45 s after it came back");
+    assertEquals(exited.code, 1);
+    const last = old.stderr.at(-1) ?? "";
+    assert(last.includes('node id "b" is now held by a live member at'), last);
+    agents.splice(agents.indexOf(old), 1);
+    // The cluster keeps the new b.
+    await waitForPlacement(a, 2);
+  } finally {
+    try {
+      old.child.kill("SIGCONT");
+    } catch {
+      // it exited
+    }
+    await stopAll(agents);
+  }
+});
