@@ -388,10 +388,24 @@ export class GossipChainProvider implements ChainProvider {
       const tiled = tileChain(candidates, this.opts.model, this.opts.nLayers, opts.exclude);
       if (Array.isArray(tiled)) return tiled.map((c) => this.opts.link(c));
       if (Date.now() >= deadline) {
+        // Only stages that failed under this request hold the missing layers, and gossip still
+        // sees them: "no live agent" blamed the cluster's size for what is a fault between
+        // agents (a link broken while gossip goes around it).
+        const held = tiled.overlapped
+          ? []
+          : candidates.filter((c) =>
+            c.model === this.opts.model && c.status === "alive" && c.from <= tiled.missingFrom &&
+            c.to > tiled.missingFrom && opts.exclude.has(stageKey(c.id, c.version))
+          ).map((c) => c.id);
         throw new NoPlacementError(
           `no placement for ${this.opts.model}: ` +
-            describeGap(tiled, "has no live agent", "have no live agent") +
-            (tiled.overlapped ? "" : " (start more agents, or raise --memory-budget)"),
+            (held.length
+              ? describeGap(tiled, "is held", "are held") +
+                ` only by ${held.join(", ")}, which failed under this request although gossip ` +
+                `still sees ${held.length > 1 ? "them" : "it"} alive (a network fault between ` +
+                `agents?)`
+              : describeGap(tiled, "has no live agent", "have no live agent") +
+                (tiled.overlapped ? "" : " (start more agents, or raise --memory-budget)")),
         );
       }
       await new Promise((r) => setTimeout(r, this.opts.pollMs ?? 100));

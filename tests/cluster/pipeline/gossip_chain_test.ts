@@ -1,5 +1,12 @@
 /** Tiling a chain from gossiped stages, and the gap named when none tiles the model. */
-import { describeGap, type StageCandidate, tileChain } from "../../../cluster/pipeline/mod.ts";
+import {
+  describeGap,
+  GossipChainProvider,
+  NoPlacementError,
+  type StageCandidate,
+  stageKey,
+  tileChain,
+} from "../../../cluster/pipeline/mod.ts";
 import { assertEquals } from "../../support/assert.ts";
 
 const stage = (id: string, from: number, to: number): StageCandidate => ({
@@ -25,4 +32,33 @@ Deno.test("a missing range is named up to the next stage's start, not to the las
     "the stages' layer ranges do not meet at layer 5 (a plan in transition)",
   );
   assertEquals(gapOf([stage("a", 0, 5), stage("b", 5, 12)]), "tiled");
+});
+
+Deno.test("a gap held only by stages that failed under the request, alive in gossip, is named so", async () => {
+  // Hunt 4: a link broken between two agents got "layer 4 has no live agent" although all three
+  // were alive; the cluster's size was blamed for a network fault.
+  const candidates = [stage("a", 0, 2), { ...stage("c", 2, 5), version: 7 }];
+  const provider = new GossipChainProvider({
+    model: "m",
+    nLayers: 5,
+    candidates: () => candidates,
+    link: () => {
+      throw new Error("no chain expected");
+    },
+  });
+  const message = (exclude: Set<string>) =>
+    provider.chain({ exclude, timeoutMs: 0 }).then(() => "chained", (e) => {
+      assertEquals(e instanceof NoPlacementError, true);
+      return (e as Error).message;
+    });
+  assertEquals(
+    await message(new Set([stageKey("c", 7)])),
+    "no placement for m: layers 2..4 are held only by c, which failed under this request " +
+      "although gossip still sees it alive (a network fault between agents?)",
+  );
+  candidates[1] = { ...candidates[1], status: "suspect" };
+  assertEquals(
+    await message(new Set([stageKey("c", 7)])),
+    "no placement for m: layers 2..4 have no live agent (start more agents, or raise --memory-budget)",
+  );
 });
