@@ -14,7 +14,7 @@
  */
 import type { DeployResponse, TransferProgress } from "../proto/mod.ts";
 import { TransferState } from "../proto/mod.ts";
-import { formatBytes } from "./format.ts";
+import { formatBytes, formatDuration } from "./format.ts";
 import type { PullEvent } from "../cluster/hub/mod.ts";
 
 /** How progress is shown. */
@@ -57,8 +57,14 @@ export function progressLine(p: TransferProgress, idWidth = 8): string {
   const total = Number(p.bytesTotal);
   const pct = total > 0 ? Math.floor((100 * done) / total) : 100;
   const layers = p.toLayer > p.fromLayer ? `[${p.fromLayer},${p.toLayer})` : "-";
-  const rate = p.state === TransferState.FETCHING && p.bytesPerSecond > 0
-    ? ` ${formatBytes(p.bytesPerSecond)}/s ETA ${Math.ceil(p.etaSeconds)}s`
+  // Under 1 B/s a fetch is stalled (its source gone, say): an ETA of 1e70 s says nothing.
+  const fetching = p.state === TransferState.FETCHING;
+  const rate = !fetching
+    ? ""
+    : p.bytesPerSecond >= 1 && Number.isFinite(p.etaSeconds)
+    ? ` ${formatBytes(p.bytesPerSecond)}/s ETA ${formatDuration(Math.ceil(p.etaSeconds) * 1000)}`
+    : done > 0
+    ? " stalled"
     : "";
   const extra = p.corruptChunks ? ` ${p.corruptChunks} corrupt chunk(s) re-fetched` : "";
   return `${p.nodeId.padEnd(idWidth)} ${progressBar(done, total)} ${String(pct).padStart(3)}% ` +

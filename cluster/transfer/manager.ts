@@ -510,6 +510,8 @@ export class TransferManager {
       const dt = (now - e.lastAt) / 1000;
       const db = e.stats.bytesReceived - e.lastBytes;
       e.rate = e.rate === 0 ? db / dt : 0.5 * e.rate + 0.5 * (db / dt);
+      // Halving toward zero never reaches it: a stalled source read as 1e-64 B/s.
+      if (e.rate < 1) e.rate = 0;
       e.lastAt = now;
       e.lastBytes = e.stats.bytesReceived;
       if (e.state === TransferState.FETCHING) this.#publish(e);

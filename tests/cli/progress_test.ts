@@ -1,7 +1,8 @@
 /** Deploy progress on a terminal: redrawn lines never wrap (each node's line is one row). */
 import { create } from "@bufbuild/protobuf";
 import { DeployResponseSchema, TransferProgressSchema, TransferState } from "../../proto/mod.ts";
-import { TransferProgressView } from "../../cli/progress.ts";
+import { progressLine, TransferProgressView } from "../../cli/progress.ts";
+import { formatBytes } from "../../cli/format.ts";
 import { assert } from "../support/assert.ts";
 
 Deno.test("tty progress lines fit the terminal, so the redraw moves up one row per node", () => {
@@ -50,4 +51,22 @@ Deno.test("tty progress on a terminal that reports 0 columns keeps the whole lin
   }));
   // Before, `script`'s 0×0 pty cut every line to 20 columns: "a    [██████████████".
   assert(out.includes("100% 1.19 MB/1.19 MB loaded [0,2)"), JSON.stringify(out));
+});
+
+Deno.test("a stalled fetch says so: no 1e-64 B/s and an ETA of 1e70 s (hunt 4, F6)", () => {
+  const line = (bytesPerSecond: number, etaSeconds: number, done = 5_000_000n) =>
+    progressLine(create(TransferProgressSchema, {
+      nodeId: "b",
+      state: TransferState.FETCHING,
+      bytesDone: done,
+      bytesTotal: 10_000_000n,
+      bytesPerSecond,
+      etaSeconds,
+    }));
+  const stalled = line(9.59606361650947e-65, 2.185429446707681e70);
+  assert(stalled.endsWith(" stalled"), stalled);
+  assert(!/e[+-]\d/.test(stalled), stalled);
+  assert(line(2e6, 3).endsWith(" 2.00 MB/s ETA 3.0 s"), line(2e6, 3));
+  assert(!line(0, 0, 0n).includes("stalled"), "nothing fetched yet: not stalled");
+  assert(formatBytes(0.4) === "0 B" && formatBytes(512.6) === "513 B", formatBytes(512.6));
 });
