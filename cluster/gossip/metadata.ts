@@ -305,7 +305,10 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
   const drained = (flags & FLAG_DRAINED) !== 0;
   const apiTls = (flags & FLAG_API_TLS) !== 0;
   const life = r.remaining() > 0 ? r.str8("life") : "";
-  r.end("metadata");
+  // Fields after these are a newer agent's, appended as every field since the first was: read
+  // past, not refused, so agents of two versions keep seeing each other during a rolling upgrade
+  // (before, each new field made older agents refuse newer agents' metadata). The record is
+  // bounded above (MAX_METADATA_BYTES).
   const meta = { id, addresses, rpcPort, metricsPort, resources, hosted, version, httpPort, model };
   return {
     ...(stageError ? { ...meta, stageError } : meta),

@@ -193,6 +193,10 @@ Deno.test("metadata: a life round-trips alone, drained, or after a KV reservatio
   assertEquals([alone.drained, alone.kvReserve], [undefined, undefined]);
   assertEquals(decodeMetadata(encodeMetadata(meta)).life, undefined);
   assertThrows(() => encodeMetadata({ ...meta, life: "x".repeat(256) }), MetadataError, "life");
+  // A newer agent's fields after the life are read past: a rolling upgrade keeps both versions
+  // in each other's view.
+  const newer = new Uint8Array([...encodeMetadata({ ...meta, life }), 3, 1, 2, 3]);
+  assertEquals(decodeMetadata(newer).life, life);
 });
 
 Deno.test("metadata: an HTTPS API round-trips beside drained and a life; none reads as none", () => {
