@@ -19,8 +19,13 @@ import { DecodeError } from "./codec.ts";
  * a header-less packet of an older release is told apart from a new one and from other bytes.
  */
 export const WIRE_MAGIC = 0xd1;
-/** Version of the gossip wire format this release speaks (1: the first with the header). */
-export const WIRE_VERSION = 1;
+/**
+ * Version of the gossip wire format this release speaks. 1: the first with the header. 2: node
+ * metadata carries a life after its flags, which version 1 refused as trailing bytes (and then
+ * saw the member with no metadata at all, silently); from 2 on, fields past the known ones are
+ * read past, so adding one no longer needs a new version.
+ */
+export const WIRE_VERSION = 2;
 /** Longest cluster name in bytes (one length byte, as memberlist's LabelMaxSize). */
 export const MAX_CLUSTER_NAME = 255;
 /** Header bytes before the name. */
