@@ -4,12 +4,14 @@
  * it otherwise (fetch checks the address only). A certificate passes when its chain leads to a
  * trusted CA (the public roots, the cluster's `--tls-ca`, or the CAs this agent's own
  * `--api-tls-cert` file carries after its leaf) and it names the member's node id (certificates
- * of `llmctl certs init --nodes` reused for the API), a name of this agent's own API certificate
- * (agents behind one service name sharing one certificate), or the address dialled.
+ * of `llmctl certs init --nodes` reused for the API), a service name of this agent's own API
+ * certificate (agents behind one name sharing one certificate; not its addresses or localhost),
+ * or the address dialled.
  *
  * @module
  */
 import * as https from "node:https";
+import { isIP } from "node:net";
 import { Readable } from "node:stream";
 import { checkServerIdentity, type PeerCertificate, rootCertificates } from "node:tls";
 import type { ApiTlsMaterial } from "../tls/mod.ts";
@@ -31,8 +33,18 @@ export async function apiTlsTrust(caFile?: string, own?: ApiTlsMaterial): Promis
   const chain = own?.cert.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g);
   return {
     ca: [...rootCertificates, ...(clusterCa ? [clusterCa] : []), ...(chain?.slice(1) ?? [])],
-    names: own?.names ?? [],
+    names: (own?.names ?? []).filter(sharedName),
   };
+}
+
+/**
+ * Whether a name of this agent's own API certificate may stand for a member's: a service name
+ * (`api.example.com`), not an address or `localhost`. Every certificate `llmctl certs` makes
+ * lists `localhost`, 127.0.0.1 and ::1, so accepting those would let any certificate of the
+ * cluster CA pass as any member, and receive the client's API key.
+ */
+function sharedName(name: string): boolean {
+  return name !== "localhost" && !name.endsWith(".localhost") && !isIP(name);
 }
 
 /** Statuses whose answers have no body (a Response refuses one). */

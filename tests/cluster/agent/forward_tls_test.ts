@@ -65,6 +65,14 @@ Deno.test("fetchOverTls: streams a member's answer, checks its certificate by no
     // Agents sharing one API certificate: its names are accepted in a member's too.
     const shared = { ...(await apiTlsTrust(`${dir}/ca.crt`)), names: ["srv"] };
     assertEquals((await fetchOverTls(`${server.url}/`, init(), shared, "x")).status, 201);
+    // A gateway whose own API certificate is a node certificate (localhost, 127.0.0.1 and ::1
+    // among its names): those are no service name. Taken as one, any certificate of the CA
+    // (srv's here, dialled as member "b") passed as any member, and got the client's API key.
+    const gw = issueCertificate(ca, { commonName: "gw", kind: "node" });
+    const own = { cert: gw.cert, key: gw.key, names: ["gw", "localhost", "127.0.0.1", "::1"] };
+    const asNode = await apiTlsTrust(`${dir}/ca.crt`, own);
+    assertEquals(asNode.names, ["gw"]);
+    await assertRejects(() => fetchOverTls(`${server.url}/`, init(), asNode, "b"), Error);
   } finally {
     await server.close();
     await Deno.remove(dir, { recursive: true });
