@@ -58,8 +58,14 @@ export function clusterCommand() {
             left: m.nodesLeft,
           },
           model: p?.model ?? null,
-          // Set when this agent places nothing but others serve a model.
-          served_elsewhere: elsewhere,
+          // Set when this agent places nothing but others serve a whole model; held_elsewhere
+          // when they hold only part of one (none serves it now).
+          served_elsewhere: elsewhere?.whole
+            ? { model: elsewhere.model, stages: elsewhere.stages }
+            : null,
+          held_elsewhere: elsewhere && !elsewhere.whole
+            ? { model: elsewhere.model, stages: elsewhere.stages }
+            : null,
           layers: { placed: m.layersPlaced, total: m.layersTotal },
           epoch: p ? Number(p.epoch) : null,
           stages: (p?.stages ?? []).map((s) => ({
