@@ -360,7 +360,8 @@ export class Head {
         failedAt ||= performance.now();
         if (e instanceof ReplyStreamError && !alongChain) {
           // The chain answered and only the tail's stream to this head failed (a one-way fault
-          // between them): the same chain, tokens coming back along it. Blamed, the tail was
+          // between them): the same stages (the chain is read again, and stays as it was unless
+          // the plan moved), tokens coming back along it. Blamed, the tail was
           // avoided for the rest of the request, although gossip still held it alive and no
           // re-plan would come, and the request failed after the recovery timeout.
           alongChain = true;
@@ -373,8 +374,8 @@ export class Head {
           }
           this.opts.log?.(
             `request ${req.requestId}: ${e.message} (the tail ${e.nodeId}); replaying ` +
-              `${req.promptTokens.length + result.tokens.length} tokens on the same chain, ` +
-              `tokens coming back along it`,
+              `${req.promptTokens.length + result.tokens.length} tokens without excluding it, ` +
+              `tokens coming back along the chain for the rest of the request`,
             { stage: e.nodeId, excluded: [...exclude] },
           );
           continue;

@@ -156,8 +156,20 @@ Deno.test("udp: port 0 takes a TCP port first and moves on when its UDP twin is 
   // Before, a free UDP port came first and its TCP twin was tried: on a machine with ~10k client
   // connections in TIME_WAIT (which block a listener even with SO_REUSEADDR) ten tries in a row
   // failed, and an agent exited with "cannot find a free port with both UDP and TCP".
-  const udpTaken = dgram.createSocket("udp4");
-  await new Promise<void>((r) => udpTaken.bind(0, "127.0.0.1", r));
+  // A UDP port whose TCP twin is free (the test's first TCP pick): under the parallel suite a
+  // client connection of another test held the twin now and then, and the pick failed there.
+  let udpTaken = dgram.createSocket("udp4");
+  for (let i = 0;; i++) {
+    await new Promise<void>((r) => udpTaken.bind(0, "127.0.0.1", r));
+    try {
+      Deno.listen({ hostname: "127.0.0.1", port: udpTaken.address().port }).close();
+      break;
+    } catch (e) {
+      if (i >= 20) throw e;
+      udpTaken.close();
+      udpTaken = dgram.createSocket("udp4");
+    }
+  }
   const taken = udpTaken.address().port;
   const tried: number[] = [];
   let tcpTwinOfTaken: Deno.Listener | undefined;
