@@ -3,11 +3,8 @@
  * plain HTTP on that port gets no answer, and the connection guard sees a TLS connection's
  * requests (a stream longer than the header timeout is not cut as idle).
  */
-import {
-  type GenerationParams,
-  startApiServer,
-  type TextGenerator,
-} from "../../../cluster/api/mod.ts";
+import { startApiServer } from "../../../cluster/api/mod.ts";
+import { pacedGenerator } from "../../support/paced_generator.ts";
 import {
   createCa,
   issueCertificate,
@@ -15,27 +12,6 @@ import {
   TlsConfigError,
 } from "../../../cluster/tls/mod.ts";
 import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
-
-/** `tokens` tokens "x", `gapMs` apart. */
-function paced(tokens: number, gapMs: number): TextGenerator {
-  return {
-    models: () => [{ id: "fake.gguf", created: 1, contextLength: 64 }],
-    health: () => ({ status: "ok" }),
-    async *generate(p: GenerationParams, signal: AbortSignal) {
-      for (let i = 0; i < (p.maxTokens ?? tokens) && !signal.aborted; i++) {
-        if (i) await new Promise((r) => setTimeout(r, gapMs));
-        yield { kind: "token", text: "x", token: { tokenId: 1, text: "x", logprob: -1 }, top: [] };
-      }
-      yield {
-        kind: "done",
-        text: "",
-        finishReason: "length",
-        promptTokens: 1,
-        completionTokens: 1,
-      };
-    },
-  };
-}
 
 Deno.test("HTTPS API: answers over TLS, keeps a long stream, gives plain HTTP nothing", async () => {
   const ca = createCa("test CA");
@@ -48,7 +24,7 @@ Deno.test("HTTPS API: answers over TLS, keeps a long stream, gives plain HTTP no
   // A header timeout shorter than the stream: the guard must see the request in flight.
   const api = await startApiServer({
     port: 0,
-    generator: paced(8, 100),
+    generator: pacedGenerator({ tokens: 8, gapMs: 100 }),
     headersTimeoutMs: 300,
     tls,
   });
