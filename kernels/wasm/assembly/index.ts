@@ -524,7 +524,10 @@ export function repack4(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usi
   }
 }
 
-/** Q8_0 weights; `as` holds the activation split into P/N planes (quantizeQ8's pn). */
+/**
+ * Q8_0 weights; `as` holds the activation split into P/N planes (quantizeQ8's pn), which only the
+ * relaxed-dot form reads (where the dot is emulated, q80Matmul16 reads the plain quants in aq).
+ */
 export function mmQ8_0(
   w: usize,
   rb: i32,
@@ -538,7 +541,150 @@ export function mmQ8_0(
   r0: i32,
   r1: i32,
 ): void {
-  matmul32(8, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  if (dotWidens()) q80Matmul16(w, rb, nb, aq, ad, T, out, os, r0, r1);
+  else matmul32(8, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+}
+
+// Q8_0 where the engine emulates the relaxed dot (dotWidens): both operands sign-extended to i16
+// as they are loaded (v128.load8x8_s, pmovsxbw from memory, as cheap as a plain load) and
+// multiplied by the exact i16 dot (i32x4.dot_i16x8_s, pmaddwd): 8 products a pmaddwd + paddd,
+// where the P/N planes take two emulated dots (10 instructions) per 16. It reads the plain
+// activation quants (aq), not the planes; each weight row's 8 quants are widened once for two
+// activation rows. Same exact integers, then ggml's float order, so the same bits as matmul32.
+@noinline function q80Matmul16(
+  w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, T: i32, out: usize, outStride: i32,
+  r0: i32, r1: i32,
+): void {
+  const bb: usize = 34;
+  const rowQ = <usize> nb << 5;
+  for (let r = r0; r < r1; r += 4) {
+    let wr0: usize, wr1: usize, wr2: usize, wr3: usize, stride: usize;
+    if (r + 4 <= r1) {
+      // a full group (repack4): block b of its row i at (4b + i)·34
+      wr0 = w + <usize> r * rowBytes;
+      wr1 = wr0 + bb;
+      wr2 = wr1 + bb;
+      wr3 = wr2 + bb;
+      stride = bb << 2;
+    } else {
+      // the last partial group (row-major) repeats its last row in the missing lanes
+      wr0 = w + <usize> r * rowBytes;
+      wr1 = w + <usize> min<i32>(r + 1, r1 - 1) * rowBytes;
+      wr2 = w + <usize> min<i32>(r + 2, r1 - 1) * rowBytes;
+      wr3 = w + <usize> min<i32>(r + 3, r1 - 1) * rowBytes;
+      stride = bb;
+    }
+    let t = 0;
+    for (; t + 2 <= T; t += 2) {
+      let sa = f32x4.splat(0);
+      let sb = f32x4.splat(0);
+      const xa0 = aq + <usize> t * rowQ;
+      const xb0 = xa0 + rowQ;
+      const da = ad + (<usize> (t * nb) << 2);
+      const db = da + (<usize> nb << 2);
+      for (let b = 0; b < nb; b++) {
+        const o = <usize> b * stride + 2;
+        const xa = xa0 + (<usize> b << 5);
+        const xb = xb0 + (<usize> b << 5);
+        let x = v128.load8x8_s(xa);
+        let y = v128.load8x8_s(xb);
+        let v = v128.load8x8_s(wr0 + o);
+        let a0 = i32x4.dot_i16x8_s(x, v);
+        let b0 = i32x4.dot_i16x8_s(y, v);
+        v = v128.load8x8_s(wr1 + o);
+        let a1 = i32x4.dot_i16x8_s(x, v);
+        let b1 = i32x4.dot_i16x8_s(y, v);
+        v = v128.load8x8_s(wr2 + o);
+        let a2 = i32x4.dot_i16x8_s(x, v);
+        let b2 = i32x4.dot_i16x8_s(y, v);
+        v = v128.load8x8_s(wr3 + o);
+        let a3 = i32x4.dot_i16x8_s(x, v);
+        let b3 = i32x4.dot_i16x8_s(y, v);
+        x = v128.load8x8_s(xa + 8);
+        y = v128.load8x8_s(xb + 8);
+        v = v128.load8x8_s(wr0 + o + 8);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v));
+        b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr1 + o + 8);
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v));
+        b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr2 + o + 8);
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v));
+        b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr3 + o + 8);
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v));
+        b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, v));
+        x = v128.load8x8_s(xa + 16);
+        y = v128.load8x8_s(xb + 16);
+        v = v128.load8x8_s(wr0 + o + 16);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v));
+        b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr1 + o + 16);
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v));
+        b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr2 + o + 16);
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v));
+        b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr3 + o + 16);
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v));
+        b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, v));
+        x = v128.load8x8_s(xa + 24);
+        y = v128.load8x8_s(xb + 24);
+        v = v128.load8x8_s(wr0 + o + 24);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v));
+        b0 = i32x4.add(b0, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr1 + o + 24);
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v));
+        b1 = i32x4.add(b1, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr2 + o + 24);
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v));
+        b2 = i32x4.add(b2, i32x4.dot_i16x8_s(y, v));
+        v = v128.load8x8_s(wr3 + o + 24);
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v));
+        b3 = i32x4.add(b3, i32x4.dot_i16x8_s(y, v));
+        const xd = rowScales(wr0, wr1, wr2, wr3, o - 2);
+        const sumA = transposeSum(a0, a1, a2, a3);
+        const sumB = transposeSum(b0, b1, b2, b3);
+        sa = f32x4.add(sa, f32x4.mul(f32x4.convert_i32x4_s(sumA), f32x4.mul(xd, f32x4.splat(load<f32>(da + (<usize> b << 2))))));
+        sb = f32x4.add(sb, f32x4.mul(f32x4.convert_i32x4_s(sumB), f32x4.mul(xd, f32x4.splat(load<f32>(db + (<usize> b << 2))))));
+      }
+      storeLanes(out + (<usize> (t * outStride + r) << 2), sa, r1 - r);
+      storeLanes(out + (<usize> ((t + 1) * outStride + r) << 2), sb, r1 - r);
+    }
+    if (t < T) {
+      let sa = f32x4.splat(0);
+      const xa0 = aq + <usize> t * rowQ;
+      const da = ad + (<usize> (t * nb) << 2);
+      for (let b = 0; b < nb; b++) {
+        const o = <usize> b * stride + 2;
+        const xa = xa0 + (<usize> b << 5);
+        let x = v128.load8x8_s(xa);
+        let a0 = i32x4.dot_i16x8_s(x, v128.load8x8_s(wr0 + o));
+        let a1 = i32x4.dot_i16x8_s(x, v128.load8x8_s(wr1 + o));
+        let a2 = i32x4.dot_i16x8_s(x, v128.load8x8_s(wr2 + o));
+        let a3 = i32x4.dot_i16x8_s(x, v128.load8x8_s(wr3 + o));
+        x = v128.load8x8_s(xa + 8);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr0 + o + 8)));
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr1 + o + 8)));
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr2 + o + 8)));
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr3 + o + 8)));
+        x = v128.load8x8_s(xa + 16);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr0 + o + 16)));
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr1 + o + 16)));
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr2 + o + 16)));
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr3 + o + 16)));
+        x = v128.load8x8_s(xa + 24);
+        a0 = i32x4.add(a0, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr0 + o + 24)));
+        a1 = i32x4.add(a1, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr1 + o + 24)));
+        a2 = i32x4.add(a2, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr2 + o + 24)));
+        a3 = i32x4.add(a3, i32x4.dot_i16x8_s(x, v128.load8x8_s(wr3 + o + 24)));
+        const xd = rowScales(wr0, wr1, wr2, wr3, o - 2);
+        const sumA = transposeSum(a0, a1, a2, a3);
+        sa = f32x4.add(sa, f32x4.mul(f32x4.convert_i32x4_s(sumA), f32x4.mul(xd, f32x4.splat(load<f32>(da + (<usize> b << 2))))));
+      }
+      storeLanes(out + (<usize> (t * outStride + r) << 2), sa, r1 - r);
+    }
+  }
 }
 
 /**
@@ -585,6 +731,7 @@ export function relaxedDot(a: i32, b: i32): i32 {
 // which is how the probe tells). With 2 the nibble kernels (Q4_0, Q4_K) sum up to 8 i16 dots
 // (i16x8.relaxed_dot_i8x16_i7x16_s: a pair of products ≤ 2·15·128 each, 8 of them < 2^15) and
 // widen once (pmaddwd, by ones or by the sub-block's scale): 2 instructions a dot rather than 5.
+// With 2 Q8_0 (mmQ8_0) multiplies sign-extended i16 pairs instead (q80Matmul16).
 // Every form sums the same exact integers, so the results are the same bit for bit.
 let dotMode: i32 = 0;
 const DOT_PROBE: usize = memory.data<i8>([-127, -127, -127, -127, -1, -1, -1, -1], 16);
