@@ -57,7 +57,7 @@ function randomBlocks(bytes: number, bb: number, halves: number[]): Uint8Array {
 
 const N = 2048;
 const M = 44; // 11 groups of 4: chunks of odd group counts in the tiles
-const ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 16, 35, 64];
+const ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 15, 16, 35, 64];
 
 /** tiledRows / groupedRows (Q4_0) and q4kRows (Q4_K) of assembly/index.ts. */
 function groupedRows(T: number): number {
