@@ -13,7 +13,8 @@
 import * as https from "node:https";
 import { isIP } from "node:net";
 import { Readable } from "node:stream";
-import { checkServerIdentity, type PeerCertificate, rootCertificates } from "node:tls";
+import { rootCertificates } from "node:tls";
+import { identityCheck } from "../rpc/mod.ts";
 import type { ApiTlsMaterial } from "../tls/mod.ts";
 
 /** What this agent trusts in a member's HTTPS API. */
@@ -77,18 +78,10 @@ export function fetchOverTls(
       // A connection of its own: one pooled by address would skip the check of this node id.
       agent: false,
       ca: trust.ca,
-      checkServerIdentity: (host: string, cert: PeerCertificate) => {
-        let first: Error | undefined;
-        for (const name of [nodeId, ...trust.names, host]) {
-          const e = checkServerIdentity(name, cert);
-          if (!e) return undefined;
-          first ??= e;
-        }
-        first!.message = `the HTTPS certificate of ${nodeId}'s API names neither ${nodeId}, ` +
-          `${trust.names.length ? `a name of this agent's API certificate, ` : ""}nor ${host}: ` +
-          first!.message;
-        return first;
-      },
+      checkServerIdentity: identityCheck(
+        [nodeId, ...trust.names],
+        `the HTTPS certificate of ${nodeId}'s API`,
+      ),
     }, (res) => {
       const out = new Headers();
       for (const [name, value] of Object.entries(res.headers)) {

@@ -28,6 +28,7 @@ export {
   createRpcTransport,
   EndpointError,
   endpointUrl,
+  identityCheck,
   type RpcProtocol,
   type RpcTransport,
   type RpcTransportOptions,

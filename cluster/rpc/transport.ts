@@ -135,9 +135,9 @@ class GuardedSessionManager extends Http2SessionManager {
  * A server certificate passes when it names one of `names` (a peer's node id, a name given) or
  * the address dialled. Agents dial each other at their advertised addresses, which certificates
  * made before the cluster's addresses were known (pod IPs, DHCP) do not list: checking the
- * address alone refused every peer. The error names them all.
+ * address alone refused every peer. The error names them all, `what` the certificate is.
  */
-function identityCheck(names: readonly string[]) {
+export function identityCheck(names: readonly string[], what = "the certificate") {
   return (host: string, cert: PeerCertificate): Error | undefined => {
     let first: Error | undefined;
     for (const name of [...names, host]) {
@@ -145,7 +145,7 @@ function identityCheck(names: readonly string[]) {
       if (!e) return undefined;
       first ??= e;
     }
-    first!.message = `the certificate names none of ${names.map((n) => `"${n}"`).join(", ")} ` +
+    first!.message = `${what} names none of ${names.map((n) => `"${n}"`).join(", ")} ` +
       `nor ${host}: ${first!.message}`;
     return first;
   };
