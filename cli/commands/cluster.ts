@@ -13,6 +13,7 @@ import {
   NodeState,
   PlacementSchema,
 } from "../../proto/mod.ts";
+import { type StageCandidate, tileChain } from "../../cluster/pipeline/mod.ts";
 import { withAgent } from "../client.ts";
 import { printJson } from "../common.ts";
 import { formatBytes, layerBar, palette, table } from "../format.ts";
@@ -231,9 +232,9 @@ export function clusterCommand() {
 
 /**
  * What other agents serve when the responder places nothing: the model with the most layers
- * held by live agents other than the responder, the ranges that tile it from layer 0, and
- * whether they reach its last layer (known when the responder knows the model; else when they
- * tile without a gap). Null when the responder holds layers itself (its placement error says
+ * held by live agents other than the responder, the ranges that tile it from layer 0 (as a head
+ * tiles a chain: pipeline tileChain), and whether they reach its last layer (known when the
+ * responder knows the model; else the furthest layer any holds). Null when the responder holds layers itself (its placement error says
  * what is missing) or no other agent holds any.
  */
 export function servedElsewhere(
@@ -253,23 +254,24 @@ export function servedElsewhere(
   let bestHeld = 0;
   for (const [model, hosts] of byModel) {
     const held = hosts.reduce((n, h) => n + h.hosted!.toLayer - h.hosted!.fromLayer, 0);
-    const total = Math.max(...hosts.map((n) => n.hosted!.totalLayers));
-    const stages: { node: string; from: number; to: number }[] = [];
-    let at = 0;
-    for (;;) {
-      const next = hosts.filter((n) => n.hosted!.fromLayer === at)
-        .sort((a, b) => b.hosted!.toLayer - a.hosted!.toLayer)[0];
-      if (!next) break;
-      stages.push({ node: next.id, from: at, to: next.hosted!.toLayer });
-      at = next.hosted!.toLayer;
-    }
-    const tiled = stages.length > 0 && hosts.every((n) => n.hosted!.toLayer <= at);
-    const whole = total > 0 ? at >= total : tiled;
-    const shown = whole ? stages : hosts.map((n) => ({
-      node: n.id,
+    const ranges: StageCandidate[] = hosts.map((n) => ({
+      id: n.id,
+      status: "alive",
+      model,
       from: n.hosted!.fromLayer,
       to: n.hosted!.toLayer,
-    })).sort((a, b) => a.from - b.from);
+    }));
+    // The model's length where the responder knows it; else the furthest layer any one holds.
+    const total = Math.max(...hosts.map((n) => n.hosted!.totalLayers));
+    const chain = tileChain(
+      ranges,
+      model,
+      total || Math.max(...ranges.map((r) => r.to)),
+      new Set(),
+    );
+    const whole = Array.isArray(chain);
+    const shown = (whole ? chain : ranges.toSorted((a, b) => a.from - b.from))
+      .map((r) => ({ node: r.id, from: r.from, to: r.to }));
     if (!best || (whole && !best.whole) || (whole === best.whole && held > bestHeld)) {
       best = { model, whole, stages: shown };
       bestHeld = held;
