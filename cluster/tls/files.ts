@@ -104,19 +104,8 @@ export async function loadApiTls(
   } catch (e) {
     throw new TlsConfigError(`cannot read the API's TLS files: ${(e as Error).message}`);
   }
-  if (!matches) {
-    throw new TlsConfigError(
-      `"${files.key}" (--api-tls-key) is not the key of "${files.cert}" (--api-tls-cert)`,
-    );
-  }
-  const from = new Date(leaf.validFrom);
-  const to = new Date(leaf.validTo);
-  if (now < from || now > to) {
-    throw new TlsConfigError(
-      `"${files.cert}" (--api-tls-cert) is valid from ${from.toISOString()} to ` +
-        `${to.toISOString()}, not now`,
-    );
-  }
+  if (!matches) throw notItsKey(files, "--api-tls");
+  checkValidNow(leaf, files.cert, "--api-tls-cert", now);
   return { cert, key, names: subjectNames(leaf) };
 }
 
@@ -124,6 +113,31 @@ export async function loadApiTls(
 export function subjectNames(cert: X509Certificate): string[] {
   return (cert.subjectAltName ?? "").split(/,\s*/).map((n) => /^(?:DNS|IP Address):(.+)$/.exec(n))
     .filter((m) => m !== null).map((m) => m![1]);
+}
+
+/** A key file that is not the certificate file's key (`flag`: "--tls" or "--api-tls"). */
+function notItsKey(files: { cert: string; key: string }, flag: string, hint = ""): TlsConfigError {
+  return new TlsConfigError(
+    `"${files.key}" (${flag}-key) is not the key of "${files.cert}" (${flag}-cert)${hint}`,
+  );
+}
+
+/** Throw unless `cert` (from `path`, given as `flag`) is valid `now`. */
+function checkValidNow(
+  cert: X509Certificate,
+  path: string,
+  flag: string,
+  now: Date,
+  hint = "",
+): void {
+  const from = new Date(cert.validFrom);
+  const to = new Date(cert.validTo);
+  if (now < from || now > to) {
+    throw new TlsConfigError(
+      `"${path}" (${flag}) is valid from ${from.toISOString()} to ${to.toISOString()}, not now` +
+        hint,
+    );
+  }
 }
 
 /** OIDs: the extended key usage extension, and its TLS server purpose. */
@@ -147,24 +161,14 @@ export function checkAgentCertificate(files: TlsFiles, m: TlsMaterial, now = new
     throw new TlsConfigError(`cannot read the TLS files: ${(e as Error).message}`);
   }
   if (!cert.checkPrivateKey(key)) {
-    throw new TlsConfigError(
-      `"${files.key}" (--tls-key) is not the key of "${files.cert}" (--tls-cert); give the key ` +
-        `made with that certificate`,
-    );
+    throw notItsKey(files, "--tls", "; give the key made with that certificate");
   }
   if (!issued) {
     throw new TlsConfigError(
       `"${files.cert}" (--tls-cert) is not signed by the CA "${files.ca}" (--tls-ca); ${HINT}`,
     );
   }
-  const from = new Date(cert.validFrom);
-  const to = new Date(cert.validTo);
-  if (now < from || now > to) {
-    throw new TlsConfigError(
-      `"${files.cert}" (--tls-cert) is valid from ${from.toISOString()} to ${to.toISOString()}, ` +
-        `not now; make a new one with \`llmctl certs add\``,
-    );
-  }
+  checkValidNow(cert, files.cert, "--tls-cert", now, "; make a new one with `llmctl certs add`");
   const purposes = extendedKeyUsage(cert.raw);
   if (purposes && !purposes.includes(SERVER_AUTH)) {
     throw new TlsConfigError(
