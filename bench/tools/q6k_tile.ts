@@ -32,31 +32,21 @@ await compareBuilds({
     const { k } = s;
     const nb = n / 256;
     const rowBytes = nb * 210;
-    const tmp = s.alloc(4 * rowBytes);
-    const ws: number[] = [];
-    for (let c = 0; c < copies; c++) {
-      const w = s.alloc(wData.length);
-      s.u8.set(wData, w);
+    const ws = s.weightCopies(wData, copies, rowBytes, (w, tmp) => {
       if (quads(s)) k.repackQ6K(w, rowBytes, M / 4, tmp);
       else k.repackQ6K(w, M * nb);
-      ws.push(w);
-    }
-    const xa = s.alloc(T * n * 4);
-    new Float32Array(s.mem.buffer, xa, T * n).set(x);
-    const qs = s.alloc(T * n);
-    const ad = s.alloc(T * nb * 4);
-    const bs = s.alloc(T * nb * 64);
-    k.quantizeQ8K(xa, n, T, qs, ad, bs);
+    });
+    const { qs, ad, bs } = s.q8k(x, n, T);
     const form = s.alloc(2 * T * n);
-    const out = s.alloc(T * M * 4);
+    const out = s.output(T * M);
     const scr = s.alloc(3 * n + 4096);
     return {
       run: (c) => {
         if (quads(s)) k.permuteQ6KAct(bs, form, n, T);
         else k.permuteQ6KAct(qs, form, form + T * n, T * n);
-        k.mmK(14, ws[c], rowBytes, nb, qs, ad, bs, T, out, M, 0, M, scr, form);
+        k.mmK(14, ws[c], rowBytes, nb, qs, ad, bs, T, out.at, M, 0, M, scr, form);
       },
-      out: () => new Float32Array(s.mem.buffer, out, T * M).slice(),
+      out: out.read,
     };
   },
 });

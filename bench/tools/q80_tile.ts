@@ -28,27 +28,21 @@ await compareBuilds({
     const { k } = s;
     const nb = n / 32;
     const rowBytes = nb * 34;
-    const tmp = s.alloc(4 * rowBytes);
-    const ws: number[] = [];
-    for (let c = 0; c < copies; c++) {
-      const w = s.alloc(wData.length);
-      s.u8.set(wData, w);
+    const ws = s.weightCopies(wData, copies, rowBytes, (w, tmp) => {
       k.repack4(w, rowBytes, 34, M / 4, tmp);
-      ws.push(w);
-    }
-    const xa = s.alloc(T * n * 4);
-    new Float32Array(s.mem.buffer, xa, T * n).set(x);
+    });
+    const xa = s.floats(x);
     const qs = s.alloc(T * n);
     const ad = s.alloc(T * nb * 4);
     const sBytes = (T * nb * 4 + 63) & ~63;
     const as = s.alloc(sBytes + T * n * 2);
-    const out = s.alloc(T * M * 4);
+    const out = s.output(T * M);
     return {
       run: (c) => {
         k.quantizeQ8(xa, n, T, qs, ad, as, 0, as + sBytes, 0);
-        k.mmQ8_0(ws[c], rowBytes, nb, qs, ad, as + sBytes, T, out, M, 0, M);
+        k.mmQ8_0(ws[c], rowBytes, nb, qs, ad, as + sBytes, T, out.at, M, 0, M);
       },
-      out: () => new Float32Array(s.mem.buffer, out, T * M).slice(),
+      out: out.read,
     };
   },
 });

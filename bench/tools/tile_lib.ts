@@ -51,6 +51,45 @@ export class Side {
   get u8(): Uint8Array {
     return new Uint8Array(this.mem.buffer);
   }
+  /**
+   * `copies` copies of the weights `w` (rows of `rowBytes`), each laid out by `lay(at, tmp)`
+   * with 4 rows of scratch at `tmp`; their addresses.
+   */
+  weightCopies(
+    w: Uint8Array,
+    copies: number,
+    rowBytes: number,
+    lay: (at: number, tmp: number) => void,
+  ): number[] {
+    const tmp = this.alloc(4 * rowBytes);
+    return Array.from({ length: copies }, () => {
+      const at = this.alloc(w.length);
+      this.u8.set(w, at);
+      lay(at, tmp);
+      return at;
+    });
+  }
+  /** `x` copied in; its address. */
+  floats(x: Float32Array): number {
+    const at = this.alloc(x.length * 4);
+    new Float32Array(this.mem.buffer, at, x.length).set(x);
+    return at;
+  }
+  /** The `T` rows of `n` values `x` quantized to Q8_K by this build: quants, scales, sums. */
+  q8k(x: Float32Array, n: number, T: number): { qs: number; ad: number; bs: number } {
+    const nb = n / 256;
+    const xa = this.floats(x);
+    const qs = this.alloc(T * n);
+    const ad = this.alloc(T * nb * 4);
+    const bs = this.alloc(T * nb * 64);
+    this.k.quantizeQ8K(xa, n, T, qs, ad, bs);
+    return { qs, ad, bs };
+  }
+  /** Room for `count` floats of output, and a copy of them. */
+  output(count: number): { at: number; read: () => Float32Array } {
+    const at = this.alloc(count * 4);
+    return { at, read: () => new Float32Array(this.mem.buffer, at, count).slice() };
+  }
 }
 
 let seed = 12345;
