@@ -19,11 +19,17 @@ import { SHARED_LLAMAREF } from "./shared.ts";
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
 /**
- * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and a Q4_K_M mix made as llama-quantize
- * makes it (see q4kmType); and a ~1.1B-parameter qwen3moe (8 experts, 2 used) in Q8_0. The CPU
- * bench's `all` includes them; the memory bench uses 1b_q8_0.
+ * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and Q4_K_M and Q5_K_M mixes made as
+ * llama-quantize makes them (see kmType); and a ~1.1B-parameter qwen3moe (8 experts, 2 used) in
+ * Q8_0. The CPU bench's `all` includes them; the memory bench uses 1b_q8_0.
  */
-export const GENERATED_LARGE = ["1b_q8_0", "1b_q4_0", "1b_q4k_m", "1b_qwen3moe_q8_0"] as const;
+export const GENERATED_LARGE = [
+  "1b_q8_0",
+  "1b_q4_0",
+  "1b_q4k_m",
+  "1b_q5k_m",
+  "1b_qwen3moe_q8_0",
+] as const;
 /** One of GENERATED or GENERATED_LARGE. */
 export type GeneratedModel = typeof GENERATED[number] | typeof GENERATED_LARGE[number];
 
@@ -112,11 +118,11 @@ function mixType(name: string): GGMLType {
 }
 
 /**
- * llama-quantize's Q4_K_M choice for one tensor of an nLayers model: Q6_K for output.weight and
- * for attn_v / ffn_down of the layers `use_more_bits` picks (the first and last eighth, and every
- * third in between), Q4_K for every other matrix.
+ * llama-quantize's Q4_K_M (`base` Q4_K) or Q5_K_M (`base` Q5_K) choice for one tensor of an
+ * nLayers model: Q6_K for output.weight and for attn_v / ffn_down of the layers `use_more_bits`
+ * picks (the first and last eighth, and every third in between), `base` for every other matrix.
  */
-function q4kmType(name: string, nLayers: number): GGMLType {
+function kmType(base: GGMLType, name: string, nLayers: number): GGMLType {
   if (name === "output.weight") return GGMLType.Q6_K;
   const m = /^blk\.(\d+)\.(attn_v|ffn_down)\.weight$/.exec(name);
   if (m) {
@@ -125,7 +131,7 @@ function q4kmType(name: string, nLayers: number): GGMLType {
     const more = i < n8 || i >= Math.floor((7 * nLayers) / 8) || (i - n8) % 3 === 2;
     if (more) return GGMLType.Q6_K;
   }
-  return GGMLType.Q4_K;
+  return base;
 }
 
 async function* requantized(
@@ -147,6 +153,8 @@ async function makeMix(
   f32Path: string,
   out: string,
   typeOf: (name: string, nLayers: number) => GGMLType,
+  /** general.file_type (llama_ftype) of the mix */
+  fileType: number,
 ): Promise<void> {
   const src = await openGGUF(f32Path);
   try {
@@ -157,7 +165,7 @@ async function makeMix(
       type: t.dims.length >= 2 ? typeOf(t.name, nLayers) : GGMLType.F32,
     }));
     const metadata = src.metadata.entries().map((e) =>
-      e.key === "general.file_type" ? { ...e, value: 15 } : e // LLAMA_FTYPE_MOSTLY_Q4_K_M
+      e.key === "general.file_type" ? { ...e, value: fileType } : e
     );
     await writeGGUFFile(
       out,
@@ -183,18 +191,23 @@ export async function generatedModel(which: GeneratedModel): Promise<string> {
   } else if (which === "1b_q8_0" || which === "1b_q4_0") {
     console.error(`bench: generating the 1.1B-parameter ${which.slice(3)} model (once)…`);
     await makeGGUF(which.slice(3), tmp, SHAPES.m1b);
-  } else if (which === "1b_q4k_m") {
+  } else if (which === "1b_q4k_m" || which === "1b_q5k_m") {
     const f32 = `${dir}m1b-f32.gguf`;
     if (!(await exists(f32))) {
       console.error("bench: generating the 1.1B-parameter F32 model (4.4 GB, once)…");
       await makeGGUF("f32", f32, SHAPES.m1b);
     }
-    console.error("bench: quantizing it to a Q4_K_M mix (once, a few minutes)…");
-    await makeMix(f32, tmp, q4kmType);
+    const q5 = which === "1b_q5k_m";
+    console.error(
+      `bench: quantizing it to a ${q5 ? "Q5_K_M" : "Q4_K_M"} mix (once, a few minutes)…`,
+    );
+    const base = q5 ? GGMLType.Q5_K : GGMLType.Q4_K;
+    // LLAMA_FTYPE_MOSTLY_Q5_K_M = 17, LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
+    await makeMix(f32, tmp, (name, n) => kmType(base, name, n), q5 ? 17 : 15);
   } else if (which === "q4k_mix") {
     const f32 = `${dir}m110-f32.gguf`;
     if (!(await exists(f32))) await makeGGUF("f32", f32);
-    await makeMix(f32, tmp, mixType);
+    await makeMix(f32, tmp, mixType, 15);
   } else {
     await makeGGUF(which, tmp);
   }

@@ -9,6 +9,9 @@
  *   operand (assembly/index.ts, Q8G).
  * - Q4_K: full 4-row groups as byte quads, super-block by super-block (repackQ4K: the 4 rows'
  *   headers, then quant quad k of row r at 64 + 16k + 4r); rows after them as the file has them.
+ * - Q5_K: full 4-row groups as class quads (repackQ5K: per super-block the 4 rows' headers, then
+ *   the 5th bits and the nibbles of each class, the elements c, c + 8, c + 16, c + 24 of a
+ *   sub-block, as one byte quad of each row); rows after them as the file has them.
  * - Q6_K: full 4-row groups as byte quads (repackQ6K: per super-block the 4 rows' quants, 3
  *   vectors per group of 16, the 6-bit quants re-packed so that each 16-byte vector unpacks to
  *   a quad of each row, and their header: scales, then d; super-blocks in pairs, both headers then
@@ -55,7 +58,9 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
       ar.k.flipQ8(w.off + first * w.rowBytes, ((w.nRows - first) * w.rowBytes) / 34);
       w.q8Flipped = true;
     }
-  } else if (w.type === GGMLType.Q4_K || w.type === GGMLType.Q6_K) {
+  } else if (
+    w.type === GGMLType.Q4_K || w.type === GGMLType.Q5_K || w.type === GGMLType.Q6_K
+  ) {
     if (w.nRows >= 4) repackK(mem, w);
   }
 }
@@ -95,17 +100,18 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
   w.repackedRows = groups * 4;
 }
 
-/** Lay out a Q4_K or Q6_K weight's full 4-row groups as quads (in place). */
+/** Lay out a Q4_K, Q5_K or Q6_K weight's full 4-row groups as quads (in place). */
 function repackK(mem: Memories, w: WWeight): void {
   const k = mem.arenas[w.arena].k;
-  const q4 = w.type === GGMLType.Q4_K;
   const groups = inGroups(mem, w, (tmp, groups) => {
-    if (q4) k.repackQ4K(w.off, w.rowBytes, groups, tmp);
+    if (w.type === GGMLType.Q4_K) k.repackQ4K(w.off, w.rowBytes, groups, tmp);
+    else if (w.type === GGMLType.Q5_K) k.repackQ5K(w.off, w.rowBytes, groups, tmp);
     else k.repackQ6K(w.off, w.rowBytes, groups, tmp);
   });
   // bb: row views keep to whole groups (weightRows)
-  w.bb = q4 ? 144 : 210;
-  if (q4) w.q4kQuads = true;
+  w.bb = typeInfo(w.type)!.typeSize;
+  if (w.type === GGMLType.Q4_K) w.q4kQuads = true;
+  else if (w.type === GGMLType.Q5_K) w.q5kQuads = true;
   else w.q6kQuads = true;
   w.repackedRows = groups * 4;
 }
@@ -143,6 +149,10 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     }
     return [out, 0];
   }
+  if (w.q5kQuads) {
+    if (id >= w.repackedRows) return [src, rowOff];
+    return [q5kFileRow(src, w, id), 0];
+  }
   if (w.q6kQuads) {
     if (id >= w.repackedRows) return [src, rowOff];
     return [q6kFileRow(src, w, id), 0];
@@ -177,6 +187,33 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     unflipQ8(rowSrc.subarray(0, w.rowBytes));
   }
   return [rowSrc, rowOff];
+}
+
+/**
+ * Row `id` of a Q5_K weight's 4-row groups (see repackQ5K) in the file's layout: per super-block
+ * (704 bytes) the rows' headers at 16r, then qh vector c at 64 + 16c and nibble vector c of pair
+ * p at 192 + 128p + 16c, row r's byte m of each at 4r + m holding qh[c + 8m] and
+ * qs[32p + c + 8m].
+ */
+function q5kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
+  const out = scratchRow(w.rowBytes);
+  const group = w.off + (id - (id & 3)) * w.rowBytes;
+  const r = id & 3;
+  for (let b = 0; b < w.rowBytes / 176; b++) {
+    const blk = group + 704 * b;
+    const o = 176 * b;
+    out.set(src.subarray(blk + 16 * r, blk + 16 * r + 16), o);
+    for (let c = 0; c < 8; c++) {
+      for (let m = 0; m < 4; m++) {
+        const at = 16 * c + 4 * r + m;
+        out[o + 16 + c + 8 * m] = src[blk + 64 + at];
+        for (let p = 0; p < 4; p++) {
+          out[o + 48 + 32 * p + c + 8 * m] = src[blk + 192 + 128 * p + at];
+        }
+      }
+    }
+  }
+  return out;
 }
 
 const Q6 = new Uint8Array(256);

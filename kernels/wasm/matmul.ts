@@ -93,6 +93,9 @@ function q4kRows(rows: number): number {
   return rows - tiled >= 3 ? tiled + 4 : tiled;
 }
 
+/** Activation rows up to which Q5_K weights run the class-quad kernel (assembly/index.ts). */
+const Q5K_ROWS_MAX = 3;
+
 /** The activation rows in 8-row tiles, the last padded from 6 rows (tiledRows in assembly/index.ts). */
 function tiledRows(rows: number): number {
   return (rows & 7) >= 6 ? (rows + 7) & ~7 : rows & ~7;
@@ -181,17 +184,22 @@ export class Matmuls {
     const q4kBytes = isK ? align((q4kRows(rows) / 4) * nb * 1104) + align(rows * nb * 16) : 0;
     // … and the Q6_K kernel's: every row's 16-element sums as i16 (after those)
     const q6kBytes = isK ? align(rows * nb * 32) : 0;
+    // … and, decoding a few rows, the Q5_K kernel's: the quants class-major and every row's
+    // 32-element sums as i16 (permuteQ5KAct; more rows take the generic path's q16)
+    const q5kClass = w.type === GGMLType.Q5_K && rows <= Q5K_ROWS_MAX;
+    const q5kBytes = isK ? align(rows * n) + align(rows * nb * 16) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
       st.actRows !== rows || st.actN !== n || (pnForm && st.actPN !== pnForm)
     ) {
       st.actBuf = -1;
       const actOff = st.act.ensure(
-        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes,
+        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes + q5kBytes,
       );
       st.actQ16 = false;
       st.actQ4K = false;
       st.actQ6K = false;
+      st.actQ5K = false;
       let src = X.off;
       if (w.arena !== 0) {
         src = st.xin.ensure(rows * n * 4);
@@ -230,7 +238,7 @@ export class Matmuls {
     const q16Off = actOff + qsBytes + dBytes + sBytes;
     const q4kOff = q16Off + q16Bytes;
     const q6k = w.type === GGMLType.Q6_K;
-    if (isK && w.type !== GGMLType.Q4_K && !q6k && !st.actQ16) {
+    if (isK && w.type !== GGMLType.Q4_K && !q6k && !q5kClass && !st.actQ16) {
       k.permuteQ8K(actOff, q16Off, rows * n);
       st.actQ16 = true;
     }
@@ -243,6 +251,11 @@ export class Matmuls {
       k.permuteQ6KAct(actOff + qsBytes + dBytes, q6kOff, n, rows);
       st.actQ6K = true;
     }
+    const q5kOff = q6kOff + q6kBytes;
+    if (q5kClass && !st.actQ5K) {
+      k.permuteQ5KAct(actOff, actOff + qsBytes + dBytes, q5kOff, n, rows);
+      st.actQ5K = true;
+    }
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
     ctrl[ARENA] = w.arena;
@@ -254,11 +267,18 @@ export class Matmuls {
     // Q8_0 over P/N planes reads them in the sums' slot (it has no use for the sums); the biased
     // kernel reads the sums, and its row groups after them (groupBase in assembly/index.ts)
     ctrl[a + A.AS] = actOff + qsBytes + dBytes + (q8w && !this.biasedQ8 ? sBytes : 0);
-    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K ? q4kOff : q6k ? q6kOff : q16Off;
+    ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K
+      ? q4kOff
+      : q6k
+      ? q6kOff
+      : q5kClass
+      ? q5kOff
+      : q16Off;
     ctrl[a + A.T] = rows;
     if (isK) {
       [ctrl[a + A.SCR], ctrl[a + A.SCR_STRIDE]] = st.threadScratch(
-        3 * n + (n / 16) * 8 + nb * 8 + 64,
+        // decodeRowK's scratch, and after it a Q5_K row gathered out of its group (q5kMatmul)
+        4 * n + (n / 16) * 8 + nb * 8 + 64,
         this.threads,
       );
     }

@@ -42,6 +42,8 @@ export class WWeight implements Weight {
   q8Flipped = false;
   /** Q4_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ4K). */
   q4kQuads = false;
+  /** Q5_K: the first `repackedRows` rows in 4-row groups of class quads (repackQ5K). */
+  q5kQuads = false;
   /** Q6_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ6K). */
   q6kQuads = false;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
@@ -138,6 +140,8 @@ export class ArenaState {
   actQ4K = false;
   /** Whether it carries the Q6_K kernel's group sums as i16 (permuteQ6KAct). */
   actQ6K = false;
+  /** Whether it carries the Q5_K kernel's class-major quants and sums (permuteQ5KAct). */
+  actQ5K = false;
   constructor(readonly arena: Arena) {
     this.act = new Scratch(arena, "activation");
     this.xin = new Scratch(arena, "input copy");

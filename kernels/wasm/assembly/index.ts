@@ -2712,6 +2712,265 @@ function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
   return i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> hi << 32) | <u64> lo)));
 }
 
+// ----------------------------------------------------------------------------- Q5_K, quad groups
+
+// Q5_K keeps ggml's generic order (kernels/quant/kquants_vecdot.ts, vecDotQ5K): per super-block 8
+// class sums (class c: the elements c, c + 8, c + 16, c + 24 of every sub-block of 32), each
+// Σ_j sc_j·Σ q·a exact in i32, then lane_c += (d·yd)·sum_c in f32; sumf −= (dmin·yd)·summ; at the
+// end sumf + lane_0 + … + lane_7. Unlike Q4_K and Q6_K (which moved to an order of their own),
+// Q5_K stays there: the kq-q5_k_m golden moves by up to 0.034 between llama.cpp's own CPU
+// variants, and an order with one float step per super-block left it 0.0214 from llama.cpp's
+// generic C, past the 0.02 tolerance. The order is kept by grouping each class's 4 elements of a
+// sub-block into one byte quad: a relaxed dot of a weight quad with the activation's quad of the
+// same class is then one class's partial sum, exact, and its lanes can be weight rows.
+//
+// Weights (repackQ5K): full 4-row groups, per super-block 704 bytes: the 4 rows' 16-byte headers
+// (d, dmin, scales[12], as Q4_K's: q4kgHeader) at 16r; then qh: vector c (c = 0..7) at 64 + 16c,
+// row r's byte 4r + m = qh[c + 8m]; then the nibbles: vector c of pair p (p = 0..3) at
+// 192 + 128p + 16c, row r's byte 4r + m = qs[32p + c + 8m] (low nibble: sub-block 2p's element
+// c + 8m, high: sub-block 2p + 1's; their 5th bits are bits 2p and 2p + 1 of the qh byte).
+// Rows after the full groups stay as the file has them (the generic path reads them).
+//
+// Activation (permuteQ5KAct): every row's Q8_K quants class-major per super-block, byte
+// 32c + 4j + m = q[32j + c + 8m], then every row's 32-element sums as i16 [T·nb × 8].
+//
+// Decode (up to Q5K_ROWS_MAX activation rows) runs q5kgRow: per class, 4 weight rows × one
+// activation row, the nibbles and their 5th bits unpacked once per pair. Prompts (more rows) run
+// the generic path (decodeRowK, dotRowK) on each row gathered back into the file's layout
+// (q5kFileRow): its decoded row serves every activation row, which costs less per product there.
+const Q5KG: usize = 704;
+const Q5K_ROWS_MAX = 3;
+
+/** Lay out the full 4-row groups (nGroups from w) of a Q5_K matrix as class quads, in place. */
+export function repackQ5K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): void {
+  const nb = rowBytes / 176;
+  const gb = <usize> rowBytes << 2;
+  for (let g = 0; g < nGroups; g++) {
+    const gw = w + <usize> g * gb;
+    memory.copy(tmp, gw, gb);
+    for (let i = 0; i < nb; i++) {
+      const dst = gw + <usize> i * Q5KG;
+      for (let r = 0; r < 4; r++) {
+        const src = tmp + <usize> r * rowBytes + <usize> i * 176;
+        v128.store(dst + (<usize> r << 4), v128.load(src));
+        for (let c = 0; c < 8; c++) {
+          for (let m = 0; m < 4; m++) {
+            const at = (<usize> c << 4) + (<usize> r << 2) + <usize> m;
+            store<u8>(dst + 64 + at, load<u8>(src + 16 + <usize> (c + 8 * m)));
+            for (let p = 0; p < 4; p++) {
+              store<u8>(dst + 192 + (<usize> p << 7) + at, load<u8>(src + 48 + <usize> (32 * p + c + 8 * m)));
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/** Row r (0..3) of the Q5_K group at gw (repackQ5K) back in the file's layout, at dst. */
+function q5kFileRow(gw: usize, r: i32, nb: i32, dst: usize): void {
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q5KG;
+    const o = dst + <usize> i * 176;
+    v128.store(o, v128.load(blk + (<usize> r << 4)));
+    for (let c = 0; c < 8; c++) {
+      for (let m = 0; m < 4; m++) {
+        const at = (<usize> c << 4) + (<usize> r << 2) + <usize> m;
+        store<u8>(o + 16 + <usize> (c + 8 * m), load<u8>(blk + 64 + at));
+        for (let p = 0; p < 4; p++) {
+          store<u8>(o + 48 + <usize> (32 * p + c + 8 * m), load<u8>(blk + 192 + (<usize> p << 7) + at));
+        }
+      }
+    }
+  }
+}
+
+/**
+ * The Q5_K kernel's activation from T Q8_K rows (qs, bsums of quantizeQ8K) into out: the quants
+ * class-major (above), then the rows' 32-element sums as i16.
+ */
+export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i32): void {
+  const blocks = (n >> 8) * T;
+  for (let b = 0; b < blocks; b++) {
+    const src = qs + (<usize> b << 8);
+    const dst = out + (<usize> b << 8);
+    for (let j = 0; j < 8; j++) {
+      // sub-block j's 32 bytes: class c's 4 bytes (c, c + 8, c + 16, c + 24) to 32c + 4j
+      const x0 = v128.load(src + (<usize> j << 5));
+      const x1 = v128.load(src + (<usize> j << 5) + 16);
+      const lo = v128.shuffle<u8>(x0, x1, 0, 8, 16, 24, 1, 9, 17, 25, 2, 10, 18, 26, 3, 11, 19, 27);
+      const hi = v128.shuffle<u8>(x0, x1, 4, 12, 20, 28, 5, 13, 21, 29, 6, 14, 22, 30, 7, 15, 23, 31);
+      const o = dst + (<usize> j << 2);
+      store<i32>(o, i32x4.extract_lane(lo, 0));
+      store<i32>(o + 32, i32x4.extract_lane(lo, 1));
+      store<i32>(o + 64, i32x4.extract_lane(lo, 2));
+      store<i32>(o + 96, i32x4.extract_lane(lo, 3));
+      store<i32>(o + 128, i32x4.extract_lane(hi, 0));
+      store<i32>(o + 160, i32x4.extract_lane(hi, 1));
+      store<i32>(o + 192, i32x4.extract_lane(hi, 2));
+      store<i32>(o + 224, i32x4.extract_lane(hi, 3));
+    }
+  }
+  const bs16 = out + (<usize> blocks << 8);
+  const subs = blocks << 3;
+  for (let s = 0; s < subs; s++) {
+    const b = bsums + (<usize> s << 3);
+    store<i16>(bs16 + (<usize> s << 1), <i16> (load<i32>(b) + load<i32>(b + 4)));
+  }
+}
+
+// The 5th bits of a pair's low (sub-block 2p) and high (2p + 1) nibbles at bit 4 of each byte,
+// from a qh vector: bits 2p and 2p + 1 moved there (16-bit shifts by at most 4 keep each byte's
+// bit 4 within its byte).
+@inline function q5kHigh(h: v128, p: i32, hi: bool, m10: v128): v128 {
+  const b = 2 * p + (hi ? 1 : 0);
+  if (b < 4) return v128.and(i16x8.shl(h, 4 - b), m10);
+  if (b == 4) return v128.and(h, m10);
+  return v128.and(i16x8.shr_u(h, b - 4), m10);
+}
+
+// One class's pair p of the group at blk for one activation row (its class quads xa: sub-blocks
+// 0-3, xb: 4-7): the dots of the two sub-blocks, scaled, added to t.
+@inline function q5kPair(W16: bool, blk: usize, c: usize, p: i32, h: v128, xa: v128, xb: v128, t: v128, scr: usize, m4: v128, m10: v128): v128 {
+  const v = v128.load(blk + 192 + (<usize> p << 7) + (c << 4));
+  const lo = v128.or(v128.and(v, m4), q5kHigh(h, p, false, m10));
+  const hi = v128.or(hiNibM(v, m4), q5kHigh(h, p, true, m10));
+  const x = p < 2 ? xa : xb;
+  let xl: v128, xh: v128;
+  if ((p & 1) == 0) {
+    xl = v128.shuffle<i32>(x, x, 0, 0, 0, 0);
+    xh = v128.shuffle<i32>(x, x, 1, 1, 1, 1);
+  } else {
+    xl = v128.shuffle<i32>(x, x, 2, 2, 2, 2);
+    xh = v128.shuffle<i32>(x, x, 3, 3, 3, 3);
+  }
+  const z = i32x4.splat(0);
+  t = kmadd(W16, t, kdot(W16, xl, lo, z), v128.load(scr + 384 + (<usize> (2 * p) << 4)));
+  return kmadd(W16, t, kdot(W16, xh, hi, z), v128.load(scr + 384 + (<usize> (2 * p + 1) << 4)));
+}
+
+// One activation row (class-major quants at a, scales at ad, sub-block sums at bs16) against the
+// 4 weight rows of the group at gw, lanes = weight rows, in ggml's generic order (above). Scratch
+// at scr: the decoded header (q4kgHeader), the 8 class lanes' float sums (scr + 256), the
+// sub-block scales in kmadd's form (scr + 384: taken 8 times each).
+@inline function q5kgRow(W16: bool, gw: usize, nb: i32, a: usize, ad: usize, bs16: usize, scr: usize): v128 {
+  const m4 = mask4();
+  const m10 = i8x16.splat(0x10);
+  const lanes = scr + 256;
+  for (let c: usize = 0; c < 8; c++) v128.store(lanes + (c << 4), f32x4.splat(0));
+  let sumf = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q5KG;
+    const qa = a + (<usize> i << 8);
+    q4kgHeader(blk, scr);
+    for (let j: usize = 0; j < 8; j++) v128.store(scr + 384 + (j << 4), kpair(W16, v128.load(scr + (j << 4))));
+    const y = f32x4.splat(load<f32>(ad + (<usize> i << 2)));
+    const d = f32x4.mul(v128.load(scr + 192), y);
+    for (let c: usize = 0; c < 8; c++) {
+      const h = v128.load(blk + 64 + (c << 4));
+      const xa = v128.load(qa + (c << 5));
+      const xb = v128.load(qa + (c << 5) + 16);
+      let t = i32x4.splat(0);
+      t = q5kPair(W16, blk, c, 0, h, xa, xb, t, scr, m4, m10);
+      t = q5kPair(W16, blk, c, 1, h, xa, xb, t, scr, m4, m10);
+      t = q5kPair(W16, blk, c, 2, h, xa, xb, t, scr, m4, m10);
+      t = q5kPair(W16, blk, c, 3, h, xa, xb, t, scr, m4, m10);
+      const l = lanes + (c << 4);
+      v128.store(l, f32x4.add(v128.load(l), f32x4.mul(d, f32x4.convert_i32x4_s(t))));
+    }
+    // summ: the min pairs (lanes = rows) against this row's sub-block sums, pair p in every lane
+    const bs = v128.load(bs16 + (<usize> i << 4));
+    const summ = i32x4.add(
+      i32x4.add(
+        i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(bs, bs, 0, 0, 0, 0)),
+        i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(bs, bs, 1, 1, 1, 1)),
+      ),
+      i32x4.add(
+        i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(bs, bs, 2, 2, 2, 2)),
+        i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(bs, bs, 3, 3, 3, 3)),
+      ),
+    );
+    sumf = f32x4.sub(sumf, f32x4.mul(f32x4.mul(v128.load(scr + 208), y), f32x4.convert_i32x4_s(summ)));
+  }
+  for (let c: usize = 0; c < 8; c++) sumf = f32x4.add(sumf, v128.load(lanes + (c << 4)));
+  return sumf;
+}
+
+// One Q5_K row as the file has it (rows after the full groups) · one activation row in the
+// class-major form, in the same order; rare, so plain. Scratch: 8 floats at lanes.
+function q5kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize, lanes: usize): f32 {
+  for (let c: usize = 0; c < 8; c++) store<f32>(lanes + (c << 2), 0);
+  let sumf: f32 = 0;
+  for (let i = 0; i < nb; i++) {
+    const x = wr + <usize> i * 176;
+    const qa = a + (<usize> i << 8);
+    const yd = load<f32>(ad + (<usize> i << 2));
+    const d = f16At(x) * yd;
+    const dmin = f16At(x + 2) * yd;
+    for (let c = 0; c < 8; c++) {
+      let s = 0;
+      for (let j = 0; j < 8; j++) {
+        let sj = 0;
+        for (let m = 0; m < 4; m++) {
+          const e = c + 8 * m;
+          const nib = (<i32> load<u8>(x + 48 + <usize> (32 * (j >> 1) + e)) >> (4 * (j & 1))) & 15;
+          const q = nib | (((<i32> load<u8>(x + 16 + <usize> e) >> j) & 1) << 4);
+          sj += q * <i32> load<i8>(qa + <usize> (32 * c + 4 * j + m));
+        }
+        s += kScaleMin(x + 4, j, false) * sj;
+      }
+      const l = lanes + (<usize> c << 2);
+      store<f32>(l, load<f32>(l) + d * <f32> s);
+    }
+    let summ = 0;
+    for (let j = 0; j < 8; j++) {
+      summ += kScaleMin(x + 4, j, true) * <i32> load<i16>(bs16 + (<usize> (i * 8 + j) << 1));
+    }
+    sumf -= dmin * <f32> summ;
+  }
+  for (let c: usize = 0; c < 8; c++) sumf += load<f32>(lanes + (c << 2));
+  return sumf;
+}
+
+// Q5_K rows [r0, r1) × T activation rows (see above). Up to Q5K_ROWS_MAX rows, aq16 holds the
+// class-major form (permuteQ5KAct); more, permuteQ8K's (the generic path's).
+function q5kMatmul(W16: bool, w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, abs_: usize, T: i32, out: usize, outStride: i32, r0: i32, r1: i32, scr: usize, aq16: usize): void {
+  const full = r0 + ((r1 - r0) & ~3);
+  if (T <= Q5K_ROWS_MAX) {
+    const bs16 = aq16 + (<usize> (T * nb) << 8);
+    for (let r = r0; r < full; r += 4) {
+      const gw = w + <usize> r * rowBytes;
+      for (let t = 0; t < T; t++) {
+        const o = <usize> (t * nb);
+        storeRows4(out, outStride, t, r, q5kgRow(W16, gw, nb, aq16 + (o << 8), ad + (o << 2), bs16 + (o << 4), scr));
+      }
+    }
+    for (let r = full; r < r1; r++) {
+      for (let t = 0; t < T; t++) {
+        const o = <usize> (t * nb);
+        const v = q5kRawRow(w + <usize> r * rowBytes, nb, aq16 + (o << 8), ad + (o << 2), bs16 + (o << 4), scr);
+        store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+      }
+    }
+    return;
+  }
+  // the generic path; the groups' rows gathered back into the file's layout first (after
+  // decodeRowK's scratch)
+  const row = w16Base(scr, nb) + (<usize> nb << 9);
+  for (let r = r0; r < r1; r++) {
+    let wr = w + <usize> r * rowBytes;
+    if (r < full) {
+      q5kFileRow(w + <usize> (r & ~3) * rowBytes, r & 3, nb, row);
+      wr = row;
+    }
+    decodeRowK(13, wr, nb, scr);
+    for (let t = 0; t < T; t++) {
+      const v = dotRowK(13, nb, scr, aq16 + (<usize> (t * nb) << 9), ad + (<usize> (t * nb) << 2), abs_ + (<usize> (t * nb) << 6));
+      store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------- Q6_K, quad groups
 
 // Q6_K sums in this engine's order (kernels/quant/kquants_vecdot.ts, vecDotQ6_KQ8_K): per
@@ -3097,6 +3356,12 @@ export function mmK(
     // Q4_K (quad groups), in the engine's dot form
     if (dotWidens()) q4kMatmul16(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
     else q4kMatmul32(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
+    return;
+  }
+  if (kind == 13) {
+    // Q5_K (class quads), in the engine's dot form
+    if (dotWidens()) q5kMatmul(true, w, rowBytes, nb, aq, ad, abs_, T, out, outStride, r0, r1, scr, aq16);
+    else q5kMatmul(false, w, rowBytes, nb, aq, ad, abs_, T, out, outStride, r0, r1, scr, aq16);
     return;
   }
   if (kind == 14) {

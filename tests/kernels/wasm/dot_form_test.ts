@@ -1,5 +1,5 @@
 /**
- * The nibble kernels (Q4_0, Q4_K) and Q8_0 (mmQ8_0, the P/N planes' kernel) have two forms of
+ * The nibble kernels (Q4_0, Q4_K, Q5_K's class quads) and Q8_0 (mmQ8_0, the P/N planes' kernel) have two forms of
  * their integer dots: i32 relaxed dots where the engine runs them as one instruction, and where it
  * emulates them (pmaddubsw + pmaddwd + paddd: x86 without AVX-VNNI) i16 sums widened once (Q4_0,
  * Q4_K) or both operands sign-extended to i16 and multiplied by the exact i16 dot (Q8_0). Each instance probes its own engine
@@ -69,12 +69,13 @@ function q4kRows(T: number): number {
   return T - tiled >= 3 ? tiled + 4 : tiled;
 }
 
-Deno.test("wasm Q4_0, Q4_K and Q8_0: both dot forms (i32 relaxed dots, i16 sums) give the same bits", async () => {
+Deno.test("wasm Q4_0, Q4_K, Q5_K and Q8_0: both dot forms (i32 relaxed dots, i16 sums) give the same bits", async () => {
   await buildWasm();
   const module = new WebAssembly.Module(await Deno.readFile(WASM_URL));
   const q40 = randomBlocks((M * N / 32) * 18, 18, [0]);
   const q4k = randomBlocks((M * N / 256) * 144, 144, [0, 2]);
   const q80 = randomBlocks((M * N / 32) * 34, 34, [0]);
+  const q5k = randomBlocks((M * N / 256) * 176, 176, [0, 2]);
   for (const T of ROWS) {
     const x = new Float32Array(T * N);
     for (let i = 0; i < x.length; i++) x[i] = (rnd() - 0.5) * 8;
@@ -115,6 +116,23 @@ Deno.test("wasm Q4_0, Q4_K and Q8_0: both dot forms (i32 relaxed dots, i16 sums)
         res.push(new Float32Array(mem.buffer, out, T * M).slice());
       }
       {
+        // Q5_K (mmK kind 13: up to 3 rows the class quads, more the generic path); rows
+        // 0..M - 2: a last partial group of 3 rows, read as the file has them
+        const nb = N / 256, rowBytes = nb * 176;
+        const w = alloc(q5k.length);
+        u8().set(q5k, w);
+        k.repackQ5K(w, rowBytes, (M - 1) >> 2, alloc(4 * rowBytes));
+        const qs = alloc(T * N), ad = alloc(T * nb * 4), bs = alloc(T * nb * 64);
+        k.quantizeQ8K(xa, N, T, qs, ad, bs);
+        const form = alloc(T * N * 2 + T * nb * 16);
+        if (T <= 3) k.permuteQ5KAct(qs, bs, form, N, T);
+        else k.permuteQ8K(qs, form, T * N);
+        const out = alloc(T * M * 4);
+        const scr = alloc(5 * N + 4096);
+        k.mmK(13, w, rowBytes, nb, qs, ad, bs, T, out, M, 0, M - 1, scr, form);
+        res.push(new Float32Array(mem.buffer, out, T * M).slice());
+      }
+      {
         // Q8_0 (mmQ8_0 over repack4's groups and the P/N planes, which form 2 does not read)
         const nb = N / 32, rowBytes = nb * 34;
         const w = alloc(q80.length);
@@ -132,7 +150,7 @@ Deno.test("wasm Q4_0, Q4_K and Q8_0: both dot forms (i32 relaxed dots, i16 sums)
       assertEquals(k.dotForm(), form);
       outs.push(res);
     }
-    for (const [i, name] of ["Q4_0", "Q4_K", "Q8_0"].entries()) {
+    for (const [i, name] of ["Q4_0", "Q4_K", "Q5_K", "Q8_0"].entries()) {
       const [a, b] = [outs[0][i], outs[1][i]];
       // (Q8_0 leaves its last output column unwritten: zero in both forms)
       if (!a.every(Number.isFinite) || a.filter((v) => v !== 0).length < a.length / 2) {
