@@ -93,9 +93,6 @@ function q4kRows(rows: number): number {
   return rows - tiled >= 3 ? tiled + 4 : tiled;
 }
 
-/** Activation rows up to which Q5_K weights run the class-quad kernel (assembly/index.ts). */
-const Q5K_ROWS_MAX = 3;
-
 /** The activation rows in 8-row tiles, the last padded from 6 rows (tiledRows in assembly/index.ts). */
 function tiledRows(rows: number): number {
   return (rows & 7) >= 6 ? (rows + 7) & ~7 : rows & ~7;
@@ -184,9 +181,9 @@ export class Matmuls {
     const q4kBytes = isK ? align((q4kRows(rows) / 4) * nb * 1104) + align(rows * nb * 16) : 0;
     // … and the Q6_K kernel's: every row's 16-element sums as i16 (after those)
     const q6kBytes = isK ? align(rows * nb * 32) : 0;
-    // … and, decoding a few rows, the Q5_K kernel's: the quants class-major and every row's
-    // 32-element sums as i16 (permuteQ5KAct; more rows take the generic path's q16)
-    const q5kClass = w.type === GGMLType.Q5_K && rows <= Q5K_ROWS_MAX;
+    // … and the Q5_K kernel's: the quants class-major and every row's 32-element sums as i16
+    // (permuteQ5KAct)
+    const q5kClass = w.type === GGMLType.Q5_K;
     const q5kBytes = isK ? align(rows * n) + align(rows * nb * 16) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
@@ -277,8 +274,7 @@ export class Matmuls {
     ctrl[a + A.T] = rows;
     if (isK) {
       [ctrl[a + A.SCR], ctrl[a + A.SCR_STRIDE]] = st.threadScratch(
-        // decodeRowK's scratch, and after it a Q5_K row gathered out of its group (q5kMatmul)
-        4 * n + (n / 16) * 8 + nb * 8 + 64,
+        3 * n + (n / 16) * 8 + nb * 8 + 1024,
         this.threads,
       );
     }

@@ -2309,6 +2309,12 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
   if (W16) return i16x8.add(c, i16x8.relaxed_dot_i8x16_i7x16_s(x, b));
   return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, b, c);
 }
+// kdot into nothing: the i16 form's dot alone (kdot would add it to zero).
+@inline function kdot0(W16: bool, x: v128, b: v128): v128 {
+  if (W16) return i16x8.relaxed_dot_i8x16_i7x16_s(x, b);
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(x, b, i32x4.splat(0));
+}
+
 @inline function kmadd(W16: bool, t: v128, c: v128, s: v128): v128 {
   if (W16) return i32x4.add(t, i32x4.dot_i16x8_s(c, s));
   return madd32(t, c, s);
@@ -2734,12 +2740,9 @@ function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
 // Activation (permuteQ5KAct): every row's Q8_K quants class-major per super-block, byte
 // 32c + 4j + m = q[32j + c + 8m], then every row's 32-element sums as i16 [T·nb × 8].
 //
-// Decode (up to Q5K_ROWS_MAX activation rows) runs q5kgRow: per class, 4 weight rows × one
-// activation row, the nibbles and their 5th bits unpacked once per pair. Prompts (more rows) run
-// the generic path (decodeRowK, dotRowK) on each row gathered back into the file's layout
-// (q5kFileRow): its decoded row serves every activation row, which costs less per product there.
+// Kernels: per class, 4 weight rows × one activation row (q5kgRow: decode) or 4 (q5kgRows4:
+// prompts, several sessions), the nibbles and their 5th bits unpacked once per pair for them.
 const Q5KG: usize = 704;
-const Q5K_ROWS_MAX = 3;
 
 /** Lay out the full 4-row groups (nGroups from w) of a Q5_K matrix as class quads, in place. */
 export function repackQ5K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): void {
@@ -2761,24 +2764,6 @@ export function repackQ5K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): vo
               store<u8>(dst + 192 + (<usize> p << 7) + at, load<u8>(src + 48 + <usize> (32 * p + c + 8 * m)));
             }
           }
-        }
-      }
-    }
-  }
-}
-
-/** Row r (0..3) of the Q5_K group at gw (repackQ5K) back in the file's layout, at dst. */
-function q5kFileRow(gw: usize, r: i32, nb: i32, dst: usize): void {
-  for (let i = 0; i < nb; i++) {
-    const blk = gw + <usize> i * Q5KG;
-    const o = dst + <usize> i * 176;
-    v128.store(o, v128.load(blk + (<usize> r << 4)));
-    for (let c = 0; c < 8; c++) {
-      for (let m = 0; m < 4; m++) {
-        const at = (<usize> c << 4) + (<usize> r << 2) + <usize> m;
-        store<u8>(o + 16 + <usize> (c + 8 * m), load<u8>(blk + 64 + at));
-        for (let p = 0; p < 4; p++) {
-          store<u8>(o + 48 + <usize> (32 * p + c + 8 * m), load<u8>(blk + 192 + (<usize> p << 7) + at));
         }
       }
     }
@@ -2844,9 +2829,8 @@ export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i3
     xl = v128.shuffle<i32>(x, x, 2, 2, 2, 2);
     xh = v128.shuffle<i32>(x, x, 3, 3, 3, 3);
   }
-  const z = i32x4.splat(0);
-  t = kmadd(W16, t, kdot(W16, xl, lo, z), v128.load(scr + 384 + (<usize> (2 * p) << 4)));
-  return kmadd(W16, t, kdot(W16, xh, hi, z), v128.load(scr + 384 + (<usize> (2 * p + 1) << 4)));
+  t = kmadd(W16, t, kdot0(W16, xl, lo), v128.load(scr + 384 + (<usize> (2 * p) << 4)));
+  return kmadd(W16, t, kdot0(W16, xh, hi), v128.load(scr + 384 + (<usize> (2 * p + 1) << 4)));
 }
 
 // One activation row (class-major quants at a, scales at ad, sub-block sums at bs16) against the
@@ -2932,40 +2916,126 @@ function q5kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize, lanes: 
   return sumf;
 }
 
-// Q5_K rows [r0, r1) × T activation rows (see above). Up to Q5K_ROWS_MAX rows, aq16 holds the
-// class-major form (permuteQ5KAct); more, permuteQ8K's (the generic path's).
-function q5kMatmul(W16: bool, w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, abs_: usize, T: i32, out: usize, outStride: i32, r0: i32, r1: i32, scr: usize, aq16: usize): void {
-  const full = r0 + ((r1 - r0) & ~3);
-  if (T <= Q5K_ROWS_MAX) {
-    const bs16 = aq16 + (<usize> (T * nb) << 8);
-    for (let r = r0; r < full; r += 4) {
-      const gw = w + <usize> r * rowBytes;
-      for (let t = 0; t < T; t++) {
-        const o = <usize> (t * nb);
-        storeRows4(out, outStride, t, r, q5kgRow(W16, gw, nb, aq16 + (o << 8), ad + (o << 2), bs16 + (o << 4), scr));
+// Pair p of class c for activation row k of a 4-row tile (its class quads at ak): the dots of the
+// pair's unpacked nibbles lo, hi with the row's quads of sub-blocks 2p and 2p + 1, scaled (sl, sh:
+// their scales in kmadd's form), added to t.
+@inline function q5kTileDot(W16: bool, ak: usize, p: usize, lo: v128, hi: v128, sl: v128, sh: v128, t: v128): v128 {
+  t = kmadd(W16, t, kdot0(W16, v128.load32_splat(ak + (p << 3)), lo), sl);
+  return kmadd(W16, t, kdot0(W16, v128.load32_splat(ak + (p << 3) + 4), hi), sh);
+}
+
+// q5kgRow for 4 activation rows (class-major quants at a + k·as, k = 0..3; scales at ad + k·ds;
+// sub-block sums at bs16 + k·bss): the group's nibbles and 5th bits are unpacked once for the
+// four; results stored at out rows t..t + 3. Scratch: the header, the rows' d·yd (scr + 256), the
+// paired scales (scr + 384), then the float lanes (scr + 512: class c of row k at 64c + 16k).
+@inline function q5kgRows4(
+  W16: bool,
+  gw: usize, nb: i32, a: usize, as: usize, ad: usize, ds: usize, bs16: usize, bss: usize, scr: usize,
+  out: usize, outStride: i32, t: i32, r: i32,
+): void {
+  const m4 = mask4();
+  const m10 = i8x16.splat(0x10);
+  const lanes = scr + 512;
+  for (let c: usize = 0; c < 32; c++) v128.store(lanes + (c << 4), f32x4.splat(0));
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q5KG;
+    q4kgHeader(blk, scr);
+    for (let j: usize = 0; j < 8; j++) v128.store(scr + 384 + (j << 4), kpair(W16, v128.load(scr + (j << 4))));
+    const adi = ad + (<usize> i << 2);
+    const y0 = f32x4.splat(load<f32>(adi));
+    const y1 = f32x4.splat(load<f32>(adi + ds));
+    const y2 = f32x4.splat(load<f32>(adi + 2 * ds));
+    const y3 = f32x4.splat(load<f32>(adi + 3 * ds));
+    // d·yd of each activation row (scr + 256), taken for every class
+    const dv = v128.load(scr + 192);
+    v128.store(scr + 256, f32x4.mul(dv, y0));
+    v128.store(scr + 272, f32x4.mul(dv, y1));
+    v128.store(scr + 288, f32x4.mul(dv, y2));
+    v128.store(scr + 304, f32x4.mul(dv, y3));
+    const a0 = a + (<usize> i << 8);
+    for (let c: usize = 0; c < 8; c++) {
+      const h = v128.load(blk + 64 + (c << 4));
+      const ac = a0 + (c << 5);
+      let t0 = i32x4.splat(0), t1 = i32x4.splat(0), t2 = i32x4.splat(0), t3 = i32x4.splat(0);
+      for (let p: usize = 0; p < 4; p++) {
+        const v = v128.load(blk + 192 + (p << 7) + (c << 4));
+        const lo = v128.or(v128.and(v, m4), q5kHigh(h, <i32> p, false, m10));
+        const hi = v128.or(hiNibM(v, m4), q5kHigh(h, <i32> p, true, m10));
+        const sl = v128.load(scr + 384 + (p << 5));
+        const sh = v128.load(scr + 400 + (p << 5));
+        t0 = q5kTileDot(W16, ac, p, lo, hi, sl, sh, t0);
+        t1 = q5kTileDot(W16, ac + as, p, lo, hi, sl, sh, t1);
+        t2 = q5kTileDot(W16, ac + 2 * as, p, lo, hi, sl, sh, t2);
+        t3 = q5kTileDot(W16, ac + 3 * as, p, lo, hi, sl, sh, t3);
       }
+      const l = lanes + (c << 6);
+      v128.store(l, f32x4.add(v128.load(l), f32x4.mul(v128.load(scr + 256), f32x4.convert_i32x4_s(t0))));
+      v128.store(l + 16, f32x4.add(v128.load(l + 16), f32x4.mul(v128.load(scr + 272), f32x4.convert_i32x4_s(t1))));
+      v128.store(l + 32, f32x4.add(v128.load(l + 32), f32x4.mul(v128.load(scr + 288), f32x4.convert_i32x4_s(t2))));
+      v128.store(l + 48, f32x4.add(v128.load(l + 48), f32x4.mul(v128.load(scr + 304), f32x4.convert_i32x4_s(t3))));
     }
-    for (let r = full; r < r1; r++) {
-      for (let t = 0; t < T; t++) {
-        const o = <usize> (t * nb);
-        const v = q5kRawRow(w + <usize> r * rowBytes, nb, aq16 + (o << 8), ad + (o << 2), bs16 + (o << 4), scr);
-        store<f32>(out + (<usize> (t * outStride + r) << 2), v);
-      }
-    }
-    return;
+    const mv = v128.load(scr + 208);
+    const bsi = bs16 + (<usize> i << 4);
+    f0 = f32x4.sub(f0, f32x4.mul(f32x4.mul(mv, y0), f32x4.convert_i32x4_s(q5kMins(scr, bsi))));
+    f1 = f32x4.sub(f1, f32x4.mul(f32x4.mul(mv, y1), f32x4.convert_i32x4_s(q5kMins(scr, bsi + bss))));
+    f2 = f32x4.sub(f2, f32x4.mul(f32x4.mul(mv, y2), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 2 * bss))));
+    f3 = f32x4.sub(f3, f32x4.mul(f32x4.mul(mv, y3), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 3 * bss))));
   }
-  // the generic path; the groups' rows gathered back into the file's layout first (after
-  // decodeRowK's scratch)
-  const row = w16Base(scr, nb) + (<usize> nb << 9);
-  for (let r = r0; r < r1; r++) {
-    let wr = w + <usize> r * rowBytes;
-    if (r < full) {
-      q5kFileRow(w + <usize> (r & ~3) * rowBytes, r & 3, nb, row);
-      wr = row;
+  for (let c: usize = 0; c < 8; c++) {
+    const l = lanes + (c << 6);
+    f0 = f32x4.add(f0, v128.load(l));
+    f1 = f32x4.add(f1, v128.load(l + 16));
+    f2 = f32x4.add(f2, v128.load(l + 32));
+    f3 = f32x4.add(f3, v128.load(l + 48));
+  }
+  storeRows4(out, outStride, t, r, f0);
+  storeRows4(out, outStride, t + 1, r, f1);
+  storeRows4(out, outStride, t + 2, r, f2);
+  storeRows4(out, outStride, t + 3, r, f3);
+}
+
+// summ of the 4 weight rows (lanes; their min pairs in the decoded header at scr + 128) against
+// one activation row's 8 sub-block sums at bs.
+@inline function q5kMins(scr: usize, bs: usize): v128 {
+  const b = v128.load(bs);
+  return i32x4.add(
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(b, b, 0, 0, 0, 0)),
+      i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(b, b, 1, 1, 1, 1)),
+    ),
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(b, b, 2, 2, 2, 2)),
+      i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(b, b, 3, 3, 3, 3)),
+    ),
+  );
+}
+
+// Q5_K rows [r0, r1) × T activation rows (see above; aq16: permuteQ5KAct's form): the activation
+// rows 4 at a time (q5kgRows4), the last 1-3 one by one (q5kgRow); rows after the full groups in
+// the file's layout (q5kRawRow).
+function q5kMatmul(W16: bool, w: usize, rowBytes: i32, nb: i32, ad: usize, T: i32, out: usize, outStride: i32, r0: i32, r1: i32, scr: usize, aq16: usize): void {
+  const full = r0 + ((r1 - r0) & ~3);
+  const tiled = T & ~3;
+  const bs16 = aq16 + (<usize> (T * nb) << 8);
+  const as = <usize> nb << 8;
+  const ds = <usize> nb << 2;
+  const bss = <usize> nb << 4;
+  for (let r = r0; r < full; r += 4) {
+    const gw = w + <usize> r * rowBytes;
+    for (let t = 0; t < tiled; t += 4) {
+      const o = <usize> (t * nb);
+      q5kgRows4(W16, gw, nb, aq16 + (o << 8), as, ad + (o << 2), ds, bs16 + (o << 4), bss, scr, out, outStride, t, r);
     }
-    decodeRowK(13, wr, nb, scr);
+    for (let t = tiled; t < T; t++) {
+      const o = <usize> (t * nb);
+      storeRows4(out, outStride, t, r, q5kgRow(W16, gw, nb, aq16 + (o << 8), ad + (o << 2), bs16 + (o << 4), scr));
+    }
+  }
+  for (let r = full; r < r1; r++) {
     for (let t = 0; t < T; t++) {
-      const v = dotRowK(13, nb, scr, aq16 + (<usize> (t * nb) << 9), ad + (<usize> (t * nb) << 2), abs_ + (<usize> (t * nb) << 6));
+      const o = <usize> (t * nb);
+      const v = q5kRawRow(w + <usize> r * rowBytes, nb, aq16 + (o << 8), ad + (o << 2), bs16 + (o << 4), scr);
       store<f32>(out + (<usize> (t * outStride + r) << 2), v);
     }
   }
@@ -3360,8 +3430,8 @@ export function mmK(
   }
   if (kind == 13) {
     // Q5_K (class quads), in the engine's dot form
-    if (dotWidens()) q5kMatmul(true, w, rowBytes, nb, aq, ad, abs_, T, out, outStride, r0, r1, scr, aq16);
-    else q5kMatmul(false, w, rowBytes, nb, aq, ad, abs_, T, out, outStride, r0, r1, scr, aq16);
+    if (dotWidens()) q5kMatmul(true, w, rowBytes, nb, ad, T, out, outStride, r0, r1, scr, aq16);
+    else q5kMatmul(false, w, rowBytes, nb, ad, T, out, outStride, r0, r1, scr, aq16);
     return;
   }
   if (kind == 14) {

@@ -116,17 +116,16 @@ Deno.test("wasm Q4_0, Q4_K, Q5_K and Q8_0: both dot forms (i32 relaxed dots, i16
         res.push(new Float32Array(mem.buffer, out, T * M).slice());
       }
       {
-        // Q5_K (mmK kind 13: up to 3 rows the class quads, more the generic path); rows
-        // 0..M - 2: a last partial group of 3 rows, read as the file has them
+        // Q5_K (mmK kind 13 over the class quads); rows 0..M - 2: a last partial group of 3
+        // rows, read as the file has them
         const nb = N / 256, rowBytes = nb * 176;
         const w = alloc(q5k.length);
         u8().set(q5k, w);
         k.repackQ5K(w, rowBytes, (M - 1) >> 2, alloc(4 * rowBytes));
         const qs = alloc(T * N), ad = alloc(T * nb * 4), bs = alloc(T * nb * 64);
         k.quantizeQ8K(xa, N, T, qs, ad, bs);
-        const form = alloc(T * N * 2 + T * nb * 16);
-        if (T <= 3) k.permuteQ5KAct(qs, bs, form, N, T);
-        else k.permuteQ8K(qs, form, T * N);
+        const form = alloc(T * N + T * nb * 16);
+        k.permuteQ5KAct(qs, bs, form, N, T);
         const out = alloc(T * M * 4);
         const scr = alloc(5 * N + 4096);
         k.mmK(13, w, rowBytes, nb, qs, ad, bs, T, out, M, 0, M - 1, scr, form);

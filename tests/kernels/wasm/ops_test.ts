@@ -70,7 +70,7 @@ for (const threads of [1, 2]) {
         // n: a few blocks (plus an odd count for float types); m: not a multiple of 4 or threads
         const ns = block === 1 ? [37, 300] : block === 32 ? [96, 320] : [256, 768];
         for (const n of ns) {
-          for (const [m, rows] of [[13, 1], [70, 5], [9, 3]]) {
+          for (const [m, rows] of [[13, 1], [70, 5], [9, 3], [21, 12]]) {
             await compareMatmul(wasm, ref, type, name, n, m, rows, seed++);
           }
         }
