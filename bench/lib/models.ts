@@ -19,8 +19,8 @@ import { SHARED_LLAMAREF } from "./shared.ts";
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
 /**
- * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and Q4_K_M and Q5_K_M mixes made as
- * llama-quantize makes them (see kmType); and a ~1.1B-parameter qwen3moe (8 experts, 2 used) in
+ * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and Q3_K_M, Q4_K_M and Q5_K_M mixes made
+ * as llama-quantize makes them (see kmType, q3kmType); and a ~1.1B-parameter qwen3moe (8 experts, 2 used) in
  * Q8_0. The CPU bench's `all` includes them; the memory bench uses 1b_q8_0.
  */
 export const GENERATED_LARGE = [
@@ -28,6 +28,7 @@ export const GENERATED_LARGE = [
   "1b_q4_0",
   "1b_q4k_m",
   "1b_q5k_m",
+  "1b_q3k_m",
   "1b_qwen3moe_q8_0",
 ] as const;
 /** One of GENERATED or GENERATED_LARGE. */
@@ -134,6 +135,23 @@ function kmType(base: GGMLType, name: string, nLayers: number): GGMLType {
   return base;
 }
 
+/**
+ * llama-quantize's Q3_K_M choice for one tensor of an nLayers llama: Q6_K for output.weight; attn_v
+ * Q5_K in the first 2 layers, Q4_K after; ffn_down Q5_K in the first nLayers / 16, Q4_K after
+ * (llama is not falcon); attn_output Q4_K; Q3_K for every other matrix.
+ */
+function q3kmType(name: string, nLayers: number): GGMLType {
+  if (name === "output.weight") return GGMLType.Q6_K;
+  const m = /^blk\.(\d+)\.(attn_v|ffn_down|attn_output)\.weight$/.exec(name);
+  if (m) {
+    const i = Number(m[1]);
+    if (m[2] === "attn_output") return GGMLType.Q4_K;
+    const first = m[2] === "attn_v" ? 2 : Math.floor(nLayers / 16);
+    return i < first ? GGMLType.Q5_K : GGMLType.Q4_K;
+  }
+  return GGMLType.Q3_K;
+}
+
 async function* requantized(
   src: GGUFFile,
   tensors: { type: GGMLType }[],
@@ -191,19 +209,21 @@ export async function generatedModel(which: GeneratedModel): Promise<string> {
   } else if (which === "1b_q8_0" || which === "1b_q4_0") {
     console.error(`bench: generating the 1.1B-parameter ${which.slice(3)} model (once)…`);
     await makeGGUF(which.slice(3), tmp, SHAPES.m1b);
-  } else if (which === "1b_q4k_m" || which === "1b_q5k_m") {
+  } else if (which === "1b_q4k_m" || which === "1b_q5k_m" || which === "1b_q3k_m") {
     const f32 = `${dir}m1b-f32.gguf`;
     if (!(await exists(f32))) {
       console.error("bench: generating the 1.1B-parameter F32 model (4.4 GB, once)…");
       await makeGGUF("f32", f32, SHAPES.m1b);
     }
-    const q5 = which === "1b_q5k_m";
-    console.error(
-      `bench: quantizing it to a ${q5 ? "Q5_K_M" : "Q4_K_M"} mix (once, a few minutes)…`,
-    );
-    const base = q5 ? GGMLType.Q5_K : GGMLType.Q4_K;
-    // LLAMA_FTYPE_MOSTLY_Q5_K_M = 17, LLAMA_FTYPE_MOSTLY_Q4_K_M = 15
-    await makeMix(f32, tmp, (name, n) => kmType(base, name, n), q5 ? 17 : 15);
+    const mix = which.slice(3).toUpperCase().replace("K_M", "_K_M");
+    console.error(`bench: quantizing it to a ${mix} mix (once, a few minutes)…`);
+    // llama_ftype: LLAMA_FTYPE_MOSTLY_Q3_K_M = 12, Q4_K_M = 15, Q5_K_M = 17
+    if (which === "1b_q3k_m") await makeMix(f32, tmp, q3kmType, 12);
+    else {
+      const q5 = which === "1b_q5k_m";
+      const base = q5 ? GGMLType.Q5_K : GGMLType.Q4_K;
+      await makeMix(f32, tmp, (name, n) => kmType(base, name, n), q5 ? 17 : 15);
+    }
   } else if (which === "q4k_mix") {
     const f32 = `${dir}m110-f32.gguf`;
     if (!(await exists(f32))) await makeGGUF("f32", f32);

@@ -82,9 +82,11 @@ export interface Kernels {
   ): void;
   flipQ8(w: number, nBlocks: number): void;
   repackQ4K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
+  repackQ3K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ5K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ6K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   permuteQ5KAct(qs: number, bsums: number, out: number, n: number, T: number): void;
+  permuteQ3KAct(qs: number, out: number, n: number, T: number): void;
   permuteQ6KAct(bsums: number, bs16: number, n: number, T: number): void;
   permuteQ4KAct(qs: number, ad: number, bsums: number, out: number, n: number, T: number): void;
   attention(

@@ -9,6 +9,9 @@
  *   operand (assembly/index.ts, Q8G).
  * - Q4_K: full 4-row groups as byte quads, super-block by super-block (repackQ4K: the 4 rows'
  *   headers, then quant quad k of row r at 64 + 16k + 4r); rows after them as the file has them.
+ * - Q3_K: full 4-row groups as class quads (repackQ3K: per super-block the hmask and quant bytes
+ *   of each class, the elements c, c + 8m of a 32-element span, as one byte quad of each row, then
+ *   the 4 rows' scale words and d); rows after them as the file has them.
  * - Q5_K: full 4-row groups as class quads (repackQ5K: per super-block the 4 rows' headers, then
  *   the 5th bits and the nibbles of each class, the elements c, c + 8, c + 16, c + 24 of a
  *   sub-block, as one byte quad of each row); rows after them as the file has them.
@@ -59,7 +62,8 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
       w.q8Flipped = true;
     }
   } else if (
-    w.type === GGMLType.Q4_K || w.type === GGMLType.Q5_K || w.type === GGMLType.Q6_K
+    w.type === GGMLType.Q3_K || w.type === GGMLType.Q4_K || w.type === GGMLType.Q5_K ||
+    w.type === GGMLType.Q6_K
   ) {
     if (w.nRows >= 4) repackK(mem, w);
   }
@@ -100,18 +104,20 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
   w.repackedRows = groups * 4;
 }
 
-/** Lay out a Q4_K, Q5_K or Q6_K weight's full 4-row groups as quads (in place). */
+/** Lay out a Q3_K, Q4_K, Q5_K or Q6_K weight's full 4-row groups as quads (in place). */
 function repackK(mem: Memories, w: WWeight): void {
   const k = mem.arenas[w.arena].k;
   const groups = inGroups(mem, w, (tmp, groups) => {
     if (w.type === GGMLType.Q4_K) k.repackQ4K(w.off, w.rowBytes, groups, tmp);
     else if (w.type === GGMLType.Q5_K) k.repackQ5K(w.off, w.rowBytes, groups, tmp);
+    else if (w.type === GGMLType.Q3_K) k.repackQ3K(w.off, w.rowBytes, groups, tmp);
     else k.repackQ6K(w.off, w.rowBytes, groups, tmp);
   });
   // bb: row views keep to whole groups (weightRows)
   w.bb = typeInfo(w.type)!.typeSize;
   if (w.type === GGMLType.Q4_K) w.q4kQuads = true;
   else if (w.type === GGMLType.Q5_K) w.q5kQuads = true;
+  else if (w.type === GGMLType.Q3_K) w.q3kQuads = true;
   else w.q6kQuads = true;
   w.repackedRows = groups * 4;
 }
@@ -152,6 +158,10 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
   if (w.q5kQuads) {
     if (id >= w.repackedRows) return [src, rowOff];
     return [q5kFileRow(src, w, id), 0];
+  }
+  if (w.q3kQuads) {
+    if (id >= w.repackedRows) return [src, rowOff];
+    return [q3kFileRow(src, w, id), 0];
   }
   if (w.q6kQuads) {
     if (id >= w.repackedRows) return [src, rowOff];
@@ -212,6 +222,36 @@ function q5kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
         }
       }
     }
+  }
+  return out;
+}
+
+/**
+ * Row `id` of a Q3_K weight's 4-row groups (see repackQ3K) in the file's layout: per super-block
+ * (440 bytes) hmask vector c at 16c and quant vectors at 128 + 128h + 16c, row r's byte m of each
+ * at 4r + m holding hmask[c + 8m] and qs[32h + c + 8m]; then the rows' scale words at 384 + 4r,
+ * 400 + 4r, 416 + 4r and d at 432 + 2r.
+ */
+function q3kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
+  const out = scratchRow(w.rowBytes);
+  const group = w.off + (id - (id & 3)) * w.rowBytes;
+  const r = id & 3;
+  for (let b = 0; b < w.rowBytes / 110; b++) {
+    const blk = group + 440 * b;
+    const o = 110 * b;
+    for (let c = 0; c < 8; c++) {
+      for (let m = 0; m < 4; m++) {
+        const at = 16 * c + 4 * r + m;
+        out[o + c + 8 * m] = src[blk + at];
+        out[o + 32 + c + 8 * m] = src[blk + 128 + at];
+        out[o + 64 + c + 8 * m] = src[blk + 256 + at];
+      }
+    }
+    for (let j = 0; j < 3; j++) {
+      out.set(src.subarray(blk + 384 + 16 * j + 4 * r, blk + 388 + 16 * j + 4 * r), o + 96 + 4 * j);
+    }
+    out[o + 108] = src[blk + 432 + 2 * r];
+    out[o + 109] = src[blk + 433 + 2 * r];
   }
   return out;
 }

@@ -185,18 +185,22 @@ export class Matmuls {
     // (permuteQ5KAct)
     const q5kClass = w.type === GGMLType.Q5_K;
     const q5kBytes = isK ? align(rows * n) + align(rows * nb * 16) : 0;
+    // … and the Q3_K kernel's: the quants class-major and their corrections (permuteQ3KAct)
+    const q3kBytes = isK ? 2 * align(rows * n) : 0;
     if (
       st.actBuf !== X.id || st.actVersion !== X.version || st.actKind !== kind ||
       st.actRows !== rows || st.actN !== n || (pnForm && st.actPN !== pnForm)
     ) {
       st.actBuf = -1;
       const actOff = st.act.ensure(
-        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes + q5kBytes,
+        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes + q5kBytes +
+          q3kBytes,
       );
       st.actQ16 = false;
       st.actQ4K = false;
       st.actQ6K = false;
       st.actQ5K = false;
+      st.actQ3K = false;
       let src = X.off;
       if (w.arena !== 0) {
         src = st.xin.ensure(rows * n * 4);
@@ -235,7 +239,8 @@ export class Matmuls {
     const q16Off = actOff + qsBytes + dBytes + sBytes;
     const q4kOff = q16Off + q16Bytes;
     const q6k = w.type === GGMLType.Q6_K;
-    if (isK && w.type !== GGMLType.Q4_K && !q6k && !q5kClass && !st.actQ16) {
+    const q3k = w.type === GGMLType.Q3_K;
+    if (isK && w.type !== GGMLType.Q4_K && !q6k && !q5kClass && !q3k && !st.actQ16) {
       k.permuteQ8K(actOff, q16Off, rows * n);
       st.actQ16 = true;
     }
@@ -252,6 +257,11 @@ export class Matmuls {
     if (q5kClass && !st.actQ5K) {
       k.permuteQ5KAct(actOff, actOff + qsBytes + dBytes, q5kOff, n, rows);
       st.actQ5K = true;
+    }
+    const q3kOff = q5kOff + q5kBytes;
+    if (q3k && !st.actQ3K) {
+      k.permuteQ3KAct(actOff, q3kOff, n, rows);
+      st.actQ3K = true;
     }
     const a = ARGS;
     ctrl[OP] = floatsAct ? OP_MMF : isK ? OP_MMK : OP_MM32;
@@ -270,6 +280,8 @@ export class Matmuls {
       ? q6kOff
       : q5kClass
       ? q5kOff
+      : q3k
+      ? q3kOff
       : q16Off;
     ctrl[a + A.T] = rows;
     if (isK) {

@@ -42,6 +42,8 @@ export class WWeight implements Weight {
   q8Flipped = false;
   /** Q4_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ4K). */
   q4kQuads = false;
+  /** Q3_K: the first `repackedRows` rows in 4-row groups of class quads (repackQ3K). */
+  q3kQuads = false;
   /** Q5_K: the first `repackedRows` rows in 4-row groups of class quads (repackQ5K). */
   q5kQuads = false;
   /** Q6_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ6K). */
@@ -142,6 +144,8 @@ export class ArenaState {
   actQ6K = false;
   /** Whether it carries the Q5_K kernel's class-major quants and sums (permuteQ5KAct). */
   actQ5K = false;
+  /** Whether it carries the Q3_K kernel's class-major quants and corrections (permuteQ3KAct). */
+  actQ3K = false;
   constructor(readonly arena: Arena) {
     this.act = new Scratch(arena, "activation");
     this.xin = new Scratch(arena, "input copy");

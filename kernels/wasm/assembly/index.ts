@@ -2718,6 +2718,313 @@ function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
   return i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> hi << 32) | <u64> lo)));
 }
 
+// ----------------------------------------------------------------------------- Q3_K, class quads
+
+// Q3_K keeps ggml's generic order (vecDotQ3_KQ8_K: 8 class lanes, element mod 8; each
+// lane_c += (d·yd)·Σ_g sc_g·Σ q·a over its elements, exact in i32; at the end lane_0 + … +
+// lane_7), for the reason and in the manner of Q5_K: each class's 4 elements of a 32-element chunk
+// k (c, c + 8 of sub-block 2k; c + 16, c + 24 of 2k + 1) are one byte quad. A quant is
+// q = q2 − 4 + 4·hb (q2 the 2-bit value, hb its hmask bit): the dot's 7-bit operand is
+// w = q2 | hb << 2 (0..7), the relaxed i16 dot (pmaddubsw) gives each row's two pairs
+// (sub-blocks 2k and 2k + 1), the activation's 4·(pair sum) comes off them (i16x8.sub), and one
+// pmaddwd by the two sub-blocks' scales sums them into the row's i32 lane — the same exact
+// integers as the generic −4 per element.
+//
+// Weights (repackQ3K): full 4-row groups, per super-block 440 bytes: hmask vector c at 16c (row
+// r's byte 4r + m = hmask[c + 8m]; bit k for chunk k), quants vector (h, c) at 128 + 128h + 16c
+// (row r's byte 4r + m = qs[32h + c + 8m]; bits 2j..2j + 1 for chunk 4h + j), then the scales'
+// words of the 4 rows (lanes): scales[0..3] at 384, [4..7] at 400, [8..11] at 416, then the rows'
+// f16 d at 432. Rows after the full groups stay as the file has them (q3kRawRow).
+//
+// Activation (permuteQ3KAct): every row's Q8_K quants class-major per super-block (as Q5_K's:
+// byte 32c + 4k + m = q[32k + c + 8m]), then as many bytes of corrections: for quad (c, k) the
+// i16 pair 4·(a_c + a_c+8), 4·(a_c+16 + a_c+24) of its chunk.
+const Q3KG: usize = 440;
+
+/** Lay out the full 4-row groups (nGroups from w) of a Q3_K matrix as class quads, in place. */
+export function repackQ3K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): void {
+  const nb = rowBytes / 110;
+  const gb = <usize> rowBytes << 2;
+  for (let g = 0; g < nGroups; g++) {
+    const gw = w + <usize> g * gb;
+    memory.copy(tmp, gw, gb);
+    for (let i = 0; i < nb; i++) {
+      const dst = gw + <usize> i * Q3KG;
+      for (let r = 0; r < 4; r++) {
+        const src = tmp + <usize> r * rowBytes + <usize> i * 110;
+        for (let c = 0; c < 8; c++) {
+          for (let m = 0; m < 4; m++) {
+            const at = (<usize> c << 4) + (<usize> r << 2) + <usize> m;
+            const l = <usize> (c + 8 * m);
+            store<u8>(dst + at, load<u8>(src + l));
+            store<u8>(dst + 128 + at, load<u8>(src + 32 + l));
+            store<u8>(dst + 256 + at, load<u8>(src + 64 + l));
+          }
+        }
+        store<u32>(dst + 384 + (<usize> r << 2), load<u32>(src + 96));
+        store<u32>(dst + 400 + (<usize> r << 2), load<u32>(src + 100));
+        store<u32>(dst + 416 + (<usize> r << 2), load<u32>(src + 104));
+        store<u16>(dst + 432 + (<usize> r << 1), load<u16>(src + 108));
+      }
+    }
+  }
+}
+
+/**
+ * The Q3_K kernel's activation from T Q8_K rows (qs of quantizeQ8K) into out: the quants
+ * class-major, then the corrections (above).
+ */
+export function permuteQ3KAct(qs: usize, out: usize, n: i32, T: i32): void {
+  const blocks = (n >> 8) * T;
+  classMajor(qs, out, blocks);
+  const corr = out + (<usize> blocks << 8);
+  for (let b: usize = 0; b < (<usize> blocks << 8); b += 16) {
+    v128.store(corr + b, i16x8.shl(i16x8.extadd_pairwise_i8x16_s(v128.load(out + b)), 2));
+  }
+}
+
+// The 4 rows' sub-block scale pairs of each chunk k (8 i16: row r's sc_2k − 32, sc_2k+1 − 32 at
+// lanes 2r, 2r + 1) from the group header at hdr, into scr + 16k; and the rows' d (f32) at
+// scr + 128. q3Scales (kernels/quant/kquants.ts), 4 rows at a time.
+@inline function q3kgHeader(hdr: usize, scr: usize): void {
+  const a0 = v128.load(hdr);
+  const a1 = v128.load(hdr + 16);
+  const tmp = v128.load(hdr + 32);
+  const m0f = i8x16.splat(0x0f);
+  const m03 = i8x16.splat(0x03);
+  const s0 = v128.or(v128.and(a0, m0f), i32x4.shl(v128.and(tmp, m03), 4));
+  const s1 = v128.or(v128.and(a1, m0f), i32x4.shl(v128.and(i32x4.shr_u(tmp, 2), m03), 4));
+  const s2 = v128.or(v128.and(i32x4.shr_u(a0, 4), m0f), i32x4.shl(v128.and(i32x4.shr_u(tmp, 4), m03), 4));
+  const s3 = v128.or(v128.and(i32x4.shr_u(a1, 4), m0f), i32x4.shl(v128.and(i32x4.shr_u(tmp, 6), m03), 4));
+  v128.store(scr, q3kPair(s0));
+  v128.store(scr + 16, q3kPair(i32x4.shr_u(s0, 16)));
+  v128.store(scr + 32, q3kPair(s1));
+  v128.store(scr + 48, q3kPair(i32x4.shr_u(s1, 16)));
+  v128.store(scr + 64, q3kPair(s2));
+  v128.store(scr + 80, q3kPair(i32x4.shr_u(s2, 16)));
+  v128.store(scr + 96, q3kPair(s3));
+  v128.store(scr + 112, q3kPair(i32x4.shr_u(s3, 16)));
+  v128.store(scr + 128, halvesToF32C(i32x4.extend_low_i16x8_u(v128.load64_zero(hdr + 48))));
+}
+
+// Bytes 0 and 1 of each i32 lane as its two i16 lanes, minus 32.
+@inline function q3kPair(s: v128): v128 {
+  const ff = i32x4.splat(0xff);
+  const p = v128.or(v128.and(s, ff), i32x4.shl(v128.and(i32x4.shr_u(s, 8), ff), 16));
+  return i16x8.sub(p, i16x8.splat(32));
+}
+
+// Chunk k's 7-bit operands w = q2 | hb << 2 of one class: its quants vector q (q2 at bits
+// 2(k & 3)) and hmask vector h (hb at bit k). 16-bit shifts by at most 6 keep each byte's bits
+// 0..2 within it.
+@inline function q3kW(q: v128, h: v128, k: i32, m3: v128, m4: v128): v128 {
+  const j = k & 3;
+  const q2 = j == 0 ? v128.and(q, m3) : v128.and(i16x8.shr_u(q, 2 * j), m3);
+  let hb: v128;
+  if (k < 2) hb = v128.and(i16x8.shl(h, 2 - k), m4);
+  else if (k == 2) hb = v128.and(h, m4);
+  else hb = v128.and(i16x8.shr_u(h, k - 2), m4);
+  return v128.or(q2, hb);
+}
+
+// One activation row's class quad (c, k) at ak (its correction at ak + cs) against the 4 rows'
+// operands w: their two pairs, corrected, scaled by sc (chunk k's pairs), added to t.
+@inline function q3kDot(ak: usize, cs: usize, w: v128, sc: v128, t: v128): v128 {
+  const p = i16x8.sub(i16x8.relaxed_dot_i8x16_i7x16_s(v128.load32_splat(ak), w), v128.load32_splat(ak + cs));
+  return i32x4.add(t, i32x4.dot_i16x8_s(p, sc));
+}
+
+// N (1, 2 or 4) activation rows (class-major quants at a + k·as; corrections cs bytes after each;
+// scales at ad + k·ds) against the 4 weight rows of the group at gw, lanes = weight rows: each
+// chunk's operands unpacked once for the N rows; results at out rows t..t + N − 1. Scratch: the
+// header (q3kgHeader), the rows' d·yd (scr + 144), the float lanes (scr + 256: class c of row k at
+// 64c + 16k).
+@inline function q3kgRows(
+  N: i32,
+  gw: usize, nb: i32, a: usize, as: usize, cs: usize, ad: usize, ds: usize, scr: usize,
+  out: usize, outStride: i32, t: i32, r: i32,
+): void {
+  const m3 = i8x16.splat(3);
+  const m4 = i8x16.splat(4);
+  const lanes = scr + 256;
+  for (let c: usize = 0; c < 32; c++) v128.store(lanes + (c << 4), f32x4.splat(0));
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q3KG;
+    q3kgHeader(blk + 384, scr);
+    const dv = v128.load(scr + 128);
+    const adi = ad + (<usize> i << 2);
+    for (let k = 0; k < N; k++) {
+      v128.store(scr + 144 + (<usize> k << 4), f32x4.mul(dv, f32x4.splat(load<f32>(adi + <usize> k * ds))));
+    }
+    const a0 = a + (<usize> i << 8);
+    for (let c: usize = 0; c < 8; c++) {
+      const h = v128.load(blk + (c << 4));
+      const q0 = v128.load(blk + 128 + (c << 4));
+      const q1 = v128.load(blk + 256 + (c << 4));
+      const ac = a0 + (c << 5);
+      // the 8 chunks written out (constant shifts, no branches)
+      let t0 = i32x4.splat(0), t1 = i32x4.splat(0), t2 = i32x4.splat(0), t3 = i32x4.splat(0);
+      let w: v128, sc: v128, ak: usize;
+      w = q3kW(q0, h, 0, m3, m4);
+      sc = v128.load(scr + 0);
+      ak = ac + 0;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      w = q3kW(q0, h, 1, m3, m4);
+      sc = v128.load(scr + 16);
+      ak = ac + 4;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      w = q3kW(q0, h, 2, m3, m4);
+      sc = v128.load(scr + 32);
+      ak = ac + 8;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      w = q3kW(q0, h, 3, m3, m4);
+      sc = v128.load(scr + 48);
+      ak = ac + 12;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      w = q3kW(q1, h, 4, m3, m4);
+      sc = v128.load(scr + 64);
+      ak = ac + 16;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      w = q3kW(q1, h, 5, m3, m4);
+      sc = v128.load(scr + 80);
+      ak = ac + 20;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      w = q3kW(q1, h, 6, m3, m4);
+      sc = v128.load(scr + 96);
+      ak = ac + 24;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      w = q3kW(q1, h, 7, m3, m4);
+      sc = v128.load(scr + 112);
+      ak = ac + 28;
+      t0 = q3kDot(ak, cs, w, sc, t0);
+      if (N >= 2) t1 = q3kDot(ak + as, cs, w, sc, t1);
+      if (N == 4) {
+        t2 = q3kDot(ak + 2 * as, cs, w, sc, t2);
+        t3 = q3kDot(ak + 3 * as, cs, w, sc, t3);
+      }
+      const l = lanes + (c << 6);
+      v128.store(l, f32x4.add(v128.load(l), f32x4.mul(v128.load(scr + 144), f32x4.convert_i32x4_s(t0))));
+      if (N >= 2) {
+        v128.store(l + 16, f32x4.add(v128.load(l + 16), f32x4.mul(v128.load(scr + 160), f32x4.convert_i32x4_s(t1))));
+      }
+      if (N == 4) {
+        v128.store(l + 32, f32x4.add(v128.load(l + 32), f32x4.mul(v128.load(scr + 176), f32x4.convert_i32x4_s(t2))));
+        v128.store(l + 48, f32x4.add(v128.load(l + 48), f32x4.mul(v128.load(scr + 192), f32x4.convert_i32x4_s(t3))));
+      }
+    }
+  }
+  for (let k = 0; k < N; k++) {
+    let f = f32x4.splat(0);
+    for (let c: usize = 0; c < 8; c++) f = f32x4.add(f, v128.load(lanes + (c << 6) + (<usize> k << 4)));
+    storeRows4(out, outStride, t + k, r, f);
+  }
+}
+
+// Scale g (0..15) of the Q3_K block at x, minus 32 (q3Scales).
+@inline function q3kScale(x: usize, g: i32): i32 {
+  const lo = g < 8 ? <i32> load<u8>(x + 96 + <usize> g) & 15 : <i32> load<u8>(x + 88 + <usize> g) >> 4;
+  const hi = (<i32> load<u8>(x + 104 + <usize> (g & 3)) >> (2 * (g >> 2))) & 3;
+  return (lo | (hi << 4)) - 32;
+}
+
+// One Q3_K row as the file has it (rows after the full groups) · one activation row (class-major,
+// its corrections cs bytes on), in the same order; rare, so plain. Scratch: 8 floats at lanes.
+function q3kRawRow(wr: usize, nb: i32, a: usize, ad: usize, lanes: usize): f32 {
+  for (let c: usize = 0; c < 8; c++) store<f32>(lanes + (c << 2), 0);
+  for (let i = 0; i < nb; i++) {
+    const x = wr + <usize> i * 110;
+    const qa = a + (<usize> i << 8);
+    const d = f16At(x + 108) * load<f32>(ad + (<usize> i << 2));
+    for (let c = 0; c < 8; c++) {
+      let s = 0;
+      for (let k = 0; k < 8; k++) {
+        for (let m = 0; m < 4; m++) {
+          const l = c + 8 * m;
+          const q2 = (<i32> load<u8>(x + 32 + <usize> (32 * (k >> 2) + l)) >> (2 * (k & 3))) & 3;
+          const hb = (<i32> load<u8>(x + <usize> l) >> k) & 1;
+          const g = 2 * k + (m >> 1);
+          const sc = q3kScale(x, g);
+          s += sc * (q2 + 4 * hb - 4) * <i32> load<i8>(qa + <usize> (32 * c + 4 * k + m));
+        }
+      }
+      const l = lanes + (<usize> c << 2);
+      store<f32>(l, load<f32>(l) + d * <f32> s);
+    }
+  }
+  let sumf: f32 = 0;
+  for (let c: usize = 0; c < 8; c++) sumf += load<f32>(lanes + (c << 2));
+  return sumf;
+}
+
+// Q3_K rows [r0, r1) × T activation rows (see above; aq16: permuteQ3KAct's form): 4 activation
+// rows at a time, the last 1-3 as 2 + 1; rows after the full groups in the file's layout.
+function q3kMatmul(w: usize, rowBytes: i32, nb: i32, ad: usize, T: i32, out: usize, outStride: i32, r0: i32, r1: i32, scr: usize, aq16: usize): void {
+  const full = r0 + ((r1 - r0) & ~3);
+  const tiled = T & ~3;
+  const cs = <usize> (T * nb) << 8;
+  const as = <usize> nb << 8;
+  const ds = <usize> nb << 2;
+  for (let r = r0; r < full; r += 4) {
+    const gw = w + <usize> r * rowBytes;
+    for (let t = 0; t < tiled; t += 4) {
+      const o = <usize> (t * nb);
+      q3kgRows(4, gw, nb, aq16 + (o << 8), as, cs, ad + (o << 2), ds, scr, out, outStride, t, r);
+    }
+    let t = tiled;
+    if (t + 2 <= T) {
+      const o = <usize> (t * nb);
+      q3kgRows(2, gw, nb, aq16 + (o << 8), as, cs, ad + (o << 2), ds, scr, out, outStride, t, r);
+      t += 2;
+    }
+    if (t < T) {
+      const o = <usize> (t * nb);
+      q3kgRows(1, gw, nb, aq16 + (o << 8), as, cs, ad + (o << 2), ds, scr, out, outStride, t, r);
+    }
+  }
+  for (let r = full; r < r1; r++) {
+    for (let t = 0; t < T; t++) {
+      const o = <usize> (t * nb);
+      const v = q3kRawRow(w + <usize> r * rowBytes, nb, aq16 + (o << 8), ad + (o << 2), scr);
+      store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------- Q5_K, quad groups
 
 // Q5_K keeps ggml's generic order (kernels/quant/kquants_vecdot.ts, vecDotQ5K): per super-block 8
@@ -2740,8 +3047,8 @@ function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
 // Activation (permuteQ5KAct): every row's Q8_K quants class-major per super-block, byte
 // 32c + 4j + m = q[32j + c + 8m], then every row's 32-element sums as i16 [T·nb × 8].
 //
-// Kernels: per class, 4 weight rows × one activation row (q5kgRow: decode) or 4 (q5kgRows4:
-// prompts, several sessions), the nibbles and their 5th bits unpacked once per pair for them.
+// Kernel: per class, 4 weight rows × 1, 2 or 4 activation rows (q5kgRows), the nibbles and their
+// 5th bits unpacked once per pair for them.
 const Q5KG: usize = 704;
 
 /** Lay out the full 4-row groups (nGroups from w) of a Q5_K matrix as class quads, in place. */
@@ -2776,6 +3083,18 @@ export function repackQ5K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): vo
  */
 export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i32): void {
   const blocks = (n >> 8) * T;
+  classMajor(qs, out, blocks);
+  const bs16 = out + (<usize> blocks << 8);
+  const subs = blocks << 3;
+  for (let s = 0; s < subs; s++) {
+    const b = bsums + (<usize> s << 3);
+    store<i16>(bs16 + (<usize> s << 1), <i16> (load<i32>(b) + load<i32>(b + 4)));
+  }
+}
+
+// `blocks` Q8_K super-blocks of quants at qs, class-major into out: byte 32c + 4j + m of a block
+// = its byte 32j + c + 8m (sub-block j's class c quad).
+@inline function classMajor(qs: usize, out: usize, blocks: i32): void {
   for (let b = 0; b < blocks; b++) {
     const src = qs + (<usize> b << 8);
     const dst = out + (<usize> b << 8);
@@ -2796,12 +3115,6 @@ export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i3
       store<i32>(o + 224, i32x4.extract_lane(hi, 3));
     }
   }
-  const bs16 = out + (<usize> blocks << 8);
-  const subs = blocks << 3;
-  for (let s = 0; s < subs; s++) {
-    const b = bsums + (<usize> s << 3);
-    store<i16>(bs16 + (<usize> s << 1), <i16> (load<i32>(b) + load<i32>(b + 4)));
-  }
 }
 
 // The 5th bits of a pair's low (sub-block 2p) and high (2p + 1) nibbles at bit 4 of each byte,
@@ -2814,70 +3127,142 @@ export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i3
   return v128.and(i16x8.shr_u(h, b - 4), m10);
 }
 
-// One class's pair p of the group at blk for one activation row (its class quads xa: sub-blocks
-// 0-3, xb: 4-7): the dots of the two sub-blocks, scaled, added to t.
-@inline function q5kPair(W16: bool, blk: usize, c: usize, p: i32, h: v128, xa: v128, xb: v128, t: v128, scr: usize, m4: v128, m10: v128): v128 {
-  const v = v128.load(blk + 192 + (<usize> p << 7) + (c << 4));
-  const lo = v128.or(v128.and(v, m4), q5kHigh(h, p, false, m10));
-  const hi = v128.or(hiNibM(v, m4), q5kHigh(h, p, true, m10));
-  const x = p < 2 ? xa : xb;
-  let xl: v128, xh: v128;
-  if ((p & 1) == 0) {
-    xl = v128.shuffle<i32>(x, x, 0, 0, 0, 0);
-    xh = v128.shuffle<i32>(x, x, 1, 1, 1, 1);
-  } else {
-    xl = v128.shuffle<i32>(x, x, 2, 2, 2, 2);
-    xh = v128.shuffle<i32>(x, x, 3, 3, 3, 3);
-  }
-  t = kmadd(W16, t, kdot0(W16, xl, lo), v128.load(scr + 384 + (<usize> (2 * p) << 4)));
-  return kmadd(W16, t, kdot0(W16, xh, hi), v128.load(scr + 384 + (<usize> (2 * p + 1) << 4)));
+// Pair p of class c for one activation row of a tile (its class quads at ak): the dots of the
+// pair's unpacked nibbles lo, hi with the row's quads of sub-blocks 2p and 2p + 1, scaled (sl, sh:
+// their scales in kmadd's form), added to t.
+@inline function q5kTileDot(W16: bool, ak: usize, p: usize, lo: v128, hi: v128, sl: v128, sh: v128, t: v128): v128 {
+  t = kmadd(W16, t, kdot0(W16, v128.load32_splat(ak + (p << 3)), lo), sl);
+  return kmadd(W16, t, kdot0(W16, v128.load32_splat(ak + (p << 3) + 4), hi), sh);
 }
 
-// One activation row (class-major quants at a, scales at ad, sub-block sums at bs16) against the
-// 4 weight rows of the group at gw, lanes = weight rows, in ggml's generic order (above). Scratch
-// at scr: the decoded header (q4kgHeader), the 8 class lanes' float sums (scr + 256), the
-// sub-block scales in kmadd's form (scr + 384: taken 8 times each).
-@inline function q5kgRow(W16: bool, gw: usize, nb: i32, a: usize, ad: usize, bs16: usize, scr: usize): v128 {
+// N (1, 2 or 4) activation rows (class-major quants at a + k·as, k < N; scales at ad + k·ds;
+// sub-block sums at bs16 + k·bss) against the 4 weight rows of the group at gw, lanes = weight
+// rows, in ggml's generic order (above): the group's nibbles and 5th bits are unpacked once for
+// the N rows; results stored at out rows t..t + N − 1. Scratch: the header (q4kgHeader), the rows'
+// d·yd (scr + 256), the sub-block scales in kmadd's form (scr + 384), the float lanes (scr + 512:
+// class c of row k at 64c + 16k).
+@inline function q5kgRows(
+  W16: bool, N: i32,
+  gw: usize, nb: i32, a: usize, as: usize, ad: usize, ds: usize, bs16: usize, bss: usize, scr: usize,
+  out: usize, outStride: i32, t: i32, r: i32,
+): void {
   const m4 = mask4();
   const m10 = i8x16.splat(0x10);
-  const lanes = scr + 256;
-  for (let c: usize = 0; c < 8; c++) v128.store(lanes + (c << 4), f32x4.splat(0));
-  let sumf = f32x4.splat(0);
+  const lanes = scr + 512;
+  for (let c: usize = 0; c < 32; c++) v128.store(lanes + (c << 4), f32x4.splat(0));
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
   for (let i = 0; i < nb; i++) {
     const blk = gw + <usize> i * Q5KG;
-    const qa = a + (<usize> i << 8);
     q4kgHeader(blk, scr);
     for (let j: usize = 0; j < 8; j++) v128.store(scr + 384 + (j << 4), kpair(W16, v128.load(scr + (j << 4))));
-    const y = f32x4.splat(load<f32>(ad + (<usize> i << 2)));
-    const d = f32x4.mul(v128.load(scr + 192), y);
+    const adi = ad + (<usize> i << 2);
+    const dv = v128.load(scr + 192);
+    for (let k = 0; k < N; k++) {
+      v128.store(scr + 256 + (<usize> k << 4), f32x4.mul(dv, f32x4.splat(load<f32>(adi + <usize> k * ds))));
+    }
+    const a0 = a + (<usize> i << 8);
     for (let c: usize = 0; c < 8; c++) {
       const h = v128.load(blk + 64 + (c << 4));
-      const xa = v128.load(qa + (c << 5));
-      const xb = v128.load(qa + (c << 5) + 16);
-      let t = i32x4.splat(0);
-      t = q5kPair(W16, blk, c, 0, h, xa, xb, t, scr, m4, m10);
-      t = q5kPair(W16, blk, c, 1, h, xa, xb, t, scr, m4, m10);
-      t = q5kPair(W16, blk, c, 2, h, xa, xb, t, scr, m4, m10);
-      t = q5kPair(W16, blk, c, 3, h, xa, xb, t, scr, m4, m10);
-      const l = lanes + (c << 4);
-      v128.store(l, f32x4.add(v128.load(l), f32x4.mul(d, f32x4.convert_i32x4_s(t))));
+      const ac = a0 + (c << 5);
+      // the 4 pairs written out (constant shifts, no branches: a loop over them ran at 0.7×)
+      let t0 = i32x4.splat(0), t1 = i32x4.splat(0), t2 = i32x4.splat(0), t3 = i32x4.splat(0);
+      let v: v128, lo: v128, hi: v128, sl: v128, sh: v128;
+      v = v128.load(blk + 192 + (c << 4));
+      lo = v128.or(v128.and(v, m4), q5kHigh(h, 0, false, m10));
+      hi = v128.or(hiNibM(v, m4), q5kHigh(h, 0, true, m10));
+      sl = v128.load(scr + 384);
+      sh = v128.load(scr + 400);
+      t0 = q5kTileDot(W16, ac, 0, lo, hi, sl, sh, t0);
+      if (N >= 2) t1 = q5kTileDot(W16, ac + as, 0, lo, hi, sl, sh, t1);
+      if (N == 4) {
+        t2 = q5kTileDot(W16, ac + 2 * as, 0, lo, hi, sl, sh, t2);
+        t3 = q5kTileDot(W16, ac + 3 * as, 0, lo, hi, sl, sh, t3);
+      }
+      v = v128.load(blk + 320 + (c << 4));
+      lo = v128.or(v128.and(v, m4), q5kHigh(h, 1, false, m10));
+      hi = v128.or(hiNibM(v, m4), q5kHigh(h, 1, true, m10));
+      sl = v128.load(scr + 416);
+      sh = v128.load(scr + 432);
+      t0 = q5kTileDot(W16, ac, 1, lo, hi, sl, sh, t0);
+      if (N >= 2) t1 = q5kTileDot(W16, ac + as, 1, lo, hi, sl, sh, t1);
+      if (N == 4) {
+        t2 = q5kTileDot(W16, ac + 2 * as, 1, lo, hi, sl, sh, t2);
+        t3 = q5kTileDot(W16, ac + 3 * as, 1, lo, hi, sl, sh, t3);
+      }
+      v = v128.load(blk + 448 + (c << 4));
+      lo = v128.or(v128.and(v, m4), q5kHigh(h, 2, false, m10));
+      hi = v128.or(hiNibM(v, m4), q5kHigh(h, 2, true, m10));
+      sl = v128.load(scr + 448);
+      sh = v128.load(scr + 464);
+      t0 = q5kTileDot(W16, ac, 2, lo, hi, sl, sh, t0);
+      if (N >= 2) t1 = q5kTileDot(W16, ac + as, 2, lo, hi, sl, sh, t1);
+      if (N == 4) {
+        t2 = q5kTileDot(W16, ac + 2 * as, 2, lo, hi, sl, sh, t2);
+        t3 = q5kTileDot(W16, ac + 3 * as, 2, lo, hi, sl, sh, t3);
+      }
+      v = v128.load(blk + 576 + (c << 4));
+      lo = v128.or(v128.and(v, m4), q5kHigh(h, 3, false, m10));
+      hi = v128.or(hiNibM(v, m4), q5kHigh(h, 3, true, m10));
+      sl = v128.load(scr + 480);
+      sh = v128.load(scr + 496);
+      t0 = q5kTileDot(W16, ac, 3, lo, hi, sl, sh, t0);
+      if (N >= 2) t1 = q5kTileDot(W16, ac + as, 3, lo, hi, sl, sh, t1);
+      if (N == 4) {
+        t2 = q5kTileDot(W16, ac + 2 * as, 3, lo, hi, sl, sh, t2);
+        t3 = q5kTileDot(W16, ac + 3 * as, 3, lo, hi, sl, sh, t3);
+      }
+      const l = lanes + (c << 6);
+      v128.store(l, f32x4.add(v128.load(l), f32x4.mul(v128.load(scr + 256), f32x4.convert_i32x4_s(t0))));
+      if (N >= 2) {
+        v128.store(l + 16, f32x4.add(v128.load(l + 16), f32x4.mul(v128.load(scr + 272), f32x4.convert_i32x4_s(t1))));
+      }
+      if (N == 4) {
+        v128.store(l + 32, f32x4.add(v128.load(l + 32), f32x4.mul(v128.load(scr + 288), f32x4.convert_i32x4_s(t2))));
+        v128.store(l + 48, f32x4.add(v128.load(l + 48), f32x4.mul(v128.load(scr + 304), f32x4.convert_i32x4_s(t3))));
+      }
     }
-    // summ: the min pairs (lanes = rows) against this row's sub-block sums, pair p in every lane
-    const bs = v128.load(bs16 + (<usize> i << 4));
-    const summ = i32x4.add(
-      i32x4.add(
-        i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(bs, bs, 0, 0, 0, 0)),
-        i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(bs, bs, 1, 1, 1, 1)),
-      ),
-      i32x4.add(
-        i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(bs, bs, 2, 2, 2, 2)),
-        i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(bs, bs, 3, 3, 3, 3)),
-      ),
-    );
-    sumf = f32x4.sub(sumf, f32x4.mul(f32x4.mul(v128.load(scr + 208), y), f32x4.convert_i32x4_s(summ)));
+    const mv = v128.load(scr + 208);
+    const bsi = bs16 + (<usize> i << 4);
+    f0 = f32x4.sub(f0, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi))), f32x4.convert_i32x4_s(q5kMins(scr, bsi))));
+    if (N >= 2) {
+      f1 = f32x4.sub(f1, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + ds))), f32x4.convert_i32x4_s(q5kMins(scr, bsi + bss))));
+    }
+    if (N == 4) {
+      f2 = f32x4.sub(f2, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + 2 * ds))), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 2 * bss))));
+      f3 = f32x4.sub(f3, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + 3 * ds))), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 3 * bss))));
+    }
   }
-  for (let c: usize = 0; c < 8; c++) sumf = f32x4.add(sumf, v128.load(lanes + (c << 4)));
-  return sumf;
+  for (let c: usize = 0; c < 8; c++) {
+    const l = lanes + (c << 6);
+    f0 = f32x4.add(f0, v128.load(l));
+    if (N >= 2) f1 = f32x4.add(f1, v128.load(l + 16));
+    if (N == 4) {
+      f2 = f32x4.add(f2, v128.load(l + 32));
+      f3 = f32x4.add(f3, v128.load(l + 48));
+    }
+  }
+  storeRows4(out, outStride, t, r, f0);
+  if (N >= 2) storeRows4(out, outStride, t + 1, r, f1);
+  if (N == 4) {
+    storeRows4(out, outStride, t + 2, r, f2);
+    storeRows4(out, outStride, t + 3, r, f3);
+  }
+}
+
+// summ of the 4 weight rows (lanes; their min pairs in the decoded header at scr + 128) against
+// one activation row's 8 sub-block sums at bs.
+@inline function q5kMins(scr: usize, bs: usize): v128 {
+  const b = v128.load(bs);
+  return i32x4.add(
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(b, b, 0, 0, 0, 0)),
+      i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(b, b, 1, 1, 1, 1)),
+    ),
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(b, b, 2, 2, 2, 2)),
+      i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(b, b, 3, 3, 3, 3)),
+    ),
+  );
 }
 
 // One Q5_K row as the file has it (rows after the full groups) · one activation row in the
@@ -2916,104 +3301,9 @@ function q5kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize, lanes: 
   return sumf;
 }
 
-// Pair p of class c for activation row k of a 4-row tile (its class quads at ak): the dots of the
-// pair's unpacked nibbles lo, hi with the row's quads of sub-blocks 2p and 2p + 1, scaled (sl, sh:
-// their scales in kmadd's form), added to t.
-@inline function q5kTileDot(W16: bool, ak: usize, p: usize, lo: v128, hi: v128, sl: v128, sh: v128, t: v128): v128 {
-  t = kmadd(W16, t, kdot0(W16, v128.load32_splat(ak + (p << 3)), lo), sl);
-  return kmadd(W16, t, kdot0(W16, v128.load32_splat(ak + (p << 3) + 4), hi), sh);
-}
-
-// q5kgRow for 4 activation rows (class-major quants at a + k·as, k = 0..3; scales at ad + k·ds;
-// sub-block sums at bs16 + k·bss): the group's nibbles and 5th bits are unpacked once for the
-// four; results stored at out rows t..t + 3. Scratch: the header, the rows' d·yd (scr + 256), the
-// paired scales (scr + 384), then the float lanes (scr + 512: class c of row k at 64c + 16k).
-@inline function q5kgRows4(
-  W16: bool,
-  gw: usize, nb: i32, a: usize, as: usize, ad: usize, ds: usize, bs16: usize, bss: usize, scr: usize,
-  out: usize, outStride: i32, t: i32, r: i32,
-): void {
-  const m4 = mask4();
-  const m10 = i8x16.splat(0x10);
-  const lanes = scr + 512;
-  for (let c: usize = 0; c < 32; c++) v128.store(lanes + (c << 4), f32x4.splat(0));
-  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
-  for (let i = 0; i < nb; i++) {
-    const blk = gw + <usize> i * Q5KG;
-    q4kgHeader(blk, scr);
-    for (let j: usize = 0; j < 8; j++) v128.store(scr + 384 + (j << 4), kpair(W16, v128.load(scr + (j << 4))));
-    const adi = ad + (<usize> i << 2);
-    const y0 = f32x4.splat(load<f32>(adi));
-    const y1 = f32x4.splat(load<f32>(adi + ds));
-    const y2 = f32x4.splat(load<f32>(adi + 2 * ds));
-    const y3 = f32x4.splat(load<f32>(adi + 3 * ds));
-    // d·yd of each activation row (scr + 256), taken for every class
-    const dv = v128.load(scr + 192);
-    v128.store(scr + 256, f32x4.mul(dv, y0));
-    v128.store(scr + 272, f32x4.mul(dv, y1));
-    v128.store(scr + 288, f32x4.mul(dv, y2));
-    v128.store(scr + 304, f32x4.mul(dv, y3));
-    const a0 = a + (<usize> i << 8);
-    for (let c: usize = 0; c < 8; c++) {
-      const h = v128.load(blk + 64 + (c << 4));
-      const ac = a0 + (c << 5);
-      let t0 = i32x4.splat(0), t1 = i32x4.splat(0), t2 = i32x4.splat(0), t3 = i32x4.splat(0);
-      for (let p: usize = 0; p < 4; p++) {
-        const v = v128.load(blk + 192 + (p << 7) + (c << 4));
-        const lo = v128.or(v128.and(v, m4), q5kHigh(h, <i32> p, false, m10));
-        const hi = v128.or(hiNibM(v, m4), q5kHigh(h, <i32> p, true, m10));
-        const sl = v128.load(scr + 384 + (p << 5));
-        const sh = v128.load(scr + 400 + (p << 5));
-        t0 = q5kTileDot(W16, ac, p, lo, hi, sl, sh, t0);
-        t1 = q5kTileDot(W16, ac + as, p, lo, hi, sl, sh, t1);
-        t2 = q5kTileDot(W16, ac + 2 * as, p, lo, hi, sl, sh, t2);
-        t3 = q5kTileDot(W16, ac + 3 * as, p, lo, hi, sl, sh, t3);
-      }
-      const l = lanes + (c << 6);
-      v128.store(l, f32x4.add(v128.load(l), f32x4.mul(v128.load(scr + 256), f32x4.convert_i32x4_s(t0))));
-      v128.store(l + 16, f32x4.add(v128.load(l + 16), f32x4.mul(v128.load(scr + 272), f32x4.convert_i32x4_s(t1))));
-      v128.store(l + 32, f32x4.add(v128.load(l + 32), f32x4.mul(v128.load(scr + 288), f32x4.convert_i32x4_s(t2))));
-      v128.store(l + 48, f32x4.add(v128.load(l + 48), f32x4.mul(v128.load(scr + 304), f32x4.convert_i32x4_s(t3))));
-    }
-    const mv = v128.load(scr + 208);
-    const bsi = bs16 + (<usize> i << 4);
-    f0 = f32x4.sub(f0, f32x4.mul(f32x4.mul(mv, y0), f32x4.convert_i32x4_s(q5kMins(scr, bsi))));
-    f1 = f32x4.sub(f1, f32x4.mul(f32x4.mul(mv, y1), f32x4.convert_i32x4_s(q5kMins(scr, bsi + bss))));
-    f2 = f32x4.sub(f2, f32x4.mul(f32x4.mul(mv, y2), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 2 * bss))));
-    f3 = f32x4.sub(f3, f32x4.mul(f32x4.mul(mv, y3), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 3 * bss))));
-  }
-  for (let c: usize = 0; c < 8; c++) {
-    const l = lanes + (c << 6);
-    f0 = f32x4.add(f0, v128.load(l));
-    f1 = f32x4.add(f1, v128.load(l + 16));
-    f2 = f32x4.add(f2, v128.load(l + 32));
-    f3 = f32x4.add(f3, v128.load(l + 48));
-  }
-  storeRows4(out, outStride, t, r, f0);
-  storeRows4(out, outStride, t + 1, r, f1);
-  storeRows4(out, outStride, t + 2, r, f2);
-  storeRows4(out, outStride, t + 3, r, f3);
-}
-
-// summ of the 4 weight rows (lanes; their min pairs in the decoded header at scr + 128) against
-// one activation row's 8 sub-block sums at bs.
-@inline function q5kMins(scr: usize, bs: usize): v128 {
-  const b = v128.load(bs);
-  return i32x4.add(
-    i32x4.add(
-      i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(b, b, 0, 0, 0, 0)),
-      i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(b, b, 1, 1, 1, 1)),
-    ),
-    i32x4.add(
-      i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(b, b, 2, 2, 2, 2)),
-      i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(b, b, 3, 3, 3, 3)),
-    ),
-  );
-}
-
-// Q5_K rows [r0, r1) × T activation rows (see above; aq16: permuteQ5KAct's form): the activation
-// rows 4 at a time (q5kgRows4), the last 1-3 one by one (q5kgRow); rows after the full groups in
-// the file's layout (q5kRawRow).
+// Q5_K rows [r0, r1) × T activation rows (see above; aq16: permuteQ5KAct's form): 4 activation
+// rows at a time, the last 1-3 as 2 + 1; rows after the full groups in the file's layout
+// (q5kRawRow).
 function q5kMatmul(W16: bool, w: usize, rowBytes: i32, nb: i32, ad: usize, T: i32, out: usize, outStride: i32, r0: i32, r1: i32, scr: usize, aq16: usize): void {
   const full = r0 + ((r1 - r0) & ~3);
   const tiled = T & ~3;
@@ -3025,11 +3315,17 @@ function q5kMatmul(W16: bool, w: usize, rowBytes: i32, nb: i32, ad: usize, T: i3
     const gw = w + <usize> r * rowBytes;
     for (let t = 0; t < tiled; t += 4) {
       const o = <usize> (t * nb);
-      q5kgRows4(W16, gw, nb, aq16 + (o << 8), as, ad + (o << 2), ds, bs16 + (o << 4), bss, scr, out, outStride, t, r);
+      q5kgRows(W16, 4, gw, nb, aq16 + (o << 8), as, ad + (o << 2), ds, bs16 + (o << 4), bss, scr, out, outStride, t, r);
     }
-    for (let t = tiled; t < T; t++) {
+    let t = tiled;
+    if (t + 2 <= T) {
       const o = <usize> (t * nb);
-      storeRows4(out, outStride, t, r, q5kgRow(W16, gw, nb, aq16 + (o << 8), ad + (o << 2), bs16 + (o << 4), scr));
+      q5kgRows(W16, 2, gw, nb, aq16 + (o << 8), as, ad + (o << 2), ds, bs16 + (o << 4), bss, scr, out, outStride, t, r);
+      t += 2;
+    }
+    if (t < T) {
+      const o = <usize> (t * nb);
+      q5kgRows(W16, 1, gw, nb, aq16 + (o << 8), as, ad + (o << 2), ds, bs16 + (o << 4), bss, scr, out, outStride, t, r);
     }
   }
   for (let r = full; r < r1; r++) {
@@ -3426,6 +3722,11 @@ export function mmK(
     // Q4_K (quad groups), in the engine's dot form
     if (dotWidens()) q4kMatmul16(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
     else q4kMatmul32(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
+    return;
+  }
+  if (kind == 11) {
+    // Q3_K (class quads)
+    q3kMatmul(w, rowBytes, nb, ad, T, out, outStride, r0, r1, scr, aq16);
     return;
   }
   if (kind == 13) {

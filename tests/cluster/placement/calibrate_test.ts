@@ -14,7 +14,6 @@ Deno.test("calibration gives a finite positive speed and takes about its budget"
 
 Deno.test("calibration weighs the node's best round: time lost to neighbours does not count", async () => {
   const be = createReferenceBackend();
-  const quiet = await calibrate(be, 60);
   // Every other round the node loses its core for 20 ms (a neighbour holds it).
   let reads = 0;
   const busy = {
@@ -24,7 +23,15 @@ Deno.test("calibration weighs the node's best round: time lost to neighbours doe
       return await be.read(...args);
     },
   };
-  const shared = await calibrate(busy as typeof be, 60);
-  // An average over the budget would fall to a fraction of the quiet figure.
-  assert(shared > 0.6 * quiet, `quiet ${quiet.toFixed(2)}, shared ${shared.toFixed(2)} GFLOP/s`);
+  // An average over the budget would fall to a fraction of the quiet figure every time; the best
+  // round holds it. Up to 3 tries, each quiet then shared: the test machine has neighbours of its
+  // own, which can take a whole 60 ms budget (a suite run beside a benchmark failed once, 0.40).
+  const seen: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    const quiet = await calibrate(be, 60);
+    const shared = await calibrate(busy as typeof be, 60);
+    if (shared > 0.6 * quiet) return;
+    seen.push(`quiet ${quiet.toFixed(2)}, shared ${shared.toFixed(2)} GFLOP/s`);
+  }
+  assert(false, seen.join("; "));
 });
