@@ -82,6 +82,7 @@ export interface Kernels {
   ): void;
   flipQ8(w: number, nBlocks: number): void;
   repackQ4K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
+  repackQ2K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ3K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ5K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ6K(w: number, rowBytes: number, nGroups: number, tmp: number): void;

@@ -9,6 +9,9 @@
  *   operand (assembly/index.ts, Q8G).
  * - Q4_K: full 4-row groups as byte quads, super-block by super-block (repackQ4K: the 4 rows'
  *   headers, then quant quad k of row r at 64 + 16k + 4r); rows after them as the file has them.
+ * - Q2_K: full 4-row groups as byte quads (repackQ2K: per super-block the 4 rows' quants, quad k
+ *   of row r at 16k + 4r, then their scale bytes transposed, then d and dmin); rows after them as
+ *   the file has them.
  * - Q3_K: full 4-row groups as class quads (repackQ3K: per super-block the hmask and quant bytes
  *   of each class, the elements c, c + 8m of a 32-element span, as one byte quad of each row, then
  *   the 4 rows' scale words and d); rows after them as the file has them.
@@ -62,8 +65,8 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
       w.q8Flipped = true;
     }
   } else if (
-    w.type === GGMLType.Q3_K || w.type === GGMLType.Q4_K || w.type === GGMLType.Q5_K ||
-    w.type === GGMLType.Q6_K
+    w.type === GGMLType.Q2_K || w.type === GGMLType.Q3_K || w.type === GGMLType.Q4_K ||
+    w.type === GGMLType.Q5_K || w.type === GGMLType.Q6_K
   ) {
     if (w.nRows >= 4) repackK(mem, w);
   }
@@ -104,13 +107,14 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
   w.repackedRows = groups * 4;
 }
 
-/** Lay out a Q3_K, Q4_K, Q5_K or Q6_K weight's full 4-row groups as quads (in place). */
+/** Lay out a K-quant weight's full 4-row groups as quads (in place). */
 function repackK(mem: Memories, w: WWeight): void {
   const k = mem.arenas[w.arena].k;
   const groups = inGroups(mem, w, (tmp, groups) => {
     if (w.type === GGMLType.Q4_K) k.repackQ4K(w.off, w.rowBytes, groups, tmp);
     else if (w.type === GGMLType.Q5_K) k.repackQ5K(w.off, w.rowBytes, groups, tmp);
     else if (w.type === GGMLType.Q3_K) k.repackQ3K(w.off, w.rowBytes, groups, tmp);
+    else if (w.type === GGMLType.Q2_K) k.repackQ2K(w.off, w.rowBytes, groups, tmp);
     else k.repackQ6K(w.off, w.rowBytes, groups, tmp);
   });
   // bb: row views keep to whole groups (weightRows)
@@ -118,6 +122,7 @@ function repackK(mem: Memories, w: WWeight): void {
   if (w.type === GGMLType.Q4_K) w.q4kQuads = true;
   else if (w.type === GGMLType.Q5_K) w.q5kQuads = true;
   else if (w.type === GGMLType.Q3_K) w.q3kQuads = true;
+  else if (w.type === GGMLType.Q2_K) w.q2kQuads = true;
   else w.q6kQuads = true;
   w.repackedRows = groups * 4;
 }
@@ -162,6 +167,10 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
   if (w.q3kQuads) {
     if (id >= w.repackedRows) return [src, rowOff];
     return [q3kFileRow(src, w, id), 0];
+  }
+  if (w.q2kQuads) {
+    if (id >= w.repackedRows) return [src, rowOff];
+    return [q2kFileRow(src, w, id), 0];
   }
   if (w.q6kQuads) {
     if (id >= w.repackedRows) return [src, rowOff];
@@ -222,6 +231,30 @@ function q5kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
         }
       }
     }
+  }
+  return out;
+}
+
+/**
+ * Row `id` of a Q2_K weight's 4-row groups (see repackQ2K) in the file's layout: per super-block
+ * (336 bytes) quad k of row r at 16k + 4r (qs[4k..4k + 3]), scale byte g of row r at 256 + 4g + r,
+ * d at 320 + 2r, dmin at 328 + 2r.
+ */
+function q2kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
+  const out = scratchRow(w.rowBytes);
+  const group = w.off + (id - (id & 3)) * w.rowBytes;
+  const r = id & 3;
+  for (let b = 0; b < w.rowBytes / 84; b++) {
+    const blk = group + 336 * b;
+    const o = 84 * b;
+    for (let g = 0; g < 16; g++) out[o + g] = src[blk + 256 + 4 * g + r];
+    for (let k = 0; k < 16; k++) {
+      out.set(src.subarray(blk + 16 * k + 4 * r, blk + 16 * k + 4 * r + 4), o + 16 + 4 * k);
+    }
+    out[o + 80] = src[blk + 320 + 2 * r];
+    out[o + 81] = src[blk + 321 + 2 * r];
+    out[o + 82] = src[blk + 328 + 2 * r];
+    out[o + 83] = src[blk + 329 + 2 * r];
   }
   return out;
 }

@@ -238,7 +238,8 @@ export class Matmuls {
     const actOff = st.act.off;
     const q16Off = actOff + qsBytes + dBytes + sBytes;
     const q4kOff = q16Off + q16Bytes;
-    const q6k = w.type === GGMLType.Q6_K;
+    // Q2_K reads the Q6_K kernel's form too (the 16-element sums), beside the plain quants
+    const q6k = w.type === GGMLType.Q6_K || w.type === GGMLType.Q2_K;
     const q3k = w.type === GGMLType.Q3_K;
     if (isK && w.type !== GGMLType.Q4_K && !q6k && !q5kClass && !q3k && !st.actQ16) {
       k.permuteQ8K(actOff, q16Off, rows * n);

@@ -42,6 +42,8 @@ export class WWeight implements Weight {
   q8Flipped = false;
   /** Q4_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ4K). */
   q4kQuads = false;
+  /** Q2_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ2K). */
+  q2kQuads = false;
   /** Q3_K: the first `repackedRows` rows in 4-row groups of class quads (repackQ3K). */
   q3kQuads = false;
   /** Q5_K: the first `repackedRows` rows in 4-row groups of class quads (repackQ5K). */
@@ -140,7 +142,7 @@ export class ArenaState {
   actQ16 = false;
   /** Whether it carries the Q4_K kernel's reordered quants (permuteQ4KAct). */
   actQ4K = false;
-  /** Whether it carries the Q6_K kernel's group sums as i16 (permuteQ6KAct). */
+  /** Whether it carries the Q6_K and Q2_K kernels' group sums as i16 (permuteQ6KAct). */
   actQ6K = false;
   /** Whether it carries the Q5_K kernel's class-major quants and sums (permuteQ5KAct). */
   actQ5K = false;

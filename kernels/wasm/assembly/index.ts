@@ -2718,6 +2718,323 @@ function q4kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
   return i16x8.extend_low_i8x16_u(i64x2.splat(<i64> ((<u64> hi << 32) | <u64> lo)));
 }
 
+// ----------------------------------------------------------------------------- Q2_K, quad groups
+
+// Q2_K keeps ggml's generic order, which is per super-block already (vecDotQ2_KQ8_K: the exact
+// integers isum = Σ_g sc_g·Σ q·a over its 16 sub-blocks of 16 and summs = Σ_g m_g·bsum_g, then
+// sumf += (d·yd)·isum − (dmin·yd)·summs), so any integer order gives its bits: lanes are weight
+// rows, each byte quad of 4 consecutive elements dotted with the activation's (as it is, broadcast)
+// by the relaxed i16 dot (2-bit quants, the 7-bit operand; 4 such dots of a sub-block summed in
+// i16, ≤ 4·2·3·128), then pmaddwd by the sub-block's scale.
+//
+// Weights (repackQ2K): full 4-row groups, per super-block 336 bytes: quants vector (n, k) at
+// 128n + 16k (row r's byte 4r + m = qs[32n + 4k + m]: bits 2j..2j + 1 hold element
+// 128n + 32j + 4k + m, of sub-block 8n + 2j + (k >> 2)); the scale bytes transposed at 256
+// (byte 4g + r = scales[g] of row r: scale low nibble, min high); the rows' f16 d at 320 + 2r and
+// dmin at 328 + 2r. Rows after the full groups stay as the file has them (q2kRawRow).
+//
+// Activation: the Q8_K quants as they are, and every row's 16-element sums as i16 (permuteQ6KAct).
+const Q2KG: usize = 336;
+// pshufb indices: for g & 3 = j, byte 4j + r of a transposed scale vector into both i16 halves of
+// lane r (Q2K_IDX + 16j); for the pair (2p, 2p + 1), p & 1 = h, bytes 8h + r and 8h + 4 + r into
+// lanes 2r, 2r + 1 (Q2K_IDX + 64 + 16h); 0xff: zero.
+const Q2K_IDX: usize = memory.data<u8>([
+  0, 255, 0, 255, 1, 255, 1, 255, 2, 255, 2, 255, 3, 255, 3, 255,
+  4, 255, 4, 255, 5, 255, 5, 255, 6, 255, 6, 255, 7, 255, 7, 255,
+  8, 255, 8, 255, 9, 255, 9, 255, 10, 255, 10, 255, 11, 255, 11, 255,
+  12, 255, 12, 255, 13, 255, 13, 255, 14, 255, 14, 255, 15, 255, 15, 255,
+  0, 255, 4, 255, 1, 255, 5, 255, 2, 255, 6, 255, 3, 255, 7, 255,
+  8, 255, 12, 255, 9, 255, 13, 255, 10, 255, 14, 255, 11, 255, 15, 255,
+], 16);
+
+/** Lay out the full 4-row groups (nGroups from w) of a Q2_K matrix as quads (above), in place. */
+export function repackQ2K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): void {
+  const nb = rowBytes / 84;
+  const gb = <usize> rowBytes << 2;
+  for (let g = 0; g < nGroups; g++) {
+    const gw = w + <usize> g * gb;
+    memory.copy(tmp, gw, gb);
+    for (let i = 0; i < nb; i++) {
+      const dst = gw + <usize> i * Q2KG;
+      for (let r = 0; r < 4; r++) {
+        const src = tmp + <usize> r * rowBytes + <usize> i * 84;
+        for (let q = 0; q < 16; q++) {
+          // quad q = 8n + k: qs[32n + 4k ..]
+          store<u32>(dst + (<usize> q << 4) + (<usize> r << 2), load<u32>(src + 16 + (<usize> q << 2)));
+        }
+        for (let s = 0; s < 16; s++) store<u8>(dst + 256 + (<usize> s << 2) + <usize> r, load<u8>(src + <usize> s));
+        store<u16>(dst + 320 + (<usize> r << 1), load<u16>(src + 80));
+        store<u16>(dst + 328 + (<usize> r << 1), load<u16>(src + 82));
+      }
+    }
+  }
+}
+
+// A group's super-block header at blk, decoded for its 4 rows into scr: at 16g sub-block g's
+// scale as an i16 pair [sc, sc] per row; at 256 + 16p the mins [m(2p), m(2p + 1)] per row; d and
+// dmin as f32 at 384 and 400.
+@inline function q2kgHeader(blk: usize, scr: usize): void {
+  const m15 = i16x8.splat(15);
+  for (let s: usize = 0; s < 4; s++) {
+    const v = v128.load(blk + 256 + (s << 4));
+    v128.store(scr + (s << 6), v128.and(i8x16.swizzle(v, v128.load(Q2K_IDX)), m15));
+    v128.store(scr + (s << 6) + 16, v128.and(i8x16.swizzle(v, v128.load(Q2K_IDX + 16)), m15));
+    v128.store(scr + (s << 6) + 32, v128.and(i8x16.swizzle(v, v128.load(Q2K_IDX + 32)), m15));
+    v128.store(scr + (s << 6) + 48, v128.and(i8x16.swizzle(v, v128.load(Q2K_IDX + 48)), m15));
+    v128.store(scr + 256 + (s << 5), i16x8.shr_u(i8x16.swizzle(v, v128.load(Q2K_IDX + 64)), 4));
+    v128.store(scr + 272 + (s << 5), i16x8.shr_u(i8x16.swizzle(v, v128.load(Q2K_IDX + 80)), 4));
+  }
+  v128.store(scr + 384, halvesToF32C(i32x4.extend_low_i16x8_u(v128.load64_zero(blk + 320))));
+  v128.store(scr + 400, halvesToF32C(i32x4.extend_low_i16x8_u(v128.load64_zero(blk + 328))));
+}
+
+// The dot of quad k of quants vector qv (shift 2j) with one activation row's quad at x, into the
+// i16 sums acc.
+@inline function q2kDot(x: usize, w: v128, acc: v128): v128 {
+  return i16x8.add(acc, i16x8.relaxed_dot_i8x16_i7x16_s(v128.load32_splat(x), w));
+}
+
+// summs of the 4 weight rows (lanes; their min pairs at scr + 256) against one activation row's
+// 16 sub-block sums (i16) at bs.
+@inline function q2kMins(scr: usize, bs: usize): v128 {
+  let s = i32x4.splat(0);
+  for (let p: usize = 0; p < 8; p++) {
+    s = i32x4.add(s, i32x4.dot_i16x8_s(v128.load(scr + 256 + (p << 4)), v128.load32_splat(bs + (p << 2))));
+  }
+  return s;
+}
+
+// N (1, 2 or 4) activation rows (Q8_K quants at a + k·as; scales at ad + k·ds; 16-element sums
+// at bs16 + k·bss) against the 4 weight rows of the group at gw, lanes = weight rows: each quants
+// vector unpacked once for the N rows; results at out rows t..t + N − 1. The 4 shifts written out
+// (constant shifts). Scratch: the header (q2kgHeader).
+@inline function q2kgRows(
+  N: i32,
+  gw: usize, nb: i32, a: usize, as: usize, ad: usize, ds: usize, bs16: usize, bss: usize, scr: usize,
+  out: usize, outStride: i32, t: i32, r: i32,
+): void {
+  const m3 = i8x16.splat(3);
+  let f0 = f32x4.splat(0), f1 = f32x4.splat(0), f2 = f32x4.splat(0), f3 = f32x4.splat(0);
+  for (let i = 0; i < nb; i++) {
+    const blk = gw + <usize> i * Q2KG;
+    q2kgHeader(blk, scr);
+    const qa = a + (<usize> i << 8);
+    let t0 = i32x4.splat(0), t1 = i32x4.splat(0), t2 = i32x4.splat(0), t3 = i32x4.splat(0);
+    for (let n: usize = 0; n < 2; n++) {
+      const qv = blk + (n << 7);
+      const xn = qa + (n << 7);
+      {
+        // shift 0: sub-blocks 8n + 0 (quads 0-3) and 8n + 1 (quads 4-7)
+        let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+        let b0 = i32x4.splat(0), b1 = i32x4.splat(0), b2 = i32x4.splat(0), b3 = i32x4.splat(0);
+        for (let k: usize = 0; k < 4; k++) {
+          let v = v128.load(qv + (k << 4));
+          let w = v128.and(v, m3);
+          let x = xn + 0 + (k << 2);
+          a0 = q2kDot(x, w, a0);
+          if (N >= 2) a1 = q2kDot(x + as, w, a1);
+          if (N == 4) {
+            a2 = q2kDot(x + 2 * as, w, a2);
+            a3 = q2kDot(x + 3 * as, w, a3);
+          }
+          v = v128.load(qv + 64 + (k << 4));
+          w = v128.and(v, m3);
+          x += 16;
+          b0 = q2kDot(x, w, b0);
+          if (N >= 2) b1 = q2kDot(x + as, w, b1);
+          if (N == 4) {
+            b2 = q2kDot(x + 2 * as, w, b2);
+            b3 = q2kDot(x + 3 * as, w, b3);
+          }
+        }
+        const sa = v128.load(scr + (n << 7) + 0);
+        const sb = v128.load(scr + (n << 7) + 16);
+        t0 = i32x4.add(t0, i32x4.add(i32x4.dot_i16x8_s(a0, sa), i32x4.dot_i16x8_s(b0, sb)));
+        if (N >= 2) t1 = i32x4.add(t1, i32x4.add(i32x4.dot_i16x8_s(a1, sa), i32x4.dot_i16x8_s(b1, sb)));
+        if (N == 4) {
+          t2 = i32x4.add(t2, i32x4.add(i32x4.dot_i16x8_s(a2, sa), i32x4.dot_i16x8_s(b2, sb)));
+          t3 = i32x4.add(t3, i32x4.add(i32x4.dot_i16x8_s(a3, sa), i32x4.dot_i16x8_s(b3, sb)));
+        }
+      }
+      {
+        // shift 1: sub-blocks 8n + 2 (quads 0-3) and 8n + 3 (quads 4-7)
+        let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+        let b0 = i32x4.splat(0), b1 = i32x4.splat(0), b2 = i32x4.splat(0), b3 = i32x4.splat(0);
+        for (let k: usize = 0; k < 4; k++) {
+          let v = v128.load(qv + (k << 4));
+          let w = v128.and(i16x8.shr_u(v, 2), m3);
+          let x = xn + 32 + (k << 2);
+          a0 = q2kDot(x, w, a0);
+          if (N >= 2) a1 = q2kDot(x + as, w, a1);
+          if (N == 4) {
+            a2 = q2kDot(x + 2 * as, w, a2);
+            a3 = q2kDot(x + 3 * as, w, a3);
+          }
+          v = v128.load(qv + 64 + (k << 4));
+          w = v128.and(i16x8.shr_u(v, 2), m3);
+          x += 16;
+          b0 = q2kDot(x, w, b0);
+          if (N >= 2) b1 = q2kDot(x + as, w, b1);
+          if (N == 4) {
+            b2 = q2kDot(x + 2 * as, w, b2);
+            b3 = q2kDot(x + 3 * as, w, b3);
+          }
+        }
+        const sa = v128.load(scr + (n << 7) + 32);
+        const sb = v128.load(scr + (n << 7) + 48);
+        t0 = i32x4.add(t0, i32x4.add(i32x4.dot_i16x8_s(a0, sa), i32x4.dot_i16x8_s(b0, sb)));
+        if (N >= 2) t1 = i32x4.add(t1, i32x4.add(i32x4.dot_i16x8_s(a1, sa), i32x4.dot_i16x8_s(b1, sb)));
+        if (N == 4) {
+          t2 = i32x4.add(t2, i32x4.add(i32x4.dot_i16x8_s(a2, sa), i32x4.dot_i16x8_s(b2, sb)));
+          t3 = i32x4.add(t3, i32x4.add(i32x4.dot_i16x8_s(a3, sa), i32x4.dot_i16x8_s(b3, sb)));
+        }
+      }
+      {
+        // shift 2: sub-blocks 8n + 4 (quads 0-3) and 8n + 5 (quads 4-7)
+        let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+        let b0 = i32x4.splat(0), b1 = i32x4.splat(0), b2 = i32x4.splat(0), b3 = i32x4.splat(0);
+        for (let k: usize = 0; k < 4; k++) {
+          let v = v128.load(qv + (k << 4));
+          let w = v128.and(i16x8.shr_u(v, 4), m3);
+          let x = xn + 64 + (k << 2);
+          a0 = q2kDot(x, w, a0);
+          if (N >= 2) a1 = q2kDot(x + as, w, a1);
+          if (N == 4) {
+            a2 = q2kDot(x + 2 * as, w, a2);
+            a3 = q2kDot(x + 3 * as, w, a3);
+          }
+          v = v128.load(qv + 64 + (k << 4));
+          w = v128.and(i16x8.shr_u(v, 4), m3);
+          x += 16;
+          b0 = q2kDot(x, w, b0);
+          if (N >= 2) b1 = q2kDot(x + as, w, b1);
+          if (N == 4) {
+            b2 = q2kDot(x + 2 * as, w, b2);
+            b3 = q2kDot(x + 3 * as, w, b3);
+          }
+        }
+        const sa = v128.load(scr + (n << 7) + 64);
+        const sb = v128.load(scr + (n << 7) + 80);
+        t0 = i32x4.add(t0, i32x4.add(i32x4.dot_i16x8_s(a0, sa), i32x4.dot_i16x8_s(b0, sb)));
+        if (N >= 2) t1 = i32x4.add(t1, i32x4.add(i32x4.dot_i16x8_s(a1, sa), i32x4.dot_i16x8_s(b1, sb)));
+        if (N == 4) {
+          t2 = i32x4.add(t2, i32x4.add(i32x4.dot_i16x8_s(a2, sa), i32x4.dot_i16x8_s(b2, sb)));
+          t3 = i32x4.add(t3, i32x4.add(i32x4.dot_i16x8_s(a3, sa), i32x4.dot_i16x8_s(b3, sb)));
+        }
+      }
+      {
+        // shift 3: sub-blocks 8n + 6 (quads 0-3) and 8n + 7 (quads 4-7)
+        let a0 = i32x4.splat(0), a1 = i32x4.splat(0), a2 = i32x4.splat(0), a3 = i32x4.splat(0);
+        let b0 = i32x4.splat(0), b1 = i32x4.splat(0), b2 = i32x4.splat(0), b3 = i32x4.splat(0);
+        for (let k: usize = 0; k < 4; k++) {
+          let v = v128.load(qv + (k << 4));
+          let w = v128.and(i16x8.shr_u(v, 6), m3);
+          let x = xn + 96 + (k << 2);
+          a0 = q2kDot(x, w, a0);
+          if (N >= 2) a1 = q2kDot(x + as, w, a1);
+          if (N == 4) {
+            a2 = q2kDot(x + 2 * as, w, a2);
+            a3 = q2kDot(x + 3 * as, w, a3);
+          }
+          v = v128.load(qv + 64 + (k << 4));
+          w = v128.and(i16x8.shr_u(v, 6), m3);
+          x += 16;
+          b0 = q2kDot(x, w, b0);
+          if (N >= 2) b1 = q2kDot(x + as, w, b1);
+          if (N == 4) {
+            b2 = q2kDot(x + 2 * as, w, b2);
+            b3 = q2kDot(x + 3 * as, w, b3);
+          }
+        }
+        const sa = v128.load(scr + (n << 7) + 96);
+        const sb = v128.load(scr + (n << 7) + 112);
+        t0 = i32x4.add(t0, i32x4.add(i32x4.dot_i16x8_s(a0, sa), i32x4.dot_i16x8_s(b0, sb)));
+        if (N >= 2) t1 = i32x4.add(t1, i32x4.add(i32x4.dot_i16x8_s(a1, sa), i32x4.dot_i16x8_s(b1, sb)));
+        if (N == 4) {
+          t2 = i32x4.add(t2, i32x4.add(i32x4.dot_i16x8_s(a2, sa), i32x4.dot_i16x8_s(b2, sb)));
+          t3 = i32x4.add(t3, i32x4.add(i32x4.dot_i16x8_s(a3, sa), i32x4.dot_i16x8_s(b3, sb)));
+        }
+      }
+    }
+    const dv = v128.load(scr + 384);
+    const mv = v128.load(scr + 400);
+    const adi = ad + (<usize> i << 2);
+    const bsi = bs16 + (<usize> i << 5);
+    f0 = q4kFloat(f0, dv, mv, f32x4.splat(load<f32>(adi)), t0, q2kMins(scr, bsi));
+    if (N >= 2) f1 = q4kFloat(f1, dv, mv, f32x4.splat(load<f32>(adi + ds)), t1, q2kMins(scr, bsi + bss));
+    if (N == 4) {
+      f2 = q4kFloat(f2, dv, mv, f32x4.splat(load<f32>(adi + 2 * ds)), t2, q2kMins(scr, bsi + 2 * bss));
+      f3 = q4kFloat(f3, dv, mv, f32x4.splat(load<f32>(adi + 3 * ds)), t3, q2kMins(scr, bsi + 3 * bss));
+    }
+  }
+  storeRows4(out, outStride, t, r, f0);
+  if (N >= 2) storeRows4(out, outStride, t + 1, r, f1);
+  if (N == 4) {
+    storeRows4(out, outStride, t + 2, r, f2);
+    storeRows4(out, outStride, t + 3, r, f3);
+  }
+}
+
+// One Q2_K row as the file has it (rows after the full groups) · one activation row (Q8_K quants
+// at a, scales at ad, 16-element sums at bs16), in the same order; rare, so plain.
+function q2kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs16: usize): f32 {
+  let sumf: f32 = 0;
+  for (let i = 0; i < nb; i++) {
+    const x = wr + <usize> i * 84;
+    const qa = a + (<usize> i << 8);
+    let summs = 0;
+    for (let g = 0; g < 16; g++) {
+      summs += (<i32> load<u8>(x + <usize> g) >> 4) * <i32> load<i16>(bs16 + (<usize> (i * 16 + g) << 1));
+    }
+    let isum = 0;
+    for (let e = 0; e < 256; e++) {
+      const n = e >> 7, j = (e >> 5) & 3, l = e & 31;
+      const q = (<i32> load<u8>(x + 16 + <usize> (32 * n + l)) >> (2 * j)) & 3;
+      isum += (<i32> load<u8>(x + <usize> (e >> 4)) & 15) * q * <i32> load<i8>(qa + <usize> e);
+    }
+    const yd = load<f32>(ad + (<usize> i << 2));
+    const dall = yd * f16At(x + 80);
+    const dmin = yd * f16At(x + 82);
+    sumf += dall * <f32> isum - dmin * <f32> summs;
+  }
+  return sumf;
+}
+
+// Q2_K rows [r0, r1) × T activation rows (see above; aq: the Q8_K quants, aq16: the 16-element
+// sums): 4 activation rows at a time, the last 1-3 as 2 + 1; rows after the full groups in the
+// file's layout.
+function q2kMatmul(w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, T: i32, out: usize, outStride: i32, r0: i32, r1: i32, scr: usize, aq16: usize): void {
+  const full = r0 + ((r1 - r0) & ~3);
+  const tiled = T & ~3;
+  const as = <usize> nb << 8;
+  const ds = <usize> nb << 2;
+  const bss = <usize> nb << 5;
+  for (let r = r0; r < full; r += 4) {
+    const gw = w + <usize> r * rowBytes;
+    for (let t = 0; t < tiled; t += 4) {
+      const o = <usize> (t * nb);
+      q2kgRows(4, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+    }
+    let t = tiled;
+    if (t + 2 <= T) {
+      const o = <usize> (t * nb);
+      q2kgRows(2, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+      t += 2;
+    }
+    if (t < T) {
+      const o = <usize> (t * nb);
+      q2kgRows(1, gw, nb, aq + (o << 8), as, ad + (o << 2), ds, aq16 + (o << 5), bss, scr, out, outStride, t, r);
+    }
+  }
+  for (let r = full; r < r1; r++) {
+    for (let t = 0; t < T; t++) {
+      const o = <usize> (t * nb);
+      const v = q2kRawRow(w + <usize> r * rowBytes, nb, aq + (o << 8), ad + (o << 2), aq16 + (o << 5));
+      store<f32>(out + (<usize> (t * outStride + r) << 2), v);
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------- Q3_K, class quads
 
 // Q3_K keeps ggml's generic order (vecDotQ3_KQ8_K: 8 class lanes, element mod 8; each
@@ -3722,6 +4039,11 @@ export function mmK(
     // Q4_K (quad groups), in the engine's dot form
     if (dotWidens()) q4kMatmul16(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
     else q4kMatmul32(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
+    return;
+  }
+  if (kind == 10) {
+    // Q2_K (quad groups)
+    q2kMatmul(w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
     return;
   }
   if (kind == 11) {
