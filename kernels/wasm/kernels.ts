@@ -42,7 +42,6 @@ export interface Kernels {
     scr: number,
     aq16: number,
   ): void;
-  permuteQ8K(qs: number, q16: number, n: number): void;
   mmF(
     kind: number,
     w: number,

@@ -163,9 +163,8 @@ export class Matmuls {
     const qsBytes = floatsAct ? align(rows * n * 4) : align(rows * n);
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
-    const q16Bytes = isK ? align(rows * n * 2) : 0;
     // Q8_0 weights: the activation's P/N planes, or for the biased kernel the rows of its tiles
-    // in groups of 4 (Q8G, groupedRows), in place of q16; Q4_0 weights read the same groups on
+    // in groups of 4 (Q8G, groupedRows), after its sums; Q4_0 weights read the same groups on
     // every engine (their nibbles are the relaxed dot's 7-bit operand)
     const q8w = kind === Act.Q8_0 && w.type === GGMLType.Q8_0;
     const groups = (q8w && this.biasedQ8) || (kind === Act.Q8_0 && w.type === GGMLType.Q4_0);
@@ -175,11 +174,11 @@ export class Matmuls {
       : q8w
       ? align(rows * n * 2)
       : 0;
-    // Q8_K activations also keep the Q4_K kernel's form (after q16): its tiles' rows in groups
+    // Q8_K activations also keep the Q4_K kernel's form (after their sums): its tiles' rows in groups
     // of 4 (1104 bytes per group and super-block, q4kRows) and every row's 32-element sums
     // (i16), made when a Q4_K weight first reads them
     const q4kBytes = isK ? align((q4kRows(rows) / 4) * nb * 1104) + align(rows * nb * 16) : 0;
-    // … and the Q6_K kernel's: every row's 16-element sums as i16 (after those)
+    // … and the Q6_K (and Q2_K) kernel's: every row's 16-element sums as i16 (after those)
     const q6kBytes = isK ? align(rows * nb * 32) : 0;
     // … and the Q5_K kernel's: the quants class-major and every row's 32-element sums as i16
     // (permuteQ5KAct)
@@ -193,10 +192,8 @@ export class Matmuls {
     ) {
       st.actBuf = -1;
       const actOff = st.act.ensure(
-        qsBytes + dBytes + sBytes + Math.max(q16Bytes, pnBytes) + q4kBytes + q6kBytes + q5kBytes +
-          q3kBytes,
+        qsBytes + dBytes + sBytes + pnBytes + q4kBytes + q6kBytes + q5kBytes + q3kBytes,
       );
-      st.actQ16 = false;
       st.actQ4K = false;
       st.actQ6K = false;
       st.actQ5K = false;
@@ -236,15 +233,11 @@ export class Matmuls {
     // Each kernel's extra form of a Q8_K activation is made when the first weight needing it
     // reads the activation (a Q4_K_M layer mixes kernels; most need only one form).
     const actOff = st.act.off;
-    const q16Off = actOff + qsBytes + dBytes + sBytes;
-    const q4kOff = q16Off + q16Bytes;
+    // (after the P/N planes or row groups, which only Q8_0 activations have)
+    const q4kOff = actOff + qsBytes + dBytes + sBytes + pnBytes;
     // Q2_K reads the Q6_K kernel's form too (the 16-element sums), beside the plain quants
     const q6k = w.type === GGMLType.Q6_K || w.type === GGMLType.Q2_K;
     const q3k = w.type === GGMLType.Q3_K;
-    if (isK && w.type !== GGMLType.Q4_K && !q6k && !q5kClass && !q3k && !st.actQ16) {
-      k.permuteQ8K(actOff, q16Off, rows * n);
-      st.actQ16 = true;
-    }
     if (w.type === GGMLType.Q4_K && !st.actQ4K) {
       k.permuteQ4KAct(actOff, actOff + qsBytes, actOff + qsBytes + dBytes, q4kOff, n, rows);
       st.actQ4K = true;
@@ -283,11 +276,12 @@ export class Matmuls {
       ? q5kOff
       : q3k
       ? q3kOff
-      : q16Off;
+      : 0;
     ctrl[a + A.T] = rows;
     if (isK) {
       [ctrl[a + A.SCR], ctrl[a + A.SCR_STRIDE]] = st.threadScratch(
-        3 * n + (n / 16) * 8 + nb * 8 + 1024,
+        // the K-quant kernels' decoded headers and float lanes (q5kgRows: 1024 bytes)
+        1024,
         this.threads,
       );
     }

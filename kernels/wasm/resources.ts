@@ -138,8 +138,6 @@ export class ArenaState {
   /** What the cached activation carries after its sums: 0 nothing, 1 the Q8_0 kernel's P/N
    * planes, 2 the row groups of the biased Q8_0 and the Q4_0 kernels (Q8G). */
   actPN = 0;
-  /** Whether it carries the i16 pair-ordered quants of the decoded-row K-quant path. */
-  actQ16 = false;
   /** Whether it carries the Q4_K kernel's reordered quants (permuteQ4KAct). */
   actQ4K = false;
   /** Whether it carries the Q6_K and Q2_K kernels' group sums as i16 (permuteQ6KAct). */

@@ -1891,11 +1891,10 @@ export function flipQ8(w: usize, nBlocks: i32): void {
 
 // ----------------------------------------------------------------------------- K-quant matmuls
 
-// A weight row is first decoded (per thread, into `scr`) to the form of ggml's generic code:
-//   a[n] i8 (quant values with offsets applied, ggml's aux8), sc[n/16] i32 (scale of each group
-//   of 16), mn[n/16] i32 (min multiplier per group of 16: Q4_K/Q5_K mins, Q2_K sc >> 4),
-//   wd[nb] f32 (fp16 d), wm[nb] f32 (fp16 dmin).
-// then dotted with each activation row; aux32 keeps ggml's 8 lanes (element index mod 8).
+// Each K-quant has its own kernel over 4-row groups of its weights (mmK): Q2_K, Q4_K and Q6_K in
+// this engine's order or ggml's per-super-block one, Q3_K and Q5_K in ggml's generic class-lane
+// order (see their sections). Until 2026-12-06 Q2_K, Q3_K and Q5_K took a generic path: each
+// weight row decoded into i16 with its scales, then dotted with each activation row.
 
 @inline function kScaleMin(sc: usize, j: i32, isMin: bool): i32 {
   // get_scale_min_k4
@@ -1908,47 +1907,6 @@ export function flipQ8(w: usize, nBlocks: i32): void {
   return (<i32> load<u8>(sc + j + 4) & 0xf) | ((<i32> load<u8>(sc + j - 4) >> 6) << 4);
 }
 
-// i16 copy of a decoded block: each group of 16 scaled by its scale and stored as
-// [e0,e8,e1,e9,…,e7,e15], so i32x4.dot_i16x8_s sums elements of the same lane (index mod 8).
-@inline function permuteScaled(a: usize, sc16: usize, w16: usize): void {
-  for (let g = 0; g < 16; g++) {
-    const v = v128.load(a + (<usize> g << 4));
-    const sh = i8x16.shuffle(v, v, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-    const s = i16x8.splat(<i16> load<i32>(sc16 + (<usize> g << 2)));
-    v128.store(w16 + (<usize> g << 5), i16x8.mul(i16x8.extend_low_i8x16_s(sh), s));
-    v128.store(w16 + (<usize> g << 5) + 16, i16x8.mul(i16x8.extend_high_i8x16_s(sh), s));
-  }
-}
-
-/** Activations of K-quant matmuls, permuted like permuteScaled (unscaled), as i16. */
-export function permuteQ8K(qs: usize, q16: usize, n: i32): void {
-  for (let g = 0; g < (n >> 4); g++) {
-    const v = v128.load(qs + (<usize> g << 4));
-    const sh = i8x16.shuffle(v, v, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
-    v128.store(q16 + (<usize> g << 5), i16x8.extend_low_i8x16_s(sh));
-    v128.store(q16 + (<usize> g << 5) + 16, i16x8.extend_high_i8x16_s(sh));
-  }
-}
-
-@inline function w16Base(scr: usize, nb: i32): usize {
-  const n = nb << 8;
-  return (scr + <usize> n + (<usize> (n >> 4) << 3) + (<usize> nb << 3) + 15) & ~(<usize> 15);
-}
-
-function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
-  const n = nb << 8;
-  const A = scr;
-  const SC = scr + <usize> n;
-  const MN = SC + (<usize> (n >> 4) << 2);
-  const WD = MN + (<usize> (n >> 4) << 2);
-  const WM = WD + (<usize> nb << 2);
-  const W16 = w16Base(scr, nb);
-  for (let i = 0; i < nb; i++) {
-    decodeBlockK(kind, w, i, A, SC, MN, WD, WM);
-    permuteScaled(A + (<usize> i << 8), SC + (<usize> i << 6), W16 + (<usize> i << 9));
-  }
-}
-
 /** The high nibbles of 16 bytes (i8x16.shr_u costs several x64 instructions; this two). */
 @inline function hiNib(v: v128): v128 {
   return v128.and(i16x8.shr_u(v, 4), i8x16.splat(0x0f));
@@ -1958,181 +1916,6 @@ function decodeRowK(kind: i32, w: usize, nb: i32, scr: usize): void {
 @inline function hiNibM(v: v128, m4: v128): v128 {
   return v128.and(i16x8.shr_u(v, 4), m4);
 }
-
-@inline function decodeBlockK(kind: i32, w: usize, i: i32, A: usize, SC: usize, MN: usize, WD: usize, WM: usize): void {
-  {
-    const a = A + (<usize> i << 8);
-    const sc16 = SC + (<usize> i << 6);
-    const mn16 = MN + (<usize> i << 6);
-    if (kind == 12 || kind == 13) {
-      // Q4_K: d, dmin, scales[12], qs[128] ; Q5_K: d, dmin, scales[12], qh[32], qs[128]
-      const bsz: usize = kind == 12 ? 144 : 176;
-      const x = w + <usize> i * bsz;
-      store<f32>(WD + (<usize> i << 2), f16At(x));
-      store<f32>(WM + (<usize> i << 2), f16At(x + 2));
-      const sc = x + 4;
-      for (let j = 0; j < 8; j++) {
-        const s = kScaleMin(sc, j, false);
-        const m = kScaleMin(sc, j, true);
-        store<i32>(sc16 + (<usize> (2 * j) << 2), s);
-        store<i32>(sc16 + (<usize> (2 * j + 1) << 2), s);
-        store<i32>(mn16 + (<usize> (2 * j) << 2), m);
-        store<i32>(mn16 + (<usize> (2 * j + 1) << 2), m);
-      }
-      const qs = kind == 12 ? x + 16 : x + 48;
-      const mask = i8x16.splat(0x0f);
-      if (kind == 12) {
-        for (let j = 0; j < 4; j++) {
-          for (let l = 0; l < 32; l += 16) {
-            const q = v128.load(qs + j * 32 + l);
-            v128.store(a + j * 64 + l, v128.and(q, mask));
-            v128.store(a + j * 64 + 32 + l, i8x16.shr_u(q, 4));
-          }
-        }
-      } else {
-        const qh = x + 16;
-        const sixteen = i8x16.splat(16);
-        for (let j = 0; j < 4; j++) {
-          const b1: i32 = 1 << (2 * j);
-          const b2: i32 = b1 << 1;
-          const m1 = i8x16.splat(<i8> b1);
-          const m2 = i8x16.splat(<i8> b2);
-          for (let l = 0; l < 32; l += 16) {
-            const q = v128.load(qs + j * 32 + l);
-            const h = v128.load(qh + l);
-            const h1 = v128.and(v128.not(i8x16.eq(v128.and(h, m1), i8x16.splat(0))), sixteen);
-            const h2 = v128.and(v128.not(i8x16.eq(v128.and(h, m2), i8x16.splat(0))), sixteen);
-            v128.store(a + j * 64 + l, v128.or(v128.and(q, mask), h1));
-            v128.store(a + j * 64 + 32 + l, v128.or(i8x16.shr_u(q, 4), h2));
-          }
-        }
-      }
-    } else if (kind == 11) {
-      // Q3_K: hmask[32], qs[64], scales[12], d
-      const x = w + <usize> i * 110;
-      store<f32>(WD + (<usize> i << 2), f16At(x + 108));
-      const a0 = load<u32>(x + 96);
-      const a1 = load<u32>(x + 100);
-      const tmp = load<u32>(x + 104);
-      const k1: u32 = 0x03030303;
-      const k2: u32 = 0x0f0f0f0f;
-      const s2 = ((a0 >> 4) & k2) | (((tmp >> 4) & k1) << 4);
-      const s3 = ((a1 >> 4) & k2) | (((tmp >> 6) & k1) << 4);
-      const s0 = (a0 & k2) | (((tmp >> 0) & k1) << 4);
-      const s1 = (a1 & k2) | (((tmp >> 2) & k1) << 4);
-      for (let j = 0; j < 4; j++) {
-        store<i32>(sc16 + (<usize> j << 2), <i32> ((s0 >> (8 * j)) & 0xff) - 32);
-        store<i32>(sc16 + (<usize> (j + 4) << 2), <i32> ((s1 >> (8 * j)) & 0xff) - 32);
-        store<i32>(sc16 + (<usize> (j + 8) << 2), <i32> ((s2 >> (8 * j)) & 0xff) - 32);
-        store<i32>(sc16 + (<usize> (j + 12) << 2), <i32> ((s3 >> (8 * j)) & 0xff) - 32);
-      }
-      const hm = x;
-      const m3 = i8x16.splat(3);
-      const four = i8x16.splat(4);
-      let bit = 0;
-      for (let half = 0; half < 2; half++) {
-        const q3 = x + 32 + half * 32;
-        for (let s = 0; s < 4; s++) {
-          const bv: i32 = 1 << bit;
-          const mb = i8x16.splat(<i8> bv);
-          for (let l = 0; l < 32; l += 16) {
-            const q = v128.load(q3 + l);
-            const h = v128.load(hm + l);
-            const v = v128.and(i8x16.shr_u(q, <i32> (2 * s)), m3);
-            const sub = v128.and(i8x16.eq(v128.and(h, mb), i8x16.splat(0)), four);
-            v128.store(a + half * 128 + s * 32 + l, i8x16.sub(v, sub));
-          }
-          bit++;
-        }
-      }
-    } else {
-      // Q2_K: scales[16], qs[64], d, dmin
-      const x = w + <usize> i * 84;
-      store<f32>(WD + (<usize> i << 2), f16At(x + 80));
-      store<f32>(WM + (<usize> i << 2), f16At(x + 82));
-      for (let j = 0; j < 16; j++) {
-        const s = <i32> load<u8>(x + j);
-        store<i32>(sc16 + (<usize> j << 2), s & 0xf);
-        store<i32>(mn16 + (<usize> j << 2), s >> 4);
-      }
-      const m3 = i8x16.splat(3);
-      for (let half = 0; half < 2; half++) {
-        const q2 = x + 16 + half * 32;
-        for (let s = 0; s < 4; s++) {
-          for (let l = 0; l < 32; l += 16) {
-            const q = v128.load(q2 + l);
-            v128.store(a + half * 128 + s * 32 + l, v128.and(i8x16.shr_u(q, <i32> (2 * s)), m3));
-          }
-        }
-      }
-    }
-  }
-}
-
-/** Σ a[j]·b[j] over 16 i32. */
-@inline function dot16i32(a: usize, b: usize): i32 {
-  const p = i32x4.add(
-    i32x4.add(i32x4.mul(v128.load(a), v128.load(b)), i32x4.mul(v128.load(a + 16), v128.load(b + 16))),
-    i32x4.add(i32x4.mul(v128.load(a + 32), v128.load(b + 32)), i32x4.mul(v128.load(a + 48), v128.load(b + 48))),
-  );
-  return hsumI32(p);
-}
-
-// One decoded row (see decodeRowK) · one Q8_K activation row, replaying ggml's float steps.
-@inline function dotRowK(kind: i32, nb: i32, scr: usize, a16: usize, ad: usize, abs_: usize): f32 {
-  const n = nb << 8;
-  const SC = scr + <usize> n;
-  const MN = SC + (<usize> (n >> 4) << 2);
-  const WD = MN + (<usize> (n >> 4) << 2);
-  const WM = WD + (<usize> nb << 2);
-  const W16 = w16Base(scr, nb);
-  let sumsLo = f32x4.splat(0);
-  let sumsHi = f32x4.splat(0);
-  let sumf: f32 = 0;
-  for (let i = 0; i < nb; i++) {
-    let lo = i32x4.splat(0);
-    let hi = i32x4.splat(0);
-    const wb = W16 + (<usize> i << 9);
-    const qb = a16 + (<usize> i << 9);
-    for (let g = 0; g < 16; g++) {
-      const o = <usize> g << 5;
-      lo = i32x4.add(lo, i32x4.dot_i16x8_s(v128.load(wb + o), v128.load(qb + o)));
-      hi = i32x4.add(hi, i32x4.dot_i16x8_s(v128.load(wb + o + 16), v128.load(qb + o + 16)));
-    }
-    const yd = load<f32>(ad + (<usize> i << 2));
-    if (kind == 10) {
-      // Q2_K: sumf += dall*isum - dmin*summs
-      const isum = hsumI32(i32x4.add(lo, hi));
-      const summs = dot16i32(abs_ + (<usize> i << 6), MN + (<usize> i << 6));
-      const dall = yd * load<f32>(WD + (<usize> i << 2));
-      const dmin = yd * load<f32>(WM + (<usize> i << 2));
-      sumf += dall * <f32> isum - dmin * <f32> summs;
-    } else {
-      const d = f32x4.splat(load<f32>(WD + (<usize> i << 2)) * yd);
-      sumsLo = f32x4.add(sumsLo, f32x4.mul(d, f32x4.convert_i32x4_s(lo)));
-      sumsHi = f32x4.add(sumsHi, f32x4.mul(d, f32x4.convert_i32x4_s(hi)));
-      if (kind == 12 || kind == 13) {
-        const sumi = dot16i32(abs_ + (<usize> i << 6), MN + (<usize> i << 6));
-        const dmin = load<f32>(WM + (<usize> i << 2)) * yd;
-        sumf -= dmin * <f32> sumi;
-      }
-    }
-  }
-  if (kind == 10) return sumf;
-  sumf += f32x4.extract_lane(sumsLo, 0);
-  sumf += f32x4.extract_lane(sumsLo, 1);
-  sumf += f32x4.extract_lane(sumsLo, 2);
-  sumf += f32x4.extract_lane(sumsLo, 3);
-  sumf += f32x4.extract_lane(sumsHi, 0);
-  sumf += f32x4.extract_lane(sumsHi, 1);
-  sumf += f32x4.extract_lane(sumsHi, 2);
-  sumf += f32x4.extract_lane(sumsHi, 3);
-  return sumf;
-}
-
-
-
-
 
 // ----------------------------------------------------------------------------- Q4_K, quad groups
 
@@ -4019,6 +3802,12 @@ function q6kRawRow(wr: usize, nb: i32, a: usize, ad: usize, bs: usize): f32 {
   q4kMatmul(false, w, rowBytes, nb, aq, ad, T, out, outStride, r0, r1, scr, aq16);
 }
 
+/**
+ * A K-quant matmul, rows [r0, r1) of the weight at w × T Q8_K activation rows (quants aq, scales
+ * ad), in the form the kind's kernel reads (aq16). `abs_`, the activation's sums, is read by none
+ * since each K-quant has its own kernel: kept in the signature, so that the kernel
+ * microbenchmarks (bench/tools) call earlier builds the same way.
+ */
 export function mmK(
   kind: i32,
   w: usize,
@@ -4105,20 +3894,8 @@ export function mmK(
     }
     return;
   }
-  for (let r = r0; r < r1; r++) {
-    decodeRowK(kind, w + <usize> r * rowBytes, nb, scr);
-    for (let t = 0; t < T; t++) {
-      const v = dotRowK(
-        kind,
-        nb,
-        scr,
-        aq16 + (<usize> (t * nb) << 9),
-        ad + (<usize> (t * nb) << 2),
-        abs_ + (<usize> (t * nb) << 6),
-      );
-      store<f32>(out + (<usize> (t * outStride + r) << 2), v);
-    }
-  }
+  // matmul.ts calls mmK for the K-quants alone (kinds 10-14)
+  unreachable();
 }
 
 // ----------------------------------------------------------------------------- float matmuls
