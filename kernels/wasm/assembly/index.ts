@@ -386,6 +386,45 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
   }
 }
 
+// One block of an activation row (its quants at qa) against 4 rows' unpacked nibble planes
+// (l, h: elements 0..15, 16..31), lanes = rows: the block's integer dots, as rowBlock's.
+@inline function nibDots(qa: usize, l0: v128, h0: v128, l1: v128, h1: v128, l2: v128, h2: v128, l3: v128, h3: v128): v128 {
+  const p0 = v128.load(qa);
+  const p1 = v128.load(qa + 16);
+  const z = i32x4.splat(0);
+  return transposeSum(
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(p1, h0, i32x4.relaxed_dot_i8x16_i7x16_add_s(p0, l0, z)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(p1, h1, i32x4.relaxed_dot_i8x16_i7x16_add_s(p0, l1, z)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(p1, h2, i32x4.relaxed_dot_i8x16_i7x16_add_s(p0, l2, z)),
+    i32x4.relaxed_dot_i8x16_i7x16_add_s(p1, h3, i32x4.relaxed_dot_i8x16_i7x16_add_s(p0, l3, z)),
+  );
+}
+
+// sumf plus one block's float step (ggml's, per format) for the block's integer dots sumi (lanes
+// = rows) with the rows' scales xd (and mins xm: Q4_1, Q5_1), activation block ab's scale (ad) and
+// sum (as).
+@inline function blockStep(kind: i32, sumf: v128, sumi: v128, xd: v128, xm: v128, ad: usize, as: usize, ab: usize): v128 {
+  const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
+  if (kind == 8 || kind == 9) {
+    // sumi * (xd * yd)
+    return f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd)));
+  }
+  if (kind == 2) {
+    // (sumi - 8Σa) * xd * yd
+    const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 3));
+    return f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), yd));
+  }
+  if (kind == 6) {
+    // (xd * yd) * (sumi - 16Σa)
+    const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 4));
+    return f32x4.add(sumf, f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(s)));
+  }
+  // (xd * yd) * sumi + xm * ys
+  const ys = f32x4.splat(load<f32>(as + (ab << 2)));
+  const p = f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(sumi));
+  return f32x4.add(sumf, f32x4.add(p, f32x4.mul(xm, ys)));
+}
+
 @inline function matmul32(
   kind: i32,
   w: usize,
@@ -451,6 +490,36 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
         storeLanes(out + (<usize> ((t0 + 2) * outStride + r) << 2), sc, r1 - r);
         storeLanes(out + (<usize> ((t0 + 3) * outStride + r) << 2), sd, r1 - r);
       }
+    } else if (kind == 3 || kind == 6 || kind == 7) {
+      // prompts: four activation rows per pass share each block's unpacked nibbles (and 5th
+      // bits) and scales; unpacked per row, they cost Q5_0's prompts 7× llama.cpp's time
+      for (; t0 + 4 <= T; t0 += 4) {
+        let sa = f32x4.splat(0);
+        let sb = f32x4.splat(0);
+        let sc = f32x4.splat(0);
+        let sd = f32x4.splat(0);
+        for (let b = 0; b < nb; b++) {
+          const o = <usize> (b * stride);
+          const l0 = nibLo(kind, wr0 + o), h0 = nibHi(kind, wr0 + o);
+          const l1 = nibLo(kind, wr1 + o), h1 = nibHi(kind, wr1 + o);
+          const l2 = nibLo(kind, wr2 + o), h2 = nibHi(kind, wr2 + o);
+          const l3 = nibLo(kind, wr3 + o), h3 = nibHi(kind, wr3 + o);
+          const xd = rowScales(wr0, wr1, wr2, wr3, o);
+          const xm = kind == 6 ? xd : rowScales(wr0, wr1, wr2, wr3, o + 2);
+          const ia = <usize> (t0 * nb + b);
+          sa = blockStep(kind, sa, nibDots(aq + (ia << 5), l0, h0, l1, h1, l2, h2, l3, h3), xd, xm, ad, as, ia);
+          const ib = ia + <usize> nb;
+          sb = blockStep(kind, sb, nibDots(aq + (ib << 5), l0, h0, l1, h1, l2, h2, l3, h3), xd, xm, ad, as, ib);
+          const ic = ib + <usize> nb;
+          sc = blockStep(kind, sc, nibDots(aq + (ic << 5), l0, h0, l1, h1, l2, h2, l3, h3), xd, xm, ad, as, ic);
+          const id = ic + <usize> nb;
+          sd = blockStep(kind, sd, nibDots(aq + (id << 5), l0, h0, l1, h1, l2, h2, l3, h3), xd, xm, ad, as, id);
+        }
+        storeLanes(out + (<usize> (t0 * outStride + r) << 2), sa, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 1) * outStride + r) << 2), sb, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 2) * outStride + r) << 2), sc, r1 - r);
+        storeLanes(out + (<usize> ((t0 + 3) * outStride + r) << 2), sd, r1 - r);
+      }
     }
     for (let t = t0; t < T; t++) {
       let sumf = f32x4.splat(0);
@@ -480,25 +549,8 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
         );
         if (kind == 9) sumi = i32x4.add(sumi, q80Corr(as, ab));
         const xd = rowScales(wr0, wr1, wr2, wr3, o);
-        const yd = f32x4.splat(load<f32>(ad + (ab << 2)));
-        if (kind == 8 || kind == 9) {
-          // sumi * (xd * yd)
-          sumf = f32x4.add(sumf, f32x4.mul(f32x4.convert_i32x4_s(sumi), f32x4.mul(xd, yd)));
-        } else if (kind == 2) {
-          // (sumi - 8Σa) * xd * yd
-          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 3));
-          sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(f32x4.convert_i32x4_s(s), xd), yd));
-        } else if (kind == 6) {
-          // (xd * yd) * (sumi - 16Σa)
-          const s = i32x4.sub(sumi, i32x4.splat(load<i32>(as + (ab << 2)) << 4));
-          sumf = f32x4.add(sumf, f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(s)));
-        } else {
-          // (xd * yd) * sumi + xm * ys
-          const xm = rowScales(wr0, wr1, wr2, wr3, o + 2);
-          const ys = f32x4.splat(load<f32>(as + (ab << 2)));
-          const p = f32x4.mul(f32x4.mul(xd, yd), f32x4.convert_i32x4_s(sumi));
-          sumf = f32x4.add(sumf, f32x4.add(p, f32x4.mul(xm, ys)));
-        }
+        const xm = kind == 3 || kind == 7 ? rowScales(wr0, wr1, wr2, wr3, o + 2) : xd;
+        sumf = blockStep(kind, sumf, sumi, xd, xm, ad, as, ab);
       }
       storeLanes(out + (<usize> (t * outStride + r) << 2), sumf, r1 - r);
     }
