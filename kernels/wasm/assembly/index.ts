@@ -3177,7 +3177,7 @@ function q3kMatmul(w: usize, rowBytes: i32, nb: i32, ad: usize, T: i32, out: usi
   }
 }
 
-// ----------------------------------------------------------------------------- Q5_K, quad groups
+// ----------------------------------------------------------------------------- Q5_K, class quads
 
 // Q5_K keeps ggml's generic order (kernels/quant/kquants_vecdot.ts, vecDotQ5K): per super-block 8
 // class sums (class c: the elements c, c + 8, c + 16, c + 24 of every sub-block of 32), each
@@ -3194,7 +3194,7 @@ function q3kMatmul(w: usize, rowBytes: i32, nb: i32, ad: usize, T: i32, out: usi
 // row r's byte 4r + m = qh[c + 8m]; then the nibbles: vector c of pair p (p = 0..3) at
 // 192 + 128p + 16c, row r's byte 4r + m = qs[32p + c + 8m] (low nibble: sub-block 2p's element
 // c + 8m, high: sub-block 2p + 1's; their 5th bits are bits 2p and 2p + 1 of the qh byte).
-// Rows after the full groups stay as the file has them (the generic path reads them).
+// Rows after the full groups stay as the file has them (q5kRawRow).
 //
 // Activation (permuteQ5KAct): every row's Q8_K quants class-major per super-block, byte
 // 32c + 4j + m = q[32j + c + 8m], then every row's 32-element sums as i16 [T·nb × 8].
