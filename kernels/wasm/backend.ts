@@ -491,11 +491,7 @@ class WasmBackendImpl implements WasmBackend {
     v.repackedRows = w.bb ? inGroups : 0;
     v.quads = w.quads;
     v.q8Flipped = w.q8Flipped;
-    v.q4kQuads = w.q4kQuads;
-    v.q2kQuads = w.q2kQuads;
-    v.q3kQuads = w.q3kQuads;
-    v.q5kQuads = w.q5kQuads;
-    v.q6kQuads = w.q6kQuads;
+    v.kQuads = w.kQuads;
     v.parent = w.parent ?? w;
     this.#views.add(v);
     return v;

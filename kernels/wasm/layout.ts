@@ -64,10 +64,7 @@ export function layOut(mem: Memories, w: WWeight, biasedQ8: boolean): void {
       ar.k.flipQ8(w.off + first * w.rowBytes, ((w.nRows - first) * w.rowBytes) / 34);
       w.q8Flipped = true;
     }
-  } else if (
-    w.type === GGMLType.Q2_K || w.type === GGMLType.Q3_K || w.type === GGMLType.Q4_K ||
-    w.type === GGMLType.Q5_K || w.type === GGMLType.Q6_K
-  ) {
+  } else if (K_LAYOUTS[w.type]) {
     if (w.nRows >= 4) repackK(mem, w);
   }
 }
@@ -110,20 +107,11 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
 /** Lay out a K-quant weight's full 4-row groups as quads (in place). */
 function repackK(mem: Memories, w: WWeight): void {
   const k = mem.arenas[w.arena].k;
-  const groups = inGroups(mem, w, (tmp, groups) => {
-    if (w.type === GGMLType.Q4_K) k.repackQ4K(w.off, w.rowBytes, groups, tmp);
-    else if (w.type === GGMLType.Q5_K) k.repackQ5K(w.off, w.rowBytes, groups, tmp);
-    else if (w.type === GGMLType.Q3_K) k.repackQ3K(w.off, w.rowBytes, groups, tmp);
-    else if (w.type === GGMLType.Q2_K) k.repackQ2K(w.off, w.rowBytes, groups, tmp);
-    else k.repackQ6K(w.off, w.rowBytes, groups, tmp);
-  });
+  const repack = K_LAYOUTS[w.type]!.repack;
+  const groups = inGroups(mem, w, (tmp, groups) => k[repack](w.off, w.rowBytes, groups, tmp));
   // bb: row views keep to whole groups (weightRows)
   w.bb = typeInfo(w.type)!.typeSize;
-  if (w.type === GGMLType.Q4_K) w.q4kQuads = true;
-  else if (w.type === GGMLType.Q5_K) w.q5kQuads = true;
-  else if (w.type === GGMLType.Q3_K) w.q3kQuads = true;
-  else if (w.type === GGMLType.Q2_K) w.q2kQuads = true;
-  else w.q6kQuads = true;
+  w.kQuads = true;
   w.repackedRows = groups * 4;
 }
 
@@ -143,38 +131,12 @@ function scratchRow(bytes: number): Uint8Array {
 export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, number] {
   let rowSrc = src;
   let rowOff = w.off + id * w.rowBytes;
-  if (w.q4kQuads) {
+  if (w.kQuads) {
     if (id >= w.repackedRows) return [src, rowOff];
-    // gather the row out of its group (see repackQ4K): per super-block its header at 16i, its
-    // quant quad k at 64 + 16k + 4i
     const out = scratchRow(w.rowBytes);
     const group = w.off + (id - (id & 3)) * w.rowBytes;
-    const i = id & 3;
-    for (let b = 0; b < w.rowBytes / 144; b++) {
-      const blk = group + 576 * b;
-      out.set(src.subarray(blk + 16 * i, blk + 16 * i + 16), 144 * b);
-      for (let k = 0; k < 32; k++) {
-        const at = blk + 64 + 16 * k + 4 * i;
-        out.set(src.subarray(at, at + 4), 144 * b + 16 + 4 * k);
-      }
-    }
+    K_LAYOUTS[w.type]!.row(src, group, id & 3, out, w.rowBytes / w.bb);
     return [out, 0];
-  }
-  if (w.q5kQuads) {
-    if (id >= w.repackedRows) return [src, rowOff];
-    return [q5kFileRow(src, w, id), 0];
-  }
-  if (w.q3kQuads) {
-    if (id >= w.repackedRows) return [src, rowOff];
-    return [q3kFileRow(src, w, id), 0];
-  }
-  if (w.q2kQuads) {
-    if (id >= w.repackedRows) return [src, rowOff];
-    return [q2kFileRow(src, w, id), 0];
-  }
-  if (w.q6kQuads) {
-    if (id >= w.repackedRows) return [src, rowOff];
-    return [q6kFileRow(src, w, id), 0];
   }
   if (w.bb && id < w.repackedRows) {
     // gather the row's blocks out of its interleaved group (see repack4)
@@ -209,16 +171,29 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
 }
 
 /**
- * Row `id` of a Q5_K weight's 4-row groups (see repackQ5K) in the file's layout: per super-block
+ * Row r (0..3) of a Q4_K weight's 4-row group at `group` (see repackQ4K) into `out` in the file's
+ * layout: per super-block (576 bytes) its header at 16r, its quant quad k at 64 + 16k + 4r.
+ */
+function q4kRow(src: Uint8Array, group: number, r: number, out: Uint8Array, nb: number): void {
+  for (let b = 0; b < nb; b++) {
+    const blk = group + 576 * b;
+    out.set(src.subarray(blk + 16 * r, blk + 16 * r + 16), 144 * b);
+    for (let k = 0; k < 32; k++) {
+      const at = blk + 64 + 16 * k + 4 * r;
+      out.set(src.subarray(at, at + 4), 144 * b + 16 + 4 * k);
+    }
+  }
+}
+
+/**
+ * Row r (0..3) of a Q5_K weight's 4-row group at `group` (see repackQ5K) into `out` in the file's layout: per
+ * super-block
  * (704 bytes) the rows' headers at 16r, then qh vector c at 64 + 16c and nibble vector c of pair
  * p at 192 + 128p + 16c, row r's byte m of each at 4r + m holding qh[c + 8m] and
  * qs[32p + c + 8m].
  */
-function q5kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
-  const out = scratchRow(w.rowBytes);
-  const group = w.off + (id - (id & 3)) * w.rowBytes;
-  const r = id & 3;
-  for (let b = 0; b < w.rowBytes / 176; b++) {
+function q5kRow(src: Uint8Array, group: number, r: number, out: Uint8Array, nb: number): void {
+  for (let b = 0; b < nb; b++) {
     const blk = group + 704 * b;
     const o = 176 * b;
     out.set(src.subarray(blk + 16 * r, blk + 16 * r + 16), o);
@@ -232,19 +207,16 @@ function q5kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
       }
     }
   }
-  return out;
 }
 
 /**
- * Row `id` of a Q2_K weight's 4-row groups (see repackQ2K) in the file's layout: per super-block
+ * Row r (0..3) of a Q2_K weight's 4-row group at `group` (see repackQ2K) into `out` in the file's layout: per
+ * super-block
  * (336 bytes) quad k of row r at 16k + 4r (qs[4k..4k + 3]), scale byte g of row r at 256 + 4g + r,
  * d at 320 + 2r, dmin at 328 + 2r.
  */
-function q2kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
-  const out = scratchRow(w.rowBytes);
-  const group = w.off + (id - (id & 3)) * w.rowBytes;
-  const r = id & 3;
-  for (let b = 0; b < w.rowBytes / 84; b++) {
+function q2kRow(src: Uint8Array, group: number, r: number, out: Uint8Array, nb: number): void {
+  for (let b = 0; b < nb; b++) {
     const blk = group + 336 * b;
     const o = 84 * b;
     for (let g = 0; g < 16; g++) out[o + g] = src[blk + 256 + 4 * g + r];
@@ -256,20 +228,17 @@ function q2kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
     out[o + 82] = src[blk + 328 + 2 * r];
     out[o + 83] = src[blk + 329 + 2 * r];
   }
-  return out;
 }
 
 /**
- * Row `id` of a Q3_K weight's 4-row groups (see repackQ3K) in the file's layout: per super-block
+ * Row r (0..3) of a Q3_K weight's 4-row group at `group` (see repackQ3K) into `out` in the file's layout: per
+ * super-block
  * (440 bytes) hmask vector c at 16c and quant vectors at 128 + 128h + 16c, row r's byte m of each
  * at 4r + m holding hmask[c + 8m] and qs[32h + c + 8m]; then the rows' scale words at 384 + 4r,
  * 400 + 4r, 416 + 4r and d at 432 + 2r.
  */
-function q3kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
-  const out = scratchRow(w.rowBytes);
-  const group = w.off + (id - (id & 3)) * w.rowBytes;
-  const r = id & 3;
-  for (let b = 0; b < w.rowBytes / 110; b++) {
+function q3kRow(src: Uint8Array, group: number, r: number, out: Uint8Array, nb: number): void {
+  for (let b = 0; b < nb; b++) {
     const blk = group + 440 * b;
     const o = 110 * b;
     for (let c = 0; c < 8; c++) {
@@ -286,24 +255,20 @@ function q3kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
     out[o + 108] = src[blk + 432 + 2 * r];
     out[o + 109] = src[blk + 433 + 2 * r];
   }
-  return out;
 }
 
 const Q6 = new Uint8Array(256);
 
 /**
- * Row `id` of a Q6_K weight's 4-row groups (see repackQ6K) in the file's layout: per super-block
+ * Row r (0..3) of a Q6_K weight's 4-row group at `group` (see repackQ6K) into `out` in the file's layout: per
+ * super-block
  * b 768 bytes of quants (group g's vectors A, B, C at 48g, row r's byte j of each at 4r + j: A
  * holds quant 16g + j in its low 6 bits, B 16g + 4 + j, C 16g + 8 + j, and their top 2 bits
  * quant 16g + 12 + j's bits 0-1, 2-3, 4-5) and a 72-byte header (scale 2p + h of row r at
  * 8p + 2r + h, d at 64 + 2r); super-blocks in pairs, both headers then both quants, a last odd
  * one alone.
  */
-function q6kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
-  const out = scratchRow(w.rowBytes);
-  const nb = w.rowBytes / 210;
-  const group = w.off + (id - (id & 3)) * w.rowBytes;
-  const r = id & 3;
+function q6kRow(src: Uint8Array, group: number, r: number, out: Uint8Array, nb: number): void {
   for (let b = 0; b < nb; b++) {
     const pair = group + 1680 * (b >> 1);
     const hdr = pair + 72 * (b & 1);
@@ -338,5 +303,22 @@ function q6kFileRow(src: Uint8Array, w: WWeight, id: number): Uint8Array {
     out[o + 208] = src[hdr + 64 + 2 * r];
     out[o + 209] = src[hdr + 65 + 2 * r];
   }
-  return out;
 }
+
+/**
+ * The K-quants laid out in 4-row groups (repackK): the kernel that lays a matrix's groups out, and
+ * how one row of a group is gathered back into the file's layout (`nb` super-blocks of row r of
+ * the group at `group`, into `out`).
+ */
+const K_LAYOUTS: Partial<
+  Record<GGMLType, {
+    repack: "repackQ2K" | "repackQ3K" | "repackQ4K" | "repackQ5K" | "repackQ6K";
+    row: (src: Uint8Array, group: number, r: number, out: Uint8Array, nb: number) => void;
+  }>
+> = {
+  [GGMLType.Q2_K]: { repack: "repackQ2K", row: q2kRow },
+  [GGMLType.Q3_K]: { repack: "repackQ3K", row: q3kRow },
+  [GGMLType.Q4_K]: { repack: "repackQ4K", row: q4kRow },
+  [GGMLType.Q5_K]: { repack: "repackQ5K", row: q5kRow },
+  [GGMLType.Q6_K]: { repack: "repackQ6K", row: q6kRow },
+};

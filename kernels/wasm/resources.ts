@@ -40,16 +40,8 @@ export class WWeight implements Weight {
   quads = false;
   /** Q8_0 under the biased kernel: every quant byte stored + 128 (repackQuads' flip, flipQ8). */
   q8Flipped = false;
-  /** Q4_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ4K). */
-  q4kQuads = false;
-  /** Q2_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ2K). */
-  q2kQuads = false;
-  /** Q3_K: the first `repackedRows` rows in 4-row groups of class quads (repackQ3K). */
-  q3kQuads = false;
-  /** Q5_K: the first `repackedRows` rows in 4-row groups of class quads (repackQ5K). */
-  q5kQuads = false;
-  /** Q6_K: the first `repackedRows` rows in 4-row groups of byte quads (repackQ6K). */
-  q6kQuads = false;
+  /** A K-quant: the first `repackedRows` rows in its type's 4-row group layout (repackK). */
+  kQuads = false;
   /** Offset of a float copy in arena 0 (1-D weights, or made on first rmsNorm/addBias use). */
   f32Off = -1;
   /** The weight a row view reads (weightRows); undefined for a weight that owns its bytes. */
