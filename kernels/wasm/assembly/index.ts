@@ -2080,8 +2080,12 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
       }
     }
   }
-  const bs16 = out + <usize> G * <usize> nb * Q8KG;
-  const subs = (n >> 5) * T;
+  subBlockSums16(bsums, out + <usize> G * <usize> nb * Q8KG, (n >> 5) * T);
+}
+
+// The 32-element sums of `subs` Q8_K sub-blocks (their two 16-element sums, bsums of
+// quantizeQ8K) as i16 at bs16.
+@inline function subBlockSums16(bsums: usize, bs16: usize, subs: i32): void {
   for (let s = 0; s < subs; s++) {
     const b = bsums + (<usize> s << 3);
     store<i16>(bs16 + (<usize> s << 1), <i16> (load<i32>(b) + load<i32>(b + 4)));
@@ -2130,6 +2134,22 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
   v128.store(scr + 176, v128.shuffle<i32>(fL, fH, 1, 3, 5, 7));
   v128.store(scr + 192, halvesToF32C(dd));
   v128.store(scr + 208, halvesToF32C(i32x4.shr_u(dd, 16)));
+}
+
+// summ of the 4 weight rows (lanes; their min pairs in the header q4kgHeader decoded at
+// scr + 128) against one activation row's 8 sub-block sums (i16) at bs, pair p in every lane.
+@inline function kgMins(scr: usize, bs: usize): v128 {
+  const b = v128.load(bs);
+  return i32x4.add(
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(b, b, 0, 0, 0, 0)),
+      i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(b, b, 1, 1, 1, 1)),
+    ),
+    i32x4.add(
+      i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(b, b, 2, 2, 2, 2)),
+      i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(b, b, 3, 3, 3, 3)),
+    ),
+  );
 }
 
 @inline function madd32(t: v128, c: v128, s: v128): v128 {
@@ -2401,18 +2421,7 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
       cB = kdot(W16, v128.shuffle<i32>(xb1, xb1, 3, 3, 3, 3), hiNibM(v, m4), cB);
       tot = kmadd(W16, kmadd(W16, tot, cA, kpair(W16, v128.load(scr + (p << 5)))), cB, kpair(W16, v128.load(scr + (p << 5) + 16)));
     }
-    // summ: the min pairs (lanes = rows) against this row's sub-block sums, pair p in every lane
-    const bs = v128.load(bs16 + (<usize> i << 4));
-    const summ = i32x4.add(
-      i32x4.add(
-        i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(bs, bs, 0, 0, 0, 0)),
-        i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(bs, bs, 1, 1, 1, 1)),
-      ),
-      i32x4.add(
-        i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(bs, bs, 2, 2, 2, 2)),
-        i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(bs, bs, 3, 3, 3, 3)),
-      ),
-    );
+    const summ = kgMins(scr, bs16 + (<usize> i << 4));
     const y = f32x4.splat(load<f32>(ad + (<usize> i << 2)));
     sumf = q4kFloat(sumf, v128.load(scr + 192), v128.load(scr + 208), y, tot, summ);
   }
@@ -2475,30 +2484,8 @@ export function permuteQ4KAct(qs: usize, ad: usize, bsums: usize, out: usize, n:
       tot = kmadd(W16, kmadd(W16, tot, cA, sA), cB, sB);
       tou = kmadd(W16, kmadd(W16, tou, dA, sA), dB, sB);
     }
-    const m0 = v128.load(scr + 128), m1 = v128.load(scr + 144);
-    const m2 = v128.load(scr + 160), m3 = v128.load(scr + 176);
-    const bs = v128.load(bs16 + (<usize> i << 4));
-    const summ = i32x4.add(
-      i32x4.add(
-        i32x4.dot_i16x8_s(m0, v128.shuffle<i32>(bs, bs, 0, 0, 0, 0)),
-        i32x4.dot_i16x8_s(m1, v128.shuffle<i32>(bs, bs, 1, 1, 1, 1)),
-      ),
-      i32x4.add(
-        i32x4.dot_i16x8_s(m2, v128.shuffle<i32>(bs, bs, 2, 2, 2, 2)),
-        i32x4.dot_i16x8_s(m3, v128.shuffle<i32>(bs, bs, 3, 3, 3, 3)),
-      ),
-    );
-    const bt = v128.load(bs16 + bss + (<usize> i << 4));
-    const sumn = i32x4.add(
-      i32x4.add(
-        i32x4.dot_i16x8_s(m0, v128.shuffle<i32>(bt, bt, 0, 0, 0, 0)),
-        i32x4.dot_i16x8_s(m1, v128.shuffle<i32>(bt, bt, 1, 1, 1, 1)),
-      ),
-      i32x4.add(
-        i32x4.dot_i16x8_s(m2, v128.shuffle<i32>(bt, bt, 2, 2, 2, 2)),
-        i32x4.dot_i16x8_s(m3, v128.shuffle<i32>(bt, bt, 3, 3, 3, 3)),
-      ),
-    );
+    const summ = kgMins(scr, bs16 + (<usize> i << 4));
+    const sumn = kgMins(scr, bs16 + bss + (<usize> i << 4));
     const dv = v128.load(scr + 192), mv = v128.load(scr + 208);
     sumf = q4kFloat(sumf, dv, mv, f32x4.splat(load<f32>(ad + (<usize> i << 2))), tot, summ);
     sumg = q4kFloat(sumg, dv, mv, f32x4.splat(load<f32>(ad + ds + (<usize> i << 2))), tou, sumn);
@@ -3236,12 +3223,7 @@ export function repackQ5K(w: usize, rowBytes: i32, nGroups: i32, tmp: usize): vo
 export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i32): void {
   const blocks = (n >> 8) * T;
   classMajor(qs, out, blocks);
-  const bs16 = out + (<usize> blocks << 8);
-  const subs = blocks << 3;
-  for (let s = 0; s < subs; s++) {
-    const b = bsums + (<usize> s << 3);
-    store<i16>(bs16 + (<usize> s << 1), <i16> (load<i32>(b) + load<i32>(b + 4)));
-  }
+  subBlockSums16(bsums, out + (<usize> blocks << 8), blocks << 3);
 }
 
 // `blocks` Q8_K super-blocks of quants at qs, class-major into out: byte 32c + 4j + m of a block
@@ -3375,13 +3357,13 @@ export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i3
     }
     const mv = v128.load(scr + 208);
     const bsi = bs16 + (<usize> i << 4);
-    f0 = f32x4.sub(f0, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi))), f32x4.convert_i32x4_s(q5kMins(scr, bsi))));
+    f0 = f32x4.sub(f0, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi))), f32x4.convert_i32x4_s(kgMins(scr, bsi))));
     if (N >= 2) {
-      f1 = f32x4.sub(f1, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + ds))), f32x4.convert_i32x4_s(q5kMins(scr, bsi + bss))));
+      f1 = f32x4.sub(f1, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + ds))), f32x4.convert_i32x4_s(kgMins(scr, bsi + bss))));
     }
     if (N == 4) {
-      f2 = f32x4.sub(f2, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + 2 * ds))), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 2 * bss))));
-      f3 = f32x4.sub(f3, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + 3 * ds))), f32x4.convert_i32x4_s(q5kMins(scr, bsi + 3 * bss))));
+      f2 = f32x4.sub(f2, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + 2 * ds))), f32x4.convert_i32x4_s(kgMins(scr, bsi + 2 * bss))));
+      f3 = f32x4.sub(f3, f32x4.mul(f32x4.mul(mv, f32x4.splat(load<f32>(adi + 3 * ds))), f32x4.convert_i32x4_s(kgMins(scr, bsi + 3 * bss))));
     }
   }
   for (let c: usize = 0; c < 8; c++) {
@@ -3399,22 +3381,6 @@ export function permuteQ5KAct(qs: usize, bsums: usize, out: usize, n: i32, T: i3
     storeRows4(out, outStride, t + 2, r, f2);
     storeRows4(out, outStride, t + 3, r, f3);
   }
-}
-
-// summ of the 4 weight rows (lanes; their min pairs in the decoded header at scr + 128) against
-// one activation row's 8 sub-block sums at bs.
-@inline function q5kMins(scr: usize, bs: usize): v128 {
-  const b = v128.load(bs);
-  return i32x4.add(
-    i32x4.add(
-      i32x4.dot_i16x8_s(v128.load(scr + 128), v128.shuffle<i32>(b, b, 0, 0, 0, 0)),
-      i32x4.dot_i16x8_s(v128.load(scr + 144), v128.shuffle<i32>(b, b, 1, 1, 1, 1)),
-    ),
-    i32x4.add(
-      i32x4.dot_i16x8_s(v128.load(scr + 160), v128.shuffle<i32>(b, b, 2, 2, 2, 2)),
-      i32x4.dot_i16x8_s(v128.load(scr + 176), v128.shuffle<i32>(b, b, 3, 3, 3, 3)),
-    ),
-  );
 }
 
 // One Q5_K row as the file has it (rows after the full groups) · one activation row in the
