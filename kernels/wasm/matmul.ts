@@ -182,7 +182,6 @@ export class Matmuls {
     const q6kBytes = isK ? align(rows * nb * 32) : 0;
     // … and the Q5_K kernel's: the quants class-major and every row's 32-element sums as i16
     // (permuteQ5KAct)
-    const q5kClass = w.type === GGMLType.Q5_K;
     const q5kBytes = isK ? align(rows * n) + align(rows * nb * 16) : 0;
     // … and the Q3_K kernel's: the quants class-major and their corrections (permuteQ3KAct)
     const q3kBytes = isK ? 2 * align(rows * n) : 0;
@@ -235,20 +234,21 @@ export class Matmuls {
     const actOff = st.act.off;
     // (after the P/N planes or row groups, which only Q8_0 activations have)
     const q4kOff = actOff + qsBytes + dBytes + sBytes + pnBytes;
-    // Q2_K reads the Q6_K kernel's form too (the 16-element sums), beside the plain quants
-    const q6k = w.type === GGMLType.Q6_K || w.type === GGMLType.Q2_K;
+    // the 16-element sums as i16 (permuteQ6KAct): Q6_K's form, and Q2_K's beside the plain quants
+    const sums16 = w.type === GGMLType.Q6_K || w.type === GGMLType.Q2_K;
+    const q5k = w.type === GGMLType.Q5_K;
     const q3k = w.type === GGMLType.Q3_K;
     if (w.type === GGMLType.Q4_K && !st.actQ4K) {
       k.permuteQ4KAct(actOff, actOff + qsBytes, actOff + qsBytes + dBytes, q4kOff, n, rows);
       st.actQ4K = true;
     }
     const q6kOff = q4kOff + q4kBytes;
-    if (q6k && !st.actQ6K) {
+    if (sums16 && !st.actQ6K) {
       k.permuteQ6KAct(actOff + qsBytes + dBytes, q6kOff, n, rows);
       st.actQ6K = true;
     }
     const q5kOff = q6kOff + q6kBytes;
-    if (q5kClass && !st.actQ5K) {
+    if (q5k && !st.actQ5K) {
       k.permuteQ5KAct(actOff, actOff + qsBytes + dBytes, q5kOff, n, rows);
       st.actQ5K = true;
     }
@@ -270,9 +270,9 @@ export class Matmuls {
     ctrl[a + A.AS] = actOff + qsBytes + dBytes + (q8w && !this.biasedQ8 ? sBytes : 0);
     ctrl[a + A.AQ16] = w.type === GGMLType.Q4_K
       ? q4kOff
-      : q6k
+      : sums16
       ? q6kOff
-      : q5kClass
+      : q5k
       ? q5kOff
       : q3k
       ? q3kOff
