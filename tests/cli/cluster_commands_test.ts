@@ -12,9 +12,9 @@ import {
   stopAll,
   waitForPlacement,
 } from "../support/agents.ts";
-import { llmctl } from "../support/cli.ts";
+import { llmctl, spawnLlmctl } from "../support/cli.ts";
 import { parseTimeout } from "../../cli/client.ts";
-import { FIXTURES, REPO, STORIES } from "../support/paths.ts";
+import { FIXTURES, STORIES } from "../support/paths.ts";
 
 async function json(args: string[]): Promise<Record<string, unknown>> {
   const r = await llmctl(args);
@@ -24,14 +24,7 @@ async function json(args: string[]): Promise<Record<string, unknown>> {
 
 /** Run llmctl with `input` on stdin. */
 async function llmctlWithInput(args: string[], input: string) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", `${REPO}/cli/llmctl.ts`, ...args],
-    cwd: REPO,
-    env: { NO_COLOR: "1" },
-    stdin: "piped",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnLlmctl(args, { stdin: true });
   const w = child.stdin.getWriter();
   await w.write(new TextEncoder().encode(input));
   await w.close();

@@ -9,6 +9,7 @@ import { startLocalAgent, stopLocalAgents, waitForPlacement } from "../../cli/lo
 import { createRpcTransport } from "../../cluster/rpc/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import { STORIES } from "../support/paths.ts";
+import { agentTlsFlags } from "../support/agents.ts";
 
 const COMMON = ["--gossip-preset", "local", "--backend", "reference", "--context-size", "256"];
 
@@ -18,12 +19,7 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "dllm-api-tls-" });
     await initCertificates({ dir, nodes: ["srv", "gw"] });
     const tls = (id: string) => [
-      "--tls-cert",
-      `${dir}/${id}.crt`,
-      "--tls-key",
-      `${dir}/${id}.key`,
-      "--tls-ca",
-      `${dir}/ca.crt`,
+      ...agentTlsFlags(dir, id),
       "--api-tls-cert",
       `${dir}/${id}.crt`,
       "--api-tls-key",

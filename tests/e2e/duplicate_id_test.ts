@@ -10,6 +10,7 @@ import { startAgent, startCluster, stopAll, waitForPlacement } from "../support/
 import { llmctlJson } from "../support/cli.ts";
 import { STORIES } from "../support/paths.ts";
 import { encode, labelHeader } from "../../cluster/gossip/mod.ts";
+import { orTimeout } from "../../cluster/deadline.ts";
 
 Deno.test("a duplicate node id stands aside (no layers, 503 naming the conflict), then exits 1", async () => {
   const cluster = await startCluster(["a", "b"], { model: STORIES });
@@ -67,11 +68,11 @@ Deno.test("a duplicate node id stands aside (no layers, 503 naming the conflict)
     assertEquals((seen.nodes as { alive: number }).alive, 2);
 
     // It gives up after the patience (29 s with the local preset) with a clear message, exit 1.
-    const status2 = await Promise.race([
+    const status2 = await orTimeout(
       dup.exited,
-      new Promise<null>((r) => setTimeout(() => r(null), 45_000)),
-    ]);
-    assert(status2 !== null, "the duplicate is still running after 45 s");
+      45_000,
+      () => new Error("the duplicate is still running after 45 s"),
+    );
     assertEquals(status2.code, 1);
     const last = dup.stderr.at(-1) ?? "";
     assert(last.startsWith('agent: giving up: node id "b" is still used by a live member'), last);
@@ -145,11 +146,11 @@ Deno.test("an agent whose id was taken over while it was frozen stops when it co
     }
     old.child.kill("SIGCONT");
     // Before, the old b went on hosting layers and answering as b, silently, for ever.
-    const exited = await Promise.race([
+    const exited = await orTimeout(
       old.exited,
-      new Promise<null>((r) => setTimeout(() => r(null), 45_000)),
-    ]);
-    assert(exited !== null, "the superseded agent still runs 45 s after it came back");
+      45_000,
+      () => new Error("the superseded agent still runs 45 s after it came back"),
+    );
     assertEquals(exited.code, 1);
     const last = old.stderr.at(-1) ?? "";
     assert(last.includes('node id "b" is now held by a live member at'), last);

@@ -5,33 +5,25 @@
  */
 import { assert, assertEquals } from "../support/assert.ts";
 import { startCluster, stopAll } from "../support/agents.ts";
-import { REPO, STORIES } from "../support/paths.ts";
+import { STORIES } from "../support/paths.ts";
+import { spawnLlmctl } from "../support/cli.ts";
 
 Deno.test("llmctl generate: a head frozen mid-stream is an incomplete output (exit 1), not 'no agent'", async () => {
   const [agent] = await startCluster(["a"], {
     model: STORIES,
     extra: ["--backend", "reference", "--context-size", "4096"],
   });
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      `${REPO}/cli/llmctl.ts`,
-      "generate",
-      "--endpoint",
-      `127.0.0.1:${agent.rpcPort}`,
-      "--timeout",
-      "1s",
-      "-p",
-      "Once upon a time",
-      "-n",
-      "4000",
-    ],
-    cwd: REPO,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnLlmctl([
+    "generate",
+    "--endpoint",
+    `127.0.0.1:${agent.rpcPort}`,
+    "--timeout",
+    "1s",
+    "-p",
+    "Once upon a time",
+    "-n",
+    "4000",
+  ]);
   let out = 0;
   const reading = (async () => {
     for await (const chunk of child.stdout) out += chunk.length;

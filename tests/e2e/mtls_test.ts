@@ -11,6 +11,7 @@ import { startLocalCluster, stopLocalAgents, waitForPlacement } from "../../cli/
 import { assert, assertEquals } from "../support/assert.ts";
 import { ensureClientPackages, runClient } from "../support/interop.ts";
 import { FIXTURES, STORIES } from "../support/paths.ts";
+import { agentTlsFlags } from "../support/agents.ts";
 
 const golden = JSON.parse(Deno.readTextFileSync(`${FIXTURES}/golden/stories260K__once.json`));
 const COMMON = [
@@ -34,27 +35,17 @@ Deno.test({
     await ensureClientPackages();
     const dir = await Deno.makeTempDir({ prefix: "dllm-mtls-" });
     await initCertificates({ dir, nodes: ["a", "b", "c"] });
-    const tlsArgs = (
-      id: string,
-    ) => [
-      "--tls-cert",
-      `${dir}/${id}.crt`,
-      "--tls-key",
-      `${dir}/${id}.key`,
-      "--tls-ca",
-      `${dir}/ca.crt`,
-    ];
     // Each agent presents its own certificate: start them one by one with their own flags. b and
     // c listen on addresses their certificates do not list (as pod IPs are not): peers check
     // their certificates against their node ids.
     const { startLocalAgent } = await import("../../cli/local_cluster.ts");
-    const a = await startLocalAgent({ id: "a", args: [...COMMON, ...tlsArgs("a")] });
+    const a = await startLocalAgent({ id: "a", args: [...COMMON, ...agentTlsFlags(dir, "a")] });
     const rest = await Promise.all(
       [["b", "127.0.0.2"], ["c", "127.0.0.3"]].map(([id, bind]) =>
         startLocalAgent({
           id,
           seeds: [a.gossipAddr],
-          args: [...COMMON, ...tlsArgs(id), "--bind", bind],
+          args: [...COMMON, ...agentTlsFlags(dir, id), "--bind", bind],
         })
       ),
     );
@@ -117,18 +108,10 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "dllm-rogue-" });
     await initCertificates({ dir: `${dir}/ours`, nodes: ["a", "b"] });
     await initCertificates({ dir: `${dir}/theirs`, nodes: ["c"] });
-    const tls = (d: string, id: string) => [
-      "--tls-cert",
-      `${dir}/${d}/${id}.crt`,
-      "--tls-key",
-      `${dir}/${d}/${id}.key`,
-      "--tls-ca",
-      `${dir}/${d}/ca.crt`,
-    ];
     // Budgets that let a and b hold the model together once c is left out.
     const args = (d: string, id: string) => [
       ...COMMON,
-      ...tls(d, id),
+      ...agentTlsFlags(`${dir}/${d}`, id),
       ...["--memory-budget", "1.6MB"],
     ];
     const { startLocalAgent } = await import("../../cli/local_cluster.ts");

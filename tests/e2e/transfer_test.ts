@@ -10,6 +10,7 @@ import { computeManifest, segmentsFor } from "../../cluster/transfer/mod.ts";
 import { assert, assertEquals } from "../support/assert.ts";
 import {
   type AgentProcess,
+  agentTlsFlags,
   generate,
   startAgent,
   stopAll,
@@ -391,8 +392,8 @@ Deno.test({
     await initCertificates({ dir, nodes: ["a", "b"] });
     const args = (id: string) => [
       ...["--gossip-preset", "local", "--backend", "reference", "--context-size", "256"],
-      ...["--tls-cert", `${dir}/${id}.crt`, "--tls-key", `${dir}/${id}.key`],
-      ...["--tls-ca", `${dir}/ca.crt`, "--cache-dir", `${dir}/cache-${id}`],
+      ...agentTlsFlags(dir, id),
+      ...["--cache-dir", `${dir}/cache-${id}`],
     ];
     const a = await startLocalAgent({
       id: "a",

@@ -137,3 +137,18 @@ export async function stopAll(agents: AgentProcess[]): Promise<void> {
   for (const a of agents) a.transport.close();
   await stopLocalAgents(agents);
 }
+
+/**
+ * An agent's mTLS flags for node `id` from a folder `initCertificates` filled: its certificate,
+ * its key, and the cluster CA.
+ */
+export function agentTlsFlags(dir: string, id: string): string[] {
+  return [
+    "--tls-cert",
+    `${dir}/${id}.crt`,
+    "--tls-key",
+    `${dir}/${id}.key`,
+    "--tls-ca",
+    `${dir}/ca.crt`,
+  ];
+}

@@ -8,15 +8,24 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Run `deno run -A cli/llmctl.ts ...args` from the repo root. */
-export async function llmctl(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
-  const out = await new Deno.Command(Deno.execPath(), {
+/** Start `deno run -A cli/llmctl.ts ...args` from the repo root, its output (and `stdin`) piped. */
+export function spawnLlmctl(
+  args: string[],
+  { env = {}, stdin = false }: { env?: Record<string, string>; stdin?: boolean } = {},
+): Deno.ChildProcess {
+  return new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-all", `${REPO}/cli/llmctl.ts`, ...args],
     cwd: REPO,
     env: { NO_COLOR: "1", ...env },
+    stdin: stdin ? "piped" : "inherit",
     stdout: "piped",
     stderr: "piped",
-  }).output();
+  }).spawn();
+}
+
+/** Run `deno run -A cli/llmctl.ts ...args` from the repo root. */
+export async function llmctl(args: string[], env: Record<string, string> = {}): Promise<CliResult> {
+  const out = await spawnLlmctl(args, { env }).output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }

@@ -3,8 +3,7 @@
  * agent's refusal is in tests/cli/cluster_commands_test.ts).
  */
 import { assert, assertEquals } from "../../support/assert.ts";
-import { llmctl } from "../../support/cli.ts";
-import { REPO } from "../../support/paths.ts";
+import { llmctl, spawnLlmctl } from "../../support/cli.ts";
 
 Deno.test("generate --endpoint: Ctrl-C before the agent answers ends llmctl at once", async () => {
   // An endpoint that accepts connections and never answers (a hung agent).
@@ -18,24 +17,15 @@ Deno.test("generate --endpoint: Ctrl-C before the agent answers ends llmctl at o
       accepted();
     }
   })();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      `${REPO}/cli/llmctl.ts`,
-      "generate",
-      "--endpoint",
-      `127.0.0.1:${listener.addr.port}`,
-      "--timeout",
-      "30s",
-      "-p",
-      "Once upon a time",
-    ],
-    cwd: REPO,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnLlmctl([
+    "generate",
+    "--endpoint",
+    `127.0.0.1:${listener.addr.port}`,
+    "--timeout",
+    "30s",
+    "-p",
+    "Once upon a time",
+  ]);
   try {
     await firstAccepted;
     await new Promise((r) => setTimeout(r, 500));
@@ -63,13 +53,7 @@ Deno.test("generate --endpoint: Ctrl-C before the agent answers ends llmctl at o
  * prompt is echoed first), `signals` Ctrl-Cs. Its exit code, stdout and stderr.
  */
 async function interrupted(args: string[], after: number, signals = 1) {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", `${REPO}/cli/llmctl.ts`, "generate", ...args],
-    cwd: REPO,
-    env: { NO_COLOR: "1" },
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
+  const child = spawnLlmctl(["generate", ...args]);
   let stdout = "";
   const decoder = new TextDecoder();
   const reading = (async () => {
