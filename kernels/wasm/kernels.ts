@@ -80,7 +80,7 @@ export interface Kernels {
     flip: number,
   ): void;
   flipQ8(w: number, nBlocks: number): void;
-  repackQ5Quads(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
+  repackNibbleQuads(w: number, rowBytes: number, bb: number, nGroups: number, tmp: number): void;
   repackQ4K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ2K(w: number, rowBytes: number, nGroups: number, tmp: number): void;
   repackQ3K(w: number, rowBytes: number, nGroups: number, tmp: number): void;

@@ -4,8 +4,9 @@
  *
  * - 32-element block types: full 4-row groups interleaved block by block (repack4); Q4_0 (and
  *   Q8_0 under the biased kernel) as byte quads instead (repackQuads: scales first, then quad k
- *   of row i at 8 + 16k + 4i); Q5_0 and Q5_1 as byte quads too, after the rows' scales (and
- *   mins) and a vector of their 5th bits ordered by quad (repackQ5Quads). Q8_0 under the biased kernel also has every quant byte stored
+ *   of row i at 8 + 16k + 4i); Q4_1, Q5_0 and Q5_1 as byte quads too, after the rows' scales,
+ *   mins (Q4_1, Q5_1) and a vector of their 5th bits ordered by quad (Q5_0, Q5_1;
+ *   repackNibbleQuads). Q8_0 under the biased kernel also has every quant byte stored
  *   + 128 (flipped), in its groups and in the rows after them: it is the relaxed dot's unsigned
  *   operand (assembly/index.ts, Q8G).
  * - Q4_K: full 4-row groups as byte quads, super-block by super-block (repackQ4K: the 4 rows'
@@ -39,16 +40,16 @@ const REPACKED = new Set([
 
 /**
  * Whether a weight is laid out as byte quads rather than whole blocks side by side (repack4):
- * Q4_0, Q5_0 and Q5_1 always; Q8_0 under the biased kernel (`biasedQ8`: the weights' own bytes, + 128, are the
+ * Q4_0, Q4_1, Q5_0 and Q5_1 always; Q8_0 under the biased kernel (`biasedQ8`: the weights' own bytes, + 128, are the
  * dot's unsigned operand). Over P/N planes Q8_0 stays with repack4: both planes need
  * broadcasting in the quad kernel (measured 25% slower).
  */
 function quadLayout(type: GGMLType, biasedQ8: boolean): boolean {
-  return type === GGMLType.Q4_0 || Q5_TYPES.has(type) || (biasedQ8 && type === GGMLType.Q8_0);
+  return type === GGMLType.Q4_0 || NIBBLE_QUADS.has(type) || (biasedQ8 && type === GGMLType.Q8_0);
 }
 
-/** The 5-bit types, whose quad layout also carries the 5th bits (repackQ5Quads). */
-const Q5_TYPES = new Set([GGMLType.Q5_0, GGMLType.Q5_1]);
+/** The nibble types with a quad layout of their own (repackNibbleQuads: mins, 5th bits). */
+const NIBBLE_QUADS = new Set([GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1]);
 
 /**
  * Put a just-uploaded weight into the layout its matmul kernel reads (in place); `biasedQ8`: the
@@ -99,7 +100,7 @@ function repack(mem: Memories, w: WWeight, quads: boolean): void {
   const k = mem.arenas[w.arena].k;
   const bb = typeInfo(w.type)!.typeSize;
   const groups = inGroups(mem, w, (tmp, groups) => {
-    if (quads && Q5_TYPES.has(w.type)) k.repackQ5Quads(w.off, w.rowBytes, bb, groups, tmp);
+    if (quads && NIBBLE_QUADS.has(w.type)) k.repackNibbleQuads(w.off, w.rowBytes, bb, groups, tmp);
     else if (quads) {
       k.repackQuads(w.off, w.rowBytes, bb, groups, tmp, w.type === GGMLType.Q8_0 ? 1 : 0);
     } else k.repack4(w.off, w.rowBytes, bb, groups, tmp);
@@ -150,8 +151,8 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
     const i = id & 3;
     const bb = w.bb;
     for (let b = 0; b < w.rowBytes / bb; b++) {
-      if (w.quads && Q5_TYPES.has(w.type)) {
-        q5QuadBlock(src, group + 4 * b * bb, i, rowSrc, b * bb, bb);
+      if (w.quads && NIBBLE_QUADS.has(w.type)) {
+        nibbleQuadBlock(src, group + 4 * b * bb, i, rowSrc, b * bb, bb);
       } else if (w.quads) {
         const blk = group + 4 * b * bb;
         rowSrc.set(src.subarray(blk + 2 * i, blk + 2 * i + 2), b * bb);
@@ -178,12 +179,13 @@ export function fileRow(src: Uint8Array, w: WWeight, id: number): [Uint8Array, n
 }
 
 /**
- * Block b of row r (0..3) of a Q5_0 (bb 22) or Q5_1 (bb 24) weight's 4-row group, from its group
- * block at `blk` (see repackQ5Quads: the rows' d at 2r, Q5_1's m at 8 + 2r, then the 5th-bit
- * vector, row r's byte j holding in bit k (4 + k) the bit of element 4k + j (16 + 4k + j), then
- * nibble quad k of row r at 16k + 4r) into `out` at `at` in the file's layout.
+ * Block b of row r (0..3) of a Q4_1 (bb 20), Q5_0 (bb 22) or Q5_1 (bb 24) weight's 4-row group,
+ * from its group block at `blk` (see repackNibbleQuads: the rows' d at 2r, Q4_1's and Q5_1's m at
+ * 8 + 2r, then the 5-bit types' 5th-bit vector, row r's byte j holding in bit k (4 + k) the bit of
+ * element 4k + j (16 + 4k + j), then nibble quad k of row r at 16k + 4r) into `out` at `at` in the
+ * file's layout.
  */
-function q5QuadBlock(
+function nibbleQuadBlock(
   src: Uint8Array,
   blk: number,
   r: number,
@@ -191,7 +193,8 @@ function q5QuadBlock(
   at: number,
   bb: number,
 ): void {
-  const hdr = bb - 20;
+  const hdr = bb === 22 ? 2 : 4;
+  const five = bb !== 20;
   const hv = blk + 4 * hdr;
   out[at] = src[blk + 2 * r];
   out[at + 1] = src[blk + 2 * r + 1];
@@ -199,18 +202,22 @@ function q5QuadBlock(
     out[at + 2] = src[blk + 8 + 2 * r];
     out[at + 3] = src[blk + 9 + 2 * r];
   }
-  let qh = 0;
-  for (let j = 0; j < 4; j++) {
-    const v = src[hv + 4 * r + j];
-    for (let k = 0; k < 4; k++) {
-      qh |= ((v >> k) & 1) << (4 * k + j);
-      qh |= ((v >> (4 + k)) & 1) << (16 + 4 * k + j);
+  if (five) {
+    let qh = 0;
+    for (let j = 0; j < 4; j++) {
+      const v = src[hv + 4 * r + j];
+      for (let k = 0; k < 4; k++) {
+        qh |= ((v >> k) & 1) << (4 * k + j);
+        qh |= ((v >> (4 + k)) & 1) << (16 + 4 * k + j);
+      }
     }
+    for (let j = 0; j < 4; j++) out[at + hdr + j] = (qh >>> (8 * j)) & 255;
   }
-  for (let j = 0; j < 4; j++) out[at + hdr + j] = (qh >>> (8 * j)) & 255;
+  const qv = hv + (five ? 16 : 0);
+  const qs = at + hdr + (five ? 4 : 0);
   for (let k = 0; k < 4; k++) {
-    const q = hv + 16 + 16 * k + 4 * r;
-    out.set(src.subarray(q, q + 4), at + hdr + 4 + 4 * k);
+    const q = qv + 16 * k + 4 * r;
+    out.set(src.subarray(q, q + 4), qs + 4 * k);
   }
 }
 

@@ -1280,7 +1280,10 @@ export function mmQ4_1(
   r0: i32,
   r1: i32,
 ): void {
-  matmul32(3, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  const full = r0 + ((r1 - r0) & ~3);
+  if (dotWidens()) q41Matmul16(w, rb, nb, aq, ad, as, T, out, os, r0, full);
+  else q41Matmul32(w, rb, nb, aq, ad, as, T, out, os, r0, full);
+  if (full < r1) matmul32(3, w, rb, nb, aq, ad, as, T, out, os, full, r1);
 }
 export function mmQ5_0(
   w: usize,
@@ -1947,29 +1950,38 @@ export function flipQ8(w: usize, nBlocks: i32): void {
   }
 }
 
-// ----------------------------------------------------------------------------- Q5_0 / Q5_1, quad layout
+// ----------------------------------------------------------------------------- Q4_1, Q5_0, Q5_1: quad layout
 
-// Q5_0 (kind 6) and Q5_1 (kind 7) matrices are laid out by repackQ5Quads: each full group of 4 rows
-// holds, block by block, [the 4 rows' f16 scales d (8 bytes)] [Q5_1: their f16 mins m (8 bytes)]
-// [their 5th bits as one vector (16 bytes)] [nibble quads as Q4_0's: quad k of row i at 16k + 4i]
-// (88 and 96 bytes, 4 blocks' worth). Byte 4i + j of the 5th-bit vector holds in bit k the 5th
-// bit of element 4k + j of row i, and in bit 4 + k that of element 16 + 4k + j: the elements whose
-// low and high nibbles nibble quad k holds in byte 4i + j. So one 16-bit shift and a mask bring
-// quad k's 5th bits to bit 4 of every byte (q5Quad), where ggml's 32 bits a row cost a broadcast,
-// a shuffle, a mask and a compare per 16 elements (highBits), and the 5-bit quants (0..31) are the
-// relaxed dot's 7-bit operand with lanes = rows, as Q4_0's nibbles are: 4 rows of a block in 8
-// dots against the activation's quads broadcast, no horizontal sums. The block sums are exact
-// integers, so the float steps (blockStep, ggml's order) give the same bits as matmul32.
+// Q4_1 (kind 3), Q5_0 (kind 6) and Q5_1 (kind 7) matrices are laid out by repackNibbleQuads: each
+// full group of 4 rows holds, block by block, [the 4 rows' f16 scales d (8 bytes)] [Q4_1, Q5_1:
+// their f16 mins m (8 bytes)] [Q5_0, Q5_1: their 5th bits as one vector (16 bytes)] [nibble quads
+// as Q4_0's: quad k of row i at 16k + 4i] (80, 88 and 96 bytes: 4 blocks' worth). Byte 4i + j of
+// the 5th-bit vector holds in bit k the 5th bit of element 4k + j of row i, and in bit 4 + k that
+// of element 16 + 4k + j: the elements whose low and high nibbles nibble quad k holds in byte
+// 4i + j. So one 16-bit shift and a mask bring quad k's 5th bits to bit 4 of every byte
+// (nibbleQuad), where ggml's 32 bits a row cost a broadcast, a shuffle, a mask and a compare per 16
+// elements (highBits). The 4- or 5-bit quants are the relaxed dot's 7-bit operand with lanes =
+// rows, as Q4_0's nibbles are: 4 rows of a block in 8 dots against the activation's quads
+// broadcast, no horizontal sums. The block sums are exact integers, so the float steps
+// (blockStep, ggml's order) give the same bits as matmul32.
+
+/** A group block's bytes for kind 3, 6 or 7 (4 blocks). */
+@inline function nibbleGroupBytes(kind: i32): usize {
+  return kind == 3 ? 80 : kind == 6 ? 88 : 96;
+}
 
 /**
- * Lay out the full 4-row groups (nGroups from w) of a Q5_0 (bb 22) or Q5_1 (bb 24) matrix as
- * q5Matmul reads them, in place. tmp: 4·rowBytes of scratch.
+ * Lay out the full 4-row groups (nGroups from w) of a Q4_1 (bb 20), Q5_0 (bb 22) or Q5_1 (bb 24)
+ * matrix as nibbleMatmul reads them, in place. tmp: 4·rowBytes of scratch.
  */
-export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usize): void {
+export function repackNibbleQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tmp: usize): void {
   const gbytes = <usize> rowBytes << 2;
   const nb = rowBytes / bb;
-  const hdr = bb - 20; // f16 bytes before qh: d (Q5_0), d and m (Q5_1)
+  const hdr = bb == 22 ? 2 : 4; // f16 bytes first: d (Q5_0), d and m (Q4_1, Q5_1)
+  const five = bb != 20;
   const hv = <usize> (hdr << 2); // the 5th-bit vector's offset in a group block
+  const qv = hv + (five ? 16 : 0); // the nibble quads'
+  const qs = hdr + (five ? 4 : 0); // a block's nibbles
   for (let g = 0; g < nGroups; g++) {
     const base = w + <usize> g * gbytes;
     memory.copy(tmp, base, gbytes);
@@ -1979,29 +1991,32 @@ export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tm
         const src = tmp + <usize> (i * rowBytes + b * bb);
         store<u16>(dst + (<usize> i << 1), load<u16>(src));
         if (hdr == 4) store<u16>(dst + 8 + (<usize> i << 1), load<u16>(src + 2));
-        const qh = load<u32>(src + <usize> hdr);
-        for (let j = 0; j < 4; j++) {
-          let v: u32 = 0;
-          for (let k = 0; k < 4; k++) {
-            v |= ((qh >> (4 * k + j)) & 1) << k;
-            v |= ((qh >> (16 + 4 * k + j)) & 1) << (4 + k);
+        if (five) {
+          const qh = load<u32>(src + <usize> hdr);
+          for (let j = 0; j < 4; j++) {
+            let v: u32 = 0;
+            for (let k = 0; k < 4; k++) {
+              v |= ((qh >> (4 * k + j)) & 1) << k;
+              v |= ((qh >> (16 + 4 * k + j)) & 1) << (4 + k);
+            }
+            store<u8>(dst + hv + <usize> (4 * i + j), <u8> v);
           }
-          store<u8>(dst + hv + <usize> (4 * i + j), <u8> v);
         }
         for (let k = 0; k < 4; k++) {
-          store<u32>(dst + hv + 16 + <usize> (16 * k + 4 * i), load<u32>(src + <usize> (hdr + 4 + 4 * k)));
+          store<u32>(dst + qv + <usize> (16 * k + 4 * i), load<u32>(src + <usize> (qs + 4 * k)));
         }
       }
     }
   }
 }
 
-// Nibble quad q (quad k of a Q5 group block) and the block's 5th-bit vector h -> the 5-bit quants
-// of its low (hi = false: elements 4k..4k + 3 of each row) or high nibbles (16 + 4k..), 0..31:
-// bit k (4 + k) of every byte of h moved to bit 4 by one 16-bit shift (no bit crosses into the
-// byte above or below where it is masked), then masked.
-@inline function q5Quad(q: v128, h: v128, k: i32, hi: bool, m4: v128, m10: v128): v128 {
+// Nibble quad q (quad k of a group block) and, five, the block's 5th-bit vector h -> the quants of
+// its low (hi = false: elements 4k..4k + 3 of each row) or high nibbles (16 + 4k..), 0..15 or
+// 0..31: bit k (4 + k) of every byte of h moved to bit 4 by one 16-bit shift (no bit crosses into
+// the byte above or below where it is masked), then masked.
+@inline function nibbleQuad(five: bool, q: v128, h: v128, k: i32, hi: bool, m4: v128, m10: v128): v128 {
   const n = hi ? v128.and(i16x8.shr_u(q, 4), m4) : v128.and(q, m4);
+  if (!five) return n;
   const s = hi ? k : k - 4;
   const b = s == 0 ? h : s > 0 ? i16x8.shr_u(h, s) : i16x8.shl(h, -s);
   return v128.or(n, v128.and(b, m10));
@@ -2009,9 +2024,10 @@ export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tm
 
 // One activation row's block (its 32 quants at a) against a group block's unpacked quants (l: low
 // nibbles' quads, h: high), lanes = rows: the 4 rows' integer dots. w16 (dotWidens): i16 sums
-// of 4 dots (each pair ≤ 2·31·128, 4 of them < 2^15), widened by pmaddwd against ones.
-@inline function q5Dots(
-  w16: bool, a: usize, l0: v128, l1: v128, l2: v128, l3: v128, h0: v128, h1: v128, h2: v128,
+// widened by pmaddwd against ones, of 4 dots for 5-bit quants (each pair ≤ 2·31·128, 4 of them <
+// 2^15), of all 8 for 4-bit ones (8 · 2·15·128 < 2^15, as Q4_0's).
+@inline function nibbleDots(
+  w16: bool, five: bool, a: usize, l0: v128, l1: v128, l2: v128, l3: v128, h0: v128, h1: v128, h2: v128,
   h3: v128, ones: v128,
 ): v128 {
   const x0 = v128.load(a);
@@ -2025,6 +2041,7 @@ export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tm
     p2 = i16x8.add(p2, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x1, x1, 2, 2, 2, 2), h2));
     p = i16x8.add(p, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x0, x0, 3, 3, 3, 3), l3));
     p2 = i16x8.add(p2, i16x8.relaxed_dot_i8x16_i7x16_s(v128.shuffle<i32>(x1, x1, 3, 3, 3, 3), h3));
+    if (!five) return i32x4.dot_i16x8_s(i16x8.add(p, p2), ones);
     return i32x4.add(i32x4.dot_i16x8_s(p, ones), i32x4.dot_i16x8_s(p2, ones));
   }
   const z = i32x4.splat(0);
@@ -2039,15 +2056,17 @@ export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tm
   return i32x4.add(acc, acc2);
 }
 
-// Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q5_0 (kind 6) or Q5_1 (kind
-// 7) matrix against T activation rows, 4 rows a pass sharing each block's unpacked quants, then
+// Full 4-row groups r0..r1 (r1 - r0 a multiple of 4) of a quad-layout Q4_1 (kind 3), Q5_0 (kind
+// 6) or Q5_1 (kind 7) matrix against T activation rows, 4 rows a pass sharing each block's unpacked quants, then
 // one at a time; w16 (a constant at each call): i16 sums (dotWidens).
-@inline function q5Matmul(
+@inline function nibbleMatmul(
   kind: i32, w16: bool, w: usize, rowBytes: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32,
   out: usize, outStride: i32, r0: i32, r1: i32,
 ): void {
-  const gb = <usize> (kind == 6 ? 88 : 96);
-  const hv = <usize> (kind == 6 ? 8 : 16);
+  const gb = nibbleGroupBytes(kind);
+  const five = kind != 3;
+  const hv: usize = kind == 6 ? 8 : 16; // the 5th-bit vector (Q5_0, Q5_1) or the quads (Q4_1)
+  const qv = hv + (five ? 16 : 0); // the quads
   const m4 = mask4();
   const m10 = i8x16.splat(0x10);
   const ones = ones16();
@@ -2062,28 +2081,28 @@ export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tm
       for (let b = 0; b < nb; b++) {
         const blk = gw + <usize> b * gb;
         const xd = scales4(blk);
-        const xm = kind == 7 ? scales4(blk + 8) : xd;
-        const h = v128.load(blk + hv);
-        const q0 = v128.load(blk + hv + 16);
-        const q1 = v128.load(blk + hv + 32);
-        const q2 = v128.load(blk + hv + 48);
-        const q3 = v128.load(blk + hv + 64);
-        const l0 = q5Quad(q0, h, 0, false, m4, m10);
-        const l1 = q5Quad(q1, h, 1, false, m4, m10);
-        const l2 = q5Quad(q2, h, 2, false, m4, m10);
-        const l3 = q5Quad(q3, h, 3, false, m4, m10);
-        const h0 = q5Quad(q0, h, 0, true, m4, m10);
-        const h1 = q5Quad(q1, h, 1, true, m4, m10);
-        const h2 = q5Quad(q2, h, 2, true, m4, m10);
-        const h3 = q5Quad(q3, h, 3, true, m4, m10);
+        const xm = kind != 6 ? scales4(blk + 8) : xd;
+        const h = five ? v128.load(blk + hv) : m4;
+        const q0 = v128.load(blk + qv + 0);
+        const q1 = v128.load(blk + qv + 16);
+        const q2 = v128.load(blk + qv + 32);
+        const q3 = v128.load(blk + qv + 48);
+        const l0 = nibbleQuad(five, q0, h, 0, false, m4, m10);
+        const l1 = nibbleQuad(five, q1, h, 1, false, m4, m10);
+        const l2 = nibbleQuad(five, q2, h, 2, false, m4, m10);
+        const l3 = nibbleQuad(five, q3, h, 3, false, m4, m10);
+        const h0 = nibbleQuad(five, q0, h, 0, true, m4, m10);
+        const h1 = nibbleQuad(five, q1, h, 1, true, m4, m10);
+        const h2 = nibbleQuad(five, q2, h, 2, true, m4, m10);
+        const h3 = nibbleQuad(five, q3, h, 3, true, m4, m10);
         const i0 = <usize> (t * nb + b);
         const i1 = i0 + <usize> nb;
         const i2 = i1 + <usize> nb;
         const i3 = i2 + <usize> nb;
-        s0 = blockStep(kind, s0, q5Dots(w16, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i0);
-        s1 = blockStep(kind, s1, q5Dots(w16, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i1);
-        s2 = blockStep(kind, s2, q5Dots(w16, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i2);
-        s3 = blockStep(kind, s3, q5Dots(w16, aq + (i3 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i3);
+        s0 = blockStep(kind, s0, nibbleDots(w16, five, aq + (i0 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i0);
+        s1 = blockStep(kind, s1, nibbleDots(w16, five, aq + (i1 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i1);
+        s2 = blockStep(kind, s2, nibbleDots(w16, five, aq + (i2 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i2);
+        s3 = blockStep(kind, s3, nibbleDots(w16, five, aq + (i3 << 5), l0, l1, l2, l3, h0, h1, h2, h3, ones), xd, xm, ad, as, i3);
       }
       storeRows4(out, outStride, t, r, s0);
       storeRows4(out, outStride, t + 1, r, s1);
@@ -2095,17 +2114,17 @@ export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tm
       for (let b = 0; b < nb; b++) {
         const blk = gw + <usize> b * gb;
         const xd = scales4(blk);
-        const xm = kind == 7 ? scales4(blk + 8) : xd;
-        const h = v128.load(blk + hv);
-        const q0 = v128.load(blk + hv + 16);
-        const q1 = v128.load(blk + hv + 32);
-        const q2 = v128.load(blk + hv + 48);
-        const q3 = v128.load(blk + hv + 64);
+        const xm = kind != 6 ? scales4(blk + 8) : xd;
+        const h = five ? v128.load(blk + hv) : m4;
+        const q0 = v128.load(blk + qv + 0);
+        const q1 = v128.load(blk + qv + 16);
+        const q2 = v128.load(blk + qv + 32);
+        const q3 = v128.load(blk + qv + 48);
         const i0 = <usize> (t * nb + b);
-        const sumi = q5Dots(
-          w16, aq + (i0 << 5), q5Quad(q0, h, 0, false, m4, m10), q5Quad(q1, h, 1, false, m4, m10),
-          q5Quad(q2, h, 2, false, m4, m10), q5Quad(q3, h, 3, false, m4, m10), q5Quad(q0, h, 0, true, m4, m10),
-          q5Quad(q1, h, 1, true, m4, m10), q5Quad(q2, h, 2, true, m4, m10), q5Quad(q3, h, 3, true, m4, m10), ones,
+        const sumi = nibbleDots(
+          w16, five, aq + (i0 << 5), nibbleQuad(five, q0, h, 0, false, m4, m10), nibbleQuad(five, q1, h, 1, false, m4, m10),
+          nibbleQuad(five, q2, h, 2, false, m4, m10), nibbleQuad(five, q3, h, 3, false, m4, m10), nibbleQuad(five, q0, h, 0, true, m4, m10),
+          nibbleQuad(five, q1, h, 1, true, m4, m10), nibbleQuad(five, q2, h, 2, true, m4, m10), nibbleQuad(five, q3, h, 3, true, m4, m10), ones,
         );
         s0 = blockStep(kind, s0, sumi, xd, xm, ad, as, i0);
       }
@@ -2114,18 +2133,24 @@ export function repackQ5Quads(w: usize, rowBytes: i32, bb: i32, nGroups: i32, tm
   }
 }
 
-// q5Matmul's forms, each a function of its own (see q4kMatmul16).
+// nibbleMatmul's forms, each a function of its own (see q4kMatmul16).
+@noinline function q41Matmul16(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+  nibbleMatmul(3, true, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+}
+@noinline function q41Matmul32(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
+  nibbleMatmul(3, false, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+}
 @noinline function q50Matmul16(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
-  q5Matmul(6, true, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  nibbleMatmul(6, true, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
 @noinline function q50Matmul32(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
-  q5Matmul(6, false, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  nibbleMatmul(6, false, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
 @noinline function q51Matmul16(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
-  q5Matmul(7, true, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  nibbleMatmul(7, true, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
 @noinline function q51Matmul32(w: usize, rb: i32, nb: i32, aq: usize, ad: usize, as: usize, T: i32, out: usize, os: i32, r0: i32, r1: i32): void {
-  q5Matmul(7, false, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
+  nibbleMatmul(7, false, w, rb, nb, aq, ad, as, T, out, os, r0, r1);
 }
 
 // ----------------------------------------------------------------------------- K-quant matmuls

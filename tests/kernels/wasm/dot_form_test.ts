@@ -1,8 +1,8 @@
 /**
- * The nibble kernels (Q4_0, Q4_K, Q5_K's class quads, Q5_0 and Q5_1) and Q8_0 (mmQ8_0, the P/N planes' kernel) have two forms of
+ * The nibble kernels (Q4_0, Q4_K, Q5_K's class quads, Q4_1, Q5_0, Q5_1) and Q8_0 (mmQ8_0, the P/N planes' kernel) have two forms of
  * their integer dots: i32 relaxed dots where the engine runs them as one instruction, and where it
  * emulates them (pmaddubsw + pmaddwd + paddd: x86 without AVX-VNNI) i16 sums widened once (Q4_0,
- * Q4_K, Q5_0, Q5_1) or both operands sign-extended to i16 and multiplied by the exact i16 dot (Q8_0). Each instance probes its own engine
+ * Q4_K, Q4_1, Q5_0, Q5_1) or both operands sign-extended to i16 and multiplied by the exact i16 dot (Q8_0). Each instance probes its own engine
  * (dotForm), so the identity tests against the reference cover only this machine's form; here
  * one instance runs both forms (setDotForm) on the same weights and activations, at the row
  * counts of every path (decode, 2-5 sessions, padded and full 8-row tiles, 32-row blocks), and
@@ -69,13 +69,14 @@ function q4kRows(T: number): number {
   return T - tiled >= 3 ? tiled + 4 : tiled;
 }
 
-Deno.test("wasm Q4_0, Q4_K, Q5_K, Q5_0, Q5_1 and Q8_0: both dot forms (i32 relaxed dots, i16 sums) give the same bits", async () => {
+Deno.test("wasm Q4_0, Q4_K, Q5_K, Q4_1, Q5_0, Q5_1 and Q8_0: both dot forms (i32 relaxed dots, i16 sums) give the same bits", async () => {
   await buildWasm();
   const module = new WebAssembly.Module(await Deno.readFile(WASM_URL));
   const q40 = randomBlocks((M * N / 32) * 18, 18, [0]);
   const q4k = randomBlocks((M * N / 256) * 144, 144, [0, 2]);
   const q80 = randomBlocks((M * N / 32) * 34, 34, [0]);
   const q5k = randomBlocks((M * N / 256) * 176, 176, [0, 2]);
+  const q41 = randomBlocks((M * N / 32) * 20, 20, [0, 2]);
   const q50 = randomBlocks((M * N / 32) * 22, 22, [0]);
   const q51 = randomBlocks((M * N / 32) * 24, 24, [0, 2]);
   for (const T of ROWS) {
@@ -133,13 +134,19 @@ Deno.test("wasm Q4_0, Q4_K, Q5_K, Q5_0, Q5_1 and Q8_0: both dot forms (i32 relax
         k.mmK(13, w, rowBytes, nb, qs, ad, bs, T, out, M, 0, M - 1, scr, form);
         res.push(new Float32Array(mem.buffer, out, T * M).slice());
       }
-      for (const [q5, bb, q81, mm] of [[q50, 22, 0, "mmQ5_0"], [q51, 24, 1, "mmQ5_1"]] as const) {
-        // Q5_0 and Q5_1 (mmQ5_0 / mmQ5_1 over the 5-bit quad layout); rows 0..M - 2: a last
-        // partial group of 3 rows, read as the file has them
+      for (
+        const [q5, bb, q81, mm] of [
+          [q41, 20, 1, "mmQ4_1"],
+          [q50, 22, 0, "mmQ5_0"],
+          [q51, 24, 1, "mmQ5_1"],
+        ] as const
+      ) {
+        // Q4_1, Q5_0 and Q5_1 (mmQ4_1 / mmQ5_0 / mmQ5_1 over their quad layout); rows 0..M - 2: a
+        // last partial group of 3 rows, read as the file has them
         const nb = N / 32, rowBytes = nb * bb;
         const w = alloc(q5.length);
         u8().set(q5, w);
-        k.repackQ5Quads(w, rowBytes, bb, (M - 1) >> 2, alloc(4 * rowBytes));
+        k.repackNibbleQuads(w, rowBytes, bb, (M - 1) >> 2, alloc(4 * rowBytes));
         const qs = alloc(T * N), ad = alloc(T * nb * 4), as = alloc(T * nb * 4);
         const out = alloc(T * M * 4);
         k.quantizeQ8(xa, N, T, qs, ad, as, q81, 0, 0);
@@ -164,9 +171,9 @@ Deno.test("wasm Q4_0, Q4_K, Q5_K, Q5_0, Q5_1 and Q8_0: both dot forms (i32 relax
       assertEquals(k.dotForm(), form);
       outs.push(res);
     }
-    for (const [i, name] of ["Q4_0", "Q4_K", "Q5_K", "Q5_0", "Q5_1", "Q8_0"].entries()) {
+    for (const [i, name] of ["Q4_0", "Q4_K", "Q5_K", "Q4_1", "Q5_0", "Q5_1", "Q8_0"].entries()) {
       const [a, b] = [outs[0][i], outs[1][i]];
-      // (Q5_0, Q5_1 and Q8_0 leave their last output column unwritten: zero in both forms)
+      // (Q4_1, Q5_0, Q5_1 and Q8_0 leave their last output column unwritten: zero in both forms)
       if (!a.every(Number.isFinite) || a.filter((v) => v !== 0).length < a.length / 2) {
         throw new Error(`${name} rows=${T}: outputs not a real matmul's`);
       }
