@@ -14,14 +14,16 @@
  */
 import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
 import { type GGUFFile, openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts";
-import { SHARED_LLAMAREF } from "./shared.ts";
+import { SHARED_FIXTURES, SHARED_LLAMAREF } from "./shared.ts";
 
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
 /**
  * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and Q3_K_M, Q4_K_M and Q5_K_M mixes made
- * as llama-quantize makes them (see kmType, q3kmType); and a ~1.1B-parameter qwen3moe (8 experts, 2 used) in
- * Q8_0. The CPU bench's `all` includes them; the memory bench uses 1b_q8_0.
+ * as llama-quantize makes them (see kmType, q3kmType); a ~1.1B-parameter qwen3moe (8 experts, 2 used) in
+ * Q8_0; and a qwen2 of Qwen2.5-0.5B's shape in llama-quantize's Q4_K_M, which its n_embd of 896
+ * (not a multiple of 256) turns mostly into Q5_0 (see kFallback). The CPU bench's `all` includes
+ * them; the memory bench uses 1b_q8_0.
  */
 export const GENERATED_LARGE = [
   "1b_q8_0",
@@ -30,12 +32,34 @@ export const GENERATED_LARGE = [
   "1b_q5k_m",
   "1b_q3k_m",
   "1b_qwen3moe_q8_0",
+  "05b_qwen2_q4k_m",
 ] as const;
 /** One of GENERATED or GENERATED_LARGE. */
 export type GeneratedModel = typeof GENERATED[number] | typeof GENERATED_LARGE[number];
 
 /** make-gguf.mjs shape flags of each generated model family. */
-const SHAPES: Record<"m110" | "m1b" | "m1bmoe", string[]> = {
+const SHAPES: Record<"m110" | "m1b" | "m1bmoe" | "m05b", string[]> = {
+  // qwen2 of Qwen2.5-0.5B's shape (the output tied to the embeddings) and tokenizer (llama.cpp's
+  // test vocabulary of it)
+  m05b: [
+    "--arch",
+    "qwen2",
+    "--n-layer",
+    "24",
+    "--n-embd",
+    "896",
+    "--n-head",
+    "14",
+    "--n-head-kv",
+    "2",
+    "--n-ff",
+    "4864",
+    "--vocab-from",
+    `${SHARED_FIXTURES}vocab/ggml-vocab-qwen2.gguf`,
+    "--ctx",
+    "2048",
+    "--tie-embeddings",
+  ],
   // qwen3moe, ~1.1B parameters in all (16 layers × 8 experts of n_ff 1024, 2 used per token:
   // ~0.3B active), head size 128, the 32000-token vocabulary
   m1bmoe: [
@@ -152,6 +176,22 @@ function q3kmType(name: string, nLayers: number): GGMLType {
   return GGMLType.Q3_K;
 }
 
+/**
+ * llama-quantize's replacement for a K-quant a matrix of rows of ne0 elements cannot hold (rows
+ * not a multiple of 256, as Qwen2.5-0.5B's 896): Q4_K → Q5_0, Q5_K → Q5_1, Q6_K → Q8_0 (for the
+ * output matrix too, whose own rule gives Q8_0 there).
+ */
+function kFallback(type: GGMLType, ne0: number): GGMLType {
+  if (ne0 % 256 === 0) return type;
+  if (type === GGMLType.Q4_K) return GGMLType.Q5_0;
+  if (type === GGMLType.Q5_K) return GGMLType.Q5_1;
+  if (type === GGMLType.Q6_K) return GGMLType.Q8_0;
+  if (type === GGMLType.Q2_K || type === GGMLType.Q3_K) {
+    throw new Error(`no fallback here for a ${ne0}-wide ${GGMLType[type]} matrix (IQ4_NL)`);
+  }
+  return type;
+}
+
 async function* requantized(
   src: GGUFFile,
   tensors: { type: GGMLType }[],
@@ -176,11 +216,18 @@ async function makeMix(
 ): Promise<void> {
   const src = await openGGUF(f32Path);
   try {
-    const nLayers = Number(src.metadata.numberOr("llama.block_count", 0));
+    const arch = src.metadata.stringOr("general.architecture", "llama");
+    const nLayers = Number(src.metadata.numberOr(`${arch}.block_count`, 0));
+    // a model without output.weight reuses token_embd.weight for it, which then takes the
+    // output's type (llama-quantize does the same)
+    const tied = !src.tensors.some((t) => t.name === "output.weight");
+    const role = (name: string) => tied && name === "token_embd.weight" ? "output.weight" : name;
     const tensors = src.tensors.map((t) => ({
       name: t.name,
       dims: t.dims,
-      type: t.dims.length >= 2 ? typeOf(t.name, nLayers) : GGMLType.F32,
+      type: t.dims.length >= 2
+        ? kFallback(typeOf(role(t.name), nLayers), Number(t.dims[0]))
+        : GGMLType.F32,
     }));
     const metadata = src.metadata.entries().map((e) =>
       e.key === "general.file_type" ? { ...e, value: fileType } : e
@@ -199,8 +246,9 @@ async function makeMix(
 export async function generatedModel(which: GeneratedModel): Promise<string> {
   const dir = `${CACHE_DIR}models/`;
   await Deno.mkdir(dir, { recursive: true });
-  const large = which.startsWith("1b_");
-  const path = large ? `${dir}m1b-${which.slice(3)}.gguf` : `${dir}m110-${which}.gguf`;
+  const large = which.startsWith("1b_") || which.startsWith("05b_");
+  const [family, rest] = large ? which.split(/_(.*)/s) : ["110", which];
+  const path = `${dir}m${family}-${rest}.gguf`;
   if (await exists(path)) return path;
   const tmp = `${path}.${Deno.pid}.tmp`;
   if (which === "1b_qwen3moe_q8_0") {
@@ -224,6 +272,14 @@ export async function generatedModel(which: GeneratedModel): Promise<string> {
       const base = q5 ? GGMLType.Q5_K : GGMLType.Q4_K;
       await makeMix(f32, tmp, (name, n) => kmType(base, name, n), q5 ? 17 : 15);
     }
+  } else if (which === "05b_qwen2_q4k_m") {
+    const f32 = `${dir}m05b-qwen2_f32.gguf`;
+    if (!(await exists(f32))) {
+      console.error("bench: generating the Qwen2.5-0.5B-shaped F32 model (2 GB, once)…");
+      await makeGGUF("f32", f32, SHAPES.m05b);
+    }
+    console.error("bench: quantizing it to llama-quantize's Q4_K_M (once, a few minutes)…");
+    await makeMix(f32, tmp, (name, n) => kmType(GGMLType.Q4_K, name, n), 15);
   } else if (which === "q4k_mix") {
     const f32 = `${dir}m110-f32.gguf`;
     if (!(await exists(f32))) await makeGGUF("f32", f32);
