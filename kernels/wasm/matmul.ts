@@ -98,6 +98,9 @@ function tiledRows(rows: number): number {
   return (rows & 7) >= 6 ? (rows + 7) & ~7 : rows & ~7;
 }
 
+/** Weight types whose kernels take 8-row tiles over the activation's groups of 4 rows. */
+const NIBBLE_TILES = new Set([GGMLType.Q4_0, GGMLType.Q4_1, GGMLType.Q5_0, GGMLType.Q5_1]);
+
 /** Runs matmuls of one backend on its memories and pool. */
 export class Matmuls {
   constructor(
@@ -164,10 +167,10 @@ export class Matmuls {
     const dBytes = floatsAct ? 0 : align(rows * nb * 4);
     const sBytes = floatsAct ? 0 : isK ? align(rows * nb * 64) : align(rows * nb * 4);
     // Q8_0 weights: the activation's P/N planes, or for the biased kernel the rows of its tiles
-    // in groups of 4 (Q8G, groupedRows), after its sums; Q4_0 weights read the same groups on
-    // every engine (their nibbles are the relaxed dot's 7-bit operand)
+    // in groups of 4 (Q8G, groupedRows), after its sums; Q4_0, Q4_1, Q5_0 and Q5_1 weights read
+    // the same groups on every engine (their nibbles are the relaxed dot's 7-bit operand)
     const q8w = kind === Act.Q8_0 && w.type === GGMLType.Q8_0;
-    const groups = (q8w && this.biasedQ8) || (kind === Act.Q8_0 && w.type === GGMLType.Q4_0);
+    const groups = (q8w && this.biasedQ8) || NIBBLE_TILES.has(w.type);
     const pnForm = groups ? 2 : q8w ? 1 : 0;
     const pnBytes = groups
       ? align((groupedRows(rows) / 4) * nb * 160)

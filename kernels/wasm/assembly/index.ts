@@ -179,7 +179,9 @@ export function quantizeQ8(
       if (pn && biased && t < grouped) {
         const gs = pn + <usize> ((t >> 2) * nb + b) * Q8G + (<usize> (t & 3) << 2);
         store<f32>(gs + 128, f16ToF32(f32ToF16(dd)));
-        store<i32>(gs + 144, -(sum << 7));
+        // Q8_0: the sums' correction −128Σq (Q8G); Q8_1: the row's float sum, as s below
+        if (q81) store<f32>(gs + 144, f16ToF32(f32ToF16(<f32> sum * dd)));
+        else store<i32>(gs + 144, -(sum << 7));
       }
       if (q81) store<f32>(s + bi, f16ToF32(f32ToF16(<f32> sum * dd)));
       else store<i32>(s + bi, sum);
@@ -1388,8 +1390,9 @@ export function mmQ5_1(
 
 // The activation rows of 8-row tiles (tiledRows) are also laid out in groups of 4 (quantizeQ8
 // with `biased`), per block Q8G bytes: quad k of the group's row j at 16k + 4j (signed quants),
-// the 4 rows' scales (f32) at 128, their −128·Σq (i32) at 144. One load then holds quad k of 4
-// activation rows. The Q4_0 kernel's 8-row tiles read the same layout (q40Tile8).
+// the 4 rows' scales (f32) at 128, their −128·Σq (i32) at 144 (Q8_1 activations: their float
+// sums s there). One load then holds quad k of 4 activation rows. The Q4_0 kernel's 8-row tiles
+// read the same layout (q40Tile8), and Q4_1's, Q5_0's and Q5_1's (nibbleTile8).
 const Q8G: usize = 160;
 
 // Leftover rows (T mod 8) from which a batch takes one more 8-row tile, padded with zero rows,
@@ -2070,9 +2073,15 @@ export function repackNibbleQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32
   const m4 = mask4();
   const m10 = i8x16.splat(0x10);
   const ones = ones16();
+  const g0 = groupBase(as, T, nb);
+  const tiled = tiledRows(T);
   for (let r = r0; r < r1; r += 4) {
     const gw = w + <usize> r * rowBytes;
     let t = 0;
+    // prompts and batches: 8-row tiles over the activation's groups of 4 rows (the last tile
+    // perhaps padded, tiledRows), then 4 rows a pass and single rows
+    for (; t < tiled; t += 8) nibbleTile8(kind, w16, gw, nb, g0 + <usize> (t >> 2) * <usize> nb * Q8G, out, outStride, t, r, min<i32>(8, T - t));
+    t = min<i32>(t, T);
     for (; t + 4 <= T; t += 4) {
       let s0 = f32x4.splat(0);
       let s1 = f32x4.splat(0);
@@ -2131,6 +2140,119 @@ export function repackNibbleQuads(w: usize, rowBytes: i32, bb: i32, nGroups: i32
       storeRows4(out, outStride, t, r, s0);
     }
   }
+}
+
+// 4 weight rows (one group at gw of a kind 3, 6 or 7 matrix) × 8 activation rows (groups at ag and
+// ag + nb·Q8G, as q40Tile8): each weight row's unpacked quad is broadcast once for 8 activation
+// rows (the relaxed dot's 7-bit operand), the signed activation quants of 4 rows the first; lanes
+// = activation rows. A real loop over the block's 4 nibble quads, each pass both its low and high
+// nibbles (elements 4k.. and 16 + 4k..), their 5th bits from two copies of the block's 5th-bit
+// vector shifted one bit further each pass (bit k to bit 4: `lo`, bit 4 + k: `hi`). w16
+// (dotWidens): each pass's two dots of a row summed as i16 and widened by pmaddwd against ones.
+// Then the float steps of ggml's order with the activation rows' scales (Q8G's 128) and, for Q5_0,
+// the sums' correction −16Σq (Q8G's −128Σq >> 3, exact) or, for Q4_1 and Q5_1 (Q8_1 activations),
+// the rows' float sums (Q8G's 144).
+@inline function nibbleTile8(
+  kind: i32, w16: bool, gw: usize, nb: i32, ag: usize, out: usize, outStride: i32, t: i32, r: i32,
+  nt: i32,
+): void {
+  const gb = nibbleGroupBytes(kind);
+  const five = kind != 3;
+  const hv: usize = kind == 6 ? 8 : 16;
+  const qv = hv + (five ? 16 : 0);
+  const m4 = mask4();
+  const m10 = i8x16.splat(0x10);
+  const ones = ones16();
+  let s00 = f32x4.splat(0), s01 = f32x4.splat(0), s10 = f32x4.splat(0), s11 = f32x4.splat(0);
+  let s20 = f32x4.splat(0), s21 = f32x4.splat(0), s30 = f32x4.splat(0), s31 = f32x4.splat(0);
+  const gstride = <usize> nb * Q8G;
+  for (let b = 0; b < nb; b++) {
+    const blk = gw + <usize> b * gb;
+    const a0 = ag + <usize> b * Q8G;
+    const a1 = a0 + gstride;
+    let c00 = i32x4.splat(0), c01 = i32x4.splat(0), c10 = i32x4.splat(0), c11 = i32x4.splat(0);
+    let c20 = i32x4.splat(0), c21 = i32x4.splat(0), c30 = i32x4.splat(0), c31 = i32x4.splat(0);
+    const h = five ? v128.load(blk + hv) : m4;
+    let hl = i16x8.shl(h, 4);
+    let hh = h;
+    for (let k: usize = 0; k < 64; k += 16) {
+      const q = v128.load(blk + qv + k);
+      let lo = v128.and(q, m4);
+      let hi = v128.and(i16x8.shr_u(q, 4), m4);
+      if (five) {
+        lo = v128.or(lo, v128.and(hl, m10));
+        hi = v128.or(hi, v128.and(hh, m10));
+        hl = i16x8.shr_u(hl, 1);
+        hh = i16x8.shr_u(hh, 1);
+      }
+      const xl0 = v128.load(a0 + k);
+      const xl1 = v128.load(a1 + k);
+      const xh0 = v128.load(a0 + 64 + k);
+      const xh1 = v128.load(a1 + 64 + k);
+      let bl = v128.shuffle<i32>(lo, lo, 0, 0, 0, 0);
+      let bh = v128.shuffle<i32>(hi, hi, 0, 0, 0, 0);
+      c00 = nibbleTileDot(w16, c00, xl0, bl, xh0, bh, ones);
+      c01 = nibbleTileDot(w16, c01, xl1, bl, xh1, bh, ones);
+      bl = v128.shuffle<i32>(lo, lo, 1, 1, 1, 1);
+      bh = v128.shuffle<i32>(hi, hi, 1, 1, 1, 1);
+      c10 = nibbleTileDot(w16, c10, xl0, bl, xh0, bh, ones);
+      c11 = nibbleTileDot(w16, c11, xl1, bl, xh1, bh, ones);
+      bl = v128.shuffle<i32>(lo, lo, 2, 2, 2, 2);
+      bh = v128.shuffle<i32>(hi, hi, 2, 2, 2, 2);
+      c20 = nibbleTileDot(w16, c20, xl0, bl, xh0, bh, ones);
+      c21 = nibbleTileDot(w16, c21, xl1, bl, xh1, bh, ones);
+      bl = v128.shuffle<i32>(lo, lo, 3, 3, 3, 3);
+      bh = v128.shuffle<i32>(hi, hi, 3, 3, 3, 3);
+      c30 = nibbleTileDot(w16, c30, xl0, bl, xh0, bh, ones);
+      c31 = nibbleTileDot(w16, c31, xl1, bl, xh1, bh, ones);
+    }
+    const xd = scales4(blk);
+    const xm = kind != 6 ? scales4(blk + 8) : xd;
+    const y0 = v128.load(a0 + 128);
+    const y1 = v128.load(a1 + 128);
+    // Q5_0: the sums' correction −16Σq; Q4_1, Q5_1: the activation rows' float sums
+    const z0 = kind == 6 ? i32x4.shr_s(v128.load(a0 + 144), 3) : v128.load(a0 + 144);
+    const z1 = kind == 6 ? i32x4.shr_s(v128.load(a1 + 144), 3) : v128.load(a1 + 144);
+    let x = v128.shuffle<i32>(xd, xd, 0, 0, 0, 0);
+    let m = v128.shuffle<i32>(xm, xm, 0, 0, 0, 0);
+    s00 = nibbleTileFloat(kind, s00, c00, x, m, y0, z0);
+    s01 = nibbleTileFloat(kind, s01, c01, x, m, y1, z1);
+    x = v128.shuffle<i32>(xd, xd, 1, 1, 1, 1);
+    m = v128.shuffle<i32>(xm, xm, 1, 1, 1, 1);
+    s10 = nibbleTileFloat(kind, s10, c10, x, m, y0, z0);
+    s11 = nibbleTileFloat(kind, s11, c11, x, m, y1, z1);
+    x = v128.shuffle<i32>(xd, xd, 2, 2, 2, 2);
+    m = v128.shuffle<i32>(xm, xm, 2, 2, 2, 2);
+    s20 = nibbleTileFloat(kind, s20, c20, x, m, y0, z0);
+    s21 = nibbleTileFloat(kind, s21, c21, x, m, y1, z1);
+    x = v128.shuffle<i32>(xd, xd, 3, 3, 3, 3);
+    m = v128.shuffle<i32>(xm, xm, 3, 3, 3, 3);
+    s30 = nibbleTileFloat(kind, s30, c30, x, m, y0, z0);
+    s31 = nibbleTileFloat(kind, s31, c31, x, m, y1, z1);
+  }
+  transposeStore(out, outStride, t, r, s00, s10, s20, s30, nt);
+  transposeStore(out, outStride, t + 4, r, s01, s11, s21, s31, nt - 4);
+}
+
+// c plus the dots of activation quads xl, xh against the broadcast weight quads bl, bh.
+@inline function nibbleTileDot(w16: bool, c: v128, xl: v128, bl: v128, xh: v128, bh: v128, ones: v128): v128 {
+  if (w16) {
+    const p = i16x8.add(i16x8.relaxed_dot_i8x16_i7x16_s(xl, bl), i16x8.relaxed_dot_i8x16_i7x16_s(xh, bh));
+    return i32x4.add(c, i32x4.dot_i16x8_s(p, ones));
+  }
+  return i32x4.relaxed_dot_i8x16_i7x16_add_s(xh, bh, i32x4.relaxed_dot_i8x16_i7x16_add_s(xl, bl, c));
+}
+
+// One block's float step (ggml's order) for a weight row (its scale x and min m in every lane)
+// against 4 activation rows (lanes): their integer dots c, scales y and z, Q5_0's correction −16Σq
+// (i32) or Q4_1's and Q5_1's float sums.
+@inline function nibbleTileFloat(kind: i32, s: v128, c: v128, x: v128, m: v128, y: v128, z: v128): v128 {
+  if (kind == 6) {
+    // (xd * yd) * (sumi - 16Σa)
+    return f32x4.add(s, f32x4.mul(f32x4.mul(x, y), f32x4.convert_i32x4_s(i32x4.add(c, z))));
+  }
+  // (xd * yd) * sumi + xm * ys
+  return f32x4.add(s, f32x4.add(f32x4.mul(f32x4.mul(x, y), f32x4.convert_i32x4_s(c)), f32x4.mul(m, z)));
 }
 
 // nibbleMatmul's forms, each a function of its own (see q4kMatmul16).

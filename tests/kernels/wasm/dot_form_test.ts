@@ -141,15 +141,19 @@ Deno.test("wasm Q4_0, Q4_K, Q5_K, Q4_1, Q5_0, Q5_1 and Q8_0: both dot forms (i32
           [q51, 24, 1, "mmQ5_1"],
         ] as const
       ) {
-        // Q4_1, Q5_0 and Q5_1 (mmQ4_1 / mmQ5_0 / mmQ5_1 over their quad layout); rows 0..M - 2: a
-        // last partial group of 3 rows, read as the file has them
+        // Q4_1, Q5_0 and Q5_1 (mmQ4_1 / mmQ5_0 / mmQ5_1 over their quad layout, the rows of their
+        // tiles in groups of 4); rows 0..M - 2: a last partial group of 3 rows, read as the file
+        // has them
         const nb = N / 32, rowBytes = nb * bb;
         const w = alloc(q5.length);
         u8().set(q5, w);
         k.repackNibbleQuads(w, rowBytes, bb, (M - 1) >> 2, alloc(4 * rowBytes));
-        const qs = alloc(T * N), ad = alloc(T * nb * 4), as = alloc(T * nb * 4);
+        const qs = alloc(T * N), ad = alloc(T * nb * 4);
+        // the sums, then the rows of the 8-row tiles in groups of 4 (Q8G, as Q4_0's)
+        const sBytes = (T * nb * 4 + 63) & ~63;
+        const as = alloc(sBytes + (groupedRows(T) / 4) * nb * 160);
         const out = alloc(T * M * 4);
-        k.quantizeQ8(xa, N, T, qs, ad, as, q81, 0, 0);
+        k.quantizeQ8(xa, N, T, qs, ad, as, q81, as + sBytes, 1);
         k[mm](w, rowBytes, nb, qs, ad, as, T, out, M, 0, M - 1);
         res.push(new Float32Array(mem.buffer, out, T * M).slice());
       }
