@@ -147,7 +147,7 @@ function mixType(name: string): GGMLType {
  * nLayers model: Q6_K for output.weight and for attn_v / ffn_down of the layers `use_more_bits`
  * picks (the first and last eighth, and every third in between), `base` for every other matrix.
  */
-function kmType(base: GGMLType, name: string, nLayers: number): GGMLType {
+export function kmType(base: GGMLType, name: string, nLayers: number): GGMLType {
   if (name === "output.weight") return GGMLType.Q6_K;
   const m = /^blk\.(\d+)\.(attn_v|ffn_down)\.weight$/.exec(name);
   if (m) {
@@ -192,6 +192,25 @@ function kFallback(type: GGMLType, ne0: number): GGMLType {
   return type;
 }
 
+/**
+ * Each tensor of a mix with its type: typeOf's choice for its role (a model without output.weight
+ * reuses token_embd.weight for it, which then takes the output's type, as in llama-quantize), after
+ * kFallback; 1-D tensors F32.
+ */
+export function mixTypes(
+  src: readonly { name: string; dims: readonly number[] }[],
+  nLayers: number,
+  typeOf: (name: string, nLayers: number) => GGMLType,
+): { name: string; dims: number[]; type: GGMLType }[] {
+  const tied = !src.some((t) => t.name === "output.weight");
+  const role = (name: string) => tied && name === "token_embd.weight" ? "output.weight" : name;
+  return src.map((t) => ({
+    name: t.name,
+    dims: [...t.dims],
+    type: t.dims.length >= 2 ? kFallback(typeOf(role(t.name), nLayers), t.dims[0]) : GGMLType.F32,
+  }));
+}
+
 async function* requantized(
   src: GGUFFile,
   tensors: { type: GGMLType }[],
@@ -218,17 +237,7 @@ async function makeMix(
   try {
     const arch = src.metadata.stringOr("general.architecture", "llama");
     const nLayers = Number(src.metadata.numberOr(`${arch}.block_count`, 0));
-    // a model without output.weight reuses token_embd.weight for it, which then takes the
-    // output's type (llama-quantize does the same)
-    const tied = !src.tensors.some((t) => t.name === "output.weight");
-    const role = (name: string) => tied && name === "token_embd.weight" ? "output.weight" : name;
-    const tensors = src.tensors.map((t) => ({
-      name: t.name,
-      dims: t.dims,
-      type: t.dims.length >= 2
-        ? kFallback(typeOf(role(t.name), nLayers), Number(t.dims[0]))
-        : GGMLType.F32,
-    }));
+    const tensors = mixTypes(src.tensors, nLayers, typeOf);
     const metadata = src.metadata.entries().map((e) =>
       e.key === "general.file_type" ? { ...e, value: fileType } : e
     );
