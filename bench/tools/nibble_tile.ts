@@ -24,12 +24,6 @@ const TYPES: Record<string, { bytes: number; halves: number[]; q81: number; mm: 
   Q5_1: { bytes: 24, halves: [0, 2], q81: 1, mm: "mmQ5_1" },
 };
 
-/** tiledRows / groupedRows of assembly/index.ts (the activation rows in groups of 4). */
-function groupedRows(T: number): number {
-  const tiled = (T & 7) >= 6 ? (T + 7) & ~7 : T & ~7;
-  return tiled >= 8 && T - tiled >= 3 ? tiled + 4 : tiled;
-}
-
 const [name, ...rest] = Deno.args;
 const type = TYPES[name];
 if (!type) {
@@ -55,17 +49,11 @@ await compareBuilds({
       if (quads) quads(w, rowBytes, type.bytes, M / 4, tmp);
       else k.repack4(w, rowBytes, type.bytes, M / 4, tmp);
     });
-    const xa = s.floats(x);
-    const qs = s.alloc(T * n);
-    const ad = s.alloc(T * nb * 4);
-    // the sums, then the rows of the 8-row tiles in groups of 4 (Q8G), which builds before the
-    // tiles make but do not read
-    const sBytes = (T * nb * 4 + 63) & ~63;
-    const as = s.alloc(sBytes + (groupedRows(T) / 4) * nb * 160);
+    const { qs, ad, as, quantize } = s.q8Grouped(x, n, T, type.q81);
     const out = s.output(T * M);
     return {
       run: (c) => {
-        k.quantizeQ8(xa, n, T, qs, ad, as, type.q81, as + sBytes, 1);
+        quantize();
         k[type.mm](ws[c], rowBytes, nb, qs, ad, as, T, out.at, M, 0, M);
       },
       out: out.read,

@@ -18,12 +18,6 @@
  */
 import { compareBuilds, randomBlocks, type Side } from "./tile_lib.ts";
 
-/** tiledRows / groupedRows of assembly/index.ts (the activation rows in groups of 4). */
-function groupedRows(T: number): number {
-  const tiled = (T & 7) >= 6 ? (T + 7) & ~7 : T & ~7;
-  return tiled >= 8 && T - tiled >= 3 ? tiled + 4 : tiled;
-}
-
 await compareBuilds({
   tool: "q40_tile.ts",
   rows: [1, 2, 3, 4, 5, 8, 16, 64],
@@ -37,15 +31,11 @@ await compareBuilds({
     const ws = s.weightCopies(wData, copies, rowBytes, (w, tmp) => {
       k.repackQuads(w, rowBytes, 18, M / 4, tmp, 0);
     });
-    const xa = s.floats(x);
-    const qs = s.alloc(T * n);
-    const ad = s.alloc(T * nb * 4);
-    const sBytes = (T * nb * 4 + 63) & ~63;
-    const as = s.alloc(sBytes + (groupedRows(T) / 4) * nb * 160);
+    const { qs, ad, as, quantize } = s.q8Grouped(x, n, T);
     const out = s.output(T * M);
     return {
       run: (c) => {
-        k.quantizeQ8(xa, n, T, qs, ad, as, 0, as + sBytes, 1);
+        quantize();
         k.mmQ4_0(ws[c], rowBytes, nb, qs, ad, as, T, out.at, M, 0, M);
       },
       out: out.read,

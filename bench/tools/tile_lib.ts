@@ -85,11 +85,38 @@ export class Side {
     this.k.quantizeQ8K(xa, n, T, qs, ad, bs);
     return { qs, ad, bs };
   }
+  /**
+   * Room for the `T` rows of `n` values `x` quantized to Q8_0 (`q81`: Q8_1) with the rows of the
+   * 8-row tiles also in groups of 4 (quantizeQ8 with `biased`: the Q4_0 / Q4_1 / Q5 kernels' Q8G
+   * layout after the sums; builds before a type's tiles make it but do not read it), and
+   * `quantize()`, which this build's quantizeQ8 runs (timed with the matmul, as a model does).
+   */
+  q8Grouped(
+    x: Float32Array,
+    n: number,
+    T: number,
+    q81 = 0,
+  ): { qs: number; ad: number; as: number; quantize: () => void } {
+    const nb = n / 32;
+    const xa = this.floats(x);
+    const qs = this.alloc(T * n);
+    const ad = this.alloc(T * nb * 4);
+    const sBytes = (T * nb * 4 + 63) & ~63;
+    const as = this.alloc(sBytes + (groupedRows(T) / 4) * nb * 160);
+    const quantize = () => this.k.quantizeQ8(xa, n, T, qs, ad, as, q81, as + sBytes, 1);
+    return { qs, ad, as, quantize };
+  }
   /** Room for `count` floats of output, and a copy of them. */
   output(count: number): { at: number; read: () => Float32Array } {
     const at = this.alloc(count * 4);
     return { at, read: () => new Float32Array(this.mem.buffer, at, count).slice() };
   }
+}
+
+/** tiledRows / groupedRows of assembly/index.ts: the activation rows in groups of 4. */
+export function groupedRows(T: number): number {
+  const tiled = (T & 7) >= 6 ? (T + 7) & ~7 : T & ~7;
+  return tiled >= 8 && T - tiled >= 3 ? tiled + 4 : tiled;
 }
 
 let seed = 12345;
