@@ -209,8 +209,13 @@ export interface Backend {
   write(dst: Buf, src: Float32Array, offset?: number): void;
   /** Wait for pending work and copy `length` elements of `src` from `offset` to the host. */
   read(src: Buf, offset?: number, length?: number): Promise<Float32Array>;
-  /** Allocate a KV cache for one sequence. */
-  kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache;
+  /**
+   * Allocate a KV cache for one sequence. `headDim` (kvDim when absent: one head): the size of
+   * one KV head, which a backend may use to keep each head's entries together (the WASM backend
+   * does: a long context's attention then streams each head's keys and values instead of
+   * striding across every head's).
+   */
+  kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType, headDim?: number): KVCache;
 
   /** out[t, :] = dequantized row `ids[t]` of `table` (ggml_get_rows). */
   embed(table: Weight, ids: Int32Array, out: Buf): void;

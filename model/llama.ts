@@ -421,7 +421,11 @@ export class LlamaStage {
   /** Start a sequence: a KV cache for this stage's layers holding up to `nCtx` positions. */
   newSession(nCtx = Math.min(this.config.contextLength, 4096), kvType: KVType = "f32"): Session {
     const kvDim = this.config.nKVHeads * this.config.headDim;
-    return { kv: this.backend.kvCache(this.to - this.from, nCtx, kvDim, kvType), nCtx, pos: 0 };
+    return {
+      kv: this.backend.kvCache(this.to - this.from, nCtx, kvDim, kvType, this.config.headDim),
+      nCtx,
+      pos: 0,
+    };
   }
 
   /**

@@ -50,6 +50,7 @@ export class Attentions {
     this.pool.ctrl[a + A.T] = rows;
     this.pool.ctrl[a + A.KIND] = job.rowBlock;
     this.pool.ctrl[a + A.NROWS] = job.items;
+    this.pool.ctrl[a + A.HEAD_STRIDE] = job.headStride;
     this.pool.ctrl[a + A.CHUNK] = 1;
     this.#runSplit(job.work);
     O.version++;
@@ -67,7 +68,7 @@ export class Attentions {
         end += j.items;
         work += j.work;
         this.pool.ctrl.set(
-          [j.q, j.k, j.v, j.out, j.pos0, j.rows, j.flags, j.rowBlock, end],
+          [j.q, j.k, j.v, j.out, j.pos0, j.rows, j.flags, j.rowBlock, end, j.headStride],
           SEQ_TABLE + i * SEQ_INTS,
         );
       }
@@ -90,6 +91,16 @@ export class Attentions {
     }
     checkHeads(p, c);
     checkKVRange("attention", c, layer, pos0, rows);
+    // heads side by side in a row, or each head's entries together (WKV)
+    let headStride = headDim;
+    if (c.headDim !== c.kvDim) {
+      if (c.headDim !== headDim) {
+        throw new Error(
+          `attention: the KV cache keeps heads of ${c.headDim} elements, not ${headDim}`,
+        );
+      }
+      headStride = c.nCtx * headDim;
+    }
     const rowLen = nHeads * headDim;
     need(Q, (rowOffset + rows) * rowLen, "attention q", rowOffset * rowLen);
     need(O, (rowOffset + rows) * rowLen, "attention out", rowOffset * rowLen);
@@ -114,6 +125,7 @@ export class Attentions {
       rowBlock,
       items: Math.ceil(rows / rowBlock) * nKVHeads,
       work,
+      headStride,
     };
   }
 

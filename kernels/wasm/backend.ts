@@ -315,7 +315,10 @@ class WasmBackendImpl implements WasmBackend {
     return Promise.resolve(out);
   }
 
-  kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType): KVCache {
+  kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType, headDim = kvDim): KVCache {
+    if (!Number.isInteger(headDim) || headDim <= 0 || kvDim % headDim !== 0) {
+      throw new Error(`kvCache: a head of ${headDim} does not divide the cache's ${kvDim} columns`);
+    }
     const esz = type === "f16" ? 2 : 4;
     const bytes = nLayers * nCtx * kvDim * esz;
     const kOff = this.#mem.alloc0(bytes, "a KV cache (keys)");
@@ -328,7 +331,7 @@ class WasmBackendImpl implements WasmBackend {
     }
     this.#a0.u8.fill(0, kOff, kOff + bytes);
     this.#a0.u8.fill(0, vOff, vOff + bytes);
-    return new WKV(nLayers, nCtx, kvDim, type, kOff, vOff, bytes);
+    return new WKV(nLayers, nCtx, kvDim, type, kOff, vOff, bytes, headDim);
   }
 
   embed(table: Weight, ids: Int32Array, out: Buf): void {
@@ -408,10 +411,19 @@ class WasmBackendImpl implements WasmBackend {
     need(K, (rowOffset + rows) * d, "storeKV k", rowOffset * d);
     need(V, (rowOffset + rows) * d, "storeKV v", rowOffset * d);
     const lb = c.layerBytes();
-    const kDst = c.kOff + layer * lb + pos0 * d * c.esz;
-    const vDst = c.vOff + layer * lb + pos0 * d * c.esz;
     const kSrc = K.off + rowOffset * d * 4;
     const vSrc = V.off + rowOffset * d * 4;
+    if (c.headDim !== d) {
+      // head by head: row t's head h to entry pos0 + t of head h (see WKV)
+      const at = pos0 * c.headDim * c.esz;
+      const f16 = c.type === "f16" ? 1 : 0;
+      const k = this.#a0.k;
+      k.storeHeads(kSrc, c.kOff + layer * lb + at, rows, d, c.headDim, c.nCtx, f16);
+      k.storeHeads(vSrc, c.vOff + layer * lb + at, rows, d, c.headDim, c.nCtx, f16);
+      return;
+    }
+    const kDst = c.kOff + layer * lb + pos0 * d * c.esz;
+    const vDst = c.vOff + layer * lb + pos0 * d * c.esz;
     if (c.type === "f16") {
       this.#a0.k.toF16(kSrc, kDst, rows * d);
       this.#a0.k.toF16(vSrc, vDst, rows * d);

@@ -44,11 +44,11 @@ export const MAX_THREADS = 256;
 /**
  * First slot of the sequence table of an OP_ATTN_MANY job: SEQ_INTS ints per sequence (its
  * query, key, value and output offsets, first position, rows, kernel flags, query rows per work
- * item, and the end of its work items, counted from the job's first).
+ * item, the end of its work items, counted from the job's first, and its cache's head stride).
  */
 export const SEQ_TABLE = ACK + MAX_THREADS;
 /** Ints per sequence in the table (see SEQ_TABLE). */
-export const SEQ_INTS = 9;
+export const SEQ_INTS = 10;
 /** Most sequences one OP_ATTN_MANY job carries (a larger batch takes several jobs). */
 export const MAX_SEQS = 256;
 /** Control block size in Int32 elements. */
@@ -114,12 +114,18 @@ export const A = {
   NPARTS: 21,
   /** First part; each part is PART_INTS ints: weight, output, rows, rows per chunk, end chunk. */
   PARTS: 22,
+  /** Attention: elements between two KV heads' first cache entries (after the matmul parts). */
+  HEAD_STRIDE: 37,
 } as const;
 
 /** Ints per matmul part (see A.PARTS). */
 export const PART_INTS = 5;
 /** Most weights one matmul job may carry. */
 export const MAX_PARTS = 3;
+// The argument slots fit between ARGS and SLEEPS, the matmul parts before HEAD_STRIDE.
+if (A.PARTS + MAX_PARTS * PART_INTS > A.HEAD_STRIDE || ARGS + A.HEAD_STRIDE >= SLEEPS) {
+  throw new Error("jobs.ts: the argument slots overlap");
+}
 
 /**
  * The matmul part that global chunk `c` falls in, with the chunk's first and end row; undefined
@@ -265,6 +271,7 @@ export function runJob(
         w0 + 1,
         scr,
         ctrl[t + 7],
+        ctrl[t + 9],
       );
     }
   } else if (op === OP_ATTN) {
@@ -287,6 +294,7 @@ export function runJob(
         Math.min(nrows, w0 + chunk),
         scr,
         ctrl[a + A.KIND],
+        ctrl[a + A.HEAD_STRIDE],
       );
     }
   }

@@ -107,6 +107,17 @@ export interface Kernels {
     w1: number,
     scr: number,
     rowBlock: number,
+    /** Elements between two KV heads' first entries (headDim: heads side by side in a row). */
+    headStride: number,
+  ): void;
+  storeHeads(
+    src: number,
+    dst: number,
+    rows: number,
+    kvDim: number,
+    headDim: number,
+    nCtx: number,
+    f16: number,
   ): void;
   scaleF32(x: number, n: number, s: number): void;
   geglu(g: number, u: number, out: number, n: number, table: number): void;

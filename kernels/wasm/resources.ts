@@ -71,6 +71,11 @@ export class WKV implements KVCache {
     readonly kOff: number,
     readonly vOff: number,
     readonly bytes: number,
+    /**
+     * Elements of one KV head: each layer's keys (and values) are kept head by head,
+     * `[kvDim / headDim][nCtx × headDim]` (with headDim = kvDim: `[nCtx × kvDim]`).
+     */
+    readonly headDim: number = kvDim,
   ) {}
   /** Bytes per cached element. */
   get esz(): number {

