@@ -51,6 +51,7 @@ export class Attentions {
     this.pool.ctrl[a + A.KIND] = job.rowBlock;
     this.pool.ctrl[a + A.NROWS] = job.items;
     this.pool.ctrl[a + A.HEAD_STRIDE] = job.headStride;
+    this.pool.ctrl[a + A.HEAD_SPLITS] = job.headSplits;
     this.pool.ctrl[a + A.CHUNK] = 1;
     this.#runSplit(job.work);
     O.version++;
@@ -68,7 +69,19 @@ export class Attentions {
         end += j.items;
         work += j.work;
         this.pool.ctrl.set(
-          [j.q, j.k, j.v, j.out, j.pos0, j.rows, j.flags, j.rowBlock, end, j.headStride],
+          [
+            j.q,
+            j.k,
+            j.v,
+            j.out,
+            j.pos0,
+            j.rows,
+            j.flags,
+            j.rowBlock,
+            end,
+            j.headStride,
+            j.headSplits,
+          ],
           SEQ_TABLE + i * SEQ_INTS,
         );
       }
@@ -106,12 +119,23 @@ export class Attentions {
     need(O, (rowOffset + rows) * rowLen, "attention out", rowOffset * rowLen);
     const lb = c.layerBytes();
     const work = rows * nHeads * (pos0 + rows) * headDim;
-    // work items: (block of query rows) × (KV head); each item widens an f16 cache once
+    // work items: (block of query rows) × (KV head) × (part of its query heads); each item
+    // widens an f16 cache once
     const parts = this.#parts(work);
     const rowBlock = Math.max(
       1,
       Math.ceil(rows / Math.max(1, Math.ceil((parts * 4) / nKVHeads))),
     );
+    // A decode (or short prompt) of a model with few KV heads (Gemma 3 1B has one) has fewer
+    // items than threads: its groups' query heads are split, in as few parts (a divisor of the
+    // group) as give every thread two
+    const group = nHeads / nKVHeads;
+    const base = Math.ceil(rows / rowBlock) * nKVHeads;
+    let headSplits = 1;
+    while (base * headSplits < 2 * parts && headSplits < group) {
+      headSplits++;
+      while (group % headSplits !== 0) headSplits++;
+    }
     return {
       q: Q.off + rowOffset * rowLen * 4,
       k: c.kOff + layer * lb,
@@ -123,9 +147,10 @@ export class Attentions {
       // the kernel's flags: f16 cache in bit 0, the sliding window above it
       flags: (c.type === "f16" ? 1 : 0) | ((p.window ?? 0) << 1),
       rowBlock,
-      items: Math.ceil(rows / rowBlock) * nKVHeads,
+      items: base * headSplits,
       work,
       headStride,
+      headSplits,
     };
   }
 

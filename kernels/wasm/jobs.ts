@@ -44,11 +44,12 @@ export const MAX_THREADS = 256;
 /**
  * First slot of the sequence table of an OP_ATTN_MANY job: SEQ_INTS ints per sequence (its
  * query, key, value and output offsets, first position, rows, kernel flags, query rows per work
- * item, the end of its work items, counted from the job's first, and its cache's head stride).
+ * item, the end of its work items, counted from the job's first, its cache's head stride and its
+ * query heads' parts).
  */
 export const SEQ_TABLE = ACK + MAX_THREADS;
 /** Ints per sequence in the table (see SEQ_TABLE). */
-export const SEQ_INTS = 10;
+export const SEQ_INTS = 11;
 /** Most sequences one OP_ATTN_MANY job carries (a larger batch takes several jobs). */
 export const MAX_SEQS = 256;
 /** Control block size in Int32 elements. */
@@ -116,6 +117,8 @@ export const A = {
   PARTS: 22,
   /** Attention: elements between two KV heads' first cache entries (after the matmul parts). */
   HEAD_STRIDE: 37,
+  /** Attention: parts each KV head's group of query heads is split into. */
+  HEAD_SPLITS: 38,
 } as const;
 
 /** Ints per matmul part (see A.PARTS). */
@@ -123,7 +126,7 @@ export const PART_INTS = 5;
 /** Most weights one matmul job may carry. */
 export const MAX_PARTS = 3;
 // The argument slots fit between ARGS and SLEEPS, the matmul parts before HEAD_STRIDE.
-if (A.PARTS + MAX_PARTS * PART_INTS > A.HEAD_STRIDE || ARGS + A.HEAD_STRIDE >= SLEEPS) {
+if (A.PARTS + MAX_PARTS * PART_INTS > A.HEAD_STRIDE || ARGS + A.HEAD_SPLITS >= SLEEPS) {
   throw new Error("jobs.ts: the argument slots overlap");
 }
 
@@ -272,6 +275,7 @@ export function runJob(
         scr,
         ctrl[t + 7],
         ctrl[t + 9],
+        ctrl[t + 10],
       );
     }
   } else if (op === OP_ATTN) {
@@ -295,6 +299,7 @@ export function runJob(
         scr,
         ctrl[a + A.KIND],
         ctrl[a + A.HEAD_STRIDE],
+        ctrl[a + A.HEAD_SPLITS],
       );
     }
   }

@@ -109,6 +109,8 @@ export interface Kernels {
     rowBlock: number,
     /** Elements between two KV heads' first entries (headDim: heads side by side in a row). */
     headStride: number,
+    /** Parts each KV head's group of query heads is split into (a divisor of the group). */
+    headSplits: number,
   ): void;
   storeHeads(
     src: number,

@@ -4616,8 +4616,9 @@ let qk67: v128 = f64x2.splat(0);
 
 
 /**
- * Causal attention. Work item i covers KV head i % nKV and query rows [rb·RB, rb·RB + RB) with
- * rb = i / nKV, for every query head of that KV head's group: row t (at position pos0 + t)
+ * Causal attention. Work item i covers part i % HS of the query heads of KV head (i / HS) % nKV's
+ * group (HS parts of group / HS heads: a decode of a model with few KV heads, down to one, still
+ * has an item for every thread) and query rows [rb·RB, rb·RB + RB) with rb = i / HS / nKV: row t (at position pos0 + t)
  * attends over cache entries 0..pos0+t. kc/vc: this layer's K and V (f32 or f16): rows of every
  * head ([nCtx × kvDim], headStride = headDim) or head by head ([nKV][nCtx × headDim], headStride =
  * nCtx·headDim: each head's entries one stream; a decode at 4K positions read them 1.6× faster). An f16 cache is widened once per item into scratch, and q and the probabilities are
@@ -4645,6 +4646,7 @@ export function attention(
   scr: usize,
   RB: i32,
   headStride: i32,
+  HS: i32,
 ): void {
   const f16 = (flags & 1) != 0;
   const window = flags >>> 1;
@@ -4657,9 +4659,12 @@ export function attention(
   const nCtxMax = pos0 + rows;
   const kwide = scores + (<usize>(nCtxMax + 4) << 2); // scores padded to whole groups of 4
   const vwide = kwide + (<usize>(nCtxMax * headDim) << 2);
+  // each item's query heads: HG of its KV head's group, part hp of HS
+  const HG = group / HS;
   for (let item = w0; item < w1; item++) {
-    const kvh = item % nKV;
-    const t0 = (item / nKV) * RB;
+    const hp = item % HS;
+    const kvh = (item / HS) % nKV;
+    const t0 = (item / HS / nKV) * RB;
     const t1 = min<i32>(rows, t0 + RB);
     const nmax = pos0 + t1;
     let kp: usize;
@@ -4691,7 +4696,7 @@ export function attention(
     }
     for (let t = t0; t < t1; t++) {
       const nkv = pos0 + t + 1;
-      for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      for (let h = kvh * group + hp * HG; h < kvh * group + (hp + 1) * HG; h++) {
         let qh = q + (<usize>((t * nHeads + h) * headDim) << 2);
         const oh = out + (<usize>((t * nHeads + h) * headDim) << 2);
         if (f16) {

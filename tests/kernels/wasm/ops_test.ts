@@ -218,6 +218,46 @@ for (const threads of [1, 2]) {
   });
 }
 
+for (const threads of [2, 3]) {
+  Deno.test(`wasm attention with one or two KV heads: a decode's query heads split over ${threads} threads, vs reference`, async () => {
+    await withBackends(threads, async (wasm, ref) => {
+      // Gemma 3 1B's shape (4 query heads, 1 KV head) and a GQA of 6 over 2; decode rows at a
+      // position where the work takes every thread, so each KV head's group is split
+      for (const [nHeads, nKV, headDim] of [[4, 1, 64], [6, 2, 32]]) {
+        for (const [type, byHead] of [["f32", true], ["f16", true], ["f32", false]] as const) {
+          const nCtx = 700;
+          const kvDim = nKV * headDim;
+          const cw = wasm.kvCache(1, nCtx, kvDim, type, byHead ? headDim : undefined);
+          const cr = ref.kvCache(1, nCtx, kvDim, type);
+          const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim) };
+          const n = 640;
+          const k = rand(n * kvDim, 21, 1.5);
+          const v = rand(n * kvDim, 31, 1.5);
+          const [kw, vw, kr, vr] = [bufOf(wasm, k), bufOf(wasm, v), bufOf(ref, k), bufOf(ref, v)];
+          wasm.storeKV(cw, 0, kw, vw, 0, n);
+          ref.storeKV(cr, 0, kr, vr, 0, n);
+          for (const pos of [600, 639]) {
+            const q = rand(nHeads * headDim, 41 + pos, 1.5);
+            const [qw, qr] = [bufOf(wasm, q), bufOf(ref, q)];
+            const [ow, or] = [wasm.buffer(nHeads * headDim), ref.buffer(nHeads * headDim)];
+            wasm.attention(qw, cw, 0, ow, pos, 1, params);
+            ref.attention(qr, cr, 0, or, pos, 1, params);
+            assertClose(
+              await wasm.read(ow),
+              await ref.read(or),
+              0,
+              `attention ${type}${
+                byHead ? " by head" : ""
+              } heads ${nHeads}/${nKV} decode at ${pos}`,
+            );
+          }
+          wasm.free(cw);
+        }
+      }
+    });
+  });
+}
+
 Deno.test("wasm attentionMany: a batch's sequences in one job, each as attention alone", async () => {
   await withBackends(2, async (wasm, ref) => {
     const [nHeads, nKV, headDim] = [8, 2, 64];
