@@ -4,7 +4,7 @@
  * for every weight type, with 1, 2 and 3 threads. Matmuls of every type must be bit-identical (ggml's
  * integer dot products and float steps; f32/f16/bf16 products summed in double).
  */
-import type { Backend } from "../../../kernels/backend.ts";
+import type { Backend, KVCache, KVType } from "../../../kernels/backend.ts";
 import { GGMLType } from "../../../kernels/quant/mod.ts";
 import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
 import type { Kernels } from "../../../kernels/wasm/kernels.ts";
@@ -170,20 +170,34 @@ Deno.test("wasm rope (normal and NEOX, partial rotation) vs reference", async ()
   });
 });
 
+/** Both element types, each with the WASM cache's rows of every head and head by head. */
+const KV_LAYOUTS = [["f32", false], ["f16", false], ["f32", true], ["f16", true]] as const;
+
+/** A WASM KV cache (head by head when `byHead`) and the reference's, of the same shape. */
+function kvCaches(
+  wasm: Backend,
+  ref: Backend,
+  nLayers: number,
+  nCtx: number,
+  nKV: number,
+  headDim: number,
+  type: KVType,
+  byHead: boolean,
+): [KVCache, KVCache] {
+  const kvDim = nKV * headDim;
+  return [
+    wasm.kvCache(nLayers, nCtx, kvDim, type, byHead ? headDim : undefined),
+    ref.kvCache(nLayers, nCtx, kvDim, type),
+  ];
+}
+
 for (const threads of [1, 2]) {
   Deno.test(`wasm attention over f32 and f16 KV caches, rows of every head or head by head, vs reference (threads ${threads})`, async () => {
     await withBackends(threads, async (wasm, ref) => {
-      for (
-        const [type, byHead] of [["f32", false], ["f16", false], ["f32", true], [
-          "f16",
-          true,
-        ]] as const
-      ) {
+      for (const [type, byHead] of KV_LAYOUTS) {
         for (const [nHeads, nKV, headDim] of [[4, 2, 16], [6, 6, 7], [8, 2, 64]]) {
-          const nCtx = 80;
           const kvDim = nKV * headDim;
-          const cw = wasm.kvCache(2, nCtx, kvDim, type, byHead ? headDim : undefined);
-          const cr = ref.kvCache(2, nCtx, kvDim, type);
+          const [cw, cr] = kvCaches(wasm, ref, 2, 80, nKV, headDim, type, byHead);
           const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim) };
           // prefill 37 rows (from row offset 2 of the buffers), then decode 2 single rows
           let pos = 0;
@@ -224,11 +238,9 @@ for (const threads of [2, 3]) {
       // Gemma 3 1B's shape (4 query heads, 1 KV head) and a GQA of 6 over 2; decode rows at a
       // position where the work takes every thread, so each KV head's group is split
       for (const [nHeads, nKV, headDim] of [[4, 1, 64], [6, 2, 32]]) {
-        for (const [type, byHead] of [["f32", true], ["f16", true], ["f32", false]] as const) {
-          const nCtx = 700;
+        for (const [type, byHead] of KV_LAYOUTS) {
           const kvDim = nKV * headDim;
-          const cw = wasm.kvCache(1, nCtx, kvDim, type, byHead ? headDim : undefined);
-          const cr = ref.kvCache(1, nCtx, kvDim, type);
+          const [cw, cr] = kvCaches(wasm, ref, 1, 700, nKV, headDim, type, byHead);
           const params = { nHeads, nKVHeads: nKV, headDim, scale: 1 / Math.sqrt(headDim) };
           const n = 640;
           const k = rand(n * kvDim, 21, 1.5);
