@@ -26,14 +26,7 @@ import type {
   WeightSpec,
   WeightWriter,
 } from "../backend.ts";
-import {
-  checkChunk,
-  checkCopyRows,
-  checkCounts,
-  checkKVRange,
-  checkRowRange,
-  uploadWhole,
-} from "../checks.ts";
+import { checkChunk, checkCopyRows, checkCounts, checkRowRange, uploadWhole } from "../checks.ts";
 import { rowCandidates } from "../candidates.ts";
 import { geluTable } from "../gelu.ts";
 import { ropeAngles } from "../rope_angles.ts";
@@ -44,9 +37,10 @@ import { readKernelBinary } from "./build.ts";
 import { A, ARENA, ARGS, MAX_THREADS, OP, OP_PROBE, SLEEPS } from "./jobs.ts";
 import { fileRow, layOut } from "./layout.ts";
 import { Attentions } from "./attention.ts";
+import { KVCaches } from "./kv_cache.ts";
 import { dotReadsUnsigned, Matmuls } from "./matmul.ts";
 import { Pool } from "./pool.ts";
-import { Memories, need, Scratch, WBuf, wbuf, WKV, wkv, WWeight, wweight } from "./resources.ts";
+import { Memories, need, Scratch, WBuf, wbuf, WKV, WWeight, wweight } from "./resources.ts";
 
 /** The WASM backend: a Backend plus thread control and a memory-bandwidth probe (benchmarks). */
 export interface WasmBackend extends Backend {
@@ -132,6 +126,7 @@ export async function createWasmBackend(opts: WasmBackendOptions = {}): Promise<
 class WasmBackendImpl implements WasmBackend {
   readonly name = "wasm";
   readonly #mem: Memories;
+  readonly #kv: KVCaches;
   readonly #pool: Pool;
   readonly #ctrl: Int32Array;
   readonly #a0: Arena;
@@ -160,6 +155,7 @@ class WasmBackendImpl implements WasmBackend {
     this.#misc = new Scratch(mem.a0, "rope");
     this.#mm = new Matmuls(mem, pool, threads, () => this.#active, biasedQ8);
     this.#attn = new Attentions(mem, pool, threads, () => this.#active);
+    this.#kv = new KVCaches(mem);
   }
 
   async prefault(bytes: number): Promise<void> {
@@ -315,23 +311,8 @@ class WasmBackendImpl implements WasmBackend {
     return Promise.resolve(out);
   }
 
-  kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType, headDim = kvDim): KVCache {
-    if (!Number.isInteger(headDim) || headDim <= 0 || kvDim % headDim !== 0) {
-      throw new Error(`kvCache: a head of ${headDim} does not divide the cache's ${kvDim} columns`);
-    }
-    const esz = type === "f16" ? 2 : 4;
-    const bytes = nLayers * nCtx * kvDim * esz;
-    const kOff = this.#mem.alloc0(bytes, "a KV cache (keys)");
-    let vOff: number;
-    try {
-      vOff = this.#mem.alloc0(bytes, "a KV cache (values)");
-    } catch (e) {
-      this.#a0.release(kOff, bytes);
-      throw e;
-    }
-    this.#a0.u8.fill(0, kOff, kOff + bytes);
-    this.#a0.u8.fill(0, vOff, vOff + bytes);
-    return new WKV(nLayers, nCtx, kvDim, type, kOff, vOff, bytes, headDim);
+  kvCache(nLayers: number, nCtx: number, kvDim: number, type: KVType, headDim?: number): KVCache {
+    return this.#kv.create(nLayers, nCtx, kvDim, type, headDim);
   }
 
   embed(table: Weight, ids: Int32Array, out: Buf): void {
@@ -403,35 +384,7 @@ class WasmBackendImpl implements WasmBackend {
     rows: number,
     rowOffset = 0,
   ): void {
-    const c = wkv(cache);
-    checkKVRange("storeKV", c, layer, pos0, rows);
-    const d = c.kvDim;
-    const K = wbuf(k);
-    const V = wbuf(v);
-    need(K, (rowOffset + rows) * d, "storeKV k", rowOffset * d);
-    need(V, (rowOffset + rows) * d, "storeKV v", rowOffset * d);
-    const lb = c.layerBytes();
-    const kSrc = K.off + rowOffset * d * 4;
-    const vSrc = V.off + rowOffset * d * 4;
-    if (c.headDim !== d) {
-      // head by head: row t's head h to entry pos0 + t of head h (see WKV)
-      const at = pos0 * c.headDim * c.esz;
-      const f16 = c.type === "f16" ? 1 : 0;
-      const k = this.#a0.k;
-      k.storeHeads(kSrc, c.kOff + layer * lb + at, rows, d, c.headDim, c.nCtx, f16);
-      k.storeHeads(vSrc, c.vOff + layer * lb + at, rows, d, c.headDim, c.nCtx, f16);
-      return;
-    }
-    const kDst = c.kOff + layer * lb + pos0 * d * c.esz;
-    const vDst = c.vOff + layer * lb + pos0 * d * c.esz;
-    if (c.type === "f16") {
-      this.#a0.k.toF16(kSrc, kDst, rows * d);
-      this.#a0.k.toF16(vSrc, vDst, rows * d);
-    } else {
-      const u8 = this.#a0.u8;
-      u8.copyWithin(kDst, kSrc, kSrc + rows * d * 4);
-      u8.copyWithin(vDst, vSrc, vSrc + rows * d * 4);
-    }
+    this.#kv.store(cache, layer, k, v, pos0, rows, rowOffset);
   }
 
   attention(
@@ -584,10 +537,7 @@ class WasmBackendImpl implements WasmBackend {
       handle.freed = true;
       this.#a0.release(handle.off, Math.max(1, handle.length) * 4);
     } else if (handle instanceof WKV) {
-      if (handle.freed) return;
-      handle.freed = true;
-      this.#a0.release(handle.kOff, handle.bytes);
-      this.#a0.release(handle.vOff, handle.bytes);
+      this.#kv.free(handle);
     } else if (handle instanceof WWeight) {
       if (handle.freed || this.#views.has(handle)) return;
       handle.freed = true;

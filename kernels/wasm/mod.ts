@@ -17,6 +17,7 @@
  * - `layout.ts` — the layouts weights take at upload for the kernels, and rows read back.
  * - `matmul.ts` — matmul jobs: activation conversion, rows of several weights split over threads.
  * - `attention.ts` — attention jobs: one sequence's, or a batch's sequences in one job.
+ * - `kv_cache.ts` — KV caches: their memory, their layout (each layer head by head) and stores.
  * - `pool.ts` — the workers and the control block shared with them.
  *
  * @example
