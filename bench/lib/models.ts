@@ -21,8 +21,9 @@ export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
 /**
  * ~1.1B-parameter models (TinyLlama's shape): Q8_0, Q4_0, and Q3_K_M, Q4_K_M and Q5_K_M mixes made
  * as llama-quantize makes them (see kmType, q3kmType); a ~1.1B-parameter qwen3moe (8 experts, 2 used) in
- * Q8_0; and a qwen2 of Qwen2.5-0.5B's shape in llama-quantize's Q4_K_M, which its n_embd of 896
- * (not a multiple of 256) turns mostly into Q5_0 (see kFallback). The CPU bench's `all` includes
+ * Q8_0; and a qwen2 of Qwen2.5-0.5B's shape and a gemma3 of Gemma 3 1B's in llama-quantize's
+ * Q4_K_M, which their n_embd of 896 and 1152 (not multiples of 256) turn mostly into Q5_0 (see
+ * kFallback). The CPU bench's `all` includes
  * them; the memory bench uses 1b_q8_0.
  */
 export const GENERATED_LARGE = [
@@ -33,12 +34,43 @@ export const GENERATED_LARGE = [
   "1b_q3k_m",
   "1b_qwen3moe_q8_0",
   "05b_qwen2_q4k_m",
+  "1b_gemma3_q4k_m",
 ] as const;
 /** One of GENERATED or GENERATED_LARGE. */
 export type GeneratedModel = typeof GENERATED[number] | typeof GENERATED_LARGE[number];
 
 /** make-gguf.mjs shape flags of each generated model family. */
-const SHAPES: Record<"m110" | "m1b" | "m1bmoe" | "m05b", string[]> = {
+const SHAPES: Record<"m110" | "m1b" | "m1bmoe" | "m05b" | "m1bgemma", string[]> = {
+  // gemma3 of Gemma 3 1B's shape (4 query heads over 1 KV head of 256, sliding windows of 512 in 5
+  // layers of 6, the output tied to the embeddings) but a 32000-token vocabulary (make-gguf.mjs
+  // makes up no larger one, and llama.cpp's test vocabularies hold no Gemma one)
+  m1bgemma: [
+    "--arch",
+    "gemma3",
+    "--n-layer",
+    "26",
+    "--n-embd",
+    "1152",
+    "--n-head",
+    "4",
+    "--n-head-kv",
+    "1",
+    "--head-dim",
+    "256",
+    "--n-ff",
+    "6912",
+    "--n-vocab",
+    "32000",
+    "--swa",
+    "512",
+    "--swa-pattern",
+    "6",
+    "--rope-theta",
+    "1000000",
+    "--ctx",
+    "2048",
+    "--tie-embeddings",
+  ],
   // qwen2 of Qwen2.5-0.5B's shape (the output tied to the embeddings) and tokenizer (llama.cpp's
   // test vocabulary of it)
   m05b: [
@@ -281,6 +313,14 @@ export async function generatedModel(which: GeneratedModel): Promise<string> {
       const base = q5 ? GGMLType.Q5_K : GGMLType.Q4_K;
       await makeMix(f32, tmp, (name, n) => kmType(base, name, n), q5 ? 17 : 15);
     }
+  } else if (which === "1b_gemma3_q4k_m") {
+    const f32 = `${dir}m1b-gemma3_f32.gguf`;
+    if (!(await exists(f32))) {
+      console.error("bench: generating the Gemma-3-1B-shaped F32 model (2.9 GB, once)…");
+      await makeGGUF("f32", f32, SHAPES.m1bgemma);
+    }
+    console.error("bench: quantizing it to llama-quantize's Q4_K_M (once, a few minutes)…");
+    await makeMix(f32, tmp, (name, n) => kmType(GGMLType.Q4_K, name, n), 15);
   } else if (which === "05b_qwen2_q4k_m") {
     const f32 = `${dir}m05b-qwen2_f32.gguf`;
     if (!(await exists(f32))) {

@@ -57,3 +57,23 @@ Deno.test("bench Q4_K_M of a llama with its own output: token_embd keeps the bas
   );
   assertEquals(types, [GGMLType.Q4_K, GGMLType.Q4_K, GGMLType.Q6_K]);
 });
+
+Deno.test("bench Q4_K_M of a Gemma 3 1B shape: only matrices whose rows are 1152 wide fall back", () => {
+  const tensors = [
+    { name: "token_embd.weight", dims: [1152, 32000] },
+    { name: "blk.3.attn_q.weight", dims: [1152, 1024] },
+    { name: "blk.3.attn_output.weight", dims: [1024, 1152] },
+    { name: "blk.3.ffn_down.weight", dims: [6912, 1152] },
+    { name: "blk.3.ffn_up.weight", dims: [1152, 6912] },
+  ];
+  const types = mixTypes(tensors, 26, (name, n) => kmType(GGMLType.Q4_K, name, n)).map((t) =>
+    t.type
+  );
+  assertEquals(types, [
+    GGMLType.Q8_0, // the tied output's Q6_K on 1152-wide rows
+    GGMLType.Q5_0,
+    GGMLType.Q4_K, // 1024-wide rows hold Q4_K
+    GGMLType.Q4_K, // 6912 = 27 × 256
+    GGMLType.Q5_0,
+  ]);
+});
