@@ -37,7 +37,14 @@ const TIMED = [
   "attention",
   "attentionMany",
   "swiglu",
+  "geglu",
   "add",
+  "scale",
+  "copyRows",
+  "sumRowGroups",
+  "topCandidates",
+  "topCandidatesInto",
+  "embedAt",
   "write",
 ] as const;
 
