@@ -90,6 +90,9 @@ export function archOpsTests(
     const g = rand(n, 5, 14);
     // the table's edges: ±10 pass through / zero, f16 rounding ties, tiny and signed zeros
     g.set([10, -10, 9.999, -9.999, 10.001, -10.001, 0, -0, 1e-8, -1e-8, 0.5, -3.25], 0);
+    // … and what only a lane-wise f16 conversion could get wrong: NaN (ggml reads the table),
+    // infinities, f16 subnormals and their rounding edge, values past f16's range
+    g.set([NaN, Infinity, -Infinity, 6e-8, -6e-8, 2.98e-8, 3e-5, 65504, 65520, -1e-7], 12);
     const u = rand(n, 6, 3);
     const [gb, ub, ob] = [bufOf(be, g), bufOf(be, u), be.buffer(n)];
     const [gr, ur, or] = [bufOf(ref, g), bufOf(ref, u), ref.buffer(n)];

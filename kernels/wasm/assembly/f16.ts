@@ -49,3 +49,20 @@
   const nonsign = expBits + mantBits;
   return (sign >> 16) | (shl1w > 0xff000000 ? 0x7e00 : nonsign);
 }
+
+/** f32ToF16 on 4 lanes: the same arithmetic, lane by lane; f16 bits in u32 lanes. */
+@inline export function f32ToF16x4(f: v128): v128 {
+  let base = f32x4.mul(
+    f32x4.mul(f32x4.abs(f), f32x4.splat(5.192296858534828e33)),
+    f32x4.splat(7.703719777548943e-34),
+  );
+  const shl1w = i32x4.add(f, f);
+  const sign = v128.and(f, i32x4.splat(0x80000000));
+  const bias = i32x4.max_u(v128.and(shl1w, i32x4.splat(0xff000000)), i32x4.splat(0x71000000));
+  base = f32x4.add(i32x4.add(i32x4.shr_u(bias, 1), i32x4.splat(0x07800000)), base);
+  const expBits = v128.and(i32x4.shr_u(base, 13), i32x4.splat(0x00007c00));
+  const mantBits = v128.and(base, i32x4.splat(0x00000fff));
+  const nonsign = i32x4.add(expBits, mantBits);
+  const nan = i32x4.gt_u(shl1w, i32x4.splat(0xff000000));
+  return v128.or(i32x4.shr_u(sign, 16), v128.bitselect(i32x4.splat(0x7e00), nonsign, nan));
+}

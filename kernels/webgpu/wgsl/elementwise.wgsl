@@ -81,10 +81,13 @@ fn geglu(
   let i = gid(wid, nwg, li);
   if (i < P.n) {
     let x = A[i];
+    // ggml_vec_geglu_f32's order: a NaN reads the table (NaN), as on the CPU
     var y = 0.0;
-    if (x >= 10.0) {
+    if (x <= -10.0) {
+      y = 0.0;
+    } else if (x >= 10.0) {
       y = x * B[i];
-    } else if (x > -10.0) {
+    } else {
       y = bitcast<f32>(W[f32_to_f16_bits(x)]) * B[i];
     }
     O[i] = y;
