@@ -283,6 +283,20 @@ async function makeMix(
   }
 }
 
+/** The generated models of a popular model's shape: their F32 source file and shape. */
+const SHAPED_Q4KM: Record<string, { f32: string; shape: keyof typeof SHAPES; what: string }> = {
+  "05b_qwen2_q4k_m": {
+    f32: "m05b-qwen2_f32.gguf",
+    shape: "m05b",
+    what: "Qwen2.5-0.5B-shaped (2 GB)",
+  },
+  "1b_gemma3_q4k_m": {
+    f32: "m1b-gemma3_f32.gguf",
+    shape: "m1bgemma",
+    what: "Gemma-3-1B-shaped (2.9 GB)",
+  },
+};
+
 /** Path of a generated bench model, generating it (once) if missing. */
 export async function generatedModel(which: GeneratedModel): Promise<string> {
   const dir = `${CACHE_DIR}models/`;
@@ -313,19 +327,13 @@ export async function generatedModel(which: GeneratedModel): Promise<string> {
       const base = q5 ? GGMLType.Q5_K : GGMLType.Q4_K;
       await makeMix(f32, tmp, (name, n) => kmType(base, name, n), q5 ? 17 : 15);
     }
-  } else if (which === "1b_gemma3_q4k_m") {
-    const f32 = `${dir}m1b-gemma3_f32.gguf`;
+  } else if (which in SHAPED_Q4KM) {
+    // a popular model's shape in llama-quantize's Q4_K_M (llama_ftype 15)
+    const { f32: name, shape, what } = SHAPED_Q4KM[which];
+    const f32 = `${dir}${name}`;
     if (!(await exists(f32))) {
-      console.error("bench: generating the Gemma-3-1B-shaped F32 model (2.9 GB, once)…");
-      await makeGGUF("f32", f32, SHAPES.m1bgemma);
-    }
-    console.error("bench: quantizing it to llama-quantize's Q4_K_M (once, a few minutes)…");
-    await makeMix(f32, tmp, (name, n) => kmType(GGMLType.Q4_K, name, n), 15);
-  } else if (which === "05b_qwen2_q4k_m") {
-    const f32 = `${dir}m05b-qwen2_f32.gguf`;
-    if (!(await exists(f32))) {
-      console.error("bench: generating the Qwen2.5-0.5B-shaped F32 model (2 GB, once)…");
-      await makeGGUF("f32", f32, SHAPES.m05b);
+      console.error(`bench: generating the ${what} F32 model (once)…`);
+      await makeGGUF("f32", f32, SHAPES[shape]);
     }
     console.error("bench: quantizing it to llama-quantize's Q4_K_M (once, a few minutes)…");
     await makeMix(f32, tmp, (name, n) => kmType(GGMLType.Q4_K, name, n), 15);
