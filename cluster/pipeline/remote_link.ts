@@ -17,6 +17,7 @@ import {
   isPlaneUnavailable,
   MessageQueue,
   openTcpBidi,
+  probeTcpPlane,
   type RpcTransport,
 } from "../rpc/mod.ts";
 import { tracingEnabled } from "../telemetry/tracing.ts";
@@ -54,6 +55,8 @@ interface ForwardChannel {
   /** No more frames from this side. */
   end(): void;
   abort(): void;
+  /** The data plane (host:port) the frames travel, when they do not go over gRPC. */
+  plane?: string;
 }
 
 /** Forward through Connect's client (any transport; interceptors run). */
@@ -83,12 +86,13 @@ async function openChannel(transport: Transport, dataEndpoint?: string): Promise
   if (tracingEnabled) return connectChannel(transport);
   if (dataEndpoint) {
     try {
-      return await openTcpBidi(
+      const call = await openTcpBidi(
         dataEndpoint,
         FORWARD_PREAMBLE,
         FORWARD_METHOD,
         DEFAULT_MAX_MESSAGE_BYTES,
       );
+      return Object.assign(call, { plane: dataEndpoint });
     } catch (e) {
       if (!isPlaneUnavailable(e)) throw e;
     }
@@ -132,9 +136,13 @@ export class RemoteStageLink implements StageLink {
     return this.opts.version;
   }
 
-  /** Whether the stage's RPC port answers (over the path its frames take, or beside it). */
-  private probe(signal: AbortSignal): Promise<unknown> {
-    return createClient(NodeService, this.transport).healthCheck({}, { signal });
+  /**
+   * Whether the stage's RPC port answers (over the path its frames take, or beside it) and, when
+   * the frames travel its data plane (`plane`), whether that port takes a connection too.
+   */
+  private probe(signal: AbortSignal, plane?: string): Promise<unknown> {
+    const rpc = createClient(NodeService, this.transport).healthCheck({}, { signal });
+    return plane ? Promise.all([rpc, probeTcpPlane(plane, signal)]) : rpc;
   }
 
   /**
@@ -206,7 +214,11 @@ export class RemoteStageLink implements StageLink {
       let r: ForwardResponse | undefined;
       try {
         // A link broken while gossip still sees the stage would otherwise wait for TCP.
-        r = await watchAnswer(channel.receive(), (signal) => this.probe(signal), this.opts.watch);
+        r = await watchAnswer(
+          channel.receive(),
+          (signal) => this.probe(signal, channel.plane),
+          this.opts.watch,
+        );
       } catch (e) {
         if (e instanceof HopSilentError) channel.abort();
         return fail(e);

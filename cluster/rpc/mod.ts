@@ -75,6 +75,7 @@ export {
   PLANE_BUSY,
   type PlaneProtocol,
   planeUnavailable,
+  probeTcpPlane,
   readExact,
   readInto,
   startTcpPlane,

@@ -239,6 +239,18 @@ export async function connectTcpPlane(
   return conn;
 }
 
+/**
+ * Whether the data plane at `endpoint` takes a connection now (closed at once, before it names a
+ * protocol, which the plane drops as it drops any such connection); fails when refused, or when
+ * `signal` aborts first. A hop whose frames travel a data plane probes it beside the stage's RPC
+ * port: a firewall may block the one and still pass the other.
+ */
+export async function probeTcpPlane(endpoint: string, signal: AbortSignal): Promise<void> {
+  const { host, port } = splitHostPort(endpoint);
+  const conn = await Deno.connect({ hostname: host, port, transport: "tcp", signal });
+  closeQuietly(conn);
+}
+
 /** How long a connection to a data plane may take before the caller uses gRPC instead (ms). */
 export const PLANE_CONNECT_TIMEOUT_MS = 3000;
 /** How long an endpoint whose connection timed out is not dialled again (ms). */

@@ -1,9 +1,16 @@
 /**
  * A hop's wait under watch (cluster/pipeline/hop_watch.ts): a stage that stops answering while
  * gossip still sees it (a link broken between two stages) fails the hop once a health check
- * over its RPC port fails too; a slow stage that answers the check is waited for.
+ * over its RPC port fails too, or, when the frames travel its data plane, once that port stops
+ * taking connections; a slow stage that answers the check is waited for.
  */
 import { createRouterTransport } from "@connectrpc/connect";
+import { FORWARD_PREAMBLE, forwardProtocol, StageHost } from "../../../cluster/pipeline/mod.ts";
+import { startTcpPlane } from "../../../cluster/rpc/mod.ts";
+import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
+import { openGGUF } from "../../../model/gguf/mod.ts";
+import { LlamaStage } from "../../../model/llama.ts";
+import { FIXTURES } from "../../support/paths.ts";
 import { HopSilentError, watchAnswer } from "../../../cluster/pipeline/hop_watch.ts";
 import { RemoteStageLink, StageLinkError } from "../../../cluster/pipeline/mod.ts";
 import {
@@ -90,4 +97,88 @@ Deno.test("a slow stage that answers its health check is waited for", async () =
   const session = await link.openSession(open);
   assertEquals((await session.step(frame)).kind, "replied");
   await session.close("done");
+});
+
+/**
+ * A TCP relay to `target` that can start dropping everything, as a firewall that closes a port
+ * does: `block()` refuses new connections and holds every byte of the open ones, unanswered.
+ */
+function blackHoleRelay(target: string) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const [host, port] = target.split(":");
+  let blocked = false;
+  const conns: Deno.Conn[] = [];
+  const pump = async (from: Deno.Conn, to: Deno.Conn) => {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buf);
+        if (n === null) break;
+        if (!blocked) await to.write(buf.subarray(0, n));
+      }
+    } catch { /* closed */ }
+  };
+  (async () => {
+    try {
+      for await (const c of listener) {
+        const up = await Deno.connect({ hostname: host, port: Number(port) });
+        conns.push(c, up);
+        pump(c, up);
+        pump(up, c);
+      }
+    } catch { /* closed */ }
+  })();
+  return {
+    endpoint: `127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    block() {
+      blocked = true;
+      listener.close();
+    },
+    close() {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* closed already */ }
+      }
+    },
+  };
+}
+
+Deno.test("a stage whose data plane goes silent while its RPC port still answers fails the hop, named", async () => {
+  // stories260K as one stage behind a real data plane, reached through the relay; its RPC port
+  // (here a router transport) keeps answering health checks
+  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
+  const host = new StageHost(
+    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
+    "stories260K",
+  );
+  file.close();
+  const plane = await startTcpPlane({
+    host: "127.0.0.1",
+    protocols: {
+      [FORWARD_PREAMBLE]: forwardProtocol(
+        { nodeId: "c", host: () => host, epoch: () => 0n },
+        1 << 20,
+      ),
+    },
+  });
+  const relay = blackHoleRelay(`127.0.0.1:${plane.port}`);
+  try {
+    const link = new RemoteStageLink("c", 0, 5, stage(-1, "ok"), {
+      watch: WATCH,
+      dataEndpoint: relay.endpoint,
+    });
+    const session = await link.openSession({ ...open, model: "stories260K" });
+    relay.block();
+    // Before, the probe asked only the RPC port, which answered: the hop waited for TCP (minutes).
+    const e = await assertRejects(
+      () => orTimeout(session.step(frame), 5000, () => new Error("the hop is still waiting")),
+      StageLinkError,
+    );
+    assertEquals((e as StageLinkError).nodeId, "c");
+    assert(/refused|did not answer/i.test(e.message), e.message);
+  } finally {
+    relay.close();
+    await plane.close();
+  }
 });
