@@ -494,7 +494,9 @@ export function roundActs(x: usize, y: usize, n: i32, mode: i32): void {
       }
     } else if (kind == 3 || kind == 6 || kind == 7) {
       // prompts: four activation rows per pass share each block's unpacked nibbles (and 5th
-      // bits) and scales; unpacked per row, they cost Q5_0's prompts 7× llama.cpp's time
+      // bits) and scales; unpacked per row, they cost Q5_0's prompts 7× llama.cpp's time. (Only
+      // a matrix's last rows outside its 4-row groups come here now: the groups take
+      // nibbleMatmul.)
       for (; t0 + 4 <= T; t0 += 4) {
         let sa = f32x4.splat(0);
         let sb = f32x4.splat(0);
