@@ -9,7 +9,10 @@
  * The reference is `llamaref-bench` (../shared/llamaref/native/bench.cpp): one `llama_decode` of
  * `--pp` tokens, then `--tg` single-token decodes, f32 KV, flash attention off, the best CPU
  * variant for the machine, no JavaScript in the loop. It is built once into bench/.cache/llamaref
- * (`npm ci` for node-llama-cpp's prebuilt llama.cpp, then `sh native/build.sh`).
+ * (`npm ci` for node-llama-cpp's prebuilt llama.cpp, then `sh native/build.sh`). Its decodes start
+ * from an empty cache (llama-bench's way), so ours are timed that way for the ratios, and once more
+ * after the prompt (`decode_after_prompt_tokens_per_second`: what a `--pp`-token context costs,
+ * which llamaref-bench does not measure; until 2026-12-06 that was the decode the ratios used).
  *
  * Each model runs in its own child process. Our stage is loaded once; then each of `--reps` rounds
  * runs llama.cpp (its own process, one timed rep after its warm-up), right after it our prefill +
@@ -31,7 +34,7 @@ import { createReferenceBackend } from "../kernels/reference/mod.ts";
 import { createWasmBackend, type WasmBackend } from "../kernels/wasm/mod.ts";
 import { type OpTime, profileBackend } from "../kernels/profile.ts";
 import { openGGUF } from "../model/gguf/mod.ts";
-import { LlamaStage } from "../model/llama.ts";
+import { LlamaStage, type Session, type StageOutput } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
 import {
   CACHE_DIR,
@@ -83,7 +86,10 @@ export interface CpuBenchResult {
   ref: "llama.cpp C API" | null;
   /** Medians over rounds. */
   prefill_tokens_per_second: number;
+  /** Decode from an empty cache, as llamaref-bench's (the ratios compare these). */
   decode_tokens_per_second: number;
+  /** Decode continuing after the `n_prompt`-token prompt (ours only: a long context's cost). */
+  decode_after_prompt_tokens_per_second: number;
   ref_prefill_tokens_per_second: number | null;
   ref_decode_tokens_per_second: number | null;
   /** Median of the per-round ratios (ours / llama.cpp, same round). */
@@ -119,6 +125,7 @@ export interface CpuBenchResult {
   runs: {
     prefill: number[];
     decode: number[];
+    decode_after_prompt: number[];
     ref_prefill: number[];
     ref_decode: number[];
     prefill_1_thread: number[];
@@ -270,6 +277,7 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   const runs: CpuBenchResult["runs"] = {
     prefill: [],
     decode: [],
+    decode_after_prompt: [],
     ref_prefill: [],
     ref_decode: [],
     prefill_1_thread: [],
@@ -277,24 +285,42 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
   };
   let rss = 0;
   let kvBytes = 0;
-  /** Prefill + `steps` decodes; tokens/s of each. */
-  const ours = async (steps: number): Promise<{ pp: number; tg: number }> => {
+  /** `steps` greedy decodes after `out` in `session`; tokens/s. */
+  const decode = async (session: Session, out: StageOutput, steps: number): Promise<number> => {
+    const t0 = performance.now();
+    for (let i = 0; i < steps; i++) {
+      if (!("logits" in out)) throw new Error("expected logits");
+      out = await stage.forward(session, { tokens: Int32Array.of(argmax(out.logits)) });
+    }
+    return (steps / (performance.now() - t0)) * 1000;
+  };
+  /**
+   * Prefill, then `steps` decodes twice, tokens/s of each: `tg` as llamaref-bench decodes (its
+   * run_tg clears the cache and starts from the prompt's first token at position 0), the one
+   * compared with llama.cpp's; `tgAfter` continuing after the prompt, at positions pp.., which is
+   * what a long context costs (llamaref-bench has no such run to compare it with).
+   */
+  const ours = async (steps: number): Promise<{ pp: number; tg: number; tgAfter: number }> => {
     const session = stage.newSession(nCtx, o.kv);
     kvBytes = session.kv.nLayers * session.kv.nCtx * session.kv.kvDim * 2 *
       (o.kv === "f16" ? 2 : 4);
+    let pp: number, tgAfter: number;
     try {
       const t0 = performance.now();
-      let out = await stage.forward(session, { tokens: prompt });
-      const t1 = performance.now();
-      for (let i = 0; i < steps; i++) {
-        if (!("logits" in out)) throw new Error("expected logits");
-        out = await stage.forward(session, { tokens: Int32Array.of(argmax(out.logits)) });
-      }
-      const t2 = performance.now();
-      rss = Math.max(rss, Deno.memoryUsage().rss);
-      return { pp: (o.pp / (t1 - t0)) * 1000, tg: (steps / (t2 - t1)) * 1000 };
+      const out = await stage.forward(session, { tokens: prompt });
+      pp = (o.pp / (performance.now() - t0)) * 1000;
+      tgAfter = await decode(session, out, steps);
     } finally {
       stage.endSession(session);
+    }
+    const fresh = stage.newSession(nCtx, o.kv);
+    try {
+      const out = await stage.forward(fresh, { tokens: prompt.subarray(0, 1) });
+      const tg = await decode(fresh, out, steps);
+      rss = Math.max(rss, Deno.memoryUsage().rss);
+      return { pp, tg, tgAfter };
+    } finally {
+      stage.endSession(fresh);
     }
   };
   const scaling = o.scaling && wasm !== undefined && wasm.threads > 1;
@@ -314,7 +340,10 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
       const r = await ours(o.tg);
       runs.prefill.push(r.pp);
       runs.decode.push(r.tg);
-      line.push(`ours pp ${round(r.pp, 1)} tg ${round(r.tg, 1)}`);
+      runs.decode_after_prompt.push(r.tgAfter);
+      line.push(
+        `ours pp ${round(r.pp, 1)} tg ${round(r.tg, 1)} (after the prompt ${round(r.tgAfter, 1)})`,
+      );
       if (scaling) {
         wasm!.setThreads(1);
         try {
@@ -372,6 +401,7 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
     ref: o.ref ? "llama.cpp C API" : null,
     prefill_tokens_per_second: round(median(runs.prefill)),
     decode_tokens_per_second: round(median(runs.decode)),
+    decode_after_prompt_tokens_per_second: round(median(runs.decode_after_prompt)),
     ref_prefill_tokens_per_second: o.ref ? round(median(runs.ref_prefill)) : null,
     ref_decode_tokens_per_second: o.ref ? round(median(runs.ref_decode)) : null,
     decode_ratio: o.ref ? round(median(ratios(runs.decode, runs.ref_decode)), 3) : null,
