@@ -11,8 +11,10 @@
  * variant for the machine, no JavaScript in the loop. It is built once into bench/.cache/llamaref
  * (`npm ci` for node-llama-cpp's prebuilt llama.cpp, then `sh native/build.sh`). Its decodes start
  * from an empty cache (llama-bench's way), so ours are timed that way for the ratios, and once more
- * after the prompt (`decode_after_prompt_tokens_per_second`: what a `--pp`-token context costs,
- * which llamaref-bench does not measure; until 2026-12-06 that was the decode the ratios used).
+ * after the prompt (`decode_after_prompt_tokens_per_second`: what a `--pp`-token context costs),
+ * against llama.cpp's after the prompt from `llamaref-batched` (bench/native/batched.cpp) with one
+ * sequence. Until 2026-12-06 the decode ratios set ours after the prompt against llamaref-bench's
+ * from an empty cache.
  *
  * Each model runs in its own child process. Our stage is loaded once; then each of `--reps` rounds
  * runs llama.cpp (its own process, one timed rep after its warm-up), right after it our prefill +
@@ -36,14 +38,9 @@ import { type OpTime, profileBackend } from "../kernels/profile.ts";
 import { openGGUF } from "../model/gguf/mod.ts";
 import { LlamaStage, type Session, type StageOutput } from "../model/llama.ts";
 import { argmax } from "../model/sampler.ts";
-import {
-  CACHE_DIR,
-  GENERATED,
-  GENERATED_LARGE,
-  type GeneratedModel,
-  generatedModel,
-} from "./lib/models.ts";
-import { SHARED_LLAMAREF } from "./lib/shared.ts";
+import { GENERATED, GENERATED_LARGE, type GeneratedModel, generatedModel } from "./lib/models.ts";
+import { ensureLlamaRef, LLAMAREF_BENCH, run } from "./lib/llamaref.ts";
+import { ensureBatchedRef, refBatchedDecode } from "./lib/batched_ref.ts";
 import { median, round } from "./lib/stats.ts";
 
 /** Options of one CPU bench run. */
@@ -88,8 +85,12 @@ export interface CpuBenchResult {
   prefill_tokens_per_second: number;
   /** Decode from an empty cache, as llamaref-bench's (the ratios compare these). */
   decode_tokens_per_second: number;
-  /** Decode continuing after the `n_prompt`-token prompt (ours only: a long context's cost). */
+  /** Decode continuing after the `n_prompt`-token prompt: what a context of that length costs. */
   decode_after_prompt_tokens_per_second: number;
+  /** llama.cpp's, by llamaref-batched with one sequence (f32 KV only; else null). */
+  ref_decode_after_prompt_tokens_per_second: number | null;
+  /** Median of the per-round ratios of those two. */
+  decode_after_prompt_ratio: number | null;
   ref_prefill_tokens_per_second: number | null;
   ref_decode_tokens_per_second: number | null;
   /** Median of the per-round ratios (ours / llama.cpp, same round). */
@@ -126,6 +127,7 @@ export interface CpuBenchResult {
     prefill: number[];
     decode: number[];
     decode_after_prompt: number[];
+    ref_decode_after_prompt: number[];
     ref_prefill: number[];
     ref_decode: number[];
     prefill_1_thread: number[];
@@ -145,52 +147,6 @@ function loadAvg(): number | null {
   } catch {
     return null;
   }
-}
-
-const LLAMAREF_SRC = SHARED_LLAMAREF;
-const LLAMAREF_DIR = `${CACHE_DIR}llamaref/`;
-const LLAMAREF_BENCH = `${LLAMAREF_DIR}native/build/llamaref-bench`;
-
-async function run(cmd: string, args: string[], cwd?: string): Promise<string> {
-  const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    const err = new TextDecoder().decode(out.stderr).slice(-2000);
-    throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}):\n${err}`);
-  }
-  return text;
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Copy ../shared/llamaref to bench/.cache/llamaref, `npm ci` there and build llamaref-bench
- * (once each). Returns the folder.
- */
-export async function ensureLlamaRef(): Promise<string> {
-  const dir = LLAMAREF_DIR;
-  if (!(await exists(`${dir}node_modules/node-llama-cpp/package.json`))) {
-    if (!(await exists(LLAMAREF_SRC))) {
-      throw new Error(`${LLAMAREF_SRC} is missing: ../shared must sit beside the checkout`);
-    }
-    await Deno.mkdir(CACHE_DIR, { recursive: true });
-    await run("cp", ["-r", LLAMAREF_SRC.replace(/\/$/, ""), CACHE_DIR]);
-    await run("chmod", ["-R", "u+w", dir]);
-    console.error("bench: installing node-llama-cpp 3.21.1 into bench/.cache/llamaref (npm ci)…");
-    await run("npm", ["ci", "--no-audit", "--no-fund"], dir);
-  }
-  if (!(await exists(LLAMAREF_BENCH))) {
-    console.error("bench: building llamaref-bench on llama.cpp's C API (sh native/build.sh)…");
-    await run("sh", ["native/build.sh"], dir);
-  }
-  return dir;
 }
 
 /** llama.cpp's prefill/decode tokens/s on `model`: one timed rep of llamaref-bench. */
@@ -274,10 +230,13 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
     seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
     return 1 + (seed % (V - 1));
   });
+  // the reference for decode after the prompt (f32 KV only: llamaref-batched's default)
+  const afterRef = o.ref && o.kv === "f32" ? await ensureBatchedRef() : undefined;
   const runs: CpuBenchResult["runs"] = {
     prefill: [],
     decode: [],
     decode_after_prompt: [],
+    ref_decode_after_prompt: [],
     ref_prefill: [],
     ref_decode: [],
     prefill_1_thread: [],
@@ -335,7 +294,21 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
         const r = await llamaCppBench(o.model, o);
         runs.ref_prefill.push(r.pp);
         runs.ref_decode.push(r.tg);
-        line.push(`llama.cpp pp ${round(r.pp, 1)} tg ${round(r.tg, 1)}`);
+        // llama.cpp's decode after the prompt: llamaref-batched with one sequence (its prompt
+        // decoded untimed, then the timed steps), f32 KV as ours here
+        const after = afterRef
+          ? (await refBatchedDecode(afterRef, o.model, {
+            seqs: [1],
+            prompt: o.pp,
+            tg: o.tg,
+            threads: o.threads,
+          })).get(1)!
+          : NaN;
+        if (afterRef) runs.ref_decode_after_prompt.push(after);
+        line.push(
+          `llama.cpp pp ${round(r.pp, 1)} tg ${round(r.tg, 1)}` +
+            (afterRef ? ` (after the prompt ${round(after, 1)})` : ""),
+        );
       }
       const r = await ours(o.tg);
       runs.prefill.push(r.pp);
@@ -402,6 +375,12 @@ export async function cpuBench(o: CpuBenchOptions): Promise<CpuBenchResult> {
     prefill_tokens_per_second: round(median(runs.prefill)),
     decode_tokens_per_second: round(median(runs.decode)),
     decode_after_prompt_tokens_per_second: round(median(runs.decode_after_prompt)),
+    ref_decode_after_prompt_tokens_per_second: afterRef
+      ? round(median(runs.ref_decode_after_prompt))
+      : null,
+    decode_after_prompt_ratio: afterRef
+      ? round(median(ratios(runs.decode_after_prompt, runs.ref_decode_after_prompt)), 3)
+      : null,
     ref_prefill_tokens_per_second: o.ref ? round(median(runs.ref_prefill)) : null,
     ref_decode_tokens_per_second: o.ref ? round(median(runs.ref_decode)) : null,
     decode_ratio: o.ref ? round(median(ratios(runs.decode, runs.ref_decode)), 3) : null,

@@ -35,7 +35,7 @@
  * @module
  */
 import { Flags, runBench, UsageError } from "./lib/cli.ts";
-import { ensureLlamaRef } from "./cpu.ts";
+import { ensureLlamaRef } from "./lib/llamaref.ts";
 import { SCALE_SHAPES, type ScaleModel, scaleModel } from "./lib/scale_models.ts";
 import { type GenerateResult, rssOf, ScaleCluster } from "./lib/scale_cluster.ts";
 import { openModelFile } from "../model/engine.ts";

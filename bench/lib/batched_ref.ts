@@ -4,7 +4,7 @@
  * Used by `bench batch` (in process, ours against it) and `bench api` (served, ours against it).
  * @module
  */
-import { ensureLlamaRef } from "../cpu.ts";
+import { ensureLlamaRef } from "./llamaref.ts";
 
 /** Build bench/native/batched.cpp beside llamaref-bench (again when the source is newer). */
 export async function ensureBatchedRef(): Promise<string> {
