@@ -1,39 +1,24 @@
 /** InferenceService.Forward, the stage side (cluster/pipeline/forward_service.ts): what a frame may ask. */
 import { create } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
-import { openGGUF } from "../../../model/gguf/mod.ts";
-import { LlamaStage } from "../../../model/llama.ts";
 import {
   FORWARD_METHOD,
   FORWARD_PREAMBLE,
   type ForwardContext,
-  forwardProtocol,
-  StageHost,
 } from "../../../cluster/pipeline/mod.ts";
 import { openToWire } from "../../../cluster/pipeline/wire.ts";
 import type { StageFrame, StageResult } from "../../../cluster/pipeline/stage_frame.ts";
-import { openTcpBidi, startTcpPlane } from "../../../cluster/rpc/mod.ts";
+import { openTcpBidi } from "../../../cluster/rpc/mod.ts";
 import { ActivationFrameSchema, Dtype } from "../../../proto/mod.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
-import { FIXTURES } from "../../support/paths.ts";
+import { stageOnPlane } from "../../support/stage_plane.ts";
 
 /**
  * Layers 0..2 of stories260K as a stage, with no stage after it (it answers hidden rows) unless
  * `extra` gives it links.
  */
 async function firstStage(extra: Partial<ForwardContext> = {}) {
-  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
-  const host = new StageHost(
-    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 2 }),
-    "stories260K",
-  );
-  file.close();
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, ...extra };
-  const plane = await startTcpPlane({
-    host: "127.0.0.1",
-    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
-  });
+  const { host, plane } = await stageOnPlane(2, 1 << 20, extra);
   const call = () =>
     openTcpBidi(`127.0.0.1:${plane.port}`, FORWARD_PREAMBLE, FORWARD_METHOD, 1 << 20);
   return { host, plane, call };

@@ -5,12 +5,7 @@
  * taking connections; a slow stage that answers the check is waited for.
  */
 import { createRouterTransport } from "@connectrpc/connect";
-import { FORWARD_PREAMBLE, forwardProtocol, StageHost } from "../../../cluster/pipeline/mod.ts";
-import { startTcpPlane } from "../../../cluster/rpc/mod.ts";
-import { createReferenceBackend } from "../../../kernels/reference/mod.ts";
-import { openGGUF } from "../../../model/gguf/mod.ts";
-import { LlamaStage } from "../../../model/llama.ts";
-import { FIXTURES } from "../../support/paths.ts";
+import { stageOnPlane } from "../../support/stage_plane.ts";
 import { HopSilentError, watchAnswer } from "../../../cluster/pipeline/hop_watch.ts";
 import { RemoteStageLink, StageLinkError } from "../../../cluster/pipeline/mod.ts";
 import {
@@ -147,21 +142,7 @@ function blackHoleRelay(target: string) {
 Deno.test("a stage whose data plane goes silent while its RPC port still answers fails the hop, named", async () => {
   // stories260K as one stage behind a real data plane, reached through the relay; its RPC port
   // (here a router transport) keeps answering health checks
-  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
-  const host = new StageHost(
-    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
-    "stories260K",
-  );
-  file.close();
-  const plane = await startTcpPlane({
-    host: "127.0.0.1",
-    protocols: {
-      [FORWARD_PREAMBLE]: forwardProtocol(
-        { nodeId: "c", host: () => host, epoch: () => 0n },
-        1 << 20,
-      ),
-    },
-  });
+  const { plane } = await stageOnPlane(5, 1 << 20, { nodeId: "c" });
   const relay = blackHoleRelay(`127.0.0.1:${plane.port}`);
   try {
     const link = new RemoteStageLink("c", 0, 5, stage(-1, "ok"), {

@@ -36,6 +36,7 @@ import { orTimeout } from "../../../cluster/deadline.ts";
 import { rawAnswer, withPreamble } from "../../support/raw_tcp.ts";
 import { assert, assertEquals } from "../../support/assert.ts";
 import { FIXTURES } from "../../support/paths.ts";
+import { stageOnPlane } from "../../support/stage_plane.ts";
 
 const GOLDEN = JSON.parse(await Deno.readTextFile(`${FIXTURES}/golden/stories260K__once.json`));
 
@@ -381,17 +382,7 @@ function opening(sessionId: string, step: bigint) {
 
 /** The whole of stories260K as one stage behind a TCP data plane, and a Forward call to it. */
 async function wholeStageOnPlane(idleMs?: number, lost?: (nodeId: string) => AbortSignal) {
-  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
-  const host = new StageHost(
-    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
-    "stories260K",
-  );
-  file.close();
-  const ctx = { nodeId: "n0", host: () => host, epoch: () => 0n, idleMs, lost };
-  const plane = await startTcpPlane({
-    host: "127.0.0.1",
-    protocols: { [FORWARD_PREAMBLE]: forwardProtocol(ctx, 1 << 20) },
-  });
+  const { host, plane } = await stageOnPlane(5, 1 << 20, { idleMs, lost });
   const call = await openTcpBidi(
     `127.0.0.1:${plane.port}`,
     FORWARD_PREAMBLE,
@@ -649,21 +640,7 @@ Deno.test("a full stage, here or further down, refuses an opening as busy (a rep
 });
 
 Deno.test("a Forward stream's first frame is held to 8 MiB, refused from its header", async () => {
-  const file = await openGGUF(`${FIXTURES}/models/stories260K.gguf`);
-  const host = new StageHost(
-    await LlamaStage.load(file, createReferenceBackend(), { from: 0, to: 5 }),
-    "stories260K",
-  );
-  file.close();
-  const plane = await startTcpPlane({
-    host: "127.0.0.1",
-    protocols: {
-      [FORWARD_PREAMBLE]: forwardProtocol(
-        { nodeId: "n0", host: () => host, epoch: () => 0n },
-        64 << 20,
-      ),
-    },
-  });
+  const { plane } = await stageOnPlane(5, 64 << 20);
   try {
     // Anyone who reaches the port announces a 9 MiB first message: refused from its header,
     // before a byte of it is held (before: up to 256 MiB per connection, before any session).
