@@ -5,6 +5,7 @@
  */
 import { CACHE_DIR } from "./models.ts";
 import { SHARED_LLAMAREF } from "./shared.ts";
+import { exists } from "./files.ts";
 
 const LLAMAREF_SRC = SHARED_LLAMAREF;
 const LLAMAREF_DIR = `${CACHE_DIR}llamaref/`;
@@ -20,15 +21,6 @@ export async function run(cmd: string, args: string[], cwd?: string): Promise<st
     throw new Error(`${cmd} ${args.join(" ")} failed (${out.code}):\n${err}`);
   }
   return text;
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -15,6 +15,7 @@
 import { GGMLType, quantizeRow } from "../../kernels/quant/mod.ts";
 import { type GGUFFile, openGGUF, writeGGUFFile } from "../../model/gguf/mod.ts";
 import { SHARED_FIXTURES, SHARED_LLAMAREF } from "./shared.ts";
+import { exists } from "./files.ts";
 
 /** Models the bench can generate. */
 export const GENERATED = ["q8_0", "q4_0", "q4k_mix"] as const;
@@ -140,15 +141,6 @@ const SHAPES: Record<"m110" | "m1b" | "m1bmoe" | "m05b" | "m1bgemma", string[]> 
 const ROOT = new URL("../", import.meta.url);
 /** Cache folder of the bench (git-ignored). */
 export const CACHE_DIR: string = decodeURIComponent(new URL(".cache/", ROOT).pathname);
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 async function makeGGUF(type: string, out: string, shape = SHAPES.m110): Promise<void> {
   const r = await new Deno.Command("node", {

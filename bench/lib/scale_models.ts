@@ -26,6 +26,7 @@ import {
   writeGGUFFile,
 } from "../../model/gguf/mod.ts";
 import { SHARED_FIXTURES } from "./shared.ts";
+import { exists } from "./files.ts";
 const CACHE_DIR = decodeURIComponent(new URL("../.cache/", import.meta.url).pathname);
 
 /** A llama shape. */
@@ -220,15 +221,6 @@ export async function writeScaleModel(
     }
   }
   return await writeGGUFFile(path, { metadata, tensors }, data());
-}
-
-async function exists(p: string): Promise<boolean> {
-  try {
-    await Deno.stat(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** Path of a scale model in bench/.cache/models/, generating it (once) if missing. */
