@@ -11,13 +11,16 @@ import {
   type Config as GossipConfig,
   type DiscoveryOptions,
   encodeMetadata,
+  joinHostPort,
   Keyring,
   lanConfig,
   localConfig,
   Memberlist,
   MetadataError,
   MulticastDiscovery,
+  multicastInterface,
   type NodeMetadata,
+  splitHostPort,
   suspicionTimeout,
   wanConfig,
 } from "../gossip/mod.ts";
@@ -241,10 +244,17 @@ export async function startDiscovery(
   s: AgentState,
   options: DiscoveryOptions = {},
 ): Promise<MulticastDiscovery | undefined> {
-  const bind = s.config.bind;
-  // The interface gossip listens on; bound to every interface (or IPv6, which this IPv4 group
-  // cannot name), the system's choice.
-  const interfaceAddr = bind === "0.0.0.0" || bind.includes(":") ? undefined : bind;
+  // The interface that holds the address this agent announces (its gossip address); the
+  // system's choice where none does (an address advertised through NAT).
+  let interfaceAddr: string | undefined;
+  try {
+    interfaceAddr = multicastInterface(
+      splitHostPort(s.gossip.localNode.addr).host,
+      Deno.networkInterfaces(),
+    );
+  } catch {
+    interfaceAddr = undefined;
+  }
   let d: MulticastDiscovery;
   try {
     d = await MulticastDiscovery.start(s.gossip, {
@@ -266,7 +276,7 @@ export async function startDiscovery(
   }
   s.discovery = d;
   s.log("info", "multicast discovery started: joining members of this cluster heard on the LAN", {
-    group: `${d.group}:${d.port}`,
+    group: joinHostPort(d.group, d.port),
     cluster: s.config.clusterName,
     sealed: s.gossip.keyring !== null,
   });

@@ -11,19 +11,27 @@
  * @module
  */
 import dgram from "node:dgram";
+import { isIPv6 } from "node:net";
 import { Reader, Writer } from "./codec.ts";
 import type { Logger } from "./config.ts";
 import type { Memberlist } from "./memberlist.ts";
 import { decrypt, encrypt } from "./security.ts";
-import { splitHostPort } from "./transport.ts";
+import { joinHostPort, splitHostPort } from "./transport.ts";
 
 /** Options of multicast discovery. */
 export interface DiscoveryOptions {
-  /** Multicast group; an administratively-scoped (239/8) address stays inside the site. */
+  /**
+   * Multicast group. Default: 239.255.79.46 (IPv4, administratively scoped: it stays inside the
+   * site), or ff05::79:46 (IPv6, site scope) when the member announces an IPv6 address; the
+   * group's family picks the socket's.
+   */
   group?: string;
   /** UDP port of the group (not the gossip port). */
   port?: number;
-  /** Local interface address to send and join on; default: the system's choice. */
+  /**
+   * Interface to send and join on: an IPv4 address, or for IPv6 "::%name" (the interface's name,
+   * see {@linkcode multicastInterface}); default: the system's choice.
+   */
   interfaceAddr?: string;
   /** Time between announcements; 2 s finds peers quickly and costs ~30 bytes/s. */
   intervalMs?: number;
@@ -45,6 +53,38 @@ const AAD = new TextEncoder().encode("dllm multicast discovery");
 
 /** Joins in flight at once: a burst of announcements must not open a burst of streams. */
 const MAX_JOINING = 8;
+
+/** The default groups: IPv4 (administratively scoped) and IPv6 (site scope, ff05::/16). */
+export const DISCOVERY_GROUPS = { v4: "239.255.79.46", v6: "ff05::79:46" } as const;
+
+/**
+ * The interface a member announcing `host` sends and listens on, as node:dgram names it: the
+ * IPv4 address itself, or "::%name" for the interface that holds an IPv6 one; undefined (the
+ * system's choice) for a wildcard or an address no local interface has (e.g. one advertised
+ * through NAT).
+ */
+export function multicastInterface(
+  host: string,
+  interfaces: readonly Deno.NetworkInterfaceInfo[],
+): string | undefined {
+  const h = canonicalHost(host);
+  const nic = interfaces.find((i) => canonicalHost(i.address) === h);
+  if (!nic || h === "0.0.0.0" || h === "::") return undefined;
+  return nic.family === "IPv6" ? `::%${nic.name}` : nic.address;
+}
+
+/**
+ * One spelling per address, so an announced host and a datagram's source compare equal however
+ * each is written ("fd00:0::2" and "fd00::2"); names and scoped addresses pass unchanged.
+ */
+export function canonicalHost(host: string): string {
+  if (!isIPv6(host) || host.includes("%")) return host;
+  try {
+    return new URL(`http://[${host}]/`).hostname.slice(1, -1);
+  } catch {
+    return host;
+  }
+}
 
 /** Encode an announcement (exported for tests). */
 export function encodeAnnouncement(cluster: string, id: string, addr: string): Uint8Array {
@@ -94,8 +134,16 @@ export class MulticastDiscovery {
 
   /** Bind the group port, join the group, start announcing. */
   static async start(ml: Memberlist, options: DiscoveryOptions = {}): Promise<MulticastDiscovery> {
+    // The group of the family of the address this member announces: an agent gossiping over
+    // IPv6 (an IPv6-only network) announces on an IPv6 group, where its peers can answer.
+    let announced = "";
+    try {
+      announced = splitHostPort(ml.localNode.addr).host;
+    } catch {
+      // a member address that is not host:port: announce on the IPv4 group
+    }
     const opts = {
-      group: options.group ?? "239.255.79.46",
+      group: options.group ?? (isIPv6(announced) ? DISCOVERY_GROUPS.v6 : DISCOVERY_GROUPS.v4),
       port: options.port ?? 7947,
       interfaceAddr: options.interfaceAddr,
       intervalMs: options.intervalMs ?? 2000,
@@ -103,7 +151,10 @@ export class MulticastDiscovery {
       ttl: options.ttl ?? 1,
       logger: options.logger ?? ml.config.logger,
     };
-    const sock = dgram.createSocket({ type: "udp4", reuseAddr: true });
+    const sock = dgram.createSocket({
+      type: isIPv6(opts.group) ? "udp6" : "udp4",
+      reuseAddr: true,
+    });
     await new Promise<void>((resolve, reject) => {
       sock.once("error", reject);
       sock.bind(opts.port, () => resolve());
@@ -149,7 +200,7 @@ export class MulticastDiscovery {
         "warn",
         "multicast discovery cannot send announcements; join with --seeds",
         {
-          group: `${this.opts.group}:${this.opts.port}`,
+          group: joinHostPort(this.opts.group, this.opts.port),
           error: e.message,
         },
       );
@@ -173,7 +224,7 @@ export class MulticastDiscovery {
       return;
     }
     // Unsealed, anyone can announce anything: join only the host that sent it.
-    if (!keyring && host !== source) return;
+    if (!keyring && canonicalHost(host) !== canonicalHost(source)) return;
     this.heard++;
     const known = this.ml.member(a.id);
     if (

@@ -85,7 +85,13 @@ export { type LinkProfile, SimClock, SimNetwork, type SimOptions, SimTransport }
 /** Injected time and randomness. */
 export { type Clock, type Rng, seededRng, systemClock, systemRng } from "./clock.ts";
 /** Opt-in LAN discovery by UDP multicast. */
-export { type DiscoveryOptions, MulticastDiscovery } from "./discovery.ts";
+export {
+  canonicalHost,
+  DISCOVERY_GROUPS,
+  type DiscoveryOptions,
+  MulticastDiscovery,
+  multicastInterface,
+} from "./discovery.ts";
 /** Wire codec (for tools and fuzzing). */
 export { decode, DecodeError, encode, type Message, type NodeStatus } from "./codec.ts";
 /** Lifeguard suspicion timeout math. */

@@ -29,3 +29,41 @@ export async function loopbackMulticastWorks(group: string): Promise<boolean> {
     sock.close();
   }
 }
+
+/**
+ * A global (or unique-local) IPv6 address of an interface on which multicast to `group` (e.g.
+ * "ff05::79:47") comes back here, probed as loopbackMulticastWorks does; undefined where there
+ * is none (no IPv6, or no multicast on it).
+ */
+export async function ipv6MulticastAddress(group: string): Promise<string | undefined> {
+  let nics: Deno.NetworkInterfaceInfo[];
+  try {
+    nics = Deno.networkInterfaces();
+  } catch {
+    return undefined;
+  }
+  for (const nic of nics) {
+    if (nic.family !== "IPv6" || nic.address === "::1" || /^fe80:/i.test(nic.address)) continue;
+    const sock = dgram.createSocket({ type: "udp6", reuseAddr: true });
+    try {
+      const heard = new Promise<boolean>((resolve) => {
+        sock.once("message", () => resolve(true));
+        setTimeout(() => resolve(false), 1000);
+      });
+      await new Promise<void>((resolve, reject) => {
+        sock.once("error", reject);
+        sock.bind(0, () => resolve());
+      });
+      sock.addMembership(group, `::%${nic.name}`);
+      sock.setMulticastInterface(`::%${nic.name}`);
+      sock.setMulticastLoopback(true);
+      sock.send(new Uint8Array([1]), sock.address().port, group);
+      if (await heard) return nic.address;
+    } catch {
+      // this interface cannot: try the next
+    } finally {
+      sock.close();
+    }
+  }
+  return undefined;
+}
