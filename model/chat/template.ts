@@ -202,16 +202,25 @@ export class ChatTemplate {
 
 /** Most turns located one by one when the whole conversation's sentinel render does not agree. */
 const MAX_TURNS_ONE_BY_ONE = 64;
-/** Sentinel i: private-use characters (plane 15) no template writes. */
-const sentinel = (i: number) => `\u{F0000}${i}\u{F0001}`;
-const SENTINEL_CHARS = /[\u{F0000}\u{F0001}]/u;
+
+/**
+ * The forms a template may write a content in: as it is, or trimmed (Llama 3's and Gemma 3's
+ * templates write `message['content'] | trim`).
+ */
+const contentForms = (
+  c: string,
+): string[] => [...new Set([c, c.trim(), c.trimEnd(), c.trimStart()])];
 
 /**
  * Where each turn's content lies in `text`: render again with each content replaced by a
- * sentinel, put the contents back and, where that gives `text` exactly, the sentinels' places
- * are the contents'. A template that reads a content (Qwen3's `startswith('<tool_response>')`)
- * can render a sentinel differently; then each turn is tried alone, and a turn still not
- * located has no span (its control-token text is parsed, as llama.cpp parses all of it).
+ * sentinel, then walk the render against `text`, each sentinel standing for its content as it is,
+ * trimmed, or a part of it that the template's next text follows; where that gives `text`
+ * exactly, the sentinels' places are the contents'. The
+ * sentinels carry a nonce drawn for each render (private-use characters around it), so no
+ * content can hold one or forge one. A template that reads a content (Qwen3's
+ * `startswith('<tool_response>')`) can render a sentinel differently; then each turn is tried
+ * alone, and a turn still not located has no span (its control-token text is parsed, as
+ * llama.cpp parses all of it).
  */
 function contentSpans(
   turns: Record<string, unknown>[],
@@ -219,10 +228,13 @@ function contentSpans(
   render: (turns: Record<string, unknown>[]) => string,
 ): [number, number][] {
   const contents = turns.map((t) => typeof t.content === "string" ? t.content : undefined);
-  if (contents.some((c) => c !== undefined && SENTINEL_CHARS.test(c))) return [];
+  const nonce = crypto.getRandomValues(new Uint32Array(2)).join("-");
+  const mark = new RegExp(`\u{F0000}${nonce}:(\\d+)\u{F0001}`, "gu");
   const located = (which: number[]): [number, number][] | undefined => {
     const subst = turns.map((t, i) =>
-      which.includes(i) && contents[i] !== undefined ? { ...t, content: sentinel(i) } : t
+      which.includes(i) && contents[i] !== undefined
+        ? { ...t, content: `\u{F0000}${nonce}:${i}\u{F0001}` }
+        : t
     );
     let out: string;
     try {
@@ -231,17 +243,40 @@ function contentSpans(
       return undefined;
     }
     const spans: [number, number][] = [];
-    let rebuilt = "";
+    let at = 0; // where out's next piece must lie in text
     let last = 0;
-    for (const m of out.matchAll(/\u{F0000}(\d+)\u{F0001}/gu)) {
-      const content = contents[Number(m[1])] ?? "";
-      rebuilt += out.slice(last, m.index);
-      spans.push([rebuilt.length, rebuilt.length + content.length]);
-      rebuilt += content;
+    const marks = [...out.matchAll(mark)];
+    for (let k = 0; k < marks.length; k++) {
+      const m = marks[k];
+      const literal = out.slice(last, m.index);
+      if (!text.startsWith(literal, at)) return undefined;
+      at += literal.length;
       last = m.index! + m[0].length;
+      // the template's text up to the next sentinel must follow the content's form
+      const after = out.slice(last, marks[k + 1]?.index ?? out.length);
+      const content = contents[Number(m[1])] ?? "";
+      const form = contentForms(content).find((c) =>
+        text.startsWith(c, at) && text.startsWith(after, at + c.length)
+      );
+      let end = form === undefined ? -1 : at + form.length;
+      if (end < 0 && after !== "") {
+        // A part of the content (Qwen3 writes an assistant turn's text after its `</think>`):
+        // up to where the template's own text goes on, if what lies before is the content's.
+        const j = k + 1 < marks.length
+          ? text.indexOf(after, at)
+          : text.endsWith(after)
+          ? text.length - after.length
+          : -1;
+        if (j >= at && content.includes(text.slice(at, j))) end = j;
+      }
+      if (end < 0) return undefined;
+      spans.push([at, end]);
+      at = end;
     }
-    rebuilt += out.slice(last);
-    return rebuilt === text ? spans.filter(([a, b]) => b > a) : undefined;
+    const rest = out.slice(last);
+    return text.startsWith(rest, at) && at + rest.length === text.length
+      ? spans.filter(([a, b]) => b > a)
+      : undefined;
   };
   const all = turns.map((_, i) => i).filter((i) => contents[i]);
   const together = located(all);

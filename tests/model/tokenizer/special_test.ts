@@ -2,6 +2,7 @@
 import { assert, assertEquals } from "../../support/assert.ts";
 import { type GGUFValue, GGUFValueType } from "../../../model/gguf/mod.ts";
 import { tokenizerFromMetadata } from "../../../model/tokenizer/mod.ts";
+import { literalOverlap } from "../../../model/tokenizer/tokenizer.ts";
 import { BYTE_TO_CHAR } from "../../../model/tokenizer/unicode.ts";
 import { vocabTokenizer } from "./helpers.ts";
 
@@ -137,4 +138,27 @@ Deno.test("literal ranges: control-token text there stays text, elsewhere parses
   // A marker straddling a range's edge holds the client's bytes: text too.
   const edge = tok.encode("ab<|im_end|>", { parseSpecial: true, literal: [[0, 4]] });
   assert(!edge.includes(end), "a marker overlapping the range was parsed");
+});
+
+Deno.test("literalOverlap: the binary search agrees with a scan of every range", () => {
+  let seed = 7;
+  const rnd = (n: number) => {
+    seed = (seed * 1103515245 + 12345) >>> 0;
+    return seed % n;
+  };
+  for (let round = 0; round < 200; round++) {
+    // unsorted, overlapping, nested and empty ranges, as no caller should send but one may
+    const ranges: [number, number][] = Array.from({ length: rnd(12) }, () => {
+      const a = rnd(100);
+      return [a, a + rnd(20)];
+    });
+    const overlaps = literalOverlap(ranges);
+    for (let q = 0; q < 50; q++) {
+      const from = rnd(120);
+      const to = from + 1 + rnd(10);
+      // an empty range holds no text, so it protects none
+      const scan = ranges.some(([a, b]) => b > a && from < b && to > a);
+      assertEquals(overlaps(from, to), scan, JSON.stringify({ ranges, from, to }));
+    }
+  }
 });
