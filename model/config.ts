@@ -274,7 +274,10 @@ function readSlidingWindow(
   if (arch !== "gemma3") return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
   // Optional, as in llama.cpp: absent or 0, every layer attends globally.
   const window = num(md, k("attention.sliding_window"));
-  if (!window) return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
+  // (NaN, falsy too, turned the window off silently: positiveInt refuses it below)
+  if (window === undefined || window === 0) {
+    return { slidingWindow: 0, slidingPattern: 0, ropeFreqBaseSwa: base };
+  }
   return {
     slidingWindow: positiveInt(k("attention.sliding_window"), window),
     // llama.cpp's default for gemma3 when the key is absent: 5 sliding layers, then a global one.
@@ -380,12 +383,31 @@ function checkTensorNames(c: LlamaConfig, src: ConfigSource): void {
   for (const { name } of src.tensors) {
     if (global.has(name)) continue;
     const m = /^blk\.(\d+)\.(.+)$/.exec(name);
-    if (m && Number(m[1]) < c.nLayers && perBlock.has(m[2])) continue;
+    // The block number as the code reads it ("blk.01." names a tensor nothing reads).
+    if (m && String(Number(m[1])) === m[1] && Number(m[1]) < c.nLayers && perBlock.has(m[2])) {
+      continue;
+    }
     throw new ModelConfigError(
       `tensor ${name.slice(0, 96)} is not used by the ${c.arch} architecture as this ` +
         `code runs it (llama.cpp refuses such a file too, or reads it where this code would ` +
         `leave it out)`,
     );
+  }
+  // Every block holds what block 0 holds, in the same shape: `models inspect` called a file
+  // without blk.1.ffn_gate.weight supported, and only the stage holding block 1 failed to load.
+  for (const name of perBlock) {
+    const first = src.tensor(`blk.0.${name}`);
+    if (!first) continue;
+    for (let b = 1; b < c.nLayers; b++) {
+      const t = src.tensor(`blk.${b}.${name}`);
+      if (!t) throw new ModelConfigError(`tensor blk.${b}.${name} is missing (blk.0 has it)`);
+      if (t.dims.length !== first.dims.length || t.dims.some((d, i) => d !== first.dims[i])) {
+        throw new ModelConfigError(
+          `tensor blk.${b}.${name} is [${t.dims.join(", ")}] where blk.0's is ` +
+            `[${first.dims.join(", ")}]`,
+        );
+      }
+    }
   }
 }
 
@@ -400,7 +422,14 @@ export function checkAgainstTensors(c: LlamaConfig, src: ConfigSource): void {
   for (const [key, v] of [["context_length", c.contextLength], ["vocab size", c.nVocab]] as const) {
     if (!Number.isSafeInteger(v) || v <= 0) bad(`${key} ${v} is not a positive integer`);
   }
-  for (const [key, v] of [["rms epsilon", c.rmsEps], ["rope.freq_base", c.ropeFreqBase]] as const) {
+  for (
+    const [key, v] of [
+      ["rms epsilon", c.rmsEps],
+      ["rope.freq_base", c.ropeFreqBase],
+      // (0 or NaN there loaded, and every request failed "its weights hold NaN or Inf")
+      ["rope.freq_base_swa", c.ropeFreqBaseSwa],
+    ] as const
+  ) {
     if (!Number.isFinite(v) || v <= 0) bad(`${key} ${v} is not a positive number`);
   }
   const dims = (name: string, want: readonly number[]) => {
@@ -453,8 +482,11 @@ export interface ModelSummary {
   readonly long_rope?: { readonly original_context: number; readonly attn_factor: number };
 }
 
-/** Summarise a model file's architecture; never throws (an unusable file says why). */
-export function summarizeModel(src: ConfigSource): ModelSummary {
+/**
+ * Summarise a model file's architecture; never throws (an unusable file says why).
+ * `tokenizerSize` builds its tokenizer (a failure or another size makes it unsupported).
+ */
+export function summarizeModel(src: ConfigSource, tokenizerSize?: () => number): ModelSummary {
   const arch = src.metadata.get("general.architecture");
   const architecture = typeof arch === "string" ? arch : "unknown";
   let c: LlamaConfig;
@@ -462,6 +494,15 @@ export function summarizeModel(src: ConfigSource): ModelSummary {
     c = configFromFile(src);
   } catch (e) {
     return { architecture, supported: false, error: (e as Error).message };
+  }
+  // The tokenizer as every load builds it (a caller that has one passes its size): a broken
+  // tokenizer, or one of another vocabulary size, fails every load.
+  if (tokenizerSize) {
+    try {
+      checkVocabulary(c, tokenizerSize());
+    } catch (e) {
+      return { architecture, supported: false, error: `tokenizer: ${(e as Error).message}` };
+    }
   }
   // A tensor of a type no backend runs fails the load (as "unsupported tensor type"): said here,
   // where `models inspect` called such a file supported.

@@ -369,7 +369,9 @@ export class LlamaStage {
       : undefined;
 
     const B = maxBatch;
-    const FF = Math.max(F, config.nFFExpert);
+    // A MoE file's dense feed_forward_length sizes no tensor (every FFN is experts): 2^20 there
+    // once made a 750 KB model allocate gigabytes.
+    const FF = config.nExperts > 0 ? config.nFFExpert : F;
     const ws: Workspace = {
       x: backend.buffer(B * E),
       xb: backend.buffer(B * E),

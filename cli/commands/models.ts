@@ -12,6 +12,7 @@ import { typeName } from "../../kernels/quant/types.ts";
 import { openModelFile } from "../../model/engine.ts";
 import { type GGUFArray, type GGUFValue, GGUFValueType } from "../../model/gguf/mod.ts";
 import { formatModelSummary, summarizeModel } from "../../model/config.ts";
+import { tokenizerFromMetadata } from "../../model/tokenizer/mod.ts";
 import { isAbsolute, resolve } from "node:path";
 import { parseBytes } from "../../cluster/agent_config.ts";
 import { type FileServer, startFileServer } from "../../cluster/transfer/mod.ts";
@@ -345,7 +346,7 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
           offset: t.offset,
         }));
         const totalBytes = file.tensors.reduce((s, t) => s + (t.nBytes ?? 0), 0);
-        const model = summarizeModel(file);
+        const model = summarizeModel(file, () => tokenizerFromMetadata(file.metadata).vocabSize);
         if (opts.json) {
           printJson({
             path,

@@ -3,7 +3,7 @@
  * `llama_vocab::impl::load` does, plus encode (tokenize), decode (detokenize) and streaming
  * decode with llama.cpp's exact rules.
  */
-import type { GGUFArray, GGUFValue } from "../gguf/types.ts";
+import { type GGUFArray, type GGUFValue, GGUFValueType } from "../gguf/types.ts";
 import { bpeTokenizeWord, type BpeVocab } from "./bpe.ts";
 import { DEFAULT_PRE, PRE_TOKENIZERS, type PreTokenizer } from "./pretokenizers.ts";
 import { hex2, spmTokenize, type SpmVocab } from "./spm.ts";
@@ -587,9 +587,26 @@ function bool(md: MetadataLike, key: string): boolean | undefined {
 function int(md: MetadataLike, key: string): number | undefined {
   const v = md.get(key);
   if (v === undefined) return undefined;
-  if (typeof v === "number") return v;
+  // A float (NaN, 2.5) was taken as a token id: NaN passed the range checks and fed token 0.
+  if (typeof v === "number" && Number.isInteger(v)) return v;
   if (typeof v === "bigint") return Number(v);
-  throw new Error(`GGUF key ${key} should be an integer`);
+  throw new Error(`GGUF key ${key} should be an integer, not ${String(v).slice(0, 40)}`);
+}
+
+/** Integer element types of GGUF arrays (token types). */
+const INT_ITEMS = new Set([0, 1, 2, 3, 4, 5, 10, 11]);
+/** Numeric element types of GGUF arrays (scores). */
+const NUM_ITEMS = new Set([...INT_ITEMS, 6, 12]);
+
+/** Refuse an array whose elements are not of the kind `key` holds ("integers", …). */
+function itemsOf(a: GGUFArray, key: string, allowed: Set<number>, kind: string): void {
+  if (!allowed.has(a.itemType)) {
+    throw new Error(
+      `GGUF key ${key} should be an array of ${kind}, not of ${
+        GGUFValueType[a.itemType] ?? a.itemType
+      }`,
+    );
+  }
 }
 
 function arr(md: MetadataLike, key: string): GGUFArray | undefined {
@@ -683,6 +700,7 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
   const scores = new Float32Array(n);
   const scoreArr = arr(md, "tokenizer.ggml.scores");
   if (scoreArr !== undefined) {
+    itemsOf(scoreArr, "tokenizer.ggml.scores", NUM_ITEMS, "numbers");
     const v = scoreArr.values as ArrayLike<number>;
     if (v.length < n) {
       throw new Error(`tokenizer.ggml.scores has ${v.length} entries for ${n} tokens`);
@@ -692,6 +710,8 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
   const attrs = new Uint16Array(n).fill(TokenAttr.NORMAL);
   const typeArr = arr(md, "tokenizer.ggml.token_type");
   if (typeArr !== undefined) {
+    // Strings or floats here made every token UNDEFINED, so all output text came out empty.
+    itemsOf(typeArr, "tokenizer.ggml.token_type", INT_ITEMS, "integers");
     const v = typeArr.values as ArrayLike<number>;
     if (v.length < n) {
       throw new Error(`tokenizer.ggml.token_type has ${v.length} entries for ${n} tokens`);
@@ -725,6 +745,7 @@ export function tokenizerFromMetadata(md: MetadataLike): Tokenizer {
   if (model === "gpt2") {
     const m = arr(md, "tokenizer.ggml.merges");
     if (m === undefined) throw new Error("cannot find tokenizer merges (tokenizer.ggml.merges)");
+    itemsOf(m, "tokenizer.ggml.merges", new Set([GGUFValueType.STRING]), "strings");
     const merges = m.values as string[];
     for (let i = 0; i < merges.length; i++) {
       const w = merges[i];

@@ -277,3 +277,89 @@ Deno.test("keys llama.cpp applies and this code does not are refused unless neut
     else assert(err?.includes(want), `${model} + ${entry.key}=${entry.value}: ${err}`);
   }
 });
+
+/** `entries` with `key`'s value replaced (its type too). */
+const setKey = (key: string, value: GGUFMetadataEntry) => (m: GGUFMetadataEntry[]) =>
+  m.map((e) => e.key === key ? value : e);
+
+Deno.test("values no tensor confirms are refused or unused: a MoE's dense FFN size, gemma3's SWA base, blk.01", async () => {
+  // qwen3moe's feed_forward_length sizes no tensor (every FFN is experts), but sized the
+  // workspace: 2^20 there made a 750 KB model allocate gigabytes. It is not read now: the model
+  // loads and answers as before.
+  const huge = await editedGGUF(`${FIXTURES}/models/qwen3moe-f32.gguf`, {
+    metadata: setKey(
+      "qwen3moe.feed_forward_length",
+      meta.u32("qwen3moe.feed_forward_length", 2 ** 30),
+    ),
+  });
+  try {
+    const ids = async (path: string) => {
+      const e = await Engine.open(path, createReferenceBackend());
+      try {
+        const r = await e.generate({
+          promptTokens: [1, 259, 82, 264],
+          maxTokens: 4,
+          sampler: { temperature: 0 },
+        });
+        return r.tokens;
+      } finally {
+        e.close();
+      }
+    };
+    assertEquals(await ids(huge), await ids(`${FIXTURES}/models/qwen3moe-f32.gguf`));
+  } finally {
+    await Deno.remove(huge);
+  }
+  // gemma3's sliding layers' RoPE base: 0 or NaN loaded, and every request then failed with
+  // "its weights hold NaN or Inf"; a NaN window silently turned sliding attention off.
+  for (const v of [0, -1, NaN]) {
+    const err = await configError("gemma3-f32", {
+      metadata: setKey("gemma3.rope.freq_base_swa", meta.f32("gemma3.rope.freq_base_swa", v)),
+    });
+    assert(err?.includes("rope.freq_base_swa"), `${v}: ${err}`);
+  }
+  const nanWindow = await configError("gemma3-f32", {
+    metadata: setKey(
+      "gemma3.attention.sliding_window",
+      meta.f32("gemma3.attention.sliding_window", NaN),
+    ),
+  });
+  assert(nanWindow?.includes("sliding_window must be a positive integer"), nanWindow);
+  // A block number with a leading zero names a tensor nothing reads.
+  const blk01 = await configError("tiny-f32", {
+    tensors: (
+      t,
+    ) => [...t, {
+      ...t.find((x) => x.name === "blk.1.attn_norm.weight")!,
+      name: "blk.01.attn_norm.weight",
+    }],
+  });
+  assert(blk01?.includes("blk.01.attn_norm.weight is not used"), blk01);
+  // A block without a tensor block 0 has: refused at open, so `models inspect` says so too.
+  const missing = await configError("tiny-f32", {
+    tensors: (t) => t.filter((x) => x.name !== "blk.1.ffn_gate.weight"),
+  });
+  assertEquals(missing, "tensor blk.1.ffn_gate.weight is missing (blk.0 has it)");
+});
+
+Deno.test("models inspect builds the tokenizer: a vocabulary of another size is not supported", async () => {
+  const path = await editedGGUF(`${FIXTURES}/models/tiny-f32.gguf`, {
+    metadata: (m) =>
+      m.map((e) => {
+        const v = e.value as GGUFArray;
+        return e.key.startsWith("tokenizer.ggml.") && v?.values?.length === 300
+          ? { ...e, value: { ...v, values: v.values.slice(0, 299) } as GGUFArray }
+          : e;
+      }),
+  });
+  try {
+    const out = await llmctlJson(["models", "inspect", path, "--json"]);
+    assertEquals(out.model, {
+      architecture: "llama",
+      supported: false,
+      error: "tokenizer: the tokenizer lists 299 tokens but token_embd.weight has 300 rows",
+    });
+  } finally {
+    await Deno.remove(path);
+  }
+});

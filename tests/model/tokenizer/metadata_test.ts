@@ -99,3 +99,53 @@ Deno.test("unsupported tokenizer model is a clear error", () => {
   );
   assertThrows(() => tokenizerFromMetadata(md({})), Error, "tokenizer.ggml.model");
 });
+
+Deno.test("ids, token types, scores and merges of the wrong kind are refused, naming the key", () => {
+  // A NaN BOS passed the range check and fed token 0; an EOS of 2.5 became an end-of-generation id.
+  for (const v of [NaN, 2.5]) {
+    assertThrows(
+      () => tokenizerFromMetadata(spm({ "tokenizer.ggml.bos_token_id": v })),
+      Error,
+      "tokenizer.ggml.bos_token_id should be an integer",
+    );
+  }
+  // Strings or floats as token types made every token UNDEFINED: all output text was empty.
+  assertThrows(
+    () =>
+      tokenizerFromMetadata(spm({
+        "tokenizer.ggml.token_type": strings(Array(10).fill("3")),
+      })),
+    Error,
+    "tokenizer.ggml.token_type should be an array of integers, not of STRING",
+  );
+  assertThrows(
+    () =>
+      tokenizerFromMetadata(spm({
+        "tokenizer.ggml.token_type": {
+          itemType: GGUFValueType.FLOAT64,
+          values: new Float64Array(10).fill(1.5),
+        },
+      })),
+    Error,
+    "should be an array of integers, not of FLOAT64",
+  );
+  assertThrows(
+    () => tokenizerFromMetadata(spm({ "tokenizer.ggml.scores": strings(Array(10).fill("x")) })),
+    Error,
+    "tokenizer.ggml.scores should be an array of numbers",
+  );
+  // Merges that are not strings failed with "w.indexOf is not a function".
+  assertThrows(
+    () =>
+      tokenizerFromMetadata(md({
+        "tokenizer.ggml.model": "gpt2",
+        "tokenizer.ggml.pre": "default",
+        "tokenizer.ggml.tokens": strings(["a", "b", "ab"]),
+        "tokenizer.ggml.merges": { itemType: GGUFValueType.UINT32, values: Uint32Array.of(1, 2) },
+      })),
+    Error,
+    "tokenizer.ggml.merges should be an array of strings, not of UINT32",
+  );
+  // Integer ids of any integer type still load (bigint from 64-bit keys).
+  assertEquals(tokenizerFromMetadata(spm({ "tokenizer.ggml.bos_token_id": 2n })).bos, 2);
+});
