@@ -92,7 +92,9 @@ export const MAX_LOGIT_BIAS = 300;
  * 10^6).
  */
 export function topPOf(p: number): number {
-  return p === 0 ? 1e-6 : p;
+  // Below 1e-6 too: 1e-46 is within [0, 1] but a float32 0 at the tail, which refused it (after a
+  // stream's 200).
+  return p < 1e-6 ? 1e-6 : p;
 }
 
 /** Most candidates and penalised ids a backend's topCandidates takes (kernels/backend.ts). */

@@ -24,20 +24,79 @@ function canonicalModel(generator: TextGenerator, name: string): string {
 }
 
 /**
+ * Abort `abort` when the client goes away before the answer is finished: the response closes, or
+ * the connection does (a pipelined request's response, not yet attached to the socket, never
+ * emits its own "close" under Deno's node:http, so its generation ran on to the end for a client
+ * long gone). Returns the unsubscribe.
+ */
+function cancelWhenGone(
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  abort: AbortController,
+): () => void {
+  const gone = () => {
+    if (!res.writableFinished) abort.abort(new DOMException("the client went away", "AbortError"));
+  };
+  res.once("close", gone);
+  const socket = req.socket;
+  socket?.once("close", gone);
+  return () => {
+    res.off("close", gone);
+    socket?.off("close", gone);
+  };
+}
+
+/**
+ * Wait until `res` takes more (its buffer drained below the high-water mark), for at most
+ * `timeoutMs`: a client that stops reading is then cut off (the socket destroyed, which aborts
+ * its generation through cancelWhenGone), rather than holding its connection, its buffered
+ * answer and a place under the connection cap for as long as it stays connected.
+ */
+function drained(res: http.ServerResponse, timeoutMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    const timer = setTimeout(() => {
+      res.destroy();
+      done();
+    }, timeoutMs);
+    res.once("drain", done);
+    res.once("close", done);
+  });
+}
+
+/**
  * Several prompts in one completions request: one generation each, run together (the stages
  * batch them), answered as one response with a choice per prompt in prompt order and the usage
  * summed. The first failure answers the whole request, as OpenAI does.
  */
 export async function completeBatch(
+  req: http.IncomingMessage,
   res: http.ServerResponse,
   parsed: ParsedRequest,
   batch: GenerationParams[],
   generator: TextGenerator,
 ): Promise<void> {
   const abort = new AbortController();
-  res.once("close", () => {
-    if (!res.writableFinished) abort.abort(new DOMException("the client went away", "AbortError"));
-  });
+  const unwatch = cancelWhenGone(req, res, abort);
+  try {
+    await answerBatch(res, parsed, batch, generator, abort);
+  } finally {
+    unwatch();
+  }
+}
+
+async function answerBatch(
+  res: http.ServerResponse,
+  parsed: ParsedRequest,
+  batch: GenerationParams[],
+  generator: TextGenerator,
+  abort: AbortController,
+): Promise<void> {
   const model = canonicalModel(generator, parsed.params.model);
   const run = async (params: GenerationParams, index: number) => {
     const builder = new CompletionBuilder(parsed, model, index);
@@ -97,20 +156,42 @@ export async function completeBatch(
   });
 }
 
+/** How an answer is sent: SSE keep-alive comments, and how long a client may stop reading. */
+export interface AnswerTiming {
+  /** Quiet time after which a stream sends a keep-alive comment. */
+  keepAliveMs: number;
+  /** Longest wait for a client to take more of a stream before it is cut off. */
+  writeTimeoutMs: number;
+}
+
 /** Run one generation and answer it as JSON or as an SSE stream. */
 export async function complete(
+  req: http.IncomingMessage,
   res: http.ServerResponse,
   parsed: ParsedRequest,
   generator: TextGenerator,
-  keepAliveMs: number,
+  timing: AnswerTiming,
   /** Logs a failure once the stream has begun (its status is sent in band) and shapes it. */
   reportStreamError: (e: unknown) => ApiError,
 ): Promise<void> {
   const abort = new AbortController();
   // The client went away (closed the socket) before we finished: cancel the generation.
-  res.once("close", () => {
-    if (!res.writableFinished) abort.abort(new DOMException("the client went away", "AbortError"));
-  });
+  const unwatch = cancelWhenGone(req, res, abort);
+  try {
+    await answer(res, parsed, generator, timing, reportStreamError, abort);
+  } finally {
+    unwatch();
+  }
+}
+
+async function answer(
+  res: http.ServerResponse,
+  parsed: ParsedRequest,
+  generator: TextGenerator,
+  { keepAliveMs, writeTimeoutMs }: AnswerTiming,
+  reportStreamError: (e: unknown) => ApiError,
+  abort: AbortController,
+): Promise<void> {
   let onAccepted: (() => void) | undefined;
   const accepted = new Promise<void>((resolve) => (onAccepted = resolve));
   const it = generator.generate(parsed.params, abort.signal, parsed.stream ? onAccepted : undefined)
@@ -160,9 +241,10 @@ export async function complete(
       lastSent = performance.now();
       keepAlive = setTimeout(ping, keepAliveMs);
     };
-    const send = (obj: unknown) => {
-      res.write(`data: ${JSON.stringify(obj)}\n\n`);
+    /** Whether the response takes more now (false: wait for drained before the next token). */
+    const send = (obj: unknown): boolean => {
       lastSent = performance.now();
+      return res.write(`data: ${JSON.stringify(obj)}\n\n`);
     };
     const role = builder.roleChunk();
     if (role) send(role);
@@ -172,9 +254,12 @@ export async function complete(
       for (next = await pending; !next.done; next = await pending) {
         if (abort.signal.aborted) break;
         const ev: GenerationEvent = next.value;
-        if (ev.kind === "token") builder.token(ev).forEach(send);
+        let full = false;
+        if (ev.kind === "token") { for (const c of builder.token(ev)) full = !send(c) || full; }
         else if (ev.kind === "prompt") builder.prompt(ev);
         else done = ev;
+        // A client that does not read: its answer waits in our buffer, not in an unbounded one.
+        if (full) await drained(res, writeTimeoutMs);
         pending = it.next();
       }
     } catch (e) {

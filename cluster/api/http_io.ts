@@ -55,7 +55,14 @@ export function readBody(
       }
       resolve(new TextDecoder().decode(all));
     });
-    req.on("error", reject);
+    // The client went away mid-body (node's "aborted"): no failure of the agent, answered to
+    // nobody; logged at debug as a client's doing (it was an error-level "internal error" line
+    // per disconnect).
+    req.on(
+      "error",
+      (e: Error) =>
+        reject(new ApiError(499, `the client went away while sending the request (${e.message})`)),
+    );
   });
 }
 
@@ -74,8 +81,12 @@ export function sendJson(
   }).end(text);
 }
 
-/** Answer an ApiError as OpenAI's error body, saying when to retry a 429 or 503. */
-export function sendError(res: http.ServerResponse, e: ApiError): void {
+/**
+ * Answer an ApiError as OpenAI's error body, saying when to retry a 429 or 503 (and, for a 405,
+ * the methods the route takes: `allow`).
+ */
+export function sendError(res: http.ServerResponse, e: ApiError, allow?: string): void {
+  if (allow !== undefined) res.setHeader("allow", allow);
   // Overload and no-placement answers say when to come back (OpenAI's clients honour it).
   const retry = e.status === 429 || e.status === 503 ? { "retry-after": "1" } : undefined;
   // A 408 closes the connection (readBody drops the rest of the slow body): say so, rather

@@ -220,8 +220,10 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
     if (bestOf !== undefined && bestOf !== 1) throw bad("best_of", "best_of must be 1");
   }
   // OpenAI's bound: a signed 32-bit count.
-  const maxTokens = num(body, "max_completion_tokens", 1, 2 ** 31 - 1, true) ??
-    num(body, "max_tokens", 1, 2 ** 31 - 1, true);
+  // Both checked (a bad max_tokens beside max_completion_tokens passed), the newer one taken.
+  const maxCompletion = num(body, "max_completion_tokens", 1, 2 ** 31 - 1, true);
+  const maxTokensField = num(body, "max_tokens", 1, 2 ** 31 - 1, true);
+  const maxTokens = maxCompletion ?? maxTokensField;
   responseFormat(body.response_format, params);
   // OpenAI's defaults: completions stop after 16 tokens, chat runs until the end.
   params.maxTokens = maxTokens ?? (endpoint === "completion" ? 16 : undefined);
@@ -261,6 +263,11 @@ export function parseRequest(endpoint: Endpoint, raw: unknown): ParsedRequest {
   }
   if (params.stop?.some((s) => s.length > MAX_STOP_CHARS)) {
     throw bad("stop", `stop strings are at most ${MAX_STOP_CHARS} characters`);
+  }
+  // A lone surrogate matched half of an emoji, and the answer carried the other half: text no
+  // strict JSON parser takes.
+  if (params.stop?.some((s) => !s.isWellFormed())) {
+    throw bad("stop", "stop strings must be well-formed Unicode (no lone surrogates)");
   }
   let logprobs = false;
   if (endpoint === "chat") {

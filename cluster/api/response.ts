@@ -280,7 +280,13 @@ export class CompletionBuilder {
     } else {
       choice = { index: this.index, text: delta.content ?? "", logprobs, finish_reason: finish };
     }
-    return { ...this.envelope(true), choices: [choice] };
+    // With stream_options.include_usage every chunk carries `usage`, null until the last one
+    // (as OpenAI documents and sends).
+    return {
+      ...this.envelope(true),
+      choices: [choice],
+      ...(this.req.includeUsage ? { usage: null } : {}),
+    };
   }
 
   /**

@@ -86,7 +86,12 @@ export interface ApiServerOptions {
 /** What a connection over the cap is answered before it is closed. */
 const TOO_MANY_CONNECTIONS = (() => {
   const body = JSON.stringify({
-    error: { message: "too many open connections; retry later", type: "server_error" },
+    error: {
+      message: "too many open connections; retry later",
+      type: "server_error",
+      param: null,
+      code: "too_many_connections",
+    },
   });
   return "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\n" +
     "content-type: application/json\r\nconnection: close\r\n" +
@@ -140,9 +145,10 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
    */
   const report = (e: unknown, req: http.IncomingMessage, msg: string): ApiError => {
     const err = toApiError(e);
+    // 499: the client went away (readBody), nobody's failure.
     const level = err.status >= 500 && err.status !== 503
       ? "error"
-      : err.status >= 429
+      : err.status >= 429 && err.status !== 499
       ? "warn"
       : "debug";
     const stack = err.status === 500 && Deno.env.get("DLLM_DEBUG")
@@ -173,6 +179,18 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       const err = report(e, req, "api request failed");
       if (!res.headersSent) sendError(res, err);
       else res.destroy();
+    }).finally(() => {
+      // The answer is written: a client that does not read it gets `bodyTimeout` to take it,
+      // then the connection is cut. Before, eight such clients held their connections (and their
+      // answers, megabytes each) for as long as they stayed connected, and at the connection cap
+      // every new client, /health too, got 503.
+      if (answered || res.writableFinished) return;
+      const cut = setTimeout(() => {
+        if (!res.writableFinished) res.destroy();
+      }, bodyTimeout);
+      const clear = () => clearTimeout(cut);
+      res.once("finish", clear);
+      res.once("close", clear);
     });
   };
   const http1 = opts.tls
@@ -210,7 +228,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       return;
     }
     if (path === "/health") {
-      if (req.method !== "GET" && req.method !== "HEAD") return sendError(res, methodNotAllowed());
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        return sendError(res, methodNotAllowed(), "GET, HEAD");
+      }
       return sendJson(res, 200, opts.generator.health());
     }
     if (!path.startsWith("/v1/")) {
@@ -254,7 +274,9 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       return;
     }
     if (path === "/v1/models" || path.startsWith("/v1/models/")) {
-      if (req.method !== "GET" && req.method !== "HEAD") return sendError(res, methodNotAllowed());
+      if (req.method !== "GET" && req.method !== "HEAD") {
+        return sendError(res, methodNotAllowed(), "GET, HEAD");
+      }
       const models = opts.generator.models().map((m) => ({
         id: m.id,
         object: "model",
@@ -285,7 +307,7 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
       req.resume();
       return sendError(res, new ApiError(404, `no route ${path}`, undefined, "unknown_url"));
     }
-    if (req.method !== "POST") return sendError(res, methodNotAllowed());
+    if (req.method !== "POST") return sendError(res, methodNotAllowed(), "POST");
     // The body is read as it comes: a compressed one would fail as "not valid JSON", and a
     // plain one labelled compressed was taken as it was.
     const encoding = String(req.headers["content-encoding"] ?? "identity").trim().toLowerCase();
@@ -334,13 +356,14 @@ export async function startApiServer(opts: ApiServerOptions): Promise<ApiServer>
         "prompt",
       );
     }
-    if (parsed.batch) await completeBatch(res, parsed, parsed.batch, opts.generator);
+    if (parsed.batch) await completeBatch(req, res, parsed, parsed.batch, opts.generator);
     else {
       await complete(
+        req,
         res,
         parsed,
         opts.generator,
-        opts.sseKeepAliveMs ?? 15_000,
+        { keepAliveMs: opts.sseKeepAliveMs ?? 15_000, writeTimeoutMs: bodyTimeout },
         (e) => report(e, req, "api stream failed"),
       );
     }

@@ -142,8 +142,18 @@ export function compileJsonSchema(schema: unknown): SchemaNode {
         if (!ok) fail(`${path}.enum`, `only strings, numbers, booleans and null are supported`);
       }
       budget.values(values);
-      if ("type" in o || "properties" in o || "items" in o) {
-        fail(path, "enum/const cannot be combined with type, properties or items");
+      if ("properties" in o || "items" in o) {
+        fail(path, "enum/const cannot be combined with properties or items");
+      }
+      // `{"type": "string", "enum": [...]}` is the usual spelling (OpenAI's own get_weather
+      // example): the type then only has to admit every value, which the enum narrows.
+      if ("type" in o) {
+        const types = Array.isArray(o.type) ? o.type : [o.type];
+        for (const v of values) {
+          if (!types.some((t) => typeAdmits(t, v))) {
+            fail(`${path}.enum`, `${JSON.stringify(v)} is not of type ${JSON.stringify(o.type)}`);
+          }
+        }
       }
       return { kind: "enum", values: values as JsonPrimitive[] };
     }
@@ -224,4 +234,22 @@ export function compileJsonSchema(schema: unknown): SchemaNode {
     throw new JsonSchemaError(`schema: the root must be an object (type "object")`);
   }
   return root;
+}
+
+/** Whether JSON Schema type `t` admits the primitive `v`. */
+function typeAdmits(t: unknown, v: unknown): boolean {
+  switch (t) {
+    case "string":
+      return typeof v === "string";
+    case "number":
+      return typeof v === "number";
+    case "integer":
+      return Number.isInteger(v);
+    case "boolean":
+      return typeof v === "boolean";
+    case "null":
+      return v === null;
+    default:
+      return false;
+  }
 }

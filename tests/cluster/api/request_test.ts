@@ -186,3 +186,25 @@ Deno.test("errors name what is wrong: a text part without text, n, a number too 
     "temperature: temperature must be a finite number, got Infinity",
   );
 });
+
+Deno.test("a top_p below float precision, a lone-surrogate stop, a bad max_tokens beside max_completion_tokens", () => {
+  // 1e-46 is within [0, 1] but a float32 0 at the tail, which refused it after a stream's 200.
+  const params = parseRequest("completion", { model: "m", prompt: "hi", top_p: 1e-46 }).params;
+  assertEquals(params.topP, 1e-6);
+  new Sampler({ topP: params.topP });
+  // A lone surrogate matched half of an emoji and left the other half in the answer.
+  assertEquals(refusedParam("completion", { stop: "\ude00" }), "stop");
+  assertEquals(refusedParam("chat", { stop: ["ok", "\ud83d"] }), "stop");
+  assertEquals(refusedParam("chat", { stop: ["😀"] }), "");
+  // max_tokens went unchecked when max_completion_tokens was there.
+  for (const bad of ["bad", -5]) {
+    assertEquals(refusedParam("chat", { max_completion_tokens: 5, max_tokens: bad }), "max_tokens");
+  }
+  const both = parseRequest("chat", {
+    model: "m",
+    messages: [{ role: "user", content: "hi" }],
+    max_completion_tokens: 5,
+    max_tokens: 9,
+  });
+  assertEquals(both.params.maxTokens, 5);
+});

@@ -701,3 +701,147 @@ Deno.test("an API reachable from the network warns that it is plain HTTP when th
     assertEquals(warnings.some((w) => w.includes("plain HTTP although")), rpcTls, `${warnings}`);
   }
 });
+
+/** `n` POSTs of `body` to `path` as one pipelined write. */
+function pipelined(path: string, body: unknown, n: number): Uint8Array {
+  const b = JSON.stringify(body);
+  const one = `POST ${path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${KEY}\r\n` +
+    `content-type: application/json\r\ncontent-length: ${new TextEncoder().encode(b).length}` +
+    `\r\n\r\n${b}`;
+  return new TextEncoder().encode(one.repeat(n));
+}
+
+Deno.test({
+  name: "a client that closes a connection of pipelined requests cancels every one of them",
+  fn: () =>
+    withServer(async (base, gen) => {
+      // Under Deno's node:http a response not yet attached to its socket emits no "close":
+      // only the first of three pipelined generations stopped, the other two ran to the end.
+      for (const stream of [true, false]) {
+        gen.aborted = 0;
+        const conn = await Deno.connect({
+          hostname: "127.0.0.1",
+          port: new URL(base).port as never,
+        });
+        await conn.write(
+          pipelined("/v1/completions", { model: "fake", prompt: "slow", stream }, 3),
+        );
+        await new Promise((r) => setTimeout(r, 300));
+        conn.close();
+        for (let i = 0; i < 100 && gen.aborted < 3; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        assertEquals(gen.aborted, 3, `stream ${stream}: generations cancelled`);
+      }
+    }),
+});
+
+Deno.test({
+  name:
+    "a client that stops reading its stream is cut off after the body timeout, its generation cancelled",
+  fn: async () => {
+    let aborted = 0;
+    const big = "y".repeat(4096);
+    const generator: TextGenerator = {
+      models: () => [{ id: "fake.gguf", created: 1, contextLength: 64 }],
+      health: () => ({ status: "ok" }),
+      async *generate(_p: GenerationParams, signal: AbortSignal) {
+        signal.addEventListener("abort", () => aborted++);
+        // 40 MB of answer, far more than the socket buffers hold
+        for (let i = 0; i < 10_000 && !signal.aborted; i++) {
+          if (i % 64 === 0) await new Promise((r) => setTimeout(r, 0));
+          yield {
+            kind: "token",
+            text: big,
+            token: { tokenId: 1, text: big, logprob: -1 },
+            top: [],
+          };
+        }
+        yield {
+          kind: "done",
+          text: "",
+          finishReason: "length",
+          promptTokens: 1,
+          completionTokens: 1,
+        };
+      },
+    };
+    const api = await startApiServer({
+      port: 0,
+      generator,
+      bodyTimeoutMs: 1000,
+      maxConnections: 2,
+    });
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: api.port });
+    try {
+      const b = JSON.stringify({ model: "fake", prompt: "a", stream: true, max_tokens: 10_000 });
+      await conn.write(new TextEncoder().encode(
+        `POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n` +
+          `content-length: ${b.length}\r\n\r\n${b}`,
+      ));
+      // Never read. Before, the connection stayed busy for as long as the client stayed, its
+      // answer buffered without bound; at the connection cap every new client got 503.
+      for (let i = 0; i < 150 && aborted === 0; i++) await new Promise((r) => setTimeout(r, 50));
+      assertEquals(aborted, 1, "the generation was cancelled once the client stopped reading");
+      // Its place under the cap is free again: two new connections are both served.
+      for (let i = 0; i < 2; i++) {
+        const r = await fetch(`http://127.0.0.1:${api.port}/health`);
+        assertEquals(r.status, 200);
+        await r.body?.cancel();
+      }
+    } finally {
+      try {
+        conn.close();
+      } catch { /* closed by the server */ }
+      await api.close();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "OpenAI's shapes: usage null on every chunk with include_usage, Allow on a 405; a client gone mid-body is logged at debug",
+  fn: async () => {
+    const logged: { level: string; msg: string }[] = [];
+    const api = await startApiServer({
+      port: 0,
+      generator: pacedGenerator({ tokens: 3, gapMs: 0 }),
+      log: (level, msg) => logged.push({ level, msg }),
+    });
+    const base = `http://127.0.0.1:${api.port}`;
+    try {
+      const r = await fetch(`${base}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({
+          model: "fake",
+          messages: [{ role: "user", content: "a" }],
+          stream: true,
+          stream_options: { include_usage: true },
+        }),
+      });
+      const chunks = (await r.text()).split("\n\n").filter((l) => l.startsWith("data: {"))
+        .map((l) => JSON.parse(l.slice(6)));
+      assert(chunks.length >= 3, JSON.stringify(chunks));
+      for (const c of chunks.slice(0, -1)) assertEquals(c.usage, null, JSON.stringify(c));
+      assertEquals(typeof chunks.at(-1).usage.total_tokens, "number");
+      const put = await fetch(`${base}/v1/models`, { method: "PUT" });
+      assertEquals([put.status, put.headers.get("allow")], [405, "GET, HEAD"]);
+      await put.body?.cancel();
+      const get = await fetch(`${base}/v1/completions`);
+      assertEquals([get.status, get.headers.get("allow")], [405, "POST"]);
+      await get.body?.cancel();
+      // A body cut short by the client: "internal error: aborted (a bug in the agent…)" at
+      // error level, once per disconnect.
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: api.port });
+      await conn.write(new TextEncoder().encode(
+        'POST /v1/completions HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\n{"model"',
+      ));
+      await new Promise((r) => setTimeout(r, 100));
+      conn.close();
+      await new Promise((r) => setTimeout(r, 300));
+      assertEquals(logged.filter((l) => l.level === "error" || l.level === "warn"), []);
+    } finally {
+      await api.close();
+    }
+  },
+});

@@ -151,6 +151,33 @@ Deno.test("schemas: required properties in order, enums, types; other documents 
   ) assert(!accepts(schema, bad), bad);
 });
 
+Deno.test("an enum with its type, as OpenAI's own examples write it; a value the type refuses is an error", () => {
+  // {"type": "string", "enum": [...]} was refused in response_format, and a forced tool call with
+  // it fell back to any object.
+  const schema = compileJsonSchema({
+    type: "object",
+    properties: {
+      unit: { type: "string", enum: ["celsius", "fahrenheit"] },
+      n: { type: ["integer", "null"], enum: [1, 2, null] },
+    },
+    required: ["unit", "n"],
+    additionalProperties: false,
+  });
+  assert(accepts(schema, '{"unit":"celsius","n":2}'));
+  assert(accepts(schema, '{"unit":"fahrenheit","n":null}'));
+  assert(!accepts(schema, '{"unit":"kelvin","n":1}'));
+  assert(!accepts(schema, '{"unit":"celsius","n":3}'));
+  assertThrows(
+    () =>
+      compileJsonSchema({
+        type: "object",
+        properties: { u: { type: "string", enum: ["a", 1] } },
+      }),
+    Error,
+    '1 is not of type "string"',
+  );
+});
+
 Deno.test("unsupported JSON Schema keywords are refused with their name and path", () => {
   const cases: [unknown, RegExp][] = [
     [{ type: "string" }, /root must be an object/],
