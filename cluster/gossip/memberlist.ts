@@ -176,6 +176,16 @@ export class Memberlist {
     return !this.closed && this.state.prober.probeNow(id);
   }
 
+  /**
+   * Whether a live process at `addr` answers, now, as this member's own id: what a claim that
+   * another process holds our id must show before we believe it (a replayed or forged
+   * announcement alone must not make a live holder stand aside).
+   */
+  answersAsUs(addr: string, timeoutMs = this.config.tcpTimeout): Promise<boolean> {
+    if (this.closed) return Promise.resolve(false);
+    return this.state.prober.pingAt(addr, this.state.id, timeoutMs);
+  }
+
   /** Every known member, including dead and left ones not yet forgotten. */
   allMembers(): Member[] {
     return [...this.state.nodes.values()].map((s) => this.state.member(s));

@@ -239,6 +239,26 @@ export class Prober {
     }
   }
 
+  /**
+   * Whether a process at `addr` answers now, over a stream, a ping for member `target`: one that
+   * takes itself for `target` acks it. The sequence number is drawn at random, so no ack recorded
+   * earlier (sealed, but replayable) can answer it.
+   */
+  async pingAt(addr: string, target: string, timeoutMs: number): Promise<boolean> {
+    let s: Stream | null = null;
+    try {
+      s = await this.#st.transport.dialStream(addr, timeoutMs);
+      const seq = crypto.getRandomValues(new Uint32Array(1))[0];
+      s.send(seal(this.#st.cfg, encode(this.#ping(seq, target))));
+      const reply = decode(open(this.#st.cfg, await s.receive(timeoutMs)));
+      return reply.type === "ack" && reply.seq === seq;
+    } catch {
+      return false;
+    } finally {
+      s?.close();
+    }
+  }
+
   /** Ping `m.target` on behalf of `from` (an indirect probe) and pass its ack or a nack back. */
   relay(from: string, m: IndirectPingMsg): void {
     const seq = this.#nextSeq();

@@ -5,6 +5,7 @@ import { assert, assertEquals, assertRejects } from "../../support/assert.ts";
 import {
   ImpairedTransport,
   JoinError,
+  Keyring,
   localConfig,
   Memberlist,
   splitHostPort,
@@ -195,5 +196,27 @@ Deno.test("udp: port 0 takes a TCP port first and moves on when its UDP twin is 
   } finally {
     tcpTwinOfTaken?.close();
     udpTaken.close();
+  }
+});
+
+Deno.test("answersAsUs: only a live process holding our id answers, over the real stream path", async () => {
+  const keyring = () => new Keyring(new Uint8Array(32).fill(9));
+  const make = async (id: string) =>
+    Memberlist.create(
+      localConfig({ nodeId: id, keyring: keyring() }),
+      await UdpTransport.listen({ port: 0 }),
+    );
+  const me = await make("b");
+  const twin = await make("b"); // a restart of "b" elsewhere (not joined: a claim to check)
+  const other = await make("c");
+  const gone = await make("b");
+  const goneAddr = gone.localNode.addr;
+  await gone.shutdown();
+  try {
+    assertEquals(await me.answersAsUs(twin.localNode.addr, 2000), true);
+    assertEquals(await me.answersAsUs(other.localNode.addr, 2000), false, "another id");
+    assertEquals(await me.answersAsUs(goneAddr, 2000), false, "nobody there");
+  } finally {
+    for (const m of [me, twin, other]) await m.shutdown();
   }
 });
