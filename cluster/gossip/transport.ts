@@ -98,22 +98,52 @@ export const GOSSIP_STREAM_LIMITS: ConnectionLimits = {
   idleMs: 0,
 };
 
+/**
+ * Most frames a stream holds unread: a gossip exchange reads at most two, so more is someone
+ * streaming frames at us (4-byte empty frames by the million cost 60x their size in copies and
+ * views, gigabytes, and stalled the event loop until the agent was declared dead).
+ */
+export const MAX_QUEUED_FRAMES = 4;
+
+/**
+ * Most bytes all of a listener's inbound streams hold unread together (partial frames and
+ * frames not taken yet), before any of them is authenticated: 128 streams each announcing a
+ * 16 MiB frame and sending all but its last byte pinned 2.3 GB. A push-pull of a 10 000-member
+ * cluster is a few MB.
+ */
+export const INBOUND_BUFFER_BUDGET = 64 << 20;
+
+/** Bytes held unread by a set of streams, against a bound (one per listener). */
+export interface BufferBudget {
+  used: number;
+  readonly max: number;
+}
+
 /** Framed stream over a `node:net` socket: `u32 length | bytes`. */
 class SocketStream implements Stream {
-  /** A whole frame has arrived (a silent socket may be closed to admit another). */
-  framed = false;
-  /** Called when the first whole frame has arrived. */
-  onFramed?: () => void;
   private chunks: Uint8Array[] = [];
   private buffered = 0;
   private frames: Uint8Array[] = [];
   private waiters: { resolve: (b: Uint8Array) => void; reject: (e: Error) => void }[] = [];
   private error: Error | null = null;
+  /** Bytes of this stream counted in `budget` (received, not yet taken by a reader). */
+  private held = 0;
+  /** Whether the guard counts this stream busy (see setBusy). */
+  private busy = false;
+  /** Closed by us: what still arrives is dropped, not parsed. */
+  private closed = false;
 
+  /**
+   * @param activity an inbound stream's standing with its listener's guard: busy while it has
+   * a frame to work on, evictable (at the cap) while it waits for its peer
+   * @param budget the bytes the listener's streams may hold unread together
+   */
   constructor(
     private readonly sock: net.Socket,
     readonly remoteAddr: string,
     private readonly counter: { tcp: number },
+    private readonly activity?: { busy(): void; done(): void },
+    private readonly budget?: BufferBudget,
   ) {
     sock.on("data", (d: Uint8Array) => this.onData(d));
     sock.on("error", (e: Error) => this.fail(e));
@@ -121,6 +151,16 @@ class SocketStream implements Stream {
   }
 
   private onData(d: Uint8Array) {
+    if (this.closed || this.error) return;
+    if (this.budget && this.budget.used + d.length > this.budget.max) {
+      return this.abort(
+        new FrameError(
+          d.slice(0, Math.min(d.length, 8)),
+          `gossip streams hold more than ${this.budget.max} bytes unread: closing this one`,
+        ),
+      );
+    }
+    this.hold(d.length);
     this.chunks.push(new Uint8Array(d));
     this.buffered += d.length;
     while (this.buffered >= 4) {
@@ -128,38 +168,73 @@ class SocketStream implements Stream {
       if (this.chunks[0].length < 4) this.chunks = [concat(this.chunks, this.buffered)];
       const head = this.chunks[0];
       const len = new DataView(head.buffer, head.byteOffset).getUint32(0);
-      if (len > MAX_FRAME) {
-        this.fail(
+      if (len > MAX_FRAME || len === 0) {
+        return this.abort(
           new FrameError(
             head.slice(0, Math.min(head.length, 8)),
-            `stream frame of ${len} bytes exceeds ${MAX_FRAME}: not gossip`,
+            len === 0
+              ? "an empty stream frame: not gossip"
+              : `stream frame of ${len} bytes exceeds ${MAX_FRAME}: not gossip`,
           ),
         );
-        this.sock.destroy();
-        return;
       }
       // Joined once, when the whole frame is here: joining at every chunk cost the square of
       // the frame's size (16 MiB of a peer's bytes stalled the event loop for seconds).
       if (this.buffered < 4 + len) return;
+      if (this.frames.length >= MAX_QUEUED_FRAMES) {
+        return this.abort(
+          new FrameError(head.slice(0, 8), `more than ${MAX_QUEUED_FRAMES} frames unread`),
+        );
+      }
       const all = this.chunks.length === 1 ? head : concat(this.chunks, this.buffered);
       this.frames.push(all.slice(4, 4 + len));
-      if (!this.framed) this.onFramed?.();
-      this.framed = true;
+      // A frame to work on: ours to answer, not to be evicted for a newcomer.
+      this.setBusy(true);
       this.chunks = [all.subarray(4 + len)];
       this.buffered = all.length - 4 - len;
       this.flush();
     }
   }
 
+  /** Count `n` more (or, negative, fewer) unread bytes against the budget. */
+  private hold(n: number) {
+    this.held += n;
+    if (this.budget) this.budget.used += n;
+  }
+
+  /** A frame leaves for its reader: its bytes (and its 4-byte length) no longer held. */
+  private take(frame: Uint8Array): Uint8Array {
+    this.hold(-Math.min(this.held, frame.length + 4));
+    return frame;
+  }
+
+  private setBusy(b: boolean) {
+    if (!this.activity || b === this.busy) return;
+    this.busy = b;
+    if (b) this.activity.busy();
+    else this.activity.done();
+  }
+
+  /** Fail on a peer's bytes no member sends, and close. */
+  private abort(e: Error) {
+    this.fail(e);
+    this.sock.destroy();
+  }
+
   private flush() {
     while (this.frames.length && this.waiters.length) {
-      this.waiters.shift()!.resolve(this.frames.shift()!);
+      this.waiters.shift()!.resolve(this.take(this.frames.shift()!));
     }
   }
 
   private fail(e: Error) {
     if (!this.error) this.error = e;
     for (const w of this.waiters.splice(0)) w.reject(this.error);
+    // Nothing more will be read: what it held is freed.
+    this.frames = [];
+    this.chunks = [];
+    this.buffered = 0;
+    this.hold(-this.held);
   }
 
   send(frame: Uint8Array): void {
@@ -170,8 +245,11 @@ class SocketStream implements Stream {
   }
 
   receive(timeoutMs: number): Promise<Uint8Array> {
-    if (this.frames.length) return Promise.resolve(this.frames.shift()!);
+    if (this.frames.length) return Promise.resolve(this.take(this.frames.shift()!));
     if (this.error) return Promise.reject(this.error);
+    // Waiting on the peer: at the listener's cap this stream may make room for a newcomer (a
+    // replayed opening held 128 streams waiting for the rest of an exchange, and joins failed).
+    this.setBusy(false);
     return new Promise((resolve, reject) => {
       const t = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w !== waiter);
@@ -186,7 +264,10 @@ class SocketStream implements Stream {
   }
 
   close(): void {
-    // Our FIN, then the descriptor: a peer that never closes its side must not hold it open.
+    // Our FIN, then the descriptor: a peer that never closes its side must not hold it open,
+    // nor go on filling our buffers meanwhile.
+    this.closed = true;
+    this.fail(new StreamClosedError(`stream to ${this.remoteAddr} closed`));
     this.sock.end(() => this.sock.destroy());
   }
 
@@ -274,6 +355,8 @@ export interface UdpTransportOptions {
   advertiseAddr?: string;
   /** Bounds of accepted streams; default {@linkcode GOSSIP_STREAM_LIMITS}. */
   streamLimits?: Partial<ConnectionLimits>;
+  /** Bytes the accepted streams may hold unread together; default INBOUND_BUFFER_BUDGET. */
+  streamBufferBytes?: number;
   /** How often the TCP listener checks it still accepts (ms; 0: never); default 5 s. */
   probeEveryMs?: number;
   /** Where the TCP listener's warnings go (an agent: its logger); default stderr as JSON. */
@@ -291,6 +374,8 @@ export interface UdpTransportOptions {
 export class UdpTransport implements Transport {
   readonly clock: Clock = systemClock;
   readonly bytesSent = { udp: 0, tcp: 0 };
+  /** Bytes the accepted streams hold unread, together (INBOUND_BUFFER_BUDGET). */
+  readonly inboundBudget: BufferBudget;
   private packetHandler: (from: string, b: Uint8Array) => void = () => {};
   private streamHandler: (s: Stream) => void = (s) => s.close();
   private readonly sockets = new Set<net.Socket>();
@@ -303,6 +388,7 @@ export class UdpTransport implements Transport {
     readonly addr: string,
     opts: UdpTransportOptions = {},
   ) {
+    this.inboundBudget = { used: 0, max: opts.streamBufferBytes ?? INBOUND_BUFFER_BUDGET };
     udp.on("message", (msg: Uint8Array, rinfo: { address: string; port: number }) => {
       this.packetHandler(joinHostPort(rinfo.address, rinfo.port), new Uint8Array(msg));
     });
@@ -317,9 +403,9 @@ export class UdpTransport implements Transport {
           sock,
           joinHostPort(sock.remoteAddress ?? "?", sock.remotePort ?? 0),
           this.bytesSent,
+          activity,
+          this.inboundBudget,
         );
-        // Framed: the guard no longer closes it for silence nor evicts it for a newcomer.
-        stream.onFramed = () => activity.busy();
         this.track(sock);
         this.streamHandler(stream);
       },

@@ -220,3 +220,117 @@ Deno.test("answersAsUs: only a live process holding our id answers, over the rea
     for (const m of [me, twin, other]) await m.shutdown();
   }
 });
+
+/** Whether `conn` is closed by the peer within `ms` (reads until EOF or an error). */
+async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
+  const buf = new Uint8Array(65536);
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    const n = await Promise.race([
+      conn.read(buf).catch(() => null),
+      new Promise<"open">((r) => setTimeout(() => r("open"), left)),
+    ]);
+    if (n === null) return true;
+    if (n === "open") return false;
+  }
+}
+
+Deno.test("udp: streams of empty frames, or of frames nobody reads, are closed; unread bytes are bounded across streams", async () => {
+  // 4-byte empty frames by the million cost gigabytes of copies and stalled the event loop until
+  // the agent was declared dead; 128 partial 16 MiB frames pinned 2.3 GB before any key check.
+  const t = await UdpTransport.listen({ port: 0, streamBufferBytes: 1 << 20 });
+  const errors: string[] = [];
+  const held: { close(): void }[] = [];
+  t.onStream((s) => {
+    held.push(s);
+    // a handler that reads one frame, then waits for another that never suits it
+    s.receive(10_000).then(() => s.receive(10_000)).catch((e) => errors.push(String(e)));
+  });
+  const { host, port } = splitHostPort(t.addr);
+  const conns: Deno.Conn[] = [];
+  const connect = async () => {
+    const c = await Deno.connect({ hostname: host, port });
+    conns.push(c);
+    return c;
+  };
+  try {
+    const empties = await connect();
+    await empties.write(new Uint8Array(65536)).catch(() => {});
+    assert(await closedWithin(empties, 3000), "a stream of empty frames was not closed");
+    // 10 small frames at once: one taken, then more than MAX_QUEUED_FRAMES wait unread
+    const many = await connect();
+    const frame = new Uint8Array(8);
+    new DataView(frame.buffer).setUint32(0, 4);
+    const ten = new Uint8Array(80);
+    for (let i = 0; i < 10; i++) ten.set(frame, 8 * i);
+    await many.write(ten);
+    assert(await closedWithin(many, 3000), "frames piling up unread were not closed");
+    // Partial frames: 4 streams of 400 KB into a 1 MiB budget: two fit, the two whose bytes
+    // would pass it are closed (which two depends on how their chunks interleave).
+    const partial = new Uint8Array(400_000);
+    new DataView(partial.buffer).setUint32(0, 1_000_000);
+    const parts = [await connect(), await connect(), await connect(), await connect()];
+    for (const c of parts) await c.write(partial).catch(() => {});
+    await new Promise((r) => setTimeout(r, 300));
+    assert(t.inboundBudget.used <= 1 << 20, `${t.inboundBudget.used} bytes held`);
+    const closed = await Promise.all(parts.map((c) => closedWithin(c, 1000)));
+    assertEquals(closed.filter(Boolean).length, 2, `closed: ${closed}`);
+    for (const c of parts) c.close();
+    await new Promise((r) => setTimeout(r, 300));
+    assertEquals(t.inboundBudget.used, 0, "closed streams' bytes are freed");
+    assert(errors.some((e) => e.includes("empty stream frame")), errors.join("\n"));
+  } finally {
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed by the server */ }
+    }
+    for (const s of held) s.close();
+    await t.close();
+  }
+});
+
+Deno.test("udp: at the stream cap, a stream waiting for its peer makes room for a newcomer", async () => {
+  // A replayed sealed opening is answered, then waits for the rest of the exchange: 128 of them
+  // were busy for good, and every joiner through that member failed.
+  const t = await UdpTransport.listen({ port: 0, streamLimits: { maxConnections: 2 } });
+  const got: number[] = [];
+  const held: { close(): void }[] = [];
+  t.onStream((s) => {
+    held.push(s);
+    s.receive(10_000).then((f) => {
+      got.push(f.length);
+      return s.receive(10_000); // waits for a frame the peer never sends
+    }).catch(() => {});
+  });
+  const { host, port } = splitHostPort(t.addr);
+  const frame = (n: number) => {
+    const w = new Uint8Array(4 + n);
+    new DataView(w.buffer).setUint32(0, n);
+    return w;
+  };
+  const conns: Deno.Conn[] = [];
+  try {
+    for (let i = 0; i < 2; i++) {
+      const c = await Deno.connect({ hostname: host, port });
+      conns.push(c);
+      await c.write(frame(10 + i));
+      await until(() => got.length === i + 1, 3000, `opening ${i}`);
+    }
+    const late = await Deno.connect({ hostname: host, port });
+    conns.push(late);
+    await late.write(frame(99));
+    await until(() => got.includes(99), 3000, "the newcomer's frame");
+    assert(await closedWithin(conns[0], 2000), "the oldest waiting stream made room");
+  } finally {
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed by the server */ }
+    }
+    for (const s of held) s.close();
+    await t.close();
+  }
+});
