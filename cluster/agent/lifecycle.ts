@@ -244,14 +244,17 @@ export async function startDiscovery(
   s: AgentState,
   options: DiscoveryOptions = {},
 ): Promise<MulticastDiscovery | undefined> {
-  // The interface that holds the address this agent announces (its gossip address); the
-  // system's choice where none does (an address advertised through NAT).
+  // The interface gossip listens on: the --bind address (an IPv6 one named by its interface,
+  // as node:dgram takes it); bound to every interface, the one that holds the address this agent
+  // announces, or the system's choice where none does (an address advertised through NAT).
+  const bind = s.config.bind;
   let interfaceAddr: string | undefined;
   try {
-    interfaceAddr = multicastInterface(
-      splitHostPort(s.gossip.localNode.addr).host,
-      Deno.networkInterfaces(),
-    );
+    const wildcard = bind === "0.0.0.0" || bind === "::";
+    const host = wildcard ? splitHostPort(s.gossip.localNode.addr).host : bind;
+    interfaceAddr = !wildcard && !bind.includes(":")
+      ? bind
+      : multicastInterface(host, Deno.networkInterfaces());
   } catch {
     interfaceAddr = undefined;
   }
