@@ -77,6 +77,13 @@ export interface Config {
    * an impostor taking over an id whose owner was only falsely declared dead.
    */
   deadNodeReclaimTime: number;
+  /**
+   * The incarnation a member's life starts at: by default the wall clock's seconds, so every
+   * later life starts above the last one's (a life starting at 0 lost to any replayed message of
+   * the one before: a recorded "dead at 14" marked a restarted member dead everywhere). Within a
+   * life, refutations add to it as usual; the u32 wire field holds seconds until 2106.
+   */
+  startIncarnation: () => number;
   /** UDP payload limit; 1400 stays under a 1500-byte Ethernet MTU with IP/UDP headers. */
   maxPacketSize: number;
   /**
@@ -126,6 +133,7 @@ function defaults(): Omit<Config, "nodeId"> {
     reconnectInterval: 10_000,
     reconnectTimeout: 3_600_000,
     deadNodeReclaimTime: 5_000,
+    startIncarnation: () => Math.floor(Date.now() / 1000),
     maxPacketSize: 1400,
     maxMembers: 10_000,
     keyring: null,

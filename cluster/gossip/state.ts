@@ -126,7 +126,7 @@ export class GossipState {
     this.transport.onStream((s) => void this.pushPull.serve(s));
     this.aliveNode({
       type: "alive",
-      incarnation: 0,
+      incarnation: Math.min(MAX_INCARNATION, Math.max(0, Math.floor(this.cfg.startIncarnation()))),
       node: this.id,
       addr: this.transport.addr,
       meta,

@@ -122,6 +122,7 @@ Deno.test("sim: a live member's id cannot be taken by a joiner at another addres
 Deno.test("sim: a crashed member restarted at the same address rejoins with a higher incarnation", async () => {
   const { net, members } = await formCluster(5, { seed: 9 });
   const addr = members[4].transport.addr;
+  const died = members[4].localNode.incarnation;
   assert(await detect(net, members, 4) !== null);
   await members[4].shutdown();
   const reborn = Memberlist.create(simConfig(net, 4), net.createTransport(addr));
@@ -131,7 +132,7 @@ Deno.test("sim: a crashed member restarted at the same address rejoins with a hi
     10_000,
   );
   assert(t !== null, "restarted member was not seen alive again");
-  assert(reborn.localNode.incarnation > 0, "must outbid the incarnation it died with");
+  assert(reborn.localNode.incarnation > died, "must outbid the incarnation it died with");
 });
 
 Deno.test("sim: a seed restarted at its address before anyone saw it die is found at once", async () => {
@@ -241,6 +242,7 @@ Deno.test("sim: a member cut off briefly refutes the suspicion and is not declar
     m.on("alive", (e) => e.member.id === "n5" && alive++);
   }
   const victim = members[5].transport.addr;
+  const before = members[5].localNode.incarnation;
   net.partition([victim]);
   await net.runUntil(() => suspects > 0, 10_000, 10);
   net.heal();
@@ -248,7 +250,7 @@ Deno.test("sim: a member cut off briefly refutes the suspicion and is not declar
   assert(suspects > 0, "the cut-off member should have been suspected");
   assert(alive > 0, "and then refuted");
   assertEquals(deaths, 0);
-  assert(members[5].localNode.incarnation > 0, "refuting takes a higher incarnation");
+  assert(members[5].localNode.incarnation > before, "refuting takes a higher incarnation");
 });
 
 Deno.test("sim: a member declared dead hears of it, refutes, tells its host once, and the others see it join again", async () => {
@@ -419,4 +421,31 @@ Deno.test("sim: pings from made-up strangers cannot make a member dial another a
   assertEquals(toVictim, 0);
   assert(toAttacker <= 1, `${toAttacker} streams to the stranger within one probe interval`);
   for (const m of members) await m.shutdown();
+});
+
+Deno.test("sim: a restarted member's life starts above its last one, so a replayed dead of that life changes nothing", async () => {
+  // A life started at incarnation 0: a recorded "dead at 14" of the previous life, replayed after
+  // the restart, marked the member dead on every agent.
+  let wall = 1_000_000;
+  const { net, members } = await formCluster(4, { seed: 21 }, () => ({
+    startIncarnation: () => wall,
+  }));
+  const addr = members[3].transport.addr;
+  const old = members[3].localNode.incarnation;
+  await members[3].shutdown();
+  await net.run(60_000); // declared dead, then forgotten
+  wall += 120;
+  const reborn = Memberlist.create(
+    { ...simConfig(net, 3), startIncarnation: () => wall },
+    net.createTransport(addr),
+  );
+  await net.settle(reborn.join([members[0].transport.addr]));
+  await net.runUntil(() => members[0].member("n3")?.status === "alive", 10_000);
+  assert(reborn.localNode.incarnation >= wall && wall > old);
+  // what was said of the last life when it died, recorded then and replayed now
+  const dead = encode({ type: "dead", incarnation: old, node: "n3", from: "n1" });
+  const rogue = net.createTransport();
+  for (const m of members.slice(0, 3)) rogue.sendPacket(m.transport.addr, packet(dead));
+  await net.run(2_000);
+  for (const m of members.slice(0, 3)) assertEquals(m.member("n3")?.status, "alive");
 });
