@@ -33,9 +33,13 @@ export interface NodeInfoExtras {
 /** Convert a gossip member to the wire NodeInfo. */
 export function memberToNodeInfo(m: Member, extras: NodeInfoExtras = {}): NodeInfo {
   const meta = m.meta;
+  // Defensive: one member's odd address must not fail the whole listing (a NaN port made every
+  // `nodes list` and the TUI's update stream fail); gossip drops such members too.
+  const colon = m.addr.lastIndexOf(":");
+  const parsed = Number(m.addr.slice(colon + 1));
   const [host, port] = [
-    m.addr.slice(0, m.addr.lastIndexOf(":")),
-    Number(m.addr.slice(m.addr.lastIndexOf(":") + 1)),
+    colon < 0 ? m.addr : m.addr.slice(0, colon),
+    Number.isInteger(parsed) && parsed >= 0 && parsed <= 65535 ? parsed : 0,
   ];
   return create(NodeInfoSchema, {
     id: m.id,
@@ -53,7 +57,7 @@ export function memberToNodeInfo(m: Member, extras: NodeInfoExtras = {}): NodeIn
         memoryTotalBytes: BigInt(meta.resources.memoryTotal ?? 0),
         threads: meta.resources.threads ?? 0,
         maxLayers: extras.maxLayers?.(meta.resources.memoryBytes) ?? 0,
-        usedLayers: meta.hosted ? meta.hosted.to - meta.hosted.from : 0,
+        usedLayers: meta.hosted ? Math.max(0, meta.hosted.to - meta.hosted.from) : 0,
       })
       : undefined,
     hosted: meta?.hosted

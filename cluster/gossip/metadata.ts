@@ -272,6 +272,11 @@ export function decodeMetadata(buf: Uint8Array): NodeMetadata {
   let hosted: HostedLayers | null = null;
   if (has === 1) {
     hosted = { model: r.str8("model"), from: r.u16("layer from"), to: r.u16("layer to") };
+    // As encodeMetadata requires: [5, 1) became "-4 used layers", which no protobuf uint32
+    // takes, and listing the nodes failed for as long as the member was remembered.
+    if (hosted.from > hosted.to) {
+      throw new DecodeError(`hosted layers [${hosted.from}, ${hosted.to}) run backwards`);
+    }
   } else if (has !== 0) throw new DecodeError(`bad hosted flag ${has}`);
   const version = r.str8("version");
   const httpPort = r.u16("http port");

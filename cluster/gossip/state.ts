@@ -28,7 +28,7 @@ import { type DropReason, dropReason, open, pack, packetBudget, seal, unpack } f
 import { Prober } from "./probe.ts";
 import { Drops } from "./drops.ts";
 import { PushPull } from "./pushpull.ts";
-import type { Transport } from "./transport.ts";
+import { splitHostPort, type Transport } from "./transport.ts";
 
 function rank(m: Message): number {
   return m.type === "alive" || m.type === "suspect" || m.type === "dead" ? 0 : 1;
@@ -304,6 +304,12 @@ export class GossipState {
   aliveNode(a: AliveMsg, bootstrap: boolean, finished?: () => void): void {
     const isLocal = a.node === this.id;
     if (isLocal && this.leaving && !bootstrap) return;
+    if (!isLocal && !reachableAddr(a.addr)) {
+      // "nonsense" or port 0: nothing could reach it, and its listing failed every
+      // `nodes list` and the TUI's update stream for as long as it was remembered.
+      this.drop("malformed");
+      return;
+    }
     let s = this.nodes.get(a.node);
     let isNew = false, takeover = false;
     const now = this.clock.now();
@@ -580,5 +586,15 @@ export class GossipState {
     let n = 0;
     for (const s of this.nodes.values()) if (s.status === "alive" || s.status === "suspect") n++;
     return n;
+  }
+}
+
+/** Whether `addr` is a host:port a member could be reached at (a port from 1 to 65535). */
+function reachableAddr(addr: string): boolean {
+  try {
+    const { host, port } = splitHostPort(addr);
+    return host.length > 0 && port >= 1 && port <= 65535;
+  } catch {
+    return false;
   }
 }

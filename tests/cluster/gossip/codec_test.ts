@@ -498,3 +498,27 @@ Deno.test("fuzz: stream frames under another cluster's or version's header are a
   assertEquals(ml.member("intruder"), undefined);
   await ml.shutdown();
 });
+
+Deno.test("a member at an address nothing can reach, or hosting layers backwards, is not taken in", () => {
+  // One such packet (no key needed in a keyless cluster) made `nodes list`, RegisterWithCluster
+  // and the TUI's update stream fail for as long as the member was remembered (10 minutes).
+  const { ml, inject } = target(null);
+  for (const addr of ["nonsense", "10.0.0.1:0", ":7946", "10.0.0.1:99999"]) {
+    inject(
+      packet(
+        encode({ type: "alive", incarnation: 1, node: `e-${addr}`, addr, meta: new Uint8Array() }),
+      ),
+    );
+  }
+  assertEquals(ml.allMembers().map((m) => m.id), ["victim"]);
+  assert(ml.stats.droppedPackets.malformed >= 4, JSON.stringify(ml.stats.droppedPackets));
+  // Hosting [5, 1): refused by the decoder as encodeMetadata refuses it.
+  const bytes = encodeMetadata({ ...meta, hosted: { model: "m", from: 1, to: 5 } });
+  const i = bytes.findIndex((_, k) =>
+    bytes[k] === 0 && bytes[k + 1] === 1 && bytes[k + 2] === 0 && bytes[k + 3] === 5
+  );
+  assert(i > 0, "found the hosted range's bytes");
+  const backwards = bytes.slice();
+  backwards.set([0, 5, 0, 1], i);
+  assertThrows(() => decodeMetadata(backwards), DecodeError, "run backwards");
+});
