@@ -53,6 +53,12 @@ const AAD = new TextEncoder().encode("dllm multicast discovery");
 
 /** Joins in flight at once: a burst of announcements must not open a burst of streams. */
 const MAX_JOINING = 8;
+/**
+ * How long an address whose join failed is not tried again: a host announcing ports that accept
+ * and never answer held every join slot (each for the 10 s join timeout, tried again at every
+ * announcement), and the real members on the LAN were never joined.
+ */
+const FAILED_JOIN_BACKOFF_MS = 30_000;
 
 /** The default groups: IPv4 (administratively scoped) and IPv6 (site scope, ff05::/16). */
 export const DISCOVERY_GROUPS = { v4: "239.255.79.46", v6: "ff05::79:46" } as const;
@@ -115,6 +121,10 @@ export function decodeAnnouncement(
 export class MulticastDiscovery {
   private timer: ReturnType<typeof setInterval> | undefined;
   private joining = new Set<string>();
+  /** Hosts with a join in flight: one at a time per announcing host. */
+  private joiningHosts = new Set<string>();
+  /** Addresses whose join failed, and until when they are not tried again. */
+  private backoff = new Map<string, number>();
   private sendFailed = false;
   /** Addresses whose failed join was logged. */
   private failed = new Set<string>();
@@ -227,16 +237,22 @@ export class MulticastDiscovery {
     if (!keyring && canonicalHost(host) !== canonicalHost(source)) return;
     this.heard++;
     const known = this.ml.member(a.id);
+    const hostKey = canonicalHost(source);
     if (
       (known && (known.status === "alive" || known.status === "suspect")) ||
-      this.joining.has(a.addr) || this.joining.size >= MAX_JOINING
+      this.joining.has(a.addr) || this.joining.size >= MAX_JOINING ||
+      this.joiningHosts.has(hostKey) || (this.backoff.get(a.addr) ?? 0) > Date.now()
     ) return;
     this.joining.add(a.addr);
+    this.joiningHosts.add(hostKey);
     const { id, addr } = a;
     this.ml.join([addr]).then(() => {
       this.joined++;
+      this.backoff.delete(addr);
       this.opts.logger?.("info", "joined a member heard by multicast discovery", { id, addr });
     }).catch((e: Error) => {
+      if (this.backoff.size >= 256) this.backoff.clear();
+      this.backoff.set(addr, Date.now() + FAILED_JOIN_BACKOFF_MS);
       // Once per address: it announces every interval, and is tried again each time.
       if (this.failed.has(addr) || this.failed.size >= 256) return;
       this.failed.add(addr);
@@ -245,7 +261,10 @@ export class MulticastDiscovery {
         addr,
         error: e.message,
       });
-    }).finally(() => this.joining.delete(addr));
+    }).finally(() => {
+      this.joining.delete(addr);
+      this.joiningHosts.delete(hostKey);
+    });
   }
 
   /** The multicast group announcements go to. */

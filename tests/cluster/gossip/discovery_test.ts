@@ -14,6 +14,7 @@ import {
   encodeAnnouncement,
   multicastInterface,
 } from "../../../cluster/gossip/discovery.ts";
+import dgram from "node:dgram";
 import { ipv6MulticastAddress, loopbackMulticastWorks } from "../../support/multicast.ts";
 
 Deno.test("discovery: announcement codec", () => {
@@ -138,4 +139,52 @@ Deno.test("discovery: a member announcing an IPv6 address takes the IPv6 group",
     d?.stop();
     await ml.shutdown();
   }
+});
+
+Deno.test({
+  name: "discovery: an announced address whose join fails is not tried again at every announcement",
+  ignore: !MULTICAST,
+  fn: async () => {
+    // A host announcing ports that accept and never answer held every join slot, tried again
+    // at each announcement, and the real members were never joined.
+    const silent = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    let accepted = 0;
+    const held: Deno.Conn[] = [];
+    void (async () => {
+      for await (const c of silent) {
+        accepted++;
+        held.push(c); // accepts, never answers
+      }
+    })();
+    const port = 20000 + Math.floor(Math.random() * 20000);
+    const ml = Memberlist.create(
+      localConfig({ nodeId: "m", tcpTimeout: 300 }),
+      await UdpTransport.listen({ port: 0 }),
+    );
+    const d = await MulticastDiscovery.start(ml, {
+      port,
+      interfaceAddr: "127.0.0.1",
+      intervalMs: 60_000,
+      cluster: "t",
+    });
+    const rogue = dgram.createSocket({ type: "udp4", reuseAddr: true });
+    try {
+      await new Promise<void>((r) => rogue.bind(0, "127.0.0.1", () => r()));
+      rogue.setMulticastInterface("127.0.0.1");
+      const addr = `127.0.0.1:${(silent.addr as Deno.NetAddr).port}`;
+      const ann = encodeAnnouncement("t", "rogue", addr);
+      for (let i = 0; i < 40; i++) {
+        rogue.send(ann, port, "239.255.79.46");
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert(d.heard > 10, `heard ${d.heard}`);
+      assertEquals(accepted, 1, "one join in 2 s, not one per announcement after each failure");
+    } finally {
+      rogue.close();
+      d.stop();
+      await ml.shutdown();
+      silent.close();
+      for (const c of held) c.close();
+    }
+  },
 });
