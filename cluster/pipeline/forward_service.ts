@@ -22,7 +22,7 @@ import { openerGoneMessage, StageLinkError, StaleEpochError } from "./stage_erro
 import { chunkRowsOf, type LinkFactory, openChainSession, staleRange } from "./chain_session.ts";
 import type { ReplySinks } from "./replies.ts";
 import { orTimeout } from "../deadline.ts";
-import { decodeValues, encodeTensor, openFromWire, tokenToWire } from "./wire.ts";
+import { decodeValues, encodeTensor, openFromWire, tokenIds, tokenToWire } from "./wire.ts";
 
 /** The Forward method, for the lean gRPC path and the TCP data plane. */
 export const FORWARD_METHOD = {
@@ -92,6 +92,8 @@ export interface ForwardContext {
    * it also bounds how long an answer may wait for the head to read it (at most 60 s).
    */
   idleMs?: number;
+  /** How long a stream may take to send its opening (default 10 s; at most idleMs). */
+  openingMs?: number;
   /** Called after each frame with its compute time and bytes in/out (metrics). */
   onFrame?(info: { computeMs: number; bytesIn: number; bytesOut: number }): void;
   /**
@@ -128,6 +130,9 @@ function checkPositions(positions: readonly number[], first: number, n: number):
   );
 }
 
+/** How long a Forward stream may take to send its first frame (its opening). */
+const FIRST_FRAME_MS = 10_000;
+
 /** How long a Forward stream may go without a frame (ForwardContext.idleMs). */
 const DEFAULT_IDLE_MS = 300_000;
 
@@ -162,6 +167,8 @@ export function forwardHandler(ctx: ForwardContext) {
       nextPosition?: number;
       /** The tail sends the session's tokens straight to its head (OpenSession.reply_direct). */
       replyDirect?: boolean;
+      /** Why the stream's session was closed early (set by closeEarly), if it was. */
+      ended?: string;
     } = {};
     /** Rejects when the opening's sender is declared gone (ForwardContext.lost). */
     let senderGone: Promise<never> = new Promise(() => {});
@@ -252,6 +259,14 @@ export function forwardHandler(ctx: ForwardContext) {
             chunkRows: ctx.chunkRows,
             replies: ctx.replies,
           });
+          if (s.ended !== undefined) {
+            // The stream broke (or its sender went) while the session was opening: closeEarly
+            // found no session to close then, and nothing would later. Every such stream left
+            // a KV slot held for good, here and at the next stages, until none was left.
+            s.session = undefined;
+            await session.close(s.ended);
+            throw new RpcFailure("canceled", `the session closed while opening: ${s.ended}`);
+          }
           sessionId = s.sessionId = frame.sessionId;
           response.cachedTokens = session.cachedTokens ?? 0;
         }
@@ -284,7 +299,7 @@ export function forwardHandler(ctx: ForwardContext) {
           const first = s.nextPosition ?? frame.cachedPrefix;
           if (frame.positions.length > 0) checkPositions(frame.positions, first, nRows);
           s.nextPosition = first + nRows;
-          const tokens = Int32Array.from(frame.tokens);
+          const tokens = tokenIds(frame.tokens, "tokens");
           const hidden = frame.data.byteLength > 0
             ? decodeValues(frame.data, frame.shape, frame.dtype)
             : undefined;
@@ -357,6 +372,7 @@ export function forwardHandler(ctx: ForwardContext) {
     /** Close the session now: its passes queued here fail at once, and the stages after it close. */
     const closeEarly = async (reason: string) => {
       closing = true;
+      s.ended ??= reason;
       const session = s.session;
       s.session = undefined;
       if (session) await session.close(reason);
@@ -430,13 +446,23 @@ export function forwardHandler(ctx: ForwardContext) {
     };
     let incoming = ask();
     const idleMs = ctx.idleMs ?? DEFAULT_IDLE_MS;
-    /** The next frame, or a failure when none comes within idleMs. */
-    const withinIdle = <T>(next: Promise<T>): Promise<T> =>
-      orTimeout(Promise.race([next, senderGone]), idleMs, () =>
+    /**
+     * The next frame, or a failure when none comes within idleMs; the first frame (the opening)
+     * within FIRST_FRAME_MS: a stream that sends nothing held its connection for the whole idle
+     * limit (5 minutes), and a thousand of them the RPC port.
+     */
+    const withinIdle = <T>(next: Promise<T>): Promise<T> => {
+      const ms = s.sessionId === undefined && !s.host
+        ? Math.min(idleMs, ctx.openingMs ?? FIRST_FRAME_MS)
+        : idleMs;
+      return orTimeout(Promise.race([next, senderGone]), ms, () =>
         new RpcFailure(
           "deadline_exceeded",
-          `no frame for ${idleMs / 1000} s: the session is closed (is its head gone?)`,
+          s.sessionId === undefined && !s.host
+            ? `no opening within ${ms / 1000} s of the stream's start`
+            : `no frame for ${ms / 1000} s: the session is closed (is its head gone?)`,
         ));
+    };
     try {
       for (;;) {
         // With chunks in flight, whichever comes first: their oldest answer goes upstream as

@@ -21,6 +21,7 @@ import {
   JsonConstraintError,
 } from "../../model/constrain/mod.ts";
 import { MAX_LOGIT_BIAS } from "../../model/sampler.ts";
+import { RpcFailure } from "../rpc/errors.ts";
 import type { SampledToken, StageResult, TailSampling } from "./stage_frame.ts";
 import type { SessionOpen } from "./links.ts";
 
@@ -167,7 +168,7 @@ export function openFromWire(sessionId: string, w: OpenSession): SessionOpen {
       to: h.toLayer,
       version: h.version ? Number(h.version) : undefined,
     })),
-    ...(w.prefixTokens.length ? { prefixIds: Int32Array.from(w.prefixTokens) } : {}),
+    ...(w.prefixTokens.length ? { prefixIds: tokenIds(w.prefixTokens, "prefix_tokens") } : {}),
     ...(w.replyDirect ? { replyDirect: true } : {}),
   };
 }
@@ -215,4 +216,20 @@ export function tokenToWire(token: SampledToken): WireToken {
       create(TokenLogprobSchema, { tokenId: t.id, logprob: t.logprob })
     ),
   });
+}
+
+/**
+ * Token ids from the wire (uint32) as the stages hold them (Int32Array), refusing one at 2^31 or
+ * above: it wrapped to a negative id, which a tail took silently and which, passed on in a
+ * prefix, failed as an INTERNAL "bug in the agent".
+ */
+export function tokenIds(ids: readonly number[], field: string): Int32Array {
+  const out = new Int32Array(ids.length);
+  for (let i = 0; i < ids.length; i++) {
+    if (ids[i] > 0x7fffffff) {
+      throw new RpcFailure("invalid_argument", `${field} holds token id ${ids[i]}, not below 2^31`);
+    }
+    out[i] = ids[i];
+  }
+  return out;
 }

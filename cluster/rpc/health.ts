@@ -24,6 +24,8 @@ const WATCH_INTERVAL_MS = 1000;
  */
 export function grpcHealthService(
   status: (service: string) => Status | undefined,
+  /** Time between Watch's looks at the status (tests shorten it). */
+  intervalMs = WATCH_INTERVAL_MS,
 ): ServiceImpl<typeof Health> {
   return {
     check(req) {
@@ -39,12 +41,16 @@ export function grpcHealthService(
         const s = status(req.service) ?? Status.SERVICE_UNKNOWN;
         if (s !== last) yield { status: s };
         last = s;
+        // One abort listener per wait, removed when the wait ends (one was added every second
+        // and never removed: 86 400 a day per open Watch).
         await new Promise<void>((resolve) => {
-          const t = setTimeout(resolve, WATCH_INTERVAL_MS);
-          ctx.signal.addEventListener("abort", () => {
+          const done = () => {
             clearTimeout(t);
+            ctx.signal.removeEventListener("abort", done);
             resolve();
-          }, { once: true });
+          };
+          const t = setTimeout(done, intervalMs);
+          ctx.signal.addEventListener("abort", done, { once: true });
         });
       }
     },

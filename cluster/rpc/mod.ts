@@ -19,6 +19,7 @@ export {
   DEFAULT_RPC_PORT,
   isLoopback,
   LARGE_MESSAGE_METHODS,
+  MAX_CONCURRENT_STREAMS,
   type RpcServer,
   RpcServerError,
   type RpcServerOptions,

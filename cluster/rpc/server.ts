@@ -41,6 +41,13 @@ import {
 } from "../net/mod.ts";
 import { InferenceService, TransferService } from "../../proto/mod.ts";
 
+/**
+ * Streams one HTTP/2 connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS; further
+ * ones are refused with REFUSED_STREAM). The runtime announced no limit: 60 000 streams opened
+ * on one connection took 1.2 GB and stalled the agent until gossip declared it dead. A head's
+ * sessions to one stage (one stream each, --max-sessions 64 by default) stay far below it.
+ */
+export const MAX_CONCURRENT_STREAMS = 1024;
 export { grpcPercentEncode };
 
 /** The RPC port users see (DESIGN.md "Names users see"). */
@@ -97,7 +104,27 @@ export interface RpcServerOptions {
   probeEveryMs?: number;
   /** Where warnings go (accept failures); default a JSON line on stderr. */
   warn?: Warn;
+  /**
+   * How long a call's request may take to arrive whole (every method but the bidirectional
+   * streams); default {@linkcode REQUEST_TIMEOUT_MS}.
+   */
+  requestTimeoutMs?: number;
 }
+
+/**
+ * How long a unary or server-streaming call's request may take to arrive whole: a request that
+ * never ended (HEADERS without END_STREAM, a lying length) held its connection for good, and
+ * 1024 of them shut the RPC port to everyone. 60 s takes Prepare's largest manifest (64 MiB) at
+ * 1.1 MB/s.
+ */
+export const REQUEST_TIMEOUT_MS = 60_000;
+
+/** The methods whose request is a stream of the call's length (no request deadline). */
+const BIDI_PATHS = new Set([
+  "/distributed_llm.v1.InferenceService/Forward",
+  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+]);
 
 /**
  * The RPC listener's bounds. Peers keep one HTTP/2 connection each (a stage's links, transfers,
@@ -257,10 +284,24 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   const activity = new Map<string, ConnectionActivity>();
   /** host:port of this listener (set once bound), for requests whose own does not parse. */
   let ownAuthority = "localhost";
+  const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const handler: NodeHandler = (req, res) => {
     const a = activity.get(peerKey(req.socket));
     a?.busy();
     res.once("close", () => a?.done());
+    if (!BIDI_PATHS.has(req.url ?? "")) {
+      // A request that never arrives whole is cut off (its stream, or an HTTP/1.1 connection).
+      const cut = setTimeout(() => {
+        if (req.complete) return;
+        // (Under Deno, destroying an HTTP/2 compat request leaves its stream open: reset it.)
+        const stream = (res as { stream?: http2.ServerHttp2Stream }).stream;
+        if (stream) stream.close(http2.constants.NGHTTP2_CANCEL);
+        else req.socket.destroy();
+      }, requestTimeoutMs);
+      const clear = () => clearTimeout(cut);
+      req.once("end", clear);
+      res.once("close", clear);
+    }
     const m = !tracingEnabled && req.httpVersionMajor === 2 && req.method === "POST"
       ? lean.get(req.url ?? "")
       : undefined;
@@ -316,11 +357,15 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       requestCert: true,
       rejectUnauthorized: true,
       maxSessionMemory: 64,
+      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS },
     }, handler);
     secure.on("session", onSession);
     listener = secure;
   } else {
-    const h2 = http2.createServer({ maxSessionMemory: 64 }, handler);
+    const h2 = http2.createServer({
+      maxSessionMemory: 64,
+      settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS },
+    }, handler);
     h2.on("session", onSession);
     // Under Deno 2.9 a connection handed over by emit("connection") gets no answer to a second
     // request, so an HTTP/1.1 answer says it closes, rather than promise keep-alive and then

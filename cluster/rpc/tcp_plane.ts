@@ -118,9 +118,15 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
   };
   const onConn = (conn: Deno.TcpConn) => {
     if (pending.size >= maxPending) {
+      // Said, not just closed: the oldest may be a stage's link whose preamble is on its way,
+      // which, cut silently, blamed a healthy stage ("closed without a status"); told the
+      // plane is busy, it goes over gRPC instead.
       const oldest = pending.values().next().value!;
       pending.delete(oldest);
-      closeQuietly(oldest);
+      const why = `${PLANE_BUSY}: ${pending.size + 1} connections sending no preamble`;
+      writeAll(oldest, trailerEnvelope(new ConnectError(why, Code.ResourceExhausted)), 1000)
+        .catch(() => {})
+        .finally(() => closeQuietly(oldest));
     } else if (open.size >= maxOpen) {
       // Said, not just closed: a stage's link then uses gRPC instead of failing the stage.
       const why = `${PLANE_BUSY}: ${open.size} connections open; try again`;

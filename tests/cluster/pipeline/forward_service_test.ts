@@ -1,5 +1,5 @@
 /** InferenceService.Forward, the stage side (cluster/pipeline/forward_service.ts): what a frame may ask. */
-import { create } from "@bufbuild/protobuf";
+import { create, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
 import {
   FORWARD_METHOD,
@@ -300,5 +300,100 @@ Deno.test("a direct-reply frame this stage sends down in chunks is answered befo
     c.abort();
   } finally {
     await plane.close();
+  }
+});
+
+Deno.test("a stream that breaks while its session opens leaves no session behind", async () => {
+  // The opening and, in the same write, an envelope no sender writes (the compressed flag): the
+  // stream broke while the session was opening, closeEarly found none to close, and the session
+  // was set after it: every such stream held a KV slot here (and at the next stages) for good.
+  // The next stage takes 100 ms to open: the window in which the stream breaks.
+  let opened = 0, closed = 0;
+  const next = {
+    nodeId: "n1",
+    from: 2,
+    to: 5,
+    openSession: async () => {
+      await new Promise((r) => setTimeout(r, 100));
+      opened++;
+      return {
+        step: () => Promise.resolve<StageResult>({ kind: "replied", computeMs: 0 }),
+        close: () => (closed++, Promise.resolve()),
+      };
+    },
+  };
+  const { host, plane } = await firstStage({ linkTo: () => next });
+  try {
+    for (let i = 0; i < 3; i++) {
+      const frame = opening(`leak-${i}`, Dtype.F32, false);
+      frame.tokens = [1];
+      const body = toBinary(ActivationFrameSchema, frame);
+      const env = new Uint8Array(5 + body.length);
+      new DataView(env.buffer).setUint32(1, body.length);
+      env.set(body, 5);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: plane.port });
+      const bytes = [
+        new TextEncoder().encode(FORWARD_PREAMBLE),
+        env,
+        new Uint8Array([1, 0, 0, 0, 0]),
+      ];
+      const all = new Uint8Array(bytes.reduce((n, b) => n + b.length, 0));
+      let at = 0;
+      for (const b of bytes) all.set(b, (at += b.length) - b.length);
+      await conn.write(all);
+      const buf = new Uint8Array(4096);
+      while ((await conn.read(buf).catch(() => null)) !== null) { /* until the plane closes */ }
+      conn.close();
+    }
+    for (let i = 0; i < 50 && (host.openSessions > 0 || closed < opened); i++) {
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    assertEquals(host.openSessions, 0, "sessions left open on this stage");
+    assertEquals([opened, closed], [3, 3], "sessions left open on the next stage");
+  } finally {
+    plane.close();
+  }
+});
+
+Deno.test("token ids at 2^31 or above are refused with the id sent, not wrapped", async () => {
+  // They wrapped to negative ids: a tail took them silently, and in a prefix passed on to the
+  // next stage they failed as INTERNAL ("a bug in the agent").
+  const { plane, call } = await firstStage();
+  try {
+    const c = await call();
+    c.send(opening("big"));
+    await c.receive();
+    c.send(create(ActivationFrameSchema, { sessionId: "big", step: 1n, tokens: [1, 4294967295] }));
+    const e = await refusal(c);
+    assert(e instanceof ConnectError && e.code === Code.InvalidArgument, String(e));
+    assert(e.rawMessage.includes("token id 4294967295"), e.rawMessage);
+    c.abort();
+    const p = await call();
+    const open = opening("prefix");
+    open.open!.prefixTokens = [1, 2147483648];
+    p.send(open);
+    const pe = await refusal(p);
+    assert(pe instanceof ConnectError && pe.code === Code.InvalidArgument, String(pe));
+    assert(pe.rawMessage.includes("prefix_tokens holds token id 2147483648"), pe.rawMessage);
+    p.abort();
+  } finally {
+    plane.close();
+  }
+});
+
+Deno.test("a stream that sends no opening is ended after openingMs, not the 5-minute idle bound", async () => {
+  // A thousand streams that sent nothing held the RPC port's connections for 5 minutes each.
+  const { plane, call } = await firstStage({ idleMs: 60_000, openingMs: 200 });
+  try {
+    const c = await call();
+    const t0 = performance.now();
+    const e = await refusal(c);
+    const took = performance.now() - t0;
+    assert(e instanceof ConnectError && e.code === Code.DeadlineExceeded, String(e));
+    assert(e.rawMessage.includes("no opening within 0.2 s"), e.rawMessage);
+    assert(took < 5_000, `${took} ms`);
+    c.abort();
+  } finally {
+    plane.close();
   }
 });

@@ -8,6 +8,7 @@ import {
   endpointUrl,
   explainRpcError,
   grpcEnvelope,
+  MAX_CONCURRENT_STREAMS,
   RAW_SERVER_STREAMS,
   RpcFailure,
   type RpcProtocol,
@@ -16,6 +17,7 @@ import {
   toConnectError,
 } from "../../../cluster/rpc/mod.ts";
 import { initCertificates } from "../../../cluster/tls/mod.ts";
+import { grpcHealthService, Health, HealthStatus } from "../../../cluster/rpc/health.ts";
 import {
   ActivationFrameSchema,
   DiscoveryService,
@@ -740,6 +742,54 @@ Deno.test("an HTTP/1.1 answer on the plaintext port says it closes the connectio
     assert(!/keep-alive/i.test(text), text);
   } finally {
     conn.close();
+    await server.close();
+  }
+});
+
+Deno.test("HTTP/2 connections are told how many streams they may open at once", async () => {
+  // No limit was announced: 60 000 streams opened on one connection took 1.2 GB and stalled
+  // the agent until gossip declared it dead.
+  const server = await startRpcServer({ port: 0, routes: () => {} });
+  const session = http2.connect(`http://127.0.0.1:${server.port}`);
+  try {
+    const settings = await new Promise<http2.Settings>((resolve, reject) => {
+      session.once("remoteSettings", resolve);
+      session.once("error", reject);
+    });
+    assertEquals(settings.maxConcurrentStreams, MAX_CONCURRENT_STREAMS);
+  } finally {
+    session.close();
+    await server.close();
+  }
+});
+
+Deno.test("a call whose request never arrives whole is cut off after the request timeout", async () => {
+  // HEADERS without END_STREAM: the call held its connection for good (1024 of them shut the
+  // RPC port); a bidirectional Forward stream is not bounded so.
+  const server = await startRpcServer({
+    port: 0,
+    routes: (r) => r.service(Health, grpcHealthService(() => HealthStatus.SERVING)),
+    requestTimeoutMs: 300,
+  });
+  const session = http2.connect(`http://127.0.0.1:${server.port}`);
+  session.on("error", () => {});
+  try {
+    const stream = session.request({
+      ":method": "POST",
+      ":path": "/grpc.health.v1.Health/Check",
+      "content-type": "application/grpc",
+      te: "trailers",
+    }, { endStream: false });
+    stream.on("error", () => {});
+    const t0 = performance.now();
+    const closed = await Promise.race([
+      new Promise<boolean>((resolve) => stream.once("close", () => resolve(true))),
+      new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 3_000)),
+    ]);
+    assert(closed, "the call still held its stream after 3 s");
+    assert(performance.now() - t0 >= 250, "cut off before the request timeout");
+  } finally {
+    session.close();
     await server.close();
   }
 });

@@ -508,3 +508,36 @@ Deno.test("the plane: a port that answers nothing is Unavailable within the conn
     listener.close();
   }
 });
+
+Deno.test("the plane: a connection evicted before its preamble is told the plane is busy, not cut silently", async () => {
+  // A stage's link whose preamble was on its way, evicted by a flood, failed with "closed
+  // without a status" and the head blamed a healthy stage; told PLANE_BUSY, it goes over gRPC.
+  const { p } = await plane({ maxConnections: 4, preambleTimeoutMs: 10_000 });
+  const conns: Deno.Conn[] = [];
+  try {
+    const first = await Deno.connect({ hostname: "127.0.0.1", port: p.port });
+    conns.push(first);
+    await new Promise((r) => setTimeout(r, 50));
+    for (let i = 0; i < 80; i++) {
+      conns.push(await Deno.connect({ hostname: "127.0.0.1", port: p.port }));
+    }
+    let text = "";
+    const buf = new Uint8Array(4096);
+    for (;;) {
+      const n = await Promise.race([
+        first.read(buf).catch(() => null),
+        new Promise<null>((r) => setTimeout(() => r(null), 3000)),
+      ]);
+      if (n === null) break;
+      text += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    assert(text.includes(PLANE_BUSY), JSON.stringify(text.slice(0, 200)));
+  } finally {
+    for (const c of conns) {
+      try {
+        c.close();
+      } catch { /* closed by the plane */ }
+    }
+    await p.close();
+  }
+});
