@@ -6,9 +6,13 @@
  */
 import dgram from "node:dgram";
 
-/** True when loopback multicast to `group` (e.g. "239.255.79.47") works on this host. */
-export async function loopbackMulticastWorks(group: string): Promise<boolean> {
-  const sock = dgram.createSocket({ type: "udp4", reuseAddr: true });
+/** Whether a datagram to `group`, sent and heard on interface `iface`, comes back within 1 s. */
+async function hearsItself(
+  type: "udp4" | "udp6",
+  group: string,
+  iface: string,
+): Promise<boolean> {
+  const sock = dgram.createSocket({ type, reuseAddr: true });
   try {
     const heard = new Promise<boolean>((resolve) => {
       sock.once("message", () => resolve(true));
@@ -18,8 +22,8 @@ export async function loopbackMulticastWorks(group: string): Promise<boolean> {
       sock.once("error", reject);
       sock.bind(0, () => resolve());
     });
-    sock.addMembership(group, "127.0.0.1");
-    sock.setMulticastInterface("127.0.0.1");
+    sock.addMembership(group, iface);
+    sock.setMulticastInterface(iface);
     sock.setMulticastLoopback(true);
     sock.send(new Uint8Array([1]), sock.address().port, group);
     return await heard;
@@ -30,10 +34,14 @@ export async function loopbackMulticastWorks(group: string): Promise<boolean> {
   }
 }
 
+/** True when loopback multicast to `group` (e.g. "239.255.79.47") works on this host. */
+export function loopbackMulticastWorks(group: string): Promise<boolean> {
+  return hearsItself("udp4", group, "127.0.0.1");
+}
+
 /**
  * A global (or unique-local) IPv6 address of an interface on which multicast to `group` (e.g.
- * "ff05::79:47") comes back here, probed as loopbackMulticastWorks does; undefined where there
- * is none (no IPv6, or no multicast on it).
+ * "ff05::79:47") comes back here; undefined where there is none (no IPv6, or no multicast on it).
  */
 export async function ipv6MulticastAddress(group: string): Promise<string | undefined> {
   let nics: Deno.NetworkInterfaceInfo[];
@@ -44,26 +52,7 @@ export async function ipv6MulticastAddress(group: string): Promise<string | unde
   }
   for (const nic of nics) {
     if (nic.family !== "IPv6" || nic.address === "::1" || /^fe80:/i.test(nic.address)) continue;
-    const sock = dgram.createSocket({ type: "udp6", reuseAddr: true });
-    try {
-      const heard = new Promise<boolean>((resolve) => {
-        sock.once("message", () => resolve(true));
-        setTimeout(() => resolve(false), 1000);
-      });
-      await new Promise<void>((resolve, reject) => {
-        sock.once("error", reject);
-        sock.bind(0, () => resolve());
-      });
-      sock.addMembership(group, `::%${nic.name}`);
-      sock.setMulticastInterface(`::%${nic.name}`);
-      sock.setMulticastLoopback(true);
-      sock.send(new Uint8Array([1]), sock.address().port, group);
-      if (await heard) return nic.address;
-    } catch {
-      // this interface cannot: try the next
-    } finally {
-      sock.close();
-    }
+    if (await hearsItself("udp6", group, `::%${nic.name}`)) return nic.address;
   }
   return undefined;
 }

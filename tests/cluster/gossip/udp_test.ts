@@ -221,6 +221,17 @@ Deno.test("answersAsUs: only a live process holding our id answers, over the rea
   }
 });
 
+/** Close the test's client connections (some closed by the server already), streams, transport. */
+async function closeAll(conns: Deno.Conn[], held: { close(): void }[], t: UdpTransport) {
+  for (const c of conns) {
+    try {
+      c.close();
+    } catch { /* closed by the server */ }
+  }
+  for (const s of held) s.close();
+  await t.close();
+}
+
 /** Whether `conn` is closed by the peer within `ms` (reads until EOF or an error). */
 async function closedWithin(conn: Deno.Conn, ms: number): Promise<boolean> {
   const buf = new Uint8Array(65536);
@@ -282,13 +293,7 @@ Deno.test("udp: streams of empty frames, or of frames nobody reads, are closed; 
     assertEquals(t.inboundBudget.used, 0, "closed streams' bytes are freed");
     assert(errors.some((e) => e.includes("empty stream frame")), errors.join("\n"));
   } finally {
-    for (const c of conns) {
-      try {
-        c.close();
-      } catch { /* closed by the server */ }
-    }
-    for (const s of held) s.close();
-    await t.close();
+    await closeAll(conns, held, t);
   }
 });
 
@@ -325,12 +330,6 @@ Deno.test("udp: at the stream cap, a stream waiting for its peer makes room for 
     await until(() => got.includes(99), 3000, "the newcomer's frame");
     assert(await closedWithin(conns[0], 2000), "the oldest waiting stream made room");
   } finally {
-    for (const c of conns) {
-      try {
-        c.close();
-      } catch { /* closed by the server */ }
-    }
-    for (const s of held) s.close();
-    await t.close();
+    await closeAll(conns, held, t);
   }
 });
