@@ -264,7 +264,8 @@ export async function main(args: string[]): Promise<number> {
   });
   let agent: Agent;
   try {
-    const file = opts.config ? await settingsFromFile(opts.config) : {};
+    // (an empty --config "" is a missing file, not no file: an unset variable in a script)
+    const file = opts.config !== undefined ? await settingsFromFile(opts.config) : {};
     const envVars = Deno.env.toObject();
     const env = settingsFromEnv(envVars);
     // The limit-derived default only where no budget was given: a malformed

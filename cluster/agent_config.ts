@@ -2,6 +2,7 @@
  * Agent configuration: every setting with its default, and the merge of flags > env (`DLLM_*`) >
  * config file > defaults that DESIGN.md promises. Parsing errors name the setting and its source.
  */
+import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { defaultCacheDir } from "./transfer/mod.ts";
 import { parseReplicaCount, type ReplicaCount } from "./placement/mod.ts";
@@ -210,8 +211,12 @@ export async function settingsFromFile(path: string): Promise<RawSettings> {
   const out: RawSettings = {};
   for (const [k, v] of Object.entries(obj)) {
     const key = k.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()) as keyof AgentConfig;
-    if (!(key in ENV)) {
+    // (own keys only: "toString" or "__proto__" is no setting either)
+    if (!Object.hasOwn(ENV, key)) {
       throw new AgentConfigError(`config file ${path}: unknown setting "${k}"`);
+    }
+    if (out[key] !== undefined) {
+      throw new AgentConfigError(`config file ${path}: "${k}" sets ${key} a second time`);
     }
     out[key] = v;
   }
@@ -260,8 +265,9 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const int = (key: keyof AgentConfig, dflt: number | undefined, min: number, max: number) => {
     const [v, src] = pick(key);
     if (v === undefined) return dflt;
-    // Number("") is 0: an empty --rpc-port must not mean "any free port".
-    const n = typeof v === "number" ? v : String(v).trim() === "" ? NaN : Number(v);
+    // Number("") is 0: an empty --rpc-port must not mean "any free port"; nor may "0x7d0" or
+    // "1e1" (Number's other spellings) pass for a port or a count.
+    const n = typeof v === "number" ? v : /^\s*\d+\s*$/.test(String(v)) ? Number(v) : NaN;
     if (!Number.isInteger(n) || n < min || n > max) {
       fail(key, src, `expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
     }
@@ -303,7 +309,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     memoryBudget = Math.floor(Deno.systemMemoryInfo().available * 0.8);
   } else {
     try {
-      memoryBudget = typeof budgetRaw === "number" ? budgetRaw : parseBytes(String(budgetRaw));
+      memoryBudget = bytesOf(budgetRaw);
     } catch (e) {
       memoryBudget = fail("memoryBudget", budgetSrc, (e as Error).message);
     }
@@ -313,7 +319,10 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const cfg: AgentConfig = {
     nodeId: str("nodeId", hostname())!,
     bind,
-    advertiseAddress: str("advertiseAddress") ??
+    advertiseAddress: advertisedHost(
+      str("advertiseAddress"),
+      (why) => fail("advertiseAddress", pick("advertiseAddress")[1], why),
+    ) ??
       (bind === "0.0.0.0" || bind === "::" ? interfaceAddress(bind) : bind),
     rpcPort: int("rpcPort", 7950, 0, 65535)!,
     dataPort: int("dataPort", 0, 0, 65535)!,
@@ -412,16 +421,24 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     cfg.speed = n;
   }
   // Durations: seconds by default ("10", "2.5s"), or with "ms", "m" or "h".
-  const duration = (key: keyof AgentConfig, dflt: number): number => {
+  const duration = (key: keyof AgentConfig, dflt: number, min = 1): number => {
     const [raw, src] = pick(key);
     if (raw === undefined) return dflt;
     const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m|h)?$/.exec(String(raw).trim());
     if (!m) return fail(key, src, `expected a duration like 10s, 500ms or 10m, got "${raw}"`);
     const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[m[2] ?? "s"]!;
-    return Math.round(Number(m[1]) * unit);
+    const ms = Math.round(Number(m[1]) * unit);
+    // A timer takes at most 2^31 − 1 ms: 600h was run as 1 ms (every connection cut at once);
+    // and 0 meant "off" for one timeout and "at once" for another.
+    if (ms < min || ms > MAX_DURATION_MS) {
+      return fail(key, src, `expected a duration from ${min}ms to 596h (24 days), got "${raw}"`);
+    }
+    return ms;
   };
-  cfg.shutdownGrace = duration("shutdownGrace", 10_000);
-  cfg.departedRetention = duration("departedRetention", 600_000);
+  // 0: no grace, and dead members forgotten at once (the HTTP timeouts take no 0: it meant
+  // "off" for one of them and "at once" for the other)
+  cfg.shutdownGrace = duration("shutdownGrace", 10_000, 0);
+  cfg.departedRetention = duration("departedRetention", 600_000, 0);
   cfg.httpHeaderTimeout = duration("httpHeaderTimeout", 10_000);
   cfg.httpBodyTimeout = duration("httpBodyTimeout", 30_000);
 
@@ -429,7 +446,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   if (rateRaw !== undefined) {
     try {
       cfg.transferRateLimit = typeof rateRaw === "number"
-        ? rateRaw
+        ? bytesOf(rateRaw)
         : parseBytes(String(rateRaw).replace(/\/s$/i, ""));
     } catch (e) {
       fail("transferRateLimit", rateSrc, `${(e as Error).message} (bytes per second, e.g. 50MB)`);
@@ -438,7 +455,7 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const [prefixRaw, prefixSrc] = pick("prefixCache");
   if (prefixRaw !== undefined) {
     try {
-      cfg.prefixCache = typeof prefixRaw === "number" ? prefixRaw : parseBytes(String(prefixRaw));
+      cfg.prefixCache = bytesOf(prefixRaw);
     } catch (e) {
       fail("prefixCache", prefixSrc, `${(e as Error).message} (bytes, e.g. 512MiB; 0 = off)`);
     }
@@ -543,8 +560,16 @@ export function interfaceAddress(
  */
 export function seedList(seeds: string[], fail: (why: string) => never): string[] {
   for (const s of seeds) {
+    // "a:1 b:1" (a space for a comma) or "http://a:1" was taken as a bare IPv6 host and
+    // retried forever.
+    if (/[\s/]/.test(s)) {
+      fail(`"${s}" is not host:port (separate seeds with commas; no scheme or path)`);
+    }
     const bracketed = /^\[([^\]]+)\](?::(.*))?$/.exec(s);
     const colons = s.split(":").length - 1;
+    if (!bracketed && colons > 1 && isIP(s) !== 6) {
+      fail(`"${s}" is not host:port (an IPv6 address with a port is [addr]:port)`);
+    }
     // A bare IPv6 address (several colons, no brackets) names a host only.
     const port = bracketed ? bracketed[2] : colons === 1 ? s.slice(s.indexOf(":") + 1) : undefined;
     const host = bracketed ? bracketed[1] : colons === 1 ? s.slice(0, s.indexOf(":")) : s;
@@ -554,4 +579,42 @@ export function seedList(seeds: string[], fail: (why: string) => never): string[
     }
   }
   return seeds;
+}
+
+/** Longest duration a setting takes: a timer's bound, 2^31 − 1 ms (~24.8 days). */
+const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/**
+ * Bytes from a setting: text as parseBytes reads it, or a JSON number that is a whole count (a
+ * config file's 1.5 or 1e309 was taken, and failed later blaming the model's file name).
+ */
+function bytesOf(v: unknown): number {
+  if (typeof v !== "number") return parseBytes(String(v));
+  if (!Number.isSafeInteger(v) || v < 0) {
+    throw new Error(`${v} is not a whole number of bytes from 0 to 2^53 − 1`);
+  }
+  return v;
+}
+
+/**
+ * Check `--advertise-address`: a host (an IP address or a DNS name), no port, no spaces. A bad
+ * one ("127.0.0.1:5", "a b", "") was advertised as is: peers could not reach the agent, and it
+ * flapped alive, suspect and dead, the cluster re-planning at every turn.
+ */
+export function advertisedHost(
+  v: string | undefined,
+  fail: (why: string) => never,
+): string | undefined {
+  if (v === undefined) return undefined;
+  const host = v.trim();
+  const ipv6 = host.includes(":") && isIP(host.replace(/^\[|\]$/g, "")) === 6;
+  if (ipv6) return host.replace(/^\[|\]$/g, "");
+  if (isIP(host) === 4) return host;
+  if (
+    !/^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/
+      .test(host)
+  ) {
+    fail(`"${v}" is not a host peers can reach (an IP address or a DNS name, without a port)`);
+  }
+  return host;
 }

@@ -7,8 +7,9 @@ import {
   interfaceAddress,
   resolveConfig,
   settingsFromEnv,
+  settingsFromFile,
 } from "../../cluster/agent_config.ts";
-import { assertEquals, assertThrows } from "../support/assert.ts";
+import { assertEquals, assertRejects, assertThrows } from "../support/assert.ts";
 
 const base = { memoryBudget: "1GB" };
 
@@ -233,4 +234,58 @@ Deno.test("HTTPS for the API needs the certificate and its key, from flags or en
   const both = on({ apiTlsCert: "a.crt" }, { DLLM_API_TLS_KEY: "a.key" });
   assertEquals([both.apiTlsCert, both.apiTlsKey], ["a.crt", "a.key"]);
   assertEquals(on({}).apiTlsCert, undefined, "plain HTTP by default");
+});
+
+Deno.test("values that were taken and misbehaved later are refused at start, naming the setting (review)", () => {
+  const on = (extra: Record<string, unknown>, src: "flag" | "config file" = "flag") =>
+    resolveConfig([[src, extra], ["default", base]]);
+  // 600h ran as 1 ms (a timer's bound is 2^31 − 1 ms): every connection was cut at once.
+  assertThrows(() => on({ httpHeaderTimeout: "600h" }), AgentConfigError, "--http-header-timeout");
+  assertThrows(() => on({ httpBodyTimeout: "0" }), AgentConfigError, "--http-body-timeout");
+  assertEquals(on({ httpBodyTimeout: "596h" }).httpBodyTimeout, 596 * 3_600_000);
+  // Peers could not reach an agent advertising "127.0.0.1:5", and it flapped.
+  for (const bad of ["127.0.0.1:5", "a b", "", "http://x"]) {
+    assertThrows(() => on({ advertiseAddress: bad }), AgentConfigError, "--advertise-address");
+  }
+  assertEquals(on({ advertiseAddress: "[fd00::2]" }).advertiseAddress, "fd00::2");
+  assertEquals(
+    on({ advertiseAddress: "node-3.lab.example" }).advertiseAddress,
+    "node-3.lab.example",
+  );
+  // A space for a comma, or a scheme, was a bare IPv6 host retried forever.
+  for (const bad of ["127.0.0.1:1 127.0.0.2:1", "http://127.0.0.1:7946", "a:b:c"]) {
+    assertThrows(() => on({ seeds: bad }), AgentConfigError, "--seeds");
+  }
+  assertEquals(on({ seeds: "fd00::2,[fd00::3]:7000" }).seeds, ["fd00::2", "[fd00::3]:7000"]);
+  // Number's other spellings of an integer.
+  assertThrows(() => on({ rpcPort: "0x7d0" }), AgentConfigError, "--rpc-port");
+  assertThrows(() => on({ maxSessions: "1e1" }), AgentConfigError, "--max-sessions");
+  // A config file's numbers of bytes: whole and not negative (1.5 and 1e309 were taken and
+  // failed later blaming the model's file name; -5 meant unlimited).
+  for (const v of [1.5, Infinity, -5]) {
+    assertThrows(() => on({ memoryBudget: v }, "config file"), AgentConfigError, "memoryBudget");
+    assertThrows(
+      () => on({ transferRateLimit: v }, "config file"),
+      AgentConfigError,
+      "transferRateLimit",
+    );
+  }
+});
+
+Deno.test("a config file's keys: own settings only, each once", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    for (
+      const [body, why] of [
+        ['{"toString": 1}', 'unknown setting "toString"'],
+        ['{"rpc-port": 1, "rpcPort": 2}', "a second time"],
+      ]
+    ) {
+      const path = `${dir}/c.json`;
+      await Deno.writeTextFile(path, body);
+      await assertRejects(() => settingsFromFile(path), AgentConfigError, why);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });
