@@ -63,9 +63,11 @@ export interface GlobalOptions {
 export function parseTimeout(value: string): number {
   const m = /^(\d+(?:\.\d+)?)\s*(ms|s|m)$/.exec(value.trim());
   const ms = m ? Number(m[1]) * (m[2] === "s" ? 1000 : m[2] === "m" ? 60_000 : 1) : NaN;
-  if (!(ms >= 1)) {
+  // At most 8 digits of ms, gRPC's grpc-timeout bound (1667m failed as a protocol error, and
+  // past 2^31 ms a timer fired at once).
+  if (!(ms >= 1 && ms <= 99_999_999)) {
     throw new CliError(
-      `expected a duration of at least 1ms with its unit, like 500ms, 10s or 2m, got "${value}"`,
+      `expected a duration from 1ms to 1666m with its unit, like 500ms, 10s or 2m, got "${value}"`,
       ExitCode.usage,
     );
   }

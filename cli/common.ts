@@ -47,7 +47,8 @@ export function abortOnSigint(abort: AbortController): () => void {
 /** Parse an integer option, saying which option was wrong. */
 export function intOption(min: number, max = Number.MAX_SAFE_INTEGER) {
   return (value: string): number => {
-    const n = Number(value);
+    // Digits only: Number also reads "0x3", "1e1" and "" (as 0, which turns --top-k off).
+    const n = /^\s*-?\d+\s*$/.test(value) ? Number(value) : NaN;
     if (!Number.isInteger(n) || n < min || n > max) {
       const range = max === Number.MAX_SAFE_INTEGER ? `≥ ${min}` : `from ${min} to ${max}`;
       throw new InvalidArgumentError(`expected an integer ${range}, got "${value}"`);

@@ -98,7 +98,7 @@ export function chatCommand() {
         "through the cluster with --endpoint or with a local model",
     )
     .option("-s, --system <text>", "system prompt", "")
-    .option("-n, --max-tokens <n>", "most tokens per reply", intOption(1), 256)
+    .option("-n, --max-tokens <n>", "most tokens per reply", intOption(1, 2 ** 31 - 1), 256)
     .option("--temperature <t>", "0 = greedy", numberOption(0, 100), SAMPLING_DEFAULTS.temperature)
     .option("--seed <n>", "RNG seed", intOption(0, 2 ** 32 - 1))
     .option("--no-think", "ask a thinking model (Qwen3) not to reason: enable_thinking false")
@@ -211,7 +211,7 @@ export function chatCommand() {
           if (input === "/reset") {
             turns = [];
             console.log(p.gray("(conversation forgotten)"));
-          } else if (input.startsWith("/system")) {
+          } else if (input === "/system" || input.startsWith("/system ")) {
             system = input.slice("/system".length).trim();
             turns = [];
             console.log(
@@ -238,7 +238,11 @@ export function chatCommand() {
             } catch (e) {
               if (!abort.signal.aborted) {
                 turns.pop();
-                throw e instanceof CliError ? e : new CliError((e as Error).message);
+                const err = e instanceof CliError ? e : new CliError((e as Error).message);
+                // A conversation grown past the context: this turn is dropped and the chat goes
+                // on (it ended, and its history was lost); anything else ends it.
+                if (!/context|too long/i.test(err.message)) throw err;
+                console.log(p.gray(`(${err.message}; this turn is dropped: /reset to start over)`));
               }
             } finally {
               Deno.removeSignalListener("SIGINT", onSigint);

@@ -39,9 +39,9 @@ export function generateCommand() {
       "generate text from a prompt: with a local model, or through the cluster with --endpoint",
     )
     .option("-p, --prompt <text>", "prompt text", "")
-    .option("-n, --max-tokens <n>", "tokens to generate", intOption(1), 128)
+    .option("-n, --max-tokens <n>", "tokens to generate", intOption(1, 2 ** 31 - 1), 128)
     .option("--temperature <t>", "0 = greedy", numberOption(0, 100), D.temperature)
-    .option("--top-k <k>", "keep the k most likely tokens (0 = off)", intOption(0), D.topK)
+    .option("--top-k <k>", "keep the k most likely tokens (0 = off)", intOption(0, 2 ** 20), D.topK)
     .option(
       "--top-p <p>",
       "nucleus sampling mass (1 = off, 0 = the most probable token only)",

@@ -31,7 +31,11 @@ export function modelCommandBase(name: string) {
       new Option("--backend <name>", "compute backend").choices(BACKEND_NAMES).default("auto"),
     )
     .option("--threads <n>", "CPU threads (default: all cores)", intOption(1, 1024))
-    .option("--ctx <n>", "context positions per session (default: min(model, 4096))", intOption(1));
+    .option(
+      "--ctx <n>",
+      "context positions per session (default: min(model, 4096))",
+      intOption(1, 1 << 20),
+    );
 }
 
 /** Open the model named by the options on the chosen backend. */

@@ -310,6 +310,13 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
     .option("--purge", "also delete the cached bytes on every agent")
     .option("--json", "print one JSON object")
     .action(async (model, opts, c) => {
+      // "" meant the served model (an unset variable in a script undeployed it everywhere).
+      if (model !== undefined && model.trim() === "") {
+        throw new CliError(
+          "the model is empty; name one, or leave it out for the served model",
+          ExitCode.usage,
+        );
+      }
       const res = await withAgent(
         globals(c),
         (a) =>

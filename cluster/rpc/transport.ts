@@ -5,6 +5,7 @@
  *
  * @module
  */
+import { isIP } from "node:net";
 import { checkServerIdentity, type PeerCertificate } from "node:tls";
 import type { DescMessage } from "@bufbuild/protobuf";
 import type { Interceptor, Transport } from "@connectrpc/connect";
@@ -85,19 +86,28 @@ export function endpointUrl(endpoint: string, tls: boolean): string {
     }
     return u.origin;
   }
-  const bracketed = /^\[[^\]]+\](?::\d+)?$/.test(endpoint);
-  const bareV6 = !bracketed && (endpoint.match(/:/g)?.length ?? 0) > 1;
-  if (bareV6) return `${scheme}://[${endpoint}]:${DEFAULT_RPC_PORT}`;
-  const hasPort = /:\d+$/.test(endpoint);
-  const url = `${scheme}://${endpoint}${hasPort ? "" : `:${DEFAULT_RPC_PORT}`}`;
-  // The one error a user sees for a typo: which part is wrong (not the URL parser's "Invalid URL").
-  try {
-    new URL(url);
-  } catch {
-    throw new EndpointError(
+  // The one error a user sees for a typo: which part is wrong (not the URL parser's "Invalid URL",
+  // nor an agent's Unimplemented for a path taken into the URL: "127.0.0.1:7950/x").
+  const notHostPort = () =>
+    new EndpointError(
       `endpoint "${endpoint}" is not host:port with a port from 1 to 65535 (e.g. 10.0.0.5:7950)`,
     );
+  const bracketed = /^\[[^\]]+\](?::\d+)?$/.test(endpoint);
+  const bareV6 = !bracketed && (endpoint.match(/:/g)?.length ?? 0) > 1;
+  if (bareV6) {
+    // (A bare IPv6 address takes no port: "::1:7950" would be read as the address ::1:7950.)
+    if (isIP(endpoint) !== 6) throw notHostPort();
+    return `${scheme}://[${endpoint}]:${DEFAULT_RPC_PORT}`;
   }
+  const hasPort = /:\d+$/.test(endpoint);
+  const url = `${scheme}://${endpoint}${hasPort ? "" : `:${DEFAULT_RPC_PORT}`}`;
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch {
+    throw notHostPort();
+  }
+  if (u.pathname !== "/" || u.search || u.hash || u.username || u.port === "0") throw notHostPort();
   return url;
 }
 

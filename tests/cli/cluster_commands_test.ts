@@ -4,7 +4,7 @@
  */
 import { buildProgram } from "../../cli/llmctl.ts";
 import type { Command } from "@commander-js/extra-typings";
-import { assert, assertEquals } from "../support/assert.ts";
+import { assert, assertEquals, assertThrows } from "../support/assert.ts";
 import {
   type AgentProcess,
   startAgent,
@@ -13,7 +13,8 @@ import {
   waitForPlacement,
 } from "../support/agents.ts";
 import { llmctl, spawnLlmctl } from "../support/cli.ts";
-import { parseTimeout } from "../../cli/client.ts";
+import { CliError, parseTimeout } from "../../cli/client.ts";
+import { intOption } from "../../cli/common.ts";
 import { FIXTURES, STORIES } from "../support/paths.ts";
 
 async function json(args: string[]): Promise<Record<string, unknown>> {
@@ -272,6 +273,18 @@ Deno.test("no agent at the endpoint: exit code 3 and what to do", async () => {
   }
   assertEquals(parseTimeout("1.5s"), 1500);
   assertEquals(parseTimeout("2m"), 120_000);
+  // An empty model undeployed the served one on every agent (an unset variable in a script).
+  const undeploy = await llmctl(["models", "undeploy", "", "--endpoint", "127.0.0.1:1"]);
+  assertEquals(undeploy.code, 2, undeploy.stderr);
+  assert(undeploy.stderr.includes("the model is empty"), undeploy.stderr);
+  // gRPC's timeout takes 8 digits of ms (1667m was a protocol error; 40000m fired at once).
+  assertEquals(parseTimeout("1666m"), 99_960_000);
+  assertThrows(() => parseTimeout("1667m"), CliError, "1666m");
+  // Number's other spellings of integers, and an empty one (0: --top-k off).
+  for (const bad of ["0x3", "1e1", "", " "]) {
+    assertThrows(() => intOption(0)(bad), Error, "integer");
+  }
+  assertThrows(() => intOption(1, 2 ** 31 - 1)("4294967297"), Error, "from 1 to 2147483647");
   // A port out of range is a usage error that says so (it was "Invalid URL", exit 1).
   const port = await llmctl(["nodes", "list", "--endpoint", "127.0.0.1:99999"]);
   assertEquals(port.code, 2, port.stderr);

@@ -5,6 +5,7 @@ import {
   checkBindAddress,
   createRpcTransport,
   DEFAULT_MAX_REQUEST_BYTES,
+  EndpointError,
   endpointUrl,
   explainRpcError,
   grpcEnvelope,
@@ -332,6 +333,11 @@ Deno.test("endpointUrl: host, host:port, IPv6 and URLs; scheme follows TLS", () 
   assertEquals(endpointUrl("[::1]:7951", false), "http://[::1]:7951");
   assertEquals(endpointUrl("https://a:1/", true), "https://a:1");
   assertThrows(() => endpointUrl("http://a:1", true), Error, "TLS is on");
+  // A path was taken into the URL (the agent answered Unimplemented), a bare IPv6 address with
+  // a port failed as "Invalid URL", and port 0 was "no agent".
+  for (const bad of ["127.0.0.1:37950/x", "::1:37950", "127.0.0.1:0", "a:1?x", "u@a:1"]) {
+    assertThrows(() => endpointUrl(bad, false), EndpointError, `endpoint "${bad}" is not host:port`);
+  }
 });
 
 Deno.test("node states travel as enums, leave marks a member LEFT", async () => {
