@@ -26,9 +26,12 @@ export function formatDuration(ms: number): string {
  */
 export function table(
   header: string[],
-  rows: string[][],
+  rawRows: string[][],
   style?: (col: number, cell: string, padded: string) => string,
 ): string {
+  // Cells hold what files and peers say (metadata, model ids, tensor names): escaped, so a
+  // control sequence in them cannot clear the screen, retitle the terminal or shift columns.
+  const rows = rawRows.map((r) => r.map(printable));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (cells: string[], body: boolean) =>
     cells.map((c, i) => {
@@ -36,6 +39,30 @@ export function table(
       return body && style ? style(i, c, padded) : padded;
     }).join("  ").trimEnd();
   return [line(header, false), ...rows.map((r) => line(r, true))].join("\n");
+}
+
+/** Control characters: C0, DEL, C1. */
+// deno-lint-ignore no-control-regex
+const CONTROLS = /[\x00-\x1f\x7f-\x9f]/g;
+/** Control characters but tab and newline, and ESC unless it starts a color (SGR) sequence. */
+// deno-lint-ignore no-control-regex
+const UNSAFE = /\x1b(?!\[[0-9;]*m)|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f-\x9f]/g;
+
+/**
+ * `text` with its control characters (C0, DEL, C1) written as `\xNN`: what a GGUF file, a model
+ * id or a peer says is printed, never obeyed by the terminal.
+ */
+export function printable(text: string): string {
+  return text.replace(CONTROLS, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+}
+
+/**
+ * console.log for human output that holds what files and peers say: their control characters
+ * escaped (printable) except this tool's own colors (SGR sequences), so an agent's model id or a
+ * GGUF key cannot clear the screen, set the terminal's title or move the cursor.
+ */
+export function say(...parts: unknown[]): void {
+  console.log(parts.map(String).join(" ").replace(UNSAFE, printable));
 }
 
 /** Whether human output may use ANSI colors: stdout is a terminal and NO_COLOR is unset. */

@@ -16,7 +16,7 @@ import {
 import { type StageCandidate, tileChain } from "../../cluster/pipeline/mod.ts";
 import { withAgent } from "../client.ts";
 import { printJson } from "../common.ts";
-import { formatBytes, layerBar, palette, table } from "../format.ts";
+import { formatBytes, layerBar, palette, say, table } from "../format.ts";
 import {
   globals,
   nodeEndpoint,
@@ -94,22 +94,22 @@ export function clusterCommand() {
         return;
       }
       const c = palette();
-      console.log(
+      say(
         `cluster ${c.bold(info.clusterName)} (answered by ${info.responderId}): ` +
           `${m.nodesAlive} alive` +
           (m.nodesSuspect ? `, ${c.yellow(`${m.nodesSuspect} suspect`)}` : "") +
           (m.nodesDead ? `, ${c.red(`${m.nodesDead} dead`)}` : ""),
       );
-      console.log(
+      say(
         `model: ${p?.model ?? "none placed"}` +
           (p ? `  layers ${m.layersPlaced}/${m.layersTotal}  epoch ${p.epoch}` : "") +
           `  budget ${formatBytes(Number(m.memoryBudgetBytes))}` +
           `  ${ready ? c.green("ready") : c.yellow("not ready")}`,
       );
-      if (!p && info.placementError) console.log(c.yellow(`no placement: ${info.placementError}`));
+      if (!p && info.placementError) say(c.yellow(`no placement: ${info.placementError}`));
       if (elsewhere) {
         const on = elsewhere.stages.map((s) => `${s.node}[${s.from},${s.to})`).join(" ");
-        console.log(
+        say(
           elsewhere.whole
             ? `${info.responderId} places no model itself; the cluster serves ${elsewhere.model} ` +
               `on ${on}: ${info.responderId} forwards requests there (or send them to one of them)`
@@ -118,14 +118,14 @@ export function clusterCommand() {
         );
       }
       for (const n of failed) {
-        console.log(c.red(`stage failed on ${n.id}: ${n.stageError} (left the placement)`));
+        say(c.red(`stage failed on ${n.id}: ${n.stageError} (left the placement)`));
       }
       if (p && p.replicas.length > 1) {
-        console.log(
+        say(
           `\n${p.replicas.length} replicas (--replicas ${p.replicasSetting || "1"})` +
             (p.standby.length ? `; standby: ${p.standby.join(", ")}` : ""),
         );
-        console.log(table(
+        say(table(
           ["replica", "stages", "sessions", "queued", "free", "tok/s"],
           p.replicas.map((r) => [
             r.id,
@@ -137,8 +137,8 @@ export function clusterCommand() {
           ]),
         ));
       } else if (p && p.stages.length) {
-        console.log("");
-        console.log(table(
+        say("");
+        say(table(
           ["stage", "node", "layers", "placement"],
           p.stages.map((s, i) => [
             String(i),
@@ -163,15 +163,15 @@ export function clusterCommand() {
         return;
       }
       const m = info.metrics!;
-      console.log(`cluster ${info.clusterName}, answered by ${info.responderId}`);
-      console.log(
+      say(`cluster ${info.clusterName}, answered by ${info.responderId}`);
+      say(
         `nodes ${m.nodesTotal} (alive ${m.nodesAlive}, suspect ${m.nodesSuspect}, dead ` +
           `${m.nodesDead}, left ${m.nodesLeft}); cores ${m.cpuCoresTotal}; budget ` +
           `${formatBytes(Number(m.memoryBudgetBytes))}; layers ${m.layersPlaced}/${m.layersTotal}` +
           `; requests ${m.activeRequests}; tokens ${m.tokensGeneratedTotal}`,
       );
-      console.log("");
-      console.log(table(
+      say("");
+      say(table(
         ["id", "state", "endpoint", "backend", "layers", "budget", "gflops", "version"],
         info.nodes.map((n) => [
           n.id,
@@ -187,21 +187,21 @@ export function clusterCommand() {
       ));
       if (info.placement) {
         const p = info.placement;
-        console.log(`\nplacement of ${p.model} (epoch ${p.epoch}):`);
+        say(`\nplacement of ${p.model} (epoch ${p.epoch}):`);
         const replicas = p.replicas.length ? p.replicas : [{ id: "", stages: p.stages }];
         for (const r of replicas) {
-          if (replicas.length > 1) console.log(`  replica ${r.id}:`);
+          if (replicas.length > 1) say(`  replica ${r.id}:`);
           for (const s of r.stages) {
-            console.log(
+            say(
               `  ${layerBar(s.fromLayer, s.toLayer, p.totalLayers, 40)}  ${s.nodeId} ` +
                 `[${s.fromLayer},${s.toLayer})`,
             );
           }
         }
-        if (p.standby.length) console.log(`  standby: ${p.standby.join(", ")}`);
+        if (p.standby.length) say(`  standby: ${p.standby.join(", ")}`);
       }
       if (info.nodes.some((n) => n.state === NodeState.SUSPECT)) {
-        console.log("\nsuspect nodes missed probes; gossip declares them dead unless they answer.");
+        say("\nsuspect nodes missed probes; gossip declares them dead unless they answer.");
       }
     });
   cluster.command("replan")
@@ -222,9 +222,9 @@ export function clusterCommand() {
         });
         return;
       }
-      console.log(res.message);
+      say(res.message);
       for (const s of res.placement?.stages ?? []) {
-        console.log(`  ${s.nodeId} [${s.fromLayer},${s.toLayer})`);
+        say(`  ${s.nodeId} [${s.fromLayer},${s.toLayer})`);
       }
     });
   return cluster;

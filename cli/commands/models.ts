@@ -20,7 +20,7 @@ import { type DeployResponse, type TransferProgress, TransferState } from "../..
 import { CliError, connect, rpcError, withAgent } from "../client.ts";
 import { progressJson, TransferProgressView, transferStateName } from "../progress.ts";
 import { ExitCode, printJson } from "../common.ts";
-import { formatBytes, layerBar, table } from "../format.ts";
+import { formatBytes, layerBar, say, table } from "../format.ts";
 import { globals, nodeEndpoint, stateName } from "./cluster_view.ts";
 import { NodeState } from "../../proto/mod.ts";
 import { isHubReference } from "../../cluster/hub/mod.ts";
@@ -86,7 +86,7 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
         });
         return;
       }
-      console.log(r.path);
+      say(r.path);
     });
   cmd.command("list")
     .alias("ls")
@@ -170,7 +170,7 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
         return;
       }
       if (models.length === 0) {
-        console.log(
+        say(
           "no model is served; start agents with --model <path>, or `llmctl models deploy <path>`",
         );
         return;
@@ -179,20 +179,20 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
         if (!m.deployed) {
           // Not "not ready": nothing will load it until it is deployed again.
           const on = [...new Set(m.nodes.map((n) => n.node))].join(", ");
-          console.log(
+          say(
             `${m.model}: not deployed (undeployed or replaced; its bytes are cached on ${on}: ` +
               "`llmctl models deploy` serves it again)",
           );
         } else {
-          console.log(
+          say(
             `${m.model}: ${m.total_layers} layers, ${m.ready ? "ready" : "not ready"}` +
               (m.epoch !== null ? `, placement epoch ${m.epoch}` : ""),
           );
         }
         // A table of no rows is a bare header: say so instead (a model no node hosts yet).
-        if (m.deployed && m.hosted.length === 0) console.log("  no node hosts its layers yet");
+        if (m.deployed && m.hosted.length === 0) say("  no node hosts its layers yet");
         else if (m.hosted.length > 0) {
-          console.log(table(
+          say(table(
             ["node", "layers", "state", "range"],
             m.hosted.map((h) => [
               h.node,
@@ -204,7 +204,7 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
         }
         const nodes = caches.filter((t) => t.model === m.model);
         if (nodes.length) {
-          console.log(table(
+          say(table(
             ["node", "transfer", "cached", "needed", "detail"],
             nodes.map((t) => [
               t.nodeId,
@@ -330,7 +330,7 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
         });
         return;
       }
-      console.log(res.message);
+      say(res.message);
     });
   cmd.command("inspect")
     .description("print a GGUF file's metadata and tensor table (reads only the header and index)")
@@ -369,20 +369,20 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
           });
           return;
         }
-        console.log(
+        say(
           `${path}: GGUF v${file.version}, ${formatBytes(file.fileSize)}, ` +
             `${tensors.length} tensors (${formatBytes(totalBytes)}), data at ${file.dataOffset}`,
         );
-        console.log(`model: ${formatModelSummary(model)}`);
-        console.log("\nmetadata:");
-        console.log(table(
+        say(`model: ${formatModelSummary(model)}`);
+        say("\nmetadata:");
+        say(table(
           ["key", "value"],
           Object.entries(metadata).map((
             [k, v],
           ) => [k, typeof v === "string" ? v : JSON.stringify(v)]),
         ));
-        console.log("\ntensors:");
-        console.log(table(
+        say("\ntensors:");
+        say(table(
           ["name", "type", "shape", "bytes"],
           tensors.map((
             t,

@@ -21,7 +21,7 @@ import {
 } from "../../proto/mod.ts";
 import { CliError, connect, withAgent } from "../client.ts";
 import { printJson } from "../common.ts";
-import { formatBytes, formatDuration, table } from "../format.ts";
+import { formatBytes, formatDuration, say, table } from "../format.ts";
 import {
   globals,
   nodeEndpoint,
@@ -58,7 +58,7 @@ export function nodesCommand() {
         return;
       }
       if (info.nodes.length === 0) {
-        console.log("no members (the agent has not joined anyone yet)");
+        say("no members (the agent has not joined anyone yet)");
         return;
       }
       // With --all: since when each member is in its state (when a dead one died).
@@ -67,7 +67,7 @@ export function nodesCommand() {
         const at = Number(n.stateChangedUnixMs);
         return at > 0 ? `${formatDuration(Math.max(0, now - at))} ago` : "";
       };
-      console.log(table(
+      say(table(
         [
           "id",
           "state",
@@ -185,7 +185,7 @@ export function nodesCommand() {
       }
       if (error) rows.push(["unreachable", error]);
       const w = Math.max(...rows.map(([k]) => k.length));
-      for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${v}`);
+      for (const [k, v] of rows) say(`${k.padEnd(w)}  ${v}`);
     });
   nodes.command("drain")
     .description(
@@ -208,7 +208,7 @@ export function nodesCommand() {
         });
         return;
       }
-      console.log(res.message);
+      say(res.message);
     });
   nodes.command("log-level")
     .description("change a node's log level at run time (debug, info, warn, error)")
@@ -222,7 +222,7 @@ export function nodesCommand() {
           command: { case: "setLogLevel", value: { nodeId: id, level } },
         }, c.callOptions));
       if (opts.json) printJson({ message: res.message });
-      else console.log(res.message);
+      else say(res.message);
     });
   return nodes;
 }

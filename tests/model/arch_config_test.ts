@@ -363,3 +363,22 @@ Deno.test("models inspect builds the tokenizer: a vocabulary of another size is 
     await Deno.remove(path);
   }
 });
+
+Deno.test("models inspect prints what a file says, never a control sequence for the terminal", async () => {
+  // GGUF keys, values and tensor names were printed raw: clear-screen, window-title and colour
+  // sequences reached the terminal, and the columns shifted.
+  const evil = "x\x1b[2J\x1b]0;owned\x07y";
+  const path = await editedGGUF(`${FIXTURES}/models/tiny-f32.gguf`, {
+    metadata: (
+      m,
+    ) => [...m.filter((e) => e.key !== "general.name"), meta.string("general.name", evil)],
+  });
+  try {
+    const r = await llmctl(["models", "inspect", path]);
+    assertEquals(r.code, 0, r.stderr);
+    assert(!r.stdout.includes("\x1b[2J") && !r.stdout.includes("\x07"), r.stdout.slice(0, 300));
+    assert(r.stdout.includes("x\\x1b[2J\\x1b]0;owned\\x07y"), r.stdout.slice(0, 2000));
+  } finally {
+    await Deno.remove(path);
+  }
+});

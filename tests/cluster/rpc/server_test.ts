@@ -336,7 +336,11 @@ Deno.test("endpointUrl: host, host:port, IPv6 and URLs; scheme follows TLS", () 
   // A path was taken into the URL (the agent answered Unimplemented), a bare IPv6 address with
   // a port failed as "Invalid URL", and port 0 was "no agent".
   for (const bad of ["127.0.0.1:37950/x", "::1:37950", "127.0.0.1:0", "a:1?x", "u@a:1"]) {
-    assertThrows(() => endpointUrl(bad, false), EndpointError, `endpoint "${bad}" is not host:port`);
+    assertThrows(
+      () => endpointUrl(bad, false),
+      EndpointError,
+      `endpoint "${bad}" is not host:port`,
+    );
   }
 });
 
