@@ -7,7 +7,6 @@ import { Command, Option } from "@commander-js/extra-typings";
 import { BACKEND_NAMES } from "../kernels/select.ts";
 import { createClient } from "@connectrpc/connect";
 import { createRpcTransport } from "../cluster/rpc/mod.ts";
-import { untilAborted } from "../cluster/deadline.ts";
 import { InferenceService } from "../proto/mod.ts";
 import { DEFAULT_MODEL, intOption, numberOption, writeOut } from "./common.ts";
 import { formatBytes, table } from "./format.ts";
@@ -103,10 +102,10 @@ export async function main(args: string[]): Promise<number> {
   }
   const transport = await createRpcTransport(`127.0.0.1:${agents[0].rpcPort}`);
   try {
-    const info = await untilAborted(
-      waitForPlacement(transport, agents.length),
-      interrupted.signal,
-    );
+    // The wait itself ends on the signal, its call in flight too: returning while it still
+    // polled, the transport was closed under its call, and Deno's HTTP/2 layer aborted the
+    // process (nghttp2's find_stream_on_goaway_func assertion) in 6 of 10 early Ctrl-Cs.
+    const info = await waitForPlacement(transport, agents.length, 30_000, interrupted.signal);
     const byId = new Map(info.nodes.map((n) => [n.id, n]));
     say("\nplacement (gossip-agreed, contiguous layer ranges):");
     say(table(

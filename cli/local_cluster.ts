@@ -188,13 +188,16 @@ export async function waitForPlacement(
   transport: RpcTransport,
   n: number,
   timeoutMs = 30_000,
+  /** Ends the wait (its call in flight too): it rejects with the signal's reason. */
+  signal?: AbortSignal,
 ): Promise<GetClusterInfoResponse> {
   const client = createClient(DiscoveryService, transport);
   const deadline = Date.now() + timeoutMs;
   let last = "";
   while (Date.now() < deadline) {
+    signal?.throwIfAborted();
     try {
-      const info = await client.getClusterInfo({});
+      const info = await client.getClusterInfo({}, { signal });
       const alive = info.nodes.filter((x) => x.state === NodeState.ALIVE);
       const total = info.placement?.totalLayers ?? 0;
       const hosted = alive.filter((x) => x.hosted).map((
@@ -206,6 +209,7 @@ export async function waitForPlacement(
       last = JSON.stringify({ alive: alive.length, hosted, total });
       if (alive.length === n && total > 0 && at === total) return info;
     } catch (e) {
+      signal?.throwIfAborted();
       last = (e as Error).message;
     }
     await new Promise((r) => setTimeout(r, 100));

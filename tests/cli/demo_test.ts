@@ -64,3 +64,25 @@ for (const [signal, code] of [["SIGTERM", 143], ["SIGINT", 130]] as const) {
     }
   });
 }
+
+Deno.test("demo: a Ctrl-C while it waits for the placement stops it cleanly (exit 130)", async () => {
+  // The wait returned at once but its poll went on; the transport was closed under its call and
+  // Deno's HTTP/2 layer aborted the process (exit 134, an nghttp2 assertion) in 6 of 10 tries.
+  // (A race: the old code crashed in about half of such tries here, so three of them.)
+  for (const delayMs of [500, 800, 1100]) {
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-all", `${REPO}/cli/demo.ts`],
+      cwd: REPO,
+      env: { NO_COLOR: "1" },
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    const err = new Response(child.stderr).text();
+    // early: while the agents start or the placement is awaited
+    await new Promise((r) => setTimeout(r, delayMs));
+    child.kill("SIGINT");
+    const status = await child.status;
+    const stderr = await err;
+    assertEquals(status.code, 130, stderr.slice(-500));
+  }
+});
