@@ -108,6 +108,10 @@ export interface TuiState {
   transfers: Record<string, TransferView>;
   lastSequence: number;
   droppedEvents: number;
+  /** Time of the newest update applied (what a relink's replayed history must not repeat). */
+  seenUntil: number;
+  /** Updates up to this time are the agent's history replayed on a relink: not logged again. */
+  replayUntil: number;
   tab: number;
   selected: number;
   expanded: boolean;
@@ -159,6 +163,8 @@ export function initialState(endpoint: string): TuiState {
     transfers: {},
     lastSequence: 0,
     droppedEvents: 0,
+    seenUntil: 0,
+    replayUntil: 0,
     tab: 0,
     selected: 0,
     expanded: false,
@@ -219,6 +225,9 @@ export function visibleEvents(s: TuiState): EventLine[] {
 }
 
 function pushEvent(s: TuiState, e: EventLine): EventLine[] {
+  // A relink replays the agent's recent history: its state is applied, its lines are not
+  // logged a second time.
+  if (e.kind !== "link" && e.t <= s.replayUntil) return s.events;
   const events = [...s.events, e];
   return events.length > MAX_EVENTS ? events.slice(events.length - MAX_EVENTS) : events;
 }
@@ -261,6 +270,7 @@ function applyUpdate(s: TuiState, msg: StreamUpdatesResponse): TuiState {
     ...s,
     lastSequence: seq < s.lastSequence ? seq : Math.max(seq, s.lastSequence),
     droppedEvents: s.droppedEvents + dropped,
+    seenUntil: Math.max(s.seenUntil, at),
   };
   const ev = msg.event;
   switch (ev.case) {
@@ -415,11 +425,18 @@ function applyUpdate(s: TuiState, msg: StreamUpdatesResponse): TuiState {
 export function reduce(s: TuiState, a: Action): TuiState {
   switch (a.type) {
     case "connected":
+      // The snapshot that follows is the whole view: members and placement are rebuilt from it
+      // (kept, a relink showed members the agent had since forgotten, or lost, as still there).
       return {
         ...s,
         connected: true,
         linkError: "",
         lastSequence: 0,
+        nodes: {},
+        placement: undefined,
+        requests: {},
+        transfers: {},
+        replayUntil: s.seenUntil,
         events: pushEvent(s, {
           t: a.at,
           kind: "link",

@@ -279,3 +279,23 @@ Deno.test("no agent yet: the link error is shown whole, wrapped, and its advice 
   assert(text.replace(/[\s│]+/g, " ").includes("(or DLLM_ENDPOINT)"), text);
   assertEquals(text.split("deno task agent").length - 1, 1, text);
 });
+
+Deno.test("reducer: a relink rebuilds the view from its snapshot and does not log the replayed history again", () => {
+  // Before, a relink kept every member (b dead, forgotten by the agent since: "1/2 alive" for
+  // good) and logged the agent's history a second time.
+  let s = initialState("e");
+  s = reduce(s, { type: "connected", at: 1 });
+  const history = [member("a", NodeState.ALIVE, 0, 2), member("b", NodeState.ALIVE, 2, 5)];
+  for (const m of history) s = reduce(s, { type: "update", msg: m });
+  s = reduce(s, { type: "update", msg: member("b", NodeState.DEAD, 2, 5) });
+  s = reduce(s, { type: "disconnected", at: 2, error: "the agent ended the stream" });
+  const logged = s.events.length;
+  s = reduce(s, { type: "connected", at: 3 });
+  // the agent replays its recent history (old stamps), then its snapshot: only a is a member now
+  for (const m of history) s = reduce(s, { type: "update", msg: m });
+  assertEquals(Object.keys(s.nodes).sort(), ["a", "b"]);
+  assertEquals(s.events.length, logged + 1, "only the link line: the history is not logged again");
+  s = reduce(s, { type: "connected", at: 4 });
+  s = reduce(s, { type: "update", msg: member("a", NodeState.ALIVE, 0, 5) });
+  assertEquals(Object.keys(s.nodes), ["a"], "members come from the snapshot, not the old view");
+});
