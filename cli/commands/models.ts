@@ -247,6 +247,14 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
           throw new CliError(`--transfer-rate-limit: ${(e as Error).message}`, ExitCode.usage);
         }
       }
+      // A list that names no node (", ,", "") meant every member: a deploy far wider than asked.
+      const nodes = opts.nodes?.split(",").map((x) => x.trim()).filter(Boolean);
+      if (nodes !== undefined && nodes.length === 0) {
+        throw new CliError(
+          "--nodes names no node; leave it out to deploy to every member",
+          ExitCode.usage,
+        );
+      }
       const g = globals(c);
       if (opts.fromHere && (g.tlsCert || g.tlsCa)) {
         throw new CliError(
@@ -286,7 +294,7 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
           const m of conn.transfer.deploy({
             path,
             sourceNodeId: opts.source ?? "",
-            nodes: opts.nodes ? opts.nodes.split(",").map((x) => x.trim()).filter(Boolean) : [],
+            nodes: nodes ?? [],
             rateLimitBytesPerSecond: BigInt(rate),
             sourceEndpoint: files?.endpoint ?? "",
           })

@@ -277,6 +277,10 @@ Deno.test("no agent at the endpoint: exit code 3 and what to do", async () => {
   const undeploy = await llmctl(["models", "undeploy", "", "--endpoint", "127.0.0.1:1"]);
   assertEquals(undeploy.code, 2, undeploy.stderr);
   assert(undeploy.stderr.includes("the model is empty"), undeploy.stderr);
+  // --nodes naming no node deployed to every member.
+  const wide = await llmctl(["models", "deploy", "x.gguf", "--nodes", ", ,", "-e", "127.0.0.1:1"]);
+  assertEquals(wide.code, 2, wide.stderr);
+  assert(wide.stderr.includes("--nodes names no node"), wide.stderr);
   // gRPC's timeout takes 8 digits of ms (1667m was a protocol error; 40000m fired at once).
   assertEquals(parseTimeout("1666m"), 99_960_000);
   assertThrows(() => parseTimeout("1667m"), CliError, "1666m");
