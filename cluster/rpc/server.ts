@@ -285,10 +285,16 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
   /** host:port of this listener (set once bound), for requests whose own does not parse. */
   let ownAuthority = "localhost";
   const requestTimeoutMs = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+  /** Calls in flight (close() waits for them within its grace). */
+  let inFlight = 0;
   const handler: NodeHandler = (req, res) => {
     const a = activity.get(peerKey(req.socket));
     a?.busy();
-    res.once("close", () => a?.done());
+    inFlight++;
+    res.once("close", () => {
+      a?.done();
+      inFlight--;
+    });
     if (!BIDI_PATHS.has(req.url ?? "")) {
       // A request that never arrives whole is cut off (its stream, or an HTTP/1.1 connection).
       const cut = setTimeout(() => {
@@ -329,18 +335,6 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     s.on("error", () => {});
   };
   let listener: net.Server;
-  let sessions: Set<http2.Http2Session> = new Set();
-  /** HTTP/2 sessions by peer: an idle one is closed with GOAWAY rather than a reset. */
-  const sessionOf = new Map<string, http2.Http2Session>();
-  const onSession = (s: http2.Http2Session) => {
-    sessions.add(s);
-    const key = peerKey(s.socket);
-    sessionOf.set(key, s);
-    s.once("close", () => {
-      sessions.delete(s);
-      if (sessionOf.get(key) === s) sessionOf.delete(key);
-    });
-  };
   /** What the guard calls for each admitted connection (TLS: the raw socket, before its handshake). */
   let serve = (socket: net.Socket, a: ConnectionActivity) => {
     track(socket);
@@ -359,14 +353,12 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       maxSessionMemory: 64,
       settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS },
     }, handler);
-    secure.on("session", onSession);
     listener = secure;
   } else {
     const h2 = http2.createServer({
       maxSessionMemory: 64,
       settings: { maxConcurrentStreams: MAX_CONCURRENT_STREAMS },
     }, handler);
-    h2.on("session", onSession);
     // Under Deno 2.9 a connection handed over by emit("connection") gets no answer to a second
     // request, so an HTTP/1.1 answer says it closes, rather than promise keep-alive and then
     // close (a client's POST on that connection could meet the close).
@@ -404,13 +396,12 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
     probeEveryMs: opts.probeEveryMs,
     warn: opts.warn,
     serve: (socket, a) => serve(socket, a),
-    close: (socket) => {
-      const session = sessionOf.get(peerKey(socket));
-      if (!session) return socket.destroy();
-      // GOAWAY: a client opens its next call on a new connection instead of failing it.
-      session.close();
-      setTimeout(() => socket.destroy(), 1000);
-    },
+    // A connection the guard gives up on has no call in flight (idle, or silent): its socket is
+    // closed, not its session with a GOAWAY. A GOAWAY reaching a client whose session holds
+    // closed streams (a deploy's transfer connection) aborted that whole agent in Deno's HTTP/2
+    // layer (nghttp2's find_stream_on_goaway_func assertion); a closed socket only ends the
+    // session, and the client's next call opens another.
+    close: (socket) => socket.destroy(),
   });
   const bound = (listener.address() as net.AddressInfo).port;
   const urlHost = host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
@@ -425,14 +416,14 @@ export async function startRpcServer(opts: RpcServerOptions): Promise<RpcServer>
       closing ??= (async () => {
         guarded.stop();
         const stopped = new Promise<void>((r) => listener.close(() => r()));
-        // GOAWAY tells HTTP/2 clients to finish what they started and open nothing new.
-        for (const s of sessions) s.close();
+        // The calls in flight finish within the grace, then every connection is closed. Not
+        // with GOAWAY: one reaching a client whose session holds closed streams (a deploying
+        // agent's transfer connection) aborted that agent (see the guard's close above).
         const deadline = Date.now() + graceMs;
-        while (sockets.size > 0 && Date.now() < deadline) {
+        while (inFlight > 0 && sockets.size > 0 && Date.now() < deadline) {
           await new Promise((r) => setTimeout(r, 10));
         }
         for (const s of sockets) s.destroy();
-        sessions = new Set();
         await stopped;
       })();
       return closing;

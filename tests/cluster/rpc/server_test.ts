@@ -803,3 +803,42 @@ Deno.test("a call whose request never arrives whole is cut off after the request
     await server.close();
   }
 });
+
+Deno.test("the RPC server closes connections without a GOAWAY: idle ones, and all at its close", async () => {
+  // A GOAWAY reaching a client whose session held closed streams (a deploying agent's transfer
+  // connection, when a peer stopped) aborted that agent: Deno's nghttp2 assertion
+  // find_stream_on_goaway_func. The server now closes sockets; a client's next call reconnects.
+  for (const how of ["idle", "close"] as const) {
+    const server = await startRpcServer({
+      port: 0,
+      routes: (r) => r.service(Health, grpcHealthService(() => HealthStatus.SERVING)),
+      limits: how === "idle" ? { idleMs: 200 } : {},
+    });
+    const session = http2.connect(`http://127.0.0.1:${server.port}`);
+    session.on("error", () => {});
+    let goaways = 0;
+    session.on("goaway", () => goaways++);
+    try {
+      const call = session.request({
+        ":method": "POST",
+        ":path": "/grpc.health.v1.Health/Check",
+        "content-type": "application/grpc",
+        te: "trailers",
+      });
+      call.on("error", () => {});
+      call.end(new Uint8Array([0, 0, 0, 0, 0]));
+      await new Promise<void>((resolve) => {
+        call.on("data", () => {});
+        call.once("close", () => resolve());
+      });
+      const closed = new Promise<void>((resolve) => session.once("close", () => resolve()));
+      if (how === "close") await server.close();
+      await Promise.race([closed, new Promise((r) => setTimeout(r, 3000))]);
+      assert(session.closed || session.destroyed, `${how}: the connection is still open`);
+      assertEquals(goaways, 0, `${how}: a GOAWAY was sent`);
+    } finally {
+      session.destroy();
+      await server.close();
+    }
+  }
+});
