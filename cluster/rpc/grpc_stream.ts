@@ -16,7 +16,7 @@
  *
  * @module
  */
-import type * as http2 from "node:http2";
+import * as http2 from "node:http2";
 import { Buffer } from "node:buffer";
 import { type DescMessage, fromBinary, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
@@ -382,11 +382,39 @@ export type RawServerStream<I extends DescMessage> = (
   signal: AbortSignal,
 ) => AsyncIterable<Uint8Array>;
 
-/** Write `bytes` and wait until HTTP/2 has taken them (the peer's window had room). */
-function writeAndWait(res: http2.Http2ServerResponse, bytes: Uint8Array): Promise<void> {
+/**
+ * Most time a server stream waits for its client to take a message (the peer's HTTP/2 window
+ * to open): a client that stops reading is cut off then, as the TCP data plane cuts one. Eight
+ * FetchChunks streams that were never read held a source's chunk permits for good, and no other
+ * node could fetch from it.
+ */
+export const STREAM_WRITE_TIMEOUT_MS = 60_000;
+
+/**
+ * Write `bytes` and wait until HTTP/2 has taken them (the peer's window had room), at most
+ * `timeoutMs`: then the stream is reset and this rejects.
+ */
+export function writeAndWait(
+  res: http2.Http2ServerResponse,
+  bytes: Uint8Array,
+  timeoutMs = STREAM_WRITE_TIMEOUT_MS,
+): Promise<void> {
   return new Promise((resolve, reject) => {
     const view = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    res.write(view, (err?: Error | null) => (err ? reject(err) : resolve()));
+    const timer = setTimeout(() => {
+      reject(
+        new ConnectError(
+          `the client took nothing for ${timeoutMs / 1000} s: the stream is closed`,
+          Code.DeadlineExceeded,
+        ),
+      );
+      res.stream?.close(http2.constants.NGHTTP2_CANCEL);
+    }, timeoutMs);
+    res.write(view, (err?: Error | null) => {
+      clearTimeout(timer);
+      if (err) reject(err);
+      else resolve();
+    });
   });
 }
 

@@ -62,6 +62,8 @@ export {
   type RawServerStream,
   serveBidi,
   serveServerStream,
+  STREAM_WRITE_TIMEOUT_MS,
+  writeAndWait,
 } from "./grpc_stream.ts";
 export {
   closeQuietly,

@@ -16,6 +16,7 @@ import {
   RpcFailure,
   type RpcProtocol,
   startRpcServer,
+  writeAndWait,
 } from "../../../cluster/rpc/mod.ts";
 import {
   type ActivationFrame,
@@ -460,5 +461,37 @@ Deno.test("a lean call whose grpc-timeout passes ends DEADLINE_EXCEEDED at once,
   } finally {
     await server.close(100);
     await stream.close(100);
+  }
+});
+
+Deno.test("a server stream whose client stops reading is reset after the write bound", async () => {
+  // Eight FetchChunks streams never read held a source's serve permits for good: nothing bounded
+  // a write waiting for the client's window.
+  let failed: unknown;
+  const server = http2.createServer((_req, res) => {
+    void (async () => {
+      const chunk = new Uint8Array(256 << 10);
+      try {
+        for (let i = 0; i < 400; i++) await writeAndWait(res, chunk, 300);
+      } catch (e) {
+        failed = e;
+      }
+    })();
+  });
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const port = (server.address() as { port: number }).port;
+  const session = http2.connect(`http://127.0.0.1:${port}`);
+  session.on("error", () => {});
+  try {
+    const req = session.request({ ":path": "/x" });
+    req.on("error", () => {});
+    req.pause(); // never reads: the window fills
+    for (let i = 0; i < 100 && failed === undefined; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert(failed instanceof ConnectError && failed.code === Code.DeadlineExceeded, String(failed));
+  } finally {
+    session.destroy();
+    await new Promise<void>((r) => server.close(() => r()));
   }
 });
