@@ -148,6 +148,18 @@ async function attempt(
     const res = await client.request(target.url, {
       headers: offset > 0 ? { Range: `bytes=${offset}-` } : {},
     });
+    // The file's size as the server gives it (Content-Range's total, or a whole answer's length):
+    // one other than the Hub lists can never verify. A Hub listing 100 bytes more than the file
+    // had every attempt end short, then a resume refused, and it looped on whole downloads.
+    const total = serverSize(res);
+    if (total !== undefined && total !== target.size) {
+      await res.body?.cancel();
+      await file.truncate(0);
+      throw new HubError(
+        "integrity",
+        `${target.name}: the server's file is ${total} bytes, the Hub lists ${target.size}`,
+      );
+    }
     if (res.status === 416) {
       // The part is not a prefix the server recognises: start again.
       await res.body?.cancel();
@@ -304,4 +316,21 @@ export function diskError(e: unknown, target: { partPath: string; size: number }
   }
   if (e instanceof HubError) return e;
   return new HubError("disk", `cannot write ${target.partPath}: ${msg}`);
+}
+
+/**
+ * The whole file's size by a GET's answer: a Content-Range's total (`a-b/N`,
+ * or the total alone on a 416), or a whole (200) answer's Content-Length; undefined when it does
+ * not say.
+ */
+function serverSize(res: Response): number | undefined {
+  const range = /\/(\d+)\s*$/.exec(res.headers.get("content-range") ?? "");
+  if (range) return Number(range[1]);
+  // (An encoded answer's length is not the file's.)
+  const encoding = res.headers.get("content-encoding");
+  if (res.status === 200 && (encoding === null || encoding === "identity")) {
+    const len = res.headers.get("content-length");
+    if (len !== null && /^\d+$/.test(len.trim())) return Number(len);
+  }
+  return undefined;
 }

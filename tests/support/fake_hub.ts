@@ -57,6 +57,8 @@ export interface FakeHubFaults {
   trickle?: { pieces: number; delayMs: number; times: number };
   /** Ignore Range and send the whole file with 200. */
   ignoreRange?: { times: number };
+  /** List every file (tree and X-Linked-Size) this many bytes larger than it is. */
+  listedSizeExtra?: number;
 }
 
 const enc = new TextEncoder();
@@ -231,9 +233,13 @@ export class FakeHub {
           ? {
             type: "file",
             oid: gitOid(enc.encode(`version https://git-lfs.github.com/spec/v1\n${f.path}`)),
-            size: f.bytes.length,
+            size: f.bytes.length + (this.faults.listedSizeExtra ?? 0),
             path: f.path,
-            lfs: { oid: sha256Hex(f.bytes), size: f.bytes.length, pointerSize: 134 },
+            lfs: {
+              oid: sha256Hex(f.bytes),
+              size: f.bytes.length + (this.faults.listedSizeExtra ?? 0),
+              pointerSize: 134,
+            },
           }
           : { type: "file", oid: gitOid(f.bytes), size: f.bytes.length, path: f.path },
       );
@@ -264,7 +270,7 @@ export class FakeHub {
     if (f.lfs) {
       const sha = sha256Hex(f.bytes);
       headers.set("x-linked-etag", `"${sha}"`);
-      headers.set("x-linked-size", String(f.bytes.length));
+      headers.set("x-linked-size", String(f.bytes.length + (this.faults.listedSizeExtra ?? 0)));
       headers.set("etag", `"${gitOid(enc.encode(f.path))}"`);
       headers.set("location", `${this.cdnUrl}/cdn/${sha}?sig=signed-url-secret`);
       return new Response(null, { status: 302, headers });

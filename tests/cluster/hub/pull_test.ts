@@ -186,6 +186,23 @@ Deno.test("pull: a corrupted transfer fails its sha256, says so, and leaves no p
   });
 });
 
+Deno.test("pull: a file of another size than the Hub lists is an integrity error, not an endless re-download", async () => {
+  // Listed 100 bytes larger: each attempt ended short, the resume was refused (416), the part
+  // restarted, and the retry count was reset by the progress: whole downloads for ever.
+  await withHub(async (hub, cacheDir) => {
+    hub.faults.listedSizeExtra = 100;
+    const size = fixture("tiny-q8_0.gguf").length;
+    const e = await assertRejects(
+      () => pullModel("hf:test-org/tiny-GGUF:Q8_0", options(hub, cacheDir)),
+      HubError,
+      `the server's file is ${size} bytes, the Hub lists ${size + 100}`,
+    );
+    assertEquals((e as HubError).kind, "integrity");
+    const cdnGets = hub.seen.filter((r) => r.path.startsWith("/cdn/")).length;
+    assert(cdnGets <= 1, `${cdnGets} downloads of the file`);
+  });
+});
+
 Deno.test("pull: 401/403 for a gated repo and 404s say what to do; the token is a Bearer header to the Hub only", async () => {
   await withHub(async (hub, cacheDir) => {
     const events: PullEvent[] = [];
