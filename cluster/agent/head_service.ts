@@ -372,6 +372,13 @@ export class HeadService {
         release();
         throw shuttingDown(s.nodeId);
       }
+      if (this.loop.error) {
+        // The placement was lost while it waited: answered as a request arriving now is. Each
+        // queued request waited 10 s for a plan in turn, a slot's worth at a time (the 256th of a
+        // full queue some 20 minutes), while /health already said no placement.
+        release();
+        throw new RpcFailure("unavailable", `no placement: ${this.loop.error}`);
+      }
     } catch (e) {
       signal.removeEventListener("abort", onAbort);
       s.requests.delete(requestId);

@@ -11,11 +11,13 @@ export function testHead(state: Record<string, unknown>) {
   const config = resolveConfig([["default", { memoryBudget: "1GB" }]]);
   const full = { config, ...state } as unknown as AgentState;
   const peers = new Peers(full.config);
+  // The placement loop as the head reads it: its epoch, and an error to set (no placement).
+  const loop = { epoch: 1n } as { epoch: bigint; error?: string };
   const service = new HeadService(
     full,
-    { epoch: 1n } as unknown as PlacementLoop,
+    loop as unknown as PlacementLoop,
     peers,
     undefined as unknown as AgentMetrics,
   );
-  return { service, peers, state: full };
+  return { service, peers, state: full, loop };
 }

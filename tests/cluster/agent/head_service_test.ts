@@ -164,3 +164,26 @@ Deno.test("token ids past the vocabulary (prompt, logit_bias) are 400s naming th
   assertEquals([bias?.status, bias?.param, bias?.code], [400, "logit_bias", "invalid_value"]);
   assert(bias!.message.includes("names token 100"), bias!.message);
 });
+
+Deno.test("a request that waited for a slot while the placement was lost is refused at once, as a new one is", async () => {
+  // Each queued request waited 10 s for a plan in turn, a slot's worth at a time, while /health
+  // already said no placement (the last of a full queue some 20 minutes).
+  const admission = new Admission(1, 4);
+  const busy = await admission.acquire();
+  const { service, state, loop } = servingHead(admission);
+  const waiting = service.generate(
+    { requestId: "q", promptTokens: [1, 2, 3], maxTokens: 4, sampling: {} },
+    new AbortController().signal,
+  )[Symbol.asyncIterator]().next().then(() => null, (e) => e);
+  await new Promise((r) => setTimeout(r, 20));
+  assertEquals(admission.stats.queued, 1);
+  loop.error = "layer 4 has no live agent";
+  const t0 = performance.now();
+  busy();
+  const e = await waiting;
+  assertEquals((e as { rpcCode?: string }).rpcCode, "unavailable", `${e}`);
+  assert(/no placement: layer 4 has no live agent/.test(String(e)), `${e}`);
+  assert(performance.now() - t0 < 1000, "it waited for a plan");
+  assertEquals(admission.stats.active, 0, "its slot went back");
+  assertEquals(state.requests.size, 0);
+});
