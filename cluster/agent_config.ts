@@ -301,7 +301,17 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
     return v;
   };
 
-  const bind = str("bind", "127.0.0.1")!;
+  // An IP address or a host name ("" was refused as "refusing to gossip in plaintext on :",
+  // which named no cause).
+  const bind = advertisedHost(
+    str("bind", "127.0.0.1")!,
+    (why) =>
+      fail(
+        "bind",
+        pick("bind")[1],
+        why.replace("a host peers can reach", "an address to listen on"),
+      ),
+  )!;
   const [budgetRaw, budgetSrc] = pick("memoryBudget");
   let memoryBudget: number;
   if (budgetRaw === undefined) {

@@ -257,6 +257,8 @@ Deno.test("values that were taken and misbehaved later are refused at start, nam
     assertThrows(() => on({ seeds: bad }), AgentConfigError, "--seeds");
   }
   assertEquals(on({ seeds: "fd00::2,[fd00::3]:7000" }).seeds, ["fd00::2", "[fd00::3]:7000"]);
+  // An empty --bind was refused as "refusing to gossip in plaintext on :".
+  assertThrows(() => on({ bind: "" }), AgentConfigError, "--bind");
   // Number's other spellings of an integer.
   assertThrows(() => on({ rpcPort: "0x7d0" }), AgentConfigError, "--rpc-port");
   assertThrows(() => on({ maxSessions: "1e1" }), AgentConfigError, "--max-sessions");
