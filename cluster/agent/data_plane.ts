@@ -27,21 +27,34 @@ export function startDataPlane(
   loop: PlacementLoop,
   metrics: AgentMetrics,
 ): Promise<TcpPlane> {
-  return startTcpPlane({
-    host: s.config.bind,
-    port: s.config.dataPort,
-    protocols: {
-      [CHUNKS_PREAMBLE]: chunkProtocol((req, signal) => s.transfer.fetchChunks(req, signal)),
-      [FORWARD_PREAMBLE]: forwardProtocol(
-        forwardContext(s, head, loop, metrics),
-        DEFAULT_MAX_MESSAGE_BYTES,
-        // Sessions through this stage, and the ones a replay opens before the old ones close.
-        2 * s.config.maxSessions + 16,
-      ),
-      // Heads' reply streams to this agent as a tail: one per session, as Forward streams.
-      [REPLIES_PREAMBLE]: repliesProtocol(s.replies, 2 * s.config.maxSessions + 16),
-    },
-    log: (msg) => s.log("debug", msg),
-    warn: (msg, fields) => s.log("warn", msg, fields),
+  // (startTcpPlane listens before it returns: a port in use throws at once)
+  return Promise.resolve().then(() =>
+    startTcpPlane({
+      host: s.config.bind,
+      port: s.config.dataPort,
+      protocols: {
+        [CHUNKS_PREAMBLE]: chunkProtocol((req, signal) => s.transfer.fetchChunks(req, signal)),
+        [FORWARD_PREAMBLE]: forwardProtocol(
+          forwardContext(s, head, loop, metrics),
+          DEFAULT_MAX_MESSAGE_BYTES,
+          // Sessions through this stage, and the ones a replay opens before the old ones close.
+          2 * s.config.maxSessions + 16,
+        ),
+        // Heads' reply streams to this agent as a tail: one per session, as Forward streams.
+        [REPLIES_PREAMBLE]: repliesProtocol(s.replies, 2 * s.config.maxSessions + 16),
+      },
+      log: (msg) => s.log("debug", msg),
+      warn: (msg, fields) => s.log("warn", msg, fields),
+    })
+  ).catch((e: Error) => {
+    // Worded as the other listeners word it: "Address already in use (os error 98)" named
+    // neither the port nor the flag.
+    const port = s.config.dataPort;
+    throw new Error(
+      e instanceof Deno.errors.AddrInUse
+        ? `cannot listen for the data plane on ${s.config.bind}:${port}: port ${port} is ` +
+          `already in use; choose another with --data-port (0 picks a free one)`
+        : `cannot listen for the data plane on ${s.config.bind}:${port}: ${e.message}`,
+    );
   });
 }

@@ -118,3 +118,21 @@ Deno.test("a megabyte in the model's metadata makes one bounded error line, not 
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("a data port in use is named with its flag", async () => {
+  // "Address already in use (os error 98)" named neither the port nor the flag.
+  const held = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (held.addr as Deno.NetAddr).port;
+  try {
+    const r = await runAgent([
+      "--data-port",
+      String(port),
+      ...["--rpc-port", "0", "--gossip-port", "0", "--metrics-port", "0", "--http-port", "0"],
+    ]);
+    assert(r.code !== 0, r.stderr);
+    assert(r.stderr.includes(`port ${port} is already in use`), r.stderr);
+    assert(r.stderr.includes("--data-port"), r.stderr);
+  } finally {
+    held.close();
+  }
+});
