@@ -103,6 +103,8 @@ export async function* deployModel(
   );
   /** Targets gossip no longer lists (killed, partitioned): the others re-plan without them. */
   const gone = new Set<string>();
+  /** Since when the loaded stages have tiled the model (0: they do not). */
+  let tiledSince = 0;
   for (;;) {
     const listed = new Set(
       m.host.members().filter((x) => x.status === "alive" || x.status === "suspect").map((x) =>
@@ -133,7 +135,18 @@ export async function* deployModel(
       .map((n) => [n.fromLayer, n.toLayer]).sort((a, b) => a[0] - b[0]);
     let at = 0;
     for (const [f, t] of ranges) if (f === at) at = t;
-    const loaded = idle && plan.totalLayers > 0 && at === plan.totalLayers;
+    const tiled = idle && plan.totalLayers > 0 && at === plan.totalLayers;
+    tiledSince = tiled ? tiledSince || Date.now() : 0;
+    // Done when every planned node has loaded its layers. A tiling alone took the source's stage
+    // of the previous placement ([0, 5) on one node) for the deploy's: "deployed" came while the
+    // planned nodes held only the bytes, and a generate right after it ran on the old plan. A
+    // plan that moved during the deploy can leave a planned node with no layers: a tiling that
+    // has held for PLAN_SETTLE_MS is then taken, as is one without a node that left.
+    const planned = plan.stages.every((st) =>
+      progress.some((n) => n.nodeId === st.nodeId && n.state === TransferState.LOADED)
+    );
+    const loaded = tiled &&
+      (planned || gone.size > 0 || Date.now() - tiledSince >= PLAN_SETTLE_MS);
     if (failed.length || loaded || signal.aborted) {
       yield create(DeployResponseSchema, {
         model: manifest.modelId,
@@ -165,3 +178,6 @@ export async function* deployModel(
     await sleep(300, signal);
   }
 }
+
+/** How long a tiling of loaded stages must hold to end a deploy whose planned nodes moved. */
+const PLAN_SETTLE_MS = 10_000;

@@ -106,6 +106,15 @@ Deno.test({
       assertEquals(events[0].event, "planned");
       assertEquals(events.at(-1).event, "done");
       assert(events.some((e) => e.event === "progress"), "progress events");
+      // Done only once every planned node has loaded its layers: the source's stage of the old
+      // placement ([0, 5) alone) tiled the model, and "done" came while b and c held only bytes.
+      const planned = events[0];
+      const last = new Map<string, string>();
+      for (const e of events) if (e.event === "progress") last.set(e.node, e.state);
+      assert(planned.placement.length > 0, JSON.stringify(planned));
+      for (const { node } of planned.placement as { node: string }[]) {
+        assertEquals(last.get(node), "loaded", `${node} at "done": ${JSON.stringify([...last])}`);
+      }
       const info = await waitForPlacement(agents[0], 3);
       assertEquals(info.placement!.stages.map((s) => s.nodeId), ["a", "b", "c"]);
 
@@ -445,11 +454,20 @@ Deno.test({
       // backend) gave c's layers to a now and then, when b needed none ("b needed more layers").
       const speed = ["--speed", "1"];
       await startSourceAndFollowers(agents, dirs, "2MB", speed, speed);
-      let last;
+      let last, planned;
       for await (
         const m of createClient(TransferService, agents[0].transport).deploy({ path: STORIES })
-      ) last = m;
+      ) {
+        last = m;
+        planned ??= m.placement;
+      }
       assert(last?.done && last.message.startsWith("deployed"), last?.message);
+      // Done once every planned node has loaded: a, which holds the whole model (2 MB), tiled
+      // it alone with its old stage, and "deployed" came while b and c held only bytes.
+      for (const st of planned!.stages) {
+        const n = last.nodes.find((x) => x.nodeId === st.nodeId);
+        assertEquals(n?.state, TransferState.LOADED, `${st.nodeId} at "deployed"`);
+      }
       const { manifest } = await computeManifest(STORIES, { nodeId: "test" });
       const before = (await progressOf(agents[1], manifest.modelId))!;
       const had = new Set(cachedSegments(dirs[1], manifest.sha256).keys());
