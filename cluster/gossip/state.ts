@@ -492,14 +492,7 @@ export class GossipState {
     const s = this.nodes.get(d.node);
     if (!s) return;
     if (d.incarnation < s.incarnation) {
-      if (d.node === this.id && !this.leaving) {
-        this.reassert(d.from);
-        // Declared dead at an incarnation we have since passed (a frozen agent publishes its
-        // metadata as it wakes, before it reads the news): its peers took it for dead all the
-        // same. Not told, the agent kept its life, and heads went on avoiding its stage for the
-        // rest of their requests (which failed after the recovery timeout).
-        this.#deathRefuted(d.incarnation);
-      }
+      if (d.node === this.id && !this.leaving) this.reassert(d.from);
       return;
     }
     this.suspicions.get(d.node)?.stop();
@@ -507,7 +500,7 @@ export class GossipState {
     if (s.status === "dead" || s.status === "left") return;
     if (d.node === this.id && !this.leaving) {
       this.refute(s, d.incarnation, d.from);
-      this.#deathRefuted(d.incarnation);
+      this.cfg.onDeathRefuted?.();
       return;
     }
     this.broadcast(d.node, d, finished);
@@ -515,16 +508,6 @@ export class GossipState {
     s.status = d.from === d.node ? "left" : "dead";
     s.stateChange = this.clock.now();
     this.event(s.status === "left" ? "leave" : "dead", s);
-  }
-
-  /** The newest death of ours refuted (onDeathRefuted is called once per death). */
-  #refutedDeath = -1;
-
-  /** Tell the member, once per death, that it was declared dead at `incarnation` and is back. */
-  #deathRefuted(incarnation: number) {
-    if (incarnation <= this.#refutedDeath) return;
-    this.#refutedDeath = incarnation;
-    this.cfg.onDeathRefuted?.();
   }
 
   /**
