@@ -56,9 +56,12 @@ const DNS_NAME =
 /** Check a node name: it becomes a file name and a DNS subjectAltName. */
 export function checkNodeName(n: string): void {
   if (!DNS_NAME.test(n)) {
+    // (Node ids may hold "_", which no DNS name may: saying "use the node's --node-id" to the
+    // owner of node_1 contradicted itself.)
     throw new CertsError(
-      `node name "${n}" is not a valid DNS name (letters, digits, "-" and "."); certificates ` +
-        `name nodes by their node ids, so use the node's --node-id`,
+      `node name "${n}" is not a valid DNS name (letters, digits, "-" and "."), which a ` +
+        `certificate needs: peers check a node's certificate against its --node-id, so give ` +
+        `such agents ids of that form, or one shared certificate named by --tls-peer-name`,
       true,
     );
   }

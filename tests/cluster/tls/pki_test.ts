@@ -3,6 +3,7 @@ import {
   addCertificates,
   CertsError,
   checkAgentCertificate,
+  checkNodeName,
   initCertificates,
   loadClientTls,
   loadTlsFiles,
@@ -355,4 +356,11 @@ Deno.test("a certificate issued through an intermediate CA passes at start and s
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("a node id no certificate can name gets advice that can be followed", () => {
+  // "node_1" is a valid --node-id but no DNS name: the advice was "use the node's --node-id".
+  const e = assertThrows(() => checkNodeName("node_1"), CertsError);
+  assert(!e.message.includes("so use the node's --node-id"), e.message);
+  assert(e.message.includes("--tls-peer-name"), e.message);
 });
