@@ -280,9 +280,18 @@ HF_ENDPOINT (a mirror; default https://huggingface.co), HF_HUB_OFFLINE=1 (the ca
       let files: FileServer | undefined;
       if (opts.fromHere) {
         path = resolve(path);
-        files = await startFileServer({
-          host: opts.fromHere === true ? "127.0.0.1" : opts.fromHere,
-          path,
+        const host = opts.fromHere === true ? "127.0.0.1" : opts.fromHere;
+        // ("999.1.1.1" failed as a name lookup, exit 1, not as the flag's mistake)
+        files = await startFileServer({ host, path }).catch((e: Error) => {
+          // the file's own errors, said as before
+          if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
+            throw e;
+          }
+          throw new CliError(
+            `--from-here ${host}: cannot listen there (${e.message}); give an address of this ` +
+              `machine that the agents reach`,
+            ExitCode.usage,
+          );
         });
       }
       const conn = await connect(g);

@@ -281,6 +281,18 @@ Deno.test("no agent at the endpoint: exit code 3 and what to do", async () => {
   const wide = await llmctl(["models", "deploy", "x.gguf", "--nodes", ", ,", "-e", "127.0.0.1:1"]);
   assertEquals(wide.code, 2, wide.stderr);
   assert(wide.stderr.includes("--nodes names no node"), wide.stderr);
+  // An address --from-here cannot listen on is the flag's mistake (it was a lookup error, exit 1).
+  const here = await llmctl([
+    "models",
+    "deploy",
+    STORIES,
+    "--from-here",
+    "999.1.1.1",
+    "-e",
+    "127.0.0.1:1",
+  ]);
+  assertEquals(here.code, 2, here.stderr);
+  assert(here.stderr.includes("--from-here 999.1.1.1: cannot listen there"), here.stderr);
   // gRPC's timeout takes 8 digits of ms (1667m was a protocol error; 40000m fired at once).
   assertEquals(parseTimeout("1666m"), 99_960_000);
   assertThrows(() => parseTimeout("1667m"), CliError, "1666m");
