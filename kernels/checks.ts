@@ -63,6 +63,27 @@ export function checkCounts(op: string, counts: Record<string, number>): void {
   }
 }
 
+/**
+ * Throw unless a storeKV of `rows` rows, from row `rowOffset` of k and v (buffers of `kLength` and
+ * `vLength` elements), fits `cache`'s `layer` at positions [pos0, pos0 + rows): the checks every
+ * backend makes, in the same words (`Err` for the buffers: the WebGPU backend's RangeError).
+ */
+export function checkStoreKV(
+  cache: { nLayers: number; nCtx: number; kvDim: number },
+  layer: number,
+  pos0: number,
+  rows: number,
+  rowOffset: number,
+  kLength: number,
+  vLength: number,
+  Err: new (message: string) => Error = Error,
+): void {
+  checkKVRange("storeKV", cache, layer, pos0, rows);
+  const d = cache.kvDim;
+  needElements(kLength, (rowOffset + rows) * d, "storeKV k", rowOffset * d, Err);
+  needElements(vLength, (rowOffset + rows) * d, "storeKV v", rowOffset * d, Err);
+}
+
 /** Throw unless `layer` and positions [pos0, pos0 + rows) fit a KV cache (for `op`). */
 export function checkKVRange(
   op: "storeKV" | "attention",

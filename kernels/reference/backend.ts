@@ -26,6 +26,7 @@ import {
   checkHeads,
   checkKVRange,
   checkRowRange,
+  checkStoreKV,
   needElements,
 } from "../checks.ts";
 import { GGMLType, typeName, weightLayout } from "../quant/types.ts";
@@ -281,12 +282,10 @@ export function createReferenceBackend(): Backend {
       rowOffset = 0,
     ): void {
       const c = kv(cache);
-      checkKVRange("storeKV", c, layer, pos0, rows);
       const d = c.kvDim;
       const kb = buf(k);
       const vb = buf(v);
-      need(kb, (rowOffset + rows) * d, "storeKV k", rowOffset * d);
-      need(vb, (rowOffset + rows) * d, "storeKV v", rowOffset * d);
+      checkStoreKV(c, layer, pos0, rows, rowOffset, kb.length, vb.length);
       const kd = c.k[layer];
       const vd = c.v[layer];
       for (let r = 0; r < rows; r++) {

@@ -4,8 +4,8 @@
  * (attention.ts).
  */
 import type { Buf, KVCache, KVType } from "../backend.ts";
-import { checkKVRange } from "../checks.ts";
-import { type Memories, need, wbuf, WKV, wkv } from "./resources.ts";
+import { checkStoreKV } from "../checks.ts";
+import { type Memories, wbuf, WKV, wkv } from "./resources.ts";
 
 /** Allocates, fills and frees the KV caches of one backend. */
 export class KVCaches {
@@ -43,12 +43,10 @@ export class KVCaches {
     rowOffset = 0,
   ): void {
     const c = wkv(cache);
-    checkKVRange("storeKV", c, layer, pos0, rows);
     const d = c.kvDim;
     const K = wbuf(k);
     const V = wbuf(v);
-    need(K, (rowOffset + rows) * d, "storeKV k", rowOffset * d);
-    need(V, (rowOffset + rows) * d, "storeKV v", rowOffset * d);
+    checkStoreKV(c, layer, pos0, rows, rowOffset, K.length, V.length);
     const a0 = this.mem.a0;
     const lb = c.layerBytes();
     const kSrc = K.off + rowOffset * d * 4;

@@ -4,9 +4,9 @@
  *
  * @module
  */
-import { checkKVRange } from "../../checks.ts";
+import { checkStoreKV } from "../../checks.ts";
 import type { Backend } from "../../backend.ts";
-import { asBuf, asKV, need } from "../handles.ts";
+import { asBuf, asKV } from "../handles.ts";
 import { compose } from "../shaders.ts";
 import { grid, type OpContext, WG } from "./context.ts";
 
@@ -18,9 +18,7 @@ export function encodeStoreKV(
   const c = asKV(cache);
   const kb = asBuf(k);
   const vb = asBuf(v);
-  checkKVRange("storeKV", c, layer, pos0, rows);
-  need(kb, (rowOffset + rows) * c.kvDim, "storeKV keys", rowOffset * c.kvDim);
-  need(vb, (rowOffset + rows) * c.kvDim, "storeKV values", rowOffset * c.kvDim);
+  checkStoreKV(c, layer, pos0, rows, rowOffset, kb.length, vb.length, RangeError);
   if (rows === 0) return;
   const p = ctx.enc.pipe(
     `kv:${c.type}`,
