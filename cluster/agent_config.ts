@@ -3,19 +3,13 @@
  * config file > defaults that DESIGN.md promises. Parsing errors name the setting and its source.
  */
 import { hostname } from "node:os";
-import {
-  advertisedHost,
-  bytesOf,
-  MAX_DURATION_MS,
-  parseBytes,
-  seedList,
-} from "./setting_values.ts";
+import { bytesOf, hostSetting, MAX_DURATION_MS, parseBytes, seedList } from "./setting_values.ts";
 
 import { defaultCacheDir } from "./transfer/mod.ts";
 import { parseReplicaCount, type ReplicaCount } from "./placement/mod.ts";
 import { isLoopback } from "./rpc/server.ts";
 
-export { advertisedHost, parseBytes, seedList };
+export { hostSetting, parseBytes, seedList };
 
 /** Everything an agent needs to start. */
 export interface AgentConfig {
@@ -297,14 +291,10 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
 
   // An IP address or a host name ("" was refused as "refusing to gossip in plaintext on :",
   // which named no cause).
-  const bind = advertisedHost(
+  const bind = hostSetting(
     str("bind", "127.0.0.1")!,
-    (why) =>
-      fail(
-        "bind",
-        pick("bind")[1],
-        why.replace("a host peers can reach", "an address to listen on"),
-      ),
+    "an address to listen on",
+    (why) => fail("bind", pick("bind")[1], why),
   )!;
   const [budgetRaw, budgetSrc] = pick("memoryBudget");
   let memoryBudget: number;
@@ -323,8 +313,9 @@ export function resolveConfig(sources: [Source, RawSettings][]): AgentConfig {
   const cfg: AgentConfig = {
     nodeId: str("nodeId", hostname())!,
     bind,
-    advertiseAddress: advertisedHost(
+    advertiseAddress: hostSetting(
       str("advertiseAddress"),
+      "a host peers can reach",
       (why) => fail("advertiseAddress", pick("advertiseAddress")[1], why),
     ) ??
       (bind === "0.0.0.0" || bind === "::" ? interfaceAddress(bind) : bind),

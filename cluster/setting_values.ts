@@ -65,12 +65,14 @@ export function bytesOf(v: unknown): number {
 }
 
 /**
- * Check `--advertise-address`: a host (an IP address or a DNS name), no port, no spaces. A bad
- * one ("127.0.0.1:5", "a b", "") was advertised as is: peers could not reach the agent, and it
- * flapped alive, suspect and dead, the cluster re-planning at every turn.
+ * Check a host setting (`--advertise-address`, `--bind`): an IP address or a DNS name, no port,
+ * no spaces; `what` says what it is for in the error. A bad advertised one ("127.0.0.1:5", "a b",
+ * "") was advertised as is: peers could not reach the agent, and it flapped alive, suspect and
+ * dead, the cluster re-planning at every turn.
  */
-export function advertisedHost(
+export function hostSetting(
   v: string | undefined,
+  what: string,
   fail: (why: string) => never,
 ): string | undefined {
   if (v === undefined) return undefined;
@@ -82,7 +84,7 @@ export function advertisedHost(
     !/^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/
       .test(host)
   ) {
-    fail(`"${v}" is not a host peers can reach (an IP address or a DNS name, without a port)`);
+    fail(`"${v}" is not ${what} (an IP address or a DNS name, without a port)`);
   }
   return host;
 }

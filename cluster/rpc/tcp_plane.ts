@@ -116,23 +116,27 @@ export function startTcpPlane(opts: TcpPlaneOptions): Promise<TcpPlane> {
       counts.set(magic, counts.get(magic)! - 1);
     }
   };
+  /**
+   * Tell `conn` the plane is busy (`PLANE_BUSY: why`), then close it: said, not just closed, so
+   * a stage's link uses gRPC instead of failing the stage.
+   */
+  const busy = (conn: Deno.Conn, why: string) =>
+    writeAll(
+      conn,
+      trailerEnvelope(new ConnectError(`${PLANE_BUSY}: ${why}`, Code.ResourceExhausted)),
+      1000,
+    )
+      .catch(() => {})
+      .finally(() => closeQuietly(conn));
   const onConn = (conn: Deno.TcpConn) => {
     if (pending.size >= maxPending) {
-      // Said, not just closed: the oldest may be a stage's link whose preamble is on its way,
-      // which, cut silently, blamed a healthy stage ("closed without a status"); told the
-      // plane is busy, it goes over gRPC instead.
+      // The oldest may be a stage's link whose preamble is on its way: cut silently, it blamed a
+      // healthy stage ("closed without a status").
       const oldest = pending.values().next().value!;
       pending.delete(oldest);
-      const why = `${PLANE_BUSY}: ${pending.size + 1} connections sending no preamble`;
-      writeAll(oldest, trailerEnvelope(new ConnectError(why, Code.ResourceExhausted)), 1000)
-        .catch(() => {})
-        .finally(() => closeQuietly(oldest));
+      busy(oldest, `${pending.size + 1} connections sending no preamble`);
     } else if (open.size >= maxOpen) {
-      // Said, not just closed: a stage's link then uses gRPC instead of failing the stage.
-      const why = `${PLANE_BUSY}: ${open.size} connections open; try again`;
-      writeAll(conn, trailerEnvelope(new ConnectError(why, Code.ResourceExhausted)), 1000)
-        .catch(() => {})
-        .finally(() => closeQuietly(conn));
+      busy(conn, `${open.size} connections open; try again`);
       return;
     }
     open.add(conn);
