@@ -452,13 +452,12 @@ export function forwardHandler(ctx: ForwardContext) {
      * limit (5 minutes), and a thousand of them the RPC port.
      */
     const withinIdle = <T>(next: Promise<T>): Promise<T> => {
-      const ms = s.sessionId === undefined && !s.host
-        ? Math.min(idleMs, ctx.openingMs ?? FIRST_FRAME_MS)
-        : idleMs;
+      const opening = s.sessionId === undefined && !s.host;
+      const ms = opening ? Math.min(idleMs, ctx.openingMs ?? FIRST_FRAME_MS) : idleMs;
       return orTimeout(Promise.race([next, senderGone]), ms, () =>
         new RpcFailure(
           "deadline_exceeded",
-          s.sessionId === undefined && !s.host
+          opening
             ? `no opening within ${ms / 1000} s of the stream's start`
             : `no frame for ${ms / 1000} s: the session is closed (is its head gone?)`,
         ));
